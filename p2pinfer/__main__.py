@@ -1,0 +1,3 @@
+from p2pinfer.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""backends part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,77 @@
+"""Entry point of the `p2pinfer` command.
+
+Commands live in one module each under `p2pinfer/cli/` and expose
+`register(app)`. Every `P2PInferError` becomes one line on stderr and the
+error's documented exit code; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+
+from p2pinfer import __version__
+from p2pinfer.errors import P2PInferError
+
+app = typer.Typer(
+    name="p2pinfer",
+    help="A peer-to-peer network for LLM inference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module registers its commands on `app`; keep the list sorted.
+COMMAND_MODULES: list[str] = [
+    "p2pinfer.cli.identity_cmds",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"p2pinfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """p2pinfer: run a node, ask the network, inspect the ledger."""
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+def main() -> None:
+    """Run the CLI; map project errors to one line and an exit code."""
+    _register_all()
+    try:
+        rc = app(standalone_mode=False)
+    except P2PInferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive as ClickException
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)

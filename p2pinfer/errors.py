@@ -1,0 +1,164 @@
+"""One exception hierarchy for the whole project, rooted in `P2PInferError`.
+
+Every error carries an `exit_code`; the CLI prints `error: <message>` on one
+line and exits with it. The codes are documented in docs/cli.md and must not
+change meaning once released.
+"""
+
+from __future__ import annotations
+
+
+class P2PInferError(Exception):
+    """Root of every error p2pinfer raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(P2PInferError):
+    """The user gave a bad argument or config value."""
+
+    exit_code = 2
+
+
+class KeyFileError(P2PInferError):
+    """The node key file is missing, unreadable, malformed or too permissive."""
+
+    exit_code = 3
+
+
+class ProtocolError(P2PInferError):
+    """A message or frame broke the wire protocol. Subclasses say how."""
+
+    exit_code = 4
+    #: Reject code sent to the peer when this error ends a job (see protocol.messages).
+    reject_code = "bad_request"
+
+
+class DecodeError(ProtocolError):
+    """Bytes that are not a well-formed message of a known type."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame header announced more bytes than the limit allows."""
+
+    reject_code = "over_limits"
+
+
+class SignatureError(ProtocolError):
+    """A missing, malformed or wrong signature."""
+
+    reject_code = "bad_signature"
+
+
+class ValidationError(ProtocolError):
+    """A field with the wrong type, size or value."""
+
+
+class ExpiredError(ValidationError):
+    """A message outside its validity window (expired or from the future)."""
+
+    reject_code = "expired"
+
+
+class ReplayError(ValidationError):
+    """A job id that was already seen inside the replay window."""
+
+    reject_code = "replayed"
+
+
+class WrongProviderError(ValidationError):
+    """A job request bound to another provider."""
+
+    reject_code = "wrong_provider"
+
+
+class StateError(ProtocolError):
+    """A message that is not allowed in the job's current state."""
+
+
+class BackendError(P2PInferError):
+    """The inference engine failed: down, slow, or answering garbage."""
+
+    exit_code = 5
+
+
+class EngineUnavailable(BackendError):
+    """The engine cannot be reached or timed out."""
+
+
+class ModelNotFound(BackendError):
+    """The engine does not serve the requested model."""
+
+
+class EngineResponseError(BackendError):
+    """The engine answered, but not with something we can use."""
+
+
+class NetworkError(P2PInferError):
+    """A libp2p-level failure: dial, stream, or peer misbehaviour."""
+
+    exit_code = 6
+
+
+class NoProvidersError(NetworkError):
+    """Nobody on the network serves the requested model."""
+
+    exit_code = 7
+
+
+class AllProvidersFailedError(NetworkError):
+    """Every candidate provider failed or rejected the job."""
+
+    exit_code = 8
+
+
+class JobTimeoutError(NetworkError):
+    """The job did not complete within its deadline."""
+
+    exit_code = 9
+
+
+class JobRejectedError(NetworkError):
+    """A provider refused the job with a reject code."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(f"provider rejected the job: {code}: {message}")
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+
+class LedgerError(P2PInferError):
+    """The ledger could not be read or written."""
+
+    exit_code = 10
+
+
+class LedgerIntegrityError(LedgerError):
+    """The ledger's hash chain or a signature in it does not verify."""
+
+    exit_code = 11
+
+
+class InsufficientCreditError(LedgerError):
+    """The consumer cannot pay for the job."""
+
+    exit_code = 12
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        P2PInferError,
+        UsageError,
+        KeyFileError,
+        ProtocolError,
+        BackendError,
+        NetworkError,
+        NoProvidersError,
+        AllProvidersFailedError,
+        JobTimeoutError,
+        LedgerError,
+        LedgerIntegrityError,
+        InsufficientCreditError,
+    )
+}

@@ -1,0 +1,1 @@
+"""gateway part of p2pinfer (see docs/architecture.md)."""

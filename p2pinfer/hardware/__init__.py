@@ -1,0 +1,1 @@
+"""hardware part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""market part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""net part of p2pinfer (see docs/architecture.md)."""

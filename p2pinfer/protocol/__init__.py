@@ -1,0 +1,1 @@
+"""protocol part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""sim part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""verify part of p2pinfer (see docs/architecture.md)."""
