@@ -20,16 +20,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from p2pinfer.errors import P2PInferError, UsageError
+from p2pinfer.errors import TestnetError, UsageError
 
 STATE_FILE = "testnet.json"
 NODE_STATUS_FILE = "node.json"
-
-
-class TestnetError(P2PInferError):
-    """The testnet could not be started, found, or stopped."""
-
-    exit_code = 13
 
 
 @dataclass
