@@ -139,6 +139,10 @@ class LedgerIntegrityError(LedgerError):
     exit_code = 11
 
 
+class DuplicateEntryError(LedgerError):
+    """The ledger already holds this entry (e.g. a second charge for the same job)."""
+
+
 class InsufficientCreditError(LedgerError):
     """The consumer cannot pay for the job."""
 
