@@ -178,7 +178,10 @@ class Ledger:
     def _init_schema(
         conn: sqlite3.Connection, path: Path, identity: NodeIdentity | None
     ) -> bytes | None:
-        conn.execute("BEGIN IMMEDIATE")
+        # Take the write lock only to create the schema, so opening an existing ledger
+        # never waits for (or blocks) a writer.
+        existing = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("BEGIN" if existing else "BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:

@@ -85,7 +85,9 @@ class ReputationBook:
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
+            # The write lock only to create the table; opening never waits for a writer.
+            existing = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("BEGIN" if existing else "BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 conn.execute(_SCHEMA)
