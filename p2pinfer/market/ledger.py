@@ -240,6 +240,8 @@ class Ledger:
                 head = self._head(conn)
                 seq, at_ms = head.seq + 1, self._clock()
                 data = E.encode_body(seq, at_ms, body)
+                # Refuse here (ValidationError) what verify would later reject.
+                E.decode_body(data)
                 entry_hash = E.chain_hash(head.entry_hash, data)
                 signature = identity.sign(E.signing_bytes(entry_hash))
                 key = body.idem_key()

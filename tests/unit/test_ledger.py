@@ -18,6 +18,7 @@ from p2pinfer.errors import (
     LedgerError,
     LedgerIntegrityError,
     SignatureError,
+    ValidationError,
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.entries import ChargeBody, Entry, peer_account
@@ -235,6 +236,14 @@ def test_stake_view_is_newest_declaration_minus_slashes(ledger: Ledger) -> None:
     with pytest.raises(DuplicateEntryError):  # one proof slashes once
         ledger.record_slash(prov.public_key, 25_000, reason="fraud", evidence=b"proof-1")
     assert ledger.stake_of(PEERS[2].public_key).effective == 0
+
+
+def test_malformed_entries_are_refused_before_they_are_written(ledger: Ledger) -> None:
+    with pytest.raises(ValidationError):
+        ledger.record_faucet(ME.public_key, -1)
+    with pytest.raises(ValidationError):
+        ledger.record_charge(charge_input(1, PEERS[1], PEERS[2], 10, tokens=-5), SEED)
+    assert ledger.head().seq == 0 and ledger.verify().ok
 
 
 def test_a_forged_stake_declaration_is_not_recorded(ledger: Ledger) -> None:
