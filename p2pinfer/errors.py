@@ -139,6 +139,14 @@ class LedgerIntegrityError(LedgerError):
     exit_code = 11
 
 
+class DuplicateEntryError(LedgerError):
+    """The ledger already holds this entry (e.g. a second charge for the same job)."""
+
+
+class ReputationStoreError(LedgerError):
+    """The reputation table (node state next to the ledger) could not be read or written."""
+
+
 class InsufficientCreditError(LedgerError):
     """The consumer cannot pay for the job."""
 
