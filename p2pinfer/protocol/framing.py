@@ -14,8 +14,6 @@ from p2pinfer.errors import DecodeError, FrameTooLarge, ProtocolError
 DEFAULT_MAX_FRAME = 1 << 20
 """1 MiB: the largest frame body accepted unless a caller says otherwise."""
 
-_MAX_HEADER = 10  # a 64-bit varint never needs more
-
 
 def encode_uvarint(value: int) -> bytes:
     """The shortest unsigned LEB128 encoding of `value` (0 <= value < 2**64)."""
@@ -44,8 +42,8 @@ class FrameDecoder:
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        if max_frame < 0:
-            raise ValueError("max_frame must be >= 0")
+        if not 0 <= max_frame < 2**63:
+            raise ValueError("max_frame must be in 0..2**63-1")
         self._max = max_frame
         self._buf = bytearray()
         self._want: int | None = None  # body length of the frame being read, once known
@@ -66,7 +64,8 @@ class FrameDecoder:
         try:
             while True:
                 if self._want is None:
-                    # Headers are at most 10 bytes: take bytes one at a time until one ends.
+                    # Take header bytes one at a time: _parse_header refuses an oversize
+                    # length (so also an overlong header) as early as it can tell.
                     while self._want is None and view:
                         self._buf.append(view[0])
                         view = view[1:]
@@ -105,6 +104,7 @@ class FrameDecoder:
                 if byte == 0 and i > 0:
                     raise DecodeError("frame header is not a minimal varint")
                 return value
-        if len(self._buf) >= _MAX_HEADER:
-            raise DecodeError("frame header is longer than a 64-bit varint")
+            # Another byte follows, so a minimal varint is at least 2**(7 * (i + 1)).
+            if 1 << (7 * (i + 1)) > self._max:
+                raise FrameTooLarge(f"frame header announces more than the {self._max}-byte limit")
         return None
