@@ -83,6 +83,11 @@ class ProviderJob:
         self.result: Signed[JobResult] | None = None
         self.receipt: Signed[Receipt] | None = None
 
+    @property
+    def job_id(self) -> bytes:
+        """The job's id once a signed request was read, else NO_JOB_ID."""
+        return self._job_id
+
     # --- bytes in -----------------------------------------------------------
 
     def receive_data(self, data: bytes, now_ms: int) -> list[ProviderEvent]:
