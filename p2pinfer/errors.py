@@ -72,6 +72,18 @@ class WrongProviderError(ValidationError):
     reject_code = "wrong_provider"
 
 
+class OverLimitsError(ValidationError):
+    """A message within the wire caps but over a provider's policy limits or lifetime."""
+
+    reject_code = "over_limits"
+
+
+class ReplayWindowFull(ProtocolError):
+    """The replay window holds its maximum of live job ids; new jobs must wait."""
+
+    reject_code = "busy"
+
+
 class StateError(ProtocolError):
     """A message that is not allowed in the job's current state."""
 
