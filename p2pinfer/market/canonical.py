@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from p2pinfer.errors import DecodeError
 
