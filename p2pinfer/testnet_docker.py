@@ -128,7 +128,7 @@ def engine_available(timeout_s: float = 20.0) -> str | None:
 
 
 def compose_command() -> list[str]:
-    """`docker compose` (v2 plugin) if present, else `docker-compose` (v1); TestnetError if neither."""
+    """`docker compose` (v2) if present, else `docker-compose` (v1); TestnetError if neither."""
     for cmd in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(cmd[0]) is None:
             continue
