@@ -1,0 +1,257 @@
+"""Provider adverts on GossipSub: the admission rules and the catalog of live providers.
+
+An advert travels as the data of a GossipSub message on `ADVERTS_TOPIC`. The
+payload is a signed envelope that this module does not parse itself: an
+`AdvertVerifier` (see `p2pinfer.net.codec`) turns bytes into a `VerifiedAdvert`
+or raises a `ProtocolError`. The topic validator (`AdvertGate`) drops, before
+delivery and before relaying:
+
+- oversized payloads (more than `max_advert_bytes`),
+- payloads that do not decode or whose signature does not verify,
+- forged adverts: the advert's signer is not the GossipSub message's
+  publisher (the `from` peer, itself authenticated by GossipSub's signature),
+- stale adverts: a `seq` not newer than the last accepted one of that peer,
+  or issued more than a TTL ago, or too far in the future.
+
+The `Catalog` keeps the accepted adverts of other peers, indexed by model,
+and forgets a provider `ttl_ms` after its last advert (clock injected).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import trio
+
+from p2pinfer.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+ADVERTS_TOPIC = "p2pinfer/adverts/1"
+DEFAULT_ADVERT_TTL_MS = 180_000
+DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
+DEFAULT_MAX_CLOCK_SKEW_MS = 30_000
+
+
+@dataclass(frozen=True)
+class ModelOffer:
+    """One model a provider serves, as advertised."""
+
+    model: str
+    price_per_1k_micro: int
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class VerifiedAdvert:
+    """An advert whose signature checked out, reduced to what the network layer uses.
+
+    `signer` is the PeerID of the key that signed it; `raw` the exact signed
+    bytes (forwarded unchanged by the info protocol); `message` the decoded
+    protocol message, for the parts above the network layer.
+    """
+
+    signer: str
+    seq: int
+    issued_at_ms: int
+    offers: tuple[ModelOffer, ...]
+    addrs: tuple[str, ...]
+    hardware: str
+    raw: bytes
+    message: object
+
+
+AdvertVerifier = Callable[[bytes], VerifiedAdvert]
+"""Decode and verify a signed advert; raise a ProtocolError subclass if it is not one."""
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """A live provider of one model, from its latest accepted advert."""
+
+    peer_id: str
+    model: str
+    price_per_1k_micro: int
+    tokens_per_s: float
+    addrs: tuple[str, ...]
+    hardware: str
+    seq: int
+    last_seen_ms: int
+    expires_at_ms: int
+    advert: VerifiedAdvert
+
+
+@dataclass
+class _PeerState:
+    advert: VerifiedAdvert
+    last_seen_ms: int
+    expires_at_ms: int
+
+
+class Catalog:
+    """The latest advert of every peer heard from, until it expires.
+
+    Pure bookkeeping on an injected millisecond clock; the only concurrency
+    primitive is the change notification used by `wait_for`.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_peer_id: str,
+        clock_ms: Callable[[], int],
+        ttl_ms: int = DEFAULT_ADVERT_TTL_MS,
+        max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+    ) -> None:
+        self.local_peer_id = local_peer_id
+        self.ttl_ms = ttl_ms
+        self.max_clock_skew_ms = max_clock_skew_ms
+        self._clock_ms = clock_ms
+        self._peers: dict[str, _PeerState] = {}
+        # seq memory outlives the entry by one TTL, so a replay of an expired
+        # advert is still refused (it is also past its TTL by then).
+        self._last_seq: dict[str, tuple[int, int]] = {}
+        self._changed = trio.Event()
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    def staleness(self, advert: VerifiedAdvert) -> str | None:
+        """Why `advert` is stale ('seq', 'expired', 'future'), or None if it is fresh."""
+        now = self._clock_ms()
+        last = self._last_seq.get(advert.signer)
+        if last is not None and advert.seq <= last[0]:
+            return "seq"
+        if advert.issued_at_ms + self.ttl_ms <= now:
+            return "expired"
+        if advert.issued_at_ms > now + self.max_clock_skew_ms:
+            return "future"
+        return None
+
+    def admit(self, advert: VerifiedAdvert) -> str | None:
+        """Record `advert` if fresh; return the reason it was refused, or None.
+
+        The local node's own adverts update the seq memory (so it cannot
+        publish a stale one either) but are not listed as a provider: a node
+        cannot open a stream to itself.
+        """
+        reason = self.staleness(advert)
+        if reason is not None:
+            return reason
+        now = self._clock_ms()
+        self._last_seq[advert.signer] = (advert.seq, now)
+        if advert.signer != self.local_peer_id:
+            # Expiry counts from the earlier of issue and receipt: a relay
+            # cannot stretch an advert's life, nor a fast clock extend it.
+            expires = min(advert.issued_at_ms, now) + self.ttl_ms
+            self._peers[advert.signer] = _PeerState(advert, now, expires)
+            self._notify()
+        return None
+
+    def expire(self) -> list[str]:
+        """Forget providers whose last advert is older than the TTL; return their PeerIDs."""
+        now = self._clock_ms()
+        gone = [pid for pid, st in self._peers.items() if st.expires_at_ms <= now]
+        for pid in gone:
+            del self._peers[pid]
+        for pid, (_, seen) in list(self._last_seq.items()):
+            if seen + 2 * self.ttl_ms <= now:
+                del self._last_seq[pid]
+        if gone:
+            self._notify()
+        return gone
+
+    def providers(self, model: str) -> list[ProviderEntry]:
+        """Live providers of `model`, cheapest first."""
+        found = [e for e in self._entries() if e.model == model]
+        return sorted(found, key=lambda e: (e.price_per_1k_micro, -e.tokens_per_s, e.peer_id))
+
+    def models(self) -> list[str]:
+        """Every model some live provider serves, sorted."""
+        return sorted({e.model for e in self._entries()})
+
+    def advert_of(self, peer_id: str) -> VerifiedAdvert | None:
+        """The latest live advert of `peer_id`, if any."""
+        st = self._peers.get(peer_id)
+        if st is None or st.expires_at_ms <= self._clock_ms():
+            return None
+        return st.advert
+
+    def peer_ids(self) -> list[str]:
+        """PeerIDs with a live advert."""
+        now = self._clock_ms()
+        return sorted(pid for pid, st in self._peers.items() if st.expires_at_ms > now)
+
+    async def wait_for(self, predicate: Callable[[Catalog], bool]) -> None:
+        """Return once `predicate(self)` holds (checked on each change); bound it by a timeout."""
+        while not predicate(self):
+            await self._changed.wait()
+
+    def _entries(self) -> Iterator[ProviderEntry]:
+        now = self._clock_ms()
+        for pid, st in self._peers.items():
+            if st.expires_at_ms <= now:
+                continue
+            for offer in st.advert.offers:
+                yield ProviderEntry(
+                    peer_id=pid,
+                    model=offer.model,
+                    price_per_1k_micro=offer.price_per_1k_micro,
+                    tokens_per_s=offer.tokens_per_s,
+                    addrs=st.advert.addrs,
+                    hardware=st.advert.hardware,
+                    seq=st.advert.seq,
+                    last_seen_ms=st.last_seen_ms,
+                    expires_at_ms=st.expires_at_ms,
+                    advert=st.advert,
+                )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+class AdvertGate:
+    """The GossipSub validator of `ADVERTS_TOPIC`: verifies, then admits into the catalog.
+
+    `drops` counts refused messages by reason ('oversized', 'invalid',
+    'forged', 'seq', 'expired', 'future') for metrics and tests.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        verify: AdvertVerifier,
+        *,
+        max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES,
+    ) -> None:
+        self.catalog = catalog
+        self.verify = verify
+        self.max_advert_bytes = max_advert_bytes
+        self.drops: Counter[str] = Counter()
+        self.accepted = 0
+
+    def check(self, publisher: str, data: bytes) -> VerifiedAdvert | None:
+        """Verify `data` published by `publisher` and admit it; None (and a count) if refused."""
+        reason, advert = self._judge(publisher, data)
+        if reason is not None:
+            self.drops[reason] += 1
+            log.debug("advert dropped reason=%s publisher=%s", reason, publisher)
+            return None
+        self.accepted += 1
+        return advert
+
+    def _judge(self, publisher: str, data: bytes) -> tuple[str | None, VerifiedAdvert | None]:
+        if len(data) > self.max_advert_bytes:
+            return "oversized", None
+        try:
+            advert = self.verify(data)
+        except ProtocolError as exc:
+            log.debug("advert invalid publisher=%s error=%s", publisher, exc)
+            return "invalid", None
+        if advert.signer != publisher:
+            return "forged", None
+        return self.catalog.admit(advert), advert

@@ -1,0 +1,84 @@
+"""Typed settings of the network layer and the parsers for the addresses in them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import multiaddr
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from p2pinfer.errors import UsageError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.adverts import (
+    DEFAULT_ADVERT_TTL_MS,
+    DEFAULT_MAX_ADVERT_BYTES,
+    DEFAULT_MAX_CLOCK_SKEW_MS,
+    AdvertVerifier,
+)
+from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
+
+GOSSIP_MAX_RPC_BYTES = 1024 * 1024
+ADDR_TTL_S = 600  # how long dialable addresses learnt from records stay in the peerstore
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch (the wire's time unit)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Everything `run_host` needs. Addresses are multiaddr strings.
+
+    `bootstrap` entries must end in `/p2p/<PeerID>`. `announce_addrs`, when
+    set, replace the listen addresses in what the node tells others (use it
+    behind NAT or when listening on 0.0.0.0). Timers are in seconds, advert
+    times in milliseconds on the injected `clock_ms`.
+    """
+
+    identity: NodeIdentity
+    verify_advert: AdvertVerifier
+    listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    announce_addrs: tuple[str, ...] = ()
+    enable_mdns: bool = False
+    advert_ttl_ms: int = DEFAULT_ADVERT_TTL_MS
+    max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
+    gossip_heartbeat_s: int = 1
+    gossip_max_msgs_per_topic_per_s: float = 200.0
+    gossip_max_rpc_bytes: int = GOSSIP_MAX_RPC_BYTES
+    provide_interval_s: float = DEFAULT_PROVIDE_INTERVAL_S
+    bootstrap_interval_s: float = 30.0
+    expire_interval_s: float = 5.0
+    dial_timeout_s: float = 10.0
+    clock_ms: Callable[[], int] = wall_clock_ms
+
+
+def parse_multiaddr(text: str, *, what: str) -> Any:
+    """A multiaddr from user input; UsageError naming `what` if it does not parse."""
+    try:
+        return multiaddr.Multiaddr(text)
+    except Exception as exc:
+        raise UsageError(f"bad {what} address {text!r}: {exc}") from exc
+
+
+def parse_peer_addr(text: str) -> Any:
+    """A dialable `/.../p2p/<PeerID>` address as py-libp2p PeerInfo; UsageError otherwise."""
+    addr = parse_multiaddr(text, what="peer")
+    try:
+        return info_from_p2p_addr(addr)
+    except Exception as exc:
+        raise UsageError(f"peer address {text!r} must end in /p2p/<PeerID>: {exc}") from exc
+
+
+def parse_peer_id(peer_id: str) -> ID:
+    """py-libp2p's ID for a base58 PeerID; UsageError if malformed."""
+    try:
+        return ID.from_base58(peer_id)
+    except Exception as exc:
+        raise UsageError(f"not a PeerID: {peer_id!r}") from exc
