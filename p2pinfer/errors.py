@@ -157,6 +157,12 @@ class InsufficientCreditError(LedgerError):
     exit_code = 12
 
 
+class TestnetError(P2PInferError):
+    """The local testnet could not be started, found, or stopped."""
+
+    exit_code = 13
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -172,5 +178,6 @@ EXIT_CODES: dict[str, int] = {
         LedgerError,
         LedgerIntegrityError,
         InsufficientCreditError,
+        TestnetError,
     )
 }

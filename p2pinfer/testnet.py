@@ -1,0 +1,261 @@
+"""A local testnet: N real `p2pinfer node` processes on 127.0.0.1.
+
+Node 0 is the bootstrap; the others join through it. Each node has its own
+home `DIR/node<i>` (key, ledger, logs), so every per-node command works on it
+with `--home DIR/node<i>`. A node writes `<home>/node.json` once it listens;
+the testnet waits on that file (with a bound), never on a fixed sleep.
+`DIR/testnet.json` records what was started, so `status` and `down` work
+from another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from p2pinfer.errors import TestnetError, UsageError
+
+STATE_FILE = "testnet.json"
+NODE_STATUS_FILE = "node.json"
+
+
+@dataclass
+class NodeSpec:
+    index: int
+    home: str
+    pid: int
+    fault: str | None = None
+
+
+@dataclass
+class TestnetState:
+    dir: str
+    nodes: list[NodeSpec] = field(default_factory=list)
+
+    def save(self) -> None:
+        path = Path(self.dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> TestnetState:
+        path = directory / STATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise TestnetError(f"no testnet in {directory} (no {STATE_FILE})") from exc
+        except (OSError, ValueError) as exc:
+            raise TestnetError(f"cannot read {path}: {exc}") from exc
+        return cls(dir=raw["dir"], nodes=[NodeSpec(**n) for n in raw["nodes"]])
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What a running node reports about itself in `<home>/node.json`, plus liveness."""
+
+    index: int
+    home: str
+    pid: int
+    alive: bool
+    peer_id: str | None
+    listen_addrs: list[str]
+    gateway_url: str | None
+    models: list[str]
+    fault: str | None
+
+
+def parse_faults(specs: list[str], nodes: int) -> dict[int, str]:
+    """`PEER_INDEX:KIND` strings to {index: kind}; UsageError on a bad one."""
+    faults: dict[int, str] = {}
+    for spec in specs:
+        idx_text, sep, kind = spec.partition(":")
+        if not sep or not kind or not idx_text.isdigit():
+            raise UsageError(
+                f"bad --fault {spec!r}: expected PEER_INDEX:KIND, e.g. 1:crash-after=3"
+            )
+        idx = int(idx_text)
+        if idx >= nodes:
+            raise UsageError(f"bad --fault {spec!r}: the testnet has nodes 0..{nodes - 1}")
+        faults[idx] = kind
+    return faults
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by us) is not alive.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_node_status(home: Path) -> dict[str, object] | None:
+    try:
+        raw = json.loads((home / NODE_STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _node_command(
+    home: Path,
+    bootstrap: str | None,
+    backend: str,
+    models: list[str],
+    fault: str | None,
+    gateway: bool,
+) -> list[str]:
+    cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home)]
+    cmd += ["--listen", "/ip4/127.0.0.1/tcp/0", "--backend", backend]
+    for m in models:
+        cmd += ["--models", m]
+    if bootstrap:
+        cmd += ["--bootstrap", bootstrap]
+    if fault:
+        cmd += ["--fault", fault]
+    cmd += ["--gateway", "127.0.0.1:0"] if gateway else ["--no-gateway"]
+    return cmd
+
+
+def _wait_for_status(home: Path, pid: int, timeout_s: float) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = read_node_status(home)
+        if status is not None and status.get("pid") == pid and status.get("listen_addrs"):
+            return status
+        if not pid_alive(pid):
+            raise TestnetError(f"node in {home} exited during start-up; see {home / 'node.log'}")
+        time.sleep(0.05)
+    raise TestnetError(f"node in {home} did not start within {timeout_s:.0f} s")
+
+
+def _spawn(cmd: list[str], home: Path) -> int:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / NODE_STATUS_FILE).unlink(missing_ok=True)
+    log = open(home / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    env = dict(os.environ)
+    # The child imports this same p2pinfer, even when it is not installed.
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=env,
+    )
+    log.close()
+    return proc.pid
+
+
+def up(
+    directory: Path,
+    nodes: int,
+    backend: str = "embedded",
+    models: list[str] | None = None,
+    faults: dict[int, str] | None = None,
+    gateway: bool = True,
+    start_timeout_s: float = 120.0,
+) -> TestnetState:
+    """Start `nodes` node processes in `directory` and wait until each listens."""
+    if nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / STATE_FILE).exists():
+        state = TestnetState.load(directory)
+        if any(pid_alive(n.pid) for n in state.nodes):
+            raise TestnetError(f"a testnet is already running in {directory}; `testnet down` first")
+    faults = faults or {}
+    models = models or []
+    state = TestnetState(dir=str(directory))
+    try:
+        bootstrap: str | None = None
+        for i in range(nodes):
+            home = directory / f"node{i}"
+            fault = faults.get(i)
+            pid = _spawn(_node_command(home, bootstrap, backend, models, fault, gateway), home)
+            state.nodes.append(NodeSpec(index=i, home=str(home), pid=pid, fault=fault))
+            state.save()
+            status = _wait_for_status(home, pid, start_timeout_s)
+            if bootstrap is None:
+                addrs = status["listen_addrs"]
+                assert isinstance(addrs, list)
+                bootstrap = str(addrs[0])
+    except BaseException:
+        down(directory)
+        raise
+    return state
+
+
+def status(directory: Path) -> list[NodeStatus]:
+    """Each node of the testnet in `directory`, with what it reports and whether it runs."""
+    state = TestnetState.load(directory)
+    out: list[NodeStatus] = []
+    for n in state.nodes:
+        info = read_node_status(Path(n.home)) or {}
+        alive = pid_alive(n.pid)
+        addrs = info.get("listen_addrs") if info.get("pid") == n.pid else None
+        models = info.get("models")
+        gw = info.get("gateway_url")
+        pid_ = info.get("peer_id")
+        out.append(
+            NodeStatus(
+                index=n.index,
+                home=n.home,
+                pid=n.pid,
+                alive=alive,
+                peer_id=str(pid_) if pid_ else None,
+                listen_addrs=[str(a) for a in addrs] if isinstance(addrs, list) else [],
+                gateway_url=str(gw) if gw else None,
+                models=[str(m) for m in models] if isinstance(models, list) else [],
+                fault=n.fault,
+            )
+        )
+    return out
+
+
+def bootstrap_addr(directory: Path) -> str:
+    """The multiaddr (with /p2p/) of the testnet's first live node."""
+    for node in status(directory):
+        if node.alive and node.listen_addrs:
+            return node.listen_addrs[0]
+    raise TestnetError(f"no live node in the testnet at {directory}")
+
+
+def down(directory: Path, grace_s: float = 10.0) -> int:
+    """Stop every node of the testnet (SIGTERM, then SIGKILL after `grace_s`); return how many."""
+    try:
+        state = TestnetState.load(directory)
+    except TestnetError:
+        return 0
+    live = [n for n in state.nodes if pid_alive(n.pid)]
+    for n in live:
+        _signal(n.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(pid_alive(n.pid) for n in live):
+        time.sleep(0.05)
+    for n in live:
+        if pid_alive(n.pid):
+            _signal(n.pid, signal.SIGKILL)
+    (Path(state.dir) / STATE_FILE).unlink(missing_ok=True)
+    return len(live)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
