@@ -11,10 +11,12 @@ delivery and before relaying:
 - forged adverts: the advert's signer is not the GossipSub message's
   publisher (the `from` peer, itself authenticated by GossipSub's signature),
 - stale adverts: a `seq` not newer than the last accepted one of that peer,
-  or issued more than a TTL ago, or too far in the future.
+  past their own expiry (`issued_at + ttl`), issued too far in the future, or
+  claiming a TTL over the network's maximum.
 
 The `Catalog` keeps the accepted adverts of other peers, indexed by model,
-and forgets a provider `ttl_ms` after its last advert (clock injected).
+and forgets a provider when its latest advert expires (clock injected), so a
+provider that stops re-advertising leaves the catalog after its TTL.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ from p2pinfer.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 ADVERTS_TOPIC = "p2pinfer/adverts/1"
-DEFAULT_ADVERT_TTL_MS = 180_000
+MAX_ADVERT_TTL_MS = 6 * 3_600_000  # as p2pinfer.protocol.validation
 DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
 DEFAULT_MAX_CLOCK_SKEW_MS = 30_000
 
 
 @dataclass(frozen=True)
-class ModelOffer:
+class Offer:
     """One model a provider serves, as advertised."""
 
     model: str
@@ -57,7 +59,8 @@ class VerifiedAdvert:
     signer: str
     seq: int
     issued_at_ms: int
-    offers: tuple[ModelOffer, ...]
+    expires_at_ms: int
+    offers: tuple[Offer, ...]
     addrs: tuple[str, ...]
     hardware: str
     raw: bytes
@@ -103,16 +106,17 @@ class Catalog:
         *,
         local_peer_id: str,
         clock_ms: Callable[[], int],
-        ttl_ms: int = DEFAULT_ADVERT_TTL_MS,
+        max_ttl_ms: int = MAX_ADVERT_TTL_MS,
         max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
     ) -> None:
         self.local_peer_id = local_peer_id
-        self.ttl_ms = ttl_ms
+        self.max_ttl_ms = max_ttl_ms
         self.max_clock_skew_ms = max_clock_skew_ms
         self._clock_ms = clock_ms
         self._peers: dict[str, _PeerState] = {}
-        # seq memory outlives the entry by one TTL, so a replay of an expired
-        # advert is still refused (it is also past its TTL by then).
+        # The last accepted seq of a peer is kept for the longest TTL an
+        # advert may have, so no older advert of it can be replayed while it
+        # would still be unexpired.
         self._last_seq: dict[str, tuple[int, int]] = {}
         self._changed = trio.Event()
 
@@ -120,15 +124,17 @@ class Catalog:
         return self._clock_ms()
 
     def staleness(self, advert: VerifiedAdvert) -> str | None:
-        """Why `advert` is stale ('seq', 'expired', 'future'), or None if it is fresh."""
+        """Why `advert` is stale ('seq', 'expired', 'future', 'ttl'), or None if it is fresh."""
         now = self._clock_ms()
         last = self._last_seq.get(advert.signer)
         if last is not None and advert.seq <= last[0]:
             return "seq"
-        if advert.issued_at_ms + self.ttl_ms <= now:
+        if advert.expires_at_ms <= now:
             return "expired"
         if advert.issued_at_ms > now + self.max_clock_skew_ms:
             return "future"
+        if advert.expires_at_ms - advert.issued_at_ms > self.max_ttl_ms:
+            return "ttl"
         return None
 
     def admit(self, advert: VerifiedAdvert) -> str | None:
@@ -144,21 +150,22 @@ class Catalog:
         now = self._clock_ms()
         self._last_seq[advert.signer] = (advert.seq, now)
         if advert.signer != self.local_peer_id:
-            # Expiry counts from the earlier of issue and receipt: a relay
-            # cannot stretch an advert's life, nor a fast clock extend it.
-            expires = min(advert.issued_at_ms, now) + self.ttl_ms
+            # An advert from a clock running ahead still lives at most its TTL
+            # from receipt.
+            ttl = advert.expires_at_ms - advert.issued_at_ms
+            expires = min(advert.expires_at_ms, now + ttl)
             self._peers[advert.signer] = _PeerState(advert, now, expires)
             self._notify()
         return None
 
     def expire(self) -> list[str]:
-        """Forget providers whose last advert is older than the TTL; return their PeerIDs."""
+        """Forget providers whose latest advert has expired; return their PeerIDs."""
         now = self._clock_ms()
         gone = [pid for pid, st in self._peers.items() if st.expires_at_ms <= now]
         for pid in gone:
             del self._peers[pid]
         for pid, (_, seen) in list(self._last_seq.items()):
-            if seen + 2 * self.ttl_ms <= now:
+            if seen + self.max_ttl_ms + self.max_clock_skew_ms <= now:
                 del self._last_seq[pid]
         if gone:
             self._notify()
@@ -218,7 +225,7 @@ class AdvertGate:
     """The GossipSub validator of `ADVERTS_TOPIC`: verifies, then admits into the catalog.
 
     `drops` counts refused messages by reason ('oversized', 'invalid',
-    'forged', 'seq', 'expired', 'future') for metrics and tests.
+    'forged', 'seq', 'expired', 'future', 'ttl') for metrics and tests.
     """
 
     def __init__(

@@ -14,9 +14,9 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from p2pinfer.errors import UsageError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.adverts import (
-    DEFAULT_ADVERT_TTL_MS,
     DEFAULT_MAX_ADVERT_BYTES,
     DEFAULT_MAX_CLOCK_SKEW_MS,
+    MAX_ADVERT_TTL_MS,
     AdvertVerifier,
 )
 from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
@@ -46,7 +46,7 @@ class NetConfig:
     bootstrap: tuple[str, ...] = ()
     announce_addrs: tuple[str, ...] = ()
     enable_mdns: bool = False
-    advert_ttl_ms: int = DEFAULT_ADVERT_TTL_MS
+    max_advert_ttl_ms: int = MAX_ADVERT_TTL_MS
     max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
     gossip_heartbeat_s: int = 1

@@ -167,7 +167,7 @@ class NetHost:
         self.catalog = Catalog(
             local_peer_id=self.peer_id,
             clock_ms=config.clock_ms,
-            ttl_ms=config.advert_ttl_ms,
+            max_ttl_ms=config.max_advert_ttl_ms,
             max_clock_skew_ms=config.max_clock_skew_ms,
         )
         self.advert_gate = AdvertGate(
