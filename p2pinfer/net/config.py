@@ -36,7 +36,8 @@ class NetConfig:
 
     `bootstrap` entries must end in `/p2p/<PeerID>`. `announce_addrs`, when
     set, replace the listen addresses in what the node tells others (use it
-    behind NAT or when listening on 0.0.0.0). Timers are in seconds, advert
+    behind NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR
+    blocks) are never dialled and refused when they dial in. Timers are in seconds, advert
     times in milliseconds on the injected `clock_ms`.
     """
 
@@ -46,6 +47,7 @@ class NetConfig:
     bootstrap: tuple[str, ...] = ()
     announce_addrs: tuple[str, ...] = ()
     enable_mdns: bool = False
+    deny_ips: tuple[str, ...] = ()
     max_advert_ttl_ms: int = MAX_ADVERT_TTL_MS
     max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
@@ -65,6 +67,20 @@ def parse_multiaddr(text: str, *, what: str) -> Any:
         return multiaddr.Multiaddr(text)
     except Exception as exc:
         raise UsageError(f"bad {what} address {text!r}: {exc}") from exc
+
+
+def parse_listen_addr(text: str) -> Any:
+    """A TCP listen multiaddr (`/ip4|ip6|dns.../tcp/PORT`); UsageError for anything else.
+
+    QUIC works in py-libp2p 0.8.1 but secures connections with its own TLS 1.3
+    handshake, not Noise, and websockets are not needed; so only TCP is
+    accepted, keeping every connection Noise-secured (DESIGN.md).
+    """
+    addr = parse_multiaddr(text, what="listen")
+    names = [p.name for p in addr.protocols()]
+    if "tcp" not in names or any(n in names for n in ("ws", "wss", "quic", "quic-v1", "p2p")):
+        raise UsageError(f"listen address {text!r} must be plain TCP, e.g. /ip4/0.0.0.0/tcp/4001")
+    return addr
 
 
 def parse_peer_addr(text: str) -> Any:

@@ -17,6 +17,7 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.config import ConnectionConfig
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -35,6 +36,7 @@ from p2pinfer.net.adverts import ADVERTS_TOPIC, AdvertGate, Catalog, VerifiedAdv
 from p2pinfer.net.config import (
     ADDR_TTL_S,
     NetConfig,
+    parse_listen_addr,
     parse_multiaddr,
     parse_peer_addr,
     parse_peer_id,
@@ -57,6 +59,7 @@ StreamHandler = Callable[[NetStream], Awaitable[None]]
 """Serves one inbound stream; the stream is closed (or reset on error) when it returns."""
 
 ROUTING_REFRESH_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 def build_libp2p_host(config: NetConfig) -> Any:
@@ -68,7 +71,7 @@ def build_libp2p_host(config: NetConfig) -> Any:
     """
     key_pair = config.identity.libp2p_key_pair()
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    listen = [parse_multiaddr(a, what="listen") for a in config.listen_addrs]
+    listen = [parse_listen_addr(a) for a in config.listen_addrs]
     announce = [parse_multiaddr(a, what="announce") for a in config.announce_addrs]
     for text in config.bootstrap:
         parse_peer_addr(text)  # fail early, with a clear message
@@ -79,6 +82,7 @@ def build_libp2p_host(config: NetConfig) -> Any:
         listen_addrs=listen,
         enable_mDNS=config.enable_mdns,
         announce_addrs=announce or None,
+        connection_config=ConnectionConfig(deny_list=list(config.deny_ips)),
     )
 
 
@@ -93,6 +97,7 @@ def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
         ("libp2p", level),
         ("libp2p.host.basic_host", logging.CRITICAL),
         ("libp2p.network.swarm", logging.CRITICAL),  # ERROR per failed handshake of a peer
+        ("libp2p.transport.tcp", logging.CRITICAL),  # ERROR per failed dial; we raise instead
         ("libp2p.kad_dht", logging.CRITICAL),
     ):
         logger = logging.getLogger(name)
@@ -105,7 +110,9 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     """Start a node's network stack and yield its `NetHost`; everything stops on exit.
 
     Raises UsageError for malformed addresses, NetworkError if a listen
-    address cannot be bound.
+    address cannot be bound. An exception from the `async with` body comes
+    out as itself, not wrapped in the exception groups of the nurseries
+    underneath.
     """
     quiet_libp2p_logging()
     host = build_libp2p_host(config)
@@ -119,37 +126,60 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     )
     pubsub = Pubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
     dht = KadDHT(host, DHTMode.SERVER)
-    listen = [parse_multiaddr(a, what="listen") for a in config.listen_addrs]
-    async with (
-        _listening(host, listen, config.listen_addrs),
-        background_trio_service(pubsub),
-        background_trio_service(gossipsub),
-        background_trio_service(dht),
-    ):
-        await pubsub.wait_until_ready()
-        async with trio.open_nursery() as nursery:
-            net = NetHost(config, host, pubsub, dht, nursery)
-            await net._start()
-            try:
-                yield net
-            finally:
-                nursery.cancel_scope.cancel()
+    listen = [parse_listen_addr(a) for a in config.listen_addrs]
+    try:
+        async with (
+            _listening(host, listen, config.listen_addrs),
+            background_trio_service(pubsub),
+            background_trio_service(gossipsub),
+            background_trio_service(dht),
+        ):
+            await pubsub.wait_until_ready()
+            async with trio.open_nursery() as nursery:
+                net = NetHost(config, host, pubsub, dht, nursery)
+                await net._start()
+                try:
+                    yield net
+                finally:
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        leaf = _sole_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__
+
+
+def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, or None if there are several."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
 
 
 @asynccontextmanager
 async def _listening(host: Any, listen: list[Any], texts: tuple[str, ...]) -> AsyncIterator[None]:
-    """`host.run(listen)`, with a bind failure turned into one clear NetworkError."""
-    entered = False
+    """`host.run(listen)`, then `host.close()`; a bind failure becomes one NetworkError.
+
+    py-libp2p logs and swallows a failed bind, so the bound addresses are
+    checked. Its TCP listeners run in trio *system* tasks that leaving
+    `host.run` does not stop: without `host.close()` the port keeps accepting
+    and completing handshakes for a host that is gone.
+    """
+    bound = True
     try:
         async with host.run(listen_addrs=listen):
-            entered = True
-            if not host.get_transport_addrs():
-                raise NetworkError(f"could not listen on {', '.join(texts)}")
-            yield
-    except OSError as exc:
-        if entered:
-            raise
-        raise NetworkError(f"cannot listen on {', '.join(texts)}: {exc.strerror or exc}") from exc
+            bound = len(host.get_transport_addrs()) == len(listen)
+            if bound:
+                yield
+    finally:
+        with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
+            scope.shield = True  # runs while the node is being cancelled
+            await host.close()
+    if not bound:
+        raise NetworkError(f"cannot listen on {', '.join(texts)}: address in use or unavailable")
 
 
 class NetHost:
@@ -287,6 +317,19 @@ class NetHost:
             self._pubsub.set_topic_validator(topic, libp2p_validator(topic, validator), False)
         subscription = await self._pubsub.subscribe(topic)
         self._nursery.start_soon(read_subscription, topic, subscription, handler)
+
+    def topic_peers(self, topic: str) -> list[str]:
+        """Connected peers known to be subscribed to `topic`."""
+        return sorted(p.to_base58() for p in self._pubsub.peer_topics.get(topic, ()))
+
+    async def wait_for_mesh(self, peer_id: str, topic: str, *, timeout_s: float = 10.0) -> None:
+        """Return once `peer_id` is in our GossipSub mesh for `topic`; PeerTimeoutError if not."""
+        try:
+            await self._pubsub.wait_for_mesh(parse_peer_id(peer_id), topic, timeout=timeout_s)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(
+                f"{peer_id} joined no {topic} mesh within {timeout_s:g} s"
+            ) from exc
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish `data` on `topic`, signed by this node (our own validator runs first)."""
