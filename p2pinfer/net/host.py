@@ -98,6 +98,7 @@ def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
         ("libp2p.host.basic_host", logging.CRITICAL),
         ("libp2p.network.swarm", logging.CRITICAL),  # ERROR per failed handshake of a peer
         ("libp2p.transport.tcp", logging.CRITICAL),  # ERROR per failed dial; we raise instead
+        ("libp2p.protocol_muxer", logging.CRITICAL),  # ERROR per stream cut during negotiation
         ("libp2p.kad_dht", logging.CRITICAL),
     ):
         logger = logging.getLogger(name)
@@ -282,11 +283,15 @@ class NetHost:
     ) -> NetStream:
         """Open a stream to `peer_id` speaking `protocol`, dialling it if needed.
 
-        The caller owns the stream and must close or reset it. Raises
-        PeerUnreachableError (no address, dial failed, protocol not supported)
-        or PeerTimeoutError.
+        Addresses come from the peerstore (connections, DHT records, mDNS)
+        and from the peer's advert in the catalog. The caller owns the stream
+        and must close or reset it. Raises PeerUnreachableError (no address,
+        dial failed, protocol not supported) or PeerTimeoutError.
         """
         pid = parse_peer_id(peer_id)
+        advert = self.catalog.advert_of(peer_id)
+        if advert is not None:  # its own signed word on where to dial it
+            self.add_peer_addrs(peer_id, advert.addrs)
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         try:
             with trio.fail_after(limit):

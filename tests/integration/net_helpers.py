@@ -26,6 +26,7 @@ def make_advert(
     ttl_ms: int = 60_000,
     issued_at: int | None = None,
     padding: int = 0,
+    addrs: tuple[str, ...] = (),
 ) -> bytes:
     """A signed advert by `identity` (FakeAdvertCodec until the protocol package lands)."""
     body = {
@@ -34,6 +35,7 @@ def make_advert(
         "ttl_ms": ttl_ms,
         "models": [[name, price] for name, price in models],
         "pad": b"\0" * padding,
+        "addrs": list(addrs),
     }
     packed = msgpack.packb(body)
     sig = identity.sign(_DOMAIN + packed)
@@ -54,7 +56,7 @@ def verify_advert(raw: bytes) -> VerifiedAdvert:
         issued_at_ms=body["issued_at"],
         expires_at_ms=body["issued_at"] + body["ttl_ms"],
         offers=tuple(Offer(name, price, 25.0) for name, price in body["models"]),
-        addrs=(),
+        addrs=tuple(body["addrs"]),
         hardware="test",
         raw=raw,
         message=body,

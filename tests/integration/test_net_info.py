@@ -54,3 +54,16 @@ async def test_unreachable_peer_is_a_clear_error() -> None:
                 await consumer.connect(addr)
             with pytest.raises(PeerUnreachableError):
                 await consumer.fetch_advert(peer_id)  # no address known at all
+
+
+async def test_stream_to_a_gossip_only_provider_dials_the_address_in_its_advert() -> None:
+    with trio.fail_after(30):
+        async with run_host(config()) as provider, run_host(config()) as consumer:
+            advert = make_advert(provider.config.identity, 1, addrs=tuple(provider.addrs()))
+            await provider.publish_advert(advert)  # no peers yet: it reaches nobody
+            # The consumer receives it as if relayed by gossip (same validator).
+            assert consumer.advert_gate.check(provider.peer_id, advert) is not None
+            assert provider.peer_id not in consumer.peers()
+            fetched = await consumer.fetch_advert(provider.peer_id)
+            assert fetched is not None and fetched.advert.seq == 1
+            assert provider.peer_id in consumer.peers()
