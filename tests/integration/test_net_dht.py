@@ -29,17 +29,13 @@ async def test_consumer_bootstrapped_through_two_nodes_finds_provider_and_its_ad
         async with AsyncExitStack() as stack:
             n1 = await stack.enter_async_context(run_host(config()))
             n2 = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
-            provider = await stack.enter_async_context(
-                run_host(config(bootstrap=(n1.addrs()[0],)))
-            )
+            provider = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
             seq = iter(range(1, 1000))
             provider.start_advertising(
                 lambda: make_advert(provider.config.identity, next(seq), models=((MODEL, 70),)),
                 interval_s=5.0,
             )
-            consumer = await stack.enter_async_context(
-                run_host(config(bootstrap=(n2.addrs()[0],)))
-            )
+            consumer = await stack.enter_async_context(run_host(config(bootstrap=(n2.addrs()[0],))))
 
             found = await find_until_found(consumer, MODEL, {provider.peer_id})
             assert found == {provider.peer_id}  # relays do not claim the model
@@ -70,9 +66,10 @@ async def test_provider_joining_after_a_lookup_is_found_by_the_next_lookup() -> 
 
 async def test_model_nobody_serves_has_no_providers() -> None:
     with trio.fail_after(30):
-        async with run_host(config()) as boot, run_host(
-            config(bootstrap=(boot.addrs()[0],))
-        ) as consumer:
+        async with (
+            run_host(config()) as boot,
+            run_host(config(bootstrap=(boot.addrs()[0],))) as consumer,
+        ):
             await boot.provide(MODEL)
             assert await consumer.find_providers("no-such-model") == []
             assert await consumer.lookup_providers("no-such-model") == []
