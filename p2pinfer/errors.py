@@ -72,6 +72,18 @@ class WrongProviderError(ValidationError):
     reject_code = "wrong_provider"
 
 
+class OverLimitsError(ValidationError):
+    """A message within the wire caps but over a provider's policy limits or lifetime."""
+
+    reject_code = "over_limits"
+
+
+class ReplayWindowFull(ProtocolError):
+    """The replay window holds its maximum of live job ids; new jobs must wait."""
+
+    reject_code = "busy"
+
+
 class StateError(ProtocolError):
     """A message that is not allowed in the job's current state."""
 
@@ -149,6 +161,14 @@ class LedgerIntegrityError(LedgerError):
     """The ledger's hash chain or a signature in it does not verify."""
 
     exit_code = 11
+
+
+class DuplicateEntryError(LedgerError):
+    """The ledger already holds this entry (e.g. a second charge for the same job)."""
+
+
+class ReputationStoreError(LedgerError):
+    """The reputation table (node state next to the ledger) could not be read or written."""
 
 
 class InsufficientCreditError(LedgerError):

@@ -27,6 +27,7 @@ app = typer.Typer(
 # Each module registers its commands on `app`; keep the list sorted.
 COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.identity_cmds",
+    "p2pinfer.cli.ledger_cmds",
 ]
 
 

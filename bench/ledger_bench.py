@@ -1,0 +1,70 @@
+"""Ledger throughput on a real file: appends per second (each one durable: WAL +
+synchronous=FULL) and `verify` speed. Writes bench/results/ledger.json.
+
+    python bench/ledger_bench.py [--entries N] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.ledger import ChargeInput, Ledger
+from p2pinfer.market.split import SEED
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ledger.json"
+
+
+def run(entries: int, directory: Path) -> dict[str, object]:
+    me, provider = NodeIdentity.generate(), NodeIdentity.generate()
+    path = directory / "ledger.sqlite3"
+    with Ledger.open(path, me) as led:
+        led.record_faucet(me.public_key, 10**12)
+        start = time.perf_counter()
+        for job in range(entries):
+            led.record_charge(
+                ChargeInput(job.to_bytes(16, "big"), "smollm2:135m", provider.public_key,
+                            me.public_key, 300, 450, b"r" * 200, b"c" * 150),
+                SEED, quality_pm=980,
+            )
+        append_s = time.perf_counter() - start
+        start = time.perf_counter()
+        report = led.verify(expected_signer=me.public_key)
+        verify_s = time.perf_counter() - start
+        assert report.ok and report.verified == entries + 1
+    return {
+        "entries": entries + 1,
+        "appends_per_s": round(entries / append_s, 1),
+        "append_ms_mean": round(append_s * 1000 / entries, 3),
+        "verify_s": round(verify_s, 3),
+        "verify_entries_per_s": round((entries + 1) / verify_s, 1),
+        "file_bytes": path.stat().st_size + (path.with_name(path.name + "-wal").stat().st_size
+                                             if path.with_name(path.name + "-wal").exists()
+                                             else 0),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=2000)
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the ledger file")
+    args = parser.parse_args()
+    if args.dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args.entries, Path(tmp))
+    else:
+        result = run(args.entries, args.dir)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

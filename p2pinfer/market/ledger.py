@@ -1,0 +1,448 @@
+"""A node's ledger: an append-only, hash-chained, signed log of entries in SQLite (WAL).
+
+Every write is one `BEGIN IMMEDIATE` transaction that reads the chain head,
+appends one entry and its postings, and commits; SQLite's write lock makes
+concurrent writers (threads or processes) queue, and WAL with synchronous=FULL
+makes a committed entry durable and an interrupted one vanish whole.
+Balances are sums over postings (the `balances` view); nothing is updated or
+deleted (triggers refuse it). `verify` recomputes every derived column, hash
+and signature and names the first entry that does not check out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2pinfer.errors import (
+    DuplicateEntryError,
+    InsufficientCreditError,
+    LedgerError,
+    LedgerIntegrityError,
+)
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market import entries as E
+from p2pinfer.market.entries import Entry, EntryBody, Posting
+from p2pinfer.market.split import SplitPreset, split
+from p2pinfer.market.stake import NO_STAKE, StakeDeclaration, StakeStatus, verify_stake
+from p2pinfer.market.verify_chain import BadEntry, EvidenceVerifier, VerifyReport, walk_chain
+
+SCHEMA_VERSION = 1
+LEDGER_FILE_NAME = "ledger.sqlite3"
+
+_SCHEMA: tuple[str, ...] = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    """CREATE TABLE entries (
+        seq        INTEGER PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        body       BLOB NOT NULL CHECK (typeof(body) = 'blob'),
+        prev_hash  BLOB NOT NULL CHECK (length(prev_hash) = 32),
+        entry_hash BLOB NOT NULL UNIQUE CHECK (length(entry_hash) = 32),
+        signer     BLOB NOT NULL CHECK (length(signer) = 32),
+        signature  BLOB NOT NULL CHECK (length(signature) = 64),
+        idem_key   TEXT,
+        subject    TEXT,
+        UNIQUE (kind, idem_key)
+    )""",
+    "CREATE INDEX entries_subject ON entries (subject, kind)",
+    """CREATE TABLE postings (
+        seq     INTEGER NOT NULL REFERENCES entries (seq),
+        account TEXT NOT NULL,
+        amount  INTEGER NOT NULL CHECK (typeof(amount) = 'integer'),
+        PRIMARY KEY (seq, account)
+    )""",
+    "CREATE INDEX postings_account ON postings (account)",
+    """CREATE VIEW balances AS
+        SELECT account, SUM(amount) AS balance FROM postings GROUP BY account""",
+    *(
+        f"""CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table}
+            BEGIN SELECT RAISE(ABORT, 'ledger {table} are append-only'); END"""
+        for table in ("entries", "postings")
+        for op in ("update", "delete")
+    ),
+)
+
+
+def ledger_path(home: Path) -> Path:
+    """Where a node keeps its ledger: <home>/ledger.sqlite3."""
+    return home / LEDGER_FILE_NAME
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class ChargeInput:
+    """What the node knows of a completed, receipted job when it records the charge.
+
+    `result` is the provider's signed JobResult and `receipt` the consumer's
+    signed Receipt, both as the exact bytes received; the ledger stores them
+    opaquely so `verify(evidence_verifier=...)` can re-check them later.
+    """
+
+    job_id: bytes
+    model: str
+    provider: bytes
+    consumer: bytes
+    tokens: int
+    amount: int
+    result: bytes
+    receipt: bytes
+
+
+@dataclass(frozen=True)
+class Balance:
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest entry's seq and hash (seq 0 and the genesis hash for an empty ledger)."""
+
+    seq: int
+    entry_hash: bytes
+
+
+def _write_postings(conn: sqlite3.Connection, seq: int, postings: tuple[Posting, ...]) -> None:
+    # A module function (not inlined) so the crash test can kill the process right here,
+    # after the entry row and before its postings and the commit.
+    conn.executemany(
+        "INSERT INTO postings (seq, account, amount) VALUES (?, ?, ?)",
+        [(seq, p.account, p.amount) for p in postings],
+    )
+
+
+class Ledger:
+    """One node's ledger file. Thread-safe; several processes may share the file."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        identity: NodeIdentity | None,
+        owner: bytes | None,
+        clock: Callable[[], int],
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self._identity = identity
+        self.owner = owner
+        self._clock = clock
+        self._lock = threading.RLock()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        identity: NodeIdentity | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        busy_timeout_ms: int = 10_000,
+    ) -> Ledger:
+        """Open (with `identity`: create if missing) the ledger at `path`.
+
+        Without an identity the ledger is read-only and must exist. With one,
+        the ledger must belong to that identity (LedgerError otherwise).
+        """
+        if not path.exists():
+            if identity is None:
+                raise LedgerError(f"no ledger at {path}; it is created when the node first runs")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                str(path), timeout=busy_timeout_ms / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            owner = cls._init_schema(conn, path, identity)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
+        if identity is not None and owner != identity.public_key:
+            conn.close()
+            raise LedgerError(f"ledger {path} belongs to another node key; refusing to write to it")
+        return cls(conn, path, identity, owner, clock)
+
+    @staticmethod
+    def _init_schema(
+        conn: sqlite3.Connection, path: Path, identity: NodeIdentity | None
+    ) -> bytes | None:
+        # Take the write lock only to create the schema, so opening an existing ledger
+        # never waits for (or blocks) a writer.
+        existing = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("BEGIN" if existing else "BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                if identity is None:
+                    raise LedgerError(f"{path} is not a p2pinfer ledger")
+                # Statement by statement: executescript() would commit the open transaction.
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO meta VALUES ('owner', ?)", (identity.public_key,))
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {path} has schema version {version}; this p2pinfer reads "
+                    f"version {SCHEMA_VERSION}"
+                )
+            row = conn.execute("SELECT value FROM meta WHERE key = 'owner'").fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return bytes(row[0]) if row is not None and isinstance(row[0], bytes) else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise LedgerError(f"ledger {self.path} is busy or unwritable: {exc}") from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _append(self, body: EntryBody) -> Entry:
+        if self._identity is None:
+            raise LedgerError(f"ledger {self.path} was opened read-only (no node key)")
+        identity = self._identity
+        try:
+            with self._write() as conn:
+                head = self._head(conn)
+                seq, at_ms = head.seq + 1, self._clock()
+                data = E.encode_body(seq, at_ms, body)
+                # Refuse here (ValidationError) what verify would later reject.
+                E.decode_body(data)
+                entry_hash = E.chain_hash(head.entry_hash, data)
+                signature = identity.sign(E.signing_bytes(entry_hash))
+                key = body.idem_key()
+                try:
+                    conn.execute(
+                        "INSERT INTO entries (seq, kind, body, prev_hash, entry_hash, signer,"
+                        " signature, idem_key, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, body.kind, data, head.entry_hash, entry_hash, identity.public_key,
+                         signature, key, body.subject()),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise self._duplicate(conn, body.kind, key) from exc
+                _write_postings(conn, seq, body.postings())
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write to ledger {self.path}: {exc}") from exc
+        return Entry(seq, at_ms, body, head.entry_hash, entry_hash, identity.public_key, signature)
+
+    @staticmethod
+    def _duplicate(conn: sqlite3.Connection, kind: str, key: str | None) -> LedgerError:
+        row = conn.execute(
+            "SELECT seq FROM entries WHERE kind = ? AND idem_key = ?", (kind, key)
+        ).fetchone()
+        if row is None:
+            return LedgerError(f"ledger refused a {kind} entry (constraint violated)")
+        return DuplicateEntryError(f"{kind} {key} is already in the ledger (entry {row[0]})")
+
+    def record_faucet(self, recipient: bytes, amount: int, *, grant_id: str = "") -> Entry:
+        """Mint `amount` testnet micro-credits to `recipient` (a public key).
+
+        A non-empty `grant_id` is unique: DuplicateEntryError if it was granted before.
+        """
+        return self._append(E.FaucetGrant(recipient, amount, grant_id))
+
+    def record_charge(
+        self, charge: ChargeInput, preset: SplitPreset, *, quality_pm: int = 1000
+    ) -> Entry:
+        """Record a paid job: the consumer pays `charge.amount`, split by `preset`, with the
+        provider paid `quality_pm`/1000 of its share (pricing.quality_multiplier_pm).
+
+        A job is charged at most once: DuplicateEntryError if `job_id` was charged before.
+        """
+        parts = split(charge.amount, preset, quality_pm)
+        return self._append(E.ChargeBody(
+            charge.job_id, charge.model, charge.provider, charge.consumer, charge.tokens,
+            charge.amount, preset.name, quality_pm, parts, charge.result, charge.receipt,
+        ))
+
+    def record_receipt(
+        self, job_id: bytes, provider: bytes, consumer: bytes, amount: int, receipt: bytes
+    ) -> Entry:
+        """Keep a receipt as evidence without moving money (at most once per job id)."""
+        return self._append(E.ReceiptBody(job_id, provider, consumer, amount, receipt))
+
+    def record_stake(self, declaration: StakeDeclaration) -> Entry:
+        """Record a provider's stake declaration after checking its signature
+        (SignatureError/ValidationError if it does not verify; DuplicateEntryError if recorded)."""
+        verify_stake(declaration)
+        return self._append(E.StakeBody(declaration))
+
+    def record_slash(
+        self, provider: bytes, amount: int, *, reason: str, evidence: bytes, slash_id: str = ""
+    ) -> Entry:
+        """Slash `amount` of `provider`'s stake in this ledger for proven fraud.
+
+        One proof slashes once: `slash_id` defaults to sha256(evidence).
+        """
+        sid = slash_id or hashlib.sha256(evidence).hexdigest()
+        return self._append(E.SlashBody(provider, amount, reason, evidence, sid))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _head(conn: sqlite3.Connection) -> ChainHead:
+        row = conn.execute(
+            "SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return ChainHead(0, E.GENESIS_PREV) if row is None else ChainHead(row[0], bytes(row[1]))
+
+    def head(self) -> ChainHead:
+        """The chain head; publish it to let others notice a truncated ledger."""
+        with self._lock:
+            return self._head(self._conn)
+
+    def balance(self, account: str) -> int:
+        """Micro-credits in `account` (see entries.peer_account): the sum of its postings."""
+        row = self._read("SELECT COALESCE(SUM(amount), 0) FROM postings WHERE account = ?",
+                         (account,))
+        return int(row[0][0])
+
+    def balances(self) -> tuple[Balance, ...]:
+        """Every account with postings and its balance, by account name."""
+        rows = self._read("SELECT account, balance FROM balances ORDER BY account")
+        return tuple(Balance(a, int(n)) for a, n in rows)
+
+    def require_credit(self, account: str, amount: int) -> None:
+        """InsufficientCreditError unless `account` holds at least `amount` micro-credits."""
+        have = self.balance(account)
+        if have < amount:
+            raise InsufficientCreditError(
+                f"{account} holds {have} micro-credits; the job needs up to {amount}"
+            )
+
+    def has_entry(self, kind: str, key: str) -> bool:
+        """Whether an entry of `kind` with idempotency key `key` exists (a charge: job id hex)."""
+        return bool(self._read("SELECT 1 FROM entries WHERE kind = ? AND idem_key = ?",
+                               (kind, key)))
+
+    def has_charge(self, job_id: bytes) -> bool:
+        """Whether the job was already charged in this ledger."""
+        return self.has_entry(E.ChargeBody.kind, job_id.hex())
+
+    def _decode_rows(self, rows: list[Any]) -> list[Entry]:
+        out = []
+        for seq, body, prev, ehash, signer, sig in rows:
+            try:
+                _, at_ms, decoded = E.decode_body(bytes(body))
+            except (LedgerError, ValueError, TypeError) as exc:
+                raise LedgerIntegrityError(
+                    f"entry {seq}: cannot decode; run `p2pinfer ledger --verify`"
+                ) from exc
+            except Exception as exc:
+                raise LedgerIntegrityError(f"entry {seq}: cannot decode ({exc})") from exc
+            out.append(Entry(seq, at_ms, decoded, bytes(prev), bytes(ehash), bytes(signer),
+                             bytes(sig)))
+        return out
+
+    def entries(
+        self, *, after_seq: int = 0, limit: int = -1, newest_first: bool = False
+    ) -> list[Entry]:
+        """Entries with seq > `after_seq`, oldest first (or newest first), at most `limit`."""
+        order = "DESC" if newest_first else "ASC"
+        rows = self._read(
+            "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
+            f" WHERE seq > ? ORDER BY seq {order} LIMIT ?",
+            (after_seq, limit),
+        )
+        return self._decode_rows(rows)
+
+    def stake_of(self, provider: bytes) -> StakeStatus:
+        """This ledger's view of `provider`'s stake: newest declaration minus all slashes."""
+        rows = self._read(
+            "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
+            " WHERE subject = ? AND kind IN ('stake', 'slash') ORDER BY seq",
+            (E.peer_account(provider),),
+        )
+        status = NO_STAKE
+        slashed = 0
+        newest: StakeDeclaration | None = None
+        for entry in self._decode_rows(rows):
+            if isinstance(entry.body, E.SlashBody):
+                slashed += entry.body.amount
+            elif isinstance(entry.body, E.StakeBody):
+                decl = entry.body.declaration
+                if newest is None or decl.issued_at >= newest.issued_at:
+                    newest = decl
+        if newest is not None:
+            status = StakeStatus(newest.amount, slashed, newest.issued_at)
+        elif slashed:
+            status = StakeStatus(0, slashed, None)
+        return status
+
+    # -- verification ----------------------------------------------------------------------
+
+    def verify(
+        self,
+        *,
+        expected_signer: bytes | None = None,
+        evidence_verifier: EvidenceVerifier | None = None,
+    ) -> VerifyReport:
+        """Walk the whole chain (one read snapshot) and report the first bad entry, if any.
+
+        `expected_signer` defaults to the owner recorded at creation; the node
+        passes its own public key. `evidence_verifier` re-checks stored signed
+        messages (JobResult, Receipt, CheckReport) that only the protocol knows.
+        """
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                try:
+                    return walk_chain(self._conn, self.owner, expected_signer, evidence_verifier)
+                finally:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
+
+    def verify_or_raise(self, **kwargs: Any) -> VerifyReport:
+        """`verify`, raising LedgerIntegrityError("entry N: why") on the first bad entry."""
+        report = self.verify(**kwargs)
+        if report.bad is not None:
+            raise LedgerIntegrityError(f"entry {report.bad.seq}: {report.bad.reason}")
+        return report
+
+
+__all__ = [
+    "LEDGER_FILE_NAME", "BadEntry", "Balance", "ChainHead", "ChargeInput", "EvidenceVerifier",
+    "Ledger", "VerifyReport", "ledger_path",
+]

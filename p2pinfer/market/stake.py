@@ -1,0 +1,149 @@
+"""Stake declarations: a provider's signed claim of how much it stakes, and slashing.
+
+There is no chain: a stake is what its provider declares and signs, and every
+observer keeps its own view of it. An observer that holds proof of fraud
+records a slash in its own ledger, which lowers the stake it credits to that
+provider from then on (`StakeStatus.effective`). Consumers skip providers
+whose effective stake is below their configured minimum.
+
+Signed bytes follow the wire convention: the domain string `p2pinfer/v1/stake`
+followed by the canonical msgpack map of every field but `sig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2pinfer.errors import DecodeError, SignatureError, ValidationError
+from p2pinfer.identity import NodeIdentity, verify_signature
+from p2pinfer.market import canonical
+from p2pinfer.market.pricing import MICRO_PER_CREDIT
+
+STAKE_DOMAIN = b"p2pinfer/v1/stake"
+STAKE_TYPE = "stake"
+VERSION = 1
+#: The founding document's minimum stake: 10,000 tokens (credits), in micro-credits.
+DEFAULT_MINIMUM_STAKE = 10_000 * MICRO_PER_CREDIT
+#: Share of the effective stake a proven fraud slashes, in basis points (all of it).
+DEFAULT_SLASH_BP = 10_000
+_MAX_AMOUNT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class StakeDeclaration:
+    """`provider` (32-byte Ed25519 key) declares `amount` micro-credits at `issued_at` (ms)."""
+
+    provider: bytes
+    amount: int
+    issued_at: int
+    signature: bytes
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "t": STAKE_TYPE,
+            "from": self.provider,
+            "amount": self.amount,
+            "issued_at": self.issued_at,
+        }
+
+    def signing_bytes(self) -> bytes:
+        """What the provider signs: domain string + canonical map of the unsigned fields."""
+        return STAKE_DOMAIN + canonical.encode(self._fields())
+
+    def encode(self) -> bytes:
+        """The declaration as sent and stored: canonical map of all fields, `sig` included."""
+        return canonical.encode({**self._fields(), "sig": self.signature})
+
+    @classmethod
+    def decode(cls, data: bytes) -> StakeDeclaration:
+        """Parse `encode()`'s output; DecodeError/ValidationError on anything else.
+
+        The signature is not checked here: call `verify_stake`.
+        """
+        value = canonical.decode(data)
+        if not isinstance(value, dict) or set(value) != {
+            "v", "t", "from", "amount", "issued_at", "sig"
+        }:
+            raise DecodeError("not a stake declaration")
+        if value["v"] != VERSION or value["t"] != STAKE_TYPE:
+            raise DecodeError("not a version 1 stake declaration")
+        decl = cls(value["from"], value["amount"], value["issued_at"], value["sig"])
+        _validate(decl)
+        return decl
+
+
+def _validate(decl: StakeDeclaration) -> None:
+    if not isinstance(decl.provider, bytes) or len(decl.provider) != 32:
+        raise ValidationError("stake declaration: provider must be a 32-byte public key")
+    for name in ("amount", "issued_at"):
+        value = getattr(decl, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_AMOUNT:
+            raise ValidationError(f"stake declaration: {name} must be an integer >= 0")
+    if not isinstance(decl.signature, bytes) or len(decl.signature) != 64:
+        raise ValidationError("stake declaration: signature must be 64 bytes")
+
+
+def sign_stake(identity: NodeIdentity, amount: int, issued_at: int) -> StakeDeclaration:
+    """`identity`'s signed declaration that it stakes `amount` micro-credits as of `issued_at`."""
+    unsigned = StakeDeclaration(identity.public_key, amount, issued_at, b"\0" * 64)
+    _validate(unsigned)
+    return StakeDeclaration(
+        identity.public_key, amount, issued_at, identity.sign(unsigned.signing_bytes())
+    )
+
+
+def verify_stake(decl: StakeDeclaration) -> None:
+    """ValidationError/SignatureError unless `decl` is well-formed and signed by its provider."""
+    _validate(decl)
+    verify_signature(decl.provider, decl.signing_bytes(), decl.signature)
+
+
+@dataclass(frozen=True)
+class StakeStatus:
+    """An observer's view of one provider's stake, in micro-credits."""
+
+    #: Amount of the newest declaration recorded (0 if none).
+    declared: int
+    #: Sum of every slash this observer recorded against the provider.
+    slashed: int
+    #: `issued_at` of the newest declaration (None if none).
+    issued_at: int | None
+
+    @property
+    def effective(self) -> int:
+        """What the observer credits: declared minus slashed, never below 0."""
+        return max(self.declared - self.slashed, 0)
+
+
+NO_STAKE = StakeStatus(0, 0, None)
+
+
+def meets_minimum(
+    decl: StakeDeclaration | StakeStatus | None, minimum: int, *, slashed: int = 0
+) -> bool:
+    """Whether a provider may be used by a consumer requiring `minimum` micro-credits.
+
+    A declaration must carry a valid signature; `slashed` (what this observer
+    slashed before) is subtracted. A StakeStatus from the ledger is already net.
+    A minimum of 0 admits providers that declared nothing.
+    """
+    if minimum <= 0:
+        return True
+    if decl is None:
+        return False
+    if isinstance(decl, StakeStatus):
+        return decl.effective - slashed >= minimum
+    try:
+        verify_stake(decl)
+    except (ValidationError, SignatureError):
+        return False
+    return decl.amount - slashed >= minimum
+
+
+def slash_amount(status: StakeStatus, fraction_bp: int = DEFAULT_SLASH_BP) -> int:
+    """How much a proven fraud slashes: `fraction_bp`/10000 of the effective stake (floored)."""
+    if not 0 <= fraction_bp <= 10_000:
+        raise ValueError("slash fraction must be 0..10000 basis points")
+    return status.effective * fraction_bp // 10_000

@@ -1,0 +1,218 @@
+"""Canonical msgpack encoding and Ed25519 signatures of protocol messages.
+
+A message on the wire is one msgpack map, the envelope:
+
+    {"body": <message fields>, "from": <32-byte Ed25519 public key>,
+     "sig": <64-byte signature>, "t": <type>, "v": 1}
+
+`sig` signs `domain || 0x00 || canonical({"body", "from", "t", "v"})` where
+`domain` is `p2pinfer/v1/<type>`, so a signature made for one type never
+verifies as another. Canonical means: maps with keys sorted, the shortest
+msgpack form for every value, str for text and bin for bytes, floats as
+float64. `decode` accepts only bytes that re-encode to themselves, so each
+message has exactly one encoding and `Signed.hash` (sha256 of it) names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgpack
+
+from p2pinfer.errors import (
+    DecodeError,
+    FrameTooLarge,
+    SignatureError,
+    ValidationError,
+)
+from p2pinfer.identity import peer_id_from_public_key, verify_signature
+from p2pinfer.protocol.messages import (
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    CheckReport,
+    JobRequest,
+    JobResult,
+    Message,
+    WireMessage,
+)
+from p2pinfer.protocol.schema import from_wire, to_wire
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""No encoded message may be larger (the default frame limit)."""
+
+_ENVELOPE_KEYS = frozenset({"body", "from", "sig", "t", "v"})
+
+M = TypeVar("M", bound=WireMessage)
+N = TypeVar("N", bound=WireMessage)
+
+
+class Signer(Protocol):
+    """Anything that can sign as an Ed25519 key, e.g. `p2pinfer.identity.NodeIdentity`."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Signed(Generic[M]):
+    """A message with its signer, signature and exact encoding (`raw`)."""
+
+    msg: M
+    signer: bytes  # 32-byte Ed25519 public key
+    sig: bytes = field(repr=False)
+    raw: bytes = field(repr=False)
+
+    @cached_property
+    def hash(self) -> bytes:
+        """sha256 of `raw`: the message's name in results, receipts and ledgers."""
+        return hashlib.sha256(self.raw).digest()
+
+    @property
+    def signer_peer_id(self) -> str:
+        return peer_id_from_public_key(self.signer)
+
+    def expect(self, cls: type[N]) -> Signed[N]:
+        """This message typed as `cls`; DecodeError if it is another type."""
+        if not isinstance(self.msg, cls):
+            raise DecodeError(f"expected a {cls.TYPE} message, got {type(self.msg).TYPE}")
+        return self  # type: ignore[return-value]  # narrowed by the isinstance check
+
+
+def sign(msg: M, signer: Signer) -> Signed[M]:
+    """Sign `msg` as `signer`; ValidationError if a field is out of bounds or too big."""
+    body = to_wire(msg)
+    public_key = bytes(signer.public_key)
+    sig = bytes(signer.sign(_signing_payload(msg.TYPE, body, public_key)))
+    raw = _pack(_envelope(msg.TYPE, body, public_key, sig))
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ValidationError(f"{msg.TYPE} message is {len(raw)} bytes, over {MAX_MESSAGE_BYTES}")
+    return Signed(msg, public_key, sig, raw)
+
+
+def encode(signed: Signed[Any]) -> bytes:
+    """The wire bytes of a signed message (one frame's body)."""
+    return signed.raw
+
+
+def decode(data: bytes) -> Signed[Message]:
+    """Parse, check and verify one message. Raises only ProtocolError subclasses:
+    FrameTooLarge, DecodeError (not msgpack, bad envelope, unknown version or type,
+    non-canonical), ValidationError (a field), SignatureError."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise FrameTooLarge(f"message is {len(data)} bytes, over {MAX_MESSAGE_BYTES}")
+    env = _unpack(data)
+    if not isinstance(env, dict) or env.keys() != _ENVELOPE_KEYS:
+        raise DecodeError("not a p2pinfer message envelope")
+    version, type_name = env["v"], env["t"]
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise DecodeError(f"unsupported protocol version {_short(version)}")
+    if not isinstance(type_name, str) or type_name not in MESSAGE_TYPES:
+        raise DecodeError(f"unknown message type {_short(type_name)}")
+    public_key, sig = env["from"], env["sig"]
+    if type(public_key) is not bytes or len(public_key) != 32:
+        raise SignatureError("malformed signer key: expected 32 bytes")
+    if type(sig) is not bytes or len(sig) != 64:
+        raise SignatureError("missing or malformed signature: expected 64 bytes")
+    msg = from_wire(MESSAGE_TYPES[type_name], env["body"])
+    body = to_wire(msg)
+    if _pack(_envelope(type_name, body, public_key, sig)) != data:
+        raise DecodeError("non-canonical encoding")
+    verify_signature(public_key, _signing_payload(type_name, body, public_key), sig)
+    return Signed(msg, public_key, sig, data)  # type: ignore[arg-type]  # MESSAGE_TYPES
+
+
+def decode_as(data: bytes, cls: type[M]) -> Signed[M]:
+    """`decode`, then require the message to be a `cls`."""
+    return decode(data).expect(cls)
+
+
+def signing_payload(msg: WireMessage, public_key: bytes) -> bytes:
+    """The exact bytes an Ed25519 signature on `msg` by `public_key` covers."""
+    return _signing_payload(msg.TYPE, to_wire(msg), public_key)
+
+
+def request_hash(request: Signed[JobRequest]) -> bytes:
+    """The hash a JobResult quotes: sha256 of the signed request's encoding."""
+    return request.hash
+
+
+def output_hash(text: str) -> bytes:
+    """sha256 of the UTF-8 encoding of a job's full output."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def model_dht_key(name: str) -> str:
+    """The DHT provider key of a model: `p2pinfer-model-` + hex sha256 of `p2pinfer/model/<name>`.
+
+    The prefix keeps py-libp2p from taking the key for hex (which it would decode
+    to bytes); it uses the key's UTF-8 bytes as they are.
+    """
+    return "p2pinfer-model-" + hashlib.sha256(f"p2pinfer/model/{name}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The checked contents of a CheckReport: who claimed what for which request."""
+
+    request: Signed[JobRequest]
+    result: Signed[JobResult]
+    provider: str  # PeerID that signed the result
+
+
+def open_evidence(report: CheckReport) -> Evidence:
+    """Verify a report's evidence: both signatures, the result answers this request, it was
+    signed by the provider the request named, and the provider output hashes to its
+    output_hash. Raises ProtocolError subclasses."""
+    request = decode_as(report.request, JobRequest)
+    result = decode_as(report.result, JobResult)
+    if result.msg.request_hash != request.hash or result.msg.job_id != request.msg.job_id:
+        raise ValidationError("evidence: the result does not answer this request")
+    if result.signer_peer_id != request.msg.provider:
+        raise ValidationError("evidence: the result is not signed by the requested provider")
+    if output_hash(report.provider_output) != result.msg.output_hash:
+        raise ValidationError("evidence: the provider output does not match the result's hash")
+    return Evidence(request, result, result.signer_peer_id)
+
+
+def _envelope(type_name: str, body: dict[str, Any], public_key: bytes, sig: bytes) -> Any:
+    return {"body": body, "from": public_key, "sig": sig, "t": type_name, "v": PROTOCOL_VERSION}
+
+
+def _signing_payload(type_name: str, body: dict[str, Any], public_key: bytes) -> bytes:
+    unsigned = {"body": body, "from": public_key, "t": type_name, "v": PROTOCOL_VERSION}
+    return f"p2pinfer/v{PROTOCOL_VERSION}/{type_name}".encode() + b"\x00" + _pack(unsigned)
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
+        # A str with lone surrogates has no UTF-8 form; nothing else reaches here checked.
+        raise ValidationError(f"cannot encode message: {exc}") from exc
+    return packed
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+        )
+    except (ValueError, msgpack.UnpackException) as exc:
+        # msgpack's errors (ExtraData, FormatError, StackError, bad UTF-8...) are ValueErrors.
+        raise DecodeError(f"not valid msgpack: {type(exc).__name__}") from exc
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

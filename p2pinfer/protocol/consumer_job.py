@@ -1,0 +1,203 @@
+"""The consumer's side of the job protocol, sans-IO (see jobs.py for the exchange)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+from p2pinfer.errors import (
+    ExpiredError,
+    ProtocolError,
+    SignatureError,
+    StateError,
+    ValidationError,
+)
+from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.codec import Signed, Signer, decode, sign
+from p2pinfer.protocol.events import (
+    Accepted,
+    ChunkReceived,
+    ConsumerEvent,
+    Failure,
+    Rejected,
+    ResultReceived,
+)
+from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from p2pinfer.protocol.messages import (
+    NO_JOB_ID,
+    Chunk,
+    JobAccept,
+    JobReject,
+    JobRequest,
+    JobResult,
+    Receipt,
+    charge_for,
+)
+from p2pinfer.protocol.validation import (
+    CLOCK_SKEW_MS,
+)
+
+
+class ConsumerState(enum.Enum):
+    SEND_REQUEST = "send_request"
+    AWAIT_ANSWER = "await_answer"
+    STREAMING = "streaming"
+    RESULT_RECEIVED = "result_received"  # checked; receipt() next
+    DONE = "done"  # receipt sent
+    CLOSED = "closed"  # the provider rejected the job
+    ERROR = "error"  # the provider broke the protocol or went away
+
+
+class ConsumerJob:
+    """The consumer's side of one job: signs `request` as `identity`, then checks every
+    provider message: signed by `request.provider`, this job's id, price within the max,
+    chunks numbered without gaps, result hashes matching the request and the chunks,
+    token counts and charge within the request's bounds."""
+
+    def __init__(
+        self,
+        identity: Signer,
+        request: JobRequest,
+        *,
+        skew_ms: int = CLOCK_SKEW_MS,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_output_chars: int = 4_000_000,
+    ) -> None:
+        self._identity = identity
+        self.request: Signed[JobRequest] = sign(request, identity)
+        self._provider_key = public_key_from_peer_id(request.provider)
+        self._skew_ms = skew_ms
+        self._max_frame = max_frame
+        self._max_output_chars = max_output_chars
+        self._frames = FrameDecoder(max_frame)
+        self._next_seq = 0
+        self._output = hashlib.sha256()
+        self.output_chars = 0
+        self.state = ConsumerState.SEND_REQUEST
+        self.price_per_1k: int | None = None
+        self.result: Signed[JobResult] | None = None
+        self.receipt_message: Signed[Receipt] | None = None
+
+    @property
+    def job_id(self) -> bytes:
+        return self.request.msg.job_id
+
+    def start(self) -> bytes:
+        """The framed, signed JobRequest to write first."""
+        if self.state is not ConsumerState.SEND_REQUEST:
+            raise StateError("the request was already sent")
+        self.state = ConsumerState.AWAIT_ANSWER
+        return encode_frame(self.request.raw, self._max_frame)
+
+    def receive_data(self, data: bytes, now_ms: int) -> list[ConsumerEvent]:
+        """Feed bytes read from the stream; return what they mean, in order."""
+        if self.state not in (
+            ConsumerState.AWAIT_ANSWER,
+            ConsumerState.STREAMING,
+            ConsumerState.RESULT_RECEIVED,
+        ):
+            raise StateError(f"cannot receive data in state {self.state.value}")
+        events: list[ConsumerEvent] = []
+        try:
+            for frame in self._frames.feed(data):
+                event = self._on_frame(frame, now_ms)
+                events.append(event)
+                if isinstance(event, Rejected):
+                    break  # a reject ends the job; whatever follows it is moot
+        except ProtocolError as exc:
+            self.state = ConsumerState.ERROR
+            events.append(Failure(exc))
+        return events
+
+    def receive_eof(self) -> list[ConsumerEvent]:
+        """The provider closed its side; before the result that is a failure."""
+        if self.state in (ConsumerState.AWAIT_ANSWER, ConsumerState.STREAMING):
+            self.state = ConsumerState.ERROR
+            return [Failure(StateError("the provider closed the stream before the result"))]
+        return []
+
+    def receipt(self) -> bytes:
+        """The framed, signed Receipt for the checked result (kept in `receipt_message`)."""
+        if self.state is not ConsumerState.RESULT_RECEIVED or self.result is None:
+            raise StateError(f"no result to receipt in state {self.state.value}")
+        signed = sign(
+            Receipt(
+                job_id=self.job_id,
+                result_hash=self.result.hash,
+                amount=self.result.msg.charged,
+                provider=self.request.msg.provider,
+            ),
+            self._identity,
+        )
+        self.receipt_message = signed
+        self.state = ConsumerState.DONE
+        return encode_frame(signed.raw, self._max_frame)
+
+    def _on_frame(self, frame: bytes, now_ms: int) -> ConsumerEvent:
+        signed = decode(frame)
+        if signed.signer != self._provider_key:
+            raise SignatureError(
+                f"a message signed by {signed.signer_peer_id}, not by the provider "
+                f"{self.request.msg.provider}"
+            )
+        msg = signed.msg
+        streaming = self.state is ConsumerState.STREAMING
+        if isinstance(msg, JobReject) and (streaming or self.state is ConsumerState.AWAIT_ANSWER):
+            if msg.job_id not in (self.job_id, NO_JOB_ID):
+                raise ValidationError("a reject for another job")
+            self.state = ConsumerState.CLOSED
+            return Rejected(signed.expect(JobReject))
+        if isinstance(msg, JobAccept) and self.state is ConsumerState.AWAIT_ANSWER:
+            return self._on_accept(signed.expect(JobAccept), now_ms)
+        if isinstance(msg, Chunk) and streaming:
+            return self._on_chunk(msg)
+        if isinstance(msg, JobResult) and streaming:
+            return self._on_result(signed.expect(JobResult))
+        raise StateError(f"unexpected {msg.TYPE} while the job is {self.state.value}")
+
+    def _on_accept(self, accept: Signed[JobAccept], now_ms: int) -> ConsumerEvent:
+        req = self.request.msg
+        if accept.msg.job_id != req.job_id:
+            raise ValidationError("an accept for another job")
+        if accept.msg.price_per_1k > req.max_price_per_1k:
+            raise ValidationError(
+                f"accepted at {accept.msg.price_per_1k} per 1k, over the max {req.max_price_per_1k}"
+            )
+        if now_ms > req.expires_at + self._skew_ms:
+            raise ExpiredError("the provider accepted the job after the request expired")
+        self.price_per_1k = accept.msg.price_per_1k
+        self.state = ConsumerState.STREAMING
+        return Accepted(accept)
+
+    def _on_chunk(self, chunk: Chunk) -> ConsumerEvent:
+        if chunk.job_id != self.job_id:
+            raise ValidationError("a chunk of another job")
+        if chunk.seq != self._next_seq:
+            raise ValidationError(f"chunk {chunk.seq} arrived, expected {self._next_seq}")
+        self.output_chars += len(chunk.text)
+        if self.output_chars > self._max_output_chars:
+            raise ValidationError(f"the output is over {self._max_output_chars} characters")
+        self._next_seq += 1
+        self._output.update(chunk.text.encode("utf-8"))
+        return ChunkReceived(chunk.seq, chunk.text)
+
+    def _on_result(self, result: Signed[JobResult]) -> ConsumerEvent:
+        req, res = self.request.msg, result.msg
+        assert self.price_per_1k is not None
+        if res.job_id != req.job_id or res.request_hash != self.request.hash:
+            raise ValidationError("the result answers another request")
+        if res.output_hash != self._output.digest():
+            raise ValidationError("the result's output hash does not match the chunks received")
+        if res.completion_tokens > req.params.max_tokens:
+            raise ValidationError(
+                f"{res.completion_tokens} completion tokens, over max_tokens "
+                f"{req.params.max_tokens}"
+            )
+        most = charge_for(self.price_per_1k, res.prompt_tokens + res.completion_tokens)
+        if res.charged > most:
+            raise ValidationError(f"charged {res.charged}, more than the quoted price gives {most}")
+        if req.digest is not None and res.digest != req.digest:
+            raise ValidationError(f"ran model build {res.digest!r}, not the requested one")
+        self.result = result
+        self.state = ConsumerState.RESULT_RECEIVED
+        return ResultReceived(result)

@@ -1,0 +1,309 @@
+"""The messages of wire protocol version 1, as frozen dataclasses.
+
+Each field's annotation is its wire type and structural bounds (see schema.py);
+those bounds are hard caps that protect memory. A provider's policy limits
+(prompt length, max_tokens, ...) are tighter and live in validation.py.
+Money is integer micro-credits, time integer milliseconds since the Unix epoch,
+hashes raw 32-byte SHA-256 digests, peers libp2p PeerID strings (`12D3KooW...`).
+Floats appear only in sampling parameters.
+
+`__post_init__` checks the rules that tie fields together, so an inconsistent
+message can neither be built locally nor decoded from the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal, get_args
+
+from p2pinfer.errors import ValidationError
+from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.schema import Range, Size
+
+PROTOCOL_VERSION = 1
+
+_U32 = 2**32 - 1
+_U63 = 2**63 - 1
+
+Millis = Annotated[int, Range(0, _U63)]
+"""A time (ms since the Unix epoch) or a duration in ms."""
+MicroCredits = Annotated[int, Range(0, _U63)]
+Count = Annotated[int, Range(0, _U32)]
+JobId = Annotated[bytes, Size(16, 16)]
+Sha256 = Annotated[bytes, Size(32, 32)]
+PeerIdText = Annotated[str, Size(1, 64)]
+ModelName = Annotated[str, Size(1, 128)]
+Label = Annotated[str, Size(0, 128)]
+LongText = Annotated[str, Size(0, 262_144)]
+
+Role = Literal["system", "user", "assistant", "tool"]
+JobKind = Literal["chat", "generate"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+Verdict = Literal["pass", "fail", "inconclusive"]
+RejectCode = Literal[
+    "bad_signature",
+    "expired",
+    "replayed",
+    "wrong_provider",
+    "unknown_model",
+    "over_limits",
+    "price_too_low",
+    "busy",
+    "insufficient_stake",
+    "insufficient_credit",
+    "internal_error",
+    "bad_request",
+]
+REJECT_CODES: tuple[str, ...] = get_args(RejectCode)
+
+NO_JOB_ID = bytes(16)
+"""The job id of a JobReject answering a request that could not be read."""
+
+
+def charge_for(price_per_1k: int, tokens: int) -> int:
+    """What `tokens` (prompt + completion) cost at `price_per_1k`, rounded up:
+    the most a JobResult may charge."""
+    return -(-price_per_1k * tokens // 1000)
+
+
+class WireMessage:
+    """Base of the top-level message types; `TYPE` is the envelope's `t`."""
+
+    TYPE: ClassVar[str]
+
+    @classmethod
+    def domain(cls) -> bytes:
+        """The signature domain string of this type, `p2pinfer/v1/<type>`."""
+        return f"p2pinfer/v{PROTOCOL_VERSION}/{cls.TYPE}".encode()
+
+
+def _check_peer_id(field: str, peer_id: str) -> None:
+    try:
+        public_key_from_peer_id(peer_id)
+    except ValueError as exc:
+        raise ValidationError(f"{field}: not an Ed25519 PeerID: {peer_id[:64]!r}") from exc
+
+
+# --- Advert ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelOffer:
+    """One model a provider serves, what it measured, and its price."""
+
+    name: ModelName
+    digest: Label  # the engine's digest of the model file, usually 64 lowercase hex
+    parameter_size: Annotated[str, Size(0, 32)]  # e.g. "135M", "7.6B"
+    quantization: Annotated[str, Size(0, 32)]  # e.g. "Q4_K_M"
+    context_length: Count  # tokens
+    prompt_tps_milli: Count  # measured prompt processing, tokens/s x 1000
+    generation_tps_milli: Count  # measured generation, tokens/s x 1000
+    price_per_1k: MicroCredits  # per 1000 tokens (prompt + completion)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: Label
+    vram_mb: Count
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    cpu: Label
+    cpu_cores: Annotated[int, Range(0, 65_535)]
+    ram_mb: Count
+    gpus: Annotated[tuple[Gpu, ...], Size(0, 16)]
+
+
+@dataclass(frozen=True)
+class Advert(WireMessage):
+    """A provider's signed offer. A higher `seq` from the same signer replaces a lower one;
+    it is void after `issued_at + ttl_ms`."""
+
+    TYPE: ClassVar[str] = "advert"
+
+    models: Annotated[tuple[ModelOffer, ...], Size(0, 64)]
+    hardware: HardwareProfile
+    engine: Label  # backend kind, e.g. "ollama", "llama.cpp"
+    stake: MicroCredits
+    capacity: Annotated[int, Range(0, 65_535)]  # concurrent jobs it takes
+    listen_addrs: Annotated[tuple[Annotated[str, Size(1, 256)], ...], Size(0, 16)]
+    seq: Millis
+    issued_at: Millis
+    ttl_ms: Millis
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.models]
+        if len(names) != len(set(names)):
+            raise ValidationError("Advert.models: a model name appears twice")
+
+    @property
+    def expires_at(self) -> int:
+        return self.issued_at + self.ttl_ms
+
+
+# --- Job request -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: Role
+    content: LongText
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """Sampling parameters. `seed` None lets the engine choose; `top_k` 0 disables it."""
+
+    max_tokens: Annotated[int, Range(1, 1_000_000)] = 256
+    temperature: Annotated[float, Range(0.0, 10.0)] = 0.8
+    top_p: Annotated[float, Range(0.0, 1.0)] = 0.9
+    top_k: Annotated[int, Range(0, 1_000_000)] = 40
+    seed: Annotated[int, Range(0, _U32)] | None = None
+    stop: Annotated[tuple[Annotated[str, Size(1, 256)], ...], Size(0, 16)] = ()
+
+
+@dataclass(frozen=True)
+class JobRequest(WireMessage):
+    """A consumer's signed order for one completion by one provider.
+
+    `kind` "chat" carries `messages` (prompt None); "generate" carries `prompt`
+    (messages empty). The provider must not start the job after `expires_at`.
+    """
+
+    TYPE: ClassVar[str] = "job_request"
+
+    job_id: JobId
+    provider: PeerIdText
+    model: ModelName
+    kind: JobKind
+    max_price_per_1k: MicroCredits
+    issued_at: Millis
+    expires_at: Millis
+    messages: Annotated[tuple[ChatTurn, ...], Size(0, 1024)] = ()
+    prompt: LongText | None = None
+    params: JobParams = JobParams()
+    digest: Label | None = None  # when set, only this exact model build will do
+
+    def __post_init__(self) -> None:
+        _check_peer_id("JobRequest.provider", self.provider)
+        if self.kind == "chat" and (not self.messages or self.prompt is not None):
+            raise ValidationError("JobRequest: a chat job has messages and no prompt")
+        if self.kind == "generate" and (self.messages or self.prompt is None):
+            raise ValidationError("JobRequest: a generate job has a prompt and no messages")
+        if self.expires_at <= self.issued_at:
+            raise ValidationError("JobRequest: expires_at must be after issued_at")
+
+
+# --- Provider's answers ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobAccept(WireMessage):
+    """The provider takes the job at `price_per_1k` (at most the request's max)."""
+
+    TYPE: ClassVar[str] = "job_accept"
+
+    job_id: JobId
+    price_per_1k: MicroCredits
+
+
+@dataclass(frozen=True)
+class JobReject(WireMessage):
+    """The provider refuses (or abandons) the job. `job_id` is all zeros when the
+    request could not be read. `retry_after_ms` is set only with code "busy"."""
+
+    TYPE: ClassVar[str] = "job_reject"
+
+    job_id: JobId
+    code: RejectCode
+    message: Annotated[str, Size(0, 1024)]
+    retry_after_ms: Millis | None = None
+
+    def __post_init__(self) -> None:
+        if self.retry_after_ms is not None and self.code != "busy":
+            raise ValidationError("JobReject: retry_after_ms goes only with code 'busy'")
+
+
+@dataclass(frozen=True)
+class Chunk(WireMessage):
+    """A piece of the output; `seq` counts from 0 without gaps."""
+
+    TYPE: ClassVar[str] = "chunk"
+
+    job_id: JobId
+    seq: Count
+    text: Annotated[str, Size(0, 65_536)]
+
+
+@dataclass(frozen=True)
+class JobResult(WireMessage):
+    """The provider's signed claim of what it computed. With the signed request it is
+    transferable evidence. `charged` = ceil(price x (prompt + completion tokens) / 1000)."""
+
+    TYPE: ClassVar[str] = "job_result"
+
+    job_id: JobId
+    request_hash: Sha256  # sha256 of the signed request's encoding
+    output_hash: Sha256  # sha256 of the UTF-8 of all chunk texts, in order
+    digest: Label  # the model build that ran
+    prompt_tokens: Count
+    completion_tokens: Count
+    prompt_ms: Millis
+    generation_ms: Millis
+    total_ms: Millis
+    finish_reason: FinishReason
+    charged: MicroCredits
+    finished_at: Millis
+
+
+@dataclass(frozen=True)
+class Receipt(WireMessage):
+    """The consumer's countersignature of a result: it owes `amount` to `provider`."""
+
+    TYPE: ClassVar[str] = "receipt"
+
+    job_id: JobId
+    result_hash: Sha256  # sha256 of the signed result's encoding
+    amount: MicroCredits
+    provider: PeerIdText
+
+    def __post_init__(self) -> None:
+        _check_peer_id("Receipt.provider", self.provider)
+
+
+# --- Spot checks -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named integer measurement, e.g. ("prefix_agreement_permille", 934)."""
+
+    name: Annotated[str, Size(1, 64)]
+    value: Annotated[int, Range(-(2**63), _U63)]
+
+
+@dataclass(frozen=True)
+class CheckReport(WireMessage):
+    """A validator's verdict on a provider's signed result, with the evidence:
+    the signed request and result (encoded), the output the provider streamed,
+    the hash of the validator's own output and the comparison's metrics."""
+
+    TYPE: ClassVar[str] = "check_report"
+
+    request: Annotated[bytes, Size(1, 393_216)]
+    result: Annotated[bytes, Size(1, 4_096)]
+    provider_output: LongText
+    reference_output_hash: Sha256
+    reference_digest: Label
+    metrics: Annotated[tuple[Metric, ...], Size(0, 32)]
+    verdict: Verdict
+    issued_at: Millis
+
+
+MESSAGE_TYPES: dict[str, type[WireMessage]] = {
+    cls.TYPE: cls
+    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport)
+}
+
+Message = Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt | CheckReport

@@ -1,0 +1,253 @@
+"""The provider's side of the job protocol, sans-IO (see jobs.py for the exchange)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+from p2pinfer.errors import (
+    ProtocolError,
+    SignatureError,
+    StateError,
+    ValidationError,
+    WrongProviderError,
+)
+from p2pinfer.identity import peer_id_from_public_key
+from p2pinfer.protocol.codec import Signed, Signer, decode_as, sign
+from p2pinfer.protocol.events import (
+    PeerClosed,
+    ProtocolViolation,
+    ProviderEvent,
+    ReceiptReceived,
+    RequestReceived,
+)
+from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from p2pinfer.protocol.messages import (
+    NO_JOB_ID,
+    Chunk,
+    FinishReason,
+    JobAccept,
+    JobReject,
+    JobRequest,
+    JobResult,
+    Receipt,
+    RejectCode,
+    WireMessage,
+    charge_for,
+)
+from p2pinfer.protocol.validation import (
+    CLOCK_SKEW_MS,
+    ReplayWindow,
+    RequestLimits,
+    check_request,
+)
+
+
+class ProviderState(enum.Enum):
+    AWAIT_REQUEST = "await_request"
+    DECIDING = "deciding"  # a valid request is in; accept() or reject()
+    STREAMING = "streaming"  # accepted; chunk() ... finish()
+    AWAIT_RECEIPT = "await_receipt"
+    DONE = "done"  # receipt received
+    CLOSED = "closed"  # we rejected the job
+    ERROR = "error"  # the consumer broke the protocol or went away
+
+
+class ProviderJob:
+    """The provider's side of one job. Checks the request's signature, time window,
+    binding to this provider, `limits` and replay (in the node-wide `replay` window)."""
+
+    def __init__(
+        self,
+        identity: Signer,
+        replay: ReplayWindow,
+        *,
+        limits: RequestLimits = RequestLimits(),
+        skew_ms: int = CLOCK_SKEW_MS,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self._identity = identity
+        self.peer_id = peer_id_from_public_key(identity.public_key)
+        self._replay = replay
+        self._limits = limits
+        self._skew_ms = skew_ms
+        self._max_frame = max_frame
+        self._frames = FrameDecoder(max_frame)
+        self._job_id = NO_JOB_ID
+        self._next_seq = 0
+        self._output = hashlib.sha256()
+        self._rejected = False
+        self.state = ProviderState.AWAIT_REQUEST
+        self.request: Signed[JobRequest] | None = None
+        self.price_per_1k: int | None = None
+        self.result: Signed[JobResult] | None = None
+        self.receipt: Signed[Receipt] | None = None
+
+    @property
+    def job_id(self) -> bytes:
+        """The job's id once a signed request was read, else NO_JOB_ID."""
+        return self._job_id
+
+    # --- bytes in -----------------------------------------------------------
+
+    def receive_data(self, data: bytes, now_ms: int) -> list[ProviderEvent]:
+        """Feed bytes read from the stream; return what they mean, in order."""
+        if self.state in (ProviderState.DONE, ProviderState.CLOSED, ProviderState.ERROR):
+            raise StateError(f"the job is {self.state.value}; close the stream")
+        try:
+            frames = self._frames.feed(data)
+        except ProtocolError as exc:
+            return [self._violation(exc)]
+        events: list[ProviderEvent] = []
+        for frame in frames:
+            try:
+                events.append(self._on_frame(frame, now_ms))
+            except ProtocolError as exc:
+                events.append(self._violation(exc))
+                break
+        return events
+
+    def receive_eof(self) -> list[ProviderEvent]:
+        """The consumer closed its side. Before the receipt, that ends the job unpaid."""
+        if self.state in (ProviderState.DONE, ProviderState.CLOSED, ProviderState.ERROR):
+            return []
+        self.state = ProviderState.ERROR
+        return [PeerClosed()]
+
+    def _on_frame(self, frame: bytes, now_ms: int) -> ProviderEvent:
+        if self.state is ProviderState.AWAIT_REQUEST:
+            return self._on_request(frame, now_ms)
+        if self.state is ProviderState.AWAIT_RECEIPT:
+            return self._on_receipt(frame)
+        raise StateError(f"the consumer sent a message while the job is {self.state.value}")
+
+    def _on_request(self, frame: bytes, now_ms: int) -> ProviderEvent:
+        signed = decode_as(frame, JobRequest)
+        req = signed.msg
+        self._job_id = req.job_id  # signed by its sender: safe to echo in a reject
+        check_request(
+            req,
+            provider_peer_id=self.peer_id,
+            now_ms=now_ms,
+            limits=self._limits,
+            skew_ms=self._skew_ms,
+        )
+        # Last, so that a request refused for another reason does not use up its id.
+        self._replay.check_and_remember(req.job_id, req.expires_at, now_ms)
+        self.request = signed
+        self.state = ProviderState.DECIDING
+        return RequestReceived(signed)
+
+    def _on_receipt(self, frame: bytes) -> ProviderEvent:
+        assert self.request is not None and self.result is not None
+        signed = decode_as(frame, Receipt)
+        rec = signed.msg
+        if signed.signer != self.request.signer:
+            raise SignatureError("the receipt is not signed by the consumer of this job")
+        if rec.job_id != self._job_id or rec.result_hash != self.result.hash:
+            raise ValidationError("the receipt is for another job or result")
+        if rec.provider != self.peer_id:
+            raise WrongProviderError("the receipt names another provider")
+        if rec.amount != self.result.msg.charged:
+            raise ValidationError(
+                f"the receipt's amount {rec.amount} differs from the charge "
+                f"{self.result.msg.charged}"
+            )
+        self.receipt = signed
+        self.state = ProviderState.DONE
+        return ReceiptReceived(signed)
+
+    def _violation(self, error: ProtocolError) -> ProtocolViolation:
+        if self.state is not ProviderState.DONE:
+            self.state = ProviderState.ERROR
+        return ProtocolViolation(error)
+
+    # --- bytes out ----------------------------------------------------------
+
+    def accept(self, price_per_1k: int) -> bytes:
+        """Take the job at `price_per_1k` (at most the request's max_price_per_1k)."""
+        req = self._require(ProviderState.DECIDING, "accept")
+        if price_per_1k > req.max_price_per_1k:
+            raise ValidationError(
+                f"price {price_per_1k} is over the consumer's max {req.max_price_per_1k}; "
+                "reject with price_too_low instead"
+            )
+        out = self._send(JobAccept(self._job_id, price_per_1k))
+        self.price_per_1k = price_per_1k
+        self.state = ProviderState.STREAMING
+        return out
+
+    def reject(self, code: RejectCode, message: str, retry_after_ms: int | None = None) -> bytes:
+        """Refuse the job (or abandon it before the result); allowed once, and also after
+        a ProtocolViolation to tell the consumer why. Nothing is charged."""
+        can = self.state in (ProviderState.DECIDING, ProviderState.STREAMING) or (
+            self.state is ProviderState.ERROR and self.result is None
+        )
+        if not can or self._rejected:
+            raise StateError(f"cannot reject a job that is {self.state.value}")
+        out = self._send(JobReject(self._job_id, code, message[:1024], retry_after_ms))
+        self._rejected = True
+        if self.state is not ProviderState.ERROR:
+            self.state = ProviderState.CLOSED
+        return out
+
+    def chunk(self, text: str) -> bytes:
+        """Send the next piece of output (at most 65,536 characters)."""
+        self._require(ProviderState.STREAMING, "send a chunk")
+        out = self._send(Chunk(self._job_id, self._next_seq, text))
+        self._next_seq += 1
+        self._output.update(text.encode("utf-8"))
+        return out
+
+    def finish(
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        finish_reason: FinishReason,
+        now_ms: int,
+        digest: str = "",
+        prompt_ms: int = 0,
+        generation_ms: int = 0,
+        total_ms: int = 0,
+    ) -> bytes:
+        """Send the signed JobResult for the chunks sent so far; the charge follows from
+        the accepted price and the token counts (see `charge_for`)."""
+        req = self._require(ProviderState.STREAMING, "finish")
+        assert self.price_per_1k is not None
+        if completion_tokens > req.params.max_tokens:
+            raise ValidationError(
+                f"{completion_tokens} completion tokens, over the request's max_tokens "
+                f"{req.params.max_tokens}"
+            )
+        result = JobResult(
+            job_id=self._job_id,
+            request_hash=self._request_signed().hash,
+            output_hash=self._output.digest(),
+            digest=digest,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            prompt_ms=prompt_ms,
+            generation_ms=generation_ms,
+            total_ms=total_ms,
+            finish_reason=finish_reason,
+            charged=charge_for(self.price_per_1k, prompt_tokens + completion_tokens),
+            finished_at=now_ms,
+        )
+        signed = sign(result, self._identity)
+        out = encode_frame(signed.raw, self._max_frame)
+        self.result = signed
+        self.state = ProviderState.AWAIT_RECEIPT
+        return out
+
+    def _request_signed(self) -> Signed[JobRequest]:
+        assert self.request is not None
+        return self.request
+
+    def _require(self, state: ProviderState, action: str) -> JobRequest:
+        if self.state is not state:
+            raise StateError(f"cannot {action} a job that is {self.state.value}")
+        return self._request_signed().msg
+
+    def _send(self, msg: WireMessage) -> bytes:
+        return encode_frame(sign(msg, self._identity).raw, self._max_frame)

@@ -1,0 +1,166 @@
+"""Rules a signed message must meet beyond its shape: time windows, the provider it
+is bound to, a provider's size limits, and replayed job ids.
+
+All times are integer ms since the Unix epoch and `now_ms` is always passed in.
+Peers' clocks differ, so every window is widened by `skew_ms` on both ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from p2pinfer.errors import (
+    ExpiredError,
+    OverLimitsError,
+    ReplayError,
+    ReplayWindowFull,
+    ValidationError,
+    WrongProviderError,
+)
+from p2pinfer.protocol.messages import Advert, CheckReport, JobRequest
+
+CLOCK_SKEW_MS = 30_000
+"""How far apart two honest peers' clocks may be."""
+MAX_REQUEST_LIFETIME_MS = 10 * 60_000
+"""A JobRequest may not be valid for longer than this (bounds the replay window)."""
+MAX_ADVERT_TTL_MS = 6 * 3_600_000
+MAX_REPORT_AGE_MS = 24 * 3_600_000
+
+
+def check_window(
+    what: str,
+    issued_at: int,
+    expires_at: int,
+    now_ms: int,
+    *,
+    max_lifetime_ms: int,
+    skew_ms: int = CLOCK_SKEW_MS,
+) -> None:
+    """Require `issued_at <= now + skew`, `now <= expires_at + skew`, and a lifetime
+    (`expires_at - issued_at`) of at most `max_lifetime_ms`."""
+    if issued_at > now_ms + skew_ms:
+        raise ExpiredError(f"{what} is not valid yet: issued {issued_at - now_ms} ms in the future")
+    if now_ms > expires_at + skew_ms:
+        raise ExpiredError(f"{what} expired {now_ms - expires_at} ms ago")
+    if expires_at - issued_at > max_lifetime_ms:
+        raise OverLimitsError(
+            f"{what} is valid for {expires_at - issued_at} ms, more than {max_lifetime_ms}"
+        )
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """A provider's policy on the size of the jobs it takes (tighter than the wire caps)."""
+
+    max_prompt_chars: int = 200_000  # all message contents (or the prompt) together
+    max_messages: int = 256
+    max_stop: int = 8
+    max_stop_chars: int = 64
+    max_tokens: int = 8_192
+    max_lifetime_ms: int = MAX_REQUEST_LIFETIME_MS
+
+
+def check_request(
+    request: JobRequest,
+    *,
+    provider_peer_id: str,
+    now_ms: int,
+    limits: RequestLimits = RequestLimits(),
+    skew_ms: int = CLOCK_SKEW_MS,
+) -> None:
+    """Everything a provider checks on a verified request before deciding on it, except
+    replay: bound to `provider_peer_id`, inside its time window, within `limits`."""
+    if request.provider != provider_peer_id:
+        raise WrongProviderError(f"the request is for provider {request.provider}, not this one")
+    check_window(
+        "the job request",
+        request.issued_at,
+        request.expires_at,
+        now_ms,
+        max_lifetime_ms=limits.max_lifetime_ms,
+        skew_ms=skew_ms,
+    )
+    if len(request.messages) > limits.max_messages:
+        raise OverLimitsError(
+            f"{len(request.messages)} messages; this provider takes at most {limits.max_messages}"
+        )
+    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
+    if chars > limits.max_prompt_chars:
+        raise OverLimitsError(
+            f"the input is {chars} characters; this provider takes at most "
+            f"{limits.max_prompt_chars}"
+        )
+    params = request.params
+    if params.max_tokens > limits.max_tokens:
+        raise OverLimitsError(
+            f"max_tokens {params.max_tokens} is over this provider's limit of {limits.max_tokens}"
+        )
+    if len(params.stop) > limits.max_stop:
+        raise OverLimitsError(f"{len(params.stop)} stop strings; at most {limits.max_stop}")
+    if any(len(s) > limits.max_stop_chars for s in params.stop):
+        raise OverLimitsError(f"a stop string is longer than {limits.max_stop_chars} characters")
+
+
+def check_advert(advert: Advert, now_ms: int, *, skew_ms: int = CLOCK_SKEW_MS) -> None:
+    """Require an advert to be current: issued, not expired, TTL at most MAX_ADVERT_TTL_MS."""
+    check_window(
+        "the advert",
+        advert.issued_at,
+        advert.expires_at,
+        now_ms,
+        max_lifetime_ms=MAX_ADVERT_TTL_MS,
+        skew_ms=skew_ms,
+    )
+
+
+def check_report_age(report: CheckReport, now_ms: int, *, skew_ms: int = CLOCK_SKEW_MS) -> None:
+    """Require a check report to be issued, and at most MAX_REPORT_AGE_MS old."""
+    check_window(
+        "the check report",
+        report.issued_at,
+        report.issued_at + MAX_REPORT_AGE_MS,
+        now_ms,
+        max_lifetime_ms=MAX_REPORT_AGE_MS,
+        skew_ms=skew_ms,
+    )
+
+
+class ReplayWindow:
+    """The job ids a provider has accepted and that could still be valid.
+
+    An id is kept until its request's `expires_at + skew_ms` has passed, after
+    which `check_window` refuses the request anyway, so memory is bounded by
+    the request rate x the maximum lifetime. At `capacity` live ids the window
+    refuses new ones (ReplayWindowFull, reject code "busy") rather than forget
+    one early and let it be replayed.
+    """
+
+    def __init__(self, capacity: int = 100_000, *, skew_ms: int = CLOCK_SKEW_MS) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        self._skew_ms = skew_ms
+        self._forget_at: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._forget_at)
+
+    def check_and_remember(self, job_id: bytes, expires_at_ms: int, now_ms: int) -> None:
+        """Remember `job_id`; ReplayError if it is already remembered."""
+        if len(job_id) != 16:
+            raise ValidationError("a job id is 16 bytes")
+        self._prune(now_ms)
+        if job_id in self._forget_at:
+            raise ReplayError(f"job id {job_id.hex()} was already used")
+        if len(self._forget_at) >= self._capacity:
+            raise ReplayWindowFull("too many recent jobs to track; try again later")
+        forget_at = expires_at_ms + self._skew_ms
+        self._forget_at[job_id] = forget_at
+        heapq.heappush(self._heap, (forget_at, job_id))
+
+    def _prune(self, now_ms: int) -> None:
+        while self._heap and self._heap[0][0] < now_ms:
+            _, job_id = heapq.heappop(self._heap)
+            del self._forget_at[job_id]

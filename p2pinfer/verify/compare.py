@@ -1,0 +1,114 @@
+"""Compare a provider's output with a reference re-run, for spot-checks.
+
+Greedy decoding with a fixed seed repeats on one engine build but drifts
+across hardware: honest outputs share a long prefix, then diverge into text
+that is still much alike. So the metrics are, on tokens (words and
+punctuation, or the engine's token ids when given):
+
+    prefix_pm     = 1000 × longest common prefix / length of the longer output
+    rest_pm       = 1000 × difflib ratio of what follows the common prefix
+    agreement_pm  = prefix_pm + (1000 − prefix_pm) × rest_pm / 1000
+
+and the verdict: IDENTICAL (same tokens), CONSISTENT (agreement ≥ threshold),
+INCONCLUSIVE (they disagree but both are shorter than `min_tokens`: too
+little text to accuse anyone), else INCONSISTENT. The default thresholds are
+provisional: they are to be set from measurements of honest pairs (bench/),
+not guessed; pass your own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+PER_MILLE = 1_000
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+class Verdict(enum.Enum):
+    IDENTICAL = "identical"
+    CONSISTENT = "consistent"
+    INCONCLUSIVE = "inconclusive"
+    INCONSISTENT = "inconsistent"
+
+    @property
+    def passed(self) -> bool:
+        """Whether the check counts for the provider (INCONCLUSIVE counts for nobody)."""
+        return self in (Verdict.IDENTICAL, Verdict.CONSISTENT)
+
+
+@dataclass(frozen=True)
+class CompareThresholds:
+    """Where CONSISTENT ends; provisional until calibrated on honest pairs."""
+
+    agreement_pm: int = 600
+    min_tokens: int = 8
+
+
+DEFAULT_THRESHOLDS = CompareThresholds()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Metrics (per mille, integers) and the verdict for one reference/candidate pair."""
+
+    reference_tokens: int
+    candidate_tokens: int
+    common_prefix: int
+    prefix_pm: int
+    rest_pm: int
+    agreement_pm: int
+    verdict: Verdict
+
+
+def tokenize(text: str) -> list[str]:
+    """Words and single punctuation marks; whitespace differences do not count."""
+    return _TOKEN.findall(text)
+
+
+def _common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def compare_tokens(
+    reference: Sequence[Hashable],
+    candidate: Sequence[Hashable],
+    thresholds: CompareThresholds = DEFAULT_THRESHOLDS,
+) -> Comparison:
+    """Compare two token sequences (strings or token ids) by the metrics above."""
+    longest = max(len(reference), len(candidate))
+    lcp = _common_prefix(reference, candidate)
+    prefix_pm = PER_MILLE if longest == 0 else lcp * PER_MILLE // longest
+    rest_ref, rest_cand = reference[lcp:], candidate[lcp:]
+    if not rest_ref and not rest_cand:
+        rest_pm = PER_MILLE
+    else:
+        # autojunk off: frequent tokens ("the", ",") must count, not be skipped.
+        ratio = difflib.SequenceMatcher(None, rest_ref, rest_cand, autojunk=False).ratio()
+        rest_pm = int(ratio * PER_MILLE)
+    agreement_pm = prefix_pm + (PER_MILLE - prefix_pm) * rest_pm // PER_MILLE
+    if lcp == len(reference) == len(candidate):
+        verdict = Verdict.IDENTICAL
+    elif agreement_pm >= thresholds.agreement_pm:
+        verdict = Verdict.CONSISTENT
+    elif longest < thresholds.min_tokens:
+        verdict = Verdict.INCONCLUSIVE
+    else:
+        verdict = Verdict.INCONSISTENT
+    return Comparison(len(reference), len(candidate), lcp, prefix_pm, rest_pm, agreement_pm,
+                      verdict)
+
+
+def compare_outputs(
+    reference: str, candidate: str, thresholds: CompareThresholds = DEFAULT_THRESHOLDS
+) -> Comparison:
+    """Compare a reference re-run's text with the provider's text, on `tokenize` tokens."""
+    return compare_tokens(tokenize(reference), tokenize(candidate), thresholds)

@@ -1,0 +1,184 @@
+"""The reputation table on disk: <home>/reputation.sqlite3 (WAL), one row per peer.
+
+Unlike the ledger this is mutable state (a score is replaced, not appended),
+so it lives in its own file and the ledger stays strictly append-only. Every
+change is a read-modify-write in one BEGIN IMMEDIATE transaction, computed
+by the pure functions in verify.reputation; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from p2pinfer.errors import ReputationStoreError
+from p2pinfer.verify import reputation as R
+from p2pinfer.verify.breaker import Breaker, BreakerState
+
+REPUTATION_FILE_NAME = "reputation.sqlite3"
+SCHEMA_VERSION = 1
+_COLUMNS = (
+    "peer_id", "score_ppm", "first_seen_ms", "updated_ms", "jobs_ok", "jobs_failed",
+    "checks_passed", "checks_failed", "breaker_state", "opened_at_ms", "cooldown_ms", "trips",
+    "probe_since_ms",
+)
+_UPSERT = (
+    f"INSERT OR REPLACE INTO peers ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SCHEMA = """CREATE TABLE peers (
+    peer_id TEXT PRIMARY KEY, score_ppm INTEGER NOT NULL, first_seen_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL, jobs_ok INTEGER NOT NULL, jobs_failed INTEGER NOT NULL,
+    checks_passed INTEGER NOT NULL, checks_failed INTEGER NOT NULL,
+    breaker_state TEXT NOT NULL, opened_at_ms INTEGER NOT NULL, cooldown_ms INTEGER NOT NULL,
+    trips INTEGER NOT NULL, probe_since_ms INTEGER
+)"""
+
+
+def reputation_path(home: Path) -> Path:
+    return home / REPUTATION_FILE_NAME
+
+
+def _to_row(rec: R.PeerReputation) -> tuple[Any, ...]:
+    b = rec.breaker
+    return (rec.peer_id, rec.score_ppm, rec.first_seen_ms, rec.updated_ms, rec.jobs_ok,
+            rec.jobs_failed, rec.checks_passed, rec.checks_failed, b.state.value,
+            b.opened_at_ms, b.cooldown_ms, b.trips, b.probe_since_ms)
+
+
+def _from_row(row: tuple[Any, ...]) -> R.PeerReputation:
+    brk = Breaker(BreakerState(row[8]), row[9], row[10], row[11], row[12])
+    return R.PeerReputation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], brk)
+
+
+class ReputationBook:
+    """This node's reputation table. Thread-safe; processes may share the file."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, params: R.ReputationParams,
+                 clock: Callable[[], int]) -> None:
+        self._conn = conn
+        self.path = path
+        self.params = params
+        self._clock = clock
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        params: R.ReputationParams = R.DEFAULT_REPUTATION,
+        *,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        create: bool = True,
+    ) -> ReputationBook:
+        """Open (creating it if `create`) the table at `path`."""
+        if not create and not path.exists():
+            raise ReputationStoreError(f"no reputation table at {path}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=10, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            # The write lock only to create the table; opening never waits for a writer.
+            existing = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("BEGIN" if existing else "BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                conn.execute(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            raise ReputationStoreError(f"cannot open reputation table {path}: {exc}") from exc
+        if version not in (0, SCHEMA_VERSION):
+            conn.close()
+            raise ReputationStoreError(
+                f"{path} has schema version {version}; this p2pinfer reads {SCHEMA_VERSION}"
+            )
+        return cls(conn, path, params, clock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ReputationBook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _update(self, peer_id: str) -> Iterator[tuple[R.PeerReputation, list[R.PeerReputation]]]:
+        """Yield (current record, out-list); the record put in out-list is saved atomically."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out: list[R.PeerReputation] = []
+                    yield self._get(peer_id), out
+                    if out:
+                        self._conn.execute(_UPSERT, _to_row(out[-1]))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise ReputationStoreError(f"cannot update {self.path}: {exc}") from exc
+
+    def _get(self, peer_id: str) -> R.PeerReputation:
+        row = self._conn.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM peers WHERE peer_id = ?", (peer_id,)
+        ).fetchone()
+        return R.new_peer(peer_id, self._clock(), self.params) if row is None else _from_row(row)
+
+    def get(self, peer_id: str) -> R.PeerReputation:
+        """The peer's record (a fresh one, not yet stored, for a peer never seen)."""
+        with self._lock:
+            try:
+                return self._get(peer_id)
+            except sqlite3.Error as exc:
+                raise ReputationStoreError(f"cannot read {self.path}: {exc}") from exc
+
+    def record(self, peer_id: str, outcome: R.Outcome, *, report_weight_pm: int = 1000
+               ) -> R.PeerReputation:
+        """Apply a job or check outcome; returns the updated record."""
+        with self._update(peer_id) as (rec, out):
+            out.append(R.observe(rec, outcome, self._clock(), self.params,
+                                 report_weight_pm=report_weight_pm))
+        return out[-1]
+
+    def record_latency(self, peer_id: str, advertised_ms: int, observed_ms: int
+                       ) -> R.PeerReputation:
+        """Apply a latency observation against what the peer advertised."""
+        with self._update(peer_id) as (rec, out):
+            out.append(R.observe_latency(rec, advertised_ms, observed_ms, self._clock(),
+                                         self.params))
+        return out[-1]
+
+    def allow(self, peer_id: str) -> bool:
+        """Whether the peer's circuit breaker lets a job through now (may grant a probe)."""
+        with self._update(peer_id) as (rec, out):
+            ok, after = R.allow(rec, self._clock(), self.params)
+            if after != rec:
+                out.append(after)
+        return ok
+
+    def check_rate_pm(self, peer_id: str) -> int:
+        """Share (per mille) of this peer's jobs to spot-check now."""
+        return R.check_rate_pm(self.get(peer_id), self._clock(), self.params)
+
+    def peers(self) -> tuple[R.PeerReputation, ...]:
+        """Every stored peer, best score first."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM peers ORDER BY score_ppm DESC, peer_id"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise ReputationStoreError(f"cannot read {self.path}: {exc}") from exc
+        return tuple(_from_row(r) for r in rows)

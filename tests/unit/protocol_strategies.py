@@ -1,0 +1,183 @@
+"""Hypothesis strategies for valid protocol messages (shared by the protocol tests)."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.protocol import (
+    REJECT_CODES,
+    Advert,
+    ChatTurn,
+    CheckReport,
+    Chunk,
+    Gpu,
+    HardwareProfile,
+    JobAccept,
+    JobParams,
+    JobReject,
+    JobRequest,
+    JobResult,
+    Metric,
+    ModelOffer,
+    Receipt,
+    WireMessage,
+    output_hash,
+    sign,
+)
+
+# Fixed keys keep examples reproducible; signing is deterministic in Ed25519.
+CONSUMER = NodeIdentity.from_seed(bytes(range(32)))
+PROVIDER = NodeIdentity.from_seed(bytes(range(1, 33)))
+NOW_MS = 1_750_000_000_000
+
+U63 = 2**63 - 1
+U32 = 2**32 - 1
+
+millis = st.integers(0, U63)
+credits = st.integers(0, U63)
+counts = st.integers(0, U32)
+job_ids = st.binary(min_size=16, max_size=16)
+sha256s = st.binary(min_size=32, max_size=32)
+peer_ids = st.sampled_from([CONSUMER.peer_id, PROVIDER.peer_id])
+
+
+def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
+    return st.text(min_size=min_size, max_size=max_size)
+
+
+model_offers = st.builds(
+    ModelOffer,
+    name=text(1),
+    digest=text(0, 64),
+    parameter_size=text(0, 8),
+    quantization=text(0, 8),
+    context_length=counts,
+    prompt_tps_milli=counts,
+    generation_tps_milli=counts,
+    price_per_1k=credits,
+)
+
+adverts = st.builds(
+    Advert,
+    models=st.lists(model_offers, max_size=4, unique_by=lambda m: m.name).map(tuple),
+    hardware=st.builds(
+        HardwareProfile,
+        cpu=text(),
+        cpu_cores=st.integers(0, 65_535),
+        ram_mb=counts,
+        gpus=st.lists(st.builds(Gpu, name=text(), vram_mb=counts), max_size=3).map(tuple),
+    ),
+    engine=text(),
+    stake=credits,
+    capacity=st.integers(0, 65_535),
+    listen_addrs=st.lists(text(1, 60), max_size=3).map(tuple),
+    seq=millis,
+    issued_at=millis,
+    ttl_ms=millis,
+)
+
+job_params = st.builds(
+    JobParams,
+    max_tokens=st.integers(1, 1_000_000),
+    temperature=st.floats(0.0, 10.0, allow_nan=False),
+    top_p=st.floats(0.0, 1.0, allow_nan=False),
+    top_k=st.integers(0, 1_000_000),
+    seed=st.none() | st.integers(0, U32),
+    stop=st.lists(text(1, 10), max_size=4).map(tuple),
+)
+
+chat_turns = st.builds(
+    ChatTurn, role=st.sampled_from(["system", "user", "assistant", "tool"]), content=text()
+)
+
+
+@st.composite
+def job_requests(draw: st.DrawFn) -> JobRequest:
+    issued_at = draw(st.integers(0, U63 - 1))
+    kind = draw(st.sampled_from(["chat", "generate"]))
+    chat = kind == "chat"
+    return JobRequest(
+        job_id=draw(job_ids),
+        provider=draw(peer_ids),
+        model=draw(text(1)),
+        kind=kind,
+        max_price_per_1k=draw(credits),
+        issued_at=issued_at,
+        expires_at=draw(st.integers(issued_at + 1, U63)),
+        messages=tuple(draw(st.lists(chat_turns, min_size=1, max_size=4))) if chat else (),
+        prompt=None if chat else draw(text()),
+        params=draw(job_params),
+        digest=draw(st.none() | text(0, 64)),
+    )
+
+
+job_accepts = st.builds(JobAccept, job_id=job_ids, price_per_1k=credits)
+
+
+@st.composite
+def job_rejects(draw: st.DrawFn) -> JobReject:
+    code = draw(st.sampled_from(REJECT_CODES))
+    retry = draw(st.none() | millis) if code == "busy" else None
+    return JobReject(job_id=draw(job_ids), code=code, message=draw(text()), retry_after_ms=retry)
+
+
+chunks = st.builds(Chunk, job_id=job_ids, seq=counts, text=text())
+
+job_results = st.builds(
+    JobResult,
+    job_id=job_ids,
+    request_hash=sha256s,
+    output_hash=sha256s,
+    digest=text(0, 64),
+    prompt_tokens=counts,
+    completion_tokens=counts,
+    prompt_ms=millis,
+    generation_ms=millis,
+    total_ms=millis,
+    finish_reason=st.sampled_from(["stop", "length", "cancelled", "error"]),
+    charged=credits,
+    finished_at=millis,
+)
+
+receipts = st.builds(
+    Receipt, job_id=job_ids, result_hash=sha256s, amount=credits, provider=peer_ids
+)
+
+
+@st.composite
+def check_reports(draw: st.DrawFn) -> CheckReport:
+    request = sign(draw(job_requests()), CONSUMER)
+    output = draw(text())
+    result = draw(job_results)
+    return CheckReport(
+        request=request.raw,
+        result=sign(result, PROVIDER).raw,
+        provider_output=output,
+        reference_output_hash=output_hash(draw(text())),
+        reference_digest=draw(text(0, 64)),
+        metrics=tuple(
+            draw(
+                st.lists(
+                    st.builds(Metric, name=text(1, 20), value=st.integers(-(2**63), U63)),
+                    max_size=4,
+                )
+            )
+        ),
+        verdict=draw(st.sampled_from(["pass", "fail", "inconclusive"])),
+        issued_at=draw(millis),
+    )
+
+
+STRATEGIES: dict[str, st.SearchStrategy[WireMessage]] = {
+    "advert": adverts,
+    "job_request": job_requests(),
+    "job_accept": job_accepts,
+    "job_reject": job_rejects(),
+    "chunk": chunks,
+    "job_result": job_results,
+    "receipt": receipts,
+    "check_report": check_reports(),
+}
+
+any_message: st.SearchStrategy[WireMessage] = st.one_of(*STRATEGIES.values())
