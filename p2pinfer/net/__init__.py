@@ -6,35 +6,33 @@ method of the `NetHost` it yields.
 
 from p2pinfer.net.adverts import (
     ADVERTS_TOPIC,
-    AdvertVerifier,
     Catalog,
-    Offer,
     ProviderEntry,
     VerifiedAdvert,
+    verify_advert,
 )
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.dht import ProviderRef, model_key, model_key_digest
 from p2pinfer.net.gossip import GossipMessage
-from p2pinfer.net.host import NetHost, run_host
+from p2pinfer.net.host import run_host
 from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert
-from p2pinfer.net.streams import DEFAULT_MAX_FRAME, NetStream
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.streams import NetStream
 
 __all__ = [
     "ADVERTS_TOPIC",
-    "DEFAULT_MAX_FRAME",
     "INFO_PROTOCOL",
-    "AdvertVerifier",
     "Catalog",
     "FetchedAdvert",
     "GossipMessage",
     "NetConfig",
     "NetHost",
     "NetStream",
-    "Offer",
     "ProviderEntry",
     "ProviderRef",
     "VerifiedAdvert",
     "model_key",
     "model_key_digest",
     "run_host",
+    "verify_advert",
 ]

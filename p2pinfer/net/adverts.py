@@ -1,10 +1,8 @@
 """Provider adverts on GossipSub: the admission rules and the catalog of live providers.
 
-An advert travels as the data of a GossipSub message on `ADVERTS_TOPIC`. The
-payload is a signed envelope that this module does not parse itself: an
-`AdvertVerifier` (see `p2pinfer.net.codec`) turns bytes into a `VerifiedAdvert`
-or raises a `ProtocolError`. The topic validator (`AdvertGate`) drops, before
-delivery and before relaying:
+An advert travels as the data of a GossipSub message on `ADVERTS_TOPIC`: one
+signed `p2pinfer.protocol.Advert` envelope. The topic validator (`AdvertGate`)
+drops, before delivery and before relaying:
 
 - oversized payloads (more than `max_advert_bytes`),
 - payloads that do not decode or whose signature does not verify,
@@ -29,61 +27,90 @@ from dataclasses import dataclass
 import trio
 
 from p2pinfer.errors import ProtocolError
+from p2pinfer.protocol import (
+    ADVERTS_TOPIC,
+    CLOCK_SKEW_MS,
+    MAX_ADVERT_TTL_MS,
+    Advert,
+    HardwareProfile,
+    ModelOffer,
+    Signed,
+    decode_as,
+)
 
 log = logging.getLogger(__name__)
 
-ADVERTS_TOPIC = "p2pinfer/adverts/1"
-MAX_ADVERT_TTL_MS = 6 * 3_600_000  # as p2pinfer.protocol.validation
+__all__ = ["ADVERTS_TOPIC", "AdvertGate", "Catalog", "ProviderEntry", "VerifiedAdvert"]
+
 DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
-DEFAULT_MAX_CLOCK_SKEW_MS = 30_000
-
-
-@dataclass(frozen=True)
-class Offer:
-    """One model a provider serves, as advertised."""
-
-    model: str
-    price_per_1k_micro: int
-    tokens_per_s: float
+"""Largest advert accepted on gossip (64 models with long names fit in ~15 KiB)."""
 
 
 @dataclass(frozen=True)
 class VerifiedAdvert:
-    """An advert whose signature checked out, reduced to what the network layer uses.
+    """An advert whose envelope decoded and whose signature verified.
 
-    `signer` is the PeerID of the key that signed it; `raw` the exact signed
-    bytes (forwarded unchanged by the info protocol); `message` the decoded
-    protocol message, for the parts above the network layer.
+    `signer` is the PeerID of the key that signed it; `signed.raw` the exact
+    bytes, forwarded unchanged by the info protocol.
     """
 
     signer: str
-    seq: int
-    issued_at_ms: int
-    expires_at_ms: int
-    offers: tuple[Offer, ...]
-    addrs: tuple[str, ...]
-    hardware: str
-    raw: bytes
-    message: object
+    signed: Signed[Advert]
+
+    @property
+    def advert(self) -> Advert:
+        return self.signed.msg
+
+    @property
+    def raw(self) -> bytes:
+        return self.signed.raw
+
+    @property
+    def seq(self) -> int:
+        return self.signed.msg.seq
+
+    @property
+    def issued_at_ms(self) -> int:
+        return self.signed.msg.issued_at
+
+    @property
+    def expires_at_ms(self) -> int:
+        return self.signed.msg.expires_at
+
+    def offer(self, model: str) -> ModelOffer | None:
+        """What this advert offers for `model`, if it serves it."""
+        return next((m for m in self.signed.msg.models if m.name == model), None)
+
+
+def verify_advert(raw: bytes) -> VerifiedAdvert:
+    """Decode and verify a signed Advert; ProtocolError subclasses if it is not one."""
+    signed = decode_as(raw, Advert)
+    return VerifiedAdvert(signed.signer_peer_id, signed)
 
 
 AdvertVerifier = Callable[[bytes], VerifiedAdvert]
-"""Decode and verify a signed advert; raise a ProtocolError subclass if it is not one."""
+"""Turns bytes into a VerifiedAdvert or raises a ProtocolError subclass."""
 
 
 @dataclass(frozen=True)
 class ProviderEntry:
-    """A live provider of one model, from its latest accepted advert."""
+    """A live provider of one model, from its latest accepted advert.
+
+    `price_per_1k` is in micro-credits per 1000 tokens, `generation_tps` the
+    provider's measured generation speed (tokens/s); `offer` and `advert`
+    carry everything else it claimed (digest, context length, stake, ...).
+    """
 
     peer_id: str
     model: str
-    price_per_1k_micro: int
-    tokens_per_s: float
+    price_per_1k: int
+    generation_tps: float
     addrs: tuple[str, ...]
-    hardware: str
+    hardware: HardwareProfile
     seq: int
     last_seen_ms: int
     expires_at_ms: int
+    offer: ModelOffer
     advert: VerifiedAdvert
 
 
@@ -107,7 +134,7 @@ class Catalog:
         local_peer_id: str,
         clock_ms: Callable[[], int],
         max_ttl_ms: int = MAX_ADVERT_TTL_MS,
-        max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+        max_clock_skew_ms: int = CLOCK_SKEW_MS,
     ) -> None:
         self.local_peer_id = local_peer_id
         self.max_ttl_ms = max_ttl_ms
@@ -174,7 +201,7 @@ class Catalog:
     def providers(self, model: str) -> list[ProviderEntry]:
         """Live providers of `model`, cheapest first."""
         found = [e for e in self._entries() if e.model == model]
-        return sorted(found, key=lambda e: (e.price_per_1k_micro, -e.tokens_per_s, e.peer_id))
+        return sorted(found, key=lambda e: (e.price_per_1k, -e.generation_tps, e.peer_id))
 
     def models(self) -> list[str]:
         """Every model some live provider serves, sorted."""
@@ -202,17 +229,19 @@ class Catalog:
         for pid, st in self._peers.items():
             if st.expires_at_ms <= now:
                 continue
-            for offer in st.advert.offers:
+            advert = st.advert.advert
+            for offer in advert.models:
                 yield ProviderEntry(
                     peer_id=pid,
-                    model=offer.model,
-                    price_per_1k_micro=offer.price_per_1k_micro,
-                    tokens_per_s=offer.tokens_per_s,
-                    addrs=st.advert.addrs,
-                    hardware=st.advert.hardware,
-                    seq=st.advert.seq,
+                    model=offer.name,
+                    price_per_1k=offer.price_per_1k,
+                    generation_tps=offer.generation_tps_milli / 1000,
+                    addrs=advert.listen_addrs,
+                    hardware=advert.hardware,
+                    seq=advert.seq,
                     last_seen_ms=st.last_seen_ms,
                     expires_at_ms=st.expires_at_ms,
+                    offer=offer,
                     advert=st.advert,
                 )
 
@@ -231,7 +260,7 @@ class AdvertGate:
     def __init__(
         self,
         catalog: Catalog,
-        verify: AdvertVerifier,
+        verify: AdvertVerifier = verify_advert,
         *,
         max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES,
     ) -> None:

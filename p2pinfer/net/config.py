@@ -13,13 +13,9 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pinfer.errors import UsageError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.adverts import (
-    DEFAULT_MAX_ADVERT_BYTES,
-    DEFAULT_MAX_CLOCK_SKEW_MS,
-    MAX_ADVERT_TTL_MS,
-    AdvertVerifier,
-)
+from p2pinfer.net.adverts import DEFAULT_MAX_ADVERT_BYTES
 from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
+from p2pinfer.protocol import CLOCK_SKEW_MS, MAX_ADVERT_TTL_MS
 
 GOSSIP_MAX_RPC_BYTES = 1024 * 1024
 ADDR_TTL_S = 600  # how long dialable addresses learnt from records stay in the peerstore
@@ -42,7 +38,6 @@ class NetConfig:
     """
 
     identity: NodeIdentity
-    verify_advert: AdvertVerifier
     listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
     announce_addrs: tuple[str, ...] = ()
@@ -50,7 +45,7 @@ class NetConfig:
     deny_ips: tuple[str, ...] = ()
     max_advert_ttl_ms: int = MAX_ADVERT_TTL_MS
     max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES
-    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
+    max_clock_skew_ms: int = CLOCK_SKEW_MS
     gossip_heartbeat_s: int = 1
     gossip_max_msgs_per_topic_per_s: float = 200.0
     gossip_max_rpc_bytes: int = GOSSIP_MAX_RPC_BYTES

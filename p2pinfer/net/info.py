@@ -19,11 +19,12 @@ import trio
 
 from p2pinfer.errors import DecodeError, ProtocolError, SignatureError
 from p2pinfer.net.adverts import AdvertVerifier, VerifiedAdvert
-from p2pinfer.net.streams import DEFAULT_MAX_FRAME, NetStream
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import DEFAULT_MAX_FRAME, INFO_PROTOCOL_ID
 
 log = logging.getLogger(__name__)
 
-INFO_PROTOCOL = "/p2pinfer/info/1.0.0"
+INFO_PROTOCOL = INFO_PROTOCOL_ID
 INFO_REQUEST_MAX = 1024
 INFO_TIMEOUT_S = 10.0
 

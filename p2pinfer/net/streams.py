@@ -1,7 +1,7 @@
 """Length-prefixed frames on a libp2p stream, with the size limit and timeouts enforced.
 
-A frame is an unsigned LEB128 varint length followed by that many bytes (the
-same framing as `p2pinfer.protocol`). The length is checked against the
+A frame is an unsigned LEB128 varint length followed by that many bytes
+(`p2pinfer.protocol.framing`, which also encodes them here). The length is checked against the
 limit *before* a byte of the body is read, so a peer cannot make us buffer
 more than `max_size` bytes. Every read and write runs under `trio.fail_after`;
 libp2p's own exceptions never leave this module: callers see
@@ -18,36 +18,14 @@ from libp2p.io.exceptions import IOException
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 
 from p2pinfer.errors import DecodeError, FrameTooLarge, PeerTimeoutError, StreamClosedError
+from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_FRAME = 1024 * 1024
-"""Largest frame body accepted by default (1 MiB, see DESIGN.md)."""
 
 DEFAULT_IO_TIMEOUT_S = 30.0
 """Default bound on one frame read or write."""
 
 _MAX_VARINT_BYTES = 10  # a 64-bit uvarint never needs more
-
-
-def encode_uvarint(value: int) -> bytes:
-    """The unsigned LEB128 varint of `value` (>= 0)."""
-    if value < 0:
-        raise ValueError("a uvarint is non-negative")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def encode_frame(payload: bytes) -> bytes:
-    """`payload` with its varint length prefix."""
-    return encode_uvarint(len(payload)) + payload
 
 
 class NetStream:
@@ -71,11 +49,19 @@ class NetStream:
         """The protocol id negotiated for this stream."""
         return str(self._raw.get_protocol())
 
-    async def write_frame(self, payload: bytes, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
-        """Send one frame; StreamClosedError if the stream is gone, PeerTimeoutError if stuck."""
+    async def write_frame(
+        self,
+        payload: bytes,
+        *,
+        max_size: int = DEFAULT_MAX_FRAME,
+        timeout_s: float = DEFAULT_IO_TIMEOUT_S,
+    ) -> None:
+        """Send one frame. FrameTooLarge over `max_size` (nothing sent), StreamClosedError if
+        the stream is gone, PeerTimeoutError if the peer stops reading."""
+        frame = encode_frame(payload, max_size)
         try:
             with trio.fail_after(timeout_s):
-                await self._raw.write(encode_frame(payload))
+                await self._raw.write(frame)
         except trio.TooSlowError as exc:
             raise PeerTimeoutError(f"writing to {self._who()} timed out") from exc
         except (StreamError, IOException) as exc:

@@ -9,10 +9,12 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import ADVERTS_TOPIC, NetHost, run_host
-from tests.integration.net_helpers import config, make_advert
+from p2pinfer.net import ADVERTS_TOPIC, NetHost, run_host, verify_advert
+from tests.integration.net_helpers import HARDWARE, advert_template, config, make_advert
 
 pytestmark = pytest.mark.network
+
+LIMIT = 4096
 
 
 @asynccontextmanager
@@ -48,19 +50,26 @@ async def test_advert_crosses_a_line_of_three_hosts() -> None:
             await a.publish_advert(make_advert(ident_a, 1, models=(("qwen2:0.5b", 250),)))
             await c.catalog.wait_for(lambda cat: a.peer_id in cat.peer_ids())
             [entry] = c.catalog.providers("qwen2:0.5b")
-            assert (entry.peer_id, entry.price_per_1k_micro) == (a.peer_id, 250)
+            assert (entry.peer_id, entry.price_per_1k, entry.generation_tps) == (
+                a.peer_id,
+                250,
+                25.0,
+            )
+            assert entry.hardware == HARDWARE and entry.offer.context_length == 2048
             assert a.peer_id not in c.peers()  # it came through B
             assert b.catalog.advert_of(a.peer_id) is not None
 
 
 async def test_forged_and_oversized_adverts_are_dropped_and_not_relayed() -> None:
     with trio.fail_after(30):
-        async with line_of_three() as (mallory, b, c):
+        async with line_of_three(max_advert_bytes=LIMIT) as (mallory, b, c):
             # Mallory runs modified code: its own validator would refuse these.
             mallory._pubsub.remove_topic_validator(ADVERTS_TOPIC)
             victim = NodeIdentity.generate()
             forged = make_advert(victim, 1)  # a valid signature, but not Mallory's
-            oversized = make_advert(mallory.config.identity, 1, padding=100_000)
+            many = tuple((f"model-{i}", 100) for i in range(40))
+            oversized = make_advert(mallory.config.identity, 1, models=many)
+            assert len(oversized) > LIMIT  # validly signed, but too big for the topic
             await mallory.publish(ADVERTS_TOPIC, forged)
             await mallory.publish(ADVERTS_TOPIC, oversized)
             drops = b.advert_gate.drops
@@ -103,9 +112,7 @@ async def test_own_stale_advert_is_refused_before_publishing() -> None:
 async def test_provider_that_stops_advertising_leaves_the_catalog_after_its_ttl() -> None:
     with trio.fail_after(30):
         async with line_of_three(expire_interval_s=0.1) as (a, b, c):
-            seq = iter(range(1, 1000))
-            ident_b = b.config.identity
-            b.start_advertising(lambda: make_advert(ident_b, next(seq), ttl_ms=1_500), 0.3)
+            b.start_advertising(lambda: advert_template(ttl_ms=1_500), interval_s=0.3)
             await a.publish_advert(make_advert(a.config.identity, 1, ttl_ms=1_500))
             await c.catalog.wait_for(lambda cat: {a.peer_id, b.peer_id} <= set(cat.peer_ids()))
             [entry_a] = [e for e in c.catalog.providers("smollm2:135m") if e.peer_id == a.peer_id]
@@ -113,3 +120,16 @@ async def test_provider_that_stops_advertising_leaves_the_catalog_after_its_ttl(
             assert c.catalog.now_ms() >= entry_a.expires_at_ms  # not before its TTL
             assert b.peer_id in c.catalog.peer_ids()  # B keeps re-advertising, so it stays
             assert a.peer_id in b.peers()  # A left the catalog, not the network
+
+
+async def test_node_stamps_its_adverts_with_its_addresses_and_a_rising_seq() -> None:
+    clock = [2_000_000_000_000]
+    with trio.fail_after(30):
+        async with run_host(config(clock_ms=lambda: clock[0])) as a:
+            first = verify_advert(a.sign_advert(advert_template()))
+            clock[0] -= 60_000  # the wall clock stepped back
+            second = verify_advert(a.sign_advert(advert_template()))
+            assert first.signer == second.signer == a.peer_id
+            assert second.seq > first.seq
+            assert first.advert.listen_addrs == tuple(a.addrs())
+            assert first.issued_at_ms == 2_000_000_000_000

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from p2pinfer.net import NetHost, run_host
-from tests.integration.net_helpers import config, make_advert
+from tests.integration.net_helpers import advert_template, config
 
 pytestmark = pytest.mark.network
 
@@ -30,10 +30,8 @@ async def test_consumer_bootstrapped_through_two_nodes_finds_provider_and_its_ad
             n1 = await stack.enter_async_context(run_host(config()))
             n2 = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
             provider = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
-            seq = iter(range(1, 1000))
             provider.start_advertising(
-                lambda: make_advert(provider.config.identity, next(seq), models=((MODEL, 70),)),
-                interval_s=5.0,
+                lambda: advert_template(models=((MODEL, 70),)), interval_s=5.0
             )
             consumer = await stack.enter_async_context(run_host(config(bootstrap=(n2.addrs()[0],))))
 

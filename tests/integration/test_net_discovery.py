@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import pytest
 import trio
@@ -32,10 +33,7 @@ async def test_bootstrap_peer_that_starts_late_is_dialled_again() -> None:
     with trio.fail_after(30):
         async with run_host(config(bootstrap=(boot_addr,), bootstrap_interval_s=0.2)) as node:
             assert node.peers() == []
-            boot_cfg = config(boot_id)
-            boot_cfg = boot_cfg.__class__(
-                **{**boot_cfg.__dict__, "listen_addrs": (f"/ip4/127.0.0.1/tcp/{port}",)}
-            )
+            boot_cfg = replace(config(boot_id), listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",))
             async with run_host(boot_cfg) as boot:
                 await until_connected(node, boot.peer_id)
 

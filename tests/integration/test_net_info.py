@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from p2pinfer.errors import PeerUnreachableError, SignatureError
-from p2pinfer.net import INFO_PROTOCOL, run_host
+from p2pinfer.net import INFO_PROTOCOL, run_host, verify_advert
 from p2pinfer.net.info import ask_advert
 from tests.integration.net_helpers import config, make_advert
 
@@ -41,7 +41,7 @@ async def test_advert_signed_by_someone_else_is_refused() -> None:
             await consumer.connect(liar.addrs()[0])
             stream = await consumer.open_stream(liar.peer_id, INFO_PROTOCOL)
             with pytest.raises(SignatureError):
-                await ask_advert(stream, consumer.config.verify_advert)
+                await ask_advert(stream, verify_advert)
             assert consumer.catalog.peer_ids() == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import multiaddr
 import pytest
@@ -47,7 +48,7 @@ async def test_connections_use_noise_and_yamux() -> None:
 )
 async def test_non_tcp_listen_address_is_a_usage_error(listen: str) -> None:
     with pytest.raises(UsageError):
-        async with run_host(config().__class__(**{**config().__dict__, "listen_addrs": (listen,)})):
+        async with run_host(replace(config(), listen_addrs=(listen,))):
             pass
 
 
@@ -62,8 +63,7 @@ async def test_port_in_use_is_a_network_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        cfg = config()
-        cfg = cfg.__class__(**{**cfg.__dict__, "listen_addrs": (f"/ip4/127.0.0.1/tcp/{port}",)})
+        cfg = replace(config(), listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",))
         with trio.fail_after(30), pytest.raises(NetworkError):
             async with run_host(cfg):
                 pass

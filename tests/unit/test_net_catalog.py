@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import trio
 import trio.testing
 
-from p2pinfer.errors import SignatureError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.adverts import AdvertGate, Catalog, Offer, VerifiedAdvert
+from p2pinfer.net.adverts import AdvertGate, Catalog, VerifiedAdvert, verify_advert
+from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 
-LOCAL = NodeIdentity.generate().peer_id
-ALICE = NodeIdentity.generate().peer_id
-BOB = NodeIdentity.generate().peer_id
+LOCAL_ID, ALICE_ID, BOB_ID = (NodeIdentity.generate() for _ in range(3))
+LOCAL, ALICE, BOB = LOCAL_ID.peer_id, ALICE_ID.peer_id, BOB_ID.peer_id
+PEERS = {LOCAL: LOCAL_ID, ALICE: ALICE_ID, BOB: BOB_ID}
 T0 = 1_700_000_000_000
 
 
@@ -25,6 +23,29 @@ class FakeClock:
         return self.now
 
 
+def signed_advert(
+    signer: str,
+    seq: int,
+    *,
+    issued_at: int = T0,
+    ttl_ms: int = 60_000,
+    models: tuple[tuple[str, int], ...] = (("smollm2", 100),),
+) -> bytes:
+    offers = tuple(ModelOffer(n, "", "135M", "Q8_0", 2048, 0, 20_000, p) for n, p in models)
+    msg = Advert(
+        models=offers,
+        hardware=HardwareProfile("cpu", 4, 8192, ()),
+        engine="llama.cpp",
+        stake=0,
+        capacity=1,
+        listen_addrs=("/ip4/127.0.0.1/tcp/4001",),
+        seq=seq,
+        issued_at=issued_at,
+        ttl_ms=ttl_ms,
+    )
+    return sign(msg, PEERS[signer]).raw
+
+
 def advert(
     signer: str,
     seq: int,
@@ -33,17 +54,8 @@ def advert(
     ttl_ms: int = 60_000,
     models: tuple[tuple[str, int], ...] = (("smollm2", 100),),
 ) -> VerifiedAdvert:
-    return VerifiedAdvert(
-        signer=signer,
-        seq=seq,
-        issued_at_ms=issued_at,
-        expires_at_ms=issued_at + ttl_ms,
-        offers=tuple(Offer(name, price, 20.0) for name, price in models),
-        addrs=("/ip4/127.0.0.1/tcp/4001",),
-        hardware="cpu",
-        raw=b"",
-        message=None,
-    )
+    raw = signed_advert(signer, seq, issued_at=issued_at, ttl_ms=ttl_ms, models=models)
+    return verify_advert(raw)
 
 
 def catalog(clock: FakeClock) -> Catalog:
@@ -56,7 +68,7 @@ def test_fresh_advert_lists_provider_per_model_cheapest_first() -> None:
     assert cat.admit(advert(ALICE, 1, models=(("a", 300), ("b", 5)))) is None
     assert cat.admit(advert(BOB, 1, models=(("a", 200),))) is None
     assert [e.peer_id for e in cat.providers("a")] == [BOB, ALICE]
-    assert [e.price_per_1k_micro for e in cat.providers("a")] == [200, 300]
+    assert [e.price_per_1k for e in cat.providers("a")] == [200, 300]
     assert cat.models() == ["a", "b"]
 
 
@@ -125,23 +137,16 @@ async def test_wait_for_wakes_on_admission() -> None:
             cat.admit(advert(ALICE, 1))
 
 
-def fake_verifier(adverts: dict[bytes, VerifiedAdvert]) -> Callable[[bytes], VerifiedAdvert]:
-    def verify(raw: bytes) -> VerifiedAdvert:
-        if raw not in adverts:
-            raise SignatureError("signature does not verify")
-        return adverts[raw]
-
-    return verify
-
-
 def test_gate_drops_oversized_invalid_forged_and_stale() -> None:
     cat = catalog(FakeClock())
-    good = advert(ALICE, 1)
-    gate = AdvertGate(cat, fake_verifier({b"alice-1": good}), max_advert_bytes=16)
-    assert gate.check(BOB, b"alice-1") is None  # Bob relays Alice's advert as his own
-    assert gate.check(ALICE, b"x" * 17) is None
+    raw = signed_advert(ALICE, 1)
+    gate = AdvertGate(cat, max_advert_bytes=len(raw))
+    assert gate.check(BOB, raw) is None  # Bob publishes Alice's advert as his own
+    assert gate.check(ALICE, signed_advert(ALICE, 2, models=(("longer-name", 1),))) is None
+    assert gate.check(ALICE, raw[:-1] + bytes([raw[-1] ^ 1])) is None  # broken signature
     assert gate.check(ALICE, b"garbage") is None
-    assert gate.check(ALICE, b"alice-1") == good
-    assert gate.check(ALICE, b"alice-1") is None
-    assert dict(gate.drops) == {"forged": 1, "oversized": 1, "invalid": 1, "seq": 1}
+    accepted = gate.check(ALICE, raw)
+    assert accepted is not None and accepted.signer == ALICE and accepted.raw == raw
+    assert gate.check(ALICE, raw) is None
+    assert dict(gate.drops) == {"forged": 1, "oversized": 1, "invalid": 2, "seq": 1}
     assert cat.peer_ids() == [ALICE]

@@ -7,7 +7,8 @@ import trio
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 
 from p2pinfer.errors import DecodeError, FrameTooLarge, PeerTimeoutError, StreamClosedError
-from p2pinfer.net.streams import NetStream, encode_frame, encode_uvarint
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import encode_frame, encode_uvarint
 
 
 class FakeRawStream:
@@ -30,13 +31,6 @@ class FakeRawStream:
 
     async def write(self, data: bytes) -> None:
         self.written += data
-
-
-@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**21, 2**63])
-def test_uvarint_matches_libp2p(value: int) -> None:
-    from libp2p.utils.varint import encode_uvarint as libp2p_encode
-
-    assert encode_uvarint(value) == libp2p_encode(value)
 
 
 async def test_frames_round_trip_in_order() -> None:
@@ -84,3 +78,10 @@ async def test_write_frame_prefixes_the_length() -> None:
     raw = FakeRawStream(b"")
     await NetStream(raw).write_frame(b"abc")
     assert raw.written == b"\x03abc"
+
+
+async def test_frame_over_the_limit_is_not_sent() -> None:
+    raw = FakeRawStream(b"")
+    with pytest.raises(FrameTooLarge):
+        await NetStream(raw).write_frame(b"z" * 11, max_size=10)
+    assert raw.written == b""
