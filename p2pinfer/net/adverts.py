@@ -144,7 +144,7 @@ class Catalog:
         # The last accepted seq of a peer is kept for the longest TTL an
         # advert may have, so no older advert of it can be replayed while it
         # would still be unexpired.
-        self._last_seq: dict[str, tuple[int, int]] = {}
+        self._last_seq: dict[str, tuple[int, int, bytes]] = {}  # seq, seen at, hash
         self._changed = trio.Event()
 
     def now_ms(self) -> int:
@@ -167,15 +167,20 @@ class Catalog:
     def admit(self, advert: VerifiedAdvert) -> str | None:
         """Record `advert` if fresh; return the reason it was refused, or None.
 
-        The local node's own adverts update the seq memory (so it cannot
-        publish a stale one either) but are not listed as a provider: a node
-        cannot open a stream to itself.
+        The advert already held (same bytes) is accepted again without
+        change. The local node's own adverts update the seq memory (so it
+        cannot publish a stale one either) but are not listed as a provider:
+        a node cannot open a stream to itself.
         """
         reason = self.staleness(advert)
+        if reason == "seq" and self._is_current(advert):
+            # The very advert we hold, met again on another path (fetched over
+            # info, then relayed on gossip): valid, and worth relaying on.
+            return None
         if reason is not None:
             return reason
         now = self._clock_ms()
-        self._last_seq[advert.signer] = (advert.seq, now)
+        self._last_seq[advert.signer] = (advert.seq, now, advert.signed.hash)
         if advert.signer != self.local_peer_id:
             # An advert from a clock running ahead still lives at most its TTL
             # from receipt.
@@ -185,13 +190,21 @@ class Catalog:
             self._notify()
         return None
 
+    def _is_current(self, advert: VerifiedAdvert) -> bool:
+        last = self._last_seq.get(advert.signer)
+        return (
+            last is not None
+            and last[2] == advert.signed.hash
+            and advert.expires_at_ms > self._clock_ms()
+        )
+
     def expire(self) -> list[str]:
         """Forget providers whose latest advert has expired; return their PeerIDs."""
         now = self._clock_ms()
         gone = [pid for pid, st in self._peers.items() if st.expires_at_ms <= now]
         for pid in gone:
             del self._peers[pid]
-        for pid, (_, seen) in list(self._last_seq.items()):
+        for pid, (_, seen, _) in list(self._last_seq.items()):
             if seen + self.max_ttl_ms + self.max_clock_skew_ms <= now:
                 del self._last_seq[pid]
         if gone:

@@ -20,6 +20,7 @@ from p2pinfer.errors import (
     P2PInferError,
     PeerTimeoutError,
     PeerUnreachableError,
+    UsageError,
     ValidationError,
 )
 from p2pinfer.net.adverts import (
@@ -84,6 +85,7 @@ class NetHost:
         self._advertising = False
         self._advert_seq = 0
         self._new_peers = trio.Event()
+        self._topics: set[str] = set()
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
@@ -188,8 +190,11 @@ class NetHost:
         """Join `topic`: `validator` gates delivery and relaying, `handler` sees each message.
 
         One reader task per topic drains it (py-libp2p drops messages beyond
-        32 unread). Call once per topic.
+        32 unread). UsageError if this node already joined `topic`.
         """
+        if topic in self._topics:
+            raise UsageError(f"already subscribed to {topic}")
+        self._topics.add(topic)
         if validator is not None:
             self._pubsub.set_topic_validator(topic, libp2p_validator(topic, validator), False)
         subscription = await self._pubsub.subscribe(topic)

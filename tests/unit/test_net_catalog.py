@@ -75,10 +75,20 @@ def test_fresh_advert_lists_provider_per_model_cheapest_first() -> None:
 def test_seq_not_newer_than_last_is_stale() -> None:
     cat = catalog(FakeClock())
     assert cat.admit(advert(ALICE, 5)) is None
-    assert cat.admit(advert(ALICE, 5)) == "seq"
+    assert cat.admit(advert(ALICE, 5, models=(("other", 1),))) == "seq"
     assert cat.admit(advert(ALICE, 4)) == "seq"
     assert cat.admit(advert(ALICE, 6, models=(("new", 1),))) is None
     assert cat.models() == ["new"]  # the newer advert replaced the older one
+
+
+def test_the_advert_already_held_is_accepted_again_unchanged() -> None:
+    # Fetched over info first, then relayed on gossip: still valid, still relayed.
+    cat = catalog(FakeClock())
+    first = advert(ALICE, 7)
+    assert cat.admit(first) is None
+    assert cat.admit(advert(ALICE, 7)) is None  # identical bytes (signatures are deterministic)
+    assert cat.admit(advert(ALICE, 7, models=(("changed", 1),))) == "seq"
+    assert cat.advert_of(ALICE) == first
 
 
 def test_expired_future_and_overlong_adverts_are_refused() -> None:
@@ -115,7 +125,7 @@ def test_own_advert_updates_seq_but_is_not_listed() -> None:
     cat = catalog(FakeClock())
     assert cat.admit(advert(LOCAL, 1)) is None
     assert cat.peer_ids() == []
-    assert cat.admit(advert(LOCAL, 1)) == "seq"
+    assert cat.staleness(advert(LOCAL, 1)) == "seq"
 
 
 def test_seq_memory_outlives_the_entry() -> None:
@@ -147,6 +157,7 @@ def test_gate_drops_oversized_invalid_forged_and_stale() -> None:
     assert gate.check(ALICE, b"garbage") is None
     accepted = gate.check(ALICE, raw)
     assert accepted is not None and accepted.signer == ALICE and accepted.raw == raw
-    assert gate.check(ALICE, raw) is None
+    same_seq = signed_advert(ALICE, 1, models=(("other", 1),))
+    assert gate.check(ALICE, same_seq) is None
     assert dict(gate.drops) == {"forged": 1, "oversized": 1, "invalid": 2, "seq": 1}
     assert cat.peer_ids() == [ALICE]
