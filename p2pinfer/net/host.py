@@ -80,6 +80,7 @@ def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
         ("libp2p.network.swarm", logging.CRITICAL),  # ERROR per failed handshake of a peer
         ("libp2p.transport.tcp", logging.CRITICAL),  # ERROR per failed dial; we raise instead
         ("libp2p.protocol_muxer", logging.CRITICAL),  # ERROR per stream cut during negotiation
+        ("libp2p.stream_muxer", logging.CRITICAL),  # ERROR per connection the peer drops
         ("libp2p.kad_dht", logging.CRITICAL),
     ):
         logger = logging.getLogger(name)
