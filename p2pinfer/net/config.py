@@ -30,11 +30,13 @@ def wall_clock_ms() -> int:
 class NetConfig:
     """Everything `run_host` needs. Addresses are multiaddr strings.
 
-    `bootstrap` entries must end in `/p2p/<PeerID>`. `announce_addrs`, when
-    set, replace the listen addresses in what the node tells others (use it
-    behind NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR
-    blocks) are never dialled and refused when they dial in. Timers are in seconds, advert
-    times in milliseconds on the injected `clock_ms`.
+    `listen_addrs` are plain TCP. `bootstrap` entries must end in
+    `/p2p/<PeerID>`; they are dialled at start and re-dialled every
+    `bootstrap_interval_s` while disconnected. `announce_addrs`, when set,
+    replace the listen addresses in what the node tells others (use it behind
+    NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR blocks)
+    are never dialled and refused when they dial in. Timers are in seconds;
+    advert times in milliseconds on the injected `clock_ms`.
     """
 
     identity: NodeIdentity
