@@ -112,6 +112,18 @@ class NetworkError(P2PInferError):
     exit_code = 6
 
 
+class PeerUnreachableError(NetworkError):
+    """A peer could not be dialled: no known address, refused, or the handshake failed."""
+
+
+class StreamClosedError(NetworkError):
+    """The peer closed or reset a stream before the expected frame arrived."""
+
+
+class PeerTimeoutError(NetworkError):
+    """A peer did not answer within the allowed time."""
+
+
 class NoProvidersError(NetworkError):
     """Nobody on the network serves the requested model."""
 

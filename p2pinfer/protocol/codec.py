@@ -149,15 +149,6 @@ def output_hash(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def model_dht_key(name: str) -> str:
-    """The DHT provider key of a model: `p2pinfer-model-` + hex sha256 of `p2pinfer/model/<name>`.
-
-    The prefix keeps py-libp2p from taking the key for hex (which it would decode
-    to bytes); it uses the key's UTF-8 bytes as they are.
-    """
-    return "p2pinfer-model-" + hashlib.sha256(f"p2pinfer/model/{name}".encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Evidence:
     """The checked contents of a CheckReport: who claimed what for which request."""

@@ -24,9 +24,20 @@ TIMEOUT = 60
 def writer(mode: str, path: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.ledger_writer", mode, str(path),
-         ME.seed.hex(), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.ledger_writer",
+            mode,
+            str(path),
+            ME.seed.hex(),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
 
 

@@ -39,7 +39,6 @@ from p2pinfer.protocol import (
     WireMessage,
     decode,
     decode_as,
-    model_dht_key,
     open_evidence,
     output_hash,
     request_hash,
@@ -476,16 +475,6 @@ def test_evidence_for_another_request_is_rejected(other: JobRequest) -> None:
     assume(other != _request())
     with pytest.raises(ValidationError, match="does not answer"):
         open_evidence(dataclasses.replace(report, request=sign(other, CONSUMER).raw))
-
-
-def test_model_dht_key_is_a_hash_py_libp2p_keeps_as_text() -> None:
-    from libp2p.kad_dht.kad_dht import _encode_key  # how provide()/find_providers() read keys
-
-    key = model_dht_key("smollm2:135m")
-    digest = hashlib.sha256(b"p2pinfer/model/smollm2:135m").hexdigest()
-    assert key == "p2pinfer-model-" + digest
-    assert _encode_key(key) == key.encode()
-    assert model_dht_key("smollm2:360m") != key
 
 
 def test_output_hash_is_sha256_of_utf8() -> None:

@@ -1,0 +1,189 @@
+"""Network benchmark: real py-libp2p hosts on loopback, in one trio process.
+
+Run from the repository root:  python bench/net.py [--rounds 20]
+Prints a summary and writes bench/results/net.json (date, machine, numbers):
+connect time, info-protocol RTT, advert latency over two gossip hops (A-B-C),
+DHT lookup time in a 6-node network, and one-way framed stream throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from p2pinfer.errors import StreamClosedError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net import ADVERTS_TOPIC, Catalog, NetConfig, NetHost, NetStream, run_host
+from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer
+
+RESULTS = Path(__file__).resolve().parent / "results" / "net.json"
+MODEL = "smollm2:135m"
+SINK = "/p2pinfer-bench/sink/1.0.0"
+
+
+def config(ip: str = "127.0.0.1", **kw: Any) -> NetConfig:
+    return NetConfig(NodeIdentity.generate(), listen_addrs=(f"/ip4/{ip}/tcp/0",), **kw)
+
+
+def template() -> Advert:
+    offer = ModelOffer(MODEL, "ab" * 32, "135M", "Q8_0", 2048, 400_000, 25_000, 100)
+    hw = HardwareProfile("bench", 2, 4096, ())
+    return Advert((offer,), hw, "llama.cpp", 0, 1, (), 0, 0, 60_000)
+
+
+def seq_of(catalog: Catalog, peer_id: str) -> int:
+    advert = catalog.advert_of(peer_id)
+    return -1 if advert is None else advert.seq
+
+
+def summary(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {
+        "n": len(ordered),
+        "median_ms": round(statistics.median(ordered), 2),
+        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+async def bench_connect(rounds: int) -> dict[str, float]:
+    samples = []
+    async with run_host(config()) as server:
+        for _ in range(rounds):
+            async with run_host(config()) as client:
+                started = time.perf_counter()
+                await client.connect(server.addrs()[0])
+                samples.append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+async def bench_info(rounds: int) -> dict[str, float]:
+    async with run_host(config()) as provider, run_host(config()) as consumer:
+        await provider.publish_advert(provider.sign_advert(template()))
+        await consumer.connect(provider.addrs()[0])
+        samples = []
+        for _ in range(rounds):
+            fetched = await consumer.fetch_advert(provider.peer_id)
+            assert fetched is not None
+            samples.append(fetched.rtt_ms)
+    return summary(samples)
+
+
+async def bench_gossip(rounds: int) -> dict[str, float]:
+    async with AsyncExitStack() as stack:
+        b = await stack.enter_async_context(run_host(config("127.0.0.2")))
+        a = await stack.enter_async_context(run_host(config("127.0.0.1", deny_ips=("127.0.0.3",))))
+        c = await stack.enter_async_context(run_host(config("127.0.0.3", deny_ips=("127.0.0.1",))))
+        await a.connect(b.addrs()[0])
+        await c.connect(b.addrs()[0])
+        await b.wait_for_mesh(c.peer_id, ADVERTS_TOPIC)
+        await a.wait_for_mesh(b.peer_id, ADVERTS_TOPIC)
+        samples = []
+        for _ in range(rounds):
+            raw = a.sign_advert(template())
+            started = time.perf_counter()
+            advert = await a.publish_advert(raw)
+            await c.catalog.wait_for(lambda cat, s=advert.seq: seq_of(cat, a.peer_id) == s)
+            samples.append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+async def bench_dht(rounds: int) -> dict[str, float]:
+    async with AsyncExitStack() as stack:
+        boot = await stack.enter_async_context(run_host(config()))
+        joined = (boot.addrs()[0],)
+        nodes: list[NetHost] = []
+        for _ in range(4):
+            nodes.append(await stack.enter_async_context(run_host(config(bootstrap=joined))))
+        await nodes[0].provide(MODEL)
+        consumer = await stack.enter_async_context(run_host(config(bootstrap=joined)))
+        while not await consumer.find_providers(MODEL):
+            await trio.sleep(0.05)
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            found = await consumer.find_providers(MODEL)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert [r.peer_id for r in found] == [nodes[0].peer_id]
+    return summary(samples)
+
+
+async def bench_stream(total_bytes: int, frame_bytes: int) -> dict[str, float]:
+    received = trio.Event()
+
+    async def sink(stream: NetStream) -> None:
+        got = 0
+        while got < total_bytes:
+            try:
+                got += len(await stream.read_frame(max_size=frame_bytes))
+            except StreamClosedError:
+                break
+        received.set()
+
+    async with run_host(config()) as server, run_host(config()) as client:
+        server.set_stream_handler(SINK, sink)
+        await client.connect(server.addrs()[0])
+        stream = await client.open_stream(server.peer_id, SINK)
+        payload = b"\x5a" * frame_bytes
+        started = time.perf_counter()
+        for _ in range(total_bytes // frame_bytes):
+            await stream.write_frame(payload)
+        await received.wait()
+        elapsed = time.perf_counter() - started
+        await stream.close()
+    return {
+        "bytes": total_bytes,
+        "frame_bytes": frame_bytes,
+        "mb_per_s": round(total_bytes / elapsed / 1e6, 1),
+    }
+
+
+async def run(rounds: int) -> dict[str, Any]:
+    with trio.fail_after(300):
+        return {
+            "connect": await bench_connect(max(5, rounds // 4)),
+            "info_rtt": await bench_info(rounds),
+            "advert_two_hops": await bench_gossip(rounds),
+            "dht_find_providers_6_nodes": await bench_dht(rounds),
+            "stream_one_way_4k_frames": await bench_stream(4 << 20, 4096),
+            "stream_one_way_64k_frames": await bench_stream(16 << 20, 65536),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results = trio.run(run, args.rounds)
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "results": results,
+        "notes": "One trio process, 127.0.0.x, TCP + Noise + Yamux. Latencies include "
+        "Python scheduling of every host in the same process; the machine may be shared.",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for name, value in results.items():
+        print(f"{name:<30} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Provider adverts on GossipSub: the admission rules and the catalog of live providers.
+
+An advert travels as the data of a GossipSub message on `ADVERTS_TOPIC`: one
+signed `p2pinfer.protocol.Advert` envelope. The topic validator (`AdvertGate`)
+drops, before delivery and before relaying:
+
+- oversized payloads (more than `max_advert_bytes`),
+- payloads that do not decode or whose signature does not verify,
+- forged adverts: the advert's signer is not the GossipSub message's
+  publisher (the `from` peer, itself authenticated by GossipSub's signature),
+- stale adverts: a `seq` not newer than the last accepted one of that peer,
+  past their own expiry (`issued_at + ttl`), issued too far in the future, or
+  claiming a TTL over the network's maximum.
+
+The `Catalog` keeps the accepted adverts of other peers, indexed by model,
+and forgets a provider when its latest advert expires (clock injected), so a
+provider that stops re-advertising leaves the catalog after its TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import trio
+
+from p2pinfer.errors import ProtocolError
+from p2pinfer.protocol import (
+    ADVERTS_TOPIC,
+    CLOCK_SKEW_MS,
+    MAX_ADVERT_TTL_MS,
+    Advert,
+    HardwareProfile,
+    ModelOffer,
+    Signed,
+    decode_as,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ADVERTS_TOPIC", "AdvertGate", "Catalog", "ProviderEntry", "VerifiedAdvert"]
+
+DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
+"""Largest advert accepted on gossip (64 models with long names fit in ~15 KiB)."""
+
+
+@dataclass(frozen=True)
+class VerifiedAdvert:
+    """An advert whose envelope decoded and whose signature verified.
+
+    `signer` is the PeerID of the key that signed it; `signed.raw` the exact
+    bytes, forwarded unchanged by the info protocol.
+    """
+
+    signer: str
+    signed: Signed[Advert]
+
+    @property
+    def advert(self) -> Advert:
+        return self.signed.msg
+
+    @property
+    def raw(self) -> bytes:
+        return self.signed.raw
+
+    @property
+    def seq(self) -> int:
+        return self.signed.msg.seq
+
+    @property
+    def issued_at_ms(self) -> int:
+        return self.signed.msg.issued_at
+
+    @property
+    def expires_at_ms(self) -> int:
+        return self.signed.msg.expires_at
+
+    def offer(self, model: str) -> ModelOffer | None:
+        """What this advert offers for `model`, if it serves it."""
+        return next((m for m in self.signed.msg.models if m.name == model), None)
+
+
+def verify_advert(raw: bytes) -> VerifiedAdvert:
+    """Decode and verify a signed Advert; ProtocolError subclasses if it is not one."""
+    signed = decode_as(raw, Advert)
+    return VerifiedAdvert(signed.signer_peer_id, signed)
+
+
+AdvertVerifier = Callable[[bytes], VerifiedAdvert]
+"""Turns bytes into a VerifiedAdvert or raises a ProtocolError subclass."""
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """A live provider of one model, from its latest accepted advert.
+
+    `price_per_1k` is in micro-credits per 1000 tokens, `generation_tps` the
+    provider's measured generation speed (tokens/s); `offer` and `advert`
+    carry everything else it claimed (digest, context length, stake, ...).
+    """
+
+    peer_id: str
+    model: str
+    price_per_1k: int
+    generation_tps: float
+    addrs: tuple[str, ...]
+    hardware: HardwareProfile
+    seq: int
+    last_seen_ms: int
+    expires_at_ms: int
+    offer: ModelOffer
+    advert: VerifiedAdvert
+
+
+@dataclass
+class _PeerState:
+    advert: VerifiedAdvert
+    last_seen_ms: int
+    expires_at_ms: int
+
+
+class Catalog:
+    """The latest advert of every peer heard from, until it expires.
+
+    Pure bookkeeping on an injected millisecond clock; the only concurrency
+    primitive is the change notification used by `wait_for`.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_peer_id: str,
+        clock_ms: Callable[[], int],
+        max_ttl_ms: int = MAX_ADVERT_TTL_MS,
+        max_clock_skew_ms: int = CLOCK_SKEW_MS,
+    ) -> None:
+        self.local_peer_id = local_peer_id
+        self.max_ttl_ms = max_ttl_ms
+        self.max_clock_skew_ms = max_clock_skew_ms
+        self._clock_ms = clock_ms
+        self._peers: dict[str, _PeerState] = {}
+        # The last accepted seq of a peer is kept for the longest TTL an
+        # advert may have, so no older advert of it can be replayed while it
+        # would still be unexpired.
+        self._last_seq: dict[str, tuple[int, int, bytes]] = {}  # seq, seen at, hash
+        self._changed = trio.Event()
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    def staleness(self, advert: VerifiedAdvert) -> str | None:
+        """Why `advert` is stale ('seq', 'expired', 'future', 'ttl'), or None if it is fresh."""
+        now = self._clock_ms()
+        last = self._last_seq.get(advert.signer)
+        if last is not None and advert.seq <= last[0]:
+            return "seq"
+        if advert.expires_at_ms <= now:
+            return "expired"
+        if advert.issued_at_ms > now + self.max_clock_skew_ms:
+            return "future"
+        if advert.expires_at_ms - advert.issued_at_ms > self.max_ttl_ms:
+            return "ttl"
+        return None
+
+    def admit(self, advert: VerifiedAdvert) -> str | None:
+        """Record `advert` if fresh; return the reason it was refused, or None.
+
+        The advert already held (same bytes) is accepted again without
+        change. The local node's own adverts update the seq memory (so it
+        cannot publish a stale one either) but are not listed as a provider:
+        a node cannot open a stream to itself.
+        """
+        reason = self.staleness(advert)
+        if reason == "seq" and self._is_current(advert):
+            # The very advert we hold, met again on another path (fetched over
+            # info, then relayed on gossip): valid, and worth relaying on.
+            return None
+        if reason is not None:
+            return reason
+        now = self._clock_ms()
+        self._last_seq[advert.signer] = (advert.seq, now, advert.signed.hash)
+        if advert.signer != self.local_peer_id:
+            # An advert from a clock running ahead still lives at most its TTL
+            # from receipt.
+            ttl = advert.expires_at_ms - advert.issued_at_ms
+            expires = min(advert.expires_at_ms, now + ttl)
+            self._peers[advert.signer] = _PeerState(advert, now, expires)
+            self._notify()
+        return None
+
+    def _is_current(self, advert: VerifiedAdvert) -> bool:
+        last = self._last_seq.get(advert.signer)
+        return (
+            last is not None
+            and last[2] == advert.signed.hash
+            and advert.expires_at_ms > self._clock_ms()
+        )
+
+    def expire(self) -> list[str]:
+        """Forget providers whose latest advert has expired; return their PeerIDs."""
+        now = self._clock_ms()
+        gone = [pid for pid, st in self._peers.items() if st.expires_at_ms <= now]
+        for pid in gone:
+            del self._peers[pid]
+        for pid, (_, seen, _) in list(self._last_seq.items()):
+            if seen + self.max_ttl_ms + self.max_clock_skew_ms <= now:
+                del self._last_seq[pid]
+        if gone:
+            self._notify()
+        return gone
+
+    def providers(self, model: str) -> list[ProviderEntry]:
+        """Live providers of `model`, cheapest first."""
+        found = [e for e in self._entries() if e.model == model]
+        return sorted(found, key=lambda e: (e.price_per_1k, -e.generation_tps, e.peer_id))
+
+    def models(self) -> list[str]:
+        """Every model some live provider serves, sorted."""
+        return sorted({e.model for e in self._entries()})
+
+    def advert_of(self, peer_id: str) -> VerifiedAdvert | None:
+        """The latest live advert of `peer_id`, if any."""
+        st = self._peers.get(peer_id)
+        if st is None or st.expires_at_ms <= self._clock_ms():
+            return None
+        return st.advert
+
+    def peer_ids(self) -> list[str]:
+        """PeerIDs with a live advert."""
+        now = self._clock_ms()
+        return sorted(pid for pid, st in self._peers.items() if st.expires_at_ms > now)
+
+    async def wait_for(self, predicate: Callable[[Catalog], bool]) -> None:
+        """Return once `predicate(self)` holds (checked on each change); bound it by a timeout."""
+        while not predicate(self):
+            await self._changed.wait()
+
+    def _entries(self) -> Iterator[ProviderEntry]:
+        now = self._clock_ms()
+        for pid, st in self._peers.items():
+            if st.expires_at_ms <= now:
+                continue
+            advert = st.advert.advert
+            for offer in advert.models:
+                yield ProviderEntry(
+                    peer_id=pid,
+                    model=offer.name,
+                    price_per_1k=offer.price_per_1k,
+                    generation_tps=offer.generation_tps_milli / 1000,
+                    addrs=advert.listen_addrs,
+                    hardware=advert.hardware,
+                    seq=advert.seq,
+                    last_seen_ms=st.last_seen_ms,
+                    expires_at_ms=st.expires_at_ms,
+                    offer=offer,
+                    advert=st.advert,
+                )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+class AdvertGate:
+    """The GossipSub validator of `ADVERTS_TOPIC`: verifies, then admits into the catalog.
+
+    `drops` counts refused messages by reason ('oversized', 'invalid',
+    'forged', 'seq', 'expired', 'future', 'ttl') for metrics and tests.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        verify: AdvertVerifier = verify_advert,
+        *,
+        max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES,
+    ) -> None:
+        self.catalog = catalog
+        self.verify = verify
+        self.max_advert_bytes = max_advert_bytes
+        self.drops: Counter[str] = Counter()
+        self.accepted = 0
+
+    def check(self, publisher: str, data: bytes) -> VerifiedAdvert | None:
+        """Verify `data` published by `publisher` and admit it; None (and a count) if refused."""
+        reason, advert = self._judge(publisher, data)
+        if reason is not None:
+            self.drops[reason] += 1
+            log.debug("advert dropped reason=%s publisher=%s", reason, publisher)
+            return None
+        self.accepted += 1
+        return advert
+
+    def _judge(self, publisher: str, data: bytes) -> tuple[str | None, VerifiedAdvert | None]:
+        if len(data) > self.max_advert_bytes:
+            return "oversized", None
+        try:
+            advert = self.verify(data)
+        except ProtocolError as exc:
+            log.debug("advert invalid publisher=%s error=%s", publisher, exc)
+            return "invalid", None
+        if advert.signer != publisher:
+            return "forged", None
+        return self.catalog.admit(advert), advert

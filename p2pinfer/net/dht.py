@@ -1,0 +1,157 @@
+"""Kademlia provider records: "peer P serves model M".
+
+The key of a model is sha256(`p2pinfer/model/<name>`), handed to py-libp2p as
+the hex of the sha256 *multihash* (`1220` + digest). py-libp2p turns a key
+string into bytes by trying a CID, then hex, then UTF-8; the multihash form
+is what a CID-aware peer (go/rust libp2p) would also use, and a unit test pins
+that it maps to exactly `0x12 0x20 || digest`.
+
+Two py-libp2p behaviours shape this module (see docs/network.md):
+- `KadDHT.provide` only stores locally when it knows no peers, so records are
+  re-provided after every new bootstrap connection and on a timer.
+- `KadDHT.find_providers` answers from the local store alone as soon as it
+  holds any record for the key (our own, or cached from an earlier lookup),
+  so it would never see a provider that joined later. `find_providers` here
+  always also asks the closest peers on the network and merges the answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.kad_dht.kad_dht import KadDHT
+
+log = logging.getLogger(__name__)
+
+P_P2P = 421  # multicodec of the /p2p/<PeerID> component
+
+DEFAULT_PROVIDE_INTERVAL_S = 600.0
+"""How often every provided model is announced again (records live 48 h in py-libp2p)."""
+
+LOOKUP_PEER_TIMEOUT_S = 5.0
+"""Bound on asking one peer for providers."""
+
+
+def model_key_digest(model: str) -> bytes:
+    """sha256 of `p2pinfer/model/<model>`: the DHT key of a model (DESIGN.md)."""
+    return hashlib.sha256(f"p2pinfer/model/{model}".encode()).digest()
+
+
+def model_key(model: str) -> str:
+    """The key string given to py-libp2p: hex of the sha256 multihash of `model_key_digest`."""
+    return "1220" + model_key_digest(model).hex()
+
+
+def model_key_bytes(model: str) -> bytes:
+    """The bytes py-libp2p stores the record under (the sha256 multihash)."""
+    return b"\x12\x20" + model_key_digest(model)
+
+
+@dataclass(frozen=True)
+class ProviderRef:
+    """A peer that announced a model in the DHT, and the addresses it gave."""
+
+    peer_id: str
+    addrs: tuple[str, ...]
+
+
+class ProviderRecords:
+    """Provide and look up model provider records on a running KadDHT."""
+
+    def __init__(self, dht: KadDHT, local_peer_id: str) -> None:
+        self._dht = dht
+        self._local_peer_id = local_peer_id
+        self._models: set[str] = set()
+
+    @property
+    def models(self) -> frozenset[str]:
+        """Models this node announces."""
+        return frozenset(self._models)
+
+    async def provide(self, model: str) -> bool:
+        """Announce that this node serves `model` (kept and re-announced until shutdown).
+
+        Returns whether at least the local record was stored; reaching remote
+        peers is best effort (retried by `reprovide_all`).
+        """
+        self._models.add(model)
+        try:
+            return bool(await self._dht.provide(model_key(model)))
+        except Exception as exc:  # py-libp2p raises assorted errors on flaky peers
+            log.warning("dht provide failed model=%s error=%r", model, exc)
+            return False
+
+    def retain(self, models: set[str]) -> None:
+        """Stop re-announcing models not in `models` (their records expire on their own)."""
+        self._models &= models
+
+    async def reprovide_all(self) -> None:
+        """Announce every provided model again (after new connections, and periodically)."""
+        for model in sorted(self._models):
+            await self.provide(model)
+
+    async def find(self, model: str, *, count: int = 20) -> list[ProviderRef]:
+        """Peers that announced `model`: local records plus the closest peers' answers.
+
+        Deduplicated by PeerID (addresses merged), the local node left out
+        (it cannot dial itself), sorted by PeerID.
+        """
+        key = model_key_bytes(model)
+        found: list[Any] = list(self._dht.provider_store.get_providers(key))
+        try:
+            closest = await self._dht.peer_routing.find_closest_peers_network(key)
+        except Exception as exc:
+            log.warning("dht closest-peer lookup failed model=%s error=%r", model, exc)
+            closest = []
+        async with trio.open_nursery() as nursery:
+            for peer in closest:
+                nursery.start_soon(self._ask_peer, peer, key, found)
+        merged: dict[str, list[str]] = {}
+        for info in found:
+            pid = info.peer_id.to_base58()
+            if pid == self._local_peer_id:
+                continue
+            addrs = merged.setdefault(pid, [])
+            for addr in info.addrs:
+                text = str(addr)
+                if text not in addrs:
+                    addrs.append(text)
+        refs = [ProviderRef(pid, tuple(addrs)) for pid, addrs in sorted(merged.items())]
+        return refs[:count]
+
+    async def _ask_peer(self, peer: Any, key: bytes, found: list[Any]) -> None:
+        if peer.to_base58() == self._local_peer_id:
+            return
+        store = self._dht.provider_store
+        with trio.move_on_after(LOOKUP_PEER_TIMEOUT_S):
+            try:
+                providers, _closer = await store._get_providers_from_peer_with_closers(peer, key)
+            except Exception as exc:
+                log.debug("provider query failed peer=%s error=%r", peer, exc)
+                return
+            for info in providers:
+                store.add_provider(key, info)
+                found.append(info)
+
+
+def peer_addrs_to_multiaddrs(addrs: tuple[str, ...]) -> list[Any]:
+    """Transport addresses (any `/p2p/<id>` suffix removed) from strings a remote peer gave.
+
+    Malformed ones are skipped: they come from other peers, not from our user.
+    """
+    out: list[Any] = []
+    for text in addrs:
+        try:
+            addr = multiaddr.Multiaddr(text)
+            if addr.get_peer_id() is not None:
+                addr = addr.decapsulate_code(P_P2P)
+        except Exception:
+            log.debug("skipping malformed multiaddr %r", text)
+            continue
+        out.append(addr)
+    return out

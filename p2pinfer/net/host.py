@@ -1,0 +1,188 @@
+"""The node's libp2p host: Noise-only TCP+Yamux, GossipSub, Kademlia, and their timers.
+
+`run_host(config)` is the one entry point: an async context manager that
+starts everything, yields a `NetHost`, and on exit cancels every task it
+started (one nursery, owned by the context) before stopping py-libp2p's
+services and closing the listeners. Nothing here outlives the `async with`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from libp2p import new_host
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.config import ConnectionConfig
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pinfer.errors import NetworkError
+from p2pinfer.net.config import (
+    NetConfig,
+    parse_listen_addr,
+    parse_multiaddr,
+    parse_peer_addr,
+)
+from p2pinfer.net.nethost import NetHost
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+def build_libp2p_host(config: NetConfig) -> Any:
+    """A py-libp2p host with our key, Noise as its only security transport and Yamux.
+
+    py-libp2p offers Noise, TLS, SECIO and /plaintext/2.0.0 unless told
+    otherwise; naming Noise alone means a peer that cannot speak Noise fails
+    the security negotiation and is never spoken to.
+    """
+    key_pair = config.identity.libp2p_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    listen = [parse_listen_addr(a) for a in config.listen_addrs]
+    announce = [parse_multiaddr(a, what="announce") for a in config.announce_addrs]
+    for text in config.bootstrap:
+        parse_peer_addr(text)  # fail early, with a clear message
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_preference="YAMUX",
+        listen_addrs=listen,
+        enable_mDNS=config.enable_mdns,
+        announce_addrs=announce or None,
+        # One connection per peer: py-libp2p's dialer waits its 250 ms
+        # happy-eyeballs delay after a *successful* dial unless the per-peer
+        # connection limit is reached; at 1 a loopback connect takes ~6 ms.
+        connection_config=ConnectionConfig(
+            deny_list=list(config.deny_ips), max_connections_per_peer=1
+        ),
+    )
+
+
+def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
+    """Raise py-libp2p's log threshold, unless the user already chose one.
+
+    Left alone, py-libp2p logs WARNINGs for routine remote behaviour (a DHT
+    peer closing a stream, a rate-limited gossip message) and ERRORs when
+    pubsub probes a peer without pubsub; a node's log should show our events.
+    """
+    for name, lvl in (
+        ("libp2p", level),
+        ("libp2p.host.basic_host", logging.CRITICAL),
+        ("libp2p.network.swarm", logging.CRITICAL),  # ERROR per failed handshake of a peer
+        ("libp2p.transport.tcp", logging.CRITICAL),  # ERROR per failed dial; we raise instead
+        ("libp2p.protocol_muxer", logging.CRITICAL),  # ERROR per stream cut during negotiation
+        ("libp2p.stream_muxer", logging.CRITICAL),  # ERROR per connection the peer drops
+        ("libp2p.kad_dht", logging.CRITICAL),
+    ):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(lvl)
+
+
+@asynccontextmanager
+async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
+    """Start a node's network stack and yield its `NetHost`; everything stops on exit.
+
+    Raises UsageError for malformed addresses, NetworkError if a listen
+    address cannot be bound. An exception from the `async with` body comes
+    out as itself, not wrapped in the exception groups of the nurseries
+    underneath.
+    """
+    quiet_libp2p_logging()
+    host = build_libp2p_host(config)
+    gossipsub = GossipSub(
+        protocols=[PROTOCOL_ID_V11],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=config.gossip_heartbeat_s,
+        max_messages_per_topic_per_second=config.gossip_max_msgs_per_topic_per_s,
+    )
+    pubsub = Pubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
+    dht = KadDHT(host, DHTMode.SERVER)
+    listen = [parse_listen_addr(a) for a in config.listen_addrs]
+    phase = "starting"
+    try:
+        async with (
+            _listening(host, listen, config.listen_addrs),
+            background_trio_service(pubsub),
+            background_trio_service(gossipsub),
+            background_trio_service(dht),
+        ):
+            await pubsub.wait_until_ready()
+            try:
+                async with trio.open_nursery() as nursery:
+                    net = NetHost(config, host, pubsub, dht, nursery)
+                    await net._start()
+                    phase = "running"
+                    try:
+                        yield net
+                    except BaseException:
+                        phase = "failed"
+                        raise
+                    finally:
+                        nursery.cancel_scope.cancel()
+                if phase == "running":
+                    phase = "closing"
+            finally:
+                # Connections first, while the services still run: a pubsub
+                # RPC arriving after Pubsub stopped crashes py-libp2p's reader.
+                await _close(host)
+    except BaseExceptionGroup as group:
+        errors, others = group.split(Exception)
+        if phase == "closing" and others is None and errors is not None:
+            # The node's work ended cleanly; py-libp2p failing while tearing
+            # down a connection must not turn a clean stop into a crash.
+            log.warning("libp2p error during shutdown ignored: %r", errors.exceptions)
+            return
+        leaf = _sole_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__
+
+
+async def _close(host: Any) -> None:
+    """Close listeners and connections (idempotent), even while being cancelled."""
+    with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
+        scope.shield = True
+        await host.close()
+
+
+def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, or None if there are several."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner
+
+
+@asynccontextmanager
+async def _listening(host: Any, listen: list[Any], texts: tuple[str, ...]) -> AsyncIterator[None]:
+    """`host.run(listen)`, then `host.close()`; a bind failure becomes one NetworkError.
+
+    py-libp2p logs and swallows a failed bind, so the bound addresses are
+    checked. Its TCP listeners run in trio *system* tasks that leaving
+    `host.run` does not stop: without `host.close()` the port keeps accepting
+    and completing handshakes for a host that is gone.
+    """
+    bound = True
+    try:
+        async with host.run(listen_addrs=listen):
+            bound = len(host.get_transport_addrs()) == len(listen)
+            if bound:
+                yield
+    finally:
+        await _close(host)
+    if not bound:
+        raise NetworkError(f"cannot listen on {', '.join(texts)}: address in use or unavailable")

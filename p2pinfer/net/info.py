@@ -1,0 +1,77 @@
+"""`/p2pinfer/info/1.0.0`: ask a peer for its current signed advert, and time the answer.
+
+One request a stream. The asker sends one frame (empty in version 1; room
+for future fields, at most `INFO_REQUEST_MAX` bytes), the peer answers with
+one frame holding its current signed advert exactly as it publishes it on
+gossip, or an empty frame if it advertises nothing (a consumer-only node),
+then closes. The round-trip time is measured from writing the request to
+reading the whole answer on an already negotiated stream, so it excludes
+dialling and protocol negotiation: it is the latency a job's frames will see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from p2pinfer.errors import DecodeError, ProtocolError, SignatureError
+from p2pinfer.net.adverts import AdvertVerifier, VerifiedAdvert
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import DEFAULT_MAX_FRAME, INFO_PROTOCOL_ID
+
+log = logging.getLogger(__name__)
+
+INFO_PROTOCOL = INFO_PROTOCOL_ID
+INFO_REQUEST_MAX = 1024
+INFO_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class FetchedAdvert:
+    """A peer's advert as it answered over the info protocol, and the round trip it took."""
+
+    advert: VerifiedAdvert
+    rtt_ms: float
+
+
+async def serve_info(stream: NetStream, current_advert: Callable[[], bytes | None]) -> None:
+    """Answer one info request on `stream` with `current_advert()` (empty frame if None)."""
+    await stream.read_frame(max_size=INFO_REQUEST_MAX, timeout_s=INFO_TIMEOUT_S)
+    await stream.write_frame(current_advert() or b"", timeout_s=INFO_TIMEOUT_S)
+    await stream.close()
+
+
+async def ask_advert(
+    stream: NetStream,
+    verify: AdvertVerifier,
+    *,
+    max_advert_bytes: int = DEFAULT_MAX_FRAME,
+    timeout_s: float = INFO_TIMEOUT_S,
+) -> FetchedAdvert | None:
+    """Ask the peer on `stream` for its advert; None if it has none.
+
+    Raises a ProtocolError if the answer is malformed, badly signed, or signed
+    by anyone but the peer at the other end of the (Noise-authenticated)
+    stream; StreamClosedError/PeerTimeoutError on transport failure.
+    """
+    started = trio.current_time()
+    await stream.write_frame(b"", timeout_s=timeout_s)
+    raw = await stream.read_frame(max_size=max_advert_bytes, timeout_s=timeout_s)
+    rtt_ms = (trio.current_time() - started) * 1000.0
+    await stream.close()
+    if not raw:
+        return None
+    try:
+        advert = verify(raw)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a verifier bug must not look like a network failure
+        raise DecodeError(f"cannot decode advert from {stream.remote_peer_id}: {exc}") from exc
+    if advert.signer != stream.remote_peer_id:
+        raise SignatureError(
+            f"peer {stream.remote_peer_id} answered with an advert signed by {advert.signer}"
+        )
+    return FetchedAdvert(advert, rtt_ms)

@@ -1,0 +1,403 @@
+"""`NetHost`: what a running node can do on the network (streams, gossip, adverts, DHT).
+
+Created only by `p2pinfer.net.host.run_host`, which owns its nursery and the
+py-libp2p objects it wraps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import trio
+from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.peer.peerinfo import PeerInfo
+
+from p2pinfer.errors import (
+    NetworkError,
+    P2PInferError,
+    PeerTimeoutError,
+    PeerUnreachableError,
+    UsageError,
+    ValidationError,
+)
+from p2pinfer.net.adverts import (
+    ADVERTS_TOPIC,
+    AdvertGate,
+    Catalog,
+    VerifiedAdvert,
+    verify_advert,
+)
+from p2pinfer.net.config import (
+    ADDR_TTL_S,
+    NetConfig,
+    parse_peer_addr,
+    parse_peer_id,
+)
+from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs
+from p2pinfer.net.gossip import (
+    GossipHandler,
+    GossipMessage,
+    GossipValidator,
+    libp2p_validator,
+    read_subscription,
+)
+from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert, ask_advert, serve_info
+from p2pinfer.net.mdns import MdnsBridge
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import Advert, sign
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[NetStream], Awaitable[None]]
+"""Serves one inbound stream; the stream is closed (or reset on error) when it returns."""
+
+ROUTING_REFRESH_TIMEOUT_S = 30.0
+
+
+class NetHost:
+    """A running node's view of the network. Created by `run_host` only.
+
+    Every background task (topic readers, advert republisher, DHT re-provider,
+    bootstrap dialer, catalog expiry) runs in the nursery `run_host` owns.
+    """
+
+    def __init__(
+        self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery
+    ) -> None:
+        self.config = config
+        self.peer_id: str = config.identity.peer_id
+        self.catalog = Catalog(
+            local_peer_id=self.peer_id,
+            clock_ms=config.clock_ms,
+            max_ttl_ms=config.max_advert_ttl_ms,
+            max_clock_skew_ms=config.max_clock_skew_ms,
+        )
+        self.advert_gate = AdvertGate(self.catalog, max_advert_bytes=config.max_advert_bytes)
+        self._host = host
+        self._pubsub = pubsub
+        self._dht = dht
+        self._records = ProviderRecords(dht, self.peer_id)
+        self._nursery = nursery
+        self._local_advert: bytes | None = None
+        self._advertising = False
+        self._advert_seq = 0
+        self._new_peers = trio.Event()
+        self._topics: set[str] = set()
+
+    async def _start(self) -> None:
+        self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
+        await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
+        self._nursery.start_soon(self._expire_loop)
+        self._nursery.start_soon(self._reprovide_loop)
+        if self.config.bootstrap:
+            self._nursery.start_soon(self._bootstrap_loop)
+        if self.config.enable_mdns:
+            bridge = MdnsBridge(self.peer_id)
+            self._nursery.start_soon(bridge.run, self._connect_discovered)
+
+    # -- peers and streams -------------------------------------------------
+
+    def addrs(self) -> list[str]:
+        """Addresses other nodes can dial, each ending in `/p2p/<our PeerID>`."""
+        return [str(a) for a in self._host.get_addrs()]
+
+    def peers(self) -> list[str]:
+        """PeerIDs we have an open connection with."""
+        return sorted(p.to_base58() for p in self._host.get_connected_peers())
+
+    async def connect(self, addr: str) -> str:
+        """Dial `/.../p2p/<PeerID>` (no-op if connected); return the PeerID.
+
+        UsageError for a malformed address; PeerUnreachableError if the dial
+        or the Noise handshake fails or takes over `dial_timeout_s`.
+        """
+        info = parse_peer_addr(addr)
+        await self._connect_info(info, what=addr)
+        return str(info.peer_id.to_base58())
+
+    def add_peer_addrs(self, peer_id: str, addrs: tuple[str, ...]) -> None:
+        """Remember where `peer_id` can be dialled (e.g. from its advert)."""
+        maddrs = peer_addrs_to_multiaddrs(addrs)
+        if maddrs:
+            self._host.get_peerstore().add_addrs(parse_peer_id(peer_id), maddrs, ADDR_TTL_S)
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve inbound streams of `protocol` with `handler` (replaces any previous one).
+
+        Handlers run in py-libp2p's connection tasks, which `run_host` owns; an
+        exception is logged and resets the stream, never reaching py-libp2p.
+        """
+
+        async def serve(raw: Any) -> None:
+            stream = NetStream(raw)
+            try:
+                await handler(stream)
+            except P2PInferError as exc:
+                log.info(
+                    "stream ended protocol=%s peer=%s error=%s",
+                    protocol,
+                    stream.remote_peer_id,
+                    exc,
+                )
+                await stream.reset()
+                return
+            except Exception:
+                log.exception("stream handler failed protocol=%s", protocol)
+                await stream.reset()
+                return
+            await stream.close()
+
+        self._host.set_stream_handler(protocol, serve)
+
+    async def open_stream(
+        self, peer_id: str, protocol: str, *, timeout_s: float | None = None
+    ) -> NetStream:
+        """Open a stream to `peer_id` speaking `protocol`, dialling it if needed.
+
+        Addresses come from the peerstore (connections, DHT records, mDNS)
+        and from the peer's advert in the catalog. The caller owns the stream
+        and must close or reset it. Raises PeerUnreachableError (no address,
+        dial failed, protocol not supported) or PeerTimeoutError.
+        """
+        pid = parse_peer_id(peer_id)
+        advert = self.catalog.advert_of(peer_id)
+        if advert is not None:  # its own signed word on where to dial it
+            self.add_peer_addrs(peer_id, advert.advert.listen_addrs)
+        limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
+        try:
+            with trio.fail_after(limit):
+                raw = await self._host.new_stream(pid, [protocol])
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(
+                f"opening {protocol} to {peer_id} took over {limit:g} s"
+            ) from exc
+        except Exception as exc:
+            raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+        return NetStream(raw)
+
+    # -- gossip --------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        *,
+        validator: GossipValidator | None = None,
+        handler: GossipHandler | None = None,
+    ) -> None:
+        """Join `topic`: `validator` gates delivery and relaying, `handler` sees each message.
+
+        One reader task per topic drains it (py-libp2p drops messages beyond
+        32 unread). UsageError if this node already joined `topic`.
+        """
+        if topic in self._topics:
+            raise UsageError(f"already subscribed to {topic}")
+        self._topics.add(topic)
+        if validator is not None:
+            self._pubsub.set_topic_validator(topic, libp2p_validator(topic, validator), False)
+        subscription = await self._pubsub.subscribe(topic)
+        self._nursery.start_soon(read_subscription, topic, subscription, handler)
+
+    def topic_peers(self, topic: str) -> list[str]:
+        """Connected peers known to be subscribed to `topic`."""
+        return sorted(p.to_base58() for p in self._pubsub.peer_topics.get(topic, ()))
+
+    async def wait_for_mesh(self, peer_id: str, topic: str, *, timeout_s: float = 10.0) -> None:
+        """Return once `peer_id` is in our GossipSub mesh for `topic`; PeerTimeoutError if not."""
+        try:
+            await self._pubsub.wait_for_mesh(parse_peer_id(peer_id), topic, timeout=timeout_s)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(
+                f"{peer_id} joined no {topic} mesh within {timeout_s:g} s"
+            ) from exc
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish `data` on `topic`, signed by this node (our own validator runs first)."""
+        await self._pubsub.publish(topic, data)
+
+    # -- adverts ---------------------------------------------------------------
+
+    @property
+    def local_advert(self) -> bytes | None:
+        """The signed advert this node last published (served by the info protocol)."""
+        return self._local_advert
+
+    async def publish_advert(self, raw: bytes) -> VerifiedAdvert:
+        """Publish our signed advert on gossip, serve it over info, and provide its models.
+
+        ValidationError if it is not ours, not newer than the last one, or too
+        large; ProtocolError if it does not verify.
+        """
+        advert = verify_advert(raw)
+        if advert.signer != self.peer_id:
+            raise ValidationError(f"advert is signed by {advert.signer}, not by this node")
+        if len(raw) > self.config.max_advert_bytes:
+            raise ValidationError(
+                f"advert is {len(raw)} bytes; the limit is {self.config.max_advert_bytes}"
+            )
+        stale = self.catalog.staleness(advert)
+        if stale is not None:
+            raise ValidationError(
+                f"advert is stale ({stale}): seq and issued_at must be current and increasing"
+            )
+        self._local_advert = raw
+        await self._pubsub.publish(ADVERTS_TOPIC, raw)
+        models = {offer.name for offer in advert.advert.models}
+        for model in models - self._records.models:
+            self._nursery.start_soon(self._records.provide, model)
+        self._records.retain(models)
+        return advert
+
+    def sign_advert(self, advert: Advert) -> bytes:
+        """`advert` stamped and signed by this node: seq and issued_at from the clock (seq
+        always increasing, also across restarts), listen_addrs our own if it has none."""
+        now = self.config.clock_ms()
+        self._advert_seq = max(self._advert_seq + 1, now)
+        addrs = advert.listen_addrs or tuple(a for a in self.addrs() if len(a) <= 256)[:16]
+        stamped = replace(advert, seq=self._advert_seq, issued_at=now, listen_addrs=addrs)
+        return sign(stamped, self.config.identity).raw
+
+    def start_advertising(self, current: Callable[[], Advert], interval_s: float) -> None:
+        """Publish our advert now and every `interval_s` until shutdown.
+
+        `current()` gives what to offer at that moment (models, prices,
+        hardware, stake, capacity, ttl_ms); `sign_advert` stamps and signs
+        it. Pick `interval_s` at most a third of its `ttl_ms`, so one lost
+        message does not make the node vanish from catalogs.
+        """
+        if self._advertising:
+            raise ValidationError("this node is already advertising")
+        self._advertising = True
+        self._nursery.start_soon(self._advertise_loop, current, interval_s)
+
+    async def fetch_advert(
+        self, peer_id: str, *, timeout_s: float | None = None
+    ) -> FetchedAdvert | None:
+        """Ask `peer_id` for its current advert over the info protocol; None if it has none.
+
+        A fresh answer also updates the catalog. Raises NetworkError subclasses
+        on transport failure, ProtocolError subclasses on a bad answer.
+        """
+        limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
+        stream = await self.open_stream(peer_id, INFO_PROTOCOL, timeout_s=limit)
+        try:
+            fetched = await ask_advert(
+                stream,
+                verify_advert,
+                max_advert_bytes=self.config.max_advert_bytes,
+                timeout_s=limit,
+            )
+        except BaseException:
+            await stream.reset()
+            raise
+        if fetched is not None:
+            self.catalog.admit(fetched.advert)  # an older or equal seq is simply not recorded
+        return fetched
+
+    # -- DHT -------------------------------------------------------------------
+
+    async def provide(self, model: str) -> bool:
+        """Announce in the DHT that we serve `model`; re-announced until shutdown."""
+        return await self._records.provide(model)
+
+    async def find_providers(self, model: str, *, count: int = 20) -> list[ProviderRef]:
+        """Peers that announced `model` in the DHT (deduplicated, not us); their addrs are kept."""
+        refs = await self._records.find(model, count=count)
+        for ref in refs:
+            self.add_peer_addrs(ref.peer_id, ref.addrs)
+        return refs
+
+    async def lookup_providers(self, model: str, *, timeout_s: float = 10.0) -> list[FetchedAdvert]:
+        """DHT providers of `model` with a fetched, verified advert offering it; fastest first."""
+        refs = await self.find_providers(model)
+        results: list[FetchedAdvert] = []
+
+        async def fetch(ref: ProviderRef) -> None:
+            try:
+                fetched = await self.fetch_advert(ref.peer_id, timeout_s=timeout_s)
+            except P2PInferError as exc:
+                log.info("advert fetch failed peer=%s error=%s", ref.peer_id, exc)
+                return
+            if fetched is not None and fetched.advert.offer(model) is not None:
+                results.append(fetched)
+
+        async with trio.open_nursery() as nursery:
+            for ref in refs:
+                nursery.start_soon(fetch, ref)
+        return sorted(results, key=lambda f: f.rtt_ms)
+
+    async def refresh_routing_table(self) -> None:
+        """Look up peers near us so the DHT knows more than our direct connections."""
+        with trio.move_on_after(ROUTING_REFRESH_TIMEOUT_S):
+            try:
+                await self._dht.refresh_routing_table()
+            except Exception as exc:
+                log.warning("routing table refresh failed error=%r", exc)
+
+    # -- background tasks ----------------------------------------------------
+
+    def _admit_advert(self, message: GossipMessage) -> bool:
+        return self.advert_gate.check(message.publisher, message.data) is not None
+
+    async def _serve_info(self, stream: NetStream) -> None:
+        await serve_info(stream, lambda: self._local_advert)
+
+    async def _advertise_loop(self, current: Callable[[], Advert], interval_s: float) -> None:
+        while True:
+            try:
+                await self.publish_advert(self.sign_advert(current()))
+            except P2PInferError as exc:
+                log.warning("advert not published error=%s", exc)
+            await trio.sleep(interval_s)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.expire_interval_s)
+            for peer_id in self.catalog.expire():
+                log.info("provider expired peer=%s", peer_id)
+
+    async def _reprovide_loop(self) -> None:
+        while True:
+            with trio.move_on_after(self.config.provide_interval_s):
+                await self._new_peers.wait()
+            self._new_peers = trio.Event()
+            await self.refresh_routing_table()
+            await self._records.reprovide_all()
+
+    async def _bootstrap_loop(self) -> None:
+        infos = [parse_peer_addr(a) for a in self.config.bootstrap]
+        while True:
+            connected = set(self._host.get_connected_peers())
+            for info, text in zip(infos, self.config.bootstrap, strict=True):
+                if info.peer_id in connected:
+                    continue
+                try:
+                    await self._connect_info(info, what=text)
+                except NetworkError as exc:
+                    log.info("bootstrap peer unreachable addr=%s error=%s", text, exc)
+            await trio.sleep(self.config.bootstrap_interval_s)
+
+    async def _connect_discovered(self, info: PeerInfo) -> None:
+        if info.peer_id in set(self._host.get_connected_peers()):
+            return
+        try:
+            await self._connect_info(info, what=str(info.peer_id))
+        except NetworkError as exc:
+            log.info("mdns peer unreachable peer=%s error=%s", info.peer_id, exc)
+
+    async def _connect_info(self, info: PeerInfo, *, what: str) -> None:
+        already = info.peer_id in set(self._host.get_connected_peers())
+        try:
+            with trio.fail_after(self.config.dial_timeout_s):
+                await self._host.connect(info)
+        except trio.TooSlowError as exc:
+            raise PeerUnreachableError(
+                f"connecting to {what} took over {self.config.dial_timeout_s:g} s"
+            ) from exc
+        except Exception as exc:
+            raise PeerUnreachableError(f"cannot connect to {what}: {exc}") from exc
+        if not already:
+            log.info("connected peer=%s", info.peer_id)
+            self._new_peers.set()  # wakes the re-provider: refresh routing, announce again

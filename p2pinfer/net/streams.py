@@ -1,0 +1,133 @@
+"""Length-prefixed frames on a libp2p stream, with the size limit and timeouts enforced.
+
+A frame is an unsigned LEB128 varint length followed by that many bytes
+(`p2pinfer.protocol.framing`, which also encodes them here). The length is checked against the
+limit *before* a byte of the body is read, so a peer cannot make us buffer
+more than `max_size` bytes. Every read and write runs under `trio.fail_after`;
+libp2p's own exceptions never leave this module: callers see
+`FrameTooLarge`, `StreamClosedError`, `PeerTimeoutError` or `DecodeError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from libp2p.io.exceptions import IOException
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+
+from p2pinfer.errors import DecodeError, FrameTooLarge, PeerTimeoutError, StreamClosedError
+from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IO_TIMEOUT_S = 30.0
+"""Default bound on one frame read or write."""
+
+_MAX_VARINT_BYTES = 10  # a 64-bit uvarint never needs more
+
+
+class NetStream:
+    """One libp2p stream, seen as a sequence of frames.
+
+    Owned by whoever opened it (or by the handler it was given to); that owner
+    must `close()` (graceful: the peer reads end-of-stream after the last
+    frame) or `reset()` (abort) it.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    @property
+    def remote_peer_id(self) -> str:
+        """The base58 PeerID authenticated by the Noise handshake for this stream."""
+        return str(self._raw.muxed_conn.peer_id.to_base58())
+
+    @property
+    def protocol(self) -> str:
+        """The protocol id negotiated for this stream."""
+        return str(self._raw.get_protocol())
+
+    async def write_frame(
+        self,
+        payload: bytes,
+        *,
+        max_size: int = DEFAULT_MAX_FRAME,
+        timeout_s: float = DEFAULT_IO_TIMEOUT_S,
+    ) -> None:
+        """Send one frame. FrameTooLarge over `max_size` (nothing sent), StreamClosedError if
+        the stream is gone, PeerTimeoutError if the peer stops reading."""
+        frame = encode_frame(payload, max_size)
+        try:
+            with trio.fail_after(timeout_s):
+                await self._raw.write(frame)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"writing to {self._who()} timed out") from exc
+        except (StreamError, IOException) as exc:
+            raise StreamClosedError(f"stream to {self._who()} closed while writing") from exc
+
+    async def read_frame(
+        self, *, max_size: int = DEFAULT_MAX_FRAME, timeout_s: float = DEFAULT_IO_TIMEOUT_S
+    ) -> bytes:
+        """Read one frame body of at most `max_size` bytes.
+
+        Raises FrameTooLarge (length announced over the limit, body not read),
+        StreamClosedError (end of stream or reset, before or inside a frame),
+        PeerTimeoutError (no complete frame within `timeout_s`), DecodeError
+        (a malformed length prefix).
+        """
+        try:
+            with trio.fail_after(timeout_s):
+                length = await self._read_length()
+                if length > max_size:
+                    raise FrameTooLarge(
+                        f"{self._who()} announced a {length}-byte frame; the limit is {max_size}"
+                    )
+                return await self._read_exactly(length)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"no frame from {self._who()} within {timeout_s:g} s") from exc
+        except StreamEOF as exc:
+            raise StreamClosedError(f"{self._who()} closed the stream") from exc
+        except (StreamError, IOException) as exc:
+            raise StreamClosedError(f"stream to {self._who()} failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Half-close our side (the peer reads end-of-stream); never raises."""
+        try:
+            await self._raw.close()
+        except Exception as exc:  # a stream already torn down is not our caller's problem
+            log.debug("stream close failed peer=%s error=%r", self._who(), exc)
+
+    async def reset(self) -> None:
+        """Abort the stream in both directions; never raises."""
+        try:
+            await self._raw.reset()
+        except Exception as exc:
+            log.debug("stream reset failed peer=%s error=%r", self._who(), exc)
+
+    async def _read_length(self) -> int:
+        value = 0
+        for index in range(_MAX_VARINT_BYTES):
+            byte = (await self._read_exactly(1))[0]
+            value |= (byte & 0x7F) << (7 * index)
+            if not byte & 0x80:
+                if index > 0 and byte == 0:
+                    raise DecodeError(f"{self._who()} sent a non-minimal frame length")
+                return value
+        raise DecodeError(f"{self._who()} sent a frame length longer than 64 bits")
+
+    async def _read_exactly(self, count: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < count:
+            chunk = await self._raw.read(count - len(buf))
+            if not chunk:
+                raise StreamEOF("end of stream inside a frame")
+            buf += chunk
+        return bytes(buf)
+
+    def _who(self) -> str:
+        try:
+            return f"peer {self.remote_peer_id[-8:]}"
+        except Exception:
+            return "peer ?"

@@ -1,0 +1,73 @@
+"""Finding a model's providers through Kademlia, across nodes the consumer never dialled."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+
+from p2pinfer.net import NetHost, run_host
+from tests.integration.net_helpers import advert_template, config
+
+pytestmark = pytest.mark.network
+
+MODEL = "smollm2:135m"
+
+
+async def find_until_found(net: NetHost, model: str, want: set[str]) -> set[str]:
+    """Look up `model` until the providers in `want` are all found (bounded by the caller)."""
+    while True:
+        found = {ref.peer_id for ref in await net.find_providers(model)}
+        if want <= found:
+            return found
+        await trio.sleep(0.1)
+
+
+async def test_consumer_bootstrapped_through_two_nodes_finds_provider_and_its_advert() -> None:
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            n1 = await stack.enter_async_context(run_host(config()))
+            n2 = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
+            provider = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
+            provider.start_advertising(
+                lambda: advert_template(models=((MODEL, 70),)), interval_s=5.0
+            )
+            consumer = await stack.enter_async_context(run_host(config(bootstrap=(n2.addrs()[0],))))
+
+            found = await find_until_found(consumer, MODEL, {provider.peer_id})
+            assert found == {provider.peer_id}  # relays do not claim the model
+
+            [fetched] = await consumer.lookup_providers(MODEL)
+            assert fetched.advert.signer == provider.peer_id
+            assert fetched.advert.raw == provider.local_advert
+            assert fetched.rtt_ms > 0
+            assert consumer.catalog.advert_of(provider.peer_id) is not None
+
+
+async def test_provider_joining_after_a_lookup_is_found_by_the_next_lookup() -> None:
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            boot = await stack.enter_async_context(run_host(config()))
+            joined = (boot.addrs()[0],)
+            first = await stack.enter_async_context(run_host(config(bootstrap=joined)))
+            await first.provide(MODEL)
+            consumer = await stack.enter_async_context(run_host(config(bootstrap=joined)))
+            await find_until_found(consumer, MODEL, {first.peer_id})
+
+            # py-libp2p's own find_providers would now answer from its cache alone.
+            second = await stack.enter_async_context(run_host(config(bootstrap=joined)))
+            await second.provide(MODEL)
+            found = await find_until_found(consumer, MODEL, {first.peer_id, second.peer_id})
+            assert found == {first.peer_id, second.peer_id}
+
+
+async def test_model_nobody_serves_has_no_providers() -> None:
+    with trio.fail_after(30):
+        async with (
+            run_host(config()) as boot,
+            run_host(config(bootstrap=(boot.addrs()[0],))) as consumer,
+        ):
+            await boot.provide(MODEL)
+            assert await consumer.find_providers("no-such-model") == []
+            assert await consumer.lookup_providers("no-such-model") == []
