@@ -18,6 +18,9 @@
 #   P2PINFER_RENDEZVOUS      shared volume with bootstrap.peer_id (default /rendezvous)
 #   P2PINFER_BOOTSTRAP_HOST  the bootstrap's name on the network (default bootstrap)
 #   P2PINFER_P2P_PORT        libp2p TCP port, the same in every container (default 4001)
+#   P2PINFER_ANNOUNCE        the address others dial, or "off" (default /dns4/<hostname>/tcp/<port>:
+#                            the node listens on 0.0.0.0, which is no address to advertise, and
+#                            Docker's DNS follows the container to a new IP after a reconnect)
 #   P2PINFER_GATEWAY         HOST:PORT of the HTTP gateway, or "off" (default 127.0.0.1:11434)
 #   P2PINFER_BACKEND         backend flag of `p2pinfer node` (default embedded)
 #   P2PINFER_MODELS          models to serve, space-separated (default smollm2:135m)
@@ -31,6 +34,7 @@ ROLE=${P2PINFER_ROLE:-provider}
 BOOTSTRAP_HOST=${P2PINFER_BOOTSTRAP_HOST:-bootstrap}
 P2P_PORT=${P2PINFER_P2P_PORT:-4001}
 GATEWAY=${P2PINFER_GATEWAY:-127.0.0.1:11434}
+ANNOUNCE=${P2PINFER_ANNOUNCE:-/dns4/$(hostname)/tcp/$P2P_PORT}
 BACKEND=${P2PINFER_BACKEND:-embedded}
 MODELS=${P2PINFER_MODELS:-smollm2:135m}
 WAIT_S=${P2PINFER_WAIT_S:-120}
@@ -75,6 +79,7 @@ run_node() {
   else
     set -- "$@" --bootstrap "$(bootstrap_addr)"
   fi
+  [ "$ANNOUNCE" = off ] || set -- "$@" --announce "$ANNOUNCE"
   if [ "$GATEWAY" = off ]; then
     set -- "$@" --no-gateway
   else
