@@ -87,5 +87,6 @@ def test_the_final_image_has_no_build_tools_and_no_pip_cache(
 ) -> None:
     found = run(image, project, "sh", "-c",
                 "for t in gcc cc c++ cmake make; do command -v $t || true; done; "
-                "find / -xdev -type d -path '*/.cache/pip' 2>/dev/null; ls /wheelhouse 2>&1 || true")
+                "find / -xdev -type d -path '*/.cache/pip' 2>/dev/null; "
+                "ls /wheelhouse 2>&1 || true")
     assert found.strip() == "ls: cannot access '/wheelhouse': No such file or directory"
