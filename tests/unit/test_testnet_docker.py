@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from p2pinfer import testnet_docker
-from p2pinfer.errors import TestnetError, UsageError
+from p2pinfer import errors, testnet_docker
+from p2pinfer.errors import UsageError
 
 
 @pytest.mark.parametrize("name", ["p2pinfer", "p2pt1a2b", "my_net-2"])
@@ -35,7 +35,7 @@ def test_fewer_than_four_nodes_is_a_usage_error_before_docker_is_asked(
 
 def test_without_compose_the_error_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(testnet_docker.shutil, "which", lambda name: None)
-    with pytest.raises(TestnetError, match="docker-compose"):
+    with pytest.raises(errors.TestnetError, match="docker-compose"):
         testnet_docker.compose_command()
 
 
