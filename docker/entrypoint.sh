@@ -22,8 +22,9 @@
 #                            the node listens on 0.0.0.0, which is no address to advertise, and
 #                            Docker's DNS follows the container to a new IP after a reconnect)
 #   P2PINFER_GATEWAY         HOST:PORT of the HTTP gateway, or "off" (default 127.0.0.1:11434)
-#   P2PINFER_BACKEND         backend flag of `p2pinfer node` (default embedded)
-#   P2PINFER_MODELS          models to serve, space-separated (default smollm2:135m)
+#   P2PINFER_BACKEND         backend flag of `p2pinfer node` (default embedded; none: serve nothing)
+#   P2PINFER_MODELS          models to serve, space-separated (default smollm2:135m; set but
+#                            empty: every model the backend has)
 #   P2PINFER_NODE_ARGS       further flags for `p2pinfer node` (e.g. a role's own flags)
 #   P2PINFER_WAIT_S          how long to wait for the bootstrap's PeerID (default 120)
 set -eu
@@ -36,7 +37,7 @@ P2P_PORT=${P2PINFER_P2P_PORT:-4001}
 GATEWAY=${P2PINFER_GATEWAY:-127.0.0.1:11434}
 ANNOUNCE=${P2PINFER_ANNOUNCE:-/dns4/$(hostname)/tcp/$P2P_PORT}
 BACKEND=${P2PINFER_BACKEND:-embedded}
-MODELS=${P2PINFER_MODELS:-smollm2:135m}
+MODELS=${P2PINFER_MODELS-smollm2:135m}
 WAIT_S=${P2PINFER_WAIT_S:-120}
 
 log() { echo "entrypoint: $*" >&2; }
