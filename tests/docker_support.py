@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -55,8 +56,10 @@ def docker(*args: str, timeout_s: float = DOCKER_TIMEOUT_S,
     return proc
 
 
-def project_fixture() -> Iterator[str]:
-    """A fresh compose project name; everything under its label is removed afterwards."""
+@contextmanager
+def docker_project() -> Iterator[str]:
+    """A fresh compose project name; everything under its label is removed afterwards,
+    and the removal is checked."""
     project = f"p2pt{secrets.token_hex(4)}"
     try:
         yield project

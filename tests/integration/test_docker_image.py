@@ -10,7 +10,7 @@ import pytest
 
 from p2pinfer import __version__
 from p2pinfer.testnet_docker import ImageBuild
-from tests.docker_support import docker, label, node_image, project_fixture
+from tests.docker_support import docker, docker_project, label, node_image
 
 pytestmark = pytest.mark.docker
 
@@ -22,7 +22,8 @@ def image() -> ImageBuild:
 
 @pytest.fixture
 def project() -> Iterator[str]:
-    yield from project_fixture()
+    with docker_project() as name:
+        yield name
 
 
 def run(image: ImageBuild, project: str, *cmd: str, volume: str | None = None,
