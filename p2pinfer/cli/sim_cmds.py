@@ -19,6 +19,7 @@ from p2pinfer.sim.engine import Simulation
 from p2pinfer.sim.kpis import DayKPIs, write_csv
 from p2pinfer.sim.params import SIM_PRESETS, SimParams
 
+STAB = "+stabilizer"
 sim_app = typer.Typer(help="Simulate the network's economy (tokenomics).", no_args_is_help=True)
 
 DaysOption = Annotated[int, typer.Option("--days", min=1, max=36_500, help="Days to simulate.")]
@@ -105,31 +106,48 @@ def run(
 def compare(
     out: OutOption,
     presets: Annotated[str, typer.Option(
-        "--presets", help="Comma-separated presets to run side by side.")] = "seed,bme,render",
+        "--presets", help="Comma-separated presets to run side by side; NAME+stabilizer turns "
+        "the stabilizer on for one.")] = "seed,bme,render",
     days: DaysOption = 365,
     seed: SeedOption = 1,
+    seeds: Annotated[int, typer.Option(
+        "--seeds", min=1, max=100,
+        help="Run seeds S..S+N-1 and show the mean of each figure (plots show seed S).")] = 1,
     config: ConfigOption = None,
     stabilizer: StabilizerOption = False,
     providers: ProvidersOption = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Also print markdown.")] = False,
 ) -> None:
-    """Run several presets with the same seed and config; one table, one plot (compare.png)."""
+    """Run several presets with the same seed(s) and config; one table, one plot (compare.png).
+
+    A preset named NAME+stabilizer runs NAME with the price stabilizer on.
+    """
     names = [n.strip() for n in presets.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):
         raise UsageError("--presets needs distinct preset names, e.g. seed,bme,render")
-    all_params = [_params(n, config, stabilizer, providers) for n in names]
+    # "bme+stabilizer" is the bme preset with the price stabilizer on.
+    all_params = [replace(_params(n.removesuffix(STAB), config, stabilizer or n.endswith(STAB),
+                                  providers), preset=n) for n in names]
     directory = _out_dir(out)
     console = Console()
-    runs = {}
+    runs: dict[str, list[DayKPIs]] = {}
+    summaries = []
     for name, params in zip(names, all_params, strict=True):
-        runs[name] = _simulate(params, days, seed, name, console)
-        write_csv(runs[name], directory / f"{name}.csv")
-    table = report.summary_table([report.summarise(n, r) for n, r in runs.items()],
-                                 f"{', '.join(names)}: {days} days, seed {seed}")
+        per_seed = []
+        for s in range(seed, seed + seeds):
+            rows = _simulate(params, days, s, f"{name} seed {s}", console)
+            if s == seed:
+                runs[name] = rows
+                write_csv(rows, directory / f"{name}.csv")
+            per_seed.append(report.summarise(name, rows))
+        summaries.append(report.mean_summary(per_seed))
+    which = f"seed {seed}" if seeds == 1 else f"mean of seeds {seed}..{seed + seeds - 1}"
+    table = report.summary_table(summaries, f"{', '.join(names)}: {days} days, {which}")
     table.write_csv(directory / "compare.csv")
     from p2pinfer.sim.plots import plot_compare
 
-    plot_compare(runs, directory / "compare.png", f"{' vs '.join(names)}: {days} days")
+    plot_compare(runs, directory / "compare.png", f"{' vs '.join(names)}: {days} days, seed "
+                 f"{seed}")
     _print(console, table)
     if markdown:
         typer.echo(table.markdown())

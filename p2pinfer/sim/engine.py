@@ -13,6 +13,7 @@ after every step, and the step checks it.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -72,7 +73,10 @@ class Simulation:
 
     def __init__(self, params: SimParams, rng: random.Random) -> None:
         self.p = params.validate()
-        self.gen = np.random.Generator(np.random.PCG64(rng.getrandbits(128)))
+        # Three streams from the one injected rng, so that runs with the same seed but other
+        # parameters (e.g. presets side by side) face the same demand and market shocks.
+        self.gen, self.demand_gen, self.market_gen = (
+            np.random.Generator(np.random.PCG64(rng.getrandbits(128))) for _ in range(3))
         self.checks = CheckModel(params.reputation)
         self.day = 0
         hw, net = params.hardware, params.network
@@ -137,7 +141,7 @@ class Simulation:
             weights = capacity.astype(np.int64) if capacity.sum() > 0 else np.ones(self.k, np.int64)
             return A.apportion_exact(tokens, weights).astype(np.float64)
         growth = (1 + dem.growth_per_year) ** (self.day / DAYS_PER_YEAR)
-        noise = np.exp(self.gen.normal(0, dem.noise, self.k)) if dem.noise > 0 else 1.0
+        noise = np.exp(self.demand_gen.normal(0, dem.noise, self.k)) if dem.noise > 0 else 1.0
         usd_per_m = prices / 1000 * self.eco.market.price_usd
         ref = np.array([h.cloud_usd_per_m for h in self.p.hardware]) * (1 - dem.reference_discount)
         mult = np.minimum(dem.max_multiplier, (ref / usd_per_m) ** dem.elasticity)
@@ -171,7 +175,7 @@ class Simulation:
         pop.jobs += jobs
         gone = self._punish(t)
         eco.sell(pop)
-        eco.speculate(self.gen)
+        eco.speculate(self.market_gen)
         t.market_price = eco.market.price_usd
         t.action = eco.stabilize()
         t.price = eco.market.price_usd
@@ -255,6 +259,9 @@ class Simulation:
             share = float((pop.profit_usd >= 0).mean()) if len(pop) else 1.0
             lam = net.base_joins_per_day + len(pop) * net.max_join_rate_per_day * share
             n = int(self.gen.poisson(lam))
+            # Would-be providers whose budget cannot buy the stake at today's price stay out.
+            stake_usd = net.stake_credits * self.eco.market.price_usd
+            n = int(self.gen.binomial(n, math.exp(-stake_usd / net.stake_budget_usd)))
         stake = net.stake_credits * MICRO
         if stake:
             n = min(n, self.eco.market.max_buy() // stake)

@@ -87,6 +87,9 @@ class NetworkParams:
     max_join_rate_per_day: float = 0.01
     #: Joiners a day (Poisson mean) who come whatever the economics.
     base_joins_per_day: float = 1.0
+    #: Mean (exponential) of the dollars a would-be provider will put into a stake; one whose
+    #: budget is below the stake's price does not join.
+    stake_budget_usd: float = 2_000.0
     #: Stake each provider buys to join, credits (the seed's minimum_stake 10,000).
     stake_credits: int = DEFAULT_MINIMUM_STAKE // MICRO
     #: What consumers require, credits (stake.DEFAULT_MINIMUM_STAKE).
@@ -143,7 +146,7 @@ class TokenParams:
     #: Emission halves every this many days (0: never).
     emission_halving_days: int = 0
     #: Standard deviation of holders' daily speculative trade, as a fraction of pool USD.
-    speculation_noise: float = 0.02
+    speculation_noise: float = 0.01
     #: Fraction of their credit balance providers sell each day to pay their bills.
     provider_sell_fraction: float = 0.8
     #: Fraction of its balance the treasury sells each day.
@@ -227,6 +230,7 @@ class SimParams:
                      "cheat_energy_saving", "honest_check_fail_rate", "base_churn_per_day",
                      "unprofitable_exit_per_day"):
             _check(0 <= getattr(n, name) <= 1, f"network.{name} must be 0..1")
+        _check(n.stake_budget_usd > 0, "network.stake_budget_usd must be > 0")
         _check(n.stake_credits >= n.minimum_stake_credits,
                "network.stake_credits is below network.minimum_stake_credits: nobody could join")
         _check(0 <= n.slash_fraction_bp <= 10_000, "network.slash_fraction_bp must be 0..10000")

@@ -7,6 +7,7 @@ it with rich and `--markdown` can print it for the docs from the same code.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,8 @@ class RunSummary:
     supply_change_pct: float
     token_price_start: float
     token_price_end: float
+    #: Mean over the run of the 30-day volatility of daily returns, %.
+    price_volatility_pct: float | None
     usd_per_m_tokens: float
 
 
@@ -105,8 +108,23 @@ def summarise(name: str, rows: Sequence[DayKPIs]) -> RunSummary:
         emitted_total_credits=sum(r.emitted_ucr for r in rows) / MICRO,
         supply_change_pct=(rows[-1].supply_ucr - first_supply) / first_supply * 100,
         token_price_start=rows[0].token_price_usd, token_price_end=rows[-1].token_price_usd,
+        price_volatility_pct=_mean([r.price_volatility_30d_pct for r in rows]),
         usd_per_m_tokens=sum(r.price_usd_per_m for r in last) / len(last),
     )
+
+
+def mean_summary(summaries: Sequence[RunSummary]) -> RunSummary:
+    """Field-by-field mean of runs of one economy under several seeds (counts rounded)."""
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(RunSummary):
+        xs = [getattr(s, f.name) for s in summaries]
+        if f.name == "name":
+            values[f.name] = xs[0]
+        elif all(isinstance(x, int) for x in xs):
+            values[f.name] = round(sum(xs) / len(xs))
+        else:
+            values[f.name] = _mean(xs)
+    return RunSummary(**values)  # type: ignore[arg-type]
 
 
 def summary_table(summaries: Sequence[RunSummary], title: str) -> Table:
@@ -129,6 +147,7 @@ def summary_table(summaries: Sequence[RunSummary], title: str) -> Table:
         ("total supply change %", [_num(s.supply_change_pct, 3) for s in summaries]),
         ("token price USD (start → end)", [f"{s.token_price_start:.3f} → {s.token_price_end:.3f}"
                                            for s in summaries]),
+        ("price volatility % a day", [_num(s.price_volatility_pct, 2) for s in summaries]),
         ("inference USD / M tokens", [_usd(s.usd_per_m_tokens) for s in summaries]),
     ]
     return Table(title, ("", *(s.name for s in summaries)),

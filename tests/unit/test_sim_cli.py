@@ -46,12 +46,15 @@ def test_sim_run_is_reproducible_from_the_command_line(tmp_path: Path) -> None:
 
 def test_sim_compare_writes_one_table_and_one_plot(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    done = p2pinfer("sim", "compare", "--presets", "seed,bme,render", "--days", "10",
-                    "--providers", "40", "--out", str(out))
+    done = p2pinfer("sim", "compare", "--presets", "seed,bme,render,bme+stabilizer", "--days",
+                    "10", "--providers", "40", "--seeds", "2", "--out", str(out))
     assert done.returncode == 0, done.stderr
     with (out / "compare.csv").open() as fh:
         table = list(csv.reader(fh))
-    assert table[0] == ["", "seed", "bme", "render"]
+    assert table[0] == ["", "seed", "bme", "render", "bme+stabilizer"]
+    assert table[1][0].startswith("providers")
+    assert all(cell.startswith("40 → ") for cell in table[1][1:])
+    assert all(all(cell for cell in row[1:]) for row in table[1:])
     assert (out / "compare.png").read_bytes().startswith(PNG_MAGIC)
     for name in ("seed", "bme", "render"):
         assert (out / f"{name}.csv").exists()
