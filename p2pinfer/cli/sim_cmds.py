@@ -173,7 +173,9 @@ def projection(
         replayed = J.replay(seed, base)
     tables = [report.document_table(J.DOCUMENT, "The document's projection"),
               report.document_table(replayed, "The simulator under the document's assumptions"),
-              report.implied_table(J.implied(base)), report.economics_table(J.economics(base))]
+              report.implied_table(J.implied(base)), report.economics_table(J.economics(base)),
+              report.unit_cost_table(J.unit_costs(base), base.token.initial_price_usd,
+                                     base.split.share("providers") / 100)]
     stages = []
     for name, description, params in J.stage_params(base):
         rows = _simulate(params, years * 365, seed, f"stage {name}", console)

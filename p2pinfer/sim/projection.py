@@ -102,16 +102,17 @@ class Stage:
 
 
 def stage_params(base: P.SimParams | None = None) -> list[tuple[str, str, P.SimParams]]:
-    """The document's assumptions, then capacity, then costs and churn, then the market."""
+    """The document's assumptions, then capacity, costs and churn, the stake, the market."""
     base = base or P.preset_params("seed")
     doc = document_params(base)
     capacity = replace(doc, schedule=replace(doc.schedule, capacity_limited=True))
-    churn = replace(
-        capacity,
-        network=replace(capacity.network, stake_credits=base.network.stake_credits,
-                        minimum_stake_credits=base.network.minimum_stake_credits),
-        schedule=replace(capacity.schedule, providers_per_year=(), costs_enabled=True))
-    # The full simulator, with the document's year-1 demand and its revenue growth rate.
+    churn = replace(capacity, schedule=replace(capacity.schedule, providers_per_year=(),
+                                               costs_enabled=True))
+    staked = replace(churn, network=replace(
+        churn.network, stake_credits=base.network.stake_credits,
+        minimum_stake_credits=base.network.minimum_stake_credits))
+    # The full simulator (its own opening price), with the document's year-1 request volume
+    # as the demand at the reference price, growing at the document's revenue growth rate.
     launch_capacity = sum(
         h.share / sum(x.share for x in base.hardware) * h.mean_tokens_per_s
         for h in base.hardware) * SECONDS_PER_DAY * base.network.online_fraction
@@ -121,17 +122,21 @@ def stage_params(base: P.SimParams | None = None) -> list[tuple[str, str, P.SimP
     market = replace(
         base,
         network=replace(base.network, initial_providers=int(DOCUMENT[0].providers)),
-        token=replace(base.token, initial_price_usd=CREDIT_USD),
         demand=replace(base.demand, growth_per_year=growth, initial_utilisation=(
             year1_tokens_per_day / (launch_capacity * DOCUMENT[0].providers))),
     )
     return [
-        ("document", "the document's assumptions (no capacity limit, costs or churn)", doc),
-        ("capacity", "+ the fleet can serve only what its tokens/s allow", capacity),
-        ("costs+churn", "+ electricity, depreciation, 10,000-credit stake; providers join "
-                        "and leave by profit", churn),
-        ("market", "+ token market, elastic demand vs cloud prices, dynamic prices, "
-                   "cheaters (the full simulator)", market),
+        ("replay", "the document's assumptions: its providers, its request volume, every "
+                     "request at the base rate, $1 a credit, no capacity limit, costs or churn",
+         doc),
+        ("capacity", "+ the fleet serves only what its tokens/s allow", capacity),
+        ("costs+churn", "+ electricity and depreciation; providers join and leave by profit "
+                        "(demand still the document's)", churn),
+        ("+stake", "+ the seed's 10,000-credit minimum stake, bought at $1 a credit",
+         staked),
+        ("market", "the full simulator: token market from $0.10 a credit, dynamic prices, "
+                   "demand elastic to the cloud price (the document's volume at the "
+                   "reference price, growing at its rate), cheaters, stake", market),
     ]
 
 
@@ -226,4 +231,38 @@ def economics(params: P.SimParams | None = None) -> list[EconomicsRow]:
                 stake_capital_usd=params.network.minimum_stake_credits * CREDIT_USD
                 * params.costs.capital_cost_per_year,
             ))
+    return out
+
+
+@dataclass(frozen=True)
+class UnitCostRow:
+    """What a million tokens costs a provider of one profile at full load, in USD."""
+
+    profile: str
+    tokens_per_day: float
+    electricity: float
+    depreciation: float
+    stake_capital: float
+    cloud: float
+    #: The price per million tokens at which the providers' share covers the costs.
+    break_even: float
+
+
+def unit_costs(params: P.SimParams | None = None) -> list[UnitCostRow]:
+    """Per-million-token costs at full load (mean tokens/s, online fraction), the stake
+    valued at the opening token price, against the cloud price and the break-even price."""
+    params = params or P.preset_params("seed")
+    share = params.split.share("providers") / 10_000
+    out = []
+    for h in params.hardware:
+        tokens = h.mean_tokens_per_s * SECONDS_PER_DAY * params.network.online_fraction
+        per_m = 1e6 / tokens
+        kwh = h.load_watts * params.network.online_fraction * 24 / 1000
+        electricity = kwh * params.costs.electricity_usd_per_kwh * per_m
+        depreciation = h.depreciation_usd_per_day * per_m
+        capital = (params.network.stake_credits * params.token.initial_price_usd
+                   * params.costs.capital_cost_per_year / 365 * per_m)
+        total = electricity + depreciation + capital
+        out.append(UnitCostRow(h.name, tokens, electricity, depreciation, capital,
+                               h.cloud_usd_per_m, total / share if share else float("inf")))
     return out

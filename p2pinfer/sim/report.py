@@ -194,3 +194,15 @@ def stages_table(stages: Sequence[J.Stage]) -> Table:
         rows.append(tuple(cells))
     return Table("Providers (mean) / total revenue USD by year: the document vs each stage",
                  ("year", "document", *(s.name for s in stages)), tuple(rows))
+
+
+def unit_cost_table(rows: Sequence[J.UnitCostRow], price_usd: float, share_pct: float) -> Table:
+    return Table(
+        f"A million tokens at full load, USD (stake at ${price_usd:.2f} a credit; break-even: "
+        f"costs / the providers' {share_pct:.0f}% share)",
+        ("profile", "tokens / day", "electricity", "depreciation", "stake capital", "total",
+         "cloud price", "break-even price"),
+        tuple((r.profile, _num(r.tokens_per_day), f"{r.electricity:.3f}",
+               f"{r.depreciation:.3f}", f"{r.stake_capital:.3f}",
+               f"{r.electricity + r.depreciation + r.stake_capital:.3f}", f"{r.cloud:.2f}",
+               f"{r.break_even:.2f}") for r in rows))

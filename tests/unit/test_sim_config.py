@@ -90,3 +90,10 @@ def test_bad_values_are_refused_with_one_line_naming_them(tmp_path: Path, text: 
 def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read sim config"):
         load_params(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("path", sorted((DEFAULTS.parent / "sim").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_the_example_configs_in_docs_load(path: Path) -> None:
+    params = load_params(path)
+    assert params != preset_params("seed")

@@ -65,3 +65,13 @@ def test_with_capacity_the_simulator_falls_short_of_the_document() -> None:
     revenue = sum(r.revenue_usd for r in rows)
     assert revenue < J.DOCUMENT[0].total_revenue_usd * 0.9
     assert max(r.utilisation_pct or 0 for r in rows) == pytest.approx(100)
+
+
+def test_a_million_tokens_costs_a_7b_provider_more_in_power_than_the_cloud_charges() -> None:
+    row = next(r for r in J.unit_costs() if r.profile == "7b-q4")
+    assert row.tokens_per_day == 20 * 86_400 * 0.8
+    # 120 W for the 50,000 s a million tokens take at 20 tokens/s: 1.67 kWh at $0.15.
+    assert row.electricity == pytest.approx(120 * 1e6 / 20 / 3.6e6 * 0.15)
+    assert row.electricity > row.cloud
+    total = row.electricity + row.depreciation + row.stake_capital
+    assert row.break_even == pytest.approx(total / 0.6)
