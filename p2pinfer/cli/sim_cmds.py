@@ -5,19 +5,22 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
 from p2pinfer.errors import UsageError
-from p2pinfer.sim import projection as J
-from p2pinfer.sim import report
 from p2pinfer.sim.config import load_params
-from p2pinfer.sim.engine import Simulation
-from p2pinfer.sim.kpis import DayKPIs, write_csv
 from p2pinfer.sim.params import SIM_PRESETS, SimParams
+
+if TYPE_CHECKING:
+    from p2pinfer.sim.kpis import DayKPIs
+    from p2pinfer.sim.report import Table
+
+# The simulator (numpy) and plots (matplotlib) are imported inside the commands, so that
+# every other `p2pinfer` command starts without them.
 
 STAB = "+stabilizer"
 sim_app = typer.Typer(help="Simulate the network's economy (tokenomics).", no_args_is_help=True)
@@ -54,6 +57,8 @@ def _out_dir(out: Path) -> Path:
 
 def _simulate(params: SimParams, days: int, seed: int, label: str,
               console: Console) -> list[DayKPIs]:
+    from p2pinfer.sim.engine import Simulation
+
     sim = Simulation(params, random.Random(seed))
     rows: list[DayKPIs] = []
     with console.status(f"simulating {label}: day 0 of {days}") as status:
@@ -64,7 +69,7 @@ def _simulate(params: SimParams, days: int, seed: int, label: str,
     return rows
 
 
-def _print(console: Console, table: report.Table) -> None:
+def _print(console: Console, table: Table) -> None:
     rich = RichTable(title=table.title)
     for i, col in enumerate(table.columns):
         rich.add_column(col, justify="left" if i == 0 else "right")
@@ -87,6 +92,9 @@ def run(
     plots: PlotOption = True,
 ) -> None:
     """Simulate one economy; write kpis.csv (one row a day) and network/economics/token PNGs."""
+    from p2pinfer.sim import report
+    from p2pinfer.sim.kpis import write_csv
+
     params = _params(preset, config, stabilizer, providers)
     directory = _out_dir(out)
     console = Console()
@@ -122,6 +130,9 @@ def compare(
 
     A preset named NAME+stabilizer runs NAME with the price stabilizer on.
     """
+    from p2pinfer.sim import report
+    from p2pinfer.sim.kpis import write_csv
+
     names = [n.strip() for n in presets.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):
         raise UsageError("--presets needs distinct preset names, e.g. seed,bme,render")
@@ -165,6 +176,9 @@ def projection(
     markdown: Annotated[bool, typer.Option("--markdown", help="Also print markdown.")] = False,
 ) -> None:
     """Replay the founding document's five-year projection, unpack it, and stress-test it."""
+    from p2pinfer.sim import projection as J
+    from p2pinfer.sim import report
+
     base = load_params(config, "seed")
     directory = _out_dir(out)
     console = Console()
