@@ -36,6 +36,7 @@ from p2pinfer.sim.kpis import utilisation_pct as util_pct
 from p2pinfer.sim.params import MICRO, SimParams
 
 DAYS_PER_YEAR = 365
+#: Weight of today's profit in a provider's trailing (about 30-day) profit.
 _EWMA = 1 / 30
 
 
@@ -45,10 +46,10 @@ _EMPTY = np.zeros(0)
 
 @dataclass
 class _Tally:
-    """What happened today, gathered for the KPI row. `burned`/`emitted`: totals at dawn."""
+    """What happened today, gathered for the KPI row. `burned`/`minted`: totals at dawn."""
 
     burned: int
-    emitted: int
+    minted: int
     providers: int
     prices: A.I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     capacity: A.F64 = field(default_factory=lambda: _EMPTY)
@@ -151,7 +152,7 @@ class Simulation:
     def step(self) -> DayKPIs:
         """Advance one day and return its KPIs (ConservationError if credits leaked)."""
         p, pop, eco = self.p, self.pop, self.eco
-        t = _Tally(burned=eco.acc.burned, emitted=eco.acc.minted, providers=len(pop))
+        t = _Tally(burned=eco.acc.burned, minted=eco.acc.minted, providers=len(pop))
         counts = np.bincount(pop.profile, minlength=self.k)
         t.prices = np.array([self.price(c, int(self.util_pm[c]), int(counts[c]))
                              for c in range(self.k)], np.int64)
@@ -305,7 +306,7 @@ class Simulation:
             revenue_growth_30d_pct=revenue_growth_pct(rev30, prev30),
             provider_earnings_usd=t.earnings, provider_costs_usd=t.costs,
             profitable_pct=t.profitable, mean_quality_pm=t.quality,
-            burned_ucr=acc.burned - t.burned, emitted_ucr=acc.minted - t.emitted,
+            burned_ucr=acc.burned - t.burned, emitted_ucr=acc.minted - t.minted,
             emitted_total_ucr=acc.minted - self.eco.genesis, minted_total_ucr=acc.minted,
             burned_total_ucr=acc.burned, held_ucr=held, supply_ucr=acc.minted - acc.burned,
             circulating_ucr=acc.minted - acc.burned - acc.reserve, staked_ucr=staked,
