@@ -152,3 +152,21 @@ def test_a_year_with_1000_providers_produces_a_row_a_day() -> None:
     assert rows[0].providers == 1000
     assert rows[100].retention_30d_pct is not None
     assert rows[100].revenue_growth_30d_pct is not None or rows[70].revenue_ucr == 0
+
+
+def test_the_simulator_imports_no_network_event_loop_or_clock() -> None:
+    import ast
+
+    forbidden = {"trio", "anyio", "asyncio", "libp2p", "multiaddr", "socket", "time",
+                 "datetime", "threading"}
+    root = Path(__file__).resolve().parents[2] / "p2pinfer" / "sim"
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
