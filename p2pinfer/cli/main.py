@@ -28,6 +28,7 @@ app = typer.Typer(
 COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.identity_cmds",
     "p2pinfer.cli.ledger_cmds",
+    "p2pinfer.cli.sim_cmds",
 ]
 
 
