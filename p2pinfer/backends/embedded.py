@@ -189,11 +189,17 @@ class EmbeddedBackend:
         self._limiter = trio.CapacityLimiter(parallel)
         self._count_lock = threading.Lock()
         self._tokens_generated = 0
+        self._running = 0
 
     @property
     def tokens_generated(self) -> int:
         """Tokens sampled by this engine since it started, all streams together."""
         return self._tokens_generated
+
+    @property
+    def running(self) -> int:
+        """Generations whose worker thread has not finished yet."""
+        return self._running
 
     def _count_token(self) -> None:
         with self._count_lock:
@@ -299,16 +305,20 @@ class EmbeddedBackend:
 
         async def run() -> None:
             async with send:
-                await trio.to_thread.run_sync(
-                    self._generate_in_thread,
-                    entry,
-                    kind,
-                    payload,
-                    params,
-                    job,
-                    send,
-                    limiter=self._limiter,
-                )
+                self._running += 1
+                try:
+                    await trio.to_thread.run_sync(
+                        self._generate_in_thread,
+                        entry,
+                        kind,
+                        payload,
+                        params,
+                        job,
+                        send,
+                        limiter=self._limiter,
+                    )
+                finally:
+                    self._running -= 1
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run)

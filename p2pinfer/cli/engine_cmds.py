@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from functools import partial
 from typing import Annotated
 
 import trio
@@ -45,17 +47,23 @@ def serve_cmd(
 
     async def main() -> None:
         models = await backend.list_models()
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, create_app(backend), host, port)
-            names = ", ".join(m.name for m in models)
-            typer.echo(f"serving {names} on {binds[0]}", err=True)
-            # Tests and scripts read the URL from stdout's first line.
-            typer.echo(binds[0])
+        stop = trio.Event()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    partial(serve, shutdown_trigger=stop.wait), create_app(backend), host, port
+                )
+                names = ", ".join(m.name for m in models)
+                typer.echo(f"serving {names} on {binds[0]}", err=True)
+                # Tests and scripts read the URL from stdout's first line.
+                typer.echo(binds[0])
+                async for signum in signals:
+                    typer.echo(f"stopping ({signal.Signals(signum).name})", err=True)
+                    stop.set()
+                    break
+        await backend.aclose()
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        typer.echo("stopped", err=True)
+    trio.run(main)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from p2pinfer.backends.base import Backend
-from p2pinfer.backends.factory import BACKEND_HELP, make_backend
-from p2pinfer.backends.models import find_model
+from p2pinfer.backends.factory import BACKEND_HELP, make_backend, model_cache_dir
+from p2pinfer.backends.models import find_model, resolve_model_spec
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.hardware.benchmark import BenchCache, BenchResult, cached_benchmark
@@ -92,6 +92,8 @@ def hw(
     cached = False
     if bench is not None:
         models = [bench] if backend.strip() == "embedded" else []
+        if models:  # a path or NAME=PATH names the model it loads
+            bench = resolve_model_spec(bench, model_cache_dir(home)).name
         engine = make_backend(backend, models=models, home=home)
         cache = BenchCache(resolve_home(home) / "bench.json")
         result, cached = trio.run(
