@@ -320,21 +320,27 @@ class EmbeddedBackend:
                 finally:
                     self._running -= 1
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            try:
-                # Wait for the first event so that errors before the first token
-                # (loading, a prompt longer than the context) raise here.
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
                 try:
-                    first = await receive.receive()
-                except trio.EndOfChannel:
-                    raise EngineResponseError("the engine stopped without an answer") from None
-                if isinstance(first, _Failure):
-                    raise first.error
-                yield _Events(first, receive)
-            finally:
-                job.stop.set()
-                receive.close()
+                    # Wait for the first event so that errors before the first token
+                    # (loading, a prompt longer than the context) raise here.
+                    try:
+                        first = await receive.receive()
+                    except trio.EndOfChannel:
+                        raise EngineResponseError("the engine stopped without an answer") from None
+                    if isinstance(first, _Failure):
+                        raise first.error
+                    yield _Events(first, receive)
+                finally:
+                    job.stop.set()
+                    receive.close()
+        except BaseExceptionGroup as group:
+            # The caller's block runs inside this nursery; give its exception (or
+            # ours) back as it was raised, not wrapped in a group.
+            single = _single(group)
+            raise single from single.__cause__
 
     def _generate_in_thread(
         self,
@@ -441,6 +447,21 @@ class EmbeddedBackend:
             chunks.close()
             llama.token_hook = None
         return finish
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception in a (nested) group, or the group itself if there are several."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        else:
+            leaves.append(item)
+    if len(leaves) != 1:
+        return group
+    return leaves[0]
 
 
 class _ConsumerGone(Exception):

@@ -66,7 +66,8 @@ async def fake_http_server(
 ) -> AsyncIterator[FakeHTTPServer]:
     server = FakeHTTPServer(routes)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), server._handle, 0)
+        serve_tcp = partial(trio.serve_tcp, host="127.0.0.1")
+        listeners = await nursery.start(serve_tcp, server._handle, 0)
         server.port = listeners[0].socket.getsockname()[1]
         yield server
         nursery.cancel_scope.cancel()
