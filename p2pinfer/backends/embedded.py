@@ -16,11 +16,11 @@ ran before. Set `cache_prompt=True` for lower latency on repeated prefixes.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,15 @@ from p2pinfer.backends.gguf_meta import (
     human_parameter_count,
     read_gguf_metadata,
 )
+from p2pinfer.backends.llama_thread import (
+    Events,
+    Failure,
+    Job,
+    Outbox,
+    TokenHook,
+    hooked_llama_class,
+    single_exception,
+)
 from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
 
@@ -56,72 +65,6 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-@dataclass
-class _Job:
-    """One generation, shared between the trio side and the worker thread."""
-
-    stop: threading.Event = field(default_factory=threading.Event)
-    prompt_tokens: int = 0
-    sampled: int = 0
-    ended_on_eog: bool = False
-    started_ns: int = 0
-    first_token_ns: int = 0
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BackendError
-
-
-class _TokenHook:
-    """Called by the engine for each sampled token; says whether to go on."""
-
-    def __init__(self, backend: EmbeddedBackend, job: _Job, is_eog: Any) -> None:
-        self._backend, self._job, self._is_eog = backend, job, is_eog
-
-    def prompt(self, n_tokens: int) -> None:
-        self._job.prompt_tokens = n_tokens
-
-    def token(self, token: int) -> bool:
-        job = self._job
-        if job.sampled == 0:
-            job.first_token_ns = time.perf_counter_ns()
-        job.sampled += 1
-        self._backend._count_token()
-        if self._is_eog(token):
-            job.ended_on_eog = True
-        return not job.stop.is_set()
-
-
-def _hooked_llama_class() -> Any:
-    """A `Llama` whose token generator reports each token to `token_hook` and can stop."""
-    import llama_cpp
-
-    class HookedLlama(llama_cpp.Llama):  # type: ignore[misc, unused-ignore]
-        token_hook: _TokenHook | None = None
-
-        def generate(  # type: ignore[override, unused-ignore]
-            self, tokens: Sequence[int], *args: Any, **kwargs: Any
-        ) -> Iterator[int]:
-            # llama-cpp-python's completion loop pulls tokens from here; returning
-            # ends it before the next token is evaluated.
-            hook = self.token_hook
-            inner = super().generate(tokens, *args, **kwargs)
-            if hook is None:
-                yield from inner
-                return
-            hook.prompt(len(tokens))
-            try:
-                for token in inner:
-                    if not hook.token(token):
-                        return
-                    yield token
-            finally:
-                inner.close()
-
-    return HookedLlama
-
-
 class _Model:
     """A model source with its metadata, digest and (once loaded) its engine."""
 
@@ -131,37 +74,6 @@ class _Model:
         self.info: ModelInfo | None = None
         self.llama: Any = None
         self.lock = threading.Lock()
-
-
-class _Events:
-    """The iterator a stream yields: events from the worker thread, in order."""
-
-    def __init__(self, first: object, receive: trio.MemoryReceiveChannel[object]) -> None:
-        self._next: object | None = first
-        self._receive = receive
-        self._done = False
-
-    def __aiter__(self) -> _Events:
-        return self
-
-    async def __anext__(self) -> StreamEvent:
-        if self._done:
-            raise StopAsyncIteration
-        item = self._next
-        self._next = None
-        if item is None:
-            try:
-                item = await self._receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                self._done = True
-                raise EngineResponseError("the engine stopped without finishing") from None
-        if isinstance(item, _Failure):
-            self._done = True
-            raise item.error
-        if isinstance(item, Completion):
-            self._done = True
-        assert isinstance(item, TokenDelta | Completion)
-        return item
 
 
 class EmbeddedBackend:
@@ -239,6 +151,9 @@ class EmbeddedBackend:
     async def list_models(self) -> list[ModelInfo]:
         """Every configured model, with its digest (hashed once, then cached)."""
         entries = list(self._models.values())
+        known = [e.info for e in entries if e.info is not None]
+        if len(known) == len(entries):
+            return known  # the usual case: no thread hop on the request path
         return await trio.to_thread.run_sync(lambda: [self._describe(e) for e in entries])
 
     async def model_metadata(self, model: str) -> dict[str, MetadataValue]:
@@ -262,7 +177,7 @@ class EmbeddedBackend:
             if self._n_threads:
                 kwargs["n_threads"] = self._n_threads
             try:
-                entry.llama = _hooked_llama_class()(
+                entry.llama = hooked_llama_class()(
                     model_path=str(entry.source.path), verbose=False, **kwargs
                 )
             except ImportError:
@@ -300,25 +215,29 @@ class EmbeddedBackend:
     async def _stream(
         self, entry: _Model, kind: str, payload: object, params: SamplingParams
     ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        job = _Job(started_ns=time.perf_counter_ns())
-        send, receive = trio.open_memory_channel[object](64)
+        job = Job(started_ns=time.perf_counter_ns())
+        # Unbounded: the worker thread must never wait for the event loop (that
+        # would slow generation); a stream holds at most max_tokens small events.
+        send, receive = trio.open_memory_channel[object](math.inf)
+        outbox = Outbox(send, trio.lowlevel.current_trio_token())
 
         async def run() -> None:
-            async with send:
-                self._running += 1
-                try:
-                    await trio.to_thread.run_sync(
-                        self._generate_in_thread,
-                        entry,
-                        kind,
-                        payload,
-                        params,
-                        job,
-                        send,
-                        limiter=self._limiter,
-                    )
-                finally:
-                    self._running -= 1
+            self._running += 1
+            try:
+                await trio.to_thread.run_sync(
+                    self._generate_in_thread,
+                    entry,
+                    kind,
+                    payload,
+                    params,
+                    job,
+                    outbox,
+                    limiter=self._limiter,
+                )
+            finally:
+                self._running -= 1
+                # Queued after every event the thread sent (run_sync_soon is FIFO).
+                outbox.close()
 
         try:
             async with trio.open_nursery() as nursery:
@@ -330,16 +249,16 @@ class EmbeddedBackend:
                         first = await receive.receive()
                     except trio.EndOfChannel:
                         raise EngineResponseError("the engine stopped without an answer") from None
-                    if isinstance(first, _Failure):
+                    if isinstance(first, Failure):
                         raise first.error
-                    yield _Events(first, receive)
+                    yield Events(first, receive)
                 finally:
                     job.stop.set()
                     receive.close()
         except BaseExceptionGroup as group:
             # The caller's block runs inside this nursery; give its exception (or
             # ours) back as it was raised, not wrapped in a group.
-            single = _single(group)
+            single = single_exception(group)
             raise single from single.__cause__
 
     def _generate_in_thread(
@@ -348,28 +267,24 @@ class EmbeddedBackend:
         kind: str,
         payload: object,
         params: SamplingParams,
-        job: _Job,
-        send: trio.MemorySendChannel[object],
+        job: Job,
+        outbox: Outbox,
     ) -> None:
-        def emit(item: object) -> None:
-            trio.from_thread.run(send.send, item)
-
+        emit = outbox.put
         try:
             try:
                 llama, load_ns = self._load(entry)
             except BackendError as exc:
-                emit(_Failure(exc))
+                emit(Failure(exc))
                 return
             try:
                 completion = self._run_llama(llama, kind, payload, params, job, emit)
-            except _ConsumerGone:
-                return
             except ValueError as exc:  # llama-cpp-python: prompt longer than the context
-                emit(_Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
+                emit(Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
                 return
             except Exception as exc:
                 log.exception("embedded engine failed")
-                emit(_Failure(EngineResponseError(f"{entry.source.name} failed: {exc}")))
+                emit(Failure(EngineResponseError(f"{entry.source.name} failed: {exc}")))
                 return
             if job.stop.is_set():
                 return
@@ -390,8 +305,8 @@ class EmbeddedBackend:
                     ),
                 )
             )
-        except (trio.BrokenResourceError, trio.Cancelled, trio.RunFinishedError):
-            # The consumer left (or trio is shutting down): nothing to deliver.
+        except trio.RunFinishedError:
+            # trio is gone (the process is shutting down): nothing to deliver.
             job.stop.set()
 
     def _run_llama(
@@ -400,14 +315,14 @@ class EmbeddedBackend:
         kind: str,
         payload: object,
         params: SamplingParams,
-        job: _Job,
+        job: Job,
         emit: Any,
     ) -> FinishReason:
         import llama_cpp
 
         vocab = llama._model.vocab
-        llama.token_hook = _TokenHook(
-            self, job, lambda token: llama_cpp.llama_vocab_is_eog(vocab, token)
+        llama.token_hook = TokenHook(
+            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token
         )
         if not self._cache_prompt:
             llama.reset()
@@ -436,33 +351,10 @@ class EmbeddedBackend:
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content") if kind == "chat" else choice["text"]
                 if text:
-                    try:
-                        emit(TokenDelta(text))
-                    except (trio.BrokenResourceError, trio.Cancelled, trio.RunFinishedError):
-                        job.stop.set()
-                        raise _ConsumerGone() from None
+                    emit(TokenDelta(text))
                 if choice.get("finish_reason") == "length":
                     finish = "length"
         finally:
             chunks.close()
             llama.token_hook = None
         return finish
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception in a (nested) group, or the group itself if there are several."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, BaseExceptionGroup):
-            pending.extend(item.exceptions)
-        else:
-            leaves.append(item)
-    if len(leaves) != 1:
-        return group
-    return leaves[0]
-
-
-class _ConsumerGone(Exception):
-    """The stream's reader left; the worker thread just stops."""

@@ -11,7 +11,8 @@ network gateway can serve the same API over a backend of its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from p2pinfer.backends import ollama_wire, openai_wire
-from p2pinfer.backends.base import Backend, ChatMessage, Completion, ModelInfo
-from p2pinfer.backends.http_stream import BackendStreamResponse, error_status
+from p2pinfer.backends.base import Backend, ChatMessage, Completion, ModelInfo, StreamEvent
+from p2pinfer.backends.http_stream import BackendStreamResponse, OpenStream, error_status
 from p2pinfer.backends.models import find_model
 from p2pinfer.backends.wire import ApiError, Clock, parse_json_body, utc_now
 from p2pinfer.errors import BackendError, ModelNotFound
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
+EventStream = AbstractAsyncContextManager[AsyncIterator[StreamEvent]]
 _FOREVER = timedelta(days=365 * 100)
 _DEFAULT_KEEP_ALIVE = timedelta(minutes=5)
 
@@ -90,7 +92,7 @@ def _openai_errors(handler: Handler) -> Handler:
 def _ollama_stream(
     state: _ServerState,
     info: ModelInfo,
-    open_stream: Callable[[], object],
+    open_stream: OpenStream,
     encoder: ollama_wire.GenerateEncoder | ollama_wire.ChatEncoder,
     stream: bool,
     keep_alive: timedelta | None,
@@ -99,7 +101,7 @@ def _ollama_stream(
         state.touch(info, keep_alive)
 
     return BackendStreamResponse(
-        open_stream,  # type: ignore[arg-type]
+        open_stream,
         encoder,
         stream=stream,
         error_body=lambda _status, message: ollama_wire.error_body(message),
@@ -150,14 +152,14 @@ def create_app(backend: Backend, *, clock: Clock = utc_now) -> Starlette:
             return _load_reply(state, info, req.keep_alive, encoder.load_reply)
         if req.raw or not info.chat_template:
             # Raw, or a base model whose template is just the prompt.
-            def open_stream() -> object:
+            def open_stream() -> EventStream:
                 return backend.generate(info.name, req.prompt, req.params)
         else:
             # Ollama renders a non-raw prompt as a chat: [system], user.
             messages = [ChatMessage("system", req.system)] if req.system else []
             messages.append(ChatMessage("user", req.prompt))
 
-            def open_stream() -> object:
+            def open_stream() -> EventStream:
                 return backend.chat(info.name, messages, req.params)
 
         return _ollama_stream(state, info, open_stream, encoder, req.stream, req.keep_alive)
@@ -170,7 +172,7 @@ def create_app(backend: Backend, *, clock: Clock = utc_now) -> Starlette:
         if not req.messages:
             return _load_reply(state, info, req.keep_alive, encoder.load_reply)
 
-        def open_stream() -> object:
+        def open_stream() -> EventStream:
             return backend.chat(info.name, req.messages, req.params)
 
         return _ollama_stream(state, info, open_stream, encoder, req.stream, req.keep_alive)
@@ -238,12 +240,12 @@ def _load_reply(
 def _openai_stream(
     state: _ServerState,
     info: ModelInfo,
-    open_stream: Callable[[], object],
+    open_stream: OpenStream,
     encoder: openai_wire.ChatCompletionEncoder | openai_wire.TextCompletionEncoder,
     stream: bool,
 ) -> Response:
     return BackendStreamResponse(
-        open_stream,  # type: ignore[arg-type]
+        open_stream,
         encoder,
         stream=stream,
         error_body=openai_wire.error_body,
