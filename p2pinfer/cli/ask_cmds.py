@@ -66,6 +66,9 @@ def ask_cmd(
         "--max-price", help="Most to pay, micro-credits per 1k tokens.")] = 10_000,
     min_stake: Annotated[int, typer.Option(
         "--min-stake", help="Skip providers advertising less stake (micro-credits).")] = 0,
+    dht_only: Annotated[bool, typer.Option(
+        "--dht-only", help="Find providers in the DHT alone (ignore gossip adverts and "
+        "directly connected peers): checks that the model can be found by lookup.")] = False,
     faucet: Annotated[int, typer.Option(
         "--faucet", help="Testnet credit granted to this home once (micro-credits).")] = 0,
     log_level: Annotated[str, typer.Option("--log-level")] = "WARNING",
@@ -74,7 +77,9 @@ def ask_cmd(
     setup_logging(log_level)
     config = session_config(
         home, bootstrap or (), testnet_dir,
-        client=ClientConfig(max_price_per_1k=max_price, min_stake=min_stake), faucet=faucet)
+        client=ClientConfig(max_price_per_1k=max_price, min_stake=min_stake, dht_only=dht_only,
+                            discovery_timeout_s=min(15.0, timeout / 2)),
+        faucet=faucet)
     request = AskRequest(model, prompt, system, JobParams(
         max_tokens=max_tokens, temperature=temperature, seed=seed), timeout)
 

@@ -133,12 +133,28 @@ class JobClient:
     ) -> list[Candidate]:
         """Providers of `model`, best first: from the catalog, else (or with `dht`) the DHT."""
         found: dict[str, Candidate] = {}
+        dht = dht or self.config.dht_only
         if not dht:
             for entry in self.net.catalog.providers(model):
                 found[entry.peer_id] = self._candidate(entry.advert, model, "catalog")
         if not found:
-            for advert in await self._dht_lookup(model, wait=not dht):
-                found.setdefault(advert.signer, self._candidate(advert, model, "dht"))
+            # A host that has not heard adverts yet (a short-lived consumer): ask the DHT
+            # once and, at the same time, the peers it is connected to; if neither knows
+            # a provider, keep asking the DHT while its routing table fills.
+            heard: dict[str, tuple[VerifiedAdvert, str]] = {}
+
+            async def from_dht(wait: bool) -> None:
+                for advert in await self._dht_lookup(model, wait=wait):
+                    heard[advert.signer] = (advert, "dht")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(from_dht, False)
+                if not dht:
+                    nursery.start_soon(self._from_connected_peers, model, heard)
+            if not heard and (not dht or self.config.dht_only):
+                await from_dht(True)
+            for advert, via in heard.values():
+                found[advert.signer] = self._candidate(advert, model, via)
         usable = [
             c for c in found.values()
             if c.peer_id not in exclude and c.stake >= self.config.min_stake
@@ -218,6 +234,27 @@ class JobClient:
                 continue
             await trio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def _from_connected_peers(
+        self, model: str, heard: dict[str, tuple[VerifiedAdvert, str]]
+    ) -> None:
+        """Adverts offering `model` from the peers we are connected to now (tagged "peer")."""
+
+        async def ask(peer_id: str) -> None:
+            try:
+                fetched = await self.net.fetch_advert(
+                    peer_id, timeout_s=self.config.rtt_probe_timeout_s)
+            except P2PInferError as exc:
+                log.info("advert fetch failed peer=%s error=%s", peer_id, exc)
+                return
+            if fetched is None or fetched.advert.offer(model) is None:
+                return
+            self._rtt[peer_id] = (fetched.rtt_ms, trio.current_time())
+            heard.setdefault(peer_id, (fetched.advert, "peer"))
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in self.net.peers():
+                nursery.start_soon(ask, peer_id)
 
     async def survey(self, *, timeout_s: float = 10.0) -> list[VerifiedAdvert]:
         """Adverts of every peer we can reach now: refresh the DHT routing table (which

@@ -20,6 +20,7 @@ class ClientConfig:
     chunk_timeout_s: float = 60.0  # between chunks, and for the result
     discovery_timeout_s: float = 15.0  # DHT lookups for a model nobody advertised to us
     rtt_probe_timeout_s: float = 2.0  # measuring a catalog provider's RTT once
+    dht_only: bool = False  # find providers in the DHT alone (not gossip, not direct peers)
     throwaway_key: bool = False  # sign each request with a fresh key
     require_credit: bool = True  # refuse to start a job the ledger cannot pay for
     preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
@@ -36,7 +37,7 @@ class Candidate:
     score_pm: int  # reputation, per mille
     stake: int
     generation_tps: float
-    found_via: str  # "catalog" (gossip adverts) or "dht"
+    found_via: str  # "catalog" (gossip adverts), "dht" or "peer" (a connected peer asked)
 
     def rank_key(self) -> float:
         """Lower is better: price, inflated by low reputation and by latency."""

@@ -182,7 +182,8 @@ class NetJob:
             return None
         if self._candidates is None:
             found = await client.candidates(self.model)
-            self._dht_consulted = any(c.found_via == "dht" for c in found)
+            self._dht_consulted = client.config.dht_only or any(
+                c.found_via == "dht" for c in found)
             self._candidates = deque(found)
         while True:
             while self._candidates:
