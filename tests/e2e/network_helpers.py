@@ -107,11 +107,13 @@ def running_testnet(directory: Path, nodes: int, **kwargs: Any) -> Iterator[Net]
 
 
 @contextmanager
-def relay_node(home: Path, bootstrap: str) -> Iterator[str]:
-    """A node that serves nothing (`--backend none`), joined through `bootstrap`; yields
-    its address."""
+def relay_node(home: Path, bootstrap: str | None) -> Iterator[str]:
+    """A node that serves nothing (`--backend none`), joined through `bootstrap` if given;
+    yields its address."""
     cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home), "--backend", "none",
-           "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap, "--no-gateway"]
+           "--listen", "/ip4/127.0.0.1/tcp/0", "--no-gateway"]
+    if bootstrap:
+        cmd += ["--bootstrap", bootstrap]
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "node.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV,
