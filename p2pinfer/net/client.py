@@ -27,7 +27,13 @@ from contextlib import asynccontextmanager
 import trio
 
 from p2pinfer.backends.models import normalize_name
-from p2pinfer.errors import DuplicateEntryError, LedgerError, P2PInferError, UsageError
+from p2pinfer.errors import (
+    DuplicateEntryError,
+    InsufficientCreditError,
+    LedgerError,
+    P2PInferError,
+    UsageError,
+)
 from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.market.entries import peer_account
 from p2pinfer.market.ledger import ChargeInput, Ledger
@@ -121,10 +127,16 @@ class JobClient:
     def _check_credit(self, params: JobParams) -> None:
         if self.ledger is None or not self.config.require_credit:
             return
-        self.ledger.require_credit(
-            peer_account(self.identity.public_key),
-            charge_for(self.config.max_price_per_1k, params.max_tokens),
-        )
+        try:
+            self.ledger.require_credit(
+                peer_account(self.identity.public_key),
+                charge_for(self.config.max_price_per_1k, params.max_tokens),
+            )
+        except InsufficientCreditError as exc:
+            raise InsufficientCreditError(
+                f"{exc} (max price {self.config.max_price_per_1k} per 1k tokens x max_tokens "
+                f"{params.max_tokens}); on a testnet, grant credit with --faucet"
+            ) from exc
 
     # -- providers -----------------------------------------------------------------
 
