@@ -26,6 +26,8 @@ app = typer.Typer(
 
 # Each module registers its commands on `app`; keep the list sorted.
 COMMAND_MODULES: list[str] = [
+    "p2pinfer.cli.engine_cmds",
+    "p2pinfer.cli.hw_cmds",
     "p2pinfer.cli.identity_cmds",
     "p2pinfer.cli.ledger_cmds",
 ]
