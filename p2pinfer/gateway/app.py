@@ -1,0 +1,65 @@
+"""The gateway app: the Ollama + OpenAI APIs over the network, admin, metrics, dashboard.
+
+`create_gateway_app(view, config)` is a Starlette app with `GatewayGuard` as its
+middleware (keys, rate limit, body limit, errors as JSON):
+the API routes are `backends.server.api_routes` over the node's network
+backend, so shapes, errors and streaming are the engine server's; each
+successful job reply names its provider, job id and (when sent after the last
+token) its charge in `X-P2PInfer-*` headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from p2pinfer.backends.base import Completion, StreamEvent
+from p2pinfer.backends.server import api_routes
+from p2pinfer.backends.wire import Clock, utc_now
+from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
+from p2pinfer.gateway.config import GatewayConfig
+from p2pinfer.gateway.dashboard import dashboard_response
+from p2pinfer.gateway.security import GatewayGuard
+from p2pinfer.gateway.view import NodeView
+
+PROVIDER_HEADER = "X-P2PInfer-Provider"
+JOB_ID_HEADER = "X-P2PInfer-Job-Id"
+CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
+
+
+def create_gateway_app(
+    view: NodeView, config: GatewayConfig, *, clock: Clock = utc_now
+) -> Starlette:
+    """The gateway over `view`, guarded as `config` says (keys, rate limit, body limit)."""
+
+    def job_headers(
+        events: AsyncIterator[StreamEvent], done: Completion | None
+    ) -> Sequence[tuple[str, str]]:
+        meta = view.job_meta(events)
+        if meta is None:
+            return ()
+        headers = [(PROVIDER_HEADER, meta.provider), (JOB_ID_HEADER, meta.job_id)]
+        if meta.charged is not None:
+            headers.append((CHARGED_HEADER, str(meta.charged)))
+        return headers
+
+    async def root(request: Request) -> Response:
+        return dashboard_response(request, config)
+
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
+    routes = [
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        *admin_routes(view),
+        *api_routes(view.backend, clock=clock, reply_headers=job_headers),
+    ]
+    metrics = GatewayMetrics.of(view.metrics.registry)
+    guard = Middleware(GatewayGuard, config=config, on_response=metrics.observe)
+    return Starlette(routes=routes, middleware=[guard])
