@@ -5,18 +5,20 @@ middleware (keys, rate limit, body limit, errors as JSON):
 the API routes are `backends.server.api_routes` over the node's network
 backend, so shapes, errors and streaming are the engine server's; each
 successful job reply names its provider, job id and (when sent after the last
-token) its charge in `X-P2PInfer-*` headers.
+token) its charge in `X-P2PInfer-*` headers, read from `NodeView.track_job()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from p2pinfer.backends.base import Completion, StreamEvent
 from p2pinfer.backends.server import api_routes
@@ -25,11 +27,36 @@ from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
 from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.gateway.dashboard import dashboard_response
 from p2pinfer.gateway.security import GatewayGuard
-from p2pinfer.gateway.view import NodeView
+from p2pinfer.gateway.view import JobMeta, NodeView
 
 PROVIDER_HEADER = "X-P2PInfer-Provider"
 JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
+
+#: The paths whose requests run a job through the network.
+JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
+
+# The reader of the current request's job metadata (set per request, in its own task).
+_request_job: ContextVar[Callable[[], JobMeta | None] | None] = ContextVar(
+    "p2pinfer_gateway_request_job", default=None
+)
+
+
+class JobTracking:
+    """ASGI middleware: asks the view to follow the job of each job request (see track_job)."""
+
+    def __init__(self, app: ASGIApp, view: NodeView) -> None:
+        self.app, self.view = app, view
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in JOB_PATHS:
+            await self.app(scope, receive, send)
+            return
+        token = _request_job.set(self.view.track_job())
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request_job.reset(token)
 
 
 def create_gateway_app(
@@ -40,7 +67,8 @@ def create_gateway_app(
     def job_headers(
         events: AsyncIterator[StreamEvent], done: Completion | None
     ) -> Sequence[tuple[str, str]]:
-        meta = view.job_meta(events)
+        reader = _request_job.get()
+        meta = reader() if reader is not None else None
         if meta is None:
             return ()
         headers = [(PROVIDER_HEADER, meta.provider), (JOB_ID_HEADER, meta.job_id)]
@@ -61,5 +89,7 @@ def create_gateway_app(
         *api_routes(view.backend, clock=clock, reply_headers=job_headers),
     ]
     metrics = GatewayMetrics.of(view.metrics.registry)
-    guard = Middleware(GatewayGuard, config=config, on_response=metrics.observe)
-    return Starlette(routes=routes, middleware=[guard])
+    return Starlette(routes=routes, middleware=[
+        Middleware(GatewayGuard, config=config, on_response=metrics.observe),
+        Middleware(JobTracking, view=view),
+    ])  # fmt: skip

@@ -9,11 +9,11 @@ as they are: money in integer micro-credits, time in integer milliseconds
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from p2pinfer.backends.base import Backend, StreamEvent
+from p2pinfer.backends.base import Backend
 from p2pinfer.metrics import NodeMetrics
 
 JobRole = Literal["consumer", "provider"]
@@ -175,10 +175,14 @@ class NodeView(Protocol):
 
     async def reputation(self) -> Sequence[ReputationRow]: ...
 
-    def job_meta(self, events: AsyncIterator[StreamEvent]) -> JobMeta | None:
-        """The job behind an event stream `backend.chat()`/`generate()` opened, if known.
+    def track_job(self) -> Callable[[], JobMeta | None]:
+        """Start following the job of the API request being served; return its reader.
 
-        Called when the reply starts (at the first token when streaming, after the
-        last one otherwise), so `charged` is known only in the second case.
+        Called at the start of each API request, in the task that will call
+        `backend.chat()`/`generate()`, before it does (the node sets its network
+        backend's per-request metadata slot here, e.g. a ContextVar). The reader
+        tells what is known so far: None before a provider accepted; `charged`
+        once the provider's result arrived. The gateway reads it when the reply
+        starts: at the first token when streaming, after the last one otherwise.
         """
         ...

@@ -1,14 +1,16 @@
 """A `FakeNodeView` with canned node state and a scripted network backend, for gateway tests.
 
 The fake backend behaves as the network backend does at the interface: it lists
-the catalog's models, streams a script of events, and its event stream carries
-the job's metadata (provider, job id; the charge once the result arrived).
+the catalog's models, streams a script of events, and fills the job's metadata
+(provider, job id; the charge once the result arrived) into the slot the caller
+put in a ContextVar, as `net.network_backend.NetworkBackend` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -53,12 +55,24 @@ CPU = HardwareView("AMD EPYC", 16, 65536)
 GPU_BOX = HardwareView("Intel Xeon", 32, 131072, (GpuView("NVIDIA H100", 81920),))
 
 
-class FakeJobStream:
-    """The iterator a fake network job yields: events, and the job's metadata."""
+@dataclass
+class FakeJobMetaSlot:
+    """What the caller puts in `fake_job_meta` for the backend to fill."""
 
-    def __init__(self, script: Sequence[StreamEvent | P2PInferError], meta: JobMeta) -> None:
+    meta: JobMeta | None = None
+
+
+fake_job_meta: ContextVar[FakeJobMetaSlot | None] = ContextVar("fake_job_meta", default=None)
+
+
+class FakeJobStream:
+    """The iterator a fake network job yields; it keeps the caller's metadata slot current."""
+
+    def __init__(self, script: Sequence[StreamEvent | P2PInferError], slot: FakeJobMetaSlot
+                 ) -> None:  # fmt: skip
         self._script = list(script)
-        self.meta = meta
+        self._slot = slot
+        slot.meta = JobMeta(PROVIDER_A, JOB_ID)
 
     def __aiter__(self) -> FakeJobStream:
         return self
@@ -70,8 +84,8 @@ class FakeJobStream:
         item = self._script.pop(0)
         if isinstance(item, P2PInferError):
             raise item
-        if isinstance(item, Completion):
-            self.meta = replace(self.meta, charged=CHARGE)  # the provider's result arrived
+        if isinstance(item, Completion) and self._slot.meta is not None:
+            self._slot.meta = replace(self._slot.meta, charged=CHARGE)  # the result arrived
         return item
 
 
@@ -96,7 +110,7 @@ class FakeNetworkBackend:
     async def _stream(self) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         if self.open_error is not None:
             raise self.open_error
-        yield FakeJobStream(self.script, JobMeta(PROVIDER_A, JOB_ID))
+        yield FakeJobStream(self.script, fake_job_meta.get() or FakeJobMetaSlot())
 
     def chat(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
              ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:  # fmt: skip
@@ -172,8 +186,10 @@ class FakeNodeView:
             ReputationRow(PROVIDER_B, 420, 3, 5, 0, 2, "open", True, 1_700_000_056_000),
         ]
 
-    def job_meta(self, events: AsyncIterator[StreamEvent]) -> JobMeta | None:
-        return events.meta if isinstance(events, FakeJobStream) else None
+    def track_job(self) -> Callable[[], JobMeta | None]:
+        slot = FakeJobMetaSlot()
+        fake_job_meta.set(slot)
+        return lambda: slot.meta
 
     def _maybe_fail(self) -> None:
         if self.failing is not None:
