@@ -32,6 +32,7 @@ from p2pinfer.gateway.view import JobMeta, NodeView
 PROVIDER_HEADER = "X-P2PInfer-Provider"
 JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
+FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
 
 #: The paths whose requests run a job through the network.
 JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
@@ -74,6 +75,8 @@ def create_gateway_app(
         headers = [(PROVIDER_HEADER, meta.provider), (JOB_ID_HEADER, meta.job_id)]
         if meta.charged is not None:
             headers.append((CHARGED_HEADER, str(meta.charged)))
+        if meta.failovers:
+            headers.append((FAILOVERS_HEADER, str(meta.failovers)))
         return headers
 
     async def root(request: Request) -> Response:

@@ -143,6 +143,7 @@ class JobMeta:
     provider: str  # peer id
     job_id: str  # hex
     charged: int | None = None  # micro-credits; None until the provider's result arrived
+    failovers: int = 0  # providers that failed this request before this one
 
 
 class NodeView(Protocol):

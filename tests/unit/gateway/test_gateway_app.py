@@ -126,6 +126,7 @@ async def test_chat_reply_names_provider_job_and_charge() -> None:
         assert r.headers["x-p2pinfer-provider"] == PROVIDER_A
         assert r.headers["x-p2pinfer-job-id"] == JOB_ID
         assert r.headers["x-p2pinfer-charged"] == str(CHARGE)
+        assert "x-p2pinfer-failovers" not in r.headers  # none failed
     assert reply.json()["message"]["content"] == "Hello"
     assert openai.json()["choices"][0]["message"]["content"] == "Hello"
     assert openai.json()["usage"] == {"prompt_tokens": 5, "completion_tokens": 2,
