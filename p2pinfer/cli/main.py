@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.ledger_cmds",
     "p2pinfer.cli.network_cmds",
     "p2pinfer.cli.node_cmds",
+    "p2pinfer.cli.sim_cmds",
     "p2pinfer.cli.testnet_cmds",
 ]
 
