@@ -53,6 +53,18 @@ def headless_chromium(width: int = 1440, height: int = 1000) -> Iterator[Any]:
         driver.quit()
 
 
+def full_page_screenshot(driver: Any, path: str) -> None:
+    """Save the whole page (not just the window) as a PNG at `path`."""
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    width = int(driver.execute_script("return document.documentElement.clientWidth"))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+    try:
+        driver.save_screenshot(path)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 def console_errors(driver: Any) -> list[str]:
     """The page's console errors (and failed loads) since the last call."""
     return [entry["message"] for entry in driver.get_log("browser")

@@ -25,7 +25,7 @@ def _check_page(url: str) -> None:
         assert "smollm2:135m" in peers and "480.0 tok/s" in peers and "H100" in peers
         assert "open" in peers  # provider B's breaker
         jobs = text_of(driver, "jobs-body")
-        assert "running" in jobs and "done" in jobs and "0.001234" in jobs
+        assert "running" in jobs and "done" in jobs and "1,234 µcr" in jobs
         assert text_of(driver, "kpi-providers") == "2"
         assert text_of(driver, "peer-id").startswith("12D3Ko")
         # The chart was drawn: the canvas is not blank.
