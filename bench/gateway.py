@@ -8,7 +8,9 @@ Writes bench/results/gateway.json (date, machine, numbers):
   its own consumer client): time to first token and generation tokens/s
   ((completion tokens - 1) / (total - TTFT), the same definition for both);
 - the TTFT the gateway adds: per gateway job, the HTTP client's TTFT minus the
-  node's own consumer TTFT for that job (from its /metrics histogram);
+  node's own consumer TTFT for that job (from its /metrics histogram), next to
+  the plain HTTP round trip to the same node (`GET /api/version`) measured
+  between the jobs: the part of the added time that any loopback HTTP call pays;
 - requests/s with a 1-token generation at concurrency 16 through the gateway
   (nodes run `--queue 16` so requests wait for a slot instead of being refused);
 - the same load on the gateway alone (a FakeNodeView in this process): the HTTP
@@ -96,6 +98,18 @@ def gateway_job(url: str, max_tokens: int) -> dict[str, float]:
             "tokens": tokens, "tokens_per_s": tokens_per_s(tokens, total_ms, ttft_ms)}
 
 
+def http_round_trip_ms(url: str, samples: int = 20) -> float:
+    """Median `GET /api/version` round trip on a kept-alive connection."""
+    times = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        client.get("/api/version")
+        for _ in range(samples):
+            started = time.perf_counter()
+            client.get("/api/version")
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def ask_job(directory: Path, max_tokens: int) -> dict[str, float]:
     """The same job with `p2pinfer ask --json` (its own client's timings)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -152,7 +166,9 @@ async def gateway_alone(requests: int) -> dict[str, Any]:
     return result
 
 
-def side_by_side(gateway: list[dict[str, float]], ask: list[dict[str, float]]) -> dict[str, Any]:
+def side_by_side(
+    gateway: list[dict[str, float]], ask: list[dict[str, float]], rtt_ms: list[float]
+) -> dict[str, Any]:
     gw_tps, ask_tps = median([g["tokens_per_s"] for g in gateway]), median(
         [a["tokens_per_s"] for a in ask])
     added = [g["ttft_ms"] - g["node_ttft_ms"] for g in gateway]
@@ -165,6 +181,7 @@ def side_by_side(gateway: list[dict[str, float]], ask: list[dict[str, float]]) -
         "tokens_per_s_ratio_gateway_over_ask": round(gw_tps / ask_tps, 3) if ask_tps else None,
         "gateway_added_ttft_median_ms": median(added),
         "gateway_added_ttft_max_ms": round(max(added), 2),
+        "http_round_trip_median_ms": median(rtt_ms),
         "goal": ">= 0.97x tokens/s, < 10 ms added median TTFT",
         "runs": {"gateway": gateway, "ask": ask},
     }  # fmt: skip
@@ -172,7 +189,7 @@ def side_by_side(gateway: list[dict[str, float]], ask: list[dict[str, float]]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=8, help="jobs each way, interleaved")
+    parser.add_argument("--runs", type=int, default=12, help="jobs each way, interleaved")
     parser.add_argument("--tokens", type=int, default=64, help="max tokens per job")
     parser.add_argument("--load-requests", type=int, default=96)
     args = parser.parse_args()
@@ -190,9 +207,10 @@ def main() -> None:
                 time.sleep(0.2)
             gateway_job(url, 8)  # warm both paths: model pages, connections
             ask_job(directory, 8)
-            gateway_runs, ask_runs = [], []
+            gateway_runs, ask_runs, rtts = [], [], []
             for i in range(args.runs):
                 print(f"run {i + 1}/{args.runs}", file=sys.stderr)
+                rtts.append(http_round_trip_ms(url))
                 gateway_runs.append(gateway_job(url, args.tokens))
                 ask_runs.append(ask_job(directory, args.tokens))
             network_load = trio.run(load, url, args.load_requests)
@@ -206,7 +224,7 @@ def main() -> None:
                     "load_average_1m": round(os.getloadavg()[0], 2)},
         "model": MODEL, "max_tokens": args.tokens, "prompt": PROMPT,
         "testnet": "3 nodes on this machine, embedded llama.cpp, --queue 16",
-        "streaming_job": side_by_side(gateway_runs, ask_runs),
+        "streaming_job": side_by_side(gateway_runs, ask_runs, rtts),
         "one_token_load_through_network": network_load,
         "one_token_load_gateway_alone": alone,
     }  # fmt: skip
