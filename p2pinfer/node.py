@@ -108,6 +108,24 @@ def grant_faucet(ledger: Ledger, identity: NodeIdentity, amount: int) -> bool:
     return True
 
 
+def substitute_name(spec: str) -> str:
+    """The name the backend knows a substitute-model spec by (NAME, NAME=PATH or a .gguf)."""
+    from p2pinfer.backends.models import normalize_name
+
+    if "=" in spec:
+        return normalize_name(spec.partition("=")[0])
+    if spec.endswith(".gguf"):
+        return normalize_name(Path(spec).stem.lower())
+    return normalize_name(spec)
+
+
+def served_fault(fault: Fault | None) -> Fault | None:
+    """The fault as the job server applies it (a substitute named as the backend names it)."""
+    if fault is not None and fault.kind == "substitute-model":
+        return Fault("substitute-model", model=substitute_name(fault.model))
+    return fault
+
+
 def make_node_backend(config: NodeConfig) -> Backend | None:
     """The backend from `--backend` (None for `none`). With substitute-model the
     substitute is loaded too, but only the advertised models are offered."""
@@ -122,12 +140,18 @@ def make_node_backend(config: NodeConfig) -> Backend | None:
 
 
 async def served_models(backend: Backend, config: NodeConfig) -> list[ModelInfo]:
-    """The models to advertise: the backend's, limited to `--models` when given."""
+    """The models to advertise: the backend's, limited to `--models` when given (the
+    embedded engine was built with just those), never a substitute-model fault's."""
     from p2pinfer.backends.models import find_model
 
-    if not config.models:
-        return await backend.list_models()
-    return [await find_model(backend, name) for name in config.models]
+    fault = config.fault
+    hidden = substitute_name(fault.model).lower() if (
+        fault is not None and fault.kind == "substitute-model") else None
+    if config.models and backend.name != "embedded":
+        models = [await find_model(backend, name) for name in config.models]
+    else:
+        models = await backend.list_models()
+    return [m for m in models if m.name.lower() != hidden or not config.models]
 
 
 async def benchmark_models(
@@ -237,7 +261,8 @@ async def run_node(
                         identity, engine, {s.info.name: s.info for s in served},
                         config=JobServerConfig(
                             max_concurrency=config.max_concurrency, queue=config.queue,
-                            price_per_1k=config.price_per_1k, preset=preset, fault=config.fault),
+                            price_per_1k=config.price_per_1k, preset=preset,
+                            fault=served_fault(config.fault)),
                         catalog=net.catalog, ledger=ledger, metrics=metrics)
                     server.install(net.set_stream_handler)
                     net.start_advertising(

@@ -21,11 +21,14 @@ DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 def setup_logging(level: str) -> None:
-    """key=value lines on stderr; the node's own INFO lines, libp2p's only when severe."""
+    """key=value lines on stderr at `level` for p2pinfer's own loggers; other libraries'
+    at INFO or above (and libp2p's only when severe, see net.host)."""
+    chosen = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=max(chosen, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("p2pinfer").setLevel(chosen)
 
 
 def node(

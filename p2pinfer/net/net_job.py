@@ -351,6 +351,11 @@ class NetJob:
 
 
 def with_seed(params: JobParams, seed: int) -> JobParams:
-    """`params` with `seed` if it had none: every attempt of a job samples alike, so a
-    failover usually continues the same answer."""
-    return params if params.seed is not None else replace(params, seed=seed)
+    """`params` with `seed` if it had none (every attempt of a job then samples alike, so
+    a failover usually continues the same answer), and floats where the wire wants them."""
+    return replace(
+        params,
+        seed=seed if params.seed is None else params.seed,
+        temperature=float(params.temperature),
+        top_p=float(params.top_p),
+    )

@@ -59,8 +59,8 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
     """The wire's parameters for a backend request, clamped to the wire's bounds."""
     return JobParams(
         max_tokens=params.max_tokens if params.max_tokens > 0 else default_max_tokens,
-        temperature=min(max(params.temperature, 0.0), 10.0),
-        top_p=min(max(params.top_p, 0.0), 1.0),
+        temperature=float(min(max(params.temperature, 0.0), 10.0)),
+        top_p=float(min(max(params.top_p, 0.0), 1.0)),
         top_k=max(params.top_k, 0),
         seed=None if params.seed is None else params.seed % 2**32,
         stop=tuple(s for s in params.stop if s)[:16],
