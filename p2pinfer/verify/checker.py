@@ -160,6 +160,7 @@ class Verifier:
                 nursery.start_soon(self._recheck_loop)
             if self.config.validator and self.backend is not None:
                 nursery.start_soon(self._validator_loop)
+            await trio.sleep_forever()  # the nursery stays open for report judgements
 
     async def _validator_loop(self) -> None:
         while True:
