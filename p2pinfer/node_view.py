@@ -29,12 +29,14 @@ from p2pinfer.gateway.view import (
     NodeInfo,
     PeerView,
     ReputationRow,
+    catalog_counts,
 )
 from p2pinfer.job_board import BoardJob, JobBoard
 from p2pinfer.market.entries import FaucetGrant, peer_account
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net import network_backend
 from p2pinfer.protocol import HardwareProfile
+from p2pinfer.sim.kpis import LiveKPIs, ledger_kpis
 from p2pinfer.verify.reputation import on_probation
 
 if TYPE_CHECKING:
@@ -208,6 +210,14 @@ class LiveNodeView:
 
     async def reputation(self) -> Sequence[ReputationRow]:
         return await self._reputation_records()
+
+    async def kpis(self) -> LiveKPIs:
+        counts = catalog_counts(await self.catalog())
+        ledger = self._ledger
+        if ledger is None:
+            return ledger_kpis((), counts, self._clock())
+        entries = await trio.to_thread.run_sync(ledger.entries, limiter=self._db)
+        return ledger_kpis(entries, counts, self._clock())
 
     async def _reputation_records(self) -> list[ReputationRow]:
         book = self._reputation

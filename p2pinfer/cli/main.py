@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.engine_cmds",
     "p2pinfer.cli.hw_cmds",
     "p2pinfer.cli.identity_cmds",
+    "p2pinfer.cli.kpis_cmds",
     "p2pinfer.cli.ledger_cmds",
     "p2pinfer.cli.network_cmds",
     "p2pinfer.cli.node_cmds",

@@ -105,7 +105,7 @@ _GATEWAY_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, GatewayMetrics] =
 
 
 def admin_routes(view: NodeView) -> list[Route]:
-    """`/admin/{node,peers,catalog,jobs,ledger,reputation}` and `/metrics` over `view`."""
+    """`/admin/{node,peers,catalog,jobs,ledger,reputation,kpis}` and `/metrics` over `view`."""
 
     async def node() -> Any:
         return _plain(await view.node_info())
@@ -128,6 +128,9 @@ def admin_routes(view: NodeView) -> list[Route]:
     async def reputation() -> Any:
         return {"peers": [_plain(r) for r in await view.reputation()]}
 
+    async def kpis() -> Any:
+        return _plain(await view.kpis())
+
     async def metrics(request: Request) -> Response:
         node_metrics = view.metrics
         try:
@@ -143,6 +146,7 @@ def admin_routes(view: NodeView) -> list[Route]:
         Route("/admin/jobs", _admin(jobs), methods=["GET"]),
         Route("/admin/ledger", _admin(ledger), methods=["GET"]),
         Route("/admin/reputation", _admin(reputation), methods=["GET"]),
+        Route("/admin/kpis", _admin(kpis), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
 
