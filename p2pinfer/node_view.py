@@ -31,6 +31,7 @@ from p2pinfer.gateway.view import (
     ReputationRow,
     catalog_counts,
 )
+from p2pinfer.gov.status import GovernanceView
 from p2pinfer.job_board import BoardJob, JobBoard
 from p2pinfer.market.entries import FaucetGrant, peer_account
 from p2pinfer.metrics import NodeMetrics
@@ -104,7 +105,9 @@ class LiveNodeView:
         board: JobBoard | None = None,
         engine: str = "",
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        governance: GovernanceView | None = None,
     ) -> None:
+        self._governance = governance
         self._net, self._client, self._metrics = net, client, metrics
         self._hardware, self._ledger, self._reputation = hardware, ledger, reputation
         self._server, self._engine, self._clock = server, engine, clock_ms
@@ -123,6 +126,10 @@ class LiveNodeView:
     @property
     def backend(self) -> Backend:
         return self._backend
+
+    @property
+    def governance(self) -> GovernanceView | None:
+        return self._governance
 
     def track_job(self) -> Callable[[], JobMeta | None]:
         return track_network_job()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from p2pinfer.backends.base import Backend
+from p2pinfer.gov.status import GovernanceView
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.sim.kpis import CatalogCounts, LiveKPIs
 
@@ -172,6 +173,11 @@ class NodeView(Protocol):
     @property
     def backend(self) -> Backend:
         """Every API job goes through this backend."""
+        ...
+
+    @property
+    def governance(self) -> GovernanceView | None:
+        """The node's governance (None: the node runs without it)."""
         ...
 
     async def node_info(self) -> NodeInfo: ...

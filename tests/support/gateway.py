@@ -42,6 +42,7 @@ from p2pinfer.gateway.view import (
     PeerView,
     ReputationRow,
 )
+from p2pinfer.gov.status import GovernanceView
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.sim.kpis import LiveKPIs
 
@@ -148,6 +149,7 @@ class FakeNodeView:
     backend: FakeNetworkBackend = field(default_factory=FakeNetworkBackend)
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
     failing: P2PInferError | None = None  # raised by every snapshot when set
+    governance: GovernanceView | None = None
 
     async def node_info(self) -> NodeInfo:
         self._maybe_fail()
