@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.ask_cmds",
     "p2pinfer.cli.engine_cmds",
     "p2pinfer.cli.hw_cmds",
+    "p2pinfer.cli.gov_cmds",
     "p2pinfer.cli.identity_cmds",
     "p2pinfer.cli.kpis_cmds",
     "p2pinfer.cli.ledger_cmds",
