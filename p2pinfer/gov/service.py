@@ -158,10 +158,13 @@ class GovService:
             raise UsageError("this node declares no stake (start it with --stake): "
                              "a vote without stake is ignored")
         proposals = await trio.to_thread.run_sync(self._store.proposals, limiter=self._db)
-        if not any(p.id == proposal_id for p in proposals):
+        found = [p for p in proposals if p.id == proposal_id]
+        if not found:
             raise UsageError(f"unknown proposal {proposal_id.hex()}")
-        vote = sign_vote(self._identity, proposal_id, yes, stake=self._stake,
-                         issued_at=self._clock())
+        now = self._clock()
+        if now > found[0].voting_deadline:
+            raise UsageError(f"voting on {proposal_id.hex()[:16]} closed: a late vote is ignored")
+        vote = sign_vote(self._identity, proposal_id, yes, stake=self._stake, issued_at=now)
         await self._publish(vote)
         return await self._status_of(proposal_id)
 
