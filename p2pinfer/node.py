@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,8 @@ from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import GpuView, HardwareView
+from p2pinfer.gov.service import GovService
+from p2pinfer.gov.store import GovStore, gov_path
 from p2pinfer.hardware import BenchCache, cached_benchmark, probe
 from p2pinfer.hardware.benchmark import BenchResult
 from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
@@ -248,7 +251,8 @@ async def run_node(
         served = await benchmark_models(backend, await served_models(backend, config), machine,
                                         config)
     with Ledger.open(ledger_path(home), identity) as ledger, \
-            ReputationBook.open(reputation_path(home)) as reputation:
+            ReputationBook.open(reputation_path(home)) as reputation, \
+            closing(GovStore(gov_path(home))) as gov_store:
         grant_faucet(ledger, identity, config.faucet)
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
@@ -272,12 +276,16 @@ async def run_node(
                         interval_s=config.advert_interval_s)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client)
+                governance = GovService(identity, net, gov_store, stake=config.stake,
+                                        ledger=ledger)
+                await governance.start(nursery)
                 gateway_url = None
                 if gateway_config is not None:
                     view = LiveNodeView(
                         net=net, client=client, metrics=metrics, hardware=machine_view(machine),
                         ledger=ledger, reputation=reputation, server=server, board=board,
-                        engine=backend.name if backend is not None else "")
+                        engine=backend.name if backend is not None else "",
+                        governance=governance)
                     binding = await nursery.start(partial(run_gateway, view, gateway_config))
                     gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics)
