@@ -238,7 +238,11 @@ async def network_of(work: Path, tiny: Path, size: int, window_s: float, lookups
         startup_s = time.perf_counter() - started_up
         nodes = testnet.status(directory)
         all_up_ms = time.time_ns() // 1_000_000
+        procs = [psutil.Process(n.pid) for n in nodes]
+        cpu_before = [sum(p.cpu_times()[:2]) for p in procs]
         await trio.sleep(window_s)  # a measurement window: several republish rounds
+        cpu_pct = [(sum(p.cpu_times()[:2]) - b) / window_s * 100
+                   for p, b in zip(procs, cpu_before, strict=True) if p.is_running()]
         delays: list[float] = []
         for node in nodes:
             text = (Path(node.home) / "node.log").read_text(errors="replace")
@@ -269,6 +273,7 @@ async def network_of(work: Path, tiny: Path, size: int, window_s: float, lookups
         "advert_interval_s": interval_s,
         "advert_propagation_ms": summary(delays),
         "advert_admissions_seen": len(delays), "advert_admissions_expected": int(expected),
+        "idle_cpu_percent_per_node": summary(cpu_pct),
         "dht_lookup_ms": summary(lookup_ms),
         "dht_providers_found": {"min": min(found), "max": max(found), "serving": size - 1},
         "idle_rss_mb": {"backend_none": round(rss.get(0, float("nan")), 1),

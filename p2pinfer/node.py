@@ -41,6 +41,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class NodeConfig:
     advert_interval_s: float = 30.0
     advert_ttl_ms: int = 120_000
     client: ClientConfig = field(default_factory=ClientConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # spot-checks (verify/checker)
 
 
     def gateway_config(self) -> GatewayConfig | None:
@@ -279,6 +281,12 @@ async def run_node(
                     binding = await nursery.start(partial(run_gateway, view, gateway_config))
                     gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics)
+                verifier = Verifier(
+                    net, identity, client, backend=backend,
+                    models=frozenset(s.info.name for s in served), reputation=reputation,
+                    ledger=ledger, config=config.verify,
+                    digests={s.info.name: s.info.digest for s in served})
+                nursery.start_soon(verifier.run)
                 model_names = [s.info.name for s in served]
                 status: dict[str, Any] = {
                     "pid": os.getpid(),
@@ -325,3 +333,7 @@ def check_config(config: NodeConfig) -> None:
         raise UsageError("--faucet and --stake are amounts of micro-credits, 0 or more")
     config.gateway_config()
     preset_named(config.preset)
+    if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
+        raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
+    if config.verify.validator and config.backend.strip().lower() == "none":
+        raise UsageError("--validator needs a backend to re-run the jobs it checks")

@@ -27,7 +27,13 @@ from contextlib import asynccontextmanager
 import trio
 
 from p2pinfer.backends.models import normalize_name
-from p2pinfer.errors import DuplicateEntryError, LedgerError, P2PInferError, UsageError
+from p2pinfer.errors import (
+    DuplicateEntryError,
+    InsufficientCreditError,
+    LedgerError,
+    P2PInferError,
+    UsageError,
+)
 from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.market.entries import peer_account
 from p2pinfer.market.ledger import ChargeInput, Ledger
@@ -74,6 +80,8 @@ class JobClient:
         self._rng = rng or random.Random()
         self._rtt: dict[str, tuple[float, float]] = {}  # peer -> (ms, trio time measured)
         self._db = trio.CapacityLimiter(1)
+        # Called with each completed job's outcome (verify/ samples them for re-checks).
+        self.outcome_hooks: list[Callable[[JobOutcome], None]] = []
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -121,10 +129,16 @@ class JobClient:
     def _check_credit(self, params: JobParams) -> None:
         if self.ledger is None or not self.config.require_credit:
             return
-        self.ledger.require_credit(
-            peer_account(self.identity.public_key),
-            charge_for(self.config.max_price_per_1k, params.max_tokens),
-        )
+        try:
+            self.ledger.require_credit(
+                peer_account(self.identity.public_key),
+                charge_for(self.config.max_price_per_1k, params.max_tokens),
+            )
+        except InsufficientCreditError as exc:
+            raise InsufficientCreditError(
+                f"{exc} (max price {self.config.max_price_per_1k} per 1k tokens x max_tokens "
+                f"{params.max_tokens}); on a testnet, grant credit with --faucet"
+            ) from exc
 
     # -- providers -----------------------------------------------------------------
 

@@ -24,7 +24,6 @@ import os
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import trio
 
@@ -37,14 +36,13 @@ from p2pinfer.errors import (
     NetworkError,
 )
 from p2pinfer.market.ledger import ChargeInput, Ledger
-from p2pinfer.market.pricing import DEFAULT_PRICING, PricingParams, price_for
-from p2pinfer.market.split import SplitPreset, preset_named
+from p2pinfer.market.pricing import price_for
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.admission import Busy, ModelSlots
 from p2pinfer.net.adverts import Catalog
 from p2pinfer.net.config import wall_clock_ms
-from p2pinfer.net.faults import Fault
 from p2pinfer.net.generation import Outbox, collapsing_nursery, run_generation
+from p2pinfer.net.job_types import JobRecord, JobServerConfig
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -54,7 +52,6 @@ from p2pinfer.protocol import (
     ProviderState,
     ReceiptReceived,
     ReplayWindow,
-    RequestLimits,
     RequestReceived,
 )
 from p2pinfer.protocol.codec import Signer
@@ -62,37 +59,9 @@ from p2pinfer.protocol.messages import JobRequest, RejectCode
 
 log = logging.getLogger(__name__)
 
+__all__ = ["JobRecord", "JobServer", "JobServerConfig"]
+
 MAX_CHUNK_CHARS = 65_536
-
-
-@dataclass(frozen=True)
-class JobServerConfig:
-    """The provider's policy. `price_per_1k` None: priced by market.pricing from the model's
-    utilisation and the number of providers in the catalog."""
-
-    max_concurrency: int = 1  # jobs per model at once
-    queue: int = 4  # jobs per model waiting for a slot; more are refused `busy`
-    limits: RequestLimits = field(default_factory=RequestLimits)
-    price_per_1k: int | None = None
-    pricing: PricingParams = DEFAULT_PRICING
-    preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
-    request_timeout_s: float = 10.0  # for the request to arrive on a new stream
-    write_timeout_s: float = 30.0  # for the consumer to take one frame
-    receipt_timeout_s: float = 30.0  # for the receipt after the result
-    fault: Fault | None = None
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """How one job ended at this provider (the last few hundred are kept)."""
-
-    job_id: str  # hex
-    model: str
-    consumer: str  # PeerID of the request's signer
-    outcome: str  # completed | unpaid | cancelled | rejected:<code> | failed
-    completion_tokens: int
-    max_tokens: int
-    charged: int
 
 
 class _Job:
@@ -192,7 +161,7 @@ class JobServer:
             return
         request = event.request.msg
         started = trio.current_time()
-        async with trio.open_nursery() as nursery:
+        async with collapsing_nursery() as nursery:
             nursery.start_soon(self._watch, job)
             try:
                 await self._run(job, request, started)
@@ -205,10 +174,10 @@ class JobServer:
                 data = await job.stream.read_some(timeout_s=None)
                 events = job.machine.receive_eof() if not data else job.machine.receive_data(
                     data, self._clock())
-                for ev in events:
-                    if isinstance(ev, RequestReceived | ProtocolViolation):
-                        return ev
-                    return None  # the consumer went away before asking anything
+                if events:
+                    first = events[0]
+                    # Anything else (PeerClosed): the consumer left before asking.
+                    return first if isinstance(first, RequestReceived | ProtocolViolation) else None
         return None
 
     async def _watch(self, job: _Job) -> None:

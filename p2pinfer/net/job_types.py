@@ -1,10 +1,13 @@
-"""What the consumer client takes and gives: its settings, candidates and job outcomes."""
+"""The job server's and the consumer client's settings and records, candidates, outcomes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2pinfer.market.pricing import DEFAULT_PRICING, PricingParams
 from p2pinfer.market.split import SplitPreset, preset_named
+from p2pinfer.net.faults import Fault
+from p2pinfer.protocol import RequestLimits
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,34 @@ class JobOutcome:
     ttft_ms: float
     total_ms: float
     chunks: int  # Chunk messages the answer came in (tokens travel together on slow links)
+    request: bytes = b""  # our signed JobRequest (with `result`: evidence for a spot-check)
+
+
+@dataclass(frozen=True)
+class JobServerConfig:
+    """The provider's policy. `price_per_1k` None: priced by market.pricing from the model's
+    utilisation and the number of providers in the catalog."""
+
+    max_concurrency: int = 1  # jobs per model at once
+    queue: int = 4  # jobs per model waiting for a slot; more are refused `busy`
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    price_per_1k: int | None = None
+    pricing: PricingParams = DEFAULT_PRICING
+    preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
+    request_timeout_s: float = 10.0  # for the request to arrive on a new stream
+    write_timeout_s: float = 30.0  # for the consumer to take one frame
+    receipt_timeout_s: float = 30.0  # for the receipt after the result
+    fault: Fault | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """How one job ended at this provider (the last few hundred are kept)."""
+
+    job_id: str  # hex
+    model: str
+    consumer: str  # PeerID of the request's signer
+    outcome: str  # completed | unpaid | cancelled | rejected:<code> | failed
+    completion_tokens: int
+    max_tokens: int
+    charged: int
