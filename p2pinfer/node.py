@@ -24,11 +24,13 @@ import trio
 from p2pinfer import identity as identity_store
 from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
-from p2pinfer.gateway.serve import parse_host_port, run_gateway
+from p2pinfer.gateway import GatewayConfig, run_gateway
+from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.hardware import BenchCache, cached_benchmark, probe
 from p2pinfer.hardware.benchmark import BenchResult
 from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.job_board import JobBoard
 from p2pinfer.market.ledger import Ledger, ledger_path
 from p2pinfer.market.split import preset_named
 from p2pinfer.metrics import NodeMetrics
@@ -37,7 +39,7 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.faults import Fault
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
-from p2pinfer.net.network_backend import NetworkBackend
+from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
 
@@ -62,6 +64,8 @@ class NodeConfig:
     backend: str = "embedded"  # or ollama[=URL], openai=URL, none (a consumer-only node)
     models: tuple[str, ...] = ()
     gateway: str | None = "127.0.0.1:11435"
+    api_key: str | None = None  # None: P2PINFER_API_KEY; required off loopback
+    gateway_rate_limit: str | None = None  # RATE[/BURST] per key; None: env or 20/40
     fault: Fault | None = None
     faucet: int = 0  # granted to this node's own account once, for testnets
     price_per_1k: int | None = None  # None: market pricing
@@ -74,6 +78,14 @@ class NodeConfig:
     advert_interval_s: float = 30.0
     advert_ttl_ms: int = 120_000
     client: ClientConfig = field(default_factory=ClientConfig)
+
+
+    def gateway_config(self) -> GatewayConfig | None:
+        """The gateway's settings (None: no gateway); UsageError if unsafe or malformed."""
+        if not self.gateway:
+            return None
+        return GatewayConfig.resolve(self.gateway, api_key=self.api_key,
+                                     rate_limit=self.gateway_rate_limit)
 
 
 @dataclass
@@ -197,6 +209,13 @@ def write_status(home: Path, status: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def machine_view(machine: MachineProfile) -> HardwareView:
+    """This machine as the gateway shows it."""
+    gpus = tuple(GpuView(g.name, g.vram_total_bytes // 2**20) for g in machine.gpus)
+    return HardwareView(machine.cpu_model, machine.cpu_cores, machine.ram_total_bytes // 2**20,
+                        gpus)  # fmt: skip
+
+
 async def _gauges(net: NetHost, metrics: NodeMetrics) -> None:
     while True:
         metrics.peers.set(len(net.peers()))
@@ -219,6 +238,7 @@ async def run_node(
         log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
                     config.fault)
     preset = preset_named(config.preset)
+    gateway_config = config.gateway_config()
     backend = make_node_backend(config)
     machine = await trio.to_thread.run_sync(probe)
     served: list[Served] = []
@@ -229,14 +249,16 @@ async def run_node(
             ReputationBook.open(reputation_path(home)) as reputation:
         grant_faucet(ledger, identity, config.faucet)
         metrics = NodeMetrics()
+        board = JobBoard()  # the jobs the dashboard shows
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
                                announce_addrs=config.announce, enable_mdns=config.mdns)
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
                 server: JobServer | None = None
                 if backend is not None and served:
+                    engine = board.track(backend, role="provider", provider=net.peer_id)
                     server = JobServer(
-                        identity, backend, {s.info.name: s.info for s in served},
+                        identity, engine, {s.info.name: s.info for s in served},
                         config=JobServerConfig(
                             max_concurrency=config.max_concurrency, queue=config.queue,
                             price_per_1k=config.price_per_1k, preset=preset,
@@ -249,10 +271,13 @@ async def run_node(
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client)
                 gateway_url = None
-                if config.gateway:
-                    host, port = parse_host_port(config.gateway)
-                    gateway_url = await nursery.start(
-                        partial(run_gateway, NetworkBackend(client), host, port, metrics=metrics))
+                if gateway_config is not None:
+                    view = LiveNodeView(
+                        net=net, client=client, metrics=metrics, hardware=machine_view(machine),
+                        ledger=ledger, reputation=reputation, server=server, board=board,
+                        engine=backend.name if backend is not None else "")
+                    binding = await nursery.start(partial(run_gateway, view, gateway_config))
+                    gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics)
                 model_names = [s.info.name for s in served]
                 status: dict[str, Any] = {
@@ -298,6 +323,5 @@ def check_config(config: NodeConfig) -> None:
         raise UsageError("--price must be 0 or more micro-credits per 1k tokens")
     if config.faucet < 0 or config.stake < 0:
         raise UsageError("--faucet and --stake are amounts of micro-credits, 0 or more")
-    if config.gateway:
-        parse_host_port(config.gateway)
+    config.gateway_config()
     preset_named(config.preset)

@@ -88,10 +88,19 @@ def gemma3_path(cache_dir: Path) -> Path | None:
     module = importlib.import_module(_GEMMA3_PACKAGE)
     cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("assembling gemma3:270m into %s", cache_dir)
-    # Its documented use is `assemble()` -> path; some versions take a destination.
-    takes_destination = bool(inspect.signature(module.assemble).parameters)
-    produced = module.assemble(str(cache_dir)) if takes_destination else module.assemble()
-    for candidate in (Path(str(produced)) if produced else None, target):
+    # Its documented use is `assemble()` -> path; try a destination first when the
+    # function takes one (a directory or the file: both end at `target`).
+    produced: object = None
+    if inspect.signature(module.assemble).parameters:
+        for destination in (cache_dir, target):
+            try:
+                produced = module.assemble(str(destination))
+                break
+            except (OSError, TypeError, ValueError) as exc:
+                log.debug("assemble(%s) failed: %s", destination, exc)
+    if produced is None and not target.is_file():
+        produced = module.assemble()
+    for candidate in (target, Path(str(produced)) if produced else None):
         if candidate is not None and candidate.is_file():
             return candidate
     return None

@@ -4,8 +4,9 @@
 `/api/tags`, `/api/show`, `/api/ps`, `/api/generate`, `/api/chat`) and its
 OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, `/v1/completions`)
 with Starlette; `serve()` runs it with hypercorn on trio. Response shapes live in
-`ollama_wire`/`openai_wire`, the streaming machinery in `http_stream`, so the
-network gateway can serve the same API over a backend of its own.
+`ollama_wire`/`openai_wire`, the streaming machinery in `http_stream`;
+`api_routes()` gives the same routes to a host app of its own (the network
+gateway mounts them over the network backend, adding per-job reply headers).
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ from starlette.routing import Route
 
 from p2pinfer.backends import ollama_wire, openai_wire
 from p2pinfer.backends.base import Backend, ChatMessage, Completion, ModelInfo, StreamEvent
-from p2pinfer.backends.http_stream import BackendStreamResponse, OpenStream, error_status
+from p2pinfer.backends.http_stream import (
+    BackendStreamResponse,
+    OpenStream,
+    ReplyHeaders,
+    error_status,
+)
 from p2pinfer.backends.models import find_model
 from p2pinfer.backends.wire import ApiError, Clock, parse_json_body, utc_now
-from p2pinfer.errors import BackendError, ModelNotFound
+from p2pinfer.errors import ModelNotFound, P2PInferError
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -45,6 +51,7 @@ _DEFAULT_KEEP_ALIVE = timedelta(minutes=5)
 class _ServerState:
     backend: Backend
     clock: Clock
+    reply_headers: ReplyHeaders | None = None
     # /api/ps: models used recently, with when they expire (keep_alive).
     loaded: dict[str, tuple[ModelInfo, datetime]] = field(default_factory=dict)
 
@@ -68,7 +75,7 @@ def _ollama_errors(handler: Handler) -> Handler:
             return await handler(request)
         except ApiError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
-        except BackendError as exc:
+        except P2PInferError as exc:
             return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
 
     return wrapped
@@ -81,7 +88,7 @@ def _openai_errors(handler: Handler) -> Handler:
         except ApiError as exc:
             body = openai_wire.error_body(exc.status, exc.message)
             return Response(body, status_code=exc.status, media_type="application/json")
-        except BackendError as exc:
+        except P2PInferError as exc:
             status = error_status(exc)
             body = openai_wire.error_body(status, str(exc))
             return Response(body, status_code=status, media_type="application/json")
@@ -108,12 +115,24 @@ def _ollama_stream(
         midstream_error=lambda message: ollama_wire.error_body(message) + b"\n",
         not_found_message=f"model '{encoder.model}' not found",
         on_done=on_done,
+        reply_headers=state.reply_headers,
     )
 
 
 def create_app(backend: Backend, *, clock: Clock = utc_now) -> Starlette:
     """The Ollama + OpenAI-compatible API over `backend`."""
-    state = _ServerState(backend, clock)
+    return Starlette(routes=api_routes(backend, clock=clock))
+
+
+def api_routes(
+    backend: Backend, *, clock: Clock = utc_now, reply_headers: ReplyHeaders | None = None
+) -> list[Route]:
+    """The API's routes over `backend`; `reply_headers` adds headers to successful replies.
+
+    `GET /` (the "Ollama is running" probe) comes first, so a host app that serves
+    something else at `/` puts its own route before these.
+    """
+    state = _ServerState(backend, clock, reply_headers=reply_headers)
 
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
@@ -221,7 +240,7 @@ def create_app(backend: Backend, *, clock: Clock = utc_now) -> Starlette:
         Route("/v1/chat/completions", v1_chat, methods=["POST"]),
         Route("/v1/completions", v1_completions, methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    return routes
 
 
 def _load_reply(
@@ -253,6 +272,7 @@ def _openai_stream(
         midstream_error=lambda _message: b"",
         not_found_message=f"model '{encoder.model}' not found",
         on_done=lambda _done: state.touch(info, _DEFAULT_KEEP_ALIVE),
+        reply_headers=state.reply_headers,
     )
 
 
@@ -283,4 +303,4 @@ async def serve(
     )
 
 
-__all__: Sequence[str] = ["create_app", "serve"]
+__all__: Sequence[str] = ["api_routes", "create_app", "serve"]

@@ -47,7 +47,7 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ApiError(400, "missing request body")
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise ApiError(400, "invalid character in request body (not UTF-8)") from None
     except json.JSONDecodeError as exc:
@@ -62,6 +62,11 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
         kind = _json_kind(value)
         raise ApiError(400, f"json: cannot unmarshal {kind} into Go value of type api.Request")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (and Go's decoder) does not.
+    raise ApiError(400, f"invalid character '{name[0]}' looking for beginning of value")
 
 
 def _json_kind(value: object) -> str:

@@ -12,11 +12,12 @@ import typer
 from p2pinfer.backends.factory import BACKEND_HELP
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
-from p2pinfer.gateway.serve import DEFAULT_GATEWAY
+from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.node import NodeConfig, check_config, run_node
 
 Repeated = list[str] | None
+DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 def setup_logging(level: str) -> None:
@@ -47,6 +48,12 @@ def node(
     gateway: Annotated[str, typer.Option(
         "--gateway", help="HTTP gateway HOST:PORT (port 0: any free port).")] = DEFAULT_GATEWAY,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Run no gateway.")] = False,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help=f"Gateway API key(s), comma-separated (default: ${API_KEY_ENV}); "
+        "required to bind off loopback.")] = None,
+    gateway_rate_limit: Annotated[str | None, typer.Option(
+        "--gateway-rate-limit", help="Requests per second per key, RATE[/BURST]; 0: no limit "
+        f"(default: ${RATE_LIMIT_ENV} or 20/40).")] = None,
     fault: Annotated[str | None, typer.Option(
         "--fault", help=f"Misbehave on purpose, for tests: {FAULT_HELP}.")] = None,
     faucet: Annotated[int, typer.Option(
@@ -80,6 +87,8 @@ def node(
         backend=backend,
         models=tuple(models or ()),
         gateway=None if no_gateway else gateway,
+        api_key=api_key,
+        gateway_rate_limit=gateway_rate_limit,
         fault=parse_fault(fault) if fault else None,
         faucet=faucet,
         price_per_1k=price,

@@ -1,129 +1,83 @@
-"""The node's HTTP gateway: Ollama's and OpenAI's APIs into the network.
+"""Serving the gateway: hypercorn on trio, inside the node's nursery.
 
-`run_gateway` serves `backends.server.create_app(backend)` (for a node, a
-`NetworkBackend`) with hypercorn in the node's nursery, plus `/metrics`. Every
-job response carries `X-P2PInfer-Provider` and `X-P2PInfer-Job-Id` (and
-`X-P2PInfer-Charged` once known: non-streaming responses) naming who served it.
-The gateway part extends this module (admin JSON, dashboard, API keys).
+`run_gateway` binds, reports where through `task_status`, and serves until its
+caller's cancel scope ends (the node shutting down), so it needs no shutdown
+call of its own: `await nursery.start(run_gateway, view, config)`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import trio
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from p2pinfer.backends.base import Backend
-from p2pinfer.backends.server import create_app
 from p2pinfer.errors import UsageError
-from p2pinfer.metrics import NodeMetrics
-from p2pinfer.net.network_backend import JobMeta, current_job_meta
+from p2pinfer.gateway.app import create_gateway_app
+from p2pinfer.gateway.config import GatewayConfig
+from p2pinfer.gateway.view import NodeView
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GATEWAY = "127.0.0.1:11435"
 
+@dataclass(frozen=True)
+class GatewayBinding:
+    """Where the gateway listens (the real port when the config asked for port 0)."""
 
-def parse_host_port(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:PORT`); UsageError otherwise. Port 0: any free port."""
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise UsageError(
-            f"bad gateway address {text!r}: expected HOST:PORT, e.g. {DEFAULT_GATEWAY}"
-        )
-    return host, int(port)
+    host: str
+    port: int
 
-
-class JobHeaders:
-    """ASGI middleware: puts a fresh JobMeta in `current_job_meta` for each request and
-    adds what the NetworkBackend wrote there as response headers."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        meta = JobMeta()
-        token = current_job_meta.set(meta)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and meta.job_id is not None:
-                headers = list(message.get("headers", []))
-                headers.append((b"x-p2pinfer-provider", (meta.provider or "").encode()))
-                headers.append((b"x-p2pinfer-job-id", meta.job_id.encode()))
-                if meta.charged is not None:
-                    headers.append((b"x-p2pinfer-charged", str(meta.charged).encode()))
-                if meta.failovers:
-                    headers.append((b"x-p2pinfer-failovers", str(meta.failovers).encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            current_job_meta.reset(token)
-
-
-class MetricsRoute:
-    """ASGI middleware: `GET /metrics` answers with the node's Prometheus registry."""
-
-    def __init__(self, app: ASGIApp, metrics: NodeMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/metrics":
-            body = self.metrics.render()
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
-
-def gateway_app(backend: Backend, metrics: NodeMetrics | None = None) -> ASGIApp:
-    """The gateway's ASGI app over `backend`."""
-    app: ASGIApp = JobHeaders(create_app(backend))
-    if metrics is not None:
-        app = MetricsRoute(app, metrics)
-    return app
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 async def run_gateway(
-    backend: Backend,
-    host: str,
-    port: int,
+    view: NodeView,
+    config: GatewayConfig,
     *,
-    metrics: NodeMetrics | None = None,
-    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
-    task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[GatewayBinding] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the gateway until cancelled (or `shutdown_trigger` returns); `task_status`
-    gets its base URL, e.g. `http://127.0.0.1:11435`, with the real port when 0 was asked."""
+    """Serve the gateway for `view` until cancelled; `task_status.started(GatewayBinding)`.
+
+    Raises UsageError (one line) if the address cannot be bound.
+    """
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
+    from hypercorn.trio.run import worker_serve
+    from hypercorn.utils import wrap_app
 
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 2.0
+    app: Any = create_gateway_app(view, config)
+    hyper = Config()
+    hyper.bind = [config.bind]
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("hypercorn.error")
+    hyper.graceful_timeout = 2.0
+    try:
+        # Our own sockets, closed when we leave: cancellation alone would leave the
+        # listening socket to the garbage collector and the port taken.
+        sockets = hyper.create_sockets()
+        for sock in sockets.insecure_sockets:
+            sock.listen(hyper.backlog)
+    except OSError as exc:
+        raise UsageError(f"cannot serve the gateway on {config.bind}: {exc.strerror}") from None
 
-    class _Status:
+    class _Started:
+        # hypercorn reports its bound URLs; turn them into a GatewayBinding.
         def started(self, binds: list[str] | None = None) -> None:
-            url = (binds or [f"http://{host}:{port}"])[0]
-            log.info("gateway listening url=%s", url)
-            task_status.started(url)
+            parts = urlsplit((binds or [f"http://{config.bind}"])[0])
+            binding = GatewayBinding(parts.hostname or config.host, parts.port or config.port)
+            log.info("gateway listening url=%s", binding.url)
+            task_status.started(binding)
 
-    app: Any = gateway_app(backend, metrics)
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger,
-                          task_status=_Status(), mode="asgi")
+    try:
+        await worker_serve(wrap_app(app, hyper.wsgi_max_body_size, "asgi"), hyper, sockets=sockets,
+                           task_status=_Started())  # fmt: skip
+    finally:
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            sock.close()

@@ -15,10 +15,11 @@ from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.backends.tiny_model import write_tiny_model
-from p2pinfer.gateway.serve import run_gateway
+from p2pinfer.gateway import GatewayConfig, run_gateway
+from p2pinfer.gateway.view import HardwareView
 from p2pinfer.net.faults import parse_fault
 from p2pinfer.net.job_server import JobServerConfig
-from p2pinfer.net.network_backend import NetworkBackend
+from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import ChatTurn, JobParams, JobResult, decode_as
 from tests.integration.job_helpers import (
     FAKE_DIGEST,
@@ -116,8 +117,10 @@ async def test_the_gateway_answers_ollama_and_openai_clients_through_the_network
             net, client, ledger = await start_consumer(stack, tmp_path,
                                                        (provider.net.addrs()[0],))
             await wait_for_providers(net, FAKE_MODEL, 1)
-            url = await nursery.start(partial(run_gateway, NetworkBackend(client),
-                                              "127.0.0.1", 0, metrics=client.metrics))
+            view = LiveNodeView(net=net, client=client, metrics=client.metrics, ledger=ledger,
+                                hardware=HardwareView("test cpu", 1, 1024))
+            binding = await nursery.start(partial(run_gateway, view, GatewayConfig(port=0)))
+            url = binding.url
             async with httpx.AsyncClient(base_url=url, timeout=20) as http:
                 tags = (await http.get("/api/tags")).json()
                 assert [(m["name"], m["digest"]) for m in tags["models"]] == [
@@ -149,4 +152,22 @@ async def test_the_gateway_answers_ollama_and_openai_clients_through_the_network
                 assert missing.status_code == 404
                 metrics = (await http.get("/metrics")).text
                 assert 'p2pinfer_jobs_total{outcome="completed",role="consumer"} 2.0' in metrics
+
+                # The node's admin view saw both jobs, and its ledger paid for them.
+                jobs = (await http.get("/admin/jobs")).json()
+                assert jobs["live"] == []
+                done = {j["job_id"]: j for j in jobs["recent"]}
+                first = done[job_id]
+                assert (first["role"], first["state"], first["provider"]) == (
+                    "consumer", "done", provider.net.peer_id)
+                assert first["completion_tokens"] == 4
+                assert first["charged"] == int(reply.headers["x-p2pinfer-charged"])
+                assert len(done) == 2 and all(j["state"] == "done" for j in done.values())
+                summary = (await http.get("/admin/ledger")).json()
+                assert summary["spent"] == sum(j["charged"] for j in done.values()) > 0
+                assert summary["earned"] == 0
+                assert [p["spent"] for p in summary["series"]][-1] == summary["spent"]
+                (entry,) = (await http.get("/admin/catalog")).json()["entries"]
+                assert entry["provider"] == provider.net.peer_id
+                assert entry["hardware"]["cpu"] == "test cpu"
             nursery.cancel_scope.cancel()

@@ -8,7 +8,7 @@ import trio.testing
 
 from p2pinfer.backends.base import SamplingParams
 from p2pinfer.errors import UsageError
-from p2pinfer.gateway.serve import parse_host_port
+from p2pinfer.gateway.config import parse_bind
 from p2pinfer.net.admission import Busy, ModelSlots
 from p2pinfer.net.faults import Fault, parse_fault
 from p2pinfer.net.generation import Outbox
@@ -83,8 +83,9 @@ def test_backend_parameters_map_into_the_wires_bounds() -> None:
 
 
 def test_gateway_addresses_parse_or_are_refused() -> None:
-    assert parse_host_port("127.0.0.1:0") == ("127.0.0.1", 0)
-    assert parse_host_port("[::1]:8080") == ("::1", 8080)
-    for bad in ("localhost", ":80", "host:99999", "host:port"):
+    assert parse_bind("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_bind("[::1]:8080") == ("::1", 8080)
+    assert parse_bind(":80") == ("127.0.0.1", 80)  # no host: loopback
+    for bad in ("localhost", "host:99999", "host:port"):
         with pytest.raises(UsageError):
-            parse_host_port(bad)
+            parse_bind(bad)

