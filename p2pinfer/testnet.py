@@ -24,6 +24,17 @@ from p2pinfer.errors import TestnetError, UsageError
 
 STATE_FILE = "testnet.json"
 NODE_STATUS_FILE = "node.json"
+BENCH_CACHE_FILE = "bench-cache.json"
+TESTNET_FAUCET = 10_000_000  # micro-credits granted to every testnet home once
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """Settings every node of a testnet runs with."""
+
+    faucet: int = TESTNET_FAUCET
+    advert_interval_s: float = 5.0  # a small network converges quickly
+    benchmark: bool = True
 
 
 @dataclass
@@ -118,6 +129,8 @@ def _node_command(
     models: list[str],
     fault: str | None,
     gateway: bool,
+    options: NodeOptions,
+    extra: list[str],
 ) -> list[str]:
     cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home)]
     cmd += ["--listen", "/ip4/127.0.0.1/tcp/0", "--backend", backend]
@@ -128,7 +141,14 @@ def _node_command(
     if fault:
         cmd += ["--fault", fault]
     cmd += ["--gateway", "127.0.0.1:0"] if gateway else ["--no-gateway"]
-    return cmd
+    # Testnet homes get credit to spend, and share one benchmark cache (one machine).
+    cmd += ["--faucet", str(options.faucet)]
+    cmd += ["--advert-interval", f"{options.advert_interval_s:g}"]
+    if options.benchmark:
+        cmd += ["--bench-cache", str(home.parent / BENCH_CACHE_FILE)]
+    else:
+        cmd += ["--no-benchmark"]
+    return cmd + extra
 
 
 def _wait_for_status(home: Path, pid: int, timeout_s: float) -> dict[str, object]:
@@ -167,8 +187,11 @@ def up(
     faults: dict[int, str] | None = None,
     gateway: bool = True,
     start_timeout_s: float = 120.0,
+    options: NodeOptions = NodeOptions(),
+    node_args: dict[int, list[str]] | None = None,
 ) -> TestnetState:
-    """Start `nodes` node processes in `directory` and wait until each listens."""
+    """Start `nodes` node processes in `directory` and wait until each listens.
+    `node_args` adds flags to some nodes' command lines (by index)."""
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")
     directory = directory.resolve()
@@ -185,7 +208,9 @@ def up(
         for i in range(nodes):
             home = directory / f"node{i}"
             fault = faults.get(i)
-            pid = _spawn(_node_command(home, bootstrap, backend, models, fault, gateway), home)
+            extra = (node_args or {}).get(i, [])
+            cmd = _node_command(home, bootstrap, backend, models, fault, gateway, options, extra)
+            pid = _spawn(cmd, home)
             state.nodes.append(NodeSpec(index=i, home=str(home), pid=pid, fault=fault))
             state.save()
             status = _wait_for_status(home, pid, start_timeout_s)

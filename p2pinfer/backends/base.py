@@ -27,25 +27,35 @@ class ChatMessage:
 class ModelInfo:
     """What a node tells the network about one model it serves."""
 
-    name: str
-    digest: str  # 64 lowercase hex: sha256 of the model file (or the engine's digest)
+    name: str  # Ollama-style `model:tag`, e.g. "smollm2:135m"
+    # 64 lowercase hex: sha256 of the model file (or the engine's digest); "" if unknown
+    digest: str
     family: str = ""
     parameter_size: str = ""  # e.g. "135M", "7.6B"
     quantization: str = ""  # e.g. "Q4_1", "Q4_K_M"
     context_length: int = 0
     size_bytes: int = 0
+    #: True when chat() applies the model's own chat template. Base models without one
+    #: (e.g. Gemma 3 270M) say False: an Ollama-style non-raw generate then sends the
+    #: prompt as is instead of wrapping it in a user message.
+    chat_template: bool = True
+    modified_at_ms: int = 0  # when the model file last changed (Unix ms); 0 if unknown
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """Sampling parameters, in the network's terms (see protocol.messages)."""
 
-    max_tokens: int = 256
+    max_tokens: int = 256  # <= 0: no limit (generate until end of text or of the context)
     temperature: float = 0.8
     top_p: float = 0.9
     top_k: int = 40
-    seed: int | None = None
+    seed: int | None = None  # None: random
     stop: tuple[str, ...] = ()
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,18 +67,20 @@ class TokenDelta:
 
 @dataclass(frozen=True)
 class Usage:
+    """Token counts; `completion_tokens` excludes the end-of-generation token."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class Timings:
-    """Durations in nanoseconds, as Ollama reports them."""
+    """Durations in nanoseconds, as Ollama reports them (0: not measured)."""
 
     total_ns: int = 0
-    load_ns: int = 0
-    prompt_eval_ns: int = 0
-    eval_ns: int = 0
+    load_ns: int = 0  # loading the model for this request
+    prompt_eval_ns: int = 0  # reading the prompt, up to the first generated token
+    eval_ns: int = 0  # from the first generated token to the last
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,14 @@ StreamEvent = TokenDelta | Completion
 
 
 class Backend(Protocol):
-    """An inference engine. All methods raise only `p2pinfer.errors.BackendError` subclasses."""
+    """An inference engine. All methods raise only `p2pinfer.errors.BackendError` subclasses.
+
+    `chat()`/`generate()` raise `ModelNotFound` (and other errors the engine reports
+    before its first token) when the context is entered, not from the iterator, so a
+    caller can still choose an HTTP status or another provider. An error after the
+    first token is raised by the iterator (`EngineResponseError`/`EngineUnavailable`).
+    The iterator yields `TokenDelta`s, then exactly one `Completion`, then stops.
+    """
 
     name: str
 

@@ -26,8 +26,17 @@ app = typer.Typer(
 
 # Each module registers its commands on `app`; keep the list sorted.
 COMMAND_MODULES: list[str] = [
+    "p2pinfer.cli.ask_cmds",
+    "p2pinfer.cli.engine_cmds",
+    "p2pinfer.cli.hw_cmds",
+    "p2pinfer.cli.gov_cmds",
     "p2pinfer.cli.identity_cmds",
+    "p2pinfer.cli.kpis_cmds",
     "p2pinfer.cli.ledger_cmds",
+    "p2pinfer.cli.network_cmds",
+    "p2pinfer.cli.node_cmds",
+    "p2pinfer.cli.sim_cmds",
+    "p2pinfer.cli.testnet_cmds",
 ]
 
 
@@ -61,3 +70,20 @@ def main() -> None:
     except P2PInferError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BaseExceptionGroup as group:
+        # A project error from inside a nursery, alone in its (nested) group.
+        matched, rest = group.split(P2PInferError)
+        leaves = _leaves(matched) if matched is not None and rest is None else []
+        if len(leaves) != 1:
+            raise
+        print(f"error: {leaves[0]}", file=sys.stderr)
+        sys.exit(getattr(leaves[0], "exit_code", 1))
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

@@ -74,7 +74,11 @@ SEED = make_preset(
 )
 #: Burn-and-mint equilibrium as the founding document's prose states it (not its code sample).
 BME = make_preset("bme", [(BURN, 5000), (PROVIDERS, 2500), (STAKERS, 1000), (TREASURY, 1500)])
-PRESETS: dict[str, SplitPreset] = {SEED.name: SEED, BME.name: BME}
+#: Render-style burn-and-mint (the seed: "Render burns up to 95% of its protocol revenue"):
+#: 95% of every charge is burned and a 5% service fee goes to the treasury; providers get
+#: nothing from the charge and are paid by emission instead (see p2pinfer.sim).
+RENDER = make_preset("render", [(BURN, 9500), (TREASURY, 500)])
+PRESETS: dict[str, SplitPreset] = {SEED.name: SEED, BME.name: BME, RENDER.name: RENDER}
 
 
 def preset_named(name: str, custom: Iterable[SplitPreset] = ()) -> SplitPreset:

@@ -188,6 +188,10 @@ class Catalog:
             expires = min(advert.expires_at_ms, now + ttl)
             self._peers[advert.signer] = _PeerState(advert, now, expires)
             self._notify()
+            # From signing at the provider to here (one wall clock on a local testnet):
+            # bench/network.py reads these lines to measure advert propagation.
+            log.debug("advert admitted peer=%s seq=%d delay_ms=%d", advert.signer, advert.seq,
+                      now - advert.issued_at_ms)
         return None
 
     def _is_current(self, advert: VerifiedAdvert) -> bool:

@@ -92,6 +92,38 @@ class NetStream:
         except (StreamError, IOException) as exc:
             raise StreamClosedError(f"stream to {self._who()} failed: {exc}") from exc
 
+    async def write(self, data: bytes, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
+        """Send bytes that are already framed (the protocol state machines frame their output).
+        StreamClosedError if the stream is gone, PeerTimeoutError if the peer stops reading."""
+        try:
+            with trio.fail_after(timeout_s):
+                await self._raw.write(data)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"writing to {self._who()} timed out") from exc
+        except (StreamError, IOException) as exc:
+            raise StreamClosedError(f"stream to {self._who()} closed while writing") from exc
+
+    async def read_some(
+        self, max_bytes: int = 65_536, *, timeout_s: float | None = DEFAULT_IO_TIMEOUT_S
+    ) -> bytes:
+        """Whatever the peer has sent, up to `max_bytes`, waiting for at least one byte;
+        b"" once the peer closed its side (end of stream, or the stream was reset).
+
+        For the sans-IO state machines, which do their own framing and size limits.
+        PeerTimeoutError if nothing arrives within `timeout_s` (None: wait forever).
+        """
+        try:
+            if timeout_s is None:
+                data = await self._raw.read(max_bytes)
+            else:
+                with trio.fail_after(timeout_s):
+                    data = await self._raw.read(max_bytes)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"nothing from {self._who()} within {timeout_s:g} s") from exc
+        except (StreamError, IOException):
+            return b""
+        return bytes(data)
+
     async def close(self) -> None:
         """Half-close our side (the peer reads end-of-stream); never raises."""
         try:

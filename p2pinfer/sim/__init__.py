@@ -1,1 +1,11 @@
-"""sim part of p2pinfer (see docs/architecture.md)."""
+"""The tokenomics simulator (see docs/tokenomics.md): pure, deterministic under a seed.
+
+    engine.simulate(params, days, random.Random(seed)) -> list[kpis.DayKPIs]
+    config.load_params(path | None, preset | None) -> params.SimParams
+    params.preset_params(name) -> SimParams              # "seed", "bme", "render"
+    projection.replay() / stages() / implied() / economics() / unit_costs()
+    kpis.ledger_kpis(entries, kpis.CatalogCounts, now_ms) -> kpis.LiveKPIs   # a live node
+
+Import the submodules: this package imports nothing itself, so that loading
+its configuration does not load numpy.
+"""

@@ -10,6 +10,7 @@ from p2pinfer.errors import UsageError
 from p2pinfer.market.split import (
     BME,
     PART_NAMES,
+    RENDER,
     SEED,
     SplitPreset,
     make_preset,
@@ -23,7 +24,7 @@ from p2pinfer.market.split import (
 def presets(draw: st.DrawFn) -> SplitPreset:
     """Any valid preset: a built-in one or a random custom split of 10000 basis points."""
     if draw(st.booleans()):
-        return draw(st.sampled_from([SEED, BME]))
+        return draw(st.sampled_from([SEED, BME, RENDER]))
     names = draw(st.lists(st.sampled_from(PART_NAMES), min_size=1, unique=True))
     cuts = sorted(draw(st.lists(st.integers(0, 10_000), min_size=len(names) - 1,
                                 max_size=len(names) - 1)))
@@ -57,6 +58,14 @@ def test_bme_preset_follows_the_prose_50_25_10_15() -> None:
     s = split(1_000_000, BME)
     assert (s.burn, s.providers, s.stakers, s.treasury, s.validators) == (
         500_000, 250_000, 100_000, 150_000, 0)
+
+
+def test_render_preset_burns_95_and_keeps_a_5_percent_fee() -> None:
+    s = split(1_000_000, RENDER, quality_pm=0)
+    assert (s.burn, s.treasury, s.providers, s.validators, s.stakers) == (
+        950_000, 50_000, 0, 0, 0)
+    assert s.forfeited == 0  # nothing to withhold: providers are paid by emission
+    assert preset_named("render") is RENDER
 
 
 def test_rounding_residue_goes_to_burn() -> None:

@@ -1,0 +1,366 @@
+"""The embedded engine: llama.cpp in this process, through llama-cpp-python.
+
+Generation runs in a worker thread (`trio.to_thread.run_sync` under a
+`CapacityLimiter`: `parallel` generations at once, 1 by default, never two on
+the same model); tokens come back through a trio memory channel. Leaving the stream's context sets a
+`threading.Event` that the token loop checks after every sampled token, so the
+engine stops within one token. `tokens_generated` counts every token sampled,
+which is how tests prove it.
+
+By default every request starts from an empty KV cache (`cache_prompt=False`):
+reusing a cached prompt prefix changes batch shapes and so, slightly, the
+logits, and a verifier needs the same request to give the same tokens whatever
+ran before. Set `cache_prompt=True` for lower latency on repeated prefixes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pinfer.backends.base import (
+    ChatMessage,
+    Completion,
+    FinishReason,
+    ModelInfo,
+    SamplingParams,
+    StreamEvent,
+    Timings,
+    TokenDelta,
+    Usage,
+)
+from p2pinfer.backends.gguf_meta import (
+    GGUFMetadata,
+    MetadataValue,
+    human_parameter_count,
+    read_gguf_metadata,
+)
+from p2pinfer.backends.llama_thread import (
+    Events,
+    Failure,
+    Job,
+    Outbox,
+    TokenHook,
+    hooked_llama_class,
+    single_exception,
+)
+from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
+from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+
+def llama_cpp_available() -> bool:
+    """True when llama-cpp-python (the `embedded` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class _Model:
+    """A model source with its metadata, digest and (once loaded) its engine."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.meta: GGUFMetadata | None = None
+        self.info: ModelInfo | None = None
+        self.llama: Any = None
+        self.lock = threading.Lock()  # guards info and loading
+        self.busy = threading.Lock()  # held while the model generates
+
+
+class EmbeddedBackend:
+    """llama.cpp in-process. Models load on first use and stay loaded."""
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        models: Sequence[ModelSource],
+        *,
+        cache_dir: Path | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        parallel: int = 1,
+        cache_prompt: bool = False,
+    ) -> None:
+        self._models: dict[str, _Model] = {}
+        for source in models:
+            self._models.setdefault(source.name.lower(), _Model(source))
+        self._digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
+        self._n_ctx, self._n_threads, self._n_batch = n_ctx, n_threads, n_batch
+        self._cache_prompt = cache_prompt
+        self._limiter = trio.CapacityLimiter(parallel)
+        self._count_lock = threading.Lock()
+        self._tokens_generated = 0
+        self._running = 0
+
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens sampled by this engine since it started, all streams together."""
+        return self._tokens_generated
+
+    @property
+    def running(self) -> int:
+        """Generations whose worker thread has not finished yet."""
+        return self._running
+
+    def _count_token(self) -> None:
+        with self._count_lock:
+            self._tokens_generated += 1
+
+    def _lookup(self, model: str) -> _Model:
+        entry = self._models.get(normalize_name(model).lower())
+        if entry is None:
+            raise ModelNotFound(f"model '{model}' not found")
+        return entry
+
+    # -- model information -------------------------------------------------
+
+    def _describe(self, entry: _Model) -> ModelInfo:
+        with entry.lock:
+            if entry.info is None:
+                path = entry.source.path
+                try:
+                    stat = path.stat()
+                except OSError as exc:
+                    raise ModelNotFound(f"model file {path} is gone: {exc.strerror}") from None
+                meta = read_gguf_metadata(path)
+                entry.meta = meta
+                entry.info = ModelInfo(
+                    name=entry.source.name,
+                    digest=self._digests.digest(path),
+                    family=meta.architecture,
+                    parameter_size=human_parameter_count(meta.parameter_count),
+                    quantization=meta.quantization,
+                    context_length=meta.context_length,
+                    size_bytes=stat.st_size,
+                    chat_template=bool(meta.chat_template),
+                    modified_at_ms=stat.st_mtime_ns // 1_000_000,
+                )
+            return entry.info
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every configured model, with its digest (hashed once, then cached)."""
+        entries = list(self._models.values())
+        known = [e.info for e in entries if e.info is not None]
+        if len(known) == len(entries):
+            return known  # the usual case: no thread hop on the request path
+        return await trio.to_thread.run_sync(lambda: [self._describe(e) for e in entries])
+
+    async def model_metadata(self, model: str) -> dict[str, MetadataValue]:
+        """The model file's GGUF key/values (arrays left out), plus its parameter count."""
+        entry = self._lookup(model)
+        await trio.to_thread.run_sync(self._describe, entry)
+        assert entry.meta is not None
+        values = dict(entry.meta.values)
+        values["general.parameter_count"] = entry.meta.parameter_count
+        return values
+
+    # -- generation ----------------------------------------------------------
+
+    def _load(self, entry: _Model) -> tuple[Any, int]:
+        """The loaded engine for `entry` and how long loading took now (0 if it was loaded)."""
+        with entry.lock:
+            if entry.llama is not None:
+                return entry.llama, 0
+            started = time.perf_counter_ns()
+            kwargs: dict[str, Any] = {"n_ctx": self._n_ctx, "n_batch": self._n_batch}
+            if self._n_threads:
+                kwargs["n_threads"] = self._n_threads
+            try:
+                entry.llama = hooked_llama_class()(
+                    model_path=str(entry.source.path), verbose=False, **kwargs
+                )
+            except ImportError:
+                raise EngineUnavailable(
+                    "the embedded engine needs llama-cpp-python: pip install 'p2pinfer[embedded]'"
+                ) from None
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise EngineResponseError(
+                    f"cannot load {entry.source.name} from {entry.source.path}: {exc}"
+                ) from None
+            return entry.llama, time.perf_counter_ns() - started
+
+    def chat(
+        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        """Stream a chat completion through the model's own chat template."""
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        return self._stream(model, "chat", payload, params)
+
+    def generate(
+        self, model: str, prompt: str, params: SamplingParams
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        """Stream a raw completion of `prompt` (no template)."""
+        return self._stream(model, "generate", prompt, params)
+
+    async def aclose(self) -> None:
+        """Forget loaded models (llama.cpp frees them when they are collected)."""
+        for entry in self._models.values():
+            with entry.lock:
+                llama, entry.llama = entry.llama, None
+            if llama is not None:
+                llama.close()
+
+    @asynccontextmanager
+    async def _stream(
+        self, model: str, kind: str, payload: object, params: SamplingParams
+    ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        entry = self._lookup(model)
+        job = Job(started_ns=time.perf_counter_ns())
+        # Unbounded: the worker thread must never wait for the event loop (that
+        # would slow generation); a stream holds at most max_tokens small events.
+        send, receive = trio.open_memory_channel[object](math.inf)
+        outbox = Outbox(send, trio.lowlevel.current_trio_token())
+
+        async def run() -> None:
+            self._running += 1
+            try:
+                await trio.to_thread.run_sync(
+                    self._generate_in_thread,
+                    entry,
+                    kind,
+                    payload,
+                    params,
+                    job,
+                    outbox,
+                    limiter=self._limiter,
+                )
+            finally:
+                self._running -= 1
+                # Queued after every event the thread sent (run_sync_soon is FIFO).
+                outbox.close()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                try:
+                    # Wait for the first event so that errors before the first token
+                    # (loading, a prompt longer than the context) raise here.
+                    try:
+                        first = await receive.receive()
+                    except trio.EndOfChannel:
+                        raise EngineResponseError("the engine stopped without an answer") from None
+                    if isinstance(first, Failure):
+                        raise first.error
+                    yield Events(first, receive)
+                finally:
+                    job.stop.set()
+                    receive.close()
+        except BaseExceptionGroup as group:
+            # The caller's block runs inside this nursery; give its exception (or
+            # ours) back as it was raised, not wrapped in a group.
+            single = single_exception(group)
+            raise single from single.__cause__
+
+    def _generate_in_thread(
+        self,
+        entry: _Model,
+        kind: str,
+        payload: object,
+        params: SamplingParams,
+        job: Job,
+        outbox: Outbox,
+    ) -> None:
+        emit = outbox.put
+        try:
+            try:
+                llama, load_ns = self._load(entry)
+            except BackendError as exc:
+                emit(Failure(exc))
+                return
+            try:
+                # A Llama object runs one generation at a time.
+                with entry.busy:
+                    if job.stop.is_set():  # the caller left while this waited
+                        return
+                    completion = self._run_llama(llama, kind, payload, params, job, emit)
+            except ValueError as exc:  # llama-cpp-python: prompt longer than the context
+                emit(Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
+                return
+            except Exception as exc:
+                log.exception("embedded engine failed")
+                emit(Failure(EngineResponseError(f"{entry.source.name} failed: {exc}")))
+                return
+            if job.stop.is_set():
+                return
+            end = time.perf_counter_ns()
+            first = job.first_token_ns or end
+            emit(
+                Completion(
+                    finish_reason=completion,
+                    usage=Usage(
+                        prompt_tokens=job.prompt_tokens,
+                        completion_tokens=job.sampled - (1 if job.ended_on_eog else 0),
+                    ),
+                    timings=Timings(
+                        total_ns=end - job.started_ns,
+                        load_ns=load_ns,
+                        prompt_eval_ns=max(0, first - job.started_ns - load_ns),
+                        eval_ns=end - first,
+                    ),
+                )
+            )
+        except trio.RunFinishedError:
+            # trio is gone (the process is shutting down): nothing to deliver.
+            job.stop.set()
+
+    def _run_llama(
+        self,
+        llama: Any,
+        kind: str,
+        payload: object,
+        params: SamplingParams,
+        job: Job,
+        emit: Any,
+    ) -> FinishReason:
+        import llama_cpp
+
+        vocab = llama._model.vocab
+        llama.token_hook = TokenHook(
+            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token
+        )
+        if not self._cache_prompt:
+            llama.reset()
+        sampling: dict[str, Any] = {
+            "max_tokens": params.max_tokens if params.max_tokens > 0 else None,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "min_p": params.min_p,
+            "repeat_penalty": params.repeat_penalty,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "seed": params.seed,
+            "stop": list(params.stop),
+            "stream": True,
+        }
+        finish: FinishReason = "stop"
+        if kind == "chat":
+            chunks = llama.create_chat_completion(messages=payload, **sampling)
+        else:
+            chunks = llama.create_completion(prompt=payload, **sampling)
+        try:
+            for chunk in chunks:
+                if job.stop.is_set():
+                    break
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content") if kind == "chat" else choice["text"]
+                if text:
+                    emit(TokenDelta(text))
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+        finally:
+            chunks.close()
+            llama.token_hook = None
+        return finish

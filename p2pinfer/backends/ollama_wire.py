@@ -1,0 +1,383 @@
+"""Ollama's native API shapes (`/api/*`): request parsing and response encoding.
+
+Pure functions and small classes: no HTTP, no engine. Field names, defaults,
+`omitempty` behaviour, nanosecond durations and error texts follow Ollama's
+`api/types.go` and `server/routes.go` (see docs/backends.md for what differs).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from p2pinfer.backends.base import (
+    ChatMessage,
+    Completion,
+    ModelInfo,
+    Role,
+    SamplingParams,
+    TokenDelta,
+)
+from p2pinfer.backends.gguf_meta import MetadataValue
+from p2pinfer.backends.wire import ApiError, Clock, dumps, field, rfc3339, utc_now
+
+log = logging.getLogger(__name__)
+
+#: The Ollama API version this server answers `/api/version` with.
+OLLAMA_VERSION = "0.12.6"
+
+#: Ollama's option defaults (api.DefaultOptions), in the backend's terms.
+OLLAMA_DEFAULTS = SamplingParams(
+    max_tokens=-1,  # num_predict -1: no limit
+    temperature=0.8,
+    top_p=0.9,
+    top_k=40,
+    seed=None,  # seed -1: random
+    stop=(),
+    min_p=0.0,
+    repeat_penalty=1.0,
+    presence_penalty=0.0,
+    frequency_penalty=0.0,
+)
+
+_INT_OPTIONS = {
+    "num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch",
+    "num_gpu", "main_gpu", "num_thread", "mirostat",
+}  # fmt: skip
+_FLOAT_OPTIONS = {
+    "temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
+    "frequency_penalty", "tfs_z", "mirostat_tau", "mirostat_eta",
+}  # fmt: skip
+_BOOL_OPTIONS = {
+    "penalize_newline", "numa", "use_mmap", "use_mlock", "low_vram", "f16_kv", "vocab_only",
+    "logits_all",
+}  # fmt: skip
+_LIST_OPTIONS = {"stop"}
+
+
+def parse_options(options: object, base: SamplingParams = OLLAMA_DEFAULTS) -> SamplingParams:
+    """Apply an `options` object to `base` with Ollama's type checks; unknown keys are ignored."""
+    if options is None:
+        return base
+    if not isinstance(options, dict):
+        raise ApiError(400, "json: cannot unmarshal into Go struct field .options of type map")
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in _INT_OPTIONS:
+            if not is_number:
+                raise ApiError(400, f'option "{key}" must be of type integer')
+            checked[key] = int(value)
+        elif key in _FLOAT_OPTIONS:
+            if not is_number:
+                raise ApiError(400, f'option "{key}" must be of type float32')
+            checked[key] = float(value)
+        elif key in _BOOL_OPTIONS:
+            if not isinstance(value, bool):
+                raise ApiError(400, f'option "{key}" must be of type boolean')
+        elif key in _LIST_OPTIONS:
+            if not isinstance(value, list):
+                raise ApiError(400, f'option "{key}" must be of type array')
+            if not all(isinstance(item, str) for item in value):
+                raise ApiError(400, f'option "{key}" must be of an array of strings')
+            checked[key] = tuple(value)
+        else:
+            log.warning("invalid option provided option=%s", key)
+    params = base
+    renames = {
+        "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+        "repeat_penalty": "repeat_penalty", "presence_penalty": "presence_penalty",
+        "frequency_penalty": "frequency_penalty", "stop": "stop",
+    }  # fmt: skip
+    for key, attr in renames.items():
+        if key in checked:
+            params = replace(params, **{attr: checked[key]})
+    if "seed" in checked:
+        params = replace(params, seed=checked["seed"] if checked["seed"] >= 0 else None)
+    if "num_predict" in checked:
+        params = replace(params, max_tokens=max(checked["num_predict"], -1))
+    return params
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: object) -> timedelta | None:
+    """Ollama's `keep_alive`: seconds or a Go duration string; None means forever (negative)."""
+    if value is None:
+        return timedelta(minutes=5)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        sign = -1.0 if text.startswith("-") else 1.0
+        text = text.lstrip("+-")
+        if text.isdigit():
+            seconds = sign * float(text)
+        elif text and _DURATION_PART.sub("", text) == "" and text != "":
+            seconds = sign * sum(
+                float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)
+            )
+        else:
+            raise ApiError(400, f'time: invalid duration "{value}"')
+    else:
+        raise ApiError(400, "json: cannot unmarshal keep_alive: expected a number or a string")
+    return None if seconds < 0 else timedelta(seconds=seconds)
+
+
+def _check_common(body: dict[str, Any], where: str, model_name: str) -> None:
+    think = body.get("think")
+    if think not in (None, False):
+        raise ApiError(400, f'"{model_name}" does not support thinking')
+    if body.get("format") not in (None, ""):
+        raise ApiError(400, "format (structured output) is not supported by this engine")
+
+
+def require_model(body: dict[str, Any], where: str) -> str:
+    """The request's `model` (old clients send `name`); ApiError(400) if missing."""
+    model = field(body, "model", str, where) or field(body, "name", str, where)
+    if not model:
+        raise ApiError(400, "model is required")
+    return str(model)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: str
+    prompt: str
+    system: str
+    raw: bool
+    stream: bool
+    params: SamplingParams
+    keep_alive: timedelta | None
+
+
+def parse_generate(body: dict[str, Any]) -> GenerateRequest:
+    """A `/api/generate` body, validated as Ollama does (before the model is looked up)."""
+    where = "GenerateRequest"
+    model = require_model(body, where)
+    prompt = field(body, "prompt", str, where, "")
+    system = field(body, "system", str, where, "")
+    raw = field(body, "raw", bool, where, False)
+    if raw and (system or body.get("template") or body.get("context")):
+        raise ApiError(400, "raw mode does not support template, system, or context")
+    if body.get("images"):
+        raise ApiError(400, f'"{model}" does not support images')
+    top_logprobs = body.get("top_logprobs", 0)
+    if isinstance(top_logprobs, int) and not 0 <= top_logprobs <= 20:
+        raise ApiError(400, "top_logprobs must be between 0 and 20")
+    _check_common(body, where, model)
+    return GenerateRequest(
+        model=model,
+        prompt=prompt,
+        system=system,
+        raw=raw,
+        stream=field(body, "stream", bool, where, True),
+        params=parse_options(body.get("options")),
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+    )
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    stream: bool
+    params: SamplingParams
+    keep_alive: timedelta | None
+
+
+_ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+
+
+def parse_chat(body: dict[str, Any]) -> ChatRequest:
+    """A `/api/chat` body, validated as Ollama does (before the model is looked up)."""
+    where = "ChatRequest"
+    model = require_model(body, where)
+    raw_messages = field(body, "messages", list, where, [])
+    messages = []
+    for item in raw_messages:
+        if not isinstance(item, dict):
+            raise ApiError(
+                400, "json: cannot unmarshal into Go struct field .messages of type api.Message"
+            )
+        role = field(item, "role", str, "Message", "")
+        content = field(item, "content", str, "Message", "")
+        if item.get("images"):
+            raise ApiError(400, f'"{model}" does not support images')
+        if role not in _ROLES:
+            raise ApiError(400, f"invalid message role: {role!r}")
+        messages.append(ChatMessage(role=role, content=content))
+    if body.get("tools"):
+        raise ApiError(400, f'"{model}" does not support tools')
+    _check_common(body, where, model)
+    return ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        stream=field(body, "stream", bool, where, True),
+        params=parse_options(body.get("options")),
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+    )
+
+
+def _metrics(done: Completion) -> dict[str, int]:
+    # Ollama's Metrics fields are `omitempty`: absent when zero.
+    values = {
+        "total_duration": done.timings.total_ns,
+        "load_duration": done.timings.load_ns,
+        "prompt_eval_count": done.usage.prompt_tokens,
+        "prompt_eval_duration": done.timings.prompt_eval_ns,
+        "eval_count": done.usage.completion_tokens,
+        "eval_duration": done.timings.eval_ns,
+    }
+    return {key: value for key, value in values.items() if value}
+
+
+def done_reason(done: Completion) -> str:
+    """Ollama's `done_reason` for a finished stream."""
+    return "length" if done.finish_reason == "length" else "stop"
+
+
+class GenerateEncoder:
+    """Encodes one `/api/generate` reply (NDJSON lines, or one object when not streaming)."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, model: str, clock: Clock = utc_now) -> None:
+        self.model, self._clock = model, clock
+
+    def _head(self) -> dict[str, Any]:
+        return {"model": self.model, "created_at": rfc3339(self._clock())}
+
+    def delta(self, event: TokenDelta) -> bytes:
+        return dumps({**self._head(), "response": event.text, "done": False}) + b"\n"
+
+    def final(self, done: Completion, text: str = "") -> dict[str, Any]:
+        return {
+            **self._head(),
+            "response": text,
+            "done": True,
+            "done_reason": done_reason(done),
+            **_metrics(done),
+        }
+
+    def finish(self, done: Completion) -> bytes:
+        return dumps(self.final(done)) + b"\n"
+
+    def whole(self, text: str, done: Completion) -> bytes:
+        return dumps(self.final(done, text))
+
+    def load_reply(self, reason: str) -> bytes:
+        return dumps({**self._head(), "response": "", "done": True, "done_reason": reason})
+
+
+class ChatEncoder:
+    """Encodes one `/api/chat` reply (NDJSON lines, or one object when not streaming)."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, model: str, clock: Clock = utc_now) -> None:
+        self.model, self._clock = model, clock
+
+    def _head(self) -> dict[str, Any]:
+        return {"model": self.model, "created_at": rfc3339(self._clock())}
+
+    def delta(self, event: TokenDelta) -> bytes:
+        message = {"role": "assistant", "content": event.text}
+        return dumps({**self._head(), "message": message, "done": False}) + b"\n"
+
+    def final(self, done: Completion, text: str = "") -> dict[str, Any]:
+        return {
+            **self._head(),
+            "message": {"role": "assistant", "content": text},
+            "done_reason": done_reason(done),
+            "done": True,
+            **_metrics(done),
+        }
+
+    def finish(self, done: Completion) -> bytes:
+        return dumps(self.final(done)) + b"\n"
+
+    def whole(self, text: str, done: Completion) -> bytes:
+        return dumps(self.final(done, text))
+
+    def load_reply(self, reason: str) -> bytes:
+        message = {"role": "assistant", "content": ""}
+        return dumps(
+            {**self._head(), "message": message, "done_reason": reason, "done": True}
+        )
+
+
+def error_body(message: str) -> bytes:
+    """Ollama's error object, also the last line of a stream that failed midway."""
+    return dumps({"error": message})
+
+
+def model_details(info: ModelInfo) -> dict[str, Any]:
+    """The `details` object of /api/tags, /api/show and /api/ps."""
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": info.family,
+        "families": [info.family] if info.family else None,
+        "parameter_size": info.parameter_size,
+        "quantization_level": info.quantization,
+    }
+
+
+def _modified_at(info: ModelInfo) -> str:
+    return rfc3339(datetime.fromtimestamp(info.modified_at_ms / 1000).astimezone())
+
+
+def tags_entry(info: ModelInfo) -> dict[str, Any]:
+    """One model of /api/tags."""
+    return {
+        "name": info.name,
+        "model": info.name,
+        "modified_at": _modified_at(info),
+        "size": info.size_bytes,
+        "digest": info.digest,
+        "details": model_details(info),
+    }
+
+
+def ps_entry(info: ModelInfo, expires_at: datetime) -> dict[str, Any]:
+    """One loaded model of /api/ps (everything runs on the CPU: size_vram 0)."""
+    return {
+        "name": info.name,
+        "model": info.name,
+        "size": info.size_bytes,
+        "digest": info.digest,
+        "details": model_details(info),
+        "expires_at": rfc3339(expires_at),
+        "size_vram": 0,
+        "context_length": info.context_length,
+    }
+
+
+def show_reply(info: ModelInfo, metadata: dict[str, MetadataValue]) -> dict[str, Any]:
+    """The /api/show object for a model, from its info and GGUF key/values."""
+    metadata = dict(metadata)
+    template = str(metadata.pop("tokenizer.chat_template", "")) or "{{ .Prompt }}"
+    model_info: dict[str, MetadataValue] = dict(sorted(metadata.items()))
+    if not model_info:
+        model_info = {
+            "general.architecture": info.family,
+            f"{info.family}.context_length": info.context_length,
+        }
+    return {
+        "license": "",
+        "modelfile": f"# Modelfile generated by p2pinfer\nFROM {info.name}\n",
+        "parameters": "",
+        "template": template,
+        "details": model_details(info),
+        "model_info": model_info,
+        "capabilities": ["completion"],
+        "modified_at": _modified_at(info),
+    }

@@ -1,0 +1,248 @@
+"""OpenAI-compatible API shapes (`/v1/*`) as Ollama serves them.
+
+Request parsing (OpenAI fields mapped to sampling parameters with Ollama's
+`/v1` defaults: temperature 1.0, top_p 1.0) and response encoding (JSON
+objects, SSE chunks ending with `data: [DONE]`). Pure: no HTTP, no engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import Any
+
+from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, SamplingParams, TokenDelta
+from p2pinfer.backends.ollama_wire import OLLAMA_DEFAULTS
+from p2pinfer.backends.wire import ApiError, Clock, dumps, utc_now
+
+#: Ollama's defaults behind /v1: its own options, but temperature and top_p 1.0.
+OPENAI_DEFAULTS = replace(OLLAMA_DEFAULTS, temperature=1.0, top_p=1.0)
+
+DONE_EVENT = b"data: [DONE]\n\n"
+_ids = itertools.count(1)
+
+
+def error_body(status: int, message: str) -> bytes:
+    """OpenAI's error object; the type follows the status as Ollama sets it."""
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
+
+
+def _number(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(400, f"invalid type for '{name}': expected a number")
+    return float(value)
+
+
+def _integer(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"invalid type for '{name}': expected an integer")
+    return value
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return tuple(stop)
+    raise ApiError(400, "invalid type for 'stop': expected a string or an array of strings")
+
+
+def _params(body: dict[str, Any]) -> SamplingParams:
+    params = OPENAI_DEFAULTS
+    max_tokens = _integer(body, "max_completion_tokens") or _integer(body, "max_tokens")
+    if max_tokens is not None:
+        params = replace(params, max_tokens=max_tokens)
+    floats: dict[str, Any] = {}
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        value = _number(body, name)
+        if value is not None:
+            floats[name] = value
+    params = replace(params, **floats)
+    seed = _integer(body, "seed")
+    if seed is not None:
+        params = replace(params, seed=seed)
+    params = replace(params, stop=_stop(body))
+    if body.get("response_format") not in (None, {"type": "text"}):
+        raise ApiError(400, "response_format is not supported by this engine")
+    if body.get("tools"):
+        raise ApiError(400, f"\"{body.get('model')}\" does not support tools")
+    return params
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model is required")
+    return model
+
+
+def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "invalid type for 'stream': expected a boolean")
+    options = body.get("stream_options") or {}
+    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    return stream, include_usage
+
+
+def _content(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        parts = []
+        for part in value:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ApiError(400, "invalid message content: only text parts are supported")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise ApiError(400, "invalid message content type")
+
+
+@dataclass(frozen=True)
+class ChatCompletionRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams
+    stream: bool
+    include_usage: bool
+
+
+def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
+    """A `/v1/chat/completions` body."""
+    model = _model(body)
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "[] is too short - 'messages'")
+    messages = []
+    for item in raw:
+        role = item.get("role") if isinstance(item, dict) else None
+        if role == "developer":
+            role = "system"
+        if role not in ("system", "user", "assistant", "tool"):
+            raise ApiError(400, f"invalid role: {role!r}")
+        messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
+    stream, include_usage = _stream_flags(body)
+    return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    prompt: str
+    params: SamplingParams
+    stream: bool
+    include_usage: bool
+
+
+def parse_completion(body: dict[str, Any]) -> CompletionRequest:
+    """A `/v1/completions` body (the prompt must be one string)."""
+    model = _model(body)
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise ApiError(400, "invalid type for 'prompt': only a string is supported")
+    if body.get("suffix"):
+        raise ApiError(400, "suffix is not supported by this engine")
+    stream, include_usage = _stream_flags(body)
+    return CompletionRequest(model, prompt, _params(body), stream, include_usage)
+
+
+def _usage(done: Completion) -> dict[str, int]:
+    prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}  # fmt: skip
+
+
+def finish_reason(done: Completion) -> str:
+    return "length" if done.finish_reason == "length" else "stop"
+
+
+class _Encoder:
+    media_type = "text/event-stream"
+    object_name = ""
+    id_prefix = ""
+
+    def __init__(self, model: str, include_usage: bool = False, clock: Clock = utc_now) -> None:
+        self.model, self.include_usage = model, include_usage
+        self.id = f"{self.id_prefix}{next(_ids)}"
+        self.created = int(clock().timestamp())
+
+    def _head(self, object_name: str) -> dict[str, Any]:
+        return {"id": self.id, "object": object_name, "created": self.created,
+                "model": self.model, "system_fingerprint": "fp_ollama"}  # fmt: skip
+
+    @staticmethod
+    def event(payload: dict[str, Any]) -> bytes:
+        return b"data: " + dumps(payload) + b"\n\n"
+
+    def _usage_event(self, done: Completion) -> bytes:
+        if not self.include_usage:
+            return b""
+        return self.event({**self._head(self.object_name), "choices": [], "usage": _usage(done)})
+
+
+class ChatCompletionEncoder(_Encoder):
+    """Encodes one `/v1/chat/completions` reply."""
+
+    object_name = "chat.completion.chunk"
+    id_prefix = "chatcmpl-"
+
+    def __init__(self, model: str, include_usage: bool = False, clock: Clock = utc_now) -> None:
+        super().__init__(model, include_usage, clock)
+        self._sent_role = False
+
+    def delta(self, event: TokenDelta) -> bytes:
+        delta = {"content": event.text}
+        if not self._sent_role:
+            delta = {"role": "assistant", **delta}
+            self._sent_role = True
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        return self.event({**self._head(self.object_name), "choices": [choice]})
+
+    def finish(self, done: Completion) -> bytes:
+        delta: dict[str, str] = {} if self._sent_role else {"role": "assistant", "content": ""}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason(done)}
+        last = self.event({**self._head(self.object_name), "choices": [choice]})
+        return last + self._usage_event(done) + DONE_EVENT
+
+    def whole(self, text: str, done: Completion) -> bytes:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "finish_reason": finish_reason(done)}  # fmt: skip
+        return dumps({**self._head("chat.completion"), "choices": [choice], "usage": _usage(done)})
+
+
+class TextCompletionEncoder(_Encoder):
+    """Encodes one `/v1/completions` reply."""
+
+    object_name = "text_completion"
+    id_prefix = "cmpl-"
+
+    def delta(self, event: TokenDelta) -> bytes:
+        choice = {"text": event.text, "index": 0, "logprobs": None, "finish_reason": None}
+        return self.event({**self._head(self.object_name), "choices": [choice]})
+
+    def finish(self, done: Completion) -> bytes:
+        choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
+        last = self.event({**self._head(self.object_name), "choices": [choice]})
+        return last + self._usage_event(done) + DONE_EVENT
+
+    def whole(self, text: str, done: Completion) -> bytes:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
+        return dumps({**self._head(self.object_name), "choices": [choice], "usage": _usage(done)})
+
+
+def model_object(info: ModelInfo) -> dict[str, Any]:
+    """One entry of `/v1/models`."""
+    created = info.modified_at_ms // 1000 if info.modified_at_ms else 0
+    return {"id": info.name, "object": "model", "created": created, "owned_by": "library"}

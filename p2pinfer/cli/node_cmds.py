@@ -1,0 +1,119 @@
+"""`p2pinfer node`: run a peer (provider, consumer gateway, or both)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from p2pinfer.backends.factory import BACKEND_HELP
+from p2pinfer.cli.identity_cmds import HomeOption
+from p2pinfer.config import resolve_home
+from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
+from p2pinfer.net.faults import FAULT_HELP, parse_fault
+from p2pinfer.node import NodeConfig, check_config, run_node
+from p2pinfer.verify.checker import VerifyConfig
+
+Repeated = list[str] | None
+DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+
+def setup_logging(level: str) -> None:
+    """key=value lines on stderr at `level` for p2pinfer's own loggers; other libraries'
+    at INFO or above (and libp2p's only when severe, see net.host)."""
+    chosen = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(
+        level=max(chosen, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("p2pinfer").setLevel(chosen)
+
+
+def node(
+    home: HomeOption = None,
+    listen: Annotated[Repeated, typer.Option(
+        "--listen", help="TCP multiaddr to listen on (repeatable).")] = None,
+    bootstrap: Annotated[Repeated, typer.Option(
+        "--bootstrap", help="Peer to join through, /ip4/.../tcp/N/p2p/<PeerID> (repeatable).",
+    )] = None,
+    announce: Annotated[Repeated, typer.Option(
+        "--announce", help="Address to tell others instead of the listen address.")] = None,
+    mdns: Annotated[bool, typer.Option("--mdns", help="Find peers on the LAN.")] = False,
+    backend: Annotated[str, typer.Option(
+        "--backend", help=f"{BACKEND_HELP} | none (consumer only).")] = "embedded",
+    models: Annotated[Repeated, typer.Option(
+        "--models", help="Model to serve (repeatable; default: all the backend has).")] = None,
+    gateway: Annotated[str, typer.Option(
+        "--gateway", help="HTTP gateway HOST:PORT (port 0: any free port).")] = DEFAULT_GATEWAY,
+    no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Run no gateway.")] = False,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help=f"Gateway API key(s), comma-separated (default: ${API_KEY_ENV}); "
+        "required to bind off loopback.")] = None,
+    gateway_rate_limit: Annotated[str | None, typer.Option(
+        "--gateway-rate-limit", help="Requests per second per key, RATE[/BURST]; 0: no limit "
+        f"(default: ${RATE_LIMIT_ENV} or 20/40).")] = None,
+    fault: Annotated[str | None, typer.Option(
+        "--fault", help=f"Misbehave on purpose, for tests: {FAULT_HELP}.")] = None,
+    faucet: Annotated[int, typer.Option(
+        "--faucet", help="Testnet credit (micro-credits) granted to this node once.")] = 0,
+    price: Annotated[int | None, typer.Option(
+        "--price", help="Fixed price, micro-credits per 1k tokens (default: market).")] = None,
+    max_concurrency: Annotated[int, typer.Option(
+        "--max-concurrency", help="Jobs per model at once.")] = 1,
+    queue: Annotated[int, typer.Option(
+        "--queue", help="Jobs per model waiting for a slot; more are told busy.")] = 4,
+    stake: Annotated[int, typer.Option(
+        "--stake", help="Stake to advertise (micro-credits).")] = 0,
+    preset: Annotated[str, typer.Option(
+        "--preset", help="Revenue split preset for charges: seed | bme.")] = "seed",
+    benchmark: Annotated[bool, typer.Option(
+        "--benchmark/--no-benchmark", help="Measure each model once (cached).")] = True,
+    bench_cache: Annotated[Path | None, typer.Option(
+        "--bench-cache", help="Benchmark cache file (default: HOME/bench.json).")] = None,
+    advert_interval: Annotated[float, typer.Option(
+        "--advert-interval", help="Seconds between advert republications.")] = 30.0,
+    validator: Annotated[bool, typer.Option(
+        "--validator", help="Send spot-check jobs to other providers and publish reports.")
+    ] = False,
+    check_interval: Annotated[float, typer.Option(
+        "--check-interval", help="Validator: mean seconds between check jobs.")] = 10.0,
+    recheck_rate: Annotated[float, typer.Option(
+        "--recheck-rate", help="Share (0..1) of this node's own jobs re-run on its engine.")
+    ] = 0.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
+) -> None:
+    """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
+    setup_logging(log_level)
+    config = NodeConfig(
+        home=resolve_home(home),
+        listen=tuple(listen or ("/ip4/127.0.0.1/tcp/4001",)),
+        bootstrap=tuple(bootstrap or ()),
+        announce=tuple(announce or ()),
+        mdns=mdns,
+        backend=backend,
+        models=tuple(models or ()),
+        gateway=None if no_gateway else gateway,
+        api_key=api_key,
+        gateway_rate_limit=gateway_rate_limit,
+        fault=parse_fault(fault) if fault else None,
+        faucet=faucet,
+        price_per_1k=price,
+        max_concurrency=max_concurrency,
+        queue=queue,
+        stake=stake,
+        preset=preset,
+        benchmark=benchmark,
+        bench_cache=bench_cache,
+        advert_interval_s=advert_interval,
+        verify=VerifyConfig(validator=validator, check_interval_s=check_interval,
+                            recheck_rate_pm=round(recheck_rate * 1000)),
+    )
+    check_config(config)
+    trio.run(lambda: run_node(config, handle_signals=True))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("node")(node)

@@ -1,0 +1,80 @@
+"""`p2pinfer testnet up | status | down`: N real node processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from p2pinfer import testnet
+from p2pinfer.backends.factory import BACKEND_HELP
+from p2pinfer.net.faults import FAULT_HELP, parse_fault
+
+testnet_app = typer.Typer(help="A local testnet of node processes.", no_args_is_help=True)
+
+DirOption = Annotated[Path, typer.Option("--dir", help="The testnet's directory.")]
+
+
+def _print_status(directory: Path, as_json: bool) -> None:
+    nodes = testnet.status(directory)
+    if as_json:
+        print(json.dumps([asdict(n) for n in nodes], indent=2))
+        return
+    table = Table("#", "peer", "listen", "gateway", "models", "alive", "fault")
+    for n in nodes:
+        table.add_row(str(n.index), n.peer_id or "-", n.listen_addrs[0] if n.listen_addrs else "-",
+                      n.gateway_url or "-", ", ".join(n.models) or "-",
+                      "yes" if n.alive else "NO", n.fault or "")
+    Console(width=200).print(table)
+
+
+@testnet_app.command("up")
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="How many nodes.")] = 3,
+    directory: DirOption = Path("testnet"),
+    models: Annotated[list[str] | None, typer.Option(
+        "--models", help="Model every node serves (repeatable; default: all installed).")] = None,
+    backend: Annotated[str, typer.Option(
+        "--backend", help=f"{BACKEND_HELP} | none.")] = "embedded",
+    fault: Annotated[list[str] | None, typer.Option(
+        "--fault", help=f"PEER_INDEX:KIND, KIND = {FAULT_HELP} (repeatable).")] = None,
+    gateway: Annotated[bool, typer.Option(
+        "--gateway/--no-gateway", help="Give every node an HTTP gateway.")] = True,
+    benchmark: Annotated[bool, typer.Option(
+        "--benchmark/--no-benchmark", help="Measure models once (shared cache).")] = True,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Seconds to wait for each node to start.")] = 120.0,
+) -> None:
+    """Start the testnet: node 0 first, the others joining through it."""
+    faults = testnet.parse_faults(fault or [], nodes)
+    for kind in faults.values():
+        parse_fault(kind)
+    testnet.up(directory, nodes, backend=backend, models=models or [], faults=faults,
+               gateway=gateway, start_timeout_s=timeout,
+               options=testnet.NodeOptions(benchmark=benchmark))
+    _print_status(directory, as_json=False)
+
+
+@testnet_app.command("status")
+def status(
+    directory: DirOption = Path("testnet"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Each node: index, PeerID, listen address, gateway URL, models, alive."""
+    _print_status(directory, as_json)
+
+
+@testnet_app.command("down")
+def down(directory: DirOption = Path("testnet")) -> None:
+    """Stop every node (SIGTERM, then SIGKILL after 10 s)."""
+    stopped = testnet.down(directory)
+    print(f"stopped {stopped} node(s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(testnet_app, name="testnet")

@@ -1,0 +1,98 @@
+"""The gateway app: the Ollama + OpenAI APIs over the network, admin, metrics, dashboard.
+
+`create_gateway_app(view, config)` is a Starlette app with `GatewayGuard` as its
+middleware (keys, rate limit, body limit, errors as JSON):
+the API routes are `backends.server.api_routes` over the node's network
+backend, so shapes, errors and streaming are the engine server's; each
+successful job reply names its provider, job id and (when sent after the last
+token) its charge in `X-P2PInfer-*` headers, read from `NodeView.track_job()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from p2pinfer.backends.base import Completion, StreamEvent
+from p2pinfer.backends.server import api_routes
+from p2pinfer.backends.wire import Clock, utc_now
+from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
+from p2pinfer.gateway.config import GatewayConfig
+from p2pinfer.gateway.dashboard import dashboard_response
+from p2pinfer.gateway.security import GatewayGuard
+from p2pinfer.gateway.view import JobMeta, NodeView
+
+PROVIDER_HEADER = "X-P2PInfer-Provider"
+JOB_ID_HEADER = "X-P2PInfer-Job-Id"
+CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
+FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
+
+#: The paths whose requests run a job through the network.
+JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
+
+# The reader of the current request's job metadata (set per request, in its own task).
+_request_job: ContextVar[Callable[[], JobMeta | None] | None] = ContextVar(
+    "p2pinfer_gateway_request_job", default=None
+)
+
+
+class JobTracking:
+    """ASGI middleware: asks the view to follow the job of each job request (see track_job)."""
+
+    def __init__(self, app: ASGIApp, view: NodeView) -> None:
+        self.app, self.view = app, view
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in JOB_PATHS:
+            await self.app(scope, receive, send)
+            return
+        token = _request_job.set(self.view.track_job())
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request_job.reset(token)
+
+
+def create_gateway_app(
+    view: NodeView, config: GatewayConfig, *, clock: Clock = utc_now
+) -> Starlette:
+    """The gateway over `view`, guarded as `config` says (keys, rate limit, body limit)."""
+
+    def job_headers(
+        events: AsyncIterator[StreamEvent], done: Completion | None
+    ) -> Sequence[tuple[str, str]]:
+        reader = _request_job.get()
+        meta = reader() if reader is not None else None
+        if meta is None:
+            return ()
+        headers = [(PROVIDER_HEADER, meta.provider), (JOB_ID_HEADER, meta.job_id)]
+        if meta.charged is not None:
+            headers.append((CHARGED_HEADER, str(meta.charged)))
+        if meta.failovers:
+            headers.append((FAILOVERS_HEADER, str(meta.failovers)))
+        return headers
+
+    async def root(request: Request) -> Response:
+        return dashboard_response(request, config)
+
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
+    routes = [
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        *admin_routes(view),
+        *api_routes(view.backend, clock=clock, reply_headers=job_headers),
+    ]
+    metrics = GatewayMetrics.of(view.metrics.registry)
+    return Starlette(routes=routes, middleware=[
+        Middleware(GatewayGuard, config=config, on_response=metrics.observe),
+        Middleware(JobTracking, view=view),
+    ])  # fmt: skip

@@ -1,0 +1,266 @@
+"""The gateway's guard: API keys, per-key rate limits, body size limits, no tracebacks.
+
+`GatewayGuard` is plain ASGI middleware around the whole app (Starlette's
+BaseHTTPMiddleware would buffer streamed replies). In order, for every HTTP
+request except the public ones (the dashboard page shell and the favicon):
+
+1. with API keys configured, `Authorization: Bearer KEY` must match one of them
+   (constant-time compare), else 401;
+2. the key (or, without keys, the client address) takes a token from its
+   bucket, else 429 with `Retry-After` in whole seconds;
+3. the body is read up to the limit before the app sees it, else 413
+   (a `Content-Length` over the limit is refused before reading anything);
+4. an exception the app lets out becomes a 500 with a JSON error body, logged once.
+
+Error bodies follow the API the path belongs to: OpenAI's shape under `/v1/`,
+`{"error": "..."}` (Ollama's) everywhere else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from p2pinfer.backends import ollama_wire
+from p2pinfer.backends.wire import dumps
+from p2pinfer.gateway.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+#: Served to anyone: the dashboard's static page (it asks for the key itself) and the icon.
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
+_MAX_BUCKETS = 10_000  # bounds memory when buckets are per client address
+
+
+@dataclass
+class TokenBucket:
+    """`burst` tokens, refilled at `rate_per_s`; one request takes one."""
+
+    rate_per_s: float
+    burst: float
+    tokens: float
+    updated_s: float
+
+    def take(self, now_s: float) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until there will be."""
+        elapsed = max(0.0, now_s - self.updated_s)
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        self.updated_s = now_s
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate_per_s
+
+
+class RateLimiter:
+    """One token bucket per key, the least recently used dropped past a bound."""
+
+    def __init__(
+        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate_per_s, self.burst, self._clock = rate_per_s, burst, clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def acquire(self, key: str) -> float:
+        """0.0 when `key` may go ahead now, else the seconds it must wait."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate_per_s, float(self.burst), float(self.burst), now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > _MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now)
+
+
+def error_body(path: str, status: int, message: str) -> bytes:
+    """An error body in the shape of the API `path` belongs to."""
+    if path.startswith("/v1/"):
+        kind = {
+            400: "invalid_request_error",
+            401: "invalid_request_error",
+            404: "not_found_error",
+            413: "invalid_request_error",
+            429: "rate_limit_error",
+        }.get(status, "api_error")
+        code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(status)
+        error = {"message": message, "type": kind, "param": None, "code": code}
+        return dumps({"error": error})
+    return ollama_wire.error_body(message)
+
+
+async def send_error(
+    send: Send, path: str, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with `status` and an error body shaped for `path`."""
+    body = error_body(path, status, message)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = bytes(value).strip().partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GatewayGuard:
+    """ASGI middleware enforcing `config`'s keys, rate limit and body limit (see module doc)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_response: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.app, self.config = app, config
+        self._keys = tuple(key.encode() for key in config.api_keys)
+        self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
+        # Told (path, status) of every reply, refusals included (the gateway counts them).
+        self._on_response = on_response or (lambda _path, _status: None)
+
+    def _key_of(self, scope: Scope) -> bytes | None:
+        """The configured key the request presents, or None."""
+        presented = _bearer(scope)
+        if presented is None:
+            return None
+        matched = None
+        for key in self._keys:  # compare with every key: timing says nothing about which
+            if hmac.compare_digest(key, presented):
+                matched = key
+        return matched
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        send = self._observed(path, send)
+        if path in PUBLIC_PATHS and scope["method"] in ("GET", "HEAD"):
+            await self._run(scope, receive, send)
+            return
+        bucket = ""
+        if self._keys:
+            key = self._key_of(scope)
+            if key is None:
+                await send_error(send, path, 401, "missing or invalid API key",
+                                 [(b"www-authenticate", b'Bearer realm="p2pinfer"')])  # fmt: skip
+                return
+            bucket = "key:" + key.hex()
+        else:
+            client = scope.get("client")
+            bucket = "addr:" + (str(client[0]) if client else "")
+        wait_s = self._limiter.acquire(bucket)
+        if wait_s > 0:
+            retry = str(max(1, math.ceil(wait_s))).encode()
+            await send_error(send, path, 429, "rate limit exceeded, retry later",
+                             [(b"retry-after", retry)])  # fmt: skip
+            return
+        limit = self.config.max_body_bytes
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            await send_error(send, path, 413, f"request body over the {limit}-byte limit")
+            return
+        try:
+            body = await _read_body(receive, limit)
+        except _BodyTooLarge:
+            await send_error(send, path, 413, f"request body over the {limit}-byte limit")
+            return
+        if body is None:
+            return  # the client went away while sending
+        await self._run(scope, _replay(body, receive), send)
+
+    def _observed(self, path: str, send: Send) -> Send:
+        async def observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._on_response(path, int(message["status"]))
+            await send(message)
+
+        return observed
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("gateway request failed path=%s", scope["path"])
+            if not started:
+                await send_error(send, scope["path"], 500, "internal error in the gateway")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None if the client disconnected; _BodyTooLarge past `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then the real messages
+    (so a streamed reply still sees the client's disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

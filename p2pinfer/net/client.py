@@ -1,0 +1,362 @@
+"""The consumer client: find providers of a model, rank them, run jobs with failover.
+
+```python
+client = JobClient(net, identity, ledger=ledger, reputation=book, metrics=metrics)
+async with client.job("smollm2:135m", [ChatTurn("user", "Hi")], JobParams(max_tokens=64)) as job:
+    async for delta in job:                  # TextDelta(text, restart)
+        print(delta.text, end="")
+outcome = job.outcome                        # JobOutcome: provider, job_id, usage, charged, ...
+```
+
+Providers come from the gossip catalog and, for a model never heard
+advertised (or once the catalog's are used up), from the DHT with a fetched
+advert. Ranking: price, inflated by low reputation and by measured latency;
+peers whose circuit breaker is open or whose advertised stake is under
+`min_stake` are skipped. A job is charged at most once: only the attempt whose
+result checked out is receipted, and the ledger refuses a second charge for a
+job id anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+from p2pinfer.backends.models import normalize_name
+from p2pinfer.errors import (
+    DuplicateEntryError,
+    InsufficientCreditError,
+    LedgerError,
+    P2PInferError,
+    UsageError,
+)
+from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
+from p2pinfer.market.entries import peer_account
+from p2pinfer.market.ledger import ChargeInput, Ledger
+from p2pinfer.market.pricing import charge_for, quality_multiplier_pm
+from p2pinfer.metrics import NodeMetrics
+from p2pinfer.net.adverts import VerifiedAdvert
+from p2pinfer.net.config import wall_clock_ms
+from p2pinfer.net.job_types import Candidate, ClientConfig, JobOutcome
+from p2pinfer.net.net_job import NetJob, with_seed
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
+from p2pinfer.verify.reputation import Outcome
+from p2pinfer.verify.reputation_store import ReputationBook
+
+log = logging.getLogger(__name__)
+
+RTT_MAX_AGE_S = 300.0
+UNREACHABLE_RTT_MS = 10_000.0
+MAX_RTT_PROBES = 8
+
+
+class JobClient:
+    """Runs jobs on the network for this node (or a short-lived consumer host)."""
+
+    def __init__(
+        self,
+        net: NetHost,
+        identity: NodeIdentity,
+        *,
+        ledger: Ledger | None = None,
+        reputation: ReputationBook | None = None,
+        metrics: NodeMetrics | None = None,
+        config: ClientConfig = ClientConfig(),
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.net = net
+        self.identity = identity
+        self.ledger = ledger
+        self.reputation = reputation
+        self.metrics = metrics or NodeMetrics()
+        self.config = config
+        self.clock_ms = clock_ms
+        self._rng = rng or random.Random()
+        self._rtt: dict[str, tuple[float, float]] = {}  # peer -> (ms, trio time measured)
+        self._db = trio.CapacityLimiter(1)
+        # Called with each completed job's outcome (verify/ samples them for re-checks).
+        self.outcome_hooks: list[Callable[[JobOutcome], None]] = []
+
+    # -- jobs ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def job(
+        self, model: str, input: str | Sequence[ChatTurn], params: JobParams = JobParams()
+    ) -> AsyncIterator[NetJob]:
+        """A job for `model`: `input` is a raw prompt (str) or chat turns. Iterate the
+        yielded NetJob for the answer; leaving the block abandons an unfinished one."""
+        if isinstance(input, str):
+            messages: tuple[ChatTurn, ...] = ()
+            prompt: str | None = input
+        else:
+            messages, prompt = tuple(input), None
+            if not messages:
+                raise UsageError("a chat job needs at least one message")
+        self._check_credit(params)
+        job = NetJob(self, self.resolve_model(model), messages, prompt,
+                     with_seed(params, self._rng.randrange(2**32)))
+        try:
+            yield job
+        finally:
+            if job.outcome is None:
+                self.metrics.jobs.labels("consumer", "failed").inc()
+            await job.aclose()
+
+    async def run(
+        self, model: str, input: str | Sequence[ChatTurn], params: JobParams = JobParams()
+    ) -> JobOutcome:
+        """Run a job to the end and return its outcome."""
+        async with self.job(model, input, params) as job:
+            async for _ in job:
+                pass
+        assert job.outcome is not None
+        return job.outcome
+
+    def resolve_model(self, name: str) -> str:
+        """The network's spelling of `name` (`smollm2` -> `smollm2:135m`)."""
+        known = {m.lower(): m for m in self.net.catalog.models()}
+        for wanted in (name, normalize_name(name)):
+            if wanted.lower() in known:
+                return known[wanted.lower()]
+        return normalize_name(name)
+
+    def _check_credit(self, params: JobParams) -> None:
+        if self.ledger is None or not self.config.require_credit:
+            return
+        try:
+            self.ledger.require_credit(
+                peer_account(self.identity.public_key),
+                charge_for(self.config.max_price_per_1k, params.max_tokens),
+            )
+        except InsufficientCreditError as exc:
+            raise InsufficientCreditError(
+                f"{exc} (max price {self.config.max_price_per_1k} per 1k tokens x max_tokens "
+                f"{params.max_tokens}); on a testnet, grant credit with --faucet"
+            ) from exc
+
+    # -- providers -----------------------------------------------------------------
+
+    async def candidates(
+        self, model: str, *, dht: bool = False, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> list[Candidate]:
+        """Providers of `model`, best first: from the catalog, else (or with `dht`) the DHT."""
+        found: dict[str, Candidate] = {}
+        dht = dht or self.config.dht_only
+        if not dht:
+            for entry in self.net.catalog.providers(model):
+                found[entry.peer_id] = self._candidate(entry.advert, model, "catalog")
+        if not found:
+            # A host that has not heard adverts yet (a short-lived consumer): ask the DHT
+            # once and, at the same time, the peers it is connected to; if neither knows
+            # a provider, keep asking the DHT while its routing table fills.
+            heard: dict[str, tuple[VerifiedAdvert, str]] = {}
+
+            async def from_dht(wait: bool) -> None:
+                for advert in await self._dht_lookup(model, wait=wait):
+                    heard[advert.signer] = (advert, "dht")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(from_dht, False)
+                if not dht:
+                    nursery.start_soon(self._from_connected_peers, model, heard)
+            if not heard and (not dht or self.config.dht_only):
+                await from_dht(True)
+            for advert, via in heard.values():
+                found[advert.signer] = self._candidate(advert, model, via)
+        usable = [
+            c for c in found.values()
+            if c.peer_id not in exclude and c.stake >= self.config.min_stake
+        ]
+        await self._probe_rtts(usable)
+        ranked = [self._with_rtt(c) for c in usable]
+        ranked.sort(key=lambda c: (c.rank_key(), self._rng.random()))
+        return ranked
+
+    def _candidate(self, advert: VerifiedAdvert, model: str, via: str) -> Candidate:
+        offer = advert.offer(model)
+        assert offer is not None
+        score = self.reputation.get(advert.signer).score_pm if self.reputation else 950
+        return Candidate(
+            peer_id=advert.signer,
+            model=model,
+            price_per_1k=offer.price_per_1k,
+            rtt_ms=None,
+            score_pm=score,
+            stake=advert.advert.stake,
+            generation_tps=offer.generation_tps_milli / 1000,
+            found_via=via,
+        )
+
+    def _with_rtt(self, c: Candidate) -> Candidate:
+        known = self._rtt.get(c.peer_id)
+        if known is None:
+            return c
+        return Candidate(c.peer_id, c.model, c.price_per_1k, known[0], c.score_pm, c.stake,
+                         c.generation_tps, c.found_via)
+
+    def _rtt_known(self, peer_id: str) -> bool:
+        known = self._rtt.get(peer_id)
+        return known is not None and trio.current_time() - known[1] < RTT_MAX_AGE_S
+
+    async def _probe_rtts(self, candidates: list[Candidate]) -> None:
+        """Measure the info-protocol RTT of providers we have no fresh number for (this
+        also opens the connection the job will use)."""
+        unknown = [c for c in candidates if not self._rtt_known(c.peer_id)]
+        unknown.sort(key=lambda c: c.price_per_1k)
+
+        async def probe(peer_id: str) -> None:
+            try:
+                fetched = await self.net.fetch_advert(
+                    peer_id, timeout_s=self.config.rtt_probe_timeout_s)
+            except P2PInferError as exc:
+                log.info("provider probe failed peer=%s error=%s", peer_id, exc)
+                self._rtt[peer_id] = (UNREACHABLE_RTT_MS, trio.current_time())
+                return
+            if fetched is not None:
+                self._rtt[peer_id] = (fetched.rtt_ms, trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            for c in unknown[:MAX_RTT_PROBES]:
+                nursery.start_soon(probe, c.peer_id)
+
+    async def _dht_lookup(self, model: str, *, wait: bool) -> list[VerifiedAdvert]:
+        """Providers of `model` found in the DHT, with their fetched adverts. With `wait`,
+        retry (a new host's routing table fills within seconds) up to discovery_timeout_s."""
+        deadline = trio.current_time() + self.config.discovery_timeout_s
+        delay = 0.1
+        refreshed = False
+        while True:
+            remaining = max(0.5, deadline - trio.current_time())
+            with trio.move_on_after(remaining):
+                fetched = await self.net.lookup_providers(model, timeout_s=min(remaining, 5.0))
+                for f in fetched:
+                    self._rtt[f.advert.signer] = (f.rtt_ms, trio.current_time())
+                if fetched:
+                    return [f.advert for f in fetched]
+            if not wait or trio.current_time() + delay >= deadline:
+                return []
+            if not refreshed and self.net.peers():
+                refreshed = True
+                with trio.move_on_after(max(0.1, deadline - trio.current_time())):
+                    await self.net.refresh_routing_table()
+                continue
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _from_connected_peers(
+        self, model: str, heard: dict[str, tuple[VerifiedAdvert, str]]
+    ) -> None:
+        """Adverts offering `model` from the peers we are connected to now (tagged "peer")."""
+
+        async def ask(peer_id: str) -> None:
+            try:
+                fetched = await self.net.fetch_advert(
+                    peer_id, timeout_s=self.config.rtt_probe_timeout_s)
+            except P2PInferError as exc:
+                log.info("advert fetch failed peer=%s error=%s", peer_id, exc)
+                return
+            if fetched is None or fetched.advert.offer(model) is None:
+                return
+            self._rtt[peer_id] = (fetched.rtt_ms, trio.current_time())
+            heard.setdefault(peer_id, (fetched.advert, "peer"))
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in self.net.peers():
+                nursery.start_soon(ask, peer_id)
+
+    async def survey(self, *, timeout_s: float = 10.0) -> list[VerifiedAdvert]:
+        """Adverts of every peer we can reach now: refresh the DHT routing table (which
+        connects to the peers near us), then ask each connected peer for its advert."""
+        with trio.move_on_after(timeout_s / 2):
+            await self.net.refresh_routing_table()
+        adverts: dict[str, VerifiedAdvert] = {}
+
+        async def ask(peer_id: str) -> None:
+            try:
+                fetched = await self.net.fetch_advert(peer_id, timeout_s=timeout_s / 2)
+            except P2PInferError as exc:
+                log.info("advert fetch failed peer=%s error=%s", peer_id, exc)
+                return
+            if fetched is not None:
+                adverts[peer_id] = fetched.advert
+                self._rtt[peer_id] = (fetched.rtt_ms, trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in self.net.peers():
+                nursery.start_soon(ask, peer_id)
+        for peer_id in self.net.catalog.peer_ids():
+            known = self.net.catalog.advert_of(peer_id)
+            if known is not None:
+                adverts.setdefault(peer_id, known)
+        return sorted(adverts.values(), key=lambda a: a.signer)
+
+    def rtt_ms(self, peer_id: str) -> float | None:
+        """The last RTT measured to `peer_id`, if any."""
+        known = self._rtt.get(peer_id)
+        return known[0] if known is not None else None
+
+    # -- reputation and ledger (SQLite: off the event loop) ------------------------
+
+    async def allow(self, peer_id: str) -> bool:
+        """Whether the peer's circuit breaker lets a job through."""
+        book = self.reputation
+        if book is None:
+            return True
+        return await trio.to_thread.run_sync(book.allow, peer_id, limiter=self._db)
+
+    async def observe(self, peer_id: str, *, ok: bool, blame: bool) -> None:
+        """Record a job's outcome in the reputation table (neutral failures are not)."""
+        book = self.reputation
+        if book is None or not (ok or blame):
+            return
+        outcome = Outcome.JOB_SUCCEEDED if ok else Outcome.JOB_FAILED
+        try:
+            await trio.to_thread.run_sync(book.record, peer_id, outcome, limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reputation not updated peer=%s error=%s", peer_id, exc)
+
+    async def record_charge(
+        self, model: str, candidate: Candidate, machine: ConsumerJob, *, delivered: bool
+    ) -> int:
+        """Record the receipted job's charge in our ledger, once; the amount charged."""
+        result, receipt = machine.result, machine.receipt_message
+        assert result is not None and receipt is not None
+        if not delivered:
+            return 0  # the provider never got our receipt: it will not charge, nor do we
+        amount = result.msg.charged
+        self.metrics.charged.labels("consumer").inc(amount)
+        ledger = self.ledger
+        if ledger is None:
+            return amount
+        charge = ChargeInput(
+            job_id=machine.job_id,
+            model=model,
+            provider=public_key_from_peer_id(candidate.peer_id),
+            consumer=self.identity.public_key,
+            tokens=result.msg.prompt_tokens + result.msg.completion_tokens,
+            amount=amount,
+            result=result.raw,
+            receipt=receipt.raw,
+        )
+        quality = quality_multiplier_pm(candidate.score_pm)
+
+        def write() -> int:
+            ledger.record_charge(charge, self.config.preset, quality_pm=quality)
+            return ledger.balance(peer_account(self.identity.public_key))
+
+        try:
+            balance = await trio.to_thread.run_sync(write, limiter=self._db)
+        except DuplicateEntryError:
+            log.error("job %s was already charged; not charging again", machine.job_id.hex())
+            return 0
+        except LedgerError as exc:
+            log.error("charge not recorded job=%s error=%s", machine.job_id.hex(), exc)
+            return amount
+        self.metrics.balance.set(balance)
+        return amount

@@ -1,0 +1,402 @@
+"""The provider's job server: `/p2pinfer/job/1.0.0` streams in, signed answers out.
+
+One stream carries one job (docs/node.md has the whole flow). The protocol
+checks (signature, time window, binding to this provider, limits, replay in one
+node-wide window) are `ProviderJob`'s; this module adds the provider's
+decisions (known model, price, capacity), runs the backend, and moves bytes:
+
+- the request is refused with a reject code, or waits for one of the model's
+  slots (bounded queue; beyond it `busy` with retry_after_ms), then accepted;
+- tokens go out as Chunks while the backend produces them: the first at once,
+  and while a write is in flight the next tokens gather into one Chunk, so a
+  slow link never holds generation back and an idle one never holds a token;
+- the consumer closing or resetting the stream cancels the job: the backend's
+  context is left, which stops generation;
+- the signed JobResult ends the stream; the consumer's Receipt is recorded as
+  a charge in this node's ledger (at most once per job: the ledger refuses a
+  second charge for the same job id).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from p2pinfer.backends.base import Backend, ModelInfo
+from p2pinfer.errors import (
+    BackendError,
+    DuplicateEntryError,
+    LedgerError,
+    ModelNotFound,
+    NetworkError,
+)
+from p2pinfer.market.ledger import ChargeInput, Ledger
+from p2pinfer.market.pricing import price_for
+from p2pinfer.metrics import NodeMetrics
+from p2pinfer.net.admission import Busy, ModelSlots
+from p2pinfer.net.adverts import Catalog
+from p2pinfer.net.config import wall_clock_ms
+from p2pinfer.net.generation import Outbox, collapsing_nursery, run_generation
+from p2pinfer.net.job_types import JobRecord, JobServerConfig
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import (
+    JOB_PROTOCOL_ID,
+    PeerClosed,
+    ProtocolViolation,
+    ProviderJob,
+    ProviderState,
+    ReceiptReceived,
+    ReplayWindow,
+    RequestReceived,
+)
+from p2pinfer.protocol.codec import Signer
+from p2pinfer.protocol.messages import JobRequest, RejectCode
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JobRecord", "JobServer", "JobServerConfig"]
+
+MAX_CHUNK_CHARS = 65_536
+
+
+class _Job:
+    """One job's shared state between the serving task and its stream watcher."""
+
+    def __init__(self, machine: ProviderJob, stream: NetStream) -> None:
+        self.machine = machine
+        self.stream = stream
+        self.receipt = trio.Event()
+        self.peer_gone = False
+        self.violation: ProtocolViolation | None = None
+        self.work = trio.CancelScope()
+        self.tokens_sent = 0
+        self.refused = False
+
+    async def streaming(self) -> bool:
+        """Whether the job may still send output. When the watcher ended it (the consumer
+        left or broke the protocol) the work scope is cancelled: this checkpoint raises."""
+        if self.machine.state is ProviderState.STREAMING:
+            return True
+        await trio.lowlevel.checkpoint()
+        return False
+
+
+class JobServer:
+    """Serves jobs for the models in `models` (name -> what the backend reported)."""
+
+    def __init__(
+        self,
+        identity: Signer,
+        backend: Backend,
+        models: dict[str, ModelInfo],
+        *,
+        config: JobServerConfig = JobServerConfig(),
+        catalog: Catalog | None = None,
+        ledger: Ledger | None = None,
+        metrics: NodeMetrics | None = None,
+        replay: ReplayWindow | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._identity = identity
+        self._backend = backend
+        self.models = dict(models)
+        self.config = config
+        self._catalog = catalog
+        self._ledger = ledger
+        self._metrics = metrics or NodeMetrics()
+        self._replay = replay or ReplayWindow()
+        self._clock = clock_ms
+        self._rng = rng or random.Random()
+        self._slots = {
+            name: ModelSlots(config.max_concurrency, config.queue) for name in self.models
+        }
+        self._ledger_limiter = trio.CapacityLimiter(1)
+        self.records: deque[JobRecord] = deque(maxlen=500)
+        self.tokens_generated = 0
+        if config.fault is not None:
+            log.warning("FAULT INJECTION ON: this provider misbehaves on purpose fault=%s",
+                        config.fault)
+
+    def install(
+        self, register: Callable[[str, Callable[[NetStream], Awaitable[None]]], None]
+    ) -> None:
+        """Register `serve` as the job protocol's handler (`NetHost.set_stream_handler`)."""
+        register(JOB_PROTOCOL_ID, self.serve)
+
+    # -- prices and load ---------------------------------------------------------
+
+    def price(self, model: str) -> int:
+        """This provider's price per 1k tokens for `model` now (micro-credits)."""
+        if self.config.price_per_1k is not None:
+            return self.config.price_per_1k
+        others = len(self._catalog.providers(model)) if self._catalog is not None else 0
+        slots = self._slots.get(model)
+        utilisation = slots.utilisation_pm if slots is not None else 0
+        return price_for(utilisation, 1 + others, self.config.pricing)
+
+    def active_jobs(self, model: str | None = None) -> int:
+        """Jobs holding a slot now (for one model, or all)."""
+        slots = [self._slots[model]] if model is not None else list(self._slots.values())
+        return sum(s.active for s in slots)
+
+    # -- one stream --------------------------------------------------------------
+
+    async def serve(self, stream: NetStream) -> None:
+        """Serve the job on `stream` to its end; the caller closes the stream after."""
+        machine = ProviderJob(self._identity, self._replay, limits=self.config.limits)
+        job = _Job(machine, stream)
+        event = await self._read_request(job)
+        if event is None:
+            return
+        if isinstance(event, ProtocolViolation):
+            log.info("job refused code=%s peer=%s reason=%s", event.code,
+                     stream.remote_peer_id, event.error)
+            await self._reject(job, event.code, str(event.error))  # type: ignore[arg-type]
+            return
+        request = event.request.msg
+        started = trio.current_time()
+        async with collapsing_nursery() as nursery:
+            nursery.start_soon(self._watch, job)
+            try:
+                await self._run(job, request, started)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_request(self, job: _Job) -> RequestReceived | ProtocolViolation | None:
+        with trio.move_on_after(self.config.request_timeout_s):
+            while job.machine.state is ProviderState.AWAIT_REQUEST:
+                data = await job.stream.read_some(timeout_s=None)
+                events = job.machine.receive_eof() if not data else job.machine.receive_data(
+                    data, self._clock())
+                if events:
+                    first = events[0]
+                    # Anything else (PeerClosed): the consumer left before asking.
+                    return first if isinstance(first, RequestReceived | ProtocolViolation) else None
+        return None
+
+    async def _watch(self, job: _Job) -> None:
+        """Read what the consumer sends while the job runs: its receipt, or its going away."""
+        while job.machine.state not in (ProviderState.DONE, ProviderState.CLOSED,
+                                        ProviderState.ERROR):
+            data = await job.stream.read_some(timeout_s=None)
+            if job.machine.state in (ProviderState.DONE, ProviderState.CLOSED,
+                                     ProviderState.ERROR):
+                return
+            events = job.machine.receive_eof() if not data else job.machine.receive_data(
+                data, self._clock())
+            for ev in events:
+                if isinstance(ev, ReceiptReceived):
+                    job.receipt.set()
+                elif isinstance(ev, PeerClosed):
+                    job.peer_gone = True
+                    job.work.cancel()
+                elif isinstance(ev, ProtocolViolation):
+                    job.violation = ev
+                    job.work.cancel()
+
+    async def _run(self, job: _Job, request: JobRequest, started: float) -> None:
+        machine = job.machine
+        info = self._served(request)
+        if info is None:
+            await self._refuse(job, request, "unknown_model",
+                               f"this provider does not serve {request.model!r}"
+                               + (f" with digest {request.digest}" if request.digest else ""))
+            return
+        price = self.price(info.name)
+        if request.max_price_per_1k < price:
+            await self._refuse(job, request, "price_too_low",
+                               f"the price of {info.name} is {price} per 1k tokens; "
+                               f"the request allows {request.max_price_per_1k}")
+            return
+        slots = self._slots[info.name]
+        try:
+            slots.check()
+        except Busy as exc:
+            await self._refuse(job, request, "busy", str(exc), exc.retry_after_ms)
+            return
+        with job.work:
+            try:
+                async with slots.slot():
+                    if self._clock() > request.expires_at:
+                        await self._refuse(job, request, "expired",
+                                           "the request expired in the queue")
+                        return
+                    price = min(self.price(info.name), request.max_price_per_1k)
+                    await self._write(job, machine.accept(price))
+                    await self._generate(job, request, info, started)
+            except NetworkError as exc:  # the consumer reset the stream or stopped reading
+                log.info("job stream lost job=%s error=%s", request.job_id.hex(), exc)
+                job.peer_gone = True
+        if machine.state is ProviderState.AWAIT_RECEIPT:
+            with trio.move_on_after(self.config.receipt_timeout_s):
+                await job.receipt.wait()
+        await self._conclude(job, request)
+
+    def _served(self, request: JobRequest) -> ModelInfo | None:
+        info = self.models.get(request.model)
+        if info is None or (request.digest is not None and request.digest != info.digest):
+            return None
+        return info
+
+    async def _generate(
+        self, job: _Job, request: JobRequest, info: ModelInfo, started: float
+    ) -> None:
+        outbox = Outbox()
+        fault = self.config.fault
+        try:
+            async with collapsing_nursery() as nursery:
+                nursery.start_soon(self._write_loop, job, outbox, started)
+                done = await run_generation(
+                    self._backend, request, info, outbox, fault=fault, rng=self._rng
+                )
+        except BackendError as exc:
+            code: RejectCode = "unknown_model" if isinstance(exc, ModelNotFound) else (
+                "internal_error")
+            log.warning("job failed job=%s model=%s error=%s", request.job_id.hex(),
+                        info.name, exc)
+            await self._reject(job, code, f"the engine failed: {exc}")
+            return
+        self.tokens_generated += outbox.tokens
+        if not await job.streaming():
+            return
+        raw = job.machine.finish(
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=min(done.completion_tokens, request.params.max_tokens),
+            finish_reason=done.finish_reason,
+            now_ms=self._clock(),
+            digest=info.digest,
+            prompt_ms=done.prompt_ms,
+            generation_ms=done.generation_ms,
+            total_ms=int((trio.current_time() - started) * 1000),
+        )
+        await self._write(job, raw)
+
+    async def _write_loop(self, job: _Job, outbox: Outbox, started: float) -> None:
+        """Send what the generation produced: everything pending as one Chunk, again and
+        again until the generation is done (coalescing only while a write is in flight)."""
+        crash_after = self.config.fault.count if (
+            self.config.fault is not None and self.config.fault.kind == "crash-after") else 0
+        while True:
+            text, tokens = await outbox.take()
+            if tokens == 0 and not text:
+                return  # closed and drained
+            if not await job.streaming():
+                return
+            for start in range(0, len(text), MAX_CHUNK_CHARS):
+                await self._write(job, job.machine.chunk(text[start:start + MAX_CHUNK_CHARS]))
+            if job.tokens_sent == 0:
+                self._metrics.ttft_seconds.labels("provider").observe(
+                    trio.current_time() - started)
+            job.tokens_sent += tokens
+            if crash_after and job.tokens_sent >= crash_after:
+                log.critical("FAULT crash-after=%d: exiting now, mid-job", crash_after)
+                logging.shutdown()
+                os._exit(17)
+
+    async def _write(self, job: _Job, data: bytes) -> None:
+        await job.stream.write(data, timeout_s=self.config.write_timeout_s)
+
+    # -- endings -----------------------------------------------------------------
+
+    async def _conclude(self, job: _Job, request: JobRequest) -> None:
+        machine = job.machine
+        if job.refused:
+            return
+        result = machine.result
+        tokens = result.msg.completion_tokens if result is not None else job.tokens_sent
+        if machine.state is ProviderState.DONE and result is not None:
+            await self._record_charge(job, request)
+            self._finish(job, request, "completed", tokens, result.msg.charged)
+        elif job.violation is not None:
+            log.info("job aborted job=%s code=%s reason=%s", request.job_id.hex(),
+                     job.violation.code, job.violation.error)
+            if result is None:
+                await self._reject(job, job.violation.code,  # type: ignore[arg-type]
+                                   str(job.violation.error))
+            self._finish(job, request, "failed", tokens, 0)
+        elif result is not None:
+            log.warning("job unpaid: no receipt job=%s model=%s", request.job_id.hex(),
+                        request.model)
+            self._finish(job, request, "unpaid", tokens, 0)
+        elif job.peer_gone or job.work.cancelled_caught:
+            log.info("job cancelled job=%s model=%s completion_tokens=%d max_tokens=%d "
+                     "reason=consumer-closed", request.job_id.hex(), request.model,
+                     job.tokens_sent, request.params.max_tokens)
+            self._finish(job, request, "cancelled", job.tokens_sent, 0)
+        elif machine.state is ProviderState.CLOSED:
+            self._finish(job, request, "failed", tokens, 0)
+
+    async def _record_charge(self, job: _Job, request: JobRequest) -> None:
+        machine = job.machine
+        assert machine.result is not None and machine.receipt is not None
+        assert machine.request is not None
+        result = machine.result.msg
+        if self._ledger is None:
+            return
+        charge = ChargeInput(
+            job_id=request.job_id,
+            model=request.model,
+            provider=self._identity.public_key,
+            consumer=machine.request.signer,
+            tokens=result.prompt_tokens + result.completion_tokens,
+            amount=result.charged,
+            result=machine.result.raw,
+            receipt=machine.receipt.raw,
+        )
+        ledger = self._ledger
+        try:
+            await trio.to_thread.run_sync(
+                lambda: ledger.record_charge(charge, self.config.preset),
+                limiter=self._ledger_limiter,
+            )
+        except DuplicateEntryError:
+            log.warning("charge already recorded job=%s", request.job_id.hex())
+        except LedgerError as exc:
+            log.error("charge not recorded job=%s error=%s", request.job_id.hex(), exc)
+
+    def _finish(
+        self, job: _Job, request: JobRequest, outcome: str, tokens: int, charged: int
+    ) -> None:
+        m = self._metrics
+        m.jobs.labels("provider", outcome.split(":")[0]).inc()
+        result = job.machine.result
+        if result is not None:
+            m.tokens.labels("provider", "prompt").inc(result.msg.prompt_tokens)
+        m.tokens.labels("provider", "completion").inc(tokens)
+        if charged:
+            m.charged.labels("provider").inc(charged)
+        if outcome == "completed":
+            log.info("job done job=%s model=%s completion_tokens=%d charged=%d",
+                     request.job_id.hex(), request.model, tokens, charged)
+        signer = job.machine.request.signer_peer_id if job.machine.request else ""
+        self.records.append(JobRecord(request.job_id.hex(), request.model, signer, outcome,
+                                      tokens, request.params.max_tokens, charged))
+
+    async def _refuse(
+        self, job: _Job, request: JobRequest, code: RejectCode, message: str,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        log.info("job refused job=%s code=%s reason=%s", request.job_id.hex(), code, message)
+        job.refused = True
+        await self._reject(job, code, message, retry_after_ms)
+        self._finish(job, request, f"rejected:{code}", 0, 0)
+
+    async def _reject(
+        self, job: _Job, code: RejectCode, message: str, retry_after_ms: int | None = None
+    ) -> None:
+        try:
+            data = job.machine.reject(code, message, retry_after_ms)
+        except Exception as exc:  # already rejected, or a state that allows no reject
+            log.debug("no reject sent code=%s error=%r", code, exc)
+            return
+        with trio.move_on_after(self.config.write_timeout_s):
+            try:
+                await job.stream.write(data)
+            except Exception as exc:
+                log.debug("reject not delivered code=%s error=%r", code, exc)

@@ -1,0 +1,364 @@
+"""One job as the consumer runs it: attempts on providers, one after another.
+
+`NetJob` is created by `JobClient.job(...)`. Iterating it drives the protocol
+(pull-based: nothing runs in the background): each attempt is a fresh signed
+request (new job id) on a new stream to the next provider; a reject, a broken
+message, a closed stream or a timeout ends the attempt unpaid and the next
+provider gets the whole job again. The first checked result is receipted and
+charged, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pinfer.errors import (
+    AllProvidersFailedError,
+    NetworkError,
+    NoProvidersError,
+    P2PInferError,
+)
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import (
+    JOB_PROTOCOL_ID,
+    Accepted,
+    ChatTurn,
+    ChunkReceived,
+    ConsumerJob,
+    ConsumerState,
+    Failure,
+    JobParams,
+    JobRequest,
+    Rejected,
+    ResultReceived,
+)
+
+if TYPE_CHECKING:
+    from p2pinfer.net.client import JobClient
+
+log = logging.getLogger(__name__)
+
+# Rejects that say nothing bad about the provider: it is full, dearer than we pay,
+# or does not serve the model; or the fault is ours (clock, replay, binding).
+NEUTRAL_CODES = frozenset({"busy", "price_too_low", "unknown_model", "insufficient_credit",
+                           "insufficient_stake", "expired", "replayed", "wrong_provider",
+                           "over_limits"})
+
+
+@dataclass
+class _Attempt:
+    candidate: Candidate
+    stream: NetStream
+    machine: ConsumerJob
+    text: str = ""
+    caught_up: bool = False  # all its text beyond what was delivered has been delivered
+    accepted: bool = False
+    chunks: int = 0
+
+
+class _Failure(Exception):
+    """An attempt ended without a result; `blame` counts it against the provider."""
+
+    def __init__(self, reason: str, code: str | None = None, *, blame: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.blame = blame
+
+
+class NetJob:
+    """Iterate for `TextDelta`s; afterwards `outcome` holds the receipted result."""
+
+    def __init__(
+        self,
+        client: JobClient,
+        model: str,
+        messages: Sequence[ChatTurn],
+        prompt: str | None,
+        params: JobParams,
+    ) -> None:
+        self._client = client
+        self.model = model
+        self._messages = tuple(messages)
+        self._prompt = prompt
+        self.params = params
+        self.outcome: JobOutcome | None = None
+        self.failovers: list[FailedAttempt] = []
+        self._pending: deque[TextDelta] = deque()
+        self._delivered = ""
+        self._candidates: deque[Candidate] | None = None
+        self._tried: set[str] = set()
+        self._dht_consulted = False
+        self._attempt: _Attempt | None = None
+        self._started = trio.current_time()
+        self._first_delta: float | None = None
+
+    @property
+    def provider(self) -> str | None:
+        """The provider of the attempt in progress (or of the outcome)."""
+        if self.outcome is not None:
+            return self.outcome.provider
+        return self._attempt.candidate.peer_id if self._attempt is not None else None
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id (hex) of the attempt in progress (or of the outcome)."""
+        if self.outcome is not None:
+            return self.outcome.job_id
+        return self._attempt.machine.job_id.hex() if self._attempt is not None else None
+
+    def __aiter__(self) -> NetJob:
+        return self
+
+    async def __anext__(self) -> TextDelta:
+        delta = await self.next_delta()
+        if delta is None:
+            raise StopAsyncIteration
+        return delta
+
+    async def next_delta(self) -> TextDelta | None:
+        """The next piece of the answer; None once the job is complete. Raises
+        NoProvidersError, AllProvidersFailedError or InsufficientCreditError."""
+        while not self._pending:
+            if self.outcome is not None:
+                return None
+            await self._step()
+        if self._first_delta is None:
+            self._first_delta = trio.current_time()
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        """Abandon the attempt in progress (the provider sees the stream reset and stops)."""
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await attempt.stream.reset()
+
+    # -- attempts ------------------------------------------------------------------
+
+    async def _step(self) -> None:
+        if self._attempt is None:
+            self._attempt = await self._start_next()
+            return
+        attempt = self._attempt
+        try:
+            await self._read(attempt)
+        except _Failure as failure:
+            await self._fail(attempt, failure)
+        except NetworkError as exc:
+            await self._fail(attempt, _Failure(str(exc)))
+
+    async def _start_next(self) -> _Attempt:
+        client = self._client
+        while True:
+            candidate = await self._next_candidate()
+            if candidate is None:
+                raise self._exhausted()
+            self._tried.add(candidate.peer_id)
+            if not await client.allow(candidate.peer_id):
+                log.info("provider skipped: circuit open peer=%s", candidate.peer_id)
+                continue
+            try:
+                return await self._open(candidate)
+            except _Failure as failure:
+                self._record_failure(candidate, b"", failure)
+                await client.observe(candidate.peer_id, ok=False, blame=failure.blame)
+            except NetworkError as exc:
+                self._record_failure(candidate, b"", _Failure(str(exc)))
+                await client.observe(candidate.peer_id, ok=False, blame=True)
+
+    async def _next_candidate(self) -> Candidate | None:
+        client = self._client
+        if len(self._tried) >= client.config.max_attempts:
+            return None
+        if self._candidates is None:
+            found = await client.candidates(self.model)
+            self._dht_consulted = client.config.dht_only or any(
+                c.found_via == "dht" for c in found)
+            self._candidates = deque(found)
+        while True:
+            while self._candidates:
+                candidate = self._candidates.popleft()
+                if candidate.peer_id not in self._tried:
+                    return candidate
+            if self._dht_consulted:
+                return None
+            self._dht_consulted = True  # the catalog is used up: ask the DHT for others
+            more = await client.candidates(self.model, dht=True, exclude=self._tried)
+            self._candidates.extend(more)
+
+    def _exhausted(self) -> P2PInferError:
+        if not self._tried:
+            return NoProvidersError(f"no provider serves {self.model!r} on the network")
+        summary = "; ".join(f"{f.provider[-8:]}: {f.reason}" for f in self.failovers[-4:])
+        return AllProvidersFailedError(
+            f"all {len(self._tried)} providers of {self.model!r} failed ({summary})"
+        )
+
+    async def _open(self, candidate: Candidate) -> _Attempt:
+        client = self._client
+        stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID)
+        if stream.remote_peer_id != candidate.peer_id:
+            await stream.reset()
+            raise _Failure(f"the stream reached {stream.remote_peer_id}, not the provider")
+        now = client.clock_ms()
+        request = JobRequest(
+            job_id=os.urandom(16),  # every attempt a new job: a retry is never a replay
+            provider=candidate.peer_id,
+            model=self.model,
+            kind="chat" if self._prompt is None else "generate",
+            max_price_per_1k=client.config.max_price_per_1k,
+            issued_at=now,
+            expires_at=now + client.config.request_ttl_ms,
+            messages=self._messages,
+            prompt=self._prompt,
+            params=self.params,
+        )
+        signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
+        machine = ConsumerJob(signer, request)
+        attempt = _Attempt(candidate, stream, machine, caught_up=not self._delivered)
+        try:
+            await stream.write(machine.start(), timeout_s=client.config.chunk_timeout_s)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            raise
+        return attempt
+
+    async def _read(self, attempt: _Attempt) -> None:
+        cfg = self._client.config
+        if not attempt.accepted:
+            timeout = cfg.accept_timeout_s
+        elif attempt.chunks == 0:
+            timeout = cfg.first_chunk_timeout_s
+        else:
+            timeout = cfg.chunk_timeout_s
+        data = await attempt.stream.read_some(timeout_s=timeout)
+        machine = attempt.machine
+        events = machine.receive_data(data, self._client.clock_ms()) if data else (
+            machine.receive_eof())
+        for event in events:
+            if isinstance(event, Accepted):
+                attempt.accepted = True
+            elif isinstance(event, ChunkReceived):
+                attempt.chunks += 1
+                attempt.text += event.text
+                self._deliver(attempt)
+            elif isinstance(event, ResultReceived):
+                await self._complete(attempt)
+                return
+            elif isinstance(event, Rejected):
+                raise _Failure(f"rejected: {event.code}: {event.message}", event.code,
+                               blame=event.code not in NEUTRAL_CODES)
+            elif isinstance(event, Failure):
+                raise _Failure(f"broke the protocol: {event.error}")
+        if not data and machine.state is not ConsumerState.RESULT_RECEIVED:
+            raise _Failure("closed the stream before the result")
+
+    def _deliver(self, attempt: _Attempt) -> None:
+        """Pass on new text; after a failover, only what goes beyond the text already
+        delivered (or everything again, flagged `restart`, if the new answer differs)."""
+        full, done = attempt.text, self._delivered
+        if attempt.caught_up:
+            new = full[len(done):]
+            if new:
+                self._pending.append(TextDelta(new))
+                self._delivered = full
+            return
+        n = min(len(full), len(done))
+        if full[:n] != done[:n]:
+            self._pending.append(TextDelta(full, restart=True))
+        elif len(full) > len(done):
+            self._pending.append(TextDelta(full[len(done):]))
+        else:
+            return  # still repeating what was delivered
+        self._delivered = full
+        attempt.caught_up = True
+
+    async def _complete(self, attempt: _Attempt) -> None:
+        client = self._client
+        machine = attempt.machine
+        if not attempt.caught_up or attempt.text != self._delivered:
+            # A shorter answer than the one already shown: it replaces it.
+            self._pending.append(TextDelta(attempt.text, restart=True))
+            self._delivered = attempt.text
+        receipt = machine.receipt()
+        delivered = True
+        try:
+            await attempt.stream.write(receipt, timeout_s=client.config.chunk_timeout_s)
+        except NetworkError as exc:
+            delivered = False
+            log.warning("receipt not delivered job=%s provider=%s error=%s",
+                        machine.job_id.hex(), attempt.candidate.peer_id, exc)
+        await attempt.stream.close()
+        self._attempt = None
+        assert machine.result is not None and machine.receipt_message is not None
+        result = machine.result.msg
+        charged = await client.record_charge(self.model, attempt.candidate, machine,
+                                             delivered=delivered)
+        now = trio.current_time()
+        first = self._first_delta if self._first_delta is not None else now
+        self.outcome = JobOutcome(
+            model=self.model,
+            provider=attempt.candidate.peer_id,
+            job_id=machine.job_id.hex(),
+            text=attempt.text,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            finish_reason=result.finish_reason,
+            digest=result.digest,
+            price_per_1k=machine.price_per_1k or 0,
+            charged=charged,
+            result=machine.result.raw,
+            receipt=machine.receipt_message.raw,
+            receipt_delivered=delivered,
+            failovers=tuple(self.failovers),
+            found_via=attempt.candidate.found_via,
+            ttft_ms=(first - self._started) * 1000,
+            total_ms=(now - self._started) * 1000,
+            chunks=attempt.chunks,
+            request=machine.request.raw,
+        )
+        for hook in client.outcome_hooks:
+            hook(self.outcome)  # e.g. a consumer's spot-check sampler (must not block)
+        await client.observe(attempt.candidate.peer_id, ok=True, blame=True)
+        client.metrics.jobs.labels("consumer", "completed").inc()
+        client.metrics.tokens.labels("consumer", "completion").inc(result.completion_tokens)
+        client.metrics.tokens.labels("consumer", "prompt").inc(result.prompt_tokens)
+        client.metrics.job_seconds.labels("consumer").observe(now - self._started)
+        client.metrics.ttft_seconds.labels("consumer").observe(first - self._started)
+
+    async def _fail(self, attempt: _Attempt, failure: _Failure) -> None:
+        self._attempt = None
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await attempt.stream.reset()
+        self._record_failure(attempt.candidate, attempt.machine.job_id, failure)
+        await self._client.observe(attempt.candidate.peer_id, ok=False, blame=failure.blame)
+
+    def _record_failure(self, candidate: Candidate, job_id: bytes, failure: _Failure) -> None:
+        log.info("provider failed, trying the next peer=%s job=%s reason=%s",
+                 candidate.peer_id, job_id.hex(), failure.reason)
+        self.failovers.append(
+            FailedAttempt(candidate.peer_id, job_id.hex(), failure.reason, failure.code)
+        )
+        self._client.metrics.failovers.inc()
+
+
+def with_seed(params: JobParams, seed: int) -> JobParams:
+    """`params` with `seed` if it had none (every attempt of a job then samples alike, so
+    a failover usually continues the same answer), and floats where the wire wants them."""
+    return replace(
+        params,
+        seed=seed if params.seed is None else params.seed,
+        temperature=float(params.temperature),
+        top_p=float(params.top_p),
+    )

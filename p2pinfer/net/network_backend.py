@@ -1,0 +1,189 @@
+"""The network as a `Backend`: list_models is what providers advertise, chat/generate run
+jobs through `JobClient` with failover. So `backends.server.create_app(NetworkBackend(...))`
+is an Ollama/OpenAI gateway into the network.
+
+Which provider served a request, its job id and the charge are published on
+`current_job_meta` (a ContextVar holding a `JobMeta` the caller put there), so
+an HTTP layer can turn them into response headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from p2pinfer.backends.base import (
+    ChatMessage,
+    Completion,
+    ModelInfo,
+    SamplingParams,
+    StreamEvent,
+    Timings,
+    TokenDelta,
+    Usage,
+)
+from p2pinfer.errors import (
+    AllProvidersFailedError,
+    EngineResponseError,
+    EngineUnavailable,
+    InsufficientCreditError,
+    JobTimeoutError,
+    ModelNotFound,
+    NetworkError,
+    NoProvidersError,
+)
+from p2pinfer.net.client import JobClient
+from p2pinfer.net.job_types import TextDelta
+from p2pinfer.net.net_job import NetJob
+from p2pinfer.protocol import ChatTurn, JobParams
+
+
+@dataclass
+class JobMeta:
+    """Filled in while a request runs: who serves it, its job id and, at the end, the charge."""
+
+    provider: str | None = None
+    job_id: str | None = None
+    charged: int | None = None
+    failovers: int = 0
+
+
+current_job_meta: ContextVar[JobMeta | None] = ContextVar("p2pinfer_job_meta", default=None)
+
+DEFAULT_MAX_TOKENS = 1024  # when the caller sets no limit (Ollama's num_predict -1)
+
+
+def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> JobParams:
+    """The wire's parameters for a backend request, clamped to the wire's bounds."""
+    return JobParams(
+        max_tokens=params.max_tokens if params.max_tokens > 0 else default_max_tokens,
+        temperature=float(min(max(params.temperature, 0.0), 10.0)),
+        top_p=float(min(max(params.top_p, 0.0), 1.0)),
+        top_k=max(params.top_k, 0),
+        seed=None if params.seed is None else params.seed % 2**32,
+        stop=tuple(s for s in params.stop if s)[:16],
+    )
+
+
+class NetworkBackend:
+    """A Backend whose engine is the network (see module doc)."""
+
+    name = "network"
+
+    def __init__(self, client: JobClient, *, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        self.client = client
+        self._default_max_tokens = default_max_tokens
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model some live provider advertises (its cheapest provider's details)."""
+        catalog = self.client.net.catalog
+        out: list[ModelInfo] = []
+        for name in catalog.models():
+            providers = catalog.providers(name)
+            if not providers:
+                continue
+            offer = providers[0].offer
+            out.append(ModelInfo(
+                name=name, digest=offer.digest, parameter_size=offer.parameter_size,
+                quantization=offer.quantization, context_length=offer.context_length,
+            ))
+        return out
+
+    def chat(
+        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        turns = [ChatTurn(m.role, m.content) for m in messages]
+        return self._stream(model, turns, params)
+
+    def generate(
+        self, model: str, prompt: str, params: SamplingParams
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        return self._stream(model, prompt, params)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the client belongs to the node."""
+
+    @asynccontextmanager
+    async def _stream(
+        self, model: str, input: str | list[ChatTurn], params: SamplingParams
+    ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        meta = current_job_meta.get()
+        try:
+            async with self.client.job(
+                model, input, job_params(params, self._default_max_tokens)
+            ) as job:
+                # Errors before the first token are raised on entering, as Backend says.
+                first = await job.next_delta()
+                yield _Events(job, first, meta)
+        except NetworkError as exc:
+            raise backend_error(exc) from exc
+        except InsufficientCreditError as exc:
+            raise EngineUnavailable(str(exc)) from exc
+
+
+def backend_error(exc: NetworkError) -> EngineUnavailable | ModelNotFound | EngineResponseError:
+    """The Backend error (and so the HTTP status) for a network failure."""
+    if isinstance(exc, NoProvidersError):
+        return ModelNotFound(str(exc))
+    if isinstance(exc, AllProvidersFailedError | JobTimeoutError):
+        return EngineUnavailable(str(exc))
+    return EngineResponseError(str(exc))
+
+
+class _Events:
+    """TokenDeltas from the job, then one Completion."""
+
+    def __init__(self, job: NetJob, first: TextDelta | None, meta: JobMeta | None) -> None:
+        self._job = job
+        self._first = first
+        self._first_pending = True
+        self._meta = meta
+        self._delivered = False
+        self._done = False
+        self._update_meta()
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    def _update_meta(self) -> None:
+        if self._meta is not None:
+            self._meta.provider = self._job.provider
+            self._meta.job_id = self._job.job_id
+            self._meta.failovers = len(self._job.failovers)
+            if self._job.outcome is not None:
+                self._meta.charged = self._job.outcome.charged
+
+    async def __anext__(self) -> StreamEvent:
+        if self._done:
+            raise StopAsyncIteration
+        if self._first_pending:
+            self._first_pending = False
+            delta = self._first
+        else:
+            try:
+                delta = await self._job.next_delta()
+            except NetworkError as exc:
+                raise backend_error(exc) from exc
+        if delta is None:
+            return self._completion()
+        if delta.restart and self._delivered:
+            raise EngineResponseError(
+                "a provider failed mid-answer and the next one answered differently"
+            )
+        self._delivered = True
+        self._update_meta()
+        return TokenDelta(delta.text)
+
+    def _completion(self) -> Completion:
+        self._done = True
+        self._update_meta()
+        outcome = self._job.outcome
+        assert outcome is not None
+        reason = outcome.finish_reason
+        return Completion(
+            finish_reason="length" if reason == "length" else "stop",
+            usage=Usage(outcome.prompt_tokens, outcome.completion_tokens),
+            timings=Timings(total_ns=int(outcome.total_ms * 1e6)),
+        )

@@ -1,0 +1,347 @@
+"""One running peer: identity, backend, benchmark, libp2p host, advert, job server,
+consumer client, ledger, reputation, metrics and gateway, in one trio nursery.
+
+`run_node(NodeConfig(...))` runs until cancelled or, with `handle_signals`,
+until SIGTERM/SIGINT. Once it listens it writes `<home>/node.json` (atomically):
+pid, peer_id, listen_addrs (with /p2p/), gateway_url, models, fault. The local
+testnet and the tests wait on that file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from p2pinfer import identity as identity_store
+from p2pinfer.backends.base import Backend, ModelInfo
+from p2pinfer.errors import DuplicateEntryError, UsageError
+from p2pinfer.gateway import GatewayConfig, run_gateway
+from p2pinfer.gateway.view import GpuView, HardwareView
+from p2pinfer.gov.service import GovService
+from p2pinfer.gov.store import GovStore, gov_path
+from p2pinfer.hardware import BenchCache, cached_benchmark, probe
+from p2pinfer.hardware.benchmark import BenchResult
+from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.job_board import JobBoard
+from p2pinfer.market.ledger import Ledger, ledger_path
+from p2pinfer.market.split import preset_named
+from p2pinfer.metrics import NodeMetrics
+from p2pinfer.net import NetConfig, NetHost, run_host
+from p2pinfer.net.client import JobClient
+from p2pinfer.net.faults import Fault
+from p2pinfer.net.job_server import JobServer, JobServerConfig
+from p2pinfer.net.job_types import ClientConfig
+from p2pinfer.node_view import LiveNodeView
+from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.verify.checker import Verifier, VerifyConfig
+from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+NODE_STATUS_FILE = "node.json"
+FAUCET_GRANT_ID = "node-faucet"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node runs with (the CLI's flags). Money in micro-credits."""
+
+    home: Path
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/4001",)
+    bootstrap: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()
+    mdns: bool = False
+    backend: str = "embedded"  # or ollama[=URL], openai=URL, none (a consumer-only node)
+    models: tuple[str, ...] = ()
+    gateway: str | None = "127.0.0.1:11435"
+    api_key: str | None = None  # None: P2PINFER_API_KEY; required off loopback
+    gateway_rate_limit: str | None = None  # RATE[/BURST] per key; None: env or 20/40
+    fault: Fault | None = None
+    faucet: int = 0  # granted to this node's own account once, for testnets
+    price_per_1k: int | None = None  # None: market pricing
+    max_concurrency: int = 1
+    queue: int = 4
+    stake: int = 0
+    preset: str = "seed"
+    benchmark: bool = True
+    bench_cache: Path | None = None  # default <home>/bench.json
+    advert_interval_s: float = 30.0
+    advert_ttl_ms: int = 120_000
+    client: ClientConfig = field(default_factory=ClientConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # spot-checks (verify/checker)
+
+
+    def gateway_config(self) -> GatewayConfig | None:
+        """The gateway's settings (None: no gateway); UsageError if unsafe or malformed."""
+        if not self.gateway:
+            return None
+        return GatewayConfig.resolve(self.gateway, api_key=self.api_key,
+                                     rate_limit=self.gateway_rate_limit)
+
+
+@dataclass
+class Served:
+    """A model this node serves: what the backend says and what it measured."""
+
+    info: ModelInfo
+    bench: BenchResult | None = None
+
+
+def grant_faucet(ledger: Ledger, identity: NodeIdentity, amount: int) -> bool:
+    """Grant `amount` testnet micro-credits to this node's account, once per ledger."""
+    if amount <= 0:
+        return False
+    try:
+        ledger.record_faucet(identity.public_key, amount, grant_id=FAUCET_GRANT_ID)
+    except DuplicateEntryError:
+        return False
+    log.info("faucet granted amount=%d", amount)
+    return True
+
+
+def substitute_name(spec: str) -> str:
+    """The name the backend knows a substitute-model spec by (NAME, NAME=PATH or a .gguf)."""
+    from p2pinfer.backends.models import normalize_name
+
+    if "=" in spec:
+        return normalize_name(spec.partition("=")[0])
+    if spec.endswith(".gguf"):
+        return normalize_name(Path(spec).stem.lower())
+    return normalize_name(spec)
+
+
+def served_fault(fault: Fault | None) -> Fault | None:
+    """The fault as the job server applies it (a substitute named as the backend names it)."""
+    if fault is not None and fault.kind == "substitute-model":
+        return Fault("substitute-model", model=substitute_name(fault.model))
+    return fault
+
+
+def make_node_backend(config: NodeConfig) -> Backend | None:
+    """The backend from `--backend` (None for `none`). With substitute-model the
+    substitute is loaded too, but only the advertised models are offered."""
+    if config.backend.strip().lower() == "none":
+        return None
+    from p2pinfer.backends.factory import make_backend
+
+    models = list(config.models)
+    if config.fault is not None and config.fault.kind == "substitute-model" and models:
+        models.append(config.fault.model)
+    return make_backend(config.backend, models=models, home=config.home)
+
+
+async def served_models(backend: Backend, config: NodeConfig) -> list[ModelInfo]:
+    """The models to advertise: the backend's, limited to `--models` when given (the
+    embedded engine was built with just those), never a substitute-model fault's."""
+    from p2pinfer.backends.models import find_model
+
+    fault = config.fault
+    hidden = substitute_name(fault.model).lower() if (
+        fault is not None and fault.kind == "substitute-model") else None
+    if config.models and backend.name != "embedded":
+        models = [await find_model(backend, name) for name in config.models]
+    else:
+        models = await backend.list_models()
+    return [m for m in models if m.name.lower() != hidden or not config.models]
+
+
+async def benchmark_models(
+    backend: Backend, models: list[ModelInfo], machine: MachineProfile, config: NodeConfig
+) -> list[Served]:
+    """Each model with its (cached) benchmark; without `benchmark`, unmeasured."""
+    if not config.benchmark:
+        return [Served(m) for m in models]
+    cache = BenchCache(config.bench_cache or config.home / "bench.json")
+    out = []
+    for info in models:
+        result, cached = await cached_benchmark(backend, info, machine.fingerprint(), cache)
+        log.info("benchmark model=%s gen_tps=%.1f cached=%s", info.name,
+                 result.gen_tokens_per_s, cached)
+        out.append(Served(info, result))
+    return out
+
+
+def advert_builder(
+    served: list[Served], server: JobServer, machine: MachineProfile, engine: str,
+    config: NodeConfig,
+) -> Callable[[], Advert]:
+    """What the node advertises, priced at the moment of each republication."""
+    hardware = HardwareProfile(
+        cpu=machine.cpu_model[:128],
+        cpu_cores=min(machine.cpu_cores, 65_535),
+        ram_mb=machine.ram_total_bytes // 2**20,
+        gpus=tuple(Gpu(g.name[:128], g.vram_total_bytes // 2**20) for g in machine.gpus[:16]),
+    )
+
+    def current() -> Advert:
+        offers = tuple(
+            ModelOffer(
+                name=s.info.name, digest=s.info.digest[:128],
+                parameter_size=s.info.parameter_size[:32],
+                quantization=s.info.quantization[:32], context_length=s.info.context_length,
+                prompt_tps_milli=int(s.bench.prompt_tokens_per_s * 1000) if s.bench else 0,
+                generation_tps_milli=int(s.bench.gen_tokens_per_s * 1000) if s.bench else 0,
+                price_per_1k=server.price(s.info.name),
+            )
+            for s in served[:64]
+        )
+        return Advert(models=offers, hardware=hardware, engine=engine[:128], stake=config.stake,
+                      capacity=min(65_535, config.max_concurrency * len(offers)),
+                      listen_addrs=(), seq=0, issued_at=0, ttl_ms=config.advert_ttl_ms)
+
+    return current
+
+
+def write_status(home: Path, status: dict[str, Any]) -> None:
+    """Write `<home>/node.json` atomically (readers never see half a file)."""
+    path = home / NODE_STATUS_FILE
+    tmp = path.with_name(f".{NODE_STATUS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(status, indent=2))
+    os.replace(tmp, path)
+
+
+def machine_view(machine: MachineProfile) -> HardwareView:
+    """This machine as the gateway shows it."""
+    gpus = tuple(GpuView(g.name, g.vram_total_bytes // 2**20) for g in machine.gpus)
+    return HardwareView(machine.cpu_model, machine.cpu_cores, machine.ram_total_bytes // 2**20,
+                        gpus)  # fmt: skip
+
+
+async def _gauges(net: NetHost, metrics: NodeMetrics) -> None:
+    while True:
+        metrics.peers.set(len(net.peers()))
+        metrics.catalog_providers.set(len(net.catalog.peer_ids()))
+        await trio.sleep(5)
+
+
+async def run_node(
+    config: NodeConfig,
+    *,
+    handle_signals: bool = False,
+    task_status: TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the node until cancelled (or a signal, with `handle_signals`); `task_status`
+    gets the status written to node.json."""
+    home = config.home
+    home.mkdir(parents=True, exist_ok=True)
+    identity = identity_store.load_or_create(home)
+    if config.fault is not None:
+        log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
+                    config.fault)
+    preset = preset_named(config.preset)
+    gateway_config = config.gateway_config()
+    backend = make_node_backend(config)
+    machine = await trio.to_thread.run_sync(probe)
+    served: list[Served] = []
+    if backend is not None:
+        served = await benchmark_models(backend, await served_models(backend, config), machine,
+                                        config)
+    with Ledger.open(ledger_path(home), identity) as ledger, \
+            ReputationBook.open(reputation_path(home)) as reputation, \
+            closing(GovStore(gov_path(home))) as gov_store:
+        grant_faucet(ledger, identity, config.faucet)
+        metrics = NodeMetrics()
+        board = JobBoard()  # the jobs the dashboard shows
+        net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
+                               announce_addrs=config.announce, enable_mdns=config.mdns)
+        try:
+            async with run_host(net_config) as net, trio.open_nursery() as nursery:
+                server: JobServer | None = None
+                if backend is not None and served:
+                    engine = board.track(backend, role="provider", provider=net.peer_id)
+                    server = JobServer(
+                        identity, engine, {s.info.name: s.info for s in served},
+                        config=JobServerConfig(
+                            max_concurrency=config.max_concurrency, queue=config.queue,
+                            price_per_1k=config.price_per_1k, preset=preset,
+                            fault=served_fault(config.fault)),
+                        catalog=net.catalog, ledger=ledger, metrics=metrics)
+                    server.install(net.set_stream_handler)
+                    net.start_advertising(
+                        advert_builder(served, server, machine, backend.name, config),
+                        interval_s=config.advert_interval_s)
+                client = JobClient(net, identity, ledger=ledger, reputation=reputation,
+                                   metrics=metrics, config=config.client)
+                governance = GovService(identity, net, gov_store, stake=config.stake,
+                                        ledger=ledger)
+                await governance.start(nursery)
+                gateway_url = None
+                if gateway_config is not None:
+                    view = LiveNodeView(
+                        net=net, client=client, metrics=metrics, hardware=machine_view(machine),
+                        ledger=ledger, reputation=reputation, server=server, board=board,
+                        engine=backend.name if backend is not None else "",
+                        governance=governance)
+                    binding = await nursery.start(partial(run_gateway, view, gateway_config))
+                    gateway_url = binding.url
+                nursery.start_soon(_gauges, net, metrics)
+                verifier = Verifier(
+                    net, identity, client, backend=backend,
+                    models=frozenset(s.info.name for s in served), reputation=reputation,
+                    ledger=ledger, config=config.verify,
+                    digests={s.info.name: s.info.digest for s in served})
+                nursery.start_soon(verifier.run)
+                model_names = [s.info.name for s in served]
+                status: dict[str, Any] = {
+                    "pid": os.getpid(),
+                    "peer_id": net.peer_id,
+                    "listen_addrs": net.addrs(),
+                    "gateway_url": gateway_url,
+                    "models": model_names,
+                    "fault": str(config.fault) if config.fault else None,
+                    "backend": config.backend,
+                    "home": str(home),
+                }
+                write_status(home, status)
+                log.info("node running peer=%s addrs=%s models=%s gateway=%s", net.peer_id,
+                         ",".join(net.addrs()), ",".join(model_names) or "-", gateway_url)
+                task_status.started(status)
+                if handle_signals:
+                    await _wait_for_signal()
+                    nursery.cancel_scope.cancel()
+                else:
+                    await trio.sleep_forever()
+        finally:
+            if backend is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await backend.aclose()
+    log.info("node stopped peer=%s", identity.peer_id)
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("stopping signal=%s", signal.Signals(signum).name)
+            return
+
+
+def check_config(config: NodeConfig) -> None:
+    """UsageError for flag values that cannot work, before anything starts."""
+    if config.max_concurrency < 1:
+        raise UsageError("--max-concurrency must be at least 1")
+    if config.queue < 0:
+        raise UsageError("--queue must be 0 or more")
+    if config.price_per_1k is not None and config.price_per_1k < 0:
+        raise UsageError("--price must be 0 or more micro-credits per 1k tokens")
+    if config.faucet < 0 or config.stake < 0:
+        raise UsageError("--faucet and --stake are amounts of micro-credits, 0 or more")
+    config.gateway_config()
+    preset_named(config.preset)
+    if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
+        raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
+    if config.verify.validator and config.backend.strip().lower() == "none":
+        raise UsageError("--validator needs a backend to re-run the jobs it checks")

@@ -1,0 +1,100 @@
+"""The embedded engine on its own: the tiny generated model, queueing, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import ModelSource
+from p2pinfer.errors import EngineResponseError
+from tests.support.backends import ENGINE_READY
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(not ENGINE_READY, reason="needs llama-cpp-python"),
+]
+
+GREEDY = SamplingParams(max_tokens=40, temperature=0.0, seed=7)
+
+
+def tiny_engine(tiny_model: Path, **options: object) -> EmbeddedBackend:
+    return EmbeddedBackend([ModelSource("tiny:latest", tiny_model)], **options)  # type: ignore[arg-type]
+
+
+async def run(
+    engine: EmbeddedBackend, prompt: str, params: SamplingParams = GREEDY
+) -> tuple[str, Completion]:
+    text, done = "", None
+    with trio.fail_after(30):
+        async with engine.generate("tiny", prompt, params) as events:
+            async for event in events:
+                if isinstance(event, TokenDelta):
+                    text += event.text
+                else:
+                    done = event
+    assert done is not None
+    return text, done
+
+
+async def test_the_tiny_model_is_deterministic_across_engines(tiny_model: Path) -> None:
+    first, second = tiny_engine(tiny_model), tiny_engine(tiny_model)
+    a, done = await run(first, "Hello")
+    b, _ = await run(second, "Hello")
+    again, _ = await run(first, "Hello")  # after other work on the same engine
+    assert a == b == again and done.usage.completion_tokens > 0
+    info = (await first.list_models())[0]
+    assert (info.name, info.family, info.quantization) == ("tiny:latest", "llama", "F32")
+
+
+async def test_a_prompt_longer_than_the_context_fails_at_open_and_the_engine_goes_on(
+    tiny_model: Path,
+) -> None:
+    engine = tiny_engine(tiny_model, n_ctx=64)
+    with pytest.raises(EngineResponseError, match="tiny:latest"):
+        async with engine.generate("tiny", "x" * 500, GREEDY):
+            pass
+    _, done = await run(engine, "Hi", SamplingParams(max_tokens=5, temperature=0.0))
+    assert done.usage.completion_tokens <= 5
+
+
+async def test_concurrent_requests_queue_and_all_complete(tiny_model: Path) -> None:
+    engine = tiny_engine(tiny_model)
+    results: list[str] = []
+
+    async def one() -> None:
+        results.append((await run(engine, "Hello"))[0])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(one)
+    assert len(results) == 4 and len(set(results)) == 1
+    assert engine.running == 0
+
+
+async def test_errors_in_the_callers_block_come_out_unwrapped(tiny_model: Path) -> None:
+    engine = tiny_engine(tiny_model)
+
+    class Mine(Exception):
+        pass
+
+    with pytest.raises(Mine):
+        async with engine.generate("tiny", "Hello", GREEDY) as events:
+            async for _ in events:
+                raise Mine()
+    assert engine.running == 0
+
+
+async def test_chat_uses_the_model_template_and_reports_timings(tiny_model: Path) -> None:
+    engine = tiny_engine(tiny_model)
+    with trio.fail_after(30):
+        async with engine.chat("tiny", [ChatMessage("user", "hi")], GREEDY) as events:
+            done = [e async for e in events][-1]
+    assert isinstance(done, Completion)
+    # The ChatML wrapping makes the prompt much longer than "hi".
+    assert done.usage.prompt_tokens > 20
+    assert done.timings.total_ns >= done.timings.prompt_eval_ns + done.timings.eval_ns > 0
+    assert done.timings.load_ns > 0  # this request loaded the model

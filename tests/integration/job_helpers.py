@@ -1,0 +1,184 @@
+"""Pieces shared by the in-process job tests: real hosts, fakes for exact faults, ledgers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from p2pinfer.backends.base import (
+    Backend,
+    ChatMessage,
+    Completion,
+    ModelInfo,
+    SamplingParams,
+    StreamEvent,
+    TokenDelta,
+    Usage,
+)
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.metrics import NodeMetrics
+from p2pinfer.net import NetConfig, NetHost, run_host
+from p2pinfer.net.client import JobClient
+from p2pinfer.net.job_server import JobServer, JobServerConfig
+from p2pinfer.net.job_types import ClientConfig
+from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer
+
+FAKE_MODEL = "fake:1b"
+FAKE_DIGEST = "cd" * 32
+CREDIT = 10_000_000
+
+
+class FakeBackend:
+    """Emits `tokens` one by one. With `pause_after=N` it sets `paused` after N tokens and
+    waits for `resume` (forever if nobody sets it). Records entering and leaving."""
+
+    name = "fake"
+
+    def __init__(
+        self,
+        tokens: Sequence[str] = tuple(f"t{i} " for i in range(20)),
+        *,
+        model: str = FAKE_MODEL,
+        pause_after: int | None = None,
+        prompt_tokens: int = 5,
+    ) -> None:
+        self.tokens = list(tokens)
+        self.model = model
+        self.pause_after = pause_after
+        self.prompt_tokens = prompt_tokens
+        self.paused = trio.Event()
+        self.resume = trio.Event()
+        self.exited = trio.Event()
+        self.entered = 0
+        self.emitted = 0
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo(name=self.model, digest=FAKE_DIGEST, context_length=2048)]
+
+    def chat(
+        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        return self._stream(params)
+
+    def generate(
+        self, model: str, prompt: str, params: SamplingParams
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        return self._stream(params)
+
+    async def aclose(self) -> None:
+        pass
+
+    @asynccontextmanager
+    async def _stream(self, params: SamplingParams) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        self.entered += 1
+        try:
+            yield self._events(params)
+        finally:
+            self.exited.set()
+
+    async def _events(self, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        count = 0
+        for token in self.tokens[: params.max_tokens]:
+            if self.pause_after is not None and count == self.pause_after:
+                self.paused.set()
+                await self.resume.wait()
+            await trio.lowlevel.checkpoint()
+            count += 1
+            self.emitted += 1
+            yield TokenDelta(token)
+        reason = "length" if count == params.max_tokens else "stop"
+        yield Completion(reason, Usage(self.prompt_tokens, count))  # type: ignore[arg-type]
+
+
+def advert_for(server: JobServer, *, stake: int = 0, capacity: int = 1) -> Callable[[], Advert]:
+    """What a node advertises for the models `server` serves, priced by the server now."""
+
+    def current() -> Advert:
+        offers = tuple(
+            ModelOffer(info.name, info.digest, info.parameter_size, info.quantization,
+                       info.context_length, 0, 0, server.price(info.name))
+            for info in server.models.values()
+        )
+        return Advert(models=offers, hardware=HardwareProfile("test cpu", 2, 1024, ()),
+                      engine="fake", stake=stake, capacity=capacity, listen_addrs=(), seq=0,
+                      issued_at=0, ttl_ms=60_000)
+
+    return current
+
+
+@dataclass
+class Provider:
+    net: NetHost
+    server: JobServer
+    ledger: Ledger
+    backend: Backend
+    metrics: NodeMetrics
+    scope: trio.CancelScope
+
+
+async def start_provider(
+    stack: AsyncExitStack,
+    nursery: trio.Nursery,
+    backend: Backend,
+    tmp: Path,
+    *,
+    config: JobServerConfig = JobServerConfig(),
+    bootstrap: tuple[str, ...] = (),
+) -> Provider:
+    """A provider host serving `backend` with its own ledger, advertising every second.
+    Cancel `provider.scope` to make it vanish as a crashed process would."""
+    identity = NodeIdentity.generate()
+    ledger = stack.enter_context(Ledger.open(tmp / f"{identity.peer_id[-8:]}.sqlite3", identity))
+    scope = trio.CancelScope()
+    ready: list[Provider] = []
+    started = trio.Event()
+
+    async def run() -> None:
+        with scope:
+            async with run_host(NetConfig(identity, bootstrap=bootstrap)) as net:
+                models = {m.name: m for m in await backend.list_models()}
+                metrics = NodeMetrics()
+                server = JobServer(identity, backend, models, config=config,
+                                   catalog=net.catalog, ledger=ledger, metrics=metrics)
+                server.install(net.set_stream_handler)
+                net.start_advertising(advert_for(server), interval_s=1.0)
+                ready.append(Provider(net, server, ledger, backend, metrics, scope))
+                started.set()
+                await trio.sleep_forever()
+
+    nursery.start_soon(run)
+    await started.wait()
+    return ready[0]
+
+
+async def start_consumer(
+    stack: AsyncExitStack,
+    tmp: Path,
+    bootstrap: tuple[str, ...],
+    *,
+    config: ClientConfig = ClientConfig(),
+    credit: int = CREDIT,
+) -> tuple[NetHost, JobClient, Ledger]:
+    """A consumer host with a ledger holding `credit` micro-credits."""
+    identity = NodeIdentity.generate()
+    ledger = stack.enter_context(Ledger.open(tmp / "consumer.sqlite3", identity))
+    if credit:
+        ledger.record_faucet(identity.public_key, credit, grant_id="test")
+    net = await stack.enter_async_context(run_host(NetConfig(identity, bootstrap=bootstrap)))
+    client = JobClient(net, identity, ledger=ledger, config=config)
+    return net, client, ledger
+
+
+async def wait_for_providers(net: NetHost, model: str, count: int) -> None:
+    """Until `count` providers of `model` are in `net`'s catalog (bound it by the caller)."""
+    await net.catalog.wait_for(lambda c: len(c.providers(model)) >= count)
+
+
+def charges(ledger: Ledger) -> list[bytes]:
+    """Job ids of the charge entries in `ledger`."""
+    return [e.body.job_id for e in ledger.entries() if e.kind == "charge"]  # type: ignore[attr-defined]

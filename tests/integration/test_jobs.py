@@ -1,0 +1,271 @@
+"""Jobs over real libp2p hosts in one process: the job server, the consumer client,
+failover, admission, cancellation and charging (fakes only where a fault must be exact)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import ModelSource
+from p2pinfer.backends.tiny_model import TINY_MODEL_NAME, write_tiny_model
+from p2pinfer.errors import InsufficientCreditError, NoProvidersError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.entries import peer_account
+from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.net.job_types import ClientConfig
+from p2pinfer.protocol import (
+    ChatTurn,
+    JobAccept,
+    JobParams,
+    JobReject,
+    JobResult,
+    Receipt,
+    decode_as,
+)
+from tests.integration.job_helpers import (
+    CREDIT,
+    FAKE_MODEL,
+    FakeBackend,
+    charges,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
+from tests.support.raw_jobs import first_answer, forged, signed_request
+
+pytestmark = pytest.mark.network
+
+GREEDY = JobParams(max_tokens=40, temperature=0.0, seed=7)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+def tiny_engine(path: Path) -> EmbeddedBackend:
+    return EmbeddedBackend([ModelSource(TINY_MODEL_NAME, path)])
+
+
+async def test_a_job_returns_the_engines_own_text_and_is_charged_once_on_each_side(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    engine = tiny_engine(tiny_model)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, client, ledger = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, TINY_MODEL_NAME, 1)
+
+            prompt = [ChatTurn("user", "Say something.")]
+            async with client.job("tiny", prompt, GREEDY) as job:
+                streamed = [delta.text async for delta in job]
+            outcome = job.outcome
+            assert outcome is not None
+
+            params = SamplingParams(max_tokens=40, temperature=0.0, seed=7)
+            async with engine.chat(TINY_MODEL_NAME, [ChatMessage("user", "Say something.")],
+                                   params) as events:
+                direct = "".join([e.text async for e in events if isinstance(e, TokenDelta)])
+            assert outcome.text == "".join(streamed) == direct
+            assert outcome.provider == provider.net.peer_id
+            assert outcome.completion_tokens == 40 and outcome.failovers == ()
+            assert outcome.charged > 0
+            # Tokens produced while a write was in flight travelled together.
+            assert 1 <= outcome.chunks <= outcome.completion_tokens
+
+            # The signed result and our receipt are real, and name each other.
+            result = decode_as(outcome.result, JobResult)
+            receipt = decode_as(outcome.receipt, Receipt)
+            assert result.signer_peer_id == provider.net.peer_id
+            assert receipt.msg.result_hash == result.hash and receipt.msg.amount == outcome.charged
+
+            job_id = bytes.fromhex(outcome.job_id)
+            assert charges(ledger) == [job_id]
+            consumer_account = peer_account(client.identity.public_key)
+            assert ledger.balance(consumer_account) == CREDIT - outcome.charged
+            with trio.fail_after(5):
+                while charges(provider.ledger) != [job_id]:
+                    await trio.sleep(0.01)
+            assert provider.server.records[-1].outcome == "completed"
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_first_token_leaves_before_the_engine_makes_the_second(tmp_path: Path) -> None:
+    backend = FakeBackend(pause_after=1)  # holds token 2 until the consumer saw token 1
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, backend, tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            async with client.job(FAKE_MODEL, "go", JobParams(max_tokens=5)) as job:
+                first = await job.next_delta()
+                assert first is not None and first.text == "t0 "
+                backend.resume.set()
+                rest = [d.text async for d in job]
+            assert "".join([first.text, *rest]) == "t0 t1 t2 t3 t4 "
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_dying_mid_answer_is_failed_over_and_the_job_charged_once(
+    tmp_path: Path,
+) -> None:
+    crashing = FakeBackend(pause_after=3)
+    healthy = FakeBackend()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            cheap = await start_provider(stack, nursery, crashing, tmp_path,
+                                         config=JobServerConfig(price_per_1k=100))
+            dear = await start_provider(stack, nursery, healthy, tmp_path,
+                                        config=JobServerConfig(price_per_1k=900),
+                                        bootstrap=(cheap.net.addrs()[0],))
+            net, client, ledger = await start_consumer(stack, tmp_path, (cheap.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 2)
+
+            async def crash_when_paused() -> None:
+                await crashing.paused.wait()
+                cheap.scope.cancel()  # the whole host goes, as a killed process would
+
+            nursery.start_soon(crash_when_paused)
+            outcome = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=8))
+            assert outcome.text == "".join(f"t{i} " for i in range(8))
+            assert outcome.provider == dear.net.peer_id
+            assert [f.provider for f in outcome.failovers] == [cheap.net.peer_id]
+            assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
+            assert charges(cheap.ledger) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_busy_beyond_its_queue_says_busy_and_the_job_goes_elsewhere(
+    tmp_path: Path,
+) -> None:
+    stuck = FakeBackend(pause_after=1)
+    spare = FakeBackend()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            full = await start_provider(stack, nursery, stuck, tmp_path, config=JobServerConfig(
+                price_per_1k=100, max_concurrency=1, queue=0))
+            other = await start_provider(stack, nursery, spare, tmp_path,
+                                         config=JobServerConfig(price_per_1k=900),
+                                         bootstrap=(full.net.addrs()[0],))
+            net, client, _ = await start_consumer(stack, tmp_path, (full.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 2)
+
+            async with client.job(FAKE_MODEL, "first", JobParams(max_tokens=4)) as holding:
+                await holding.next_delta()  # the cheap provider's only slot is taken
+                assert holding.provider == full.net.peer_id
+                second = await client.run(FAKE_MODEL, "second", JobParams(max_tokens=4))
+                assert second.provider == other.net.peer_id
+                [busy] = second.failovers
+                assert (busy.provider, busy.code) == (full.net.peer_id, "busy")
+                stuck.resume.set()
+                assert "".join([d.text async for d in holding]) == "t1 t2 t3 "
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_queued_job_waits_for_the_slot_instead_of_being_refused(tmp_path: Path) -> None:
+    stuck = FakeBackend(pause_after=1)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, stuck, tmp_path,
+                                            config=JobServerConfig(max_concurrency=1, queue=1))
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            results: list[str] = []
+
+            async def second() -> None:
+                results.append((await client.run(FAKE_MODEL, "b", JobParams(max_tokens=2))).text)
+
+            async with client.job(FAKE_MODEL, "a", JobParams(max_tokens=2)) as first:
+                await first.next_delta()
+                nursery.start_soon(second)
+                with trio.fail_after(5):
+                    while provider.server._slots[FAKE_MODEL].waiting == 0:
+                        await trio.sleep(0.01)
+                stuck.pause_after = None
+                stuck.resume.set()
+                assert [d.text async for d in first] == ["t1 "]
+            with trio.fail_after(10):
+                while not results:
+                    await trio.sleep(0.01)
+            assert results == ["t0 t1 "]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_consumer_that_leaves_mid_answer_stops_generation(tmp_path: Path) -> None:
+    endless = FakeBackend(tokens=[f"w{i} " for i in range(10_000)], pause_after=3)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, endless, tmp_path)
+            net, client, ledger = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            async with client.job(FAKE_MODEL, "go on", JobParams(max_tokens=5_000)) as job:
+                await job.next_delta()
+                await endless.paused.wait()
+            await endless.exited.wait()  # the engine's context was left: generation stopped
+            with trio.fail_after(5):
+                while not provider.server.records:
+                    await trio.sleep(0.01)
+            record = provider.server.records[-1]
+            assert record.outcome == "cancelled" and record.completion_tokens < 5_000
+            assert endless.emitted == 3
+            assert charges(ledger) == [] and charges(provider.ledger) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_job_the_consumer_cannot_pay_for_is_not_sent(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],),
+                                                  credit=0)
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            with pytest.raises(InsufficientCreditError):
+                await client.run(FAKE_MODEL, "go", JobParams(max_tokens=4))
+            assert provider.server.records == type(provider.server.records)(maxlen=500)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_model_nobody_serves_has_no_providers(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            net, client, _ = await start_consumer(
+                stack, tmp_path, (provider.net.addrs()[0],),
+                config=ClientConfig(discovery_timeout_s=1.0))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            with pytest.raises(NoProvidersError):
+                await client.run("nobody:serves", "go", JobParams(max_tokens=4))
+            nursery.cancel_scope.cancel()
+
+
+async def test_forged_replayed_and_misbound_requests_are_rejected_with_their_codes(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            net, _, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            pid, consumer = provider.net.peer_id, NodeIdentity.generate()
+
+            bad = await first_answer(net, pid, forged(signed_request(consumer, pid, FAKE_MODEL)))
+            assert bad.expect(JobReject).msg.code == "bad_signature"
+
+            raw = signed_request(consumer, pid, FAKE_MODEL)
+            assert isinstance((await first_answer(net, pid, raw)).msg, JobAccept)
+            again = await first_answer(net, pid, raw)
+            assert again.expect(JobReject).msg.code == "replayed"
+
+            elsewhere = signed_request(consumer, NodeIdentity.generate().peer_id, FAKE_MODEL)
+            misbound = await first_answer(net, pid, elsewhere)
+            assert misbound.expect(JobReject).msg.code == "wrong_provider"
+
+            unknown = await first_answer(net, pid, signed_request(consumer, pid, "other:1b"))
+            assert unknown.expect(JobReject).msg.code == "unknown_model"
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,91 @@
+"""Pure parts of the job server and client: admission, faults, the outbox, ranking."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from p2pinfer.backends.base import SamplingParams
+from p2pinfer.errors import UsageError
+from p2pinfer.gateway.config import parse_bind
+from p2pinfer.net.admission import Busy, ModelSlots
+from p2pinfer.net.faults import Fault, parse_fault
+from p2pinfer.net.generation import Outbox
+from p2pinfer.net.job_types import Candidate
+from p2pinfer.net.network_backend import job_params
+
+
+def test_faults_parse_from_their_flag_text() -> None:
+    assert parse_fault("crash-after=3") == Fault("crash-after", count=3)
+    assert parse_fault("slow=250") == Fault("slow", count=250)
+    assert parse_fault("substitute-model=tiny:latest") == Fault("substitute-model",
+                                                                  model="tiny:latest")
+    assert parse_fault("truncate") == Fault("truncate")
+    assert str(parse_fault("garbage")) == "garbage"
+    for bad in ("crash-after=0", "crash-after", "slow=fast", "explode", "truncate=2"):
+        with pytest.raises(UsageError):
+            parse_fault(bad)
+
+
+async def test_slots_run_then_queue_then_refuse_busy_with_a_retry_hint() -> None:
+    slots = ModelSlots(concurrency=1, queue=1)
+    release, queued_ran = trio.Event(), trio.Event()
+
+    async def hold() -> None:
+        async with slots.slot():
+            await release.wait()
+
+    async def queued() -> None:
+        async with slots.slot():
+            queued_ran.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (slots.active, slots.utilisation_pm) == (1, 1000)
+        nursery.start_soon(queued)
+        await trio.testing.wait_all_tasks_blocked()
+        assert slots.waiting == 1
+        with pytest.raises(Busy) as refused:
+            slots.check()
+        assert refused.value.retry_after_ms >= 100
+        release.set()
+        await queued_ran.wait()
+    assert (slots.active, slots.waiting, slots.utilisation_pm) == (0, 0, 0)
+
+
+async def test_the_outbox_hands_over_everything_pending_at_once() -> None:
+    box = Outbox()
+    box.put("a")
+    assert await box.take() == ("a", 1)  # one token waiting: it goes alone, at once
+    for text in ("b", "c", "d"):
+        box.put(text)
+    assert await box.take() == ("bcd", 3)  # produced during a write: one Chunk
+    box.close()
+    assert await box.take() == ("", 0)
+
+
+def test_ranking_prefers_cheap_reputable_near_providers() -> None:
+    def candidate(price: int, rtt: float | None, score: int) -> Candidate:
+        return Candidate("p", "m", price, rtt, score, 0, 0.0, "catalog")
+
+    assert candidate(500, 1.0, 950).rank_key() < candidate(900, 1.0, 950).rank_key()
+    assert candidate(500, 1.0, 950).rank_key() < candidate(500, 1.0, 700).rank_key()
+    assert candidate(500, 5.0, 950).rank_key() < candidate(500, 300.0, 950).rank_key()
+
+
+def test_backend_parameters_map_into_the_wires_bounds() -> None:
+    params = job_params(SamplingParams(max_tokens=-1, temperature=20.0, top_p=2.0, top_k=-5,
+                                       seed=2**40 + 7, stop=("", "x")))
+    assert params.max_tokens == 1024 and params.temperature == 10.0 and params.top_p == 1.0
+    assert params.top_k == 0 and params.seed == 7 and params.stop == ("x",)
+
+
+def test_gateway_addresses_parse_or_are_refused() -> None:
+    assert parse_bind("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_bind("[::1]:8080") == ("::1", 8080)
+    assert parse_bind(":80") == ("127.0.0.1", 80)  # no host: loopback
+    for bad in ("localhost", "host:99999", "host:port"):
+        with pytest.raises(UsageError):
+            parse_bind(bad)
