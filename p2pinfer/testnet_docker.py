@@ -31,7 +31,7 @@ COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 DEFAULT_PROJECT = "p2pinfer"
 DEFAULT_IMAGE = "p2pinfer:latest"
-DEFAULT_GATEWAY_PORT = 11435
+DEFAULT_GATEWAY_PORT = 11436
 GATEWAY_CONTAINER_PORT = 11434
 #: bootstrap, validator and consumer; every other node is a provider.
 FIXED_NODES = 3

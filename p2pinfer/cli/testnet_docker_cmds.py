@@ -22,6 +22,8 @@ ProjectOption = Annotated[str, typer.Option(
 GatewayPortOption = Annotated[int, typer.Option(
     "--gateway-port", min=0, max=65535,
     help="With --docker: host port (on 127.0.0.1) of the consumer's gateway; 0: any.")]
+ImageOption = Annotated[str, typer.Option(
+    "--image", help="With --docker: the node image (built from docker/Dockerfile with --build).")]
 BuildOption = Annotated[bool, typer.Option(
     "--build/--no-build", help="With --docker: build the node image first (cached).")]
 
@@ -45,11 +47,11 @@ def print_status(project: str, as_json: bool) -> None:
     Console(width=200).print(table)
 
 
-def up(nodes: int, project: str, gateway_port: int, build: bool,
+def up(nodes: int, project: str, image: str, gateway_port: int, build: bool,
        timeout_s: float | None) -> None:
     """Start the docker testnet, print its containers and how to ask it."""
     net = testnet_docker.docker_up(
-        nodes, project=project, gateway_port=gateway_port, build=build,
+        nodes, project=project, image=image, gateway_port=gateway_port, build=build,
         start_timeout_s=timeout_s or DOCKER_START_TIMEOUT_S)
     print_status(project, as_json=False)
     if net.gateway_url:

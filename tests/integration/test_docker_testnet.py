@@ -7,8 +7,12 @@ restarted node must keep its identity and a ledger that verifies."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -19,6 +23,7 @@ from p2pinfer.testnet_docker import ContainerStatus, DockerTestnet
 from tests.docker_support import docker, docker_project, label, node_image
 
 pytestmark = pytest.mark.docker
+ROOT = Path(__file__).resolve().parents[2]
 
 NODES = 5
 START_TIMEOUT_S = 600.0
@@ -33,20 +38,36 @@ SERVING = ("bootstrap", "provider", "validator")
 T = TypeVar("T")
 
 
+def p2pinfer(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "p2pinfer", *args], capture_output=True,
+                          text=True, timeout=timeout_s, env=env, cwd=ROOT)
+
+
 @pytest.fixture(scope="module")
 def testnet() -> Iterator[DockerTestnet]:
+    """The testnet as a user starts and removes it: `p2pinfer testnet up|down --docker`."""
     image = node_image()
     with docker_project() as project:
-        net = testnet_docker.docker_up(NODES, project=project, image=image.image,
-                                       gateway_port=0, build=False,
-                                       start_timeout_s=START_TIMEOUT_S)
         try:
-            yield net
+            up = p2pinfer("testnet", "up", "--docker", "--nodes", str(NODES), "--project",
+                          project, "--image", image.image, "--gateway-port", "0", "--no-build",
+                          "--timeout", str(START_TIMEOUT_S), timeout_s=START_TIMEOUT_S + 120)
+            assert up.returncode == 0, up.stderr
+            nodes = testnet_docker.docker_status(project)
+            assert [c.service for c in nodes] == [
+                "bootstrap", "provider", "provider", "validator", "consumer"]
+            assert {c.health for c in nodes} == {"healthy"}
+            yield DockerTestnet(project=project, image=image.image,
+                                gateway_url=consumer(project).gateway_url, containers=nodes)
         finally:
             # Shown by pytest only when a test failed: what each node said last.
             for c in testnet_docker.docker_status(project, peer_ids=False):
                 tail = docker("logs", "--tail", "15", c.name, check=False)
                 print(f"--- {c.name} ({c.state}, {c.health})\n{tail.stdout}{tail.stderr}")
+            down = p2pinfer("testnet", "down", "--docker", "--project", project,
+                            timeout_s=300)
+            assert down.returncode == 0, down.stderr
 
 
 def wait_until(check: Callable[[], T | None], timeout_s: float, what: str) -> T:

@@ -49,7 +49,7 @@ def test_without_the_docker_command_the_engine_check_says_so(
 def test_only_the_consumer_publishes_a_port_and_only_on_loopback() -> None:
     text = testnet_docker.COMPOSE_FILE.read_text()
     published = re.findall(r'^\s*-\s*"([^"]*:11434)"\s*$', text, flags=re.MULTILINE)
-    assert published == ["127.0.0.1:${P2PINFER_GATEWAY_PORT:-11435}:11434"]
+    assert published == ["127.0.0.1:${P2PINFER_GATEWAY_PORT:-11436}:11434"]
     assert text.count("ports:") == 1
     consumer = text[text.index("  consumer:"):]
     assert "ports:" in consumer
