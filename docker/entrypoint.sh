@@ -22,6 +22,7 @@
 #                            the node listens on 0.0.0.0, which is no address to advertise, and
 #                            Docker's DNS follows the container to a new IP after a reconnect)
 #   P2PINFER_GATEWAY         HOST:PORT of the HTTP gateway, or "off" (default 127.0.0.1:11434)
+#   P2PINFER_API_KEY         the gateway's API key(s), read by the node (needed off loopback)
 #   P2PINFER_BACKEND         backend flag of `p2pinfer node` (default embedded; none: serve nothing)
 #   P2PINFER_MODELS          models to serve, space-separated (default smollm2:135m; set but
 #                            empty: every model the backend has)
@@ -97,10 +98,15 @@ health() {
     return
   fi
   port=${GATEWAY##*:}
+  # The API key (if the gateway has one) comes from the environment, not the command line.
   exec python3 -c "
-import sys, urllib.request
+import os, sys, urllib.request
+key = os.environ.get('P2PINFER_API_KEY', '').split(',')[0].strip()
+req = urllib.request.Request('http://127.0.0.1:$port/api/version')
+if key:
+    req.add_header('Authorization', 'Bearer ' + key)
 try:
-    with urllib.request.urlopen('http://127.0.0.1:$port/api/version', timeout=4) as r:
+    with urllib.request.urlopen(req, timeout=4) as r:
         print(r.read(200).decode(errors='replace'))
 except Exception as exc:
     sys.exit(f'unhealthy: gateway on port $port: {exc}')

@@ -3,7 +3,8 @@
 Containers give each node its own network stack, so a node can be killed or cut
 off for real. The testnet is one compose project: a bootstrap node, `nodes - 3`
 providers (the scaled `provider` service), a validator and a consumer whose
-gateway is published on the host's 127.0.0.1 only. Everything it makes carries
+gateway is published on the host's 127.0.0.1 only, behind an API key (the
+gateway wants one off loopback; `docker_up` makes one unless given). Everything it makes carries
 the label `com.docker.compose.project=<project>`, which is how `docker_status`
 finds it and `docker_down` removes all of it (containers, networks, volumes).
 
@@ -16,11 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ DEFAULT_GATEWAY_PORT = 11436
 GATEWAY_CONTAINER_PORT = 11434
 #: bootstrap, validator and consumer; every other node is a provider.
 FIXED_NODES = 3
+#: The compose variable that carries the consumer gateway's API key.
+API_KEY_VAR = "P2PINFER_CONSUMER_API_KEY"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
@@ -54,15 +58,18 @@ class ContainerStatus:
     peer_id: str | None
     listen_addrs: tuple[str, ...]
     gateway_url: str | None  # on the host; only the consumer's is published
+    api_key: str | None = field(default=None, repr=False)  # the published gateway's
 
 
 @dataclass(frozen=True)
 class DockerTestnet:
-    """A running docker testnet: its project, image and the consumer's gateway on the host."""
+    """A running docker testnet: its project, image and the consumer's gateway on the host
+    with the API key it wants (`Authorization: Bearer KEY`)."""
 
     project: str
     image: str
     gateway_url: str | None
+    api_key: str = field(repr=False)
     containers: tuple[ContainerStatus, ...]
 
 
@@ -202,8 +209,9 @@ def docker_up(
     """Start a testnet of `nodes` containers (at least 4) and wait until every node is healthy.
 
     `gateway_port` 0 lets Docker pick the consumer's host port. `env` sets the
-    compose variables (P2PINFER_MODELS, P2PINFER_NODE_ARGS, ...). On failure the
-    project is removed again and TestnetError carries the failing node's last log line.
+    compose variables (P2PINFER_MODELS, P2PINFER_NODE_ARGS, ...); the gateway's API key
+    is `env[API_KEY_VAR]`, else $P2PINFER_API_KEY, else a fresh random one. On failure
+    the project is removed again and TestnetError carries the failing node's last log line.
     """
     if nodes < FIXED_NODES + 1:
         raise UsageError(
@@ -223,6 +231,10 @@ def docker_up(
     elif image_size(image) is None:
         raise TestnetError(f"no image {image}: build it first (drop --no-build)")
     compose = [*compose_command(), "-p", project, "-f", str(COMPOSE_FILE)]
+    env = dict(env or {})
+    api_key = env.get(API_KEY_VAR) or os.environ.get("P2PINFER_API_KEY") \
+        or secrets.token_urlsafe(24)
+    env[API_KEY_VAR] = api_key
     cenv = _compose_env(image, gateway_port, env)
     try:
         _run([*compose, "up", "-d", "--no-build", "--scale", f"provider={nodes - FIXED_NODES}"],
@@ -234,7 +246,7 @@ def docker_up(
     consumer = [c for c in containers if c.service == "consumer" and c.gateway_url]
     return DockerTestnet(project=project, image=image,
                          gateway_url=consumer[0].gateway_url if consumer else None,
-                         containers=containers)
+                         api_key=api_key, containers=containers)
 
 
 def wait_healthy(project: str, nodes: int, *, timeout_s: float) -> tuple[ContainerStatus, ...]:
@@ -307,6 +319,11 @@ def _container_status(c: dict[str, Any], project: str, peer_ids: bool) -> Contai
         f"{GATEWAY_CONTAINER_PORT}/tcp"
     ) or []:
         gateway_url = f"http://{binding['HostIp'] or '127.0.0.1'}:{binding['HostPort']}"
+    api_key = None
+    for var in c["Config"].get("Env") or []:
+        name_, _, value = str(var).partition("=")
+        if name_ == "P2PINFER_API_KEY" and value and gateway_url:
+            api_key = value.split(",")[0].strip()
     node: dict[str, Any] = {}
     if peer_ids and state.get("Running"):
         node = read_node_json(name)
@@ -321,6 +338,7 @@ def _container_status(c: dict[str, Any], project: str, peer_ids: bool) -> Contai
         peer_id=str(node["peer_id"]) if node.get("peer_id") else None,
         listen_addrs=tuple(str(a) for a in addrs) if isinstance(addrs, list) else (),
         gateway_url=gateway_url,
+        api_key=api_key,
     )
 
 

@@ -21,6 +21,7 @@ from p2pinfer.cli.testnet_docker_cmds import (
     GatewayPortOption,
     ImageOption,
     ProjectOption,
+    ShowKeyOption,
 )
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.testnet_docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
@@ -85,10 +86,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     docker: DockerOption = False,
     project: ProjectOption = DEFAULT_PROJECT,
+    api_key: ShowKeyOption = False,
 ) -> None:
     """Each node: index, PeerID, listen address, gateway URL, models, alive."""
     if docker:
-        docker_cmds.print_status(project, as_json)
+        docker_cmds.print_status(project, as_json, api_key_only=api_key)
         return
     _print_status(directory, as_json)
 

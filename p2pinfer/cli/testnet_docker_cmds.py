@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2pinfer import testnet_docker
+from p2pinfer.errors import TestnetError
 
 DockerOption = Annotated[bool, typer.Option(
     "--docker", help="Nodes in Docker containers (docker/compose.yaml) instead of processes.")]
@@ -24,6 +25,8 @@ GatewayPortOption = Annotated[int, typer.Option(
     help="With --docker: host port (on 127.0.0.1) of the consumer's gateway; 0: any.")]
 ImageOption = Annotated[str, typer.Option(
     "--image", help="With --docker: the node image (built from docker/Dockerfile with --build).")]
+ShowKeyOption = Annotated[bool, typer.Option(
+    "--api-key", help="With --docker: print only the consumer gateway's API key.")]
 BuildOption = Annotated[bool, typer.Option(
     "--build/--no-build", help="With --docker: build the node image first (cached).")]
 
@@ -31,9 +34,16 @@ BuildOption = Annotated[bool, typer.Option(
 DOCKER_START_TIMEOUT_S = 600.0
 
 
-def print_status(project: str, as_json: bool) -> None:
-    """Each container of the project: service, state, health, PeerID, gateway."""
+def print_status(project: str, as_json: bool, api_key_only: bool = False) -> None:
+    """Each container of the project: service, state, health, PeerID, gateway; or only
+    the API key of the published gateway (TestnetError if there is none)."""
     nodes = testnet_docker.docker_status(project)
+    if api_key_only:
+        keys = [n.api_key for n in nodes if n.api_key]
+        if not keys:
+            raise TestnetError(f"no running docker testnet {project!r} with a gateway")
+        print(keys[0])
+        return
     if as_json:
         print(json.dumps([asdict(n) for n in nodes], indent=2))
         return
@@ -55,9 +65,11 @@ def up(nodes: int, project: str, image: str, gateway_port: int, build: bool,
         start_timeout_s=timeout_s or DOCKER_START_TIMEOUT_S)
     print_status(project, as_json=False)
     if net.gateway_url:
-        print(f"ask: curl -s {net.gateway_url}/api/generate -d "
-              "'{\"model\": \"smollm2:135m\", \"prompt\": \"Why is the sky blue?\", "
-              "\"stream\": false}'")
+        print(f"gateway {net.gateway_url} (API key: `p2pinfer testnet status --docker "
+              f"--project {project} --api-key`); ask:")
+        print(f"curl -s {net.gateway_url}/api/generate -H 'Authorization: Bearer "
+              f"{net.api_key}' -d '{{\"model\": \"smollm2:135m\", \"prompt\": "
+              "\"Why is the sky blue?\", \"stream\": false}'")
 
 
 def down(project: str) -> None:

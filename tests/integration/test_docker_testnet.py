@@ -58,8 +58,11 @@ def testnet() -> Iterator[DockerTestnet]:
             assert [c.service for c in nodes] == [
                 "bootstrap", "provider", "provider", "validator", "consumer"]
             assert {c.health for c in nodes} == {"healthy"}
+            buyer = consumer(project)
+            assert buyer.api_key, "the published gateway has no API key"
             yield DockerTestnet(project=project, image=image.image,
-                                gateway_url=consumer(project).gateway_url, containers=nodes)
+                                gateway_url=buyer.gateway_url, api_key=buyer.api_key,
+                                containers=nodes)
         finally:
             # Shown by pytest only when a test failed: what each node said last.
             for c in testnet_docker.docker_status(project, peer_ids=False):
@@ -92,16 +95,19 @@ def consumer(project: str) -> ContainerStatus:
     return c
 
 
-def gateway(project: str) -> str:
-    """The consumer's gateway on the host (a restart may move the published port)."""
-    url = consumer(project).gateway_url
-    assert url is not None, "the consumer publishes no gateway port"
-    return url
+def gateway(project: str) -> httpx.Client:
+    """A client of the consumer's gateway on the host, with its API key (a restart may
+    move the published port)."""
+    buyer = consumer(project)
+    assert buyer.gateway_url is not None, "the consumer publishes no gateway port"
+    return httpx.Client(base_url=buyer.gateway_url, timeout=JOB_TIMEOUT_S,
+                        headers={"authorization": f"Bearer {buyer.api_key}"})
 
 
-def generate(url: str, model: str, prompt: str, num_predict: int) -> tuple[dict[str, Any],
-                                                                          httpx.Headers]:
-    reply = httpx.post(f"{url}/api/generate", timeout=JOB_TIMEOUT_S, json={
+def generate(client: httpx.Client, model: str, prompt: str, num_predict: int) -> tuple[
+    dict[str, Any], httpx.Headers
+]:
+    reply = client.post("/api/generate", json={
         "model": model, "prompt": prompt, "stream": False,
         "options": {"num_predict": num_predict, "temperature": 0, "seed": 7},
     })
@@ -109,8 +115,8 @@ def generate(url: str, model: str, prompt: str, num_predict: int) -> tuple[dict[
     return reply.json(), reply.headers
 
 
-def model_names(url: str) -> set[str]:
-    reply = httpx.get(f"{url}/api/tags", timeout=30)
+def model_names(client: httpx.Client) -> set[str]:
+    reply = client.get("/api/tags")
     assert reply.status_code == 200, reply.text
     return {m["name"] for m in reply.json()["models"]}
 
@@ -158,7 +164,12 @@ def test_a_prompt_to_the_consumer_is_answered_by_a_provider_container(
     bindings = [b for spec in ports.values() if spec for b in spec]
     assert bindings and {b["HostIp"] for b in bindings} == {"127.0.0.1"}
 
-    body, headers = generate(gateway(project), "smollm2:135m",
+    client = gateway(project)
+    # Published on loopback, and even there only with the key.
+    keyless = httpx.get(client.base_url.join("/api/tags"), timeout=30)
+    assert keyless.status_code == 401
+
+    body, headers = generate(client, "smollm2:135m",
                              "What is the capital of France? Answer in one sentence.", 32)
 
     assert "Paris" in body["response"]
@@ -181,8 +192,7 @@ def test_a_provider_killed_mid_generation_is_replaced_and_the_job_charged_once(
                "prompt": "Write a long story about a dragon who learns to cook.",
                "options": {"num_predict": 300, "temperature": 0, "seed": 7}}
     lines: list[dict[str, Any]] = []
-    with httpx.stream("POST", f"{gateway(project)}/api/generate", json=request,
-                      timeout=JOB_TIMEOUT_S) as reply:
+    with gateway(project).stream("POST", "/api/generate", json=request) as reply:
         assert reply.status_code == 200
         victim = by_peer[reply.headers["x-p2pinfer-provider"]]
         first_job = reply.headers["x-p2pinfer-job-id"]
@@ -227,28 +237,28 @@ def test_a_cut_off_provider_leaves_the_catalog_within_the_advert_ttl_and_comes_b
     docker("run", "-d", "--init", "--name", solo, *label(project), "--network", network,
            "-v", f"{project}_rendezvous:/rendezvous:ro", "-e", "P2PINFER_ROLE=provider",
            "-e", f"P2PINFER_MODELS=solo:1={solo_model_path(testnet.image)}", testnet.image)
-    url = gateway(project)
-    wait_until(lambda: True if "solo:1" in model_names(url) else None, START_TIMEOUT_S,
+    client = gateway(project)
+    wait_until(lambda: True if "solo:1" in model_names(client) else None, START_TIMEOUT_S,
                "the solo provider in the consumer's catalog")
     solo_peer = peer_id_of(solo)
-    _, headers = generate(url, "solo:1", "Say hello.", 8)
+    _, headers = generate(client, "solo:1", "Say hello.", 8)
     assert headers["x-p2pinfer-provider"] == solo_peer
 
     docker("network", "disconnect", network, solo)
-    wait_until(lambda: True if "solo:1" not in model_names(url) else None,
+    wait_until(lambda: True if "solo:1" not in model_names(client) else None,
                ADVERT_TTL_S + EXPIRE_SWEEP_S, "the cut-off provider leaving the catalog")
-    gone = httpx.post(f"{url}/api/generate", timeout=JOB_TIMEOUT_S,
-                      json={"model": "solo:1", "prompt": "Say hello.", "stream": False})
+    gone = client.post("/api/generate",
+                       json={"model": "solo:1", "prompt": "Say hello.", "stream": False})
     assert gone.status_code == 404
 
     docker("network", "connect", network, solo)
-    wait_until(lambda: True if "solo:1" in model_names(url) else None, REJOIN_S,
+    wait_until(lambda: True if "solo:1" in model_names(client) else None, REJOIN_S,
                "the reconnected provider back in the catalog")
 
     # Connections from before the cut may still sit in TCP retransmission backoff, so
     # the first job after the reconnect may fail (503, nothing charged): retry, bounded.
     def served_by_solo() -> dict[str, Any] | None:
-        reply = httpx.post(f"{url}/api/generate", timeout=JOB_TIMEOUT_S, json={
+        reply = client.post("/api/generate", json={
             "model": "solo:1", "prompt": "Say hello.", "stream": False,
             "options": {"num_predict": 8, "temperature": 0, "seed": 7}})
         if reply.status_code != 200:
