@@ -337,7 +337,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["_advert_delays"] = [
                 float(d) for n in net.state.nodes for seq, d in ADMITTED.findall(
                     (Path(n.home) / "node.log").read_text(errors="replace")) if int(seq) >= t0_ms]
-            result["dht"] = await cold_lookups(bootstrap, args.lookups, args.nodes - 1)
+            result["dht"] = await cold_lookups(bootstrap, args.lookups, result["fake_nodes"])
             print(json.dumps(result["dht"], indent=1), flush=True)
             load_mid = os.getloadavg()
             c = await churn(net, bootstrap, work, args.churn_s, args.churn, args.workers,
