@@ -101,6 +101,33 @@ def run_fault(work: Path, fault: str, models: list[str], honest: int, interval: 
         testnet.down(work)
 
 
+def run_false_positives(work: Path, models: list[str], honest: int, interval: float,
+                        target: int, deadline_s: float) -> dict[str, Any]:
+    """Honest providers and a validator only: check until `target` checks or the deadline."""
+    val = honest
+    state = testnet.up(work, honest + 1, models=models, gateway=False,
+                       options=testnet.NodeOptions(benchmark=False, advert_interval_s=2.0),
+                       node_args={val: ["--validator", "--check-interval", f"{interval:g}"]},
+                       start_timeout_s=300)
+    homes = [Path(n.home) for n in state.nodes]
+    try:
+        ids = {peer_id(h) for h in homes[:honest]}
+        started = time.monotonic()
+        done = failed = 0
+        while time.monotonic() - started < deadline_s:
+            vt = table(homes[val])
+            recs = [vt[p] for p in ids if p in vt]
+            done = sum(r.checks_passed + r.checks_failed for r in recs)
+            failed = sum(r.checks_failed for r in recs)
+            if done >= target:
+                break
+            time.sleep(2.0)
+        return {"honest_checks": done, "failed": failed,
+                "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        testnet.down(work)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
@@ -111,6 +138,10 @@ def main() -> None:
     ap.add_argument("--faults", default="substitute-model,truncate,garbage")
     ap.add_argument("--gen-tok-s", type=float, default=0.0,
                     help="providers' measured generation rate, for the cost estimate")
+    ap.add_argument("--fp-checks", type=int, default=0,
+                    help="also run honest-only checks until this many (false positives)")
+    ap.add_argument("--fp-interval", type=float, default=0.2)
+    ap.add_argument("--fp-deadline", type=float, default=300.0)
     args = ap.parse_args()
 
     from p2pinfer.backends.models import smollm2_path
@@ -137,6 +168,8 @@ def main() -> None:
                             args.deadline, args.settle)
             print(json.dumps(res), flush=True)
             results.append(res)
+        fp_run = run_false_positives(base / "honest", models, args.honest, args.fp_interval,
+                                     args.fp_checks, args.fp_deadline) if args.fp_checks else None
     default = VerifyConfig()
     cost: dict[str, Any] = {
         "default_check_interval_s": default.check_interval_s,
@@ -153,9 +186,11 @@ def main() -> None:
         "model": args.model, "honest_providers": args.honest, "validators": 1,
         "check_interval_s": args.check_interval, "thresholds": vars(default.thresholds),
         "faults": results,
-        "false_positives": sum(r["honest_checks_failed"] for r in results),
+        "honest_only_run": fp_run,
+        "false_positives": sum(r["honest_checks_failed"] for r in results)
+        + (fp_run["failed"] if fp_run else 0),
         "honest_checks": sum(r["honest_checks_passed"] + r["honest_checks_failed"]
-                             for r in results),
+                             for r in results) + (fp_run["honest_checks"] if fp_run else 0),
         "cost": cost,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),
