@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,8 @@ from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import GpuView, HardwareView
+from p2pinfer.gov.service import GovService
+from p2pinfer.gov.store import GovStore, gov_path
 from p2pinfer.hardware import BenchCache, cached_benchmark, probe
 from p2pinfer.hardware.benchmark import BenchResult
 from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
@@ -41,6 +44,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
 
 if TYPE_CHECKING:
@@ -78,6 +82,7 @@ class NodeConfig:
     advert_interval_s: float = 30.0
     advert_ttl_ms: int = 120_000
     client: ClientConfig = field(default_factory=ClientConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # spot-checks (verify/checker)
 
 
     def gateway_config(self) -> GatewayConfig | None:
@@ -246,7 +251,8 @@ async def run_node(
         served = await benchmark_models(backend, await served_models(backend, config), machine,
                                         config)
     with Ledger.open(ledger_path(home), identity) as ledger, \
-            ReputationBook.open(reputation_path(home)) as reputation:
+            ReputationBook.open(reputation_path(home)) as reputation, \
+            closing(GovStore(gov_path(home))) as gov_store:
         grant_faucet(ledger, identity, config.faucet)
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
@@ -270,15 +276,25 @@ async def run_node(
                         interval_s=config.advert_interval_s)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client)
+                governance = GovService(identity, net, gov_store, stake=config.stake,
+                                        ledger=ledger)
+                await governance.start(nursery)
                 gateway_url = None
                 if gateway_config is not None:
                     view = LiveNodeView(
                         net=net, client=client, metrics=metrics, hardware=machine_view(machine),
                         ledger=ledger, reputation=reputation, server=server, board=board,
-                        engine=backend.name if backend is not None else "")
+                        engine=backend.name if backend is not None else "",
+                        governance=governance)
                     binding = await nursery.start(partial(run_gateway, view, gateway_config))
                     gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics)
+                verifier = Verifier(
+                    net, identity, client, backend=backend,
+                    models=frozenset(s.info.name for s in served), reputation=reputation,
+                    ledger=ledger, config=config.verify,
+                    digests={s.info.name: s.info.digest for s in served})
+                nursery.start_soon(verifier.run)
                 model_names = [s.info.name for s in served]
                 status: dict[str, Any] = {
                     "pid": os.getpid(),
@@ -325,3 +341,7 @@ def check_config(config: NodeConfig) -> None:
         raise UsageError("--faucet and --stake are amounts of micro-credits, 0 or more")
     config.gateway_config()
     preset_named(config.preset)
+    if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
+        raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
+    if config.verify.validator and config.backend.strip().lower() == "none":
+        raise UsageError("--validator needs a backend to re-run the jobs it checks")

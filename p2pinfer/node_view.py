@@ -29,12 +29,15 @@ from p2pinfer.gateway.view import (
     NodeInfo,
     PeerView,
     ReputationRow,
+    catalog_counts,
 )
+from p2pinfer.gov.status import GovernanceView
 from p2pinfer.job_board import BoardJob, JobBoard
 from p2pinfer.market.entries import FaucetGrant, peer_account
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net import network_backend
 from p2pinfer.protocol import HardwareProfile
+from p2pinfer.sim.kpis import LiveKPIs, ledger_kpis
 from p2pinfer.verify.reputation import on_probation
 
 if TYPE_CHECKING:
@@ -102,7 +105,9 @@ class LiveNodeView:
         board: JobBoard | None = None,
         engine: str = "",
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        governance: GovernanceView | None = None,
     ) -> None:
+        self._governance = governance
         self._net, self._client, self._metrics = net, client, metrics
         self._hardware, self._ledger, self._reputation = hardware, ledger, reputation
         self._server, self._engine, self._clock = server, engine, clock_ms
@@ -121,6 +126,10 @@ class LiveNodeView:
     @property
     def backend(self) -> Backend:
         return self._backend
+
+    @property
+    def governance(self) -> GovernanceView | None:
+        return self._governance
 
     def track_job(self) -> Callable[[], JobMeta | None]:
         return track_network_job()
@@ -208,6 +217,14 @@ class LiveNodeView:
 
     async def reputation(self) -> Sequence[ReputationRow]:
         return await self._reputation_records()
+
+    async def kpis(self) -> LiveKPIs:
+        counts = catalog_counts(await self.catalog())
+        ledger = self._ledger
+        if ledger is None:
+            return ledger_kpis((), counts, self._clock())
+        entries = await trio.to_thread.run_sync(ledger.entries, limiter=self._db)
+        return ledger_kpis(entries, counts, self._clock())
 
     async def _reputation_records(self) -> list[ReputationRow]:
         book = self._reputation

@@ -1,8 +1,8 @@
 """The embedded engine: llama.cpp in this process, through llama-cpp-python.
 
 Generation runs in a worker thread (`trio.to_thread.run_sync` under a
-`CapacityLimiter`, one generation per loaded model at a time by default); tokens
-come back through a trio memory channel. Leaving the stream's context sets a
+`CapacityLimiter`: `parallel` generations at once, 1 by default, never two on
+the same model); tokens come back through a trio memory channel. Leaving the stream's context sets a
 `threading.Event` that the token loop checks after every sampled token, so the
 engine stops within one token. `tokens_generated` counts every token sampled,
 which is how tests prove it.
@@ -73,7 +73,8 @@ class _Model:
         self.meta: GGUFMetadata | None = None
         self.info: ModelInfo | None = None
         self.llama: Any = None
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards info and loading
+        self.busy = threading.Lock()  # held while the model generates
 
 
 class EmbeddedBackend:
@@ -195,13 +196,13 @@ class EmbeddedBackend:
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Stream a chat completion through the model's own chat template."""
         payload = [{"role": m.role, "content": m.content} for m in messages]
-        return self._stream(self._lookup(model), "chat", payload, params)
+        return self._stream(model, "chat", payload, params)
 
     def generate(
         self, model: str, prompt: str, params: SamplingParams
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Stream a raw completion of `prompt` (no template)."""
-        return self._stream(self._lookup(model), "generate", prompt, params)
+        return self._stream(model, "generate", prompt, params)
 
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""
@@ -213,8 +214,9 @@ class EmbeddedBackend:
 
     @asynccontextmanager
     async def _stream(
-        self, entry: _Model, kind: str, payload: object, params: SamplingParams
+        self, model: str, kind: str, payload: object, params: SamplingParams
     ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        entry = self._lookup(model)
         job = Job(started_ns=time.perf_counter_ns())
         # Unbounded: the worker thread must never wait for the event loop (that
         # would slow generation); a stream holds at most max_tokens small events.
@@ -278,7 +280,11 @@ class EmbeddedBackend:
                 emit(Failure(exc))
                 return
             try:
-                completion = self._run_llama(llama, kind, payload, params, job, emit)
+                # A Llama object runs one generation at a time.
+                with entry.busy:
+                    if job.stop.is_set():  # the caller left while this waited
+                        return
+                    completion = self._run_llama(llama, kind, payload, params, job, emit)
             except ValueError as exc:  # llama-cpp-python: prompt longer than the context
                 emit(Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
                 return

@@ -62,6 +62,9 @@ def ask_cmd(
     bootstrap: BootstrapOption = None,
     testnet_dir: TestnetOption = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds for the whole job.")] = 300,
+    discovery_timeout: Annotated[float, typer.Option(
+        "--discovery-timeout", help="Seconds to keep looking for a provider of the model "
+        "in the DHT before giving up (exit 7).")] = 15.0,
     max_price: Annotated[int, typer.Option(
         "--max-price", help="Most to pay, micro-credits per 1k tokens.")] = 10_000,
     min_stake: Annotated[int, typer.Option(
@@ -78,7 +81,7 @@ def ask_cmd(
     config = session_config(
         home, bootstrap or (), testnet_dir,
         client=ClientConfig(max_price_per_1k=max_price, min_stake=min_stake, dht_only=dht_only,
-                            discovery_timeout_s=min(15.0, timeout / 2)),
+                            discovery_timeout_s=min(discovery_timeout, timeout / 2)),
         faucet=faucet)
     request = AskRequest(model, prompt, system, JobParams(
         max_tokens=max_tokens, temperature=temperature, seed=seed), timeout)

@@ -15,6 +15,7 @@ from p2pinfer.config import resolve_home
 from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.node import NodeConfig, check_config, run_node
+from p2pinfer.verify.checker import VerifyConfig
 
 Repeated = list[str] | None
 DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -74,6 +75,14 @@ def node(
         "--bench-cache", help="Benchmark cache file (default: HOME/bench.json).")] = None,
     advert_interval: Annotated[float, typer.Option(
         "--advert-interval", help="Seconds between advert republications.")] = 30.0,
+    validator: Annotated[bool, typer.Option(
+        "--validator", help="Send spot-check jobs to other providers and publish reports.")
+    ] = False,
+    check_interval: Annotated[float, typer.Option(
+        "--check-interval", help="Validator: mean seconds between check jobs.")] = 10.0,
+    recheck_rate: Annotated[float, typer.Option(
+        "--recheck-rate", help="Share (0..1) of this node's own jobs re-run on its engine.")
+    ] = 0.0,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
     """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
@@ -99,6 +108,8 @@ def node(
         benchmark=benchmark,
         bench_cache=bench_cache,
         advert_interval_s=advert_interval,
+        verify=VerifyConfig(validator=validator, check_interval_s=check_interval,
+                            recheck_rate_pm=round(recheck_rate * 1000)),
     )
     check_config(config)
     trio.run(lambda: run_node(config, handle_signals=True))

@@ -9,6 +9,7 @@ each scrape, then renders the node's whole registry.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,8 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from p2pinfer.backends.wire import dumps
-from p2pinfer.errors import P2PInferError
+from p2pinfer.errors import P2PInferError, UsageError, ValidationError
 from p2pinfer.gateway.view import LedgerPoint, LedgerSummary, NodeView
+from p2pinfer.gov.status import GovernanceView, ProposalDraft
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ _GATEWAY_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, GatewayMetrics] =
 
 
 def admin_routes(view: NodeView) -> list[Route]:
-    """`/admin/{node,peers,catalog,jobs,ledger,reputation}` and `/metrics` over `view`."""
+    """`/admin/{node,peers,catalog,jobs,ledger,reputation,kpis}` and `/metrics` over `view`."""
 
     async def node() -> Any:
         return _plain(await view.node_info())
@@ -128,6 +130,12 @@ def admin_routes(view: NodeView) -> list[Route]:
     async def reputation() -> Any:
         return {"peers": [_plain(r) for r in await view.reputation()]}
 
+    async def kpis() -> Any:
+        return _plain(await view.kpis())
+
+    async def gov_status() -> Any:
+        return _plain(await _governance(view).status())
+
     async def metrics(request: Request) -> Response:
         node_metrics = view.metrics
         try:
@@ -143,8 +151,51 @@ def admin_routes(view: NodeView) -> list[Route]:
         Route("/admin/jobs", _admin(jobs), methods=["GET"]),
         Route("/admin/ledger", _admin(ledger), methods=["GET"]),
         Route("/admin/reputation", _admin(reputation), methods=["GET"]),
+        Route("/admin/kpis", _admin(kpis), methods=["GET"]),
+        Route("/admin/gov", _admin(gov_status), methods=["GET"]),
+        Route("/admin/gov/propose", gov_action(view, "propose"), methods=["POST"]),
+        Route("/admin/gov/vote", gov_action(view, "vote"), methods=["POST"]),
+        Route("/admin/gov/sync", gov_action(view, "sync"), methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+
+
+def _governance(view: NodeView) -> GovernanceView:
+    gov = view.governance
+    if gov is None:
+        raise UsageError("this node runs without governance")
+    return gov
+
+
+def gov_action(view: NodeView, action: str) -> Callable[[Request], Awaitable[Response]]:
+    """POST /admin/gov/{propose,vote,sync}: the node signs with its own key and publishes.
+
+    propose: {"parameter", "value", "voting_deadline", "effective_at"} (ms);
+    vote: {"proposal": hex id, "yes": bool}; sync: {}. 400 with a reason if malformed.
+    """
+
+    async def handler(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise ValidationError("body must be a JSON object")
+            gov = _governance(view)
+            result: Any
+            if action == "propose":
+                result = _plain(await gov.propose(ProposalDraft(
+                    body["parameter"], body["value"], int(body["voting_deadline"]),
+                    int(body["effective_at"]))))
+            elif action == "vote":
+                result = _plain(await gov.vote(bytes.fromhex(body["proposal"]),
+                                               bool(body["yes"])))
+            else:
+                result = {"new_messages": await gov.sync()}
+        except (KeyError, ValueError, TypeError, P2PInferError) as exc:
+            return Response(dumps({"error": str(exc)}), status_code=400,
+                            media_type="application/json; charset=utf-8")  # fmt: skip
+        return _json(result)
+
+    return handler
 
 
 async def _refresh_gauges(view: NodeView) -> None:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from p2pinfer.backends.base import Backend
+from p2pinfer.gov.status import GovernanceView
 from p2pinfer.metrics import NodeMetrics
+from p2pinfer.sim.kpis import CatalogCounts, LiveKPIs
 
 JobRole = Literal["consumer", "provider"]
 JobState = Literal["running", "done", "failed"]
@@ -146,6 +148,15 @@ class JobMeta:
     failovers: int = 0  # providers that failed this request before this one
 
 
+def catalog_counts(entries: Sequence[CatalogEntry]) -> CatalogCounts:
+    """Providers in a catalog and their capacity: each provider's fastest advertised model
+    (a provider generates for one model at a time, so its speeds do not add up)."""
+    fastest: dict[str, float] = {}
+    for entry in entries:
+        fastest[entry.provider] = max(fastest.get(entry.provider, 0.0), entry.tokens_per_s)
+    return CatalogCounts(len(fastest), int(sum(fastest.values())))
+
+
 class NodeView(Protocol):
     """The gateway's read-only window on a running node.
 
@@ -164,6 +175,11 @@ class NodeView(Protocol):
         """Every API job goes through this backend."""
         ...
 
+    @property
+    def governance(self) -> GovernanceView | None:
+        """The node's governance (None: the node runs without it)."""
+        ...
+
     async def node_info(self) -> NodeInfo: ...
 
     async def peers(self) -> Sequence[PeerView]: ...
@@ -175,6 +191,10 @@ class NodeView(Protocol):
     async def ledger(self) -> LedgerSummary: ...
 
     async def reputation(self) -> Sequence[ReputationRow]: ...
+
+    async def kpis(self) -> LiveKPIs:
+        """The sustainability KPIs over this node's ledger and catalog (sim.kpis.ledger_kpis)."""
+        ...
 
     def track_job(self) -> Callable[[], JobMeta | None]:
         """Start following the job of the API request being served; return its reader.

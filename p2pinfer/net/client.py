@@ -80,6 +80,8 @@ class JobClient:
         self._rng = rng or random.Random()
         self._rtt: dict[str, tuple[float, float]] = {}  # peer -> (ms, trio time measured)
         self._db = trio.CapacityLimiter(1)
+        # Called with each completed job's outcome (verify/ samples them for re-checks).
+        self.outcome_hooks: list[Callable[[JobOutcome], None]] = []
 
     # -- jobs ----------------------------------------------------------------------
 

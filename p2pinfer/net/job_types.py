@@ -89,6 +89,7 @@ class JobOutcome:
     ttft_ms: float
     total_ms: float
     chunks: int  # Chunk messages the answer came in (tokens travel together on slow links)
+    request: bytes = b""  # our signed JobRequest (with `result`: evidence for a spot-check)
 
 
 @dataclass(frozen=True)

@@ -326,7 +326,10 @@ class NetJob:
             ttft_ms=(first - self._started) * 1000,
             total_ms=(now - self._started) * 1000,
             chunks=attempt.chunks,
+            request=machine.request.raw,
         )
+        for hook in client.outcome_hooks:
+            hook(self.outcome)  # e.g. a consumer's spot-check sampler (must not block)
         await client.observe(attempt.candidate.peer_id, ok=True, blame=True)
         client.metrics.jobs.labels("consumer", "completed").inc()
         client.metrics.tokens.labels("consumer", "completion").inc(result.completion_tokens)

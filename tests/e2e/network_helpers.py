@@ -122,7 +122,7 @@ def relay_node(home: Path, bootstrap: str | None) -> Iterator[str]:
         def listening() -> bool:
             status = testnet.read_node_status(home)
             return status is not None and status.get("pid") == proc.pid
-        wait_until(listening, 60, f"the relay node in {home}")
+        wait_until(listening, 120, f"the relay node in {home}")
         status = testnet.read_node_status(home)
         assert status is not None
         yield str(status["listen_addrs"][0])  # type: ignore[index]

@@ -72,7 +72,8 @@ def test_a_consumer_joined_through_two_relays_finds_the_provider_in_the_dht(
     with relay_node(tmp_path / "relay1", net.nodes[0].listen_addrs[0]) as first, \
             relay_node(tmp_path / "relay2", first) as second:
         answer = ask_json("Say hi.", "--bootstrap", second, "--home", str(tmp_path / "far"),
-                          "--faucet", "1000000", "--max-tokens", "8", "--dht-only")
+                          "--faucet", "1000000", "--max-tokens", "8", "--dht-only",
+                          "--discovery-timeout", "90")
     assert answer["found_via"] == "dht"
     assert answer["provider"] in {net.peer(i) for i in range(3)}
 

@@ -59,7 +59,7 @@ async def engine_server(
 
 
 @contextmanager
-def engine_serve_process(home: Path, *models: str, timeout_s: float = 60.0) -> Iterator[str]:
+def engine_serve_process(home: Path, *models: str, timeout_s: float = 120.0) -> Iterator[str]:
     """Run `p2pinfer engine serve --port 0` as a user would; yield its URL, stop it after."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     args = [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0", "--home", str(home)]

@@ -42,7 +42,9 @@ from p2pinfer.gateway.view import (
     PeerView,
     ReputationRow,
 )
+from p2pinfer.gov.status import GovernanceView
 from p2pinfer.metrics import NodeMetrics
+from p2pinfer.sim.kpis import LiveKPIs
 
 MODEL = "smollm2:135m"
 PROVIDER_A = "12D3KooWProviderAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -132,6 +134,14 @@ def _job(job_id: str, state: str, tokens: int, charged: int, started: int) -> Jo
                    None if state == "running" else started + 800)  # fmt: skip
 
 
+#: What the fake node's /admin/kpis says (a consumer that paid two providers this window).
+FAKE_KPIS = LiveKPIs(
+    window_ms=30 * 86_400_000, jobs=3, tokens=1_200, revenue_ucr=360, previous_revenue_ucr=240,
+    revenue_growth_pct=50.0, burned_ucr=54, provider_earnings_ucr=216, providers_paid=2,
+    retention_pct=100.0, mean_quality_pm=905.0, utilisation_pct=0.0001, catalog_providers=2,
+)
+
+
 @dataclass
 class FakeNodeView:
     """Canned state of a consumer node that sees two providers of `MODEL`."""
@@ -139,6 +149,7 @@ class FakeNodeView:
     backend: FakeNetworkBackend = field(default_factory=FakeNetworkBackend)
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
     failing: P2PInferError | None = None  # raised by every snapshot when set
+    governance: GovernanceView | None = None
 
     async def node_info(self) -> NodeInfo:
         self._maybe_fail()
@@ -185,6 +196,10 @@ class FakeNodeView:
             ReputationRow(PROVIDER_A, 910, 30, 1, 4, 0, "closed", False, 1_700_000_055_000),
             ReputationRow(PROVIDER_B, 420, 3, 5, 0, 2, "open", True, 1_700_000_056_000),
         ]
+
+    async def kpis(self) -> LiveKPIs:
+        self._maybe_fail()
+        return FAKE_KPIS
 
     def track_job(self) -> Callable[[], JobMeta | None]:
         slot = FakeJobMetaSlot()

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.engine, needs_engine]
 
 async def text_of(stream: Any) -> str:
     text = ""
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         async with stream as events:
             async for event in events:
                 if isinstance(event, TokenDelta):

@@ -28,12 +28,12 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def client(url: str) -> ollama.Client:
-    return ollama.Client(host=url, timeout=60)
+    return ollama.Client(host=url, timeout=120)
 
 
 @pytest.fixture
 def oai(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=60, max_retries=0)
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=120, max_retries=0)
 
 
 def test_server_answers_like_ollama_at_the_root_and_version(url: str) -> None:

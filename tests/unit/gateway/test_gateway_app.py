@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -22,8 +23,11 @@ from p2pinfer.errors import (
 from p2pinfer.gateway.admin import MAX_SERIES_POINTS
 from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.gateway.serve import run_gateway
+from p2pinfer.gateway.view import CatalogEntry, HardwareView, catalog_counts
+from p2pinfer.sim.kpis import CatalogCounts
 from tests.support.gateway import (
     CHARGE,
+    FAKE_KPIS,
     JOB_ID,
     MODEL,
     PROVIDER_A,
@@ -34,6 +38,7 @@ from tests.support.gateway import (
     running_gateway,
 )
 
+CPU_VIEW = HardwareView("cpu", 4, 8192)
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -224,3 +229,21 @@ async def test_run_gateway_refuses_an_address_in_use_in_one_line() -> None:
                 await nursery.start(run_gateway, FakeNodeView(), taken)
     assert str(refused.value) == (
         f"cannot serve the gateway on 127.0.0.1:{gw.port}: Address already in use")
+
+
+async def test_admin_kpis_serves_the_nodes_live_kpis() -> None:
+    view = FakeNodeView()
+    async with running_gateway(view) as gw, httpx.AsyncClient(base_url=gw.url) as c:
+        kpis = (await c.get("/admin/kpis")).json()
+    assert kpis == dataclasses.asdict(FAKE_KPIS)
+    assert isinstance(kpis["revenue_ucr"], int)
+
+
+def test_catalog_counts_take_each_providers_fastest_model_once() -> None:
+    entries = [
+        CatalogEntry("a", PROVIDER_A, 100, 30.0, CPU_VIEW, None, "closed", 0),
+        CatalogEntry("b", PROVIDER_A, 100, 50.5, CPU_VIEW, None, "closed", 0),
+        CatalogEntry("a", PROVIDER_B, 100, 20.0, CPU_VIEW, None, "closed", 0),
+    ]
+    assert catalog_counts(entries) == CatalogCounts(providers=2, capacity_tokens_per_s=70)
+    assert catalog_counts([]) == CatalogCounts(0, 0)

@@ -1,0 +1,62 @@
+"""Reach the running node of a home directory through its gateway (for `kpis` and `gov`).
+
+A running node writes `<home>/node.json` with its pid and `gateway_url`; a stale
+file (the pid is gone) or a node without a gateway means "no running node".
+The API key, when the gateway requires one, comes from $P2PINFER_API_KEY.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from p2pinfer.errors import NetworkError
+
+NODE_STATUS_FILE = "node.json"
+
+
+def running_gateway_url(home: Path) -> str | None:
+    """The gateway URL of the node running in `home`, or None if there is none."""
+    try:
+        status = json.loads((home / NODE_STATUS_FILE).read_text())
+        pid, url = int(status["pid"]), status.get("gateway_url")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not url:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, someone else's
+    return str(url)
+
+
+def _headers() -> dict[str, str]:
+    key = os.environ.get("P2PINFER_API_KEY")
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+def gateway_request(url: str, method: str, path: str, *, content: bytes | None = None,
+                    timeout_s: float = 10.0) -> Any:
+    """JSON reply of `method path` on the gateway at `url`; NetworkError with the reason."""
+    try:
+        reply = httpx.request(method, url.rstrip("/") + path, content=content,
+                              headers=_headers(), timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise NetworkError(f"node gateway {url} unreachable: {exc}") from exc
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {"error": reply.text[:200]}
+    if reply.status_code >= 400:
+        message = body.get("error") if isinstance(body, dict) else None
+        if isinstance(message, dict):
+            message = message.get("message")
+        raise NetworkError(f"node gateway {path}: HTTP {reply.status_code}: {message or body}")
+    return body

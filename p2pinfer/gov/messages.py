@@ -1,0 +1,210 @@
+"""Signed governance messages: a parameter `Proposal` and a stake-backed `Vote`.
+
+Signed bytes follow the wire convention: a per-type domain string
+(`p2pinfer/v1/proposal`, `p2pinfer/v1/vote`) then the canonical msgpack map of
+every field but `sig`. A message's id is the sha256 of its signed bytes, so it
+names the content, not one signature. A vote carries its voter's signed
+`StakeDeclaration` (market.stake): the weight every tallying node sees is the
+same, less what that node itself slashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from p2pinfer.errors import DecodeError, UsageError, ValidationError
+from p2pinfer.identity import NodeIdentity, verify_signature
+from p2pinfer.market import canonical
+from p2pinfer.market.split import preset_named
+from p2pinfer.market.stake import StakeDeclaration, verify_stake
+
+PROPOSAL_DOMAIN = b"p2pinfer/v1/proposal"
+VOTE_DOMAIN = b"p2pinfer/v1/vote"
+VERSION = 1
+_MAX_INT = 2**63 - 1
+MAX_MESSAGE = 4096
+
+ParameterValue = int | str
+
+
+def _int_range(low: int, high: int) -> Any:
+    def check(value: ParameterValue) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValidationError(f"must be an integer in {low}..{high}")
+
+    return check
+
+
+def _preset(value: ParameterValue) -> None:
+    if not isinstance(value, str):
+        raise ValidationError("must be a split preset name")
+    preset_named(value)  # UsageError names the known presets
+
+
+#: The parameters a proposal may change, with the check of a new value.
+PARAMETERS: dict[str, Any] = {
+    "base_rate": _int_range(1, 10**12),  # micro-credits per 1k tokens
+    "split_preset": _preset,  # a market.split preset name
+    "check_rate_pm": _int_range(0, 1000),  # spot-check rate, per mille of jobs
+    "min_stake": _int_range(0, _MAX_INT),  # micro-credits a consumer requires
+}
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise ValidationError(f"{name} must be an integer >= 0")
+
+
+def _check_key(name: str, value: Any, size: int) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise ValidationError(f"{name} must be {size} bytes")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """`proposer` proposes `parameter` := `value`; votes count until `voting_deadline`
+    (inclusive, ms); if it passes it applies from `effective_at` (ms) on every node."""
+
+    proposer: bytes
+    parameter: str
+    value: ParameterValue
+    voting_deadline: int
+    effective_at: int
+    issued_at: int
+    signature: bytes
+
+    def _fields(self) -> dict[str, Any]:
+        return {"v": VERSION, "t": "proposal", "from": self.proposer, "param": self.parameter,
+                "value": self.value, "deadline": self.voting_deadline,
+                "effective_at": self.effective_at, "issued_at": self.issued_at}  # fmt: skip
+
+    def signing_bytes(self) -> bytes:
+        return PROPOSAL_DOMAIN + canonical.encode(self._fields())
+
+    def encode(self) -> bytes:
+        return canonical.encode({**self._fields(), "sig": self.signature})
+
+    @property
+    def id(self) -> bytes:
+        """sha256 of the signed bytes: what votes name."""
+        return hashlib.sha256(self.signing_bytes()).digest()
+
+    def validate(self) -> None:
+        """ValidationError unless every field is well-formed (signature not checked)."""
+        _check_key("proposer", self.proposer, 32)
+        _check_key("signature", self.signature, 64)
+        for name in ("voting_deadline", "effective_at", "issued_at"):
+            _check_int(name, getattr(self, name))
+        check = PARAMETERS.get(self.parameter)
+        if check is None:
+            raise ValidationError(
+                f"unknown parameter {self.parameter!r}; known: {', '.join(sorted(PARAMETERS))}")
+        try:
+            check(self.value)
+        except (ValidationError, UsageError) as exc:  # UsageError: preset_named's
+            raise ValidationError(f"{self.parameter}: {exc}") from exc
+        if not self.issued_at < self.voting_deadline <= self.effective_at:
+            raise ValidationError("need issued_at < voting_deadline <= effective_at")
+
+
+@dataclass(frozen=True)
+class Vote:
+    """`voter` votes `yes` (or no) on proposal `proposal_id`, backed by `stake` (its own
+    signed declaration, issued no later than the vote)."""
+
+    voter: bytes
+    proposal_id: bytes
+    yes: bool
+    issued_at: int
+    stake: StakeDeclaration
+    signature: bytes
+
+    def _fields(self) -> dict[str, Any]:
+        return {"v": VERSION, "t": "vote", "from": self.voter, "proposal": self.proposal_id,
+                "yes": self.yes, "issued_at": self.issued_at,
+                "stake": self.stake.encode()}  # fmt: skip
+
+    def signing_bytes(self) -> bytes:
+        return VOTE_DOMAIN + canonical.encode(self._fields())
+
+    def encode(self) -> bytes:
+        return canonical.encode({**self._fields(), "sig": self.signature})
+
+    @property
+    def id(self) -> bytes:
+        return hashlib.sha256(self.signing_bytes()).digest()
+
+    def validate(self) -> None:
+        """ValidationError unless well-formed and the stake is the voter's own, declared
+        no later than the vote (signatures not checked)."""
+        _check_key("voter", self.voter, 32)
+        _check_key("proposal", self.proposal_id, 32)
+        _check_key("signature", self.signature, 64)
+        _check_int("issued_at", self.issued_at)
+        if not isinstance(self.yes, bool):
+            raise ValidationError("yes must be a boolean")
+        if self.stake.provider != self.voter:
+            raise ValidationError("a vote's stake declaration must be the voter's own")
+        if self.stake.issued_at > self.issued_at:
+            raise ValidationError("a vote's stake must be declared no later than the vote")
+
+
+GovMessage = Proposal | Vote
+
+_PROPOSAL_KEYS = {"v", "t", "from", "param", "value", "deadline", "effective_at", "issued_at",
+                  "sig"}
+_VOTE_KEYS = {"v", "t", "from", "proposal", "yes", "issued_at", "stake", "sig"}
+
+
+def decode_message(data: bytes) -> GovMessage:
+    """Parse and validate (not verify) a proposal or vote; DecodeError/ValidationError."""
+    if len(data) > MAX_MESSAGE:
+        raise DecodeError(f"governance message over {MAX_MESSAGE} bytes")
+    value = canonical.decode(data)
+    if not isinstance(value, dict) or value.get("v") != VERSION:
+        raise DecodeError("not a version 1 governance message")
+    message: GovMessage
+    if value.get("t") == "proposal" and set(value) == _PROPOSAL_KEYS:
+        if not isinstance(value["param"], str) or not isinstance(value["value"], int | str):
+            raise ValidationError("proposal: param must be a string, value an int or string")
+        message = Proposal(value["from"], value["param"], value["value"], value["deadline"],
+                           value["effective_at"], value["issued_at"], value["sig"])
+    elif value.get("t") == "vote" and set(value) == _VOTE_KEYS:
+        if not isinstance(value["stake"], bytes):
+            raise ValidationError("vote: stake must be an encoded stake declaration")
+        message = Vote(value["from"], value["proposal"], value["yes"], value["issued_at"],
+                       StakeDeclaration.decode(value["stake"]), value["sig"])
+    else:
+        raise DecodeError("not a proposal or vote")
+    message.validate()
+    return message
+
+
+def verify_message(message: GovMessage) -> None:
+    """SignatureError unless the message (and a vote's stake) is signed by its author."""
+    if isinstance(message, Proposal):
+        verify_signature(message.proposer, message.signing_bytes(), message.signature)
+    else:
+        verify_stake(message.stake)
+        verify_signature(message.voter, message.signing_bytes(), message.signature)
+
+
+def sign_proposal(identity: NodeIdentity, parameter: str, value: ParameterValue, *,
+                  voting_deadline: int, effective_at: int, issued_at: int) -> Proposal:
+    """`identity`'s signed proposal; ValidationError if a field is out of bounds."""
+    draft = Proposal(identity.public_key, parameter, value, voting_deadline, effective_at,
+                     issued_at, bytes(64))
+    draft.validate()
+    return Proposal(draft.proposer, parameter, value, voting_deadline, effective_at, issued_at,
+                    identity.sign(draft.signing_bytes()))
+
+
+def sign_vote(identity: NodeIdentity, proposal_id: bytes, yes: bool, *, stake: StakeDeclaration,
+              issued_at: int) -> Vote:
+    """`identity`'s signed vote, backed by its own `stake` declaration."""
+    draft = Vote(identity.public_key, proposal_id, yes, issued_at, stake, bytes(64))
+    draft.validate()
+    return Vote(draft.voter, proposal_id, yes, issued_at, stake,
+                identity.sign(draft.signing_bytes()))

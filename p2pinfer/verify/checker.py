@@ -1,0 +1,343 @@
+"""Spot-checks over the network: validators, consumer re-checks and report receivers.
+
+`Verifier` runs in the node's nursery (wired by `node.py`):
+
+- **validator** (`--validator`): every `check_interval_s` (exponentially
+  distributed, so checks are not periodic) it picks a provider of a model its
+  own engine serves, biased to peers on probation (`check_rate_pm`), and sends it
+  a *check job* that looks like any other: a fresh throwaway key signs the request,
+  the prompt comes from the shipped prompt set (`prompts.txt`), greedy with a
+  random seed. It re-runs the signed request on its own engine, compares
+  (`verify/compare.py`), records the check in its ReputationBook (and so the
+  breaker) and publishes a signed CheckReport on `p2pinfer/reports/1`.
+- **consumer re-checks** (`--recheck-rate`): a sample of this node's own
+  completed jobs is re-run the same way when its engine serves the model.
+- **receiver**: every node judges the reports it hears (`verify/reports.py`):
+  forged or stale ones are dropped; a `fail` about a model it serves is re-run
+  on its own engine (its own observation; confirmed fraud is slashed in its
+  ledger); otherwise it counts by the reporter's reputation, or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from importlib import resources
+
+import trio
+
+from p2pinfer.backends.base import Backend, ChatMessage, Completion, TokenDelta
+from p2pinfer.errors import P2PInferError
+from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.net.client import JobClient
+from p2pinfer.net.config import wall_clock_ms
+from p2pinfer.net.generation import sampling_params
+from p2pinfer.net.gossip import GossipMessage
+from p2pinfer.net.job_types import Candidate, JobOutcome
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, JobParams, JobRequest
+from p2pinfer.protocol.codec import decode_as
+from p2pinfer.verify.compare import (
+    DEFAULT_THRESHOLDS,
+    CompareThresholds,
+    Comparison,
+    Verdict,
+    compare_outputs,
+)
+from p2pinfer.verify.reports import (
+    OpenedReport,
+    ReportWindow,
+    build_report,
+    reporter_weight_pm,
+    try_open,
+)
+from p2pinfer.verify.reputation import Outcome
+from p2pinfer.verify.reputation_store import ReputationBook
+
+log = logging.getLogger(__name__)
+
+
+def prompt_set() -> tuple[str, ...]:
+    """The realistic prompts check jobs are drawn from (`verify/prompts.txt`)."""
+    text = resources.files("p2pinfer.verify").joinpath("prompts.txt").read_text("utf-8")
+    return tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How much this node checks. Rates per mille; seconds as floats."""
+
+    validator: bool = False
+    check_interval_s: float = 10.0  # mean time between a validator's check jobs
+    check_max_tokens: int = 64
+    recheck_rate_pm: int = 0  # share of this node's own jobs it re-runs (consumers)
+    thresholds: CompareThresholds = DEFAULT_THRESHOLDS
+    slash_on_fraud: bool = True
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One finished spot-check."""
+
+    provider: str
+    model: str
+    comparison: Comparison
+    report: bytes  # the signed CheckReport as published
+    reference_ms: float  # seconds of our engine's time, in ms
+    completion_tokens: int
+
+
+async def reference_output(backend: Backend, request: JobRequest) -> str:
+    """Our own engine's answer to `request`, with its model and sampling parameters."""
+    params = sampling_params(request)
+    if request.kind == "chat":
+        turns = [ChatMessage(t.role, t.content) for t in request.messages]
+        stream = backend.chat(request.model, turns, params)
+    else:
+        stream = backend.generate(request.model, request.prompt or "", params)
+    parts: list[str] = []
+    async with stream as events:
+        async for event in events:
+            if isinstance(event, Completion):
+                break
+            if isinstance(event, TokenDelta):
+                parts.append(event.text)
+    return "".join(parts)
+
+
+class TargetedClient(JobClient):
+    """A JobClient that sends its job to one chosen provider and nobody else."""
+
+    target: str = ""
+
+    async def candidates(
+        self, model: str, *, dht: bool = False, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> list[Candidate]:
+        found = await super().candidates(model, dht=dht, exclude=exclude)
+        return [c for c in found if c.peer_id == self.target]
+
+
+class Verifier:
+    """Spot-checks and report handling for one node (see the module docstring)."""
+
+    def __init__(
+        self, net: NetHost, identity: NodeIdentity, client: JobClient, *,
+        backend: Backend | None, models: frozenset[str], reputation: ReputationBook,
+        ledger: Ledger | None, config: VerifyConfig = VerifyConfig(), digests: dict[str, str]
+        | None = None, clock_ms: Callable[[], int] = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.net, self.identity, self.client = net, identity, client
+        self.backend, self.models, self.book, self.ledger = backend, models, reputation, ledger
+        self.config = config
+        self.digests = digests or {}
+        self.clock_ms = clock_ms
+        self.rng = rng or random.Random()
+        self.prompts = prompt_set()
+        self.window = ReportWindow()
+        self.results: list[CheckResult] = []  # the last checks this node made (bounded)
+        self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
+        # The ReputationBook and Ledger connections are shared with the client: same limiter.
+        self._db: trio.CapacityLimiter = getattr(client, "_db", trio.CapacityLimiter(1))
+        self._pending_reports = 0
+        self._nursery: trio.Nursery | None = None
+        self._engine = trio.CapacityLimiter(1)  # one reference run at a time
+        self._rechecks_send, self._rechecks = trio.open_memory_channel[JobOutcome](16)
+
+    # -- running ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Subscribe to reports and run the validator / re-check loops until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.net.subscribe(REPORTS_TOPIC, handler=self._on_gossip)
+            if self.backend is not None and self.config.recheck_rate_pm > 0:
+                self.client.outcome_hooks.append(self._sample)
+                nursery.start_soon(self._recheck_loop)
+            if self.config.validator and self.backend is not None:
+                nursery.start_soon(self._validator_loop)
+            await trio.sleep_forever()  # the nursery stays open for report judgements
+
+    async def _validator_loop(self) -> None:
+        while True:
+            await trio.sleep(self.rng.expovariate(1 / max(self.config.check_interval_s, 0.01)))
+            target = self.pick_target()
+            if target is None:
+                continue
+            try:
+                await self.check_provider(*target)
+            except P2PInferError as exc:
+                log.info("check job failed provider=%s error=%s", target[0], exc)
+
+    def pick_target(self) -> tuple[str, str] | None:
+        """A (provider, model) to check: peers weighted by their check rate."""
+        options: list[tuple[str, str]] = []
+        weights: list[int] = []
+        for model in sorted(self.models):
+            for entry in self.net.catalog.providers(model):
+                if entry.peer_id == self.net.peer_id:
+                    continue
+                options.append((entry.peer_id, model))
+                weights.append(max(1, self.book.check_rate_pm(entry.peer_id)))
+        if not options:
+            return None
+        return self.rng.choices(options, weights)[0]
+
+    async def check_provider(self, provider: str, model: str) -> CheckResult | None:
+        """Send one check job to `provider` and check its answer."""
+        client = TargetedClient(
+            self.net, self.identity, ledger=None, reputation=None, metrics=self.client.metrics,
+            config=replace(self.client.config, throwaway_key=True, require_credit=False,
+                           max_attempts=1),
+            rng=self.rng)
+        client.target = provider
+        prompt = self.rng.choice(self.prompts)
+        params = JobParams(max_tokens=self.config.check_max_tokens, temperature=0.0, top_k=1,
+                           seed=self.rng.randrange(2**32))
+        try:
+            outcome = await client.run(model, [ChatTurn("user", prompt)], params)
+        except P2PInferError as exc:
+            # The check job failed outright: that is a failed job, seen by us.
+            await self._record(provider, Outcome.JOB_FAILED, 1000)
+            log.info("check job not completed provider=%s error=%s", provider, exc)
+            return None
+        return await self.recheck(outcome)
+
+    # -- consumer re-checks ----------------------------------------------------
+
+    def _sample(self, outcome: JobOutcome) -> None:
+        if outcome.model not in self.models or not outcome.request:
+            return
+        if self.rng.randrange(1000) < self.config.recheck_rate_pm:
+            # Our engine behind: skip this one rather than queue forever.
+            with contextlib.suppress(trio.WouldBlock):
+                self._rechecks_send.send_nowait(outcome)
+
+    async def _recheck_loop(self) -> None:
+        async for outcome in self._rechecks:
+            try:
+                await self.recheck(outcome)
+            except P2PInferError as exc:
+                log.warning("re-check failed job=%s error=%s", outcome.job_id, exc)
+
+    async def recheck(self, outcome: JobOutcome) -> CheckResult | None:
+        """Re-run a completed job on our engine, compare, record it and publish a report."""
+        assert self.backend is not None
+        request = decode_as(outcome.request, JobRequest).msg
+        started = trio.current_time()
+        async with self._engine:
+            reference = await reference_output(self.backend, request)
+        reference_ms = (trio.current_time() - started) * 1000
+        comparison = compare_outputs(reference, outcome.text, self.config.thresholds)
+        if comparison.verdict is not Verdict.INCONCLUSIVE:
+            passed = comparison.verdict.passed
+            await self._record(outcome.provider,
+                               Outcome.CHECK_PASSED if passed else Outcome.CHECK_FAILED, 1000)
+        report = build_report(
+            self.identity, request=outcome.request, result=outcome.result,
+            provider_output=outcome.text, reference_output=reference,
+            reference_digest=self.digests.get(request.model, ""), comparison=comparison,
+            now_ms=self.clock_ms())
+        log.info("spot-check provider=%s model=%s verdict=%s agreement_pm=%d",
+                 outcome.provider, outcome.model, comparison.verdict.value,
+                 comparison.agreement_pm)
+        try:
+            await self.net.publish(REPORTS_TOPIC, report.raw)
+        except Exception as exc:  # gossip is best effort; the local record stands
+            log.warning("report not published error=%s", exc)
+        result = CheckResult(outcome.provider, outcome.model, comparison, report.raw,
+                             reference_ms, outcome.completion_tokens)
+        self.results = [*self.results[-499:], result]
+        return result
+
+    # -- reports heard ---------------------------------------------------------
+
+    async def _on_gossip(self, message: GossipMessage) -> None:
+        # The topic's reader must not wait for a re-run: judge in our own task, a bounded few.
+        if self._nursery is None or self._pending_reports >= 32:
+            return
+        self._pending_reports += 1
+        self._nursery.start_soon(self._judge, message.data)
+
+    async def _judge(self, raw: bytes) -> None:
+        try:
+            await self.receive_report(raw)
+        except P2PInferError as exc:
+            log.warning("report not judged error=%s", exc)
+        finally:
+            self._pending_reports -= 1
+
+    async def receive_report(self, raw: bytes) -> str:
+        """Judge one gossiped report; returns what was done (for logs and tests)."""
+        opened = try_open(raw, self.clock_ms())
+        if opened is None:
+            return self._note("?", "?", "ignored: forged or stale")
+        me = self.net.peer_id
+        if opened.reporter in (me, opened.provider) or opened.provider == me:
+            return self._note(opened.reporter, opened.provider, "ignored: own or self-report")
+        if opened.verdict != "fail":
+            return self._note(opened.reporter, opened.provider, "ignored: not a failure")
+        model = opened.evidence.request.msg.model
+        if self.backend is not None and model in self.models:
+            return await self._confirm(opened)
+        reporter = await trio.to_thread.run_sync(self.book.get, opened.reporter,
+                                                 limiter=self._db)
+        weight = reporter_weight_pm(reporter)
+        if weight == 0:
+            return self._note(opened.reporter, opened.provider, "ignored: reporter untrusted")
+        if not self.window.admit(opened.reporter, opened.provider, self.clock_ms()):
+            return self._note(opened.reporter, opened.provider, "ignored: already counted")
+        await self._record(opened.provider, Outcome.CHECK_FAILED, weight)
+        return self._note(opened.reporter, opened.provider, f"counted: weight {weight}")
+
+    async def _confirm(self, opened: OpenedReport) -> str:
+        """Re-run the reported request ourselves; a confirmed failure is proven fraud."""
+        assert self.backend is not None
+        async with self._engine:
+            reference = await reference_output(self.backend, opened.evidence.request.msg)
+        comparison = compare_outputs(reference, opened.report.msg.provider_output,
+                                     self.config.thresholds)
+        if comparison.verdict is Verdict.INCONCLUSIVE:
+            return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
+        if comparison.verdict.passed:
+            # The reporter accused an honest answer: that is on the reporter.
+            await self._record(opened.reporter, Outcome.CHECK_FAILED, 1000)
+            return self._note(opened.reporter, opened.provider, "re-checked: report was false")
+        await self._record(opened.provider, Outcome.CHECK_FAILED, 1000)
+        if self.ledger is not None and self.config.slash_on_fraud:
+            await self._slash(opened)
+        return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
+
+    async def _slash(self, opened: OpenedReport) -> None:
+        advert = self.net.catalog.advert_of(opened.provider)
+        amount = advert.advert.stake if advert is not None else 0
+        ledger = self.ledger
+        assert ledger is not None
+        provider_key = public_key_from_peer_id(opened.provider)
+
+        def write() -> None:
+            ledger.record_slash(provider_key, amount, reason="spot-check failed, re-checked",
+                                evidence=opened.report.raw,
+                                slash_id=opened.evidence.result.hash.hex())
+
+        try:
+            await trio.to_thread.run_sync(write, limiter=self._db)
+        except P2PInferError as exc:  # DuplicateEntryError: this proof was slashed before
+            log.info("slash not recorded provider=%s error=%s", opened.provider, exc)
+
+    async def _record(self, peer_id: str, outcome: Outcome, weight_pm: int) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self.book.record(peer_id, outcome, report_weight_pm=weight_pm),
+                limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reputation not updated peer=%s error=%s", peer_id, exc)
+
+    def _note(self, reporter: str, provider: str, what: str) -> str:
+        self.report_log = [*self.report_log[-199:], (reporter, provider, what)]
+        log.info("check report reporter=%s provider=%s %s", reporter, provider, what)
+        return what

@@ -1,0 +1,89 @@
+"""Governance across 5 real node processes: every node tallies the same result, including
+one that joined after the votes were cast (it catches up through the sync stream)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from p2pinfer import testnet
+from tests.e2e.network_helpers import ENV, REPO_ROOT, p2pinfer, wait_until
+
+pytestmark = pytest.mark.network
+
+
+@contextmanager
+def node(home: Path, stake: int, bootstrap: str | None) -> Iterator[dict[str, Any]]:
+    """A `--backend none` node with a gateway and `stake`; yields its node.json."""
+    cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home), "--backend", "none",
+           "--listen", "/ip4/127.0.0.1/tcp/0", "--gateway", "127.0.0.1:0", "--stake", str(stake)]
+    if bootstrap:
+        cmd += ["--bootstrap", bootstrap]
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "node.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV,
+                                cwd=REPO_ROOT)
+    try:
+        wait_until(lambda: (testnet.read_node_status(home) or {}).get("pid") == proc.pid, 60,
+                   f"the node in {home}")
+        yield dict(testnet.read_node_status(home) or {})
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def gov(status: dict[str, Any]) -> dict[str, Any]:
+    reply = httpx.get(f"{status['gateway_url']}/admin/gov", timeout=10)
+    assert reply.status_code == 200, reply.text
+    data: dict[str, Any] = reply.json()
+    return data
+
+
+def verdict(status: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(p["id"], p["outcome"], p["yes_stake"], p["no_stake"], p["voters"], p["in_effect"])
+            for p in gov(status)["proposals"]]
+
+
+def test_five_nodes_tally_the_same_including_a_late_joiner(tmp_path: Path) -> None:
+    stakes = [20_000_000_000, 15_000_000_000, 12_000_000_000, 0]
+    with ExitStack() as stack:
+        first = stack.enter_context(node(tmp_path / "n0", stakes[0], None))
+        boot = str(first["listen_addrs"][0])
+        nodes = [first] + [stack.enter_context(node(tmp_path / f"n{i}", stakes[i], boot))
+                           for i in range(1, 4)]
+        homes = [str(tmp_path / f"n{i}") for i in range(5)]
+        run = p2pinfer("gov", "propose", "base_rate", "450", "--voting-s", "120", "--home",
+                       homes[0], timeout=60)
+        assert run.returncode == 0, run.stderr
+        pid = run.stdout.strip()
+        wait_until(lambda: all(len(gov(n)["proposals"]) == 1 for n in nodes), 60,
+                   "the proposal on every node")
+        for i, choice in ((0, "yes"), (1, "no"), (2, "yes")):
+            run = p2pinfer("gov", "vote", pid, choice, "--home", homes[i], timeout=60)
+            assert run.returncode == 0, run.stderr
+        no_stake = p2pinfer("gov", "vote", pid, "yes", "--home", homes[3], timeout=60)
+        assert no_stake.returncode != 0 and "no stake" in no_stake.stderr
+        assert "Traceback" not in no_stake.stderr
+        late = stack.enter_context(node(tmp_path / "n4", 0, boot))  # joins after the votes
+        nodes.append(late)
+        expected = [(pid, "passed", stakes[0] + stakes[2], stakes[1], 3, True)]
+        deadline = gov(first)["proposals"][0]["voting_deadline"]
+        wait_until(lambda: time.time() * 1000 > deadline + 500, 150, "the voting deadline")
+        wait_until(lambda: all(verdict(n) == expected for n in nodes), 60,
+                   "the same tally on all 5 nodes")
+        for n in nodes:
+            assert gov(n)["in_effect"] == [{"parameter": "base_rate", "value": 450,
+                                            "proposal": pid}]
+        shown = p2pinfer("gov", "status", "--json", "--home", homes[4], timeout=60)
+        assert json.loads(shown.stdout)["proposals"][0]["outcome"] == "passed"
+        too_late = p2pinfer("gov", "vote", pid, "no", "--home", homes[1], timeout=60)
+        assert too_late.returncode != 0 and "closed" in too_late.stderr

@@ -1,0 +1,122 @@
+"""Spot-checks over real libp2p hosts with the tiny GGUF model on the embedded engine:
+a validator catches a `garbage` provider (its breaker opens), and a forged report or
+a true-looking one from a peer with no reputation cannot open an honest provider's
+breaker at the receiver."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import ModelSource
+from p2pinfer.backends.tiny_model import write_tiny_model
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.faults import parse_fault
+from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.verify.breaker import BreakerState
+from p2pinfer.verify.checker import Verifier, VerifyConfig
+from p2pinfer.verify.compare import compare_outputs
+from p2pinfer.verify.reports import build_report
+from p2pinfer.verify.reputation_store import ReputationBook
+from tests.integration.job_helpers import start_consumer, start_provider, wait_for_providers
+
+pytestmark = pytest.mark.network
+
+MODEL = "tiny:latest"
+
+
+def engine(tmp: Path) -> EmbeddedBackend:
+    path = tmp / "tiny.gguf"
+    if not path.exists():
+        write_tiny_model(path, seed=0)
+    return EmbeddedBackend([ModelSource(MODEL, path)])
+
+
+async def test_validator_catches_a_garbage_provider_and_its_breaker_opens(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            cheat = await start_provider(stack, nursery, engine(tmp_path), tmp_path,
+                                         config=JobServerConfig(fault=parse_fault("garbage")))
+            net, client, ledger = await start_consumer(stack, tmp_path, (cheat.net.addrs()[0],))
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            own = engine(tmp_path)
+            verifier = Verifier(net, client.identity, client, backend=own,
+                                models=frozenset({MODEL}), reputation=book, ledger=ledger,
+                                config=VerifyConfig(check_max_tokens=24))
+            nursery.start_soon(verifier.run)
+            await wait_for_providers(net, MODEL, 1)
+            verdicts = []
+            for _ in range(6):
+                result = await verifier.check_provider(cheat.net.peer_id, MODEL)
+                assert result is not None
+                verdicts.append(result.comparison.verdict.value)
+                if book.get(cheat.net.peer_id).breaker.state is BreakerState.OPEN:
+                    break
+            # Each check job was signed by a fresh key, never by the validator's identity.
+            consumers = {r.consumer for r in cheat.server.records}
+            assert client.identity.peer_id not in consumers and len(consumers) == len(verdicts)
+            rec = book.get(cheat.net.peer_id)
+            allowed = book.allow(cheat.net.peer_id)
+            nursery.cancel_scope.cancel()
+    assert set(verdicts) == {"inconsistent"}
+    assert rec.breaker.state is BreakerState.OPEN and rec.checks_failed == len(verdicts)
+    assert not allowed
+
+
+async def test_forged_and_unreputed_reports_cannot_open_an_honest_breaker(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            honest = await start_provider(stack, nursery, engine(tmp_path), tmp_path)
+            net, client, ledger = await start_consumer(stack, tmp_path, (honest.net.addrs()[0],))
+            await wait_for_providers(net, MODEL, 1)
+            params = JobParams(max_tokens=24, temperature=0.0, top_k=1, seed=7)
+            outcomes = [await client.run(MODEL, [ChatTurn("user", p)], params)
+                        for p in ("Why is the sky blue?", "Name three planets.")]
+            # A receiver without the model: it must rely on the reports alone.
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            receiver = Verifier(net, client.identity, client, backend=None, models=frozenset(),
+                                reputation=book, ledger=ledger)
+            liar = NodeIdentity.generate()  # no reputation with the receiver
+            bogus = "lorem " * 20
+            said = []
+            for outcome in outcomes:
+                lie = compare_outputs(bogus, outcome.text)
+                # True-looking: real signed evidence, honest output, a "fail" verdict.
+                report = build_report(liar, request=outcome.request, result=outcome.result,
+                                      provider_output=outcome.text, reference_output=bogus,
+                                      reference_digest="", comparison=lie,
+                                      now_ms=client.clock_ms())
+                assert report.msg.verdict == "fail"
+                said.append(await receiver.receive_report(report.raw))
+                # Forged: the "provider output" swapped for garbage (hash no longer matches).
+                forged = build_report(liar, request=outcome.request, result=outcome.result,
+                                      provider_output=bogus, reference_output=bogus,
+                                      reference_digest="", comparison=lie,
+                                      now_ms=client.clock_ms())
+                said.append(await receiver.receive_report(forged.raw))
+                for _ in range(5):  # repeating it changes nothing
+                    said.append(await receiver.receive_report(report.raw))
+            # A receiver with the model re-runs the job: the report is found false.
+            own = engine(tmp_path)
+            checker_book = stack.enter_context(ReputationBook.open(tmp_path / "rep2.sqlite3"))
+            checker = Verifier(net, client.identity, client, backend=own,
+                               models=frozenset({MODEL}), reputation=checker_book, ledger=ledger)
+            rechecked = await checker.receive_report(report.raw)
+            rec = book.get(honest.net.peer_id)
+            checked_honest = checker_book.get(honest.net.peer_id)
+            checked_liar = checker_book.get(liar.peer_id)
+            nursery.cancel_scope.cancel()
+    assert "ignored: reporter untrusted" in said and "ignored: forged or stale" in said
+    assert not any(s.startswith("counted") for s in said)
+    assert rec.breaker.state is BreakerState.CLOSED and rec.checks_failed == 0
+    assert rechecked == "re-checked: report was false"
+    assert checked_honest.checks_failed == 0 and checked_liar.checks_failed == 1
