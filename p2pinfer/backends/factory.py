@@ -14,7 +14,7 @@ from p2pinfer.backends.openai_compat import OpenAICompatBackend
 from p2pinfer.config import resolve_home
 from p2pinfer.errors import EngineUnavailable, ModelNotFound, UsageError
 
-BACKEND_HELP = "embedded | ollama[=URL] | openai=URL"
+BACKEND_HELP = "embedded | ollama[=URL] | openai=URL | fake-stream=TOKENS_PER_S (a fake)"
 
 
 def model_cache_dir(home: Path | None) -> Path:
@@ -63,6 +63,10 @@ def make_backend(
         return make_embedded(models, home=home)
     if kind == "ollama":
         return OllamaBackend(argument if sep else None)
+    if kind == "fake-stream" and sep:
+        from p2pinfer.backends.fake_stream import FakeStreamBackend, parse_rate
+
+        return FakeStreamBackend(parse_rate(argument), models)
     if kind == "openai" and argument:
         return OpenAICompatBackend(argument, api_key=os.environ.get("OPENAI_API_KEY"))
     raise UsageError(f"bad --backend {spec!r}: use {BACKEND_HELP}")

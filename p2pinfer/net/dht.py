@@ -25,6 +25,7 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,14 @@ DEFAULT_PROVIDE_INTERVAL_S = 600.0
 
 LOOKUP_PEER_TIMEOUT_S = 5.0
 """Bound on asking one peer for providers."""
+
+CLOSEST_LOOKUP_TIMEOUT_S = 10.0
+"""Bound on the iterative closest-peer walk. py-libp2p checks its own 30 s cap only
+between rounds; on a 50-node testnet of starved processes cold lookups took 30 s
+and mostly found nothing (bench/scale.py)."""
+
+NEAREST_CONNECTED_ASKED = 8
+"""Connected peers nearest the key, asked at once, beside the walk."""
 
 
 def model_key_digest(model: str) -> bytes:
@@ -103,14 +112,30 @@ class ProviderRecords:
         """
         key = model_key_bytes(model)
         found: list[Any] = list(self._dht.provider_store.get_providers(key))
-        try:
-            closest = await self._dht.peer_routing.find_closest_peers_network(key)
-        except Exception as exc:
-            log.warning("dht closest-peer lookup failed model=%s error=%r", model, exc)
-            closest = []
+        asked: set[Any] = set()
         async with trio.open_nursery() as nursery:
+
+            def ask(peer: Any) -> None:
+                if peer not in asked:
+                    asked.add(peer)
+                    nursery.start_soon(self._ask_peer, peer, key, found)
+
+            # The connected peers nearest the key answer at once while the walk goes
+            # on, so a walk that stalls (slow or starved peers) still finds what
+            # our neighbours hold.
+            for peer in self._nearest_connected(key):
+                ask(peer)
+            closest: list[Any] = []
+            with trio.move_on_after(CLOSEST_LOOKUP_TIMEOUT_S) as walk:
+                try:
+                    closest = await self._dht.peer_routing.find_closest_peers_network(key)
+                except Exception as exc:
+                    log.warning("dht closest-peer lookup failed model=%s error=%r", model, exc)
+            if walk.cancelled_caught:
+                log.info("dht closest-peer lookup cut after %.0f s model=%s",
+                         CLOSEST_LOOKUP_TIMEOUT_S, model)
             for peer in closest:
-                nursery.start_soon(self._ask_peer, peer, key, found)
+                ask(peer)
         merged: dict[str, list[str]] = {}
         for info in found:
             pid = info.peer_id.to_base58()
@@ -123,6 +148,10 @@ class ProviderRecords:
                     addrs.append(text)
         refs = [ProviderRef(pid, tuple(addrs)) for pid, addrs in sorted(merged.items())]
         return refs[:count]
+
+    def _nearest_connected(self, key: bytes) -> list[Any]:
+        peers = list(self._dht.host.get_connected_peers())
+        return sort_peer_ids_by_distance(key, peers)[:NEAREST_CONNECTED_ASKED]
 
     async def _ask_peer(self, peer: Any, key: bytes, found: list[Any]) -> None:
         if peer.to_base58() == self._local_peer_id:

@@ -11,7 +11,10 @@ punctuation, or the engine's token ids when given):
 
 and the verdict: IDENTICAL (same tokens), CONSISTENT (agreement ≥ threshold),
 INCONCLUSIVE (they disagree but both are shorter than `min_tokens`: too
-little text to accuse anyone), else INCONSISTENT. The default thresholds are
+little text to accuse anyone), else INCONSISTENT. A candidate that is a strict
+prefix of the reference, at least `min_tokens` shorter and covering less than
+`truncation_coverage_pm` of it, is INCONSISTENT whatever its agreement: it
+stopped early (the `truncate` cheat) rather than drifted. The default thresholds are
 provisional: they are to be set from measurements of honest pairs (bench/),
 not guessed; pass your own.
 """
@@ -46,6 +49,10 @@ class CompareThresholds:
 
     agreement_pm: int = 600
     min_tokens: int = 8
+    #: A candidate that is a strict prefix of the reference but covers less than this
+    #: share of it stopped early: honest drift diverges, it does not stop on the same
+    #: text while the reference goes on (bench/verify.py: `truncate` scored 764-923).
+    truncation_coverage_pm: int = 900
 
 
 DEFAULT_THRESHOLDS = CompareThresholds()
@@ -95,8 +102,15 @@ def compare_tokens(
         ratio = difflib.SequenceMatcher(None, rest_ref, rest_cand, autojunk=False).ratio()
         rest_pm = int(ratio * PER_MILLE)
     agreement_pm = prefix_pm + (PER_MILLE - prefix_pm) * rest_pm // PER_MILLE
+    truncated = (
+        lcp == len(candidate) < len(reference)
+        and len(reference) - len(candidate) >= thresholds.min_tokens
+        and len(candidate) * PER_MILLE < len(reference) * thresholds.truncation_coverage_pm
+    )
     if lcp == len(reference) == len(candidate):
         verdict = Verdict.IDENTICAL
+    elif truncated:
+        verdict = Verdict.INCONSISTENT
     elif agreement_pm >= thresholds.agreement_pm:
         verdict = Verdict.CONSISTENT
     elif longest < thresholds.min_tokens:

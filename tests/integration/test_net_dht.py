@@ -71,3 +71,36 @@ async def test_model_nobody_serves_has_no_providers() -> None:
             await boot.provide(MODEL)
             assert await consumer.find_providers("no-such-model") == []
             assert await consumer.lookup_providers("no-such-model") == []
+
+
+async def test_lookup_whose_walk_stalls_is_bounded_and_asks_connected_peers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen in bench/scale.py: on 50 starved nodes the closest-peer walk ran to
+    # py-libp2p's 30 s cap and cold consumers found no provider. A walk that never
+    # ends (the fake below) must neither hang the lookup nor hide the provider record
+    # our connected neighbour holds.
+    from p2pinfer.net import dht
+
+    monkeypatch.setattr(dht, "CLOSEST_LOOKUP_TIMEOUT_S", 1.0)
+
+    async def stalled_walk(key: bytes) -> list[object]:
+        await trio.sleep_forever()
+        return []
+
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            n1 = await stack.enter_async_context(run_host(config()))
+            provider = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
+            provider.start_advertising(
+                lambda: advert_template(models=((MODEL, 70),)), interval_s=5.0
+            )
+            consumer = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
+            await find_until_found(consumer, MODEL, {provider.peer_id})  # n1 holds the record
+            consumer._records._dht.provider_store.providers.clear()  # a cold cache again
+            monkeypatch.setattr(consumer._records._dht.peer_routing,
+                                "find_closest_peers_network", stalled_walk)
+            started = trio.current_time()
+            found = {ref.peer_id for ref in await consumer.find_providers(MODEL)}
+            assert provider.peer_id in found
+            assert trio.current_time() - started < 10

@@ -87,3 +87,17 @@ def test_metrics_are_integers_in_range_and_symmetric_in_prefix(a: list[int], b: 
     assert compare_tokens(b, a).prefix_pm == c.prefix_pm
     assert (c.verdict is Verdict.IDENTICAL) == (a == b)
     assert compare_tokens(a, a).agreement_pm == 1000
+
+
+def test_an_answer_cut_to_a_prefix_of_the_reference_is_inconsistent() -> None:
+    reference = " ".join(f"word{i}" for i in range(64))
+    cut = " ".join(f"word{i}" for i in range(48))  # 75 %: agreement alone would pass
+    comparison = compare_outputs(reference, cut)
+    assert comparison.agreement_pm < 1000
+    assert comparison.verdict is Verdict.INCONSISTENT
+
+
+def test_a_prefix_covering_almost_all_of_the_reference_is_not_called_truncated() -> None:
+    reference = " ".join(f"word{i}" for i in range(100))
+    nearly = " ".join(f"word{i}" for i in range(95))  # 5 tokens short: under min_tokens
+    assert compare_outputs(reference, nearly).verdict is Verdict.CONSISTENT
