@@ -1,4 +1,5 @@
-"""`p2pinfer testnet up | status | down`: N real node processes on 127.0.0.1."""
+"""`p2pinfer testnet up | status | down`: N real node processes on 127.0.0.1, or with
+`--docker` N node containers (see testnet_docker_cmds.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from rich.table import Table
 
 from p2pinfer import testnet
 from p2pinfer.backends.factory import BACKEND_HELP
+from p2pinfer.cli import testnet_docker_cmds as docker_cmds
+from p2pinfer.cli.testnet_docker_cmds import (
+    BuildOption,
+    DockerOption,
+    GatewayPortOption,
+    ImageOption,
+    ProjectOption,
+    ShowKeyOption,
+)
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
+from p2pinfer.testnet_docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
 
 testnet_app = typer.Typer(help="A local testnet of node processes.", no_args_is_help=True)
 
@@ -47,15 +58,24 @@ def up(
         "--gateway/--no-gateway", help="Give every node an HTTP gateway.")] = True,
     benchmark: Annotated[bool, typer.Option(
         "--benchmark/--no-benchmark", help="Measure models once (shared cache).")] = True,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", help="Seconds to wait for each node to start.")] = 120.0,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", help="Seconds to wait for each node to start (default 120; with "
+        "--docker, for every container to be healthy, default 600).")] = None,
+    docker: DockerOption = False,
+    project: ProjectOption = DEFAULT_PROJECT,
+    image: ImageOption = DEFAULT_IMAGE,
+    gateway_port: GatewayPortOption = DEFAULT_GATEWAY_PORT,
+    build: BuildOption = True,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
+    if docker:
+        docker_cmds.up(nodes, project, image, gateway_port, build, timeout)
+        return
     faults = testnet.parse_faults(fault or [], nodes)
     for kind in faults.values():
         parse_fault(kind)
     testnet.up(directory, nodes, backend=backend, models=models or [], faults=faults,
-               gateway=gateway, start_timeout_s=timeout,
+               gateway=gateway, start_timeout_s=timeout or 120.0,
                options=testnet.NodeOptions(benchmark=benchmark))
     _print_status(directory, as_json=False)
 
@@ -64,14 +84,28 @@ def up(
 def status(
     directory: DirOption = Path("testnet"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    docker: DockerOption = False,
+    project: ProjectOption = DEFAULT_PROJECT,
+    api_key: ShowKeyOption = False,
 ) -> None:
     """Each node: index, PeerID, listen address, gateway URL, models, alive."""
+    if docker:
+        docker_cmds.print_status(project, as_json, api_key_only=api_key)
+        return
     _print_status(directory, as_json)
 
 
 @testnet_app.command("down")
-def down(directory: DirOption = Path("testnet")) -> None:
-    """Stop every node (SIGTERM, then SIGKILL after 10 s)."""
+def down(
+    directory: DirOption = Path("testnet"),
+    docker: DockerOption = False,
+    project: ProjectOption = DEFAULT_PROJECT,
+) -> None:
+    """Stop every node (SIGTERM, then SIGKILL after 10 s); with --docker, remove every
+    container, network and volume of the docker testnet."""
+    if docker:
+        docker_cmds.down(project)
+        return
     stopped = testnet.down(directory)
     print(f"stopped {stopped} node(s)")
 
