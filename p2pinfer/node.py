@@ -27,6 +27,7 @@ from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import GpuView, HardwareView
+from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.service import GovService
 from p2pinfer.gov.store import GovStore, gov_path
 from p2pinfer.hardware import BenchCache, cached_benchmark, probe
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 NODE_STATUS_FILE = "node.json"
 FAUCET_GRANT_ID = "node-faucet"
+#: How often a node re-tallies governance to apply parameters whose time has come.
+GOVERNANCE_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,14 @@ def machine_view(machine: MachineProfile) -> HardwareView:
                         gpus)  # fmt: skip
 
 
+async def _follow_governance(governance: GovService, parts: GovernedParts) -> None:
+    """Apply the parameters passed proposals put in effect, as their time comes."""
+    while True:
+        status = await governance.status()
+        apply_parameters(parts, status.in_effect)
+        await trio.sleep(GOVERNANCE_POLL_S)
+
+
 async def _gauges(net: NetHost, metrics: NodeMetrics) -> None:
     while True:
         metrics.peers.set(len(net.peers()))
@@ -295,6 +306,8 @@ async def run_node(
                     ledger=ledger, config=config.verify,
                     digests={s.info.name: s.info.digest for s in served})
                 nursery.start_soon(verifier.run)
+                nursery.start_soon(_follow_governance, governance,
+                                   GovernedParts(server, client, verifier))
                 model_names = [s.info.name for s in served]
                 status: dict[str, Any] = {
                     "pid": os.getpid(),
