@@ -11,7 +11,11 @@ punctuation, or the engine's token ids when given):
 
 and the verdict: IDENTICAL (same tokens), CONSISTENT (agreement ≥ threshold),
 INCONCLUSIVE (they disagree but both are shorter than `min_tokens`: too
-little text to accuse anyone), else INCONSISTENT. A candidate that is a strict
+little text to accuse anyone), else INCONSISTENT. Text with few words but many
+characters (one long run of letters, a script written without spaces) is
+compared on its non-space characters instead, with `min_tokens` ×
+`CHARS_PER_TOKEN` as the bar, so a long garbage answer is never waved through
+as "too short to judge". A candidate that is a strict
 prefix of the reference, at least `min_tokens` shorter and covering less than
 `truncation_coverage_pm` of it, is INCONSISTENT whatever its agreement: it
 stopped early (the `truncate` cheat) rather than drifted. The default thresholds are
@@ -21,6 +25,7 @@ not guessed; pass your own.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import enum
 import re
@@ -28,6 +33,9 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 PER_MILLE = 1_000
+#: Characters that stand for one word token when short-in-words text is compared
+#: on characters (about four characters per token in English).
+CHARS_PER_TOKEN = 4
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
@@ -124,5 +132,15 @@ def compare_tokens(
 def compare_outputs(
     reference: str, candidate: str, thresholds: CompareThresholds = DEFAULT_THRESHOLDS
 ) -> Comparison:
-    """Compare a reference re-run's text with the provider's text, on `tokenize` tokens."""
-    return compare_tokens(tokenize(reference), tokenize(candidate), thresholds)
+    """Compare a reference re-run's text with the provider's text, on `tokenize` tokens,
+    or on characters when both have fewer than `min_tokens` words but one has at least
+    `min_tokens` × `CHARS_PER_TOKEN` non-space characters."""
+    ref_words, cand_words = tokenize(reference), tokenize(candidate)
+    if max(len(ref_words), len(cand_words)) < thresholds.min_tokens:
+        ref_chars = [c for c in reference if not c.isspace()]
+        cand_chars = [c for c in candidate if not c.isspace()]
+        min_chars = thresholds.min_tokens * CHARS_PER_TOKEN
+        if max(len(ref_chars), len(cand_chars)) >= min_chars:
+            return compare_tokens(ref_chars, cand_chars,
+                                  dataclasses.replace(thresholds, min_tokens=min_chars))
+    return compare_tokens(ref_words, cand_words, thresholds)

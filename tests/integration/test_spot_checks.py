@@ -49,11 +49,11 @@ async def test_validator_catches_a_garbage_provider_and_its_breaker_opens(
             own = engine(tmp_path)
             verifier = Verifier(net, client.identity, client, backend=own,
                                 models=frozenset({MODEL}), reputation=book, ledger=ledger,
-                                config=VerifyConfig(check_max_tokens=24))
+                                config=VerifyConfig(check_max_tokens=64))
             nursery.start_soon(verifier.run)
             await wait_for_providers(net, MODEL, 1)
             verdicts = []
-            for _ in range(6):
+            for _ in range(10):
                 result = await verifier.check_provider(cheat.net.peer_id, MODEL)
                 assert result is not None
                 verdicts.append(result.comparison.verdict.value)
@@ -65,8 +65,11 @@ async def test_validator_catches_a_garbage_provider_and_its_breaker_opens(
             rec = book.get(cheat.net.peer_id)
             allowed = book.allow(cheat.net.peer_id)
             nursery.cancel_scope.cancel()
-    assert set(verdicts) == {"inconsistent"}
-    assert rec.breaker.state is BreakerState.OPEN and rec.checks_failed == len(verdicts)
+    # A check whose texts are too short to judge is INCONCLUSIVE and counts for nobody
+    # (the tiny model sometimes stops after a byte or two); every other one must fail.
+    assert set(verdicts) <= {"inconsistent", "inconclusive"}
+    assert rec.breaker.state is BreakerState.OPEN
+    assert rec.checks_failed == verdicts.count("inconsistent") > 0
     assert not allowed
 
 

@@ -101,3 +101,27 @@ def test_a_prefix_covering_almost_all_of_the_reference_is_not_called_truncated()
     reference = " ".join(f"word{i}" for i in range(100))
     nearly = " ".join(f"word{i}" for i in range(95))  # 5 tokens short: under min_tokens
     assert compare_outputs(reference, nearly).verdict is Verdict.CONSISTENT
+
+
+def test_long_text_with_few_words_is_judged_on_characters_not_waved_through() -> None:
+    # The `garbage` cheat on a byte-level model: every token becomes a random letter,
+    # so 40 tokens of output are one long "word". That is not "too little text".
+    reference = "xyzzyplughfoobarbazquxquuxcorgegraultgarply"
+    garbage = "qzkxvwjyupqzkxvwjyupqzkxvwjyupqzkxvwjyup"
+    assert len(tokenize(reference)) == len(tokenize(garbage)) == 1
+    assert compare_outputs(reference, garbage).verdict is Verdict.INCONSISTENT
+    assert compare_outputs(garbage, reference).verdict is Verdict.INCONSISTENT
+
+
+def test_text_without_spaces_is_compared_on_characters() -> None:
+    # A script written without spaces tokenizes into a few long words; honest drift at
+    # the end must still count as consistent, unrelated text as inconsistent.
+    reference = "東京は日本の首都であり、世界で最も人口の多い都市圏の一つです。"
+    drift = "東京は日本の首都であり、世界で最も人口が多い大都市の一つです。"
+    other = "富士山は静岡県と山梨県にまたがる活火山で、標高は三七七六メートル。"
+    assert compare_outputs(reference, drift).verdict is Verdict.CONSISTENT
+    assert compare_outputs(reference, other).verdict is Verdict.INCONSISTENT
+
+
+def test_short_text_in_characters_too_stays_inconclusive() -> None:
+    assert compare_outputs("Paris.", "Lyon!").verdict is Verdict.INCONCLUSIVE
