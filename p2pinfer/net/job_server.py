@@ -376,7 +376,8 @@ class JobServer:
                      request.job_id.hex(), request.model, tokens, charged)
         signer = job.machine.request.signer_peer_id if job.machine.request else ""
         self.records.append(JobRecord(request.job_id.hex(), request.model, signer, outcome,
-                                      tokens, request.params.max_tokens, charged))
+                                      tokens, request.params.max_tokens, charged,
+                                      str(job.stream.remote_peer_id)))
 
     async def _refuse(
         self, job: _Job, request: JobRequest, code: RejectCode, message: str,

@@ -120,3 +120,4 @@ class JobRecord:
     completion_tokens: int
     max_tokens: int
     charged: int
+    connection: str = ""  # PeerID of the libp2p connection the request came over

@@ -5,8 +5,10 @@
 - **validator** (`--validator`): every `check_interval_s` (exponentially
   distributed, so checks are not periodic) it picks a provider of a model its
   own engine serves, biased to peers on probation (`check_rate_pm`), and sends it
-  a *check job* that looks like any other: a fresh throwaway key signs the request,
-  the prompt comes from the shipped prompt set (`prompts.txt`), greedy with a
+  a *check job* that looks like any other: it goes out from a libp2p host started
+  for that check under a new key, which also signs the request, so the provider sees
+  a first-time consumer (`fresh_host`; the IP address is still the validator's), the
+  prompt comes from the shipped prompt set (`prompts.txt`), greedy with a
   random seed. It re-runs the signed request on its own engine, compares
   (`verify/compare.py`), records the check in its ReputationBook (and so the
   breaker) and publishes a signed CheckReport on `p2pinfer/reports/1`.
@@ -33,6 +35,7 @@ from p2pinfer.backends.base import Backend, ChatMessage, Completion, TokenDelta
 from p2pinfer.errors import P2PInferError
 from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
+from p2pinfer.net import NetConfig, run_host
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.generation import sampling_params
@@ -77,6 +80,11 @@ class VerifyConfig:
     recheck_rate_pm: int = 0  # share of this node's own jobs it re-runs (consumers)
     thresholds: CompareThresholds = DEFAULT_THRESHOLDS
     slash_on_fraud: bool = True
+    #: Send each check job from a libp2p host started for it under a new key, so the
+    #: provider cannot tell a check from a first-time consumer by PeerID. Off: the
+    #: validator's own connection carries it, signed by a throwaway key.
+    fresh_host: bool = True
+    check_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
 
 
 @dataclass(frozen=True)
@@ -110,15 +118,27 @@ async def reference_output(backend: Backend, request: JobRequest) -> str:
 
 
 class TargetedClient(JobClient):
-    """A JobClient that sends its job to one chosen provider and nobody else."""
+    """A JobClient that sends its job to one chosen provider and nobody else. With a
+    `catalog_source`, the provider's advert (and addresses) come from that host's
+    catalog: a fresh check host has heard no adverts of its own."""
 
     target: str = ""
+    catalog_source: NetHost | None = None
 
     async def candidates(
         self, model: str, *, dht: bool = False, exclude: set[str] | frozenset[str] = frozenset()
     ) -> list[Candidate]:
-        found = await super().candidates(model, dht=dht, exclude=exclude)
-        return [c for c in found if c.peer_id == self.target]
+        source = self.catalog_source
+        if source is None:
+            found = await super().candidates(model, dht=dht, exclude=exclude)
+            return [c for c in found if c.peer_id == self.target]
+        for entry in source.catalog.providers(model):
+            if entry.peer_id == self.target and entry.peer_id not in exclude:
+                self.net.add_peer_addrs(entry.peer_id, entry.advert.advert.listen_addrs)
+                candidate = self._candidate(entry.advert, model, "catalog")
+                await self._probe_rtts([candidate])
+                return [self._with_rtt(candidate)]
+        return []
 
 
 class Verifier:
@@ -188,13 +208,36 @@ class Verifier:
         return self.rng.choices(options, weights)[0]
 
     async def check_provider(self, provider: str, model: str) -> CheckResult | None:
-        """Send one check job to `provider` and check its answer."""
-        client = TargetedClient(
-            self.net, self.identity, ledger=None, reputation=None, metrics=self.client.metrics,
-            config=replace(self.client.config, throwaway_key=True, require_credit=False,
-                           max_attempts=1),
+        """Send one check job to `provider` and check its answer.
+
+        With `fresh_host` (the default) the job goes out from a libp2p host of its own,
+        started for this check under a new key that also signs the request, so the
+        provider sees a first-time consumer: neither the connection's PeerID nor the
+        request's signer is the validator's."""
+        if not self.config.fresh_host:
+            client = self._check_client(self.net, self.identity, throwaway_key=True)
+            client.target = provider
+            return await self._run_check(client, provider, model)
+        identity = NodeIdentity.generate()
+        host_config = NetConfig(identity, listen_addrs=self.config.check_listen,
+                                clock_ms=self.clock_ms)
+        async with run_host(host_config) as host:
+            client = self._check_client(host, identity, throwaway_key=False)
+            client.target, client.catalog_source = provider, self.net
+            return await self._run_check(client, provider, model)
+
+    def _check_client(
+        self, net: NetHost, identity: NodeIdentity, *, throwaway_key: bool
+    ) -> TargetedClient:
+        return TargetedClient(
+            net, identity, ledger=None, reputation=None, metrics=self.client.metrics,
+            config=replace(self.client.config, throwaway_key=throwaway_key,
+                           require_credit=False, max_attempts=1),
             rng=self.rng)
-        client.target = provider
+
+    async def _run_check(
+        self, client: TargetedClient, provider: str, model: str
+    ) -> CheckResult | None:
         prompt = self.rng.choice(self.prompts)
         params = JobParams(max_tokens=self.config.check_max_tokens, temperature=0.0, top_k=1,
                            seed=self.rng.randrange(2**32))

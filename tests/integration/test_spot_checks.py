@@ -59,9 +59,13 @@ async def test_validator_catches_a_garbage_provider_and_its_breaker_opens(
                 verdicts.append(result.comparison.verdict.value)
                 if book.get(cheat.net.peer_id).breaker.state is BreakerState.OPEN:
                     break
-            # Each check job was signed by a fresh key, never by the validator's identity.
-            consumers = {r.consumer for r in cheat.server.records}
-            assert client.identity.peer_id not in consumers and len(consumers) == len(verdicts)
+            # Each check job came from a host of its own: a fresh key signed the request and
+            # owned the connection, never the validator's identity (nor its host).
+            records = cheat.server.records
+            consumers = {r.consumer for r in records}
+            assert all(r.connection == r.consumer for r in records)
+            assert not consumers & {client.identity.peer_id, net.peer_id}
+            assert len(consumers) == len(verdicts)
             rec = book.get(cheat.net.peer_id)
             allowed = book.allow(cheat.net.peer_id)
             nursery.cancel_scope.cancel()
