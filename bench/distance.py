@@ -213,6 +213,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "direction by RTT/2 (this VM's kernel has no sch_netem, so tc netem "
                         "and the Docker variant could not run)")
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                         "shared": "a VM shared with other work (see the load averages)",
                          "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
     result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return result

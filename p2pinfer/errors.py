@@ -116,6 +116,10 @@ class PeerUnreachableError(NetworkError):
     """A peer could not be dialled: no known address, refused, or the handshake failed."""
 
 
+class ProtocolNotSupportedError(PeerUnreachableError):
+    """The peer answered that it does not speak the stream protocol we asked for (`na`)."""
+
+
 class StreamClosedError(NetworkError):
     """The peer closed or reset a stream before the expected frame arrived."""
 

@@ -5,8 +5,9 @@ for future fields, at most `INFO_REQUEST_MAX` bytes), the peer answers with
 one frame holding its current signed advert exactly as it publishes it on
 gossip, or an empty frame if it advertises nothing (a consumer-only node),
 then closes. The round-trip time is measured from writing the request to
-reading the whole answer on an already negotiated stream, so it excludes
-dialling and protocol negotiation: it is the latency a job's frames will see.
+reading the whole answer, excluding dialling: the asker sends the request in
+the same flight as the protocol proposal (pipelined negotiation), so the
+answer takes one round trip, the latency a job's frames will see.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import trio
 from p2pinfer.errors import DecodeError, ProtocolError, SignatureError
 from p2pinfer.net.adverts import AdvertVerifier, VerifiedAdvert
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import DEFAULT_MAX_FRAME, INFO_PROTOCOL_ID
+from p2pinfer.protocol import DEFAULT_MAX_FRAME, INFO_PROTOCOL_ID, encode_frame
 
 log = logging.getLogger(__name__)
 
 INFO_PROTOCOL = INFO_PROTOCOL_ID
 INFO_REQUEST_MAX = 1024
 INFO_TIMEOUT_S = 10.0
+INFO_REQUEST = encode_frame(b"")
+"""The version-1 request: one empty frame."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,17 @@ async def ask_advert(
 ) -> FetchedAdvert | None:
     """Ask the peer on `stream` for its advert; None if it has none.
 
+    If the stream was opened with `INFO_REQUEST` as its first bytes (pipelined
+    negotiation), the request is not sent again and the RTT counts from then.
     Raises a ProtocolError if the answer is malformed, badly signed, or signed
     by anyone but the peer at the other end of the (Noise-authenticated)
     stream; StreamClosedError/PeerTimeoutError on transport failure.
     """
-    started = trio.current_time()
-    await stream.write_frame(b"", timeout_s=timeout_s)
+    if stream.first_sent_at is not None:
+        started = stream.first_sent_at
+    else:
+        started = trio.current_time()
+        await stream.write(INFO_REQUEST, timeout_s=timeout_s)
     raw = await stream.read_frame(max_size=max_advert_bytes, timeout_s=timeout_s)
     rtt_ms = (trio.current_time() - started) * 1000.0
     await stream.close()

@@ -205,11 +205,9 @@ class NetJob:
         )
 
     async def _open(self, candidate: Candidate) -> _Attempt:
+        """A new attempt on `candidate`: the signed request goes out in the same write as
+        the protocol proposal (pipelined negotiation), so its answer is one round trip away."""
         client = self._client
-        stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID)
-        if stream.remote_peer_id != candidate.peer_id:
-            await stream.reset()
-            raise _Failure(f"the stream reached {stream.remote_peer_id}, not the provider")
         now = client.clock_ms()
         request = JobRequest(
             job_id=os.urandom(16),  # every attempt a new job: a retry is never a replay
@@ -225,14 +223,12 @@ class NetJob:
         )
         signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
         machine = ConsumerJob(signer, request)
-        attempt = _Attempt(candidate, stream, machine, caught_up=not self._delivered)
-        try:
-            await stream.write(machine.start(), timeout_s=client.config.chunk_timeout_s)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stream.reset()
-            raise
-        return attempt
+        stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID,
+                                              first=machine.start())
+        if stream.remote_peer_id != candidate.peer_id:
+            await stream.reset()
+            raise _Failure(f"the stream reached {stream.remote_peer_id}, not the provider")
+        return _Attempt(candidate, stream, machine, caught_up=not self._delivered)
 
     async def _read(self, attempt: _Attempt) -> None:
         cfg = self._client.config

@@ -44,8 +44,15 @@ from p2pinfer.net.gossip import (
     libp2p_validator,
     read_subscription,
 )
-from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert, ask_advert, serve_info
+from p2pinfer.net.info import (
+    INFO_PROTOCOL,
+    INFO_REQUEST,
+    FetchedAdvert,
+    ask_advert,
+    serve_info,
+)
 from p2pinfer.net.mdns import MdnsBridge
+from p2pinfer.net.multistream import open_pipelined
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, sign
 
@@ -153,14 +160,25 @@ class NetHost:
         self._host.set_stream_handler(protocol, serve)
 
     async def open_stream(
-        self, peer_id: str, protocol: str, *, timeout_s: float | None = None
+        self,
+        peer_id: str,
+        protocol: str,
+        *,
+        first: bytes | None = None,
+        timeout_s: float | None = None,
     ) -> NetStream:
         """Open a stream to `peer_id` speaking `protocol`, dialling it if needed.
+
+        With `first` (bytes the protocol starts with, e.g. a framed request) the
+        negotiation is pipelined: `first` goes out in the same write as the protocol
+        proposal, so the answer comes back one round trip later instead of three
+        (`p2pinfer.net.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
-        dial failed, protocol not supported) or PeerTimeoutError.
+        dial failed, protocol not supported: ProtocolNotSupportedError when the
+        peer said so) or PeerTimeoutError.
         """
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
@@ -169,14 +187,31 @@ class NetHost:
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         try:
             with trio.fail_after(limit):
-                raw = await self._host.new_stream(pid, [protocol])
+                if first is None:
+                    return NetStream(await self._host.new_stream(pid, [protocol]))
+                return await self._open_pipelined(pid, protocol, first, limit)
         except trio.TooSlowError as exc:
             raise PeerTimeoutError(
                 f"opening {protocol} to {peer_id} took over {limit:g} s"
             ) from exc
+        except PeerUnreachableError:
+            raise
         except Exception as exc:
             raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
-        return NetStream(raw)
+
+    async def _open_pipelined(self, pid: Any, protocol: str, first: bytes,
+                              limit: float) -> NetStream:
+        # The network's new_stream dials when there is no connection, as host.new_stream does.
+        raw = await self._host.get_network().new_stream(pid)
+        try:
+            if raw.muxed_conn.peer_id != pid:
+                raise PeerUnreachableError(
+                    f"the stream reached {raw.muxed_conn.peer_id}, not {pid}")
+            return await open_pipelined(raw, protocol, first, timeout_s=limit)
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await NetStream(raw).reset()
+            raise
 
     # -- gossip --------------------------------------------------------------
 
@@ -281,7 +316,8 @@ class NetHost:
         on transport failure, ProtocolError subclasses on a bad answer.
         """
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
-        stream = await self.open_stream(peer_id, INFO_PROTOCOL, timeout_s=limit)
+        stream = await self.open_stream(peer_id, INFO_PROTOCOL, first=INFO_REQUEST,
+                                        timeout_s=limit)
         try:
             fetched = await ask_advert(
                 stream,

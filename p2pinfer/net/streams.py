@@ -38,6 +38,9 @@ class NetStream:
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
+        #: trio time at which the bytes given to `NetHost.open_stream(first=...)` were
+        #: written, with the protocol proposal; None for a stream opened without them.
+        self.first_sent_at: float | None = None
 
     @property
     def remote_peer_id(self) -> str:

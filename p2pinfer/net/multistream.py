@@ -1,0 +1,84 @@
+"""Pipelined ("lazy") multistream-select for the streams this node opens.
+
+py-libp2p 0.8.1's `host.new_stream` negotiates in lock-step: it sends
+`/multistream/1.0.0`, waits for the echo, sends the protocol id, waits for that
+echo, and only then may the caller write (2 round trips before the request even
+leaves). Here the client sends the header, the protocol id and the caller's
+first bytes (a job or info request) in one write, then reads the two echoes:
+the answer to the request follows them in the same flight, so a
+request-answer exchange on an open connection costs one round trip.
+
+The other side stays stock multistream-select: it writes its header, reads
+ours, reads one protocol id and echoes it (or answers `na` and reads the next
+one). It reads one message at a time (a length prefix, then exactly that many
+bytes), so the request behind the protocol id stays buffered in the stream for
+the handler. If the peer answers `na`, it reads the request as its next
+protocol proposal and fails (or answers `na` again); either way we reset the
+stream and report the protocol as unsupported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.utils.varint import encode_delim
+
+from p2pinfer.errors import DecodeError, FrameTooLarge, ProtocolNotSupportedError
+from p2pinfer.net.streams import NetStream
+
+MULTISTREAM_ID = "/multistream/1.0.0"
+NOT_SUPPORTED = "na"
+MAX_NEGOTIATION_LINE = 1024
+"""The longest echo we accept (a protocol id plus its newline and length prefix fits)."""
+
+
+def proposal(protocol: str) -> bytes:
+    """The multistream header and `protocol`, as the two messages a dialer sends."""
+    return encode_delim(MULTISTREAM_ID.encode()) + encode_delim(protocol.encode())
+
+
+async def open_pipelined(
+    raw: Any, protocol: str, first: bytes, *, timeout_s: float
+) -> NetStream:
+    """Negotiate `protocol` on the fresh muxed stream `raw`, sending `first` with the proposal.
+
+    Returns the stream, its protocol set, positioned after the two echoes (the
+    peer's answer to `first` is next). Raises ProtocolNotSupportedError on `na`,
+    DecodeError on any other reply, StreamClosedError/PeerTimeoutError on transport
+    failure. The caller resets `raw` if this raises.
+    """
+    stream = NetStream(raw)
+    stream.first_sent_at = trio.current_time()
+    await stream.write(proposal(protocol) + first, timeout_s=timeout_s)
+    header = await _read_line(stream, timeout_s)
+    if header != MULTISTREAM_ID:
+        raise DecodeError(f"{_who(stream)} answered {header!r} instead of {MULTISTREAM_ID}")
+    echo = await _read_line(stream, timeout_s)
+    if echo == NOT_SUPPORTED:
+        raise ProtocolNotSupportedError(f"{_who(stream)} does not support {protocol}")
+    if echo != protocol:
+        raise DecodeError(f"{_who(stream)} answered {echo!r} to the proposal of {protocol}")
+    raw.set_protocol(TProtocol(protocol))
+    return stream
+
+
+async def _read_line(stream: NetStream, timeout_s: float) -> str:
+    try:
+        body = await stream.read_frame(max_size=MAX_NEGOTIATION_LINE, timeout_s=timeout_s)
+    except FrameTooLarge as exc:
+        raise DecodeError(f"{_who(stream)} sent an oversized negotiation message") from exc
+    if not body.endswith(b"\n"):
+        raise DecodeError(f"{_who(stream)} sent a negotiation message without its newline")
+    try:
+        return body[:-1].decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{_who(stream)} sent a negotiation message that is not UTF-8") from exc
+
+
+def _who(stream: NetStream) -> str:
+    try:
+        return f"peer {stream.remote_peer_id}"
+    except Exception:
+        return "the peer"

@@ -1,0 +1,99 @@
+"""Pipelined multistream-select: what the opener sends, how it reads the answers, and that
+py-libp2p's own (stock) responder leaves the pipelined request for the handler."""
+
+from __future__ import annotations
+
+import pytest
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.protocol_muxer.multiselect import Multiselect
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+from libp2p.utils.varint import encode_delim
+
+from p2pinfer.errors import DecodeError, ProtocolNotSupportedError
+from p2pinfer.net.multistream import MULTISTREAM_ID, open_pipelined, proposal
+from p2pinfer.protocol import encode_frame, encode_uvarint
+
+JOB = "/p2pinfer/job/1.0.0"
+REQUEST = encode_frame(b"a signed request\n")  # ends in a newline, like a delimited message
+
+
+class FakePeerStream:
+    """A stream whose peer has already sent `incoming`; records what we write and the
+    protocol set on it. Reads return at most `n` bytes, as py-libp2p's Yamux stream does."""
+
+    def __init__(self, incoming: bytes) -> None:
+        self.incoming = incoming
+        self.consumed = 0
+        self.written = b""
+        self.protocol: str | None = None
+
+    async def read(self, n: int | None = None) -> bytes:
+        if self.consumed >= len(self.incoming):
+            raise StreamEOF("eof")
+        size = len(self.incoming) if n is None or n < 0 else n
+        chunk = self.incoming[self.consumed:self.consumed + size]
+        self.consumed += len(chunk)
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+
+    def set_protocol(self, protocol: str) -> None:
+        self.protocol = protocol
+
+    @property
+    def unread(self) -> bytes:
+        return self.incoming[self.consumed:]
+
+
+def delim(text: str) -> bytes:
+    return encode_delim(text.encode())
+
+
+async def test_the_proposal_and_the_request_go_out_in_one_write_before_any_read() -> None:
+    peer = FakePeerStream(delim(MULTISTREAM_ID) + delim(JOB) + encode_frame(b"accepted"))
+    stream = await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
+    assert peer.written == delim(MULTISTREAM_ID) + delim(JOB) + REQUEST
+    assert peer.protocol == JOB and stream.first_sent_at is not None
+    # Positioned after the two echoes: the answer to the request is next.
+    assert await stream.read_frame(timeout_s=5) == b"accepted"
+
+
+async def test_na_is_a_clear_protocol_not_supported_error() -> None:
+    peer = FakePeerStream(delim(MULTISTREAM_ID) + delim("na"))
+    with pytest.raises(ProtocolNotSupportedError, match=f"does not support {JOB}"):
+        await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
+    assert peer.protocol is None
+
+
+@pytest.mark.parametrize("answer", [
+    delim("/multistream/2.0.0") + delim(JOB),  # another multistream version
+    delim(MULTISTREAM_ID) + delim("/p2pinfer/job/9.0.0"),  # echoed something else
+    delim(MULTISTREAM_ID) + encode_frame(JOB.encode()),  # no newline
+    b"\x00",  # an empty message
+])
+async def test_a_reply_that_is_not_the_echo_is_a_decode_error(answer: bytes) -> None:
+    peer = FakePeerStream(answer)
+    with pytest.raises(DecodeError):
+        await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
+    assert peer.protocol is None
+
+
+async def test_an_oversized_negotiation_reply_is_refused_before_its_body_is_read() -> None:
+    header = encode_uvarint(1 << 20)
+    peer = FakePeerStream(header + b"x" * 4096)
+    with pytest.raises(DecodeError):
+        await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
+    assert peer.consumed == len(header)
+
+
+async def test_py_libp2p_responder_selects_the_protocol_and_leaves_the_request_unread() -> None:
+    async def handler(stream: object) -> None:
+        raise AssertionError("negotiation alone must not run the handler")
+
+    opener = FakePeerStream(proposal(JOB) + REQUEST)
+    protocol, chosen = await Multiselect({JOB: handler}).negotiate(  # type: ignore[dict-item]
+        MultiselectCommunicator(opener))  # type: ignore[arg-type]
+    assert (protocol, chosen) == (JOB, handler)
+    assert opener.written == delim(MULTISTREAM_ID) + delim(JOB)
+    assert opener.unread == REQUEST  # exactly one message read at a time
