@@ -191,6 +191,10 @@ class NetHost:
                     return NetStream(await self._host.new_stream(pid, [protocol]))
                 return await self._open_pipelined(pid, protocol, first, limit)
         except trio.TooSlowError as exc:
+            # A connection that cannot open a stream in time is most likely dead (the
+            # peer vanished or a partition ate its packets, and TCP has not noticed):
+            # drop it, so the next attempt dials afresh instead of waiting on it again.
+            await self._drop_connection(pid)
             raise PeerTimeoutError(
                 f"opening {protocol} to {peer_id} took over {limit:g} s"
             ) from exc
@@ -198,6 +202,16 @@ class NetHost:
             raise
         except Exception as exc:
             raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+
+    async def _drop_connection(self, pid: Any) -> None:
+        if pid not in set(self._host.get_connected_peers()):
+            return
+        log.info("dropping unresponsive connection peer=%s", pid)
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            try:
+                await self._host.disconnect(pid)
+            except Exception as exc:  # closing a dead connection may fail; it is gone anyway
+                log.debug("closing connection failed peer=%s error=%s", pid, exc)
 
     async def _open_pipelined(self, pid: Any, protocol: str, first: bytes,
                               limit: float) -> NetStream:
