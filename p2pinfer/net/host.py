@@ -156,6 +156,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             background_trio_service(dht),
         ):
             await pubsub.wait_until_ready()
+            libp2p_tuning.memoize_task_parents(pubsub.manager)
             try:
                 async with trio.open_nursery() as nursery:
                     net = NetHost(config, host, pubsub, dht, nursery)

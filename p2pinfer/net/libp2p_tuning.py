@@ -1,31 +1,34 @@
-"""Two per-frame costs of py-libp2p 0.8.1 that an idle node pays on every RPC, removed.
+"""py-libp2p 0.8.1 behaviours that made an idle node pay per message, and our changes.
 
 Profiling idle nodes of a testnet (docs/scaling.md) showed most of their CPU
-in py-libp2p's per-frame work, and two defaults multiplying the frames:
+in py-libp2p's per-message work, multiplied by three of its defaults:
 
 - **Yamux credit on every read.** `YamuxStream` sends a WINDOW_UPDATE frame
   after *every* read (its `PY_YAMUX_RELEASE_ON_READ` default, and a "partial
   slack" branch that fires even without it). Pubsub and our framing read a
   varint length one byte at a time, so each gossip RPC received made the
   receiver send 2-3 encrypted window-update frames back, and the sender decrypt
-  and parse them. `batched_window_updates` restores go-yamux's rule: grant
-  credit once at least half the receive window has been consumed. Flow
-  control is unchanged (the sender may never have more than the window in
-  flight); only the number of update frames falls.
+  and parse them. `install` restores go-yamux's rule: grant credit once at
+  least half the receive window has been consumed. Flow control is unchanged
+  (the sender may never have more than the window in flight); only the number
+  of update frames falls.
 - **The sender's signed peer record on every RPC.** py-libp2p attaches its
   signed peer record to each gossip RPC and every receiver verifies its
   Ed25519 signature and rewrites the peer's addresses in the peerstore, twice
-  for RPCs with control messages. `cached_sender_records` verifies a record
-  once: the same bytes from the same peer, while the peerstore still holds
-  that record (same payload and signature), are accepted without verifying again (re-done
-  every `SENDER_RECORD_REFRESH_S` to renew the addresses' TTL). A different or
-  invalid record goes through py-libp2p's own check, as before.
+  for RPCs with control messages. `consume_sender_record_once` verifies a
+  record once: the same bytes from the same peer, while the peerstore still
+  holds that record (same payload and signature), are accepted without
+  verifying again (re-done every `SENDER_RECORD_REFRESH_S` to renew the
+  addresses' TTL). A different or invalid record goes through py-libp2p's own
+  check, as before.
+- **A walk of the whole task tree per message.** `memoize_task_parents`.
 
-Both are installed by `install()` (idempotent), which `run_host` calls. They
-replace one method of `YamuxStream` and the module-level
-`maybe_consume_signed_record` that py-libp2p's pubsub and gossipsub modules
-call; libp2p is pinned (pyproject.toml), and the tests in
-tests/integration/test_net_upkeep.py fail if an upgrade moves either.
+`install()` (idempotent, called by `run_host`) replaces one method of
+`YamuxStream` and the module-level `maybe_consume_signed_record` that
+py-libp2p's pubsub and gossipsub modules call; `run_host` applies
+`memoize_task_parents` to its Pubsub's manager. libp2p is pinned
+(pyproject.toml), and tests/integration/test_net_upkeep.py fails if an upgrade
+moves any of them.
 """
 
 from __future__ import annotations
@@ -135,3 +138,31 @@ def install() -> None:
     )
     for module in _CALLERS:
         setattr(module, _CONSUME, consume_sender_record_once)
+
+
+# -- the service manager's task tree ------------------------------------------------------
+
+
+def memoize_task_parents(manager: Any) -> None:
+    """Make `manager.run_task` find the calling task's parent once per trio task, not per call.
+
+    py-libp2p's TrioManager finds the parent of every task it starts by walking its
+    whole task tree (recursive generators) for the calling trio task. Pubsub starts a
+    task per gossip message received, from the connection's reader, which is never
+    one of the manager's tasks: each message paid a full walk, O(tasks) and so
+    O(peers). Which FunctionTask runs in a given trio task never changes (a
+    FunctionTask records its trio task first thing, and a trio task runs one
+    FunctionTask or none), so the answer is remembered per trio task.
+    """
+    find: Callable[[Any], Any] = manager._find_parent_task
+    known: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def find_once(trio_task: Any) -> Any:
+        try:
+            return known[trio_task]
+        except KeyError:
+            parent = known[trio_task] = find(trio_task)
+            return parent
+
+    manager._find_parent_task = find_once
+

@@ -18,6 +18,7 @@ from libp2p.peer.envelope import Envelope
 from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, TYPE_WINDOW_UPDATE, YAMUX_HEADER_FORMAT
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
@@ -157,3 +158,37 @@ async def test_gossip_heartbeat_stays_as_configured() -> None:
             await trio.sleep(2.5)
             assert router.heartbeat_interval == 1
             assert (router.degree_low, router.degree_high) == (4, 12)
+
+
+async def test_a_received_message_does_not_walk_the_pubsub_task_tree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # py-libp2p's service manager looked for the parent of each message's task by walking
+    # all its tasks (one per peer and more): O(peers) per message received.
+    walks: list[int] = []
+    iterate = FunctionTask.iterate_tasks.__func__  # type: ignore[attr-defined]
+
+    def counting_iterate(cls: type[FunctionTask], *tasks: Any) -> Any:
+        if not any(f.f_code.co_name == "iterate_tasks" for f, _ in traceback.walk_stack(None)):
+            walks.append(len(tasks))  # a walk's top call, not its recursion
+        return iterate(cls, *tasks)
+
+    monkeypatch.setattr(FunctionTask, "iterate_tasks", classmethod(counting_iterate))
+    received: list[bytes] = []
+
+    async def collect(message: Any) -> None:
+        received.append(message.data)
+
+    with trio.fail_after(60):
+        async with run_host(config()) as sender, run_host(config()) as receiver:
+            await receiver.subscribe(TOPIC, handler=collect)
+            await sender.subscribe(TOPIC)
+            await receiver.connect(sender.addrs()[0])
+            await sender.wait_for_mesh(receiver.peer_id, TOPIC)
+            walks.clear()
+            for i in range(20):
+                await sender.publish(TOPIC, b"message %d" % i)
+            while len(received) < 20:
+                await trio.sleep(0.05)
+    assert len(walks) < 10  # once per reading task (a stream per peer), not once per message
+
