@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -51,10 +51,41 @@ GOV_TOPIC = "p2pinfer/gov/1"
 GOV_PROTOCOL = "/p2pinfer/gov/1.0.0"
 #: How far in the future a message may be dated (clock skew between nodes).
 DEFAULT_SKEW_MS = 60_000
+#: How often the sync loop looks for newly connected peers.
+NEW_PEER_CHECK_S = 2.0
 
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class SyncPlan:
+    """Which connected peers to sync with: each new connection once, then one peer in turn.
+
+    A peer that disconnects is forgotten, so it is synced again when it reconnects.
+    """
+
+    def __init__(self) -> None:
+        self._synced: list[str] = []  # connected peers synced since they connected, in turn order
+        self._turn = 0
+
+    def new_peers(self, connected: Sequence[str]) -> list[str]:
+        """The peers in `connected` not synced since they connected (now counted as synced)."""
+        live = set(connected)
+        self._synced = [p for p in self._synced if p in live]
+        known = set(self._synced)
+        fresh = [p for p in dict.fromkeys(connected) if p not in known]
+        self._synced += fresh
+        return fresh
+
+    def next_in_turn(self) -> str | None:
+        """The next connected, already synced peer in round-robin order; None if there is none."""
+        if not self._synced:
+            return None
+        self._turn %= len(self._synced)
+        peer = self._synced[self._turn]
+        self._turn += 1
+        return peer
 
 
 class GovService:
@@ -70,6 +101,7 @@ class GovService:
         self._rules, self._interval, self._skew, self._clock = rules, sync_interval_s, skew_ms, \
             clock_ms
         self._db = trio.CapacityLimiter(1)
+        self._plan = SyncPlan()
         self._stake: StakeDeclaration | None = (
             sign_stake(identity, stake, clock_ms()) if stake > 0 else None)
 
@@ -124,8 +156,12 @@ class GovService:
         return new
 
     async def sync(self) -> int:
+        """Sync with every connected peer now; how many messages were new here."""
+        return await self._sync_peers(self._net.peers())
+
+    async def _sync_peers(self, peers: Sequence[str]) -> int:
         new = 0
-        for peer in self._net.peers():
+        for peer in peers:
             try:
                 new += await self.sync_with(peer)
             except NetworkError as exc:  # not every peer speaks governance (yet)
@@ -135,10 +171,17 @@ class GovService:
         return new
 
     async def _sync_loop(self) -> None:
-        await trio.sleep(min(self._interval, 2.0))  # let bootstrap connections form
+        await trio.sleep(min(self._interval, NEW_PEER_CHECK_S))  # let bootstrap connections form
+        next_turn = trio.current_time() + self._interval
         while True:
-            await self.sync()
-            await trio.sleep(self._interval)
+            peers = self._plan.new_peers(self._net.peers())
+            if trio.current_time() >= next_turn:
+                next_turn = trio.current_time() + self._interval
+                turn = self._plan.next_in_turn()
+                if turn is not None and turn not in peers:
+                    peers.append(turn)
+            await self._sync_peers(peers)
+            await trio.sleep(min(self._interval, NEW_PEER_CHECK_S))
 
     # -- acting --------------------------------------------------------------------------
 

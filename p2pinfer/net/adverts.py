@@ -19,8 +19,9 @@ provider that stops re-advertising leaves the catalog after its TTL.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ __all__ = ["ADVERTS_TOPIC", "AdvertGate", "Catalog", "ProviderEntry", "VerifiedA
 
 DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
 """Largest advert accepted on gossip (64 models with long names fit in ~15 KiB)."""
+
+VERIFIED_CACHE_SIZE = 1024
+"""Adverts whose decoding and signature check `AdvertGate` remembers (by sha256)."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,12 @@ class AdvertGate:
     """The GossipSub validator of `ADVERTS_TOPIC`: verifies, then admits into the catalog.
 
     `drops` counts refused messages by reason ('oversized', 'invalid',
-    'forged', 'seq', 'expired', 'future', 'ttl') for metrics and tests.
+    'forged', 'seq', 'expired', 'future', 'ttl') for metrics and tests. The
+    same bytes met again (an advert fetched over info and relayed on gossip,
+    a re-delivery after GossipSub's seen-cache forgot it) are decoded and
+    verified once: the last `VERIFIED_CACHE_SIZE` verified adverts are kept by
+    hash. Only the verification is cached; the publisher and freshness checks
+    run on every message.
     """
 
     def __init__(
@@ -286,6 +295,7 @@ class AdvertGate:
         self.max_advert_bytes = max_advert_bytes
         self.drops: Counter[str] = Counter()
         self.accepted = 0
+        self._verified: OrderedDict[bytes, VerifiedAdvert] = OrderedDict()
 
     def check(self, publisher: str, data: bytes) -> VerifiedAdvert | None:
         """Verify `data` published by `publisher` and admit it; None (and a count) if refused."""
@@ -301,10 +311,24 @@ class AdvertGate:
         if len(data) > self.max_advert_bytes:
             return "oversized", None
         try:
-            advert = self.verify(data)
+            advert = self.verified(data)
         except ProtocolError as exc:
             log.debug("advert invalid publisher=%s error=%s", publisher, exc)
             return "invalid", None
         if advert.signer != publisher:
             return "forged", None
         return self.catalog.admit(advert), advert
+
+    def verified(self, data: bytes) -> VerifiedAdvert:
+        """`verify(data)`, done once per distinct bytes (see the class doc); ProtocolError if
+        they are not a validly signed advert."""
+        digest = hashlib.sha256(data).digest()
+        advert = self._verified.get(digest)
+        if advert is not None:
+            self._verified.move_to_end(digest)
+            return advert
+        advert = self.verify(data)  # raises on invalid bytes, which are not remembered
+        self._verified[digest] = advert
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return advert

@@ -335,7 +335,7 @@ class NetHost:
         try:
             fetched = await ask_advert(
                 stream,
-                verify_advert,
+                self.advert_gate.verified,
                 max_advert_bytes=self.config.max_advert_bytes,
                 timeout_s=limit,
             )

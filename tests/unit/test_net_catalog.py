@@ -161,3 +161,40 @@ def test_gate_drops_oversized_invalid_forged_and_stale() -> None:
     assert gate.check(ALICE, same_seq) is None
     assert dict(gate.drops) == {"forged": 1, "oversized": 1, "invalid": 2, "seq": 1}
     assert cat.peer_ids() == [ALICE]
+
+
+class CountingVerifier:
+    """`verify_advert`, counting its calls (the real check, not a fake)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, raw: bytes) -> VerifiedAdvert:
+        self.calls += 1
+        return verify_advert(raw)
+
+
+def test_an_advert_met_again_is_decoded_and_verified_once() -> None:
+    cat = catalog(FakeClock())
+    verifier = CountingVerifier()
+    gate = AdvertGate(cat, verifier)
+    raw = signed_advert(ALICE, 1)
+    first = gate.verified(raw)  # fetched over the info protocol
+    assert gate.check(ALICE, raw) is not None  # then relayed on gossip
+    assert gate.check(ALICE, raw) is not None  # and delivered again
+    assert gate.verified(raw) is first
+    assert verifier.calls == 1
+    assert gate.check(ALICE, signed_advert(ALICE, 2)) is not None
+    assert verifier.calls == 2
+
+
+def test_bytes_verified_before_are_still_refused_from_the_wrong_publisher() -> None:
+    cat = catalog(FakeClock())
+    gate = AdvertGate(cat)
+    raw = signed_advert(ALICE, 1)
+    assert gate.check(ALICE, raw) is not None
+    assert gate.check(BOB, raw) is None  # Bob relays Alice's advert as his own
+    broken = raw[:-1] + bytes([raw[-1] ^ 1])
+    assert gate.check(ALICE, broken) is None
+    assert gate.check(ALICE, broken) is None  # a bad signature is checked each time, never kept
+    assert dict(gate.drops) == {"forged": 1, "invalid": 2}
