@@ -26,6 +26,8 @@ class Job:
     """One generation, shared between the trio side and the worker thread."""
 
     stop: threading.Event = field(default_factory=threading.Event)
+    # Set once the caller came back for the event after the first (it passed that one on).
+    first_taken: threading.Event = field(default_factory=threading.Event)
     prompt_tokens: int = 0
     sampled: int = 0
     ended_on_eog: bool = False
@@ -90,11 +92,22 @@ def hooked_llama_class() -> Any:
 
 
 class Events:
-    """The iterator a stream yields: events from the worker thread, in order."""
+    """The iterator a stream yields: events from the worker thread, in order.
 
-    def __init__(self, first: object, receive: trio.MemoryReceiveChannel[object]) -> None:
+    `on_next` is called once, when the caller first asks for an event after the first
+    (so it has dealt with that one).
+    """
+
+    def __init__(
+        self,
+        first: object,
+        receive: trio.MemoryReceiveChannel[object],
+        *,
+        on_next: Callable[[], None] | None = None,
+    ) -> None:
         self._next: object | None = first
         self._receive = receive
+        self._on_next = on_next
         self._done = False
 
     def __aiter__(self) -> Events:
@@ -106,6 +119,9 @@ class Events:
         item = self._next
         self._next = None
         if item is None:
+            on_next, self._on_next = self._on_next, None
+            if on_next is not None:
+                on_next()
             try:
                 item = await self._receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):

@@ -4,7 +4,8 @@
 `/api/tags`, `/api/show`, `/api/ps`, `/api/generate`, `/api/chat`) and its
 OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, `/v1/completions`)
 with Starlette; `serve()` runs it with hypercorn on trio. Response shapes live in
-`ollama_wire`/`openai_wire`, the streaming machinery in `http_stream`;
+`ollama_wire`/`openai_wire`, the streaming machinery in `http_stream`, the
+hypercorn set-up (each response head written with its first body) in `asgi_server`;
 `api_routes()` gives the same routes to a host app of its own (the network
 gateway mounts them over the network backend, adding per-job reply headers).
 """
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from starlette.applications import Starlette
@@ -284,23 +285,29 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` with hypercorn on trio; `task_status.started` gets the bound URLs."""
+    """Serve `app` with hypercorn on trio; `task_status.started` gets the bound URLs.
+
+    Each response head leaves with its first body bytes (see `asgi_server`).
+    """
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
+
+    from p2pinfer.backends.asgi_server import serve_asgi
 
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2.0
-    asgi_app: Any = app
-    await hypercorn_serve(
-        asgi_app,
-        config,
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
-        mode="asgi",
-    )
+    sockets = config.create_sockets().insecure_sockets
+    try:
+        for sock in sockets:
+            sock.listen(config.backlog)
+        await serve_asgi(
+            app, config, sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 __all__: Sequence[str] = ["api_routes", "create_app", "serve"]

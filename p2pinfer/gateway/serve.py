@@ -1,5 +1,7 @@
 """Serving the gateway: hypercorn on trio, inside the node's nursery.
 
+Each response head leaves with its first body bytes (see `backends.asgi_server`).
+
 `run_gateway` binds, reports where through `task_status`, and serves until its
 caller's cancel scope ends (the node shutting down), so it needs no shutdown
 call of its own: `await nursery.start(run_gateway, view, config)`.
@@ -49,8 +51,8 @@ async def run_gateway(
     Raises UsageError (one line) if the address cannot be bound.
     """
     from hypercorn.config import Config
-    from hypercorn.trio.run import worker_serve
-    from hypercorn.utils import wrap_app
+
+    from p2pinfer.backends.asgi_server import serve_asgi
 
     app: Any = create_gateway_app(view, config)
     hyper = Config()
@@ -76,8 +78,7 @@ async def run_gateway(
             task_status.started(binding)
 
     try:
-        await worker_serve(wrap_app(app, hyper.wsgi_max_body_size, "asgi"), hyper, sockets=sockets,
-                           task_status=_Started())  # fmt: skip
+        await serve_asgi(app, hyper, sockets.insecure_sockets, task_status=_Started())
     finally:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             sock.close()

@@ -11,7 +11,7 @@ from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, Toke
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.errors import EngineResponseError
-from tests.support.backends import ENGINE_READY
+from tests.support.backends import ENGINE_READY, smollm2_source
 
 pytestmark = [
     pytest.mark.engine,
@@ -98,3 +98,25 @@ async def test_chat_uses_the_model_template_and_reports_timings(tiny_model: Path
     assert done.usage.prompt_tokens > 20
     assert done.timings.total_ns >= done.timings.prompt_eval_ns + done.timings.eval_ns > 0
     assert done.timings.load_ns > 0  # this request loaded the model
+
+
+
+async def test_the_engine_holds_the_second_token_until_the_first_is_taken(
+    model_cache: Path,
+) -> None:
+    # While the caller passes the first token on (the HTTP server writes it), the
+    # worker thread leaves it the CPU instead of evaluating the next token.
+    # (SmolLM2: the tiny model's bytes are no UTF-8, so its text comes out late.)
+    engine = EmbeddedBackend([smollm2_source()], cache_dir=model_cache, first_token_wait_s=60.0)
+    params = SamplingParams(max_tokens=8, temperature=0.0, seed=7)
+    with trio.fail_after(60):
+        async with engine.generate("smollm2:135m", "Once upon a time", params) as events:
+            first = await events.__anext__()
+            sampled = engine.tokens_generated
+            await trio.sleep(0.2)  # room for a free-running engine to go on (it must not)
+            held = engine.tokens_generated
+            rest = [event async for event in events]
+    await engine.aclose()
+    assert isinstance(first, TokenDelta) and held == sampled == 1
+    done = rest[-1]
+    assert isinstance(done, Completion) and done.usage.completion_tokens == 8
