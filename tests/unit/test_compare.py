@@ -5,11 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pinfer.backends.base import TextScore
 from p2pinfer.verify.compare import (
+    DEFAULT_THRESHOLDS,
     CompareThresholds,
     Verdict,
     compare_outputs,
     compare_tokens,
+    likelihood_metrics,
     tokenize,
 )
 
@@ -101,3 +104,67 @@ def test_a_prefix_covering_almost_all_of_the_reference_is_not_called_truncated()
     reference = " ".join(f"word{i}" for i in range(100))
     nearly = " ".join(f"word{i}" for i in range(95))  # 5 tokens short: under min_tokens
     assert compare_outputs(reference, nearly).verdict is Verdict.CONSISTENT
+
+
+# -- likelihood: the provider's text scored by the validator's engine -------------
+
+T = DEFAULT_THRESHOLDS
+
+
+def scored(n: int, *, off_greedy: int = 0, logprob: int = -500, end: int = -100) -> TextScore:
+    """A fake engine score of n tokens, `off_greedy` of them well below the top choice."""
+    gaps = [T.greedy_gap_milli + 1] * off_greedy + [0] * (n - off_greedy)
+    return TextScore(tuple([logprob] * n), tuple(gaps), end)
+
+
+def test_honest_drift_the_reference_model_finds_greedy_is_consistent_at_low_agreement() -> None:
+    # Diverged early (as across hardware), yet every token is the reference's own choice.
+    c = compare_outputs(REFERENCE, DIFFERENT, score=scored(40))
+    assert c.agreement_pm < T.agreement_pm
+    assert c.verdict is Verdict.CONSISTENT
+    assert (c.scored_tokens, c.greedy_pm, c.mean_logprob_milli) == (40, 1000, -500)
+
+
+def test_a_greedy_answer_off_the_reference_models_choices_is_inconsistent() -> None:
+    off = 40 - 40 * T.greedy_pm // 1000 + 1
+    c = compare_outputs(REFERENCE, DRIFTING, score=scored(40, off_greedy=off))
+    assert c.agreement_pm >= T.agreement_pm  # token agreement alone would pass it
+    assert c.verdict is Verdict.INCONSISTENT
+
+
+def test_a_sampled_answer_is_judged_by_its_likelihood_not_by_greedy_choices() -> None:
+    likely = scored(40, off_greedy=30, logprob=T.mean_logprob_milli + 1)
+    unlikely = scored(40, off_greedy=30, logprob=T.mean_logprob_milli - 1)
+    assert compare_outputs(REFERENCE, DIFFERENT, score=likely, greedy=False).verdict \
+        is Verdict.CONSISTENT
+    assert compare_outputs(REFERENCE, DIFFERENT, score=unlikely, greedy=False).verdict \
+        is Verdict.INCONSISTENT
+
+
+def test_claiming_a_natural_stop_where_the_model_would_go_on_is_inconsistent() -> None:
+    cut = scored(20, end=T.end_logprob_milli - 1)
+    assert compare_outputs(REFERENCE, DRIFTING, score=cut, claimed_stop=True).verdict \
+        is Verdict.INCONSISTENT
+    # The same text cut by max_tokens (finish "length") claims nothing.
+    assert compare_outputs(REFERENCE, DRIFTING, score=cut, claimed_stop=False).verdict \
+        is Verdict.CONSISTENT
+
+
+def test_garbage_scored_over_many_tokens_is_never_inconclusive() -> None:
+    # Few word tokens (one long "word"), many engine tokens, none of them likely.
+    garbage = scored(30, off_greedy=30, logprob=-9000)
+    c = compare_outputs("Yes.", "xQzvKpLmWtrhYbNcaDsfGuj", score=garbage)
+    assert c.verdict is Verdict.INCONSISTENT
+
+
+def test_too_few_scored_tokens_fall_back_on_token_agreement() -> None:
+    assert compare_outputs("Yes.", "No.", score=scored(2, off_greedy=2)).verdict \
+        is Verdict.INCONCLUSIVE
+    assert compare_outputs(REFERENCE, DIFFERENT, score=scored(3)).verdict is Verdict.INCONSISTENT
+
+
+def test_likelihood_metrics_count_tokens_within_the_drift_margin() -> None:
+    score = TextScore((-100, -200, -300, -400), (0, T.greedy_gap_milli, T.greedy_gap_milli + 1,
+                                                 0), -50)
+    assert likelihood_metrics(score, T) == (750, -250)
+    assert likelihood_metrics(TextScore((), (), 0), T) == (0, 0)
