@@ -27,6 +27,7 @@ DRIFTING = (
     "through oxidative phosphorylation, which happens across the inner membrane and "
     "relies on a chain of protein complexes pumping protons."
 )
+GARBAGE = "xQzvKp LmWtr hYbNca DsfGuj qqRt PlkmW zzTopV mnbvc"
 DIFFERENT = (
     "Paris is the capital of France and is famous for the Eiffel Tower, the Louvre museum "
     "and its cafes along the river Seine, which attract millions of visitors every year."
@@ -49,11 +50,18 @@ def test_drifting_honest_output_is_consistent() -> None:
 
 
 def test_unrelated_output_is_inconsistent() -> None:
-    c = compare_outputs(REFERENCE, DIFFERENT)
+    c = compare_outputs(REFERENCE, GARBAGE)
     assert c.verdict is Verdict.INCONSISTENT
-    assert c.prefix_pm == 0
-    assert c.agreement_pm < 300
+    assert c.prefix_pm == 0 and c.agreement_pm < T.agreement_pm
     assert not c.verdict.passed
+
+
+def test_token_agreement_alone_tolerates_a_paraphrase() -> None:
+    # Honest answers of engines with other settings part ways at a near-tie and can share
+    # little: unscored, token agreement only fails answers with next to nothing in common.
+    c = compare_outputs(REFERENCE, DIFFERENT)
+    assert c.prefix_pm == 0 and c.agreement_pm < 300
+    assert c.verdict is Verdict.CONSISTENT
 
 
 def test_empty_or_truncated_output_is_inconsistent() -> None:
@@ -65,7 +73,7 @@ def test_empty_or_truncated_output_is_inconsistent() -> None:
 
 
 def test_short_disagreeing_outputs_are_inconclusive() -> None:
-    c = compare_outputs("Yes.", "No.")
+    c = compare_outputs("Yes, it is", "No")
     assert c.verdict is Verdict.INCONCLUSIVE and not c.verdict.passed
 
 
@@ -119,17 +127,24 @@ def scored(n: int, *, off_greedy: int = 0, logprob: int = -500, end: int = -100)
 
 def test_honest_drift_the_reference_model_finds_greedy_is_consistent_at_low_agreement() -> None:
     # Diverged early (as across hardware), yet every token is the reference's own choice.
-    c = compare_outputs(REFERENCE, DIFFERENT, score=scored(40))
-    assert c.agreement_pm < T.agreement_pm
+    c = compare_outputs(REFERENCE, GARBAGE, score=scored(40))
+    assert c.agreement_pm < T.agreement_pm  # token agreement alone would fail it
     assert c.verdict is Verdict.CONSISTENT
     assert (c.scored_tokens, c.greedy_pm, c.mean_logprob_milli) == (40, 1000, -500)
 
 
 def test_a_greedy_answer_off_the_reference_models_choices_is_inconsistent() -> None:
-    off = 40 - 40 * T.greedy_pm // 1000 + 1
-    c = compare_outputs(REFERENCE, DRIFTING, score=scored(40, off_greedy=off))
+    c = compare_outputs(REFERENCE, DRIFTING, score=scored(40, off_greedy=T.greedy_off_tokens))
     assert c.agreement_pm >= T.agreement_pm  # token agreement alone would pass it
     assert c.verdict is Verdict.INCONSISTENT
+
+
+def test_one_or_two_tokens_off_greedy_are_honest_drift() -> None:
+    drift = scored(12, off_greedy=T.greedy_off_tokens - 1)
+    assert compare_outputs(REFERENCE, DIFFERENT, score=drift).verdict is Verdict.CONSISTENT
+    # In a long answer the share counts too: a few off-greedy tokens among many pass.
+    long = scored(400, off_greedy=T.greedy_off_tokens + 2)
+    assert compare_outputs(REFERENCE, DIFFERENT, score=long).verdict is Verdict.CONSISTENT
 
 
 def test_a_sampled_answer_is_judged_by_its_likelihood_not_by_greedy_choices() -> None:
@@ -158,13 +173,16 @@ def test_garbage_scored_over_many_tokens_is_never_inconclusive() -> None:
 
 
 def test_too_few_scored_tokens_fall_back_on_token_agreement() -> None:
-    assert compare_outputs("Yes.", "No.", score=scored(2, off_greedy=2)).verdict \
+    assert compare_outputs("Yes, it is", "No", score=scored(2, off_greedy=2)).verdict \
         is Verdict.INCONCLUSIVE
-    assert compare_outputs(REFERENCE, DIFFERENT, score=scored(3)).verdict is Verdict.INCONSISTENT
+    assert compare_outputs(REFERENCE, GARBAGE, score=scored(3)).verdict is Verdict.INCONSISTENT
+    # ... unless they are a whole answer that stops where the reference model would.
+    short = compare_outputs(REFERENCE, "Paris.", score=scored(3), claimed_stop=True)
+    assert short.verdict is Verdict.CONSISTENT
 
 
 def test_likelihood_metrics_count_tokens_within_the_drift_margin() -> None:
     score = TextScore((-100, -200, -300, -400), (0, T.greedy_gap_milli, T.greedy_gap_milli + 1,
                                                  0), -50)
-    assert likelihood_metrics(score, T) == (750, -250)
-    assert likelihood_metrics(TextScore((), (), 0), T) == (0, 0)
+    assert likelihood_metrics(score, T) == (750, -250, 1)
+    assert likelihood_metrics(TextScore((), (), 0), T) == (0, 0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, Toke
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2, ModelSource
 from p2pinfer.errors import EngineResponseError
-from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, likelihood_metrics
+from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict, likelihood_verdict
 from tests.support.backends import ENGINE_READY, FRANCE, needs_engine
 
 pytestmark = [
@@ -121,7 +122,9 @@ async def test_scoring_finds_the_engines_own_greedy_answer_and_rejects_noise(
     margin = DEFAULT_THRESHOLDS.greedy_gap_milli
     assert all(gap <= margin for gap in own.gaps_milli)  # its own greedy choices, to drift
     assert own.end_logprob_milli > DEFAULT_THRESHOLDS.end_logprob_milli  # it stopped there
-    assert likelihood_metrics(noise, DEFAULT_THRESHOLDS)[0] < DEFAULT_THRESHOLDS.greedy_pm
+    judge = partial(likelihood_verdict, thresholds=DEFAULT_THRESHOLDS, greedy=True)
+    assert judge(own, claimed_stop=True) is Verdict.CONSISTENT
+    assert judge(noise, claimed_stop=False) is Verdict.INCONSISTENT
     assert sum(noise.logprobs_milli) / noise.tokens < sum(own.logprobs_milli) / own.tokens
     assert again == answer
 
