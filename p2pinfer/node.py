@@ -69,6 +69,7 @@ class NodeConfig:
     announce: tuple[str, ...] = ()
     mdns: bool = False
     backend: str = "embedded"  # or ollama[=URL], openai=URL, none (a consumer-only node)
+    engine_options: tuple[tuple[str, int | float | bool], ...] = ()  # --engine-option
     models: tuple[str, ...] = ()
     gateway: str | None = "127.0.0.1:11435"
     api_key: str | None = None  # None: P2PINFER_API_KEY; required off loopback
@@ -144,7 +145,8 @@ def make_node_backend(config: NodeConfig) -> Backend | None:
     models = list(config.models)
     if config.fault is not None and config.fault.kind == "substitute-model" and models:
         models.append(config.fault.model)
-    return make_backend(config.backend, models=models, home=config.home)
+    return make_backend(config.backend, models=models, home=config.home,
+                        engine_options=config.engine_options)
 
 
 async def served_models(backend: Backend, config: NodeConfig) -> list[ModelInfo]:
@@ -356,5 +358,7 @@ def check_config(config: NodeConfig) -> None:
     preset_named(config.preset)
     if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
         raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
+    if config.verify.check_max_tokens < 1:
+        raise UsageError("--check-max-tokens must be at least 1")
     if config.verify.validator and config.backend.strip().lower() == "none":
         raise UsageError("--validator needs a backend to re-run the jobs it checks")

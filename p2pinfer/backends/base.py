@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -93,6 +93,44 @@ class Completion:
 
 
 StreamEvent = TokenDelta | Completion
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """How an engine's model rates a given answer to a prompt, token by token (teacher
+    forced: each answer token given the prompt and the answer tokens before it).
+
+    In thousandths of a nat, integers: `logprobs_milli[i]` is the log probability of the
+    answer's i-th token, `gaps_milli[i]` how far its logit lies below the best logit there
+    (0: the model's own greedy choice); `end_logprob_milli` the log probability that
+    generation ends right after the answer."""
+
+    logprobs_milli: tuple[int, ...]
+    gaps_milli: tuple[int, ...]
+    end_logprob_milli: int
+    prompt_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Answer tokens scored (the engine's own tokenization of the text)."""
+        return len(self.logprobs_milli)
+
+
+@runtime_checkable
+class TextScorer(Protocol):
+    """An engine that can score a text (`TextScore`) besides generating one. The embedded
+    engine can; engines behind HTTP APIs without per-token logits cannot. Both methods
+    return None when `answer` cannot be turned back into the model's own tokens."""
+
+    async def score_chat(
+        self, model: str, messages: Sequence[ChatMessage], answer: str
+    ) -> TextScore | None:
+        """Score `answer` as the assistant's reply to `messages` (chat template applied)."""
+        ...
+
+    async def score_generate(self, model: str, prompt: str, answer: str) -> TextScore | None:
+        """Score `answer` as the raw continuation of `prompt`."""
+        ...
 
 
 class Backend(Protocol):

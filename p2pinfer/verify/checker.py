@@ -31,8 +31,15 @@ from importlib import resources
 
 import trio
 
-from p2pinfer.backends.base import Backend, ChatMessage, Completion, TokenDelta
-from p2pinfer.errors import P2PInferError
+from p2pinfer.backends.base import (
+    Backend,
+    ChatMessage,
+    Completion,
+    TextScore,
+    TextScorer,
+    TokenDelta,
+)
+from p2pinfer.errors import BackendError, P2PInferError
 from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, run_host
@@ -42,7 +49,7 @@ from p2pinfer.net.generation import sampling_params
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.job_types import Candidate, JobOutcome
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, JobParams, JobRequest
+from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, JobParams, JobRequest, JobResult
 from p2pinfer.protocol.codec import decode_as
 from p2pinfer.verify.compare import (
     DEFAULT_THRESHOLDS,
@@ -115,6 +122,41 @@ async def reference_output(backend: Backend, request: JobRequest) -> str:
             if isinstance(event, TokenDelta):
                 parts.append(event.text)
     return "".join(parts)
+
+
+async def score_output(backend: Backend, request: JobRequest, text: str) -> TextScore | None:
+    """Our engine's score of a provider's answer `text` to `request`; None when the engine
+    cannot score a text (or failed to: the check then falls back on token agreement)."""
+    if not isinstance(backend, TextScorer):
+        return None
+    try:
+        if request.kind == "chat":
+            turns = [ChatMessage(t.role, t.content) for t in request.messages]
+            return await backend.score_chat(request.model, turns, text)
+        return await backend.score_generate(request.model, request.prompt or "", text)
+    except BackendError as exc:
+        log.warning("answer not scored model=%s error=%s", request.model, exc)
+        return None
+
+
+def is_greedy(params: JobParams) -> bool:
+    """Whether a request asks for the model's greedy choices (nothing sampled)."""
+    return params.temperature == 0.0 or params.top_k == 1
+
+
+async def judge_answer(
+    backend: Backend, request: JobRequest, result: JobResult, text: str,
+    thresholds: CompareThresholds,
+) -> tuple[str, Comparison]:
+    """Re-run `request` on our engine, score the provider's answer `text`, compare:
+    (our reference output, the comparison)."""
+    reference = await reference_output(backend, request)
+    score = await score_output(backend, request, text)
+    # A stop string also ends an answer "naturally" where the model would not stop.
+    claimed_stop = result.finish_reason == "stop" and not request.params.stop
+    comparison = compare_outputs(reference, text, thresholds, score=score,
+                                 greedy=is_greedy(request.params), claimed_stop=claimed_stop)
+    return reference, comparison
 
 
 class TargetedClient(JobClient):
@@ -271,11 +313,12 @@ class Verifier:
         """Re-run a completed job on our engine, compare, record it and publish a report."""
         assert self.backend is not None
         request = decode_as(outcome.request, JobRequest).msg
+        claim = decode_as(outcome.result, JobResult).msg
         started = trio.current_time()
         async with self._engine:
-            reference = await reference_output(self.backend, request)
+            reference, comparison = await judge_answer(
+                self.backend, request, claim, outcome.text, self.config.thresholds)
         reference_ms = (trio.current_time() - started) * 1000
-        comparison = compare_outputs(reference, outcome.text, self.config.thresholds)
         if comparison.verdict is not Verdict.INCONCLUSIVE:
             passed = comparison.verdict.passed
             await self._record(outcome.provider,
@@ -285,9 +328,11 @@ class Verifier:
             provider_output=outcome.text, reference_output=reference,
             reference_digest=self.digests.get(request.model, ""), comparison=comparison,
             now_ms=self.clock_ms())
-        log.info("spot-check provider=%s model=%s verdict=%s agreement_pm=%d",
+        log.info("spot-check provider=%s model=%s verdict=%s agreement_pm=%d scored=%d "
+                 "greedy_pm=%d mean_logprob_milli=%d tokens=%d reference_ms=%.0f",
                  outcome.provider, outcome.model, comparison.verdict.value,
-                 comparison.agreement_pm)
+                 comparison.agreement_pm, comparison.scored_tokens, comparison.greedy_pm,
+                 comparison.mean_logprob_milli, outcome.completion_tokens, reference_ms)
         try:
             await self.net.publish(REPORTS_TOPIC, report.raw)
         except Exception as exc:  # gossip is best effort; the local record stands
@@ -341,9 +386,9 @@ class Verifier:
         """Re-run the reported request ourselves; a confirmed failure is proven fraud."""
         assert self.backend is not None
         async with self._engine:
-            reference = await reference_output(self.backend, opened.evidence.request.msg)
-        comparison = compare_outputs(reference, opened.report.msg.provider_output,
-                                     self.config.thresholds)
+            _, comparison = await judge_answer(
+                self.backend, opened.evidence.request.msg, opened.evidence.result.msg,
+                opened.report.msg.provider_output, self.config.thresholds)
         if comparison.verdict is Verdict.INCONCLUSIVE:
             return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
         if comparison.verdict.passed:

@@ -1,26 +1,34 @@
 """Compare a provider's output with a reference re-run, for spot-checks.
 
-Greedy decoding with a fixed seed repeats on one engine build but drifts
-across hardware: honest outputs share a long prefix, then diverge into text
-that is still much alike. So the metrics are, on tokens (words and
-punctuation, or the engine's token ids when given):
+Greedy decoding with a fixed seed repeats on one engine build, but other engine
+settings (flash attention, the KV cache type, another build) change the logits a
+little, and at a near-tie the answers part ways for good: measured on SmolLM2,
+honest answers of two settings went down to no token in common. Two judges:
+
+- **likelihood** (when the validator's engine can score the provider's text, a
+  `TextScore`): an honest greedy answer is, token by token, the reference model's
+  own greedy choice up to a small drift margin; a substitute model's is not
+  everywhere; garbage is unlikely; a `truncate` cheat claims a stop where the
+  model would go on. It decides whenever it can (`likelihood_verdict`).
+- **token agreement** (words and punctuation, or the engine's token ids), used
+  when the text was not scored or is too short to judge:
 
     prefix_pm     = 1000 × longest common prefix / length of the longer output
     rest_pm       = 1000 × difflib ratio of what follows the common prefix
     agreement_pm  = prefix_pm + (1000 − prefix_pm) × rest_pm / 1000
 
-and the verdict: IDENTICAL (same tokens), CONSISTENT (agreement ≥ threshold),
-INCONCLUSIVE (they disagree but both are shorter than `min_tokens`: too
-little text to accuse anyone), else INCONSISTENT. Text with few words but many
-characters (one long run of letters, a script written without spaces) is
-compared on its non-space characters instead, with `min_tokens` ×
-`CHARS_PER_TOKEN` as the bar, so a long garbage answer is never waved through
-as "too short to judge". A candidate that is a strict
-prefix of the reference, at least `min_tokens` shorter and covering less than
-`truncation_coverage_pm` of it, is INCONSISTENT whatever its agreement: it
-stopped early (the `truncate` cheat) rather than drifted. The default thresholds are
-provisional: they are to be set from measurements of honest pairs (bench/),
-not guessed; pass your own.
+  IDENTICAL (same tokens), CONSISTENT (agreement ≥ threshold), INCONCLUSIVE (they
+  disagree but both are shorter than `min_tokens`: too little text to accuse
+  anyone), else INCONSISTENT; a candidate that is a strict prefix of the reference,
+  at least `min_tokens` shorter and covering less than `truncation_coverage_pm` of
+  it, is INCONSISTENT (it stopped early rather than drifted).
+
+The default thresholds come from bench/verify_thresholds.py (see CompareThresholds).
+
+Text with few words but many characters (one long run of letters, a script
+written without spaces) is compared on its non-space characters instead, with
+`min_tokens` × `CHARS_PER_TOKEN` as the bar, so a long garbage answer is never
+waved through as "too short to judge".
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ import enum
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from p2pinfer.backends.base import TextScore
 
 PER_MILLE = 1_000
 #: Characters that stand for one word token when short-in-words text is compared
@@ -53,14 +64,35 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class CompareThresholds:
-    """Where CONSISTENT ends; provisional until calibrated on honest pairs."""
+    """Where CONSISTENT ends. The defaults come from bench/verify_thresholds.py (SmolLM2,
+    102 prompts x 48 tokens, honest pairs from 8 engine settings against substitutes,
+    `truncate` and `garbage`; numbers in docs/verify.md)."""
 
-    agreement_pm: int = 600
+    #: Token agreement, used only when the text could not be scored: honest answers of
+    #: engines with other settings (flash attention, KV cache type) went down to 0-127,
+    #: so only answers with next to nothing in common fail (substitutes pass it).
+    agreement_pm: int = 100
     min_tokens: int = 8
     #: A candidate that is a strict prefix of the reference but covers less than this
     #: share of it stopped early: honest drift diverges, it does not stop on the same
     #: text while the reference goes on (bench/verify.py: `truncate` scored 764-923).
     truncation_coverage_pm: int = 900
+    # -- likelihood: the provider's text scored by the validator's engine (TextScore) --
+    #: A provider token whose logit lies more than this many milli-nats below the
+    #: reference's top logit is "off greedy". Honest drift: 99.9 % of tokens within 335,
+    #: at most 1 token per answer beyond 1000; a Q4_0 substitute: 10 % beyond 1287.
+    greedy_gap_milli: int = 1_000
+    #: Greedy requests fail with at least this many off-greedy tokens *and* a greedy share
+    #: below `greedy_pm` (honest: at most 1 off; the count protects short answers, the
+    #: share long ones).
+    greedy_off_tokens: int = 3
+    greedy_pm: int = 980
+    #: Any request: floor on the mean per-token log probability (milli-nats). Honest,
+    #: sampled at temperature 0.8 included: >= -2075; garbage <= -5459.
+    mean_logprob_milli: int = -3_500
+    #: An answer that claims a natural stop: floor on the log probability that the
+    #: reference model ends there. Honest stops >= -1918; `truncate` cuts <= -6358.
+    end_logprob_milli: int = -4_000
 
 
 DEFAULT_THRESHOLDS = CompareThresholds()
@@ -77,6 +109,48 @@ class Comparison:
     rest_pm: int
     agreement_pm: int
     verdict: Verdict
+    # Likelihood metrics; scored_tokens 0: the text was not scored.
+    scored_tokens: int = 0
+    greedy_pm: int = 0
+    mean_logprob_milli: int = 0
+    end_logprob_milli: int = 0
+
+
+class Likelihood(NamedTuple):
+    """A scored text's summary under `CompareThresholds`."""
+
+    greedy_pm: int  # share of tokens within greedy_gap_milli of the reference's top choice
+    mean_logprob_milli: int
+    off_greedy: int  # tokens farther than greedy_gap_milli from it
+
+
+def likelihood_metrics(score: TextScore, thresholds: CompareThresholds) -> Likelihood:
+    """The greedy share, mean log probability and off-greedy tokens of a scored text."""
+    n = score.tokens
+    if n == 0:
+        return Likelihood(0, 0, 0)
+    off = sum(1 for gap in score.gaps_milli if gap > thresholds.greedy_gap_milli)
+    return Likelihood((n - off) * PER_MILLE // n, sum(score.logprobs_milli) // n, off)
+
+
+def likelihood_verdict(
+    score: TextScore, thresholds: CompareThresholds, *, greedy: bool, claimed_stop: bool
+) -> Verdict | None:
+    """The verdict from the likelihood alone, or None to leave it to token agreement.
+    Greedy requests must follow the reference's greedy choices (to the drift margin);
+    any answer must be likely enough; a claimed natural stop must be a likely end.
+    Fewer than `min_tokens` scored tokens are too little to accuse anyone (None); they
+    pass only as a whole answer that stops where the reference model would."""
+    m = likelihood_metrics(score, thresholds)
+    off_greedy = greedy and m.off_greedy >= thresholds.greedy_off_tokens \
+        and m.greedy_pm < thresholds.greedy_pm
+    failed = off_greedy or m.mean_logprob_milli < thresholds.mean_logprob_milli or (
+        claimed_stop and score.end_logprob_milli < thresholds.end_logprob_milli)
+    if score.tokens >= thresholds.min_tokens:
+        return Verdict.INCONSISTENT if failed else Verdict.CONSISTENT
+    if not failed and claimed_stop and score.tokens > 0:
+        return Verdict.CONSISTENT
+    return None
 
 
 def tokenize(text: str) -> list[str]:
@@ -97,8 +171,14 @@ def compare_tokens(
     reference: Sequence[Hashable],
     candidate: Sequence[Hashable],
     thresholds: CompareThresholds = DEFAULT_THRESHOLDS,
+    *,
+    score: TextScore | None = None,
+    greedy: bool = True,
+    claimed_stop: bool = False,
 ) -> Comparison:
-    """Compare two token sequences (strings or token ids) by the metrics above."""
+    """Compare two token sequences (strings or token ids) by the metrics above; with
+    `score` (the candidate's text scored by the reference engine), the likelihood
+    decides whenever it covers at least `min_tokens` tokens (`likelihood_verdict`)."""
     longest = max(len(reference), len(candidate))
     lcp = _common_prefix(reference, candidate)
     prefix_pm = PER_MILLE if longest == 0 else lcp * PER_MILLE // longest
@@ -115,8 +195,12 @@ def compare_tokens(
         and len(reference) - len(candidate) >= thresholds.min_tokens
         and len(candidate) * PER_MILLE < len(reference) * thresholds.truncation_coverage_pm
     )
+    likely = None if score is None else likelihood_verdict(
+        score, thresholds, greedy=greedy, claimed_stop=claimed_stop)
     if lcp == len(reference) == len(candidate):
         verdict = Verdict.IDENTICAL
+    elif likely is not None:  # the likelihood, where it can judge, before any text rule
+        verdict = likely
     elif truncated:
         verdict = Verdict.INCONSISTENT
     elif agreement_pm >= thresholds.agreement_pm:
@@ -125,16 +209,21 @@ def compare_tokens(
         verdict = Verdict.INCONCLUSIVE
     else:
         verdict = Verdict.INCONSISTENT
+    m = Likelihood(0, 0, 0) if score is None else likelihood_metrics(score, thresholds)
     return Comparison(len(reference), len(candidate), lcp, prefix_pm, rest_pm, agreement_pm,
-                      verdict)
+                      verdict, scored_tokens=0 if score is None else score.tokens,
+                      greedy_pm=m.greedy_pm, mean_logprob_milli=m.mean_logprob_milli,
+                      end_logprob_milli=0 if score is None else score.end_logprob_milli)
 
 
 def compare_outputs(
-    reference: str, candidate: str, thresholds: CompareThresholds = DEFAULT_THRESHOLDS
+    reference: str, candidate: str, thresholds: CompareThresholds = DEFAULT_THRESHOLDS, *,
+    score: TextScore | None = None, greedy: bool = True, claimed_stop: bool = False,
 ) -> Comparison:
-    """Compare a reference re-run's text with the provider's text, on `tokenize` tokens,
-    or on characters when both have fewer than `min_tokens` words but one has at least
-    `min_tokens` × `CHARS_PER_TOKEN` non-space characters."""
+    """Compare a reference re-run's text with the provider's text, on `tokenize` tokens
+    (and by likelihood with `score`: see `compare_tokens`), or on characters when both
+    have fewer than `min_tokens` words but one has at least `min_tokens` ×
+    `CHARS_PER_TOKEN` non-space characters."""
     ref_words, cand_words = tokenize(reference), tokenize(candidate)
     if max(len(ref_words), len(cand_words)) < thresholds.min_tokens:
         ref_chars = [c for c in reference if not c.isspace()]
@@ -142,5 +231,7 @@ def compare_outputs(
         min_chars = thresholds.min_tokens * CHARS_PER_TOKEN
         if max(len(ref_chars), len(cand_chars)) >= min_chars:
             return compare_tokens(ref_chars, cand_chars,
-                                  dataclasses.replace(thresholds, min_tokens=min_chars))
-    return compare_tokens(ref_words, cand_words, thresholds)
+                                  dataclasses.replace(thresholds, min_tokens=min_chars),
+                                  score=score, greedy=greedy, claimed_stop=claimed_stop)
+    return compare_tokens(ref_words, cand_words, thresholds, score=score, greedy=greedy,
+                          claimed_stop=claimed_stop)

@@ -43,13 +43,22 @@ def wire_verdict(comparison: Comparison) -> str:
 
 
 def metrics_of(comparison: Comparison) -> tuple[Metric, ...]:
-    """The comparison's numbers as report metrics."""
-    return (
+    """The comparison's numbers as report metrics (likelihood ones when it was scored)."""
+    metrics = (
         Metric("prefix_agreement_permille", comparison.prefix_pm),
         Metric("rest_similarity_permille", comparison.rest_pm),
         Metric("agreement_permille", comparison.agreement_pm),
         Metric("reference_tokens", comparison.reference_tokens),
         Metric("candidate_tokens", comparison.candidate_tokens),
+    )
+    if comparison.scored_tokens == 0:
+        return metrics
+    return (
+        *metrics,
+        Metric("scored_tokens", comparison.scored_tokens),
+        Metric("greedy_permille", comparison.greedy_pm),
+        Metric("mean_logprob_millinats", comparison.mean_logprob_milli),
+        Metric("end_logprob_millinats", comparison.end_logprob_milli),
     )
 
 

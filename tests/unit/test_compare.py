@@ -5,11 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pinfer.backends.base import TextScore
 from p2pinfer.verify.compare import (
+    DEFAULT_THRESHOLDS,
     CompareThresholds,
     Verdict,
     compare_outputs,
     compare_tokens,
+    likelihood_metrics,
     tokenize,
 )
 
@@ -24,6 +27,7 @@ DRIFTING = (
     "through oxidative phosphorylation, which happens across the inner membrane and "
     "relies on a chain of protein complexes pumping protons."
 )
+GARBAGE = "xQzvKp LmWtr hYbNca DsfGuj qqRt PlkmW zzTopV mnbvc"
 DIFFERENT = (
     "Paris is the capital of France and is famous for the Eiffel Tower, the Louvre museum "
     "and its cafes along the river Seine, which attract millions of visitors every year."
@@ -46,11 +50,18 @@ def test_drifting_honest_output_is_consistent() -> None:
 
 
 def test_unrelated_output_is_inconsistent() -> None:
-    c = compare_outputs(REFERENCE, DIFFERENT)
+    c = compare_outputs(REFERENCE, GARBAGE)
     assert c.verdict is Verdict.INCONSISTENT
-    assert c.prefix_pm == 0
-    assert c.agreement_pm < 300
+    assert c.prefix_pm == 0 and c.agreement_pm < T.agreement_pm
     assert not c.verdict.passed
+
+
+def test_token_agreement_alone_tolerates_a_paraphrase() -> None:
+    # Honest answers of engines with other settings part ways at a near-tie and can share
+    # little: unscored, token agreement only fails answers with next to nothing in common.
+    c = compare_outputs(REFERENCE, DIFFERENT)
+    assert c.prefix_pm == 0 and c.agreement_pm < 300
+    assert c.verdict is Verdict.CONSISTENT
 
 
 def test_empty_or_truncated_output_is_inconsistent() -> None:
@@ -62,7 +73,7 @@ def test_empty_or_truncated_output_is_inconsistent() -> None:
 
 
 def test_short_disagreeing_outputs_are_inconclusive() -> None:
-    c = compare_outputs("Yes.", "No.")
+    c = compare_outputs("Yes, it is", "No")
     assert c.verdict is Verdict.INCONCLUSIVE and not c.verdict.passed
 
 
@@ -107,7 +118,7 @@ def test_long_text_with_few_words_is_judged_on_characters_not_waved_through() ->
     # The `garbage` cheat on a byte-level model: every token becomes a random letter,
     # so 40 tokens of output are one long "word". That is not "too little text".
     reference = "xyzzyplughfoobarbazquxquuxcorgegraultgarply"
-    garbage = "qzkxvwjyupqzkxvwjyupqzkxvwjyupqzkxvwjyup"
+    garbage = "QZKXVWJYUPQZKXVWJYUPQZKXVWJYUPQZKXVWJYUP"
     assert len(tokenize(reference)) == len(tokenize(garbage)) == 1
     assert compare_outputs(reference, garbage).verdict is Verdict.INCONSISTENT
     assert compare_outputs(garbage, reference).verdict is Verdict.INCONSISTENT
@@ -118,10 +129,84 @@ def test_text_without_spaces_is_compared_on_characters() -> None:
     # the end must still count as consistent, unrelated text as inconsistent.
     reference = "東京は日本の首都であり、世界で最も人口の多い都市圏の一つです。"
     drift = "東京は日本の首都であり、世界で最も人口が多い大都市の一つです。"
-    other = "富士山は静岡県と山梨県にまたがる活火山で、標高は三七七六メートル。"
+    other = "กรุงเทพมหานครเป็นเมืองหลวงและนครที่มีประชากรมากที่สุดของประเทศไทย"
     assert compare_outputs(reference, drift).verdict is Verdict.CONSISTENT
     assert compare_outputs(reference, other).verdict is Verdict.INCONSISTENT
 
 
 def test_short_text_in_characters_too_stays_inconclusive() -> None:
     assert compare_outputs("Paris.", "Lyon!").verdict is Verdict.INCONCLUSIVE
+
+
+# -- likelihood: the provider's text scored by the validator's engine -------------
+
+T = DEFAULT_THRESHOLDS
+
+
+def scored(n: int, *, off_greedy: int = 0, logprob: int = -500, end: int = -100) -> TextScore:
+    """A fake engine score of n tokens, `off_greedy` of them well below the top choice."""
+    gaps = [T.greedy_gap_milli + 1] * off_greedy + [0] * (n - off_greedy)
+    return TextScore(tuple([logprob] * n), tuple(gaps), end)
+
+
+def test_honest_drift_the_reference_model_finds_greedy_is_consistent_at_low_agreement() -> None:
+    # Diverged early (as across hardware), yet every token is the reference's own choice.
+    c = compare_outputs(REFERENCE, GARBAGE, score=scored(40))
+    assert c.agreement_pm < T.agreement_pm  # token agreement alone would fail it
+    assert c.verdict is Verdict.CONSISTENT
+    assert (c.scored_tokens, c.greedy_pm, c.mean_logprob_milli) == (40, 1000, -500)
+
+
+def test_a_greedy_answer_off_the_reference_models_choices_is_inconsistent() -> None:
+    c = compare_outputs(REFERENCE, DRIFTING, score=scored(40, off_greedy=T.greedy_off_tokens))
+    assert c.agreement_pm >= T.agreement_pm  # token agreement alone would pass it
+    assert c.verdict is Verdict.INCONSISTENT
+
+
+def test_one_or_two_tokens_off_greedy_are_honest_drift() -> None:
+    drift = scored(12, off_greedy=T.greedy_off_tokens - 1)
+    assert compare_outputs(REFERENCE, DIFFERENT, score=drift).verdict is Verdict.CONSISTENT
+    # In a long answer the share counts too: a few off-greedy tokens among many pass.
+    long = scored(400, off_greedy=T.greedy_off_tokens + 2)
+    assert compare_outputs(REFERENCE, DIFFERENT, score=long).verdict is Verdict.CONSISTENT
+
+
+def test_a_sampled_answer_is_judged_by_its_likelihood_not_by_greedy_choices() -> None:
+    likely = scored(40, off_greedy=30, logprob=T.mean_logprob_milli + 1)
+    unlikely = scored(40, off_greedy=30, logprob=T.mean_logprob_milli - 1)
+    assert compare_outputs(REFERENCE, DIFFERENT, score=likely, greedy=False).verdict \
+        is Verdict.CONSISTENT
+    assert compare_outputs(REFERENCE, DIFFERENT, score=unlikely, greedy=False).verdict \
+        is Verdict.INCONSISTENT
+
+
+def test_claiming_a_natural_stop_where_the_model_would_go_on_is_inconsistent() -> None:
+    cut = scored(20, end=T.end_logprob_milli - 1)
+    assert compare_outputs(REFERENCE, DRIFTING, score=cut, claimed_stop=True).verdict \
+        is Verdict.INCONSISTENT
+    # The same text cut by max_tokens (finish "length") claims nothing.
+    assert compare_outputs(REFERENCE, DRIFTING, score=cut, claimed_stop=False).verdict \
+        is Verdict.CONSISTENT
+
+
+def test_garbage_scored_over_many_tokens_is_never_inconclusive() -> None:
+    # Few word tokens (one long "word"), many engine tokens, none of them likely.
+    garbage = scored(30, off_greedy=30, logprob=-9000)
+    c = compare_outputs("Yes.", "xQzvKpLmWtrhYbNcaDsfGuj", score=garbage)
+    assert c.verdict is Verdict.INCONSISTENT
+
+
+def test_too_few_scored_tokens_fall_back_on_token_agreement() -> None:
+    assert compare_outputs("Yes, it is", "No", score=scored(2, off_greedy=2)).verdict \
+        is Verdict.INCONCLUSIVE
+    assert compare_outputs(REFERENCE, GARBAGE, score=scored(3)).verdict is Verdict.INCONSISTENT
+    # ... unless they are a whole answer that stops where the reference model would.
+    short = compare_outputs(REFERENCE, "Paris.", score=scored(3), claimed_stop=True)
+    assert short.verdict is Verdict.CONSISTENT
+
+
+def test_likelihood_metrics_count_tokens_within_the_drift_margin() -> None:
+    score = TextScore((-100, -200, -300, -400), (0, T.greedy_gap_milli, T.greedy_gap_milli + 1,
+                                                 0), -50)
+    assert likelihood_metrics(score, T) == (750, -250, 1)
+    assert likelihood_metrics(TextScore((), (), 0), T) == (0, 0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,10 @@ import trio
 
 from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
-from p2pinfer.backends.models import ModelSource
+from p2pinfer.backends.models import SMOLLM2, ModelSource
 from p2pinfer.errors import EngineResponseError
-from tests.support.backends import ENGINE_READY, smollm2_source
+from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict, likelihood_verdict
+from tests.support.backends import ENGINE_READY, FRANCE, needs_engine, smollm2_source
 
 pytestmark = [
     pytest.mark.engine,
@@ -120,3 +122,37 @@ async def test_the_engine_holds_the_second_token_until_the_first_is_taken(
     assert isinstance(first, TokenDelta) and held == sampled == 1
     done = rest[-1]
     assert isinstance(done, Completion) and done.usage.completion_tokens == 8
+@needs_engine
+async def test_scoring_finds_the_engines_own_greedy_answer_and_rejects_noise(
+    engine: EmbeddedBackend,
+) -> None:
+    turns = [ChatMessage("user", FRANCE)]
+    params = SamplingParams(max_tokens=24, temperature=0.0, top_k=1, seed=7)
+    with trio.fail_after(120):
+        async with engine.chat(SMOLLM2, turns, params) as events:
+            answer = "".join([e.text async for e in events if isinstance(e, TokenDelta)])
+        own = await engine.score_chat(SMOLLM2, turns, answer)
+        noise = await engine.score_chat(SMOLLM2, turns, "qwertyuiop asdfghjkl zxcvbnm " * 2)
+        raw = await engine.score_generate(SMOLLM2, FRANCE, answer)
+        # Scoring leaves no state behind: the same request gives the same answer.
+        async with engine.chat(SMOLLM2, turns, params) as events:
+            again = "".join([e.text async for e in events if isinstance(e, TokenDelta)])
+    assert own is not None and noise is not None and raw is not None
+    assert own.tokens > 0 and own.prompt_tokens > raw.prompt_tokens  # the chat template
+    margin = DEFAULT_THRESHOLDS.greedy_gap_milli
+    assert all(gap <= margin for gap in own.gaps_milli)  # its own greedy choices, to drift
+    assert own.end_logprob_milli > DEFAULT_THRESHOLDS.end_logprob_milli  # it stopped there
+    judge = partial(likelihood_verdict, thresholds=DEFAULT_THRESHOLDS, greedy=True)
+    assert judge(own, claimed_stop=True) is Verdict.CONSISTENT
+    assert judge(noise, claimed_stop=False) is Verdict.INCONSISTENT
+    assert sum(noise.logprobs_milli) / noise.tokens < sum(own.logprobs_milli) / own.tokens
+    assert again == answer
+
+
+async def test_a_text_that_lost_bytes_is_not_scored(tiny_model: Path) -> None:
+    engine = tiny_engine(tiny_model)
+    with trio.fail_after(30):
+        # U+FFFD: the engine could not decode some bytes, so the tokens are not in the text.
+        assert await engine.score_generate("tiny", "Hello", "ab\ufffdcd") is None
+        text, _ = await run(engine, "Hello")  # and the engine goes on
+    assert text == (await run(tiny_engine(tiny_model), "Hello"))[0]
