@@ -284,8 +284,12 @@ def test_a_restarted_consumer_keeps_its_identity_and_its_ledger(testnet: DockerT
     assert peer_id_of(buyer.name) == buyer.peer_id
     assert charges(buyer.name) == before
     assert verify_ledger(buyer.name)["head_hash"] == head_before
-    # It rejoins and pays again, on the same chain: --verify checks every entry against
-    # the key in the volume, so the new charge was signed with the same identity.
+    # It rejoins (healthy means its gateway answers; hearing the providers' adverts
+    # again can take longer on a loaded machine) and pays again, on the same chain:
+    # --verify checks every entry against the key in the volume, so the new charge was
+    # signed with the same identity.
+    wait_until(lambda: "smollm2:135m" in model_names(gateway(project)) or None, 120,
+               "the restarted consumer to hear the providers again")
     generate(gateway(project), "smollm2:135m", "Name a colour.", 8)
     assert len(charges(buyer.name)) == len(before) + 1
     verify_ledger(buyer.name)
