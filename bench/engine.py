@@ -9,6 +9,11 @@ generation rate after it ((tokens - 1) / (last - first)). Every path starts
 from an empty KV cache (the server's default; `llm.reset()` directly), so all
 three do the same work. Writes bench/results/engine.json with medians.
 
+Then a 4-token raw prompt and 2 tokens, where the time to first token is mostly
+overhead (raw `/api/generate` and `/v1/completions`): once interleaved one by
+one in these processes, and again in rounds with fresh processes (see
+`short_in_rounds`), which is where the TTFT goal is judged.
+
 Goals: served generation tokens/s >= 0.97x direct; added median TTFT < 5 ms.
 
     python bench/engine.py [--reps 11] [--max-tokens 128]
@@ -209,6 +214,64 @@ def interleave(
     return results
 
 
+DIRECT_WORKER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from bench.engine import SHORT_PROMPT, direct_raw_path, load_direct
+run = direct_raw_path(load_direct(), SHORT_PROMPT, 2)
+run()
+print(json.dumps([run() for _ in range(int(sys.argv[2]))]))
+"""
+
+
+def direct_block(block: int) -> list[dict[str, float]]:
+    """`block` short-prompt runs of llama-cpp-python in a fresh process (after one)."""
+    out = subprocess.run(
+        [sys.executable, "-c", DIRECT_WORKER, str(ROOT), str(block)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    runs: list[dict[str, float]] = json.loads(out.stdout)
+    return runs
+
+
+def short_in_rounds(rounds: int, block: int) -> dict[str, list[dict[str, float]]]:
+    """The 4-token prompt, `rounds` times: each round a fresh `engine serve` and a fresh
+    process for llama-cpp-python, each path `block` runs in a row (after one uncounted),
+    the order of the paths rotating.
+
+    One process's time to first token for this job stays within about 1 ms, but
+    differs from another process's by up to 7 ms (21-29 ms measured for the same
+    requests to servers started one after the other), so one server against one
+    direct process compares the luck of two processes. Interleaving single runs
+    also put two copies of the model in turn through the CPU caches, and the path
+    right after `direct` paid about 1 ms more. Fresh processes each round and runs
+    in blocks measure what a running server adds."""
+    names = ["direct", "ollama", "openai"]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        with tempfile.TemporaryDirectory() as home:
+            proc, url = start_server(Path(home))
+            try:
+                with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
+                    served = {
+                        "ollama": ollama_raw_path(client, SHORT_PROMPT, 2),
+                        "openai": openai_raw_path(client, SHORT_PROMPT, 2),
+                    }
+                    for name in names[r % 3 :] + names[: r % 3]:
+                        if name == "direct":
+                            results[name].extend(direct_block(block))
+                        else:
+                            served[name]()
+                            results[name].extend(served[name]() for _ in range(block))
+            finally:
+                proc.terminate()
+                proc.wait(15)
+    return results
+
+
 def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {
         "gen_tps_median": round(statistics.median(r["gen_tps"] for r in runs), 2),
@@ -226,6 +289,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=11)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--short-reps", type=int, default=40)
+    parser.add_argument("--short-rounds", type=int, default=9)
+    parser.add_argument("--short-block", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     args = parser.parse_args()
 
@@ -248,10 +313,11 @@ def main() -> None:
                     "ollama": ollama_raw_path(client, SHORT_PROMPT, 2),
                     "openai": openai_raw_path(client, SHORT_PROMPT, 2),
                 }
-                short_results = interleave(short, args.short_reps, quiet=True)
+                short_interleaved = interleave(short, args.short_reps, quiet=True)
         finally:
             proc.terminate()
             proc.wait(15)
+    short_results = short_in_rounds(args.short_rounds, args.short_block)
 
     summaries = {name: summary(runs) for name, runs in results.items()}
     direct = summaries["direct"]
@@ -275,13 +341,32 @@ def main() -> None:
             "meets_ttft_goal": added < 5.0,
         }
     short_ttft: dict[str, Any] = {
-        "prompt": SHORT_PROMPT, "max_tokens": 2, "reps": args.short_reps,
+        "prompt": SHORT_PROMPT, "max_tokens": 2,
+        "method": f"{args.short_rounds} rounds, each with a fresh server and a fresh direct "
+                  f"process, each path {args.short_block} runs in a row (after one uncounted),"
+                  " order rotating; see short_in_rounds()",
+        "runs_per_path": args.short_rounds * args.short_block,
         "ttft_ms_median": {n: round(statistics.median(r["ttft_ms"] for r in runs), 2)
                            for n, runs in short_results.items()},
     }  # fmt: skip
+    interleaved = {
+        n: statistics.median(r["ttft_ms"] for r in runs) for n, runs in short_interleaved.items()
+    }
+    short_ttft["interleaved_one_by_one"] = {
+        "reps": args.short_reps,
+        "ttft_ms_median": {n: round(v, 2) for n, v in interleaved.items()},
+        "added_ttft_ms": {
+            n: round(interleaved[n] - interleaved["direct"], 2) for n in ("ollama", "openai")
+        },
+    }
     short_ttft["added_ttft_ms"] = {
         n: round(short_ttft["ttft_ms_median"][n] - short_ttft["ttft_ms_median"]["direct"], 2)
         for n in ("ollama", "openai")
+    }
+    # The TTFT goal is judged here: with 2 tokens from a 4-token prompt the added time
+    # is not lost in prompt-processing noise (the chat prompt's TTFT is ~140 ms).
+    short_ttft["meets_ttft_goal"] = {
+        n: short_ttft["added_ttft_ms"][n] < 5.0 for n in ("ollama", "openai")
     }
     best = {n: min(r["ttft_ms"] for r in runs) for n, runs in short_results.items()}
     short_ttft["added_ttft_ms_best_case"] = {
@@ -304,9 +389,12 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "reps": args.reps,
         "greedy": {"temperature": 0, "seed": SEED},
-        "machine": {"cpu": profile.cpu_model, "threads": profile.cpu_threads,
-                    "ram_gib": round(profile.ram_total_bytes / 2**30, 1),
-                    "gpus": [g.name for g in profile.gpus]},
+        "machine": {
+            "cpu": profile.cpu_model,
+            "threads": profile.cpu_threads,
+            "ram_gib": round(profile.ram_total_bytes / 2**30, 1),
+            "gpus": [g.name for g in profile.gpus],
+        },
         "goals": {"gen_tps_ratio_min": 0.97, "added_ttft_ms_max": 5.0},
         "paths": summaries,
         "served_vs_direct": comparison,
