@@ -56,6 +56,7 @@ from p2pinfer.verify.compare import (
     CompareThresholds,
     Comparison,
     Verdict,
+    compare_by_likelihood,
     compare_outputs,
 )
 from p2pinfer.verify.reports import (
@@ -148,14 +149,24 @@ async def judge_answer(
     backend: Backend, request: JobRequest, result: JobResult, text: str,
     thresholds: CompareThresholds,
 ) -> tuple[str, Comparison]:
-    """Re-run `request` on our engine, score the provider's answer `text`, compare:
-    (our reference output, the comparison)."""
-    reference = await reference_output(backend, request)
+    """Judge the provider's answer `text` to `request`: (our reference output, or "" when
+    none was needed, and the comparison). A greedy answer our engine can score and
+    finds consistent passes on its likelihood alone (`compare_by_likelihood`: the
+    re-run could not change that verdict); otherwise we re-run the request on our
+    engine and compare the two answers (`compare_outputs`), so every fail rests on a
+    re-run."""
     score = await score_output(backend, request, text)
+    greedy = is_greedy(request.params)
     # A stop string also ends an answer "naturally" where the model would not stop.
     claimed_stop = result.finish_reason == "stop" and not request.params.stop
-    comparison = compare_outputs(reference, text, thresholds, score=score,
-                                 greedy=is_greedy(request.params), claimed_stop=claimed_stop)
+    if score is not None:
+        judged = compare_by_likelihood(text, score, thresholds, greedy=greedy,
+                                       claimed_stop=claimed_stop)
+        if judged is not None and judged.verdict is Verdict.CONSISTENT:
+            return "", judged
+    reference = await reference_output(backend, request)
+    comparison = compare_outputs(reference, text, thresholds, score=score, greedy=greedy,
+                                 claimed_stop=claimed_stop)
     return reference, comparison
 
 

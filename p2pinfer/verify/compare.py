@@ -153,6 +153,35 @@ def likelihood_verdict(
     return None
 
 
+def compare_by_likelihood(
+    candidate: str, score: TextScore, thresholds: CompareThresholds = DEFAULT_THRESHOLDS, *,
+    greedy: bool, claimed_stop: bool,
+) -> Comparison | None:
+    """The comparison of a greedy answer judged by its likelihood alone, with no re-run
+    of the request; None when the likelihood cannot judge it (`likelihood_verdict`) or
+    the request was sampled (only a re-run with the same seed reproduces a sampled
+    answer), and the caller re-runs it and uses `compare_outputs`.
+
+    Where the likelihood can judge, `compare_tokens` lets it decide and uses the
+    re-run only to call an exact copy of our own answer IDENTICAL, which passes. So
+    a CONSISTENT verdict here is the verdict the re-run would give, and a validator
+    can skip ~64 sequential decoding steps per honest answer (the score is one
+    batched pass; bench/verify.py measures the cost). An INCONSISTENT one is not
+    final: a model with flat distributions (the tests' tiny model) scores even its
+    own greedy answer as unlikely, so the caller re-runs to rule out an exact copy.
+    `reference_tokens` and the agreement metrics are 0: nothing was re-run."""
+    if not greedy:
+        return None
+    verdict = likelihood_verdict(score, thresholds, greedy=True, claimed_stop=claimed_stop)
+    if verdict is None:
+        return None
+    m = likelihood_metrics(score, thresholds)
+    return Comparison(0, len(tokenize(candidate)), 0, 0, 0, 0, verdict,
+                      scored_tokens=score.tokens, greedy_pm=m.greedy_pm,
+                      mean_logprob_milli=m.mean_logprob_milli,
+                      end_logprob_milli=score.end_logprob_milli)
+
+
 def tokenize(text: str) -> list[str]:
     """Words and single punctuation marks; whitespace differences do not count."""
     return _TOKEN.findall(text)

@@ -10,6 +10,7 @@ from p2pinfer.verify.compare import (
     DEFAULT_THRESHOLDS,
     CompareThresholds,
     Verdict,
+    compare_by_likelihood,
     compare_outputs,
     compare_tokens,
     likelihood_metrics,
@@ -210,3 +211,39 @@ def test_likelihood_metrics_count_tokens_within_the_drift_margin() -> None:
                                                  0), -50)
     assert likelihood_metrics(score, T) == (750, -250, 1)
     assert likelihood_metrics(TextScore((), (), 0), T) == (0, 0, 0)
+
+
+# -- judging a greedy answer on its score alone (no re-run) -----------------------
+
+
+def test_a_scored_greedy_answer_is_judged_without_a_reference() -> None:
+    honest = compare_by_likelihood(DIFFERENT, scored(40), greedy=True, claimed_stop=False)
+    cheat = compare_by_likelihood(DIFFERENT, scored(40, off_greedy=T.greedy_off_tokens),
+                                  greedy=True, claimed_stop=False)
+    cut = compare_by_likelihood(DIFFERENT, scored(20, end=T.end_logprob_milli - 1),
+                                greedy=True, claimed_stop=True)
+    assert honest is not None and honest.verdict is Verdict.CONSISTENT
+    assert cheat is not None and cheat.verdict is Verdict.INCONSISTENT
+    assert cut is not None and cut.verdict is Verdict.INCONSISTENT
+    assert (honest.reference_tokens, honest.agreement_pm, honest.scored_tokens) == (0, 0, 40)
+
+
+def test_the_score_alone_gives_the_verdict_a_different_re_run_would_have_given() -> None:
+    # Wherever it decides, it agrees with compare_outputs given any reference but an
+    # exact copy of the answer (IDENTICAL: why a validator re-runs before a fail).
+    for score, stop in [(scored(40), False), (scored(40, off_greedy=5), False),
+                        (scored(20, end=T.end_logprob_milli - 1), True),
+                        (scored(30, logprob=T.mean_logprob_milli - 1), False),
+                        (scored(3), True)]:
+        alone = compare_by_likelihood(DRIFTING, score, greedy=True, claimed_stop=stop)
+        assert alone is not None
+        for reference in (REFERENCE, GARBAGE, DIFFERENT):
+            full = compare_outputs(reference, DRIFTING, score=score, claimed_stop=stop)
+            assert full.verdict is alone.verdict
+
+
+def test_a_re_run_is_needed_for_sampled_or_too_short_answers() -> None:
+    assert compare_by_likelihood(DIFFERENT, scored(40), greedy=False, claimed_stop=False) \
+        is None  # only the same seed on a re-run reproduces a sampled answer
+    assert compare_by_likelihood("No", scored(2, off_greedy=2), greedy=True,
+                                 claimed_stop=False) is None
