@@ -193,8 +193,19 @@ def charges(home: Path) -> list[str]:
 
 
 async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: float,
-                workers: int, max_tokens: int, seed: int) -> dict[str, Any]:
+                workers: int, max_tokens: int, seed: int, hot_pct: float) -> dict[str, Any]:
+    """Jobs under churn. `hot_pct` % of the kills hit a provider that served one of the
+    consumer's last jobs (so most likely the one serving it now): with 46 providers a
+    uniformly random victim was almost never in use, and a run with no failover says
+    nothing about failover. The rest are uniformly random, as churn in the wild."""
     rng = random.Random(seed)
+    peer_index: dict[str, int] = {}
+    for i in (i for i, k in net.kinds.items() if k == "fake"):
+        status = testnet.read_node_status(net.directory / f"node{i}")
+        if status is not None:
+            peer_index[str(status["peer_id"])] = i
+    recent: list[str] = []  # providers of the last jobs, newest last
+    hot_kills = 0
     fakes = [i for i, k in net.kinds.items() if k == "fake"]
     period_s = 60.0 / (percent / 100 * len(fakes))
     identity = NodeIdentity.generate()
@@ -222,7 +233,10 @@ async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: f
                 except Exception as exc:  # a lost job: counted, with why
                     errors.append(f"{type(exc).__name__}: {exc}")
                     continue
+                recent.append(out.provider)
+                del recent[:-6]
                 rows.append({"ms": (time.perf_counter() - t0) * 1000, "job_id": out.job_id,
+                             "provider": out.provider,
                              "failovers": len(out.failovers), "ttft_ms": out.ttft_ms,
                              "failed_ids": [f.job_id for f in out.failovers],
                              "reasons": [f.reason for f in out.failovers],
@@ -238,6 +252,7 @@ async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: f
             restarting.discard(victim)
 
         async def churner() -> None:
+            nonlocal hot_kills
             # Kills on a fixed clock, restarts in parallel: waiting for each restart
             # before the next kill stretched the period (and cut the churn rate) by
             # the restart time.
@@ -246,7 +261,13 @@ async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: f
                 while next_kill < deadline:
                     await trio.sleep_until(next_kill)
                     next_kill += period_s
-                    victim = rng.choice([f for f in fakes if f not in restarting])
+                    hot = [peer_index[p] for p in reversed(recent)
+                           if p in peer_index and peer_index[p] not in restarting]
+                    if hot and rng.random() * 100 < hot_pct:
+                        victim = hot[0]
+                        hot_kills += 1
+                    else:
+                        victim = rng.choice([f for f in fakes if f not in restarting])
                     os.kill(net.pid(victim), signal.SIGKILL)
                     restarting.add(victim)
                     restarts.start_soon(restart, victim)
@@ -272,6 +293,8 @@ async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: f
     return {
         "seconds": seconds, "providers": len(fakes), "churn_percent_per_min": percent,
         "kill_every_s": round(period_s, 2), "kills": len(kills),
+        "kills_of_a_provider_in_recent_use": hot_kills,
+        "providers_that_served": len({r["provider"] for r in rows}),
         "churn_percent_per_min_done": round(len(kills) / len(fakes) / seconds * 60 * 100, 1),
         "restart_to_listening_s": summary([k["restart_s"] for k in kills]),
         "workers": workers, "max_tokens": max_tokens,
@@ -355,7 +378,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(result["dht"], indent=1), flush=True)
             load_mid = os.getloadavg()
             c = await churn(net, bootstrap, work, args.churn_s, args.churn, args.workers,
-                            args.max_tokens, args.seed)
+                            args.max_tokens, args.seed, args.hot_kills)
             result["churn"] = c
             print(json.dumps(c, indent=1), flush=True)
         finally:
@@ -383,6 +406,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hot-kills", type=float, default=50.0,
+                        help="%% of kills aimed at a provider the consumer used last")
     parser.add_argument("--out", type=Path, default=RESULTS)
     arguments = parser.parse_args()
     outcome = trio.run(main, arguments)
