@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 RTT_MAX_AGE_S = 300.0
 UNREACHABLE_RTT_MS = 10_000.0
 MAX_RTT_PROBES = 8
+#: How long a provider we failed to reach ranks as unreachable before it is probed
+#: again (a restarted provider is back within seconds, on a new advert).
+UNREACHABLE_RETRY_S = 30.0
 
 
 class JobClient:
@@ -200,6 +203,14 @@ class JobClient:
         return Candidate(c.peer_id, c.model, c.price_per_1k, known[0], c.score_pm, c.stake,
                          c.generation_tps, c.found_via)
 
+    def mark_unreachable(self, peer_id: str) -> None:
+        """Rank `peer_id` last until it is probed again, UNREACHABLE_RETRY_S from now. A
+        provider we just failed to dial is most likely gone (killed, offline) while
+        catalogs still list it: without this, every later job tried it first and paid
+        a failed dial (bench/scale.py: 40 failovers for 14 kills at 50 nodes)."""
+        stamp = trio.current_time() - RTT_MAX_AGE_S + UNREACHABLE_RETRY_S
+        self._rtt[peer_id] = (UNREACHABLE_RTT_MS, stamp)
+
     def _rtt_known(self, peer_id: str) -> bool:
         known = self._rtt.get(peer_id)
         return known is not None and trio.current_time() - known[1] < RTT_MAX_AGE_S
@@ -216,7 +227,7 @@ class JobClient:
                     peer_id, timeout_s=self.config.rtt_probe_timeout_s)
             except P2PInferError as exc:
                 log.info("provider probe failed peer=%s error=%s", peer_id, exc)
-                self._rtt[peer_id] = (UNREACHABLE_RTT_MS, trio.current_time())
+                self.mark_unreachable(peer_id)
                 return
             if fetched is not None:
                 self._rtt[peer_id] = (fetched.rtt_ms, trio.current_time())

@@ -172,8 +172,9 @@ class NetJob:
             except _Failure as failure:
                 self._record_failure(candidate, b"", failure)
                 await client.observe(candidate.peer_id, ok=False, blame=failure.blame)
-            except NetworkError as exc:
+            except NetworkError as exc:  # no stream: the provider is unreachable for now
                 self._record_failure(candidate, b"", _Failure(str(exc)))
+                client.mark_unreachable(candidate.peer_id)
                 await client.observe(candidate.peer_id, ok=False, blame=True)
 
     async def _next_candidate(self) -> Candidate | None:

@@ -141,6 +141,36 @@ async def test_a_provider_dying_mid_answer_is_failed_over_and_the_job_charged_on
             nursery.cancel_scope.cancel()
 
 
+async def test_a_provider_that_cannot_be_dialled_is_not_tried_first_by_the_next_jobs(
+    tmp_path: Path,
+) -> None:
+    # Killed providers stay in catalogs until their adverts expire; at 50 nodes under
+    # churn every later job tried the dead cheap one first (40 failovers, 14 kills).
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            cheap = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                         config=JobServerConfig(price_per_1k=100))
+            dear = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                        config=JobServerConfig(price_per_1k=900),
+                                        bootstrap=(cheap.net.addrs()[0],))
+            net, client, _ = await start_consumer(stack, tmp_path, (dear.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 2)
+            first = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
+            assert first.provider == cheap.net.peer_id and first.failovers == ()
+            cheap.scope.cancel()  # the whole host goes, as a killed process would
+            with trio.fail_after(10):
+                while cheap.net.peer_id in net.peers():
+                    await trio.sleep(0.05)
+            second = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
+            assert second.provider == dear.net.peer_id
+            assert [f.provider for f in second.failovers] == [cheap.net.peer_id]
+            assert cheap.net.peer_id in {e.peer_id for e in net.catalog.providers(FAKE_MODEL)}
+            for _ in range(3):
+                later = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
+                assert later.provider == dear.net.peer_id and later.failovers == ()
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_provider_busy_beyond_its_queue_says_busy_and_the_job_goes_elsewhere(
     tmp_path: Path,
 ) -> None:
