@@ -9,8 +9,9 @@
   for that check under a new key, which also signs the request, so the provider sees
   a first-time consumer (`fresh_host`; the IP address is still the validator's), the
   prompt comes from the shipped prompt set (`prompts.txt`), greedy with a
-  random seed. It re-runs the signed request on its own engine, compares
-  (`verify/compare.py`), records the check in its ReputationBook (and so the
+  random seed. It judges the answer (`judge_answer`: its engine's score of the
+  text, and a re-run of the signed request unless the score alone passes it;
+  `verify/compare.py`), records the check in its ReputationBook (and so the
   breaker) and publishes a signed CheckReport on `p2pinfer/reports/1`.
 - **consumer re-checks** (`--recheck-rate`): a sample of this node's own
   completed jobs is re-run the same way when its engine serves the model.
