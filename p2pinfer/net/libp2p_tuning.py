@@ -22,10 +22,18 @@ in py-libp2p's per-message work, multiplied by three of its defaults:
   addresses' TTL). A different or invalid record goes through py-libp2p's own
   check, as before.
 - **A walk of the whole task tree per message.** `memoize_task_parents`.
+- **No backoff for the peers its heartbeat prunes.** When a mesh grows past
+  D_high, GossipSub's heartbeat PRUNEs the extras but, unlike go-libp2p-pubsub
+  (which adds a backoff in `makePrune`), records no backoff for them, so a
+  heartbeat later, the mesh short again, it may GRAFT the same peer. That peer
+  recorded the PRUNE and calls the GRAFT a flood: it PRUNEs back and lowers our
+  score ("GRAFT flood detected ... applying penalty", seen at 50 nodes).
+  `prune_with_backoff` records the backoff the PRUNE announces, so the next
+  GRAFT goes to another peer.
 
 `install()` (idempotent, called by `run_host`) replaces one method of
-`YamuxStream` and the module-level `maybe_consume_signed_record` that
-py-libp2p's pubsub and gossipsub modules call; `run_host` applies
+`YamuxStream`, the module-level `maybe_consume_signed_record` that
+py-libp2p's pubsub and gossipsub modules call, and `GossipSub.mesh_heartbeat`; `run_host` applies
 `memoize_task_parents` to its Pubsub's manager. libp2p is pinned
 (pyproject.toml), and tests/integration/test_net_upkeep.py fails if an upgrade
 moves any of them.
@@ -42,6 +50,7 @@ from typing import Any
 import libp2p.pubsub.gossipsub as _gossipsub_module
 import libp2p.pubsub.pubsub as _pubsub_module
 from libp2p.pubsub import utils as _pubsub_utils
+from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 SENDER_RECORD_REFRESH_S = 600.0
@@ -131,13 +140,29 @@ def consume_sender_record_once(msg: Any, host: Any, peer_id: Any = None) -> bool
     return True
 
 
+# -- GossipSub mesh upkeep ----------------------------------------------------------------
+
+_original_mesh_heartbeat: Callable[..., Any] = GossipSub.mesh_heartbeat
+
+
+def prune_with_backoff(self: GossipSub) -> Any:
+    """`GossipSub.mesh_heartbeat`, recording a backoff for every peer it prunes (as the
+    PRUNE it sends announces), so that a later heartbeat does not GRAFT it again early."""
+    to_graft, to_prune = _original_mesh_heartbeat(self)
+    for peer, topics in to_prune.items():
+        for topic in topics:
+            self._add_back_off(peer, topic, False)
+    return to_graft, to_prune
+
+
 def install() -> None:
-    """Install both changes (idempotent); called by `run_host` before building a host."""
+    """Install the changes (idempotent); called by `run_host` before building a host."""
     YamuxStream._auto_tune_and_send_window_update = (  # type: ignore[method-assign]
         _grant_credit_when_half_consumed
     )
     for module in _CALLERS:
         setattr(module, _CONSUME, consume_sender_record_once)
+    GossipSub.mesh_heartbeat = prune_with_backoff  # type: ignore[method-assign]
 
 
 # -- the service manager's task tree ------------------------------------------------------
