@@ -134,15 +134,20 @@ def test_killing_the_consumer_mid_answer_stops_generation_at_the_provider(
 def test_a_provider_busy_beyond_its_queue_answers_busy_and_the_job_goes_elsewhere(
     net: Net, tmp_path: Path
 ) -> None:
+    # 1200 greedy tokens (SmolLM2 writes them all, ~16 s) keep node 2 busy well past the
+    # second ask's start-up; 400 (~5 s) once left no failover in a full run, cause unseen.
     holding = StreamingAsk("Write a long poem about the sea.", "--testnet", str(net.dir),
                            "--home", str(tmp_path / "first"), "--faucet", "1000000",
-                           "--max-tokens", "400")
+                           "--max-tokens", "1200", "--temperature", "0")
     try:
         holding.wait_for_text(10)  # node 2's only slot is taken, and it has no queue
         answer = ask_json("Say hi.", "--testnet", str(net.dir), "--home",
                           str(tmp_path / "second"), "--faucet", "1000000", "--max-tokens", "8")
+        still_busy = holding.proc.poll() is None  # the premise: node 2 was busy throughout
     finally:
         holding.kill()
+    assert still_busy
+    assert len(answer["failovers"]) == 1, answer
     [busy] = answer["failovers"]
     assert (busy["provider"], busy["code"]) == (net.peer(2), "busy")
     assert answer["provider"] in {net.peer(0), net.peer(1)}
