@@ -199,14 +199,14 @@ async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: f
     uniformly random victim was almost never in use, and a run with no failover says
     nothing about failover. The rest are uniformly random, as churn in the wild."""
     rng = random.Random(seed)
+    fakes = [i for i, k in net.kinds.items() if k == "fake"]
     peer_index: dict[str, int] = {}
-    for i in (i for i, k in net.kinds.items() if k == "fake"):
+    for i in fakes:
         status = testnet.read_node_status(net.directory / f"node{i}")
         if status is not None:
             peer_index[str(status["peer_id"])] = i
     recent: list[str] = []  # providers of the last jobs, newest last
     hot_kills = 0
-    fakes = [i for i, k in net.kinds.items() if k == "fake"]
     period_s = 60.0 / (percent / 100 * len(fakes))
     identity = NodeIdentity.generate()
     ledger = Ledger.open(work / "churn-consumer.sqlite3", identity)

@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.scale import cpu_s  # noqa: E402
 from p2pinfer import testnet  # noqa: E402
 from p2pinfer.identity import NodeIdentity  # noqa: E402
 from p2pinfer.net import NetConfig, run_host  # noqa: E402
@@ -224,11 +224,6 @@ async def steady_load(
             for _ in range(workers):
                 nursery.start_soon(worker)
     return {"jobs": jobs, "errors": errors, "tokens_by_provider": served}
-
-
-def cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def checks_done(home: Path, ids: set[str]) -> int:

@@ -22,6 +22,9 @@ in py-libp2p's per-message work, multiplied by three of its defaults:
   addresses' TTL). A different or invalid record goes through py-libp2p's own
   check, as before.
 - **A walk of the whole task tree per message.** `memoize_task_parents`.
+
+One more is a protocol fix rather than a cost:
+
 - **No backoff for the peers its heartbeat prunes.** When a mesh grows past
   D_high, GossipSub's heartbeat PRUNEs the extras but, unlike go-libp2p-pubsub
   (which adds a backoff in `makePrune`), records no backoff for them, so a
@@ -33,8 +36,8 @@ in py-libp2p's per-message work, multiplied by three of its defaults:
 
 `install()` (idempotent, called by `run_host`) replaces one method of
 `YamuxStream`, the module-level `maybe_consume_signed_record` that
-py-libp2p's pubsub and gossipsub modules call, and `GossipSub.mesh_heartbeat`; `run_host` applies
-`memoize_task_parents` to its Pubsub's manager. libp2p is pinned
+py-libp2p's pubsub and gossipsub modules call, and `GossipSub.mesh_heartbeat`;
+`run_host` applies `memoize_task_parents` to its Pubsub's manager. libp2p is pinned
 (pyproject.toml), and tests/integration/test_net_upkeep.py fails if an upgrade
 moves any of them.
 """
