@@ -1,0 +1,125 @@
+"""The network-level attacks of docs/security.md, run against one real testnet.
+
+Run from the repository root:  python bench/attacks.py [--only NAME ...]
+Writes bench/results/attacks.json and prints a summary.
+
+One 3-node SmolLM2 testnet (tests/support/attack_net.py: node 0 bootstrap and
+consumer gateway, nodes 1-2 providers) serves an honest load through node 0's
+gateway for the whole run. First a quiet phase measures that load alone; then
+each attack (the same attack code the e2e tests in tests/e2e/attacks/ run) is run
+once, and for the time it runs the bench records the honest jobs' success rate
+(goal >= 99 %), and per node its CPU seconds, CPU share and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.protocol import machine  # noqa: E402
+from tests.support import attack_net  # noqa: E402
+from tests.support.attack_net import AttackNet  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "attacks.json"
+QUIET_S = 30.0
+
+Attack = Callable[[AttackNet], dict[str, Any]]
+
+
+def attacks() -> dict[str, Attack]:
+    """Each network-level attack by name: run it once against `net`, return what it did."""
+    found: dict[str, Attack] = {}
+    return found
+
+
+class NodeSampler:
+    """CPU seconds and peak RSS of every node process (and its children) while it runs."""
+
+    def __init__(self, net: AttackNet) -> None:
+        self._procs = {n.index: psutil.Process(n.pid) for n in net.nodes}
+        self._peak: dict[int, int] = dict.fromkeys(self._procs, 0)
+        self._cpu0 = {i: self._cpu(p) for i, p in self._procs.items()}
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return float(times.user + times.system + times.children_user + times.children_system)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for i, proc in self._procs.items():
+                try:
+                    self._peak[i] = max(self._peak[i], proc.memory_info().rss)
+                except psutil.Error:
+                    pass
+
+    def finish(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        elapsed = time.monotonic() - self._t0
+        nodes = {}
+        for i, proc in self._procs.items():
+            try:
+                cpu = self._cpu(proc) - self._cpu0[i]
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                cpu, rss = float("nan"), 0
+            nodes[f"node{i}"] = {"cpu_s": round(cpu, 2), "cpu_share": round(cpu / elapsed, 3),
+                                 "peak_rss_mb": round(max(self._peak[i], rss) / 2**20, 1)}
+        return {"elapsed_s": round(elapsed, 1), "nodes": nodes}
+
+
+def measured(net: AttackNet, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`run()` with an honest load beside it and the nodes sampled; the combined record."""
+    sampler = NodeSampler(net)
+    with attack_net.honest_load(net.gateway()) as load:
+        did = run()
+    usage = sampler.finish()
+    return {"attack": did, "honest_jobs": load.jobs,
+            "honest_success_rate": round(load.success_rate, 4),
+            "honest_failures": load.failures[:5], **usage}
+
+
+def quiet() -> dict[str, Any]:
+    """No attack: the honest load alone, for comparison."""
+    time.sleep(QUIET_S)
+    return {"what": f"no attack for {QUIET_S:g} s"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="run just these attacks")
+    args = parser.parse_args()
+    chosen = {k: v for k, v in attacks().items() if not args.only or k in args.only}
+    results: dict[str, Any] = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(), "goal_honest_success_rate": 0.99, "attacks": {}}
+    with tempfile.TemporaryDirectory() as tmp, attack_net.attack_testnet(Path(tmp)) as net:
+        results["quiet"] = measured(net, quiet)
+        for name, attack in chosen.items():
+            print(f"== {name}", flush=True)
+            results["attacks"][name] = record = measured(net, lambda a=attack: a(net))
+            print(f"   honest {record['honest_success_rate']:.1%} of {record['honest_jobs']} "
+                  f"jobs; {record['elapsed_s']} s", flush=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
