@@ -28,9 +28,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.protocol import machine  # noqa: E402
-from tests.support import attack_net  # noqa: E402
-from tests.support.attack_net import AttackNet  # noqa: E402
+import contextlib
+
+from bench.protocol import machine
+from tests.support import attack_net
+from tests.support.attack_net import AttackNet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attacks.json"
 QUIET_S = 30.0
@@ -64,10 +66,8 @@ class NodeSampler:
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
             for i, proc in self._procs.items():
-                try:
+                with contextlib.suppress(psutil.Error):
                     self._peak[i] = max(self._peak[i], proc.memory_info().rss)
-                except psutil.Error:
-                    pass
 
     def finish(self) -> dict[str, Any]:
         self._stop.set()
