@@ -343,14 +343,15 @@ class JobClient:
         """A provider's signed result overcharged: nothing is receipted; keep the evidence
         (our signed request, its signed result) and convict it in the reputation book
         (score 0, breaker open), so it gets no more of our jobs."""
-        result = machine.refused_result
+        result, accept = machine.refused_result, machine.refused_accept
         charged = result.msg.charged if result is not None else 0
+        evidence = result.raw if result is not None else (
+            accept.raw if accept is not None else b"")
         log.warning("charge refused: overcharge peer=%s job=%s charged=%d reason=%s",
                     candidate.peer_id, machine.job_id.hex(), charged, error)
         self.refused_charges.append(RefusedCharge(
             provider=candidate.peer_id, job_id=machine.job_id.hex(), reason=str(error),
-            charged=charged, request=machine.request.raw,
-            result=result.raw if result is not None else b""))
+            charged=charged, request=machine.request.raw, result=evidence))
         book = self.reputation
         if book is None:
             return

@@ -61,15 +61,16 @@ class FailedAttempt:
 
 @dataclass(frozen=True)
 class RefusedCharge:
-    """A result this consumer refused to receipt because it overcharged: the signed
-    request and the provider's signed result are the evidence."""
+    """A job this consumer refused to pay because the provider overcharged: the signed
+    request and the provider's signed result (or its accept over the quote) are the
+    evidence."""
 
     provider: str  # PeerID
     job_id: str  # hex
     reason: str
     charged: int  # what the result asked for, micro-credits
     request: bytes  # our signed JobRequest
-    result: bytes  # the provider's signed JobResult
+    result: bytes  # the provider's signed JobResult (or its JobAccept over the quote)
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,9 @@ class ConsumerJob:
     (and the max), chunks numbered without gaps, result hashes matching the request and
     the chunks, token counts and charge within the bounds of protocol/charges.py.
 
-    A result that overcharges fails the job with an OverchargeError; the signed result
-    is kept in `refused_result` (with `request`, evidence against the provider)."""
+    An accept over the quote or a result that overcharges fails the job with an
+    OverchargeError; the signed message is kept in `refused_accept` / `refused_result`
+    (with `request`, evidence against the provider)."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class ConsumerJob:
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
         self.refused_result: Signed[JobResult] | None = None
+        self.refused_accept: Signed[JobAccept] | None = None
         self.receipt_message: Signed[Receipt] | None = None
 
     @property
@@ -174,7 +176,8 @@ class ConsumerJob:
             raise ValidationError("an accept for another job")
         agreed = agreed_price(req)
         if accept.msg.price_per_1k > agreed:
-            raise ValidationError(
+            self.refused_accept = accept
+            raise OverchargeError(
                 f"accepted at {accept.msg.price_per_1k} per 1k, over the max {agreed} the "
                 "request allows (its quote, within max_price_per_1k)"
             )

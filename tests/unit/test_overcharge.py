@@ -93,7 +93,8 @@ def test_the_reported_overcharge_is_refused_and_kept_as_evidence() -> None:
     consumer = ConsumerJob(CONSUMER, request())
     consumer.start()
     [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, 10_000)), NOW_MS)
-    assert isinstance(event, Failure) and "over the max 1" in str(event.error)
+    assert isinstance(event, Failure) and isinstance(event.error, OverchargeError)
+    assert "over the max 1" in str(event.error) and consumer.refused_accept is not None
     assert consumer.state is ConsumerState.ERROR
 
     consumer = accepted()
