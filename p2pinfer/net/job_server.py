@@ -308,8 +308,8 @@ class JobServer:
             self.gate.refund(ticket)
             await self._reject(job, "busy", "preempted by a paying job; try another provider",
                                slots.retry_after_ms())
+        ticket.result_sent = machine.result is not None  # unpaid until its receipt
         if machine.state is ProviderState.AWAIT_RECEIPT:
-            ticket.result_sent = True
             with trio.move_on_after(self.config.receipt_timeout_s):
                 await job.receipt.wait()
         if machine.state is ProviderState.DONE:

@@ -8,8 +8,8 @@ consumer's maximum and claims 2^32-1 prompt tokens. A consumer in this process
 liar served and whether any receipt came back, and what the consumer recorded.
 
 Freeloading (`run_freeloader`): fresh keys open long jobs straight to the honest
-providers, read the answers and never send a receipt: per provider, `per_key`
-parallel jobs from each of `keys` keys. Returned: what each provider served.
+providers, read the answers and never send a receipt: a new key every second, each
+with `per_key` parallel jobs per provider. Returned: what the providers served.
 
 Both are plain functions over an `AttackNet`, for the e2e tests and bench/attacks.py.
 """
@@ -235,13 +235,15 @@ async def freeload_one(host: NetHost, key: NodeIdentity, provider: str, max_toke
             await stream.reset()
 
 
-async def run_freeloader(net: AttackNet, *, keys: int = 3, per_key: int = 5,
-                         max_tokens: int = 400, providers: tuple[int, ...] = (1, 2)
-                         ) -> dict[str, Any]:
-    """`keys` fresh keys, each opening `per_key` parallel long jobs at each provider and
-    never paying. Returns the jobs' outcomes."""
+async def run_freeloader(net: AttackNet, *, keys: int = 20, per_key: int = 5,
+                         interval_s: float = 1.0, max_tokens: int = 400,
+                         providers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """A new key every `interval_s`, `keys` in all (a Sybil rotating keys), each opening
+    `per_key` parallel long jobs at each provider and never paying. Returns the jobs'
+    outcomes."""
     jobs: list[FreeJob] = []
-    with trio.fail_after(400):
+    started = time.monotonic()
+    with trio.fail_after(keys * interval_s + 400):
         async with run_host(NetConfig(NodeIdentity.generate(),
                                       bootstrap=(net.bootstrap,))) as host:
             for index in providers:
@@ -255,9 +257,11 @@ async def run_freeloader(net: AttackNet, *, keys: int = 3, per_key: int = 5,
                             jobs.append(job)
                             nursery.start_soon(freeload_one, host, key, net.peer(index),
                                                max_tokens, job)
-                    await trio.sleep(0.5)
+                    await trio.sleep(interval_s)
     served = Counter((j.provider, j.key) for j in jobs if j.outcome == "served")
     return {
+        "keys": keys,
+        "seconds": round(time.monotonic() - started, 1),
         "jobs": len(jobs),
         "outcomes": dict(Counter(j.outcome for j in jobs)),
         "served": sum(served.values()),

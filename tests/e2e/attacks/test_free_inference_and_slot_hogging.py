@@ -14,7 +14,7 @@ from tests.support.backends import needs_engine
 
 pytestmark = [pytest.mark.network, pytest.mark.engine, needs_engine]
 
-KEYS, PER_KEY = 3, 5
+KEYS, PER_KEY = 20, 5  # a new key a second for 20 s, 5 parallel jobs per provider each
 
 
 def test_free_inference_and_slot_hogging_by_unpaying_keys_fail(attack_net: AttackNet) -> None:
@@ -23,7 +23,8 @@ def test_free_inference_and_slot_hogging_by_unpaying_keys_fail(attack_net: Attac
     print("freeloader:", result, "honest jobs:", load.jobs, "failures:", load.failures)
     # Each key got at most its free allowance at each provider, never 5 of 5.
     assert result["most_served_per_key_and_provider"] <= FREE_JOBS_PER_KEY, result
-    assert result["served"] <= min(KEYS * 2 * FREE_JOBS_PER_KEY, 2 * FREE_JOBS_PER_MINUTE)
+    minutes = -(-result["seconds"] // 60)
+    assert result["served"] <= 2 * FREE_JOBS_PER_MINUTE * minutes
     # Honest jobs kept their slots all along (a paying job preempts a free one).
     assert load.jobs >= 3 and load.failures == [], load.failures
     with httpx.Client() as client:
