@@ -22,6 +22,8 @@ from p2pinfer.protocol import (
     decode,
     encode_frame,
 )
+from p2pinfer.verify.checker import Verifier
+from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,
@@ -90,4 +92,28 @@ async def test_a_key_that_took_a_result_unpaid_is_refused_after(tmp_path: Path) 
             again = await first_answer(net, pid, signed_request(freeloader, pid, FAKE_MODEL))
             reject = again.expect(JobReject).msg
             assert reject.code == "insufficient_credit" and "no receipt" in reject.message
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_spot_check_refused_busy_is_not_held_against_the_provider(
+    tmp_path: Path,
+) -> None:
+    engine = FakeBackend(pause_after=1)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            verifier = Verifier(net, client.identity, client, backend=None,
+                                models=frozenset(), reputation=book, ledger=None)
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            pid = provider.net.peer_id
+            async with client.job(FAKE_MODEL, "hold the slot", JobParams(max_tokens=5)) as job:
+                await job.next_delta()
+                await engine.paused.wait()
+                # The check comes from a fresh key: no idle slot, so busy; not a failure.
+                assert await verifier.check_provider(pid, FAKE_MODEL) is None
+                engine.resume.set()
+            assert book.get(pid).jobs_failed == 0
+            assert provider.server.records[0].outcome == "rejected:busy"
             nursery.cancel_scope.cancel()
