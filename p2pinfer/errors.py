@@ -78,6 +78,11 @@ class OverLimitsError(ValidationError):
     reject_code = "over_limits"
 
 
+class OverchargeError(ValidationError):
+    """A provider's signed result charges more than the consumer can check it owes: the
+    signed request and result are evidence against the provider."""
+
+
 class ReplayWindowFull(ProtocolError):
     """The replay window holds its maximum of live job ids; new jobs must wait."""
 

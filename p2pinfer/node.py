@@ -200,7 +200,7 @@ def advert_builder(
                 quantization=s.info.quantization[:32], context_length=s.info.context_length,
                 prompt_tps_milli=int(s.bench.prompt_tokens_per_s * 1000) if s.bench else 0,
                 generation_tps_milli=int(s.bench.gen_tokens_per_s * 1000) if s.bench else 0,
-                price_per_1k=server.price(s.info.name),
+                price_per_1k=server.advertised_price(s.info.name),
             )
             for s in served[:64]
         )

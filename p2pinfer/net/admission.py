@@ -1,12 +1,14 @@
-"""Per-model admission for the job server: a concurrency limit and a bounded queue.
+"""Admission for the job server: per model, a concurrency limit and a bounded queue;
+per consumer key, who may start a job at all (`ConsumerGate`).
 
 A job either runs at once (a free slot), waits in the model's queue (at most
 `queue` waiting), or is refused as `busy` with a retry-after estimate. Pure
-trio bookkeeping: no I/O, no clock other than trio's.
+bookkeeping: no I/O, no clock other than trio's (ConsumerGate takes times in ms).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -79,3 +81,159 @@ class ModelSlots:
             self._limiter.release()
             took_ms = (trio.current_time() - started) * 1000
             self._job_ms = 0.8 * self._job_ms + 0.2 * took_ms
+
+
+# -- per consumer key ----------------------------------------------------------------
+
+#: Jobs one paying key may have in flight here at once (queued, running or awaiting its
+#: receipt), when the model's own concurrency is lower: a gateway runs several users'
+#: jobs under one key, and more than this per provider only queues behind itself.
+MIN_JOBS_PER_KEY = 2
+#: Jobs a key that never sent this provider a receipt gets served: its free allowance.
+#: A fresh consumer needs one job to pay its first receipt; a freeloader gets one job.
+FREE_JOBS_PER_KEY = 1
+#: Free jobs (from keys without a receipt here) this provider starts per minute, all
+#: keys together: a fresh key costs nothing, so this, not the per-key allowance,
+#: bounds what a Sybil rotating keys gets. Free jobs also run only on an idle slot and
+#: are preempted by a paying job (job_server.py), so they never delay a paying one.
+FREE_JOBS_PER_MINUTE = 20
+FREE_WINDOW_MS = 60_000
+#: How long a key that took a result and sent no receipt (within the job server's
+#: receipt_timeout_s) is refused.
+DEFAULT_BAN_MS = 10 * 60_000
+#: Keys remembered as payers / as having used their free job / as banned (LRU each):
+#: bounded memory; a key forgotten early only gets one more free job, still under
+#: FREE_JOBS_PER_MINUTE.
+KEY_MEMORY = 50_000
+
+
+class Refused(P2PInferError):
+    """The consumer's key may not start a job now: reject with `code`."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+
+class Ticket:
+    """One admitted job of one consumer key, until `ConsumerGate.release`."""
+
+    __slots__ = ("free", "key", "paid", "result_sent")
+
+    def __init__(self, key: bytes, free: bool) -> None:
+        self.key = key
+        self.free = free  # the key had never paid here: an idle-slot, preemptible job
+        self.result_sent = False
+        self.paid = False
+
+
+def _remember(table: OrderedDict[bytes, int], key: bytes, value: int) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > KEY_MEMORY:
+        table.popitem(last=False)
+
+
+class ConsumerGate:
+    """Who may start a job at this provider, per consumer key (the request's signer).
+
+    Before settlement a receipt is the only payment a provider sees, so:
+    - a key that took a result and sent no receipt is refused for DEFAULT_BAN_MS;
+    - a key that never sent a receipt here gets FREE_JOBS_PER_KEY job (how a new
+      consumer starts), only while a slot is idle, and within FREE_JOBS_PER_MINUTE
+      for all such keys together;
+    - a paying key has at most `per_key` jobs in flight, receipt waits included.
+    Pure bookkeeping: times are passed in (ms).
+    """
+
+    def __init__(
+        self,
+        per_key: int = MIN_JOBS_PER_KEY,
+        *,
+        free_per_minute: int = FREE_JOBS_PER_MINUTE,
+        ban_ms: int = DEFAULT_BAN_MS,
+    ) -> None:
+        self.per_key = max(1, per_key)
+        self.free_per_minute = free_per_minute
+        self.ban_ms = ban_ms
+        self._inflight: dict[bytes, int] = {}
+        self._payers: OrderedDict[bytes, int] = OrderedDict()  # key -> last receipt ms
+        self._free_used: OrderedDict[bytes, int] = OrderedDict()  # key -> free jobs had
+        self._banned: OrderedDict[bytes, int] = OrderedDict()  # key -> refused until ms
+        self._free_starts: deque[int] = deque()  # ms each free job started, last minute
+        self.free_jobs = 0  # free jobs admitted since start (for logs and tests)
+
+    def is_payer(self, key: bytes) -> bool:
+        """Whether `key` has sent this provider a receipt (and is still remembered)."""
+        return key in self._payers
+
+    def inflight(self, key: bytes) -> int:
+        return self._inflight.get(key, 0)
+
+    def admit(self, key: bytes, now_ms: int, *, idle: bool) -> Ticket:
+        """A ticket for a job of `key`, or Refused. `idle`: a slot of the model is free now
+        and nobody waits (a free job needs one)."""
+        until = self._banned.get(key)
+        if until is not None:
+            if now_ms < until:
+                raise Refused("insufficient_credit",
+                              f"this key took a result and sent no receipt; refused for "
+                              f"{(until - now_ms) // 1000} s more")
+            del self._banned[key]
+        held = self._inflight.get(key, 0)
+        if key in self._payers:
+            if held >= self.per_key:
+                raise Refused("busy", f"this key has {held} jobs in flight here (limit "
+                              f"{self.per_key})", 1_000)
+            ticket = Ticket(key, free=False)
+        else:
+            if held:
+                raise Refused("busy", "a key that has sent no receipt here runs one job at a "
+                              "time until it pays one", 1_000)
+            if self._free_used.get(key, 0) >= FREE_JOBS_PER_KEY:
+                raise Refused("insufficient_credit",
+                              "a key that has sent no receipt here gets "
+                              f"{FREE_JOBS_PER_KEY} job; pay a receipt first")
+            if not idle:
+                raise Refused("busy", "jobs from a key without a receipt here run only on an "
+                              "idle slot", 1_000)
+            while self._free_starts and self._free_starts[0] <= now_ms - FREE_WINDOW_MS:
+                self._free_starts.popleft()
+            if len(self._free_starts) >= self.free_per_minute:
+                wait = self._free_starts[0] + FREE_WINDOW_MS - now_ms
+                raise Refused("busy", f"{self.free_per_minute} jobs a minute from keys "
+                              "without a receipt here, all taken", max(100, wait))
+            self._free_starts.append(now_ms)
+            _remember(self._free_used, key, self._free_used.get(key, 0) + 1)
+            self.free_jobs += 1
+            ticket = Ticket(key, free=True)
+        self._inflight[key] = held + 1
+        return ticket
+
+    def paid(self, ticket: Ticket, now_ms: int) -> None:
+        """The job's receipt arrived: its key is a payer from now on."""
+        ticket.paid = True
+        _remember(self._payers, ticket.key, now_ms)
+        self._free_used.pop(ticket.key, None)
+
+    def refund(self, ticket: Ticket) -> None:
+        """A free job was preempted before its result: the key keeps its free job (the
+        start still counts in the minute's FREE_JOBS_PER_MINUTE)."""
+        if ticket.free and not ticket.result_sent:
+            used = self._free_used.get(ticket.key, 0)
+            if used > 1:
+                self._free_used[ticket.key] = used - 1
+            else:
+                self._free_used.pop(ticket.key, None)
+
+    def release(self, ticket: Ticket, now_ms: int) -> None:
+        """The job is over (call once). A result that was never paid bans the key."""
+        left = self._inflight.get(ticket.key, 0) - 1
+        if left > 0:
+            self._inflight[ticket.key] = left
+        else:
+            self._inflight.pop(ticket.key, None)
+        if ticket.result_sent and not ticket.paid:
+            _remember(self._banned, ticket.key, now_ms + self.ban_ms)
+            self._payers.pop(ticket.key, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -41,7 +42,7 @@ from p2pinfer.market.pricing import charge_for, quality_multiplier_pm
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.adverts import VerifiedAdvert
 from p2pinfer.net.config import wall_clock_ms
-from p2pinfer.net.job_types import Candidate, ClientConfig, JobOutcome
+from p2pinfer.net.job_types import Candidate, ClientConfig, JobOutcome, RefusedCharge
 from p2pinfer.net.net_job import NetJob, with_seed
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 RTT_MAX_AGE_S = 300.0
 UNREACHABLE_RTT_MS = 10_000.0
 MAX_RTT_PROBES = 8
+#: Refused charges kept as evidence (the newest; each holds a request and a result).
+MAX_REFUSED_CHARGES = 100
 #: How long a provider we failed to reach ranks as unreachable before it is probed
 #: again (a restarted provider is back within seconds, on a new advert).
 UNREACHABLE_RETRY_S = 30.0
@@ -85,6 +88,8 @@ class JobClient:
         self._db = trio.CapacityLimiter(1)
         # Called with each completed job's outcome (verify/ samples them for re-checks).
         self.outcome_hooks: list[Callable[[JobOutcome], None]] = []
+        # Results refused for overcharging, newest last: evidence against their providers.
+        self.refused_charges: deque[RefusedCharge] = deque(maxlen=MAX_REFUSED_CHARGES)
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -331,6 +336,29 @@ class JobClient:
             await trio.to_thread.run_sync(book.record, peer_id, outcome, limiter=self._db)
         except P2PInferError as exc:
             log.warning("reputation not updated peer=%s error=%s", peer_id, exc)
+
+    async def refuse_charge(
+        self, candidate: Candidate, machine: ConsumerJob, error: Exception
+    ) -> None:
+        """A provider's signed result overcharged: nothing is receipted; keep the evidence
+        (our signed request, its signed result) and convict it in the reputation book
+        (score 0, breaker open), so it gets no more of our jobs."""
+        result, accept = machine.refused_result, machine.refused_accept
+        charged = result.msg.charged if result is not None else 0
+        evidence = result.raw if result is not None else (
+            accept.raw if accept is not None else b"")
+        log.warning("charge refused: overcharge peer=%s job=%s charged=%d reason=%s",
+                    candidate.peer_id, machine.job_id.hex(), charged, error)
+        self.refused_charges.append(RefusedCharge(
+            provider=candidate.peer_id, job_id=machine.job_id.hex(), reason=str(error),
+            charged=charged, request=machine.request.raw, result=evidence))
+        book = self.reputation
+        if book is None:
+            return
+        try:
+            await trio.to_thread.run_sync(book.convict, candidate.peer_id, limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reputation not updated peer=%s error=%s", candidate.peer_id, exc)
 
     async def record_charge(
         self, model: str, candidate: Candidate, machine: ConsumerJob, *, delivered: bool

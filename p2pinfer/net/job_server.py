@@ -38,7 +38,14 @@ from p2pinfer.errors import (
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.market.pricing import price_for
 from p2pinfer.metrics import NodeMetrics
-from p2pinfer.net.admission import Busy, ModelSlots
+from p2pinfer.net.admission import (
+    MIN_JOBS_PER_KEY,
+    Busy,
+    ConsumerGate,
+    ModelSlots,
+    Refused,
+    Ticket,
+)
 from p2pinfer.net.adverts import Catalog
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.generation import Outbox, collapsing_nursery, run_generation
@@ -54,14 +61,23 @@ from p2pinfer.protocol import (
     ReplayWindow,
     RequestReceived,
 )
+from p2pinfer.protocol.charges import agreed_price
 from p2pinfer.protocol.codec import Signer
 from p2pinfer.protocol.messages import JobRequest, RejectCode
+from p2pinfer.protocol.validation import CLOCK_SKEW_MS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["JobRecord", "JobServer", "JobServerConfig"]
 
 MAX_CHUNK_CHARS = 65_536
+#: How long a price we put in an advert is honoured as a consumer's quote (a consumer
+#: chose us at that price; adverts are republished every 30 s and live minutes).
+QUOTE_MEMORY_MS = 10 * 60_000 + CLOCK_SKEW_MS
+MAX_QUOTES = 64  # remembered advertised prices per model (bounded memory)
+#: A preempted free job stops generating at once and gets this long to send what is
+#: pending and its reject before its stream is cut (a consumer reading slowly).
+PREEMPT_GRACE_S = 2.0
 
 
 class _Job:
@@ -74,8 +90,11 @@ class _Job:
         self.peer_gone = False
         self.violation: ProtocolViolation | None = None
         self.work = trio.CancelScope()
+        self.generation = trio.CancelScope()  # cancelled to stop the engine alone
         self.tokens_sent = 0
         self.refused = False
+        self.ticket: Ticket | None = None  # the consumer key's admission
+        self.preempted = False  # a free job cancelled to give its slot to a paying one
 
     async def streaming(self) -> bool:
         """Whether the job may still send output. When the watcher ended it (the consumer
@@ -117,6 +136,11 @@ class JobServer:
             name: ModelSlots(config.max_concurrency, config.queue) for name in self.models
         }
         self._ledger_limiter = trio.CapacityLimiter(1)
+        self.gate = ConsumerGate(max(MIN_JOBS_PER_KEY, config.max_concurrency),
+                                 free_per_minute=config.free_jobs_per_minute)
+        self._free_running: dict[str, list[_Job]] = {name: [] for name in self.models}
+        self._quotes: dict[str, deque[tuple[int, int]]] = {
+            name: deque(maxlen=MAX_QUOTES) for name in self.models}
         self.records: deque[JobRecord] = deque(maxlen=500)
         self.tokens_generated = 0
         if config.fault is not None:
@@ -139,6 +163,25 @@ class JobServer:
         slots = self._slots.get(model)
         utilisation = slots.utilisation_pm if slots is not None else 0
         return price_for(utilisation, 1 + others, self.config.pricing)
+
+    def advertised_price(self, model: str) -> int:
+        """The price to put in an advert now; remembered, so a consumer who chose us at it
+        is served at it (see `quote_floor`)."""
+        price = self.price(model)
+        quotes = self._quotes.get(model)
+        if quotes is not None:
+            quotes.append((self._clock(), price))
+        return price
+
+    def quote_floor(self, model: str) -> int:
+        """The lowest price a request may quote: our price now, or a lower one we
+        advertised within QUOTE_MEMORY_MS."""
+        floor = self.price(model)
+        oldest = self._clock() - QUOTE_MEMORY_MS
+        for at, price in self._quotes.get(model, ()):
+            if at >= oldest:
+                floor = min(floor, price)
+        return floor
 
     def active_jobs(self, model: str | None = None) -> int:
         """Jobs holding a slot now (for one model, or all)."""
@@ -208,11 +251,11 @@ class JobServer:
                                f"this provider does not serve {request.model!r}"
                                + (f" with digest {request.digest}" if request.digest else ""))
             return
-        price = self.price(info.name)
-        if request.max_price_per_1k < price:
+        floor, quote = self.quote_floor(info.name), agreed_price(request)
+        if quote < floor:
             await self._refuse(job, request, "price_too_low",
-                               f"the price of {info.name} is {price} per 1k tokens; "
-                               f"the request allows {request.max_price_per_1k}")
+                               f"the price of {info.name} is {floor} per 1k tokens; "
+                               f"the request allows {quote}")
             return
         slots = self._slots[info.name]
         try:
@@ -220,6 +263,28 @@ class JobServer:
         except Busy as exc:
             await self._refuse(job, request, "busy", str(exc), exc.retry_after_ms)
             return
+        assert machine.request is not None
+        idle = slots.active < slots.concurrency and slots.waiting == 0
+        try:
+            job.ticket = self.gate.admit(machine.request.signer, self._clock(), idle=idle)
+        except Refused as exc:
+            await self._refuse(job, request, exc.code, str(exc),  # type: ignore[arg-type]
+                               exc.retry_after_ms)
+            return
+        try:
+            await self._serve_admitted(job, request, info, started, slots)
+        finally:
+            self.gate.release(job.ticket, self._clock())
+
+    async def _serve_admitted(
+        self, job: _Job, request: JobRequest, info: ModelInfo, started: float,
+        slots: ModelSlots,
+    ) -> None:
+        machine, ticket = job.machine, job.ticket
+        assert ticket is not None
+        free_running = self._free_running[info.name]
+        if not ticket.free and slots.active >= slots.concurrency and free_running:
+            self._preempt(free_running.pop(0), request)
         with job.work:
             try:
                 async with slots.slot():
@@ -227,16 +292,37 @@ class JobServer:
                         await self._refuse(job, request, "expired",
                                            "the request expired in the queue")
                         return
-                    price = min(self.price(info.name), request.max_price_per_1k)
-                    await self._write(job, machine.accept(price))
-                    await self._generate(job, request, info, started)
+                    if ticket.free:
+                        free_running.append(job)
+                    try:
+                        price = min(self.price(info.name), agreed_price(request))
+                        await self._write(job, machine.accept(price))
+                        await self._generate(job, request, info, started)
+                    finally:
+                        if job in free_running:
+                            free_running.remove(job)
             except NetworkError as exc:  # the consumer reset the stream or stopped reading
                 log.info("job stream lost job=%s error=%s", request.job_id.hex(), exc)
                 job.peer_gone = True
+        if job.preempted and machine.result is None:
+            self.gate.refund(ticket)
+            await self._reject(job, "busy", "preempted by a paying job; try another provider",
+                               slots.retry_after_ms())
+        ticket.result_sent = machine.result is not None  # unpaid until its receipt
         if machine.state is ProviderState.AWAIT_RECEIPT:
             with trio.move_on_after(self.config.receipt_timeout_s):
                 await job.receipt.wait()
+        if machine.state is ProviderState.DONE:
+            self.gate.paid(ticket, self._clock())
         await self._conclude(job, request)
+
+    def _preempt(self, victim: _Job, request: JobRequest) -> None:
+        """Give a free job's slot to the paying `request`: the free job ends `busy`."""
+        log.info("free job preempted job=%s for job=%s", victim.machine.job_id.hex(),
+                 request.job_id.hex())
+        victim.preempted = True
+        victim.generation.cancel()
+        victim.work.deadline = min(victim.work.deadline, trio.current_time() + PREEMPT_GRACE_S)
 
     def _served(self, request: JobRequest) -> ModelInfo | None:
         info = self.models.get(request.model)
@@ -252,9 +338,10 @@ class JobServer:
         try:
             async with collapsing_nursery() as nursery:
                 nursery.start_soon(self._write_loop, job, outbox, started)
-                done = await run_generation(
-                    self._backend, request, info, outbox, fault=fault, rng=self._rng
-                )
+                with job.generation:
+                    done = await run_generation(
+                        self._backend, request, info, outbox, fault=fault, rng=self._rng
+                    )
         except BackendError as exc:
             code: RejectCode = "unknown_model" if isinstance(exc, ModelNotFound) else (
                 "internal_error")
@@ -263,7 +350,7 @@ class JobServer:
             await self._reject(job, code, f"the engine failed: {exc}")
             return
         self.tokens_generated += outbox.tokens
-        if not await job.streaming():
+        if job.generation.cancelled_caught or not await job.streaming():
             return
         raw = job.machine.finish(
             prompt_tokens=done.prompt_tokens,
@@ -324,6 +411,8 @@ class JobServer:
             log.warning("job unpaid: no receipt job=%s model=%s", request.job_id.hex(),
                         request.model)
             self._finish(job, request, "unpaid", tokens, 0)
+        elif job.preempted:
+            self._finish(job, request, "preempted", job.tokens_sent, 0)
         elif job.peer_gone or job.work.cancelled_caught:
             log.info("job cancelled job=%s model=%s completion_tokens=%d max_tokens=%d "
                      "reason=consumer-closed", request.job_id.hex(), request.model,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from p2pinfer.market.pricing import DEFAULT_PRICING, PricingParams
 from p2pinfer.market.split import SplitPreset, preset_named
+from p2pinfer.net.admission import FREE_JOBS_PER_MINUTE
 from p2pinfer.net.faults import Fault
 from p2pinfer.protocol import RequestLimits
 
@@ -59,6 +60,20 @@ class FailedAttempt:
 
 
 @dataclass(frozen=True)
+class RefusedCharge:
+    """A job this consumer refused to pay because the provider overcharged: the signed
+    request and the provider's signed result (or its accept over the quote) are the
+    evidence."""
+
+    provider: str  # PeerID
+    job_id: str  # hex
+    reason: str
+    charged: int  # what the result asked for, micro-credits
+    request: bytes  # our signed JobRequest
+    result: bytes  # the provider's signed JobResult (or its JobAccept over the quote)
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """A piece of the answer. `restart` True: a failover produced a different answer
     than the part already delivered; drop what came before and start over from `text`."""
@@ -106,6 +121,7 @@ class JobServerConfig:
     request_timeout_s: float = 10.0  # for the request to arrive on a new stream
     write_timeout_s: float = 30.0  # for the consumer to take one frame
     receipt_timeout_s: float = 30.0  # for the receipt after the result
+    free_jobs_per_minute: int = FREE_JOBS_PER_MINUTE  # from keys without a receipt here
     fault: Fault | None = None
 
 
@@ -116,7 +132,7 @@ class JobRecord:
     job_id: str  # hex
     model: str
     consumer: str  # PeerID of the request's signer
-    outcome: str  # completed | unpaid | cancelled | rejected:<code> | failed
+    outcome: str  # completed | unpaid | cancelled | preempted | rejected:<code> | failed
     completion_tokens: int
     max_tokens: int
     charged: int

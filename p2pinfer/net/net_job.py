@@ -23,6 +23,7 @@ from p2pinfer.errors import (
     AllProvidersFailedError,
     NetworkError,
     NoProvidersError,
+    OverchargeError,
     P2PInferError,
 )
 from p2pinfer.identity import NodeIdentity
@@ -221,6 +222,8 @@ class NetJob:
             messages=self._messages,
             prompt=self._prompt,
             params=self.params,
+            # The advert's price we chose it for: the provider may not accept above it.
+            quoted_price_per_1k=min(candidate.price_per_1k, client.config.max_price_per_1k),
         )
         signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
         machine = ConsumerJob(signer, request)
@@ -257,6 +260,9 @@ class NetJob:
                 raise _Failure(f"rejected: {event.code}: {event.message}", event.code,
                                blame=event.code not in NEUTRAL_CODES)
             elif isinstance(event, Failure):
+                if isinstance(event.error, OverchargeError):
+                    await self._client.refuse_charge(attempt.candidate, machine, event.error)
+                    raise _Failure(f"overcharged: {event.error}")
                 raise _Failure(f"broke the protocol: {event.error}")
         if not data and machine.state is not ConsumerState.RESULT_RECEIVED:
             raise _Failure("closed the stream before the result")

@@ -7,12 +7,20 @@ import hashlib
 
 from p2pinfer.errors import (
     ExpiredError,
+    OverchargeError,
     ProtocolError,
     SignatureError,
     StateError,
     ValidationError,
 )
 from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.charges import (
+    UNCHARGED_FINISH_REASONS,
+    agreed_price,
+    completion_token_bound,
+    max_charge,
+    prompt_token_bound,
+)
 from p2pinfer.protocol.codec import Signed, Signer, decode, sign
 from p2pinfer.protocol.events import (
     Accepted,
@@ -50,9 +58,13 @@ class ConsumerState(enum.Enum):
 
 class ConsumerJob:
     """The consumer's side of one job: signs `request` as `identity`, then checks every
-    provider message: signed by `request.provider`, this job's id, price within the max,
-    chunks numbered without gaps, result hashes matching the request and the chunks,
-    token counts and charge within the request's bounds."""
+    provider message: signed by `request.provider`, this job's id, price within the quote
+    (and the max), chunks numbered without gaps, result hashes matching the request and
+    the chunks, token counts and charge within the bounds of protocol/charges.py.
+
+    An accept over the quote or a result that overcharges fails the job with an
+    OverchargeError; the signed message is kept in `refused_accept` / `refused_result`
+    (with `request`, evidence against the provider)."""
 
     def __init__(
         self,
@@ -73,9 +85,12 @@ class ConsumerJob:
         self._next_seq = 0
         self._output = hashlib.sha256()
         self.output_chars = 0
+        self.output_bytes = 0
         self.state = ConsumerState.SEND_REQUEST
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
+        self.refused_result: Signed[JobResult] | None = None
+        self.refused_accept: Signed[JobAccept] | None = None
         self.receipt_message: Signed[Receipt] | None = None
 
     @property
@@ -159,9 +174,12 @@ class ConsumerJob:
         req = self.request.msg
         if accept.msg.job_id != req.job_id:
             raise ValidationError("an accept for another job")
-        if accept.msg.price_per_1k > req.max_price_per_1k:
-            raise ValidationError(
-                f"accepted at {accept.msg.price_per_1k} per 1k, over the max {req.max_price_per_1k}"
+        agreed = agreed_price(req)
+        if accept.msg.price_per_1k > agreed:
+            self.refused_accept = accept
+            raise OverchargeError(
+                f"accepted at {accept.msg.price_per_1k} per 1k, over the max {agreed} the "
+                "request allows (its quote, within max_price_per_1k)"
             )
         if now_ms > req.expires_at + self._skew_ms:
             raise ExpiredError("the provider accepted the job after the request expired")
@@ -178,7 +196,9 @@ class ConsumerJob:
         if self.output_chars > self._max_output_chars:
             raise ValidationError(f"the output is over {self._max_output_chars} characters")
         self._next_seq += 1
-        self._output.update(chunk.text.encode("utf-8"))
+        data = chunk.text.encode("utf-8", "surrogatepass")
+        self.output_bytes += len(data)
+        self._output.update(data)
         return ChunkReceived(chunk.seq, chunk.text)
 
     def _on_result(self, result: Signed[JobResult]) -> ConsumerEvent:
@@ -188,16 +208,43 @@ class ConsumerJob:
             raise ValidationError("the result answers another request")
         if res.output_hash != self._output.digest():
             raise ValidationError("the result's output hash does not match the chunks received")
-        if res.completion_tokens > req.params.max_tokens:
-            raise ValidationError(
-                f"{res.completion_tokens} completion tokens, over max_tokens "
-                f"{req.params.max_tokens}"
-            )
-        most = charge_for(self.price_per_1k, res.prompt_tokens + res.completion_tokens)
-        if res.charged > most:
-            raise ValidationError(f"charged {res.charged}, more than the quoted price gives {most}")
         if req.digest is not None and res.digest != req.digest:
             raise ValidationError(f"ran model build {res.digest!r}, not the requested one")
+        try:
+            self._check_charge(res)
+        except OverchargeError:
+            self.refused_result = result
+            raise
         self.result = result
         self.state = ConsumerState.RESULT_RECEIVED
         return ResultReceived(result)
+
+    def _check_charge(self, res: JobResult) -> None:
+        """Refuse a charge the consumer cannot bound itself (protocol/charges.py)."""
+        req = self.request.msg
+        assert self.price_per_1k is not None
+        if res.completion_tokens > req.params.max_tokens:
+            raise OverchargeError(
+                f"{res.completion_tokens} completion tokens, over max_tokens "
+                f"{req.params.max_tokens}"
+            )
+        prompt_most = prompt_token_bound(req)
+        if res.prompt_tokens > prompt_most:
+            raise OverchargeError(
+                f"claims {res.prompt_tokens} prompt tokens; the prompt is at most {prompt_most}"
+            )
+        completion_most = completion_token_bound(req, self.output_bytes)
+        if res.completion_tokens > completion_most:
+            raise OverchargeError(
+                f"claims {res.completion_tokens} completion tokens for {self.output_bytes} "
+                f"bytes of output; at most {completion_most}"
+            )
+        if res.finish_reason in UNCHARGED_FINISH_REASONS and res.charged:
+            raise OverchargeError(f"charged {res.charged} for a result that ended "
+                                  f"{res.finish_reason!r}")
+        most = charge_for(self.price_per_1k, res.prompt_tokens + res.completion_tokens)
+        if res.charged > most:
+            raise OverchargeError(f"charged {res.charged}, more than the quoted price gives {most}")
+        cap = max_charge(req, self.price_per_1k)
+        if res.charged > cap:  # implied by the checks above; the last line of defence
+            raise OverchargeError(f"charged {res.charged}, over the job's cap {cap}")

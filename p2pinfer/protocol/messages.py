@@ -184,9 +184,15 @@ class JobRequest(WireMessage):
     prompt: LongText | None = None
     params: JobParams = JobParams()
     digest: Label | None = None  # when set, only this exact model build will do
+    # The price per 1k the consumer read in the provider's advert and chose it for; the
+    # provider accepts at most this (None: no advert was read; max_price_per_1k bounds it).
+    quoted_price_per_1k: MicroCredits | None = None
 
     def __post_init__(self) -> None:
         _check_peer_id("JobRequest.provider", self.provider)
+        if self.quoted_price_per_1k is not None and (
+                self.quoted_price_per_1k > self.max_price_per_1k):
+            raise ValidationError("JobRequest: quoted_price_per_1k is over max_price_per_1k")
         if self.kind == "chat" and (not self.messages or self.prompt is not None):
             raise ValidationError("JobRequest: a chat job has messages and no prompt")
         if self.kind == "generate" and (self.messages or self.prompt is None):
@@ -200,7 +206,7 @@ class JobRequest(WireMessage):
 
 @dataclass(frozen=True)
 class JobAccept(WireMessage):
-    """The provider takes the job at `price_per_1k` (at most the request's max)."""
+    """The provider takes the job at `price_per_1k` (at most the request's quote and max)."""
 
     TYPE: ClassVar[str] = "job_accept"
 

@@ -13,6 +13,12 @@ from p2pinfer.errors import (
     WrongProviderError,
 )
 from p2pinfer.identity import peer_id_from_public_key
+from p2pinfer.protocol.charges import (
+    UNCHARGED_FINISH_REASONS,
+    agreed_price,
+    completion_token_bound,
+    prompt_token_bound,
+)
 from p2pinfer.protocol.codec import Signed, Signer, decode_as, sign
 from p2pinfer.protocol.events import (
     PeerClosed,
@@ -76,6 +82,7 @@ class ProviderJob:
         self._job_id = NO_JOB_ID
         self._next_seq = 0
         self._output = hashlib.sha256()
+        self._output_bytes = 0
         self._rejected = False
         self.state = ProviderState.AWAIT_REQUEST
         self.request: Signed[JobRequest] | None = None
@@ -165,11 +172,11 @@ class ProviderJob:
     # --- bytes out ----------------------------------------------------------
 
     def accept(self, price_per_1k: int) -> bytes:
-        """Take the job at `price_per_1k` (at most the request's max_price_per_1k)."""
+        """Take the job at `price_per_1k` (at most the request's quote and max)."""
         req = self._require(ProviderState.DECIDING, "accept")
-        if price_per_1k > req.max_price_per_1k:
+        if price_per_1k > agreed_price(req):
             raise ValidationError(
-                f"price {price_per_1k} is over the consumer's max {req.max_price_per_1k}; "
+                f"price {price_per_1k} is over the consumer's quote/max {agreed_price(req)}; "
                 "reject with price_too_low instead"
             )
         out = self._send(JobAccept(self._job_id, price_per_1k))
@@ -196,7 +203,9 @@ class ProviderJob:
         self._require(ProviderState.STREAMING, "send a chunk")
         out = self._send(Chunk(self._job_id, self._next_seq, text))
         self._next_seq += 1
-        self._output.update(text.encode("utf-8"))
+        data = text.encode("utf-8")
+        self._output_bytes += len(data)
+        self._output.update(data)
         return out
 
     def finish(
@@ -212,7 +221,9 @@ class ProviderJob:
         total_ms: int = 0,
     ) -> bytes:
         """Send the signed JobResult for the chunks sent so far; the charge follows from
-        the accepted price and the token counts (see `charge_for`)."""
+        the accepted price and the token counts (see `charge_for`). The counts are clamped
+        to what the consumer can check (protocol/charges.py), so an honest result is never
+        refused; an `error` or `cancelled` result charges nothing."""
         req = self._require(ProviderState.STREAMING, "finish")
         assert self.price_per_1k is not None
         if completion_tokens > req.params.max_tokens:
@@ -220,6 +231,11 @@ class ProviderJob:
                 f"{completion_tokens} completion tokens, over the request's max_tokens "
                 f"{req.params.max_tokens}"
             )
+        prompt_tokens = min(prompt_tokens, prompt_token_bound(req))
+        completion_tokens = min(completion_tokens,
+                                completion_token_bound(req, self._output_bytes))
+        billable = 0 if finish_reason in UNCHARGED_FINISH_REASONS else (
+            prompt_tokens + completion_tokens)
         result = JobResult(
             job_id=self._job_id,
             request_hash=self._request_signed().hash,
@@ -231,7 +247,7 @@ class ProviderJob:
             generation_ms=generation_ms,
             total_ms=total_ms,
             finish_reason=finish_reason,
-            charged=charge_for(self.price_per_1k, prompt_tokens + completion_tokens),
+            charged=charge_for(self.price_per_1k, billable),
             finished_at=now_ms,
         )
         signed = sign(result, self._identity)

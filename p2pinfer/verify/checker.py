@@ -49,6 +49,7 @@ from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.generation import sampling_params
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.job_types import Candidate, JobOutcome
+from p2pinfer.net.net_job import NetJob
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, JobParams, JobRequest, JobResult
 from p2pinfer.protocol.codec import decode_as
@@ -295,9 +296,20 @@ class Verifier:
         prompt = self.rng.choice(self.prompts)
         params = JobParams(max_tokens=self.config.check_max_tokens, temperature=0.0, top_k=1,
                            seed=self.rng.randrange(2**32))
+        job: NetJob | None = None
         try:
-            outcome = await client.run(model, [ChatTurn("user", prompt)], params)
+            async with client.job(model, [ChatTurn("user", prompt)], params) as job:
+                async for _ in job:
+                    pass
+            outcome = job.outcome
+            assert outcome is not None
         except P2PInferError as exc:
+            if job is not None and job.failovers and all(
+                    f.code == "busy" for f in job.failovers):
+                # A check comes from a fresh key: a provider runs such jobs only on an
+                # idle slot and gives the slot to a paying job (net/admission.py).
+                log.info("check job refused busy provider=%s", provider)
+                return None
             # The check job failed outright: that is a failed job, seen by us.
             await self._record(provider, Outcome.JOB_FAILED, 1000)
             log.info("check job not completed provider=%s error=%s", provider, exc)

@@ -164,3 +164,14 @@ def allow(
     """Whether the breaker lets a job go to this peer now, and the record after asking."""
     ok, brk = B.allow(rec.breaker, now_ms, params.breaker)
     return ok, (rec if brk == rec.breaker else replace(rec, breaker=brk))
+
+
+def convict(
+    rec: PeerReputation, now_ms: int, params: ReputationParams = DEFAULT_REPUTATION
+) -> PeerReputation:
+    """The record after this node caught the peer cheating with its own signature (an
+    overcharge: a signed result claiming more than the signed request and the output
+    allow): score 0 (it earns nothing and ranks last) and its breaker open."""
+    brk = B.record(rec.breaker, False, 0, now_ms, params.breaker)
+    return replace(rec, score_ppm=0, updated_ms=now_ms, breaker=brk,
+                   jobs_failed=rec.jobs_failed + 1)

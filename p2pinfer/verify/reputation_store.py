@@ -152,6 +152,12 @@ class ReputationBook:
                                  report_weight_pm=report_weight_pm))
         return out[-1]
 
+    def convict(self, peer_id: str) -> R.PeerReputation:
+        """Record proven cheating by `peer_id` (see reputation.convict)."""
+        with self._update(peer_id) as (rec, out):
+            out.append(R.convict(rec, self._clock(), self.params))
+        return out[-1]
+
     def record_latency(self, peer_id: str, advertised_ms: int, observed_ms: int
                        ) -> R.PeerReputation:
         """Apply a latency observation against what the peer advertised."""

@@ -206,6 +206,10 @@ async def test_a_queued_job_waits_for_the_slot_instead_of_being_refused(tmp_path
                                             config=JobServerConfig(max_concurrency=1, queue=1))
             net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
             await wait_for_providers(net, FAKE_MODEL, 1)
+            # A key that never paid this provider runs one job at a time: pay one first.
+            stuck.pause_after = None
+            await client.run(FAKE_MODEL, "warm up", JobParams(max_tokens=1))
+            stuck.pause_after = 1
             results: list[str] = []
 
             async def second() -> None:

@@ -97,18 +97,20 @@ def job_requests(draw: st.DrawFn) -> JobRequest:
     issued_at = draw(st.integers(0, U63 - 1))
     kind = draw(st.sampled_from(["chat", "generate"]))
     chat = kind == "chat"
+    max_price = draw(credits)
     return JobRequest(
         job_id=draw(job_ids),
         provider=draw(peer_ids),
         model=draw(text(1)),
         kind=kind,
-        max_price_per_1k=draw(credits),
+        max_price_per_1k=max_price,
         issued_at=issued_at,
         expires_at=draw(st.integers(issued_at + 1, U63)),
         messages=tuple(draw(st.lists(chat_turns, min_size=1, max_size=4))) if chat else (),
         prompt=None if chat else draw(text()),
         params=draw(job_params),
         digest=draw(st.none() | text(0, 64)),
+        quoted_price_per_1k=draw(st.none() | st.integers(0, max_price)),
     )
 
 

@@ -1,0 +1,73 @@
+"""The most a job may charge, as a consumer can check it without a tokenizer.
+
+A JobResult's token counts are the provider's claims. The consumer signs a
+Receipt only for a charge it can bound from what it knows itself: its own
+request and the text it received. Every tokenizer the network's engines use
+(byte-level BPE, SentencePiece with byte fallback) spends at least one byte of
+text per token, so
+
+    prompt_tokens     <= UTF-8 bytes of the prompt (all message contents)
+                         + PROMPT_OVERHEAD_PER_JOB + PROMPT_OVERHEAD_PER_MESSAGE x messages
+    completion_tokens <= UTF-8 bytes of the output received
+                         + the longest stop string's bytes + COMPLETION_ALLOWANCE
+                         (and <= max_tokens)
+
+and the charge is at most `charge_for(price, prompt + completion)` at a price of at
+most the quote the request carries. `error` and `cancelled` results charge nothing.
+An honest provider clamps its claims to these bounds (`ProviderJob.finish`), so a
+well-behaved job is never refused; a provider that claims more is caught lying
+with its own signature (see docs/security/money.md).
+"""
+
+from __future__ import annotations
+
+from p2pinfer.protocol.messages import JobRequest, charge_for
+
+PROMPT_OVERHEAD_PER_JOB = 256
+"""Template tokens around the whole prompt: BOS, a default system prompt some chat
+templates add (SmolLM2's is ~20 tokens, Llama 3's date header ~30), generation prompt."""
+PROMPT_OVERHEAD_PER_MESSAGE = 16
+"""Template tokens around each message: role markers, separators, end-of-turn (ChatML
+spends 5, Llama 3 about 6; a SentencePiece dummy-prefix token adds 1)."""
+COMPLETION_ALLOWANCE = 16
+"""Generated tokens that leave no bytes in the text: the end-of-turn token, special
+tokens an engine drops, the bytes of a character cut off by max_tokens."""
+UNCHARGED_FINISH_REASONS = frozenset({"error", "cancelled"})
+"""A result that ended so pays nothing: the consumer did not get what it asked for."""
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of `text` in UTF-8 (a lone surrogate counts 3, as it would be escaped)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def prompt_token_bound(request: JobRequest) -> int:
+    """The most prompt tokens `request` can take (see the module doc)."""
+    if request.kind == "generate":
+        return utf8_len(request.prompt or "") + PROMPT_OVERHEAD_PER_JOB + (
+            PROMPT_OVERHEAD_PER_MESSAGE)
+    text = sum(utf8_len(m.content) for m in request.messages)
+    return (text + PROMPT_OVERHEAD_PER_JOB
+            + PROMPT_OVERHEAD_PER_MESSAGE * len(request.messages))
+
+
+def completion_token_bound(request: JobRequest, output_bytes: int) -> int:
+    """The most completion tokens an output of `output_bytes` UTF-8 bytes can have cost."""
+    stop = max((utf8_len(s) for s in request.params.stop), default=0)
+    return min(request.params.max_tokens, output_bytes + stop + COMPLETION_ALLOWANCE)
+
+
+def agreed_price(request: JobRequest) -> int:
+    """The most the provider may accept at: the advert's quote the consumer chose (or,
+    with no quote, its maximum)."""
+    quote = request.quoted_price_per_1k
+    return request.max_price_per_1k if quote is None else min(quote, request.max_price_per_1k)
+
+
+def max_charge(request: JobRequest, price_per_1k: int | None = None) -> int:
+    """The most any result of `request` may charge: prompt bound + max_tokens at the agreed
+    price (or at `price_per_1k`, the accepted one, when lower)."""
+    price = agreed_price(request)
+    if price_per_1k is not None:
+        price = min(price, price_per_1k)
+    return charge_for(price, prompt_token_bound(request) + request.params.max_tokens)

@@ -1,0 +1,119 @@
+"""Free inference and slot hogging (issue 14, attack 6) on real hosts: a key that never
+paid gets one job, only on an idle slot, gives it up to a paying job, and is refused
+after taking a result without a receipt."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.protocol import (
+    JOB_PROTOCOL_ID,
+    Chunk,
+    JobAccept,
+    JobParams,
+    JobReject,
+    JobResult,
+    decode,
+    encode_frame,
+)
+from p2pinfer.verify.checker import Verifier
+from p2pinfer.verify.reputation_store import ReputationBook
+from tests.integration.job_helpers import (
+    FAKE_MODEL,
+    FakeBackend,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
+from tests.support.raw_jobs import first_answer, signed_request
+
+pytestmark = pytest.mark.network
+
+
+async def test_a_free_job_gives_its_slot_to_a_paying_job(tmp_path: Path) -> None:
+    engine = FakeBackend(tokens=[f"w{i} " for i in range(1_000)], pause_after=2)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path,
+                                            config=JobServerConfig(max_concurrency=1, queue=4))
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            engine.pause_after = None
+            await client.run(FAKE_MODEL, "pay once", JobParams(max_tokens=2))  # now a payer
+            engine.pause_after = 2
+            pid, freeloader = provider.net.peer_id, NodeIdentity.generate()
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(freeloader, pid, FAKE_MODEL,
+                                                           max_tokens=900)))
+            assert isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobAccept)
+            await engine.paused.wait()  # the free job holds the only slot
+            # A second key without a receipt finds no idle slot: busy.
+            other = await first_answer(net, pid, signed_request(NodeIdentity.generate(), pid,
+                                                                FAKE_MODEL))
+            assert other.expect(JobReject).msg.code == "busy"
+            engine.pause_after = None
+            paying = await client.run(FAKE_MODEL, "paying", JobParams(max_tokens=3))
+            assert paying.text == "w0 w1 w2 " and not paying.failovers
+            frames = []
+            while True:  # the free job ended busy, mid-stream, without a result
+                msg = decode(await stream.read_frame(timeout_s=5)).msg
+                frames.append(msg)
+                if not isinstance(msg, Chunk):
+                    break
+            assert isinstance(frames[-1], JobReject) and frames[-1].code == "busy"
+            await stream.reset()
+            assert "preempted" in [r.outcome for r in provider.server.records]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_key_that_took_a_result_unpaid_is_refused_after(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                            config=JobServerConfig(receipt_timeout_s=0.5))
+            net, _, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            pid, freeloader = provider.net.peer_id, NodeIdentity.generate()
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(freeloader, pid, FAKE_MODEL)))
+            while not isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobResult):
+                pass
+            await stream.close()  # no receipt
+            with trio.fail_after(5):
+                while not provider.server.records:
+                    await trio.sleep(0.01)
+            assert provider.server.records[-1].outcome == "unpaid"
+            again = await first_answer(net, pid, signed_request(freeloader, pid, FAKE_MODEL))
+            reject = again.expect(JobReject).msg
+            assert reject.code == "insufficient_credit" and "no receipt" in reject.message
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_spot_check_refused_busy_is_not_held_against_the_provider(
+    tmp_path: Path,
+) -> None:
+    engine = FakeBackend(pause_after=1)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            verifier = Verifier(net, client.identity, client, backend=None,
+                                models=frozenset(), reputation=book, ledger=None)
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            pid = provider.net.peer_id
+            async with client.job(FAKE_MODEL, "hold the slot", JobParams(max_tokens=5)) as job:
+                await job.next_delta()
+                await engine.paused.wait()
+                # The check comes from a fresh key: no idle slot, so busy; not a failure.
+                assert await verifier.check_provider(pid, FAKE_MODEL) is None
+                engine.resume.set()
+            assert book.get(pid).jobs_failed == 0
+            assert provider.server.records[0].outcome == "rejected:busy"
+            nursery.cancel_scope.cancel()
