@@ -255,10 +255,12 @@ async def _follow_governance(governance: GovService, parts: GovernedParts) -> No
         await trio.sleep(GOVERNANCE_POLL_S)
 
 
-async def _gauges(net: NetHost, metrics: NodeMetrics) -> None:
+async def _gauges(net: NetHost, metrics: NodeMetrics, server: JobServer | None) -> None:
     while True:
         metrics.peers.set(len(net.peers()))
         metrics.catalog_providers.set(len(net.catalog.peer_ids()))
+        if server is not None:
+            metrics.replay_ids.set(server.replay_ids)
         await trio.sleep(5)
 
 
@@ -325,7 +327,7 @@ async def run_node(
                         governance=governance)
                     binding = await nursery.start(partial(run_gateway, view, gateway_config))
                     gateway_url = binding.url
-                nursery.start_soon(_gauges, net, metrics)
+                nursery.start_soon(_gauges, net, metrics, server)
                 nursery.start_soon(_advance_ledger_checkpoint, ledger, identity, home)
                 verifier = Verifier(
                     net, identity, client, backend=backend,

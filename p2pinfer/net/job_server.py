@@ -1,9 +1,10 @@
 """The provider's job server: `/p2pinfer/job/1.0.0` streams in, signed answers out.
 
 One stream carries one job (docs/node.md has the whole flow). The protocol
-checks (signature, time window, binding to this provider, limits, replay in one
-node-wide window) are `ProviderJob`'s; this module adds the provider's
-decisions (known model, price, capacity), runs the backend, and moves bytes:
+checks (signature, time window, binding to this provider, limits) are
+`ProviderJob`'s; this module adds the provider's decisions (known model, price,
+capacity), then admits the request into the node-wide replay window (per-peer
+shares, see protocol.validation.ReplayWindow), runs the backend, and moves bytes:
 
 - the request is refused with a reject code, or waits for one of the model's
   slots (bounded queue; beyond it `busy` with retry_after_ms), then accepted;
@@ -34,6 +35,7 @@ from p2pinfer.errors import (
     LedgerError,
     ModelNotFound,
     NetworkError,
+    ProtocolError,
 )
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.market.pricing import price_for
@@ -110,7 +112,7 @@ class JobServer:
         self._catalog = catalog
         self._ledger = ledger
         self._metrics = metrics or NodeMetrics()
-        self._replay = replay or ReplayWindow()
+        self._replay = replay if replay is not None else ReplayWindow()  # empty is falsy
         self._clock = clock_ms
         self._rng = rng or random.Random()
         self._slots = {
@@ -139,6 +141,11 @@ class JobServer:
         slots = self._slots.get(model)
         utilisation = slots.utilisation_pm if slots is not None else 0
         return price_for(utilisation, 1 + others, self.config.pricing)
+
+    @property
+    def replay_ids(self) -> int:
+        """Job ids the replay window holds now."""
+        return len(self._replay)
 
     def active_jobs(self, model: str | None = None) -> int:
         """Jobs holding a slot now (for one model, or all)."""
@@ -219,6 +226,11 @@ class JobServer:
             slots.check()
         except Busy as exc:
             await self._refuse(job, request, "busy", str(exc), exc.retry_after_ms)
+            return
+        try:  # last of the cheap checks: only a request it would serve takes replay room
+            machine.admit(self._clock(), peer=str(job.stream.remote_peer_id))
+        except ProtocolError as exc:
+            await self._refuse(job, request, exc.reject_code, str(exc))  # type: ignore[arg-type]
             return
         with job.work:
             try:
