@@ -111,6 +111,11 @@ class EngineResponseError(BackendError):
     """The engine answered, but not with something we can use."""
 
 
+class BadRequestError(BackendError):
+    """The request is one the engine or network cannot take: over a wire cap (a stop
+    string, a message's length) or text that is not valid Unicode. HTTP answers 400."""
+
+
 class NetworkError(P2PInferError):
     """A libp2p-level failure: dial, stream, or peer misbehaviour."""
 

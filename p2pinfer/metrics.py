@@ -43,6 +43,10 @@ class NodeMetrics:
         self.catalog_providers = Gauge(
             "p2pinfer_catalog_providers", "Providers in the advert catalog", registry=r
         )
+        self.replay_ids = Gauge(
+            "p2pinfer_replay_window_ids", "Job ids the provider's replay window holds",
+            registry=r,
+        )
         self.checks = Counter(
             "p2pinfer_checks", "Spot-checks by verdict", ["verdict"], registry=r
         )

@@ -35,6 +35,7 @@ from p2pinfer.hardware.benchmark import BenchResult
 from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.job_board import JobBoard
+from p2pinfer.market.checkpoint import StartupCheck, checkpoint_path, verify_from_checkpoint
 from p2pinfer.market.ledger import Ledger, ledger_path
 from p2pinfer.market.split import preset_named
 from p2pinfer.metrics import NodeMetrics
@@ -57,6 +58,9 @@ NODE_STATUS_FILE = "node.json"
 FAUCET_GRANT_ID = "node-faucet"
 #: How often a node re-tallies governance to apply parameters whose time has come.
 GOVERNANCE_POLL_S = 5.0
+#: How often a running node verifies its new ledger entries and moves its checkpoint up,
+#: so the next start walks at most this long's worth of entries.
+LEDGER_CHECKPOINT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,23 @@ def grant_faucet(ledger: Ledger, identity: NodeIdentity, amount: int) -> bool:
         return False
     log.info("faucet granted amount=%d", amount)
     return True
+
+
+def verify_ledger(ledger: Ledger, identity: NodeIdentity, home: Path) -> StartupCheck:
+    """Verify the ledger from its checkpoint (in full without one) and move the checkpoint
+    to the head; LedgerIntegrityError (exit 11) names what is wrong."""
+    check = verify_from_checkpoint(ledger, identity, checkpoint_path(home))
+    log.info("ledger verified entries=%d from_checkpoint=%d head=%d seconds=%.3f",
+             check.verified, check.checkpoint_seq, check.head_seq, check.seconds)
+    return check
+
+
+async def _advance_ledger_checkpoint(ledger: Ledger, identity: NodeIdentity, home: Path) -> None:
+    """Verify the entries written since the last check, now and then (in a thread)."""
+    limiter = trio.CapacityLimiter(1)
+    while True:
+        await trio.sleep(LEDGER_CHECKPOINT_S)
+        await trio.to_thread.run_sync(verify_ledger, ledger, identity, home, limiter=limiter)
 
 
 def substitute_name(spec: str) -> str:
@@ -234,10 +255,12 @@ async def _follow_governance(governance: GovService, parts: GovernedParts) -> No
         await trio.sleep(GOVERNANCE_POLL_S)
 
 
-async def _gauges(net: NetHost, metrics: NodeMetrics) -> None:
+async def _gauges(net: NetHost, metrics: NodeMetrics, server: JobServer | None) -> None:
     while True:
         metrics.peers.set(len(net.peers()))
         metrics.catalog_providers.set(len(net.catalog.peer_ids()))
+        if server is not None:
+            metrics.replay_ids.set(server.replay_ids)
         await trio.sleep(5)
 
 
@@ -252,6 +275,9 @@ async def run_node(
     home = config.home
     home.mkdir(parents=True, exist_ok=True)
     identity = identity_store.load_or_create(home)
+    # First, before the engine loads: a node never runs on a ledger it cannot trust.
+    with Ledger.open(ledger_path(home), identity) as ledger:
+        verify_ledger(ledger, identity, home)
     if config.fault is not None:
         log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
                     config.fault)
@@ -301,7 +327,8 @@ async def run_node(
                         governance=governance)
                     binding = await nursery.start(partial(run_gateway, view, gateway_config))
                     gateway_url = binding.url
-                nursery.start_soon(_gauges, net, metrics)
+                nursery.start_soon(_gauges, net, metrics, server)
+                nursery.start_soon(_advance_ledger_checkpoint, ledger, identity, home)
                 verifier = Verifier(
                     net, identity, client, backend=backend,
                     models=frozenset(s.info.name for s in served), reputation=reputation,

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from p2pinfer.backends.base import Completion, StreamEvent, TokenDelta
 from p2pinfer.errors import (
     AllProvidersFailedError,
+    BadRequestError,
     EngineResponseError,
     EngineUnavailable,
     InsufficientCreditError,
@@ -52,6 +53,8 @@ class Encoder(Protocol):
 
 def error_status(exc: P2PInferError) -> int:
     """The HTTP status for a backend (or network backend) failure, as Ollama would answer."""
+    if isinstance(exc, BadRequestError):
+        return 400
     if isinstance(exc, ModelNotFound | NoProvidersError):
         return 404
     if isinstance(exc, InsufficientCreditError):

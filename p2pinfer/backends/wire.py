@@ -8,6 +8,7 @@ engine server and the network gateway serve the same shapes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,7 +62,29 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         kind = _json_kind(value)
         raise ApiError(400, f"json: cannot unmarshal {kind} into Go value of type api.Request")
+    if _SURROGATE_ESCAPE.search(body) and not _encodable(value):
+        raise ApiError(400, "invalid Unicode in request body: a lone surrogate (\\ud800-\\udfff)"
+                       " is not a character")
     return value
+
+
+# A \uD800-\uDFFF escape: a surrogate pair is fine, a lone one decodes to a str that no
+# engine or wire can encode (UTF-8 refuses it), so the request is refused up front.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def _refuse_constant(name: str) -> Any:

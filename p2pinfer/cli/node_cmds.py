@@ -55,8 +55,9 @@ def node(
     api_key: Annotated[str | None, typer.Option(
         "--api-key", help=f"Gateway API key(s), comma-separated (default: ${API_KEY_ENV}); "
         "required to bind off loopback.")] = None,
+    # "\\[" keeps rich (typer's help renderer) from reading "[/BURST]" as a closing tag.
     gateway_rate_limit: Annotated[str | None, typer.Option(
-        "--gateway-rate-limit", help="Requests per second per key, RATE[/BURST]; 0: no limit "
+        "--gateway-rate-limit", help="Requests per second per key, RATE\\[/BURST]; 0: no limit "
         f"(default: ${RATE_LIMIT_ENV} or 20/40).")] = None,
     fault: Annotated[str | None, typer.Option(
         "--fault", help=f"Misbehave on purpose, for tests: {FAULT_HELP}.")] = None,

@@ -412,27 +412,39 @@ class Ledger:
 
     # -- verification ----------------------------------------------------------------------
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction, for checks that span several queries (LedgerError if the
+        file cannot be read)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                try:
+                    yield self._conn
+                finally:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
+
     def verify(
         self,
         *,
         expected_signer: bytes | None = None,
         evidence_verifier: EvidenceVerifier | None = None,
+        after_seq: int = 0,
+        after_hash: bytes = E.GENESIS_PREV,
     ) -> VerifyReport:
         """Walk the whole chain (one read snapshot) and report the first bad entry, if any.
 
         `expected_signer` defaults to the owner recorded at creation; the node
         passes its own public key. `evidence_verifier` re-checks stored signed
         messages (JobResult, Receipt, CheckReport) that only the protocol knows.
+        With `after_seq`, only the entries after it, trusting its hash is `after_hash`
+        (see market/checkpoint.py).
         """
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN")
-                try:
-                    return walk_chain(self._conn, self.owner, expected_signer, evidence_verifier)
-                finally:
-                    self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
+        with self.read_snapshot() as conn:
+            return walk_chain(conn, self.owner, expected_signer, evidence_verifier,
+                              after_seq=after_seq, after_hash=after_hash)
 
     def verify_or_raise(self, **kwargs: Any) -> VerifyReport:
         """`verify`, raising LedgerIntegrityError("entry N: why") on the first bad entry."""

@@ -121,17 +121,26 @@ def walk_chain(
     owner: bytes | None,
     expected_signer: bytes | None,
     evidence_verifier: EvidenceVerifier | None,
+    *,
+    after_seq: int = 0,
+    after_hash: bytes = E.GENESIS_PREV,
 ) -> VerifyReport:
-    """Verify every entry in `conn` (inside the caller's read transaction)."""
+    """Verify every entry in `conn` (inside the caller's read transaction), or with
+    `after_seq` only the entries after it, trusting that entry's hash is `after_hash`
+    (a checkpoint: see market/checkpoint.py). `verified` counts the entries walked."""
     signer = expected_signer or owner
-    prev_hash, expected_seq = E.GENESIS_PREV, 1
+    prev_hash, expected_seq = after_hash, after_seq + 1
 
     def report(bad: BadEntry | None) -> VerifyReport:
-        return VerifyReport(expected_seq - 1, expected_seq - 1, prev_hash, bad)
+        return VerifyReport(expected_seq - 1 - after_seq, expected_seq - 1, prev_hash, bad)
 
     if expected_signer is not None and owner is not None and owner != expected_signer:
         return report(BadEntry(0, "the ledger's recorded owner is not this node's key"))
-    for row in conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq"):
+    # A full walk reads every row, so that a row at seq <= 0 is reported too.
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE seq > ? ORDER BY seq",
+                        (after_seq,)) if after_seq else conn.execute(
+        f"SELECT {_COLUMNS} FROM entries ORDER BY seq")
+    for row in rows:
         seq = row[0]
         if not isinstance(seq, int) or seq != expected_seq:
             if isinstance(seq, int) and seq > expected_seq:

@@ -1,9 +1,10 @@
 """The provider's job server: `/p2pinfer/job/1.0.0` streams in, signed answers out.
 
 One stream carries one job (docs/node.md has the whole flow). The protocol
-checks (signature, time window, binding to this provider, limits, replay in one
-node-wide window) are `ProviderJob`'s; this module adds the provider's
-decisions (known model, price, capacity), runs the backend, and moves bytes:
+checks (signature, time window, binding to this provider, limits) are
+`ProviderJob`'s; this module adds the provider's decisions (known model, price,
+capacity), then admits the request into the node-wide replay window (per-peer
+shares, see protocol.validation.ReplayWindow), runs the backend, and moves bytes:
 
 - the request is refused with a reject code, or waits for one of the model's
   slots (bounded queue; beyond it `busy` with retry_after_ms), then accepted;
@@ -34,6 +35,7 @@ from p2pinfer.errors import (
     LedgerError,
     ModelNotFound,
     NetworkError,
+    ProtocolError,
 )
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.market.pricing import price_for
@@ -129,7 +131,7 @@ class JobServer:
         self._catalog = catalog
         self._ledger = ledger
         self._metrics = metrics or NodeMetrics()
-        self._replay = replay or ReplayWindow()
+        self._replay = replay if replay is not None else ReplayWindow()  # empty is falsy
         self._clock = clock_ms
         self._rng = rng or random.Random()
         self._slots = {
@@ -182,6 +184,11 @@ class JobServer:
             if at >= oldest:
                 floor = min(floor, price)
         return floor
+
+    @property
+    def replay_ids(self) -> int:
+        """Job ids the replay window holds now."""
+        return len(self._replay)
 
     def active_jobs(self, model: str | None = None) -> int:
         """Jobs holding a slot now (for one model, or all)."""
@@ -266,7 +273,11 @@ class JobServer:
         assert machine.request is not None
         idle = slots.active < slots.concurrency and slots.waiting == 0
         try:
+            machine.check_replay(self._clock())
             job.ticket = self.gate.admit(machine.request.signer, self._clock(), idle=idle)
+        except ProtocolError as exc:
+            await self._refuse(job, request, exc.reject_code, str(exc))  # type: ignore[arg-type]
+            return
         except Refused as exc:
             await self._refuse(job, request, exc.code, str(exc),  # type: ignore[arg-type]
                                exc.retry_after_ms)
@@ -282,6 +293,12 @@ class JobServer:
     ) -> None:
         machine, ticket = job.machine, job.ticket
         assert ticket is not None
+        try:  # last of the cheap checks: only a request it would serve takes replay room
+            machine.admit(self._clock(), peer=str(job.stream.remote_peer_id))
+        except ProtocolError as exc:
+            self.gate.refund(ticket)
+            await self._refuse(job, request, exc.reject_code, str(exc))  # type: ignore[arg-type]
+            return
         free_running = self._free_running[info.name]
         if not ticket.free and slots.active >= slots.concurrency and free_running:
             self._preempt(free_running.pop(0), request)

@@ -26,6 +26,7 @@ from p2pinfer.backends.base import (
 )
 from p2pinfer.errors import (
     AllProvidersFailedError,
+    BadRequestError,
     EngineResponseError,
     EngineUnavailable,
     InsufficientCreditError,
@@ -33,11 +34,13 @@ from p2pinfer.errors import (
     ModelNotFound,
     NetworkError,
     NoProvidersError,
+    ValidationError,
 )
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import TextDelta
 from p2pinfer.net.net_job import NetJob
 from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.protocol.schema import to_wire
 
 
 @dataclass
@@ -53,6 +56,7 @@ class JobMeta:
 current_job_meta: ContextVar[JobMeta | None] = ContextVar("p2pinfer_job_meta", default=None)
 
 DEFAULT_MAX_TOKENS = 1024  # when the caller sets no limit (Ollama's num_predict -1)
+MAX_TURNS = 1024  # JobRequest.messages' wire cap
 
 
 def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> JobParams:
@@ -94,8 +98,7 @@ class NetworkBackend:
     def chat(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
-        turns = [ChatTurn(m.role, m.content) for m in messages]
-        return self._stream(model, turns, params)
+        return self._stream(model, list(messages), params)
 
     def generate(
         self, model: str, prompt: str, params: SamplingParams
@@ -107,13 +110,12 @@ class NetworkBackend:
 
     @asynccontextmanager
     async def _stream(
-        self, model: str, input: str | list[ChatTurn], params: SamplingParams
+        self, model: str, input: str | list[ChatMessage], params: SamplingParams
     ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         meta = current_job_meta.get()
+        wire_input, wire_params = wire_job(input, params, self._default_max_tokens)
         try:
-            async with self.client.job(
-                model, input, job_params(params, self._default_max_tokens)
-            ) as job:
+            async with self.client.job(model, wire_input, wire_params) as job:
                 # Errors before the first token are raised on entering, as Backend says.
                 first = await job.next_delta()
                 yield _Events(job, first, meta)
@@ -121,6 +123,36 @@ class NetworkBackend:
             raise backend_error(exc) from exc
         except InsufficientCreditError as exc:
             raise EngineUnavailable(str(exc)) from exc
+
+
+def wire_job(
+    input: str | Sequence[ChatMessage], params: SamplingParams, default_max_tokens: int
+) -> tuple[str | list[ChatTurn], JobParams]:
+    """The request as the wire carries it; BadRequestError (HTTP 400) for what the wire
+    cannot carry: a field over its cap (a stop string over 256 characters, a message over
+    262,144) or text with a lone surrogate (not encodable as UTF-8)."""
+    texts = [input] if isinstance(input, str) else [m.content for m in input]
+    for text in (*texts, *params.stop):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequestError(
+                "the request's text is not valid Unicode (a lone surrogate such as \\ud800)"
+            ) from None
+    try:
+        wire_params = job_params(params, default_max_tokens)
+        to_wire(wire_params)
+        if isinstance(input, str):
+            to_wire(ChatTurn("user", input))  # a prompt has a turn's cap
+            return input, wire_params
+        if len(input) > MAX_TURNS:
+            raise ValidationError(f"{len(input)} messages, more than {MAX_TURNS}")
+        turns = [ChatTurn(m.role, m.content) for m in input]
+        for turn in turns:
+            to_wire(turn)
+        return turns, wire_params
+    except ValidationError as exc:
+        raise BadRequestError(f"the network cannot carry this request: {exc}") from None
 
 
 def backend_error(exc: NetworkError) -> EngineUnavailable | ModelNotFound | EngineResponseError:

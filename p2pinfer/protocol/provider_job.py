@@ -61,7 +61,8 @@ class ProviderState(enum.Enum):
 
 class ProviderJob:
     """The provider's side of one job. Checks the request's signature, time window,
-    binding to this provider, `limits` and replay (in the node-wide `replay` window)."""
+    binding to this provider and `limits`; `admit` then checks replay (in the node-wide
+    `replay` window) once the provider has decided it would serve the request."""
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class ProviderJob:
         self._output = hashlib.sha256()
         self._output_bytes = 0
         self._rejected = False
+        self._admitted = False
         self.state = ProviderState.AWAIT_REQUEST
         self.request: Signed[JobRequest] | None = None
         self.price_per_1k: int | None = None
@@ -139,8 +141,8 @@ class ProviderJob:
             limits=self._limits,
             skew_ms=self._skew_ms,
         )
-        # Last, so that a request refused for another reason does not use up its id.
-        self._replay.check_and_remember(req.job_id, req.expires_at, now_ms)
+        # Its id goes into the replay window only on admit(): a request refused for any
+        # other reason takes no room there and does not use up its id.
         self.request = signed
         self.state = ProviderState.DECIDING
         return RequestReceived(signed)
@@ -171,9 +173,34 @@ class ProviderJob:
 
     # --- bytes out ----------------------------------------------------------
 
+    def check_replay(self, now_ms: int) -> None:
+        """ReplayError ("replayed") if the request's job id is in the replay window already;
+        records nothing, so the provider can answer a replay as such before its other
+        admission checks and still let only a request it serves take room (`admit`)."""
+        req = self._require(ProviderState.DECIDING, "check_replay")
+        self._replay.check_unused(req.job_id, now_ms)
+
+    def admit(self, now_ms: int, *, peer: str = "") -> None:
+        """Record the request's job id in the node-wide replay window, once the provider
+        would take the job (known model, price, a free slot): ReplayError ("replayed") if
+        the id was used, ReplayWindowFull ("busy") if the window, or the share of it held
+        by the request's signer or by `peer` (the connection's PeerID), is full. Reject
+        with the error's `reject_code` then. Required before `accept`."""
+        req = self._require(ProviderState.DECIDING, "admit")
+        if self._admitted:
+            return
+        assert self.request is not None
+        forget_at = min(req.expires_at, req.issued_at + self._limits.max_age_ms)
+        owners = (self.request.signer_peer_id, peer) if peer else (self.request.signer_peer_id,)
+        self._replay.check_and_remember(req.job_id, forget_at, now_ms, peers=owners)
+        self._admitted = True
+
     def accept(self, price_per_1k: int) -> bytes:
-        """Take the job at `price_per_1k` (at most the request's quote and max)."""
+        """Take the job at `price_per_1k` (at most the request's quote and max); the
+        request must have been admitted (`admit`)."""
         req = self._require(ProviderState.DECIDING, "accept")
+        if not self._admitted:
+            raise StateError("admit the request (replay window) before accepting it")
         if price_per_1k > agreed_price(req):
             raise ValidationError(
                 f"price {price_per_1k} is over the consumer's quote/max {agreed_price(req)}; "

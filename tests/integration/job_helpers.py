@@ -26,7 +26,7 @@ from p2pinfer.net import NetConfig, NetHost, run_host
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer
+from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, ReplayWindow
 
 FAKE_MODEL = "fake:1b"
 FAKE_DIGEST = "cd" * 32
@@ -129,6 +129,7 @@ async def start_provider(
     *,
     config: JobServerConfig = JobServerConfig(),
     bootstrap: tuple[str, ...] = (),
+    replay: ReplayWindow | None = None,
 ) -> Provider:
     """A provider host serving `backend` with its own ledger, advertising every second.
     Cancel `provider.scope` to make it vanish as a crashed process would."""
@@ -144,7 +145,8 @@ async def start_provider(
                 models = {m.name: m for m in await backend.list_models()}
                 metrics = NodeMetrics()
                 server = JobServer(identity, backend, models, config=config,
-                                   catalog=net.catalog, ledger=ledger, metrics=metrics)
+                                   catalog=net.catalog, ledger=ledger, metrics=metrics,
+                                   replay=replay)
                 server.install(net.set_stream_handler)
                 net.start_advertising(advert_for(server), interval_s=1.0)
                 ready.append(Provider(net, server, ledger, backend, metrics, scope))

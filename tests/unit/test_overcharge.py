@@ -165,6 +165,7 @@ def test_an_honest_provider_clamps_its_claims_so_it_is_never_refused() -> None:
     consumer = ConsumerJob(CONSUMER, request(quoted_price_per_1k=300))
     provider = ProviderJob(PROVIDER, ReplayWindow())
     provider.receive_data(consumer.start(), NOW_MS)
+    provider.admit(NOW_MS)
     with pytest.raises(ValidationError, match="price_too_low"):
         provider.accept(301)  # over the quote, though under the max
     wire = provider.accept(300) + provider.chunk("Blue")
@@ -180,6 +181,7 @@ def test_an_honest_provider_clamps_its_claims_so_it_is_never_refused() -> None:
     consumer = ConsumerJob(CONSUMER, request(quoted_price_per_1k=300))
     provider = ProviderJob(PROVIDER, ReplayWindow())
     provider.receive_data(consumer.start(), NOW_MS)
+    provider.admit(NOW_MS)
     wire = provider.accept(300) + provider.chunk("Bl")
     wire += provider.finish(prompt_tokens=5, completion_tokens=1, finish_reason="error",
                             now_ms=NOW_MS)

@@ -10,9 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pinfer.errors import SignatureError, StateError, ValidationError
+from p2pinfer.errors import ReplayError, SignatureError, StateError, ValidationError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import (
+    CLOCK_SKEW_MS,
+    MAX_REQUEST_AGE_MS,
+    MAX_REQUEST_LIFETIME_MS,
     Accepted,
     ChatTurn,
     Chunk,
@@ -70,6 +73,7 @@ def started(**changes: object) -> tuple[ConsumerJob, ProviderJob]:
     provider = ProviderJob(PROVIDER, ReplayWindow())
     [event] = provider.receive_data(consumer.start(), NOW_MS)
     assert isinstance(event, RequestReceived)
+    provider.admit(NOW_MS)
     [accepted] = consumer.receive_data(provider.accept(400), NOW_MS)
     assert isinstance(accepted, Accepted) and accepted.price_per_1k == 400
     return consumer, provider
@@ -128,6 +132,7 @@ def test_a_full_job_runs_between_both_machines(
     assert received.request.msg == consumer.request.msg
     assert received.request.signer == CONSUMER.public_key
 
+    provider.admit(NOW_MS)
     wire = provider.accept(300) + b"".join(provider.chunk(p) for p in pieces)
     wire += provider.finish(
         prompt_tokens=11,
@@ -214,10 +219,43 @@ def test_a_replayed_request_is_rejected_by_the_shared_window() -> None:
     window = ReplayWindow()
     consumer = ConsumerJob(CONSUMER, new_request())
     request_bytes = consumer.start()
-    [first] = ProviderJob(PROVIDER, window).receive_data(request_bytes, NOW_MS)
-    assert isinstance(first, RequestReceived)
-    [again] = ProviderJob(PROVIDER, window).receive_data(request_bytes, NOW_MS + 5_000)
-    assert isinstance(again, ProtocolViolation) and again.code == "replayed"
+    first = ProviderJob(PROVIDER, window)
+    [received] = first.receive_data(request_bytes, NOW_MS)
+    assert isinstance(received, RequestReceived)
+    first.admit(NOW_MS, peer=CONSUMER.peer_id)
+    again = ProviderJob(PROVIDER, window)
+    [received] = again.receive_data(request_bytes, NOW_MS + 5_000)
+    assert isinstance(received, RequestReceived)
+    with pytest.raises(ReplayError) as caught:
+        again.admit(NOW_MS + 5_000, peer="12D3KooWsomeoneElse")
+    assert caught.value.reject_code == "replayed"
+
+
+def test_a_request_takes_replay_room_only_once_admitted() -> None:
+    window = ReplayWindow()
+    provider = ProviderJob(PROVIDER, window)
+    [received] = provider.receive_data(ConsumerJob(CONSUMER, new_request()).start(), NOW_MS)
+    assert isinstance(received, RequestReceived)
+    assert len(window) == 0  # read and checked, but the provider has not decided yet
+    with pytest.raises(StateError, match="admit"):
+        provider.accept(400)
+    provider.admit(NOW_MS, peer=CONSUMER.peer_id)
+    assert len(window) == 1 and window.held_by(CONSUMER.peer_id) == 1
+    provider.accept(400)
+
+
+def test_an_admitted_id_is_kept_until_the_request_is_too_old_not_its_whole_lifetime() -> None:
+    window = ReplayWindow()
+    request = new_request(expires_at=NOW_MS + MAX_REQUEST_LIFETIME_MS)
+    provider = ProviderJob(PROVIDER, window)
+    provider.receive_data(ConsumerJob(CONSUMER, request).start(), NOW_MS)
+    provider.admit(NOW_MS)
+    too_old = request.issued_at + MAX_REQUEST_AGE_MS + CLOCK_SKEW_MS + 1
+    window.check_and_remember(b"x" * 16, too_old + 1_000, too_old)
+    assert len(window) == 1  # the first id is gone: its request would now be refused anyway
+    late = ProviderJob(PROVIDER, window)
+    [refused] = late.receive_data(ConsumerJob(CONSUMER, request).start(), too_old)
+    assert isinstance(refused, ProtocolViolation) and refused.code == "expired"
 
 
 @pytest.mark.parametrize(
@@ -389,6 +427,7 @@ def test_a_provider_cannot_quote_over_the_consumers_max_or_overrun_max_tokens() 
     consumer = ConsumerJob(CONSUMER, new_request())
     provider = ProviderJob(PROVIDER, ReplayWindow())
     provider.receive_data(consumer.start(), NOW_MS)
+    provider.admit(NOW_MS)
     with pytest.raises(ValidationError, match="price_too_low"):
         provider.accept(501)
     provider.accept(500)

@@ -150,6 +150,66 @@ def test_a_full_window_refuses_instead_of_forgetting_live_ids() -> None:
     window.check_and_remember(b"c" * 16, NOW_MS + 5_000, NOW_MS + 1_000 + CLOCK_SKEW_MS + 1)
 
 
+def ids(n: int, start: int = 0) -> list[bytes]:
+    return [i.to_bytes(16, "big") for i in range(start, start + n)]
+
+
+def test_replay_window_fill_by_one_peer_stops_at_its_share() -> None:
+    window = ReplayWindow(capacity=1_000, per_peer=10)
+    for job_id in ids(10):
+        window.check_and_remember(job_id, NOW_MS + 60_000, NOW_MS, peers=("flooder",))
+    with pytest.raises(ReplayWindowFull, match="share"):
+        window.check_and_remember(ids(1, 10)[0], NOW_MS + 60_000, NOW_MS, peers=("flooder",))
+    window.check_and_remember(ids(1, 11)[0], NOW_MS + 60_000, NOW_MS, peers=("honest",))
+    assert window.held_by("flooder") == 10 and window.held_by("honest") == 1
+    # Its ids expire, its share comes back; the counts never leak.
+    later = NOW_MS + 60_000 + CLOCK_SKEW_MS + 1
+    window.check_and_remember(ids(1, 12)[0], later + 60_000, later, peers=("flooder",))
+    assert window.held_by("flooder") == 1 and window.held_by("honest") == 0 and len(window) == 1
+
+
+def test_replay_window_fill_by_a_few_peers_leaves_room_for_others() -> None:
+    # Each peer may take at most a quarter of the free room, so k flooders take at most
+    # 1 - (3/4)^k of it, and a newcomer still finds room while they hold theirs.
+    window = ReplayWindow(capacity=1_000, per_peer=1_000)
+    next_id = 0
+    for flooder in ("a", "b", "c", "d"):
+        while True:
+            try:
+                window.check_and_remember(ids(1, next_id)[0], NOW_MS + 60_000, NOW_MS,
+                                          peers=(flooder,))
+            except ReplayWindowFull:
+                break
+            next_id += 1
+    assert window.held_by("a") <= 250
+    assert len(window) <= 1_000 - int(1_000 * 0.75**4) + 4
+    window.check_and_remember(ids(1, next_id)[0], NOW_MS + 60_000, NOW_MS, peers=("honest",))
+
+
+def test_replay_window_fill_by_sybil_signers_on_one_connection_stops_at_the_connection() -> None:
+    window = ReplayWindow(capacity=1_000, per_peer=10)
+    for n, job_id in enumerate(ids(10)):
+        window.check_and_remember(job_id, NOW_MS + 60_000, NOW_MS, peers=(f"key{n}", "conn"))
+    with pytest.raises(ReplayWindowFull):
+        window.check_and_remember(ids(1, 10)[0], NOW_MS + 60_000, NOW_MS, peers=("new", "conn"))
+
+
+def test_an_id_counts_once_when_the_signer_is_the_connections_peer() -> None:
+    window = ReplayWindow()
+    window.check_and_remember(b"a" * 16, NOW_MS + 60_000, NOW_MS, peers=("p", "p"))
+    assert window.held_by("p") == 1
+
+
+def test_a_request_older_than_max_age_on_arrival_is_refused_as_expired() -> None:
+    req = request(issued_at=NOW_MS, expires_at=NOW_MS + 300_000)
+    limits = RequestLimits()
+    check_request(req, provider_peer_id=PROVIDER.peer_id,
+                  now_ms=NOW_MS + limits.max_age_ms + CLOCK_SKEW_MS, limits=limits)
+    with pytest.raises(ExpiredError, match="issued"):
+        check_request(req, provider_peer_id=PROVIDER.peer_id,
+                      now_ms=NOW_MS + limits.max_age_ms + CLOCK_SKEW_MS + 1, limits=limits)
+
+
 class ReplayWindowModel(RuleBasedStateMachine):
     """The window against a plain dict of everything ever remembered."""
 
