@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from p2pinfer.errors import DecodeError, UsageError, ValidationError
@@ -119,9 +120,9 @@ class Proposal:
     def author(self) -> bytes:
         return self.proposer
 
-    @property
+    @cached_property
     def id(self) -> bytes:
-        """sha256 of the signed bytes: what votes name."""
+        """sha256 of the signed bytes: what votes name (computed once: tallies ask often)."""
         return hashlib.sha256(self.signing_bytes()).digest()
 
     def validate(self) -> None:
@@ -162,7 +163,7 @@ class Vote:
     def author(self) -> bytes:
         return self.voter
 
-    @property
+    @cached_property
     def id(self) -> bytes:
         return hashlib.sha256(self.signing_bytes()).digest()
 
