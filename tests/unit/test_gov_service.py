@@ -189,3 +189,18 @@ def test_the_ledger_reads_every_verified_stake_at_once_as_stake_of_does(tmp_path
         for key, status in everyone.items():
             assert status == ledger.stake_of(key)
         assert everyone[OTHER.public_key].effective == 25_000
+
+
+async def test_expiry_frees_an_authors_room_once_its_proposals_closed(tmp_path: Path) -> None:
+    from p2pinfer.gov.retention import RETAIN_CLOSED_MS
+
+    flood = [open_proposal(ATTACKER, n) for n in range(MAX_PER_AUTHOR)]
+    net, clock = FakeNet(m.encode() for m in flood), FakeClock()
+    gov = service(tmp_path, net, clock=clock)
+    assert await gov.sync_with("peer") == MAX_PER_AUTHOR
+    net.frames = iter([open_proposal(ATTACKER, MAX_PER_AUTHOR).encode()])
+    assert await gov.sync_with("peer") == 0  # at its cap
+    assert await gov.expire() == 0  # still open: kept
+    clock.now = max(p.voting_deadline for p in flood) + RETAIN_CLOSED_MS + 1
+    assert await gov.expire() == MAX_PER_AUTHOR
+    assert (await gov.status()).messages == 0
