@@ -1,13 +1,15 @@
 """Governance takeover (issue 14, attack 1), as one fresh key with no stake does it.
 
 The attacker joins the network with a fresh key and:
+- publishes an advert (no models, so it draws no jobs) declaring 2^62 of stake;
 - signs proposals that would halt or rob the network (`min_stake` huge, `base_rate`
   x5, `split_preset` render) and its own yes votes, each vote backed by a stake
   declaration of 2^62 micro-credits it signed itself; proposals and votes are
   backdated so the vote had already closed (and had a long voting period) before any
   node saw them;
 - floods the network with `flood` more well-formed, signed governance messages
-  from `flood_keys` fresh keys (open proposals, far in the future);
+  from `flood_keys` fresh keys (open proposals, far in the future): a burst from
+  one key, then all of them in turn;
 - publishes all of it on the governance topic and serves it on its own
   `/p2pinfer/gov/1.0.0` sync stream, which every node it connects to reads.
 Under the old rules every node applied the proposals within ~20 s and then answered
@@ -29,11 +31,14 @@ from p2pinfer.identity import NodeIdentity, peer_id_from_public_key
 from p2pinfer.market.stake import sign_stake
 from p2pinfer.net import NetConfig, run_host
 from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import Advert, HardwareProfile, sign
 from tests.support.attack_net import AttackNet
 
 #: The stake the attacker declares for itself (and the old tally believed).
 CLAIMED_STAKE = 2**62
 HOUR_MS = 3_600_000
+#: Flood messages the first key sends before the others take turns.
+FIRST_KEY_BURST = 100
 
 
 def _now() -> int:
@@ -66,11 +71,22 @@ def _unchecked_proposal(attacker: NodeIdentity, parameter: str, value: int | str
                     attacker.sign(draft.signing_bytes()))
 
 
+def staked_advert(now: int) -> Advert:
+    """An advert claiming CLAIMED_STAKE and offering no model (so no job goes to it)."""
+    return Advert(models=(), hardware=HardwareProfile("attacker", 1, 1, ()), engine="none",
+                  stake=CLAIMED_STAKE, capacity=0, listen_addrs=(), seq=now, issued_at=now,
+                  ttl_ms=600_000)
+
+
 def flood_messages(keys: list[NodeIdentity], count: int, now: int) -> list[GovMessage]:
-    """`count` distinct, valid open proposals spread over `keys` (round robin)."""
+    """`count` distinct, valid open proposals: a burst of 100 from the first key (over any
+    per-author cap), then the rest spread over the other keys in turn."""
     messages: list[GovMessage] = []
     for i in range(count):
-        key = keys[i % len(keys)]
+        if i < FIRST_KEY_BURST or len(keys) == 1:
+            key = keys[0]
+        else:
+            key = keys[1 + (i - FIRST_KEY_BURST) % (len(keys) - 1)]
         deadline = now + 2 * HOUR_MS + i  # distinct content, a long, valid voting period
         messages.append(sign_proposal(key, "check_rate_pm", i % 100, voting_deadline=deadline,
                                       effective_at=deadline, issued_at=now - 1_000))
@@ -99,6 +115,7 @@ async def run(net: AttackNet, *, flood: int = 2_000, flood_keys: int = 4,
                        bootstrap=(net.bootstrap,))
     async with run_host(config) as host:
         host.set_stream_handler(GOV_PROTOCOL, serve_sync)
+        await host.publish_advert(sign(staked_advert(now), attacker).raw)
         await host.subscribe(GOV_TOPIC)
         for node in net.nodes:
             with contextlib.suppress(NetworkError):
