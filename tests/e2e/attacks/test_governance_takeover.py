@@ -43,8 +43,8 @@ def test_governance_takeover_by_an_unstaked_key_fails(attack_net: AttackNet) -> 
     assert report["served_by_sync"] > 0, "no node read the attacker's sync stream"
     for i in range(len(net.nodes)):
         gov = gov_status(net.gateway(i))
-        print(f"node {i}: stored={gov['messages']} most_by_one_author="
-              f"{gov['most_by_one_author']} proposals={len(gov['proposals'])}")
+        print(f"node {i}: stored={gov.get('messages')} most_by_one_author="
+              f"{gov.get('most_by_one_author')} proposals={len(gov['proposals'])}")
         assert gov["in_effect"] == [], f"node {i} applied {gov['in_effect']}"
         passed = [p for p in gov["proposals"] if p["outcome"] == "passed"]
         assert passed == [], f"node {i} passed {passed}"
