@@ -30,6 +30,7 @@ from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.service import GovService
 from p2pinfer.gov.store import GovStore, gov_path
+from p2pinfer.gov.tally import MIN_VOTING_MS, TallyRules
 from p2pinfer.hardware import BenchCache, cached_benchmark, probe
 from p2pinfer.hardware.benchmark import BenchResult
 from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
@@ -84,6 +85,7 @@ class NodeConfig:
     max_concurrency: int = 1
     queue: int = 4
     stake: int = 0
+    gov_min_voting_ms: int = MIN_VOTING_MS  # shortest voting period a proposal may have
     preset: str = "seed"
     benchmark: bool = True
     bench_cache: Path | None = None  # default <home>/bench.json
@@ -315,8 +317,9 @@ async def run_node(
                         interval_s=config.advert_interval_s)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client)
-                governance = GovService(identity, net, gov_store, stake=config.stake,
-                                        ledger=ledger)
+                governance = GovService(
+                    identity, net, gov_store, stake=config.stake, ledger=ledger,
+                    rules=TallyRules(min_voting_ms=config.gov_min_voting_ms))
                 await governance.start(nursery)
                 gateway_url = None
                 if gateway_config is not None:

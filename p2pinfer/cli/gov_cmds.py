@@ -1,4 +1,4 @@
-"""`p2pinfer gov propose|vote|status|sync`: governance through the running node's gateway.
+"""`p2pinfer gov propose|vote|status|stake|sync`: governance through the running node's gateway.
 
 The node signs proposals and votes with its own key (the key that declared its
 stake) and publishes them; these commands only ask it to, at `/admin/gov*`.
@@ -54,8 +54,9 @@ def propose(
     parameter: Annotated[str, typer.Argument(help="base_rate, split_preset, check_rate_pm, "
                                                   "min_stake")],
     value: Annotated[str, typer.Argument(help="The new value (an integer or a preset name).")],
-    voting_s: Annotated[int, typer.Option("--voting-s", min=1, help="Voting lasts this long.")]
-    = 3600,
+    voting_s: Annotated[int, typer.Option(
+        "--voting-s", min=1, help="Voting lasts this long (nodes refuse under an hour, or "
+                                  "their --gov-min-voting-s).")] = 86_400,
     effective_s: Annotated[int, typer.Option(
         "--effective-s", min=0, help="Takes effect this long after the vote closes.")] = 0,
     home: HomeOption = None,
@@ -99,6 +100,29 @@ def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
     _show(list(data["proposals"]))
     for p in data["in_effect"]:
         typer.echo(f"in effect: {p['parameter']} = {p['value']} (proposal {p['proposal'][:16]})")
+
+
+@gov_app.command("stake")
+def stake(
+    declaration: Annotated[str | None, typer.Argument(
+        help="Another node's signed stake declaration (hex) to accept; none: print this "
+             "node's own, to hand to other operators.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Accept another key's stake for this node's tally, or print this node's own.
+
+    Until stake is locked on a chain, a vote weighs only stake recorded in the counting
+    node's ledger: its own --stake and the declarations its operator accepts here."""
+    url = _url(home)
+    if declaration is None:
+        own = gateway_request(url, "GET", "/admin/gov")["stake_declaration"]
+        if not own:
+            raise UsageError("this node declares no stake (start it with --stake)")
+        typer.echo(own)
+        return
+    data = gateway_request(url, "POST", "/admin/gov/stake",
+                           content=json.dumps({"declaration": declaration}).encode())
+    typer.echo(f"accepted: its votes weigh {data['weight']} micro-credits here")
 
 
 @gov_app.command("sync")

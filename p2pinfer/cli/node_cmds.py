@@ -13,6 +13,7 @@ from p2pinfer.backends.factory import BACKEND_HELP, parse_engine_option
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
+from p2pinfer.gov.tally import MIN_VOTING_MS
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.node import NodeConfig, check_config, run_node
 from p2pinfer.verify.checker import VerifyConfig
@@ -71,6 +72,10 @@ def node(
         "--queue", help="Jobs per model waiting for a slot; more are told busy.")] = 4,
     stake: Annotated[int, typer.Option(
         "--stake", help="Stake to advertise (micro-credits).")] = 0,
+    gov_min_voting_s: Annotated[int, typer.Option(
+        "--gov-min-voting-s", min=1,
+        help="Refuse proposals with a shorter voting period (lower it on testnets).")]
+    = MIN_VOTING_MS // 1000,
     preset: Annotated[str, typer.Option(
         "--preset", help="Revenue split preset for charges: seed | bme.")] = "seed",
     benchmark: Annotated[bool, typer.Option(
@@ -111,6 +116,7 @@ def node(
         max_concurrency=max_concurrency,
         queue=queue,
         stake=stake,
+        gov_min_voting_ms=gov_min_voting_s * 1000,
         preset=preset,
         benchmark=benchmark,
         bench_cache=bench_cache,

@@ -156,6 +156,7 @@ def admin_routes(view: NodeView) -> list[Route]:
         Route("/admin/gov/propose", gov_action(view, "propose"), methods=["POST"]),
         Route("/admin/gov/vote", gov_action(view, "vote"), methods=["POST"]),
         Route("/admin/gov/sync", gov_action(view, "sync"), methods=["POST"]),
+        Route("/admin/gov/stake", gov_action(view, "stake"), methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
 
@@ -168,10 +169,12 @@ def _governance(view: NodeView) -> GovernanceView:
 
 
 def gov_action(view: NodeView, action: str) -> Callable[[Request], Awaitable[Response]]:
-    """POST /admin/gov/{propose,vote,sync}: the node signs with its own key and publishes.
+    """POST /admin/gov/{propose,vote,sync,stake}: the node signs with its own key and
+    publishes, or records a stake its operator accepts.
 
     propose: {"parameter", "value", "voting_deadline", "effective_at"} (ms);
-    vote: {"proposal": hex id, "yes": bool}; sync: {}. 400 with a reason if malformed.
+    vote: {"proposal": hex id, "yes": bool}; sync: {};
+    stake: {"declaration": hex of a signed stake declaration}. 400 with a reason if bad.
     """
 
     async def handler(request: Request) -> Response:
@@ -188,6 +191,8 @@ def gov_action(view: NodeView, action: str) -> Callable[[Request], Awaitable[Res
             elif action == "vote":
                 result = _plain(await gov.vote(bytes.fromhex(body["proposal"]),
                                                bool(body["yes"])))
+            elif action == "stake":
+                result = {"weight": await gov.accept_stake(bytes.fromhex(body["declaration"]))}
             else:
                 result = {"new_messages": await gov.sync()}
         except (KeyError, ValueError, TypeError, P2PInferError) as exc:

@@ -4,7 +4,8 @@ Every node tallies the same messages to the same result (`gov.tally`); this
 module turns the parameters in effect into the node's live settings, so a
 passed proposal changes pricing, the revenue split, the spot-check rate and
 the consumer's stake minimum from its `effective_at` on every node. The
-parts keep frozen configs; a change replaces the config object.
+parts keep frozen configs; a change replaces the config object. A value outside
+its bounds (`gov.messages.PARAMETERS`) is never applied.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from p2pinfer.errors import ValidationError
+from p2pinfer.gov.messages import check_value
 from p2pinfer.gov.status import ParameterInEffect
 from p2pinfer.market.split import preset_named
 
@@ -37,6 +40,12 @@ def apply_parameters(parts: GovernedParts, in_effect: Iterable[ParameterInEffect
     """Set each parameter in effect on the parts it governs; returns the names changed now."""
     changed: list[str] = []
     for p in in_effect:
+        try:
+            check_value(p.parameter, p.value)  # checked at the door too: never apply one out
+        except ValidationError as exc:
+            log.warning("governance parameter refused param=%s value=%r proposal=%s reason=%s",
+                        p.parameter, p.value, p.proposal, exc)
+            continue
         if _apply_one(parts, p.parameter, p.value):
             changed.append(p.parameter)
             log.info("governance parameter in effect param=%s value=%s proposal=%s",

@@ -4,21 +4,23 @@ Signed bytes follow the wire convention: a per-type domain string
 (`p2pinfer/v1/proposal`, `p2pinfer/v1/vote`) then the canonical msgpack map of
 every field but `sig`. A message's id is the sha256 of its signed bytes, so it
 names the content, not one signature. A vote carries its voter's signed
-`StakeDeclaration` (market.stake): the weight every tallying node sees is the
-same, less what that node itself slashed.
+`StakeDeclaration` (market.stake), but that is only a claim: the weight a
+tallying node gives a vote is the stake its own ledger records for the voter
+(`gov.tally`), never the number in the vote.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from p2pinfer.errors import DecodeError, UsageError, ValidationError
 from p2pinfer.identity import NodeIdentity, verify_signature
 from p2pinfer.market import canonical
 from p2pinfer.market.split import preset_named
-from p2pinfer.market.stake import StakeDeclaration, verify_stake
+from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE, StakeDeclaration, verify_stake
 
 PROPOSAL_DOMAIN = b"p2pinfer/v1/proposal"
 VOTE_DOMAIN = b"p2pinfer/v1/vote"
@@ -37,19 +39,47 @@ def _int_range(low: int, high: int) -> Any:
     return check
 
 
+#: Split presets a proposal may choose: those that pay providers a share of every charge.
+#: ("render" pays providers nothing from charges, only from an emission the live network
+#: does not have, so as a live parameter it would stop paying every provider.)
+GOVERNABLE_PRESETS = ("bme", "seed")
+
+
 def _preset(value: ParameterValue) -> None:
-    if not isinstance(value, str):
-        raise ValidationError("must be a split preset name")
-    preset_named(value)  # UsageError names the known presets
+    if not isinstance(value, str) or value not in GOVERNABLE_PRESETS:
+        raise ValidationError(f"must be one of {', '.join(GOVERNABLE_PRESETS)}")
+    preset_named(value)
 
 
-#: The parameters a proposal may change, with the check of a new value.
+#: The parameters a proposal may change, each with the check of a new value: a passed
+#: proposal outside these bounds is refused at the door and never applied. Bounds and why
+#: are in docs/governance.md ("Parameter bounds").
 PARAMETERS: dict[str, Any] = {
-    "base_rate": _int_range(1, 10**12),  # micro-credits per 1k tokens
-    "split_preset": _preset,  # a market.split preset name
-    "check_rate_pm": _int_range(0, 1000),  # spot-check rate, per mille of jobs
-    "min_stake": _int_range(0, _MAX_INT),  # micro-credits a consumer requires
+    # micro-credits per 1k tokens: 1/10x..10x the default (1,000), so one vote can neither
+    # make serving free nor price every consumer out.
+    "base_rate": _int_range(100, 10_000),
+    "split_preset": _preset,  # GOVERNABLE_PRESETS
+    # per mille of the node's own jobs it re-runs: up to 20%, so governance cannot make
+    # every consumer double the load on its own engine.
+    "check_rate_pm": _int_range(0, 200),
+    # micro-credits a consumer requires of a provider: at most the founding document's
+    # minimum stake, so a vote cannot set a bar no provider meets and halt every job.
+    "min_stake": _int_range(0, DEFAULT_MINIMUM_STAKE),
 }
+
+
+def check_value(parameter: str, value: Any) -> None:
+    """ValidationError unless `parameter` is governable and `value` within its bounds."""
+    check = PARAMETERS.get(parameter)
+    if check is None:
+        raise ValidationError(
+            f"unknown parameter {parameter!r}; known: {', '.join(sorted(PARAMETERS))}")
+    if not isinstance(value, int | str):
+        raise ValidationError(f"{parameter}: value must be an integer or a string")
+    try:
+        check(value)
+    except (ValidationError, UsageError) as exc:  # UsageError: preset_named's
+        raise ValidationError(f"{parameter}: {exc}") from exc
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -87,8 +117,12 @@ class Proposal:
         return canonical.encode({**self._fields(), "sig": self.signature})
 
     @property
+    def author(self) -> bytes:
+        return self.proposer
+
+    @cached_property
     def id(self) -> bytes:
-        """sha256 of the signed bytes: what votes name."""
+        """sha256 of the signed bytes: what votes name (computed once: tallies ask often)."""
         return hashlib.sha256(self.signing_bytes()).digest()
 
     def validate(self) -> None:
@@ -97,14 +131,7 @@ class Proposal:
         _check_key("signature", self.signature, 64)
         for name in ("voting_deadline", "effective_at", "issued_at"):
             _check_int(name, getattr(self, name))
-        check = PARAMETERS.get(self.parameter)
-        if check is None:
-            raise ValidationError(
-                f"unknown parameter {self.parameter!r}; known: {', '.join(sorted(PARAMETERS))}")
-        try:
-            check(self.value)
-        except (ValidationError, UsageError) as exc:  # UsageError: preset_named's
-            raise ValidationError(f"{self.parameter}: {exc}") from exc
+        check_value(self.parameter, self.value)
         if not self.issued_at < self.voting_deadline <= self.effective_at:
             raise ValidationError("need issued_at < voting_deadline <= effective_at")
 
@@ -133,6 +160,10 @@ class Vote:
         return canonical.encode({**self._fields(), "sig": self.signature})
 
     @property
+    def author(self) -> bytes:
+        return self.voter
+
+    @cached_property
     def id(self) -> bytes:
         return hashlib.sha256(self.signing_bytes()).digest()
 

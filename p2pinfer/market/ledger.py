@@ -75,6 +75,24 @@ def ledger_path(home: Path) -> Path:
     return home / LEDGER_FILE_NAME
 
 
+def _stake_statuses(entries: list[Entry]) -> dict[bytes, StakeStatus]:
+    """Each key's newest stake declaration minus every slash, from stake and slash entries."""
+    newest: dict[bytes, StakeDeclaration] = {}
+    slashed: dict[bytes, int] = {}
+    for entry in entries:
+        if isinstance(entry.body, E.SlashBody):
+            key = entry.body.provider
+            slashed[key] = slashed.get(key, 0) + entry.body.amount
+        elif isinstance(entry.body, E.StakeBody):
+            decl = entry.body.declaration
+            held = newest.get(decl.provider)
+            if held is None or decl.issued_at >= held.issued_at:
+                newest[decl.provider] = decl
+    return {key: StakeStatus(newest[key].amount if key in newest else 0, slashed.get(key, 0),
+                             newest[key].issued_at if key in newest else None)
+            for key in newest.keys() | slashed.keys()}  # fmt: skip
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -394,21 +412,15 @@ class Ledger:
             " WHERE subject = ? AND kind IN ('stake', 'slash') ORDER BY seq",
             (E.peer_account(provider),),
         )
-        status = NO_STAKE
-        slashed = 0
-        newest: StakeDeclaration | None = None
-        for entry in self._decode_rows(rows):
-            if isinstance(entry.body, E.SlashBody):
-                slashed += entry.body.amount
-            elif isinstance(entry.body, E.StakeBody):
-                decl = entry.body.declaration
-                if newest is None or decl.issued_at >= newest.issued_at:
-                    newest = decl
-        if newest is not None:
-            status = StakeStatus(newest.amount, slashed, newest.issued_at)
-        elif slashed:
-            status = StakeStatus(0, slashed, None)
-        return status
+        return _stake_statuses(self._decode_rows(rows)).get(provider, NO_STAKE)
+
+    def stakes(self) -> dict[bytes, StakeStatus]:
+        """`stake_of` for every key this ledger holds a stake or slash entry for, in one read."""
+        rows = self._read(
+            "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
+            " WHERE kind IN ('stake', 'slash') ORDER BY seq"
+        )
+        return _stake_statuses(self._decode_rows(rows))
 
     # -- verification ----------------------------------------------------------------------
 

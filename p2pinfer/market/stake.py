@@ -6,6 +6,11 @@ records a slash in its own ledger, which lowers the stake it credits to that
 provider from then on (`StakeStatus.effective`). Consumers skip providers
 whose effective stake is below their configured minimum.
 
+A declaration is a claim: it counts for governance (`verified_weight`) only
+once it is recorded in the observer's own ledger, which happens for the
+node's own `--stake` and for a declaration its operator accepts (`p2pinfer gov
+stake accept`); one carried in an advert or a vote counts for nothing.
+
 Signed bytes follow the wire convention: the domain string `p2pinfer/v1/stake`
 followed by the canonical msgpack map of every field but `sig`.
 """
@@ -28,6 +33,10 @@ DEFAULT_MINIMUM_STAKE = 10_000 * MICRO_PER_CREDIT
 #: Share of the effective stake a proven fraud slashes, in basis points (all of it).
 DEFAULT_SLASH_BP = 10_000
 _MAX_AMOUNT = 2**63 - 1
+#: The most stake one key can weigh in a vote or in the total a quorum is measured
+#: against: 10x the minimum stake, so one key recorded by mistake (or a huge declaration
+#: accepted by an operator) cannot outweigh ten honest minimum stakers.
+MAX_VOTE_STAKE = 10 * DEFAULT_MINIMUM_STAKE
 
 
 @dataclass(frozen=True)
@@ -147,3 +156,9 @@ def slash_amount(status: StakeStatus, fraction_bp: int = DEFAULT_SLASH_BP) -> in
     if not 0 <= fraction_bp <= 10_000:
         raise ValueError("slash fraction must be 0..10000 basis points")
     return status.effective * fraction_bp // 10_000
+
+
+def verified_weight(status: StakeStatus, cap: int = MAX_VOTE_STAKE) -> int:
+    """What a key's stake weighs in governance: the observer's recorded, net-of-slashes
+    stake (`status`, from its own ledger), never above `cap`."""
+    return max(0, min(status.effective, cap))

@@ -1,5 +1,10 @@
 """Governance across 5 real node processes: every node tallies the same result, including
-one that joined after the votes were cast (it catches up through the sync stream)."""
+one that joined after the votes were cast (it catches up through the sync stream).
+
+A vote weighs only stake the counting node verified (issue 14): each node's operator
+accepts the other stakers' signed declarations (`p2pinfer gov stake`), as operators
+must until stake is locked on a chain. Nodes run with `--gov-min-voting-s 60` so a
+2-minute vote is allowed (the default minimum is an hour)."""
 
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ pytestmark = pytest.mark.network
 def node(home: Path, stake: int, bootstrap: str | None) -> Iterator[dict[str, Any]]:
     """A `--backend none` node with a gateway and `stake`; yields its node.json."""
     cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home), "--backend", "none",
-           "--listen", "/ip4/127.0.0.1/tcp/0", "--gateway", "127.0.0.1:0", "--stake", str(stake)]
+           "--listen", "/ip4/127.0.0.1/tcp/0", "--gateway", "127.0.0.1:0", "--stake", str(stake),
+           "--gov-min-voting-s", "60"]
     if bootstrap:
         cmd += ["--bootstrap", bootstrap]
     home.mkdir(parents=True, exist_ok=True)
@@ -53,6 +59,14 @@ def verdict(status: dict[str, Any]) -> list[tuple[Any, ...]]:
             for p in gov(status)["proposals"]]
 
 
+def accept_stakes(node_status: dict[str, Any], declarations: list[str]) -> None:
+    """This node's operator accepts the other stakers' declarations."""
+    for decl in declarations:
+        reply = httpx.post(f"{node_status['gateway_url']}/admin/gov/stake",
+                           json={"declaration": decl}, timeout=10)
+        assert reply.status_code == 200, reply.text
+
+
 def test_five_nodes_tally_the_same_including_a_late_joiner(tmp_path: Path) -> None:
     stakes = [20_000_000_000, 15_000_000_000, 12_000_000_000, 0]
     with ExitStack() as stack:
@@ -61,6 +75,13 @@ def test_five_nodes_tally_the_same_including_a_late_joiner(tmp_path: Path) -> No
         nodes = [first] + [stack.enter_context(node(tmp_path / f"n{i}", stakes[i], boot))
                            for i in range(1, 4)]
         homes = [str(tmp_path / f"n{i}") for i in range(5)]
+        shown = p2pinfer("gov", "stake", "--home", homes[0], timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        declarations = [shown.stdout.strip()] + [gov(n)["stake_declaration"] for n in nodes[1:3]]
+        accepted = p2pinfer("gov", "stake", declarations[1], "--home", homes[0], timeout=60)
+        assert accepted.returncode == 0 and "accepted" in accepted.stdout, accepted.stderr
+        for n in nodes:
+            accept_stakes(n, declarations)
         run = p2pinfer("gov", "propose", "base_rate", "450", "--voting-s", "120", "--home",
                        homes[0], timeout=60)
         assert run.returncode == 0, run.stderr
@@ -74,6 +95,7 @@ def test_five_nodes_tally_the_same_including_a_late_joiner(tmp_path: Path) -> No
         assert no_stake.returncode != 0 and "no stake" in no_stake.stderr
         assert "Traceback" not in no_stake.stderr
         late = stack.enter_context(node(tmp_path / "n4", 0, boot))  # joins after the votes
+        accept_stakes(late, declarations)
         nodes.append(late)
         expected = [(pid, "passed", stakes[0] + stakes[2], stakes[1], 3, True)]
         deadline = gov(first)["proposals"][0]["voting_deadline"]

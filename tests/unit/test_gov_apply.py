@@ -52,3 +52,16 @@ def test_a_base_rate_in_effect_changes_the_price_the_job_server_quotes() -> None
 def test_a_node_without_a_part_ignores_its_parameters() -> None:
     assert apply_parameters(GovernedParts(None, None, None),
                             [ParameterInEffect("base_rate", 5, "aa")]) == []
+
+
+def test_a_value_outside_its_bounds_is_never_applied() -> None:
+    server, client, verifier = _parts()
+    before = (server.config, client.config, verifier.config)
+    effect = [
+        ParameterInEffect("min_stake", 2**62, "aa"),  # would skip every provider: jobs 404
+        ParameterInEffect("base_rate", 5_000_000, "bb"),
+        ParameterInEffect("split_preset", "render", "cc"),  # pays providers nothing
+        ParameterInEffect("check_rate_pm", 1000, "dd"),
+    ]
+    assert apply_parameters(GovernedParts(server, client, verifier), effect) == []
+    assert (server.config, client.config, verifier.config) == before
