@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
 from bench.protocol import machine
-from tests.support import attack_net
+from tests.support import attack_gov, attack_money, attack_net, attack_replay_window
 from tests.support.attack_net import AttackNet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attacks.json"
@@ -40,10 +41,20 @@ QUIET_S = 30.0
 Attack = Callable[[AttackNet], dict[str, Any]]
 
 
-def attacks() -> dict[str, Attack]:
-    """Each network-level attack by name: run it once against `net`, return what it did."""
-    found: dict[str, Attack] = {}
-    return found
+def _trio(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    result: dict[str, Any] = trio.run(lambda: fn(*args, **kwargs))
+    return result
+
+
+def attacks(workdir: Path) -> dict[str, Attack]:
+    """Each network-level attack by name: run it once against `net`, return what it did
+    (the same attack code as the e2e test named after it, in tests/e2e/attacks/)."""
+    return {
+        "governance_takeover": lambda net: _trio(attack_gov.run, net),
+        "overcharge": lambda net: _trio(attack_money.run_overcharge, net, workdir),
+        "free_inference_and_slot_hogging": lambda net: _trio(attack_money.run_freeloader, net),
+        "replay_window_fill": lambda net: _trio(attack_replay_window.run, net),
+    }
 
 
 class NodeSampler:
@@ -106,11 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="run just these attacks")
     args = parser.parse_args()
-    chosen = {k: v for k, v in attacks().items() if not args.only or k in args.only}
     results: dict[str, Any] = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(), "goal_honest_success_rate": 0.99, "attacks": {}}
-    with tempfile.TemporaryDirectory() as tmp, attack_net.attack_testnet(Path(tmp)) as net:
+    with tempfile.TemporaryDirectory() as tmp, attack_net.attack_testnet(Path(tmp) / "net") as net:
+        chosen = {k: v for k, v in attacks(Path(tmp)).items() if not args.only or k in args.only}
         results["quiet"] = measured(net, quiet)
         for name, attack in chosen.items():
             print(f"== {name}", flush=True)
