@@ -24,7 +24,9 @@ CLOCK_SKEW_MS = 30_000
 """How far apart two honest peers' clocks may be."""
 MAX_REQUEST_LIFETIME_MS = 10 * 60_000
 """A JobRequest may not be valid for longer than this (bounds the replay window)."""
-MAX_ADVERT_TTL_MS = 6 * 3_600_000
+MAX_ADVERT_TTL_MS = 10 * 60_000
+"""The longest an advert may live: providers republish (every 30 s, TTL 2 min by default),
+so an advert from a key that stopped (a dead provider, or a Sybil's) goes within minutes."""
 MAX_REPORT_AGE_MS = 24 * 3_600_000
 
 
