@@ -12,9 +12,18 @@ drops, before delivery and before relaying:
   past their own expiry (`issued_at + ttl`), issued too far in the future, or
   claiming a TTL over the network's maximum.
 
+- floods: a forwarding peer introducing new signers (keys the catalog does
+  not list and this node never completed a job with) faster than
+  `NEW_SIGNERS_PER_MIN` a minute (after a burst of `NEW_SIGNER_BURST`); see
+  `p2pinfer.net.advert_limits`.
+
 The `Catalog` keeps the accepted adverts of other peers, indexed by model,
 and forgets a provider when its latest advert expires (clock injected), so a
-provider that stops re-advertising leaves the catalog after its TTL.
+provider that stops re-advertising leaves the catalog after its TTL (at most
+`MAX_ADVERT_TTL_MS`, 10 min). Signers this node has not yet completed a job
+with ("unproven", anyone with a fresh key) hold at most
+`MAX_UNPROVEN_PROVIDERS` entries and `MAX_UNPROVEN_BYTES` of adverts; past
+that the least recently heard of them is evicted.
 """
 
 from __future__ import annotations
@@ -22,12 +31,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from p2pinfer.errors import ProtocolError
+from p2pinfer.net.advert_limits import (
+    MAX_UNPROVEN_BYTES,
+    MAX_UNPROVEN_PROVIDERS,
+    VERIFIED_CACHE_BYTES,
+    NewSignerLimit,
+)
 from p2pinfer.protocol import (
     ADVERTS_TOPIC,
     CLOCK_SKEW_MS,
@@ -41,7 +56,8 @@ from p2pinfer.protocol import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ADVERTS_TOPIC", "AdvertGate", "Catalog", "ProviderEntry", "VerifiedAdvert"]
+__all__ = ["ADVERTS_TOPIC", "MAX_UNPROVEN_PROVIDERS", "AdvertGate", "Catalog", "ProviderEntry",
+           "VerifiedAdvert"]
 
 DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
 """Largest advert accepted on gossip (64 models with long names fit in ~15 KiB)."""
@@ -129,7 +145,11 @@ class Catalog:
     """The latest advert of every peer heard from, until it expires.
 
     Pure bookkeeping on an injected millisecond clock; the only concurrency
-    primitive is the change notification used by `wait_for`.
+    primitive is the change notification used by `wait_for`. Entries are
+    indexed by model, so `providers(model)` costs the providers of that model,
+    not the whole catalog. Signers `vouch`ed for (this node completed a job
+    with them) are "proven"; the others share `max_unproven` entries and
+    `max_unproven_bytes`, the least recently heard evicted first.
     """
 
     def __init__(
@@ -139,12 +159,22 @@ class Catalog:
         clock_ms: Callable[[], int],
         max_ttl_ms: int = MAX_ADVERT_TTL_MS,
         max_clock_skew_ms: int = CLOCK_SKEW_MS,
+        max_unproven: int = MAX_UNPROVEN_PROVIDERS,
+        max_unproven_bytes: int = MAX_UNPROVEN_BYTES,
     ) -> None:
         self.local_peer_id = local_peer_id
         self.max_ttl_ms = max_ttl_ms
         self.max_clock_skew_ms = max_clock_skew_ms
+        self.max_unproven = max_unproven
+        self.max_unproven_bytes = max_unproven_bytes
+        self.evicted = 0  # unproven entries pushed out by newer ones
         self._clock_ms = clock_ms
         self._peers: dict[str, _PeerState] = {}
+        self._by_model: dict[str, set[str]] = {}
+        # Unproven signers listed, least recently heard first, with their advert's size.
+        self._unproven: OrderedDict[str, int] = OrderedDict()
+        self._unproven_bytes = 0
+        self._proven: set[str] = set()
         # The last accepted seq of a peer is kept for the longest TTL an
         # advert may have, so no older advert of it can be replayed while it
         # would still be unexpired.
@@ -190,7 +220,7 @@ class Catalog:
             # from receipt.
             ttl = advert.expires_at_ms - advert.issued_at_ms
             expires = min(advert.expires_at_ms, now + ttl)
-            self._peers[advert.signer] = _PeerState(advert, now, expires)
+            self._store(advert.signer, _PeerState(advert, now, expires))
             self._notify()
             # From signing at the provider to here (one wall clock on a local testnet):
             # bench/network.py reads these lines to measure advert propagation.
@@ -200,18 +230,75 @@ class Catalog:
 
     def _is_current(self, advert: VerifiedAdvert) -> bool:
         last = self._last_seq.get(advert.signer)
-        return (
-            last is not None
+        listed = advert.signer in self._peers or advert.signer == self.local_peer_id
+        return (  # (an evicted advert met again is stale: not listed, nor relayed, again)
+            listed
+            and last is not None
             and last[2] == advert.signed.hash
             and advert.expires_at_ms > self._clock_ms()
         )
+
+    def _store(self, peer_id: str, state: _PeerState) -> None:
+        self._forget(peer_id)
+        self._peers[peer_id] = state
+        for offer in state.advert.advert.models:
+            self._by_model.setdefault(offer.name, set()).add(peer_id)
+        if peer_id in self._proven:
+            return
+        size = len(state.advert.raw)
+        self._unproven[peer_id] = size
+        self._unproven_bytes += size
+        while len(self._unproven) > 1 and (
+            len(self._unproven) > self.max_unproven
+            or self._unproven_bytes > self.max_unproven_bytes
+        ):
+            oldest = next(iter(self._unproven))
+            log.info("unproven provider evicted peer=%s unproven=%d", oldest,
+                     len(self._unproven))
+            self._forget(oldest)
+            self.evicted += 1
+
+    def _forget(self, peer_id: str) -> None:
+        state = self._peers.pop(peer_id, None)
+        if state is None:
+            return
+        for offer in state.advert.advert.models:
+            holders = self._by_model.get(offer.name)
+            if holders is not None:
+                holders.discard(peer_id)
+                if not holders:
+                    del self._by_model[offer.name]
+        size = self._unproven.pop(peer_id, None)
+        if size is not None:
+            self._unproven_bytes -= size
+
+    def vouch(self, peer_id: str) -> None:
+        """Mark `peer_id` proven (this node completed a job with it): its entry no longer
+        counts against, nor can be evicted by, the unproven bound."""
+        self._proven.add(peer_id)
+        size = self._unproven.pop(peer_id, None)
+        if size is not None:
+            self._unproven_bytes -= size
+
+    def is_proven(self, peer_id: str) -> bool:
+        """Whether this node has completed a job with `peer_id` (see `vouch`)."""
+        return peer_id in self._proven
+
+    def is_new(self, peer_id: str) -> bool:
+        """Whether an advert of `peer_id` would add a signer: not listed, not proven, not us."""
+        return (peer_id not in self._peers and peer_id not in self._proven
+                and peer_id != self.local_peer_id)
+
+    def unproven_count(self) -> int:
+        """Entries held for unproven signers (live or not yet swept)."""
+        return len(self._unproven)
 
     def expire(self) -> list[str]:
         """Forget providers whose latest advert has expired; return their PeerIDs."""
         now = self._clock_ms()
         gone = [pid for pid, st in self._peers.items() if st.expires_at_ms <= now]
         for pid in gone:
-            del self._peers[pid]
+            self._forget(pid)
         for pid, (_, seen, _) in list(self._last_seq.items()):
             if seen + self.max_ttl_ms + self.max_clock_skew_ms <= now:
                 del self._last_seq[pid]
@@ -221,12 +308,22 @@ class Catalog:
 
     def providers(self, model: str) -> list[ProviderEntry]:
         """Live providers of `model`, cheapest first."""
-        found = [e for e in self._entries() if e.model == model]
+        now = self._clock_ms()
+        found = []
+        for pid in self._by_model.get(model, ()):
+            st = self._peers[pid]
+            offer = st.advert.offer(model)
+            if st.expires_at_ms > now and offer is not None:
+                found.append(_entry(pid, st, offer))
         return sorted(found, key=lambda e: (e.price_per_1k, -e.generation_tps, e.peer_id))
 
     def models(self) -> list[str]:
         """Every model some live provider serves, sorted."""
-        return sorted({e.model for e in self._entries()})
+        now = self._clock_ms()
+        return sorted(
+            model for model, holders in self._by_model.items()
+            if any(self._peers[pid].expires_at_ms > now for pid in holders)
+        )
 
     def advert_of(self, peer_id: str) -> VerifiedAdvert | None:
         """The latest live advert of `peer_id`, if any."""
@@ -245,42 +342,38 @@ class Catalog:
         while not predicate(self):
             await self._changed.wait()
 
-    def _entries(self) -> Iterator[ProviderEntry]:
-        now = self._clock_ms()
-        for pid, st in self._peers.items():
-            if st.expires_at_ms <= now:
-                continue
-            advert = st.advert.advert
-            for offer in advert.models:
-                yield ProviderEntry(
-                    peer_id=pid,
-                    model=offer.name,
-                    price_per_1k=offer.price_per_1k,
-                    generation_tps=offer.generation_tps_milli / 1000,
-                    addrs=advert.listen_addrs,
-                    hardware=advert.hardware,
-                    seq=advert.seq,
-                    last_seen_ms=st.last_seen_ms,
-                    expires_at_ms=st.expires_at_ms,
-                    offer=offer,
-                    advert=st.advert,
-                )
-
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+def _entry(peer_id: str, st: _PeerState, offer: ModelOffer) -> ProviderEntry:
+    advert = st.advert.advert
+    return ProviderEntry(
+        peer_id=peer_id,
+        model=offer.name,
+        price_per_1k=offer.price_per_1k,
+        generation_tps=offer.generation_tps_milli / 1000,
+        addrs=advert.listen_addrs,
+        hardware=advert.hardware,
+        seq=advert.seq,
+        last_seen_ms=st.last_seen_ms,
+        expires_at_ms=st.expires_at_ms,
+        offer=offer,
+        advert=st.advert,
+    )
 
 
 class AdvertGate:
     """The GossipSub validator of `ADVERTS_TOPIC`: verifies, then admits into the catalog.
 
     `drops` counts refused messages by reason ('oversized', 'invalid',
-    'forged', 'seq', 'expired', 'future', 'ttl') for metrics and tests. The
-    same bytes met again (an advert fetched over info and relayed on gossip,
-    a re-delivery after GossipSub's seen-cache forgot it) are decoded and
-    verified once: the last `VERIFIED_CACHE_SIZE` verified adverts are kept by
-    hash. Only the verification is cached; the publisher and freshness checks
-    run on every message.
+    'forged', 'flood', 'seq', 'expired', 'future', 'ttl') for metrics and
+    tests. The same bytes met again (an advert fetched over info and relayed
+    on gossip, a re-delivery after GossipSub's seen-cache forgot it) are
+    decoded and verified once: the last `VERIFIED_CACHE_SIZE` verified adverts
+    (at most `VERIFIED_CACHE_BYTES`) are kept by hash. Only the verification
+    is cached; the publisher, rate and freshness checks run on every message.
     """
 
     def __init__(
@@ -289,25 +382,32 @@ class AdvertGate:
         verify: AdvertVerifier = verify_advert,
         *,
         max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES,
+        new_signers: NewSignerLimit | None = None,
     ) -> None:
         self.catalog = catalog
         self.verify = verify
         self.max_advert_bytes = max_advert_bytes
+        self.new_signers = new_signers or NewSignerLimit()
         self.drops: Counter[str] = Counter()
         self.accepted = 0
         self._verified: OrderedDict[bytes, VerifiedAdvert] = OrderedDict()
+        self._verified_bytes = 0
 
-    def check(self, publisher: str, data: bytes) -> VerifiedAdvert | None:
-        """Verify `data` published by `publisher` and admit it; None (and a count) if refused."""
-        reason, advert = self._judge(publisher, data)
+    def check(self, publisher: str, data: bytes, forwarder: str = "") -> VerifiedAdvert | None:
+        """Verify `data` published by `publisher` and handed to us by `forwarder` (empty:
+        not known) and admit it; None (and a count) if refused."""
+        reason, advert = self._judge(publisher, data, forwarder)
         if reason is not None:
             self.drops[reason] += 1
-            log.debug("advert dropped reason=%s publisher=%s", reason, publisher)
+            log.debug("advert dropped reason=%s publisher=%s forwarder=%s", reason, publisher,
+                      forwarder)
             return None
         self.accepted += 1
         return advert
 
-    def _judge(self, publisher: str, data: bytes) -> tuple[str | None, VerifiedAdvert | None]:
+    def _judge(
+        self, publisher: str, data: bytes, forwarder: str
+    ) -> tuple[str | None, VerifiedAdvert | None]:
         if len(data) > self.max_advert_bytes:
             return "oversized", None
         try:
@@ -317,7 +417,20 @@ class AdvertGate:
             return "invalid", None
         if advert.signer != publisher:
             return "forged", None
+        if self._floods(forwarder, advert):
+            return "flood", None
         return self.catalog.admit(advert), advert
+
+    def _floods(self, forwarder: str, advert: VerifiedAdvert) -> bool:
+        """Whether `advert` would be one new signer too many from `forwarder`. A peer's
+        own advert (forwarder = signer: its connection proves the key) and adverts of
+        signers already listed or proven cost nothing; neither does a stale advert,
+        which admission refuses anyway."""
+        if not forwarder or forwarder == advert.signer or forwarder == self.catalog.local_peer_id:
+            return False
+        if not self.catalog.is_new(advert.signer) or self.catalog.staleness(advert) is not None:
+            return False
+        return not self.new_signers.take(forwarder, self.catalog.now_ms())
 
     def verified(self, data: bytes) -> VerifiedAdvert:
         """`verify(data)`, done once per distinct bytes (see the class doc); ProtocolError if
@@ -329,6 +442,11 @@ class AdvertGate:
             return advert
         advert = self.verify(data)  # raises on invalid bytes, which are not remembered
         self._verified[digest] = advert
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+        self._verified_bytes += len(advert.raw)
+        while len(self._verified) > 1 and (
+            len(self._verified) > VERIFIED_CACHE_SIZE
+            or self._verified_bytes > VERIFIED_CACHE_BYTES
+        ):
+            _, dropped = self._verified.popitem(last=False)
+            self._verified_bytes -= len(dropped.raw)
         return advert

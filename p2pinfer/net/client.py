@@ -10,8 +10,14 @@ outcome = job.outcome                        # JobOutcome: provider, job_id, usa
 
 Providers come from the gossip catalog and, for a model never heard
 advertised (or once the catalog's are used up), from the DHT with a fetched
-advert. Ranking: price, inflated by low reputation and by measured latency;
-peers whose circuit breaker is open or whose advertised stake is under
+advert. Ranking: providers this node has completed a job with ("proven") come
+before the others, and among those, ones we hold a connection with before the
+rest; within each, price, inflated by low reputation and by measured latency;
+one that could not be reached goes last for a while. One job in
+`explore_every` tries the best unproven provider first (and only that one
+before the proven), so newcomers get a bounded share of jobs until proven, and
+any number of fresh keys claiming price 0 get no more (docs/security/adverts.md).
+Peers whose circuit breaker is open or whose advertised stake is under
 `min_stake` are skipped. A job is charged at most once: only the attempt whose
 result checked out is receipted, and the ledger refuses a second charge for a
 job id anyway.
@@ -22,8 +28,9 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import trio
 
@@ -59,6 +66,9 @@ MAX_REFUSED_CHARGES = 100
 #: How long a provider we failed to reach ranks as unreachable before it is probed
 #: again (a restarted provider is back within seconds, on a new advert).
 UNREACHABLE_RETRY_S = 30.0
+#: Unproven providers whose RTT is probed for a job while proven ones exist: only the one an
+#: exploring job would try (probing every fresh key would dial every fake, each job).
+MAX_UNPROVEN_PROBES = 1
 
 
 class JobClient:
@@ -86,6 +96,11 @@ class JobClient:
         self._rng = rng or random.Random()
         self._rtt: dict[str, tuple[float, float]] = {}  # peer -> (ms, trio time measured)
         self._db = trio.CapacityLimiter(1)
+        self._jobs_ordered = 0  # jobs given a provider order (one in explore_every explores)
+        if reputation is not None:
+            for rec in reputation.peers():  # providers completed jobs with before a restart
+                if rec.jobs_ok > 0:
+                    net.catalog.vouch(rec.peer_id)
         # Called with each completed job's outcome (verify/ samples them for re-checks).
         self.outcome_hooks: list[Callable[[JobOutcome], None]] = []
         # Results refused for overcharging, newest last: evidence against their providers.
@@ -181,10 +196,21 @@ class JobClient:
             c for c in found.values()
             if c.peer_id not in exclude and c.stake >= self.config.min_stake
         ]
-        await self._probe_rtts(usable)
+        await self._probe_rtts(usable, set(self.net.peers()))
+        connected = set(self.net.peers())  # reachable now: our connection to it is up
         ranked = [self._with_rtt(c) for c in usable]
-        ranked.sort(key=lambda c: (c.rank_key(), self._rng.random()))
+        ranked.sort(key=lambda c: (unreachable(c), tier(c, connected), c.rank_key(),
+                                   self._rng.random()))
         return ranked
+
+    def order_for_job(self, ranked: list[Candidate]) -> list[Candidate]:
+        """The order one job tries `ranked` (from `candidates`) in: as ranked, except that
+        one job in `config.explore_every` tries the best unproven provider first."""
+        self._jobs_ordered += 1
+        every = self.config.explore_every
+        if every <= 0 or self._jobs_ordered % every:
+            return ranked
+        return explore_first(ranked)
 
     def _candidate(self, advert: VerifiedAdvert, model: str, via: str) -> Candidate:
         offer = advert.offer(model)
@@ -199,14 +225,14 @@ class JobClient:
             stake=advert.advert.stake,
             generation_tps=offer.generation_tps_milli / 1000,
             found_via=via,
+            proven=self.net.catalog.is_proven(advert.signer),
         )
 
     def _with_rtt(self, c: Candidate) -> Candidate:
         known = self._rtt.get(c.peer_id)
         if known is None:
             return c
-        return Candidate(c.peer_id, c.model, c.price_per_1k, known[0], c.score_pm, c.stake,
-                         c.generation_tps, c.found_via)
+        return replace(c, rtt_ms=known[0])
 
     def mark_unreachable(self, peer_id: str) -> None:
         """Rank `peer_id` last until it is probed again, UNREACHABLE_RETRY_S from now. A
@@ -220,11 +246,17 @@ class JobClient:
         known = self._rtt.get(peer_id)
         return known is not None and trio.current_time() - known[1] < RTT_MAX_AGE_S
 
-    async def _probe_rtts(self, candidates: list[Candidate]) -> None:
+    async def _probe_rtts(
+        self, candidates: list[Candidate], connected: Collection[str] = frozenset()
+    ) -> None:
         """Measure the info-protocol RTT of providers we have no fresh number for (this
-        also opens the connection the job will use)."""
+        also opens the connection the job will use): the proven ones and, while there are
+        any, at most MAX_UNPROVEN_PROBES others."""
         unknown = [c for c in candidates if not self._rtt_known(c.peer_id)]
-        unknown.sort(key=lambda c: c.price_per_1k)
+        unknown.sort(key=lambda c: (tier(c, connected), c.price_per_1k))
+        if any(c.proven for c in candidates):
+            unproven = [c for c in unknown if not c.proven][:MAX_UNPROVEN_PROBES]
+            unknown = [c for c in unknown if c.proven] + unproven
 
         async def probe(peer_id: str) -> None:
             try:
@@ -327,7 +359,10 @@ class JobClient:
         return await trio.to_thread.run_sync(book.allow, peer_id, limiter=self._db)
 
     async def observe(self, peer_id: str, *, ok: bool, blame: bool) -> None:
-        """Record a job's outcome in the reputation table (neutral failures are not)."""
+        """Record a job's outcome in the reputation table (neutral failures are not); a
+        completed job makes the provider proven (ranked with the known good)."""
+        if ok:
+            self.net.catalog.vouch(peer_id)
         book = self.reputation
         if book is None or not (ok or blame):
             return
@@ -399,3 +434,27 @@ class JobClient:
             return amount
         self.metrics.balance.set(balance)
         return amount
+
+
+def unreachable(c: Candidate) -> bool:
+    """Whether `c` failed to answer lately (`JobClient.mark_unreachable`)."""
+    return c.rtt_ms is not None and c.rtt_ms >= UNREACHABLE_RTT_MS
+
+
+def tier(c: Candidate, connected: Collection[str]) -> int:
+    """0: proven; 1: unproven, but we hold a connection with it; 2: the rest (a fresh key
+    with an address nobody has dialled yet)."""
+    if c.proven:
+        return 0
+    return 1 if c.peer_id in connected else 2
+
+
+def explore_first(ranked: list[Candidate]) -> list[Candidate]:
+    """`ranked` with its best reachable unproven provider moved to the front, if a proven
+    one leads it (with none proven, every provider is unproven and the ranking stands)."""
+    if not ranked or not ranked[0].proven:
+        return ranked
+    pick = next((c for c in ranked if not c.proven and not unreachable(c)), None)
+    if pick is None:
+        return ranked
+    return [pick, *(c for c in ranked if c is not pick)]

@@ -17,7 +17,13 @@ class ClientConfig:
 
     max_price_per_1k: int = 10_000  # the most it pays per 1k tokens (10x the base rate)
     min_stake: int = 0  # providers advertising less stake are skipped
-    max_attempts: int = 4  # providers tried for one job before giving up
+    max_attempts: int = 4  # providers that answered (accepted or refused) before giving up
+    # Providers skipped (breaker open) or not reached (dial failed) use no attempt, but a
+    # job gives up after this many of them, or this long spent dialling them: fresh keys
+    # are free, so the fakes' number must not decide how long a job tries.
+    max_unanswered: int = 16
+    unanswered_budget_s: float = 20.0
+    explore_every: int = 8  # one job in this many may try one unproven provider first
     request_ttl_ms: int = 5 * 60_000  # a request's validity (at most 10 min)
     accept_timeout_s: float = 60.0  # request sent -> accept (covers a provider's queue)
     first_chunk_timeout_s: float = 120.0  # accept -> first chunk (prompt processing)
@@ -42,6 +48,7 @@ class Candidate:
     stake: int
     generation_tps: float
     found_via: str  # "catalog" (gossip adverts), "dht" or "peer" (a connected peer asked)
+    proven: bool = False  # this node has completed a job with it (Catalog.vouch)
 
     def rank_key(self) -> float:
         """Lower is better: price, inflated by low reputation and by latency."""

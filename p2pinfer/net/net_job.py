@@ -5,7 +5,10 @@
 request (new job id) on a new stream to the next provider; a reject, a broken
 message, a closed stream or a timeout ends the attempt unpaid and the next
 provider gets the whole job again. The first checked result is receipted and
-charged, once.
+charged, once. Only providers that answered use up one of `max_attempts`;
+ones skipped (breaker open) or not reached (dial failed) are bounded apart, by
+`max_unanswered` and the time spent dialling them (`unanswered_budget_s`), so
+fake providers cannot use up a job's attempts.
 """
 
 from __future__ import annotations
@@ -98,6 +101,9 @@ class NetJob:
         self._delivered = ""
         self._candidates: deque[Candidate] | None = None
         self._tried: set[str] = set()
+        self._answered = 0  # providers that opened the job stream: the attempt budget
+        self._unanswered = 0  # skipped (breaker open) or not reached
+        self._unanswered_s = 0.0  # time spent dialling providers that were not reached
         self._dht_consulted = False
         self._attempt: _Attempt | None = None
         self._started = trio.current_time()
@@ -167,26 +173,36 @@ class NetJob:
             self._tried.add(candidate.peer_id)
             if not await client.allow(candidate.peer_id):
                 log.info("provider skipped: circuit open peer=%s", candidate.peer_id)
+                self._unanswered += 1
                 continue
+            dialled = trio.current_time()
             try:
-                return await self._open(candidate)
+                attempt = await self._open(candidate)
             except _Failure as failure:
+                self._answered += 1
                 self._record_failure(candidate, b"", failure)
                 await client.observe(candidate.peer_id, ok=False, blame=failure.blame)
             except NetworkError as exc:  # no stream: the provider is unreachable for now
+                self._unanswered += 1
+                self._unanswered_s += trio.current_time() - dialled
                 self._record_failure(candidate, b"", _Failure(str(exc)))
                 client.mark_unreachable(candidate.peer_id)
                 await client.observe(candidate.peer_id, ok=False, blame=True)
+            else:
+                self._answered += 1
+                return attempt
 
     async def _next_candidate(self) -> Candidate | None:
         client = self._client
-        if len(self._tried) >= client.config.max_attempts:
+        cfg = client.config
+        if (self._answered >= cfg.max_attempts or self._unanswered >= cfg.max_unanswered
+                or self._unanswered_s >= cfg.unanswered_budget_s):
             return None
         if self._candidates is None:
             found = await client.candidates(self.model)
             self._dht_consulted = client.config.dht_only or any(
                 c.found_via == "dht" for c in found)
-            self._candidates = deque(found)
+            self._candidates = deque(client.order_for_job(found))
         while True:
             while self._candidates:
                 candidate = self._candidates.popleft()

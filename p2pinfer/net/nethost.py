@@ -389,7 +389,10 @@ class NetHost:
     # -- background tasks ----------------------------------------------------
 
     def _admit_advert(self, message: GossipMessage) -> bool:
-        return self.advert_gate.check(message.publisher, message.data) is not None
+        # The forwarder is the peer that handed us the message: new signers are
+        # counted against it (AdvertGate), so one connection cannot fill the catalog.
+        gate = self.advert_gate
+        return gate.check(message.publisher, message.data, message.forwarder) is not None
 
     async def _serve_info(self, stream: NetStream) -> None:
         await serve_info(stream, lambda: self._local_advert)

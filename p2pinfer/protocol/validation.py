@@ -34,7 +34,9 @@ REPLAY_CAPACITY = 100_000
 REPLAY_PER_PEER = 4_096
 """Live job ids one peer may hold: ~45 admitted jobs/s to one provider for 90 s, far more
 than one provider serves, so only a flood meets it."""
-MAX_ADVERT_TTL_MS = 6 * 3_600_000
+MAX_ADVERT_TTL_MS = 10 * 60_000
+"""The longest an advert may live: providers republish (every 30 s, TTL 2 min by default),
+so an advert from a key that stopped (a dead provider, or a Sybil's) goes within minutes."""
 MAX_REPORT_AGE_MS = 24 * 3_600_000
 
 

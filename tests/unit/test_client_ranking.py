@@ -1,4 +1,6 @@
-"""The consumer ranks equal providers by the RTT it measured over the info protocol."""
+"""How the consumer ranks providers: equal ones by the RTT it measured over the info
+protocol; proven ones (a job completed with them) before unproven ones, whatever those
+claim to charge, with one job in `explore_every` trying one unproven provider first."""
 
 from __future__ import annotations
 
@@ -6,10 +8,12 @@ import random
 
 import pytest
 
+from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.adverts import Catalog, verify_advert
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.info import FetchedAdvert
+from p2pinfer.net.job_types import Candidate, ClientConfig
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 
 T0 = 1_700_000_000_000
@@ -27,19 +31,28 @@ def advert_of(identity: NodeIdentity, price: int) -> bytes:
 
 class FakeNet:
     """A host whose catalog holds given adverts and whose info protocol answers with
-    given round-trip times (what a slow link would measure)."""
+    given round-trip times (what a slow link would measure); peers without an RTT
+    (`dead`) cannot be dialled."""
 
-    def __init__(self, rtts: dict[NodeIdentity, float], price: int = 1000) -> None:
+    def __init__(self, rtts: dict[NodeIdentity, float], price: int = 1000, *,
+                 dead: tuple[NodeIdentity, ...] = (), dead_price: int = 0) -> None:
         self.peer_id = NodeIdentity.generate().peer_id
         self.catalog = Catalog(local_peer_id=self.peer_id, clock_ms=lambda: T0)
         self.adverts = {i.peer_id: verify_advert(advert_of(i, price)) for i in rtts}
+        self.adverts |= {i.peer_id: verify_advert(advert_of(i, dead_price)) for i in dead}
         self.rtts = {i.peer_id: ms for i, ms in rtts.items()}
+        self.connected: list[str] = []
         self.probed: list[str] = []
         for adv in self.adverts.values():
             assert self.catalog.admit(adv) is None
 
+    def peers(self) -> list[str]:
+        return self.connected
+
     async def fetch_advert(self, peer_id: str, *, timeout_s: float = 5.0) -> FetchedAdvert:
         self.probed.append(peer_id)
+        if peer_id not in self.rtts:
+            raise PeerUnreachableError(f"cannot dial {peer_id}")
         return FetchedAdvert(self.adverts[peer_id], self.rtts[peer_id])
 
 
@@ -62,3 +75,80 @@ async def test_rtt_is_measured_once_then_reused() -> None:
     await client.candidates(MODEL)
     assert len(net.probed) == 2
     assert client.rtt_ms(far.peer_id) == 150.0
+
+
+def client_for(net: FakeNet, **config: int) -> JobClient:
+    return JobClient(net, NodeIdentity.generate(), config=ClientConfig(**config),  # type: ignore[arg-type]
+                     rng=random.Random(1))
+
+
+def ids(ranked: list[Candidate]) -> list[str]:
+    return [c.peer_id for c in ranked]
+
+
+async def test_unproven_price_zero_providers_rank_after_a_proven_one() -> None:
+    good = NodeIdentity.generate()
+    fakes = tuple(NodeIdentity.generate() for _ in range(8))
+    net = FakeNet({good: 30.0}, price=1000, dead=fakes, dead_price=0)
+    client = client_for(net)
+    await client.observe(good.peer_id, ok=True, blame=True)  # a job completed: proven
+    ranked = await client.candidates(MODEL)
+    assert ranked[0].peer_id == good.peer_id and ranked[0].proven
+    assert not any(c.proven for c in ranked[1:]) and len(ranked) == 9
+    # Only one unproven provider is probed (dialled) while a proven one exists.
+    assert len([p for p in net.probed if p != good.peer_id]) == 1
+
+
+async def test_one_job_in_explore_every_tries_one_unproven_provider_first() -> None:
+    good = NodeIdentity.generate()
+    newcomers = [NodeIdentity.generate() for _ in range(3)]
+    net = FakeNet({good: 30.0, **{n: 30.0 for n in newcomers}}, price=1000)
+    client = client_for(net, explore_every=8)
+    net.catalog.vouch(good.peer_id)
+    firsts = []
+    for _ in range(40):
+        order = client.order_for_job(await client.candidates(MODEL))
+        firsts.append(order[0].proven)
+        # Never more than one unproven provider before a proven one.
+        assert order[0].proven or order[1].proven
+    assert firsts.count(False) == 5  # 40 jobs / 8
+
+
+async def test_exploration_skips_a_provider_that_could_not_be_reached() -> None:
+    good, dead = NodeIdentity.generate(), NodeIdentity.generate()
+    net = FakeNet({good: 30.0}, price=1000, dead=(dead,), dead_price=0)
+    client = client_for(net, explore_every=1)
+    net.catalog.vouch(good.peer_id)
+    ranked = await client.candidates(MODEL)  # probes the dead one: it is marked unreachable
+    assert ids(ranked) == [good.peer_id, dead.peer_id]
+    assert ids(client.order_for_job(ranked)) == [good.peer_id, dead.peer_id]
+
+
+async def test_a_provider_that_could_not_be_reached_ranks_last_even_at_price_zero() -> None:
+    near, dead = NodeIdentity.generate(), NodeIdentity.generate()
+    net = FakeNet({near: 30.0}, price=1000, dead=(dead,), dead_price=0)
+    client = client_for(net)
+    assert ids(await client.candidates(MODEL)) == [near.peer_id, dead.peer_id]
+
+
+async def test_with_nothing_proven_a_connected_provider_ranks_before_a_key_only_heard_of() -> None:
+    # A fresh consumer (nothing proven yet): a peer it holds a connection with is reachable;
+    # a key it has only heard an advert of, even at price 0, comes after it.
+    known, heard = NodeIdentity.generate(), NodeIdentity.generate()
+    net = FakeNet({known: 30.0}, price=1000, dead=(heard,), dead_price=0)
+    net.rtts[heard.peer_id] = 30.0  # it answers probes too: only the connection differs
+    net.connected = [known.peer_id]
+    ranked = await client_for(net).candidates(MODEL)
+    assert not any(c.proven for c in ranked)
+    assert ids(ranked) == [known.peer_id, heard.peer_id]
+
+
+async def test_a_completed_job_proves_the_provider() -> None:
+    good = NodeIdentity.generate()
+    net = FakeNet({good: 30.0})
+    client = client_for(net)
+    assert not net.catalog.is_proven(good.peer_id)
+    await client.observe(good.peer_id, ok=False, blame=True)
+    assert not net.catalog.is_proven(good.peer_id)
+    await client.observe(good.peer_id, ok=True, blame=True)
+    assert net.catalog.is_proven(good.peer_id)

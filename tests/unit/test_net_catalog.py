@@ -6,6 +6,7 @@ import trio
 import trio.testing
 
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.advert_limits import VERIFIED_CACHE_BYTES, NewSignerLimit
 from p2pinfer.net.adverts import AdvertGate, Catalog, VerifiedAdvert, verify_advert
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 
@@ -198,3 +199,132 @@ def test_bytes_verified_before_are_still_refused_from_the_wrong_publisher() -> N
     assert gate.check(ALICE, broken) is None
     assert gate.check(ALICE, broken) is None  # a bad signature is checked each time, never kept
     assert dict(gate.drops) == {"forged": 1, "invalid": 2}
+
+
+# -- Sybil adverts (issue 14): bounds on what fresh keys may cost --------------------
+
+
+def sybil(seq: int = 1, *, issued_at: int = T0, ttl_ms: int = 60_000,
+          models: tuple[tuple[str, int], ...] = (("smollm2", 0),)) -> VerifiedAdvert:
+    """A validly signed advert from a key nobody has seen before."""
+    identity = NodeIdentity.generate()
+    offers = tuple(ModelOffer(n, "", "135M", "Q8_0", 2048, 0, 20_000, p) for n, p in models)
+    msg = Advert(models=offers, hardware=HardwareProfile("cpu", 4, 8192, ()), engine="x",
+                 stake=0, capacity=1, listen_addrs=("/ip4/127.0.0.1/tcp/1",), seq=seq,
+                 issued_at=issued_at, ttl_ms=ttl_ms)
+    return verify_advert(sign(msg, identity).raw)
+
+
+def test_an_advert_living_longer_than_ten_minutes_is_refused() -> None:
+    cat = catalog(FakeClock())
+    assert cat.max_ttl_ms == 10 * 60_000
+    assert cat.admit(sybil(ttl_ms=6 * 3_600_000)) == "ttl"  # what every node took before
+    assert cat.admit(sybil(ttl_ms=10 * 60_000)) is None
+
+
+def test_unproven_signers_beyond_the_cap_evict_the_least_recently_heard() -> None:
+    clock = FakeClock()
+    cat = Catalog(local_peer_id=LOCAL, clock_ms=clock, max_unproven=3)
+    cat.admit(advert(ALICE, 1))
+    cat.vouch(ALICE)  # proven: outside the cap
+    first, second, third = sybil(), sybil(), sybil()
+    for a in (first, second, third):
+        assert cat.admit(a) is None
+    clock.now += 1_000
+    assert cat.admit(advert(BOB, 1, issued_at=clock.now)) is None  # evicts `first`
+    assert cat.admit(sybil(2, issued_at=clock.now)) is None  # evicts `second`
+    assert cat.unproven_count() == 3 and cat.evicted == 2
+    assert ALICE in cat.peer_ids() and BOB in cat.peer_ids()
+    assert first.signer not in cat.peer_ids() and second.signer not in cat.peer_ids()
+    # Bob re-advertises: heard most recently, he outlives the Sybil that came after him.
+    assert cat.admit(advert(BOB, 2, issued_at=clock.now)) is None
+    assert cat.admit(sybil(3, issued_at=clock.now)) is None
+    assert BOB in cat.peer_ids() and third.signer not in cat.peer_ids()
+    # An evicted signer's seq is still remembered: its old advert cannot come back.
+    assert cat.admit(first) == "seq"
+
+
+def test_unproven_adverts_are_bounded_in_bytes_too() -> None:
+    many = tuple((f"model-{i:02d}-with-a-long-name", 0) for i in range(40))
+    big = sybil(models=many)
+    cat = Catalog(local_peer_id=LOCAL, clock_ms=FakeClock(),
+                  max_unproven_bytes=3 * len(big.raw))
+    for _ in range(10):
+        assert cat.admit(sybil(models=many)) is None
+    assert cat.unproven_count() == 3
+
+
+def test_a_vouched_provider_is_never_evicted() -> None:
+    cat = Catalog(local_peer_id=LOCAL, clock_ms=FakeClock(), max_unproven=2)
+    cat.admit(advert(ALICE, 1))
+    cat.vouch(ALICE)
+    for _ in range(20):
+        cat.admit(sybil())
+    assert ALICE in cat.peer_ids() and cat.is_proven(ALICE)
+    assert len(cat.peer_ids()) == 3
+
+
+def test_the_model_index_follows_replacement_and_expiry() -> None:
+    clock = FakeClock()
+    cat = catalog(clock)
+    cat.admit(advert(ALICE, 1, ttl_ms=10_000, models=(("a", 1), ("b", 1))))
+    cat.admit(advert(BOB, 1, ttl_ms=20_000, models=(("b", 2),)))
+    assert cat.models() == ["a", "b"]
+    cat.admit(advert(ALICE, 2, ttl_ms=10_000, models=(("c", 1),)))
+    assert cat.models() == ["b", "c"] and cat.providers("a") == []
+    assert [e.peer_id for e in cat.providers("b")] == [BOB]
+    clock.now += 10_000
+    assert cat.models() == ["b"]  # Alice's advert lapsed, before the sweep too
+    assert cat.expire() == [ALICE]
+    assert cat.providers("c") == [] and cat.models() == ["b"]
+
+
+def test_one_forwarder_introduces_a_bounded_number_of_new_signers() -> None:
+    clock = FakeClock()
+    cat = catalog(clock)
+    gate = AdvertGate(cat, new_signers=NewSignerLimit(burst=4, per_minute=2))
+    fakes = [sybil() for _ in range(10)]
+    admitted = [gate.check(f.signer, f.raw, "mallory") is not None for f in fakes]
+    assert admitted == [True] * 4 + [False] * 6
+    assert gate.drops["flood"] == 6
+    # Another forwarder has its own budget; a peer's own advert costs none.
+    assert gate.check(fakes[4].signer, fakes[4].raw, "carol") is not None
+    own = sybil()
+    assert gate.check(own.signer, own.raw, own.signer) is not None
+    # Refreshes of signers already listed cost nothing either.
+    refresh = advert(ALICE, 1)
+    assert gate.check(ALICE, refresh.raw, ALICE) is not None
+    assert gate.check(ALICE, signed_advert(ALICE, 2), "mallory") is not None
+    # 30 s later one more new signer is allowed through mallory.
+    clock.now += 30_000
+    late = [sybil(issued_at=clock.now) for _ in range(2)]
+    assert [gate.check(f.signer, f.raw, "mallory") is not None for f in late] == [True, False]
+
+
+def test_a_stale_advert_from_a_new_signer_spends_no_budget() -> None:
+    clock = FakeClock()
+    gate = AdvertGate(catalog(clock), new_signers=NewSignerLimit(burst=1, per_minute=1))
+    expired = sybil(issued_at=T0 - 120_000)
+    assert gate.check(expired.signer, expired.raw, "mallory") is None
+    assert gate.drops["expired"] == 1
+    fresh = sybil()
+    assert gate.check(fresh.signer, fresh.raw, "mallory") is not None
+
+
+def test_new_signer_limit_refills_and_forgets_idle_forwarders() -> None:
+    limit = NewSignerLimit(burst=2, per_minute=60, max_forwarders=2)
+    assert limit.take("a", T0) and limit.take("a", T0) and not limit.take("a", T0)
+    assert limit.take("a", T0 + 1_000)  # one a second
+    for f in ("b", "c", "d"):
+        assert limit.take(f, T0 + 1_000)
+    assert len(limit._buckets) <= 2
+
+
+def test_the_verified_cache_is_bounded_in_bytes() -> None:
+    many = tuple((f"model-{i:02d}-with-a-long-name", 0) for i in range(60))
+    gate = AdvertGate(catalog(FakeClock()))
+    raws = [sybil(models=many).raw for _ in range(3)]
+    size = len(raws[0])
+    for _ in range(VERIFIED_CACHE_BYTES // size + 10):
+        gate.verified(sybil(models=many).raw)
+    assert gate._verified_bytes <= VERIFIED_CACHE_BYTES
