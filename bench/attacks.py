@@ -32,13 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from bench.protocol import machine
-from tests.support import attack_gov, attack_money, attack_net, attack_replay_window
+from tests.support import attack_adverts, attack_gov, attack_money, attack_net, attack_replay_window
 from tests.support.attack_net import AttackNet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attacks.json"
 QUIET_S = 30.0
+LINGER_S = 30.0
 
 Attack = Callable[[AttackNet], dict[str, Any]]
+
+
+def _linger(seconds: float) -> dict[str, Any]:
+    """Keep measuring the honest load after an attack that is over once sent."""
+    time.sleep(seconds)
+    return {"measured_after_s": seconds}
 
 
 def _trio(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -50,6 +57,8 @@ def attacks(workdir: Path) -> dict[str, Attack]:
     """Each network-level attack by name: run it once against `net`, return what it did
     (the same attack code as the e2e test named after it, in tests/e2e/attacks/)."""
     return {
+        "sybil_adverts": lambda net: {**attack_adverts.run_sync(net, count=2000, extra_models=4),
+                                      **_linger(LINGER_S)},
         "governance_takeover": lambda net: _trio(attack_gov.run, net),
         "overcharge": lambda net: _trio(attack_money.run_overcharge, net, workdir),
         "free_inference_and_slot_hogging": lambda net: _trio(attack_money.run_freeloader, net),
