@@ -57,7 +57,8 @@ def attacks(workdir: Path) -> dict[str, Attack]:
     """Each network-level attack by name: run it once against `net`, return what it did
     (the same attack code as the e2e test named after it, in tests/e2e/attacks/)."""
     return {
-        "sybil_adverts": lambda net: {**attack_adverts.run_sync(net, count=2000, extra_models=4),
+        "sybil_adverts": lambda net: {**attack_adverts.run_sync(net, count=2000, extra_models=4,
+                                                               timeout_s=300),
                                       **_linger(LINGER_S)},
         "governance_takeover": lambda net: _trio(attack_gov.run, net),
         "overcharge": lambda net: _trio(attack_money.run_overcharge, net, workdir),
