@@ -8,6 +8,12 @@ signers (keys this node never completed a job with) may take.
 
 from __future__ import annotations
 
+SUPPLY_UNPROVEN_CAP = 4
+"""Unproven providers of a model that count towards a provider's supply price factor. Keys
+are free, so uncapped a Sybil's price-0 adverts would push every honest price towards 0
+(256 fakes: 1.3 % of the base rate); capped, they can lower it to at most 1/(1 + 4 x 0.3)
+= 45 % of what proven competition alone gives."""
+
 MAX_UNPROVEN_PROVIDERS = 256
 """Catalog entries of unproven signers; past it the least recently heard one is evicted.
 Four times the largest testnet we run (bench/scale.py, 50 nodes) so honest newcomers are

@@ -40,6 +40,7 @@ from p2pinfer.errors import ProtocolError
 from p2pinfer.net.advert_limits import (
     MAX_UNPROVEN_BYTES,
     MAX_UNPROVEN_PROVIDERS,
+    SUPPLY_UNPROVEN_CAP,
     VERIFIED_CACHE_BYTES,
     NewSignerLimit,
 )
@@ -316,6 +317,13 @@ class Catalog:
             if st.expires_at_ms > now and offer is not None:
                 found.append(_entry(pid, st, offer))
         return sorted(found, key=lambda e: (e.price_per_1k, -e.generation_tps, e.peer_id))
+
+    def supply(self, model: str) -> int:
+        """Other providers of `model` that count for pricing: every proven one, and unproven
+        ones up to SUPPLY_UNPROVEN_CAP (what fresh keys can claim is bounded)."""
+        live = self.providers(model)
+        proven = sum(1 for e in live if e.peer_id in self._proven)
+        return proven + min(len(live) - proven, SUPPLY_UNPROVEN_CAP)
 
     def models(self) -> list[str]:
         """Every model some live provider serves, sorted."""

@@ -161,7 +161,7 @@ class JobServer:
         """This provider's price per 1k tokens for `model` now (micro-credits)."""
         if self.config.price_per_1k is not None:
             return self.config.price_per_1k
-        others = len(self._catalog.providers(model)) if self._catalog is not None else 0
+        others = self._catalog.supply(model) if self._catalog is not None else 0
         slots = self._slots.get(model)
         utilisation = slots.utilisation_pm if slots is not None else 0
         return price_for(utilisation, 1 + others, self.config.pricing)

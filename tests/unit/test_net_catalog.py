@@ -6,7 +6,8 @@ import trio
 import trio.testing
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.advert_limits import VERIFIED_CACHE_BYTES, NewSignerLimit
+from p2pinfer.market.pricing import price_for
+from p2pinfer.net.advert_limits import SUPPLY_UNPROVEN_CAP, VERIFIED_CACHE_BYTES, NewSignerLimit
 from p2pinfer.net.adverts import AdvertGate, Catalog, VerifiedAdvert, verify_advert
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 
@@ -328,3 +329,18 @@ def test_the_verified_cache_is_bounded_in_bytes() -> None:
     for _ in range(VERIFIED_CACHE_BYTES // size + 10):
         gate.verified(sybil(models=many).raw)
     assert gate._verified_bytes <= VERIFIED_CACHE_BYTES
+
+
+def test_sybil_adverts_cannot_drive_an_honest_providers_price_down() -> None:
+    """Price-0 adverts from 256 fresh keys count as at most SUPPLY_UNPROVEN_CAP competitors
+    in a provider's supply factor; proven providers all count."""
+    cat = catalog(FakeClock())
+    for _ in range(256):
+        cat.admit(sybil())
+    assert len(cat.providers("smollm2")) == 256
+    assert cat.supply("smollm2") == SUPPLY_UNPROVEN_CAP
+    honest = price_for(0, 1 + cat.supply("smollm2"))
+    assert honest >= price_for(0, 1 + SUPPLY_UNPROVEN_CAP) > price_for(0, 257) * 30
+    cat.admit(advert(ALICE, 1))
+    cat.vouch(ALICE)
+    assert cat.supply("smollm2") == SUPPLY_UNPROVEN_CAP + 1
