@@ -427,7 +427,8 @@ class Verifier:
         is proven fraud."""
         assert self.backend is not None
         request = opened.evidence.request.msg
-        refusal = recheck_refusal(request, self.config.recheck_limits)
+        refusal = recheck_refusal(request, self.config.recheck_limits,
+                                  opened.report.msg.provider_output)
         if refusal is not None:
             return self._note(opened.reporter, opened.provider,
                               f"not re-checked: over my limits ({refusal})")
@@ -439,11 +440,11 @@ class Verifier:
                 return self._note(opened.reporter, opened.provider,
                                   "not re-checked: re-run budget spent")
             started = trio.current_time()
+            backend = self.backend
             try:
-                async with self.gate.background():
-                    _, comparison = await judge_answer(
-                        self.backend, request, opened.evidence.result.msg,
-                        opened.report.msg.provider_output, self.config.thresholds)
+                _, comparison = await self.gate.run(lambda: judge_answer(
+                    backend, request, opened.evidence.result.msg,
+                    opened.report.msg.provider_output, self.config.thresholds))
             except Preempted as exc:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
             finally:

@@ -2,19 +2,22 @@
 no paid job wants it, and gives it back the moment one does.
 
 The job server's engine is wrapped in `EngineGate.paid(backend)`: each stream it opens
-counts as a paid job for as long as it is open. `EngineGate.background()` is how the
-report receiver runs a re-run: it waits (bounded) until no paid stream has been open
-for `quiet_s`, then runs its block in a cancel scope that the next paid stream cancels
-(`Preempted`). The embedded engine stops within one token once its stream is left, so a
-paid job waits at most one token, or one scoring pass (one batched forward pass over a
-text that fits the engine's context), for a re-run it pre-empts. A re-run never holds
-one of the job server's model slots.
+counts as a paid job for as long as it is open. `EngineGate.run(work)` is how the
+report receiver runs a re-run: it waits until no paid stream has been open for
+`quiet_s`, then runs `work` in a cancel scope that the next paid stream cancels, and
+starts it again at the next quiet moment, all within `wait_s` (else `Preempted`).
+
+The embedded engine stops within one token once its stream is left, so a paid job
+waits at most one token, or one scoring pass (one batched forward pass over a text
+the request's max_tokens bounds, verify.reports.MAX_CHARS_PER_TOKEN), for a re-run it
+pre-empts. A re-run never holds one of the job server's model slots.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TypeVar
 
 import trio
 
@@ -22,12 +25,15 @@ from p2pinfer.backends.base import Backend, ChatMessage, ModelInfo, SamplingPara
 from p2pinfer.errors import P2PInferError
 
 #: How long the engine must have been free of paid streams before a re-run starts:
-#: jobs arriving back to back (a gateway's client) leave gaps shorter than this.
-QUIET_S = 2.0
-#: How long a re-run waits for such a quiet moment before it is given up.
+#: a consumer's next job usually follows its last within this (one round trip and its
+#: own think time), so a re-run does not start only to be pre-empted at once.
+QUIET_S = 0.5
+#: How long a re-run may wait for quiet moments and run, pre-emptions included, before
+#: it is given up (so also the longest one re-run can take).
 WAIT_S = 60.0
 
 EventStream = AbstractAsyncContextManager[AsyncIterator[StreamEvent]]
+T = TypeVar("T")
 
 
 class Preempted(P2PInferError):
@@ -67,29 +73,30 @@ class EngineGate:
         """No paid stream open, and none for `quiet_s`."""
         return self.paid_open == 0 and trio.current_time() - self._last_paid >= self.quiet_s
 
-    @asynccontextmanager
-    async def background(self) -> AsyncIterator[None]:
-        """Run the block once the engine is idle; Preempted if it is not within `wait_s`
-        or a paid stream opens while the block runs (the block is cancelled)."""
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work()` in the background: started once the engine is idle, cancelled when a
+        paid stream opens, and started again at the next idle moment, all within
+        `wait_s` (which also bounds one run). Preempted if it never finished in time."""
         with trio.move_on_after(self.wait_s):
-            while not self.idle():
-                if self.paid_open:
-                    await self._changed.wait()
-                else:
-                    quiet_for = trio.current_time() - self._last_paid
-                    await trio.sleep(max(0.0, self.quiet_s - quiet_for))
-        if not self.idle():
-            raise Preempted("the engine was busy with paid jobs")
-        scope = trio.CancelScope()
-        self._background.add(scope)
-        try:
-            with scope:
-                yield
-        finally:
-            self._background.discard(scope)
-        if scope.cancelled_caught:
-            self.preempted += 1
-            raise Preempted("a paid job pre-empted it")
+            while True:
+                await self._until_idle()
+                scope = trio.CancelScope()
+                self._background.add(scope)
+                try:
+                    with scope:
+                        return await work()
+                finally:
+                    self._background.discard(scope)
+                self.preempted += 1  # only a paid stream cancels `scope`
+        raise Preempted(f"paid jobs kept the engine busy for {self.wait_s:g} s")
+
+    async def _until_idle(self) -> None:
+        while not self.idle():
+            if self.paid_open:
+                await self._changed.wait()
+            else:
+                quiet_for = trio.current_time() - self._last_paid
+                await trio.sleep(max(0.0, self.quiet_s - quiet_for))
 
 
 class PaidBackend:

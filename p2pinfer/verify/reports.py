@@ -50,6 +50,10 @@ FALSE_REPORT_COST = 3
 #: Re-runs of sampled requests go up to this temperature: the OpenAI API's own range;
 #: above it any model's output is noise, and no check job (greedy) comes near it.
 RECHECK_MAX_TEMPERATURE = 2.0
+#: An answer of `max_tokens` tokens is at most this many characters per token (English
+#: averages about 4): longer, the request could not have produced it, and scoring it
+#: would cost engine time in proportion to its length for nothing.
+MAX_CHARS_PER_TOKEN = 32
 #: Re-runs per reporter per window: an honest validator reports a few checks a minute
 #: (one per `check_interval_s`, 10 s by default); a flood from one key stops here.
 REPORTER_RECHECKS = 6
@@ -151,11 +155,12 @@ def reporter_weight_pm(record: ReporterRecord, reputation: PeerReputation | None
     return max(0, min(MAX_REPORT_WEIGHT_PM, net * WEIGHT_PER_CONFIRMED_PM))
 
 
-def recheck_refusal(request: JobRequest, limits: RequestLimits) -> str | None:
+def recheck_refusal(request: JobRequest, limits: RequestLimits, output: str = "") -> str | None:
     """Why this node will not re-run `request` (None: it may): the limits its job server
     applies to a paid request (prompt size, messages, max_tokens, stop strings, lifetime;
-    the time window as of the request's own issue time, since a report comes later) and
-    a temperature of at most RECHECK_MAX_TEMPERATURE."""
+    the time window as of the request's own issue time, since a report comes later), a
+    temperature of at most RECHECK_MAX_TEMPERATURE, and a provider `output` no longer
+    than `max_tokens` × MAX_CHARS_PER_TOKEN characters."""
     try:
         check_request(request, provider_peer_id=request.provider, now_ms=request.issued_at,
                       limits=limits)
@@ -164,6 +169,9 @@ def recheck_refusal(request: JobRequest, limits: RequestLimits) -> str | None:
     if request.params.temperature > RECHECK_MAX_TEMPERATURE:
         return (f"temperature {request.params.temperature:g} is over "
                 f"{RECHECK_MAX_TEMPERATURE:g}")
+    if len(output) > request.params.max_tokens * MAX_CHARS_PER_TOKEN:
+        return (f"an output of {len(output)} characters is longer than max_tokens "
+                f"{request.params.max_tokens} could give")
     return None
 
 

@@ -133,7 +133,7 @@ def honest_load(gateway: str, pause_s: float = 0.2, min_jobs: int = 3) -> Iterat
                 try:
                     honest_job(gateway, client)
                     result.outcomes.append(None)
-                except Exception as exc:  # noqa: BLE001 - every failure is a data point
+                except Exception as exc:
                     result.outcomes.append(f"{type(exc).__name__}: {exc}")
                 time.sleep(pause_s)
 

@@ -71,6 +71,13 @@ def test_a_request_over_the_job_servers_limits_is_not_rerun(req: JobRequest, why
     assert refusal is not None and why in refusal
 
 
+def test_an_output_longer_than_max_tokens_could_give_is_not_scored_or_rerun() -> None:
+    req = request(max_tokens=64)
+    assert recheck_refusal(req, RequestLimits(), "word " * 300) is None
+    refusal = recheck_refusal(req, RequestLimits(), "x" * 262_144)
+    assert refusal is not None and "longer than max_tokens" in refusal
+
+
 def test_the_receivers_own_limits_apply() -> None:
     tight = RequestLimits(max_tokens=64)
     assert recheck_refusal(request(max_tokens=65), tight) is not None
@@ -238,28 +245,29 @@ async def drain(stream: object) -> int:
     return count
 
 
-async def test_a_paid_job_preempts_a_background_rerun() -> None:
-    gate = EngineGate(quiet_s=0.0, wait_s=5.0)
-    engine = FakeEngine()  # 100 s of tokens
+async def test_a_paid_job_preempts_a_background_rerun_which_starts_again_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=0.5, wait_s=60.0)
+    engine = FakeEngine(tokens=1_000)  # a 10 s re-run
     paid = gate.paid(FakeEngine(tokens=5))  # type: ignore[arg-type]
-    outcome: list[str] = []
+    done: list[float] = []
 
     async def rerun() -> None:
-        try:
-            async with gate.background():
-                await drain(engine.generate("m", "p", SamplingParams()))
-            outcome.append("finished")
-        except Preempted:
-            outcome.append("preempted")
+        done.append(await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams()))))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(rerun)
-        await trio.sleep(0.2)  # the re-run is going
-        assert gate.paid_open == 0 and not outcome
-        with trio.fail_after(2):
-            tokens = await drain(paid.generate("m", "p", SamplingParams()))
-    assert outcome == ["preempted"] and gate.preempted == 1
-    assert tokens == 5 and engine.emitted < 100  # the re-run stopped when the job came
+        await trio.sleep(2)  # the re-run is going
+        assert engine.emitted > 0 and gate.paid_open == 0
+        before = engine.emitted
+        started = trio.current_time()
+        tokens = await drain(paid.generate("m", "p", SamplingParams()))
+        # The paid job waited for nothing: 5 tokens at 10 ms, and the re-run stopped.
+        assert tokens == 5 and trio.current_time() - started < 0.1
+        assert engine.emitted <= before + 1
+    # Started again once the engine was quiet, and ran to the end.
+    assert gate.preempted == 1 and done == [1_000]
 
 
 async def test_a_rerun_waits_for_a_quiet_engine_and_gives_up_after_wait_s(
@@ -270,8 +278,10 @@ async def test_a_rerun_waits_for_a_quiet_engine_and_gives_up_after_wait_s(
     started: list[float] = []
 
     async def rerun() -> None:
-        async with gate.background():
+        async def work() -> None:
             started.append(trio.current_time())
+
+        await gate.run(work)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain, paid.generate("m", "p", SamplingParams()))  # 50 s of tokens
@@ -281,3 +291,13 @@ async def test_a_rerun_waits_for_a_quiet_engine_and_gives_up_after_wait_s(
     finished = trio.current_time()
     await rerun()  # the paid job is over: after the quiet period
     assert started and started[0] - finished >= 2.0
+
+
+async def test_one_rerun_cannot_hold_the_engine_longer_than_wait_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=0.0, wait_s=5.0)
+    engine = FakeEngine(tokens=100_000)  # 1000 s if nobody stopped it
+    with pytest.raises(Preempted):
+        await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())))
+    assert engine.emitted <= 500
