@@ -72,7 +72,7 @@ from p2pinfer.verify.compare import (
     compare_by_likelihood,
     compare_outputs,
 )
-from p2pinfer.verify.engine_gate import EngineGate, Preempted
+from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.reports import (
     OpenedReport,
     RecheckBudget,
@@ -435,20 +435,23 @@ class Verifier:
         if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
             return self._note(opened.reporter, opened.provider,
                               "not re-checked: reporter over its rate")
+        if not self.budget.available(self.clock_ms()):  # and again once it is our turn
+            return self._note(opened.reporter, opened.provider,
+                              "not re-checked: re-run budget spent")
         async with self._engine:
             if not self.budget.available(self.clock_ms()):
                 return self._note(opened.reporter, opened.provider,
                                   "not re-checked: re-run budget spent")
-            started = trio.current_time()
+            used = EngineTime()
             backend = self.backend
             try:
                 _, comparison = await self.gate.run(lambda: judge_answer(
                     backend, request, opened.evidence.result.msg,
-                    opened.report.msg.provider_output, self.config.thresholds))
+                    opened.report.msg.provider_output, self.config.thresholds), used)
             except Preempted as exc:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
-            finally:
-                self.budget.charge((trio.current_time() - started) * 1000, self.clock_ms())
+            finally:  # what the engine spent on it, pre-empted attempts included
+                self.budget.charge(used.seconds * 1000, self.clock_ms())
         if comparison.verdict is Verdict.INCONCLUSIVE:
             return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
         if comparison.verdict.passed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
@@ -38,6 +39,13 @@ T = TypeVar("T")
 
 class Preempted(P2PInferError):
     """A paid job wanted the engine: the background work was stopped (or never started)."""
+
+
+@dataclass
+class EngineTime:
+    """Seconds background work held the engine (what a re-run budget is charged)."""
+
+    seconds: float = 0.0
 
 
 class EngineGate:
@@ -73,20 +81,24 @@ class EngineGate:
         """No paid stream open, and none for `quiet_s`."""
         return self.paid_open == 0 and trio.current_time() - self._last_paid >= self.quiet_s
 
-    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[], Awaitable[T]], used: EngineTime | None = None) -> T:
         """`work()` in the background: started once the engine is idle, cancelled when a
         paid stream opens, and started again at the next idle moment, all within
-        `wait_s` (which also bounds one run). Preempted if it never finished in time."""
+        `wait_s` (which also bounds one run). Preempted if it never finished in time.
+        `used` gets the seconds `work` ran (waiting for the engine not counted)."""
         with trio.move_on_after(self.wait_s):
             while True:
                 await self._until_idle()
                 scope = trio.CancelScope()
                 self._background.add(scope)
+                started = trio.current_time()
                 try:
                     with scope:
                         return await work()
                 finally:
                     self._background.discard(scope)
+                    if used is not None:
+                        used.seconds += trio.current_time() - started
                 self.preempted += 1  # only a paid stream cancels `scope`
         raise Preempted(f"paid jobs kept the engine busy for {self.wait_s:g} s")
 

@@ -26,7 +26,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, RequestLimits
 from p2pinfer.verify import breaker as B
-from p2pinfer.verify.engine_gate import EngineGate, Preempted
+from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.reports import (
     MAX_REPORT_WEIGHT_PM,
     RecheckBudget,
@@ -253,8 +253,11 @@ async def test_a_paid_job_preempts_a_background_rerun_which_starts_again_after(
     paid = gate.paid(FakeEngine(tokens=5))  # type: ignore[arg-type]
     done: list[float] = []
 
+    used = EngineTime()
+
     async def rerun() -> None:
-        done.append(await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams()))))
+        done.append(await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())),
+                                   used))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(rerun)
@@ -268,6 +271,8 @@ async def test_a_paid_job_preempts_a_background_rerun_which_starts_again_after(
         assert engine.emitted <= before + 1
     # Started again once the engine was quiet, and ran to the end.
     assert gate.preempted == 1 and done == [1_000]
+    # Charged for the time it ran (about 2 s pre-empted + 10 s), not for the wait.
+    assert 11.9 < used.seconds < 12.5
 
 
 async def test_a_rerun_waits_for_a_quiet_engine_and_gives_up_after_wait_s(
