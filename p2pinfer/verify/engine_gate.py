@@ -100,7 +100,7 @@ class EngineGate:
                     if used is not None:
                         used.seconds += trio.current_time() - started
                 self.preempted += 1  # only a paid stream cancels `scope`
-        raise Preempted(f"paid jobs kept the engine busy for {self.wait_s:g} s")
+        raise Preempted(f"not done within {self.wait_s:g} s, paid jobs first")
 
     async def _until_idle(self) -> None:
         while not self.idle():
