@@ -7,10 +7,12 @@ report receiver runs a re-run: it waits until no paid stream has been open for
 `quiet_s`, then runs `work` in a cancel scope that the next paid stream cancels, and
 starts it again at the next quiet moment, all within `wait_s` (else `Preempted`).
 
-The embedded engine stops within one token once its stream is left, so a paid job
-waits at most one token, or one scoring pass (one batched forward pass over a text
-the request's max_tokens bounds, verify.reports.MAX_CHARS_PER_TOKEN), for a re-run it
-pre-empts. A re-run never holds one of the job server's model slots.
+The embedded engine stops within one token once its stream is left, and a cancelled
+scoring pass of pre-emptible work before its next 64-token chunk
+(`backends.base.preemptible_work`), so a paid job waits at most one token or one
+chunk, or the prompt of the re-run's own generation (which llama.cpp evaluates in one
+go: verify.reports bounds it to RECHECK_MAX_PROMPT_CHARS), for a re-run it pre-empts.
+A re-run never holds one of the job server's model slots.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from typing import TypeVar
 
 import trio
 
-from p2pinfer.backends.base import Backend, ChatMessage, ModelInfo, SamplingParams, StreamEvent
+from p2pinfer.backends.base import (
+    Backend,
+    ChatMessage,
+    ModelInfo,
+    SamplingParams,
+    StreamEvent,
+    preemptible_work,
+)
 from p2pinfer.errors import P2PInferError
 
 #: How long the engine must have been free of paid streams before a re-run starts:
@@ -92,10 +101,12 @@ class EngineGate:
                 scope = trio.CancelScope()
                 self._background.add(scope)
                 started = trio.current_time()
+                mark = preemptible_work.set(True)
                 try:
                     with scope:
                         return await work()
                 finally:
+                    preemptible_work.reset(mark)
                     self._background.discard(scope)
                     if used is not None:
                         used.seconds += trio.current_time() - started

@@ -54,6 +54,11 @@ RECHECK_MAX_TEMPERATURE = 2.0
 #: averages about 4): longer, the request could not have produced it, and scoring it
 #: would cost engine time in proportion to its length for nothing.
 MAX_CHARS_PER_TOKEN = 32
+#: The input a re-run evaluates before its first token, in characters (about 250
+#: tokens, under a second at SmolLM2's ~300 prompt tokens/s on 2 cores): llama.cpp
+#: evaluates a prompt in one go, so a paid job that pre-empts the re-run waits for it.
+#: Check jobs' prompts (verify/prompts.txt) are under 100 characters.
+RECHECK_MAX_PROMPT_CHARS = 1_000
 #: Re-runs per reporter per window: an honest validator reports a few checks a minute
 #: (one per `check_interval_s`, 10 s by default); a flood from one key stops here.
 REPORTER_RECHECKS = 6
@@ -159,8 +164,9 @@ def recheck_refusal(request: JobRequest, limits: RequestLimits, output: str = ""
     """Why this node will not re-run `request` (None: it may): the limits its job server
     applies to a paid request (prompt size, messages, max_tokens, stop strings, lifetime;
     the time window as of the request's own issue time, since a report comes later), a
-    temperature of at most RECHECK_MAX_TEMPERATURE, and a provider `output` no longer
-    than `max_tokens` × MAX_CHARS_PER_TOKEN characters."""
+    temperature of at most RECHECK_MAX_TEMPERATURE, an input of at most
+    RECHECK_MAX_PROMPT_CHARS, and a provider `output` no longer than `max_tokens` ×
+    MAX_CHARS_PER_TOKEN characters."""
     try:
         check_request(request, provider_peer_id=request.provider, now_ms=request.issued_at,
                       limits=limits)
@@ -169,6 +175,9 @@ def recheck_refusal(request: JobRequest, limits: RequestLimits, output: str = ""
     if request.params.temperature > RECHECK_MAX_TEMPERATURE:
         return (f"temperature {request.params.temperature:g} is over "
                 f"{RECHECK_MAX_TEMPERATURE:g}")
+    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
+    if chars > RECHECK_MAX_PROMPT_CHARS:
+        return f"an input of {chars} characters is over {RECHECK_MAX_PROMPT_CHARS} for a re-run"
     if len(output) > request.params.max_tokens * MAX_CHARS_PER_TOKEN:
         return (f"an output of {len(output)} characters is longer than max_tokens "
                 f"{request.params.max_tokens} could give")

@@ -78,6 +78,14 @@ def test_an_output_longer_than_max_tokens_could_give_is_not_scored_or_rerun() ->
     assert refusal is not None and "longer than max_tokens" in refusal
 
 
+def test_a_rerun_evaluates_a_short_prompt_only() -> None:
+    # llama.cpp evaluates a prompt in one go: a paid job pre-empting the re-run waits.
+    assert recheck_refusal(request(prompt="x" * 1_000), RequestLimits()) is None
+    refusal = recheck_refusal(request(prompt="x" * 1_001), RequestLimits())
+    assert refusal is not None and "for a re-run" in refusal
+    assert recheck_refusal(request(prompt="x" * 600, messages=2), RequestLimits()) is not None
+
+
 def test_the_receivers_own_limits_apply() -> None:
     tight = RequestLimits(max_tokens=64)
     assert recheck_refusal(request(max_tokens=65), tight) is not None
