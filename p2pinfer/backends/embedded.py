@@ -255,14 +255,19 @@ class EmbeddedBackend:
             finally:
                 stop.set()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_when_cancelled)
-            try:
-                return await trio.to_thread.run_sync(
-                    self._score_in_thread, entry, kind, payload, answer, stop, chunk,
-                    limiter=self._limiter)
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop_when_cancelled)
+                try:
+                    return await trio.to_thread.run_sync(
+                        self._score_in_thread, entry, kind, payload, answer, stop, chunk,
+                        limiter=self._limiter)
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Give the engine's error (or the cancellation) back as itself, not in a group.
+            single = single_exception(group)
+            raise single from single.__cause__
 
     def _score_in_thread(
         self, entry: _Model, kind: str, payload: object, answer: str,

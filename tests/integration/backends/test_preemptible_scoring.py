@@ -12,6 +12,7 @@ import trio
 from p2pinfer.backends.base import SamplingParams, TokenDelta, preemptible_work
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
+from p2pinfer.errors import EngineResponseError
 from tests.support.backends import ENGINE_READY
 
 pytestmark = [
@@ -77,3 +78,9 @@ async def test_a_cancelled_scoring_pass_leaves_the_engine_usable(tiny_model: Pat
             preemptible_work.reset(mark)
         after = await engine.score_generate("tiny", "Hello", answer)
     assert cancelled.cancelled_caught and before is not None and before == after
+
+
+async def test_a_scoring_error_comes_out_as_itself(tiny_model: Path) -> None:
+    engine = tiny_engine(tiny_model)
+    with trio.fail_after(60), pytest.raises(EngineResponseError, match="exceed the context"):
+        await engine.score_generate("tiny", "Hello", (await long_answer(engine)) * 40)
