@@ -445,9 +445,11 @@ class Verifier:
             used = EngineTime()
             backend = self.backend
             try:
+                # It may not run longer than the budget holds (no overdraft by one run).
                 _, comparison = await self.gate.run(lambda: judge_answer(
                     backend, request, opened.evidence.result.msg,
-                    opened.report.msg.provider_output, self.config.thresholds), used)
+                    opened.report.msg.provider_output, self.config.thresholds), used,
+                    max_run_s=self.budget.level_ms(self.clock_ms()) / 1000)
             except Preempted as exc:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
             finally:  # what the engine spent on it, pre-empted attempts included

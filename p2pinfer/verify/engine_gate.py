@@ -90,15 +90,21 @@ class EngineGate:
         """No paid stream open, and none for `quiet_s`."""
         return self.paid_open == 0 and trio.current_time() - self._last_paid >= self.quiet_s
 
-    async def run(self, work: Callable[[], Awaitable[T]], used: EngineTime | None = None) -> T:
+    async def run(
+        self, work: Callable[[], Awaitable[T]], used: EngineTime | None = None, *,
+        max_run_s: float | None = None,
+    ) -> T:
         """`work()` in the background: started once the engine is idle, cancelled when a
         paid stream opens, and started again at the next idle moment, all within
-        `wait_s` (which also bounds one run). Preempted if it never finished in time.
-        `used` gets the seconds `work` ran (waiting for the engine not counted)."""
+        `wait_s`, and running `max_run_s` at most, attempts together. Preempted if it
+        did not finish within those. `used` gets the seconds `work` ran (waiting for
+        the engine not counted)."""
+        used = used if used is not None else EngineTime()
+        run_limit = self.wait_s if max_run_s is None else min(self.wait_s, max_run_s)
         with trio.move_on_after(self.wait_s):
-            while True:
+            while used.seconds < run_limit:
                 await self._until_idle()
-                scope = trio.CancelScope()
+                scope = trio.CancelScope(deadline=trio.current_time() + run_limit - used.seconds)
                 self._background.add(scope)
                 started = trio.current_time()
                 mark = preemptible_work.set(True)
@@ -108,9 +114,9 @@ class EngineGate:
                 finally:
                     preemptible_work.reset(mark)
                     self._background.discard(scope)
-                    if used is not None:
-                        used.seconds += trio.current_time() - started
-                self.preempted += 1  # only a paid stream cancels `scope`
+                    used.seconds += trio.current_time() - started
+                self.preempted += scope.cancel_called and trio.current_time() < scope.deadline
+            raise Preempted(f"ran its {run_limit:g} s, not done")
         raise Preempted(f"not done within {self.wait_s:g} s, paid jobs first")
 
     async def _until_idle(self) -> None:

@@ -64,7 +64,7 @@ RECHECK_MAX_PROMPT_CHARS = 1_000
 REPORTER_RECHECKS = 6
 REPORTER_WINDOW_MS = 60_000
 #: Engine time re-runs may take, all reporters together: 10 s per minute (a sixth of an
-#: idle engine), with 20 s in hand; a run that overdraws it is paid off before the next.
+#: idle engine), with 20 s in hand; one re-run may not run longer than the bucket holds.
 RECHECK_BUDGET_MS_PER_MIN = 10_000
 RECHECK_BURST_MS = 20_000
 

@@ -314,3 +314,27 @@ async def test_one_rerun_cannot_hold_the_engine_longer_than_wait_s(
     with pytest.raises(Preempted):
         await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())))
     assert engine.emitted <= 500
+
+
+async def test_a_rerun_runs_no_longer_than_its_budget_allows_attempts_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=0.5, wait_s=60.0)
+    engine = FakeEngine(tokens=100_000)
+    paid = gate.paid(FakeEngine(tokens=5))  # type: ignore[arg-type]
+    used = EngineTime()
+    outcome: list[str] = []
+
+    async def rerun() -> None:
+        try:
+            await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())), used,
+                           max_run_s=3.0)
+        except Preempted as exc:
+            outcome.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rerun)
+        await trio.sleep(2)
+        await drain(paid.generate("m", "p", SamplingParams()))  # pre-empts after 2 s
+    assert outcome == ["ran its 3 s, not done"] and gate.preempted == 1
+    assert 2.9 < used.seconds < 3.1
