@@ -116,7 +116,7 @@ class EngineGate:
                     self._background.discard(scope)
                     used.seconds += trio.current_time() - started
                 self.preempted += scope.cancel_called and trio.current_time() < scope.deadline
-            raise Preempted(f"ran its {run_limit:g} s, not done")
+            raise Preempted(f"ran its {run_limit:.1f} s of budget, not done")
         raise Preempted(f"not done within {self.wait_s:g} s, paid jobs first")
 
     async def _until_idle(self) -> None:

@@ -336,5 +336,5 @@ async def test_a_rerun_runs_no_longer_than_its_budget_allows_attempts_together(
         nursery.start_soon(rerun)
         await trio.sleep(2)
         await drain(paid.generate("m", "p", SamplingParams()))  # pre-empts after 2 s
-    assert outcome == ["ran its 3 s, not done"] and gate.preempted == 1
+    assert outcome == ["ran its 3.0 s of budget, not done"] and gate.preempted == 1
     assert 2.9 < used.seconds < 3.1
