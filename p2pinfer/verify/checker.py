@@ -88,6 +88,10 @@ from p2pinfer.verify.reputation_store import ReputationBook
 
 log = logging.getLogger(__name__)
 
+#: Result hashes of re-run reports remembered, so a proof is re-run (and earns its
+#: reporter a confirmation) once: a day of re-runs at the budget's pace is far fewer.
+JUDGED_PROOFS = 10_000
+
 
 def prompt_set() -> tuple[str, ...]:
     """The realistic prompts check jobs are drawn from (`verify/prompts.txt`)."""
@@ -237,6 +241,7 @@ class Verifier:
         self.gate = gate or EngineGate()
         self.reporter_rate = ReporterRate()
         self.budget = RecheckBudget(now_ms=clock_ms())
+        self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
         self.results: list[CheckResult] = []  # the last checks this node made (bounded)
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         # The ReputationBook and Ledger connections are shared with the client: same limiter.
@@ -432,6 +437,10 @@ class Verifier:
         if refusal is not None:
             return self._note(opened.reporter, opened.provider,
                               f"not re-checked: over my limits ({refusal})")
+        proof = opened.evidence.result.hash
+        if proof in self._judged:
+            # One proof is judged once and earns one reporter once, however re-signed.
+            return self._note(opened.reporter, opened.provider, "ignored: already judged")
         if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
             return self._note(opened.reporter, opened.provider,
                               "not re-checked: reporter over its rate")
@@ -454,6 +463,9 @@ class Verifier:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
             finally:  # what the engine spent on it, pre-empted attempts included
                 self.budget.charge(used.seconds * 1000, self.clock_ms())
+        self._judged[proof] = None
+        while len(self._judged) > JUDGED_PROOFS:
+            del self._judged[next(iter(self._judged))]
         if comparison.verdict is Verdict.INCONCLUSIVE:
             return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
         if comparison.verdict.passed:

@@ -25,6 +25,10 @@ import trio
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.backends.tiny_model import write_tiny_model
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.faults import parse_fault
+from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.net.job_types import JobOutcome
 from p2pinfer.protocol import ChatTurn, JobParams
 from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.checker import TargetedClient, Verifier
@@ -95,3 +99,42 @@ async def test_sybil_reporters_cannot_open_an_honest_breaker(tmp_path: Path) -> 
     assert said == ["ignored: reporter untrusted"] * SYBILS
     assert rec.breaker.state is BreakerState.CLOSED and allowed
     assert rec.checks_failed == 0 and rec.score_pm >= 950
+
+
+async def test_one_fraud_proof_earns_its_reporter_one_confirmation(tmp_path: Path) -> None:
+    """Earned weight cannot be farmed by re-signing one real proof (or handing it to
+    other Sybils): a receiver re-runs a proof once and credits its first reporter once."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            cheat = await start_provider(stack, nursery, engine(tmp_path), tmp_path,
+                                         config=JobServerConfig(fault=parse_fault("garbage")))
+            net, plain, ledger = await start_consumer(stack, tmp_path, (cheat.net.addrs()[0],))
+            await wait_for_providers(net, MODEL, 1)
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            receiver = Verifier(net, plain.identity, plain, backend=engine(tmp_path),
+                                models=frozenset({MODEL}), reputation=book, ledger=ledger)
+            reporter, other = NodeIdentity.generate(), NodeIdentity.generate()
+            params = JobParams(max_tokens=64, temperature=0.0, top_k=1, seed=7)
+
+            def report(signer: NodeIdentity, outcome: JobOutcome) -> bytes:
+                bogus = "lorem ipsum " * 20
+                return build_report(
+                    signer, request=outcome.request, result=outcome.result,
+                    provider_output=outcome.text, reference_output=bogus, reference_digest="",
+                    comparison=compare_outputs(bogus, outcome.text),
+                    now_ms=plain.clock_ms()).raw
+
+            first = ""
+            for prompt in ("Why is the sky blue?", "Name three planets.", "Tell a story."):
+                outcome = await plain.run(MODEL, [ChatTurn("user", prompt)], params)
+                first = await receiver.receive_report(report(reporter, outcome))
+                if first == "re-checked: fraud confirmed":
+                    break
+            assert first == "re-checked: fraud confirmed"  # garbage, once long enough
+            await trio.sleep(0.01)  # a later issued_at: another message, the same proof
+            again = [await receiver.receive_report(report(signer, outcome))
+                     for signer in (reporter, reporter, other)]
+            confirmed = [book.reporter(r.peer_id).confirmed for r in (reporter, other)]
+            nursery.cancel_scope.cancel()
+    assert again == ["ignored: already judged"] * 3
+    assert confirmed == [1, 0]
