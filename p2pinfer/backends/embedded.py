@@ -255,19 +255,24 @@ class EmbeddedBackend:
             finally:
                 stop.set()
 
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stop_when_cancelled)
-                try:
-                    return await trio.to_thread.run_sync(
-                        self._score_in_thread, entry, kind, payload, answer, stop, chunk,
-                        limiter=self._limiter)
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # Give the engine's error (or the cancellation) back as itself, not in a group.
-            single = single_exception(group)
-            raise single from single.__cause__
+        score: TextScore | None = None
+        error: BackendError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_when_cancelled)
+            try:
+                score = await trio.to_thread.run_sync(
+                    self._score_in_thread, entry, kind, payload, answer, stop, chunk,
+                    limiter=self._limiter)
+            except BackendError as exc:
+                # Raised below, outside the nursery: inside, a cancellation arriving at
+                # the same time would put both in one group, which callers catching
+                # BackendError would not catch.
+                error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return score
 
     def _score_in_thread(
         self, entry: _Model, kind: str, payload: object, answer: str,

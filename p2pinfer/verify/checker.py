@@ -397,6 +397,8 @@ class Verifier:
             await self.receive_report(raw)
         except P2PInferError as exc:
             log.warning("report not judged error=%s", exc)
+        except Exception:  # a report is anyone's bytes: judging one must never end the node
+            log.exception("report not judged: unexpected error")
         finally:
             self._pending_reports -= 1
 

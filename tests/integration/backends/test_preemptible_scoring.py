@@ -4,6 +4,7 @@ chunks, and a cancelled pass lets the engine go before its next chunk."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,23 @@ async def test_a_scoring_error_comes_out_as_itself(tiny_model: Path) -> None:
     engine = tiny_engine(tiny_model)
     with trio.fail_after(60), pytest.raises(EngineResponseError, match="exceed the context"):
         await engine.score_generate("tiny", "Hello", (await long_answer(engine)) * 40)
+
+
+async def test_a_scoring_error_during_a_cancellation_is_no_crash(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The engine fails (prompt and answer over the context) just as a paid job pre-empts
+    # the re-run: the cancellation wins, and no group leaks out to crash the node.
+    engine = tiny_engine(tiny_model)
+
+    def failing(*args: object) -> None:
+        time.sleep(0.2)
+        raise EngineResponseError("tiny: prompt and answer exceed the context")
+
+    monkeypatch.setattr(engine, "_score_in_thread", failing)
+    with trio.fail_after(10):
+        with trio.move_on_after(0.05) as cancelled:
+            await engine.score_generate("tiny", "Hello", "text")
+        with pytest.raises(EngineResponseError):
+            await engine.score_generate("tiny", "Hello", "text")
+    assert cancelled.cancelled_caught
