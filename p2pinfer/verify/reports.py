@@ -67,6 +67,9 @@ REPORTER_WINDOW_MS = 60_000
 #: idle engine), with 20 s in hand; one re-run may not run longer than the bucket holds.
 RECHECK_BUDGET_MS_PER_MIN = 10_000
 RECHECK_BURST_MS = 20_000
+#: A re-run starts only with this much in the bucket: a 64-token check re-run takes
+#: about a second on SmolLM2 here; a run cut after 0.1 s is waste.
+RECHECK_MIN_START_MS = 1_000
 
 
 def wire_verdict(comparison: Comparison) -> str:
@@ -230,8 +233,9 @@ class RecheckBudget:
         return self._level
 
     def available(self, now_ms: int) -> bool:
-        """Whether a re-run may start now."""
-        return self.level_ms(now_ms) > 0
+        """Whether a re-run may start now: at least RECHECK_MIN_START_MS in the bucket
+        (less is not worth starting a run that will be cut)."""
+        return self.level_ms(now_ms) >= RECHECK_MIN_START_MS
 
     def charge(self, spent_ms: float, now_ms: int) -> None:
         """Take what a re-run took out of the bucket."""

@@ -125,7 +125,8 @@ def test_the_rerun_budget_bounds_engine_time_per_minute() -> None:
     budget.charge(45_000, NOW)  # one long re-run overdraws it...
     assert not budget.available(NOW)
     assert not budget.available(NOW + 60_000)  # ...-25 s + 10 s refilled
-    assert budget.available(NOW + 151_000)  # paid off at 10 s a minute
+    assert not budget.available(NOW + 151_000)  # paid off at 10 s a minute, but only 0.2 s
+    assert budget.available(NOW + 157_000)  # over 1 s in the bucket: worth a run
     assert budget.level_ms(NOW + 10**9) == 20_000  # never more than the burst
 
 
