@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
 from p2pinfer.verify.checker import Verifier, VerifyConfig
+from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
 
 if TYPE_CHECKING:
@@ -302,8 +303,12 @@ async def run_node(
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
                 server: JobServer | None = None
+                # Paid jobs first: re-runs of reported jobs wait for an idle engine and
+                # stop when a paid job opens a stream on it.
+                gate = EngineGate()
                 if backend is not None and served:
-                    engine = board.track(backend, role="provider", provider=net.peer_id)
+                    engine = gate.paid(
+                        board.track(backend, role="provider", provider=net.peer_id))
                     server = JobServer(
                         identity, engine, {s.info.name: s.info for s in served},
                         config=JobServerConfig(
@@ -335,7 +340,9 @@ async def run_node(
                 verifier = Verifier(
                     net, identity, client, backend=backend,
                     models=frozenset(s.info.name for s in served), reputation=reputation,
-                    ledger=ledger, config=config.verify,
+                    ledger=ledger, gate=gate,
+                    config=replace(config.verify, recheck_limits=server.config.limits)
+                    if server is not None else config.verify,
                     digests={s.info.name: s.info.digest for s in served})
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(_follow_governance, governance,

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+#: True in work that a paid job may pre-empt (verify.engine_gate): an engine that can
+#: split its work finer (the embedded engine's scoring) does, so that cancelling the
+#: work frees the engine sooner.
+preemptible_work: ContextVar[bool] = ContextVar("preemptible_work", default=False)
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 

@@ -45,6 +45,7 @@ from p2pinfer.backends.base import (
     Timings,
     TokenDelta,
     Usage,
+    preemptible_work,
 )
 from p2pinfer.backends.gguf_meta import (
     GGUFMetadata,
@@ -65,6 +66,10 @@ from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
+
+#: Tokens per decode when scoring work a paid job may pre-empt: at SmolLM2's ~300 prompt
+#: tokens/s on 2 cores, about 0.2 s before a cancelled pass lets the engine go.
+PREEMPTIBLE_SCORE_CHUNK = 64
 
 
 def llama_cpp_available() -> bool:
@@ -239,12 +244,39 @@ class EmbeddedBackend:
     ) -> TextScore | None:
         entry = self._lookup(model)
         # Like a generation: in a worker thread, under the same limiter and model lock.
-        return await trio.to_thread.run_sync(
-            self._score_in_thread, entry, kind, payload, answer, limiter=self._limiter
-        )
+        # Cancelled, the pass stops before its next chunk (None); pre-emptible work
+        # decodes in chunks of PREEMPTIBLE_SCORE_CHUNK tokens so that is soon.
+        stop = threading.Event()
+        chunk = PREEMPTIBLE_SCORE_CHUNK if preemptible_work.get() else None
+
+        async def stop_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+
+        score: TextScore | None = None
+        error: BackendError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_when_cancelled)
+            try:
+                score = await trio.to_thread.run_sync(
+                    self._score_in_thread, entry, kind, payload, answer, stop, chunk,
+                    limiter=self._limiter)
+            except BackendError as exc:
+                # Raised below, outside the nursery: inside, a cancellation arriving at
+                # the same time would put both in one group, which callers catching
+                # BackendError would not catch.
+                error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return score
 
     def _score_in_thread(
-        self, entry: _Model, kind: str, payload: object, answer: str
+        self, entry: _Model, kind: str, payload: object, answer: str,
+        stop: threading.Event, chunk: int | None,
     ) -> TextScore | None:
         from p2pinfer.backends.llama_score import end_token_ids, score_continuation
 
@@ -253,7 +285,8 @@ class EmbeddedBackend:
             if entry.end_ids is None:
                 entry.end_ids = end_token_ids(llama)
             try:
-                return score_continuation(llama, kind, payload, answer, entry.end_ids)
+                return score_continuation(llama, kind, payload, answer, entry.end_ids,
+                                          stop=stop, chunk_tokens=chunk)
             except ValueError as exc:  # longer than the context
                 raise EngineResponseError(f"{entry.source.name}: {exc}") from None
             except RuntimeError as exc:  # llama_decode failed

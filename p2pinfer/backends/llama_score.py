@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from typing import Any
 
 from p2pinfer.backends.base import TextScore
@@ -63,11 +64,13 @@ def end_token_ids(llama: Any) -> list[int]:
 
 
 def score_continuation(
-    llama: Any, kind: str, payload: object, continuation: str, end_ids: list[int]
+    llama: Any, kind: str, payload: object, continuation: str, end_ids: list[int], *,
+    stop: threading.Event | None = None, chunk_tokens: int | None = None,
 ) -> TextScore | None:
     """How `llama`'s model rates `continuation` as the answer to `payload` (see module doc);
     None when the text cannot be turned back into the model's tokens (it holds U+FFFD, so
-    the engine dropped bytes it could not decode, or its tokens do not give the text back).
+    the engine dropped bytes it could not decode, or its tokens do not give the text back)
+    or when `stop` was set (checked before each decode of at most `chunk_tokens`).
     ValueError if prompt and answer do not fit in the context."""
     import numpy as np
 
@@ -79,7 +82,7 @@ def score_continuation(
     if len(tokens) > llama.n_ctx():
         raise ValueError(f"prompt and answer ({len(tokens)} tokens) exceed the context")
     first_out = len(prompt) - 1  # the logits there predict the answer's first token
-    n_vocab, n_batch = llama.n_vocab(), llama.n_batch
+    n_vocab, n_batch = llama.n_vocab(), min(llama.n_batch, chunk_tokens or llama.n_batch)
     ctx, batch = llama._ctx, llama._batch
     logprobs: list[int] = []
     gaps: list[int] = []
@@ -90,6 +93,8 @@ def score_continuation(
     ctx.kv_cache_seq_rm(-1, 0, -1)
     try:
         for start in range(0, len(tokens), n_batch):
+            if stop is not None and stop.is_set():
+                return None
             chunk = tokens[start : start + n_batch]
             raw = batch.batch
             raw.n_tokens = len(chunk)

@@ -24,6 +24,9 @@ ENTRY_DOMAIN = b"p2pinfer/v1/ledger"
 GENESIS_PREV = bytes(32)
 BODY_VERSION = 1
 MAX_EVIDENCE = 1 << 20  # one protocol frame
+#: A new slash entry names its proof by hash (sha256: 32 bytes), never holds the proof
+#: (Ledger.record_slash); entries already written with more still read and verify.
+MAX_SLASH_EVIDENCE = 64
 
 FAUCET_ACCOUNT = "faucet"
 BURN_ACCOUNT = "burn"
@@ -240,9 +243,10 @@ class StakeBody:
 class SlashBody:
     """This observer slashes `amount` of `provider`'s stake for proven fraud.
 
-    `evidence` is the proof as received (e.g. a CheckReport with the signed
-    request and result); `slash_id` (default: sha256 of the evidence) is
-    unique, so one proof slashes once.
+    `evidence` names the proof: the sha256 of what was received (e.g. the
+    CheckReport with the signed request and result), never the proof itself
+    (Ledger.record_slash refuses more than MAX_SLASH_EVIDENCE bytes); `slash_id`
+    (default: sha256 of the evidence) is unique, so one proof slashes once.
     """
 
     kind: ClassVar[str] = "slash"

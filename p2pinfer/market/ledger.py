@@ -26,6 +26,7 @@ from p2pinfer.errors import (
     InsufficientCreditError,
     LedgerError,
     LedgerIntegrityError,
+    ValidationError,
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market import entries as E
@@ -324,8 +325,15 @@ class Ledger:
     ) -> Entry:
         """Slash `amount` of `provider`'s stake in this ledger for proven fraud.
 
-        One proof slashes once: `slash_id` defaults to sha256(evidence).
+        `evidence` names the proof (its hash), at most MAX_SLASH_EVIDENCE bytes: the proof
+        itself (a CheckReport can be 0.5 MB) would grow the ledger by its size per
+        entry. One proof slashes once: `slash_id` defaults to sha256(evidence).
+        ValidationError if `evidence` is longer.
         """
+        if len(evidence) > E.MAX_SLASH_EVIDENCE:
+            raise ValidationError(
+                f"slash evidence is {len(evidence)} bytes; store its hash "
+                f"(at most {E.MAX_SLASH_EVIDENCE} bytes), not the proof")
         sid = slash_id or hashlib.sha256(evidence).hexdigest()
         return self._append(E.SlashBody(provider, amount, reason, evidence, sid))
 

@@ -18,16 +18,21 @@
 - **receiver**: every node judges the reports it hears (`verify/reports.py`):
   forged or stale ones are dropped; a `fail` about a model it serves is re-run
   on its own engine (its own observation; confirmed fraud is slashed in its
-  ledger); otherwise it counts by the reporter's reputation, or not at all.
+  ledger, the entry holding the report's sha256), but only within its own request
+  limits, per-reporter rate and engine-time budget, and only while no paid job
+  wants the engine (`verify/engine_gate.py`), or it is not counted at all; a `fail`
+  about a model it does not serve counts by the weight the reporter earned with
+  reports this node re-ran and found right, or not at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 import trio
@@ -51,7 +56,14 @@ from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.job_types import Candidate, JobOutcome
 from p2pinfer.net.net_job import NetJob
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, JobParams, JobRequest, JobResult
+from p2pinfer.protocol import (
+    REPORTS_TOPIC,
+    ChatTurn,
+    JobParams,
+    JobRequest,
+    JobResult,
+    RequestLimits,
+)
 from p2pinfer.protocol.codec import decode_as
 from p2pinfer.verify.compare import (
     DEFAULT_THRESHOLDS,
@@ -61,10 +73,14 @@ from p2pinfer.verify.compare import (
     compare_by_likelihood,
     compare_outputs,
 )
+from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.reports import (
     OpenedReport,
+    RecheckBudget,
+    ReporterRate,
     ReportWindow,
     build_report,
+    recheck_refusal,
     reporter_weight_pm,
     try_open,
 )
@@ -72,6 +88,10 @@ from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 
 log = logging.getLogger(__name__)
+
+#: Result hashes of re-run reports remembered, so a proof is re-run (and earns its
+#: reporter a confirmation) once: a day of re-runs at the budget's pace is far fewer.
+JUDGED_PROOFS = 10_000
 
 
 def prompt_set() -> tuple[str, ...]:
@@ -95,6 +115,9 @@ class VerifyConfig:
     #: validator's own connection carries it, signed by a throwaway key.
     fresh_host: bool = True
     check_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    #: What a reported request may ask of our engine to be re-run: the job server's
+    #: limits on a paid request (node.py passes the job server's own).
+    recheck_limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 @dataclass(frozen=True)
@@ -204,7 +227,7 @@ class Verifier:
         backend: Backend | None, models: frozenset[str], reputation: ReputationBook,
         ledger: Ledger | None, config: VerifyConfig = VerifyConfig(), digests: dict[str, str]
         | None = None, clock_ms: Callable[[], int] = wall_clock_ms,
-        rng: random.Random | None = None,
+        rng: random.Random | None = None, gate: EngineGate | None = None,
     ) -> None:
         self.net, self.identity, self.client = net, identity, client
         self.backend, self.models, self.book, self.ledger = backend, models, reputation, ledger
@@ -214,6 +237,12 @@ class Verifier:
         self.rng = rng or random.Random()
         self.prompts = prompt_set()
         self.window = ReportWindow()
+        #: Re-runs of reported jobs: paid jobs first (the job server's engine is wrapped
+        #: in `gate.paid`), a rate per reporter, and a budget of engine time.
+        self.gate = gate or EngineGate()
+        self.reporter_rate = ReporterRate()
+        self.budget = RecheckBudget(now_ms=clock_ms())
+        self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
         self.results: list[CheckResult] = []  # the last checks this node made (bounded)
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         # The ReputationBook and Ledger connections are shared with the client: same limiter.
@@ -380,6 +409,8 @@ class Verifier:
             await self.receive_report(raw)
         except P2PInferError as exc:
             log.warning("report not judged error=%s", exc)
+        except Exception:  # a report is anyone's bytes: judging one must never end the node
+            log.exception("report not judged: unexpected error")
         finally:
             self._pending_reports -= 1
 
@@ -395,10 +426,13 @@ class Verifier:
             return self._note(opened.reporter, opened.provider, "ignored: not a failure")
         model = opened.evidence.request.msg.model
         if self.backend is not None and model in self.models:
+            # We can judge it ourselves: re-run it, or count it not at all.
             return await self._confirm(opened)
-        reporter = await trio.to_thread.run_sync(self.book.get, opened.reporter,
-                                                 limiter=self._db)
-        weight = reporter_weight_pm(reporter)
+        book = self.book
+        record, reputation = await trio.to_thread.run_sync(
+            lambda: (book.reporter(opened.reporter), book.get(opened.reporter)),
+            limiter=self._db)
+        weight = reporter_weight_pm(record, reputation)
         if weight == 0:
             return self._note(opened.reporter, opened.provider, "ignored: reporter untrusted")
         if not self.window.admit(opened.reporter, opened.provider, self.clock_ms()):
@@ -407,19 +441,54 @@ class Verifier:
         return self._note(opened.reporter, opened.provider, f"counted: weight {weight}")
 
     async def _confirm(self, opened: OpenedReport) -> str:
-        """Re-run the reported request ourselves; a confirmed failure is proven fraud."""
+        """Re-run the reported request ourselves, if it is within our limits, the reporter's
+        rate and our engine budget, and no paid job wants the engine; a confirmed failure
+        is proven fraud."""
         assert self.backend is not None
+        request = opened.evidence.request.msg
+        refusal = recheck_refusal(request, self.config.recheck_limits,
+                                  opened.report.msg.provider_output)
+        if refusal is not None:
+            return self._note(opened.reporter, opened.provider,
+                              f"not re-checked: over my limits ({refusal})")
+        proof = opened.evidence.result.hash
+        if proof in self._judged:
+            # One proof is judged once and earns one reporter once, however re-signed.
+            return self._note(opened.reporter, opened.provider, "ignored: already judged")
+        if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
+            return self._note(opened.reporter, opened.provider,
+                              "not re-checked: reporter over its rate")
+        if not self.budget.available(self.clock_ms()):  # and again once it is our turn
+            return self._note(opened.reporter, opened.provider,
+                              "not re-checked: re-run budget spent")
         async with self._engine:
-            _, comparison = await judge_answer(
-                self.backend, opened.evidence.request.msg, opened.evidence.result.msg,
-                opened.report.msg.provider_output, self.config.thresholds)
+            if not self.budget.available(self.clock_ms()):
+                return self._note(opened.reporter, opened.provider,
+                                  "not re-checked: re-run budget spent")
+            used = EngineTime()
+            backend = self.backend
+            try:
+                # It may not run longer than the budget holds (no overdraft by one run).
+                _, comparison = await self.gate.run(lambda: judge_answer(
+                    backend, request, opened.evidence.result.msg,
+                    opened.report.msg.provider_output, self.config.thresholds), used,
+                    max_run_s=self.budget.level_ms(self.clock_ms()) / 1000)
+            except Preempted as exc:
+                return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
+            finally:  # what the engine spent on it, pre-empted attempts included
+                self.budget.charge(used.seconds * 1000, self.clock_ms())
+        self._judged[proof] = None
+        while len(self._judged) > JUDGED_PROOFS:
+            del self._judged[next(iter(self._judged))]
         if comparison.verdict is Verdict.INCONCLUSIVE:
             return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
         if comparison.verdict.passed:
             # The reporter accused an honest answer: that is on the reporter.
             await self._record(opened.reporter, Outcome.CHECK_FAILED, 1000)
+            await self._record_report_check(opened.reporter, confirmed=False)
             return self._note(opened.reporter, opened.provider, "re-checked: report was false")
         await self._record(opened.provider, Outcome.CHECK_FAILED, 1000)
+        await self._record_report_check(opened.reporter, confirmed=True)
         if self.ledger is not None and self.config.slash_on_fraud:
             await self._slash(opened)
         return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
@@ -432,14 +501,25 @@ class Verifier:
         provider_key = public_key_from_peer_id(opened.provider)
 
         def write() -> None:
+            # The hash of the report, not the report: the proof is on gossip and with
+            # the reporter; a ledger entry per report must not grow by its size.
             ledger.record_slash(provider_key, amount, reason="spot-check failed, re-checked",
-                                evidence=opened.report.raw,
+                                evidence=hashlib.sha256(opened.report.raw).digest(),
                                 slash_id=opened.evidence.result.hash.hex())
 
         try:
             await trio.to_thread.run_sync(write, limiter=self._db)
         except P2PInferError as exc:  # DuplicateEntryError: this proof was slashed before
             log.info("slash not recorded provider=%s error=%s", opened.provider, exc)
+
+    async def _record_report_check(self, reporter: str, *, confirmed: bool) -> None:
+        book = self.book
+        try:
+            await trio.to_thread.run_sync(
+                lambda: book.record_report_check(reporter, confirmed=confirmed),
+                limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reporter not updated peer=%s error=%s", reporter, exc)
 
     async def _record(self, peer_id: str, outcome: Outcome, weight_pm: int) -> None:
         try:

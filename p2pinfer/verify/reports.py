@@ -9,30 +9,67 @@ A receiver believes a report only as far as it can check it:
   the requested provider signed it, the provider output hashes to the result's
   `output_hash`); anything else is forged and ignored;
 - a reporter never judges itself, and a report about the receiver is ignored;
-- a `fail` the receiver re-checked itself on its own engine counts as its own
-  observation (full weight) and, confirmed, is proven fraud: a slash entry;
-- an unconfirmed report counts with the reporter's own score halved, only if the
-  reporter has a track record with the receiver (`MIN_TRACK` observations, score at
-  least `TRUSTED_PM`), and once per (reporter, provider) per `REPORT_WINDOW_MS`: so a
-  peer with no reputation moves nothing, and one liar cannot open a breaker alone
-  (one step of weight <= 0.5 takes an honest 0.95 to about 0.86 > 0.70).
+- a `fail` about a model the receiver serves is re-run on its own engine, or not
+  counted at all: only within the receiver's own request limits (`recheck_refusal`:
+  the job server's `RequestLimits` and a sampling range), at most `REPORTER_RECHECKS`
+  per reporter per `REPORTER_WINDOW_MS` (`ReporterRate`), within a total engine-time
+  budget (`RecheckBudget`) and only while no paid job wants the engine
+  (`verify/engine_gate.py`). Confirmed, it is proven fraud (a slash entry holding the
+  report's sha256) and the reporter earns a confirmation; found false, the reporter
+  earns a false report;
+- a `fail` the receiver cannot re-run (it does not serve the model) counts only with a
+  weight the reporter earned at this receiver (`reporter_weight_pm`: its reports this
+  node re-ran and found right, less those it found false), once per (reporter,
+  provider) per `REPORT_WINDOW_MS`. Serving jobs well earns no weight: Sybil providers
+  that served a consumer well are still unproven reporters, and unproven reporters,
+  however many, move nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from p2pinfer.errors import ProtocolError
-from p2pinfer.protocol import CheckReport, Metric, check_report_age
+from p2pinfer.errors import P2PInferError, ProtocolError
+from p2pinfer.protocol import CheckReport, JobRequest, Metric, RequestLimits, check_report_age
 from p2pinfer.protocol.codec import Evidence, Signed, Signer, decode_as, open_evidence, sign
 from p2pinfer.protocol.codec import output_hash as hash_output
+from p2pinfer.protocol.validation import check_request
 from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.compare import Comparison, Verdict
-from p2pinfer.verify.reputation import PeerReputation
+from p2pinfer.verify.reputation import PeerReputation, ReporterRecord
 
-MIN_TRACK = 3  # own observations of a reporter before its reports count at all
-TRUSTED_PM = 900  # a reporter's score (per mille) below which its reports count for nothing
 REPORT_WINDOW_MS = 3_600_000  # one unconfirmed report per (reporter, provider) per hour
+#: Earned weight per net confirmed report (per mille): one confirmation buys a fifth of
+#: the cap, so a reporter needs several checked-and-right reports to count fully.
+WEIGHT_PER_CONFIRMED_PM = 100
+#: The most an unconfirmed report counts (per mille): even a proven reporter's word is
+#: worth half of what the receiver saw itself.
+MAX_REPORT_WEIGHT_PM = 500
+#: A report found false cancels this many confirmations (lying must cost more than it pays).
+FALSE_REPORT_COST = 3
+#: Re-runs of sampled requests go up to this temperature: the OpenAI API's own range;
+#: above it any model's output is noise, and no check job (greedy) comes near it.
+RECHECK_MAX_TEMPERATURE = 2.0
+#: An answer of `max_tokens` tokens is at most this many characters per token (English
+#: averages about 4): longer, the request could not have produced it, and scoring it
+#: would cost engine time in proportion to its length for nothing.
+MAX_CHARS_PER_TOKEN = 32
+#: The input a re-run evaluates before its first token, in characters (about 250
+#: tokens, under a second at SmolLM2's ~300 prompt tokens/s on 2 cores): llama.cpp
+#: evaluates a prompt in one go, so a paid job that pre-empts the re-run waits for it.
+#: Check jobs' prompts (verify/prompts.txt) are under 100 characters.
+RECHECK_MAX_PROMPT_CHARS = 1_000
+#: Re-runs per reporter per window: an honest validator reports a few checks a minute
+#: (one per `check_interval_s`, 10 s by default); a flood from one key stops here.
+REPORTER_RECHECKS = 6
+REPORTER_WINDOW_MS = 60_000
+#: Engine time re-runs may take, all reporters together: 10 s per minute (a sixth of an
+#: idle engine), with 20 s in hand; one re-run may not run longer than the bucket holds.
+RECHECK_BUDGET_MS_PER_MIN = 10_000
+RECHECK_BURST_MS = 20_000
+#: A re-run starts only with this much in the bucket: a 64-token check re-run takes
+#: about a second on SmolLM2 here; a run cut after 0.1 s is waste.
+RECHECK_MIN_START_MS = 1_000
 
 
 def wire_verdict(comparison: Comparison) -> str:
@@ -115,13 +152,94 @@ def try_open(raw: bytes, now_ms: int) -> OpenedReport | None:
         return None
 
 
-def reporter_weight_pm(reporter: PeerReputation) -> int:
-    """How much an unconfirmed report from `reporter` counts (0..500 per mille)."""
-    track = reporter.jobs_ok + reporter.checks_passed
-    closed = reporter.breaker.state is BreakerState.CLOSED
-    if track < MIN_TRACK or reporter.score_pm < TRUSTED_PM or not closed:
+def reporter_weight_pm(record: ReporterRecord, reputation: PeerReputation | None = None) -> int:
+    """How much an unconfirmed report from this reporter counts (0..MAX_REPORT_WEIGHT_PM):
+    only what it earned by reports this node re-ran and found right, less
+    `FALSE_REPORT_COST` for each it found false; 0 while its breaker here is not closed.
+    A peer that merely served this node well (`reputation`'s jobs) earns nothing."""
+    if reputation is not None and reputation.breaker.state is not BreakerState.CLOSED:
         return 0
-    return reporter.score_pm // 2
+    net = record.confirmed - FALSE_REPORT_COST * record.false_reports
+    return max(0, min(MAX_REPORT_WEIGHT_PM, net * WEIGHT_PER_CONFIRMED_PM))
+
+
+def recheck_refusal(request: JobRequest, limits: RequestLimits, output: str = "") -> str | None:
+    """Why this node will not re-run `request` (None: it may): the limits its job server
+    applies to a paid request (prompt size, messages, max_tokens, stop strings, lifetime;
+    the time window as of the request's own issue time, since a report comes later), a
+    temperature of at most RECHECK_MAX_TEMPERATURE, an input of at most
+    RECHECK_MAX_PROMPT_CHARS, and a provider `output` no longer than `max_tokens` ×
+    MAX_CHARS_PER_TOKEN characters."""
+    try:
+        check_request(request, provider_peer_id=request.provider, now_ms=request.issued_at,
+                      limits=limits)
+    except P2PInferError as exc:
+        return str(exc)
+    if request.params.temperature > RECHECK_MAX_TEMPERATURE:
+        return (f"temperature {request.params.temperature:g} is over "
+                f"{RECHECK_MAX_TEMPERATURE:g}")
+    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
+    if chars > RECHECK_MAX_PROMPT_CHARS:
+        return f"an input of {chars} characters is over {RECHECK_MAX_PROMPT_CHARS} for a re-run"
+    if len(output) > request.params.max_tokens * MAX_CHARS_PER_TOKEN:
+        return (f"an output of {len(output)} characters is longer than max_tokens "
+                f"{request.params.max_tokens} could give")
+    return None
+
+
+class ReporterRate:
+    """At most `count` re-runs per reporter per `window_ms` (a fixed window per reporter;
+    at `capacity` reporters the expired ones are forgotten, and if none has expired a new
+    reporter waits: a flood of fresh keys cannot push memory past `capacity`)."""
+
+    def __init__(self, count: int = REPORTER_RECHECKS, window_ms: int = REPORTER_WINDOW_MS,
+                 capacity: int = 10_000) -> None:
+        self.count, self.window_ms, self.capacity = count, window_ms, capacity
+        self._used: dict[str, tuple[int, int]] = {}  # reporter -> (window start, re-runs)
+
+    def admit(self, reporter: str, now_ms: int) -> bool:
+        """True (and count it) when `reporter` may have one more re-run now."""
+        start, used = self._used.get(reporter, (now_ms, 0))
+        if now_ms - start >= self.window_ms:
+            start, used = now_ms, 0
+        if used >= self.count:
+            return False
+        if reporter not in self._used and len(self._used) >= self.capacity:
+            cutoff = now_ms - self.window_ms
+            self._used = {k: v for k, v in self._used.items() if v[0] > cutoff}
+            if len(self._used) >= self.capacity:
+                return False
+        self._used[reporter] = (start, used + 1)
+        return True
+
+
+class RecheckBudget:
+    """Engine time for re-runs, all reporters together: a bucket of `burst_ms` that
+    refills at `per_min_ms` a minute. A re-run may start while the bucket is positive and
+    is charged what it took afterwards (the bucket can go negative: the next re-run waits
+    until it is paid off), so re-runs take at most `per_min_ms` a minute on average."""
+
+    def __init__(self, per_min_ms: int = RECHECK_BUDGET_MS_PER_MIN,
+                 burst_ms: int = RECHECK_BURST_MS, now_ms: int = 0) -> None:
+        self.per_min_ms, self.burst_ms = per_min_ms, burst_ms
+        self._level = float(burst_ms)
+        self._at = now_ms
+
+    def level_ms(self, now_ms: int) -> float:
+        """What is in the bucket now (negative: overdrawn)."""
+        elapsed = max(0, now_ms - self._at)
+        self._level = min(float(self.burst_ms), self._level + elapsed * self.per_min_ms / 60_000)
+        self._at = max(self._at, now_ms)
+        return self._level
+
+    def available(self, now_ms: int) -> bool:
+        """Whether a re-run may start now: at least RECHECK_MIN_START_MS in the bucket
+        (less is not worth starting a run that will be cut)."""
+        return self.level_ms(now_ms) >= RECHECK_MIN_START_MS
+
+    def charge(self, spent_ms: float, now_ms: int) -> None:
+        """Take what a re-run took out of the bucket."""
+        self._level = self.level_ms(now_ms) - max(0.0, spent_ms)
 
 
 class ReportWindow:

@@ -82,6 +82,16 @@ class PeerReputation:
         return self.jobs_ok + self.jobs_failed
 
 
+@dataclass(frozen=True)
+class ReporterRecord:
+    """Of one peer's gossiped reports, those this node re-ran itself: found right, and
+    found false (what earns its other reports weight: verify.reports.reporter_weight_pm)."""
+
+    peer_id: str
+    confirmed: int = 0
+    false_reports: int = 0
+
+
 def new_peer(peer_id: str, now_ms: int, params: ReputationParams = DEFAULT_REPUTATION
 ) -> PeerReputation:
     """The record of a peer seen for the first time at `now_ms`."""

@@ -4,6 +4,11 @@ Unlike the ledger this is mutable state (a score is replaced, not appended),
 so it lives in its own file and the ledger stays strictly append-only. Every
 change is a read-modify-write in one BEGIN IMMEDIATE transaction, computed
 by the pure functions in verify.reputation; time comes from the injected clock.
+
+A second table, `reporters`, counts per reporter the gossiped reports this node
+re-ran itself and found right or false: the only thing that earns a reporter's
+unconfirmed reports any weight here (`verify.reports.reporter_weight_pm`).
+Schema 1 files gain that table when opened.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from p2pinfer.verify import reputation as R
 from p2pinfer.verify.breaker import Breaker, BreakerState
 
 REPUTATION_FILE_NAME = "reputation.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COLUMNS = (
     "peer_id", "score_ppm", "first_seen_ms", "updated_ms", "jobs_ok", "jobs_failed",
     "checks_passed", "checks_failed", "breaker_state", "opened_at_ms", "cooldown_ms", "trips",
@@ -37,6 +42,9 @@ _SCHEMA = """CREATE TABLE peers (
     checks_passed INTEGER NOT NULL, checks_failed INTEGER NOT NULL,
     breaker_state TEXT NOT NULL, opened_at_ms INTEGER NOT NULL, cooldown_ms INTEGER NOT NULL,
     trips INTEGER NOT NULL, probe_since_ms INTEGER
+)"""
+_REPORTERS_SCHEMA = """CREATE TABLE reporters (
+    peer_id TEXT PRIMARY KEY, confirmed INTEGER NOT NULL, false_reports INTEGER NOT NULL
 )"""
 
 
@@ -87,15 +95,17 @@ class ReputationBook:
             conn.execute("PRAGMA synchronous=FULL")
             # The write lock only to create the table; opening never waits for a writer.
             existing = conn.execute("PRAGMA user_version").fetchone()[0]
-            conn.execute("BEGIN" if existing else "BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if existing == SCHEMA_VERSION else "BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 conn.execute(_SCHEMA)
+            if version in (0, 1):
+                conn.execute(_REPORTERS_SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             raise ReputationStoreError(f"cannot open reputation table {path}: {exc}") from exc
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             conn.close()
             raise ReputationStoreError(
                 f"{path} has schema version {version}; this p2pinfer reads {SCHEMA_VERSION}"
@@ -157,6 +167,37 @@ class ReputationBook:
         with self._update(peer_id) as (rec, out):
             out.append(R.convict(rec, self._clock(), self.params))
         return out[-1]
+
+    def reporter(self, peer_id: str) -> R.ReporterRecord:
+        """What this node re-checked of `peer_id`'s reports (zeros for a peer never seen)."""
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT confirmed, false_reports FROM reporters WHERE peer_id = ?",
+                    (peer_id,)).fetchone()
+            except sqlite3.Error as exc:
+                raise ReputationStoreError(f"cannot read {self.path}: {exc}") from exc
+        return R.ReporterRecord(peer_id) if row is None else R.ReporterRecord(peer_id, *row)
+
+    def record_report_check(self, peer_id: str, *, confirmed: bool) -> R.ReporterRecord:
+        """Count one of `peer_id`'s reports this node re-ran: found right, or false."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute(
+                        "INSERT INTO reporters (peer_id, confirmed, false_reports) VALUES"
+                        " (?, ?, ?) ON CONFLICT(peer_id) DO UPDATE SET"
+                        " confirmed = confirmed + excluded.confirmed,"
+                        " false_reports = false_reports + excluded.false_reports",
+                        (peer_id, int(confirmed), int(not confirmed)))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise ReputationStoreError(f"cannot update {self.path}: {exc}") from exc
+        return self.reporter(peer_id)
 
     def record_latency(self, peer_id: str, advertised_ms: int, observed_ms: int
                        ) -> R.PeerReputation:

@@ -1,0 +1,341 @@
+"""What a report receiver will re-run, how often, for how long, and what an unconfirmed
+report weighs (verify/reports.py, verify/engine_gate.py, the reporters table)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from p2pinfer.backends.base import (
+    ChatMessage,
+    Completion,
+    ModelInfo,
+    SamplingParams,
+    StreamEvent,
+    TokenDelta,
+    Usage,
+)
+from p2pinfer.errors import ValidationError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, RequestLimits
+from p2pinfer.verify import breaker as B
+from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
+from p2pinfer.verify.reports import (
+    MAX_REPORT_WEIGHT_PM,
+    RecheckBudget,
+    ReporterRate,
+    recheck_refusal,
+    reporter_weight_pm,
+)
+from p2pinfer.verify.reputation import PeerReputation, ReporterRecord
+from p2pinfer.verify.reputation_store import ReputationBook
+
+NOW = 1_700_000_000_000
+PROVIDER = NodeIdentity.generate().peer_id
+
+
+def request(*, prompt: str = "Hello", messages: int = 0, **params: object) -> JobRequest:
+    turns = tuple(ChatTurn("user", prompt) for _ in range(messages))
+    return JobRequest(job_id=os.urandom(16), provider=PROVIDER, model="m", kind=(
+        "chat" if messages else "generate"), max_price_per_1k=1, issued_at=NOW,
+        expires_at=NOW + 60_000, messages=turns, prompt=None if messages else prompt,
+        params=JobParams(**params))  # type: ignore[arg-type]
+
+
+# -- limits -------------------------------------------------------------------
+
+
+def test_a_request_within_the_job_servers_limits_may_be_rerun() -> None:
+    assert recheck_refusal(request(max_tokens=64, temperature=0.0), RequestLimits()) is None
+    assert recheck_refusal(request(max_tokens=8_192, temperature=2.0), RequestLimits()) is None
+
+
+@pytest.mark.parametrize(("req", "why"), [
+    (request(max_tokens=1_000_000), "max_tokens"),
+    (request(max_tokens=8_193), "max_tokens"),
+    (request(prompt="x" * 200_001), "characters"),
+    (request(messages=257), "messages"),
+    (request(stop=tuple("abcdefghi")), "stop strings"),
+    (request(temperature=10.0), "temperature"),
+    (request(temperature=2.5), "temperature"),
+])
+def test_a_request_over_the_job_servers_limits_is_not_rerun(req: JobRequest, why: str) -> None:
+    refusal = recheck_refusal(req, RequestLimits())
+    assert refusal is not None and why in refusal
+
+
+def test_an_output_longer_than_max_tokens_could_give_is_not_scored_or_rerun() -> None:
+    req = request(max_tokens=64)
+    assert recheck_refusal(req, RequestLimits(), "word " * 300) is None
+    refusal = recheck_refusal(req, RequestLimits(), "x" * 262_144)
+    assert refusal is not None and "longer than max_tokens" in refusal
+
+
+def test_a_rerun_evaluates_a_short_prompt_only() -> None:
+    # llama.cpp evaluates a prompt in one go: a paid job pre-empting the re-run waits.
+    assert recheck_refusal(request(prompt="x" * 1_000), RequestLimits()) is None
+    refusal = recheck_refusal(request(prompt="x" * 1_001), RequestLimits())
+    assert refusal is not None and "for a re-run" in refusal
+    assert recheck_refusal(request(prompt="x" * 600, messages=2), RequestLimits()) is not None
+
+
+def test_the_receivers_own_limits_apply() -> None:
+    tight = RequestLimits(max_tokens=64)
+    assert recheck_refusal(request(max_tokens=65), tight) is not None
+    assert recheck_refusal(request(max_tokens=64), tight) is None
+
+
+def test_an_old_report_is_judged_by_the_requests_own_time_window() -> None:
+    # A report comes after the job: its request has long expired, which is no refusal.
+    assert recheck_refusal(request(max_tokens=64), RequestLimits()) is None
+
+
+# -- rate per reporter ----------------------------------------------------------
+
+
+def test_a_reporter_gets_a_few_reruns_per_window_and_more_in_the_next() -> None:
+    rate = ReporterRate(count=2, window_ms=60_000)
+    assert rate.admit("a", NOW) and rate.admit("a", NOW + 1)
+    assert not rate.admit("a", NOW + 2)
+    assert rate.admit("b", NOW + 2)  # another reporter has its own
+    assert rate.admit("a", NOW + 60_000)
+
+
+def test_fresh_reporter_keys_cannot_grow_the_rate_table_past_its_capacity() -> None:
+    rate = ReporterRate(count=1, window_ms=60_000, capacity=3)
+    assert all(rate.admit(f"k{i}", NOW) for i in range(3))
+    assert not rate.admit("k3", NOW + 1)  # full, nothing expired: the new key waits
+    assert rate.admit("k4", NOW + 60_001)  # the old windows expired and were forgotten
+    assert len(rate._used) == 1
+
+
+# -- budget ---------------------------------------------------------------------
+
+
+def test_the_rerun_budget_bounds_engine_time_per_minute() -> None:
+    budget = RecheckBudget(per_min_ms=10_000, burst_ms=20_000, now_ms=NOW)
+    assert budget.available(NOW)
+    budget.charge(45_000, NOW)  # one long re-run overdraws it...
+    assert not budget.available(NOW)
+    assert not budget.available(NOW + 60_000)  # ...-25 s + 10 s refilled
+    assert not budget.available(NOW + 151_000)  # paid off at 10 s a minute, but only 0.2 s
+    assert budget.available(NOW + 157_000)  # over 1 s in the bucket: worth a run
+    assert budget.level_ms(NOW + 10**9) == 20_000  # never more than the burst
+
+
+def test_the_budget_over_an_hour_is_the_rate() -> None:
+    budget = RecheckBudget(per_min_ms=10_000, burst_ms=20_000, now_ms=NOW)
+    spent, t = 0, NOW
+    while t < NOW + 3_600_000:
+        if budget.available(t):
+            budget.charge(5_000, t)
+            spent += 5_000
+        t += 1_000
+    assert spent <= 20_000 + 60 * 10_000 + 5_000
+
+
+# -- weight of an unconfirmed report ----------------------------------------------
+
+
+def test_an_unproven_reporter_weighs_nothing_however_well_it_served() -> None:
+    served_well = PeerReputation("s", 999_000, NOW, NOW, jobs_ok=500, checks_passed=50)
+    assert reporter_weight_pm(ReporterRecord("s"), served_well) == 0
+
+
+def test_weight_is_earned_by_confirmed_reports_and_capped() -> None:
+    assert reporter_weight_pm(ReporterRecord("r", confirmed=1)) == 100
+    assert reporter_weight_pm(ReporterRecord("r", confirmed=3)) == 300
+    assert reporter_weight_pm(ReporterRecord("r", confirmed=50)) == MAX_REPORT_WEIGHT_PM
+
+
+def test_a_false_report_costs_more_than_a_confirmed_one_earns() -> None:
+    assert reporter_weight_pm(ReporterRecord("r", confirmed=3, false_reports=1)) == 0
+    assert reporter_weight_pm(ReporterRecord("r", confirmed=5, false_reports=1)) == 200
+
+
+def test_a_reporter_whose_breaker_is_open_weighs_nothing() -> None:
+    tripped = PeerReputation("r", 500_000, NOW, NOW, breaker=B.Breaker(B.BreakerState.OPEN))
+    assert reporter_weight_pm(ReporterRecord("r", confirmed=9), tripped) == 0
+
+
+def test_unproven_sybils_together_cannot_open_a_breaker() -> None:
+    # Any number of reporters with nothing confirmed here: each weighs 0, so the sum is 0.
+    weights = [reporter_weight_pm(ReporterRecord(f"s{i}"),
+                                  PeerReputation(f"s{i}", 1_000_000, NOW, NOW, jobs_ok=100))
+               for i in range(1_000)]
+    assert sum(weights) == 0
+
+
+def test_the_reporters_table_counts_rechecked_reports(tmp_path: Path) -> None:
+    with ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        assert book.reporter("r") == ReporterRecord("r")
+        book.record_report_check("r", confirmed=True)
+        book.record_report_check("r", confirmed=True)
+        assert book.record_report_check("r", confirmed=False) == ReporterRecord("r", 2, 1)
+    with ReputationBook.open(tmp_path / "rep.sqlite3") as book:  # it is on disk
+        assert book.reporter("r") == ReporterRecord("r", 2, 1)
+
+
+def test_a_schema_1_reputation_file_gains_the_reporters_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "rep.sqlite3"
+    with ReputationBook.open(path) as book:
+        book.get("x")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE reporters")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with ReputationBook.open(path) as book:
+        assert book.record_report_check("r", confirmed=True).confirmed == 1
+
+
+# -- slash entries ----------------------------------------------------------------
+
+
+def test_a_slash_entry_names_its_proof_by_hash_and_refuses_the_proof(tmp_path: Path) -> None:
+    me, prov = NodeIdentity.generate(), NodeIdentity.generate()
+    with Ledger.open(tmp_path / "ledger.sqlite3", me) as ledger:
+        entry = ledger.record_slash(prov.public_key, 0, reason="r", evidence=b"\x01" * 32)
+        assert len(entry.body.fields()["evidence"]) == 32
+        with pytest.raises(ValidationError, match="hash"):
+            ledger.record_slash(prov.public_key, 0, reason="r", evidence=b"\x02" * 521_000)
+
+
+# -- paid jobs first ----------------------------------------------------------------
+
+
+class FakeEngine:
+    """Emits a token every `tick_s` until `tokens` or until its stream is left."""
+
+    name = "fake"
+
+    def __init__(self, tokens: int = 10_000, tick_s: float = 0.01) -> None:
+        self.tokens, self.tick_s = tokens, tick_s
+        self.emitted = 0
+
+    async def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo("m", "")]
+
+    def chat(self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
+             ) -> object:
+        return self._stream()
+
+    def generate(self, model: str, prompt: str, params: SamplingParams) -> object:
+        return self._stream()
+
+    async def aclose(self) -> None:
+        pass
+
+    @asynccontextmanager
+    async def _stream(self) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        async def events() -> AsyncIterator[StreamEvent]:
+            for _ in range(self.tokens):
+                await trio.sleep(self.tick_s)
+                self.emitted += 1
+                yield TokenDelta("t")
+            yield Completion("length", Usage(1, self.tokens))
+
+        yield events()
+
+
+async def drain(stream: object) -> int:
+    count = 0
+    async with stream as events:  # type: ignore[attr-defined]
+        async for event in events:
+            count += isinstance(event, TokenDelta)
+    return count
+
+
+async def test_a_paid_job_preempts_a_background_rerun_which_starts_again_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=0.5, wait_s=60.0)
+    engine = FakeEngine(tokens=1_000)  # a 10 s re-run
+    paid = gate.paid(FakeEngine(tokens=5))  # type: ignore[arg-type]
+    done: list[float] = []
+
+    used = EngineTime()
+
+    async def rerun() -> None:
+        done.append(await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())),
+                                   used))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rerun)
+        await trio.sleep(2)  # the re-run is going
+        assert engine.emitted > 0 and gate.paid_open == 0
+        before = engine.emitted
+        started = trio.current_time()
+        tokens = await drain(paid.generate("m", "p", SamplingParams()))
+        # The paid job waited for nothing: 5 tokens at 10 ms, and the re-run stopped.
+        assert tokens == 5 and trio.current_time() - started < 0.1
+        assert engine.emitted <= before + 1
+    # Started again once the engine was quiet, and ran to the end.
+    assert gate.preempted == 1 and done == [1_000]
+    # Charged for the time it ran (about 2 s pre-empted + 10 s), not for the wait.
+    assert 11.9 < used.seconds < 12.5
+
+
+async def test_a_rerun_waits_for_a_quiet_engine_and_gives_up_after_wait_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=2.0, wait_s=30.0)
+    paid = gate.paid(FakeEngine(tokens=5_000))  # type: ignore[arg-type]
+    started: list[float] = []
+
+    async def rerun() -> None:
+        async def work() -> None:
+            started.append(trio.current_time())
+
+        await gate.run(work)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain, paid.generate("m", "p", SamplingParams()))  # 50 s of tokens
+        await trio.sleep(1)
+        with pytest.raises(Preempted, match="not done within 30 s"):
+            await rerun()  # never idle within 30 s
+    finished = trio.current_time()
+    await rerun()  # the paid job is over: after the quiet period
+    assert started and started[0] - finished >= 2.0
+
+
+async def test_one_rerun_cannot_hold_the_engine_longer_than_wait_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=0.0, wait_s=5.0)
+    engine = FakeEngine(tokens=100_000)  # 1000 s if nobody stopped it
+    with pytest.raises(Preempted):
+        await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())))
+    assert engine.emitted <= 500
+
+
+async def test_a_rerun_runs_no_longer_than_its_budget_allows_attempts_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = EngineGate(quiet_s=0.5, wait_s=60.0)
+    engine = FakeEngine(tokens=100_000)
+    paid = gate.paid(FakeEngine(tokens=5))  # type: ignore[arg-type]
+    used = EngineTime()
+    outcome: list[str] = []
+
+    async def rerun() -> None:
+        try:
+            await gate.run(lambda: drain(engine.generate("m", "p", SamplingParams())), used,
+                           max_run_s=3.0)
+        except Preempted as exc:
+            outcome.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rerun)
+        await trio.sleep(2)
+        await drain(paid.generate("m", "p", SamplingParams()))  # pre-empts after 2 s
+    assert outcome == ["ran its 3.0 s of budget, not done"] and gate.preempted == 1
+    assert 2.9 < used.seconds < 3.1
