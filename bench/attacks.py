@@ -32,7 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from bench.protocol import machine
-from tests.support import attack_adverts, attack_gov, attack_money, attack_net, attack_replay_window
+from tests.support import (
+    attack_adverts,
+    attack_gov,
+    attack_money,
+    attack_net,
+    attack_replay_window,
+    attack_reports,
+)
 from tests.support.attack_net import AttackNet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attacks.json"
@@ -60,6 +67,8 @@ def attacks(workdir: Path) -> dict[str, Attack]:
         "sybil_adverts": lambda net: {**attack_adverts.run_sync(net, count=2000, extra_models=4,
                                                                timeout_s=300),
                                       **_linger(LINGER_S)},
+        "engine_jam_by_made_up_reports": lambda net: {**attack_reports.run_sync(net),
+                                                      **_linger(LINGER_S)},
         "governance_takeover": lambda net: _trio(attack_gov.run, net),
         "overcharge": lambda net: _trio(attack_money.run_overcharge, net, workdir),
         "free_inference_and_slot_hogging": lambda net: _trio(attack_money.run_freeloader, net),
