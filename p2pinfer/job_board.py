@@ -13,24 +13,22 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 
 from p2pinfer.backends.base import (
     Backend,
-    ChatMessage,
-    ModelInfo,
-    SamplingParams,
+    EventStream,
     StreamEvent,
     TokenDelta,
+    WrappedBackend,
 )
 from p2pinfer.gateway.view import JobMeta, JobRole, JobsSnapshot, JobState, JobView
 
 MetaReader = Callable[[], JobMeta | None]
-EventStream = AbstractAsyncContextManager[AsyncIterator[StreamEvent]]
 
 
 def wall_ms() -> int:
@@ -112,33 +110,19 @@ class JobBoard:
         self.recent.appendleft(job)
 
 
-class TrackedBackend:
+class TrackedBackend(WrappedBackend):
     """A Backend that puts every stream on a JobBoard (see JobBoard.track)."""
 
     def __init__(
         self, inner: Backend, board: JobBoard, role: JobRole, provider: str,
         meta: Callable[[], MetaReader] | None,
     ) -> None:  # fmt: skip
-        self.inner, self._board, self._role = inner, board, role
+        super().__init__(inner)
+        self._board, self._role = board, role
         self._provider, self._meta = provider, meta
-        self.name = inner.name
-
-    async def list_models(self) -> list[ModelInfo]:
-        return await self.inner.list_models()
-
-    def chat(
-        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
-    ) -> EventStream:
-        return self._tracked(model, lambda: self.inner.chat(model, messages, params))
-
-    def generate(self, model: str, prompt: str, params: SamplingParams) -> EventStream:
-        return self._tracked(model, lambda: self.inner.generate(model, prompt, params))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     @asynccontextmanager
-    async def _tracked(
+    async def _wrap(
         self, model: str, open_stream: Callable[[], EventStream]
     ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         reader = self._meta() if self._meta is not None else None

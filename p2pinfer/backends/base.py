@@ -8,7 +8,7 @@ around it) makes the engine stop generating before the next token.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -170,3 +170,32 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections, threads and loaded models."""
         ...
+
+
+EventStream = AbstractAsyncContextManager[AsyncIterator[StreamEvent]]
+
+
+class WrappedBackend:
+    """A Backend that passes every stream of `inner` through `_wrap(model, open_stream)`:
+    the base of the backends that watch or gate another engine's streams."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def list_models(self) -> list[ModelInfo]:
+        return await self.inner.list_models()
+
+    def chat(
+        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> EventStream:
+        return self._wrap(model, lambda: self.inner.chat(model, messages, params))
+
+    def generate(self, model: str, prompt: str, params: SamplingParams) -> EventStream:
+        return self._wrap(model, lambda: self.inner.generate(model, prompt, params))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _wrap(self, model: str, open_stream: Callable[[], EventStream]) -> EventStream:
+        raise NotImplementedError

@@ -13,8 +13,7 @@ gateway mounts them over the network backend, adding per-job reply headers).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -26,7 +25,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from p2pinfer.backends import ollama_wire, openai_wire
-from p2pinfer.backends.base import Backend, ChatMessage, Completion, ModelInfo, StreamEvent
+from p2pinfer.backends.base import (
+    Backend,
+    ChatMessage,
+    Completion,
+    EventStream,
+    ModelInfo,
+)
 from p2pinfer.backends.http_stream import (
     BackendStreamResponse,
     OpenStream,
@@ -43,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
-EventStream = AbstractAsyncContextManager[AsyncIterator[StreamEvent]]
 _FOREVER = timedelta(days=365 * 100)
 _DEFAULT_KEEP_ALIVE = timedelta(minutes=5)
 

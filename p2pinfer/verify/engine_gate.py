@@ -17,8 +17,8 @@ A re-run never holds one of the job server's model slots.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -26,10 +26,9 @@ import trio
 
 from p2pinfer.backends.base import (
     Backend,
-    ChatMessage,
-    ModelInfo,
-    SamplingParams,
+    EventStream,
     StreamEvent,
+    WrappedBackend,
     preemptible_work,
 )
 from p2pinfer.errors import P2PInferError
@@ -42,7 +41,6 @@ QUIET_S = 0.5
 #: it is given up (so also the longest one re-run can take).
 WAIT_S = 60.0
 
-EventStream = AbstractAsyncContextManager[AsyncIterator[StreamEvent]]
 T = TypeVar("T")
 
 
@@ -128,29 +126,15 @@ class EngineGate:
                 await trio.sleep(max(0.0, self.quiet_s - quiet_for))
 
 
-class PaidBackend:
+class PaidBackend(WrappedBackend):
     """A Backend whose streams count as paid jobs on an `EngineGate`."""
 
     def __init__(self, inner: Backend, gate: EngineGate) -> None:
-        self.inner, self._gate = inner, gate
-        self.name = inner.name
-
-    async def list_models(self) -> list[ModelInfo]:
-        return await self.inner.list_models()
-
-    def chat(
-        self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
-    ) -> EventStream:
-        return self._paid(lambda: self.inner.chat(model, messages, params))
-
-    def generate(self, model: str, prompt: str, params: SamplingParams) -> EventStream:
-        return self._paid(lambda: self.inner.generate(model, prompt, params))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        super().__init__(inner)
+        self._gate = gate
 
     @asynccontextmanager
-    async def _paid(self, open_stream: Callable[[], EventStream]
+    async def _wrap(self, model: str, open_stream: Callable[[], EventStream]
                     ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         async with self._gate.paid_stream(), open_stream() as events:
             yield events
