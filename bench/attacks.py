@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -123,7 +124,10 @@ def measured(net: AttackNet, run: Callable[[], dict[str, Any]]) -> dict[str, Any
     usage = sampler.finish()
     return {"attack": did, "honest_jobs": load.jobs,
             "honest_success_rate": round(load.success_rate, 4),
-            "honest_failures": load.failures[:5], **usage}
+            "honest_failures": load.failures[:5],
+            "honest_job_s": {"p50": round(statistics.median(load.seconds), 2),
+                             "max": round(max(load.seconds), 2)} if load.seconds else None,
+            **usage}
 
 
 def quiet() -> dict[str, Any]:

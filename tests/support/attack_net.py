@@ -104,6 +104,7 @@ class LoadResult:
     """What the honest load saw: one entry per job, None for success or the error text."""
 
     outcomes: list[str | None] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # each successful job's duration
 
     @property
     def jobs(self) -> int:
@@ -130,8 +131,10 @@ def honest_load(gateway: str, pause_s: float = 0.2, min_jobs: int = 3) -> Iterat
     def loop() -> None:
         with httpx.Client() as client:
             while not stop.is_set() or result.jobs < min_jobs:
+                started = time.monotonic()
                 try:
                     honest_job(gateway, client)
+                    result.seconds.append(time.monotonic() - started)
                     result.outcomes.append(None)
                 except Exception as exc:  # every failure is a data point
                     result.outcomes.append(f"{type(exc).__name__}: {exc}")
