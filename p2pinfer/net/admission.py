@@ -85,8 +85,8 @@ class ModelSlots:
 
 # -- per consumer key ----------------------------------------------------------------
 
-#: Jobs one paying key may have in flight here at once (queued, running or awaiting its
-#: receipt), when the model's own concurrency is lower: a gateway runs several users'
+#: Jobs one paying key may have in flight here at once (queued or running; as many more
+#: may await their receipt), when the model's own concurrency is lower: a gateway runs several users'
 #: jobs under one key, and more than this per provider only queues behind itself.
 MIN_JOBS_PER_KEY = 2
 #: Jobs a key that never sent this provider a receipt gets served: its free allowance.
@@ -119,13 +119,22 @@ class Refused(P2PInferError):
 class Ticket:
     """One admitted job of one consumer key, until `ConsumerGate.release`."""
 
-    __slots__ = ("free", "key", "paid", "result_sent")
+    __slots__ = ("awaiting", "free", "key", "paid", "result_sent")
 
     def __init__(self, key: bytes, free: bool) -> None:
         self.key = key
         self.free = free  # the key had never paid here: an idle-slot, preemptible job
         self.result_sent = False
+        self.awaiting = False  # counted as awaiting its receipt, no longer as computing
         self.paid = False
+
+
+def _decrement(table: dict[bytes, int], key: bytes) -> None:
+    left = table.get(key, 0) - 1
+    if left > 0:
+        table[key] = left
+    else:
+        table.pop(key, None)
 
 
 def _remember(table: OrderedDict[bytes, int], key: bytes, value: int) -> None:
@@ -143,7 +152,7 @@ class ConsumerGate:
     - a key that never sent a receipt here gets FREE_JOBS_PER_KEY job (how a new
       consumer starts), only while a slot is idle, and within FREE_JOBS_PER_MINUTE
       for all such keys together;
-    - a paying key has at most `per_key` jobs in flight, receipt waits included.
+    - a paying key has at most `per_key` jobs in flight and `per_key` awaiting receipts.
     Pure bookkeeping: times are passed in (ms).
     """
 
@@ -157,7 +166,8 @@ class ConsumerGate:
         self.per_key = max(1, per_key)
         self.free_per_minute = free_per_minute
         self.ban_ms = ban_ms
-        self._inflight: dict[bytes, int] = {}
+        self._inflight: dict[bytes, int] = {}  # key -> jobs admitted, result not sent
+        self._awaiting: dict[bytes, int] = {}  # key -> paying jobs awaiting their receipt
         self._payers: OrderedDict[bytes, int] = OrderedDict()  # key -> last receipt ms
         self._free_used: OrderedDict[bytes, int] = OrderedDict()  # key -> free jobs had
         self._banned: OrderedDict[bytes, int] = OrderedDict()  # key -> refused until ms
@@ -186,6 +196,9 @@ class ConsumerGate:
             if held >= self.per_key:
                 raise Refused("busy", f"this key has {held} jobs in flight here (limit "
                               f"{self.per_key})", 1_000)
+            if self._awaiting.get(key, 0) >= self.per_key:
+                raise Refused("busy", f"this key owes {self.per_key} receipts here; send "
+                              "them first", 1_000)
             ticket = Ticket(key, free=False)
         else:
             if held:
@@ -211,6 +224,19 @@ class ConsumerGate:
         self._inflight[key] = held + 1
         return ticket
 
+    def result_sent(self, ticket: Ticket) -> None:
+        """The job's result went out; it is unpaid until its receipt. A paying key's job
+        then holds no slot, so it stops counting against `per_key` jobs in flight (a
+        gateway's next job must not find its own receipt in the way) and counts against
+        `per_key` receipts awaited instead; a free key's job keeps counting, so that key
+        runs nothing else until it pays."""
+        ticket.result_sent = True
+        if ticket.free or ticket.awaiting:
+            return
+        ticket.awaiting = True
+        _decrement(self._inflight, ticket.key)
+        self._awaiting[ticket.key] = self._awaiting.get(ticket.key, 0) + 1
+
     def paid(self, ticket: Ticket, now_ms: int) -> None:
         """The job's receipt arrived: its key is a payer from now on."""
         ticket.paid = True
@@ -229,11 +255,7 @@ class ConsumerGate:
 
     def release(self, ticket: Ticket, now_ms: int) -> None:
         """The job is over (call once). A result that was never paid bans the key."""
-        left = self._inflight.get(ticket.key, 0) - 1
-        if left > 0:
-            self._inflight[ticket.key] = left
-        else:
-            self._inflight.pop(ticket.key, None)
+        _decrement(self._awaiting if ticket.awaiting else self._inflight, ticket.key)
         if ticket.result_sent and not ticket.paid:
             _remember(self._banned, ticket.key, now_ms + self.ban_ms)
             self._payers.pop(ticket.key, None)

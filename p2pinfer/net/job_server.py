@@ -325,7 +325,8 @@ class JobServer:
             self.gate.refund(ticket)
             await self._reject(job, "busy", "preempted by a paying job; try another provider",
                                slots.retry_after_ms())
-        ticket.result_sent = machine.result is not None  # unpaid until its receipt
+        if machine.result is not None:  # unpaid until its receipt
+            self.gate.result_sent(ticket)
         if machine.state is ProviderState.AWAIT_RECEIPT:
             with trio.move_on_after(self.config.receipt_timeout_s):
                 await job.receipt.wait()

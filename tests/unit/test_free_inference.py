@@ -91,3 +91,27 @@ def test_a_preempted_free_job_keeps_the_keys_free_job() -> None:
     gate.refund(ticket)
     gate.release(ticket, NOW + 1)
     assert gate.admit(key(1), NOW + 2, idle=True).free
+
+
+def test_a_paying_keys_job_awaiting_its_receipt_holds_no_concurrency_slot() -> None:
+    """A gateway runs many users' jobs under one key: a job whose result went out while its
+    receipt is on the way must not make the key's next job 'busy' (bench/network.py at
+    concurrency 16 lost 19 of 831 jobs that way). Receipt waits are bounded on their own."""
+    gate = ConsumerGate(per_key=2)
+    first = gate.admit(key(1), NOW, idle=True)
+    gate.result_sent(first)
+    gate.paid(first, NOW + 1)
+    gate.release(first, NOW + 1)
+    a = gate.admit(key(1), NOW + 2, idle=False)
+    b = gate.admit(key(1), NOW + 2, idle=False)
+    gate.result_sent(a)  # its receipt is on the way
+    c = gate.admit(key(1), NOW + 3, idle=False)
+    assert refused(gate, key(1), NOW + 3).code == "busy"  # b and c compute: at the limit
+    gate.result_sent(b)
+    gate.result_sent(c)  # three awaiting receipts, over per_key: no more until some arrive
+    assert refused(gate, key(1), NOW + 4).code == "busy"
+    for t in (a, b, c):
+        gate.paid(t, NOW + 5)
+        gate.release(t, NOW + 5)
+    assert gate.inflight(key(1)) == 0
+    gate.admit(key(1), NOW + 6, idle=False)
