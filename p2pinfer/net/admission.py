@@ -86,8 +86,9 @@ class ModelSlots:
 # -- per consumer key ----------------------------------------------------------------
 
 #: Jobs one paying key may have in flight here at once (queued or running; as many more
-#: may await their receipt), when the model's own concurrency is lower: a gateway runs several users'
-#: jobs under one key, and more than this per provider only queues behind itself.
+#: may await their receipt), when the model's own concurrency is lower: a gateway runs
+#: several users' jobs under one key, and more than this per provider only queues behind
+#: itself.
 MIN_JOBS_PER_KEY = 2
 #: Jobs a key that never sent this provider a receipt gets served: its free allowance.
 #: A fresh consumer needs one job to pay its first receipt; a freeloader gets one job.
