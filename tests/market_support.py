@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.market import entries as E
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.market.split import BME, SEED
 from p2pinfer.market.stake import sign_stake
@@ -47,3 +48,27 @@ def raw_connect(path: Path) -> sqlite3.Connection:
                  "postings_no_delete"):
         conn.execute(f"DROP TRIGGER IF EXISTS {name}")
     return conn
+
+
+def forge_faucet_entry(path: Path, owner: NodeIdentity, forger: NodeIdentity,
+                       beneficiary: bytes, amount: int) -> int:
+    """Append, with sqlite3 behind the ledger's back, a faucet grant of `amount` to
+    `beneficiary` to the ledger at `path` (owned by `owner`): chained correctly, but signed
+    by `forger`, whose key is not the owner's. Returns the forged entry's seq."""
+    with Ledger.open(path, owner) as led:
+        head = led.head()
+    seq = head.seq + 1
+    body = E.encode_body(seq, 1, E.FaucetGrant(beneficiary, amount, "forged"))
+    entry_hash = E.chain_hash(head.entry_hash, body)
+    account = E.peer_account(beneficiary)
+    conn = raw_connect(path)
+    with conn:
+        conn.execute(
+            "INSERT INTO entries (seq, kind, body, prev_hash, entry_hash, signer, signature,"
+            " idem_key, subject) VALUES (?, 'faucet', ?, ?, ?, ?, ?, 'forged', ?)",
+            (seq, body, head.entry_hash, entry_hash, forger.public_key,
+             forger.sign(E.signing_bytes(entry_hash)), account))
+        conn.execute("INSERT INTO postings VALUES (?, 'faucet', ?)", (seq, -amount))
+        conn.execute("INSERT INTO postings VALUES (?, ?, ?)", (seq, account, amount))
+    conn.close()
+    return seq

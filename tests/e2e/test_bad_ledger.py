@@ -17,7 +17,7 @@ from p2pinfer import identity
 from p2pinfer.market import entries as E
 from p2pinfer.market.checkpoint import checkpoint_path
 from p2pinfer.market.ledger import Ledger, ledger_path
-from tests.market_support import fixed_identity, populate, raw_connect
+from tests.market_support import fixed_identity, forge_faucet_entry, populate, raw_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_ARGS = ("--backend", "none", "--no-gateway", "--listen", "/ip4/127.0.0.1/tcp/0")
@@ -48,25 +48,10 @@ def home(tmp_path: Path) -> Path:
 
 
 def forge_faucet_credit(home: Path, amount: int = 10**12) -> None:
-    """Append a faucet grant of `amount` to this node with sqlite3, chained correctly but
-    signed by the forger's key (the node's key is not the forger's to use)."""
-    me, forger = identity.load(home), fixed_identity(66)
-    with Ledger.open(ledger_path(home), me) as led:
-        head = led.head()
-    seq = head.seq + 1
-    body = E.encode_body(seq, 1, E.FaucetGrant(me.public_key, amount, "forged"))
-    entry_hash = E.chain_hash(head.entry_hash, body)
-    conn = raw_connect(ledger_path(home))
-    with conn:
-        conn.execute(
-            "INSERT INTO entries (seq, kind, body, prev_hash, entry_hash, signer, signature,"
-            " idem_key, subject) VALUES (?, 'faucet', ?, ?, ?, ?, ?, 'forged', ?)",
-            (seq, body, head.entry_hash, entry_hash, forger.public_key,
-             forger.sign(E.signing_bytes(entry_hash)), E.peer_account(me.public_key)))
-        conn.execute("INSERT INTO postings VALUES (?, 'faucet', ?)", (seq, -amount))
-        conn.execute("INSERT INTO postings VALUES (?, ?, ?)",
-                     (seq, E.peer_account(me.public_key), amount))
-    conn.close()
+    """Credit this node with a faucet grant signed by the forger's key (the node's key is
+    not the forger's to use)."""
+    me = identity.load(home)
+    forge_faucet_entry(ledger_path(home), me, fixed_identity(66), me.public_key, amount)
 
 
 def assert_refused(r: subprocess.CompletedProcess[str], home: Path, reason: str) -> None:

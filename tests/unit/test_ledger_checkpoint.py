@@ -10,10 +10,9 @@ import pytest
 
 from p2pinfer.errors import LedgerIntegrityError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.market import entries as E
 from p2pinfer.market.checkpoint import checkpoint_path, read_checkpoint, verify_from_checkpoint
 from p2pinfer.market.ledger import Ledger, ledger_path
-from tests.market_support import fixed_identity, populate, raw_connect
+from tests.market_support import fixed_identity, forge_faucet_entry, populate, raw_connect
 
 ME = fixed_identity(1)
 
@@ -56,21 +55,8 @@ def test_an_empty_ledger_verifies_and_writes_no_checkpoint(tmp_path: Path) -> No
 def test_a_forged_credit_entry_after_the_checkpoint_is_refused(home: Path) -> None:
     check(home)
     forger = fixed_identity(66)
-    with Ledger.open(ledger_path(home), ME) as led:
-        head = led.head()
-    body = E.encode_body(8, 1, E.FaucetGrant(forger.public_key, 10**12, "forged"))
-    entry_hash = E.chain_hash(head.entry_hash, body)
-    conn = raw_connect(ledger_path(home))
-    with conn:
-        conn.execute(
-            "INSERT INTO entries (seq, kind, body, prev_hash, entry_hash, signer, signature,"
-            " idem_key, subject) VALUES (8, 'faucet', ?, ?, ?, ?, ?, 'forged', ?)",
-            (body, head.entry_hash, entry_hash, forger.public_key,
-             forger.sign(E.signing_bytes(entry_hash)), E.peer_account(forger.public_key)))
-        conn.execute("INSERT INTO postings VALUES (8, 'faucet', ?)", (-(10**12),))
-        conn.execute("INSERT INTO postings VALUES (8, ?, ?)",
-                     (E.peer_account(forger.public_key), 10**12))
-    conn.close()
+    seq = forge_faucet_entry(ledger_path(home), ME, forger, forger.public_key, 10**12)
+    assert seq == 8
     with pytest.raises(LedgerIntegrityError, match="entry 8: signed by a key that does not own"):
         check(home)
 
