@@ -123,22 +123,29 @@ class ReputationBook:
         self.close()
 
     @contextmanager
-    def _update(self, peer_id: str) -> Iterator[tuple[R.PeerReputation, list[R.PeerReputation]]]:
-        """Yield (current record, out-list); the record put in out-list is saved atomically."""
+    def _write(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE, rolled back on any error), under the lock;
+        SQLite errors become ReputationStoreError."""
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    out: list[R.PeerReputation] = []
-                    yield self._get(peer_id), out
-                    if out:
-                        self._conn.execute(_UPSERT, _to_row(out[-1]))
+                    yield
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise ReputationStoreError(f"cannot update {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _update(self, peer_id: str) -> Iterator[tuple[R.PeerReputation, list[R.PeerReputation]]]:
+        """Yield (current record, out-list); the record put in out-list is saved atomically."""
+        with self._write():
+            out: list[R.PeerReputation] = []
+            yield self._get(peer_id), out
+            if out:
+                self._conn.execute(_UPSERT, _to_row(out[-1]))
 
     def _get(self, peer_id: str) -> R.PeerReputation:
         row = self._conn.execute(
@@ -181,22 +188,13 @@ class ReputationBook:
 
     def record_report_check(self, peer_id: str, *, confirmed: bool) -> R.ReporterRecord:
         """Count one of `peer_id`'s reports this node re-ran: found right, or false."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute(
-                        "INSERT INTO reporters (peer_id, confirmed, false_reports) VALUES"
-                        " (?, ?, ?) ON CONFLICT(peer_id) DO UPDATE SET"
-                        " confirmed = confirmed + excluded.confirmed,"
-                        " false_reports = false_reports + excluded.false_reports",
-                        (peer_id, int(confirmed), int(not confirmed)))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise ReputationStoreError(f"cannot update {self.path}: {exc}") from exc
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO reporters (peer_id, confirmed, false_reports) VALUES"
+                " (?, ?, ?) ON CONFLICT(peer_id) DO UPDATE SET"
+                " confirmed = confirmed + excluded.confirmed,"
+                " false_reports = false_reports + excluded.false_reports",
+                (peer_id, int(confirmed), int(not confirmed)))
         return self.reporter(peer_id)
 
     def record_latency(self, peer_id: str, advertised_ms: int, observed_ms: int
