@@ -197,6 +197,30 @@ class TestnetError(P2PInferError):
     exit_code = 13
 
 
+class ChainError(P2PInferError):
+    """Settlement on the EVM chain failed (docs/settlement.md). Subclasses say how."""
+
+    exit_code = 14
+
+
+class ChainUnreachableError(ChainError):
+    """The chain's JSON-RPC endpoint (`--chain-rpc`) did not answer, or is another chain."""
+
+    exit_code = 15
+
+
+class ChainFundsError(ChainError):
+    """The account holds too little: tokens for a deposit or stake, or ether for gas."""
+
+    exit_code = 16
+
+
+class ChainRevertedError(ChainError):
+    """The chain refused a transaction (the contract reverted; the reason is in the message)."""
+
+    exit_code = 17
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -213,5 +237,9 @@ EXIT_CODES: dict[str, int] = {
         LedgerIntegrityError,
         InsufficientCreditError,
         TestnetError,
+        ChainError,
+        ChainUnreachableError,
+        ChainFundsError,
+        ChainRevertedError,
     )
 }
