@@ -92,6 +92,10 @@ class NodeConfig:
     bench_cache: Path | None = None  # default <home>/bench.json
     advert_interval_s: float = 30.0
     advert_ttl_ms: int = 120_000
+    # Settlement (docs/settlement.md): an EVM JSON-RPC URL and the Channels contract's
+    # address; both None: no chain (credits stay ledger entries, as on older testnets).
+    chain_rpc: str | None = None
+    chain_contract: str | None = None
     client: ClientConfig = field(default_factory=ClientConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)  # spot-checks (verify/checker)
 
@@ -393,6 +397,8 @@ def check_config(config: NodeConfig) -> None:
         raise UsageError("--faucet and --stake are amounts of micro-credits, 0 or more")
     config.gateway_config()
     preset_named(config.preset)
+    if (config.chain_rpc is None) != (config.chain_contract is None):
+        raise UsageError("--chain-rpc and --chain-contract go together (or neither: no chain)")
     if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
         raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
     if config.verify.check_max_tokens < 1:

@@ -94,6 +94,12 @@ def node(
     recheck_rate: Annotated[float, typer.Option(
         "--recheck-rate", help="Share (0..1) of this node's own jobs re-run on its engine.")
     ] = 0.0,
+    chain_rpc: Annotated[str | None, typer.Option(
+        "--chain-rpc", envvar="P2PINFER_CHAIN_RPC",
+        help="EVM JSON-RPC URL to settle on (docs/settlement.md); default: no chain.")] = None,
+    chain_contract: Annotated[str | None, typer.Option(
+        "--chain-contract", envvar="P2PINFER_CHAIN_CONTRACT",
+        help="Address of the Channels contract on --chain-rpc.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
     """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
@@ -124,6 +130,8 @@ def node(
         verify=VerifyConfig(validator=validator, check_interval_s=check_interval,
                             check_max_tokens=check_max_tokens,
                             recheck_rate_pm=round(recheck_rate * 1000)),
+        chain_rpc=chain_rpc,
+        chain_contract=chain_contract,
     )
     check_config(config)
     trio.run(lambda: run_node(config, handle_signals=True))
