@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
-from p2pinfer.protocol.schema import Range, Size
+from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 
 PROTOCOL_VERSION = 1
 
@@ -35,6 +35,10 @@ PeerIdText = Annotated[str, Size(1, 64)]
 ModelName = Annotated[str, Size(1, 128)]
 Label = Annotated[str, Size(0, 128)]
 LongText = Annotated[str, Size(0, 262_144)]
+ChainAddress = Annotated[bytes, Size(20, 20)]
+"""An EVM account on the wire: its 20 raw bytes (shown checksummed "0x..." off the wire)."""
+ChainSignature = Annotated[bytes, Size(65, 65)]
+"""A secp256k1 EIP-191 signature, r || s || v."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 JobKind = Literal["chat", "generate"]
@@ -187,9 +191,16 @@ class JobRequest(WireMessage):
     # The price per 1k the consumer read in the provider's advert and chose it for; the
     # provider accepts at most this (None: no advert was read; max_price_per_1k bounds it).
     quoted_price_per_1k: MicroCredits | None = None
+    # Settlement (docs/settlement.md): the consumer's chain account that pays through a
+    # channel, and that account's binding signature over the signer's PeerID. Absent on
+    # the wire when None (older peers, or no chain).
+    payer: Annotated[ChainAddress | None, OMIT_NONE] = None
+    payer_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         _check_peer_id("JobRequest.provider", self.provider)
+        if (self.payer is None) != (self.payer_binding is None):
+            raise ValidationError("JobRequest: payer and payer_binding go together")
         if self.quoted_price_per_1k is not None and (
                 self.quoted_price_per_1k > self.max_price_per_1k):
             raise ValidationError("JobRequest: quoted_price_per_1k is over max_price_per_1k")
@@ -212,6 +223,14 @@ class JobAccept(WireMessage):
 
     job_id: JobId
     price_per_1k: MicroCredits
+    # Settlement: the provider's chain account the consumer's vouchers pay, and its
+    # binding signature over the provider's PeerID (set when the request has a payer).
+    payee: Annotated[ChainAddress | None, OMIT_NONE] = None
+    payee_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
+
+    def __post_init__(self) -> None:
+        if (self.payee is None) != (self.payee_binding is None):
+            raise ValidationError("JobAccept: payee and payee_binding go together")
 
 
 @dataclass(frozen=True)
@@ -265,7 +284,10 @@ class JobResult(WireMessage):
 
 @dataclass(frozen=True)
 class Receipt(WireMessage):
-    """The consumer's countersignature of a result: it owes `amount` to `provider`."""
+    """The consumer's countersignature of a result: it owes `amount` to `provider`.
+    With settlement, also the consumer's voucher: `cumulative` is all it ever owed the
+    provider's account on the channel contract, `voucher` its EIP-191 signature over
+    the Channels voucher digest (docs/settlement.md)."""
 
     TYPE: ClassVar[str] = "receipt"
 
@@ -273,9 +295,15 @@ class Receipt(WireMessage):
     result_hash: Sha256  # sha256 of the signed result's encoding
     amount: MicroCredits
     provider: PeerIdText
+    cumulative: Annotated[MicroCredits | None, OMIT_NONE] = None
+    voucher: Annotated[ChainSignature | None, OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         _check_peer_id("Receipt.provider", self.provider)
+        if (self.cumulative is None) != (self.voucher is None):
+            raise ValidationError("Receipt: cumulative and voucher go together")
+        if self.cumulative is not None and self.cumulative < self.amount:
+            raise ValidationError("Receipt: cumulative is less than this job's amount")
 
 
 # --- Spot checks -------------------------------------------------------------
