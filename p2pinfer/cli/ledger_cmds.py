@@ -47,6 +47,8 @@ def _detail(entry: Entry) -> str:
         return f"job {fields['job'].hex()[:12]}"
     if entry.kind == "slash":
         return str(fields["reason"])
+    if entry.kind == "redemption":
+        return f"tx {fields['tx'][:18]} block {fields['block']}"
     if entry.kind == "faucet":
         return f"grant {fields['grant']}" if fields["grant"] else ""
     return ""

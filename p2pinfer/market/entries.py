@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from p2pinfer.errors import DecodeError, ValidationError
 from p2pinfer.identity import peer_id_from_public_key
 from p2pinfer.market import canonical
+from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody
 from p2pinfer.market.split import PART_NAMES, Split
 from p2pinfer.market.stake import StakeDeclaration
 
@@ -277,9 +278,11 @@ class SlashBody:
         return peer_account(self.provider)
 
 
-EntryBody = FaucetGrant | ChargeBody | ReceiptBody | StakeBody | SlashBody
+EntryBody = (FaucetGrant | ChargeBody | ReceiptBody | StakeBody | SlashBody | VoucherBody
+             | RedemptionBody)
 _KINDS: dict[str, Any] = {
-    cls.kind: cls for cls in (FaucetGrant, ChargeBody, ReceiptBody, StakeBody, SlashBody)
+    cls.kind: cls for cls in (FaucetGrant, ChargeBody, ReceiptBody, StakeBody, SlashBody,
+                              VoucherBody, RedemptionBody)
 }
 KINDS: tuple[str, ...] = tuple(_KINDS)
 

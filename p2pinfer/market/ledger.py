@@ -30,6 +30,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market import entries as E
+from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody
 from p2pinfer.market.entries import Entry, EntryBody, Posting
 from p2pinfer.market.split import SplitPreset, split
 from p2pinfer.market.stake import NO_STAKE, StakeDeclaration, StakeStatus, verify_stake
@@ -336,6 +337,19 @@ class Ledger:
                 f"(at most {E.MAX_SLASH_EVIDENCE} bytes), not the proof")
         sid = slash_id or hashlib.sha256(evidence).hexdigest()
         return self._append(E.SlashBody(provider, amount, reason, evidence, sid))
+
+    def record_settlement(self, body: VoucherBody | RedemptionBody) -> Entry:
+        """Journal a channel voucher (signed or held) or a redemption; no credits move here
+        (the chain holds them). DuplicateEntryError for the same voucher or tx twice."""
+        return self._append(body)
+
+    def settlement_entries(self, subject: str) -> list[Entry]:
+        """The voucher or redemption entries of `subject` (channel_entries), oldest first."""
+        rows = self._read(
+            "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
+            " WHERE subject = ? AND kind IN ('voucher', 'redemption') ORDER BY seq",
+            (subject,))
+        return self._decode_rows(rows)
 
     # -- reading ---------------------------------------------------------------------------
 
