@@ -1,0 +1,307 @@
+"""The provider's view of its payment channels (docs/settlement.md, "Node side").
+
+`ChannelBook` answers, without a chain call on a job's path, whether a payer's
+channel to this provider covers a job, checks the voucher a Receipt carries, and
+journals it. Chain state is cached: the first sight of a payer does one read
+(`trio.to_thread`, short timeout); `run_refresh` re-reads the channels in use in
+the background; the redeemer updates `redeemed` after each redemption.
+
+Accept rule, for a payer P and a job whose largest possible charge is M (the
+charges.py bound at the quoted price):
+
+    deposit(P) - max(held(P), redeemed(P)) - reserved(P) >= M
+
+where held is the newest voucher's cumulative this provider holds, redeemed what
+the chain paid out already, reserved the bounds of P's admitted jobs not yet
+receipted; and no reclaim is pending on the channel. A Receipt's voucher is good
+when it recovers to P, its cumulative is exactly max(held, redeemed) + the job's
+charge, and that is at most the deposit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pinfer.errors import DuplicateEntryError, LedgerError, P2PInferError
+from p2pinfer.market.channel_entries import VoucherBody, channel_subject
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.settle.account import check_binding
+from p2pinfer.settle.addresses import address_bytes, checksum_address
+from p2pinfer.settle.ports import ChainPort, ChannelState
+from p2pinfer.settle.vouchers import recover_signer, voucher_digest
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+#: The first read of a payer's channel waits at most this long (then the job is refused
+#: `busy`; the read finishes in the background and the next request finds it cached).
+FIRST_READ_TIMEOUT_S = 3.0
+#: Channels used within this long are re-read every REFRESH_S.
+ACTIVE_S = 600.0
+REFRESH_S = 15.0
+#: A payer whose voucher did not check out is refused this long (as the gate bans its key).
+BAD_VOUCHER_BAN_S = 600.0
+
+
+class ChannelRefused(P2PInferError):
+    """The payer may not start a job now: reject with `code`."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+
+class BadVoucher(P2PInferError):
+    """A Receipt's voucher did not check out: the job is unpaid."""
+
+
+def deposit_hint(provider: str) -> str:
+    """The error a consumer without a (big enough) channel sees, naming the command."""
+    return (f"no funded channel to {provider}: run `p2pinfer wallet deposit {provider} "
+            "CREDITS`")
+
+
+@dataclass
+class Channel:
+    """One payer's channel to this provider, as this node knows it."""
+
+    consumer: str
+    state: ChannelState
+    held: int = 0  # newest checked voucher's cumulative
+    signature: bytes = b""  # ... and its signature
+    reserved: int = 0  # bounds of admitted jobs awaiting their receipt
+    used_at: float = 0.0  # trio time of the last job
+
+    @property
+    def owed(self) -> int:
+        """What the chain has not paid of what this node holds vouchers for."""
+        return max(0, self.held - self.state.redeemed)
+
+    @property
+    def base(self) -> int:
+        """The cumulative the next voucher builds on."""
+        return max(self.held, self.state.redeemed)
+
+
+@dataclass
+class Hold:
+    """One admitted job's reservation on a channel, until `ChannelBook.release`."""
+
+    channel: Channel
+    amount: int
+    released: bool = False
+
+
+class ChannelBook:
+    """Channels paying this provider (`chain.address`), cached; see the module doc."""
+
+    def __init__(
+        self,
+        chain: ChainPort,
+        ledger: Ledger | None = None,
+        *,
+        limiter: trio.CapacityLimiter | None = None,
+        first_read_timeout_s: float = FIRST_READ_TIMEOUT_S,
+        clock_s: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.chain = chain
+        self.ledger = ledger
+        self.address = chain.address
+        self._provider_raw = address_bytes(chain.address)
+        self._channels_raw = address_bytes(chain.channels_address)
+        self._limiter = limiter or trio.CapacityLimiter(1)
+        self._first_read_timeout_s = first_read_timeout_s
+        self._clock = clock_s
+        self.channels: dict[str, Channel] = {}  # by checksummed consumer address
+        self._reading: dict[str, trio.Event] = {}
+        self._banned: dict[str, float] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- the payer -----------------------------------------------------------------
+
+    def payer_of(self, payer: bytes | None, binding: bytes | None, peer_id: str) -> str:
+        """The checksummed payer of a request signed by `peer_id`; ChannelRefused when the
+        request names none or its binding is not that account's signature over `peer_id`."""
+        if payer is None or binding is None:
+            raise ChannelRefused("insufficient_credit",
+                                 "this provider is paid through payment channels: the request "
+                                 "needs a payer account and its binding (a newer p2pinfer)")
+        address = checksum_address(payer)
+        if not check_binding(address, peer_id, binding):
+            raise ChannelRefused("insufficient_credit",
+                                 f"the payer binding is not {address}'s signature over the "
+                                 "request's signer")
+        return address
+
+    async def channel(self, consumer: str) -> Channel:
+        """The cached channel of `consumer`; on first sight one chain read (bounded by
+        first_read_timeout_s: ChannelRefused `busy` if the chain is slower)."""
+        known = self.channels.get(consumer)
+        if known is not None:
+            return known
+        reading = self._reading.get(consumer)
+        if reading is None:
+            reading = self._reading[consumer] = trio.Event()
+            if self._nursery is None:  # not running (tests): read inline
+                await self._first_read(consumer, reading)
+            else:
+                self._nursery.start_soon(self._first_read, consumer, reading)
+        with trio.move_on_after(self._first_read_timeout_s):
+            await reading.wait()
+        known = self.channels.get(consumer)
+        if known is None:
+            raise ChannelRefused("busy", "the channel could not be read from the chain yet",
+                                 1_000)
+        return known
+
+    async def _first_read(self, consumer: str, done: trio.Event) -> None:
+        # In the book's own nursery (`run`), so that a slow chain read outlives the job that
+        # waited for it and fills the cache for the next request.
+        try:
+            state, held = await trio.to_thread.run_sync(
+                self._read_channel, consumer, limiter=self._limiter)
+        except Exception as exc:  # a chain or ledger failure: the next request retries
+            log.warning("channel read failed consumer=%s error=%s", consumer, exc)
+        else:
+            channel = Channel(consumer, state)
+            if held is not None:
+                channel.held, channel.signature = held
+            self.channels.setdefault(consumer, channel)
+        finally:
+            self._reading.pop(consumer, None)
+            done.set()
+
+    def _read_channel(self, consumer: str) -> tuple[ChannelState, tuple[int, bytes] | None]:
+        """(chain state, newest held voucher in the ledger) — blocking."""
+        state = self.chain.channel(consumer, self.address)
+        held: tuple[int, bytes] | None = None
+        if self.ledger is not None:
+            subject = channel_subject(self._channels_raw, address_bytes(consumer),
+                                      self._provider_raw)
+            for entry in self.ledger.settlement_entries(subject):
+                body = entry.body
+                if isinstance(body, VoucherBody) and body.role == "held" and (
+                        held is None or body.cumulative > held[0]):
+                    held = (body.cumulative, body.signature)
+        return state, held
+
+    # -- admission -----------------------------------------------------------------
+
+    async def admit(self, consumer: str, max_charge: int) -> Hold:
+        """Reserve `max_charge` on `consumer`'s channel (the accept rule), or ChannelRefused."""
+        until = self._banned.get(consumer)
+        if until is not None:
+            if self._clock() < until:
+                raise ChannelRefused("insufficient_credit",
+                                     f"{consumer} sent a bad voucher here; refused for "
+                                     f"{int(until - self._clock())} s more")
+            del self._banned[consumer]
+        channel = await self.channel(consumer)
+        state = channel.state
+        if state.reclaim_at:
+            raise ChannelRefused("insufficient_credit",
+                                 f"{consumer} is reclaiming its channel to {self.address}; "
+                                 + deposit_hint(self.address))
+        free = state.deposit - channel.base - channel.reserved
+        if free < max_charge:
+            raise ChannelRefused(
+                "insufficient_credit",
+                f"{deposit_hint(self.address)} (the channel from {consumer} has {max(free, 0)} "
+                f"free, the job may charge up to {max_charge})")
+        channel.reserved += max_charge
+        channel.used_at = self._clock()
+        return Hold(channel, max_charge)
+
+    def release(self, hold: Hold) -> None:
+        """The job is over (receipted or not): its reservation goes (idempotent)."""
+        if not hold.released:
+            hold.released = True
+            hold.channel.reserved -= hold.amount
+
+    # -- vouchers ------------------------------------------------------------------
+
+    def take_voucher(self, hold: Hold, job_id: bytes, charged: int, cumulative: int | None,
+                     signature: bytes | None) -> VoucherBody:
+        """Check a Receipt's voucher against the channel and hold it (in memory at once;
+        `journal` the returned body). BadVoucher if it does not check out."""
+        channel = hold.channel
+        if cumulative is None or signature is None:
+            raise BadVoucher("the receipt carries no voucher")
+        digest = voucher_digest(self.chain.channels_address, self.chain.chain_id,
+                                channel.consumer, self.address, cumulative)
+        signer = recover_signer(digest, signature)
+        if signer is None or signer.lower() != channel.consumer.lower():
+            raise BadVoucher(f"the voucher is not signed by the payer {channel.consumer}")
+        expected = channel.base + charged
+        if cumulative != expected:
+            raise BadVoucher(f"the voucher's cumulative {cumulative} is not the {expected} "
+                             f"owed ({channel.base} before, {charged} for this job)")
+        if cumulative > channel.state.deposit:
+            raise BadVoucher(f"the voucher's cumulative {cumulative} is over the channel's "
+                             f"deposit {channel.state.deposit}")
+        channel.held, channel.signature = cumulative, signature
+        return VoucherBody("held", self._channels_raw, address_bytes(channel.consumer),
+                           self._provider_raw, job_id, charged, cumulative, signature)
+
+    def ban(self, consumer: str, for_s: float = BAD_VOUCHER_BAN_S) -> None:
+        """Refuse `consumer`'s jobs for a while (its voucher was bad)."""
+        self._banned[consumer] = self._clock() + for_s
+
+    async def journal(self, body: VoucherBody) -> None:
+        """Write a held voucher to the ledger (off the loop); a failure is logged, the
+        voucher stays held in memory."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        try:
+            await trio.to_thread.run_sync(ledger.record_settlement, body, limiter=self._limiter)
+        except DuplicateEntryError:
+            log.warning("voucher already journaled cumulative=%d", body.cumulative)
+        except LedgerError as exc:
+            log.error("voucher not journaled cumulative=%d error=%s", body.cumulative, exc)
+
+    # -- chain state ---------------------------------------------------------------
+
+    def redeemed(self, consumer: str, cumulative: int) -> None:
+        """The chain paid out up to `cumulative` on `consumer`'s channel."""
+        channel = self.channels.get(consumer)
+        if channel is not None and cumulative > channel.state.redeemed:
+            s = channel.state
+            channel.state = ChannelState(s.deposit, cumulative, s.reclaim_at)
+
+    async def refresh(self) -> None:
+        """Re-read the channels used within ACTIVE_S (or holding unredeemed vouchers)."""
+        now = self._clock()
+        for channel in list(self.channels.values()):
+            if now - channel.used_at > ACTIVE_S and channel.owed == 0:
+                continue
+            try:
+                state = await trio.to_thread.run_sync(
+                    self.chain.channel, channel.consumer, self.address, limiter=self._limiter)
+            except Exception as exc:
+                log.warning("channel refresh failed consumer=%s error=%s", channel.consumer,
+                            exc)
+                return  # the chain is down: try all again next round
+            channel.state = state
+
+    async def run(self, every_s: float = REFRESH_S,
+                  task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the book's first reads and refresh the channels in use every `every_s`,
+        until cancelled (a task in the node's nursery)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                while True:
+                    await trio.sleep(every_s)
+                    await self.refresh()
+            finally:
+                self._nursery = None
