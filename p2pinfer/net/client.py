@@ -53,6 +53,7 @@ from p2pinfer.net.job_types import Candidate, ClientConfig, JobOutcome, RefusedC
 from p2pinfer.net.net_job import NetJob, with_seed
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
+from p2pinfer.settle.payer import PayerBook
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 
@@ -85,8 +86,12 @@ class JobClient:
         config: ClientConfig = ClientConfig(),
         clock_ms: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,
+        payer: PayerBook | None = None,
     ) -> None:
         self.net = net
+        # Settlement on: jobs are paid by vouchers on our channels (settle.payer), and the
+        # credit check is the channel to the provider that accepts, not the local ledger.
+        self.payer = payer
         self.identity = identity
         self.ledger = ledger
         self.reputation = reputation
@@ -150,7 +155,7 @@ class JobClient:
         return normalize_name(name)
 
     def _check_credit(self, params: JobParams) -> None:
-        if self.ledger is None or not self.config.require_credit:
+        if self.ledger is None or not self.config.require_credit or self.payer is not None:
             return
         try:
             self.ledger.require_credit(

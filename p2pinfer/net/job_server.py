@@ -63,10 +63,11 @@ from p2pinfer.protocol import (
     ReplayWindow,
     RequestReceived,
 )
-from p2pinfer.protocol.charges import agreed_price
+from p2pinfer.protocol.charges import agreed_price, max_charge
 from p2pinfer.protocol.codec import Signer
 from p2pinfer.protocol.messages import JobRequest, RejectCode
 from p2pinfer.protocol.validation import CLOCK_SKEW_MS
+from p2pinfer.settle.channels import ChannelBook, ChannelRefused, Hold, settle_receipt
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class _Job:
         self.refused = False
         self.ticket: Ticket | None = None  # the consumer key's admission
         self.preempted = False  # a free job cancelled to give its slot to a paying one
+        self.hold: Hold | None = None  # settlement: its reservation on the payer's channel
+        self.unpaid = False  # settlement: its receipt's voucher did not check out
 
     async def streaming(self) -> bool:
         """Whether the job may still send output. When the watcher ended it (the consumer
@@ -123,8 +126,10 @@ class JobServer:
         replay: ReplayWindow | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,
+        channels: ChannelBook | None = None,
     ) -> None:
         self._identity = identity
+        self.channels = channels  # settlement on: jobs are paid through payment channels
         self._backend = backend
         self.models = dict(models)
         self.config = config
@@ -271,21 +276,26 @@ class JobServer:
             await self._refuse(job, request, "busy", str(exc), exc.retry_after_ms)
             return
         assert machine.request is not None
-        idle = slots.active < slots.concurrency and slots.waiting == 0
         try:
+            if self.channels is not None:  # a payer whose channel covers the job, or none
+                payer = self.channels.payer_of(request.payer, request.payer_binding,
+                                               machine.request.signer_peer_id)
+                job.hold = await self.channels.admit(payer, max_charge(request))
+            idle = slots.active < slots.concurrency and slots.waiting == 0
             machine.check_replay(self._clock())
             job.ticket = self.gate.admit(machine.request.signer, self._clock(), idle=idle)
         except ProtocolError as exc:
             await self._refuse(job, request, exc.reject_code, str(exc))  # type: ignore[arg-type]
-            return
-        except Refused as exc:
+        except (Refused, ChannelRefused) as exc:
             await self._refuse(job, request, exc.code, str(exc),  # type: ignore[arg-type]
                                exc.retry_after_ms)
-            return
-        try:
-            await self._serve_admitted(job, request, info, started, slots)
-        finally:
-            self.gate.release(job.ticket, self._clock())
+        else:
+            try:
+                await self._serve_admitted(job, request, info, started, slots)
+            finally:
+                self.gate.release(job.ticket, self._clock())
+        if job.hold is not None and self.channels is not None:
+            self.channels.release(job.hold)
 
     async def _serve_admitted(
         self, job: _Job, request: JobRequest, info: ModelInfo, started: float,
@@ -313,7 +323,8 @@ class JobServer:
                         free_running.append(job)
                     try:
                         price = min(self.price(info.name), agreed_price(request))
-                        await self._write(job, machine.accept(price))
+                        await self._write(job, machine.accept(price, **(
+                            self.channels.accept_fields() if self.channels else {})))
                         await self._generate(job, request, info, started)
                     finally:
                         if job in free_running:
@@ -330,7 +341,7 @@ class JobServer:
         if machine.state is ProviderState.AWAIT_RECEIPT:
             with trio.move_on_after(self.config.receipt_timeout_s):
                 await job.receipt.wait()
-        if machine.state is ProviderState.DONE:
+        if machine.state is ProviderState.DONE and await self._voucher_paid(job):
             self.gate.paid(ticket, self._clock())
         await self._conclude(job, request)
 
@@ -415,7 +426,7 @@ class JobServer:
             return
         result = machine.result
         tokens = result.msg.completion_tokens if result is not None else job.tokens_sent
-        if machine.state is ProviderState.DONE and result is not None:
+        if machine.state is ProviderState.DONE and result is not None and not job.unpaid:
             await self._record_charge(job, request)
             self._finish(job, request, "completed", tokens, result.msg.charged)
         elif job.violation is not None:
@@ -426,8 +437,8 @@ class JobServer:
                                    str(job.violation.error))
             self._finish(job, request, "failed", tokens, 0)
         elif result is not None:
-            log.warning("job unpaid: no receipt job=%s model=%s", request.job_id.hex(),
-                        request.model)
+            log.warning("job unpaid: no receipt or a bad voucher job=%s model=%s",
+                        request.job_id.hex(), request.model)
             self._finish(job, request, "unpaid", tokens, 0)
         elif job.preempted:
             self._finish(job, request, "preempted", job.tokens_sent, 0)
@@ -438,6 +449,17 @@ class JobServer:
             self._finish(job, request, "cancelled", job.tokens_sent, 0)
         elif machine.state is ProviderState.CLOSED:
             self._finish(job, request, "failed", tokens, 0)
+
+    async def _voucher_paid(self, job: _Job) -> bool:
+        """With settlement, whether the receipt's voucher checks out (settle.channels)."""
+        receipt, result = job.machine.receipt, job.machine.result
+        if self.channels is None or job.hold is None:
+            return True
+        assert receipt is not None and result is not None
+        job.unpaid = not await settle_receipt(
+            self.channels, job.hold, receipt.msg.job_id, result.msg.charged,
+            receipt.msg.cumulative, receipt.msg.voucher)
+        return not job.unpaid
 
     async def _record_charge(self, job: _Job, request: JobRequest) -> None:
         machine = job.machine

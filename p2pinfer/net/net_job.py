@@ -24,6 +24,7 @@ import trio
 
 from p2pinfer.errors import (
     AllProvidersFailedError,
+    InsufficientCreditError,
     NetworkError,
     NoProvidersError,
     OverchargeError,
@@ -45,6 +46,7 @@ from p2pinfer.protocol import (
     Rejected,
     ResultReceived,
 )
+from p2pinfer.settle.payer import paid_receipt
 
 if TYPE_CHECKING:
     from p2pinfer.net.client import JobClient
@@ -67,6 +69,7 @@ class _Attempt:
     caught_up: bool = False  # all its text beyond what was delivered has been delivered
     accepted: bool = False
     chunks: int = 0
+    payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
 
 
 class _Failure(Exception):
@@ -217,6 +220,9 @@ class NetJob:
     def _exhausted(self) -> P2PInferError:
         if not self._tried:
             return NoProvidersError(f"no provider serves {self.model!r} on the network")
+        if self._client.payer is not None and self.failovers and all(
+                f.code == "insufficient_credit" for f in self.failovers):
+            return InsufficientCreditError(self.failovers[-1].reason)  # no channel covers it
         summary = "; ".join(f"{f.provider[-8:]}: {f.reason}" for f in self.failovers[-4:])
         return AllProvidersFailedError(
             f"all {len(self._tried)} providers of {self.model!r} failed ({summary})"
@@ -242,6 +248,9 @@ class NetJob:
             quoted_price_per_1k=min(candidate.price_per_1k, client.config.max_price_per_1k),
         )
         signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
+        if client.payer is not None:  # settlement: who pays, bound to the request's signer
+            payer, binding = client.payer.request_fields(signer.peer_id)
+            request = replace(request, payer=payer, payer_binding=binding)
         machine = ConsumerJob(signer, request)
         stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID,
                                               first=machine.start())
@@ -265,6 +274,7 @@ class NetJob:
         for event in events:
             if isinstance(event, Accepted):
                 attempt.accepted = True
+                await self._check_payee(attempt, event)
             elif isinstance(event, ChunkReceived):
                 attempt.chunks += 1
                 attempt.text += event.text
@@ -282,6 +292,17 @@ class NetJob:
                 raise _Failure(f"broke the protocol: {event.error}")
         if not data and machine.state is not ConsumerState.RESULT_RECEIVED:
             raise _Failure("closed the stream before the result")
+
+    async def _check_payee(self, attempt: _Attempt, event: Accepted) -> None:
+        """Settlement: the accept names the provider's bound account and our channel to it
+        covers the job."""
+        if self._client.payer is None:
+            return
+        try:
+            attempt.payee = await self._client.payer.accept_payee(
+                event.accept, attempt.candidate.peer_id, attempt.machine.request.msg)
+        except InsufficientCreditError as exc:
+            raise _Failure(str(exc), "insufficient_credit", blame=False) from exc
 
     def _deliver(self, attempt: _Attempt) -> None:
         """Pass on new text; after a failover, only what goes beyond the text already
@@ -310,7 +331,7 @@ class NetJob:
             # A shorter answer than the one already shown: it replaces it.
             self._pending.append(TextDelta(attempt.text, restart=True))
             self._delivered = attempt.text
-        receipt = machine.receipt()
+        receipt = await paid_receipt(client.payer, machine, attempt.payee)
         delivered = True
         try:
             await attempt.stream.write(receipt, timeout_s=client.config.chunk_timeout_s)

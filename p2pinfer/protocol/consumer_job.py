@@ -91,6 +91,7 @@ class ConsumerJob:
         self.result: Signed[JobResult] | None = None
         self.refused_result: Signed[JobResult] | None = None
         self.refused_accept: Signed[JobAccept] | None = None
+        self.accept: Signed[JobAccept] | None = None  # the provider's (payee: settlement)
         self.receipt_message: Signed[Receipt] | None = None
 
     @property
@@ -131,16 +132,31 @@ class ConsumerJob:
             return [Failure(StateError("the provider closed the stream before the result"))]
         return []
 
-    def receipt(self) -> bytes:
-        """The framed, signed Receipt for the checked result (kept in `receipt_message`)."""
+    @property
+    def checked_charge(self) -> int:
+        """The charge of the checked result: the most a receipt (and a voucher) may pay."""
         if self.state is not ConsumerState.RESULT_RECEIVED or self.result is None:
             raise StateError(f"no result to receipt in state {self.state.value}")
+        return self.result.msg.charged
+
+    def receipt(self, *, previous: int | None = None, cumulative: int | None = None,
+                voucher: bytes | None = None) -> bytes:
+        """The framed, signed Receipt for the checked result (kept in `receipt_message`).
+        With settlement, `voucher` signs `cumulative`, which must be `previous` (all owed
+        this provider before) + the checked charge: never more."""
+        charged = self.checked_charge
+        assert self.result is not None
+        if voucher is not None and (previous is None or cumulative != previous + charged):
+            raise OverchargeError(f"a voucher for cumulative {cumulative} is not the previous "
+                                  f"{previous} + the checked charge {charged}")
         signed = sign(
             Receipt(
                 job_id=self.job_id,
                 result_hash=self.result.hash,
-                amount=self.result.msg.charged,
+                amount=charged,
                 provider=self.request.msg.provider,
+                cumulative=cumulative if voucher is not None else None,
+                voucher=voucher,
             ),
             self._identity,
         )
@@ -184,6 +200,7 @@ class ConsumerJob:
         if now_ms > req.expires_at + self._skew_ms:
             raise ExpiredError("the provider accepted the job after the request expired")
         self.price_per_1k = accept.msg.price_per_1k
+        self.accept = accept
         self.state = ConsumerState.STREAMING
         return Accepted(accept)
 

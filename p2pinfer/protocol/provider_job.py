@@ -195,9 +195,11 @@ class ProviderJob:
         self._replay.check_and_remember(req.job_id, forget_at, now_ms, peers=owners)
         self._admitted = True
 
-    def accept(self, price_per_1k: int) -> bytes:
+    def accept(self, price_per_1k: int, *, payee: bytes | None = None,
+               payee_binding: bytes | None = None) -> bytes:
         """Take the job at `price_per_1k` (at most the request's quote and max); the
-        request must have been admitted (`admit`)."""
+        request must have been admitted (`admit`). With settlement, `payee` is this
+        provider's chain account and `payee_binding` its signature over our PeerID."""
         req = self._require(ProviderState.DECIDING, "accept")
         if not self._admitted:
             raise StateError("admit the request (replay window) before accepting it")
@@ -206,7 +208,7 @@ class ProviderJob:
                 f"price {price_per_1k} is over the consumer's quote/max {agreed_price(req)}; "
                 "reject with price_too_low instead"
             )
-        out = self._send(JobAccept(self._job_id, price_per_1k))
+        out = self._send(JobAccept(self._job_id, price_per_1k, payee, payee_binding))
         self.price_per_1k = price_per_1k
         self.state = ProviderState.STREAMING
         return out

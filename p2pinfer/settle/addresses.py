@@ -23,7 +23,8 @@ def checksum_address(raw: bytes) -> str:
         raise ValidationError(f"an address is 20 bytes, not {len(raw)}")
     hex_ = raw.hex()
     mask = keccak256(hex_.encode()).hex()
-    return "0x" + "".join(c.upper() if int(m, 16) >= 8 else c for c, m in zip(hex_, mask))
+    return "0x" + "".join(c.upper() if int(m, 16) >= 8 else c
+                          for c, m in zip(hex_, mask[:40], strict=True))
 
 
 def address_bytes(address: str) -> bytes:

@@ -108,6 +108,7 @@ class ChannelBook:
         chain: ChainPort,
         ledger: Ledger | None = None,
         *,
+        binding: bytes = b"",
         limiter: trio.CapacityLimiter | None = None,
         first_read_timeout_s: float = FIRST_READ_TIMEOUT_S,
         clock_s: Callable[[], float] = trio.current_time,
@@ -115,6 +116,7 @@ class ChannelBook:
         self.chain = chain
         self.ledger = ledger
         self.address = chain.address
+        self.binding = binding  # this account's signature over our PeerID (JobAccept.payee)
         self._provider_raw = address_bytes(chain.address)
         self._channels_raw = address_bytes(chain.channels_address)
         self._limiter = limiter or trio.CapacityLimiter(1)
@@ -124,6 +126,10 @@ class ChannelBook:
         self._reading: dict[str, trio.Event] = {}
         self._banned: dict[str, float] = {}
         self._nursery: trio.Nursery | None = None
+
+    def accept_fields(self) -> dict[str, bytes]:
+        """The payee fields of our JobAccept."""
+        return {"payee": self._provider_raw, "payee_binding": self.binding}
 
     # -- the payer -----------------------------------------------------------------
 
@@ -305,3 +311,20 @@ class ChannelBook:
                     await self.refresh()
             finally:
                 self._nursery = None
+
+
+async def settle_receipt(book: ChannelBook, hold: Hold, job_id: bytes, charged: int,
+                         cumulative: int | None, voucher: bytes | None) -> bool:
+    """Check and journal a Receipt's voucher; False (the job is unpaid, its payer refused
+    for BAD_VOUCHER_BAN_S) when it does not check out."""
+    try:
+        body = book.take_voucher(hold, job_id, charged, cumulative, voucher)
+    except BadVoucher as exc:
+        log.warning("bad voucher: job unpaid job=%s payer=%s reason=%s", job_id.hex(),
+                    hold.channel.consumer, exc)
+        book.ban(hold.channel.consumer)
+        return False
+    finally:
+        book.release(hold)
+    await book.journal(body)
+    return True
