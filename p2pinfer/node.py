@@ -47,6 +47,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.settle.wiring import Settlement, connect_chain
 from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
@@ -300,6 +301,12 @@ async def run_node(
             ReputationBook.open(reputation_path(home)) as reputation, \
             closing(GovStore(gov_path(home))) as gov_store:
         grant_faucet(ledger, identity, config.faucet)
+        settlement = None
+        if config.chain_rpc is not None:  # settlement on: exits 15 if the chain is unreachable
+            chain = await trio.to_thread.run_sync(connect_chain, config, identity)
+            settlement = Settlement.build(chain, identity, ledger)
+            log.info("settlement on chain=%s channels=%s account=%s", chain.chain_id,
+                     chain.channels_address, chain.address)
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
@@ -319,13 +326,17 @@ async def run_node(
                             max_concurrency=config.max_concurrency, queue=config.queue,
                             price_per_1k=config.price_per_1k, preset=preset,
                             fault=served_fault(config.fault)),
-                        catalog=net.catalog, ledger=ledger, metrics=metrics)
+                        catalog=net.catalog, ledger=ledger, metrics=metrics,
+                        channels=settlement.channels if settlement else None)
                     server.install(net.set_stream_handler)
                     net.start_advertising(
                         advert_builder(served, server, machine, backend.name, config),
                         interval_s=config.advert_interval_s)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
-                                   metrics=metrics, config=config.client)
+                                   metrics=metrics, config=config.client,
+                                   payer=settlement.payer if settlement else None)
+                if settlement is not None:
+                    await nursery.start(settlement.run)
                 governance = GovService(
                     identity, net, gov_store, stake=config.stake, ledger=ledger,
                     rules=TallyRules(min_voting_ms=config.gov_min_voting_ms))
