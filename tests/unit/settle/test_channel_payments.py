@@ -1,0 +1,239 @@
+"""Jobs paid through channels, node side: attacks on the provider's channel book first,
+then the consumer's vouchers (FakeChainForTests for the chain, real SQLite ledgers)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.errors import InsufficientCreditError, OverchargeError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.protocol.messages import Receipt
+from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
+from p2pinfer.settle.channels import ChannelBook, ChannelRefused, settle_receipt
+from p2pinfer.settle.payer import PayerBook
+from p2pinfer.settle.vouchers import sign_digest, voucher_digest
+from tests.support.fake_chain import FakeChainForTests
+
+CREDITS = 1_000_000
+
+
+class Parties:
+    """A provider and a consumer node, their accounts, one fake chain, real ledgers."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.provider_id, self.consumer_id = NodeIdentity.generate(), NodeIdentity.generate()
+        self.provider_acct = account_of(self.provider_id)
+        self.consumer_acct = account_of(self.consumer_id)
+        self.chain = FakeChainForTests(self.provider_acct.address)
+        self.consumer_chain = self.chain.as_account(self.consumer_acct.address)
+        self.provider_ledger = Ledger.open(tmp / "provider.sqlite3", self.provider_id)
+        self.consumer_ledger = Ledger.open(tmp / "consumer.sqlite3", self.consumer_id)
+        self.book = ChannelBook(self.chain, self.provider_ledger,
+                                binding=bind_signature(self.provider_acct,
+                                                       self.provider_id.peer_id))
+        self.payer = PayerBook(self.consumer_chain, self.consumer_acct, self.consumer_ledger)
+
+    def fund(self, credits: int = 1) -> None:
+        self.chain.deposit(self.consumer_acct.address, self.provider_acct.address,
+                           credits * CREDITS)
+
+    def voucher(self, cumulative: int, signer: bytes | None = None) -> bytes:
+        digest = voucher_digest(self.chain.channels_address, self.chain.chain_id,
+                                self.consumer_acct.address, self.provider_acct.address,
+                                cumulative)
+        return sign_digest(signer or self.consumer_acct.private_key, digest)
+
+
+@pytest.fixture
+def parties(tmp_path: Path) -> Parties:
+    return Parties(tmp_path)
+
+
+# -- the payer's binding -------------------------------------------------------------------
+
+
+def test_request_without_payer_binding_is_refused(parties: Parties) -> None:
+    with pytest.raises(ChannelRefused, match="needs a payer account") as refused:
+        parties.book.payer_of(None, None, parties.consumer_id.peer_id)
+    assert refused.value.code == "insufficient_credit"
+
+
+def test_binding_signed_by_another_key_is_refused(parties: Parties) -> None:
+    mallory = account_of(NodeIdentity.generate())
+    # Mallory's own binding, presented as the victim's account: the signature is not theirs.
+    forged = bind_signature(mallory, parties.consumer_id.peer_id)
+    with pytest.raises(ChannelRefused, match="binding"):
+        parties.book.payer_of(address_bytes(parties.consumer_acct.address), forged,
+                              parties.consumer_id.peer_id)
+    # The victim's real binding, replayed from another peer's key: bound to another PeerID.
+    real = bind_signature(parties.consumer_acct, parties.consumer_id.peer_id)
+    with pytest.raises(ChannelRefused, match="binding"):
+        parties.book.payer_of(address_bytes(parties.consumer_acct.address), real,
+                              NodeIdentity.generate().peer_id)
+    assert parties.book.payer_of(address_bytes(parties.consumer_acct.address), real,
+                                 parties.consumer_id.peer_id) == parties.consumer_acct.address
+
+
+# -- the accept rule -----------------------------------------------------------------------
+
+
+async def test_uncovered_channel_is_refused_with_the_deposit_command(parties: Parties) -> None:
+    with pytest.raises(ChannelRefused) as refused:
+        await parties.book.admit(parties.consumer_acct.address, 1)
+    message = str(refused.value)
+    assert refused.value.code == "insufficient_credit"
+    assert (f"no funded channel to {parties.provider_acct.address}: run `p2pinfer wallet "
+            f"deposit {parties.provider_acct.address} CREDITS`") in message
+
+
+async def test_admission_reserves_so_concurrent_jobs_cannot_overdraw(parties: Parties) -> None:
+    parties.chain.deposit(parties.consumer_acct.address, parties.provider_acct.address, 1000)
+    first = await parties.book.admit(parties.consumer_acct.address, 600)
+    with pytest.raises(ChannelRefused, match="400 free"):
+        await parties.book.admit(parties.consumer_acct.address, 600)
+    parties.book.release(first)
+    await parties.book.admit(parties.consumer_acct.address, 600)
+    assert parties.chain.reads == 1  # one read at first sight; then the cache
+
+
+async def test_held_vouchers_count_against_the_deposit(parties: Parties) -> None:
+    parties.chain.deposit(parties.consumer_acct.address, parties.provider_acct.address, 1000)
+    hold = await parties.book.admit(parties.consumer_acct.address, 900)
+    assert await settle_receipt(parties.book, hold, os.urandom(16), 900, 900,
+                                parties.voucher(900))
+    with pytest.raises(ChannelRefused, match="100 free"):
+        await parties.book.admit(parties.consumer_acct.address, 101)
+
+
+async def test_a_pending_reclaim_refuses_new_jobs(parties: Parties) -> None:
+    parties.fund()
+    parties.chain.start_reclaim(parties.consumer_acct.address, parties.provider_acct.address,
+                                at=2_000_000_000)
+    with pytest.raises(ChannelRefused, match="reclaiming"):
+        await parties.book.admit(parties.consumer_acct.address, 1)
+
+
+# -- vouchers on the receipt ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["wrong signer", "lower cumulative", "above deposit",
+                                  "charge mismatch", "no voucher"])
+async def test_bad_voucher_leaves_the_job_unpaid_and_refuses_the_payer(
+        parties: Parties, case: str) -> None:
+    parties.chain.deposit(parties.consumer_acct.address, parties.provider_acct.address, 1000)
+    book, payer = parties.book, parties.consumer_acct.address
+    hold = await book.admit(payer, 500)
+    assert await settle_receipt(book, hold, os.urandom(16), 300, 300, parties.voucher(300))
+    hold = await book.admit(payer, 500)
+    cumulative, charged, signer = 500, 200, None
+    if case == "wrong signer":
+        signer = account_of(NodeIdentity.generate()).private_key
+    elif case == "lower cumulative":
+        cumulative = 200  # the job's charge alone: the 300 already held would be paid twice
+        charged = 200
+    elif case == "above deposit":
+        cumulative, charged = 1300, 1000
+    elif case == "charge mismatch":
+        charged = 250  # the result charged 250; the voucher adds only 200
+    sig = None if case == "no voucher" else parties.voucher(cumulative, signer)
+    assert not await settle_receipt(book, hold, os.urandom(16), charged, cumulative, sig)
+    assert book.channels[payer].held == 300  # nothing of the bad voucher is held
+    assert book.channels[payer].reserved == 0
+    with pytest.raises(ChannelRefused, match="bad voucher"):
+        await book.admit(payer, 1)
+
+
+async def test_held_vouchers_are_journaled_and_survive_a_restart(
+        parties: Parties, tmp_path: Path) -> None:
+    parties.fund()
+    hold = await parties.book.admit(parties.consumer_acct.address, 500)
+    assert await settle_receipt(parties.book, hold, os.urandom(16), 400, 400,
+                                parties.voucher(400))
+    parties.provider_ledger.verify_or_raise()
+    restarted = ChannelBook(parties.chain, parties.provider_ledger)
+    channel = await restarted.channel(parties.consumer_acct.address)
+    assert channel.held == 400 and channel.signature == parties.voucher(400)
+
+
+# -- the consumer --------------------------------------------------------------------------
+
+
+async def test_consumer_cumulative_survives_a_restart(parties: Parties, tmp_path: Path) -> None:
+    parties.fund()
+    provider = parties.provider_acct.address
+    first = await parties.payer.sign_voucher(provider, os.urandom(16), 120)
+    second = await parties.payer.sign_voucher(provider, os.urandom(16), 30)
+    assert (first.previous, first.cumulative, second.cumulative) == (0, 120, 150)
+    parties.consumer_ledger.close()
+    reopened = Ledger.open(tmp_path / "consumer.sqlite3", parties.consumer_id)
+    reopened.verify_or_raise()
+    again = PayerBook(parties.consumer_chain, parties.consumer_acct, reopened)
+    third = await again.sign_voucher(provider, os.urandom(16), 5)
+    assert (third.previous, third.cumulative) == (150, 155)
+
+
+async def test_consumer_starts_from_what_the_chain_redeemed_when_above_its_journal(
+        parties: Parties) -> None:
+    parties.fund()
+    provider = parties.provider_acct.address
+    key = (parties.consumer_acct.address.lower(), provider.lower())
+    s = parties.chain.state[key]
+    parties.chain.state[key] = type(s)(s.deposit, 700, 0)  # redeemed from a lost journal
+    voucher = await parties.payer.sign_voucher(provider, os.urandom(16), 10)
+    assert (voucher.previous, voucher.cumulative) == (700, 710)
+
+
+async def test_consumer_refuses_an_uncovered_channel_with_the_deposit_command(
+        parties: Parties) -> None:
+    provider = parties.provider_acct.address
+    with pytest.raises(InsufficientCreditError,
+                       match=f"no funded channel to {provider}: run `p2pinfer wallet deposit "
+                             f"{provider} CREDITS`"):
+        await parties.payer.check_cover(provider, 1)
+    parties.fund()
+    await parties.payer.check_cover(provider, CREDITS)
+
+
+def test_consumer_never_signs_a_voucher_above_the_checked_charge(parties: Parties) -> None:
+    # A ConsumerJob with a checked result of charge C: a receipt whose voucher adds more
+    # than C to the previous cumulative is refused before anything is signed.
+    from tests.unit.test_overcharge import accepted, deliver, lying_result
+
+    consumer = accepted()
+    deliver(consumer, "Blue", lying_result(consumer, "Blue"))  # within every bound
+    charged = consumer.checked_charge
+    with pytest.raises(OverchargeError):
+        consumer.receipt(previous=100, cumulative=100 + charged + 1, voucher=bytes(65))
+    raw = consumer.receipt(previous=100, cumulative=100 + charged, voucher=bytes(65))
+    assert raw and consumer.receipt_message is not None
+    receipt = consumer.receipt_message.msg
+    assert isinstance(receipt, Receipt) and receipt.cumulative == 100 + charged
+
+
+async def test_first_sight_read_is_bounded_and_fills_the_cache_later(parties: Parties) -> None:
+    parties.fund()
+    release = trio.Event()
+    slow_chain = parties.chain
+    real_channel = slow_chain.channel
+
+    def slow(consumer: str, provider: str) -> object:
+        trio.from_thread.run(release.wait)
+        return real_channel(consumer, provider)
+
+    slow_chain.channel = slow  # type: ignore[method-assign,assignment]
+    book = ChannelBook(slow_chain, None, first_read_timeout_s=0.2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(book.run)
+        with pytest.raises(ChannelRefused) as refused:
+            await book.admit(parties.consumer_acct.address, 1)
+        assert refused.value.code == "busy"
+        release.set()
+        await trio.sleep(0.1)
+        await book.admit(parties.consumer_acct.address, 1)  # cached now: no chain call
+        nursery.cancel_scope.cancel()
