@@ -27,6 +27,8 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, ReplayWindow
+from p2pinfer.settle.channels import ChannelBook
+from p2pinfer.settle.payer import PayerBook
 
 FAKE_MODEL = "fake:1b"
 FAKE_DIGEST = "cd" * 32
@@ -130,10 +132,13 @@ async def start_provider(
     config: JobServerConfig = JobServerConfig(),
     bootstrap: tuple[str, ...] = (),
     replay: ReplayWindow | None = None,
+    identity: NodeIdentity | None = None,
+    channels: ChannelBook | None = None,
 ) -> Provider:
-    """A provider host serving `backend` with its own ledger, advertising every second.
-    Cancel `provider.scope` to make it vanish as a crashed process would."""
-    identity = NodeIdentity.generate()
+    """A provider host serving `backend` with its own ledger, advertising every second
+    (paid through `channels` when given). Cancel `provider.scope` to make it vanish as a
+    crashed process would."""
+    identity = identity or NodeIdentity.generate()
     ledger = stack.enter_context(Ledger.open(tmp / f"{identity.peer_id[-8:]}.sqlite3", identity))
     scope = trio.CancelScope()
     ready: list[Provider] = []
@@ -146,7 +151,7 @@ async def start_provider(
                 metrics = NodeMetrics()
                 server = JobServer(identity, backend, models, config=config,
                                    catalog=net.catalog, ledger=ledger, metrics=metrics,
-                                   replay=replay)
+                                   replay=replay, channels=channels)
                 server.install(net.set_stream_handler)
                 net.start_advertising(advert_for(server), interval_s=1.0)
                 ready.append(Provider(net, server, ledger, backend, metrics, scope))
@@ -165,14 +170,18 @@ async def start_consumer(
     *,
     config: ClientConfig = ClientConfig(),
     credit: int = CREDIT,
+    identity: NodeIdentity | None = None,
+    payer: Callable[[Ledger], PayerBook] | None = None,
 ) -> tuple[NetHost, JobClient, Ledger]:
-    """A consumer host with a ledger holding `credit` micro-credits."""
-    identity = NodeIdentity.generate()
+    """A consumer host with a ledger holding `credit` micro-credits (paying through the
+    `payer` built on its ledger, when given)."""
+    identity = identity or NodeIdentity.generate()
     ledger = stack.enter_context(Ledger.open(tmp / "consumer.sqlite3", identity))
     if credit:
         ledger.record_faucet(identity.public_key, credit, grant_id="test")
     net = await stack.enter_async_context(run_host(NetConfig(identity, bootstrap=bootstrap)))
-    client = JobClient(net, identity, ledger=ledger, config=config)
+    client = JobClient(net, identity, ledger=ledger, config=config,
+                       payer=payer(ledger) if payer is not None else None)
     return net, client, ledger
 
 
