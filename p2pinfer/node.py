@@ -47,7 +47,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
-from p2pinfer.settle.wiring import Settlement, connect_chain
+from p2pinfer.settle.wiring import start_settlement
 from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
@@ -301,12 +301,7 @@ async def run_node(
             ReputationBook.open(reputation_path(home)) as reputation, \
             closing(GovStore(gov_path(home))) as gov_store:
         grant_faucet(ledger, identity, config.faucet)
-        settlement = None
-        if config.chain_rpc is not None:  # settlement on: exits 15 if the chain is unreachable
-            chain = await trio.to_thread.run_sync(connect_chain, config, identity)
-            settlement = Settlement.build(chain, identity, ledger)
-            log.info("settlement on chain=%s channels=%s account=%s", chain.chain_id,
-                     chain.channels_address, chain.address)
+        settlement = await start_settlement(config, identity, ledger)  # exit 15: no chain
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,

@@ -220,8 +220,7 @@ class NetJob:
     def _exhausted(self) -> P2PInferError:
         if not self._tried:
             return NoProvidersError(f"no provider serves {self.model!r} on the network")
-        if self._client.payer is not None and self.failovers and all(
-                f.code == "insufficient_credit" for f in self.failovers):
+        if self._client.payer and {f.code for f in self.failovers} == {"insufficient_credit"}:
             return InsufficientCreditError(self.failovers[-1].reason)  # no channel covers it
         summary = "; ".join(f"{f.provider[-8:]}: {f.reason}" for f in self.failovers[-4:])
         return AllProvidersFailedError(
@@ -249,8 +248,7 @@ class NetJob:
         )
         signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
         if client.payer is not None:  # settlement: who pays, bound to the request's signer
-            payer, binding = client.payer.request_fields(signer.peer_id)
-            request = replace(request, payer=payer, payer_binding=binding)
+            request = client.payer.bind(request, signer.peer_id)
         machine = ConsumerJob(signer, request)
         stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID,
                                               first=machine.start())
@@ -274,7 +272,7 @@ class NetJob:
         for event in events:
             if isinstance(event, Accepted):
                 attempt.accepted = True
-                await self._check_payee(attempt, event)
+                await self._check_payee(attempt, event)  # settlement: payee, channel
             elif isinstance(event, ChunkReceived):
                 attempt.chunks += 1
                 attempt.text += event.text
@@ -294,8 +292,6 @@ class NetJob:
             raise _Failure("closed the stream before the result")
 
     async def _check_payee(self, attempt: _Attempt, event: Accepted) -> None:
-        """Settlement: the accept names the provider's bound account and our channel to it
-        covers the job."""
         if self._client.payer is None:
             return
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -80,6 +80,11 @@ class PayerBook:
     def request_fields(self, signer_peer_id: str) -> tuple[bytes, bytes]:
         """(payer, payer_binding) for a JobRequest signed by `signer_peer_id`."""
         return self._payer_raw, bind_signature(self.account, signer_peer_id)
+
+    def bind(self, request: JobRequest, signer_peer_id: str) -> JobRequest:
+        """`request` with this payer and its binding over `signer_peer_id` (its signer)."""
+        payer, binding = self.request_fields(signer_peer_id)
+        return replace(request, payer=payer, payer_binding=binding)
 
     @staticmethod
     def payee_of(payee: bytes | None, binding: bytes | None, provider_peer_id: str) -> str:
@@ -166,9 +171,12 @@ class PayerBook:
     async def check_cover(self, provider: str, max_charge: int) -> None:
         """InsufficientCreditError (naming the deposit command) unless the channel to
         `provider` holds `max_charge` beyond what this consumer already owes it."""
-        state = await self.channel(provider)
         owed = await self.cumulative(provider)
+        state = await self.channel(provider)
         free = state.deposit - max(owed, state.redeemed)
+        if state.reclaim_at or free < max_charge:  # a deposit since the cache? read again
+            state = await self.channel(provider, fresh=True)
+            free = state.deposit - max(owed, state.redeemed)
         if state.reclaim_at or free < max_charge:
             raise InsufficientCreditError(
                 f"{deposit_hint(provider)} (it holds {max(free, 0)} micro-credits beyond what "

@@ -9,6 +9,7 @@ checks). `Settlement` holds the consumer's `PayerBook`, the provider's
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.redeemer import Redeemer, RedeemPolicy
+
+log = logging.getLogger(__name__)
 
 
 class ChainFlags(Protocol):
@@ -89,3 +92,15 @@ class Settlement:
             await nursery.start(self.payer.run)
             nursery.start_soon(self.redeemer.run)
             task_status.started()
+
+
+async def start_settlement(config: ChainFlags, identity: NodeIdentity,
+                           ledger: Ledger | None) -> Settlement | None:
+    """The node's settlement when `config` names a chain (None: settlement off); the chain
+    is reached first (ChainUnreachableError, exit 15, if it cannot be)."""
+    if config.chain_rpc is None:
+        return None
+    chain = await trio.to_thread.run_sync(connect_chain, config, identity)
+    log.info("settlement on chain=%s channels=%s account=%s", chain.chain_id,
+             chain.channels_address, chain.address)
+    return Settlement.build(chain, identity, ledger)
