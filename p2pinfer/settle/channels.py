@@ -48,6 +48,11 @@ ACTIVE_S = 600.0
 REFRESH_S = 15.0
 #: A payer whose voucher did not check out is refused this long (as the gate bans its key).
 BAD_VOUCHER_BAN_S = 600.0
+#: Channels cached; beyond it, idle ones holding nothing unredeemed are forgotten (fresh
+#: accounts cost nothing, so their number must not grow memory without bound).
+MAX_CHANNELS = 50_000
+#: First reads in flight at once; more new payers are refused `busy` (each costs an RPC).
+MAX_FIRST_READS = 32
 
 
 class ChannelRefused(P2PInferError):
@@ -155,6 +160,8 @@ class ChannelBook:
             return known
         reading = self._reading.get(consumer)
         if reading is None:
+            if len(self._reading) >= MAX_FIRST_READS:
+                raise ChannelRefused("busy", "too many new payers at once", 1_000)
             reading = self._reading[consumer] = trio.Event()
             if self._nursery is None:  # not running (tests): read inline
                 await self._first_read(consumer, reading)
@@ -181,9 +188,17 @@ class ChannelBook:
             if held is not None:
                 channel.held, channel.signature = held
             self.channels.setdefault(consumer, channel)
+            if len(self.channels) > MAX_CHANNELS:
+                self._forget_idle()
         finally:
             self._reading.pop(consumer, None)
             done.set()
+
+    def _forget_idle(self) -> None:
+        idle = sorted((c for c in self.channels.values() if not c.owed and not c.reserved),
+                      key=lambda c: c.used_at)
+        for channel in idle[:len(self.channels) - MAX_CHANNELS // 2]:
+            del self.channels[channel.consumer]
 
     def _read_channel(self, consumer: str) -> tuple[ChannelState, tuple[int, bytes] | None]:
         """(chain state, newest held voucher in the ledger) — blocking."""

@@ -237,3 +237,18 @@ async def test_first_sight_read_is_bounded_and_fills_the_cache_later(parties: Pa
         await trio.sleep(0.1)
         await book.admit(parties.consumer_acct.address, 1)  # cached now: no chain call
         nursery.cancel_scope.cancel()
+
+
+async def test_fresh_payer_accounts_do_not_grow_the_cache_without_bound(
+        parties: Parties, monkeypatch: pytest.MonkeyPatch) -> None:
+    import p2pinfer.settle.channels as channels_module
+
+    monkeypatch.setattr(channels_module, "MAX_CHANNELS", 4)
+    parties.fund()
+    hold = await parties.book.admit(parties.consumer_acct.address, 10)
+    assert await settle_receipt(parties.book, hold, os.urandom(16), 10, 10, parties.voucher(10))
+    for _ in range(10):  # Sybil payers with nothing deposited
+        with pytest.raises(ChannelRefused):
+            await parties.book.admit(account_of(NodeIdentity.generate()).address, 1)
+    assert len(parties.book.channels) <= 4
+    assert parties.book.channels[parties.consumer_acct.address].held == 10  # owed: kept
