@@ -1,0 +1,117 @@
+"""Jobs paid through channels on a real local chain (eth-tester's py-evm behind the
+`p2pinfer chain serve` JSON-RPC front, contracts from deploy_all) and real libp2p hosts:
+a funded consumer's job is paid by voucher, the provider redeems, its token balance
+rises by exactly its split share and the supply falls by the burn share; a consumer
+without a funded channel is refused with the deposit command."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+pytest.importorskip("p2pinfer.settle.chain")
+pytest.importorskip("p2pinfer.settle.deploy")
+pytest.importorskip("p2pinfer.settle.chain_serve")
+
+from p2pinfer.settle.chain import ChainClient
+from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
+
+from p2pinfer.errors import InsufficientCreditError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.protocol import JobParams
+from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.channels import ChannelBook
+from p2pinfer.settle.payer import PayerBook
+from p2pinfer.settle.redeemer import Redeemer, RedeemPolicy
+from tests.integration.job_helpers import (
+    FAKE_MODEL,
+    FakeBackend,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
+
+pytestmark = pytest.mark.network
+
+PARAMS = JobParams(max_tokens=8, temperature=0.0, seed=1)
+CREDIT = 10**6  # token units per credit
+SEED_PROVIDER_BPS, SEED_POOL_BPS, SEED_TREASURY_BPS = 6000, 1500, 1000
+
+
+async def connect(rpc: str, channels: str, identity: NodeIdentity) -> ChainClient:
+    return await trio.to_thread.run_sync(
+        lambda: ChainClient.connect(rpc, channels, account_of(identity)))
+
+
+async def call(fn: Any, *args: Any) -> Any:
+    # The chain's py-evm runs on the trio thread: every JSON-RPC call from a worker.
+    return await trio.to_thread.run_sync(lambda: fn(*args))
+
+
+async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
+        tmp_path: Path) -> None:
+    provider_id, consumer_id, broke_id = (NodeIdentity.generate() for _ in range(3))
+    fund = tuple((account_of(i).address, 100 * CREDIT)
+                 for i in (provider_id, consumer_id, broke_id))
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            data = await nursery.start(serve_chain, ChainServeOptions(
+                deployment_file=tmp_path / "chain.json", port=0, fund=fund))
+            rpc, channels = data["rpc"], data["channels"]
+            provider_chain = await connect(rpc, channels, provider_id)
+            consumer_chain = await connect(rpc, channels, consumer_id)
+            broke_chain = await connect(rpc, channels, broke_id)
+            provider_acct = account_of(provider_id).address
+            await call(consumer_chain.deposit, provider_acct, 5 * CREDIT)
+
+            ledger = stack.enter_context(Ledger.open(tmp_path / "p.sqlite3", provider_id))
+            book = ChannelBook(provider_chain, ledger, binding=bind_signature(
+                account_of(provider_id), provider_id.peer_id))
+            await nursery.start(book.run)
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                            identity=provider_id, channels=book,
+                                            config=JobServerConfig(price_per_1k=100_000))
+            bootstrap = (provider.net.addrs()[0],)
+
+            net, client, _ = await start_consumer(
+                stack, tmp_path / "c", bootstrap, identity=consumer_id,
+                payer=lambda lg: PayerBook(consumer_chain, account_of(consumer_id), lg))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            outcome = await client.run(FAKE_MODEL, "hello", PARAMS)
+            charged = outcome.charged
+            assert charged > 0
+            with trio.fail_after(10):
+                while (book.channels.get(account_of(consumer_id).address) is None
+                       or book.channels[account_of(consumer_id).address].held != charged):
+                    await trio.sleep(0.02)
+
+            balance_before = await call(provider_chain.credits_of, provider_acct)
+            supply_before = await call(provider_chain.token.functions.totalSupply().call)
+            redemption = await Redeemer(book, ledger, RedeemPolicy(max_interval_s=0)).step()
+            assert redemption is not None and redemption.amount == charged
+            share = charged * SEED_PROVIDER_BPS // 10_000
+            burn = charged - share - charged * SEED_POOL_BPS // 10_000 - (
+                charged * SEED_TREASURY_BPS // 10_000)
+            assert await call(provider_chain.credits_of, provider_acct) == balance_before + share
+            supply_after = await call(provider_chain.token.functions.totalSupply().call)
+            assert supply_before - supply_after == burn
+            state = await call(provider_chain.channel, account_of(consumer_id).address,
+                               provider_acct)
+            assert state.redeemed == charged
+            ledger.verify_or_raise()
+
+            net2, broke, _ = await start_consumer(
+                stack, tmp_path / "b", bootstrap, identity=broke_id,
+                payer=lambda lg: PayerBook(broke_chain, account_of(broke_id), lg))
+            await wait_for_providers(net2, FAKE_MODEL, 1)
+            with pytest.raises(InsufficientCreditError,
+                               match=f"no funded channel to {provider_acct}: run `p2pinfer "
+                                     f"wallet deposit {provider_acct} CREDITS`"):
+                await broke.run(FAKE_MODEL, "hello", PARAMS)
+            nursery.cancel_scope.cancel()
