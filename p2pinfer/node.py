@@ -47,7 +47,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
-from p2pinfer.settle.wiring import start_settlement
+from p2pinfer.settle.wiring import Settlement, reach_chain
 from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
@@ -286,6 +286,7 @@ async def run_node(
     # First, before the engine loads: a node never runs on a ledger it cannot trust.
     with Ledger.open(ledger_path(home), identity) as ledger:
         verify_ledger(ledger, identity, home)
+    chain = await reach_chain(config, identity)  # settlement: exit 15 if unreachable
     if config.fault is not None:
         log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
                     config.fault)
@@ -301,7 +302,7 @@ async def run_node(
             ReputationBook.open(reputation_path(home)) as reputation, \
             closing(GovStore(gov_path(home))) as gov_store:
         grant_faucet(ledger, identity, config.faucet)
-        settlement = await start_settlement(config, identity, ledger)  # exit 15: no chain
+        settlement = Settlement.build(chain, identity, ledger) if chain else None
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,

@@ -94,13 +94,13 @@ class Settlement:
             task_status.started()
 
 
-async def start_settlement(config: ChainFlags, identity: NodeIdentity,
-                           ledger: Ledger | None) -> Settlement | None:
-    """The node's settlement when `config` names a chain (None: settlement off); the chain
-    is reached first (ChainUnreachableError, exit 15, if it cannot be)."""
+async def reach_chain(config: ChainFlags, identity: NodeIdentity) -> ChainPort | None:
+    """The node's chain client when `config` names a chain (None: settlement off), reached
+    in a worker thread; ChainUnreachableError (exit 15) if it cannot be. A node calls this
+    first, before its engine loads."""
     if config.chain_rpc is None:
         return None
     chain = await trio.to_thread.run_sync(connect_chain, config, identity)
     log.info("settlement on chain=%s channels=%s account=%s", chain.chain_id,
              chain.channels_address, chain.address)
-    return Settlement.build(chain, identity, ledger)
+    return chain

@@ -76,7 +76,7 @@ async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
             await nursery.start(book.run)
             provider = await start_provider(stack, nursery, FakeBackend(), tmp_path,
                                             identity=provider_id, channels=book,
-                                            config=JobServerConfig(price_per_1k=100_000))
+                                            config=JobServerConfig(price_per_1k=10_000))
             bootstrap = (provider.net.addrs()[0],)
 
             net, client, _ = await start_consumer(
