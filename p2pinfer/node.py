@@ -47,6 +47,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.settle.redeemer import RedeemPolicy
 from p2pinfer.settle.wiring import Settlement, reach_chain
 from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
@@ -97,6 +98,7 @@ class NodeConfig:
     # address; both None: no chain (credits stay ledger entries, as on older testnets).
     chain_rpc: str | None = None
     chain_contract: str | None = None
+    redeem: RedeemPolicy = field(default_factory=RedeemPolicy)  # when vouchers are redeemed
     client: ClientConfig = field(default_factory=ClientConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)  # spot-checks (verify/checker)
 
@@ -302,7 +304,7 @@ async def run_node(
             ReputationBook.open(reputation_path(home)) as reputation, \
             closing(GovStore(gov_path(home))) as gov_store:
         grant_faucet(ledger, identity, config.faucet)
-        settlement = Settlement.build(chain, identity, ledger) if chain else None
+        settlement = Settlement.build(chain, identity, ledger, config.redeem) if chain else None
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
@@ -406,6 +408,8 @@ def check_config(config: NodeConfig) -> None:
     preset_named(config.preset)
     if (config.chain_rpc is None) != (config.chain_contract is None):
         raise UsageError("--chain-rpc and --chain-contract go together (or neither: no chain)")
+    if config.redeem.gas_multiple < 0 or config.redeem.max_interval_s <= 0:
+        raise UsageError("--redeem-gas-multiple is 0 or more, --redeem-max-interval over 0 s")
     if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
         raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
     if config.verify.check_max_tokens < 1:

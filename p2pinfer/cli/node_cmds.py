@@ -16,6 +16,7 @@ from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RAT
 from p2pinfer.gov.tally import MIN_VOTING_MS
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.node import NodeConfig, check_config, run_node
+from p2pinfer.settle.redeemer import RedeemPolicy
 from p2pinfer.verify.checker import VerifyConfig
 
 Repeated = list[str] | None
@@ -100,6 +101,14 @@ def node(
     chain_contract: Annotated[str | None, typer.Option(
         "--chain-contract", envvar="P2PINFER_CHAIN_CONTRACT",
         help="Address of the Channels contract on --chain-rpc.")] = None,
+    redeem_gas_multiple: Annotated[int, typer.Option(
+        "--redeem-gas-multiple",
+        help="Redeem held vouchers once this node's share is worth this many times the "
+             "gas (docs/settlement.md).")] = RedeemPolicy.gas_multiple,
+    redeem_max_interval: Annotated[float, typer.Option(
+        "--redeem-max-interval",
+        help="Seconds: redeem whatever is owed at least this often.")] = (
+        RedeemPolicy.max_interval_s),
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
     """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
@@ -132,6 +141,8 @@ def node(
                             recheck_rate_pm=round(recheck_rate * 1000)),
         chain_rpc=chain_rpc,
         chain_contract=chain_contract,
+        redeem=RedeemPolicy(gas_multiple=redeem_gas_multiple,
+                            max_interval_s=redeem_max_interval),
     )
     check_config(config)
     trio.run(lambda: run_node(config, handle_signals=True))
