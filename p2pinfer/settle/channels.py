@@ -14,8 +14,14 @@ charges.py bound at the quoted price):
 where held is the newest voucher's cumulative this provider holds, redeemed what
 the chain paid out already, reserved the bounds of P's admitted jobs not yet
 receipted; and no reclaim is pending on the channel. A Receipt's voucher is good
-when it recovers to P, its cumulative is exactly max(held, redeemed) + the job's
-charge, and that is at most the deposit.
+when it recovers to P, its cumulative is at most the deposit, and the newest
+voucher held (this one or a higher one) covers all P owes with this job:
+max(held, cumulative) >= billed + charge, where billed = max(held, redeemed) at
+first sight plus the charges of every job paid since. In sequence that is exactly
+cumulative == previous + charge; it also pays two jobs whose receipts overtook
+each other (the later-numbered voucher covers the earlier job), while a voucher
+short of what is owed, for anyone's account but P's, or over the deposit, leaves
+the job unpaid.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class Channel:
     consumer: str
     state: ChannelState
     held: int = 0  # newest checked voucher's cumulative
+    billed: int = 0  # what the payer owes us, this job's receipts included (<= held)
     signature: bytes = b""  # ... and its signature
     reserved: int = 0  # bounds of admitted jobs awaiting their receipt
     used_at: float = 0.0  # trio time of the last job
@@ -187,6 +194,7 @@ class ChannelBook:
             channel = Channel(consumer, state)
             if held is not None:
                 channel.held, channel.signature = held
+            channel.billed = channel.base
             self.channels.setdefault(consumer, channel)
             if len(self.channels) > MAX_CHANNELS:
                 self._forget_idle()
@@ -261,14 +269,16 @@ class ChannelBook:
         signer = recover_signer(digest, signature)
         if signer is None or signer.lower() != channel.consumer.lower():
             raise BadVoucher(f"the voucher is not signed by the payer {channel.consumer}")
-        expected = channel.base + charged
-        if cumulative != expected:
-            raise BadVoucher(f"the voucher's cumulative {cumulative} is not the {expected} "
-                             f"owed ({channel.base} before, {charged} for this job)")
         if cumulative > channel.state.deposit:
             raise BadVoucher(f"the voucher's cumulative {cumulative} is over the channel's "
                              f"deposit {channel.state.deposit}")
-        channel.held, channel.signature = cumulative, signature
+        owed = max(channel.billed, channel.state.redeemed) + charged
+        if max(channel.held, cumulative) < owed:
+            raise BadVoucher(f"the voucher's cumulative {cumulative} does not cover the {owed} "
+                             f"owed ({owed - charged} before, {charged} for this job)")
+        channel.billed = owed
+        if cumulative > channel.held:
+            channel.held, channel.signature = cumulative, signature
         return VoucherBody("held", self._channels_raw, address_bytes(channel.consumer),
                            self._provider_raw, job_id, charged, cumulative, signature)
 

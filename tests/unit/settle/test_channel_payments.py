@@ -252,3 +252,23 @@ async def test_fresh_payer_accounts_do_not_grow_the_cache_without_bound(
             await parties.book.admit(account_of(NodeIdentity.generate()).address, 1)
     assert len(parties.book.channels) <= 4
     assert parties.book.channels[parties.consumer_acct.address].held == 10  # owed: kept
+
+
+async def test_receipts_that_overtake_each_other_are_both_paid(parties: Parties) -> None:
+    # Two jobs at once: the consumer numbers A (100) then B (100 + 50), but B's receipt
+    # reaches the provider first. B's voucher covers both; A's lower one adds nothing.
+    parties.fund()
+    payer = parties.consumer_acct.address
+    hold_a = await parties.book.admit(payer, 100)
+    hold_b = await parties.book.admit(payer, 100)
+    assert await settle_receipt(parties.book, hold_b, os.urandom(16), 50, 150,
+                                parties.voucher(150))
+    assert await settle_receipt(parties.book, hold_a, os.urandom(16), 100, 100,
+                                parties.voucher(100))
+    channel = parties.book.channels[payer]
+    assert (channel.held, channel.billed) == (150, 150)
+    assert channel.signature == parties.voucher(150)
+    # A third job's voucher must now cover all three.
+    hold_c = await parties.book.admit(payer, 100)
+    assert not await settle_receipt(parties.book, hold_c, os.urandom(16), 10, 150,
+                                    parties.voucher(150))
