@@ -154,6 +154,8 @@ class ConsumerGate:
       consumer starts), only while a slot is idle, and within FREE_JOBS_PER_MINUTE
       for all such keys together;
     - a paying key has at most `per_key` jobs in flight and `per_key` awaiting receipts.
+    With settlement, a key whose payment channel covers the job (`covered`) is served
+    as a paying key from its first job; a bad voucher bans it like a missing receipt.
     Pure bookkeeping: times are passed in (ms).
     """
 
@@ -182,9 +184,10 @@ class ConsumerGate:
     def inflight(self, key: bytes) -> int:
         return self._inflight.get(key, 0)
 
-    def admit(self, key: bytes, now_ms: int, *, idle: bool) -> Ticket:
+    def admit(self, key: bytes, now_ms: int, *, idle: bool, covered: bool = False) -> Ticket:
         """A ticket for a job of `key`, or Refused. `idle`: a slot of the model is free now
-        and nobody waits (a free job needs one)."""
+        and nobody waits (a free job needs one). `covered`: a payment channel holds the
+        job's charge (settlement), so the key is served as a payer, not a free job."""
         until = self._banned.get(key)
         if until is not None:
             if now_ms < until:
@@ -193,7 +196,7 @@ class ConsumerGate:
                               f"{(until - now_ms) // 1000} s more")
             del self._banned[key]
         held = self._inflight.get(key, 0)
-        if key in self._payers:
+        if key in self._payers or covered:
             if held >= self.per_key:
                 raise Refused("busy", f"this key has {held} jobs in flight here (limit "
                               f"{self.per_key})", 1_000)

@@ -283,7 +283,8 @@ class JobServer:
                 job.hold = await self.channels.admit(payer, max_charge(request))
             idle = slots.active < slots.concurrency and slots.waiting == 0
             machine.check_replay(self._clock())
-            job.ticket = self.gate.admit(machine.request.signer, self._clock(), idle=idle)
+            job.ticket = self.gate.admit(machine.request.signer, self._clock(), idle=idle,
+                                         covered=job.hold is not None)
         except ProtocolError as exc:
             await self._refuse(job, request, exc.reject_code, str(exc))  # type: ignore[arg-type]
         except (Refused, ChannelRefused) as exc:

@@ -272,3 +272,16 @@ async def test_receipts_that_overtake_each_other_are_both_paid(parties: Parties)
     hold_c = await parties.book.admit(payer, 100)
     assert not await settle_receipt(parties.book, hold_c, os.urandom(16), 10, 150,
                                     parties.voucher(150))
+
+
+def test_a_covered_key_is_served_as_a_payer_from_its_first_job() -> None:
+    from p2pinfer.net.admission import ConsumerGate, Refused
+
+    gate = ConsumerGate()
+    key = NodeIdentity.generate().public_key
+    ticket = gate.admit(key, 0, idle=False, covered=True)  # no idle slot needed
+    assert not ticket.free
+    gate.result_sent(ticket)
+    gate.release(ticket, 1)  # result taken, not paid (a bad voucher): banned as today
+    with pytest.raises(Refused, match="no receipt"):
+        gate.admit(key, 2, idle=True, covered=True)
