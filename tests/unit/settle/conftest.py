@@ -33,6 +33,11 @@ TX_GAS = 5_000_000
 __all__ = ["TransactionFailed"]
 
 
+def reverts(reason: str) -> pytest.RaisesContext[TransactionFailed]:
+    """Expects a revert with exactly `reason` (eth-tester raises TransactionFailed)."""
+    return pytest.raises(TransactionFailed, match=f"^execution reverted: {reason}$")
+
+
 @dataclass
 class Chain:
     """The chain, the three contracts, and every account's private key."""

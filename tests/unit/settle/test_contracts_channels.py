@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.settle.conftest import RECLAIM_TIMEOUT_S, Chain, TransactionFailed, events
-
-
-def reverts(reason: str) -> pytest.RaisesContext[TransactionFailed]:
-    return pytest.raises(TransactionFailed, match=f"^execution reverted: {reason}$")
+from tests.unit.settle.conftest import RECLAIM_TIMEOUT_S, Chain, events, reverts
 
 
 def test_getters_lead_from_the_channels_address_to_everything_else(chain: Chain) -> None:
