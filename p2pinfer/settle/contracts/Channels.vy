@@ -135,11 +135,12 @@ def _redeem(consumer: address, provider: address, cumulative: uint256,
     digest: bytes32 = keccak256(abi_encode(self, chain.id, consumer, provider, cumulative))
     signer: address = self._recover(digest, sig)
     assert signer == consumer and signer != empty(address), "bad voucher"
-    ch: Channel = self.channels[consumer][provider]
-    assert cumulative > ch.redeemed, "nothing to redeem"
-    assert cumulative <= ch.deposit, "over deposit"
+    # Field by field: reclaim_at is not needed here, and each slot read costs.
+    redeemed: uint256 = self.channels[consumer][provider].redeemed
+    assert cumulative > redeemed, "nothing to redeem"
+    assert cumulative <= self.channels[consumer][provider].deposit, "over deposit"
     self.channels[consumer][provider].redeemed = cumulative
-    amount: uint256 = cumulative - ch.redeemed
+    amount: uint256 = cumulative - redeemed
     parts: Shares = Shares(
         provider=amount * split_bps[0] // BPS,
         pool=amount * split_bps[1] // BPS,

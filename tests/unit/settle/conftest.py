@@ -1,7 +1,7 @@
-"""A py-evm chain with the settlement contracts deployed, shared per test module.
+"""A py-evm chain with the settlement contracts deployed once per test session (per preset).
 
 Each test runs between a snapshot and a revert, so tests are independent and the
-deployment happens once per module (and preset).
+chain is deployed once for all of them.
 """
 
 from __future__ import annotations
@@ -155,12 +155,12 @@ def make_chain(preset: str) -> Chain:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seed_chain() -> Chain:
     return make_chain("seed")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bme_chain() -> Chain:
     return make_chain("bme")
 
