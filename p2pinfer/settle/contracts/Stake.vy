@@ -194,6 +194,8 @@ def withdraw():
 @view
 def stake_of(staker: address) -> uint256:
     """@notice Locked stake now (unbonding stake not counted)."""
+    if staker == TOTAL:
+        return 0
     return self._locked(staker)
 
 
@@ -201,6 +203,8 @@ def stake_of(staker: address) -> uint256:
 @view
 def stake_at(staker: address, blk: uint256) -> uint256:
     """@notice Locked stake at the end of block `blk`."""
+    if staker == TOTAL:
+        return 0
     return self._amount_at(staker, blk)
 
 
@@ -249,6 +253,8 @@ def slash(provider: address, amount: uint256, evidence: bytes32,
             locked stake >= validator_min_stake; needs slash_threshold of them.
     @return The amount taken and burned.
     """
+    # The zero address keys the total: it must never be slashed as an account.
+    assert provider != TOTAL, "provider is the zero address"
     assert not self.evidence_used[evidence], "evidence already used"
     digest: bytes32 = keccak256(abi_encode(self, chain.id, provider, amount, evidence))
     signers: DynArray[address, MAX_SIGS] = []

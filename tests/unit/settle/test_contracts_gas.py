@@ -17,8 +17,8 @@ CEILINGS = {
     "lock (first)": 164_000,  # measured 155_270
     "lock (again, later block)": 105_000,  # measured 99_502
     "begin_unbond": 140_000,  # measured 133_323
-    "slash, 2 signatures": 159_000,  # measured 150_744
-    "slash, 3 signatures": 170_000,  # measured 161_044
+    "slash, 2 signatures": 159_000,  # measured 150_764
+    "slash, 3 signatures": 170_000,  # measured 161_064
     "distribute_pool": 109_000,  # measured 103_434
     "claim": 92_000,  # measured 86_773
 }

@@ -140,3 +140,13 @@ def test_slash_lowers_stake_at_from_its_block_on(staked: Chain) -> None:
     assert chain.stake.functions.stake_at(provider, before).call() == 1_000
     assert chain.stake.functions.stake_at(provider, chain.block()).call() == 750
     assert chain.stake.functions.total_stake_at(before).call() == 1_000 + 3 * VALIDATOR_MIN_STAKE
+
+
+def test_the_zero_address_has_no_stake_and_cannot_be_slashed(staked: Chain) -> None:
+    chain, zero = staked, "0x" + "00" * 20
+    assert chain.stake.functions.stake_of(zero).call() == 0
+    assert chain.stake.functions.stake_at(zero, chain.block()).call() == 0
+    sigs = chain.slash_sigs(zero, 1_000, EVIDENCE, chain.accounts[5:8])
+    with reverts("provider is the zero address"):
+        chain.tx(chain.accounts[4], chain.stake.functions.slash(zero, 1_000, EVIDENCE, sigs))
+    assert chain.stake.functions.total_stake().call() == 1_000 + 3 * VALIDATOR_MIN_STAKE
