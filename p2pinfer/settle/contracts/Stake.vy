@@ -123,7 +123,8 @@ def _locked(account: address) -> uint256:
 
 @internal
 def _write(account: address, amount: uint256):
-    # Any amount fits: the token's supply is far below 2**192.
+    # The founding supply is far below 2**192; a token deployed with more is refused here.
+    assert amount <= AMOUNT_MASK, "stake too large"
     word: uint256 = (block.number << AMOUNT_BITS) | amount
     count: uint256 = self.checkpoint_count[account]
     if count > 0 and (self.checkpoints[account][count - 1] >> AMOUNT_BITS) == block.number:

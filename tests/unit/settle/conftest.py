@@ -65,6 +65,8 @@ class Chain:
         tx_hash = call.transact({"from": sender, "gas": TX_GAS})
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
         if receipt["status"] != 1:
+            if not hasattr(call, "call"):  # a constructor: estimate_gas gives the reason
+                call.estimate_gas({"from": sender})
             call.call({"from": sender, "gas": TX_GAS})
             raise AssertionError("the transaction failed, but its replay did not")
         return receipt

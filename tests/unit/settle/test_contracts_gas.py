@@ -14,11 +14,11 @@ CEILINGS = {
     "redeem (first)": 150_000,  # measured 142_493
     "redeem (later)": 78_000,  # measured 74_069
     "redeem_many of 10 (first)": 428_000,  # measured 407_594
-    "lock (first)": 164_000,  # measured 155_270
-    "lock (again, later block)": 105_000,  # measured 99_502
-    "begin_unbond": 140_000,  # measured 133_323
-    "slash, 2 signatures": 159_000,  # measured 150_764
-    "slash, 3 signatures": 170_000,  # measured 161_064
+    "lock (first)": 164_000,  # measured 155_340
+    "lock (again, later block)": 105_000,  # measured 99_572
+    "begin_unbond": 140_000,  # measured 133_393
+    "slash, 2 signatures": 159_000,  # measured 150_822
+    "slash, 3 signatures": 170_000,  # measured 161_122
     "distribute_pool": 109_000,  # measured 103_434
     "claim": 92_000,  # measured 86_773
 }

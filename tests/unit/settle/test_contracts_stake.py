@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from web3.contract import Contract
 
+from p2pinfer.settle.artifacts import load_artifacts
 from tests.unit.settle.conftest import UNBONDING_S, Chain, TransactionFailed, events, reverts
 
 
@@ -107,3 +109,20 @@ def test_stake_at_answers_for_every_past_block(chain: Chain) -> None:
 def test_stake_at_of_a_never_staked_account_is_zero(chain: Chain) -> None:
     assert chain.stake.functions.stake_at(chain.accounts[3], chain.block()).call() == 0
     assert chain.stake.functions.total_stake_at(chain.block()).call() == 0
+
+
+def test_stake_that_would_not_fit_a_checkpoint_is_refused(chain: Chain) -> None:
+    art = load_artifacts()
+    huge = 2**200
+
+    def deploy(name: str, *args: object) -> Contract:
+        factory = chain.w3.eth.contract(abi=list(art[name].abi), bytecode=art[name].bytecode)
+        receipt = chain.tx(chain.deployer, factory.constructor(*args))
+        return chain.w3.eth.contract(address=receipt["contractAddress"], abi=list(art[name].abi))
+
+    credit = deploy("Credit", huge, huge)
+    stake = deploy("Stake", credit.address, 1, 1, 1)
+    chain.tx(chain.deployer, credit.functions.approve(stake.address, huge))
+    chain.tx(chain.deployer, stake.functions.lock(2**192 - 1))
+    with reverts("stake too large"):
+        chain.tx(chain.deployer, stake.functions.lock(1))
