@@ -33,7 +33,7 @@ TX_GAS = 5_000_000
 __all__ = ["TransactionFailed"]
 
 
-def reverts(reason: str) -> pytest.RaisesContext[TransactionFailed]:
+def reverts(reason: str) -> pytest.RaisesExc[TransactionFailed]:
     """Expects a revert with exactly `reason` (eth-tester raises TransactionFailed)."""
     return pytest.raises(TransactionFailed, match=f"^execution reverted: {reason}$")
 
