@@ -497,6 +497,8 @@ class Verifier:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
             finally:  # what the engine spent on it, pre-empted attempts included
                 self.budget.charge(used.seconds * 1000, self.clock_ms())
+                log.info("re-run charged engine_s=%.2f budget_left_s=%.1f", used.seconds,
+                         self.budget.level_ms(self.clock_ms()) / 1000)
         self._judged[proof] = None
         while len(self._judged) > JUDGED_PROOFS:
             del self._judged[next(iter(self._judged))]
