@@ -1,4 +1,6 @@
-"""`p2pinfer chain serve`: a local EVM chain for testnets (docs/settlement.md)."""
+"""`p2pinfer chain serve`: a local EVM chain for testnets (docs/settlement.md).
+
+web3 and eth-tester are imported when the command runs, not when the CLI starts."""
 
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ import trio
 import typer
 
 from p2pinfer.errors import UsageError
-from p2pinfer.settle.chain import checksum
-from p2pinfer.settle.chain_serve import PRESETS, ChainServeOptions, serve_chain
 from p2pinfer.settle.units import credits_to_units
 
 chain_app = typer.Typer(help="A local EVM chain for testnets.", no_args_is_help=True)
@@ -25,6 +25,8 @@ def _setup_logging(level: str) -> None:
 
 def parse_fund(specs: list[str]) -> tuple[tuple[str, int], ...]:
     """`ADDR=CREDITS` strings as (checksummed address, units); UsageError on a bad one."""
+    from p2pinfer.settle.chain import checksum
+
     out: list[tuple[str, int]] = []
     for spec in specs:
         address, sep, amount = spec.partition("=")
@@ -48,7 +50,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535,
                                       help="TCP port (0: any free port).")] = 8545,
     preset: Annotated[str, typer.Option(
-        "--preset", help=f"Contract parameters: {' | '.join(PRESETS)}.")] = "seed",
+        "--preset", help="Split preset of the contracts: seed | bme.")] = "seed",
     fund: Annotated[list[str] | None, typer.Option(
         "--fund", help="ADDRESS=CREDITS to send from the faucet at start, with ether for "
         "gas (repeatable).")] = None,
@@ -61,6 +63,8 @@ def serve(
     """Serve JSON-RPC over an in-process py-evm chain with the contracts deployed, until
     Ctrl-C or SIGTERM. Also answers evm_increaseTime / evm_mine and the dev-only faucet
     p2pinfer_fund(address, credits)."""
+    from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
+
     _setup_logging(log_level)
     options = ChainServeOptions(deployment_file=deployment, host=host, port=port,
                                 preset=preset, fund=parse_fund(fund or []),

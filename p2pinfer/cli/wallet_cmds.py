@@ -1,22 +1,26 @@
 """`p2pinfer wallet [deposit | withdraw | stake | unstake | redeem]`: the node's chain
-account (derived from its key) and what it holds on the settlement contracts."""
+account (derived from its key) and what it holds on the settlement contracts.
+
+web3 is imported when a wallet command runs, not when the CLI starts (it costs every
+other command a second)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.errors import UsageError
-from p2pinfer.settle import wallet as W
-from p2pinfer.settle.chain import ChainClient, checksum
 from p2pinfer.settle.ports import TxOutcome
 from p2pinfer.settle.units import credits_to_units, units_to_credits
+
+if TYPE_CHECKING:
+    from p2pinfer.settle.chain import ChainClient
 
 wallet_app = typer.Typer(help="The node's chain account: balances, channels, stake.")
 
@@ -35,6 +39,8 @@ CreditsArg = Annotated[str, typer.Argument(help="Credits, decimals allowed (\"1.
 
 def _client(rpc: str | None, contract: str | None, deployment: Path | None,
             key: Path | None, home: Path | None) -> ChainClient:
+    from p2pinfer.settle import wallet as W
+
     target = W.resolve_target(rpc, contract, deployment)
     account = W.load_account(key, resolve_home(home) if key is None else Path("."))
     return W.connect(target, account)
@@ -52,6 +58,8 @@ def _units(text: str) -> int:
 
 def _report(as_json: bool, action: str, text: str, outcome: TxOutcome,
             **extra: Any) -> None:
+    from p2pinfer.settle import wallet as W
+
     if as_json:
         typer.echo(json.dumps({"action": action, **extra, **W.outcome_json(outcome)}))
     else:
@@ -70,6 +78,8 @@ def show(ctx: typer.Context, chain_rpc: RpcOption = None, chain_contract: Contra
     time, and the channels it funds. Subcommands take the same options after their name."""
     if ctx.invoked_subcommand is not None:
         return
+    from p2pinfer.settle import wallet as W
+
     client = _client(chain_rpc, chain_contract, deployment, key, home)
     b = client.balances()
     data = W.balances_json(client, b)
@@ -94,6 +104,8 @@ def deposit(provider: Annotated[str, typer.Argument(help="The provider's chain a
             chain_contract: ContractOption = None, deployment: DeploymentOption = None,
             key: KeyOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Deposit credits into the payment channel toward PROVIDER (approve + deposit)."""
+    from p2pinfer.settle import wallet as W
+
     to, units = W.resolve_provider(provider), _units(amount)
     outcome = _client(chain_rpc, chain_contract, deployment, key, home).deposit(to, units)
     _report(as_json, "deposit", f"deposited {units_to_credits(units)} credits to {to}",
@@ -107,6 +119,8 @@ def withdraw(provider: Annotated[str, typer.Argument(help="The provider's chain 
              home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Take back what the channel toward PROVIDER holds: the first call starts the reclaim
     timeout, a call after it is over refunds (says which it did)."""
+    from p2pinfer.settle import wallet as W
+
     to = W.resolve_provider(provider)
     client = _client(chain_rpc, chain_contract, deployment, key, home)
     action, outcome = W.withdraw(client, to)
@@ -163,6 +177,8 @@ def redeem(consumer: Annotated[str, typer.Option("--consumer", help="Consumer ad
         signature = bytes.fromhex(sig.removeprefix("0x"))
     except ValueError:
         raise UsageError("--sig is the voucher signature in hex") from None
+    from p2pinfer.settle.chain import checksum
+
     who = str(checksum(consumer))
     client = _client(chain_rpc, chain_contract, deployment, key, home)
     _report(as_json, "redeem", f"redeemed {consumer}'s voucher up to {cumulative} units",

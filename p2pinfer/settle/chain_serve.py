@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("seed", "bme")
-
-
 @dataclass(frozen=True)
 class ChainServeOptions:
     """What `p2pinfer chain serve` was asked for."""
@@ -50,8 +47,6 @@ def deploy_and_fund(chain: DevChain, preset: str,
     from p2pinfer.settle.artifacts import load_artifacts
     from p2pinfer.settle.deploy import deploy_all
 
-    if preset not in PRESETS:
-        raise UsageError(f"--preset is one of {', '.join(PRESETS)}, not {preset!r}")
     deployment = deploy_all(chain.w3, chain.faucet, preset=preset)
     chain.use_credit(deployment.credit, list(load_artifacts()["Credit"].abi))
     for address, units in fund:
