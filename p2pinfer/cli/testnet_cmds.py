@@ -117,8 +117,9 @@ def down(
     if docker:
         docker_cmds.down(project)
         return
+    had_chain = (directory / testnet.STATE_FILE).exists() and testnet.chain_of(directory)
     stopped = testnet.down(directory)
-    print(f"stopped {stopped} node(s)")
+    print(f"stopped {stopped} node(s)" + (" and the chain" if had_chain else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -140,7 +140,7 @@ def test_a_provider_redeems_a_consumers_voucher(chain: dict[str, Any], tmp_path:
     sig = sign_digest(c_acct.private_key, digest).hex()
     code, out, err = wallet(chain, provider, "redeem", "--consumer", c_acct.address,
                             "--cumulative", "1000000", "--sig", sig)
-    assert code == 0, err
+    assert code == 0 and out["action"] == "redeem", err
     assert show(chain, provider)["credits"]["units"] > 0  # the provider's share of 1 credit
     code, _, err = wallet(chain, provider, "redeem", "--consumer", c_acct.address,
                           "--cumulative", "1000000", "--sig", sig)
