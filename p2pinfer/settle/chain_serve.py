@@ -86,15 +86,17 @@ async def _mine_every(chain: DevChain, seconds: float) -> None:
 
 async def serve_chain(
     options: ChainServeOptions,
+    chain: DevChain | None = None,
     *,
     task_status: TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the local chain until cancelled; `task_status.started` gets the deployment."""
+    """Run the local chain (a new one unless `chain` is given) until cancelled;
+    `task_status.started` gets the deployment."""
     from hypercorn.config import Config
 
     from p2pinfer.backends.asgi_server import serve_asgi
 
-    chain = DevChain()
+    chain = chain or DevChain()
     data = deploy_and_fund(chain, options.preset, options.fund)
     chain.set_block_time(options.block_time_s)
     sock = _listen(options.host, options.port)
