@@ -126,3 +126,20 @@ async def test_another_chain_or_no_contract_is_unreachable(chain: Chain) -> None
         with pytest.raises(ChainUnreachableError, match="no contract at"):
             await off_loop(lambda: ChainClient.connect(rpc, Web3.to_checksum_address(
                 "0x" + "11" * 20), acct))
+
+
+async def test_with_a_block_time_a_transaction_waits_for_the_next_block(tmp_path: Path) -> None:
+    dev = DevChain()
+    options = ChainServeOptions(deployment_file=tmp_path / "d.json", port=0, block_time_s=0.3)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            deployment = await nursery.start(serve_chain, options, dev)
+            chain = Chain(dev, deployment)
+            acct = chain.account(3)
+            await trio.sleep(0.7)  # the faucet's transfers wait for a block too
+            client = await chain.client(acct)
+            before = await off_loop(client.block_number)
+            outcome = await off_loop(lambda: client.lock(CREDIT))
+            assert outcome.block > before
+            assert await off_loop(lambda: client.stake_of(acct.address)) == CREDIT
+        nursery.cancel_scope.cancel()
