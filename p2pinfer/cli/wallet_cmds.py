@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from p2pinfer.cli.identity_cmds import HomeOption
-from p2pinfer.config import resolve_home
 from p2pinfer.errors import UsageError
 from p2pinfer.settle.ports import TxOutcome
 from p2pinfer.settle.units import credits_to_units, units_to_credits
@@ -42,7 +41,7 @@ def _client(rpc: str | None, contract: str | None, deployment: Path | None,
     from p2pinfer.settle import wallet as W
 
     target = W.resolve_target(rpc, contract, deployment)
-    account = W.load_account(key, resolve_home(home) if key is None else Path("."))
+    account = W.load_account(key, home)
     return W.connect(target, account)
 
 

@@ -20,7 +20,7 @@ from web3.providers.rpc import HTTPProvider
 from p2pinfer.errors import ChainFundsError, ChainUnreachableError, UsageError
 from p2pinfer.settle.account import ChainAccount
 from p2pinfer.settle.artifacts import load_artifacts
-from p2pinfer.settle.ports import ChannelState, TxOutcome, VoucherClaim
+from p2pinfer.settle.ports import ChainPort, ChannelState, TxOutcome, VoucherClaim
 from p2pinfer.settle.transact import Transactor, chain_errors
 from p2pinfer.settle.units import units_to_credits
 
@@ -230,3 +230,8 @@ class ChainClient:
 
     def withdraw_stake(self) -> TxOutcome:
         return self._tx.send(self.stake.functions.withdraw(), "withdrawing unbonded stake")
+
+
+def as_port(client: ChainClient) -> ChainPort:
+    """`client` as the node's `ChainPort` (and mypy's proof that it is one)."""
+    return client

@@ -100,6 +100,9 @@ async def serve_chain(
     data = deploy_and_fund(chain, options.preset, options.fund)
     chain.set_block_time(options.block_time_s)
     sock = _listen(options.host, options.port)
+    if sock.getsockname()[0] not in ("127.0.0.1", "::1"):
+        log.warning("chain serving off loopback host=%s: anyone who reaches it can call "
+                    "the faucet p2pinfer_fund", options.host)
     try:
         host, port = sock.getsockname()[:2]
         data["rpc"] = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pinfer import identity
+from p2pinfer.config import resolve_home
 from p2pinfer.errors import ChainRevertedError, UsageError
 from p2pinfer.settle.account import ChainAccount, account_of
 from p2pinfer.settle.chain import Balances, ChainClient, checksum
@@ -57,9 +58,10 @@ def resolve_target(rpc: str | None, contract: str | None,
                        chain_id=chain_id)
 
 
-def load_account(key: Path | None, home: Path) -> ChainAccount:
-    """The chain account of the node key at `key`, else of the key in `home`."""
-    node = identity.load_file(key) if key is not None else identity.load(home)
+def load_account(key: Path | None, home: Path | None) -> ChainAccount:
+    """The chain account of the node key file `key`, else of the key in `home` (default:
+    $P2PINFER_HOME, else the platform data dir)."""
+    node = identity.load_file(key) if key is not None else identity.load(resolve_home(home))
     return account_of(node)
 
 
