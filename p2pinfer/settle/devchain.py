@@ -19,11 +19,14 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+import rlp
 from eth_abi import abi
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_tester import EthereumTester
 from eth_tester.exceptions import TransactionFailed
 from eth_tester.exceptions import ValidationError as TesterValidationError
 from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, Wei
@@ -71,6 +74,15 @@ def _quantity(value: Any) -> int:
     if isinstance(value, str):
         return int(value, 16) if value.startswith("0x") else int(value)
     raise ValueError(f"not a quantity: {value!r}")
+
+
+def raw_chain_id(raw_hex: str) -> int | None:
+    """The chain id a signed raw transaction is bound to; None for a pre-EIP-155 one."""
+    raw = bytes.fromhex(raw_hex.removeprefix("0x"))
+    if raw and raw[0] <= 0x7F:  # typed (EIP-2718): the chain id is a field
+        return int(TypedTransaction.from_bytes(HexBytes(raw)).as_dict()["chainId"])
+    v = int.from_bytes(rlp.decode(raw)[6], "big")  # legacy: v = 35 + 2 * chain id (+1)
+    return (v - 35) // 2 if v >= 35 else None
 
 
 def revert_error(exc: TransactionFailed) -> RpcError:
@@ -166,6 +178,8 @@ class DevChain:
     def dispatch(self, method: str, params: list[Any]) -> Any:
         """Answer one JSON-RPC call; RpcError with the JSON-RPC error object otherwise."""
         try:
+            if method == "eth_sendRawTransaction":
+                self._check_chain_id(str(params[0]))
             if method in PASSTHROUGH:
                 return self._passthrough(method, params)
             if method == "evm_mine":
@@ -189,6 +203,14 @@ class DevChain:
         except Exception as exc:  # eth-tester's and py-evm's other refusals
             raise server_error(exc) from None
         raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
+
+    def _check_chain_id(self, raw_hex: str) -> None:
+        # eth-tester itself accepts a transaction signed for any chain.
+        chain_id = raw_chain_id(raw_hex)
+        ours = int(self.tester.backend.chain.chain_id)
+        if chain_id is not None and chain_id != ours:
+            raise RpcError(SERVER_ERROR, f"invalid chain id for signer: have {chain_id} "
+                           f"want {ours}")
 
     def _passthrough(self, method: str, params: list[Any]) -> Any:
         response = cast(dict[str, Any], self._request(RPCEndpoint(method), params))

@@ -59,6 +59,16 @@ def test_a_signed_transfer_is_mined_with_a_receipt(chain: DevChain) -> None:
     assert chain.dispatch("eth_getTransactionCount", [me.address, "latest"]) == "0x1"
 
 
+def test_a_transaction_signed_for_another_chain_is_refused(chain: DevChain) -> None:
+    me = Account.create()
+    for tx in ({"maxFeePerGas": 3 * 10**9, "maxPriorityFeePerGas": 10**9}, {"gasPrice": 10**9}):
+        signed = Account.sign_transaction({**tx, "to": chain.faucet, "value": 1, "gas": 21000,
+                                           "nonce": 0, "chainId": 5}, me.key)
+        with pytest.raises(RpcError, match="invalid chain id for signer: have 5"):
+            chain.dispatch("eth_sendRawTransaction",
+                           ["0x" + bytes(signed.raw_transaction).hex()])
+
+
 def test_too_little_ether_is_geths_insufficient_funds(chain: DevChain) -> None:
     poor = Account.create()
     with pytest.raises(RpcError) as info:
