@@ -43,7 +43,7 @@ ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 
 # Served by eth-tester through web3's middleware, unchanged.
 PASSTHROUGH = frozenset({
-    "eth_chainId", "net_version", "eth_blockNumber", "eth_getBalance",
+    "eth_chainId", "eth_blockNumber", "eth_getBalance",
     "eth_getTransactionCount", "eth_gasPrice", "eth_maxPriorityFeePerGas", "eth_feeHistory",
     "eth_estimateGas", "eth_call", "eth_sendRawTransaction", "eth_sendTransaction",
     "eth_getTransactionReceipt", "eth_getTransactionByHash", "eth_getBlockByNumber",
@@ -178,6 +178,8 @@ class DevChain:
     def dispatch(self, method: str, params: list[Any]) -> Any:
         """Answer one JSON-RPC call; RpcError with the JSON-RPC error object otherwise."""
         try:
+            if method == "net_version":  # eth-tester says "1"; geth says the chain's id
+                return str(int(self.tester.backend.chain.chain_id))
             if method == "eth_sendRawTransaction":
                 self._check_chain_id(str(params[0]))
             if method in PASSTHROUGH:
