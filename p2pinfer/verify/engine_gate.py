@@ -6,6 +6,11 @@ counts as a paid job for as long as it is open. `EngineGate.run(work)` is how th
 report receiver runs a re-run: it waits until no paid stream has been open for
 `quiet_s`, then runs `work` in a cancel scope that the next paid stream cancels, and
 starts it again at the next quiet moment, all within `wait_s` (else `Preempted`).
+After `max_preemptions` pre-emptions, the next attempt is not pre-empted: work that
+only fits between paid jobs would otherwise never finish on a busy engine (a re-run of
+a fraud report, while check jobs keep arriving every few seconds); a paid job then
+waits for that one attempt, whose length the caller bounds (`max_run_s`, and for
+re-runs `verify.reports`' limits and budget).
 
 The embedded engine stops within one token once its stream is left, and a cancelled
 scoring pass of pre-emptible work before its next 64-token chunk
@@ -50,7 +55,8 @@ class Preempted(P2PInferError):
 
 @dataclass
 class EngineTime:
-    """Seconds background work held the engine (what a re-run budget is charged)."""
+    """Seconds background work held the engine (what a re-run budget is charged), on the
+    gate's `charge_clock`."""
 
     seconds: float = 0.0
 
@@ -58,8 +64,14 @@ class EngineTime:
 class EngineGate:
     """Counts the paid streams open on an engine and keeps background work out of their way."""
 
-    def __init__(self, *, quiet_s: float = QUIET_S, wait_s: float = WAIT_S) -> None:
+    def __init__(self, *, quiet_s: float = QUIET_S, wait_s: float = WAIT_S,
+                 charge_clock: Callable[[], float] | None = None) -> None:
+        """`charge_clock` measures what background work is charged (`EngineTime`): wall
+        time by default; an engine in this process passes `time.process_time`, the CPU
+        it really spent, which wall time overstates when other processes share the
+        cores (six nodes on two in bench/verify.py: a 1 s re-run took 25 s of wall)."""
         self.quiet_s, self.wait_s = quiet_s, wait_s
+        self._charge_clock = charge_clock or trio.current_time
         self.paid_open = 0
         self.preempted = 0  # background blocks a paid stream cancelled
         self._last_paid = -float("inf")  # trio time the last paid stream closed
@@ -90,21 +102,26 @@ class EngineGate:
 
     async def run(
         self, work: Callable[[], Awaitable[T]], used: EngineTime | None = None, *,
-        max_run_s: float | None = None,
+        max_run_s: float | None = None, max_preemptions: int | None = None,
     ) -> T:
         """`work()` in the background: started once the engine is idle, cancelled when a
         paid stream opens, and started again at the next idle moment, all within
-        `wait_s`, and running `max_run_s` at most, attempts together. Preempted if it
-        did not finish within those. `used` gets the seconds `work` ran (waiting for
-        the engine not counted)."""
+        `wait_s`, and running `max_run_s` at most, attempts together. After
+        `max_preemptions` pre-emptions (None: never) the next attempt runs to its end
+        or to those limits (wall time). Preempted if it did not finish within them.
+        `used` gets what `work` ran on the charge clock (waiting for the engine not
+        counted). `work` is called once per attempt: to keep progress across attempts it
+        must remember what it did."""
         used = used if used is not None else EngineTime()
         run_limit = self.wait_s if max_run_s is None else min(self.wait_s, max_run_s)
+        preemptions, ran = 0, 0.0
         with trio.move_on_after(self.wait_s):
-            while used.seconds < run_limit:
+            while ran < run_limit:
                 await self._until_idle()
-                scope = trio.CancelScope(deadline=trio.current_time() + run_limit - used.seconds)
-                self._background.add(scope)
-                started = trio.current_time()
+                scope = trio.CancelScope(deadline=trio.current_time() + run_limit - ran)
+                if max_preemptions is None or preemptions < max_preemptions:
+                    self._background.add(scope)
+                started, charged_from = trio.current_time(), self._charge_clock()
                 mark = preemptible_work.set(True)
                 try:
                     with scope:
@@ -112,8 +129,11 @@ class EngineGate:
                 finally:
                     preemptible_work.reset(mark)
                     self._background.discard(scope)
-                    used.seconds += trio.current_time() - started
-                self.preempted += scope.cancel_called and trio.current_time() < scope.deadline
+                    ran += trio.current_time() - started
+                    used.seconds += max(0.0, self._charge_clock() - charged_from)
+                if scope.cancel_called and trio.current_time() < scope.deadline:
+                    self.preempted += 1
+                    preemptions += 1
             raise Preempted(f"ran its {run_limit:.1f} s of budget, not done")
         raise Preempted(f"not done within {self.wait_s:g} s, paid jobs first")
 
