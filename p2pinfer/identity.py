@@ -58,6 +58,12 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     return _b58encode(b"\x00" + bytes([len(proto)]) + proto)
 
 
+def peer_id_to_bytes(peer_id: str) -> bytes:
+    """The binary multihash behind a base58 PeerID (what libp2p's `ID.to_bytes()` gives);
+    ValueError when `peer_id` is not base58."""
+    return _b58decode(peer_id)
+
+
 def public_key_from_peer_id(peer_id: str) -> bytes:
     """The Ed25519 public key inside an identity-multihash PeerID; ValueError otherwise."""
     raw = _b58decode(peer_id)
@@ -139,13 +145,15 @@ def create(home: Path) -> NodeIdentity:
 
 def load(home: Path) -> NodeIdentity:
     """Load the key in `home`; KeyFileError (one clear line) on any problem."""
-    path = key_path(home)
+    return load_file(key_path(home), missing_hint=f"run `p2pinfer init --home {home}` first")
+
+
+def load_file(path: Path, missing_hint: str = "create one with `p2pinfer init`") -> NodeIdentity:
+    """Load the key file at `path` (mode 0600 or stricter); KeyFileError on any problem."""
     try:
         st = path.stat()
     except FileNotFoundError as exc:
-        raise KeyFileError(
-            f"no node key at {path}; run `p2pinfer init --home {home}` first"
-        ) from exc
+        raise KeyFileError(f"no node key at {path}; {missing_hint}") from exc
     except OSError as exc:
         raise KeyFileError(f"cannot read {path}: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):

@@ -20,7 +20,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from p2pinfer import testnet_chain
 from p2pinfer.errors import TestnetError, UsageError
+from p2pinfer.testnet_chain import ChainSpec
 
 STATE_FILE = "testnet.json"
 NODE_STATUS_FILE = "node.json"
@@ -49,6 +51,7 @@ class NodeSpec:
 class TestnetState:
     dir: str
     nodes: list[NodeSpec] = field(default_factory=list)
+    chain: ChainSpec | None = None  # `up --chain`: the local chain process
 
     def save(self) -> None:
         path = Path(self.dir) / STATE_FILE
@@ -65,7 +68,8 @@ class TestnetState:
             raise TestnetError(f"no testnet in {directory} (no {STATE_FILE})") from exc
         except (OSError, ValueError) as exc:
             raise TestnetError(f"cannot read {path}: {exc}") from exc
-        return cls(dir=raw["dir"], nodes=[NodeSpec(**n) for n in raw["nodes"]])
+        chain = ChainSpec(**raw["chain"]) if raw.get("chain") else None
+        return cls(dir=raw["dir"], nodes=[NodeSpec(**n) for n in raw["nodes"]], chain=chain)
 
 
 @dataclass(frozen=True)
@@ -163,10 +167,10 @@ def _wait_for_status(home: Path, pid: int, timeout_s: float) -> dict[str, object
     raise TestnetError(f"node in {home} did not start within {timeout_s:.0f} s")
 
 
-def _spawn(cmd: list[str], home: Path) -> int:
+def _spawn(cmd: list[str], home: Path, log_name: str = "node.log") -> int:
     home.mkdir(parents=True, exist_ok=True)
     (home / NODE_STATUS_FILE).unlink(missing_ok=True)
-    log = open(home / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(home / log_name, "ab")  # noqa: SIM115 - handed to the child
     env = dict(os.environ)
     # The child imports this same p2pinfer, even when it is not installed.
     root = str(Path(__file__).resolve().parents[1])
@@ -189,26 +193,34 @@ def up(
     start_timeout_s: float = 120.0,
     options: NodeOptions = NodeOptions(),
     node_args: dict[int, list[str]] | None = None,
+    chain: bool = False,
 ) -> TestnetState:
     """Start `nodes` node processes in `directory` and wait until each listens.
-    `node_args` adds flags to some nodes' command lines (by index)."""
+    `node_args` adds flags to some nodes' command lines (by index). With `chain`, a
+    local chain starts first (see testnet_chain) and every node's account is funded."""
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / STATE_FILE).exists():
         state = TestnetState.load(directory)
-        if any(pid_alive(n.pid) for n in state.nodes):
+        chain_pids = [state.chain.pid] if state.chain else []
+        if any(pid_alive(p) for p in [n.pid for n in state.nodes] + chain_pids):
             raise TestnetError(f"a testnet is already running in {directory}; `testnet down` first")
     faults = faults or {}
     models = models or []
     state = TestnetState(dir=str(directory))
     try:
+        homes = [directory / f"node{i}" for i in range(nodes)]
+        chain_args: list[str] = []
+        if chain:
+            chain_args = _start_chain(state, homes, [] if backend == "none" else homes,
+                                      start_timeout_s)
         bootstrap: str | None = None
         for i in range(nodes):
-            home = directory / f"node{i}"
+            home = homes[i]
             fault = faults.get(i)
-            extra = (node_args or {}).get(i, [])
+            extra = chain_args + (node_args or {}).get(i, [])
             cmd = _node_command(home, bootstrap, backend, models, fault, gateway, options, extra)
             pid = _spawn(cmd, home)
             state.nodes.append(NodeSpec(index=i, home=str(home), pid=pid, fault=fault))
@@ -222,6 +234,30 @@ def up(
         down(directory)
         raise
     return state
+
+
+def _start_chain(state: TestnetState, homes: list[Path], providers: list[Path],
+                 timeout_s: float) -> list[str]:
+    """Start the chain process funding every home's account, lock the providers' stake;
+    the flags that point the nodes at it."""
+    chain_dir = Path(state.dir) / testnet_chain.CHAIN_DIR
+    (chain_dir / testnet_chain.DEPLOYMENT_FILE).unlink(missing_ok=True)
+    grant = testnet_chain.CONSUMER_CREDITS + testnet_chain.PROVIDER_STAKE
+    fund = [(address, grant) for address in testnet_chain.node_addresses(homes)]
+    pid = _spawn(testnet_chain.chain_command(chain_dir, fund), chain_dir, "chain.log")
+    state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc="", channels="")
+    state.save()
+    data = testnet_chain.wait_for_deployment(chain_dir, pid, timeout_s, pid_alive)
+    state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc=str(data["rpc"]),
+                            channels=str(data["channels"]))
+    state.save()
+    testnet_chain.lock_stake(state.chain, providers, testnet_chain.PROVIDER_STAKE)
+    return testnet_chain.chain_node_args(state.chain)
+
+
+def chain_of(directory: Path) -> ChainSpec | None:
+    """The testnet's chain process, if it was started with one."""
+    return TestnetState.load(directory).chain
 
 
 def status(directory: Path) -> list[NodeStatus]:
@@ -265,17 +301,24 @@ def down(directory: Path, grace_s: float = 10.0) -> int:
         state = TestnetState.load(directory)
     except TestnetError:
         return 0
-    live = [n for n in state.nodes if pid_alive(n.pid)]
-    for n in live:
-        _signal(n.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(pid_alive(n.pid) for n in live):
-        time.sleep(0.05)
-    for n in live:
-        if pid_alive(n.pid):
-            _signal(n.pid, signal.SIGKILL)
+    live = [n.pid for n in state.nodes if pid_alive(n.pid)]
+    _stop(live, grace_s)
+    # The chain last: nodes may settle on it while they shut down.
+    if state.chain is not None and pid_alive(state.chain.pid):
+        _stop([state.chain.pid], grace_s)
     (Path(state.dir) / STATE_FILE).unlink(missing_ok=True)
     return len(live)
+
+
+def _stop(pids: list[int], grace_s: float) -> None:
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            _signal(pid, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -27,6 +27,7 @@ app = typer.Typer(
 # Each module registers its commands on `app`; keep the list sorted.
 COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.ask_cmds",
+    "p2pinfer.cli.chain_cmds",
     "p2pinfer.cli.engine_cmds",
     "p2pinfer.cli.hw_cmds",
     "p2pinfer.cli.gov_cmds",
@@ -37,6 +38,7 @@ COMMAND_MODULES: list[str] = [
     "p2pinfer.cli.node_cmds",
     "p2pinfer.cli.sim_cmds",
     "p2pinfer.cli.testnet_cmds",
+    "p2pinfer.cli.wallet_cmds",
 ]
 
 

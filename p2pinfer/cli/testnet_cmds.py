@@ -23,6 +23,7 @@ from p2pinfer.cli.testnet_docker_cmds import (
     ProjectOption,
     ShowKeyOption,
 )
+from p2pinfer.errors import UsageError
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.testnet_docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
 
@@ -42,6 +43,11 @@ def _print_status(directory: Path, as_json: bool) -> None:
                       n.gateway_url or "-", ", ".join(n.models) or "-",
                       "yes" if n.alive else "NO", n.fault or "")
     Console(width=200).print(table)
+    spec = testnet.chain_of(directory)
+    if spec is not None:
+        alive = "alive" if testnet.pid_alive(spec.pid) else "NOT RUNNING"
+        print(f"chain rpc={spec.rpc} channels={spec.channels} ({alive}); "
+              f"deployment {spec.deployment_file}")
 
 
 @testnet_app.command("up")
@@ -66,8 +72,13 @@ def up(
     image: ImageOption = DEFAULT_IMAGE,
     gateway_port: GatewayPortOption = DEFAULT_GATEWAY_PORT,
     build: BuildOption = True,
+    chain: Annotated[bool, typer.Option(
+        "--chain/--no-chain", help="Also run a local chain (`p2pinfer chain serve`), fund "
+        "every node's chain account and lock the providers' stake.")] = False,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
+    if docker and chain:
+        raise UsageError("--chain runs with the process testnet only, not --docker")
     if docker:
         docker_cmds.up(nodes, project, image, gateway_port, build, timeout)
         return
@@ -76,7 +87,7 @@ def up(
         parse_fault(kind)
     testnet.up(directory, nodes, backend=backend, models=models or [], faults=faults,
                gateway=gateway, start_timeout_s=timeout or 120.0,
-               options=testnet.NodeOptions(benchmark=benchmark))
+               options=testnet.NodeOptions(benchmark=benchmark), chain=chain)
     _print_status(directory, as_json=False)
 
 
@@ -106,8 +117,9 @@ def down(
     if docker:
         docker_cmds.down(project)
         return
+    had_chain = (directory / testnet.STATE_FILE).exists() and testnet.chain_of(directory)
     stopped = testnet.down(directory)
-    print(f"stopped {stopped} node(s)")
+    print(f"stopped {stopped} node(s)" + (" and the chain" if had_chain else ""))
 
 
 def register(app: typer.Typer) -> None:

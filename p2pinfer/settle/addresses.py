@@ -7,24 +7,16 @@ uses the EIP-55 checksummed "0x..." text.
 
 from __future__ import annotations
 
-from Crypto.Hash import keccak as _keccak
+from eth_utils.address import to_checksum_address
 
 from p2pinfer.errors import ValidationError
-
-
-def keccak256(data: bytes) -> bytes:
-    """Ethereum's keccak-256 (not NIST SHA3-256)."""
-    return _keccak.new(digest_bits=256, data=data).digest()
 
 
 def checksum_address(raw: bytes) -> str:
     """The EIP-55 text of a 20-byte address."""
     if len(raw) != 20:
         raise ValidationError(f"an address is 20 bytes, not {len(raw)}")
-    hex_ = raw.hex()
-    mask = keccak256(hex_.encode()).hex()
-    return "0x" + "".join(c.upper() if int(m, 16) >= 8 else c
-                          for c, m in zip(hex_, mask[:40], strict=True))
+    return str(to_checksum_address(raw))
 
 
 def address_bytes(address: str) -> bytes:
@@ -40,8 +32,3 @@ def address_bytes(address: str) -> bytes:
     if text != text.lower() and text != text.upper() and checksum_address(raw) != "0x" + text:
         raise ValidationError(f"address checksum does not match: {address!r}")
     return raw
-
-
-def same_address(a: str, b: str) -> bool:
-    """Whether two address texts name the same account (case-insensitive)."""
-    return a.lower() == b.lower()

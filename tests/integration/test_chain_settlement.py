@@ -13,19 +13,14 @@ from typing import Any
 import pytest
 import trio
 
-pytest.importorskip("p2pinfer.settle.chain")
-pytest.importorskip("p2pinfer.settle.deploy")
-pytest.importorskip("p2pinfer.settle.chain_serve")
-
-from p2pinfer.settle.chain import ChainClient
-from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
-
 from p2pinfer.errors import InsufficientCreditError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.job_server import JobServerConfig
 from p2pinfer.protocol import JobParams
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.chain import ChainClient
+from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
 from p2pinfer.settle.redeemer import Redeemer, RedeemPolicy

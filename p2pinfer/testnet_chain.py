@@ -1,0 +1,99 @@
+"""The local chain of a process testnet (`p2pinfer testnet up --chain`).
+
+`p2pinfer chain serve` runs as one more process in `DIR/chain/` (log `chain.log`,
+deployment `deployment.json`), stopped by `testnet down` like the nodes. Every
+node's chain account (derived from its key, created here before the node starts)
+is funded at chain start; each provider then locks stake through the wallet's own
+code path, and the nodes get `--chain-rpc` / `--chain-contract` when `p2pinfer node`
+has those flags.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pinfer import identity
+from p2pinfer.errors import TestnetError
+
+CHAIN_DIR = "chain"
+DEPLOYMENT_FILE = "deployment.json"
+CONSUMER_CREDITS = 1_000 * 10**6  # units every node gets to deposit into channels
+PROVIDER_STAKE = 100 * 10**6  # units every provider locks as stake
+
+
+@dataclass
+class ChainSpec:
+    """The chain process of a testnet, as `testnet.json` records it."""
+
+    pid: int
+    dir: str
+    rpc: str
+    channels: str
+
+    @property
+    def deployment_file(self) -> Path:
+        return Path(self.dir) / DEPLOYMENT_FILE
+
+
+def node_accepts_chain_flags() -> bool:
+    """Whether this `p2pinfer node` takes --chain-rpc / --chain-contract."""
+    from p2pinfer.cli import node_cmds
+
+    params = inspect.signature(node_cmds.node).parameters
+    return "chain_rpc" in params and "chain_contract" in params
+
+
+def node_addresses(homes: list[Path]) -> list[str]:
+    """Each home's chain address, creating the node key first where there is none."""
+    from p2pinfer.settle.account import account_of
+
+    return [account_of(identity.load_or_create(home)).address for home in homes]
+
+
+def chain_command(directory: Path, fund: list[tuple[str, int]]) -> list[str]:
+    """`p2pinfer chain serve` on a free loopback port, funding `fund` (address, units)."""
+    from p2pinfer.settle.units import units_to_credits
+
+    cmd = [sys.executable, "-m", "p2pinfer", "chain", "serve", "--host", "127.0.0.1",
+           "--port", "0", "--deployment", str(directory / DEPLOYMENT_FILE)]
+    for address, units in fund:
+        cmd += ["--fund", f"{address}={units_to_credits(units)}"]
+    return cmd
+
+
+def wait_for_deployment(directory: Path, pid: int, timeout_s: float,
+                        alive: Callable[[int], bool]) -> dict[str, object]:
+    """The deployment file once the chain wrote it; TestnetError if it dies or is late."""
+    from p2pinfer.settle.wallet import read_deployment
+
+    path = directory / DEPLOYMENT_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            return read_deployment(path)
+        if not alive(pid):
+            raise TestnetError(f"the chain exited during start-up; see {directory}/chain.log")
+        time.sleep(0.05)
+    raise TestnetError(f"the chain did not start within {timeout_s:.0f} s; "
+                       f"see {directory}/chain.log")
+
+
+def lock_stake(spec: ChainSpec, homes: list[Path], units: int) -> None:
+    """Each home's account locks `units` of stake, as `p2pinfer wallet stake` does."""
+    from p2pinfer.settle import wallet
+
+    target = wallet.resolve_target(None, None, spec.deployment_file)
+    for home in homes:
+        wallet.connect(target, wallet.load_account(None, home)).lock(units)
+
+
+def chain_node_args(spec: ChainSpec) -> list[str]:
+    """The flags that point a node at the testnet's chain (none if the node lacks them)."""
+    if not node_accepts_chain_flags():
+        return []
+    return ["--chain-rpc", spec.rpc, "--chain-contract", spec.channels]
