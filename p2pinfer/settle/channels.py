@@ -52,6 +52,9 @@ FIRST_READ_TIMEOUT_S = 3.0
 #: Channels used within this long are re-read every REFRESH_S.
 ACTIVE_S = 600.0
 REFRESH_S = 15.0
+#: A payer the cache finds uncovered has its channel re-read at most this often (on its
+#: refused request's path: a covered payer's job never waits for the chain).
+RECHECK_S = 2.0
 #: A payer whose voucher did not check out is refused this long (as the gate bans its key).
 BAD_VOUCHER_BAN_S = 600.0
 #: Channels cached; beyond it, idle ones holding nothing unredeemed are forgotten (fresh
@@ -90,7 +93,8 @@ class Channel:
     billed: int = 0  # what the payer owes us, this job's receipts included (<= held)
     signature: bytes = b""  # ... and its signature
     reserved: int = 0  # bounds of admitted jobs awaiting their receipt
-    used_at: float = 0.0  # trio time of the last job
+    used_at: float = 0.0  # clock time of the last job
+    read_at: float = 0.0  # clock time `state` was read from the chain
 
     @property
     def owed(self) -> int:
@@ -159,11 +163,12 @@ class ChannelBook:
                                  "request's signer")
         return address
 
-    async def channel(self, consumer: str) -> Channel:
-        """The cached channel of `consumer`; on first sight one chain read (bounded by
-        first_read_timeout_s: ChannelRefused `busy` if the chain is slower)."""
+    async def channel(self, consumer: str, *, stale_s: float | None = None) -> Channel:
+        """The cached channel of `consumer`; on first sight (or, with `stale_s`, when the
+        cached state is older) one chain read, waited for at most first_read_timeout_s
+        (a first sight then refuses `busy`; a re-read keeps the cached state)."""
         known = self.channels.get(consumer)
-        if known is not None:
+        if known is not None and (stale_s is None or self._clock() - known.read_at < stale_s):
             return known
         reading = self._reading.get(consumer)
         if reading is None:
@@ -171,9 +176,9 @@ class ChannelBook:
                 raise ChannelRefused("busy", "too many new payers at once", 1_000)
             reading = self._reading[consumer] = trio.Event()
             if self._nursery is None:  # not running (tests): read inline
-                await self._first_read(consumer, reading)
+                await self._read(consumer, reading)
             else:
-                self._nursery.start_soon(self._first_read, consumer, reading)
+                self._nursery.start_soon(self._read, consumer, reading)
         with trio.move_on_after(self._first_read_timeout_s):
             await reading.wait()
         known = self.channels.get(consumer)
@@ -182,7 +187,7 @@ class ChannelBook:
                                  1_000)
         return known
 
-    async def _first_read(self, consumer: str, done: trio.Event) -> None:
+    async def _read(self, consumer: str, done: trio.Event) -> None:
         # In the book's own nursery (`run`), so that a slow chain read outlives the job that
         # waited for it and fills the cache for the next request.
         try:
@@ -191,11 +196,15 @@ class ChannelBook:
         except Exception as exc:  # a chain or ledger failure: the next request retries
             log.warning("channel read failed consumer=%s error=%s", consumer, exc)
         else:
-            channel = Channel(consumer, state)
+            known = self.channels.get(consumer)
+            if known is not None:  # a re-read: only the chain's part changes
+                known.state, known.read_at = state, self._clock()
+                return
+            channel = Channel(consumer, state, read_at=self._clock())
             if held is not None:
                 channel.held, channel.signature = held
             channel.billed = channel.base
-            self.channels.setdefault(consumer, channel)
+            self.channels[consumer] = channel
             if len(self.channels) > MAX_CHANNELS:
                 self._forget_idle()
         finally:
@@ -234,6 +243,11 @@ class ChannelBook:
                                      f"{int(until - self._clock())} s more")
             del self._banned[consumer]
         channel = await self.channel(consumer)
+        if channel.state.reclaim_at or (
+                channel.state.deposit - channel.base - channel.reserved < max_charge):
+            # Uncovered by the cache: a deposit (or a cancelled reclaim) may have landed
+            # since. A refused request may wait for one re-read, RECHECK_S apart at most.
+            channel = await self.channel(consumer, stale_s=RECHECK_S)
         state = channel.state
         if state.reclaim_at:
             raise ChannelRefused("insufficient_credit",
@@ -321,7 +335,7 @@ class ChannelBook:
                 log.warning("channel refresh failed consumer=%s error=%s", channel.consumer,
                             exc)
                 return  # the chain is down: try all again next round
-            channel.state = state
+            channel.state, channel.read_at = state, self._clock()
 
     async def run(self, every_s: float = REFRESH_S,
                   task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

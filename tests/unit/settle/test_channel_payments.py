@@ -285,3 +285,20 @@ def test_a_covered_key_is_served_as_a_payer_from_its_first_job() -> None:
     gate.release(ticket, 1)  # result taken, not paid (a bad voucher): banned as today
     with pytest.raises(Refused, match="no receipt"):
         gate.admit(key, 2, idle=True, covered=True)
+
+
+async def test_a_deposit_after_a_refusal_is_seen_on_the_next_try(parties: Parties) -> None:
+    now = [100.0]
+    book = ChannelBook(parties.chain, None, clock_s=lambda: now[0])
+    payer = parties.consumer_acct.address
+    with pytest.raises(ChannelRefused, match="no funded channel"):
+        await book.admit(payer, 10)
+    parties.fund()
+    with pytest.raises(ChannelRefused):  # within RECHECK_S: the cache answers, no RPC
+        await book.admit(payer, 10)
+    assert parties.chain.reads == 1
+    now[0] += 2.0
+    await book.admit(payer, 10)  # re-read once on the refused path, then covered
+    assert parties.chain.reads == 2
+    await book.admit(payer, 10)  # covered: the cache alone
+    assert parties.chain.reads == 2
