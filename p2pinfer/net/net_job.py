@@ -221,7 +221,8 @@ class NetJob:
         if not self._tried:
             return NoProvidersError(f"no provider serves {self.model!r} on the network")
         if self._client.payer and {f.code for f in self.failovers} == {"insufficient_credit"}:
-            return InsufficientCreditError(self.failovers[-1].reason)  # no channel covers it
+            return InsufficientCreditError(  # no channel covers it: say which, and how
+                self.failovers[-1].reason.removeprefix("rejected: insufficient_credit: "))
         summary = "; ".join(f"{f.provider[-8:]}: {f.reason}" for f in self.failovers[-4:])
         return AllProvidersFailedError(
             f"all {len(self._tried)} providers of {self.model!r} failed ({summary})"
@@ -247,9 +248,8 @@ class NetJob:
             quoted_price_per_1k=min(candidate.price_per_1k, client.config.max_price_per_1k),
         )
         signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
-        if client.payer is not None:  # settlement: who pays, bound to the request's signer
-            request = client.payer.bind(request, signer.peer_id)
-        machine = ConsumerJob(signer, request)
+        request = client.payer.bind(request, signer.peer_id) if client.payer else request
+        machine = ConsumerJob(signer, request)  # with settlement, payer bound to the signer
         stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID,
                                               first=machine.start())
         if stream.remote_peer_id != candidate.peer_id:
