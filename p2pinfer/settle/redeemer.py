@@ -99,6 +99,8 @@ class Redeemer:
     async def step(self) -> RedemptionBody | None:
         """Redeem once if the policy says so; the journaled redemption, or None. Chain
         errors propagate (`run` retries them)."""
+        if not any(c.owed for c in self.book.channels.values()):
+            return None  # nothing held above what the chain paid: no RPC either
         gas_price = await trio.to_thread.run_sync(self.chain.gas_price, limiter=self._limiter)
         batch = choose_batch(list(self.book.channels.values()), self.policy,
                              gas_price=gas_price, now_unix=self._wall(),
