@@ -58,6 +58,12 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     return _b58encode(b"\x00" + bytes([len(proto)]) + proto)
 
 
+def peer_id_to_bytes(peer_id: str) -> bytes:
+    """The binary multihash behind a base58 PeerID (what libp2p's `ID.to_bytes()` gives);
+    ValueError when `peer_id` is not base58."""
+    return _b58decode(peer_id)
+
+
 def public_key_from_peer_id(peer_id: str) -> bytes:
     """The Ed25519 public key inside an identity-multihash PeerID; ValueError otherwise."""
     raw = _b58decode(peer_id)

@@ -35,6 +35,10 @@ PeerIdText = Annotated[str, Size(1, 64)]
 ModelName = Annotated[str, Size(1, 128)]
 Label = Annotated[str, Size(0, 128)]
 LongText = Annotated[str, Size(0, 262_144)]
+ChainAddress = Annotated[str, Size(42, 42)]
+"""An EVM account, "0x" and 40 hex digits (docs/settlement.md, "Accounts")."""
+EcdsaSig = Annotated[bytes, Size(65, 65)]
+"""An EIP-191 secp256k1 signature, r || s || v."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 JobKind = Literal["chat", "generate"]
@@ -75,6 +79,12 @@ class WireMessage:
     def domain(cls) -> bytes:
         """The signature domain string of this type, `p2pinfer/v1/<type>`."""
         return f"p2pinfer/v{PROTOCOL_VERSION}/{cls.TYPE}".encode()
+
+
+def _check_address(field: str, address: str | None) -> None:
+    if address is not None and not (
+            address[:2] == "0x" and all(c in "0123456789abcdefABCDEF" for c in address[2:])):
+        raise ValidationError(f"{field}: not a 0x-hex chain address: {address!r}")
 
 
 def _check_peer_id(field: str, peer_id: str) -> None:
@@ -121,6 +131,7 @@ class Advert(WireMessage):
     it is void after `issued_at + ttl_ms`."""
 
     TYPE: ClassVar[str] = "advert"
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"payee", "payee_binding"})
 
     models: Annotated[tuple[ModelOffer, ...], Size(0, 64)]
     hardware: HardwareProfile
@@ -131,11 +142,19 @@ class Advert(WireMessage):
     seq: Millis
     issued_at: Millis
     ttl_ms: Millis
+    # With settlement on: the chain account consumers pay and whose locked stake backs
+    # `stake` (which is then only a claim), and its EIP-191 binding to the signer's peer
+    # id (docs/settlement.md). Both or neither; left off the wire when None.
+    payee: ChainAddress | None = None
+    payee_binding: EcdsaSig | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if len(names) != len(set(names)):
             raise ValidationError("Advert.models: a model name appears twice")
+        if (self.payee is None) != (self.payee_binding is None):
+            raise ValidationError("Advert: payee and payee_binding go together")
+        _check_address("Advert.payee", self.payee)
 
     @property
     def expires_at(self) -> int:
@@ -307,9 +326,35 @@ class CheckReport(WireMessage):
     issued_at: Millis
 
 
+@dataclass(frozen=True)
+class SlashVote(WireMessage):
+    """A validator's vote to slash `provider_payee` by `amount` for `evidence` (sha256 of a
+    CheckReport's signed bytes) on the Stake contract: `signature` is its chain account
+    `validator`'s EIP-191 signature of the slash digest, `validator_binding` binds that
+    account to this message's signer (docs/settlement.md, "Slashing")."""
+
+    TYPE: ClassVar[str] = "slash_vote"
+
+    provider: PeerIdText
+    provider_payee: ChainAddress
+    amount: MicroCredits
+    evidence: Sha256
+    validator: ChainAddress
+    validator_binding: EcdsaSig
+    signature: EcdsaSig
+    issued_at: Millis
+
+    def __post_init__(self) -> None:
+        _check_peer_id("SlashVote.provider", self.provider)
+        _check_address("SlashVote.provider_payee", self.provider_payee)
+        _check_address("SlashVote.validator", self.validator)
+
+
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {
     cls.TYPE: cls
-    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport)
+    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport,
+                SlashVote)
 }
 
-Message = Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt | CheckReport
+Message = (Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt
+           | CheckReport | SlashVote)

@@ -9,7 +9,9 @@ half of the canonical encoding (codec.py does the rest).
 
 Supported annotations: int, float, str, bytes, Literal[str, ...], X | None,
 tuple[X, ...], a nested frozen dataclass, each optionally wrapped in
-Annotated[..., Size(...) | Range(...)]. bool is not an int here.
+Annotated[..., Size(...) | Range(...)]. bool is not an int here. Fields a class
+names in `OMIT_IF_NONE` (ClassVar) are left out of the map while None, and may
+be missing from a received one (fields added to a type after it shipped).
 """
 
 from __future__ import annotations
@@ -156,20 +158,28 @@ def _record(cls: type[Any]) -> _Conv:
     names = sorted(f.name for f in dataclasses.fields(cls))
     convs = [(n, *_compile(hints[n])) for n in names]
     name_set = frozenset(names)
+    # Fields added after a type first shipped: absent from the map when None, so older
+    # messages (which lack them) still decode and re-encode to the same bytes.
+    omitted: frozenset[str] = getattr(cls, "OMIT_IF_NONE", frozenset())
+    required = name_set - omitted
 
     def to(v: Any, path: str) -> dict[str, Any]:
         if type(v) is not cls:
             raise ValidationError(f"{path}: expected {cls.__name__}, got {type(v).__name__}")
-        return {n: enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs}
+        return {n: enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs
+                if n not in omitted or getattr(v, n) is not None}
 
     def back(v: Any, path: str) -> Any:
         if not isinstance(v, dict):
             raise ValidationError(f"{path}: expected a map, got {type(v).__name__}")
-        if v.keys() != name_set:
-            missing = sorted(name_set - v.keys())
-            extra = sorted(str(k) for k in v.keys() - name_set)
+        keys = v.keys()
+        if not required <= keys <= name_set:
+            missing = sorted(required - keys)
+            extra = sorted(str(k) for k in keys - name_set)
             raise ValidationError(f"{path}: missing fields {missing}, unknown fields {extra}")
-        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs}
+        if any(v[n] is None for n in omitted & keys):
+            raise ValidationError(f"{path}: an unset optional field is left out, not nil")
+        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs if n in keys}
         try:
             return cls(**kwargs)
         except ProtocolError:
