@@ -76,6 +76,7 @@ from p2pinfer.verify.compare import (
 )
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.reports import (
+    RECHECK_MAX_PREEMPTIONS,
     OpenedReport,
     RecheckBudget,
     ReporterRate,
@@ -174,9 +175,19 @@ def is_greedy(params: JobParams) -> bool:
     return params.temperature == 0.0 or params.top_k == 1
 
 
+@dataclass
+class JudgeMemo:
+    """What a judgement has computed so far: a pre-empted re-run starts again from here,
+    not from the start (`EngineGate.run` calls the work once per attempt)."""
+
+    scored: bool = False
+    score: TextScore | None = None
+    reference: str | None = None
+
+
 async def judge_answer(
     backend: Backend, request: JobRequest, result: JobResult, text: str,
-    thresholds: CompareThresholds,
+    thresholds: CompareThresholds, memo: JudgeMemo | None = None,
 ) -> tuple[str, Comparison]:
     """Judge the provider's answer `text` to `request`: (our reference output, or "" when
     none was needed, and the comparison). A greedy answer our engine can score and
@@ -184,7 +195,10 @@ async def judge_answer(
     re-run could not change that verdict); otherwise we re-run the request on our
     engine and compare the two answers (`compare_outputs`), so every fail rests on a
     re-run."""
-    score = await score_output(backend, request, text)
+    memo = memo if memo is not None else JudgeMemo()
+    if not memo.scored:
+        memo.score, memo.scored = await score_output(backend, request, text), True
+    score = memo.score
     greedy = is_greedy(request.params)
     # A stop string also ends an answer "naturally" where the model would not stop.
     claimed_stop = result.finish_reason == "stop" and not request.params.stop
@@ -193,7 +207,9 @@ async def judge_answer(
                                        claimed_stop=claimed_stop)
         if judged is not None and judged.verdict is Verdict.CONSISTENT:
             return "", judged
-    reference = await reference_output(backend, request)
+    if memo.reference is None:
+        memo.reference = await reference_output(backend, request)
+    reference = memo.reference
     comparison = compare_outputs(reference, text, thresholds, score=score, greedy=greedy,
                                  claimed_stop=claimed_stop)
     return reference, comparison
@@ -470,14 +486,17 @@ class Verifier:
             if not self.budget.available(self.clock_ms()):
                 return self._note(opened.reporter, opened.provider,
                                   "not re-checked: re-run budget spent")
-            used = EngineTime()
+            used, memo = EngineTime(), JudgeMemo()
             backend = self.backend
             try:
-                # It may not run longer than the budget holds (no overdraft by one run).
+                # One run may overdraw the bucket by at most its burst (the next re-run
+                # then waits until that is paid back); pre-empted attempts keep what
+                # they computed, and after RECHECK_MAX_PREEMPTIONS a run is let finish.
                 _, comparison = await self.gate.run(lambda: judge_answer(
                     backend, request, opened.evidence.result.msg,
-                    opened.report.msg.provider_output, self.config.thresholds), used,
-                    max_run_s=self.budget.level_ms(self.clock_ms()) / 1000)
+                    opened.report.msg.provider_output, self.config.thresholds, memo), used,
+                    max_run_s=self.budget.burst_ms / 1000,
+                    max_preemptions=RECHECK_MAX_PREEMPTIONS)
             except Preempted as exc:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
             finally:  # what the engine spent on it, pre-empted attempts included

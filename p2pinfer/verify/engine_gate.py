@@ -6,6 +6,11 @@ counts as a paid job for as long as it is open. `EngineGate.run(work)` is how th
 report receiver runs a re-run: it waits until no paid stream has been open for
 `quiet_s`, then runs `work` in a cancel scope that the next paid stream cancels, and
 starts it again at the next quiet moment, all within `wait_s` (else `Preempted`).
+After `max_preemptions` pre-emptions, the next attempt is not pre-empted: work that
+only fits between paid jobs would otherwise never finish on a busy engine (a re-run of
+a fraud report, while check jobs keep arriving every few seconds); a paid job then
+waits for that one attempt, whose length the caller bounds (`max_run_s`, and for
+re-runs `verify.reports`' limits and budget).
 
 The embedded engine stops within one token once its stream is left, and a cancelled
 scoring pass of pre-emptible work before its next 64-token chunk
@@ -90,20 +95,24 @@ class EngineGate:
 
     async def run(
         self, work: Callable[[], Awaitable[T]], used: EngineTime | None = None, *,
-        max_run_s: float | None = None,
+        max_run_s: float | None = None, max_preemptions: int | None = None,
     ) -> T:
         """`work()` in the background: started once the engine is idle, cancelled when a
         paid stream opens, and started again at the next idle moment, all within
-        `wait_s`, and running `max_run_s` at most, attempts together. Preempted if it
-        did not finish within those. `used` gets the seconds `work` ran (waiting for
-        the engine not counted)."""
+        `wait_s`, and running `max_run_s` at most, attempts together. After
+        `max_preemptions` pre-emptions (None: never) the next attempt runs to its end
+        or to those limits. Preempted if it did not finish within them. `used` gets the
+        seconds `work` ran (waiting for the engine not counted). `work` is called once
+        per attempt: to keep progress across attempts it must remember what it did."""
         used = used if used is not None else EngineTime()
         run_limit = self.wait_s if max_run_s is None else min(self.wait_s, max_run_s)
+        preemptions = 0
         with trio.move_on_after(self.wait_s):
             while used.seconds < run_limit:
                 await self._until_idle()
                 scope = trio.CancelScope(deadline=trio.current_time() + run_limit - used.seconds)
-                self._background.add(scope)
+                if max_preemptions is None or preemptions < max_preemptions:
+                    self._background.add(scope)
                 started = trio.current_time()
                 mark = preemptible_work.set(True)
                 try:
@@ -113,7 +122,9 @@ class EngineGate:
                     preemptible_work.reset(mark)
                     self._background.discard(scope)
                     used.seconds += trio.current_time() - started
-                self.preempted += scope.cancel_called and trio.current_time() < scope.deadline
+                if scope.cancel_called and trio.current_time() < scope.deadline:
+                    self.preempted += 1
+                    preemptions += 1
             raise Preempted(f"ran its {run_limit:.1f} s of budget, not done")
         raise Preempted(f"not done within {self.wait_s:g} s, paid jobs first")
 

@@ -64,9 +64,17 @@ RECHECK_MAX_PROMPT_CHARS = 1_000
 REPORTER_RECHECKS = 6
 REPORTER_WINDOW_MS = 60_000
 #: Engine time re-runs may take, all reporters together: 10 s per minute (a sixth of an
-#: idle engine), with 20 s in hand; one re-run may not run longer than the bucket holds.
+#: idle engine), with 20 s in hand; one re-run may run 20 s at most and overdraw the
+#: bucket by that (the next one then waits until the bucket is positive again), so
+#: re-runs average 10 s a minute at most over any span, plus the 20 s in hand.
 RECHECK_BUDGET_MS_PER_MIN = 10_000
 RECHECK_BURST_MS = 20_000
+#: A re-run pre-empted this many times by paid jobs is let finish its next attempt: on
+#: an engine busy every few seconds (check jobs every second across five providers in
+#: bench/verify.py) a re-run never fits between paid jobs, and a fraud report that is
+#: never confirmed is fraud never excluded. A paid job then waits for one bounded re-run
+#: (these limits, RECHECK_MAX_PROMPT_CHARS and the budget) at most.
+RECHECK_MAX_PREEMPTIONS = 2
 #: A re-run starts only with this much in the bucket: a 64-token check re-run takes
 #: about a second on SmolLM2 here; a run cut after 0.1 s is waste.
 RECHECK_MIN_START_MS = 1_000

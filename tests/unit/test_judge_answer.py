@@ -111,3 +111,33 @@ def test_a_sampled_answer_is_always_re_run() -> None:
     engine = FakeScoringEngine(likely(), ANSWER)
     assert judge(engine, temperature=0.8)[1] is Verdict.IDENTICAL
     assert engine.generations == 1
+
+
+class CountingScoringEngine(FakeScoringEngine):
+    """Counts its scoring passes too."""
+
+    def __init__(self, score: TextScore, reference: str) -> None:
+        super().__init__(score, reference)
+        self.scorings = 0
+
+    async def score_generate(self, model: str, prompt: str, answer: str) -> TextScore:
+        self.scorings += 1
+        return self.score
+
+
+def test_a_judgement_started_again_after_a_preemption_does_not_redo_what_it_did() -> None:
+    # EngineGate.run calls the work once per attempt; a re-run pre-empted during its
+    # generation must not score the answer again (on a busy engine it would never end).
+    from p2pinfer.verify.checker import JudgeMemo
+
+    engine = CountingScoringEngine(off_greedy(), "A different answer about Rayleigh scattering.")
+    request, result = request_and_result(0.0)
+    memo = JudgeMemo()
+
+    async def attempts() -> Verdict:
+        await judge_answer(engine, request, result, ANSWER, T, memo)  # type: ignore[arg-type]
+        _, comparison = await judge_answer(engine, request, result, ANSWER, T, memo)  # type: ignore[arg-type]
+        return comparison.verdict
+
+    assert trio.run(attempts) is Verdict.INCONSISTENT
+    assert engine.scorings == 1 and engine.generations == 1
