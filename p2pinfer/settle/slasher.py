@@ -99,13 +99,15 @@ class Slasher:
                                 evidence=evidence, validator=self._account.address,
                                 validator_binding=self._binding, signature=signature,
                                 issued_at=self._clock()), self.identity)
-        kept = self.votes.add(signed, self._clock())
-        self._wake.set()
+        # Published first: the topic's validator (`take`) keeps it on the way out.
         await self._publish(SLASH_TOPIC, signed.raw)
-        return f"voted to slash {amount} of {account}" + (f" (not kept: {kept})" if kept else "")
+        self.votes.add(signed, self._clock())
+        self._wake.set()
+        return f"voted to slash {amount} of {account}"
 
-    async def receive(self, raw: bytes) -> str:
-        """Take a gossiped vote; "" if kept, else why not. Never calls the chain."""
+    def take(self, raw: bytes) -> str:
+        """Keep a gossiped vote; "" if kept (then it is relayed), else why not. Quick and
+        synchronous (the topic's validator): never calls the chain."""
         try:
             signed = decode_as(raw, SlashVote)
         except ProtocolError as exc:
@@ -114,6 +116,10 @@ class Slasher:
         if not reason:
             self._wake.set()
         return reason
+
+    async def receive(self, raw: bytes) -> str:
+        """`take`, for callers in a task."""
+        return self.take(raw)
 
     # -- submitting ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
@@ -20,6 +21,7 @@ from p2pinfer.settle.slash_votes import (
 from p2pinfer.settle.slasher import Slasher, slash_amount
 from p2pinfer.settle.stakes import StakeBook
 from p2pinfer.settle.vouchers import sign_digest, slash_digest
+from p2pinfer.verify.checker import Verifier
 from tests.support.fake_chain import FakeChainForTests
 
 T0 = 1_700_000_000_000
@@ -169,3 +171,19 @@ async def test_a_flood_of_votes_for_made_up_evidence_stays_bounded() -> None:
     # An honest slash still gets through the flood.
     await collect(node, await net.votes_of(net.validators[:2]))
     assert len(net.chain.slash_calls) == 1
+
+
+async def test_a_validator_that_confirms_fraud_votes_instead_of_a_ledger_only_slash() -> None:
+    net = Net()
+    validator = net.node(net.validators[0])
+    advert = SimpleNamespace(advert=SimpleNamespace(payee=net.payee.address,
+                                                    payee_binding=net.binding))
+    checker = SimpleNamespace(
+        slasher=validator, ledger=None,
+        net=SimpleNamespace(catalog=SimpleNamespace(advert_of=lambda peer: advert)))
+    opened = SimpleNamespace(provider=net.provider.peer_id, report=SimpleNamespace(raw=REPORT))
+    await Verifier._slash(checker, opened)  # type: ignore[arg-type]
+    [raw] = net.published
+    vote = decode_as(raw, SlashVote).msg
+    assert (vote.provider_payee, vote.amount, vote.evidence) == (
+        net.payee.address, slash_amount(PROVIDER_STAKE), hashlib.sha256(REPORT).digest())

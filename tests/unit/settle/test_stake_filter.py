@@ -151,3 +151,17 @@ def test_a_payee_without_its_binding_is_refused() -> None:
         Advert(models=(), hardware=HardwareProfile("cpu", 4, 8192, ()), engine="", stake=0,
                capacity=1, listen_addrs=(), seq=1, issued_at=T0, ttl_ms=60_000,
                payee=account_of(ident).address)
+
+
+async def test_the_admin_view_shows_declared_and_on_chain_stake() -> None:
+    liar, staker = NodeIdentity.generate(), NodeIdentity.generate()
+    chain = FakeChainForTests()
+    chain.lock(account_of(staker).address, MIN)
+    book = StakeBook(chain)
+    adverts = ((liar, advert(liar, HUGE, other=staker)), (staker, advert(staker, 1)))
+    for i, a in adverts:
+        book.view(i.peer_id, a.stake, a.payee, a.payee_binding)  # queues the reads
+    await book.refresh()
+    views = [book.view(i.peer_id, a.stake, a.payee, a.payee_binding) for i, a in adverts]
+    assert [(v.declared, v.on_chain, v.binding_ok) for v in views] == [
+        (HUGE, 0, False), (1, MIN, True)]
