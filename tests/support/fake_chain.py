@@ -9,6 +9,7 @@ contracts are exercised in tests/integration/settle/.
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 
 from p2pinfer.errors import ChainRevertedError, ChainUnreachableError
@@ -38,6 +39,8 @@ class FakeChainForTests:
     reads: int = 0
     down: bool = False  # every call raises ChainUnreachableError
     _tx: itertools.count[int] = field(default_factory=itertools.count)
+    # Nodes call from worker threads; a chain applies one transaction at a time.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- what tests do to the chain -------------------------------------------------------
 
@@ -93,6 +96,11 @@ class FakeChainForTests:
 
     def slash(self, provider: str, amount: int, evidence: bytes,
               signatures: list[bytes]) -> TxOutcome:
+        with self._lock:
+            return self._slash(provider, amount, evidence, signatures)
+
+    def _slash(self, provider: str, amount: int, evidence: bytes,
+               signatures: list[bytes]) -> TxOutcome:
         self._call()
         self.slash_calls.append((provider, amount, evidence, len(signatures)))
         if evidence in self.used_evidence:
