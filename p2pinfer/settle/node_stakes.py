@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -21,7 +22,7 @@ from p2pinfer.protocol import SLASH_TOPIC, Advert
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.slash_votes import SlashParams
 from p2pinfer.settle.slasher import Slasher
-from p2pinfer.settle.stakes import StakeBook
+from p2pinfer.settle.stakes import PeerClaim, StakeBook
 
 if TYPE_CHECKING:
     from p2pinfer.market.ledger import Ledger
@@ -80,7 +81,11 @@ async def start_stakes(
         return slasher.take(message.data) == ""  # only votes this node keeps are relayed
 
     await net.subscribe(SLASH_TOPIC, validator=admit)
-    nursery.start_soon(book.run)
+    def providers() -> list[PeerClaim]:
+        adverts = (net.catalog.advert_of(p) for p in net.catalog.peer_ids())
+        return [(a.signer, a.advert.payee, a.advert.payee_binding) for a in adverts if a]
+
+    nursery.start_soon(partial(book.run, watch=providers))
     nursery.start_soon(slasher.run)
     own = OwnAccount.of(identity)
     return StakeServices(book, slasher, ChainWeights(chain, own), own)

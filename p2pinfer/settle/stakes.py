@@ -16,9 +16,10 @@ the next read); an account is re-read only while something keeps asking for it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -38,6 +39,10 @@ MAX_ACCOUNTS = 4096
 MAX_PENDING = 256
 #: Chain reads one background pass makes at most.
 READS_PER_PASS = 64
+
+
+PeerClaim = tuple[str, str | None, bytes | None]
+"""(peer id, payee, binding) as an advert states them."""
 
 
 @dataclass(frozen=True)
@@ -163,11 +168,17 @@ class StakeBook:
             done += 1
         return done
 
-    async def run(self, *, interval_s: float = 1.0) -> None:
-        """Read queued accounts until cancelled (at most one pass per `interval_s`)."""
+    async def run(self, *, interval_s: float = 1.0,
+                  watch: Callable[[], Iterable[PeerClaim]] | None = None) -> None:
+        """Read queued accounts until cancelled (at most one pass per `interval_s`). With
+        `watch` (the catalog's providers), their accounts are queued every pass too, so a
+        provider's stake is known before a job asks for it."""
         while True:
-            await self._wake.wait()
+            with trio.move_on_after(interval_s if watch is not None else math.inf):
+                await self._wake.wait()
             self._wake = trio.Event()
+            for peer_id, payee, binding in watch() if watch is not None else ():
+                self.stake_of_peer(peer_id, payee, binding)
             await self.refresh()
             if self._pending:
                 self._wake.set()

@@ -4,6 +4,8 @@ counts is the stake locked on chain by the account bound to the provider's peer 
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 
@@ -165,3 +167,20 @@ async def test_the_admin_view_shows_declared_and_on_chain_stake() -> None:
     views = [book.view(i.peer_id, a.stake, a.payee, a.payee_binding) for i, a in adverts]
     assert [(v.declared, v.on_chain, v.binding_ok) for v in views] == [
         (HUGE, 0, False), (1, MIN, True)]
+
+
+async def test_the_reader_reads_catalog_providers_before_a_job_asks() -> None:
+    staker = NodeIdentity.generate()
+    chain = FakeChainForTests()
+    chain.lock(account_of(staker).address, MIN)
+    ad = advert(staker, 0)
+    book = StakeBook(chain)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(book.run, interval_s=0.01,
+                                   watch=lambda: [(staker.peer_id, ad.payee, ad.payee_binding)]))
+        with trio.fail_after(5):
+            while len(book) == 0:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    net = FakeNet([(staker, ad)])
+    assert await ranked_with(book, net, MIN) == [staker.peer_id]  # no miss on the first job
