@@ -31,6 +31,7 @@ from p2pinfer.gov.messages import Proposal, Vote
 from p2pinfer.gov.tally import VerifiedStake
 from p2pinfer.identity import NodeIdentity, peer_id_from_public_key
 from p2pinfer.settle.account import account_of, bind_signature, check_binding
+from p2pinfer.settle.addresses import address_bytes, checksum_address
 from p2pinfer.settle.ports import ChainPort
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class OwnAccount:
 
     address: str
     binding: bytes
+
+    @property
+    def wire(self) -> bytes:
+        """The address as messages carry it (20 bytes)."""
+        return address_bytes(self.address)
 
     @classmethod
     def of(cls, identity: NodeIdentity) -> OwnAccount:
@@ -94,12 +100,13 @@ class ChainWeights:
         """The vote's chain account if its binding to the voter's peer id checks out."""
         if vote.account is None or vote.binding is None:
             return None
-        key = (vote.voter, vote.account, vote.binding)
+        account = checksum_address(vote.account)
+        key = (vote.voter, account, vote.binding)
         ok = self._bound.get(key)
         if ok is None:
-            ok = check_binding(vote.account, peer_id_from_public_key(vote.voter), vote.binding)
+            ok = check_binding(account, peer_id_from_public_key(vote.voter), vote.binding)
             _put(self._bound, key, ok, self._max)
-        return vote.account if ok else None
+        return account if ok else None
 
     def stake_for(self, proposal: Proposal, votes: Sequence[Vote]) -> VerifiedStake:
         """The weights of `proposal`'s voters and the total a quorum is a share of."""

@@ -159,7 +159,7 @@ class Vote:
     issued_at: int
     stake: StakeDeclaration
     signature: bytes
-    account: str | None = None  # settlement on: the voter's chain account ...
+    account: bytes | None = None  # settlement on: the voter's chain account (20 bytes) ...
     binding: bytes | None = None  # ... and its EIP-191 binding to the voter's peer id
 
     def _fields(self) -> dict[str, Any]:
@@ -200,9 +200,7 @@ class Vote:
         if (self.account is None) != (self.binding is None):
             raise ValidationError("a vote's account and binding go together")
         if self.account is not None:
-            if not isinstance(self.account, str) or len(self.account) != 42 or \
-                    self.account[:2] != "0x":
-                raise ValidationError("account must be a 0x-hex chain address")
+            _check_key("account", self.account, 20)
             _check_key("binding", self.binding, 65)
 
 
@@ -262,7 +260,7 @@ def sign_proposal(identity: NodeIdentity, parameter: str, value: ParameterValue,
 
 
 def sign_vote(identity: NodeIdentity, proposal_id: bytes, yes: bool, *, stake: StakeDeclaration,
-              issued_at: int, account: str | None = None, binding: bytes | None = None) -> Vote:
+              issued_at: int, account: bytes | None = None, binding: bytes | None = None) -> Vote:
     """`identity`'s signed vote, backed by its own `stake` declaration (and, settlement
     on, by its chain `account` with the `binding` of that account to its peer id)."""
     draft = Vote(identity.public_key, proposal_id, yes, issued_at, stake, bytes(64), account,

@@ -342,7 +342,7 @@ class GovService:
         own = self._chain.own if self._chain is not None else None
         vote = sign_vote(self._identity, proposal_id, yes, issued_at=now,
                          stake=self._stake or sign_stake(self._identity, 0, now),
-                         account=own.address if own else None, binding=own.binding if own else None)
+                         account=own.wire if own else None, binding=own.binding if own else None)
         await self._publish(vote)
         return await self._status_of(proposal_id)
 

@@ -41,7 +41,7 @@ class StakeSource(Protocol):
     """Where the client reads a provider's stake with settlement on (`settle.StakeBook`):
     its bound account's stake on chain, 0 when unknown or unbound; never blocks."""
 
-    def stake_of_peer(self, peer_id: str, payee: str | None, binding: bytes | None) -> int: ...
+    def stake_of_peer(self, peer_id: str, payee: bytes | None, binding: bytes | None) -> int: ...
 
 
 @dataclass(frozen=True)

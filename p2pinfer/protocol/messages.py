@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
-from p2pinfer.protocol.schema import Range, Size
+from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 
 PROTOCOL_VERSION = 1
 
@@ -35,10 +35,10 @@ PeerIdText = Annotated[str, Size(1, 64)]
 ModelName = Annotated[str, Size(1, 128)]
 Label = Annotated[str, Size(0, 128)]
 LongText = Annotated[str, Size(0, 262_144)]
-ChainAddress = Annotated[str, Size(42, 42)]
-"""An EVM account, "0x" and 40 hex digits (docs/settlement.md, "Accounts")."""
-EcdsaSig = Annotated[bytes, Size(65, 65)]
-"""An EIP-191 secp256k1 signature, r || s || v."""
+ChainAddress = Annotated[bytes, Size(20, 20)]
+"""An EVM account on the wire: its 20 raw bytes (shown checksummed "0x..." off the wire)."""
+ChainSignature = Annotated[bytes, Size(65, 65)]
+"""A secp256k1 EIP-191 signature, r || s || v."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 JobKind = Literal["chat", "generate"]
@@ -79,12 +79,6 @@ class WireMessage:
     def domain(cls) -> bytes:
         """The signature domain string of this type, `p2pinfer/v1/<type>`."""
         return f"p2pinfer/v{PROTOCOL_VERSION}/{cls.TYPE}".encode()
-
-
-def _check_address(field: str, address: str | None) -> None:
-    if address is not None and not (
-            address[:2] == "0x" and all(c in "0123456789abcdefABCDEF" for c in address[2:])):
-        raise ValidationError(f"{field}: not a 0x-hex chain address: {address!r}")
 
 
 def _check_peer_id(field: str, peer_id: str) -> None:
@@ -131,7 +125,6 @@ class Advert(WireMessage):
     it is void after `issued_at + ttl_ms`."""
 
     TYPE: ClassVar[str] = "advert"
-    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"payee", "payee_binding"})
 
     models: Annotated[tuple[ModelOffer, ...], Size(0, 64)]
     hardware: HardwareProfile
@@ -144,9 +137,9 @@ class Advert(WireMessage):
     ttl_ms: Millis
     # With settlement on: the chain account consumers pay and whose locked stake backs
     # `stake` (which is then only a claim), and its EIP-191 binding to the signer's peer
-    # id (docs/settlement.md). Both or neither; left off the wire when None.
-    payee: ChainAddress | None = None
-    payee_binding: EcdsaSig | None = None
+    # id (docs/settlement.md). Both or neither; absent on the wire when None.
+    payee: Annotated[ChainAddress | None, OMIT_NONE] = None
+    payee_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
@@ -154,7 +147,6 @@ class Advert(WireMessage):
             raise ValidationError("Advert.models: a model name appears twice")
         if (self.payee is None) != (self.payee_binding is None):
             raise ValidationError("Advert: payee and payee_binding go together")
-        _check_address("Advert.payee", self.payee)
 
     @property
     def expires_at(self) -> int:
@@ -340,14 +332,12 @@ class SlashVote(WireMessage):
     amount: MicroCredits
     evidence: Sha256
     validator: ChainAddress
-    validator_binding: EcdsaSig
-    signature: EcdsaSig
+    validator_binding: ChainSignature
+    signature: ChainSignature
     issued_at: Millis
 
     def __post_init__(self) -> None:
         _check_peer_id("SlashVote.provider", self.provider)
-        _check_address("SlashVote.provider_payee", self.provider_payee)
-        _check_address("SlashVote.validator", self.validator)
 
 
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {

@@ -9,9 +9,10 @@ half of the canonical encoding (codec.py does the rest).
 
 Supported annotations: int, float, str, bytes, Literal[str, ...], X | None,
 tuple[X, ...], a nested frozen dataclass, each optionally wrapped in
-Annotated[..., Size(...) | Range(...)]. bool is not an int here. Fields a class
-names in `OMIT_IF_NONE` (ClassVar) are left out of the map while None, and may
-be missing from a received one (fields added to a type after it shipped).
+Annotated[..., Size(...) | Range(...)]. bool is not an int here.
+A field annotated `Annotated[X | None, OMIT_NONE]` is left out of the map when
+None and reads as None when absent: how a field is added to a message without
+changing (or invalidating the signatures of) the messages of older peers.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class Range:
 
     min: int | float
     max: int | float
+
+
+@dataclass(frozen=True)
+class OmitNone:
+    """Marks an optional field that is absent from the wire map when None (see above)."""
+
+
+OMIT_NONE = OmitNone()
 
 
 def to_wire(obj: Any) -> dict[str, Any]:
@@ -158,28 +167,23 @@ def _record(cls: type[Any]) -> _Conv:
     names = sorted(f.name for f in dataclasses.fields(cls))
     convs = [(n, *_compile(hints[n])) for n in names]
     name_set = frozenset(names)
-    # Fields added after a type first shipped: absent from the map when None, so older
-    # messages (which lack them) still decode and re-encode to the same bytes.
-    omitted: frozenset[str] = getattr(cls, "OMIT_IF_NONE", frozenset())
-    required = name_set - omitted
+    omittable = frozenset(n for n in names if _omits_none(hints[n]))
+    required = name_set - omittable
 
     def to(v: Any, path: str) -> dict[str, Any]:
         if type(v) is not cls:
             raise ValidationError(f"{path}: expected {cls.__name__}, got {type(v).__name__}")
         return {n: enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs
-                if n not in omitted or getattr(v, n) is not None}
+                if n not in omittable or getattr(v, n) is not None}
 
     def back(v: Any, path: str) -> Any:
         if not isinstance(v, dict):
             raise ValidationError(f"{path}: expected a map, got {type(v).__name__}")
-        keys = v.keys()
-        if not required <= keys <= name_set:
-            missing = sorted(required - keys)
-            extra = sorted(str(k) for k in keys - name_set)
+        if not required <= v.keys() <= name_set:
+            missing = sorted(required - v.keys())
+            extra = sorted(str(k) for k in v.keys() - name_set)
             raise ValidationError(f"{path}: missing fields {missing}, unknown fields {extra}")
-        if any(v[n] is None for n in omitted & keys):
-            raise ValidationError(f"{path}: an unset optional field is left out, not nil")
-        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs if n in keys}
+        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs if n in v}
         try:
             return cls(**kwargs)
         except ProtocolError:
@@ -188,6 +192,11 @@ def _record(cls: type[Any]) -> _Conv:
             raise ValidationError(f"{path}: {exc}") from exc
 
     return to, back
+
+
+def _omits_none(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is typing.Annotated and any(
+        isinstance(e, OmitNone) for e in typing.get_args(annotation)[1:])
 
 
 def _number(kind: type, bounds: Range) -> _Conv:

@@ -96,4 +96,4 @@ def with_payee(build: Callable[[], Advert], stakes: StakeServices | None) -> Cal
     if stakes is None:
         return build
     own = stakes.own
-    return lambda: replace(build(), payee=own.address, payee_binding=own.binding)
+    return lambda: replace(build(), payee=own.wire, payee_binding=own.binding)

@@ -77,7 +77,7 @@ class SlashVotes:
         vote = signed.msg
         provider, validator = normalize(vote.provider_payee), normalize(vote.validator)
         if provider is None or validator is None:
-            return "not a chain address"
+            return "not a chain address"  # unreachable: the codec checks 20 bytes
         if validator == provider:
             return "a provider cannot vote on its own slash"
         if not check_binding(validator, signed.signer_peer_id, vote.validator_binding):

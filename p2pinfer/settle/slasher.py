@@ -25,6 +25,7 @@ from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol import SLASH_TOPIC, SlashVote, decode_as, sign
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.slash_votes import SlashKey, SlashParams, SlashVotes
 from p2pinfer.settle.stakes import StakeBook
@@ -76,7 +77,7 @@ class Slasher:
 
     # -- voting --------------------------------------------------------------------------
 
-    async def on_fraud(self, provider_peer: str, payee: str | None, binding: bytes | None,
+    async def on_fraud(self, provider_peer: str, payee: bytes | None, binding: bytes | None,
                        report_raw: bytes) -> str:
         """Vote to slash `provider_peer` (whose advert named `payee`, bound by `binding`)
         for the report `report_raw`; returns what was done."""
@@ -95,8 +96,9 @@ class Slasher:
         evidence = hashlib.sha256(report_raw).digest()
         signature = sign_digest(self._account.private_key,
                                 self.votes.digest(account, amount, evidence))
-        signed = sign(SlashVote(provider=provider_peer, provider_payee=account, amount=amount,
-                                evidence=evidence, validator=self._account.address,
+        signed = sign(SlashVote(provider=provider_peer, provider_payee=address_bytes(account),
+                                amount=amount, evidence=evidence,
+                                validator=address_bytes(self._account.address),
                                 validator_binding=self._binding, signature=signature,
                                 issued_at=self._clock()), self.identity)
         # Published first: the topic's validator (`take`) keeps it on the way out.

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
-from eth_utils.address import to_checksum_address
 
-from p2pinfer.errors import ChainError
+from p2pinfer.errors import ChainError, ValidationError
 from p2pinfer.settle.account import check_binding
+from p2pinfer.settle.addresses import checksum_address
 from p2pinfer.settle.ports import ChainPort
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ MAX_PENDING = 256
 READS_PER_PASS = 64
 
 
-PeerClaim = tuple[str, str | None, bytes | None]
+PeerClaim = tuple[str, bytes | None, bytes | None]
 """(peer id, payee, binding) as an advert states them."""
 
 
@@ -56,11 +56,11 @@ class StakeView:
     read: bool  # the chain was read for this account
 
 
-def normalize(address: str) -> str | None:
-    """The checksummed form of a hex address; None if it is not one."""
+def normalize(address: bytes) -> str | None:
+    """The checksummed text of a 20-byte wire address; None if it is not one."""
     try:
-        return str(to_checksum_address(address))
-    except (ValueError, TypeError):
+        return checksum_address(address)
+    except ValidationError:
         return None
 
 
@@ -83,8 +83,9 @@ class StakeBook:
 
     # -- reading (never blocks) ----------------------------------------------------------
 
-    def bound_account(self, peer_id: str, payee: str | None, binding: bytes | None) -> str | None:
-        """`payee` (checksummed) if `binding` binds it to `peer_id`, else None."""
+    def bound_account(self, peer_id: str, payee: bytes | None,
+                      binding: bytes | None) -> str | None:
+        """`payee` (20 wire bytes), checksummed, if `binding` binds it to `peer_id`."""
         if payee is None or binding is None:
             return None
         address = normalize(payee)
@@ -112,7 +113,7 @@ class StakeBook:
         self._stakes.move_to_end(address)
         return held[0]
 
-    def stake_of_peer(self, peer_id: str, payee: str | None, binding: bytes | None) -> int:
+    def stake_of_peer(self, peer_id: str, payee: bytes | None, binding: bytes | None) -> int:
         """What `peer_id`'s stake counts as: its bound account's stake on chain; 0 when the
         binding is missing or wrong, or the chain was not read yet."""
         address = self.bound_account(peer_id, payee, binding)
@@ -120,12 +121,13 @@ class StakeBook:
             return 0
         return self.stake(address) or 0
 
-    def view(self, peer_id: str, declared: int, payee: str | None,
+    def view(self, peer_id: str, declared: int, payee: bytes | None,
              binding: bytes | None) -> StakeView:
         """Declared vs on chain, for `peers` and `/admin` (queues a read like `stake`)."""
         address = self.bound_account(peer_id, payee, binding)
         held = self.stake(address) if address is not None else None
-        return StakeView(declared, held or 0, payee, address is not None, held is not None)
+        shown = normalize(payee) if payee is not None else None
+        return StakeView(declared, held or 0, shown, address is not None, held is not None)
 
     def want(self, address: str) -> None:
         """Queue a chain read of `address` (dropped when the queue is full)."""

@@ -16,6 +16,16 @@ from eth_utils.crypto import keccak
 _PERSONAL_PREFIX = b"\x19Ethereum Signed Message:\n32"
 
 
+def voucher_digest(channels: str, chain_id: int, consumer: str, provider: str,
+                   cumulative: int) -> bytes:
+    """keccak256(abi_encode(channels, chain_id, consumer, provider, cumulative)): what a
+    consumer signs to owe `provider` `cumulative` in all on the Channels contract."""
+    return keccak(abi_encode(["address", "uint256", "address", "address", "uint256"],
+                             [to_checksum_address(channels), chain_id,
+                              to_checksum_address(consumer), to_checksum_address(provider),
+                              cumulative]))
+
+
 def slash_digest(stake: str, chain_id: int, provider: str, amount: int,
                  evidence: bytes) -> bytes:
     """keccak256(abi_encode(stake, chain_id, provider, amount, evidence)): what validators

@@ -1,84 +1,102 @@
-"""`FakeChainForTests`: an in-memory `ChainPort` for unit tests, with the Stake
-contract's rules the node side relies on (docs/settlement.md): locked stake with
-per-block checkpoints (`stake_at`, `total_stake_at`), and `slash` checking M-of-N
-EIP-191 signatures of distinct staked validators over the slash digest, one slash per
-evidence, burning min(amount, stake). Every state change mines one block. The real
-contracts are exercised in tests/integration/settle/.
+"""`FakeChainForTests`: an in-memory ChainPort for unit tests of the node's settlement.
+
+It keeps channels, balances and the supply the way Channels.vy does (voucher check,
+"nothing to redeem", "over deposit", the split with burn taking the residue), and
+stake the way Stake.vy does (locked stake with per-block checkpoints for `stake_at` /
+`total_stake_at`; `slash` checking M-of-N EIP-191 signatures of distinct validators
+holding `validator_min_stake` over the slash digest, one slash per evidence, burning
+min(amount, stake)), so the node side can be tested without a chain; the integration
+tests use a real one.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from dataclasses import dataclass, field
 
-from p2pinfer.errors import ChainRevertedError, ChainUnreachableError
+from p2pinfer.errors import ChainRevertedError
 from p2pinfer.settle.ports import ChannelState, TxOutcome, VoucherClaim
-from p2pinfer.settle.vouchers import recover_signer, slash_digest
+from p2pinfer.settle.vouchers import recover_signer, slash_digest, voucher_digest
 
-FAKE_STAKE_CONTRACT = "0x000000000000000000000000000000000000Fa4e"
+CHANNELS = "0x" + "c0" * 20
+TREASURY = "0x" + "7e" * 20
+STAKE = "0x" + "5a" * 20
+SEED_SPLIT = (6000, 1500, 1500, 1000)  # provider, pool, burn, treasury
 
 
 @dataclass
 class FakeChainForTests:
-    """A ChainPort with the Stake contract's rules and nothing else worth a network."""
+    """One account's view (`address`) of a fake chain; `as_account` shares the state."""
 
-    address: str = "0x0000000000000000000000000000000000000001"
-    chain_id: int = 1337
-    channels_address: str = "0x000000000000000000000000000000000000C4a1"
-    stake_address: str = FAKE_STAKE_CONTRACT
+    address: str
+    chain_id: int = 31337
+    channels_address: str = CHANNELS
+    gas: int = 1_000_000_000  # wei per gas
+    split_bps: tuple[int, int, int, int] = SEED_SPLIT
+    state: dict[tuple[str, str], ChannelState] = field(default_factory=dict)
+    balances: dict[str, int] = field(default_factory=dict)
+    total_supply: int = 10**15
+    pool: int = 0
+    block: int = 1
+    reads: int = 0
+    redeem_calls: list[list[VoucherClaim]] = field(default_factory=list)
+    fail_next_redeems: int = 0
+    # Stake.vy: the contract's address and parameters (what `settle.node_stakes` reads),
+    # locked stake now and its checkpoints [(block, locked at the end of it)].
+    stake_address: str = STAKE
     slash_threshold: int = 2
     validator_min_stake: int = 1_000_000
-    total_supply: int = 10**15
-    head: int = 1
-    locked: dict[str, int] = field(default_factory=dict)
-    # address -> [(block, locked at the end of that block)], ascending
+    stakes: dict[str, int] = field(default_factory=dict)
     checkpoints: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     used_evidence: set[bytes] = field(default_factory=set)
     slash_calls: list[tuple[str, int, bytes, int]] = field(default_factory=list)
-    reads: int = 0
-    down: bool = False  # every call raises ChainUnreachableError
-    _tx: itertools.count[int] = field(default_factory=itertools.count)
+    stake_reads: int = 0
     # Nodes call from worker threads; a chain applies one transaction at a time.
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    # -- what tests do to the chain -------------------------------------------------------
+    def as_account(self, address: str) -> FakeChainForTests:
+        other = FakeChainForTests(address, self.chain_id, self.channels_address, self.gas,
+                                  self.split_bps)
+        other.state, other.balances = self.state, self.balances
+        other.stakes, other.checkpoints, other.used_evidence = (
+            self.stakes, self.checkpoints, self.used_evidence)
+        return other
 
-    def mine(self, blocks: int = 1) -> int:
-        self.head += blocks
-        return self.head
-
-    def lock(self, account: str, amount: int) -> int:
+    def stake(self, account: str, amount: int) -> int:
         """`account` locks `amount` more, in a new block; returns that block."""
-        return self._set(account, self.locked.get(account, 0) + amount)
+        return self._set_stake(account, self.stakes.get(account, 0) + amount)
 
-    def _set(self, account: str, amount: int) -> int:
-        block = self.mine()
-        self.locked[account] = amount
-        self.checkpoints.setdefault(account, []).append((block, amount))
-        return block
+    def _set_stake(self, account: str, amount: int) -> int:
+        self.block += 1
+        self.stakes[account] = amount
+        self.checkpoints.setdefault(account, []).append((self.block, amount))
+        return self.block
 
-    # -- ChainPort ------------------------------------------------------------------------
+    def deposit(self, consumer: str, provider: str, amount: int) -> None:
+        key = (consumer.lower(), provider.lower())
+        s = self.state.get(key, ChannelState(0, 0, 0))
+        self.state[key] = ChannelState(s.deposit + amount, s.redeemed, 0)
 
-    def _call(self) -> None:
-        if self.down:
-            raise ChainUnreachableError("fake chain is down")
-        self.reads += 1
+    def start_reclaim(self, consumer: str, provider: str, at: int) -> None:
+        key = (consumer.lower(), provider.lower())
+        s = self.state[key]
+        self.state[key] = ChannelState(s.deposit, s.redeemed, at)
+
+    # -- ChainPort --
 
     def block_number(self) -> int:
-        self._call()
-        return self.head
+        return self.block
 
     def channel(self, consumer: str, provider: str) -> ChannelState:
-        self._call()
-        return ChannelState(0, 0, 0)
+        self.reads += 1
+        return self.state.get((consumer.lower(), provider.lower()), ChannelState(0, 0, 0))
 
     def stake_of(self, account: str) -> int:
-        self._call()
-        return self.locked.get(account, 0)
+        self.stake_reads += 1
+        return self.stakes.get(account, 0)
 
     def stake_at(self, account: str, block: int) -> int:
-        self._call()
+        self.stake_reads += 1
         held = 0
         for at, amount in self.checkpoints.get(account, []):
             if at > block:
@@ -87,21 +105,45 @@ class FakeChainForTests:
         return held
 
     def total_stake_at(self, block: int) -> int:
-        self._call()
-        return sum(self.stake_at(a, block) for a in self.checkpoints)
+        return sum(self.stake_at(account, block) for account in self.checkpoints)
 
     def redeem_many(self, claims: list[VoucherClaim]) -> TxOutcome:
-        self._call()
-        raise ChainRevertedError("the fake chain has no channels")
+        self.redeem_calls.append(list(claims))
+        if self.fail_next_redeems:
+            self.fail_next_redeems -= 1
+            raise ChainRevertedError("the fake chain refused this redeem_many")
+        if not 1 <= len(claims) <= 64:
+            raise ChainRevertedError("claims must be 1..64")
+        for claim in claims:
+            key = (claim.consumer.lower(), self.address.lower())
+            s = self.state.get(key, ChannelState(0, 0, 0))
+            digest = voucher_digest(self.channels_address, self.chain_id, claim.consumer,
+                                    self.address, claim.cumulative)
+            signer = recover_signer(digest, claim.signature)
+            if signer is None or signer.lower() != claim.consumer.lower():
+                raise ChainRevertedError("bad voucher")
+            if claim.cumulative <= s.redeemed:
+                raise ChainRevertedError("nothing to redeem")
+            if claim.cumulative > s.deposit:
+                raise ChainRevertedError("over deposit")
+            delta = claim.cumulative - s.redeemed
+            p, q, _, t = (delta * bps // 10_000 for bps in self.split_bps)
+            burn = delta - p - q - t
+            self.balances[self.address] = self.balances.get(self.address, 0) + p
+            self.balances[TREASURY] = self.balances.get(TREASURY, 0) + t
+            self.pool += q
+            self.total_supply -= burn
+            self.state[key] = ChannelState(s.deposit, claim.cumulative, s.reclaim_at)
+        self.block += 1
+        return TxOutcome("0x" + f"{self.block:064x}", self.block, 60_000 + 45_000 * len(claims))
 
     def slash(self, provider: str, amount: int, evidence: bytes,
               signatures: list[bytes]) -> TxOutcome:
-        with self._lock:
+        with self.lock:
             return self._slash(provider, amount, evidence, signatures)
 
     def _slash(self, provider: str, amount: int, evidence: bytes,
                signatures: list[bytes]) -> TxOutcome:
-        self._call()
         self.slash_calls.append((provider, amount, evidence, len(signatures)))
         if evidence in self.used_evidence:
             raise ChainRevertedError("execution reverted: evidence already used")
@@ -110,16 +152,16 @@ class FakeChainForTests:
         for sig in signatures:
             who = recover_signer(digest, sig)
             if (who is None or who == provider or who in signers
-                    or self.locked.get(who, 0) < self.validator_min_stake):
+                    or self.stakes.get(who, 0) < self.validator_min_stake):
                 raise ChainRevertedError("execution reverted: bad validator signature")
             signers.add(who)
         if len(signers) < self.slash_threshold:
             raise ChainRevertedError("execution reverted: not enough validator signatures")
         self.used_evidence.add(evidence)
-        taken = min(amount, self.locked.get(provider, 0))
-        self._set(provider, self.locked.get(provider, 0) - taken)
+        taken = min(amount, self.stakes.get(provider, 0))
+        self._set_stake(provider, self.stakes.get(provider, 0) - taken)
         self.total_supply -= taken
-        return TxOutcome(f"0x{next(self._tx):064x}", self.head, 100_000)
+        return TxOutcome("0x" + f"{self.block:064x}", self.block, 100_000)
 
     def gas_price(self) -> int:
-        return 1
+        return self.gas

@@ -45,7 +45,7 @@ sha256s = st.binary(min_size=32, max_size=32)
 peer_ids = st.sampled_from([CONSUMER.peer_id, PROVIDER.peer_id])
 
 
-addresses = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
+addresses = st.binary(min_size=20, max_size=20)
 
 
 def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:

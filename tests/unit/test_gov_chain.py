@@ -20,6 +20,8 @@ from tests.market_support import fixed_identity
 from tests.support.fake_chain import FakeChainForTests
 from tests.unit.test_gov_service import FakeClock, FakeNet
 
+ANY_ACCOUNT = "0x" + "01" * 20  # whose view of the chain: these tests send no transaction
+
 HOUR = 3_600_000
 NOW = 100 * HOUR
 ME, ALICE, BOB, ATTACKER = (fixed_identity(n) for n in (80, 81, 82, 83))
@@ -45,7 +47,7 @@ def vote(key: NodeIdentity, p: Proposal, *, yes: bool = True, claim: int = 0,
          account_of: NodeIdentity | None = None) -> Vote:
     own = OwnAccount.of(account_of or key)
     return sign_vote(key, p.id, yes, stake=sign_stake(key, claim, 0), issued_at=NOW,
-                     account=own.address, binding=own.binding)
+                     account=own.wire, binding=own.binding)
 
 
 async def sync(service: GovService, net: FakeNet, *messages: Proposal | Vote) -> int:
@@ -61,21 +63,21 @@ async def closed(service: GovService, clock: FakeClock) -> list[tuple[str, int, 
 
 
 async def test_a_key_with_no_locked_stake_cannot_pass_anything(tmp_path: Path) -> None:
-    chain = FakeChainForTests()
-    chain.lock(OwnAccount.of(ALICE).address, 2 * DEFAULT_MINIMUM_STAKE)  # someone staked
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(OwnAccount.of(ALICE).address, 2 * DEFAULT_MINIMUM_STAKE)  # someone staked
     service, net, clock = gov(tmp_path, chain)
-    p = proposal(ATTACKER, chain.head)
+    p = proposal(ATTACKER, chain.block)
     assert await sync(service, net, p, vote(ATTACKER, p, claim=2**62)) == 2
     assert await closed(service, clock) == [("rejected", 0, DEFAULT_MINIMUM_STAKE)]
 
 
 async def test_weights_are_the_stake_locked_at_the_snapshot(tmp_path: Path) -> None:
-    chain = FakeChainForTests()
+    chain = FakeChainForTests(ANY_ACCOUNT)
     alice, bob = OwnAccount.of(ALICE).address, OwnAccount.of(BOB).address
-    chain.lock(alice, 3 * DEFAULT_MINIMUM_STAKE)
-    chain.lock(bob, DEFAULT_MINIMUM_STAKE)
-    snapshot = chain.head
-    chain.lock(bob, 50 * DEFAULT_MINIMUM_STAKE)  # locked after the snapshot: never counts
+    chain.stake(alice, 3 * DEFAULT_MINIMUM_STAKE)
+    chain.stake(bob, DEFAULT_MINIMUM_STAKE)
+    snapshot = chain.block
+    chain.stake(bob, 50 * DEFAULT_MINIMUM_STAKE)  # locked after the snapshot: never counts
     service, net, clock = gov(tmp_path, chain)
     p = proposal(BOB, snapshot)
     assert await sync(service, net, p, vote(ALICE, p), vote(BOB, p, yes=False)) == 3
@@ -87,25 +89,25 @@ async def test_weights_are_the_stake_locked_at_the_snapshot(tmp_path: Path) -> N
 
 
 async def test_a_whale_weighs_at_most_the_per_key_cap(tmp_path: Path) -> None:
-    chain = FakeChainForTests()
-    chain.lock(OwnAccount.of(ALICE).address, 1000 * DEFAULT_MINIMUM_STAKE)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(OwnAccount.of(ALICE).address, 1000 * DEFAULT_MINIMUM_STAKE)
     service, net, clock = gov(tmp_path, chain)
-    p = proposal(ALICE, chain.head)
+    p = proposal(ALICE, chain.block)
     await sync(service, net, p, vote(ALICE, p))
     [(outcome, yes, _)] = await closed(service, clock)
     assert yes == MAX_VOTE_STAKE and outcome == "rejected"  # capped under the quorum
 
 
 async def test_one_account_bound_to_many_keys_counts_once(tmp_path: Path) -> None:
-    chain = FakeChainForTests()
-    chain.lock(OwnAccount.of(ALICE).address, 2 * DEFAULT_MINIMUM_STAKE)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(OwnAccount.of(ALICE).address, 2 * DEFAULT_MINIMUM_STAKE)
     service, net, clock = gov(tmp_path, chain)
-    p = proposal(ALICE, chain.head)
+    p = proposal(ALICE, chain.block)
     sybil = NodeIdentity.generate()
     # Alice's account binds itself to a second key too: still one account's stake.
     alice = OwnAccount.of(ALICE)
     second = sign_vote(sybil, p.id, True, stake=sign_stake(sybil, 0, 0), issued_at=NOW + 1,
-                       account=alice.address,
+                       account=alice.wire,
                        binding=bind_signature(account_of(ALICE), sybil.peer_id))
     await sync(service, net, p, vote(ALICE, p), second)
     [(_, yes, _)] = await closed(service, clock)
@@ -114,10 +116,10 @@ async def test_one_account_bound_to_many_keys_counts_once(tmp_path: Path) -> Non
 
 async def test_a_vote_naming_an_account_bound_to_another_peer_weighs_nothing(
         tmp_path: Path) -> None:
-    chain = FakeChainForTests()
-    chain.lock(OwnAccount.of(ALICE).address, 2 * DEFAULT_MINIMUM_STAKE)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(OwnAccount.of(ALICE).address, 2 * DEFAULT_MINIMUM_STAKE)
     service, net, clock = gov(tmp_path, chain)
-    p = proposal(ALICE, chain.head)
+    p = proposal(ALICE, chain.block)
     stolen = vote(ATTACKER, p, account_of=ALICE)  # Alice's account and binding, copied
     await sync(service, net, p, stolen)
     assert await closed(service, clock) == [("rejected", 0, DEFAULT_MINIMUM_STAKE)]
@@ -125,28 +127,28 @@ async def test_a_vote_naming_an_account_bound_to_another_peer_weighs_nothing(
 
 async def test_a_snapshot_ahead_of_the_head_too_old_or_missing_is_refused(
         tmp_path: Path) -> None:
-    chain = FakeChainForTests()
-    chain.mine(MAX_SNAPSHOT_AGE_BLOCKS + 10)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.block += MAX_SNAPSHOT_AGE_BLOCKS + 10
     service, net, _ = gov(tmp_path, chain)
-    ahead, old = proposal(ATTACKER, chain.head + 1), proposal(ATTACKER, 5, 101)
+    ahead, old = proposal(ATTACKER, chain.block + 1), proposal(ATTACKER, 5, 101)
     missing = proposal(ATTACKER, None, 102)
     assert await sync(service, net, ahead, old, missing) == 0
-    chain.mine()  # the head caught up: the same proposal is kept on the next sync
+    chain.block += 1  # the head caught up: the same proposal is kept on the next sync
     assert await sync(service, net, ahead) == 1
 
 
 async def test_this_node_proposes_at_its_head_and_votes_with_its_bound_account(
         tmp_path: Path) -> None:
-    chain = FakeChainForTests()
-    chain.lock(OwnAccount.of(ME).address, 2 * DEFAULT_MINIMUM_STAKE)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(OwnAccount.of(ME).address, 2 * DEFAULT_MINIMUM_STAKE)
     service, net, clock = gov(tmp_path, chain)
     await service._chain_refresh()
     row = await service.propose(ProposalDraft("check_rate_pm", 10, NOW + 2 * HOUR,
                                               NOW + 2 * HOUR))
     await service.vote(bytes.fromhex(row.id), True)  # no --stake: the chain's counts
     sent = [decode_message(raw) for raw in net.published]
-    assert isinstance(sent[0], Proposal) and sent[0].snapshot_block == chain.head
-    assert isinstance(sent[1], Vote) and sent[1].account == OwnAccount.of(ME).address
+    assert isinstance(sent[0], Proposal) and sent[0].snapshot_block == chain.block
+    assert isinstance(sent[1], Vote) and sent[1].account == OwnAccount.of(ME).wire
     assert await closed(service, clock) == [("passed", 2 * DEFAULT_MINIMUM_STAKE,
                                              DEFAULT_MINIMUM_STAKE)]
 

@@ -140,10 +140,10 @@ def _samples() -> dict[str, WireMessage]:
         ),
         "slash_vote": SlashVote(
             provider=PROVIDER.peer_id,
-            provider_payee="0x" + "ab" * 20,
+            provider_payee=bytes.fromhex("ab" * 20),
             amount=5_000_000_000,
             evidence=output_hash("a check report"),
-            validator="0x" + "cd" * 20,
+            validator=bytes.fromhex("cd" * 20),
             validator_binding=bytes(range(65)),
             signature=bytes(range(1, 66)),
             issued_at=NOW_MS,

@@ -13,6 +13,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol import SLASH_TOPIC, SlashVote, decode_as, sign
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.slash_votes import (
     MAX_OPEN_PER_VALIDATOR,
     MAX_OPEN_SLASHES,
@@ -23,6 +24,8 @@ from p2pinfer.settle.stakes import StakeBook
 from p2pinfer.settle.vouchers import sign_digest, slash_digest
 from p2pinfer.verify.checker import Verifier
 from tests.support.fake_chain import FakeChainForTests
+
+ANY_ACCOUNT = "0x" + "01" * 20  # whose view of the chain: these tests send no transaction
 
 T0 = 1_700_000_000_000
 CREDIT = 1_000_000
@@ -35,17 +38,17 @@ class Net:
     """Chain, validators and a provider; `published` collects what nodes gossiped."""
 
     def __init__(self, validators: int = 3, threshold: int = 2) -> None:
-        self.chain = FakeChainForTests(slash_threshold=threshold,
+        self.chain = FakeChainForTests(ANY_ACCOUNT, slash_threshold=threshold,
                                        validator_min_stake=VALIDATOR_STAKE)
         self.params = SlashParams(self.chain.stake_address, self.chain.chain_id, threshold,
                                   VALIDATOR_STAKE)
         self.provider = NodeIdentity.generate()
         self.payee = account_of(self.provider)
         self.binding = bind_signature(self.payee, self.provider.peer_id)
-        self.chain.lock(self.payee.address, PROVIDER_STAKE)
+        self.chain.stake(self.payee.address, PROVIDER_STAKE)
         self.validators = [NodeIdentity.generate() for _ in range(validators)]
         for v in self.validators:
-            self.chain.lock(account_of(v).address, VALIDATOR_STAKE)
+            self.chain.stake(account_of(v).address, VALIDATOR_STAKE)
         self.published: list[bytes] = []
 
     def node(self, identity: NodeIdentity | None = None, ledger: Ledger | None = None) -> Slasher:
@@ -59,8 +62,8 @@ class Net:
     async def votes_of(self, validators: list[NodeIdentity]) -> list[bytes]:
         start = len(self.published)
         for v in validators:
-            done = await self.node(v).on_fraud(self.provider.peer_id, self.payee.address,
-                                               self.binding, REPORT)
+            done = await self.node(v).on_fraud(
+                self.provider.peer_id, address_bytes(self.payee.address), self.binding, REPORT)
             assert done.startswith("voted"), done
         return self.published[start:]
 
@@ -80,7 +83,7 @@ async def test_one_signature_short_of_the_threshold_is_never_submitted() -> None
     for _ in range(3):
         await node.submit_ready()
     assert net.chain.slash_calls == []
-    assert net.chain.locked[net.payee.address] == PROVIDER_STAKE
+    assert net.chain.stakes[net.payee.address] == PROVIDER_STAKE
 
 
 async def test_votes_of_unstaked_keys_are_ignored() -> None:
@@ -115,7 +118,7 @@ async def test_threshold_votes_submit_exactly_one_slash_and_journal_it(tmp_path:
         assert len(net.chain.slash_calls) == 1
         amount = slash_amount(PROVIDER_STAKE)
         assert amount == PROVIDER_STAKE // 2
-        assert net.chain.locked[net.payee.address] == PROVIDER_STAKE - amount
+        assert net.chain.stakes[net.payee.address] == PROVIDER_STAKE - amount
         assert ledger.stake_of(net.provider.public_key).slashed == amount
     evidence = hashlib.sha256(REPORT).digest()
     assert net.chain.slash_calls[0][:3] == (net.payee.address, amount, evidence)
@@ -129,7 +132,7 @@ async def test_a_competitor_that_slashed_first_is_fine() -> None:
     await collect(first, votes)
     await collect(second, votes)
     assert len(net.chain.slash_calls) == 2  # both tried; the chain took one
-    assert net.chain.locked[net.payee.address] == PROVIDER_STAKE - slash_amount(PROVIDER_STAKE)
+    assert net.chain.stakes[net.payee.address] == PROVIDER_STAKE - slash_amount(PROVIDER_STAKE)
     assert second.journal[-1].result == "already slashed"
     assert len(second.votes) == 0
 
@@ -161,8 +164,8 @@ async def test_a_flood_of_votes_for_made_up_evidence_stays_bounded() -> None:
             evidence = hashlib.sha256(b"made up %d %d" % (n, i)).digest()
             digest = slash_digest(net.params.stake_contract, net.params.chain_id,
                                   net.payee.address, CREDIT, evidence)
-            vote = SlashVote(net.provider.peer_id, net.payee.address, CREDIT, evidence,
-                             account.address, binding,
+            vote = SlashVote(net.provider.peer_id, address_bytes(net.payee.address), CREDIT,
+                             evidence, address_bytes(account.address), binding,
                              sign_digest(account.private_key, digest), T0)
             kept += await node.receive(sign(vote, key).raw) == ""
     assert kept == 66 * MAX_OPEN_PER_VALIDATOR  # the per-validator cap refused the rest
@@ -176,7 +179,7 @@ async def test_a_flood_of_votes_for_made_up_evidence_stays_bounded() -> None:
 async def test_a_validator_that_confirms_fraud_votes_instead_of_a_ledger_only_slash() -> None:
     net = Net()
     validator = net.node(net.validators[0])
-    advert = SimpleNamespace(advert=SimpleNamespace(payee=net.payee.address,
+    advert = SimpleNamespace(advert=SimpleNamespace(payee=address_bytes(net.payee.address),
                                                     payee_binding=net.binding))
     checker = SimpleNamespace(
         slasher=validator, ledger=None,
@@ -186,4 +189,5 @@ async def test_a_validator_that_confirms_fraud_votes_instead_of_a_ledger_only_sl
     [raw] = net.published
     vote = decode_as(raw, SlashVote).msg
     assert (vote.provider_payee, vote.amount, vote.evidence) == (
-        net.payee.address, slash_amount(PROVIDER_STAKE), hashlib.sha256(REPORT).digest())
+        address_bytes(net.payee.address), slash_amount(PROVIDER_STAKE),
+        hashlib.sha256(REPORT).digest())

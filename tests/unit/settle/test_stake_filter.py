@@ -17,8 +17,11 @@ from p2pinfer.net.info import FetchedAdvert
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, decode_as, sign
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.stakes import StakeBook
 from tests.support.fake_chain import FakeChainForTests
+
+ANY_ACCOUNT = "0x" + "01" * 20  # whose view of the chain: these tests send no transaction
 
 T0 = 1_700_000_000_000
 MODEL = "fake:latest"
@@ -33,7 +36,7 @@ def advert(identity: NodeIdentity, stake: int, *, bound: bool = True,
     return Advert(models=(offer,), hardware=HardwareProfile("cpu", 4, 8192, ()),
                   engine="fake", stake=stake, capacity=1, listen_addrs=(), seq=1,
                   issued_at=T0, ttl_ms=60_000,
-                  payee=account.address if bound else None,
+                  payee=address_bytes(account.address) if bound else None,
                   payee_binding=bind_signature(account, (other or identity).peer_id)
                   if bound else None)
 
@@ -63,14 +66,14 @@ async def ranked_with(book: StakeBook | None, net: FakeNet, min_stake: int) -> l
 
 async def test_a_huge_declared_stake_with_nothing_locked_is_skipped() -> None:
     liar, staker = NodeIdentity.generate(), NodeIdentity.generate()
-    chain = FakeChainForTests()
-    chain.lock(account_of(staker).address, MIN)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(account_of(staker).address, MIN)
     net = FakeNet([(liar, advert(liar, HUGE)), (staker, advert(staker, 0))])
     book = StakeBook(chain)
     assert await ranked_with(book, net, MIN) == []  # nothing read yet: no stake counts
     await book.refresh()
     assert await ranked_with(book, net, MIN) == [staker.peer_id]
-    assert chain.reads == 2  # one read per bound account, then the cache
+    assert chain.stake_reads == 2  # one read per bound account, then the cache
 
 
 async def test_settlement_off_keeps_the_declared_stake() -> None:
@@ -81,27 +84,27 @@ async def test_settlement_off_keeps_the_declared_stake() -> None:
 
 async def test_an_account_bound_to_another_peer_counts_as_no_stake() -> None:
     thief, victim = NodeIdentity.generate(), NodeIdentity.generate()
-    chain = FakeChainForTests()
-    chain.lock(account_of(victim).address, MIN)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(account_of(victim).address, MIN)
     # The thief copies the victim's account and binding into its own advert.
     net = FakeNet([(thief, advert(thief, MIN, other=victim))])
     book = StakeBook(chain)
     await book.refresh()
     assert await ranked_with(book, net, MIN) == []
-    assert book.pending == 0 and chain.reads == 0  # a bad binding is never looked up
+    assert book.pending == 0 and chain.stake_reads == 0  # a bad binding is never looked up
 
 
 async def test_stake_is_read_again_after_its_ttl() -> None:
     now = [0.0]
-    chain = FakeChainForTests()
+    chain = FakeChainForTests(ANY_ACCOUNT)
     staker = NodeIdentity.generate()
     address = account_of(staker).address
-    chain.lock(address, MIN)
+    chain.stake(address, MIN)
     book = StakeBook(chain, ttl_s=60.0, clock=lambda: now[0])
     assert book.stake(address) is None
     await book.refresh()
     assert book.stake(address) == MIN
-    chain.locked[address] = 0  # unbonded
+    chain.stakes[address] = 0  # unbonded
     now[0] = 61.0
     assert book.stake(address) == MIN  # the old value until the new read lands
     await book.refresh()
@@ -109,7 +112,7 @@ async def test_stake_is_read_again_after_its_ttl() -> None:
 
 
 async def test_the_book_stays_bounded_under_a_flood_of_fresh_accounts() -> None:
-    book = StakeBook(FakeChainForTests(), max_accounts=50, max_pending=20)
+    book = StakeBook(FakeChainForTests(ANY_ACCOUNT), max_accounts=50, max_pending=20)
     for n in range(500):
         book.stake(f"0x{n:040x}")
     assert book.pending == 20
@@ -119,9 +122,9 @@ async def test_the_book_stays_bounded_under_a_flood_of_fresh_accounts() -> None:
 
 
 async def test_the_background_reader_answers_a_queued_account() -> None:
-    chain = FakeChainForTests()
+    chain = FakeChainForTests(ANY_ACCOUNT)
     address = account_of(NodeIdentity.generate()).address
-    chain.lock(address, 7)
+    chain.stake(address, 7)
     book = StakeBook(chain)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(book.run)
@@ -144,7 +147,7 @@ def test_an_old_advert_without_payee_still_decodes_to_the_same_bytes() -> None:
 def test_a_payee_advert_round_trips() -> None:
     ident = NodeIdentity.generate()
     raw = sign(advert(ident, 5), ident).raw
-    assert decode_as(raw, Advert).msg.payee == account_of(ident).address
+    assert decode_as(raw, Advert).msg.payee == address_bytes(account_of(ident).address)
 
 
 def test_a_payee_without_its_binding_is_refused() -> None:
@@ -152,13 +155,13 @@ def test_a_payee_without_its_binding_is_refused() -> None:
     with pytest.raises(ValidationError):
         Advert(models=(), hardware=HardwareProfile("cpu", 4, 8192, ()), engine="", stake=0,
                capacity=1, listen_addrs=(), seq=1, issued_at=T0, ttl_ms=60_000,
-               payee=account_of(ident).address)
+               payee=address_bytes(account_of(ident).address))
 
 
 async def test_the_admin_view_shows_declared_and_on_chain_stake() -> None:
     liar, staker = NodeIdentity.generate(), NodeIdentity.generate()
-    chain = FakeChainForTests()
-    chain.lock(account_of(staker).address, MIN)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(account_of(staker).address, MIN)
     book = StakeBook(chain)
     adverts = ((liar, advert(liar, HUGE, other=staker)), (staker, advert(staker, 1)))
     for i, a in adverts:
@@ -171,8 +174,8 @@ async def test_the_admin_view_shows_declared_and_on_chain_stake() -> None:
 
 async def test_the_reader_reads_catalog_providers_before_a_job_asks() -> None:
     staker = NodeIdentity.generate()
-    chain = FakeChainForTests()
-    chain.lock(account_of(staker).address, MIN)
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(account_of(staker).address, MIN)
     ad = advert(staker, 0)
     book = StakeBook(chain)
     async with trio.open_nursery() as nursery:
