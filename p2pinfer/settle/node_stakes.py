@@ -52,14 +52,20 @@ def _read(chain: Any, name: str) -> Any:
 
 def slash_params_of(chain: ChainPort) -> SlashParams:
     """The Stake contract's address, threshold and validator minimum, as far as the chain
-    client exposes them (`stake_address`, `slash_threshold`, `validator_min_stake`),
-    else the testnet defaults. Blocking (may call the chain)."""
+    client exposes them (`stake_address`, `slash_threshold`, `validator_min_stake`, or
+    `settle.chain.ChainClient`'s web3 `stake` contract), else the testnet defaults.
+    Blocking (may call the chain)."""
     stake = _read(chain, "stake_address")
+    threshold = _read(chain, "slash_threshold")
+    least = _read(chain, "validator_min_stake")
+    contract: Any = getattr(chain, "stake", None)
+    if stake is None and hasattr(contract, "functions"):  # ChainClient: its web3 contract
+        stake = str(contract.address)
+        threshold = contract.functions.slash_threshold().call()
+        least = contract.functions.validator_min_stake().call()
     if not isinstance(stake, str):
         raise TypeError("the chain client must expose the Stake contract's address "
                         "(`stake_address`): slash signatures are over it")
-    threshold = _read(chain, "slash_threshold")
-    least = _read(chain, "validator_min_stake")
     return SlashParams(stake, chain.chain_id,
                        int(threshold) if threshold is not None else DEFAULT_SLASH_THRESHOLD,
                        int(least) if least is not None else DEFAULT_VALIDATOR_MIN_STAKE)

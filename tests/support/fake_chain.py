@@ -149,11 +149,11 @@ class FakeChainForTests:
             raise ChainRevertedError("execution reverted: evidence already used")
         digest = slash_digest(self.stake_address, self.chain_id, provider, amount, evidence)
         signers = set()
-        for sig in signatures:
+        for sig in signatures:  # like the contract: a signature breaking a rule is not counted
             who = recover_signer(digest, sig)
             if (who is None or who == provider or who in signers
                     or self.stakes.get(who, 0) < self.validator_min_stake):
-                raise ChainRevertedError("execution reverted: bad validator signature")
+                continue
             signers.add(who)
         if len(signers) < self.slash_threshold:
             raise ChainRevertedError("execution reverted: not enough validator signatures")
