@@ -17,20 +17,20 @@ pytest.importorskip("p2pinfer.settle.chain_serve")
 pytest.importorskip("p2pinfer.settle.devchain")
 pytest.importorskip("p2pinfer.settle.deploy")
 
-from p2pinfer.settle.chain import ChainClient  # noqa: E402
-from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain  # noqa: E402
-from p2pinfer.settle.devchain import DevChain  # noqa: E402
+from p2pinfer.settle.chain import ChainClient
+from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
+from p2pinfer.settle.devchain import DevChain
 
-from p2pinfer.gov.chain_weight import ChainWeights, OwnAccount  # noqa: E402
-from p2pinfer.gov.messages import sign_proposal, sign_vote  # noqa: E402
-from p2pinfer.identity import NodeIdentity  # noqa: E402
-from p2pinfer.market.stake import sign_stake  # noqa: E402
-from p2pinfer.protocol import SLASH_TOPIC  # noqa: E402
-from p2pinfer.settle.account import account_of, bind_signature  # noqa: E402
-from p2pinfer.settle.addresses import address_bytes  # noqa: E402
-from p2pinfer.settle.node_stakes import slash_params_of  # noqa: E402
-from p2pinfer.settle.slasher import Slasher, slash_amount  # noqa: E402
-from p2pinfer.settle.stakes import StakeBook  # noqa: E402
+from p2pinfer.gov.chain_weight import ChainWeights, OwnAccount
+from p2pinfer.gov.messages import sign_proposal, sign_vote
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.stake import sign_stake
+from p2pinfer.protocol import SLASH_TOPIC
+from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
+from p2pinfer.settle.node_stakes import slash_params_of
+from p2pinfer.settle.slasher import Slasher, slash_amount
+from p2pinfer.settle.stakes import StakeBook
 
 pytestmark = pytest.mark.network
 
