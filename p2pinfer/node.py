@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field, replace
@@ -314,7 +315,11 @@ async def run_node(
                 server: JobServer | None = None
                 # Paid jobs first: re-runs of reported jobs wait for an idle engine and
                 # stop when a paid job opens a stream on it.
-                gate = EngineGate()
+                # An engine in this process is charged the CPU it spent on re-runs;
+                # one behind HTTP, wall time (the only measure we have of it).
+                gate = EngineGate(charge_clock=time.process_time
+                                  if backend is not None and backend.name == "embedded"
+                                  else None)
                 if backend is not None and served:
                     engine = gate.paid(
                         board.track(backend, role="provider", provider=net.peer_id))

@@ -1,1 +1,2 @@
-"""Settlement on an EVM chain: contracts, chain client, channels, stakes (docs/settlement.md)."""
+"""Settlement on an EVM chain (docs/settlement.md): the Vyper contracts, their
+compiled artifacts, deployment, and the voucher and slash digests nodes sign."""

@@ -77,6 +77,7 @@ from p2pinfer.verify.compare import (
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.reports import (
     RECHECK_MAX_PREEMPTIONS,
+    RECHECK_MAX_RUN_MS,
     OpenedReport,
     RecheckBudget,
     ReporterRate,
@@ -489,13 +490,13 @@ class Verifier:
             used, memo = EngineTime(), JudgeMemo()
             backend = self.backend
             try:
-                # One run may overdraw the bucket by at most its burst (the next re-run
-                # then waits until that is paid back); pre-empted attempts keep what
-                # they computed, and after RECHECK_MAX_PREEMPTIONS a run is let finish.
+                # One run may overdraw the bucket by RECHECK_MAX_RUN_MS at most (the next
+                # re-run then waits until that is paid back); pre-empted attempts keep
+                # what they computed, and after RECHECK_MAX_PREEMPTIONS a run may finish.
                 _, comparison = await self.gate.run(lambda: judge_answer(
                     backend, request, opened.evidence.result.msg,
                     opened.report.msg.provider_output, self.config.thresholds, memo), used,
-                    max_run_s=self.budget.burst_ms / 1000,
+                    max_run_s=RECHECK_MAX_RUN_MS / 1000,
                     max_preemptions=RECHECK_MAX_PREEMPTIONS)
             except Preempted as exc:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")

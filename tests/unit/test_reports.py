@@ -388,3 +388,21 @@ async def test_a_rerun_longer_than_the_gaps_between_paid_jobs_finishes_after_two
         # wait on a real engine is the attempt's own length: max_run_s).
         assert max(waited) < 0.1
 
+
+
+async def test_background_work_is_charged_on_the_gates_charge_clock_not_wall_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Six nodes sharing two cores: a re-run waits for the CPU most of its wall time. An
+    # engine in this process is charged the CPU it used (node.py: time.process_time).
+    cpu = [0.0]
+    gate = EngineGate(quiet_s=0.0, wait_s=60.0, charge_clock=lambda: cpu[0])
+    used = EngineTime()
+
+    async def work() -> str:
+        await trio.sleep(25.0)  # 25 s of wall time...
+        cpu[0] += 1.2  # ...of which 1.2 s on the CPU
+        return "done"
+
+    assert await gate.run(work, used, max_run_s=60.0) == "done"
+    assert used.seconds == pytest.approx(1.2)
