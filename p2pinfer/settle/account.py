@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_keys import keys  # type: ignore[attr-defined]
+from eth_keys.datatypes import PrivateKey
 
 from p2pinfer.identity import NodeIdentity, peer_id_to_bytes
 
@@ -34,7 +34,7 @@ class ChainAccount:
     @classmethod
     def from_private_key(cls, private_key: bytes) -> ChainAccount:
         """The account of a 32-byte secp256k1 private key."""
-        return cls(address=keys.PrivateKey(private_key).public_key.to_checksum_address(),
+        return cls(address=PrivateKey(private_key).public_key.to_checksum_address(),
                    private_key=private_key)
 
 
