@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
-from p2pinfer.protocol.schema import Range, Size
+from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 
 PROTOCOL_VERSION = 1
 
@@ -35,6 +35,10 @@ PeerIdText = Annotated[str, Size(1, 64)]
 ModelName = Annotated[str, Size(1, 128)]
 Label = Annotated[str, Size(0, 128)]
 LongText = Annotated[str, Size(0, 262_144)]
+ChainAddress = Annotated[bytes, Size(20, 20)]
+"""An EVM account on the wire: its 20 raw bytes (shown checksummed "0x..." off the wire)."""
+ChainSignature = Annotated[bytes, Size(65, 65)]
+"""A secp256k1 EIP-191 signature, r || s || v."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 JobKind = Literal["chat", "generate"]
@@ -131,11 +135,18 @@ class Advert(WireMessage):
     seq: Millis
     issued_at: Millis
     ttl_ms: Millis
+    # With settlement on: the chain account consumers pay and whose locked stake backs
+    # `stake` (which is then only a claim), and its EIP-191 binding to the signer's peer
+    # id (docs/settlement.md). Both or neither; absent on the wire when None.
+    payee: Annotated[ChainAddress | None, OMIT_NONE] = None
+    payee_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if len(names) != len(set(names)):
             raise ValidationError("Advert.models: a model name appears twice")
+        if (self.payee is None) != (self.payee_binding is None):
+            raise ValidationError("Advert: payee and payee_binding go together")
 
     @property
     def expires_at(self) -> int:
@@ -307,9 +318,33 @@ class CheckReport(WireMessage):
     issued_at: Millis
 
 
+@dataclass(frozen=True)
+class SlashVote(WireMessage):
+    """A validator's vote to slash `provider_payee` by `amount` for `evidence` (sha256 of a
+    CheckReport's signed bytes) on the Stake contract: `signature` is its chain account
+    `validator`'s EIP-191 signature of the slash digest, `validator_binding` binds that
+    account to this message's signer (docs/settlement.md, "Slashing")."""
+
+    TYPE: ClassVar[str] = "slash_vote"
+
+    provider: PeerIdText
+    provider_payee: ChainAddress
+    amount: MicroCredits
+    evidence: Sha256
+    validator: ChainAddress
+    validator_binding: ChainSignature
+    signature: ChainSignature
+    issued_at: Millis
+
+    def __post_init__(self) -> None:
+        _check_peer_id("SlashVote.provider", self.provider)
+
+
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {
     cls.TYPE: cls
-    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport)
+    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport,
+                SlashVote)
 }
 
-Message = Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt | CheckReport
+Message = (Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt
+           | CheckReport | SlashVote)

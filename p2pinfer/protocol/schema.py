@@ -10,6 +10,9 @@ half of the canonical encoding (codec.py does the rest).
 Supported annotations: int, float, str, bytes, Literal[str, ...], X | None,
 tuple[X, ...], a nested frozen dataclass, each optionally wrapped in
 Annotated[..., Size(...) | Range(...)]. bool is not an int here.
+A field annotated `Annotated[X | None, OMIT_NONE]` is left out of the map when
+None and reads as None when absent: how a field is added to a message without
+changing (or invalidating the signatures of) the messages of older peers.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ class Range:
 
     min: int | float
     max: int | float
+
+
+@dataclass(frozen=True)
+class OmitNone:
+    """Marks an optional field that is absent from the wire map when None (see above)."""
+
+
+OMIT_NONE = OmitNone()
 
 
 def to_wire(obj: Any) -> dict[str, Any]:
@@ -156,20 +167,23 @@ def _record(cls: type[Any]) -> _Conv:
     names = sorted(f.name for f in dataclasses.fields(cls))
     convs = [(n, *_compile(hints[n])) for n in names]
     name_set = frozenset(names)
+    omittable = frozenset(n for n in names if _omits_none(hints[n]))
+    required = name_set - omittable
 
     def to(v: Any, path: str) -> dict[str, Any]:
         if type(v) is not cls:
             raise ValidationError(f"{path}: expected {cls.__name__}, got {type(v).__name__}")
-        return {n: enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs}
+        return {n: enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs
+                if n not in omittable or getattr(v, n) is not None}
 
     def back(v: Any, path: str) -> Any:
         if not isinstance(v, dict):
             raise ValidationError(f"{path}: expected a map, got {type(v).__name__}")
-        if v.keys() != name_set:
-            missing = sorted(name_set - v.keys())
+        if not required <= v.keys() <= name_set:
+            missing = sorted(required - v.keys())
             extra = sorted(str(k) for k in v.keys() - name_set)
             raise ValidationError(f"{path}: missing fields {missing}, unknown fields {extra}")
-        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs}
+        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs if n in v}
         try:
             return cls(**kwargs)
         except ProtocolError:
@@ -178,6 +192,11 @@ def _record(cls: type[Any]) -> _Conv:
             raise ValidationError(f"{path}: {exc}") from exc
 
     return to, back
+
+
+def _omits_none(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is typing.Annotated and any(
+        isinstance(e, OmitNone) for e in typing.get_args(annotation)[1:])
 
 
 def _number(kind: type, bounds: Range) -> _Conv:
