@@ -30,7 +30,7 @@ from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.service import GovService
-from p2pinfer.gov.store import GovStore, gov_path
+from p2pinfer.gov.store import GovStore, gov_path, wall_ms
 from p2pinfer.gov.tally import MIN_VOTING_MS, TallyRules
 from p2pinfer.hardware import BenchCache, cached_benchmark, probe
 from p2pinfer.hardware.benchmark import BenchResult
@@ -48,6 +48,8 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.settle.node_stakes import start_stakes, with_payee
+from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.redeemer import RedeemPolicy
 from p2pinfer.settle.wiring import Settlement, reach_chain
 from p2pinfer.verify.checker import Verifier, VerifyConfig
@@ -280,16 +282,18 @@ async def run_node(
     *,
     handle_signals: bool = False,
     task_status: TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+    chain: ChainPort | None = None,
 ) -> None:
     """Run the node until cancelled (or a signal, with `handle_signals`); `task_status`
-    gets the status written to node.json."""
+    gets the status written to node.json. `chain`: settlement on (docs/settlement.md);
+    without it, the chain `--chain-rpc`/`--chain-contract` name, if any."""
     home = config.home
     home.mkdir(parents=True, exist_ok=True)
     identity = identity_store.load_or_create(home)
     # First, before the engine loads: a node never runs on a ledger it cannot trust.
     with Ledger.open(ledger_path(home), identity) as ledger:
         verify_ledger(ledger, identity, home)
-    chain = await reach_chain(config, identity)  # settlement: exit 15 if unreachable
+    chain = chain or await reach_chain(config, identity)  # settlement: exit 15 if unreachable
     if config.fault is not None:
         log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
                     config.fault)
@@ -312,6 +316,8 @@ async def run_node(
                                announce_addrs=config.announce, enable_mdns=config.mdns)
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
+                stakes = await start_stakes(chain, identity, net, nursery, ledger=ledger,
+                                            clock_ms=wall_ms)
                 server: JobServer | None = None
                 # Paid jobs first: re-runs of reported jobs wait for an idle engine and
                 # stop when a paid job opens a stream on it.
@@ -333,16 +339,19 @@ async def run_node(
                         channels=settlement.channels if settlement else None)
                     server.install(net.set_stream_handler)
                     net.start_advertising(
-                        advert_builder(served, server, machine, backend.name, config),
+                        with_payee(advert_builder(served, server, machine, backend.name, config),
+                                   stakes),
                         interval_s=config.advert_interval_s)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client,
-                                   payer=settlement.payer if settlement else None)
+                                   payer=settlement.payer if settlement else None,
+                                   stakes=stakes.book if stakes else None)
                 if settlement is not None:
                     await nursery.start(settlement.run)
                 governance = GovService(
                     identity, net, gov_store, stake=config.stake, ledger=ledger,
-                    rules=TallyRules(min_voting_ms=config.gov_min_voting_ms))
+                    rules=TallyRules(min_voting_ms=config.gov_min_voting_ms),
+                    chain=stakes.governance if stakes else None)
                 await governance.start(nursery)
                 gateway_url = None
                 if gateway_config is not None:
@@ -350,7 +359,7 @@ async def run_node(
                         net=net, client=client, metrics=metrics, hardware=machine_view(machine),
                         ledger=ledger, reputation=reputation, server=server, board=board,
                         engine=backend.name if backend is not None else "",
-                        governance=governance)
+                        governance=governance, stakes=stakes.book if stakes else None)
                     binding = await nursery.start(partial(run_gateway, view, gateway_config))
                     gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics, server)
@@ -362,6 +371,7 @@ async def run_node(
                     config=replace(config.verify, recheck_limits=server.config.limits)
                     if server is not None else config.verify,
                     digests={s.info.name: s.info.digest for s in served})
+                verifier.slasher = stakes.slasher if stakes else None
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(_follow_governance, governance,
                                    GovernedParts(server, client, verifier))

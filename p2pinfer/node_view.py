@@ -37,6 +37,7 @@ from p2pinfer.market.entries import FaucetGrant, peer_account
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net import network_backend
 from p2pinfer.protocol import HardwareProfile
+from p2pinfer.settle.stakes import StakeBook
 from p2pinfer.sim.kpis import LiveKPIs, ledger_kpis
 from p2pinfer.verify.reputation import on_probation
 
@@ -106,8 +107,9 @@ class LiveNodeView:
         engine: str = "",
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         governance: GovernanceView | None = None,
+        stakes: StakeBook | None = None,
     ) -> None:
-        self._governance = governance
+        self._governance, self._stakes = governance, stakes
         self._net, self._client, self._metrics = net, client, metrics
         self._hardware, self._ledger, self._reputation = hardware, ledger, reputation
         self._server, self._engine, self._clock = server, engine, clock_ms
@@ -148,8 +150,13 @@ class LiveNodeView:
                 out.append(PeerView(peer_id, ()))
                 continue
             ad = advert.advert
+            chain = self._stakes.view(peer_id, ad.stake, ad.payee, ad.payee_binding) \
+                if self._stakes is not None else None
             out.append(PeerView(peer_id, tuple(ad.listen_addrs),
-                                tuple(m.name for m in ad.models), hardware_view(ad.hardware)))
+                                tuple(m.name for m in ad.models), hardware_view(ad.hardware),
+                                stake_declared=ad.stake,
+                                stake_on_chain=chain.on_chain if chain else None,
+                                payee=chain.payee if chain and chain.binding_ok else None))
         return out
 
     async def catalog(self) -> Sequence[CatalogEntry]:

@@ -60,6 +60,11 @@ class PeerView:
     addrs: tuple[str, ...]
     models: tuple[str, ...] = ()
     hardware: HardwareView | None = None
+    stake_declared: int | None = None  # what its advert claims (micro-credits)
+    # Settlement on: its bound payee account and the stake that account holds on chain
+    # (0 when unread, unbound or wrongly bound); None without a chain.
+    stake_on_chain: int | None = None
+    payee: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,17 @@ names the content, not one signature. A vote carries its voter's signed
 `StakeDeclaration` (market.stake), but that is only a claim: the weight a
 tallying node gives a vote is the stake its own ledger records for the voter
 (`gov.tally`), never the number in the vote.
+
+With settlement on (docs/settlement.md) a proposal also names `snapshot_block`, the
+chain block whose stake weighs its votes, and a vote carries the voter's chain
+`account` and its EIP-191 `binding` to the voter's peer id (`gov.chain_weight`). These
+keys are left out of the signed map when unset, so older messages keep their bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -104,11 +109,16 @@ class Proposal:
     effective_at: int
     issued_at: int
     signature: bytes
+    snapshot_block: int | None = None  # settlement on: votes weigh stake at this block
 
     def _fields(self) -> dict[str, Any]:
-        return {"v": VERSION, "t": "proposal", "from": self.proposer, "param": self.parameter,
-                "value": self.value, "deadline": self.voting_deadline,
-                "effective_at": self.effective_at, "issued_at": self.issued_at}  # fmt: skip
+        fields = {"v": VERSION, "t": "proposal", "from": self.proposer,
+                  "param": self.parameter, "value": self.value,
+                  "deadline": self.voting_deadline, "effective_at": self.effective_at,
+                  "issued_at": self.issued_at}  # fmt: skip
+        if self.snapshot_block is not None:
+            fields["snapshot"] = self.snapshot_block
+        return fields
 
     def signing_bytes(self) -> bytes:
         return PROPOSAL_DOMAIN + canonical.encode(self._fields())
@@ -131,6 +141,8 @@ class Proposal:
         _check_key("signature", self.signature, 64)
         for name in ("voting_deadline", "effective_at", "issued_at"):
             _check_int(name, getattr(self, name))
+        if self.snapshot_block is not None:
+            _check_int("snapshot_block", self.snapshot_block)
         check_value(self.parameter, self.value)
         if not self.issued_at < self.voting_deadline <= self.effective_at:
             raise ValidationError("need issued_at < voting_deadline <= effective_at")
@@ -147,11 +159,16 @@ class Vote:
     issued_at: int
     stake: StakeDeclaration
     signature: bytes
+    account: bytes | None = None  # settlement on: the voter's chain account (20 bytes) ...
+    binding: bytes | None = None  # ... and its EIP-191 binding to the voter's peer id
 
     def _fields(self) -> dict[str, Any]:
-        return {"v": VERSION, "t": "vote", "from": self.voter, "proposal": self.proposal_id,
-                "yes": self.yes, "issued_at": self.issued_at,
-                "stake": self.stake.encode()}  # fmt: skip
+        fields = {"v": VERSION, "t": "vote", "from": self.voter, "proposal": self.proposal_id,
+                  "yes": self.yes, "issued_at": self.issued_at,
+                  "stake": self.stake.encode()}  # fmt: skip
+        if self.account is not None:
+            fields["account"], fields["binding"] = self.account, self.binding
+        return fields
 
     def signing_bytes(self) -> bytes:
         return VOTE_DOMAIN + canonical.encode(self._fields())
@@ -180,6 +197,11 @@ class Vote:
             raise ValidationError("a vote's stake declaration must be the voter's own")
         if self.stake.issued_at > self.issued_at:
             raise ValidationError("a vote's stake must be declared no later than the vote")
+        if (self.account is None) != (self.binding is None):
+            raise ValidationError("a vote's account and binding go together")
+        if self.account is not None:
+            _check_key("account", self.account, 20)
+            _check_key("binding", self.binding, 65)
 
 
 GovMessage = Proposal | Vote
@@ -187,6 +209,8 @@ GovMessage = Proposal | Vote
 _PROPOSAL_KEYS = {"v", "t", "from", "param", "value", "deadline", "effective_at", "issued_at",
                   "sig"}
 _VOTE_KEYS = {"v", "t", "from", "proposal", "yes", "issued_at", "stake", "sig"}
+_SNAPSHOT_KEYS = _PROPOSAL_KEYS | {"snapshot"}
+_BOUND_VOTE_KEYS = _VOTE_KEYS | {"account", "binding"}
 
 
 def decode_message(data: bytes) -> GovMessage:
@@ -197,16 +221,19 @@ def decode_message(data: bytes) -> GovMessage:
     if not isinstance(value, dict) or value.get("v") != VERSION:
         raise DecodeError("not a version 1 governance message")
     message: GovMessage
-    if value.get("t") == "proposal" and set(value) == _PROPOSAL_KEYS:
+    keys = set(value)
+    if value.get("t") == "proposal" and keys in (_PROPOSAL_KEYS, _SNAPSHOT_KEYS):
         if not isinstance(value["param"], str) or not isinstance(value["value"], int | str):
             raise ValidationError("proposal: param must be a string, value an int or string")
         message = Proposal(value["from"], value["param"], value["value"], value["deadline"],
-                           value["effective_at"], value["issued_at"], value["sig"])
-    elif value.get("t") == "vote" and set(value) == _VOTE_KEYS:
+                           value["effective_at"], value["issued_at"], value["sig"],
+                           value.get("snapshot"))
+    elif value.get("t") == "vote" and keys in (_VOTE_KEYS, _BOUND_VOTE_KEYS):
         if not isinstance(value["stake"], bytes):
             raise ValidationError("vote: stake must be an encoded stake declaration")
         message = Vote(value["from"], value["proposal"], value["yes"], value["issued_at"],
-                       StakeDeclaration.decode(value["stake"]), value["sig"])
+                       StakeDeclaration.decode(value["stake"]), value["sig"],
+                       value.get("account"), value.get("binding"))
     else:
         raise DecodeError("not a proposal or vote")
     message.validate()
@@ -223,19 +250,20 @@ def verify_message(message: GovMessage) -> None:
 
 
 def sign_proposal(identity: NodeIdentity, parameter: str, value: ParameterValue, *,
-                  voting_deadline: int, effective_at: int, issued_at: int) -> Proposal:
+                  voting_deadline: int, effective_at: int, issued_at: int,
+                  snapshot_block: int | None = None) -> Proposal:
     """`identity`'s signed proposal; ValidationError if a field is out of bounds."""
     draft = Proposal(identity.public_key, parameter, value, voting_deadline, effective_at,
-                     issued_at, bytes(64))
+                     issued_at, bytes(64), snapshot_block)
     draft.validate()
-    return Proposal(draft.proposer, parameter, value, voting_deadline, effective_at, issued_at,
-                    identity.sign(draft.signing_bytes()))
+    return replace(draft, signature=identity.sign(draft.signing_bytes()))
 
 
 def sign_vote(identity: NodeIdentity, proposal_id: bytes, yes: bool, *, stake: StakeDeclaration,
-              issued_at: int) -> Vote:
-    """`identity`'s signed vote, backed by its own `stake` declaration."""
-    draft = Vote(identity.public_key, proposal_id, yes, issued_at, stake, bytes(64))
+              issued_at: int, account: bytes | None = None, binding: bytes | None = None) -> Vote:
+    """`identity`'s signed vote, backed by its own `stake` declaration (and, settlement
+    on, by its chain `account` with the `binding` of that account to its peer id)."""
+    draft = Vote(identity.public_key, proposal_id, yes, issued_at, stake, bytes(64), account,
+                 binding)
     draft.validate()
-    return Vote(draft.voter, proposal_id, yes, issued_at, stake,
-                identity.sign(draft.signing_bytes()))
+    return replace(draft, signature=identity.sign(draft.signing_bytes()))

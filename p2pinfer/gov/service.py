@@ -17,6 +17,8 @@
 - Weight: only stake this node verified counts (`_verified`: the stake entries in
   its own ledger, net of its slashes): its own `--stake`, and declarations its
   operator accepted (`accept_stake`). A number in an advert or a vote is a claim.
+  With settlement on (`chain`), the stake locked on chain at each proposal's snapshot
+  block instead (`gov.chain_weight`); proposals without a fitting snapshot are refused.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ from p2pinfer.gov.status import (
     ProposalStatus,
 )
 from p2pinfer.gov.store import GovStore, wall_ms
+from p2pinfer.gov.sync_plan import SyncPlan
 from p2pinfer.gov.tally import TallyRules, VerifiedStake, in_effect, refusal, tally_all
 from p2pinfer.identity import NodeIdentity, peer_id_from_public_key
 from p2pinfer.market.stake import StakeDeclaration, sign_stake, verify_stake
 
 if TYPE_CHECKING:
+    from p2pinfer.gov.chain_weight import ChainWeights
     from p2pinfer.market.ledger import Ledger
     from p2pinfer.net.gossip import GossipMessage
     from p2pinfer.net.nethost import NetHost
@@ -86,35 +90,6 @@ MAX_ADMITTED = 1_000
 MAX_REFUSED_REMEMBERED = 10_000
 
 
-class SyncPlan:
-    """Which connected peers to sync with: each new connection once, then one peer in turn.
-
-    A peer that disconnects is forgotten, so it is synced again when it reconnects.
-    """
-
-    def __init__(self) -> None:
-        self._synced: list[str] = []  # connected peers synced since they connected, in turn order
-        self._turn = 0
-
-    def new_peers(self, connected: Sequence[str]) -> list[str]:
-        """The peers in `connected` not synced since they connected (now counted as synced)."""
-        live = set(connected)
-        self._synced = [p for p in self._synced if p in live]
-        known = set(self._synced)
-        fresh = [p for p in dict.fromkeys(connected) if p not in known]
-        self._synced += fresh
-        return fresh
-
-    def next_in_turn(self) -> str | None:
-        """The next connected, already synced peer in round-robin order; None if there is none."""
-        if not self._synced:
-            return None
-        self._turn %= len(self._synced)
-        peer = self._synced[self._turn]
-        self._turn += 1
-        return peer
-
-
 class GovService:
     """One node's governance (see module doc). `start` needs the host's nursery alive."""
 
@@ -122,8 +97,9 @@ class GovService:
         self, identity: NodeIdentity, net: NetHost, store: GovStore, *, stake: int = 0,
         ledger: Ledger | None = None, rules: TallyRules = TallyRules(),
         sync_interval_s: float = 10.0, skew_ms: int = DEFAULT_SKEW_MS,
-        clock_ms: Callable[[], int] = wall_ms,
+        clock_ms: Callable[[], int] = wall_ms, chain: ChainWeights | None = None,
     ) -> None:
+        self._chain = chain
         self._identity, self._net, self._store, self._ledger = identity, net, store, ledger
         self._rules, self._interval, self._skew, self._clock = rules, sync_interval_s, skew_ms, \
             clock_ms
@@ -139,6 +115,8 @@ class GovService:
         """Record this node's own stake, join the topic, serve the sync stream, keep syncing."""
         await trio.to_thread.run_sync(self._record_own_stake, limiter=self._db)
         self._net.set_stream_handler(GOV_PROTOCOL, self._serve_sync)
+        if self._chain is not None:
+            await self._chain_refresh()  # the head, before any proposal comes to the door
         await self._net.subscribe(GOV_TOPIC, validator=self._admit, handler=self._deliver)
         nursery.start_soon(self._sync_loop)
 
@@ -162,7 +140,15 @@ class GovService:
                                         for key, status in self._ledger.stakes().items()})
 
     def _weight(self, key: bytes) -> int:
+        if self._chain is not None:  # the store's share for stakers: seen staked on chain
+            return int(self._chain.staked(key, self._identity.public_key))
         return self._verified.weight(key, self._rules.max_stake_per_key)
+
+    async def _chain_refresh(self) -> None:
+        assert self._chain is not None
+        stored = [s.message for s in self._store.stored()]
+        await self._chain.refresh([m for m in stored if isinstance(m, Proposal)],
+                                  [m for m in stored if isinstance(m, Vote)])
 
     async def accept_stake(self, declaration: bytes) -> int:
         """Record another key's signed stake declaration in this node's ledger, on its
@@ -198,6 +184,8 @@ class GovService:
         if message.issued_at > now + self._skew:
             return "dated in the future"
         if isinstance(message, Proposal):
+            if self._chain is not None and self._chain.refusal(message):
+                return self._chain.refusal(message)  # not remembered: the head moves on
             reason = refusal(message, now, self._rules)
             if reason:
                 if len(self._refused) >= MAX_REFUSED_REMEMBERED:
@@ -332,14 +320,17 @@ class GovService:
         await self._add(message)
 
     async def propose(self, draft: ProposalDraft) -> ProposalStatus:
+        if self._chain is not None:
+            await self._chain_refresh()  # the snapshot is the latest block this node saw
         proposal = sign_proposal(self._identity, draft.parameter, draft.value,
                                  voting_deadline=draft.voting_deadline,
-                                 effective_at=draft.effective_at, issued_at=self._clock())
+                                 effective_at=draft.effective_at, issued_at=self._clock(),
+                                 snapshot_block=self._chain.head if self._chain else None)
         await self._publish(proposal)
         return await self._status_of(proposal.id)
 
     async def vote(self, proposal_id: bytes, yes: bool) -> ProposalStatus:
-        if self._stake is None:
+        if self._stake is None and self._chain is None:
             raise UsageError("this node declares no stake (start it with --stake): "
                              "a vote without stake is ignored")
         found = self._store.proposal(proposal_id)
@@ -348,7 +339,10 @@ class GovService:
         now = self._clock()
         if now > found.voting_deadline:
             raise UsageError(f"voting on {proposal_id.hex()[:16]} closed: a late vote is ignored")
-        vote = sign_vote(self._identity, proposal_id, yes, stake=self._stake, issued_at=now)
+        own = self._chain.own if self._chain is not None else None
+        vote = sign_vote(self._identity, proposal_id, yes, issued_at=now,
+                         stake=self._stake or sign_stake(self._identity, 0, now),
+                         account=own.wire if own else None, binding=own.binding if own else None)
         await self._publish(vote)
         return await self._status_of(proposal_id)
 
@@ -361,6 +355,8 @@ class GovService:
         raise UsageError(f"unknown proposal {proposal_id.hex()}")
 
     async def status(self) -> GovStatus:
+        if self._chain is not None:
+            await self._chain_refresh()  # reads only what the tallies miss (cached)
         now = self._clock()
         return await trio.to_thread.run_sync(self._status_sync, now, limiter=self._db)
 
@@ -370,7 +366,8 @@ class GovService:
         proposals = [s.message for s in stored if isinstance(s.message, Proposal)]
         votes = [s.message for s in stored if isinstance(s.message, Vote)]
         first_seen = {s.message.id: s.first_seen for s in stored}
-        results = tally_all(proposals, votes, now, self._verified, self._rules, first_seen)
+        weights = self._chain.stake_for if self._chain is not None else self._verified
+        results = tally_all(proposals, votes, now, weights, self._rules, first_seen)
         effect = in_effect(results, now)
         rows = sorted(
             (ProposalStatus(
@@ -384,13 +381,16 @@ class GovService:
              for p, t in results),
             key=lambda r: (r.voting_deadline, r.id))  # fmt: skip
         cap = self._rules.max_stake_per_key
+        chain = self._chain
         return GovStatus(
-            now_ms=now, stake=self._weight(self._identity.public_key),
+            now_ms=now, stake=min(chain.own_stake, cap) if chain else self._weight(
+                self._identity.public_key),
             quorum_stake=self._rules.quorum_stake, threshold_bp=self._rules.threshold_bp,
             proposals=tuple(rows),
             in_effect=tuple(ParameterInEffect(name, value, pid.hex())
                             for name, (value, pid) in sorted(effect.items())),
-            known_stake=self._verified.total(cap), quorum_bp=self._rules.quorum_bp,
+            known_stake=chain.total_now if chain else self._verified.total(cap),
+            quorum_bp=self._rules.quorum_bp,
             min_voting_ms=self._rules.min_voting_ms, max_stake_per_key=cap,
             stake_declaration=self._stake.encode().hex() if self._stake else "",
             messages=len(stored), most_by_one_author=self._store.most_by_one_author(),

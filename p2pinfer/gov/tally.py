@@ -21,7 +21,7 @@ stake, never on the order the messages arrived in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,12 +55,17 @@ class VerifiedStake:
     """The stake this node verified, by voter key (net of its slashes, before the cap)."""
 
     by_key: Mapping[bytes, int] = field(default_factory=dict)
+    #: Settlement on: `total_stake_at(snapshot)` on chain, what a quorum is a share of.
+    known_total: int | None = None
 
     def weight(self, key: bytes, cap: int) -> int:
         return max(0, min(self.by_key.get(key, 0), cap))
 
     def total(self, cap: int) -> int:
-        """All the stake this node knows of, each key capped: what a quorum is a share of."""
+        """All the stake this node knows of, each key capped (or, settlement on, all the
+        stake locked at the snapshot): what a quorum is a share of."""
+        if self.known_total is not None:
+            return self.known_total
         return sum(self.weight(key, cap) for key in self.by_key)
 
 
@@ -161,14 +166,23 @@ def in_effect(
     return {name: (value, key[1]) for name, (key, value) in best.items()}
 
 
+StakeOf = Callable[[Proposal, Sequence[Vote]], VerifiedStake]
+"""Settlement on: the stake that weighs one proposal's votes (`gov.chain_weight`)."""
+
+
 def tally_all(
     proposals: Iterable[Proposal], votes: Iterable[Vote], now_ms: int,
-    stake: VerifiedStake = NO_VERIFIED_STAKE, rules: TallyRules = TallyRules(),
+    stake: VerifiedStake | StakeOf = NO_VERIFIED_STAKE, rules: TallyRules = TallyRules(),
     first_seen: Mapping[bytes, int] | None = None,
 ) -> list[tuple[Proposal, Tally]]:
-    """`tally` of each proposal, its votes picked out in one pass over `votes`."""
+    """`tally` of each proposal, its votes picked out in one pass over `votes`; `stake` is
+    one VerifiedStake for all, or a function giving each proposal its own."""
     by_proposal: dict[bytes, list[Vote]] = {}
     for vote in votes:
         by_proposal.setdefault(vote.proposal_id, []).append(vote)
-    return [(p, tally(p, by_proposal.get(p.id, ()), now_ms, stake, rules, first_seen))
-            for p in proposals]
+    out = []
+    for p in proposals:
+        mine = by_proposal.get(p.id, [])
+        weights = stake if isinstance(stake, VerifiedStake) else stake(p, mine)
+        out.append((p, tally(p, mine, now_ms, weights, rules, first_seen)))
+    return out

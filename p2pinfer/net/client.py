@@ -17,10 +17,11 @@ one that could not be reached goes last for a while. One job in
 `explore_every` tries the best unproven provider first (and only that one
 before the proven), so newcomers get a bounded share of jobs until proven, and
 any number of fresh keys claiming price 0 get no more (docs/security/adverts.md).
-Peers whose circuit breaker is open or whose advertised stake is under
-`min_stake` are skipped. A job is charged at most once: only the attempt whose
-result checked out is receipted, and the ledger refuses a second charge for a
-job id anyway.
+Peers whose circuit breaker is open or whose stake is under `min_stake` are
+skipped: the advertised stake without settlement, the stake locked on chain by the
+account bound to the provider's peer id with it (`stakes`, docs/settlement.md).
+A job is charged at most once: only the attempt whose result checked out is
+receipted, and the ledger refuses a second charge for a job id anyway.
 """
 
 from __future__ import annotations
@@ -49,7 +50,13 @@ from p2pinfer.market.pricing import charge_for, quality_multiplier_pm
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.adverts import VerifiedAdvert
 from p2pinfer.net.config import wall_clock_ms
-from p2pinfer.net.job_types import Candidate, ClientConfig, JobOutcome, RefusedCharge
+from p2pinfer.net.job_types import (
+    Candidate,
+    ClientConfig,
+    JobOutcome,
+    RefusedCharge,
+    StakeSource,
+)
 from p2pinfer.net.net_job import NetJob, with_seed
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
@@ -87,11 +94,14 @@ class JobClient:
         clock_ms: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,
         payer: PayerBook | None = None,
+        stakes: StakeSource | None = None,
     ) -> None:
         self.net = net
         # Settlement on: jobs are paid by vouchers on our channels (settle.payer), and the
-        # credit check is the channel to the provider that accepts, not the local ledger.
+        # credit check is the channel to the provider that accepts, not the local ledger;
+        # stake is read from the chain, never taken from the advert.
         self.payer = payer
+        self.stakes = stakes
         self.identity = identity
         self.ledger = ledger
         self.reputation = reputation
@@ -221,13 +231,17 @@ class JobClient:
         offer = advert.offer(model)
         assert offer is not None
         score = self.reputation.get(advert.signer).score_pm if self.reputation else 950
+        ad = advert.advert
+        stake = ad.stake if self.stakes is None else self.stakes.stake_of_peer(
+            advert.signer, ad.payee, ad.payee_binding)
         return Candidate(
             peer_id=advert.signer,
             model=model,
             price_per_1k=offer.price_per_1k,
             rtt_ms=None,
             score_pm=score,
-            stake=advert.advert.stake,
+            stake=stake,
+            declared_stake=ad.stake,
             generation_tps=offer.generation_tps_milli / 1000,
             found_via=via,
             proven=self.net.catalog.is_proven(advert.signer),

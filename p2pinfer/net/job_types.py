@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from p2pinfer.market.pricing import DEFAULT_PRICING, PricingParams
 from p2pinfer.market.split import SplitPreset, preset_named
@@ -36,6 +37,13 @@ class ClientConfig:
     preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
 
 
+class StakeSource(Protocol):
+    """Where the client reads a provider's stake with settlement on (`settle.StakeBook`):
+    its bound account's stake on chain, 0 when unknown or unbound; never blocks."""
+
+    def stake_of_peer(self, peer_id: str, payee: bytes | None, binding: bytes | None) -> int: ...
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A provider the client may send a job to, with what ranking uses."""
@@ -49,6 +57,9 @@ class Candidate:
     generation_tps: float
     found_via: str  # "catalog" (gossip adverts), "dht" or "peer" (a connected peer asked)
     proven: bool = False  # this node has completed a job with it (Catalog.vouch)
+    # The stake its advert claims; `stake` is what the client counts: the claim without
+    # settlement, the bound account's stake on chain with it (settle.stakes).
+    declared_stake: int = 0
 
     def rank_key(self) -> float:
         """Lower is better: price, inflated by low reputation and by latency."""

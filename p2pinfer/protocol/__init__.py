@@ -57,6 +57,7 @@ from p2pinfer.protocol.messages import (
     Receipt,
     RejectCode,
     Role,
+    SlashVote,
     Verdict,
     WireMessage,
     charge_for,
@@ -80,6 +81,8 @@ INFO_PROTOCOL_ID = "/p2pinfer/info/1.0.0"
 ADVERTS_TOPIC = "p2pinfer/adverts/1"
 REPORTS_TOPIC = "p2pinfer/reports/1"
 RECEIPTS_TOPIC = "p2pinfer/receipts/1"
+#: Validators' signed votes to slash a provider's stake on chain (settlement on).
+SLASH_TOPIC = "p2pinfer/slash/1"
 
 __all__ = [
     "ADVERTS_TOPIC",
@@ -98,6 +101,7 @@ __all__ = [
     "RECEIPTS_TOPIC",
     "REJECT_CODES",
     "REPORTS_TOPIC",
+    "SLASH_TOPIC",
     "Accepted",
     "Advert",
     "ChatTurn",
@@ -138,6 +142,7 @@ __all__ = [
     "Role",
     "Signed",
     "Signer",
+    "SlashVote",
     "Verdict",
     "WireMessage",
     "charge_for",

@@ -135,11 +135,18 @@ class Advert(WireMessage):
     seq: Millis
     issued_at: Millis
     ttl_ms: Millis
+    # With settlement on: the chain account consumers pay and whose locked stake backs
+    # `stake` (which is then only a claim), and its EIP-191 binding to the signer's peer
+    # id (docs/settlement.md). Both or neither; absent on the wire when None.
+    payee: Annotated[ChainAddress | None, OMIT_NONE] = None
+    payee_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.models]
         if len(names) != len(set(names)):
             raise ValidationError("Advert.models: a model name appears twice")
+        if (self.payee is None) != (self.payee_binding is None):
+            raise ValidationError("Advert: payee and payee_binding go together")
 
     @property
     def expires_at(self) -> int:
@@ -335,9 +342,33 @@ class CheckReport(WireMessage):
     issued_at: Millis
 
 
+@dataclass(frozen=True)
+class SlashVote(WireMessage):
+    """A validator's vote to slash `provider_payee` by `amount` for `evidence` (sha256 of a
+    CheckReport's signed bytes) on the Stake contract: `signature` is its chain account
+    `validator`'s EIP-191 signature of the slash digest, `validator_binding` binds that
+    account to this message's signer (docs/settlement.md, "Slashing")."""
+
+    TYPE: ClassVar[str] = "slash_vote"
+
+    provider: PeerIdText
+    provider_payee: ChainAddress
+    amount: MicroCredits
+    evidence: Sha256
+    validator: ChainAddress
+    validator_binding: ChainSignature
+    signature: ChainSignature
+    issued_at: Millis
+
+    def __post_init__(self) -> None:
+        _check_peer_id("SlashVote.provider", self.provider)
+
+
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {
     cls.TYPE: cls
-    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport)
+    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport,
+                SlashVote)
 }
 
-Message = Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt | CheckReport
+Message = (Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt
+           | CheckReport | SlashVote)

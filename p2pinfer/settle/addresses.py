@@ -32,3 +32,8 @@ def address_bytes(address: str) -> bytes:
     if text != text.lower() and text != text.upper() and checksum_address(raw) != "0x" + text:
         raise ValidationError(f"address checksum does not match: {address!r}")
     return raw
+
+
+def same_address(a: str, b: str) -> bool:
+    """Whether two address texts name the same account (case-insensitive)."""
+    return a.lower() == b.lower()

@@ -34,6 +34,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -88,6 +89,9 @@ from p2pinfer.verify.reports import (
 )
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
+
+if TYPE_CHECKING:
+    from p2pinfer.settle.slasher import Slasher
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +272,7 @@ class Verifier:
         self._nursery: trio.Nursery | None = None
         self._engine = trio.CapacityLimiter(1)  # one reference run at a time
         self._rechecks_send, self._rechecks = trio.open_memory_channel[JobOutcome](16)
+        self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
 
     # -- running ---------------------------------------------------------------
 
@@ -517,6 +522,13 @@ class Verifier:
 
     async def _slash(self, opened: OpenedReport) -> None:
         advert = self.net.catalog.advert_of(opened.provider)
+        if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
+            ad = advert.advert if advert is not None else None
+            done = await self.slasher.on_fraud(
+                opened.provider, ad.payee if ad else None, ad.payee_binding if ad else None,
+                opened.report.raw)
+            log.info("slash vote provider=%s %s", opened.provider, done)
+            return
         amount = advert.advert.stake if advert is not None else 0
         ledger = self.ledger
         assert ledger is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import strategies as st
 
 from p2pinfer.identity import NodeIdentity
@@ -21,6 +23,7 @@ from p2pinfer.protocol import (
     Metric,
     ModelOffer,
     Receipt,
+    SlashVote,
     WireMessage,
     output_hash,
     sign,
@@ -40,6 +43,9 @@ counts = st.integers(0, U32)
 job_ids = st.binary(min_size=16, max_size=16)
 sha256s = st.binary(min_size=32, max_size=32)
 peer_ids = st.sampled_from([CONSUMER.peer_id, PROVIDER.peer_id])
+
+
+addresses = st.binary(min_size=20, max_size=20)
 
 
 def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
@@ -75,7 +81,10 @@ adverts = st.builds(
     seq=millis,
     issued_at=millis,
     ttl_ms=millis,
-)
+).flatmap(lambda ad: st.one_of(
+    st.just(ad),
+    st.builds(lambda payee, binding: replace(ad, payee=payee, payee_binding=binding),
+              addresses, st.binary(min_size=65, max_size=65))))
 
 job_params = st.builds(
     JobParams,
@@ -171,6 +180,19 @@ def check_reports(draw: st.DrawFn) -> CheckReport:
     )
 
 
+slash_votes = st.builds(
+    SlashVote,
+    provider=st.just(PROVIDER.peer_id),
+    provider_payee=addresses,
+    amount=credits,
+    evidence=st.binary(min_size=32, max_size=32),
+    validator=addresses,
+    validator_binding=st.binary(min_size=65, max_size=65),
+    signature=st.binary(min_size=65, max_size=65),
+    issued_at=millis,
+)
+
+
 STRATEGIES: dict[str, st.SearchStrategy[WireMessage]] = {
     "advert": adverts,
     "job_request": job_requests(),
@@ -180,6 +202,7 @@ STRATEGIES: dict[str, st.SearchStrategy[WireMessage]] = {
     "job_result": job_results,
     "receipt": receipts,
     "check_report": check_reports(),
+    "slash_vote": slash_votes,
 }
 
 any_message: st.SearchStrategy[WireMessage] = st.one_of(*STRATEGIES.values())
