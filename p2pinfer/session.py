@@ -2,7 +2,10 @@
 
 `consumer_session` starts a libp2p host with the home's key, ledger and
 reputation table, joins through the bootstrap peers and yields a `JobClient`;
-everything stops when the block ends.
+everything stops when the block ends. With a chain (`--chain-rpc`/`--chain-contract`,
+or the chain of a `testnet up --chain` directory), the client pays through the home
+account's channels and reads providers' stake from the chain, as a node's does
+(docs/settlement.md).
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.config import parse_peer_addr
 from p2pinfer.net.job_types import ClientConfig, JobOutcome, TextDelta
 from p2pinfer.node import grant_faucet
-from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.protocol import ChatTurn, JobParams, Receipt
+from p2pinfer.protocol.codec import decode_as
+from p2pinfer.settle.account import account_of
+from p2pinfer.settle.node_stakes import watch_stakes
+from p2pinfer.settle.payer import PayerBook
+from p2pinfer.settle.stakes import StakeBook
+from p2pinfer.settle.wiring import reach_chain
 from p2pinfer.testnet import TESTNET_FAUCET
+from p2pinfer.testnet_chain import CONSUMER_HOME
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path
-
-CONSUMER_HOME = "consumer"  # inside a testnet directory
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class SessionConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     faucet: int = 0
     connect_timeout_s: float = 15.0
+    chain_rpc: str | None = None  # settlement on: both set (settle.wiring.ChainFlags)
+    chain_contract: str | None = None
 
 
 def session_config(
@@ -47,9 +57,14 @@ def session_config(
     *,
     client: ClientConfig = ClientConfig(),
     faucet: int = 0,
+    chain_rpc: str | None = None,
+    chain_contract: str | None = None,
 ) -> SessionConfig:
     """Where a consumer command runs from: with `--testnet DIR`, its live nodes are the
-    bootstrap peers and `DIR/consumer` the default home (granted testnet credit once)."""
+    bootstrap peers, `DIR/consumer` the default home (granted testnet credit once) and
+    its chain, if it has one, the chain to pay on unless one is given."""
+    if (chain_rpc is None) != (chain_contract is None):
+        raise UsageError("--chain-rpc and --chain-contract go together (or neither: no chain)")
     peers = list(bootstrap)
     if testnet_dir is not None:
         peers += [n.listen_addrs[0] for n in testnet.status(testnet_dir)
@@ -59,6 +74,9 @@ def session_config(
         if home is None:
             home = testnet_dir / CONSUMER_HOME
             faucet = faucet or TESTNET_FAUCET
+        spec = testnet.chain_of(testnet_dir)
+        if chain_rpc is None and spec is not None:
+            chain_rpc, chain_contract = spec.rpc, spec.channels
     if not peers:
         raise UsageError("no peer to join: pass --bootstrap /ip4/.../tcp/N/p2p/<PeerID> "
                          "or --testnet DIR")
@@ -66,7 +84,8 @@ def session_config(
         parse_peer_addr(addr)
     from p2pinfer.config import resolve_home
 
-    return SessionConfig(resolve_home(home), tuple(peers), client=client, faucet=faucet)
+    return SessionConfig(resolve_home(home), tuple(peers), client=client, faucet=faucet,
+                         chain_rpc=chain_rpc, chain_contract=chain_contract)
 
 
 @asynccontextmanager
@@ -75,11 +94,14 @@ async def consumer_session(config: SessionConfig) -> AsyncIterator[JobClient]:
     (PeerUnreachableError if none answers within connect_timeout_s)."""
     config.home.mkdir(parents=True, exist_ok=True)
     identity = identity_store.load_or_create(config.home)
+    chain = await reach_chain(config, identity)  # settlement: exit 15 if unreachable
     with Ledger.open(ledger_path(config.home), identity) as ledger, \
             ReputationBook.open(reputation_path(config.home)) as reputation:
         grant_faucet(ledger, identity, config.faucet)
+        payer = PayerBook(chain, account_of(identity), ledger) if chain else None
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap)
-        async with run_host(net_config) as net:
+        async with run_host(net_config) as net, trio.open_nursery() as nursery:
+            stakes = watch_stakes(StakeBook(chain), net, nursery) if chain else None
             wanted = {str(parse_peer_addr(a).peer_id.to_base58()) for a in config.bootstrap}
             with trio.move_on_after(config.connect_timeout_s):
                 while not wanted & set(net.peers()):
@@ -87,8 +109,11 @@ async def consumer_session(config: SessionConfig) -> AsyncIterator[JobClient]:
             if not wanted & set(net.peers()):
                 raise PeerUnreachableError(
                     f"could not reach any bootstrap peer within {config.connect_timeout_s:g} s")
-            yield JobClient(net, identity, ledger=ledger, reputation=reputation,
-                            config=config.client)
+            try:
+                yield JobClient(net, identity, ledger=ledger, reputation=reputation,
+                                config=config.client, payer=payer, stakes=stakes)
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,18 @@ async def ask(
         raise JobTimeoutError(f"no complete answer within {request.timeout_s:g} s") from exc
     assert job.outcome is not None
     return job.outcome
+
+
+def voucher_of(client: JobClient, outcome: JobOutcome) -> dict[str, object] | None:
+    """The voucher `outcome`'s receipt carried (settlement on): the cumulative owed to the
+    provider's account, the signer (this home's account) and its signature; else None."""
+    receipt = decode_as(outcome.receipt, Receipt).msg
+    if client.payer is None or receipt.cumulative is None or receipt.voucher is None:
+        return None
+    return {"cumulative": receipt.cumulative, "amount": receipt.amount,
+            "signer": client.payer.account.address,
+            "channels_contract": client.payer.chain.channels_address,
+            "chain_id": client.payer.chain.chain_id, "signature": "0x" + receipt.voucher.hex()}
 
 
 @dataclass(frozen=True)

@@ -194,10 +194,12 @@ def up(
     options: NodeOptions = NodeOptions(),
     node_args: dict[int, list[str]] | None = None,
     chain: bool = False,
+    unstaked: frozenset[int] = frozenset(),
 ) -> TestnetState:
     """Start `nodes` node processes in `directory` and wait until each listens.
     `node_args` adds flags to some nodes' command lines (by index). With `chain`, a
-    local chain starts first (see testnet_chain) and every node's account is funded."""
+    local chain starts first (see testnet_chain): every node's account and the consumer's
+are funded, providers (all but the `unstaked` indexes) lock stake, channels open."""
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")
     directory = directory.resolve()
@@ -214,8 +216,9 @@ def up(
         homes = [directory / f"node{i}" for i in range(nodes)]
         chain_args: list[str] = []
         if chain:
-            chain_args = _start_chain(state, homes, [] if backend == "none" else homes,
-                                      start_timeout_s)
+            providers = [] if backend == "none" else homes
+            stakers = [h for i, h in enumerate(providers) if i not in unstaked]
+            chain_args = _start_chain(state, homes, providers, stakers, start_timeout_s)
         bootstrap: str | None = None
         for i in range(nodes):
             home = homes[i]
@@ -237,13 +240,14 @@ def up(
 
 
 def _start_chain(state: TestnetState, homes: list[Path], providers: list[Path],
-                 timeout_s: float) -> list[str]:
-    """Start the chain process funding every home's account, lock the providers' stake;
-    the flags that point the nodes at it."""
+                 stakers: list[Path], timeout_s: float) -> list[str]:
+    """Start the chain process funding every home's account and the consumer's, lock the
+    stakers' stake, open the channels; the flags that point the nodes at the chain."""
     chain_dir = Path(state.dir) / testnet_chain.CHAIN_DIR
     (chain_dir / testnet_chain.DEPLOYMENT_FILE).unlink(missing_ok=True)
-    grant = testnet_chain.CONSUMER_CREDITS + testnet_chain.PROVIDER_STAKE
-    fund = [(address, grant) for address in testnet_chain.node_addresses(homes)]
+    payers = [*homes, Path(state.dir) / testnet_chain.CONSUMER_HOME]
+    fund = list(zip(testnet_chain.node_addresses(payers),
+                    testnet_chain.grants(payers, stakers, providers), strict=True))
     pid = _spawn(testnet_chain.chain_command(chain_dir, fund), chain_dir, "chain.log")
     state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc="", channels="")
     state.save()
@@ -251,7 +255,8 @@ def _start_chain(state: TestnetState, homes: list[Path], providers: list[Path],
     state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc=str(data["rpc"]),
                             channels=str(data["channels"]))
     state.save()
-    testnet_chain.lock_stake(state.chain, providers, testnet_chain.PROVIDER_STAKE)
+    testnet_chain.lock_stake(state.chain, stakers, testnet_chain.PROVIDER_STAKE)
+    testnet_chain.open_channels(state.chain, payers, providers, testnet_chain.CHANNEL_DEPOSIT)
     return testnet_chain.chain_node_args(state.chain)
 
 

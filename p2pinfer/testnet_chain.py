@@ -3,9 +3,13 @@
 `p2pinfer chain serve` runs as one more process in `DIR/chain/` (log `chain.log`,
 deployment `deployment.json`), stopped by `testnet down` like the nodes. Every
 node's chain account (derived from its key, created here before the node starts)
-is funded at chain start; each provider then locks stake through the wallet's own
-code path, and the nodes get `--chain-rpc` / `--chain-contract` when `p2pinfer node`
-has those flags.
+and the testnet consumer's (`DIR/consumer`, the home of `ask --testnet DIR`) is
+funded at chain start; each provider then locks stake and every node and the
+consumer deposit CHANNEL_DEPOSIT into a channel to every other provider, through the
+wallet's own code path, so that jobs are paid from the first one. The grants are
+sized so that every account holds CONSUMER_CREDITS free afterwards. The nodes get
+`--chain-rpc` / `--chain-contract` and redeem at least every REDEEM_MAX_INTERVAL_S
+(`--redeem-max-interval`) so that redemptions show within seconds.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from p2pinfer import identity
 from p2pinfer.errors import TestnetError
 
 CHAIN_DIR = "chain"
+CONSUMER_HOME = "consumer"  # the home of `ask --testnet DIR`, inside DIR
 DEPLOYMENT_FILE = "deployment.json"
 CONSUMER_CREDITS = 1_000 * 10**6  # units every node gets to deposit into channels
 PROVIDER_STAKE = 100 * 10**6  # units every provider locks as stake
+CHANNEL_DEPOSIT = 100 * 10**6  # units each node and the consumer deposit per provider
+REDEEM_MAX_INTERVAL_S = 20.0  # testnet nodes redeem what they hold at least this often
 
 
 @dataclass
@@ -83,6 +90,28 @@ def wait_for_deployment(directory: Path, pid: int, timeout_s: float,
                        f"see {directory}/chain.log")
 
 
+def grants(homes: list[Path], stakers: list[Path], providers: list[Path]) -> list[int]:
+    """What each home is funded with: CONSUMER_CREDITS free once it has locked its stake
+    (stakers) and deposited into a channel to every provider other than itself."""
+    return [CONSUMER_CREDITS + (PROVIDER_STAKE if home in stakers else 0)
+            + CHANNEL_DEPOSIT * sum(1 for p in providers if p != home) for home in homes]
+
+
+def open_channels(spec: ChainSpec, payers: list[Path], providers: list[Path],
+                  units: int) -> None:
+    """Each payer home deposits `units` into a channel to every provider home but itself,
+    as `p2pinfer wallet deposit` does."""
+    from p2pinfer.settle import wallet
+
+    target = wallet.resolve_target(None, None, spec.deployment_file)
+    addresses = dict(zip(providers, node_addresses(providers), strict=True))
+    for home in payers:
+        client = wallet.connect(target, wallet.load_account(None, home))
+        for provider, address in addresses.items():
+            if provider != home:
+                client.deposit(address, units)
+
+
 def lock_stake(spec: ChainSpec, homes: list[Path], units: int) -> None:
     """Each home's account locks `units` of stake, as `p2pinfer wallet stake` does."""
     from p2pinfer.settle import wallet
@@ -96,4 +125,5 @@ def chain_node_args(spec: ChainSpec) -> list[str]:
     """The flags that point a node at the testnet's chain (none if the node lacks them)."""
     if not node_accepts_chain_flags():
         return []
-    return ["--chain-rpc", spec.rpc, "--chain-contract", spec.channels]
+    return ["--chain-rpc", spec.rpc, "--chain-contract", spec.channels,
+            "--redeem-max-interval", f"{REDEEM_MAX_INTERVAL_S:g}"]

@@ -15,7 +15,7 @@ from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.cli.node_cmds import setup_logging
 from p2pinfer.net.job_types import ClientConfig, JobOutcome, TextDelta
 from p2pinfer.protocol import JobParams
-from p2pinfer.session import AskRequest, ask, consumer_session, session_config
+from p2pinfer.session import AskRequest, ask, consumer_session, session_config, voucher_of
 
 BootstrapOption = Annotated[list[str] | None, typer.Option(
     "--bootstrap", help="Peer to join through, /ip4/.../tcp/N/p2p/<PeerID> (repeatable).")]
@@ -23,8 +23,17 @@ TestnetOption = Annotated[Path | None, typer.Option(
     "--testnet", help="Join the local testnet in DIR (its consumer home: DIR/consumer).")]
 
 
-def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
-    """The one object `ask --json` prints."""
+ChainRpcOption = Annotated[str | None, typer.Option(
+    "--chain-rpc", envvar="P2PINFER_CHAIN_RPC",
+    help="EVM JSON-RPC URL to pay on through channels (docs/settlement.md); default: the "
+         "--testnet's chain, if it has one, else no chain.")]
+ChainContractOption = Annotated[str | None, typer.Option(
+    "--chain-contract", envvar="P2PINFER_CHAIN_CONTRACT",
+    help="Address of the Channels contract on --chain-rpc.")]
+
+
+def outcome_json(outcome: JobOutcome, voucher: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one object `ask --json` prints (`voucher`: with settlement, else null)."""
     return {
         "text": outcome.text,
         "model": outcome.model,
@@ -46,6 +55,7 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
         "found_via": outcome.found_via,
         "ttft_ms": round(outcome.ttft_ms, 1),
         "total_ms": round(outcome.total_ms, 1),
+        "voucher": voucher,
     }
 
 
@@ -74,6 +84,8 @@ def ask_cmd(
         "directly connected peers): checks that the model can be found by lookup.")] = False,
     faucet: Annotated[int, typer.Option(
         "--faucet", help="Testnet credit granted to this home once (micro-credits).")] = 0,
+    chain_rpc: ChainRpcOption = None,
+    chain_contract: ChainContractOption = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "WARNING",
 ) -> None:
     """Ask the network: the answer on stdout, who served it and what it cost on stderr."""
@@ -82,7 +94,7 @@ def ask_cmd(
         home, bootstrap or (), testnet_dir,
         client=ClientConfig(max_price_per_1k=max_price, min_stake=min_stake, dht_only=dht_only,
                             discovery_timeout_s=min(discovery_timeout, timeout / 2)),
-        faucet=faucet)
+        faucet=faucet, chain_rpc=chain_rpc, chain_contract=chain_contract)
     request = AskRequest(model, prompt, system, JobParams(
         max_tokens=max_tokens, temperature=temperature, seed=seed), timeout)
 
@@ -94,13 +106,14 @@ def ask_cmd(
         sys.stdout.write(delta.text)
         sys.stdout.flush()
 
-    async def main() -> JobOutcome:
+    async def main() -> tuple[JobOutcome, dict[str, Any] | None]:
         async with consumer_session(config) as client:
-            return await ask(client, request, on_delta)
+            outcome = await ask(client, request, on_delta)
+            return outcome, voucher_of(client, outcome)
 
-    outcome = trio.run(main)
+    outcome, voucher = trio.run(main)
     if as_json:
-        print(json.dumps(outcome_json(outcome)))
+        print(json.dumps(outcome_json(outcome, voucher)))
         return
     if stream:
         print()
@@ -110,6 +123,9 @@ def ask_cmd(
     print(f"served by {outcome.provider} · job {outcome.job_id} · "
           f"{outcome.prompt_tokens}+{outcome.completion_tokens} tokens · "
           f"charged {outcome.charged} micro-credits{failed}", file=sys.stderr)
+    if voucher is not None:
+        print(f"paid by voucher: cumulative {voucher['cumulative']} micro-credits, signed by "
+              f"{voucher['signer']}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

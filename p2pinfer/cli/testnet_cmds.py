@@ -74,11 +74,17 @@ def up(
     build: BuildOption = True,
     chain: Annotated[bool, typer.Option(
         "--chain/--no-chain", help="Also run a local chain (`p2pinfer chain serve`), fund "
-        "every node's chain account and lock the providers' stake.")] = False,
+        "every node's chain account and the consumer's, lock the providers' stake and open "
+        "a channel from each to every provider.")] = False,
+    unstaked: Annotated[list[int] | None, typer.Option(
+        "--unstaked", help="With --chain: PEER_INDEX of a provider that locks no stake "
+        "(repeatable).")] = None,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
     if docker and chain:
         raise UsageError("--chain runs with the process testnet only, not --docker")
+    if unstaked and not chain:
+        raise UsageError("--unstaked needs --chain (stake is locked on the chain)")
     if docker:
         docker_cmds.up(nodes, project, image, gateway_port, build, timeout)
         return
@@ -87,7 +93,8 @@ def up(
         parse_fault(kind)
     testnet.up(directory, nodes, backend=backend, models=models or [], faults=faults,
                gateway=gateway, start_timeout_s=timeout or 120.0,
-               options=testnet.NodeOptions(benchmark=benchmark), chain=chain)
+               options=testnet.NodeOptions(benchmark=benchmark), chain=chain,
+               unstaked=frozenset(unstaked or ()))
     _print_status(directory, as_json=False)
 
 

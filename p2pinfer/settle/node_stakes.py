@@ -87,14 +87,21 @@ async def start_stakes(
         return slasher.take(message.data) == ""  # only votes this node keeps are relayed
 
     await net.subscribe(SLASH_TOPIC, validator=admit)
+    watch_stakes(book, net, nursery)
+    nursery.start_soon(slasher.run)
+    own = OwnAccount.of(identity)
+    return StakeServices(book, slasher, ChainWeights(chain, own), own)
+
+
+def watch_stakes(book: StakeBook, net: NetHost, nursery: trio.Nursery) -> StakeBook:
+    """Run `book` in `nursery`, reading the stake of every provider `net` has an advert of
+    (a node's stake services, and a consumer session's `--min-stake` check)."""
     def providers() -> list[PeerClaim]:
         adverts = (net.catalog.advert_of(p) for p in net.catalog.peer_ids())
         return [(a.signer, a.advert.payee, a.advert.payee_binding) for a in adverts if a]
 
     nursery.start_soon(partial(book.run, watch=providers))
-    nursery.start_soon(slasher.run)
-    own = OwnAccount.of(identity)
-    return StakeServices(book, slasher, ChainWeights(chain, own), own)
+    return book
 
 
 def with_payee(build: Callable[[], Advert], stakes: StakeServices | None) -> Callable[[], Advert]:

@@ -1,7 +1,8 @@
 """The provider's redeemer: turns held vouchers into tokens with `redeem_many`, when it
 is worth the gas or a reclaim is near (docs/settlement.md, "Node side").
 
-Policy (`RedeemPolicy`, checked every `check_every_s`): take the channels whose
+Policy (`RedeemPolicy`, checked every `check_every_s`, or every half `max_interval_s`
+when that is shorter, as on a testnet): take the channels whose
 newest held voucher is above what the chain redeemed, largest first, at most
 `max_batch` (64, the contract's limit) in one transaction, and redeem them when
 
@@ -150,4 +151,4 @@ class Redeemer:
                 await self.book.refresh()
                 continue
             delay = self.policy.backoff_s
-            await trio.sleep(self.policy.check_every_s)
+            await trio.sleep(min(self.policy.check_every_s, self.policy.max_interval_s / 2))
