@@ -56,6 +56,19 @@ class Balances:
     channels: tuple[ChannelView, ...]
 
 
+@dataclass(frozen=True)
+class Redemption:
+    """One `Redeemed` event: a voucher's new amount and its split (units)."""
+
+    block: int
+    consumer: str
+    amount: int
+    provider_share: int
+    pool_share: int
+    burned: int
+    treasury_share: int
+
+
 class ChainClient:
     """The settlement contracts as seen by one account."""
 
@@ -171,6 +184,21 @@ class ChainClient:
                 argument_filters={"consumer": self.account.address}, from_block=0)
             seen = dict.fromkeys(str(e["args"]["provider"]) for e in events)
         return list(seen)
+
+    def total_supply(self) -> int:
+        """The credit token's totalSupply (redemptions burn a share of each, slashes all)."""
+        return int(self._read("reading the total supply", self.token.functions.totalSupply()))
+
+    def redemptions(self, provider: str, from_block: int = 0) -> list[Redemption]:
+        """The `Redeemed` events paying `provider` since `from_block`, oldest first."""
+        with chain_errors(self.rpc, "reading redemptions"):
+            events = self.channels.events.Redeemed().get_logs(
+                argument_filters={"provider": checksum(provider)}, from_block=from_block)
+        return [Redemption(
+            block=int(e["blockNumber"]), consumer=str(e["args"]["consumer"]),
+            amount=int(e["args"]["amount"]), provider_share=int(e["args"]["provider_share"]),
+            pool_share=int(e["args"]["pool_share"]), burned=int(e["args"]["burned"]),
+            treasury_share=int(e["args"]["treasury_share"])) for e in events]
 
     def balances(self) -> Balances:
         """Ether, credits, locked and unbonding stake, and the channels this account funds."""
