@@ -1,5 +1,6 @@
-"""scripts/demo does the main job: a 3-node testnet answers, names its provider and price,
-and is stopped afterwards."""
+"""scripts/demo does the main job: a 3-node testnet with its local chain answers, names its
+provider and price, shows the job paid on chain (channel deposit, voucher, redemption
+split, totalSupply), and is stopped afterwards."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def test_the_demo_asks_a_three_node_testnet_and_stops_it(tmp_path: Path) -> None
     assert "The capital of France is Paris." in out
     assert "served by  node" in out and "micro-credits" in out and "charge job" in out
     assert "stopped 3 node(s)" in out
+    assert "deposit 100000000 micro-credits (100.000000 credits) on chain" in out
+    assert "(the consumer)" in out and "voucher    cumulative" in out
+    # The provider redeems within 20 s (+ a 10 s check); the demo waits up to 60 s.
+    assert "provider" in out.split("redeemed   ", 2)[-1] and "burned" in out, out
+    assert "supply     totalSupply" in out
     [directory] = list(tmp_path.glob("p2pinfer-demo.*"))
     assert not (directory / "testnet.json").exists()
     for home in sorted(directory.glob("node*")):
