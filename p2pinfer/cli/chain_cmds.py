@@ -72,5 +72,45 @@ def serve(
     trio.run(serve_chain, options)
 
 
+@chain_app.command("deploy")
+def deploy(
+    rpc: Annotated[str, typer.Option("--rpc", envvar="P2PINFER_CHAIN_RPC",
+                                     help="JSON-RPC URL of the chain to deploy on.")],
+    deployment: Annotated[Path, typer.Option(
+        "--deployment", help="Write the deployment JSON (rpc, chain_id, credit, stake, "
+        "channels) here; `wallet --deployment` and testnets read it.")],
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="Node key file whose chain account deploys and pays the gas "
+        "(default: the key in --home).")] = None,
+    home: Annotated[Path | None, typer.Option("--home", help="Node home (for its key).")
+                    ] = None,
+    preset: Annotated[str, typer.Option("--preset", help="Split preset: seed | bme.")
+                      ] = "seed",
+    treasury: Annotated[str | None, typer.Option(
+        "--treasury", help="Treasury address (default: the deploying account).")] = None,
+    slash_threshold: Annotated[int, typer.Option(
+        "--slash-threshold", min=1, max=16, help="Validator signatures a slash needs.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the deployment as JSON.")
+                       ] = False,
+) -> None:
+    """Deploy Credit, Stake and Channels from this node's chain account (it receives the
+    initial supply and pays the gas). The contracts have no owner: what is deployed is
+    final. Point nodes at the result with --chain-rpc and --chain-contract CHANNELS."""
+    import json
+
+    from p2pinfer.settle.deploy import deploy_to
+    from p2pinfer.settle.wallet import load_account
+
+    done = deploy_to(rpc, load_account(key, home), preset=preset, treasury=treasury,
+                     slash_threshold=slash_threshold)
+    record = {**json.loads(done.to_json()), "rpc": rpc}  # as `chain serve` writes it
+    deployment.write_text(json.dumps(record, sort_keys=True) + "\n")
+    if as_json:
+        typer.echo(json.dumps(record))
+    else:
+        typer.echo(f"deployed on chain {done.chain_id}: channels={done.channels} "
+                   f"credit={done.credit} stake={done.stake} (written to {deployment})")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(chain_app, name="chain")

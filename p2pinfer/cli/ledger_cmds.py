@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,14 +123,53 @@ def ledger(
         bool, typer.Option("--verify", help="Walk the hash chain and check every signature.")
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Recent entries to show.")] = 20,
+    chain_rpc: Annotated[str | None, typer.Option(
+        "--chain-rpc", envvar="P2PINFER_CHAIN_RPC",
+        help="With --verify: also reconcile the voucher journal with this chain.")] = None,
+    chain_contract: Annotated[str | None, typer.Option(
+        "--chain-contract", envvar="P2PINFER_CHAIN_CONTRACT",
+        help="The Channels contract on --chain-rpc.")] = None,
 ) -> None:
-    """Show balances and recent entries, or verify the ledger (exit 11 on the first bad entry)."""
+    """Show balances and recent entries, or verify the ledger (exit 11 on the first bad
+    entry); with a chain, --verify also reconciles the journal with it (exit 11 on a
+    mismatch)."""
     h = resolve_home(home)
     with Ledger.open(ledger_path(h)) as led:
         if verify:
-            _verify(led, h, as_json)
+            _verify(led, h, as_json and chain_rpc is None)
+            if chain_rpc is not None:
+                _reconcile(led, h, _ChainFlags(chain_rpc, chain_contract), as_json)
         else:
             _show(led, limit, as_json)
+
+
+@dataclass(frozen=True)
+class _ChainFlags:
+    chain_rpc: str | None
+    chain_contract: str | None
+
+
+def _reconcile(ledger: Ledger, home: Path, flags: _ChainFlags, as_json: bool) -> None:
+    # The chain client (web3) is imported only by commands that use it.
+    from p2pinfer.settle.reconcile import reconcile
+    from p2pinfer.settle.wiring import connect_chain
+
+    chain = connect_chain(flags, identity.load(home))
+    outcome = reconcile(ledger.entries(), chain)
+    if as_json:
+        typer.echo(json.dumps({
+            "ok": outcome.ok, "channels": outcome.channels, "redemptions": outcome.redemptions,
+            "other_contracts": outcome.other_contracts,
+            "mismatches": [{"consumer": m.consumer, "provider": m.provider, "reason": m.reason}
+                           for m in outcome.mismatches]}))
+    if not outcome.ok:
+        first = outcome.mismatches[0]
+        raise LedgerIntegrityError(
+            f"journal and chain disagree on channel {first.consumer} -> {first.provider}: "
+            f"{first.reason} ({len(outcome.mismatches)} mismatch(es))")
+    if not as_json:
+        typer.echo(f"chain ok: {outcome.channels} channels and {outcome.redemptions} "
+                   f"redemptions match the journal")
 
 
 def _peer_json(rec: R.PeerReputation, now_ms: int) -> dict[str, Any]:

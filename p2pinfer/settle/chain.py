@@ -15,6 +15,7 @@ from typing import Any
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import TransactionNotFound
 from web3.providers.rpc import HTTPProvider
 
 from p2pinfer.errors import ChainFundsError, ChainUnreachableError, UsageError
@@ -142,6 +143,15 @@ class ChainClient:
         deposit, redeemed, reclaim_at = self._read("reading a channel", (
             self.channels.functions.channel(checksum(consumer), checksum(provider))))
         return ChannelState(int(deposit), int(redeemed), int(reclaim_at))
+
+    def transaction_succeeded(self, tx_hash: str) -> bool | None:
+        """Whether a mined transaction succeeded (None: the chain does not know it)."""
+        with chain_errors(self.rpc, "reading a transaction receipt"):
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+        return int(receipt["status"]) == 1
 
     def stake_of(self, account: str) -> int:
         return int(self._read("reading a stake",

@@ -29,6 +29,7 @@ from p2pinfer.market.split import (
     preset_named,
 )
 from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE
+from p2pinfer.settle.account import ChainAccount
 from p2pinfer.settle.artifacts import load_artifacts
 
 #: The founding document's supply: 1,000,000,000 credits at most, 100,000,000 issued.
@@ -149,3 +150,17 @@ def deploy_all(
         list(split), reclaim_timeout_s, epoch_s,
     )
     return Deployment(chain_id=w3.eth.chain_id, credit=credit, stake=stake, channels=channels)
+
+
+def deploy_to(rpc: str, account: ChainAccount, **params: Any) -> Deployment:
+    """`deploy_all` on the chain at `rpc` from `account` (a node's derived account: it
+    signs locally and pays the gas); chain errors mapped as everywhere
+    (`settle.transact.chain_errors`)."""
+    from eth_account import Account
+    from web3.providers.rpc import HTTPProvider
+
+    from p2pinfer.settle.transact import chain_errors
+
+    w3 = Web3(HTTPProvider(rpc, request_kwargs={"timeout": 30}))
+    with chain_errors(rpc, "deploying the contracts"):
+        return deploy_all(w3, Account.from_key(account.private_key), **params)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from eth_utils.crypto import keccak
 from typer.testing import CliRunner
 
 from p2pinfer import identity
@@ -180,3 +181,39 @@ def test_a_bad_amount_is_a_usage_error(chain: dict[str, Any], tmp_path: Path) ->
     identity.create(home)
     assert wallet(chain, home, "deposit", PROVIDER, "0.0000001")[0] == 2
     assert wallet(chain, home, "deposit", "12D3KooWNotAnAddress", "1")[0] == 2
+
+
+def test_chain_deploy_puts_a_working_set_of_contracts_on_a_chain_from_a_node_account(
+        chain: dict[str, Any], tmp_path: Path) -> None:
+    # How an operator starts a real network: deploy from the node's own account, then
+    # point nodes at the new Channels contract. Here on the test chain, second set.
+    home = funded_home(chain, tmp_path, "deployer", "1")
+    out_file = tmp_path / "mine.json"
+    result = CliRunner().invoke(app, [
+        "chain", "deploy", "--rpc", chain["rpc"], "--home", str(home), "--deployment",
+        str(out_file), "--preset", "bme", "--json"], env={"COLUMNS": "200"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    mine = json.loads(result.stdout)
+    assert mine["channels"] != chain["channels"] and mine["chain_id"] == chain["chain_id"]
+    assert json.loads(out_file.read_text())["channels"] == mine["channels"]
+    for name in ("credit", "stake", "channels"):
+        assert len(rpc(chain, "eth_getCode", mine[name], "latest")) > 2
+    # The new contracts are the BME split, and the deployer holds the initial supply.
+    split = [rpc(chain, "eth_call", {"to": mine["channels"], "data": "0x" + (
+        keccak(text="split_bps(uint256)")[:4] + i.to_bytes(32, "big")).hex()}, "latest")
+        for i in range(4)]
+    assert [int(x, 16) for x in split] == [2500, 1000, 5000, 1500]
+    deployer = account_of(identity.load(home)).address
+    code, out, err = wallet({**chain, "file": str(out_file)}, home)
+    assert code == 0, err
+    assert out["address"] == deployer and out["credits"]["units"] == 100_000_000 * 10**6
+
+
+def test_chain_deploy_with_no_ether_for_gas_exits_16(chain: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    home = tmp_path / "poor"
+    identity.create(home)
+    result = CliRunner().invoke(app, [
+        "chain", "deploy", "--rpc", chain["rpc"], "--home", str(home), "--deployment",
+        str(tmp_path / "x.json")], env={"COLUMNS": "200"})
+    assert isinstance(result.exception, P2PInferError) and result.exception.exit_code == 16

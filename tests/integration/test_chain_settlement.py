@@ -15,14 +15,17 @@ import trio
 
 from p2pinfer.errors import InsufficientCreditError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.channel_entries import RedeemedClaim, RedemptionBody
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.job_server import JobServerConfig
 from p2pinfer.protocol import JobParams
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.chain import ChainClient
 from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
+from p2pinfer.settle.reconcile import reconcile
 from p2pinfer.settle.redeemer import Redeemer, RedeemPolicy
 from tests.integration.job_helpers import (
     FAKE_MODEL,
@@ -100,6 +103,20 @@ async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
                                provider_acct)
             assert state.redeemed == charged
             ledger.verify_or_raise()
+
+            # `ledger --verify --chain-rpc`: the journal and the chain tell one story...
+            checked = await call(reconcile, ledger.entries(), provider_chain)
+            assert checked.ok and (checked.channels, checked.redemptions) == (1, 1)
+            # ...and a journaled redemption the chain never mined is caught.
+            ledger.record_settlement(RedemptionBody(
+                redemption_channels := bytes.fromhex(channels[2:]), bytes.fromhex(
+                    provider_acct[2:]), "0x" + "ab" * 32, 1, 21_000, (RedeemedClaim(
+                        bytes.fromhex(account_of(consumer_id).address[2:]), charged + 7, 7),)))
+            assert redemption_channels == address_bytes(channels)
+            forged = await call(reconcile, ledger.entries(), provider_chain)
+            assert [m.reason for m in forged.mismatches] == [
+                f"the journal records redemptions up to {charged + 7} units, the chain only "
+                f"{charged}", f"redemption 0x{'ab' * 32} is not on the chain"]
 
             net2, broke, _ = await start_consumer(
                 stack, tmp_path / "b", bootstrap, identity=broke_id,
