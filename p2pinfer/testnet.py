@@ -202,6 +202,8 @@ def up(
 are funded, providers (all but the `unstaked` indexes) lock stake, channels open."""
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")
+    if any(not 0 <= i < nodes for i in unstaked):
+        raise UsageError(f"--unstaked takes node indexes 0..{nodes - 1}")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / STATE_FILE).exists():

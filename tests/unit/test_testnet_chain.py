@@ -39,3 +39,11 @@ def test_chain_flags_go_together(tmp_path: Path) -> None:
         session_config(tmp_path, ["/ip4/127.0.0.1/tcp/1/p2p/"
                                   "12D3KooWBsVJgWTNzEkphUhBTreqg3ZmQ588yNVXgdQXKujPwbUc"],
                        None, chain_rpc="http://127.0.0.1:1")
+
+
+def test_unstaked_indexes_must_name_nodes(tmp_path: Path) -> None:
+    from p2pinfer import testnet
+
+    with pytest.raises(UsageError, match="--unstaked"):
+        testnet.up(tmp_path, 2, chain=True, unstaked=frozenset({2}))
+    assert not (tmp_path / "testnet.json").exists()
