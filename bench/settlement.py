@@ -2,8 +2,9 @@
 share of revenue, and time to first token with settlement on vs off.
 
 Run from the repository root:  python bench/settlement.py [--jobs 200] [--block 10]
-    [--consumers 1,10,64] [--gas-gwei 1,30,0.01] [--credits-per-eth 1e6,1e4,1e3]
-    [--sim-hours 48] [--provider-jobs-per-s 0.5] [--skip-gas] [--skip-ttft]
+    [--gaps-ms 0,50] [--redeem-every-s 5] [--consumers 1,10,64] [--gas-gwei 1,30,0.01]
+    [--credits-per-eth 1e6,1e4,1e3] [--sim-hours 48] [--provider-jobs-per-s 0.5]
+    [--skip-gas] [--skip-ttft]
 Writes bench/results/settlement.json and prints a summary; a few minutes in all.
 
 1. Gas (py-evm through eth-tester, contracts from deploy_all, seed split): C consumers
