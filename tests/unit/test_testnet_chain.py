@@ -32,6 +32,7 @@ def test_nodes_redeem_often_on_a_testnet(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(testnet_chain, "node_accepts_chain_flags", lambda: True)
     args = testnet_chain.chain_node_args(ChainSpec(1, "d", "http://127.0.0.1:1", "0xC"))
     assert args[args.index("--redeem-max-interval") + 1] == "20"
+    assert args[args.index("--redeem-gas-multiple") + 1] == "0"
 
 
 def test_chain_flags_go_together(tmp_path: Path) -> None:

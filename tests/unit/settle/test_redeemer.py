@@ -105,13 +105,27 @@ async def test_a_near_reclaim_forces_a_redemption_whatever_the_gas(provider: Pro
     assert body is not None and body.amount == 10
 
 
-async def test_the_max_interval_redeems_whatever_is_owed(provider: Provider) -> None:
-    await provider.paid([10])
+async def test_the_max_interval_redeems_what_is_owed_once_it_covers_the_gas(
+        provider: Provider) -> None:
+    # 2e8 units at 60 %: 1.2e14 wei, over the 7.8e13 wei of gas at 1 gwei but not 10x it.
+    await provider.paid([200_000_000])
     clock = [0.0]
     r = redeemer(provider, RedeemPolicy(max_interval_s=3600), clock=clock)
     assert await r.step() is None
     clock[0] = 3600.0
     assert await r.step() is not None
+
+
+async def test_the_max_interval_never_redeems_at_a_loss(provider: Provider) -> None:
+    # bench/settlement.py: the interval alone redeemed 0.0004-credit jobs at 18-276x
+    # their value in gas. 10 units are worth 6e6 wei; the transaction 7.8e13.
+    await provider.paid([10])
+    clock = [3600.0 * 24]
+    assert await redeemer(provider, RedeemPolicy(max_interval_s=3600), clock=clock
+                          ).step() is None
+    # A testnet, where gas is free, redeems regardless (--redeem-gas-multiple 0).
+    assert await redeemer(provider, RedeemPolicy(gas_multiple=0), clock=clock
+                          ).step() is not None
 
 
 async def test_each_redemption_is_journaled_and_the_ledger_verifies(provider: Provider) -> None:
