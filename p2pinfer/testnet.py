@@ -242,8 +242,7 @@ def _start_chain(state: TestnetState, homes: list[Path], providers: list[Path],
     the flags that point the nodes at it."""
     chain_dir = Path(state.dir) / testnet_chain.CHAIN_DIR
     (chain_dir / testnet_chain.DEPLOYMENT_FILE).unlink(missing_ok=True)
-    grant = testnet_chain.CONSUMER_CREDITS + testnet_chain.PROVIDER_STAKE
-    fund = [(address, grant) for address in testnet_chain.node_addresses(homes)]
+    fund = testnet_chain.funding(testnet_chain.node_addresses(homes))
     pid = _spawn(testnet_chain.chain_command(chain_dir, fund), chain_dir, "chain.log")
     state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc="", channels="")
     state.save()

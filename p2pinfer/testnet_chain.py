@@ -24,6 +24,8 @@ CHAIN_DIR = "chain"
 DEPLOYMENT_FILE = "deployment.json"
 CONSUMER_CREDITS = 1_000 * 10**6  # units every node gets to deposit into channels
 PROVIDER_STAKE = 100 * 10**6  # units every provider locks as stake
+#: What the chain grants every node's account at start: enough to deposit and to stake.
+NODE_GRANT = CONSUMER_CREDITS + PROVIDER_STAKE
 
 
 @dataclass
@@ -55,15 +57,25 @@ def node_addresses(homes: list[Path]) -> list[str]:
     return [account_of(identity.load_or_create(home)).address for home in homes]
 
 
-def chain_command(directory: Path, fund: list[tuple[str, int]]) -> list[str]:
-    """`p2pinfer chain serve` on a free loopback port, funding `fund` (address, units)."""
+def funding(addresses: list[str]) -> list[tuple[str, int]]:
+    """(address, units) for every node's account: each gets NODE_GRANT."""
+    return [(address, NODE_GRANT) for address in addresses]
+
+
+def fund_args(fund: list[tuple[str, int]]) -> list[str]:
+    """`--fund ADDRESS=CREDITS` flags of `p2pinfer chain serve` for `fund` (address, units)."""
     from p2pinfer.settle.units import units_to_credits
 
-    cmd = [sys.executable, "-m", "p2pinfer", "chain", "serve", "--host", "127.0.0.1",
-           "--port", "0", "--deployment", str(directory / DEPLOYMENT_FILE)]
+    args: list[str] = []
     for address, units in fund:
-        cmd += ["--fund", f"{address}={units_to_credits(units)}"]
-    return cmd
+        args += ["--fund", f"{address}={units_to_credits(units)}"]
+    return args
+
+
+def chain_command(directory: Path, fund: list[tuple[str, int]]) -> list[str]:
+    """`p2pinfer chain serve` on a free loopback port, funding `fund` (address, units)."""
+    return [sys.executable, "-m", "p2pinfer", "chain", "serve", "--host", "127.0.0.1",
+            "--port", "0", "--deployment", str(directory / DEPLOYMENT_FILE), *fund_args(fund)]
 
 
 def wait_for_deployment(directory: Path, pid: int, timeout_s: float,
