@@ -23,7 +23,6 @@ from p2pinfer.cli.testnet_docker_cmds import (
     ProjectOption,
     ShowKeyOption,
 )
-from p2pinfer.errors import UsageError
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.testnet_docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
 
@@ -73,14 +72,13 @@ def up(
     gateway_port: GatewayPortOption = DEFAULT_GATEWAY_PORT,
     build: BuildOption = True,
     chain: Annotated[bool, typer.Option(
-        "--chain/--no-chain", help="Also run a local chain (`p2pinfer chain serve`), fund "
-        "every node's chain account and lock the providers' stake.")] = False,
+        "--chain/--no-chain", help="Also run a local chain (`p2pinfer chain serve`; with "
+        "--docker in its own container), fund every node's chain account and lock the "
+        "providers' stake.")] = False,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
-    if docker and chain:
-        raise UsageError("--chain runs with the process testnet only, not --docker")
     if docker:
-        docker_cmds.up(nodes, project, image, gateway_port, build, timeout)
+        docker_cmds.up(nodes, project, image, gateway_port, build, timeout, chain)
         return
     faults = testnet.parse_faults(fault or [], nodes)
     for kind in faults.values():
