@@ -15,6 +15,7 @@ from rich.table import Table
 
 from p2pinfer import testnet_docker
 from p2pinfer.errors import TestnetError
+from p2pinfer.testnet_docker_chain import DEPLOYMENT
 
 DockerOption = Annotated[bool, typer.Option(
     "--docker", help="Nodes in Docker containers (docker/compose.yaml) instead of processes.")]
@@ -66,9 +67,9 @@ def up(nodes: int, project: str, image: str, gateway_port: int, build: bool,
     print_status(project, as_json=False)
     if net.chain is not None:
         print(f"chain rpc={net.chain.rpc} channels={net.chain.channels} (container "
-              f"{net.chain.container}; every node funded, providers' stake locked; "
-              f"`p2pinfer wallet --chain-rpc {net.chain.rpc} --chain-contract "
-              f"{net.chain.channels} --home HOME`)")
+              f"{net.chain.container}; every node funded, providers' stake locked; a node's "
+              "account: `docker exec CONTAINER p2pinfer wallet --deployment "
+              f"{DEPLOYMENT}`)")
     if net.gateway_url:
         print(f"gateway {net.gateway_url} (API key: `p2pinfer testnet status --docker "
               f"--project {project} --api-key`); ask:")
