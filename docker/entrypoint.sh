@@ -28,6 +28,12 @@
 #                            empty: every model the backend has)
 #   P2PINFER_NODE_ARGS       further flags for `p2pinfer node` (e.g. a role's own flags)
 #   P2PINFER_WAIT_S          how long to wait for the bootstrap's PeerID (default 120)
+#   P2PINFER_CHAIN_RPC       the testnet chain's JSON-RPC URL on the network (`testnet up
+#                            --docker --chain`: http://chain:8545); empty: no chain. The node
+#                            waits (bounded) for the chain's deployment file and settles on its
+#                            Channels contract (--chain-rpc / --chain-contract)
+#   P2PINFER_CHAIN_DEPLOYMENT that deployment file (default $P2PINFER_RENDEZVOUS/chain.json,
+#                            written by the chain container)
 set -eu
 
 HOME_DIR=${P2PINFER_HOME:-/data}
@@ -40,6 +46,8 @@ ANNOUNCE=${P2PINFER_ANNOUNCE:-/dns4/$(hostname)/tcp/$P2P_PORT}
 BACKEND=${P2PINFER_BACKEND:-embedded}
 MODELS=${P2PINFER_MODELS-smollm2:135m}
 WAIT_S=${P2PINFER_WAIT_S:-120}
+CHAIN_RPC=${P2PINFER_CHAIN_RPC:-}
+CHAIN_DEPLOYMENT=${P2PINFER_CHAIN_DEPLOYMENT:-$RENDEZVOUS/chain.json}
 
 log() { echo "entrypoint: $*" >&2; }
 
@@ -67,6 +75,24 @@ bootstrap_addr() {
   done
 }
 
+# The Channels address in the chain's deployment file, waiting (bounded) until it is written.
+chain_contract() {
+  deadline=$(( $(date +%s) + WAIT_S ))
+  while :; do
+    contract=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["channels"])' \
+      "$CHAIN_DEPLOYMENT" 2>/dev/null || true)
+    if [ -n "$contract" ]; then
+      echo "$contract"
+      return 0
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "the chain's deployment ($CHAIN_DEPLOYMENT) is not there after ${WAIT_S}s"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
 run_node() {
   peer=$(own_peer_id)
   log "role $ROLE, peer $peer"
@@ -82,6 +108,10 @@ run_node() {
     set -- "$@" --bootstrap "$(bootstrap_addr)"
   fi
   [ "$ANNOUNCE" = off ] || set -- "$@" --announce "$ANNOUNCE"
+  if [ -n "$CHAIN_RPC" ]; then
+    contract=$(chain_contract)  # an assignment: its failure stops the script (set -e)
+    set -- "$@" --chain-rpc "$CHAIN_RPC" --chain-contract "$contract"
+  fi
   if [ "$GATEWAY" = off ]; then
     set -- "$@" --no-gateway
   else

@@ -62,15 +62,26 @@ def node_addresses(homes: list[Path]) -> list[str]:
     return [account_of(identity.load_or_create(home)).address for home in homes]
 
 
-def chain_command(directory: Path, fund: list[tuple[str, int]]) -> list[str]:
-    """`p2pinfer chain serve` on a free loopback port, funding `fund` (address, units)."""
+def grant(*, staker: bool, channels: int) -> int:
+    """What one account is funded with: CONSUMER_CREDITS free once it has locked its
+    stake (a staker) and deposited CHANNEL_DEPOSIT into `channels` channels."""
+    return CONSUMER_CREDITS + (PROVIDER_STAKE if staker else 0) + CHANNEL_DEPOSIT * channels
+
+
+def fund_args(fund: list[tuple[str, int]]) -> list[str]:
+    """`--fund ADDRESS=CREDITS` flags of `p2pinfer chain serve` for `fund` (address, units)."""
     from p2pinfer.settle.units import units_to_credits
 
-    cmd = [sys.executable, "-m", "p2pinfer", "chain", "serve", "--host", "127.0.0.1",
-           "--port", "0", "--deployment", str(directory / DEPLOYMENT_FILE)]
+    args: list[str] = []
     for address, units in fund:
-        cmd += ["--fund", f"{address}={units_to_credits(units)}"]
-    return cmd
+        args += ["--fund", f"{address}={units_to_credits(units)}"]
+    return args
+
+
+def chain_command(directory: Path, fund: list[tuple[str, int]]) -> list[str]:
+    """`p2pinfer chain serve` on a free loopback port, funding `fund` (address, units)."""
+    return [sys.executable, "-m", "p2pinfer", "chain", "serve", "--host", "127.0.0.1",
+            "--port", "0", "--deployment", str(directory / DEPLOYMENT_FILE), *fund_args(fund)]
 
 
 def wait_for_deployment(directory: Path, pid: int, timeout_s: float,
@@ -93,8 +104,8 @@ def wait_for_deployment(directory: Path, pid: int, timeout_s: float,
 def grants(homes: list[Path], stakers: list[Path], providers: list[Path]) -> list[int]:
     """What each home is funded with: CONSUMER_CREDITS free once it has locked its stake
     (stakers) and deposited into a channel to every provider other than itself."""
-    return [CONSUMER_CREDITS + (PROVIDER_STAKE if home in stakers else 0)
-            + CHANNEL_DEPOSIT * sum(1 for p in providers if p != home) for home in homes]
+    return [grant(staker=home in stakers, channels=sum(1 for p in providers if p != home))
+            for home in homes]
 
 
 def open_channels(spec: ChainSpec, payers: list[Path], providers: list[Path],

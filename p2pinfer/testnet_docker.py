@@ -4,9 +4,10 @@ Containers give each node its own network stack, so a node can be killed or cut
 off for real. The testnet is one compose project: a bootstrap node, `nodes - 3`
 providers (the scaled `provider` service), a validator and a consumer whose
 gateway is published on the host's 127.0.0.1 only, behind an API key (the
-gateway wants one off loopback; `docker_up` makes one unless given). Everything it makes carries
-the label `com.docker.compose.project=<project>`, which is how `docker_status`
-finds it and `docker_down` removes all of it (containers, networks, volumes).
+gateway wants one off loopback; `docker_up` makes one unless given); with `chain`, a
+chain container too (testnet_docker_chain). Everything it makes carries the label
+`com.docker.compose.project=<project>`, which is how `docker_status` finds it and
+`docker_down` removes all of it (containers, networks, volumes).
 
 Building needs a source checkout (the Dockerfile, the compose file and the
 scripts that make a base image and a wheelhouse); status and down do not.
@@ -24,9 +25,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pinfer.errors import TestnetError, UsageError
+
+if TYPE_CHECKING:
+    from p2pinfer.testnet_docker_chain import DockerChain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
@@ -59,6 +63,7 @@ class ContainerStatus:
     listen_addrs: tuple[str, ...]
     gateway_url: str | None  # on the host; only the consumer's is published
     api_key: str | None = field(default=None, repr=False)  # the published gateway's
+    rpc_url: str | None = None  # the chain container's JSON-RPC on the host
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class DockerTestnet:
     gateway_url: str | None
     api_key: str = field(repr=False)
     containers: tuple[ContainerStatus, ...]
+    chain: DockerChain | None = None  # `--chain`: the chain container
 
 
 @dataclass(frozen=True)
@@ -205,27 +211,26 @@ def docker_up(
     build: bool = True,
     env: dict[str, str] | None = None,
     start_timeout_s: float = 300.0,
+    chain: bool = False,
 ) -> DockerTestnet:
     """Start a testnet of `nodes` containers (at least 4) and wait until every node is healthy.
 
     `gateway_port` 0 lets Docker pick the consumer's host port. `env` sets the
     compose variables (P2PINFER_MODELS, P2PINFER_NODE_ARGS, ...); the gateway's API key
-    is `env[API_KEY_VAR]`, else $P2PINFER_API_KEY, else a fresh random one. On failure
-    the project is removed again and TestnetError carries the failing node's last log line.
+    is `env[API_KEY_VAR]`, else $P2PINFER_API_KEY, else a fresh random one. With `chain`,
+    a chain container starts first (testnet_docker_chain). On failure the project is
+    removed again and TestnetError carries the failing node's last log line.
     """
     if nodes < FIXED_NODES + 1:
-        raise UsageError(
-            f"--nodes must be at least {FIXED_NODES + 1} "
-            "(bootstrap, a provider, a validator, a consumer)"
-        )
+        raise UsageError(f"--nodes must be at least {FIXED_NODES + 1} "
+                         "(bootstrap, a provider, a validator, a consumer)")
     check_project(project)
     _need_checkout()
     if (why := engine_available()) is not None:
         raise TestnetError(why)
     if docker_status(project):
-        raise TestnetError(
-            f"a docker testnet {project!r} already exists; `testnet down --docker` first"
-        )
+        raise TestnetError(f"a docker testnet {project!r} already exists; "
+                           "`testnet down --docker` first")
     if build:
         ensure_image(image)
     elif image_size(image) is None:
@@ -235,10 +240,21 @@ def docker_up(
     api_key = env.get(API_KEY_VAR) or os.environ.get("P2PINFER_API_KEY") \
         or secrets.token_urlsafe(24)
     env[API_KEY_VAR] = api_key
+    if chain:
+        from p2pinfer.testnet_docker_chain import RPC_IN_NETWORK, RPC_VAR, start_chain
+
+        env[RPC_VAR] = RPC_IN_NETWORK
     cenv = _compose_env(image, gateway_port, env)
+    scale = ["--no-build", "--scale", f"provider={nodes - FIXED_NODES}"]
+    chained = None
     try:
-        _run([*compose, "up", "-d", "--no-build", "--scale", f"provider={nodes - FIXED_NODES}"],
-             timeout_s=start_timeout_s, what="docker compose up", env=cenv)
+        if chain:  # nodes created, not started: the chain funds the keys in their volumes
+            _run([*compose, "up", "--no-start", *scale], timeout_s=start_timeout_s,
+                 what="docker compose up --no-start", env=cenv)
+            chained = start_chain(project, image, docker_status(project, peer_ids=False),
+                                  timeout_s=start_timeout_s)
+        _run([*compose, "up", "-d", *scale], timeout_s=start_timeout_s,
+             what="docker compose up", env=cenv)
         containers = wait_healthy(project, nodes, timeout_s=start_timeout_s)
     except BaseException:
         docker_down(project)
@@ -246,7 +262,7 @@ def docker_up(
     consumer = [c for c in containers if c.service == "consumer" and c.gateway_url]
     return DockerTestnet(project=project, image=image,
                          gateway_url=consumer[0].gateway_url if consumer else None,
-                         api_key=api_key, containers=containers)
+                         api_key=api_key, containers=containers, chain=chained)
 
 
 def wait_healthy(project: str, nodes: int, *, timeout_s: float) -> tuple[ContainerStatus, ...]:
@@ -301,7 +317,7 @@ def docker_status(project: str = DEFAULT_PROJECT, *, peer_ids: bool = True) -> t
     raw = json.loads(_run(["docker", "inspect", *ids], timeout_s=60,
                           what="docker inspect").stdout)
     out = [_container_status(c, project, peer_ids) for c in raw]
-    order = {"bootstrap": 0, "provider": 1, "validator": 2, "consumer": 3}
+    order = {"bootstrap": 0, "provider": 1, "validator": 2, "consumer": 3, "chain": 4}
     return tuple(sorted(out, key=lambda c: (order.get(c.service, 9), c.number)))
 
 
@@ -324,8 +340,9 @@ def _container_status(c: dict[str, Any], project: str, peer_ids: bool) -> Contai
         name_, _, value = str(var).partition("=")
         if name_ == "P2PINFER_API_KEY" and value and gateway_url:
             api_key = value.split(",")[0].strip()
+    from p2pinfer.testnet_docker_chain import rpc_url
     node: dict[str, Any] = {}
-    if peer_ids and state.get("Running"):
+    if peer_ids and state.get("Running") and labels.get(SERVICE_LABEL) != "chain":
         node = read_node_json(name)
     addrs = node.get("listen_addrs")
     return ContainerStatus(
@@ -339,6 +356,7 @@ def _container_status(c: dict[str, Any], project: str, peer_ids: bool) -> Contai
         listen_addrs=tuple(str(a) for a in addrs) if isinstance(addrs, list) else (),
         gateway_url=gateway_url,
         api_key=api_key,
+        rpc_url=rpc_url(c["NetworkSettings"].get("Ports") or {}),
     )
 
 

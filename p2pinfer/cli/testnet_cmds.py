@@ -73,20 +73,21 @@ def up(
     gateway_port: GatewayPortOption = DEFAULT_GATEWAY_PORT,
     build: BuildOption = True,
     chain: Annotated[bool, typer.Option(
-        "--chain/--no-chain", help="Also run a local chain (`p2pinfer chain serve`), fund "
-        "every node's chain account and the consumer's, lock the providers' stake and open "
-        "a channel from each to every provider.")] = False,
+        "--chain/--no-chain", help="Also run a local chain (`p2pinfer chain serve`; with "
+        "--docker in its own container), fund every node's chain account and the "
+        "consumer's, lock the providers' stake and open a channel from each to every "
+        "provider.")] = False,
     unstaked: Annotated[list[int] | None, typer.Option(
         "--unstaked", help="With --chain: PEER_INDEX of a provider that locks no stake "
         "(repeatable).")] = None,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
-    if docker and chain:
-        raise UsageError("--chain runs with the process testnet only, not --docker")
+    if docker and unstaked:
+        raise UsageError("--unstaked runs with the process testnet only, not --docker")
     if unstaked and not chain:
         raise UsageError("--unstaked needs --chain (stake is locked on the chain)")
     if docker:
-        docker_cmds.up(nodes, project, image, gateway_port, build, timeout)
+        docker_cmds.up(nodes, project, image, gateway_port, build, timeout, chain)
         return
     faults = testnet.parse_faults(fault or [], nodes)
     for kind in faults.values():

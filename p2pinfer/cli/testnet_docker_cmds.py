@@ -15,6 +15,7 @@ from rich.table import Table
 
 from p2pinfer import testnet_docker
 from p2pinfer.errors import TestnetError
+from p2pinfer.testnet_docker_chain import DEPLOYMENT
 
 DockerOption = Annotated[bool, typer.Option(
     "--docker", help="Nodes in Docker containers (docker/compose.yaml) instead of processes.")]
@@ -50,20 +51,25 @@ def print_status(project: str, as_json: bool, api_key_only: bool = False) -> Non
     if not nodes:
         print(f"no docker testnet {project!r}")
         return
-    table = Table("container", "service", "state", "health", "peer", "gateway")
+    table = Table("container", "service", "state", "health", "peer", "gateway / chain rpc")
     for n in nodes:
         table.add_row(n.name, n.service, n.state, n.health or "-", n.peer_id or "-",
-                      n.gateway_url or "-")
+                      n.gateway_url or n.rpc_url or "-")
     Console(width=200).print(table)
 
 
 def up(nodes: int, project: str, image: str, gateway_port: int, build: bool,
-       timeout_s: float | None) -> None:
+       timeout_s: float | None, chain: bool = False) -> None:
     """Start the docker testnet, print its containers and how to ask it."""
     net = testnet_docker.docker_up(
         nodes, project=project, image=image, gateway_port=gateway_port, build=build,
-        start_timeout_s=timeout_s or DOCKER_START_TIMEOUT_S)
+        start_timeout_s=timeout_s or DOCKER_START_TIMEOUT_S, chain=chain)
     print_status(project, as_json=False)
+    if net.chain is not None:
+        print(f"chain rpc={net.chain.rpc} channels={net.chain.channels} (container "
+              f"{net.chain.container}; every node funded, providers' stake locked; a node's "
+              "account: `docker exec CONTAINER p2pinfer wallet --deployment "
+              f"{DEPLOYMENT}`)")
     if net.gateway_url:
         print(f"gateway {net.gateway_url} (API key: `p2pinfer testnet status --docker "
               f"--project {project} --api-key`); ask:")

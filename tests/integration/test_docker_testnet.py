@@ -2,7 +2,9 @@
 consumer) on a private network, asked through the consumer's gateway on the host's loopback.
 Nodes are killed, cut off and restarted for real; the consumer must fail over, charge once,
 see a cut-off provider leave its catalog within the advert TTL and come back, and a
-restarted node must keep its identity and a ledger that verifies."""
+restarted node must keep its identity and a ledger that verifies. The testnet runs with
+`--chain` (a chain container; every node funded, the providers' stake locked) unless
+P2PINFER_TEST_DOCKER_CHAIN=0: the node tests pass either way."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ EXPIRE_SWEEP_S = 5.0
 #: dial cache (60 s) lapses, then an advert (30 s).
 REJOIN_S = 180.0
 SERVING = ("bootstrap", "provider", "validator")
+NODE_SERVICES = ["bootstrap", "provider", "provider", "validator", "consumer"]
+WITH_CHAIN = os.environ.get("P2PINFER_TEST_DOCKER_CHAIN", "1") != "0"
 T = TypeVar("T")
 
 
@@ -52,11 +56,11 @@ def testnet() -> Iterator[DockerTestnet]:
         try:
             up = p2pinfer("testnet", "up", "--docker", "--nodes", str(NODES), "--project",
                           project, "--image", image.image, "--gateway-port", "0", "--no-build",
-                          "--timeout", str(START_TIMEOUT_S), timeout_s=START_TIMEOUT_S + 120)
+                          "--timeout", str(START_TIMEOUT_S),
+                          *(["--chain"] if WITH_CHAIN else []), timeout_s=START_TIMEOUT_S + 120)
             assert up.returncode == 0, up.stderr
             nodes = testnet_docker.docker_status(project)
-            assert [c.service for c in nodes] == [
-                "bootstrap", "provider", "provider", "validator", "consumer"]
+            assert [c.service for c in nodes] == NODE_SERVICES + (["chain"] if WITH_CHAIN else [])
             assert {c.health for c in nodes} == {"healthy"}
             buyer = consumer(project)
             assert buyer.api_key, "the published gateway has no API key"
@@ -153,6 +157,48 @@ def wait_healthy(project: str, name: str) -> None:
 def peer_id_of(container: str) -> str:
     """The PeerID of the key in the container's home volume."""
     return docker("exec", container, "p2pinfer", "id").stdout.strip()
+
+
+def test_the_chain_container_funded_every_node_and_holds_the_providers_stake(
+    testnet: DockerTestnet,
+) -> None:
+    if not WITH_CHAIN:
+        pytest.skip("P2PINFER_TEST_DOCKER_CHAIN=0: the testnet runs without a chain")
+    from p2pinfer import testnet_chain, testnet_docker_chain
+    from p2pinfer.identity import NodeIdentity
+    from p2pinfer.settle.account import account_of
+    from p2pinfer.settle.chain import ChainClient
+
+    project = testnet.project
+    status = testnet_docker.docker_status(project)
+    [chain] = [c for c in status if c.service == "chain"]
+    assert chain.state == "running" and chain.health == "healthy"
+    assert chain.rpc_url and chain.rpc_url.startswith("http://127.0.0.1:")
+    deployment = json.loads(docker("exec", chain.name, "cat",
+                                   testnet_docker_chain.DEPLOYMENT).stdout)
+    # From the host, through the published port: a reader with a throw-away key.
+    reader = ChainClient.connect(chain.rpc_url, deployment["channels"],
+                                 account_of(NodeIdentity.generate()),
+                                 expected_chain_id=deployment["chain_id"])
+    providers = [json.loads(docker("exec", c.name, "p2pinfer", "wallet", "--json",
+                                   "--chain-contract", deployment["channels"]).stdout)["address"]
+                 for c in status if c.service == "provider"]
+    for node in [c for c in status if c.service != "chain"]:
+        # Inside each node: its own account, `p2pinfer wallet` against http://chain:8545
+        # (P2PINFER_CHAIN_RPC in its environment), as the node reaches the chain.
+        wallet = json.loads(docker("exec", node.name, "p2pinfer", "wallet", "--json",
+                                   "--chain-contract", deployment["channels"]).stdout)
+        staked = testnet_chain.PROVIDER_STAKE if node.service == "provider" else 0
+        assert wallet["locked_stake"]["units"] == staked, node.name
+        # Funded with what it locks and deposits, and 1,000 credits free after.
+        assert wallet["credits"]["units"] == testnet_chain.CONSUMER_CREDITS, node.name
+        assert reader.stake_of(wallet["address"]) == staked, node.name
+        assert wallet["ether"]["wei"] > 0, node.name
+        # A channel to every provider but itself, so jobs here are paid by voucher.
+        for provider in providers:
+            if provider != wallet["address"]:
+                state = reader.channel(wallet["address"], provider)
+                assert state.deposit == testnet_chain.CHANNEL_DEPOSIT, (node.name, provider)
 
 
 def test_a_prompt_to_the_consumer_is_answered_by_a_provider_container(

@@ -53,3 +53,20 @@ def test_only_the_consumer_publishes_a_port_and_only_on_loopback() -> None:
     assert text.count("ports:") == 1
     consumer = text[text.index("  consumer:"):]
     assert "ports:" in consumer
+
+
+def test_the_chain_container_url_on_the_host_comes_from_its_published_port() -> None:
+    from p2pinfer.testnet_docker_chain import rpc_url
+
+    assert rpc_url({"8545/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}) \
+        == "http://127.0.0.1:49153"
+    assert rpc_url({"11434/tcp": [{"HostIp": "127.0.0.1", "HostPort": "11436"}]}) is None
+    assert rpc_url({"8545/tcp": None}) is None
+
+
+def test_the_nodes_reach_the_chain_only_when_the_testnet_has_one() -> None:
+    # Empty by default: the node then has no chain (an empty variable is no flag).
+    text = testnet_docker.COMPOSE_FILE.read_text()
+    assert "P2PINFER_CHAIN_RPC: ${P2PINFER_CHAIN_RPC:-}" in text
+    entrypoint = (testnet_docker.REPO_ROOT / "docker" / "entrypoint.sh").read_text()
+    assert 'if [ -n "$CHAIN_RPC" ]; then' in entrypoint
