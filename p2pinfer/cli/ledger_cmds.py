@@ -136,8 +136,11 @@ def ledger(
     h = resolve_home(home)
     with Ledger.open(ledger_path(h)) as led:
         if verify:
-            _verify(led, h, as_json and chain_rpc is None)
-            if chain_rpc is not None:
+            # Both name the chain (a node container has only the RPC in its environment,
+            # the contract on its command line): with one of them, the chain is not known.
+            chain = chain_rpc is not None and chain_contract is not None
+            _verify(led, h, as_json and not chain)
+            if chain:
                 _reconcile(led, h, _ChainFlags(chain_rpc, chain_contract), as_json)
         else:
             _show(led, limit, as_json)

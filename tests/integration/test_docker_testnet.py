@@ -119,6 +119,19 @@ def generate(client: httpx.Client, model: str, prompt: str, num_predict: int) ->
     return reply.json(), reply.headers
 
 
+def pay_through_a_channel(project: str, provider: str) -> None:
+    """The consumer deposits 1 credit into a channel to the `provider` container's account
+    (`p2pinfer wallet deposit` in the consumer), as the testnet did for the others."""
+    from p2pinfer import testnet_docker_chain
+
+    deployment = json.loads(docker("exec", testnet_docker_chain.container_name(project), "cat",
+                                   testnet_docker_chain.DEPLOYMENT).stdout)
+    address = json.loads(docker("exec", provider, "p2pinfer", "wallet", "--json",
+                                "--chain-contract", deployment["channels"]).stdout)["address"]
+    docker("exec", consumer(project).name, "p2pinfer", "wallet", "deposit", address, "1",
+           "--chain-contract", deployment["channels"], "--json")
+
+
 def model_names(client: httpx.Client) -> set[str]:
     reply = client.get("/api/tags")
     assert reply.status_code == 200, reply.text
@@ -282,11 +295,15 @@ def test_a_cut_off_provider_leaves_the_catalog_within_the_advert_ttl_and_comes_b
     solo = f"{project}_solo"
     docker("run", "-d", "--init", "--name", solo, *label(project), "--network", network,
            "-v", f"{project}_rendezvous:/rendezvous:ro", "-e", "P2PINFER_ROLE=provider",
-           "-e", f"P2PINFER_MODELS=solo:1={solo_model_path(testnet.image)}", testnet.image)
+           "-e", f"P2PINFER_MODELS=solo:1={solo_model_path(testnet.image)}",
+           "-e", f"P2PINFER_CHAIN_RPC={'http://chain:8545' if WITH_CHAIN else ''}",
+           testnet.image)
     client = gateway(project)
     wait_until(lambda: True if "solo:1" in model_names(client) else None, START_TIMEOUT_S,
                "the solo provider in the consumer's catalog")
     solo_peer = peer_id_of(solo)
+    if WITH_CHAIN:  # a consumer pays every provider through a channel: open one to solo
+        pay_through_a_channel(project, solo)
     _, headers = generate(client, "solo:1", "Say hello.", 8)
     assert headers["x-p2pinfer-provider"] == solo_peer
 
