@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pinfer.errors import DuplicateEntryError, LedgerError, P2PInferError
-from p2pinfer.market.channel_entries import VoucherBody, channel_subject
+from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody, channel_subject
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.settle.account import check_binding
 from p2pinfer.settle.addresses import address_bytes, checksum_address
@@ -114,6 +114,23 @@ class Hold:
     channel: Channel
     amount: int
     released: bool = False
+
+
+async def journal_settlement(ledger: Ledger | None, body: VoucherBody | RedemptionBody,
+                             limiter: trio.CapacityLimiter, what: str) -> None:
+    """Write a settlement entry to the ledger off the loop (nothing without a ledger); a
+    duplicate or a ledger failure is logged, never raised: the chain holds the money and
+    the journal is its record. `what` names the entry in the log ("voucher
+    cumulative=5")."""
+    if ledger is None:
+        return
+    kind, _, detail = what.partition(" ")
+    try:
+        await trio.to_thread.run_sync(ledger.record_settlement, body, limiter=limiter)
+    except DuplicateEntryError:
+        log.warning("%s already journaled %s", kind, detail)
+    except LedgerError as exc:
+        log.error("%s not journaled %s error=%s", kind, detail, exc)
 
 
 class ChannelBook:
@@ -303,15 +320,8 @@ class ChannelBook:
     async def journal(self, body: VoucherBody) -> None:
         """Write a held voucher to the ledger (off the loop); a failure is logged, the
         voucher stays held in memory."""
-        ledger = self.ledger
-        if ledger is None:
-            return
-        try:
-            await trio.to_thread.run_sync(ledger.record_settlement, body, limiter=self._limiter)
-        except DuplicateEntryError:
-            log.warning("voucher already journaled cumulative=%d", body.cumulative)
-        except LedgerError as exc:
-            log.error("voucher not journaled cumulative=%d error=%s", body.cumulative, exc)
+        await journal_settlement(self.ledger, body, self._limiter,
+                                 f"voucher cumulative={body.cumulative}")
 
     # -- chain state ---------------------------------------------------------------
 

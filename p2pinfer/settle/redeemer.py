@@ -32,11 +32,10 @@ from dataclasses import dataclass
 
 import trio
 
-from p2pinfer.errors import DuplicateEntryError, LedgerError
 from p2pinfer.market.channel_entries import RedeemedClaim, RedemptionBody
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.settle.addresses import address_bytes
-from p2pinfer.settle.channels import Channel, ChannelBook
+from p2pinfer.settle.channels import Channel, ChannelBook, journal_settlement
 from p2pinfer.settle.ports import TxOutcome, VoucherClaim
 
 log = logging.getLogger(__name__)
@@ -132,19 +131,9 @@ class Redeemer:
         log.info("redeemed tx=%s block=%d consumers=%d amount=%d gas=%d", outcome.tx_hash,
                  outcome.block, len(claims), body.amount, outcome.gas_used)
         self.redemptions.append(body)
-        await self._journal(body)
+        await journal_settlement(self.ledger, body, self._limiter,
+                                 f"redemption tx={body.tx_hash}")
         return body
-
-    async def _journal(self, body: RedemptionBody) -> None:
-        ledger = self.ledger
-        if ledger is None:
-            return
-        try:
-            await trio.to_thread.run_sync(ledger.record_settlement, body, limiter=self._limiter)
-        except DuplicateEntryError:
-            log.warning("redemption already journaled tx=%s", body.tx_hash)
-        except LedgerError as exc:
-            log.error("redemption not journaled tx=%s error=%s", body.tx_hash, exc)
 
     async def run(self) -> None:
         """Check every `check_every_s` and redeem when due, until cancelled; after a failure,
