@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -184,11 +184,11 @@ class JobClient:
         self, model: str, *, dht: bool = False, exclude: set[str] | frozenset[str] = frozenset()
     ) -> list[Candidate]:
         """Providers of `model`, best first: from the catalog, else (or with `dht`) the DHT."""
-        found: dict[str, Candidate] = {}
+        found: dict[str, tuple[VerifiedAdvert, str]] = {}  # peer -> (advert, found via)
         dht = dht or self.config.dht_only
         if not dht:
             for entry in self.net.catalog.providers(model):
-                found[entry.peer_id] = self._candidate(entry.advert, model, "catalog")
+                found[entry.peer_id] = (entry.advert, "catalog")
         if not found:
             # A host that has not heard adverts yet (a short-lived consumer): ask the DHT
             # once and, at the same time, the peers it is connected to; if neither knows
@@ -205,10 +205,11 @@ class JobClient:
                     nursery.start_soon(self._from_connected_peers, model, heard)
             if not heard and (not dht or self.config.dht_only):
                 await from_dht(True)
-            for advert, via in heard.values():
-                found[advert.signer] = self._candidate(advert, model, via)
+            found.update(heard)
+        if self.stakes is not None and self.config.min_stake > 0:
+            await self._read_chain_stakes(found.values(), model)
         usable = [
-            c for c in found.values()
+            c for c in (self._candidate(advert, model, via) for advert, via in found.values())
             if c.peer_id not in exclude and c.stake >= self.config.min_stake
         ]
         await self._probe_rtts(usable, set(self.net.peers()))
@@ -226,6 +227,21 @@ class JobClient:
         if every <= 0 or self._jobs_ordered % every:
             return ranked
         return explore_first(ranked)
+
+    async def _read_chain_stakes(self, found: Iterable[tuple[VerifiedAdvert, str]],
+                                 model: str) -> None:
+        """Read now the chain stakes of providers in `found` never read yet: the
+        `min_stake` filter would drop them on a stake of 0 that only means "not read yet"
+        (a short-lived consumer's background reader has not run; CI saw `ask --min-stake`
+        find no provider). What the advert declares does not decide it: the stake is
+        the chain's. Bounded by the book (READS_PER_PASS accounts, bad bindings never
+        read) and by the discovery timeout."""
+        assert self.stakes is not None
+        claims = [(advert.signer, advert.advert.payee, advert.advert.payee_binding)
+                  for advert, via in found
+                  if self._candidate(advert, model, via).stake < self.config.min_stake]
+        if claims:
+            await self.stakes.read_unread(claims, self.config.discovery_timeout_s)
 
     def _candidate(self, advert: VerifiedAdvert, model: str, via: str) -> Candidate:
         offer = advert.offer(model)

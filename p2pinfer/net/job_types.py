@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +43,13 @@ class StakeSource(Protocol):
     its bound account's stake on chain, 0 when unknown or unbound; never blocks."""
 
     def stake_of_peer(self, peer_id: str, payee: bytes | None, binding: bytes | None) -> int: ...
+
+    async def read_unread(self, claims: Sequence[tuple[str, bytes | None, bytes | None]],
+                          timeout_s: float) -> None:
+        """Read from the chain now the stakes of `claims` (peer id, payee, binding) never
+        read yet, for at most `timeout_s`: a `min_stake` filter must not drop a provider
+        only because the background reader has not reached it."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,31 @@ class StakeBook:
         while len(self._stakes) > self._max:
             self._stakes.popitem(last=False)
 
+    async def read_unread(self, claims: Iterable[PeerClaim], timeout_s: float) -> None:
+        """Read now, for at most `timeout_s`, the bound accounts of `claims` whose stake was
+        never read (a consumer's `min_stake` filter asks this before it drops anyone:
+        a short-lived session has not run its background reader yet). Bounded by
+        READS_PER_PASS accounts; a failed or timed-out read leaves the stake unknown (0)."""
+        unread: list[str] = []
+        for peer_id, payee, binding in claims:
+            address = self.bound_account(peer_id, payee, binding)
+            if address is not None and address not in self._stakes and address not in unread:
+                unread.append(address)
+        with trio.move_on_after(timeout_s):
+            for address in unread[:READS_PER_PASS]:
+                try:
+                    # Abandoned at the timeout: the consumer must not wait on a slow RPC
+                    # (the thread finishes on its own; its answer is dropped).
+                    amount = await trio.to_thread.run_sync(
+                        self.chain.stake_of, address, limiter=self._chain_lock,
+                        abandon_on_cancel=True)
+                except ChainError as exc:
+                    log.warning("stake not read account=%s error=%s", address, exc)
+                    continue
+                self.reads += 1
+                self.put(address, int(amount))
+                self._pending.pop(address, None)
+
     @property
     def pending(self) -> int:
         return len(self._pending)

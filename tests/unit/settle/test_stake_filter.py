@@ -4,6 +4,7 @@ counts is the stake locked on chain by the account bound to the provider's peer 
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import pytest
@@ -70,10 +71,37 @@ async def test_a_huge_declared_stake_with_nothing_locked_is_skipped() -> None:
     chain.stake(account_of(staker).address, MIN)
     net = FakeNet([(liar, advert(liar, HUGE)), (staker, advert(staker, 0))])
     book = StakeBook(chain)
-    assert await ranked_with(book, net, MIN) == []  # nothing read yet: no stake counts
-    await book.refresh()
+    assert await ranked_with(book, net, MIN) == [staker.peer_id]
     assert await ranked_with(book, net, MIN) == [staker.peer_id]
     assert chain.stake_reads == 2  # one read per bound account, then the cache
+
+
+async def test_a_fresh_consumer_reads_unread_stakes_before_filtering() -> None:
+    """A short-lived `ask --min-stake` session filters before its background reader has
+    run: an unread stake must be read then, not counted as 0 (CI: "no provider serves")."""
+    staker = NodeIdentity.generate()
+    chain = FakeChainForTests(ANY_ACCOUNT)
+    chain.stake(account_of(staker).address, MIN)
+    net = FakeNet([(staker, advert(staker, 0))])  # declares nothing: the chain decides
+    book = StakeBook(chain)
+    assert book.stake_of_peer(staker.peer_id, None, None) == 0 and len(book) == 0
+    assert await ranked_with(book, net, MIN) == [staker.peer_id]
+    assert chain.stake_reads == 1
+
+
+async def test_unread_stakes_are_read_within_the_discovery_timeout() -> None:
+    class SlowChain(FakeChainForTests):
+        def stake_of(self, address: str) -> int:
+            time.sleep(0.5)
+            return super().stake_of(address)
+
+    staker = NodeIdentity.generate()
+    chain = SlowChain(ANY_ACCOUNT)
+    chain.stake(account_of(staker).address, MIN)
+    net = FakeNet([(staker, advert(staker, MIN))])
+    client = JobClient(net, NodeIdentity.generate(), stakes=StakeBook(chain),  # type: ignore[arg-type]
+                       config=ClientConfig(min_stake=MIN, discovery_timeout_s=0.1))
+    assert await client.candidates(MODEL) == []  # the read did not land in time: skipped
 
 
 async def test_settlement_off_keeps_the_declared_stake() -> None:
