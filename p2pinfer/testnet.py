@@ -37,6 +37,8 @@ class NodeOptions:
     faucet: int = TESTNET_FAUCET
     advert_interval_s: float = 5.0  # a small network converges quickly
     benchmark: bool = True
+    check_interval_s: float | None = None  # validators' `--check-interval` (None: default)
+    gov_min_voting_s: int | None = None  # every node's `--gov-min-voting-s` (None: default)
 
 
 @dataclass
@@ -135,6 +137,7 @@ def _node_command(
     gateway: bool,
     options: NodeOptions,
     extra: list[str],
+    validator: bool = False,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home)]
     cmd += ["--listen", "/ip4/127.0.0.1/tcp/0", "--backend", backend]
@@ -152,6 +155,12 @@ def _node_command(
         cmd += ["--bench-cache", str(home.parent / BENCH_CACHE_FILE)]
     else:
         cmd += ["--no-benchmark"]
+    if validator:
+        cmd += ["--validator"]
+        if options.check_interval_s is not None:
+            cmd += ["--check-interval", f"{options.check_interval_s:g}"]
+    if options.gov_min_voting_s is not None:
+        cmd += ["--gov-min-voting-s", str(options.gov_min_voting_s)]
     return cmd + extra
 
 
@@ -195,15 +204,23 @@ def up(
     node_args: dict[int, list[str]] | None = None,
     chain: bool = False,
     unstaked: frozenset[int] = frozenset(),
+    validators: frozenset[int] = frozenset(),
 ) -> TestnetState:
     """Start `nodes` node processes in `directory` and wait until each listens.
-    `node_args` adds flags to some nodes' command lines (by index). With `chain`, a
-    local chain starts first (see testnet_chain): every node's account and the consumer's
-are funded, providers (all but the `unstaked` indexes) lock stake, channels open."""
+    `node_args` adds flags to some nodes' command lines (by index); `validators` run
+    with `--validator` (spot-checks and reports). With `chain`, a local chain starts
+    first (see testnet_chain): every node's account and the consumer's are funded,
+    providers (all but the `unstaked` indexes) lock stake, validators the contract's
+    validator minimum, channels open."""
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")
-    if any(not 0 <= i < nodes for i in unstaked):
-        raise UsageError(f"--unstaked takes node indexes 0..{nodes - 1}")
+    for flag, indexes in (("--unstaked", unstaked), ("--validator", validators)):
+        if any(not 0 <= i < nodes for i in indexes):
+            raise UsageError(f"{flag} takes node indexes 0..{nodes - 1}")
+    if validators & unstaked and chain:
+        raise UsageError("a --validator locks stake: it cannot be --unstaked too")
+    if validators and backend == "none":
+        raise UsageError("a --validator re-runs answers on its engine: not with --backend none")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / STATE_FILE).exists():
@@ -219,14 +236,17 @@ are funded, providers (all but the `unstaked` indexes) lock stake, channels open
         chain_args: list[str] = []
         if chain:
             providers = [] if backend == "none" else homes
-            stakers = [h for i, h in enumerate(providers) if i not in unstaked]
-            chain_args = _start_chain(state, homes, providers, stakers, start_timeout_s)
+            stakes = {h: testnet_chain.VALIDATOR_STAKE if i in validators
+                      else testnet_chain.PROVIDER_STAKE
+                      for i, h in enumerate(providers) if i not in unstaked}
+            chain_args = _start_chain(state, homes, providers, stakes, start_timeout_s)
         bootstrap: str | None = None
         for i in range(nodes):
             home = homes[i]
             fault = faults.get(i)
             extra = chain_args + (node_args or {}).get(i, [])
-            cmd = _node_command(home, bootstrap, backend, models, fault, gateway, options, extra)
+            cmd = _node_command(home, bootstrap, backend, models, fault, gateway, options, extra,
+                                validator=i in validators)
             pid = _spawn(cmd, home)
             state.nodes.append(NodeSpec(index=i, home=str(home), pid=pid, fault=fault))
             state.save()
@@ -242,14 +262,15 @@ are funded, providers (all but the `unstaked` indexes) lock stake, channels open
 
 
 def _start_chain(state: TestnetState, homes: list[Path], providers: list[Path],
-                 stakers: list[Path], timeout_s: float) -> list[str]:
-    """Start the chain process funding every home's account and the consumer's, lock the
-    stakers' stake, open the channels; the flags that point the nodes at the chain."""
+                 stakes: dict[Path, int], timeout_s: float) -> list[str]:
+    """Start the chain process funding every home's account and the consumer's, lock
+    `stakes` (units per home), open the channels; the flags that point the nodes at the
+    chain."""
     chain_dir = Path(state.dir) / testnet_chain.CHAIN_DIR
     (chain_dir / testnet_chain.DEPLOYMENT_FILE).unlink(missing_ok=True)
     payers = [*homes, Path(state.dir) / testnet_chain.CONSUMER_HOME]
     fund = list(zip(testnet_chain.node_addresses(payers),
-                    testnet_chain.grants(payers, stakers, providers), strict=True))
+                    testnet_chain.grants(payers, stakes, providers), strict=True))
     pid = _spawn(testnet_chain.chain_command(chain_dir, fund), chain_dir, "chain.log")
     state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc="", channels="")
     state.save()
@@ -257,7 +278,7 @@ def _start_chain(state: TestnetState, homes: list[Path], providers: list[Path],
     state.chain = ChainSpec(pid=pid, dir=str(chain_dir), rpc=str(data["rpc"]),
                             channels=str(data["channels"]))
     state.save()
-    testnet_chain.lock_stake(state.chain, stakers, testnet_chain.PROVIDER_STAKE)
+    testnet_chain.lock_stake(state.chain, stakes)
     testnet_chain.open_channels(state.chain, payers, providers, testnet_chain.CHANNEL_DEPOSIT)
     return testnet_chain.chain_node_args(state.chain)
 

@@ -4,8 +4,9 @@
 deployment `deployment.json`), stopped by `testnet down` like the nodes. Every
 node's chain account (derived from its key, created here before the node starts)
 and the testnet consumer's (`DIR/consumer`, the home of `ask --testnet DIR`) is
-funded at chain start; each provider then locks stake and every node and the
-consumer deposit CHANNEL_DEPOSIT into a channel to every other provider, through the
+funded at chain start; each provider then locks stake (a validator the contract's
+validator minimum, so that its slash votes count) and every node and the consumer
+deposit CHANNEL_DEPOSIT into a channel to every other provider, through the
 wallet's own code path, so that jobs are paid from the first one. The grants are
 sized so that every account holds CONSUMER_CREDITS free afterwards. The nodes get
 `--chain-rpc` / `--chain-contract` and redeem at least every REDEEM_MAX_INTERVAL_S
@@ -23,12 +24,16 @@ from pathlib import Path
 
 from p2pinfer import identity
 from p2pinfer.errors import TestnetError
+from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE
 
 CHAIN_DIR = "chain"
 CONSUMER_HOME = "consumer"  # the home of `ask --testnet DIR`, inside DIR
 DEPLOYMENT_FILE = "deployment.json"
 CONSUMER_CREDITS = 1_000 * 10**6  # units every node gets to deposit into channels
 PROVIDER_STAKE = 100 * 10**6  # units every provider locks as stake
+#: What a validator (`testnet up --validator I`) locks instead: the Stake contract's
+#: default `validator_min_stake`, so its slash votes count.
+VALIDATOR_STAKE = DEFAULT_MINIMUM_STAKE
 CHANNEL_DEPOSIT = 100 * 10**6  # units each node and the consumer deposit per provider
 REDEEM_MAX_INTERVAL_S = 20.0  # testnet nodes redeem what they hold at least this often
 
@@ -62,10 +67,10 @@ def node_addresses(homes: list[Path]) -> list[str]:
     return [account_of(identity.load_or_create(home)).address for home in homes]
 
 
-def grant(*, staker: bool, channels: int) -> int:
-    """What one account is funded with: CONSUMER_CREDITS free once it has locked its
-    stake (a staker) and deposited CHANNEL_DEPOSIT into `channels` channels."""
-    return CONSUMER_CREDITS + (PROVIDER_STAKE if staker else 0) + CHANNEL_DEPOSIT * channels
+def grant(*, stake: int, channels: int) -> int:
+    """What one account is funded with: CONSUMER_CREDITS free once it has locked `stake`
+    and deposited CHANNEL_DEPOSIT into `channels` channels."""
+    return CONSUMER_CREDITS + stake + CHANNEL_DEPOSIT * channels
 
 
 def fund_args(fund: list[tuple[str, int]]) -> list[str]:
@@ -101,10 +106,11 @@ def wait_for_deployment(directory: Path, pid: int, timeout_s: float,
                        f"see {directory}/chain.log")
 
 
-def grants(homes: list[Path], stakers: list[Path], providers: list[Path]) -> list[int]:
+def grants(homes: list[Path], stakes: dict[Path, int], providers: list[Path]) -> list[int]:
     """What each home is funded with: CONSUMER_CREDITS free once it has locked its stake
-    (stakers) and deposited into a channel to every provider other than itself."""
-    return [grant(staker=home in stakers, channels=sum(1 for p in providers if p != home))
+    (`stakes`, units; none if absent) and deposited into a channel to every provider
+    other than itself."""
+    return [grant(stake=stakes.get(home, 0), channels=sum(1 for p in providers if p != home))
             for home in homes]
 
 
@@ -123,12 +129,12 @@ def open_channels(spec: ChainSpec, payers: list[Path], providers: list[Path],
                 client.deposit(address, units)
 
 
-def lock_stake(spec: ChainSpec, homes: list[Path], units: int) -> None:
-    """Each home's account locks `units` of stake, as `p2pinfer wallet stake` does."""
+def lock_stake(spec: ChainSpec, stakes: dict[Path, int]) -> None:
+    """Each home's account locks its `stakes` units, as `p2pinfer wallet stake` does."""
     from p2pinfer.settle import wallet
 
     target = wallet.resolve_target(None, None, spec.deployment_file)
-    for home in homes:
+    for home, units in stakes.items():
         wallet.connect(target, wallet.load_account(None, home)).lock(units)
 
 

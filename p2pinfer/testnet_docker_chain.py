@@ -127,7 +127,8 @@ def start_chain(project: str, image: str, nodes: tuple[ContainerStatus, ...], *,
         addresses = list(pool.map(lambda c: node_address(project, image, c.name), nodes))
     is_provider = [c.service == "provider" for c in nodes]
     provider_addresses = [a for a, p in zip(addresses, is_provider, strict=True) if p]
-    fund = [(a, testnet_chain.grant(staker=p, channels=len(provider_addresses) - p))
+    fund = [(a, testnet_chain.grant(stake=testnet_chain.PROVIDER_STAKE * p,
+                                    channels=len(provider_addresses) - p))
             for a, p in zip(addresses, is_provider, strict=True)]
     name = container_name(project)
     _run(["docker", "create", "--name", name, "--init",

@@ -80,10 +80,21 @@ def up(
     unstaked: Annotated[list[int] | None, typer.Option(
         "--unstaked", help="With --chain: PEER_INDEX of a provider that locks no stake "
         "(repeatable).")] = None,
+    validator: Annotated[list[int] | None, typer.Option(
+        "--validator", help="PEER_INDEX of a node that spot-checks the others and "
+        "publishes reports (repeatable); with --chain it locks the validator minimum "
+        "stake, so its slash votes count.")] = None,
+    check_interval: Annotated[float | None, typer.Option(
+        "--check-interval", min=0.1, help="Validators: mean seconds between check jobs "
+        "(default: the node's).")] = None,
+    gov_min_voting_s: Annotated[int | None, typer.Option(
+        "--gov-min-voting-s", min=1, help="Every node accepts votes this short (seconds; "
+        "default: the node's hour), for trying governance on a testnet.")] = None,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
-    if docker and unstaked:
-        raise UsageError("--unstaked runs with the process testnet only, not --docker")
+    if docker and (unstaked or validator or check_interval or gov_min_voting_s):
+        raise UsageError("--unstaked, --validator, --check-interval and --gov-min-voting-s "
+                         "run with the process testnet only, not --docker")
     if unstaked and not chain:
         raise UsageError("--unstaked needs --chain (stake is locked on the chain)")
     if docker:
@@ -94,8 +105,11 @@ def up(
         parse_fault(kind)
     testnet.up(directory, nodes, backend=backend, models=models or [], faults=faults,
                gateway=gateway, start_timeout_s=timeout or 120.0,
-               options=testnet.NodeOptions(benchmark=benchmark), chain=chain,
-               unstaked=frozenset(unstaked or ()))
+               options=testnet.NodeOptions(benchmark=benchmark,
+                                           check_interval_s=check_interval,
+                                           gov_min_voting_s=gov_min_voting_s),
+               chain=chain, unstaked=frozenset(unstaked or ()),
+               validators=frozenset(validator or ()))
     _print_status(directory, as_json=False)
 
 

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -159,9 +160,10 @@ class StakeBook:
             for address in unread[:READS_PER_PASS]:
                 try:
                     # Abandoned at the timeout: the consumer must not wait on a slow RPC
-                    # (the thread finishes on its own; its answer is dropped).
-                    amount = await trio.to_thread.run_sync(
-                        self.chain.stake_of, address, limiter=self._chain_lock,
+                    # (the thread finishes on its own; its answer is dropped). The ignore:
+                    # trio_typing's stale stubs predate `abandon_on_cancel` (trio 0.23).
+                    amount = await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                        partial(self.chain.stake_of, address), limiter=self._chain_lock,
                         abandon_on_cancel=True)
                 except ChainError as exc:
                     log.warning("stake not read account=%s error=%s", address, exc)
