@@ -335,11 +335,15 @@ class Verifier:
     def _check_client(
         self, net: NetHost, identity: NodeIdentity, *, throwaway_key: bool
     ) -> TargetedClient:
+        # With settlement on a provider serves only a request whose bound payer's channel
+        # covers it (no free job): a check job is paid from this node's channels like any
+        # job, the payer account bound to the check's fresh key. The provider then sees
+        # the validator's chain account, though not its PeerID (docs/verify.md).
         return TargetedClient(
             net, identity, ledger=None, reputation=None, metrics=self.client.metrics,
             config=replace(self.client.config, throwaway_key=throwaway_key,
                            require_credit=False, max_attempts=1),
-            rng=self.rng)
+            rng=self.rng, payer=self.client.payer)
 
     async def _run_check(
         self, client: TargetedClient, provider: str, model: str
