@@ -1,4 +1,5 @@
-"""The node's libp2p host: Noise-only TCP+Yamux, GossipSub, Kademlia, and their timers.
+"""The node's libp2p host: Noise-only TCP+Yamux, GossipSub, Kademlia (`/p2pinfer/kad/1.0.0`),
+and their timers.
 
 `run_host(config)` is the one entry point: an async context manager that
 starts everything, yields a `NetHost`, and on exit cancels every task it
@@ -17,7 +18,6 @@ import trio
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from libp2p import new_host
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -33,6 +33,7 @@ from p2pinfer.net.config import (
     parse_multiaddr,
     parse_peer_addr,
 )
+from p2pinfer.net.kad import build_dht
 from p2pinfer.net.nethost import NetHost
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     host = build_libp2p_host(config)
     gossipsub = build_gossipsub(config)
     pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
-    dht = KadDHT(host, DHTMode.SERVER)
+    dht = build_dht(host)
     listen = [parse_listen_addr(a) for a in config.listen_addrs]
     phase = "starting"
     try:
