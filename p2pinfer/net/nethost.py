@@ -14,12 +14,14 @@ from typing import Any
 import trio
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 
 from p2pinfer.errors import (
     NetworkError,
     P2PInferError,
     PeerTimeoutError,
     PeerUnreachableError,
+    ProtocolNotSupportedError,
     UsageError,
     ValidationError,
 )
@@ -177,8 +179,8 @@ class NetHost:
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
-        dial failed, protocol not supported: ProtocolNotSupportedError when the
-        peer said so) or PeerTimeoutError.
+        dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
+        `na`, or a reset before accepting it) or PeerTimeoutError.
         """
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
@@ -198,9 +200,12 @@ class NetHost:
             raise PeerTimeoutError(
                 f"opening {protocol} to {peer_id} took over {limit:g} s"
             ) from exc
-        except PeerUnreachableError:
+        except (PeerUnreachableError, ProtocolNotSupportedError):
             raise
         except Exception as exc:
+            if _refused_protocol(exc):
+                raise ProtocolNotSupportedError(
+                    f"peer {peer_id} does not support {protocol}") from exc
             raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
 
     async def _drop_connection(self, pid: Any) -> None:
@@ -454,3 +459,16 @@ class NetHost:
         if not already:
             log.info("connected peer=%s", info.peer_id)
             self._new_peers.set()  # wakes the re-provider: refresh routing, announce again
+
+
+def _refused_protocol(exc: BaseException) -> bool:
+    """Whether py-libp2p's lock-step `new_stream` failed because the peer answered `na`
+    to every protocol proposed (its MultiselectClientError says "protocols not supported")."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, MultiselectClientError) and "not supported" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
