@@ -27,6 +27,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.errors import NetworkError
 from p2pinfer.net import libp2p_tuning
+from p2pinfer.net.autonat import dialer_host
 from p2pinfer.net.config import (
     NetConfig,
     parse_listen_addr,
@@ -155,12 +156,13 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             background_trio_service(pubsub),
             background_trio_service(gossipsub),
             background_trio_service(dht),
+            _autonat_dialer(config) as dialer,
         ):
             await pubsub.wait_until_ready()
             libp2p_tuning.memoize_task_parents(pubsub.manager)
             try:
                 async with trio.open_nursery() as nursery:
-                    net = NetHost(config, host, pubsub, dht, nursery)
+                    net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer)
                     await net._start()
                     phase = "running"
                     try:
@@ -187,6 +189,16 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
         if leaf is None:
             raise
         raise leaf from leaf.__cause__
+
+
+@asynccontextmanager
+async def _autonat_dialer(config: NetConfig) -> AsyncIterator[Any]:
+    """The host AutoNAT dial-backs go out from, if this node answers them; else None."""
+    if not config.autonat.serve:
+        yield None
+        return
+    async with dialer_host() as dialer:
+        yield dialer
 
 
 async def _close(host: Any) -> None:

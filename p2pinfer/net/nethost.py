@@ -32,6 +32,8 @@ from p2pinfer.net.adverts import (
     VerifiedAdvert,
     verify_advert,
 )
+from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
+from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.config import (
     ADDR_TTL_S,
     NetConfig,
@@ -74,7 +76,8 @@ class NetHost:
     """
 
     def __init__(
-        self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery
+        self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery,
+        *, dialer: Any | None = None,
     ) -> None:
         self.config = config
         self.peer_id: str = config.identity.peer_id
@@ -95,9 +98,13 @@ class NetHost:
         self._advert_seq = 0
         self._new_peers = trio.Event()
         self._topics: set[str] = set()
+        self.autonat = AutoNat(self, dialer, config.autonat)
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
+        if self.config.autonat.serve:
+            self.set_stream_handler(AUTONAT_PROTOCOL_ID, self.autonat.serve)
+        self._nursery.start_soon(self.autonat.run)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
         self._nursery.start_soon(self._reprovide_loop)
@@ -112,6 +119,11 @@ class NetHost:
     def addrs(self) -> list[str]:
         """Addresses other nodes can dial, each ending in `/p2p/<our PeerID>`."""
         return [str(a) for a in self._host.get_addrs()]
+
+    @property
+    def reachability(self) -> Reachability:
+        """Whether peers can dial this node: public, private or unknown (AutoNAT)."""
+        return self.autonat.status
 
     def peers(self) -> list[str]:
         """PeerIDs we have an open connection with."""

@@ -48,6 +48,15 @@ class NetStream:
         return str(self._raw.muxed_conn.peer_id.to_base58())
 
     @property
+    def remote_host(self) -> str | None:
+        """The remote end's transport host (an IP for TCP) as this connection sees it."""
+        try:
+            address = self._raw.get_remote_address()
+        except Exception:  # a stream without a transport address (a test double)
+            return None
+        return str(address[0]) if address else None
+
+    @property
     def protocol(self) -> str:
         """The protocol id negotiated for this stream."""
         return str(self._raw.get_protocol())
