@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ MAX_AUTONAT_MESSAGE = 4096
 """A request with 16 addresses is well under 1 KiB; the spec's messages are small."""
 MAX_REQUEST_ADDRS = 32
 SERVE_READ_TIMEOUT_S = 10.0
+MAX_DIALLED_BACK_KEPT = 1024
 
 
 @asynccontextmanager
@@ -107,6 +109,8 @@ class AutoNat:
         self._dials = trio.CapacityLimiter(config.max_concurrent_dials)
         self._rng = rng or random.Random()
         self.rounds = 0
+        #: Requesters we dialled back lately: did the dial-back reach them (bounded).
+        self.dialled_back: OrderedDict[str, bool] = OrderedDict()
 
     @property
     def status(self) -> Reachability:
@@ -157,9 +161,11 @@ class AutoNat:
         try:
             for target in targets:
                 if await self._dial_back(requester, target):
+                    self._remember(requester, True)
                     return _response(Message.OK, addr=multiaddr.Multiaddr(target).to_bytes())
         finally:
             self._dials.release()
+        self._remember(requester, False)
         return _response(Message.E_DIAL_ERROR, "dial-back failed")
 
     async def _dial_back(self, requester: str, target: str) -> bool:
@@ -183,6 +189,28 @@ class AutoNat:
                 log.debug("dial-back disconnect failed peer=%s error=%r", requester, exc)
         log.info("dial-back peer=%s addr=%s reached=%s", requester, target, ok)
         return ok
+
+    def _remember(self, requester: str, reached: bool) -> None:
+        self.dialled_back.pop(requester, None)
+        self.dialled_back[requester] = reached
+        while len(self.dialled_back) > MAX_DIALLED_BACK_KEPT:
+            self.dialled_back.popitem(last=False)
+
+    def peer_status(self, peer_id: str, host: Any) -> Reachability:
+        """Whether `peer_id` can be dialled, as this node saw it: public if a dial-back
+        reached it or we hold a connection we dialled; private if our dial-back failed
+        (and we did not dial it since); else unknown."""
+        reached = self.dialled_back.get(peer_id)
+        if reached:
+            return "public"
+        try:
+            conns = host.get_network().get_connections(ID.from_base58(peer_id))
+        except Exception:  # not a peer id we know how to parse or hold
+            conns = []
+        if any(getattr(getattr(c, "direction", None), "name", "") == "OUTBOUND"
+               for c in conns):
+            return "public"
+        return "private" if reached is False else "unknown"
 
     # -- client ------------------------------------------------------------------
 

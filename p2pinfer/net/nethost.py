@@ -125,6 +125,10 @@ class NetHost:
         """Whether peers can dial this node: public, private or unknown (AutoNAT)."""
         return self.autonat.status
 
+    def peer_reachability(self, peer_id: str) -> Reachability:
+        """Whether `peer_id` can be dialled, as far as this node has seen (AutoNat.peer_status)."""
+        return self.autonat.peer_status(peer_id, self._host)
+
     def peers(self) -> list[str]:
         """PeerIDs we have an open connection with."""
         return sorted(p.to_base58() for p in self._host.get_connected_peers())

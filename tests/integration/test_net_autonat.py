@@ -5,8 +5,10 @@ dial back reaches only the requester's observed IP, a bounded number of times.""
 from __future__ import annotations
 
 import socket
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import multiaddr
@@ -20,6 +22,14 @@ from p2pinfer.net import NetHost, run_host
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.protocol import encode_frame
+from p2pinfer.session import summarize_peers
+from tests.integration.job_helpers import (
+    FAKE_MODEL,
+    FakeBackend,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network
@@ -64,11 +74,17 @@ async def test_a_dialable_node_is_public_and_one_advertising_a_dead_address_is_p
                 await reachable.connect(server.addrs()[0])
                 assert await reachable.autonat.check_once() == "public"
                 assert reachable.reachability == "public"
+                # Each side's view of the other: the server reached it by a dial-back,
+                # and it dialled the server itself.
+                assert server.peer_reachability(reachable.peer_id) == "public"
+                assert reachable.peer_reachability(server.peer_id) == "public"
             dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
             async with run_host(config(announce_addrs=(dead,), autonat=MANUAL)) as hidden:
                 await hidden.connect(server.addrs()[0])
+                assert server.peer_reachability(hidden.peer_id) == "unknown"  # it dialled in
                 assert await hidden.autonat.check_once() == "private"
                 assert hidden.reachability == "private"
+                assert server.peer_reachability(hidden.peer_id) == "private"
 
 
 async def test_the_status_waits_for_enough_agreeing_peers() -> None:
@@ -146,3 +162,20 @@ async def test_dial_backs_are_rate_limited_per_requesting_peer() -> None:
             statuses = [(await dial_request(requester, server.peer_id, addr)).status
                         for _ in range(3)]
             assert statuses == [Message.OK, Message.OK, Message.E_DIAL_REFUSED]
+
+
+async def test_peers_summary_shows_a_provider_this_session_dialled_as_public(
+    tmp_path: Path,
+) -> None:
+    """What `p2pinfer peers` prints in its reachability column."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            [summary] = summarize_peers(client, await client.survey(timeout_s=5))
+            assert summary.peer_id == provider.net.peer_id
+            assert summary.reachability == "public"
+            # The provider only saw the consumer dial in: it cannot tell.
+            assert provider.net.peer_reachability(net.peer_id) == "unknown"
+            nursery.cancel_scope.cancel()
