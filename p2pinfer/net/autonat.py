@@ -123,7 +123,13 @@ class AutoNat:
         """Answer one DIAL request: dial the requester back (bounded), say how it went."""
         raw = await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE,
                                       timeout_s=SERVE_READ_TIMEOUT_S)
-        answer = await self._answer(raw, stream.remote_peer_id, stream.remote_host)
+        transport = stream.transport_addrs()
+        if transport is None or any("/p2p-circuit" in a for a in transport):
+            # Over a relay the "observed IP" is the relay's: the spec forbids serving it,
+            # and a connection that cannot say what it runs over is treated the same.
+            answer = _response(Message.E_DIAL_REFUSED, "not over a relayed connection")
+        else:
+            answer = await self._answer(raw, stream.remote_peer_id, stream.remote_host)
         await stream.write_frame(answer, max_size=MAX_AUTONAT_MESSAGE)
 
     async def _answer(self, raw: bytes, requester: str, remote_host: str | None) -> bytes:

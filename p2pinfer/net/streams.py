@@ -56,6 +56,15 @@ class NetStream:
             return None
         return str(address[0]) if address else None
 
+    def transport_addrs(self) -> list[str] | None:
+        """The connection's remote transport addresses (a relayed one has `/p2p-circuit`);
+        None when the connection cannot tell."""
+        try:
+            addrs = self._raw.muxed_conn.get_transport_addresses()
+        except Exception:  # a muxer or test double without them
+            return None
+        return [str(a) for a in addrs] if addrs is not None else None
+
     @property
     def protocol(self) -> str:
         """The protocol id negotiated for this stream."""
