@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.utils.varint import encode_delim
 
 from p2pinfer.errors import (
@@ -116,3 +117,16 @@ def _who(stream: NetStream) -> str:
         return f"peer {stream.remote_peer_id}"
     except Exception:
         return "the peer"
+
+
+def refused_by_peer(exc: BaseException) -> bool:
+    """Whether py-libp2p's lock-step `new_stream` failed because the peer answered `na`
+    to every protocol proposed (its MultiselectClientError says "protocols not supported")."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, MultiselectClientError) and "not supported" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

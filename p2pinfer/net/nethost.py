@@ -14,7 +14,6 @@ from typing import Any
 import trio
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.protocol_muxer.exceptions import MultiselectClientError
 
 from p2pinfer.errors import (
     NetworkError,
@@ -56,7 +55,7 @@ from p2pinfer.net.info import (
     serve_info,
 )
 from p2pinfer.net.mdns import MdnsBridge
-from p2pinfer.net.multistream import open_pipelined
+from p2pinfer.net.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, sign
 
@@ -219,7 +218,7 @@ class NetHost:
         except (PeerUnreachableError, ProtocolNotSupportedError):
             raise
         except Exception as exc:
-            if _refused_protocol(exc):
+            if refused_by_peer(exc):
                 raise ProtocolNotSupportedError(
                     f"peer {peer_id} does not support {protocol}") from exc
             raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
@@ -476,15 +475,3 @@ class NetHost:
             log.info("connected peer=%s", info.peer_id)
             self._new_peers.set()  # wakes the re-provider: refresh routing, announce again
 
-
-def _refused_protocol(exc: BaseException) -> bool:
-    """Whether py-libp2p's lock-step `new_stream` failed because the peer answered `na`
-    to every protocol proposed (its MultiselectClientError says "protocols not supported")."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, MultiselectClientError) and "not supported" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
