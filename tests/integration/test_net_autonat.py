@@ -17,6 +17,7 @@ import trio
 from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 
+from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import NetHost, run_host
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE
@@ -179,3 +180,37 @@ async def test_peers_summary_shows_a_provider_this_session_dialled_as_public(
             # The provider only saw the consumer dial in: it cannot tell.
             assert provider.net.peer_reachability(net.peer_id) == "unknown"
             nursery.cancel_scope.cancel()
+
+
+async def test_junk_and_oversized_requests_are_refused_and_the_server_keeps_serving() -> None:
+    with trio.fail_after(30):
+        async with run_host(config(autonat=MANUAL)) as server, \
+                run_host(config(autonat=MANUAL)) as requester:
+            await requester.connect(server.addrs()[0])
+
+            async def exchange(body: bytes) -> Any:
+                stream = await requester.open_stream(server.peer_id, AUTONAT_PROTOCOL_ID,
+                                                     first=encode_frame(body, 1 << 20))
+                try:
+                    raw = await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
+                finally:
+                    await stream.reset()
+                response = Message()
+                response.ParseFromString(raw)
+                return response.dialResponse
+
+            assert (await exchange(b"\xff\xfe not protobuf")).status == Message.E_BAD_REQUEST
+            wrong_type = Message()
+            wrong_type.type = Message.DIAL_RESPONSE
+            assert (await exchange(wrong_type.SerializeToString())).status == (
+                Message.E_BAD_REQUEST)
+            many = Message()
+            many.type = Message.DIAL
+            many.dial.peer.id = ID.from_base58(requester.peer_id).to_bytes()
+            for port in range(1000, 1040):  # over MAX_REQUEST_ADDRS
+                many.dial.peer.addrs.append(
+                    multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}").to_bytes())
+            assert (await exchange(many.SerializeToString())).status == Message.E_BAD_REQUEST
+            with pytest.raises(StreamClosedError):  # over 4 KiB: dropped unread
+                await exchange(b"\x00" * (MAX_AUTONAT_MESSAGE + 1))
+            assert await requester.autonat.ask(server.peer_id) is True
