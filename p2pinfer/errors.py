@@ -126,8 +126,10 @@ class PeerUnreachableError(NetworkError):
     """A peer could not be dialled: no known address, refused, or the handshake failed."""
 
 
-class ProtocolNotSupportedError(PeerUnreachableError):
-    """The peer answered that it does not speak the stream protocol we asked for (`na`)."""
+class ProtocolNotSupportedError(NetworkError):
+    """The peer was reached but refused the stream protocol we asked for: it answered
+    `na`, or reset the stream instead of accepting the proposal. Not a PeerUnreachableError:
+    the connection is fine, only this protocol is not spoken there."""
 
 
 class StreamClosedError(NetworkError):

@@ -139,7 +139,8 @@ class LiveNodeView:
     async def node_info(self) -> NodeInfo:
         models = tuple(sorted(self._server.models)) if self._server is not None else ()
         return NodeInfo(self._net.peer_id, tuple(self._net.addrs()), models, self._hardware,
-                        self._clock() - self._started_ms, __version__, self._engine)  # fmt: skip
+                        self._clock() - self._started_ms, __version__, self._engine,
+                        self._net.reachability)  # fmt: skip
 
     async def peers(self) -> Sequence[PeerView]:
         catalog = self._net.catalog
@@ -147,7 +148,8 @@ class LiveNodeView:
         for peer_id in self._net.peers():
             advert = catalog.advert_of(peer_id)
             if advert is None:
-                out.append(PeerView(peer_id, ()))
+                out.append(PeerView(peer_id, (),
+                                    reachability=self._net.peer_reachability(peer_id)))
                 continue
             ad = advert.advert
             chain = self._stakes.view(peer_id, ad.stake, ad.payee, ad.payee_binding) \
@@ -156,7 +158,8 @@ class LiveNodeView:
                                 tuple(m.name for m in ad.models), hardware_view(ad.hardware),
                                 stake_declared=ad.stake,
                                 stake_on_chain=chain.on_chain if chain else None,
-                                payee=chain.payee if chain and chain.binding_ok else None))
+                                payee=chain.payee if chain and chain.binding_ok else None,
+                                reachability=self._net.peer_reachability(peer_id)))
         return out
 
     async def catalog(self) -> Sequence[CatalogEntry]:

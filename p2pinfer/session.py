@@ -171,6 +171,9 @@ class PeerSummary:
     capacity: int
     stake: int
     rtt_ms: float | None
+    # public: this session dialled it (or a dial-back reached it); private: a dial-back
+    # it asked us for failed; unknown: neither (docs/network.md, "Reachability").
+    reachability: str = "unknown"
 
 
 def summarize_models(adverts: Sequence[VerifiedAdvert]) -> list[ModelSummary]:
@@ -188,12 +191,14 @@ def summarize_models(adverts: Sequence[VerifiedAdvert]) -> list[ModelSummary]:
 
 def summarize_peers(client: JobClient, adverts: Sequence[VerifiedAdvert]) -> list[PeerSummary]:
     """Every peer that answered with an advert, and every other connected peer."""
+    reach = client.net.peer_reachability
     out = [
         PeerSummary(a.signer, a.advert.listen_addrs, tuple(m.name for m in a.advert.models),
-                    a.advert.engine, a.advert.capacity, a.advert.stake, client.rtt_ms(a.signer))
+                    a.advert.engine, a.advert.capacity, a.advert.stake, client.rtt_ms(a.signer),
+                    reach(a.signer))
         for a in adverts
     ]
     seen = {p.peer_id for p in out}
-    out += [PeerSummary(pid, (), (), "", 0, 0, client.rtt_ms(pid))
+    out += [PeerSummary(pid, (), (), "", 0, 0, client.rtt_ms(pid), reach(pid))
             for pid in client.net.peers() if pid not in seen]
     return sorted(out, key=lambda p: p.peer_id)

@@ -30,6 +30,7 @@ from p2pinfer.errors import (
     NoProvidersError,
     P2PInferError,
     PeerUnreachableError,
+    ProtocolNotSupportedError,
 )
 
 OpenStream = Callable[[], AbstractAsyncContextManager[AsyncIterator[StreamEvent]]]
@@ -61,7 +62,8 @@ def error_status(exc: P2PInferError) -> int:
         return 402
     if isinstance(exc, JobTimeoutError):
         return 504
-    if isinstance(exc, EngineUnavailable | AllProvidersFailedError | PeerUnreachableError):
+    if isinstance(exc, EngineUnavailable | AllProvidersFailedError | PeerUnreachableError
+                  | ProtocolNotSupportedError):
         return 503
     return 500
 

@@ -64,17 +64,18 @@ def peers(
     home: HomeOption = None, bootstrap: BootstrapOption = None,
     testnet_dir: TestnetOption = None, as_json: JsonOption = False, wait: WaitOption = 10.0,
 ) -> None:
-    """Peers reachable now: their models, engine, capacity, stake and measured RTT."""
+    """Peers reachable now: their models, engine, capacity, stake, measured RTT and whether
+    they can be dialled (public / private / unknown)."""
     setup_logging("WARNING")
     _, found = _survey(home, bootstrap, testnet_dir, wait)
     if as_json:
         print(json.dumps([asdict(p) for p in found], indent=2))
         return
-    table = Table("peer", "models", "engine", "capacity", "stake", "rtt ms")
+    table = Table("peer", "models", "engine", "capacity", "stake", "rtt ms", "reachability")
     for p in found:
         rtt = f"{p.rtt_ms:.1f}" if p.rtt_ms is not None else "-"
         table.add_row(p.peer_id, ", ".join(p.models) or "-", p.engine or "-",
-                      str(p.capacity), str(p.stake), rtt)
+                      str(p.capacity), str(p.stake), rtt, p.reachability)
     Console().print(table)
 
 

@@ -21,6 +21,7 @@ from p2pinfer.sim.kpis import CatalogCounts, LiveKPIs
 JobRole = Literal["consumer", "provider"]
 JobState = Literal["running", "done", "failed"]
 BreakerStateName = Literal["closed", "open", "half_open"]
+Reachability = Literal["public", "private", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class NodeInfo:
     uptime_ms: int
     version: str
     engine: str = ""  # the backend kind it serves with, e.g. "llama.cpp", "ollama"
+    # Whether other peers can dial this node (AutoNAT, docs/network.md "Reachability").
+    reachability: Reachability = "unknown"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class PeerView:
     # (0 when unread, unbound or wrongly bound); None without a chain.
     stake_on_chain: int | None = None
     payee: str | None = None
+    # Whether it can be dialled, as this node saw it (a dial-back it asked us for, or a
+    # connection we dialled): public, private or unknown.
+    reachability: Reachability = "unknown"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import multiaddr
@@ -14,6 +14,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from p2pinfer.errors import UsageError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.adverts import DEFAULT_MAX_ADVERT_BYTES
+from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
 from p2pinfer.protocol import CLOCK_SKEW_MS, MAX_ADVERT_TTL_MS
 
@@ -36,7 +37,8 @@ class NetConfig:
     replace the listen addresses in what the node tells others (use it behind
     NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR blocks)
     are never dialled and refused when they dial in. Timers are in seconds;
-    advert times in milliseconds on the injected `clock_ms`.
+    advert times in milliseconds on the injected `clock_ms`. `autonat` sets how the
+    node learns whether it is reachable and how it answers others' dial-back requests.
     """
 
     identity: NodeIdentity
@@ -56,6 +58,7 @@ class NetConfig:
     expire_interval_s: float = 5.0
     dial_timeout_s: float = 10.0
     clock_ms: Callable[[], int] = wall_clock_ms
+    autonat: AutoNatConfig = field(default_factory=AutoNatConfig)
 
 
 def parse_multiaddr(text: str, *, what: str) -> Any:

@@ -1,4 +1,5 @@
-"""The node's libp2p host: Noise-only TCP+Yamux, GossipSub, Kademlia, and their timers.
+"""The node's libp2p host: Noise-only TCP+Yamux, GossipSub, Kademlia (`/p2pinfer/kad/1.0.0`),
+and their timers.
 
 `run_host(config)` is the one entry point: an async context manager that
 starts everything, yields a `NetHost`, and on exit cancels every task it
@@ -17,7 +18,6 @@ import trio
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from libp2p import new_host
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -27,12 +27,14 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.errors import NetworkError
 from p2pinfer.net import libp2p_tuning
+from p2pinfer.net.autonat import dialer_host
 from p2pinfer.net.config import (
     NetConfig,
     parse_listen_addr,
     parse_multiaddr,
     parse_peer_addr,
 )
+from p2pinfer.net.kad import build_dht
 from p2pinfer.net.nethost import NetHost
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     host = build_libp2p_host(config)
     gossipsub = build_gossipsub(config)
     pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
-    dht = KadDHT(host, DHTMode.SERVER)
+    dht = build_dht(host)
     listen = [parse_listen_addr(a) for a in config.listen_addrs]
     phase = "starting"
     try:
@@ -154,12 +156,13 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             background_trio_service(pubsub),
             background_trio_service(gossipsub),
             background_trio_service(dht),
+            _autonat_dialer(config) as dialer,
         ):
             await pubsub.wait_until_ready()
             libp2p_tuning.memoize_task_parents(pubsub.manager)
             try:
                 async with trio.open_nursery() as nursery:
-                    net = NetHost(config, host, pubsub, dht, nursery)
+                    net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer)
                     await net._start()
                     phase = "running"
                     try:
@@ -186,6 +189,16 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
         if leaf is None:
             raise
         raise leaf from leaf.__cause__
+
+
+@asynccontextmanager
+async def _autonat_dialer(config: NetConfig) -> AsyncIterator[Any]:
+    """The host AutoNAT dial-backs go out from, if this node answers them; else None."""
+    if not config.autonat.serve:
+        yield None
+        return
+    async with dialer_host() as dialer:
+        yield dialer
 
 
 async def _close(host: Any) -> None:

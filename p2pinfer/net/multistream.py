@@ -15,6 +15,15 @@ bytes), so the request behind the protocol id stays buffered in the stream for
 the handler. If the peer answers `na`, it reads the request as its next
 protocol proposal and fails (or answers `na` again); either way we reset the
 stream and report the protocol as unsupported.
+
+A standard responder may also just reset the stream instead of answering:
+py-libp2p itself resets once the request, read as a second proposal, is not a
+valid one, and other implementations may drop a stream whose negotiation failed
+without (or before) sending `na`. A stream reset (or closed)
+before the echo of our protocol, on a connection that is still up, is therefore
+reported as ProtocolNotSupportedError too: the peer refused the protocol, it is
+not unreachable. If the connection itself went down, the error stays a
+StreamClosedError.
 """
 
 from __future__ import annotations
@@ -23,9 +32,15 @@ from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.utils.varint import encode_delim
 
-from p2pinfer.errors import DecodeError, FrameTooLarge, ProtocolNotSupportedError
+from p2pinfer.errors import (
+    DecodeError,
+    FrameTooLarge,
+    ProtocolNotSupportedError,
+    StreamClosedError,
+)
 from p2pinfer.net.streams import NetStream
 
 MULTISTREAM_ID = "/multistream/1.0.0"
@@ -45,17 +60,26 @@ async def open_pipelined(
     """Negotiate `protocol` on the fresh muxed stream `raw`, sending `first` with the proposal.
 
     Returns the stream, its protocol set, positioned after the two echoes (the
-    peer's answer to `first` is next). Raises ProtocolNotSupportedError on `na`,
-    DecodeError on any other reply, StreamClosedError/PeerTimeoutError on transport
-    failure. The caller resets `raw` if this raises.
+    peer's answer to `first` is next). Raises ProtocolNotSupportedError on `na` or
+    on a stream reset before the echo (connection still up), DecodeError on any
+    other reply, StreamClosedError/PeerTimeoutError on transport failure. The
+    caller resets `raw` if this raises.
     """
     stream = NetStream(raw)
     stream.first_sent_at = trio.current_time()
     await stream.write(proposal(protocol) + first, timeout_s=timeout_s)
-    header = await _read_line(stream, timeout_s)
-    if header != MULTISTREAM_ID:
-        raise DecodeError(f"{_who(stream)} answered {header!r} instead of {MULTISTREAM_ID}")
-    echo = await _read_line(stream, timeout_s)
+    try:
+        header = await _read_line(stream, timeout_s)
+        if header != MULTISTREAM_ID:
+            raise DecodeError(
+                f"{_who(stream)} answered {header!r} instead of {MULTISTREAM_ID}")
+        echo = await _read_line(stream, timeout_s)
+    except StreamClosedError as exc:
+        if not _connection_open(raw):
+            raise
+        raise ProtocolNotSupportedError(
+            f"{_who(stream)} does not support {protocol}: it reset the stream"
+            " instead of accepting the proposal") from exc
     if echo == NOT_SUPPORTED:
         raise ProtocolNotSupportedError(f"{_who(stream)} does not support {protocol}")
     if echo != protocol:
@@ -77,8 +101,32 @@ async def _read_line(stream: NetStream, timeout_s: float) -> str:
         raise DecodeError(f"{_who(stream)} sent a negotiation message that is not UTF-8") from exc
 
 
+def _connection_open(raw: Any) -> bool:
+    """Whether the muxed connection under `raw` is still up (not closed or closing)."""
+    conn = getattr(raw, "muxed_conn", None)
+    if conn is None:
+        return False
+    shutting_down = getattr(conn, "event_shutting_down", None)
+    if shutting_down is not None and shutting_down.is_set():
+        return False
+    return not bool(getattr(conn, "is_closed", True))
+
+
 def _who(stream: NetStream) -> str:
     try:
         return f"peer {stream.remote_peer_id}"
     except Exception:
         return "the peer"
+
+
+def refused_by_peer(exc: BaseException) -> bool:
+    """Whether py-libp2p's lock-step `new_stream` failed because the peer answered `na`
+    to every protocol proposed (its MultiselectClientError says "protocols not supported")."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, MultiselectClientError) and "not supported" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -20,6 +20,7 @@ from p2pinfer.errors import (
     P2PInferError,
     PeerTimeoutError,
     PeerUnreachableError,
+    ProtocolNotSupportedError,
     UsageError,
     ValidationError,
 )
@@ -30,6 +31,8 @@ from p2pinfer.net.adverts import (
     VerifiedAdvert,
     verify_advert,
 )
+from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
+from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.config import (
     ADDR_TTL_S,
     NetConfig,
@@ -52,7 +55,7 @@ from p2pinfer.net.info import (
     serve_info,
 )
 from p2pinfer.net.mdns import MdnsBridge
-from p2pinfer.net.multistream import open_pipelined
+from p2pinfer.net.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, sign
 
@@ -72,7 +75,8 @@ class NetHost:
     """
 
     def __init__(
-        self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery
+        self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery,
+        *, dialer: Any | None = None,
     ) -> None:
         self.config = config
         self.peer_id: str = config.identity.peer_id
@@ -93,9 +97,13 @@ class NetHost:
         self._advert_seq = 0
         self._new_peers = trio.Event()
         self._topics: set[str] = set()
+        self.autonat = AutoNat(self, dialer, config.autonat)
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
+        if self.config.autonat.serve:
+            self.set_stream_handler(AUTONAT_PROTOCOL_ID, self.autonat.serve)
+        self._nursery.start_soon(self.autonat.run)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
         self._nursery.start_soon(self._reprovide_loop)
@@ -110,6 +118,15 @@ class NetHost:
     def addrs(self) -> list[str]:
         """Addresses other nodes can dial, each ending in `/p2p/<our PeerID>`."""
         return [str(a) for a in self._host.get_addrs()]
+
+    @property
+    def reachability(self) -> Reachability:
+        """Whether peers can dial this node: public, private or unknown (AutoNAT)."""
+        return self.autonat.status
+
+    def peer_reachability(self, peer_id: str) -> Reachability:
+        """Whether `peer_id` can be dialled, as far as this node has seen (AutoNat.peer_status)."""
+        return self.autonat.peer_status(peer_id, self._host)
 
     def peers(self) -> list[str]:
         """PeerIDs we have an open connection with."""
@@ -177,8 +194,8 @@ class NetHost:
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
-        dial failed, protocol not supported: ProtocolNotSupportedError when the
-        peer said so) or PeerTimeoutError.
+        dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
+        `na`, or a reset before accepting it) or PeerTimeoutError.
         """
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
@@ -198,9 +215,12 @@ class NetHost:
             raise PeerTimeoutError(
                 f"opening {protocol} to {peer_id} took over {limit:g} s"
             ) from exc
-        except PeerUnreachableError:
+        except (PeerUnreachableError, ProtocolNotSupportedError):
             raise
         except Exception as exc:
+            if refused_by_peer(exc):
+                raise ProtocolNotSupportedError(
+                    f"peer {peer_id} does not support {protocol}") from exc
             raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
 
     async def _drop_connection(self, pid: Any) -> None:
@@ -454,3 +474,4 @@ class NetHost:
         if not already:
             log.info("connected peer=%s", info.peer_id)
             self._new_peers.set()  # wakes the re-provider: refresh routing, announce again
+

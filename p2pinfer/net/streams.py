@@ -48,6 +48,24 @@ class NetStream:
         return str(self._raw.muxed_conn.peer_id.to_base58())
 
     @property
+    def remote_host(self) -> str | None:
+        """The remote end's transport host (an IP for TCP) as this connection sees it."""
+        try:
+            address = self._raw.get_remote_address()
+        except Exception:  # a stream without a transport address (a test double)
+            return None
+        return str(address[0]) if address else None
+
+    def transport_addrs(self) -> list[str] | None:
+        """The connection's remote transport addresses (a relayed one has `/p2p-circuit`);
+        None when the connection cannot tell."""
+        try:
+            addrs = self._raw.muxed_conn.get_transport_addresses()
+        except Exception:  # a muxer or test double without them
+            return None
+        return [str(a) for a in addrs] if addrs is not None else None
+
+    @property
     def protocol(self) -> str:
         """The protocol id negotiated for this stream."""
         return str(self._raw.get_protocol())

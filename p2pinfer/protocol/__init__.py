@@ -80,7 +80,6 @@ JOB_PROTOCOL_ID = "/p2pinfer/job/1.0.0"
 INFO_PROTOCOL_ID = "/p2pinfer/info/1.0.0"
 ADVERTS_TOPIC = "p2pinfer/adverts/1"
 REPORTS_TOPIC = "p2pinfer/reports/1"
-RECEIPTS_TOPIC = "p2pinfer/receipts/1"
 #: Validators' signed votes to slash a provider's stake on chain (settlement on).
 SLASH_TOPIC = "p2pinfer/slash/1"
 
@@ -98,7 +97,6 @@ __all__ = [
     "MESSAGE_TYPES",
     "NO_JOB_ID",
     "PROTOCOL_VERSION",
-    "RECEIPTS_TOPIC",
     "REJECT_CODES",
     "REPORTS_TOPIC",
     "SLASH_TOPIC",

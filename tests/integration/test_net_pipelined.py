@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 import trio
 
-from p2pinfer.errors import ProtocolNotSupportedError, StreamClosedError
+from p2pinfer.errors import (
+    PeerUnreachableError,
+    ProtocolNotSupportedError,
+    StreamClosedError,
+)
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import NetConfig, NetHost, NetStream, run_host
 from p2pinfer.net.job_server import JobServer, JobServerConfig
@@ -36,6 +40,7 @@ from tests.integration.job_helpers import (
 )
 from tests.integration.net_helpers import config
 from tests.support.raw_jobs import first_answer, signed_request
+from tests.support.refusing_responder import refuse_protocol
 
 pytestmark = pytest.mark.network
 
@@ -150,8 +155,9 @@ async def test_py_libp2p_lock_step_open_waits_for_the_peer_three_times(
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("refusal", ["na", "reset", "na then reset"])
 async def test_a_provider_that_does_not_speak_the_job_protocol_is_failed_over(
-    tmp_path: Path,
+    tmp_path: Path, refusal: str
 ) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
@@ -165,6 +171,8 @@ async def test_a_provider_that_does_not_speak_the_job_protocol_is_failed_over(
             mute = await stack.enter_async_context(
                 run_host(NetConfig(mute_id, bootstrap=(real.net.addrs()[0],))))
             mute.start_advertising(advert_for(mute_server), interval_s=1.0)
+            if refusal != "na":  # py-libp2p's own answer; other implementations may reset
+                refuse_protocol(mute, JOB_PROTOCOL_ID, answer_na=refusal == "na then reset")
             net, client, _ = await start_consumer(stack, tmp_path, (real.net.addrs()[0],))
             await wait_for_providers(net, FAKE_MODEL, 2)
             ranked = await client.candidates(FAKE_MODEL)
@@ -205,3 +213,28 @@ async def test_a_pipelined_open_dials_a_peer_it_has_no_connection_to() -> None:
             assert await stream.read_frame(timeout_s=10) == b"again"
             await stream.close()
             assert client.peers() == [server.peer_id]
+
+
+@pytest.mark.parametrize("answer_na", [False, True])
+async def test_a_responder_that_resets_instead_of_accepting_does_not_support_the_protocol(
+    answer_na: bool,
+) -> None:
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client:
+            server.set_stream_handler(ECHO, echo)
+            refuse_protocol(server, ECHO, answer_na=answer_na)
+            await client.connect(server.addrs()[0])
+            with pytest.raises(ProtocolNotSupportedError, match=f"does not support {ECHO}"):
+                await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
+            assert client.peers() == [server.peer_id]  # reached: only the protocol refused
+
+
+async def test_a_connection_lost_during_negotiation_is_not_a_refused_protocol() -> None:
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client:
+            server.set_stream_handler(ECHO, echo)
+            refuse_protocol(server, ECHO, hang_up=True)
+            await client.connect(server.addrs()[0])
+            with pytest.raises(PeerUnreachableError) as caught:
+                await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
+            assert not isinstance(caught.value, ProtocolNotSupportedError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2pinfer.errors import PeerUnreachableError, StreamClosedError
+from p2pinfer.errors import ProtocolNotSupportedError, StreamClosedError
 from p2pinfer.net import NetStream, run_host
 from tests.integration.net_helpers import config
 
@@ -52,7 +52,7 @@ async def test_unknown_protocol_is_refused() -> None:
     with trio.fail_after(30):
         async with run_host(config()) as server, run_host(config()) as client:
             await client.connect(server.addrs()[0])
-            with pytest.raises(PeerUnreachableError):
+            with pytest.raises(ProtocolNotSupportedError, match="does not support"):
                 await client.open_stream(server.peer_id, "/p2pinfer-test/nobody/1.0.0")
 
 

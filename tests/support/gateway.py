@@ -154,12 +154,13 @@ class FakeNodeView:
     async def node_info(self) -> NodeInfo:
         self._maybe_fail()
         return NodeInfo(SELF, ("/ip4/127.0.0.1/tcp/4001",), (), CPU, 3_723_000, "0.1.0",
-                        "llama.cpp")  # fmt: skip
+                        "llama.cpp", "private")  # fmt: skip
 
     async def peers(self) -> Sequence[PeerView]:
         self._maybe_fail()
         return [
-            PeerView(PROVIDER_A, ("/ip4/127.0.0.1/tcp/4002",), (MODEL,), CPU),
+            PeerView(PROVIDER_A, ("/ip4/127.0.0.1/tcp/4002",), (MODEL,), CPU,
+                     reachability="public"),
             PeerView(PROVIDER_B, ("/ip4/127.0.0.1/tcp/4003",), (MODEL,), GPU_BOX),
             PeerView(SELF.replace("Self", "Cons"), ("/ip4/127.0.0.1/tcp/4004",)),
         ]

@@ -9,7 +9,7 @@ from libp2p.protocol_muxer.multiselect import Multiselect
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from libp2p.utils.varint import encode_delim
 
-from p2pinfer.errors import DecodeError, ProtocolNotSupportedError
+from p2pinfer.errors import DecodeError, ProtocolNotSupportedError, StreamClosedError
 from p2pinfer.net.multistream import MULTISTREAM_ID, open_pipelined, proposal
 from p2pinfer.protocol import encode_frame, encode_uvarint
 
@@ -17,11 +17,20 @@ JOB = "/p2pinfer/job/1.0.0"
 REQUEST = encode_frame(b"a signed request\n")  # ends in a newline, like a delimited message
 
 
-class FakePeerStream:
-    """A stream whose peer has already sent `incoming`; records what we write and the
-    protocol set on it. Reads return at most `n` bytes, as py-libp2p's Yamux stream does."""
+class FakeConnection:
+    """The muxed connection under a FakePeerStream: up, or already closed."""
 
-    def __init__(self, incoming: bytes) -> None:
+    def __init__(self, *, closed: bool) -> None:
+        self.is_closed = closed
+
+
+class FakePeerStream:
+    """A stream whose peer has already sent `incoming`, then reset or closed it; records
+    what we write and the protocol set on it. Reads return at most `n` bytes, as
+    py-libp2p's Yamux stream does."""
+
+    def __init__(self, incoming: bytes, *, connection_closed: bool = False) -> None:
+        self.muxed_conn = FakeConnection(closed=connection_closed)
         self.incoming = incoming
         self.consumed = 0
         self.written = b""
@@ -64,6 +73,22 @@ async def test_na_is_a_clear_protocol_not_supported_error() -> None:
     with pytest.raises(ProtocolNotSupportedError, match=f"does not support {JOB}"):
         await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
     assert peer.protocol is None
+
+
+@pytest.mark.parametrize("before_reset", [b"", delim(MULTISTREAM_ID)])
+async def test_a_reset_before_the_echo_means_the_protocol_is_not_supported(
+    before_reset: bytes,
+) -> None:
+    peer = FakePeerStream(before_reset)
+    with pytest.raises(ProtocolNotSupportedError, match=f"does not support {JOB}: it reset"):
+        await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
+    assert peer.protocol is None
+
+
+async def test_a_stream_cut_with_its_connection_is_not_a_refused_protocol() -> None:
+    peer = FakePeerStream(delim(MULTISTREAM_ID), connection_closed=True)
+    with pytest.raises(StreamClosedError):
+        await open_pipelined(peer, JOB, REQUEST, timeout_s=5)
 
 
 @pytest.mark.parametrize("answer", [

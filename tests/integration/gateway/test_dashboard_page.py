@@ -28,6 +28,8 @@ def _check_page(url: str) -> None:
         assert "running" in jobs and "done" in jobs and "1,234 µcr" in jobs
         assert text_of(driver, "kpi-providers") == "2"
         assert text_of(driver, "peer-id").startswith("12D3Ko")
+        assert text_of(driver, "reachability") == "private"
+        assert "public" in peers  # provider A: a dial-back or our own dial reached it
         # The chart was drawn: the canvas is not blank.
         blank = driver.execute_script(
             "const c = document.getElementById('chart');"

@@ -50,6 +50,7 @@ async def test_admin_node_describes_this_node() -> None:
         "peer_id": SELF, "addrs": ["/ip4/127.0.0.1/tcp/4001"], "models": [],
         "hardware": {"cpu": "AMD EPYC", "cpu_cores": 16, "ram_mb": 65536, "gpus": []},
         "uptime_ms": 3_723_000, "version": "0.1.0", "engine": "llama.cpp",
+        "reachability": "private",
     }  # fmt: skip
 
 
@@ -62,6 +63,7 @@ async def test_admin_lists_peers_catalog_jobs_and_reputation() -> None:
     assert [p["peer_id"] for p in peers][:2] == [PROVIDER_A, PROVIDER_B]
     assert peers[1]["hardware"]["gpus"] == [{"name": "NVIDIA H100", "vram_mb": 81920}]
     assert peers[2]["hardware"] is None and peers[2]["models"] == []
+    assert [p["reachability"] for p in peers] == ["public", "unknown", "unknown"]
     assert catalog[1] == {
         "model": MODEL, "provider": PROVIDER_B, "price_per_1k": 150, "tokens_per_s": 480.0,
         "hardware": peers[1]["hardware"], "reputation_pm": 420, "breaker": "open",

@@ -1,0 +1,167 @@
+"""AutoNAT's rules without I/O: whom a dial-back may reach, how often, and the verdict.
+
+A node learns whether it is publicly reachable by asking peers to dial it back
+(AutoNAT v1, libp2p/specs autonat/autonat-v1.md; p2pinfer/net/autonat.py does the
+I/O). The server side is a way to make a node open connections on someone's
+behalf, so it is bounded here:
+
+- `dial_back_addrs`: only the requester's *observed* IP (the address its
+  connection to us comes from) is dialled, at the TCP ports it names; an address
+  naming another IP gets that IP replaced, never dialled. So a request can make
+  us connect to no one but the requester's own address, and to at most
+  `max_dial_addrs` ports of it.
+- `DialBackLimiter`: at most `per_peer_per_min` dial-backs per requesting peer
+  and `global_per_min` in all in any minute (go-libp2p's defaults: 3 and 30).
+- `Verdicts`: the client's status is "public" once `confirmations` distinct
+  peers dialled it back, "private" once that many failed to, else "unknown";
+  refusals and errors are no verdict.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Literal
+
+import multiaddr
+
+Reachability = Literal["public", "private", "unknown"]
+
+WINDOW_MS = 60_000
+
+
+@dataclass(frozen=True)
+class AutoNatConfig:
+    """AutoNAT settings of a node (client and server)."""
+
+    confirmations: int = 3  # distinct peers agreeing before the status changes
+    servers_per_round: int = 5  # peers asked in one round
+    interval_s: float = 300.0  # between rounds once the status is known
+    unknown_interval_s: float = 30.0  # between rounds while it is unknown
+    first_delay_s: float = 5.0  # after start, so connections and identify are up
+    request_timeout_s: float = 30.0  # for one peer's answer (its dial-backs included)
+    dial_timeout_s: float = 5.0  # for one dial-back
+    max_dial_addrs: int = 4  # ports of the requester's IP dialled per request
+    per_peer_per_min: int = 3
+    global_per_min: int = 30
+    max_concurrent_dials: int = 4
+    serve: bool = True  # answer other peers' requests
+
+
+def observed_ip(host: str) -> str | None:
+    """`host` (a transport's remote address) as a normalised IP; None if it is not one."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def dial_back_addrs(requested: list[bytes], ip: str, *, limit: int) -> list[str]:
+    """The addresses a dial-back may try: `/ip4|ip6/<ip>/tcp/<port>` for each TCP port
+    named in `requested` (binary multiaddrs from the request), in order, at most
+    `limit`. Whatever IP a requested address names, only `ip` is dialled; addresses
+    that are not IP+TCP (relayed, DNS, QUIC) and malformed ones are skipped."""
+    family = "ip6" if ":" in ip else "ip4"
+    out: list[str] = []
+    for raw in requested:
+        port = _tcp_port(raw)
+        if port is None:
+            continue
+        addr = f"/{family}/{ip}/tcp/{port}"
+        if addr not in out:
+            out.append(addr)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _tcp_port(raw: bytes) -> int | None:
+    """The TCP port of a plain `/ip4|ip6/X/tcp/P[/p2p/ID]` address; None for anything else."""
+    try:
+        addr = multiaddr.Multiaddr(raw)
+        names = [p.name for p in addr.protocols()]
+        if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or names[2:] not in ([], ["p2p"]):
+            return None
+        port = int(addr.value_for_protocol("tcp"))
+    except Exception:  # another peer's bytes: anything malformed is skipped
+        return None
+    return port if 0 < port < 65_536 else None
+
+
+class DialBackLimiter:
+    """Sliding one-minute windows: at most `per_peer` dial-backs per requesting peer and
+    `total` for all peers in any 60 s (a fixed window would allow twice as many across
+    its boundary). Remembers at most `max_peers` requesters at once."""
+
+    def __init__(self, *, per_peer: int, total: int, max_peers: int = 10_000) -> None:
+        self._per_peer = per_peer
+        self._total = total
+        self._max_peers = max_peers
+        self._all: deque[int] = deque()
+        self._by_peer: OrderedDict[str, deque[int]] = OrderedDict()
+
+    def admit(self, peer_id: str, now_ms: int) -> str | None:
+        """None if `peer_id` may have a dial-back now (and count it), else why not."""
+        self._forget_before(now_ms - WINDOW_MS)
+        if len(self._all) >= self._total:
+            return "too many dial-back requests; try again in a minute"
+        times = self._by_peer.get(peer_id)
+        if times is not None and len(times) >= self._per_peer:
+            return "too many dial-back requests from this peer; try again in a minute"
+        if times is None:
+            if len(self._by_peer) >= self._max_peers:
+                return "too many requesting peers; try again in a minute"
+            times = self._by_peer[peer_id] = deque()
+        times.append(now_ms)
+        self._by_peer.move_to_end(peer_id)
+        self._all.append(now_ms)
+        return None
+
+    def _forget_before(self, cutoff_ms: int) -> None:
+        while self._all and self._all[0] <= cutoff_ms:
+            self._all.popleft()
+        # Least recently admitted first: stop at the first peer still in the window.
+        while self._by_peer:
+            peer, times = next(iter(self._by_peer.items()))
+            while times and times[0] <= cutoff_ms:
+                times.popleft()
+            if times:
+                break
+            del self._by_peer[peer]
+
+
+class Verdicts:
+    """The latest verdict of each peer that answered, and the status they add up to."""
+
+    def __init__(self, confirmations: int, max_kept: int = 64) -> None:
+        self._need = max(1, confirmations)
+        self._max_kept = max_kept
+        self._by_server: OrderedDict[str, bool] = OrderedDict()
+
+    def record(self, server: str, reachable: bool) -> None:
+        """`server` dialled us back (`reachable`) or tried and failed."""
+        self._by_server.pop(server, None)
+        self._by_server[server] = reachable
+        while len(self._by_server) > self._max_kept:
+            self._by_server.popitem(last=False)
+
+    @property
+    def status(self) -> Reachability:
+        """public / private with `confirmations` agreeing peers (more of them than of
+        the other verdict), else unknown."""
+        yes = sum(1 for ok in self._by_server.values() if ok)
+        no = len(self._by_server) - yes
+        if yes >= self._need and yes >= no:
+            return "public"
+        if no >= self._need and no > yes:
+            return "private"
+        return "unknown"
+
+    def counts(self) -> tuple[int, int]:
+        """(peers that reached us, peers that could not)."""
+        yes = sum(1 for ok in self._by_server.values() if ok)
+        return yes, len(self._by_server) - yes

@@ -1,0 +1,84 @@
+"""Kademlia under our own protocol id, so the network's DHT never mixes with IPFS's.
+
+py-libp2p 0.8.1's `KadDHT` speaks `/ipfs/kad/1.0.0`, the public IPFS DHT's id:
+any IPFS node we met (mDNS on a LAN, a public address) would join our routing
+tables, and we theirs, and our provider records would be stored on, and looked
+up from, strangers. go-libp2p (`dht.ProtocolPrefix("/p2pinfer")`) and
+rust-libp2p (`kad::Config::new(StreamProtocol)`) take an app-specific id for
+this; the wire format (the Kademlia protobuf, varint-framed) is unchanged, so
+a go or rust node configured with `/p2pinfer/kad/1.0.0` interoperates.
+
+py-libp2p has a `protocol_prefix` argument but 0.8.1 never uses it: the id is
+the module constant `PROTOCOL_ID`, imported by name into five modules. Rather
+than patch those (process-wide), `build_dht` gives its `KadDHT` a view of the
+host that renames the protocol on the way in and out: streams it opens and the
+handler it installs use our id, and a peer's identified protocols report our id
+as the one KadDHT looks for (and the IPFS one as absent), so its routing table
+admits only peers that speak our DHT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.common import PROTOCOL_ID as IPFS_KAD_PROTOCOL_ID
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+
+DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
+"""Our Kademlia protocol id (go-libp2p's ProtocolPrefix("/p2pinfer") gives the same)."""
+
+
+def build_dht(host: Any, protocol: str = DHT_PROTOCOL_ID) -> KadDHT:
+    """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only."""
+    view: Any = host if protocol == IPFS_KAD_PROTOCOL_ID else KadHostView(host, protocol)
+    return KadDHT(view, DHTMode.SERVER)
+
+
+class KadHostView:
+    """`host` as KadDHT sees it: `/ipfs/kad/1.0.0` means `protocol`; all else passes through."""
+
+    def __init__(self, host: Any, protocol: str) -> None:
+        self._host = host
+        self._protocol = TProtocol(protocol)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    def _rename(self, protocol: str) -> TProtocol:
+        return self._protocol if protocol == IPFS_KAD_PROTOCOL_ID else TProtocol(protocol)
+
+    def set_stream_handler(self, protocol_id: str, handler: Any) -> None:
+        self._host.set_stream_handler(self._rename(protocol_id), handler)
+
+    def remove_stream_handler(self, protocol_id: str) -> None:
+        self._host.remove_stream_handler(self._rename(protocol_id))
+
+    async def new_stream(
+        self, peer_id: Any, protocol_ids: Sequence[str], *args: Any, **kwargs: Any
+    ) -> Any:
+        renamed = [self._rename(p) for p in protocol_ids]
+        return await self._host.new_stream(peer_id, renamed, *args, **kwargs)
+
+    def get_peerstore(self) -> Any:
+        return _KadPeerstoreView(self._host.get_peerstore(), self._protocol)
+
+
+class _KadPeerstoreView:
+    """The peerstore, with identified protocols renamed as KadDHT expects (see module doc)."""
+
+    def __init__(self, peerstore: Any, protocol: TProtocol) -> None:
+        self._peerstore = peerstore
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._peerstore, name)
+
+    def get_protocols(self, peer_id: Any) -> list[str]:
+        protocols = self._peerstore.get_protocols(peer_id) or []
+        return [
+            IPFS_KAD_PROTOCOL_ID if p == self._protocol else p
+            for p in protocols
+            if p != IPFS_KAD_PROTOCOL_ID
+        ]

@@ -1,0 +1,216 @@
+"""AutoNAT between real hosts on loopback: a node peers can dial back learns it is public,
+one whose advertised address nothing listens on learns it is private, and a node asked to
+dial back reaches only the requester's observed IP, a bounded number of times."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import pytest
+import trio
+from libp2p.host.autonat.pb.autonat_pb2 import Message
+from libp2p.peer.id import ID
+
+from p2pinfer.errors import StreamClosedError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net import NetHost, run_host
+from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE
+from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.protocol import encode_frame
+from p2pinfer.session import summarize_peers
+from tests.integration.job_helpers import (
+    FAKE_MODEL,
+    FakeBackend,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
+from tests.integration.net_helpers import config
+
+pytestmark = pytest.mark.network
+
+# Rounds only when the test asks (check_once), one agreeing peer is enough.
+MANUAL = AutoNatConfig(confirmations=1, first_delay_s=3600.0, dial_timeout_s=3.0)
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind((ip, 0))
+        return int(sock.getsockname()[1])
+
+
+async def dial_request(net: NetHost, server: str, addrs: list[str],
+                       peer_id: str | None = None) -> Any:
+    """Send one hand-made DIAL to `server`; its DIAL_RESPONSE."""
+    request = Message()
+    request.type = Message.DIAL
+    request.dial.peer.id = ID.from_base58(peer_id or net.peer_id).to_bytes()
+    for addr in addrs:
+        request.dial.peer.addrs.append(multiaddr.Multiaddr(addr).to_bytes())
+    stream = await net.open_stream(server, AUTONAT_PROTOCOL_ID,
+                                   first=encode_frame(request.SerializeToString()))
+    raw = await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=20)
+    await stream.close()
+    response = Message()
+    response.ParseFromString(raw)
+    return response.dialResponse
+
+
+def listen_port(net: NetHost) -> int:
+    return int(multiaddr.Multiaddr(net.addrs()[0]).value_for_protocol("tcp"))
+
+
+async def test_a_dialable_node_is_public_and_one_advertising_a_dead_address_is_private() -> None:
+    with trio.fail_after(60):
+        async with run_host(config(autonat=MANUAL)) as server:
+            async with run_host(config(autonat=MANUAL)) as reachable:
+                assert reachable.reachability == "unknown"
+                await reachable.connect(server.addrs()[0])
+                assert await reachable.autonat.check_once() == "public"
+                assert reachable.reachability == "public"
+                # Each side's view of the other: the server reached it by a dial-back,
+                # and it dialled the server itself.
+                assert server.peer_reachability(reachable.peer_id) == "public"
+                assert reachable.peer_reachability(server.peer_id) == "public"
+            dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
+            async with run_host(config(announce_addrs=(dead,), autonat=MANUAL)) as hidden:
+                await hidden.connect(server.addrs()[0])
+                assert server.peer_reachability(hidden.peer_id) == "unknown"  # it dialled in
+                assert await hidden.autonat.check_once() == "private"
+                assert hidden.reachability == "private"
+                assert server.peer_reachability(hidden.peer_id) == "private"
+
+
+async def test_the_status_waits_for_enough_agreeing_peers() -> None:
+    with trio.fail_after(60):
+        two = replace(MANUAL, confirmations=2)
+        async with (
+            run_host(config(autonat=MANUAL)) as first,
+            run_host(config(autonat=MANUAL)) as second,
+            run_host(config(autonat=two)) as node,
+        ):
+            await node.connect(first.addrs()[0])
+            assert await node.autonat.check_once() == "unknown"  # one peer said public
+            await node.connect(second.addrs()[0])
+            assert await node.autonat.check_once() == "public"
+
+
+async def test_a_peer_that_does_not_serve_autonat_gives_no_verdict() -> None:
+    with trio.fail_after(30):
+        silent = replace(MANUAL, serve=False)
+        async with run_host(config(autonat=silent)) as server, \
+                run_host(config(autonat=MANUAL)) as node:
+            await node.connect(server.addrs()[0])
+            assert await node.autonat.ask(server.peer_id) is None
+            assert await node.autonat.check_once() == "unknown"
+
+
+async def test_a_dial_back_goes_only_to_the_requesters_observed_ip() -> None:
+    accepted: list[Any] = []
+
+    async def count(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            # Another machine's listener (127.0.0.2) that the requester names as its own.
+            [listener] = await nursery.start(partial(trio.serve_tcp, count, 0, host="127.0.0.2"))
+            victim_port = listener.socket.getsockname()[1]
+            async with run_host(config(autonat=MANUAL)) as server, \
+                    run_host(config(autonat=MANUAL)) as requester:
+                await requester.connect(server.addrs()[0])
+                answer = await dial_request(
+                    requester, server.peer_id, [f"/ip4/127.0.0.2/tcp/{victim_port}"])
+                assert answer.status == Message.E_DIAL_ERROR  # 127.0.0.1:port: nobody
+                assert accepted == []
+                # The same request naming its real port, under another IP, reaches it
+                # at the observed IP.
+                port = listen_port(requester)
+                answer = await dial_request(
+                    requester, server.peer_id, [f"/ip4/203.0.113.9/tcp/{port}"])
+                assert answer.status == Message.OK
+                assert multiaddr.Multiaddr(answer.addr) == multiaddr.Multiaddr(
+                    f"/ip4/127.0.0.1/tcp/{port}")
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_request_for_another_peer_id_is_refused() -> None:
+    with trio.fail_after(30):
+        async with run_host(config(autonat=MANUAL)) as server, \
+                run_host(config(autonat=MANUAL)) as requester:
+            await requester.connect(server.addrs()[0])
+            other = NodeIdentity.generate().peer_id
+            answer = await dial_request(requester, server.peer_id,
+                                        [f"/ip4/127.0.0.1/tcp/{listen_port(requester)}"],
+                                        peer_id=other)
+            assert answer.status == Message.E_BAD_REQUEST
+
+
+async def test_dial_backs_are_rate_limited_per_requesting_peer() -> None:
+    with trio.fail_after(60):
+        limited = replace(MANUAL, per_peer_per_min=2)
+        async with run_host(config(autonat=limited)) as server, \
+                run_host(config(autonat=MANUAL)) as requester:
+            await requester.connect(server.addrs()[0])
+            addr = [f"/ip4/127.0.0.1/tcp/{listen_port(requester)}"]
+            statuses = [(await dial_request(requester, server.peer_id, addr)).status
+                        for _ in range(3)]
+            assert statuses == [Message.OK, Message.OK, Message.E_DIAL_REFUSED]
+
+
+async def test_peers_summary_shows_a_provider_this_session_dialled_as_public(
+    tmp_path: Path,
+) -> None:
+    """What `p2pinfer peers` prints in its reachability column."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            [summary] = summarize_peers(client, await client.survey(timeout_s=5))
+            assert summary.peer_id == provider.net.peer_id
+            assert summary.reachability == "public"
+            # The provider only saw the consumer dial in: it cannot tell.
+            assert provider.net.peer_reachability(net.peer_id) == "unknown"
+            nursery.cancel_scope.cancel()
+
+
+async def test_junk_and_oversized_requests_are_refused_and_the_server_keeps_serving() -> None:
+    with trio.fail_after(30):
+        async with run_host(config(autonat=MANUAL)) as server, \
+                run_host(config(autonat=MANUAL)) as requester:
+            await requester.connect(server.addrs()[0])
+
+            async def exchange(body: bytes) -> Any:
+                stream = await requester.open_stream(server.peer_id, AUTONAT_PROTOCOL_ID,
+                                                     first=encode_frame(body, 1 << 20))
+                try:
+                    raw = await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
+                finally:
+                    await stream.reset()
+                response = Message()
+                response.ParseFromString(raw)
+                return response.dialResponse
+
+            assert (await exchange(b"\xff\xfe not protobuf")).status == Message.E_BAD_REQUEST
+            wrong_type = Message()
+            wrong_type.type = Message.DIAL_RESPONSE
+            assert (await exchange(wrong_type.SerializeToString())).status == (
+                Message.E_BAD_REQUEST)
+            many = Message()
+            many.type = Message.DIAL
+            many.dial.peer.id = ID.from_base58(requester.peer_id).to_bytes()
+            for port in range(1000, 1040):  # over MAX_REQUEST_ADDRS
+                many.dial.peer.addrs.append(
+                    multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}").to_bytes())
+            assert (await exchange(many.SerializeToString())).status == Message.E_BAD_REQUEST
+            with pytest.raises(StreamClosedError):  # over 4 KiB: dropped unread
+                await exchange(b"\x00" * (MAX_AUTONAT_MESSAGE + 1))
+            assert await requester.autonat.ask(server.peer_id) is True
