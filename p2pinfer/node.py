@@ -27,6 +27,7 @@ from p2pinfer import identity as identity_store
 from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
 from p2pinfer.gateway import GatewayConfig, run_gateway
+from p2pinfer.gateway.operator_key import load_or_create_operator_key
 from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.service import GovService
@@ -360,7 +361,9 @@ async def run_node(
                         ledger=ledger, reputation=reputation, server=server, board=board,
                         engine=backend.name if backend is not None else "",
                         governance=governance, stakes=stakes.book if stakes else None)
-                    binding = await nursery.start(partial(run_gateway, view, gateway_config))
+                    operator = replace(gateway_config,
+                                       operator_key=load_or_create_operator_key(home))
+                    binding = await nursery.start(partial(run_gateway, view, operator))
                     gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics, server)
                 nursery.start_soon(_advance_ledger_checkpoint, ledger, identity, home)

@@ -1,7 +1,8 @@
 """The gateway app: the Ollama + OpenAI APIs over the network, admin, metrics, dashboard.
 
-`create_gateway_app(view, config)` is a Starlette app with `GatewayGuard` as its
-middleware (keys, rate limit, body limit, errors as JSON):
+`create_gateway_app(view, config)` is a Starlette app with `BrowserGuard` (Origin
+allow-list, Host check) then `GatewayGuard` (keys, rate limit, body limit, errors as
+JSON) as its middleware:
 the API routes are `backends.server.api_routes` over the node's network
 backend, so shapes, errors and streaming are the engine server's; each
 successful job reply names its provider, job id and (when sent after the last
@@ -24,15 +25,18 @@ from p2pinfer.backends.base import Completion, StreamEvent
 from p2pinfer.backends.server import api_routes
 from p2pinfer.backends.wire import Clock, utc_now
 from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
-from p2pinfer.gateway.config import GatewayConfig
+from p2pinfer.gateway.browser import BrowserGuard
+from p2pinfer.gateway.config import GatewayConfig, is_loopback
 from p2pinfer.gateway.dashboard import dashboard_response
-from p2pinfer.gateway.security import GatewayGuard
+from p2pinfer.gateway.security import GatewayGuard, send_error
 from p2pinfer.gateway.view import JobMeta, NodeView
 
 PROVIDER_HEADER = "X-P2PInfer-Provider"
 JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
 FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
+#: What a page from an allowed origin may read of a reply.
+EXPOSED_HEADERS = (PROVIDER_HEADER, JOB_ID_HEADER, CHARGED_HEADER, FAILOVERS_HEADER)
 
 #: The paths whose requests run a job through the network.
 JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
@@ -93,6 +97,9 @@ def create_gateway_app(
     ]
     metrics = GatewayMetrics.of(view.metrics.registry)
     return Starlette(routes=routes, middleware=[
+        Middleware(BrowserGuard, origins=config.origins, check_host=is_loopback(config.host),
+                   refuse=send_error, expose_headers=EXPOSED_HEADERS,
+                   on_response=metrics.observe),
         Middleware(GatewayGuard, config=config, on_response=metrics.observe),
         Middleware(JobTracking, view=view),
     ])  # fmt: skip
