@@ -22,10 +22,12 @@ DONE_EVENT = b"data: [DONE]\n\n"
 _ids = itertools.count(1)
 
 
-def error_body(status: int, message: str) -> bytes:
-    """OpenAI's error object; the type follows the status as Ollama sets it."""
+def error_body(status: int, message: str, param: str | None = None) -> bytes:
+    """OpenAI's error object; the type follows the status as Ollama sets it, the code as
+    OpenAI's (a 404 here is always an unknown model: `model_not_found`)."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    return dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
+    code = "model_not_found" if status == 404 else None
+    return dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:
@@ -33,7 +35,7 @@ def _number(body: dict[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApiError(400, f"invalid type for '{name}': expected a number")
+        raise ApiError(400, f"invalid type for '{name}': expected a number", name)
     return float(value)
 
 
@@ -42,7 +44,7 @@ def _integer(body: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"invalid type for '{name}': expected an integer")
+        raise ApiError(400, f"invalid type for '{name}': expected an integer", name)
     return value
 
 
@@ -54,7 +56,8 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
         return (stop,)
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         return tuple(stop)
-    raise ApiError(400, "invalid type for 'stop': expected a string or an array of strings")
+    raise ApiError(400, "invalid type for 'stop': expected a string or an array of strings",
+                   "stop")
 
 
 def _params(body: dict[str, Any]) -> SamplingParams:
@@ -73,23 +76,23 @@ def _params(body: dict[str, Any]) -> SamplingParams:
         params = replace(params, seed=seed)
     params = replace(params, stop=_stop(body))
     if body.get("response_format") not in (None, {"type": "text"}):
-        raise ApiError(400, "response_format is not supported by this engine")
+        raise ApiError(400, "response_format is not supported by this engine", "response_format")
     if body.get("tools"):
-        raise ApiError(400, f"\"{body.get('model')}\" does not support tools")
+        raise ApiError(400, f"\"{body.get('model')}\" does not support tools", "tools")
     return params
 
 
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise ApiError(400, "model is required")
+        raise ApiError(400, "model is required", "model")
     return model
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise ApiError(400, "invalid type for 'stream': expected a boolean")
+        raise ApiError(400, "invalid type for 'stream': expected a boolean", "stream")
     options = body.get("stream_options") or {}
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     return stream, include_usage
@@ -104,10 +107,11 @@ def _content(value: object) -> str:
         parts = []
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text":
-                raise ApiError(400, "invalid message content: only text parts are supported")
+                raise ApiError(400, "invalid message content: only text parts are supported",
+                               "messages")
             parts.append(str(part.get("text", "")))
         return "".join(parts)
-    raise ApiError(400, "invalid message content type")
+    raise ApiError(400, "invalid message content type", "messages")
 
 
 @dataclass(frozen=True)
@@ -124,14 +128,14 @@ def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
     model = _model(body)
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "[] is too short - 'messages'")
+        raise ApiError(400, "[] is too short - 'messages'", "messages")
     messages = []
     for item in raw:
         role = item.get("role") if isinstance(item, dict) else None
         if role == "developer":
             role = "system"
         if role not in ("system", "user", "assistant", "tool"):
-            raise ApiError(400, f"invalid role: {role!r}")
+            raise ApiError(400, f"invalid role: {role!r}", "messages")
         messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
     stream, include_usage = _stream_flags(body)
     return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage)
@@ -151,9 +155,9 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     model = _model(body)
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
-        raise ApiError(400, "invalid type for 'prompt': only a string is supported")
+        raise ApiError(400, "invalid type for 'prompt': only a string is supported", "prompt")
     if body.get("suffix"):
-        raise ApiError(400, "suffix is not supported by this engine")
+        raise ApiError(400, "suffix is not supported by this engine", "suffix")
     stream, include_usage = _stream_flags(body)
     return CompletionRequest(model, prompt, _params(body), stream, include_usage)
 

@@ -91,7 +91,7 @@ def _openai_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as exc:
-            body = openai_wire.error_body(exc.status, exc.message)
+            body = openai_wire.error_body(exc.status, exc.message, exc.param)
             return Response(body, status_code=exc.status, media_type="application/json")
         except P2PInferError as exc:
             status = error_status(exc)

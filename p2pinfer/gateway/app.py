@@ -26,6 +26,7 @@ from p2pinfer.backends.server import api_routes
 from p2pinfer.backends.wire import Clock, utc_now
 from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
 from p2pinfer.gateway.browser import BrowserGuard
+from p2pinfer.gateway.compat import IGNORED_HEADER, ParameterCheck, not_found
 from p2pinfer.gateway.config import GatewayConfig, is_loopback
 from p2pinfer.gateway.dashboard import dashboard_response
 from p2pinfer.gateway.security import GatewayGuard, send_error
@@ -36,7 +37,8 @@ JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
 FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
 #: What a page from an allowed origin may read of a reply.
-EXPOSED_HEADERS = (PROVIDER_HEADER, JOB_ID_HEADER, CHARGED_HEADER, FAILOVERS_HEADER)
+EXPOSED_HEADERS = (PROVIDER_HEADER, JOB_ID_HEADER, CHARGED_HEADER, FAILOVERS_HEADER,
+                   IGNORED_HEADER)
 
 #: The paths whose requests run a job through the network.
 JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
@@ -101,5 +103,6 @@ def create_gateway_app(
                    refuse=send_error, expose_headers=EXPOSED_HEADERS,
                    on_response=metrics.observe),
         Middleware(GatewayGuard, config=config, on_response=metrics.observe),
+        Middleware(ParameterCheck),
         Middleware(JobTracking, view=view),
-    ])  # fmt: skip
+    ], exception_handlers={404: not_found, 405: not_found})  # fmt: skip
