@@ -115,6 +115,18 @@ class NodeConfig:
                                      rate_limit=self.gateway_rate_limit)
 
 
+def model_offer(info: ModelInfo, price_per_1k: int, *, prompt_tps_milli: int = 0,
+                generation_tps_milli: int = 0) -> ModelOffer:
+    """How an advert describes one served model (its texts cut to the wire's bounds)."""
+    return ModelOffer(
+        name=info.name, digest=info.digest[:128], parameter_size=info.parameter_size[:32],
+        quantization=info.quantization[:32], context_length=info.context_length,
+        prompt_tps_milli=prompt_tps_milli, generation_tps_milli=generation_tps_milli,
+        price_per_1k=price_per_1k, family=info.family[:64] or None,
+        size_bytes=info.size_bytes or None, modified_at=info.modified_at_ms or None,
+    )
+
+
 @dataclass
 class Served:
     """A model this node serves: what the backend says and what it measured."""
@@ -229,13 +241,10 @@ def advert_builder(
 
     def current() -> Advert:
         offers = tuple(
-            ModelOffer(
-                name=s.info.name, digest=s.info.digest[:128],
-                parameter_size=s.info.parameter_size[:32],
-                quantization=s.info.quantization[:32], context_length=s.info.context_length,
+            model_offer(
+                s.info, server.advertised_price(s.info.name),
                 prompt_tps_milli=int(s.bench.prompt_tokens_per_s * 1000) if s.bench else 0,
                 generation_tps_milli=int(s.bench.gen_tokens_per_s * 1000) if s.bench else 0,
-                price_per_1k=server.advertised_price(s.info.name),
             )
             for s in served[:64]
         )

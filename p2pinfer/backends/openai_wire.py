@@ -13,7 +13,7 @@ from typing import Any
 
 from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, SamplingParams, TokenDelta
 from p2pinfer.backends.ollama_wire import OLLAMA_DEFAULTS
-from p2pinfer.backends.wire import ApiError, Clock, dumps, utc_now
+from p2pinfer.backends.wire import ApiError, Clock, FinalFields, dumps, utc_now
 
 #: Ollama's defaults behind /v1: its own options, but temperature and top_p 1.0.
 OPENAI_DEFAULTS = replace(OLLAMA_DEFAULTS, temperature=1.0, top_p=1.0)
@@ -176,6 +176,8 @@ class _Encoder:
     media_type = "text/event-stream"
     object_name = ""
     id_prefix = ""
+    #: Extra fields for the last chunk(s) and the whole reply (a host's, e.g. the charge).
+    final_fields: FinalFields | None = None
 
     def __init__(self, model: str, include_usage: bool = False, clock: Clock = utc_now) -> None:
         self.model, self.include_usage = model, include_usage
@@ -186,6 +188,10 @@ class _Encoder:
         return {"id": self.id, "object": object_name, "created": self.created,
                 "model": self.model, "system_fingerprint": "fp_ollama"}  # fmt: skip
 
+    def _final_head(self, object_name: str) -> dict[str, Any]:
+        extra = self.final_fields() if self.final_fields is not None else {}
+        return {**self._head(object_name), **extra}
+
     @staticmethod
     def event(payload: dict[str, Any]) -> bytes:
         return b"data: " + dumps(payload) + b"\n\n"
@@ -193,7 +199,8 @@ class _Encoder:
     def _usage_event(self, done: Completion) -> bytes:
         if not self.include_usage:
             return b""
-        return self.event({**self._head(self.object_name), "choices": [], "usage": _usage(done)})
+        return self.event({**self._final_head(self.object_name), "choices": [],
+                           "usage": _usage(done)})
 
 
 class ChatCompletionEncoder(_Encoder):
@@ -217,13 +224,14 @@ class ChatCompletionEncoder(_Encoder):
     def finish(self, done: Completion) -> bytes:
         delta: dict[str, str] = {} if self._sent_role else {"role": "assistant", "content": ""}
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason(done)}
-        last = self.event({**self._head(self.object_name), "choices": [choice]})
+        last = self.event({**self._final_head(self.object_name), "choices": [choice]})
         return last + self._usage_event(done) + DONE_EVENT
 
     def whole(self, text: str, done: Completion) -> bytes:
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "finish_reason": finish_reason(done)}  # fmt: skip
-        return dumps({**self._head("chat.completion"), "choices": [choice], "usage": _usage(done)})
+        return dumps({**self._final_head("chat.completion"), "choices": [choice],
+                      "usage": _usage(done)})
 
 
 class TextCompletionEncoder(_Encoder):
@@ -238,12 +246,13 @@ class TextCompletionEncoder(_Encoder):
 
     def finish(self, done: Completion) -> bytes:
         choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        last = self.event({**self._head(self.object_name), "choices": [choice]})
+        last = self.event({**self._final_head(self.object_name), "choices": [choice]})
         return last + self._usage_event(done) + DONE_EVENT
 
     def whole(self, text: str, done: Completion) -> bytes:
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        return dumps({**self._head(self.object_name), "choices": [choice], "usage": _usage(done)})
+        return dumps({**self._final_head(self.object_name), "choices": [choice],
+                      "usage": _usage(done)})
 
 
 def model_object(info: ModelInfo) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 Clock = Callable[[], datetime]
+#: Extra fields a host adds to a reply's last object (the gateway: what the job cost).
+FinalFields = Callable[[], dict[str, Any]]
 
 
 def utc_now() -> datetime:

@@ -125,8 +125,6 @@ _OPENAI_COMMON = (
     Parameter("frequency_penalty", _ZERO, _PENALTY),
     Parameter("logit_bias", (None, {})),
     Parameter("logprobs", (None, False, 0), _LOGPROBS),
-    Parameter("top_logprobs", _ZERO, _LOGPROBS),
-    Parameter("store", _FALSE, "the network stores no completions"),
 )
 
 #: Per job endpoint, the parameters refused unless neutral.
@@ -148,6 +146,8 @@ PARAMETERS: dict[str, tuple[Parameter, ...]] = {
     ),
     "/v1/chat/completions": (
         *_OPENAI_COMMON,
+        Parameter("top_logprobs", _ZERO, _LOGPROBS),
+        Parameter("store", _FALSE, "the network stores no completions"),
         Parameter("response_format", (None, {"type": "text"}), _STRUCTURED),
         Parameter("tools", (None, []), _TOOLS),
         Parameter("tool_choice", (None, "none"), _TOOLS),
