@@ -27,6 +27,7 @@ from p2pinfer import identity as identity_store
 from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
 from p2pinfer.gateway import GatewayConfig, run_gateway
+from p2pinfer.gateway.operator_key import load_or_create_operator_key
 from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.service import GovService
@@ -112,6 +113,18 @@ class NodeConfig:
             return None
         return GatewayConfig.resolve(self.gateway, api_key=self.api_key,
                                      rate_limit=self.gateway_rate_limit)
+
+
+def model_offer(info: ModelInfo, price_per_1k: int, *, prompt_tps_milli: int = 0,
+                generation_tps_milli: int = 0) -> ModelOffer:
+    """How an advert describes one served model (its texts cut to the wire's bounds)."""
+    return ModelOffer(
+        name=info.name, digest=info.digest[:128], parameter_size=info.parameter_size[:32],
+        quantization=info.quantization[:32], context_length=info.context_length,
+        prompt_tps_milli=prompt_tps_milli, generation_tps_milli=generation_tps_milli,
+        price_per_1k=price_per_1k, family=info.family[:64] or None,
+        size_bytes=info.size_bytes or None, modified_at=info.modified_at_ms or None,
+    )
 
 
 @dataclass
@@ -228,13 +241,10 @@ def advert_builder(
 
     def current() -> Advert:
         offers = tuple(
-            ModelOffer(
-                name=s.info.name, digest=s.info.digest[:128],
-                parameter_size=s.info.parameter_size[:32],
-                quantization=s.info.quantization[:32], context_length=s.info.context_length,
+            model_offer(
+                s.info, server.advertised_price(s.info.name),
                 prompt_tps_milli=int(s.bench.prompt_tokens_per_s * 1000) if s.bench else 0,
                 generation_tps_milli=int(s.bench.gen_tokens_per_s * 1000) if s.bench else 0,
-                price_per_1k=server.advertised_price(s.info.name),
             )
             for s in served[:64]
         )
@@ -360,7 +370,9 @@ async def run_node(
                         ledger=ledger, reputation=reputation, server=server, board=board,
                         engine=backend.name if backend is not None else "",
                         governance=governance, stakes=stakes.book if stakes else None)
-                    binding = await nursery.start(partial(run_gateway, view, gateway_config))
+                    operator = replace(gateway_config,
+                                       operator_key=load_or_create_operator_key(home))
+                    binding = await nursery.start(partial(run_gateway, view, operator))
                     gateway_url = binding.url
                 nursery.start_soon(_gauges, net, metrics, server)
                 nursery.start_soon(_advance_ledger_checkpoint, ledger, identity, home)

@@ -74,7 +74,8 @@ def _reader(slot: network_backend.JobMeta) -> Callable[[], JobMeta | None]:
     def read() -> JobMeta | None:
         if not slot.provider:
             return None
-        return JobMeta(slot.provider, slot.job_id or "", slot.charged, slot.failovers)
+        return JobMeta(slot.provider, slot.job_id or "", slot.charged, slot.failovers,
+                       slot.price_per_1k)
 
     return read
 

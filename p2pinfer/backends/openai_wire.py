@@ -13,7 +13,7 @@ from typing import Any
 
 from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, SamplingParams, TokenDelta
 from p2pinfer.backends.ollama_wire import OLLAMA_DEFAULTS
-from p2pinfer.backends.wire import ApiError, Clock, dumps, utc_now
+from p2pinfer.backends.wire import ApiError, Clock, FinalFields, dumps, utc_now
 
 #: Ollama's defaults behind /v1: its own options, but temperature and top_p 1.0.
 OPENAI_DEFAULTS = replace(OLLAMA_DEFAULTS, temperature=1.0, top_p=1.0)
@@ -22,10 +22,12 @@ DONE_EVENT = b"data: [DONE]\n\n"
 _ids = itertools.count(1)
 
 
-def error_body(status: int, message: str) -> bytes:
-    """OpenAI's error object; the type follows the status as Ollama sets it."""
+def error_body(status: int, message: str, param: str | None = None) -> bytes:
+    """OpenAI's error object; the type follows the status as Ollama sets it, the code as
+    OpenAI's (a 404 here is always an unknown model: `model_not_found`)."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    return dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
+    code = "model_not_found" if status == 404 else None
+    return dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:
@@ -33,7 +35,7 @@ def _number(body: dict[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApiError(400, f"invalid type for '{name}': expected a number")
+        raise ApiError(400, f"invalid type for '{name}': expected a number", name)
     return float(value)
 
 
@@ -42,7 +44,7 @@ def _integer(body: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"invalid type for '{name}': expected an integer")
+        raise ApiError(400, f"invalid type for '{name}': expected an integer", name)
     return value
 
 
@@ -54,7 +56,8 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
         return (stop,)
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         return tuple(stop)
-    raise ApiError(400, "invalid type for 'stop': expected a string or an array of strings")
+    raise ApiError(400, "invalid type for 'stop': expected a string or an array of strings",
+                   "stop")
 
 
 def _params(body: dict[str, Any]) -> SamplingParams:
@@ -73,23 +76,23 @@ def _params(body: dict[str, Any]) -> SamplingParams:
         params = replace(params, seed=seed)
     params = replace(params, stop=_stop(body))
     if body.get("response_format") not in (None, {"type": "text"}):
-        raise ApiError(400, "response_format is not supported by this engine")
+        raise ApiError(400, "response_format is not supported by this engine", "response_format")
     if body.get("tools"):
-        raise ApiError(400, f"\"{body.get('model')}\" does not support tools")
+        raise ApiError(400, f"\"{body.get('model')}\" does not support tools", "tools")
     return params
 
 
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise ApiError(400, "model is required")
+        raise ApiError(400, "model is required", "model")
     return model
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise ApiError(400, "invalid type for 'stream': expected a boolean")
+        raise ApiError(400, "invalid type for 'stream': expected a boolean", "stream")
     options = body.get("stream_options") or {}
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     return stream, include_usage
@@ -104,10 +107,11 @@ def _content(value: object) -> str:
         parts = []
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text":
-                raise ApiError(400, "invalid message content: only text parts are supported")
+                raise ApiError(400, "invalid message content: only text parts are supported",
+                               "messages")
             parts.append(str(part.get("text", "")))
         return "".join(parts)
-    raise ApiError(400, "invalid message content type")
+    raise ApiError(400, "invalid message content type", "messages")
 
 
 @dataclass(frozen=True)
@@ -124,14 +128,14 @@ def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
     model = _model(body)
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "[] is too short - 'messages'")
+        raise ApiError(400, "[] is too short - 'messages'", "messages")
     messages = []
     for item in raw:
         role = item.get("role") if isinstance(item, dict) else None
         if role == "developer":
             role = "system"
         if role not in ("system", "user", "assistant", "tool"):
-            raise ApiError(400, f"invalid role: {role!r}")
+            raise ApiError(400, f"invalid role: {role!r}", "messages")
         messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
     stream, include_usage = _stream_flags(body)
     return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage)
@@ -151,9 +155,9 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     model = _model(body)
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
-        raise ApiError(400, "invalid type for 'prompt': only a string is supported")
+        raise ApiError(400, "invalid type for 'prompt': only a string is supported", "prompt")
     if body.get("suffix"):
-        raise ApiError(400, "suffix is not supported by this engine")
+        raise ApiError(400, "suffix is not supported by this engine", "suffix")
     stream, include_usage = _stream_flags(body)
     return CompletionRequest(model, prompt, _params(body), stream, include_usage)
 
@@ -172,6 +176,8 @@ class _Encoder:
     media_type = "text/event-stream"
     object_name = ""
     id_prefix = ""
+    #: Extra fields for the last chunk(s) and the whole reply (a host's, e.g. the charge).
+    final_fields: FinalFields | None = None
 
     def __init__(self, model: str, include_usage: bool = False, clock: Clock = utc_now) -> None:
         self.model, self.include_usage = model, include_usage
@@ -182,6 +188,10 @@ class _Encoder:
         return {"id": self.id, "object": object_name, "created": self.created,
                 "model": self.model, "system_fingerprint": "fp_ollama"}  # fmt: skip
 
+    def _final_head(self, object_name: str) -> dict[str, Any]:
+        extra = self.final_fields() if self.final_fields is not None else {}
+        return {**self._head(object_name), **extra}
+
     @staticmethod
     def event(payload: dict[str, Any]) -> bytes:
         return b"data: " + dumps(payload) + b"\n\n"
@@ -189,7 +199,8 @@ class _Encoder:
     def _usage_event(self, done: Completion) -> bytes:
         if not self.include_usage:
             return b""
-        return self.event({**self._head(self.object_name), "choices": [], "usage": _usage(done)})
+        return self.event({**self._final_head(self.object_name), "choices": [],
+                           "usage": _usage(done)})
 
 
 class ChatCompletionEncoder(_Encoder):
@@ -213,13 +224,14 @@ class ChatCompletionEncoder(_Encoder):
     def finish(self, done: Completion) -> bytes:
         delta: dict[str, str] = {} if self._sent_role else {"role": "assistant", "content": ""}
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason(done)}
-        last = self.event({**self._head(self.object_name), "choices": [choice]})
+        last = self.event({**self._final_head(self.object_name), "choices": [choice]})
         return last + self._usage_event(done) + DONE_EVENT
 
     def whole(self, text: str, done: Completion) -> bytes:
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "finish_reason": finish_reason(done)}  # fmt: skip
-        return dumps({**self._head("chat.completion"), "choices": [choice], "usage": _usage(done)})
+        return dumps({**self._final_head("chat.completion"), "choices": [choice],
+                      "usage": _usage(done)})
 
 
 class TextCompletionEncoder(_Encoder):
@@ -234,12 +246,13 @@ class TextCompletionEncoder(_Encoder):
 
     def finish(self, done: Completion) -> bytes:
         choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        last = self.event({**self._head(self.object_name), "choices": [choice]})
+        last = self.event({**self._final_head(self.object_name), "choices": [choice]})
         return last + self._usage_event(done) + DONE_EVENT
 
     def whole(self, text: str, done: Completion) -> bytes:
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        return dumps({**self._head(self.object_name), "choices": [choice], "usage": _usage(done)})
+        return dumps({**self._final_head(self.object_name), "choices": [choice],
+                      "usage": _usage(done)})
 
 
 def model_object(info: ModelInfo) -> dict[str, Any]:

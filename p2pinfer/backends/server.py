@@ -39,7 +39,7 @@ from p2pinfer.backends.http_stream import (
     error_status,
 )
 from p2pinfer.backends.models import find_model
-from p2pinfer.backends.wire import ApiError, Clock, parse_json_body, utc_now
+from p2pinfer.backends.wire import ApiError, Clock, FinalFields, parse_json_body, utc_now
 from p2pinfer.errors import ModelNotFound, P2PInferError
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class _ServerState:
     backend: Backend
     clock: Clock
     reply_headers: ReplyHeaders | None = None
+    reply_fields: FinalFields | None = None
     # /api/ps: models used recently, with when they expire (keep_alive).
     loaded: dict[str, tuple[ModelInfo, datetime]] = field(default_factory=dict)
 
@@ -91,7 +92,7 @@ def _openai_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as exc:
-            body = openai_wire.error_body(exc.status, exc.message)
+            body = openai_wire.error_body(exc.status, exc.message, exc.param)
             return Response(body, status_code=exc.status, media_type="application/json")
         except P2PInferError as exc:
             status = error_status(exc)
@@ -112,6 +113,7 @@ def _ollama_stream(
     def on_done(_: Completion) -> None:
         state.touch(info, keep_alive)
 
+    encoder.final_fields = state.reply_fields
     return BackendStreamResponse(
         open_stream,
         encoder,
@@ -130,14 +132,19 @@ def create_app(backend: Backend, *, clock: Clock = utc_now) -> Starlette:
 
 
 def api_routes(
-    backend: Backend, *, clock: Clock = utc_now, reply_headers: ReplyHeaders | None = None
+    backend: Backend,
+    *,
+    clock: Clock = utc_now,
+    reply_headers: ReplyHeaders | None = None,
+    reply_fields: FinalFields | None = None,
 ) -> list[Route]:
-    """The API's routes over `backend`; `reply_headers` adds headers to successful replies.
+    """The API's routes over `backend`; `reply_headers` adds headers to successful replies,
+    `reply_fields` fields to a reply's last object (read once generation ended).
 
     `GET /` (the "Ollama is running" probe) comes first, so a host app that serves
     something else at `/` puts its own route before these.
     """
-    state = _ServerState(backend, clock, reply_headers=reply_headers)
+    state = _ServerState(backend, clock, reply_headers=reply_headers, reply_fields=reply_fields)
 
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
@@ -268,6 +275,7 @@ def _openai_stream(
     encoder: openai_wire.ChatCompletionEncoder | openai_wire.TextCompletionEncoder,
     stream: bool,
 ) -> Response:
+    encoder.final_fields = state.reply_fields
     return BackendStreamResponse(
         open_stream,
         encoder,

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 Clock = Callable[[], datetime]
+#: Extra fields a host adds to a reply's last object (the gateway: what the job cost).
+FinalFields = Callable[[], dict[str, Any]]
 
 
 def utc_now() -> datetime:
@@ -22,12 +24,14 @@ def utc_now() -> datetime:
 
 
 class ApiError(Exception):
-    """A request the API refuses, with the HTTP status and the message to send back."""
+    """A request the API refuses, with the HTTP status and the message to send back
+    (`param`: the request parameter at fault, which OpenAI's error shape names)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.param = param
 
 
 def dumps(obj: object) -> bytes:

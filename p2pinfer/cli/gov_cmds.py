@@ -23,12 +23,13 @@ from p2pinfer.errors import UsageError
 gov_app = typer.Typer(help="Propose, vote on and tally network parameters.", no_args_is_help=True)
 
 
-def _url(home: Path | None) -> str:
+def _request(home: Path | None, method: str, path: str, content: bytes | None = None) -> Any:
+    """`method path` on the gateway of the node running in `home`, as its operator."""
     h = resolve_home(home)
     url = running_gateway_url(h)
     if url is None:
         raise UsageError(f"no running node with a gateway in {h}: start `p2pinfer node` first")
-    return url
+    return gateway_request(url, method, path, content=content, home=h)
 
 
 def _value(raw: str) -> int | str:
@@ -65,7 +66,7 @@ def propose(
     """Propose a new value for a parameter; prints the proposal's id."""
     now = time.time_ns() // 1_000_000
     deadline = now + voting_s * 1000
-    row = gateway_request(_url(home), "POST", "/admin/gov/propose", content=json.dumps({
+    row = _request(home, "POST", "/admin/gov/propose", content=json.dumps({
         "parameter": parameter, "value": _value(value), "voting_deadline": deadline,
         "effective_at": deadline + effective_s * 1000}).encode())
     typer.echo(json.dumps(row) if as_json else row["id"])
@@ -81,7 +82,7 @@ def vote(
     """Vote on a proposal with this node's declared stake."""
     if choice not in ("yes", "no"):
         raise UsageError("vote yes or no")
-    row = gateway_request(_url(home), "POST", "/admin/gov/vote",
+    row = _request(home, "POST", "/admin/gov/vote",
                           content=json.dumps({"proposal": proposal, "yes": choice == "yes"})
                           .encode())
     if as_json:
@@ -93,7 +94,7 @@ def vote(
 @gov_app.command("status")
 def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Every proposal this node has seen, its tally, and the parameters in effect."""
-    data = gateway_request(_url(home), "GET", "/admin/gov")
+    data = _request(home, "GET", "/admin/gov")
     if as_json:
         typer.echo(json.dumps(data))
         return
@@ -113,14 +114,13 @@ def stake(
 
     Until stake is locked on a chain, a vote weighs only stake recorded in the counting
     node's ledger: its own --stake and the declarations its operator accepts here."""
-    url = _url(home)
     if declaration is None:
-        own = gateway_request(url, "GET", "/admin/gov")["stake_declaration"]
+        own = _request(home, "GET", "/admin/gov")["stake_declaration"]
         if not own:
             raise UsageError("this node declares no stake (start it with --stake)")
         typer.echo(own)
         return
-    data = gateway_request(url, "POST", "/admin/gov/stake",
+    data = _request(home, "POST", "/admin/gov/stake",
                            content=json.dumps({"declaration": declaration}).encode())
     typer.echo(f"accepted: its votes weigh {data['weight']} micro-credits here")
 
@@ -128,7 +128,7 @@ def stake(
 @gov_app.command("sync")
 def sync(home: HomeOption = None) -> None:
     """Fetch missed proposals and votes from connected peers now."""
-    data = gateway_request(_url(home), "POST", "/admin/gov/sync", content=b"{}")
+    data = _request(home, "POST", "/admin/gov/sync", content=b"{}")
     typer.echo(f"{data['new_messages']} new messages")
 
 

@@ -2,7 +2,8 @@
 
 A running node writes `<home>/node.json` with its pid and `gateway_url`; a stale
 file (the pid is gone) or a node without a gateway means "no running node".
-The API key, when the gateway requires one, comes from $P2PINFER_API_KEY.
+The key sent is $P2PINFER_API_KEY when set, else the node's operator key from its
+home (`gateway.operator_key`), which admin and governance POSTs need.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 from p2pinfer.errors import NetworkError
+from p2pinfer.gateway.operator_key import read_operator_key
 
 NODE_STATUS_FILE = "node.json"
 
@@ -37,17 +39,19 @@ def running_gateway_url(home: Path) -> str | None:
     return str(url)
 
 
-def _headers() -> dict[str, str]:
-    key = os.environ.get("P2PINFER_API_KEY")
+def _headers(home: Path | None) -> dict[str, str]:
+    key = os.environ.get("P2PINFER_API_KEY") or (
+        read_operator_key(home) if home is not None else None)
     return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def gateway_request(url: str, method: str, path: str, *, content: bytes | None = None,
-                    timeout_s: float = 10.0) -> Any:
-    """JSON reply of `method path` on the gateway at `url`; NetworkError with the reason."""
+                    home: Path | None = None, timeout_s: float = 10.0) -> Any:
+    """JSON reply of `method path` on the gateway at `url` (as the operator of the node in
+    `home`, when given); NetworkError with the reason."""
     try:
         reply = httpx.request(method, url.rstrip("/") + path, content=content,
-                              headers=_headers(), timeout=timeout_s)
+                              headers=_headers(home), timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise NetworkError(f"node gateway {url} unreachable: {exc}") from exc
     try:

@@ -1,17 +1,21 @@
 """The gateway app: the Ollama + OpenAI APIs over the network, admin, metrics, dashboard.
 
-`create_gateway_app(view, config)` is a Starlette app with `GatewayGuard` as its
-middleware (keys, rate limit, body limit, errors as JSON):
+`create_gateway_app(view, config)` is a Starlette app with `BrowserGuard` (Origin
+allow-list, Host check) then `GatewayGuard` (keys, rate limit, body limit, errors as
+JSON) as its middleware:
 the API routes are `backends.server.api_routes` over the node's network
 backend, so shapes, errors and streaming are the engine server's; each
-successful job reply names its provider, job id and (when sent after the last
-token) its charge in `X-P2PInfer-*` headers, read from `NodeView.track_job()`.
+successful job reply names its provider, job id, price and (when sent after the last
+token) its charge in `X-P2PInfer-*` headers, read from `NodeView.track_job()`; its
+last object (the final NDJSON line or SSE chunk) carries them all, charge included,
+under `"p2pinfer"`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,15 +28,24 @@ from p2pinfer.backends.base import Completion, StreamEvent
 from p2pinfer.backends.server import api_routes
 from p2pinfer.backends.wire import Clock, utc_now
 from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
-from p2pinfer.gateway.config import GatewayConfig
+from p2pinfer.gateway.browser import BrowserGuard
+from p2pinfer.gateway.compat import IGNORED_HEADER, ParameterCheck, not_found
+from p2pinfer.gateway.config import GatewayConfig, is_loopback
 from p2pinfer.gateway.dashboard import dashboard_response
-from p2pinfer.gateway.security import GatewayGuard
+from p2pinfer.gateway.security import GatewayGuard, send_error
 from p2pinfer.gateway.view import JobMeta, NodeView
 
 PROVIDER_HEADER = "X-P2PInfer-Provider"
 JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
 FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
+PRICE_HEADER = "X-P2PInfer-Price-Per-1k"  # micro-credits per 1k tokens the provider accepted
+#: The field of a reply's last object (NDJSON line, SSE chunk, whole reply) with the job's
+#: provider, id, price and charge: a streamed reply's headers leave before the charge.
+REPLY_FIELD = "p2pinfer"
+#: What a page from an allowed origin may read of a reply.
+EXPOSED_HEADERS = (PROVIDER_HEADER, JOB_ID_HEADER, CHARGED_HEADER, FAILOVERS_HEADER,
+                   PRICE_HEADER, IGNORED_HEADER)
 
 #: The paths whose requests run a job through the network.
 JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
@@ -73,11 +86,21 @@ def create_gateway_app(
         if meta is None:
             return ()
         headers = [(PROVIDER_HEADER, meta.provider), (JOB_ID_HEADER, meta.job_id)]
+        if meta.price_per_1k is not None:
+            headers.append((PRICE_HEADER, str(meta.price_per_1k)))
         if meta.charged is not None:
             headers.append((CHARGED_HEADER, str(meta.charged)))
         if meta.failovers:
             headers.append((FAILOVERS_HEADER, str(meta.failovers)))
         return headers
+
+    def job_fields() -> dict[str, Any]:
+        reader = _request_job.get()
+        meta = reader() if reader is not None else None
+        if meta is None:
+            return {}
+        return {REPLY_FIELD: {"provider": meta.provider, "job_id": meta.job_id,
+                              "price_per_1k": meta.price_per_1k, "charged": meta.charged}}
 
     async def root(request: Request) -> Response:
         return dashboard_response(request, config)
@@ -89,10 +112,15 @@ def create_gateway_app(
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
         *admin_routes(view),
-        *api_routes(view.backend, clock=clock, reply_headers=job_headers),
+        *api_routes(view.backend, clock=clock, reply_headers=job_headers,
+                    reply_fields=job_fields),
     ]
     metrics = GatewayMetrics.of(view.metrics.registry)
     return Starlette(routes=routes, middleware=[
+        Middleware(BrowserGuard, origins=config.origins, check_host=is_loopback(config.host),
+                   refuse=send_error, expose_headers=EXPOSED_HEADERS,
+                   on_response=metrics.observe),
         Middleware(GatewayGuard, config=config, on_response=metrics.observe),
+        Middleware(ParameterCheck),
         Middleware(JobTracking, view=view),
-    ])  # fmt: skip
+    ], exception_handlers={404: not_found, 405: not_found})  # fmt: skip

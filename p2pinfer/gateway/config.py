@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from p2pinfer.errors import UsageError
+from p2pinfer.gateway.browser import DEFAULT_ORIGINS, parse_origins
 
 DEFAULT_HOST = "127.0.0.1"
 #: Next to Ollama's 11434, which a provider's own Ollama backend may be using.
@@ -74,6 +75,10 @@ class GatewayConfig:
     burst: int = DEFAULT_BURST
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     refresh_ms: int = 1500  # how often the dashboard polls /admin/*
+    #: Browser origins whose pages may call the gateway (`*` wildcards; see gateway.browser).
+    origins: tuple[str, ...] = DEFAULT_ORIGINS
+    #: The node's own key for admin/governance POSTs (gateway.operator_key); also an API key.
+    operator_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.api_keys:
@@ -102,7 +107,8 @@ class GatewayConfig:
         """From `--gateway HOST:PORT`, `--api-key` and a `RATE[/BURST]` limit, or the env.
 
         Flags win over the environment (`P2PINFER_API_KEY`, comma-separated for
-        several keys; `P2PINFER_GATEWAY_RATE_LIMIT`).
+        several keys; `P2PINFER_GATEWAY_RATE_LIMIT`); `P2PINFER_ORIGINS` adds browser
+        origins to the default allow-list.
         """
         env = os.environ if env is None else env
         host, port = parse_bind(gateway)
@@ -112,4 +118,5 @@ class GatewayConfig:
         rate, burst = (DEFAULT_RATE_PER_S, DEFAULT_BURST)
         if rate_text:
             rate, burst = parse_rate_limit(rate_text)
-        return cls(host=host, port=port, api_keys=keys, rate_per_s=rate, burst=burst)
+        return cls(host=host, port=port, api_keys=keys, rate_per_s=rate, burst=burst,
+                   origins=parse_origins(env))

@@ -4,8 +4,10 @@
 BaseHTTPMiddleware would buffer streamed replies). In order, for every HTTP
 request except the public ones (the dashboard page shell and the favicon):
 
-1. with API keys configured, `Authorization: Bearer KEY` must match one of them
-   (constant-time compare), else 401;
+1. with API keys configured, `Authorization: Bearer KEY` must match one of them or
+   the node's operator key (constant-time compare), else 401; admin writes (a POST
+   under `/admin/`) need such a key even without API keys (403 with how to set one
+   when the gateway has no key at all);
 2. the key (or, without keys, the client address) takes a token from its
    bucket, else 429 with `Retry-After` in whole seconds;
 3. the body is read up to the limit before the app sees it, else 413
@@ -37,6 +39,17 @@ log = logging.getLogger(__name__)
 #: Served to anyone: the dashboard's static page (it asks for the key itself) and the icon.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
 _MAX_BUCKETS = 10_000  # bounds memory when buckets are per client address
+NO_ADMIN_KEY_MESSAGE = (
+    "admin and governance POSTs need an API key, even on loopback, and this gateway has "
+    "none: start the node with P2PINFER_API_KEY=KEY (or --api-key KEY) and send "
+    "`Authorization: Bearer KEY`; `p2pinfer gov` sends the node's operator key from "
+    "<home>/gateway-operator.key"
+)
+
+
+def is_admin_write(scope: Scope) -> bool:
+    """A request that changes the node's state in its owner's name (always needs a key)."""
+    return str(scope["path"]).startswith("/admin/") and scope["method"] not in ("GET", "HEAD")
 
 
 @dataclass
@@ -90,6 +103,7 @@ def error_body(path: str, status: int, message: str) -> bytes:
         kind = {
             400: "invalid_request_error",
             401: "invalid_request_error",
+            403: "invalid_request_error",
             404: "not_found_error",
             413: "invalid_request_error",
             429: "rate_limit_error",
@@ -154,6 +168,8 @@ class GatewayGuard:
     ) -> None:
         self.app, self.config = app, config
         self._keys = tuple(key.encode() for key in config.api_keys)
+        operator = (config.operator_key.encode(),) if config.operator_key else ()
+        self._accepted = (*self._keys, *operator)
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
         # Told (path, status) of every reply, refusals included (the gateway counts them).
         self._on_response = on_response or (lambda _path, _status: None)
@@ -164,7 +180,7 @@ class GatewayGuard:
         if presented is None:
             return None
         matched = None
-        for key in self._keys:  # compare with every key: timing says nothing about which
+        for key in self._accepted:  # compare with every key: timing says nothing about which
             if hmac.compare_digest(key, presented):
                 matched = key
         return matched
@@ -179,7 +195,10 @@ class GatewayGuard:
             await self._run(scope, receive, send)
             return
         bucket = ""
-        if self._keys:
+        if self._keys or is_admin_write(scope):
+            if not self._accepted:
+                await send_error(send, path, 403, NO_ADMIN_KEY_MESSAGE)
+                return
             key = self._key_of(scope)
             if key is None:
                 await send_error(send, path, 401, "missing or invalid API key",

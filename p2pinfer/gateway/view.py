@@ -157,6 +157,7 @@ class JobMeta:
     job_id: str  # hex
     charged: int | None = None  # micro-credits; None until the provider's result arrived
     failovers: int = 0  # providers that failed this request before this one
+    price_per_1k: int | None = None  # micro-credits per 1k tokens the provider accepted
 
 
 def catalog_counts(entries: Sequence[CatalogEntry]) -> CatalogCounts:

@@ -109,6 +109,8 @@ class NetJob:
         self._unanswered_s = 0.0  # time spent dialling providers that were not reached
         self._dht_consulted = False
         self._attempt: _Attempt | None = None
+        #: The price per 1k tokens the serving provider accepted the job at (its JobAccept).
+        self.price_per_1k: int | None = None
         self._started = trio.current_time()
         self._first_delta: float | None = None
 
@@ -272,6 +274,7 @@ class NetJob:
         for event in events:
             if isinstance(event, Accepted):
                 attempt.accepted = True
+                self.price_per_1k = event.price_per_1k
                 await self._check_payee(attempt, event)  # settlement: payee, channel
             elif isinstance(event, ChunkReceived):
                 attempt.chunks += 1

@@ -51,6 +51,7 @@ class JobMeta:
     job_id: str | None = None
     charged: int | None = None
     failovers: int = 0
+    price_per_1k: int | None = None  # what the serving provider accepted the job at
 
 
 current_job_meta: ContextVar[JobMeta | None] = ContextVar("p2pinfer_job_meta", default=None)
@@ -92,6 +93,8 @@ class NetworkBackend:
             out.append(ModelInfo(
                 name=name, digest=offer.digest, parameter_size=offer.parameter_size,
                 quantization=offer.quantization, context_length=offer.context_length,
+                family=offer.family or "", size_bytes=offer.size_bytes or 0,
+                modified_at_ms=offer.modified_at or 0,
             ))
         return out
 
@@ -184,6 +187,7 @@ class _Events:
             self._meta.provider = self._job.provider
             self._meta.job_id = self._job.job_id
             self._meta.failovers = len(self._job.failovers)
+            self._meta.price_per_1k = self._job.price_per_1k
             if self._job.outcome is not None:
                 self._meta.charged = self._job.outcome.charged
 

@@ -103,6 +103,11 @@ class ModelOffer:
     prompt_tps_milli: Count  # measured prompt processing, tokens/s x 1000
     generation_tps_milli: Count  # measured generation, tokens/s x 1000
     price_per_1k: MicroCredits  # per 1000 tokens (prompt + completion)
+    # Ollama's model metadata, for /api/tags and /api/show through the network. Omitted
+    # when nil, so adverts of providers that do not send them still decode (as None).
+    family: Annotated[Annotated[str, Size(1, 64)] | None, OMIT_NONE] = None  # "llama"
+    size_bytes: Annotated[Annotated[int, Range(0, _U63)] | None, OMIT_NONE] = None  # file
+    modified_at: Annotated[Millis | None, OMIT_NONE] = None  # the model file's mtime
 
 
 @dataclass(frozen=True)

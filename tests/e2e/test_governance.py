@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from p2pinfer import testnet
+from p2pinfer.gateway.operator_key import read_operator_key
 from tests.e2e.network_helpers import ENV, REPO_ROOT, p2pinfer, wait_until
 
 pytestmark = pytest.mark.network
@@ -60,10 +61,15 @@ def verdict(status: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def accept_stakes(node_status: dict[str, Any], declarations: list[str]) -> None:
-    """This node's operator accepts the other stakers' declarations."""
+    """This node's operator accepts the other stakers' declarations (with the operator key
+    the node wrote in its home: admin POSTs need a key, even on loopback)."""
+    key = read_operator_key(Path(node_status["home"]))
+    url = f"{node_status['gateway_url']}/admin/gov/stake"
     for decl in declarations:
-        reply = httpx.post(f"{node_status['gateway_url']}/admin/gov/stake",
-                           json={"declaration": decl}, timeout=10)
+        refused = httpx.post(url, json={"declaration": decl}, timeout=10)
+        assert refused.status_code == 401, refused.text
+        reply = httpx.post(url, json={"declaration": decl}, timeout=10,
+                           headers={"authorization": f"Bearer {key}"})
         assert reply.status_code == 200, reply.text
 
 

@@ -26,7 +26,8 @@ from p2pinfer.net import NetConfig, NetHost, run_host
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, ReplayWindow
+from p2pinfer.node import model_offer
+from p2pinfer.protocol import Advert, HardwareProfile, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
 
@@ -102,8 +103,7 @@ def advert_for(server: JobServer, *, stake: int = 0, capacity: int = 1) -> Calla
 
     def current() -> Advert:
         offers = tuple(
-            ModelOffer(info.name, info.digest, info.parameter_size, info.quantization,
-                       info.context_length, 0, 0, server.advertised_price(info.name))
+            model_offer(info, server.advertised_price(info.name))
             for info in server.models.values()
         )
         return Advert(models=offers, hardware=HardwareProfile("test cpu", 2, 1024, ()),

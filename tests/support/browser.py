@@ -34,8 +34,10 @@ def chromium_or_skip() -> tuple[str, str]:
 
 
 @contextmanager
-def headless_chromium(width: int = 1440, height: int = 1000) -> Iterator[Any]:
-    """A selenium Chrome driver on headless Chromium that records the console."""
+def headless_chromium(width: int = 1440, height: int = 1000, extra_args: tuple[str, ...] = ()
+                      ) -> Iterator[Any]:  # fmt: skip
+    """A selenium Chrome driver on headless Chromium that records the console
+    (`extra_args`: more command-line switches, e.g. `--host-resolver-rules=...`)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -43,7 +45,7 @@ def headless_chromium(width: int = 1440, height: int = 1000) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}", "--hide-scrollbars"):  # fmt: skip
+                f"--window-size={width},{height}", "--hide-scrollbars", *extra_args):  # fmt: skip
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)

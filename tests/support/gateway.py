@@ -52,6 +52,7 @@ PROVIDER_B = "12D3KooWProviderBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
 SELF = "12D3KooWSelfSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS"
 JOB_ID = "0f" * 16
 CHARGE = 1234
+PRICE = 200  # micro-credits per 1k tokens, provider A's
 DONE = Completion("stop", Usage(5, 2), Timings(total_ns=9_000_000, eval_ns=4_000_000))
 CPU = HardwareView("AMD EPYC", 16, 65536)
 GPU_BOX = HardwareView("Intel Xeon", 32, 131072, (GpuView("NVIDIA H100", 81920),))
@@ -74,7 +75,7 @@ class FakeJobStream:
                  ) -> None:  # fmt: skip
         self._script = list(script)
         self._slot = slot
-        slot.meta = JobMeta(PROVIDER_A, JOB_ID)
+        slot.meta = JobMeta(PROVIDER_A, JOB_ID, price_per_1k=PRICE)
 
     def __aiter__(self) -> FakeJobStream:
         return self

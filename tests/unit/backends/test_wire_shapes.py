@@ -171,6 +171,6 @@ def test_sse_chat_chunks_end_with_finish_usage_and_done() -> None:
 def test_openai_errors_carry_the_type_sdks_map_to_exceptions() -> None:
     body = json.loads(openai_wire.error_body(404, "model 'x' not found"))
     assert body == {"error": {"message": "model 'x' not found", "type": "not_found_error",
-                              "param": None, "code": None}}  # fmt: skip
+                              "param": None, "code": "model_not_found"}}  # fmt: skip
     types = [json.loads(openai_wire.error_body(s, "x"))["error"]["type"] for s in (400, 500)]
     assert types == ["invalid_request_error", "api_error"]

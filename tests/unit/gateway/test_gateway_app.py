@@ -30,6 +30,7 @@ from tests.support.gateway import (
     FAKE_KPIS,
     JOB_ID,
     MODEL,
+    PRICE,
     PROVIDER_A,
     PROVIDER_B,
     SELF,
@@ -133,6 +134,9 @@ async def test_chat_reply_names_provider_job_and_charge() -> None:
         assert r.headers["x-p2pinfer-provider"] == PROVIDER_A
         assert r.headers["x-p2pinfer-job-id"] == JOB_ID
         assert r.headers["x-p2pinfer-charged"] == str(CHARGE)
+        assert r.headers["x-p2pinfer-price-per-1k"] == str(PRICE)
+        assert r.json()["p2pinfer"] == {"provider": PROVIDER_A, "job_id": JOB_ID,
+                                        "price_per_1k": PRICE, "charged": CHARGE}
         assert "x-p2pinfer-failovers" not in r.headers  # none failed
     assert reply.json()["message"]["content"] == "Hello"
     assert openai.json()["choices"][0]["message"]["content"] == "Hello"
@@ -140,20 +144,33 @@ async def test_chat_reply_names_provider_job_and_charge() -> None:
                                       "total_tokens": 7}  # fmt: skip
 
 
-async def test_streamed_reply_names_provider_and_job_before_the_charge_is_known() -> None:
+async def test_streamed_reply_carries_the_charge_in_its_last_object() -> None:
     async with running_gateway(FakeNodeView()) as gw, httpx.AsyncClient(base_url=gw.url) as c:
         async with c.stream("POST", "/api/generate", json={"model": MODEL, "prompt": "hi"}) as r:
             lines = [json.loads(line) async for line in r.aiter_lines() if line]
         async with c.stream("POST", "/v1/completions",
-                            json={"model": MODEL, "prompt": "hi", "stream": True}) as sse:
+                            json={"model": MODEL, "prompt": "hi", "stream": True,
+                                  "stream_options": {"include_usage": True}}) as sse:
             events = [line async for line in sse.aiter_lines() if line]
+        async with c.stream("POST", "/v1/chat/completions",
+                            json={**CHAT, "stream": True}) as chat:
+            chat_events = [line async for line in chat.aiter_lines() if line]
     assert r.headers["content-type"] == "application/x-ndjson"
     assert r.headers["x-p2pinfer-provider"] == PROVIDER_A
     assert r.headers["x-p2pinfer-job-id"] == JOB_ID
-    assert "x-p2pinfer-charged" not in r.headers
+    assert r.headers["x-p2pinfer-price-per-1k"] == str(PRICE)
+    assert "x-p2pinfer-charged" not in r.headers  # the headers left before the charge
     assert "".join(line["response"] for line in lines) == "Hello" and lines[-1]["done"]
+    charge = {"provider": PROVIDER_A, "job_id": JOB_ID, "price_per_1k": PRICE,
+              "charged": CHARGE}
+    assert lines[-1]["p2pinfer"] == charge
+    assert all("p2pinfer" not in line for line in lines[:-1])
     assert sse.headers["x-p2pinfer-provider"] == PROVIDER_A
     assert events[-1] == "data: [DONE]"
+    finish, usage = (json.loads(e.removeprefix("data: ")) for e in events[-3:-1])
+    assert finish["choices"][0]["finish_reason"] == "stop" and finish["p2pinfer"] == charge
+    assert usage["usage"]["total_tokens"] == 7 and usage["p2pinfer"] == charge
+    assert json.loads(chat_events[-2].removeprefix("data: "))["p2pinfer"] == charge
 
 
 async def test_unknown_model_is_404_in_each_apis_shape() -> None:

@@ -78,3 +78,19 @@ async def test_openai_client_sees_the_rate_limit() -> None:
         with pytest.raises(openai.RateLimitError) as limited:
             await _in_thread(lambda: client.models.list())
     assert int(limited.value.response.headers["retry-after"]) >= 1
+
+
+async def test_ollama_client_sends_ollama_api_key_as_the_bearer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = GatewayConfig(port=0, api_keys=(KEY,))
+    async with running_gateway(FakeNodeView(), config) as gw:
+        monkeypatch.setenv("OLLAMA_HOST", gw.url)
+        monkeypatch.setenv("OLLAMA_API_KEY", KEY)
+        client = ollama.Client()  # everything from the environment, as `ollama` users do
+        chat = await _in_thread(lambda: client.chat(model=MODEL, messages=MESSAGES))
+        monkeypatch.setenv("OLLAMA_API_KEY", "wrong")
+        with pytest.raises(ollama.ResponseError) as refused:
+            await _in_thread(lambda: ollama.Client().list())
+    assert chat.message.content == "Hello"
+    assert refused.value.status_code == 401
