@@ -44,9 +44,11 @@ from p2pinfer.market.split import preset_named
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net import NetConfig, NetHost, run_host
 from p2pinfer.net.client import JobClient
+from p2pinfer.net.config import parse_peer_addr
 from p2pinfer.net.faults import Fault
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
+from p2pinfer.net.relay_rules import RelayClientConfig, RelayMode, RelayServiceConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
 from p2pinfer.settle.node_stakes import start_stakes, with_payee
@@ -80,6 +82,8 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     announce: tuple[str, ...] = ()
     mdns: bool = False
+    relay: RelayMode = "auto"  # serve as a relay: auto (while AutoNAT says public), on, off
+    reserve_relays: tuple[str, ...] = ()  # relays to be reached through (--reserve-relay)
     backend: str = "embedded"  # or ollama[=URL], openai=URL, none (a consumer-only node)
     engine_options: tuple[tuple[str, int | float | bool], ...] = ()  # --engine-option
     models: tuple[str, ...] = ()
@@ -323,7 +327,9 @@ async def run_node(
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
         net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
-                               announce_addrs=config.announce, enable_mdns=config.mdns)
+                               announce_addrs=config.announce, enable_mdns=config.mdns,
+                               relay=RelayServiceConfig(mode=config.relay),
+                               relay_client=RelayClientConfig(reserve=config.reserve_relays))
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
                 stakes = await start_stakes(chain, identity, net, nursery, ledger=ledger,
@@ -433,6 +439,8 @@ def check_config(config: NodeConfig) -> None:
         raise UsageError("--faucet and --stake are amounts of micro-credits, 0 or more")
     config.gateway_config()
     preset_named(config.preset)
+    for addr in config.reserve_relays:
+        parse_peer_addr(addr)  # UsageError for an address without /p2p/<PeerID>
     if (config.chain_rpc is None) != (config.chain_contract is None):
         raise UsageError("--chain-rpc and --chain-contract go together (or neither: no chain)")
     if config.redeem.gas_multiple < 0 or config.redeem.max_interval_s <= 0:

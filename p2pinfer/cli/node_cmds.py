@@ -44,6 +44,13 @@ def node(
     announce: Annotated[Repeated, typer.Option(
         "--announce", help="Address to tell others instead of the listen address.")] = None,
     mdns: Annotated[bool, typer.Option("--mdns", help="Find peers on the LAN.")] = False,
+    relay: Annotated[bool | None, typer.Option(
+        "--relay/--no-relay", help="Relay connections for peers behind NAT (Circuit Relay "
+        "v2, bounded). Default: only while AutoNAT finds this node publicly reachable.",
+        show_default=False)] = None,
+    reserve_relay: Annotated[Repeated, typer.Option(
+        "--reserve-relay", help="Be reachable through this relay, /ip4/.../tcp/N/p2p/<PeerID> "
+        "(repeatable). Without it a node AutoNAT finds private picks connected relays.")] = None,
     backend: Annotated[str, typer.Option(
         "--backend", help=f"{BACKEND_HELP} | none (consumer only).")] = "embedded",
     models: Annotated[Repeated, typer.Option(
@@ -119,6 +126,8 @@ def node(
         bootstrap=tuple(bootstrap or ()),
         announce=tuple(announce or ()),
         mdns=mdns,
+        relay="auto" if relay is None else ("on" if relay else "off"),
+        reserve_relays=tuple(reserve_relay or ()),
         backend=backend,
         models=tuple(models or ()),
         engine_options=tuple(parse_engine_option(o) for o in engine_option or ()),

@@ -47,6 +47,7 @@ from p2pinfer.net.autonat_rules import (
     dial_back_addrs,
     observed_ip,
 )
+from p2pinfer.net.relay_rules import is_circuit_addr
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol.framing import encode_frame
 
@@ -259,6 +260,8 @@ class AutoNat:
     def _own_addrs(self) -> list[bytes]:
         out = []
         for text in self._net.addrs():
+            if is_circuit_addr(text):  # reached through a relay: nothing to dial back
+                continue
             addr = multiaddr.Multiaddr(text)
             if addr.get_peer_id() is not None:
                 addr = addr.decapsulate_code(421)  # /p2p/<our id>: the id goes separately

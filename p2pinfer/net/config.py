@@ -16,6 +16,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.adverts import DEFAULT_MAX_ADVERT_BYTES
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
+from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig
 from p2pinfer.protocol import CLOCK_SKEW_MS, MAX_ADVERT_TTL_MS
 
 GOSSIP_MAX_RPC_BYTES = 1024 * 1024
@@ -38,7 +39,9 @@ class NetConfig:
     NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR blocks)
     are never dialled and refused when they dial in. Timers are in seconds;
     advert times in milliseconds on the injected `clock_ms`. `autonat` sets how the
-    node learns whether it is reachable and how it answers others' dial-back requests.
+    node learns whether it is reachable and how it answers others' dial-back requests;
+    `relay` whether and within what limits it relays for others, `relay_client` where
+    it reserves a slot to be reached through a relay (docs/network.md, "Reachability").
     """
 
     identity: NodeIdentity
@@ -59,6 +62,8 @@ class NetConfig:
     dial_timeout_s: float = 10.0
     clock_ms: Callable[[], int] = wall_clock_ms
     autonat: AutoNatConfig = field(default_factory=AutoNatConfig)
+    relay: RelayServiceConfig = field(default_factory=RelayServiceConfig)
+    relay_client: RelayClientConfig = field(default_factory=RelayClientConfig)
 
 
 def parse_multiaddr(text: str, *, what: str) -> Any:

@@ -36,6 +36,8 @@ from p2pinfer.net.config import (
 )
 from p2pinfer.net.kad import build_dht
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.relay import RelayHop
+from p2pinfer.net.relay_client import RelayClient
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     gossipsub = build_gossipsub(config)
     pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
     dht = build_dht(host)
+    hop = RelayHop(host, config.relay)
     listen = [parse_listen_addr(a) for a in config.listen_addrs]
     phase = "starting"
     try:
@@ -156,13 +159,15 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             background_trio_service(pubsub),
             background_trio_service(gossipsub),
             background_trio_service(dht),
+            background_trio_service(hop),
             _autonat_dialer(config) as dialer,
         ):
             await pubsub.wait_until_ready()
             libp2p_tuning.memoize_task_parents(pubsub.manager)
             try:
                 async with trio.open_nursery() as nursery:
-                    net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer)
+                    net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer,
+                                  relay=(hop, RelayClient(host, hop, config.relay_client)))
                     await net._start()
                     phase = "running"
                     try:

@@ -56,6 +56,8 @@ from p2pinfer.net.info import (
 )
 from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.multistream import open_pipelined, refused_by_peer
+from p2pinfer.net.relay import RelayHop, follow_reachability
+from p2pinfer.net.relay_client import RelayClient
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, sign
 
@@ -76,7 +78,7 @@ class NetHost:
 
     def __init__(
         self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery,
-        *, dialer: Any | None = None,
+        *, dialer: Any | None = None, relay: tuple[RelayHop, RelayClient],
     ) -> None:
         self.config = config
         self.peer_id: str = config.identity.peer_id
@@ -98,12 +100,19 @@ class NetHost:
         self._new_peers = trio.Event()
         self._topics: set[str] = set()
         self.autonat = AutoNat(self, dialer, config.autonat)
+        self.relay_hop, self.relay_client = relay
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
         if self.config.autonat.serve:
             self.set_stream_handler(AUTONAT_PROTOCOL_ID, self.autonat.serve)
         self._nursery.start_soon(self.autonat.run)
+        reachability = lambda: self.reachability  # noqa: E731
+        if self.config.relay.mode == "on":
+            self.relay_hop.start_serving()  # before the first identify goes out
+        self._nursery.start_soon(follow_reachability, self.relay_hop, self.config.relay,
+                                 reachability)
+        self._nursery.start_soon(self.relay_client.run, reachability)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
         self._nursery.start_soon(self._reprovide_loop)
@@ -192,11 +201,30 @@ class NetHost:
         (`p2pinfer.net.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
         Addresses come from the peerstore (connections, DHT records, mDNS)
-        and from the peer's advert in the catalog. The caller owns the stream
+        and from the peer's advert in the catalog. When the direct dial fails and
+        the peer has `/p2p-circuit` addresses, it is dialled through its relay
+        (`RelayClient.dial`). The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
         dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
         `na`, or a reset before accepting it) or PeerTimeoutError.
         """
+        try:
+            return await self._open_stream(peer_id, protocol, first, timeout_s)
+        except PeerUnreachableError as exc:
+            circuits = self._circuit_addrs_of(peer_id)
+            if not circuits:
+                raise
+            log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
+        await self.relay_client.dial(peer_id, circuits)
+        return await self._open_stream(peer_id, protocol, first, timeout_s)
+
+    def _circuit_addrs_of(self, peer_id: str) -> list[str]:
+        advert = self.catalog.advert_of(peer_id)
+        signed = advert.advert.listen_addrs if advert is not None else ()
+        return self.relay_client.circuit_addrs_of(peer_id, signed)
+
+    async def _open_stream(self, peer_id: str, protocol: str, first: bytes | None,
+                           timeout_s: float | None) -> NetStream:
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
         if advert is not None:  # its own signed word on where to dial it

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from p2pinfer.net import run_host
+from p2pinfer.net.relay_rules import RelayServiceConfig
 from tests.integration.net_helpers import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,8 @@ def test_the_documented_list_has_no_duplicates_and_no_receipts_topic() -> None:
 @pytest.mark.network
 async def test_the_documented_list_is_exactly_what_the_code_defines_and_a_host_serves() -> None:
     with trio.fail_after(30):
-        async with run_host(config()) as net:
+        # A relay serves every protocol a node can (HOP only while relaying).
+        async with run_host(config(relay=RelayServiceConfig(mode="on"))) as net:
             served = {str(p) for p in net._host.get_mux().get_protocols() if p is not None}
     code = ids_in_code()
     assert {"/p2pinfer/job/1.0.0", "p2pinfer/adverts/1"} <= code  # the scan finds them

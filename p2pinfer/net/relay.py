@@ -1,0 +1,210 @@
+"""A node's Circuit Relay v2 service: py-libp2p 0.8.1's HOP/STOP protocol, with the bounds
+it lacks.
+
+Every node runs one `RelayHop`: its STOP side (accepting connections a relay brings
+in) always, its HOP side (being a relay for others) when `RelayServiceConfig.mode`
+says so (`follow_reachability`). What py-libp2p enforces, and what is added here:
+
+- py-libp2p: a total of reservations; per reserved peer a number of circuits; per
+  circuit a byte budget (both directions), checked as data flows; a duration checked
+  only when data arrives (an idle circuit lived forever); no HOP over a relayed
+  connection.
+- added: a RESERVE is for the peer on the connection only (py-libp2p honoured the
+  message's optional `peer` field, so one connection could reserve every slot under
+  made-up peer ids); slots of peers no longer connected are freed (py-libp2p kept
+  them until their TTL, an hour by default); slots per source IP; circuits in all
+  and per source peer; and the duration cut also for an idle circuit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
+from libp2p.relay.circuit_v2.resources import RelayLimits
+
+from p2pinfer.net.autonat_rules import observed_ip
+from p2pinfer.net.relay_rules import RelayServiceConfig
+
+log = logging.getLogger(__name__)
+
+MODE_CHECK_S = 1.0
+
+
+def remote_ip(stream: Any) -> str | None:
+    """The IP a raw py-libp2p stream's connection comes from; None if it cannot tell."""
+    try:
+        address = stream.get_remote_address()
+    except Exception:
+        return None
+    return observed_ip(str(address[0])) if address else None
+
+
+class RelayHop(CircuitV2Protocol):
+    """py-libp2p's CircuitV2Protocol with our limits; HOP served only between
+    `start_serving` and `stop_serving`. `refusals` counts refused requests by reason."""
+
+    def __init__(self, host: Any, config: RelayServiceConfig) -> None:
+        limits = RelayLimits(
+            duration=config.circuit_duration_s,
+            data=config.circuit_bytes,
+            max_circuit_conns=config.max_circuits_per_target,
+            max_reservations=config.max_reservations,
+            reservation_ttl=config.reservation_ttl_s,
+        )
+        super().__init__(host, limits=limits, allow_hop=False)
+        self.config = config
+        self.refusals: Counter[str] = Counter()
+        self.circuits = 0
+        self._circuits_by_source: Counter[ID] = Counter()
+        self._reservation_ip: dict[ID, str] = {}
+
+    @property
+    def serving(self) -> bool:
+        """Whether this node is a relay for others right now."""
+        return bool(self.allow_hop)
+
+    def start_serving(self) -> None:
+        """Answer HOP (reservations and connects) from now on."""
+        if not self.allow_hop:
+            self.allow_hop = True
+            self.host.set_stream_handler(HOP_PROTOCOL_ID, self._handle_hop_stream)
+            log.info("relay service on")
+
+    def stop_serving(self) -> None:
+        """Stop answering HOP; existing circuits run on until their limits."""
+        if self.allow_hop:
+            self.allow_hop = False
+            self.host.remove_stream_handler(HOP_PROTOCOL_ID)
+            self.resource_manager._reservations.clear()
+            self._reservation_ip.clear()
+            log.info("relay service off")
+
+    def reservations(self) -> list[str]:
+        """PeerIDs holding a live slot here."""
+        self._prune()
+        return sorted(p.to_base58() for p in self.resource_manager._reservations)
+
+    # -- reservations ------------------------------------------------------------
+
+    async def _handle_hop_stream(self, stream: Any) -> None:
+        if not self.allow_hop:  # the handler was removed while this stream negotiated
+            await stream.reset()
+            return
+        await super()._handle_hop_stream(stream)
+
+    async def _handle_reserve(self, stream: Any, msg: Any) -> None:
+        # A slot is for the peer whose connection asks, never for a peer id it names.
+        msg.ClearField("peer")
+        peer = stream.muxed_conn.peer_id
+        ip = remote_ip(stream)
+        refusal = self._reservation_refusal(peer, ip)
+        if refusal is not None:
+            self.refusals[refusal] += 1
+            log.info("relay reservation refused peer=%s ip=%s reason=%s", peer, ip, refusal)
+            await self._send_status(stream, StatusCode.RESERVATION_REFUSED
+                                    if refusal == "no-ip" else
+                                    StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
+            return
+        # Recorded first: py-libp2p answers, then sleeps, before returning.
+        self._reservation_ip[peer] = ip if ip is not None else ""
+        try:
+            await super()._handle_reserve(stream, msg)
+        finally:
+            if peer not in self.resource_manager._reservations:
+                self._reservation_ip.pop(peer, None)
+
+    def _reservation_refusal(self, peer: ID, ip: str | None) -> str | None:
+        self._prune()
+        held = self.resource_manager._reservations
+        if peer in held:
+            return None  # a refresh
+        if ip is None:
+            return "no-ip"
+        if len(held) >= self.config.max_reservations:
+            return "reservations"
+        same_ip = sum(1 for p in held if self._reservation_ip.get(p) == ip)
+        if same_ip >= self.config.max_reservations_per_ip:
+            return "reservations-per-ip"
+        return None
+
+    def _prune(self) -> None:
+        """Free the slots of peers gone or expired (the spec: a slot lives with its connection)."""
+        held = self.resource_manager._reservations
+        connected = set(self.host.get_connected_peers())
+        now = time.time()
+        for peer in [p for p, r in held.items() if p not in connected or now > r.expires_at]:
+            del held[peer]
+            self._reservation_ip.pop(peer, None)
+
+    # -- circuits ------------------------------------------------------------------
+
+    async def _handle_connect(self, stream: Any, msg: Any) -> None:
+        source = stream.muxed_conn.peer_id
+        refusal = None
+        if self.circuits >= self.config.max_circuits:
+            refusal = "circuits"
+        elif self._circuits_by_source[source] >= self.config.max_circuits_per_peer:
+            refusal = "circuits-per-peer"
+        if refusal is not None:
+            self.refusals[refusal] += 1
+            log.info("relay circuit refused source=%s reason=%s", source, refusal)
+            await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
+            await _reset(stream)
+            return
+        self.circuits += 1
+        self._circuits_by_source[source] += 1
+        try:
+            await super()._handle_connect(stream, msg)
+        finally:
+            self.circuits -= 1
+            self._circuits_by_source[source] -= 1
+            if self._circuits_by_source[source] <= 0:
+                del self._circuits_by_source[source]
+
+    async def _relay_data(self, src_stream: Any, dst_stream: Any, peer_id: ID,
+                          deadline: float | None = None,
+                          circuit_data_limit: list[int] | None = None) -> None:
+        # py-libp2p checks `deadline` only after a read returns: an idle circuit would
+        # hold its slot forever. Here the deadline cuts a waiting read too.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with trio.move_on_after(left if left is not None else float("inf")) as scope:
+            await super()._relay_data(src_stream, dst_stream, peer_id, deadline,
+                                      circuit_data_limit)
+        if scope.cancelled_caught:
+            self.refusals["duration"] += 1
+            log.info("relay circuit cut at its duration limit peer=%s", peer_id)
+            await _reset(src_stream)
+            await _reset(dst_stream)
+
+
+async def _reset(stream: Any) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(2):
+        try:
+            await stream.reset()
+        except Exception as exc:  # already gone
+            log.debug("relay stream reset failed error=%r", exc)
+
+
+async def follow_reachability(hop: RelayHop, config: RelayServiceConfig,
+                              reachability: Callable[[], str]) -> None:
+    """Keep the HOP service on or off as `config.mode` says: auto follows AutoNAT (serve
+    only while public: a relay behind NAT helps no one)."""
+    if config.mode == "on":
+        hop.start_serving()
+    if config.mode != "auto":
+        return
+    while True:
+        if reachability() == "public":
+            hop.start_serving()
+        else:
+            hop.stop_serving()
+        await trio.sleep(MODE_CHECK_S)

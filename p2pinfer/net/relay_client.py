@@ -1,0 +1,180 @@
+"""Being reached through relays, and reaching others through theirs (Circuit Relay v2).
+
+A node behind NAT (`RelayClientConfig`: relays named by the operator, or, while
+AutoNAT says private, connected peers that serve the relay protocol) holds a slot
+at up to `max_relays` relays, refreshes it before it expires, and drops it when the
+relay goes. While it holds slots, its addresses (`NetHost.addrs()`: adverts,
+identify, DHT provider records) include one `/p2p-circuit` address per relay.
+
+A consumer whose direct dial to a provider fails dials one of the provider's
+circuit addresses (`dial`): the relayed connection carries Noise end to end, so the
+relay sees only ciphertext, and every stream protocol runs over it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+
+from p2pinfer.errors import PeerUnreachableError
+from p2pinfer.net.config import parse_peer_addr, parse_peer_id
+from p2pinfer.net.relay import RelayHop
+from p2pinfer.net.relay_rules import RelayClientConfig, circuit_addr, is_circuit_addr
+
+log = logging.getLogger(__name__)
+
+MAX_CIRCUIT_ADDRS_TRIED = 4  # of a provider's circuit addresses, per dial
+
+
+@dataclass
+class Slot:
+    """A reservation this node holds at a relay."""
+
+    relay_id: str
+    relay_addr: str  # the relay's transport address we reserved through
+    expires: float  # unix seconds, as the relay said
+    configured: bool  # named by the operator (kept trying) or picked automatically
+
+
+class RelayClient:
+    """Reservations at relays and relayed dials for one host."""
+
+    def __init__(self, host: Any, hop: RelayHop, config: RelayClientConfig) -> None:
+        self._host = host
+        self.config = config
+        # STOP only: dialling through a relay must not take a slot there (py-libp2p's
+        # default client role reserves before every CONNECT).
+        self._transport = CircuitV2Transport(host, hop, RelayConfig(roles=RelayRole.STOP))
+        self.slots: dict[str, Slot] = {}
+        self._direct_addrs = host.get_addrs
+        host.get_addrs = self._addrs_with_circuits  # adverts, identify, DHT records
+
+    def _addrs_with_circuits(self) -> list[Any]:
+        own = self._host.get_id().to_base58()
+        circuits = [multiaddr.Multiaddr(circuit_addr(s.relay_addr, s.relay_id, own))
+                    for s in self.slots.values()]
+        return list(self._direct_addrs()) + circuits
+
+    def circuit_addrs(self) -> list[str]:
+        """This node's addresses through the relays it holds a slot at."""
+        return [str(a) for a in self._addrs_with_circuits() if is_circuit_addr(str(a))]
+
+    # -- reserving -------------------------------------------------------------------
+
+    async def reserve(self, relay_addr: str, *, configured: bool = False) -> bool:
+        """Take (or refresh) a slot at the relay at `relay_addr` (`/.../p2p/<relay>`)."""
+        info = parse_peer_addr(relay_addr)
+        relay_id = info.peer_id.to_base58()
+        try:
+            with trio.fail_after(self.config.dial_timeout_s):
+                await self._host.connect(info)
+                stream = await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID])
+                try:
+                    ok = await self._transport._make_reservation(stream, info.peer_id)
+                finally:
+                    await stream.close()
+        except Exception as exc:  # unreachable, no HOP, timed out: no slot
+            log.info("relay reservation failed relay=%s error=%r", relay_id, exc)
+            ok = False
+        if not ok:
+            if self.slots.pop(relay_id, None) is not None:
+                log.info("relay slot dropped relay=%s", relay_id)
+            return False
+        expires = float(self._transport._reservations.get(info.peer_id, 0))
+        transport = relay_addr.split("/p2p/")[0]
+        self.slots[relay_id] = Slot(relay_id, transport, expires, configured)
+        log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
+        return True
+
+    async def run(self, reachability: Callable[[], str]) -> None:
+        """Hold slots as the config says until cancelled: refresh, replace, drop."""
+        while True:
+            await self.upkeep(reachability())
+            await trio.sleep(self.config.check_interval_s)
+
+    async def upkeep(self, reachability: str) -> None:
+        """One round: drop slots at relays gone, refresh those near expiry, take new ones."""
+        connected = {p.to_base58() for p in self._host.get_connected_peers()}
+        now = time.time()
+        for slot in list(self.slots.values()):
+            gone = slot.relay_id not in connected
+            if gone or slot.expires - now < self.config.refresh_margin_s:
+                await self.reserve(f"{slot.relay_addr}/p2p/{slot.relay_id}",
+                                   configured=slot.configured)
+        for addr in self.config.reserve:
+            relay_id = parse_peer_addr(addr).peer_id.to_base58()
+            if relay_id not in self.slots and len(self.slots) < self.config.max_relays:
+                await self.reserve(addr, configured=True)
+        if self.config.auto and reachability == "private":
+            for addr in self._relay_candidates(connected):
+                if len(self.slots) >= self.config.max_relays:
+                    break
+                await self.reserve(addr)
+
+    def _relay_candidates(self, connected: set[str]) -> list[str]:
+        """Connected peers whose identify says they serve HOP, with a direct address."""
+        store = self._host.get_peerstore()
+        out = []
+        for peer in self._host.get_connected_peers():
+            pid = peer.to_base58()
+            if pid in self.slots:
+                continue
+            try:
+                if not store.supports_protocols(peer, [HOP_PROTOCOL_ID]):
+                    continue
+                addrs = [str(a) for a in store.addrs(peer) if not is_circuit_addr(str(a))]
+            except Exception:  # forgotten by the peerstore meanwhile
+                continue
+            if addrs:
+                out.append(f"{addrs[0]}/p2p/{pid}")
+        return sorted(out)
+
+    # -- dialling ----------------------------------------------------------------------
+
+    def circuit_addrs_of(self, peer_id: str, advertised: Sequence[str]) -> list[str]:
+        """`peer_id`'s circuit addresses: those in `advertised` (its signed advert), then
+        those the peerstore learnt (DHT records, identify), each ending in its id."""
+        try:
+            stored = [str(a) for a in self._host.get_peerstore().addrs(parse_peer_id(peer_id))]
+        except Exception:  # nothing stored for it
+            stored = []
+        suffix = f"/p2p/{peer_id}"
+        known = list(advertised) + [a if a.endswith(suffix) else a + suffix for a in stored]
+        return list(dict.fromkeys(a for a in known if is_circuit_addr(a)))
+
+    async def dial(self, peer_id: str, addrs: Sequence[str]) -> str:
+        """Connect to `peer_id` through one of its circuit addresses in `addrs` (others are
+        ignored); return the address that worked. PeerUnreachableError if none did."""
+        pid = parse_peer_id(peer_id)
+        tried: list[str] = []
+        for text in [a for a in addrs if is_circuit_addr(a)][:MAX_CIRCUIT_ADDRS_TRIED]:
+            try:
+                addr = multiaddr.Multiaddr(text)
+                if addr.get_peer_id() is None:  # the target's id may be left off
+                    addr = addr.encapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id}"))
+                relay_part = str(addr).split("/p2p-circuit")[0]
+                relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part))
+                with trio.fail_after(self.config.dial_timeout_s):
+                    await self._host.connect(relay)
+                    conn = await self._transport.dial(addr)
+                if conn.muxed_conn.peer_id != pid:  # Noise proved someone else
+                    await conn.close()
+                    raise PeerUnreachableError(f"{text} reached {conn.muxed_conn.peer_id}")
+                log.info("connected through relay peer=%s addr=%s", peer_id, text)
+                return text
+            except Exception as exc:
+                log.info("relayed dial failed peer=%s addr=%s error=%r", peer_id, text, exc)
+                tried.append(f"{text}: {exc}")
+        raise PeerUnreachableError(
+            f"no relay reached {peer_id}" + (f" ({'; '.join(tried)})" if tried else
+                                              " (it advertises no circuit address)"))

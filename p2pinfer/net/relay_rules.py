@@ -1,0 +1,65 @@
+"""Circuit Relay v2 settings: what a relay serves and what a private node reserves.
+
+No I/O here; `p2pinfer/net/relay.py` (serving) and `relay_client.py` (reserving,
+dialling) use these. Limits are per relay node; docs/network.md, "Reachability:
+status", lists which of them py-libp2p 0.8.1 enforces itself and which we add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+RelayMode = Literal["auto", "on", "off"]
+
+CIRCUIT = "/p2p-circuit"
+
+
+@dataclass(frozen=True)
+class RelayServiceConfig:
+    """A node's relay (HOP) service. `mode` auto: serve only while AutoNAT says this node
+    is public; on: always (`--relay`); off: never (`--no-relay`)."""
+
+    mode: RelayMode = "auto"
+    max_reservations: int = 16  # slots in all
+    max_reservations_per_ip: int = 4  # slots held by peers connected from one IP
+    reservation_ttl_s: int = 600  # a slot lives this long unless refreshed
+    max_circuits: int = 32  # relayed connections open at once, in all
+    max_circuits_per_peer: int = 4  # ... opened by one source peer
+    max_circuits_per_target: int = 8  # ... to one reserved peer
+    circuit_bytes: int = 16 * 1024 * 1024  # both directions together, per circuit
+    circuit_duration_s: int = 900  # a circuit is cut after this long, busy or idle
+
+
+@dataclass(frozen=True)
+class RelayClientConfig:
+    """How a node behind NAT becomes reachable through relays.
+
+    `reserve` are relays to reserve at whatever AutoNAT says (`--reserve-relay ADDR`,
+    each `/.../p2p/<relay PeerID>`); with `auto` a node AutoNAT calls private also
+    reserves at connected peers that serve the relay protocol, up to `max_relays` in all.
+    """
+
+    reserve: tuple[str, ...] = ()
+    auto: bool = True
+    max_relays: int = 2
+    check_interval_s: float = 5.0  # how often reservations are checked (relay still there?)
+    refresh_margin_s: float = 60.0  # refresh a reservation this long before it expires
+    dial_timeout_s: float = 10.0  # one relayed dial
+
+
+def is_circuit_addr(addr: str) -> bool:
+    """Whether `addr` goes through a relay (`.../p2p/<relay>/p2p-circuit/...`)."""
+    return CIRCUIT in addr
+
+
+def circuit_addr(relay_addr: str, relay_id: str, target_id: str) -> str:
+    """The address through which `target_id` is reached via the relay at `relay_addr`
+    (a transport address of the relay, with or without its `/p2p/` part)."""
+    base = relay_addr.split("/p2p/")[0]
+    return f"{base}/p2p/{relay_id}{CIRCUIT}/p2p/{target_id}"
+
+
+def path_of(transport_addrs: list[str] | None) -> str:
+    """`relayed` when a connection's addresses go through a relay, else `direct`."""
+    return "relayed" if any(is_circuit_addr(a) for a in transport_addrs or ()) else "direct"
