@@ -53,6 +53,7 @@ def outcome_json(outcome: JobOutcome, voucher: dict[str, Any] | None = None) -> 
             for f in outcome.failovers
         ],
         "found_via": outcome.found_via,
+        "path": outcome.path,
         "ttft_ms": round(outcome.ttft_ms, 1),
         "total_ms": round(outcome.total_ms, 1),
         "voucher": voucher,

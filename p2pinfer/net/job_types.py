@@ -131,6 +131,9 @@ class JobOutcome:
     total_ms: float
     chunks: int  # Chunk messages the answer came in (tokens travel together on slow links)
     request: bytes = b""  # our signed JobRequest (with `result`: evidence for a spot-check)
+    # How the serving provider was reached: "direct", or "relayed" through a Circuit Relay
+    # v2 relay (its circuit address; the relay sees only Noise ciphertext).
+    path: str = "direct"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
+from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -366,6 +367,7 @@ class NetJob:
             total_ms=(now - self._started) * 1000,
             chunks=attempt.chunks,
             request=machine.request.raw,
+            path=path_of(attempt.stream.transport_addrs()),
         )
         for hook in client.outcome_hooks:
             hook(self.outcome)  # e.g. a consumer's spot-check sampler (must not block)

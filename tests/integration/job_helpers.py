@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -134,10 +135,11 @@ async def start_provider(
     replay: ReplayWindow | None = None,
     identity: NodeIdentity | None = None,
     channels: ChannelBook | None = None,
+    net_options: Mapping[str, Any] | None = None,
 ) -> Provider:
     """A provider host serving `backend` with its own ledger, advertising every second
     (paid through `channels` when given). Cancel `provider.scope` to make it vanish as a
-    crashed process would."""
+    crashed process would. `net_options`: more NetConfig fields (relays, announce)."""
     identity = identity or NodeIdentity.generate()
     ledger = stack.enter_context(Ledger.open(tmp / f"{identity.peer_id[-8:]}.sqlite3", identity))
     scope = trio.CancelScope()
@@ -146,7 +148,8 @@ async def start_provider(
 
     async def run() -> None:
         with scope:
-            async with run_host(NetConfig(identity, bootstrap=bootstrap)) as net:
+            async with run_host(NetConfig(identity, bootstrap=bootstrap,
+                                          **(net_options or {}))) as net:
                 models = {m.name: m for m in await backend.list_models()}
                 metrics = NodeMetrics()
                 server = JobServer(identity, backend, models, config=config,
@@ -172,14 +175,16 @@ async def start_consumer(
     credit: int = CREDIT,
     identity: NodeIdentity | None = None,
     payer: Callable[[Ledger], PayerBook] | None = None,
+    net_options: Mapping[str, Any] | None = None,
 ) -> tuple[NetHost, JobClient, Ledger]:
     """A consumer host with a ledger holding `credit` micro-credits (paying through the
-    `payer` built on its ledger, when given)."""
+    `payer` built on its ledger, when given; `net_options`: more NetConfig fields)."""
     identity = identity or NodeIdentity.generate()
     ledger = stack.enter_context(Ledger.open(tmp / "consumer.sqlite3", identity))
     if credit:
         ledger.record_faucet(identity.public_key, credit, grant_id="test")
-    net = await stack.enter_async_context(run_host(NetConfig(identity, bootstrap=bootstrap)))
+    net = await stack.enter_async_context(run_host(NetConfig(identity, bootstrap=bootstrap,
+                                                             **(net_options or {}))))
     client = JobClient(net, identity, ledger=ledger, config=config,
                        payer=payer(ledger) if payer is not None else None)
     return net, client, ledger

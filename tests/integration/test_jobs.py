@@ -75,6 +75,7 @@ async def test_a_job_returns_the_engines_own_text_and_is_charged_once_on_each_si
             assert outcome.text == "".join(streamed) == direct
             assert outcome.provider == provider.net.peer_id
             assert outcome.completion_tokens == 40 and outcome.failovers == ()
+            assert outcome.path == "direct"
             assert outcome.charged > 0
             # Tokens produced while a write was in flight travelled together.
             assert 1 <= outcome.chunks <= outcome.completion_tokens
