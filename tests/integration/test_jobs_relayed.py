@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,9 +19,17 @@ from p2pinfer.backends.models import ModelSource
 from p2pinfer.backends.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from p2pinfer.net import NetHost, run_host
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.net.job_server import JobServerConfig
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, is_circuit_addr
 from p2pinfer.protocol import ChatTurn, JobParams
-from tests.integration.job_helpers import charges, start_consumer, start_provider
+from tests.integration.job_helpers import (
+    FAKE_MODEL,
+    FakeBackend,
+    charges,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network
@@ -28,6 +37,13 @@ pytestmark = pytest.mark.network
 GREEDY = JobParams(max_tokens=24, temperature=0.0, seed=7)
 MANUAL = AutoNatConfig(confirmations=1, first_delay_s=3600.0)
 UNREACHABLE = ("/ip4/127.0.0.1/tcp/1",)
+CONSUMER = {"listen_addrs": ("/ip4/127.0.0.2/tcp/0",), "autonat": MANUAL}
+
+
+def behind_nat_options(relay_addr: str) -> dict[str, Any]:
+    """NetConfig fields of a provider only reachable through the relay at `relay_addr`."""
+    return {"announce_addrs": UNREACHABLE, "autonat": MANUAL, "deny_ips": ("127.0.0.2",),
+            "relay_client": RelayClientConfig(reserve=(relay_addr,), check_interval_s=0.3)}
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +71,10 @@ async def test_a_provider_behind_nat_serves_a_job_through_a_relay(
                 autonat=MANUAL, relay=RelayServiceConfig(mode="on"))))
             relay_addr = relay.addrs()[0]
             provider = await start_provider(stack, nursery, engine, tmp_path,
-                                            bootstrap=(relay_addr,), net_options={
-                "announce_addrs": UNREACHABLE, "autonat": MANUAL, "deny_ips": ("127.0.0.2",),
-                "relay_client": RelayClientConfig(reserve=(relay_addr,), check_interval_s=0.3)})
-            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,), net_options={
-                "listen_addrs": ("/ip4/127.0.0.2/tcp/0",), "autonat": MANUAL})
+                                            bootstrap=(relay_addr,),
+                                            net_options=behind_nat_options(relay_addr))
+            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
+                                                       net_options=CONSUMER)
             await advertised_circuit(net, provider.net.peer_id)
             advert = net.catalog.advert_of(provider.net.peer_id)
             assert advert is not None
@@ -80,4 +95,54 @@ async def test_a_provider_behind_nat_serves_a_job_through_a_relay(
             # The provider's side of the job's connection is relayed too.
             assert relay.relay_hop.circuits == 1
 
+            nursery.cancel_scope.cancel()
+
+
+async def stoppable_relay(scope: trio.CancelScope, *,
+                          task_status: trio.TaskStatus[NetHost] = trio.TASK_STATUS_IGNORED,
+                          ) -> None:
+    """A relay node in its own task; cancelling `scope` makes it vanish as a killed process
+    would (listeners and connections closed)."""
+    with scope:
+        async with run_host(config(autonat=MANUAL, relay=RelayServiceConfig(mode="on"))) as relay:
+            task_status.started(relay)
+            await trio.sleep_forever()
+
+
+async def test_the_relay_dying_mid_answer_fails_the_job_over_and_it_is_charged_once(
+    tmp_path: Path,
+) -> None:
+    behind_nat = FakeBackend(pause_after=3)  # holds its 4th token until the relay is gone
+    reachable = FakeBackend()
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay_scope = trio.CancelScope()
+            relay = await nursery.start(stoppable_relay, relay_scope)
+            relay_addr = relay.addrs()[0]
+            cheap = await start_provider(
+                stack, nursery, behind_nat, tmp_path, config=JobServerConfig(price_per_1k=100),
+                bootstrap=(relay_addr,), net_options=behind_nat_options(relay_addr))
+            dear = await start_provider(stack, nursery, reachable, tmp_path,
+                                        config=JobServerConfig(price_per_1k=900),
+                                        bootstrap=(relay_addr,))
+            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
+                                                       net_options=CONSUMER)
+            await wait_for_providers(net, FAKE_MODEL, 2)
+            await advertised_circuit(net, cheap.net.peer_id)
+
+            async def kill_relay_when_paused() -> None:
+                await behind_nat.paused.wait()
+                relay_scope.cancel()
+
+            nursery.start_soon(kill_relay_when_paused)
+            outcome = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=8))
+            assert relay_scope.cancelled_caught or relay_scope.cancel_called
+            assert outcome.text == "".join(f"t{i} " for i in range(8))
+            assert outcome.provider == dear.net.peer_id and outcome.path == "direct"
+            assert [f.provider for f in outcome.failovers] == [cheap.net.peer_id]
+            assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
+            assert charges(cheap.ledger) == []
+            with trio.fail_after(10):  # its slot went with the relay
+                while cheap.net.relay_client.slots:
+                    await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
