@@ -201,19 +201,22 @@ class NetHost:
         (`p2pinfer.net.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
         Addresses come from the peerstore (connections, DHT records, mDNS)
-        and from the peer's advert in the catalog. When the direct dial fails and
-        the peer has `/p2p-circuit` addresses, it is dialled through its relay
+        and from the peer's advert in the catalog. A peer with `/p2p-circuit`
+        addresses and no connection yet gets `relay_client.config.direct_first_s` for a
+        direct dial (refused or silent, as behind NAT), then is dialled through its relay
         (`RelayClient.dial`). The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
         dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
         `na`, or a reset before accepting it) or PeerTimeoutError.
         """
-        try:
+        circuits = self._circuit_addrs_of(peer_id)
+        if not circuits or peer_id in self.peers():
             return await self._open_stream(peer_id, protocol, first, timeout_s)
-        except PeerUnreachableError as exc:
-            circuits = self._circuit_addrs_of(peer_id)
-            if not circuits:
-                raise
+        limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
+        try:
+            return await self._open_stream(peer_id, protocol, first, min(
+                limit, self.relay_client.config.direct_first_s))
+        except (PeerUnreachableError, PeerTimeoutError) as exc:
             log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
         await self.relay_client.dial(peer_id, circuits)
         return await self._open_stream(peer_id, protocol, first, timeout_s)

@@ -46,6 +46,9 @@ class RelayClientConfig:
     check_interval_s: float = 5.0  # how often reservations are checked (relay still there?)
     refresh_margin_s: float = 60.0  # refresh a reservation this long before it expires
     dial_timeout_s: float = 10.0  # one relayed dial
+    # A peer that has circuit addresses gets this long for a direct dial before its
+    # relay is used: behind NAT a direct dial is often not refused but silently dropped.
+    direct_first_s: float = 3.0
 
 
 def is_circuit_addr(addr: str) -> bool:

@@ -17,8 +17,10 @@ from p2pinfer.net.relay_rules import (
     RelayServiceConfig,
     circuit_addr,
     is_circuit_addr,
+    path_of,
 )
 from tests.integration.net_helpers import advert_template, config
+from tests.integration.test_net_relay_limits import ECHO, echo
 
 pytestmark = pytest.mark.network
 
@@ -152,3 +154,38 @@ async def test_a_node_holds_at_most_max_relays_slots() -> None:
             await trio.sleep(1.0)
             assert len(provider.relay_client.slots) == 2
             assert len(provider.relay_client.circuit_addrs()) == 2
+
+
+async def hold_silently(listeners: list[trio.SocketListener], *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Accept TCP connections and never answer: a NAT dropping packets, as seen by a dialler
+    whose handshake hangs."""
+    held: list[trio.SocketStream] = []
+    task_status.started()
+    while True:
+        held.append(await listeners[0].accept())
+
+
+async def test_a_direct_dial_that_hangs_falls_back_to_the_relay_in_seconds() -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            await nursery.start(hold_silently, listeners)
+            silent = f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}"
+            relay = await relay_node(stack)
+            target = await stack.enter_async_context(run_host(config(
+                autonat=MANUAL, announce_addrs=(silent,),
+                relay_client=replace(QUICK, reserve=(relay.addrs()[0],)))))
+            target.set_stream_handler(ECHO, echo)
+            await wait_for_slots(target, 1)
+            caller = await stack.enter_async_context(run_host(config(autonat=MANUAL)))
+            caller.add_peer_addrs(target.peer_id, (silent, *target.relay_client.circuit_addrs()))
+            started = trio.current_time()
+            stream = await caller.open_stream(target.peer_id, ECHO, first=b"\x02hi")
+            took = trio.current_time() - started
+            assert await stream.read_frame(timeout_s=5) == b"hi"
+            assert path_of(stream.transport_addrs()) == "relayed"
+            # direct_first_s (3 s) for the silent address, not the 10 s dial timeout
+            assert 2.5 < took < 6.0
+            await stream.close()
+            nursery.cancel_scope.cancel()
