@@ -129,6 +129,8 @@ def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
         ("libp2p.protocol_muxer", logging.CRITICAL),  # ERROR per stream cut during negotiation
         ("libp2p.stream_muxer", logging.CRITICAL),  # ERROR per connection the peer drops
         ("libp2p.kad_dht", logging.CRITICAL),
+        # ERROR each time a relay client ends a HOP stream after its one request
+        ("libp2p.relay.circuit_v2", logging.CRITICAL),
     ):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:

@@ -3,7 +3,9 @@
 and our stream protocols run over the relayed connection; without one it is not; and
 AutoNAT refuses to judge a requester that reaches it only through a relay.
 
-The relay is wired in the test only: nodes do not run relays or reserve slots yet."""
+Here py-libp2p's relay pieces are driven by hand (the findings behind docs/network.md,
+"Reachability: relays"); nodes' own relay service and client are tested in
+test_net_relay_limits.py, test_net_relay_reserve.py and test_jobs_relayed.py."""
 
 from __future__ import annotations
 
