@@ -34,6 +34,7 @@ from p2pinfer.net.config import (
     parse_multiaddr,
     parse_peer_addr,
 )
+from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.kad import build_dht
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay import RelayHop
@@ -153,6 +154,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
     dht = build_dht(host)
     hop = RelayHop(host, config.relay)
+    dcutr = GuardedDCUtR(host)
     listen = [parse_listen_addr(a) for a in config.listen_addrs]
     phase = "starting"
     try:
@@ -162,6 +164,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             background_trio_service(gossipsub),
             background_trio_service(dht),
             background_trio_service(hop),
+            background_trio_service(dcutr),
             _autonat_dialer(config) as dialer,
         ):
             await pubsub.wait_until_ready()
@@ -169,7 +172,8 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             try:
                 async with trio.open_nursery() as nursery:
                     net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer,
-                                  relay=(hop, RelayClient(host, hop, config.relay_client)))
+                                  relay=(hop, RelayClient(host, hop, config.relay_client)),
+                                  dcutr=dcutr)
                     await net._start()
                     phase = "running"
                     try:

@@ -39,6 +39,7 @@ from p2pinfer.net.config import (
     parse_peer_addr,
     parse_peer_id,
 )
+from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs
 from p2pinfer.net.gossip import (
     GossipHandler,
@@ -79,6 +80,7 @@ class NetHost:
     def __init__(
         self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery,
         *, dialer: Any | None = None, relay: tuple[RelayHop, RelayClient],
+        dcutr: GuardedDCUtR,
     ) -> None:
         self.config = config
         self.peer_id: str = config.identity.peer_id
@@ -101,6 +103,7 @@ class NetHost:
         self._topics: set[str] = set()
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
+        self.dcutr = dcutr
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
@@ -204,7 +207,8 @@ class NetHost:
         and from the peer's advert in the catalog. A peer with `/p2p-circuit`
         addresses and no connection yet gets `relay_client.config.direct_first_s` for a
         direct dial (refused or silent, as behind NAT), then is dialled through its relay
-        (`RelayClient.dial`). The caller owns the stream
+        (`RelayClient.dial`), and a direct connection is tried for from there
+        (DCUtR, `GuardedDCUtR.upgrade`). The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
         dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
         `na`, or a reset before accepting it) or PeerTimeoutError.
@@ -219,6 +223,8 @@ class NetHost:
         except (PeerUnreachableError, PeerTimeoutError) as exc:
             log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
         await self.relay_client.dial(peer_id, circuits)
+        if self.relay_client.config.dcutr:
+            await self.dcutr.upgrade(parse_peer_id(peer_id))
         return await self._open_stream(peer_id, protocol, first, timeout_s)
 
     def _circuit_addrs_of(self, peer_id: str) -> list[str]:

@@ -49,6 +49,10 @@ class RelayClientConfig:
     # A peer that has circuit addresses gets this long for a direct dial before its
     # relay is used: behind NAT a direct dial is often not refused but silently dropped.
     direct_first_s: float = 3.0
+    # After a relayed dial, try for a direct connection (DCUtR, net/dcutr.py) before the
+    # first stream; the relay carries the stream when that fails. Off by default: not
+    # tested through a real NAT, and a failed try delays the first stream by up to 6 s.
+    dcutr: bool = False
 
 
 def is_circuit_addr(addr: str) -> bool:

@@ -1,9 +1,14 @@
 """A provider nobody can dial directly serves jobs through a relay (real hosts on
-127.0.0.1, the real embedded engine, real ledgers). Unreachability is simulated: the
-provider listens on loopback but announces only an address nothing listens on, so every
-direct dial is refused and only its circuit address works. The consumer listens on
-127.0.0.2, which the provider never dials (`deny_ips`): a provider behind NAT that dials
-out to its consumer would get a direct connection, as it would on the internet."""
+loopback, the real embedded engine, real ledgers).
+
+NAT is simulated: the provider listens on loopback but announces only an address nothing
+listens on, so no one knows a direct address of it, and it never dials the consumer's
+127.0.0.2 (`deny_ips`; a provider behind NAT that dials out to its consumer gets a direct
+connection, as it would on the internet). The relay listens on 127.0.0.4.
+
+DCUtR (off by default) is shown only as far as loopback allows: its exchange gives away
+the provider's real listen address, which is dialable here, so it proves the connection
+and the job move off the relay, not that a hole can be punched through a NAT."""
 
 from __future__ import annotations
 
@@ -38,12 +43,17 @@ GREEDY = JobParams(max_tokens=24, temperature=0.0, seed=7)
 MANUAL = AutoNatConfig(confirmations=1, first_delay_s=3600.0)
 UNREACHABLE = ("/ip4/127.0.0.1/tcp/1",)
 CONSUMER = {"listen_addrs": ("/ip4/127.0.0.2/tcp/0",), "autonat": MANUAL}
+RELAY_IP = "127.0.0.4"
 
 
 def behind_nat_options(relay_addr: str) -> dict[str, Any]:
     """NetConfig fields of a provider only reachable through the relay at `relay_addr`."""
     return {"announce_addrs": UNREACHABLE, "autonat": MANUAL, "deny_ips": ("127.0.0.2",),
             "relay_client": RelayClientConfig(reserve=(relay_addr,), check_interval_s=0.3)}
+
+
+def relay_config() -> Any:
+    return config(ip=RELAY_IP, autonat=MANUAL, relay=RelayServiceConfig(mode="on"))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,7 @@ async def test_a_provider_behind_nat_serves_a_job_through_a_relay(
     engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            relay = await stack.enter_async_context(run_host(config(
-                autonat=MANUAL, relay=RelayServiceConfig(mode="on"))))
+            relay = await stack.enter_async_context(run_host(relay_config()))
             relay_addr = relay.addrs()[0]
             provider = await start_provider(stack, nursery, engine, tmp_path,
                                             bootstrap=(relay_addr,),
@@ -88,8 +97,9 @@ async def test_a_provider_behind_nat_serves_a_job_through_a_relay(
             assert outcome.provider == provider.net.peer_id and outcome.failovers == ()
             assert outcome.text == streamed and outcome.completion_tokens == 24
             assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
-            with trio.fail_after(5):
-                while charges(provider.ledger) != [bytes.fromhex(outcome.job_id)]:
+            with trio.fail_after(5):  # the provider records the job after its charge
+                while (charges(provider.ledger) != [bytes.fromhex(outcome.job_id)]
+                       or not provider.server.records):
                     await trio.sleep(0.05)
             assert provider.server.records[-1].outcome == "completed"
             # The provider's side of the job's connection is relayed too.
@@ -104,7 +114,7 @@ async def stoppable_relay(scope: trio.CancelScope, *,
     """A relay node in its own task; cancelling `scope` makes it vanish as a killed process
     would (listeners and connections closed)."""
     with scope:
-        async with run_host(config(autonat=MANUAL, relay=RelayServiceConfig(mode="on"))) as relay:
+        async with run_host(relay_config()) as relay:
             task_status.started(relay)
             await trio.sleep_forever()
 
@@ -145,4 +155,38 @@ async def test_the_relay_dying_mid_answer_fails_the_job_over_and_it_is_charged_o
             with trio.fail_after(10):  # its slot went with the relay
                 while cheap.net.relay_client.slots:
                     await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+
+
+async def test_with_dcutr_on_the_job_runs_on_a_direct_connection_and_the_relay_leg_closes(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(run_host(relay_config()))
+            relay_addr = relay.addrs()[0]
+            provider = await start_provider(
+                stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
+                net_options=behind_nat_options(relay_addr))
+            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
+                                                       net_options=CONSUMER | {
+                "relay_client": RelayClientConfig(dcutr=True)})
+            await advertised_circuit(net, provider.net.peer_id)
+            # The consumer cannot dial the provider: only the relay gets it there.
+            assert provider.net.peer_id not in net.peers()
+
+            async with client.job("tiny", [ChatTurn("user", "Say something.")], GREEDY) as job:
+                streamed = "".join([delta.text async for delta in job])
+            outcome = job.outcome
+            assert outcome is not None and outcome.text == streamed
+            assert outcome.path == "direct"  # the job ran on the DCUtR connection
+            assert net.dcutr.upgrades == 1
+            with trio.fail_after(10):  # the relayed connection was closed: its circuit ends
+                while relay.relay_hop.circuits:
+                    await trio.sleep(0.1)
+            assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
+            with trio.fail_after(5):
+                while charges(provider.ledger) != [bytes.fromhex(outcome.job_id)]:
+                    await trio.sleep(0.05)
             nursery.cancel_scope.cancel()

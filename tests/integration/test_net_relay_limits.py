@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
+import multiaddr
 import pytest
 import trio
 from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL_ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
+from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
@@ -194,3 +198,73 @@ async def test_a_node_relays_by_default_only_once_autonat_says_public() -> None:
             assert await client.relay_client.reserve(relay_addr(auto))
             assert not off.relay_hop.serving
             assert not await client.relay_client.reserve(relay_addr(off))
+
+
+async def count_accepts(listeners: list[trio.SocketListener], accepted: list[int], *,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Append the listener's port to `accepted` for each connection it accepts."""
+    port = listeners[0].socket.getsockname()[1]
+    task_status.started()
+    while True:
+        stream = await listeners[0].accept()
+        accepted.append(port)
+        await stream.aclose()
+
+
+async def dcutr_connect(stream: Any, addr: str) -> None:
+    message = HolePunch(type=HolePunch.CONNECT)
+    message.ObsAddrs.append(multiaddr.Multiaddr(addr).to_bytes())
+    await write_delimited_msg(stream, message)
+
+
+async def test_dcutr_over_a_direct_connection_is_refused_and_dials_no_one() -> None:
+    # py-libp2p's responder dials whatever addresses any connected peer names.
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.3")
+            accepted: list[int] = []
+            await nursery.start(count_accepts, listeners, accepted)
+            victim = f"/ip4/127.0.0.3/tcp/{listeners[0].socket.getsockname()[1]}"
+            node_ = await start(stack)
+            hostile = await start(stack)
+            await hostile.connect(node_.addrs()[0])
+            stream = await hostile._host.new_stream(ID.from_base58(node_.peer_id),
+                                                    [DCUTR_PROTOCOL_ID])
+            await dcutr_connect(stream, victim)
+            answered = True
+            try:
+                with trio.fail_after(5):
+                    await read_delimited_msg(stream, HolePunch)
+                    await write_delimited_msg(stream, HolePunch(type=HolePunch.SYNC))
+            except Exception:  # the stream was reset before any answer
+                answered = False
+            assert not answered
+            await trio.sleep(1.0)
+            assert accepted == [] and node_.dcutr.refused == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_dcutr_over_a_relay_dials_at_most_four_of_the_named_addresses() -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            listeners = [await trio.open_tcp_listeners(0, host="127.0.0.3") for _ in range(8)]
+            accepted: list[int] = []
+            for listener in listeners:
+                await nursery.start(count_accepts, listener, accepted)
+            relay = await start(stack, limits())
+            target = await start(stack)
+            assert await target.relay_client.reserve(relay_addr(relay))
+            hostile = await start(stack)
+            await hostile.relay_client.dial(target.peer_id, [through(relay, target)])
+            stream = await hostile._host.new_stream(ID.from_base58(target.peer_id),
+                                                    [DCUTR_PROTOCOL_ID])
+            message = HolePunch(type=HolePunch.CONNECT)
+            for listener in listeners:
+                port = listener[0].socket.getsockname()[1]
+                message.ObsAddrs.append(multiaddr.Multiaddr(f"/ip4/127.0.0.3/tcp/{port}").to_bytes())
+            await write_delimited_msg(stream, message)
+            await read_delimited_msg(stream, HolePunch)
+            await write_delimited_msg(stream, HolePunch(type=HolePunch.SYNC))
+            await trio.sleep(3.0)
+            assert 1 <= len(set(accepted)) <= 4  # each dialled up to 3 times (py-libp2p's rounds)
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,120 @@
+"""Moving a relayed connection to a direct one (DCUtR, `/libp2p/dcutr`), with the bounds
+py-libp2p 0.8.1's `libp2p.relay.circuit_v2.dcutr` lacks.
+
+After a consumer reaches a provider through a relay, `upgrade` asks py-libp2p's DCUtR to
+get a direct connection: a plain dial first, then the DCUtR exchange, in which both sides
+dial the addresses the other names at the same moment (a provider behind NAT dialling
+out to a reachable consumer is what usually works). If a direct connection verifies,
+the relayed one is closed and the job's stream opens on the direct one; if not, the job
+runs over the relay.
+
+py-libp2p's service also drives hole punches by itself every 2 s for every relayed
+connection and closes the relay leg 60 s after an upgrade, whatever runs on it; and its
+responder dials whatever addresses a peer names, on any connection. Here: no driving
+(only `upgrade`, before a stream is opened), the responder answers only over a relayed
+connection, at most `MAX_PEER_ADDRS` addresses of a peer are dialled, and each peer may
+start `SESSIONS_PER_MIN` sessions a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+
+from p2pinfer.net.relay_rules import is_circuit_addr
+
+log = logging.getLogger(__name__)
+
+MAX_PEER_ADDRS = 4  # of the addresses a peer names in its CONNECT, dialled
+SESSIONS_PER_MIN = 3  # DCUtR sessions a peer may start with us per minute
+UPGRADE_TIMEOUT_S = 6.0
+
+
+def relayed_connections(host: Any, pid: ID) -> list[Any]:
+    """`host`'s connections to `pid` that run through a relay."""
+    out = []
+    for conn in host.get_network().get_connections(pid):
+        try:
+            addrs = [str(a) for a in conn.get_transport_addresses()]
+        except Exception:  # a connection that cannot tell is left alone
+            continue
+        if addrs and all(is_circuit_addr(a) for a in addrs):
+            out.append(conn)
+    return out
+
+
+class GuardedDCUtR(DCUtRProtocol):
+    """py-libp2p's DCUtR, driven only by `upgrade`, answering only over relayed connections."""
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host, read_timeout=5, write_timeout=5, dial_timeout=5)
+        self.refused = 0  # sessions refused (not over a relay, or over the rate)
+        self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
+        self._sessions: dict[ID, deque[float]] = {}
+
+    async def _auto_drive_loop(self) -> None:
+        await trio.sleep_forever()  # upgrades happen when a stream needs one, not behind it
+
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        return False  # `NetHost.open_stream` has just tried a direct dial, and failed
+
+    def _schedule_relay_close(self, peer_id: ID) -> None:
+        pass  # `upgrade` closes the relay leg before any stream uses the connection
+
+    def _decode_observed_addrs(self, addr_bytes: list[bytes]) -> list[Any]:
+        addrs = super()._decode_observed_addrs(list(addr_bytes))
+        return [a for a in addrs if not is_circuit_addr(str(a))][:MAX_PEER_ADDRS]
+
+    async def _handle_dcutr_stream(self, stream: Any) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            addrs = [str(a) for a in stream.muxed_conn.get_transport_addresses()]
+        except Exception:
+            addrs = []
+        over_relay = bool(addrs) and all(is_circuit_addr(a) for a in addrs)
+        if not over_relay or not self._admit(peer):
+            self.refused += 1
+            log.info("dcutr session refused peer=%s over_relay=%s", peer, over_relay)
+            await stream.reset()
+            return
+        await super()._handle_dcutr_stream(stream)
+
+    def _admit(self, peer: ID) -> bool:
+        now = time.monotonic()
+        window = self._sessions.setdefault(peer, deque())
+        while window and now - window[0] > 60.0:
+            window.popleft()
+        if len(window) >= SESSIONS_PER_MIN:
+            return False
+        window.append(now)
+        if len(self._sessions) > 4096:  # forget idle peers, keep the table bounded
+            for old in [p for p, w in self._sessions.items() if not w]:
+                del self._sessions[old]
+        return True
+
+    async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S) -> bool:
+        """Try for a direct connection to `pid` (reached through a relay); on success close
+        the relayed one(s) and return True, else leave the relayed connection as it is."""
+        direct = False
+        with trio.move_on_after(timeout_s):
+            try:
+                direct = await self.initiate_hole_punch(pid)
+            except Exception as exc:  # py-libp2p raises assorted errors on a failed punch
+                log.info("dcutr upgrade failed peer=%s error=%r", pid, exc)
+        if not direct or not await self._verify_direct_connection(pid):
+            return False
+        for conn in relayed_connections(self.host, pid):
+            with trio.move_on_after(2):
+                try:
+                    await conn.close()
+                except Exception as exc:  # already gone
+                    log.debug("closing relayed connection failed error=%r", exc)
+        self.upgrades += 1
+        log.info("connection to peer=%s moved off the relay", pid)
+        return True
