@@ -460,7 +460,10 @@ class NetHost:
                 await self.publish_advert(self.sign_advert(current()))
             except P2PInferError as exc:
                 log.warning("advert not published error=%s", exc)
-            await trio.sleep(interval_s)
+            # Early when a relay slot comes or goes: its circuit address is how NATed
+            # providers are reached.
+            with trio.move_on_after(interval_s):
+                await self.relay_client.slots_changed()
 
     async def _expire_loop(self) -> None:
         while True:

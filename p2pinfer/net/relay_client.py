@@ -56,6 +56,7 @@ class RelayClient:
         # default client role reserves before every CONNECT).
         self._transport = CircuitV2Transport(host, hop, RelayConfig(roles=RelayRole.STOP))
         self.slots: dict[str, Slot] = {}
+        self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
         host.get_addrs = self._addrs_with_circuits  # adverts, identify, DHT records
 
@@ -64,6 +65,14 @@ class RelayClient:
         circuits = [multiaddr.Multiaddr(circuit_addr(s.relay_addr, s.relay_id, own))
                     for s in self.slots.values()]
         return list(self._direct_addrs()) + circuits
+
+    async def slots_changed(self) -> None:
+        """Return when a slot is next taken or dropped (so adverts can be republished)."""
+        await self._changed.wait()
+
+    def _note_change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def circuit_addrs(self) -> list[str]:
         """This node's addresses through the relays it holds a slot at."""
@@ -89,10 +98,14 @@ class RelayClient:
         if not ok:
             if self.slots.pop(relay_id, None) is not None:
                 log.info("relay slot dropped relay=%s", relay_id)
+                self._note_change()
             return False
         expires = float(self._transport._reservations.get(info.peer_id, 0))
         transport = relay_addr.split("/p2p/")[0]
+        new = relay_id not in self.slots
         self.slots[relay_id] = Slot(relay_id, transport, expires, configured)
+        if new:
+            self._note_change()
         log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
         return True
 

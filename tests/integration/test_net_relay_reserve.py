@@ -189,3 +189,25 @@ async def test_a_direct_dial_that_hangs_falls_back_to_the_relay_in_seconds() -> 
             assert 2.5 < took < 6.0
             await stream.close()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_new_slot_is_advertised_at_once_not_at_the_next_republish() -> None:
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            relay = await relay_node(stack)
+            consumer = await stack.enter_async_context(run_host(config(
+                autonat=MANUAL, bootstrap=(relay.addrs()[0],))))
+            provider = await stack.enter_async_context(run_host(config(
+                autonat=MANUAL, bootstrap=(relay.addrs()[0],), relay_client=QUICK)))
+            provider.start_advertising(advert_template, interval_s=600.0)
+            with trio.fail_after(10):
+                await consumer.catalog.wait_for(
+                    lambda c: c.advert_of(provider.peer_id) is not None)
+            assert await provider.relay_client.reserve(relay.addrs()[0])
+            with trio.fail_after(5):  # the republish interval is 10 min
+                while True:
+                    entry = consumer.catalog.advert_of(provider.peer_id)
+                    assert entry is not None
+                    if any(is_circuit_addr(a) for a in entry.advert.listen_addrs):
+                        break
+                    await trio.sleep(0.1)
