@@ -63,7 +63,9 @@ def _params(body: dict[str, Any]) -> SamplingParams:
     if max_tokens is not None:
         params = replace(params, max_tokens=max_tokens)
     floats: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+    # min_p and repeat_penalty are llama.cpp's (and vLLM's) extensions to OpenAI's body.
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",
+                 "repeat_penalty"):
         value = _number(body, name)
         if value is not None:
             floats[name] = value

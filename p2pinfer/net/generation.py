@@ -112,6 +112,10 @@ def sampling_params(request: JobRequest) -> SamplingParams:
         top_k=p.top_k,
         seed=p.seed,
         stop=tuple(p.stop),
+        min_p=0.0 if p.min_p is None else p.min_p,
+        repeat_penalty=1.0 if p.repeat_penalty is None else p.repeat_penalty,
+        presence_penalty=0.0 if p.presence_penalty is None else p.presence_penalty,
+        frequency_penalty=0.0 if p.frequency_penalty is None else p.frequency_penalty,
     )
 
 

@@ -397,4 +397,12 @@ def with_seed(params: JobParams, seed: int) -> JobParams:
         seed=seed if params.seed is None else params.seed,
         temperature=float(params.temperature),
         top_p=float(params.top_p),
+        min_p=_float(params.min_p),
+        repeat_penalty=_float(params.repeat_penalty),
+        presence_penalty=_float(params.presence_penalty),
+        frequency_penalty=_float(params.frequency_penalty),
     )
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)

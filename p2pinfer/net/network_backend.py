@@ -68,7 +68,17 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
         top_k=max(params.top_k, 0),
         seed=None if params.seed is None else params.seed % 2**32,
         stop=tuple(s for s in params.stop if s)[:16],
+        # Neutral values stay off the wire (older providers read the request); others are
+        # carried as given, and one out of the wire's range is a 400 (wire_job).
+        min_p=_unless(params.min_p, 0.0),
+        repeat_penalty=_unless(params.repeat_penalty, 1.0),
+        presence_penalty=_unless(params.presence_penalty, 0.0),
+        frequency_penalty=_unless(params.frequency_penalty, 0.0),
     )
+
+
+def _unless(value: float, neutral: float) -> float | None:
+    return None if value == neutral else float(value)
 
 
 class NetworkBackend:

@@ -172,6 +172,21 @@ class JobParams:
     top_k: Annotated[int, Range(0, 1_000_000)] = 40
     seed: Annotated[int, Range(0, _U32)] | None = None
     stop: Annotated[tuple[Annotated[str, Size(1, 256)], ...], Size(0, 16)] = ()
+    # Added for issue 17, each *omitted when nil* (nil: the engine's neutral value, so a
+    # request without them encodes as before). An older provider refuses a request that
+    # sets one (unknown field) rather than silently ignoring it.
+    min_p: Annotated[float | None, Range(0.0, 1.0), OMIT_NONE] = None  # neutral 0
+    repeat_penalty: Annotated[float | None, Range(0.0, 4.0), OMIT_NONE] = None  # neutral 1
+    presence_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
+    frequency_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
+
+    @property
+    def penalised(self) -> bool:
+        """Whether a penalty reshapes the model's distribution (so the raw model's
+        likelihood of an answer no longer says what the sampler would pick)."""
+        return any(v not in (None, neutral) for v, neutral in (
+            (self.repeat_penalty, 1.0), (self.presence_penalty, 0.0),
+            (self.frequency_penalty, 0.0)))
 
 
 @dataclass(frozen=True)

@@ -194,11 +194,15 @@ async def judge_answer(
     none was needed, and the comparison). A greedy answer our engine can score and
     finds consistent passes on its likelihood alone (`compare_by_likelihood`: the
     re-run could not change that verdict); otherwise we re-run the request on our
-    engine and compare the two answers (`compare_outputs`), so every fail rests on a
-    re-run."""
+    engine with its parameters and compare the two answers (`compare_outputs`), so
+    every fail rests on a re-run. A penalised request is judged by the re-run alone."""
     memo = memo if memo is not None else JudgeMemo()
     if not memo.scored:
-        memo.score, memo.scored = await score_output(backend, request, text), True
+        # The score is the raw model's: under a penalty the sampler picks from other
+        # logits, so only the re-run (same parameters) can judge such an answer.
+        raw_model = not request.params.penalised
+        memo.score = await score_output(backend, request, text) if raw_model else None
+        memo.scored = True
     score = memo.score
     greedy = is_greedy(request.params)
     # A stop string also ends an answer "naturally" where the model would not stop.

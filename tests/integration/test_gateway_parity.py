@@ -1,0 +1,80 @@
+"""What real OpenAI/Ollama clients send, carried through the network: the gateway, a job
+over real libp2p hosts, a provider running SmolLM2 in the embedded engine, and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import SMOLLM2
+from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
+from p2pinfer.verify.checker import judge_answer
+from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
+from tests.integration.gateway_net import smollm2_gateway
+from tests.support.backends import ENGINE_READY
+
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.engine,
+    pytest.mark.skipif(not ENGINE_READY, reason="needs llama-cpp-python and SmolLM2"),
+]
+
+REPEAT = "List the word cat, over and over, twenty times."
+GREEDY = SamplingParams(max_tokens=32, temperature=0.0, seed=3)
+
+
+async def direct(engine: EmbeddedBackend, params: SamplingParams, prompt: str = REPEAT) -> str:
+    async with engine.chat(SMOLLM2, [ChatMessage("user", prompt)], params) as events:
+        return "".join([e.text async for e in events if isinstance(e, TokenDelta)])
+
+
+async def test_penalties_and_min_p_reach_the_engine_and_the_checker(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with smollm2_gateway(tmp_path) as gw:
+            plain = await direct(gw.engine, GREEDY)
+            penalised_params = SamplingParams(
+                max_tokens=32, temperature=0.0, seed=3, repeat_penalty=1.6,
+                frequency_penalty=1.5, presence_penalty=1.0, min_p=0.05)
+            penalised = await direct(gw.engine, penalised_params)
+            assert penalised != plain  # the prompt is one the penalties change
+
+            async with httpx.AsyncClient(base_url=gw.url, timeout=60) as http:
+                ollama = await http.post("/api/chat", json={
+                    "model": SMOLLM2, "stream": False,
+                    "messages": [{"role": "user", "content": REPEAT}],
+                    "options": {"temperature": 0, "seed": 3, "num_predict": 32,
+                                "repeat_penalty": 1.6, "frequency_penalty": 1.5,
+                                "presence_penalty": 1.0, "min_p": 0.05}})
+                assert ollama.status_code == 200, ollama.text
+                assert ollama.json()["message"]["content"] == penalised
+
+                openai = await http.post("/v1/chat/completions", json={
+                    "model": SMOLLM2, "temperature": 0, "seed": 3, "max_tokens": 32,
+                    "frequency_penalty": 1.5, "presence_penalty": 1.0,
+                    "repeat_penalty": 1.6, "min_p": 0.05,
+                    "messages": [{"role": "user", "content": REPEAT}]})
+                assert openai.status_code == 200, openai.text
+                assert openai.json()["choices"][0]["message"]["content"] == penalised
+
+                too_much = await http.post("/v1/chat/completions", json={
+                    "model": SMOLLM2, "frequency_penalty": 2.5,
+                    "messages": [{"role": "user", "content": REPEAT}]})
+                assert too_much.status_code == 400
+                assert "frequency_penalty" in too_much.json()["error"]["message"]
+
+            # A spot-check re-runs the signed request with its penalties, and passes it.
+            outcome = await gw.client.run(SMOLLM2, [ChatTurn("user", REPEAT)], JobParams(
+                max_tokens=32, temperature=0.0, seed=3, repeat_penalty=1.6,
+                frequency_penalty=1.5, presence_penalty=1.0, min_p=0.05))
+            assert outcome.text == penalised
+            request = decode_as(outcome.request, JobRequest).msg
+            result = decode_as(outcome.result, JobResult).msg
+            reference, comparison = await judge_answer(
+                gw.engine, request, result, outcome.text, DEFAULT_THRESHOLDS)
+            assert reference == penalised
+            assert comparison.verdict is Verdict.IDENTICAL
