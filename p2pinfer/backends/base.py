@@ -62,6 +62,8 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    #: Structured output: "json" or a JSON schema's text (backends/output_format.py).
+    output_format: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from p2pinfer.backends.llama_thread import (
     single_exception,
 )
 from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
+from p2pinfer.backends.output_format import grammar_text
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -374,6 +375,9 @@ class EmbeddedBackend:
                     if job.stop.is_set():  # the caller left while this waited
                         return
                     completion = self._run_llama(llama, kind, payload, params, job, emit)
+            except BackendError as exc:  # e.g. a schema llama.cpp cannot follow
+                emit(Failure(exc))
+                return
             except ValueError as exc:  # llama-cpp-python: prompt longer than the context
                 emit(Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
                 return
@@ -434,6 +438,9 @@ class EmbeddedBackend:
             "stop": list(params.stop),
             "stream": True,
         }
+        if params.output_format is not None:
+            sampling["grammar"] = llama_cpp.llama_grammar.LlamaGrammar.from_string(
+                grammar_text(params.output_format), verbose=False)
         finish: FinishReason = "stop"
         emitted = False
         if kind == "chat":

@@ -39,6 +39,7 @@ from p2pinfer.backends.http_client import (
     translate,
     translated,
 )
+from p2pinfer.backends.output_format import to_ollama
 from p2pinfer.errors import EngineResponseError, UsageError
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -247,6 +248,8 @@ class OllamaBackend:
             "stream": True,
             "options": _options(params),
         }
+        if params.output_format is not None:
+            body["format"] = to_ollama(params.output_format)
         return self._stream("/api/chat", body, "message")
 
     def generate(
@@ -259,6 +262,8 @@ class OllamaBackend:
             "stream": True,
             "options": _options(params),
         }
+        if params.output_format is not None:
+            body["format"] = to_ollama(params.output_format)
         return self._stream("/api/generate", body, "response")
 
     @asynccontextmanager

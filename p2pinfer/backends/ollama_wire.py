@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from p2pinfer.backends import output_format
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -135,8 +136,6 @@ def _check_common(body: dict[str, Any], where: str, model_name: str) -> None:
     think = body.get("think")
     if think not in (None, False):
         raise ApiError(400, f'"{model_name}" does not support thinking')
-    if body.get("format") not in (None, ""):
-        raise ApiError(400, "format (structured output) is not supported by this engine")
 
 
 def require_model(body: dict[str, Any], where: str) -> str:
@@ -179,7 +178,8 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
         system=system,
         raw=raw,
         stream=field(body, "stream", bool, where, True),
-        params=parse_options(body.get("options")),
+        params=replace(parse_options(body.get("options")),
+                       output_format=output_format.from_ollama(body.get("format"))),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 
@@ -221,7 +221,8 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         model=model,
         messages=tuple(messages),
         stream=field(body, "stream", bool, where, True),
-        params=parse_options(body.get("options")),
+        params=replace(parse_options(body.get("options")),
+                       output_format=output_format.from_ollama(body.get("format"))),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 

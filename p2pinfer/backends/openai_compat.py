@@ -36,6 +36,7 @@ from p2pinfer.backends.http_client import (
     translate,
     translated,
 )
+from p2pinfer.backends.output_format import to_openai
 from p2pinfer.errors import EngineResponseError
 
 
@@ -54,6 +55,8 @@ def _body(params: SamplingParams, extensions: bool) -> dict[str, Any]:
         body["seed"] = params.seed
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.output_format is not None:
+        body["response_format"] = to_openai(params.output_format)
     if extensions:
         # Understood by llama.cpp's server and vLLM, ignored by Ollama.
         body.update(top_k=params.top_k, min_p=params.min_p, repeat_penalty=params.repeat_penalty)

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
+from p2pinfer.backends import output_format
 from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, SamplingParams, TokenDelta
 from p2pinfer.backends.ollama_wire import OLLAMA_DEFAULTS
 from p2pinfer.backends.wire import ApiError, Clock, dumps, utc_now
@@ -74,8 +75,7 @@ def _params(body: dict[str, Any]) -> SamplingParams:
     if seed is not None:
         params = replace(params, seed=seed)
     params = replace(params, stop=_stop(body))
-    if body.get("response_format") not in (None, {"type": "text"}):
-        raise ApiError(400, "response_format is not supported by this engine")
+    params = replace(params, output_format=output_format.from_openai(body.get("response_format")))
     if body.get("tools"):
         raise ApiError(400, f"\"{body.get('model')}\" does not support tools")
     return params

@@ -116,6 +116,7 @@ def sampling_params(request: JobRequest) -> SamplingParams:
         repeat_penalty=1.0 if p.repeat_penalty is None else p.repeat_penalty,
         presence_penalty=0.0 if p.presence_penalty is None else p.presence_penalty,
         frequency_penalty=0.0 if p.frequency_penalty is None else p.frequency_penalty,
+        output_format=p.output_format,
     )
 
 

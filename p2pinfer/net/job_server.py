@@ -31,6 +31,7 @@ import trio
 from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import (
     BackendError,
+    BadRequestError,
     DuplicateEntryError,
     LedgerError,
     ModelNotFound,
@@ -374,7 +375,7 @@ class JobServer:
                     )
         except BackendError as exc:
             code: RejectCode = "unknown_model" if isinstance(exc, ModelNotFound) else (
-                "internal_error")
+                "bad_request" if isinstance(exc, BadRequestError) else "internal_error")
             log.warning("job failed job=%s model=%s error=%s", request.job_id.hex(),
                         info.name, exc)
             await self._reject(job, code, f"the engine failed: {exc}")

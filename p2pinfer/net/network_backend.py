@@ -24,6 +24,7 @@ from p2pinfer.backends.base import (
     TokenDelta,
     Usage,
 )
+from p2pinfer.backends.output_format import check_grammar
 from p2pinfer.errors import (
     AllProvidersFailedError,
     BadRequestError,
@@ -74,6 +75,7 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
         repeat_penalty=_unless(params.repeat_penalty, 1.0),
         presence_penalty=_unless(params.presence_penalty, 0.0),
         frequency_penalty=_unless(params.frequency_penalty, 0.0),
+        output_format=params.output_format,
     )
 
 
@@ -140,7 +142,8 @@ def wire_job(
 ) -> tuple[str | list[ChatTurn], JobParams]:
     """The request as the wire carries it; BadRequestError (HTTP 400) for what the wire
     cannot carry: a field over its cap (a stop string over 256 characters, a message over
-    262,144) or text with a lone surrogate (not encodable as UTF-8)."""
+    262,144, an output format's schema over its bounds, or one llama.cpp cannot follow)
+    or text with a lone surrogate (not encodable as UTF-8)."""
     texts = [input] if isinstance(input, str) else [m.content for m in input]
     for text in (*texts, *params.stop):
         try:
@@ -152,6 +155,7 @@ def wire_job(
     try:
         wire_params = job_params(params, default_max_tokens)
         to_wire(wire_params)
+        check_grammar(wire_params.output_format)  # a schema no engine here could follow
         if isinstance(input, str):
             to_wire(ChatTurn("user", input))  # a prompt has a turn's cap
             return input, wire_params

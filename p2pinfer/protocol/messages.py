@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
 from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 
 PROTOCOL_VERSION = 1
@@ -179,14 +180,21 @@ class JobParams:
     repeat_penalty: Annotated[float | None, Range(0.0, 4.0), OMIT_NONE] = None  # neutral 1
     presence_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
     frequency_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
+    # Structured output: "json" or a JSON schema's text (protocol/output_format.py).
+    output_format: Annotated[str | None, Size(1, MAX_FORMAT_CHARS), OMIT_NONE] = None
+
+    def __post_init__(self) -> None:
+        if self.output_format is not None:
+            check_output_format(self.output_format)
 
     @property
-    def penalised(self) -> bool:
-        """Whether a penalty reshapes the model's distribution (so the raw model's
-        likelihood of an answer no longer says what the sampler would pick)."""
-        return any(v not in (None, neutral) for v, neutral in (
-            (self.repeat_penalty, 1.0), (self.presence_penalty, 0.0),
-            (self.frequency_penalty, 0.0)))
+    def reshaped(self) -> bool:
+        """Whether a penalty or an output format reshapes what the sampler picks from, so
+        the raw model's likelihood of an answer no longer says what it would pick."""
+        return self.output_format is not None or any(
+            v not in (None, neutral) for v, neutral in (
+                (self.repeat_penalty, 1.0), (self.presence_penalty, 0.0),
+                (self.frequency_penalty, 0.0)))
 
 
 @dataclass(frozen=True)

@@ -195,12 +195,13 @@ async def judge_answer(
     finds consistent passes on its likelihood alone (`compare_by_likelihood`: the
     re-run could not change that verdict); otherwise we re-run the request on our
     engine with its parameters and compare the two answers (`compare_outputs`), so
-    every fail rests on a re-run. A penalised request is judged by the re-run alone."""
+    every fail rests on a re-run. A reshaped request (a penalty or an output format) is
+    judged by the re-run alone."""
     memo = memo if memo is not None else JudgeMemo()
     if not memo.scored:
-        # The score is the raw model's: under a penalty the sampler picks from other
-        # logits, so only the re-run (same parameters) can judge such an answer.
-        raw_model = not request.params.penalised
+        # The score is the raw model's: under a penalty or a grammar the sampler picks
+        # from other logits, so only the re-run (same parameters) can judge the answer.
+        raw_model = not request.params.reshaped
         memo.score = await score_output(backend, request, text) if raw_model else None
         memo.scored = True
     score = memo.score

@@ -3,9 +3,11 @@ over real libp2p hosts, a provider running SmolLM2 in the embedded engine, and b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import trio
 
@@ -13,6 +15,7 @@ from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
+from p2pinfer.protocol.output_format import schema_text
 from p2pinfer.verify.checker import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
 from tests.integration.gateway_net import smollm2_gateway
@@ -77,4 +80,78 @@ async def test_penalties_and_min_p_reach_the_engine_and_the_checker(tmp_path: Pa
             reference, comparison = await judge_answer(
                 gw.engine, request, result, outcome.text, DEFAULT_THRESHOLDS)
             assert reference == penalised
+            assert comparison.verdict is Verdict.IDENTICAL
+
+
+PARIS = "Describe Paris as JSON with its city, country and population."
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 40},
+                   "country": {"type": "string", "maxLength": 40},
+                   "population_millions": {"type": "integer"}},
+    "required": ["city", "country", "population_millions"],
+    "additionalProperties": False,
+}
+
+
+def matches_city_schema(text: str) -> bool:
+    value = json.loads(text)
+    return (isinstance(value, dict) and sorted(value) == sorted(CITY_SCHEMA["properties"])
+            and isinstance(value["city"], str) and isinstance(value["country"], str)
+            and type(value["population_millions"]) is int)
+
+
+async def test_structured_output_through_the_network_parses_and_is_checked(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(120):
+        async with smollm2_gateway(tmp_path) as gw:
+            free = await direct(gw.engine, SamplingParams(max_tokens=60, temperature=0.0, seed=1),
+                                PARIS)
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(free)  # unconstrained, SmolLM2 answers in prose
+
+            async with httpx.AsyncClient(base_url=gw.url, timeout=60) as http:
+                ollama = await http.post("/api/chat", json={
+                    "model": SMOLLM2, "stream": False, "format": CITY_SCHEMA,
+                    "messages": [{"role": "user", "content": PARIS}],
+                    "options": {"temperature": 0, "seed": 1, "num_predict": 60}})
+                assert ollama.status_code == 200, ollama.text
+                assert matches_city_schema(ollama.json()["message"]["content"])
+
+                any_json = await http.post("/api/generate", json={
+                    "model": SMOLLM2, "stream": False, "format": "json", "prompt": PARIS,
+                    "options": {"temperature": 0, "seed": 1, "num_predict": 60}})
+                assert isinstance(json.loads(any_json.json()["response"]), dict)
+
+                hostile = await http.post("/api/chat", json={
+                    "model": SMOLLM2, "messages": [{"role": "user", "content": PARIS}],
+                    "format": {"type": "array", "items": {}, "minItems": 10**9}})
+                assert hostile.status_code == 400
+                unsupported = await http.post("/api/chat", json={
+                    "model": SMOLLM2, "messages": [{"role": "user", "content": PARIS}],
+                    "format": {"type": "no-such-type"}})
+                assert unsupported.status_code == 400, unsupported.text
+
+            def openai_schema() -> str:
+                client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused",
+                                       max_retries=0, timeout=60)
+                reply = client.chat.completions.create(
+                    model=SMOLLM2, temperature=0, seed=1, max_tokens=60,
+                    messages=[{"role": "user", "content": PARIS}],
+                    response_format={"type": "json_schema", "json_schema": {
+                        "name": "city", "schema": CITY_SCHEMA}})
+                return reply.choices[0].message.content or ""
+
+            assert matches_city_schema(await trio.to_thread.run_sync(openai_schema))
+
+            # A spot-check re-runs the request under the same constraint, and passes it.
+            outcome = await gw.client.run(SMOLLM2, [ChatTurn("user", PARIS)], JobParams(
+                max_tokens=60, temperature=0.0, seed=1, output_format=schema_text(CITY_SCHEMA)))
+            assert matches_city_schema(outcome.text)
+            request = decode_as(outcome.request, JobRequest).msg
+            result = decode_as(outcome.result, JobResult).msg
+            reference, comparison = await judge_answer(
+                gw.engine, request, result, outcome.text, DEFAULT_THRESHOLDS)
+            assert matches_city_schema(reference) and reference == outcome.text
             assert comparison.verdict is Verdict.IDENTICAL

@@ -108,7 +108,7 @@ def test_clients_names_for_the_parameters() -> None:
 
 
 def test_penalised_requests_say_so() -> None:
-    assert not JobParams().penalised
-    assert not JobParams(min_p=0.3, repeat_penalty=1.0).penalised  # min_p keeps the top token
-    assert JobParams(repeat_penalty=1.1).penalised
-    assert dataclasses.replace(JobParams(), frequency_penalty=-0.1).penalised
+    assert not JobParams().reshaped
+    assert not JobParams(min_p=0.3, repeat_penalty=1.0).reshaped  # min_p keeps the top token
+    assert JobParams(repeat_penalty=1.1).reshaped
+    assert dataclasses.replace(JobParams(), frequency_penalty=-0.1).reshaped
