@@ -48,6 +48,7 @@ from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.protocol.embedding import MAX_EMBEDDING_LENGTH
 from p2pinfer.settle.node_stakes import start_stakes, with_payee
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.redeemer import RedeemPolicy
@@ -235,6 +236,8 @@ def advert_builder(
                 prompt_tps_milli=int(s.bench.prompt_tokens_per_s * 1000) if s.bench else 0,
                 generation_tps_milli=int(s.bench.gen_tokens_per_s * 1000) if s.bench else 0,
                 price_per_1k=server.advertised_price(s.info.name),
+                embedding_length=s.info.embedding_length if 0 < s.info.embedding_length
+                <= MAX_EMBEDDING_LENGTH else None,
             )
             for s in served[:64]
         )

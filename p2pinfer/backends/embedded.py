@@ -37,6 +37,7 @@ import trio
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     FinishReason,
     ModelInfo,
     SamplingParams,
@@ -53,6 +54,7 @@ from p2pinfer.backends.gguf_meta import (
     human_parameter_count,
     read_gguf_metadata,
 )
+from p2pinfer.backends.llama_embed import EmbeddingEngine
 from p2pinfer.backends.llama_thread import (
     Events,
     Failure,
@@ -71,6 +73,11 @@ log = logging.getLogger(__name__)
 #: Tokens per decode when scoring work a paid job may pre-empt: at SmolLM2's ~300 prompt
 #: tokens/s on 2 cores, about 0.2 s before a cancelled pass lets the engine go.
 PREEMPTIBLE_SCORE_CHUNK = 64
+
+
+def _embedding_length(meta: GGUFMetadata) -> int:
+    value = meta.values.get(f"{meta.architecture}.embedding_length")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def llama_cpp_available() -> bool:
@@ -110,6 +117,7 @@ class EmbeddedBackend:
         cache_prompt: bool = False,
         first_token_wait_s: float = 0.05,
         llama_options: dict[str, Any] | None = None,
+        embedding: bool = False,
     ) -> None:
         self._models: dict[str, _Model] = {}
         for source in models:
@@ -125,6 +133,9 @@ class EmbeddedBackend:
         self._count_lock = threading.Lock()
         self._tokens_generated = 0
         self._running = 0
+        # With `embedding`, every model also embeds text (a second instance, llama_embed).
+        self._embedding = embedding
+        self._embedders: dict[str, EmbeddingEngine] = {}
 
     @property
     def tokens_generated(self) -> int:
@@ -168,6 +179,7 @@ class EmbeddedBackend:
                     size_bytes=stat.st_size,
                     chat_template=bool(meta.chat_template),
                     modified_at_ms=stat.st_mtime_ns // 1_000_000,
+                    embedding_length=_embedding_length(meta) if self._embedding else 0,
                 )
             return entry.info
 
@@ -293,8 +305,24 @@ class EmbeddedBackend:
             except RuntimeError as exc:  # llama_decode failed
                 raise EngineResponseError(f"{entry.source.name} failed: {exc}") from None
 
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """One L2-normalised vector per input (only with `embedding=True`)."""
+        entry = self._lookup(model)
+        if not self._embedding:
+            raise ModelNotFound(f"model '{model}' does not embed on this engine")
+        key = entry.source.name.lower()
+        embedder = self._embedders.get(key)
+        if embedder is None:
+            embedder = self._embedders[key] = EmbeddingEngine(
+                entry.source.name, entry.source.path, n_ctx=self._n_ctx,
+                n_threads=self._n_threads, options=self._llama_options)
+        return await trio.to_thread.run_sync(embedder.embed, list(inputs),
+                                             limiter=self._limiter)
+
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""
+        for embedder in self._embedders.values():
+            embedder.close()
         for entry in self._models.values():
             with entry.lock:
                 llama, entry.llama = entry.llama, None

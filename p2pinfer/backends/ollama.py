@@ -21,6 +21,7 @@ import httpx
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     ModelInfo,
     SamplingParams,
     StreamEvent,
@@ -32,6 +33,7 @@ from p2pinfer.backends.gguf_meta import MetadataValue
 from p2pinfer.backends.http_client import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    embedding_vectors,
     get_json,
     make_client,
     parse_object,
@@ -214,6 +216,9 @@ class OllamaBackend:
         assert isinstance(model_info, dict)
         context = next((v for k, v in model_info.items() if k.endswith(".context_length")), 0)
         template = str(show.get("template") or "").strip()
+        capabilities = show.get("capabilities")
+        embeds = isinstance(capabilities, list) and "embedding" in capabilities
+        width = next((v for k, v in model_info.items() if k.endswith(".embedding_length")), 0)
         return ModelInfo(
             name=name,
             digest=str(entry.get("digest", "")).removeprefix("sha256:"),
@@ -224,7 +229,15 @@ class OllamaBackend:
             size_bytes=_int(entry.get("size")),
             chat_template=template not in ("", "{{ .Prompt }}"),
             modified_at_ms=_parse_time_ms(entry.get("modified_at")),
+            embedding_length=_int(width) if embeds else 0,
         )
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """`/api/embed`: one L2-normalised vector per input."""
+        reply = await get_json(self._client, "/api/embed", self.base_url, self._timeout_s,
+                               {"model": model, "input": list(inputs)})
+        return Embeddings(embedding_vectors(reply.get("embeddings"), len(inputs), self.base_url),
+                          _int(reply.get("prompt_eval_count")))
 
     async def model_metadata(self, model: str) -> dict[str, MetadataValue]:
         """The model's `model_info` from /api/show (scalar values only)."""

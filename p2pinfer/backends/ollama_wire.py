@@ -379,6 +379,6 @@ def show_reply(info: ModelInfo, metadata: dict[str, MetadataValue]) -> dict[str,
         "template": template,
         "details": model_details(info),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": ["completion", "embedding"] if info.embedding_length else ["completion"],
         "modified_at": _modified_at(info),
     }

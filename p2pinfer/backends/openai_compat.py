@@ -18,6 +18,7 @@ import httpx
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     FinishReason,
     ModelInfo,
     SamplingParams,
@@ -29,6 +30,7 @@ from p2pinfer.backends.base import (
 from p2pinfer.backends.http_client import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    embedding_vectors,
     get_json,
     make_client,
     parse_object,
@@ -207,6 +209,20 @@ class OpenAICompatBackend:
             created = _count(entry.get("created"))
             infos.append(ModelInfo(name=entry["id"], digest="", modified_at_ms=created * 1000))
         return infos
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """`/v1/embeddings` (floats), the vectors in input order."""
+        reply = await get_json(self._client, "embeddings", self.base_url, self._timeout_s,
+                               {"model": model, "input": list(inputs),
+                                "encoding_format": "float"})
+        data = reply.get("data")
+        items = sorted((d for d in data if isinstance(d, dict)),
+                       key=lambda d: _count(d.get("index"))) if isinstance(data, list) else None
+        vectors = [d.get("embedding") for d in items] if items is not None else None
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        assert isinstance(usage, dict)
+        return Embeddings(embedding_vectors(vectors, len(inputs), self.base_url),
+                          _count(usage.get("prompt_tokens")))
 
     def chat(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams

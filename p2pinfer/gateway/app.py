@@ -35,7 +35,8 @@ CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
 FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
 
 #: The paths whose requests run a job through the network.
-JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
+JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions",
+                       "/v1/embeddings", "/api/embed", "/api/embeddings"})
 
 # The reader of the current request's job metadata (set per request, in its own task).
 _request_job: ContextVar[Callable[[], JobMeta | None] | None] = ContextVar(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -19,12 +19,14 @@ from p2pinfer.backends.base import (
     Backend,
     ChatMessage,
     Completion,
+    Embedder,
     ModelInfo,
     SamplingParams,
     TokenDelta,
 )
-from p2pinfer.errors import EngineResponseError
+from p2pinfer.errors import EngineResponseError, ModelNotFound
 from p2pinfer.net.faults import Fault
+from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.protocol.messages import FinishReason, JobRequest
 
 
@@ -138,6 +140,8 @@ async def run_generation(
     end, also on error or cancellation). Raises BackendError if the engine fails."""
     kind = fault.kind if fault is not None else None
     model = fault.model if fault is not None and kind == "substitute-model" else info.name
+    if request.kind == "embed":
+        return await run_embedding(backend, model, request.inputs or (), outbox)
     params = sampling_params(request)
     rng = rng or random.Random()
     limit = max(1, request.params.max_tokens // 2) if kind == "truncate" else 0
@@ -176,3 +180,22 @@ async def run_generation(
         prompt_ms=done.timings.prompt_eval_ns // 1_000_000,
         generation_ms=done.timings.eval_ns // 1_000_000,
     )
+
+
+async def run_embedding(
+    backend: Backend, model: str, inputs: Sequence[str], outbox: Outbox
+) -> GenerationDone:
+    """Embed `inputs` into `outbox` as one piece (protocol/embedding.py); the charge is
+    for the input tokens only."""
+    try:
+        if not isinstance(backend, Embedder):
+            raise ModelNotFound(f"model '{model}' does not embed on this engine")
+        embeddings = await backend.embed(model, inputs)
+        if len(embeddings.vectors) != len(inputs):
+            raise EngineResponseError(
+                f"the engine gave {len(embeddings.vectors)} vectors for {len(inputs)} inputs")
+        outbox.put(encode_vectors(embeddings.vectors))
+    finally:
+        outbox.close()
+    return GenerationDone(prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
+                          finish_reason="stop")

@@ -60,6 +60,7 @@ class Candidate:
     # The stake its advert claims; `stake` is what the client counts: the claim without
     # settlement, the bound account's stake on chain with it (settle.stakes).
     declared_stake: int = 0
+    embeds: bool = False  # its advert says it embeds text with this model
 
     def rank_key(self) -> float:
         """Lower is better: price, inflated by low reputation and by latency."""

@@ -92,11 +92,14 @@ class NetJob:
         messages: Sequence[ChatTurn],
         prompt: str | None,
         params: JobParams,
+        *,
+        inputs: tuple[str, ...] | None = None,
     ) -> None:
         self._client = client
         self.model = model
         self._messages = tuple(messages)
         self._prompt = prompt
+        self._inputs = inputs  # an embed job: only providers that embed will do
         self.params = params
         self.outcome: JobOutcome | None = None
         self.failovers: list[FailedAttempt] = []
@@ -209,6 +212,8 @@ class NetJob:
         while True:
             while self._candidates:
                 candidate = self._candidates.popleft()
+                if self._inputs is not None and not candidate.embeds:
+                    continue
                 if candidate.peer_id not in self._tried:
                     return candidate
             if self._dht_consulted:
@@ -237,12 +242,14 @@ class NetJob:
             job_id=os.urandom(16),  # every attempt a new job: a retry is never a replay
             provider=candidate.peer_id,
             model=self.model,
-            kind="chat" if self._prompt is None else "generate",
+            kind="embed" if self._inputs is not None else (
+                "chat" if self._prompt is None else "generate"),
             max_price_per_1k=client.config.max_price_per_1k,
             issued_at=now,
             expires_at=now + client.config.request_ttl_ms,
             messages=self._messages,
             prompt=self._prompt,
+            inputs=self._inputs,
             params=self.params,
             # The advert's price we chose it for: the provider may not accept above it.
             quoted_price_per_1k=min(candidate.price_per_1k, client.config.max_price_per_1k),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     ModelInfo,
     SamplingParams,
     StreamEvent,
@@ -41,6 +42,7 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import TextDelta
 from p2pinfer.net.net_job import NetJob
 from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.protocol.embedding import decode_vectors
 from p2pinfer.protocol.schema import to_wire
 
 
@@ -58,6 +60,9 @@ current_job_meta: ContextVar[JobMeta | None] = ContextVar("p2pinfer_job_meta", d
 
 DEFAULT_MAX_TOKENS = 1024  # when the caller sets no limit (Ollama's num_predict -1)
 MAX_TURNS = 1024  # JobRequest.messages' wire cap
+#: Inputs per embed job: 32 vectors of the longest length a consumer reads (16,384
+#: float32 values, 87 KiB of base64 each) stay under its 4 M-character output limit.
+EMBED_BATCH = 32
 
 
 def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> JobParams:
@@ -104,6 +109,8 @@ class NetworkBackend:
             out.append(ModelInfo(
                 name=name, digest=offer.digest, parameter_size=offer.parameter_size,
                 quantization=offer.quantization, context_length=offer.context_length,
+                embedding_length=next((p.offer.embedding_length for p in providers
+                                       if p.offer.embedding_length), 0),
             ))
         return out
 
@@ -119,6 +126,36 @@ class NetworkBackend:
 
     async def aclose(self) -> None:
         """Nothing to release: the client belongs to the node."""
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """Vectors from providers that embed with `model`: one embed job per
+        EMBED_BATCH inputs, in order (the job meta names the last job; its charge is
+        the sum)."""
+        meta = current_job_meta.get()
+        for text in inputs:
+            wire_job(text, SamplingParams(), self._default_max_tokens)  # 400s, as a prompt's
+        vectors: list[tuple[float, ...]] = []
+        tokens = charged = 0
+        for start in range(0, len(inputs), EMBED_BATCH):
+            batch = list(inputs[start:start + EMBED_BATCH])
+            try:
+                outcome = await self.client.embed(model, batch)
+                got = decode_vectors(outcome.text, len(batch))
+            except NetworkError as exc:
+                raise backend_error(exc) from exc
+            except InsufficientCreditError as exc:
+                raise EngineUnavailable(str(exc)) from exc
+            except ValidationError as exc:  # the provider's receipted output is malformed
+                raise EngineResponseError(f"the provider's embeddings: {exc}") from exc
+            if vectors and got and len(got[0]) != len(vectors[0]):
+                raise EngineResponseError("providers gave vectors of different lengths")
+            vectors.extend(tuple(v) for v in got)
+            tokens += outcome.prompt_tokens
+            charged += outcome.charged
+            if meta is not None:
+                meta.provider, meta.job_id = outcome.provider, outcome.job_id
+                meta.charged, meta.failovers = charged, len(outcome.failovers)
+        return Embeddings(tuple(vectors), tokens)
 
     @asynccontextmanager
     async def _stream(

@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, MAX_EMBEDDING_LENGTH
 from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
 from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 
@@ -42,7 +43,7 @@ ChainSignature = Annotated[bytes, Size(65, 65)]
 """A secp256k1 EIP-191 signature, r || s || v."""
 
 Role = Literal["system", "user", "assistant", "tool"]
-JobKind = Literal["chat", "generate"]
+JobKind = Literal["chat", "generate", "embed"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 Verdict = Literal["pass", "fail", "inconclusive"]
 RejectCode = Literal[
@@ -104,6 +105,9 @@ class ModelOffer:
     prompt_tps_milli: Count  # measured prompt processing, tokens/s x 1000
     generation_tps_milli: Count  # measured generation, tokens/s x 1000
     price_per_1k: MicroCredits  # per 1000 tokens (prompt + completion)
+    # Set when the provider embeds text with this model (kind "embed" jobs): the vector's
+    # length. Absent on the wire otherwise, so adverts without it read as before.
+    embedding_length: Annotated[int | None, Range(1, MAX_EMBEDDING_LENGTH), OMIT_NONE] = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,9 @@ class JobRequest(WireMessage):
     """A consumer's signed order for one completion by one provider.
 
     `kind` "chat" carries `messages` (prompt None); "generate" carries `prompt`
-    (messages empty). The provider must not start the job after `expires_at`.
+    (messages empty); "embed" carries `inputs`, the texts to embed (neither messages
+    nor prompt; the answer is their vectors, protocol/embedding.py). The provider must
+    not start the job after `expires_at`.
     """
 
     TYPE: ClassVar[str] = "job_request"
@@ -226,9 +232,14 @@ class JobRequest(WireMessage):
     # the wire when None (older peers, or no chain).
     payer: Annotated[ChainAddress | None, OMIT_NONE] = None
     payer_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
+    inputs: Annotated[tuple[LongText, ...] | None, Size(1, MAX_EMBED_INPUTS), OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         _check_peer_id("JobRequest.provider", self.provider)
+        if (self.kind == "embed") != (self.inputs is not None):
+            raise ValidationError("JobRequest: an embed job, and only one, has inputs")
+        if self.kind == "embed" and (self.messages or self.prompt is not None):
+            raise ValidationError("JobRequest: an embed job has no messages and no prompt")
         if (self.payer is None) != (self.payer_binding is None):
             raise ValidationError("JobRequest: payer and payer_binding go together")
         if self.quoted_price_per_1k is not None and (

@@ -35,9 +35,12 @@ class GatewayNet:
 
 
 @asynccontextmanager
-async def smollm2_gateway(tmp_path: Path) -> AsyncIterator[GatewayNet]:
-    """The two nodes and the gateway; everything stops when the block is left."""
-    engine = EmbeddedBackend([smollm2_source()], cache_dir=tmp_path)
+async def smollm2_gateway(
+    tmp_path: Path, *, embedding: bool = False
+) -> AsyncIterator[GatewayNet]:
+    """The two nodes and the gateway (the engine also embedding text with `embedding`);
+    everything stops when the block is left."""
+    engine = EmbeddedBackend([smollm2_source()], cache_dir=tmp_path, embedding=embedding)
     async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         provider = await start_provider(stack, nursery, engine, tmp_path)
         net, client, ledger = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))

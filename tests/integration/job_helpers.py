@@ -103,7 +103,8 @@ def advert_for(server: JobServer, *, stake: int = 0, capacity: int = 1) -> Calla
     def current() -> Advert:
         offers = tuple(
             ModelOffer(info.name, info.digest, info.parameter_size, info.quantization,
-                       info.context_length, 0, 0, server.advertised_price(info.name))
+                       info.context_length, 0, 0, server.advertised_price(info.name),
+                       embedding_length=info.embedding_length or None)
             for info in server.models.values()
         )
         return Advert(models=offers, hardware=HardwareProfile("test cpu", 2, 1024, ()),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx
+import ollama
 import openai
 import pytest
 import trio
@@ -14,7 +15,9 @@ import trio
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
+from p2pinfer.errors import NoProvidersError
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
+from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.protocol.output_format import schema_text
 from p2pinfer.verify.checker import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
@@ -155,3 +158,73 @@ async def test_structured_output_through_the_network_parses_and_is_checked(
                 gw.engine, request, result, outcome.text, DEFAULT_THRESHOLDS)
             assert matches_city_schema(reference) and reference == outcome.text
             assert comparison.verdict is Verdict.IDENTICAL
+
+
+TEXTS = ["The cat sat on the mat.", "Stock markets fell sharply today."]
+
+
+def close_to(a: list[float], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) < 1e-5 for x, y in zip(a, b, strict=True))
+
+
+async def test_embeddings_through_the_network_for_openai_and_ollama_clients(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(120):
+        async with smollm2_gateway(tmp_path, embedding=True) as gw:
+            direct_vectors = (await gw.engine.embed(SMOLLM2, TEXTS)).vectors
+            assert len(direct_vectors[0]) == 576  # SmolLM2-135M's hidden size
+
+            def openai_client() -> tuple[list[list[float]], int, list[float]]:
+                client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused",
+                                       max_retries=0, timeout=60)
+                batch = client.embeddings.create(model=SMOLLM2, input=TEXTS)  # base64
+                floats = client.embeddings.create(model=SMOLLM2, input=TEXTS[0],
+                                                  encoding_format="float")
+                return ([d.embedding for d in batch.data], batch.usage.prompt_tokens,
+                        floats.data[0].embedding)
+
+            vectors, tokens, single = await trio.to_thread.run_sync(openai_client)
+            assert all(close_to(v, d) for v, d in zip(vectors, direct_vectors, strict=True))
+            assert close_to(single, direct_vectors[0]) and tokens > 0
+
+            def ollama_client() -> tuple[list[float], list[float]]:
+                client = ollama.Client(host=gw.url)
+                new = client.embed(model=SMOLLM2, input=TEXTS)
+                old = client.embeddings(model=SMOLLM2, prompt=TEXTS[1])
+                return list(new.embeddings[0]), list(old.embedding)
+
+            new, old = await trio.to_thread.run_sync(ollama_client)
+            assert close_to(new, direct_vectors[0]) and close_to(old, direct_vectors[1])
+
+            async with httpx.AsyncClient(base_url=gw.url, timeout=60) as http:
+                reply = await http.post("/api/embed", json={"model": SMOLLM2, "input": TEXTS})
+                assert reply.headers["x-p2pinfer-provider"] == gw.provider.net.peer_id
+                assert int(reply.headers["x-p2pinfer-charged"]) > 0
+                assert reply.json()["prompt_eval_count"] > 0
+
+            # A spot-check re-embeds the inputs and passes the honest vectors; another
+            # text's vectors under the same signed result fail.
+            outcome = await gw.client.embed(SMOLLM2, TEXTS)
+            request = decode_as(outcome.request, JobRequest).msg
+            result = decode_as(outcome.result, JobResult).msg
+            assert (request.kind, result.completion_tokens) == ("embed", 0)
+            _, honest = await judge_answer(gw.engine, request, result, outcome.text,
+                                           DEFAULT_THRESHOLDS)
+            assert honest.verdict.passed
+            swapped = encode_vectors(tuple(reversed(direct_vectors)))
+            _, cheat = await judge_answer(gw.engine, request, result, swapped,
+                                          DEFAULT_THRESHOLDS)
+            assert cheat.verdict is Verdict.INCONSISTENT
+
+
+async def test_a_provider_that_does_not_embed_is_not_asked_to(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with smollm2_gateway(tmp_path) as gw, httpx.AsyncClient(
+                base_url=gw.url, timeout=60) as http:
+            reply = await http.post("/v1/embeddings", json={"model": SMOLLM2, "input": "hi"})
+            assert reply.status_code == 400
+            assert "does not support embeddings" in reply.json()["error"]["message"]
+            with pytest.raises(NoProvidersError):
+                await gw.client.embed(SMOLLM2, ["hi"])
+            assert gw.provider.server.tokens_generated == 0
