@@ -7,6 +7,7 @@ objects, SSE chunks ending with `data: [DONE]`). Pure: no HTTP, no engine.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, replace
 from typing import Any
@@ -88,6 +89,19 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
+MAX_CHOICES = 8
+"""The most choices (`n`) one request may ask for: each is a job of its own."""
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = _integer(body, "n")
+    if n is None:
+        return 1
+    if not 1 <= n <= MAX_CHOICES:
+        raise ApiError(400, f"n: {n} is not between 1 and {MAX_CHOICES}")
+    return n
+
+
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -119,6 +133,7 @@ class ChatCompletionRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
+    n: int = 1  # choices, each from a job (a sample) of its own
 
 
 def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
@@ -136,7 +151,8 @@ def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
             raise ApiError(400, f"invalid role: {role!r}")
         messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
     stream, include_usage = _stream_flags(body)
-    return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage)
+    return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage,
+                                 _choices(body))
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,7 @@ class CompletionRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
+    n: int = 1
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionRequest:
@@ -157,11 +174,14 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     if body.get("suffix"):
         raise ApiError(400, "suffix is not supported by this engine")
     stream, include_usage = _stream_flags(body)
-    return CompletionRequest(model, prompt, _params(body), stream, include_usage)
+    return CompletionRequest(model, prompt, _params(body), stream, include_usage,
+                             _choices(body))
 
 
-def _usage(done: Completion) -> dict[str, int]:
-    prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+def _usage(*dones: Completion) -> dict[str, int]:
+    # Several choices: every job read the prompt and was charged for it, so both add up.
+    prompt = sum(d.usage.prompt_tokens for d in dones)
+    completion = sum(d.usage.completion_tokens for d in dones)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}  # fmt: skip
 
@@ -179,6 +199,13 @@ class _Encoder:
         self.model, self.include_usage = model, include_usage
         self.id = f"{self.id_prefix}{next(_ids)}"
         self.created = int(clock().timestamp())
+        self.index = 0  # the choice this encoder's deltas belong to (see `for_choice`)
+
+    def for_choice(self, index: int) -> Any:
+        """An encoder of the same reply (id, created) for choice `index`."""
+        other = copy.copy(self)
+        other.index = index
+        return other
 
     def _head(self, object_name: str) -> dict[str, Any]:
         return {"id": self.id, "object": object_name, "created": self.created,
@@ -188,10 +215,36 @@ class _Encoder:
     def event(payload: dict[str, Any]) -> bytes:
         return b"data: " + dumps(payload) + b"\n\n"
 
-    def _usage_event(self, done: Completion) -> bytes:
+    def _usage_event(self, *dones: Completion) -> bytes:
         if not self.include_usage:
             return b""
-        return self.event({**self._head(self.object_name), "choices": [], "usage": _usage(done)})
+        return self.event({**self._head(self.object_name), "choices": [],
+                           "usage": _usage(*dones)})
+
+    def finish_choice(self, done: Completion) -> bytes:
+        """The last event of this encoder's choice."""
+        raise NotImplementedError
+
+    def choice(self, text: str, done: Completion) -> dict[str, Any]:
+        """This encoder's choice in a whole (not streamed) reply."""
+        raise NotImplementedError
+
+    def finish(self, done: Completion) -> bytes:
+        return self.finish_choice(done) + self._usage_event(done) + DONE_EVENT
+
+    def finish_all(self, dones: list[Completion]) -> bytes:
+        """What ends a streamed reply of several choices, after each one's finish_choice."""
+        return self._usage_event(*dones) + DONE_EVENT
+
+    def whole(self, text: str, done: Completion) -> bytes:
+        return self.whole_choices([self.choice(text, done)], [done])
+
+    def whole_choices(self, choices: list[dict[str, Any]], dones: list[Completion]) -> bytes:
+        """A whole reply with several choices (each from its encoder's `choice`)."""
+        return dumps({**self._head(self.whole_object), "choices": choices,
+                      "usage": _usage(*dones)})
+
+    whole_object = ""
 
 
 class ChatCompletionEncoder(_Encoder):
@@ -204,24 +257,24 @@ class ChatCompletionEncoder(_Encoder):
         super().__init__(model, include_usage, clock)
         self._sent_role = False
 
+    whole_object = "chat.completion"
+
     def delta(self, event: TokenDelta) -> bytes:
         delta = {"content": event.text}
         if not self._sent_role:
             delta = {"role": "assistant", **delta}
             self._sent_role = True
-        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        choice = {"index": self.index, "delta": delta, "finish_reason": None}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def finish(self, done: Completion) -> bytes:
+    def finish_choice(self, done: Completion) -> bytes:
         delta: dict[str, str] = {} if self._sent_role else {"role": "assistant", "content": ""}
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason(done)}
-        last = self.event({**self._head(self.object_name), "choices": [choice]})
-        return last + self._usage_event(done) + DONE_EVENT
+        choice = {"index": self.index, "delta": delta, "finish_reason": finish_reason(done)}
+        return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "finish_reason": finish_reason(done)}  # fmt: skip
-        return dumps({**self._head("chat.completion"), "choices": [choice], "usage": _usage(done)})
+    def choice(self, text: str, done: Completion) -> dict[str, Any]:
+        return {"index": self.index, "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason(done)}  # fmt: skip
 
 
 class TextCompletionEncoder(_Encoder):
@@ -230,18 +283,21 @@ class TextCompletionEncoder(_Encoder):
     object_name = "text_completion"
     id_prefix = "cmpl-"
 
+    whole_object = "text_completion"
+
     def delta(self, event: TokenDelta) -> bytes:
-        choice = {"text": event.text, "index": 0, "logprobs": None, "finish_reason": None}
+        choice = {"text": event.text, "index": self.index, "logprobs": None,
+                  "finish_reason": None}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def finish(self, done: Completion) -> bytes:
-        choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        last = self.event({**self._head(self.object_name), "choices": [choice]})
-        return last + self._usage_event(done) + DONE_EVENT
+    def finish_choice(self, done: Completion) -> bytes:
+        choice = {"text": "", "index": self.index, "logprobs": None,
+                  "finish_reason": finish_reason(done)}
+        return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        return dumps({**self._head(self.object_name), "choices": [choice], "usage": _usage(done)})
+    def choice(self, text: str, done: Completion) -> dict[str, Any]:
+        return {"text": text, "index": self.index, "logprobs": None,
+                "finish_reason": finish_reason(done)}
 
 
 def model_object(info: ModelInfo) -> dict[str, Any]:

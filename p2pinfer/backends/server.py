@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -37,6 +38,7 @@ from p2pinfer.backends.base import (
     ModelInfo,
     StreamEvent,
 )
+from p2pinfer.backends.choices import ChoicesResponse, choice_params
 from p2pinfer.backends.http_stream import (
     BackendStreamResponse,
     OpenStream,
@@ -222,6 +224,10 @@ def api_routes(
         req = openai_wire.parse_chat_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = openai_wire.ChatCompletionEncoder(req.model, req.include_usage, clock)
+        if req.n > 1:
+            return _openai_choices(state, info, [
+                partial(backend.chat, info.name, req.messages, params)
+                for params in choice_params(req.params, req.n)], encoder, req.stream)
         return _openai_stream(
             state, info, lambda: backend.chat(info.name, req.messages, req.params), encoder,
             req.stream,
@@ -232,6 +238,10 @@ def api_routes(
         req = openai_wire.parse_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = openai_wire.TextCompletionEncoder(req.model, req.include_usage, clock)
+        if req.n > 1:
+            return _openai_choices(state, info, [
+                partial(backend.generate, info.name, req.prompt, params)
+                for params in choice_params(req.params, req.n)], encoder, req.stream)
         return _openai_stream(
             state, info, lambda: backend.generate(info.name, req.prompt, req.params), encoder,
             req.stream,
@@ -319,6 +329,22 @@ def _openai_stream(
         error_body=openai_wire.error_body,
         # Ollama ends a failed SSE stream without a finish chunk or [DONE].
         midstream_error=lambda _message: b"",
+        not_found_message=f"model '{encoder.model}' not found",
+        on_done=lambda _done: state.touch(info, _DEFAULT_KEEP_ALIVE),
+        reply_headers=state.reply_headers,
+    )
+
+
+def _openai_choices(
+    state: _ServerState,
+    info: ModelInfo,
+    open_streams: list[OpenStream],
+    encoder: openai_wire.ChatCompletionEncoder | openai_wire.TextCompletionEncoder,
+    stream: bool,
+) -> Response:
+    return ChoicesResponse(
+        open_streams, [encoder.for_choice(i) for i in range(len(open_streams))],
+        stream=stream, error_body=openai_wire.error_body,
         not_found_message=f"model '{encoder.model}' not found",
         on_done=lambda _done: state.touch(info, _DEFAULT_KEEP_ALIVE),
         reply_headers=state.reply_headers,

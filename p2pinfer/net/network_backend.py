@@ -225,6 +225,7 @@ class _Events:
         self._meta = meta
         self._delivered = False
         self._done = False
+        self._charged = False
         self._update_meta()
 
     def __aiter__(self) -> _Events:
@@ -235,8 +236,10 @@ class _Events:
             self._meta.provider = self._job.provider
             self._meta.job_id = self._job.job_id
             self._meta.failovers = len(self._job.failovers)
-            if self._job.outcome is not None:
-                self._meta.charged = self._job.outcome.charged
+            if self._job.outcome is not None and not self._charged:
+                # Added, not set: a request of several jobs (OpenAI's `n`) pays for all.
+                self._charged = True
+                self._meta.charged = (self._meta.charged or 0) + self._job.outcome.charged
 
     async def __anext__(self) -> StreamEvent:
         if self._done:

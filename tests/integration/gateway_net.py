@@ -15,6 +15,7 @@ from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import HardwareView
+from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.client import JobClient
 from p2pinfer.node_view import LiveNodeView
 from tests.integration.job_helpers import (
@@ -32,6 +33,7 @@ class GatewayNet:
     provider: Provider
     engine: EmbeddedBackend  # the provider's engine, to compare answers with
     client: JobClient
+    ledger: Ledger  # the consumer's
 
 
 @asynccontextmanager
@@ -49,7 +51,7 @@ async def smollm2_gateway(
                             hardware=HardwareView("test cpu", 1, 1024))
         binding = await nursery.start(partial(run_gateway, view, GatewayConfig(port=0)))
         try:
-            yield GatewayNet(binding.url, provider, engine, client)
+            yield GatewayNet(binding.url, provider, engine, client, ledger)
         finally:
             nursery.cancel_scope.cancel()
             await engine.aclose()

@@ -4,6 +4,7 @@ over real libp2p hosts, a provider running SmolLM2 in the embedded engine, and b
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -228,3 +229,38 @@ async def test_a_provider_that_does_not_embed_is_not_asked_to(tmp_path: Path) ->
             with pytest.raises(NoProvidersError):
                 await gw.client.embed(SMOLLM2, ["hi"])
             assert gw.provider.server.tokens_generated == 0
+
+
+async def test_n_choices_are_jobs_of_their_own_each_charged(tmp_path: Path) -> None:
+    sampled = SamplingParams(max_tokens=16, temperature=1.0, seed=11)
+    with trio.fail_after(120):
+        async with smollm2_gateway(tmp_path) as gw:
+            first = await direct(gw.engine, sampled, PARIS)
+            second = await direct(gw.engine, replace(sampled, seed=12), PARIS)
+            assert first != second  # sampled: another seed, another answer
+
+            async with httpx.AsyncClient(base_url=gw.url, timeout=60) as http:
+                reply = await http.post("/v1/chat/completions", json={
+                    "model": SMOLLM2, "n": 2, "seed": 11, "temperature": 1.0, "max_tokens": 16,
+                    "messages": [{"role": "user", "content": PARIS}]})
+            assert reply.status_code == 200, reply.text
+            contents = [c["message"]["content"] for c in reply.json()["choices"]]
+            assert contents == [first, second]
+            jobs = [e for e in gw.ledger.entries() if e.kind == "charge"]
+            assert len(jobs) == 2
+            assert int(reply.headers["x-p2pinfer-charged"]) == sum(
+                e.body.amount for e in jobs) > 0  # type: ignore[attr-defined]
+
+            def openai_stream() -> dict[int, str]:
+                client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused",
+                                       max_retries=0, timeout=60)
+                texts: dict[int, str] = {}
+                for chunk in client.chat.completions.create(
+                        model=SMOLLM2, n=2, seed=11, temperature=1.0, max_tokens=16,
+                        stream=True, messages=[{"role": "user", "content": PARIS}]):
+                    for choice in chunk.choices:
+                        texts[choice.index] = texts.get(choice.index, "") + (
+                            choice.delta.content or "")
+                return texts
+
+            assert await trio.to_thread.run_sync(openai_stream) == {0: first, 1: second}
