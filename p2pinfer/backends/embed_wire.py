@@ -38,6 +38,8 @@ def _model(body: dict[str, Any]) -> str:
 
 
 def _inputs(value: object) -> tuple[str, ...]:
+    if value == "" or (isinstance(value, list) and "" in value):
+        raise ApiError(400, "input: an empty string cannot be embedded")
     if isinstance(value, str):
         return (value,)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):

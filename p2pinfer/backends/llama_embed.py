@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pinfer.backends.base import Embeddings
-from p2pinfer.errors import EngineResponseError, EngineUnavailable
+from p2pinfer.errors import BadRequestError, EngineResponseError, EngineUnavailable
 
 
 class EmbeddingEngine:
@@ -46,13 +46,19 @@ class EmbeddingEngine:
         return self._llama
 
     def embed(self, inputs: Sequence[str]) -> Embeddings:
-        """Vectors for `inputs` (call from a worker thread)."""
+        """Vectors for `inputs` (call from a worker thread); BadRequestError for an empty
+        text (llama.cpp cannot decode zero tokens)."""
+        if any(not text for text in inputs):
+            raise BadRequestError("an input to embed is empty")
         with self._lock:
             llama = self._load()
             try:
                 vectors, tokens = llama.embed(list(inputs), normalize=True, truncate=True,
                                               return_count=True)
-            except (ValueError, RuntimeError) as exc:
+            except Exception as exc:  # llama-cpp-python raises what the C side left it
+                # A failed decode can leave the context unusable: start the next afresh.
+                self._llama = None
+                llama.close()
                 raise EngineResponseError(f"{self.name} could not embed: {exc}") from None
         return Embeddings(tuple(tuple(float(x) for x in v) for v in vectors), int(tokens))
 

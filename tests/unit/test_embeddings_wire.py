@@ -126,6 +126,7 @@ def test_openai_and_ollama_request_shapes() -> None:
     for body in ({"model": "m"}, {"model": "m", "input": []}, {"model": "m", "input": [[1, 2]]},
                  {"model": "m", "input": ["a"] * 2049}, {"input": "a"},
                  {"model": "m", "input": "a", "dimensions": 0},
+                 {"model": "m", "input": ""}, {"model": "m", "input": ["a", ""]},
                  {"model": "m", "input": "a", "encoding_format": "hex"}):
         with pytest.raises(ApiError) as refused:
             parse_openai(body)

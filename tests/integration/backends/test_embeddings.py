@@ -13,7 +13,7 @@ from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.backends.ollama import OllamaBackend
 from p2pinfer.backends.openai_compat import OpenAICompatBackend
-from p2pinfer.errors import ModelNotFound
+from p2pinfer.errors import BadRequestError, ModelNotFound
 from tests.support.backends import engine_server, needs_engine, smollm2_source
 
 pytestmark = [pytest.mark.engine, needs_engine]
@@ -68,3 +68,16 @@ async def test_ollama_and_openai_backends_embed_through_engine_serve(
         finally:
             await ollama.aclose()
             await openai.aclose()
+
+
+async def test_empty_and_overlong_inputs(model_cache: Path) -> None:
+    small = EmbeddedBackend([smollm2_source()], cache_dir=model_cache, embedding=True, n_ctx=128)
+    try:
+        with pytest.raises(BadRequestError):
+            await small.embed(SMOLLM2, ["fine", ""])  # llama.cpp cannot decode no tokens
+        long = await small.embed(SMOLLM2, ["word " * 2_000])  # cut to the context
+        assert long.prompt_tokens == 128
+        after = await small.embed(SMOLLM2, TEXTS)  # and the engine still works
+        assert len(after.vectors) == 3
+    finally:
+        await small.aclose()
