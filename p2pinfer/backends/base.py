@@ -66,13 +66,27 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     #: Structured output: "json" or a JSON schema's text (backends/output_format.py).
     output_format: str | None = None
+    #: Log probabilities: None off; k (0..20) each token's, with its k likeliest rivals.
+    top_logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability under the model (natural log, before any
+    sampling setting), with the likeliest tokens at its place (`top`, best first)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """One piece of generated text, usually one token."""
+    """One piece of generated text, usually one token; with `top_logprobs` asked, the
+    log probabilities of the tokens it holds."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

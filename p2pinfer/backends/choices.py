@@ -17,7 +17,7 @@ import trio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from p2pinfer.backends.base import Completion, SamplingParams, TokenDelta
+from p2pinfer.backends.base import Completion, SamplingParams, TokenDelta, TokenLogprob
 from p2pinfer.backends.http_stream import OpenStream, ReplyHeaders, error_status
 from p2pinfer.errors import EngineResponseError, P2PInferError
 
@@ -31,7 +31,8 @@ class ChoiceEncoder(Protocol):
 
     def finish_choice(self, done: Completion) -> bytes: ...
 
-    def choice(self, text: str, done: Completion) -> dict[str, Any]: ...
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]: ...
 
     def finish_all(self, dones: list[Completion]) -> bytes: ...
 
@@ -88,8 +89,9 @@ class ChoicesResponse(Response):
         await send({"type": "http.response.body", "body": body, "more_body": more})
 
     async def _choice(self, send: Send, open_stream: OpenStream,
-                      encoder: ChoiceEncoder) -> tuple[str, Completion]:
+                      encoder: ChoiceEncoder) -> tuple[str, Completion, list[TokenLogprob]]:
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
         async with open_stream() as events:
             self._events = events
             async for event in events:
@@ -98,27 +100,30 @@ class ChoicesResponse(Response):
                         await self._body(send, encoder.delta(event))
                     else:
                         parts.append(event.text)
+                        logprobs.extend(event.logprobs)
                     continue
                 self._on_done(event)
                 if self._stream:
                     await self._body(send, encoder.finish_choice(event))
-                return "".join(parts), event
+                return "".join(parts), event, logprobs
         raise EngineResponseError("the engine's stream ended without a final event")
 
     async def _respond(self, send: Send) -> None:
         texts: list[str] = []
         dones: list[Completion] = []
+        logprobs: list[list[TokenLogprob]] = []
         try:
             for open_stream, encoder in zip(self._opens, self._encoders, strict=True):
-                text, done = await self._choice(send, open_stream, encoder)
+                text, done, probs = await self._choice(send, open_stream, encoder)
                 texts.append(text)
                 dones.append(done)
+                logprobs.append(probs)
             first = self._encoders[0]
             if self._stream:
                 await self._body(send, first.finish_all(dones), more=False)
                 return
-            choices = [e.choice(t, d) for e, t, d in zip(self._encoders, texts, dones,
-                                                         strict=True)]
+            choices = [e.choice(t, d, p) for e, t, d, p in zip(self._encoders, texts, dones,
+                                                               logprobs, strict=True)]
             await self._start(send, 200, "application/json; charset=utf-8", dones[-1])
             await self._body(send, first.whole_choices(choices, dones), more=False)
         except P2PInferError as exc:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from p2pinfer.backends.gguf_meta import (
     read_gguf_metadata,
 )
 from p2pinfer.backends.llama_embed import EmbeddingEngine
+from p2pinfer.backends.llama_logprobs import token_logprob
 from p2pinfer.backends.llama_thread import (
     Events,
     Failure,
@@ -448,9 +450,10 @@ class EmbeddedBackend:
         import llama_cpp
 
         vocab = llama._model.vocab
+        top = params.top_logprobs
         llama.token_hook = TokenHook(
-            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token
-        )
+            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token,
+            None if top is None else partial(token_logprob, llama, top=top))
         if not self._cache_prompt:
             llama.reset()
         sampling: dict[str, Any] = {
@@ -482,7 +485,8 @@ class EmbeddedBackend:
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content") if kind == "chat" else choice["text"]
                 if text:
-                    emit(TokenDelta(text))
+                    emit(TokenDelta(text, tuple(job.logprobs)))
+                    job.logprobs.clear()
                     if not emitted:
                         emitted = True
                         # Let the event loop pass the first token on before the next

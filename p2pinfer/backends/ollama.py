@@ -41,6 +41,7 @@ from p2pinfer.backends.http_client import (
     translate,
     translated,
 )
+from p2pinfer.backends.logprob_wire import parse_entries
 from p2pinfer.backends.output_format import to_ollama
 from p2pinfer.errors import EngineResponseError, UsageError
 
@@ -155,7 +156,7 @@ class _NDJSONEvents:
                 raise EngineResponseError(f"the engine failed mid-stream: {line['error']}")
             text = self._text(line)
             if text:
-                self._pending.append(TokenDelta(text))
+                self._pending.append(TokenDelta(text, parse_entries(line.get("logprobs"))))
             if line.get("done") is True:
                 self._pending.append(_completion(line))
         event = self._pending.pop(0)
@@ -263,6 +264,8 @@ class OllamaBackend:
         }
         if params.output_format is not None:
             body["format"] = to_ollama(params.output_format)
+        if params.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("/api/chat", body, "message")
 
     def generate(
@@ -277,6 +280,8 @@ class OllamaBackend:
         }
         if params.output_format is not None:
             body["format"] = to_ollama(params.output_format)
+        if params.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("/api/generate", body, "response")
 
     @asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,8 +22,10 @@ from p2pinfer.backends.base import (
     Role,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from p2pinfer.backends.gguf_meta import MetadataValue
+from p2pinfer.backends.logprob_wire import token_entries
 from p2pinfer.backends.wire import ApiError, Clock, dumps, field, rfc3339, utc_now
 
 log = logging.getLogger(__name__)
@@ -138,6 +141,15 @@ def _check_common(body: dict[str, Any], where: str, model_name: str) -> None:
         raise ApiError(400, f'"{model_name}" does not support thinking')
 
 
+def _logprobs(body: dict[str, Any], where: str) -> int | None:
+    """Ollama's `logprobs` (bool) and `top_logprobs` (0..20): None when off."""
+    on = field(body, "logprobs", bool, where, False)
+    top = field(body, "top_logprobs", int, where, 0)
+    if not 0 <= top <= 20:
+        raise ApiError(400, "top_logprobs must be between 0 and 20")
+    return top if on else None
+
+
 def require_model(body: dict[str, Any], where: str) -> str:
     """The request's `model` (old clients send `name`); ApiError(400) if missing."""
     model = field(body, "model", str, where) or field(body, "name", str, where)
@@ -168,9 +180,6 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
         raise ApiError(400, "raw mode does not support template, system, or context")
     if body.get("images"):
         raise ApiError(400, f'"{model}" does not support images')
-    top_logprobs = body.get("top_logprobs", 0)
-    if isinstance(top_logprobs, int) and not 0 <= top_logprobs <= 20:
-        raise ApiError(400, "top_logprobs must be between 0 and 20")
     _check_common(body, where, model)
     return GenerateRequest(
         model=model,
@@ -179,7 +188,8 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
         raw=raw,
         stream=field(body, "stream", bool, where, True),
         params=replace(parse_options(body.get("options")),
-                       output_format=output_format.from_ollama(body.get("format"))),
+                       output_format=output_format.from_ollama(body.get("format")),
+                       top_logprobs=_logprobs(body, where)),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 
@@ -222,7 +232,8 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         messages=tuple(messages),
         stream=field(body, "stream", bool, where, True),
         params=replace(parse_options(body.get("options")),
-                       output_format=output_format.from_ollama(body.get("format"))),
+                       output_format=output_format.from_ollama(body.get("format")),
+                       top_logprobs=_logprobs(body, where)),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 
@@ -257,22 +268,25 @@ class GenerateEncoder:
         return {"model": self.model, "created_at": rfc3339(self._clock())}
 
     def delta(self, event: TokenDelta) -> bytes:
-        return dumps({**self._head(), "response": event.text, "done": False}) + b"\n"
+        line = {**self._head(), "response": event.text, "done": False}
+        return dumps(_with_logprobs(line, event.logprobs)) + b"\n"
 
-    def final(self, done: Completion, text: str = "") -> dict[str, Any]:
-        return {
+    def final(self, done: Completion, text: str = "",
+              logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return _with_logprobs({
             **self._head(),
             "response": text,
             "done": True,
             "done_reason": done_reason(done),
             **_metrics(done),
-        }
+        }, logprobs)
 
     def finish(self, done: Completion) -> bytes:
         return dumps(self.final(done)) + b"\n"
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        return dumps(self.final(done, text))
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes:
+        return dumps(self.final(done, text, logprobs))
 
     def load_reply(self, reason: str) -> bytes:
         return dumps({**self._head(), "response": "", "done": True, "done_reason": reason})
@@ -291,28 +305,36 @@ class ChatEncoder:
 
     def delta(self, event: TokenDelta) -> bytes:
         message = {"role": "assistant", "content": event.text}
-        return dumps({**self._head(), "message": message, "done": False}) + b"\n"
+        line = {**self._head(), "message": message, "done": False}
+        return dumps(_with_logprobs(line, event.logprobs)) + b"\n"
 
-    def final(self, done: Completion, text: str = "") -> dict[str, Any]:
-        return {
+    def final(self, done: Completion, text: str = "",
+              logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return _with_logprobs({
             **self._head(),
             "message": {"role": "assistant", "content": text},
             "done_reason": done_reason(done),
             "done": True,
             **_metrics(done),
-        }
+        }, logprobs)
 
     def finish(self, done: Completion) -> bytes:
         return dumps(self.final(done)) + b"\n"
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        return dumps(self.final(done, text))
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes:
+        return dumps(self.final(done, text, logprobs))
 
     def load_reply(self, reason: str) -> bytes:
         message = {"role": "assistant", "content": ""}
         return dumps(
             {**self._head(), "message": message, "done_reason": reason, "done": True}
         )
+
+
+def _with_logprobs(line: dict[str, Any], logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
+    # Ollama's `logprobs` is omitempty.
+    return {**line, "logprobs": token_entries(logprobs)} if logprobs else line
 
 
 def error_body(message: str) -> bytes:

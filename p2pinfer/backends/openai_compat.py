@@ -25,6 +25,7 @@ from p2pinfer.backends.base import (
     StreamEvent,
     Timings,
     TokenDelta,
+    TokenLogprob,
     Usage,
 )
 from p2pinfer.backends.http_client import (
@@ -38,6 +39,7 @@ from p2pinfer.backends.http_client import (
     translate,
     translated,
 )
+from p2pinfer.backends.logprob_wire import parse_entries, parse_legacy
 from p2pinfer.backends.output_format import to_openai
 from p2pinfer.errors import EngineResponseError
 
@@ -84,6 +86,7 @@ class _SSEEvents:
         self._usage: Usage | None = None
         self._timings: Timings | None = None
         self._done = False
+        self._logprobs: tuple[TokenLogprob, ...] = ()  # the last chunk's
 
     def __aiter__(self) -> _SSEEvents:
         return self
@@ -130,6 +133,9 @@ class _SSEEvents:
             if piece is not None and not isinstance(piece, str):
                 raise EngineResponseError(f"the engine at {self._engine} sent malformed text")
             text = piece or ""
+            probs = choice.get("logprobs")
+            self._logprobs = (parse_entries(probs.get("content")) if isinstance(probs, dict)
+                              else ()) if self._chat else parse_legacy(probs)
             reason = choice.get("finish_reason")
             if reason is not None:
                 self._finish = "length" if reason == "length" else "stop"
@@ -164,7 +170,7 @@ class _SSEEvents:
                 self._deltas += 1
                 if not self._first_ns:
                     self._first_ns = time.perf_counter_ns()
-                return TokenDelta(text)
+                return TokenDelta(text, self._logprobs)
         raise StopAsyncIteration
 
 
@@ -230,6 +236,8 @@ class OpenAICompatBackend:
         body = _body(params, self._extensions)
         body["model"] = model
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        if params.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("chat/completions", body, chat=True)
 
     def generate(
@@ -238,6 +246,8 @@ class OpenAICompatBackend:
         body = _body(params, self._extensions)
         body["model"] = model
         body["prompt"] = prompt
+        if params.top_logprobs is not None:
+            body["logprobs"] = min(params.top_logprobs, 5)  # the completions API's cap
         return self._stream("completions", body, chat=False)
 
     @asynccontextmanager

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from p2pinfer.backends import output_format
-from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, SamplingParams, TokenDelta
+from p2pinfer.backends.base import (
+    ChatMessage,
+    Completion,
+    ModelInfo,
+    SamplingParams,
+    TokenDelta,
+    TokenLogprob,
+)
+from p2pinfer.backends.logprob_wire import legacy, token_entries
 from p2pinfer.backends.ollama_wire import OLLAMA_DEFAULTS
 from p2pinfer.backends.wire import ApiError, Clock, dumps, utc_now
 
@@ -136,6 +145,30 @@ class ChatCompletionRequest:
     n: int = 1  # choices, each from a job (a sample) of its own
 
 
+MAX_TOP_LOGPROBS = 20
+
+
+def _chat_logprobs(body: dict[str, Any]) -> int | None:
+    # Chat: `logprobs: true` turns them on, `top_logprobs` (0..20) adds rivals.
+    on = body.get("logprobs")
+    if on is not None and not isinstance(on, bool):
+        raise ApiError(400, "invalid type for 'logprobs': expected a boolean")
+    top = _integer(body, "top_logprobs")
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ApiError(400, f"top_logprobs: {top} is not between 0 and {MAX_TOP_LOGPROBS}")
+    if top is not None and not on:
+        raise ApiError(400, "top_logprobs needs logprobs: true")
+    return (top or 0) if on else None
+
+
+def _completion_logprobs(body: dict[str, Any]) -> int | None:
+    # Completions: `logprobs` is the number of rivals (0..5), null for none.
+    top = _integer(body, "logprobs")
+    if top is not None and not 0 <= top <= 5:
+        raise ApiError(400, f"logprobs: {top} is not between 0 and 5")
+    return top
+
+
 def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
     """A `/v1/chat/completions` body."""
     model = _model(body)
@@ -151,7 +184,8 @@ def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
             raise ApiError(400, f"invalid role: {role!r}")
         messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
     stream, include_usage = _stream_flags(body)
-    return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage,
+    params = replace(_params(body), top_logprobs=_chat_logprobs(body))
+    return ChatCompletionRequest(model, tuple(messages), params, stream, include_usage,
                                  _choices(body))
 
 
@@ -174,8 +208,8 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     if body.get("suffix"):
         raise ApiError(400, "suffix is not supported by this engine")
     stream, include_usage = _stream_flags(body)
-    return CompletionRequest(model, prompt, _params(body), stream, include_usage,
-                             _choices(body))
+    params = replace(_params(body), top_logprobs=_completion_logprobs(body))
+    return CompletionRequest(model, prompt, params, stream, include_usage, _choices(body))
 
 
 def _usage(*dones: Completion) -> dict[str, int]:
@@ -225,7 +259,8 @@ class _Encoder:
         """The last event of this encoder's choice."""
         raise NotImplementedError
 
-    def choice(self, text: str, done: Completion) -> dict[str, Any]:
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
         """This encoder's choice in a whole (not streamed) reply."""
         raise NotImplementedError
 
@@ -236,8 +271,9 @@ class _Encoder:
         """What ends a streamed reply of several choices, after each one's finish_choice."""
         return self._usage_event(*dones) + DONE_EVENT
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        return self.whole_choices([self.choice(text, done)], [done])
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes:
+        return self.whole_choices([self.choice(text, done, logprobs)], [done])
 
     def whole_choices(self, choices: list[dict[str, Any]], dones: list[Completion]) -> bytes:
         """A whole reply with several choices (each from its encoder's `choice`)."""
@@ -265,6 +301,8 @@ class ChatCompletionEncoder(_Encoder):
             delta = {"role": "assistant", **delta}
             self._sent_role = True
         choice = {"index": self.index, "delta": delta, "finish_reason": None}
+        if event.logprobs:
+            choice["logprobs"] = {"content": token_entries(event.logprobs)}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
     def finish_choice(self, done: Completion) -> bytes:
@@ -272,9 +310,13 @@ class ChatCompletionEncoder(_Encoder):
         choice = {"index": self.index, "delta": delta, "finish_reason": finish_reason(done)}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def choice(self, text: str, done: Completion) -> dict[str, Any]:
-        return {"index": self.index, "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason(done)}  # fmt: skip
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        choice = {"index": self.index, "message": {"role": "assistant", "content": text},
+                  "finish_reason": finish_reason(done)}  # fmt: skip
+        if logprobs:
+            choice["logprobs"] = {"content": token_entries(logprobs)}
+        return choice
 
 
 class TextCompletionEncoder(_Encoder):
@@ -284,9 +326,12 @@ class TextCompletionEncoder(_Encoder):
     id_prefix = "cmpl-"
 
     whole_object = "text_completion"
+    _offset = 0  # characters streamed so far: where the next token's text_offset starts
 
     def delta(self, event: TokenDelta) -> bytes:
-        choice = {"text": event.text, "index": self.index, "logprobs": None,
+        logprobs = legacy(event.logprobs, self._offset) if event.logprobs else None
+        self._offset += len(event.text)
+        choice = {"text": event.text, "index": self.index, "logprobs": logprobs,
                   "finish_reason": None}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
@@ -295,8 +340,10 @@ class TextCompletionEncoder(_Encoder):
                   "finish_reason": finish_reason(done)}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def choice(self, text: str, done: Completion) -> dict[str, Any]:
-        return {"text": text, "index": self.index, "logprobs": None,
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return {"text": text, "index": self.index,
+                "logprobs": legacy(logprobs, 0) if logprobs else None,
                 "finish_reason": finish_reason(done)}
 
 

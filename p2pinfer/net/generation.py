@@ -26,8 +26,9 @@ from p2pinfer.backends.base import (
 )
 from p2pinfer.errors import EngineResponseError, ModelNotFound
 from p2pinfer.net.faults import Fault
+from p2pinfer.net.logprobs import to_wire as logprobs_to_wire
 from p2pinfer.protocol.embedding import encode_vectors
-from p2pinfer.protocol.messages import FinishReason, JobRequest
+from p2pinfer.protocol.messages import FinishReason, JobRequest, TokenLogprobs
 
 
 @asynccontextmanager
@@ -65,16 +66,23 @@ class Outbox:
 
     def __init__(self) -> None:
         self._parts: list[str] = []
+        self._logprobs: list[TokenLogprobs] = []  # of the pending parts' tokens
         self._pending_tokens = 0
         self._closed = False
         self._ready = trio.Event()
         self.tokens = 0  # put so far
 
-    def put(self, text: str) -> None:
+    def put(self, text: str, logprobs: Sequence[TokenLogprobs] = ()) -> None:
         self._parts.append(text)
+        self._logprobs.extend(logprobs)
         self._pending_tokens += 1
         self.tokens += 1
         self._ready.set()
+
+    def take_logprobs(self) -> list[TokenLogprobs]:
+        """The log probabilities of what the last `take` returned (call right after it)."""
+        taken, self._logprobs = self._logprobs, []
+        return taken
 
     def close(self) -> None:
         """No more tokens: `take` returns ("", 0) once the rest is taken."""
@@ -119,6 +127,7 @@ def sampling_params(request: JobRequest) -> SamplingParams:
         presence_penalty=0.0 if p.presence_penalty is None else p.presence_penalty,
         frequency_penalty=0.0 if p.frequency_penalty is None else p.frequency_penalty,
         output_format=p.output_format,
+        top_logprobs=p.top_logprobs,
     )
 
 
@@ -162,7 +171,10 @@ async def run_generation(
                     text = garbage_text(text, rng)
                 elif kind == "slow" and fault is not None:
                     await trio.sleep(fault.count / 1000)
-                outbox.put(text)
+                top = request.params.top_logprobs
+                probs = event.logprobs if isinstance(event, TokenDelta) and top is not None \
+                    else ()
+                outbox.put(text, [logprobs_to_wire(p, top or 0) for p in probs])
                 if limit and outbox.tokens >= limit:
                     break  # leaving the context stops the engine
     finally:

@@ -10,6 +10,7 @@ from p2pinfer.market.split import SplitPreset, preset_named
 from p2pinfer.net.admission import FREE_JOBS_PER_MINUTE
 from p2pinfer.net.faults import Fault
 from p2pinfer.protocol import RequestLimits
+from p2pinfer.protocol.messages import TokenLogprobs
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class TextDelta:
 
     text: str
     restart: bool = False
+    logprobs: tuple[TokenLogprobs, ...] = ()  # of this text's tokens, when asked for
 
 
 @dataclass(frozen=True)

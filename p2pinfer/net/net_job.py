@@ -17,7 +17,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -46,6 +46,7 @@ from p2pinfer.protocol import (
     Rejected,
     ResultReceived,
 )
+from p2pinfer.protocol.messages import TokenLogprobs
 from p2pinfer.settle.payer import paid_receipt
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class _Attempt:
     accepted: bool = False
     chunks: int = 0
     payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
+    # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
 
 
 class _Failure(Exception):
@@ -283,7 +286,8 @@ class NetJob:
             elif isinstance(event, ChunkReceived):
                 attempt.chunks += 1
                 attempt.text += event.text
-                self._deliver(attempt)
+                attempt.logprobs.extend(event.logprobs)
+                self._deliver(attempt, event.logprobs)
             elif isinstance(event, ResultReceived):
                 await self._complete(attempt)
                 return
@@ -307,21 +311,23 @@ class NetJob:
         except InsufficientCreditError as exc:
             raise _Failure(str(exc), "insufficient_credit", blame=False) from exc
 
-    def _deliver(self, attempt: _Attempt) -> None:
-        """Pass on new text; after a failover, only what goes beyond the text already
-        delivered (or everything again, flagged `restart`, if the new answer differs)."""
+    def _deliver(self, attempt: _Attempt, logprobs: tuple[TokenLogprobs, ...] = ()) -> None:
+        """Pass on new text (and the chunk's `logprobs`); after a failover, only what goes
+        beyond the text already delivered (or everything again, flagged `restart`, with
+        all its log probabilities, if the new answer differs)."""
         full, done = attempt.text, self._delivered
         if attempt.caught_up:
             new = full[len(done):]
-            if new:
-                self._pending.append(TextDelta(new))
+            if new or logprobs:
+                self._pending.append(TextDelta(new, logprobs=logprobs))
                 self._delivered = full
             return
         n = min(len(full), len(done))
         if full[:n] != done[:n]:
-            self._pending.append(TextDelta(full, restart=True))
+            self._pending.append(TextDelta(full, restart=True,
+                                           logprobs=tuple(attempt.logprobs)))
         elif len(full) > len(done):
-            self._pending.append(TextDelta(full[len(done):]))
+            self._pending.append(TextDelta(full[len(done):], logprobs=logprobs))
         else:
             return  # still repeating what was delivered
         self._delivered = full

@@ -40,6 +40,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import TextDelta
+from p2pinfer.net.logprobs import from_wire as logprobs_from_wire
 from p2pinfer.net.net_job import NetJob
 from p2pinfer.protocol import ChatTurn, JobParams
 from p2pinfer.protocol.embedding import decode_vectors
@@ -81,6 +82,7 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
         presence_penalty=_unless(params.presence_penalty, 0.0),
         frequency_penalty=_unless(params.frequency_penalty, 0.0),
         output_format=params.output_format,
+        top_logprobs=params.top_logprobs,
     )
 
 
@@ -260,7 +262,7 @@ class _Events:
             )
         self._delivered = True
         self._update_meta()
-        return TokenDelta(delta.text)
+        return TokenDelta(delta.text, logprobs_from_wire(delta.logprobs))
 
     def _completion(self) -> Completion:
         self._done = True

@@ -186,6 +186,8 @@ class JobParams:
     frequency_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
     # Structured output: "json" or a JSON schema's text (protocol/output_format.py).
     output_format: Annotated[str | None, Size(1, MAX_FORMAT_CHARS), OMIT_NONE] = None
+    # Log probabilities asked for: each token's, with this many likeliest rivals (0..20).
+    top_logprobs: Annotated[int | None, Range(0, 20), OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         if self.output_format is not None:
@@ -291,15 +293,42 @@ class JobReject(WireMessage):
             raise ValidationError("JobReject: retry_after_ms goes only with code 'busy'")
 
 
+LogprobMicro = Annotated[int, Range(-(10**12), 0)]
+"""A log probability in millionths of a nat (integers on the wire, not floats)."""
+TokenText = Annotated[str, Size(0, 64)]
+
+
+@dataclass(frozen=True)
+class LogprobRival:
+    token: TokenText
+    logprob_micro: LogprobMicro
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token's log probability and its likeliest rivals, best first."""
+
+    token: TokenText
+    logprob_micro: LogprobMicro
+    top: Annotated[tuple[LogprobRival, ...], Size(0, 20)] = ()
+
+
+MAX_CHUNK_LOGPROBS = 64
+
+
 @dataclass(frozen=True)
 class Chunk(WireMessage):
-    """A piece of the output; `seq` counts from 0 without gaps."""
+    """A piece of the output; `seq` counts from 0 without gaps. With `top_logprobs`
+    asked, `logprobs` are those of the tokens it holds (the provider's claim: no check
+    covers them; a chunk may carry them with empty text)."""
 
     TYPE: ClassVar[str] = "chunk"
 
     job_id: JobId
     seq: Count
     text: Annotated[str, Size(0, 65_536)]
+    logprobs: Annotated[tuple[TokenLogprobs, ...] | None, Size(1, MAX_CHUNK_LOGPROBS),
+                        OMIT_NONE] = None
 
 
 @dataclass(frozen=True)

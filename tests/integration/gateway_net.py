@@ -43,15 +43,19 @@ async def smollm2_gateway(
     """The two nodes and the gateway (the engine also embedding text with `embedding`);
     everything stops when the block is left."""
     engine = EmbeddedBackend([smollm2_source()], cache_dir=tmp_path, embedding=embedding)
-    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-        provider = await start_provider(stack, nursery, engine, tmp_path)
-        net, client, ledger = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
-        await wait_for_providers(net, SMOLLM2, 1)
-        view = LiveNodeView(net=net, client=client, metrics=client.metrics, ledger=ledger,
-                            hardware=HardwareView("test cpu", 1, 1024))
-        binding = await nursery.start(partial(run_gateway, view, GatewayConfig(port=0)))
-        try:
+    try:
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, client, ledger = await start_consumer(stack, tmp_path,
+                                                       (provider.net.addrs()[0],))
+            await wait_for_providers(net, SMOLLM2, 1)
+            view = LiveNodeView(net=net, client=client, metrics=client.metrics, ledger=ledger,
+                                hardware=HardwareView("test cpu", 1, 1024))
+            binding = await nursery.start(partial(run_gateway, view, GatewayConfig(port=0)))
+            # A failure in the caller's block leaves by the nursery (which cancels the
+            # nodes and raises it); cancelling here in a `finally` would let the
+            # cancellation replace, and so hide, the failure.
             yield GatewayNet(binding.url, provider, engine, client, ledger)
-        finally:
             nursery.cancel_scope.cancel()
-            await engine.aclose()
+    finally:
+        await engine.aclose()

@@ -16,6 +16,7 @@ import trio
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
+from p2pinfer.backends.openai_wire import OPENAI_DEFAULTS
 from p2pinfer.errors import NoProvidersError
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
 from p2pinfer.protocol.embedding import encode_vectors
@@ -232,7 +233,8 @@ async def test_a_provider_that_does_not_embed_is_not_asked_to(tmp_path: Path) ->
 
 
 async def test_n_choices_are_jobs_of_their_own_each_charged(tmp_path: Path) -> None:
-    sampled = SamplingParams(max_tokens=16, temperature=1.0, seed=11)
+    # What the gateway makes of the OpenAI body below (its defaults: top_p 1, top_k 40).
+    sampled = replace(OPENAI_DEFAULTS, max_tokens=16, temperature=1.0, seed=11)
     with trio.fail_after(120):
         async with smollm2_gateway(tmp_path) as gw:
             first = await direct(gw.engine, sampled, PARIS)
@@ -264,3 +266,40 @@ async def test_n_choices_are_jobs_of_their_own_each_charged(tmp_path: Path) -> N
                 return texts
 
             assert await trio.to_thread.run_sync(openai_stream) == {0: first, 1: second}
+
+
+async def test_log_probabilities_through_the_network(tmp_path: Path) -> None:
+    greedy = SamplingParams(max_tokens=8, temperature=0.0, seed=1, top_logprobs=2)
+    with trio.fail_after(120):
+        async with smollm2_gateway(tmp_path) as gw:
+            async with gw.engine.chat(SMOLLM2, [ChatMessage("user", PARIS)], greedy) as events:
+                local = [p async for e in events if isinstance(e, TokenDelta)
+                         for p in e.logprobs]
+            assert len(local) == 8
+
+            def openai_chat() -> tuple[str, list[tuple[str, float, list[str]]]]:
+                client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused",
+                                       max_retries=0, timeout=60)
+                reply = client.chat.completions.create(
+                    model=SMOLLM2, temperature=0, seed=1, max_tokens=8, logprobs=True,
+                    top_logprobs=2, messages=[{"role": "user", "content": PARIS}])
+                choice = reply.choices[0]
+                assert choice.logprobs is not None and choice.logprobs.content is not None
+                return choice.message.content or "", [
+                    (t.token, t.logprob, [r.token for r in t.top_logprobs])
+                    for t in choice.logprobs.content]
+
+            text, remote = await trio.to_thread.run_sync(openai_chat)
+            assert "".join(token for token, _, _ in remote) == text
+            for (token, logprob, rivals), mine in zip(remote, local, strict=True):
+                assert token == mine.token and abs(logprob - mine.logprob) < 1e-5
+                assert rivals == [t for t, _ in mine.top] and rivals[0] == token  # greedy
+
+            def ollama_chat() -> int:
+                client = ollama.Client(host=gw.url)
+                reply = client.chat(model=SMOLLM2, messages=[{"role": "user", "content": PARIS}],
+                                    options={"temperature": 0, "num_predict": 8, "seed": 1},
+                                    logprobs=True, top_logprobs=1)
+                return len(reply.logprobs or [])
+
+            assert await trio.to_thread.run_sync(ollama_chat) == 8

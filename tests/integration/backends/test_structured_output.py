@@ -1,4 +1,5 @@
-"""Structured output with every backend kind: the embedded engine's grammar, and the
+"""Structured output and log probabilities with every backend kind: the embedded engine's
+grammar and token log probabilities, and the
 format handed on as Ollama's `format` and OpenAI's `response_format` to the same engine
 behind `engine serve`'s HTTP API."""
 
@@ -52,3 +53,18 @@ async def test_a_schema_llama_cpp_cannot_follow_is_a_bad_request(
 ) -> None:
     with pytest.raises(BadRequestError, match="unsupported JSON schema"):
         await answer(engine, schema_text({"type": "no-such-type"}))
+
+
+async def test_every_backend_gives_the_engines_log_probabilities(
+    backend: Backend, engine: EmbeddedBackend,
+) -> None:
+    params = SamplingParams(max_tokens=6, temperature=0.0, seed=5, top_logprobs=2)
+
+    async def logprobs(source: Backend) -> list[tuple[str, float, tuple[str, ...]]]:
+        async with source.chat(SMOLLM2, ASK, params) as events:
+            return [(p.token, p.logprob, tuple(t for t, _ in p.top))
+                    async for e in events if isinstance(e, TokenDelta) for p in e.logprobs]
+
+    got, direct = await logprobs(backend), await logprobs(engine)
+    assert len(got) == 6 and [(t, r) for t, _, r in got] == [(t, r) for t, _, r in direct]
+    assert all(abs(a[1] - b[1]) < 1e-5 for a, b in zip(got, direct, strict=True))
