@@ -60,6 +60,7 @@ from p2pinfer.net.job_types import (
 from p2pinfer.net.net_job import NetJob, with_seed
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
+from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS
 from p2pinfer.settle.payer import PayerBook
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
@@ -153,6 +154,26 @@ class JobClient:
         async with self.job(model, input, params) as job:
             async for _ in job:
                 pass
+        assert job.outcome is not None
+        return job.outcome
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> JobOutcome:
+        """Run an embed job for `inputs` (1..MAX_EMBED_INPUTS texts) on a provider whose
+        advert says it embeds with `model`; the outcome's text holds the vectors
+        (`protocol.embedding.decode_vectors`)."""
+        if not 0 < len(inputs) <= MAX_EMBED_INPUTS:
+            raise UsageError(f"an embed job takes 1 to {MAX_EMBED_INPUTS} inputs")
+        params = JobParams(max_tokens=1, temperature=0.0)  # nothing is sampled
+        self._check_credit(params)
+        job = NetJob(self, self.resolve_model(model), (), None,
+                     with_seed(params, self._rng.randrange(2**32)), inputs=tuple(inputs))
+        try:
+            async for _ in job:
+                pass
+        finally:
+            if job.outcome is None:
+                self.metrics.jobs.labels("consumer", "failed").inc()
+            await job.aclose()
         assert job.outcome is not None
         return job.outcome
 
@@ -261,6 +282,7 @@ class JobClient:
             generation_tps=offer.generation_tps_milli / 1000,
             found_via=via,
             proven=self.net.catalog.is_proven(advert.signer),
+            embeds=offer.embedding_length is not None,
         )
 
     def _with_rtt(self, c: Candidate) -> Candidate:
