@@ -234,7 +234,8 @@ class TargetedClient(JobClient):
         for entry in source.catalog.providers(model):
             if entry.peer_id == self.target and entry.peer_id not in exclude:
                 self.net.add_peer_addrs(entry.peer_id, entry.advert.advert.listen_addrs)
-                candidate = self._candidate(entry.advert, model, "catalog")
+                [candidate] = await self._scored([self._candidate(entry.advert, model,
+                                                                 "catalog")])
                 await self._probe_rtts([candidate])
                 return [self._with_rtt(candidate)]
         return []
