@@ -4,6 +4,7 @@ read on the loop raises instead of blocking every other task on disk."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import JobParams
 from p2pinfer.store import strict_threads
+from p2pinfer.verify.checker import Verifier
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.unit.test_client_ranking import MODEL, FakeNet
@@ -61,3 +63,16 @@ async def test_the_credit_check_reads_the_ledger_off_the_loop(tmp_path: Path) ->
         with strict(), pytest.raises(InsufficientCreditError, match="holds 0 micro-credits"):
             async with client.job(MODEL, "hello", JobParams(max_tokens=64)):
                 pass
+
+
+async def test_a_validator_picks_check_targets_by_rate_read_off_the_loop(
+    book: ReputationBook
+) -> None:
+    net = FakeNet({NodeIdentity.generate(): 20.0 for _ in range(3)})
+    client = JobClient(net, NodeIdentity.generate())  # type: ignore[arg-type]
+    verifier = Verifier(net, client.identity, client, backend=None,  # type: ignore[arg-type]
+                        models=frozenset({MODEL}), reputation=book, ledger=None,
+                        rng=random.Random(3))
+    with strict():
+        picks = {await verifier.pick_target() for _ in range(30)}
+    assert picks and picks <= {(peer, MODEL) for peer in net.adverts}
