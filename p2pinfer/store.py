@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
-
-import trio
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pinfer.errors import StoreError
+
+if TYPE_CHECKING:
+    import trio
 
 T = TypeVar("T")
 
@@ -48,6 +50,10 @@ def strict_threads(on: bool) -> bool:
 
 
 def _on_trio_thread() -> bool:
+    if "trio" not in sys.modules:  # the stores import trio only to run: a CLI never does
+        return False
+    import trio
+
     try:
         trio.lowlevel.current_trio_token()
     except RuntimeError:
@@ -121,7 +127,7 @@ class SqliteStore:
         self._conn = conn
         self.path = path
         self._lock = threading.RLock()
-        self._limiter = trio.CapacityLimiter(1)
+        self._limiter: trio.CapacityLimiter | None = None  # made by the first `run`
 
     @classmethod
     def connect(cls, path: Path, migrations: Sequence[Migration], *,
@@ -143,6 +149,10 @@ class SqliteStore:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in a worker thread, one at a time per store: how trio code reads or
         writes this store without blocking the event loop."""
+        import trio
+
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(1)
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     # -- transactions ----------------------------------------------------------------------

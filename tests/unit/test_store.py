@@ -106,3 +106,18 @@ def test_strict_mode_refuses_the_store_on_the_trio_thread_and_run_is_allowed(
 
     assert trio.run(main) == [(1,)]
     assert store.read("SELECT 1") == [(1,)]  # outside trio: a CLI, a worker thread
+
+
+def test_the_stores_load_no_trio_until_they_run() -> None:
+    # docs/market.md: the market is plain Python and SQLite; a CLI reading a ledger
+    # starts no event-loop machinery.
+    import subprocess
+    import sys
+
+    code = ("import sys, p2pinfer.market.ledger, p2pinfer.verify.reputation_store,"
+            " p2pinfer.gov.store;"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'libp2p'));"
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stdout + run.stderr
