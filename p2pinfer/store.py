@@ -9,7 +9,7 @@ SQLite's write lock, and an interrupted write vanishes whole), `sqlite3.Error` m
 to the store's own error class (a `StoreError`), and `run`: the way trio code calls a
 store, in a worker thread under the store's one `CapacityLimiter`, never on the loop.
 
-With `P2PINFER_STRICT_STORE_THREADS=1` in the environment (or `strict_threads(True)`),
+With `P2PINFER_STRICT_STORE_THREADS=1` in the environment (or `with strict_threads():`),
 touching the file from the trio thread raises `StoreThreadError`: tests turn it on to
 prove a path never blocks the event loop on disk.
 """
@@ -42,11 +42,15 @@ class StoreThreadError(AssertionError):
     """A store was read or written on the trio thread (strict mode): a bug, not a user error."""
 
 
-def strict_threads(on: bool) -> bool:
-    """Turn the on-the-trio-thread check on or off; returns the previous setting."""
+@contextmanager
+def strict_threads(on: bool = True) -> Iterator[None]:
+    """Within the block, the on-the-trio-thread check is on (or off); then as before."""
     global _strict
     was, _strict = _strict, on
-    return was
+    try:
+        yield
+    finally:
+        _strict = was
 
 
 def _on_trio_thread() -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ def book(tmp_path: Path) -> Iterator[ReputationBook]:
         yield opened
 
 
-@contextmanager
-def strict() -> Iterator[None]:
-    was = strict_threads(True)
-    try:
-        yield
-    finally:
-        strict_threads(was)
-
-
 async def test_candidates_carry_the_books_scores_read_off_the_loop(
     book: ReputationBook
 ) -> None:
@@ -47,7 +37,7 @@ async def test_candidates_carry_the_books_scores_read_off_the_loop(
     net = FakeNet({good: 20.0, cheat: 20.0})
     # Built before the check is on: JobClient() still reads the book once, at startup.
     client = JobClient(net, NodeIdentity.generate(), reputation=book)  # type: ignore[arg-type]
-    with strict():
+    with strict_threads():
         scores = {c.peer_id: c.score_pm for c in await client.candidates(MODEL)}
     assert scores == {good.peer_id: book.params.initial_score_pm,
                       cheat.peer_id: expected.score_pm}
@@ -60,7 +50,7 @@ async def test_the_credit_check_reads_the_ledger_off_the_loop(tmp_path: Path) ->
     with Ledger.open(tmp_path / "ledger.sqlite3", me) as ledger:
         client = JobClient(net, me, ledger=ledger,  # type: ignore[arg-type]
                            config=ClientConfig(require_credit=True, max_price_per_1k=1_000))
-        with strict(), pytest.raises(InsufficientCreditError, match="holds 0 micro-credits"):
+        with strict_threads(), pytest.raises(InsufficientCreditError, match="holds 0 micro"):
             async with client.job(MODEL, "hello", JobParams(max_tokens=64)):
                 pass
 
@@ -73,6 +63,6 @@ async def test_a_validator_picks_check_targets_by_rate_read_off_the_loop(
     verifier = Verifier(net, client.identity, client, backend=None,  # type: ignore[arg-type]
                         models=frozenset({MODEL}), reputation=book, ledger=None,
                         rng=random.Random(3))
-    with strict():
+    with strict_threads():
         picks = {await verifier.pick_target() for _ in range(30)}
     assert picks and picks <= {(peer, MODEL) for peer in net.adverts}

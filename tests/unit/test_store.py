@@ -4,7 +4,6 @@ error mapping, and the check that keeps disk access off the trio thread."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,6 @@ def _v2(conn: sqlite3.Connection) -> None:
 def open_notes(path: Path, migrations: tuple = (_v1, _v2)) -> NotesStore:  # type: ignore[type-arg]
     conn, _ = NotesStore.connect(path, migrations)
     return NotesStore(conn, path)
-
-
-@pytest.fixture
-def strict() -> Iterator[None]:
-    was = strict_threads(True)
-    try:
-        yield
-    finally:
-        strict_threads(was)
 
 
 def test_an_old_file_is_migrated_once_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -93,7 +83,7 @@ def test_a_busy_file_is_a_store_error_that_says_busy(tmp_path: Path) -> None:
 
 
 def test_strict_mode_refuses_the_store_on_the_trio_thread_and_run_is_allowed(
-    tmp_path: Path, strict: None
+    tmp_path: Path
 ) -> None:
     store = open_notes(tmp_path / "notes.sqlite")
 
@@ -104,8 +94,9 @@ def test_strict_mode_refuses_the_store_on_the_trio_thread_and_run_is_allowed(
             pass
         return await store.run(store.read, "SELECT 1")
 
-    assert trio.run(main) == [(1,)]
-    assert store.read("SELECT 1") == [(1,)]  # outside trio: a CLI, a worker thread
+    with strict_threads():
+        assert trio.run(main) == [(1,)]
+        assert store.read("SELECT 1") == [(1,)]  # outside trio: a CLI, a worker thread
 
 
 def test_the_stores_load_no_trio_until_they_run() -> None:
