@@ -137,7 +137,7 @@ class JobClient:
             messages, prompt = tuple(input), None
             if not messages:
                 raise UsageError("a chat job needs at least one message")
-        self._check_credit(params)
+        await self._check_credit(params)
         job = NetJob(self, self.resolve_model(model), messages, prompt,
                      with_seed(params, self._rng.randrange(2**32)))
         try:
@@ -185,11 +185,13 @@ class JobClient:
                 return known[wanted.lower()]
         return normalize_name(name)
 
-    def _check_credit(self, params: JobParams) -> None:
-        if self.ledger is None or not self.config.require_credit or self.payer is not None:
+    async def _check_credit(self, params: JobParams) -> None:
+        ledger = self.ledger
+        if ledger is None or not self.config.require_credit or self.payer is not None:
             return
         try:
-            self.ledger.require_credit(
+            await ledger.run(  # SQLite: in the ledger's thread, never on the loop
+                ledger.require_credit,
                 peer_account(self.identity.public_key),
                 charge_for(self.config.max_price_per_1k, params.max_tokens),
             )
@@ -233,6 +235,7 @@ class JobClient:
             c for c in (self._candidate(advert, model, via) for advert, via in found.values())
             if c.peer_id not in exclude and c.stake >= self.config.min_stake
         ]
+        usable = await self._scored(usable)
         await self._probe_rtts(usable, set(self.net.peers()))
         connected = set(self.net.peers())  # reachable now: our connection to it is up
         ranked = [self._with_rtt(c) for c in usable]
@@ -264,10 +267,19 @@ class JobClient:
         if claims:
             await self.stakes.read_unread(claims, self.config.discovery_timeout_s)
 
+    async def _scored(self, found: list[Candidate]) -> list[Candidate]:
+        """`found` with each provider's score from the reputation book, read in the book's
+        thread (`_candidate` gives the score of a peer never seen, and reads no SQLite)."""
+        book = self.reputation
+        if book is None or not found:
+            return found
+        scores = await book.run(lambda: [book.get(c.peer_id).score_pm for c in found])
+        return [replace(c, score_pm=score) for c, score in zip(found, scores, strict=True)]
+
     def _candidate(self, advert: VerifiedAdvert, model: str, via: str) -> Candidate:
         offer = advert.offer(model)
         assert offer is not None
-        score = self.reputation.get(advert.signer).score_pm if self.reputation else 950
+        score = self.reputation.params.initial_score_pm if self.reputation else 950
         ad = advert.advert
         stake = ad.stake if self.stakes is None else self.stakes.stake_of_peer(
             advert.signer, ad.payee, ad.payee_binding)

@@ -254,7 +254,8 @@ class TargetedClient(JobClient):
         for entry in source.catalog.providers(model):
             if entry.peer_id == self.target and entry.peer_id not in exclude:
                 self.net.add_peer_addrs(entry.peer_id, entry.advert.advert.listen_addrs)
-                candidate = self._candidate(entry.advert, model, "catalog")
+                [candidate] = await self._scored([self._candidate(entry.advert, model,
+                                                                 "catalog")])
                 await self._probe_rtts([candidate])
                 return [self._with_rtt(candidate)]
         return []
@@ -311,7 +312,7 @@ class Verifier:
     async def _validator_loop(self) -> None:
         while True:
             await trio.sleep(self.rng.expovariate(1 / max(self.config.check_interval_s, 0.01)))
-            target = self.pick_target()
+            target = await self.pick_target()
             if target is None:
                 continue
             try:
@@ -319,18 +320,16 @@ class Verifier:
             except P2PInferError as exc:
                 log.info("check job failed provider=%s error=%s", target[0], exc)
 
-    def pick_target(self) -> tuple[str, str] | None:
-        """A (provider, model) to check: peers weighted by their check rate."""
-        options: list[tuple[str, str]] = []
-        weights: list[int] = []
-        for model in sorted(self.models):
-            for entry in self.net.catalog.providers(model):
-                if entry.peer_id == self.net.peer_id:
-                    continue
-                options.append((entry.peer_id, model))
-                weights.append(max(1, self.book.check_rate_pm(entry.peer_id)))
+    async def pick_target(self) -> tuple[str, str] | None:
+        """A (provider, model) to check: peers weighted by their check rate (read from the
+        reputation book in its thread; the catalog, on the loop that owns it)."""
+        options = [(entry.peer_id, model) for model in sorted(self.models)
+                   for entry in self.net.catalog.providers(model)
+                   if entry.peer_id != self.net.peer_id]
         if not options:
             return None
+        book = self.book
+        weights = await book.run(lambda: [max(1, book.check_rate_pm(p)) for p, _ in options])
         return self.rng.choices(options, weights)[0]
 
     async def check_provider(self, provider: str, model: str) -> CheckResult | None:
