@@ -164,7 +164,7 @@ class JobClient:
         if not 0 < len(inputs) <= MAX_EMBED_INPUTS:
             raise UsageError(f"an embed job takes 1 to {MAX_EMBED_INPUTS} inputs")
         params = JobParams(max_tokens=1, temperature=0.0)  # nothing is sampled
-        self._check_credit(params)
+        await self._check_credit(params)
         job = NetJob(self, self.resolve_model(model), (), None,
                      with_seed(params, self._rng.randrange(2**32)), inputs=tuple(inputs))
         try:
