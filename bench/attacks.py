@@ -14,9 +14,6 @@ once, and for the time it runs the bench records the honest jobs' success rate
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -32,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
-from bench.protocol import machine
+from bench._common import machine, median, results_path, utc_now, write_result
 from tests.support import (
     attack_adverts,
     attack_gov,
@@ -43,7 +40,7 @@ from tests.support import (
 )
 from tests.support.attack_net import AttackNet
 
-RESULTS = Path(__file__).resolve().parent / "results" / "attacks.json"
+RESULTS = results_path("attacks.json")
 QUIET_S = 30.0
 LINGER_S = 30.0
 
@@ -125,7 +122,7 @@ def measured(net: AttackNet, run: Callable[[], dict[str, Any]]) -> dict[str, Any
     return {"attack": did, "honest_jobs": load.jobs,
             "honest_success_rate": round(load.success_rate, 4),
             "honest_failures": load.failures[:5],
-            "honest_job_s": {"p50": round(statistics.median(load.seconds), 2),
+            "honest_job_s": {"p50": median(load.seconds),
                              "max": round(max(load.seconds), 2)} if load.seconds else None,
             **usage}
 
@@ -141,7 +138,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run just these attacks")
     args = parser.parse_args()
     results: dict[str, Any] = {
-        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "when": utc_now(),
         "machine": machine(), "goal_honest_success_rate": 0.99, "attacks": {}}
     with tempfile.TemporaryDirectory() as tmp, attack_net.attack_testnet(Path(tmp) / "net") as net:
         chosen = {k: v for k, v in attacks(Path(tmp)).items() if not args.only or k in args.only}
@@ -151,7 +148,7 @@ def main() -> None:
             results["attacks"][name] = record = measured(net, lambda a=attack: a(net))
             print(f"   honest {record['honest_success_rate']:.1%} of {record['honest_jobs']} "
                   f"jobs; {record['elapsed_s']} s", flush=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(RESULTS, results)
     print(f"wrote {RESULTS}")
 
 

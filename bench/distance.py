@@ -15,11 +15,9 @@ RTT 0 (the same relay, no delay) is the local baseline. Then two equal providers
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import machine, results_path, utc_now, write_result
 from bench.network import summary
 from p2pinfer import testnet
 from p2pinfer.identity import NodeIdentity
@@ -39,8 +38,7 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import ChatTurn, JobParams
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "distance.json"
+RESULTS = results_path("distance.json")
 PREFIX = "p2pinfer-distance-"
 MODEL = "fake:latest"
 RATE = 30.0
@@ -212,10 +210,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "'local' is RTT 0 through the same relay; the relay delays each "
                         "direction by RTT/2 (this VM's kernel has no sch_netem, so tc netem "
                         "and the Docker variant could not run)")
-    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
-                         "shared": "a VM shared with other work (see the load averages)",
-                         "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
-    result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result["machine"] = machine(load_avg_before=load_before,
+                                shared="a VM shared with other work (see the load averages)")
+    result["date"] = utc_now()
     return result
 
 
@@ -229,6 +226,5 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=RESULTS)
     arguments = parser.parse_args()
     outcome = trio.run(main, arguments)
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(outcome, indent=2) + "\n")
+    write_result(arguments.out, outcome)
     print(f"wrote {arguments.out}")

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "docker.json"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import ROOT, machine, results_path, write_result
+
+RESULTS = results_path("docker.json")
 LOCAL_BASE = "localbase:bookworm"
 
 
@@ -73,8 +76,7 @@ def run(image: str, cold: bool) -> dict[str, object]:
         "image_bytes": size,
         "image_mb": round(size / 1e6, 1),
         "goal_image_below_1gb": size < 1_000_000_000,
-        "host_python": platform.python_version(),
-        "machine": platform.machine(),
+        "machine": machine(),
     }
 
 
@@ -86,8 +88,7 @@ def main() -> None:
     parser.add_argument("--image", default="p2pinfer:bench")
     args = parser.parse_args()
     result = run(args.image, args.cold)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
     print(json.dumps(result, indent=2))
 
 

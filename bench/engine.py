@@ -39,6 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import machine, results_path, utc_now, write_result  # noqa: E402
 from p2pinfer.backends.models import smollm2_path  # noqa: E402
 from p2pinfer.hardware.probe import probe  # noqa: E402
 
@@ -291,7 +292,7 @@ def main() -> None:
     parser.add_argument("--short-reps", type=int, default=40)
     parser.add_argument("--short-rounds", type=int, default=9)
     parser.add_argument("--short-block", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
+    parser.add_argument("--out", type=Path, default=results_path("engine.json"))
     args = parser.parse_args()
 
     load_before = os.getloadavg()
@@ -389,23 +390,19 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "reps": args.reps,
         "greedy": {"temperature": 0, "seed": SEED},
-        "machine": {
-            "cpu": profile.cpu_model,
-            "threads": profile.cpu_threads,
-            "ram_gib": round(profile.ram_total_bytes / 2**30, 1),
-            "gpus": [g.name for g in profile.gpus],
-        },
+        # This machine is shared; a load average well above 1 means the numbers
+        # include other people's work (2 cores, llama.cpp uses one thread).
+        "machine": machine(cpu=profile.cpu_model, threads=profile.cpu_threads,
+                           load_avg_before=list(load_before),
+                           ram_gib=round(profile.ram_total_bytes / 2**30, 1),
+                           gpus=[g.name for g in profile.gpus]),
         "goals": {"gen_tps_ratio_min": 0.97, "added_ttft_ms_max": 5.0},
         "paths": summaries,
         "served_vs_direct": comparison,
         "short_prompt_ttft": short_ttft,
-        # This machine is shared; a load average well above 1 means the numbers
-        # include other people's work (2 cores, llama.cpp uses one thread).
-        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "measured_at": utc_now(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(args.out, report)
     print(json.dumps({"paths": {n: {k: v for k, v in s.items() if k != "runs"}
                                 for n, s in summaries.items()},
                       "served_vs_direct": comparison, "short_prompt_ttft": short_ttft},

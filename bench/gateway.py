@@ -22,10 +22,8 @@ Every node runs on this machine, so the numbers include the providers' CPU load.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,17 +39,21 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import (  # noqa: E402
+    machine,
+    median,
+    percentile,
+    results_path,
+    utc_now,
+    write_result,
+)
 from p2pinfer import testnet  # noqa: E402
 from p2pinfer.gateway import GatewayConfig, run_gateway  # noqa: E402
 from tests.support.gateway import MODEL, FakeNodeView  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "gateway.json"
+RESULTS = results_path("gateway.json")
 PROMPT = "Write a long story about a dragon who learns to bake bread."
 CONCURRENCY = 16
-
-
-def median(values: list[float]) -> float:
-    return round(statistics.median(values), 2) if values else float("nan")
 
 
 def tokens_per_s(tokens: int, total_ms: float, ttft_ms: float) -> float:
@@ -157,7 +159,7 @@ async def load(url: str, requests: int, path: str = "/api/generate") -> dict[str
         "errors_by_status": errors, "seconds": round(elapsed, 2),
         "requests_per_s": round(len(latencies) / elapsed, 2),
         "latency_median_ms": median(ordered),
-        "latency_p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 2) if ordered else None,
+        "latency_p90_ms": round(percentile(ordered, 0.9), 2) if ordered else None,
     }  # fmt: skip
 
 
@@ -224,18 +226,15 @@ def main() -> None:
             testnet.down(directory)
     alone = trio.run(gateway_alone, args.load_requests * 4)
     result = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_average_1m": round(os.getloadavg()[0], 2)},
+        "date": utc_now(),
+        "machine": machine(),
         "model": MODEL, "max_tokens": args.tokens, "prompt": PROMPT,
         "testnet": "3 nodes on this machine, embedded llama.cpp, --queue 16",
         "streaming_job": side_by_side(gateway_runs, ask_runs, rtts),
         "one_token_load_through_network": network_load,
         "one_token_load_gateway_alone": alone,
     }  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
     summary = {k: v for k, v in result["streaming_job"].items() if k != "runs"}
     print(json.dumps({**summary, "load": network_load, "alone": alone}, indent=2))
 

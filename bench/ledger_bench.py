@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine, results_path, write_result
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.market.split import SEED
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ledger.json"
+RESULTS = results_path("ledger.json")
 
 
 def run(entries: int, directory: Path) -> dict[str, object]:
@@ -46,8 +49,7 @@ def run(entries: int, directory: Path) -> dict[str, object]:
         "file_bytes": path.stat().st_size + (path.with_name(path.name + "-wal").stat().st_size
                                              if path.with_name(path.name + "-wal").exists()
                                              else 0),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        "machine": machine(),
     }
 
 
@@ -61,8 +63,7 @@ def main() -> None:
             result = run(args.entries, Path(tmp))
     else:
         result = run(args.entries, args.dir)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
     print(json.dumps(result, indent=2))
 
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine, results_path, write_result
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.checkpoint import checkpoint_path, verify_from_checkpoint
 from p2pinfer.market.ledger import ChargeInput, Ledger, ledger_path
 from p2pinfer.market.split import SEED
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ledger_startup.json"
+RESULTS = results_path("ledger_startup.json")
 
 
 def charge(led: Ledger, me: NodeIdentity, provider: NodeIdentity, job: int) -> None:
@@ -62,7 +65,7 @@ def run(entries: int, new: int, home: Path) -> dict[str, object]:
         "start_without_checkpoint": full, "start_with_checkpoint": unchanged,
         "start_with_checkpoint_and_new_entries": grown,
         "ledger_bytes": ledger_path(home).stat().st_size,
-        "python": platform.python_version(), "machine": platform.machine(),
+        "machine": machine(),
     }
 
 
@@ -73,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args.entries, args.new, Path(tmp))
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
     print(json.dumps(result, indent=2))
 
 

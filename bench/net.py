@@ -9,9 +9,6 @@ DHT lookup time in a 6-node network, and one-way framed stream throughput.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
 import sys
 import time
@@ -23,12 +20,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import machine, percentile, results_path, utc_now, write_result
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import ADVERTS_TOPIC, Catalog, NetConfig, NetHost, NetStream, run_host
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer
 
-RESULTS = Path(__file__).resolve().parent / "results" / "net.json"
+RESULTS = results_path("net.json")
 MODEL = "smollm2:135m"
 SINK = "/p2pinfer-bench/sink/1.0.0"
 
@@ -53,7 +51,7 @@ def summary(samples_ms: list[float]) -> dict[str, float]:
     return {
         "n": len(ordered),
         "median_ms": round(statistics.median(ordered), 2),
-        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
+        "p90_ms": round(percentile(ordered, 0.9), 2),
         "max_ms": round(ordered[-1], 2),
     }
 
@@ -169,17 +167,13 @@ def main() -> int:
     args = parser.parse_args()
     results = trio.run(run, args.rounds)
     report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "date": utc_now(),
+        "machine": machine(),
         "results": results,
         "notes": "One trio process, 127.0.0.x, TCP + Noise + Yamux. Latencies include "
         "Python scheduling of every host in the same process; the machine may be shared.",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(args.out, report)
     for name, value in results.items():
         print(f"{name:<30} {value}")
     return 0

@@ -18,10 +18,8 @@ Writes bench/results/network.json and prints a summary. Side by side, in one run
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -35,6 +33,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import machine, percentile, results_path, utc_now, write_result
 from p2pinfer import testnet
 from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
@@ -47,22 +46,14 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import ChatTurn, JobParams, JobResult, decode_as
 
-RESULTS = Path(__file__).resolve().parent / "results" / "network.json"
+RESULTS = results_path("network.json")
 PROMPT = "Write a short story about a lighthouse keeper and a storm."
 ADMITTED = re.compile(r"advert admitted peer=\S+ seq=(\d+) delay_ms=(-?\d+)")
 
 
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": round(pct(values, 0.5), 2),
-            "p99": round(pct(values, 0.99), 2), "min": round(min(values, default=0), 2),
+    return {"n": len(values), "p50": round(percentile(values, 0.5), 2),
+            "p99": round(percentile(values, 0.99), 2), "min": round(min(values, default=0), 2),
             "max": round(max(values, default=0), 2)}
 
 
@@ -296,13 +287,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             row = await network_of(work, tiny, size, args.window, args.lookups, args.interval)
             print(json.dumps(row, indent=1), flush=True)
             result["networks"].append(row)
-    result["machine"] = {
-        "python": platform.python_version(), "cpus": os.cpu_count(),
-        "platform": platform.platform(), "load_avg_before": load_before,
-        "load_avg_after": os.getloadavg(),
-        "note": "shared 2-core VM; other work ran at the same time (see load averages)",
-    }
-    result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result["machine"] = machine(
+        load_avg_before=load_before,
+        note="shared 2-core VM; other work ran at the same time (see load averages)")
+    result["date"] = utc_now()
     return result
 
 
@@ -320,6 +308,5 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=RESULTS)
     arguments = parser.parse_args()
     outcome = trio.run(main, arguments)
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(outcome, indent=2) + "\n")
+    write_result(arguments.out, outcome)
     print(f"wrote {arguments.out}")

@@ -8,18 +8,15 @@ Budget from the design: a JobRequest with a 200-word prompt encodes under 2 KB.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import machine, results_path, utc_now, write_result
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import (
     Advert,
@@ -42,7 +39,7 @@ from p2pinfer.protocol import (
     sign,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "protocol.json"
+RESULTS = results_path("protocol.json")
 REQUEST_BUDGET_BYTES = 2048
 NOW_MS = 1_750_000_000_000
 
@@ -137,24 +134,6 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
             return calls / (now - start)
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus_visible": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
@@ -192,7 +171,7 @@ def main() -> int:
         "frames_decoded_per_s": 1000 * rate(lambda: FrameDecoder().feed(stream), args.seconds / 2),
     }
     report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine(),
         "pinned_to_one_core": hasattr(os, "sched_setaffinity"),
         "encoded_bytes": sizes,
@@ -202,8 +181,7 @@ def main() -> int:
         "notes": "verify = decode: msgpack parse, field checks, canonical re-encode, Ed25519 "
         "verify. The machine may be shared with other work; rates are a lower bound.",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(args.out, report)
 
     print(f"machine: {report['machine']['cpu']} ({report['machine']['python']})")
     print("encoded sizes (bytes):")

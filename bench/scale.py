@@ -25,10 +25,8 @@ generated tiny model (`tiny:latest`). Measured:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -45,6 +43,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import machine, results_path, utc_now, write_result
 from bench.network import summary
 from p2pinfer import testnet
 from p2pinfer.backends.tiny_model import write_tiny_model
@@ -55,7 +54,7 @@ from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import JobParams
 
-RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
+RESULTS = results_path("scale.json")
 ADMITTED = re.compile(r"advert admitted peer=\S+ seq=(\d+) delay_ms=(-?\d+)")
 FAKE = "fake:latest"
 
@@ -383,13 +382,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(c, indent=1), flush=True)
         finally:
             testnet.down(work / "net")
-    result["machine"] = {
-        "python": platform.python_version(), "cpus": os.cpu_count(),
-        "platform": platform.platform(), "load_avg_before": load_before,
-        "load_avg_before_churn": load_mid, "load_avg_after": os.getloadavg(),
-        "note": "one shared 2-core VM runs all nodes, the consumer and other helpers' work",
-    }
-    result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result["machine"] = machine(
+        load_avg_before=load_before, load_avg_before_churn=load_mid,
+        note="one shared 2-core VM runs all nodes, the consumer and other helpers' work")
+    result["date"] = utc_now()
     return result
 
 
@@ -416,5 +412,5 @@ if __name__ == "__main__":
     for key in [k for k in outcome if k.startswith("_")]:
         del outcome[key]
     del outcome["churn"]["_churn_latencies"]
-    arguments.out.write_text(json.dumps(outcome, indent=2) + "\n")
+    write_result(arguments.out, outcome)
     print(f"wrote {arguments.out}")

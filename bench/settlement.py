@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import datetime
 import functools
 import inspect
 import json
@@ -56,8 +55,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.network import pct
-from bench.protocol import machine
+from bench._common import machine, percentile, results_path, utc_now, write_result
 from p2pinfer import testnet_chain
 from p2pinfer.errors import P2PInferError
 from p2pinfer.identity import NodeIdentity
@@ -79,7 +77,7 @@ from tests.integration.job_helpers import (
     wait_for_providers,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "settlement.json"
+RESULTS = results_path("settlement.json")
 GWEI = 10**9
 WEI_PER_ETH = 10**18
 UNITS_PER_CREDIT = 10**6
@@ -87,8 +85,8 @@ TX_GAS = 8_000_000  # explicit limit: skips eth-tester's estimate (it re-runs th
 
 
 def stats(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": round(pct(values, 0.5), 3),
-            "p90": round(pct(values, 0.9), 3), "p99": round(pct(values, 0.99), 3),
+    return {"n": len(values), "p50": round(percentile(values, 0.5), 3),
+            "p90": round(percentile(values, 0.9), 3), "p99": round(percentile(values, 0.99), 3),
             "mean": round(statistics.fmean(values), 3) if values else float("nan")}
 
 
@@ -568,8 +566,8 @@ def ab_summary(measured: list[JobTime], block: int) -> dict[str, Any]:
         on = [key(t) for t in measured if t.side == "on"]
         off = [key(t) for t in measured if t.side == "off"]
         row: dict[str, Any] = {"on": stats(on), "off": stats(off),
-                               "added_p50": round(pct(on, 0.5) - pct(off, 0.5), 3),
-                               "added_p90": round(pct(on, 0.9) - pct(off, 0.9), 3)}
+                               "added_p50": round(percentile(on, 0.5) - percentile(off, 0.5), 3),
+                               "added_p90": round(percentile(on, 0.9) - percentile(off, 0.9), 3)}
         # Adjacent blocks paired (ABBA): the median of (on block median - off block median).
         pairs = []
         for b in range(0, len(measured), 2 * block):
@@ -651,7 +649,7 @@ def ttft_result(args: argparse.Namespace, run: Run) -> dict[str, Any]:
                 "PayerBook.accept_payee; after the last token: PayerBook.sign_voucher (signs "
                 "and journals before the receipt goes), ChannelBook.take_voucher and .journal "
                 "(provider, after the receipt)",
-        **{k: {"median": round(statistics.median(v), 3), "p90": round(pct(v, 0.9), 3),
+        **{k: {"median": round(statistics.median(v), 3), "p90": round(percentile(v, 0.9), 3),
                "n": len(v)} for k, v in run.steps.items() if v}}
     out["secp256k1_ms_median_alone"] = crypto_costs()
     return out
@@ -667,12 +665,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["ttft"] = await ttft_section(args, Path(tmp))
         print(json.dumps(result["ttft"]["passes"], indent=1), flush=True)
         print(json.dumps(result["ttft"]["chain_calls"], indent=1), flush=True)
-    result["machine"] = {**machine(), "load_avg_before": load_before,
-                         "load_avg_after": os.getloadavg(),
-                         "note": "shared 2-core VM; other engineers' tests ran at the same "
-                                 "time (see load averages): timings are noisy, the on/off "
-                                 "interleaving keeps the comparison fair"}
-    result["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result["machine"] = machine(
+        load_avg_before=load_before,
+        note="shared 2-core VM; other engineers' tests ran at the same time (see load "
+             "averages): timings are noisy, the on/off interleaving keeps the comparison fair")
+    result["date"] = utc_now()
     return result
 
 
@@ -705,6 +702,5 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=RESULTS)
     arguments = parser.parse_args()
     outcome = trio.run(main, arguments)
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(outcome, indent=2) + "\n")
+    write_result(arguments.out, outcome)
     print(f"wrote {arguments.out}")

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine, results_path, write_result
 from p2pinfer.sim.engine import simulate
 from p2pinfer.sim.params import ScheduleParams, SimParams, preset_params
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"
+RESULTS = results_path("sim.json")
 
 
 def runs(providers: int) -> dict[str, SimParams]:
@@ -62,11 +65,9 @@ def main() -> None:
         "slowest_run_s": worst,
         "meets_goal": worst < 30,
         "runs": results,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        "machine": machine(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(RESULTS, report)
     print(json.dumps(report, indent=2))
 
 

@@ -39,6 +39,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import machine, results_path, write_result  # noqa: E402
 from bench.scale import cpu_s  # noqa: E402
 from p2pinfer import testnet  # noqa: E402
 from p2pinfer.identity import NodeIdentity  # noqa: E402
@@ -50,7 +51,7 @@ from p2pinfer.verify.breaker import BreakerState  # noqa: E402
 from p2pinfer.verify.checker import VerifyConfig, prompt_set  # noqa: E402
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path  # noqa: E402
 
-RESULT = ROOT / "bench" / "results" / "verify.json"
+RESULT = results_path("verify.json")
 
 
 def table(home: Path) -> dict[str, Any]:
@@ -416,11 +417,9 @@ def main() -> None:
         + (fp_run["honest_checks"] if fp_run else 0),
         "cost": cost,
         "cost_run": cost_run,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "cpus": os.cpu_count(),
+        "machine": machine(load_avg_before=load_before),
     }
-    RESULT.write_text(json.dumps(out, indent=1) + "\n")
+    write_result(RESULT, out, indent=1)
     print(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=1))
 
 

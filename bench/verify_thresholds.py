@@ -48,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import machine, results_path, write_result  # noqa: E402
 from p2pinfer.verify.compare import (  # noqa: E402
     DEFAULT_THRESHOLDS,
     CompareThresholds,
@@ -55,7 +56,7 @@ from p2pinfer.verify.compare import (  # noqa: E402
     likelihood_metrics,
 )
 
-RESULT = ROOT / "bench" / "results" / "verify_thresholds.json"
+RESULT = results_path("verify_thresholds.json")
 SEED = 42
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 1}
 SAMPLED = {"temperature": 0.8, "top_p": 0.9, "top_k": 40}
@@ -347,8 +348,7 @@ def analyze(work: Path) -> None:
         "params": {"greedy": GREEDY, "sampled": SAMPLED, "seed": SEED},
         "runs": {k: {**vars(RUNS[k]), "seconds": round(v["seconds"], 1)}
                  for k, v in sorted(gens.items())},
-        "machine": f"shared {os.cpu_count()}-core VM (other helpers' work ran beside it)",
-        "load_average": os.getloadavg(),
+        "machine": machine(note="shared VM (other helpers' work ran beside it)"),
         "thresholds": vars(DEFAULT_THRESHOLDS),
         "how_chosen": suggestions,
         "honest_token_gaps_milli": quantiles(token_gaps(work, honest_greedy)),
@@ -372,7 +372,7 @@ def analyze(work: Path) -> None:
                                     + verdicts[k].get("identical", 0) for k in cheats},
         "pairs": rows,
     }
-    RESULT.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(RESULT, result, indent=1)
     print(json.dumps({k: v for k, v in result.items()
                       if k not in ("pairs", "distributions", "runs", "params")}, indent=1))
     for name, d in dist.items():

@@ -167,7 +167,14 @@ class JobRejectedError(NetworkError):
         self.retry_after_ms = retry_after_ms
 
 
-class LedgerError(P2PInferError):
+class StoreError(P2PInferError):
+    """A node's SQLite file (ledger, reputation table, governance store) could not be
+    read or written (p2pinfer/store.py)."""
+
+    exit_code = 10
+
+
+class LedgerError(StoreError):
     """The ledger could not be read or written."""
 
     exit_code = 10
@@ -185,6 +192,10 @@ class DuplicateEntryError(LedgerError):
 
 class ReputationStoreError(LedgerError):
     """The reputation table (node state next to the ledger) could not be read or written."""
+
+
+class GovStoreError(StoreError):
+    """The governance store (`<home>/gov.sqlite`) could not be read or written."""
 
 
 class InsufficientCreditError(LedgerError):
@@ -235,6 +246,7 @@ EXIT_CODES: dict[str, int] = {
         NoProvidersError,
         AllProvidersFailedError,
         JobTimeoutError,
+        StoreError,
         LedgerError,
         LedgerIntegrityError,
         InsufficientCreditError,

@@ -51,6 +51,7 @@ from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayMode, RelayServiceConfig
 from p2pinfer.node_view import LiveNodeView
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.protocol.embedding import MAX_EMBEDDING_LENGTH
 from p2pinfer.settle.node_stakes import start_stakes, with_payee
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.redeemer import RedeemPolicy
@@ -128,6 +129,8 @@ def model_offer(info: ModelInfo, price_per_1k: int, *, prompt_tps_milli: int = 0
         prompt_tps_milli=prompt_tps_milli, generation_tps_milli=generation_tps_milli,
         price_per_1k=price_per_1k, family=info.family[:64] or None,
         size_bytes=info.size_bytes or None, modified_at=info.modified_at_ms or None,
+        embedding_length=info.embedding_length
+        if 0 < info.embedding_length <= MAX_EMBEDDING_LENGTH else None,
     )
 
 

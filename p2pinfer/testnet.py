@@ -39,6 +39,7 @@ class NodeOptions:
     benchmark: bool = True
     check_interval_s: float | None = None  # validators' `--check-interval` (None: default)
     gov_min_voting_s: int | None = None  # every node's `--gov-min-voting-s` (None: default)
+    engine_options: tuple[str, ...] = ()  # every node's `--engine-option KEY=VALUE`s
 
 
 @dataclass
@@ -161,6 +162,8 @@ def _node_command(
             cmd += ["--check-interval", f"{options.check_interval_s:g}"]
     if options.gov_min_voting_s is not None:
         cmd += ["--gov-min-voting-s", str(options.gov_min_voting_s)]
+    for option in options.engine_options:
+        cmd += ["--engine-option", option]
     return cmd + extra
 
 

@@ -46,6 +46,8 @@ class ModelInfo:
     #: prompt as is instead of wrapping it in a user message.
     chat_template: bool = True
     modified_at_ms: int = 0  # when the model file last changed (Unix ms); 0 if unknown
+    #: The length of the vectors `Embedder.embed` gives for this model; 0: it does not embed.
+    embedding_length: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,29 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    #: Structured output: "json" or a JSON schema's text (backends/output_format.py).
+    output_format: str | None = None
+    #: Log probabilities: None off; k (0..20) each token's, with its k likeliest rivals.
+    top_logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability under the model (natural log, before any
+    sampling setting), with the likeliest tokens at its place (`top`, best first)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """One piece of generated text, usually one token."""
+    """One piece of generated text, usually one token; with `top_logprobs` asked, the
+    log probabilities of the tokens it holds."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,24 @@ class TextScorer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for a list of texts, in their order (L2-normalised, as Ollama's)."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int = 0
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An engine that embeds text (models whose `ModelInfo.embedding_length` is set)."""
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """One vector per input; BackendError subclasses as `Backend` raises them
+        (ModelNotFound for a model that does not embed)."""
+        ...
+
+
 class Backend(Protocol):
     """An inference engine. All methods raise only `p2pinfer.errors.BackendError` subclasses.
 
@@ -196,6 +232,14 @@ class WrappedBackend:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """The inner engine's embeddings (not watched: no tokens stream)."""
+        if not isinstance(self.inner, Embedder):
+            from p2pinfer.errors import ModelNotFound
+
+            raise ModelNotFound(f"{self.inner.name} does not embed text")
+        return await self.inner.embed(model, inputs)
 
     def _wrap(self, model: str, open_stream: Callable[[], EventStream]) -> EventStream:
         raise NotImplementedError

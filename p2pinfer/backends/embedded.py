@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import trio
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     FinishReason,
     ModelInfo,
     SamplingParams,
@@ -53,6 +55,8 @@ from p2pinfer.backends.gguf_meta import (
     human_parameter_count,
     read_gguf_metadata,
 )
+from p2pinfer.backends.llama_embed import EmbeddingEngine
+from p2pinfer.backends.llama_logprobs import token_logprob
 from p2pinfer.backends.llama_thread import (
     Events,
     Failure,
@@ -63,6 +67,7 @@ from p2pinfer.backends.llama_thread import (
     single_exception,
 )
 from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
+from p2pinfer.backends.output_format import grammar_text
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,11 @@ log = logging.getLogger(__name__)
 #: Tokens per decode when scoring work a paid job may pre-empt: at SmolLM2's ~300 prompt
 #: tokens/s on 2 cores, about 0.2 s before a cancelled pass lets the engine go.
 PREEMPTIBLE_SCORE_CHUNK = 64
+
+
+def _embedding_length(meta: GGUFMetadata) -> int:
+    value = meta.values.get(f"{meta.architecture}.embedding_length")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def llama_cpp_available() -> bool:
@@ -109,6 +119,7 @@ class EmbeddedBackend:
         cache_prompt: bool = False,
         first_token_wait_s: float = 0.05,
         llama_options: dict[str, Any] | None = None,
+        embedding: bool = False,
     ) -> None:
         self._models: dict[str, _Model] = {}
         for source in models:
@@ -124,6 +135,9 @@ class EmbeddedBackend:
         self._count_lock = threading.Lock()
         self._tokens_generated = 0
         self._running = 0
+        # With `embedding`, every model also embeds text (a second instance, llama_embed).
+        self._embedding = embedding
+        self._embedders: dict[str, EmbeddingEngine] = {}
 
     @property
     def tokens_generated(self) -> int:
@@ -167,6 +181,7 @@ class EmbeddedBackend:
                     size_bytes=stat.st_size,
                     chat_template=bool(meta.chat_template),
                     modified_at_ms=stat.st_mtime_ns // 1_000_000,
+                    embedding_length=_embedding_length(meta) if self._embedding else 0,
                 )
             return entry.info
 
@@ -292,8 +307,24 @@ class EmbeddedBackend:
             except RuntimeError as exc:  # llama_decode failed
                 raise EngineResponseError(f"{entry.source.name} failed: {exc}") from None
 
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """One L2-normalised vector per input (only with `embedding=True`)."""
+        entry = self._lookup(model)
+        if not self._embedding:
+            raise ModelNotFound(f"model '{model}' does not embed on this engine")
+        key = entry.source.name.lower()
+        embedder = self._embedders.get(key)
+        if embedder is None:
+            embedder = self._embedders[key] = EmbeddingEngine(
+                entry.source.name, entry.source.path, n_ctx=self._n_ctx,
+                n_threads=self._n_threads, options=self._llama_options)
+        return await trio.to_thread.run_sync(embedder.embed, list(inputs),
+                                             limiter=self._limiter)
+
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""
+        for embedder in self._embedders.values():
+            embedder.close()
         for entry in self._models.values():
             with entry.lock:
                 llama, entry.llama = entry.llama, None
@@ -374,6 +405,9 @@ class EmbeddedBackend:
                     if job.stop.is_set():  # the caller left while this waited
                         return
                     completion = self._run_llama(llama, kind, payload, params, job, emit)
+            except BackendError as exc:  # e.g. a schema llama.cpp cannot follow
+                emit(Failure(exc))
+                return
             except ValueError as exc:  # llama-cpp-python: prompt longer than the context
                 emit(Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
                 return
@@ -416,9 +450,10 @@ class EmbeddedBackend:
         import llama_cpp
 
         vocab = llama._model.vocab
+        top = params.top_logprobs
         llama.token_hook = TokenHook(
-            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token
-        )
+            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token,
+            None if top is None else partial(token_logprob, llama, top=top))
         if not self._cache_prompt:
             llama.reset()
         sampling: dict[str, Any] = {
@@ -434,6 +469,9 @@ class EmbeddedBackend:
             "stop": list(params.stop),
             "stream": True,
         }
+        if params.output_format is not None:
+            sampling["grammar"] = llama_cpp.llama_grammar.LlamaGrammar.from_string(
+                grammar_text(params.output_format), verbose=False)
         finish: FinishReason = "stop"
         emitted = False
         if kind == "chat":
@@ -447,7 +485,8 @@ class EmbeddedBackend:
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content") if kind == "chat" else choice["text"]
                 if text:
-                    emit(TokenDelta(text))
+                    emit(TokenDelta(text, tuple(job.logprobs)))
+                    job.logprobs.clear()
                     if not emitted:
                         emitted = True
                         # Let the event loop pass the first token on before the next

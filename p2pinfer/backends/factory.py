@@ -28,7 +28,8 @@ EngineOption = tuple[str, int | float | bool]
 _ENGINE_KEYS = frozenset({"n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch",
                           "flash_attn", "type_k", "type_v", "use_mmap", "use_mlock",
                           "offload_kqv", "n_gpu_layers", "main_gpu", "rope_freq_base",
-                          "rope_freq_scale"})
+                          "rope_freq_scale", "embedding"})
+#: `embedding=true`: every model also embeds text (EmbeddedBackend's `embedding`).
 
 
 def parse_engine_option(text: str) -> EngineOption:
@@ -81,8 +82,9 @@ def make_embedded(
     for key in settings:
         if key in extra:
             settings[key] = extra.pop(key)
+    embedding = bool(extra.pop("embedding", False))
     return EmbeddedBackend(sources, cache_dir=cache_dir, cache_prompt=cache_prompt,
-                           llama_options=extra, **settings)
+                           llama_options=extra, embedding=embedding, **settings)
 
 
 def make_backend(

@@ -8,6 +8,7 @@ when the engine cannot be reached or is too slow, `ModelNotFound` for a 404,
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -106,3 +107,18 @@ async def get_json(
     if response.status_code != 200:
         raise status_error(response.status_code, response.content, engine)
     return parse_object(response.content, engine)
+
+
+def embedding_vectors(value: object, count: int, engine: str) -> tuple[tuple[float, ...], ...]:
+    """`count` vectors of finite numbers, all one length, from an engine's JSON reply;
+    EngineResponseError otherwise."""
+    if not isinstance(value, list) or len(value) != count:
+        raise EngineResponseError(f"the engine at {engine} sent {count} inputs' vectors wrong")
+    vectors: list[tuple[float, ...]] = []
+    for vector in value:
+        if not isinstance(vector, list) or not vector or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                for x in vector) or (vectors and len(vector) != len(vectors[0])):
+            raise EngineResponseError(f"the engine at {engine} sent a malformed vector")
+        vectors.append(tuple(float(x) for x in vector))
+    return tuple(vectors)

@@ -18,7 +18,7 @@ import trio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from p2pinfer.backends.base import Completion, StreamEvent, TokenDelta
+from p2pinfer.backends.base import Completion, StreamEvent, TokenDelta, TokenLogprob
 from p2pinfer.errors import (
     AllProvidersFailedError,
     BadRequestError,
@@ -49,7 +49,8 @@ class Encoder(Protocol):
 
     def finish(self, done: Completion) -> bytes: ...
 
-    def whole(self, text: str, done: Completion) -> bytes: ...
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes: ...
 
 
 def error_status(exc: P2PInferError) -> int:
@@ -94,6 +95,7 @@ class BackendStreamResponse(Response):
         self._reply_headers = reply_headers
         self._events: AsyncIterator[StreamEvent] | None = None
         self._started = False
+        self._logprobs: list[TokenLogprob] = []  # collected for a reply not streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with trio.open_nursery() as nursery:
@@ -120,6 +122,7 @@ class BackendStreamResponse(Response):
                     if isinstance(event, TokenDelta):
                         if not self._stream:
                             text.append(event.text)
+                            self._logprobs.extend(event.logprobs)
                             continue
                         if not self._started:
                             await self._start(send, 200, self._encoder.media_type)
@@ -148,7 +151,7 @@ class BackendStreamResponse(Response):
             body = self._encoder.finish(done)
         else:
             await self._start(send, 200, "application/json; charset=utf-8", done)
-            body = self._encoder.whole(text, done)
+            body = self._encoder.whole(text, done, self._logprobs)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from p2pinfer.backends.base import Completion, StreamEvent, TokenDelta
+from p2pinfer.backends.base import Completion, StreamEvent, TokenDelta, TokenLogprob
 from p2pinfer.errors import BackendError, EngineResponseError
 
 
@@ -33,6 +33,8 @@ class Job:
     ended_on_eog: bool = False
     started_ns: int = 0
     first_token_ns: int = 0
+    # With log probabilities asked: those of the tokens sampled since the last delta.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,10 @@ class Failure:
 class TokenHook:
     """Called by the engine for each sampled token; says whether to go on."""
 
-    def __init__(self, job: Job, is_eog: Callable[[int], bool], count: Callable[[], None]) -> None:
+    def __init__(self, job: Job, is_eog: Callable[[int], bool], count: Callable[[], None],
+                 measure: Callable[[int], TokenLogprob] | None = None) -> None:
         self._job, self._is_eog, self._count = job, is_eog, count
+        self._measure = measure  # a token's log probability, when they were asked for
 
     def prompt(self, n_tokens: int) -> None:
         self._job.prompt_tokens = n_tokens
@@ -59,6 +63,8 @@ class TokenHook:
         self._count()
         if self._is_eog(token):
             job.ended_on_eog = True
+        elif self._measure is not None:
+            job.logprobs.append(self._measure(token))
         return not job.stop.is_set()
 
 

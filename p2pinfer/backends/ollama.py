@@ -21,6 +21,7 @@ import httpx
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     ModelInfo,
     SamplingParams,
     StreamEvent,
@@ -32,6 +33,7 @@ from p2pinfer.backends.gguf_meta import MetadataValue
 from p2pinfer.backends.http_client import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    embedding_vectors,
     get_json,
     make_client,
     parse_object,
@@ -39,6 +41,8 @@ from p2pinfer.backends.http_client import (
     translate,
     translated,
 )
+from p2pinfer.backends.logprob_wire import parse_entries
+from p2pinfer.backends.output_format import to_ollama
 from p2pinfer.errors import EngineResponseError, UsageError
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -152,7 +156,7 @@ class _NDJSONEvents:
                 raise EngineResponseError(f"the engine failed mid-stream: {line['error']}")
             text = self._text(line)
             if text:
-                self._pending.append(TokenDelta(text))
+                self._pending.append(TokenDelta(text, parse_entries(line.get("logprobs"))))
             if line.get("done") is True:
                 self._pending.append(_completion(line))
         event = self._pending.pop(0)
@@ -213,6 +217,9 @@ class OllamaBackend:
         assert isinstance(model_info, dict)
         context = next((v for k, v in model_info.items() if k.endswith(".context_length")), 0)
         template = str(show.get("template") or "").strip()
+        capabilities = show.get("capabilities")
+        embeds = isinstance(capabilities, list) and "embedding" in capabilities
+        width = next((v for k, v in model_info.items() if k.endswith(".embedding_length")), 0)
         return ModelInfo(
             name=name,
             digest=str(entry.get("digest", "")).removeprefix("sha256:"),
@@ -223,7 +230,15 @@ class OllamaBackend:
             size_bytes=_int(entry.get("size")),
             chat_template=template not in ("", "{{ .Prompt }}"),
             modified_at_ms=_parse_time_ms(entry.get("modified_at")),
+            embedding_length=_int(width) if embeds else 0,
         )
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """`/api/embed`: one L2-normalised vector per input."""
+        reply = await get_json(self._client, "/api/embed", self.base_url, self._timeout_s,
+                               {"model": model, "input": list(inputs)})
+        return Embeddings(embedding_vectors(reply.get("embeddings"), len(inputs), self.base_url),
+                          _int(reply.get("prompt_eval_count")))
 
     async def model_metadata(self, model: str) -> dict[str, MetadataValue]:
         """The model's `model_info` from /api/show (scalar values only)."""
@@ -247,6 +262,10 @@ class OllamaBackend:
             "stream": True,
             "options": _options(params),
         }
+        if params.output_format is not None:
+            body["format"] = to_ollama(params.output_format)
+        if params.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("/api/chat", body, "message")
 
     def generate(
@@ -259,6 +278,10 @@ class OllamaBackend:
             "stream": True,
             "options": _options(params),
         }
+        if params.output_format is not None:
+            body["format"] = to_ollama(params.output_format)
+        if params.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("/api/generate", body, "response")
 
     @asynccontextmanager

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from p2pinfer.backends import output_format
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -20,8 +22,10 @@ from p2pinfer.backends.base import (
     Role,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from p2pinfer.backends.gguf_meta import MetadataValue
+from p2pinfer.backends.logprob_wire import token_entries
 from p2pinfer.backends.wire import (
     ApiError,
     Clock,
@@ -143,8 +147,15 @@ def _check_common(body: dict[str, Any], where: str, model_name: str) -> None:
     think = body.get("think")
     if think not in (None, False):
         raise ApiError(400, f'"{model_name}" does not support thinking')
-    if body.get("format") not in (None, ""):
-        raise ApiError(400, "format (structured output) is not supported by this engine")
+
+
+def _logprobs(body: dict[str, Any], where: str) -> int | None:
+    """Ollama's `logprobs` (bool) and `top_logprobs` (0..20): None when off."""
+    on = field(body, "logprobs", bool, where, False)
+    top = field(body, "top_logprobs", int, where, 0)
+    if not 0 <= top <= 20:
+        raise ApiError(400, "top_logprobs must be between 0 and 20")
+    return top if on else None
 
 
 def require_model(body: dict[str, Any], where: str) -> str:
@@ -177,9 +188,6 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
         raise ApiError(400, "raw mode does not support template, system, or context")
     if body.get("images"):
         raise ApiError(400, f'"{model}" does not support images')
-    top_logprobs = body.get("top_logprobs", 0)
-    if isinstance(top_logprobs, int) and not 0 <= top_logprobs <= 20:
-        raise ApiError(400, "top_logprobs must be between 0 and 20")
     _check_common(body, where, model)
     return GenerateRequest(
         model=model,
@@ -187,7 +195,9 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
         system=system,
         raw=raw,
         stream=field(body, "stream", bool, where, True),
-        params=parse_options(body.get("options")),
+        params=replace(parse_options(body.get("options")),
+                       output_format=output_format.from_ollama(body.get("format")),
+                       top_logprobs=_logprobs(body, where)),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 
@@ -229,7 +239,9 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         model=model,
         messages=tuple(messages),
         stream=field(body, "stream", bool, where, True),
-        params=parse_options(body.get("options")),
+        params=replace(parse_options(body.get("options")),
+                       output_format=output_format.from_ollama(body.get("format")),
+                       top_logprobs=_logprobs(body, where)),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 
@@ -266,23 +278,26 @@ class GenerateEncoder:
         return {"model": self.model, "created_at": rfc3339(self._clock())}
 
     def delta(self, event: TokenDelta) -> bytes:
-        return dumps({**self._head(), "response": event.text, "done": False}) + b"\n"
+        line = {**self._head(), "response": event.text, "done": False}
+        return dumps(_with_logprobs(line, event.logprobs)) + b"\n"
 
-    def final(self, done: Completion, text: str = "") -> dict[str, Any]:
-        return {
+    def final(self, done: Completion, text: str = "",
+              logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return _with_logprobs({
             **self._head(),
             "response": text,
             "done": True,
             "done_reason": done_reason(done),
             **_metrics(done),
             **(self.final_fields() if self.final_fields is not None else {}),
-        }
+        }, logprobs)
 
     def finish(self, done: Completion) -> bytes:
         return dumps(self.final(done)) + b"\n"
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        return dumps(self.final(done, text))
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes:
+        return dumps(self.final(done, text, logprobs))
 
     def load_reply(self, reason: str) -> bytes:
         return dumps({**self._head(), "response": "", "done": True, "done_reason": reason})
@@ -303,29 +318,37 @@ class ChatEncoder:
 
     def delta(self, event: TokenDelta) -> bytes:
         message = {"role": "assistant", "content": event.text}
-        return dumps({**self._head(), "message": message, "done": False}) + b"\n"
+        line = {**self._head(), "message": message, "done": False}
+        return dumps(_with_logprobs(line, event.logprobs)) + b"\n"
 
-    def final(self, done: Completion, text: str = "") -> dict[str, Any]:
-        return {
+    def final(self, done: Completion, text: str = "",
+              logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return _with_logprobs({
             **self._head(),
             "message": {"role": "assistant", "content": text},
             "done_reason": done_reason(done),
             "done": True,
             **_metrics(done),
             **(self.final_fields() if self.final_fields is not None else {}),
-        }
+        }, logprobs)
 
     def finish(self, done: Completion) -> bytes:
         return dumps(self.final(done)) + b"\n"
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        return dumps(self.final(done, text))
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes:
+        return dumps(self.final(done, text, logprobs))
 
     def load_reply(self, reason: str) -> bytes:
         message = {"role": "assistant", "content": ""}
         return dumps(
             {**self._head(), "message": message, "done_reason": reason, "done": True}
         )
+
+
+def _with_logprobs(line: dict[str, Any], logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
+    # Ollama's `logprobs` is omitempty.
+    return {**line, "logprobs": token_entries(logprobs)} if logprobs else line
 
 
 def error_body(message: str) -> bytes:
@@ -393,6 +416,6 @@ def show_reply(info: ModelInfo, metadata: dict[str, MetadataValue]) -> dict[str,
         "template": template,
         "details": model_details(info),
         "model_info": model_info,
-        "capabilities": ["completion"],
+        "capabilities": ["completion", "embedding"] if info.embedding_length else ["completion"],
         "modified_at": _modified_at(info),
     }

@@ -18,17 +18,20 @@ import httpx
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     FinishReason,
     ModelInfo,
     SamplingParams,
     StreamEvent,
     Timings,
     TokenDelta,
+    TokenLogprob,
     Usage,
 )
 from p2pinfer.backends.http_client import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    embedding_vectors,
     get_json,
     make_client,
     parse_object,
@@ -36,6 +39,8 @@ from p2pinfer.backends.http_client import (
     translate,
     translated,
 )
+from p2pinfer.backends.logprob_wire import parse_entries, parse_legacy
+from p2pinfer.backends.output_format import to_openai
 from p2pinfer.errors import EngineResponseError
 
 
@@ -54,6 +59,8 @@ def _body(params: SamplingParams, extensions: bool) -> dict[str, Any]:
         body["seed"] = params.seed
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.output_format is not None:
+        body["response_format"] = to_openai(params.output_format)
     if extensions:
         # Understood by llama.cpp's server and vLLM, ignored by Ollama.
         body.update(top_k=params.top_k, min_p=params.min_p, repeat_penalty=params.repeat_penalty)
@@ -79,6 +86,7 @@ class _SSEEvents:
         self._usage: Usage | None = None
         self._timings: Timings | None = None
         self._done = False
+        self._logprobs: tuple[TokenLogprob, ...] = ()  # the last chunk's
 
     def __aiter__(self) -> _SSEEvents:
         return self
@@ -125,6 +133,9 @@ class _SSEEvents:
             if piece is not None and not isinstance(piece, str):
                 raise EngineResponseError(f"the engine at {self._engine} sent malformed text")
             text = piece or ""
+            probs = choice.get("logprobs")
+            self._logprobs = (parse_entries(probs.get("content")) if isinstance(probs, dict)
+                              else ()) if self._chat else parse_legacy(probs)
             reason = choice.get("finish_reason")
             if reason is not None:
                 self._finish = "length" if reason == "length" else "stop"
@@ -159,7 +170,7 @@ class _SSEEvents:
                 self._deltas += 1
                 if not self._first_ns:
                     self._first_ns = time.perf_counter_ns()
-                return TokenDelta(text)
+                return TokenDelta(text, self._logprobs)
         raise StopAsyncIteration
 
 
@@ -205,12 +216,28 @@ class OpenAICompatBackend:
             infos.append(ModelInfo(name=entry["id"], digest="", modified_at_ms=created * 1000))
         return infos
 
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """`/v1/embeddings` (floats), the vectors in input order."""
+        reply = await get_json(self._client, "embeddings", self.base_url, self._timeout_s,
+                               {"model": model, "input": list(inputs),
+                                "encoding_format": "float"})
+        data = reply.get("data")
+        items = sorted((d for d in data if isinstance(d, dict)),
+                       key=lambda d: _count(d.get("index"))) if isinstance(data, list) else None
+        vectors = [d.get("embedding") for d in items] if items is not None else None
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        assert isinstance(usage, dict)
+        return Embeddings(embedding_vectors(vectors, len(inputs), self.base_url),
+                          _count(usage.get("prompt_tokens")))
+
     def chat(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         body = _body(params, self._extensions)
         body["model"] = model
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        if params.top_logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("chat/completions", body, chat=True)
 
     def generate(
@@ -219,6 +246,8 @@ class OpenAICompatBackend:
         body = _body(params, self._extensions)
         body["model"] = model
         body["prompt"] = prompt
+        if params.top_logprobs is not None:
+            body["logprobs"] = min(params.top_logprobs, 5)  # the completions API's cap
         return self._stream("completions", body, chat=False)
 
     @asynccontextmanager

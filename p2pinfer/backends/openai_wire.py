@@ -7,11 +7,22 @@ objects, SSE chunks ending with `data: [DONE]`). Pure: no HTTP, no engine.
 
 from __future__ import annotations
 
+import copy
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, SamplingParams, TokenDelta
+from p2pinfer.backends import output_format
+from p2pinfer.backends.base import (
+    ChatMessage,
+    Completion,
+    ModelInfo,
+    SamplingParams,
+    TokenDelta,
+    TokenLogprob,
+)
+from p2pinfer.backends.logprob_wire import legacy, token_entries
 from p2pinfer.backends.ollama_wire import OLLAMA_DEFAULTS
 from p2pinfer.backends.wire import ApiError, Clock, FinalFields, dumps, utc_now
 
@@ -66,7 +77,9 @@ def _params(body: dict[str, Any]) -> SamplingParams:
     if max_tokens is not None:
         params = replace(params, max_tokens=max_tokens)
     floats: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+    # min_p and repeat_penalty are llama.cpp's (and vLLM's) extensions to OpenAI's body.
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",
+                 "repeat_penalty"):
         value = _number(body, name)
         if value is not None:
             floats[name] = value
@@ -75,8 +88,7 @@ def _params(body: dict[str, Any]) -> SamplingParams:
     if seed is not None:
         params = replace(params, seed=seed)
     params = replace(params, stop=_stop(body))
-    if body.get("response_format") not in (None, {"type": "text"}):
-        raise ApiError(400, "response_format is not supported by this engine", "response_format")
+    params = replace(params, output_format=output_format.from_openai(body.get("response_format")))
     if body.get("tools"):
         raise ApiError(400, f"\"{body.get('model')}\" does not support tools", "tools")
     return params
@@ -87,6 +99,19 @@ def _model(body: dict[str, Any]) -> str:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model is required", "model")
     return model
+
+
+MAX_CHOICES = 8
+"""The most choices (`n`) one request may ask for: each is a job of its own."""
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = _integer(body, "n")
+    if n is None:
+        return 1
+    if not 1 <= n <= MAX_CHOICES:
+        raise ApiError(400, f"n: {n} is not between 1 and {MAX_CHOICES}")
+    return n
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
@@ -121,6 +146,31 @@ class ChatCompletionRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
+    n: int = 1  # choices, each from a job (a sample) of its own
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+def _chat_logprobs(body: dict[str, Any]) -> int | None:
+    # Chat: `logprobs: true` turns them on, `top_logprobs` (0..20) adds rivals.
+    on = body.get("logprobs")
+    if on is not None and not isinstance(on, bool):
+        raise ApiError(400, "invalid type for 'logprobs': expected a boolean")
+    top = _integer(body, "top_logprobs")
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ApiError(400, f"top_logprobs: {top} is not between 0 and {MAX_TOP_LOGPROBS}")
+    if top is not None and not on:
+        raise ApiError(400, "top_logprobs needs logprobs: true")
+    return (top or 0) if on else None
+
+
+def _completion_logprobs(body: dict[str, Any]) -> int | None:
+    # Completions: `logprobs` is the number of rivals (0..5), null for none.
+    top = _integer(body, "logprobs")
+    if top is not None and not 0 <= top <= 5:
+        raise ApiError(400, f"logprobs: {top} is not between 0 and 5")
+    return top
 
 
 def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
@@ -138,7 +188,9 @@ def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
             raise ApiError(400, f"invalid role: {role!r}", "messages")
         messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
     stream, include_usage = _stream_flags(body)
-    return ChatCompletionRequest(model, tuple(messages), _params(body), stream, include_usage)
+    params = replace(_params(body), top_logprobs=_chat_logprobs(body))
+    return ChatCompletionRequest(model, tuple(messages), params, stream, include_usage,
+                                 _choices(body))
 
 
 @dataclass(frozen=True)
@@ -148,6 +200,7 @@ class CompletionRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
+    n: int = 1
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionRequest:
@@ -159,11 +212,14 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     if body.get("suffix"):
         raise ApiError(400, "suffix is not supported by this engine", "suffix")
     stream, include_usage = _stream_flags(body)
-    return CompletionRequest(model, prompt, _params(body), stream, include_usage)
+    params = replace(_params(body), top_logprobs=_completion_logprobs(body))
+    return CompletionRequest(model, prompt, params, stream, include_usage, _choices(body))
 
 
-def _usage(done: Completion) -> dict[str, int]:
-    prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+def _usage(*dones: Completion) -> dict[str, int]:
+    # Several choices: every job read the prompt and was charged for it, so both add up.
+    prompt = sum(d.usage.prompt_tokens for d in dones)
+    completion = sum(d.usage.completion_tokens for d in dones)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}  # fmt: skip
 
@@ -183,6 +239,13 @@ class _Encoder:
         self.model, self.include_usage = model, include_usage
         self.id = f"{self.id_prefix}{next(_ids)}"
         self.created = int(clock().timestamp())
+        self.index = 0  # the choice this encoder's deltas belong to (see `for_choice`)
+
+    def for_choice(self, index: int) -> Any:
+        """An encoder of the same reply (id, created) for choice `index`."""
+        other = copy.copy(self)
+        other.index = index
+        return other
 
     def _head(self, object_name: str) -> dict[str, Any]:
         return {"id": self.id, "object": object_name, "created": self.created,
@@ -196,11 +259,38 @@ class _Encoder:
     def event(payload: dict[str, Any]) -> bytes:
         return b"data: " + dumps(payload) + b"\n\n"
 
-    def _usage_event(self, done: Completion) -> bytes:
+    def _usage_event(self, *dones: Completion) -> bytes:
         if not self.include_usage:
             return b""
         return self.event({**self._final_head(self.object_name), "choices": [],
-                           "usage": _usage(done)})
+                           "usage": _usage(*dones)})
+
+    def finish_choice(self, done: Completion) -> bytes:
+        """The last event of this encoder's choice."""
+        raise NotImplementedError
+
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        """This encoder's choice in a whole (not streamed) reply."""
+        raise NotImplementedError
+
+    def finish(self, done: Completion) -> bytes:
+        return self.finish_choice(done) + self._usage_event(done) + DONE_EVENT
+
+    def finish_all(self, dones: list[Completion]) -> bytes:
+        """What ends a streamed reply of several choices, after each one's finish_choice."""
+        return self._usage_event(*dones) + DONE_EVENT
+
+    def whole(self, text: str, done: Completion,
+              logprobs: Sequence[TokenLogprob] = ()) -> bytes:
+        return self.whole_choices([self.choice(text, done, logprobs)], [done])
+
+    def whole_choices(self, choices: list[dict[str, Any]], dones: list[Completion]) -> bytes:
+        """A whole reply with several choices (each from its encoder's `choice`)."""
+        return dumps({**self._final_head(self.whole_object), "choices": choices,
+                      "usage": _usage(*dones)})
+
+    whole_object = ""
 
 
 class ChatCompletionEncoder(_Encoder):
@@ -213,25 +303,30 @@ class ChatCompletionEncoder(_Encoder):
         super().__init__(model, include_usage, clock)
         self._sent_role = False
 
+    whole_object = "chat.completion"
+
     def delta(self, event: TokenDelta) -> bytes:
         delta = {"content": event.text}
         if not self._sent_role:
             delta = {"role": "assistant", **delta}
             self._sent_role = True
-        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        choice = {"index": self.index, "delta": delta, "finish_reason": None}
+        if event.logprobs:
+            choice["logprobs"] = {"content": token_entries(event.logprobs)}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def finish(self, done: Completion) -> bytes:
+    def finish_choice(self, done: Completion) -> bytes:
         delta: dict[str, str] = {} if self._sent_role else {"role": "assistant", "content": ""}
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason(done)}
-        last = self.event({**self._final_head(self.object_name), "choices": [choice]})
-        return last + self._usage_event(done) + DONE_EVENT
+        choice = {"index": self.index, "delta": delta, "finish_reason": finish_reason(done)}
+        return self.event({**self._final_head(self.object_name), "choices": [choice]})
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        choice = {"index": self.index, "message": {"role": "assistant", "content": text},
                   "finish_reason": finish_reason(done)}  # fmt: skip
-        return dumps({**self._final_head("chat.completion"), "choices": [choice],
-                      "usage": _usage(done)})
+        if logprobs:
+            choice["logprobs"] = {"content": token_entries(logprobs)}
+        return choice
 
 
 class TextCompletionEncoder(_Encoder):
@@ -240,19 +335,26 @@ class TextCompletionEncoder(_Encoder):
     object_name = "text_completion"
     id_prefix = "cmpl-"
 
+    whole_object = "text_completion"
+    _offset = 0  # characters streamed so far: where the next token's text_offset starts
+
     def delta(self, event: TokenDelta) -> bytes:
-        choice = {"text": event.text, "index": 0, "logprobs": None, "finish_reason": None}
+        logprobs = legacy(event.logprobs, self._offset) if event.logprobs else None
+        self._offset += len(event.text)
+        choice = {"text": event.text, "index": self.index, "logprobs": logprobs,
+                  "finish_reason": None}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
-    def finish(self, done: Completion) -> bytes:
-        choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        last = self.event({**self._final_head(self.object_name), "choices": [choice]})
-        return last + self._usage_event(done) + DONE_EVENT
+    def finish_choice(self, done: Completion) -> bytes:
+        choice = {"text": "", "index": self.index, "logprobs": None,
+                  "finish_reason": finish_reason(done)}
+        return self.event({**self._final_head(self.object_name), "choices": [choice]})
 
-    def whole(self, text: str, done: Completion) -> bytes:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason(done)}
-        return dumps({**self._final_head(self.object_name), "choices": [choice],
-                      "usage": _usage(done)})
+    def choice(self, text: str, done: Completion,
+               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        return {"text": text, "index": self.index,
+                "logprobs": legacy(logprobs, 0) if logprobs else None,
+                "finish_reason": finish_reason(done)}
 
 
 def model_object(info: ModelInfo) -> dict[str, Any]:

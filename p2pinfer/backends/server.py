@@ -1,8 +1,9 @@
 """An Ollama-compatible HTTP server in front of any `Backend` (`p2pinfer engine serve`).
 
 `create_app(backend)` serves Ollama's native API (`/`, `/api/version`,
-`/api/tags`, `/api/show`, `/api/ps`, `/api/generate`, `/api/chat`) and its
-OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, `/v1/completions`)
+`/api/tags`, `/api/show`, `/api/ps`, `/api/generate`, `/api/chat`, `/api/embed`,
+`/api/embeddings`) and its OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`,
+`/v1/completions`, `/v1/embeddings`)
 with Starlette; `serve()` runs it with hypercorn on trio. Response shapes live in
 `ollama_wire`/`openai_wire`, the streaming machinery in `http_stream`, the
 hypercorn set-up (each response head written with its first body) in `asgi_server`;
@@ -13,9 +14,11 @@ gateway mounts them over the network backend, adding per-job reply headers).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -24,14 +27,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from p2pinfer.backends import ollama_wire, openai_wire
+from p2pinfer.backends import embed_wire, ollama_wire, openai_wire
 from p2pinfer.backends.base import (
     Backend,
     ChatMessage,
     Completion,
+    Embedder,
+    Embeddings,
     EventStream,
     ModelInfo,
+    StreamEvent,
 )
+from p2pinfer.backends.choices import ChoicesResponse, choice_params
 from p2pinfer.backends.http_stream import (
     BackendStreamResponse,
     OpenStream,
@@ -39,7 +46,14 @@ from p2pinfer.backends.http_stream import (
     error_status,
 )
 from p2pinfer.backends.models import find_model
-from p2pinfer.backends.wire import ApiError, Clock, FinalFields, parse_json_body, utc_now
+from p2pinfer.backends.wire import (
+    ApiError,
+    Clock,
+    FinalFields,
+    dumps,
+    parse_json_body,
+    utc_now,
+)
 from p2pinfer.errors import ModelNotFound, P2PInferError
 
 if TYPE_CHECKING:
@@ -224,6 +238,10 @@ def api_routes(
         req = openai_wire.parse_chat_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = openai_wire.ChatCompletionEncoder(req.model, req.include_usage, clock)
+        if req.n > 1:
+            return _openai_choices(state, info, [
+                partial(backend.chat, info.name, req.messages, params)
+                for params in choice_params(req.params, req.n)], encoder, req.stream)
         return _openai_stream(
             state, info, lambda: backend.chat(info.name, req.messages, req.params), encoder,
             req.stream,
@@ -234,10 +252,45 @@ def api_routes(
         req = openai_wire.parse_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = openai_wire.TextCompletionEncoder(req.model, req.include_usage, clock)
+        if req.n > 1:
+            return _openai_choices(state, info, [
+                partial(backend.generate, info.name, req.prompt, params)
+                for params in choice_params(req.params, req.n)], encoder, req.stream)
         return _openai_stream(
             state, info, lambda: backend.generate(info.name, req.prompt, req.params), encoder,
             req.stream,
         )  # fmt: skip
+
+    async def embeddings(request: embed_wire.EmbedRequest) -> tuple[Embeddings, dict[str, str]]:
+        # The vectors and the reply headers for them (a gateway's job headers).
+        info = await state.find(request.model)
+        if not isinstance(backend, Embedder) or not info.embedding_length:
+            raise ApiError(400, f'"{request.model}" does not support embeddings')
+        result = await backend.embed(info.name, request.inputs)
+        state.touch(info, _DEFAULT_KEEP_ALIVE)
+        headers = state.reply_headers(_no_events(), None) if state.reply_headers else ()
+        return result, dict(headers)
+
+    def _json(headers: dict[str, str], payload: dict[str, object]) -> Response:
+        return Response(dumps(payload), headers=headers, media_type="application/json")
+
+    @_openai_errors
+    async def v1_embeddings(request: Request) -> Response:
+        req = embed_wire.parse_openai(parse_json_body(await request.body()))
+        result, headers = await embeddings(req)
+        return _json(headers, embed_wire.openai_reply(req.model, req, result))
+
+    @_ollama_errors
+    async def embed(request: Request) -> Response:
+        legacy = request.url.path == "/api/embeddings"
+        body = parse_json_body(await request.body())
+        req = (embed_wire.parse_ollama_legacy if legacy else embed_wire.parse_ollama)(body)
+        if legacy and req.inputs == ("",):
+            return JSONResponse({"embedding": []})  # as Ollama: nothing to embed
+        started = time.perf_counter_ns()
+        result, headers = await embeddings(req)
+        return _json(headers, embed_wire.ollama_reply(req.model, req, result,
+                                                      time.perf_counter_ns() - started))
 
     routes = [
         Route("/", root, methods=["GET", "HEAD"]),
@@ -251,8 +304,16 @@ def api_routes(
         Route("/v1/models/{model:path}", v1_model, methods=["GET"]),
         Route("/v1/chat/completions", v1_chat, methods=["POST"]),
         Route("/v1/completions", v1_completions, methods=["POST"]),
+        Route("/v1/embeddings", v1_embeddings, methods=["POST"]),
+        Route("/api/embed", embed, methods=["POST"]),
+        Route("/api/embeddings", embed, methods=["POST"]),
     ]
     return routes
+
+
+async def _no_events() -> AsyncIterator[StreamEvent]:
+    return
+    yield  # an async generator that yields nothing
 
 
 def _load_reply(
@@ -283,6 +344,22 @@ def _openai_stream(
         error_body=openai_wire.error_body,
         # Ollama ends a failed SSE stream without a finish chunk or [DONE].
         midstream_error=lambda _message: b"",
+        not_found_message=f"model '{encoder.model}' not found",
+        on_done=lambda _done: state.touch(info, _DEFAULT_KEEP_ALIVE),
+        reply_headers=state.reply_headers,
+    )
+
+
+def _openai_choices(
+    state: _ServerState,
+    info: ModelInfo,
+    open_streams: list[OpenStream],
+    encoder: openai_wire.ChatCompletionEncoder | openai_wire.TextCompletionEncoder,
+    stream: bool,
+) -> Response:
+    return ChoicesResponse(
+        open_streams, [encoder.for_choice(i) for i in range(len(open_streams))],
+        stream=stream, error_body=openai_wire.error_body,
         not_found_message=f"model '{encoder.model}' not found",
         on_done=lambda _done: state.touch(info, _DEFAULT_KEEP_ALIVE),
         reply_headers=state.reply_headers,

@@ -57,7 +57,8 @@ def node(
         "--models", help="Model to serve (repeatable; default: all the backend has).")] = None,
     engine_option: Annotated[Repeated, typer.Option(
         "--engine-option", help="Embedded engine setting KEY=VALUE (repeatable), e.g. "
-        "n_threads=2, n_batch=64, flash_attn=true, type_k=8.")] = None,
+        "n_threads=2, n_batch=64, flash_attn=true, type_k=8; embedding=true also embeds "
+        "text (/v1/embeddings, /api/embed).")] = None,
     gateway: Annotated[str, typer.Option(
         "--gateway", help="HTTP gateway HOST:PORT (port 0: any free port).")] = DEFAULT_GATEWAY,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Run no gateway.")] = False,

@@ -23,7 +23,7 @@ from p2pinfer.cli.testnet_docker_cmds import (
     ProjectOption,
     ShowKeyOption,
 )
-from p2pinfer.errors import UsageError
+from p2pinfer.errors import TestnetError, UsageError
 from p2pinfer.net.faults import FAULT_HELP, parse_fault
 from p2pinfer.testnet_docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
 
@@ -87,14 +87,18 @@ def up(
     check_interval: Annotated[float | None, typer.Option(
         "--check-interval", min=0.1, help="Validators: mean seconds between check jobs "
         "(default: the node's).")] = None,
+    engine_option: Annotated[list[str] | None, typer.Option(
+        "--engine-option", help="Embedded engine setting KEY=VALUE for every node "
+        "(repeatable), e.g. embedding=true to serve embeddings.")] = None,
     gov_min_voting_s: Annotated[int | None, typer.Option(
         "--gov-min-voting-s", min=1, help="Every node accepts votes this short (seconds; "
         "default: the node's hour), for trying governance on a testnet.")] = None,
 ) -> None:
     """Start the testnet: node 0 first, the others joining through it."""
-    if docker and (unstaked or validator or check_interval or gov_min_voting_s):
-        raise UsageError("--unstaked, --validator, --check-interval and --gov-min-voting-s "
-                         "run with the process testnet only, not --docker")
+    if docker and (unstaked or validator or check_interval or gov_min_voting_s
+                   or engine_option):
+        raise UsageError("--unstaked, --validator, --check-interval, --engine-option and "
+                         "--gov-min-voting-s run with the process testnet only, not --docker")
     if unstaked and not chain:
         raise UsageError("--unstaked needs --chain (stake is locked on the chain)")
     if docker:
@@ -107,7 +111,8 @@ def up(
                gateway=gateway, start_timeout_s=timeout or 120.0,
                options=testnet.NodeOptions(benchmark=benchmark,
                                            check_interval_s=check_interval,
-                                           gov_min_voting_s=gov_min_voting_s),
+                                           gov_min_voting_s=gov_min_voting_s,
+                                           engine_options=tuple(engine_option or ())),
                chain=chain, unstaked=frozenset(unstaked or ()),
                validators=frozenset(validator or ()))
     _print_status(directory, as_json=False)
@@ -120,10 +125,24 @@ def status(
     docker: DockerOption = False,
     project: ProjectOption = DEFAULT_PROJECT,
     api_key: ShowKeyOption = False,
+    gateway_url: Annotated[bool, typer.Option(
+        "--gateway-url", help="Print only the gateway URL of the first live node that has "
+        "one (for scripts: `curl \"$(p2pinfer testnet status --gateway-url)/api/tags\"`).")
+    ] = False,
 ) -> None:
     """Each node: index, PeerID, listen address, gateway URL, models, alive."""
     if docker:
+        if gateway_url:
+            raise UsageError("--gateway-url is for the process testnet; the docker testnet's "
+                             "gateway is http://127.0.0.1:--gateway-port (default 11436)")
         docker_cmds.print_status(project, as_json, api_key_only=api_key)
+        return
+    if gateway_url:
+        url = next((n.gateway_url for n in testnet.status(directory)
+                    if n.alive and n.gateway_url), None)
+        if url is None:
+            raise TestnetError(f"no live node with a gateway in {directory}")
+        print(url)
         return
     _print_status(directory, as_json)
 

@@ -48,7 +48,8 @@ EXPOSED_HEADERS = (PROVIDER_HEADER, JOB_ID_HEADER, CHARGED_HEADER, FAILOVERS_HEA
                    PRICE_HEADER, IGNORED_HEADER)
 
 #: The paths whose requests run a job through the network.
-JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
+JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions",
+                       "/v1/embeddings", "/api/embed", "/api/embeddings"})
 
 # The reader of the current request's job metadata (set per request, in its own task).
 _request_job: ContextVar[Callable[[], JobMeta | None] | None] = ContextVar(

@@ -3,7 +3,7 @@
 Two tables:
 
 - `REFUSED_ENDPOINTS`: endpoints of either API that the network gateway does not
-  offer (model management, embeddings, images, audio...). A request to one gets a
+  offer (model management, images, audio...). A request to one gets a
   404 in that API's error shape saying so, instead of a bare "Not Found".
 - `PARAMETERS`: per job endpoint, the request parameters the network's job
   request does not carry. A request that sets one to anything but a value that asks
@@ -32,7 +32,7 @@ from p2pinfer.backends.wire import dumps
 IGNORED_HEADER = "X-P2PInfer-Ignored"
 
 _MODELS = "models come from the network's providers (GET /api/tags or /v1/models lists them)"
-_NOT_A_JOB = "the network's jobs are text generation (chat or completion) only"
+_NOT_A_JOB = "the network's jobs are text generation (chat or completion) and embeddings only"
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,6 @@ REFUSED_ENDPOINTS: tuple[RefusedEndpoint, ...] = (
     RefusedEndpoint("DELETE", "/api/delete", _MODELS),
     RefusedEndpoint("POST", "/api/copy", _MODELS),
     RefusedEndpoint("POST", "/api/blobs/*", _MODELS),
-    RefusedEndpoint("POST", "/api/embed", _NOT_A_JOB),
-    RefusedEndpoint("POST", "/api/embeddings", _NOT_A_JOB),
-    RefusedEndpoint("POST", "/v1/embeddings", _NOT_A_JOB),
     RefusedEndpoint("POST", "/v1/responses*", _NOT_A_JOB + " (use /v1/chat/completions)"),
     RefusedEndpoint("POST", "/v1/messages", _NOT_A_JOB + " (use /v1/chat/completions)"),
     RefusedEndpoint("POST", "/v1/images/*", _NOT_A_JOB),
@@ -89,22 +86,17 @@ _NONE = (None,)
 _FALSE = (None, False)
 _ZERO = (None, 0)
 _ONE = (None, 1)
-_STRUCTURED = "structured output is not carried by the network's job request"
 _TOOLS = "tool calling is not carried by the network's job request"
 _IMAGES = "images are not carried by the network's job request"
-_PENALTY = "penalties are not carried by the network's job request (only temperature, top_p, " \
-           "top_k, seed, stop and a token limit)"
-_LOGPROBS = "log probabilities are not carried back by the network's job result"
+_PENALTY = "this sampler is not carried by the network's job request (temperature, top_p, " \
+           "top_k, min_p, seed, stop, a token limit and the repeat/presence/frequency " \
+           "penalties are)"
 
 _OLLAMA_OPTIONS = (
     Parameter("options.num_ctx", _NONE, "the provider serves the context length it advertises "
               "(/api/show: model_info)"),
-    Parameter("options.min_p", _ZERO, _PENALTY),
     Parameter("options.typical_p", _ONE, _PENALTY),
-    Parameter("options.repeat_penalty", _ONE, _PENALTY),
     Parameter("options.repeat_last_n", (None, 64), _PENALTY),
-    Parameter("options.presence_penalty", _ZERO, _PENALTY),
-    Parameter("options.frequency_penalty", _ZERO, _PENALTY),
     Parameter("options.penalize_newline", _NONE, _PENALTY),
     Parameter("options.tfs_z", _ONE, _PENALTY),
     Parameter("options.mirostat", _ZERO, _PENALTY),
@@ -113,18 +105,11 @@ _OLLAMA_OPTIONS = (
     Parameter("options.num_keep", _NONE),
 )
 _OLLAMA_COMMON = (
-    Parameter("format", (None, ""), _STRUCTURED),
     Parameter("think", _FALSE, "thinking is not carried by the network's job request"),
-    Parameter("logprobs", _FALSE, _LOGPROBS),
-    Parameter("top_logprobs", _ZERO, _LOGPROBS),
     *_OLLAMA_OPTIONS,
 )
 _OPENAI_COMMON = (
-    Parameter("n", _ONE, "the network runs one choice a job"),
-    Parameter("presence_penalty", _ZERO, _PENALTY),
-    Parameter("frequency_penalty", _ZERO, _PENALTY),
     Parameter("logit_bias", (None, {})),
-    Parameter("logprobs", (None, False, 0), _LOGPROBS),
 )
 
 #: Per job endpoint, the parameters refused unless neutral.
@@ -146,9 +131,7 @@ PARAMETERS: dict[str, tuple[Parameter, ...]] = {
     ),
     "/v1/chat/completions": (
         *_OPENAI_COMMON,
-        Parameter("top_logprobs", _ZERO, _LOGPROBS),
         Parameter("store", _FALSE, "the network stores no completions"),
-        Parameter("response_format", (None, {"type": "text"}), _STRUCTURED),
         Parameter("tools", (None, []), _TOOLS),
         Parameter("tool_choice", (None, "none"), _TOOLS),
         Parameter("parallel_tool_calls", _NONE, _TOOLS),
@@ -162,6 +145,10 @@ PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         Parameter("messages[].tool_calls", (None, []), _TOOLS),
         Parameter("messages[].function_call", _NONE, _TOOLS),
         Parameter("messages[].name", (None, ""), "message names are not carried by the network"),
+    ),
+    "/api/embed": (
+        Parameter("truncate", (None, True), "inputs are always cut to the model's context "
+                  "(`truncate: false`, an error instead, is not carried)"),
     ),
     "/v1/completions": (
         *_OPENAI_COMMON,

@@ -1,4 +1,5 @@
-"""The governance messages this node keeps, verified, in SQLite (`<home>/gov.sqlite`).
+"""The governance messages this node keeps, verified, in SQLite (`<home>/gov.sqlite`, WAL,
+synchronous=FULL, schema version in `user_version`: p2pinfer/store.py).
 
 Each row is the signed bytes received, when this node first saw it (`first_seen`, ms,
 from its own clock: never a time the message claims) and whether its author had stake
@@ -15,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pinfer.errors import ProtocolError
+from p2pinfer.errors import GovStoreError, ProtocolError
 from p2pinfer.gov.messages import GovMessage, Proposal, Vote, decode_message
+from p2pinfer.store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -58,53 +59,68 @@ def raw_digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-class GovStore:
+_COLUMNS_V1 = ("id BLOB PRIMARY KEY, kind TEXT NOT NULL, proposal BLOB NOT NULL,"
+               " raw BLOB NOT NULL, first_seen INTEGER NOT NULL DEFAULT 0,"
+               " staked INTEGER NOT NULL DEFAULT 0")
+
+
+def _to_v1(conn: sqlite3.Connection) -> None:
+    """Version 0 -> 1: a new file gets the table; a file from before versions were kept
+    (user_version 0, with or without first-seen columns) keeps its rows and gains them."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(gov_messages)")}
+    if not columns:
+        conn.execute(f"CREATE TABLE gov_messages ({_COLUMNS_V1})")
+    elif "first_seen" not in columns:  # a store from before first-seen times were kept
+        conn.execute("ALTER TABLE gov_messages ADD COLUMN first_seen INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE gov_messages ADD COLUMN staked INTEGER NOT NULL DEFAULT 0")
+
+
+#: migrations[v] takes a file from user_version v to v + 1 (store.migrate).
+_MIGRATIONS = (_to_v1,)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class GovStore(SqliteStore):
     """Thread-safe (one connection, one lock): the node reads it from worker threads.
 
     `clock_ms` stamps rows stored before first-seen times were kept (they count as
     first seen when this version opened the store)."""
 
+    what = "governance store"
+    error = GovStoreError
+
     def __init__(self, path: Path, clock_ms: Callable[[], int] | None = None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS gov_messages (id BLOB PRIMARY KEY, kind TEXT NOT NULL,"
-            " proposal BLOB NOT NULL, raw BLOB NOT NULL)")
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(gov_messages)")}
-        if "first_seen" not in columns:  # a store from before first-seen times were kept
-            self._conn.execute(
-                "ALTER TABLE gov_messages ADD COLUMN first_seen INTEGER NOT NULL DEFAULT 0")
-            self._conn.execute(
-                "ALTER TABLE gov_messages ADD COLUMN staked INTEGER NOT NULL DEFAULT 0")
+        conn, _ = self.connect(path, _MIGRATIONS)
+        super().__init__(conn, path)
         self._messages: dict[bytes, StoredMessage] = {}
         self._by_author: Counter[bytes] = Counter()
         self._unstaked = 0
         self._digests: set[bytes] = set()
-        self._load((clock_ms or wall_ms)())
+        try:
+            self._load((clock_ms or wall_ms)())
+        except BaseException:
+            self.close()
+            raise
 
     def _load(self, now: int) -> None:
         bad: list[bytes] = []
-        for mid, raw, first_seen, staked in self._conn.execute(
-                "SELECT id, raw, first_seen, staked FROM gov_messages").fetchall():
-            try:
-                message = decode_message(bytes(raw))
-            except ProtocolError as exc:  # e.g. a value outside today's bounds
-                log.warning("governance message dropped from the store id=%s reason=%s",
-                            bytes(mid).hex()[:16], exc)
-                bad.append(bytes(mid))
-                continue
-            if not first_seen:
-                first_seen = now
-                self._conn.execute("UPDATE gov_messages SET first_seen = ? WHERE id = ?",
-                                   (now, mid))
-            self._remember(StoredMessage(message, bytes(raw), int(first_seen), bool(staked)))
-        for mid in bad:
-            self._conn.execute("DELETE FROM gov_messages WHERE id = ?", (mid,))
-
-    def close(self) -> None:
-        self._conn.close()
+        with self.write() as conn:
+            for mid, raw, first_seen, staked in conn.execute(
+                    "SELECT id, raw, first_seen, staked FROM gov_messages").fetchall():
+                try:
+                    message = decode_message(bytes(raw))
+                except ProtocolError as exc:  # e.g. a value outside today's bounds
+                    log.warning("governance message dropped from the store id=%s reason=%s",
+                                bytes(mid).hex()[:16], exc)
+                    bad.append(bytes(mid))
+                    continue
+                if not first_seen:
+                    first_seen = now
+                    conn.execute("UPDATE gov_messages SET first_seen = ? WHERE id = ?",
+                                 (now, mid))
+                self._remember(StoredMessage(message, bytes(raw), int(first_seen),
+                                             bool(staked)))
+            conn.executemany("DELETE FROM gov_messages WHERE id = ?", [(m,) for m in bad])
 
     def _remember(self, stored: StoredMessage) -> None:
         self._messages[stored.message.id] = stored
@@ -143,30 +159,33 @@ class GovStore:
         raw = message.encode()
         with self._lock:
             if self._refusal_locked(message, staked):
-                return False
-            self._conn.execute(
-                "INSERT INTO gov_messages (id, kind, proposal, raw, first_seen, staked)"
-                " VALUES (?,?,?,?,?,?)", (message.id, kind, pid, raw, first_seen, int(staked)))
+                return False  # before any transaction: a flood of refusals costs no disk
+            with self.write() as conn:
+                conn.execute(
+                    "INSERT INTO gov_messages (id, kind, proposal, raw, first_seen, staked)"
+                    " VALUES (?,?,?,?,?,?)", (message.id, kind, pid, raw, first_seen,
+                                               int(staked)))
             self._remember(StoredMessage(message, raw, first_seen, staked))
             return True
 
     def delete(self, ids: Iterable[bytes]) -> int:
         """Forget these messages; how many were stored."""
-        gone = 0
         with self._lock:
-            for mid in ids:
-                stored = self._messages.pop(mid, None)
-                if stored is None:
-                    continue
-                self._conn.execute("DELETE FROM gov_messages WHERE id = ?", (mid,))
+            gone = [self._messages[mid] for mid in dict.fromkeys(ids) if mid in self._messages]
+            if not gone:
+                return 0
+            with self.write() as conn:  # memory changes only once the disk has
+                conn.executemany("DELETE FROM gov_messages WHERE id = ?",
+                                 [(stored.message.id,) for stored in gone])
+            for stored in gone:
+                del self._messages[stored.message.id]
                 author = stored.message.author
                 self._by_author[author] -= 1
                 if self._by_author[author] <= 0:
                     del self._by_author[author]
                 self._unstaked -= not stored.staked
                 self._digests.discard(raw_digest(stored.raw))
-                gone += 1
-        return gone
+        return len(gone)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from p2pinfer.market.entries import Entry, EntryBody, Posting
 from p2pinfer.market.split import SplitPreset, split
 from p2pinfer.market.stake import NO_STAKE, StakeDeclaration, StakeStatus, verify_stake
 from p2pinfer.market.verify_chain import BadEntry, EvidenceVerifier, VerifyReport, walk_chain
+from p2pinfer.store import SqliteStore
 
 SCHEMA_VERSION = 1
 LEDGER_FILE_NAME = "ledger.sqlite3"
@@ -141,8 +141,11 @@ def _write_postings(conn: sqlite3.Connection, seq: int, postings: tuple[Posting,
     )
 
 
-class Ledger:
+class Ledger(SqliteStore):
     """One node's ledger file. Thread-safe; several processes may share the file."""
+
+    what = "ledger"
+    error = LedgerError
 
     def __init__(
         self,
@@ -152,12 +155,10 @@ class Ledger:
         owner: bytes | None,
         clock: Callable[[], int],
     ) -> None:
-        self._conn = conn
-        self.path = path
+        super().__init__(conn, path)
         self._identity = identity
         self.owner = owner
         self._clock = clock
-        self._lock = threading.RLock()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -179,54 +180,23 @@ class Ledger:
             if identity is None:
                 raise LedgerError(f"no ledger at {path}; it is created when the node first runs")
             path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(
-                str(path), timeout=busy_timeout_ms / 1000, isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            owner = cls._init_schema(conn, path, identity)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
-        if identity is not None and owner != identity.public_key:
-            conn.close()
+
+        def create(conn: sqlite3.Connection) -> None:  # version 0 -> 1: a new ledger
+            if identity is None:
+                raise LedgerError(f"{path} is not a p2pinfer ledger")
+            # Statement by statement: executescript() would commit the open transaction.
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("INSERT INTO meta VALUES ('owner', ?)", (identity.public_key,))
+
+        conn, _ = cls.connect(path, [create], busy_timeout_s=busy_timeout_ms / 1000)
+        ledger = cls(conn, path, identity, None, clock)
+        row = ledger.read("SELECT value FROM meta WHERE key = 'owner'")
+        ledger.owner = bytes(row[0][0]) if row and isinstance(row[0][0], bytes) else None
+        if identity is not None and ledger.owner != identity.public_key:
+            ledger.close()
             raise LedgerError(f"ledger {path} belongs to another node key; refusing to write to it")
-        return cls(conn, path, identity, owner, clock)
-
-    @staticmethod
-    def _init_schema(
-        conn: sqlite3.Connection, path: Path, identity: NodeIdentity | None
-    ) -> bytes | None:
-        # Take the write lock only to create the schema, so opening an existing ledger
-        # never waits for (or blocks) a writer.
-        existing = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute("BEGIN" if existing else "BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                if identity is None:
-                    raise LedgerError(f"{path} is not a p2pinfer ledger")
-                # Statement by statement: executescript() would commit the open transaction.
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO meta VALUES ('owner', ?)", (identity.public_key,))
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise LedgerError(
-                    f"ledger {path} has schema version {version}; this p2pinfer reads "
-                    f"version {SCHEMA_VERSION}"
-                )
-            row = conn.execute("SELECT value FROM meta WHERE key = 'owner'").fetchone()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return bytes(row[0]) if row is not None and isinstance(row[0], bytes) else None
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        return ledger
 
     def __enter__(self) -> Ledger:
         return self
@@ -236,47 +206,29 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise LedgerError(f"ledger {self.path} is busy or unwritable: {exc}") from exc
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-
     def _append(self, body: EntryBody) -> Entry:
         if self._identity is None:
             raise LedgerError(f"ledger {self.path} was opened read-only (no node key)")
         identity = self._identity
-        try:
-            with self._write() as conn:
-                head = self._head(conn)
-                seq, at_ms = head.seq + 1, self._clock()
-                data = E.encode_body(seq, at_ms, body)
-                # Refuse here (ValidationError) what verify would later reject.
-                E.decode_body(data)
-                entry_hash = E.chain_hash(head.entry_hash, data)
-                signature = identity.sign(E.signing_bytes(entry_hash))
-                key = body.idem_key()
-                try:
-                    conn.execute(
-                        "INSERT INTO entries (seq, kind, body, prev_hash, entry_hash, signer,"
-                        " signature, idem_key, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, body.kind, data, head.entry_hash, entry_hash, identity.public_key,
-                         signature, key, body.subject()),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise self._duplicate(conn, body.kind, key) from exc
-                _write_postings(conn, seq, body.postings())
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot write to ledger {self.path}: {exc}") from exc
+        with self.write() as conn:
+            head = self._head(conn)
+            seq, at_ms = head.seq + 1, self._clock()
+            data = E.encode_body(seq, at_ms, body)
+            # Refuse here (ValidationError) what verify would later reject.
+            E.decode_body(data)
+            entry_hash = E.chain_hash(head.entry_hash, data)
+            signature = identity.sign(E.signing_bytes(entry_hash))
+            key = body.idem_key()
+            try:
+                conn.execute(
+                    "INSERT INTO entries (seq, kind, body, prev_hash, entry_hash, signer,"
+                    " signature, idem_key, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, body.kind, data, head.entry_hash, entry_hash, identity.public_key,
+                     signature, key, body.subject()),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise self._duplicate(conn, body.kind, key) from exc
+            _write_postings(conn, seq, body.postings())
         return Entry(seq, at_ms, body, head.entry_hash, entry_hash, identity.public_key, signature)
 
     @staticmethod
@@ -345,20 +297,13 @@ class Ledger:
 
     def settlement_entries(self, subject: str) -> list[Entry]:
         """The voucher or redemption entries of `subject` (channel_entries), oldest first."""
-        rows = self._read(
+        rows = self.read(
             "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
             " WHERE subject = ? AND kind IN ('voucher', 'redemption') ORDER BY seq",
             (subject,))
         return self._decode_rows(rows)
 
     # -- reading ---------------------------------------------------------------------------
-
-    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
 
     @staticmethod
     def _head(conn: sqlite3.Connection) -> ChainHead:
@@ -369,18 +314,18 @@ class Ledger:
 
     def head(self) -> ChainHead:
         """The chain head; publish it to let others notice a truncated ledger."""
-        with self._lock:
-            return self._head(self._conn)
+        with self.snapshot() as conn:
+            return self._head(conn)
 
     def balance(self, account: str) -> int:
         """Micro-credits in `account` (see entries.peer_account): the sum of its postings."""
-        row = self._read("SELECT COALESCE(SUM(amount), 0) FROM postings WHERE account = ?",
+        row = self.read("SELECT COALESCE(SUM(amount), 0) FROM postings WHERE account = ?",
                          (account,))
         return int(row[0][0])
 
     def balances(self) -> tuple[Balance, ...]:
         """Every account with postings and its balance, by account name."""
-        rows = self._read("SELECT account, balance FROM balances ORDER BY account")
+        rows = self.read("SELECT account, balance FROM balances ORDER BY account")
         return tuple(Balance(a, int(n)) for a, n in rows)
 
     def require_credit(self, account: str, amount: int) -> None:
@@ -393,7 +338,7 @@ class Ledger:
 
     def has_entry(self, kind: str, key: str) -> bool:
         """Whether an entry of `kind` with idempotency key `key` exists (a charge: job id hex)."""
-        return bool(self._read("SELECT 1 FROM entries WHERE kind = ? AND idem_key = ?",
+        return bool(self.read("SELECT 1 FROM entries WHERE kind = ? AND idem_key = ?",
                                (kind, key)))
 
     def has_charge(self, job_id: bytes) -> bool:
@@ -420,7 +365,7 @@ class Ledger:
     ) -> list[Entry]:
         """Entries with seq > `after_seq`, oldest first (or newest first), at most `limit`."""
         order = "DESC" if newest_first else "ASC"
-        rows = self._read(
+        rows = self.read(
             "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
             f" WHERE seq > ? ORDER BY seq {order} LIMIT ?",
             (after_seq, limit),
@@ -429,7 +374,7 @@ class Ledger:
 
     def stake_of(self, provider: bytes) -> StakeStatus:
         """This ledger's view of `provider`'s stake: newest declaration minus all slashes."""
-        rows = self._read(
+        rows = self.read(
             "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
             " WHERE subject = ? AND kind IN ('stake', 'slash') ORDER BY seq",
             (E.peer_account(provider),),
@@ -438,7 +383,7 @@ class Ledger:
 
     def stakes(self) -> dict[bytes, StakeStatus]:
         """`stake_of` for every key this ledger holds a stake or slash entry for, in one read."""
-        rows = self._read(
+        rows = self.read(
             "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
             " WHERE kind IN ('stake', 'slash') ORDER BY seq"
         )
@@ -446,19 +391,10 @@ class Ledger:
 
     # -- verification ----------------------------------------------------------------------
 
-    @contextmanager
-    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+    def read_snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
         """One read transaction, for checks that span several queries (LedgerError if the
         file cannot be read)."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN")
-                try:
-                    yield self._conn
-                finally:
-                    self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                raise LedgerError(f"cannot read ledger {self.path}: {exc}") from exc
+        return self.snapshot()
 
     def verify(
         self,

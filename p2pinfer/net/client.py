@@ -60,6 +60,7 @@ from p2pinfer.net.job_types import (
 from p2pinfer.net.net_job import NetJob, with_seed
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
+from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS
 from p2pinfer.settle.payer import PayerBook
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
@@ -136,7 +137,7 @@ class JobClient:
             messages, prompt = tuple(input), None
             if not messages:
                 raise UsageError("a chat job needs at least one message")
-        self._check_credit(params)
+        await self._check_credit(params)
         job = NetJob(self, self.resolve_model(model), messages, prompt,
                      with_seed(params, self._rng.randrange(2**32)))
         try:
@@ -156,6 +157,26 @@ class JobClient:
         assert job.outcome is not None
         return job.outcome
 
+    async def embed(self, model: str, inputs: Sequence[str]) -> JobOutcome:
+        """Run an embed job for `inputs` (1..MAX_EMBED_INPUTS texts) on a provider whose
+        advert says it embeds with `model`; the outcome's text holds the vectors
+        (`protocol.embedding.decode_vectors`)."""
+        if not 0 < len(inputs) <= MAX_EMBED_INPUTS:
+            raise UsageError(f"an embed job takes 1 to {MAX_EMBED_INPUTS} inputs")
+        params = JobParams(max_tokens=1, temperature=0.0)  # nothing is sampled
+        await self._check_credit(params)
+        job = NetJob(self, self.resolve_model(model), (), None,
+                     with_seed(params, self._rng.randrange(2**32)), inputs=tuple(inputs))
+        try:
+            async for _ in job:
+                pass
+        finally:
+            if job.outcome is None:
+                self.metrics.jobs.labels("consumer", "failed").inc()
+            await job.aclose()
+        assert job.outcome is not None
+        return job.outcome
+
     def resolve_model(self, name: str) -> str:
         """The network's spelling of `name` (`smollm2` -> `smollm2:135m`)."""
         known = {m.lower(): m for m in self.net.catalog.models()}
@@ -164,11 +185,13 @@ class JobClient:
                 return known[wanted.lower()]
         return normalize_name(name)
 
-    def _check_credit(self, params: JobParams) -> None:
-        if self.ledger is None or not self.config.require_credit or self.payer is not None:
+    async def _check_credit(self, params: JobParams) -> None:
+        ledger = self.ledger
+        if ledger is None or not self.config.require_credit or self.payer is not None:
             return
         try:
-            self.ledger.require_credit(
+            await ledger.run(  # SQLite: in the ledger's thread, never on the loop
+                ledger.require_credit,
                 peer_account(self.identity.public_key),
                 charge_for(self.config.max_price_per_1k, params.max_tokens),
             )
@@ -212,6 +235,7 @@ class JobClient:
             c for c in (self._candidate(advert, model, via) for advert, via in found.values())
             if c.peer_id not in exclude and c.stake >= self.config.min_stake
         ]
+        usable = await self._scored(usable)
         await self._probe_rtts(usable, set(self.net.peers()))
         connected = set(self.net.peers())  # reachable now: our connection to it is up
         ranked = [self._with_rtt(c) for c in usable]
@@ -243,10 +267,19 @@ class JobClient:
         if claims:
             await self.stakes.read_unread(claims, self.config.discovery_timeout_s)
 
+    async def _scored(self, found: list[Candidate]) -> list[Candidate]:
+        """`found` with each provider's score from the reputation book, read in the book's
+        thread (`_candidate` gives the score of a peer never seen, and reads no SQLite)."""
+        book = self.reputation
+        if book is None or not found:
+            return found
+        scores = await book.run(lambda: [book.get(c.peer_id).score_pm for c in found])
+        return [replace(c, score_pm=score) for c, score in zip(found, scores, strict=True)]
+
     def _candidate(self, advert: VerifiedAdvert, model: str, via: str) -> Candidate:
         offer = advert.offer(model)
         assert offer is not None
-        score = self.reputation.get(advert.signer).score_pm if self.reputation else 950
+        score = self.reputation.params.initial_score_pm if self.reputation else 950
         ad = advert.advert
         stake = ad.stake if self.stakes is None else self.stakes.stake_of_peer(
             advert.signer, ad.payee, ad.payee_binding)
@@ -261,6 +294,7 @@ class JobClient:
             generation_tps=offer.generation_tps_milli / 1000,
             found_via=via,
             proven=self.net.catalog.is_proven(advert.signer),
+            embeds=offer.embedding_length is not None,
         )
 
     def _with_rtt(self, c: Candidate) -> Candidate:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -19,13 +19,16 @@ from p2pinfer.backends.base import (
     Backend,
     ChatMessage,
     Completion,
+    Embedder,
     ModelInfo,
     SamplingParams,
     TokenDelta,
 )
-from p2pinfer.errors import EngineResponseError
+from p2pinfer.errors import EngineResponseError, ModelNotFound
 from p2pinfer.net.faults import Fault
-from p2pinfer.protocol.messages import FinishReason, JobRequest
+from p2pinfer.net.logprobs import to_wire as logprobs_to_wire
+from p2pinfer.protocol.embedding import encode_vectors
+from p2pinfer.protocol.messages import FinishReason, JobRequest, TokenLogprobs
 
 
 @asynccontextmanager
@@ -63,16 +66,23 @@ class Outbox:
 
     def __init__(self) -> None:
         self._parts: list[str] = []
+        self._logprobs: list[TokenLogprobs] = []  # of the pending parts' tokens
         self._pending_tokens = 0
         self._closed = False
         self._ready = trio.Event()
         self.tokens = 0  # put so far
 
-    def put(self, text: str) -> None:
+    def put(self, text: str, logprobs: Sequence[TokenLogprobs] = ()) -> None:
         self._parts.append(text)
+        self._logprobs.extend(logprobs)
         self._pending_tokens += 1
         self.tokens += 1
         self._ready.set()
+
+    def take_logprobs(self) -> list[TokenLogprobs]:
+        """The log probabilities of what the last `take` returned (call right after it)."""
+        taken, self._logprobs = self._logprobs, []
+        return taken
 
     def close(self) -> None:
         """No more tokens: `take` returns ("", 0) once the rest is taken."""
@@ -112,6 +122,12 @@ def sampling_params(request: JobRequest) -> SamplingParams:
         top_k=p.top_k,
         seed=p.seed,
         stop=tuple(p.stop),
+        min_p=0.0 if p.min_p is None else p.min_p,
+        repeat_penalty=1.0 if p.repeat_penalty is None else p.repeat_penalty,
+        presence_penalty=0.0 if p.presence_penalty is None else p.presence_penalty,
+        frequency_penalty=0.0 if p.frequency_penalty is None else p.frequency_penalty,
+        output_format=p.output_format,
+        top_logprobs=p.top_logprobs,
     )
 
 
@@ -133,6 +149,8 @@ async def run_generation(
     end, also on error or cancellation). Raises BackendError if the engine fails."""
     kind = fault.kind if fault is not None else None
     model = fault.model if fault is not None and kind == "substitute-model" else info.name
+    if request.kind == "embed":
+        return await run_embedding(backend, model, request.inputs or (), outbox)
     params = sampling_params(request)
     rng = rng or random.Random()
     limit = max(1, request.params.max_tokens // 2) if kind == "truncate" else 0
@@ -153,7 +171,10 @@ async def run_generation(
                     text = garbage_text(text, rng)
                 elif kind == "slow" and fault is not None:
                     await trio.sleep(fault.count / 1000)
-                outbox.put(text)
+                top = request.params.top_logprobs
+                probs = event.logprobs if isinstance(event, TokenDelta) and top is not None \
+                    else ()
+                outbox.put(text, [logprobs_to_wire(p, top or 0) for p in probs])
                 if limit and outbox.tokens >= limit:
                     break  # leaving the context stops the engine
     finally:
@@ -171,3 +192,22 @@ async def run_generation(
         prompt_ms=done.timings.prompt_eval_ns // 1_000_000,
         generation_ms=done.timings.eval_ns // 1_000_000,
     )
+
+
+async def run_embedding(
+    backend: Backend, model: str, inputs: Sequence[str], outbox: Outbox
+) -> GenerationDone:
+    """Embed `inputs` into `outbox` as one piece (protocol/embedding.py); the charge is
+    for the input tokens only."""
+    try:
+        if not isinstance(backend, Embedder):
+            raise ModelNotFound(f"model '{model}' does not embed on this engine")
+        embeddings = await backend.embed(model, inputs)
+        if len(embeddings.vectors) != len(inputs):
+            raise EngineResponseError(
+                f"the engine gave {len(embeddings.vectors)} vectors for {len(inputs)} inputs")
+        outbox.put(encode_vectors(embeddings.vectors))
+    finally:
+        outbox.close()
+    return GenerationDone(prompt_tokens=embeddings.prompt_tokens, completion_tokens=0,
+                          finish_reason="stop")

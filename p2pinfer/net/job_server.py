@@ -31,6 +31,7 @@ import trio
 from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import (
     BackendError,
+    BadRequestError,
     DuplicateEntryError,
     LedgerError,
     ModelNotFound,
@@ -52,6 +53,7 @@ from p2pinfer.net.adverts import Catalog
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.generation import Outbox, collapsing_nursery, run_generation
 from p2pinfer.net.job_types import JobRecord, JobServerConfig
+from p2pinfer.net.logprobs import batches as logprob_batches
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -374,7 +376,7 @@ class JobServer:
                     )
         except BackendError as exc:
             code: RejectCode = "unknown_model" if isinstance(exc, ModelNotFound) else (
-                "internal_error")
+                "bad_request" if isinstance(exc, BadRequestError) else "internal_error")
             log.warning("job failed job=%s model=%s error=%s", request.job_id.hex(),
                         info.name, exc)
             await self._reject(job, code, f"the engine failed: {exc}")
@@ -401,12 +403,17 @@ class JobServer:
             self.config.fault is not None and self.config.fault.kind == "crash-after") else 0
         while True:
             text, tokens = await outbox.take()
+            probs = logprob_batches(outbox.take_logprobs())
             if tokens == 0 and not text:
                 return  # closed and drained
             if not await job.streaming():
                 return
             for start in range(0, len(text), MAX_CHUNK_CHARS):
-                await self._write(job, job.machine.chunk(text[start:start + MAX_CHUNK_CHARS]))
+                first = probs.pop(0) if probs else None
+                await self._write(job, job.machine.chunk(text[start:start + MAX_CHUNK_CHARS],
+                                                         first))
+            for rest in probs:  # more log probabilities than one chunk carries
+                await self._write(job, job.machine.chunk("", rest))
             if job.tokens_sent == 0:
                 self._metrics.ttft_seconds.labels("provider").observe(
                     trio.current_time() - started)

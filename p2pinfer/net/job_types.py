@@ -11,6 +11,7 @@ from p2pinfer.market.split import SplitPreset, preset_named
 from p2pinfer.net.admission import FREE_JOBS_PER_MINUTE
 from p2pinfer.net.faults import Fault
 from p2pinfer.protocol import RequestLimits
+from p2pinfer.protocol.messages import TokenLogprobs
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Candidate:
     # The stake its advert claims; `stake` is what the client counts: the claim without
     # settlement, the bound account's stake on chain with it (settle.stakes).
     declared_stake: int = 0
+    embeds: bool = False  # its advert says it embeds text with this model
 
     def rank_key(self) -> float:
         """Lower is better: price, inflated by low reputation and by latency."""
@@ -106,6 +108,7 @@ class TextDelta:
 
     text: str
     restart: bool = False
+    logprobs: tuple[TokenLogprobs, ...] = ()  # of this text's tokens, when asked for
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -47,6 +47,7 @@ from p2pinfer.protocol import (
     Rejected,
     ResultReceived,
 )
+from p2pinfer.protocol.messages import TokenLogprobs
 from p2pinfer.settle.payer import paid_receipt
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class _Attempt:
     accepted: bool = False
     chunks: int = 0
     payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
+    # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
 
 
 class _Failure(Exception):
@@ -93,11 +96,14 @@ class NetJob:
         messages: Sequence[ChatTurn],
         prompt: str | None,
         params: JobParams,
+        *,
+        inputs: tuple[str, ...] | None = None,
     ) -> None:
         self._client = client
         self.model = model
         self._messages = tuple(messages)
         self._prompt = prompt
+        self._inputs = inputs  # an embed job: only providers that embed will do
         self.params = params
         self.outcome: JobOutcome | None = None
         self.failovers: list[FailedAttempt] = []
@@ -212,6 +218,8 @@ class NetJob:
         while True:
             while self._candidates:
                 candidate = self._candidates.popleft()
+                if self._inputs is not None and not candidate.embeds:
+                    continue
                 if candidate.peer_id not in self._tried:
                     return candidate
             if self._dht_consulted:
@@ -240,12 +248,14 @@ class NetJob:
             job_id=os.urandom(16),  # every attempt a new job: a retry is never a replay
             provider=candidate.peer_id,
             model=self.model,
-            kind="chat" if self._prompt is None else "generate",
+            kind="embed" if self._inputs is not None else (
+                "chat" if self._prompt is None else "generate"),
             max_price_per_1k=client.config.max_price_per_1k,
             issued_at=now,
             expires_at=now + client.config.request_ttl_ms,
             messages=self._messages,
             prompt=self._prompt,
+            inputs=self._inputs,
             params=self.params,
             # The advert's price we chose it for: the provider may not accept above it.
             quoted_price_per_1k=min(candidate.price_per_1k, client.config.max_price_per_1k),
@@ -280,7 +290,8 @@ class NetJob:
             elif isinstance(event, ChunkReceived):
                 attempt.chunks += 1
                 attempt.text += event.text
-                self._deliver(attempt)
+                attempt.logprobs.extend(event.logprobs)
+                self._deliver(attempt, event.logprobs)
             elif isinstance(event, ResultReceived):
                 await self._complete(attempt)
                 return
@@ -304,21 +315,23 @@ class NetJob:
         except InsufficientCreditError as exc:
             raise _Failure(str(exc), "insufficient_credit", blame=False) from exc
 
-    def _deliver(self, attempt: _Attempt) -> None:
-        """Pass on new text; after a failover, only what goes beyond the text already
-        delivered (or everything again, flagged `restart`, if the new answer differs)."""
+    def _deliver(self, attempt: _Attempt, logprobs: tuple[TokenLogprobs, ...] = ()) -> None:
+        """Pass on new text (and the chunk's `logprobs`); after a failover, only what goes
+        beyond the text already delivered (or everything again, flagged `restart`, with
+        all its log probabilities, if the new answer differs)."""
         full, done = attempt.text, self._delivered
         if attempt.caught_up:
             new = full[len(done):]
-            if new:
-                self._pending.append(TextDelta(new))
+            if new or logprobs:
+                self._pending.append(TextDelta(new, logprobs=logprobs))
                 self._delivered = full
             return
         n = min(len(full), len(done))
         if full[:n] != done[:n]:
-            self._pending.append(TextDelta(full, restart=True))
+            self._pending.append(TextDelta(full, restart=True,
+                                           logprobs=tuple(attempt.logprobs)))
         elif len(full) > len(done):
-            self._pending.append(TextDelta(full[len(done):]))
+            self._pending.append(TextDelta(full[len(done):], logprobs=logprobs))
         else:
             return  # still repeating what was delivered
         self._delivered = full
@@ -402,4 +415,12 @@ def with_seed(params: JobParams, seed: int) -> JobParams:
         seed=seed if params.seed is None else params.seed,
         temperature=float(params.temperature),
         top_p=float(params.top_p),
+        min_p=_float(params.min_p),
+        repeat_penalty=_float(params.repeat_penalty),
+        presence_penalty=_float(params.presence_penalty),
+        frequency_penalty=_float(params.frequency_penalty),
     )
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
+    Embeddings,
     ModelInfo,
     SamplingParams,
     StreamEvent,
@@ -24,6 +25,7 @@ from p2pinfer.backends.base import (
     TokenDelta,
     Usage,
 )
+from p2pinfer.backends.output_format import check_grammar
 from p2pinfer.errors import (
     AllProvidersFailedError,
     BadRequestError,
@@ -38,8 +40,10 @@ from p2pinfer.errors import (
 )
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_types import TextDelta
+from p2pinfer.net.logprobs import from_wire as logprobs_from_wire
 from p2pinfer.net.net_job import NetJob
 from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.protocol.embedding import decode_vectors
 from p2pinfer.protocol.schema import to_wire
 
 
@@ -58,6 +62,9 @@ current_job_meta: ContextVar[JobMeta | None] = ContextVar("p2pinfer_job_meta", d
 
 DEFAULT_MAX_TOKENS = 1024  # when the caller sets no limit (Ollama's num_predict -1)
 MAX_TURNS = 1024  # JobRequest.messages' wire cap
+#: Inputs per embed job: 32 vectors of the longest length a consumer reads (16,384
+#: float32 values, 87 KiB of base64 each) stay under its 4 M-character output limit.
+EMBED_BATCH = 32
 
 
 def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> JobParams:
@@ -69,7 +76,19 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
         top_k=max(params.top_k, 0),
         seed=None if params.seed is None else params.seed % 2**32,
         stop=tuple(s for s in params.stop if s)[:16],
+        # Neutral values stay off the wire (older providers read the request); others are
+        # carried as given, and one out of the wire's range is a 400 (wire_job).
+        min_p=_unless(params.min_p, 0.0),
+        repeat_penalty=_unless(params.repeat_penalty, 1.0),
+        presence_penalty=_unless(params.presence_penalty, 0.0),
+        frequency_penalty=_unless(params.frequency_penalty, 0.0),
+        output_format=params.output_format,
+        top_logprobs=params.top_logprobs,
     )
+
+
+def _unless(value: float, neutral: float) -> float | None:
+    return None if value == neutral else float(value)
 
 
 class NetworkBackend:
@@ -95,6 +114,8 @@ class NetworkBackend:
                 quantization=offer.quantization, context_length=offer.context_length,
                 family=offer.family or "", size_bytes=offer.size_bytes or 0,
                 modified_at_ms=offer.modified_at or 0,
+                embedding_length=next((p.offer.embedding_length for p in providers
+                                       if p.offer.embedding_length), 0),
             ))
         return out
 
@@ -110,6 +131,36 @@ class NetworkBackend:
 
     async def aclose(self) -> None:
         """Nothing to release: the client belongs to the node."""
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
+        """Vectors from providers that embed with `model`: one embed job per
+        EMBED_BATCH inputs, in order (the job meta names the last job; its charge is
+        the sum)."""
+        meta = current_job_meta.get()
+        for text in inputs:
+            wire_job(text, SamplingParams(), self._default_max_tokens)  # 400s, as a prompt's
+        vectors: list[tuple[float, ...]] = []
+        tokens = charged = 0
+        for start in range(0, len(inputs), EMBED_BATCH):
+            batch = list(inputs[start:start + EMBED_BATCH])
+            try:
+                outcome = await self.client.embed(model, batch)
+                got = decode_vectors(outcome.text, len(batch))
+            except NetworkError as exc:
+                raise backend_error(exc) from exc
+            except InsufficientCreditError as exc:
+                raise EngineUnavailable(str(exc)) from exc
+            except ValidationError as exc:  # the provider's receipted output is malformed
+                raise EngineResponseError(f"the provider's embeddings: {exc}") from exc
+            if vectors and got and len(got[0]) != len(vectors[0]):
+                raise EngineResponseError("providers gave vectors of different lengths")
+            vectors.extend(tuple(v) for v in got)
+            tokens += outcome.prompt_tokens
+            charged += outcome.charged
+            if meta is not None:
+                meta.provider, meta.job_id = outcome.provider, outcome.job_id
+                meta.charged, meta.failovers = charged, len(outcome.failovers)
+        return Embeddings(tuple(vectors), tokens)
 
     @asynccontextmanager
     async def _stream(
@@ -133,7 +184,8 @@ def wire_job(
 ) -> tuple[str | list[ChatTurn], JobParams]:
     """The request as the wire carries it; BadRequestError (HTTP 400) for what the wire
     cannot carry: a field over its cap (a stop string over 256 characters, a message over
-    262,144) or text with a lone surrogate (not encodable as UTF-8)."""
+    262,144, an output format's schema over its bounds, or one llama.cpp cannot follow)
+    or text with a lone surrogate (not encodable as UTF-8)."""
     texts = [input] if isinstance(input, str) else [m.content for m in input]
     for text in (*texts, *params.stop):
         try:
@@ -145,6 +197,7 @@ def wire_job(
     try:
         wire_params = job_params(params, default_max_tokens)
         to_wire(wire_params)
+        check_grammar(wire_params.output_format)  # a schema no engine here could follow
         if isinstance(input, str):
             to_wire(ChatTurn("user", input))  # a prompt has a turn's cap
             return input, wire_params
@@ -177,6 +230,7 @@ class _Events:
         self._meta = meta
         self._delivered = False
         self._done = False
+        self._charged = False
         self._update_meta()
 
     def __aiter__(self) -> _Events:
@@ -188,8 +242,10 @@ class _Events:
             self._meta.job_id = self._job.job_id
             self._meta.failovers = len(self._job.failovers)
             self._meta.price_per_1k = self._job.price_per_1k
-            if self._job.outcome is not None:
-                self._meta.charged = self._job.outcome.charged
+            if self._job.outcome is not None and not self._charged:
+                # Added, not set: a request of several jobs (OpenAI's `n`) pays for all.
+                self._charged = True
+                self._meta.charged = (self._meta.charged or 0) + self._job.outcome.charged
 
     async def __anext__(self) -> StreamEvent:
         if self._done:
@@ -210,7 +266,7 @@ class _Events:
             )
         self._delivered = True
         self._update_meta()
-        return TokenDelta(delta.text)
+        return TokenDelta(delta.text, logprobs_from_wire(delta.logprobs))
 
     def _completion(self) -> Completion:
         self._done = True

@@ -46,13 +46,20 @@ def prompt_token_bound(request: JobRequest) -> int:
     if request.kind == "generate":
         return utf8_len(request.prompt or "") + PROMPT_OVERHEAD_PER_JOB + (
             PROMPT_OVERHEAD_PER_MESSAGE)
+    if request.kind == "embed":  # each input its own sequence (BOS/EOS around it)
+        inputs = request.inputs or ()
+        return (sum(utf8_len(text) for text in inputs) + PROMPT_OVERHEAD_PER_JOB
+                + PROMPT_OVERHEAD_PER_MESSAGE * len(inputs))
     text = sum(utf8_len(m.content) for m in request.messages)
     return (text + PROMPT_OVERHEAD_PER_JOB
             + PROMPT_OVERHEAD_PER_MESSAGE * len(request.messages))
 
 
 def completion_token_bound(request: JobRequest, output_bytes: int) -> int:
-    """The most completion tokens an output of `output_bytes` UTF-8 bytes can have cost."""
+    """The most completion tokens an output of `output_bytes` UTF-8 bytes can have cost
+    (an embed job generates none: its output is vectors, protocol/embedding.py)."""
+    if request.kind == "embed":
+        return 0
     stop = max((utf8_len(s) for s in request.params.stop), default=0)
     return min(request.params.max_tokens, output_bytes + stop + COMPLETION_ALLOWANCE)
 
@@ -70,4 +77,5 @@ def max_charge(request: JobRequest, price_per_1k: int | None = None) -> int:
     price = agreed_price(request)
     if price_per_1k is not None:
         price = min(price, price_per_1k)
-    return charge_for(price, prompt_token_bound(request) + request.params.max_tokens)
+    completion = 0 if request.kind == "embed" else request.params.max_tokens
+    return charge_for(price, prompt_token_bound(request) + completion)

@@ -15,6 +15,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.protocol.charges import (
+    COMPLETION_ALLOWANCE,
     UNCHARGED_FINISH_REASONS,
     agreed_price,
     completion_token_bound,
@@ -86,6 +87,7 @@ class ConsumerJob:
         self._output = hashlib.sha256()
         self.output_chars = 0
         self.output_bytes = 0
+        self.logprobs_received = 0
         self.state = ConsumerState.SEND_REQUEST
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
@@ -212,11 +214,26 @@ class ConsumerJob:
         self.output_chars += len(chunk.text)
         if self.output_chars > self._max_output_chars:
             raise ValidationError(f"the output is over {self._max_output_chars} characters")
+        self._check_logprobs(chunk)
         self._next_seq += 1
         data = chunk.text.encode("utf-8", "surrogatepass")
         self.output_bytes += len(data)
         self._output.update(data)
-        return ChunkReceived(chunk.seq, chunk.text)
+        return ChunkReceived(chunk.seq, chunk.text, chunk.logprobs or ())
+
+    def _check_logprobs(self, chunk: Chunk) -> None:
+        # Only when asked, with at most the rivals asked, and no more entries than tokens
+        # the job may generate: empty-text chunks must not grow memory without end.
+        if chunk.logprobs is None:
+            return
+        top = self.request.msg.params.top_logprobs
+        if top is None:
+            raise ValidationError("log probabilities that were not asked for")
+        if any(len(entry.top) > top for entry in chunk.logprobs):
+            raise ValidationError(f"more than the {top} log probability rivals asked for")
+        self.logprobs_received += len(chunk.logprobs)
+        if self.logprobs_received > self.request.msg.params.max_tokens + COMPLETION_ALLOWANCE:
+            raise ValidationError("more token log probabilities than tokens")
 
     def _on_result(self, result: Signed[JobResult]) -> ConsumerEvent:
         req, res = self.request.msg, result.msg

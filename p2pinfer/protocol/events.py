@@ -12,6 +12,7 @@ from p2pinfer.protocol.messages import (
     JobRequest,
     JobResult,
     Receipt,
+    TokenLogprobs,
 )
 
 # --- provider side ----------------------------------------------------------
@@ -92,6 +93,7 @@ class ChunkReceived:
 
     seq: int
     text: str
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, MAX_EMBEDDING_LENGTH
+from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
 from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 
 PROTOCOL_VERSION = 1
@@ -41,7 +43,7 @@ ChainSignature = Annotated[bytes, Size(65, 65)]
 """A secp256k1 EIP-191 signature, r || s || v."""
 
 Role = Literal["system", "user", "assistant", "tool"]
-JobKind = Literal["chat", "generate"]
+JobKind = Literal["chat", "generate", "embed"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 Verdict = Literal["pass", "fail", "inconclusive"]
 RejectCode = Literal[
@@ -108,6 +110,9 @@ class ModelOffer:
     family: Annotated[Annotated[str, Size(1, 64)] | None, OMIT_NONE] = None  # "llama"
     size_bytes: Annotated[Annotated[int, Range(0, _U63)] | None, OMIT_NONE] = None  # file
     modified_at: Annotated[Millis | None, OMIT_NONE] = None  # the model file's mtime
+    # Set when the provider embeds text with this model (kind "embed" jobs): the vector's
+    # length. Absent on the wire otherwise, so adverts without it read as before.
+    embedding_length: Annotated[int | None, Range(1, MAX_EMBEDDING_LENGTH), OMIT_NONE] = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,30 @@ class JobParams:
     top_k: Annotated[int, Range(0, 1_000_000)] = 40
     seed: Annotated[int, Range(0, _U32)] | None = None
     stop: Annotated[tuple[Annotated[str, Size(1, 256)], ...], Size(0, 16)] = ()
+    # Added for issue 17, each *omitted when nil* (nil: the engine's neutral value, so a
+    # request without them encodes as before). An older provider refuses a request that
+    # sets one (unknown field) rather than silently ignoring it.
+    min_p: Annotated[float | None, Range(0.0, 1.0), OMIT_NONE] = None  # neutral 0
+    repeat_penalty: Annotated[float | None, Range(0.0, 4.0), OMIT_NONE] = None  # neutral 1
+    presence_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
+    frequency_penalty: Annotated[float | None, Range(-2.0, 2.0), OMIT_NONE] = None  # neutral 0
+    # Structured output: "json" or a JSON schema's text (protocol/output_format.py).
+    output_format: Annotated[str | None, Size(1, MAX_FORMAT_CHARS), OMIT_NONE] = None
+    # Log probabilities asked for: each token's, with this many likeliest rivals (0..20).
+    top_logprobs: Annotated[int | None, Range(0, 20), OMIT_NONE] = None
+
+    def __post_init__(self) -> None:
+        if self.output_format is not None:
+            check_output_format(self.output_format)
+
+    @property
+    def reshaped(self) -> bool:
+        """Whether a penalty or an output format reshapes what the sampler picks from, so
+        the raw model's likelihood of an answer no longer says what it would pick."""
+        return self.output_format is not None or any(
+            v not in (None, neutral) for v, neutral in (
+                (self.repeat_penalty, 1.0), (self.presence_penalty, 0.0),
+                (self.frequency_penalty, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -184,7 +213,9 @@ class JobRequest(WireMessage):
     """A consumer's signed order for one completion by one provider.
 
     `kind` "chat" carries `messages` (prompt None); "generate" carries `prompt`
-    (messages empty). The provider must not start the job after `expires_at`.
+    (messages empty); "embed" carries `inputs`, the texts to embed (neither messages
+    nor prompt; the answer is their vectors, protocol/embedding.py). The provider must
+    not start the job after `expires_at`.
     """
 
     TYPE: ClassVar[str] = "job_request"
@@ -208,9 +239,14 @@ class JobRequest(WireMessage):
     # the wire when None (older peers, or no chain).
     payer: Annotated[ChainAddress | None, OMIT_NONE] = None
     payer_binding: Annotated[ChainSignature | None, OMIT_NONE] = None
+    inputs: Annotated[tuple[LongText, ...] | None, Size(1, MAX_EMBED_INPUTS), OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         _check_peer_id("JobRequest.provider", self.provider)
+        if (self.kind == "embed") != (self.inputs is not None):
+            raise ValidationError("JobRequest: an embed job, and only one, has inputs")
+        if self.kind == "embed" and (self.messages or self.prompt is not None):
+            raise ValidationError("JobRequest: an embed job has no messages and no prompt")
         if (self.payer is None) != (self.payer_binding is None):
             raise ValidationError("JobRequest: payer and payer_binding go together")
         if self.quoted_price_per_1k is not None and (
@@ -262,15 +298,42 @@ class JobReject(WireMessage):
             raise ValidationError("JobReject: retry_after_ms goes only with code 'busy'")
 
 
+LogprobMicro = Annotated[int, Range(-(10**12), 0)]
+"""A log probability in millionths of a nat (integers on the wire, not floats)."""
+TokenText = Annotated[str, Size(0, 64)]
+
+
+@dataclass(frozen=True)
+class LogprobRival:
+    token: TokenText
+    logprob_micro: LogprobMicro
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A generated token's log probability and its likeliest rivals, best first."""
+
+    token: TokenText
+    logprob_micro: LogprobMicro
+    top: Annotated[tuple[LogprobRival, ...], Size(0, 20)] = ()
+
+
+MAX_CHUNK_LOGPROBS = 64
+
+
 @dataclass(frozen=True)
 class Chunk(WireMessage):
-    """A piece of the output; `seq` counts from 0 without gaps."""
+    """A piece of the output; `seq` counts from 0 without gaps. With `top_logprobs`
+    asked, `logprobs` are those of the tokens it holds (the provider's claim: no check
+    covers them; a chunk may carry them with empty text)."""
 
     TYPE: ClassVar[str] = "chunk"
 
     job_id: JobId
     seq: Count
     text: Annotated[str, Size(0, 65_536)]
+    logprobs: Annotated[tuple[TokenLogprobs, ...] | None, Size(1, MAX_CHUNK_LOGPROBS),
+                        OMIT_NONE] = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from p2pinfer.protocol.messages import (
     JobResult,
     Receipt,
     RejectCode,
+    TokenLogprobs,
     WireMessage,
     charge_for,
 )
@@ -227,10 +228,11 @@ class ProviderJob:
             self.state = ProviderState.CLOSED
         return out
 
-    def chunk(self, text: str) -> bytes:
-        """Send the next piece of output (at most 65,536 characters)."""
+    def chunk(self, text: str, logprobs: tuple[TokenLogprobs, ...] | None = None) -> bytes:
+        """Send the next piece of output (at most 65,536 characters; with at most
+        MAX_CHUNK_LOGPROBS token log probabilities)."""
         self._require(ProviderState.STREAMING, "send a chunk")
-        out = self._send(Chunk(self._job_id, self._next_seq, text))
+        out = self._send(Chunk(self._job_id, self._next_seq, text, logprobs or None))
         self._next_seq += 1
         data = text.encode("utf-8")
         self._output_bytes += len(data)

@@ -105,7 +105,8 @@ def check_request(
         raise OverLimitsError(
             f"{len(request.messages)} messages; this provider takes at most {limits.max_messages}"
         )
-    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
+    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "") + sum(
+        len(text) for text in request.inputs or ())
     if chars > limits.max_prompt_chars:
         raise OverLimitsError(
             f"the input is {chars} characters; this provider takes at most "

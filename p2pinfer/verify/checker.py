@@ -42,11 +42,12 @@ from p2pinfer.backends.base import (
     Backend,
     ChatMessage,
     Completion,
+    Embedder,
     TextScore,
     TextScorer,
     TokenDelta,
 )
-from p2pinfer.errors import BackendError, P2PInferError
+from p2pinfer.errors import BackendError, ModelNotFound, P2PInferError
 from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, run_host
@@ -66,12 +67,14 @@ from p2pinfer.protocol import (
     RequestLimits,
 )
 from p2pinfer.protocol.codec import decode_as
+from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.verify.compare import (
     DEFAULT_THRESHOLDS,
     CompareThresholds,
     Comparison,
     Verdict,
     compare_by_likelihood,
+    compare_embeddings,
     compare_outputs,
 )
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
@@ -139,8 +142,15 @@ class CheckResult:
 
 
 async def reference_output(backend: Backend, request: JobRequest) -> str:
-    """Our own engine's answer to `request`, with its model and sampling parameters."""
-    params = sampling_params(request)
+    """Our own engine's answer to `request`, with its model and sampling parameters (for
+    an embed job: its vectors, as the job's output text)."""
+    if request.kind == "embed":
+        if not isinstance(backend, Embedder):
+            raise ModelNotFound(f"this engine does not embed with {request.model}")
+        embeddings = await backend.embed(request.model, request.inputs or ())
+        return encode_vectors(embeddings.vectors)
+    # The same sampling; log probabilities change no token and are not compared.
+    params = replace(sampling_params(request), top_logprobs=None)
     if request.kind == "chat":
         turns = [ChatMessage(t.role, t.content) for t in request.messages]
         stream = backend.chat(request.model, turns, params)
@@ -194,11 +204,21 @@ async def judge_answer(
     none was needed, and the comparison). A greedy answer our engine can score and
     finds consistent passes on its likelihood alone (`compare_by_likelihood`: the
     re-run could not change that verdict); otherwise we re-run the request on our
-    engine and compare the two answers (`compare_outputs`), so every fail rests on a
-    re-run."""
+    engine with its parameters and compare the two answers (`compare_outputs`), so
+    every fail rests on a re-run. A reshaped request (a penalty or an output format) is
+    judged by the re-run alone."""
     memo = memo if memo is not None else JudgeMemo()
+    if request.kind == "embed":  # vectors: the re-run's, compared by cosine similarity
+        if memo.reference is None:
+            memo.reference = await reference_output(backend, request)
+        return memo.reference, compare_embeddings(
+            memo.reference, text, len(request.inputs or ()), thresholds)
     if not memo.scored:
-        memo.score, memo.scored = await score_output(backend, request, text), True
+        # The score is the raw model's: under a penalty or a grammar the sampler picks
+        # from other logits, so only the re-run (same parameters) can judge the answer.
+        raw_model = not request.params.reshaped
+        memo.score = await score_output(backend, request, text) if raw_model else None
+        memo.scored = True
     score = memo.score
     greedy = is_greedy(request.params)
     # A stop string also ends an answer "naturally" where the model would not stop.
@@ -234,7 +254,8 @@ class TargetedClient(JobClient):
         for entry in source.catalog.providers(model):
             if entry.peer_id == self.target and entry.peer_id not in exclude:
                 self.net.add_peer_addrs(entry.peer_id, entry.advert.advert.listen_addrs)
-                candidate = self._candidate(entry.advert, model, "catalog")
+                [candidate] = await self._scored([self._candidate(entry.advert, model,
+                                                                 "catalog")])
                 await self._probe_rtts([candidate])
                 return [self._with_rtt(candidate)]
         return []
@@ -291,7 +312,7 @@ class Verifier:
     async def _validator_loop(self) -> None:
         while True:
             await trio.sleep(self.rng.expovariate(1 / max(self.config.check_interval_s, 0.01)))
-            target = self.pick_target()
+            target = await self.pick_target()
             if target is None:
                 continue
             try:
@@ -299,18 +320,16 @@ class Verifier:
             except P2PInferError as exc:
                 log.info("check job failed provider=%s error=%s", target[0], exc)
 
-    def pick_target(self) -> tuple[str, str] | None:
-        """A (provider, model) to check: peers weighted by their check rate."""
-        options: list[tuple[str, str]] = []
-        weights: list[int] = []
-        for model in sorted(self.models):
-            for entry in self.net.catalog.providers(model):
-                if entry.peer_id == self.net.peer_id:
-                    continue
-                options.append((entry.peer_id, model))
-                weights.append(max(1, self.book.check_rate_pm(entry.peer_id)))
+    async def pick_target(self) -> tuple[str, str] | None:
+        """A (provider, model) to check: peers weighted by their check rate (read from the
+        reputation book in its thread; the catalog, on the loop that owns it)."""
+        options = [(entry.peer_id, model) for model in sorted(self.models)
+                   for entry in self.net.catalog.providers(model)
+                   if entry.peer_id != self.net.peer_id]
         if not options:
             return None
+        book = self.book
+        weights = await book.run(lambda: [max(1, book.check_rate_pm(p)) for p, _ in options])
         return self.rng.choices(options, weights)[0]
 
     async def check_provider(self, provider: str, model: str) -> CheckResult | None:

@@ -36,12 +36,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from p2pinfer.backends.base import TextScore
+from p2pinfer.errors import ValidationError
+from p2pinfer.protocol.embedding import decode_vectors
 
 PER_MILLE = 1_000
 #: Characters that stand for one word token when short-in-words text is compared
@@ -93,6 +96,11 @@ class CompareThresholds:
     #: An answer that claims a natural stop: floor on the log probability that the
     #: reference model ends there. Honest stops >= -1918; `truncate` cuts <= -6358.
     end_logprob_milli: int = -4_000
+    #: Embed jobs: the least cosine similarity (per mille) of each of the provider's
+    #: vectors with the re-run's. Honest re-runs of SmolLM2 (other batch sizes and
+    #: thread counts) stay above 999; another model gives vectors of another length
+    #: or far lower similarity.
+    embedding_cosine_pm: int = 990
 
 
 DEFAULT_THRESHOLDS = CompareThresholds()
@@ -264,3 +272,36 @@ def compare_outputs(
                                   score=score, greedy=greedy, claimed_stop=claimed_stop)
     return compare_tokens(ref_words, cand_words, thresholds, score=score, greedy=greedy,
                           claimed_stop=claimed_stop)
+
+
+def compare_embeddings(
+    reference: str, candidate: str, count: int,
+    thresholds: CompareThresholds = DEFAULT_THRESHOLDS,
+) -> Comparison:
+    """Compare an embed job's vectors (protocol/embedding.py text) with a re-run's: the
+    least cosine similarity over the inputs is `agreement_pm`; CONSISTENT at or above
+    `embedding_cosine_pm`, IDENTICAL when the texts are equal, INCONSISTENT otherwise
+    (a malformed candidate, or vectors of another length, included)."""
+    ref = decode_vectors(reference, count)
+    try:
+        cand = decode_vectors(candidate, count)
+    except ValidationError:
+        cand = []
+    if len(cand) != len(ref) or any(len(a) != len(b) for a, b in zip(ref, cand, strict=False)):
+        least = 0
+    else:
+        least = min((_cosine_pm(a, b) for a, b in zip(ref, cand, strict=True)), default=1000)
+    if reference == candidate:
+        verdict = Verdict.IDENTICAL
+    elif least >= thresholds.embedding_cosine_pm:
+        verdict = Verdict.CONSISTENT
+    else:
+        verdict = Verdict.INCONSISTENT
+    same = PER_MILLE if reference == candidate else 0
+    return Comparison(count, len(cand), same and count, same, same, least, verdict)
+
+
+def _cosine_pm(a: Sequence[float], b: Sequence[float]) -> int:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return max(0, min(PER_MILLE, int(dot / norm * PER_MILLE))) if norm else 0

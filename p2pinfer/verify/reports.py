@@ -189,10 +189,11 @@ def recheck_refusal(request: JobRequest, limits: RequestLimits, output: str = ""
     if request.params.temperature > RECHECK_MAX_TEMPERATURE:
         return (f"temperature {request.params.temperature:g} is over "
                 f"{RECHECK_MAX_TEMPERATURE:g}")
-    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "")
+    chars = sum(len(m.content) for m in request.messages) + len(request.prompt or "") + sum(
+        len(text) for text in request.inputs or ())
     if chars > RECHECK_MAX_PROMPT_CHARS:
         return f"an input of {chars} characters is over {RECHECK_MAX_PROMPT_CHARS} for a re-run"
-    if len(output) > request.params.max_tokens * MAX_CHARS_PER_TOKEN:
+    if request.kind != "embed" and len(output) > request.params.max_tokens * MAX_CHARS_PER_TOKEN:
         return (f"an output of {len(output)} characters is longer than max_tokens "
                 f"{request.params.max_tokens} could give")
     return None

@@ -14,7 +14,6 @@ Schema 1 files gain that table when opened.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pinfer.errors import ReputationStoreError
+from p2pinfer.store import SqliteStore
 from p2pinfer.verify import reputation as R
 from p2pinfer.verify.breaker import Breaker, BreakerState
 
@@ -64,16 +64,29 @@ def _from_row(row: tuple[Any, ...]) -> R.PeerReputation:
     return R.PeerReputation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], brk)
 
 
-class ReputationBook:
+def _create_peers(conn: sqlite3.Connection) -> None:  # version 0 -> 1
+    conn.execute(_SCHEMA)
+
+
+def _create_reporters(conn: sqlite3.Connection) -> None:  # version 1 -> 2
+    conn.execute(_REPORTERS_SCHEMA)
+
+
+_MIGRATIONS = (_create_peers, _create_reporters)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+class ReputationBook(SqliteStore):
     """This node's reputation table. Thread-safe; processes may share the file."""
+
+    what = "reputation table"
+    error = ReputationStoreError
 
     def __init__(self, conn: sqlite3.Connection, path: Path, params: R.ReputationParams,
                  clock: Callable[[], int]) -> None:
-        self._conn = conn
-        self.path = path
+        super().__init__(conn, path)
         self.params = params
         self._clock = clock
-        self._lock = threading.RLock()
 
     @classmethod
     def open(
@@ -89,32 +102,10 @@ class ReputationBook:
             raise ReputationStoreError(f"no reputation table at {path}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=10, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            # The write lock only to create the table; opening never waits for a writer.
-            existing = conn.execute("PRAGMA user_version").fetchone()[0]
-            conn.execute("BEGIN" if existing == SCHEMA_VERSION else "BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                conn.execute(_SCHEMA)
-            if version in (0, 1):
-                conn.execute(_REPORTERS_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             raise ReputationStoreError(f"cannot open reputation table {path}: {exc}") from exc
-        if version not in (0, 1, SCHEMA_VERSION):
-            conn.close()
-            raise ReputationStoreError(
-                f"{path} has schema version {version}; this p2pinfer reads {SCHEMA_VERSION}"
-            )
+        conn, _ = cls.connect(path, _MIGRATIONS)
         return cls(conn, path, params, clock)
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
     def __enter__(self) -> ReputationBook:
         return self
@@ -123,43 +114,24 @@ class ReputationBook:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[None]:
-        """One write transaction (BEGIN IMMEDIATE, rolled back on any error), under the lock;
-        SQLite errors become ReputationStoreError."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise ReputationStoreError(f"cannot update {self.path}: {exc}") from exc
-
-    @contextmanager
     def _update(self, peer_id: str) -> Iterator[tuple[R.PeerReputation, list[R.PeerReputation]]]:
         """Yield (current record, out-list); the record put in out-list is saved atomically."""
-        with self._write():
+        with self.write() as conn:
             out: list[R.PeerReputation] = []
-            yield self._get(peer_id), out
+            yield self._get(conn, peer_id), out
             if out:
-                self._conn.execute(_UPSERT, _to_row(out[-1]))
+                conn.execute(_UPSERT, _to_row(out[-1]))
 
-    def _get(self, peer_id: str) -> R.PeerReputation:
-        row = self._conn.execute(
+    def _get(self, conn: sqlite3.Connection, peer_id: str) -> R.PeerReputation:
+        row = conn.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM peers WHERE peer_id = ?", (peer_id,)
         ).fetchone()
         return R.new_peer(peer_id, self._clock(), self.params) if row is None else _from_row(row)
 
     def get(self, peer_id: str) -> R.PeerReputation:
         """The peer's record (a fresh one, not yet stored, for a peer never seen)."""
-        with self._lock:
-            try:
-                return self._get(peer_id)
-            except sqlite3.Error as exc:
-                raise ReputationStoreError(f"cannot read {self.path}: {exc}") from exc
+        with self.snapshot() as conn:
+            return self._get(conn, peer_id)
 
     def record(self, peer_id: str, outcome: R.Outcome, *, report_weight_pm: int = 1000
                ) -> R.PeerReputation:
@@ -177,19 +149,14 @@ class ReputationBook:
 
     def reporter(self, peer_id: str) -> R.ReporterRecord:
         """What this node re-checked of `peer_id`'s reports (zeros for a peer never seen)."""
-        with self._lock:
-            try:
-                row = self._conn.execute(
-                    "SELECT confirmed, false_reports FROM reporters WHERE peer_id = ?",
-                    (peer_id,)).fetchone()
-            except sqlite3.Error as exc:
-                raise ReputationStoreError(f"cannot read {self.path}: {exc}") from exc
-        return R.ReporterRecord(peer_id) if row is None else R.ReporterRecord(peer_id, *row)
+        rows = self.read("SELECT confirmed, false_reports FROM reporters WHERE peer_id = ?",
+                         (peer_id,))
+        return R.ReporterRecord(peer_id, *rows[0]) if rows else R.ReporterRecord(peer_id)
 
     def record_report_check(self, peer_id: str, *, confirmed: bool) -> R.ReporterRecord:
         """Count one of `peer_id`'s reports this node re-ran: found right, or false."""
-        with self._write():
-            self._conn.execute(
+        with self.write() as conn:
+            conn.execute(
                 "INSERT INTO reporters (peer_id, confirmed, false_reports) VALUES"
                 " (?, ?, ?) ON CONFLICT(peer_id) DO UPDATE SET"
                 " confirmed = confirmed + excluded.confirmed,"
@@ -219,11 +186,6 @@ class ReputationBook:
 
     def peers(self) -> tuple[R.PeerReputation, ...]:
         """Every stored peer, best score first."""
-        with self._lock:
-            try:
-                rows = self._conn.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM peers ORDER BY score_ppm DESC, peer_id"
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise ReputationStoreError(f"cannot read {self.path}: {exc}") from exc
+        rows = self.read(
+            f"SELECT {', '.join(_COLUMNS)} FROM peers ORDER BY score_ppm DESC, peer_id")
         return tuple(_from_row(r) for r in rows)

@@ -8,8 +8,7 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.market.ledger import Ledger, ledger_path
 from tests.support.backends import REPO_ROOT, smollm2_source
+from tests.support.waiting import wait_until
 
 MODEL = "smollm2:135m"
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -41,15 +41,6 @@ def ask_json(*args: str, timeout: float = 180) -> dict[str, Any]:
     assert run.returncode == 0, run.stderr
     answer: dict[str, Any] = json.loads(run.stdout)
     return answer
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `predicate` until it holds; fail after `timeout_s` naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class StreamingAsk:

@@ -18,9 +18,9 @@ from tests.e2e.network_helpers import (
     charged_jobs,
     greedy_direct,
     running_testnet,
-    wait_until,
 )
 from tests.support.backends import needs_engine
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.network, pytest.mark.engine, needs_engine]
 

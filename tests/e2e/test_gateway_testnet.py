@@ -90,6 +90,22 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
         _cli("testnet", "down", "--dir", str(directory), timeout=60)
 
 
+def test_the_readme_curl_example_answers_on_a_process_testnet(net: RunningTestnet) -> None:
+    """README's `curl` line for `testnet up`, run as written (the directory swapped in)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines()
+                if x.startswith("curl ") and "--gateway-url" in x)
+    command = line.replace("/tmp/tn", str(net.dir))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT, timeout=240, check=False)
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["done"] is True and answer["response"].strip(), answer
+    assert answer["model"] == MODEL
+
+
 def test_openai_client_lists_chats_streams_and_completes(net: RunningTestnet) -> None:
     client = openai.OpenAI(base_url=f"{net.url}/v1", api_key="unused", timeout=120,
                            max_retries=0)  # fmt: skip

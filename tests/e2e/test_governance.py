@@ -22,7 +22,8 @@ import pytest
 
 from p2pinfer import testnet
 from p2pinfer.gateway.operator_key import read_operator_key
-from tests.e2e.network_helpers import ENV, REPO_ROOT, p2pinfer, wait_until
+from tests.e2e.network_helpers import ENV, REPO_ROOT, p2pinfer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.network
 

@@ -27,10 +27,10 @@ from tests.e2e.network_helpers import (
     p2pinfer,
     relay_node,
     running_testnet,
-    wait_until,
 )
 from tests.support.backends import needs_engine
 from tests.support.raw_jobs import first_answer, forged, signed_request
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.network, pytest.mark.engine, needs_engine]
 

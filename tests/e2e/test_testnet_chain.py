@@ -37,7 +37,7 @@ from p2pinfer.testnet_chain import (
     VALIDATOR_STAKE,
     node_accepts_chain_flags,
 )
-from tests.e2e.network_helpers import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.network]
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ import pytest
 from p2pinfer import testnet_docker
 from p2pinfer.testnet_docker import ContainerStatus, DockerTestnet
 from tests.docker_support import docker, docker_project, label, node_image
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,15 +78,8 @@ def testnet() -> Iterator[DockerTestnet]:
 
 
 def wait_until(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """Poll `check` every second until it returns something other than None (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(1.0)
+    """`wait_for`, polling every second (each poll runs docker commands)."""
+    return wait_for(check, timeout_s, what, every_s=1.0)
 
 
 def containers(project: str) -> dict[str, ContainerStatus]:

@@ -7,19 +7,12 @@ from pathlib import Path
 from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000
-
-    def __call__(self) -> int:
-        return self.now
+from tests.support.clocks import FakeClock
 
 
 def test_scores_and_breaker_state_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "reputation.sqlite3"
-    clock = FakeClock()
+    clock = FakeClock(1_000)
     with ReputationBook.open(path, clock=clock) as book:
         assert book.get("good").score_pm == 950 and book.peers() == ()
         for _ in range(3):

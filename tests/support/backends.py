@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -33,13 +33,6 @@ def smollm2_source() -> ModelSource:
     path = smollm2_path()
     assert path is not None
     return ModelSource(SMOLLM2, path)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll `predicate` until it holds; fail the test after `timeout_s`."""
-    with trio.fail_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.005)
 
 
 @asynccontextmanager

@@ -62,6 +62,7 @@ model_offers = st.builds(
     prompt_tps_milli=counts,
     generation_tps_milli=counts,
     price_per_1k=credits,
+    embedding_length=st.none() | st.integers(1, 16_384),
 )
 
 adverts = st.builds(
@@ -94,6 +95,12 @@ job_params = st.builds(
     top_k=st.integers(0, 1_000_000),
     seed=st.none() | st.integers(0, U32),
     stop=st.lists(text(1, 10), max_size=4).map(tuple),
+    min_p=st.none() | st.floats(0.0, 1.0, allow_nan=False),
+    repeat_penalty=st.none() | st.floats(0.0, 4.0, allow_nan=False),
+    presence_penalty=st.none() | st.floats(-2.0, 2.0, allow_nan=False),
+    frequency_penalty=st.none() | st.floats(-2.0, 2.0, allow_nan=False),
+    output_format=st.none() | st.sampled_from(
+        ["json", '{"type":"object","properties":{"a":{"type":"string","maxLength":9}}}']),
 )
 
 chat_turns = st.builds(
@@ -104,8 +111,8 @@ chat_turns = st.builds(
 @st.composite
 def job_requests(draw: st.DrawFn) -> JobRequest:
     issued_at = draw(st.integers(0, U63 - 1))
-    kind = draw(st.sampled_from(["chat", "generate"]))
-    chat = kind == "chat"
+    kind = draw(st.sampled_from(["chat", "generate", "embed"]))
+    chat, embed = kind == "chat", kind == "embed"
     max_price = draw(credits)
     return JobRequest(
         job_id=draw(job_ids),
@@ -116,7 +123,8 @@ def job_requests(draw: st.DrawFn) -> JobRequest:
         issued_at=issued_at,
         expires_at=draw(st.integers(issued_at + 1, U63)),
         messages=tuple(draw(st.lists(chat_turns, min_size=1, max_size=4))) if chat else (),
-        prompt=None if chat else draw(text()),
+        prompt=None if chat or embed else draw(text()),
+        inputs=tuple(draw(st.lists(text(), min_size=1, max_size=3))) if embed else None,
         params=draw(job_params),
         digest=draw(st.none() | text(0, 64)),
         quoted_price_per_1k=draw(st.none() | st.integers(0, max_price)),

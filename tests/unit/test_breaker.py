@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from p2pinfer.verify.breaker import BreakerParams, BreakerState, CircuitBreaker
+from tests.support.clocks import FakeClock
 
 PARAMS = BreakerParams(threshold_pm=700, cooldown_ms=1_000, max_cooldown_ms=3_000)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def tripped() -> tuple[CircuitBreaker, FakeClock]:

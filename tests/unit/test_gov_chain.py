@@ -17,8 +17,9 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE, MAX_VOTE_STAKE, sign_stake
 from p2pinfer.settle.account import account_of, bind_signature
 from tests.market_support import fixed_identity
+from tests.support.clocks import FakeClock
 from tests.support.fake_chain import FakeChainForTests
-from tests.unit.test_gov_service import FakeClock, FakeNet
+from tests.unit.test_gov_service import FakeNet
 
 ANY_ACCOUNT = "0x" + "01" * 20  # whose view of the chain: these tests send no transaction
 

@@ -22,6 +22,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE, MAX_VOTE_STAKE, sign_stake
 from tests.market_support import fixed_identity
+from tests.support.clocks import FakeClock
 
 HOUR = 3_600_000
 NOW = 100 * HOUR
@@ -67,17 +68,9 @@ class FakeNet:
         return ["peer"]
 
 
-class FakeClock:
-    def __init__(self, now: int = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
 def service(tmp_path: Path, net: FakeNet, *, stake: int = 0, ledger: Ledger | None = None,
             clock: FakeClock | None = None) -> GovService:
-    clock = clock or FakeClock()
+    clock = clock or FakeClock(NOW)
     store = GovStore(tmp_path / "gov.sqlite", clock_ms=clock)
     return GovService(ME, net, store, stake=stake, ledger=ledger,  # type: ignore[arg-type]
                       clock_ms=clock)
@@ -108,7 +101,7 @@ async def test_a_vote_first_seen_after_its_proposal_closed_is_dropped(tmp_path: 
     p = sign_proposal(OTHER, "check_rate_pm", 50, voting_deadline=NOW + 10,
                       effective_at=NOW + 10, issued_at=NOW - 2 * HOUR)
     late_vote = sign_vote(OTHER, p.id, True, stake=sign_stake(OTHER, 1, 0), issued_at=NOW)
-    net, clock = FakeNet(iter([p.encode()])), FakeClock()
+    net, clock = FakeNet(iter([p.encode()])), FakeClock(NOW)
     gov = service(tmp_path, net, clock=clock)
     assert await gov.sync_with("peer") == 1
     clock.now = NOW + 11  # the vote (dated before the deadline) arrives after it
@@ -195,7 +188,7 @@ async def test_expiry_frees_an_authors_room_once_its_proposals_closed(tmp_path: 
     from p2pinfer.gov.retention import RETAIN_CLOSED_MS
 
     flood = [open_proposal(ATTACKER, n) for n in range(MAX_PER_AUTHOR)]
-    net, clock = FakeNet(m.encode() for m in flood), FakeClock()
+    net, clock = FakeNet(m.encode() for m in flood), FakeClock(NOW)
     gov = service(tmp_path, net, clock=clock)
     assert await gov.sync_with("peer") == MAX_PER_AUTHOR
     net.frames = iter([open_proposal(ATTACKER, MAX_PER_AUTHOR).encode()])

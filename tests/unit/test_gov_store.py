@@ -122,3 +122,51 @@ def test_closed_proposals_and_their_votes_expire_unless_in_effect(tmp_path: Path
     assert sorted(gone) == sorted([rejected.id, vote(rejected, staker, yes=False).id,
                                    stray.id])
     assert store.delete(gone) == 3 and store.count() == 2  # the one in effect stays
+
+
+def test_a_store_made_before_schema_versions_keeps_its_rows_and_gains_a_version(
+    tmp_path: Path
+) -> None:
+    # Exactly what the unversioned store (before issue 18) left on disk: the table made
+    # with four columns, first-seen and stake added by ALTER, user_version 0.
+    path = tmp_path / "gov.sqlite"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS gov_messages (id BLOB PRIMARY KEY,"
+                 " kind TEXT NOT NULL, proposal BLOB NOT NULL, raw BLOB NOT NULL)")
+    conn.execute("ALTER TABLE gov_messages ADD COLUMN first_seen INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE gov_messages ADD COLUMN staked INTEGER NOT NULL DEFAULT 0")
+    p = proposal()
+    v = vote(p, fixed_identity(64))
+    for message, kind, first_seen, staked in ((p, "proposal", NOW + 1, 1), (v, "vote", NOW + 2, 0)):
+        conn.execute("INSERT INTO gov_messages (id, kind, proposal, raw, first_seen, staked)"
+                     " VALUES (?,?,?,?,?,?)",
+                     (message.id, kind, p.id, message.encode(), first_seen, staked))
+    conn.close()
+    store = GovStore(path, clock_ms=lambda: NOW + 1_000)
+    kept = {s.message.id: (s.first_seen, s.staked) for s in store.stored()}
+    assert kept == {p.id: (NOW + 1, True), v.id: (NOW + 2, False)}
+    assert store.add(proposal(n=1), NOW + 3, staked=False)
+    store.close()
+    check = sqlite3.connect(str(path))
+    assert check.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 1
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
+    again = GovStore(path)
+    assert again.count() == 3
+    assert again._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    again.close()
+
+
+def test_a_store_from_a_newer_p2pinfer_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from p2pinfer.errors import GovStoreError
+
+    path = tmp_path / "gov.sqlite"
+    GovStore(path).close()
+    conn = sqlite3.connect(str(path))
+    conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    with pytest.raises(GovStoreError, match="schema version 9"):
+        GovStore(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -141,3 +142,18 @@ def test_a_judgement_started_again_after_a_preemption_does_not_redo_what_it_did(
 
     assert trio.run(attempts) is Verdict.INCONSISTENT
     assert engine.scorings == 1 and engine.generations == 1
+
+
+def test_a_penalised_answer_is_judged_by_a_re_run_not_the_raw_models_score() -> None:
+    # Under a repeat penalty the sampler picks from other logits than the model scores:
+    # a likely-looking score must not pass (nor an unlikely one fail) without a re-run.
+    engine = FakeScoringEngine(TextScore((-100,) * 12, (0,) * 12, -500), ANSWER)
+    request, result = request_and_result(0.0)
+    request = replace(request, params=replace(request.params, repeat_penalty=1.3))
+
+    async def run() -> tuple[str, Verdict]:
+        reference, comparison = await judge_answer(engine, request, result, ANSWER, T)  # type: ignore[arg-type]
+        return reference, comparison.verdict
+
+    reference, verdict = trio.run(run)
+    assert (reference, verdict, engine.generations) == (ANSWER, Verdict.IDENTICAL, 1)

@@ -10,19 +10,12 @@ from p2pinfer.market.pricing import price_for
 from p2pinfer.net.advert_limits import SUPPLY_UNPROVEN_CAP, VERIFIED_CACHE_BYTES, NewSignerLimit
 from p2pinfer.net.adverts import AdvertGate, Catalog, VerifiedAdvert, verify_advert
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
+from tests.support.clocks import FakeClock
 
 LOCAL_ID, ALICE_ID, BOB_ID = (NodeIdentity.generate() for _ in range(3))
 LOCAL, ALICE, BOB = LOCAL_ID.peer_id, ALICE_ID.peer_id, BOB_ID.peer_id
 PEERS = {LOCAL: LOCAL_ID, ALICE: ALICE_ID, BOB: BOB_ID}
 T0 = 1_700_000_000_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def signed_advert(
@@ -65,7 +58,7 @@ def catalog(clock: FakeClock) -> Catalog:
 
 
 def test_fresh_advert_lists_provider_per_model_cheapest_first() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     assert cat.admit(advert(ALICE, 1, models=(("a", 300), ("b", 5)))) is None
     assert cat.admit(advert(BOB, 1, models=(("a", 200),))) is None
@@ -75,7 +68,7 @@ def test_fresh_advert_lists_provider_per_model_cheapest_first() -> None:
 
 
 def test_seq_not_newer_than_last_is_stale() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     assert cat.admit(advert(ALICE, 5)) is None
     assert cat.admit(advert(ALICE, 5, models=(("other", 1),))) == "seq"
     assert cat.admit(advert(ALICE, 4)) == "seq"
@@ -85,7 +78,7 @@ def test_seq_not_newer_than_last_is_stale() -> None:
 
 def test_the_advert_already_held_is_accepted_again_unchanged() -> None:
     # Fetched over info first, then relayed on gossip: still valid, still relayed.
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     first = advert(ALICE, 7)
     assert cat.admit(first) is None
     assert cat.admit(advert(ALICE, 7)) is None  # identical bytes (signatures are deterministic)
@@ -94,7 +87,7 @@ def test_the_advert_already_held_is_accepted_again_unchanged() -> None:
 
 
 def test_expired_future_and_overlong_adverts_are_refused() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     assert cat.admit(advert(ALICE, 1, issued_at=T0 - 60_000, ttl_ms=60_000)) == "expired"
     assert cat.admit(advert(ALICE, 2, issued_at=T0 + 5_000)) == "future"
@@ -103,7 +96,7 @@ def test_expired_future_and_overlong_adverts_are_refused() -> None:
 
 
 def test_provider_that_stops_advertising_leaves_after_its_ttl() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     cat.admit(advert(ALICE, 1, ttl_ms=10_000))
     cat.admit(advert(BOB, 1, ttl_ms=10_000))
@@ -117,21 +110,21 @@ def test_provider_that_stops_advertising_leaves_after_its_ttl() -> None:
 
 
 def test_advert_from_fast_clock_lives_at_most_its_ttl_from_receipt() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     cat.admit(advert(ALICE, 1, issued_at=T0 + 900, ttl_ms=10_000))
     assert cat.providers("smollm2")[0].expires_at_ms == T0 + 10_000
 
 
 def test_own_advert_updates_seq_but_is_not_listed() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     assert cat.admit(advert(LOCAL, 1)) is None
     assert cat.peer_ids() == []
     assert cat.staleness(advert(LOCAL, 1)) == "seq"
 
 
 def test_seq_memory_outlives_the_entry() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     cat.admit(advert(ALICE, 9, ttl_ms=10_000))
     clock.now += 20_000
@@ -141,7 +134,7 @@ def test_seq_memory_outlives_the_entry() -> None:
 
 
 async def test_wait_for_wakes_on_admission() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cat.wait_for, lambda c: ALICE in c.peer_ids())
@@ -150,7 +143,7 @@ async def test_wait_for_wakes_on_admission() -> None:
 
 
 def test_gate_drops_oversized_invalid_forged_and_stale() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     raw = signed_advert(ALICE, 1)
     gate = AdvertGate(cat, max_advert_bytes=len(raw))
     assert gate.check(BOB, raw) is None  # Bob publishes Alice's advert as his own
@@ -177,7 +170,7 @@ class CountingVerifier:
 
 
 def test_an_advert_met_again_is_decoded_and_verified_once() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     verifier = CountingVerifier()
     gate = AdvertGate(cat, verifier)
     raw = signed_advert(ALICE, 1)
@@ -191,7 +184,7 @@ def test_an_advert_met_again_is_decoded_and_verified_once() -> None:
 
 
 def test_bytes_verified_before_are_still_refused_from_the_wrong_publisher() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     gate = AdvertGate(cat)
     raw = signed_advert(ALICE, 1)
     assert gate.check(ALICE, raw) is not None
@@ -217,14 +210,14 @@ def sybil(seq: int = 1, *, issued_at: int = T0, ttl_ms: int = 60_000,
 
 
 def test_an_advert_living_longer_than_ten_minutes_is_refused() -> None:
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     assert cat.max_ttl_ms == 10 * 60_000
     assert cat.admit(sybil(ttl_ms=6 * 3_600_000)) == "ttl"  # what every node took before
     assert cat.admit(sybil(ttl_ms=10 * 60_000)) is None
 
 
 def test_unproven_signers_beyond_the_cap_evict_the_least_recently_heard() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = Catalog(local_peer_id=LOCAL, clock_ms=clock, max_unproven=3)
     cat.admit(advert(ALICE, 1))
     cat.vouch(ALICE)  # proven: outside the cap
@@ -248,7 +241,7 @@ def test_unproven_signers_beyond_the_cap_evict_the_least_recently_heard() -> Non
 def test_unproven_adverts_are_bounded_in_bytes_too() -> None:
     many = tuple((f"model-{i:02d}-with-a-long-name", 0) for i in range(40))
     big = sybil(models=many)
-    cat = Catalog(local_peer_id=LOCAL, clock_ms=FakeClock(),
+    cat = Catalog(local_peer_id=LOCAL, clock_ms=FakeClock(T0),
                   max_unproven_bytes=3 * len(big.raw))
     for _ in range(10):
         assert cat.admit(sybil(models=many)) is None
@@ -256,7 +249,7 @@ def test_unproven_adverts_are_bounded_in_bytes_too() -> None:
 
 
 def test_a_vouched_provider_is_never_evicted() -> None:
-    cat = Catalog(local_peer_id=LOCAL, clock_ms=FakeClock(), max_unproven=2)
+    cat = Catalog(local_peer_id=LOCAL, clock_ms=FakeClock(T0), max_unproven=2)
     cat.admit(advert(ALICE, 1))
     cat.vouch(ALICE)
     for _ in range(20):
@@ -266,7 +259,7 @@ def test_a_vouched_provider_is_never_evicted() -> None:
 
 
 def test_the_model_index_follows_replacement_and_expiry() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     cat.admit(advert(ALICE, 1, ttl_ms=10_000, models=(("a", 1), ("b", 1))))
     cat.admit(advert(BOB, 1, ttl_ms=20_000, models=(("b", 2),)))
@@ -281,7 +274,7 @@ def test_the_model_index_follows_replacement_and_expiry() -> None:
 
 
 def test_one_forwarder_introduces_a_bounded_number_of_new_signers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     cat = catalog(clock)
     gate = AdvertGate(cat, new_signers=NewSignerLimit(burst=4, per_minute=2))
     fakes = [sybil() for _ in range(10)]
@@ -303,7 +296,7 @@ def test_one_forwarder_introduces_a_bounded_number_of_new_signers() -> None:
 
 
 def test_a_stale_advert_from_a_new_signer_spends_no_budget() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     gate = AdvertGate(catalog(clock), new_signers=NewSignerLimit(burst=1, per_minute=1))
     expired = sybil(issued_at=T0 - 120_000)
     assert gate.check(expired.signer, expired.raw, "mallory") is None
@@ -323,7 +316,7 @@ def test_new_signer_limit_refills_and_forgets_idle_forwarders() -> None:
 
 def test_the_verified_cache_is_bounded_in_bytes() -> None:
     many = tuple((f"model-{i:02d}-with-a-long-name", 0) for i in range(60))
-    gate = AdvertGate(catalog(FakeClock()))
+    gate = AdvertGate(catalog(FakeClock(T0)))
     raws = [sybil(models=many).raw for _ in range(3)]
     size = len(raws[0])
     for _ in range(VERIFIED_CACHE_BYTES // size + 10):
@@ -334,7 +327,7 @@ def test_the_verified_cache_is_bounded_in_bytes() -> None:
 def test_sybil_adverts_cannot_drive_an_honest_providers_price_down() -> None:
     """Price-0 adverts from 256 fresh keys count as at most SUPPLY_UNPROVEN_CAP competitors
     in a provider's supply factor; proven providers all count."""
-    cat = catalog(FakeClock())
+    cat = catalog(FakeClock(T0))
     for _ in range(256):
         cat.admit(sybil())
     assert len(cat.providers("smollm2")) == 256

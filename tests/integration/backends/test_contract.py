@@ -17,7 +17,8 @@ from p2pinfer.backends.base import (
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.errors import ModelNotFound
-from tests.support.backends import FRANCE, needs_engine, wait_until
+from tests.support.backends import FRANCE, needs_engine
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.engine, needs_engine]
 
@@ -96,7 +97,7 @@ async def test_leaving_the_stream_stops_generation_within_one_token(
                 if seen == 3:
                     break
             at_cancel = engine.tokens_generated
-        await wait_until(lambda: engine.running == 0, timeout_s=10)
+        await await_until(lambda: engine.running == 0, timeout_s=10)
     after = engine.tokens_generated - at_cancel
     assert after <= 1, f"{after} tokens generated after the stream was left"
     assert engine.tokens_generated < 100  # far from the 300 it was asked for

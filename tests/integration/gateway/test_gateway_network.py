@@ -45,7 +45,8 @@ async def network_gateway(tmp_path: Path, config: GatewayConfig | None = None
                           ) -> AsyncIterator[NetworkGateway]:  # fmt: skip
     """A provider (embedded engine, tiny model) and a consumer serving the gateway."""
     engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME,
-                                          write_tiny_model(tmp_path / "tiny.gguf"))])
+                                          write_tiny_model(tmp_path / "tiny.gguf"))],
+                             embedding=True)  # the embeddings endpoints are in the table
     [model] = await engine.list_models()
     async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         provider = await start_provider(stack, nursery, engine, tmp_path)
@@ -157,6 +158,9 @@ def _base(method: str, path: str) -> dict[str, object] | None:
                                  "max_tokens": 2},
         "/v1/completions": {"model": TINY_MODEL_NAME, "prompt": "hi", "max_tokens": 2},
         "/api/show": {"model": TINY_MODEL_NAME},
+        "/api/embed": {"model": TINY_MODEL_NAME, "input": "hi"},
+        "/api/embeddings": {"model": TINY_MODEL_NAME, "prompt": "hi"},
+        "/v1/embeddings": {"model": TINY_MODEL_NAME, "input": "hi"},
     }.get(path, {"model": TINY_MODEL_NAME} if method != "GET" and method != "HEAD" else None)
 
 
@@ -173,7 +177,14 @@ def _request(row: TableRow) -> tuple[str, str, dict[str, object] | None]:
             body["messages"][0][name.removeprefix("messages[].")] = value  # type: ignore[index]
         else:
             body[name] = value
+        body.update(COMPANIONS.get((row.path, name), {}))
     return row.method, path, body
+
+
+#: What a parameter needs beside it to be valid, as in OpenAI's API.
+COMPANIONS: dict[tuple[str, str], dict[str, object]] = {
+    ("/v1/chat/completions", "top_logprobs"): {"logprobs": True},
+}
 
 
 def test_the_table_lists_exactly_what_the_gateway_refuses_and_ignores() -> None:

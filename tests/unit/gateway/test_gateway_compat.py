@@ -22,6 +22,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/api/chat": {"model": MODEL, "messages": MESSAGES, "stream": False},
     "/v1/chat/completions": {"model": MODEL, "messages": MESSAGES},
     "/v1/completions": {"model": MODEL, "prompt": "hi"},
+    "/api/embed": {"model": MODEL, "input": "hi"},
 }
 
 
@@ -86,21 +87,20 @@ async def test_every_parameter_not_carried_is_400_naming_it(path: str, name: str
 
 async def test_neutral_values_ask_for_nothing_and_pass() -> None:
     neutral = {
-        "/v1/chat/completions": {"n": 1, "presence_penalty": 0, "frequency_penalty": 0.0,
-                                 "logprobs": False, "logit_bias": {}, "tools": [],
-                                 "response_format": {"type": "text"}, "store": False},
-        "/api/chat": {"options": {"repeat_penalty": 1.0, "min_p": 0}, "think": False,
-                      "tools": [], "format": ""},
+        "/v1/chat/completions": {"logit_bias": {}, "tools": [], "tool_choice": "none",
+                                 "store": False},
+        "/api/chat": {"options": {"typical_p": 1.0, "mirostat": 0}, "think": False,
+                      "tools": []},
     }
     view = FakeNodeView()
     async with running_gateway(view) as gw, httpx.AsyncClient(base_url=gw.url) as c:
         replies = [await c.post(path, json={**BODIES[path], **extra})
                    for path, extra in neutral.items()]
-        # True is not 1, nor a penalty of 0.5 a neutral one.
-        not_one = await c.post("/v1/chat/completions", json={**BODIES["/v1/chat/completions"],
-                                                             "n": True})
+        # True is not 1, nor a mirostat of 1 a neutral one.
+        not_one = await c.post("/v1/completions", json={**BODIES["/v1/completions"],
+                                                        "best_of": True})
         penalty = await c.post("/api/chat", json={**BODIES["/api/chat"],
-                                                  "options": {"repeat_penalty": 1.1}})
+                                                  "options": {"mirostat": 1}})
     assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
     assert (not_one.status_code, penalty.status_code) == (400, 400)
 
@@ -117,7 +117,7 @@ async def test_ignored_parameters_are_named_in_a_header() -> None:
     assert ollama_reply.headers["x-p2pinfer-ignored"] == "options.num_gpu, options.num_thread"
     assert openai_reply.headers["x-p2pinfer-ignored"] == "user"
     assert "x-p2pinfer-ignored" not in plain.headers
-    assert set(IGNORED) == set(PARAMETERS)
+    assert set(IGNORED) == set(PARAMETERS) - {"/api/embed"}
 
 
 async def test_openai_errors_name_the_param_and_the_unknown_model() -> None:
@@ -137,9 +137,9 @@ async def test_official_clients_raise_on_what_is_not_carried() -> None:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.BadRequestError) as penalty:
             await _in_thread(lambda: client.chat.completions.create(
-                model=MODEL, messages=MESSAGES, presence_penalty=0.5))  # type: ignore[arg-type]
+                model=MODEL, messages=MESSAGES, logit_bias={"1": 2}))  # type: ignore[arg-type]
         with pytest.raises(openai.NotFoundError) as embeddings:
-            await _in_thread(lambda: client.embeddings.create(model=MODEL, input="hi"))
+            await _in_thread(lambda: client.images.generate(model=MODEL, prompt="hi"))
         with pytest.raises(openai.NotFoundError) as unknown:
             await _in_thread(lambda: client.chat.completions.create(
                 model="nope", messages=MESSAGES))  # type: ignore[arg-type]
@@ -148,10 +148,10 @@ async def test_official_clients_raise_on_what_is_not_carried() -> None:
             await _in_thread(lambda: local.pull(MODEL))
         with pytest.raises(ollama.ResponseError) as options:
             await _in_thread(lambda: local.generate(model=MODEL, prompt="hi",
-                                                    options={"repeat_penalty": 1.3}))
-    assert (penalty.value.param, penalty.value.code) == ("presence_penalty",
+                                                    options={"mirostat": 1}))
+    assert (penalty.value.param, penalty.value.code) == ("logit_bias",
                                                           "unsupported_parameter")
     assert embeddings.value.code == "unsupported_endpoint"
     assert unknown.value.code == "model_not_found"
     assert pull.value.status_code == 404 and "does not offer POST /api/pull" in pull.value.error
-    assert options.value.status_code == 400 and "options.repeat_penalty" in options.value.error
+    assert options.value.status_code == 400 and "options.mirostat" in options.value.error
