@@ -205,10 +205,11 @@ class NetHost:
 
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. A peer with `/p2p-circuit`
-        addresses and no connection yet gets `relay_client.config.direct_first_s` for a
-        direct dial (refused or silent, as behind NAT), then is dialled through its relay
-        (`RelayClient.dial`), and a direct connection is tried for from there
-        (DCUtR, `GuardedDCUtR.upgrade`). The caller owns the stream
+        addresses and no connection yet gets `direct_first_s` (at most half of
+        `timeout_s`) for a direct dial (refused or silent, as behind NAT), then is
+        dialled through its relay (`RelayClient.dial`) within what is left, and with
+        `dcutr` on a direct connection is tried for from there (`GuardedDCUtR.upgrade`).
+        The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
         dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
         `na`, or a reset before accepting it) or PeerTimeoutError.
@@ -217,15 +218,19 @@ class NetHost:
         if not circuits or peer_id in self.peers():
             return await self._open_stream(peer_id, protocol, first, timeout_s)
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
+        deadline = trio.current_time() + limit  # the caller's bound covers both tries
         try:
             return await self._open_stream(peer_id, protocol, first, min(
-                limit, self.relay_client.config.direct_first_s))
+                limit / 2, self.relay_client.config.direct_first_s))
         except (PeerUnreachableError, PeerTimeoutError) as exc:
             log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
-        await self.relay_client.dial(peer_id, circuits)
-        if self.relay_client.config.dcutr:
-            await self.dcutr.upgrade(parse_peer_id(peer_id))
-        return await self._open_stream(peer_id, protocol, first, timeout_s)
+        with trio.move_on_at(deadline):
+            await self.relay_client.dial(peer_id, circuits)
+            if self.relay_client.config.dcutr:
+                await self.dcutr.upgrade(parse_peer_id(peer_id))
+            return await self._open_stream(peer_id, protocol, first,
+                                           max(deadline - trio.current_time(), 0.1))
+        raise PeerTimeoutError(f"reaching {peer_id} through a relay took over {limit:g} s")
 
     def _circuit_addrs_of(self, peer_id: str) -> list[str]:
         advert = self.catalog.advert_of(peer_id)

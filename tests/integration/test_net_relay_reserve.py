@@ -10,6 +10,8 @@ from dataclasses import replace
 import pytest
 import trio
 
+from p2pinfer.errors import PeerTimeoutError
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import NetHost, run_host, verify_advert
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.relay_rules import (
@@ -211,3 +213,23 @@ async def test_a_new_slot_is_advertised_at_once_not_at_the_next_republish() -> N
                     if any(is_circuit_addr(a) for a in entry.advert.listen_addrs):
                         break
                     await trio.sleep(0.1)
+
+
+async def test_the_callers_timeout_bounds_the_direct_and_the_relayed_try_together() -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            await nursery.start(hold_silently, listeners)
+            silent = f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}"
+            relay_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            await nursery.start(hold_silently, relay_listeners)  # a relay that never answers
+            mute = (f"/ip4/127.0.0.1/tcp/{relay_listeners[0].socket.getsockname()[1]}"
+                    f"/p2p/{NodeIdentity.generate().peer_id}")
+            target = NodeIdentity.generate().peer_id
+            caller = await stack.enter_async_context(run_host(config(autonat=MANUAL)))
+            caller.add_peer_addrs(target, (silent, f"{mute}/p2p-circuit/p2p/{target}"))
+            started = trio.current_time()
+            with pytest.raises(PeerTimeoutError):
+                await caller.open_stream(target, ECHO, timeout_s=2.0)
+            assert trio.current_time() - started < 3.0  # not 2 s + the relay's 10 s
+            nursery.cancel_scope.cancel()
