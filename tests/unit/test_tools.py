@@ -14,9 +14,15 @@ import pytest
 from p2pinfer.backends.base import ChatMessage, Completion, TokenDelta
 from p2pinfer.backends.ollama_wire import ChatEncoder, parse_chat
 from p2pinfer.backends.openai_wire import ChatCompletionEncoder, parse_chat_completion
+from p2pinfer.backends.tool_forward import (
+    StreamedCalls,
+    ollama_calls_text,
+    ollama_messages,
+    openai_messages,
+)
 from p2pinfer.backends.tools import ToolReader, grammar_format, prompt_messages
 from p2pinfer.backends.wire import ApiError
-from p2pinfer.errors import ValidationError
+from p2pinfer.errors import EngineResponseError, ValidationError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.generation import sampling_params
 from p2pinfer.net.network_backend import wire_job
@@ -280,3 +286,42 @@ def test_the_engine_is_shown_the_tools_and_earlier_calls() -> None:
     assert forced["properties"]["name"] == {"const": "add"}
     assert len(json.loads(grammar_format(TOOLS, "required") or "")["anyOf"]) == 2
     assert grammar_format(TOOLS, None) is None and grammar_format(None, "required") is None
+
+
+def test_an_engines_calls_are_checked_and_put_together() -> None:
+    streamed = StreamedCalls("engine")
+    streamed.feed([{"index": 0, "id": "c", "function": {"name": "get_", "arguments": ""}}])
+    streamed.feed([{"index": 0, "function": {"name": "weather", "arguments": '{"city":'}}])
+    streamed.feed([{"index": 0, "function": {"arguments": ' "Paris"}'}}])
+    streamed.feed(None)
+    assert json.loads(streamed.take()) == json.loads(CALL)
+    assert streamed.take() == ""  # once
+    for bad in ("x", [{"index": 99, "function": {}}], [{"index": 0}],
+                [{"index": 0, "function": {"arguments": "x" * 70_000}}]):
+        with pytest.raises(EngineResponseError):
+            StreamedCalls("engine").feed(bad)
+    bad_args = StreamedCalls("engine")
+    bad_args.feed([{"index": 0, "function": {"name": "f", "arguments": "[1]"}}])
+    with pytest.raises(EngineResponseError):
+        bad_args.take()
+    assert json.loads(ollama_calls_text([{"function": {
+        "name": "get_weather", "arguments": {"city": "Paris"}}}], "e")) == json.loads(CALL)
+    assert ollama_calls_text(None, "e") == ""
+    for bad in ([{"function": {"name": "a b", "arguments": {}}}], [{"function": "f"}], "f",
+                [{"function": {"name": "f", "arguments": {}}}] * 17):
+        with pytest.raises(EngineResponseError):
+            ollama_calls_text(bad, "e")
+
+
+def test_engines_are_shown_calls_with_ids_and_results_answering_them() -> None:
+    turns = [ChatMessage("user", "Paris?"),
+             ChatMessage("assistant", "", tool_calls=f"[{CALL}, {CALL}]"),
+             ChatMessage("tool", "18 C", tool_name="get_weather"),
+             ChatMessage("tool", "19 C", tool_name="get_weather")]
+    sent = openai_messages(turns)
+    ids = [c["id"] for c in sent[1]["tool_calls"]]
+    assert len(set(ids)) == 2 and {sent[2]["tool_call_id"], sent[3]["tool_call_id"]} == set(ids)
+    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    ollama_sent = ollama_messages(turns)
+    assert ollama_sent[1]["tool_calls"][0] == {"function": json.loads(CALL)}
+    assert ollama_sent[2]["tool_name"] == "get_weather"
