@@ -191,7 +191,7 @@ COMPANIONS: dict[tuple[str, str], dict[str, object]] = {
         "tools": [{"type": "function", "function": {"name": "f"}}]},
 }
 #: The role of the message a message field belongs to (a user message has no tool calls).
-ROLE_OF = {"tool_calls": "assistant", "tool_name": "tool"}
+ROLE_OF = {"tool_calls": "assistant", "tool_name": "tool", "tool_call_id": "tool"}
 
 
 def test_the_table_lists_exactly_what_the_gateway_refuses_and_ignores() -> None:
