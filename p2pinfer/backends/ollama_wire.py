@@ -441,6 +441,8 @@ def show_reply(info: ModelInfo, metadata: dict[str, MetadataValue]) -> dict[str,
         "template": template,
         "details": model_details(info),
         "model_info": model_info,
-        "capabilities": ["completion", "embedding"] if info.embedding_length else ["completion"],
+        # Tools are offered to any chat model (backends/tools.py), as Ollama lists them.
+        "capabilities": ["completion", *(["tools"] if info.chat_template else []),
+                         *(["embedding"] if info.embedding_length else [])],
         "modified_at": _modified_at(info),
     }

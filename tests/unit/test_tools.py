@@ -11,8 +11,8 @@ import os
 import msgpack
 import pytest
 
-from p2pinfer.backends.base import ChatMessage, Completion, TokenDelta
-from p2pinfer.backends.ollama_wire import ChatEncoder, parse_chat
+from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, TokenDelta
+from p2pinfer.backends.ollama_wire import ChatEncoder, parse_chat, show_reply
 from p2pinfer.backends.openai_wire import ChatCompletionEncoder, parse_chat_completion
 from p2pinfer.backends.tool_forward import (
     StreamedCalls,
@@ -325,3 +325,10 @@ def test_engines_are_shown_calls_with_ids_and_results_answering_them() -> None:
     ollama_sent = ollama_messages(turns)
     assert ollama_sent[1]["tool_calls"][0] == {"function": json.loads(CALL)}
     assert ollama_sent[2]["tool_name"] == "get_weather"
+
+
+def test_show_lists_tools_for_chat_models_only() -> None:
+    chat = ModelInfo("m", "", family="llama")
+    assert show_reply(chat, {})["capabilities"] == ["completion", "tools"]
+    base = ModelInfo("b", "", chat_template=False, embedding_length=8)
+    assert show_reply(base, {})["capabilities"] == ["completion", "embedding"]
