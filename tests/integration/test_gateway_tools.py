@@ -13,9 +13,10 @@ import openai
 import pytest
 import trio
 
-from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
+from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
+from p2pinfer.protocol.charges import prompt_token_bound
 from p2pinfer.protocol.tools import call_schema, tools_text
 from p2pinfer.verify.checker import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
@@ -128,3 +129,10 @@ async def _spot_check(gw: GatewayNet) -> None:
     reference, comparison = await judge_answer(
         gw.engine, request, result, outcome.text, DEFAULT_THRESHOLDS)
     assert reference == outcome.text and comparison.verdict is Verdict.IDENTICAL
+    # The tools shown to the model are paid for: the provider's claim is the engine's own
+    # count, under the consumer's bound (which counts the tools: tests/unit/test_tools.py).
+    params = SamplingParams(max_tokens=60, temperature=0.0, seed=1,
+                            tools=request.params.tools, tool_choice=request.params.tool_choice)
+    async with gw.engine.chat(SMOLLM2, [ChatMessage("user", ASK)], params) as events:
+        (done,) = [e async for e in events if isinstance(e, Completion)]
+    assert result.prompt_tokens == done.usage.prompt_tokens <= prompt_token_bound(request)

@@ -27,6 +27,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.generation import sampling_params
 from p2pinfer.net.network_backend import wire_job
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, decode
+from p2pinfer.protocol.charges import prompt_token_bound
 from p2pinfer.protocol.codec import _signing_payload
 from p2pinfer.protocol.output_format import MAX_SCHEMA_DEPTH
 from p2pinfer.protocol.schema import to_wire
@@ -332,3 +333,18 @@ def test_show_lists_tools_for_chat_models_only() -> None:
     assert show_reply(chat, {})["capabilities"] == ["completion", "tools"]
     base = ModelInfo("b", "", chat_template=False, embedding_length=8)
     assert show_reply(base, {})["capabilities"] == ["completion", "embedding"]
+
+
+def test_the_charge_bound_pays_for_the_tools_and_tool_turns_shown_to_the_model() -> None:
+    def request(params: JobParams, *turns: ChatTurn) -> JobRequest:
+        return JobRequest(job_id=os.urandom(16), provider=PROVIDER.peer_id, model="m",
+                          kind="chat", max_price_per_1k=10, issued_at=1, expires_at=2,
+                          messages=(ChatTurn("user", "hi"), *turns), params=params)
+
+    plain = prompt_token_bound(request(JobParams()))
+    with_tools = prompt_token_bound(request(JobParams(tools=TOOLS)))
+    assert with_tools >= plain + len(TOOLS)
+    turns = (ChatTurn("assistant", "", tool_calls=f"[{CALL}]"),
+             ChatTurn("tool", "18 C", tool_name="get_weather"))
+    assert prompt_token_bound(request(JobParams(), *turns)) >= (
+        plain + len(CALL) + len("get_weather"))
