@@ -41,10 +41,10 @@ def _bad(message: str, param: str = "tools") -> ApiError:
 
 
 def _tool(item: object) -> dict[str, Any]:
-    function = item.get("function") if isinstance(item, dict) else None
-    if not isinstance(item, dict) or item.get("type", "function") != "function" or not (
-            isinstance(function, dict)):
-        raise _bad("tools: each tool is {\"type\": \"function\", \"function\": {...}}")
+    kind, function = (item.get("type", "function"), item.get("function")) if isinstance(
+        item, dict) else (None, None)
+    if not isinstance(function, dict) or kind != "function":
+        raise _bad('tools: each tool is {"type": "function", "function": {...}}')
     tool = {k: function[k] for k in ("name", "description", "parameters") if k in function}
     if tool.get("description") in (None, ""):
         tool.pop("description", None)
@@ -131,9 +131,9 @@ def ollama_message(item: dict[str, Any], role: Role, content: str) -> ChatMessag
     if raw:
         if role != "assistant" or not isinstance(raw, list):
             raise ApiError(400, "only an assistant message has tool_calls")
-        calls = [{"name": c["function"].get("name"), "arguments": c["function"].get(
-            "arguments", {})} if isinstance(c, dict) and isinstance(c.get("function"), dict)
-            else {} for c in raw]
+        functions = [c.get("function") if isinstance(c, dict) else None for c in raw]
+        calls = [{"name": f.get("name"), "arguments": f.get("arguments", {})}
+                 if isinstance(f, dict) else {} for f in functions]  # {}: refused below
         return ChatMessage(role, content, _turn_calls(calls))
     name = item.get("tool_name")
     if name is not None and not isinstance(name, str):
