@@ -27,6 +27,10 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 class ChatMessage:
     role: Role
     content: str
+    #: An assistant turn's tool calls: JSON text of [{"name", "arguments"}] (protocol/tools.py).
+    tool_calls: str | None = None
+    #: A tool turn's function name ("" when the client gave none).
+    tool_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class SamplingParams:
     output_format: str | None = None
     #: Log probabilities: None off; k (0..20) each token's, with its k likeliest rivals.
     top_logprobs: int | None = None
+    #: Tool calling: the tools' JSON text and the choice among them (protocol/tools.py).
+    tools: str | None = None
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ from p2pinfer.backends.llama_thread import (
 )
 from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
 from p2pinfer.backends.output_format import grammar_text
+from p2pinfer.backends.tools import grammar_format, prompt_messages
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -232,8 +233,9 @@ class EmbeddedBackend:
     def chat(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
-        """Stream a chat completion through the model's own chat template."""
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+        """Stream a chat completion through the model's own chat template (tools offered
+        in a system message: SmolLM2's template renders none; backends/tools.py)."""
+        payload = prompt_messages(messages, params.tools, params.tool_choice)
         return self._stream(model, "chat", payload, params)
 
     def generate(
@@ -247,7 +249,7 @@ class EmbeddedBackend:
     ) -> TextScore | None:
         """Score `answer` as the reply to `messages` (see `backends/llama_score.py`);
         None when the text cannot be turned back into the model's tokens."""
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+        payload = prompt_messages(messages, None, None)
         return await self._score(model, "chat", payload, answer)
 
     async def score_generate(self, model: str, prompt: str, answer: str) -> TextScore | None:
@@ -469,9 +471,11 @@ class EmbeddedBackend:
             "stop": list(params.stop),
             "stream": True,
         }
-        if params.output_format is not None:
+        # A tool choice that makes the model call a tool constrains the answer to a call.
+        constraint = grammar_format(params.tools, params.tool_choice) or params.output_format
+        if constraint is not None:
             sampling["grammar"] = llama_cpp.llama_grammar.LlamaGrammar.from_string(
-                grammar_text(params.output_format), verbose=False)
+                grammar_text(constraint), verbose=False)
         finish: FinishReason = "stop"
         emitted = False
         if kind == "chat":

@@ -43,6 +43,8 @@ from p2pinfer.backends.http_client import (
 )
 from p2pinfer.backends.logprob_wire import parse_entries
 from p2pinfer.backends.output_format import to_ollama
+from p2pinfer.backends.tool_forward import api_tools, ollama_calls_text, ollama_messages
+from p2pinfer.backends.tools import grammar_format
 from p2pinfer.errors import EngineResponseError, UsageError
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -128,6 +130,9 @@ class _NDJSONEvents:
         if self._key == "message":
             message = line.get("message")
             text = message.get("content", "") if isinstance(message, dict) else None
+            if isinstance(message, dict) and message.get("tool_calls") and isinstance(text, str):
+                # The network carries calls as their JSON text (backends/tool_forward.py).
+                text += ollama_calls_text(message["tool_calls"], self._engine)
         else:
             text = line.get("response", "")
         if not isinstance(text, str):
@@ -258,12 +263,18 @@ class OllamaBackend:
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         body = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": ollama_messages(messages),
             "stream": True,
             "options": _options(params),
         }
         if params.output_format is not None:
             body["format"] = to_ollama(params.output_format)
+        if params.tools is not None and params.tool_choice != "none":
+            # Ollama has no tool choice: a forced or required call is asked by its schema.
+            body["tools"] = api_tools(params.tools)
+            forced = grammar_format(params.tools, params.tool_choice)
+            if forced is not None:
+                body["format"] = to_ollama(forced)
         if params.top_logprobs is not None:
             body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("/api/chat", body, "message")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from p2pinfer.backends import output_format
+from p2pinfer.backends import output_format, tools
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -231,9 +231,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
             raise ApiError(400, f'"{model}" does not support images')
         if role not in _ROLES:
             raise ApiError(400, f"invalid message role: {role!r}")
-        messages.append(ChatMessage(role=role, content=content))
-    if body.get("tools"):
-        raise ApiError(400, f'"{model}" does not support tools')
+        messages.append(tools.ollama_message(item, role, content))
     _check_common(body, where, model)
     return ChatRequest(
         model=model,
@@ -241,7 +239,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         stream=field(body, "stream", bool, where, True),
         params=replace(parse_options(body.get("options")),
                        output_format=output_format.from_ollama(body.get("format")),
-                       top_logprobs=_logprobs(body, where)),
+                       top_logprobs=_logprobs(body, where), tools=tools.from_ollama(body)),
         keep_alive=parse_keep_alive(body.get("keep_alive")),
     )
 
@@ -312,20 +310,40 @@ class ChatEncoder:
 
     def __init__(self, model: str, clock: Clock = utc_now) -> None:
         self.model, self._clock = model, clock
+        self.reader: tools.ToolReader | None = None
+        self._held: list[TokenLogprob] = []  # of text the reader holds back
+
+    def use_tools(self, tools_text: str | None) -> None:
+        """Answer the request's tools: read tool calls out of the answer."""
+        self.reader = tools.ToolReader.of(tools_text, None)
 
     def _head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": rfc3339(self._clock())}
 
+    def _line(self, message: dict[str, Any], logprobs: Sequence[TokenLogprob]) -> bytes:
+        line = {**self._head(), "message": {"role": "assistant", **message}, "done": False}
+        return dumps(_with_logprobs(line, logprobs)) + b"\n"
+
     def delta(self, event: TokenDelta) -> bytes:
-        message = {"role": "assistant", "content": event.text}
-        line = {**self._head(), "message": message, "done": False}
-        return dumps(_with_logprobs(line, event.logprobs)) + b"\n"
+        if self.reader is None:
+            return self._line({"content": event.text}, event.logprobs)
+        self._held.extend(event.logprobs)
+        text = self.reader.feed(event.text)
+        if not text:
+            return b""
+        logprobs, self._held = self._held, []
+        return self._line({"content": text}, logprobs)
 
     def final(self, done: Completion, text: str = "",
               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+        calls = self.reader.calls(text) if self.reader is not None and text else []
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message = {"role": "assistant", "content": "",
+                       "tool_calls": tools.ollama_calls(calls)}
         return _with_logprobs({
             **self._head(),
-            "message": {"role": "assistant", "content": text},
+            "message": message,
             "done_reason": done_reason(done),
             "done": True,
             **_metrics(done),
@@ -333,7 +351,14 @@ class ChatEncoder:
         }, logprobs)
 
     def finish(self, done: Completion) -> bytes:
-        return dumps(self.final(done)) + b"\n"
+        head = b""
+        if self.reader is not None:
+            held, calls = self.reader.finish()
+            if calls:
+                head = self._line({"content": "", "tool_calls": tools.ollama_calls(calls)}, ())
+            elif held:
+                head = self._line({"content": held}, self._held)
+        return head + dumps(self.final(done)) + b"\n"
 
     def whole(self, text: str, done: Completion,
               logprobs: Sequence[TokenLogprob] = ()) -> bytes:
@@ -416,6 +441,8 @@ def show_reply(info: ModelInfo, metadata: dict[str, MetadataValue]) -> dict[str,
         "template": template,
         "details": model_details(info),
         "model_info": model_info,
-        "capabilities": ["completion", "embedding"] if info.embedding_length else ["completion"],
+        # Tools are offered to any chat model (backends/tools.py), as Ollama lists them.
+        "capabilities": ["completion", *(["tools"] if info.chat_template else []),
+                         *(["embedding"] if info.embedding_length else [])],
         "modified_at": _modified_at(info),
     }

@@ -41,6 +41,12 @@ from p2pinfer.backends.http_client import (
 )
 from p2pinfer.backends.logprob_wire import parse_entries, parse_legacy
 from p2pinfer.backends.output_format import to_openai
+from p2pinfer.backends.tool_forward import (
+    StreamedCalls,
+    api_tools,
+    openai_messages,
+    openai_tool_choice,
+)
 from p2pinfer.errors import EngineResponseError
 
 
@@ -61,6 +67,10 @@ def _body(params: SamplingParams, extensions: bool) -> dict[str, Any]:
         body["stop"] = list(params.stop)
     if params.output_format is not None:
         body["response_format"] = to_openai(params.output_format)
+    if params.tools is not None:
+        body["tools"] = api_tools(params.tools)
+        if params.tool_choice is not None:
+            body["tool_choice"] = openai_tool_choice(params.tool_choice)
     if extensions:
         # Understood by llama.cpp's server and vLLM, ignored by Ollama.
         body.update(top_k=params.top_k, min_p=params.min_p, repeat_penalty=params.repeat_penalty)
@@ -87,6 +97,7 @@ class _SSEEvents:
         self._timings: Timings | None = None
         self._done = False
         self._logprobs: tuple[TokenLogprob, ...] = ()  # the last chunk's
+        self._calls = StreamedCalls(engine)  # answered as their JSON text, at the end
 
     def __aiter__(self) -> _SSEEvents:
         return self
@@ -133,6 +144,8 @@ class _SSEEvents:
             if piece is not None and not isinstance(piece, str):
                 raise EngineResponseError(f"the engine at {self._engine} sent malformed text")
             text = piece or ""
+            if self._chat and isinstance(delta, dict):
+                self._calls.feed(delta.get("tool_calls"))
             probs = choice.get("logprobs")
             self._logprobs = (parse_entries(probs.get("content")) if isinstance(probs, dict)
                               else ()) if self._chat else parse_legacy(probs)
@@ -141,13 +154,17 @@ class _SSEEvents:
                 self._finish = "length" if reason == "length" else "stop"
         return text
 
+    def _calls_delta(self) -> TokenDelta | None:
+        text = self._calls.take()
+        return TokenDelta(text) if text else None
+
     async def __anext__(self) -> StreamEvent:
         while not self._done:
             try:
                 raw = await self._lines.__anext__()
             except StopAsyncIteration:
                 if self._finish is not None:
-                    return self._completion()
+                    return self._calls_delta() or self._completion()
                 self._done = True
                 raise EngineResponseError(
                     f"the engine at {self._engine} ended the stream before finishing"
@@ -164,7 +181,7 @@ class _SSEEvents:
                     raise EngineResponseError(
                         f"the engine at {self._engine} ended the stream without a finish reason"
                     )
-                return self._completion()
+                return self._calls_delta() or self._completion()
             text = self._read_chunk(parse_object(data, self._engine))
             if text:
                 self._deltas += 1
@@ -235,7 +252,7 @@ class OpenAICompatBackend:
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         body = _body(params, self._extensions)
         body["model"] = model
-        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        body["messages"] = openai_messages(messages)
         if params.top_logprobs is not None:
             body.update(logprobs=True, top_logprobs=params.top_logprobs)
         return self._stream("chat/completions", body, chat=True)

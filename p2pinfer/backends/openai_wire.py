@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from p2pinfer.backends import output_format
+from p2pinfer.backends import output_format, tools
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -88,10 +88,7 @@ def _params(body: dict[str, Any]) -> SamplingParams:
     if seed is not None:
         params = replace(params, seed=seed)
     params = replace(params, stop=_stop(body))
-    params = replace(params, output_format=output_format.from_openai(body.get("response_format")))
-    if body.get("tools"):
-        raise ApiError(400, f"\"{body.get('model')}\" does not support tools", "tools")
-    return params
+    return replace(params, output_format=output_format.from_openai(body.get("response_format")))
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -147,6 +144,7 @@ class ChatCompletionRequest:
     stream: bool
     include_usage: bool
     n: int = 1  # choices, each from a job (a sample) of its own
+    parallel_tool_calls: bool = True  # False: an answer's first tool call only
 
 
 MAX_TOP_LOGPROBS = 20
@@ -180,17 +178,21 @@ def parse_chat_completion(body: dict[str, Any]) -> ChatCompletionRequest:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "[] is too short - 'messages'", "messages")
     messages = []
+    names_by_id: dict[str, str] = {}  # tool call ids, to name the tool messages answering
     for item in raw:
         role = item.get("role") if isinstance(item, dict) else None
         if role == "developer":
             role = "system"
         if role not in ("system", "user", "assistant", "tool"):
             raise ApiError(400, f"invalid role: {role!r}", "messages")
-        messages.append(ChatMessage(role=role, content=_content(item.get("content"))))
+        messages.append(tools.openai_message(item, role, _content(item.get("content")),
+                                             names_by_id))
     stream, include_usage = _stream_flags(body)
-    params = replace(_params(body), top_logprobs=_chat_logprobs(body))
+    tools_text, tool_choice, parallel = tools.from_openai(body)
+    params = replace(_params(body), top_logprobs=_chat_logprobs(body), tools=tools_text,
+                     tool_choice=tool_choice)
     return ChatCompletionRequest(model, tuple(messages), params, stream, include_usage,
-                                 _choices(body))
+                                 _choices(body), parallel)
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
         raise ApiError(400, "invalid type for 'prompt': only a string is supported", "prompt")
     if body.get("suffix"):
         raise ApiError(400, "suffix is not supported by this engine", "suffix")
+    if body.get("tools"):
+        raise ApiError(400, "tools are for /v1/chat/completions", "tools")
     stream, include_usage = _stream_flags(body)
     params = replace(_params(body), top_logprobs=_completion_logprobs(body))
     return CompletionRequest(model, prompt, params, stream, include_usage, _choices(body))
@@ -302,28 +306,64 @@ class ChatCompletionEncoder(_Encoder):
     def __init__(self, model: str, include_usage: bool = False, clock: Clock = utc_now) -> None:
         super().__init__(model, include_usage, clock)
         self._sent_role = False
+        self._tools: tuple[str | None, str | None, bool] = (None, None, True)
+        self.reader: tools.ToolReader | None = None
+        self._held: list[TokenLogprob] = []  # of text the reader holds back
 
     whole_object = "chat.completion"
 
-    def delta(self, event: TokenDelta) -> bytes:
-        delta = {"content": event.text}
+    def use_tools(self, tools_text: str | None, choice: str | None, parallel: bool) -> None:
+        """Answer the request's tools: read tool calls out of the answer."""
+        self._tools = (tools_text, choice, parallel)
+        self.reader = tools.ToolReader.of(*self._tools)
+
+    def for_choice(self, index: int) -> Any:
+        other = super().for_choice(index)
+        other.use_tools(*self._tools)
+        return other
+
+    def _delta(self, delta: dict[str, Any], logprobs: Sequence[TokenLogprob] = ()) -> bytes:
         if not self._sent_role:
             delta = {"role": "assistant", **delta}
             self._sent_role = True
         choice = {"index": self.index, "delta": delta, "finish_reason": None}
-        if event.logprobs:
-            choice["logprobs"] = {"content": token_entries(event.logprobs)}
+        if logprobs:
+            choice["logprobs"] = {"content": token_entries(logprobs)}
         return self.event({**self._head(self.object_name), "choices": [choice]})
 
+    def delta(self, event: TokenDelta) -> bytes:
+        if self.reader is None:
+            return self._delta({"content": event.text}, event.logprobs)
+        self._held.extend(event.logprobs)
+        text = self.reader.feed(event.text)
+        if not text:
+            return b""
+        logprobs, self._held = self._held, []
+        return self._delta({"content": text}, logprobs)
+
     def finish_choice(self, done: Completion) -> bytes:
+        reason, head = finish_reason(done), b""
+        if self.reader is not None:
+            held, calls = self.reader.finish()
+            if calls:
+                reason = "tool_calls"
+                head = self._delta({"content": None,
+                                    "tool_calls": tools.openai_calls(calls, stream=True)})
+            elif held:
+                head = self._delta({"content": held}, self._held)
         delta: dict[str, str] = {} if self._sent_role else {"role": "assistant", "content": ""}
-        choice = {"index": self.index, "delta": delta, "finish_reason": finish_reason(done)}
-        return self.event({**self._final_head(self.object_name), "choices": [choice]})
+        choice = {"index": self.index, "delta": delta, "finish_reason": reason}
+        return head + self.event({**self._final_head(self.object_name), "choices": [choice]})
 
     def choice(self, text: str, done: Completion,
                logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
-        choice = {"index": self.index, "message": {"role": "assistant", "content": text},
-                  "finish_reason": finish_reason(done)}  # fmt: skip
+        calls = self.reader.calls(text) if self.reader is not None else []
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message = {"role": "assistant", "content": None,
+                       "tool_calls": tools.openai_calls(calls)}
+        choice = {"index": self.index, "message": message,
+                  "finish_reason": "tool_calls" if calls else finish_reason(done)}
         if logprobs:
             choice["logprobs"] = {"content": token_entries(logprobs)}
         return choice

@@ -214,6 +214,7 @@ def api_routes(
         req = ollama_wire.parse_chat(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = ollama_wire.ChatEncoder(req.model, clock)
+        encoder.use_tools(req.params.tools)
         if not req.messages:
             return _load_reply(state, info, req.keep_alive, encoder.load_reply)
 
@@ -238,6 +239,7 @@ def api_routes(
         req = openai_wire.parse_chat_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = openai_wire.ChatCompletionEncoder(req.model, req.include_usage, clock)
+        encoder.use_tools(req.params.tools, req.params.tool_choice, req.parallel_tool_calls)
         if req.n > 1:
             return _openai_choices(state, info, [
                 partial(backend.chat, info.name, req.messages, params)

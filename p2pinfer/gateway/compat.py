@@ -7,7 +7,7 @@ Two tables:
   404 in that API's error shape saying so, instead of a bare "Not Found".
 - `PARAMETERS`: per job endpoint, the request parameters the network's job
   request does not carry. A request that sets one to anything but a value that asks
-  for nothing (`neutral`: `n: 1`, `presence_penalty: 0`, `tools: []`...) gets a 400
+  for nothing (`neutral`: `n: 1`, `presence_penalty: 0`, `functions: []`...) gets a 400
   naming it (OpenAI: `param` and `code: "unsupported_parameter"`), checked before
   any provider is asked: never silently dropped. `IGNORED` parameters change nothing
   a provider computes (hardware knobs of the provider's own machine, an end-user id);
@@ -86,7 +86,7 @@ _NONE = (None,)
 _FALSE = (None, False)
 _ZERO = (None, 0)
 _ONE = (None, 1)
-_TOOLS = "tool calling is not carried by the network's job request"
+_TOOLS = "legacy function calling is not carried by the network (use tools and tool_choice)"
 _IMAGES = "images are not carried by the network's job request"
 _PENALTY = "this sampler is not carried by the network's job request (temperature, top_p, " \
            "top_k, min_p, seed, stop, a token limit and the repeat/presence/frequency " \
@@ -123,18 +123,12 @@ PARAMETERS: dict[str, tuple[Parameter, ...]] = {
     ),
     "/api/chat": (
         *_OLLAMA_COMMON,
-        Parameter("tools", (None, []), _TOOLS),
         Parameter("messages[].images", (None, []), _IMAGES),
-        Parameter("messages[].tool_calls", (None, []), _TOOLS),
-        Parameter("messages[].tool_name", (None, ""), _TOOLS),
         Parameter("messages[].thinking", (None, ""), "thinking is not carried by the network"),
     ),
     "/v1/chat/completions": (
         *_OPENAI_COMMON,
         Parameter("store", _FALSE, "the network stores no completions"),
-        Parameter("tools", (None, []), _TOOLS),
-        Parameter("tool_choice", (None, "none"), _TOOLS),
-        Parameter("parallel_tool_calls", _NONE, _TOOLS),
         Parameter("functions", (None, []), _TOOLS),
         Parameter("function_call", (None, "none"), _TOOLS),
         Parameter("audio", _NONE, "audio is not carried by the network"),
@@ -142,7 +136,6 @@ PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         Parameter("prediction", _NONE, "predicted outputs are not carried by the network"),
         Parameter("reasoning_effort", _NONE, "reasoning is not carried by the network"),
         Parameter("web_search_options", _NONE, "the network does no web search"),
-        Parameter("messages[].tool_calls", (None, []), _TOOLS),
         Parameter("messages[].function_call", _NONE, _TOOLS),
         Parameter("messages[].name", (None, ""), "message names are not carried by the network"),
     ),

@@ -128,6 +128,8 @@ def sampling_params(request: JobRequest) -> SamplingParams:
         frequency_penalty=0.0 if p.frequency_penalty is None else p.frequency_penalty,
         output_format=p.output_format,
         top_logprobs=p.top_logprobs,
+        tools=p.tools,
+        tool_choice=p.tool_choice,
     )
 
 
@@ -155,7 +157,8 @@ async def run_generation(
     rng = rng or random.Random()
     limit = max(1, request.params.max_tokens // 2) if kind == "truncate" else 0
     if request.kind == "chat":
-        turns = [ChatMessage(t.role, t.content) for t in request.messages]
+        turns = [ChatMessage(t.role, t.content, t.tool_calls, t.tool_name)
+                 for t in request.messages]
         stream = backend.chat(model, turns, params)
     else:
         stream = backend.generate(model, request.prompt or "", params)

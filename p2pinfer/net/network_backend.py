@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from p2pinfer.backends import tools
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -84,6 +85,8 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
         frequency_penalty=_unless(params.frequency_penalty, 0.0),
         output_format=params.output_format,
         top_logprobs=params.top_logprobs,
+        tools=params.tools,
+        tool_choice=params.tool_choice,
     )
 
 
@@ -198,12 +201,14 @@ def wire_job(
         wire_params = job_params(params, default_max_tokens)
         to_wire(wire_params)
         check_grammar(wire_params.output_format)  # a schema no engine here could follow
+        check_grammar(tools.grammar_format(wire_params.tools, wire_params.tool_choice))
         if isinstance(input, str):
             to_wire(ChatTurn("user", input))  # a prompt has a turn's cap
             return input, wire_params
         if len(input) > MAX_TURNS:
             raise ValidationError(f"{len(input)} messages, more than {MAX_TURNS}")
-        turns = [ChatTurn(m.role, m.content) for m in input]
+        turns = [ChatTurn(m.role, m.content, m.tool_calls, m.tool_name or None)
+                 for m in input]
         for turn in turns:
             to_wire(turn)
         return turns, wire_params

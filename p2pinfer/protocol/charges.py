@@ -6,8 +6,10 @@ request and the text it received. Every tokenizer the network's engines use
 (byte-level BPE, SentencePiece with byte fallback) spends at least one byte of
 text per token, so
 
-    prompt_tokens     <= UTF-8 bytes of the prompt (all message contents)
+    prompt_tokens     <= UTF-8 bytes of the prompt (all message contents, with their
+                         tool calls and tool names, and the tools offered)
                          + PROMPT_OVERHEAD_PER_JOB + PROMPT_OVERHEAD_PER_MESSAGE x messages
+                         (+ TOOLS_OVERHEAD when tools are offered)
     completion_tokens <= UTF-8 bytes of the output received
                          + the longest stop string's bytes + COMPLETION_ALLOWANCE
                          (and <= max_tokens)
@@ -32,6 +34,9 @@ spends 5, Llama 3 about 6; a SentencePiece dummy-prefix token adds 1)."""
 COMPLETION_ALLOWANCE = 16
 """Generated tokens that leave no bytes in the text: the end-of-turn token, special
 tokens an engine drops, the bytes of a character cut off by max_tokens."""
+TOOLS_OVERHEAD = 512
+"""Template tokens around the tools offered: the instruction the embedded engine wraps
+them in (backends/tools.py, about 60 tokens), or a template's own tool section."""
 UNCHARGED_FINISH_REASONS = frozenset({"error", "cancelled"})
 """A result that ended so pays nothing: the consumer did not get what it asked for."""
 
@@ -50,7 +55,11 @@ def prompt_token_bound(request: JobRequest) -> int:
         inputs = request.inputs or ()
         return (sum(utf8_len(text) for text in inputs) + PROMPT_OVERHEAD_PER_JOB
                 + PROMPT_OVERHEAD_PER_MESSAGE * len(inputs))
-    text = sum(utf8_len(m.content) for m in request.messages)
+    text = sum(utf8_len(m.content) + utf8_len(m.tool_calls or "") + utf8_len(m.tool_name or "")
+               for m in request.messages)
+    tools = request.params.tools
+    if tools is not None:  # the prompt shows the tools (backends/tools.py)
+        text += utf8_len(tools) + TOOLS_OVERHEAD
     return (text + PROMPT_OVERHEAD_PER_JOB
             + PROMPT_OVERHEAD_PER_MESSAGE * len(request.messages))
 

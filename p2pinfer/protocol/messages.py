@@ -21,6 +21,13 @@ from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, MAX_EMBEDDING_LENGTH
 from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
 from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
+from p2pinfer.protocol.tools import (
+    MAX_CALLS_CHARS,
+    MAX_TOOLS_CHARS,
+    check_tool_calls,
+    check_tool_choice,
+    check_tools,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -170,6 +177,16 @@ class Advert(WireMessage):
 class ChatTurn:
     role: Role
     content: LongText
+    # Tool calling (protocol/tools.py), omitted when nil: an assistant turn's calls as
+    # JSON text, and a tool turn's function name.
+    tool_calls: Annotated[str | None, Size(2, MAX_CALLS_CHARS), OMIT_NONE] = None
+    tool_name: Annotated[str | None, Size(1, 64), OMIT_NONE] = None
+
+    def __post_init__(self) -> None:
+        if self.tool_calls is not None:
+            if self.role != "assistant":
+                raise ValidationError("ChatTurn: only an assistant turn carries tool_calls")
+            check_tool_calls(self.tool_calls)
 
 
 @dataclass(frozen=True)
@@ -193,16 +210,27 @@ class JobParams:
     output_format: Annotated[str | None, Size(1, MAX_FORMAT_CHARS), OMIT_NONE] = None
     # Log probabilities asked for: each token's, with this many likeliest rivals (0..20).
     top_logprobs: Annotated[int | None, Range(0, 20), OMIT_NONE] = None
+    # Tool calling (protocol/tools.py): the tools' JSON text, and the choice among them
+    # ("auto" when nil; "none", "required" or "function:NAME").
+    tools: Annotated[str | None, Size(2, MAX_TOOLS_CHARS), OMIT_NONE] = None
+    tool_choice: Annotated[str | None, Size(1, 80), OMIT_NONE] = None
 
     def __post_init__(self) -> None:
         if self.output_format is not None:
             check_output_format(self.output_format)
+        if self.tools is not None:
+            tools = check_tools(self.tools)
+            if self.tool_choice is not None:
+                check_tool_choice(self.tool_choice, tools)
+        elif self.tool_choice is not None:
+            raise ValidationError("JobParams: tool_choice without tools")
 
     @property
     def reshaped(self) -> bool:
-        """Whether a penalty or an output format reshapes what the sampler picks from, so
-        the raw model's likelihood of an answer no longer says what it would pick."""
-        return self.output_format is not None or any(
+        """Whether a penalty, an output format or tools reshape what the sampler picks
+        from (tools also the prompt), so the raw model's likelihood of an answer no
+        longer says what it would pick."""
+        return self.output_format is not None or self.tools is not None or any(
             v not in (None, neutral) for v, neutral in (
                 (self.repeat_penalty, 1.0), (self.presence_penalty, 0.0),
                 (self.frequency_penalty, 0.0)))

@@ -35,10 +35,10 @@ def check_output_format(text: str) -> None:
         return
     if len(text) > MAX_FORMAT_CHARS:
         raise ValidationError(f"output_format: {len(text)} characters, over {MAX_FORMAT_CHARS}")
-    schema = _parse(text)
+    schema = parse_bounded(text)
     if not isinstance(schema, dict):
         raise ValidationError('output_format: neither "json" nor a JSON schema object')
-    _check_schema(schema)
+    check_schema(schema)
 
 
 def schema_text(schema: dict[str, Any]) -> str:
@@ -46,7 +46,8 @@ def schema_text(schema: dict[str, Any]) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _parse(text: str) -> Any:
+def parse_bounded(text: str, what: str = "output_format") -> Any:
+    """JSON text parsed, ValidationError if it nests deeper than MAX_SCHEMA_DEPTH."""
     # Nesting first: json.loads recurses, and a hostile text could nest thousands deep.
     depth = 0
     in_string = escaped = False
@@ -63,20 +64,21 @@ def _parse(text: str) -> Any:
         elif char in "[{":
             depth += 1
             if depth > MAX_SCHEMA_DEPTH:
-                raise ValidationError(f"output_format: nested deeper than {MAX_SCHEMA_DEPTH}")
+                raise ValidationError(f"{what}: nested deeper than {MAX_SCHEMA_DEPTH}")
         elif char in "]}":
             depth -= 1
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:  # JSONDecodeError, or a NaN/Infinity refused below
-        raise ValidationError(f"output_format: not JSON: {exc}") from None
+        raise ValidationError(f"{what}: not JSON: {exc}") from None
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_schema(schema: dict[str, Any]) -> None:
+def check_schema(schema: dict[str, Any] | list[Any]) -> None:
+    """ValidationError when a parsed schema is over the bounds a grammar may grow from."""
     nodes = 0
     stack: list[Any] = [schema]
     while stack:

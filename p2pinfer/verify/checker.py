@@ -152,7 +152,8 @@ async def reference_output(backend: Backend, request: JobRequest) -> str:
     # The same sampling; log probabilities change no token and are not compared.
     params = replace(sampling_params(request), top_logprobs=None)
     if request.kind == "chat":
-        turns = [ChatMessage(t.role, t.content) for t in request.messages]
+        turns = [ChatMessage(t.role, t.content, t.tool_calls, t.tool_name)
+                 for t in request.messages]
         stream = backend.chat(request.model, turns, params)
     else:
         stream = backend.generate(request.model, request.prompt or "", params)
@@ -173,7 +174,8 @@ async def score_output(backend: Backend, request: JobRequest, text: str) -> Text
         return None
     try:
         if request.kind == "chat":
-            turns = [ChatMessage(t.role, t.content) for t in request.messages]
+            turns = [ChatMessage(t.role, t.content, t.tool_calls, t.tool_name)
+                     for t in request.messages]
             return await backend.score_chat(request.model, turns, text)
         return await backend.score_generate(request.model, request.prompt or "", text)
     except BackendError as exc:

@@ -101,10 +101,19 @@ job_params = st.builds(
     frequency_penalty=st.none() | st.floats(-2.0, 2.0, allow_nan=False),
     output_format=st.none() | st.sampled_from(
         ["json", '{"type":"object","properties":{"a":{"type":"string","maxLength":9}}}']),
-)
+).flatmap(lambda params: st.one_of(st.just(params), st.builds(
+    lambda choice: replace(params, tools=_TOOLS, tool_choice=choice),
+    st.sampled_from([None, "none", "required", "function:f"]))))
 
-chat_turns = st.builds(
-    ChatTurn, role=st.sampled_from(["system", "user", "assistant", "tool"]), content=text()
+_TOOLS = '[{"name":"f","parameters":{"type":"object"}},{"description":"d","name":"g.h"}]'
+_CALLS = '[{"arguments":{"a":[1,"x"]},"name":"f"}]'
+
+chat_turns = st.one_of(
+    st.builds(ChatTurn, role=st.sampled_from(["system", "user", "assistant", "tool"]),
+              content=text()),
+    st.builds(ChatTurn, role=st.just("assistant"), content=text(), tool_calls=st.just(_CALLS)),
+    st.builds(ChatTurn, role=st.just("tool"), content=text(),
+              tool_name=st.sampled_from(["f", "g.h"])),
 )
 
 

@@ -174,7 +174,10 @@ def _request(row: TableRow) -> tuple[str, str, dict[str, object] | None]:
         if name.startswith("options."):
             body.setdefault("options", {})[name.removeprefix("options.")] = value  # type: ignore[union-attr]
         elif name.startswith("messages[]."):
-            body["messages"][0][name.removeprefix("messages[].")] = value  # type: ignore[index]
+            message = body["messages"][0]  # type: ignore[index]
+            field = name.removeprefix("messages[].")
+            message[field] = value
+            message["role"] = ROLE_OF.get(field, message["role"])
         else:
             body[name] = value
         body.update(COMPANIONS.get((row.path, name), {}))
@@ -184,7 +187,11 @@ def _request(row: TableRow) -> tuple[str, str, dict[str, object] | None]:
 #: What a parameter needs beside it to be valid, as in OpenAI's API.
 COMPANIONS: dict[tuple[str, str], dict[str, object]] = {
     ("/v1/chat/completions", "top_logprobs"): {"logprobs": True},
+    ("/v1/chat/completions", "tool_choice"): {
+        "tools": [{"type": "function", "function": {"name": "f"}}]},
 }
+#: The role of the message a message field belongs to (a user message has no tool calls).
+ROLE_OF = {"tool_calls": "assistant", "tool_name": "tool", "tool_call_id": "tool"}
 
 
 def test_the_table_lists_exactly_what_the_gateway_refuses_and_ignores() -> None:
