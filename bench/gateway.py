@@ -14,7 +14,10 @@ Writes bench/results/gateway.json (date, machine, numbers):
 - requests/s with a 1-token generation at concurrency 16 through the gateway
   (nodes run `--queue 16` so requests wait for a slot instead of being refused);
 - the same load on the gateway alone (a FakeNodeView in this process): the HTTP
-  layer's own capacity.
+  layer's own capacity;
+- embeddings/s and structured-output (json_schema) TTFT through the gateway against
+  the embedded engine in this process, same inputs (bench/gateway_features.py; the
+  nodes run `--engine-option embedding=true`).
 
 Every node runs on this machine, so the numbers include the providers' CPU load.
 """
@@ -47,6 +50,7 @@ from bench._common import (  # noqa: E402
     utc_now,
     write_result,
 )
+from bench.gateway_features import features  # noqa: E402
 from p2pinfer import testnet  # noqa: E402
 from p2pinfer.gateway import GatewayConfig, run_gateway  # noqa: E402
 from tests.support.gateway import MODEL, FakeNodeView  # noqa: E402
@@ -198,12 +202,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12, help="jobs each way, interleaved")
     parser.add_argument("--tokens", type=int, default=64, help="max tokens per job")
     parser.add_argument("--load-requests", type=int, default=96)
+    parser.add_argument("--feature-runs", type=int, default=10,
+                        help="embedding batches and structured chats each way")  # fmt: skip
     args = parser.parse_args()
     os.environ["P2PINFER_GATEWAY_RATE_LIMIT"] = "0"  # measure capacity, not the limiter
     with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp:
         directory = Path(tmp) / "testnet"
         queue = ["--queue", str(CONCURRENCY)]
-        testnet.up(directory, 3, models=[MODEL], options=testnet.NodeOptions(benchmark=False),
+        options = testnet.NodeOptions(benchmark=False, engine_options=("embedding=true",))
+        testnet.up(directory, 3, models=[MODEL], options=options,
                    node_args={i: queue for i in range(3)})  # fmt: skip
         try:
             url = str(testnet.status(directory)[0].gateway_url)
@@ -221,6 +228,8 @@ def main() -> None:
                 gateway_runs.append(gateway_job(client, url, args.tokens))
                 ask_runs.append(ask_job(directory, args.tokens))
             client.close()
+            print("embeddings and structured output", file=sys.stderr)
+            feature_numbers = trio.run(features, url, args.feature_runs)
             network_load = trio.run(load, url, args.load_requests)
         finally:
             testnet.down(directory)
@@ -229,14 +238,16 @@ def main() -> None:
         "date": utc_now(),
         "machine": machine(),
         "model": MODEL, "max_tokens": args.tokens, "prompt": PROMPT,
-        "testnet": "3 nodes on this machine, embedded llama.cpp, --queue 16",
+        "testnet": "3 nodes on this machine, embedded llama.cpp, --queue 16, embedding=true",
         "streaming_job": side_by_side(gateway_runs, ask_runs, rtts),
         "one_token_load_through_network": network_load,
         "one_token_load_gateway_alone": alone,
+        "features_vs_engine": feature_numbers,
     }  # fmt: skip
     write_result(RESULTS, result)
     summary = {k: v for k, v in result["streaming_job"].items() if k != "runs"}
-    print(json.dumps({**summary, "load": network_load, "alone": alone}, indent=2))
+    print(json.dumps({**summary, "load": network_load, "alone": alone,
+                      "features": feature_numbers}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class BoardJob:
     finished_ms: int | None = None
     charged: int = 0
     error: str = ""
+    # One request's jobs (OpenAI's `n`) share one metadata, whose charge adds up theirs:
+    # this job's is what was added after it opened.
+    paid_before: int = 0
 
     def view(self, now_ms: int) -> JobView:
         end = self.finished_ms if self.finished_ms is not None else now_ms
@@ -128,6 +131,7 @@ class TrackedBackend(WrappedBackend):
         reader = self._meta() if self._meta is not None else None
         board = self._board
         job = board._open(self._role, model, self._provider)
+        job.paid_before = _charged(reader)
         try:
             async with open_stream() as events:
                 _update(job, reader)
@@ -145,12 +149,17 @@ class TrackedBackend(WrappedBackend):
         board._close(job, "done" if done else "failed", "" if done else "left before the end")
 
 
+def _charged(reader: MetaReader | None) -> int:
+    meta = reader() if reader is not None else None
+    return (meta.charged or 0) if meta is not None else 0
+
+
 def _update(job: BoardJob, reader: MetaReader | None) -> None:
     meta = reader() if reader is not None else None
     if meta is not None:
         job.provider, job.job_id = meta.provider or job.provider, meta.job_id or job.job_id
         if meta.charged is not None:
-            job.charged = meta.charged
+            job.charged = meta.charged - job.paid_before
 
 
 class _Counted:

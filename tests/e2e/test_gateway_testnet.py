@@ -1,5 +1,6 @@
-"""The gateway of a real 3-node testnet (`p2pinfer testnet up`, SmolLM2 on every node),
-driven by the official `openai` and `ollama` packages and by headless Chromium.
+"""The gateway of a real 3-node testnet (`p2pinfer testnet up`, SmolLM2 on every node,
+embeddings on), driven by the official `openai` and `ollama` packages, LangChain's
+`langchain-openai`/`langchain-ollama`, and headless Chromium.
 
 Every job goes through node 0's gateway into the network, so it is served by one
 of the nodes over libp2p and paid for in node 0's ledger.
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,12 @@ import httpx
 import ollama
 import openai
 import pytest
+import tiktoken
+from langchain_core.messages import HumanMessage
+from langchain_ollama import ChatOllama, OllamaEmbeddings
+from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, Field, SecretStr
 
 from p2pinfer import testnet
 from tests.support.backends import REPO_ROOT, needs_engine
@@ -75,7 +82,7 @@ class RunningTestnet:
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
     directory = tmp_path_factory.mktemp("testnet")
     up = _cli("testnet", "up", "--nodes", "3", "--dir", str(directory), "--models", MODEL,
-              "--no-benchmark")  # fmt: skip
+              "--no-benchmark", "--engine-option", "embedding=true")  # fmt: skip
     try:
         assert up.returncode == 0, up.stderr
         running = RunningTestnet(directory)
@@ -213,3 +220,191 @@ def test_dashboard_shows_peers_and_a_completed_job(net: RunningTestnet) -> None:
         full_page_screenshot(driver, str(SCREENSHOT))
         errors = console_errors(driver)
     assert errors == [], json.dumps(errors, indent=2)
+
+
+# Issue 17's parity features through node 0's gateway, each from the official clients and
+# from LangChain. LangChain must not reach the internet: `offline` refuses every
+# non-loopback connection and any use of tiktoken (whose BPE files it would download).
+
+TEXTS = ["The cat sat on the mat.", "Stock markets fell sharply today."]
+PARIS = "Describe Paris as JSON with its city and country."
+JSON_PROMPT = "Describe Paris as JSON."  # greedy SmolLM2 answers it in a few tokens
+
+
+class City(BaseModel):
+    city: str = Field(min_length=1, max_length=40)
+    country: str = Field(min_length=1, max_length=40)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    connect = socket.socket.connect
+
+    def loopback_only(sock: socket.socket, address: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in (
+                "127.0.0.1", "::1", "localhost"):  # fmt: skip
+            raise AssertionError(f"a test tried to reach {address}")
+        return connect(sock, address)
+
+    def no_tiktoken(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("tiktoken was used (it downloads its BPE files)")
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setattr(tiktoken, "get_encoding", no_tiktoken)
+    monkeypatch.setattr(tiktoken, "encoding_for_model", no_tiktoken)
+    for variable in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def _openai(net: RunningTestnet) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{net.url}/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+def _chat_openai(net: RunningTestnet, **settings: Any) -> ChatOpenAI:
+    return ChatOpenAI(model=MODEL, base_url=f"{net.url}/v1", api_key=SecretStr("unused"),
+                      max_retries=0, timeout=120, **settings)  # fmt: skip
+
+
+def _spent(net: RunningTestnet) -> int:
+    return int(httpx.get(f"{net.url}/admin/ledger").json()["spent"])
+
+
+def _close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) < 1e-5 for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.usefixtures("offline")
+def test_embeddings_agree_across_clients_and_langchain_and_are_charged(
+    net: RunningTestnet,
+) -> None:
+    width = ollama.Client(host=net.url).show(MODEL).modelinfo["llama.embedding_length"]
+    assert width == 576  # SmolLM2-135M's hidden size, as the providers advertise it
+    spent = _spent(net)
+    raw = _openai(net).embeddings.with_raw_response.create(model=MODEL, input=TEXTS)
+    reference = [d.embedding for d in raw.parse().data]  # base64 on the wire, the default
+    charged = int(raw.headers["x-p2pinfer-charged"])
+    assert charged > 0 and _spent(net) - spent == charged
+    assert all(len(v) == width for v in reference) and not _close(*reference)
+    client = ollama.Client(host=net.url, timeout=120)
+    assert all(map(_close, client.embed(model=MODEL, input=TEXTS).embeddings, reference))
+    assert _close(client.embeddings(model=MODEL, prompt=TEXTS[1]).embedding, reference[1])
+    spent = _spent(net)
+    langchain_openai = OpenAIEmbeddings(model=MODEL, base_url=f"{net.url}/v1",
+                                        api_key=SecretStr("unused"), max_retries=0,
+                                        check_embedding_ctx_length=False)  # fmt: skip
+    assert all(map(_close, langchain_openai.embed_documents(TEXTS), reference))
+    assert _close(langchain_openai.embed_query(TEXTS[0]), reference[0])
+    langchain_ollama = OllamaEmbeddings(model=MODEL, base_url=net.url)
+    assert all(map(_close, langchain_ollama.embed_documents(TEXTS), reference))
+    assert _spent(net) > spent  # LangChain's calls were paid jobs too
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    value = json.loads(text or "")
+    assert isinstance(value, dict), text
+    return value
+
+
+@pytest.mark.usefixtures("offline")
+def test_json_mode_answers_parse_from_every_client(net: RunningTestnet) -> None:
+    messages: Any = [{"role": "user", "content": JSON_PROMPT}]
+    reply = _openai(net).chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=48, response_format={"type": "json_object"},
+        **GREEDY)  # fmt: skip
+    _json_object(reply.choices[0].message.content)
+    _json_object(ollama.Client(host=net.url, timeout=120).chat(
+        model=MODEL, messages=messages, format="json",
+        options={"num_predict": 48, **GREEDY}).message.content)  # fmt: skip
+    chat_ollama = ChatOllama(model=MODEL, base_url=net.url, format="json", num_predict=48,
+                             **GREEDY)  # fmt: skip
+    _json_object(str(chat_ollama.invoke(JSON_PROMPT).content))
+    json_openai = _chat_openai(net, max_completion_tokens=48, **GREEDY).bind(
+        response_format={"type": "json_object"})
+    _json_object(str(json_openai.invoke(JSON_PROMPT).content))
+
+
+@pytest.mark.usefixtures("offline")
+def test_json_schema_answers_validate_from_every_client(net: RunningTestnet) -> None:
+    schema = City.model_json_schema()
+    messages: Any = [{"role": "user", "content": PARIS}]
+    reply = _openai(net).chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=48, **GREEDY, response_format={
+            "type": "json_schema", "json_schema": {"name": "City", "schema": schema}})
+    City.model_validate_json(reply.choices[0].message.content or "")
+    City.model_validate_json(ollama.Client(host=net.url, timeout=120).chat(
+        model=MODEL, messages=messages, format=schema,
+        options={"num_predict": 48, **GREEDY}).message.content or "")  # fmt: skip
+    # method="json_schema": the schema goes in response_format/format, not as a tool.
+    for chat in (_chat_openai(net, max_completion_tokens=48, **GREEDY),
+                 ChatOllama(model=MODEL, base_url=net.url, num_predict=48, **GREEDY)):
+        answer = chat.with_structured_output(City, method="json_schema",
+                                             include_raw=True).invoke(PARIS)  # fmt: skip
+        assert isinstance(answer, dict) and answer["parsing_error"] is None, answer
+        assert isinstance(answer["parsed"], City)
+        assert not answer["raw"].tool_calls
+
+
+def _consumer_jobs(net: RunningTestnet) -> dict[str, int]:
+    recent = httpx.get(f"{net.url}/admin/jobs").json()["recent"]
+    return {j["job_id"]: j["charged"] for j in recent if j["role"] == "consumer"}
+
+
+@pytest.mark.usefixtures("offline")
+def test_two_choices_are_two_jobs_charged_together(net: RunningTestnet) -> None:
+    sampled = {"temperature": 1.0, "seed": 11}  # seed + i for choice i: the choices differ
+    before, spent = _consumer_jobs(net), _spent(net)
+    raw = _openai(net).chat.completions.with_raw_response.create(
+        model=MODEL, n=2, max_tokens=16, messages=[{"role": "user", "content": "Name a colour."}],
+        **sampled)  # fmt: skip
+    reply, charged = raw.parse(), int(raw.headers["x-p2pinfer-charged"])
+    texts = [c.message.content for c in reply.choices]
+    assert [c.index for c in reply.choices] == [0, 1] and all(texts) and texts[0] != texts[1]
+    new = {k: v for k, v in _consumer_jobs(net).items() if k not in before}
+    assert len(new) == 2 and raw.headers["x-p2pinfer-job-id"] in new
+    assert charged == sum(new.values()) == _spent(net) - spent > 0
+    generations = _chat_openai(net, n=2, max_completion_tokens=16, **sampled).generate(
+        [[HumanMessage("Name a colour.")]]).generations[0]
+    assert [g.text for g in generations] == texts  # same seeds, same answers
+
+
+def _check_logprobs(tokens: list[tuple[str, float, list[tuple[str, float]]]]) -> None:
+    assert tokens
+    for token, logprob, top in tokens:
+        assert logprob <= 0 and len(top) == 2 and all(p <= 0 for _, p in top)
+        assert top[0] == (token, logprob) and top[0][1] >= top[1][1]  # greedy: the likeliest
+
+
+@pytest.mark.usefixtures("offline")
+def test_log_probabilities_have_their_shapes_from_every_client(net: RunningTestnet) -> None:
+    messages: Any = [{"role": "user", "content": "Say hello."}]
+    reply = _openai(net).chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, logprobs=True, top_logprobs=2, **GREEDY)
+    assert reply.choices[0].logprobs and reply.choices[0].logprobs.content and reply.usage
+    openai_tokens = [(t.token, t.logprob, [(r.token, r.logprob) for r in t.top_logprobs])
+                     for t in reply.choices[0].logprobs.content]  # fmt: skip
+    _check_logprobs(openai_tokens)
+    assert len(openai_tokens) == reply.usage.completion_tokens
+    assert "".join(t for t, _, _ in openai_tokens) == reply.choices[0].message.content
+    legacy = _openai(net).completions.create(model=MODEL, prompt="The sky is", max_tokens=4,
+                                             logprobs=2, **GREEDY).choices[0].logprobs
+    assert legacy and legacy.tokens and legacy.token_logprobs and legacy.top_logprobs
+    assert len(legacy.tokens) == len(legacy.token_logprobs) == len(legacy.top_logprobs)
+    assert all(p <= 0 for p in legacy.token_logprobs)
+    answer = ollama.Client(host=net.url, timeout=120).chat(
+        model=MODEL, messages=messages, logprobs=True, top_logprobs=2,
+        options={"num_predict": 8, **GREEDY})  # fmt: skip
+    ollama_tokens = [(t.token, t.logprob, [(r.token, r.logprob) for r in t.top_logprobs or []])
+                     for t in answer.logprobs or []]  # fmt: skip
+    assert len(ollama_tokens) == answer.eval_count
+    via_langchain = _chat_openai(net, max_completion_tokens=8, logprobs=True, top_logprobs=2,
+                                 **GREEDY).invoke("Say hello.")  # fmt: skip
+    langchain_tokens = [(t["token"], t["logprob"], [(r["token"], r["logprob"])
+                                                    for r in t["top_logprobs"]])
+                        for t in via_langchain.response_metadata["logprobs"]["content"]]
+    from_chat_ollama = ChatOllama(model=MODEL, base_url=net.url, num_predict=8, logprobs=True,
+                                  top_logprobs=2, **GREEDY).invoke("Say hello.")  # fmt: skip
+    chat_ollama_tokens = [(t.token, t.logprob, [(r.token, r.logprob) for r in t.top_logprobs])
+                          for t in from_chat_ollama.response_metadata["logprobs"]]
+    for tokens in (ollama_tokens, langchain_tokens, chat_ollama_tokens):
+        _check_logprobs(tokens)
+        assert [t for t, _, _ in tokens] == [t for t, _, _ in openai_tokens]  # greedy: same

@@ -86,8 +86,10 @@ async def test_tags_and_show_keep_the_providers_model_metadata(tmp_path: Path) -
     assert (details["family"], details["parameter_size"], details["quantization_level"]) == (
         model.family, model.parameter_size, model.quantization)
     assert show["details"] == details and show["modified_at"] == tag["modified_at"]
+    assert model.embedding_length > 0  # this provider embeds: Ollama names the length too
     assert show["model_info"] == {"general.architecture": model.family,
-                                  f"{model.family}.context_length": model.context_length}
+                                  f"{model.family}.context_length": model.context_length,
+                                  f"{model.family}.embedding_length": model.embedding_length}
     assert listed["created"] == model.modified_at_ms // 1000
 
 

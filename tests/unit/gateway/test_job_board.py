@@ -72,3 +72,17 @@ async def test_a_cancelled_stream_is_a_failed_job_and_recent_jobs_are_bounded() 
             async for _ in events:
                 pass
     assert [j.state for j in board.snapshot().recent] == ["done"] * 3
+
+
+async def test_each_job_of_one_request_shows_its_own_charge_not_the_running_total() -> None:
+    # OpenAI's `n`: one request, one metadata, jobs one after another; the metadata's
+    # charge adds up theirs (the reply's X-P2PInfer-Charged), each board job its own.
+    board = _board([0])
+    meta = JobMeta("12D3KooWprov", "ab" * 16)
+    backend = board.track(FakeNetworkBackend(), role="consumer", meta=lambda: lambda: meta)
+    for total in (16, 30):
+        async with backend.chat(MODEL, HI, SamplingParams()) as events:
+            async for _ in events:
+                pass
+            meta = JobMeta("12D3KooWprov", "ab" * 16, charged=total)
+    assert [j.charged for j in board.snapshot().recent] == [14, 16]

