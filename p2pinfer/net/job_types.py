@@ -26,6 +26,9 @@ class ClientConfig:
     # are free, so the fakes' number must not decide how long a job tries.
     max_unanswered: int = 16
     unanswered_budget_s: float = 20.0
+    # While every provider answers "busy", a job waits and tries them again for at most
+    # this long in all (0: fail at once, as a targeted check job does).
+    busy_wait_s: float = 60.0
     explore_every: int = 8  # one job in this many may try one unproven provider first
     request_ttl_ms: int = 5 * 60_000  # a request's validity (at most 10 min)
     accept_timeout_s: float = 60.0  # request sent -> accept (covers a provider's queue)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 # Rejects that say nothing bad about the provider: it is full, dearer than we pay,
 # or does not serve the model; or the fault is ours (clock, replay, binding).
+#: Bounds of one busy back-off pause (NetJob._wait_out_busy), before jitter.
+BUSY_PAUSE_MIN_S = 0.25
+BUSY_PAUSE_MAX_S = 2.0
 NEUTRAL_CODES = frozenset({"busy", "price_too_low", "unknown_model", "insufficient_credit",
                            "insufficient_stake", "expired", "replayed", "wrong_provider",
                            "over_limits"})
@@ -79,11 +83,13 @@ class _Attempt:
 class _Failure(Exception):
     """An attempt ended without a result; `blame` counts it against the provider."""
 
-    def __init__(self, reason: str, code: str | None = None, *, blame: bool = True) -> None:
+    def __init__(self, reason: str, code: str | None = None, *, blame: bool = True,
+                 retry_after_ms: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.blame = blame
+        self.retry_after_ms = retry_after_ms  # with code "busy": when to try again
 
 
 class NetJob:
@@ -116,6 +122,11 @@ class NetJob:
         self._unanswered_s = 0.0  # time spent dialling providers that were not reached
         self._dht_consulted = False
         self._attempt: _Attempt | None = None
+        # Busy back-off: while every provider tried in a round says "busy", the job waits
+        # (their shortest retry-after, bounded) and tries them again, up to busy_wait_s.
+        self._busy_round = True
+        self._busy_retry_ms: int | None = None
+        self._busy_waited_s = 0.0
         #: The price per 1k tokens the serving provider accepted the job at (its JobAccept).
         self.price_per_1k: int | None = None
         self._started = trio.current_time()
@@ -181,6 +192,8 @@ class NetJob:
         while True:
             candidate = await self._next_candidate()
             if candidate is None:
+                if await self._wait_out_busy():
+                    continue
                 raise self._exhausted()
             self._tried.add(candidate.peer_id)
             if not await client.allow(candidate.peer_id):
@@ -297,7 +310,8 @@ class NetJob:
                 return
             elif isinstance(event, Rejected):
                 raise _Failure(f"rejected: {event.code}: {event.message}", event.code,
-                               blame=event.code not in NEUTRAL_CODES)
+                               blame=event.code not in NEUTRAL_CODES,
+                               retry_after_ms=event.retry_after_ms)
             elif isinstance(event, Failure):
                 if isinstance(event.error, OverchargeError):
                     await self._client.refuse_charge(attempt.candidate, machine, event.error)
@@ -405,6 +419,37 @@ class NetJob:
             FailedAttempt(candidate.peer_id, job_id.hex(), failure.reason, failure.code)
         )
         self._client.metrics.failovers.inc()
+        if failure.code == "busy":
+            wait = failure.retry_after_ms if failure.retry_after_ms is not None else 1_000
+            held = self._busy_retry_ms
+            self._busy_retry_ms = wait if held is None else min(held, wait)
+        else:
+            self._busy_round = False
+
+    async def _wait_out_busy(self) -> bool:
+        """Every provider tried since the round began answered "busy" (its slots, or this
+        key's share of them, are taken): wait the shortest retry-after they gave, bounded
+        to [BUSY_PAUSE_MIN_S, BUSY_PAUSE_MAX_S] with jitter, and start a new round over
+        all providers. A gateway that runs more users' jobs at once than the providers
+        admit per key then queues here instead of failing them (bench/gateway.py: 4 of 96
+        one-token jobs at concurrency 16 without this). False, and the job fails as
+        before, when a round saw another failure or `busy_wait_s` is spent: a provider
+        that says "busy" forever costs a consumer at most that."""
+        budget = self._client.config.busy_wait_s - self._busy_waited_s
+        if not self._busy_round or self._busy_retry_ms is None or budget <= 0:
+            return False
+        pause = min(budget, max(BUSY_PAUSE_MIN_S, min(BUSY_PAUSE_MAX_S,
+                                                      self._busy_retry_ms / 1000)))
+        pause *= 0.75 + 0.5 * random.random()  # jobs told the same retry-after spread out
+        log.info("every provider busy, trying again model=%s in_s=%.2f", self.model, pause)
+        await trio.sleep(pause)
+        self._busy_waited_s += pause
+        self._tried.clear()
+        self._candidates = None
+        self._answered = 0
+        self._dht_consulted = False
+        self._busy_round, self._busy_retry_ms = True, None
+        return True
 
 
 def with_seed(params: JobParams, seed: int) -> JobParams:

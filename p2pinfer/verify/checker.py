@@ -363,7 +363,7 @@ class Verifier:
         return TargetedClient(
             net, identity, ledger=None, reputation=None, metrics=self.client.metrics,
             config=replace(self.client.config, throwaway_key=throwaway_key,
-                           require_credit=False, max_attempts=1),
+                           require_credit=False, max_attempts=1, busy_wait_s=0.0),
             rng=self.rng, payer=self.client.payer)
 
     async def _run_check(
