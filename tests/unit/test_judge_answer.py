@@ -21,9 +21,9 @@ from p2pinfer.backends.base import (
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import JobParams, JobRequest, JobResult
 from p2pinfer.protocol.codec import output_hash
-from p2pinfer.verify.judge import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS as T
 from p2pinfer.verify.compare import Verdict
+from p2pinfer.verify.judge import judge_answer
 
 ANSWER = "The sky looks blue because air scatters short wavelengths of sunlight more."
 
