@@ -65,8 +65,9 @@ from p2pinfer.protocol import (
 )
 from p2pinfer.protocol.charges import agreed_price, max_charge
 from p2pinfer.protocol.codec import Signer
-from p2pinfer.protocol.messages import JobRequest, RejectCode
+from p2pinfer.protocol.messages import JobRequest
 from p2pinfer.protocol.validation import CLOCK_SKEW_MS
+from p2pinfer.protocol.wire_types import RejectCode
 from p2pinfer.settle.channels import ChannelBook, ChannelRefused
 
 log = logging.getLogger(__name__)

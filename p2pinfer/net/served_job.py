@@ -22,7 +22,8 @@ from p2pinfer.net.job_types import JobRecord, JobServerConfig
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ProtocolViolation, ProviderJob, ProviderState
 from p2pinfer.protocol.codec import Signer
-from p2pinfer.protocol.messages import JobRequest, RejectCode
+from p2pinfer.protocol.messages import JobRequest
+from p2pinfer.protocol.wire_types import RejectCode
 from p2pinfer.settle.channels import ChannelBook, Hold, settle_receipt
 
 log = logging.getLogger(__name__)
