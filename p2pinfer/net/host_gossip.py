@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pinfer.errors import P2PInferError, PeerTimeoutError, UsageError, ValidationError
-from p2pinfer.net.adverts import ADVERTS_TOPIC, AdvertGate, Catalog, VerifiedAdvert, verify_advert
+from p2pinfer.net.advert_gate import AdvertGate
+from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog, VerifiedAdvert, verify_advert
 from p2pinfer.net.config import NetConfig, parse_peer_id
 from p2pinfer.net.dht import ProviderRecords
 from p2pinfer.net.gossip import (

@@ -24,11 +24,8 @@ from p2pinfer.errors import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
-from p2pinfer.net.adverts import (
-    ADVERTS_TOPIC,
-    AdvertGate,
-    Catalog,
-)
+from p2pinfer.net.advert_gate import AdvertGate
+from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.config import (
