@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from p2pinfer.backends import embed_wire, ollama_wire, openai_wire
+from p2pinfer.backends import embed_wire, ollama_replies, ollama_wire, openai_wire
 from p2pinfer.backends.base import (
     Backend,
     ChatMessage,
@@ -120,7 +120,7 @@ def _ollama_stream(
     state: _ServerState,
     info: ModelInfo,
     open_stream: OpenStream,
-    encoder: ollama_wire.GenerateEncoder | ollama_wire.ChatEncoder,
+    encoder: ollama_replies.GenerateEncoder | ollama_replies.ChatEncoder,
     stream: bool,
     keep_alive: timedelta | None,
 ) -> Response:
@@ -132,8 +132,8 @@ def _ollama_stream(
         open_stream,
         encoder,
         stream=stream,
-        error_body=lambda _status, message: ollama_wire.error_body(message),
-        midstream_error=lambda message: ollama_wire.error_body(message) + b"\n",
+        error_body=lambda _status, message: ollama_replies.error_body(message),
+        midstream_error=lambda message: ollama_replies.error_body(message) + b"\n",
         not_found_message=f"model '{encoder.model}' not found",
         on_done=on_done,
         reply_headers=state.reply_headers,
@@ -169,7 +169,7 @@ def api_routes(
     @_ollama_errors
     async def tags(request: Request) -> Response:
         models = await backend.list_models()
-        return JSONResponse({"models": [ollama_wire.tags_entry(m) for m in models]})
+        return JSONResponse({"models": [ollama_replies.tags_entry(m) for m in models]})
 
     @_ollama_errors
     async def show(request: Request) -> Response:
@@ -177,7 +177,7 @@ def api_routes(
         info = await state.find(ollama_wire.require_model(body, "ShowRequest"))
         describe = getattr(backend, "model_metadata", None)
         metadata = dict(await describe(info.name)) if describe is not None else {}
-        return JSONResponse(ollama_wire.show_reply(info, metadata))
+        return JSONResponse(ollama_replies.show_reply(info, metadata))
 
     @_ollama_errors
     async def ps(request: Request) -> Response:
@@ -185,14 +185,14 @@ def api_routes(
         for name, (_, expires) in list(state.loaded.items()):
             if expires <= now:
                 del state.loaded[name]
-        entries = [ollama_wire.ps_entry(info, exp) for info, exp in state.loaded.values()]
+        entries = [ollama_replies.ps_entry(info, exp) for info, exp in state.loaded.values()]
         return JSONResponse({"models": entries})
 
     @_ollama_errors
     async def generate(request: Request) -> Response:
         req = ollama_wire.parse_generate(parse_json_body(await request.body()))
         info = await state.find(req.model)
-        encoder = ollama_wire.GenerateEncoder(req.model, clock)
+        encoder = ollama_replies.GenerateEncoder(req.model, clock)
         if not req.prompt:
             return _load_reply(state, info, req.keep_alive, encoder.load_reply)
         if req.raw or not info.chat_template:
@@ -213,7 +213,7 @@ def api_routes(
     async def chat(request: Request) -> Response:
         req = ollama_wire.parse_chat(parse_json_body(await request.body()))
         info = await state.find(req.model)
-        encoder = ollama_wire.ChatEncoder(req.model, clock)
+        encoder = ollama_replies.ChatEncoder(req.model, clock)
         encoder.use_tools(req.params.tools)
         if not req.messages:
             return _load_reply(state, info, req.keep_alive, encoder.load_reply)
