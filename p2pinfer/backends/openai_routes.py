@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from p2pinfer.backends import embed_wire, openai_wire
+from p2pinfer.backends import embed_wire, openai_replies, openai_wire
 from p2pinfer.backends.api_state import DEFAULT_KEEP_ALIVE, ServerState
 from p2pinfer.backends.base import ModelInfo
 from p2pinfer.backends.choices import ChoicesResponse, choice_params
@@ -44,19 +44,19 @@ def openai_routes(state: ServerState) -> list[Route]:
     @openai_errors
     async def v1_models(request: Request) -> Response:
         models = await backend.list_models()
-        data = [openai_wire.model_object(m) for m in models]
+        data = [openai_replies.model_object(m) for m in models]
         return JSONResponse({"object": "list", "data": data})
 
     @openai_errors
     async def v1_model(request: Request) -> Response:
         info = await state.find(request.path_params["model"])
-        return JSONResponse(openai_wire.model_object(info))
+        return JSONResponse(openai_replies.model_object(info))
 
     @openai_errors
     async def v1_chat(request: Request) -> Response:
         req = openai_wire.parse_chat_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
-        encoder = openai_wire.ChatCompletionEncoder(req.model, req.include_usage, clock)
+        encoder = openai_replies.ChatCompletionEncoder(req.model, req.include_usage, clock)
         encoder.use_tools(req.params.tools, req.params.tool_choice, req.parallel_tool_calls)
         if req.n > 1:
             return _openai_choices(state, info, [
@@ -71,7 +71,7 @@ def openai_routes(state: ServerState) -> list[Route]:
     async def v1_completions(request: Request) -> Response:
         req = openai_wire.parse_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
-        encoder = openai_wire.TextCompletionEncoder(req.model, req.include_usage, clock)
+        encoder = openai_replies.TextCompletionEncoder(req.model, req.include_usage, clock)
         if req.n > 1:
             return _openai_choices(state, info, [
                 partial(backend.generate, info.name, req.prompt, params)
@@ -101,7 +101,7 @@ def _openai_stream(
     state: ServerState,
     info: ModelInfo,
     open_stream: OpenStream,
-    encoder: openai_wire.ChatCompletionEncoder | openai_wire.TextCompletionEncoder,
+    encoder: openai_replies.ChatCompletionEncoder | openai_replies.TextCompletionEncoder,
     stream: bool,
 ) -> Response:
     encoder.final_fields = state.reply_fields
@@ -122,7 +122,7 @@ def _openai_choices(
     state: ServerState,
     info: ModelInfo,
     open_streams: list[OpenStream],
-    encoder: openai_wire.ChatCompletionEncoder | openai_wire.TextCompletionEncoder,
+    encoder: openai_replies.ChatCompletionEncoder | openai_replies.TextCompletionEncoder,
     stream: bool,
 ) -> Response:
     return ChoicesResponse(

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from p2pinfer.backends import ollama_replies, ollama_wire, openai_wire
+from p2pinfer.backends import ollama_replies, ollama_wire, openai_replies, openai_wire
 from p2pinfer.backends.base import Completion, SamplingParams, Timings, TokenDelta, Usage
 from p2pinfer.backends.wire import ApiError, parse_json_body, rfc3339
 
@@ -154,7 +154,7 @@ def _events(payload: bytes) -> list[object]:
 
 
 def test_sse_chat_chunks_end_with_finish_usage_and_done() -> None:
-    encoder = openai_wire.ChatCompletionEncoder("m", include_usage=True, clock=clock)
+    encoder = openai_replies.ChatCompletionEncoder("m", include_usage=True, clock=clock)
     first, second = _events(encoder.delta(TokenDelta("a"))), _events(encoder.delta(TokenDelta("b")))
     assert first[0]["choices"][0]["delta"] == {"role": "assistant", "content": "a"}  # type: ignore[index]
     assert second[0]["choices"][0]["delta"] == {"content": "b"}  # type: ignore[index]
@@ -164,7 +164,7 @@ def test_sse_chat_chunks_end_with_finish_usage_and_done() -> None:
     assert usage["choices"] == [] and usage["usage"] == {  # type: ignore[index]
         "prompt_tokens": 26, "completion_tokens": 3, "total_tokens": 29}  # fmt: skip
     assert done == "[DONE]"
-    without_usage = openai_wire.ChatCompletionEncoder("m", clock=clock)
+    without_usage = openai_replies.ChatCompletionEncoder("m", clock=clock)
     assert len(_events(without_usage.finish(DONE))) == 2
 
 
