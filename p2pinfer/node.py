@@ -33,6 +33,7 @@ from p2pinfer.gov.service import GovService
 from p2pinfer.gov.store import GovStore, gov_path, wall_ms
 from p2pinfer.gov.tally import MIN_VOTING_MS, TallyRules
 from p2pinfer.hardware import probe
+from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.job_board import JobBoard
 from p2pinfer.market.checkpoint import StartupCheck, checkpoint_path, verify_from_checkpoint
@@ -56,7 +57,7 @@ from p2pinfer.node_offer import (
     served_models,
 )
 from p2pinfer.node_view import LiveNodeView
-from p2pinfer.settle.node_stakes import start_stakes, with_payee
+from p2pinfer.settle.node_stakes import StakeServices, start_stakes, with_payee
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.redeemer import RedeemPolicy
 from p2pinfer.settle.wiring import Settlement, reach_chain
@@ -178,6 +179,31 @@ async def _gauges(net: NetHost, metrics: NodeMetrics, server: JobServer | None) 
         await trio.sleep(5)
 
 
+async def _identity_ledger_chain(
+    config: NodeConfig, chain: ChainPort | None
+) -> tuple[NodeIdentity, ChainPort | None]:
+    """This node's key (created on first start), its ledger verified, and its chain."""
+    config.home.mkdir(parents=True, exist_ok=True)
+    identity = identity_store.load_or_create(config.home)
+    # First, before the engine loads: a node never runs on a ledger it cannot trust.
+    with Ledger.open(ledger_path(config.home), identity) as ledger:
+        verify_ledger(ledger, identity, config.home)
+    chain = chain or await reach_chain(config, identity)  # settlement: exit 15 if unreachable
+    if config.fault is not None:
+        log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
+                    config.fault)
+    return identity, chain
+
+
+def _net_config(config: NodeConfig, identity: NodeIdentity) -> NetConfig:
+    return NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
+                     announce_addrs=config.announce, enable_mdns=config.mdns,
+                     relay=RelayServiceConfig(mode=config.relay),
+                     relay_client=RelayClientConfig(reserve=config.reserve_relays))
+
+
+# Over 60 lines by design: the node's one nursery, whose start order (stakes, job server,
+# client, settlement, governance, gateway, verifier) reads best in one place.
 async def run_node(
     config: NodeConfig,
     *,
@@ -189,15 +215,7 @@ async def run_node(
     gets the status written to node.json. `chain`: settlement on (docs/settlement.md);
     without it, the chain `--chain-rpc`/`--chain-contract` name, if any."""
     home = config.home
-    home.mkdir(parents=True, exist_ok=True)
-    identity = identity_store.load_or_create(home)
-    # First, before the engine loads: a node never runs on a ledger it cannot trust.
-    with Ledger.open(ledger_path(home), identity) as ledger:
-        verify_ledger(ledger, identity, home)
-    chain = chain or await reach_chain(config, identity)  # settlement: exit 15 if unreachable
-    if config.fault is not None:
-        log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
-                    config.fault)
+    identity, chain = await _identity_ledger_chain(config, chain)
     preset = preset_named(config.preset)
     gateway_config = config.gateway_config()
     backend = make_node_backend(config)
@@ -213,10 +231,7 @@ async def run_node(
         settlement = Settlement.build(chain, identity, ledger, config.redeem) if chain else None
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
-        net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
-                               announce_addrs=config.announce, enable_mdns=config.mdns,
-                               relay=RelayServiceConfig(mode=config.relay),
-                               relay_client=RelayClientConfig(reserve=config.reserve_relays))
+        net_config = _net_config(config, identity)
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
                 stakes = await start_stakes(chain, identity, net, nursery, ledger=ledger,
@@ -230,21 +245,18 @@ async def run_node(
                                   if backend is not None and backend.name == "embedded"
                                   else None)
                 if backend is not None and served:
-                    engine = gate.paid(
-                        board.track(backend, role="provider", provider=net.peer_id))
                     server = JobServer(
-                        identity, engine, {s.info.name: s.info for s in served},
+                        identity, gate.paid(
+                            board.track(backend, role="provider", provider=net.peer_id)),
+                        {s.info.name: s.info for s in served},
                         config=JobServerConfig(
                             max_concurrency=config.max_concurrency, queue=config.queue,
                             price_per_1k=config.price_per_1k, preset=preset,
                             fault=served_fault(config.fault)),
                         catalog=net.catalog, ledger=ledger, metrics=metrics,
                         channels=settlement.channels if settlement else None)
-                    server.install(net.set_stream_handler)
-                    net.start_advertising(
-                        with_payee(advert_builder(served, server, machine, backend.name, config),
-                                   stakes),
-                        interval_s=config.advert_interval_s)
+                    _serve_and_advertise(net, server, served, machine, backend.name, config,
+                                         stakes)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client,
                                    payer=settlement.payer if settlement else None,
@@ -263,37 +275,22 @@ async def run_node(
                         ledger=ledger, reputation=reputation, server=server, board=board,
                         engine=backend.name if backend is not None else "",
                         governance=governance, stakes=stakes.book if stakes else None)
-                    operator = replace(gateway_config,
-                                       operator_key=load_or_create_operator_key(home))
-                    binding = await nursery.start(partial(run_gateway, view, operator))
-                    gateway_url = binding.url
+                    gateway_url = await _start_gateway(nursery, view, gateway_config, home)
                 nursery.start_soon(_gauges, net, metrics, server)
                 nursery.start_soon(_advance_ledger_checkpoint, ledger, identity, home)
                 verifier = Verifier(
                     net, identity, client, backend=backend,
                     models=frozenset(s.info.name for s in served), reputation=reputation,
-                    ledger=ledger, gate=gate,
-                    config=replace(config.verify, recheck_limits=server.config.limits)
-                    if server is not None else config.verify,
+                    ledger=ledger, gate=gate, config=_verify_config(config, server),
                     digests={s.info.name: s.info.digest for s in served})
                 verifier.slasher = stakes.slasher if stakes else None
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(_follow_governance, governance,
                                    GovernedParts(server, client, verifier))
-                model_names = [s.info.name for s in served]
-                status: dict[str, Any] = {
-                    "pid": os.getpid(),
-                    "peer_id": net.peer_id,
-                    "listen_addrs": net.addrs(),
-                    "gateway_url": gateway_url,
-                    "models": model_names,
-                    "fault": str(config.fault) if config.fault else None,
-                    "backend": config.backend,
-                    "home": str(home),
-                }
+                status = _node_status(net, config, served, gateway_url)
                 write_status(home, status)
                 log.info("node running peer=%s addrs=%s models=%s gateway=%s", net.peer_id,
-                         ",".join(net.addrs()), ",".join(model_names) or "-", gateway_url)
+                         ",".join(net.addrs()), ",".join(status["models"]) or "-", gateway_url)
                 task_status.started(status)
                 if handle_signals:
                     await _wait_for_signal()
@@ -305,6 +302,49 @@ async def run_node(
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await backend.aclose()
     log.info("node stopped peer=%s", identity.peer_id)
+
+
+def _serve_and_advertise(
+    net: NetHost, server: JobServer, served: list[Served], machine: MachineProfile,
+    engine: str, config: NodeConfig, stakes: StakeServices | None,
+) -> None:
+    """Serve jobs on `net` and advertise the served models, priced by `server`."""
+    server.install(net.set_stream_handler)
+    net.start_advertising(
+        with_payee(advert_builder(served, server, machine, engine, config), stakes),
+        interval_s=config.advert_interval_s)
+
+
+async def _start_gateway(
+    nursery: trio.Nursery, view: LiveNodeView, gateway_config: GatewayConfig, home: Path
+) -> str:
+    """Start the HTTP gateway over `view` (with the operator's key); its URL."""
+    operator = replace(gateway_config, operator_key=load_or_create_operator_key(home))
+    binding = await nursery.start(partial(run_gateway, view, operator))
+    return str(binding.url)
+
+
+def _verify_config(config: NodeConfig, server: JobServer | None) -> VerifyConfig:
+    """Spot-check settings: a reported request is re-run only within our job limits."""
+    if server is None:
+        return config.verify
+    return replace(config.verify, recheck_limits=server.config.limits)
+
+
+def _node_status(
+    net: NetHost, config: NodeConfig, served: list[Served], gateway_url: str | None
+) -> dict[str, Any]:
+    """What `<home>/node.json` says of a running node."""
+    return {
+        "pid": os.getpid(),
+        "peer_id": net.peer_id,
+        "listen_addrs": net.addrs(),
+        "gateway_url": gateway_url,
+        "models": [s.info.name for s in served],
+        "fault": str(config.fault) if config.fault else None,
+        "backend": config.backend,
+        "home": str(config.home),
+    }
 
 
 async def _wait_for_signal() -> None:
