@@ -179,24 +179,7 @@ class EngineThreadWork:
             None if top is None else partial(token_logprob, llama, top=top))
         if not self._cache_prompt:
             llama.reset()
-        sampling: dict[str, Any] = {
-            "max_tokens": params.max_tokens if params.max_tokens > 0 else None,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": params.top_k,
-            "min_p": params.min_p,
-            "repeat_penalty": params.repeat_penalty,
-            "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty,
-            "seed": params.seed,
-            "stop": list(params.stop),
-            "stream": True,
-        }
-        # A tool choice that makes the model call a tool constrains the answer to a call.
-        constraint = grammar_format(params.tools, params.tool_choice) or params.output_format
-        if constraint is not None:
-            sampling["grammar"] = llama_cpp.llama_grammar.LlamaGrammar.from_string(
-                grammar_text(constraint), verbose=False)
+        sampling = llama_sampling(params)
         finish: FinishReason = "stop"
         emitted = False
         if kind == "chat":
@@ -223,3 +206,29 @@ class EngineThreadWork:
             chunks.close()
             llama.token_hook = None
         return finish
+
+
+def llama_sampling(params: SamplingParams) -> dict[str, Any]:
+    """llama-cpp-python's completion arguments for `params` (streamed), with the grammar
+    of a forced tool call or an output format."""
+    import llama_cpp
+
+    sampling: dict[str, Any] = {
+        "max_tokens": params.max_tokens if params.max_tokens > 0 else None,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
+        "repeat_penalty": params.repeat_penalty,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "seed": params.seed,
+        "stop": list(params.stop),
+        "stream": True,
+    }
+    # A tool choice that makes the model call a tool constrains the answer to a call.
+    constraint = grammar_format(params.tools, params.tool_choice) or params.output_format
+    if constraint is not None:
+        sampling["grammar"] = llama_cpp.llama_grammar.LlamaGrammar.from_string(
+            grammar_text(constraint), verbose=False)
+    return sampling

@@ -38,6 +38,11 @@ def ollama_errors(handler: Handler) -> Handler:
 
 def ollama_routes(state: ServerState) -> list[Route]:
     """`GET /` (the "Ollama is running" probe) and the `/api/*` routes."""
+    return [*_model_routes(state), *_generation_routes(state)]
+
+
+def _model_routes(state: ServerState) -> list[Route]:
+    """The probe, the version and what models there are (tags, show, ps)."""
     backend, clock = state.backend, state.clock
 
     async def root(request: Request) -> Response:
@@ -67,6 +72,19 @@ def ollama_routes(state: ServerState) -> list[Route]:
                 del state.loaded[name]
         entries = [ollama_replies.ps_entry(info, exp) for info, exp in state.loaded.values()]
         return JSONResponse({"models": entries})
+
+    return [
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/api/version", version, methods=["GET", "HEAD"]),
+        Route("/api/tags", tags, methods=["GET", "HEAD"]),
+        Route("/api/show", show, methods=["POST"]),
+        Route("/api/ps", ps, methods=["GET"]),
+    ]
+
+
+def _generation_routes(state: ServerState) -> list[Route]:
+    """Generate, chat and embed."""
+    backend, clock = state.backend, state.clock
 
     @ollama_errors
     async def generate(request: Request) -> Response:
@@ -116,11 +134,6 @@ def ollama_routes(state: ServerState) -> list[Route]:
         return Response(dumps(reply), headers=headers, media_type="application/json")
 
     return [
-        Route("/", root, methods=["GET", "HEAD"]),
-        Route("/api/version", version, methods=["GET", "HEAD"]),
-        Route("/api/tags", tags, methods=["GET", "HEAD"]),
-        Route("/api/show", show, methods=["POST"]),
-        Route("/api/ps", ps, methods=["GET"]),
         Route("/api/generate", generate, methods=["POST"]),
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/embed", embed, methods=["POST"]),
