@@ -1,6 +1,8 @@
 """One running peer: identity, backend, benchmark, libp2p host, advert, job server,
 consumer client, ledger, reputation, metrics and gateway, in one trio nursery.
 
+What a provider serves and advertises is `node_offer.py`.
+
 `run_node(NodeConfig(...))` runs until cancelled or, with `handle_signals`,
 until SIGTERM/SIGINT. Once it listens it writes `<home>/node.json` (atomically):
 pid, peer_id, listen_addrs (with /p2p/), gateway_url, models, fault. The local
@@ -14,7 +16,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,17 +25,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pinfer import identity as identity_store
-from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import DuplicateEntryError, UsageError
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.operator_key import load_or_create_operator_key
-from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.service import GovService
 from p2pinfer.gov.store import GovStore, gov_path, wall_ms
 from p2pinfer.gov.tally import MIN_VOTING_MS, TallyRules
-from p2pinfer.hardware import BenchCache, cached_benchmark, probe
-from p2pinfer.hardware.benchmark import BenchResult
+from p2pinfer.hardware import probe
 from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.job_board import JobBoard
@@ -49,10 +47,17 @@ from p2pinfer.net.faults import Fault
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayMode, RelayServiceConfig
+from p2pinfer.node_offer import (
+    Served,
+    advert_builder,
+    benchmark_models,
+    machine_view,
+    make_node_backend,
+    served_fault,
+    served_models,
+)
 from p2pinfer.node_view import LiveNodeView
-from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
-from p2pinfer.protocol.embedding import MAX_EMBEDDING_LENGTH
-from p2pinfer.settle.node_stakes import start_stakes, with_payee
+from p2pinfer.settle.node_stakes import StakeServices, start_stakes, with_payee
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.redeemer import RedeemPolicy
 from p2pinfer.settle.wiring import Settlement, reach_chain
@@ -120,28 +125,6 @@ class NodeConfig:
                                      rate_limit=self.gateway_rate_limit)
 
 
-def model_offer(info: ModelInfo, price_per_1k: int, *, prompt_tps_milli: int = 0,
-                generation_tps_milli: int = 0) -> ModelOffer:
-    """How an advert describes one served model (its texts cut to the wire's bounds)."""
-    return ModelOffer(
-        name=info.name, digest=info.digest[:128], parameter_size=info.parameter_size[:32],
-        quantization=info.quantization[:32], context_length=info.context_length,
-        prompt_tps_milli=prompt_tps_milli, generation_tps_milli=generation_tps_milli,
-        price_per_1k=price_per_1k, family=info.family[:64] or None,
-        size_bytes=info.size_bytes or None, modified_at=info.modified_at_ms or None,
-        embedding_length=info.embedding_length
-        if 0 < info.embedding_length <= MAX_EMBEDDING_LENGTH else None,
-    )
-
-
-@dataclass
-class Served:
-    """A model this node serves: what the backend says and what it measured."""
-
-    info: ModelInfo
-    bench: BenchResult | None = None
-
-
 def grant_faucet(ledger: Ledger, identity: NodeIdentity, amount: int) -> bool:
     """Grant `amount` testnet micro-credits to this node's account, once per ledger."""
     if amount <= 0:
@@ -171,110 +154,12 @@ async def _advance_ledger_checkpoint(ledger: Ledger, identity: NodeIdentity, hom
         await trio.to_thread.run_sync(verify_ledger, ledger, identity, home, limiter=limiter)
 
 
-def substitute_name(spec: str) -> str:
-    """The name the backend knows a substitute-model spec by (NAME, NAME=PATH or a .gguf)."""
-    from p2pinfer.backends.models import normalize_name
-
-    if "=" in spec:
-        return normalize_name(spec.partition("=")[0])
-    if spec.endswith(".gguf"):
-        return normalize_name(Path(spec).stem.lower())
-    return normalize_name(spec)
-
-
-def served_fault(fault: Fault | None) -> Fault | None:
-    """The fault as the job server applies it (a substitute named as the backend names it)."""
-    if fault is not None and fault.kind == "substitute-model":
-        return Fault("substitute-model", model=substitute_name(fault.model))
-    return fault
-
-
-def make_node_backend(config: NodeConfig) -> Backend | None:
-    """The backend from `--backend` (None for `none`). With substitute-model the
-    substitute is loaded too, but only the advertised models are offered."""
-    if config.backend.strip().lower() == "none":
-        return None
-    from p2pinfer.backends.factory import make_backend
-
-    models = list(config.models)
-    if config.fault is not None and config.fault.kind == "substitute-model" and models:
-        models.append(config.fault.model)
-    return make_backend(config.backend, models=models, home=config.home,
-                        engine_options=config.engine_options)
-
-
-async def served_models(backend: Backend, config: NodeConfig) -> list[ModelInfo]:
-    """The models to advertise: the backend's, limited to `--models` when given (the
-    embedded engine was built with just those), never a substitute-model fault's."""
-    from p2pinfer.backends.models import find_model
-
-    fault = config.fault
-    hidden = substitute_name(fault.model).lower() if (
-        fault is not None and fault.kind == "substitute-model") else None
-    if config.models and backend.name != "embedded":
-        models = [await find_model(backend, name) for name in config.models]
-    else:
-        models = await backend.list_models()
-    return [m for m in models if m.name.lower() != hidden or not config.models]
-
-
-async def benchmark_models(
-    backend: Backend, models: list[ModelInfo], machine: MachineProfile, config: NodeConfig
-) -> list[Served]:
-    """Each model with its (cached) benchmark; without `benchmark`, unmeasured."""
-    if not config.benchmark:
-        return [Served(m) for m in models]
-    cache = BenchCache(config.bench_cache or config.home / "bench.json")
-    out = []
-    for info in models:
-        result, cached = await cached_benchmark(backend, info, machine.fingerprint(), cache)
-        log.info("benchmark model=%s gen_tps=%.1f cached=%s", info.name,
-                 result.gen_tokens_per_s, cached)
-        out.append(Served(info, result))
-    return out
-
-
-def advert_builder(
-    served: list[Served], server: JobServer, machine: MachineProfile, engine: str,
-    config: NodeConfig,
-) -> Callable[[], Advert]:
-    """What the node advertises, priced at the moment of each republication."""
-    hardware = HardwareProfile(
-        cpu=machine.cpu_model[:128],
-        cpu_cores=min(machine.cpu_cores, 65_535),
-        ram_mb=machine.ram_total_bytes // 2**20,
-        gpus=tuple(Gpu(g.name[:128], g.vram_total_bytes // 2**20) for g in machine.gpus[:16]),
-    )
-
-    def current() -> Advert:
-        offers = tuple(
-            model_offer(
-                s.info, server.advertised_price(s.info.name),
-                prompt_tps_milli=int(s.bench.prompt_tokens_per_s * 1000) if s.bench else 0,
-                generation_tps_milli=int(s.bench.gen_tokens_per_s * 1000) if s.bench else 0,
-            )
-            for s in served[:64]
-        )
-        return Advert(models=offers, hardware=hardware, engine=engine[:128], stake=config.stake,
-                      capacity=min(65_535, config.max_concurrency * len(offers)),
-                      listen_addrs=(), seq=0, issued_at=0, ttl_ms=config.advert_ttl_ms)
-
-    return current
-
-
 def write_status(home: Path, status: dict[str, Any]) -> None:
     """Write `<home>/node.json` atomically (readers never see half a file)."""
     path = home / NODE_STATUS_FILE
     tmp = path.with_name(f".{NODE_STATUS_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(status, indent=2))
     os.replace(tmp, path)
-
-
-def machine_view(machine: MachineProfile) -> HardwareView:
-    """This machine as the gateway shows it."""
-    gpus = tuple(GpuView(g.name, g.vram_total_bytes // 2**20) for g in machine.gpus)
-    return HardwareView(machine.cpu_model, machine.cpu_cores, machine.ram_total_bytes // 2**20,
-                        gpus)  # fmt: skip
 
 
 async def _follow_governance(governance: GovService, parts: GovernedParts) -> None:
@@ -294,6 +179,31 @@ async def _gauges(net: NetHost, metrics: NodeMetrics, server: JobServer | None) 
         await trio.sleep(5)
 
 
+async def _identity_ledger_chain(
+    config: NodeConfig, chain: ChainPort | None
+) -> tuple[NodeIdentity, ChainPort | None]:
+    """This node's key (created on first start), its ledger verified, and its chain."""
+    config.home.mkdir(parents=True, exist_ok=True)
+    identity = identity_store.load_or_create(config.home)
+    # First, before the engine loads: a node never runs on a ledger it cannot trust.
+    with Ledger.open(ledger_path(config.home), identity) as ledger:
+        verify_ledger(ledger, identity, config.home)
+    chain = chain or await reach_chain(config, identity)  # settlement: exit 15 if unreachable
+    if config.fault is not None:
+        log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
+                    config.fault)
+    return identity, chain
+
+
+def _net_config(config: NodeConfig, identity: NodeIdentity) -> NetConfig:
+    return NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
+                     announce_addrs=config.announce, enable_mdns=config.mdns,
+                     relay=RelayServiceConfig(mode=config.relay),
+                     relay_client=RelayClientConfig(reserve=config.reserve_relays))
+
+
+# Over 60 lines by design: the node's one nursery, whose start order (stakes, job server,
+# client, settlement, governance, gateway, verifier) reads best in one place.
 async def run_node(
     config: NodeConfig,
     *,
@@ -305,15 +215,7 @@ async def run_node(
     gets the status written to node.json. `chain`: settlement on (docs/settlement.md);
     without it, the chain `--chain-rpc`/`--chain-contract` name, if any."""
     home = config.home
-    home.mkdir(parents=True, exist_ok=True)
-    identity = identity_store.load_or_create(home)
-    # First, before the engine loads: a node never runs on a ledger it cannot trust.
-    with Ledger.open(ledger_path(home), identity) as ledger:
-        verify_ledger(ledger, identity, home)
-    chain = chain or await reach_chain(config, identity)  # settlement: exit 15 if unreachable
-    if config.fault is not None:
-        log.warning("FAULT INJECTION ON: fault=%s (this node misbehaves on purpose)",
-                    config.fault)
+    identity, chain = await _identity_ledger_chain(config, chain)
     preset = preset_named(config.preset)
     gateway_config = config.gateway_config()
     backend = make_node_backend(config)
@@ -329,10 +231,7 @@ async def run_node(
         settlement = Settlement.build(chain, identity, ledger, config.redeem) if chain else None
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
-        net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
-                               announce_addrs=config.announce, enable_mdns=config.mdns,
-                               relay=RelayServiceConfig(mode=config.relay),
-                               relay_client=RelayClientConfig(reserve=config.reserve_relays))
+        net_config = _net_config(config, identity)
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
                 stakes = await start_stakes(chain, identity, net, nursery, ledger=ledger,
@@ -346,21 +245,18 @@ async def run_node(
                                   if backend is not None and backend.name == "embedded"
                                   else None)
                 if backend is not None and served:
-                    engine = gate.paid(
-                        board.track(backend, role="provider", provider=net.peer_id))
                     server = JobServer(
-                        identity, engine, {s.info.name: s.info for s in served},
+                        identity, gate.paid(
+                            board.track(backend, role="provider", provider=net.peer_id)),
+                        {s.info.name: s.info for s in served},
                         config=JobServerConfig(
                             max_concurrency=config.max_concurrency, queue=config.queue,
                             price_per_1k=config.price_per_1k, preset=preset,
                             fault=served_fault(config.fault)),
                         catalog=net.catalog, ledger=ledger, metrics=metrics,
                         channels=settlement.channels if settlement else None)
-                    server.install(net.set_stream_handler)
-                    net.start_advertising(
-                        with_payee(advert_builder(served, server, machine, backend.name, config),
-                                   stakes),
-                        interval_s=config.advert_interval_s)
+                    _serve_and_advertise(net, server, served, machine, backend.name, config,
+                                         stakes)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,
                                    metrics=metrics, config=config.client,
                                    payer=settlement.payer if settlement else None,
@@ -379,37 +275,22 @@ async def run_node(
                         ledger=ledger, reputation=reputation, server=server, board=board,
                         engine=backend.name if backend is not None else "",
                         governance=governance, stakes=stakes.book if stakes else None)
-                    operator = replace(gateway_config,
-                                       operator_key=load_or_create_operator_key(home))
-                    binding = await nursery.start(partial(run_gateway, view, operator))
-                    gateway_url = binding.url
+                    gateway_url = await _start_gateway(nursery, view, gateway_config, home)
                 nursery.start_soon(_gauges, net, metrics, server)
                 nursery.start_soon(_advance_ledger_checkpoint, ledger, identity, home)
                 verifier = Verifier(
                     net, identity, client, backend=backend,
                     models=frozenset(s.info.name for s in served), reputation=reputation,
-                    ledger=ledger, gate=gate,
-                    config=replace(config.verify, recheck_limits=server.config.limits)
-                    if server is not None else config.verify,
+                    ledger=ledger, gate=gate, config=_verify_config(config, server),
                     digests={s.info.name: s.info.digest for s in served})
                 verifier.slasher = stakes.slasher if stakes else None
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(_follow_governance, governance,
                                    GovernedParts(server, client, verifier))
-                model_names = [s.info.name for s in served]
-                status: dict[str, Any] = {
-                    "pid": os.getpid(),
-                    "peer_id": net.peer_id,
-                    "listen_addrs": net.addrs(),
-                    "gateway_url": gateway_url,
-                    "models": model_names,
-                    "fault": str(config.fault) if config.fault else None,
-                    "backend": config.backend,
-                    "home": str(home),
-                }
+                status = _node_status(net, config, served, gateway_url)
                 write_status(home, status)
                 log.info("node running peer=%s addrs=%s models=%s gateway=%s", net.peer_id,
-                         ",".join(net.addrs()), ",".join(model_names) or "-", gateway_url)
+                         ",".join(net.addrs()), ",".join(status["models"]) or "-", gateway_url)
                 task_status.started(status)
                 if handle_signals:
                     await _wait_for_signal()
@@ -421,6 +302,49 @@ async def run_node(
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await backend.aclose()
     log.info("node stopped peer=%s", identity.peer_id)
+
+
+def _serve_and_advertise(
+    net: NetHost, server: JobServer, served: list[Served], machine: MachineProfile,
+    engine: str, config: NodeConfig, stakes: StakeServices | None,
+) -> None:
+    """Serve jobs on `net` and advertise the served models, priced by `server`."""
+    server.install(net.set_stream_handler)
+    net.start_advertising(
+        with_payee(advert_builder(served, server, machine, engine, config), stakes),
+        interval_s=config.advert_interval_s)
+
+
+async def _start_gateway(
+    nursery: trio.Nursery, view: LiveNodeView, gateway_config: GatewayConfig, home: Path
+) -> str:
+    """Start the HTTP gateway over `view` (with the operator's key); its URL."""
+    operator = replace(gateway_config, operator_key=load_or_create_operator_key(home))
+    binding = await nursery.start(partial(run_gateway, view, operator))
+    return str(binding.url)
+
+
+def _verify_config(config: NodeConfig, server: JobServer | None) -> VerifyConfig:
+    """Spot-check settings: a reported request is re-run only within our job limits."""
+    if server is None:
+        return config.verify
+    return replace(config.verify, recheck_limits=server.config.limits)
+
+
+def _node_status(
+    net: NetHost, config: NodeConfig, served: list[Served], gateway_url: str | None
+) -> dict[str, Any]:
+    """What `<home>/node.json` says of a running node."""
+    return {
+        "pid": os.getpid(),
+        "peer_id": net.peer_id,
+        "listen_addrs": net.addrs(),
+        "gateway_url": gateway_url,
+        "models": [s.info.name for s in served],
+        "fault": str(config.fault) if config.fault else None,
+        "backend": config.backend,
+        "home": str(config.home),
+    }
 
 
 async def _wait_for_signal() -> None:

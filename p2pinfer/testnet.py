@@ -195,6 +195,20 @@ def _spawn(cmd: list[str], home: Path, log_name: str = "node.log") -> int:
     return proc.pid
 
 
+def _check_up_args(nodes: int, backend: str, chain: bool, unstaked: frozenset[int],
+                   validators: frozenset[int]) -> None:
+    """UsageError for a testnet `up` that cannot work, before anything starts."""
+    if nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+    for flag, indexes in (("--unstaked", unstaked), ("--validator", validators)):
+        if any(not 0 <= i < nodes for i in indexes):
+            raise UsageError(f"{flag} takes node indexes 0..{nodes - 1}")
+    if validators & unstaked and chain:
+        raise UsageError("a --validator locks stake: it cannot be --unstaked too")
+    if validators and backend == "none":
+        raise UsageError("a --validator re-runs answers on its engine: not with --backend none")
+
+
 def up(
     directory: Path,
     nodes: int,
@@ -215,15 +229,7 @@ def up(
     first (see testnet_chain): every node's account and the consumer's are funded,
     providers (all but the `unstaked` indexes) lock stake, validators the contract's
     validator minimum, channels open."""
-    if nodes < 1:
-        raise UsageError("--nodes must be at least 1")
-    for flag, indexes in (("--unstaked", unstaked), ("--validator", validators)):
-        if any(not 0 <= i < nodes for i in indexes):
-            raise UsageError(f"{flag} takes node indexes 0..{nodes - 1}")
-    if validators & unstaked and chain:
-        raise UsageError("a --validator locks stake: it cannot be --unstaked too")
-    if validators and backend == "none":
-        raise UsageError("a --validator re-runs answers on its engine: not with --backend none")
+    _check_up_args(nodes, backend, chain, unstaked, validators)
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / STATE_FILE).exists():

@@ -202,6 +202,7 @@ def _compose_env(image: str, gateway_port: int, extra: dict[str, str] | None) ->
     return env
 
 
+# Over 60 lines by design: the checks, then compose up with its one clean-up on failure.
 def docker_up(
     nodes: int,
     *,

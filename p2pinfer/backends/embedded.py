@@ -5,7 +5,8 @@ Generation runs in a worker thread (`trio.to_thread.run_sync` under a
 the same model); tokens come back through a trio memory channel. Leaving the stream's context sets a
 `threading.Event` that the token loop checks after every sampled token, so the
 engine stops within one token. `tokens_generated` counts every token sampled,
-which is how tests prove it.
+which is how tests prove it. What runs in the worker thread (loading, the token
+loop, scoring) is `backends/embedded_thread.py`.
 
 The first token is the one exception to "the worker never waits for the event
 loop": after it, the worker waits (at most `first_token_wait_s`) until the
@@ -29,7 +30,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +37,14 @@ import trio
 
 from p2pinfer.backends.base import (
     ChatMessage,
-    Completion,
     Embeddings,
-    FinishReason,
     ModelInfo,
     SamplingParams,
     StreamEvent,
     TextScore,
-    Timings,
-    TokenDelta,
-    Usage,
     preemptible_work,
 )
+from p2pinfer.backends.embedded_thread import EngineThreadWork, LoadedModel
 from p2pinfer.backends.gguf_meta import (
     GGUFMetadata,
     MetadataValue,
@@ -56,20 +52,16 @@ from p2pinfer.backends.gguf_meta import (
     read_gguf_metadata,
 )
 from p2pinfer.backends.llama_embed import EmbeddingEngine
-from p2pinfer.backends.llama_logprobs import token_logprob
 from p2pinfer.backends.llama_thread import (
     Events,
     Failure,
     Job,
     Outbox,
-    TokenHook,
-    hooked_llama_class,
     single_exception,
 )
 from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
-from p2pinfer.backends.output_format import grammar_text
-from p2pinfer.backends.tools import grammar_format, prompt_messages
-from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
+from p2pinfer.backends.tools import prompt_messages
+from p2pinfer.errors import BackendError, EngineResponseError, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +82,7 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-class _Model:
-    """A model source with its metadata, digest and (once loaded) its engine."""
-
-    def __init__(self, source: ModelSource) -> None:
-        self.source = source
-        self.meta: GGUFMetadata | None = None
-        self.info: ModelInfo | None = None
-        self.llama: Any = None
-        self.lock = threading.Lock()  # guards info and loading
-        self.busy = threading.Lock()  # held while the model generates
-        self.end_ids: list[int] | None = None  # end-of-generation tokens, for scoring
-
-
-class EmbeddedBackend:
+class EmbeddedBackend(EngineThreadWork):
     """llama.cpp in-process. Models load on first use and stay loaded."""
 
     name = "embedded"
@@ -122,9 +101,9 @@ class EmbeddedBackend:
         llama_options: dict[str, Any] | None = None,
         embedding: bool = False,
     ) -> None:
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, LoadedModel] = {}
         for source in models:
-            self._models.setdefault(source.name.lower(), _Model(source))
+            self._models.setdefault(source.name.lower(), LoadedModel(source))
         self._digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
         self._n_ctx, self._n_threads, self._n_batch = n_ctx, n_threads, n_batch
         self._cache_prompt = cache_prompt
@@ -154,7 +133,7 @@ class EmbeddedBackend:
         with self._count_lock:
             self._tokens_generated += 1
 
-    def _lookup(self, model: str) -> _Model:
+    def _lookup(self, model: str) -> LoadedModel:
         entry = self._models.get(normalize_name(model).lower())
         if entry is None:
             raise ModelNotFound(f"model '{model}' not found")
@@ -162,7 +141,7 @@ class EmbeddedBackend:
 
     # -- model information -------------------------------------------------
 
-    def _describe(self, entry: _Model) -> ModelInfo:
+    def _describe(self, entry: LoadedModel) -> ModelInfo:
         with entry.lock:
             if entry.info is None:
                 path = entry.source.path
@@ -204,31 +183,6 @@ class EmbeddedBackend:
         return values
 
     # -- generation ----------------------------------------------------------
-
-    def _load(self, entry: _Model) -> tuple[Any, int]:
-        """The loaded engine for `entry` and how long loading took now (0 if it was loaded)."""
-        with entry.lock:
-            if entry.llama is not None:
-                return entry.llama, 0
-            started = time.perf_counter_ns()
-            kwargs: dict[str, Any] = {
-                **self._llama_options, "n_ctx": self._n_ctx, "n_batch": self._n_batch
-            }
-            if self._n_threads:
-                kwargs["n_threads"] = self._n_threads
-            try:
-                entry.llama = hooked_llama_class()(
-                    model_path=str(entry.source.path), verbose=False, **kwargs
-                )
-            except ImportError:
-                raise EngineUnavailable(
-                    "the embedded engine needs llama-cpp-python: pip install 'p2pinfer[embedded]'"
-                ) from None
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise EngineResponseError(
-                    f"cannot load {entry.source.name} from {entry.source.path}: {exc}"
-                ) from None
-            return entry.llama, time.perf_counter_ns() - started
 
     def chat(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
@@ -290,24 +244,6 @@ class EmbeddedBackend:
         if error is not None:
             raise error
         return score
-
-    def _score_in_thread(
-        self, entry: _Model, kind: str, payload: object, answer: str,
-        stop: threading.Event, chunk: int | None,
-    ) -> TextScore | None:
-        from p2pinfer.backends.llama_score import end_token_ids, score_continuation
-
-        llama, _ = self._load(entry)
-        with entry.busy:
-            if entry.end_ids is None:
-                entry.end_ids = end_token_ids(llama)
-            try:
-                return score_continuation(llama, kind, payload, answer, entry.end_ids,
-                                          stop=stop, chunk_tokens=chunk)
-            except ValueError as exc:  # longer than the context
-                raise EngineResponseError(f"{entry.source.name}: {exc}") from None
-            except RuntimeError as exc:  # llama_decode failed
-                raise EngineResponseError(f"{entry.source.name} failed: {exc}") from None
 
     async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
         """One L2-normalised vector per input (only with `embedding=True`)."""
@@ -384,121 +320,3 @@ class EmbeddedBackend:
             # ours) back as it was raised, not wrapped in a group.
             single = single_exception(group)
             raise single from single.__cause__
-
-    def _generate_in_thread(
-        self,
-        entry: _Model,
-        kind: str,
-        payload: object,
-        params: SamplingParams,
-        job: Job,
-        outbox: Outbox,
-    ) -> None:
-        emit = outbox.put
-        try:
-            try:
-                llama, load_ns = self._load(entry)
-            except BackendError as exc:
-                emit(Failure(exc))
-                return
-            try:
-                # A Llama object runs one generation at a time.
-                with entry.busy:
-                    if job.stop.is_set():  # the caller left while this waited
-                        return
-                    completion = self._run_llama(llama, kind, payload, params, job, emit)
-            except BackendError as exc:  # e.g. a schema llama.cpp cannot follow
-                emit(Failure(exc))
-                return
-            except ValueError as exc:  # llama-cpp-python: prompt longer than the context
-                emit(Failure(EngineResponseError(f"{entry.source.name}: {exc}")))
-                return
-            except Exception as exc:
-                log.exception("embedded engine failed")
-                emit(Failure(EngineResponseError(f"{entry.source.name} failed: {exc}")))
-                return
-            if job.stop.is_set():
-                return
-            end = time.perf_counter_ns()
-            first = job.first_token_ns or end
-            emit(
-                Completion(
-                    finish_reason=completion,
-                    usage=Usage(
-                        prompt_tokens=job.prompt_tokens,
-                        completion_tokens=job.sampled - (1 if job.ended_on_eog else 0),
-                    ),
-                    timings=Timings(
-                        total_ns=end - job.started_ns,
-                        load_ns=load_ns,
-                        prompt_eval_ns=max(0, first - job.started_ns - load_ns),
-                        eval_ns=end - first,
-                    ),
-                )
-            )
-        except trio.RunFinishedError:
-            # trio is gone (the process is shutting down): nothing to deliver.
-            job.stop.set()
-
-    def _run_llama(
-        self,
-        llama: Any,
-        kind: str,
-        payload: object,
-        params: SamplingParams,
-        job: Job,
-        emit: Any,
-    ) -> FinishReason:
-        import llama_cpp
-
-        vocab = llama._model.vocab
-        top = params.top_logprobs
-        llama.token_hook = TokenHook(
-            job, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), self._count_token,
-            None if top is None else partial(token_logprob, llama, top=top))
-        if not self._cache_prompt:
-            llama.reset()
-        sampling: dict[str, Any] = {
-            "max_tokens": params.max_tokens if params.max_tokens > 0 else None,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": params.top_k,
-            "min_p": params.min_p,
-            "repeat_penalty": params.repeat_penalty,
-            "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty,
-            "seed": params.seed,
-            "stop": list(params.stop),
-            "stream": True,
-        }
-        # A tool choice that makes the model call a tool constrains the answer to a call.
-        constraint = grammar_format(params.tools, params.tool_choice) or params.output_format
-        if constraint is not None:
-            sampling["grammar"] = llama_cpp.llama_grammar.LlamaGrammar.from_string(
-                grammar_text(constraint), verbose=False)
-        finish: FinishReason = "stop"
-        emitted = False
-        if kind == "chat":
-            chunks = llama.create_chat_completion(messages=payload, **sampling)
-        else:
-            chunks = llama.create_completion(prompt=payload, **sampling)
-        try:
-            for chunk in chunks:
-                if job.stop.is_set():
-                    break
-                choice = chunk["choices"][0]
-                text = choice["delta"].get("content") if kind == "chat" else choice["text"]
-                if text:
-                    emit(TokenDelta(text, tuple(job.logprobs)))
-                    job.logprobs.clear()
-                    if not emitted:
-                        emitted = True
-                        # Let the event loop pass the first token on before the next
-                        # one is evaluated (see the module doc).
-                        job.first_taken.wait(self._first_token_wait_s)
-                if choice.get("finish_reason") == "length":
-                    finish = "length"
-        finally:
-            chunks.close()
-            llama.token_hook = None
-        return finish

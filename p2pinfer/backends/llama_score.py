@@ -63,6 +63,8 @@ def end_token_ids(llama: Any) -> list[int]:
     return [t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
 
+# Over 60 lines by design: one decode loop filling llama.cpp's batch and reading its
+# logits; its cache state (cleared before and after) must stay in one try/finally.
 def score_continuation(
     llama: Any, kind: str, payload: object, continuation: str, end_ids: list[int], *,
     stop: threading.Event | None = None, chunk_tokens: int | None = None,

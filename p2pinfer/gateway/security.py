@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from p2pinfer.backends import ollama_wire
+from p2pinfer.backends import ollama_replies
 from p2pinfer.backends.wire import dumps
 from p2pinfer.gateway.config import GatewayConfig
 
@@ -111,7 +111,7 @@ def error_body(path: str, status: int, message: str) -> bytes:
         code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(status)
         error = {"message": message, "type": kind, "param": None, "code": code}
         return dumps({"error": error})
-    return ollama_wire.error_body(message)
+    return ollama_replies.error_body(message)
 
 
 async def send_error(

@@ -13,7 +13,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pinfer.errors import UsageError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.adverts import DEFAULT_MAX_ADVERT_BYTES
+from p2pinfer.net.advert_gate import DEFAULT_MAX_ADVERT_BYTES
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig

@@ -28,7 +28,8 @@ from p2pinfer.errors import EngineResponseError, ModelNotFound
 from p2pinfer.net.faults import Fault
 from p2pinfer.net.logprobs import to_wire as logprobs_to_wire
 from p2pinfer.protocol.embedding import encode_vectors
-from p2pinfer.protocol.messages import FinishReason, JobRequest, TokenLogprobs
+from p2pinfer.protocol.messages import JobRequest, TokenLogprobs
+from p2pinfer.protocol.wire_types import FinishReason
 
 
 @asynccontextmanager

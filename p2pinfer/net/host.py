@@ -138,6 +138,8 @@ def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
             logger.setLevel(lvl)
 
 
+# Over 60 lines by design: the stack's nested lifetimes and the shutdown phase that
+# decides which errors a clean stop may ignore read best in one place.
 @asynccontextmanager
 async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     """Start a node's network stack and yield its `NetHost`; everything stops on exit.

@@ -32,13 +32,11 @@ from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.errors import (
     BackendError,
     BadRequestError,
-    DuplicateEntryError,
-    LedgerError,
     ModelNotFound,
     NetworkError,
     ProtocolError,
 )
-from p2pinfer.market.ledger import ChargeInput, Ledger
+from p2pinfer.market.ledger import Ledger
 from p2pinfer.market.pricing import price_for
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.admission import (
@@ -47,13 +45,13 @@ from p2pinfer.net.admission import (
     ConsumerGate,
     ModelSlots,
     Refused,
-    Ticket,
 )
 from p2pinfer.net.adverts import Catalog
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.generation import Outbox, collapsing_nursery, run_generation
 from p2pinfer.net.job_types import JobRecord, JobServerConfig
 from p2pinfer.net.logprobs import batches as logprob_batches
+from p2pinfer.net.served_job import JobEndings, ServedJob
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -67,9 +65,10 @@ from p2pinfer.protocol import (
 )
 from p2pinfer.protocol.charges import agreed_price, max_charge
 from p2pinfer.protocol.codec import Signer
-from p2pinfer.protocol.messages import JobRequest, RejectCode
+from p2pinfer.protocol.messages import JobRequest
 from p2pinfer.protocol.validation import CLOCK_SKEW_MS
-from p2pinfer.settle.channels import ChannelBook, ChannelRefused, Hold, settle_receipt
+from p2pinfer.protocol.wire_types import RejectCode
+from p2pinfer.settle.channels import ChannelBook, ChannelRefused
 
 log = logging.getLogger(__name__)
 
@@ -85,34 +84,7 @@ MAX_QUOTES = 64  # remembered advertised prices per model (bounded memory)
 PREEMPT_GRACE_S = 2.0
 
 
-class _Job:
-    """One job's shared state between the serving task and its stream watcher."""
-
-    def __init__(self, machine: ProviderJob, stream: NetStream) -> None:
-        self.machine = machine
-        self.stream = stream
-        self.receipt = trio.Event()
-        self.peer_gone = False
-        self.violation: ProtocolViolation | None = None
-        self.work = trio.CancelScope()
-        self.generation = trio.CancelScope()  # cancelled to stop the engine alone
-        self.tokens_sent = 0
-        self.refused = False
-        self.ticket: Ticket | None = None  # the consumer key's admission
-        self.preempted = False  # a free job cancelled to give its slot to a paying one
-        self.hold: Hold | None = None  # settlement: its reservation on the payer's channel
-        self.unpaid = False  # settlement: its receipt's voucher did not check out
-
-    async def streaming(self) -> bool:
-        """Whether the job may still send output. When the watcher ended it (the consumer
-        left or broke the protocol) the work scope is cancelled: this checkpoint raises."""
-        if self.machine.state is ProviderState.STREAMING:
-            return True
-        await trio.lowlevel.checkpoint()
-        return False
-
-
-class JobServer:
+class JobServer(JobEndings):
     """Serves jobs for the models in `models` (name -> what the backend reported)."""
 
     def __init__(
@@ -147,7 +119,7 @@ class JobServer:
         self._ledger_limiter = trio.CapacityLimiter(1)
         self.gate = ConsumerGate(max(MIN_JOBS_PER_KEY, config.max_concurrency),
                                  free_per_minute=config.free_jobs_per_minute)
-        self._free_running: dict[str, list[_Job]] = {name: [] for name in self.models}
+        self._free_running: dict[str, list[ServedJob]] = {name: [] for name in self.models}
         self._quotes: dict[str, deque[tuple[int, int]]] = {
             name: deque(maxlen=MAX_QUOTES) for name in self.models}
         self.records: deque[JobRecord] = deque(maxlen=500)
@@ -207,7 +179,7 @@ class JobServer:
     async def serve(self, stream: NetStream) -> None:
         """Serve the job on `stream` to its end; the caller closes the stream after."""
         machine = ProviderJob(self._identity, self._replay, limits=self.config.limits)
-        job = _Job(machine, stream)
+        job = ServedJob(machine, stream)
         event = await self._read_request(job)
         if event is None:
             return
@@ -225,7 +197,7 @@ class JobServer:
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def _read_request(self, job: _Job) -> RequestReceived | ProtocolViolation | None:
+    async def _read_request(self, job: ServedJob) -> RequestReceived | ProtocolViolation | None:
         with trio.move_on_after(self.config.request_timeout_s):
             while job.machine.state is ProviderState.AWAIT_REQUEST:
                 data = await job.stream.read_some(timeout_s=None)
@@ -237,7 +209,7 @@ class JobServer:
                     return first if isinstance(first, RequestReceived | ProtocolViolation) else None
         return None
 
-    async def _watch(self, job: _Job) -> None:
+    async def _watch(self, job: ServedJob) -> None:
         """Read what the consumer sends while the job runs: its receipt, or its going away."""
         while job.machine.state not in (ProviderState.DONE, ProviderState.CLOSED,
                                         ProviderState.ERROR):
@@ -257,7 +229,7 @@ class JobServer:
                     job.violation = ev
                     job.work.cancel()
 
-    async def _run(self, job: _Job, request: JobRequest, started: float) -> None:
+    async def _run(self, job: ServedJob, request: JobRequest, started: float) -> None:
         machine = job.machine
         info = self._served(request)
         if info is None:
@@ -301,7 +273,7 @@ class JobServer:
             self.channels.release(job.hold)
 
     async def _serve_admitted(
-        self, job: _Job, request: JobRequest, info: ModelInfo, started: float,
+        self, job: ServedJob, request: JobRequest, info: ModelInfo, started: float,
         slots: ModelSlots,
     ) -> None:
         machine, ticket = job.machine, job.ticket
@@ -348,7 +320,7 @@ class JobServer:
             self.gate.paid(ticket, self._clock())
         await self._conclude(job, request)
 
-    def _preempt(self, victim: _Job, request: JobRequest) -> None:
+    def _preempt(self, victim: ServedJob, request: JobRequest) -> None:
         """Give a free job's slot to the paying `request`: the free job ends `busy`."""
         log.info("free job preempted job=%s for job=%s", victim.machine.job_id.hex(),
                  request.job_id.hex())
@@ -363,7 +335,7 @@ class JobServer:
         return info
 
     async def _generate(
-        self, job: _Job, request: JobRequest, info: ModelInfo, started: float
+        self, job: ServedJob, request: JobRequest, info: ModelInfo, started: float
     ) -> None:
         outbox = Outbox()
         fault = self.config.fault
@@ -396,7 +368,7 @@ class JobServer:
         )
         await self._write(job, raw)
 
-    async def _write_loop(self, job: _Job, outbox: Outbox, started: float) -> None:
+    async def _write_loop(self, job: ServedJob, outbox: Outbox, started: float) -> None:
         """Send what the generation produced: everything pending as one Chunk, again and
         again until the generation is done (coalescing only while a write is in flight)."""
         crash_after = self.config.fault.count if (
@@ -423,118 +395,5 @@ class JobServer:
                 logging.shutdown()
                 os._exit(17)
 
-    async def _write(self, job: _Job, data: bytes) -> None:
+    async def _write(self, job: ServedJob, data: bytes) -> None:
         await job.stream.write(data, timeout_s=self.config.write_timeout_s)
-
-    # -- endings -----------------------------------------------------------------
-
-    async def _conclude(self, job: _Job, request: JobRequest) -> None:
-        machine = job.machine
-        if job.refused:
-            return
-        result = machine.result
-        tokens = result.msg.completion_tokens if result is not None else job.tokens_sent
-        if machine.state is ProviderState.DONE and result is not None and not job.unpaid:
-            await self._record_charge(job, request)
-            self._finish(job, request, "completed", tokens, result.msg.charged)
-        elif job.violation is not None:
-            log.info("job aborted job=%s code=%s reason=%s", request.job_id.hex(),
-                     job.violation.code, job.violation.error)
-            if result is None:
-                await self._reject(job, job.violation.code,  # type: ignore[arg-type]
-                                   str(job.violation.error))
-            self._finish(job, request, "failed", tokens, 0)
-        elif result is not None:
-            log.warning("job unpaid: no receipt or a bad voucher job=%s model=%s",
-                        request.job_id.hex(), request.model)
-            self._finish(job, request, "unpaid", tokens, 0)
-        elif job.preempted:
-            self._finish(job, request, "preempted", job.tokens_sent, 0)
-        elif job.peer_gone or job.work.cancelled_caught:
-            log.info("job cancelled job=%s model=%s completion_tokens=%d max_tokens=%d "
-                     "reason=consumer-closed", request.job_id.hex(), request.model,
-                     job.tokens_sent, request.params.max_tokens)
-            self._finish(job, request, "cancelled", job.tokens_sent, 0)
-        elif machine.state is ProviderState.CLOSED:
-            self._finish(job, request, "failed", tokens, 0)
-
-    async def _voucher_paid(self, job: _Job) -> bool:
-        """With settlement, whether the receipt's voucher checks out (settle.channels)."""
-        receipt, result = job.machine.receipt, job.machine.result
-        if self.channels is None or job.hold is None:
-            return True
-        assert receipt is not None and result is not None
-        job.unpaid = not await settle_receipt(
-            self.channels, job.hold, receipt.msg.job_id, result.msg.charged,
-            receipt.msg.cumulative, receipt.msg.voucher)
-        return not job.unpaid
-
-    async def _record_charge(self, job: _Job, request: JobRequest) -> None:
-        machine = job.machine
-        assert machine.result is not None and machine.receipt is not None
-        assert machine.request is not None
-        result = machine.result.msg
-        if self._ledger is None:
-            return
-        charge = ChargeInput(
-            job_id=request.job_id,
-            model=request.model,
-            provider=self._identity.public_key,
-            consumer=machine.request.signer,
-            tokens=result.prompt_tokens + result.completion_tokens,
-            amount=result.charged,
-            result=machine.result.raw,
-            receipt=machine.receipt.raw,
-        )
-        ledger = self._ledger
-        try:
-            await trio.to_thread.run_sync(
-                lambda: ledger.record_charge(charge, self.config.preset),
-                limiter=self._ledger_limiter,
-            )
-        except DuplicateEntryError:
-            log.warning("charge already recorded job=%s", request.job_id.hex())
-        except LedgerError as exc:
-            log.error("charge not recorded job=%s error=%s", request.job_id.hex(), exc)
-
-    def _finish(
-        self, job: _Job, request: JobRequest, outcome: str, tokens: int, charged: int
-    ) -> None:
-        m = self._metrics
-        m.jobs.labels("provider", outcome.split(":")[0]).inc()
-        result = job.machine.result
-        if result is not None:
-            m.tokens.labels("provider", "prompt").inc(result.msg.prompt_tokens)
-        m.tokens.labels("provider", "completion").inc(tokens)
-        if charged:
-            m.charged.labels("provider").inc(charged)
-        if outcome == "completed":
-            log.info("job done job=%s model=%s completion_tokens=%d charged=%d",
-                     request.job_id.hex(), request.model, tokens, charged)
-        signer = job.machine.request.signer_peer_id if job.machine.request else ""
-        self.records.append(JobRecord(request.job_id.hex(), request.model, signer, outcome,
-                                      tokens, request.params.max_tokens, charged,
-                                      str(job.stream.remote_peer_id)))
-
-    async def _refuse(
-        self, job: _Job, request: JobRequest, code: RejectCode, message: str,
-        retry_after_ms: int | None = None,
-    ) -> None:
-        log.info("job refused job=%s code=%s reason=%s", request.job_id.hex(), code, message)
-        job.refused = True
-        await self._reject(job, code, message, retry_after_ms)
-        self._finish(job, request, f"rejected:{code}", 0, 0)
-
-    async def _reject(
-        self, job: _Job, code: RejectCode, message: str, retry_after_ms: int | None = None
-    ) -> None:
-        try:
-            data = job.machine.reject(code, message, retry_after_ms)
-        except Exception as exc:  # already rejected, or a state that allows no reject
-            log.debug("no reject sent code=%s error=%r", code, exc)
-            return
-        with trio.move_on_after(self.config.write_timeout_s):
-            try:
-                await job.stream.write(data)
-            except Exception as exc:
-                log.debug("reject not delivered code=%s error=%r", code, exc)

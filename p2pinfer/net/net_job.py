@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,9 +30,9 @@ from p2pinfer.errors import (
     P2PInferError,
 )
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.job_attempt import NEUTRAL_CODES, Attempt, AttemptFailed, BusyBackoff
 from p2pinfer.net.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
 from p2pinfer.net.relay_rules import path_of
-from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     Accepted,
@@ -55,42 +53,6 @@ if TYPE_CHECKING:
     from p2pinfer.net.client import JobClient
 
 log = logging.getLogger(__name__)
-
-# Rejects that say nothing bad about the provider: it is full, dearer than we pay,
-# or does not serve the model; or the fault is ours (clock, replay, binding).
-#: Bounds of one busy back-off pause (NetJob._wait_out_busy), before jitter.
-BUSY_PAUSE_MIN_S = 0.25
-BUSY_PAUSE_MAX_S = 2.0
-NEUTRAL_CODES = frozenset({"busy", "price_too_low", "unknown_model", "insufficient_credit",
-                           "insufficient_stake", "expired", "replayed", "wrong_provider",
-                           "over_limits"})
-
-
-@dataclass
-class _Attempt:
-    candidate: Candidate
-    stream: NetStream
-    machine: ConsumerJob
-    text: str = ""
-    caught_up: bool = False  # all its text beyond what was delivered has been delivered
-    accepted: bool = False
-    chunks: int = 0
-    payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
-    # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
-    logprobs: list[TokenLogprobs] = field(default_factory=list)
-
-
-class _Failure(Exception):
-    """An attempt ended without a result; `blame` counts it against the provider."""
-
-    def __init__(self, reason: str, code: str | None = None, *, blame: bool = True,
-                 retry_after_ms: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-        self.blame = blame
-        self.retry_after_ms = retry_after_ms  # with code "busy": when to try again
-
 
 class NetJob:
     """Iterate for `TextDelta`s; afterwards `outcome` holds the receipted result."""
@@ -121,12 +83,9 @@ class NetJob:
         self._unanswered = 0  # skipped (breaker open) or not reached
         self._unanswered_s = 0.0  # time spent dialling providers that were not reached
         self._dht_consulted = False
-        self._attempt: _Attempt | None = None
-        # Busy back-off: while every provider tried in a round says "busy", the job waits
-        # (their shortest retry-after, bounded) and tries them again, up to busy_wait_s.
-        self._busy_round = True
-        self._busy_retry_ms: int | None = None
-        self._busy_waited_s = 0.0
+        self._attempt: Attempt | None = None
+        # While every provider tried in a round says "busy", wait and try them again.
+        self._busy = BusyBackoff()
         #: The price per 1k tokens the serving provider accepted the job at (its JobAccept).
         self.price_per_1k: int | None = None
         self._started = trio.current_time()
@@ -182,17 +141,19 @@ class NetJob:
         attempt = self._attempt
         try:
             await self._read(attempt)
-        except _Failure as failure:
+        except AttemptFailed as failure:
             await self._fail(attempt, failure)
         except NetworkError as exc:
-            await self._fail(attempt, _Failure(str(exc)))
+            await self._fail(attempt, AttemptFailed(str(exc)))
 
-    async def _start_next(self) -> _Attempt:
+    async def _start_next(self) -> Attempt:
         client = self._client
         while True:
             candidate = await self._next_candidate()
             if candidate is None:
-                if await self._wait_out_busy():
+                if await self._busy.wait(self._client.config.busy_wait_s, self.model):
+                    self._tried.clear()  # a new round over every provider
+                    self._candidates, self._answered, self._dht_consulted = None, 0, False
                     continue
                 raise self._exhausted()
             self._tried.add(candidate.peer_id)
@@ -203,14 +164,14 @@ class NetJob:
             dialled = trio.current_time()
             try:
                 attempt = await self._open(candidate)
-            except _Failure as failure:
+            except AttemptFailed as failure:
                 self._answered += 1
                 self._record_failure(candidate, b"", failure)
                 await client.observe(candidate.peer_id, ok=False, blame=failure.blame)
             except NetworkError as exc:  # no stream: the provider is unreachable for now
                 self._unanswered += 1
                 self._unanswered_s += trio.current_time() - dialled
-                self._record_failure(candidate, b"", _Failure(str(exc)))
+                self._record_failure(candidate, b"", AttemptFailed(str(exc)))
                 client.mark_unreachable(candidate.peer_id)
                 await client.observe(candidate.peer_id, ok=False, blame=True)
             else:
@@ -252,7 +213,7 @@ class NetJob:
             f"all {len(self._tried)} providers of {self.model!r} failed ({summary})"
         )
 
-    async def _open(self, candidate: Candidate) -> _Attempt:
+    async def _open(self, candidate: Candidate) -> Attempt:
         """A new attempt on `candidate`: the signed request goes out in the same write as
         the protocol proposal (pipelined negotiation), so its answer is one round trip away."""
         client = self._client
@@ -280,10 +241,10 @@ class NetJob:
                                               first=machine.start())
         if stream.remote_peer_id != candidate.peer_id:
             await stream.reset()
-            raise _Failure(f"the stream reached {stream.remote_peer_id}, not the provider")
-        return _Attempt(candidate, stream, machine, caught_up=not self._delivered)
+            raise AttemptFailed(f"the stream reached {stream.remote_peer_id}, not the provider")
+        return Attempt(candidate, stream, machine, caught_up=not self._delivered)
 
-    async def _read(self, attempt: _Attempt) -> None:
+    async def _read(self, attempt: Attempt) -> None:
         cfg = self._client.config
         if not attempt.accepted:
             timeout = cfg.accept_timeout_s
@@ -309,27 +270,27 @@ class NetJob:
                 await self._complete(attempt)
                 return
             elif isinstance(event, Rejected):
-                raise _Failure(f"rejected: {event.code}: {event.message}", event.code,
-                               blame=event.code not in NEUTRAL_CODES,
-                               retry_after_ms=event.retry_after_ms)
+                raise AttemptFailed(f"rejected: {event.code}: {event.message}", event.code,
+                                    blame=event.code not in NEUTRAL_CODES,
+                                    retry_after_ms=event.retry_after_ms)
             elif isinstance(event, Failure):
                 if isinstance(event.error, OverchargeError):
                     await self._client.refuse_charge(attempt.candidate, machine, event.error)
-                    raise _Failure(f"overcharged: {event.error}")
-                raise _Failure(f"broke the protocol: {event.error}")
+                    raise AttemptFailed(f"overcharged: {event.error}")
+                raise AttemptFailed(f"broke the protocol: {event.error}")
         if not data and machine.state is not ConsumerState.RESULT_RECEIVED:
-            raise _Failure("closed the stream before the result")
+            raise AttemptFailed("closed the stream before the result")
 
-    async def _check_payee(self, attempt: _Attempt, event: Accepted) -> None:
+    async def _check_payee(self, attempt: Attempt, event: Accepted) -> None:
         if self._client.payer is None:
             return
         try:
             attempt.payee = await self._client.payer.accept_payee(
                 event.accept, attempt.candidate.peer_id, attempt.machine.request.msg)
         except InsufficientCreditError as exc:
-            raise _Failure(str(exc), "insufficient_credit", blame=False) from exc
+            raise AttemptFailed(str(exc), "insufficient_credit", blame=False) from exc
 
-    def _deliver(self, attempt: _Attempt, logprobs: tuple[TokenLogprobs, ...] = ()) -> None:
+    def _deliver(self, attempt: Attempt, logprobs: tuple[TokenLogprobs, ...] = ()) -> None:
         """Pass on new text (and the chunk's `logprobs`); after a failover, only what goes
         beyond the text already delivered (or everything again, flagged `restart`, with
         all its log probabilities, if the new answer differs)."""
@@ -351,7 +312,7 @@ class NetJob:
         self._delivered = full
         attempt.caught_up = True
 
-    async def _complete(self, attempt: _Attempt) -> None:
+    async def _complete(self, attempt: Attempt) -> None:
         client = self._client
         machine = attempt.machine
         if not attempt.caught_up or attempt.text != self._delivered:
@@ -405,67 +366,19 @@ class NetJob:
         client.metrics.job_seconds.labels("consumer").observe(now - self._started)
         client.metrics.ttft_seconds.labels("consumer").observe(first - self._started)
 
-    async def _fail(self, attempt: _Attempt, failure: _Failure) -> None:
+    async def _fail(self, attempt: Attempt, failure: AttemptFailed) -> None:
         self._attempt = None
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await attempt.stream.reset()
         self._record_failure(attempt.candidate, attempt.machine.job_id, failure)
         await self._client.observe(attempt.candidate.peer_id, ok=False, blame=failure.blame)
 
-    def _record_failure(self, candidate: Candidate, job_id: bytes, failure: _Failure) -> None:
+    def _record_failure(self, candidate: Candidate, job_id: bytes, failure: AttemptFailed) -> None:
         log.info("provider failed, trying the next peer=%s job=%s reason=%s",
                  candidate.peer_id, job_id.hex(), failure.reason)
         self.failovers.append(
             FailedAttempt(candidate.peer_id, job_id.hex(), failure.reason, failure.code)
         )
         self._client.metrics.failovers.inc()
-        if failure.code == "busy":
-            wait = failure.retry_after_ms if failure.retry_after_ms is not None else 1_000
-            held = self._busy_retry_ms
-            self._busy_retry_ms = wait if held is None else min(held, wait)
-        else:
-            self._busy_round = False
+        self._busy.record(failure)
 
-    async def _wait_out_busy(self) -> bool:
-        """Every provider tried since the round began answered "busy" (its slots, or this
-        key's share of them, are taken): wait the shortest retry-after they gave, bounded
-        to [BUSY_PAUSE_MIN_S, BUSY_PAUSE_MAX_S] with jitter, and start a new round over
-        all providers. A gateway that runs more users' jobs at once than the providers
-        admit per key then queues here instead of failing them (bench/gateway.py: 4 of 96
-        one-token jobs at concurrency 16 without this). False, and the job fails as
-        before, when a round saw another failure or `busy_wait_s` is spent: a provider
-        that says "busy" forever costs a consumer at most that."""
-        budget = self._client.config.busy_wait_s - self._busy_waited_s
-        if not self._busy_round or self._busy_retry_ms is None or budget <= 0:
-            return False
-        pause = min(budget, max(BUSY_PAUSE_MIN_S, min(BUSY_PAUSE_MAX_S,
-                                                      self._busy_retry_ms / 1000)))
-        pause *= 0.75 + 0.5 * random.random()  # jobs told the same retry-after spread out
-        log.info("every provider busy, trying again model=%s in_s=%.2f", self.model, pause)
-        await trio.sleep(pause)
-        self._busy_waited_s += pause
-        self._tried.clear()
-        self._candidates = None
-        self._answered = 0
-        self._dht_consulted = False
-        self._busy_round, self._busy_retry_ms = True, None
-        return True
-
-
-def with_seed(params: JobParams, seed: int) -> JobParams:
-    """`params` with `seed` if it had none (every attempt of a job then samples alike, so
-    a failover usually continues the same answer), and floats where the wire wants them."""
-    return replace(
-        params,
-        seed=seed if params.seed is None else params.seed,
-        temperature=float(params.temperature),
-        top_p=float(params.top_p),
-        min_p=_float(params.min_p),
-        repeat_penalty=_float(params.repeat_penalty),
-        presence_penalty=_float(params.presence_penalty),
-        frequency_penalty=_float(params.frequency_penalty),
-    )
-
-
-def _float(value: float | None) -> float | None:
-    return None if value is None else float(value)

@@ -4,6 +4,7 @@ no libp2p: `net/` moves the bytes, this package says what they mean.
 See docs/protocol.md.
 """
 
+from p2pinfer.protocol.check_messages import CheckReport, Metric, SlashVote
 from p2pinfer.protocol.codec import (
     MAX_MESSAGE_BYTES,
     Evidence,
@@ -35,32 +36,19 @@ from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_fr
 from p2pinfer.protocol.jobs import ConsumerJob, ConsumerState, ProviderJob, ProviderState
 from p2pinfer.protocol.messages import (
     MESSAGE_TYPES,
-    NO_JOB_ID,
-    PROTOCOL_VERSION,
-    REJECT_CODES,
     Advert,
     ChatTurn,
-    CheckReport,
     Chunk,
-    FinishReason,
     Gpu,
     HardwareProfile,
     JobAccept,
-    JobKind,
     JobParams,
     JobReject,
     JobRequest,
     JobResult,
     Message,
-    Metric,
     ModelOffer,
     Receipt,
-    RejectCode,
-    Role,
-    SlashVote,
-    Verdict,
-    WireMessage,
-    charge_for,
 )
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
@@ -74,6 +62,18 @@ from p2pinfer.protocol.validation import (
     check_report_age,
     check_request,
     check_window,
+)
+from p2pinfer.protocol.wire_types import (
+    NO_JOB_ID,
+    PROTOCOL_VERSION,
+    REJECT_CODES,
+    FinishReason,
+    JobKind,
+    RejectCode,
+    Role,
+    Verdict,
+    WireMessage,
+    charge_for,
 )
 
 JOB_PROTOCOL_ID = "/p2pinfer/job/1.0.0"

@@ -23,7 +23,8 @@ with its own signature (see docs/security/money.md).
 
 from __future__ import annotations
 
-from p2pinfer.protocol.messages import JobRequest, charge_for
+from p2pinfer.protocol.messages import JobRequest
+from p2pinfer.protocol.wire_types import charge_for
 
 PROMPT_OVERHEAD_PER_JOB = 256
 """Template tokens around the whole prompt: BOS, a default system prompt some chat

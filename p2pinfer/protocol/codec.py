@@ -29,16 +29,10 @@ from p2pinfer.errors import (
     ValidationError,
 )
 from p2pinfer.identity import peer_id_from_public_key, verify_signature
-from p2pinfer.protocol.messages import (
-    MESSAGE_TYPES,
-    PROTOCOL_VERSION,
-    CheckReport,
-    JobRequest,
-    JobResult,
-    Message,
-    WireMessage,
-)
+from p2pinfer.protocol.check_messages import CheckReport
+from p2pinfer.protocol.messages import MESSAGE_TYPES, JobRequest, JobResult, Message
 from p2pinfer.protocol.schema import from_wire, to_wire
+from p2pinfer.protocol.wire_types import PROTOCOL_VERSION, WireMessage
 
 MAX_MESSAGE_BYTES = 1 << 20
 """No encoded message may be larger (the default frame limit)."""

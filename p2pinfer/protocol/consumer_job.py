@@ -32,19 +32,11 @@ from p2pinfer.protocol.events import (
     ResultReceived,
 )
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
-from p2pinfer.protocol.messages import (
-    NO_JOB_ID,
-    Chunk,
-    JobAccept,
-    JobReject,
-    JobRequest,
-    JobResult,
-    Receipt,
-    charge_for,
-)
+from p2pinfer.protocol.messages import Chunk, JobAccept, JobReject, JobRequest, JobResult, Receipt
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
 )
+from p2pinfer.protocol.wire_types import NO_JOB_ID, charge_for
 
 
 class ConsumerState(enum.Enum):

@@ -17,8 +17,8 @@ in the wrong state raises StateError.
 from __future__ import annotations
 
 from p2pinfer.protocol.consumer_job import ConsumerJob, ConsumerState
-from p2pinfer.protocol.messages import NO_JOB_ID, charge_for
 from p2pinfer.protocol.provider_job import ProviderJob, ProviderState
+from p2pinfer.protocol.wire_types import NO_JOB_ID, charge_for
 
 __all__ = [
     "NO_JOB_ID",

@@ -14,10 +14,10 @@ message can neither be built locally nor decoded from the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, ClassVar
 
 from p2pinfer.errors import ValidationError
-from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.protocol.check_messages import CheckReport, SlashVote
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, MAX_EMBEDDING_LENGTH
 from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
 from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
@@ -28,74 +28,27 @@ from p2pinfer.protocol.tools import (
     check_tool_choice,
     check_tools,
 )
-
-PROTOCOL_VERSION = 1
-
-_U32 = 2**32 - 1
-_U63 = 2**63 - 1
-
-Millis = Annotated[int, Range(0, _U63)]
-"""A time (ms since the Unix epoch) or a duration in ms."""
-MicroCredits = Annotated[int, Range(0, _U63)]
-Count = Annotated[int, Range(0, _U32)]
-JobId = Annotated[bytes, Size(16, 16)]
-Sha256 = Annotated[bytes, Size(32, 32)]
-PeerIdText = Annotated[str, Size(1, 64)]
-ModelName = Annotated[str, Size(1, 128)]
-Label = Annotated[str, Size(0, 128)]
-LongText = Annotated[str, Size(0, 262_144)]
-ChainAddress = Annotated[bytes, Size(20, 20)]
-"""An EVM account on the wire: its 20 raw bytes (shown checksummed "0x..." off the wire)."""
-ChainSignature = Annotated[bytes, Size(65, 65)]
-"""A secp256k1 EIP-191 signature, r || s || v."""
-
-Role = Literal["system", "user", "assistant", "tool"]
-JobKind = Literal["chat", "generate", "embed"]
-FinishReason = Literal["stop", "length", "cancelled", "error"]
-Verdict = Literal["pass", "fail", "inconclusive"]
-RejectCode = Literal[
-    "bad_signature",
-    "expired",
-    "replayed",
-    "wrong_provider",
-    "unknown_model",
-    "over_limits",
-    "price_too_low",
-    "busy",
-    "insufficient_stake",
-    "insufficient_credit",
-    "internal_error",
-    "bad_request",
-]
-REJECT_CODES: tuple[str, ...] = get_args(RejectCode)
-
-NO_JOB_ID = bytes(16)
-"""The job id of a JobReject answering a request that could not be read."""
-
-
-def charge_for(price_per_1k: int, tokens: int) -> int:
-    """What `tokens` (prompt + completion) cost at `price_per_1k`, rounded up:
-    the most a JobResult may charge."""
-    return -(-price_per_1k * tokens // 1000)
-
-
-class WireMessage:
-    """Base of the top-level message types; `TYPE` is the envelope's `t`."""
-
-    TYPE: ClassVar[str]
-
-    @classmethod
-    def domain(cls) -> bytes:
-        """The signature domain string of this type, `p2pinfer/v1/<type>`."""
-        return f"p2pinfer/v{PROTOCOL_VERSION}/{cls.TYPE}".encode()
-
-
-def _check_peer_id(field: str, peer_id: str) -> None:
-    try:
-        public_key_from_peer_id(peer_id)
-    except ValueError as exc:
-        raise ValidationError(f"{field}: not an Ed25519 PeerID: {peer_id[:64]!r}") from exc
-
+from p2pinfer.protocol.wire_types import (
+    U32,
+    U63,
+    ChainAddress,
+    ChainSignature,
+    Count,
+    FinishReason,
+    JobId,
+    JobKind,
+    Label,
+    LongText,
+    MicroCredits,
+    Millis,
+    ModelName,
+    PeerIdText,
+    RejectCode,
+    Role,
+    Sha256,
+    WireMessage,
+    check_peer_id,
+)
 
 # --- Advert ----------------------------------------------------------------
 
@@ -115,7 +68,7 @@ class ModelOffer:
     # Ollama's model metadata, for /api/tags and /api/show through the network. Omitted
     # when nil, so adverts of providers that do not send them still decode (as None).
     family: Annotated[Annotated[str, Size(1, 64)] | None, OMIT_NONE] = None  # "llama"
-    size_bytes: Annotated[Annotated[int, Range(0, _U63)] | None, OMIT_NONE] = None  # file
+    size_bytes: Annotated[Annotated[int, Range(0, U63)] | None, OMIT_NONE] = None  # file
     modified_at: Annotated[Millis | None, OMIT_NONE] = None  # the model file's mtime
     # Set when the provider embeds text with this model (kind "embed" jobs): the vector's
     # length. Absent on the wire otherwise, so adverts without it read as before.
@@ -197,7 +150,7 @@ class JobParams:
     temperature: Annotated[float, Range(0.0, 10.0)] = 0.8
     top_p: Annotated[float, Range(0.0, 1.0)] = 0.9
     top_k: Annotated[int, Range(0, 1_000_000)] = 40
-    seed: Annotated[int, Range(0, _U32)] | None = None
+    seed: Annotated[int, Range(0, U32)] | None = None
     stop: Annotated[tuple[Annotated[str, Size(1, 256)], ...], Size(0, 16)] = ()
     # Added for issue 17, each *omitted when nil* (nil: the engine's neutral value, so a
     # request without them encodes as before). An older provider refuses a request that
@@ -270,7 +223,7 @@ class JobRequest(WireMessage):
     inputs: Annotated[tuple[LongText, ...] | None, Size(1, MAX_EMBED_INPUTS), OMIT_NONE] = None
 
     def __post_init__(self) -> None:
-        _check_peer_id("JobRequest.provider", self.provider)
+        check_peer_id("JobRequest.provider", self.provider)
         if (self.kind == "embed") != (self.inputs is not None):
             raise ValidationError("JobRequest: an embed job, and only one, has inputs")
         if self.kind == "embed" and (self.messages or self.prompt is not None):
@@ -402,62 +355,11 @@ class Receipt(WireMessage):
     voucher: Annotated[ChainSignature | None, OMIT_NONE] = None
 
     def __post_init__(self) -> None:
-        _check_peer_id("Receipt.provider", self.provider)
+        check_peer_id("Receipt.provider", self.provider)
         if (self.cumulative is None) != (self.voucher is None):
             raise ValidationError("Receipt: cumulative and voucher go together")
         if self.cumulative is not None and self.cumulative < self.amount:
             raise ValidationError("Receipt: cumulative is less than this job's amount")
-
-
-# --- Spot checks -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A named integer measurement, e.g. ("prefix_agreement_permille", 934)."""
-
-    name: Annotated[str, Size(1, 64)]
-    value: Annotated[int, Range(-(2**63), _U63)]
-
-
-@dataclass(frozen=True)
-class CheckReport(WireMessage):
-    """A validator's verdict on a provider's signed result, with the evidence:
-    the signed request and result (encoded), the output the provider streamed,
-    the hash of the validator's own output and the comparison's metrics."""
-
-    TYPE: ClassVar[str] = "check_report"
-
-    request: Annotated[bytes, Size(1, 393_216)]
-    result: Annotated[bytes, Size(1, 4_096)]
-    provider_output: LongText
-    reference_output_hash: Sha256
-    reference_digest: Label
-    metrics: Annotated[tuple[Metric, ...], Size(0, 32)]
-    verdict: Verdict
-    issued_at: Millis
-
-
-@dataclass(frozen=True)
-class SlashVote(WireMessage):
-    """A validator's vote to slash `provider_payee` by `amount` for `evidence` (sha256 of a
-    CheckReport's signed bytes) on the Stake contract: `signature` is its chain account
-    `validator`'s EIP-191 signature of the slash digest, `validator_binding` binds that
-    account to this message's signer (docs/settlement.md, "Slashing")."""
-
-    TYPE: ClassVar[str] = "slash_vote"
-
-    provider: PeerIdText
-    provider_payee: ChainAddress
-    amount: MicroCredits
-    evidence: Sha256
-    validator: ChainAddress
-    validator_binding: ChainSignature
-    signature: ChainSignature
-    issued_at: Millis
-
-    def __post_init__(self) -> None:
-        _check_peer_id("SlashVote.provider", self.provider)
 
 
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {

@@ -29,24 +29,26 @@ from p2pinfer.protocol.events import (
 )
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from p2pinfer.protocol.messages import (
-    NO_JOB_ID,
     Chunk,
-    FinishReason,
     JobAccept,
     JobReject,
     JobRequest,
     JobResult,
     Receipt,
-    RejectCode,
     TokenLogprobs,
-    WireMessage,
-    charge_for,
 )
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
     ReplayWindow,
     RequestLimits,
     check_request,
+)
+from p2pinfer.protocol.wire_types import (
+    NO_JOB_ID,
+    FinishReason,
+    RejectCode,
+    WireMessage,
+    charge_for,
 )
 
 

@@ -19,7 +19,8 @@ from p2pinfer.errors import (
     ValidationError,
     WrongProviderError,
 )
-from p2pinfer.protocol.messages import Advert, CheckReport, JobRequest
+from p2pinfer.protocol.check_messages import CheckReport
+from p2pinfer.protocol.messages import Advert, JobRequest
 
 CLOCK_SKEW_MS = 30_000
 """How far apart two honest peers' clocks may be."""

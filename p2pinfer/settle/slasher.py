@@ -1,7 +1,7 @@
 """`Slasher`: a node's part in slashing a provider's stake on chain (docs/settlement.md,
 "Slashing").
 
-When this node's validator confirms fraud (`verify.checker.Verifier._confirm`), it
+When this node's validator confirms fraud (`verify.report_receiver.ReportReceiver._confirm`), it
 signs the slash digest for (the provider's bound account, `slash_amount` of its stake
 on chain, sha256 of the report's signed bytes) and gossips a `SlashVote` on
 `SLASH_TOPIC`. Every node collects votes (`SlashVotes`, bounded and checked) and, once

@@ -9,13 +9,14 @@
   for that check under a new key, which also signs the request, so the provider sees
   a first-time consumer (`fresh_host`; the IP address is still the validator's), the
   prompt comes from the shipped prompt set (`prompts.txt`), greedy with a
-  random seed. It judges the answer (`judge_answer`: its engine's score of the
+  random seed. It judges the answer (`verify/judge.py`: its engine's score of the
   text, and a re-run of the signed request unless the score alone passes it;
   `verify/compare.py`), records the check in its ReputationBook (and so the
   breaker) and publishes a signed CheckReport on `p2pinfer/reports/1`.
 - **consumer re-checks** (`--recheck-rate`): a sample of this node's own
   completed jobs is re-run the same way when its engine serves the model.
-- **receiver**: every node judges the reports it hears (`verify/reports.py`):
+- **receiver** (`verify/report_receiver.py`, mixed into `Verifier`): every node
+  judges the reports it hears (`verify/reports.py`):
   forged or stale ones are dropped; a `fail` about a model it serves is re-run
   on its own engine (its own observation; confirmed fraud is slashed in its
   ledger, the entry holding the report's sha256), but only within its own request
@@ -28,7 +29,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -40,21 +40,13 @@ import trio
 
 from p2pinfer.backends.base import (
     Backend,
-    ChatMessage,
-    Completion,
-    Embedder,
-    TextScore,
-    TextScorer,
-    TokenDelta,
 )
-from p2pinfer.errors import BackendError, ModelNotFound, P2PInferError
-from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
+from p2pinfer.errors import P2PInferError
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, run_host
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.config import wall_clock_ms
-from p2pinfer.net.generation import sampling_params
-from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.job_types import Candidate, JobOutcome
 from p2pinfer.net.net_job import NetJob
 from p2pinfer.net.nethost import NetHost
@@ -67,28 +59,20 @@ from p2pinfer.protocol import (
     RequestLimits,
 )
 from p2pinfer.protocol.codec import decode_as
-from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.verify.compare import (
     DEFAULT_THRESHOLDS,
     CompareThresholds,
     Comparison,
     Verdict,
-    compare_by_likelihood,
-    compare_embeddings,
-    compare_outputs,
 )
-from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
+from p2pinfer.verify.engine_gate import EngineGate
+from p2pinfer.verify.judge import judge_answer
+from p2pinfer.verify.report_receiver import ReportReceiver
 from p2pinfer.verify.reports import (
-    RECHECK_MAX_PREEMPTIONS,
-    RECHECK_MAX_RUN_MS,
-    OpenedReport,
     RecheckBudget,
     ReporterRate,
     ReportWindow,
     build_report,
-    recheck_refusal,
-    reporter_weight_pm,
-    try_open,
 )
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
@@ -97,11 +81,6 @@ if TYPE_CHECKING:
     from p2pinfer.settle.slasher import Slasher
 
 log = logging.getLogger(__name__)
-
-#: Result hashes of re-run reports remembered, so a proof is re-run (and earns its
-#: reporter a confirmation) once: a day of re-runs at the budget's pace is far fewer.
-JUDGED_PROOFS = 10_000
-
 
 def prompt_set() -> tuple[str, ...]:
     """The realistic prompts check jobs are drawn from (`verify/prompts.txt`)."""
@@ -141,103 +120,6 @@ class CheckResult:
     completion_tokens: int
 
 
-async def reference_output(backend: Backend, request: JobRequest) -> str:
-    """Our own engine's answer to `request`, with its model and sampling parameters (for
-    an embed job: its vectors, as the job's output text)."""
-    if request.kind == "embed":
-        if not isinstance(backend, Embedder):
-            raise ModelNotFound(f"this engine does not embed with {request.model}")
-        embeddings = await backend.embed(request.model, request.inputs or ())
-        return encode_vectors(embeddings.vectors)
-    # The same sampling; log probabilities change no token and are not compared.
-    params = replace(sampling_params(request), top_logprobs=None)
-    if request.kind == "chat":
-        turns = [ChatMessage(t.role, t.content, t.tool_calls, t.tool_name)
-                 for t in request.messages]
-        stream = backend.chat(request.model, turns, params)
-    else:
-        stream = backend.generate(request.model, request.prompt or "", params)
-    parts: list[str] = []
-    async with stream as events:
-        async for event in events:
-            if isinstance(event, Completion):
-                break
-            if isinstance(event, TokenDelta):
-                parts.append(event.text)
-    return "".join(parts)
-
-
-async def score_output(backend: Backend, request: JobRequest, text: str) -> TextScore | None:
-    """Our engine's score of a provider's answer `text` to `request`; None when the engine
-    cannot score a text (or failed to: the check then falls back on token agreement)."""
-    if not isinstance(backend, TextScorer):
-        return None
-    try:
-        if request.kind == "chat":
-            turns = [ChatMessage(t.role, t.content, t.tool_calls, t.tool_name)
-                     for t in request.messages]
-            return await backend.score_chat(request.model, turns, text)
-        return await backend.score_generate(request.model, request.prompt or "", text)
-    except BackendError as exc:
-        log.warning("answer not scored model=%s error=%s", request.model, exc)
-        return None
-
-
-def is_greedy(params: JobParams) -> bool:
-    """Whether a request asks for the model's greedy choices (nothing sampled)."""
-    return params.temperature == 0.0 or params.top_k == 1
-
-
-@dataclass
-class JudgeMemo:
-    """What a judgement has computed so far: a pre-empted re-run starts again from here,
-    not from the start (`EngineGate.run` calls the work once per attempt)."""
-
-    scored: bool = False
-    score: TextScore | None = None
-    reference: str | None = None
-
-
-async def judge_answer(
-    backend: Backend, request: JobRequest, result: JobResult, text: str,
-    thresholds: CompareThresholds, memo: JudgeMemo | None = None,
-) -> tuple[str, Comparison]:
-    """Judge the provider's answer `text` to `request`: (our reference output, or "" when
-    none was needed, and the comparison). A greedy answer our engine can score and
-    finds consistent passes on its likelihood alone (`compare_by_likelihood`: the
-    re-run could not change that verdict); otherwise we re-run the request on our
-    engine with its parameters and compare the two answers (`compare_outputs`), so
-    every fail rests on a re-run. A reshaped request (a penalty or an output format) is
-    judged by the re-run alone."""
-    memo = memo if memo is not None else JudgeMemo()
-    if request.kind == "embed":  # vectors: the re-run's, compared by cosine similarity
-        if memo.reference is None:
-            memo.reference = await reference_output(backend, request)
-        return memo.reference, compare_embeddings(
-            memo.reference, text, len(request.inputs or ()), thresholds)
-    if not memo.scored:
-        # The score is the raw model's: under a penalty or a grammar the sampler picks
-        # from other logits, so only the re-run (same parameters) can judge the answer.
-        raw_model = not request.params.reshaped
-        memo.score = await score_output(backend, request, text) if raw_model else None
-        memo.scored = True
-    score = memo.score
-    greedy = is_greedy(request.params)
-    # A stop string also ends an answer "naturally" where the model would not stop.
-    claimed_stop = result.finish_reason == "stop" and not request.params.stop
-    if score is not None:
-        judged = compare_by_likelihood(text, score, thresholds, greedy=greedy,
-                                       claimed_stop=claimed_stop)
-        if judged is not None and judged.verdict is Verdict.CONSISTENT:
-            return "", judged
-    if memo.reference is None:
-        memo.reference = await reference_output(backend, request)
-    reference = memo.reference
-    comparison = compare_outputs(reference, text, thresholds, score=score, greedy=greedy,
-                                 claimed_stop=claimed_stop)
-    return reference, comparison
-
-
 class TargetedClient(JobClient):
     """A JobClient that sends its job to one chosen provider and nobody else. With a
     `catalog_source`, the provider's advert (and addresses) come from that host's
@@ -263,7 +145,7 @@ class TargetedClient(JobClient):
         return []
 
 
-class Verifier:
+class Verifier(ReportReceiver):
     """Spot-checks and report handling for one node (see the module docstring)."""
 
     def __init__(
@@ -441,154 +323,3 @@ class Verifier:
                              reference_ms, outcome.completion_tokens)
         self.results = [*self.results[-499:], result]
         return result
-
-    # -- reports heard ---------------------------------------------------------
-
-    async def _on_gossip(self, message: GossipMessage) -> None:
-        # The topic's reader must not wait for a re-run: judge in our own task, a bounded few.
-        if self._nursery is None or self._pending_reports >= 32:
-            return
-        self._pending_reports += 1
-        self._nursery.start_soon(self._judge, message.data)
-
-    async def _judge(self, raw: bytes) -> None:
-        try:
-            await self.receive_report(raw)
-        except P2PInferError as exc:
-            log.warning("report not judged error=%s", exc)
-        except Exception:  # a report is anyone's bytes: judging one must never end the node
-            log.exception("report not judged: unexpected error")
-        finally:
-            self._pending_reports -= 1
-
-    async def receive_report(self, raw: bytes) -> str:
-        """Judge one gossiped report; returns what was done (for logs and tests)."""
-        opened = try_open(raw, self.clock_ms())
-        if opened is None:
-            return self._note("?", "?", "ignored: forged or stale")
-        me = self.net.peer_id
-        if opened.reporter in (me, opened.provider) or opened.provider == me:
-            return self._note(opened.reporter, opened.provider, "ignored: own or self-report")
-        if opened.verdict != "fail":
-            return self._note(opened.reporter, opened.provider, "ignored: not a failure")
-        model = opened.evidence.request.msg.model
-        if self.backend is not None and model in self.models:
-            # We can judge it ourselves: re-run it, or count it not at all.
-            return await self._confirm(opened)
-        book = self.book
-        record, reputation = await trio.to_thread.run_sync(
-            lambda: (book.reporter(opened.reporter), book.get(opened.reporter)),
-            limiter=self._db)
-        weight = reporter_weight_pm(record, reputation)
-        if weight == 0:
-            return self._note(opened.reporter, opened.provider, "ignored: reporter untrusted")
-        if not self.window.admit(opened.reporter, opened.provider, self.clock_ms()):
-            return self._note(opened.reporter, opened.provider, "ignored: already counted")
-        await self._record(opened.provider, Outcome.CHECK_FAILED, weight)
-        return self._note(opened.reporter, opened.provider, f"counted: weight {weight}")
-
-    async def _confirm(self, opened: OpenedReport) -> str:
-        """Re-run the reported request ourselves, if it is within our limits, the reporter's
-        rate and our engine budget, and no paid job wants the engine; a confirmed failure
-        is proven fraud."""
-        assert self.backend is not None
-        request = opened.evidence.request.msg
-        refusal = recheck_refusal(request, self.config.recheck_limits,
-                                  opened.report.msg.provider_output)
-        if refusal is not None:
-            return self._note(opened.reporter, opened.provider,
-                              f"not re-checked: over my limits ({refusal})")
-        proof = opened.evidence.result.hash
-        if proof in self._judged:
-            # One proof is judged once and earns one reporter once, however re-signed.
-            return self._note(opened.reporter, opened.provider, "ignored: already judged")
-        if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
-            return self._note(opened.reporter, opened.provider,
-                              "not re-checked: reporter over its rate")
-        if not self.budget.available(self.clock_ms()):  # and again once it is our turn
-            return self._note(opened.reporter, opened.provider,
-                              "not re-checked: re-run budget spent")
-        async with self._engine:
-            if not self.budget.available(self.clock_ms()):
-                return self._note(opened.reporter, opened.provider,
-                                  "not re-checked: re-run budget spent")
-            used, memo = EngineTime(), JudgeMemo()
-            backend = self.backend
-            try:
-                # One run may overdraw the bucket by RECHECK_MAX_RUN_MS at most (the next
-                # re-run then waits until that is paid back); pre-empted attempts keep
-                # what they computed, and after RECHECK_MAX_PREEMPTIONS a run may finish.
-                _, comparison = await self.gate.run(lambda: judge_answer(
-                    backend, request, opened.evidence.result.msg,
-                    opened.report.msg.provider_output, self.config.thresholds, memo), used,
-                    max_run_s=RECHECK_MAX_RUN_MS / 1000,
-                    max_preemptions=RECHECK_MAX_PREEMPTIONS)
-            except Preempted as exc:
-                return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
-            finally:  # what the engine spent on it, pre-empted attempts included
-                self.budget.charge(used.seconds * 1000, self.clock_ms())
-                log.info("re-run charged engine_s=%.2f budget_left_s=%.1f", used.seconds,
-                         self.budget.level_ms(self.clock_ms()) / 1000)
-        self._judged[proof] = None
-        while len(self._judged) > JUDGED_PROOFS:
-            del self._judged[next(iter(self._judged))]
-        if comparison.verdict is Verdict.INCONCLUSIVE:
-            return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
-        if comparison.verdict.passed:
-            # The reporter accused an honest answer: that is on the reporter.
-            await self._record(opened.reporter, Outcome.CHECK_FAILED, 1000)
-            await self._record_report_check(opened.reporter, confirmed=False)
-            return self._note(opened.reporter, opened.provider, "re-checked: report was false")
-        await self._record(opened.provider, Outcome.CHECK_FAILED, 1000)
-        await self._record_report_check(opened.reporter, confirmed=True)
-        if self.ledger is not None and self.config.slash_on_fraud:
-            await self._slash(opened)
-        return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
-
-    async def _slash(self, opened: OpenedReport) -> None:
-        advert = self.net.catalog.advert_of(opened.provider)
-        if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
-            ad = advert.advert if advert is not None else None
-            done = await self.slasher.on_fraud(
-                opened.provider, ad.payee if ad else None, ad.payee_binding if ad else None,
-                opened.report.raw)
-            log.info("slash vote provider=%s %s", opened.provider, done)
-            return
-        amount = advert.advert.stake if advert is not None else 0
-        ledger = self.ledger
-        assert ledger is not None
-        provider_key = public_key_from_peer_id(opened.provider)
-
-        def write() -> None:
-            # The hash of the report, not the report: the proof is on gossip and with
-            # the reporter; a ledger entry per report must not grow by its size.
-            ledger.record_slash(provider_key, amount, reason="spot-check failed, re-checked",
-                                evidence=hashlib.sha256(opened.report.raw).digest(),
-                                slash_id=opened.evidence.result.hash.hex())
-
-        try:
-            await trio.to_thread.run_sync(write, limiter=self._db)
-        except P2PInferError as exc:  # DuplicateEntryError: this proof was slashed before
-            log.info("slash not recorded provider=%s error=%s", opened.provider, exc)
-
-    async def _record_report_check(self, reporter: str, *, confirmed: bool) -> None:
-        book = self.book
-        try:
-            await trio.to_thread.run_sync(
-                lambda: book.record_report_check(reporter, confirmed=confirmed),
-                limiter=self._db)
-        except P2PInferError as exc:
-            log.warning("reporter not updated peer=%s error=%s", reporter, exc)
-
-    async def _record(self, peer_id: str, outcome: Outcome, weight_pm: int) -> None:
-        try:
-            await trio.to_thread.run_sync(
-                lambda: self.book.record(peer_id, outcome, report_weight_pm=weight_pm),
-                limiter=self._db)
-        except P2PInferError as exc:
-            log.warning("reputation not updated peer=%s error=%s", peer_id, exc)
-
-    def _note(self, reporter: str, provider: str, what: str) -> str:
-        self.report_log = [*self.report_log[-199:], (reporter, provider, what)]
-        log.info("check report reporter=%s provider=%s %s", reporter, provider, what)
-        return what

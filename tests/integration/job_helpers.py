@@ -27,7 +27,7 @@ from p2pinfer.net import NetConfig, NetHost, run_host
 from p2pinfer.net.client import JobClient
 from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.job_types import ClientConfig
-from p2pinfer.node import model_offer
+from p2pinfer.node_offer import model_offer
 from p2pinfer.protocol import Advert, HardwareProfile, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook

@@ -21,8 +21,8 @@ from p2pinfer.errors import NoProvidersError
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
 from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.protocol.output_format import schema_text
-from p2pinfer.verify.checker import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
+from p2pinfer.verify.judge import judge_answer
 from tests.integration.gateway_net import smollm2_gateway
 from tests.support.backends import ENGINE_READY
 

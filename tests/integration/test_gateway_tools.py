@@ -18,8 +18,8 @@ from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
 from p2pinfer.protocol.charges import prompt_token_bound
 from p2pinfer.protocol.tools import call_schema, tools_text
-from p2pinfer.verify.checker import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
+from p2pinfer.verify.judge import judge_answer
 from tests.integration.gateway_net import GatewayNet, smollm2_gateway
 from tests.support.backends import ENGINE_READY
 

@@ -21,9 +21,9 @@ from p2pinfer.backends.base import (
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import JobParams, JobRequest, JobResult
 from p2pinfer.protocol.codec import output_hash
-from p2pinfer.verify.checker import judge_answer
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS as T
 from p2pinfer.verify.compare import Verdict
+from p2pinfer.verify.judge import judge_answer
 
 ANSWER = "The sky looks blue because air scatters short wavelengths of sunlight more."
 
@@ -129,7 +129,7 @@ class CountingScoringEngine(FakeScoringEngine):
 def test_a_judgement_started_again_after_a_preemption_does_not_redo_what_it_did() -> None:
     # EngineGate.run calls the work once per attempt; a re-run pre-empted during its
     # generation must not score the answer again (on a busy engine it would never end).
-    from p2pinfer.verify.checker import JudgeMemo
+    from p2pinfer.verify.judge import JudgeMemo
 
     engine = CountingScoringEngine(off_greedy(), "A different answer about Rayleigh scattering.")
     request, result = request_and_result(0.0)

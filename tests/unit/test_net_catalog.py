@@ -7,8 +7,9 @@ import trio.testing
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.pricing import price_for
+from p2pinfer.net.advert_gate import AdvertGate
 from p2pinfer.net.advert_limits import SUPPLY_UNPROVEN_CAP, VERIFIED_CACHE_BYTES, NewSignerLimit
-from p2pinfer.net.adverts import AdvertGate, Catalog, VerifiedAdvert, verify_advert
+from p2pinfer.net.adverts import Catalog, VerifiedAdvert, verify_advert
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 from tests.support.clocks import FakeClock
 

@@ -12,8 +12,10 @@ import msgpack
 import pytest
 
 from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, TokenDelta
-from p2pinfer.backends.ollama_wire import ChatEncoder, parse_chat, show_reply
-from p2pinfer.backends.openai_wire import ChatCompletionEncoder, parse_chat_completion
+from p2pinfer.backends.ollama_replies import ChatEncoder, show_reply
+from p2pinfer.backends.ollama_wire import parse_chat
+from p2pinfer.backends.openai_replies import ChatCompletionEncoder
+from p2pinfer.backends.openai_wire import parse_chat_completion
 from p2pinfer.backends.tool_forward import (
     StreamedCalls,
     ollama_calls_text,

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from p2pinfer.backends import ollama_wire, openai_wire
+from p2pinfer.backends import ollama_replies, ollama_wire, openai_replies, openai_wire
 from p2pinfer.backends.base import Completion, SamplingParams, Timings, TokenDelta, Usage
 from p2pinfer.backends.wire import ApiError, parse_json_body, rfc3339
 
@@ -104,7 +104,7 @@ def test_chat_requests_read_messages_and_old_clients_name_field() -> None:
 
 
 def test_native_stream_lines_and_final_statistics_in_nanoseconds() -> None:
-    encoder = ollama_wire.ChatEncoder("smollm2", clock)
+    encoder = ollama_replies.ChatEncoder("smollm2", clock)
     line = json.loads(encoder.delta(TokenDelta("Hi")))
     assert line == {"model": "smollm2", "created_at": "2026-01-02T03:04:05.12Z",
                     "message": {"role": "assistant", "content": "Hi"}, "done": False}  # fmt: skip
@@ -114,7 +114,7 @@ def test_native_stream_lines_and_final_statistics_in_nanoseconds() -> None:
     assert (final["total_duration"], final["load_duration"], final["prompt_eval_count"],
             final["prompt_eval_duration"], final["eval_count"], final["eval_duration"]) == (
         5_000, 1_000, 26, 2_000, 3, 3_000)  # fmt: skip
-    generate = ollama_wire.GenerateEncoder("m", clock)
+    generate = ollama_replies.GenerateEncoder("m", clock)
     assert json.loads(generate.whole("Hello", DONE))["response"] == "Hello"
     # Zero statistics are omitted (Go's omitempty), as in a load reply.
     bare = json.loads(generate.finish(Completion("stop")))
@@ -154,7 +154,7 @@ def _events(payload: bytes) -> list[object]:
 
 
 def test_sse_chat_chunks_end_with_finish_usage_and_done() -> None:
-    encoder = openai_wire.ChatCompletionEncoder("m", include_usage=True, clock=clock)
+    encoder = openai_replies.ChatCompletionEncoder("m", include_usage=True, clock=clock)
     first, second = _events(encoder.delta(TokenDelta("a"))), _events(encoder.delta(TokenDelta("b")))
     assert first[0]["choices"][0]["delta"] == {"role": "assistant", "content": "a"}  # type: ignore[index]
     assert second[0]["choices"][0]["delta"] == {"content": "b"}  # type: ignore[index]
@@ -164,7 +164,7 @@ def test_sse_chat_chunks_end_with_finish_usage_and_done() -> None:
     assert usage["choices"] == [] and usage["usage"] == {  # type: ignore[index]
         "prompt_tokens": 26, "completion_tokens": 3, "total_tokens": 29}  # fmt: skip
     assert done == "[DONE]"
-    without_usage = openai_wire.ChatCompletionEncoder("m", clock=clock)
+    without_usage = openai_replies.ChatCompletionEncoder("m", clock=clock)
     assert len(_events(without_usage.finish(DONE))) == 2
 
 

@@ -1,0 +1,226 @@
+"""The report receiver: every node judges the CheckReports it hears on gossip.
+
+Forged or stale reports are dropped; a `fail` about a model this node serves is
+re-run on its own engine (`verify/judge.py`), within its request limits, the
+reporter's rate and an engine-time budget, and only while no paid job wants the
+engine (`verify/engine_gate.py`); confirmed fraud is slashed in the ledger (or
+voted on chain by the Slasher). A `fail` about a model it does not serve counts by
+the weight its reporter earned, or not at all. `Verifier` (`verify/checker.py`)
+mixes this in and owns the state it uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pinfer.backends.base import Backend
+from p2pinfer.errors import P2PInferError
+from p2pinfer.identity import public_key_from_peer_id
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.net.gossip import GossipMessage
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.verify.compare import Verdict
+from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
+from p2pinfer.verify.judge import JudgeMemo, judge_answer
+from p2pinfer.verify.reports import (
+    RECHECK_MAX_PREEMPTIONS,
+    RECHECK_MAX_RUN_MS,
+    OpenedReport,
+    RecheckBudget,
+    ReporterRate,
+    ReportWindow,
+    recheck_refusal,
+    reporter_weight_pm,
+    try_open,
+)
+from p2pinfer.verify.reputation import Outcome
+from p2pinfer.verify.reputation_store import ReputationBook
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from p2pinfer.settle.slasher import Slasher
+    from p2pinfer.verify.checker import VerifyConfig
+
+log = logging.getLogger(__name__)
+
+#: Result hashes of re-run reports remembered, so a proof is re-run (and earns its
+#: reporter a confirmation) once: a day of re-runs at the budget's pace is far fewer.
+JUDGED_PROOFS = 10_000
+
+
+class ReportReceiver:
+    """Judging gossiped reports; the state is set up by `Verifier.__init__`."""
+
+    net: NetHost
+    backend: Backend | None
+    models: frozenset[str]
+    book: ReputationBook
+    ledger: Ledger | None
+    config: VerifyConfig
+    clock_ms: Callable[[], int]
+    window: ReportWindow
+    gate: EngineGate
+    reporter_rate: ReporterRate
+    budget: RecheckBudget
+    report_log: list[tuple[str, str, str]]
+    slasher: Slasher | None
+    _judged: dict[bytes, None]
+    _db: trio.CapacityLimiter
+    _engine: trio.CapacityLimiter
+    _pending_reports: int
+    _nursery: trio.Nursery | None
+
+
+    async def _on_gossip(self, message: GossipMessage) -> None:
+        # The topic's reader must not wait for a re-run: judge in our own task, a bounded few.
+        if self._nursery is None or self._pending_reports >= 32:
+            return
+        self._pending_reports += 1
+        self._nursery.start_soon(self._judge, message.data)
+
+    async def _judge(self, raw: bytes) -> None:
+        try:
+            await self.receive_report(raw)
+        except P2PInferError as exc:
+            log.warning("report not judged error=%s", exc)
+        except Exception:  # a report is anyone's bytes: judging one must never end the node
+            log.exception("report not judged: unexpected error")
+        finally:
+            self._pending_reports -= 1
+
+    async def receive_report(self, raw: bytes) -> str:
+        """Judge one gossiped report; returns what was done (for logs and tests)."""
+        opened = try_open(raw, self.clock_ms())
+        if opened is None:
+            return self._note("?", "?", "ignored: forged or stale")
+        me = self.net.peer_id
+        if opened.reporter in (me, opened.provider) or opened.provider == me:
+            return self._note(opened.reporter, opened.provider, "ignored: own or self-report")
+        if opened.verdict != "fail":
+            return self._note(opened.reporter, opened.provider, "ignored: not a failure")
+        model = opened.evidence.request.msg.model
+        if self.backend is not None and model in self.models:
+            # We can judge it ourselves: re-run it, or count it not at all.
+            return await self._confirm(opened)
+        book = self.book
+        record, reputation = await trio.to_thread.run_sync(
+            lambda: (book.reporter(opened.reporter), book.get(opened.reporter)),
+            limiter=self._db)
+        weight = reporter_weight_pm(record, reputation)
+        if weight == 0:
+            return self._note(opened.reporter, opened.provider, "ignored: reporter untrusted")
+        if not self.window.admit(opened.reporter, opened.provider, self.clock_ms()):
+            return self._note(opened.reporter, opened.provider, "ignored: already counted")
+        await self._record(opened.provider, Outcome.CHECK_FAILED, weight)
+        return self._note(opened.reporter, opened.provider, f"counted: weight {weight}")
+
+    async def _confirm(self, opened: OpenedReport) -> str:
+        """Re-run the reported request ourselves, if it is within our limits, the reporter's
+        rate and our engine budget, and no paid job wants the engine; a confirmed failure
+        is proven fraud."""
+        assert self.backend is not None
+        request = opened.evidence.request.msg
+        refusal = recheck_refusal(request, self.config.recheck_limits,
+                                  opened.report.msg.provider_output)
+        if refusal is not None:
+            return self._note(opened.reporter, opened.provider,
+                              f"not re-checked: over my limits ({refusal})")
+        proof = opened.evidence.result.hash
+        if proof in self._judged:
+            # One proof is judged once and earns one reporter once, however re-signed.
+            return self._note(opened.reporter, opened.provider, "ignored: already judged")
+        if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
+            return self._note(opened.reporter, opened.provider,
+                              "not re-checked: reporter over its rate")
+        if not self.budget.available(self.clock_ms()):  # and again once it is our turn
+            return self._note(opened.reporter, opened.provider,
+                              "not re-checked: re-run budget spent")
+        async with self._engine:
+            if not self.budget.available(self.clock_ms()):
+                return self._note(opened.reporter, opened.provider,
+                                  "not re-checked: re-run budget spent")
+            used, memo = EngineTime(), JudgeMemo()
+            backend = self.backend
+            try:
+                # One run may overdraw the bucket by RECHECK_MAX_RUN_MS at most (the next
+                # re-run then waits until that is paid back); pre-empted attempts keep
+                # what they computed, and after RECHECK_MAX_PREEMPTIONS a run may finish.
+                _, comparison = await self.gate.run(lambda: judge_answer(
+                    backend, request, opened.evidence.result.msg,
+                    opened.report.msg.provider_output, self.config.thresholds, memo), used,
+                    max_run_s=RECHECK_MAX_RUN_MS / 1000,
+                    max_preemptions=RECHECK_MAX_PREEMPTIONS)
+            except Preempted as exc:
+                return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
+            finally:  # what the engine spent on it, pre-empted attempts included
+                self.budget.charge(used.seconds * 1000, self.clock_ms())
+                log.info("re-run charged engine_s=%.2f budget_left_s=%.1f", used.seconds,
+                         self.budget.level_ms(self.clock_ms()) / 1000)
+        self._judged[proof] = None
+        while len(self._judged) > JUDGED_PROOFS:
+            del self._judged[next(iter(self._judged))]
+        if comparison.verdict is Verdict.INCONCLUSIVE:
+            return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
+        if comparison.verdict.passed:
+            # The reporter accused an honest answer: that is on the reporter.
+            await self._record(opened.reporter, Outcome.CHECK_FAILED, 1000)
+            await self._record_report_check(opened.reporter, confirmed=False)
+            return self._note(opened.reporter, opened.provider, "re-checked: report was false")
+        await self._record(opened.provider, Outcome.CHECK_FAILED, 1000)
+        await self._record_report_check(opened.reporter, confirmed=True)
+        if self.ledger is not None and self.config.slash_on_fraud:
+            await self._slash(opened)
+        return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
+
+    async def _slash(self, opened: OpenedReport) -> None:
+        advert = self.net.catalog.advert_of(opened.provider)
+        if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
+            ad = advert.advert if advert is not None else None
+            done = await self.slasher.on_fraud(
+                opened.provider, ad.payee if ad else None, ad.payee_binding if ad else None,
+                opened.report.raw)
+            log.info("slash vote provider=%s %s", opened.provider, done)
+            return
+        amount = advert.advert.stake if advert is not None else 0
+        ledger = self.ledger
+        assert ledger is not None
+        provider_key = public_key_from_peer_id(opened.provider)
+
+        def write() -> None:
+            # The hash of the report, not the report: the proof is on gossip and with
+            # the reporter; a ledger entry per report must not grow by its size.
+            ledger.record_slash(provider_key, amount, reason="spot-check failed, re-checked",
+                                evidence=hashlib.sha256(opened.report.raw).digest(),
+                                slash_id=opened.evidence.result.hash.hex())
+
+        try:
+            await trio.to_thread.run_sync(write, limiter=self._db)
+        except P2PInferError as exc:  # DuplicateEntryError: this proof was slashed before
+            log.info("slash not recorded provider=%s error=%s", opened.provider, exc)
+
+    async def _record_report_check(self, reporter: str, *, confirmed: bool) -> None:
+        book = self.book
+        try:
+            await trio.to_thread.run_sync(
+                lambda: book.record_report_check(reporter, confirmed=confirmed),
+                limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reporter not updated peer=%s error=%s", reporter, exc)
+
+    async def _record(self, peer_id: str, outcome: Outcome, weight_pm: int) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self.book.record(peer_id, outcome, report_weight_pm=weight_pm),
+                limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reputation not updated peer=%s error=%s", peer_id, exc)
+
+    def _note(self, reporter: str, provider: str, what: str) -> str:
+        self.report_log = [*self.report_log[-199:], (reporter, provider, what)]
+        log.info("check report reporter=%s provider=%s %s", reporter, provider, what)
+        return what
