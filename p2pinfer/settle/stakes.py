@@ -158,19 +158,10 @@ class StakeBook:
                 unread.append(address)
         with trio.move_on_after(timeout_s):
             for address in unread[:READS_PER_PASS]:
-                try:
-                    # Abandoned at the timeout: the consumer must not wait on a slow RPC
-                    # (the thread finishes on its own; its answer is dropped). The ignore:
-                    # trio_typing's stale stubs predate `abandon_on_cancel` (trio 0.23).
-                    amount = await trio.to_thread.run_sync(  # type: ignore[call-arg]
-                        partial(self.chain.stake_of, address), limiter=self._chain_lock,
-                        abandon_on_cancel=True)
-                except ChainError as exc:
-                    log.warning("stake not read account=%s error=%s", address, exc)
-                    continue
-                self.reads += 1
-                self.put(address, int(amount))
-                self._pending.pop(address, None)
+                # Abandoned at the timeout: the consumer must not wait on a slow RPC (the
+                # thread finishes on its own; its answer is dropped).
+                if await self._read(address, abandon_on_cancel=True):
+                    self._pending.pop(address, None)
 
     @property
     def pending(self) -> int:
@@ -186,16 +177,23 @@ class StakeBook:
         done = 0
         while self._pending and done < limit:
             address, _ = self._pending.popitem(last=False)
-            try:
-                amount = await trio.to_thread.run_sync(self.chain.stake_of, address,
-                                                       limiter=self._chain_lock)
-            except ChainError as exc:
-                log.warning("stake not read account=%s error=%s", address, exc)
-                continue
-            self.reads += 1
-            self.put(address, int(amount))
-            done += 1
+            done += await self._read(address)
         return done
+
+    async def _read(self, address: str, *, abandon_on_cancel: bool = False) -> bool:
+        """Read `address`'s stake from the chain (in a worker thread) and record it; False
+        when the chain call failed (logged; the stake stays as it was)."""
+        try:
+            # The ignore: trio_typing's stale stubs predate `abandon_on_cancel` (trio 0.23).
+            amount = await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                partial(self.chain.stake_of, address), limiter=self._chain_lock,
+                abandon_on_cancel=abandon_on_cancel)
+        except ChainError as exc:
+            log.warning("stake not read account=%s error=%s", address, exc)
+            return False
+        self.reads += 1
+        self.put(address, int(amount))
+        return True
 
     async def run(self, *, interval_s: float = 1.0,
                   watch: Callable[[], Iterable[PeerClaim]] | None = None) -> None:
