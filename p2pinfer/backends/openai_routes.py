@@ -4,6 +4,8 @@ puts them together with Ollama's native ones (`ollama_routes.py`).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 
 from starlette.requests import Request
@@ -12,7 +14,7 @@ from starlette.routing import Route
 
 from p2pinfer.backends import embed_wire, openai_replies, openai_wire
 from p2pinfer.backends.api_state import DEFAULT_KEEP_ALIVE, ServerState
-from p2pinfer.backends.base import ModelInfo
+from p2pinfer.backends.base import ModelInfo, SamplingParams, StreamEvent
 from p2pinfer.backends.choices import ChoicesResponse, choice_params
 from p2pinfer.backends.http_stream import BackendStreamResponse, OpenStream, error_status
 from p2pinfer.backends.ollama_routes import Handler
@@ -58,28 +60,16 @@ def openai_routes(state: ServerState) -> list[Route]:
         info = await state.find(req.model)
         encoder = openai_replies.ChatCompletionEncoder(req.model, req.include_usage, clock)
         encoder.use_tools(req.params.tools, req.params.tool_choice, req.parallel_tool_calls)
-        if req.n > 1:
-            return _openai_choices(state, info, [
-                partial(backend.chat, info.name, req.messages, params)
-                for params in choice_params(req.params, req.n)], encoder, req.stream)
-        return _openai_stream(
-            state, info, lambda: backend.chat(info.name, req.messages, req.params),
-            encoder, req.stream,
-        )  # fmt: skip
+        return _openai_reply(state, info, partial(backend.chat, info.name, req.messages),
+                             req.params, req.n, encoder, req.stream)
 
     @openai_errors
     async def v1_completions(request: Request) -> Response:
         req = openai_wire.parse_completion(parse_json_body(await request.body()))
         info = await state.find(req.model)
         encoder = openai_replies.TextCompletionEncoder(req.model, req.include_usage, clock)
-        if req.n > 1:
-            return _openai_choices(state, info, [
-                partial(backend.generate, info.name, req.prompt, params)
-                for params in choice_params(req.params, req.n)], encoder, req.stream)
-        return _openai_stream(
-            state, info, lambda: backend.generate(info.name, req.prompt, req.params),
-            encoder, req.stream,
-        )  # fmt: skip
+        return _openai_reply(state, info, partial(backend.generate, info.name, req.prompt),
+                             req.params, req.n, encoder, req.stream)
 
     @openai_errors
     async def v1_embeddings(request: Request) -> Response:
@@ -97,6 +87,24 @@ def openai_routes(state: ServerState) -> list[Route]:
     ]
 
 
+def _openai_reply(
+    state: ServerState,
+    info: ModelInfo,
+    open_with: Callable[[SamplingParams], AbstractAsyncContextManager[
+        AsyncIterator[StreamEvent]]],
+    params: SamplingParams,
+    n: int,
+    encoder: openai_replies.ChatCompletionEncoder | openai_replies.TextCompletionEncoder,
+    stream: bool,
+) -> Response:
+    """A chat or text completion's reply: one stream, or `n` choices (a job each)."""
+    encoder.final_fields = state.reply_fields
+    if n > 1:
+        return _openai_choices(state, info, [partial(open_with, p)
+                                             for p in choice_params(params, n)], encoder, stream)
+    return _openai_stream(state, info, partial(open_with, params), encoder, stream)
+
+
 def _openai_stream(
     state: ServerState,
     info: ModelInfo,
@@ -104,7 +112,6 @@ def _openai_stream(
     encoder: openai_replies.ChatCompletionEncoder | openai_replies.TextCompletionEncoder,
     stream: bool,
 ) -> Response:
-    encoder.final_fields = state.reply_fields
     return BackendStreamResponse(
         open_stream,
         encoder,

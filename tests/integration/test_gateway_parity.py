@@ -252,6 +252,8 @@ async def test_n_choices_are_jobs_of_their_own_each_charged(tmp_path: Path) -> N
             assert len(jobs) == 2
             assert int(reply.headers["x-p2pinfer-charged"]) == sum(
                 e.body.amount for e in jobs) > 0  # type: ignore[attr-defined]
+            # The whole reply names the charge of both jobs, as a one-choice reply does.
+            assert reply.json()["p2pinfer"]["charged"] == int(reply.headers["x-p2pinfer-charged"])
 
             def openai_stream() -> dict[int, str]:
                 client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused",
