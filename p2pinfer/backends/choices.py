@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-import trio
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
 from p2pinfer.backends.base import Completion, SamplingParams, TokenDelta, TokenLogprob
-from p2pinfer.backends.http_stream import OpenStream, ReplyHeaders, error_status
+from p2pinfer.backends.http_stream import (
+    EventsResponse,
+    OpenStream,
+    ReplyHeaders,
+    error_status,
+)
 from p2pinfer.errors import EngineResponseError, P2PInferError
 
 
@@ -46,7 +49,7 @@ def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
     return [replace(params, seed=(params.seed + i) % 2**32) for i in range(n)]
 
 
-class ChoicesResponse(Response):
+class ChoicesResponse(EventsResponse):
     """Streams (or collects) the choices of one reply, shaped by their encoders."""
 
     def __init__(
@@ -60,28 +63,11 @@ class ChoicesResponse(Response):
         on_done: Callable[[Completion], None],
         reply_headers: ReplyHeaders | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(reply_headers)
         self._opens, self._encoders = list(open_streams), list(encoders)
         self._stream = stream
         self._error_body, self._not_found = error_body, not_found_message
-        self._on_done, self._reply_headers = on_done, reply_headers
-        self._started = False
-        self._events: Any = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            await self._respond(send)
-            nursery.cancel_scope.cancel()
-
-    async def _start(self, send: Send, status: int, media_type: str,
-                     done: Completion | None = None) -> None:
-        self._started = True
-        headers = [(b"content-type", media_type.encode())]
-        if status == 200 and self._reply_headers is not None and self._events is not None:
-            for name, value in self._reply_headers(self._events, done):
-                headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        self._on_done = on_done
 
     async def _body(self, send: Send, body: bytes, more: bool = True) -> None:
         if self._stream and not self._started:
@@ -136,10 +122,3 @@ class ChoicesResponse(Response):
             await send({"type": "http.response.body", "body": self._error_body(status, message),
                         "more_body": False})
 
-
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return

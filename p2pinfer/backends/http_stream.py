@@ -69,7 +69,38 @@ def error_status(exc: P2PInferError) -> int:
     return 500
 
 
-class BackendStreamResponse(Response):
+class EventsResponse(Response):
+    """A reply made from backend event streams (`_respond`, in a subclass): the stream is
+    cancelled when the client goes away, and the reply's headers are taken from the open
+    event stream (`reply_headers`) when it starts."""
+
+    def __init__(self, reply_headers: ReplyHeaders | None) -> None:
+        super().__init__()
+        self._reply_headers = reply_headers
+        self._events: AsyncIterator[StreamEvent] | None = None
+        self._started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            await self._respond(send)
+            nursery.cancel_scope.cancel()
+
+    async def _respond(self, send: Send) -> None:
+        raise NotImplementedError
+
+    async def _start(
+        self, send: Send, status: int, media_type: str, done: Completion | None = None
+    ) -> None:
+        self._started = True
+        headers = [(b"content-type", media_type.encode())]
+        if status == 200 and self._reply_headers is not None and self._events is not None:
+            for name, value in self._reply_headers(self._events, done):
+                headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+class BackendStreamResponse(EventsResponse):
     """Streams (or collects) one backend reply, shaped by an `Encoder`."""
 
     def __init__(
@@ -84,7 +115,7 @@ class BackendStreamResponse(Response):
         on_done: Callable[[Completion], None] | None = None,
         reply_headers: ReplyHeaders | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(reply_headers)
         self._open = open_stream
         self._encoder = encoder
         self._stream = stream
@@ -92,26 +123,7 @@ class BackendStreamResponse(Response):
         self._midstream_error = midstream_error
         self._not_found = not_found_message
         self._on_done = on_done
-        self._reply_headers = reply_headers
-        self._events: AsyncIterator[StreamEvent] | None = None
-        self._started = False
         self._logprobs: list[TokenLogprob] = []  # collected for a reply not streamed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            await self._respond(send)
-            nursery.cancel_scope.cancel()
-
-    async def _start(
-        self, send: Send, status: int, media_type: str, done: Completion | None = None
-    ) -> None:
-        self._started = True
-        headers = [(b"content-type", media_type.encode())]
-        if status == 200 and self._reply_headers is not None and self._events is not None:
-            for name, value in self._reply_headers(self._events, done):
-                headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _respond(self, send: Send) -> None:
         text: list[str] = []
