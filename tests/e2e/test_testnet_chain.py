@@ -225,10 +225,6 @@ def proposals(net: Path, index: int) -> dict[str, dict[str, object]]:
     return {p["id"]: p for p in json.loads(run.stdout)["proposals"]}
 
 
-def tally(net: Path, index: int, proposal: str) -> dict[str, object]:
-    return proposals(net, index)[proposal]
-
-
 def test_governance_weighs_locked_stake_and_no_stake_passes_nothing(net: Path) -> None:
     """With settlement on a vote weighs the stake its key's account locked at the
     proposal's snapshot block: each validator's VALIDATOR_STAKE, the unstaked node's 0.
@@ -247,19 +243,21 @@ def test_governance_weighs_locked_stake_and_no_stake_passes_nothing(net: Path) -
         runs = list(pool.map(lambda v: gov(net, v[0], "vote", v[1], v[2]), votes))
     for run in runs:
         assert run.returncode == 0, run.stderr
-    deadline = int(str(tally(net, 0, ours)["voting_deadline"]))
+    deadline = int(str(proposals(net, 0)[ours]["voting_deadline"]))
     wait_until(lambda: time.time() * 1000 > deadline + 1000, VOTING_S + 30,
                "the voting deadline")
 
     def settled(index: int) -> bool:
-        return all(tally(net, index, p)["outcome"] != "open" for p in (theirs, ours))
+        rows = proposals(net, index)  # one `gov status` for both
+        return all(rows[p]["outcome"] != "open" for p in (theirs, ours))
 
     wait_until(lambda: all(settled(i) for i in (0, 1, 2)), 60, "both tallies closed")
     for index in (0, 1, 2):  # ...but every counting node weighs the votes the same
-        mine = tally(net, index, theirs)
+        rows = proposals(net, index)
+        mine = rows[theirs]
         assert (mine["outcome"], mine["yes_stake"], mine["no_stake_votes"]) == (
             "rejected", 0, 1), mine
-        row = tally(net, index, ours)  # the unstaked node's "no" weighs nothing
+        row = rows[ours]  # the unstaked node's "no" weighs nothing
         assert (row["outcome"], row["yes_stake"], row["no_stake"], row["voters"],
                 row["no_stake_votes"]) == ("passed", 2 * VALIDATOR_STAKE, VALIDATOR_STAKE, 3,
                                            1), row
