@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine, results_path, utc_now, write_result
 from bench.network import summary
-from p2pinfer import testnet
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, run_host
-from p2pinfer.net.client import JobClient
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.testnet import processes as testnet
 
 RESULTS = results_path("distance.json")
 PREFIX = "p2pinfer-distance-"

@@ -51,8 +51,8 @@ from bench._common import (  # noqa: E402
     write_result,
 )
 from bench.gateway_features import features  # noqa: E402
-from p2pinfer import testnet  # noqa: E402
 from p2pinfer.gateway import GatewayConfig, run_gateway  # noqa: E402
+from p2pinfer.testnet import processes as testnet  # noqa: E402
 from tests.support.gateway import MODEL, FakeNodeView  # noqa: E402
 
 RESULTS = results_path("gateway.json")

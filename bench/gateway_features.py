@@ -26,11 +26,11 @@ from typing import Any
 import httpx
 
 from bench._common import median, percentile
+from p2pinfer.api.openai_wire import OPENAI_DEFAULTS
 from p2pinfer.backends.base import ChatMessage, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2, ModelSource, smollm2_path
-from p2pinfer.backends.openai_wire import OPENAI_DEFAULTS
-from p2pinfer.net.network_backend import EMBED_BATCH
+from p2pinfer.jobs.network_backend import EMBED_BATCH
 from p2pinfer.protocol.output_format import schema_text
 
 SUBJECTS = ["The cat", "A river", "Our server", "The market", "My neighbour", "That song",

@@ -34,17 +34,17 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine, percentile, results_path, utc_now, write_result
-from p2pinfer import testnet
 from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2, ModelSource, smollm2_path
-from p2pinfer.backends.tiny_model import write_tiny_model
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, run_host
-from p2pinfer.net.client import JobClient
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import ChatTurn, JobParams, JobResult, decode_as
+from p2pinfer.testing.tiny_model import write_tiny_model
+from p2pinfer.testnet import processes as testnet
 
 RESULTS = results_path("network.json")
 PROMPT = "Write a short story about a lighthouse keeper and a storm."

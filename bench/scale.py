@@ -45,14 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine, results_path, utc_now, write_result
 from bench.network import summary
-from p2pinfer import testnet
-from p2pinfer.backends.tiny_model import write_tiny_model
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, run_host
-from p2pinfer.net.client import JobClient
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import JobParams
+from p2pinfer.testing.tiny_model import write_tiny_model
+from p2pinfer.testnet import processes as testnet
 
 RESULTS = results_path("scale.json")
 ADMITTED = re.compile(r"advert admitted peer=\S+ seq=(\d+) delay_ms=(-?\d+)")

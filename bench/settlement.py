@@ -56,12 +56,11 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine, percentile, results_path, utc_now, write_result
-from p2pinfer import testnet_chain
 from p2pinfer.errors import P2PInferError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.market.pricing import DEFAULT_PRICING, billable_tokens, charge_for, price_for
-from p2pinfer.net.job_server import JobServerConfig
 from p2pinfer.protocol import JobParams
 from p2pinfer.settle.account import account_of, bind_signature, check_binding
 from p2pinfer.settle.chain import ChainClient
@@ -70,6 +69,7 @@ from p2pinfer.settle.ports import ChannelState
 from p2pinfer.settle.redeemer import RedeemPolicy, choose_batch
 from p2pinfer.settle.vouchers import recover_signer, sign_digest, voucher_digest
 from p2pinfer.settle.wiring import Settlement
+from p2pinfer.testnet import chain as testnet_chain
 from tests.integration.job_helpers import (
     FakeBackend,
     start_consumer,

@@ -1,6 +1,6 @@
 """Detection experiment on a real testnet: how many check jobs until a cheater is excluded.
 
-For each fault (substitute-model, truncate, garbage) a fresh `p2pinfer.testnet`:
+For each fault (substitute-model, truncate, garbage) a fresh `p2pinfer.testnet.processes`:
 nodes 0..H-1 honest providers, node H the cheater (`--fault`), node H+1 a validator
 (`--validator --check-interval S`). The script polls every node's reputation
 table (SQLite, read-only) until the validator's breaker for the cheater is open
@@ -41,14 +41,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import machine, results_path, write_result  # noqa: E402
 from bench.scale import cpu_s  # noqa: E402
-from p2pinfer import testnet  # noqa: E402
 from p2pinfer.identity import NodeIdentity  # noqa: E402
+from p2pinfer.jobs.client import JobClient  # noqa: E402
+from p2pinfer.jobs.job_types import ClientConfig  # noqa: E402
 from p2pinfer.net import NetConfig, run_host  # noqa: E402
-from p2pinfer.net.client import JobClient  # noqa: E402
-from p2pinfer.net.job_types import ClientConfig  # noqa: E402
 from p2pinfer.protocol import JobParams  # noqa: E402
+from p2pinfer.testnet import processes as testnet  # noqa: E402
+from p2pinfer.validator.checker import prompt_set  # noqa: E402
 from p2pinfer.verify.breaker import BreakerState  # noqa: E402
-from p2pinfer.verify.checker import VerifyConfig, prompt_set  # noqa: E402
+from p2pinfer.verify.config import VerifyConfig  # noqa: E402
 from p2pinfer.verify.reputation_store import ReputationBook, reputation_path  # noqa: E402
 
 RESULT = results_path("verify.json")
@@ -341,7 +342,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from p2pinfer.backends.models import smollm2_path
-    from p2pinfer.backends.tiny_model import write_tiny_model
+    from p2pinfer.testing.tiny_model import write_tiny_model
 
     load_before = os.getloadavg()
     results = []

@@ -110,7 +110,7 @@ def requantize(src: Path, dst: Path, ftype: int) -> Path:
 def model_file(kind: str, work: Path) -> Path:
     """The GGUF file of `kind`, made in `work` the first time."""
     from p2pinfer.backends.models import smollm2_path
-    from p2pinfer.backends.tiny_model import write_tiny_model
+    from p2pinfer.testing.tiny_model import write_tiny_model
 
     smol = smollm2_path()
     if smol is None:
@@ -142,7 +142,7 @@ def gen_worker(name: str, work: Path, n: int, max_tokens: int) -> None:
 
     from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
     from p2pinfer.backends.models import SMOLLM2
-    from p2pinfer.verify.checker import prompt_set
+    from p2pinfer.validator.checker import prompt_set
 
     run = RUNS[name]
     backend = backend_for(run, model_file(run.model, work))
@@ -174,7 +174,7 @@ def gen_worker(name: str, work: Path, n: int, max_tokens: int) -> None:
 
 def answer_sets(work: Path) -> dict[str, list[dict[str, Any]]]:
     """Every answer set to compare with the reference: engine runs and the faults."""
-    from p2pinfer.net.generation import garbage_text
+    from p2pinfer.jobs.generation import garbage_text
 
     gens = {p.stem[4:]: json.loads(p.read_text()) for p in work.glob("gen-*.json")}
     ref = gens["reference"]
@@ -200,7 +200,7 @@ def score_worker(work: Path, names: list[str]) -> None:
 
     from p2pinfer.backends.base import ChatMessage
     from p2pinfer.backends.models import SMOLLM2
-    from p2pinfer.verify.checker import prompt_set
+    from p2pinfer.validator.checker import prompt_set
 
     prompts = prompt_set()
     # One thread for prompt batches too: two scorers side by side on two busy cores must

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from p2pinfer import testnet_docker
-from p2pinfer.testnet_docker import PROJECT_LABEL, ImageBuild
+from p2pinfer.testnet import docker as testnet_docker
+from p2pinfer.testnet.docker import PROJECT_LABEL, ImageBuild
 
 #: The tests build their own tag, so they never replace a user's p2pinfer:latest.
 TEST_IMAGE = os.environ.get("P2PINFER_TEST_IMAGE", "p2pinfer:test")

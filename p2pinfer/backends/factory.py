@@ -105,7 +105,7 @@ def make_backend(
     if kind == "ollama":
         return OllamaBackend(argument if sep else None)
     if kind == "fake-stream" and sep:
-        from p2pinfer.backends.fake_stream import FakeStreamBackend, parse_rate
+        from p2pinfer.testing.fake_stream import FakeStreamBackend, parse_rate
 
         return FakeStreamBackend(parse_rate(argument), models)
     if kind == "openai" and argument:

@@ -13,9 +13,9 @@ import typer
 
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.cli.node_cmds import setup_logging
-from p2pinfer.net.job_types import ClientConfig, JobOutcome, TextDelta
+from p2pinfer.jobs.job_types import ClientConfig, JobOutcome, TextDelta
+from p2pinfer.node.session import AskRequest, ask, consumer_session, session_config, voucher_of
 from p2pinfer.protocol import JobParams
-from p2pinfer.session import AskRequest, ask, consumer_session, session_config, voucher_of
 
 BootstrapOption = Annotated[list[str] | None, typer.Option(
     "--bootstrap", help="Peer to join through, /ip4/.../tcp/N/p2p/<PeerID> (repeatable).")]

@@ -10,8 +10,8 @@ from typing import Annotated
 import trio
 import typer
 
+from p2pinfer.api.server import create_app, serve
 from p2pinfer.backends.factory import make_embedded
-from p2pinfer.backends.server import create_app, serve
 from p2pinfer.cli.identity_cmds import HomeOption
 
 engine_app = typer.Typer(help="Run an inference engine locally.", no_args_is_help=True)

@@ -22,8 +22,8 @@ from p2pinfer.cli.ledger_cmds import HomeOption, JsonOption
 from p2pinfer.cli.node_gateway import gateway_request, running_gateway_url
 from p2pinfer.config import resolve_home
 from p2pinfer.errors import LedgerError
+from p2pinfer.market.kpis import DAY_MS, DEFAULT_WINDOW_MS, CatalogCounts, credits_text, ledger_kpis
 from p2pinfer.market.ledger import Ledger, ledger_path
-from p2pinfer.sim.kpis import DAY_MS, DEFAULT_WINDOW_MS, CatalogCounts, credits_text, ledger_kpis
 
 
 def collect_kpis(home: Path, window_ms: int, now_ms: int) -> tuple[str, dict[str, Any]]:

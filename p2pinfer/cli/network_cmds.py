@@ -15,8 +15,8 @@ from rich.table import Table
 from p2pinfer.cli.ask_cmds import BootstrapOption, TestnetOption
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.cli.node_cmds import setup_logging
-from p2pinfer.net.job_types import ClientConfig
-from p2pinfer.session import (
+from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.node.session import (
     ModelSummary,
     PeerSummary,
     consumer_session,

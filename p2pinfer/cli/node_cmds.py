@@ -14,10 +14,11 @@ from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
 from p2pinfer.gov.tally import MIN_VOTING_MS
-from p2pinfer.net.faults import FAULT_HELP, parse_fault
-from p2pinfer.node import NodeConfig, check_config, run_node
+from p2pinfer.node.config import NodeConfig, check_config
+from p2pinfer.node.run import run_node
 from p2pinfer.settle.redeemer import RedeemPolicy
-from p2pinfer.verify.checker import VerifyConfig
+from p2pinfer.testing.faults import FAULT_HELP, parse_fault
+from p2pinfer.verify.config import VerifyConfig
 
 Repeated = list[str] | None
 DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"

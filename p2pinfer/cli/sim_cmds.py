@@ -16,7 +16,7 @@ from p2pinfer.sim.config import load_params
 from p2pinfer.sim.params import SIM_PRESETS, SimParams
 
 if TYPE_CHECKING:
-    from p2pinfer.sim.kpis import DayKPIs
+    from p2pinfer.market.kpis import DayKPIs
     from p2pinfer.sim.report import Table
 
 # The simulator (numpy) and plots (matplotlib) are imported inside the commands, so that
@@ -92,8 +92,8 @@ def run(
     plots: PlotOption = True,
 ) -> None:
     """Simulate one economy; write kpis.csv (one row a day) and network/economics/token PNGs."""
+    from p2pinfer.market.kpis import write_csv
     from p2pinfer.sim import report
-    from p2pinfer.sim.kpis import write_csv
 
     params = _params(preset, config, stabilizer, providers)
     directory = _out_dir(out)
@@ -130,8 +130,8 @@ def compare(
 
     A preset named NAME+stabilizer runs NAME with the price stabilizer on.
     """
+    from p2pinfer.market.kpis import write_csv
     from p2pinfer.sim import report
-    from p2pinfer.sim.kpis import write_csv
 
     names = [n.strip() for n in presets.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):

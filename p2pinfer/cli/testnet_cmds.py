@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from p2pinfer import testnet
 from p2pinfer.backends.factory import BACKEND_HELP
 from p2pinfer.cli import testnet_docker_cmds as docker_cmds
 from p2pinfer.cli.testnet_docker_cmds import (
@@ -24,8 +23,9 @@ from p2pinfer.cli.testnet_docker_cmds import (
     ShowKeyOption,
 )
 from p2pinfer.errors import TestnetError, UsageError
-from p2pinfer.net.faults import FAULT_HELP, parse_fault
-from p2pinfer.testnet_docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
+from p2pinfer.testing.faults import FAULT_HELP, parse_fault
+from p2pinfer.testnet import processes as testnet
+from p2pinfer.testnet.docker import DEFAULT_GATEWAY_PORT, DEFAULT_IMAGE, DEFAULT_PROJECT
 
 testnet_app = typer.Typer(help="A local testnet of node processes.", no_args_is_help=True)
 

@@ -1,6 +1,6 @@
 """The `--docker` side of `p2pinfer testnet up | status | down` (see testnet_cmds.py).
 
-Output only; the work is in `p2pinfer.testnet_docker`.
+Output only; the work is in `p2pinfer.testnet.docker`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from p2pinfer import testnet_docker
 from p2pinfer.errors import TestnetError
-from p2pinfer.testnet_docker_chain import DEPLOYMENT
+from p2pinfer.testnet import docker as testnet_docker
+from p2pinfer.testnet.docker_chain import DEPLOYMENT
 
 DockerOption = Annotated[bool, typer.Option(
     "--docker", help="Nodes in Docker containers (docker/compose.yaml) instead of processes.")]

@@ -3,7 +3,7 @@
 `create_gateway_app(view, config)` is a Starlette app with `BrowserGuard` (Origin
 allow-list, Host check) then `GatewayGuard` (keys, rate limit, body limit, errors as
 JSON) as its middleware:
-the API routes are `backends.server.api_routes` over the node's network
+the API routes are `api.server.api_routes` over the node's network
 backend, so shapes, errors and streaming are the engine server's; each
 successful job reply names its provider, job id, price and (when sent after the last
 token) its charge in `X-P2PInfer-*` headers, read from `NodeView.track_job()`; its
@@ -24,8 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from p2pinfer.api.server import api_routes
 from p2pinfer.backends.base import Completion, StreamEvent
-from p2pinfer.backends.server import api_routes
 from p2pinfer.backends.wire import Clock, utc_now
 from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
 from p2pinfer.gateway.browser import BrowserGuard

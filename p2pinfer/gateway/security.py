@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from p2pinfer.backends import ollama_replies
+from p2pinfer.api import ollama_replies
 from p2pinfer.backends.wire import dumps
 from p2pinfer.gateway.config import GatewayConfig
 

@@ -1,6 +1,6 @@
 """Serving the gateway: hypercorn on trio, inside the node's nursery.
 
-Each response head leaves with its first body bytes (see `backends.asgi_server`).
+Each response head leaves with its first body bytes (see `http.asgi_server`).
 
 `run_gateway` binds, reports where through `task_status`, and serves until its
 caller's cancel scope ends (the node shutting down), so it needs no shutdown
@@ -52,7 +52,7 @@ async def run_gateway(
     """
     from hypercorn.config import Config
 
-    from p2pinfer.backends.asgi_server import serve_asgi
+    from p2pinfer.http.asgi_server import serve_asgi
 
     app: Any = create_gateway_app(view, config)
     hyper = Config()

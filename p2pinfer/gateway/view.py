@@ -15,8 +15,8 @@ from typing import Literal, Protocol
 
 from p2pinfer.backends.base import Backend
 from p2pinfer.gov.status import GovernanceView
+from p2pinfer.market.kpis import CatalogCounts, LiveKPIs
 from p2pinfer.metrics import NodeMetrics
-from p2pinfer.sim.kpis import CatalogCounts, LiveKPIs
 
 JobRole = Literal["consumer", "provider"]
 JobState = Literal["running", "done", "failed"]
@@ -205,7 +205,7 @@ class NodeView(Protocol):
     async def reputation(self) -> Sequence[ReputationRow]: ...
 
     async def kpis(self) -> LiveKPIs:
-        """The sustainability KPIs over this node's ledger and catalog (sim.kpis.ledger_kpis)."""
+        """The sustainability KPIs over this node's ledger and catalog (market.kpis.ledger_kpis)."""
         ...
 
     def track_job(self) -> Callable[[], JobMeta | None]:

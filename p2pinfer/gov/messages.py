@@ -10,7 +10,7 @@ tallying node gives a vote is the stake its own ledger records for the voter
 
 With settlement on (docs/settlement.md) a proposal also names `snapshot_block`, the
 chain block whose stake weighs its votes, and a vote carries the voter's chain
-`account` and its EIP-191 `binding` to the voter's peer id (`gov.chain_weight`). These
+`account` and its EIP-191 `binding` to the voter's peer id (`settle.chain_weight`). These
 keys are left out of the signed map when unset, so older messages keep their bytes.
 """
 

@@ -18,7 +18,7 @@
   its own ledger, net of its slashes): its own `--stake`, and declarations its
   operator accepted (`accept_stake`). A number in an advert or a vote is a claim.
   With settlement on (`chain`), the stake locked on chain at each proposal's snapshot
-  block instead (`gov.chain_weight`); proposals without a fitting snapshot are refused.
+  block instead (`settle.chain_weight`); proposals without a fitting snapshot are refused.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from p2pinfer.identity import NodeIdentity, peer_id_from_public_key
 from p2pinfer.market.stake import StakeDeclaration, sign_stake, verify_stake
 
 if TYPE_CHECKING:
-    from p2pinfer.gov.chain_weight import ChainWeights
+    from p2pinfer.gov.ports import ChainStake
     from p2pinfer.market.ledger import Ledger
     from p2pinfer.net.gossip import GossipMessage
     from p2pinfer.net.nethost import NetHost
@@ -97,7 +97,7 @@ class GovService:
         self, identity: NodeIdentity, net: NetHost, store: GovStore, *, stake: int = 0,
         ledger: Ledger | None = None, rules: TallyRules = TallyRules(),
         sync_interval_s: float = 10.0, skew_ms: int = DEFAULT_SKEW_MS,
-        clock_ms: Callable[[], int] = wall_ms, chain: ChainWeights | None = None,
+        clock_ms: Callable[[], int] = wall_ms, chain: ChainStake | None = None,
     ) -> None:
         self._chain = chain
         self._identity, self._net, self._store, self._ledger = identity, net, store, ledger

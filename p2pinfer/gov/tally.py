@@ -167,7 +167,7 @@ def in_effect(
 
 
 StakeOf = Callable[[Proposal, Sequence[Vote]], VerifiedStake]
-"""Settlement on: the stake that weighs one proposal's votes (`gov.chain_weight`)."""
+"""Settlement on: the stake that weighs one proposal's votes (`settle.chain_weight`)."""
 
 
 def tally_all(

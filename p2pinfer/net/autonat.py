@@ -23,7 +23,7 @@ import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import multiaddr
 import trio
@@ -52,9 +52,27 @@ from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol.framing import encode_frame
 
 if TYPE_CHECKING:
-    from p2pinfer.net.nethost import NetHost
+    from p2pinfer.net.config import NetConfig
 
 log = logging.getLogger(__name__)
+
+
+class AutoNatHost(Protocol):
+    """What AutoNat uses of its `NetHost` (net/nethost.py, which builds the AutoNat)."""
+
+    @property
+    def config(self) -> NetConfig: ...
+
+    @property
+    def peer_id(self) -> str: ...
+
+    def addrs(self) -> list[str]: ...
+
+    def peers(self) -> list[str]: ...
+
+    async def open_stream(self, peer_id: str, protocol: str, *, first: bytes | None = None,
+                          timeout_s: float | None = None) -> NetStream: ...
+
 
 AUTONAT_PROTOCOL_ID = "/p2pinfer/autonat/1.0.0"
 MAX_AUTONAT_MESSAGE = 4096
@@ -99,7 +117,7 @@ def _response(status: int, text: str = "", addr: bytes | None = None) -> bytes:
 class AutoNat:
     """A node's AutoNAT client (its `status`) and server (`serve`, when it has a dialer)."""
 
-    def __init__(self, net: NetHost, dialer: Any | None, config: AutoNatConfig,
+    def __init__(self, net: AutoNatHost, dialer: Any | None, config: AutoNatConfig,
                  rng: random.Random | None = None) -> None:
         self._net = net
         self._dialer = dialer

@@ -94,7 +94,7 @@ async def serve_chain(
     `task_status.started` gets the deployment."""
     from hypercorn.config import Config
 
-    from p2pinfer.backends.asgi_server import serve_asgi
+    from p2pinfer.http.asgi_server import serve_asgi
 
     chain = chain or DevChain()
     data = deploy_and_fund(chain, options.preset, options.fund)

@@ -1,6 +1,6 @@
 """Stake on chain, wired into a running node (docs/settlement.md, "Node side").
 
-`start_stakes(chain, ...)` is the one call `node.py` makes: with no chain (settlement
+`start_stakes(chain, ...)` is the one call `node/run.py` makes: with no chain (settlement
 off) it returns None and the node behaves as before; with one it starts the
 `StakeBook` reader (providers' and validators' stake), the `Slasher` (votes on
 `SLASH_TOPIC`, submissions) and the governance `ChainWeights`, and says what the
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from p2pinfer.gov.chain_weight import ChainWeights, OwnAccount
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import SLASH_TOPIC, Advert
+from p2pinfer.settle.chain_weight import ChainWeights, OwnAccount
 from p2pinfer.settle.ports import ChainPort
 from p2pinfer.settle.slash_votes import SlashParams
 from p2pinfer.settle.slasher import Slasher

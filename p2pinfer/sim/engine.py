@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from p2pinfer.market.pricing import PricingParams, price_for, quality_multiplier_pm
-from p2pinfer.sim import agents as A
-from p2pinfer.sim import amm
-from p2pinfer.sim.checks import CheckDay, CheckModel, slash
-from p2pinfer.sim.economy import ConservationError, Economy
-from p2pinfer.sim.kpis import (
+from p2pinfer.market.kpis import (
     DayKPIs,
     network_value_usd,
     price_volatility_pct,
     retention_pct,
     revenue_growth_pct,
 )
-from p2pinfer.sim.kpis import utilisation_pct as util_pct
+from p2pinfer.market.kpis import utilisation_pct as util_pct
+from p2pinfer.market.pricing import PricingParams, price_for, quality_multiplier_pm
+from p2pinfer.sim import agents as A
+from p2pinfer.sim import amm
+from p2pinfer.sim.checks import CheckDay, CheckModel, slash
+from p2pinfer.sim.economy import ConservationError, Economy
 from p2pinfer.sim.params import MICRO, SimParams
 
 DAYS_PER_YEAR = 365

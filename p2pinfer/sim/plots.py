@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from p2pinfer.sim.kpis import DayKPIs
+from p2pinfer.market.kpis import DayKPIs
 from p2pinfer.sim.projection import DOCUMENT, Stage
 
 Series = Callable[[DayKPIs], float | None]

@@ -20,10 +20,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from p2pinfer.market.kpis import DayKPIs
 from p2pinfer.sim import params as P
 from p2pinfer.sim.agents import SECONDS_PER_DAY
 from p2pinfer.sim.engine import DAYS_PER_YEAR, simulate
-from p2pinfer.sim.kpis import DayKPIs
 
 
 @dataclass(frozen=True)

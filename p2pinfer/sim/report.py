@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pinfer.market.kpis import DayKPIs
 from p2pinfer.sim import projection as J
-from p2pinfer.sim.kpis import DayKPIs
 
 MICRO = 1_000_000
 

@@ -1,7 +1,7 @@
 """Judging a provider's answer against our own engine: its score of the text, and a
 re-run of the signed request unless the score alone passes it (`verify/compare.py`).
 
-Used by the validator and consumer re-checks (`verify/checker.py`) and by the report
+Used by the validator and consumer re-checks (`validator/checker.py`) and by the report
 receiver's re-runs (`verify/report_receiver.py`).
 """
 
@@ -19,8 +19,8 @@ from p2pinfer.backends.base import (
     TextScorer,
     TokenDelta,
 )
+from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.errors import BackendError, ModelNotFound
-from p2pinfer.net.generation import sampling_params
 from p2pinfer.protocol import JobParams, JobRequest, JobResult
 from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.verify.compare import (

@@ -5,7 +5,7 @@ re-run on its own engine (`verify/judge.py`), within its request limits, the
 reporter's rate and an engine-time budget, and only while no paid job wants the
 engine (`verify/engine_gate.py`); confirmed fraud is slashed in the ledger (or
 voted on chain by the Slasher). A `fail` about a model it does not serve counts by
-the weight its reporter earned, or not at all. `Verifier` (`verify/checker.py`)
+the weight its reporter earned, or not at all. `Verifier` (`validator/checker.py`)
 mixes this in and owns the state it uses.
 """
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from p2pinfer.settle.slasher import Slasher
-    from p2pinfer.verify.checker import VerifyConfig
+    from p2pinfer.verify.config import VerifyConfig
 
 log = logging.getLogger(__name__)
 

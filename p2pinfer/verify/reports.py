@@ -1,6 +1,6 @@
 """Spot-check reports: build a signed CheckReport, and judge one heard on gossip.
 
-No trio, no libp2p: the validator (`verify/checker.py`) and the receivers call these.
+No trio, no libp2p: the validator (`validator/checker.py`) and the receivers call these.
 
 A receiver believes a report only as far as it can check it:
 

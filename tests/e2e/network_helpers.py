@@ -16,10 +16,10 @@ from typing import Any
 
 import trio
 
-from p2pinfer import testnet
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.market.ledger import Ledger, ledger_path
+from p2pinfer.testnet import processes as testnet
 from tests.support.backends import REPO_ROOT, smollm2_source
 from tests.support.waiting import wait_until
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pinfer.backends.tiny_model import write_tiny_model
+from p2pinfer.testing.tiny_model import write_tiny_model
 from tests.support.backends import ENGINE_READY, REPO_ROOT
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pinfer.testnet import pid_alive, read_node_status
+from p2pinfer.testnet.processes import pid_alive, read_node_status
 from tests.support.backends import REPO_ROOT, needs_engine
 
 pytestmark = [pytest.mark.network, pytest.mark.engine, needs_engine]

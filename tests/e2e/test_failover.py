@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from p2pinfer.protocol import JobResult, Receipt, decode_as
-from p2pinfer.testnet import pid_alive
+from p2pinfer.testnet.processes import pid_alive
 from tests.e2e.network_helpers import (
     Net,
     ask_json,

@@ -29,7 +29,7 @@ from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field, SecretStr
 
-from p2pinfer import testnet
+from p2pinfer.testnet import processes as testnet
 from tests.support.backends import REPO_ROOT, needs_engine
 from tests.support.browser import (
     console_errors,

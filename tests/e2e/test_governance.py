@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from p2pinfer import testnet
 from p2pinfer.gateway.operator_key import read_operator_key
+from p2pinfer.testnet import processes as testnet
 from tests.e2e.network_helpers import ENV, REPO_ROOT, p2pinfer
 from tests.support.waiting import wait_until
 

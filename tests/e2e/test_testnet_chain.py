@@ -24,12 +24,13 @@ from typing import TypeVar
 
 import pytest
 
-from p2pinfer import identity, testnet
+from p2pinfer import identity
 from p2pinfer.settle import wallet
 from p2pinfer.settle.account import account_of
 from p2pinfer.settle.chain import ChainClient
 from p2pinfer.settle.vouchers import recover_signer, slash_digest
-from p2pinfer.testnet_chain import (
+from p2pinfer.testnet import processes as testnet
+from p2pinfer.testnet.chain import (
     CHANNEL_DEPOSIT,
     CONSUMER_CREDITS,
     CONSUMER_HOME,

@@ -15,9 +15,9 @@ from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import HardwareView
+from p2pinfer.jobs.client import JobClient
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.net.client import JobClient
-from p2pinfer.node_view import LiveNodeView
+from p2pinfer.node.view import LiveNodeView
 from tests.integration.job_helpers import (
     Provider,
     start_consumer,

@@ -21,13 +21,13 @@ from p2pinfer.backends.base import (
     Usage,
 )
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_server import JobServer, JobServerConfig
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net import NetConfig, NetHost, run_host
-from p2pinfer.net.client import JobClient
-from p2pinfer.net.job_server import JobServer, JobServerConfig
-from p2pinfer.net.job_types import ClientConfig
-from p2pinfer.node_offer import model_offer
+from p2pinfer.node.offer import model_offer
 from p2pinfer.protocol import Advert, HardwareProfile, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook

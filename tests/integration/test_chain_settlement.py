@@ -15,9 +15,9 @@ import trio
 
 from p2pinfer.errors import InsufficientCreditError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.market.channel_entries import RedeemedClaim, RedemptionBody
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.net.job_server import JobServerConfig
 from p2pinfer.protocol import JobParams
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes

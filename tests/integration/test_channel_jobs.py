@@ -53,7 +53,7 @@ async def provider_with_channels(
     ledger = stack.enter_context(Ledger.open(tmp / "channels.sqlite3", identity))
     book = ChannelBook(chain, ledger, binding=bind_signature(account, identity.peer_id))
     await nursery.start(book.run)
-    from p2pinfer.net.job_server import JobServerConfig
+    from p2pinfer.jobs.job_server import JobServerConfig
     provider = await start_provider(stack, nursery, FakeBackend(), tmp, identity=identity,
                                     channels=book,
                                     config=JobServerConfig(price_per_1k=PRICE))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from p2pinfer import __version__
-from p2pinfer.testnet_docker import ImageBuild
+from p2pinfer.testnet.docker import ImageBuild
 from tests.docker_support import docker, docker_project, label, node_image
 
 pytestmark = pytest.mark.docker

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from p2pinfer import testnet_docker
-from p2pinfer.testnet_docker import ContainerStatus, DockerTestnet
+from p2pinfer.testnet import docker as testnet_docker
+from p2pinfer.testnet.docker import ContainerStatus, DockerTestnet
 from tests.docker_support import docker, docker_project, label, node_image
 from tests.support.waiting import wait_for
 
@@ -115,7 +115,7 @@ def generate(client: httpx.Client, model: str, prompt: str, num_predict: int) ->
 def pay_through_a_channel(project: str, provider: str) -> None:
     """The consumer deposits 1 credit into a channel to the `provider` container's account
     (`p2pinfer wallet deposit` in the consumer), as the testnet did for the others."""
-    from p2pinfer import testnet_docker_chain
+    from p2pinfer.testnet import docker_chain as testnet_docker_chain
 
     deployment = json.loads(docker("exec", testnet_docker_chain.container_name(project), "cat",
                                    testnet_docker_chain.DEPLOYMENT).stdout)
@@ -170,10 +170,11 @@ def test_the_chain_container_funded_every_node_and_holds_the_providers_stake(
 ) -> None:
     if not WITH_CHAIN:
         pytest.skip("P2PINFER_TEST_DOCKER_CHAIN=0: the testnet runs without a chain")
-    from p2pinfer import testnet_chain, testnet_docker_chain
     from p2pinfer.identity import NodeIdentity
     from p2pinfer.settle.account import account_of
     from p2pinfer.settle.chain import ChainClient
+    from p2pinfer.testnet import chain as testnet_chain
+    from p2pinfer.testnet import docker_chain as testnet_docker_chain
 
     project = testnet.project
     status = testnet_docker.docker_status(project)

@@ -14,13 +14,13 @@ import trio
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
-from p2pinfer.backends.tiny_model import write_tiny_model
 from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import HardwareView
-from p2pinfer.net.faults import parse_fault
-from p2pinfer.net.job_server import JobServerConfig
-from p2pinfer.node_view import LiveNodeView
+from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.node.view import LiveNodeView
 from p2pinfer.protocol import ChatTurn, JobParams, JobResult, decode_as
+from p2pinfer.testing.faults import parse_fault
+from p2pinfer.testing.tiny_model import write_tiny_model
 from tests.integration.job_helpers import (
     FAKE_DIGEST,
     FAKE_MODEL,

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     Chunk,
@@ -22,7 +22,7 @@ from p2pinfer.protocol import (
     decode,
     encode_frame,
 )
-from p2pinfer.verify.checker import Verifier
+from p2pinfer.validator.checker import Verifier
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     FAKE_MODEL,

@@ -13,10 +13,10 @@ import openai
 import pytest
 import trio
 
+from p2pinfer.api.openai_wire import OPENAI_DEFAULTS
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
-from p2pinfer.backends.openai_wire import OPENAI_DEFAULTS
 from p2pinfer.errors import NoProvidersError
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, JobResult, decode_as
 from p2pinfer.protocol.embedding import encode_vectors

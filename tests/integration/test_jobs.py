@@ -12,12 +12,11 @@ import trio
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
-from p2pinfer.backends.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from p2pinfer.errors import InsufficientCreditError, NoProvidersError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.entries import peer_account
-from p2pinfer.net.job_server import JobServerConfig
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import (
     ChatTurn,
     JobAccept,
@@ -27,6 +26,7 @@ from p2pinfer.protocol import (
     Receipt,
     decode_as,
 )
+from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from tests.integration.job_helpers import (
     CREDIT,
     FAKE_MODEL,

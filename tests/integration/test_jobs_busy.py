@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from p2pinfer.errors import AllProvidersFailedError
-from p2pinfer.net.job_server import JobServerConfig
-from p2pinfer.net.job_types import ClientConfig, JobOutcome
+from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.jobs.job_types import ClientConfig, JobOutcome
 from p2pinfer.protocol import JobParams
 from tests.integration.job_helpers import (
     FAKE_MODEL,

@@ -22,8 +22,8 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import NetHost, run_host
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.node.session import summarize_peers
 from p2pinfer.protocol import encode_frame
-from p2pinfer.session import summarize_peers
 from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,

@@ -19,8 +19,8 @@ from p2pinfer.errors import (
     StreamClosedError,
 )
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.job_server import JobServer, JobServerConfig
 from p2pinfer.net import NetConfig, NetHost, NetStream, run_host
-from p2pinfer.net.job_server import JobServer, JobServerConfig
 from p2pinfer.net.multistream import proposal
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,

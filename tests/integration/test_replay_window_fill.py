@@ -10,8 +10,8 @@ from pathlib import Path
 import trio
 
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net import NetConfig, run_host
-from p2pinfer.net.job_server import JobServerConfig
 from p2pinfer.protocol import JobParams, ReplayWindow
 from tests.integration.job_helpers import (
     FAKE_MODEL,

@@ -13,14 +13,15 @@ import trio
 
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
-from p2pinfer.backends.tiny_model import write_tiny_model
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.faults import parse_fault
-from p2pinfer.net.job_server import JobServerConfig
+from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.testing.faults import parse_fault
+from p2pinfer.testing.tiny_model import write_tiny_model
+from p2pinfer.validator.checker import Verifier
 from p2pinfer.verify.breaker import BreakerState
-from p2pinfer.verify.checker import Verifier, VerifyConfig
 from p2pinfer.verify.compare import compare_outputs
+from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.reports import build_report
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import start_consumer, start_provider, wait_for_providers

@@ -27,10 +27,10 @@ import trio
 
 from p2pinfer.errors import P2PInferError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.entries import peer_account
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net import NetConfig, NetHost, run_host
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -51,7 +51,7 @@ from p2pinfer.protocol import (
     output_hash,
     sign,
 )
-from p2pinfer.verify.checker import TargetedClient
+from p2pinfer.validator.checker import TargetedClient
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.support.attack_net import MODEL, AttackNet
 

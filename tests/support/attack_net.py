@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from p2pinfer import testnet
+from p2pinfer.testnet import processes as testnet
 
 MODEL = "smollm2:135m"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pinfer.api.server import create_app, serve
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2, ModelSource, smollm2_path
-from p2pinfer.backends.server import create_app, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 The fake backend behaves as the network backend does at the interface: it lists
 the catalog's models, streams a script of events, and fills the job's metadata
 (provider, job id; the charge once the result arrived) into the slot the caller
-put in a ContextVar, as `net.network_backend.NetworkBackend` does.
+put in a ContextVar, as `jobs.network_backend.NetworkBackend` does.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from p2pinfer.gateway.view import (
     ReputationRow,
 )
 from p2pinfer.gov.status import GovernanceView
+from p2pinfer.market.kpis import LiveKPIs
 from p2pinfer.metrics import NodeMetrics
-from p2pinfer.sim.kpis import LiveKPIs
 
 MODEL = "smollm2:135m"
 PROVIDER_A = "12D3KooWProviderAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

@@ -12,12 +12,12 @@ import pytest
 
 from p2pinfer.errors import InsufficientCreditError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.net.client import JobClient
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import JobParams
 from p2pinfer.store import strict_threads
-from p2pinfer.verify.checker import Verifier
+from p2pinfer.validator.checker import Verifier
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.unit.test_client_ranking import MODEL, FakeNet

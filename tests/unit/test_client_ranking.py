@@ -10,10 +10,10 @@ import pytest
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import Candidate, ClientConfig
 from p2pinfer.net.adverts import Catalog, verify_advert
-from p2pinfer.net.client import JobClient
 from p2pinfer.net.info import FetchedAdvert
-from p2pinfer.net.job_types import Candidate, ClientConfig
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 
 T0 = 1_700_000_000_000

@@ -11,8 +11,7 @@ import struct
 
 import pytest
 
-from p2pinfer.backends.base import Embeddings
-from p2pinfer.backends.embed_wire import (
+from p2pinfer.api.embed_wire import (
     EmbedRequest,
     ollama_reply,
     openai_reply,
@@ -20,6 +19,7 @@ from p2pinfer.backends.embed_wire import (
     parse_ollama_legacy,
     parse_openai,
 )
+from p2pinfer.backends.base import Embeddings
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import NodeIdentity

@@ -1,11 +1,11 @@
 """Free inference and slot hogging (issue 14, attack 6): the per-consumer-key admission
-rules of a provider (net/admission.py ConsumerGate)."""
+rules of a provider (jobs/admission.py ConsumerGate)."""
 
 from __future__ import annotations
 
 import pytest
 
-from p2pinfer.net.admission import (
+from p2pinfer.jobs.admission import (
     DEFAULT_BAN_MS,
     FREE_JOBS_PER_KEY,
     FREE_WINDOW_MS,

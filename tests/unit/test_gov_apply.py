@@ -7,8 +7,8 @@ from typing import Any
 
 from p2pinfer.gov.apply import GovernedParts, apply_parameters
 from p2pinfer.gov.status import ParameterInEffect
-from p2pinfer.net.job_types import ClientConfig, JobServerConfig
-from p2pinfer.verify.checker import VerifyConfig
+from p2pinfer.jobs.job_types import ClientConfig, JobServerConfig
+from p2pinfer.verify.config import VerifyConfig
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from p2pinfer.gov.chain_weight import MAX_SNAPSHOT_AGE_BLOCKS, ChainWeights, OwnAccount
 from p2pinfer.gov.messages import Proposal, Vote, decode_message, sign_proposal, sign_vote
 from p2pinfer.gov.service import GovService
 from p2pinfer.gov.status import ProposalDraft
@@ -16,6 +15,7 @@ from p2pinfer.gov.store import GovStore
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE, MAX_VOTE_STAKE, sign_stake
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.chain_weight import MAX_SNAPSHOT_AGE_BLOCKS, ChainWeights, OwnAccount
 from tests.market_support import fixed_identity
 from tests.support.clocks import FakeClock
 from tests.support.fake_chain import FakeChainForTests

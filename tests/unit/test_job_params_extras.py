@@ -11,14 +11,14 @@ import os
 import msgpack
 import pytest
 
+from p2pinfer.api.ollama_wire import parse_chat
+from p2pinfer.api.openai_wire import parse_chat_completion
 from p2pinfer.backends.base import SamplingParams
-from p2pinfer.backends.ollama_wire import parse_chat
-from p2pinfer.backends.openai_wire import parse_chat_completion
+from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.errors import BadRequestError, DecodeError, ValidationError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.generation import sampling_params
-from p2pinfer.net.job_attempt import with_seed
-from p2pinfer.net.network_backend import job_params, wire_job
+from p2pinfer.jobs.job_attempt import with_seed
+from p2pinfer.jobs.network_backend import job_params, wire_job
 from p2pinfer.protocol import JobParams, JobRequest, decode, sign
 from p2pinfer.protocol.codec import _signing_payload
 from p2pinfer.protocol.schema import to_wire

@@ -9,11 +9,11 @@ import trio.testing
 from p2pinfer.backends.base import SamplingParams
 from p2pinfer.errors import UsageError
 from p2pinfer.gateway.config import parse_bind
-from p2pinfer.net.admission import Busy, ModelSlots
-from p2pinfer.net.faults import Fault, parse_fault
-from p2pinfer.net.generation import Outbox
-from p2pinfer.net.job_types import Candidate
-from p2pinfer.net.network_backend import job_params
+from p2pinfer.jobs.admission import Busy, ModelSlots
+from p2pinfer.jobs.generation import Outbox
+from p2pinfer.jobs.job_types import Candidate
+from p2pinfer.jobs.network_backend import job_params
+from p2pinfer.testing.faults import Fault, parse_fault
 
 
 def test_faults_parse_from_their_flag_text() -> None:

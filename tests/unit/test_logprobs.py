@@ -7,15 +7,15 @@ import json
 
 import pytest
 
+from p2pinfer.api.ollama_replies import ChatEncoder
+from p2pinfer.api.ollama_wire import parse_chat, parse_generate
+from p2pinfer.api.openai_replies import ChatCompletionEncoder, TextCompletionEncoder
+from p2pinfer.api.openai_wire import parse_chat_completion, parse_completion
 from p2pinfer.backends.base import Completion, TokenDelta, TokenLogprob, Usage
 from p2pinfer.backends.logprob_wire import legacy, parse_entries, parse_legacy, token_entries
-from p2pinfer.backends.ollama_replies import ChatEncoder
-from p2pinfer.backends.ollama_wire import parse_chat, parse_generate
-from p2pinfer.backends.openai_replies import ChatCompletionEncoder, TextCompletionEncoder
-from p2pinfer.backends.openai_wire import parse_chat_completion, parse_completion
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import ValidationError
-from p2pinfer.net.logprobs import batches, from_wire, to_wire
+from p2pinfer.jobs.logprobs import batches, from_wire, to_wire
 from p2pinfer.protocol import Chunk, ChunkReceived, Failure, JobParams
 from p2pinfer.protocol.messages import LogprobRival, TokenLogprobs
 from p2pinfer.protocol.schema import from_wire as decode_fields

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from p2pinfer.cli.main import _register_all, app
 from p2pinfer.errors import UsageError
-from p2pinfer.node import NodeConfig, check_config
+from p2pinfer.node.config import NodeConfig, check_config
 
 _register_all()
 

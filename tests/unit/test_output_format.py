@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pinfer.api.ollama_wire import parse_chat, parse_generate
+from p2pinfer.api.openai_wire import parse_chat_completion
 from p2pinfer.backends.base import SamplingParams
-from p2pinfer.backends.ollama_wire import parse_chat, parse_generate
+from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.backends.openai_compat import _body
-from p2pinfer.backends.openai_wire import parse_chat_completion
 from p2pinfer.backends.output_format import from_ollama, from_openai, to_ollama, to_openai
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.generation import sampling_params
-from p2pinfer.net.network_backend import job_params
+from p2pinfer.jobs.network_backend import job_params
 from p2pinfer.protocol import JobParams, JobRequest, decode, sign
 from p2pinfer.protocol.codec import _signing_payload
 from p2pinfer.protocol.output_format import (

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from p2pinfer.market import pricing, split
+from p2pinfer.market.kpis import write_csv
 from p2pinfer.sim import economy, engine
 from p2pinfer.sim.engine import ConservationError, Simulation, simulate
-from p2pinfer.sim.kpis import write_csv
 from p2pinfer.sim.params import SimParams, preset_params
 
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pinfer.market.ledger import Ledger
-from p2pinfer.market.split import BME, SEED
-from p2pinfer.sim.kpis import (
+from p2pinfer.market.kpis import (
     DAY_MS,
     CatalogCounts,
     ledger_kpis,
@@ -17,6 +15,8 @@ from p2pinfer.sim.kpis import (
     revenue_growth_pct,
     utilisation_pct,
 )
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.market.split import BME, SEED
 from tests.market_support import charge_input, fixed_identity
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 
-from p2pinfer import testnet_chain
 from p2pinfer.errors import UsageError
-from p2pinfer.session import session_config
-from p2pinfer.testnet_chain import (
+from p2pinfer.node.session import session_config
+from p2pinfer.testnet import chain as testnet_chain
+from p2pinfer.testnet.chain import (
     CHANNEL_DEPOSIT,
     CONSUMER_CREDITS,
     PROVIDER_STAKE,
@@ -29,6 +30,14 @@ def test_each_account_is_granted_what_it_spends_plus_its_free_credits() -> None:
                    CONSUMER_CREDITS + 3 * CHANNEL_DEPOSIT]
 
 
+def test_the_node_command_takes_the_chain_flags_the_testnet_passes() -> None:
+    from p2pinfer.cli import node_cmds
+
+    params = inspect.signature(node_cmds.node).parameters
+    assert testnet_chain.node_accepts_chain_flags()
+    assert "chain_rpc" in params and "chain_contract" in params
+
+
 def test_nodes_redeem_often_on_a_testnet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(testnet_chain, "node_accepts_chain_flags", lambda: True)
     args = testnet_chain.chain_node_args(ChainSpec(1, "d", "http://127.0.0.1:1", "0xC"))
@@ -44,7 +53,7 @@ def test_chain_flags_go_together(tmp_path: Path) -> None:
 
 
 def test_unstaked_indexes_must_name_nodes(tmp_path: Path) -> None:
-    from p2pinfer import testnet
+    from p2pinfer.testnet import processes as testnet
 
     with pytest.raises(UsageError, match="--unstaked"):
         testnet.up(tmp_path, 2, chain=True, unstaked=frozenset({2}))
@@ -59,7 +68,7 @@ def test_unstaked_indexes_must_name_nodes(tmp_path: Path) -> None:
 ])
 def test_validator_indexes_are_checked_before_anything_starts(
         tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
-    from p2pinfer import testnet
+    from p2pinfer.testnet import processes as testnet
 
     with pytest.raises(UsageError, match=message):
         testnet.up(tmp_path, 3, **kwargs)  # type: ignore[arg-type]
@@ -67,7 +76,7 @@ def test_validator_indexes_are_checked_before_anything_starts(
 
 
 def test_a_validator_node_runs_with_its_check_interval_and_short_votes() -> None:
-    from p2pinfer import testnet
+    from p2pinfer.testnet import processes as testnet
 
     options = testnet.NodeOptions(check_interval_s=2.0, gov_min_voting_s=20)
     validator = testnet._node_command(Path("h"), None, "fake-stream=50", [], None, False,

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from p2pinfer import errors, testnet_docker
+from p2pinfer import errors
 from p2pinfer.errors import UsageError
+from p2pinfer.testnet import docker as testnet_docker
 
 
 @pytest.mark.parametrize("name", ["p2pinfer", "p2pt1a2b", "my_net-2"])
@@ -56,7 +57,7 @@ def test_only_the_consumer_publishes_a_port_and_only_on_loopback() -> None:
 
 
 def test_the_chain_container_url_on_the_host_comes_from_its_published_port() -> None:
-    from p2pinfer.testnet_docker_chain import rpc_url
+    from p2pinfer.testnet.docker_chain import rpc_url
 
     assert rpc_url({"8545/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}) \
         == "http://127.0.0.1:49153"

@@ -11,11 +11,12 @@ import os
 import msgpack
 import pytest
 
+from p2pinfer.api.ollama_replies import ChatEncoder, show_reply
+from p2pinfer.api.ollama_wire import parse_chat
+from p2pinfer.api.openai_replies import ChatCompletionEncoder
+from p2pinfer.api.openai_wire import parse_chat_completion
 from p2pinfer.backends.base import ChatMessage, Completion, ModelInfo, TokenDelta
-from p2pinfer.backends.ollama_replies import ChatEncoder, show_reply
-from p2pinfer.backends.ollama_wire import parse_chat
-from p2pinfer.backends.openai_replies import ChatCompletionEncoder
-from p2pinfer.backends.openai_wire import parse_chat_completion
+from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.backends.tool_forward import (
     StreamedCalls,
     ollama_calls_text,
@@ -26,8 +27,7 @@ from p2pinfer.backends.tools import ToolReader, grammar_format, prompt_messages
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import EngineResponseError, ValidationError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.generation import sampling_params
-from p2pinfer.net.network_backend import wire_job
+from p2pinfer.jobs.network_backend import wire_job
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, decode
 from p2pinfer.protocol.charges import prompt_token_bound
 from p2pinfer.protocol.codec import _signing_payload

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import trio
 
-from p2pinfer.net.admission import FREE_JOBS_PER_KEY, FREE_JOBS_PER_MINUTE
+from p2pinfer.jobs.admission import FREE_JOBS_PER_KEY, FREE_JOBS_PER_MINUTE
 from tests.support.attack_money import run_freeloader
 from tests.support.attack_net import AttackNet, honest_job, honest_load
 from tests.support.backends import needs_engine

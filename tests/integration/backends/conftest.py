@@ -10,7 +10,7 @@ from p2pinfer.backends.base import Backend
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.ollama import OllamaBackend
 from p2pinfer.backends.openai_compat import OpenAICompatBackend
-from p2pinfer.backends.tiny_model import write_tiny_model
+from p2pinfer.testing.tiny_model import write_tiny_model
 from tests.support.backends import FRANCE, engine_server, smollm2_source
 
 # Greedy decoding settings shared by the tests that compare paths with llama-cpp-python.

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from p2pinfer.gov.chain_weight import ChainWeights, OwnAccount
 from p2pinfer.gov.messages import sign_proposal, sign_vote
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.stake import sign_stake
@@ -21,6 +20,7 @@ from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.chain import ChainClient
 from p2pinfer.settle.chain_serve import ChainServeOptions, serve_chain
+from p2pinfer.settle.chain_weight import ChainWeights, OwnAccount
 from p2pinfer.settle.devchain import DevChain
 from p2pinfer.settle.node_stakes import slash_params_of
 from p2pinfer.settle.slasher import Slasher, slash_amount

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pinfer.backends.tiny_model import write_tiny_model
+from p2pinfer.testing.tiny_model import write_tiny_model
 
 
 @pytest.fixture(scope="session")

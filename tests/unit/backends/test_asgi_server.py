@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 
+from p2pinfer.api.server import create_app, serve
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -20,7 +21,6 @@ from p2pinfer.backends.base import (
     TokenDelta,
     Usage,
 )
-from p2pinfer.backends.server import create_app, serve
 
 
 class FakePausingBackend:

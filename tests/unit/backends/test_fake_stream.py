@@ -8,8 +8,8 @@ import trio.testing
 
 from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, TokenDelta
 from p2pinfer.backends.factory import make_backend
-from p2pinfer.backends.fake_stream import FakeStreamBackend
 from p2pinfer.errors import ModelNotFound, UsageError
+from p2pinfer.testing.fake_stream import FakeStreamBackend
 
 
 async def test_streams_max_tokens_at_the_set_rate(autojump_clock: trio.testing.MockClock

@@ -13,8 +13,8 @@ from p2pinfer.backends.models import (
     normalize_name,
     resolve_model_spec,
 )
-from p2pinfer.backends.tiny_model import write_tiny_model
 from p2pinfer.errors import ModelNotFound, UsageError
+from p2pinfer.testing.tiny_model import write_tiny_model
 
 
 def test_tiny_model_is_reproducible_from_its_seed(tmp_path: Path, tiny_model: Path) -> None:

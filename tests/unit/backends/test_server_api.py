@@ -12,6 +12,7 @@ import httpx
 import pytest
 import trio
 
+from p2pinfer.api.server import create_app, serve
 from p2pinfer.backends.base import (
     ChatMessage,
     Completion,
@@ -21,7 +22,6 @@ from p2pinfer.backends.base import (
     TokenDelta,
     Usage,
 )
-from p2pinfer.backends.server import create_app, serve
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable
 
 DONE = Completion("stop", Usage(3, 2))

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from p2pinfer.backends import ollama_replies, ollama_wire, openai_replies, openai_wire
+from p2pinfer.api import ollama_replies, ollama_wire, openai_replies, openai_wire
 from p2pinfer.backends.base import Completion, SamplingParams, Timings, TokenDelta, Usage
 from p2pinfer.backends.wire import ApiError, parse_json_body, rfc3339
 

@@ -24,7 +24,7 @@ from p2pinfer.gateway.admin import MAX_SERIES_POINTS
 from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.gateway.serve import run_gateway
 from p2pinfer.gateway.view import CatalogEntry, HardwareView, catalog_counts
-from p2pinfer.sim.kpis import CatalogCounts
+from p2pinfer.market.kpis import CatalogCounts
 from tests.support.gateway import (
     CHARGE,
     FAKE_KPIS,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from p2pinfer.errors import NoProvidersError
-from p2pinfer.net.network_backend import NetworkBackend
+from p2pinfer.jobs.network_backend import NetworkBackend
 from p2pinfer.protocol import ChatTurn, JobParams, ModelOffer
 from tests.support.gateway import MODEL, FakeNodeView, running_gateway
 

@@ -8,7 +8,7 @@ import trio
 from p2pinfer.backends.base import ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.errors import EngineResponseError
 from p2pinfer.gateway.view import JobMeta
-from p2pinfer.job_board import JobBoard
+from p2pinfer.node.job_board import JobBoard
 from tests.support.gateway import DONE, MODEL, FakeNetworkBackend
 
 HI = [ChatMessage("user", "hi")]

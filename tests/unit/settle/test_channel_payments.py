@@ -275,7 +275,7 @@ async def test_receipts_that_overtake_each_other_are_both_paid(parties: Parties)
 
 
 def test_a_covered_key_is_served_as_a_payer_from_its_first_job() -> None:
-    from p2pinfer.net.admission import ConsumerGate, Refused
+    from p2pinfer.jobs.admission import ConsumerGate, Refused
 
     gate = ConsumerGate()
     key = NodeIdentity.generate().public_key

@@ -15,7 +15,7 @@ from hypercorn.config import Config
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
-from p2pinfer.backends.asgi_server import serve_asgi
+from p2pinfer.http.asgi_server import serve_asgi
 from p2pinfer.settle.devchain import DevChain, revert_error, to_wire
 from p2pinfer.settle.jsonrpc import METHOD_NOT_FOUND, RpcError, asgi_app
 

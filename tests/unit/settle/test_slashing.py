@@ -22,7 +22,7 @@ from p2pinfer.settle.slash_votes import (
 from p2pinfer.settle.slasher import Slasher, slash_amount
 from p2pinfer.settle.stakes import StakeBook
 from p2pinfer.settle.vouchers import sign_digest, slash_digest
-from p2pinfer.verify.checker import Verifier
+from p2pinfer.validator.checker import Verifier
 from tests.support.fake_chain import FakeChainForTests
 
 ANY_ACCOUNT = "0x" + "01" * 20  # whose view of the chain: these tests send no transaction

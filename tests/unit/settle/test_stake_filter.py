@@ -12,10 +12,10 @@ import trio
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.net.adverts import Catalog, verify_advert
-from p2pinfer.net.client import JobClient
 from p2pinfer.net.info import FetchedAdvert
-from p2pinfer.net.job_types import ClientConfig
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, decode_as, sign
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes

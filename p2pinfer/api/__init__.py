@@ -1,0 +1,1 @@
+"""api part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""http part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""jobs part of p2pinfer (see docs/architecture.md)."""

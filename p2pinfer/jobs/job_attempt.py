@@ -1,0 +1,114 @@
+"""One attempt of a consumer's job on one provider (`NetJob`, `jobs/net_job.py`, runs
+them one after another): its state, how it fails, and which rejects are nobody's fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from p2pinfer.jobs.job_types import Candidate
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import ConsumerJob, JobParams
+from p2pinfer.protocol.messages import TokenLogprobs
+
+log = logging.getLogger(__name__)
+
+#: Bounds of one busy back-off pause (BusyBackoff.wait), before jitter.
+BUSY_PAUSE_MIN_S = 0.25
+BUSY_PAUSE_MAX_S = 2.0
+
+# Rejects that say nothing bad about the provider: it is full, dearer than we pay,
+# or does not serve the model; or the fault is ours (clock, replay, binding).
+NEUTRAL_CODES = frozenset({"busy", "price_too_low", "unknown_model", "insufficient_credit",
+                           "insufficient_stake", "expired", "replayed", "wrong_provider",
+                           "over_limits"})
+
+
+@dataclass
+class Attempt:
+    """One provider's try at a job: its stream, protocol machine and what it sent."""
+
+    candidate: Candidate
+    stream: NetStream
+    machine: ConsumerJob
+    text: str = ""
+    caught_up: bool = False  # all its text beyond what was delivered has been delivered
+    accepted: bool = False
+    chunks: int = 0
+    payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
+    # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+
+
+class AttemptFailed(Exception):
+    """An attempt ended without a result; `blame` counts it against the provider."""
+
+    def __init__(self, reason: str, code: str | None = None, *, blame: bool = True,
+                 retry_after_ms: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.blame = blame
+        self.retry_after_ms = retry_after_ms  # with code "busy": when to try again
+
+
+
+class BusyBackoff:
+    """One job's wait for busy providers. Every provider tried since the round began
+    answered "busy" (its slots, or this key's share of them, are taken): `wait` sleeps
+    the shortest retry-after they gave, bounded to [BUSY_PAUSE_MIN_S, BUSY_PAUSE_MAX_S]
+    with jitter, and the job starts a new round over all providers. A gateway that runs
+    more users' jobs at once than the providers admit per key then queues them here
+    instead of failing them (bench/gateway.py: 4 of 96 one-token jobs at concurrency 16
+    without this). No wait, and the job fails as before, when a round saw another
+    failure or the budget (`ClientConfig.busy_wait_s`) is spent: a provider that says
+    "busy" forever costs a consumer at most that."""
+
+    def __init__(self) -> None:
+        self._all_busy = True
+        self._retry_ms: int | None = None
+        self.waited_s = 0.0
+
+    def record(self, failure: AttemptFailed) -> None:
+        """Count one failed attempt of this round."""
+        if failure.code != "busy":
+            self._all_busy = False
+            return
+        wait = failure.retry_after_ms if failure.retry_after_ms is not None else 1_000
+        self._retry_ms = wait if self._retry_ms is None else min(self._retry_ms, wait)
+
+    async def wait(self, budget_s: float, model: str) -> bool:
+        """Wait before a new round when this one was all busy; False: fail the job."""
+        left = budget_s - self.waited_s
+        if not self._all_busy or self._retry_ms is None or left <= 0:
+            return False
+        pause = min(left, max(BUSY_PAUSE_MIN_S, min(BUSY_PAUSE_MAX_S, self._retry_ms / 1000)))
+        pause *= 0.75 + 0.5 * random.random()  # jobs told the same retry-after spread out
+        log.info("every provider busy, trying again model=%s in_s=%.2f", model, pause)
+        await trio.sleep(pause)
+        self.waited_s += pause
+        self._all_busy, self._retry_ms = True, None
+        return True
+
+
+def with_seed(params: JobParams, seed: int) -> JobParams:
+    """`params` with `seed` if it had none (every attempt of a job then samples alike, so
+    a failover usually continues the same answer), and floats where the wire wants them."""
+    return replace(
+        params,
+        seed=seed if params.seed is None else params.seed,
+        temperature=float(params.temperature),
+        top_p=float(params.top_p),
+        min_p=_float(params.min_p),
+        repeat_penalty=_float(params.repeat_penalty),
+        presence_penalty=_float(params.presence_penalty),
+        frequency_penalty=_float(params.frequency_penalty),
+    )
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)

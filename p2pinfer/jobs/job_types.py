@@ -1,0 +1,174 @@
+"""The job server's and the consumer client's settings and records, candidates, outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from p2pinfer.jobs.admission import FREE_JOBS_PER_MINUTE
+from p2pinfer.market.pricing import DEFAULT_PRICING, PricingParams
+from p2pinfer.market.split import SplitPreset, preset_named
+from p2pinfer.protocol import RequestLimits
+from p2pinfer.protocol.messages import TokenLogprobs
+from p2pinfer.testing.faults import Fault
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The consumer's policy. Money in micro-credits, timeouts in seconds."""
+
+    max_price_per_1k: int = 10_000  # the most it pays per 1k tokens (10x the base rate)
+    min_stake: int = 0  # providers advertising less stake are skipped
+    max_attempts: int = 4  # providers that answered (accepted or refused) before giving up
+    # Providers skipped (breaker open) or not reached (dial failed) use no attempt, but a
+    # job gives up after this many of them, or this long spent dialling them: fresh keys
+    # are free, so the fakes' number must not decide how long a job tries.
+    max_unanswered: int = 16
+    unanswered_budget_s: float = 20.0
+    # While every provider answers "busy", a job waits and tries them again for at most
+    # this long in all (0: fail at once, as a targeted check job does).
+    busy_wait_s: float = 60.0
+    explore_every: int = 8  # one job in this many may try one unproven provider first
+    request_ttl_ms: int = 5 * 60_000  # a request's validity (at most 10 min)
+    accept_timeout_s: float = 60.0  # request sent -> accept (covers a provider's queue)
+    first_chunk_timeout_s: float = 120.0  # accept -> first chunk (prompt processing)
+    chunk_timeout_s: float = 60.0  # between chunks, and for the result
+    discovery_timeout_s: float = 15.0  # DHT lookups for a model nobody advertised to us
+    rtt_probe_timeout_s: float = 2.0  # measuring a catalog provider's RTT once
+    dht_only: bool = False  # find providers in the DHT alone (not gossip, not direct peers)
+    throwaway_key: bool = False  # sign each request with a fresh key
+    require_credit: bool = True  # refuse to start a job the ledger cannot pay for
+    preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
+
+
+class StakeSource(Protocol):
+    """Where the client reads a provider's stake with settlement on (`settle.StakeBook`):
+    its bound account's stake on chain, 0 when unknown or unbound; never blocks."""
+
+    def stake_of_peer(self, peer_id: str, payee: bytes | None, binding: bytes | None) -> int: ...
+
+    async def read_unread(self, claims: Sequence[tuple[str, bytes | None, bytes | None]],
+                          timeout_s: float) -> None:
+        """Read from the chain now the stakes of `claims` (peer id, payee, binding) never
+        read yet, for at most `timeout_s`: a `min_stake` filter must not drop a provider
+        only because the background reader has not reached it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A provider the client may send a job to, with what ranking uses."""
+
+    peer_id: str
+    model: str
+    price_per_1k: int
+    rtt_ms: float | None  # measured over the info protocol; None if not yet
+    score_pm: int  # reputation, per mille
+    stake: int
+    generation_tps: float
+    found_via: str  # "catalog" (gossip adverts), "dht" or "peer" (a connected peer asked)
+    proven: bool = False  # this node has completed a job with it (Catalog.vouch)
+    # The stake its advert claims; `stake` is what the client counts: the claim without
+    # settlement, the bound account's stake on chain with it (settle.stakes).
+    declared_stake: int = 0
+    embeds: bool = False  # its advert says it embeds text with this model
+
+    def rank_key(self) -> float:
+        """Lower is better: price, inflated by low reputation and by latency."""
+        rtt = self.rtt_ms if self.rtt_ms is not None else 50.0
+        return self.price_per_1k * (1000 / max(self.score_pm, 1)) * (1 + rtt / 100)
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One provider that did not complete the job (nothing was charged for it)."""
+
+    provider: str
+    job_id: str  # hex
+    reason: str
+    code: str | None = None  # the reject code, if the provider rejected
+
+
+@dataclass(frozen=True)
+class RefusedCharge:
+    """A job this consumer refused to pay because the provider overcharged: the signed
+    request and the provider's signed result (or its accept over the quote) are the
+    evidence."""
+
+    provider: str  # PeerID
+    job_id: str  # hex
+    reason: str
+    charged: int  # what the result asked for, micro-credits
+    request: bytes  # our signed JobRequest
+    result: bytes  # the provider's signed JobResult (or its JobAccept over the quote)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer. `restart` True: a failover produced a different answer
+    than the part already delivered; drop what came before and start over from `text`."""
+
+    text: str
+    restart: bool = False
+    logprobs: tuple[TokenLogprobs, ...] = ()  # of this text's tokens, when asked for
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A completed, checked and receipted job."""
+
+    model: str
+    provider: str  # PeerID
+    job_id: str  # hex
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    digest: str
+    price_per_1k: int
+    charged: int  # micro-credits, recorded once in this node's ledger
+    result: bytes  # the provider's signed JobResult
+    receipt: bytes  # our signed Receipt
+    receipt_delivered: bool
+    failovers: tuple[FailedAttempt, ...]
+    found_via: str
+    ttft_ms: float
+    total_ms: float
+    chunks: int  # Chunk messages the answer came in (tokens travel together on slow links)
+    request: bytes = b""  # our signed JobRequest (with `result`: evidence for a spot-check)
+    # How the serving provider was reached: "direct", or "relayed" through a Circuit Relay
+    # v2 relay (its circuit address; the relay sees only Noise ciphertext).
+    path: str = "direct"
+
+
+@dataclass(frozen=True)
+class JobServerConfig:
+    """The provider's policy. `price_per_1k` None: priced by market.pricing from the model's
+    utilisation and the number of providers in the catalog."""
+
+    max_concurrency: int = 1  # jobs per model at once
+    queue: int = 4  # jobs per model waiting for a slot; more are refused `busy`
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    price_per_1k: int | None = None
+    pricing: PricingParams = DEFAULT_PRICING
+    preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
+    request_timeout_s: float = 10.0  # for the request to arrive on a new stream
+    write_timeout_s: float = 30.0  # for the consumer to take one frame
+    receipt_timeout_s: float = 30.0  # for the receipt after the result
+    free_jobs_per_minute: int = FREE_JOBS_PER_MINUTE  # from keys without a receipt here
+    fault: Fault | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """How one job ended at this provider (the last few hundred are kept)."""
+
+    job_id: str  # hex
+    model: str
+    consumer: str  # PeerID of the request's signer
+    outcome: str  # completed | unpaid | cancelled | preempted | rejected:<code> | failed
+    completion_tokens: int
+    max_tokens: int
+    charged: int
+    connection: str = ""  # PeerID of the libp2p connection the request came over

@@ -1,0 +1,1 @@
+"""node part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""testing part of p2pinfer (see docs/architecture.md)."""

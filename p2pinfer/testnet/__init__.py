@@ -1,0 +1,1 @@
+"""testnet part of p2pinfer (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""validator part of p2pinfer (see docs/architecture.md)."""
