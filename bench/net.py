@@ -23,7 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import machine, percentile, results_path, utc_now, write_result
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import ADVERTS_TOPIC, Catalog, NetConfig, NetHost, NetStream, run_host
+from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer
 
 RESULTS = results_path("net.json")

@@ -49,7 +49,8 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.net import NetConfig, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import JobParams
 from p2pinfer.testing.tiny_model import write_tiny_model
 from p2pinfer.testnet import processes as testnet

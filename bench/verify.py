@@ -44,7 +44,8 @@ from bench.scale import cpu_s  # noqa: E402
 from p2pinfer.identity import NodeIdentity  # noqa: E402
 from p2pinfer.jobs.client import JobClient  # noqa: E402
 from p2pinfer.jobs.job_types import ClientConfig  # noqa: E402
-from p2pinfer.net import NetConfig, run_host  # noqa: E402
+from p2pinfer.net.config import NetConfig  # noqa: E402
+from p2pinfer.net.host import run_host  # noqa: E402
 from p2pinfer.protocol import JobParams  # noqa: E402
 from p2pinfer.testnet import processes as testnet  # noqa: E402
 from p2pinfer.validator.checker import prompt_set  # noqa: E402

@@ -41,7 +41,9 @@ from p2pinfer.market.checkpoint import StartupCheck, checkpoint_path, verify_fro
 from p2pinfer.market.ledger import Ledger, ledger_path
 from p2pinfer.market.split import preset_named
 from p2pinfer.metrics import NodeMetrics
-from p2pinfer.net import NetConfig, NetHost, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig
 from p2pinfer.node.config import NodeConfig
 from p2pinfer.node.job_board import JobBoard

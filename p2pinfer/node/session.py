@@ -22,8 +22,9 @@ from p2pinfer.errors import JobTimeoutError, PeerUnreachableError, UsageError
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_types import ClientConfig, JobOutcome, TextDelta
 from p2pinfer.market.ledger import Ledger, ledger_path
-from p2pinfer.net import NetConfig, VerifiedAdvert, run_host
-from p2pinfer.net.config import parse_peer_addr
+from p2pinfer.net.adverts import VerifiedAdvert
+from p2pinfer.net.config import NetConfig, parse_peer_addr
+from p2pinfer.net.host import run_host
 from p2pinfer.node.run import grant_faucet
 from p2pinfer.protocol import ChatTurn, JobParams, Receipt
 from p2pinfer.protocol.codec import decode_as

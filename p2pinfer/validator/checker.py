@@ -47,8 +47,8 @@ from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_types import Candidate, JobOutcome
 from p2pinfer.jobs.net_job import NetJob
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.net import NetConfig, run_host
-from p2pinfer.net.config import wall_clock_ms
+from p2pinfer.net.config import NetConfig, wall_clock_ms
+from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import (
     REPORTS_TOPIC,

@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetConfig, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import JobAccept, JobReject
 from tests.e2e.network_helpers import (
     CANCELLED,

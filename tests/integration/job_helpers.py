@@ -26,7 +26,9 @@ from p2pinfer.jobs.job_server import JobServer, JobServerConfig
 from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.metrics import NodeMetrics
-from p2pinfer.net import NetConfig, NetHost, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.node.offer import model_offer
 from p2pinfer.protocol import Advert, HardwareProfile, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook

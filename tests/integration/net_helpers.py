@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetConfig
+from p2pinfer.net.config import NetConfig
 from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer, sign
 
 HARDWARE = HardwareProfile("test cpu", 4, 8_192, (Gpu("test gpu", 24_576),))

@@ -22,8 +22,9 @@ import trio
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.jobs.job_server import JobServerConfig
-from p2pinfer.net import NetHost, run_host
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, is_circuit_addr
 from p2pinfer.protocol import ChatTurn, JobParams
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model

@@ -9,7 +9,9 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import ADVERTS_TOPIC, NetHost, run_host, verify_advert
+from p2pinfer.net.adverts import ADVERTS_TOPIC, verify_advert
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from tests.integration.net_helpers import HARDWARE, advert_template, config, make_advert
 
 pytestmark = pytest.mark.network

@@ -19,9 +19,10 @@ from libp2p.peer.id import ID
 
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetHost, run_host
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.node.session import summarize_peers
 from p2pinfer.protocol import encode_frame
 from tests.integration.job_helpers import (

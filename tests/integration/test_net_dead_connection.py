@@ -8,7 +8,9 @@ import pytest
 import trio
 
 from p2pinfer.errors import PeerTimeoutError
-from p2pinfer.net import INFO_PROTOCOL, NetHost, run_host
+from p2pinfer.net.host import run_host
+from p2pinfer.net.info import INFO_PROTOCOL
+from p2pinfer.net.nethost import NetHost
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network

@@ -7,7 +7,8 @@ from contextlib import AsyncExitStack
 import pytest
 import trio
 
-from p2pinfer.net import NetHost, run_host
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from tests.integration.net_helpers import advert_template, config
 
 pytestmark = pytest.mark.network

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetHost, run_host
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network

@@ -6,8 +6,9 @@ import pytest
 import trio
 
 from p2pinfer.errors import PeerUnreachableError, SignatureError
-from p2pinfer.net import INFO_PROTOCOL, run_host, verify_advert
-from p2pinfer.net.info import ask_advert
+from p2pinfer.net.adverts import verify_advert
+from p2pinfer.net.host import run_host
+from p2pinfer.net.info import INFO_PROTOCOL, ask_advert
 from tests.integration.net_helpers import config, make_advert
 
 pytestmark = pytest.mark.network

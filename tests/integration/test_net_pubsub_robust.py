@@ -6,7 +6,7 @@ import pytest
 import trio
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
-from p2pinfer.net import run_host
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import encode_frame
 from tests.integration.net_helpers import advert_template, config
 

@@ -25,9 +25,10 @@ from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.errors import StreamClosedError
-from p2pinfer.net import NetHost, NetStream, run_host
 from p2pinfer.net.autonat_rules import AutoNatConfig
-from p2pinfer.net.host import build_libp2p_host
+from p2pinfer.net.host import build_libp2p_host, run_host
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network

@@ -22,9 +22,11 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 
 from p2pinfer.errors import NetworkError, PeerUnreachableError, StreamClosedError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetHost, NetStream, run_host
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, circuit_addr
+from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network

@@ -12,8 +12,10 @@ import trio
 
 from p2pinfer.errors import PeerTimeoutError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetHost, run_host, verify_advert
+from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import (
     RelayClientConfig,
     RelayServiceConfig,

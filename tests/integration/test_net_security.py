@@ -14,7 +14,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
 from p2pinfer.errors import NetworkError, PeerUnreachableError, UsageError
-from p2pinfer.net import run_host
+from p2pinfer.net.host import run_host
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network

@@ -6,7 +6,8 @@ import pytest
 import trio
 
 from p2pinfer.errors import ProtocolNotSupportedError, StreamClosedError
-from p2pinfer.net import NetStream, run_host
+from p2pinfer.net.host import run_host
+from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
 
 pytestmark = pytest.mark.network

@@ -13,8 +13,9 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.jobs.job_types import ClientConfig
-from p2pinfer.net import ADVERTS_TOPIC, VerifiedAdvert, run_host, verify_advert
 from p2pinfer.net.advert_limits import NEW_SIGNER_BURST
+from p2pinfer.net.adverts import ADVERTS_TOPIC, VerifiedAdvert, verify_advert
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import JobParams
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook

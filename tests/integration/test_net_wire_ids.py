@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pinfer.net import run_host
+from p2pinfer.net.host import run_host
 from p2pinfer.net.relay_rules import RelayServiceConfig
 from tests.integration.net_helpers import config
 

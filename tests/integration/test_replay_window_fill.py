@@ -11,7 +11,8 @@ import trio
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
-from p2pinfer.net import NetConfig, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import JobParams, ReplayWindow
 from tests.integration.job_helpers import (
     FAKE_MODEL,

@@ -23,7 +23,10 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import ADVERTS_TOPIC, NetConfig, NetHost, run_host
+from p2pinfer.net.adverts import ADVERTS_TOPIC
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
 from tests.support.attack_net import MODEL, AttackNet
 

@@ -29,7 +29,8 @@ from p2pinfer.gov.messages import GovMessage, Proposal, sign_proposal, sign_vote
 from p2pinfer.gov.service import GOV_PROTOCOL, GOV_TOPIC
 from p2pinfer.identity import NodeIdentity, peer_id_from_public_key
 from p2pinfer.market.stake import sign_stake
-from p2pinfer.net import NetConfig, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, HardwareProfile, sign
 from tests.support.attack_net import AttackNet

@@ -30,7 +30,9 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.entries import peer_account
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.net import NetConfig, NetHost, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,

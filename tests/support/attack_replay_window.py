@@ -19,7 +19,9 @@ import trio
 
 from p2pinfer.errors import P2PInferError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetConfig, NetHost, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     ChatTurn,

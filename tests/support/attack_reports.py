@@ -29,7 +29,8 @@ import trio
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import ledger_path
-from p2pinfer.net import NetConfig, run_host
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import REPORTS_TOPIC, CheckReport, JobParams, JobRequest, JobResult
 from p2pinfer.protocol.codec import Signed, output_hash, sign
 from tests.support.attack_net import MODEL, AttackNet

@@ -8,7 +8,7 @@ import time
 import msgpack
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import NetHost
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     ChatTurn,

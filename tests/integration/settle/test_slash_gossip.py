@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net import run_host
+from p2pinfer.net.host import run_host
 from p2pinfer.protocol import SLASH_TOPIC
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
