@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pinfer.errors import DecodeError, SignatureError, ValidationError
-from p2pinfer.market import canonical
 from p2pinfer.market.stake import (
     DEFAULT_MINIMUM_STAKE,
     STAKE_DOMAIN,
@@ -20,6 +19,7 @@ from p2pinfer.market.stake import (
     slash_amount,
     verify_stake,
 )
+from p2pinfer.protocol import canonical
 from tests.market_support import fixed_identity
 
 PROVIDER = fixed_identity(1)
