@@ -16,9 +16,7 @@ keys are left out of the signed map when unset, so older messages keep their byt
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Annotated, Any, ClassVar, cast
 
 from p2pinfer.errors import UsageError, ValidationError
@@ -26,14 +24,8 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.split import preset_named
 from p2pinfer.market.stake import DEFAULT_MINIMUM_STAKE, StakeDeclaration, verify_stake
 from p2pinfer.protocol.canonical import MAX_INT, MIN_INT
-from p2pinfer.protocol.records import (
-    decode_one_of,
-    encode_record,
-    sign_record,
-    signing_bytes,
-    verify_record,
-)
-from p2pinfer.protocol.schema import OMIT_NONE, Encoded, Key, Range, Size
+from p2pinfer.protocol.records import SignedRecord, decode_one_of, sign_record, verify_record
+from p2pinfer.protocol.schema import OMIT_NONE, Range, Size, Wire
 
 PROPOSAL_DOMAIN = b"p2pinfer/v1/proposal"
 VOTE_DOMAIN = b"p2pinfer/v1/vote"
@@ -43,7 +35,7 @@ MAX_MESSAGE = 4096
 ParameterValue = int | str
 _Millis = Annotated[int, Range(0, MAX_INT)]
 _PublicKey = Annotated[bytes, Size(32, 32)]
-_Signature = Annotated[bytes, Size(64, 64), Key("sig")]
+_Signature = Annotated[bytes, Size(64, 64), Wire(key="sig")]
 
 
 def _int_range(low: int, high: int) -> Any:
@@ -98,7 +90,7 @@ def check_value(parameter: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
-class Proposal:
+class Proposal(SignedRecord):
     """`proposer` proposes `parameter` := `value`; votes count until `voting_deadline`
     (inclusive, ms); if it passes it applies from `effective_at` (ms) on every node.
 
@@ -110,31 +102,17 @@ class Proposal:
     SIGNER: ClassVar[str] = "proposer"
     MAX_BYTES: ClassVar[int] = MAX_MESSAGE
 
-    proposer: Annotated[_PublicKey, Key("from")]
-    parameter: Annotated[str, Size(0, MAX_MESSAGE), Key("param")]
+    proposer: Annotated[_PublicKey, Wire(key="from")]
+    parameter: Annotated[str, Size(0, MAX_MESSAGE), Wire(key="param")]
     # Any int or str decodes; check_value (in validate) bounds it per parameter.
     value: Annotated[int, Range(MIN_INT, MAX_INT)] | Annotated[str, Size(0, MAX_MESSAGE)]
-    voting_deadline: Annotated[_Millis, Key("deadline")]
+    voting_deadline: Annotated[_Millis, Wire(key="deadline")]
     effective_at: _Millis
     issued_at: _Millis
     signature: _Signature
     # settlement on: votes weigh stake at this block
-    snapshot_block: Annotated[int | None, Range(0, MAX_INT), OMIT_NONE, Key("snapshot")] = None
-
-    def signing_bytes(self) -> bytes:
-        return signing_bytes(self)
-
-    def encode(self) -> bytes:
-        return encode_record(self)
-
-    @property
-    def author(self) -> bytes:
-        return self.proposer
-
-    @cached_property
-    def id(self) -> bytes:
-        """sha256 of the signed bytes: what votes name (computed once: tallies ask often)."""
-        return hashlib.sha256(self.signing_bytes()).digest()
+    snapshot_block: Annotated[int | None, Range(0, MAX_INT),
+                              Wire(key="snapshot", omit_none=True)] = None
 
     def validate(self) -> None:
         """ValidationError unless the value is within its parameter's bounds and the times
@@ -145,7 +123,7 @@ class Proposal:
 
 
 @dataclass(frozen=True)
-class Vote:
+class Vote(SignedRecord):
     """`voter` votes `yes` (or no) on proposal `proposal_id`, backed by `stake` (its own
     signed declaration, issued no later than the vote).
 
@@ -157,30 +135,16 @@ class Vote:
     SIGNER: ClassVar[str] = "voter"
     MAX_BYTES: ClassVar[int] = MAX_MESSAGE
 
-    voter: Annotated[_PublicKey, Key("from")]
-    proposal_id: Annotated[bytes, Size(32, 32), Key("proposal")]
+    voter: Annotated[_PublicKey, Wire(key="from")]
+    proposal_id: Annotated[bytes, Size(32, 32), Wire(key="proposal")]
     yes: bool
     issued_at: _Millis
-    stake: Annotated[StakeDeclaration, Encoded(Size(0, MAX_MESSAGE))]
+    stake: Annotated[StakeDeclaration, Wire(encoded=Size(0, MAX_MESSAGE))]
     signature: _Signature
     # settlement on: the voter's chain account (20 bytes) and its EIP-191 binding to the
     # voter's peer id
     account: Annotated[bytes | None, Size(20, 20), OMIT_NONE] = None
     binding: Annotated[bytes | None, Size(65, 65), OMIT_NONE] = None
-
-    def signing_bytes(self) -> bytes:
-        return signing_bytes(self)
-
-    def encode(self) -> bytes:
-        return encode_record(self)
-
-    @property
-    def author(self) -> bytes:
-        return self.voter
-
-    @cached_property
-    def id(self) -> bytes:
-        return hashlib.sha256(self.signing_bytes()).digest()
 
     def validate(self) -> None:
         """ValidationError unless the stake is the voter's own, declared no later than the

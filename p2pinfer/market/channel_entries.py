@@ -9,11 +9,12 @@ fields are schema dataclasses (protocol/schema.py), like every entry body's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from p2pinfer.errors import ValidationError
+from p2pinfer.market.entry_body import EntryBodyBase
 from p2pinfer.protocol.canonical import MAX_INT
-from p2pinfer.protocol.schema import POSITIONAL, Key, Range, Size
+from p2pinfer.protocol.schema import POSITIONAL, Range, Size, Wire
 
 VoucherRole = Literal["signed", "held"]
 _Amount = Annotated[int, Range(0, MAX_INT)]
@@ -27,7 +28,7 @@ def channel_subject(channels: bytes, consumer: bytes, provider: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class VoucherBody:
+class VoucherBody(EntryBodyBase):
     """A voucher this node signed as the consumer ("signed", journaled before it is sent)
     or received and checked as the provider ("held"). Addresses are 20 raw bytes."""
 
@@ -36,17 +37,14 @@ class VoucherBody:
     channels: _Address
     consumer: _Address
     provider: _Address
-    job_id: Annotated[bytes, Size(16, 16), Key("job")]
+    job_id: Annotated[bytes, Size(16, 16), Wire(key="job")]
     amount: _Amount  # this job's charge
     cumulative: _Amount  # all the consumer ever owed the provider on this channel contract
-    signature: Annotated[bytes, Size(65, 65), Key("sig")]  # the consumer's EIP-191 voucher
+    signature: Annotated[bytes, Size(65, 65), Wire(key="sig")]  # the consumer's EIP-191 voucher
 
     def validate(self) -> None:
         if self.cumulative < self.amount:
             raise ValidationError("voucher: cumulative is less than the job's amount")
-
-    def postings(self) -> tuple[Any, ...]:
-        return ()
 
     def idem_key(self) -> str | None:
         # One entry per role and cumulative on a channel: a replayed voucher is refused.
@@ -67,24 +65,21 @@ class RedeemedClaim:
 
 
 @dataclass(frozen=True)
-class RedemptionBody:
+class RedemptionBody(EntryBodyBase):
     """A mined `redeem_many` of this node (the provider): what it redeemed, from whom."""
 
     kind: ClassVar[str] = "redemption"
     channels: _Address
     provider: _Address
-    tx_hash: Annotated[str, Size(0, 256), Key("tx")]
+    tx_hash: Annotated[str, Size(0, 256), Wire(key="tx")]
     block: _Amount
-    gas_used: Annotated[_Amount, Key("gas")]
+    gas_used: Annotated[_Amount, Wire(key="gas")]
     claims: Annotated[tuple[Annotated[RedeemedClaim, POSITIONAL], ...], Size(1, 64)]
 
     @property
     def amount(self) -> int:
         """All the redemption took out of the channels (before the split)."""
         return sum(c.amount for c in self.claims)
-
-    def postings(self) -> tuple[Any, ...]:
-        return ()
 
     def idem_key(self) -> str | None:
         return self.tx_hash

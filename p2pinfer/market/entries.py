@@ -18,12 +18,14 @@ from typing import Annotated, Any, ClassVar
 from p2pinfer.errors import DecodeError, ValidationError
 from p2pinfer.identity import peer_id_from_public_key
 from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody
+from p2pinfer.market.entry_body import EntryBodyBase
+from p2pinfer.market.entry_body import Posting as Posting  # its home before entry_body.py
 from p2pinfer.market.split import Split
 from p2pinfer.market.stake import StakeDeclaration
 from p2pinfer.protocol import canonical
 from p2pinfer.protocol.canonical import MAX_INT
 from p2pinfer.protocol.records import Signer, sign_bytes, verify_bytes
-from p2pinfer.protocol.schema import Encoded, Key, Range, Size, from_wire, to_wire
+from p2pinfer.protocol.schema import Range, Size, Wire, from_wire, to_wire
 
 ENTRY_DOMAIN = b"p2pinfer/v1/ledger"
 GENESIS_PREV = bytes(32)
@@ -51,14 +53,6 @@ def peer_account(public_key: bytes) -> str:
     return "peer:" + peer_id_from_public_key(public_key)
 
 
-@dataclass(frozen=True)
-class Posting:
-    """`amount` micro-credits into `account` (negative: out of it)."""
-
-    account: str
-    amount: int
-
-
 def _postings(*moves: tuple[str, int]) -> tuple[Posting, ...]:
     # Merge per account and drop zeros, so a body has exactly one set of postings.
     total: dict[str, int] = {}
@@ -68,13 +62,13 @@ def _postings(*moves: tuple[str, int]) -> tuple[Posting, ...]:
 
 
 @dataclass(frozen=True)
-class FaucetGrant:
+class FaucetGrant(EntryBodyBase):
     """Testnet credits minted to `recipient`; `grant_id` (if not empty) is unique."""
 
     kind: ClassVar[str] = "faucet"
-    recipient: Annotated[_Key, Key("to")]
+    recipient: Annotated[_Key, Wire(key="to")]
     amount: _Amount
-    grant_id: Annotated[_Text, Key("grant")] = ""
+    grant_id: Annotated[_Text, Wire(key="grant")] = ""
 
     def postings(self) -> tuple[Posting, ...]:
         return _postings(
@@ -107,7 +101,7 @@ class ChargeParts:
 
 
 @dataclass(frozen=True)
-class ChargeBody:
+class ChargeBody(EntryBodyBase):
     """A paid job: `consumer` pays `amount`, split by `preset` with the provider's `quality_pm`.
 
     `result` and `receipt` are the provider's signed JobResult and the
@@ -115,14 +109,14 @@ class ChargeBody:
     """
 
     kind: ClassVar[str] = "charge"
-    job_id: Annotated[_Blob, Key("job")]
+    job_id: Annotated[_Blob, Wire(key="job")]
     model: _Text
     provider: _Key
     consumer: _Key
     tokens: _Amount
     amount: _Amount
     preset: _Text
-    quality_pm: Annotated[_Amount, Key("quality")]
+    quality_pm: Annotated[_Amount, Wire(key="quality")]
     parts: ChargeParts
     result: _Blob
     receipt: _Blob
@@ -159,19 +153,16 @@ class ChargeBody:
 
 
 @dataclass(frozen=True)
-class ReceiptBody:
+class ReceiptBody(EntryBodyBase):
     """A receipted job held as evidence without moving money in this ledger
     (e.g. one seen by a validator); at most one per job id."""
 
     kind: ClassVar[str] = "receipt"
-    job_id: Annotated[_Blob, Key("job")]
+    job_id: Annotated[_Blob, Wire(key="job")]
     provider: _Key
     consumer: _Key
     amount: _Amount
     receipt: _Blob
-
-    def postings(self) -> tuple[Posting, ...]:
-        return ()
 
     def idem_key(self) -> str | None:
         return self.job_id.hex()
@@ -181,14 +172,11 @@ class ReceiptBody:
 
 
 @dataclass(frozen=True)
-class StakeBody:
+class StakeBody(EntryBodyBase):
     """A provider's signed stake declaration, stored as the bytes it signed."""
 
     kind: ClassVar[str] = "stake"
-    declaration: Annotated[StakeDeclaration, Encoded(Size(0, MAX_EVIDENCE)), Key("decl")]
-
-    def postings(self) -> tuple[Posting, ...]:
-        return ()
+    declaration: Annotated[StakeDeclaration, Wire(key="decl", encoded=Size(0, MAX_EVIDENCE))]
 
     def idem_key(self) -> str | None:
         return hashlib.sha256(self.declaration.encode()).hexdigest()
@@ -198,7 +186,7 @@ class StakeBody:
 
 
 @dataclass(frozen=True)
-class SlashBody:
+class SlashBody(EntryBodyBase):
     """This observer slashes `amount` of `provider`'s stake for proven fraud.
 
     `evidence` names the proof: the sha256 of what was received (e.g. the
@@ -212,10 +200,7 @@ class SlashBody:
     amount: _Amount
     reason: _Text
     evidence: _Blob
-    slash_id: Annotated[_Text, Key("slash")]
-
-    def postings(self) -> tuple[Posting, ...]:
-        return ()
+    slash_id: Annotated[_Text, Wire(key="slash")]
 
     def idem_key(self) -> str | None:
         return self.slash_id
@@ -279,8 +264,7 @@ def decode_body(data: bytes) -> tuple[int, int, EntryBody]:
         if type(header[name]) is not int:
             raise ValidationError(f"entry body: {name!r} must be an integer")
     body: EntryBody = from_wire(cls, value)
-    if isinstance(body, ChargeBody | VoucherBody):
-        body.validate()
+    body.validate()
     return header["seq"], header["at"], body
 
 

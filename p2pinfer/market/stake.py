@@ -23,14 +23,8 @@ from typing import Annotated, ClassVar
 from p2pinfer.errors import SignatureError, ValidationError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.pricing import MICRO_PER_CREDIT
-from p2pinfer.protocol.records import (
-    decode_record,
-    encode_record,
-    sign_record,
-    signing_bytes,
-    verify_record,
-)
-from p2pinfer.protocol.schema import Key, Range, Size
+from p2pinfer.protocol.records import SignedRecord, sign_record, verify_record
+from p2pinfer.protocol.schema import Range, Size, Wire
 
 STAKE_DOMAIN = b"p2pinfer/v1/stake"
 STAKE_TYPE = "stake"
@@ -52,7 +46,7 @@ Amount = Annotated[int, Range(0, _MAX_AMOUNT)]
 
 
 @dataclass(frozen=True)
-class StakeDeclaration:
+class StakeDeclaration(SignedRecord):
     """`provider` (32-byte Ed25519 key) declares `amount` micro-credits at `issued_at` (ms).
 
     A signed record (protocol/records.py): `{"v": 1, "t": "stake", "from", "amount",
@@ -63,29 +57,11 @@ class StakeDeclaration:
     SIGNER: ClassVar[str] = "provider"
     MAX_BYTES: ClassVar[int] = MAX_DECLARATION
 
-    provider: Annotated[PublicKey, Key("from")]
+    provider: Annotated[PublicKey, Wire(key="from")]
     amount: Amount
     issued_at: Amount
-    signature: Annotated[bytes, Size(64, 64), Key("sig")]
+    signature: Annotated[bytes, Size(64, 64), Wire(key="sig")]
 
-    def validate(self) -> None:
-        """Nothing beyond each field's bounds (the schema checks those)."""
-
-    def signing_bytes(self) -> bytes:
-        """What the provider signs: domain string + canonical map of the unsigned fields."""
-        return signing_bytes(self)
-
-    def encode(self) -> bytes:
-        """The declaration as sent and stored: canonical map of all fields, `sig` included."""
-        return encode_record(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> StakeDeclaration:
-        """Parse `encode()`'s output; DecodeError/ValidationError on anything else.
-
-        The signature is not checked here: call `verify_stake`.
-        """
-        return decode_record(cls, data)
 
 
 def sign_stake(identity: NodeIdentity, amount: int, issued_at: int) -> StakeDeclaration:

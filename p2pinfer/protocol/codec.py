@@ -31,7 +31,8 @@ from p2pinfer.identity import peer_id_from_public_key
 from p2pinfer.protocol import canonical
 from p2pinfer.protocol.check_messages import CheckReport
 from p2pinfer.protocol.messages import MESSAGE_TYPES, JobRequest, JobResult, Message
-from p2pinfer.protocol.records import Signer, sign_bytes, verify_bytes
+from p2pinfer.protocol.records import Signer as Signer  # its home before records.py
+from p2pinfer.protocol.records import sign_bytes, verify_bytes
 from p2pinfer.protocol.schema import from_wire, to_wire
 from p2pinfer.protocol.wire_types import PROTOCOL_VERSION, WireMessage
 

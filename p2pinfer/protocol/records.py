@@ -20,7 +20,9 @@ signs `DOMAIN || canonical(that map without sig)`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Protocol, TypeVar, cast
+import hashlib
+from functools import cached_property
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 
 from p2pinfer.errors import DecodeError
 from p2pinfer.identity import verify_signature
@@ -49,18 +51,44 @@ def verify_bytes(public_key: bytes, domain: bytes, content: bytes, signature: by
     verify_signature(public_key, domain + content, signature)
 
 
-class SignedRecord(Protocol):
-    """What a self-contained signed record class provides (see the module docstring)."""
+class SignedRecord:
+    """Base of a self-contained signed record (see the module docstring): subclasses are
+    frozen dataclasses that set the class constants and declare the fields."""
 
     DOMAIN: ClassVar[bytes]
     HEADER: ClassVar[dict[str, str | int]]
     SIGNER: ClassVar[str]
     MAX_BYTES: ClassVar[int]
+    signature: bytes
+
+    def validate(self) -> None:
+        """ValidationError unless the fields agree with each other (each field's own bounds
+        are the schema's); nothing to check by default."""
+
+    def signing_bytes(self) -> bytes:
+        """What the signer signs: DOMAIN || canonical map without `sig`."""
+        return signing_bytes(self)
+
+    def encode(self) -> bytes:
+        """The record as sent and stored: canonical map of every field, `sig` included."""
+        return encode_record(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        """Parse `encode()`'s output (DecodeError/ValidationError on anything else); the
+        signature is not checked here."""
+        return decode_record(cls, data)
 
     @property
-    def signature(self) -> bytes: ...
+    def author(self) -> bytes:
+        """The signer's 32-byte public key."""
+        key: bytes = getattr(self, self.SIGNER)
+        return key
 
-    def validate(self) -> None: ...
+    @cached_property
+    def id(self) -> bytes:
+        """sha256 of the signed bytes: names the content, not one signature (computed once)."""
+        return hashlib.sha256(self.signing_bytes()).digest()
 
 
 R = TypeVar("R", bound=SignedRecord)

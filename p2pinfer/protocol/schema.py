@@ -14,9 +14,9 @@ optionally wrapped in Annotated[..., Size(...) | Range(...)]. bool is not an
 int here. A field annotated `Annotated[X | None, OMIT_NONE]` is left out of the
 map when None and reads as None when absent: how a field is added to a message
 without changing (or invalidating the signatures of) the messages of older peers.
-`Key("from")` names a field's map key when it is not the attribute's name; a
-nested dataclass annotated `POSITIONAL` is an array of its fields in order;
-one annotated `Encoded(Size(...))` is carried as the bytes of its own
+`Wire(key="from")` names a field's map key when it is not the attribute's name;
+a nested dataclass annotated `POSITIONAL` is an array of its fields in order;
+one annotated `Wire(encoded=Size(...))` is carried as the bytes of its own
 `encode()` and read back with its `decode(bytes)` (a signed record inside
 another keeps the exact bytes its signer signed).
 """
@@ -56,33 +56,23 @@ class Range:
 
 
 @dataclass(frozen=True)
-class OmitNone:
-    """Marks an optional field that is absent from the wire map when None (see above)."""
+class Wire:
+    """How a field is carried when not plainly as its attribute (at most one per field).
+
+    `key`: its map key, where that is not the attribute's name. `omit_none`: absent
+    from the map when None (see above). `positional`: a nested dataclass carried as an
+    array of its fields in declaration order. `encoded`: a nested record carried as the
+    bytes of its own `encode()` (at most this Size), read back with its `decode(bytes)`.
+    """
+
+    key: str | None = None
+    omit_none: bool = False
+    positional: bool = False
+    encoded: Size | None = None
 
 
-OMIT_NONE = OmitNone()
-
-
-@dataclass(frozen=True)
-class Key:
-    """The map key of a field whose attribute name is not its wire name."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Positional:
-    """Marks a nested dataclass carried as an array of its fields in declaration order."""
-
-
-POSITIONAL = Positional()
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Marks a nested record carried as the bytes of its `encode()`, at most `size`."""
-
-    size: Size
+OMIT_NONE = Wire(omit_none=True)
+POSITIONAL = Wire(positional=True)
 
 
 def to_wire(obj: Any) -> dict[str, Any]:
@@ -134,10 +124,10 @@ def _compile(annotation: Any) -> _Conv:
             raise TypeError(f"tuples must be tuple[X, ...] with a Size: {annotation}")
         return _sequence(_compile(item), bounds)
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        encoded = next((e for e in extras if isinstance(e, Encoded)), None)
-        if encoded is not None:
-            return _encoded(annotation, encoded.size)
-        return _record(annotation, any(isinstance(e, Positional) for e in extras))
+        wire = _wire(extras)
+        if wire.encoded is not None:
+            return _encoded(annotation, wire.encoded)
+        return _record(annotation, wire.positional)
     if annotation in (int, float):
         if not isinstance(bounds, Range):
             raise TypeError(f"numbers need a Range: {annotation}")
@@ -215,13 +205,13 @@ def _sequence(item: _Conv, size: Size) -> _Conv:
 
 def _record(cls: type[Any], positional: bool) -> _Conv:
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = [(f.name, _key_of(hints[f.name], f.name)) for f in dataclasses.fields(cls)]
+    fields = [(f.name, _options(hints[f.name]).key or f.name) for f in dataclasses.fields(cls)]
     if positional:
         return _array(cls, [(n, *_compile(hints[n])) for n, _ in fields])
     fields.sort(key=lambda field: field[1].encode())
     convs = [(n, k, *_compile(hints[n])) for n, k in fields]
     keys = frozenset(k for _, k in fields)
-    omittable = frozenset(k for n, k in fields if _omits_none(hints[n]))
+    omittable = frozenset(k for n, k in fields if _options(hints[n]).omit_none)
     required = keys - omittable
 
     def to(v: Any, path: str) -> dict[str, Any]:
@@ -283,17 +273,17 @@ def _build(cls: type[Any], kwargs: dict[str, Any], path: str) -> Any:
         raise ValidationError(f"{path}: {exc}") from exc
 
 
-def _key_of(annotation: Any, name: str) -> str:
+def _wire(extras: Any) -> Wire:
+    options = [e for e in extras if isinstance(e, Wire)]
+    if len(options) > 1:
+        raise TypeError(f"one Wire(...) per field, not {options}")
+    return options[0] if options else Wire()
+
+
+def _options(annotation: Any) -> Wire:
     if typing.get_origin(annotation) is typing.Annotated:
-        for extra in typing.get_args(annotation)[1:]:
-            if isinstance(extra, Key):
-                return extra.name
-    return name
-
-
-def _omits_none(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is typing.Annotated and any(
-        isinstance(e, OmitNone) for e in typing.get_args(annotation)[1:])
+        return _wire(typing.get_args(annotation)[1:])
+    return Wire()
 
 
 def _number(kind: type, bounds: Range) -> _Conv:
