@@ -61,6 +61,19 @@ def _postings(*moves: tuple[str, int]) -> tuple[Posting, ...]:
     return tuple(Posting(a, n) for a, n in sorted(total.items()) if n != 0)
 
 
+class _PerJob(EntryBodyBase):
+    """A body about one job of `provider`'s: at most one of its kind per job id."""
+
+    job_id: bytes
+    provider: bytes
+
+    def idem_key(self) -> str | None:
+        return self.job_id.hex()
+
+    def subject(self) -> str:
+        return peer_account(self.provider)
+
+
 @dataclass(frozen=True)
 class FaucetGrant(EntryBodyBase):
     """Testnet credits minted to `recipient`; `grant_id` (if not empty) is unique."""
@@ -101,7 +114,7 @@ class ChargeParts:
 
 
 @dataclass(frozen=True)
-class ChargeBody(EntryBodyBase):
+class ChargeBody(_PerJob):
     """A paid job: `consumer` pays `amount`, split by `preset` with the provider's `quality_pm`.
 
     `result` and `receipt` are the provider's signed JobResult and the
@@ -145,15 +158,9 @@ class ChargeBody(EntryBodyBase):
             (BURN_ACCOUNT, s.burn),
         )
 
-    def idem_key(self) -> str | None:
-        return self.job_id.hex()
-
-    def subject(self) -> str:
-        return peer_account(self.provider)
-
 
 @dataclass(frozen=True)
-class ReceiptBody(EntryBodyBase):
+class ReceiptBody(_PerJob):
     """A receipted job held as evidence without moving money in this ledger
     (e.g. one seen by a validator); at most one per job id."""
 
@@ -163,12 +170,6 @@ class ReceiptBody(EntryBodyBase):
     consumer: _Key
     amount: _Amount
     receipt: _Blob
-
-    def idem_key(self) -> str | None:
-        return self.job_id.hex()
-
-    def subject(self) -> str:
-        return peer_account(self.provider)
 
 
 @dataclass(frozen=True)
