@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from p2pinfer.protocol.schema import to_wire
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,10 @@ class EntryBodyBase:
     between its fields."""
 
     kind: ClassVar[str]
+
+    def fields(self) -> dict[str, Any]:
+        """The body's own fields as the body map holds them (keys as on the wire)."""
+        return to_wire(self)
 
     def validate(self) -> None:
         """ValidationError unless the fields agree with each other (called after decoding)."""

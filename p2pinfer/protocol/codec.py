@@ -169,7 +169,8 @@ def _unsigned(type_name: str, body: dict[str, Any], public_key: bytes) -> Any:
 
 
 def _domain(type_name: str) -> bytes:
-    return f"p2pinfer/v{PROTOCOL_VERSION}/{type_name}".encode() + b"\x00"
+    # The type's domain string, then 0x00: no domain is a prefix of another's.
+    return MESSAGE_TYPES[type_name].domain() + b"\x00"
 
 
 def _signing_payload(type_name: str, body: dict[str, Any], public_key: bytes) -> bytes:
