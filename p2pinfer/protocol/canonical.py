@@ -37,28 +37,36 @@ RECORD = Profile(floats=False)
 """Ledger bodies, stake declarations, governance messages: no floats anywhere."""
 
 
+_PLAIN = frozenset({type(None), bool, str, bytes})
+
+
 def _check(value: Any, profile: Profile) -> Any:
     """`value` with every map's keys sorted; ValueError on a value the rules refuse."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | bytes):
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, int):
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                raise ValueError(f"map key {key!r} is not a str")
+        # Code point order is UTF-8 byte order (a str with no UTF-8 form fails to pack).
+        return {k: _check(value[k], profile) for k in sorted(value)}
+    if kind is list or kind is tuple:
+        return [_check(v, profile) for v in value]
+    if kind is int:
         if not MIN_INT <= value <= MAX_INT:
             raise ValueError(f"integer {value} does not fit in 64 bits")
         return value
-    if isinstance(value, float) and profile.floats:
+    if kind is float and profile.floats:
         return value
-    if isinstance(value, list | tuple):
-        return [_check(v, profile) for v in value]
-    if isinstance(value, dict):
-        for key in value:
-            if not isinstance(key, str):
-                raise ValueError(f"map key {key!r} is not a str")
-        return {k: _check(value[k], profile) for k in sorted(value, key=_utf8)}
-    raise ValueError(f"cannot encode {type(value).__name__} canonically (floats are not allowed)")
-
-
-def _utf8(key: str) -> bytes:
-    return key.encode()
+    # A subclass (e.g. a StrEnum, an IntEnum) encodes as its base.
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, int):
+        return _check(int(value), profile)
+    raise ValueError(f"cannot encode {kind.__name__} canonically (floats are not allowed)")
 
 
 def encode(value: Any, profile: Profile = RECORD) -> bytes:
