@@ -60,3 +60,9 @@ def test_non_canonical_bytes_are_refused() -> None:
         canonical.decode(wide_int)
     with pytest.raises(DecodeError):
         canonical.decode(b"\x01\x02")  # trailing bytes
+
+
+@given(st.dictionaries(st.text(), st.integers(0, 9), max_size=8))
+def test_map_keys_come_in_utf8_byte_order(value: dict[str, int]) -> None:
+    keys = list(msgpack.unpackb(canonical.encode(value), object_pairs_hook=list))
+    assert [k for k, _ in keys] == sorted(value, key=lambda k: k.encode("utf-8", "surrogatepass"))
