@@ -24,7 +24,7 @@ import hashlib
 from functools import cached_property
 from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 
-from p2pinfer.errors import DecodeError
+from p2pinfer.errors import DecodeError, ValidationError
 from p2pinfer.identity import verify_signature
 from p2pinfer.protocol import canonical
 from p2pinfer.protocol.schema import from_wire, to_wire
@@ -144,9 +144,12 @@ def _has_header(value: dict[str, Any], cls: type[SignedRecord]) -> bool:
 
 
 def sign_record(draft: R, signer: Signer) -> R:
-    """`draft` (its signature ignored) validated and signed by `signer`."""
+    """`draft` (its signature ignored) validated and signed by `signer`, whose key it must
+    name as its SIGNER (ValidationError otherwise)."""
     content = canonical.encode(record_map(draft, signed=False))
     draft.validate()
+    if draft.author != bytes(signer.public_key):
+        raise ValidationError(f"{type(draft).__name__} names another key than its signer's")
     signature = sign_bytes(signer, type(draft).DOMAIN, content)
     return dataclasses.replace(draft, signature=signature)  # type: ignore[type-var]  # a dataclass
 
