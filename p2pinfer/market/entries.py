@@ -265,6 +265,8 @@ def decode_body(data: bytes) -> tuple[int, int, EntryBody]:
         if type(header[name]) is not int:
             raise ValidationError(f"entry body: {name!r} must be an integer")
     body: EntryBody = from_wire(cls, value)
+    if canonical.encode({**to_wire(body), **header}) != data:
+        raise DecodeError("entry body is not canonical")
     body.validate()
     return header["seq"], header["at"], body
 

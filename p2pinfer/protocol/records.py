@@ -133,6 +133,8 @@ def decode_one_of(classes: tuple[type[SignedRecord], ...], data: bytes) -> Signe
     if len(data) > cls.MAX_BYTES:
         raise DecodeError(f"{cls.__name__} over {cls.MAX_BYTES} bytes")
     record = from_wire(cls, {k: v for k, v in value.items() if k not in cls.HEADER})
+    if encode_record(record) != data:  # e.g. an optional key present as nil
+        raise DecodeError(f"non-canonical {cls.__name__}")
     record.validate()
     return record
 

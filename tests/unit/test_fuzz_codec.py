@@ -2,10 +2,11 @@
 and every signed record (stake declarations, proposals, votes, ledger entry bodies).
 
 An attacker sends any bytes it likes. For each decoder: random bytes, byte-level
-mutations of a valid encoding (flip, insert, delete, truncate, extend) and
+mutations of a valid encoding (flip, insert, delete, truncate, extend),
 structure-level ones (a valid map with a field replaced, removed or added, encoded
-canonically so it passes the first check) may only raise DecodeError,
-ValidationError, SignatureError (or FrameTooLarge); and whatever does decode
+canonically so it passes the first check) and an optional key sent as nil may
+only raise DecodeError, ValidationError, SignatureError (or FrameTooLarge); and
+whatever does decode
 re-encodes to exactly the bytes it came from (one value, one encoding). Valid
 records generated at random round-trip: decode(encode(x)) == x.
 """
@@ -46,6 +47,9 @@ EXAMPLES = 150
 ATTACKS = 400
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: Keys some records leave out when unset: present (as nil or anything) they must not
+#: make a second encoding of the same record.
+OPTIONAL_KEYS = ["snapshot", "account", "binding", "grant"]
 KEYS = [NodeIdentity.from_seed(bytes([i]) * 32) for i in range(1, 4)]
 
 # --- valid records ---------------------------------------------------------------
@@ -252,9 +256,14 @@ def structure_mutations(draw: st.DrawFn, raw: bytes) -> bytes:
 @st.composite
 def attacks(draw: st.DrawFn, target: Target) -> bytes:
     raw = draw(target.valid)
-    kind = draw(st.sampled_from(["bytes", "structure", "random"]))
+    kind = draw(st.sampled_from(["bytes", "structure", "random", "optional"]))
     if kind == "random":
         return draw(st.binary(max_size=256))
+    if kind == "optional":  # an optional key left out when unset, sent anyway
+        value = msgpack.unpackb(raw, raw=False)
+        if isinstance(value, dict):
+            value[draw(st.sampled_from(OPTIONAL_KEYS))] = draw(st.none() | values)
+        return canonical.encode(value, canonical.WIRE)
     return draw(structure_mutations(raw) if kind == "structure" else byte_mutations(raw))
 
 

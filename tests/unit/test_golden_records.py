@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pinfer.errors import DecodeError
 from p2pinfer.gov.messages import (
     Proposal,
     Vote,
@@ -138,3 +139,14 @@ def test_a_ledger_file_written_before_still_verifies_and_reads(tmp_path: Path) -
     with Ledger.open(path, OWNER, clock=lambda: AT + 1) as ledger:
         ledger.record_faucet(PROV.public_key, 1)
         assert ledger.verify().bad is None
+
+
+@pytest.mark.parametrize(("name", "key"), [("proposal", "snapshot"), ("vote", "account")])
+def test_an_optional_key_sent_as_nil_is_not_a_second_encoding(name: str, key: str) -> None:
+    # Same record, same id, same signature, other bytes: refused, one record one encoding.
+    from p2pinfer.protocol import canonical
+
+    value = canonical.decode(bytes.fromhex(V["gov"][name]))
+    extra = {key: None} if key == "snapshot" else {"account": None, "binding": None}
+    with pytest.raises(DecodeError, match="non-canonical"):
+        decode_message(canonical.encode({**value, **extra}))
