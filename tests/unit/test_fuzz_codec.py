@@ -6,9 +6,8 @@ mutations of a valid encoding (flip, insert, delete, truncate, extend),
 structure-level ones (a valid map with a field replaced, removed or added, encoded
 canonically so it passes the first check) and an optional key sent as nil may
 only raise DecodeError, ValidationError, SignatureError (or FrameTooLarge); and
-whatever does decode
-re-encodes to exactly the bytes it came from (one value, one encoding). Valid
-records generated at random round-trip: decode(encode(x)) == x.
+whatever does decode re-encodes to exactly the bytes it came from (one value, one
+encoding). Valid records generated at random round-trip: decode(encode(x)) == x.
 """
 
 from __future__ import annotations
