@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from p2pinfer.errors import LedgerIntegrityError, SignatureError
-from p2pinfer.identity import NodeIdentity, verify_signature
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.market.verify_chain import VerifyReport
+from p2pinfer.protocol.records import sign_bytes, verify_bytes
 
 CHECKPOINT_FILE_NAME = "ledger.checkpoint.json"
 CHECKPOINT_DOMAIN = b"p2pinfer/v1/ledger-checkpoint"
@@ -58,10 +59,15 @@ class Checkpoint:
     signer: bytes = b""
     signature: bytes = b""
 
-    def signing_bytes(self) -> bytes:
+    def content(self) -> bytes:
+        """What is signed after CHECKPOINT_DOMAIN: sorted JSON of the fields but the signer's
+        (a local file, never sent: JSON, not a canonical record)."""
         fields = {"v": CHECKPOINT_VERSION, "seq": self.seq, "entry_hash": self.entry_hash.hex(),
                   "balances": self.balances.hex(), "stakes": self.stakes.hex()}
-        return CHECKPOINT_DOMAIN + json.dumps(fields, sort_keys=True).encode()
+        return json.dumps(fields, sort_keys=True).encode()
+
+    def signing_bytes(self) -> bytes:
+        return CHECKPOINT_DOMAIN + self.content()
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ def make_checkpoint(ledger: Ledger, identity: NodeIdentity, report: VerifyReport
         balances, stakes = prefix_digests(conn, report.head_seq)
     unsigned = Checkpoint(report.head_seq, report.head_hash, balances, stakes)
     return Checkpoint(unsigned.seq, unsigned.entry_hash, balances, stakes, identity.public_key,
-                      identity.sign(unsigned.signing_bytes()))
+                      sign_bytes(identity, CHECKPOINT_DOMAIN, unsigned.content()))
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -131,7 +137,7 @@ def read_checkpoint(path: Path, owner: bytes) -> Checkpoint | None:
     try:
         if checkpoint.signer != owner:
             raise SignatureError("signed by another key")
-        verify_signature(owner, checkpoint.signing_bytes(), checkpoint.signature)
+        verify_bytes(owner, CHECKPOINT_DOMAIN, checkpoint.content(), checkpoint.signature)
     except SignatureError as exc:
         raise LedgerIntegrityError(
             f"ledger checkpoint {path} is not signed by this node's key ({exc})") from exc

@@ -1,6 +1,7 @@
 """What a ledger entry says, independent of SQLite: bodies, accounts, postings, hashes.
 
-An entry body is a canonical msgpack map `{v, seq, kind, at, ...kind fields}`.
+An entry body is a canonical msgpack map `{v, seq, kind, at, ...kind fields}`; each
+kind's fields are a schema dataclass (protocol/schema.py) whose `kind` names it.
 Its hash chains it to the entry before: entry_hash = sha256(prev_hash || body).
 The node signs `p2pinfer/v1/ledger || entry_hash`. Everything the SQLite
 columns hold besides these (kind, idempotency key, subject, postings) is
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from p2pinfer.errors import DecodeError, ValidationError
 from p2pinfer.identity import peer_id_from_public_key
-from p2pinfer.market import canonical
 from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody
-from p2pinfer.market.split import PART_NAMES, Split
+from p2pinfer.market.entry_body import EntryBodyBase
+from p2pinfer.market.entry_body import Posting as Posting  # its home before entry_body.py
+from p2pinfer.market.split import Split
 from p2pinfer.market.stake import StakeDeclaration
+from p2pinfer.protocol import canonical
+from p2pinfer.protocol.canonical import MAX_INT
+from p2pinfer.protocol.records import Signer, sign_bytes, verify_bytes
+from p2pinfer.protocol.schema import Range, Size, Wire, from_wire, to_wire
 
 ENTRY_DOMAIN = b"p2pinfer/v1/ledger"
 GENESIS_PREV = bytes(32)
@@ -35,18 +41,16 @@ TREASURY_ACCOUNT = "treasury"
 VALIDATORS_POOL = "pool:validators"
 STAKERS_POOL = "pool:stakers"
 
+# The field types of entry bodies: amounts are never negative, keys are Ed25519's.
+_Amount = Annotated[int, Range(0, MAX_INT)]
+_Key = Annotated[bytes, Size(32, 32)]
+_Blob = Annotated[bytes, Size(0, MAX_EVIDENCE)]
+_Text = Annotated[str, Size(0, MAX_EVIDENCE)]
+
 
 def peer_account(public_key: bytes) -> str:
     """The ledger account of a peer: `peer:` + its PeerID."""
     return "peer:" + peer_id_from_public_key(public_key)
-
-
-@dataclass(frozen=True)
-class Posting:
-    """`amount` micro-credits into `account` (negative: out of it)."""
-
-    account: str
-    amount: int
 
 
 def _postings(*moves: tuple[str, int]) -> tuple[Posting, ...]:
@@ -57,48 +61,27 @@ def _postings(*moves: tuple[str, int]) -> tuple[Posting, ...]:
     return tuple(Posting(a, n) for a, n in sorted(total.items()) if n != 0)
 
 
-def _take(fields: dict[str, Any], key: str, kind: type, what: str) -> Any:
-    if key not in fields:
-        raise ValidationError(f"{what}: missing field {key!r}")
-    value: Any = fields[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValidationError(f"{what}: field {key!r} must be {kind.__name__}")
-    if isinstance(value, int) and value < 0:
-        raise ValidationError(f"{what}: field {key!r} must be >= 0")
-    if isinstance(value, bytes | str) and len(value) > MAX_EVIDENCE:
-        raise ValidationError(f"{what}: field {key!r} is too large")
-    return value
+class _PerJob(EntryBodyBase):
+    """A body about one job of `provider`'s: at most one of its kind per job id."""
 
+    job_id: bytes
+    provider: bytes
 
-def _key(fields: dict[str, Any], key: str, what: str) -> bytes:
-    value: bytes = _take(fields, key, bytes, what)
-    if len(value) != 32:
-        raise ValidationError(f"{what}: field {key!r} must be a 32-byte public key")
-    return value
+    def idem_key(self) -> str | None:
+        return self.job_id.hex()
 
-
-def _exact_keys(fields: dict[str, Any], keys: set[str], what: str) -> None:
-    if set(fields) != keys:
-        raise ValidationError(f"{what}: fields {sorted(fields)} != {sorted(keys)}")
+    def subject(self) -> str:
+        return peer_account(self.provider)
 
 
 @dataclass(frozen=True)
-class FaucetGrant:
+class FaucetGrant(EntryBodyBase):
     """Testnet credits minted to `recipient`; `grant_id` (if not empty) is unique."""
 
     kind: ClassVar[str] = "faucet"
-    recipient: bytes
-    amount: int
-    grant_id: str = ""
-
-    def fields(self) -> dict[str, Any]:
-        return {"to": self.recipient, "amount": self.amount, "grant": self.grant_id}
-
-    @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> FaucetGrant:
-        _exact_keys(f, {"to", "amount", "grant"}, cls.kind)
-        return cls(_key(f, "to", cls.kind), _take(f, "amount", int, cls.kind),
-                   _take(f, "grant", str, cls.kind))
+    recipient: Annotated[_Key, Wire(key="to")]
+    amount: _Amount
+    grant_id: Annotated[_Text, Wire(key="grant")] = ""
 
     def postings(self) -> tuple[Posting, ...]:
         return _postings(
@@ -113,7 +96,25 @@ class FaucetGrant:
 
 
 @dataclass(frozen=True)
-class ChargeBody:
+class ChargeParts:
+    """A charge's split as its entry holds it (`Split` without the charge, which is the
+    entry's `amount`)."""
+
+    providers: _Amount
+    validators: _Amount
+    stakers: _Amount
+    treasury: _Amount
+    burn: _Amount
+    forfeited: _Amount
+
+    @classmethod
+    def of(cls, split: Split) -> ChargeParts:
+        return cls(split.providers, split.validators, split.stakers, split.treasury, split.burn,
+                   split.forfeited)
+
+
+@dataclass(frozen=True)
+class ChargeBody(_PerJob):
     """A paid job: `consumer` pays `amount`, split by `preset` with the provider's `quality_pm`.
 
     `result` and `receipt` are the provider's signed JobResult and the
@@ -121,48 +122,30 @@ class ChargeBody:
     """
 
     kind: ClassVar[str] = "charge"
-    job_id: bytes
-    model: str
-    provider: bytes
-    consumer: bytes
-    tokens: int
-    amount: int
-    preset: str
-    quality_pm: int
-    split: Split
-    result: bytes
-    receipt: bytes
+    job_id: Annotated[_Blob, Wire(key="job")]
+    model: _Text
+    provider: _Key
+    consumer: _Key
+    tokens: _Amount
+    amount: _Amount
+    preset: _Text
+    quality_pm: Annotated[_Amount, Wire(key="quality")]
+    parts: ChargeParts
+    result: _Blob
+    receipt: _Blob
 
-    def fields(self) -> dict[str, Any]:
-        parts = dict(self.split.parts())
-        parts["forfeited"] = self.split.forfeited
-        return {
-            "job": self.job_id, "model": self.model, "provider": self.provider,
-            "consumer": self.consumer, "tokens": self.tokens, "amount": self.amount,
-            "preset": self.preset, "quality": self.quality_pm, "parts": parts,
-            "result": self.result, "receipt": self.receipt,
-        }
+    @property
+    def split(self) -> Split:
+        p = self.parts
+        return Split(self.amount, p.providers, p.validators, p.stakers, p.treasury, p.burn,
+                     p.forfeited)
 
-    @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> ChargeBody:
-        w = cls.kind
-        _exact_keys(f, {"job", "model", "provider", "consumer", "tokens", "amount", "preset",
-                        "quality", "parts", "result", "receipt"}, w)
-        parts: dict[str, Any] = _take(f, "parts", dict, w)
-        _exact_keys(parts, {*PART_NAMES, "forfeited"}, w + " parts")
-        amount: int = _take(f, "amount", int, w)
-        values = {name: _take(parts, name, int, w + " parts") for name in parts}
-        split = Split(amount, values["providers"], values["validators"], values["stakers"],
-                      values["treasury"], values["burn"], values["forfeited"])
-        if sum(n for _, n in split.parts()) != amount or split.forfeited > split.burn:
+    def validate(self) -> None:
+        s = self.split
+        if sum(n for _, n in s.parts()) != self.amount or s.forfeited > s.burn:
             raise ValidationError("charge: parts do not add up to the amount")
-        quality: int = _take(f, "quality", int, w)
-        if quality > 1000:
+        if self.quality_pm > 1000:
             raise ValidationError("charge: quality must be 0..1000 per mille")
-        return cls(_take(f, "job", bytes, w), _take(f, "model", str, w), _key(f, "provider", w),
-                   _key(f, "consumer", w), _take(f, "tokens", int, w), amount,
-                   _take(f, "preset", str, w), quality, split, _take(f, "result", bytes, w),
-                   _take(f, "receipt", bytes, w))
 
     def postings(self) -> tuple[Posting, ...]:
         s = self.split
@@ -175,63 +158,26 @@ class ChargeBody:
             (BURN_ACCOUNT, s.burn),
         )
 
-    def idem_key(self) -> str | None:
-        return self.job_id.hex()
-
-    def subject(self) -> str:
-        return peer_account(self.provider)
-
 
 @dataclass(frozen=True)
-class ReceiptBody:
+class ReceiptBody(_PerJob):
     """A receipted job held as evidence without moving money in this ledger
     (e.g. one seen by a validator); at most one per job id."""
 
     kind: ClassVar[str] = "receipt"
-    job_id: bytes
-    provider: bytes
-    consumer: bytes
-    amount: int
-    receipt: bytes
-
-    def fields(self) -> dict[str, Any]:
-        return {"job": self.job_id, "provider": self.provider, "consumer": self.consumer,
-                "amount": self.amount, "receipt": self.receipt}
-
-    @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> ReceiptBody:
-        w = cls.kind
-        _exact_keys(f, {"job", "provider", "consumer", "amount", "receipt"}, w)
-        return cls(_take(f, "job", bytes, w), _key(f, "provider", w), _key(f, "consumer", w),
-                   _take(f, "amount", int, w), _take(f, "receipt", bytes, w))
-
-    def postings(self) -> tuple[Posting, ...]:
-        return ()
-
-    def idem_key(self) -> str | None:
-        return self.job_id.hex()
-
-    def subject(self) -> str:
-        return peer_account(self.provider)
+    job_id: Annotated[_Blob, Wire(key="job")]
+    provider: _Key
+    consumer: _Key
+    amount: _Amount
+    receipt: _Blob
 
 
 @dataclass(frozen=True)
-class StakeBody:
+class StakeBody(EntryBodyBase):
     """A provider's signed stake declaration, stored as the bytes it signed."""
 
     kind: ClassVar[str] = "stake"
-    declaration: StakeDeclaration
-
-    def fields(self) -> dict[str, Any]:
-        return {"decl": self.declaration.encode()}
-
-    @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> StakeBody:
-        _exact_keys(f, {"decl"}, cls.kind)
-        return cls(StakeDeclaration.decode(_take(f, "decl", bytes, cls.kind)))
-
-    def postings(self) -> tuple[Posting, ...]:
-        return ()
+    declaration: Annotated[StakeDeclaration, Wire(key="decl", encoded=Size(0, MAX_EVIDENCE))]
 
     def idem_key(self) -> str | None:
         return hashlib.sha256(self.declaration.encode()).hexdigest()
@@ -241,7 +187,7 @@ class StakeBody:
 
 
 @dataclass(frozen=True)
-class SlashBody:
+class SlashBody(EntryBodyBase):
     """This observer slashes `amount` of `provider`'s stake for proven fraud.
 
     `evidence` names the proof: the sha256 of what was received (e.g. the
@@ -251,25 +197,11 @@ class SlashBody:
     """
 
     kind: ClassVar[str] = "slash"
-    provider: bytes
-    amount: int
-    reason: str
-    evidence: bytes
-    slash_id: str
-
-    def fields(self) -> dict[str, Any]:
-        return {"provider": self.provider, "amount": self.amount, "reason": self.reason,
-                "evidence": self.evidence, "slash": self.slash_id}
-
-    @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> SlashBody:
-        w = cls.kind
-        _exact_keys(f, {"provider", "amount", "reason", "evidence", "slash"}, w)
-        return cls(_key(f, "provider", w), _take(f, "amount", int, w), _take(f, "reason", str, w),
-                   _take(f, "evidence", bytes, w), _take(f, "slash", str, w))
-
-    def postings(self) -> tuple[Posting, ...]:
-        return ()
+    provider: _Key
+    amount: _Amount
+    reason: _Text
+    evidence: _Blob
+    slash_id: Annotated[_Text, Wire(key="slash")]
 
     def idem_key(self) -> str | None:
         return self.slash_id
@@ -312,10 +244,10 @@ class Entry:
 
 
 def encode_body(seq: int, at_ms: int, body: EntryBody) -> bytes:
-    """The canonical bytes that are hashed and stored for entry `seq`."""
-    fields = body.fields()
-    return canonical.encode({**fields, "v": BODY_VERSION, "seq": seq, "kind": body.kind,
-                             "at": at_ms})
+    """The canonical bytes that are hashed and stored for entry `seq`; ValidationError if a
+    field is out of its bounds."""
+    header = {"v": BODY_VERSION, "seq": seq, "kind": body.kind, "at": at_ms}
+    return canonical.encode({**to_wire(body), **header})
 
 
 def decode_body(data: bytes) -> tuple[int, int, EntryBody]:
@@ -324,15 +256,18 @@ def decode_body(data: bytes) -> tuple[int, int, EntryBody]:
     if not isinstance(value, dict):
         raise DecodeError("entry body is not a map")
     header = {k: value.pop(k, None) for k in ("v", "seq", "kind", "at")}
-    if header["v"] != BODY_VERSION:
+    if type(header["v"]) is not int or header["v"] != BODY_VERSION:
         raise DecodeError(f"entry body version {header['v']!r} is not {BODY_VERSION}")
     cls = _KINDS.get(header["kind"]) if isinstance(header["kind"], str) else None
     if cls is None:
         raise DecodeError(f"unknown entry kind {header['kind']!r}")
     for name in ("seq", "at"):
-        if isinstance(header[name], bool) or not isinstance(header[name], int):
+        if type(header[name]) is not int:
             raise ValidationError(f"entry body: {name!r} must be an integer")
-    body: EntryBody = cls.from_fields(value)
+    body: EntryBody = from_wire(cls, value)
+    if canonical.encode({**to_wire(body), **header}) != data:
+        raise DecodeError("entry body is not canonical")
+    body.validate()
     return header["seq"], header["at"], body
 
 
@@ -342,5 +277,15 @@ def chain_hash(prev_hash: bytes, body: bytes) -> bytes:
 
 
 def signing_bytes(entry_hash: bytes) -> bytes:
-    """What the ledger's owner signs for an entry."""
+    """What the ledger's owner signs for an entry: ENTRY_DOMAIN || entry_hash."""
     return ENTRY_DOMAIN + entry_hash
+
+
+def sign_entry(signer: Signer, entry_hash: bytes) -> bytes:
+    """The ledger owner's signature of an entry (over `signing_bytes(entry_hash)`)."""
+    return sign_bytes(signer, ENTRY_DOMAIN, entry_hash)
+
+
+def verify_entry(signer: bytes, entry_hash: bytes, signature: bytes) -> None:
+    """SignatureError unless `signature` is `signer`'s over the entry with `entry_hash`."""
+    verify_bytes(signer, ENTRY_DOMAIN, entry_hash, signature)

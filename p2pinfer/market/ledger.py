@@ -184,7 +184,7 @@ class Ledger(LedgerReads):
             # Refuse here (ValidationError) what verify would later reject.
             E.decode_body(data)
             entry_hash = E.chain_hash(head.entry_hash, data)
-            signature = identity.sign(E.signing_bytes(entry_hash))
+            signature = E.sign_entry(identity, entry_hash)
             key = body.idem_key()
             try:
                 conn.execute(
@@ -225,7 +225,8 @@ class Ledger(LedgerReads):
         parts = split(charge.amount, preset, quality_pm)
         return self._append(E.ChargeBody(
             charge.job_id, charge.model, charge.provider, charge.consumer, charge.tokens,
-            charge.amount, preset.name, quality_pm, parts, charge.result, charge.receipt,
+            charge.amount, preset.name, quality_pm, E.ChargeParts.of(parts), charge.result,
+            charge.receipt,
         ))
 
     def record_receipt(

@@ -11,19 +11,20 @@ once it is recorded in the observer's own ledger, which happens for the
 node's own `--stake` and for a declaration its operator accepts (`p2pinfer gov
 stake accept`); one carried in an advert or a vote counts for nothing.
 
-Signed bytes follow the wire convention: the domain string `p2pinfer/v1/stake`
-followed by the canonical msgpack map of every field but `sig`.
+Signed bytes follow the record convention (protocol/records.py): the domain string
+`p2pinfer/v1/stake` followed by the canonical msgpack map of every field but `sig`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, ClassVar
 
-from p2pinfer.errors import DecodeError, SignatureError, ValidationError
-from p2pinfer.identity import NodeIdentity, verify_signature
-from p2pinfer.market import canonical
+from p2pinfer.errors import SignatureError, ValidationError
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.pricing import MICRO_PER_CREDIT
+from p2pinfer.protocol.records import SignedRecord, sign_record, verify_record
+from p2pinfer.protocol.schema import Range, Size, Wire
 
 STAKE_DOMAIN = b"p2pinfer/v1/stake"
 STAKE_TYPE = "stake"
@@ -37,76 +38,41 @@ _MAX_AMOUNT = 2**63 - 1
 #: against: 10x the minimum stake, so one key recorded by mistake (or a huge declaration
 #: accepted by an operator) cannot outweigh ten honest minimum stakers.
 MAX_VOTE_STAKE = 10 * DEFAULT_MINIMUM_STAKE
+#: No encoded declaration is larger (it is about 150 bytes).
+MAX_DECLARATION = 1024
+
+PublicKey = Annotated[bytes, Size(32, 32)]
+Amount = Annotated[int, Range(0, _MAX_AMOUNT)]
 
 
 @dataclass(frozen=True)
-class StakeDeclaration:
-    """`provider` (32-byte Ed25519 key) declares `amount` micro-credits at `issued_at` (ms)."""
+class StakeDeclaration(SignedRecord):
+    """`provider` (32-byte Ed25519 key) declares `amount` micro-credits at `issued_at` (ms).
 
-    provider: bytes
-    amount: int
-    issued_at: int
-    signature: bytes
+    A signed record (protocol/records.py): `{"v": 1, "t": "stake", "from", "amount",
+    "issued_at", "sig"}`."""
 
-    def _fields(self) -> dict[str, Any]:
-        return {
-            "v": VERSION,
-            "t": STAKE_TYPE,
-            "from": self.provider,
-            "amount": self.amount,
-            "issued_at": self.issued_at,
-        }
+    DOMAIN: ClassVar[bytes] = STAKE_DOMAIN
+    HEADER: ClassVar[dict[str, str | int]] = {"t": STAKE_TYPE, "v": VERSION}
+    SIGNER: ClassVar[str] = "provider"
+    MAX_BYTES: ClassVar[int] = MAX_DECLARATION
 
-    def signing_bytes(self) -> bytes:
-        """What the provider signs: domain string + canonical map of the unsigned fields."""
-        return STAKE_DOMAIN + canonical.encode(self._fields())
+    provider: Annotated[PublicKey, Wire(key="from")]
+    amount: Amount
+    issued_at: Amount
+    signature: Annotated[bytes, Size(64, 64), Wire(key="sig")]
 
-    def encode(self) -> bytes:
-        """The declaration as sent and stored: canonical map of all fields, `sig` included."""
-        return canonical.encode({**self._fields(), "sig": self.signature})
-
-    @classmethod
-    def decode(cls, data: bytes) -> StakeDeclaration:
-        """Parse `encode()`'s output; DecodeError/ValidationError on anything else.
-
-        The signature is not checked here: call `verify_stake`.
-        """
-        value = canonical.decode(data)
-        if not isinstance(value, dict) or set(value) != {
-            "v", "t", "from", "amount", "issued_at", "sig"
-        }:
-            raise DecodeError("not a stake declaration")
-        if value["v"] != VERSION or value["t"] != STAKE_TYPE:
-            raise DecodeError("not a version 1 stake declaration")
-        decl = cls(value["from"], value["amount"], value["issued_at"], value["sig"])
-        _validate(decl)
-        return decl
-
-
-def _validate(decl: StakeDeclaration) -> None:
-    if not isinstance(decl.provider, bytes) or len(decl.provider) != 32:
-        raise ValidationError("stake declaration: provider must be a 32-byte public key")
-    for name in ("amount", "issued_at"):
-        value = getattr(decl, name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_AMOUNT:
-            raise ValidationError(f"stake declaration: {name} must be an integer >= 0")
-    if not isinstance(decl.signature, bytes) or len(decl.signature) != 64:
-        raise ValidationError("stake declaration: signature must be 64 bytes")
 
 
 def sign_stake(identity: NodeIdentity, amount: int, issued_at: int) -> StakeDeclaration:
     """`identity`'s signed declaration that it stakes `amount` micro-credits as of `issued_at`."""
-    unsigned = StakeDeclaration(identity.public_key, amount, issued_at, b"\0" * 64)
-    _validate(unsigned)
-    return StakeDeclaration(
-        identity.public_key, amount, issued_at, identity.sign(unsigned.signing_bytes())
-    )
+    return sign_record(StakeDeclaration(identity.public_key, amount, issued_at, bytes(64)),
+                       identity)
 
 
 def verify_stake(decl: StakeDeclaration) -> None:
     """ValidationError/SignatureError unless `decl` is well-formed and signed by its provider."""
-    _validate(decl)
-    verify_signature(decl.provider, decl.signing_bytes(), decl.signature)
+    verify_record(decl)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pinfer.errors import P2PInferError, SignatureError
-from p2pinfer.identity import verify_signature
 from p2pinfer.market import entries as E
 from p2pinfer.market.entries import Entry
 from p2pinfer.market.stake import verify_stake
@@ -83,7 +82,7 @@ def _check_row(
     if signer_expected is not None and cols["signer"] != signer_expected:
         raise _Bad(seq, "signed by a key that does not own this ledger")
     try:
-        verify_signature(cols["signer"], E.signing_bytes(cols["entry_hash"]), cols["signature"])
+        E.verify_entry(cols["signer"], cols["entry_hash"], cols["signature"])
     except SignatureError:
         raise _Bad(seq, "signature does not verify") from None
     try:

@@ -9,7 +9,6 @@ from p2pinfer.protocol.codec import (
     MAX_MESSAGE_BYTES,
     Evidence,
     Signed,
-    Signer,
     decode,
     decode_as,
     encode,
@@ -50,6 +49,7 @@ from p2pinfer.protocol.messages import (
     ModelOffer,
     Receipt,
 )
+from p2pinfer.protocol.records import Signer
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
     MAX_ADVERT_TTL_MS,

@@ -7,10 +7,11 @@ A message on the wire is one msgpack map, the envelope:
 
 `sig` signs `domain || 0x00 || canonical({"body", "from", "t", "v"})` where
 `domain` is `p2pinfer/v1/<type>`, so a signature made for one type never
-verifies as another. Canonical means: maps with keys sorted, the shortest
-msgpack form for every value, str for text and bin for bytes, floats as
-float64. `decode` accepts only bytes that re-encode to themselves, so each
-message has exactly one encoding and `Signed.hash` (sha256 of it) names it.
+verifies as another. Canonical means protocol/canonical.py's rules under its
+WIRE profile (floats allowed, as float64); signing and verifying go through
+protocol/records.py's `sign_bytes`/`verify_bytes`, like every signed record.
+`decode` accepts only bytes that re-encode to themselves, so each message has
+exactly one encoding and `Signed.hash` (sha256 of it) names it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Generic, Protocol, TypeVar
-
-import msgpack
+from typing import Any, Generic, TypeVar
 
 from p2pinfer.errors import (
     DecodeError,
@@ -28,9 +27,12 @@ from p2pinfer.errors import (
     SignatureError,
     ValidationError,
 )
-from p2pinfer.identity import peer_id_from_public_key, verify_signature
+from p2pinfer.identity import peer_id_from_public_key
+from p2pinfer.protocol import canonical
 from p2pinfer.protocol.check_messages import CheckReport
 from p2pinfer.protocol.messages import MESSAGE_TYPES, JobRequest, JobResult, Message
+from p2pinfer.protocol.records import Signer as Signer  # its home before records.py
+from p2pinfer.protocol.records import sign_bytes, verify_bytes
 from p2pinfer.protocol.schema import from_wire, to_wire
 from p2pinfer.protocol.wire_types import PROTOCOL_VERSION, WireMessage
 
@@ -41,15 +43,6 @@ _ENVELOPE_KEYS = frozenset({"body", "from", "sig", "t", "v"})
 
 M = TypeVar("M", bound=WireMessage)
 N = TypeVar("N", bound=WireMessage)
-
-
-class Signer(Protocol):
-    """Anything that can sign as an Ed25519 key, e.g. `p2pinfer.identity.NodeIdentity`."""
-
-    @property
-    def public_key(self) -> bytes: ...
-
-    def sign(self, message: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ def sign(msg: M, signer: Signer) -> Signed[M]:
     """Sign `msg` as `signer`; ValidationError if a field is out of bounds or too big."""
     body = to_wire(msg)
     public_key = bytes(signer.public_key)
-    sig = bytes(signer.sign(_signing_payload(msg.TYPE, body, public_key)))
+    sig = sign_bytes(signer, _domain(msg.TYPE), _pack(_unsigned(msg.TYPE, body, public_key)))
     raw = _pack(_envelope(msg.TYPE, body, public_key, sig))
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ValidationError(f"{msg.TYPE} message is {len(raw)} bytes, over {MAX_MESSAGE_BYTES}")
@@ -119,7 +112,7 @@ def decode(data: bytes) -> Signed[Message]:
     body = to_wire(msg)
     if _pack(_envelope(type_name, body, public_key, sig)) != data:
         raise DecodeError("non-canonical encoding")
-    verify_signature(public_key, _signing_payload(type_name, body, public_key), sig)
+    verify_bytes(public_key, _domain(type_name), _pack(_unsigned(type_name, body, public_key)), sig)
     return Signed(msg, public_key, sig, data)  # type: ignore[arg-type]  # MESSAGE_TYPES
 
 
@@ -171,31 +164,25 @@ def _envelope(type_name: str, body: dict[str, Any], public_key: bytes, sig: byte
     return {"body": body, "from": public_key, "sig": sig, "t": type_name, "v": PROTOCOL_VERSION}
 
 
+def _unsigned(type_name: str, body: dict[str, Any], public_key: bytes) -> Any:
+    return {"body": body, "from": public_key, "t": type_name, "v": PROTOCOL_VERSION}
+
+
+def _domain(type_name: str) -> bytes:
+    # The type's domain string, then 0x00: no domain is a prefix of another's.
+    return MESSAGE_TYPES[type_name].domain() + b"\x00"
+
+
 def _signing_payload(type_name: str, body: dict[str, Any], public_key: bytes) -> bytes:
-    unsigned = {"body": body, "from": public_key, "t": type_name, "v": PROTOCOL_VERSION}
-    return f"p2pinfer/v{PROTOCOL_VERSION}/{type_name}".encode() + b"\x00" + _pack(unsigned)
+    return _domain(type_name) + _pack(_unsigned(type_name, body, public_key))
 
 
 def _pack(obj: Any) -> bytes:
-    try:
-        packed: bytes = msgpack.packb(obj, use_bin_type=True)
-    except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
-        # A str with lone surrogates has no UTF-8 form; nothing else reaches here checked.
-        raise ValidationError(f"cannot encode message: {exc}") from exc
-    return packed
+    return canonical.encode(obj, canonical.WIRE)
 
 
 def _unpack(data: bytes) -> Any:
-    try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-        )
-    except (ValueError, msgpack.UnpackException) as exc:
-        # msgpack's errors (ExtraData, FormatError, StackError, bad UTF-8...) are ValueErrors.
-        raise DecodeError(f"not valid msgpack: {type(exc).__name__}") from exc
+    return canonical.parse(data)
 
 
 def _short(value: Any) -> str:

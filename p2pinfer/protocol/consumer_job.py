@@ -22,7 +22,7 @@ from p2pinfer.protocol.charges import (
     max_charge,
     prompt_token_bound,
 )
-from p2pinfer.protocol.codec import Signed, Signer, decode, sign
+from p2pinfer.protocol.codec import Signed, decode, sign
 from p2pinfer.protocol.events import (
     Accepted,
     ChunkReceived,
@@ -33,6 +33,7 @@ from p2pinfer.protocol.events import (
 )
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from p2pinfer.protocol.messages import Chunk, JobAccept, JobReject, JobRequest, JobResult, Receipt
+from p2pinfer.protocol.records import Signer
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
 )

@@ -19,7 +19,7 @@ from p2pinfer.protocol.charges import (
     completion_token_bound,
     prompt_token_bound,
 )
-from p2pinfer.protocol.codec import Signed, Signer, decode_as, sign
+from p2pinfer.protocol.codec import Signed, decode_as, sign
 from p2pinfer.protocol.events import (
     PeerClosed,
     ProtocolViolation,
@@ -37,6 +37,7 @@ from p2pinfer.protocol.messages import (
     Receipt,
     TokenLogprobs,
 )
+from p2pinfer.protocol.records import Signer
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
     ReplayWindow,

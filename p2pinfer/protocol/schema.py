@@ -7,12 +7,18 @@ oversize or wrongly typed field is refused before it is signed and before a
 received one reaches any caller. Maps come out with their keys sorted, which is
 half of the canonical encoding (codec.py does the rest).
 
-Supported annotations: int, float, str, bytes, Literal[str, ...], X | None,
-tuple[X, ...], a nested frozen dataclass, each optionally wrapped in
-Annotated[..., Size(...) | Range(...)]. bool is not an int here.
-A field annotated `Annotated[X | None, OMIT_NONE]` is left out of the map when
-None and reads as None when absent: how a field is added to a message without
-changing (or invalidating the signatures of) the messages of older peers.
+Supported annotations: int, float, bool, str, bytes, Literal[str, ...],
+X | None, a union of distinct plain kinds (`Annotated[int, Range] |
+Annotated[str, Size]`), tuple[X, ...], a nested frozen dataclass, each
+optionally wrapped in Annotated[..., Size(...) | Range(...)]. bool is not an
+int here. A field annotated `Annotated[X | None, OMIT_NONE]` is left out of the
+map when None and reads as None when absent: how a field is added to a message
+without changing (or invalidating the signatures of) the messages of older peers.
+`Wire(key="from")` names a field's map key when it is not the attribute's name;
+a nested dataclass annotated `POSITIONAL` is an array of its fields in order;
+one annotated `Wire(encoded=Size(...))` is carried as the bytes of its own
+`encode()` and read back with its `decode(bytes)` (a signed record inside
+another keeps the exact bytes its signer signed).
 """
 
 from __future__ import annotations
@@ -50,11 +56,23 @@ class Range:
 
 
 @dataclass(frozen=True)
-class OmitNone:
-    """Marks an optional field that is absent from the wire map when None (see above)."""
+class Wire:
+    """How a field is carried when not plainly as its attribute (at most one per field).
+
+    `key`: its map key, where that is not the attribute's name. `omit_none`: absent
+    from the map when None (see above). `positional`: a nested dataclass carried as an
+    array of its fields in declaration order. `encoded`: a nested record carried as the
+    bytes of its own `encode()` (at most this Size), read back with its `decode(bytes)`.
+    """
+
+    key: str | None = None
+    omit_none: bool = False
+    positional: bool = False
+    encoded: Size | None = None
 
 
-OMIT_NONE = OmitNone()
+OMIT_NONE = Wire(omit_none=True)
+POSITIONAL = Wire(positional=True)
 
 
 def to_wire(obj: Any) -> dict[str, Any]:
@@ -85,16 +103,19 @@ def _exactly(v: Any, kind: type) -> bool:
 
 
 def _compile(annotation: Any) -> _Conv:
-    bounds = None
+    bounds, extras = None, []
     if typing.get_origin(annotation) is typing.Annotated:
         annotation, *extras = typing.get_args(annotation)
         bounds = next((e for e in extras if isinstance(e, Size | Range)), None)
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"only X | None unions are supported: {annotation}")
-        return _optional(_compile(_annotated(args[0], bounds)))
+        arms = typing.get_args(annotation)
+        args = [a for a in arms if a is not type(None)]
+        if len(args) == 1:
+            return _optional(_compile(typing.Annotated[(args[0], *extras)] if extras else args[0]))
+        if len(args) != len(arms):
+            raise TypeError(f"only X | None and unions of plain kinds are supported: {annotation}")
+        return _either(args)
     if origin is typing.Literal:
         return _literal(typing.get_args(annotation))
     if origin is tuple:
@@ -103,7 +124,10 @@ def _compile(annotation: Any) -> _Conv:
             raise TypeError(f"tuples must be tuple[X, ...] with a Size: {annotation}")
         return _sequence(_compile(item), bounds)
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        return _record(annotation)
+        wire = _wire(extras)
+        if wire.encoded is not None:
+            return _encoded(annotation, wire.encoded)
+        return _record(annotation, wire.positional)
     if annotation in (int, float):
         if not isinstance(bounds, Range):
             raise TypeError(f"numbers need a Range: {annotation}")
@@ -112,11 +136,9 @@ def _compile(annotation: Any) -> _Conv:
         if not isinstance(bounds, Size):
             raise TypeError(f"str and bytes need a Size: {annotation}")
         return _blob(annotation, bounds)
+    if annotation is bool:
+        return _boolean()
     raise TypeError(f"unsupported wire annotation: {annotation!r}")
-
-
-def _annotated(annotation: Any, bounds: Size | Range | None) -> Any:
-    return annotation if bounds is None else typing.Annotated[annotation, bounds]
 
 
 def _optional(inner: _Conv) -> _Conv:
@@ -129,6 +151,25 @@ def _optional(inner: _Conv) -> _Conv:
         return None if v is None else dec(v, path)
 
     return to, back
+
+
+def _either(arms: list[Any]) -> _Conv:
+    # A value of one of several plain kinds, told apart by its exact type.
+    table: dict[type, _Conv] = {}
+    for arm in arms:
+        kind = typing.get_args(arm)[0] if typing.get_origin(arm) is typing.Annotated else arm
+        if kind not in (int, float, bool, str, bytes) or kind in table:
+            raise TypeError(f"a union's arms must be distinct plain kinds: {arms}")
+        table[kind] = _compile(arm)
+    names = " or ".join(k.__name__ for k in table)
+
+    def pick(v: Any, path: str) -> _Conv:
+        conv = table.get(type(v))
+        if conv is None:
+            raise ValidationError(f"{path}: expected {names}, got {type(v).__name__}")
+        return conv
+
+    return (lambda v, path: pick(v, path)[0](v, path)), (lambda v, path: pick(v, path)[1](v, path))
 
 
 def _literal(choices: tuple[Any, ...]) -> _Conv:
@@ -162,41 +203,87 @@ def _sequence(item: _Conv, size: Size) -> _Conv:
     return to, back
 
 
-def _record(cls: type[Any]) -> _Conv:
+def _record(cls: type[Any], positional: bool) -> _Conv:
     hints = typing.get_type_hints(cls, include_extras=True)
-    names = sorted(f.name for f in dataclasses.fields(cls))
-    convs = [(n, *_compile(hints[n])) for n in names]
-    name_set = frozenset(names)
-    omittable = frozenset(n for n in names if _omits_none(hints[n]))
-    required = name_set - omittable
+    fields = [(f.name, _options(hints[f.name]).key or f.name) for f in dataclasses.fields(cls)]
+    if positional:
+        return _array(cls, [(n, *_compile(hints[n])) for n, _ in fields])
+    fields.sort(key=lambda field: field[1].encode())
+    convs = [(n, k, *_compile(hints[n])) for n, k in fields]
+    keys = frozenset(k for _, k in fields)
+    omittable = frozenset(k for n, k in fields if _options(hints[n]).omit_none)
+    required = keys - omittable
 
     def to(v: Any, path: str) -> dict[str, Any]:
-        if type(v) is not cls:
-            raise ValidationError(f"{path}: expected {cls.__name__}, got {type(v).__name__}")
-        return {n: enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs
-                if n not in omittable or getattr(v, n) is not None}
+        _expect(v, cls, path)
+        return {k: enc(getattr(v, n), f"{path}.{n}") for n, k, enc, _ in convs
+                if k not in omittable or getattr(v, n) is not None}
 
     def back(v: Any, path: str) -> Any:
         if not isinstance(v, dict):
             raise ValidationError(f"{path}: expected a map, got {type(v).__name__}")
-        if not required <= v.keys() <= name_set:
+        if not required <= v.keys() <= keys:
             missing = sorted(required - v.keys())
-            extra = sorted(str(k) for k in v.keys() - name_set)
+            extra = sorted(str(k) for k in v.keys() - keys)
             raise ValidationError(f"{path}: missing fields {missing}, unknown fields {extra}")
-        kwargs = {n: dec(v[n], f"{path}.{n}") for n, _, dec in convs if n in v}
-        try:
-            return cls(**kwargs)
-        except ProtocolError:
-            raise
-        except (ValueError, TypeError) as exc:  # a __post_init__ check written loosely
-            raise ValidationError(f"{path}: {exc}") from exc
+        return _build(cls, {n: dec(v[k], f"{path}.{n}") for n, k, _, dec in convs if k in v},
+                      path)
 
     return to, back
 
 
-def _omits_none(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is typing.Annotated and any(
-        isinstance(e, OmitNone) for e in typing.get_args(annotation)[1:])
+def _array(cls: type[Any], convs: list[tuple[str, Any, Any]]) -> _Conv:
+    def to(v: Any, path: str) -> list[Any]:
+        _expect(v, cls, path)
+        return [enc(getattr(v, n), f"{path}.{n}") for n, enc, _ in convs]
+
+    def back(v: Any, path: str) -> Any:
+        if not isinstance(v, list) or len(v) != len(convs):
+            raise ValidationError(f"{path}: expected an array of {len(convs)} items")
+        items = zip(convs, v, strict=True)  # the length is checked above
+        return _build(cls, {n: dec(x, f"{path}.{n}") for (n, _, dec), x in items}, path)
+
+    return to, back
+
+
+def _encoded(cls: type[Any], size: Size) -> _Conv:
+    to_blob, from_blob = _blob(bytes, size)
+
+    def to(v: Any, path: str) -> bytes:
+        _expect(v, cls, path)
+        return to_blob(v.encode(), path)  # type: ignore[no-any-return]  # a blob: bytes
+
+    def back(v: Any, path: str) -> Any:
+        return cls.decode(from_blob(v, path))  # Encoded: the class has decode(bytes)
+
+    return to, back
+
+
+def _expect(v: Any, cls: type[Any], path: str) -> None:
+    if type(v) is not cls:
+        raise ValidationError(f"{path}: expected {cls.__name__}, got {type(v).__name__}")
+
+
+def _build(cls: type[Any], kwargs: dict[str, Any], path: str) -> Any:
+    try:
+        return cls(**kwargs)
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError) as exc:  # a __post_init__ check written loosely
+        raise ValidationError(f"{path}: {exc}") from exc
+
+
+def _wire(extras: Any) -> Wire:
+    options = [e for e in extras if isinstance(e, Wire)]
+    if len(options) > 1:
+        raise TypeError(f"one Wire(...) per field, not {options}")
+    return options[0] if options else Wire()
+
+
+def _options(annotation: Any) -> Wire:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _wire(typing.get_args(annotation)[1:])
+    return Wire()
 
 
 def _number(kind: type, bounds: Range) -> _Conv:
@@ -220,6 +307,15 @@ def _blob(kind: type, size: Size) -> _Conv:
             raise ValidationError(f"{path}: expected {kind.__name__}, got {type(v).__name__}")
         if not size.min <= len(v) <= size.max:
             raise ValidationError(f"{path}: {len(v)} {unit}, allowed {size.min}..{size.max}")
+        return v
+
+    return check, check
+
+
+def _boolean() -> _Conv:
+    def check(v: Any, path: str) -> Any:
+        if not _exactly(v, bool):
+            raise ValidationError(f"{path}: expected bool, got {type(v).__name__}")
         return v
 
     return check, check

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pinfer.errors import DecodeError, SignatureError, ValidationError
-from p2pinfer.market import canonical
 from p2pinfer.market.stake import (
     DEFAULT_MINIMUM_STAKE,
     STAKE_DOMAIN,
@@ -20,6 +19,8 @@ from p2pinfer.market.stake import (
     slash_amount,
     verify_stake,
 )
+from p2pinfer.protocol import canonical
+from p2pinfer.protocol.records import sign_record
 from tests.market_support import fixed_identity
 
 PROVIDER = fixed_identity(1)
@@ -65,6 +66,14 @@ def test_malformed_declarations_are_refused() -> None:
     bad = canonical.encode({**canonical.decode(decl.encode()), "amount": -5})
     with pytest.raises(ValidationError):
         StakeDeclaration.decode(bad)
+
+
+def test_a_record_is_signed_only_by_the_key_it_names() -> None:
+    # A declaration for another provider, signed with this key, would never verify: refuse
+    # to make it rather than hand out a useless signature.
+    draft = StakeDeclaration(fixed_identity(2).public_key, 1, 1, bytes(64))
+    with pytest.raises(ValidationError, match="another key"):
+        sign_record(draft, PROVIDER)
 
 
 def test_consumers_skip_providers_below_the_minimum() -> None:
