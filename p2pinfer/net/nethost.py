@@ -28,6 +28,7 @@ from p2pinfer.net.advert_gate import AdvertGate
 from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
+from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.config import (
     ADDR_TTL_S,
     NetConfig,
@@ -42,7 +43,6 @@ from p2pinfer.net.info import (
     FetchedAdvert,
 )
 from p2pinfer.net.mdns import MdnsBridge
-from p2pinfer.net.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.relay import RelayHop, follow_reachability
 from p2pinfer.net.relay_client import RelayClient
 from p2pinfer.net.streams import NetStream
@@ -186,7 +186,7 @@ class NetHost(GossipAndAdverts):
         With `first` (bytes the protocol starts with, e.g. a framed request) the
         negotiation is pipelined: `first` goes out in the same write as the protocol
         proposal, so the answer comes back one round trip later instead of three
-        (`p2pinfer.net.multistream`). Without it, py-libp2p's own lock-step negotiation.
+        (`p2pinfer.net.compat.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. A peer with `/p2p-circuit`

@@ -9,17 +9,16 @@ says so (`follow_reachability`). What py-libp2p enforces, and what is added here
   circuit a byte budget (both directions), checked as data flows; a duration checked
   only when data arrives (an idle circuit lived forever); no HOP over a relayed
   connection.
-- added: a RESERVE is for the peer on the connection only (py-libp2p honoured the
-  message's optional `peer` field, so one connection could reserve every slot under
-  made-up peer ids); slots of peers no longer connected are freed (py-libp2p kept
-  them until their TTL, an hour by default); slots per source IP; circuits in all
-  and per source peer; and the duration cut also for an idle circuit.
+- fixed (`net/compat/relay_v2.py`, py-libp2p defects): a RESERVE is for the peer on
+  the connection only, not the one its optional `peer` field names; slots of peers no
+  longer connected are freed (py-libp2p kept them until their TTL, an hour by
+  default); the duration cut also for an idle circuit.
+- added: slots per source IP; circuits in all and per source peer.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -27,11 +26,11 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
-from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits
 
 from p2pinfer.net.autonat_rules import observed_ip
+from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
 from p2pinfer.net.relay_rules import RelayServiceConfig
 
 log = logging.getLogger(__name__)
@@ -48,8 +47,8 @@ def remote_ip(stream: Any) -> str | None:
     return observed_ip(str(address[0])) if address else None
 
 
-class RelayHop(CircuitV2Protocol):
-    """py-libp2p's CircuitV2Protocol with our limits; HOP served only between
+class RelayHop(BoundedCircuitV2):
+    """py-libp2p's CircuitV2 relay (defects fixed) with our limits; HOP served only between
     `start_serving` and `stop_serving`. `refusals` counts refused requests by reason."""
 
     def __init__(self, host: Any, config: RelayServiceConfig) -> None:
@@ -102,8 +101,6 @@ class RelayHop(CircuitV2Protocol):
         await super()._handle_hop_stream(stream)
 
     async def _handle_reserve(self, stream: Any, msg: Any) -> None:
-        # A slot is for the peer whose connection asks, never for a peer id it names.
-        msg.ClearField("peer")
         peer = stream.muxed_conn.peer_id
         ip = remote_ip(stream)
         refusal = self._reservation_refusal(peer, ip)
@@ -138,11 +135,7 @@ class RelayHop(CircuitV2Protocol):
 
     def _prune(self) -> None:
         """Free the slots of peers gone or expired (the spec: a slot lives with its connection)."""
-        held = self.resource_manager._reservations
-        connected = set(self.host.get_connected_peers())
-        now = time.time()
-        for peer in [p for p, r in held.items() if p not in connected or now > r.expires_at]:
-            del held[peer]
+        for peer in self.prune_reservations():
             self._reservation_ip.pop(peer, None)
 
     # -- circuits ------------------------------------------------------------------
@@ -158,7 +151,7 @@ class RelayHop(CircuitV2Protocol):
             self.refusals[refusal] += 1
             log.info("relay circuit refused source=%s reason=%s", source, refusal)
             await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         self.circuits += 1
         self._circuits_by_source[source] += 1
@@ -170,28 +163,9 @@ class RelayHop(CircuitV2Protocol):
             if self._circuits_by_source[source] <= 0:
                 del self._circuits_by_source[source]
 
-    async def _relay_data(self, src_stream: Any, dst_stream: Any, peer_id: ID,
-                          deadline: float | None = None,
-                          circuit_data_limit: list[int] | None = None) -> None:
-        # py-libp2p checks `deadline` only after a read returns: an idle circuit would
-        # hold its slot forever. Here the deadline cuts a waiting read too.
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with trio.move_on_after(left if left is not None else float("inf")) as scope:
-            await super()._relay_data(src_stream, dst_stream, peer_id, deadline,
-                                      circuit_data_limit)
-        if scope.cancelled_caught:
-            self.refusals["duration"] += 1
-            log.info("relay circuit cut at its duration limit peer=%s", peer_id)
-            await _reset(src_stream)
-            await _reset(dst_stream)
-
-
-async def _reset(stream: Any) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        try:
-            await stream.reset()
-        except Exception as exc:  # already gone
-            log.debug("relay stream reset failed error=%r", exc)
+    def on_duration_cut(self, peer_id: ID) -> None:
+        self.refusals["duration"] += 1
+        super().on_duration_cut(peer_id)
 
 
 async def follow_reachability(hop: RelayHop, config: RelayServiceConfig,

@@ -20,8 +20,8 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import NetConfig, NetHost, NetStream, run_host
+from p2pinfer.net.compat.multistream import proposal
 from p2pinfer.net.job_server import JobServer, JobServerConfig
-from p2pinfer.net.multistream import proposal
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     FrameDecoder,

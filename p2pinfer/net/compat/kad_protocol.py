@@ -1,20 +1,28 @@
-"""Kademlia under our own protocol id, so the network's DHT never mixes with IPFS's.
+"""KadDHT: `protocol_prefix` is ignored, so the DHT always speaks `/ipfs/kad/1.0.0`.
 
-py-libp2p 0.8.1's `KadDHT` speaks `/ipfs/kad/1.0.0`, the public IPFS DHT's id:
-any IPFS node we met (mDNS on a LAN, a public address) would join our routing
-tables, and we theirs, and our provider records would be stored on, and looked
-up from, strangers. go-libp2p (`dht.ProtocolPrefix("/p2pinfer")`) and
-rust-libp2p (`kad::Config::new(StreamProtocol)`) take an app-specific id for
-this; the wire format (the Kademlia protobuf, varint-framed) is unchanged, so
-a go or rust node configured with `/p2pinfer/kad/1.0.0` interoperates.
+**Defect (py-libp2p 0.8.1).** `libp2p/kad_dht/kad_dht.py`, `KadDHT.__init__` takes a
+`protocol_prefix` and stores it, but the protocol id is the module constant
+`libp2p.kad_dht.common.PROTOCOL_ID` (`/ipfs/kad/1.0.0`), imported by name into
+`kad_dht.py`, `peer_routing.py`, `provider_store.py`, `value_store.py` and
+`routing_table.py` (which also admits only peers that identified with it). That is the
+public IPFS DHT's id: any IPFS node we met (mDNS on a LAN, a public address) would join
+our routing tables, and we theirs, and our provider records would be stored on, and
+looked up from, strangers. go-libp2p (`dht.ProtocolPrefix("/p2pinfer")`) and
+rust-libp2p (`kad::Config::new(StreamProtocol)`) take an app-specific id for this; the
+wire format is unchanged, so a go or rust node configured with `/p2pinfer/kad/1.0.0`
+interoperates.
 
-py-libp2p has a `protocol_prefix` argument but 0.8.1 never uses it: the id is
-the module constant `PROTOCOL_ID`, imported by name into five modules. Rather
-than patch those (process-wide), `build_dht` gives its `KadDHT` a view of the
-host that renames the protocol on the way in and out: streams it opens and the
-handler it installs use our id, and a peer's identified protocols report our id
-as the one KadDHT looks for (and the IPFS one as absent), so its routing table
+**What we do.** Rather than patch the five modules (process-wide), `build_dht` gives its
+`KadDHT` a view of the host that renames the protocol on the way in and out: streams it
+opens and the handler it installs use our id, and a peer's identified protocols report
+our id as the one KadDHT looks for (and the IPFS one as absent), so its routing table
 admits only peers that speak our DHT.
+
+**To drop it.** When `KadDHT` derives its id from `protocol_prefix` everywhere, build
+`KadDHT(host, DHTMode.SERVER, protocol_prefix="/p2pinfer")` and delete the views.
+
+**Upstream.** No py-libp2p issue found (js-libp2p-kad-dht#206 and rust-libp2p#1118 added
+the same option there). Drafted patch: docs/upstream/kad-dht-protocol-prefix.diff.
 """
 
 from __future__ import annotations
@@ -25,6 +33,13 @@ from typing import Any
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as IPFS_KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+
+PATCHED = {
+    "libp2p.kad_dht.kad_dht:KadDHT.__init__": "1ff688dc5719e4cd",
+    "libp2p.kad_dht.routing_table:RoutingTable.add_peer": "55e4c4eba224ef05",
+}
+UPSTREAM = None
+DRAFT = "docs/upstream/kad-dht-protocol-prefix.diff"
 
 DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
 """Our Kademlia protocol id (go-libp2p's ProtocolPrefix("/p2pinfer") gives the same)."""
