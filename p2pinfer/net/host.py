@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import trio
 from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
@@ -42,7 +42,7 @@ from p2pinfer.net.relay_client import RelayClient
 
 log = logging.getLogger(__name__)
 
-def build_libp2p_host(config: NetConfig) -> Any:
+def build_libp2p_host(config: NetConfig) -> IHost:
     """A py-libp2p host with our key, Noise as its only security transport and Yamux.
 
     py-libp2p offers Noise, TLS, SECIO and /plaintext/2.0.0 unless told
@@ -181,7 +181,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
 
 
 @asynccontextmanager
-async def _autonat_dialer(config: NetConfig) -> AsyncIterator[Any]:
+async def _autonat_dialer(config: NetConfig) -> AsyncIterator[IHost | None]:
     """The host AutoNAT dial-backs go out from, if this node answers them; else None."""
     if not config.autonat.serve:
         yield None

@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import trio
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MODE_CHECK_S = 1.0
 
 
-def remote_ip(stream: Any) -> str | None:
+def remote_ip(stream: INetStream) -> str | None:
     """The IP a raw py-libp2p stream's connection comes from; None if it cannot tell."""
     try:
         address = stream.get_remote_address()
@@ -51,7 +52,7 @@ class RelayHop(BoundedCircuitV2):
     """py-libp2p's CircuitV2 relay (defects fixed) with our limits; HOP served only between
     `start_serving` and `stop_serving`. `refusals` counts refused requests by reason."""
 
-    def __init__(self, host: Any, config: RelayServiceConfig) -> None:
+    def __init__(self, host: IHost, config: RelayServiceConfig) -> None:
         limits = RelayLimits(
             duration=config.circuit_duration_s,
             data=config.circuit_bytes,
@@ -94,13 +95,13 @@ class RelayHop(BoundedCircuitV2):
 
     # -- reservations ------------------------------------------------------------
 
-    async def _handle_hop_stream(self, stream: Any) -> None:
+    async def _handle_hop_stream(self, stream: INetStream) -> None:
         if not self.allow_hop:  # the handler was removed while this stream negotiated
             await stream.reset()
             return
         await super()._handle_hop_stream(stream)
 
-    async def _handle_reserve(self, stream: Any, msg: Any) -> None:
+    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
         peer = stream.muxed_conn.peer_id
         ip = remote_ip(stream)
         refusal = self._reservation_refusal(peer, ip)
@@ -140,7 +141,7 @@ class RelayHop(BoundedCircuitV2):
 
     # -- circuits ------------------------------------------------------------------
 
-    async def _handle_connect(self, stream: Any, msg: Any) -> None:
+    async def _handle_connect(self, stream: INetStream, msg: HopMessage) -> None:
         source = stream.muxed_conn.peer_id
         refusal = None
         if self.circuits >= self.config.max_circuits:

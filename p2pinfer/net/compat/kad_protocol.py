@@ -30,9 +30,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from libp2p.custom_types import TProtocol
+from libp2p.abc import IHost, INetStream, IPeerStore
+from libp2p.custom_types import StreamHandlerFn, TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as IPFS_KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
 
 PATCHED = {
     "libp2p.kad_dht.kad_dht:KadDHT.__init__": "1ff688dc5719e4cd",
@@ -45,8 +47,9 @@ DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
 """Our Kademlia protocol id (go-libp2p's ProtocolPrefix("/p2pinfer") gives the same)."""
 
 
-def build_dht(host: Any, protocol: str = DHT_PROTOCOL_ID) -> KadDHT:
+def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> KadDHT:
     """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only."""
+    # Any: KadHostView stands in for IHost by delegation, not by subclassing it.
     view: Any = host if protocol == IPFS_KAD_PROTOCOL_ID else KadHostView(host, protocol)
     return KadDHT(view, DHTMode.SERVER)
 
@@ -54,7 +57,7 @@ def build_dht(host: Any, protocol: str = DHT_PROTOCOL_ID) -> KadDHT:
 class KadHostView:
     """`host` as KadDHT sees it: `/ipfs/kad/1.0.0` means `protocol`; all else passes through."""
 
-    def __init__(self, host: Any, protocol: str) -> None:
+    def __init__(self, host: IHost, protocol: str) -> None:
         self._host = host
         self._protocol = TProtocol(protocol)
 
@@ -64,33 +67,33 @@ class KadHostView:
     def _rename(self, protocol: str) -> TProtocol:
         return self._protocol if protocol == IPFS_KAD_PROTOCOL_ID else TProtocol(protocol)
 
-    def set_stream_handler(self, protocol_id: str, handler: Any) -> None:
+    def set_stream_handler(self, protocol_id: str, handler: StreamHandlerFn) -> None:
         self._host.set_stream_handler(self._rename(protocol_id), handler)
 
     def remove_stream_handler(self, protocol_id: str) -> None:
         self._host.remove_stream_handler(self._rename(protocol_id))
 
     async def new_stream(
-        self, peer_id: Any, protocol_ids: Sequence[str], *args: Any, **kwargs: Any
-    ) -> Any:
+        self, peer_id: ID, protocol_ids: Sequence[str], *args: Any, **kwargs: Any
+    ) -> INetStream:
         renamed = [self._rename(p) for p in protocol_ids]
         return await self._host.new_stream(peer_id, renamed, *args, **kwargs)
 
-    def get_peerstore(self) -> Any:
+    def get_peerstore(self) -> Any:  # Any: a delegating view of IPeerStore
         return _KadPeerstoreView(self._host.get_peerstore(), self._protocol)
 
 
 class _KadPeerstoreView:
     """The peerstore, with identified protocols renamed as KadDHT expects (see module doc)."""
 
-    def __init__(self, peerstore: Any, protocol: TProtocol) -> None:
+    def __init__(self, peerstore: IPeerStore, protocol: TProtocol) -> None:
         self._peerstore = peerstore
         self._protocol = protocol
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._peerstore, name)
 
-    def get_protocols(self, peer_id: Any) -> list[str]:
+    def get_protocols(self, peer_id: ID) -> list[str]:
         protocols = self._peerstore.get_protocols(peer_id) or []
         return [
             IPFS_KAD_PROTOCOL_ID if p == self._protocol else p

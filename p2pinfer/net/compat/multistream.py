@@ -39,9 +39,8 @@ in libp2p/specs#721 (issue libp2p/specs#643). No drafted patch: a feature, not a
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
+from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.utils.varint import encode_delim
@@ -74,7 +73,7 @@ def proposal(protocol: str) -> bytes:
 
 
 async def open_pipelined(
-    raw: Any, protocol: str, first: bytes, *, timeout_s: float
+    raw: INetStream, protocol: str, first: bytes, *, timeout_s: float
 ) -> NetStream:
     """Negotiate `protocol` on the fresh muxed stream `raw`, sending `first` with the proposal.
 
@@ -120,7 +119,7 @@ async def _read_line(stream: NetStream, timeout_s: float) -> str:
         raise DecodeError(f"{_who(stream)} sent a negotiation message that is not UTF-8") from exc
 
 
-def _connection_open(raw: Any) -> bool:
+def _connection_open(raw: INetStream) -> bool:
     """Whether the muxed connection under `raw` is still up (not closed or closing)."""
     conn = getattr(raw, "muxed_conn", None)
     if conn is None:

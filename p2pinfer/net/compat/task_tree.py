@@ -55,6 +55,7 @@ def memoize_task_parents(manager: ManagerAPI) -> bool:
             parent = known[task] = find(task)
             return parent
 
-    manager._find_parent_task = find_once  # per instance: its class is shared
+    # Per instance (the class is shared); mypy does not allow replacing a method.
+    manager._find_parent_task = find_once  # type: ignore[method-assign,assignment]
     setattr(manager, MARK, True)
     return True
