@@ -63,6 +63,9 @@ MAX_AUTONAT_MESSAGE = 4096
 MAX_REQUEST_ADDRS = 32
 SERVE_READ_TIMEOUT_S = 10.0
 MAX_DIALLED_BACK_KEPT = 1024
+PATCHED = {"libp2p.network.swarm:Swarm.unblock_peer": "5f8ccdf32983315a"}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
 
 
 @asynccontextmanager

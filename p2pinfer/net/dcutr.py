@@ -36,6 +36,16 @@ MAX_PEER_ADDRS = 4  # of the addresses a peer names in its CONNECT, dialled
 SESSIONS_PER_MIN = 3  # DCUtR sessions a peer may start with us per minute
 UPGRADE_TIMEOUT_S = 6.0
 
+PATCHED = {
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._auto_drive_loop": "da5e9e25994ba7ba",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._try_unilateral_upgrade": "093ad0e04435dd57",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._schedule_relay_close": "77e45deb1be40a8f",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._decode_observed_addrs": "996054edc139904b",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._handle_dcutr_stream": "765b03b9a2de6379",
+}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
+
 
 def relayed_connections(host: IHost, pid: ID) -> list[INetConn]:
     """`host`'s connections to `pid` that run through a relay."""

@@ -47,6 +47,14 @@ and mostly found nothing (bench/scale.py)."""
 NEAREST_CONNECTED_ASKED = 8
 """Connected peers nearest the key, asked at once, beside the walk."""
 
+PATCHED = {  # a private method: find_providers alone answers from the local store
+    "libp2p.kad_dht.provider_store:ProviderStore._get_providers_from_peer_with_closers":
+        "082ac365ec4e6156",
+    "libp2p.kad_dht.peer_routing:PeerRouting.find_closest_peers_network": "4780b8ae36ee8d08",
+}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
+
 
 def model_key_digest(model: str) -> bytes:
     """sha256 of `p2pinfer/model/<model>`: the DHT key of a model (DESIGN.md)."""

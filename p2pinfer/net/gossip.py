@@ -12,6 +12,12 @@ from libp2p.pubsub.pb import rpc_pb2
 
 log = logging.getLogger(__name__)
 
+PATCHED = {  # catches only its own ValidationError from a sync validator
+    "libp2p.pubsub.pubsub:Pubsub.validate_msg": "9bc61633d2338dc5",
+}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
+
 
 @dataclass(frozen=True)
 class GossipMessage:

@@ -17,11 +17,12 @@ workarounds").
 | `listeners` | `host.run` swallows bind errors and leaves listeners running |
 | `multistream` | lock-step multistream-select (2 RTT before a request leaves) |
 | `kad_protocol` | KadDHT ignores `protocol_prefix`: always `/ipfs/kad/1.0.0` |
+| `relay_v2` | relay slots for named peers, kept after disconnect; idle circuits live on |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
 `listening` and `memoize_task_parents` by `run_host`, `open_pipelined` by
-`NetHost.open_stream`, `build_dht` by `run_host`.
+`NetHost.open_stream`, `build_dht` by `run_host`, `BoundedCircuitV2` as `RelayHop`'s base.
 """
 
 from __future__ import annotations

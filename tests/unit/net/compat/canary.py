@@ -14,7 +14,8 @@ def assert_written_for_installed_libp2p(module: ModuleType) -> None:
     assert installed == _canary.LIBP2P_VERSION, (
         f"libp2p {installed} installed; {module.__name__} was written for "
         f"{_canary.LIBP2P_VERSION}: check whether upstream fixed the defect "
-        f"({module.UPSTREAM or module.DRAFT}), then drop the workaround or update PATCHED"
+        f"({getattr(module, 'UPSTREAM', None) or getattr(module, 'DRAFT', None)}), then drop "
+        f"the workaround or update PATCHED"
     )
     originals = getattr(module, "ORIGINALS", None)
     drifted = _canary.drifted(module.PATCHED, originals)
