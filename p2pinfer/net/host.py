@@ -42,6 +42,7 @@ from p2pinfer.net.relay_client import RelayClient
 
 log = logging.getLogger(__name__)
 
+
 def build_libp2p_host(config: NetConfig) -> IHost:
     """A py-libp2p host with our key, Noise as its only security transport and Yamux.
 
