@@ -55,13 +55,20 @@ async def listening(
 ) -> AsyncIterator[None]:
     """`host.run(listen)`, then `host.close()`; a bind failure becomes one NetworkError
     naming `texts` (the addresses as the user wrote them)."""
-    bound = True
+    failure = f"cannot listen on {', '.join(texts)}: address in use or unavailable"
+    entered = bound = False
     try:
         async with host.run(listen_addrs=listen):
+            entered = True
             bound = len(host.get_transport_addrs()) == len(listen)
             if bound:
                 yield
+    except Exception as exc:
+        if entered:
+            raise
+        # A libp2p that reports the failed bind itself (the drafted patch) raises it here.
+        raise NetworkError(failure) from exc
     finally:
         await close_host(host)
-    if not bound:
-        raise NetworkError(f"cannot listen on {', '.join(texts)}: address in use or unavailable")
+    if not bound:  # raised out here, not inside host.run's nurseries (no exception group)
+        raise NetworkError(failure)
