@@ -29,6 +29,7 @@ import multiaddr
 import trio
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.host.autonat.pb.autonat_pb2 import Message
@@ -80,10 +81,13 @@ MAX_AUTONAT_MESSAGE = 4096
 MAX_REQUEST_ADDRS = 32
 SERVE_READ_TIMEOUT_S = 10.0
 MAX_DIALLED_BACK_KEPT = 1024
+PATCHED = {"libp2p.network.swarm:Swarm.unblock_peer": "5f8ccdf32983315a"}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
 
 
 @asynccontextmanager
-async def dialer_host() -> AsyncIterator[Any]:
+async def dialer_host() -> AsyncIterator[IHost]:
     """A running libp2p host with a throwaway key that only dials out (Noise, Yamux)."""
     key_pair = create_new_key_pair()
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -92,6 +96,7 @@ async def dialer_host() -> AsyncIterator[Any]:
                     connection_config=ConnectionConfig(max_connections_per_peer=1))
     # One attempt per dial-back: retries would stretch a failed one to seconds, and
     # the requester asks again in its next round anyway.
+    # Any: `retry_config` is Swarm's, not on libp2p's INetworkService interface.
     network: Any = host.get_network()
     network.retry_config = RetryConfig(max_retries=0)
     try:
@@ -117,7 +122,7 @@ def _response(status: int, text: str = "", addr: bytes | None = None) -> bytes:
 class AutoNat:
     """A node's AutoNAT client (its `status`) and server (`serve`, when it has a dialer)."""
 
-    def __init__(self, net: AutoNatHost, dialer: Any | None, config: AutoNatConfig,
+    def __init__(self, net: AutoNatHost, dialer: IHost | None, config: AutoNatConfig,
                  rng: random.Random | None = None) -> None:
         self._net = net
         self._dialer = dialer
@@ -194,6 +199,7 @@ class AutoNat:
         return _response(Message.E_DIAL_ERROR, "dial-back failed")
 
     async def _dial_back(self, requester: str, target: str) -> bool:
+        # Any: `unblock_peer` is Swarm's, not on libp2p's INetworkService interface.
         dialer: Any = self._dialer
         pid = ID.from_base58(requester)
         dialer.get_peerstore().clear_addrs(pid)  # dial this address, no other
@@ -221,7 +227,7 @@ class AutoNat:
         while len(self.dialled_back) > MAX_DIALLED_BACK_KEPT:
             self.dialled_back.popitem(last=False)
 
-    def peer_status(self, peer_id: str, host: Any) -> Reachability:
+    def peer_status(self, peer_id: str, host: IHost) -> Reachability:
         """Whether `peer_id` can be dialled, as this node saw it: public if a dial-back
         reached it or we hold a connection we dialled; private if our dial-back failed
         (and we did not dial it since); else unknown."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import multiaddr
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from multiaddr import Multiaddr
 
 from p2pinfer.errors import UsageError
 from p2pinfer.identity import NodeIdentity
@@ -66,7 +66,7 @@ class NetConfig:
     relay_client: RelayClientConfig = field(default_factory=RelayClientConfig)
 
 
-def parse_multiaddr(text: str, *, what: str) -> Any:
+def parse_multiaddr(text: str, *, what: str) -> Multiaddr:
     """A multiaddr from user input; UsageError naming `what` if it does not parse."""
     try:
         return multiaddr.Multiaddr(text)
@@ -74,7 +74,7 @@ def parse_multiaddr(text: str, *, what: str) -> Any:
         raise UsageError(f"bad {what} address {text!r}: {exc}") from exc
 
 
-def parse_listen_addr(text: str) -> Any:
+def parse_listen_addr(text: str) -> Multiaddr:
     """A TCP listen multiaddr (`/ip4|ip6|dns.../tcp/PORT`); UsageError for anything else.
 
     QUIC works in py-libp2p 0.8.1 but secures connections with its own TLS 1.3
@@ -88,7 +88,7 @@ def parse_listen_addr(text: str) -> Any:
     return addr
 
 
-def parse_peer_addr(text: str) -> Any:
+def parse_peer_addr(text: str) -> PeerInfo:
     """A dialable `/.../p2p/<PeerID>` address as py-libp2p PeerInfo; UsageError otherwise."""
     addr = parse_multiaddr(text, what="peer")
     try:

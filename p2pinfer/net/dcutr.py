@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any
 
 import trio
+from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from multiaddr import Multiaddr
 
 from p2pinfer.net.relay_rules import is_circuit_addr
 
@@ -35,8 +36,18 @@ MAX_PEER_ADDRS = 4  # of the addresses a peer names in its CONNECT, dialled
 SESSIONS_PER_MIN = 3  # DCUtR sessions a peer may start with us per minute
 UPGRADE_TIMEOUT_S = 6.0
 
+PATCHED = {
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._auto_drive_loop": "da5e9e25994ba7ba",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._try_unilateral_upgrade": "093ad0e04435dd57",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._schedule_relay_close": "77e45deb1be40a8f",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._decode_observed_addrs": "996054edc139904b",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._handle_dcutr_stream": "765b03b9a2de6379",
+}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
 
-def relayed_connections(host: Any, pid: ID) -> list[Any]:
+
+def relayed_connections(host: IHost, pid: ID) -> list[INetConn]:
     """`host`'s connections to `pid` that run through a relay."""
     out = []
     for conn in host.get_network().get_connections(pid):
@@ -52,7 +63,7 @@ def relayed_connections(host: Any, pid: ID) -> list[Any]:
 class GuardedDCUtR(DCUtRProtocol):
     """py-libp2p's DCUtR, driven only by `upgrade`, answering only over relayed connections."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: IHost) -> None:
         super().__init__(host, read_timeout=5, write_timeout=5, dial_timeout=5)
         self.refused = 0  # sessions refused (not over a relay, or over the rate)
         self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
@@ -67,11 +78,11 @@ class GuardedDCUtR(DCUtRProtocol):
     def _schedule_relay_close(self, peer_id: ID) -> None:
         pass  # `upgrade` closes the relay leg before any stream uses the connection
 
-    def _decode_observed_addrs(self, addr_bytes: list[bytes]) -> list[Any]:
+    def _decode_observed_addrs(self, addr_bytes: list[bytes]) -> list[Multiaddr]:
         addrs = super()._decode_observed_addrs(list(addr_bytes))
         return [a for a in addrs if not is_circuit_addr(str(a))][:MAX_PEER_ADDRS]
 
-    async def _handle_dcutr_stream(self, stream: Any) -> None:
+    async def _handle_dcutr_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         try:
             addrs = [str(a) for a in stream.muxed_conn.get_transport_addresses()]

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import multiaddr
 import trio
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,14 @@ and mostly found nothing (bench/scale.py)."""
 
 NEAREST_CONNECTED_ASKED = 8
 """Connected peers nearest the key, asked at once, beside the walk."""
+
+PATCHED = {  # a private method: find_providers alone answers from the local store
+    "libp2p.kad_dht.provider_store:ProviderStore._get_providers_from_peer_with_closers":
+        "082ac365ec4e6156",
+    "libp2p.kad_dht.peer_routing:PeerRouting.find_closest_peers_network": "4780b8ae36ee8d08",
+}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
 
 
 def model_key_digest(model: str) -> bytes:
@@ -111,11 +121,11 @@ class ProviderRecords:
         (it cannot dial itself), sorted by PeerID.
         """
         key = model_key_bytes(model)
-        found: list[Any] = list(self._dht.provider_store.get_providers(key))
-        asked: set[Any] = set()
+        found: list[PeerInfo] = list(self._dht.provider_store.get_providers(key))
+        asked: set[ID] = set()
         async with trio.open_nursery() as nursery:
 
-            def ask(peer: Any) -> None:
+            def ask(peer: ID) -> None:
                 if peer not in asked:
                     asked.add(peer)
                     nursery.start_soon(self._ask_peer, peer, key, found)
@@ -125,7 +135,7 @@ class ProviderRecords:
             # our neighbours hold.
             for peer in self._nearest_connected(key):
                 ask(peer)
-            closest: list[Any] = []
+            closest: list[ID] = []
             with trio.move_on_after(CLOSEST_LOOKUP_TIMEOUT_S) as walk:
                 try:
                     closest = await self._dht.peer_routing.find_closest_peers_network(key)
@@ -149,11 +159,11 @@ class ProviderRecords:
         refs = [ProviderRef(pid, tuple(addrs)) for pid, addrs in sorted(merged.items())]
         return refs[:count]
 
-    def _nearest_connected(self, key: bytes) -> list[Any]:
+    def _nearest_connected(self, key: bytes) -> list[ID]:
         peers = list(self._dht.host.get_connected_peers())
         return sort_peer_ids_by_distance(key, peers)[:NEAREST_CONNECTED_ASKED]
 
-    async def _ask_peer(self, peer: Any, key: bytes, found: list[Any]) -> None:
+    async def _ask_peer(self, peer: ID, key: bytes, found: list[PeerInfo]) -> None:
         if peer.to_base58() == self._local_peer_id:
             return
         store = self._dht.provider_store
@@ -168,12 +178,12 @@ class ProviderRecords:
                 found.append(info)
 
 
-def peer_addrs_to_multiaddrs(addrs: tuple[str, ...]) -> list[Any]:
+def peer_addrs_to_multiaddrs(addrs: tuple[str, ...]) -> list[Multiaddr]:
     """Transport addresses (any `/p2p/<id>` suffix removed) from strings a remote peer gave.
 
     Malformed ones are skipped: they come from other peers, not from our user.
     """
-    out: list[Any] = []
+    out: list[Multiaddr] = []
     for text in addrs:
         try:
             addr = multiaddr.Multiaddr(text)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
+from libp2p.abc import ISubscriptionAPI
 from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
 
 log = logging.getLogger(__name__)
+
+PATCHED = {  # catches only its own ValidationError from a sync validator
+    "libp2p.pubsub.pubsub:Pubsub.validate_msg": "9bc61633d2338dc5",
+}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ GossipHandler = Callable[[GossipMessage], Awaitable[None]]
 """Called once per delivered message, in the topic's reader task (keep it short)."""
 
 
-def to_gossip_message(topic: str, forwarder: Any, msg: Any) -> GossipMessage:
+def to_gossip_message(topic: str, forwarder: ID, msg: rpc_pb2.Message) -> GossipMessage:
     """Convert py-libp2p's protobuf message (and forwarder ID) to a GossipMessage."""
     return GossipMessage(
         topic=topic,
@@ -46,7 +53,9 @@ def to_gossip_message(topic: str, forwarder: Any, msg: Any) -> GossipMessage:
     )
 
 
-def libp2p_validator(topic: str, validator: GossipValidator) -> Callable[[Any, Any], bool]:
+def libp2p_validator(
+    topic: str, validator: GossipValidator
+) -> Callable[[ID, rpc_pb2.Message], bool]:
     """Wrap `validator` for `Pubsub.set_topic_validator(topic, fn, False)`.
 
     An exception out of a sync validator would escape py-libp2p's validation
@@ -54,7 +63,7 @@ def libp2p_validator(topic: str, validator: GossipValidator) -> Callable[[Any, A
     a rejection here.
     """
 
-    def validate(forwarder: Any, msg: Any) -> bool:
+    def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
         try:
             return bool(validator(to_gossip_message(topic, forwarder, msg)))
         except Exception:
@@ -64,7 +73,9 @@ def libp2p_validator(topic: str, validator: GossipValidator) -> Callable[[Any, A
     return validate
 
 
-async def read_subscription(topic: str, subscription: Any, handler: GossipHandler | None) -> None:
+async def read_subscription(
+    topic: str, subscription: ISubscriptionAPI, handler: GossipHandler | None
+) -> None:
     """Drain `subscription` forever, passing each message to `handler`.
 
     py-libp2p buffers 32 messages a subscription and drops (with a WARNING)

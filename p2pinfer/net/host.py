@@ -12,22 +12,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import trio
-from google.protobuf.message import DecodeError as ProtobufDecodeError
 from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pinfer.errors import NetworkError
-from p2pinfer.net import libp2p_tuning
+from p2pinfer.net import compat
 from p2pinfer.net.autonat import dialer_host
+from p2pinfer.net.compat.kad_protocol import build_dht
+from p2pinfer.net.compat.listeners import close_host, listening
+from p2pinfer.net.compat.pubsub_decode import RobustPubsub
+from p2pinfer.net.compat.task_tree import memoize_task_parents
 from p2pinfer.net.config import (
     NetConfig,
     parse_listen_addr,
@@ -35,17 +36,14 @@ from p2pinfer.net.config import (
     parse_peer_addr,
 )
 from p2pinfer.net.dcutr import GuardedDCUtR
-from p2pinfer.net.kad import build_dht
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay import RelayHop
 from p2pinfer.net.relay_client import RelayClient
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 5.0
 
-
-def build_libp2p_host(config: NetConfig) -> Any:
+def build_libp2p_host(config: NetConfig) -> IHost:
     """A py-libp2p host with our key, Noise as its only security transport and Yamux.
 
     py-libp2p offers Noise, TLS, SECIO and /plaintext/2.0.0 unless told
@@ -94,27 +92,6 @@ def build_gossipsub(config: NetConfig) -> GossipSub:
     )
 
 
-class RobustPubsub(Pubsub):
-    """py-libp2p 0.8.1's Pubsub, minus one way for a peer to crash the whole host.
-
-    Its stream handler drops a peer's stream on read errors but lets protobuf's
-    DecodeError (a malformed RPC) escape into the connection's task group, which
-    takes the host and the node down: seen with 30 nodes on 2 cores, where RPCs
-    arrived garbled. A malformed RPC now ends only that peer's pubsub stream.
-    """
-
-    async def stream_handler(self, stream: Any) -> None:
-        try:
-            await super().stream_handler(stream)
-        except ProtobufDecodeError as exc:
-            peer_id = stream.muxed_conn.peer_id
-            log.warning("malformed pubsub RPC, stream reset peer=%s error=%s", peer_id, exc)
-            try:
-                await stream.reset()
-            finally:
-                self._handle_dead_peer(peer_id)
-
-
 def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
     """Raise py-libp2p's log threshold, unless the user already chose one.
 
@@ -150,7 +127,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     underneath.
     """
     quiet_libp2p_logging()
-    libp2p_tuning.install()
+    compat.install()
     host = build_libp2p_host(config)
     gossipsub = build_gossipsub(config)
     pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
@@ -161,7 +138,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     phase = "starting"
     try:
         async with (
-            _listening(host, listen, config.listen_addrs),
+            listening(host, listen, config.listen_addrs),
             background_trio_service(pubsub),
             background_trio_service(gossipsub),
             background_trio_service(dht),
@@ -170,7 +147,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             _autonat_dialer(config) as dialer,
         ):
             await pubsub.wait_until_ready()
-            libp2p_tuning.memoize_task_parents(pubsub.manager)
+            memoize_task_parents(pubsub.get_manager())
             try:
                 async with trio.open_nursery() as nursery:
                     net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer,
@@ -190,7 +167,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
             finally:
                 # Connections first, while the services still run: a pubsub
                 # RPC arriving after Pubsub stopped crashes py-libp2p's reader.
-                await _close(host)
+                await close_host(host)
     except BaseExceptionGroup as group:
         errors, others = group.split(Exception)
         if phase == "closing" and others is None and errors is not None:
@@ -205,20 +182,13 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
 
 
 @asynccontextmanager
-async def _autonat_dialer(config: NetConfig) -> AsyncIterator[Any]:
+async def _autonat_dialer(config: NetConfig) -> AsyncIterator[IHost | None]:
     """The host AutoNAT dial-backs go out from, if this node answers them; else None."""
     if not config.autonat.serve:
         yield None
         return
     async with dialer_host() as dialer:
         yield dialer
-
-
-async def _close(host: Any) -> None:
-    """Close listeners and connections (idempotent), even while being cancelled."""
-    with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
-        scope.shield = True
-        await host.close()
 
 
 def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -229,24 +199,3 @@ def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None
             return None
         inner = inner.exceptions[0]
     return inner
-
-
-@asynccontextmanager
-async def _listening(host: Any, listen: list[Any], texts: tuple[str, ...]) -> AsyncIterator[None]:
-    """`host.run(listen)`, then `host.close()`; a bind failure becomes one NetworkError.
-
-    py-libp2p logs and swallows a failed bind, so the bound addresses are
-    checked. Its TCP listeners run in trio *system* tasks that leaving
-    `host.run` does not stop: without `host.close()` the port keeps accepting
-    and completing handshakes for a host that is gone.
-    """
-    bound = True
-    try:
-        async with host.run(listen_addrs=listen):
-            bound = len(host.get_transport_addrs()) == len(listen)
-            if bound:
-                yield
-    finally:
-        await _close(host)
-    if not bound:
-        raise NetworkError(f"cannot listen on {', '.join(texts)}: address in use or unavailable")

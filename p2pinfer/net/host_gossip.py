@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
+from libp2p.pubsub.pubsub import Pubsub
 
 from p2pinfer.errors import P2PInferError, PeerTimeoutError, UsageError, ValidationError
 from p2pinfer.net.advert_gate import AdvertGate
@@ -43,7 +44,7 @@ class GossipAndAdverts:
     catalog: Catalog
     advert_gate: AdvertGate
     relay_client: RelayClient
-    _pubsub: Any
+    _pubsub: Pubsub
     _nursery: trio.Nursery
     _records: ProviderRecords
     _local_advert: bytes | None

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.pubsub import Pubsub
 
 from p2pinfer.errors import (
     NetworkError,
@@ -28,6 +31,7 @@ from p2pinfer.net.advert_gate import AdvertGate
 from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
+from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.config import (
     ADDR_TTL_S,
     NetConfig,
@@ -42,7 +46,6 @@ from p2pinfer.net.info import (
     FetchedAdvert,
 )
 from p2pinfer.net.mdns import MdnsBridge
-from p2pinfer.net.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.relay import RelayHop, follow_reachability
 from p2pinfer.net.relay_client import RelayClient
 from p2pinfer.net.streams import NetStream
@@ -63,8 +66,8 @@ class NetHost(GossipAndAdverts):
     """
 
     def __init__(
-        self, config: NetConfig, host: Any, pubsub: Any, dht: KadDHT, nursery: trio.Nursery,
-        *, dialer: Any | None = None, relay: tuple[RelayHop, RelayClient],
+        self, config: NetConfig, host: IHost, pubsub: Pubsub, dht: KadDHT,
+        nursery: trio.Nursery, *, dialer: IHost | None = None, relay: tuple[RelayHop, RelayClient],
         dcutr: GuardedDCUtR,
     ) -> None:
         self.config = config
@@ -152,7 +155,7 @@ class NetHost(GossipAndAdverts):
         exception is logged and resets the stream, never reaching py-libp2p.
         """
 
-        async def serve(raw: Any) -> None:
+        async def serve(raw: INetStream) -> None:
             stream = NetStream(raw)
             try:
                 await handler(stream)
@@ -171,7 +174,7 @@ class NetHost(GossipAndAdverts):
                 return
             await stream.close()
 
-        self._host.set_stream_handler(protocol, serve)
+        self._host.set_stream_handler(TProtocol(protocol), serve)
 
     async def open_stream(
         self,
@@ -186,7 +189,7 @@ class NetHost(GossipAndAdverts):
         With `first` (bytes the protocol starts with, e.g. a framed request) the
         negotiation is pipelined: `first` goes out in the same write as the protocol
         proposal, so the answer comes back one round trip later instead of three
-        (`p2pinfer.net.multistream`). Without it, py-libp2p's own lock-step negotiation.
+        (`p2pinfer.net.compat.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. A peer with `/p2p-circuit`
@@ -232,7 +235,7 @@ class NetHost(GossipAndAdverts):
         try:
             with trio.fail_after(limit):
                 if first is None:
-                    return NetStream(await self._host.new_stream(pid, [protocol]))
+                    return NetStream(await self._host.new_stream(pid, [TProtocol(protocol)]))
                 return await self._open_pipelined(pid, protocol, first, limit)
         except trio.TooSlowError as exc:
             # A connection that cannot open a stream in time is most likely dead (the
@@ -250,7 +253,7 @@ class NetHost(GossipAndAdverts):
                     f"peer {peer_id} does not support {protocol}") from exc
             raise PeerUnreachableError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
 
-    async def _drop_connection(self, pid: Any) -> None:
+    async def _drop_connection(self, pid: ID) -> None:
         if pid not in set(self._host.get_connected_peers()):
             return
         log.info("dropping unresponsive connection peer=%s", pid)
@@ -260,7 +263,7 @@ class NetHost(GossipAndAdverts):
             except Exception as exc:  # closing a dead connection may fail; it is gone anyway
                 log.debug("closing connection failed peer=%s error=%s", pid, exc)
 
-    async def _open_pipelined(self, pid: Any, protocol: str, first: bytes,
+    async def _open_pipelined(self, pid: ID, protocol: str, first: bytes,
                               limit: float) -> NetStream:
         # The network's new_stream dials when there is no connection, as host.new_stream does.
         raw = await self._host.get_network().new_stream(pid)

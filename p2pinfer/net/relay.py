@@ -9,29 +9,29 @@ says so (`follow_reachability`). What py-libp2p enforces, and what is added here
   circuit a byte budget (both directions), checked as data flows; a duration checked
   only when data arrives (an idle circuit lived forever); no HOP over a relayed
   connection.
-- added: a RESERVE is for the peer on the connection only (py-libp2p honoured the
-  message's optional `peer` field, so one connection could reserve every slot under
-  made-up peer ids); slots of peers no longer connected are freed (py-libp2p kept
-  them until their TTL, an hour by default); slots per source IP; circuits in all
-  and per source peer; and the duration cut also for an idle circuit.
+- fixed (`net/compat/relay_v2.py`, py-libp2p defects): a RESERVE is for the peer on
+  the connection only, not the one its optional `peer` field names; slots of peers no
+  longer connected are freed (py-libp2p kept them until their TTL, an hour by
+  default); the duration cut also for an idle circuit.
+- added: slots per source IP; circuits in all and per source peer.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import trio
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
-from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits
 
 from p2pinfer.net.autonat_rules import observed_ip
+from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
 from p2pinfer.net.relay_rules import RelayServiceConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MODE_CHECK_S = 1.0
 
 
-def remote_ip(stream: Any) -> str | None:
+def remote_ip(stream: INetStream) -> str | None:
     """The IP a raw py-libp2p stream's connection comes from; None if it cannot tell."""
     try:
         address = stream.get_remote_address()
@@ -48,11 +48,11 @@ def remote_ip(stream: Any) -> str | None:
     return observed_ip(str(address[0])) if address else None
 
 
-class RelayHop(CircuitV2Protocol):
-    """py-libp2p's CircuitV2Protocol with our limits; HOP served only between
+class RelayHop(BoundedCircuitV2):
+    """py-libp2p's CircuitV2 relay (defects fixed) with our limits; HOP served only between
     `start_serving` and `stop_serving`. `refusals` counts refused requests by reason."""
 
-    def __init__(self, host: Any, config: RelayServiceConfig) -> None:
+    def __init__(self, host: IHost, config: RelayServiceConfig) -> None:
         limits = RelayLimits(
             duration=config.circuit_duration_s,
             data=config.circuit_bytes,
@@ -95,15 +95,13 @@ class RelayHop(CircuitV2Protocol):
 
     # -- reservations ------------------------------------------------------------
 
-    async def _handle_hop_stream(self, stream: Any) -> None:
+    async def _handle_hop_stream(self, stream: INetStream) -> None:
         if not self.allow_hop:  # the handler was removed while this stream negotiated
             await stream.reset()
             return
         await super()._handle_hop_stream(stream)
 
-    async def _handle_reserve(self, stream: Any, msg: Any) -> None:
-        # A slot is for the peer whose connection asks, never for a peer id it names.
-        msg.ClearField("peer")
+    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
         peer = stream.muxed_conn.peer_id
         ip = remote_ip(stream)
         refusal = self._reservation_refusal(peer, ip)
@@ -138,16 +136,12 @@ class RelayHop(CircuitV2Protocol):
 
     def _prune(self) -> None:
         """Free the slots of peers gone or expired (the spec: a slot lives with its connection)."""
-        held = self.resource_manager._reservations
-        connected = set(self.host.get_connected_peers())
-        now = time.time()
-        for peer in [p for p, r in held.items() if p not in connected or now > r.expires_at]:
-            del held[peer]
+        for peer in self.prune_reservations():
             self._reservation_ip.pop(peer, None)
 
     # -- circuits ------------------------------------------------------------------
 
-    async def _handle_connect(self, stream: Any, msg: Any) -> None:
+    async def _handle_connect(self, stream: INetStream, msg: HopMessage) -> None:
         source = stream.muxed_conn.peer_id
         refusal = None
         if self.circuits >= self.config.max_circuits:
@@ -158,7 +152,7 @@ class RelayHop(CircuitV2Protocol):
             self.refusals[refusal] += 1
             log.info("relay circuit refused source=%s reason=%s", source, refusal)
             await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         self.circuits += 1
         self._circuits_by_source[source] += 1
@@ -170,28 +164,9 @@ class RelayHop(CircuitV2Protocol):
             if self._circuits_by_source[source] <= 0:
                 del self._circuits_by_source[source]
 
-    async def _relay_data(self, src_stream: Any, dst_stream: Any, peer_id: ID,
-                          deadline: float | None = None,
-                          circuit_data_limit: list[int] | None = None) -> None:
-        # py-libp2p checks `deadline` only after a read returns: an idle circuit would
-        # hold its slot forever. Here the deadline cuts a waiting read too.
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with trio.move_on_after(left if left is not None else float("inf")) as scope:
-            await super()._relay_data(src_stream, dst_stream, peer_id, deadline,
-                                      circuit_data_limit)
-        if scope.cancelled_caught:
-            self.refusals["duration"] += 1
-            log.info("relay circuit cut at its duration limit peer=%s", peer_id)
-            await _reset(src_stream)
-            await _reset(dst_stream)
-
-
-async def _reset(stream: Any) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        try:
-            await stream.reset()
-        except Exception as exc:  # already gone
-            log.debug("relay stream reset failed error=%r", exc)
+    def on_duration_cut(self, peer_id: ID) -> None:
+        self.refusals["duration"] += 1
+        super().on_duration_cut(peer_id)
 
 
 async def follow_reachability(hop: RelayHop, config: RelayServiceConfig,

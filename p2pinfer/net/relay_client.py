@@ -17,14 +17,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import multiaddr
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from multiaddr import Multiaddr
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net.config import parse_peer_addr, parse_peer_id
@@ -49,7 +50,7 @@ class Slot:
 class RelayClient:
     """Reservations at relays and relayed dials for one host."""
 
-    def __init__(self, host: Any, hop: RelayHop, config: RelayClientConfig) -> None:
+    def __init__(self, host: IHost, hop: RelayHop, config: RelayClientConfig) -> None:
         self._host = host
         self.config = config
         # STOP only: dialling through a relay must not take a slot there (py-libp2p's
@@ -58,9 +59,10 @@ class RelayClient:
         self.slots: dict[str, Slot] = {}
         self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
-        host.get_addrs = self._addrs_with_circuits  # adverts, identify, DHT records
+        # Adverts, identify and DHT records all read get_addrs; replaced on this instance.
+        host.get_addrs = self._addrs_with_circuits  # type: ignore[method-assign]
 
-    def _addrs_with_circuits(self) -> list[Any]:
+    def _addrs_with_circuits(self) -> list[Multiaddr]:
         own = self._host.get_id().to_base58()
         circuits = [multiaddr.Multiaddr(circuit_addr(s.relay_addr, s.relay_id, own))
                     for s in self.slots.values()]

@@ -11,9 +11,9 @@ libp2p's own exceptions never leave this module: callers see
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
+from libp2p.abc import INetStream
 from libp2p.io.exceptions import IOException
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 
@@ -36,7 +36,7 @@ class NetStream:
     frame) or `reset()` (abort) it.
     """
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: INetStream) -> None:
         self._raw = raw
         #: trio time at which the bytes given to `NetHost.open_stream(first=...)` were
         #: written, with the protocol proposal; None for a stream opened without them.

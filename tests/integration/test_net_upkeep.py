@@ -1,7 +1,7 @@
 """What an idle node pays per message, on real hosts: the py-libp2p defaults we change.
 
-See p2pinfer/net/libp2p_tuning.py and run_host's GossipSub settings; the numbers
-are in docs/scaling.md.
+See p2pinfer/net/compat/ (yamux_window, sender_records, task_tree) and run_host's GossipSub
+settings; the numbers are in docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.config import parse_peer_id
 from p2pinfer.net.host import run_host
-from p2pinfer.net.libp2p_tuning import consume_sender_record_once
+from p2pinfer.net.compat.sender_records import consume_sender_record_once
 from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
 

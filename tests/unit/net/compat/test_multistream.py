@@ -10,8 +10,10 @@ from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicat
 from libp2p.utils.varint import encode_delim
 
 from p2pinfer.errors import DecodeError, ProtocolNotSupportedError, StreamClosedError
-from p2pinfer.net.multistream import MULTISTREAM_ID, open_pipelined, proposal
+from p2pinfer.net.compat import multistream as compat_multistream
+from p2pinfer.net.compat.multistream import MULTISTREAM_ID, open_pipelined, proposal
 from p2pinfer.protocol import encode_frame, encode_uvarint
+from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 JOB = "/p2pinfer/job/1.0.0"
 REQUEST = encode_frame(b"a signed request\n")  # ends in a newline, like a delimited message
@@ -122,3 +124,9 @@ async def test_py_libp2p_responder_selects_the_protocol_and_leaves_the_request_u
     assert (protocol, chosen) == (JOB, handler)
     assert opener.written == delim(MULTISTREAM_ID) + delim(JOB)
     assert opener.unread == REQUEST  # exactly one message read at a time
+
+
+def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
+    # Lock-step negotiation (MultiselectClient) and the stock responder (Multiselect), which
+    # the pipelined opener relies on reading one message at a time, are what we tested.
+    assert_written_for_installed_libp2p(compat_multistream)

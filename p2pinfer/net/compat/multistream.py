@@ -1,12 +1,16 @@
-"""Pipelined ("lazy") multistream-select for the streams this node opens.
+"""Multistream-select in lock step: 2 round trips before a request leaves.
 
-py-libp2p 0.8.1's `host.new_stream` negotiates in lock-step: it sends
-`/multistream/1.0.0`, waits for the echo, sends the protocol id, waits for that
-echo, and only then may the caller write (2 round trips before the request even
-leaves). Here the client sends the header, the protocol id and the caller's
-first bytes (a job or info request) in one write, then reads the two echoes:
-the answer to the request follows them in the same flight, so a
-request-answer exchange on an open connection costs one round trip.
+**Defect (py-libp2p 0.8.1).** `libp2p/host/basic_host.py`, `BasicHost.new_stream`, via
+`libp2p/protocol_muxer/multiselect_client.py`, `MultiselectClient.select_one_of`:
+it sends `/multistream/1.0.0`, waits for the echo, sends the protocol id, waits for
+that echo, and only then may the caller write. Not a protocol error, but every job
+and info request paid 2 extra round trips (docs/scaling.md); go-libp2p and
+rust-libp2p pipeline ("lazy"/optimistic negotiation).
+
+**What we do.** `open_pipelined` sends the header, the protocol id and the caller's
+first bytes in one write, then reads the two echoes: the answer to the request follows
+them in the same flight, so a request-answer exchange on an open connection costs one
+round trip. Used by `NetHost.open_stream(..., first=...)`.
 
 The other side stays stock multistream-select: it writes its header, reads
 ours, reads one protocol id and echoes it (or answers `na` and reads the next
@@ -24,13 +28,19 @@ before the echo of our protocol, on a connection that is still up, is therefore
 reported as ProtocolNotSupportedError too: the peer refused the protocol, it is
 not unreachable. If the connection itself went down, the error stays a
 StreamClosedError.
+
+**To drop it.** When `new_stream` can send the proposal with the first write (an
+optimistic/lazy mode), call it instead of `open_pipelined`.
+
+**Upstream.** libp2p/py-libp2p#285 (https://github.com/libp2p/py-libp2p/pull/285,
+pipelined multistream-select, closed unmerged); the optimistic mode is being specified
+in libp2p/specs#721 (issue libp2p/specs#643). No drafted patch: a feature, not a fix.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
+from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.utils.varint import encode_delim
@@ -42,6 +52,14 @@ from p2pinfer.errors import (
     StreamClosedError,
 )
 from p2pinfer.net.streams import NetStream
+
+PATCHED = {
+    "libp2p.protocol_muxer.multiselect_client:MultiselectClient.select_one_of":
+        "a0dda8ab1ebd1006",
+    "libp2p.protocol_muxer.multiselect:Multiselect.negotiate": "e870e3fe41c87e3c",
+}
+UPSTREAM = "https://github.com/libp2p/py-libp2p/pull/285"
+DRAFT = None
 
 MULTISTREAM_ID = "/multistream/1.0.0"
 NOT_SUPPORTED = "na"
@@ -55,7 +73,7 @@ def proposal(protocol: str) -> bytes:
 
 
 async def open_pipelined(
-    raw: Any, protocol: str, first: bytes, *, timeout_s: float
+    raw: INetStream, protocol: str, first: bytes, *, timeout_s: float
 ) -> NetStream:
     """Negotiate `protocol` on the fresh muxed stream `raw`, sending `first` with the proposal.
 
@@ -101,7 +119,7 @@ async def _read_line(stream: NetStream, timeout_s: float) -> str:
         raise DecodeError(f"{_who(stream)} sent a negotiation message that is not UTF-8") from exc
 
 
-def _connection_open(raw: Any) -> bool:
+def _connection_open(raw: INetStream) -> bool:
     """Whether the muxed connection under `raw` is still up (not closed or closing)."""
     conn = getattr(raw, "muxed_conn", None)
     if conn is None:

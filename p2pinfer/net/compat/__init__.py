@@ -1,0 +1,43 @@
+"""Workarounds for py-libp2p 0.8.1 defects: one module per defect.
+
+Each module's docstring says what libp2p does wrong (file and function), what we do,
+how to drop the workaround, and the upstream issue or PR, or a drafted patch under
+docs/upstream/. Each has `PATCHED` (the libp2p functions it replaces or relies on, with
+a digest of their 0.8.1 source) and guard tests in tests/unit/net/compat/ that fail when
+an upgrade changes any of them. The table is in docs/network.md ("py-libp2p
+workarounds").
+
+| module | defect |
+|---|---|
+| `yamux_window` | a Yamux WINDOW_UPDATE after every read |
+| `sender_records` | the sender's signed peer record verified on every pubsub RPC |
+| `prune_backoff` | GossipSub prunes without recording a backoff |
+| `task_tree` | the service manager walks its task tree for every task started |
+| `pubsub_decode` | a malformed pubsub RPC crashes the host |
+| `listeners` | `host.run` swallows bind errors and leaves listeners running |
+| `multistream` | lock-step multistream-select (2 RTT before a request leaves) |
+| `kad_protocol` | KadDHT ignores `protocol_prefix`: always `/ipfs/kad/1.0.0` |
+| `relay_v2` | relay slots for named peers, kept after disconnect; idle circuits live on |
+
+`install()` applies the process-wide ones (class and module attributes); `run_host`
+calls it before building a host. The others are used where they apply: `RobustPubsub`,
+`listening` and `memoize_task_parents` by `run_host`, `open_pipelined` by
+`NetHost.open_stream`, `build_dht` by `run_host`, `BoundedCircuitV2` as `RelayHop`'s base.
+"""
+
+from __future__ import annotations
+
+from p2pinfer.net.compat import prune_backoff, sender_records, yamux_window
+
+_installed = False
+
+
+def install() -> None:
+    """Apply the process-wide workarounds (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    yamux_window.install()
+    sender_records.install()
+    prune_backoff.install()
+    _installed = True
