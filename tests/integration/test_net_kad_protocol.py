@@ -18,9 +18,9 @@ from libp2p.peer.id import ID
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.errors import ProtocolNotSupportedError
+from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
 from p2pinfer.net.dht import model_key, model_key_bytes
 from p2pinfer.net.host import build_libp2p_host, run_host
-from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
 from p2pinfer.net.nethost import NetHost
 from tests.integration.net_helpers import config
 

@@ -20,9 +20,9 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServer, JobServerConfig
+from p2pinfer.net.compat.multistream import proposal
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
-from p2pinfer.net.compat.multistream import proposal
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (

@@ -22,9 +22,9 @@ from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.compat.sender_records import consume_sender_record_once
 from p2pinfer.net.config import parse_peer_id
 from p2pinfer.net.host import run_host
-from p2pinfer.net.compat.sender_records import consume_sender_record_once
 from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
 
