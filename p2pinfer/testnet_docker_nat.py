@@ -15,7 +15,8 @@ the router's only default route is the public network's.
 A router is a container of the small router image (docker/router.Dockerfile) with
 NET_ADMIN and ip_forward on: `MASQUERADE` out of its public side (port-preserving, the
 hole-punchable kind; `--random-fully`: a new random port per connection, the symmetric
-kind), FORWARD policy DROP but for replies (`ESTABLISHED,RELATED`) and what goes out. A
+kind), FORWARD policy DROP but for replies (`ESTABLISHED,RELATED`) and what goes out, and
+on its own public address (INPUT) unsolicited packets dropped, not answered. A
 node behind a router runs in the network namespace of a "holder" container (the router
 image again, sleeping) whose default route points at the router, so the node image needs
 neither iproute2 nor NET_ADMIN. The consumer container only sleeps: jobs are `p2pinfer ask`
@@ -116,15 +117,20 @@ def set_nat(router: str, kind: NatKind) -> None:
         f" iptables -t nat -A POSTROUTING -o $pub -j MASQUERADE{random};"
         " iptables -P FORWARD DROP; iptables -F FORWARD;"
         " iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT;"
-        " iptables -A FORWARD ! -i $pub -o $pub -j ACCEPT"
+        " iptables -A FORWARD ! -i $pub -o $pub -j ACCEPT;"
+        # The router itself answers nothing from outside either: an unsolicited SYN is
+        # dropped, not reset (a reset would also kill the mapping a punch just made).
+        " iptables -F INPUT;"
+        " iptables -A INPUT -i $pub -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT;"
+        " iptables -A INPUT -i $pub -j DROP"
     )
     _docker("exec", router, "sh", "-c", script, what=f"NAT rules in {router}")
 
 
 def nat_rules(router: str) -> str:
     """`iptables -S` and the nat table of `router`, for assertions and reports."""
-    return _docker("exec", router, "sh", "-c",
-                   "iptables -S FORWARD; iptables -t nat -S POSTROUTING", what=f"rules of {router}")
+    return _docker("exec", router, "sh", "-c", "iptables -S FORWARD; iptables -S INPUT; "
+                   "iptables -t nat -S POSTROUTING", what=f"rules of {router}")
 
 
 def _start_router(project: str, name: str, public: str, pub_ip: str, private: str,
