@@ -64,7 +64,9 @@ def charges(net: NatTestnet) -> list[dict[str, Any]]:
     if proc.returncode != 0:
         assert "no ledger" in proc.stderr, proc.stderr
         return []
-    return [e for e in json.loads(proc.stdout)["entries"] if e["kind"] == "charge"]
+    # `ledger --json` lists the newest first.
+    entries = sorted(json.loads(proc.stdout)["entries"], key=lambda e: e["seq"])
+    return [e for e in entries if e["kind"] == "charge"]
 
 
 def dial(container: str, ip: str, port: int) -> str:
