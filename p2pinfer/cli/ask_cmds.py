@@ -89,6 +89,14 @@ def ask_cmd(
         "--faucet", help="Testnet credit granted to this home once (micro-credits).")] = 0,
     chain_rpc: ChainRpcOption = None,
     chain_contract: ChainContractOption = None,
+    listen: Annotated[list[str] | None, typer.Option(
+        "--listen", help="TCP multiaddr this short-lived host listens on (repeatable; "
+        "default /ip4/127.0.0.1/tcp/0). DCUtR behind a NAT needs a fixed port on all "
+        "interfaces, e.g. /ip4/0.0.0.0/tcp/4001.")] = None,
+    dcutr: Annotated[bool, typer.Option(
+        "--dcutr", help="After reaching a provider through a relay, try to punch a direct "
+        "connection (DCUtR, up to 6 s) before the job starts; the relay carries the job "
+        "when that fails (docs/network.md).")] = False,
     log_level: Annotated[str, typer.Option("--log-level")] = "WARNING",
 ) -> None:
     """Ask the network: the answer on stdout, who served it and what it cost on stderr."""
@@ -97,7 +105,8 @@ def ask_cmd(
         home, bootstrap or (), testnet_dir,
         client=ClientConfig(max_price_per_1k=max_price, min_stake=min_stake, dht_only=dht_only,
                             discovery_timeout_s=min(discovery_timeout, timeout / 2)),
-        faucet=faucet, chain_rpc=chain_rpc, chain_contract=chain_contract)
+        faucet=faucet, chain_rpc=chain_rpc, chain_contract=chain_contract,
+        listen=listen or (), dcutr=dcutr)
     request = AskRequest(model, prompt, system, JobParams(
         max_tokens=max_tokens, temperature=temperature, seed=seed), timeout)
 

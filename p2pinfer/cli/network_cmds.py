@@ -64,18 +64,21 @@ def peers(
     home: HomeOption = None, bootstrap: BootstrapOption = None,
     testnet_dir: TestnetOption = None, as_json: JsonOption = False, wait: WaitOption = 10.0,
 ) -> None:
-    """Peers reachable now: their models, engine, capacity, stake, measured RTT and whether
-    they can be dialled (public / private / unknown)."""
+    """Peers reachable now: their models, engine, capacity, stake, measured RTT, whether
+    they can be dialled (public / private / unknown) and the relays they are reached
+    through (behind NAT)."""
     setup_logging("WARNING")
     _, found = _survey(home, bootstrap, testnet_dir, wait)
     if as_json:
-        print(json.dumps([asdict(p) for p in found], indent=2))
+        print(json.dumps([{**asdict(p), "relays": list(p.relays)} for p in found], indent=2))
         return
-    table = Table("peer", "models", "engine", "capacity", "stake", "rtt ms", "reachability")
+    table = Table("peer", "models", "engine", "capacity", "stake", "rtt ms", "reachability",
+                  "via relay")
     for p in found:
         rtt = f"{p.rtt_ms:.1f}" if p.rtt_ms is not None else "-"
         table.add_row(p.peer_id, ", ".join(p.models) or "-", p.engine or "-",
-                      str(p.capacity), str(p.stake), rtt, p.reachability)
+                      str(p.capacity), str(p.stake), rtt, p.reachability,
+                      ", ".join(r[:12] + "…" for r in p.relays) or "-")
     Console().print(table)
 
 

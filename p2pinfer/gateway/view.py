@@ -41,6 +41,18 @@ class HardwareView:
 
 
 @dataclass(frozen=True)
+class RelayView:
+    """This node's part in Circuit Relay v2 (docs/network.md, "Reachability: relays")."""
+
+    serving: bool  # relays for others now
+    reservations: int  # slots peers hold here
+    circuits: int  # relayed connections open through this node
+    refusals: dict[str, int]  # reservations and circuits refused, by reason
+    slots: tuple[str, ...]  # this node's own circuit addresses (slots it holds at relays)
+    dcutr_upgrades: int  # relayed connections this node moved to direct ones
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     """This node: identity, where it listens, what it serves, on what, for how long."""
 
@@ -53,6 +65,7 @@ class NodeInfo:
     engine: str = ""  # the backend kind it serves with, e.g. "llama.cpp", "ollama"
     # Whether other peers can dial this node (AutoNAT, docs/network.md "Reachability").
     reachability: Reachability = "unknown"
+    relay: RelayView | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 MAX_PEER_ADDRS = 4  # of the addresses a peer names in its CONNECT, dialled
 SESSIONS_PER_MIN = 3  # DCUtR sessions a peer may start with us per minute
 UPGRADE_TIMEOUT_S = 6.0
+MIN_TRY_S = 3.0  # an upgrade is not tried with less time than this
+STREAM_RESERVE_S = 1.0  # of a stream's deadline, kept for opening it after an upgrade try
+RETRY_AFTER_S = 60.0  # a full upgrade try that failed is not repeated sooner for the peer
 
 PATCHED = {
     "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._auto_drive_loop": "da5e9e25994ba7ba",
@@ -68,6 +71,7 @@ class GuardedDCUtR(DCUtRProtocol):
         self.refused = 0  # sessions refused (not over a relay, or over the rate)
         self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
         self._sessions: dict[ID, deque[float]] = {}
+        self._tried: dict[ID, float] = {}  # peer -> when a full upgrade try failed
 
     async def _auto_drive_loop(self) -> None:
         await trio.sleep_forever()  # upgrades happen when a stream needs one, not behind it
@@ -108,6 +112,29 @@ class GuardedDCUtR(DCUtRProtocol):
             for old in [p for p, w in self._sessions.items() if not w]:
                 del self._sessions[old]
         return True
+
+    async def maybe_upgrade(self, pid: ID, deadline: float) -> bool:
+        """Before a stream that must open by trio time `deadline`: if every connection to
+        `pid` runs through a relay, try `upgrade` within what the deadline leaves (less
+        STREAM_RESERVE_S, at most UPGRADE_TIMEOUT_S), unless that is under MIN_TRY_S (an
+        advert fetch has 5 s in all: the job's own stream, with 10 s, tries instead) or a
+        try failed in the last RETRY_AFTER_S. So a consumer starts one session per peer."""
+        relayed = relayed_connections(self.host, pid)
+        if not relayed or len(relayed) < len(self.host.get_network().get_connections(pid)):
+            return False
+        now = time.monotonic()
+        if now - self._tried.get(pid, -RETRY_AFTER_S) < RETRY_AFTER_S:
+            return False
+        budget = min(UPGRADE_TIMEOUT_S, deadline - trio.current_time() - STREAM_RESERVE_S)
+        if budget < MIN_TRY_S:
+            return False
+        if await self.upgrade(pid, timeout_s=budget):
+            return True
+        self._tried[pid] = now
+        if len(self._tried) > 4096:  # bounded: forget the oldest tries
+            for old in sorted(self._tried, key=self._tried.__getitem__)[:2048]:
+                del self._tried[old]
+        return False
 
     async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S) -> bool:
         """Try for a direct connection to `pid` (reached through a relay); on success close

@@ -195,18 +195,22 @@ class NetHost(GossipAndAdverts):
         and from the peer's advert in the catalog. A peer with `/p2p-circuit`
         addresses and no connection yet gets `direct_first_s` (at most half of
         `timeout_s`) for a direct dial (refused or silent, as behind NAT), then is
-        dialled through its relay (`RelayClient.dial`) within what is left, and with
-        `dcutr` on a direct connection is tried for from there (`GuardedDCUtR.upgrade`).
+        dialled through its relay (`RelayClient.dial`) within what is left. With `dcutr`
+        on, a direct connection is tried for (`GuardedDCUtR.maybe_upgrade`, within what
+        the deadline leaves) whenever the stream would otherwise run over a relay.
         The caller owns the stream
         and must close or reset it. Raises PeerUnreachableError (no address,
         dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
         `na`, or a reset before accepting it) or PeerTimeoutError.
         """
         circuits = self._circuit_addrs_of(peer_id)
-        if not circuits or peer_id in self.peers():
-            return await self._open_stream(peer_id, protocol, first, timeout_s)
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
-        deadline = trio.current_time() + limit  # the caller's bound covers both tries
+        deadline = trio.current_time() + limit  # the caller's bound covers every try
+        if not circuits or peer_id in self.peers():
+            if self.relay_client.config.dcutr and peer_id in self.peers():
+                await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
+                timeout_s = max(deadline - trio.current_time(), 0.1)
+            return await self._open_stream(peer_id, protocol, first, timeout_s)
         try:
             return await self._open_stream(peer_id, protocol, first, min(
                 limit / 2, self.relay_client.config.direct_first_s))
@@ -215,7 +219,7 @@ class NetHost(GossipAndAdverts):
         with trio.move_on_at(deadline):
             await self.relay_client.dial(peer_id, circuits)
             if self.relay_client.config.dcutr:
-                await self.dcutr.upgrade(parse_peer_id(peer_id))
+                await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
             return await self._open_stream(peer_id, protocol, first,
                                            max(deadline - trio.current_time(), 0.1))
         raise PeerTimeoutError(f"reaching {peer_id} through a relay took over {limit:g} s")

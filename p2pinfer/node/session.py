@@ -25,6 +25,7 @@ from p2pinfer.market.ledger import Ledger, ledger_path
 from p2pinfer.net.adverts import VerifiedAdvert
 from p2pinfer.net.config import NetConfig, parse_peer_addr
 from p2pinfer.net.host import run_host
+from p2pinfer.net.relay_rules import RelayClientConfig, is_circuit_addr
 from p2pinfer.node.run import grant_faucet
 from p2pinfer.protocol import ChatTurn, JobParams, Receipt
 from p2pinfer.protocol.codec import decode_as
@@ -49,6 +50,9 @@ class SessionConfig:
     connect_timeout_s: float = 15.0
     chain_rpc: str | None = None  # settlement on: both set (settle.wiring.ChainFlags)
     chain_contract: str | None = None
+    # After a relayed dial, try DCUtR for a direct connection (`ask --dcutr`); it needs a
+    # listen address others can reach (through a NAT: `--listen /ip4/0.0.0.0/tcp/PORT`).
+    dcutr: bool = False
 
 
 def session_config(
@@ -60,6 +64,8 @@ def session_config(
     faucet: int = 0,
     chain_rpc: str | None = None,
     chain_contract: str | None = None,
+    listen: Sequence[str] = (),
+    dcutr: bool = False,
 ) -> SessionConfig:
     """Where a consumer command runs from: with `--testnet DIR`, its live nodes are the
     bootstrap peers, `DIR/consumer` the default home (granted testnet credit once) and
@@ -85,8 +91,10 @@ def session_config(
         parse_peer_addr(addr)
     from p2pinfer.config import resolve_home
 
-    return SessionConfig(resolve_home(home), tuple(peers), client=client, faucet=faucet,
-                         chain_rpc=chain_rpc, chain_contract=chain_contract)
+    return SessionConfig(resolve_home(home), tuple(peers),
+                         listen=tuple(listen) or SessionConfig.listen, client=client,
+                         faucet=faucet, chain_rpc=chain_rpc, chain_contract=chain_contract,
+                         dcutr=dcutr)
 
 
 @asynccontextmanager
@@ -100,7 +108,8 @@ async def consumer_session(config: SessionConfig) -> AsyncIterator[JobClient]:
             ReputationBook.open(reputation_path(config.home)) as reputation:
         grant_faucet(ledger, identity, config.faucet)
         payer = PayerBook(chain, account_of(identity), ledger) if chain else None
-        net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap)
+        net_config = NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
+                               relay_client=RelayClientConfig(dcutr=config.dcutr))
         async with run_host(net_config) as net, trio.open_nursery() as nursery:
             stakes = watch_stakes(StakeBook(chain), net, nursery) if chain else None
             wanted = {str(parse_peer_addr(a).peer_id.to_base58()) for a in config.bootstrap}
@@ -175,6 +184,16 @@ class PeerSummary:
     # public: this session dialled it (or a dial-back reached it); private: a dial-back
     # it asked us for failed; unknown: neither (docs/network.md, "Reachability").
     reachability: str = "unknown"
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """PeerIDs of the relays its advert says it can be reached through."""
+        return tuple(dict.fromkeys(relay_of(a) for a in self.addrs if is_circuit_addr(a)))
+
+
+def relay_of(circuit: str) -> str:
+    """The relay's PeerID in `.../p2p/<relay>/p2p-circuit/...`."""
+    return circuit.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[-1]
 
 
 def summarize_models(adverts: Sequence[VerifiedAdvert]) -> list[ModelSummary]:

@@ -28,6 +28,7 @@ from p2pinfer.gateway.view import (
     LedgerSummary,
     NodeInfo,
     PeerView,
+    RelayView,
     ReputationRow,
     catalog_counts,
 )
@@ -139,9 +140,13 @@ class LiveNodeView:
 
     async def node_info(self) -> NodeInfo:
         models = tuple(sorted(self._server.models)) if self._server is not None else ()
+        hop, net = self._net.relay_hop, self._net
+        relay = RelayView(hop.serving, len(hop.reservations()), hop.circuits,
+                          dict(hop.refusals), tuple(net.relay_client.circuit_addrs()),
+                          net.dcutr.upgrades)
         return NodeInfo(self._net.peer_id, tuple(self._net.addrs()), models, self._hardware,
                         self._clock() - self._started_ms, __version__, self._engine,
-                        self._net.reachability)  # fmt: skip
+                        self._net.reachability, relay)  # fmt: skip
 
     async def peers(self) -> Sequence[PeerView]:
         catalog = self._net.catalog

@@ -40,6 +40,7 @@ from p2pinfer.gateway.view import (
     LedgerSummary,
     NodeInfo,
     PeerView,
+    RelayView,
     ReputationRow,
 )
 from p2pinfer.gov.status import GovernanceView
@@ -50,6 +51,7 @@ MODEL = "smollm2:135m"
 PROVIDER_A = "12D3KooWProviderAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 PROVIDER_B = "12D3KooWProviderBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
 SELF = "12D3KooWSelfSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS"
+RELAYED = f"/ip4/10.0.0.1/tcp/4001/p2p/{PROVIDER_A}/p2p-circuit/p2p/{SELF}"
 JOB_ID = "0f" * 16
 CHARGE = 1234
 PRICE = 200  # micro-credits per 1k tokens, provider A's
@@ -155,7 +157,8 @@ class FakeNodeView:
     async def node_info(self) -> NodeInfo:
         self._maybe_fail()
         return NodeInfo(SELF, ("/ip4/127.0.0.1/tcp/4001",), (), CPU, 3_723_000, "0.1.0",
-                        "llama.cpp", "private")  # fmt: skip
+                        "llama.cpp", "private",
+                        RelayView(False, 0, 0, {"per_ip": 2}, (RELAYED,), 1))  # fmt: skip
 
     async def peers(self) -> Sequence[PeerView]:
         self._maybe_fail()

@@ -33,6 +33,7 @@ from tests.support.gateway import (
     PRICE,
     PROVIDER_A,
     PROVIDER_B,
+    RELAYED,
     SELF,
     FakeNetworkBackend,
     FakeNodeView,
@@ -52,6 +53,8 @@ async def test_admin_node_describes_this_node() -> None:
         "hardware": {"cpu": "AMD EPYC", "cpu_cores": 16, "ram_mb": 65536, "gpus": []},
         "uptime_ms": 3_723_000, "version": "0.1.0", "engine": "llama.cpp",
         "reachability": "private",
+        "relay": {"serving": False, "reservations": 0, "circuits": 0,
+                  "refusals": {"per_ip": 2}, "slots": [RELAYED], "dcutr_upgrades": 1},
     }  # fmt: skip
 
 

@@ -1,0 +1,172 @@
+"""Reachability: a job's speed direct vs relayed vs hole-punched, on the docker NAT testnet
+(p2pinfer/testnet/docker_nat.py). Writes bench/results/reachability.json.
+
+    python bench/reachability.py [--image p2pinfer:test] [--jobs 12] [--tokens 400] [--rate 2000]
+
+A consumer behind NAT B runs one session per path (a probe script inside its container,
+so the numbers are what a consumer there sees) and `--jobs` jobs in it, each pinned to one
+provider:
+  direct      the public provider (the bootstrap): a plain connection out through NAT B
+  relayed     the provider behind NAT A, through the relay (DCUtR off)
+  punched     the provider behind NAT A with DCUtR on, both NATs port-preserving; the
+              path each job really took is recorded (a failed punch stays relayed)
+Both providers run the FAKE engine at `--rate` tokens/s, so the engine is the same on
+every path and what differs is the network. The first job of a session includes the
+dial (for a NAT'd provider: the direct try that NAT A drops, 3 s, then the relay); the
+steady numbers are the median of the other jobs, on the open connection.
+Also: the TCP connect RTT from the consumer to the relay (through NAT B), the relay's CPU
+seconds (/proc/1/stat of its node, PID 1 in its container) and bytes on its interface
+per relayed job. Goals (issue 16): relayed tokens/s >= 0.95x direct; relayed TTFT minus
+direct TTFT <= 1 RTT to the relay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine, median, results_path, utc_now, write_result
+from p2pinfer.testnet import docker as testnet_docker
+from p2pinfer.testnet import docker_nat as testnet_docker_nat
+from p2pinfer.testnet.docker_nat import NatTestnet
+
+RESULTS = results_path("reachability.json")
+
+# Runs inside the consumer container (its venv's python): argv = target bootstrap listen
+# dcutr jobs tokens relay_ip. One JSON object per line.
+PROBE = r"""
+import json, socket, sys, time
+import trio
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.protocol import JobParams
+from p2pinfer.node.session import consumer_session, session_config
+
+target, boot, listen, dcutr, jobs, tokens, relay_ip = sys.argv[1:8]
+rtts = []
+for _ in range(10):
+    s = socket.socket(); t0 = time.perf_counter(); s.connect((relay_ip, 4001))
+    rtts.append((time.perf_counter() - t0) * 1000); s.close(); time.sleep(0.05)
+print(json.dumps({"rtt_ms": rtts}), flush=True)
+found = JobClient.candidates
+async def only(self, model, **kw):
+    return [c for c in await found(self, model, **kw) if c.peer_id == target]
+JobClient.candidates = only
+config = session_config(None, [boot], None, client=ClientConfig(), faucet=10**9,
+                        listen=[listen], dcutr=dcutr == "1")
+async def main():
+    async with consumer_session(config) as client:
+        for i in range(int(jobs)):
+            out = await client.run("fake:latest", "Count.", JobParams(max_tokens=int(tokens)))
+            print(json.dumps({"ttft_ms": out.ttft_ms, "total_ms": out.total_ms,
+                              "tokens": out.completion_tokens, "path": out.path,
+                              "provider": out.provider}), flush=True)
+trio.run(main)
+"""
+
+
+def probe(net: NatTestnet, target: str, *, dcutr: bool, port: int, jobs: int,
+          tokens: int) -> tuple[list[float], list[dict[str, Any]]]:
+    proc = subprocess.run(
+        ["docker", "exec", "-i", net.consumer, "python3", "-", target, net.bootstrap_addr,
+         f"/ip4/0.0.0.0/tcp/{port}", "1" if dcutr else "0", str(jobs), str(tokens),
+         net.relay_addr.split("/")[2]],
+        input=PROBE, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"probe failed:\n{proc.stderr[-3000:]}")
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    return lines[0]["rtt_ms"], lines[1:]
+
+
+def relay_counters(net: NatTestnet) -> tuple[float, int]:
+    """The relay node's CPU seconds (user + system) and its interface's rx+tx bytes."""
+    out = testnet_docker_nat._docker(
+        "exec", net.relay, "sh", "-c", "cat /proc/1/stat; cat /proc/1/net/dev",
+        what="relay counters")
+    stat, *dev = out.splitlines()
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / 100  # utime, stime in USER_HZ (100)
+    traffic = sum(int(ln.split(":")[1].split()[0]) + int(ln.split(":")[1].split()[8])
+                  for ln in dev if ":" in ln and not ln.strip().startswith("lo:"))
+    return cpu_s, traffic
+
+
+def summary(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    steady = jobs[1:]
+    tps = [j["tokens"] / max(j["total_ms"] - j["ttft_ms"], 1e-3) * 1000 for j in steady]
+    return {
+        "first_ttft_ms": round(jobs[0]["ttft_ms"], 1),
+        "first_total_ms": round(jobs[0]["total_ms"], 1),
+        "ttft_ms_median": median([j["ttft_ms"] for j in steady], 1),
+        "tokens_per_s_median": median(tps, 1),
+        "paths": sorted({j["path"] for j in jobs}),
+        "path_counts": {p: sum(j["path"] == p for j in jobs) for p in {j["path"] for j in jobs}},
+        "jobs": len(jobs),
+    }
+
+
+def run(image: str, jobs: int, tokens: int, rate: float) -> dict[str, Any]:
+    project = f"p2pb{secrets.token_hex(4)}"
+    image_base = "localbase:bookworm" if testnet_docker.image_size("localbase:bookworm") \
+        else "python:3.12-slim"
+    testnet_docker_nat.ensure_router_image(image_base)
+    net = testnet_docker_nat.nat_up(project, image, rate=rate)
+    try:
+        rtt, direct = probe(net, net.bootstrap_peer, dcutr=False, port=4301, jobs=jobs,
+                            tokens=tokens)
+        cpu0, bytes0 = relay_counters(net)
+        _, relayed = probe(net, net.provider_peer, dcutr=False, port=4302, jobs=jobs,
+                           tokens=tokens)
+        cpu1, bytes1 = relay_counters(net)
+        _, punched = probe(net, net.provider_peer, dcutr=True, port=4303, jobs=jobs,
+                           tokens=tokens)
+    finally:
+        testnet_docker.docker_down(project)
+    paths = {"direct": summary(direct), "relayed": summary(relayed), "punched": summary(punched)}
+    rtt_ms = median(rtt, 2)
+    ratio = paths["relayed"]["tokens_per_s_median"] / paths["direct"]["tokens_per_s_median"]
+    added = paths["relayed"]["ttft_ms_median"] - paths["direct"]["ttft_ms_median"]
+    return {
+        "date": utc_now(),
+        "machine": machine(note="2-core shared VM; docker bridge networks; fake engine"),
+        "setup": {"image": image, "jobs_per_path": jobs, "max_tokens": tokens,
+                  "engine": f"fake-stream={rate:g} tokens/s (both providers)",
+                  "nat": "MASQUERADE (port-preserving) on both routers"},
+        "rtt_to_relay_ms_median": rtt_ms,
+        "paths": paths,
+        "relay": {"cpu_s_per_job": round((cpu1 - cpu0) / len(relayed), 4),
+                  "bytes_per_job": round((bytes1 - bytes0) / len(relayed)),
+                  "note": "relay container's interface rx+tx (each relayed byte counted in "
+                          "and out) and its node's CPU, over the relayed session"},
+        "goals": {
+            "relayed_over_direct_tokens_per_s": round(ratio, 3),
+            "relayed_tps_goal_met": ratio >= 0.95,
+            "added_ttft_ms": round(added, 2),
+            "added_ttft_goal_met": added <= rtt_ms,
+            "punched": paths["punched"]["path_counts"].get("direct", 0) > 0,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="p2pinfer:test")
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--tokens", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    result = run(args.image, args.jobs, args.tokens, args.rate)
+    write_result(args.out, result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Reachability through real NATs in docker (p2pinfer/testnet/docker_nat.py): a provider
+behind one masquerading router, a consumer behind another, a bootstrap and a relay on the
+"public" network. The consumer finds the provider in the DHT and the job runs through the
+relay; DCUtR is tried through a port-preserving NAT and a symmetric one (`--random-fully`);
+the relay is killed mid-job and the job fails over, charged once.
+
+The providers run the FAKE engine (`--backend fake-stream`, filler tokens at a fixed rate):
+what is under test is the path, not the text. One module fixture; the relay-kill test runs
+last because it leaves the relay dead."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from p2pinfer.testnet import docker as testnet_docker
+from p2pinfer.testnet import docker_nat as testnet_docker_nat
+from p2pinfer.testnet.docker_nat import NatTestnet
+from tests.docker_support import docker, docker_project, node_image
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.docker
+
+FAUCET = ["--faucet", "100000000"]
+#: Each DCUtR ask listens on a port of its own, so no NAT mapping or conntrack entry left by
+#: an earlier punch (TIME_WAIT lasts 2 min) can serve a later one.
+_ports = iter(range(4101, 4200))
+
+
+@pytest.fixture(scope="module")
+def nat() -> Iterator[NatTestnet]:
+    image = node_image()
+    testnet_docker_nat.ensure_router_image(image.base_image)
+    with docker_project() as project:
+        try:
+            yield testnet_docker_nat.nat_up(project, image.image)
+        finally:
+            # Shown by pytest only when a test failed: what each container said last.
+            for c in testnet_docker.docker_status(project, peer_ids=False):
+                tail = docker("logs", "--tail", "25", c.name, check=False)
+                print(f"--- {c.name} ({c.state})\n{tail.stdout}{tail.stderr}")
+
+
+def ask(net: NatTestnet, *args: str) -> dict[str, Any]:
+    """One job from the consumer; the first tries are retried while the provider's records
+    spread (bounded), so a test sees a settled network."""
+    def once() -> dict[str, Any] | None:
+        try:
+            return testnet_docker_nat.ask(net, *FAUCET, *args)
+        except testnet_docker_nat.TestnetError as exc:
+            print(f"ask failed, retrying: {exc}")
+            return None
+
+    return wait_for(once, 120.0, "a job from the consumer", every_s=2.0)
+
+
+def charges(net: NatTestnet) -> list[dict[str, Any]]:
+    """The consumer home's charges, oldest first (none before its first job)."""
+    proc = docker("exec", net.consumer, "p2pinfer", "ledger", "--json", "--limit", "100000",
+                  check=False)
+    if proc.returncode != 0:
+        assert "no ledger" in proc.stderr, proc.stderr
+        return []
+    # `ledger --json` lists the newest first.
+    entries = sorted(json.loads(proc.stdout)["entries"], key=lambda e: e["seq"])
+    return [e for e in entries if e["kind"] == "charge"]
+
+
+def dial(container: str, ip: str, port: int) -> str:
+    """From `container`, a TCP connect to ip:port: 'open', 'refused' or 'timeout'."""
+    return docker("exec", container, "python3", "-c", f"""
+import socket
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect(({ip!r}, {port})); print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("timeout")
+""").stdout.strip()
+
+
+def test_the_nat_lets_connections_out_and_none_in(nat: NatTestnet) -> None:
+    for router in nat.routers:
+        rules = testnet_docker_nat.nat_rules(router)
+        assert "-P FORWARD DROP" in rules and "MASQUERADE" in rules, rules
+    # The provider listens on 4001 behind router A: nothing reaches it from outside,
+    # not at the router's public address and not at its private one.
+    assert dial(nat.bootstrap, nat.wan[0], testnet_docker_nat.P2P_PORT) == "timeout"
+    assert dial(nat.bootstrap, nat.private[0], testnet_docker_nat.P2P_PORT) == "timeout"
+    # Outbound works, and the public side sees the router's address, not the node's.
+    assert dial(nat.consumer, nat.relay_addr.split("/")[2], testnet_docker_nat.P2P_PORT) == "open"
+
+
+def admin_node(container: str) -> dict[str, Any]:
+    """/admin/node of the node in `container`, asked on its loopback gateway as its operator."""
+    out = docker("exec", container, "python3", "-c",
+                 "import json, pathlib; from p2pinfer.cli.node_gateway import gateway_request; "
+                 "print(json.dumps(gateway_request('http://127.0.0.1:11434', 'GET', "
+                 "'/admin/node', home=pathlib.Path('/data'))))").stdout
+    info: dict[str, Any] = json.loads(out)
+    return info
+
+
+def test_the_relay_and_the_provider_show_their_relay_status(nat: NatTestnet) -> None:
+    relay = admin_node(nat.relay)["relay"]
+    assert relay["serving"] is True and relay["reservations"] >= 1
+    provider = admin_node(nat.provider)
+    assert provider["relay"]["serving"] is False  # --no-relay
+    assert [a for a in provider["relay"]["slots"] if f"/p2p/{nat.relay_peer}/p2p-circuit" in a]
+    assert provider["addrs"][-1] in provider["relay"]["slots"]  # advertised, after its own
+
+
+def test_the_consumer_finds_the_provider_in_the_dht_and_the_job_runs_through_the_relay(
+    nat: NatTestnet,
+) -> None:
+    before = len(charges(nat))
+    out = ask(nat, "Say hello.", "--dht-only", "--max-tokens", "16")
+
+    assert out["provider"] == nat.provider_peer  # the cheaper one, behind its NAT
+    assert out["found_via"] == "dht"
+    assert out["path"] == "relayed"
+    assert out["usage"]["completion_tokens"] == 16 and not out["failovers"]
+    new = charges(nat)[before:]
+    assert [c["subject"] for c in new] == [f"peer:{nat.provider_peer}"]
+
+
+def test_dcutr_through_port_preserving_nats(nat: NatTestnet) -> None:
+    for router in nat.routers:
+        testnet_docker_nat.set_nat(router, "cone")
+    port = next(_ports)
+    out = ask(nat, "Say hello.", "--dht-only", "--max-tokens", "16", "--dcutr",
+              "--listen", f"/ip4/0.0.0.0/tcp/{port}")
+    assert out["provider"] == nat.provider_peer
+    assert out["path"] == "direct", out  # hole punched: the job ran off the relay
+    # Neither NAT let anything in unasked: the punch went through mappings both made.
+    assert dial(nat.bootstrap, nat.wan[0], testnet_docker_nat.P2P_PORT) == "timeout"
+
+
+def test_dcutr_through_symmetric_nats_falls_back_to_the_relay(nat: NatTestnet) -> None:
+    try:
+        for router in nat.routers:
+            testnet_docker_nat.set_nat(router, "symmetric")
+        port = next(_ports)
+        # A fresh key: providers answer 3 DCUtR sessions per peer a minute (net/dcutr.py).
+        out = ask(nat, "Say hello.", "--dht-only", "--max-tokens", "16", "--dcutr", "--home",
+                  f"/tmp/symmetric-{port}", "--listen", f"/ip4/0.0.0.0/tcp/{port}")
+    finally:
+        for router in nat.routers:
+            testnet_docker_nat.set_nat(router, "cone")
+    assert out["provider"] == nat.provider_peer
+    assert out["path"] == "relayed"  # no punch through a random port per connection
+    assert out["usage"]["completion_tokens"] == 16
+
+
+def test_killing_the_relay_mid_job_fails_over_and_charges_once(nat: NatTestnet) -> None:
+    before = len(charges(nat))
+    ask(nat, "Warm up.", "--max-tokens", "4")  # the provider's relayed records are known
+    warm = len(charges(nat))
+    # 2,000 tokens at 200/s: ten seconds of answer through the relay, streamed.
+    proc = subprocess.Popen(
+        ["docker", "exec", nat.consumer, "p2pinfer", "ask", "--stream", *FAUCET,
+         "--bootstrap", nat.bootstrap_addr, "--model", testnet_docker_nat.MODEL,
+         "--max-tokens", "2000", "--timeout", "120", "Write a long story."],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.read1(64)  # the first words of the answer: the job is running
+        assert first, "the job produced no output"
+        docker("kill", nat.relay)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    summary = err.decode()
+    assert proc.returncode == 0, summary
+    # The other provider's answer matched what had arrived (the same fake filler), so the
+    # answer went on from there rather than restarting: 2,000 tokens in all, one failover.
+    assert f"served by {nat.bootstrap_peer}" in summary
+    assert "+2000 tokens" in summary and "after 1 failed provider(s)" in summary
+    assert len((first + rest).decode().split()) == 2000  # nothing shown twice
+    new = charges(nat)[warm:]
+    assert [c["subject"] for c in new] == [f"peer:{nat.bootstrap_peer}"], new
+    assert warm == before + 1

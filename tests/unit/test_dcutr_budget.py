@@ -1,0 +1,77 @@
+"""When a consumer tries DCUtR (`GuardedDCUtR.maybe_upgrade`): only over relay-only
+connections, only with enough of the stream's deadline left, once a minute per peer.
+A fake host and a recording `upgrade` (the punch itself is tested in docker,
+tests/integration/test_docker_nat.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+
+from p2pinfer.net.dcutr import MIN_TRY_S, STREAM_RESERVE_S, UPGRADE_TIMEOUT_S, GuardedDCUtR
+
+RELAYED = "/ip4/10.0.0.11/tcp/4001/p2p/12D3KooWRelay/p2p-circuit"
+DIRECT = "/ip4/10.0.0.20/tcp/4001"
+PEER = ID(b"\x00\x24" + bytes(range(36)))
+
+
+class Conn:
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+
+    def get_transport_addresses(self) -> list[str]:
+        return [self.addr]
+
+
+class Network:
+    def __init__(self, *addrs: str) -> None:
+        self.conns = [Conn(a) for a in addrs]
+
+    def get_connections(self, pid: ID) -> list[Conn]:
+        return self.conns
+
+
+class Host:
+    def __init__(self, *addrs: str) -> None:
+        self.network = Network(*addrs)
+
+    def get_network(self) -> Network:
+        return self.network
+
+
+class Recording(GuardedDCUtR):
+    def __init__(self, host: Any, result: bool = False) -> None:
+        super().__init__(host)
+        self.tries: list[float] = []
+        self.result = result
+
+    async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S) -> bool:
+        self.tries.append(timeout_s)
+        return self.result
+
+
+async def test_a_relay_only_peer_gets_one_full_try_a_minute() -> None:
+    dcutr = Recording(Host(RELAYED))
+    deadline = trio.current_time() + 10.0
+    assert not await dcutr.maybe_upgrade(PEER, deadline)
+    assert not await dcutr.maybe_upgrade(PEER, deadline)  # failed a moment ago: not again
+    assert dcutr.tries == [UPGRADE_TIMEOUT_S]
+
+
+async def test_the_try_fits_the_stream_deadline_and_is_skipped_under_the_minimum() -> None:
+    dcutr = Recording(Host(RELAYED), result=True)
+    now = trio.current_time()
+    # An advert fetch's 5 s, most of it spent on the direct dial and the relayed one.
+    assert not await dcutr.maybe_upgrade(PEER, now + STREAM_RESERVE_S + MIN_TRY_S - 0.5)
+    assert dcutr.tries == []
+    assert await dcutr.maybe_upgrade(PEER, now + STREAM_RESERVE_S + 4.0)
+    assert dcutr.tries and abs(dcutr.tries[0] - 4.0) < 0.1
+
+
+async def test_no_try_where_a_direct_connection_exists_or_none_at_all() -> None:
+    for host in (Host(RELAYED, DIRECT), Host(DIRECT), Host()):
+        dcutr = Recording(host)
+        assert not await dcutr.maybe_upgrade(PEER, trio.current_time() + 10.0)
+        assert dcutr.tries == []
