@@ -1,6 +1,7 @@
 """Gateway benchmark: the HTTP gateway against `p2pinfer ask`, on a real 3-node testnet.
 
 Run from the repository root:  python bench/gateway.py [--runs 8] [--tokens 64]
+(`--features-only`: only the last item below, on a testnet of its own)
 Writes bench/results/gateway.json (date, machine, numbers):
 
 - side by side, the same greedy job through node 0's gateway (`/api/generate`,
@@ -197,6 +198,27 @@ def side_by_side(
     }  # fmt: skip
 
 
+def features_only(runs: int) -> None:
+    """Embeddings/s and structured-output TTFT on a fresh testnet, into gateway.json."""
+    with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp:
+        directory = Path(tmp) / "testnet"
+        options = testnet.NodeOptions(benchmark=False, engine_options=("embedding=true",))
+        testnet.up(directory, 3, models=[MODEL], options=options)
+        try:
+            url = str(testnet.status(directory)[0].gateway_url)
+            deadline = time.monotonic() + 60
+            while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
+                    "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
+                time.sleep(0.2)
+            numbers = trio.run(features, url, runs)
+        finally:
+            testnet.down(directory)
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    result["features_vs_engine"] = {"date": utc_now(), "machine": machine(), **numbers}
+    write_result(RESULTS, result)
+    print(json.dumps(numbers, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=12, help="jobs each way, interleaved")
@@ -204,8 +226,14 @@ def main() -> None:
     parser.add_argument("--load-requests", type=int, default=96)
     parser.add_argument("--feature-runs", type=int, default=10,
                         help="embedding batches and structured chats each way")  # fmt: skip
+    parser.add_argument("--features-only", action="store_true",
+                        help="only embeddings/s and structured-output TTFT (kept in "
+                             "gateway.json next to the last full run's numbers)")  # fmt: skip
     args = parser.parse_args()
     os.environ["P2PINFER_GATEWAY_RATE_LIMIT"] = "0"  # measure capacity, not the limiter
+    if args.features_only:
+        features_only(args.feature_runs)
+        return
     with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp:
         directory = Path(tmp) / "testnet"
         queue = ["--queue", str(CONCURRENCY)]

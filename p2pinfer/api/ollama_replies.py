@@ -111,11 +111,10 @@ class ChatEncoder:
 
     def final(self, done: Completion, text: str = "",
               logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
-        calls = self.reader.calls(text) if self.reader is not None and text else []
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        prose, calls = self.reader.split(text) if self.reader is not None else (text, [])
+        message: dict[str, Any] = {"role": "assistant", "content": prose}
         if calls:
-            message = {"role": "assistant", "content": "",
-                       "tool_calls": tools.ollama_calls(calls)}
+            message["tool_calls"] = tools.ollama_calls(calls)
         return _with_logprobs({
             **self._head(),
             "message": message,

@@ -159,10 +159,10 @@ class ChatCompletionEncoder(_Encoder):
 
     def choice(self, text: str, done: Completion,
                logprobs: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
-        calls = self.reader.calls(text) if self.reader is not None else []
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        prose, calls = self.reader.split(text) if self.reader is not None else (text, [])
+        message: dict[str, Any] = {"role": "assistant", "content": prose}
         if calls:
-            message = {"role": "assistant", "content": None,
+            message = {"role": "assistant", "content": prose or None,
                        "tool_calls": tools.openai_calls(calls)}
         choice = {"index": self.index, "message": message,
                   "finish_reason": "tool_calls" if calls else finish_reason(done)}

@@ -10,11 +10,18 @@ get it back in those words, and the embedded engine as a llama.cpp grammar.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import BadRequestError, ValidationError
-from p2pinfer.protocol.output_format import JSON_ANY, check_output_format, schema_text
+from p2pinfer.protocol.output_format import (
+    JSON_ANY,
+    MAX_FORMAT_CHARS,
+    check_output_format,
+    schema_text,
+)
 
 
 def _checked(text: str) -> str:
@@ -71,9 +78,35 @@ def to_openai(output_format: str) -> dict[str, Any]:
             "json_schema": {"name": "output", "schema": json.loads(output_format)}}
 
 
+GRAMMAR_CACHE_SIZE = 64
+"""Grammars kept converted (each from a format of at most MAX_FORMAT_CHARS, checked
+before any conversion): a client that sends the same schema again, as clients do,
+pays the conversion once, on the consumer's check and on the provider's engine."""
+GRAMMAR_CACHE_MAX_CHARS = 256 * 1024  # a grammar longer than this is not kept
+
+
 def grammar_text(output_format: str) -> str:
     """llama.cpp's GBNF grammar for an output format; BadRequestError for a schema the
     converter does not take. Needs llama-cpp-python (the converter is its Python code)."""
+    with _LOCK:  # engine threads and the event loop (check_grammar) share the cache
+        kept = _GRAMMARS.get(output_format)
+        if kept is not None:
+            _GRAMMARS.move_to_end(output_format)
+            return kept
+    grammar = _convert(output_format)
+    if len(output_format) <= MAX_FORMAT_CHARS and len(grammar) <= GRAMMAR_CACHE_MAX_CHARS:
+        with _LOCK:
+            _GRAMMARS[output_format] = grammar
+            while len(_GRAMMARS) > GRAMMAR_CACHE_SIZE:
+                _GRAMMARS.popitem(last=False)
+    return grammar
+
+
+_GRAMMARS: OrderedDict[str, str] = OrderedDict()  # least recently used first
+_LOCK = threading.Lock()
+
+
+def _convert(output_format: str) -> str:
     from llama_cpp import llama_grammar
 
     if output_format == JSON_ANY:

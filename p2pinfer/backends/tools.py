@@ -11,6 +11,7 @@ may still be a call, and the encoders answer with OpenAI's `tool_calls` (`id`, `
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,10 +23,11 @@ from p2pinfer.errors import ValidationError
 from p2pinfer.protocol.output_format import schema_text
 from p2pinfer.protocol.tools import (
     CALL_OPENINGS,
+    END_TAG,
     FORCED,
     MAX_CALLS,
+    TAG,
     call_schema,
-    calls_text,
     check_tool_calls,
     check_tool_choice,
     check_tools,
@@ -34,6 +36,7 @@ from p2pinfer.protocol.tools import (
 )
 
 Call = tuple[str, dict[str, Any]]
+_EMPTY_CALLS = re.compile(r"<tool_call>\s*\[\s*\]\s*(?:</tool_call>)?")
 
 
 def _bad(message: str, param: str = "tools") -> ApiError:
@@ -173,43 +176,82 @@ def grammar_format(tools: str | None, choice: str | None) -> str | None:
     return None if schema is None else schema_text(schema)
 
 
+#: How the tools are offered to a model whose chat template renders none: in the shape
+#: SmolLM2-Instruct's function-calling data used (and Ollama's template for it): the
+#: tools in `<tools>` tags, calls answered as a list in `<tool_call>` tags.
+_OFFER = (
+    "You are an expert in composing function calls. You are given a question and a set "
+    "of functions. Based on the question, make one or more function calls that achieve "
+    "its purpose. If none of the functions fits, say so and do not answer. If the "
+    "question lacks an argument a function requires, say so too.\n"
+    "You have access to the following tools:\n<tools>{tools}</tools>\n"
+    "Answer strictly in the following format, with no other text, each argument of the "
+    "right type. If no function call is needed, make the list of calls empty: '[]'.\n"
+    "<tool_call>[\n"
+    '{{"name": "func_name1", "arguments": {{"argument1": "value1", "argument2": "value2"}}}},'
+    "\n... (more calls as needed)\n]</tool_call>")
+
+
 def tools_prompt(tools: str, choice: str | None) -> str:
     """A system message offering the tools to a model whose chat template does not."""
-    forced = f" You must call {choice[len(FORCED):]}." if choice and choice.startswith(
-        FORCED) else " You must call one of them." if choice == "required" else ""
-    return ("You can call these functions (JSON): " + tools + "\nTo call one, answer with "
-            'only a JSON object {"name": <function name>, "arguments": <object>}.' + forced)
+    forced = f"\nYou must call {choice[len(FORCED):]}." if choice and choice.startswith(
+        FORCED) else "\nYou must call one of them." if choice == "required" else ""
+    offered = json.dumps([{"type": "function", "function": t} for t in json.loads(tools)],
+                         ensure_ascii=False)
+    return _OFFER.format(tools=offered) + forced
+
+
+def _call_turn(content: str, tool_calls: str) -> str:
+    calls = [{"name": c["name"], "arguments": c["arguments"]} for c in json.loads(tool_calls)]
+    listed = ",\n".join(json.dumps(c, ensure_ascii=False) for c in calls)
+    return (content + "\n" if content else "") + f"{TAG}[\n{listed}\n]{END_TAG}"
 
 
 def prompt_messages(messages: Sequence[ChatMessage], tools: str | None,
                     choice: str | None) -> list[dict[str, str]]:
-    """Messages for a chat template that knows no tools: the tools in a system message
-    (unless the choice is "none"), calls written as the text that makes them."""
+    """Messages for a chat template that knows no tools, as SmolLM2 was trained on them:
+    the tools in the system message (unless the choice is "none"), calls as `<tool_call>`
+    text, tool results as the user's `<tool_response>`."""
     payload = []
     for m in messages:
-        content = m.content
         if m.tool_calls is not None:
-            calls = [(c["name"], c["arguments"]) for c in json.loads(m.tool_calls)]
-            content = (content + "\n" if content else "") + calls_text(calls)
-        payload.append({"role": m.role, "content": content})
+            payload.append({"role": m.role, "content": _call_turn(m.content, m.tool_calls)})
+        elif m.role == "tool":
+            payload.append({"role": "user",
+                            "content": f"<tool_response>\n{m.content}\n</tool_response>"})
+        else:
+            payload.append({"role": m.role, "content": m.content})
     if tools is not None and choice != "none":
         offer = tools_prompt(tools, choice)
         if payload and payload[0]["role"] == "system":
-            payload[0] = {"role": "system", "content": payload[0]["content"] + "\n\n" + offer}
+            payload[0] = {"role": "system", "content": offer + "\n\n" + payload[0]["content"]}
         else:
             payload.insert(0, {"role": "system", "content": offer})
     return payload
 
 
+def _tag_start(text: str) -> int:
+    """Where `text` may start a `<tool_call>` tag: the tag's index, the index of a tail
+    that begins one, or len(text)."""
+    found = text.find(TAG)
+    if found >= 0:
+        return found
+    for cut in range(max(0, len(text) - len(TAG) + 1), len(text)):
+        if TAG.startswith(text[cut:]):
+            return cut
+    return len(text)
+
+
 @dataclass
 class ToolReader:
     """Reads one answer's tool calls: streamed text passes through unless it may still
-    be a call (it starts like one), which is held until the answer ends."""
+    be a call (it starts like one, or from a `<tool_call>` tag on), which is held until
+    the answer ends."""
 
     names: set[str]
     parallel: bool = True
     held: list[str] = field(default_factory=list)
-    passing: bool = False
+    passing: bool = False  # the answer did not start like a call: only a tag may follow
 
     @classmethod
     def of(cls, tools: str | None, choice: str | None, parallel: bool = True
@@ -221,28 +263,38 @@ class ToolReader:
 
     def feed(self, text: str) -> str:
         """What of the answer may be sent now."""
-        if self.passing:
-            return text
         self.held.append(text)
-        so_far = "".join(self.held).lstrip()
-        if not so_far or any(o.startswith(so_far) or so_far.startswith(o)
-                             for o in CALL_OPENINGS):
-            return ""
-        self.passing = True
-        held = "".join(self.held)
-        self.held.clear()
-        return held
+        so_far = "".join(self.held)
+        if not self.passing:
+            start = so_far.lstrip()
+            if not start or any(o.startswith(start) or start.startswith(o)
+                                for o in CALL_OPENINGS):
+                return ""
+            self.passing = True
+        if so_far.startswith(TAG):
+            return ""  # a call under way: held to the end
+        cut = _tag_start(so_far)
+        self.held[:] = [so_far[cut:]] if cut < len(so_far) else []
+        return so_far[:cut]
 
     def finish(self) -> tuple[str, list[Call]]:
-        """The held text not yet sent, and the calls (none unless the whole answer is)."""
+        """The held text not yet sent, and the calls it makes (none unless all of it,
+        or all of it from a `<tool_call>` tag on, is calls)."""
         text = "".join(self.held)
         self.held.clear()
-        calls = self.calls(text)
-        return ("", calls) if calls else (text, [])
+        prose, calls = self.split(text)
+        return ("", calls) if calls else (prose, [])
 
-    def calls(self, text: str) -> list[Call]:
-        """The calls a whole answer makes (the first only, unless parallel)."""
-        if self.passing:
-            return []
-        calls = parse_tool_calls(text, self.names) or []
-        return calls[:1 if not self.parallel else MAX_CALLS]
+    def split(self, text: str) -> tuple[str, list[Call]]:
+        """An answer's prose and the calls it makes (the first only, unless parallel):
+        calls are the whole answer, or the answer from a `<tool_call>` tag on (the
+        prose before it stays prose). An empty list of calls (`<tool_call>[]`, SmolLM2's
+        "no call needed") is neither prose nor a call."""
+        at = max(text.find(TAG), 0)
+        prose, rest = text[:at].rstrip(), text[at:]
+        if _EMPTY_CALLS.fullmatch(rest.strip()):
+            return prose, []
+        calls = parse_tool_calls(rest, self.names)
+        if not calls:
+            return text, []
+        return prose, calls[:1 if not self.parallel else MAX_CALLS]

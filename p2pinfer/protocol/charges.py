@@ -37,7 +37,9 @@ COMPLETION_ALLOWANCE = 16
 tokens an engine drops, the bytes of a character cut off by max_tokens."""
 TOOLS_OVERHEAD = 512
 """Template tokens around the tools offered: the instruction the embedded engine wraps
-them in (backends/tools.py, about 60 tokens), or a template's own tool section."""
+them in (backends/tools.py: 179 SmolLM2 tokens, and ~10 more a tool for its
+`{"type": "function", ...}` wrapper, against the tools' bytes counted as tokens), or a
+template's own tool section."""
 UNCHARGED_FINISH_REASONS = frozenset({"error", "cancelled"})
 """A result that ended so pays nothing: the consumer did not get what it asked for."""
 

@@ -111,15 +111,17 @@ def call_schema(tools: list[dict[str, Any]], choice: str | None) -> dict[str, An
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-_TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL)
+TAG, END_TAG = "<tool_call>", "</tool_call>"  # how SmolLM2 (and Hermes' format) wrap calls
+_TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*(?:</tool_call>)?$", re.DOTALL)  # end: maybe cut
 #: How an answer that may be a tool call starts (streaming holds such text back).
-CALL_OPENINGS = ("{", "[", "```", "<tool_call>")
+CALL_OPENINGS = ("{", "[", "```", TAG)
 
 
 def parse_tool_calls(text: str, names: set[str]) -> list[tuple[str, dict[str, Any]]] | None:
     """The tool calls an answer's text makes, or None when it is not (only) tool calls:
     JSON `{"name", "arguments"}` or a list of such (also in a ```json fence or
-    <tool_call> tags, as models write them) naming offered tools, arguments an object
+    <tool_call> tags, as models write them, the closing tag perhaps cut off by the
+    token limit) naming offered tools, arguments an object
     (or JSON text of one). At most MAX_CALLS; longer texts are not parsed."""
     text = text.strip()
     if len(text) > MAX_CALLS_CHARS:

@@ -29,6 +29,7 @@ from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field, SecretStr
 
+from p2pinfer.protocol.tools import call_schema
 from p2pinfer.testnet import processes as testnet
 from tests.support.backends import REPO_ROOT, needs_engine
 from tests.support.browser import (
@@ -408,3 +409,104 @@ def test_log_probabilities_have_their_shapes_from_every_client(net: RunningTestn
     for tokens in (ollama_tokens, langchain_tokens, chat_ollama_tokens):
         _check_logprobs(tokens)
         assert [t for t, _, _ in tokens] == [t for t, _, _ in openai_tokens]  # greedy: same
+
+
+WEATHER = {"name": "get_weather", "description": "Get the current weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"]}}  # fmt: skip
+TOOLS: Any = [{"type": "function", "function": WEATHER}]
+FORCE: Any = {"type": "function", "function": {"name": "get_weather"}}
+WEATHER_ASK = "What is the weather in Paris?"
+CALL_FORMAT = call_schema([WEATHER], "required")  # the answer: a get_weather call
+
+
+def _city(arguments: Any) -> str:
+    """The arguments of a get_weather call, checked against its parameter schema."""
+    value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    assert isinstance(value, dict) and set(value) == {"city"}, arguments
+    assert isinstance(value["city"], str) and value["city"].strip(), arguments
+    return str(value["city"])
+
+
+@pytest.mark.usefixtures("offline")
+def test_openai_tool_calls_forced_streamed_and_answered(net: RunningTestnet) -> None:
+    client, asked = _openai(net), [{"role": "user", "content": WEATHER_ASK}]
+    forced = client.chat.completions.create(
+        model=MODEL, messages=asked, max_tokens=60, tools=TOOLS, tool_choice=FORCE, **GREEDY)
+    choice = forced.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or ()
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather" and _city(call.function.arguments) == "Paris"
+    # Streamed: OpenAI's deltas by index (id and name first, arguments in pieces).
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=asked, max_tokens=60, tools=TOOLS, tool_choice="required",
+        stream=True, **GREEDY))  # fmt: skip
+    calls: dict[int, dict[str, str]] = {}
+    for delta in (c.choices[0].delta for c in chunks if c.choices):
+        for piece in delta.tool_calls or ():
+            into = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+            into["id"] += piece.id or ""
+            into["name"] += piece.function.name or "" if piece.function else ""
+            into["arguments"] += piece.function.arguments or "" if piece.function else ""
+    assert list(calls) == [0] and calls[0]["id"].startswith("call_")
+    assert calls[0]["name"] == "get_weather" and _city(calls[0]["arguments"])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    # The tool's result goes back as a `tool` message and is answered in words.
+    answered = client.chat.completions.create(
+        model=MODEL, max_tokens=30, tools=TOOLS, **GREEDY, messages=[
+            *asked, choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"}])
+    assert answered.choices[0].message.content and not answered.choices[0].message.tool_calls
+    assert answered.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.usefixtures("offline")
+def test_ollama_client_tools_auto_answers_and_a_call_schema_forces_a_call(
+    net: RunningTestnet,
+) -> None:
+    # Ollama's API has no tool_choice. In "auto" SmolLM2-135M answers prose (it writes no
+    # calls of its own, even shown the tools as it was trained: docs/gateway.md); sending
+    # the call's schema as `format` forces a call, whole and streamed.
+    client = ollama.Client(host=net.url, timeout=120)
+    options = {"num_predict": 60, **GREEDY}
+    messages: Any = [{"role": "user", "content": WEATHER_ASK}]
+    auto = client.chat(model=MODEL, messages=messages, tools=TOOLS, options=options)
+    assert auto.done and auto.message.role == "assistant" and auto.message.content
+    assert not auto.message.tool_calls
+    forced = client.chat(model=MODEL, messages=messages, tools=TOOLS, options=options,
+                         format=CALL_FORMAT)  # fmt: skip
+    (call,) = forced.message.tool_calls or ()
+    assert call.function.name == "get_weather" and _city(call.function.arguments) == "Paris"
+    streamed = list(client.chat(model=MODEL, messages=messages, tools=TOOLS, options=options,
+                                format=CALL_FORMAT, stream=True))  # fmt: skip
+    calls = [c for part in streamed for c in part.message.tool_calls or ()]
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        (call.function.name, call.function.arguments)]
+    assert streamed[-1].done and not "".join(p.message.content or "" for p in streamed)
+    messages.extend([forced.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_name": "get_weather", "content": "18 C and sunny"}])
+    answered = client.chat(model=MODEL, messages=messages, tools=TOOLS, options=options)
+    assert answered.done and answered.message.content and not answered.message.tool_calls
+
+
+@pytest.mark.usefixtures("offline")
+def test_langchain_binds_tools_and_reads_the_calls(net: RunningTestnet) -> None:
+    chat_openai = _chat_openai(net, max_completion_tokens=60, **GREEDY)
+    for tool_choice in ("get_weather", "required"):
+        message = chat_openai.bind_tools(TOOLS, tool_choice=tool_choice).invoke(WEATHER_ASK)
+        (call,) = message.tool_calls  # type: ignore[attr-defined]
+        assert call["name"] == "get_weather" and _city(call["args"]), message
+    streamed = [chunk for chunk in chat_openai.bind_tools(TOOLS, tool_choice="get_weather")
+                .stream(WEATHER_ASK)]  # fmt: skip
+    whole = streamed[0]
+    for chunk in streamed[1:]:
+        whole += chunk  # LangChain puts the streamed call's pieces together
+    (call,) = whole.tool_calls  # type: ignore[attr-defined]
+    assert call["name"] == "get_weather" and _city(call["args"]) == "Paris"
+    # ChatOllama: no tool_choice in Ollama's API, so the call's schema as `format`.
+    chat_ollama = ChatOllama(model=MODEL, base_url=net.url, num_predict=60,
+                             format=CALL_FORMAT, **GREEDY)  # fmt: skip
+    message = chat_ollama.bind_tools(TOOLS).invoke(WEATHER_ASK)
+    (call,) = message.tool_calls  # type: ignore[attr-defined]
+    assert call["name"] == "get_weather" and _city(call["args"]) == "Paris", message

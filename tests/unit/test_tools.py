@@ -278,11 +278,15 @@ def test_the_engine_is_shown_the_tools_and_earlier_calls() -> None:
                 ChatMessage("assistant", "", tool_calls=f"[{CALL}]"),
                 ChatMessage("tool", "18 C", tool_name="get_weather")]
     payload = prompt_messages(messages, TOOLS, "function:get_weather")
-    assert payload[0]["content"].startswith("Be brief.\n\nYou can call these functions")
-    assert "get_weather" in payload[0]["content"] and "You must call get_weather" in (
-        payload[0]["content"])
-    assert json.loads(payload[2]["content"]) == json.loads(CALL)
-    assert payload[3] == {"role": "tool", "content": "18 C"}
+    system = payload[0]["content"]
+    assert system.endswith("You must call get_weather.\n\nBe brief.")
+    offered = system[system.index("<tools>") + 7:system.index("</tools>")]
+    assert [t["function"] for t in json.loads(offered)] == [WEATHER, ADD]
+    # As SmolLM2 was trained: calls as a list in <tool_call> tags, results from the user.
+    assert payload[2]["content"].startswith("<tool_call>[\n")
+    assert parse_tool_calls(payload[2]["content"], {"get_weather"}) == [
+        ("get_weather", {"city": "Paris"})]
+    assert payload[3] == {"role": "user", "content": "<tool_response>\n18 C\n</tool_response>"}
     assert prompt_messages(messages[1:2], TOOLS, "none") == [
         {"role": "user", "content": "Paris?"}]
     forced = json.loads(grammar_format(TOOLS, "function:add") or "")
