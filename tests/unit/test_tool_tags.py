@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from p2pinfer.backends.ollama_replies import ChatEncoder
-from p2pinfer.backends.openai_replies import ChatCompletionEncoder
 
+from p2pinfer.api.ollama_replies import ChatEncoder
+from p2pinfer.api.openai_replies import ChatCompletionEncoder
 from p2pinfer.backends import output_format
 from p2pinfer.backends.base import Completion, TokenDelta
 from p2pinfer.backends.tools import ToolReader
