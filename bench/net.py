@@ -28,7 +28,7 @@ from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer
+from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer
 
 RESULTS = results_path("net.json")
 MODEL = "smollm2:135m"
@@ -41,7 +41,7 @@ def config(ip: str = "127.0.0.1", **kw: Any) -> NetConfig:
 
 def template() -> Advert:
     offer = ModelOffer(MODEL, "ab" * 32, "135M", "Q8_0", 2048, 400_000, 25_000, 100)
-    hw = HardwareProfile("bench", 2, 4096, ())
+    hw = AdvertHardware("bench", 2, 4096, ())
     return Advert((offer,), hw, "llama.cpp", 0, 1, (), 0, 0, 60_000)
 
 

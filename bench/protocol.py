@@ -20,11 +20,11 @@ from bench._common import machine, results_path, utc_now, write_result
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import (
     Advert,
+    AdvertHardware,
     ChatTurn,
     Chunk,
     FrameDecoder,
     Gpu,
-    HardwareProfile,
     JobAccept,
     JobParams,
     JobRequest,
@@ -109,7 +109,7 @@ def typical_advert() -> Advert:
             ModelOffer("qwen2.5:7b", "a1" * 32, "7.6B", "Q4_K_M", 32768, 2_100_000, 41_000, 900),
             ModelOffer("llama3.2:3b", "b2" * 32, "3.2B", "Q4_K_M", 131072, 3_000_000, 88_000, 500),
         ),
-        hardware=HardwareProfile("AMD Ryzen 9 7950X", 16, 64_000, (Gpu("RTX 4090", 24_564),)),
+        hardware=AdvertHardware("AMD Ryzen 9 7950X", 16, 64_000, (Gpu("RTX 4090", 24_564),)),
         engine="ollama",
         stake=10_000_000,
         capacity=4,

@@ -17,12 +17,12 @@ from p2pinfer.backends.models import find_model, resolve_model_spec
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.hardware.benchmark import BenchCache, BenchResult, cached_benchmark
-from p2pinfer.hardware.probe import HardwareProfile, probe
+from p2pinfer.hardware.probe import MachineProfile, probe
 
 GIB = 2**30
 
 
-def _show_profile(console: Console, profile: HardwareProfile) -> None:
+def _show_profile(console: Console, profile: MachineProfile) -> None:
     table = Table(title=f"hardware {profile.fingerprint()}", show_header=False)
     table.add_row("CPU", f"{profile.cpu_model} ({profile.cpu_cores} cores, "
                   f"{profile.cpu_threads} threads, {profile.arch})")  # fmt: skip

@@ -42,7 +42,7 @@ class BenchResult:
 
     model: str
     digest: str
-    hardware: str  # HardwareProfile.fingerprint()
+    hardware: str  # MachineProfile.fingerprint()
     backend: str
     prompt_tokens_per_s: float
     gen_tokens_per_s: float

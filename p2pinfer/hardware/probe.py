@@ -29,7 +29,7 @@ class GpuInfo:
 
 
 @dataclass(frozen=True)
-class HardwareProfile:
+class MachineProfile:
     """One machine's compute, as advertised to the network."""
 
     cpu_model: str
@@ -112,11 +112,11 @@ def probe_gpus(nvml: Any = None) -> tuple[tuple[GpuInfo, ...], str]:
             log.debug("nvmlShutdown failed", exc_info=True)
 
 
-def probe(nvml: Any = None) -> HardwareProfile:
+def probe(nvml: Any = None) -> MachineProfile:
     """Probe this machine now."""
     memory = psutil.virtual_memory()
     gpus, driver = probe_gpus(nvml)
-    return HardwareProfile(
+    return MachineProfile(
         cpu_model=_cpu_model(),
         cpu_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
         cpu_threads=psutil.cpu_count(logical=True) or os.cpu_count() or 1,

@@ -3,7 +3,7 @@ jobs through `JobClient` with failover. So `api.server.create_app(NetworkBackend
 is an Ollama/OpenAI gateway into the network.
 
 Which provider served a request, its job id and the charge are published on
-`current_job_meta` (a ContextVar holding a `JobMeta` the caller put there), so
+`current_job_meta` (a ContextVar holding a `NetworkJobSlot` the caller put there), so
 an HTTP layer can turn them into response headers.
 """
 
@@ -49,7 +49,7 @@ from p2pinfer.protocol.schema import to_wire
 
 
 @dataclass
-class JobMeta:
+class NetworkJobSlot:
     """Filled in while a request runs: who serves it, its job id and, at the end, the charge."""
 
     provider: str | None = None
@@ -59,7 +59,7 @@ class JobMeta:
     price_per_1k: int | None = None  # what the serving provider accepted the job at
 
 
-current_job_meta: ContextVar[JobMeta | None] = ContextVar("p2pinfer_job_meta", default=None)
+current_job_meta: ContextVar[NetworkJobSlot | None] = ContextVar("p2pinfer_job_meta", default=None)
 
 DEFAULT_MAX_TOKENS = 1024  # when the caller sets no limit (Ollama's num_predict -1)
 MAX_TURNS = 1024  # JobRequest.messages' wire cap
@@ -228,7 +228,7 @@ def backend_error(exc: NetworkError) -> EngineUnavailable | ModelNotFound | Engi
 class _Events:
     """TokenDeltas from the job, then one Completion."""
 
-    def __init__(self, job: NetJob, first: TextDelta | None, meta: JobMeta | None) -> None:
+    def __init__(self, job: NetJob, first: TextDelta | None, meta: NetworkJobSlot | None) -> None:
         self._job = job
         self._first = first
         self._first_pending = True

@@ -31,7 +31,7 @@ from p2pinfer.protocol import (
     CLOCK_SKEW_MS,
     MAX_ADVERT_TTL_MS,
     Advert,
-    HardwareProfile,
+    AdvertHardware,
     ModelOffer,
     Signed,
     decode_as,
@@ -101,7 +101,7 @@ class ProviderEntry:
     price_per_1k: int
     generation_tps: float
     addrs: tuple[str, ...]
-    hardware: HardwareProfile
+    hardware: AdvertHardware
     seq: int
     last_seen_ms: int
     expires_at_ms: int

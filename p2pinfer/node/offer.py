@@ -15,9 +15,9 @@ from p2pinfer.backends.base import Backend, ModelInfo
 from p2pinfer.gateway.view import GpuView, HardwareView
 from p2pinfer.hardware import BenchCache, cached_benchmark
 from p2pinfer.hardware.benchmark import BenchResult
-from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
+from p2pinfer.hardware.probe import MachineProfile
 from p2pinfer.jobs.job_server import JobServer
-from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer
+from p2pinfer.protocol import Advert, AdvertHardware, Gpu, ModelOffer
 from p2pinfer.protocol.embedding import MAX_EMBEDDING_LENGTH
 from p2pinfer.testing.faults import Fault
 
@@ -117,7 +117,7 @@ def advert_builder(
     config: NodeConfig,
 ) -> Callable[[], Advert]:
     """What the node advertises, priced at the moment of each republication."""
-    hardware = HardwareProfile(
+    hardware = AdvertHardware(
         cpu=machine.cpu_model[:128],
         cpu_cores=min(machine.cpu_cores, 65_535),
         ram_mb=machine.ram_total_bytes // 2**20,

@@ -33,7 +33,7 @@ from p2pinfer.gov.service import GovService
 from p2pinfer.gov.store import GovStore, gov_path, wall_ms
 from p2pinfer.gov.tally import TallyRules
 from p2pinfer.hardware import probe
-from p2pinfer.hardware.probe import HardwareProfile as MachineProfile
+from p2pinfer.hardware.probe import MachineProfile
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServer, JobServerConfig

@@ -38,7 +38,7 @@ from p2pinfer.market.entries import FaucetGrant, peer_account
 from p2pinfer.market.kpis import LiveKPIs, ledger_kpis
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.node.job_board import BoardJob, JobBoard
-from p2pinfer.protocol import HardwareProfile
+from p2pinfer.protocol import AdvertHardware
 from p2pinfer.settle.stakes import StakeBook
 from p2pinfer.verify.reputation import on_probation
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from p2pinfer.verify.reputation_store import ReputationBook
 
 
-def hardware_view(profile: HardwareProfile) -> HardwareView:
+def hardware_view(profile: AdvertHardware) -> HardwareView:
     """An advert's hardware profile as the gateway shows it."""
     gpus = tuple(GpuView(g.name, g.vram_mb) for g in profile.gpus)
     return HardwareView(profile.cpu, profile.cpu_cores, profile.ram_mb, gpus)
@@ -58,7 +58,7 @@ def hardware_view(profile: HardwareProfile) -> HardwareView:
 
 def track_network_job() -> Callable[[], JobMeta | None]:
     """A fresh metadata slot for the network backend in this task, and its reader."""
-    slot = network_backend.JobMeta()
+    slot = network_backend.NetworkJobSlot()
     network_backend.current_job_meta.set(slot)
     return _reader(slot)
 
@@ -71,7 +71,7 @@ def network_job_reader() -> Callable[[], JobMeta | None]:
     return _reader(slot)
 
 
-def _reader(slot: network_backend.JobMeta) -> Callable[[], JobMeta | None]:
+def _reader(slot: network_backend.NetworkJobSlot) -> Callable[[], JobMeta | None]:
     def read() -> JobMeta | None:
         if not slot.provider:
             return None

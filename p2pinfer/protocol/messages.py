@@ -82,7 +82,7 @@ class Gpu:
 
 
 @dataclass(frozen=True)
-class HardwareProfile:
+class AdvertHardware:
     cpu: Label
     cpu_cores: Annotated[int, Range(0, 65_535)]
     ram_mb: Count
@@ -97,7 +97,7 @@ class Advert(WireMessage):
     TYPE: ClassVar[str] = "advert"
 
     models: Annotated[tuple[ModelOffer, ...], Size(0, 64)]
-    hardware: HardwareProfile
+    hardware: AdvertHardware
     engine: Label  # backend kind, e.g. "ollama", "llama.cpp"
     stake: MicroCredits
     capacity: Annotated[int, Range(0, 65_535)]  # concurrent jobs it takes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from p2pinfer.sim.params import HardwareProfile, SimParams
+from p2pinfer.sim.params import MachineClass, SimParams
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -74,7 +74,7 @@ def empty() -> Providers:
     return Providers(i, i, i, b, f, i, i, i, b, i, i, f, b, f, f)
 
 
-def profile_shares(hardware: tuple[HardwareProfile, ...]) -> F64:
+def profile_shares(hardware: tuple[MachineClass, ...]) -> F64:
     """Each profile's share of providers, normalised to sum to 1."""
     shares = np.array([hw.share for hw in hardware], np.float64)
     out: F64 = shares / shares.sum()

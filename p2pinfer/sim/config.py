@@ -79,11 +79,11 @@ def _apply(where: str, obj: T, table: Any) -> T:
     return replace(obj, **changes)  # type: ignore[type-var]
 
 
-def _hardware(items: Any) -> tuple[P.HardwareProfile, ...]:
+def _hardware(items: Any) -> tuple[P.MachineClass, ...]:
     if not isinstance(items, list) or not items:
         raise UsageError("sim config: [[hardware]] must be a non-empty list of tables")
     template = P.DEFAULT_HARDWARE[0]
-    required = {f.name for f in dataclasses.fields(P.HardwareProfile)}
+    required = {f.name for f in dataclasses.fields(P.MachineClass)}
     profiles = []
     for i, item in enumerate(items):
         missing = required - set(item) if isinstance(item, dict) else required

@@ -21,7 +21,7 @@ MICRO = 1_000_000
 
 
 @dataclass(frozen=True)
-class HardwareProfile:
+class MachineClass:
     """A kind of provider machine and the model class it serves."""
 
     #: Short name, also the model class (one market per profile).
@@ -53,10 +53,10 @@ class HardwareProfile:
 
 #: The seed's performance table (7B Q4 10-30 tokens/s on 4-8 GB, 13B 5-15 on 8-16 GB,
 #: 70B 1-5 on 40-80 GB); power, prices and fleet shares are ours.
-DEFAULT_HARDWARE: tuple[HardwareProfile, ...] = (
-    HardwareProfile("7b-q4", 0.6, 10, 30, 120, 300, 3, 1_000, 0.18),
-    HardwareProfile("13b-q4", 0.3, 5, 15, 165, 450, 3, 2_000, 0.30),
-    HardwareProfile("70b-q4", 0.1, 1, 5, 700, 2_500, 3, 5_000, 0.88),
+DEFAULT_HARDWARE: tuple[MachineClass, ...] = (
+    MachineClass("7b-q4", 0.6, 10, 30, 120, 300, 3, 1_000, 0.18),
+    MachineClass("13b-q4", 0.3, 5, 15, 165, 450, 3, 2_000, 0.30),
+    MachineClass("70b-q4", 0.1, 1, 5, 700, 2_500, 3, 5_000, 0.88),
 )
 
 
@@ -212,7 +212,7 @@ class SimParams:
     pricing: PricingSimParams = field(default_factory=PricingSimParams)
     reputation: ReputationParams = field(default_factory=ReputationParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
-    hardware: tuple[HardwareProfile, ...] = DEFAULT_HARDWARE
+    hardware: tuple[MachineClass, ...] = DEFAULT_HARDWARE
 
     def validate(self) -> SimParams:
         """Self, or UsageError naming the first value that cannot be simulated."""

@@ -30,7 +30,7 @@ from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.node.offer import model_offer
-from p2pinfer.protocol import Advert, HardwareProfile, ReplayWindow
+from p2pinfer.protocol import Advert, AdvertHardware, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
 
@@ -109,7 +109,7 @@ def advert_for(server: JobServer, *, stake: int = 0, capacity: int = 1) -> Calla
             model_offer(info, server.advertised_price(info.name))
             for info in server.models.values()
         )
-        return Advert(models=offers, hardware=HardwareProfile("test cpu", 2, 1024, ()),
+        return Advert(models=offers, hardware=AdvertHardware("test cpu", 2, 1024, ()),
                       engine="fake", stake=stake, capacity=capacity, listen_addrs=(), seq=0,
                       issued_at=0, ttl_ms=60_000)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.config import NetConfig
-from p2pinfer.protocol import Advert, Gpu, HardwareProfile, ModelOffer, sign
+from p2pinfer.protocol import Advert, AdvertHardware, Gpu, ModelOffer, sign
 
-HARDWARE = HardwareProfile("test cpu", 4, 8_192, (Gpu("test gpu", 24_576),))
+HARDWARE = AdvertHardware("test cpu", 4, 8_192, (Gpu("test gpu", 24_576),))
 
 
 def now_ms() -> int:

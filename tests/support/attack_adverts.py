@@ -27,7 +27,7 @@ from p2pinfer.net.adverts import ADVERTS_TOPIC
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
+from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer, sign
 from tests.support.attack_net import MODEL, AttackNet
 
 #: A TTL every node accepts before and after the defence (the honest nodes' TTL is 2 min).
@@ -60,7 +60,7 @@ def fake_advert(identity: NodeIdentity, *, model: str, price: int, ttl_ms: int,
     advert = Advert(
         models=tuple(ModelOffer(name, "ab" * 32, "135M", "Q8_0", 2048, 2_000_000, 500_000,
                                 price) for name in names),
-        hardware=HardwareProfile("attacker", 64, 262_144, ()),
+        hardware=AdvertHardware("attacker", 64, 262_144, ()),
         engine="llama.cpp", stake=0, capacity=64,
         listen_addrs=(f"/ip4/127.0.0.1/tcp/1/p2p/{identity.peer_id}",),
         seq=now, issued_at=now, ttl_ms=ttl_ms,

@@ -32,7 +32,7 @@ from p2pinfer.market.stake import sign_stake
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import Advert, HardwareProfile, sign
+from p2pinfer.protocol import Advert, AdvertHardware, sign
 from tests.support.attack_net import AttackNet
 
 #: The stake the attacker declares for itself (and the old tally believed).
@@ -74,7 +74,7 @@ def _unchecked_proposal(attacker: NodeIdentity, parameter: str, value: int | str
 
 def staked_advert(now: int) -> Advert:
     """An advert claiming CLAIMED_STAKE and offering no model (so no job goes to it)."""
-    return Advert(models=(), hardware=HardwareProfile("attacker", 1, 1, ()), engine="none",
+    return Advert(models=(), hardware=AdvertHardware("attacker", 1, 1, ()), engine="none",
                   stake=CLAIMED_STAKE, capacity=0, listen_addrs=(), seq=now, issued_at=now,
                   ttl_ms=600_000)
 

@@ -37,9 +37,9 @@ from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     Advert,
+    AdvertHardware,
     ChatTurn,
     Chunk,
-    HardwareProfile,
     JobAccept,
     JobParams,
     JobRequest,
@@ -131,7 +131,7 @@ async def serve_lies(liar: Liar, stream: NetStream) -> None:
 
 def liar_advert(price_per_1k: int = 1) -> Advert:
     offer = ModelOffer(MODEL, "", "135M", "Q8_0", 2048, 0, 50_000, price_per_1k)
-    return Advert(models=(offer,), hardware=HardwareProfile("liar", 2, 1024, ()),
+    return Advert(models=(offer,), hardware=AdvertHardware("liar", 2, 1024, ()),
                   engine="llama.cpp", stake=0, capacity=4, listen_addrs=(), seq=0,
                   issued_at=0, ttl_ms=30_000)  # short: it leaves the catalogs soon after
 

@@ -10,11 +10,11 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import (
     REJECT_CODES,
     Advert,
+    AdvertHardware,
     ChatTurn,
     CheckReport,
     Chunk,
     Gpu,
-    HardwareProfile,
     JobAccept,
     JobParams,
     JobReject,
@@ -69,7 +69,7 @@ adverts = st.builds(
     Advert,
     models=st.lists(model_offers, max_size=4, unique_by=lambda m: m.name).map(tuple),
     hardware=st.builds(
-        HardwareProfile,
+        AdvertHardware,
         cpu=text(),
         cpu_cores=st.integers(0, 65_535),
         ram_mb=counts,

@@ -14,7 +14,7 @@ from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_types import Candidate, ClientConfig
 from p2pinfer.net.adverts import Catalog, verify_advert
 from p2pinfer.net.info import FetchedAdvert
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
+from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer, sign
 
 T0 = 1_700_000_000_000
 MODEL = "fake:latest"
@@ -22,7 +22,7 @@ MODEL = "fake:latest"
 
 def advert_of(identity: NodeIdentity, price: int) -> bytes:
     offer = ModelOffer(MODEL, "", "0", "none", 2048, 0, 30_000, price)
-    msg = Advert(models=(offer,), hardware=HardwareProfile("cpu", 4, 8192, ()),
+    msg = Advert(models=(offer,), hardware=AdvertHardware("cpu", 4, 8192, ()),
                  engine="fake-stream", stake=0, capacity=1,
                  listen_addrs=("/ip4/127.0.0.1/tcp/4001",), seq=1, issued_at=T0,
                  ttl_ms=60_000)

@@ -23,7 +23,7 @@ from p2pinfer.backends.base import Embeddings
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.protocol import Advert, HardwareProfile, JobRequest, ModelOffer, decode, sign
+from p2pinfer.protocol import Advert, AdvertHardware, JobRequest, ModelOffer, decode, sign
 from p2pinfer.protocol.charges import completion_token_bound, max_charge, prompt_token_bound
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, decode_vectors, encode_vectors
 from p2pinfer.protocol.schema import from_wire, to_wire
@@ -107,7 +107,7 @@ def offer(**changes: object) -> ModelOffer:
 def test_an_advert_says_which_models_embed_and_older_adverts_read_as_before() -> None:
     assert "embedding_length" not in to_wire(offer())
     advert = Advert(models=(offer(), offer(name="e", embedding_length=576)),
-                    hardware=HardwareProfile("c", 1, 1, ()), engine="x", stake=0, capacity=1,
+                    hardware=AdvertHardware("c", 1, 1, ()), engine="x", stake=0, capacity=1,
                     listen_addrs=(), seq=0, issued_at=1, ttl_ms=1)
     received = decode(sign(advert, PROVIDER).raw).msg
     assert isinstance(received, Advert)

@@ -10,7 +10,7 @@ from p2pinfer.market.pricing import price_for
 from p2pinfer.net.advert_gate import AdvertGate
 from p2pinfer.net.advert_limits import SUPPLY_UNPROVEN_CAP, VERIFIED_CACHE_BYTES, NewSignerLimit
 from p2pinfer.net.adverts import Catalog, VerifiedAdvert, verify_advert
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, sign
+from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer, sign
 from tests.support.clocks import FakeClock
 
 LOCAL_ID, ALICE_ID, BOB_ID = (NodeIdentity.generate() for _ in range(3))
@@ -30,7 +30,7 @@ def signed_advert(
     offers = tuple(ModelOffer(n, "", "135M", "Q8_0", 2048, 0, 20_000, p) for n, p in models)
     msg = Advert(
         models=offers,
-        hardware=HardwareProfile("cpu", 4, 8192, ()),
+        hardware=AdvertHardware("cpu", 4, 8192, ()),
         engine="llama.cpp",
         stake=0,
         capacity=1,
@@ -204,7 +204,7 @@ def sybil(seq: int = 1, *, issued_at: int = T0, ttl_ms: int = 60_000,
     """A validly signed advert from a key nobody has seen before."""
     identity = NodeIdentity.generate()
     offers = tuple(ModelOffer(n, "", "135M", "Q8_0", 2048, 0, 20_000, p) for n, p in models)
-    msg = Advert(models=offers, hardware=HardwareProfile("cpu", 4, 8192, ()), engine="x",
+    msg = Advert(models=offers, hardware=AdvertHardware("cpu", 4, 8192, ()), engine="x",
                  stake=0, capacity=1, listen_addrs=("/ip4/127.0.0.1/tcp/1",), seq=seq,
                  issued_at=issued_at, ttl_ms=ttl_ms)
     return verify_advert(sign(msg, identity).raw)

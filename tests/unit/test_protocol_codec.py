@@ -24,10 +24,10 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import (
     MESSAGE_TYPES,
     Advert,
+    AdvertHardware,
     CheckReport,
     Chunk,
     Gpu,
-    HardwareProfile,
     JobAccept,
     JobParams,
     JobReject,
@@ -111,7 +111,7 @@ def _samples() -> dict[str, WireMessage]:
     )
     advert = Advert(
         models=(ModelOffer("smollm2:135m", "ab" * 32, "135M", "Q8_0", 8192, 950_000, 48_500, 200),),
-        hardware=HardwareProfile("AMD EPYC 7B13", 2, 7_900, (Gpu("NVIDIA H100", 81_559),)),
+        hardware=AdvertHardware("AMD EPYC 7B13", 2, 7_900, (Gpu("NVIDIA H100", 81_559),)),
         engine="llama.cpp",
         stake=5_000_000,
         capacity=2,

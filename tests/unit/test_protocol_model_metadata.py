@@ -13,7 +13,7 @@ from p2pinfer.errors import DecodeError, ValidationError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.protocol import Advert, decode, sign
 from p2pinfer.protocol.codec import _signing_payload
-from p2pinfer.protocol.messages import HardwareProfile, ModelOffer
+from p2pinfer.protocol.messages import AdvertHardware, ModelOffer
 from p2pinfer.protocol.schema import to_wire
 
 PROVIDER = NodeIdentity.generate()
@@ -21,7 +21,7 @@ OFFER = ModelOffer("smollm2:135m", "ab" * 32, "135M", "Q4_1", 8192, 1000, 2000, 
 
 
 def advert(*offers: ModelOffer) -> Advert:
-    return Advert(models=offers, hardware=HardwareProfile("cpu", 2, 1024, ()), engine="x",
+    return Advert(models=offers, hardware=AdvertHardware("cpu", 2, 1024, ()), engine="x",
                   stake=0, capacity=1, listen_addrs=(), seq=1, issued_at=1, ttl_ms=60_000)
 
 

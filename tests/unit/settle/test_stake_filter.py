@@ -16,7 +16,7 @@ from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.net.adverts import Catalog, verify_advert
 from p2pinfer.net.info import FetchedAdvert
-from p2pinfer.protocol import Advert, HardwareProfile, ModelOffer, decode_as, sign
+from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer, decode_as, sign
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.stakes import StakeBook
@@ -34,7 +34,7 @@ def advert(identity: NodeIdentity, stake: int, *, bound: bool = True,
            other: NodeIdentity | None = None) -> Advert:
     offer = ModelOffer(MODEL, "", "0", "none", 2048, 0, 30_000, 1000)
     account = account_of(other or identity)
-    return Advert(models=(offer,), hardware=HardwareProfile("cpu", 4, 8192, ()),
+    return Advert(models=(offer,), hardware=AdvertHardware("cpu", 4, 8192, ()),
                   engine="fake", stake=stake, capacity=1, listen_addrs=(), seq=1,
                   issued_at=T0, ttl_ms=60_000,
                   payee=address_bytes(account.address) if bound else None,
@@ -181,7 +181,7 @@ def test_a_payee_advert_round_trips() -> None:
 def test_a_payee_without_its_binding_is_refused() -> None:
     ident = NodeIdentity.generate()
     with pytest.raises(ValidationError):
-        Advert(models=(), hardware=HardwareProfile("cpu", 4, 8192, ()), engine="", stake=0,
+        Advert(models=(), hardware=AdvertHardware("cpu", 4, 8192, ()), engine="", stake=0,
                capacity=1, listen_addrs=(), seq=1, issued_at=T0, ttl_ms=60_000,
                payee=address_bytes(account_of(ident).address))
 
