@@ -204,7 +204,7 @@ async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: f
     for i in fakes:
         status = testnet.read_node_status(net.directory / f"node{i}")
         if status is not None:
-            peer_index[str(status["peer_id"])] = i
+            peer_index[status.peer_id] = i
     recent: list[str] = []  # providers of the last jobs, newest last
     hot_kills = 0
     period_s = 60.0 / (percent / 100 * len(fakes))

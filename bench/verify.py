@@ -70,7 +70,7 @@ def table(home: Path) -> dict[str, Any]:
 def peer_id(home: Path) -> str:
     status = testnet.read_node_status(home)
     assert status is not None
-    return str(status["peer_id"])
+    return status.peer_id
 
 
 def run_fault(

@@ -8,7 +8,6 @@ home (`gateway.operator_key`), which admin and governance POSTs need.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,15 @@ import httpx
 
 from p2pinfer.errors import NetworkError
 from p2pinfer.gateway.operator_key import read_operator_key
-
-NODE_STATUS_FILE = "node.json"
+from p2pinfer.node.status import NodeStatus
 
 
 def running_gateway_url(home: Path) -> str | None:
     """The gateway URL of the node running in `home`, or None if there is none."""
-    try:
-        status = json.loads((home / NODE_STATUS_FILE).read_text())
-        pid, url = int(status["pid"]), status.get("gateway_url")
-    except (OSError, ValueError, KeyError, TypeError):
+    status = NodeStatus.read(home)
+    if status is None or not status.gateway_url:
         return None
-    if not url:
-        return None
+    pid, url = status.pid, status.gateway_url
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -11,7 +11,6 @@ testnet and the tests wait on that file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from contextlib import closing
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -56,6 +55,7 @@ from p2pinfer.node.offer import (
     served_fault,
     served_models,
 )
+from p2pinfer.node.status import NodeStatus
 from p2pinfer.node.view import LiveNodeView
 from p2pinfer.settle.node_stakes import StakeServices, start_stakes, with_payee
 from p2pinfer.settle.ports import ChainPort
@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NODE_STATUS_FILE = "node.json"
 FAUCET_GRANT_ID = "node-faucet"
 #: How often a node re-tallies governance to apply parameters whose time has come.
 GOVERNANCE_POLL_S = 5.0
@@ -106,14 +105,6 @@ async def _advance_ledger_checkpoint(ledger: Ledger, identity: NodeIdentity, hom
     while True:
         await trio.sleep(LEDGER_CHECKPOINT_S)
         await trio.to_thread.run_sync(verify_ledger, ledger, identity, home, limiter=limiter)
-
-
-def write_status(home: Path, status: dict[str, Any]) -> None:
-    """Write `<home>/node.json` atomically (readers never see half a file)."""
-    path = home / NODE_STATUS_FILE
-    tmp = path.with_name(f".{NODE_STATUS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, indent=2))
-    os.replace(tmp, path)
 
 
 async def _follow_governance(governance: GovService, parts: GovernedParts) -> None:
@@ -162,7 +153,7 @@ async def run_node(
     config: NodeConfig,
     *,
     handle_signals: bool = False,
-    task_status: TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[NodeStatus] = trio.TASK_STATUS_IGNORED,
     chain: ChainPort | None = None,
 ) -> None:
     """Run the node until cancelled (or a signal, with `handle_signals`); `task_status`
@@ -242,9 +233,9 @@ async def run_node(
                 nursery.start_soon(_follow_governance, governance,
                                    GovernedParts(server, client, verifier))
                 status = _node_status(net, config, served, gateway_url)
-                write_status(home, status)
+                status.write(home)
                 log.info("node running peer=%s addrs=%s models=%s gateway=%s", net.peer_id,
-                         ",".join(net.addrs()), ",".join(status["models"]) or "-", gateway_url)
+                         ",".join(net.addrs()), ",".join(status.models) or "-", gateway_url)
                 task_status.started(status)
                 if handle_signals:
                     await _wait_for_signal()
@@ -287,18 +278,18 @@ def _verify_config(config: NodeConfig, server: JobServer | None) -> VerifyConfig
 
 def _node_status(
     net: NetHost, config: NodeConfig, served: list[Served], gateway_url: str | None
-) -> dict[str, Any]:
+) -> NodeStatus:
     """What `<home>/node.json` says of a running node."""
-    return {
-        "pid": os.getpid(),
-        "peer_id": net.peer_id,
-        "listen_addrs": net.addrs(),
-        "gateway_url": gateway_url,
-        "models": [s.info.name for s in served],
-        "fault": str(config.fault) if config.fault else None,
-        "backend": config.backend,
-        "home": str(config.home),
-    }
+    return NodeStatus(
+        pid=os.getpid(),
+        peer_id=net.peer_id,
+        listen_addrs=tuple(net.addrs()),
+        gateway_url=gateway_url,
+        models=tuple(s.info.name for s in served),
+        fault=str(config.fault) if config.fault else None,
+        backend=config.backend,
+        home=str(config.home),
+    )
 
 
 async def _wait_for_signal() -> None:

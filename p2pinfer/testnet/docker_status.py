@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pinfer.errors import TestnetError, UsageError
+from p2pinfer.node.status import NodeStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROJECT = "p2pinfer"
@@ -139,10 +140,9 @@ def _container_status(c: dict[str, Any], project: str, peer_ids: bool) -> Contai
         name_, _, value = str(var).partition("=")
         if name_ == "P2PINFER_API_KEY" and value and gateway_url:
             api_key = value.split(",")[0].strip()
-    node: dict[str, Any] = {}
+    node = None
     if peer_ids and state.get("Running") and labels.get(SERVICE_LABEL) != "chain":
         node = read_node_json(name)
-    addrs = node.get("listen_addrs")
     return ContainerStatus(
         name=name,
         service=str(labels.get(SERVICE_LABEL, "")),
@@ -150,20 +150,16 @@ def _container_status(c: dict[str, Any], project: str, peer_ids: bool) -> Contai
         state=str(state.get("Status", "")),
         health=str(health["Status"]) if health else None,
         ip=ip,
-        peer_id=str(node["peer_id"]) if node.get("peer_id") else None,
-        listen_addrs=tuple(str(a) for a in addrs) if isinstance(addrs, list) else (),
+        peer_id=node.peer_id if node else None,
+        listen_addrs=node.listen_addrs if node else (),
         gateway_url=gateway_url,
         api_key=api_key,
         rpc_url=chain_rpc_url(c["NetworkSettings"].get("Ports") or {}),
     )
 
 
-def read_node_json(container: str) -> dict[str, Any]:
-    """The node's own status file (<home>/node.json) in a running container; {} if absent."""
+def read_node_json(container: str) -> NodeStatus | None:
+    """The node's own status file (<home>/node.json) in a running container; None if absent."""
     proc = _run(["docker", "exec", container, "cat", "/data/node.json"], timeout_s=30,
                 what="reading node.json", check=False)
-    try:
-        raw = json.loads(proc.stdout) if proc.returncode == 0 else {}
-    except ValueError:
-        return {}
-    return raw if isinstance(raw, dict) else {}
+    return NodeStatus.parse(proc.stdout) if proc.returncode == 0 else None

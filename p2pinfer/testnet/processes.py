@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from p2pinfer.errors import TestnetError, UsageError
+from p2pinfer.node.status import NODE_STATUS_FILE, NodeStatus
 from p2pinfer.testnet import chain as testnet_chain
 from p2pinfer.testnet.chain import ChainSpec
 
 STATE_FILE = "testnet.json"
-NODE_STATUS_FILE = "node.json"
 BENCH_CACHE_FILE = "bench-cache.json"
 TESTNET_FAUCET = 10_000_000  # micro-credits granted to every testnet home once
 
@@ -76,8 +76,8 @@ class TestnetState:
 
 
 @dataclass(frozen=True)
-class NodeStatus:
-    """What a running node reports about itself in `<home>/node.json`, plus liveness."""
+class TestnetNode:
+    """A testnet's node: what it reports about itself in `<home>/node.json`, plus liveness."""
 
     index: int
     home: str
@@ -121,12 +121,9 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def read_node_status(home: Path) -> dict[str, object] | None:
-    try:
-        raw = json.loads((home / NODE_STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
+def read_node_status(home: Path) -> NodeStatus | None:
+    """The status `<home>/node.json` holds, None while there is none (or it is malformed)."""
+    return NodeStatus.read(home)
 
 
 def _node_command(
@@ -167,11 +164,11 @@ def _node_command(
     return cmd + extra
 
 
-def _wait_for_status(home: Path, pid: int, timeout_s: float) -> dict[str, object]:
+def _wait_for_status(home: Path, pid: int, timeout_s: float) -> NodeStatus:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = read_node_status(home)
-        if status is not None and status.get("pid") == pid and status.get("listen_addrs"):
+        if status is not None and status.pid == pid and status.listen_addrs:
             return status
         if not pid_alive(pid):
             raise TestnetError(f"node in {home} exited during start-up; see {home / 'node.log'}")
@@ -261,9 +258,7 @@ def up(
             state.save()
             status = _wait_for_status(home, pid, start_timeout_s)
             if bootstrap is None:
-                addrs = status["listen_addrs"]
-                assert isinstance(addrs, list)
-                bootstrap = str(addrs[0])
+                bootstrap = status.listen_addrs[0]
     except BaseException:
         down(directory)
         raise
@@ -297,27 +292,23 @@ def chain_of(directory: Path) -> ChainSpec | None:
     return TestnetState.load(directory).chain
 
 
-def status(directory: Path) -> list[NodeStatus]:
+def status(directory: Path) -> list[TestnetNode]:
     """Each node of the testnet in `directory`, with what it reports and whether it runs."""
     state = TestnetState.load(directory)
-    out: list[NodeStatus] = []
+    out: list[TestnetNode] = []
     for n in state.nodes:
-        info = read_node_status(Path(n.home)) or {}
-        alive = pid_alive(n.pid)
-        addrs = info.get("listen_addrs") if info.get("pid") == n.pid else None
-        models = info.get("models")
-        gw = info.get("gateway_url")
-        pid_ = info.get("peer_id")
+        info = read_node_status(Path(n.home))
+        current = info is not None and info.pid == n.pid
         out.append(
-            NodeStatus(
+            TestnetNode(
                 index=n.index,
                 home=n.home,
                 pid=n.pid,
-                alive=alive,
-                peer_id=str(pid_) if pid_ else None,
-                listen_addrs=[str(a) for a in addrs] if isinstance(addrs, list) else [],
-                gateway_url=str(gw) if gw else None,
-                models=[str(m) for m in models] if isinstance(models, list) else [],
+                alive=pid_alive(n.pid),
+                peer_id=info.peer_id if info else None,
+                listen_addrs=list(info.listen_addrs) if info and current else [],
+                gateway_url=info.gateway_url if info else None,
+                models=list(info.models) if info else [],
                 fault=n.fault,
             )
         )

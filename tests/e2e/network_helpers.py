@@ -75,7 +75,7 @@ class Net:
     """A running testnet: its directory and each node's reported status."""
 
     dir: Path
-    nodes: list[testnet.NodeStatus]
+    nodes: list[testnet.TestnetNode]
 
     def peer(self, index: int) -> str:
         peer_id = self.nodes[index].peer_id
@@ -112,11 +112,11 @@ def relay_node(home: Path, bootstrap: str | None) -> Iterator[str]:
     try:
         def listening() -> bool:
             status = testnet.read_node_status(home)
-            return status is not None and status.get("pid") == proc.pid
+            return status is not None and status.pid == proc.pid
         wait_until(listening, 120, f"the relay node in {home}")
         status = testnet.read_node_status(home)
         assert status is not None
-        yield str(status["listen_addrs"][0])  # type: ignore[index]
+        yield status.listen_addrs[0]
     finally:
         proc.terminate()
         proc.wait(15)

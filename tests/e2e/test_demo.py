@@ -37,4 +37,4 @@ def test_the_demo_asks_a_three_node_testnet_and_stops_it(tmp_path: Path) -> None
     assert not (directory / "testnet.json").exists()
     for home in sorted(directory.glob("node*")):
         status = read_node_status(home)
-        assert status is not None and not pid_alive(int(status["pid"])), home  # type: ignore[call-overload]
+        assert status is not None and not pid_alive(status.pid), home

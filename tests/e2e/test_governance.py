@@ -41,9 +41,11 @@ def node(home: Path, stake: int, bootstrap: str | None) -> Iterator[dict[str, An
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV,
                                 cwd=REPO_ROOT)
     try:
-        wait_until(lambda: (testnet.read_node_status(home) or {}).get("pid") == proc.pid, 60,
+        wait_until(lambda: getattr(testnet.read_node_status(home), "pid", None) == proc.pid, 60,
                    f"the node in {home}")
-        yield dict(testnet.read_node_status(home) or {})
+        status = testnet.read_node_status(home)
+        assert status is not None
+        yield status.to_json()
     finally:
         proc.terminate()
         proc.wait(15)

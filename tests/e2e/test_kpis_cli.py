@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from p2pinfer.node.status import NodeStatus
 from tests.e2e.test_ledger_cli import home, p2pinfer  # noqa: F401  (fixture)
 
 
 def test_kpis_from_the_ledger_alone_say_so_and_count_the_charges(home: Path) -> None:  # noqa: F811
     # A node.json of a process that is gone must not be trusted as a running node.
-    (home / "node.json").write_text(json.dumps({"pid": 2**22 + 17, "gateway_url":
-                                                "http://127.0.0.1:9"}))
+    NodeStatus(pid=2**22 + 17, peer_id="12D3KooWgone", listen_addrs=(), models=(), fault=None,
+               gateway_url="http://127.0.0.1:9", backend="none", home=str(home)).write(home)
     r = p2pinfer("kpis", "--home", str(home), "--json")
     assert r.returncode == 0, r.stderr
     kpis = json.loads(r.stdout)

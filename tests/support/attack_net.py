@@ -31,7 +31,7 @@ class AttackNet:
     """The shared testnet: its directory and each node's status at start-up."""
 
     dir: Path
-    nodes: list[testnet.NodeStatus]
+    nodes: list[testnet.TestnetNode]
 
     @property
     def bootstrap(self) -> str:
