@@ -67,9 +67,6 @@ from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.judge import judge_answer
 from p2pinfer.verify.report_receiver import ReportReceiver
 from p2pinfer.verify.reports import (
-    RecheckBudget,
-    ReporterRate,
-    ReportWindow,
     build_report,
 )
 from p2pinfer.verify.reputation import Outcome
@@ -123,7 +120,7 @@ class TargetedClient(JobClient):
         return []
 
 
-class Verifier(ReportReceiver):
+class Verifier:
     """Spot-checks and report handling for one node (see the module docstring)."""
 
     def __init__(
@@ -135,35 +132,56 @@ class Verifier(ReportReceiver):
     ) -> None:
         self.net, self.identity, self.client = net, identity, client
         self.backend, self.models, self.book, self.ledger = backend, models, reputation, ledger
-        self.config = config
+        self._config = config
         self.digests = digests or {}
         self.clock_ms = clock_ms
         self.rng = rng or random.Random()
         self.prompts = prompt_set()
-        self.window = ReportWindow()
-        #: Re-runs of reported jobs: paid jobs first (the job server's engine is wrapped
-        #: in `gate.paid`), a rate per reporter, and a budget of engine time.
-        self.gate = gate or EngineGate()
-        self.reporter_rate = ReporterRate()
-        self.budget = RecheckBudget(now_ms=clock_ms())
-        self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
-        self.results: list[CheckResult] = []  # the last checks this node made (bounded)
-        self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         # The ReputationBook and Ledger connections are shared with the client: same limiter.
         self._db: trio.CapacityLimiter = getattr(client, "_db", trio.CapacityLimiter(1))
-        self._pending_reports = 0
-        self._nursery: trio.Nursery | None = None
         self._engine = trio.CapacityLimiter(1)  # one reference run at a time
+        #: Gossiped reports are judged by a ReportReceiver that shares the book, the
+        #: database limiter and the engine limiter.
+        self.reports = ReportReceiver(
+            net, backend=backend, models=models, book=reputation, ledger=ledger,
+            config=config, clock_ms=clock_ms, gate=gate or EngineGate(), db=self._db,
+            engine=self._engine)
+        self.results: list[CheckResult] = []  # the last checks this node made (bounded)
         self._rechecks_send, self._rechecks = trio.open_memory_channel[JobOutcome](16)
-        self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
+
+    @property
+    def config(self) -> VerifyConfig:
+        """The settings in effect; governance replaces them (the receiver's too)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: VerifyConfig) -> None:
+        self._config = self.reports.config = config
+
+    @property
+    def slasher(self) -> Slasher | None:
+        """Settlement on: votes to slash stake on chain (the report receiver's)."""
+        return self.reports.slasher
+
+    @slasher.setter
+    def slasher(self, slasher: Slasher | None) -> None:
+        self.reports.slasher = slasher
+
+    @property
+    def report_log(self) -> list[tuple[str, str, str]]:
+        """(reporter, provider, what was done) for the last reports judged."""
+        return self.reports.report_log
+
+    async def receive_report(self, raw: bytes) -> str:
+        """Judge one gossiped report (see `ReportReceiver.receive_report`)."""
+        return await self.reports.receive_report(raw)
 
     # -- running ---------------------------------------------------------------
 
     async def run(self) -> None:
         """Subscribe to reports and run the validator / re-check loops until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self.net.subscribe(REPORTS_TOPIC, handler=self._on_gossip)
+            await self.reports.start(nursery)
             if self.backend is not None and self.config.recheck_rate_pm > 0:
                 self.client.outcome_hooks.append(self._sample)
                 nursery.start_soon(self._recheck_loop)
@@ -247,7 +265,7 @@ class Verifier(ReportReceiver):
                 log.info("check job refused busy provider=%s", provider)
                 return None
             # The check job failed outright: that is a failed job, seen by us.
-            await self._record(provider, Outcome.JOB_FAILED, 1000)
+            await self.reports.record(provider, Outcome.JOB_FAILED, 1000)
             log.info("check job not completed provider=%s error=%s", provider, exc)
             return None
         return await self.recheck(outcome)
@@ -281,7 +299,7 @@ class Verifier(ReportReceiver):
         reference_ms = (trio.current_time() - started) * 1000
         if comparison.verdict is not Verdict.INCONCLUSIVE:
             passed = comparison.verdict.passed
-            await self._record(outcome.provider,
+            await self.reports.record(outcome.provider,
                                Outcome.CHECK_PASSED if passed else Outcome.CHECK_FAILED, 1000)
         report = build_report(
             self.identity, request=outcome.request, result=outcome.result,

@@ -6,7 +6,7 @@ reporter's rate and an engine-time budget, and only while no paid job wants the
 engine (`verify/engine_gate.py`); confirmed fraud is slashed in the ledger (or
 voted on chain by the Slasher). A `fail` about a model it does not serve counts by
 the weight its reporter earned, or not at all. `Verifier` (`validator/checker.py`)
-mixes this in and owns the state it uses.
+holds one and shares its reputation book, database limiter and engine limiter.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.protocol import REPORTS_TOPIC
 from p2pinfer.verify.compare import Verdict
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.judge import JudgeMemo, judge_answer
@@ -54,27 +55,34 @@ JUDGED_PROOFS = 10_000
 
 
 class ReportReceiver:
-    """Judging gossiped reports; the state is set up by `Verifier.__init__`."""
+    """Judges gossiped reports: the state of that and nothing of the validator's."""
 
-    net: NetHost
-    backend: Backend | None
-    models: frozenset[str]
-    book: ReputationBook
-    ledger: Ledger | None
-    config: VerifyConfig
-    clock_ms: Callable[[], int]
-    window: ReportWindow
-    gate: EngineGate
-    reporter_rate: ReporterRate
-    budget: RecheckBudget
-    report_log: list[tuple[str, str, str]]
-    slasher: Slasher | None
-    _judged: dict[bytes, None]
-    _db: trio.CapacityLimiter
-    _engine: trio.CapacityLimiter
-    _pending_reports: int
-    _nursery: trio.Nursery | None
+    def __init__(
+        self, net: NetHost, *, backend: Backend | None, models: frozenset[str],
+        book: ReputationBook, ledger: Ledger | None, config: VerifyConfig,
+        clock_ms: Callable[[], int], gate: EngineGate, db: trio.CapacityLimiter,
+        engine: trio.CapacityLimiter,
+    ) -> None:
+        self.net, self.backend, self.models, self.book, self.ledger = (
+            net, backend, models, book, ledger)
+        self.config, self.clock_ms = config, clock_ms
+        self.window = ReportWindow()
+        #: Re-runs of reported jobs: paid jobs first (the job server's engine is wrapped
+        #: in `gate.paid`), a rate per reporter, and a budget of engine time.
+        self.gate = gate
+        self.reporter_rate = ReporterRate()
+        self.budget = RecheckBudget(now_ms=clock_ms())
+        self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
+        self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
+        self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
+        self._db, self._engine = db, engine  # shared with the validator: one limiter each
+        self._pending_reports = 0
+        self._nursery: trio.Nursery | None = None
 
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Judge every report heard on the topic from now on, in tasks of `nursery`."""
+        self._nursery = nursery
+        await self.net.subscribe(REPORTS_TOPIC, handler=self._on_gossip)
 
     async def _on_gossip(self, message: GossipMessage) -> None:
         # The topic's reader must not wait for a re-run: judge in our own task, a bounded few.
@@ -116,7 +124,7 @@ class ReportReceiver:
             return self._note(opened.reporter, opened.provider, "ignored: reporter untrusted")
         if not self.window.admit(opened.reporter, opened.provider, self.clock_ms()):
             return self._note(opened.reporter, opened.provider, "ignored: already counted")
-        await self._record(opened.provider, Outcome.CHECK_FAILED, weight)
+        await self.record(opened.provider, Outcome.CHECK_FAILED, weight)
         return self._note(opened.reporter, opened.provider, f"counted: weight {weight}")
 
     async def _confirm(self, opened: OpenedReport) -> str:
@@ -168,10 +176,10 @@ class ReportReceiver:
             return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
         if comparison.verdict.passed:
             # The reporter accused an honest answer: that is on the reporter.
-            await self._record(opened.reporter, Outcome.CHECK_FAILED, 1000)
+            await self.record(opened.reporter, Outcome.CHECK_FAILED, 1000)
             await self._record_report_check(opened.reporter, confirmed=False)
             return self._note(opened.reporter, opened.provider, "re-checked: report was false")
-        await self._record(opened.provider, Outcome.CHECK_FAILED, 1000)
+        await self.record(opened.provider, Outcome.CHECK_FAILED, 1000)
         await self._record_report_check(opened.reporter, confirmed=True)
         if self.ledger is not None and self.config.slash_on_fraud:
             await self._slash(opened)
@@ -212,7 +220,8 @@ class ReportReceiver:
         except P2PInferError as exc:
             log.warning("reporter not updated peer=%s error=%s", reporter, exc)
 
-    async def _record(self, peer_id: str, outcome: Outcome, weight_pm: int) -> None:
+    async def record(self, peer_id: str, outcome: Outcome, weight_pm: int) -> None:
+        """Record `outcome` for `peer_id` in the reputation book (in its thread)."""
         try:
             await trio.to_thread.run_sync(
                 lambda: self.book.record(peer_id, outcome, report_weight_pm=weight_pm),
