@@ -22,7 +22,7 @@ from p2pinfer.settle.slash_votes import (
 from p2pinfer.settle.slasher import Slasher, slash_amount
 from p2pinfer.settle.stakes import StakeBook
 from p2pinfer.settle.vouchers import sign_digest, slash_digest
-from p2pinfer.validator.checker import Verifier
+from p2pinfer.verify.report_receiver import ReportReceiver
 from tests.support.fake_chain import FakeChainForTests
 
 ANY_ACCOUNT = "0x" + "01" * 20  # whose view of the chain: these tests send no transaction
@@ -185,7 +185,7 @@ async def test_a_validator_that_confirms_fraud_votes_instead_of_a_ledger_only_sl
         slasher=validator, ledger=None,
         net=SimpleNamespace(catalog=SimpleNamespace(advert_of=lambda peer: advert)))
     opened = SimpleNamespace(provider=net.provider.peer_id, report=SimpleNamespace(raw=REPORT))
-    await Verifier._slash(checker, opened)  # type: ignore[arg-type]
+    await ReportReceiver._slash(checker, opened)  # type: ignore[arg-type]
     [raw] = net.published
     vote = decode_as(raw, SlashVote).msg
     assert (vote.provider_payee, vote.amount, vote.evidence) == (
