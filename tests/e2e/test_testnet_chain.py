@@ -25,6 +25,7 @@ from typing import TypeVar
 import pytest
 
 from p2pinfer import identity
+from p2pinfer.cli.node_gateway import gateway_request, running_gateway_url
 from p2pinfer.settle import wallet
 from p2pinfer.settle.account import account_of
 from p2pinfer.settle.chain import ChainClient
@@ -111,8 +112,8 @@ def test_every_account_is_funded_staked_and_has_channels(net: Path) -> None:
         assert held.credits == CONSUMER_CREDITS + earned, home
         if index in VALIDATORS:
             assert held.locked_stake == VALIDATOR_STAKE, home
-        elif index == CHEATER:  # its validators may have slashed it already
-            assert 0 < held.locked_stake <= PROVIDER_STAKE, home
+        elif index == CHEATER:  # its validators may have slashed it already, even all
+            assert 0 <= held.locked_stake <= PROVIDER_STAKE, home
         else:
             assert held.locked_stake == 0, home
         assert {c.provider: c.state.deposit for c in held.channels} == {
@@ -193,8 +194,9 @@ def test_two_of_three_validators_slash_the_cheater_on_chain(net: Path) -> None:
     validators = {client_of(net, nodes[i]).address for i in VALIDATORS}
     wait_until(lambda: cheater.stake_of(cheater.address) < PROVIDER_STAKE, 240,
                "a slash of the cheater's stake on chain")
-    events = cheater.stake.events.Slashed().get_logs(
-        argument_filters={"provider": cheater.address}, from_block=0)
+    (stake, events), _ = at_one_block(cheater, lambda: (
+        cheater.stake_of(cheater.address), cheater.stake.events.Slashed().get_logs(
+            argument_filters={"provider": cheater.address}, from_block=0)))
     assert events
     for event in events:
         tx = cheater.w3.eth.get_transaction(event["transactionHash"])
@@ -204,10 +206,16 @@ def test_two_of_three_validators_slash_the_cheater_on_chain(net: Path) -> None:
         signers = {recover_signer(digest, bytes(sig)) for sig in args["sigs"]}
         # Counted signers are distinct staked validators; the contract needs two.
         assert len(signers & validators) >= 2, (signers, validators)
-        assert args["amount"] == event["args"]["amount"] > 0
-    taken = sum(int(e["args"]["amount"]) for e in events)
-    assert taken >= PROVIDER_STAKE // 2  # the first slash takes half (SLASH_FRACTION_BP)
-    assert cheater.stake_of(cheater.address) == PROVIDER_STAKE - taken
+        # A slash takes what its signers asked, or what is left: validators that confirm
+        # two frauds before either slash lands both sign half of the same stake.
+        assert 0 <= event["args"]["amount"] <= args["amount"]
+    first = events[0]
+    _, args = cheater.stake.decode_function_input(
+        cheater.w3.eth.get_transaction(first["transactionHash"])["input"])
+    # The first slash takes half (SLASH_FRACTION_BP), in whole credits.
+    assert first["args"]["amount"] == args["amount"] == PROVIDER_STAKE // 2
+    # Every unit the cheater lost went in a Slashed event, and nothing else took any.
+    assert stake == PROVIDER_STAKE - sum(int(e["args"]["amount"]) for e in events)
     # Honest nodes kept their stake: nobody slashed them.
     for i in (*VALIDATORS, UNSTAKED):
         held = client_of(net, nodes[i])
@@ -220,10 +228,20 @@ def gov(net: Path, index: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def proposals(net: Path, index: int) -> dict[str, dict[str, object]]:
-    """Node `index`'s tally of every proposal it has seen, by id."""
+    """Node `index`'s tally of every proposal it has seen, by id, as `gov status --json`
+    prints it."""
     run = gov(net, index, "status", "--json")
     assert run.returncode == 0, run.stderr
     return {p["id"]: p for p in json.loads(run.stdout)["proposals"]}
+
+
+def polled(net: Path, index: int) -> dict[str, dict[str, object]]:
+    """`proposals`, asked of node `index`'s gateway in-process: to poll four nodes with a
+    `gov status` process each took seconds a round on a loaded 2-core CI machine."""
+    home = Path(next(n.home for n in testnet.status(net) if n.index == index))
+    url = running_gateway_url(home)
+    assert url is not None, home
+    return {p["id"]: p for p in gateway_request(url, "GET", "/admin/gov", home=home)["proposals"]}
 
 
 def test_governance_weighs_locked_stake_and_no_stake_passes_nothing(net: Path) -> None:
@@ -236,8 +254,8 @@ def test_governance_weighs_locked_stake_and_no_stake_passes_nothing(net: Path) -
     ours_run = gov(net, 0, "propose", "base_rate", "450", "--voting-s", str(VOTING_S))
     assert ours_run.returncode == 0, ours_run.stderr
     ours = ours_run.stdout.strip()
-    wait_until(lambda: all({theirs, ours} <= proposals(net, i).keys()
-                           for i in (0, 1, 2, UNSTAKED)), 30, "both proposals on every voter")
+    wait_until(lambda: all({theirs, ours} <= polled(net, i).keys()
+                           for i in (0, 1, 2, UNSTAKED)), 60, "both proposals on every voter")
     votes = ((UNSTAKED, theirs, "yes"), (UNSTAKED, ours, "no"), (0, ours, "yes"),
              (1, ours, "yes"), (2, ours, "no"))
     with ThreadPoolExecutor(len(votes)) as pool:  # at once: the vote closes in VOTING_S
@@ -249,7 +267,7 @@ def test_governance_weighs_locked_stake_and_no_stake_passes_nothing(net: Path) -
                "the voting deadline")
 
     def settled(index: int) -> bool:
-        rows = proposals(net, index)  # one `gov status` for both
+        rows = polled(net, index)
         return all(rows[p]["outcome"] != "open" for p in (theirs, ours))
 
     wait_until(lambda: all(settled(i) for i in (0, 1, 2)), 60, "both tallies closed")
