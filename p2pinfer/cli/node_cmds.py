@@ -96,6 +96,10 @@ def node(
         "--bench-cache", help="Benchmark cache file (default: HOME/bench.json).")] = None,
     advert_interval: Annotated[float, typer.Option(
         "--advert-interval", help="Seconds between advert republications.")] = 30.0,
+    advert_ttl: Annotated[float, typer.Option(
+        "--advert-ttl", help="Seconds an advert stays valid: how long a node that went "
+                             "away stays in others' catalogs (at least twice "
+                             "--advert-interval, at most 600).")] = 120.0,
     validator: Annotated[bool, typer.Option(
         "--validator", help="Send spot-check jobs to other providers and publish reports.")
     ] = False,
@@ -149,6 +153,7 @@ def node(
         benchmark=benchmark,
         bench_cache=bench_cache,
         advert_interval_s=advert_interval,
+        advert_ttl_ms=round(advert_ttl * 1000),
         verify=VerifyConfig(validator=validator, check_interval_s=check_interval,
                             check_max_tokens=check_max_tokens,
                             recheck_rate_pm=round(recheck_rate * 1000)),

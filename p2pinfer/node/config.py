@@ -15,6 +15,7 @@ from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.market.split import preset_named
 from p2pinfer.net.config import parse_peer_addr
 from p2pinfer.net.relay_rules import RelayMode
+from p2pinfer.protocol import MAX_ADVERT_TTL_MS
 from p2pinfer.settle.redeemer import RedeemPolicy
 from p2pinfer.testing.faults import Fault
 from p2pinfer.verify.config import VerifyConfig
@@ -86,6 +87,13 @@ def check_config(config: NodeConfig) -> None:
         raise UsageError("--redeem-gas-multiple is 0 or more, --redeem-max-interval over 0 s")
     if not 0 <= config.verify.recheck_rate_pm <= 1000 or config.verify.check_interval_s <= 0:
         raise UsageError("--recheck-rate is 0..1 and --check-interval more than 0 s")
+    if config.advert_interval_s <= 0:
+        raise UsageError("--advert-interval must be more than 0 s")
+    if not 2000 * config.advert_interval_s <= config.advert_ttl_ms <= MAX_ADVERT_TTL_MS:
+        # Under two intervals an advert lapses in peers' catalogs between republications.
+        raise UsageError(f"--advert-ttl must be at least twice --advert-interval "
+                         f"({2 * config.advert_interval_s:g} s) and at most "
+                         f"{MAX_ADVERT_TTL_MS // 1000} s")
     if config.verify.check_max_tokens < 1:
         raise UsageError("--check-max-tokens must be at least 1")
     if config.verify.validator and config.backend.strip().lower() == "none":
