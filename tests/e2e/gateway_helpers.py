@@ -84,7 +84,7 @@ class RunningTestnet:
 
 
 @contextmanager
-def testnet_up(directory: Path) -> Iterator[RunningTestnet]:
+def started_testnet(directory: Path) -> Iterator[RunningTestnet]:
     """`testnet up` with 3 SmolLM2 nodes (embeddings on) in `directory`, once node 0 has
     heard both other providers' adverts; `testnet down` on the way out."""
     up = run_cli("testnet", "up", "--nodes", "3", "--dir", str(directory), "--models", MODEL,

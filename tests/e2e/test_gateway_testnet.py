@@ -43,7 +43,7 @@ from tests.e2e.gateway_helpers import (
     openai_client,
     refuse_the_internet,
     run_readme_curl,
-    testnet_up,
+    started_testnet,
     vectors_close,
     wait_until,
     weather_city,
@@ -64,7 +64,7 @@ SCREENSHOT = REPO_ROOT / "bench" / "results" / "dashboard.png"
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
-    with testnet_up(tmp_path_factory.mktemp("testnet")) as running:
+    with started_testnet(tmp_path_factory.mktemp("testnet")) as running:
         yield running
 
 
