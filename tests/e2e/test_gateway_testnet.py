@@ -9,28 +9,45 @@ of the nodes over libp2p and paid for in node 0's ledger.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
-import tiktoken
 from langchain_core.messages import HumanMessage
 from langchain_ollama import ChatOllama, OllamaEmbeddings
-from langchain_openai import ChatOpenAI, OpenAIEmbeddings
-from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel, Field, SecretStr
+from langchain_openai import OpenAIEmbeddings
+from pydantic import SecretStr
 
-from p2pinfer.protocol.tools import call_schema
-from p2pinfer.testnet import processes as testnet
+from tests.e2e.gateway_helpers import (
+    CALL_FORMAT,
+    FORCE,
+    GREEDY,
+    JSON_PROMPT,
+    MODEL,
+    PARIS,
+    TEXTS,
+    TOOLS,
+    WEATHER_ASK,
+    City,
+    RunningTestnet,
+    check_logprobs,
+    consumer_jobs,
+    json_object_of,
+    ledger_spent,
+    metric_families,
+    openai_chat_model,
+    openai_client,
+    refuse_the_internet,
+    run_readme_curl,
+    started_testnet,
+    vectors_close,
+    wait_until,
+    weather_city,
+)
 from tests.support.backends import REPO_ROOT, needs_engine
 from tests.support.browser import (
     console_errors,
@@ -42,72 +59,18 @@ from tests.support.browser import (
 
 pytestmark = [pytest.mark.network, pytest.mark.engine, needs_engine]
 
-MODEL = "smollm2:135m"
-GREEDY = {"temperature": 0.0, "seed": 7}
 SCREENSHOT = REPO_ROOT / "bench" / "results" / "dashboard.png"
-
-
-def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "p2pinfer", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO_ROOT, timeout=timeout, check=False)
-
-
-def _wait(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.1)
-
-
-class RunningTestnet:
-    """The running testnet: node statuses, and node 0's gateway as the entry point."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.nodes = testnet.status(directory)
-        urls = [n.gateway_url for n in self.nodes]
-        assert all(urls), urls
-        self.urls: list[str] = [str(u) for u in urls]
-        self.url = self.urls[0]
-
-    def peer_ids(self) -> set[str]:
-        return {str(n.peer_id) for n in self.nodes}
-
-    def gateway_of(self, peer_id: str) -> str:
-        return next(u for n, u in zip(self.nodes, self.urls, strict=True) if n.peer_id == peer_id)
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
-    directory = tmp_path_factory.mktemp("testnet")
-    up = _cli("testnet", "up", "--nodes", "3", "--dir", str(directory), "--models", MODEL,
-              "--no-benchmark", "--engine-option", "embedding=true")  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stderr
-        running = RunningTestnet(directory)
-
-        def catalog_full() -> bool:
-            entries = httpx.get(f"{running.url}/admin/catalog", timeout=5).json()["entries"]
-            return len({e["provider"] for e in entries}) >= 2
-
-        _wait(catalog_full, 60, "node 0 to hear both other providers' adverts")
+    with started_testnet(tmp_path_factory.mktemp("testnet")) as running:
         yield running
-    finally:
-        _cli("testnet", "down", "--dir", str(directory), timeout=60)
 
 
 def test_the_readme_curl_example_answers_on_a_process_testnet(net: RunningTestnet) -> None:
     """README's `curl` line for `testnet up`, run as written (the directory swapped in)."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    line = next(x for x in readme.splitlines()
-                if x.startswith("curl ") and "--gateway-url" in x)
-    command = line.replace("/tmp/tn", str(net.dir))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env,
-                         cwd=REPO_ROOT, timeout=240, check=False)
+    run = run_readme_curl(net.dir)
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout)
     assert answer["done"] is True and answer["response"].strip(), answer
@@ -187,10 +150,9 @@ def test_both_ends_of_a_job_show_it_with_the_same_id_and_charge(net: RunningTest
         jobs = httpx.get(f"{provider_url}/admin/jobs").json()["recent"]
         return any(j["job_id"] == job_id and j["charged"] == charged for j in jobs)
 
-    _wait(provider_recorded, 30, "the provider's own record of the job")
+    wait_until(provider_recorded, 30, "the provider's own record of the job")
     assert httpx.get(f"{provider_url}/admin/ledger").json()["earned"] > 0
-    families = {f.name: f for f in text_string_to_metric_families(
-        httpx.get(f"{net.url}/metrics").text)}  # fmt: skip
+    families = metric_families(net.url)
     assert families["p2pinfer_peers"].samples[0].value == 2
     assert families["p2pinfer_catalog_providers"].samples[0].value >= 2
     assert families["p2pinfer_balance_microcredits"].samples[0].value == after["balance"]
@@ -227,51 +189,9 @@ def test_dashboard_shows_peers_and_a_completed_job(net: RunningTestnet) -> None:
 # from LangChain. LangChain must not reach the internet: `offline` refuses every
 # non-loopback connection and any use of tiktoken (whose BPE files it would download).
 
-TEXTS = ["The cat sat on the mat.", "Stock markets fell sharply today."]
-PARIS = "Describe Paris as JSON with its city and country."
-JSON_PROMPT = "Describe Paris as JSON."  # greedy SmolLM2 answers it in a few tokens
-
-
-class City(BaseModel):
-    city: str = Field(min_length=1, max_length=40)
-    country: str = Field(min_length=1, max_length=40)
-
-
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    connect = socket.socket.connect
-
-    def loopback_only(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in (
-                "127.0.0.1", "::1", "localhost"):  # fmt: skip
-            raise AssertionError(f"a test tried to reach {address}")
-        return connect(sock, address)
-
-    def no_tiktoken(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("tiktoken was used (it downloads its BPE files)")
-
-    monkeypatch.setattr(socket.socket, "connect", loopback_only)
-    monkeypatch.setattr(tiktoken, "get_encoding", no_tiktoken)
-    monkeypatch.setattr(tiktoken, "encoding_for_model", no_tiktoken)
-    for variable in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
-        monkeypatch.delenv(variable, raising=False)
-
-
-def _openai(net: RunningTestnet) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{net.url}/v1", api_key="unused", timeout=120, max_retries=0)
-
-
-def _chat_openai(net: RunningTestnet, **settings: Any) -> ChatOpenAI:
-    return ChatOpenAI(model=MODEL, base_url=f"{net.url}/v1", api_key=SecretStr("unused"),
-                      max_retries=0, timeout=120, **settings)  # fmt: skip
-
-
-def _spent(net: RunningTestnet) -> int:
-    return int(httpx.get(f"{net.url}/admin/ledger").json()["spent"])
-
-
-def _close(a: Sequence[float], b: Sequence[float]) -> bool:
-    return len(a) == len(b) and all(abs(x - y) < 1e-5 for x, y in zip(a, b, strict=True))
+    refuse_the_internet(monkeypatch)
 
 
 @pytest.mark.usefixtures("offline")
@@ -280,55 +200,49 @@ def test_embeddings_agree_across_clients_and_langchain_and_are_charged(
 ) -> None:
     width = ollama.Client(host=net.url).show(MODEL).modelinfo["llama.embedding_length"]
     assert width == 576  # SmolLM2-135M's hidden size, as the providers advertise it
-    spent = _spent(net)
-    raw = _openai(net).embeddings.with_raw_response.create(model=MODEL, input=TEXTS)
+    spent = ledger_spent(net)
+    raw = openai_client(net).embeddings.with_raw_response.create(model=MODEL, input=TEXTS)
     reference = [d.embedding for d in raw.parse().data]  # base64 on the wire, the default
     charged = int(raw.headers["x-p2pinfer-charged"])
-    assert charged > 0 and _spent(net) - spent == charged
-    assert all(len(v) == width for v in reference) and not _close(*reference)
+    assert charged > 0 and ledger_spent(net) - spent == charged
+    assert all(len(v) == width for v in reference) and not vectors_close(*reference)
     client = ollama.Client(host=net.url, timeout=120)
-    assert all(map(_close, client.embed(model=MODEL, input=TEXTS).embeddings, reference))
-    assert _close(client.embeddings(model=MODEL, prompt=TEXTS[1]).embedding, reference[1])
-    spent = _spent(net)
+    assert all(map(vectors_close, client.embed(model=MODEL, input=TEXTS).embeddings, reference))
+    assert vectors_close(client.embeddings(model=MODEL, prompt=TEXTS[1]).embedding, reference[1])
+    spent = ledger_spent(net)
     langchain_openai = OpenAIEmbeddings(model=MODEL, base_url=f"{net.url}/v1",
                                         api_key=SecretStr("unused"), max_retries=0,
                                         check_embedding_ctx_length=False)  # fmt: skip
-    assert all(map(_close, langchain_openai.embed_documents(TEXTS), reference))
-    assert _close(langchain_openai.embed_query(TEXTS[0]), reference[0])
+    assert all(map(vectors_close, langchain_openai.embed_documents(TEXTS), reference))
+    assert vectors_close(langchain_openai.embed_query(TEXTS[0]), reference[0])
     langchain_ollama = OllamaEmbeddings(model=MODEL, base_url=net.url)
-    assert all(map(_close, langchain_ollama.embed_documents(TEXTS), reference))
-    assert _spent(net) > spent  # LangChain's calls were paid jobs too
-
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    value = json.loads(text or "")
-    assert isinstance(value, dict), text
-    return value
+    assert all(map(vectors_close, langchain_ollama.embed_documents(TEXTS), reference))
+    assert ledger_spent(net) > spent  # LangChain's calls were paid jobs too
 
 
 @pytest.mark.usefixtures("offline")
 def test_json_mode_answers_parse_from_every_client(net: RunningTestnet) -> None:
     messages: Any = [{"role": "user", "content": JSON_PROMPT}]
-    reply = _openai(net).chat.completions.create(
+    reply = openai_client(net).chat.completions.create(
         model=MODEL, messages=messages, max_tokens=48, response_format={"type": "json_object"},
         **GREEDY)  # fmt: skip
-    _json_object(reply.choices[0].message.content)
-    _json_object(ollama.Client(host=net.url, timeout=120).chat(
+    json_object_of(reply.choices[0].message.content)
+    json_object_of(ollama.Client(host=net.url, timeout=120).chat(
         model=MODEL, messages=messages, format="json",
         options={"num_predict": 48, **GREEDY}).message.content)  # fmt: skip
     chat_ollama = ChatOllama(model=MODEL, base_url=net.url, format="json", num_predict=48,
                              **GREEDY)  # fmt: skip
-    _json_object(str(chat_ollama.invoke(JSON_PROMPT).content))
-    json_openai = _chat_openai(net, max_completion_tokens=48, **GREEDY).bind(
+    json_object_of(str(chat_ollama.invoke(JSON_PROMPT).content))
+    json_openai = openai_chat_model(net, max_completion_tokens=48, **GREEDY).bind(
         response_format={"type": "json_object"})
-    _json_object(str(json_openai.invoke(JSON_PROMPT).content))
+    json_object_of(str(json_openai.invoke(JSON_PROMPT).content))
 
 
 @pytest.mark.usefixtures("offline")
 def test_json_schema_answers_validate_from_every_client(net: RunningTestnet) -> None:
     schema = City.model_json_schema()
     messages: Any = [{"role": "user", "content": PARIS}]
-    reply = _openai(net).chat.completions.create(
+    reply = openai_client(net).chat.completions.create(
         model=MODEL, messages=messages, max_tokens=48, **GREEDY, response_format={
             "type": "json_schema", "json_schema": {"name": "City", "schema": schema}})
     City.model_validate_json(reply.choices[0].message.content or "")
@@ -336,7 +250,7 @@ def test_json_schema_answers_validate_from_every_client(net: RunningTestnet) -> 
         model=MODEL, messages=messages, format=schema,
         options={"num_predict": 48, **GREEDY}).message.content or "")  # fmt: skip
     # method="json_schema": the schema goes in response_format/format, not as a tool.
-    for chat in (_chat_openai(net, max_completion_tokens=48, **GREEDY),
+    for chat in (openai_chat_model(net, max_completion_tokens=48, **GREEDY),
                  ChatOllama(model=MODEL, base_url=net.url, num_predict=48, **GREEDY)):
         answer = chat.with_structured_output(City, method="json_schema",
                                              include_raw=True).invoke(PARIS)  # fmt: skip
@@ -345,49 +259,37 @@ def test_json_schema_answers_validate_from_every_client(net: RunningTestnet) -> 
         assert not answer["raw"].tool_calls
 
 
-def _consumer_jobs(net: RunningTestnet) -> dict[str, int]:
-    recent = httpx.get(f"{net.url}/admin/jobs").json()["recent"]
-    return {j["job_id"]: j["charged"] for j in recent if j["role"] == "consumer"}
-
-
 @pytest.mark.usefixtures("offline")
 def test_two_choices_are_two_jobs_charged_together(net: RunningTestnet) -> None:
     sampled = {"temperature": 1.0, "seed": 11}  # seed + i for choice i: the choices differ
-    before, spent = _consumer_jobs(net), _spent(net)
-    raw = _openai(net).chat.completions.with_raw_response.create(
+    before, spent = consumer_jobs(net), ledger_spent(net)
+    raw = openai_client(net).chat.completions.with_raw_response.create(
         model=MODEL, n=2, max_tokens=16, messages=[{"role": "user", "content": "Name a colour."}],
         **sampled)  # fmt: skip
     reply, charged = raw.parse(), int(raw.headers["x-p2pinfer-charged"])
     texts = [c.message.content for c in reply.choices]
     assert [c.index for c in reply.choices] == [0, 1] and all(texts) and texts[0] != texts[1]
-    new = {k: v for k, v in _consumer_jobs(net).items() if k not in before}
+    new = {k: v for k, v in consumer_jobs(net).items() if k not in before}
     assert len(new) == 2 and raw.headers["x-p2pinfer-job-id"] in new
-    assert charged == sum(new.values()) == _spent(net) - spent > 0
-    generations = _chat_openai(net, n=2, max_completion_tokens=16, **sampled).generate(
+    assert charged == sum(new.values()) == ledger_spent(net) - spent > 0
+    generations = openai_chat_model(net, n=2, max_completion_tokens=16, **sampled).generate(
         [[HumanMessage("Name a colour.")]]).generations[0]
     assert [g.text for g in generations] == texts  # same seeds, same answers
-
-
-def _check_logprobs(tokens: list[tuple[str, float, list[tuple[str, float]]]]) -> None:
-    assert tokens
-    for token, logprob, top in tokens:
-        assert logprob <= 0 and len(top) == 2 and all(p <= 0 for _, p in top)
-        assert top[0] == (token, logprob) and top[0][1] >= top[1][1]  # greedy: the likeliest
 
 
 @pytest.mark.usefixtures("offline")
 def test_log_probabilities_have_their_shapes_from_every_client(net: RunningTestnet) -> None:
     messages: Any = [{"role": "user", "content": "Say hello."}]
-    reply = _openai(net).chat.completions.create(
+    reply = openai_client(net).chat.completions.create(
         model=MODEL, messages=messages, max_tokens=8, logprobs=True, top_logprobs=2, **GREEDY)
     assert reply.choices[0].logprobs and reply.choices[0].logprobs.content and reply.usage
     openai_tokens = [(t.token, t.logprob, [(r.token, r.logprob) for r in t.top_logprobs])
                      for t in reply.choices[0].logprobs.content]  # fmt: skip
-    _check_logprobs(openai_tokens)
+    check_logprobs(openai_tokens)
     assert len(openai_tokens) == reply.usage.completion_tokens
     assert "".join(t for t, _, _ in openai_tokens) == reply.choices[0].message.content
-    legacy = _openai(net).completions.create(model=MODEL, prompt="The sky is", max_tokens=4,
-                                             logprobs=2, **GREEDY).choices[0].logprobs
+    legacy = openai_client(net).completions.create(model=MODEL, prompt="The sky is", max_tokens=4,
+                                                   logprobs=2, **GREEDY).choices[0].logprobs
     assert legacy and legacy.tokens and legacy.token_logprobs and legacy.top_logprobs
     assert len(legacy.tokens) == len(legacy.token_logprobs) == len(legacy.top_logprobs)
     assert all(p <= 0 for p in legacy.token_logprobs)
@@ -397,8 +299,8 @@ def test_log_probabilities_have_their_shapes_from_every_client(net: RunningTestn
     ollama_tokens = [(t.token, t.logprob, [(r.token, r.logprob) for r in t.top_logprobs or []])
                      for t in answer.logprobs or []]  # fmt: skip
     assert len(ollama_tokens) == answer.eval_count
-    via_langchain = _chat_openai(net, max_completion_tokens=8, logprobs=True, top_logprobs=2,
-                                 **GREEDY).invoke("Say hello.")  # fmt: skip
+    via_langchain = openai_chat_model(net, max_completion_tokens=8, logprobs=True, top_logprobs=2,
+                                      **GREEDY).invoke("Say hello.")  # fmt: skip
     langchain_tokens = [(t["token"], t["logprob"], [(r["token"], r["logprob"])
                                                     for r in t["top_logprobs"]])
                         for t in via_langchain.response_metadata["logprobs"]["content"]]
@@ -407,37 +309,20 @@ def test_log_probabilities_have_their_shapes_from_every_client(net: RunningTestn
     chat_ollama_tokens = [(t.token, t.logprob, [(r.token, r.logprob) for r in t.top_logprobs])
                           for t in from_chat_ollama.response_metadata["logprobs"]]
     for tokens in (ollama_tokens, langchain_tokens, chat_ollama_tokens):
-        _check_logprobs(tokens)
+        check_logprobs(tokens)
         assert [t for t, _, _ in tokens] == [t for t, _, _ in openai_tokens]  # greedy: same
-
-
-WEATHER = {"name": "get_weather", "description": "Get the current weather in a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                          "required": ["city"]}}  # fmt: skip
-TOOLS: Any = [{"type": "function", "function": WEATHER}]
-FORCE: Any = {"type": "function", "function": {"name": "get_weather"}}
-WEATHER_ASK = "What is the weather in Paris?"
-CALL_FORMAT = call_schema([WEATHER], "required")  # the answer: a get_weather call
-
-
-def _city(arguments: Any) -> str:
-    """The arguments of a get_weather call, checked against its parameter schema."""
-    value = json.loads(arguments) if isinstance(arguments, str) else arguments
-    assert isinstance(value, dict) and set(value) == {"city"}, arguments
-    assert isinstance(value["city"], str) and value["city"].strip(), arguments
-    return str(value["city"])
 
 
 @pytest.mark.usefixtures("offline")
 def test_openai_tool_calls_forced_streamed_and_answered(net: RunningTestnet) -> None:
-    client, asked = _openai(net), [{"role": "user", "content": WEATHER_ASK}]
+    client, asked = openai_client(net), [{"role": "user", "content": WEATHER_ASK}]
     forced = client.chat.completions.create(
         model=MODEL, messages=asked, max_tokens=60, tools=TOOLS, tool_choice=FORCE, **GREEDY)
     choice = forced.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls or ()
     assert call.type == "function" and call.id.startswith("call_")
-    assert call.function.name == "get_weather" and _city(call.function.arguments) == "Paris"
+    assert call.function.name == "get_weather" and weather_city(call.function.arguments) == "Paris"
     # Streamed: OpenAI's deltas by index (id and name first, arguments in pieces).
     chunks = list(client.chat.completions.create(
         model=MODEL, messages=asked, max_tokens=60, tools=TOOLS, tool_choice="required",
@@ -450,7 +335,7 @@ def test_openai_tool_calls_forced_streamed_and_answered(net: RunningTestnet) -> 
             into["name"] += piece.function.name or "" if piece.function else ""
             into["arguments"] += piece.function.arguments or "" if piece.function else ""
     assert list(calls) == [0] and calls[0]["id"].startswith("call_")
-    assert calls[0]["name"] == "get_weather" and _city(calls[0]["arguments"])
+    assert calls[0]["name"] == "get_weather" and weather_city(calls[0]["arguments"])
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     # The tool's result goes back as a `tool` message and is answered in words.
     answered = client.chat.completions.create(
@@ -477,7 +362,7 @@ def test_ollama_client_tools_auto_answers_and_a_call_schema_forces_a_call(
     forced = client.chat(model=MODEL, messages=messages, tools=TOOLS, options=options,
                          format=CALL_FORMAT)  # fmt: skip
     (call,) = forced.message.tool_calls or ()
-    assert call.function.name == "get_weather" and _city(call.function.arguments) == "Paris"
+    assert call.function.name == "get_weather" and weather_city(call.function.arguments) == "Paris"
     streamed = list(client.chat(model=MODEL, messages=messages, tools=TOOLS, options=options,
                                 format=CALL_FORMAT, stream=True))  # fmt: skip
     calls = [c for part in streamed for c in part.message.tool_calls or ()]
@@ -492,21 +377,21 @@ def test_ollama_client_tools_auto_answers_and_a_call_schema_forces_a_call(
 
 @pytest.mark.usefixtures("offline")
 def test_langchain_binds_tools_and_reads_the_calls(net: RunningTestnet) -> None:
-    chat_openai = _chat_openai(net, max_completion_tokens=60, **GREEDY)
+    chat_openai = openai_chat_model(net, max_completion_tokens=60, **GREEDY)
     for tool_choice in ("get_weather", "required"):
         message = chat_openai.bind_tools(TOOLS, tool_choice=tool_choice).invoke(WEATHER_ASK)
         (call,) = message.tool_calls  # type: ignore[attr-defined]
-        assert call["name"] == "get_weather" and _city(call["args"]), message
+        assert call["name"] == "get_weather" and weather_city(call["args"]), message
     streamed = [chunk for chunk in chat_openai.bind_tools(TOOLS, tool_choice="get_weather")
                 .stream(WEATHER_ASK)]  # fmt: skip
     whole = streamed[0]
     for chunk in streamed[1:]:
         whole += chunk  # LangChain puts the streamed call's pieces together
     (call,) = whole.tool_calls  # type: ignore[attr-defined]
-    assert call["name"] == "get_weather" and _city(call["args"]) == "Paris"
+    assert call["name"] == "get_weather" and weather_city(call["args"]) == "Paris"
     # ChatOllama: no tool_choice in Ollama's API, so the call's schema as `format`.
     chat_ollama = ChatOllama(model=MODEL, base_url=net.url, num_predict=60,
                              format=CALL_FORMAT, **GREEDY)  # fmt: skip
     message = chat_ollama.bind_tools(TOOLS).invoke(WEATHER_ASK)
     (call,) = message.tool_calls  # type: ignore[attr-defined]
-    assert call["name"] == "get_weather" and _city(call["args"]) == "Paris", message
+    assert call["name"] == "get_weather" and weather_city(call["args"]) == "Paris", message

@@ -34,7 +34,8 @@ from p2pinfer.market.split import SEED, split
 from p2pinfer.market.stake import StakeDeclaration, sign_stake, verify_stake
 from p2pinfer.protocol.codec import decode, sign
 from p2pinfer.protocol.records import verify_bytes
-from tests.unit.test_protocol_codec import _SAMPLES, CONSUMER
+from tests.unit.protocol_samples import SAMPLES
+from tests.unit.protocol_strategies import CONSUMER
 
 GOLDEN = Path(__file__).parent / "golden"
 V = json.loads((GOLDEN / "records-v1.json").read_text())
@@ -46,9 +47,9 @@ AT = 1_750_000_000_000
 @pytest.mark.parametrize("name", sorted(V["wire"]))
 def test_protocol_messages_keep_their_bytes(name: str) -> None:
     raw = bytes.fromhex(V["wire"][name])
-    assert sign(_SAMPLES[name], CONSUMER).raw == raw
+    assert sign(SAMPLES[name], CONSUMER).raw == raw
     signed = decode(raw)
-    assert signed.msg == _SAMPLES[name] and signed.raw == raw
+    assert signed.msg == SAMPLES[name] and signed.raw == raw
 
 
 def _stake() -> StakeDeclaration:

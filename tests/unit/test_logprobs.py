@@ -20,8 +20,8 @@ from p2pinfer.protocol import Chunk, ChunkReceived, Failure, JobParams
 from p2pinfer.protocol.messages import LogprobRival, TokenLogprobs
 from p2pinfer.protocol.schema import from_wire as decode_fields
 from p2pinfer.protocol.schema import to_wire as encode_fields
+from tests.unit.protocol_job_helpers import frame, started
 from tests.unit.protocol_strategies import NOW_MS
-from tests.unit.test_protocol_jobs import frame, started
 
 ITEM = TokenLogprob(" Paris", -0.25, ((" Paris", -0.25), (" the", -2.5)))
 MESSAGES = [{"role": "user", "content": "hi"}]

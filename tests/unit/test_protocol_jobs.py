@@ -1,107 +1,37 @@
-"""The job state machines, talking to each other and to lying peers, all in memory."""
+"""The job state machines, talking to each other, all in memory: the happy path, rejects,
+illegal transitions. Lying peers: test_protocol_jobs_lying_peers.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pinfer.errors import ReplayError, SignatureError, StateError, ValidationError
-from p2pinfer.identity import NodeIdentity
+from p2pinfer.errors import ReplayError, StateError, ValidationError
 from p2pinfer.protocol import (
     CLOCK_SKEW_MS,
     MAX_REQUEST_AGE_MS,
     MAX_REQUEST_LIFETIME_MS,
     Accepted,
-    ChatTurn,
-    Chunk,
     ChunkReceived,
     ConsumerJob,
     ConsumerState,
-    Failure,
     JobAccept,
-    JobParams,
-    JobRequest,
-    JobResult,
-    PeerClosed,
     ProtocolViolation,
     ProviderJob,
     ProviderState,
-    Receipt,
     ReceiptReceived,
     Rejected,
     ReplayWindow,
     RequestReceived,
     ResultReceived,
-    WireMessage,
     charge_for,
-    encode_frame,
     output_hash,
-    sign,
 )
+from tests.unit.protocol_job_helpers import DIGEST, finished_job, frame, new_request, split, started
 from tests.unit.protocol_strategies import CONSUMER, NOW_MS, PROVIDER
-
-DIGEST = "cd" * 32
-
-
-def new_request(**changes: object) -> JobRequest:
-    base = JobRequest(
-        job_id=os.urandom(16),
-        provider=PROVIDER.peer_id,
-        model="smollm2:135m",
-        kind="chat",
-        messages=(ChatTurn("system", "Be brief."), ChatTurn("user", "Name a colour.")),
-        params=JobParams(max_tokens=32, temperature=0.0, seed=1),
-        max_price_per_1k=500,
-        issued_at=NOW_MS,
-        expires_at=NOW_MS + 60_000,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-def frame(msg: WireMessage, signer: NodeIdentity = PROVIDER) -> bytes:
-    return encode_frame(sign(msg, signer).raw)
-
-
-def started(**changes: object) -> tuple[ConsumerJob, ProviderJob]:
-    """A consumer and a provider with the request delivered and accepted at 400."""
-    consumer = ConsumerJob(CONSUMER, new_request(**changes))
-    provider = ProviderJob(PROVIDER, ReplayWindow())
-    [event] = provider.receive_data(consumer.start(), NOW_MS)
-    assert isinstance(event, RequestReceived)
-    provider.admit(NOW_MS)
-    [accepted] = consumer.receive_data(provider.accept(400), NOW_MS)
-    assert isinstance(accepted, Accepted) and accepted.price_per_1k == 400
-    return consumer, provider
-
-
-def result_for(consumer: ConsumerJob, text: str, **changes: object) -> JobResult:
-    """What an honest provider would sign after streaming `text` at 400 per 1k."""
-    base = JobResult(
-        job_id=consumer.job_id,
-        request_hash=consumer.request.hash,
-        output_hash=output_hash(text),
-        digest=DIGEST,
-        prompt_tokens=20,
-        completion_tokens=3,
-        prompt_ms=5,
-        generation_ms=30,
-        total_ms=40,
-        finish_reason="stop",
-        charged=charge_for(400, 23),
-        finished_at=NOW_MS + 40,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-def split(data: bytes, rng: random.Random) -> list[bytes]:
-    cuts = sorted(rng.sample(range(1, len(data)), k=min(len(data) - 1, rng.randint(0, 6))))
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-
 
 # --- the happy path ------------------------------------------------------------------
 
@@ -279,125 +209,6 @@ def test_a_first_message_that_is_not_a_request_is_rejected() -> None:
     assert isinstance(event, ProtocolViolation) and event.code == "bad_request"
 
 
-# --- a lying or broken provider -----------------------------------------------------------
-
-
-def test_a_wrong_output_hash_fails_the_job_and_nothing_is_receipted() -> None:
-    consumer, _ = started()
-    lie = frame(Chunk(consumer.job_id, 0, "Blue")) + frame(result_for(consumer, "Red"))
-    events = consumer.receive_data(lie, NOW_MS)
-    assert isinstance(events[-1], Failure)
-    assert "output hash" in str(events[-1].error)
-    assert consumer.state is ConsumerState.ERROR
-    with pytest.raises(StateError):
-        consumer.receipt()
-
-
-def test_an_out_of_order_chunk_fails_the_job() -> None:
-    consumer, _ = started()
-    data = frame(Chunk(consumer.job_id, 0, "a")) + frame(Chunk(consumer.job_id, 2, "c"))
-    events = consumer.receive_data(data, NOW_MS)
-    assert isinstance(events[0], ChunkReceived)
-    assert isinstance(events[1], Failure)
-    assert "chunk 2 arrived, expected 1" in str(events[1].error)
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"charged": charge_for(400, 23) + 1}, "charged"),
-        ({"completion_tokens": 33}, "max_tokens"),
-        ({"request_hash": bytes(32)}, "another request"),
-        ({"digest": "ef" * 32}, "model build"),
-    ],
-)
-def test_a_result_that_breaks_the_request_fails_the_job(
-    changes: dict[str, object], message: str
-) -> None:
-    consumer, _ = started(digest=DIGEST)
-    data = frame(Chunk(consumer.job_id, 0, "Blue")) + frame(result_for(consumer, "Blue", **changes))
-    events = consumer.receive_data(data, NOW_MS)
-    assert isinstance(events[-1], Failure)
-    assert message in str(events[-1].error)
-
-
-def test_messages_signed_by_anyone_but_the_provider_fail_the_job() -> None:
-    consumer = ConsumerJob(CONSUMER, new_request())
-    consumer.start()
-    [event] = consumer.receive_data(
-        frame(JobAccept(consumer.job_id, 1), NodeIdentity.generate()), 0
-    )
-    assert isinstance(event, Failure) and isinstance(event.error, SignatureError)
-
-
-def test_an_accept_over_the_max_price_fails_the_job() -> None:
-    consumer = ConsumerJob(CONSUMER, new_request())
-    consumer.start()
-    [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, 501)), NOW_MS)
-    assert isinstance(event, Failure) and "over the max" in str(event.error)
-
-
-def test_an_accept_after_the_request_expired_fails_the_job() -> None:
-    consumer = ConsumerJob(CONSUMER, new_request())
-    consumer.start()
-    [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, 1)), NOW_MS + 600_000)
-    assert isinstance(event, Failure) and "expired" in str(event.error)
-
-
-def test_a_provider_that_hangs_up_before_the_result_fails_the_job() -> None:
-    consumer, provider = started()
-    consumer.receive_data(provider.chunk("Bl"), NOW_MS)
-    [event] = consumer.receive_eof()
-    assert isinstance(event, Failure)
-    assert consumer.state is ConsumerState.ERROR
-
-
-# --- a lying or broken consumer -------------------------------------------------------------
-
-
-def _finished() -> tuple[ConsumerJob, ProviderJob]:
-    consumer, provider = started()
-    events = consumer.receive_data(
-        provider.chunk("Blue")
-        + provider.finish(prompt_tokens=20, completion_tokens=1, finish_reason="stop", now_ms=1),
-        NOW_MS,
-    )
-    assert isinstance(events[-1], ResultReceived)
-    return consumer, provider
-
-
-@pytest.mark.parametrize(
-    ("changes", "signer", "message"),
-    [
-        ({"amount": 0}, CONSUMER, "amount 0"),
-        ({"result_hash": bytes(32)}, CONSUMER, "another job or result"),
-        ({}, NodeIdentity.from_seed(b"\x07" * 32), "not signed by the consumer"),
-    ],
-)
-def test_a_bad_receipt_is_a_violation(
-    changes: dict[str, object], signer: NodeIdentity, message: str
-) -> None:
-    consumer, provider = _finished()
-    assert provider.result is not None
-    receipt = Receipt(consumer.job_id, provider.result.hash, 9, PROVIDER.peer_id)
-    receipt = dataclasses.replace(receipt, **changes)  # type: ignore[arg-type]
-    [event] = provider.receive_data(frame(receipt, signer), NOW_MS)
-    assert isinstance(event, ProtocolViolation) and message in str(event.error)
-    assert provider.receipt is None
-
-
-def test_a_consumer_that_leaves_without_a_receipt_is_reported() -> None:
-    _, provider = _finished()
-    assert provider.receive_eof() == [PeerClosed()]
-    assert provider.state is ProviderState.ERROR and provider.receipt is None
-
-
-def test_a_consumer_that_talks_during_the_stream_is_a_violation() -> None:
-    _, provider = started()
-    [event] = provider.receive_data(frame(JobAccept(bytes(16), 1), CONSUMER), NOW_MS)
-    assert isinstance(event, ProtocolViolation)
-
-
 # --- illegal transitions -------------------------------------------------------------------------
 
 
@@ -444,7 +255,7 @@ def test_consumer_methods_out_of_turn_raise_state_errors() -> None:
     consumer.start()
     with pytest.raises(StateError):
         consumer.start()
-    consumer, _ = _finished()
+    consumer, _ = finished_job()
     consumer.receipt()
     with pytest.raises(StateError):
         consumer.receipt()
@@ -453,7 +264,7 @@ def test_consumer_methods_out_of_turn_raise_state_errors() -> None:
 
 
 def test_a_finished_provider_takes_no_more_data() -> None:
-    consumer, provider = _finished()
+    consumer, provider = finished_job()
     provider.receive_data(consumer.receipt(), NOW_MS)
     with pytest.raises(StateError):
         provider.receive_data(b"\x00", NOW_MS)
