@@ -61,9 +61,7 @@ from tests.support.browser import (
 
 pytestmark = [pytest.mark.network, pytest.mark.engine, needs_engine]
 
-#: A file for the dashboard's screenshot (else the test's folder): bench/results/dashboard.png
-SCREENSHOT_ENV = "P2PINFER_SCREENSHOT"
-
+SCREENSHOT_ENV = "P2PINFER_SCREENSHOT"  # a file for the dashboard's, else the test's folder
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
