@@ -165,7 +165,8 @@ def test_killing_the_relay_mid_job_fails_over_and_charges_once(nat: NatTestnet) 
     proc = subprocess.Popen(
         ["docker", "exec", nat.consumer, "p2pinfer", "ask", "--stream", *FAUCET,
          "--bootstrap", nat.bootstrap_addr, "--model", testnet_docker_nat.MODEL,
-         "--max-tokens", "2000", "--timeout", "120", "Write a long story."],
+         "--max-tokens", "2000", "--timeout", "120", "--log-level", "INFO",
+         "Write a long story."],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
