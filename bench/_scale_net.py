@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from p2pinfer.node.status import NodeStatus
 from p2pinfer.testnet import processes as testnet
 
 FAKE = "fake:latest"
@@ -31,7 +32,7 @@ class Net:
         self.state.save()
         return pid
 
-    def wait(self, index: int, timeout_s: float = 300) -> dict[str, object]:
+    def wait(self, index: int, timeout_s: float = 300) -> NodeStatus:
         """Node `index`'s status once it is up."""
         spec = next(n for n in self.state.nodes if n.index == index)
         return testnet._wait_for_status(Path(spec.home), spec.pid, timeout_s)
@@ -56,9 +57,7 @@ def build(directory: Path, tiny: Path, nodes: int, real: int, rate: float,
     net.commands[0] = command(0, "none", [], None)
     net.kinds[0] = "bootstrap"
     net.spawn(0)
-    addrs = net.wait(0)["listen_addrs"]
-    assert isinstance(addrs, list)
-    bootstrap = str(addrs[0])
+    bootstrap = net.wait(0).listen_addrs[0]
     for i in range(1, nodes):
         if i <= real:
             net.commands[i] = command(i, "embedded", [f"tiny:latest={tiny}"], bootstrap)
