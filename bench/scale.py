@@ -302,13 +302,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="p2pinfer-scale-") as tmp:
         work = Path(tmp)
         tiny = write_tiny_model(work / "tiny.gguf")
-        net, bootstrap, startup_s = build(work / "net", tiny, args.nodes, args.real,
-                                          args.rate, args.interval)
-        result: dict[str, Any] = {"nodes": args.nodes, "real_engine_nodes": args.real,
-                                  "fake_nodes": args.nodes - 1 - args.real,
-                                  "fake_rate_tokens_per_s": args.rate,
-                                  "startup_s": round(startup_s, 1)}
-        try:
+        try:  # a node that fails to start still leaves the ones started before it to stop
+            net, bootstrap, startup_s = build(work / "net", tiny, args.nodes, args.real,
+                                              args.rate, args.interval)
+            result: dict[str, Any] = {"nodes": args.nodes, "real_engine_nodes": args.real,
+                                      "fake_nodes": args.nodes - 1 - args.real,
+                                      "fake_rate_tokens_per_s": args.rate,
+                                      "startup_s": round(startup_s, 1)}
             print(f"{args.nodes} nodes up in {startup_s:.0f} s", flush=True)
             t0_ms = time.time_ns() // 1_000_000
             result["idle"] = await measure_idle(net, args.window, args.interval)
