@@ -34,6 +34,7 @@ def peer_id(home: Path) -> str:
     return status.peer_id
 
 
+# Over 60 lines by design: one faulty testnet's start, checks, detection wait and stop.
 def run_fault(
     work: Path,
     fault: str,

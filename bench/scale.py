@@ -134,6 +134,7 @@ def charges(home: Path) -> list[str]:
         conn.close()
 
 
+# Over 60 lines by design: the job workers and the killer share state in one nursery.
 async def churn(net: Net, bootstrap: str, work: Path, seconds: float, percent: float,
                 workers: int, max_tokens: int, seed: int, hot_pct: float) -> dict[str, Any]:
     """Jobs under churn. `hot_pct` % of the kills hit a provider that served one of the

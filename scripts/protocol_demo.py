@@ -1,11 +1,11 @@
-"""Interim demo: one job through the p2pinfer wire protocol, in memory.
+"""Protocol demo: one job through the p2pinfer wire protocol, in memory.
 
 Two identities (key files in a temp dir), a signed JobRequest, the provider's
 checks, both job state machines through accept, streamed chunks, the signed
 result and the consumer's receipt, plus a tampered and a replayed request
-being refused. The libp2p network is not built yet, so the bytes go from one
-state machine to the other in this process, and the answer text is canned
-(no model runs here). Exit status 0 means every check held.
+being refused. No network is used (`scripts/demo` runs the real one): the bytes
+go from one state machine to the other in this process, and the answer text is
+canned (no model runs here). Exit status 0 means every check held.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def require(condition: bool, what: str) -> None:
     say(f"  ok  {what}")
 
 
+# Over 60 lines by design: the demo's steps, printed in the order they happen.
 def main() -> int:
     say("p2pinfer protocol demo: an IN-MEMORY round trip of one job.")
-    say("The libp2p network is not built yet: no sockets, no peers, no model;")
+    say("No network here (scripts/demo runs one): no sockets, no peers, no model;")
     say("the two state machines below hand bytes to each other in this process.")
     say()
     now_ms = int(time.time() * 1000)

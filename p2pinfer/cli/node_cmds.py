@@ -54,6 +54,10 @@ def node(
     reserve_relay: Annotated[Repeated, typer.Option(
         "--reserve-relay", help="Be reachable through this relay, /ip4/.../tcp/N/p2p/<PeerID> "
         "(repeatable). Without it a node AutoNAT finds private picks connected relays.")] = None,
+    dcutr: Annotated[bool, typer.Option(
+        "--dcutr", help="After dialling a provider through a relay, try for a direct "
+        "connection (DCUtR hole punching) before the job; needs a listen address a NAT "
+        "maps, e.g. --listen /ip4/0.0.0.0/tcp/4001.")] = False,
     backend: Annotated[str, typer.Option(
         "--backend", help=f"{BACKEND_HELP} | none (consumer only).")] = "embedded",
     models: Annotated[Repeated, typer.Option(
@@ -136,6 +140,7 @@ def node(
         mdns=mdns,
         relay="auto" if relay is None else ("on" if relay else "off"),
         reserve_relays=tuple(reserve_relay or ()),
+        dcutr=dcutr,
         backend=backend,
         models=tuple(models or ()),
         engine_options=tuple(parse_engine_option(o) for o in engine_option or ()),

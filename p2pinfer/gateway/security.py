@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from p2pinfer.api import ollama_replies
 from p2pinfer.backends.wire import dumps
 from p2pinfer.gateway.config import GatewayConfig
+from p2pinfer.http.asgi_body import BodyTooLarge, read_body
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,6 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class GatewayGuard:
     """ASGI middleware enforcing `config`'s keys, rate limit and body limit (see module doc)."""
 
@@ -220,8 +217,8 @@ class GatewayGuard:
             await send_error(send, path, 413, f"request body over the {limit}-byte limit")
             return
         try:
-            body = await _read_body(receive, limit)
-        except _BodyTooLarge:
+            body = await read_body(receive, limit)
+        except BodyTooLarge:
             await send_error(send, path, 413, f"request body over the {limit}-byte limit")
             return
         if body is None:
@@ -251,23 +248,6 @@ class GatewayGuard:
             log.exception("gateway request failed path=%s", scope["path"])
             if not started:
                 await send_error(send, scope["path"], 500, "internal error in the gateway")
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None if the client disconnected; _BodyTooLarge past `limit`."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -145,7 +145,12 @@ class GuardedDCUtR(DCUtRProtocol):
                 direct = await self.initiate_hole_punch(pid)
             except Exception as exc:  # py-libp2p raises assorted errors on a failed punch
                 log.info("dcutr upgrade failed peer=%s error=%r", pid, exc)
-        if not direct or not await self._verify_direct_connection(pid):
+        # A punch can finish after the try stopped waiting for it, or by the other side's
+        # dial (both dial at once): a direct connection now is what counts, and the
+        # relayed one is closed either way (a job would otherwise run direct uncounted).
+        if not await self._verify_direct_connection(pid):
+            if direct:
+                log.info("dcutr upgrade left no direct connection peer=%s", pid)
             return False
         for conn in relayed_connections(self.host, pid):
             with trio.move_on_after(2):

@@ -79,14 +79,7 @@ class NetStream:
     ) -> None:
         """Send one frame. FrameTooLarge over `max_size` (nothing sent), StreamClosedError if
         the stream is gone, PeerTimeoutError if the peer stops reading."""
-        frame = encode_frame(payload, max_size)
-        try:
-            with trio.fail_after(timeout_s):
-                await self._raw.write(frame)
-        except trio.TooSlowError as exc:
-            raise PeerTimeoutError(f"writing to {self._who()} timed out") from exc
-        except (StreamError, IOException) as exc:
-            raise StreamClosedError(f"stream to {self._who()} closed while writing") from exc
+        await self.write(encode_frame(payload, max_size), timeout_s=timeout_s)
 
     async def read_frame(
         self, *, max_size: int = DEFAULT_MAX_FRAME, timeout_s: float = DEFAULT_IO_TIMEOUT_S

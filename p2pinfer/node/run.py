@@ -140,11 +140,13 @@ async def _identity_ledger_chain(
     return identity, chain
 
 
-def _net_config(config: NodeConfig, identity: NodeIdentity) -> NetConfig:
+def host_config(config: NodeConfig, identity: NodeIdentity) -> NetConfig:
+    """The host's settings for a node run with `config`."""
     return NetConfig(identity, listen_addrs=config.listen, bootstrap=config.bootstrap,
                      announce_addrs=config.announce, enable_mdns=config.mdns,
                      relay=RelayServiceConfig(mode=config.relay),
-                     relay_client=RelayClientConfig(reserve=config.reserve_relays))
+                     relay_client=RelayClientConfig(reserve=config.reserve_relays,
+                                                    dcutr=config.dcutr))
 
 
 # Over 60 lines by design: the node's one nursery, whose start order (stakes, job server,
@@ -176,7 +178,7 @@ async def run_node(
         settlement = Settlement.build(chain, identity, ledger, config.redeem) if chain else None
         metrics = NodeMetrics()
         board = JobBoard()  # the jobs the dashboard shows
-        net_config = _net_config(config, identity)
+        net_config = host_config(config, identity)
         try:
             async with run_host(net_config) as net, trio.open_nursery() as nursery:
                 stakes = await start_stakes(chain, identity, net, nursery, ledger=ledger,

@@ -11,6 +11,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from p2pinfer.http.asgi_body import BodyTooLarge, read_body
+
 MAX_BODY_BYTES = 1 << 20  # one request or batch; a transaction is a few KiB
 MAX_BATCH = 100
 
@@ -98,23 +100,6 @@ async def _respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None once it passes `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 def asgi_app(dispatch: Dispatch, max_body: int = MAX_BODY_BYTES) -> Callable[
         [Scope, Receive, Send], Awaitable[None]]:
     """An ASGI app answering JSON-RPC at POST on any path; `dispatch` runs on the
@@ -132,11 +117,14 @@ def asgi_app(dispatch: Dispatch, max_body: int = MAX_BODY_BYTES) -> Callable[
             await _respond(send, 405, b'{"error":"POST a JSON-RPC request"}',
                            [(b"allow", b"POST")])
             return
-        body = await _read_body(receive, max_body)
-        if body is None:
+        try:
+            body = await read_body(receive, max_body)
+        except BodyTooLarge:
             error = RpcError(INVALID_REQUEST, f"request body over {max_body} bytes")
             await _respond(send, 413, json.dumps(_error_reply(None, error)).encode())
             return
+        if body is None:
+            return  # the client went away while sending
         reply = handle_body(body, dispatch)
         if reply is None:
             await send({"type": "http.response.start", "status": 204, "headers": []})

@@ -21,7 +21,7 @@ def test_the_demo_runs_a_job_end_to_end_and_says_it_is_in_memory() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
-    assert "IN-MEMORY" in out and "not built yet" in out
+    assert "IN-MEMORY" in out and "No network here" in out
     assert "FAILED" not in out
     assert "'The capital of France is Paris.'" in out
     assert "a tampered copy is refused (SignatureError" in out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +82,14 @@ class FakeBackend:
     @asynccontextmanager
     async def _stream(self, params: SamplingParams) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         self.entered += 1
+        events = self._events(params)
         try:
-            yield self._events(params)
+            yield events
         finally:
+            await events.aclose()  # as a real engine's stream: closed with its context
             self.exited.set()
 
-    async def _events(self, params: SamplingParams) -> AsyncIterator[StreamEvent]:
+    async def _events(self, params: SamplingParams) -> AsyncGenerator[StreamEvent, None]:
         count = 0
         for token in self.tokens[: params.max_tokens]:
             if self.pause_after is not None and count == self.pause_after:

@@ -52,6 +52,8 @@ async def call(fn: Any, *args: Any) -> Any:
     return await trio.to_thread.run_sync(lambda: fn(*args))
 
 
+# Over 60 lines by design: one channel's life (fund, job, voucher, redeem, split, refusal
+# of the unfunded) in the order it happens on one chain.
 async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
         tmp_path: Path) -> None:
     provider_id, consumer_id, broke_id = (NodeIdentity.generate() for _ in range(3))

@@ -108,6 +108,7 @@ async def test_substitute_model_serves_another_model_under_the_advertised_name(
     assert decode_as(outcome.result, JobResult).msg.digest == info.digest  # the lie
 
 
+# Over 60 lines by design: one network, then each client's requests against it in turn.
 async def test_the_gateway_answers_ollama_and_openai_clients_through_the_network(
     tmp_path: Path,
 ) -> None:

@@ -20,17 +20,25 @@ PEER = ID(b"\x00\x24" + bytes(range(36)))
 class Conn:
     def __init__(self, addr: str) -> None:
         self.addr = addr
+        self.closed = False
 
     def get_transport_addresses(self) -> list[str]:
         return [self.addr]
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class Network:
     def __init__(self, *addrs: str) -> None:
         self.conns = [Conn(a) for a in addrs]
 
+    @property
+    def connections(self) -> dict[ID, list[Conn]]:  # what py-libp2p's own check reads
+        return {PEER: list(self.conns)} if self.conns else {}
+
     def get_connections(self, pid: ID) -> list[Conn]:
-        return self.conns
+        return list(self.conns)
 
 
 class Host:
@@ -75,3 +83,22 @@ async def test_no_try_where_a_direct_connection_exists_or_none_at_all() -> None:
         dcutr = Recording(host)
         assert not await dcutr.maybe_upgrade(PEER, trio.current_time() + 10.0)
         assert dcutr.tries == []
+
+
+class LatePunch(GuardedDCUtR):
+    """A punch whose direct connection comes up (the other side's dial, or ours
+    finishing) while the try is still waiting, and which then never returns."""
+
+    async def initiate_hole_punch(self, peer_id: ID) -> bool:
+        self.host.get_network().conns.append(Conn(DIRECT))
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_punch_that_lands_after_the_try_gave_up_counts_and_closes_the_relay_leg() -> None:
+    host = Host(RELAYED)
+    dcutr = LatePunch(host)
+    assert await dcutr.upgrade(PEER, timeout_s=0.05)
+    assert dcutr.upgrades == 1
+    relayed, direct = host.network.conns
+    assert relayed.closed and not direct.closed

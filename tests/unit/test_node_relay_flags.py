@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from p2pinfer.cli.main import _register_all, app
 from p2pinfer.errors import UsageError
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.node.config import NodeConfig, check_config
+from p2pinfer.node.run import host_config
 
 _register_all()
 
@@ -38,3 +40,18 @@ def test_relay_flags_choose_the_relay_mode(flags: list[str], mode: str, tmp_path
                                       "--reserve-relay", RELAY])
     assert result.exit_code == 0, result.output
     assert seen[0].relay == mode and seen[0].reserve_relays == (RELAY,)
+
+
+@pytest.mark.parametrize("flags", [[], ["--dcutr"]])
+def test_dcutr_reaches_the_hosts_relay_client(flags: list[str], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`node --dcutr`: jobs this node sends (its gateway's) try a direct connection after
+    a relayed dial, as `ask --dcutr` does (tests/integration/test_jobs_relayed.py)."""
+    seen: list[NodeConfig] = []
+    monkeypatch.setattr("p2pinfer.cli.node_cmds.run_node",
+                        lambda config, **_: seen.append(config))
+    monkeypatch.setattr("p2pinfer.cli.node_cmds.trio.run", lambda fn: fn())
+    result = CliRunner().invoke(app, ["node", "--home", str(tmp_path), *flags])
+    assert result.exit_code == 0, result.output
+    relay_client = host_config(seen[0], NodeIdentity.generate()).relay_client
+    assert relay_client.dcutr is bool(flags)
