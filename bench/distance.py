@@ -167,6 +167,11 @@ async def ranking(providers: list[tuple[str, int]], jobs: int, work: Path) -> di
                 while len(net.peers()) < 2:
                     await trio.sleep(0.02)
             client = JobClient(net, identity, ledger=ledger, config=ClientConfig())
+            # Both adverts in the catalog first: a job before that can only go to the one
+            # provider known so far, which says nothing about the ranking.
+            with trio.fail_after(30):
+                while {c.peer_id for c in await client.candidates(MODEL)} != {near_id, far_id}:
+                    await trio.sleep(0.1)
             picked = [(await one_job(client, 4))["provider"] for _ in range(jobs)]
             cands = await client.candidates(MODEL)
         ledger.close()
