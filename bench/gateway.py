@@ -259,7 +259,7 @@ def main() -> None:
                 ask_runs.append(ask_job(directory, args.tokens))
             client.close()
             print("embeddings and structured output", file=sys.stderr)
-            feature_numbers = trio.run(features, url, args.feature_runs)
+            feature_numbers = trio.run(features, url, args.feature_runs, urls)
             network_load = trio.run(load, url, args.load_requests)
         finally:
             testnet.down(directory)
