@@ -7,7 +7,8 @@ with no queue; nodes 0 and 1 price at the market rate.
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import trio
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import JobAccept, JobReject
 from tests.e2e.network_helpers import (
     CANCELLED,
@@ -79,16 +81,23 @@ def test_a_consumer_joined_through_two_relays_finds_the_provider_in_the_dht(
     assert answer["provider"] in {net.peer(i) for i in range(3)}
 
 
+@asynccontextmanager
+async def host_beside(net: Net, index: int) -> AsyncIterator[NetHost]:
+    """A host of a fresh key, connected to node `index` (a raw peer for raw requests)."""
+    config = NetConfig(NodeIdentity.generate(), bootstrap=(net.nodes[index].listen_addrs[0],))
+    async with run_host(config) as host:
+        while net.peer(index) not in host.peers():
+            await trio.sleep(0.05)
+        yield host
+
+
 async def test_forged_replayed_and_misbound_requests_are_rejected_over_the_network(
     net: Net,
 ) -> None:
     provider = net.peer(0)
     consumer = NodeIdentity.generate()
-    config = NetConfig(NodeIdentity.generate(), bootstrap=(net.nodes[0].listen_addrs[0],))
     with trio.fail_after(60):
-        async with run_host(config) as host:
-            while provider not in host.peers():
-                await trio.sleep(0.05)
+        async with host_beside(net, 0) as host:
             forged_answer = await first_answer(
                 host, provider, forged(signed_request(consumer, provider, MODEL)))
             assert forged_answer.expect(JobReject).msg.code == "bad_signature"
@@ -138,12 +147,8 @@ def first_answer_from(net: Net, index: int) -> JobReject | JobAccept:
     provider = net.peer(index)
 
     async def main() -> JobReject | JobAccept:
-        config = NetConfig(NodeIdentity.generate(),
-                           bootstrap=(net.nodes[index].listen_addrs[0],))
         with trio.fail_after(60):
-            async with run_host(config) as host:
-                while provider not in host.peers():
-                    await trio.sleep(0.05)
+            async with host_beside(net, index) as host:
                 raw = signed_request(NodeIdentity.generate(), provider, MODEL)
                 msg = (await first_answer(host, provider, raw)).msg
                 assert isinstance(msg, JobReject | JobAccept), msg
