@@ -90,6 +90,8 @@ class CandidateSearch:
         ranked = [self._with_rtt(c) for c in usable]
         ranked.sort(key=lambda c: (unreachable(c), tier(c, connected), c.rank_key(),
                                    self._rng.random()))
+        if ranked and log.isEnabledFor(logging.INFO):
+            log.info("providers ranked model=%s %s", model, describe(ranked, connected))
         return ranked
 
     def order_for_job(self, ranked: list[Candidate]) -> list[Candidate]:
@@ -290,3 +292,13 @@ def explore_first(ranked: list[Candidate]) -> list[Candidate]:
     if pick is None:
         return ranked
     return [pick, *(c for c in ranked if c is not pick)]
+
+
+def describe(ranked: list[Candidate], connected: Collection[str]) -> str:
+    """One line for the log: each candidate, best first, with what ranked it (an operator
+    asking "why that provider?" reads price, RTT, score, tier and where it was found)."""
+    def one(c: Candidate) -> str:
+        rtt = "-" if c.rtt_ms is None else f"{c.rtt_ms:.0f}ms"
+        return (f"{c.peer_id[-8:]}(price={c.price_per_1k} rtt={rtt} score={c.score_pm} "
+                f"tier={tier(c, connected)} via={c.found_via})")
+    return " ".join(one(c) for c in ranked)
