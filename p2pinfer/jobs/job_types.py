@@ -172,3 +172,4 @@ class JobRecord:
     max_tokens: int
     charged: int
     connection: str = ""  # PeerID of the libp2p connection the request came over
+    path: str = "direct"  # relayed: the connection came through a relay (`path_of`)

@@ -19,6 +19,7 @@ from p2pinfer.jobs.admission import Ticket
 from p2pinfer.jobs.job_types import JobRecord, JobServerConfig
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.metrics import NodeMetrics
+from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ProtocolViolation, ProviderJob, ProviderState
 from p2pinfer.protocol.codec import Signer
@@ -154,7 +155,8 @@ class JobEndings:
         signer = job.machine.request.signer_peer_id if job.machine.request else ""
         self.records.append(JobRecord(request.job_id.hex(), request.model, signer, outcome,
                                       tokens, request.params.max_tokens, charged,
-                                      str(job.stream.remote_peer_id)))
+                                      str(job.stream.remote_peer_id),
+                                      path_of(job.stream.transport_addrs())))
 
     async def _refuse(
         self, job: ServedJob, request: JobRequest, code: RejectCode, message: str,

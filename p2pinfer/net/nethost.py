@@ -92,6 +92,9 @@ class NetHost(GossipAndAdverts):
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
         self.dcutr = dcutr
+        #: Peers this host reaches through their relays only, never by a direct dial (a
+        #: validator's check host: the provider sees the relay's address, not ours).
+        self.relay_only: set[str] = set()
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
@@ -206,6 +209,8 @@ class NetHost(GossipAndAdverts):
         circuits = self._circuit_addrs_of(peer_id)
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         deadline = trio.current_time() + limit  # the caller's bound covers every try
+        if peer_id in self.relay_only:
+            return await self._open_relayed_only(peer_id, protocol, first, circuits, deadline)
         if not circuits or peer_id in self.peers():
             if self.relay_client.config.dcutr and peer_id in self.peers():
                 await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
@@ -224,17 +229,39 @@ class NetHost(GossipAndAdverts):
                                            max(deadline - trio.current_time(), 0.1))
         raise PeerTimeoutError(f"reaching {peer_id} through a relay took over {limit:g} s")
 
+    async def _open_relayed_only(self, peer_id: str, protocol: str, first: bytes | None,
+                                 circuits: list[str], deadline: float) -> NetStream:
+        """A stream to a `relay_only` peer: over the connection we hold with it, else
+        through one of its relays; never a direct dial, not even when the connection
+        is gone (py-libp2p would dial every address it knows, its direct ones too)."""
+        if peer_id not in self.peers():
+            if not circuits:
+                raise PeerUnreachableError(
+                    f"{peer_id} is reached through relays only and advertises none")
+            with trio.move_on_at(deadline):
+                await self.relay_client.dial(peer_id, circuits)
+            if peer_id not in self.peers():
+                raise PeerTimeoutError(f"no relay reached {peer_id} in time")
+        # Should the connection drop before the stream opens, py-libp2p dials what its
+        # peerstore holds (identify put the direct addresses there): leave it nothing.
+        self._host.get_peerstore().clear_addrs(parse_peer_id(peer_id))
+        return await self._open_stream(peer_id, protocol, first,
+                                       max(deadline - trio.current_time(), 0.1),
+                                       dial=False)
+
     def _circuit_addrs_of(self, peer_id: str) -> list[str]:
         advert = self.catalog.advert_of(peer_id)
         signed = advert.advert.listen_addrs if advert is not None else ()
         return self.relay_client.circuit_addrs_of(peer_id, signed)
 
     async def _open_stream(self, peer_id: str, protocol: str, first: bytes | None,
-                           timeout_s: float | None) -> NetStream:
+                           timeout_s: float | None, *, dial: bool = True) -> NetStream:
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
-        if advert is not None:  # its own signed word on where to dial it
+        if advert is not None and dial:  # its own signed word on where to dial it
             self.add_peer_addrs(peer_id, advert.advert.listen_addrs)
+        if not dial and peer_id not in self.peers():
+            raise PeerUnreachableError(f"the connection to {peer_id} is gone")
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         try:
             with trio.fail_after(limit):

@@ -7,6 +7,8 @@ status", lists which of them py-libp2p 0.8.1 enforces itself and which we add.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,3 +72,28 @@ def circuit_addr(relay_addr: str, relay_id: str, target_id: str) -> str:
 def path_of(transport_addrs: list[str] | None) -> str:
     """`relayed` when a connection's addresses go through a relay, else `direct`."""
     return "relayed" if any(is_circuit_addr(a) for a in transport_addrs or ()) else "direct"
+
+
+def behind_nat(addrs: Sequence[str]) -> bool:
+    """Whether a peer advertising `addrs` can be reached through its relays only: it names
+    circuit addresses and no direct one at a public (global) IP or a DNS name. Loopback,
+    private, link-local and unparsable addresses do not count as public."""
+    circuits = [a for a in addrs if is_circuit_addr(a)]
+    return bool(circuits) and not any(
+        public_addr(a) for a in addrs if not is_circuit_addr(a))
+
+
+def public_addr(addr: str) -> bool:
+    """Whether the multiaddr text `addr` starts at a global IP address or a DNS name."""
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[0]:
+        return False
+    proto, host = parts[1], parts[2]
+    if proto in ("dns", "dns4", "dns6", "dnsaddr"):
+        return not host.endswith((".local", "localhost"))
+    if proto not in ("ip4", "ip6"):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False

@@ -7,7 +7,8 @@
   own engine serves, biased to peers on probation (`check_rate_pm`), and sends it
   a *check job* that looks like any other: it goes out from a libp2p host started
   for that check under a new key, which also signs the request, so the provider sees
-  a first-time consumer (`fresh_host`; the IP address is still the validator's), the
+  a first-time consumer (`fresh_host`), through one of the provider's relays when it
+  names any (`check_via_relay`: the provider sees the relay's IP address), the
   prompt comes from the shipped prompt set (`prompts.txt`), greedy with a
   random seed. It judges the answer (`verify/judge.py`: its engine's score of the
   text, and a re-run of the signed request unless the score alone passes it;
@@ -50,6 +51,7 @@ from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.config import NetConfig, wall_clock_ms
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.relay_rules import behind_nat, is_circuit_addr
 from p2pinfer.protocol import (
     REPORTS_TOPIC,
     ChatTurn,
@@ -76,6 +78,9 @@ if TYPE_CHECKING:
     from p2pinfer.settle.slasher import Slasher
 
 log = logging.getLogger(__name__)
+
+#: How long a check tries the provider's relays before it goes direct instead.
+CHECK_RELAY_DIAL_S = 10.0
 
 def prompt_set() -> tuple[str, ...]:
     """The realistic prompts check jobs are drawn from (`verify/prompts.txt`)."""
@@ -229,7 +234,32 @@ class Verifier:
         async with run_host(host_config) as host:
             client = self._check_client(host, identity, throwaway_key=False)
             client.target, client.catalog_source = provider, self.net
+            if self.config.check_via_relay:
+                await self._through_a_relay(host, provider)
             return await self._run_check(client, provider, model)
+
+    async def _through_a_relay(self, host: NetHost, provider: str) -> None:
+        """Connect the check host to a provider behind NAT (`behind_nat`: its advert names
+        relays and no public address) through one of its relays, picked at random per
+        check, and never dial it directly for this check: neither the provider nor its
+        router sees the validator's address, only the relay's. A provider with a public
+        address is dialled as consumers dial it; one whose relays do not answer is
+        checked over a direct connection (a bogus circuit address must not buy a provider
+        freedom from checks). docs/verify.md says what each path still reveals."""
+        advert = self.net.catalog.advert_of(provider)
+        addrs = advert.advert.listen_addrs if advert is not None else ()
+        if not behind_nat(addrs):
+            return
+        circuits = [a for a in addrs if is_circuit_addr(a)]
+        self.rng.shuffle(circuits)
+        with trio.move_on_after(CHECK_RELAY_DIAL_S):
+            try:
+                await host.relay_client.dial(provider, circuits)
+            except P2PInferError as exc:
+                log.info("no relay reached the provider, checking directly provider=%s "
+                         "error=%s", provider, exc)
+        if provider in host.peers():
+            host.relay_only.add(provider)
 
     def _check_client(
         self, net: NetHost, identity: NodeIdentity, *, throwaway_key: bool

@@ -23,6 +23,10 @@ class VerifyConfig:
     #: provider cannot tell a check from a first-time consumer by PeerID. Off: the
     #: validator's own connection carries it, signed by a throwaway key.
     fresh_host: bool = True
+    #: With `fresh_host`: reach a provider behind NAT through one of its relays, picked at
+    #: random per check, never by a direct dial, so neither it nor its router sees the
+    #: validator's IP address (validator/checker.py; what still leaks: docs/verify.md).
+    check_via_relay: bool = True
     check_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     #: What a reported request may ask of our engine to be re-run: the job server's
     #: limits on a paid request (node/run.py passes the job server's own).

@@ -12,15 +12,19 @@ and the job move off the relay, not that a hole can be punched through a NAT."""
 
 from __future__ import annotations
 
+import random
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from multiaddr import Multiaddr
 
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.host import run_host
@@ -28,6 +32,9 @@ from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, is_circuit_addr
 from p2pinfer.protocol import ChatTurn, JobParams
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
+from p2pinfer.validator.checker import Verifier
+from p2pinfer.verify.config import VerifyConfig
+from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,
@@ -43,7 +50,8 @@ pytestmark = pytest.mark.network
 GREEDY = JobParams(max_tokens=24, temperature=0.0, seed=7)
 MANUAL = AutoNatConfig(confirmations=1, first_delay_s=3600.0)
 UNREACHABLE = ("/ip4/127.0.0.1/tcp/1",)
-CONSUMER = {"listen_addrs": ("/ip4/127.0.0.2/tcp/0",), "autonat": MANUAL}
+CONSUMER_LISTEN = ("/ip4/127.0.0.2/tcp/0",)
+CONSUMER = {"listen_addrs": CONSUMER_LISTEN, "autonat": MANUAL}
 RELAY_IP = "127.0.0.4"
 
 
@@ -190,4 +198,93 @@ async def test_with_dcutr_on_the_job_runs_on_a_direct_connection_and_the_relay_l
             with trio.fail_after(5):
                 while charges(provider.ledger) != [bytes.fromhex(outcome.job_id)]:
                     await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+
+async def start_validator(stack: AsyncExitStack, nursery: trio.Nursery, tmp: Path,
+                          bootstrap: tuple[str, ...], model: Path) -> Verifier:
+    """A validator node (its own engine judges) whose catalog hears the providers."""
+    net, client, ledger = await start_consumer(stack, tmp, bootstrap, net_options=CONSUMER)
+    book = stack.enter_context(ReputationBook.open(tmp / "validator-rep.sqlite3"))
+    verifier = Verifier(net, client.identity, client,
+                        backend=EmbeddedBackend([ModelSource(TINY_MODEL_NAME, model)]),
+                        models=frozenset({TINY_MODEL_NAME}), reputation=book, ledger=ledger,
+                        config=VerifyConfig(check_max_tokens=8, check_listen=CONSUMER_LISTEN),
+                        rng=random.Random(3))
+    nursery.start_soon(verifier.run)
+    return verifier
+
+
+async def test_a_check_job_reaches_a_provider_behind_nat_through_its_relay_only(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            # The provider's "router": the direct address it advertises, where every
+            # connection attempt is counted (and dropped, as a NAT drops it).
+            knocks: list[str] = []
+
+            async def router(stream: trio.SocketStream) -> None:
+                knocks.append(str(stream.socket.getpeername()))
+                await stream.aclose()
+
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            router_port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, router, listeners)
+            relay = await stack.enter_async_context(run_host(relay_config()))
+            relay_addr = relay.addrs()[0]
+            provider = await start_provider(
+                stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
+                net_options=behind_nat_options(relay_addr) | {
+                    "announce_addrs": (f"/ip4/127.0.0.1/tcp/{router_port}",)})
+            verifier = await start_validator(stack, nursery, tmp_path, (relay_addr,),
+                                             tiny_model)
+            await advertised_circuit(verifier.net, provider.net.peer_id)
+            records = provider.server.records
+
+            # The attack's premise: a check host that dials as consumers do knocks on the
+            # provider's router first, from the validator's own address (on the internet,
+            # its IP), before its relay carries the job.
+            verifier.config = replace(verifier.config, check_via_relay=False)
+            assert await verifier.check_provider(provider.net.peer_id, TINY_MODEL_NAME)
+            assert knocks and records[-1].path == "relayed"
+            knocked = len(knocks)
+
+            verifier.config = replace(verifier.config, check_via_relay=True)
+            for _ in range(2):
+                assert await verifier.check_provider(provider.net.peer_id, TINY_MODEL_NAME)
+                assert records[-1].path == "relayed" and records[-1].outcome == "completed"
+            assert len(knocks) == knocked  # the router saw nothing of these checks
+            # Each check came from a key of its own, never the validator's.
+            signers = [r.consumer for r in records]
+            assert len(set(signers)) == 3 and verifier.net.peer_id not in signers
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_bogus_relay_address_does_not_spare_a_provider_its_checks(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
+    nobody = NodeIdentity.generate().peer_id
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(run_host(relay_config()))
+            relay_addr = relay.addrs()[0]
+            provider = await start_provider(stack, nursery, engine, tmp_path,
+                                            bootstrap=(relay_addr,),
+                                            net_options={"autonat": MANUAL})
+            # The lie: its adverts name a "relay" nobody runs (and only loopback, no public
+            # address), in the hope that checks go there and never arrive.
+            bogus = Multiaddr(
+                f"/ip4/127.0.0.1/tcp/1/p2p/{nobody}/p2p-circuit/p2p/{provider.net.peer_id}")
+            own = provider.net._host.get_addrs
+            provider.net._host.get_addrs = lambda: [*own(), bogus]  # type: ignore[method-assign]
+            verifier = await start_validator(stack, nursery, tmp_path, (relay_addr,),
+                                             tiny_model)
+            await advertised_circuit(verifier.net, provider.net.peer_id)
+            result = await verifier.check_provider(provider.net.peer_id, TINY_MODEL_NAME)
+            assert result is not None  # checked all the same, over a direct connection
+            assert provider.server.records[-1].path == "direct"
+            assert provider.server.records[-1].outcome == "completed"
             nursery.cancel_scope.cancel()
