@@ -37,6 +37,9 @@ class ClientConfig:
     discovery_timeout_s: float = 15.0  # DHT lookups for a model nobody advertised to us
     rtt_probe_timeout_s: float = 2.0  # measuring a catalog provider's RTT once
     dht_only: bool = False  # find providers in the DHT alone (not gossip, not direct peers)
+    #: A host this young has heard only some providers' adverts (each comes once per
+    #: advert interval, 30 s by default): it asks the DHT and its peers as well.
+    catalog_warmup_s: float = 30.0
     throwaway_key: bool = False  # sign each request with a fresh key
     require_credit: bool = True  # refuse to start a job the ledger cannot pay for
     preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))

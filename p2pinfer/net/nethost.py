@@ -92,6 +92,7 @@ class NetHost(GossipAndAdverts):
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
         self.dcutr = dcutr
+        self.started_at = trio.current_time()  # how young its gossip catalog is
         #: Peers this host reaches through their relays only, never by a direct dial (a
         #: validator's check host: the provider sees the relay's address, not ours).
         self.relay_only: set[str] = set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import trio
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
@@ -37,6 +38,7 @@ class FakeNet:
     def __init__(self, rtts: dict[NodeIdentity, float], price: int = 1000, *,
                  dead: tuple[NodeIdentity, ...] = (), dead_price: int = 0) -> None:
         self.peer_id = NodeIdentity.generate().peer_id
+        self.started_at = float("-inf")  # long up: its catalog has heard everyone
         self.catalog = Catalog(local_peer_id=self.peer_id, clock_ms=lambda: T0)
         self.adverts = {i.peer_id: verify_advert(advert_of(i, price)) for i in rtts}
         self.adverts |= {i.peer_id: verify_advert(advert_of(i, dead_price)) for i in dead}
@@ -152,3 +154,42 @@ async def test_a_completed_job_proves_the_provider() -> None:
     assert not net.catalog.is_proven(good.peer_id)
     await client.observe(good.peer_id, ok=True, blame=True)
     assert net.catalog.is_proven(good.peer_id)
+
+
+class YoungNet(FakeNet):
+    """A host just started: gossip has brought the advert of `heard` only, while the DHT
+    (and its peers) know every provider."""
+
+    def __init__(self, rtts: dict[NodeIdentity, float], heard: NodeIdentity,
+                 prices: dict[NodeIdentity, int]) -> None:
+        super().__init__(rtts)
+        self.started_at = trio.current_time()
+        self.adverts = {i.peer_id: verify_advert(advert_of(i, prices[i])) for i in rtts}
+        self.catalog = Catalog(local_peer_id=self.peer_id, clock_ms=lambda: T0)
+        assert self.catalog.admit(self.adverts[heard.peer_id]) is None
+        self.lookups = 0
+
+    async def lookup_providers(self, model: str, *, timeout_s: float) -> list[FetchedAdvert]:
+        self.lookups += 1
+        return [FetchedAdvert(self.adverts[p], ms) for p, ms in self.rtts.items()]
+
+    async def refresh_routing_table(self) -> None:
+        pass
+
+
+async def test_a_young_host_asks_the_dht_too_and_takes_the_cheaper_provider() -> None:
+    # A fresh `ask` whose gossip had brought only the dear provider's advert took it
+    # (4 asks in 10 on the docker NAT testnet, 9x the price of the one behind NAT).
+    dear, cheap = NodeIdentity.generate(), NodeIdentity.generate()
+    prices = {dear: 900, cheap: 100}
+    net = YoungNet({dear: 5.0, cheap: 10.0}, dear, prices)
+    client = JobClient(net, NodeIdentity.generate())  # type: ignore[arg-type]
+    ranked = await client.candidates(MODEL)
+    assert [c.peer_id for c in ranked] == [cheap.peer_id, dear.peer_id]
+    assert net.lookups == 1
+    assert {c.peer_id: c.found_via for c in ranked}[dear.peer_id] == "catalog"
+
+    # Once the catalog has had time to hear every advert, it alone decides again.
+    net.started_at = trio.current_time() - client.config.catalog_warmup_s
+    assert [c.peer_id for c in await client.candidates(MODEL)] == [dear.peer_id]
+    assert net.lookups == 1

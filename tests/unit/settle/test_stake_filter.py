@@ -47,6 +47,7 @@ class FakeNet:
 
     def __init__(self, adverts: list[tuple[NodeIdentity, Advert]]) -> None:
         self.peer_id = NodeIdentity.generate().peer_id
+        self.started_at = float("-inf")  # long up: its catalog has heard everyone
         self.catalog = Catalog(local_peer_id=self.peer_id, clock_ms=lambda: T0)
         self.adverts = {i.peer_id: verify_advert(sign(a, i).raw) for i, a in adverts}
         for adv in self.adverts.values():
