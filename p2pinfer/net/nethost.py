@@ -198,7 +198,7 @@ class NetHost(GossipAndAdverts):
         Addresses come from the peerstore (connections, DHT records, mDNS)
         and from the peer's advert in the catalog. A peer with `/p2p-circuit`
         addresses and no connection yet gets `direct_first_s` (at most half of
-        `timeout_s`) for a direct dial (refused or silent, as behind NAT), then is
+        `timeout_s`) for a direct dial if one may work (`worth_a_direct_try`), then is
         dialled through its relay (`RelayClient.dial`) within what is left. With `dcutr`
         on, a direct connection is tried for (`GuardedDCUtR.maybe_upgrade`, within what
         the deadline leaves) whenever the stream would otherwise run over a relay.
@@ -217,11 +217,14 @@ class NetHost(GossipAndAdverts):
                 await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
                 timeout_s = max(deadline - trio.current_time(), 0.1)
             return await self._open_stream(peer_id, protocol, first, timeout_s)
-        try:
-            return await self._open_stream(peer_id, protocol, first, min(
-                limit / 2, self.relay_client.config.direct_first_s))
-        except (PeerUnreachableError, PeerTimeoutError) as exc:
-            log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
+        advert = self.catalog.advert_of(peer_id)
+        if self.relay_client.direct_worth_trying(
+                peer_id, advert.advert.listen_addrs if advert is not None else ()):
+            try:
+                return await self._open_stream(peer_id, protocol, first, min(
+                    limit / 2, self.relay_client.config.direct_first_s))
+            except (PeerUnreachableError, PeerTimeoutError) as exc:
+                log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
         with trio.move_on_at(deadline):
             await self.relay_client.dial(peer_id, circuits)
             if self.relay_client.config.dcutr:

@@ -14,6 +14,7 @@ relay sees only ciphertext, and every stream protocol runs over it unchanged.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,12 @@ from multiaddr import Multiaddr
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net.config import parse_peer_addr, parse_peer_id
 from p2pinfer.net.relay import RelayHop
-from p2pinfer.net.relay_rules import RelayClientConfig, circuit_addr, is_circuit_addr
+from p2pinfer.net.relay_rules import (
+    RelayClientConfig,
+    circuit_addr,
+    is_circuit_addr,
+    worth_a_direct_try,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +173,18 @@ class RelayClient:
         known = list(advertised) + [a if a.endswith(suffix) else a + suffix for a in stored]
         return list(dict.fromkeys(a for a in known if is_circuit_addr(a)))
 
+    def direct_worth_trying(self, peer_id: str, advertised: Sequence[str]) -> bool:
+        """Whether to try `peer_id` directly before its relays (`worth_a_direct_try`, over
+        its signed advert's addresses, else what the peerstore learnt)."""
+        addrs = list(advertised)
+        if not addrs:
+            try:
+                addrs = [str(a) for a in
+                         self._host.get_peerstore().addrs(parse_peer_id(peer_id))]
+            except Exception:  # nothing stored for it
+                return False
+        return worth_a_direct_try(addrs, local_ip_towards)
+
     async def dial(self, peer_id: str, addrs: Sequence[str]) -> str:
         """Connect to `peer_id` through one of its circuit addresses in `addrs` (others are
         ignored); return the address that worked. PeerUnreachableError if none did."""
@@ -193,3 +211,15 @@ class RelayClient:
         raise PeerUnreachableError(
             f"no relay reached {peer_id}" + (f" ({'; '.join(tried)})" if tried else
                                               " (it advertises no circuit address)"))
+
+
+def local_ip_towards(ip: str) -> str | None:
+    """The source address this machine would use to reach `ip` (a UDP socket's connect
+    picks the route and sends nothing), None if there is no route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((ip, 9))
+            local: str = s.getsockname()[0]
+        except OSError:
+            return None
+    return local

@@ -8,7 +8,7 @@ status", lists which of them py-libp2p 0.8.1 enforces itself and which we add.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,3 +97,33 @@ def public_addr(addr: str) -> bool:
         return ipaddress.ip_address(host).is_global
     except ValueError:
         return False
+
+
+def worth_a_direct_try(addrs: Sequence[str],
+                       local_ip_towards: Callable[[str], str | None]) -> bool:
+    """Whether a peer advertising `addrs` (circuit ones among them) may answer a direct
+    dial: it names a public address, or a private one on our own network (the local
+    address the kernel would use to reach it shares its /24, or it is loopback). A
+    peer behind someone else's NAT would drop the dial: it is reached through its
+    relay at once, which saves `direct_first_s` and makes ordinary consumers and
+    validators' checks (`VerifyConfig.check_via_relay`) reach it the same way.
+    `local_ip_towards(ip)`: our source address towards `ip`, None if no route."""
+    for addr in addrs:
+        if is_circuit_addr(addr):
+            continue
+        if public_addr(addr):
+            return True
+        parts = addr.split("/")
+        if len(parts) < 3 or parts[1] != "ip4":
+            continue
+        try:
+            ip = ipaddress.IPv4Address(parts[2])
+        except ValueError:
+            continue
+        if ip.is_loopback:
+            return True
+        local = local_ip_towards(str(ip))
+        if local is not None and ipaddress.IPv4Address(local) in \
+                ipaddress.IPv4Network(f"{ip}/24", strict=False):
+            return True
+    return False

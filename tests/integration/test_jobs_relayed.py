@@ -244,8 +244,10 @@ async def test_a_check_job_reaches_a_provider_behind_nat_through_its_relay_only(
             records = provider.server.records
 
             # The attack's premise: a check host that dials as consumers do knocks on the
-            # provider's router first, from the validator's own address (on the internet,
-            # its IP), before its relay carries the job.
+            # provider's router first, from the validator's own address, before its relay
+            # carries the job (on loopback the provider's address counts as our own
+            # network, where consumers try direct first; on the internet, a validator on
+            # its LAN would).
             verifier.config = replace(verifier.config, check_via_relay=False)
             assert await verifier.check_provider(provider.net.peer_id, TINY_MODEL_NAME)
             assert knocks and records[-1].path == "relayed"

@@ -1,12 +1,22 @@
-"""Which peers a validator's check reaches through relays only (`behind_nat`): an advert
-naming relays and no public address. A lying advert cannot make the check go missing
-(that is the checker's fallback, tests/integration/test_jobs_relayed.py); here, the rule."""
+"""Which peers a validator's check reaches through relays only (`behind_nat`: an advert
+naming relays and no public address; a lying advert cannot make the check go missing,
+that is the checker's fallback in tests/integration/test_jobs_relayed.py), and which
+ones a consumer tries directly before their relays (`worth_a_direct_try`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from p2pinfer.net.relay_rules import behind_nat, circuit_addr, path_of, public_addr
+from p2pinfer.net.relay_client import local_ip_towards
+from p2pinfer.net.relay_rules import (
+    behind_nat,
+    circuit_addr,
+    path_of,
+    public_addr,
+    worth_a_direct_try,
+)
 
 RELAY = "12D3KooWJ2i2gvzmJeoNr36PBAB2EvNn6NEmeUQAuxiG2uyrjSzn"
 TARGET = "12D3KooWHLw8jhEQRVqEmVNnRBv8SPC4yuJ5pAo6kKth9owmXQsn"
@@ -46,3 +56,27 @@ def test_a_public_address_or_no_relay_means_it_is_dialled_as_consumers_dial_it()
 def test_path_of_a_connection() -> None:
     assert path_of([CIRCUIT]) == "relayed"
     assert path_of(["/ip4/8.8.8.8/tcp/4001"]) == path_of(None) == "direct"
+
+
+def routes(table: dict[str, str]) -> Callable[[str], str | None]:
+    """`local_ip_towards` on a machine whose source address per destination is `table`."""
+    return table.get
+
+
+def test_a_provider_behind_another_nat_is_reached_through_its_relay_at_once() -> None:
+    # Our machine sits at 192.168.1.5; the provider at 10.0.0.7 behind its own router.
+    towards = routes({"10.0.0.7": "192.168.1.5", "192.168.1.20": "192.168.1.5"})
+    assert not worth_a_direct_try(["/ip4/10.0.0.7/tcp/4001", CIRCUIT], towards)
+    assert not worth_a_direct_try([CIRCUIT], towards)
+    assert not worth_a_direct_try(["/ip4/10.9.9.9/tcp/4001", CIRCUIT], towards)  # no route
+
+
+def test_a_public_or_same_lan_or_loopback_address_is_tried_directly_first() -> None:
+    towards = routes({"192.168.1.20": "192.168.1.5"})
+    assert worth_a_direct_try(["/ip4/8.8.8.8/tcp/4001", CIRCUIT], towards)
+    assert worth_a_direct_try(["/ip4/192.168.1.20/tcp/4001", CIRCUIT], towards)  # our LAN
+    assert worth_a_direct_try(["/ip4/127.0.0.1/tcp/4001", CIRCUIT], towards)
+
+
+def test_the_local_route_lookup_sends_nothing_and_knows_loopback() -> None:
+    assert local_ip_towards("127.0.0.1") == "127.0.0.1"
