@@ -51,6 +51,7 @@ class CandidateSearch:
     reputation: ReputationBook | None
     _rng: random.Random
     _rtt: dict[str, tuple[float, float]]  # peer -> (ms, trio time measured)
+    _warmed: set[str]
     _jobs_ordered: int
 
 
@@ -63,8 +64,11 @@ class CandidateSearch:
         if not dht:
             for entry in self.net.catalog.providers(model):
                 found[entry.peer_id] = (entry.advert, "catalog")
-        young = trio.current_time() - self.net.started_at < self.config.catalog_warmup_s
+        # Once per model is enough: what the lookup fetches lands in the catalog.
+        young = (trio.current_time() - self.net.started_at < self.config.catalog_warmup_s
+                 and model not in self._warmed)
         if not found or (young and not dht):
+            self._warmed.add(model)
             # A host that has heard no adverts yet, or only some (a short-lived consumer:
             # `ask` took the one advert gossip had brought, 4 times in 10 on the docker NAT
             # testnet, and paid 9x for it): ask the DHT once and, at the same time, the

@@ -171,7 +171,10 @@ class YoungNet(FakeNet):
 
     async def lookup_providers(self, model: str, *, timeout_s: float) -> list[FetchedAdvert]:
         self.lookups += 1
-        return [FetchedAdvert(self.adverts[p], ms) for p, ms in self.rtts.items()]
+        fetched = [FetchedAdvert(self.adverts[p], ms) for p, ms in self.rtts.items()]
+        for f in fetched:  # as NetHost.fetch_advert does
+            self.catalog.admit(f.advert)
+        return fetched
 
     async def refresh_routing_table(self) -> None:
         pass
@@ -189,7 +192,13 @@ async def test_a_young_host_asks_the_dht_too_and_takes_the_cheaper_provider() ->
     assert net.lookups == 1
     assert {c.peer_id: c.found_via for c in ranked}[dear.peer_id] == "catalog"
 
-    # Once the catalog has had time to hear every advert, it alone decides again.
-    net.started_at = trio.current_time() - client.config.catalog_warmup_s
-    assert [c.peer_id for c in await client.candidates(MODEL)] == [dear.peer_id]
+    # The lookup put what it fetched in the catalog: the next job asks the DHT no more.
+    assert [c.peer_id for c in await client.candidates(MODEL)] == [cheap.peer_id, dear.peer_id]
     assert net.lookups == 1
+
+    # Once the catalog has had time to hear every advert, it alone decides.
+    old = YoungNet({dear: 5.0, cheap: 10.0}, dear, prices)
+    old.started_at = trio.current_time() - client.config.catalog_warmup_s
+    elder = JobClient(old, NodeIdentity.generate())  # type: ignore[arg-type]
+    assert [c.peer_id for c in await elder.candidates(MODEL)] == [dear.peer_id]
+    assert old.lookups == 0
