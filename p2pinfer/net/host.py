@@ -109,6 +109,9 @@ def quiet_libp2p_logging(level: int = logging.ERROR) -> None:
         ("libp2p.kad_dht", logging.CRITICAL),
         # ERROR each time a relay client ends a HOP stream after its one request
         ("libp2p.relay.circuit_v2", logging.CRITICAL),
+        # ERROR with a traceback when a peer leaves before our identify answer is sent
+        # (a short-lived `ask` quitting at once printed it under its one-line error)
+        ("libp2p.identity.identify", logging.CRITICAL),
     ):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
