@@ -207,7 +207,9 @@ class NetHost(GossipAndAdverts):
         dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
         `na`, or a reset before accepting it) or PeerTimeoutError.
         """
-        circuits = self._circuit_addrs_of(peer_id)
+        advert = self.catalog.advert_of(peer_id)
+        signed = advert.advert.listen_addrs if advert is not None else ()
+        circuits = self.relay_client.circuit_addrs_of(peer_id, signed)
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         deadline = trio.current_time() + limit  # the caller's bound covers every try
         if peer_id in self.relay_only:
@@ -217,9 +219,7 @@ class NetHost(GossipAndAdverts):
                 await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
                 timeout_s = max(deadline - trio.current_time(), 0.1)
             return await self._open_stream(peer_id, protocol, first, timeout_s)
-        advert = self.catalog.advert_of(peer_id)
-        if self.relay_client.direct_worth_trying(
-                peer_id, advert.advert.listen_addrs if advert is not None else ()):
+        if self.relay_client.direct_worth_trying(peer_id, signed):
             try:
                 return await self._open_stream(peer_id, protocol, first, min(
                     limit / 2, self.relay_client.config.direct_first_s))
@@ -247,25 +247,19 @@ class NetHost(GossipAndAdverts):
             if peer_id not in self.peers():
                 raise PeerTimeoutError(f"no relay reached {peer_id} in time")
         # Should the connection drop before the stream opens, py-libp2p dials what its
-        # peerstore holds (identify put the direct addresses there): leave it nothing.
+        # peerstore holds (identify put the direct addresses there): leave it nothing,
+        # and let `_open_stream` add none back from the advert.
         self._host.get_peerstore().clear_addrs(parse_peer_id(peer_id))
         return await self._open_stream(peer_id, protocol, first,
                                        max(deadline - trio.current_time(), 0.1),
-                                       dial=False)
-
-    def _circuit_addrs_of(self, peer_id: str) -> list[str]:
-        advert = self.catalog.advert_of(peer_id)
-        signed = advert.advert.listen_addrs if advert is not None else ()
-        return self.relay_client.circuit_addrs_of(peer_id, signed)
+                                       advert_addrs=False)
 
     async def _open_stream(self, peer_id: str, protocol: str, first: bytes | None,
-                           timeout_s: float | None, *, dial: bool = True) -> NetStream:
+                           timeout_s: float | None, *, advert_addrs: bool = True) -> NetStream:
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
-        if advert is not None and dial:  # its own signed word on where to dial it
+        if advert is not None and advert_addrs:  # its own signed word on where to dial it
             self.add_peer_addrs(peer_id, advert.advert.listen_addrs)
-        if not dial and peer_id not in self.peers():
-            raise PeerUnreachableError(f"the connection to {peer_id} is gone")
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         try:
             with trio.fail_after(limit):
