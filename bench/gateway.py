@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12, help="jobs each way, interleaved")
     parser.add_argument("--tokens", type=int, default=64, help="max tokens per job")
     parser.add_argument("--load-requests", type=int, default=96)
-    parser.add_argument("--feature-runs", type=int, default=10,
+    parser.add_argument("--feature-runs", type=int, default=30,
                         help="embedding batches and structured chats each way")  # fmt: skip
     parser.add_argument("--features-only", action="store_true",
                         help="only embeddings/s and structured-output TTFT (kept in "

@@ -123,6 +123,17 @@ def _engine_http_numbers(ttft: dict[str, list[dict[str, float]]],
     }  # fmt: skip
 
 
+def _added_per_job(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Median per-job time the libp2p job (consumer TTFT - provider TTFT) and the HTTP
+    side (client TTFT - consumer TTFT) added, over the runs that have both splits."""
+    both = [r for r in rows if "provider_ms" in r and "consumer_ms" in r]
+    if not both:
+        return {}
+    return {"network": median([r["consumer_ms"] - r["provider_ms"] for r in both]),
+            "http": median([r["ttft_ms"] - r["consumer_ms"] for r in both]),
+            "jobs": len(both)}  # fmt: skip
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {"median": median(values), "p10": round(percentile(values, 0.1), 2),
             "p90": round(percentile(values, 0.9), 2)}  # fmt: skip
@@ -235,6 +246,9 @@ async def features(url: str, runs: int, node_urls: list[str] | None = None,
                 for part, key in (("provider", "provider_ms"), ("consumer", "consumer_ms"),
                                   ("http_client", "ttft_ms"))
                 if any(key in r for r in ttft["gateway"])},
+            # The same, per job and then the median (medians of parts that vary by tens
+            # of ms from run to run do not subtract): what each layer added to one job.
+            "gateway_added_per_job_median_ms": _added_per_job(ttft["gateway"]),
         },
     }  # fmt: skip
     if engine_url:  # the engine's own HTTP API: what a user calling their engine waits
