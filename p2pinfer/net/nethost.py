@@ -46,6 +46,7 @@ from p2pinfer.net.info import (
     FetchedAdvert,
 )
 from p2pinfer.net.mdns import MdnsBridge
+from p2pinfer.net.ping import serve_ping
 from p2pinfer.net.relay import RelayHop, follow_reachability
 from p2pinfer.net.relay_client import RelayClient
 from p2pinfer.net.streams import NetStream
@@ -99,6 +100,7 @@ class NetHost(GossipAndAdverts):
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
+        serve_ping(self._host)
         if self.config.autonat.serve:
             self.set_stream_handler(AUTONAT_PROTOCOL_ID, self.autonat.serve)
         self._nursery.start_soon(self.autonat.run)
