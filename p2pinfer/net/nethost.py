@@ -100,7 +100,7 @@ class NetHost(GossipAndAdverts):
 
     async def _start(self) -> None:
         self.set_stream_handler(INFO_PROTOCOL, self._serve_info)
-        serve_ping(self._host)
+        self.ping_service = serve_ping(self._host)
         if self.config.autonat.serve:
             self.set_stream_handler(AUTONAT_PROTOCOL_ID, self.autonat.serve)
         self._nursery.start_soon(self.autonat.run)

@@ -6,7 +6,8 @@ whole milliseconds, too coarse for a LAN or a relay next door.
 Serving is py-libp2p's `PingService`: 32 bytes echoed per ping, at most two ping streams
 per peer, a stream closed after 10 s without a ping. An echo costs the pinger as much as
 it costs us (it sends the bytes and reads them back), so a flood is bounded by its own
-sending; the stream limit keeps a peer from parking streams.
+sending; the stream limit keeps a peer from parking streams, and `BoundedPingService`
+forgets a peer with its last ping stream (py-libp2p kept an entry per peer forever).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import PingService
 
@@ -28,9 +29,25 @@ PING_PROTOCOL_ID = "/ipfs/ping/1.0.0"
 PING_BYTES = 32  # the spec's payload size
 
 
-def serve_ping(host: IHost) -> None:
+class BoundedPingService(PingService):
+    """py-libp2p's PingService, which keeps an (emptied) entry for every peer that ever
+    pinged: one per key, and keys are free. Here a peer's entry goes with its last
+    ping stream."""
+
+    async def handle_ping(self, stream: INetStream) -> None:
+        try:
+            await super().handle_ping(stream)
+        finally:
+            peer = stream.muxed_conn.peer_id
+            if not self._inbound_streams.get(peer):
+                self._inbound_streams.pop(peer, None)
+
+
+def serve_ping(host: IHost) -> BoundedPingService:
     """Answer pings on `host` (py-libp2p's PingService and its per-peer stream limit)."""
-    host.set_stream_handler(TProtocol(PING_PROTOCOL_ID), PingService(host).handle_ping)
+    service = BoundedPingService(host)
+    host.set_stream_handler(TProtocol(PING_PROTOCOL_ID), service.handle_ping)
+    return service
 
 
 async def ping(net: NetHost, peer_id: str, count: int = 1, *,
