@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import PingService
 
 from p2pinfer.errors import StreamClosedError
-
-if TYPE_CHECKING:
-    from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.streams import NetStream
 
 PING_PROTOCOL_ID = "/ipfs/ping/1.0.0"
 PING_BYTES = 32  # the spec's payload size
@@ -43,6 +41,13 @@ class BoundedPingService(PingService):
                 self._inbound_streams.pop(peer, None)
 
 
+class StreamOpener(Protocol):
+    """What `ping` uses of a `NetHost` (net/nethost.py, which serves ping)."""
+
+    async def open_stream(self, peer_id: str, protocol: str, *, first: bytes | None = None,
+                          timeout_s: float | None = None) -> NetStream: ...
+
+
 def serve_ping(host: IHost) -> BoundedPingService:
     """Answer pings on `host` (py-libp2p's PingService and its per-peer stream limit)."""
     service = BoundedPingService(host)
@@ -50,7 +55,7 @@ def serve_ping(host: IHost) -> BoundedPingService:
     return service
 
 
-async def ping(net: NetHost, peer_id: str, count: int = 1, *,
+async def ping(net: StreamOpener, peer_id: str, count: int = 1, *,
                timeout_s: float = 10.0) -> list[float]:
     """`count` round trips to `peer_id`, in milliseconds, on one ping stream (dialling the
     peer if needed; the dial is not timed). PeerTimeoutError if an echo takes over

@@ -53,11 +53,13 @@ async def test_a_third_ping_stream_from_one_peer_is_refused_and_the_first_two_st
             first = await hog.open_stream(node.peer_id, PING_PROTOCOL_ID)
             second = await hog.open_stream(node.peer_id, PING_PROTOCOL_ID)
             assert await echo_once(first) and await echo_once(second)
-            third = await hog.open_stream(node.peer_id, PING_PROTOCOL_ID)
-            with contextlib.suppress(NetworkError):  # the reset came while writing
-                assert await echo_once(third) == b""  # reset at once: nothing echoed
+            # The third is reset at once: while it opens (PeerUnreachableError), while
+            # the ping is written, or before anything is echoed.
+            with contextlib.suppress(NetworkError):
+                third = await hog.open_stream(node.peer_id, PING_PROTOCOL_ID)
+                assert await echo_once(third) == b""
             assert await echo_once(first) and await echo_once(second)
-            for stream in (first, second, third):
+            for stream in (first, second):
                 await stream.reset()
 
 
