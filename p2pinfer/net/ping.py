@@ -26,6 +26,10 @@ from p2pinfer.net.streams import NetStream
 PING_PROTOCOL_ID = "/ipfs/ping/1.0.0"
 PING_BYTES = 32  # the spec's payload size
 
+PATCHED = {"libp2p.host.ping:PingService.handle_ping": "eb6730ce272ba339"}
+"""py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
+(`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
+
 
 class BoundedPingService(PingService):
     """py-libp2p's PingService, which keeps an (emptied) entry for every peer that ever
