@@ -109,11 +109,10 @@ async def engine_structured(engine: EmbeddedBackend) -> dict[str, float]:
 
 
 def _engine_http_numbers(ttft: dict[str, list[dict[str, float]]],
-                         gw_ttft: float) -> dict[str, Any]:
+                         ttft_ms: dict[str, list[float]], gw_ttft: float) -> dict[str, Any]:
     """The engine's own HTTP API's structured-output TTFT against the gateway's."""
-    gateway = [r["ttft_ms"] for r in ttft["gateway"]]
-    engine_http = [r["ttft_ms"] for r in ttft["engine_http"]]
-    paired = [e / g for g, e in zip(gateway, engine_http, strict=True)]
+    engine_http = ttft_ms["engine_http"]
+    paired = [e / g for g, e in zip(ttft_ms["gateway"], engine_http, strict=True)]
     return {
         "engine_http_ttft_ms": _spread(engine_http),
         "engine_http_total_ms_median": median([r["total_ms"] for r in ttft["engine_http"]]),
@@ -252,5 +251,5 @@ async def features(url: str, runs: int, node_urls: list[str] | None = None,
         },
     }  # fmt: skip
     if engine_url:  # the engine's own HTTP API: what a user calling their engine waits
-        result["structured_output"].update(_engine_http_numbers(ttft, gw_ttft))
+        result["structured_output"].update(_engine_http_numbers(ttft, ttft_ms, gw_ttft))
     return result

@@ -42,15 +42,15 @@ from p2pinfer.testnet.docker_nat import NatTestnet
 RESULTS = results_path("reachability.json")
 
 # Runs inside the consumer container (its venv's python): argv = target bootstrap listen
-# dcutr jobs tokens relay_ip. One JSON object per line.
+# dcutr jobs tokens relay_ip relay_addr. One JSON object per line.
 PROBE = r"""
 import json, socket, sys, time
 import trio
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_types import ClientConfig
-from p2pinfer.protocol import JobParams
 from p2pinfer.net.ping import ping
 from p2pinfer.node.session import consumer_session, session_config
+from p2pinfer.protocol import JobParams
 
 target, boot, listen, dcutr, jobs, tokens, relay_ip, relay_addr = sys.argv[1:9]
 rtts = []
@@ -125,14 +125,14 @@ def run(image: str, jobs: int, tokens: int, rate: float) -> dict[str, Any]:
     testnet_docker_nat.ensure_router_image(image_base)
     net = testnet_docker_nat.nat_up(project, image, rate=rate)
     try:
-        rtt, libp2p_rtt, direct = probe(net, net.bootstrap_peer, dcutr=False, port=4301, jobs=jobs,
-                            tokens=tokens)
+        rtt, libp2p_rtt, direct = probe(net, net.bootstrap_peer, dcutr=False, port=4301,
+                                        jobs=jobs, tokens=tokens)
         cpu0, bytes0 = relay_counters(net)
         _, _, relayed = probe(net, net.provider_peer, dcutr=False, port=4302, jobs=jobs,
-                           tokens=tokens)
+                              tokens=tokens)
         cpu1, bytes1 = relay_counters(net)
         _, _, punched = probe(net, net.provider_peer, dcutr=True, port=4303, jobs=jobs,
-                           tokens=tokens)
+                              tokens=tokens)
     finally:
         testnet_docker.docker_down(project)
     paths = {"direct": summary(direct), "relayed": summary(relayed), "punched": summary(punched)}

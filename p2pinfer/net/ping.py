@@ -16,6 +16,7 @@ import os
 import time
 from typing import Protocol
 
+import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import PingService
@@ -81,8 +82,9 @@ async def ping(net: StreamOpener, peer_id: str, count: int = 1, *,
             rtts.append((time.perf_counter() - started) * 1000)
             if echo != payload:
                 raise StreamClosedError(f"{peer_id} echoed other bytes than the ping")
-    except BaseException:
-        await stream.reset()
+    except BaseException:  # cancelled too: shielded, or the reset would never go out
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await stream.reset()
         raise
     await stream.close()
     return rtts
