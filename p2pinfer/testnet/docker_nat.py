@@ -34,6 +34,7 @@ import json
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from p2pinfer.errors import TestnetError
@@ -50,6 +51,7 @@ from p2pinfer.testnet.docker_status import _run
 
 ROUTER_IMAGE = "p2pinfer-router:latest"
 ROUTER_DOCKERFILE = REPO_ROOT / "docker" / "router.Dockerfile"
+NETDELAY = Path(__file__).with_name("netdelay.py")
 P2P_PORT = 4001
 MODEL = "fake:latest"
 NatKind = Literal["cone", "symmetric"]
@@ -131,6 +133,33 @@ def nat_rules(router: str) -> str:
     """`iptables -S` and the nat table of `router`, for assertions and reports."""
     return _docker("exec", router, "sh", "-c", "iptables -S FORWARD; iptables -S INPUT; "
                    "iptables -t nat -S POSTROUTING", what=f"rules of {router}")
+
+
+def set_delay(router: str, delay_ms: float, timeout_s: float = 20.0) -> None:
+    """Delay every packet `router` forwards by `delay_ms`, each way (so a round trip through
+    it grows by twice that; 0 removes the delay): `netdelay.py` on NFQUEUE 0, this kernel
+    having no netem. The queue rule is added only once the script has bound the queue, and
+    `--queue-bypass` lets packets through unharmed should the script die."""
+    _docker("exec", router, "sh", "-c",
+            "iptables -t mangle -F FORWARD; rm -f /run/netdelay.log;"
+            " if [ -f /run/netdelay.pid ]; then pid=$(cat /run/netdelay.pid); kill $pid;"
+            " while kill -0 $pid 2>/dev/null; do sleep 0.05; done; fi;"
+            " rm -f /run/netdelay.pid",
+            what=f"removing the delay on {router}")
+    if delay_ms <= 0:
+        return
+    _docker("cp", str(NETDELAY), f"{router}:/run/netdelay.py", what=f"copying to {router}")
+    _docker("exec", "-d", router, "sh", "-c",
+            f"echo $$ > /run/netdelay.pid; exec python3 /run/netdelay.py {delay_ms:g} "
+            "> /run/netdelay.log 2>&1", what=f"starting the delay on {router}")
+    deadline = time.monotonic() + timeout_s
+    while "ready" not in (log := _docker("exec", router, "cat", "/run/netdelay.log",
+                                         what="netdelay log", check=False)):
+        if time.monotonic() > deadline or "Error" in log:
+            raise TestnetError(f"the delay on {router} did not start: {log[-300:]}")
+        time.sleep(0.2)
+    _docker("exec", router, "iptables", "-t", "mangle", "-A", "FORWARD", "-j", "NFQUEUE",
+            "--queue-num", "0", "--queue-bypass", what=f"queueing {router}'s packets")
 
 
 def _start_router(project: str, name: str, public: str, pub_ip: str, private: str,

@@ -157,6 +157,33 @@ def test_dcutr_through_symmetric_nats_falls_back_to_the_relay(nat: NatTestnet) -
     assert out["usage"]["completion_tokens"] == 16
 
 
+def connect_ms(container: str, ip: str, port: int) -> float:
+    """From `container`, the median of 5 TCP connects to ip:port, in ms."""
+    return float(docker("exec", container, "python3", "-c", f"""
+import socket, statistics, time
+times = []
+for _ in range(5):
+    s = socket.socket(); t0 = time.perf_counter(); s.connect(({ip!r}, {port}))
+    times.append((time.perf_counter() - t0) * 1000); s.close()
+print(statistics.median(times))
+""").stdout.strip())
+
+
+def test_a_router_delay_holds_each_forwarded_packet_and_comes_off(nat: NatTestnet) -> None:
+    # bench/reachability.py --delay-ms: the consumer's router holds every packet it
+    # forwards 25 ms, so a TCP connect to the relay (SYN out, SYN-ACK in) takes 50 ms more.
+    relay_ip, router_b = nat.relay_addr.split("/")[2], nat.routers[1]
+    base = connect_ms(nat.consumer, relay_ip, testnet_docker_nat.P2P_PORT)
+    try:
+        testnet_docker_nat.set_delay(router_b, 25)
+        delayed = connect_ms(nat.consumer, relay_ip, testnet_docker_nat.P2P_PORT)
+    finally:
+        testnet_docker_nat.set_delay(router_b, 0)
+    after = connect_ms(nat.consumer, relay_ip, testnet_docker_nat.P2P_PORT)
+    assert 50 <= delayed - base < 75, (base, delayed)
+    assert after < 25, (base, delayed, after)  # nothing is held any more
+
+
 def test_killing_the_relay_mid_job_fails_over_and_charges_once(nat: NatTestnet) -> None:
     # The premise: the NAT'd provider (the cheaper one) is found and serves through the
     # relay. Twice in full-suite runs the killed job had gone to the public provider from
