@@ -1,7 +1,8 @@
 """Gateway benchmark: the HTTP gateway against `p2pinfer ask`, on a real 3-node testnet.
 
 Run from the repository root:  python bench/gateway.py [--runs 8] [--tokens 64]
-(`--features-only`: only the last item below, on a testnet of its own)
+(`--features-only`: only the last item below, on a testnet of its own; add
+`--providers-on-engine-http` for nodes that serve through one `engine serve`)
 Writes bench/results/gateway.json (date, machine, numbers):
 
 - side by side, the same greedy job through node 0's gateway (`/api/generate`,
@@ -202,10 +203,10 @@ def side_by_side(
 
 @contextmanager
 def engine_server() -> Iterator[str]:
-    """`p2pinfer engine serve` with SmolLM2 on a free port (the engine's own HTTP API,
-    as a user runs it beside their node); yields its URL."""
+    """`p2pinfer engine serve --embedding` with SmolLM2 on a free port (the engine's own
+    HTTP API, as a user runs it beside their node); yields its URL."""
     cmd = [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0",
-           "--model", MODEL]  # fmt: skip
+           "--model", MODEL, "--embedding"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -218,12 +219,22 @@ def engine_server() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def features_only(runs: int) -> None:
-    """Embeddings/s and structured-output TTFT on a fresh testnet, into gateway.json."""
-    with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp:
+def features_only(runs: int, *, providers_on_engine_http: bool = False) -> None:
+    """Embeddings/s and structured-output TTFT on a fresh testnet, into gateway.json.
+
+    `providers_on_engine_http`: the nodes serve through `--backend ollama=<URL>` of one
+    `engine serve`, the one the engine-HTTP side calls, as a user's node runs beside their
+    Ollama; then that side and the gateway side share one engine process, and what
+    differs between them is only the network and the provider's HTTP hop to its engine."""
+    with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp, \
+            engine_server() as engine_url:
         directory = Path(tmp) / "testnet"
-        options = testnet.NodeOptions(benchmark=False, engine_options=("embedding=true",))
-        testnet.up(directory, 3, models=[MODEL], options=options)
+        if providers_on_engine_http:
+            options = testnet.NodeOptions(benchmark=False)
+            testnet.up(directory, 3, backend=f"ollama={engine_url}", options=options)
+        else:
+            options = testnet.NodeOptions(benchmark=False, engine_options=("embedding=true",))
+            testnet.up(directory, 3, models=[MODEL], options=options)
         try:
             urls = [str(n.gateway_url) for n in testnet.status(directory)]
             url = urls[0]
@@ -231,12 +242,13 @@ def features_only(runs: int) -> None:
             while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
                     "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
                 time.sleep(0.2)
-            with engine_server() as engine_url:
-                numbers = trio.run(features, url, runs, urls, engine_url)
+            numbers = trio.run(features, url, runs, urls, engine_url)
         finally:
             testnet.down(directory)
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    result["features_vs_engine"] = {"date": utc_now(), "machine": machine(), **numbers}
+    key = "features_vs_engine_providers_on_engine_http" if providers_on_engine_http \
+        else "features_vs_engine"
+    result[key] = {"date": utc_now(), "machine": machine(), **numbers}
     write_result(RESULTS, result)
     print(json.dumps(numbers, indent=2))
 
@@ -251,10 +263,13 @@ def main() -> None:
     parser.add_argument("--features-only", action="store_true",
                         help="only embeddings/s and structured-output TTFT (kept in "
                              "gateway.json next to the last full run's numbers)")  # fmt: skip
+    parser.add_argument("--providers-on-engine-http", action="store_true",
+                        help="with --features-only: the nodes serve through one `engine "
+                             "serve` (--backend ollama=URL), the engine-HTTP side's")  # fmt: skip
     args = parser.parse_args()
     os.environ["P2PINFER_GATEWAY_RATE_LIMIT"] = "0"  # measure capacity, not the limiter
     if args.features_only:
-        features_only(args.feature_runs)
+        features_only(args.feature_runs, providers_on_engine_http=args.providers_on_engine_http)
         return
     with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp:
         directory = Path(tmp) / "testnet"

@@ -37,12 +37,18 @@ def serve_cmd(
         bool,
         typer.Option(help="Reuse the KV cache across requests (faster, less repeatable)."),
     ] = False,
+    embedding: Annotated[
+        bool,
+        typer.Option(help="Also embed text (/api/embed, /v1/embeddings), as Ollama does; "
+                          "loads each model a second time."),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Serve Ollama's API (/api/*) and its OpenAI-compatible API (/v1/*) from this machine."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     backend = make_embedded(
-        model or (), home=home, n_ctx=n_ctx, n_threads=threads, cache_prompt=cache_prompt
+        model or (), home=home, n_ctx=n_ctx, n_threads=threads, cache_prompt=cache_prompt,
+        options=[("embedding", True)] if embedding else (),
     )
 
     async def main() -> None:

@@ -52,10 +52,13 @@ async def engine_server(
 
 
 @contextmanager
-def engine_serve_process(home: Path, *models: str, timeout_s: float = 120.0) -> Iterator[str]:
-    """Run `p2pinfer engine serve --port 0` as a user would; yield its URL, stop it after."""
+def engine_serve_process(home: Path, *models: str, timeout_s: float = 120.0,
+                         flags: tuple[str, ...] = ()) -> Iterator[str]:
+    """Run `p2pinfer engine serve --port 0 FLAGS` as a user would; yield its URL, stop it
+    after."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    args = [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0", "--home", str(home)]
+    args = [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0", "--home", str(home),
+            *flags]
     for model in models:
         args += ["--model", model]
     proc = subprocess.Popen(

@@ -1,8 +1,10 @@
 """`p2pinfer engine serve` (a subprocess, as users run it) driven by the official
-`ollama` and `openai` Python packages, which must not notice it is not Ollama."""
+`ollama` and `openai` Python packages, which must not notice it is not Ollama. It runs
+with `--embedding`, so the model also embeds, as every model does in Ollama."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ OPTIONS = {"temperature": 0, "seed": SEED, "num_predict": MAX_TOKENS}
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home: Path = tmp_path_factory.mktemp("home")
-    with engine_serve_process(home, "smollm2:135m") as base_url:
+    with engine_serve_process(home, "smollm2:135m", flags=("--embedding",)) as base_url:
         yield base_url
 
 
@@ -137,3 +139,19 @@ def test_openai_client_sees_not_found_for_an_unknown_model(oai: openai.OpenAI) -
         oai.completions.create(model="llama9", prompt="x", stream=True)
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve("llama9")
+
+
+def test_with_embedding_both_clients_embed_and_show_says_so(
+    client: ollama.Client, oai: openai.OpenAI
+) -> None:
+    texts = ["The cat sat on the mat.", "Paris is the capital of France."]
+    shown = client.show("smollm2")
+    assert shown.capabilities is not None and "embedding" in shown.capabilities
+    assert shown.modelinfo is not None and shown.modelinfo["llama.embedding_length"] == 576
+    ours = client.embed(model="smollm2", input=texts).embeddings
+    theirs = [d.embedding for d in oai.embeddings.create(model="smollm2", input=texts).data]
+    assert [len(v) for v in ours] == [576, 576]
+    assert all(abs(math.hypot(*v) - 1) < 1e-4 for v in ours)  # L2-normalised, as Ollama's
+    assert all(abs(a - b) < 1e-5 for u, w in zip(ours, theirs, strict=True)
+               for a, b in zip(u, w, strict=True))
+    assert sum(a * b for a, b in zip(*ours, strict=True)) < 0.99  # two texts, two vectors
