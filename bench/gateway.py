@@ -260,12 +260,10 @@ def main() -> None:
     parser.add_argument("--load-requests", type=int, default=96)
     parser.add_argument("--feature-runs", type=int, default=30,
                         help="embedding batches and structured chats each way")  # fmt: skip
-    parser.add_argument("--features-only", action="store_true",
-                        help="only embeddings/s and structured-output TTFT (kept in "
-                             "gateway.json next to the last full run's numbers)")  # fmt: skip
-    parser.add_argument("--providers-on-engine-http", action="store_true",
-                        help="with --features-only: the nodes serve through one `engine "
-                             "serve` (--backend ollama=URL), the engine-HTTP side's")  # fmt: skip
+    parser.add_argument("--features-only", action="store_true", help="only embeddings/s "
+                        "and structured TTFT (kept next to the last full run's numbers)")
+    parser.add_argument("--providers-on-engine-http", action="store_true", help="with "
+                        "--features-only: nodes serve via the engine-HTTP side's engine")
     args = parser.parse_args()
     os.environ["P2PINFER_GATEWAY_RATE_LIMIT"] = "0"  # measure capacity, not the limiter
     if args.features_only:

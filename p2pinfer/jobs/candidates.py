@@ -27,6 +27,7 @@ from p2pinfer.errors import P2PInferError
 from p2pinfer.jobs.job_types import Candidate, ClientConfig, StakeSource
 from p2pinfer.net.adverts import VerifiedAdvert
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.reputation_store import ReputationBook
 
 log = logging.getLogger(__name__)
@@ -129,13 +130,16 @@ class CandidateSearch:
             await self.stakes.read_unread(claims, self.config.discovery_timeout_s)
 
     async def _scored(self, found: list[Candidate]) -> list[Candidate]:
-        """`found` with each provider's score from the reputation book, read in the book's
-        thread (`_candidate` gives the score of a peer never seen, and reads no SQLite)."""
+        """`found` with each provider's score and breaker state from the reputation book,
+        read in the book's thread in one go (`_candidate` gives the score of a peer never
+        seen, and reads no SQLite)."""
         book = self.reputation
         if book is None or not found:
             return found
-        scores = await book.run(lambda: [book.get(c.peer_id).score_pm for c in found])
-        return [replace(c, score_pm=score) for c, score in zip(found, scores, strict=True)]
+        records = await book.run(lambda: [book.get(c.peer_id) for c in found])
+        return [replace(c, score_pm=rec.score_pm,
+                        breaker_closed=rec.breaker.state is BreakerState.CLOSED)
+                for c, rec in zip(found, records, strict=True)]
 
     def _candidate(self, advert: VerifiedAdvert, model: str, via: str) -> Candidate:
         offer = advert.offer(model)

@@ -36,6 +36,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import NodeIdentity, public_key_from_peer_id
 from p2pinfer.jobs.candidates import CandidateSearch
+from p2pinfer.jobs.generation import collapsing_nursery
 from p2pinfer.jobs.job_attempt import with_seed
 from p2pinfer.jobs.job_types import (
     Candidate,
@@ -121,9 +122,9 @@ class JobClient(CandidateSearch):
             messages, prompt = tuple(input), None
             if not messages:
                 raise UsageError("a chat job needs at least one message")
-        await self._check_credit(params)
         job = NetJob(self, self.resolve_model(model), messages, prompt,
                      with_seed(params, self._rng.randrange(2**32)))
+        await self._credit_and_candidates(job, params)
         try:
             yield job
         finally:
@@ -148,9 +149,9 @@ class JobClient(CandidateSearch):
         if not 0 < len(inputs) <= MAX_EMBED_INPUTS:
             raise UsageError(f"an embed job takes 1 to {MAX_EMBED_INPUTS} inputs")
         params = JobParams(max_tokens=1, temperature=0.0)  # nothing is sampled
-        await self._check_credit(params)
         job = NetJob(self, self.resolve_model(model), (), None,
                      with_seed(params, self._rng.randrange(2**32)), inputs=tuple(inputs))
+        await self._credit_and_candidates(job, params)
         try:
             async for _ in job:
                 pass
@@ -168,6 +169,14 @@ class JobClient(CandidateSearch):
             if wanted.lower() in known:
                 return known[wanted.lower()]
         return normalize_name(name)
+
+    async def _credit_and_candidates(self, job: NetJob, params: JobParams) -> None:
+        """The credit check and the search for providers at once (each waits on its own
+        thread or the network; in a row they added up before every job). No credit: the
+        search is cancelled and InsufficientCreditError raised, as before any attempt."""
+        async with collapsing_nursery() as nursery:
+            nursery.start_soon(job.find_candidates)
+            await self._check_credit(params)
 
     async def _check_credit(self, params: JobParams) -> None:
         ledger = self.ledger

@@ -76,6 +76,9 @@ class Candidate:
     # settlement, the bound account's stake on chain with it (settle.stakes).
     declared_stake: int = 0
     embeds: bool = False  # its advert says it embeds text with this model
+    # Its circuit breaker was closed when it was ranked (read with its score): a job may
+    # go to it without asking the breaker again. False: unknown, ask (`JobClient.allow`).
+    breaker_closed: bool = False
 
     def rank_key(self) -> float:
         """Lower is better: price, inflated by low reputation and by latency."""

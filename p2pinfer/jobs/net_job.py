@@ -157,7 +157,9 @@ class NetJob:
                     continue
                 raise self._exhausted()
             self._tried.add(candidate.peer_id)
-            if not await client.allow(candidate.peer_id):
+            # A breaker read closed when the providers were ranked lets the job through
+            # (asking again changes nothing in that state; it is one thread hop less).
+            if not candidate.breaker_closed and not await client.allow(candidate.peer_id):
                 log.info("provider skipped: circuit open peer=%s", candidate.peer_id)
                 self._unanswered += 1
                 continue
@@ -178,6 +180,17 @@ class NetJob:
                 self._answered += 1
                 return attempt
 
+    async def find_candidates(self) -> None:
+        """Rank the providers this job will try (once; `JobClient.job` runs it while the
+        credit check runs, and the first attempt otherwise)."""
+        if self._candidates is not None:
+            return
+        client = self._client
+        found = await client.candidates(self.model)
+        self._dht_consulted = client.config.dht_only or any(
+            c.found_via == "dht" for c in found)
+        self._candidates = deque(client.order_for_job(found))
+
     async def _next_candidate(self) -> Candidate | None:
         client = self._client
         cfg = client.config
@@ -185,10 +198,8 @@ class NetJob:
                 or self._unanswered_s >= cfg.unanswered_budget_s):
             return None
         if self._candidates is None:
-            found = await client.candidates(self.model)
-            self._dht_consulted = client.config.dht_only or any(
-                c.found_via == "dht" for c in found)
-            self._candidates = deque(client.order_for_job(found))
+            await self.find_candidates()
+            assert self._candidates is not None
         while True:
             while self._candidates:
                 candidate = self._candidates.popleft()

@@ -27,6 +27,9 @@ from p2pinfer.protocol import (
     decode_as,
 )
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
+from p2pinfer.verify.breaker import BreakerState
+from p2pinfer.verify.reputation import Outcome
+from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     CREDIT,
     FAKE_MODEL,
@@ -169,6 +172,45 @@ async def test_a_provider_that_cannot_be_dialled_is_not_tried_first_by_the_next_
             for _ in range(3):
                 later = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
                 assert later.provider == dear.net.peer_id and later.failovers == ()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_whose_breaker_is_open_gets_no_job_until_its_cooldown_ends(
+    tmp_path: Path,
+) -> None:
+    # The breaker is read with the scores when providers are ranked; only a closed one
+    # lets a job through without asking again, so an open one is still asked and refuses
+    # (the job goes on to the next provider, which is no failover: nothing was sent).
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            caught = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                          config=JobServerConfig(price_per_1k=100))
+            other = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                         config=JobServerConfig(price_per_1k=900),
+                                         bootstrap=(caught.net.addrs()[0],))
+            net, client, _ = await start_consumer(stack, tmp_path, (other.net.addrs()[0],))
+            now = [1_000_000]
+            book = stack.enter_context(ReputationBook.open(tmp_path / "reputation.sqlite3",
+                                                           clock=lambda: now[0]))
+            client.reputation = book
+            await wait_for_providers(net, FAKE_MODEL, 2)
+            assert (await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))).provider \
+                == caught.net.peer_id  # the cheaper one, while nothing is known against it
+            for _ in range(20):  # failures until its breaker opens; cheap, it still ranks first
+                rec = book.record(caught.net.peer_id, Outcome.JOB_FAILED)
+                if rec.breaker.state is BreakerState.OPEN:
+                    break
+            assert rec.breaker.state is BreakerState.OPEN
+            assert client.order_for_job(await client.candidates(FAKE_MODEL))[0].peer_id \
+                == caught.net.peer_id
+            cooldown = rec.breaker.cooldown_ms
+            for _ in range(3):
+                out = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
+                assert out.provider == other.net.peer_id and out.failovers == ()
+            assert caught.backend.entered == 1  # type: ignore[attr-defined]
+            now[0] += cooldown  # cooled down: one probe job goes to it again
+            out = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
+            assert out.provider == caught.net.peer_id
             nursery.cancel_scope.cancel()
 
 

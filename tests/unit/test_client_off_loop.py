@@ -29,19 +29,24 @@ def book(tmp_path: Path) -> Iterator[ReputationBook]:
         yield opened
 
 
-async def test_candidates_carry_the_books_scores_read_off_the_loop(
+async def test_candidates_carry_the_books_scores_and_breakers_read_off_the_loop(
     book: ReputationBook
 ) -> None:
-    good, cheat = NodeIdentity.generate(), NodeIdentity.generate()
+    good, cheat, convicted = (NodeIdentity.generate() for _ in range(3))
     expected = book.record(cheat.peer_id, Outcome.CHECK_FAILED)
-    net = FakeNet({good: 20.0, cheat: 20.0})
+    book.convict(convicted.peer_id)  # its breaker opens
+    net = FakeNet({good: 20.0, cheat: 20.0, convicted: 20.0})
     # Built before the check is on: JobClient() still reads the book once, at startup.
     client = JobClient(net, NodeIdentity.generate(), reputation=book)  # type: ignore[arg-type]
     with strict_threads():
-        scores = {c.peer_id: c.score_pm for c in await client.candidates(MODEL)}
-    assert scores == {good.peer_id: book.params.initial_score_pm,
-                      cheat.peer_id: expected.score_pm}
+        found = {c.peer_id: c for c in await client.candidates(MODEL)}
+    assert {p: c.score_pm for p, c in found.items()} == {
+        good.peer_id: book.params.initial_score_pm, cheat.peer_id: expected.score_pm,
+        convicted.peer_id: 0}
     assert expected.score_pm < book.params.initial_score_pm
+    # Read in the same go: a job skips asking the breaker again only where it was closed.
+    assert {p: c.breaker_closed for p, c in found.items()} == {
+        good.peer_id: True, cheat.peer_id: True, convicted.peer_id: False}
 
 
 async def test_the_credit_check_reads_the_ledger_off_the_loop(tmp_path: Path) -> None:
