@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
@@ -75,8 +76,10 @@ class ChainClient:
 
     def __init__(self, w3: Web3, rpc: str, account: ChainAccount, chain_id: int,
                  channels: Contract, token: Contract, stake: Contract,
-                 receipt_timeout_s: float = DEFAULT_RECEIPT_TIMEOUT_S) -> None:
+                 receipt_timeout_s: float = DEFAULT_RECEIPT_TIMEOUT_S,
+                 session: requests.Session | None = None) -> None:
         self.w3 = w3
+        self._session = session  # the HTTP session `connect` made (closed by `close`)
         self.rpc = rpc
         self.account = account
         self._chain_id = chain_id
@@ -92,7 +95,21 @@ class ChainClient:
         """Reach `rpc`, check it is the expected chain and that a Channels contract is at
         `channels_address`, and read the token and stake addresses from it."""
         channels_at = checksum(channels_address, "contract address")
-        provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout_s},
+        # Our own session, so `close` can close it (web3 caches the ones it makes and
+        # never closes them: each client left an open socket to be warned about).
+        session = requests.Session()
+        try:
+            return cls._connect(session, rpc, channels_at, account, expected_chain_id,
+                                timeout_s, receipt_timeout_s)
+        except BaseException:
+            session.close()
+            raise
+
+    @classmethod
+    def _connect(cls, session: requests.Session, rpc: str, channels_at: ChecksumAddress,
+                 account: ChainAccount, expected_chain_id: int | None, timeout_s: float,
+                 receipt_timeout_s: float) -> ChainClient:
+        provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout_s}, session=session,
                                 exception_retry_configuration=None)
         w3 = Web3(provider)
         artifacts = load_artifacts()
@@ -111,7 +128,19 @@ class ChainClient:
             stake_at = Web3.to_checksum_address(channels.functions.stake().call())
         token = w3.eth.contract(address=token_at, abi=artifacts["Credit"].abi)
         stake = w3.eth.contract(address=stake_at, abi=artifacts["Stake"].abi)
-        return cls(w3, rpc, account, chain_id, channels, token, stake, receipt_timeout_s)
+        return cls(w3, rpc, account, chain_id, channels, token, stake, receipt_timeout_s,
+                   session)
+
+    def close(self) -> None:
+        """Close the HTTP connections to the RPC endpoint (the client is unusable after)."""
+        if self._session is not None:
+            self._session.close()
+
+    def __enter__(self) -> ChainClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- ChainPort ---
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
+import requests
 import trio
 from web3 import Web3
 
@@ -30,6 +31,7 @@ class Chain:
     def __init__(self, dev: DevChain, deployment: dict[str, Any]) -> None:
         self.dev = dev
         self.deployment = deployment
+        self.clients: list[ChainClient] = []  # closed when the fixture ends
 
     def account(self, credits: int, ether: bool = True) -> ChainAccount:
         acct = account_of(NodeIdentity.generate())
@@ -44,9 +46,11 @@ class Chain:
 
     async def client(self, acct: ChainAccount) -> ChainClient:
         """A client for `acct`, connected from a worker thread (the server is on this one)."""
-        return await off_loop(lambda: ChainClient.connect(
+        client = await off_loop(lambda: ChainClient.connect(
             self.deployment["rpc"], self.deployment["channels"], acct,
             expected_chain_id=self.deployment["chain_id"]))
+        self.clients.append(client)
+        return client
 
 
 async def off_loop(fn: Callable[[], T]) -> T:
@@ -60,7 +64,10 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
             deployment = await nursery.start(serve_chain, options, dev)
-        yield Chain(dev, deployment)
+        opened = Chain(dev, deployment)
+        yield opened
+        for client in opened.clients:
+            client.close()
         nursery.cancel_scope.cancel()
 
 
@@ -117,15 +124,40 @@ async def test_credits_without_ether_for_gas_is_a_funds_error(chain: Chain) -> N
         await off_loop(lambda: client.lock(CREDIT))
 
 
-async def test_another_chain_or_no_contract_is_unreachable(chain: Chain) -> None:
+class RecordedSession(requests.Session):
+    """A requests session that remembers being closed (and every one made)."""
+
+    made: ClassVar[list[RecordedSession]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+        RecordedSession.made.append(self)
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+async def test_another_chain_or_no_contract_is_unreachable_and_leaves_no_connection(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
     acct = chain.account(0)
     rpc, channels = chain.deployment["rpc"], chain.deployment["channels"]
+    RecordedSession.made.clear()
+    monkeypatch.setattr(requests, "Session", RecordedSession)
+    with await chain.client(acct) as client:  # a client closes its session when done
+        assert await off_loop(client.block_number) >= 0
+        assert not RecordedSession.made[0].closed
+    assert RecordedSession.made[0].closed
     with trio.fail_after(30):
         with pytest.raises(ChainUnreachableError, match="not the deployment's chain 5"):
             await off_loop(lambda: ChainClient.connect(rpc, channels, acct, expected_chain_id=5))
         with pytest.raises(ChainUnreachableError, match="no contract at"):
             await off_loop(lambda: ChainClient.connect(rpc, Web3.to_checksum_address(
                 "0x" + "11" * 20), acct))
+    # A connect that fails closes the session it made (web3 would have kept it open).
+    assert len(RecordedSession.made) == 3 and all(s.closed for s in RecordedSession.made)
 
 
 async def test_with_a_block_time_a_transaction_waits_for_the_next_block(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ async def off_loop(fn: Callable[[], T]) -> T:
 class Chain:
     def __init__(self, dev: DevChain, deployment: dict[str, Any]) -> None:
         self.dev, self.deployment = dev, deployment
+        self.clients: list[ChainClient] = []  # closed when the fixture ends
 
     async def staker(self, credits: int) -> tuple[NodeIdentity, ChainClient]:
         """A fresh node whose account holds and locks `credits`."""
@@ -51,6 +52,7 @@ class Chain:
         client = await off_loop(lambda: ChainClient.connect(
             self.deployment["rpc"], self.deployment["channels"], account,
             expected_chain_id=self.deployment["chain_id"]))
+        self.clients.append(client)
         if credits:
             await off_loop(lambda: client.lock(credits * CREDIT))
         return identity, client
@@ -63,7 +65,10 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
             deployment = await nursery.start(serve_chain, options, dev)
-        yield Chain(dev, deployment)
+        opened = Chain(dev, deployment)
+        yield opened
+        for client in opened.clients:
+            client.close()
         nursery.cancel_scope.cancel()
 
 
