@@ -194,6 +194,34 @@ async def start_consumer(
     return net, client, ledger
 
 
+@dataclass
+class CheapAndDear:
+    """Two providers of FAKE_MODEL, the cheap one ranked first, and a consumer who sees both."""
+
+    cheap: Provider
+    dear: Provider
+    net: NetHost
+    client: JobClient
+    ledger: Ledger
+
+
+async def cheap_and_dear(
+    stack: AsyncExitStack, nursery: trio.Nursery, tmp: Path, *,
+    cheap: Backend | None = None, dear: Backend | None = None, via_cheap: bool = False,
+) -> CheapAndDear:
+    """Providers at 100 and 900 per 1k tokens (FakeBackends unless given) and a consumer
+    bootstrapped through the dear one (`via_cheap`: the cheap one), once it sees both."""
+    first = await start_provider(stack, nursery, cheap or FakeBackend(), tmp,
+                                 config=JobServerConfig(price_per_1k=100))
+    second = await start_provider(stack, nursery, dear or FakeBackend(), tmp,
+                                  config=JobServerConfig(price_per_1k=900),
+                                  bootstrap=(first.net.addrs()[0],))
+    entry = first if via_cheap else second
+    net, client, ledger = await start_consumer(stack, tmp, (entry.net.addrs()[0],))
+    await wait_for_providers(net, FAKE_MODEL, 2)
+    return CheapAndDear(first, second, net, client, ledger)
+
+
 async def wait_for_providers(net: NetHost, model: str, count: int) -> None:
     """Until `count` providers of `model` are in `net`'s catalog (bound it by the caller)."""
     await net.catalog.wait_for(lambda c: len(c.providers(model)) >= count)

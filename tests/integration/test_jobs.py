@@ -35,6 +35,7 @@ from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,
     charges,
+    cheap_and_dear,
     start_consumer,
     start_provider,
     wait_for_providers,
@@ -123,13 +124,9 @@ async def test_a_provider_dying_mid_answer_is_failed_over_and_the_job_charged_on
     healthy = FakeBackend()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            cheap = await start_provider(stack, nursery, crashing, tmp_path,
-                                         config=JobServerConfig(price_per_1k=100))
-            dear = await start_provider(stack, nursery, healthy, tmp_path,
-                                        config=JobServerConfig(price_per_1k=900),
-                                        bootstrap=(cheap.net.addrs()[0],))
-            net, client, ledger = await start_consumer(stack, tmp_path, (cheap.net.addrs()[0],))
-            await wait_for_providers(net, FAKE_MODEL, 2)
+            two = await cheap_and_dear(stack, nursery, tmp_path, cheap=crashing, dear=healthy,
+                                       via_cheap=True)
+            cheap, dear, client, ledger = two.cheap, two.dear, two.client, two.ledger
 
             async def crash_when_paused() -> None:
                 await crashing.paused.wait()
@@ -152,13 +149,8 @@ async def test_a_provider_that_cannot_be_dialled_is_not_tried_first_by_the_next_
     # churn every later job tried the dead cheap one first (40 failovers, 14 kills).
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            cheap = await start_provider(stack, nursery, FakeBackend(), tmp_path,
-                                         config=JobServerConfig(price_per_1k=100))
-            dear = await start_provider(stack, nursery, FakeBackend(), tmp_path,
-                                        config=JobServerConfig(price_per_1k=900),
-                                        bootstrap=(cheap.net.addrs()[0],))
-            net, client, _ = await start_consumer(stack, tmp_path, (dear.net.addrs()[0],))
-            await wait_for_providers(net, FAKE_MODEL, 2)
+            two = await cheap_and_dear(stack, nursery, tmp_path)
+            cheap, dear, net, client = two.cheap, two.dear, two.net, two.client
             first = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))
             assert first.provider == cheap.net.peer_id and first.failovers == ()
             cheap.scope.cancel()  # the whole host goes, as a killed process would
@@ -183,17 +175,12 @@ async def test_a_provider_whose_breaker_is_open_gets_no_job_until_its_cooldown_e
     # (the job goes on to the next provider, which is no failover: nothing was sent).
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            caught = await start_provider(stack, nursery, FakeBackend(), tmp_path,
-                                          config=JobServerConfig(price_per_1k=100))
-            other = await start_provider(stack, nursery, FakeBackend(), tmp_path,
-                                         config=JobServerConfig(price_per_1k=900),
-                                         bootstrap=(caught.net.addrs()[0],))
-            net, client, _ = await start_consumer(stack, tmp_path, (other.net.addrs()[0],))
+            two = await cheap_and_dear(stack, nursery, tmp_path)
+            caught, other, client = two.cheap, two.dear, two.client
             now = [1_000_000]
             book = stack.enter_context(ReputationBook.open(tmp_path / "reputation.sqlite3",
                                                            clock=lambda: now[0]))
             client.reputation = book
-            await wait_for_providers(net, FAKE_MODEL, 2)
             assert (await client.run(FAKE_MODEL, "go", JobParams(max_tokens=2))).provider \
                 == caught.net.peer_id  # the cheaper one, while nothing is known against it
             for _ in range(20):  # failures until its breaker opens; cheap, it still ranks first
