@@ -64,9 +64,10 @@ async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
             data = await nursery.start(serve_chain, ChainServeOptions(
                 deployment_file=tmp_path / "chain.json", port=0, fund=fund))
             rpc, channels = data["rpc"], data["channels"]
-            provider_chain = await connect(rpc, channels, provider_id)
-            consumer_chain = await connect(rpc, channels, consumer_id)
-            broke_chain = await connect(rpc, channels, broke_id)
+            # Closed when the block ends (their HTTP sessions), before the chain stops.
+            provider_chain = stack.enter_context(await connect(rpc, channels, provider_id))
+            consumer_chain = stack.enter_context(await connect(rpc, channels, consumer_id))
+            broke_chain = stack.enter_context(await connect(rpc, channels, broke_id))
             provider_acct = account_of(provider_id).address
             await call(consumer_chain.deposit, provider_acct, 5 * CREDIT)
 
