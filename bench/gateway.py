@@ -202,11 +202,12 @@ def side_by_side(
 
 
 @contextmanager
-def engine_server() -> Iterator[str]:
-    """`p2pinfer engine serve --embedding` with SmolLM2 on a free port (the engine's own
-    HTTP API, as a user runs it beside their node); yields its URL."""
+def engine_server(*, embedding: bool = False) -> Iterator[str]:
+    """`p2pinfer engine serve` with SmolLM2 on a free port (the engine's own HTTP API, as a
+    user runs it beside their node; `embedding`: with `--embedding`, for nodes that embed
+    through it); yields its URL."""
     cmd = [sys.executable, "-m", "p2pinfer", "engine", "serve", "--port", "0",
-           "--model", MODEL, "--embedding"]  # fmt: skip
+           "--model", MODEL, *(["--embedding"] if embedding else [])]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -227,7 +228,7 @@ def features_only(runs: int, *, providers_on_engine_http: bool = False) -> None:
     Ollama; then that side and the gateway side share one engine process, and what
     differs between them is only the network and the provider's HTTP hop to its engine."""
     with tempfile.TemporaryDirectory(prefix="p2pinfer-bench-") as tmp, \
-            engine_server() as engine_url:
+            engine_server(embedding=providers_on_engine_http) as engine_url:
         directory = Path(tmp) / "testnet"
         if providers_on_engine_http:
             options = testnet.NodeOptions(benchmark=False)
