@@ -11,20 +11,31 @@
   its connection.
 - `_relay_data` checks a circuit's `deadline` only after a read returns: an idle
   circuit holds its slot forever.
+- `_relay_data`, when either direction of a circuit ends, closes the streams that
+  `_active_relays` holds under the circuit's peer id (`_handle_connect` files each
+  circuit there under its destination and its source): the latest circuit to or from
+  that peer, not necessarily its own. So the end of one consumer's circuit to a
+  provider behind NAT cut another consumer's live circuit to it (a validator's checks
+  through one relay, one right after the other, failed 4 runs in 5 on a slow VM:
+  tests/integration/test_jobs_relayed.py).
 
-**What we do.** `BoundedCircuitV2` is `CircuitV2Protocol` with the three fixed:
+**What we do.** `BoundedCircuitV2` is `CircuitV2Protocol` with the four fixed:
 `_handle_reserve` drops the `peer` field (so py-libp2p falls back to the connection's
 peer), `prune_reservations()` frees the slots of peers gone or expired (`RelayHop`
 calls it before each decision and when listing), and `_relay_data` runs under a
 cancel scope that ends at the deadline, resets both streams and calls
-`on_duration_cut`. `net/relay.py`'s `RelayHop` adds our own bounds (per IP, per
-source) on top.
+`on_duration_cut`; it hands py-libp2p's loop a key of the circuit's own
+(`CircuitKey`, filed with this circuit's streams), so the loop's cleanup closes this
+circuit and no other, and drops the circuit's entries under the peer ids after.
+`net/relay.py`'s `RelayHop` adds our own bounds (per IP, per source) on top.
 
 **To drop it.** Per defect, when upstream uses the connection's peer, frees slots on
-disconnect, or cuts idle circuits at their deadline, delete that override (the guard
-test's `test_defect_*` for it starts failing first).
+disconnect, cuts idle circuits at their deadline, or cleans up a circuit by its own
+streams, delete that override (the guard test's `test_defect_*` for it starts failing
+first).
 
-**Upstream.** No issue found. Drafted patch: docs/upstream/relay-v2-bounds.diff.
+**Upstream.** No issue found. Drafted patch: docs/upstream/relay-v2-bounds.diff (the
+first three; the fourth has no draft yet).
 """
 
 from __future__ import annotations
@@ -44,13 +55,14 @@ PATCHED = {
     "libp2p.relay.circuit_v2.protocol:CircuitV2Protocol._handle_reserve": "d794e2be5efb276f",
     "libp2p.relay.circuit_v2.protocol:CircuitV2Protocol._relay_data": "2edf345c0da2cad0",
     "libp2p.relay.circuit_v2.resources:RelayResourceManager.reserve": "9c6bf9889d033117",
+    "libp2p.relay.circuit_v2.protocol:CircuitV2Protocol._handle_connect": "4ad19b34934a7dfc",
 }
 UPSTREAM = None
 DRAFT = "docs/upstream/relay-v2-bounds.diff"
 
 
 class BoundedCircuitV2(CircuitV2Protocol):
-    """py-libp2p's CircuitV2Protocol with the three defects above fixed."""
+    """py-libp2p's CircuitV2Protocol with the four defects above fixed."""
 
     async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
         # A slot is for the peer whose connection asks, never for a peer id it names.
@@ -77,13 +89,39 @@ class BoundedCircuitV2(CircuitV2Protocol):
         # py-libp2p checks `deadline` only after a read returns: an idle circuit would
         # hold its slot forever. Here the deadline cuts a waiting read too.
         left = float("inf") if deadline is None else max(0.0, deadline - time.monotonic())
-        with trio.move_on_after(left) as scope:
-            await super()._relay_data(src_stream, dst_stream, peer_id, deadline,
-                                      circuit_data_limit)
+        # Its cleanup closes what `_active_relays` holds under the key it is given: this
+        # circuit's own key, not the peer's (the latest circuit of that peer). The key
+        # stands in for the peer id only there and in logs: with a circuit-wide data
+        # budget (always, when the limits set one) the reservation is not read.
+        key = CircuitKey(peer_id)
+        self._active_relays[key] = (src_stream, dst_stream)  # type: ignore[index]
+        try:
+            with trio.move_on_after(left) as scope:
+                await super()._relay_data(src_stream, dst_stream, key,  # type: ignore[arg-type]
+                                          deadline, circuit_data_limit)
+        finally:
+            self._active_relays.pop(key, None)  # type: ignore[call-overload]
+            for held in (peer_id, *self._active_relays):
+                if self._active_relays.get(held, (None,))[0] in (src_stream, dst_stream):
+                    del self._active_relays[held]
         if scope.cancelled_caught:
             self.on_duration_cut(peer_id)
             await reset_quietly(src_stream)
             await reset_quietly(dst_stream)
+
+
+class CircuitKey:
+    """One circuit's key in `_active_relays`: equal only to itself, shown as its peer."""
+
+    __slots__ = ("peer_id",)
+
+    def __init__(self, peer_id: ID) -> None:
+        self.peer_id = peer_id
+
+    def __str__(self) -> str:
+        return str(self.peer_id)
+
+    __repr__ = __str__
 
 
 async def reset_quietly(stream: INetStream) -> None:

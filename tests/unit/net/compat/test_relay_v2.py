@@ -1,6 +1,7 @@
 """Circuit Relay v2 HOP: stock py-libp2p 0.8.1 reserves a slot for whatever peer a RESERVE
-names, keeps slots of gone peers, and lets an idle circuit outlive its duration;
-BoundedCircuitV2 does none of these. End to end: tests/integration/test_net_relay*.py."""
+names, keeps slots of gone peers, lets an idle circuit outlive its duration, and ends
+another circuit of the same peer when one ends; BoundedCircuitV2 does none of these.
+End to end: tests/integration/test_net_relay*.py."""
 
 from __future__ import annotations
 
@@ -46,8 +47,19 @@ class FakeStream:
     async def reset(self) -> None:
         self.was_reset = True
 
+    async def close(self) -> None:
+        self.was_reset = True  # either way, the circuit is over
+
+
     def is_open(self) -> bool:
         return not self.was_reset
+
+
+class EndedStream(FakeStream):
+    """A stream whose sender has closed it: reads return end of stream."""
+
+    async def read(self, n: int | None = None) -> bytes:
+        return b""
 
 
 def relay(cls: type[CircuitV2Protocol]) -> Any:
@@ -105,3 +117,42 @@ def test_slots_of_peers_no_longer_connected_are_freed() -> None:
     hop.resource_manager.reserve(gone)
     assert hop.prune_reservations() == [gone]  # new_host() is connected to no one
     assert gone not in hop.resource_manager._reservations
+
+
+async def one_circuit_ends_while_another_to_the_same_peer_runs(
+        cls: type[CircuitV2Protocol]) -> tuple[FakeStream, FakeStream]:
+    """Two consumers' circuits to one provider, filed as `_handle_connect` files them
+    (the later under the provider's id); the first ends. The provider's stream of each."""
+    hop = relay(cls)
+    provider = peer()
+    first_src, first_dst = EndedStream(peer()), FakeStream(provider)
+    second_src, second_dst = FakeStream(peer()), FakeStream(provider)
+    hop._active_relays[provider] = (first_src, first_dst)
+    hop._active_relays[provider] = (second_src, second_dst)  # the second came in meanwhile
+    with trio.fail_after(5):
+        await hop._relay_data(first_src, first_dst, provider, None, [1 << 20])
+    return first_dst, second_dst
+
+
+async def test_defect_stock_relay_ends_the_latest_circuit_of_a_peer_when_any_ends() -> None:
+    # If this fails, upstream ends only the circuit whose direction ended: drop that part.
+    first, second = await one_circuit_ends_while_another_to_the_same_peer_runs(
+        CircuitV2Protocol)
+    assert second.was_reset and not first.was_reset
+
+
+async def test_a_circuit_ending_leaves_the_other_circuits_of_its_peer_alone() -> None:
+    first, second = await one_circuit_ends_while_another_to_the_same_peer_runs(
+        BoundedCircuitV2)
+    assert first.was_reset and not second.was_reset  # its own end passed on, only that
+
+
+async def test_an_ended_circuit_leaves_no_entry_behind() -> None:
+    hop = relay(BoundedCircuitV2)
+    provider, source = peer(), peer()
+    src, dst = EndedStream(source), FakeStream(provider)
+    hop._active_relays[source] = (src, None)
+    hop._active_relays[provider] = (src, dst)
+    with trio.fail_after(5):
+        await hop._relay_data(src, dst, source, None, [1 << 20])
+    assert hop._active_relays == {}
