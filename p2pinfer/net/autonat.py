@@ -48,6 +48,7 @@ from p2pinfer.net.autonat_rules import (
     dial_back_addrs,
     observed_ip,
 )
+from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
 from p2pinfer.net.relay_rules import is_circuit_addr
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol.framing import encode_frame
@@ -91,9 +92,9 @@ async def dialer_host() -> AsyncIterator[IHost]:
     """A running libp2p host with a throwaway key that only dials out (Noise, Yamux)."""
     key_pair = create_new_key_pair()
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    host = new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise},
-                    muxer_preference="YAMUX",
-                    connection_config=ConnectionConfig(max_connections_per_peer=1))
+    host = quiet_auto_connector(new_host(  # it dials what it is asked to, nothing else
+        key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise}, muxer_preference="YAMUX",
+        connection_config=ConnectionConfig(max_connections_per_peer=1)))
     # One attempt per dial-back: retries would stretch a failed one to seconds, and
     # the requester asks again in its next round anyway.
     # Any: `retry_config` is Swarm's, not on libp2p's INetworkService interface.
