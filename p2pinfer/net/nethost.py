@@ -32,6 +32,7 @@ from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
+from p2pinfer.net.compat.yamux_open import new_stream_lazily
 from p2pinfer.net.config import (
     ADDR_TTL_S,
     NetConfig,
@@ -41,10 +42,7 @@ from p2pinfer.net.config import (
 from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs
 from p2pinfer.net.host_gossip import GossipAndAdverts
-from p2pinfer.net.info import (
-    INFO_PROTOCOL,
-    FetchedAdvert,
-)
+from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert
 from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.ping import serve_ping
 from p2pinfer.net.relay import RelayHop, follow_reachability
@@ -301,8 +299,9 @@ class NetHost(GossipAndAdverts):
 
     async def _open_pipelined(self, pid: ID, protocol: str, first: bytes,
                               limit: float) -> NetStream:
-        # The network's new_stream dials when there is no connection, as host.new_stream does.
-        raw = await self._host.get_network().new_stream(pid)
+        # Dials when there is no connection, as host.new_stream does; over one already up,
+        # the stream's SYN leaves with the proposal (compat.yamux_open).
+        raw = await new_stream_lazily(self._host.get_network(), pid)
         try:
             if raw.muxed_conn.peer_id != pid:
                 raise PeerUnreachableError(

@@ -41,6 +41,7 @@ class NetStream:
         #: trio time at which the bytes given to `NetHost.open_stream(first=...)` were
         #: written, with the protocol proposal; None for a stream opened without them.
         self.first_sent_at: float | None = None
+        self._pending = b""  # read ahead by `prefetch`, served before the stream's bytes
 
     @property
     def remote_peer_id(self) -> str:
@@ -117,6 +118,24 @@ class NetStream:
         except (StreamError, IOException) as exc:
             raise StreamClosedError(f"stream to {self._who()} closed while writing") from exc
 
+    async def prefetch(self, at_most: int, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
+        """Read now what the peer has sent, up to `at_most` bytes (at least one), and keep
+        it for the next reads: bytes that arrived together are taken together, so a reset
+        right behind them cannot discard them (py-libp2p drops a reset stream's unread
+        bytes). StreamClosedError / PeerTimeoutError as `read_frame`."""
+        try:
+            with trio.fail_after(timeout_s):
+                data = await self._raw.read(at_most)
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"nothing from {self._who()} within {timeout_s:g} s") from exc
+        except StreamEOF as exc:
+            raise StreamClosedError(f"{self._who()} closed the stream") from exc
+        except (StreamError, IOException) as exc:
+            raise StreamClosedError(f"stream to {self._who()} failed: {exc}") from exc
+        if not data:
+            raise StreamClosedError(f"{self._who()} closed the stream")
+        self._pending += bytes(data)
+
     async def read_some(
         self, max_bytes: int = 65_536, *, timeout_s: float | None = DEFAULT_IO_TIMEOUT_S
     ) -> bytes:
@@ -126,6 +145,9 @@ class NetStream:
         For the sans-IO state machines, which do their own framing and size limits.
         PeerTimeoutError if nothing arrives within `timeout_s` (None: wait forever).
         """
+        if self._pending:
+            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+            return data
         try:
             if timeout_s is None:
                 data = await self._raw.read(max_bytes)
@@ -164,7 +186,8 @@ class NetStream:
         raise DecodeError(f"{self._who()} sent a frame length longer than 64 bits")
 
     async def _read_exactly(self, count: int) -> bytes:
-        buf = bytearray()
+        buf = bytearray(self._pending[:count])
+        self._pending = self._pending[count:]
         while len(buf) < count:
             chunk = await self._raw.read(count - len(buf))
             if not chunk:

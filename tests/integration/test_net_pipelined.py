@@ -5,6 +5,7 @@ that does not speak the protocol is a clear error and the job goes to the next p
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,7 +22,7 @@ from p2pinfer.errors import (
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServer, JobServerConfig
 from p2pinfer.net.compat.multistream import proposal
-from p2pinfer.net.config import NetConfig
+from p2pinfer.net.config import NetConfig, parse_peer_id
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.streams import NetStream
@@ -241,3 +242,61 @@ async def test_a_connection_lost_during_negotiation_is_not_a_refused_protocol() 
             with pytest.raises(PeerUnreachableError) as caught:
                 await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
             assert not isinstance(caught.value, ProtocolNotSupportedError)
+
+
+class NoiseRecorder:
+    """Every encrypted message (one `write` of the secure connection under Yamux) one side
+    of a real connection sends, as the Yamux frames in it: (type, flags, stream id, data)."""
+
+    def __init__(self, net: NetHost, peer_id: str) -> None:
+        [conn] = net._host.get_network().connections[parse_peer_id(peer_id)]
+        secured = conn.muxed_conn.secured_conn  # type: ignore[attr-defined]
+        self.messages: list[list[tuple[int, int, int, bytes]]] = []
+        original = secured.write
+
+        async def write(data: bytes) -> None:
+            self.messages.append(yamux_frames(bytes(data)))
+            await original(data)
+
+        secured.write = write
+
+    def of_stream(self, stream_id: int) -> list[list[tuple[int, int, int, bytes]]]:
+        """The messages that carry a frame of `stream_id`, each cut to those frames."""
+        out = [[f for f in m if f[2] == stream_id] for m in self.messages]
+        return [m for m in out if m]
+
+
+def yamux_frames(message: bytes) -> list[tuple[int, int, int, bytes]]:
+    out, at = [], 0
+    while at + 12 <= len(message):
+        _v, kind, flags, sid, length = struct.unpack_from("!BBHII", message, at)
+        payload = message[at + 12:at + 12 + length] if kind == 0 else b""  # 0: DATA
+        out.append((kind, flags, sid, payload))
+        at += 12 + len(payload)
+    return out
+
+
+async def test_a_pipelined_stream_costs_one_encrypted_message_each_way_before_the_answer() -> None:
+    """The SYN rides with the proposal and request; the ACK and both multistream answers
+    ride together (compat.yamux_open, compat.multistream_listener): stock py-libp2p sent
+    four messages here, not two."""
+    window_update, data, syn, ack = 1, 0, 0x1, 0x2
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client:
+            server.set_stream_handler(ECHO, echo)
+            await client.connect(server.addrs()[0])
+            sent, answered = NoiseRecorder(client, server.peer_id), NoiseRecorder(
+                server, client.peer_id)
+            stream = await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
+            assert await stream.read_frame(timeout_s=10) == b"abc"
+            [stream_id] = {f[2] for m in sent.messages for f in m
+                           if f[0] == data and ECHO.encode() in f[3]}
+
+            [opening, *_] = sent.of_stream(stream_id)
+            assert opening == [(window_update, syn, stream_id, b""),
+                               (data, 0, stream_id, proposal(ECHO) + b"\x03abc")]
+            [answer, echoed, *_] = answered.of_stream(stream_id)
+            assert answer == [(window_update, ack, stream_id, b""),
+                              (data, 0, stream_id, proposal(ECHO))]  # header and echo
+            assert echoed == [(data, 0, stream_id, b"\x03abc")]
+            await stream.close()

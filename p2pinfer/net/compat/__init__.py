@@ -18,16 +18,27 @@ workarounds").
 | `multistream` | lock-step multistream-select (2 RTT before a request leaves) |
 | `kad_protocol` | KadDHT ignores `protocol_prefix`: always `/ipfs/kad/1.0.0` |
 | `relay_v2` | relay slots for named peers, kept after disconnect; idle circuits live on |
+| `stream_notify` | a nursery of no-op notifee tasks for every stream opened or closed |
+| `yamux_open` | a new stream's SYN, and its ACK, each in a Noise message of its own |
+| `multistream_listener` | the listener's header and answer in two writes |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
-`listening` and `memoize_task_parents` by `run_host`, `open_pipelined` by
-`NetHost.open_stream`, `build_dht` by `run_host`, `BoundedCircuitV2` as `RelayHop`'s base.
+`listening` and `memoize_task_parents` by `run_host`, `open_pipelined` and `lazy_syn`
+by `NetHost.open_stream`, `build_dht` by `run_host`, `BoundedCircuitV2` as `RelayHop`'s
+base.
 """
 
 from __future__ import annotations
 
-from p2pinfer.net.compat import prune_backoff, sender_records, yamux_window
+from p2pinfer.net.compat import (
+    multistream_listener,
+    prune_backoff,
+    sender_records,
+    stream_notify,
+    yamux_open,
+    yamux_window,
+)
 
 _installed = False
 
@@ -40,4 +51,7 @@ def install() -> None:
     yamux_window.install()
     sender_records.install()
     prune_backoff.install()
+    stream_notify.install()
+    yamux_open.install()
+    multistream_listener.install()
     _installed = True

@@ -51,6 +51,7 @@ from p2pinfer.errors import (
     ProtocolNotSupportedError,
     StreamClosedError,
 )
+from p2pinfer.net.compat.multistream_listener import ORIGINAL as listener_negotiate
 from p2pinfer.net.streams import NetStream
 
 PATCHED = {
@@ -58,6 +59,9 @@ PATCHED = {
         "a0dda8ab1ebd1006",
     "libp2p.protocol_muxer.multiselect:Multiselect.negotiate": "e870e3fe41c87e3c",
 }
+ORIGINALS = {"libp2p.protocol_muxer.multiselect:Multiselect.negotiate": listener_negotiate}
+"""libp2p's own `negotiate` (the responder this module relies on is stock until
+`multistream_listener` replaces it in place; the canary reads the original)."""
 UPSTREAM = "https://github.com/libp2p/py-libp2p/pull/285"
 DRAFT = None
 
@@ -87,6 +91,10 @@ async def open_pipelined(
     stream.first_sent_at = trio.current_time()
     await stream.write(proposal(protocol) + first, timeout_s=timeout_s)
     try:
+        # Our header's and the echo's bytes, at most, in one read: a listener that sends
+        # both at once and resets right after accepting (a request it refuses unread)
+        # must not have its echo discarded by the reset (multistream_listener does).
+        await stream.prefetch(len(proposal(protocol)), timeout_s=timeout_s)
         header = await _read_line(stream, timeout_s)
         if header != MULTISTREAM_ID:
             raise DecodeError(
