@@ -26,7 +26,8 @@ peers it was told to keep), use that and delete this module; the guard test
 (tests/unit/net/compat/test_auto_connect.py) fails on its defect check if upstream stops
 auto-dialing the peerstore.
 
-**Upstream.** Not reported; no drafted patch.
+**Upstream.** Not reported. Drafted patch (a `ConnectionConfig.auto_connect` switch):
+docs/upstream/auto-connect-off.diff.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ PATCHED = {
 """libp2p source this module relies on, with its digest at 0.8.1 (`_canary`)."""
 
 UPSTREAM = None
-DRAFT = None
+DRAFT = "docs/upstream/auto-connect-off.diff"
 
 
 async def _dial_nobody() -> None:

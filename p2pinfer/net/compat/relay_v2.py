@@ -34,8 +34,8 @@ disconnect, cuts idle circuits at their deadline, or cleans up a circuit by its 
 streams, delete that override (the guard test's `test_defect_*` for it starts failing
 first).
 
-**Upstream.** No issue found. Drafted patch: docs/upstream/relay-v2-bounds.diff (the
-first three; the fourth has no draft yet).
+**Upstream.** No issue found. Drafted patches: docs/upstream/relay-v2-bounds.diff (the
+first three), docs/upstream/relay-v2-circuit-cleanup.diff (the fourth).
 """
 
 from __future__ import annotations

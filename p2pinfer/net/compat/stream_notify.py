@@ -20,8 +20,8 @@ listen).
 notifee cares about streams, delete this module and its `install` call; the guard
 test (tests/unit/net/compat/test_stream_notify.py) then fails on its defect check.
 
-**Upstream.** Not reported; no drafted patch (a per-method "does anyone care" set in
-`register_notifee` would be the fix).
+**Upstream.** Not reported. Drafted patch (stream events called inline, no nursery):
+docs/upstream/swarm-stream-notify-inline.diff.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ PATCHED = {
 ORIGINAL = Swarm._notify
 ORIGINALS = {"libp2p.network.swarm:Swarm._notify": ORIGINAL}
 UPSTREAM = None
-DRAFT = None
+DRAFT = "docs/upstream/swarm-stream-notify-inline.diff"
 
 STREAM_EVENTS = ("opened_stream", "closed_stream")
 NO_OPS: frozenset[Any] = frozenset(
