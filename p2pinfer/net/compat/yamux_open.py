@@ -18,8 +18,9 @@ that stream writes its proposal and request at once), or only an ACK (always: ev
 inbound libp2p stream answers with multistream-select at once, or is reset), is kept
 back and goes out in front of that stream's next frame, whatever it is (the data; a FIN
 or RST if the stream ends first): the same frames, in the same order, in one write. At
-most `MAX_HELD` frames wait per connection; past that they are written at once, as
-libp2p does, so a peer opening streams it never uses cannot grow the table. Everywhere
+most `MAX_HELD` frames wait per connection (those of streams that ended meanwhile are
+dropped when it fills); past that they are written at once, as libp2p does, so a peer
+opening streams it never uses cannot grow the table. Everywhere
 else the order is libp2p's own.
 
 **To drop it.** When upstream sends the SYN with the first data and the ACK with the
@@ -101,6 +102,9 @@ async def write_frame_opening_with_data(self: Yamux, data: bytes) -> None:
     """libp2p's `_write_frame`, with a stream's SYN or ACK kept back for its next frame."""
     held: dict[int, bytes] = self.__dict__.setdefault(_HELD, {})
     stream_id = _held_back(data)
+    if stream_id is not None and len(held) >= MAX_HELD:
+        for gone in [sid for sid in held if sid not in self.streams]:
+            del held[gone]  # streams that ended without a frame of ours (reset by the peer)
     if stream_id is not None and stream_id not in held and len(held) < MAX_HELD:
         held[stream_id] = data
         return

@@ -139,7 +139,16 @@ async def test_the_ack_leaves_with_the_streams_first_answer() -> None:
 async def test_a_peer_opening_streams_it_never_uses_cannot_grow_what_is_held() -> None:
     yamux, conn = session()
     for stream_id in range(2, 2 * yamux_open.MAX_HELD + 2, 2):
+        yamux.streams[stream_id] = None  # type: ignore[assignment]  # open, never answered
         await yamux._write_frame(ack(stream_id))
     assert conn.writes == []
     await yamux._write_frame(ack(10_000))  # one too many: written at once, as libp2p does
     assert conn.writes == [ack(10_000)]
+
+
+async def test_the_frames_of_streams_that_ended_make_room() -> None:
+    yamux, conn = session()
+    for stream_id in range(2, 2 * yamux_open.MAX_HELD + 2, 2):
+        await yamux._write_frame(ack(stream_id))  # none of them is a stream now
+    await yamux._write_frame(ack(10_000))
+    assert conn.writes == []  # the ended streams' ACKs were dropped, this one waits
