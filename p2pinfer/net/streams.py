@@ -11,6 +11,8 @@ libp2p's own exceptions never leave this module: callers see
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 from libp2p.abc import INetStream
@@ -92,20 +94,13 @@ class NetStream:
         PeerTimeoutError (no complete frame within `timeout_s`), DecodeError
         (a malformed length prefix).
         """
-        try:
-            with trio.fail_after(timeout_s):
-                length = await self._read_length()
-                if length > max_size:
-                    raise FrameTooLarge(
-                        f"{self._who()} announced a {length}-byte frame; the limit is {max_size}"
-                    )
-                return await self._read_exactly(length)
-        except trio.TooSlowError as exc:
-            raise PeerTimeoutError(f"no frame from {self._who()} within {timeout_s:g} s") from exc
-        except StreamEOF as exc:
-            raise StreamClosedError(f"{self._who()} closed the stream") from exc
-        except (StreamError, IOException) as exc:
-            raise StreamClosedError(f"stream to {self._who()} failed: {exc}") from exc
+        with self._reading("no frame", timeout_s):
+            length = await self._read_length()
+            if length > max_size:
+                raise FrameTooLarge(
+                    f"{self._who()} announced a {length}-byte frame; the limit is {max_size}"
+                )
+            return await self._read_exactly(length)
 
     async def write(self, data: bytes, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
         """Send bytes that are already framed (the protocol state machines frame their output).
@@ -123,15 +118,8 @@ class NetStream:
         it for the next reads: bytes that arrived together are taken together, so a reset
         right behind them cannot discard them (py-libp2p drops a reset stream's unread
         bytes). StreamClosedError / PeerTimeoutError as `read_frame`."""
-        try:
-            with trio.fail_after(timeout_s):
-                data = await self._raw.read(at_most)
-        except trio.TooSlowError as exc:
-            raise PeerTimeoutError(f"nothing from {self._who()} within {timeout_s:g} s") from exc
-        except StreamEOF as exc:
-            raise StreamClosedError(f"{self._who()} closed the stream") from exc
-        except (StreamError, IOException) as exc:
-            raise StreamClosedError(f"stream to {self._who()} failed: {exc}") from exc
+        with self._reading("nothing", timeout_s):
+            data = await self._raw.read(at_most)
         if not data:
             raise StreamClosedError(f"{self._who()} closed the stream")
         self._pending += bytes(data)
@@ -173,6 +161,20 @@ class NetStream:
             await self._raw.reset()
         except Exception as exc:
             log.debug("stream reset failed peer=%s error=%r", self._who(), exc)
+
+    @contextmanager
+    def _reading(self, nothing: str, timeout_s: float) -> Iterator[None]:
+        """A read within `timeout_s`: PeerTimeoutError ("`nothing` from ... within") after
+        it, StreamClosedError on end of stream or a failed stream."""
+        try:
+            with trio.fail_after(timeout_s):
+                yield
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"{nothing} from {self._who()} within {timeout_s:g} s") from exc
+        except StreamEOF as exc:
+            raise StreamClosedError(f"{self._who()} closed the stream") from exc
+        except (StreamError, IOException) as exc:
+            raise StreamClosedError(f"stream to {self._who()} failed: {exc}") from exc
 
     async def _read_length(self) -> int:
         value = 0

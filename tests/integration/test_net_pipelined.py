@@ -5,7 +5,6 @@ that does not speak the protocol is a clear error and the job goes to the next p
 from __future__ import annotations
 
 import itertools
-import struct
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -45,6 +44,7 @@ from tests.integration.job_helpers import (
 from tests.integration.net_helpers import config
 from tests.support.raw_jobs import first_answer, signed_request
 from tests.support.refusing_responder import refuse_protocol
+from tests.support.yamux_frames import Frame, yamux_frames
 
 pytestmark = pytest.mark.network
 
@@ -251,7 +251,7 @@ class NoiseRecorder:
     def __init__(self, net: NetHost, peer_id: str) -> None:
         [conn] = net._host.get_network().connections[parse_peer_id(peer_id)]
         secured = conn.muxed_conn.secured_conn  # type: ignore[attr-defined]
-        self.messages: list[list[tuple[int, int, int, bytes]]] = []
+        self.messages: list[list[Frame]] = []
         original = secured.write
 
         async def write(data: bytes) -> None:
@@ -260,20 +260,10 @@ class NoiseRecorder:
 
         secured.write = write
 
-    def of_stream(self, stream_id: int) -> list[list[tuple[int, int, int, bytes]]]:
+    def of_stream(self, stream_id: int) -> list[list[Frame]]:
         """The messages that carry a frame of `stream_id`, each cut to those frames."""
         out = [[f for f in m if f[2] == stream_id] for m in self.messages]
         return [m for m in out if m]
-
-
-def yamux_frames(message: bytes) -> list[tuple[int, int, int, bytes]]:
-    out, at = [], 0
-    while at + 12 <= len(message):
-        _v, kind, flags, sid, length = struct.unpack_from("!BBHII", message, at)
-        payload = message[at + 12:at + 12 + length] if kind == 0 else b""  # 0: DATA
-        out.append((kind, flags, sid, payload))
-        at += 12 + len(payload)
-    return out
 
 
 async def test_a_pipelined_stream_costs_one_encrypted_message_each_way_before_the_answer() -> None:

@@ -101,8 +101,8 @@ class BoundedCircuitV2(CircuitV2Protocol):
                                           deadline, circuit_data_limit)
         finally:
             self._active_relays.pop(key, None)  # type: ignore[call-overload]
-            for held in (peer_id, *self._active_relays):
-                if self._active_relays.get(held, (None,))[0] in (src_stream, dst_stream):
+            for held in list(self._active_relays):  # its entries under the peer ids
+                if self._active_relays[held][0] in (src_stream, dst_stream):
                     del self._active_relays[held]
         if scope.cancelled_caught:
             self.on_duration_cut(peer_id)

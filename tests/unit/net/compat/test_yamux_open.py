@@ -21,6 +21,7 @@ from libp2p.stream_muxer.yamux.yamux import (
 from p2pinfer.net import compat
 from p2pinfer.net.compat import yamux_open
 from p2pinfer.net.compat.yamux_open import lazy_syn
+from tests.support.yamux_frames import yamux_frames
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 
@@ -34,18 +35,6 @@ class RecordingSecureConn:
 
     async def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
-
-
-def frames(message: bytes) -> list[tuple[int, int, int, bytes]]:
-    """The Yamux frames in one write: (type, flags, stream id, payload)."""
-    out, at = [], 0
-    while at < len(message):
-        _v, kind, flags, sid, length = struct.unpack_from(YAMUX_HEADER_FORMAT, message, at)
-        at += 12
-        payload = message[at:at + length] if kind == TYPE_DATA else b""
-        at += len(payload)
-        out.append((kind, flags, sid, payload))
-    return out
 
 
 def session() -> tuple[Yamux, RecordingSecureConn]:
@@ -64,7 +53,7 @@ async def test_defect_stock_open_stream_writes_the_syn_alone() -> None:
     yamux._write_frame = yamux_open.ORIGINAL.__get__(yamux)  # type: ignore[method-assign]
     stream = await yamux.open_stream()
     await stream.write(b"hello")
-    assert [frames(w) for w in conn.writes] == [
+    assert [yamux_frames(w) for w in conn.writes] == [
         [(TYPE_WINDOW_UPDATE, FLAG_SYN, stream.stream_id, b"")],
         [(TYPE_DATA, 0, stream.stream_id, b"hello")],
     ]
@@ -77,7 +66,7 @@ async def test_inside_lazy_syn_the_syn_leaves_with_the_first_data_in_one_write()
     assert conn.writes == []
     await stream.write(b"hello")
     await stream.write(b"again")
-    assert [frames(w) for w in conn.writes] == [
+    assert [yamux_frames(w) for w in conn.writes] == [
         [(TYPE_WINDOW_UPDATE, FLAG_SYN, stream.stream_id, b""),
          (TYPE_DATA, 0, stream.stream_id, b"hello")],
         [(TYPE_DATA, 0, stream.stream_id, b"again")],
@@ -90,7 +79,7 @@ async def test_a_stream_reset_before_writing_sends_its_syn_then_the_reset() -> N
         stream = await yamux.open_stream()
     await stream.reset()
     [message] = conn.writes
-    assert [(kind, flags) for kind, flags, _, _ in frames(message)] == [
+    assert [(kind, flags) for kind, flags, _, _ in yamux_frames(message)] == [
         (TYPE_WINDOW_UPDATE, FLAG_SYN), (TYPE_WINDOW_UPDATE, FLAG_RST)]
 
 
@@ -100,10 +89,10 @@ async def test_only_the_streams_opened_inside_the_block_wait_and_each_keeps_its_
         first = await yamux.open_stream()
         second = await yamux.open_stream()
     outside = await yamux.open_stream()  # libp2p's order: its SYN at once
-    assert [frames(w)[0][2] for w in conn.writes] == [outside.stream_id]
+    assert [yamux_frames(w)[0][2] for w in conn.writes] == [outside.stream_id]
     await second.write(b"2")
     await first.write(b"1")
-    assert [[(sid, data) for _, _, sid, data in frames(w)] for w in conn.writes[1:]] == [
+    assert [[(sid, data) for _, _, sid, data in yamux_frames(w)] for w in conn.writes[1:]] == [
         [(second.stream_id, b""), (second.stream_id, b"2")],
         [(first.stream_id, b""), (first.stream_id, b"1")],
     ]
