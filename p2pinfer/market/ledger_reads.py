@@ -65,10 +65,10 @@ class LedgerReads(SqliteStore):
             return self._head(conn)
 
     def balance(self, account: str) -> int:
-        """Micro-credits in `account` (see entries.peer_account): the sum of its postings."""
-        row = self.read("SELECT COALESCE(SUM(amount), 0) FROM postings WHERE account = ?",
-                         (account,))
-        return int(row[0][0])
+        """Micro-credits in `account` (see entries.peer_account): the sum of its postings,
+        kept running (one row read, however many jobs the account has paid for)."""
+        row = self.read("SELECT balance FROM account_balances WHERE account = ?", (account,))
+        return int(row[0][0]) if row else 0
 
     def balances(self) -> tuple[Balance, ...]:
         """Every account with postings and its balance, by account name."""

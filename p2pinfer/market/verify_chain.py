@@ -8,7 +8,8 @@ signer is the expected key and the Ed25519 signature over
 seq and kind match the row; idem_key, subject and postings equal what the body
 implies; a stake declaration's own signature verifies; and, if given, the
 protocol's evidence verifier accepts the stored signed messages. Finally no
-posting may point at a missing entry.
+posting may point at a missing entry, and every account's running balance
+(`account_balances`) must equal the sum of its postings (reported as seq 0).
 """
 
 from __future__ import annotations
@@ -156,4 +157,27 @@ def walk_chain(
     ).fetchone()[0]
     if orphan is not None:
         return report(BadEntry(int(orphan), "postings for an entry that does not exist"))
-    return report(None)
+    return report(_running_balance_mismatch(conn))
+
+
+#: Accounts whose running balance is not the sum of their postings (either side missing).
+MISMATCHED_BALANCES = """
+    SELECT account, total, balance FROM (
+        SELECT p.account AS account, p.total AS total, b.balance AS balance
+        FROM (SELECT account, SUM(amount) AS total FROM postings GROUP BY account) AS p
+        LEFT JOIN account_balances AS b ON b.account = p.account
+        UNION ALL
+        SELECT b.account, NULL, b.balance FROM account_balances AS b
+        WHERE NOT EXISTS (SELECT 1 FROM postings AS q WHERE q.account = b.account)
+    ) WHERE balance IS NOT total ORDER BY account LIMIT 1"""
+
+
+def _running_balance_mismatch(conn: sqlite3.Connection) -> BadEntry | None:
+    """The first account whose kept balance differs from the sum of its postings, if any
+    (one pass over the postings)."""
+    row = conn.execute(MISMATCHED_BALANCES).fetchone()
+    if row is None:
+        return None
+    account, total, balance = row
+    return BadEntry(0, f"the running balance of {account} is {balance}, but its postings "
+                       f"sum to {total if total is not None else 0}")

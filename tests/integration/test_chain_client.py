@@ -169,9 +169,9 @@ async def test_with_a_block_time_a_transaction_waits_for_the_next_block(tmp_path
             chain = Chain(dev, deployment)
             acct = chain.account(3)
             await trio.sleep(0.7)  # the faucet's transfers wait for a block too
-            client = await chain.client(acct)
-            before = await off_loop(client.block_number)
-            outcome = await off_loop(lambda: client.lock(CREDIT))
-            assert outcome.block > before
-            assert await off_loop(lambda: client.stake_of(acct.address)) == CREDIT
+            with await chain.client(acct) as client:
+                before = await off_loop(client.block_number)
+                outcome = await off_loop(lambda: client.lock(CREDIT))
+                assert outcome.block > before
+                assert await off_loop(lambda: client.stake_of(acct.address)) == CREDIT
         nursery.cancel_scope.cancel()

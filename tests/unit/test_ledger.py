@@ -294,13 +294,80 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     Ledger.open(path, ME).close()
     conn = sqlite3.connect(str(path))
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute("PRAGMA user_version = 3")
     conn.close()
-    with pytest.raises(LedgerError, match="schema version 2"):
+    with pytest.raises(LedgerError, match="schema version 3"):
         Ledger.open(path, ME)
 
 
 def test_sqlite_is_in_wal_mode_with_full_sync(ledger: Ledger) -> None:
     conn = sqlite3.connect(str(ledger.path))
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def _summed(path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(str(path))
+    rows = conn.execute("SELECT account, SUM(amount) FROM postings GROUP BY account").fetchall()
+    conn.close()
+    return dict(rows)
+
+
+def test_a_balance_is_read_from_its_running_total_not_summed_per_check(ledger: Ledger) -> None:
+    populate(ledger, ME)
+    conn = raw_connect(ledger.path)
+    # The credit check's query reads one row of the running totals, by primary key.
+    plan = " ".join(str(row) for row in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT balance FROM account_balances WHERE account = ?", ("x",)))
+    conn.close()
+    assert "account_balances USING PRIMARY KEY" in plan, plan
+    assert {b.account: b.amount for b in ledger.balances()} == _summed(ledger.path)
+    assert ledger.balance("peer:nobody") == 0
+
+
+@pytest.mark.parametrize("tamper", [
+    "UPDATE account_balances SET balance = balance + 1 WHERE account = 'treasury'",
+    "DELETE FROM account_balances WHERE account = 'treasury'",
+    "INSERT INTO account_balances VALUES ('peer:thief', 1000000)",
+])
+def test_a_running_balance_changed_behind_the_ledgers_back_is_reported(
+    ledger: Ledger, tamper: str
+) -> None:
+    populate(ledger, ME)
+    before = ledger.balance(peer_account(ME.public_key))
+    conn = raw_connect(ledger.path)
+    with conn:
+        conn.execute(tamper)
+    conn.close()
+    bad = ledger.verify().bad
+    assert bad is not None and bad.seq == 0 and "running balance of" in bad.reason, bad
+    assert ("peer:thief" if "thief" in tamper else "treasury") in bad.reason
+    assert ledger.balance(peer_account(ME.public_key)) == before  # other accounts untouched
+
+
+def test_a_balance_that_would_overflow_aborts_the_whole_write(ledger: Ledger) -> None:
+    from p2pinfer.protocol.canonical import MAX_INT
+
+    ledger.record_faucet(ME.public_key, MAX_INT)
+    with pytest.raises(LedgerError, match="cannot write"):
+        ledger.record_faucet(ME.public_key, 1)  # MAX_INT + 1 does not fit: not a float
+    assert ledger.head().seq == 1
+    assert ledger.balance(peer_account(ME.public_key)) == MAX_INT
+    assert ledger.verify().ok
+
+
+def test_a_version_1_ledger_gets_its_running_balances_when_opened(tmp_path: Path) -> None:
+    # Written by the code before running balances existed (tests/unit/golden).
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes((Path(__file__).parent / "golden" / "ledger-v1.sqlite").read_bytes())
+    conn = sqlite3.connect(str(path))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    summed = _summed(path)
+    with Ledger.open(path) as led:
+        assert {b.account: b.amount for b in led.balances()} == summed
+        assert all(led.balance(account) == n for account, n in summed.items())
+        assert led.verify().ok
+    conn = sqlite3.connect(str(path))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
