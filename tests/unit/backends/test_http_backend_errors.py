@@ -156,3 +156,29 @@ async def test_requests_carry_the_sampling_parameters() -> None:
     assert (options["num_predict"], options["temperature"], options["seed"], options["stop"]) == (
         7, 0.0, 9, ["x"])  # fmt: skip
     assert seen["stream"] is True and seen["messages"] == [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    "vectors",
+    [
+        [[0.5, "0.5"]], [[0.5, True]], [[0.5, None]], [[]], ["0.5"], [[0.5], [0.5, 0.5]],
+        [[0.5, float("nan")]], [[float("inf"), float("-inf")]], [[1e308, 1e308, 0.0, "x"]],
+        [[0.5, 10**400]], [[0.5]] * 2,
+    ],
+)  # fmt: skip
+async def test_a_malformed_embedding_from_the_engine_is_refused(vectors: list[object]) -> None:
+    # Fake engine (unit test of the reply check). Each case is wrong for one reason: a
+    # string, a boolean, null, empty, not a list, ragged, nan, infinities, a huge integer,
+    # two vectors for one input. json.dumps writes NaN/Infinity, which Python's parser reads.
+    body = json.dumps({"embeddings": vectors}).encode()
+    good = json.dumps({"embeddings": [[1e308, 1e308, -0.25, 3]]}).encode()
+    async with fake_http_server({"/api/embed": lambda _: (200, JSON, [body])}) as server:
+        backend = OllamaBackend(server.url, timeout_s=5)
+        with trio.fail_after(5), pytest.raises(EngineResponseError, match="vector"):
+            await backend.embed("m", ["one input"])
+        # Finite values whose sum overflows, and integers, are numbers all the same.
+        server.routes["/api/embed"] = lambda _: (200, JSON, [good])
+        got = await backend.embed("m", ["one input"])
+        assert got.vectors == ((1e308, 1e308, -0.25, 3.0),)
+        assert all(type(x) is float for x in got.vectors[0])
+        await backend.aclose()
