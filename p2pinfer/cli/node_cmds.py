@@ -58,6 +58,10 @@ def node(
         "--dcutr", help="After dialling a provider through a relay, try for a direct "
         "connection (DCUtR hole punching) before the job; needs a listen address a NAT "
         "maps, e.g. --listen /ip4/0.0.0.0/tcp/4001.")] = False,
+    dcutr_behind: Annotated[bool, typer.Option(
+        "--dcutr-behind/--no-dcutr-behind", help="Without --dcutr: once a job runs over a "
+        "relay, try for a direct connection in the background, for the provider's next "
+        "jobs (the running one stays on the relay).")] = True,
     backend: Annotated[str, typer.Option(
         "--backend", help=f"{BACKEND_HELP} | none (consumer only).")] = "embedded",
     models: Annotated[Repeated, typer.Option(
@@ -141,6 +145,7 @@ def node(
         relay="auto" if relay is None else ("on" if relay else "off"),
         reserve_relays=tuple(reserve_relay or ()),
         dcutr=dcutr,
+        dcutr_behind=dcutr_behind,
         backend=backend,
         models=tuple(models or ()),
         engine_options=tuple(parse_engine_option(o) for o in engine_option or ()),

@@ -8,6 +8,13 @@ out to a reachable consumer is what usually works). If a direct connection verif
 the relayed one is closed and the job's stream opens on the direct one; if not, the job
 runs over the relay.
 
+Two ways to use it: `maybe_upgrade` before a stream opens (`ask --dcutr`, `node
+--dcutr`: this job may go direct, but a punch that fails delays it by up to 6 s), or
+`start_behind` once a stream runs over a relay (a node's gateway jobs, by default): the
+try runs in the background and delays nothing; the running stream stays on the relayed
+connection, which closes once no stream but gossip's uses it, and the peer's next
+streams take the direct one (libp2p's connection choice prefers a direct connection).
+
 py-libp2p's service also drives hole punches by itself every 2 s for every relayed
 connection and closes the relay leg 60 s after an upgrade, whatever runs on it; and its
 responder dials whatever addresses a peer names, on any connection. Here: no driving
@@ -38,6 +45,10 @@ UPGRADE_TIMEOUT_S = 6.0
 MIN_TRY_S = 3.0  # an upgrade is not tried with less time than this
 STREAM_RESERVE_S = 1.0  # of a stream's deadline, kept for opening it after an upgrade try
 RETRY_AFTER_S = 60.0  # a full upgrade try that failed is not repeated sooner for the peer
+IDLE_POLL_S = 0.5  # how often a relayed connection kept for its streams is looked at
+#: Streams that do not keep a relayed connection open once a direct one exists: gossip's
+#: long-lived stream to the peer (libp2p opens another on the direct connection).
+GOSSIP_PROTOCOLS = ("/meshsub/", "/floodsub/")
 
 PATCHED = {
     "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._auto_drive_loop": "da5e9e25994ba7ba",
@@ -72,6 +83,7 @@ class GuardedDCUtR(DCUtRProtocol):
         self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
         self._sessions: dict[ID, deque[float]] = {}
         self._tried: dict[ID, float] = {}  # peer -> when a full upgrade try failed
+        self._behind: set[ID] = set()  # peers with a background try (or relay close) running
 
     async def _auto_drive_loop(self) -> None:
         await trio.sleep_forever()  # upgrades happen when a stream needs one, not behind it
@@ -119,26 +131,57 @@ class GuardedDCUtR(DCUtRProtocol):
         STREAM_RESERVE_S, at most UPGRADE_TIMEOUT_S), unless that is under MIN_TRY_S (an
         advert fetch has 5 s in all: the job's own stream, with 10 s, tries instead) or a
         try failed in the last RETRY_AFTER_S. So a consumer starts one session per peer."""
-        relayed = relayed_connections(self.host, pid)
-        if not relayed or len(relayed) < len(self.host.get_network().get_connections(pid)):
-            return False
-        now = time.monotonic()
-        if now - self._tried.get(pid, -RETRY_AFTER_S) < RETRY_AFTER_S:
+        if not self._worth_a_try(pid):
             return False
         budget = min(UPGRADE_TIMEOUT_S, deadline - trio.current_time() - STREAM_RESERVE_S)
         if budget < MIN_TRY_S:
             return False
         if await self.upgrade(pid, timeout_s=budget):
             return True
-        self._tried[pid] = now
+        self._failed(pid)
+        return False
+
+    def start_behind(self, pid: ID, nursery: trio.Nursery) -> bool:
+        """After a stream to `pid` opened over a relay: try `upgrade` in `nursery`, in the
+        background, leaving busy relayed connections open until only gossip uses them
+        (at most one try per peer at a time; not again within RETRY_AFTER_S of a failed
+        one). Whether a try started."""
+        if pid in self._behind or not self._worth_a_try(pid):
+            return False
+        self._behind.add(pid)
+        nursery.start_soon(self._upgrade_behind, pid)
+        return True
+
+    async def _upgrade_behind(self, pid: ID) -> None:
+        try:
+            if not await self.upgrade(pid, close_relayed=False):
+                self._failed(pid)
+                return
+            async with trio.open_nursery() as nursery:
+                for conn in relayed_connections(self.host, pid):
+                    nursery.start_soon(close_when_idle, conn)
+        finally:
+            self._behind.discard(pid)
+
+    def _worth_a_try(self, pid: ID) -> bool:
+        """Every connection to `pid` runs through a relay, and no try failed lately."""
+        if time.monotonic() - self._tried.get(pid, -RETRY_AFTER_S) < RETRY_AFTER_S:
+            return False
+        relayed = relayed_connections(self.host, pid)
+        return bool(relayed) and len(relayed) == len(
+            self.host.get_network().get_connections(pid))
+
+    def _failed(self, pid: ID) -> None:
+        self._tried[pid] = time.monotonic()
         if len(self._tried) > 4096:  # bounded: forget the oldest tries
             for old in sorted(self._tried, key=self._tried.__getitem__)[:2048]:
                 del self._tried[old]
-        return False
 
-    async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S) -> bool:
+    async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S,
+                      close_relayed: bool = True) -> bool:
         """Try for a direct connection to `pid` (reached through a relay); on success close
-        the relayed one(s) and return True, else leave the relayed connection as it is."""
+        the relayed one(s) (unless `close_relayed` is off) and return True, else leave the
+        relayed connection as it is."""
         direct = False
         with trio.move_on_after(timeout_s):
             try:
@@ -152,7 +195,7 @@ class GuardedDCUtR(DCUtRProtocol):
             if direct:
                 log.info("dcutr upgrade left no direct connection peer=%s", pid)
             return False
-        for conn in relayed_connections(self.host, pid):
+        for conn in relayed_connections(self.host, pid) if close_relayed else ():
             with trio.move_on_after(2):
                 try:
                     await conn.close()
@@ -161,3 +204,23 @@ class GuardedDCUtR(DCUtRProtocol):
         self.upgrades += 1
         log.info("connection to peer=%s moved off the relay", pid)
         return True
+
+
+def holds_open(stream: INetStream) -> bool:
+    """Whether `stream` keeps its relayed connection open: anything but gossip (a stream
+    still negotiating its protocol counts)."""
+    protocol = stream.get_protocol()
+    return protocol is None or not str(protocol).startswith(GOSSIP_PROTOCOLS)
+
+
+async def close_when_idle(conn: INetConn) -> None:
+    """Close `conn` once none of its streams `holds_open` (the relay's own limits, bytes
+    and duration per circuit, bound how long a job can keep it)."""
+    while not conn.is_closed and any(holds_open(s) for s in conn.get_streams()):
+        await trio.sleep(IDLE_POLL_S)
+    if not conn.is_closed:
+        with trio.move_on_after(2):
+            try:
+                await conn.close()
+            except Exception as exc:  # already gone
+                log.debug("closing relayed connection failed error=%r", exc)

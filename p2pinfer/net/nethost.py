@@ -33,12 +33,7 @@ from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.compat.yamux_open import new_stream_lazily
-from p2pinfer.net.config import (
-    ADDR_TTL_S,
-    NetConfig,
-    parse_peer_addr,
-    parse_peer_id,
-)
+from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
 from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs
 from p2pinfer.net.host_gossip import GossipAndAdverts
@@ -195,17 +190,15 @@ class NetHost(GossipAndAdverts):
         proposal, so the answer comes back one round trip later instead of three
         (`p2pinfer.net.compat.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
-        Addresses come from the peerstore (connections, DHT records, mDNS)
-        and from the peer's advert in the catalog. A peer with `/p2p-circuit`
-        addresses and no connection yet gets `direct_first_s` (at most half of
-        `timeout_s`) for a direct dial if one may work (`worth_a_direct_try`), then is
-        dialled through its relay (`RelayClient.dial`) within what is left. With `dcutr`
-        on, a direct connection is tried for (`GuardedDCUtR.maybe_upgrade`, within what
-        the deadline leaves) whenever the stream would otherwise run over a relay.
-        The caller owns the stream
-        and must close or reset it. Raises PeerUnreachableError (no address,
-        dial failed), ProtocolNotSupportedError (the peer refused `protocol`:
-        `na`, or a reset before accepting it) or PeerTimeoutError.
+        Addresses come from the peerstore (connections, DHT records, mDNS) and from the
+        peer's advert in the catalog. A peer with `/p2p-circuit` addresses and no
+        connection yet gets `direct_first_s` (at most half of `timeout_s`) for a direct
+        dial if one may work (`worth_a_direct_try`), then is dialled through its relay
+        (`RelayClient.dial`) within what is left. Over a relay, DCUtR is tried for a
+        direct connection before the stream (`dcutr`) or behind it (`dcutr_behind`).
+        The caller owns the stream and must close or reset it. Raises
+        PeerUnreachableError (no address, dial failed), ProtocolNotSupportedError (the
+        peer refused `protocol`: `na`, or a reset before accepting it) or PeerTimeoutError.
         """
         advert = self.catalog.advert_of(peer_id)
         signed = advert.advert.listen_addrs if advert is not None else ()
@@ -215,10 +208,7 @@ class NetHost(GossipAndAdverts):
             circuits = self.relay_client.circuit_addrs_of(peer_id, signed)
             return await self._open_relayed_only(peer_id, protocol, first, circuits, deadline)
         if peer_id in self.peers():  # connected: no address is parsed (the usual job)
-            if self.relay_client.config.dcutr:
-                await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
-                timeout_s = max(deadline - trio.current_time(), 0.1)
-            return await self._open_stream(peer_id, protocol, first, timeout_s)
+            return await self._on_connection(peer_id, protocol, first, deadline)
         circuits = self.relay_client.circuit_addrs_of(peer_id, signed)
         if not circuits:
             return await self._open_stream(peer_id, protocol, first, timeout_s)
@@ -230,11 +220,21 @@ class NetHost(GossipAndAdverts):
                 log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
         with trio.move_on_at(deadline):
             await self.relay_client.dial(peer_id, circuits)
-            if self.relay_client.config.dcutr:
-                await self.dcutr.maybe_upgrade(parse_peer_id(peer_id), deadline)
-            return await self._open_stream(peer_id, protocol, first,
-                                           max(deadline - trio.current_time(), 0.1))
+            return await self._on_connection(peer_id, protocol, first, deadline)
         raise PeerTimeoutError(f"reaching {peer_id} through a relay took over {limit:g} s")
+
+    async def _on_connection(self, peer_id: str, protocol: str, first: bytes | None,
+                             deadline: float) -> NetStream:
+        """A stream over the connection we hold to `peer_id`; if that runs through a relay,
+        DCUtR first (`dcutr`) or in the background once the stream is open (`dcutr_behind`)."""
+        pid, config = parse_peer_id(peer_id), self.relay_client.config
+        if config.dcutr:
+            await self.dcutr.maybe_upgrade(pid, deadline)
+        stream = await self._open_stream(peer_id, protocol, first,
+                                         max(deadline - trio.current_time(), 0.1))
+        if config.dcutr_behind and not config.dcutr:
+            self.dcutr.start_behind(pid, self._nursery)
+        return stream
 
     async def _open_relayed_only(self, peer_id: str, protocol: str, first: bytes | None,
                                  circuits: list[str], deadline: float) -> NetStream:

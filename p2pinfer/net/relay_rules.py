@@ -52,9 +52,14 @@ class RelayClientConfig:
     # relay is used: behind NAT a direct dial is often not refused but silently dropped.
     direct_first_s: float = 3.0
     # After a relayed dial, try for a direct connection (DCUtR, net/dcutr.py) before the
-    # first stream; the relay carries the stream when that fails. Off by default: not
-    # tested through a real NAT, and a failed try delays the first stream by up to 6 s.
+    # first stream; the relay carries the stream when that fails. Off by default: a
+    # failed try (a symmetric NAT) delays the first stream by up to 6 s.
     dcutr: bool = False
+    # Without `dcutr`: once a stream runs over a relay, try for a direct connection in the
+    # background (`GuardedDCUtR.start_behind`): nothing waits for it, and the peer's next
+    # streams go direct when it works. A node's gateway consumer has it on (`node
+    # --no-dcutr-behind` turns it off); a one-shot `ask` has no next stream to gain.
+    dcutr_behind: bool = False
 
 
 def is_circuit_addr(addr: str) -> bool:

@@ -33,6 +33,7 @@ class NodeConfig:
     relay: RelayMode = "auto"  # serve as a relay: auto (while AutoNAT says public), on, off
     reserve_relays: tuple[str, ...] = ()  # relays to be reached through (--reserve-relay)
     dcutr: bool = False  # jobs this node sends over a relay try a direct connection first
+    dcutr_behind: bool = True  # ... or, without dcutr, behind the first one (in the background)
     backend: str = "embedded"  # or ollama[=URL], openai=URL, none (a consumer-only node)
     engine_options: tuple[tuple[str, int | float | bool], ...] = ()  # --engine-option
     models: tuple[str, ...] = ()

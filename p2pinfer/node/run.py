@@ -146,7 +146,8 @@ def host_config(config: NodeConfig, identity: NodeIdentity) -> NetConfig:
                      announce_addrs=config.announce, enable_mdns=config.mdns,
                      relay=RelayServiceConfig(mode=config.relay),
                      relay_client=RelayClientConfig(reserve=config.reserve_relays,
-                                                    dcutr=config.dcutr))
+                                                    dcutr=config.dcutr,
+                                                    dcutr_behind=config.dcutr_behind))
 
 
 # Over 60 lines by design: the node's one nursery, whose start order (stakes, job server,

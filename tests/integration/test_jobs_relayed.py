@@ -201,6 +201,52 @@ async def test_with_dcutr_on_the_job_runs_on_a_direct_connection_and_the_relay_l
             nursery.cancel_scope.cancel()
 
 
+async def test_dcutr_behind_a_relayed_job_keeps_it_on_the_relay_and_moves_the_next_one(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # A node's gateway default (`dcutr_behind`): the first job starts over the relay at
+    # once, the punch runs beside it and must not cut it; the next job runs direct.
+    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(run_host(relay_config()))
+            relay_addr = relay.addrs()[0]
+            provider = await start_provider(
+                stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
+                net_options=behind_nat_options(relay_addr))
+            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
+                                                       net_options=CONSUMER | {
+                "relay_client": RelayClientConfig(dcutr_behind=True)})
+            await advertised_circuit(net, provider.net.peer_id)
+            assert provider.net.peer_id not in net.peers()
+
+            async with client.job("tiny", [ChatTurn("user", "Say something.")], GREEDY) as job:
+                deltas = aiter(job)
+                streamed = (await anext(deltas)).text
+                with trio.fail_after(20):  # the punch finishes while the job is open ...
+                    while net.dcutr.upgrades < 1:
+                        await trio.sleep(0.05)
+                await trio.sleep(1.5)  # ... and its relayed connection is not closed under it
+                assert relay.relay_hop.circuits
+                streamed += "".join([delta.text async for delta in deltas])
+            first = job.outcome
+            assert first is not None and first.text == streamed and first.path == "relayed"
+            with trio.fail_after(10):  # closed once the job left it: its circuit ends
+                while relay.relay_hop.circuits:
+                    await trio.sleep(0.1)
+            async with client.job("tiny", [ChatTurn("user", "Say more.")], GREEDY) as job:
+                "".join([delta.text async for delta in job])
+            second = job.outcome
+            assert second is not None and second.path == "direct"
+            assert net.dcutr.upgrades == 1
+            jobs = [bytes.fromhex(first.job_id), bytes.fromhex(second.job_id)]
+            assert charges(ledger) == jobs  # both receipted, the relayed one too
+            with trio.fail_after(5):
+                while charges(provider.ledger) != jobs:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+
 async def start_validator(stack: AsyncExitStack, nursery: trio.Nursery, tmp: Path,
                           bootstrap: tuple[str, ...], model: Path) -> Verifier:
     """A validator node (its own engine judges) whose catalog hears the providers."""

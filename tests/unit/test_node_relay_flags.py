@@ -42,11 +42,14 @@ def test_relay_flags_choose_the_relay_mode(flags: list[str], mode: str, tmp_path
     assert seen[0].relay == mode and seen[0].reserve_relays == (RELAY,)
 
 
-@pytest.mark.parametrize("flags", [[], ["--dcutr"]])
-def test_dcutr_reaches_the_hosts_relay_client(flags: list[str], tmp_path: Path,
+@pytest.mark.parametrize(("flags", "before", "behind"), [
+    ([], False, True), (["--dcutr"], True, True), (["--no-dcutr-behind"], False, False)])
+def test_dcutr_reaches_the_hosts_relay_client(flags: list[str], before: bool, behind: bool,
+                                             tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """`node --dcutr`: jobs this node sends (its gateway's) try a direct connection after
-    a relayed dial, as `ask --dcutr` does (tests/integration/test_jobs_relayed.py)."""
+    a relayed dial, as `ask --dcutr` does; by default, behind the first relayed job instead
+    (tests/integration/test_jobs_relayed.py)."""
     seen: list[NodeConfig] = []
     monkeypatch.setattr("p2pinfer.cli.node_cmds.run_node",
                         lambda config, **_: seen.append(config))
@@ -54,4 +57,4 @@ def test_dcutr_reaches_the_hosts_relay_client(flags: list[str], tmp_path: Path,
     result = CliRunner().invoke(app, ["node", "--home", str(tmp_path), *flags])
     assert result.exit_code == 0, result.output
     relay_client = host_config(seen[0], NodeIdentity.generate()).relay_client
-    assert relay_client.dcutr is bool(flags)
+    assert relay_client.dcutr is before and relay_client.dcutr_behind is behind
