@@ -40,12 +40,13 @@ JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
 FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
 PRICE_HEADER = "X-P2PInfer-Price-Per-1k"  # micro-credits per 1k tokens the provider accepted
+PATH_HEADER = "X-P2PInfer-Path"  # direct | relayed: how this node reached the provider
 #: The field of a reply's last object (NDJSON line, SSE chunk, whole reply) with the job's
 #: provider, id, price and charge: a streamed reply's headers leave before the charge.
 REPLY_FIELD = "p2pinfer"
 #: What a page from an allowed origin may read of a reply.
 EXPOSED_HEADERS = (PROVIDER_HEADER, JOB_ID_HEADER, CHARGED_HEADER, FAILOVERS_HEADER,
-                   PRICE_HEADER, IGNORED_HEADER)
+                   PRICE_HEADER, PATH_HEADER, IGNORED_HEADER)
 
 #: The paths whose requests run a job through the network.
 JOB_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions",
@@ -93,6 +94,8 @@ def create_gateway_app(
             headers.append((CHARGED_HEADER, str(meta.charged)))
         if meta.failovers:
             headers.append((FAILOVERS_HEADER, str(meta.failovers)))
+        if meta.path is not None:
+            headers.append((PATH_HEADER, meta.path))
         return headers
 
     def job_fields() -> dict[str, Any]:
@@ -101,7 +104,8 @@ def create_gateway_app(
         if meta is None:
             return {}
         return {REPLY_FIELD: {"provider": meta.provider, "job_id": meta.job_id,
-                              "price_per_1k": meta.price_per_1k, "charged": meta.charged}}
+                              "price_per_1k": meta.price_per_1k, "charged": meta.charged,
+                              "path": meta.path}}
 
     async def root(request: Request) -> Response:
         return dashboard_response(request, config)

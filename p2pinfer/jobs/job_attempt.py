@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from p2pinfer.jobs.job_types import Candidate
+from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ConsumerJob, JobParams
 from p2pinfer.protocol.messages import TokenLogprobs
@@ -42,6 +43,11 @@ class Attempt:
     payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
     # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
     logprobs: list[TokenLogprobs] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        """`direct`, or `relayed` when its stream's connection runs through a relay."""
+        return path_of(self.stream.transport_addrs())
 
 
 class AttemptFailed(Exception):

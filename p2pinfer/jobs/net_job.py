@@ -32,7 +32,6 @@ from p2pinfer.errors import (
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_attempt import NEUTRAL_CODES, Attempt, AttemptFailed, BusyBackoff
 from p2pinfer.jobs.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
-from p2pinfer.net.relay_rules import path_of
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     Accepted,
@@ -97,6 +96,13 @@ class NetJob:
         if self.outcome is not None:
             return self.outcome.provider
         return self._attempt.candidate.peer_id if self._attempt is not None else None
+
+    @property
+    def path(self) -> str | None:
+        """`direct` or `relayed`: the connection of the attempt in progress (or outcome)."""
+        if self.outcome is not None:
+            return self.outcome.path
+        return self._attempt.path if self._attempt is not None else None
 
     @property
     def job_id(self) -> str | None:
@@ -181,8 +187,7 @@ class NetJob:
                 return attempt
 
     async def find_candidates(self) -> None:
-        """Rank the providers this job will try (once; `JobClient.job` runs it while the
-        credit check runs, and the first attempt otherwise)."""
+        """Rank the providers this job tries (once: beside the credit check, else at first)."""
         if self._candidates is not None:
             return
         client = self._client
@@ -366,7 +371,7 @@ class NetJob:
             total_ms=(now - self._started) * 1000,
             chunks=attempt.chunks,
             request=machine.request.raw,
-            path=path_of(attempt.stream.transport_addrs()),
+            path=attempt.path,
         )
         for hook in client.outcome_hooks:
             hook(self.outcome)  # e.g. a consumer's spot-check sampler (must not block)

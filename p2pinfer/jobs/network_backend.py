@@ -57,6 +57,7 @@ class NetworkJobSlot:
     charged: int | None = None
     failovers: int = 0
     price_per_1k: int | None = None  # what the serving provider accepted the job at
+    path: str | None = None  # `direct` or `relayed` (a connection through a relay)
 
 
 current_job_meta: ContextVar[NetworkJobSlot | None] = ContextVar("p2pinfer_job_meta", default=None)
@@ -163,6 +164,7 @@ class NetworkBackend:
             if meta is not None:
                 meta.provider, meta.job_id = outcome.provider, outcome.job_id
                 meta.charged, meta.failovers = charged, len(outcome.failovers)
+                meta.path = outcome.path
         return Embeddings(tuple(vectors), tokens)
 
     @asynccontextmanager
@@ -247,6 +249,7 @@ class _Events:
             self._meta.job_id = self._job.job_id
             self._meta.failovers = len(self._job.failovers)
             self._meta.price_per_1k = self._job.price_per_1k
+            self._meta.path = self._job.path
             if self._job.outcome is not None and not self._charged:
                 # Added, not set: a request of several jobs (OpenAI's `n`) pays for all.
                 self._charged = True

@@ -76,7 +76,7 @@ def _reader(slot: network_backend.NetworkJobSlot) -> Callable[[], JobMeta | None
         if not slot.provider:
             return None
         return JobMeta(slot.provider, slot.job_id or "", slot.charged, slot.failovers,
-                       slot.price_per_1k)
+                       slot.price_per_1k, slot.path)
 
     return read
 

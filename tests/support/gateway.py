@@ -77,7 +77,7 @@ class FakeJobStream:
                  ) -> None:  # fmt: skip
         self._script = list(script)
         self._slot = slot
-        slot.meta = JobMeta(PROVIDER_A, JOB_ID, price_per_1k=PRICE)
+        slot.meta = JobMeta(PROVIDER_A, JOB_ID, price_per_1k=PRICE, path="relayed")
 
     def __aiter__(self) -> FakeJobStream:
         return self

@@ -111,13 +111,14 @@ async def test_every_job_reply_names_its_price_and_a_stream_its_charge(tmp_path:
     for reply in (whole, streamed, sse):
         assert reply.status_code == 200
         assert reply.headers["x-p2pinfer-price-per-1k"] == str(price)
+        assert reply.headers["x-p2pinfer-path"] == "direct"  # no relay between the two
     job = whole.headers["x-p2pinfer-job-id"]
     assert int(whole.headers["x-p2pinfer-charged"]) == charged[job] > 0
     assert "x-p2pinfer-charged" not in streamed.headers
     last = lines[-1]["p2pinfer"]
     assert last["job_id"] == streamed.headers["x-p2pinfer-job-id"]
     assert last["price_per_1k"] == price
-    assert last["charged"] == charged[last["job_id"]] > 0
+    assert last["charged"] == charged[last["job_id"]] > 0 and last["path"] == "direct"
     finish = json.loads(events[-2].removeprefix("data: "))
     assert finish["choices"][0]["finish_reason"] in ("stop", "length")
     assert finish["p2pinfer"]["charged"] == charged[sse.headers["x-p2pinfer-job-id"]] > 0

@@ -138,8 +138,10 @@ async def test_chat_reply_names_provider_job_and_charge() -> None:
         assert r.headers["x-p2pinfer-job-id"] == JOB_ID
         assert r.headers["x-p2pinfer-charged"] == str(CHARGE)
         assert r.headers["x-p2pinfer-price-per-1k"] == str(PRICE)
+        assert r.headers["x-p2pinfer-path"] == "relayed"  # the fake job's connection
         assert r.json()["p2pinfer"] == {"provider": PROVIDER_A, "job_id": JOB_ID,
-                                        "price_per_1k": PRICE, "charged": CHARGE}
+                                        "price_per_1k": PRICE, "charged": CHARGE,
+                                        "path": "relayed"}
         assert "x-p2pinfer-failovers" not in r.headers  # none failed
     assert reply.json()["message"]["content"] == "Hello"
     assert openai.json()["choices"][0]["message"]["content"] == "Hello"
@@ -165,7 +167,7 @@ async def test_streamed_reply_carries_the_charge_in_its_last_object() -> None:
     assert "x-p2pinfer-charged" not in r.headers  # the headers left before the charge
     assert "".join(line["response"] for line in lines) == "Hello" and lines[-1]["done"]
     charge = {"provider": PROVIDER_A, "job_id": JOB_ID, "price_per_1k": PRICE,
-              "charged": CHARGE}
+              "charged": CHARGE, "path": "relayed"}
     assert lines[-1]["p2pinfer"] == charge
     assert all("p2pinfer" not in line for line in lines[:-1])
     assert sse.headers["x-p2pinfer-provider"] == PROVIDER_A
