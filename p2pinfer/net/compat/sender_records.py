@@ -36,6 +36,7 @@ import libp2p.pubsub.pubsub as _pubsub_module
 from libp2p.abc import IHost, IPeerStore
 from libp2p.peer.envelope import Envelope
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub import utils as _pubsub_utils
 from libp2p.pubsub.pb.rpc_pb2 import RPC
 
@@ -78,6 +79,16 @@ _accepted: weakref.WeakKeyDictionary[IPeerStore, dict[ID, _AcceptedRecord]] = (
 )
 
 
+def _stored_record(peerstore: IPeerStore, peer_id: ID) -> Envelope | None:
+    """`peerstore.get_peer_record(peer_id)`, or None where py-libp2p raises instead (its
+    cleanup reads the peer's addresses, which raises once their TTL ran out: "peer ID is
+    expired"). Unguarded, that error left a gossip stream handler and stopped the node."""
+    try:
+        return peerstore.get_peer_record(peer_id)
+    except PeerStoreError:
+        return None
+
+
 def consume_sender_record_once(msg: RPC, host: IHost, peer_id: ID | None = None) -> bool:
     """`maybe_consume_signed_record`, verifying each distinct record of a peer once.
 
@@ -95,13 +106,13 @@ def consume_sender_record_once(msg: RPC, host: IHost, peer_id: ID | None = None)
         known is not None
         and known.raw == raw
         and now - known.verified_at < SENDER_RECORD_REFRESH_S
-        and known.still_stored(peerstore.get_peer_record(peer_id))
+        and known.still_stored(_stored_record(peerstore, peer_id))
     ):
         return True
     if not ORIGINAL(msg, host, peer_id):
         per_peer.pop(peer_id, None)
         return False
-    envelope = peerstore.get_peer_record(peer_id)
+    envelope = _stored_record(peerstore, peer_id)
     if envelope is not None:
         if len(per_peer) >= SENDER_RECORD_CACHE_PEERS:
             per_peer.clear()

@@ -87,6 +87,22 @@ def test_a_foreign_tampered_or_garbage_record_is_still_refused() -> None:
     assert consume(rpc_pb2.RPC(), receiver, pid)  # no record: nothing to refuse
 
 
+def test_a_peer_whose_addresses_expired_is_no_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # py-libp2p's get_peer_record raises PeerStoreError ("peer ID is expired") for a peer
+    # whose addresses' TTL ran out while its connection stays up (stock pubsub catches it
+    # around the whole check). Raised out of a gossip stream handler, it stopped the node
+    # (seen in docker: a node's gateway consumer, once DCUtR closed the relayed leg).
+    pid, raw = signed_record(4)
+    receiver = host()
+    consume = sender_records.consume_sender_record_once
+    assert consume(rpc_pb2.RPC(senderRecord=raw), receiver, pid)
+    data = receiver.get_peerstore().peer_data_map[pid]
+    data.ttl, data.last_identified = 1, 0  # identified at the epoch: long expired
+    # Verified afresh and stored again, as stock py-libp2p answers it: the addresses live.
+    assert consume(rpc_pb2.RPC(senderRecord=raw), receiver, pid)
+    assert not data.is_expired()
+
+
 def test_install_rebinds_the_name_where_pubsub_looks_it_up() -> None:
     compat.install()
     compat.install()
