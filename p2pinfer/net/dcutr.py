@@ -32,6 +32,7 @@ from collections import deque
 import trio
 from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.peer.id import ID
+from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from multiaddr import Multiaddr
 
@@ -145,9 +146,13 @@ class GuardedDCUtR(DCUtRProtocol):
         """After a stream to `pid` opened over a relay: try `upgrade` in `nursery`, in the
         background, leaving busy relayed connections open until only gossip uses them
         (at most one try per peer at a time; not again within RETRY_AFTER_S of a failed
-        one). Whether a try started."""
-        if pid in self._behind or not self._worth_a_try(pid):
-            return False
+        one; only over a relayed connection we dialled: a provider whose consumer came
+        through the relay to it does not start a second, colliding session). Whether a
+        try started."""
+        if pid in self._behind or not self._worth_a_try(pid) or not any(
+                getattr(conn, "direction", None) == Direction.OUTBOUND
+                for conn in relayed_connections(self.host, pid)):
+            return False  # the side that dialled the relay initiates, never both at once
         self._behind.add(pid)
         nursery.start_soon(self._upgrade_behind, pid)
         return True
@@ -155,6 +160,7 @@ class GuardedDCUtR(DCUtRProtocol):
     async def _upgrade_behind(self, pid: ID) -> None:
         try:
             if not await self.upgrade(pid, close_relayed=False):
+                log.info("dcutr behind a relayed stream: no direct connection peer=%s", pid)
                 self._failed(pid)
                 return
             async with trio.open_nursery() as nursery:

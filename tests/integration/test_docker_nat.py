@@ -21,7 +21,7 @@ from p2pinfer.testnet import docker as testnet_docker
 from p2pinfer.testnet import docker_nat as testnet_docker_nat
 from p2pinfer.testnet.docker_nat import NatTestnet
 from tests.docker_support import docker, docker_project, node_image
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -139,6 +139,67 @@ def test_dcutr_through_port_preserving_nats(nat: NatTestnet) -> None:
     assert out["path"] == "direct", out  # hole punched: the job ran off the relay
     # Neither NAT let anything in unasked: the punch went through mappings both made.
     assert dial(nat.bootstrap, nat.wan[0], testnet_docker_nat.P2P_PORT) == "timeout"
+
+
+GATEWAY_JOB = """
+import json, urllib.request
+body = json.dumps({"model": %r, "prompt": "Say hello.", "stream": False,
+                   "options": {"num_predict": 8}}).encode()
+request = urllib.request.Request("http://127.0.0.1:%d/api/generate", body,
+                                 {"Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=60) as reply:
+    print(json.dumps({"provider": reply.headers["X-P2PInfer-Provider"],
+                      "path": reply.headers["X-P2PInfer-Path"]}))
+"""
+
+
+def test_a_nodes_gateway_moves_its_jobs_off_the_relay_by_itself(nat: NatTestnet) -> None:
+    # `node` tries DCUtR behind its relayed jobs by default (no flag): through two
+    # port-preserving NATs, a later job to the NAT'd provider runs direct. Before the
+    # symmetric test: run after it, the punch failed in 3 of 3 runs (docs/network.md).
+    for router in nat.routers:
+        testnet_docker_nat.set_nat(router, "cone")
+    port, gateway = next(_ports), 11499
+    node = ["p2pinfer", "node", "--home", f"/tmp/gw-{port}", "--backend", "none", "--no-relay",
+            "--listen", f"/ip4/0.0.0.0/tcp/{port}", "--bootstrap", nat.bootstrap_addr,
+            "--gateway", f"127.0.0.1:{gateway}", *FAUCET]
+    docker("exec", "-d", nat.consumer, "sh", "-c", f"exec {' '.join(node)} >/tmp/gw.log 2>&1")
+    seen: list[tuple[str, str]] = []
+
+    def direct_job() -> bool:
+        proc = docker("exec", nat.consumer, "python3", "-c",
+                      GATEWAY_JOB % (testnet_docker_nat.MODEL, gateway), check=False)
+        if proc.returncode != 0:  # the node is starting, or has no provider yet
+            return False
+        job = json.loads(proc.stdout)
+        seen.append((job["provider"][-6:], job["path"]))
+        return bool(job["provider"] == nat.provider_peer and job["path"] == "direct")
+
+    try:
+        wait_until(direct_job, 150.0, "a gateway job the NAT'd provider serves direct",
+                   every_s=2.0)
+    finally:
+        log = docker("exec", nat.consumer, "grep", "-v", "providers ranked", "/tmp/gw.log",
+                     check=False)
+        lines = log.stdout.splitlines()
+        print(f"jobs (provider, path): {seen}\n--- the node's log")
+        print("\n".join(lines if len(lines) < 120 else [*lines[:60], "...", *lines[-60:]]))
+        docker("exec", nat.consumer, "python3", "-c", STOP_NODES, check=False)
+    # Its first job to that provider ran over the relay (the punch starts behind it), ...
+    assert next(path for who, path in seen if who == nat.provider_peer[-6:]) == "relayed"
+    # ... and the provider announces no address and its router lets nothing in unasked:
+    # only a punched hole (or the relay) reaches it.
+    assert dial(nat.bootstrap, nat.wan[0], testnet_docker_nat.P2P_PORT) == "timeout"
+
+
+#: Stops every `p2pinfer node` in a container (its PID 1 only sleeps).
+STOP_NODES = """
+import os, signal
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+    if b"node" in cmd and any(part.endswith(b"p2pinfer") for part in cmd):
+        os.kill(int(pid), signal.SIGTERM)
+"""
 
 
 def test_dcutr_through_symmetric_nats_falls_back_to_the_relay(nat: NatTestnet) -> None:

@@ -9,21 +9,45 @@ from typing import Any
 
 import trio
 from libp2p.peer.id import ID
+from libp2p.rcmgr import Direction
 
-from p2pinfer.net.dcutr import MIN_TRY_S, STREAM_RESERVE_S, UPGRADE_TIMEOUT_S, GuardedDCUtR
+from p2pinfer.net.dcutr import (
+    IDLE_POLL_S,
+    MIN_TRY_S,
+    STREAM_RESERVE_S,
+    UPGRADE_TIMEOUT_S,
+    GuardedDCUtR,
+)
 
 RELAYED = "/ip4/10.0.0.11/tcp/4001/p2p/12D3KooWRelay/p2p-circuit"
 DIRECT = "/ip4/10.0.0.20/tcp/4001"
 PEER = ID(b"\x00\x24" + bytes(range(36)))
 
 
+class Stream:
+    def __init__(self, protocol: str | None) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> str | None:
+        return self.protocol
+
+
 class Conn:
-    def __init__(self, addr: str) -> None:
+    def __init__(self, addr: str, direction: Direction = Direction.OUTBOUND) -> None:
         self.addr = addr
+        self.direction = direction
         self.closed = False
+        self.streams: list[Stream] = []
 
     def get_transport_addresses(self) -> list[str]:
         return [self.addr]
+
+    def get_streams(self) -> tuple[Stream, ...]:
+        return tuple(self.streams)
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed
 
     async def close(self) -> None:
         self.closed = True
@@ -53,10 +77,13 @@ class Recording(GuardedDCUtR):
     def __init__(self, host: Any, result: bool = False) -> None:
         super().__init__(host)
         self.tries: list[float] = []
+        self.closes: list[bool] = []
         self.result = result
 
-    async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S) -> bool:
+    async def upgrade(self, pid: ID, *, timeout_s: float = UPGRADE_TIMEOUT_S,
+                      close_relayed: bool = True) -> bool:
         self.tries.append(timeout_s)
+        self.closes.append(close_relayed)
         return self.result
 
 
@@ -102,3 +129,37 @@ async def test_a_punch_that_lands_after_the_try_gave_up_counts_and_closes_the_re
     assert dcutr.upgrades == 1
     relayed, direct = host.network.conns
     assert relayed.closed and not direct.closed
+
+
+async def test_behind_a_stream_the_dialling_side_tries_once_and_the_relay_leg_waits() -> None:
+    host = Host(RELAYED)
+    relayed = host.network.conns[0]
+    relayed.streams = [Stream("/p2pinfer/job/1"), Stream("/meshsub/1.1.0")]
+    dcutr = Recording(host, result=True)
+    async with trio.open_nursery() as nursery:
+        assert dcutr.start_behind(PEER, nursery)
+        assert not dcutr.start_behind(PEER, nursery)  # one try per peer at a time
+        await trio.sleep(3 * IDLE_POLL_S)
+        assert dcutr.tries == [UPGRADE_TIMEOUT_S] and dcutr.closes == [False]
+        assert not relayed.closed  # the job's stream still runs on it
+        relayed.streams = [Stream("/meshsub/1.1.0")]  # the job ended; gossip holds nothing
+        await trio.sleep(3 * IDLE_POLL_S)
+        assert relayed.closed
+
+
+async def test_behind_nothing_is_tried_by_the_side_the_relay_brought_a_peer_to() -> None:
+    # Both sides of a relayed connection are nodes; only the one that dialled initiates.
+    dcutr = Recording(Host(RELAYED), result=True)
+    dcutr.host.get_network().conns[0].direction = Direction.INBOUND
+    async with trio.open_nursery() as nursery:
+        assert not dcutr.start_behind(PEER, nursery)
+    assert dcutr.tries == []
+
+
+async def test_behind_a_failed_try_is_not_repeated_within_a_minute() -> None:
+    dcutr = Recording(Host(RELAYED), result=False)
+    async with trio.open_nursery() as nursery:
+        assert dcutr.start_behind(PEER, nursery)
+    async with trio.open_nursery() as nursery:
+        assert not dcutr.start_behind(PEER, nursery)
+    assert dcutr.tries == [UPGRADE_TIMEOUT_S]
