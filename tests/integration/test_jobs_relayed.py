@@ -25,7 +25,9 @@ from multiaddr import Multiaddr
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -38,6 +40,7 @@ from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,
+    Provider,
     charges,
     start_consumer,
     start_provider,
@@ -80,20 +83,46 @@ async def advertised_circuit(net: NetHost, provider: str) -> None:
         await trio.sleep(0.2)
 
 
+async def relayed_setup(
+    stack: AsyncExitStack, nursery: trio.Nursery, engine: EmbeddedBackend, tmp_path: Path,
+    consumer: dict[str, Any],
+) -> tuple[NetHost, Provider, NetHost, JobClient, Ledger]:
+    """A relay, a provider reachable only through it and a consumer (NetConfig fields
+    `consumer`), once the consumer's catalog holds the provider's circuit advert:
+    (relay, provider, consumer net, client, consumer ledger)."""
+    relay = await stack.enter_async_context(run_host(relay_config()))
+    relay_addr = relay.addrs()[0]
+    provider = await start_provider(stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
+                                    net_options=behind_nat_options(relay_addr))
+    net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
+                                               net_options=consumer)
+    await advertised_circuit(net, provider.net.peer_id)
+    return relay, provider, net, client, ledger
+
+
+async def provider_charged(provider: Provider, job_ids: list[bytes]) -> None:
+    """Until the provider's ledger holds exactly these charges (it records them after
+    the consumer's receipt); at most 5 s."""
+    with trio.fail_after(5):
+        while charges(provider.ledger) != job_ids:
+            await trio.sleep(0.05)
+
+
+async def circuits_end(relay: NetHost) -> None:
+    """Until the relay carries no circuit (the relayed connection closed); at most 10 s."""
+    with trio.fail_after(10):
+        while relay.relay_hop.circuits:
+            await trio.sleep(0.1)
+
+
 async def test_a_provider_behind_nat_serves_a_job_through_a_relay(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            relay = await stack.enter_async_context(run_host(relay_config()))
-            relay_addr = relay.addrs()[0]
-            provider = await start_provider(stack, nursery, engine, tmp_path,
-                                            bootstrap=(relay_addr,),
-                                            net_options=behind_nat_options(relay_addr))
-            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
-                                                       net_options=CONSUMER)
-            await advertised_circuit(net, provider.net.peer_id)
+            relay, provider, net, client, ledger = await relayed_setup(
+                stack, nursery, engine, tmp_path, CONSUMER)
             advert = net.catalog.advert_of(provider.net.peer_id)
             assert advert is not None
             assert all(is_circuit_addr(a) or "/tcp/1/" in a for a in advert.advert.listen_addrs)
@@ -173,15 +202,9 @@ async def test_with_dcutr_on_the_job_runs_on_a_direct_connection_and_the_relay_l
     engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            relay = await stack.enter_async_context(run_host(relay_config()))
-            relay_addr = relay.addrs()[0]
-            provider = await start_provider(
-                stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
-                net_options=behind_nat_options(relay_addr))
-            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
-                                                       net_options=CONSUMER | {
-                "relay_client": RelayClientConfig(dcutr=True)})
-            await advertised_circuit(net, provider.net.peer_id)
+            relay, provider, net, client, ledger = await relayed_setup(
+                stack, nursery, engine, tmp_path,
+                CONSUMER | {"relay_client": RelayClientConfig(dcutr=True)})
             # The consumer cannot dial the provider: only the relay gets it there.
             assert provider.net.peer_id not in net.peers()
 
@@ -191,13 +214,9 @@ async def test_with_dcutr_on_the_job_runs_on_a_direct_connection_and_the_relay_l
             assert outcome is not None and outcome.text == streamed
             assert outcome.path == "direct"  # the job ran on the DCUtR connection
             assert net.dcutr.upgrades == 1
-            with trio.fail_after(10):  # the relayed connection was closed: its circuit ends
-                while relay.relay_hop.circuits:
-                    await trio.sleep(0.1)
+            await circuits_end(relay)  # the relayed connection was closed
             assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
-            with trio.fail_after(5):
-                while charges(provider.ledger) != [bytes.fromhex(outcome.job_id)]:
-                    await trio.sleep(0.05)
+            await provider_charged(provider, [bytes.fromhex(outcome.job_id)])
             nursery.cancel_scope.cancel()
 
 
@@ -209,15 +228,9 @@ async def test_dcutr_behind_a_relayed_job_keeps_it_on_the_relay_and_moves_the_ne
     engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            relay = await stack.enter_async_context(run_host(relay_config()))
-            relay_addr = relay.addrs()[0]
-            provider = await start_provider(
-                stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
-                net_options=behind_nat_options(relay_addr))
-            net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
-                                                       net_options=CONSUMER | {
-                "relay_client": RelayClientConfig(dcutr_behind=True)})
-            await advertised_circuit(net, provider.net.peer_id)
+            relay, provider, net, client, ledger = await relayed_setup(
+                stack, nursery, engine, tmp_path,
+                CONSUMER | {"relay_client": RelayClientConfig(dcutr_behind=True)})
             assert provider.net.peer_id not in net.peers()
 
             async with client.job("tiny", [ChatTurn("user", "Say something.")], GREEDY) as job:
@@ -231,9 +244,7 @@ async def test_dcutr_behind_a_relayed_job_keeps_it_on_the_relay_and_moves_the_ne
                 streamed += "".join([delta.text async for delta in deltas])
             first = job.outcome
             assert first is not None and first.text == streamed and first.path == "relayed"
-            with trio.fail_after(10):  # closed once the job left it: its circuit ends
-                while relay.relay_hop.circuits:
-                    await trio.sleep(0.1)
+            await circuits_end(relay)  # closed once the job left it
             async with client.job("tiny", [ChatTurn("user", "Say more.")], GREEDY) as job:
                 "".join([delta.text async for delta in job])
             second = job.outcome
@@ -241,9 +252,7 @@ async def test_dcutr_behind_a_relayed_job_keeps_it_on_the_relay_and_moves_the_ne
             assert net.dcutr.upgrades == 1
             jobs = [bytes.fromhex(first.job_id), bytes.fromhex(second.job_id)]
             assert charges(ledger) == jobs  # both receipted, the relayed one too
-            with trio.fail_after(5):
-                while charges(provider.ledger) != jobs:
-                    await trio.sleep(0.05)
+            await provider_charged(provider, jobs)
             nursery.cancel_scope.cancel()
 
 
