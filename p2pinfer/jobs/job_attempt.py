@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import trio
 
@@ -44,9 +45,10 @@ class Attempt:
     # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
     logprobs: list[TokenLogprobs] = field(default_factory=list)
 
-    @property
+    @cached_property
     def path(self) -> str:
-        """`direct`, or `relayed` when its stream's connection runs through a relay."""
+        """`direct`, or `relayed` when its stream's connection runs through a relay (read
+        once: a stream never changes connection, and the gateway asks at every token)."""
         return path_of(self.stream.transport_addrs())
 
 
