@@ -132,7 +132,7 @@ class GuardedDCUtR(DCUtRProtocol):
         STREAM_RESERVE_S, at most UPGRADE_TIMEOUT_S), unless that is under MIN_TRY_S (an
         advert fetch has 5 s in all: the job's own stream, with 10 s, tries instead) or a
         try failed in the last RETRY_AFTER_S. So a consumer starts one session per peer."""
-        if not self._worth_a_try(pid):
+        if not self._relayed_only(pid):
             return False
         budget = min(UPGRADE_TIMEOUT_S, deadline - trio.current_time() - STREAM_RESERVE_S)
         if budget < MIN_TRY_S:
@@ -149,9 +149,9 @@ class GuardedDCUtR(DCUtRProtocol):
         one; only over a relayed connection we dialled: a provider whose consumer came
         through the relay to it does not start a second, colliding session). Whether a
         try started."""
-        if pid in self._behind or not self._worth_a_try(pid) or not any(
+        if pid in self._behind or not any(
                 getattr(conn, "direction", None) == Direction.OUTBOUND
-                for conn in relayed_connections(self.host, pid)):
+                for conn in self._relayed_only(pid)):
             return False  # the side that dialled the relay initiates, never both at once
         self._behind.add(pid)
         nursery.start_soon(self._upgrade_behind, pid)
@@ -169,13 +169,15 @@ class GuardedDCUtR(DCUtRProtocol):
         finally:
             self._behind.discard(pid)
 
-    def _worth_a_try(self, pid: ID) -> bool:
-        """Every connection to `pid` runs through a relay, and no try failed lately."""
+    def _relayed_only(self, pid: ID) -> list[INetConn]:
+        """The connections to `pid` if every one runs through a relay and no try failed
+        lately (else none: nothing to try)."""
         if time.monotonic() - self._tried.get(pid, -RETRY_AFTER_S) < RETRY_AFTER_S:
-            return False
+            return []
         relayed = relayed_connections(self.host, pid)
-        return bool(relayed) and len(relayed) == len(
-            self.host.get_network().get_connections(pid))
+        if len(relayed) < len(self.host.get_network().get_connections(pid)):
+            return []
+        return relayed
 
     def _failed(self, pid: ID) -> None:
         self._tried[pid] = time.monotonic()
@@ -202,11 +204,7 @@ class GuardedDCUtR(DCUtRProtocol):
                 log.info("dcutr upgrade left no direct connection peer=%s", pid)
             return False
         for conn in relayed_connections(self.host, pid) if close_relayed else ():
-            with trio.move_on_after(2):
-                try:
-                    await conn.close()
-                except Exception as exc:  # already gone
-                    log.debug("closing relayed connection failed error=%r", exc)
+            await close_quietly(conn)
         self.upgrades += 1
         log.info("connection to peer=%s moved off the relay", pid)
         return True
@@ -225,8 +223,13 @@ async def close_when_idle(conn: INetConn) -> None:
     while not conn.is_closed and any(holds_open(s) for s in conn.get_streams()):
         await trio.sleep(IDLE_POLL_S)
     if not conn.is_closed:
-        with trio.move_on_after(2):
-            try:
-                await conn.close()
-            except Exception as exc:  # already gone
-                log.debug("closing relayed connection failed error=%r", exc)
+        await close_quietly(conn)
+
+
+async def close_quietly(conn: INetConn) -> None:
+    """Close a relayed connection, within 2 s; one already gone is no error."""
+    with trio.move_on_after(2):
+        try:
+            await conn.close()
+        except Exception as exc:  # already gone
+            log.debug("closing relayed connection failed error=%r", exc)
