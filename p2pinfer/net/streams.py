@@ -19,7 +19,13 @@ from libp2p.abc import INetStream
 from libp2p.io.exceptions import IOException
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 
-from p2pinfer.errors import DecodeError, FrameTooLarge, PeerTimeoutError, StreamClosedError
+from p2pinfer.errors import (
+    DecodeError,
+    FrameTooLarge,
+    PeerTimeoutError,
+    StateError,
+    StreamClosedError,
+)
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 
 log = logging.getLogger(__name__)
@@ -36,10 +42,18 @@ class NetStream:
     Owned by whoever opened it (or by the handler it was given to); that owner
     must `close()` (graceful: the peer reads end-of-stream after the last
     frame) or `reset()` (abort) it.
+
+    `splice` carries it on over another stream (a job moved off a relay,
+    `jobs/job_move.py`): writes go to the new one at once, reads drain the old one
+    to its end first, so neither side loses or reorders a byte.
     """
 
     def __init__(self, raw: INetStream) -> None:
-        self._raw = raw
+        self._raw = raw  # what reads come from (until its end, then `_next`)
+        self._out = raw  # what writes go to
+        self._next: INetStream | None = None  # spliced in: read once `_raw` has ended
+        self._write_lock = trio.Lock()
+        self.spliced = False  # `splice` moved it onto another stream
         #: trio time at which the bytes given to `NetHost.open_stream(first=...)` were
         #: written, with the protocol proposal; None for a stream opened without them.
         self.first_sent_at: float | None = None
@@ -48,13 +62,13 @@ class NetStream:
     @property
     def remote_peer_id(self) -> str:
         """The base58 PeerID authenticated by the Noise handshake for this stream."""
-        return str(self._raw.muxed_conn.peer_id.to_base58())
+        return str(self._out.muxed_conn.peer_id.to_base58())
 
     @property
     def remote_host(self) -> str | None:
         """The remote end's transport host (an IP for TCP) as this connection sees it."""
         try:
-            address = self._raw.get_remote_address()
+            address = self._out.get_remote_address()
         except Exception:  # a stream without a transport address (a test double)
             return None
         return str(address[0]) if address else None
@@ -63,7 +77,7 @@ class NetStream:
         """The connection's remote transport addresses (a relayed one has `/p2p-circuit`);
         None when the connection cannot tell."""
         try:
-            addrs = self._raw.muxed_conn.get_transport_addresses()
+            addrs = self._out.muxed_conn.get_transport_addresses()
         except Exception:  # a muxer or test double without them
             return None
         return [str(a) for a in addrs] if addrs is not None else None
@@ -71,7 +85,33 @@ class NetStream:
     @property
     def protocol(self) -> str:
         """The protocol id negotiated for this stream."""
-        return str(self._raw.get_protocol())
+        return str(self._out.get_protocol())
+
+    async def splice(self, new: NetStream, *, first: bytes = b"",
+                     timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
+        """Carry on over `new` (same peer, another connection): `first` is written on it
+        before anything else, then every later write; our side of the old stream is
+        closed, and reads go on from it until the peer closes its side, then from `new`.
+        Waits for a write in flight (within `timeout_s`: PeerTimeoutError); a failed write
+        of `first` (StreamClosedError) leaves the stream as it was. Once only."""
+        if self.spliced or new._pending:
+            raise StateError("a stream is spliced once, onto a stream with nothing read ahead")
+        try:
+            with trio.fail_after(timeout_s):
+                await self._write_lock.acquire()
+        except trio.TooSlowError as exc:
+            raise PeerTimeoutError(f"a write to {self._who()} still in flight") from exc
+        try:
+            if first:
+                await self._write_raw(new._out, first, timeout_s)
+            old, self._out, self._next, self.spliced = self._out, new._out, new._out, True
+        finally:
+            self._write_lock.release()
+        with trio.move_on_after(2):
+            try:
+                await old.close()
+            except Exception as exc:  # already gone: the peer reads its end all the same
+                log.debug("closing the spliced-off stream failed error=%r", exc)
 
     async def write_frame(
         self,
@@ -105,9 +145,13 @@ class NetStream:
     async def write(self, data: bytes, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
         """Send bytes that are already framed (the protocol state machines frame their output).
         StreamClosedError if the stream is gone, PeerTimeoutError if the peer stops reading."""
+        async with self._write_lock:
+            await self._write_raw(self._out, data, timeout_s)
+
+    async def _write_raw(self, raw: INetStream, data: bytes, timeout_s: float) -> None:
         try:
             with trio.fail_after(timeout_s):
-                await self._raw.write(data)
+                await raw.write(data)
         except trio.TooSlowError as exc:
             raise PeerTimeoutError(f"writing to {self._who()} timed out") from exc
         except (StreamError, IOException) as exc:
@@ -136,31 +180,37 @@ class NetStream:
         if self._pending:
             data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
             return data
-        try:
-            if timeout_s is None:
-                data = await self._raw.read(max_bytes)
-            else:
-                with trio.fail_after(timeout_s):
-                    data = await self._raw.read(max_bytes)
-        except trio.TooSlowError as exc:
-            raise PeerTimeoutError(f"nothing from {self._who()} within {timeout_s:g} s") from exc
-        except (StreamError, IOException):
-            return b""
-        return bytes(data)
+        while True:
+            raw = self._raw
+            try:
+                if timeout_s is None:
+                    data = await raw.read(max_bytes)
+                else:
+                    with trio.fail_after(timeout_s):
+                        data = await raw.read(max_bytes)
+            except trio.TooSlowError as exc:
+                raise PeerTimeoutError(
+                    f"nothing from {self._who()} within {timeout_s:g} s") from exc
+            except (StreamError, IOException):
+                data = b""
+            if data or self._next is None or raw is not self._raw:
+                return bytes(data)
+            self._raw, self._next = self._next, None  # the old stream ended: on to the new
 
     async def close(self) -> None:
         """Half-close our side (the peer reads end-of-stream); never raises."""
         try:
-            await self._raw.close()
+            await self._out.close()
         except Exception as exc:  # a stream already torn down is not our caller's problem
             log.debug("stream close failed peer=%s error=%r", self._who(), exc)
 
     async def reset(self) -> None:
-        """Abort the stream in both directions; never raises."""
-        try:
-            await self._raw.reset()
-        except Exception as exc:
-            log.debug("stream reset failed peer=%s error=%r", self._who(), exc)
+        """Abort the stream (and one it was spliced from) in both directions; never raises."""
+        for raw in (self._out,) if self._out is self._raw else (self._out, self._raw):
+            try:
+                await raw.reset()
+            except Exception as exc:
+                log.debug("stream reset failed peer=%s error=%r", self._who(), exc)
 
     @contextmanager
     def _reading(self, nothing: str, timeout_s: float) -> Iterator[None]:

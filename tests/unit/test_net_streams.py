@@ -6,7 +6,13 @@ import pytest
 import trio
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 
-from p2pinfer.errors import DecodeError, FrameTooLarge, PeerTimeoutError, StreamClosedError
+from p2pinfer.errors import (
+    DecodeError,
+    FrameTooLarge,
+    PeerTimeoutError,
+    StateError,
+    StreamClosedError,
+)
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import encode_frame, encode_uvarint
 
@@ -85,3 +91,96 @@ async def test_frame_over_the_limit_is_not_sent() -> None:
     with pytest.raises(FrameTooLarge):
         await NetStream(raw).write_frame(b"z" * 11, max_size=10)
     assert raw.written == b""
+
+
+class SplicingRawStream:
+    """A py-libp2p stream double for `splice`: reads serve `data` (then end, or wait for
+    `ended`), writes are kept (or wait for `unblock` while `blocked`), close is seen."""
+
+    def __init__(self, data: bytes = b"", *, blocked: bool = False,
+                 broken: bool = False) -> None:
+        self.data = data
+        self.written = b""
+        self.closed = False
+        self.ended = trio.Event()
+        self.unblock = trio.Event()
+        self.blocked = blocked
+        self.broken = broken
+
+    async def read(self, n: int) -> bytes:
+        if not self.data:
+            await self.ended.wait()
+            raise StreamEOF("eof")
+        chunk, self.data = self.data[:3], self.data[3:]
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        if self.broken:
+            raise StreamReset("reset")
+        if self.blocked:
+            await self.unblock.wait()
+        self.written += data
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def read_all(stream: NetStream) -> bytes:
+    out = b""
+    while data := await stream.read_some(timeout_s=5):
+        out += data
+    return out
+
+
+async def test_a_spliced_stream_reads_the_old_stream_to_its_end_then_the_new_one() -> None:
+    old, new = SplicingRawStream(b"old bytes "), SplicingRawStream(b"new bytes")
+    stream = NetStream(old)  # type: ignore[arg-type]
+    assert await stream.read_some(timeout_s=5) == b"old"
+    await stream.splice(NetStream(new))  # type: ignore[arg-type]
+    old.ended.set()
+    new.ended.set()
+    # The new stream had its bytes ready all along: none come before the old one's last.
+    assert await read_all(stream) == b" bytes new bytes"
+    assert stream.spliced and old.closed and not new.closed
+
+
+async def test_writes_after_a_splice_go_to_the_new_stream_behind_its_first_bytes() -> None:
+    old, new = SplicingRawStream(), SplicingRawStream()
+    stream = NetStream(old)  # type: ignore[arg-type]
+    await stream.write(b"before")
+    await stream.splice(NetStream(new), first=b"ack;")  # type: ignore[arg-type]
+    await stream.write(b"after")
+    assert old.written == b"before" and old.closed
+    assert new.written == b"ack;after"
+    await stream.close()
+    assert new.closed
+
+
+async def test_a_splice_waits_for_a_write_in_flight_and_gives_up_after_its_bound() -> None:
+    old, new = SplicingRawStream(blocked=True), SplicingRawStream()
+    stream = NetStream(old)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream.write, b"chunk")
+        await trio.sleep(0.01)
+        with pytest.raises(PeerTimeoutError):
+            await stream.splice(NetStream(new), first=b"ack", timeout_s=0.05)  # type: ignore[arg-type]
+        assert not stream.spliced and new.written == b""  # nothing moved
+        old.unblock.set()
+    await stream.splice(NetStream(new), first=b"ack")  # type: ignore[arg-type]
+    assert old.written == b"chunk" and new.written == b"ack"
+
+
+async def test_a_splice_whose_first_bytes_fail_leaves_the_stream_where_it_was() -> None:
+    old, new = SplicingRawStream(), SplicingRawStream(broken=True)
+    stream = NetStream(old)  # type: ignore[arg-type]
+    with pytest.raises(StreamClosedError):
+        await stream.splice(NetStream(new), first=b"ack")  # type: ignore[arg-type]
+    await stream.write(b"still here")
+    assert old.written == b"still here" and not old.closed and not stream.spliced
+
+
+async def test_a_stream_is_spliced_once() -> None:
+    stream = NetStream(SplicingRawStream())  # type: ignore[arg-type]
+    await stream.splice(NetStream(SplicingRawStream()))  # type: ignore[arg-type]
+    with pytest.raises(StateError):
+        await stream.splice(NetStream(SplicingRawStream()))  # type: ignore[arg-type]
