@@ -40,7 +40,7 @@ JOB_ID_HEADER = "X-P2PInfer-Job-Id"
 CHARGED_HEADER = "X-P2PInfer-Charged"  # micro-credits
 FAILOVERS_HEADER = "X-P2PInfer-Failovers"  # only when another provider failed first
 PRICE_HEADER = "X-P2PInfer-Price-Per-1k"  # micro-credits per 1k tokens the provider accepted
-PATH_HEADER = "X-P2PInfer-Path"  # direct | relayed: how this node reached the provider
+PATH_HEADER = "X-P2PInfer-Path"  # direct | relayed | moved: how the provider was reached
 #: The field of a reply's last object (NDJSON line, SSE chunk, whole reply) with the job's
 #: provider, id, price and charge: a streamed reply's headers leave before the charge.
 REPLY_FIELD = "p2pinfer"

@@ -171,7 +171,7 @@ class JobMeta:
     charged: int | None = None  # micro-credits; None until the provider's result arrived
     failovers: int = 0  # providers that failed this request before this one
     price_per_1k: int | None = None  # micro-credits per 1k tokens the provider accepted
-    path: str | None = None  # `direct`, or `relayed` through a relay (Circuit Relay v2)
+    path: str | None = None  # `direct`, `relayed` (Circuit Relay v2) or `moved` off it
 
 
 def catalog_counts(entries: Sequence[CatalogEntry]) -> CatalogCounts:

@@ -5,9 +5,9 @@ them one after another): its state, how it fails, and which rejects are nobody's
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 import trio
 
@@ -44,12 +44,15 @@ class Attempt:
     payee: str | None = None  # settlement: the provider's chain account (its JobAccept)
     # Token log probabilities received (bounded by ConsumerJob: max_tokens + allowance).
     logprobs: list[TokenLogprobs] = field(default_factory=list)
+    #: `direct`, `relayed` when its stream runs through a relay, `moved` once moved off
+    #: it (jobs/job_move.py); set here, not asked at every token as the gateway shows it.
+    path: str = field(init=False)
+    #: trio time the attempt next looks for a direct connection to move onto (relayed only).
+    move_after: float = field(init=False)
 
-    @cached_property
-    def path(self) -> str:
-        """`direct`, or `relayed` when its stream's connection runs through a relay (read
-        once: a stream never changes connection, and the gateway asks at every token)."""
-        return path_of(self.stream.transport_addrs())
+    def __post_init__(self) -> None:
+        self.path = path_of(self.stream.transport_addrs())
+        self.move_after = 0.0 if self.path == "relayed" else math.inf
 
 
 class AttemptFailed(Exception):

@@ -39,6 +39,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.jobs.admission import MIN_JOBS_PER_KEY, Busy, ConsumerGate, ModelSlots, Refused
 from p2pinfer.jobs.generation import Outbox, collapsing_nursery, run_generation
+from p2pinfer.jobs.job_move import MOVE_PROTOCOL_ID, MoveDesk
 from p2pinfer.jobs.job_types import JobRecord, JobServerConfig
 from p2pinfer.jobs.logprobs import batches as logprob_batches
 from p2pinfer.jobs.served_job import JobEndings, ServedJob
@@ -50,11 +51,9 @@ from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
-    PeerClosed,
     ProtocolViolation,
     ProviderJob,
     ProviderState,
-    ReceiptReceived,
     ReplayWindow,
     RequestReceived,
 )
@@ -119,6 +118,7 @@ class JobServer(JobEndings):
             name: deque(maxlen=MAX_QUOTES) for name in self.models}
         self.records: deque[JobRecord] = deque(maxlen=500)
         self.tokens_generated = 0
+        self.moves = MoveDesk()  # jobs moved off a relay mid-answer (jobs/job_move.py)
         if config.fault is not None:
             log.warning("FAULT INJECTION ON: this provider misbehaves on purpose fault=%s",
                         config.fault)
@@ -126,8 +126,10 @@ class JobServer(JobEndings):
     def install(
         self, register: Callable[[str, Callable[[NetStream], Awaitable[None]]], None]
     ) -> None:
-        """Register `serve` as the job protocol's handler (`NetHost.set_stream_handler`)."""
+        """Register `serve` as the job protocol's handler (`NetHost.set_stream_handler`),
+        and the move desk's for moving a job onto a direct connection."""
         register(JOB_PROTOCOL_ID, self.serve)
+        register(MOVE_PROTOCOL_ID, self.moves.serve)
 
     # -- prices and load ---------------------------------------------------------
 
@@ -185,12 +187,13 @@ class JobServer(JobEndings):
             return
         request = event.request.msg
         started = trio.current_time()
-        async with collapsing_nursery() as nursery:
-            nursery.start_soon(self._watch, job)
-            try:
-                await self._run(job, request, started)
-            finally:
-                nursery.cancel_scope.cancel()
+        with self.moves.movable(job, request.job_id):
+            async with collapsing_nursery() as nursery:
+                nursery.start_soon(job.watch, self._clock)
+                try:
+                    await self._run(job, request, started)
+                finally:
+                    nursery.cancel_scope.cancel()
 
     async def _read_request(self, job: ServedJob) -> RequestReceived | ProtocolViolation | None:
         with trio.move_on_after(self.config.request_timeout_s):
@@ -203,26 +206,6 @@ class JobServer(JobEndings):
                     # Anything else (PeerClosed): the consumer left before asking.
                     return first if isinstance(first, RequestReceived | ProtocolViolation) else None
         return None
-
-    async def _watch(self, job: ServedJob) -> None:
-        """Read what the consumer sends while the job runs: its receipt, or its going away."""
-        while job.machine.state not in (ProviderState.DONE, ProviderState.CLOSED,
-                                        ProviderState.ERROR):
-            data = await job.stream.read_some(timeout_s=None)
-            if job.machine.state in (ProviderState.DONE, ProviderState.CLOSED,
-                                     ProviderState.ERROR):
-                return
-            events = job.machine.receive_eof() if not data else job.machine.receive_data(
-                data, self._clock())
-            for ev in events:
-                if isinstance(ev, ReceiptReceived):
-                    job.receipt.set()
-                elif isinstance(ev, PeerClosed):
-                    job.peer_gone = True
-                    job.work.cancel()
-                elif isinstance(ev, ProtocolViolation):
-                    job.violation = ev
-                    job.work.cancel()
 
     async def _run(self, job: ServedJob, request: JobRequest, started: float) -> None:
         machine = job.machine

@@ -143,8 +143,9 @@ class JobOutcome:
     total_ms: float
     chunks: int  # Chunk messages the answer came in (tokens travel together on slow links)
     request: bytes = b""  # our signed JobRequest (with `result`: evidence for a spot-check)
-    # How the serving provider was reached: "direct", or "relayed" through a Circuit Relay
-    # v2 relay (its circuit address; the relay sees only Noise ciphertext).
+    # How the serving provider was reached: "direct", "relayed" through a Circuit Relay
+    # v2 relay (its circuit address; the relay sees only Noise ciphertext), or "moved":
+    # started relayed, then moved onto a direct connection mid-answer (jobs/job_move.py).
     path: str = "direct"
 
 
@@ -178,4 +179,4 @@ class JobRecord:
     max_tokens: int
     charged: int
     connection: str = ""  # PeerID of the libp2p connection the request came over
-    path: str = "direct"  # relayed: the connection came through a relay (`path_of`)
+    path: str = "direct"  # relayed: through a relay (`path_of`); moved: relayed, then direct

@@ -31,6 +31,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_attempt import NEUTRAL_CODES, Attempt, AttemptFailed, BusyBackoff
+from p2pinfer.jobs.job_move import maybe_move
 from p2pinfer.jobs.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -99,7 +100,8 @@ class NetJob:
 
     @property
     def path(self) -> str | None:
-        """`direct` or `relayed`: the connection of the attempt in progress (or outcome)."""
+        """`direct`, `relayed` or `moved` (off the relay mid-job): the connection of the
+        attempt in progress (or of the outcome)."""
         if self.outcome is not None:
             return self.outcome.path
         return self._attempt.path if self._attempt is not None else None
@@ -262,12 +264,10 @@ class NetJob:
 
     async def _read(self, attempt: Attempt) -> None:
         cfg = self._client.config
-        if not attempt.accepted:
-            timeout = cfg.accept_timeout_s
-        elif attempt.chunks == 0:
-            timeout = cfg.first_chunk_timeout_s
-        else:
-            timeout = cfg.chunk_timeout_s
+        timeout = (cfg.accept_timeout_s if not attempt.accepted else
+                   cfg.first_chunk_timeout_s if attempt.chunks == 0 else cfg.chunk_timeout_s)
+        if attempt.accepted and attempt.move_after <= trio.current_time():
+            await maybe_move(self._client.net, attempt)  # off the relay, once direct
         data = await attempt.stream.read_some(timeout_s=timeout)
         machine = attempt.machine
         events = machine.receive_data(data, self._client.clock_ms()) if data else (

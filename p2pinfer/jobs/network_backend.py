@@ -57,7 +57,7 @@ class NetworkJobSlot:
     charged: int | None = None
     failovers: int = 0
     price_per_1k: int | None = None  # what the serving provider accepted the job at
-    path: str | None = None  # `direct` or `relayed` (a connection through a relay)
+    path: str | None = None  # `direct`, `relayed` (through a relay) or `moved` (off it)
 
 
 current_job_meta: ContextVar[NetworkJobSlot | None] = ContextVar("p2pinfer_job_meta", default=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -21,7 +22,13 @@ from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import ProtocolViolation, ProviderJob, ProviderState
+from p2pinfer.protocol import (
+    PeerClosed,
+    ProtocolViolation,
+    ProviderJob,
+    ProviderState,
+    ReceiptReceived,
+)
 from p2pinfer.protocol.codec import Signer
 from p2pinfer.protocol.messages import JobRequest
 from p2pinfer.protocol.wire_types import RejectCode
@@ -56,6 +63,24 @@ class ServedJob:
         await trio.lowlevel.checkpoint()
         return False
 
+    async def watch(self, clock_ms: Callable[[], int]) -> None:
+        """Read what the consumer sends while the job runs: its receipt, or its going away."""
+        ended = (ProviderState.DONE, ProviderState.CLOSED, ProviderState.ERROR)
+        while self.machine.state not in ended:
+            data = await self.stream.read_some(timeout_s=None)
+            if self.machine.state in ended:
+                return
+            events = self.machine.receive_eof() if not data else self.machine.receive_data(
+                data, clock_ms())
+            for ev in events:
+                if isinstance(ev, ReceiptReceived):
+                    self.receipt.set()
+                elif isinstance(ev, PeerClosed):
+                    self.peer_gone = True
+                    self.work.cancel()
+                elif isinstance(ev, ProtocolViolation):
+                    self.violation = ev
+                    self.work.cancel()
 
 
 class JobEndings:
@@ -156,7 +181,8 @@ class JobEndings:
         self.records.append(JobRecord(request.job_id.hex(), request.model, signer, outcome,
                                       tokens, request.params.max_tokens, charged,
                                       str(job.stream.remote_peer_id),
-                                      path_of(job.stream.transport_addrs())))
+                                      "moved" if job.stream.spliced
+                                      else path_of(job.stream.transport_addrs())))
 
     async def _refuse(
         self, job: ServedJob, request: JobRequest, code: RejectCode, message: str,

@@ -12,8 +12,9 @@ Two ways to use it: `maybe_upgrade` before a stream opens (`ask --dcutr`, `node
 --dcutr`: this job may go direct, but a punch that fails delays it by up to 6 s), or
 `start_behind` once a stream runs over a relay (a node's gateway jobs, by default): the
 try runs in the background and delays nothing; the running stream stays on the relayed
-connection, which closes once no stream but gossip's uses it, and the peer's next
-streams take the direct one (libp2p's connection choice prefers a direct connection).
+connection (a job moves itself onto the direct one, jobs/job_move.py), which closes
+once no stream but gossip's uses it, and the peer's next streams take the direct one
+(libp2p's connection choice prefers a direct connection).
 
 py-libp2p's service also drives hole punches by itself every 2 s for every relayed
 connection and closes the relay leg 60 s after an upgrade, whatever runs on it; and its
@@ -178,6 +179,12 @@ class GuardedDCUtR(DCUtRProtocol):
         if len(relayed) < len(self.host.get_network().get_connections(pid)):
             return []
         return relayed
+
+    def has_direct(self, peer_id: str) -> bool:
+        """Whether we hold a connection to `peer_id` that does not run through a relay."""
+        pid = ID.from_base58(peer_id)
+        return len(relayed_connections(self.host, pid)) < len(
+            self.host.get_network().get_connections(pid))
 
     def _failed(self, pid: ID) -> None:
         self._tried[pid] = time.monotonic()

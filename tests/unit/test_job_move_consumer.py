@@ -1,0 +1,93 @@
+"""The consumer's side of a job move (`maybe_move`), with FAKE hosts and streams: when it
+asks, and that no refusal or failure ever touches the job."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+
+from p2pinfer.errors import PeerUnreachableError
+from p2pinfer.jobs.job_move import LOOK_EVERY_S, maybe_move, move_answer
+
+PEER = "12D3KooWProvider"
+
+
+class FakeMoveStream:
+    """A move stream that answers `answer` (framed) and records a reset."""
+
+    def __init__(self, answer: bytes, addrs: list[str]) -> None:
+        self.answer, self.addrs, self.was_reset = answer, addrs, False
+
+    def transport_addrs(self) -> list[str]:
+        return self.addrs
+
+    async def read_frame(self, **_: Any) -> bytes:
+        return self.answer[1:]  # the body: one-byte length prefix off
+
+    async def reset(self) -> None:
+        self.was_reset = True
+
+
+class FakeNet:
+    """What `maybe_move` uses of a NetHost: relay_only, dcutr.has_direct, open_stream."""
+
+    def __init__(self, *, direct: bool, stream: FakeMoveStream | None = None,
+                 relay_only: frozenset[str] = frozenset()) -> None:
+        self.relay_only = relay_only
+        self.dcutr = SimpleNamespace(has_direct=lambda peer: direct)
+        self.stream = stream
+        self.opened = 0
+
+    async def open_stream(self, peer: str, protocol: str, **_: Any) -> FakeMoveStream:
+        self.opened += 1
+        if self.stream is None:
+            raise PeerUnreachableError("no way there")
+        return self.stream
+
+
+class FakeJobStream:
+    def __init__(self) -> None:
+        self.spliced_onto: object = None
+
+    async def splice(self, new: object) -> None:
+        self.spliced_onto = new
+
+
+def fake_attempt() -> Any:
+    return SimpleNamespace(candidate=SimpleNamespace(peer_id=PEER), move_after=0.0,
+                           path="relayed", machine=SimpleNamespace(job_id=bytes(16)),
+                           stream=FakeJobStream())
+
+
+async def test_without_a_direct_connection_it_looks_again_only_after_a_while() -> None:
+    net, attempt = FakeNet(direct=False), fake_attempt()
+    await maybe_move(net, attempt)  # type: ignore[arg-type]
+    assert net.opened == 0 and attempt.move_after >= trio.current_time() + LOOK_EVERY_S / 2
+    assert attempt.move_after != math.inf
+
+
+async def test_a_check_job_never_moves_even_with_a_direct_connection() -> None:
+    net, attempt = FakeNet(direct=True, relay_only=frozenset({PEER})), fake_attempt()
+    await maybe_move(net, attempt)  # type: ignore[arg-type]
+    assert net.opened == 0 and attempt.move_after == math.inf and attempt.path == "relayed"
+
+
+async def test_an_accepted_move_splices_the_job_onto_the_direct_stream() -> None:
+    stream = FakeMoveStream(move_answer(None), ["/ip4/10.0.0.2/tcp/4001"])
+    net, attempt = FakeNet(direct=True, stream=stream), fake_attempt()
+    await maybe_move(net, attempt)  # type: ignore[arg-type]
+    assert attempt.stream.spliced_onto is stream and attempt.path == "moved"
+
+
+async def test_a_refused_or_relayed_or_failed_move_leaves_the_job_and_is_not_retried() -> None:
+    direct, relayed = ["/ip4/10.0.0.2/tcp/4001"], ["/ip4/1.2.3.4/tcp/1/p2p/R/p2p-circuit"]
+    for stream in (FakeMoveStream(move_answer("busy"), direct),
+                   FakeMoveStream(move_answer(None), relayed), None):
+        net, attempt = FakeNet(direct=True, stream=stream), fake_attempt()
+        await maybe_move(net, attempt)  # type: ignore[arg-type]
+        assert attempt.stream.spliced_onto is None and attempt.path == "relayed"
+        assert attempt.move_after == math.inf and net.opened == 1
+        assert stream is None or stream.was_reset
