@@ -29,6 +29,7 @@ Every container, network and volume carries the project's compose label, so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tempfile
@@ -49,7 +50,6 @@ from p2pinfer.testnet.docker import (
 )
 from p2pinfer.testnet.docker_status import _run
 
-ROUTER_IMAGE = "p2pinfer-router:latest"
 ROUTER_DOCKERFILE = REPO_ROOT / "docker" / "router.Dockerfile"
 NETDELAY = Path(__file__).with_name("netdelay.py")
 P2P_PORT = 4001
@@ -89,8 +89,16 @@ def _subnets(project: str) -> tuple[str, str, str]:
     return f"10.{a}.{b}", f"10.{a}.{b + 1}", f"10.{a}.{b + 2}"
 
 
-def ensure_router_image(base_image: str, tag: str = ROUTER_IMAGE) -> None:
+@functools.cache
+def router_image() -> str:
+    """The router image's tag: its Dockerfile's digest, so a changed Dockerfile builds a new
+    image instead of reusing one that lacks a tool the rules now use (conntrack)."""
+    return "p2pinfer-router:" + hashlib.sha256(ROUTER_DOCKERFILE.read_bytes()).hexdigest()[:12]
+
+
+def ensure_router_image(base_image: str, tag: str | None = None) -> None:
     """Build the router image on `base_image` unless it exists (docker's cache after)."""
+    tag = tag or router_image()
     if image_size(tag) is not None:
         return
     with tempfile.TemporaryDirectory() as empty:  # the image copies nothing in
@@ -111,10 +119,18 @@ def _node_env(**env: str) -> list[str]:
 
 def set_nat(router: str, kind: NatKind) -> None:
     """(Re)write the router's rules: masquerade out of its public side, no new inbound.
-    Connections already open keep their mappings; new ones get `kind`'s."""
+    Connections already open keep their mappings; new ones get `kind`'s.
+
+    Half-open outbound attempts (TCP SYN_SENT, e.g. a failed punch's) are dropped from
+    conntrack first: Linux NAT reuses a source endpoint's existing mapping for its new
+    flows, so one left by the other kind would go on mapping that endpoint its old way
+    (seen: a provider's port 4001, mapped to 1447 under `--random-fully`, still left as
+    1447 after the switch back, until the SYN's entry expired 2 min later, so a punch
+    aimed at 4001 failed). A router of one kind never holds the other's mappings."""
     random = " --random-fully" if kind == "symmetric" else ""
     script = (
         "set -e; pub=$(cat /run/pub_if);"
+        " conntrack -D -p tcp --state SYN_SENT >/dev/null 2>&1 || true;"
         " iptables -t nat -F POSTROUTING;"
         f" iptables -t nat -A POSTROUTING -o $pub -j MASQUERADE{random};"
         " iptables -P FORWARD DROP; iptables -F FORWARD;"
@@ -166,7 +182,7 @@ def _start_router(project: str, name: str, public: str, pub_ip: str, private: st
                   priv_ip: str) -> None:
     _docker("create", "--name", name, *_labels(project, "router"), "--network", public,
             "--ip", pub_ip, "--cap-add", "NET_ADMIN", "--sysctl", "net.ipv4.ip_forward=1",
-            ROUTER_IMAGE, what=f"creating {name}")
+            router_image(), what=f"creating {name}")
     _docker("network", "connect", "--ip", priv_ip, private, name, what=f"connecting {name}")
     _docker("start", name, what=f"starting {name}")
     # Its only default route goes out of the public side (the one to the public gateway).
@@ -179,7 +195,7 @@ def _start_router(project: str, name: str, public: str, pub_ip: str, private: st
 
 def _start_holder(project: str, name: str, private: str, ip: str, router_ip: str) -> None:
     _docker("run", "-d", "--name", name, *_labels(project, "netns"), "--network", private,
-            "--ip", ip, "--cap-add", "NET_ADMIN", ROUTER_IMAGE, what=f"starting {name}")
+            "--ip", ip, "--cap-add", "NET_ADMIN", router_image(), what=f"starting {name}")
     _docker("exec", name, "ip", "route", "replace", "default", "via", router_ip,
             what=f"default route of {name}")
 
@@ -209,8 +225,8 @@ def nat_up(project: str, image: str, *, rate: float = 200.0, kind: NatKind = "co
     """Start the NAT testnet (`rate`: the fake engine's tokens per second on both
     providers); on failure everything is removed again."""
     check_project(project)
-    if image_size(ROUTER_IMAGE) is None:
-        raise TestnetError(f"no image {ROUTER_IMAGE}: ensure_router_image first")
+    if image_size(router_image()) is None:
+        raise TestnetError(f"no image {router_image()}: ensure_router_image first")
     pub, net_a, net_b = _subnets(project)
     public, nat_a, nat_b = f"{project}_public", f"{project}_nat_a", f"{project}_nat_b"
     names = {s: f"{project}-{s}" for s in (

@@ -141,6 +141,32 @@ def test_dcutr_through_port_preserving_nats(nat: NatTestnet) -> None:
     assert dial(nat.bootstrap, nat.wan[0], testnet_docker_nat.P2P_PORT) == "timeout"
 
 
+#: Stops every `p2pinfer node` in a container (its PID 1 only sleeps).
+STOP_NODES = """
+import os, signal
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+    if b"node" in cmd and any(part.endswith(b"p2pinfer") for part in cmd):
+        os.kill(int(pid), signal.SIGTERM)
+"""
+
+
+def test_dcutr_through_symmetric_nats_falls_back_to_the_relay(nat: NatTestnet) -> None:
+    try:
+        for router in nat.routers:
+            testnet_docker_nat.set_nat(router, "symmetric")
+        port = next(_ports)
+        # A fresh key: providers answer 3 DCUtR sessions per peer a minute (net/dcutr.py).
+        out = ask(nat, "Say hello.", "--dht-only", "--max-tokens", "16", "--dcutr", "--home",
+                  f"/tmp/symmetric-{port}", "--listen", f"/ip4/0.0.0.0/tcp/{port}")
+    finally:
+        for router in nat.routers:
+            testnet_docker_nat.set_nat(router, "cone")
+    assert out["provider"] == nat.provider_peer
+    assert out["path"] == "relayed"  # no punch through a random port per connection
+    assert out["usage"]["completion_tokens"] == 16
+
+
 GATEWAY_JOB = """
 import json, urllib.request
 body = json.dumps({"model": %r, "prompt": "Say hello.", "stream": False,
@@ -157,8 +183,8 @@ def test_a_nodes_gateway_moves_its_jobs_off_the_relay_by_itself(nat: NatTestnet)
     # `node` tries DCUtR behind its relayed jobs by default (no flag): through two
     # port-preserving NATs, the first job to the NAT'd provider starts over the relay and
     # moves onto the punched connection mid-answer (200 tokens at the fake engine's 200 a
-    # second; the punch takes ~0.2 s); later jobs run direct. Before the symmetric test:
-    # run after it, the punch failed in 3 of 3 runs (docs/network.md).
+    # second; the punch takes ~0.2 s); later jobs run direct. After the symmetric test on
+    # purpose: the routers, switched back, must not keep its mappings (`set_nat`).
     for router in nat.routers:
         testnet_docker_nat.set_nat(router, "cone")
     port, gateway = next(_ports), 11499
@@ -192,32 +218,6 @@ def test_a_nodes_gateway_moves_its_jobs_off_the_relay_by_itself(nat: NatTestnet)
     # ... and the provider announces no address and its router lets nothing in unasked:
     # only a punched hole (or the relay) reaches it.
     assert dial(nat.bootstrap, nat.wan[0], testnet_docker_nat.P2P_PORT) == "timeout"
-
-
-#: Stops every `p2pinfer node` in a container (its PID 1 only sleeps).
-STOP_NODES = """
-import os, signal
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
-    if b"node" in cmd and any(part.endswith(b"p2pinfer") for part in cmd):
-        os.kill(int(pid), signal.SIGTERM)
-"""
-
-
-def test_dcutr_through_symmetric_nats_falls_back_to_the_relay(nat: NatTestnet) -> None:
-    try:
-        for router in nat.routers:
-            testnet_docker_nat.set_nat(router, "symmetric")
-        port = next(_ports)
-        # A fresh key: providers answer 3 DCUtR sessions per peer a minute (net/dcutr.py).
-        out = ask(nat, "Say hello.", "--dht-only", "--max-tokens", "16", "--dcutr", "--home",
-                  f"/tmp/symmetric-{port}", "--listen", f"/ip4/0.0.0.0/tcp/{port}")
-    finally:
-        for router in nat.routers:
-            testnet_docker_nat.set_nat(router, "cone")
-    assert out["provider"] == nat.provider_peer
-    assert out["path"] == "relayed"  # no punch through a random port per connection
-    assert out["usage"]["completion_tokens"] == 16
 
 
 def connect_ms(container: str, ip: str, port: int) -> float:
