@@ -3,7 +3,7 @@
 reachability-delay<D>ms.json).
 
     python bench/reachability.py [--image p2pinfer:test] [--jobs 12] [--tokens 400] [--rate 2000]
-                                 [--delay-ms 0]
+                                 [--delay-ms 0] [--moved-jobs 3] [--moved-tokens 4000]
 
 A consumer behind NAT B runs one session per path (a probe script inside its container,
 so the numbers are what a consumer there sees) and `--jobs` jobs in it, each pinned to one
@@ -12,6 +12,13 @@ provider:
   relayed     the provider behind NAT A, through the relay (DCUtR off)
   punched     the provider behind NAT A with DCUtR on, both NATs port-preserving; the
               path each job really took is recorded (a failed punch stays relayed)
+  moved       the provider behind NAT A with DCUtR behind the stream (a node's default):
+              `--moved-tokens` long jobs, each from a new consumer (a fresh key and
+              connection), so each starts over the relay, the punch runs beside it and
+              the job moves onto the direct connection mid-answer (jobs/job_move.py):
+              its path, the longest pause between two pieces of the answer against the
+              median one (what the move costs the stream), and the relay's bytes against
+              a relayed job of the same length
 Both providers run the FAKE engine at `--rate` tokens/s, so the engine is the same on
 every path and what differs is the network. The first job of a session includes the
 dial (for a NAT'd provider: the direct try that NAT A drops, 3 s, then the relay); the
@@ -87,6 +94,47 @@ async def main():
 trio.run(main)
 """
 
+# The `moved` session (argv: target bootstrap listen tokens): one long job from a consumer
+# with DCUtR behind its relayed stream, streamed, every piece's arrival timed.
+PROBE_MOVED = r"""
+import json, logging, sys, time
+from pathlib import Path
+import trio
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.net.relay_rules import RelayClientConfig
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+import p2pinfer.node.session as session
+from p2pinfer.protocol import JobParams
+
+target, boot, listen, tokens = sys.argv[1:5]
+found = JobClient.candidates
+async def only(self, model, **kw):
+    return [c for c in await found(self, model, **kw) if c.peer_id == target]
+JobClient.candidates = only
+session.RelayClientConfig = lambda **kw: RelayClientConfig(dcutr_behind=True, **kw)
+# A home (so a key) of its own: a provider answers 3 DCUtR sessions per peer a minute.
+config = session.session_config(Path(f"/tmp/moved-{listen.rsplit('/', 1)[1]}"), [boot], None,
+                                client=ClientConfig(), faucet=10**9, listen=[listen])
+async def main():
+    async with session.consumer_session(config) as client:
+        arrivals, moved_at = [], None
+        async with client.job("fake:latest", "Count.", JobParams(max_tokens=int(tokens))) as job:
+            async for delta in job:
+                arrivals.append(time.perf_counter())
+                if moved_at is None and job.path == "moved":
+                    moved_at = len(arrivals) - 1
+        out = job.outcome
+        gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+        print(json.dumps({"ttft_ms": out.ttft_ms, "total_ms": out.total_ms,
+                          "tokens": out.completion_tokens, "path": out.path,
+                          "pieces": len(arrivals), "moved_at_piece": moved_at,
+                          "gap_max_ms": max(gaps), "gap_median_ms": sorted(gaps)[len(gaps) // 2],
+                          "gap_at_move_ms": gaps[moved_at - 1] if moved_at else None}),
+              flush=True)
+trio.run(main)
+"""
+
 
 def probe(net: NatTestnet, target: str, *, dcutr: bool, port: int, jobs: int,
           tokens: int) -> tuple[list[float], list[float], list[dict[str, Any]]]:
@@ -99,6 +147,23 @@ def probe(net: NatTestnet, target: str, *, dcutr: bool, port: int, jobs: int,
         raise SystemExit(f"probe failed:\n{proc.stderr[-3000:]}")
     lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return lines[0]["rtt_ms"], lines[1]["libp2p_rtt_ms"], lines[2:]
+
+
+def probe_moved(net: NatTestnet, *, port: int, tokens: int) -> dict[str, Any]:
+    """One long job from a fresh consumer with DCUtR behind it (PROBE_MOVED), with the relay's
+    bytes during it."""
+    _, bytes0 = relay_counters(net)
+    proc = subprocess.run(
+        ["docker", "exec", "-i", net.consumer, "python3", "-", net.provider_peer,
+         net.bootstrap_addr, f"/ip4/0.0.0.0/tcp/{port}", str(tokens)],
+        input=PROBE_MOVED, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"moved probe failed:\n{proc.stderr[-3000:]}")
+    _, bytes1 = relay_counters(net)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("{"))
+    said = [ln.split(" ", 2)[-1][:200] for ln in proc.stderr.splitlines()
+            if "dcutr" in ln or "moved" in ln or "not moved" in ln]
+    return {**json.loads(line), "relay_bytes": bytes1 - bytes0, "log": said[-4:]}
 
 
 def relay_counters(net: NatTestnet) -> tuple[float, int]:
@@ -128,7 +193,8 @@ def summary(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(image: str, jobs: int, tokens: int, rate: float, delay_ms: float) -> dict[str, Any]:
+def run(image: str, jobs: int, tokens: int, rate: float, delay_ms: float, *,
+        moved_jobs: int = 3, moved_tokens: int = 4000) -> dict[str, Any]:
     project = f"p2pb{secrets.token_hex(4)}"
     image_base = "localbase:bookworm" if testnet_docker.image_size("localbase:bookworm") \
         else "python:3.12-slim"
@@ -145,6 +211,12 @@ def run(image: str, jobs: int, tokens: int, rate: float, delay_ms: float) -> dic
         cpu1, bytes1 = relay_counters(net)
         _, _, punched = probe(net, net.provider_peer, dcutr=True, port=4303, jobs=jobs,
                               tokens=tokens)
+        moved = [probe_moved(net, port=4310 + i, tokens=moved_tokens) for i in range(moved_jobs)]
+        # The same long job, relayed all the way (no DCUtR), for the relay's bytes.
+        _, bytes2 = relay_counters(net)
+        _, _, long_relayed = probe(net, net.provider_peer, dcutr=False, port=4304, jobs=1,
+                                   tokens=moved_tokens)
+        _, bytes3 = relay_counters(net)
     finally:
         testnet_docker.docker_down(project)
     paths = {"direct": summary(direct), "relayed": summary(relayed), "punched": summary(punched)}
@@ -165,6 +237,18 @@ def run(image: str, jobs: int, tokens: int, rate: float, delay_ms: float) -> dic
         # loops): /ipfs/ping/1.0.0 over the consumer's connection to the relay.
         "libp2p_rtt_to_relay_ms_median": libp2p_rtt_ms,
         "paths": paths,
+        "moved": {
+            "jobs": moved, "max_tokens": moved_tokens,
+            "paths": [m["path"] for m in moved],
+            "gap_at_move_ms": [m["gap_at_move_ms"] for m in moved],
+            "gap_median_ms": [m["gap_median_ms"] for m in moved],
+            "relay_bytes": [m["relay_bytes"] for m in moved],
+            "relay_bytes_relayed_all_the_way": bytes3 - bytes2,
+            "relayed_all_the_way": long_relayed[0],
+            "note": "each job from a new consumer: starts relayed, the punch runs beside "
+                    "it, the job moves mid-answer; gap_at_move_ms is the pause between the "
+                    "two pieces around the move, gap_median_ms the usual one",
+        },
         "relay": {"cpu_s_per_job": round((cpu1 - cpu0) / len(relayed), 4),
                   "bytes_per_job": round((bytes1 - bytes0) / len(relayed)),
                   "note": "relay container's interface rx+tx (each relayed byte counted in "
@@ -193,13 +277,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--delay-ms", type=float, default=0.0,
                         help="hold every packet the NAT routers forward this long, each way")
+    parser.add_argument("--moved-jobs", type=int, default=3,
+                        help="long jobs that move off the relay mid-answer (one consumer each)")
+    parser.add_argument("--moved-tokens", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=None,
                         help="default: results/reachability.json, with a delay "
                              "results/reachability-delay<D>ms.json")
     args = parser.parse_args()
     out = args.out or (results_path(f"reachability-delay{args.delay_ms:g}ms.json")
                        if args.delay_ms > 0 else RESULTS)
-    result = run(args.image, args.jobs, args.tokens, args.rate, args.delay_ms)
+    result = run(args.image, args.jobs, args.tokens, args.rate, args.delay_ms,
+                 moved_jobs=args.moved_jobs, moved_tokens=args.moved_tokens)
     write_result(out, result)
     print(json.dumps(result, indent=2))
 

@@ -11,7 +11,7 @@ libp2p's own exceptions never leave this module: callers see
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import trio
@@ -107,11 +107,12 @@ class NetStream:
             old, self._out, self._next, self.spliced = self._out, new._out, new._out, True
         finally:
             self._write_lock.release()
-        with trio.move_on_after(2):
-            try:
-                await old.close()
-            except Exception as exc:  # already gone: the peer reads its end all the same
-                log.debug("closing the spliced-off stream failed error=%r", exc)
+        # Half-close: py-libp2p's `close()` also unregisters the stream from its connection,
+        # and a relayed connection with no stream left is closed (`close_when_idle`) with
+        # the old stream's last bytes still on their way (seen: 8 chunks lost). Half-closed,
+        # it stays registered until its end is read.
+        close_write = getattr(old, "close_write", None)
+        await _closed(old, close_write if callable(close_write) else None)
 
     async def write_frame(
         self,
@@ -202,6 +203,7 @@ class NetStream:
             if data or self._next is None or raw is not self._raw:
                 return bytes(data)
             self._raw, self._next = self._next, None  # the old stream ended: on to the new
+            await _closed(raw)  # read to its end: now it may leave its connection
 
     async def close(self) -> None:
         """Half-close our side (the peer reads end-of-stream); never raises."""
@@ -258,3 +260,13 @@ class NetStream:
             return f"peer {self.remote_peer_id[-8:]}"
         except Exception:
             return "peer ?"
+
+
+async def _closed(raw: INetStream, how: Callable[[], Awaitable[None]] | None = None) -> None:
+    """`raw.close()` (or `how`), within 2 s; a stream already gone is no error (its peer
+    reads its end all the same)."""
+    with trio.move_on_after(2):
+        try:
+            await (how or raw.close)()
+        except Exception as exc:
+            log.debug("closing a spliced-off stream failed error=%r", exc)
