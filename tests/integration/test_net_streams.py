@@ -75,3 +75,40 @@ async def test_shutdown_does_not_wait_for_a_handler_blocked_on_its_peer() -> Non
             # The server is gone: its side of the stream went with it.
             with pytest.raises(StreamClosedError):
                 await stream.read_frame(timeout_s=10)
+
+
+SPLICE_FROM = "/p2pinfer-test/splice-from/1.0.0"
+SPLICE_TO = "/p2pinfer-test/splice-to/1.0.0"
+SENT = bytes(range(256)) * 800  # 200 KiB, more than one yamux window can hold
+
+
+async def test_a_spliced_off_stream_stays_on_its_connection_until_its_end_is_read() -> None:
+    # What a job move relies on: the old stream's last bytes are still on their way when
+    # both sides have closed their write sides; py-libp2p's close() would unregister it
+    # from its connection at once (and a relay leg with no stream left gets closed).
+    async def source(stream: NetStream) -> None:
+        await stream.write(SENT)  # then the handler's return half-closes it
+        await stream.read_some(timeout_s=10)  # until the asker's side ends
+
+    async def sink(stream: NetStream) -> None:
+        await stream.write(b"new")
+        await stream.read_some(timeout_s=10)
+
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client:
+            server.set_stream_handler(SPLICE_FROM, source)
+            server.set_stream_handler(SPLICE_TO, sink)
+            await client.connect(server.addrs()[0])
+            stream = await client.open_stream(server.peer_id, SPLICE_FROM)
+            got = await stream.read_some(1024, timeout_s=10)
+            old = stream._raw
+            await stream.splice(await client.open_stream(server.peer_id, SPLICE_TO))
+            assert old in old.swarm_conn.get_streams()  # type: ignore[attr-defined]
+            while len(got) < len(SENT):
+                data = await stream.read_some(timeout_s=10)
+                assert data, "the old stream ended before its last byte"
+                got += data
+            assert got == SENT
+            assert await stream.read_some(timeout_s=5) == b"new"  # past its end, the new one
+            assert old not in old.swarm_conn.get_streams()  # type: ignore[attr-defined]
+            await stream.close()
