@@ -102,11 +102,14 @@ class MoveDesk:
         """While the job is served (to its last byte): it may move, and a stream it moved
         onto is kept open (the move stream's handler returns when this ends)."""
         key, ended = (job.stream.remote_peer_id, job_id), trio.Event()
+        if key in self._jobs:  # the same id again from the same peer (refused as a replay)
+            yield
+            return
         self._jobs[key] = (job, ended)
         try:
             yield
         finally:
-            self._jobs.pop(key, None)
+            del self._jobs[key]
             ended.set()
 
     def refusal(self, peer: str, job_id: bytes, stream: NetStream) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from p2pinfer.errors import PeerUnreachableError
-from p2pinfer.jobs.job_move import LOOK_EVERY_S, maybe_move, move_answer
+from p2pinfer.jobs.job_move import LOOK_EVERY_S, MoveDesk, maybe_move, move_answer
 
 PEER = "12D3KooWProvider"
 
@@ -91,3 +91,17 @@ async def test_a_refused_or_relayed_or_failed_move_leaves_the_job_and_is_not_ret
         assert attempt.stream.spliced_onto is None and attempt.path == "relayed"
         assert attempt.move_after == math.inf and net.opened == 1
         assert stream is None or stream.was_reset
+
+
+def test_a_second_job_with_the_same_id_does_not_take_the_first_ones_place() -> None:
+    # A peer sending the same job id twice (the second is refused as a replay) must not
+    # unregister the first job, nor end the wait of a move stream it moved onto.
+    desk = MoveDesk()
+    first, second = SimpleNamespace(stream=SimpleNamespace(remote_peer_id=PEER)), \
+        SimpleNamespace(stream=SimpleNamespace(remote_peer_id=PEER))
+    with desk.movable(first, bytes(16)):  # type: ignore[arg-type]
+        with desk.movable(second, bytes(16)):  # type: ignore[arg-type]
+            pass
+        entry = desk._jobs[(PEER, bytes(16))]
+        assert entry[0] is first and not entry[1].is_set()
+    assert desk._jobs == {}
