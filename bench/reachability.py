@@ -166,6 +166,28 @@ def probe_moved(net: NatTestnet, *, port: int, tokens: int) -> dict[str, Any]:
     return {**json.loads(line), "relay_bytes": bytes1 - bytes0, "log": said[-4:]}
 
 
+def moved_session(net: NatTestnet, jobs: int, tokens: int) -> dict[str, Any]:
+    """`jobs` long jobs that move off the relay (PROBE_MOVED), then the same job relayed to
+    its end (no DCUtR) for the relay's bytes."""
+    moved = [probe_moved(net, port=4310 + i, tokens=tokens) for i in range(jobs)]
+    _, bytes2 = relay_counters(net)
+    _, _, long_relayed = probe(net, net.provider_peer, dcutr=False, port=4304, jobs=1,
+                               tokens=tokens)
+    _, bytes3 = relay_counters(net)
+    return {
+        "jobs": moved, "max_tokens": tokens,
+        "paths": [m["path"] for m in moved],
+        "gap_at_move_ms": [m["gap_at_move_ms"] for m in moved],
+        "gap_median_ms": [m["gap_median_ms"] for m in moved],
+        "relay_bytes": [m["relay_bytes"] for m in moved],
+        "relay_bytes_relayed_all_the_way": bytes3 - bytes2,
+        "relayed_all_the_way": long_relayed[0],
+        "note": "each job from a new consumer: starts relayed, the punch runs beside "
+                "it, the job moves mid-answer; gap_at_move_ms is the pause between the "
+                "two pieces around the move, gap_median_ms the usual one",
+    }
+
+
 def relay_counters(net: NatTestnet) -> tuple[float, int]:
     """The relay node's CPU seconds (user + system) and its interface's rx+tx bytes."""
     out = testnet_docker_nat._docker(
@@ -211,12 +233,7 @@ def run(image: str, jobs: int, tokens: int, rate: float, delay_ms: float, *,
         cpu1, bytes1 = relay_counters(net)
         _, _, punched = probe(net, net.provider_peer, dcutr=True, port=4303, jobs=jobs,
                               tokens=tokens)
-        moved = [probe_moved(net, port=4310 + i, tokens=moved_tokens) for i in range(moved_jobs)]
-        # The same long job, relayed all the way (no DCUtR), for the relay's bytes.
-        _, bytes2 = relay_counters(net)
-        _, _, long_relayed = probe(net, net.provider_peer, dcutr=False, port=4304, jobs=1,
-                                   tokens=moved_tokens)
-        _, bytes3 = relay_counters(net)
+        moved = moved_session(net, moved_jobs, moved_tokens)
     finally:
         testnet_docker.docker_down(project)
     paths = {"direct": summary(direct), "relayed": summary(relayed), "punched": summary(punched)}
@@ -237,18 +254,7 @@ def run(image: str, jobs: int, tokens: int, rate: float, delay_ms: float, *,
         # loops): /ipfs/ping/1.0.0 over the consumer's connection to the relay.
         "libp2p_rtt_to_relay_ms_median": libp2p_rtt_ms,
         "paths": paths,
-        "moved": {
-            "jobs": moved, "max_tokens": moved_tokens,
-            "paths": [m["path"] for m in moved],
-            "gap_at_move_ms": [m["gap_at_move_ms"] for m in moved],
-            "gap_median_ms": [m["gap_median_ms"] for m in moved],
-            "relay_bytes": [m["relay_bytes"] for m in moved],
-            "relay_bytes_relayed_all_the_way": bytes3 - bytes2,
-            "relayed_all_the_way": long_relayed[0],
-            "note": "each job from a new consumer: starts relayed, the punch runs beside "
-                    "it, the job moves mid-answer; gap_at_move_ms is the pause between the "
-                    "two pieces around the move, gap_median_ms the usual one",
-        },
+        "moved": moved,
         "relay": {"cpu_s_per_job": round((cpu1 - cpu0) / len(relayed), 4),
                   "bytes_per_job": round((bytes1 - bytes0) / len(relayed)),
                   "note": "relay container's interface rx+tx (each relayed byte counted in "
