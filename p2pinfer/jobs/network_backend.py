@@ -250,7 +250,10 @@ class _Events:
             self._meta.failovers = len(self._job.failovers)
             self._meta.price_per_1k = self._job.price_per_1k
             self._meta.path = self._job.path
-            if self._job.outcome is not None and not self._charged:
+            # The charge only with the Completion: a short job is often complete when its
+            # first piece is read, and a streamed reply's headers (built at that piece)
+            # must not carry a charge one time and not the next.
+            if self._done and self._job.outcome is not None and not self._charged:
                 # Added, not set: a request of several jobs (OpenAI's `n`) pays for all.
                 self._charged = True
                 self._meta.charged = (self._meta.charged or 0) + self._job.outcome.charged
