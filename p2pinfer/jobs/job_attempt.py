@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from p2pinfer.jobs.job_types import Candidate
-from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ConsumerJob, JobParams
 from p2pinfer.protocol.messages import TokenLogprobs
@@ -51,7 +50,7 @@ class Attempt:
     move_after: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.path = path_of(self.stream.transport_addrs())
+        self.path = self.stream.path
         self.move_after = 0.0 if self.path == "relayed" else math.inf
 
 

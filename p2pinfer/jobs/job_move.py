@@ -34,7 +34,6 @@ import trio
 
 from p2pinfer.errors import NetworkError, ProtocolError
 from p2pinfer.jobs.served_job import ServedJob
-from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ProviderState, canonical
 from p2pinfer.protocol.framing import encode_frame
@@ -122,9 +121,9 @@ class MoveDesk:
             return "moved"
         if job.machine.state is not ProviderState.STREAMING:
             return "not_streaming"
-        if path_of(job.stream.transport_addrs()) != "relayed":
+        if job.stream.path != "relayed":
             return "not_relayed"
-        if path_of(stream.transport_addrs()) != "direct":
+        if stream.path != "direct":
             return "not_direct"
         return None
 
@@ -159,14 +158,12 @@ class MoveDesk:
 
 
 async def maybe_move(net: NetHost, attempt: Attempt) -> None:
-    """The consumer's side, before each read of a relayed, accepted attempt: once the
-    host holds a direct connection to the provider (looked at every LOOK_EVERY_S), ask
-    once to move the job onto it; never for a peer reached through relays only (a
-    validator's check host). Never raises: the job goes on wherever it is."""
-    now = trio.current_time()
-    if now < attempt.move_after:
-        return
-    attempt.move_after = now + LOOK_EVERY_S
+    """The consumer's side, before a read of an accepted attempt once `attempt.move_after`
+    has come (the caller looks, at every read): if the host holds a direct connection to
+    the provider, ask once to move the job onto it, else look again in LOOK_EVERY_S;
+    never for a peer reached through relays only (a validator's check host). Never
+    raises: the job goes on wherever it is."""
+    attempt.move_after = trio.current_time() + LOOK_EVERY_S
     peer = attempt.candidate.peer_id
     if peer in net.relay_only:  # a check job: the provider must not learn where we are
         attempt.move_after = math.inf
@@ -179,7 +176,7 @@ async def maybe_move(net: NetHost, attempt: Attempt) -> None:
     try:
         stream = await net.open_stream(peer, MOVE_PROTOCOL_ID, first=move_request(job_id),
                                        timeout_s=MOVE_TIMEOUT_S)
-        if path_of(stream.transport_addrs()) != "direct":
+        if stream.path != "direct":
             raise NetworkError("the move stream opened over a relay")
         refusal = parse_answer(await stream.read_frame(max_size=MOVE_FRAME_MAX,
                                                        timeout_s=MOVE_TIMEOUT_S))
@@ -192,5 +189,5 @@ async def maybe_move(net: NetHost, attempt: Attempt) -> None:
         if stream is not None:
             await stream.reset()
         return
-    attempt.path = "moved"
+    attempt.path = attempt.stream.path  # moved
     log.info("job moved off the relay job=%s provider=%s", job_id.hex(), peer)

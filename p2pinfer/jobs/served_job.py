@@ -20,7 +20,6 @@ from p2pinfer.jobs.admission import Ticket
 from p2pinfer.jobs.job_types import JobRecord, JobServerConfig
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.metrics import NodeMetrics
-from p2pinfer.net.relay_rules import path_of
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     PeerClosed,
@@ -181,8 +180,7 @@ class JobEndings:
         self.records.append(JobRecord(request.job_id.hex(), request.model, signer, outcome,
                                       tokens, request.params.max_tokens, charged,
                                       str(job.stream.remote_peer_id),
-                                      "moved" if job.stream.spliced
-                                      else path_of(job.stream.transport_addrs())))
+                                      job.stream.path))
 
     async def _refuse(
         self, job: ServedJob, request: JobRequest, code: RejectCode, message: str,

@@ -26,6 +26,7 @@ from p2pinfer.errors import (
     StateError,
     StreamClosedError,
 )
+from p2pinfer.net.relay_rules import path_of
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,12 @@ class NetStream:
         except Exception:  # a muxer or test double without them
             return None
         return [str(a) for a in addrs] if addrs is not None else None
+
+    @property
+    def path(self) -> str:
+        """`direct`, `relayed` when its connection runs through a relay, or `moved` once
+        `splice` took it off the one it started on."""
+        return "moved" if self.spliced else path_of(self.transport_addrs())
 
     @property
     def protocol(self) -> str:

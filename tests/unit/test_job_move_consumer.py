@@ -11,6 +11,7 @@ import trio
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.jobs.job_move import LOOK_EVERY_S, MoveDesk, maybe_move, move_answer
+from p2pinfer.net.relay_rules import path_of
 
 PEER = "12D3KooWProvider"
 
@@ -21,8 +22,9 @@ class FakeMoveStream:
     def __init__(self, answer: bytes, addrs: list[str]) -> None:
         self.answer, self.addrs, self.was_reset = answer, addrs, False
 
-    def transport_addrs(self) -> list[str]:
-        return self.addrs
+    @property
+    def path(self) -> str:
+        return path_of(self.addrs)
 
     async def read_frame(self, **_: Any) -> bytes:
         return self.answer[1:]  # the body: one-byte length prefix off
@@ -51,6 +53,10 @@ class FakeNet:
 class FakeJobStream:
     def __init__(self) -> None:
         self.spliced_onto: object = None
+
+    @property
+    def path(self) -> str:  # as NetStream.path
+        return "moved" if self.spliced_onto is not None else "relayed"
 
     async def splice(self, new: object) -> None:
         self.spliced_onto = new
