@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import ModelSource
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.market.ledger import Ledger
@@ -23,6 +24,7 @@ from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, is_circuit_addr
 from p2pinfer.protocol import JobParams
+from p2pinfer.testing.tiny_model import TINY_MODEL_NAME
 from tests.integration.job_helpers import Provider, charges, start_consumer, start_provider
 from tests.integration.net_helpers import config
 
@@ -56,14 +58,15 @@ async def advertised_circuit(net: NetHost, provider: str) -> None:
 
 
 async def relayed_setup(
-    stack: AsyncExitStack, nursery: trio.Nursery, engine: EmbeddedBackend, tmp_path: Path,
+    stack: AsyncExitStack, nursery: trio.Nursery, model: Path, tmp_path: Path,
     consumer: dict[str, Any], provider_config: JobServerConfig = JobServerConfig(),
 ) -> tuple[NetHost, Provider, NetHost, JobClient, Ledger]:
-    """A relay, a provider reachable only through it and a consumer (NetConfig fields
-    `consumer`), once the consumer's catalog holds the provider's circuit advert:
-    (relay, provider, consumer net, client, consumer ledger)."""
+    """A relay, a provider of the GGUF `model` (the embedded engine) reachable only through
+    it and a consumer (NetConfig fields `consumer`), once the consumer's catalog holds the
+    provider's circuit advert: (relay, provider, consumer net, client, consumer ledger)."""
     relay = await stack.enter_async_context(run_host(relay_config()))
     relay_addr = relay.addrs()[0]
+    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, model)])
     provider = await start_provider(stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
                                     net_options=behind_nat_options(relay_addr),
                                     config=provider_config)

@@ -18,8 +18,6 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
-from p2pinfer.backends.embedded import EmbeddedBackend
-from p2pinfer.backends.models import ModelSource
 from p2pinfer.jobs.job_move import MOVE_PROTOCOL_ID, move_request, parse_answer
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net.dcutr import relayed_connections
@@ -28,7 +26,7 @@ from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig
 from p2pinfer.protocol import ChatTurn
 from p2pinfer.testing.faults import Fault
-from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
+from p2pinfer.testing.tiny_model import write_tiny_model
 from tests.integration.job_helpers import charges
 from tests.integration.net_helpers import config
 from tests.integration.relay_helpers import (
@@ -52,11 +50,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_with_dcutr_on_the_job_runs_on_a_direct_connection_and_the_relay_leg_closes(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             relay, provider, net, client, ledger = await relayed_setup(
-                stack, nursery, engine, tmp_path,
+                stack, nursery, tiny_model, tmp_path,
                 CONSUMER | {"relay_client": RelayClientConfig(dcutr=True)})
             # The consumer cannot dial the provider: only the relay gets it there.
             assert provider.net.peer_id not in net.peers()
@@ -79,11 +76,10 @@ async def test_dcutr_behind_a_relayed_job_keeps_it_on_the_relay_and_moves_the_ne
     # A node's gateway default (`dcutr_behind`): the first job starts over the relay at
     # once, the punch runs beside it and must not cut it; the next job runs direct. (The
     # first job's answer is all sent by the time the punch is through: nothing to move.)
-    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             relay, provider, net, client, ledger = await relayed_setup(
-                stack, nursery, engine, tmp_path,
+                stack, nursery, tiny_model, tmp_path,
                 CONSUMER | {"relay_client": RelayClientConfig(dcutr_behind=True)})
             assert provider.net.peer_id not in net.peers()
 
@@ -117,12 +113,11 @@ async def test_a_relayed_job_moves_onto_the_direct_connection_mid_answer(
     # the rest of the answer, the result and the receipt go over the direct connection,
     # and the relayed one closes before the answer ends. Another peer that knows the job
     # id cannot move it (to it the job does not exist), nor can the job move twice.
-    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     paced = JobServerConfig(fault=Fault("slow", count=80))
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             relay, provider, net, client, ledger = await relayed_setup(
-                stack, nursery, engine, tmp_path,
+                stack, nursery, tiny_model, tmp_path,
                 CONSUMER | {"relay_client": RelayClientConfig(dcutr_behind=True)}, paced)
             peer = provider.net.peer_id
             provider_id = ID.from_base58(peer)

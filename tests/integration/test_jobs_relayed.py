@@ -56,11 +56,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_a_provider_behind_nat_serves_a_job_through_a_relay(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             relay, provider, net, client, ledger = await relayed_setup(
-                stack, nursery, engine, tmp_path, CONSUMER)
+                stack, nursery, tiny_model, tmp_path, CONSUMER)
             advert = net.catalog.advert_of(provider.net.peer_id)
             assert advert is not None
             assert all(is_circuit_addr(a) or "/tcp/1/" in a for a in advert.advert.listen_addrs)
