@@ -36,6 +36,15 @@ class NodeMetrics:
             "p2pinfer_time_to_first_token_seconds", "Time to first token", ["role"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.job_moves = Counter(
+            "p2pinfer_job_moves",
+            "Tries to move a relayed job onto a direct connection: moved, refused, failed",
+            ["role", "outcome"], registry=r,
+        )
+        self.job_move_refusals = Counter(
+            "p2pinfer_job_move_refusals", "Move requests this provider refused, by reason",
+            ["reason"], registry=r,
+        )
         self.failovers = Counter(
             "p2pinfer_failovers", "Jobs retried with another provider", registry=r
         )

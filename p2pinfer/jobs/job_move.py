@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
@@ -34,6 +33,7 @@ import trio
 
 from p2pinfer.errors import NetworkError, ProtocolError
 from p2pinfer.jobs.served_job import ServedJob
+from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ProviderState, canonical
 from p2pinfer.protocol.framing import encode_frame
@@ -49,7 +49,7 @@ MOVE_FRAME_MAX = 256  # either message, encoded
 MOVE_TIMEOUT_S = 5.0  # for the request to arrive, and for the consumer to hear the answer
 LOCK_WAIT_S = 1.0  # the provider waits this long for a chunk write in flight, else `busy`
 LOOK_EVERY_S = 0.2  # how often a relayed attempt looks for a direct connection
-#: Why a move is refused (`refused` on the wire, counted by `MoveDesk.refused`).
+#: Why a move is refused (`refused` on the wire, `p2pinfer_job_move_refusals`'s reasons).
 REFUSALS = ("bad_request", "unknown_job", "not_streaming", "moved", "not_relayed",
             "not_direct", "busy")
 
@@ -91,10 +91,10 @@ class MoveDesk:
     """The provider's side: the jobs being served, by (consumer peer, job id), and the
     move requests for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: NodeMetrics) -> None:
         self._jobs: dict[tuple[str, bytes], tuple[ServedJob, trio.Event]] = {}
+        self._metrics = metrics
         self.moved = 0
-        self.refused: Counter[str] = Counter()
 
     @contextmanager
     def movable(self, job: ServedJob, job_id: bytes) -> Iterator[None]:
@@ -148,21 +148,24 @@ class MoveDesk:
             log.info("job move failed job=%s error=%s", job_id.hex(), exc)
             return await self._refuse(stream, "busy")
         self.moved += 1
+        self._metrics.job_moves.labels("provider", "moved").inc()
         log.info("job moved off the relay job=%s peer=%s", job_id.hex(), peer)
         await ended.wait()
 
     async def _refuse(self, stream: NetStream, code: str) -> None:
-        self.refused[code] += 1
+        self._metrics.job_moves.labels("provider", "refused").inc()
+        self._metrics.job_move_refusals.labels(code).inc()
         with suppress(NetworkError):  # it asked and left
             await stream.write(move_answer(code), timeout_s=MOVE_TIMEOUT_S)
 
 
-async def maybe_move(net: NetHost, attempt: Attempt) -> None:
+async def maybe_move(net: NetHost, attempt: Attempt, metrics: NodeMetrics) -> None:
     """The consumer's side, before a read of an accepted attempt once `attempt.move_after`
     has come (the caller looks, at every read): if the host holds a direct connection to
     the provider, ask once to move the job onto it, else look again in LOOK_EVERY_S;
     never for a peer reached through relays only (a validator's check host). Never
-    raises: the job goes on wherever it is."""
+    raises: the job goes on wherever it is. Each try counts in `p2pinfer_job_moves`
+    (role consumer): `moved`, `refused` or `failed`."""
     attempt.move_after = trio.current_time() + LOOK_EVERY_S
     peer = attempt.candidate.peer_id
     if peer in net.relay_only:  # a check job: the provider must not learn where we are
@@ -173,6 +176,7 @@ async def maybe_move(net: NetHost, attempt: Attempt) -> None:
     attempt.move_after = math.inf  # one try an attempt
     job_id = attempt.machine.job_id
     stream: NetStream | None = None
+    outcome = "failed"
     try:
         stream = await net.open_stream(peer, MOVE_PROTOCOL_ID, first=move_request(job_id),
                                        timeout_s=MOVE_TIMEOUT_S)
@@ -181,13 +185,16 @@ async def maybe_move(net: NetHost, attempt: Attempt) -> None:
         refusal = parse_answer(await stream.read_frame(max_size=MOVE_FRAME_MAX,
                                                        timeout_s=MOVE_TIMEOUT_S))
         if refusal is not None:
+            outcome = "refused"
             raise NetworkError(f"refused: {refusal}")
         await attempt.stream.splice(stream)
     except (NetworkError, ProtocolError) as exc:
+        metrics.job_moves.labels("consumer", outcome).inc()
         log.info("job not moved off the relay job=%s provider=%s reason=%s", job_id.hex(),
                  peer, exc)
         if stream is not None:
             await stream.reset()
         return
     attempt.path = attempt.stream.path  # moved
+    metrics.job_moves.labels("consumer", "moved").inc()
     log.info("job moved off the relay job=%s provider=%s", job_id.hex(), peer)

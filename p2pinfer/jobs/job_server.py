@@ -118,7 +118,7 @@ class JobServer(JobEndings):
             name: deque(maxlen=MAX_QUOTES) for name in self.models}
         self.records: deque[JobRecord] = deque(maxlen=500)
         self.tokens_generated = 0
-        self.moves = MoveDesk()  # jobs moved off a relay mid-answer (jobs/job_move.py)
+        self.moves = MoveDesk(self._metrics)  # jobs moved off a relay mid-answer (jobs/job_move.py)
         if config.fault is not None:
             log.warning("FAULT INJECTION ON: this provider misbehaves on purpose fault=%s",
                         config.fault)

@@ -267,7 +267,7 @@ class NetJob:
         timeout = (cfg.accept_timeout_s if not attempt.accepted else
                    cfg.first_chunk_timeout_s if attempt.chunks == 0 else cfg.chunk_timeout_s)
         if attempt.accepted and attempt.move_after <= trio.current_time():
-            await maybe_move(self._client.net, attempt)  # off the relay, once direct
+            await maybe_move(self._client.net, attempt, self._client.metrics)  # once direct
         data = await attempt.stream.read_some(timeout_s=timeout)
         machine = attempt.machine
         events = machine.receive_data(data, self._client.clock_ms()) if data else (

@@ -20,6 +20,7 @@ from libp2p.peer.id import ID
 
 from p2pinfer.jobs.job_move import MOVE_PROTOCOL_ID, move_request, parse_answer
 from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.dcutr import relayed_connections
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -140,7 +141,13 @@ async def test_a_relayed_job_moves_onto_the_direct_connection_mid_answer(
             assert outcome.text == streamed and outcome.completion_tokens == 40
             assert answers == ["unknown_job", "moved"]
             assert relay_gone_mid_answer  # the answer's end came without the relayed leg
-            assert provider.server.moves.moved == 1
+            # Operators see it in /metrics: one move each side, and the two refusals.
+            provider_counts = sample_values(provider.metrics)
+            assert provider_counts["job_moves", "provider", "moved"] == 1
+            assert provider_counts["job_moves", "provider", "refused"] == 2
+            assert provider_counts["job_move_refusals", "unknown_job"] == 1
+            assert provider_counts["job_move_refusals", "moved"] == 1
+            assert sample_values(client.metrics)["job_moves", "consumer", "moved"] == 1
             assert charges(ledger) == [bytes.fromhex(outcome.job_id)]  # one charge each side
             await provider_charged(provider, [bytes.fromhex(outcome.job_id)])
             with trio.fail_after(5):  # its record follows the charge
@@ -158,3 +165,10 @@ async def ask_to_move(net: NetHost, provider: str, job_id: bytes) -> str | None:
         return parse_answer(await stream.read_frame())
     finally:
         await stream.reset()
+
+
+def sample_values(metrics: NodeMetrics) -> dict[tuple[str, ...], float]:
+    """The move counters of `metrics`: (name without prefix, label values...) -> value."""
+    return {(m.name.removeprefix("p2pinfer_"), *s.labels.values()): s.value
+            for m in metrics.registry.collect() if m.name.startswith("p2pinfer_job_move")
+            for s in m.samples if s.name.endswith("_total")}

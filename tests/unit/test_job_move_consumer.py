@@ -11,6 +11,7 @@ import trio
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.jobs.job_move import LOOK_EVERY_S, MoveDesk, maybe_move, move_answer
+from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.relay_rules import path_of
 
 PEER = "12D3KooWProvider"
@@ -62,6 +63,13 @@ class FakeJobStream:
         self.spliced_onto = new
 
 
+def moves_counted(metrics: NodeMetrics) -> dict[str, float]:
+    """The consumer's `p2pinfer_job_moves` samples, by outcome."""
+    return {s.labels["outcome"]: s.value for m in metrics.registry.collect()
+            if m.name == "p2pinfer_job_moves" for s in m.samples
+            if s.name.endswith("_total") and s.labels["role"] == "consumer"}
+
+
 def fake_attempt() -> Any:
     return SimpleNamespace(candidate=SimpleNamespace(peer_id=PEER), move_after=0.0,
                            path="relayed", machine=SimpleNamespace(job_id=bytes(16)),
@@ -69,40 +77,43 @@ def fake_attempt() -> Any:
 
 
 async def test_without_a_direct_connection_it_looks_again_only_after_a_while() -> None:
-    net, attempt = FakeNet(direct=False), fake_attempt()
-    await maybe_move(net, attempt)  # type: ignore[arg-type]
+    net, attempt, metrics = FakeNet(direct=False), fake_attempt(), NodeMetrics()
+    await maybe_move(net, attempt, metrics)  # type: ignore[arg-type]
     assert net.opened == 0 and attempt.move_after >= trio.current_time() + LOOK_EVERY_S / 2
-    assert attempt.move_after != math.inf
+    assert attempt.move_after != math.inf and moves_counted(metrics) == {}
 
 
 async def test_a_check_job_never_moves_even_with_a_direct_connection() -> None:
     net, attempt = FakeNet(direct=True, relay_only=frozenset({PEER})), fake_attempt()
-    await maybe_move(net, attempt)  # type: ignore[arg-type]
+    await maybe_move(net, attempt, NodeMetrics())  # type: ignore[arg-type]
     assert net.opened == 0 and attempt.move_after == math.inf and attempt.path == "relayed"
 
 
 async def test_an_accepted_move_splices_the_job_onto_the_direct_stream() -> None:
     stream = FakeMoveStream(move_answer(None), ["/ip4/10.0.0.2/tcp/4001"])
-    net, attempt = FakeNet(direct=True, stream=stream), fake_attempt()
-    await maybe_move(net, attempt)  # type: ignore[arg-type]
+    net, attempt, metrics = FakeNet(direct=True, stream=stream), fake_attempt(), NodeMetrics()
+    await maybe_move(net, attempt, metrics)  # type: ignore[arg-type]
     assert attempt.stream.spliced_onto is stream and attempt.path == "moved"
+    assert moves_counted(metrics) == {"moved": 1}
 
 
 async def test_a_refused_or_relayed_or_failed_move_leaves_the_job_and_is_not_retried() -> None:
     direct, relayed = ["/ip4/10.0.0.2/tcp/4001"], ["/ip4/1.2.3.4/tcp/1/p2p/R/p2p-circuit"]
+    metrics = NodeMetrics()
     for stream in (FakeMoveStream(move_answer("busy"), direct),
                    FakeMoveStream(move_answer(None), relayed), None):
         net, attempt = FakeNet(direct=True, stream=stream), fake_attempt()
-        await maybe_move(net, attempt)  # type: ignore[arg-type]
+        await maybe_move(net, attempt, metrics)  # type: ignore[arg-type]
         assert attempt.stream.spliced_onto is None and attempt.path == "relayed"
         assert attempt.move_after == math.inf and net.opened == 1
         assert stream is None or stream.was_reset
+    assert moves_counted(metrics) == {"refused": 1, "failed": 2}
 
 
 def test_a_second_job_with_the_same_id_does_not_take_the_first_ones_place() -> None:
     # A peer sending the same job id twice (the second is refused as a replay) must not
     # unregister the first job, nor end the wait of a move stream it moved onto.
-    desk = MoveDesk()
+    desk = MoveDesk(NodeMetrics())
     first, second = SimpleNamespace(stream=SimpleNamespace(remote_peer_id=PEER)), \
         SimpleNamespace(stream=SimpleNamespace(remote_peer_id=PEER))
     with desk.movable(first, bytes(16)):  # type: ignore[arg-type]
