@@ -10,10 +10,12 @@ balance as of that entry, and a digest of the stake and slash entries up to it.
 At the next start, `verify_from_checkpoint`:
 1. checks the checkpoint's signature (this node's key), that the entry at its seq
    still has its hash and that exactly that many entries lie at or before it;
-2. recomputes the two digests in SQL (one GROUP BY over the postings up to it), so
-   a posting inserted, changed or removed at or before the checkpoint, or a changed
-   stake or slash, is found without re-walking those entries;
+2. recomputes the two digests in SQL, so a posting inserted, changed or removed at or
+   before the checkpoint, or a changed stake or slash, is found without re-walking
+   those entries;
 3. walks every entry after the checkpoint in full, as `ledger --verify` does.
+All in one read snapshot and one pass over the postings (`AccountSums`): the sums up
+to the checkpoint, the totals the running balances must equal, the new checkpoint's.
 Any failure raises LedgerIntegrityError (exit 11): the node does not start.
 Without a checkpoint (first start, or the file deleted on purpose) the walk is full.
 What the shortcut does not re-check before the checkpoint (e.g. the text of an old
@@ -27,15 +29,16 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from p2pinfer.errors import LedgerIntegrityError, SignatureError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.market import entries as E
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.market.verify_chain import VerifyReport
+from p2pinfer.market.verify_chain import VerifyReport, walk_chain
 from p2pinfer.protocol.records import sign_bytes, verify_bytes
 
 CHECKPOINT_FILE_NAME = "ledger.checkpoint.json"
@@ -80,26 +83,53 @@ class StartupCheck:
     seconds: float
 
 
-def prefix_digests(conn: sqlite3.Connection, seq: int) -> tuple[bytes, bytes]:
-    """(balances, stakes) digests of the ledger as of entry `seq` (inside a read snapshot)."""
-    balances = hashlib.sha256()
-    for account, amount in conn.execute(
-        "SELECT account, SUM(amount) FROM postings WHERE seq <= ? GROUP BY account"
-        " ORDER BY account", (seq,)):
-        balances.update(f"{account}\x00{amount}\n".encode(errors="surrogateescape"))
+#: One pass over the postings: per account, its sum and count of postings at or before
+#: the checkpoint's entry, and its sum of all postings.
+ACCOUNT_SUMS = """
+    SELECT account, SUM(CASE WHEN seq <= :seq THEN amount ELSE 0 END), SUM(seq <= :seq),
+           SUM(amount)
+    FROM postings GROUP BY account ORDER BY account"""
+
+
+@dataclass(frozen=True)
+class AccountSums:
+    """Every account's sum of postings as of a checkpoint (`prefix`: only accounts with a
+    posting by then) and in all (`totals`), from one pass over the postings; both in the
+    accounts' order in SQL, which the digests follow."""
+
+    prefix: list[tuple[str, int]]
+    totals: dict[str, int]
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection, seq: int) -> AccountSums:
+        prefix, totals = [], {}
+        for account, before, count, total in conn.execute(ACCOUNT_SUMS, {"seq": seq}):
+            if count:
+                prefix.append((account, before))
+            totals[account] = total
+        return cls(prefix, totals)
+
+
+def _balances_digest(balances: Iterable[tuple[str, int]]) -> bytes:
+    digest = hashlib.sha256()
+    for account, amount in balances:
+        digest.update(f"{account}\x00{amount}\n".encode(errors="surrogateescape"))
+    return digest.digest()
+
+
+def _stakes_digest(conn: sqlite3.Connection, seq: int) -> bytes:
     stakes = hashlib.sha256()
     for row_seq, body in conn.execute(
         "SELECT seq, body FROM entries WHERE seq <= ? AND kind IN ('stake', 'slash')"
         " ORDER BY seq", (seq,)):
         data = body if isinstance(body, bytes) else repr(body).encode()
         stakes.update(f"{row_seq}:{len(data)}:".encode() + data)
-    return balances.digest(), stakes.digest()
+    return stakes.digest()
 
 
-def make_checkpoint(ledger: Ledger, identity: NodeIdentity, report: VerifyReport) -> Checkpoint:
-    """A signed checkpoint at the head of a walk that found nothing wrong."""
-    with ledger.read_snapshot() as conn:
-        balances, stakes = prefix_digests(conn, report.head_seq)
+def _signed(identity: NodeIdentity, report: VerifyReport, balances: bytes, stakes: bytes
+            ) -> Checkpoint:
+    """A checkpoint at the head of a walk that found nothing wrong, signed."""
     unsigned = Checkpoint(report.head_seq, report.head_hash, balances, stakes)
     return Checkpoint(unsigned.seq, unsigned.entry_hash, balances, stakes, identity.public_key,
                       sign_bytes(identity, CHECKPOINT_DOMAIN, unsigned.content()))
@@ -144,7 +174,8 @@ def read_checkpoint(path: Path, owner: bytes) -> Checkpoint | None:
     return checkpoint
 
 
-def _check_prefix(conn: sqlite3.Connection, checkpoint: Checkpoint) -> str | None:
+def _check_prefix(conn: sqlite3.Connection, checkpoint: Checkpoint, sums: AccountSums
+                  ) -> str | None:
     """Why the ledger no longer matches `checkpoint`, or None if it does."""
     seq = checkpoint.seq
     row = conn.execute("SELECT entry_hash FROM entries WHERE seq = ?", (seq,)).fetchone()
@@ -155,10 +186,9 @@ def _check_prefix(conn: sqlite3.Connection, checkpoint: Checkpoint) -> str | Non
     (count,) = conn.execute("SELECT COUNT(*) FROM entries WHERE seq <= ?", (seq,)).fetchone()
     if count != seq:
         return f"{count} entries at or before entry {seq}, not {seq}"
-    balances, stakes = prefix_digests(conn, seq)
-    if balances != checkpoint.balances:
+    if _balances_digest(sums.prefix) != checkpoint.balances:
         return f"the balances as of entry {seq} changed (a posting was added, altered or removed)"
-    if stakes != checkpoint.stakes:
+    if _stakes_digest(conn, seq) != checkpoint.stakes:
         return f"a stake or slash entry at or before entry {seq} changed"
     return None
 
@@ -171,23 +201,27 @@ def verify_from_checkpoint(
     timer: Callable[[], float] = time.perf_counter,
 ) -> StartupCheck:
     """Verify the ledger from its checkpoint in `path` (or in full without one), then move
-    the checkpoint to the head. LedgerIntegrityError naming the first problem otherwise."""
+    the checkpoint to the head. LedgerIntegrityError naming the first problem otherwise.
+
+    All in one read snapshot, with one pass over the postings (`AccountSums`): it gives
+    the checkpoint's balances, the totals the running balances are checked against, and
+    the new checkpoint's balances."""
     started = timer()
     checkpoint = read_checkpoint(path, identity.public_key)
-    if checkpoint is None:
-        report = ledger.verify(expected_signer=identity.public_key)
-    else:
-        with ledger.read_snapshot() as conn:
-            problem = _check_prefix(conn, checkpoint)
+    seq = checkpoint.seq if checkpoint is not None else 0
+    with ledger.read_snapshot() as conn:
+        sums = AccountSums.read(conn, seq)
+        problem = _check_prefix(conn, checkpoint, sums) if checkpoint is not None else None
         if problem is not None:
             raise LedgerIntegrityError(
                 f"ledger {ledger.path} does not match its checkpoint: {problem}")
-        report = ledger.verify(expected_signer=identity.public_key,
-                               after_seq=checkpoint.seq, after_hash=checkpoint.entry_hash)
-    if report.bad is not None:
-        raise LedgerIntegrityError(
-            f"ledger {ledger.path} fails verification: entry {report.bad.seq}: {report.bad.reason}")
-    if report.head_seq > (checkpoint.seq if checkpoint is not None else 0):
-        write_checkpoint(path, make_checkpoint(ledger, identity, report))
-    return StartupCheck(checkpoint.seq if checkpoint else 0, report.verified, report.head_seq,
-                        timer() - started)
+        report = walk_chain(conn, ledger.owner, identity.public_key, None, after_seq=seq,
+                            after_hash=checkpoint.entry_hash if checkpoint else E.GENESIS_PREV,
+                            totals=sums.totals)
+        if report.bad is not None:
+            raise LedgerIntegrityError(f"ledger {ledger.path} fails verification: "
+                                       f"entry {report.bad.seq}: {report.bad.reason}")
+        if report.head_seq > seq:  # the walk proved every posting: the totals are the head's
+            write_checkpoint(path, _signed(identity, report, _balances_digest(
+                sums.totals.items()), _stakes_digest(conn, report.head_seq)))
+    return StartupCheck(seq, report.verified, report.head_seq, timer() - started)

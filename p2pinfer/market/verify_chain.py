@@ -15,7 +15,7 @@ posting may point at a missing entry, and every account's running balance
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,10 +124,13 @@ def walk_chain(
     *,
     after_seq: int = 0,
     after_hash: bytes = E.GENESIS_PREV,
+    totals: Mapping[str, int] | None = None,
 ) -> VerifyReport:
     """Verify every entry in `conn` (inside the caller's read transaction), or with
     `after_seq` only the entries after it, trusting that entry's hash is `after_hash`
-    (a checkpoint: see market/checkpoint.py). `verified` counts the entries walked."""
+    (a checkpoint: see market/checkpoint.py). `verified` counts the entries walked.
+    `totals`: every account's sum of postings, when the caller has read them in this
+    transaction already (the running balances are checked against them, not re-summed)."""
     signer = expected_signer or owner
     prev_hash, expected_seq = after_hash, after_seq + 1
 
@@ -157,7 +160,8 @@ def walk_chain(
     ).fetchone()[0]
     if orphan is not None:
         return report(BadEntry(int(orphan), "postings for an entry that does not exist"))
-    return report(_running_balance_mismatch(conn))
+    return report(_running_balance_mismatch(conn) if totals is None else
+                  _kept_balance_mismatch(conn, totals))
 
 
 #: Accounts whose running balance is not the sum of their postings (either side missing).
@@ -176,8 +180,19 @@ def _running_balance_mismatch(conn: sqlite3.Connection) -> BadEntry | None:
     """The first account whose kept balance differs from the sum of its postings, if any
     (one pass over the postings)."""
     row = conn.execute(MISMATCHED_BALANCES).fetchone()
-    if row is None:
-        return None
-    account, total, balance = row
+    return None if row is None else _mismatch(*row)
+
+
+def _kept_balance_mismatch(conn: sqlite3.Connection, totals: Mapping[str, int]
+                           ) -> BadEntry | None:
+    """As `_running_balance_mismatch`, against sums of postings the caller has read."""
+    kept = dict(conn.execute("SELECT account, balance FROM account_balances"))
+    for account in sorted(kept.keys() | totals.keys()):
+        if kept.get(account) != totals.get(account):
+            return _mismatch(account, totals.get(account), kept.get(account))
+    return None
+
+
+def _mismatch(account: str, total: int | None, balance: int | None) -> BadEntry:
     return BadEntry(0, f"the running balance of {account} is {balance}, but its postings "
                        f"sum to {total if total is not None else 0}")

@@ -140,3 +140,35 @@ def test_deleting_the_checkpoint_falls_back_to_the_full_walk(home: Path) -> None
     checkpoint_path(home).unlink()
     with pytest.raises(LedgerIntegrityError, match="entry 1: postings do not match the body"):
         check(home)
+
+
+@pytest.mark.parametrize("new_entries", [0, 2])
+def test_a_running_balance_raised_behind_the_checkpoint_is_refused(home: Path,
+                                                                    new_entries: int) -> None:
+    # The kept balance is what a spend is checked against: raised by hand, with or
+    # without entries after the checkpoint, it no longer equals the account's postings.
+    check(home)
+    grant(home, new_entries)
+    conn = raw_connect(ledger_path(home))
+    with conn:
+        conn.execute("UPDATE account_balances SET balance = balance + 10 WHERE account = ?",
+                     (f"peer:{ME.peer_id}",))
+    conn.close()
+    with pytest.raises(LedgerIntegrityError, match=f"running balance of peer:{ME.peer_id}"):
+        check(home)
+
+
+def test_a_checkpointed_start_reads_the_postings_once(home: Path) -> None:
+    # A long ledger's start is bound by passes over its postings (bench/ledger_startup.py):
+    # the checkpoint's balances, the running-balance check and the new checkpoint all
+    # come from one.
+    check(home)
+    grant(home, 3)
+    passes: list[str] = []
+    with Ledger.open(ledger_path(home), ME) as led:
+        led._conn.set_trace_callback(
+            lambda sql: passes.append(sql) if "GROUP BY" in sql else None)
+        done = verify_from_checkpoint(led, ME, checkpoint_path(home))
+    assert (done.checkpoint_seq, done.verified, done.head_seq) == (7, 3, 10)
+    assert len(passes) == 1 and "FROM postings" in passes[0]
+    assert check(home) == (10, 0, 10)  # the checkpoint it wrote holds
