@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.utils.varint import decode_varint_with_size
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import PeerUnreachableError
@@ -35,6 +37,7 @@ from p2pinfer.net.relay_rules import (
     RelayClientConfig,
     circuit_addr,
     is_circuit_addr,
+    too_limited,
     worth_a_direct_try,
 )
 
@@ -51,6 +54,8 @@ class Slot:
     relay_addr: str  # the relay's transport address we reserved through
     expires: float  # unix seconds, as the relay said
     configured: bool  # named by the operator (kept trying) or picked automatically
+    circuit_bytes: int = 0  # the relay's limits for a circuit to us (0: none said)
+    circuit_s: int = 0
 
 
 class RelayClient:
@@ -63,6 +68,9 @@ class RelayClient:
         # default client role reserves before every CONNECT).
         self._transport = CircuitV2Transport(host, hop, RelayConfig(roles=RelayRole.STOP))
         self.slots: dict[str, Slot] = {}
+        #: Relays not used because their circuits are too small for jobs (`too_limited`):
+        #: relay id -> (bytes, seconds) they granted. Never picked automatically again.
+        self.limited: dict[str, tuple[int, int]] = {}
         self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
         # Adverts, identify and DHT records all read get_addrs; replaced on this instance.
@@ -89,20 +97,36 @@ class RelayClient:
     # -- reserving -------------------------------------------------------------------
 
     async def reserve(self, relay_addr: str, *, configured: bool = False) -> bool:
-        """Take (or refresh) a slot at the relay at `relay_addr` (`/.../p2p/<relay>`)."""
+        """Take (or refresh) a slot at the relay at `relay_addr` (`/.../p2p/<relay>`). A
+        relay picked automatically whose circuits are too small for jobs (`too_limited`:
+        a go-libp2p relay's defaults) is not used; one the operator named is, with a
+        warning."""
         info = parse_peer_addr(relay_addr)
         relay_id = info.peer_id.to_base58()
+        limits = (0, 0)
         try:
             with trio.fail_after(self.config.dial_timeout_s):
                 await self._host.connect(info)
-                stream = await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID])
+                stream = Recorded(await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID]))
                 try:
-                    ok = await self._transport._make_reservation(stream, info.peer_id)
+                    ok = await self._transport._make_reservation(
+                        stream, info.peer_id)  # type: ignore[arg-type]  # reads, writes only
                 finally:
                     await stream.close()
+            limits = answer_limits(bytes(stream.read_bytes))
         except Exception as exc:  # unreachable, no HOP, timed out: no slot
             log.info("relay reservation failed relay=%s error=%r", relay_id, exc)
             ok = False
+        if ok and too_limited(*limits):
+            if not configured:
+                log.info("relay not used: circuits too small for jobs relay=%s bytes=%d "
+                         "seconds=%d", relay_id, *limits)
+                self.limited[relay_id] = limits
+                self._transport._reservations.pop(info.peer_id, None)
+                ok = False
+            else:
+                log.warning("relay named by --reserve-relay cuts circuits at %d bytes or %d s:"
+                            " longer jobs through it fail relay=%s", *limits, relay_id)
         if not ok:
             if self.slots.pop(relay_id, None) is not None:
                 log.info("relay slot dropped relay=%s", relay_id)
@@ -111,7 +135,7 @@ class RelayClient:
         expires = float(self._transport._reservations.get(info.peer_id, 0))
         transport = relay_addr.split("/p2p/")[0]
         new = relay_id not in self.slots
-        self.slots[relay_id] = Slot(relay_id, transport, expires, configured)
+        self.slots[relay_id] = Slot(relay_id, transport, expires, configured, *limits)
         if new:
             self._note_change()
         log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
@@ -148,7 +172,7 @@ class RelayClient:
         out = []
         for peer in self._host.get_connected_peers():
             pid = peer.to_base58()
-            if pid in self.slots:
+            if pid in self.slots or pid in self.limited:
                 continue
             try:
                 if not store.supports_protocols(peer, [HOP_PROTOCOL_ID]):
@@ -223,3 +247,41 @@ def local_ip_towards(ip: str) -> str | None:
         except OSError:
             return None
     return local
+
+
+class Recorded:
+    """A stream that keeps the bytes read from it: py-libp2p's reservation reads the
+    relay's answer and drops its limits; they are parsed from these (`answer_limits`)."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+        self.read_bytes = bytearray()
+
+    async def read(self, n: int | None = None) -> bytes:
+        data = await self._stream.read(n)
+        self.read_bytes += data
+        return data
+
+    async def write(self, data: bytes) -> None:
+        await self._stream.write(data)
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+def answer_limits(raw: bytes) -> tuple[int, int]:
+    """(bytes, seconds) a relay's reservation answer (a varint-delimited HopMessage) grants
+    each circuit; 0 for a limit it does not set, (0, 0) for an answer that does not parse."""
+    try:
+        length, at = decode_varint_with_size(raw)
+    except ValueError:
+        return (0, 0)
+    body = raw[at:at + length]
+    message = HopMessage()
+    try:
+        message.ParseFromString(body)
+    except Exception:  # the answer py-libp2p accepted, but not a HopMessage we can read
+        return (0, 0)
+    if len(body) != length or not message.HasField("limit"):
+        return (0, 0)
+    return (int(message.limit.data), int(message.limit.duration))

@@ -62,6 +62,19 @@ class RelayClientConfig:
     dcutr_behind: bool = False
 
 
+#: A relay whose circuits end sooner than this (bytes both ways, or seconds) cannot carry
+#: jobs: go-libp2p's relays grant 128 KiB and 2 min by default (enough for hole
+#: punching), ours 16 MiB and 15 min. Zero in a relay's answer means no limit.
+MIN_JOB_CIRCUIT_BYTES = 1024 * 1024
+MIN_JOB_CIRCUIT_S = 300
+
+
+def too_limited(circuit_bytes: int, circuit_s: int) -> bool:
+    """Whether a relay granting circuits of `circuit_bytes` and `circuit_s` (0: none) is
+    too small to carry jobs (`MIN_JOB_CIRCUIT_BYTES`, `MIN_JOB_CIRCUIT_S`)."""
+    return (0 < circuit_bytes < MIN_JOB_CIRCUIT_BYTES) or (0 < circuit_s < MIN_JOB_CIRCUIT_S)
+
+
 def is_circuit_addr(addr: str) -> bool:
     """Whether `addr` goes through a relay (`.../p2p/<relay>/p2p-circuit/...`)."""
     return CIRCUIT in addr

@@ -6,15 +6,16 @@ muxer (Noise, yamux, multistream-select) both ways, libp2p ping both ways, a pro
 the other side lacks answered as "not supported" by the pipelined opener (the bug a
 rust-libp2p peer found: a refusal must not read as an unreachable peer), our DHT apart
 from IPFS's (`/p2pinfer/kad/1.0.0`, never `/ipfs/kad/1.0.0`), and a job through a
-go-libp2p Circuit Relay v2 relay. What such a relay's default limits do to longer
-relayed traffic is measured, not asserted (docs/network.md, "Interop with go-libp2p").
+go-libp2p Circuit Relay v2 relay, whose default limits (128 KiB, 2 min a circuit: for
+hole punching) our nodes read, so that they do not pick such a relay for jobs by
+themselves, and whose cut at the limit ends our stream at once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,13 @@ import trio
 
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
-from p2pinfer.errors import ProtocolNotSupportedError
+from p2pinfer.errors import ProtocolNotSupportedError, StreamClosedError
 from p2pinfer.jobs.job_server import JOB_PROTOCOL_ID
 from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
 from p2pinfer.net.host import run_host
 from p2pinfer.net.ping import PING_BYTES, ping
 from p2pinfer.net.relay_rules import is_circuit_addr
+from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ChatTurn
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from tests.integration.job_helpers import charges, start_consumer, start_provider
@@ -38,6 +40,7 @@ from tests.integration.relay_helpers import (
     MANUAL,
     advertised_circuit,
     behind_nat_options,
+    relay_config,
 )
 from tests.support.go_daemon import GoPeer, daemon_files, go_daemon
 
@@ -45,10 +48,17 @@ pytestmark = pytest.mark.skipif(daemon_files() is None,
                                 reason="hivemind's p2pd is not installed (scripts/setup-venv)")
 
 
+GO_CIRCUIT_BYTES, GO_CIRCUIT_S = 128 * 1024, 120  # go-libp2p's default relay limits
+
+
 @pytest.fixture(scope="module")
 def go() -> Iterator[GoPeer]:
     # A relay service needs a public host in go-libp2p: reachability is forced public.
-    with go_daemon("-dht", "-relayService", "-forceReachabilityPublic") as peer:
+    # The daemon answers reservations with its flags' limits or, after a while, with
+    # go-libp2p's defaults (both seen): the flags are set to those defaults.
+    with go_daemon("-dht", "-relayService", "-forceReachabilityPublic",
+                   f"-relayDataLimit={GO_CIRCUIT_BYTES}", f"-relayTimeLimit={GO_CIRCUIT_S}s"
+                   ) as peer:
         yield peer
 
 
@@ -119,7 +129,77 @@ async def test_a_provider_behind_nat_serves_a_job_through_a_go_relay(
             circuits = [a for a in net.catalog.advert_of(provider.net.peer_id).advert.listen_addrs
                         if is_circuit_addr(a)]
             assert circuits and all(f"/p2p/{go.peer_id}/p2p-circuit" in a for a in circuits)
+            # Named by the operator, the go relay is used although it grants only
+            # go-libp2p's default circuits (128 KiB, 2 min), which the slot records.
+            slot = provider.net.relay_client.slots[go.peer_id]
+            assert (slot.circuit_bytes, slot.circuit_s) == (GO_CIRCUIT_BYTES, GO_CIRCUIT_S)
             outcome = await client.run("tiny", [ChatTurn("user", "Say hello.")], GREEDY)
             assert outcome.path == "relayed" and outcome.completion_tokens > 0
             assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_relay_picked_by_itself_is_skipped_when_its_circuits_are_too_small(
+    go: GoPeer,
+) -> None:
+    # A node behind NAT picks relays among its connected peers. The go relay's circuits
+    # end at 128 KiB or 2 min, too small for jobs: it takes a slot at ours instead and
+    # never tries the go relay again.
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            ours = await stack.enter_async_context(run_host(relay_config()))
+            net = await stack.enter_async_context(run_host(config(autonat=MANUAL)))
+            await net.connect(go.addr)
+            await net.connect(ours.addrs()[0])
+            with trio.fail_after(10):  # until identify says both serve the relay protocol
+                while len(net.relay_client._relay_candidates(set())) < 2:
+                    await trio.sleep(0.05)
+            await net.relay_client.upkeep("private")
+            assert list(net.relay_client.slots) == [ours.peer_id]
+            assert net.relay_client.limited == {go.peer_id: (GO_CIRCUIT_BYTES, GO_CIRCUIT_S)}
+            assert all(ours.peer_id in a for a in net.relay_client.circuit_addrs())
+            await net.relay_client.upkeep("private")  # not asked again
+            assert list(net.relay_client.slots) == [ours.peer_id]
+
+
+async def test_a_go_relay_cuts_a_circuit_at_its_limit_and_our_stream_ends(
+    go: GoPeer,
+) -> None:
+    # Past 128 KiB the go relay half-closes the circuit (go-libp2p: CloseWrite towards
+    # the provider, CloseRead from us): our stream must end at once, so a job on it
+    # fails over, rather than wait on bytes that never come.
+    big = os.urandom(2 * GO_CIRCUIT_BYTES)
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            provider = await stack.enter_async_context(run_host(config(
+                **behind_nat_options(go.addr))))
+            provider.set_stream_handler(ECHO, echo)
+            while not provider.relay_client.circuit_addrs():
+                await trio.sleep(0.1)
+            net = await stack.enter_async_context(run_host(config(autonat=MANUAL)))
+            await net.relay_client.dial(provider.peer_id, provider.relay_client.circuit_addrs())
+            stream = await net.open_stream(provider.peer_id, ECHO, first=b"hello")
+            assert stream.path == "relayed" and await stream.read_some() == b"hello"
+            echoed = 0
+            with trio.fail_after(5):  # the end comes within a fraction of a second
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(write_quietly, stream, big)
+                    while data := await stream.read_some():
+                        echoed += len(data)
+                    nursery.cancel_scope.cancel()
+            assert echoed < GO_CIRCUIT_BYTES  # cut: the rest never came back
+
+
+ECHO = "/p2pinfer-test/echo/1.0.0"
+
+
+async def echo(stream: NetStream) -> None:
+    with suppress(StreamClosedError):
+        while data := await stream.read_some(timeout_s=30):
+            await stream.write(data)
+        await stream.close()
+
+
+async def write_quietly(stream: NetStream, data: bytes) -> None:
+    with suppress(StreamClosedError):  # the circuit is cut under it: the test's point
+        await stream.write(data, timeout_s=10)

@@ -8,13 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, Reservation, Status
+from libp2p.utils.varint import encode_varint_prefixed
 
-from p2pinfer.net.relay_client import local_ip_towards
+from p2pinfer.net.relay_client import answer_limits, local_ip_towards
 from p2pinfer.net.relay_rules import (
     behind_nat,
     circuit_addr,
     path_of,
     public_addr,
+    too_limited,
     worth_a_direct_try,
 )
 
@@ -80,3 +83,30 @@ def test_a_public_or_same_lan_or_loopback_address_is_tried_directly_first() -> N
 
 def test_the_local_route_lookup_sends_nothing_and_knows_loopback() -> None:
     assert local_ip_towards("127.0.0.1") == "127.0.0.1"
+
+
+@pytest.mark.parametrize(("circuit_bytes", "circuit_s", "limited"), [
+    (128 * 1024, 120, True),  # go-libp2p's default relay: for hole punching only
+    (16 * 1024 * 1024, 900, False),  # ours
+    (0, 0, False),  # no limit said
+    (0, 60, True), (512 * 1024, 0, True), (1024 * 1024, 300, False),
+])
+def test_a_relay_whose_circuits_end_too_soon_is_too_limited_for_jobs(
+    circuit_bytes: int, circuit_s: int, limited: bool
+) -> None:
+    assert too_limited(circuit_bytes, circuit_s) is limited
+
+
+def test_the_limits_are_read_from_the_relays_reservation_answer() -> None:
+    def answer(limit: Limit | None) -> bytes:
+        msg = HopMessage(type=HopMessage.STATUS, status=Status.OK,
+                         reservation=Reservation(expire=2_000_000_000))
+        if limit is not None:
+            msg.limit.CopyFrom(limit)
+        return encode_varint_prefixed(msg.SerializeToString())
+
+    assert answer_limits(answer(Limit(duration=120, data=131072))) == (131072, 120)
+    assert answer_limits(answer(Limit(duration=900))) == (0, 900)
+    assert answer_limits(answer(None)) == (0, 0)
+    assert answer_limits(answer(Limit(data=5))[:-1]) == (0, 0)  # cut short
+    assert answer_limits(b"") == (0, 0) and answer_limits(b"\x05\xff\xff") == (0, 0)
