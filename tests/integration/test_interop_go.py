@@ -1,14 +1,15 @@
 """Interop with a go-libp2p peer (the p2pd daemon from hivemind's wheel:
 tests/support/go_daemon.py), on loopback.
 
-What a node must keep working with peers that are not py-libp2p: the handshake and
-muxer (Noise, yamux, multistream-select) both ways, libp2p ping both ways, a protocol
-the other side lacks answered as "not supported" by the pipelined opener (the bug a
-rust-libp2p peer found: a refusal must not read as an unreachable peer), our DHT apart
-from IPFS's (`/p2pinfer/kad/1.0.0`, never `/ipfs/kad/1.0.0`), and a job through a
-go-libp2p Circuit Relay v2 relay, whose default limits (128 KiB, 2 min a circuit: for
-hole punching) our nodes read, so that they do not pick such a relay for jobs by
-themselves, and whose cut at the limit ends our stream at once.
+What a node must keep working with peers that are not py-libp2p:
+- the handshake and muxer (Noise, yamux, multistream-select) both ways, and libp2p ping;
+- a protocol the other side lacks answered as "not supported" by the pipelined opener
+  (the bug a rust-libp2p peer found: a refusal must not read as an unreachable peer);
+- our DHT apart from IPFS's (`/p2pinfer/kad/1.0.0`, never `/ipfs/kad/1.0.0`);
+- GossipSub across a go peer, and what that peer forges on our topic dropped;
+- a job through a go-libp2p Circuit Relay v2 relay; such a relay's default limits (128
+  KiB and 2 min a circuit: for hole punching) read from its answer, so that a node does
+  not pick it for jobs by itself; and its cut at the limit ending our stream at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
@@ -30,7 +32,7 @@ from p2pinfer.net.host import run_host
 from p2pinfer.net.ping import PING_BYTES, ping
 from p2pinfer.net.relay_rules import is_circuit_addr
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import ChatTurn
+from p2pinfer.protocol import ADVERTS_TOPIC, ChatTurn
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from tests.integration.job_helpers import charges, start_consumer, start_provider
 from tests.integration.net_helpers import config
@@ -56,7 +58,7 @@ def go() -> Iterator[GoPeer]:
     # A relay service needs a public host in go-libp2p: reachability is forced public.
     # The daemon answers reservations with its flags' limits or, after a while, with
     # go-libp2p's defaults (both seen): the flags are set to those defaults.
-    with go_daemon("-dht", "-relayService", "-forceReachabilityPublic",
+    with go_daemon("-dht", "-pubsub", "-relayService", "-forceReachabilityPublic",
                    f"-relayDataLimit={GO_CIRCUIT_BYTES}", f"-relayTimeLimit={GO_CIRCUIT_S}s"
                    ) as peer:
         yield peer
@@ -110,6 +112,38 @@ async def test_our_dht_speaks_its_own_protocol_never_ipfs_kad(go: GoPeer) -> Non
             await ours.aclose()
             with pytest.raises(ProtocolNotSupportedError):
                 await net.open_stream(go.peer_id, DHT_PROTOCOL_ID, first=b"\x00")
+
+
+async def test_adverts_cross_a_go_gossipsub_peer_and_what_it_forges_is_dropped(
+    go: GoPeer, tiny_model: Path, tmp_path: Path
+) -> None:
+    # A provider and a consumer of ours meet only through the go peer: GossipSub carries
+    # the provider's signed advert across it (go checks our message signatures, we check
+    # its). What the go peer publishes itself on the topic is judged like any peer's:
+    # junk is invalid, and the provider's advert republished under the go key is forged.
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            heard = await go.subscribe(ADVERTS_TOPIC)  # the go peer joins the topic
+            engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, tiny_model)])
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, _, _ = await start_consumer(stack, tmp_path, (), net_options=CONSUMER)
+            await provider.net.connect(go.addr)
+            await net.connect(go.addr)
+            with trio.fail_after(30):
+                while net.catalog.advert_of(provider.net.peer_id) is None:
+                    await trio.sleep(0.1)
+            assert provider.net.peer_id not in net.peers()  # it came through the go peer
+            message = await go.next_message(heard)  # go verified and delivered it too
+            assert ID(getattr(message, "from")).to_base58() == provider.net.peer_id
+            await go.publish(ADVERTS_TOPIC, b"not an advert")
+            await go.publish(ADVERTS_TOPIC, message.data)
+            with trio.fail_after(10):
+                while (net.advert_gate.drops["invalid"], net.advert_gate.drops["forged"]) \
+                        != (1, 1):
+                    await trio.sleep(0.05)
+            assert net.catalog.peer_ids() == [provider.net.peer_id]
+            await heard.aclose()
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_provider_behind_nat_serves_a_job_through_a_go_relay(

@@ -3,7 +3,7 @@ ships (PyPI `hivemind==1.1.12`, installed with `--no-deps` by scripts/setup-venv
 of hivemind's Python is imported).
 
 The daemon is a go-libp2p host (Noise, yamux, multistream-select, identify, ping, Kademlia
-on `/ipfs/kad/1.0.0`, Circuit Relay v2) driven over a unix socket by its control
+on `/ipfs/kad/1.0.0`, Circuit Relay v2, GossipSub) driven over a unix socket by its control
 protocol: varint-length-delimited protobuf (`p2pd.proto`, whose generated module ships
 in the same wheel and is loaded from its file). Each request takes a new control
 connection; after a STREAM_OPEN answered OK, that connection is the libp2p stream.
@@ -114,6 +114,33 @@ class GoPeer:
             await stream.aclose()
             raise RuntimeError(response.error.msg)
         return stream
+
+
+    async def subscribe(self, topic: str) -> trio.SocketStream:
+        """Subscribe the go peer to `topic` (GossipSub): the returned connection yields
+        each message it delivers (`next_message`); closing it unsubscribes."""
+        pb = self.pb
+        stream, response = await self._call(pb.Request(
+            type=pb.Request.PUBSUB, pubsub=pb.PSRequest(type=pb.PSRequest.SUBSCRIBE,
+                                                        topic=topic)))
+        if response.type != pb.Response.OK:
+            await stream.aclose()
+            raise RuntimeError(response.error.msg)
+        return stream
+
+    async def next_message(self, subscription: trio.SocketStream) -> Any:
+        """The next message (a PSMessage: from, data, seqno, signature...) delivered."""
+        return await _read_delimited(subscription, self.pb.PSMessage())
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish `data` on `topic`, signed by the go peer's key."""
+        pb = self.pb
+        stream, response = await self._call(pb.Request(
+            type=pb.Request.PUBSUB, pubsub=pb.PSRequest(type=pb.PSRequest.PUBLISH,
+                                                        topic=topic, data=data)))
+        await stream.aclose()
+        if response.type != pb.Response.OK:
+            raise RuntimeError(response.error.msg)
 
 
 @contextmanager
