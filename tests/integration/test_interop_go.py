@@ -2,7 +2,8 @@
 tests/support/go_daemon.py), on loopback.
 
 What a node must keep working with peers that are not py-libp2p:
-- the handshake and muxer (Noise, yamux, multistream-select) both ways, and libp2p ping;
+- the handshake and muxer (Noise, yamux, multistream-select) both ways, libp2p ping,
+  and a mebibyte each way through yamux's flow control;
 - a protocol the other side lacks answered as "not supported" by the pipelined opener
   (the bug a rust-libp2p peer found: a refusal must not read as an unreachable peer);
 - our DHT apart from IPFS's (`/p2pinfer/kad/1.0.0`, never `/ipfs/kad/1.0.0`);
@@ -82,6 +83,26 @@ async def test_a_go_peer_and_ours_connect_and_ping_each_other(go: GoPeer) -> Non
             while len(echoed) < PING_BYTES:
                 echoed += await stream.receive_some(PING_BYTES)
             assert echoed == payload
+            await stream.aclose()
+
+
+async def test_a_mebibyte_each_way_between_go_and_us_keeps_yamux_flow_control(
+    go: GoPeer,
+) -> None:
+    # Four times yamux's initial window each way, echoed as it arrives: both sides'
+    # window updates (ours: net/compat/yamux_window.py) must satisfy the other's.
+    big = os.urandom(1024 * 1024)
+    with trio.fail_after(60):
+        async with run_host(config()) as net:
+            net.set_stream_handler(ECHO, echo)
+            await net.connect(go.addr)
+            stream = await go.open_stream(net.peer_id, ECHO)
+            back = bytearray()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream.send_all, big)
+                while len(back) < len(big) and (data := await stream.receive_some(65536)):
+                    back += data
+            assert bytes(back) == big
             await stream.aclose()
 
 
