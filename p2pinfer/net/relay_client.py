@@ -44,6 +44,7 @@ from p2pinfer.net.relay_rules import (
 log = logging.getLogger(__name__)
 
 MAX_CIRCUIT_ADDRS_TRIED = 4  # of a provider's circuit addresses, per dial
+MAX_LIMITED_REMEMBERED = 256  # relays known too limited (the oldest forgotten first)
 
 
 @dataclass
@@ -69,7 +70,8 @@ class RelayClient:
         self._transport = CircuitV2Transport(host, hop, RelayConfig(roles=RelayRole.STOP))
         self.slots: dict[str, Slot] = {}
         #: Relays not used because their circuits are too small for jobs (`too_limited`):
-        #: relay id -> (bytes, seconds) they granted. Never picked automatically again.
+        #: relay id -> (bytes, seconds) they granted. Not picked automatically again (the
+        #: last MAX_LIMITED_REMEMBERED of them).
         self.limited: dict[str, tuple[int, int]] = {}
         self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
@@ -121,7 +123,7 @@ class RelayClient:
             if not configured:
                 log.info("relay not used: circuits too small for jobs relay=%s bytes=%d "
                          "seconds=%d", relay_id, *limits)
-                self.limited[relay_id] = limits
+                self.remember_limited(relay_id, limits)
                 self._transport._reservations.pop(info.peer_id, None)
                 ok = False
             else:
@@ -140,6 +142,13 @@ class RelayClient:
             self._note_change()
         log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
         return True
+
+    def remember_limited(self, relay_id: str, limits: tuple[int, int]) -> None:
+        """Note a relay too limited for jobs; a swarm of them is remembered only so far."""
+        self.limited.pop(relay_id, None)
+        self.limited[relay_id] = limits
+        while len(self.limited) > MAX_LIMITED_REMEMBERED:
+            del self.limited[next(iter(self.limited))]
 
     async def run(self, reachability: Callable[[], str]) -> None:
         """Hold slots as the config says until cancelled: refresh, replace, drop."""

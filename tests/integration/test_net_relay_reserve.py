@@ -16,6 +16,7 @@ from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.relay_client import MAX_LIMITED_REMEMBERED
 from p2pinfer.net.relay_rules import (
     RelayClientConfig,
     RelayServiceConfig,
@@ -235,3 +236,16 @@ async def test_the_callers_timeout_bounds_the_direct_and_the_relayed_try_togethe
                 await caller.open_stream(target, ECHO, timeout_s=2.0)
             assert trio.current_time() - started < 3.0  # not 2 s + the relay's 10 s
             nursery.cancel_scope.cancel()
+
+
+async def test_a_swarm_of_limited_relays_is_remembered_only_so_far() -> None:
+    # Every relay found too limited for jobs is remembered (not asked again): a Sybil
+    # swarm of them must not grow that memory without end.
+    with trio.fail_after(30):
+        async with run_host(config()) as net:
+            for i in range(MAX_LIMITED_REMEMBERED + 44):
+                net.relay_client.remember_limited(f"relay-{i}", (131072, 120))
+            net.relay_client.remember_limited("relay-50", (1, 1))  # again: now the newest
+            limited = net.relay_client.limited
+            assert len(limited) == MAX_LIMITED_REMEMBERED
+            assert "relay-0" not in limited and list(limited)[-1] == "relay-50"
