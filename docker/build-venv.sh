@@ -14,6 +14,9 @@ set -eu
 VENV=/opt/p2pinfer
 WH=/wheelhouse
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# Should llama.cpp have to be compiled here: for AVX2, not this CPU (scripts/llama-wheel).
+CMAKE_ARGS=$(cat /usr/local/share/llama-cmake-args)
+export CMAKE_ARGS
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
