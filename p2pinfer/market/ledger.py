@@ -309,20 +309,16 @@ class Ledger(LedgerReads):
         *,
         expected_signer: bytes | None = None,
         evidence_verifier: EvidenceVerifier | None = None,
-        after_seq: int = 0,
-        after_hash: bytes = E.GENESIS_PREV,
     ) -> VerifyReport:
         """Walk the whole chain (one read snapshot) and report the first bad entry, if any.
 
         `expected_signer` defaults to the owner recorded at creation; the node
         passes its own public key. `evidence_verifier` re-checks stored signed
         messages (JobResult, Receipt, CheckReport) that only the protocol knows.
-        With `after_seq`, only the entries after it, trusting its hash is `after_hash`
-        (see market/checkpoint.py).
+        (A start from a checkpoint walks only the later entries: market/checkpoint.py.)
         """
         with self.read_snapshot() as conn:
-            return walk_chain(conn, self.owner, expected_signer, evidence_verifier,
-                              after_seq=after_seq, after_hash=after_hash)
+            return walk_chain(conn, self.owner, expected_signer, evidence_verifier)
 
     def verify_or_raise(self, **kwargs: Any) -> VerifyReport:
         """`verify`, raising LedgerIntegrityError("entry N: why") on the first bad entry."""
