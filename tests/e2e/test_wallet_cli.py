@@ -24,6 +24,7 @@ from p2pinfer.cli.main import _register_all, app
 from p2pinfer.errors import P2PInferError
 from p2pinfer.settle.account import account_of
 from p2pinfer.settle.vouchers import sign_digest, voucher_digest
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY_S = 24 * 3600
@@ -50,12 +51,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             time.sleep(0.1)
         yield {**json.loads(deployment.read_text()), "file": str(deployment)}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, grace_s=10)
 
 
 def rpc(chain: dict[str, Any], method: str, *params: Any) -> Any:

@@ -18,6 +18,7 @@ import trio
 from p2pinfer.api.server import create_app, serve
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2, ModelSource, smollm2_path
+from tests.support.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,10 +75,4 @@ def engine_serve_process(home: Path, *models: str, timeout_s: float = 120.0,
             raise RuntimeError(f"engine serve did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
         yield url[0]
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace_s=15)

@@ -29,6 +29,8 @@ import multiaddr
 import trio
 from libp2p.peer.id import ID
 
+from tests.support.processes import stop_process
+
 GO_IP = "127.0.0.4"
 
 
@@ -160,12 +162,7 @@ def go_daemon(*flags: str) -> Iterator[GoPeer]:
             peer = trio.run(_identify, socket, pb)
             yield peer
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace_s=10)
 
 
 async def _identify(socket: str, pb: ModuleType) -> GoPeer:
