@@ -28,6 +28,7 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p.peer.id import ID
+from libp2p.utils.varint import encode_varint_prefixed
 
 from tests.support.processes import stop_process
 
@@ -56,15 +57,6 @@ def load_pb(path: Path) -> ModuleType:
     return sys.modules[name]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 async def _read_delimited(stream: trio.SocketStream, message: Any) -> Any:
     length, shift = 0, 0
     while True:
@@ -85,6 +77,12 @@ async def _read_delimited(stream: trio.SocketStream, message: Any) -> Any:
     return message
 
 
+async def _exchange(stream: trio.SocketStream, request: Any, pb: ModuleType) -> Any:
+    """Send one control request on a new control connection; its Response."""
+    await stream.send_all(encode_varint_prefixed(request.SerializeToString()))
+    return await _read_delimited(stream, pb.Response())
+
+
 @dataclass
 class GoPeer:
     """A running daemon: its peer id, its TCP address, and its control socket."""
@@ -96,8 +94,7 @@ class GoPeer:
 
     async def _call(self, request: Any) -> tuple[trio.SocketStream, Any]:
         stream = await trio.open_unix_socket(self.socket)
-        await stream.send_all(_varint(request.ByteSize()) + request.SerializeToString())
-        return stream, await _read_delimited(stream, self.pb.Response())
+        return stream, await _exchange(stream, request, self.pb)
 
     async def peers(self) -> list[str]:
         """The peers the daemon holds a connection to."""
@@ -175,9 +172,7 @@ async def _identify(socket: str, pb: ModuleType) -> GoPeer:
             if time.monotonic() > deadline:
                 raise
             await trio.sleep(0.05)
-    request = pb.Request(type=pb.Request.IDENTIFY)
-    await stream.send_all(_varint(request.ByteSize()) + request.SerializeToString())
-    response = await _read_delimited(stream, pb.Response())
+    response = await _exchange(stream, pb.Request(type=pb.Request.IDENTIFY), pb)
     await stream.aclose()
     peer_id = ID(response.identify.id).to_base58()
     tcp = [str(multiaddr.Multiaddr(a)) for a in response.identify.addrs]
