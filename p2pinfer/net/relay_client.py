@@ -21,19 +21,27 @@ from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream
+from libp2p.connection_types import ConnectionType
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
+from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from libp2p.utils.varint import decode_varint_with_size
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import PeerUnreachableError
+from p2pinfer.net.compat.relay_v2 import reset_quietly
 from p2pinfer.net.config import parse_peer_addr, parse_peer_id
 from p2pinfer.net.relay import RelayHop
 from p2pinfer.net.relay_rules import (
+    CIRCUIT,
     RelayClientConfig,
     circuit_addr,
     is_circuit_addr,
@@ -220,30 +228,99 @@ class RelayClient:
 
     async def dial(self, peer_id: str, addrs: Sequence[str]) -> str:
         """Connect to `peer_id` through one of its circuit addresses in `addrs` (others are
-        ignored); return the address that worked. PeerUnreachableError if none did."""
+        ignored), in order; return the address that worked. A relay whose CONNECT answer
+        says its circuits end too soon for a job (`too_limited`: a go-libp2p relay's
+        defaults) is passed over while another may work, and used when none does.
+        PeerUnreachableError if none did."""
         pid = parse_peer_id(peer_id)
         tried: list[str] = []
-        for text in [a for a in addrs if is_circuit_addr(a)][:MAX_CIRCUIT_ADDRS_TRIED]:
-            try:
-                addr = multiaddr.Multiaddr(text)
-                if addr.get_peer_id() is None:  # the target's id may be left off
-                    addr = addr.encapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id}"))
-                relay_part = str(addr).split("/p2p-circuit")[0]
-                relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part))
-                with trio.fail_after(self.config.dial_timeout_s):
-                    await self._host.connect(relay)
-                    conn = await self._transport.dial(addr)
-                if conn.muxed_conn.peer_id != pid:  # Noise proved someone else
-                    await conn.close()
-                    raise PeerUnreachableError(f"{text} reached {conn.muxed_conn.peer_id}")
-                log.info("connected through relay peer=%s addr=%s", peer_id, text)
+        passed_over: list[str] = []
+        candidates = [a for a in addrs if is_circuit_addr(a)][:MAX_CIRCUIT_ADDRS_TRIED]
+        for i, text in enumerate(candidates):  # the last one is taken whatever its limits
+            last = i == len(candidates) - 1
+            outcome = await self._try_circuit(pid, text, tried, limited_ok=last)
+            if outcome == "connected":
                 return text
-            except Exception as exc:
-                log.info("relayed dial failed peer=%s addr=%s error=%r", peer_id, text, exc)
-                tried.append(f"{text}: {exc}")
+            if outcome == "limited":
+                passed_over.append(text)
+        for text in passed_over:  # the last one failed: one passed over is better than none
+            if await self._try_circuit(pid, text, tried, limited_ok=True) == "connected":
+                return text
         raise PeerUnreachableError(
             f"no relay reached {peer_id}" + (f" ({'; '.join(tried)})" if tried else
                                               " (it advertises no circuit address)"))
+
+    async def _try_circuit(self, pid: ID, text: str, tried: list[str], *,
+                           limited_ok: bool) -> str:
+        """One relayed dial: "connected", "limited" (the relay's circuits are too small
+        and not `limited_ok`: nothing kept) or "failed" (why, appended to `tried`)."""
+        try:
+            with trio.fail_after(self.config.dial_timeout_s):
+                stream, relay_id, limits = await self._hop_connect(pid, text)
+                if too_limited(*limits):
+                    self.remember_limited(relay_id, limits)
+                    if not limited_ok:
+                        log.info("relay passed over: circuits too small for jobs relay=%s "
+                                 "bytes=%d seconds=%d", relay_id, *limits)
+                        await reset_quietly(stream)
+                        return "limited"
+                    log.warning("only a relay that cuts circuits at %d bytes or %d s reaches"
+                                " peer=%s: a long job through it fails over", *limits, pid)
+                conn = await self._upgrade(stream, text, pid)
+            if conn.muxed_conn.peer_id != pid:  # Noise proved someone else
+                await conn.close()
+                raise PeerUnreachableError(f"{text} reached {conn.muxed_conn.peer_id}")
+        except Exception as exc:
+            log.info("relayed dial failed peer=%s addr=%s error=%r", pid, text, exc)
+            tried.append(f"{text}: {exc}")
+            return "failed"
+        log.info("connected through relay peer=%s addr=%s", pid, text)
+        return "connected"
+
+    async def _hop_connect(self, pid: ID, text: str) -> tuple[INetStream, str, tuple[int, int]]:
+        """Ask the relay in circuit address `text` for a circuit to `pid`: the HOP stream
+        that carries it, the relay's id and the limits its answer grants (0: none).
+
+        Not py-libp2p's `CircuitV2Transport.dial`: it tries every circuit address its
+        peerstore holds for the target before the relay it is given (any peer can plant
+        one there through a DHT answer: a relay that never answers then stalled each
+        relayed dial), and it drops the limits in the relay's answer."""
+        relay_part = text.split(CIRCUIT)[0]
+        relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part))
+        await self._host.connect(relay)
+        stream = await self._host.new_stream(relay.peer_id, [HOP_PROTOCOL_ID])
+        try:
+            await write_delimited_msg(stream, HopMessage(
+                type=HopMessage.CONNECT, peer=CircuitPeerId(id=pid.to_bytes())))
+            answer = await read_delimited_msg(stream, HopMessage)
+            status = answer.status if answer.HasField("status") else StatusCode.UNUSED
+            if answer.type != HopMessage.STATUS or status != StatusCode.OK:
+                raise PeerUnreachableError(f"the relay refused the circuit: {status_name(status)}")
+        except BaseException:
+            await reset_quietly(stream)
+            raise
+        limits = ((int(answer.limit.data), int(answer.limit.duration))
+                  if answer.HasField("limit") else (0, 0))
+        return stream, relay.peer_id.to_base58(), limits
+
+    async def _upgrade(self, stream: INetStream, text: str, pid: ID) -> INetConn:
+        """Noise and yamux over the circuit `stream` (py-libp2p's swarm keeps the result)."""
+        raw = RawConnection(stream=stream, initiator=True,
+                            connection_type=ConnectionType.RELAYED,
+                            addresses=[multiaddr.Multiaddr(text)])
+        try:
+            return await self._host.upgrade_outbound_connection(raw, pid)
+        except BaseException:
+            await reset_quietly(stream)
+            raise
+
+
+def status_name(code: int) -> str:
+    """A relay's status code as the spec names it (`NO_RESERVATION`), else the number."""
+    try:
+        return StatusCode(code).name
+    except ValueError:
+        return str(code)
 
 
 def local_ip_towards(ip: str) -> str | None:
