@@ -19,6 +19,7 @@ from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.pubsub import Pubsub
+from multiaddr import Multiaddr
 
 from p2pinfer.errors import (
     NetworkError,
@@ -31,6 +32,7 @@ from p2pinfer.net.advert_gate import AdvertGate
 from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
+from p2pinfer.net.compat.dial_addrs import connect, connect_info
 from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.compat.yamux_open import new_stream_lazily
 from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
@@ -159,12 +161,8 @@ class NetHost(GossipAndAdverts):
             try:
                 await handler(stream)
             except P2PInferError as exc:
-                log.info(
-                    "stream ended protocol=%s peer=%s error=%s",
-                    protocol,
-                    stream.remote_peer_id,
-                    exc,
-                )
+                log.info("stream ended protocol=%s peer=%s error=%s", protocol,
+                         stream.remote_peer_id, exc)
                 await stream.reset()
                 return
             except Exception:
@@ -190,11 +188,12 @@ class NetHost(GossipAndAdverts):
         proposal, so the answer comes back one round trip later instead of three
         (`p2pinfer.net.compat.multistream`). Without it, py-libp2p's own lock-step negotiation.
 
-        Addresses come from the peerstore (connections, DHT records, mDNS) and from the
-        peer's advert in the catalog. A peer with `/p2p-circuit` addresses and no
-        connection yet gets `direct_first_s` (at most half of `timeout_s`) for a direct
-        dial if one may work (`worth_a_direct_try`), then is dialled through its relay
-        (`RelayClient.dial`) within what is left. Over a relay, DCUtR is tried for a
+        Addresses come from the peer's advert in the catalog, dialled first, and from
+        the peerstore (connections, DHT records, mDNS; `compat.dial_addrs`). A peer
+        with `/p2p-circuit` addresses and no connection yet gets `direct_first_s` (at
+        most half of `timeout_s`) for a direct dial if one may work
+        (`worth_a_direct_try`), then is dialled through its relay (`RelayClient.dial`)
+        within what is left. Over a relay, DCUtR is tried for a
         direct connection before the stream (`dcutr`) or behind it (`dcutr_behind`).
         The caller owns the stream and must close or reset it. Raises
         PeerUnreachableError (no address, dial failed), ProtocolNotSupportedError (the
@@ -261,13 +260,16 @@ class NetHost(GossipAndAdverts):
                            timeout_s: float | None, *, advert_addrs: bool = True) -> NetStream:
         pid = parse_peer_id(peer_id)
         advert = self.catalog.advert_of(peer_id)
-        # Its own signed word on where to dial it, for a dial; over a connection already
-        # up the stream needs none (parsing them cost ~80 us a job).
+        # Its own signed word on where to dial it, for a dial, dialled first; over a
+        # connection already up the stream needs none (parsing them cost ~80 us a job).
+        own: list[Multiaddr] = []
         if advert is not None and advert_addrs and peer_id not in self.peers():
-            self.add_peer_addrs(peer_id, advert.advert.listen_addrs)
+            own = peer_addrs_to_multiaddrs(advert.advert.listen_addrs)
+            self._host.get_peerstore().add_addrs(pid, own, ADDR_TTL_S)
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         try:
             with trio.fail_after(limit):
+                await connect(self._host.get_network(), pid, own)  # not py-libp2p's pick
                 if first is None:
                     return NetStream(await self._host.new_stream(pid, [TProtocol(protocol)]))
                 return await self._open_pipelined(pid, protocol, first, limit)
@@ -387,11 +389,10 @@ class NetHost(GossipAndAdverts):
         already = info.peer_id in set(self._host.get_connected_peers())
         try:
             with trio.fail_after(self.config.dial_timeout_s):
-                await self._host.connect(info)
+                await connect_info(self._host, info)
         except trio.TooSlowError as exc:
-            raise PeerUnreachableError(
-                f"connecting to {what} took over {self.config.dial_timeout_s:g} s"
-            ) from exc
+            raise PeerUnreachableError(f"connecting to {what} took over "
+                                       f"{self.config.dial_timeout_s:g} s") from exc
         except Exception as exc:
             raise PeerUnreachableError(f"cannot connect to {what}: {exc}") from exc
         if not already:

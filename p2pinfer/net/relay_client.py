@@ -37,6 +37,7 @@ from libp2p.utils.varint import decode_varint_with_size
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import PeerUnreachableError
+from p2pinfer.net.compat.dial_addrs import connect_info
 from p2pinfer.net.compat.relay_v2 import reset_quietly
 from p2pinfer.net.config import parse_peer_addr, parse_peer_id
 from p2pinfer.net.relay import RelayHop
@@ -116,7 +117,7 @@ class RelayClient:
         limits = (0, 0)
         try:
             with trio.fail_after(self.config.dial_timeout_s):
-                await self._host.connect(info)
+                await connect_info(self._host, info)
                 stream = Recorded(await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID]))
                 try:
                     ok = await self._transport._make_reservation(
@@ -287,7 +288,7 @@ class RelayClient:
         relayed dial), and it drops the limits in the relay's answer."""
         relay_part = text.split(CIRCUIT)[0]
         relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part))
-        await self._host.connect(relay)
+        await connect_info(self._host, relay)
         stream = await self._host.new_stream(relay.peer_id, [HOP_PROTOCOL_ID])
         try:
             await write_delimited_msg(stream, HopMessage(

@@ -167,8 +167,14 @@ async def hold_silently(listeners: list[trio.SocketListener], *,
     whose handshake hangs."""
     held: list[trio.SocketStream] = []
     task_status.started()
-    while True:
-        held.append(await listeners[0].accept())
+    try:
+        while True:
+            held.append(await listeners[0].accept())
+    finally:  # cancelled: close what it held (no socket left to the garbage collector)
+        for stream in held:
+            stream.socket.close()
+        for listener in listeners:
+            listener.socket.close()
 
 
 async def test_a_direct_dial_that_hangs_falls_back_to_the_relay_in_seconds() -> None:

@@ -21,12 +21,13 @@ workarounds").
 | `stream_notify` | a nursery of no-op notifee tasks for every stream opened or closed |
 | `yamux_open` | a new stream's SYN, and its ACK, each in a Noise message of its own |
 | `multistream_listener` | the listener's header and answer in two writes |
+| `dial_addrs` | a dial tries only the first TCP address anyone planted |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
 `listening` and `memoize_task_parents` by `run_host`, `open_pipelined` and `lazy_syn`
 by `NetHost.open_stream`, `build_dht` by `run_host`, `BoundedCircuitV2` as `RelayHop`'s
-base.
+base, `connect` by `NetHost` and `RelayClient` for their dials.
 """
 
 from __future__ import annotations
