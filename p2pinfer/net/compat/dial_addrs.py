@@ -28,7 +28,8 @@ no transport of ours can dial are skipped.
 
 **To drop it.** When upstream dials the peer's addresses beyond one per class (or in
 an order the caller gives) and no longer clears addresses on a mismatch, use
-`host.connect` again (the canary for the two functions fails first on any upgrade).
+`host.connect` again (the canary for the functions in `PATCHED` fails first on any
+upgrade).
 
 **Upstream.** No issue found; not drafted.
 """
@@ -45,6 +46,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import PeerUnreachableError
+from p2pinfer.net.relay_rules import is_circuit_addr
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,6 @@ UPSTREAM = None
 
 MAX_DIAL_ADDRS = 8  # of one peer's addresses, per connect
 STAGGER_S = 0.25  # between one dial's start and the next (py-libp2p's happy eyeballs)
-CIRCUIT = "/p2p-circuit"
 PEER_INFO_TTL_S = 600  # as BasicHost.connect keeps a PeerInfo's addresses
 
 
@@ -147,7 +148,7 @@ async def dialable(network: INetworkService, addrs: Sequence[Multiaddr]) -> list
     for addr in addrs:
         text = str(addr)
         key = text.split("/p2p/")[0]  # with or without the peer's id: one address
-        if key in seen or CIRCUIT in text:
+        if key in seen or is_circuit_addr(text):
             continue
         seen.add(key)
         try:
