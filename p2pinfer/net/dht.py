@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
+
+from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,14 @@ class ProviderRef:
 class ProviderRecords:
     """Provide and look up model provider records on a running KadDHT."""
 
-    def __init__(self, dht: KadDHT, local_peer_id: str) -> None:
+    def __init__(self, dht: ServerPeersKadDHT, local_peer_id: str) -> None:
         self._dht = dht
         self._local_peer_id = local_peer_id
         self._models: set[str] = set()
+
+    async def follow_reachability(self, reachability: Callable[[], str]) -> None:
+        """The DHT's mode as AutoNAT says (`follow_reachability`), until cancelled."""
+        await follow_reachability(self._dht, reachability)
 
     @property
     def models(self) -> frozenset[str]:
@@ -194,3 +200,23 @@ def peer_addrs_to_multiaddrs(addrs: tuple[str, ...]) -> list[Multiaddr]:
             continue
         out.append(addr)
     return out
+
+
+MODE_CHECK_S = 5.0
+"""How often `follow_reachability` reads AutoNAT's verdict and prunes the routing table."""
+
+
+async def follow_reachability(dht: ServerPeersKadDHT, reachability: Callable[[], str], *,
+                              interval_s: float = MODE_CHECK_S) -> None:
+    """Serve the DHT while AutoNAT finds this node public, not while private (client mode,
+    as go-libp2p's ModeAuto: a peer nobody can dial would only be handed out to walks that
+    then fail to dial it); unknown changes nothing, so a node stays a server until a
+    verdict says otherwise. While serving, drop peers that turned client from the routing
+    table. Runs until cancelled."""
+    while True:
+        status = reachability()
+        if status != "unknown":
+            await dht.set_server(status == "public")
+        if dht.server:
+            dht.prune_clients()
+        await trio.sleep(interval_s)

@@ -2,9 +2,7 @@
 
 Dialing, streams (direct, then relayed), the DHT and the bootstrap/mDNS dialers are
 here; topics and our advert are `GossipAndAdverts` (`net/host_gossip.py`).
-
-Created only by `p2pinfer.net.host.run_host`, which owns its nursery and the
-py-libp2p objects it wraps.
+`p2pinfer.net.host.run_host` creates it and owns its nursery and the libp2p objects.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from collections.abc import Awaitable, Callable
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.pubsub import Pubsub
@@ -33,6 +30,7 @@ from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.compat.dial_addrs import connect, connect_info
+from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.compat.yamux_open import new_stream_lazily
 from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
@@ -62,7 +60,7 @@ class NetHost(GossipAndAdverts):
     """
 
     def __init__(
-        self, config: NetConfig, host: IHost, pubsub: Pubsub, dht: KadDHT,
+        self, config: NetConfig, host: IHost, pubsub: Pubsub, dht: ServerPeersKadDHT,
         nursery: trio.Nursery, *, dialer: IHost | None = None, relay: tuple[RelayHop, RelayClient],
         dcutr: GuardedDCUtR,
     ) -> None:
@@ -105,6 +103,7 @@ class NetHost(GossipAndAdverts):
         self._nursery.start_soon(follow_reachability, self.relay_hop, self.config.relay,
                                  reachability)
         self._nursery.start_soon(self.relay_client.run, reachability)
+        self._nursery.start_soon(self._records.follow_reachability, reachability)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
         self._nursery.start_soon(self._reprovide_loop)

@@ -17,6 +17,7 @@ workarounds").
 | `listeners` | `host.run` swallows bind errors and leaves listeners running |
 | `multistream` | lock-step multistream-select (2 RTT before a request leaves) |
 | `kad_protocol` | KadDHT ignores `protocol_prefix`: always `/ipfs/kad/1.0.0` |
+| `kad_server_peers` | any peer that queries the DHT joins the routing table, client or not |
 | `relay_v2` | relay slots for named peers, kept after disconnect; idle circuits live on |
 | `stream_notify` | a nursery of no-op notifee tasks for every stream opened or closed |
 | `yamux_open` | a new stream's SYN, and its ACK, each in a Noise message of its own |

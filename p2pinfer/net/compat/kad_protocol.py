@@ -33,8 +33,10 @@ from typing import Any
 from libp2p.abc import IHost, INetStream, IPeerStore
 from libp2p.custom_types import StreamHandlerFn, TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as IPFS_KAD_PROTOCOL_ID
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.kad_dht import DHTMode
 from libp2p.peer.id import ID
+
+from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 
 PATCHED = {
     "libp2p.kad_dht.kad_dht:KadDHT.__init__": "1ff688dc5719e4cd",
@@ -47,11 +49,12 @@ DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
 """Our Kademlia protocol id (go-libp2p's ProtocolPrefix("/p2pinfer") gives the same)."""
 
 
-def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> KadDHT:
-    """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only."""
+def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> ServerPeersKadDHT:
+    """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only, and
+    whose routing table holds DHT servers only (`kad_server_peers`)."""
     # Any: KadHostView stands in for IHost by delegation, not by subclassing it.
     view: Any = host if protocol == IPFS_KAD_PROTOCOL_ID else KadHostView(host, protocol)
-    return KadDHT(view, DHTMode.SERVER)
+    return ServerPeersKadDHT(view, DHTMode.SERVER)
 
 
 class KadHostView:
@@ -63,6 +66,11 @@ class KadHostView:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._host, name)
+
+    @property
+    def wrapped(self) -> IHost:
+        """The host this view renames for."""
+        return self._host
 
     def _rename(self, protocol: str) -> TProtocol:
         return self._protocol if protocol == IPFS_KAD_PROTOCOL_ID else TProtocol(protocol)
