@@ -64,6 +64,7 @@ IDENTIFY_WAIT_S = 5.0
 MAX_PENDING = 64
 """Queriers waited for at once; more are not admitted (they may query again later)."""
 POLL_S = 0.1
+PUSH_TIMEOUT_S = 10.0
 IDENTIFY = str(IDENTIFY_ID)
 
 
@@ -137,7 +138,8 @@ class ServerPeersKadDHT(KadDHT):
         self.mode = DHTMode.SERVER if server else DHTMode.CLIENT
         log.info("dht mode=%s", "server" if server else "client")
         try:  # the host itself, not the renaming view (kad_protocol.KadHostView)
-            await push_identify_to_peers(getattr(self.host, "wrapped", self.host))
+            with trio.move_on_after(PUSH_TIMEOUT_S):  # a mute peer must not hold the caller
+                await push_identify_to_peers(getattr(self.host, "wrapped", self.host))
         except Exception as exc:  # best effort: peers also learn it on their next identify
             log.info("identify push after a dht mode change failed error=%r", exc)
         return True
