@@ -66,6 +66,8 @@ class NodeInfo:
     # Whether other peers can dial this node (AutoNAT, docs/network.md "Reachability").
     reachability: Reachability = "unknown"
     relay: RelayView | None = None
+    # "server": it answers DHT queries; "client": it only asks (while AutoNAT says private).
+    dht_mode: str = "server"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,11 @@ class ProviderRecords:
         await follow_reachability(self._dht, reachability)
 
     @property
+    def dht_mode(self) -> str:
+        """"server" while this node serves the DHT, "client" while it only queries it."""
+        return "server" if self._dht.server else "client"
+
+    @property
     def models(self) -> frozenset[str]:
         """Models this node announces."""
         return frozenset(self._models)

@@ -46,7 +46,7 @@ class GossipAndAdverts:
     relay_client: RelayClient
     _pubsub: Pubsub
     _nursery: trio.Nursery
-    _records: ProviderRecords
+    records: ProviderRecords
     _local_advert: bytes | None
     _advertising: bool
     _advert_seq: int
@@ -127,9 +127,9 @@ class GossipAndAdverts:
         self._local_advert = raw
         await self._pubsub.publish(ADVERTS_TOPIC, raw)
         models = {offer.name for offer in advert.advert.models}
-        for model in models - self._records.models:
-            self._nursery.start_soon(self._records.provide, model)
-        self._records.retain(models)
+        for model in models - self.records.models:
+            self._nursery.start_soon(self.records.provide, model)
+        self.records.retain(models)
         return advert
 
     def sign_advert(self, advert: Advert) -> bytes:

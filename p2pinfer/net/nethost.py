@@ -76,7 +76,7 @@ class NetHost(GossipAndAdverts):
         self._host = host
         self._pubsub = pubsub
         self._dht = dht
-        self._records = ProviderRecords(dht, self.peer_id)
+        self.records = ProviderRecords(dht, self.peer_id)  # the DHT: provider records, mode
         self._nursery = nursery
         self._local_advert: bytes | None = None
         self._advertising = False
@@ -103,7 +103,7 @@ class NetHost(GossipAndAdverts):
         self._nursery.start_soon(follow_reachability, self.relay_hop, self.config.relay,
                                  reachability)
         self._nursery.start_soon(self.relay_client.run, reachability)
-        self._nursery.start_soon(self._records.follow_reachability, reachability)
+        self._nursery.start_soon(self.records.follow_reachability, reachability)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
         self._nursery.start_soon(self._reprovide_loop)
@@ -317,11 +317,11 @@ class NetHost(GossipAndAdverts):
 
     async def provide(self, model: str) -> bool:
         """Announce in the DHT that we serve `model`; re-announced until shutdown."""
-        return await self._records.provide(model)
+        return await self.records.provide(model)
 
     async def find_providers(self, model: str, *, count: int = 20) -> list[ProviderRef]:
         """Peers that announced `model` in the DHT (deduplicated, not us); their addrs are kept."""
-        refs = await self._records.find(model, count=count)
+        refs = await self.records.find(model, count=count)
         for ref in refs:
             self.add_peer_addrs(ref.peer_id, ref.addrs)
         return refs
@@ -361,7 +361,7 @@ class NetHost(GossipAndAdverts):
                 await self._new_peers.wait()
             self._new_peers = trio.Event()
             await self.refresh_routing_table()
-            await self._records.reprovide_all()
+            await self.records.reprovide_all()
 
     async def _bootstrap_loop(self) -> None:
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]

@@ -146,7 +146,7 @@ class LiveNodeView:
                           net.dcutr.upgrades)
         return NodeInfo(self._net.peer_id, tuple(self._net.addrs()), models, self._hardware,
                         self._clock() - self._started_ms, __version__, self._engine,
-                        self._net.reachability, relay)  # fmt: skip
+                        self._net.reachability, relay, self._net.records.dht_mode)  # fmt: skip
 
     async def peers(self) -> Sequence[PeerView]:
         catalog = self._net.catalog

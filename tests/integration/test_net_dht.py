@@ -98,8 +98,8 @@ async def test_lookup_whose_walk_stalls_is_bounded_and_asks_connected_peers(
             )
             consumer = await stack.enter_async_context(run_host(config(bootstrap=(n1.addrs()[0],))))
             await find_until_found(consumer, MODEL, {provider.peer_id})  # n1 holds the record
-            consumer._records._dht.provider_store.providers.clear()  # a cold cache again
-            monkeypatch.setattr(consumer._records._dht.peer_routing,
+            consumer.records._dht.provider_store.providers.clear()  # a cold cache again
+            monkeypatch.setattr(consumer.records._dht.peer_routing,
                                 "find_closest_peers_network", stalled_walk)
             started = trio.current_time()
             found = {ref.peer_id for ref in await consumer.find_providers(MODEL)}

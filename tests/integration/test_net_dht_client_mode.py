@@ -41,6 +41,7 @@ async def test_a_private_node_is_a_dht_client_that_still_provides_and_finds() ->
             nursery.start_soon(lambda: follow_reachability(
                 natted._dht, lambda: status["now"], interval_s=0.1))
             await await_until(lambda: not serves_dht(natted), timeout_s=5)
+            assert natted.records.dht_mode == "client" and server.records.dht_mode == "server"
             for node in (natted, other):
                 await node.connect(server.addrs()[0])
                 await node.refresh_routing_table()

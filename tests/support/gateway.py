@@ -158,7 +158,7 @@ class FakeNodeView:
         self._maybe_fail()
         return NodeInfo(SELF, ("/ip4/127.0.0.1/tcp/4001",), (), CPU, 3_723_000, "0.1.0",
                         "llama.cpp", "private",
-                        RelayView(False, 0, 0, {"per_ip": 2}, (RELAYED,), 1))  # fmt: skip
+                        RelayView(False, 0, 0, {"per_ip": 2}, (RELAYED,), 1), "client")  # fmt: skip
 
     async def peers(self) -> Sequence[PeerView]:
         self._maybe_fail()

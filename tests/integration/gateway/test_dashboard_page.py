@@ -29,6 +29,7 @@ def _check_page(url: str) -> None:
         assert text_of(driver, "kpi-providers") == "2"
         assert text_of(driver, "peer-id").startswith("12D3Ko")
         assert text_of(driver, "reachability") == "private"
+        assert text_of(driver, "dht-mode") == "client"
         assert "public" in peers  # provider A: a dial-back or our own dial reached it
         # The chart was drawn: the canvas is not blank.
         blank = driver.execute_script(

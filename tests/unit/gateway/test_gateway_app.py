@@ -55,6 +55,7 @@ async def test_admin_node_describes_this_node() -> None:
         "reachability": "private",
         "relay": {"serving": False, "reservations": 0, "circuits": 0,
                   "refusals": {"per_ip": 2}, "slots": [RELAYED], "dcutr_upgrades": 1},
+        "dht_mode": "client",
     }  # fmt: skip
 
 
