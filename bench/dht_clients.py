@@ -23,64 +23,25 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import multiaddr
 import trio
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
-from libp2p.tools.anyio_service import background_trio_service
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import machine, results_path, utc_now, write_result  # noqa: E402
-from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID, KadHostView  # noqa: E402
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT  # noqa: E402
-from p2pinfer.net.host import build_libp2p_host, run_host  # noqa: E402
-from tests.integration.net_helpers import config  # noqa: E402
+from p2pinfer.net.host import run_host  # noqa: E402
+from tests.integration.net_helpers import config, kad_server, mute_addr  # noqa: E402
 
 RESULTS = results_path("dht_clients.json")
 MODEL = "smollm2:135m"
-
-
-@asynccontextmanager
-async def mute_listener() -> AsyncIterator[tuple[multiaddr.Multiaddr, list[int]]]:
-    """A TCP address that accepts and never answers; yields it and a one-item accept count."""
-    accepted = [0]
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    held: list[trio.SocketStream] = []
-    async with trio.open_nursery() as nursery:
-
-        async def hold() -> None:
-            while True:
-                held.append(await listeners[0].accept())
-                accepted[0] += 1
-
-        nursery.start_soon(hold)
-        try:
-            yield multiaddr.Multiaddr(
-                f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}"), accepted
-        finally:
-            nursery.cancel_scope.cancel()
-            for stream in held:
-                stream.socket.close()
-            listeners[0].socket.close()
-
-
-@asynccontextmanager
-async def dht_server(cls: type[KadDHT]) -> AsyncIterator[KadDHT]:
-    host = build_libp2p_host(config())
-    dht = cls(KadHostView(host, DHT_PROTOCOL_ID), DHTMode.SERVER)
-    async with (
-        host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
-        background_trio_service(dht),
-    ):
-        yield dht
-        await host.close()
 
 
 async def natted_clients(server: KadDHT, count: int, mute: multiaddr.Multiaddr) -> list[str]:
@@ -105,25 +66,25 @@ async def natted_clients(server: KadDHT, count: int, mute: multiaddr.Multiaddr) 
 
 async def one_setup(cls: type[KadDHT], clients: int, rounds: int) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
-        mute, knocks = await stack.enter_async_context(mute_listener())
-        server = await stack.enter_async_context(dht_server(cls))
+        mute = await stack.enter_async_context(mute_addr())
+        server = await stack.enter_async_context(kad_server(cls))
         addr = str(server.host.get_addrs()[0])
         provider = await stack.enter_async_context(run_host(config()))
         await provider.connect(addr)
         await provider.refresh_routing_table()
-        ids = await natted_clients(server, clients, mute)
+        ids = await natted_clients(server, clients, mute.addr)
         table = {p.to_base58() for p in server.routing_table.get_peer_ids()}
         await provider.provide(MODEL)
         times, found, knocked = [], [], []
         for _ in range(rounds):
             async with run_host(config()) as looker:
                 await looker.connect(addr)
-                before = knocks[0]
+                before = mute.accepted
                 started = time.perf_counter()
                 refs = await looker.find_providers(MODEL)
                 times.append(round((time.perf_counter() - started) * 1000, 1))
                 found.append([r.peer_id for r in refs] == [provider.peer_id])
-                knocked.append(knocks[0] - before)
+                knocked.append(mute.accepted - before)
         return {"clients_in_server_table": len(table & set(ids)),
                 "lookup_ms": times, "lookup_ms_median": statistics.median(times),
                 "found_the_provider": found, "knocks_on_natted_clients": knocked}

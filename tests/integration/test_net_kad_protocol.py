@@ -4,42 +4,24 @@ neither store records on each other nor enter each other's routing tables."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import multiaddr
 import pytest
 import trio
 from libp2p.host.exceptions import StreamFailure
 from libp2p.kad_dht.common import PROTOCOL_ID as IPFS_KAD
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
-from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.errors import ProtocolNotSupportedError
 from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
 from p2pinfer.net.dht import model_key, model_key_bytes
-from p2pinfer.net.host import build_libp2p_host, run_host
+from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
-from tests.integration.net_helpers import config
+from tests.integration.net_helpers import config, kad_server
 
 pytestmark = pytest.mark.network
 
 MODEL = "smollm2:135m"
-
-
-@asynccontextmanager
-async def stock_kad_node() -> AsyncIterator[KadDHT]:
-    """A py-libp2p host (Noise, like ours) running py-libp2p's KadDHT unchanged."""
-    host = build_libp2p_host(config())
-    dht = KadDHT(host, DHTMode.SERVER)
-    async with (
-        host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
-        background_trio_service(dht),
-    ):
-        yield dht
-        await host.close()
 
 
 def served(net: NetHost) -> set[str]:
@@ -64,7 +46,7 @@ async def test_two_of_our_nodes_exchange_provider_records_over_p2pinfer_kad() ->
 
 async def test_a_stock_ipfs_kad_node_and_ours_exchange_no_dht_records() -> None:
     with trio.fail_after(40):
-        async with run_host(config()) as ours, stock_kad_node() as stock:
+        async with run_host(config()) as ours, kad_server(protocol=str(IPFS_KAD)) as stock:
             stock_id = stock.host.get_id().to_base58()
             await ours.connect(str(stock.host.get_addrs()[0]))
             await trio.sleep(0.5)  # identify has told each side the other's protocols

@@ -11,8 +11,8 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
+from tests.integration.net_helpers import hold_silently
 from tests.integration.test_net_relay_limits import ECHO, echo, start
-from tests.integration.test_net_relay_reserve import hold_silently
 
 pytestmark = pytest.mark.network
 

@@ -14,6 +14,7 @@ from libp2p.peer.id import ID
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.relay_rules import MIN_JOB_CIRCUIT_BYTES, path_of
+from tests.integration.net_helpers import hold_silently
 from tests.integration.test_net_relay_limits import (
     ECHO,
     echo,
@@ -22,7 +23,6 @@ from tests.integration.test_net_relay_limits import (
     start,
     through,
 )
-from tests.integration.test_net_relay_reserve import hold_silently
 
 pytestmark = pytest.mark.network
 

@@ -24,7 +24,7 @@ from p2pinfer.net.relay_rules import (
     is_circuit_addr,
     path_of,
 )
-from tests.integration.net_helpers import advert_template, config
+from tests.integration.net_helpers import advert_template, config, hold_silently
 from tests.integration.test_net_relay_limits import ECHO, echo
 
 pytestmark = pytest.mark.network
@@ -159,22 +159,6 @@ async def test_a_node_holds_at_most_max_relays_slots() -> None:
             await trio.sleep(1.0)
             assert len(provider.relay_client.slots) == 2
             assert len(provider.relay_client.circuit_addrs()) == 2
-
-
-async def hold_silently(listeners: list[trio.SocketListener], *,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Accept TCP connections and never answer: a NAT dropping packets, as seen by a dialler
-    whose handshake hangs."""
-    held: list[trio.SocketStream] = []
-    task_status.started()
-    try:
-        while True:
-            held.append(await listeners[0].accept())
-    finally:  # cancelled: close what it held (no socket left to the garbage collector)
-        for stream in held:
-            stream.socket.close()
-        for listener in listeners:
-            listener.socket.close()
 
 
 async def test_a_direct_dial_that_hangs_falls_back_to_the_relay_in_seconds() -> None:

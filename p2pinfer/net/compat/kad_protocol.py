@@ -52,9 +52,14 @@ DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
 def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> ServerPeersKadDHT:
     """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only, and
     whose routing table holds DHT servers only (`kad_server_peers`)."""
-    # Any: KadHostView stands in for IHost by delegation, not by subclassing it.
-    view: Any = host if protocol == IPFS_KAD_PROTOCOL_ID else KadHostView(host, protocol)
-    return ServerPeersKadDHT(view, DHTMode.SERVER)
+    return ServerPeersKadDHT(dht_host(host, protocol), DHTMode.SERVER)
+
+
+def dht_host(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> Any:
+    """What to hand a KadDHT so that it speaks Kademlia as `protocol`: `host` itself for
+    IPFS's id, else a `KadHostView` of it (Any: the view stands in for IHost by
+    delegation, not by subclassing it)."""
+    return host if protocol == IPFS_KAD_PROTOCOL_ID else KadHostView(host, protocol)
 
 
 class KadHostView:

@@ -23,6 +23,7 @@ from p2pinfer.net.compat import dial_addrs
 from p2pinfer.net.compat.auto_connect import quiet
 from p2pinfer.net.compat.dial_addrs import MAX_DIAL_ADDRS, connect, connect_info, dialable
 from p2pinfer.net.compat.listeners import listening
+from tests.integration.net_helpers import mute_addr
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
@@ -36,35 +37,14 @@ async def running(**connection: object) -> AsyncIterator[IHost]:
         yield host  # closed on the way out, its connections too (compat.listeners)
 
 
-@asynccontextmanager
-async def mute_addr() -> AsyncIterator[Multiaddr]:
-    """A TCP address that accepts connections and never answers."""
-    async with trio.open_nursery() as nursery:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        held: list[trio.SocketStream] = []
-
-        async def hold() -> None:
-            try:
-                while True:
-                    held.append(await listeners[0].accept())
-            finally:
-                for stream in held:
-                    stream.socket.close()
-                listeners[0].socket.close()
-
-        nursery.start_soon(hold)
-        yield Multiaddr(f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}")
-        nursery.cancel_scope.cancel()
-
-
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
     assert_written_for_installed_libp2p(dial_addrs)
 
 
 async def test_defect_stock_connect_dials_only_a_planted_address_ahead_of_the_peers_own() -> None:
     with trio.fail_after(30):
-        async with mute_addr() as mute, running() as target, running() as caller:
-            caller.get_peerstore().add_addrs(target.get_id(), [mute], 3600)
+        async with mute_addr() as silent, running() as target, running() as caller:
+            caller.get_peerstore().add_addrs(target.get_id(), [silent.addr], 3600)
             with trio.move_on_after(3) as waited:
                 await caller.connect(PeerInfo(target.get_id(), target.get_addrs()))
             assert waited.cancelled_caught  # its own address was never dialled
@@ -73,8 +53,8 @@ async def test_defect_stock_connect_dials_only_a_planted_address_ahead_of_the_pe
 
 async def test_the_peers_own_address_is_dialled_first_and_a_planted_one_costs_nothing() -> None:
     with trio.fail_after(30):
-        async with mute_addr() as mute, running() as target, running() as caller:
-            caller.get_peerstore().add_addrs(target.get_id(), [mute], 3600)
+        async with mute_addr() as silent, running() as target, running() as caller:
+            caller.get_peerstore().add_addrs(target.get_id(), [silent.addr], 3600)
             started = trio.current_time()
             await connect_info(caller, PeerInfo(target.get_id(), target.get_addrs()))
             assert trio.current_time() - started < dial_addrs.STAGGER_S
@@ -83,9 +63,9 @@ async def test_the_peers_own_address_is_dialled_first_and_a_planted_one_costs_no
 
 async def test_with_no_word_from_the_peer_each_stored_address_is_tried_in_turn() -> None:
     with trio.fail_after(30):
-        async with mute_addr() as mute, running() as target, running() as caller:
+        async with mute_addr() as silent, running() as target, running() as caller:
             caller.get_peerstore().add_addrs(
-                target.get_id(), [mute, *target.get_addrs()], 3600)
+                target.get_id(), [silent.addr, *target.get_addrs()], 3600)
             conn = await connect(caller.get_network(), target.get_id())
             assert conn.muxed_conn.peer_id == target.get_id()
             assert await connect(caller.get_network(), target.get_id()) is conn  # held

@@ -5,39 +5,21 @@ tests/integration/test_net_dht_client_mode.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import multiaddr
 import pytest
 import trio
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
-from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import kad_server_peers
 from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID, KadHostView
 from p2pinfer.net.compat.kad_server_peers import IDENTIFY, ServerPeersKadDHT
 from p2pinfer.net.host import build_libp2p_host, run_host
-from tests.integration.net_helpers import config
+from tests.integration.net_helpers import config, kad_server
 from tests.support.waiting import await_until
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
-
-
-@asynccontextmanager
-async def dht_server(cls: type[KadDHT]) -> AsyncIterator[KadDHT]:
-    """A listening host whose DHT is `cls` (py-libp2p's own class or ours), under our id."""
-    host = build_libp2p_host(config())
-    dht = cls(KadHostView(host, DHT_PROTOCOL_ID), DHTMode.SERVER)
-    async with (
-        host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
-        background_trio_service(dht),
-    ):
-        yield dht
-        await host.close()
 
 
 def in_table(dht: KadDHT, peer_id: str) -> bool:
@@ -51,7 +33,7 @@ def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
 async def test_defect_stock_kad_dht_admits_a_client_that_queries_it() -> None:
     # If this fails, upstream checks an inbound querier's protocols: drop the subclass.
     with trio.fail_after(30):
-        async with dht_server(KadDHT) as server, run_host(config()) as client:
+        async with kad_server(KadDHT) as server, run_host(config()) as client:
             await client._dht.set_server(False)  # client mode: our DHT not served
             await client.connect(str(server.host.get_addrs()[0]))
             await client.refresh_routing_table()  # a query to the server
@@ -64,7 +46,7 @@ async def test_defect_stock_kad_dht_admits_a_client_that_queries_it() -> None:
 async def test_a_client_that_queries_stays_out_of_our_table_and_a_server_gets_in() -> None:
     with trio.fail_after(30):
         async with (
-            dht_server(ServerPeersKadDHT) as server,
+            kad_server(ServerPeersKadDHT) as server,
             run_host(config()) as client,
             run_host(config()) as peer,
         ):
@@ -81,7 +63,7 @@ async def test_a_client_that_queries_stays_out_of_our_table_and_a_server_gets_in
 
 async def test_set_server_keeps_the_table_and_prune_drops_peers_that_turned_client() -> None:
     with trio.fail_after(30):
-        async with dht_server(ServerPeersKadDHT) as server, run_host(config()) as node:
+        async with kad_server(ServerPeersKadDHT) as server, run_host(config()) as node:
             await node.connect(str(server.host.get_addrs()[0]))
             await node.refresh_routing_table()
             await await_until(lambda: in_table(server, node.peer_id))
