@@ -1,8 +1,9 @@
 """Entry point of the `p2pinfer` command.
 
 Commands live in one module each under `p2pinfer/cli/` and expose
-`register(app)`. Every `P2PInferError` becomes one line on stderr and the
-error's documented exit code; no traceback reaches the user.
+`register(app)`; `COMMANDS` names the module of each command. Every
+`P2PInferError` becomes one line on stderr and the error's documented exit
+code; no traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -24,22 +25,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Each module registers its commands on `app`; keep the list sorted.
-COMMAND_MODULES: list[str] = [
-    "p2pinfer.cli.ask_cmds",
-    "p2pinfer.cli.chain_cmds",
-    "p2pinfer.cli.engine_cmds",
-    "p2pinfer.cli.hw_cmds",
-    "p2pinfer.cli.gov_cmds",
-    "p2pinfer.cli.identity_cmds",
-    "p2pinfer.cli.kpis_cmds",
-    "p2pinfer.cli.ledger_cmds",
-    "p2pinfer.cli.network_cmds",
-    "p2pinfer.cli.node_cmds",
-    "p2pinfer.cli.sim_cmds",
-    "p2pinfer.cli.testnet_cmds",
-    "p2pinfer.cli.wallet_cmds",
-]
+# Each top-level command (or group) and the module whose `register` adds it; keep sorted.
+# `main` imports only the module of the command named on the line, so `p2pinfer wallet`
+# does not pay for the network stack's imports (~1 s); tests keep the table complete.
+COMMANDS: dict[str, str] = {
+    "ask": "p2pinfer.cli.ask_cmds",
+    "chain": "p2pinfer.cli.chain_cmds",
+    "engine": "p2pinfer.cli.engine_cmds",
+    "gov": "p2pinfer.cli.gov_cmds",
+    "hw": "p2pinfer.cli.hw_cmds",
+    "id": "p2pinfer.cli.identity_cmds",
+    "init": "p2pinfer.cli.identity_cmds",
+    "kpis": "p2pinfer.cli.kpis_cmds",
+    "ledger": "p2pinfer.cli.ledger_cmds",
+    "models": "p2pinfer.cli.network_cmds",
+    "node": "p2pinfer.cli.node_cmds",
+    "peers": "p2pinfer.cli.network_cmds",
+    "reputation": "p2pinfer.cli.ledger_cmds",
+    "sim": "p2pinfer.cli.sim_cmds",
+    "testnet": "p2pinfer.cli.testnet_cmds",
+    "wallet": "p2pinfer.cli.wallet_cmds",
+}
+COMMAND_MODULES: list[str] = sorted(set(COMMANDS.values()))
 
 
 def _version(value: bool) -> None:
@@ -63,9 +70,21 @@ def _register_all() -> None:
         importlib.import_module(name).register(app)
 
 
+def _register_for(argv: list[str]) -> None:
+    """Register the one module of the command `argv` names (its first word that is not an
+    option: the root takes no option with a value); every module when it names none or
+    an unknown one, so the root's help and click's "No such command" list them all."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = COMMANDS.get(command or "")
+    if module is None:
+        _register_all()
+    else:
+        importlib.import_module(module).register(app)
+
+
 def main() -> None:
     """Run the CLI; map project errors to one line and an exit code."""
-    _register_all()
+    _register_for(sys.argv[1:])
     try:
         # Standalone mode: click prints usage errors itself (exit 2) and exits.
         app()
