@@ -129,6 +129,7 @@ class AutoNat:
         self._dialer = dialer
         self.config = config
         self.verdicts = Verdicts(config.confirmations)
+        self._status: Reachability = "unknown"  # as of the last round's end
         self.limiter = DialBackLimiter(per_peer=config.per_peer_per_min,
                                        total=config.global_per_min)
         self._dials = trio.CapacityLimiter(config.max_concurrent_dials)
@@ -139,8 +140,9 @@ class AutoNat:
 
     @property
     def status(self) -> Reachability:
-        """public, private or unknown (docs/network.md, "Reachability")."""
-        return self.verdicts.status
+        """public, private or unknown (docs/network.md, "Reachability"), as the verdicts
+        stood when the last round ended (`check_once`)."""
+        return self._status
 
     # -- server ------------------------------------------------------------------
 
@@ -308,7 +310,8 @@ class AutoNat:
             for server in asked:
                 nursery.start_soon(ask_one, server)
         self.rounds += 1
-        return self.status
+        self._status = self.verdicts.status
+        return self._status
 
     async def run(self) -> None:
         """Check now (after `first_delay_s`) and again every interval, until cancelled."""

@@ -14,7 +14,10 @@ behalf, so it is bounded here:
   and `global_per_min` in all in any minute (go-libp2p's defaults: 3 and 30).
 - `Verdicts`: the client's status is "public" once `confirmations` distinct
   peers dialled it back, "private" once that many failed to, else "unknown";
-  refusals and errors are no verdict.
+  refusals and errors are no verdict. Where fewer peers than that can answer at
+  all (a small network: two public nodes), `MIN_AGREEING` who all agree will do:
+  otherwise a node behind NAT there would never learn it, and never reserve a
+  relay by itself.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ import multiaddr
 Reachability = Literal["public", "private", "unknown"]
 
 WINDOW_MS = 60_000
+
+MIN_AGREEING = 2
+"""Fewest agreeing peers a verdict rests on, whatever the network's size (unless a node
+is configured with fewer `confirmations`): never one peer's word alone."""
 
 
 @dataclass(frozen=True)
@@ -152,12 +159,16 @@ class Verdicts:
     @property
     def status(self) -> Reachability:
         """public / private with `confirmations` agreeing peers (more of them than of
-        the other verdict), else unknown."""
+        the other verdict), else unknown. While fewer peers than `confirmations` have
+        answered, all of them agreeing will do, if they are at least `MIN_AGREEING`
+        (read it once a round's answers are all in: mid-round, two first answers
+        would pass for all)."""
         yes = sum(1 for ok in self._by_server.values() if ok)
         no = len(self._by_server) - yes
-        if yes >= self._need and yes >= no:
+        need = min(self._need, max(MIN_AGREEING, yes + no))
+        if yes >= need and yes >= no:
             return "public"
-        if no >= self._need and no > yes:
+        if no >= need and no > yes:
             return "private"
         return "unknown"
 

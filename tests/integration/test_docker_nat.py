@@ -115,6 +115,22 @@ def test_the_relay_and_the_provider_show_their_relay_status(nat: NatTestnet) -> 
     assert provider["addrs"][-1] in provider["relay"]["slots"]  # advertised, after its own
 
 
+def test_autonat_through_the_nats_provider_private_and_a_dht_client_public_nodes_public(
+    nat: NatTestnet,
+) -> None:
+    # The bootstrap and the relay are all the provider can ask (the consumer's asks come
+    # through the relay, which AutoNAT refuses to judge): two agreeing peers decide.
+    wait_until(lambda: admin_node(nat.provider)["reachability"] == "private", 90.0,
+               "the provider's AutoNAT verdict")
+    # The DHT follows the verdict on its own 5 s beat (net/dht.py follow_reachability).
+    wait_until(lambda: admin_node(nat.provider)["dht_mode"] == "client", 30.0,
+               "the provider's DHT client mode")
+    for public in (nat.bootstrap, nat.relay):
+        wait_until(lambda node=public: admin_node(node)["reachability"] == "public", 90.0,
+                   f"{public}'s AutoNAT verdict")
+        assert admin_node(public)["dht_mode"] == "server"
+
+
 def test_the_consumer_finds_the_provider_in_the_dht_and_the_job_runs_through_the_relay(
     nat: NatTestnet,
 ) -> None:

@@ -103,6 +103,28 @@ async def test_the_status_waits_for_enough_agreeing_peers() -> None:
             assert await node.autonat.check_once() == "public"
 
 
+async def test_behind_nat_in_a_network_of_two_public_nodes_a_node_learns_it_is_private(
+) -> None:
+    # The default asks 3 agreeing peers; a network of two public nodes (a bootstrap and a
+    # relay) has only two to ask, so both agreeing must do, and one alone must not.
+    default = replace(AutoNatConfig(), first_delay_s=3600.0, dial_timeout_s=3.0)
+    dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    with trio.fail_after(60):
+        async with (
+            run_host(config(autonat=MANUAL)) as first,
+            run_host(config(autonat=MANUAL)) as second,
+            run_host(config(announce_addrs=(dead,), autonat=default)) as hidden,
+            run_host(config(autonat=default)) as reachable,
+        ):
+            for node in (hidden, reachable):
+                await node.connect(first.addrs()[0])
+                assert await node.autonat.check_once() == "unknown"  # one peer's word
+                await node.connect(second.addrs()[0])
+            assert await hidden.autonat.check_once() == "private"
+            assert await reachable.autonat.check_once() == "public"
+            assert hidden.reachability == "private" and reachable.reachability == "public"
+
+
 async def test_a_peer_that_does_not_serve_autonat_gives_no_verdict() -> None:
     with trio.fail_after(30):
         silent = replace(MANUAL, serve=False)

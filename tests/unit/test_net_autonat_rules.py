@@ -75,3 +75,34 @@ def test_the_status_needs_confirmations_and_a_majority() -> None:
     assert verdicts.status == "private"
     verdicts.record("c", True)  # a peer's latest verdict replaces its earlier one
     assert verdicts.counts() == (3, 2) and verdicts.status == "public"
+
+
+def test_in_a_small_network_two_agreeing_peers_are_enough() -> None:
+    # Two public nodes are all a NATed node can ask: with the default 3 confirmations it
+    # stayed unknown forever and never reserved a relay by itself.
+    behind_nat = Verdicts(confirmations=3)
+    behind_nat.record("bootstrap", False)
+    assert behind_nat.status == "unknown"  # never on one peer's word
+    behind_nat.record("relay", False)
+    assert behind_nat.status == "private"
+    public = Verdicts(confirmations=3)
+    public.record("a", True)
+    public.record("b", True)
+    assert public.status == "public"
+
+
+def test_once_more_peers_answer_the_full_count_is_needed_again() -> None:
+    verdicts = Verdicts(confirmations=3)
+    verdicts.record("a", False)
+    verdicts.record("b", False)
+    verdicts.record("c", True)  # three answers: 3 agreeing are needed, 2 do not do
+    assert verdicts.status == "unknown"
+    verdicts.record("d", False)
+    assert verdicts.status == "private"
+
+
+def test_two_peers_that_disagree_give_no_verdict() -> None:
+    verdicts = Verdicts(confirmations=3)
+    verdicts.record("a", False)
+    verdicts.record("b", True)
+    assert verdicts.status == "unknown"
