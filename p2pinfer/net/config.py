@@ -57,6 +57,7 @@ class NetConfig:
     gossip_max_msgs_per_topic_per_s: float = 200.0
     gossip_max_rpc_bytes: int = GOSSIP_MAX_RPC_BYTES
     provide_interval_s: float = DEFAULT_PROVIDE_INTERVAL_S
+    few_peers_refresh_s: float = 30.0  # routing refresh while under dht.FEW_PEERS peers
     bootstrap_interval_s: float = 30.0
     expire_interval_s: float = 5.0
     dial_timeout_s: float = 10.0

@@ -21,6 +21,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import multiaddr
 import trio
@@ -37,6 +38,31 @@ P_P2P = 421  # multicodec of the /p2p/<PeerID> component
 
 DEFAULT_PROVIDE_INTERVAL_S = 600.0
 """How often every provided model is announced again (records live 48 h in py-libp2p)."""
+
+FEW_PEERS = 4
+"""Below this many connections a node refreshes its routing table every
+`NetConfig.few_peers_refresh_s` instead of every provide interval (`refresh_wait_s`)."""
+
+
+class RefreshTimes(Protocol):
+    """The two intervals `refresh_wait_s` reads (`NetConfig` has them)."""
+
+    @property
+    def provide_interval_s(self) -> float: ...
+
+    @property
+    def few_peers_refresh_s(self) -> float: ...
+
+
+def refresh_wait_s(connected: int, times: RefreshTimes) -> float:
+    """How long the routing table may go without a refresh (a walk that meets, and
+    connects to, the peers our peers know). With few connections, often: a node that
+    joined through its bootstrap before the network's other public nodes did would
+    otherwise know only the bootstrap until the next provide interval, too few peers for
+    an AutoNAT verdict (two must agree) and none to take a relay slot at."""
+    if connected < FEW_PEERS:
+        return min(times.provide_interval_s, times.few_peers_refresh_s)
+    return times.provide_interval_s
 
 LOOKUP_PEER_TIMEOUT_S = 5.0
 """Bound on asking one peer for providers."""

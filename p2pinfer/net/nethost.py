@@ -35,7 +35,7 @@ from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.compat.yamux_open import new_stream_lazily
 from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
 from p2pinfer.net.dcutr import GuardedDCUtR
-from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs
+from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs, refresh_wait_s
 from p2pinfer.net.host_gossip import GossipAndAdverts
 from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert
 from p2pinfer.net.mdns import MdnsBridge
@@ -357,7 +357,8 @@ class NetHost(GossipAndAdverts):
 
     async def _reprovide_loop(self) -> None:
         while True:
-            with trio.move_on_after(self.config.provide_interval_s):
+            wait = refresh_wait_s(len(self._host.get_connected_peers()), self.config)
+            with trio.move_on_after(wait):
                 await self._new_peers.wait()
             self._new_peers = trio.Event()
             await self.refresh_routing_table()

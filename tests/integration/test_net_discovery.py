@@ -47,3 +47,21 @@ async def test_mdns_connects_nodes_without_any_address_given() -> None:
         ):
             await until_connected(b, a.peer_id)
             await until_connected(a, b.peer_id)
+
+
+async def test_a_node_with_few_peers_meets_those_who_joined_its_bootstrap_after_it() -> None:
+    # A joined through B before C did: A's first walk found no one but B. With few
+    # connections A walks again soon (`few_peers_refresh_s`), not at its next provide
+    # interval (10 min), and so meets C: a second peer for AutoNAT, a relay to use. A is
+    # behind NAT (it announces an address nothing listens on), so C's own walk, which
+    # B answers with A, cannot be what connects them.
+    behind_nat = {"announce_addrs": ("/ip4/127.0.0.1/tcp/1",), "few_peers_refresh_s": 0.5}
+    with trio.fail_after(60):
+        async with run_host(config()) as bootstrap:
+            boot = (f"{bootstrap.addrs()[0]}/p2p/{bootstrap.peer_id}",)
+            async with run_host(config(bootstrap=boot, **behind_nat)) as early:
+                await until_connected(early, bootstrap.peer_id)
+                await early.refresh_routing_table()  # its first walk: B alone
+                async with run_host(config(bootstrap=boot)) as late:
+                    await until_connected(bootstrap, late.peer_id)
+                    await until_connected(early, late.peer_id)
