@@ -163,8 +163,7 @@ class Verdicts:
         answered, all of them agreeing will do, if they are at least `MIN_AGREEING`
         (read it once a round's answers are all in: mid-round, two first answers
         would pass for all)."""
-        yes = sum(1 for ok in self._by_server.values() if ok)
-        no = len(self._by_server) - yes
+        yes, no = self.counts()
         need = min(self._need, max(MIN_AGREEING, yes + no))
         if yes >= need and yes >= no:
             return "public"

@@ -64,6 +64,7 @@ def refresh_wait_s(connected: int, times: RefreshTimes) -> float:
         return min(times.provide_interval_s, times.few_peers_refresh_s)
     return times.provide_interval_s
 
+
 LOOKUP_PEER_TIMEOUT_S = 5.0
 """Bound on asking one peer for providers."""
 

@@ -129,6 +129,7 @@ async def test_every_job_reply_names_its_price_and_a_stream_its_charge(tmp_path:
     assert finish["choices"][0]["finish_reason"] in ("stop", "length")
     assert finish["p2pinfer"]["charged"] == charged[sse.headers["x-p2pinfer-job-id"]][0]
 
+
 @dataclass(frozen=True)
 class TableRow:
     """One row of docs/gateway.md's compatibility table."""
