@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +63,39 @@ def refresh_wait_s(connected: int, times: RefreshTimes) -> float:
     if connected < FEW_PEERS:
         return min(times.provide_interval_s, times.few_peers_refresh_s)
     return times.provide_interval_s
+
+
+class Refresher:
+    """The DHT's two timers: the routing-table walk and the re-provide of every model.
+
+    Both run after each new connection (`new_peer`: the walk meets the new peer's
+    neighbours, the records reach it). Otherwise the walk comes every `refresh_wait_s`
+    (often while the node has few connections) and the re-provide every provide
+    interval only: a lonely node walks every 30 s without announcing its models as often.
+    """
+
+    def __init__(
+        self, walk: Callable[[], Awaitable[None]], records: ProviderRecords,
+        connected: Callable[[], int], times: RefreshTimes,
+    ) -> None:
+        self._walk, self._records, self._connected, self._times = walk, records, connected, times
+        self._new_peers = trio.Event()
+
+    def new_peer(self) -> None:
+        """A connection to a peer we were not connected to: walk and announce again soon."""
+        self._new_peers.set()
+
+    async def run(self) -> None:
+        """Walk and re-provide as the class says, until cancelled."""
+        provided_at = trio.current_time()
+        while True:
+            with trio.move_on_after(refresh_wait_s(self._connected(), self._times)):
+                await self._new_peers.wait()
+            new_peer, self._new_peers = self._new_peers.is_set(), trio.Event()
+            await self._walk()
+            if new_peer or trio.current_time() - provided_at >= self._times.provide_interval_s:
+                provided_at = trio.current_time()
+                await self._records.reprovide_all()
 
 
 LOOKUP_PEER_TIMEOUT_S = 5.0

@@ -35,7 +35,7 @@ from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.compat.yamux_open import new_stream_lazily
 from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
 from p2pinfer.net.dcutr import GuardedDCUtR
-from p2pinfer.net.dht import ProviderRecords, ProviderRef, peer_addrs_to_multiaddrs, refresh_wait_s
+from p2pinfer.net.dht import ProviderRecords, ProviderRef, Refresher, peer_addrs_to_multiaddrs
 from p2pinfer.net.host_gossip import GossipAndAdverts
 from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert
 from p2pinfer.net.mdns import MdnsBridge
@@ -81,7 +81,8 @@ class NetHost(GossipAndAdverts):
         self._local_advert: bytes | None = None
         self._advertising = False
         self._advert_seq = 0
-        self._new_peers = trio.Event()
+        self.refresher = Refresher(self.refresh_routing_table, self.records,
+                                   lambda: len(self._host.get_connected_peers()), config)
         self._topics: set[str] = set()
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
@@ -106,7 +107,7 @@ class NetHost(GossipAndAdverts):
         self._nursery.start_soon(self.records.follow_reachability, reachability)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
-        self._nursery.start_soon(self._reprovide_loop)
+        self._nursery.start_soon(self.refresher.run)
         if self.config.bootstrap:
             self._nursery.start_soon(self._bootstrap_loop)
         if self.config.enable_mdns:
@@ -355,15 +356,6 @@ class NetHost(GossipAndAdverts):
 
     # -- background tasks ----------------------------------------------------
 
-    async def _reprovide_loop(self) -> None:
-        while True:
-            wait = refresh_wait_s(len(self._host.get_connected_peers()), self.config)
-            with trio.move_on_after(wait):
-                await self._new_peers.wait()
-            self._new_peers = trio.Event()
-            await self.refresh_routing_table()
-            await self.records.reprovide_all()
-
     async def _bootstrap_loop(self) -> None:
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]
         while True:
@@ -397,4 +389,4 @@ class NetHost(GossipAndAdverts):
             raise PeerUnreachableError(f"cannot connect to {what}: {exc}") from exc
         if not already:
             log.info("connected peer=%s", info.peer_id)
-            self._new_peers.set()  # wakes the re-provider: refresh routing, announce again
+            self.refresher.new_peer()  # walk and announce again
