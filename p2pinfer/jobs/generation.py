@@ -61,9 +61,20 @@ def sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     return leaves[0] if len(leaves) == 1 else None
 
 
+FIRST_SENT_WAIT_S = 0.05
+"""How long the generation waits, after the first token, for the writer to have sent it
+(`Outbox.first_sent`) before it asks the engine for the next one."""
+
+
 class Outbox:
     """Token texts waiting to be sent. The generation `put`s; the writer `take`s all
-    that is pending at once, so tokens produced during a write leave as one Chunk."""
+    that is pending at once, so tokens produced during a write leave as one Chunk.
+
+    After the first token the generation waits (at most FIRST_SENT_WAIT_S) until the
+    writer has sent it (`first_sent`): an embedded engine's worker thread stays parked
+    meanwhile (backends/embedded.py), so the writer's Chunk, its Noise encryption and the
+    socket write do not share the GIL and the cores with the second token's evaluation.
+    """
 
     def __init__(self) -> None:
         self._parts: list[str] = []
@@ -72,6 +83,7 @@ class Outbox:
         self._closed = False
         self._ready = trio.Event()
         self.tokens = 0  # put so far
+        self.first_sent = trio.Event()  # set by the writer once the first token is out
 
     def put(self, text: str, logprobs: Sequence[TokenLogprobs] = ()) -> None:
         self._parts.append(text)
@@ -126,9 +138,11 @@ async def run_generation(
     *,
     fault: Fault | None = None,
     rng: random.Random | None = None,
+    first_sent_wait_s: float = FIRST_SENT_WAIT_S,
 ) -> GenerationDone:
     """Generate the answer to `request` with `info`'s model into `outbox` (closed at the
-    end, also on error or cancellation). Raises BackendError if the engine fails."""
+    end, also on error or cancellation). Raises BackendError if the engine fails. After
+    the first token it waits for `outbox.first_sent` (at most `first_sent_wait_s`)."""
     kind = fault.kind if fault is not None else None
     model = fault.model if fault is not None and kind == "substitute-model" else info.name
     if request.kind == "embed":
@@ -158,6 +172,9 @@ async def run_generation(
                 probs = event.logprobs if isinstance(event, TokenDelta) and top is not None \
                     else ()
                 outbox.put(text, [logprobs_to_wire(p, top or 0) for p in probs])
+                if outbox.tokens == 1:
+                    with trio.move_on_after(first_sent_wait_s):
+                        await outbox.first_sent.wait()
                 if limit and outbox.tokens >= limit:
                     break  # leaving the context stops the engine
     finally:

@@ -373,6 +373,7 @@ class JobServer(JobEndings):
                 self._metrics.ttft_seconds.labels("provider").observe(
                     trio.current_time() - started)
             job.tokens_sent += tokens
+            outbox.first_sent.set()
             if crash_after and job.tokens_sent >= crash_after:
                 log.critical("FAULT crash-after=%d: exiting now, mid-job", crash_after)
                 logging.shutdown()

@@ -12,6 +12,9 @@ from p2pinfer.backends.base import ChatMessage, Completion, SamplingParams, Toke
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2, ModelSource
 from p2pinfer.errors import EngineResponseError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.jobs.generation import Outbox, run_generation
+from p2pinfer.protocol.messages import ChatTurn, JobParams, JobRequest
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict, likelihood_verdict
 from tests.support.backends import ENGINE_READY, FRANCE, needs_engine, smollm2_source
 
@@ -122,6 +125,39 @@ async def test_the_engine_holds_the_second_token_until_the_first_is_taken(
     assert isinstance(first, TokenDelta) and held == sampled == 1
     done = rest[-1]
     assert isinstance(done, Completion) and done.usage.completion_tokens == 8
+@needs_engine
+async def test_a_provider_holds_the_second_token_until_the_first_is_on_the_wire(
+    model_cache: Path,
+) -> None:
+    # The job server's generation hands the first token to its writer and waits until
+    # the writer has sent it (`Outbox.first_sent`); the engine's worker waits meanwhile,
+    # so the Chunk's encryption and write do not share the CPU with the next token.
+    engine = EmbeddedBackend([smollm2_source()], cache_dir=model_cache, first_token_wait_s=60.0)
+    [info] = await engine.list_models()
+    request = JobRequest(
+        job_id=bytes(16), provider=NodeIdentity.generate().peer_id, model=info.name, kind="chat",
+        messages=(ChatTurn("user", "Once upon a time"),), max_price_per_1k=500,
+        issued_at=0, expires_at=1, params=JobParams(max_tokens=8, temperature=0.0, seed=7))
+    outbox = Outbox()
+    held: list[int] = []
+
+    async def writer() -> None:  # as JobServer._write_loop, slow to send the first chunk
+        await outbox.take()
+        await trio.sleep(0.2)  # room for a free-running engine to go on (it must not)
+        held.append(engine.tokens_generated)
+        outbox.first_sent.set()
+        while (await outbox.take())[1]:
+            pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            done = await run_generation(engine, request, info, outbox, first_sent_wait_s=60.0)
+    await engine.aclose()
+    assert held == [1]
+    assert done.completion_tokens == 8 and outbox.tokens == 8
+
+
 @needs_engine
 async def test_scoring_finds_the_engines_own_greedy_answer_and_rejects_noise(
     engine: EmbeddedBackend,
