@@ -58,6 +58,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NEW_PEER_ROUND_GAP_S = 5.0
+"""While the status is unknown, a peer not asked yet brings the next round early, but no
+sooner than this after the last (a node meeting peers in a stream asks them in batches)."""
+NEW_PEER_POLL_S = 1.0
+
 
 class AutoNatHost(Protocol):
     """What AutoNat uses of its `NetHost` (net/nethost.py, which builds the AutoNat)."""
@@ -135,6 +140,7 @@ class AutoNat:
         self._dials = trio.CapacityLimiter(config.max_concurrent_dials)
         self._rng = rng or random.Random()
         self.rounds = 0
+        self._asked: set[str] = set()  # the peers the last round asked
         #: Requesters we dialled back lately: did the dial-back reach them (bounded).
         self.dialled_back: OrderedDict[str, bool] = OrderedDict()
 
@@ -300,6 +306,7 @@ class AutoNat:
         peers = self._net.peers()
         self._rng.shuffle(peers)
         asked = peers[: self.config.servers_per_round]
+        self._asked = set(asked)
 
         async def ask_one(server: str) -> None:
             verdict = await self.ask(server)
@@ -323,5 +330,17 @@ class AutoNat:
                 yes, no = self.verdicts.counts()
                 log.info("reachability=%s reached_by=%d not_reached_by=%d", status, yes, no)
                 previous = status
-            await trio.sleep(self.config.unknown_interval_s if status == "unknown"
-                             else self.config.interval_s)
+            if status == "unknown":
+                await self._until_new_peers(self.config.unknown_interval_s)
+            else:
+                await trio.sleep(self.config.interval_s)
+
+    async def _until_new_peers(self, limit_s: float) -> None:
+        """Wait `limit_s`, or less once a peer the last round did not ask is connected (at
+        least NEW_PEER_ROUND_GAP_S after that round): a node still unknown asks a peer it
+        just met at once (the one a DHT walk found, the second of a two-node network)
+        rather than up to 30 s later."""
+        with trio.move_on_after(limit_s):
+            await trio.sleep(NEW_PEER_ROUND_GAP_S)
+            while set(self._net.peers()) <= self._asked:
+                await trio.sleep(NEW_PEER_POLL_S)

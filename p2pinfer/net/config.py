@@ -34,7 +34,8 @@ class NetConfig:
 
     `listen_addrs` are plain TCP. `bootstrap` entries must end in
     `/p2p/<PeerID>`; they are dialled at start and re-dialled every
-    `bootstrap_interval_s` while disconnected. `announce_addrs`, when set,
+    `bootstrap_interval_s` while disconnected (after a failed dial sooner: 1 s,
+    doubling up to that interval). `announce_addrs`, when set,
     replace the listen addresses in what the node tells others (use it behind
     NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR blocks)
     are never dialled and refused when they dial in. Timers are in seconds;

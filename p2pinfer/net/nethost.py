@@ -50,6 +50,7 @@ StreamHandler = Callable[[NetStream], Awaitable[None]]
 """Serves one inbound stream; the stream is closed (or reset on error) when it returns."""
 
 ROUTING_REFRESH_TIMEOUT_S = 30.0
+BOOTSTRAP_FIRST_RETRY_S = 1.0  # after a failed bootstrap dial; doubles up to the interval
 
 
 class NetHost(GossipAndAdverts):
@@ -357,17 +358,24 @@ class NetHost(GossipAndAdverts):
     # -- background tasks ----------------------------------------------------
 
     async def _bootstrap_loop(self) -> None:
+        """Dial every bootstrap peer we are not connected to, every `bootstrap_interval_s`;
+        after a failed dial sooner (1 s, then doubling up to it), so nodes started together
+        meet within seconds whichever came up first."""
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]
+        retry_s = BOOTSTRAP_FIRST_RETRY_S
         while True:
-            connected = set(self._host.get_connected_peers())
+            connected, failed = set(self._host.get_connected_peers()), False
             for info, text in zip(infos, self.config.bootstrap, strict=True):
                 if info.peer_id in connected:
                     continue
                 try:
                     await self._connect_info(info, what=text)
                 except NetworkError as exc:
+                    failed = True
                     log.info("bootstrap peer unreachable addr=%s error=%s", text, exc)
-            await trio.sleep(self.config.bootstrap_interval_s)
+            interval = self.config.bootstrap_interval_s
+            await trio.sleep(min(retry_s, interval) if failed else interval)
+            retry_s = retry_s * 2 if failed else BOOTSTRAP_FIRST_RETRY_S
 
     async def _connect_discovered(self, info: PeerInfo) -> None:
         if info.peer_id in set(self._host.get_connected_peers()):

@@ -125,6 +125,30 @@ async def test_behind_nat_in_a_network_of_two_public_nodes_a_node_learns_it_is_p
             assert hidden.reachability == "private" and reachable.reachability == "public"
 
 
+async def test_a_node_still_unknown_asks_a_peer_it_just_met_without_waiting_30_s(
+) -> None:
+    # Its first round finds one peer (no verdict: unknown); the next round waits for the
+    # unknown interval (30 s) unless a peer the last round did not ask connects: then it
+    # comes after NEW_PEER_ROUND_GAP_S (5 s).
+    auto = replace(AutoNatConfig(), first_delay_s=0.2, dial_timeout_s=3.0)
+    assert auto.unknown_interval_s == 30.0
+    dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    with trio.fail_after(25):
+        async with (
+            run_host(config(autonat=MANUAL)) as first,
+            run_host(config(autonat=MANUAL)) as second,
+            run_host(config(announce_addrs=(dead,), autonat=auto)) as hidden,
+        ):
+            await hidden.connect(first.addrs()[0])
+            while hidden.autonat.rounds == 0:
+                await trio.sleep(0.05)
+            assert hidden.reachability == "unknown"  # one peer's word
+            await hidden.connect(second.addrs()[0])
+            while hidden.reachability == "unknown":
+                await trio.sleep(0.1)
+            assert hidden.reachability == "private" and hidden.autonat.rounds == 2
+
+
 async def test_a_peer_that_does_not_serve_autonat_gives_no_verdict() -> None:
     with trio.fail_after(30):
         silent = replace(MANUAL, serve=False)

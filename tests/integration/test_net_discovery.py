@@ -39,6 +39,23 @@ async def test_bootstrap_peer_that_starts_late_is_dialled_again() -> None:
                 await until_connected(node, boot.peer_id)
 
 
+async def test_a_bootstrap_peer_that_starts_seconds_late_is_met_within_seconds() -> None:
+    # Nodes started together (a testnet, a compose file) come up in any order: a failed
+    # bootstrap dial is retried after 1 s, then 2, 4, ... not only every 30 s (the
+    # default interval, kept here).
+    boot_id = NodeIdentity.generate()
+    port = free_port()
+    boot_addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{boot_id.peer_id}"
+    with trio.fail_after(20):
+        async with run_host(config(bootstrap=(boot_addr,))) as node:
+            assert config().bootstrap_interval_s == 30.0
+            await trio.sleep(1.5)  # the first dial and the first retry fail
+            assert node.peers() == []
+            boot_cfg = replace(config(boot_id), listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",))
+            async with run_host(boot_cfg) as boot:
+                await until_connected(node, boot.peer_id)
+
+
 async def test_mdns_connects_nodes_without_any_address_given() -> None:
     with trio.fail_after(30):
         async with (
