@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_CIRCUIT_ADDRS_TRIED = 4  # of a provider's circuit addresses, per dial
 MAX_LIMITED_REMEMBERED = 256  # relays known too limited (the oldest forgotten first)
+STATUS_POLL_S = 0.2  # how often `run` reads the reachability between its upkeeps
 
 
 @dataclass
@@ -160,10 +161,15 @@ class RelayClient:
             del self.limited[next(iter(self.limited))]
 
     async def run(self, reachability: Callable[[], str]) -> None:
-        """Hold slots as the config says until cancelled: refresh, replace, drop."""
+        """Hold slots as the config says until cancelled: refresh, replace, drop; every
+        `check_interval_s`, and at once when AutoNAT's verdict changes (a node that just
+        learnt it is private reserves now, not up to 5 s later)."""
         while True:
-            await self.upkeep(reachability())
-            await trio.sleep(self.config.check_interval_s)
+            seen = reachability()
+            await self.upkeep(seen)
+            with trio.move_on_after(self.config.check_interval_s):
+                while reachability() == seen:
+                    await trio.sleep(STATUS_POLL_S)
 
     async def upkeep(self, reachability: str) -> None:
         """One round: drop slots at relays gone, refresh those near expiry, take new ones."""

@@ -93,6 +93,23 @@ async def test_a_private_node_reserves_at_a_connected_relay_by_itself() -> None:
             assert relay.relay_hop.reservations() == [provider.peer_id]
 
 
+async def test_a_node_reserves_as_soon_as_it_learns_it_is_private() -> None:
+    # Upkeep runs every check_interval_s (5 s by default), and at once on a new verdict.
+    auto = RelayClientConfig(auto=True)
+    assert auto.check_interval_s == 5.0
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            relay = await relay_node(stack)
+            provider = await stack.enter_async_context(run_host(config(
+                autonat=MANUAL, announce_addrs=UNREACHABLE, bootstrap=(relay.addrs()[0],),
+                relay_client=auto)))
+            while relay.peer_id not in provider.peers():
+                await trio.sleep(0.05)
+            await trio.sleep(0.5)  # its first upkeep, while unknown, is over
+            assert await provider.autonat.check_once() == "private"
+            await wait_for_slots(provider, 1, timeout_s=2.5)
+
+
 async def test_a_reachable_node_takes_no_slot_by_itself() -> None:
     with trio.fail_after(60):
         async with AsyncExitStack() as stack:
