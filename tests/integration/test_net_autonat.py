@@ -5,7 +5,8 @@ dial back reaches only the requester's observed IP, a bounded number of times.""
 from __future__ import annotations
 
 import socket
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -64,6 +65,20 @@ async def dial_request(net: NetHost, server: str, addrs: list[str],
     return response.dialResponse
 
 
+@asynccontextmanager
+async def two_public_nodes() -> AsyncIterator[tuple[NetHost, NetHost]]:
+    """Two dialable nodes that answer AutoNAT (and run no rounds of their own)."""
+    async with run_host(config(autonat=MANUAL)) as first, \
+            run_host(config(autonat=MANUAL)) as second:
+        yield first, second
+
+
+def behind_nat(autonat: AutoNatConfig) -> AbstractAsyncContextManager[NetHost]:
+    """A node whose announced address nothing listens on: every dial-back fails."""
+    return run_host(config(announce_addrs=(f"/ip4/127.0.0.1/tcp/{free_port()}",),
+                           autonat=autonat))
+
+
 def listen_port(net: NetHost) -> int:
     return int(multiaddr.Multiaddr(net.addrs()[0]).value_for_protocol("tcp"))
 
@@ -108,12 +123,10 @@ async def test_behind_nat_in_a_network_of_two_public_nodes_a_node_learns_it_is_p
     # The default asks 3 agreeing peers; a network of two public nodes (a bootstrap and a
     # relay) has only two to ask, so both agreeing must do, and one alone must not.
     default = replace(AutoNatConfig(), first_delay_s=3600.0, dial_timeout_s=3.0)
-    dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
     with trio.fail_after(60):
         async with (
-            run_host(config(autonat=MANUAL)) as first,
-            run_host(config(autonat=MANUAL)) as second,
-            run_host(config(announce_addrs=(dead,), autonat=default)) as hidden,
+            two_public_nodes() as (first, second),
+            behind_nat(default) as hidden,
             run_host(config(autonat=default)) as reachable,
         ):
             for node in (hidden, reachable):
@@ -132,13 +145,8 @@ async def test_a_node_still_unknown_asks_a_peer_it_just_met_without_waiting_30_s
     # comes after NEW_PEER_ROUND_GAP_S (5 s).
     auto = replace(AutoNatConfig(), first_delay_s=0.2, dial_timeout_s=3.0)
     assert auto.unknown_interval_s == 30.0
-    dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
     with trio.fail_after(25):
-        async with (
-            run_host(config(autonat=MANUAL)) as first,
-            run_host(config(autonat=MANUAL)) as second,
-            run_host(config(announce_addrs=(dead,), autonat=auto)) as hidden,
-        ):
+        async with two_public_nodes() as (first, second), behind_nat(auto) as hidden:
             await hidden.connect(first.addrs()[0])
             while hidden.autonat.rounds == 0:
                 await trio.sleep(0.05)
