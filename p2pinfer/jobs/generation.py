@@ -92,6 +92,13 @@ class Outbox:
         self.tokens += 1
         self._ready.set()
 
+    async def first_token_out(self, limit_s: float) -> None:
+        """Right after the first `put`, wait until the writer has sent it (at most
+        `limit_s`); after any other, return at once."""
+        if self.tokens == 1:
+            with trio.move_on_after(limit_s):
+                await self.first_sent.wait()
+
     def take_logprobs(self) -> list[TokenLogprobs]:
         """The log probabilities of what the last `take` returned (call right after it)."""
         taken, self._logprobs = self._logprobs, []
@@ -172,9 +179,7 @@ async def run_generation(
                 probs = event.logprobs if isinstance(event, TokenDelta) and top is not None \
                     else ()
                 outbox.put(text, [logprobs_to_wire(p, top or 0) for p in probs])
-                if outbox.tokens == 1:
-                    with trio.move_on_after(first_sent_wait_s):
-                        await outbox.first_sent.wait()
+                await outbox.first_token_out(first_sent_wait_s)
                 if limit and outbox.tokens >= limit:
                     break  # leaving the context stops the engine
     finally:
