@@ -59,9 +59,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NEW_PEER_ROUND_GAP_S = 5.0
-"""While the status is unknown, a peer not asked yet brings the next round early, but no
-sooner than this after the last (a node meeting peers in a stream asks them in batches)."""
+"""While the status is unknown, a connected peer never asked brings the next round early,
+but no sooner than this after the last (a node meeting peers in a stream asks them in
+batches; once every peer was asked, rounds are 30 s apart again)."""
 NEW_PEER_POLL_S = 1.0
+MAX_ASKED_KEPT = 256  # peers remembered as asked (the oldest forgotten first)
 
 
 class AutoNatHost(Protocol):
@@ -140,7 +142,7 @@ class AutoNat:
         self._dials = trio.CapacityLimiter(config.max_concurrent_dials)
         self._rng = rng or random.Random()
         self.rounds = 0
-        self._asked: set[str] = set()  # the peers the last round asked
+        self._asked: OrderedDict[str, None] = OrderedDict()  # peers asked, latest last
         #: Requesters we dialled back lately: did the dial-back reach them (bounded).
         self.dialled_back: OrderedDict[str, bool] = OrderedDict()
 
@@ -305,8 +307,13 @@ class AutoNat:
         """One round: ask up to `servers_per_round` connected peers at once."""
         peers = self._net.peers()
         self._rng.shuffle(peers)
+        peers.sort(key=lambda peer: peer in self._asked)  # those never asked first
         asked = peers[: self.config.servers_per_round]
-        self._asked = set(asked)
+        for peer in asked:
+            self._asked.pop(peer, None)
+            self._asked[peer] = None
+        while len(self._asked) > MAX_ASKED_KEPT:
+            self._asked.popitem(last=False)
 
         async def ask_one(server: str) -> None:
             verdict = await self.ask(server)
@@ -336,11 +343,11 @@ class AutoNat:
                 await trio.sleep(self.config.interval_s)
 
     async def _until_new_peers(self, limit_s: float) -> None:
-        """Wait `limit_s`, or less once a peer the last round did not ask is connected (at
-        least NEW_PEER_ROUND_GAP_S after that round): a node still unknown asks a peer it
+        """Wait `limit_s`, or less once a peer never asked is connected (at least
+        NEW_PEER_ROUND_GAP_S after the last round): a node still unknown asks a peer it
         just met at once (the one a DHT walk found, the second of a two-node network)
         rather than up to 30 s later."""
         with trio.move_on_after(limit_s):
             await trio.sleep(NEW_PEER_ROUND_GAP_S)
-            while set(self._net.peers()) <= self._asked:
+            while all(peer in self._asked for peer in self._net.peers()):
                 await trio.sleep(NEW_PEER_POLL_S)

@@ -157,6 +157,25 @@ async def test_a_node_still_unknown_asks_a_peer_it_just_met_without_waiting_30_s
             assert hidden.reachability == "private" and hidden.autonat.rounds == 2
 
 
+async def test_a_node_that_stays_unknown_asks_each_peer_early_once_then_every_30_s(
+) -> None:
+    # Peers that give no verdict (they do not serve AutoNAT) leave the node unknown: the
+    # early round is for peers never asked, not every 5 s for good. One peer a round:
+    # round 1 asks one, round 2 (5 s later) the other, then 30 s until round 3.
+    one_a_round = replace(AutoNatConfig(), first_delay_s=0.2, servers_per_round=1)
+    mute = replace(MANUAL, serve=False)
+    with trio.fail_after(30):
+        async with (
+            run_host(config(autonat=mute)) as first,
+            run_host(config(autonat=mute)) as second,
+            behind_nat(one_a_round) as node,
+        ):
+            await node.connect(first.addrs()[0])
+            await node.connect(second.addrs()[0])
+            await trio.sleep(12.0)  # rounds at ~0.2 and ~5.2 s; a third would be at ~10.2
+            assert node.reachability == "unknown" and node.autonat.rounds == 2
+
+
 async def test_a_peer_that_does_not_serve_autonat_gives_no_verdict() -> None:
     with trio.fail_after(30):
         silent = replace(MANUAL, serve=False)
