@@ -46,6 +46,7 @@ from p2pinfer.net.autonat_rules import (
     Reachability,
     Verdicts,
     dial_back_addrs,
+    keep_latest,
     observed_ip,
 )
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
@@ -233,10 +234,7 @@ class AutoNat:
         return ok
 
     def _remember(self, requester: str, reached: bool) -> None:
-        self.dialled_back.pop(requester, None)
-        self.dialled_back[requester] = reached
-        while len(self.dialled_back) > MAX_DIALLED_BACK_KEPT:
-            self.dialled_back.popitem(last=False)
+        keep_latest(self.dialled_back, requester, reached, MAX_DIALLED_BACK_KEPT)
 
     def peer_status(self, peer_id: str, host: IHost) -> Reachability:
         """Whether `peer_id` can be dialled, as this node saw it: public if a dial-back
@@ -310,10 +308,7 @@ class AutoNat:
         peers.sort(key=lambda peer: peer in self._asked)  # those never asked first
         asked = peers[: self.config.servers_per_round]
         for peer in asked:
-            self._asked.pop(peer, None)
-            self._asked[peer] = None
-        while len(self._asked) > MAX_ASKED_KEPT:
-            self._asked.popitem(last=False)
+            keep_latest(self._asked, peer, None, MAX_ASKED_KEPT)
 
         async def ask_one(server: str) -> None:
             verdict = await self.ask(server)

@@ -25,13 +25,23 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import multiaddr
 
 Reachability = Literal["public", "private", "unknown"]
+K = TypeVar("K")
+V = TypeVar("V")
 
 WINDOW_MS = 60_000
+
+def keep_latest(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """Put `key` last in `table` with `value`; drop the oldest beyond `limit` entries."""
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > limit:
+        table.popitem(last=False)
+
 
 MIN_AGREEING = 2
 """Fewest agreeing peers a verdict rests on, whatever the network's size (unless a node
@@ -151,10 +161,7 @@ class Verdicts:
 
     def record(self, server: str, reachable: bool) -> None:
         """`server` dialled us back (`reachable`) or tried and failed."""
-        self._by_server.pop(server, None)
-        self._by_server[server] = reachable
-        while len(self._by_server) > self._max_kept:
-            self._by_server.popitem(last=False)
+        keep_latest(self._by_server, server, reachable, self._max_kept)
 
     @property
     def status(self) -> Reachability:
