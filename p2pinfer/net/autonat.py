@@ -50,6 +50,7 @@ from p2pinfer.net.autonat_rules import (
     observed_ip,
 )
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
+from p2pinfer.net.reachability import ReachabilityWatch
 from p2pinfer.net.relay_rules import is_circuit_addr
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol.framing import encode_frame
@@ -137,7 +138,8 @@ class AutoNat:
         self._dialer = dialer
         self.config = config
         self.verdicts = Verdicts(config.confirmations)
-        self._status: Reachability = "unknown"  # as of the last round's end
+        #: The status as of the last round's end; what the relay and DHT modes follow.
+        self.watch = ReachabilityWatch()
         self.limiter = DialBackLimiter(per_peer=config.per_peer_per_min,
                                        total=config.global_per_min)
         self._dials = trio.CapacityLimiter(config.max_concurrent_dials)
@@ -151,7 +153,7 @@ class AutoNat:
     def status(self) -> Reachability:
         """public, private or unknown (docs/network.md, "Reachability"), as the verdicts
         stood when the last round ended (`check_once`)."""
-        return self._status
+        return self.watch.status
 
     # -- server ------------------------------------------------------------------
 
@@ -319,8 +321,8 @@ class AutoNat:
             for server in asked:
                 nursery.start_soon(ask_one, server)
         self.rounds += 1
-        self._status = self.verdicts.status
-        return self._status
+        self.watch.set(self.verdicts.status)
+        return self.watch.status
 
     async def run(self) -> None:
         """Check now (after `first_delay_s`) and again every interval, until cancelled."""

@@ -31,6 +31,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
+from p2pinfer.net.reachability import ReachabilityWatch
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,9 @@ class ProviderRecords:
         self._local_peer_id = local_peer_id
         self._models: set[str] = set()
 
-    async def follow_reachability(self, reachability: Callable[[], str]) -> None:
+    async def follow_reachability(self, watch: ReachabilityWatch) -> None:
         """The DHT's mode as AutoNAT says (`follow_reachability`), until cancelled."""
-        await follow_reachability(self._dht, reachability)
+        await follow_reachability(self._dht, watch)
 
     @property
     def dht_mode(self) -> str:
@@ -267,21 +268,23 @@ def peer_addrs_to_multiaddrs(addrs: tuple[str, ...]) -> list[Multiaddr]:
     return out
 
 
-MODE_CHECK_S = 5.0
-"""How often `follow_reachability` reads AutoNAT's verdict and prunes the routing table."""
+PRUNE_INTERVAL_S = 5.0
+"""How often `follow_reachability` prunes the routing table while the verdict holds."""
 
 
-async def follow_reachability(dht: ServerPeersKadDHT, reachability: Callable[[], str], *,
-                              interval_s: float = MODE_CHECK_S) -> None:
+async def follow_reachability(dht: ServerPeersKadDHT, watch: ReachabilityWatch, *,
+                              interval_s: float = PRUNE_INTERVAL_S) -> None:
     """Serve the DHT while AutoNAT finds this node public, not while private (client mode,
     as go-libp2p's ModeAuto: a peer nobody can dial would only be handed out to walks that
-    then fail to dial it); unknown changes nothing, so a node stays a server until a
-    verdict says otherwise. While serving, drop peers that turned client from the routing
-    table. Runs until cancelled."""
+    then fail to dial it), switching as soon as the verdict changes; unknown changes
+    nothing, so a node stays a server until a verdict says otherwise. While serving, drop
+    peers that turned client from the routing table every `interval_s`. Runs until
+    cancelled."""
     while True:
-        status = reachability()
+        status = watch.status
         if status != "unknown":
             await dht.set_server(status == "public")
         if dht.server:
             dht.prune_clients()
-        await trio.sleep(interval_s)
+        with trio.move_on_after(interval_s):
+            await watch.changed_from(status)

@@ -99,13 +99,12 @@ class NetHost(GossipAndAdverts):
         if self.config.autonat.serve:
             self.set_stream_handler(AUTONAT_PROTOCOL_ID, self.autonat.serve)
         self._nursery.start_soon(self.autonat.run)
-        reachability = lambda: self.reachability  # noqa: E731
+        watch = self.autonat.watch  # what the relay and DHT modes follow
         if self.config.relay.mode == "on":
             self.relay_hop.start_serving()  # before the first identify goes out
-        self._nursery.start_soon(follow_reachability, self.relay_hop, self.config.relay,
-                                 reachability)
-        self._nursery.start_soon(self.relay_client.run, reachability)
-        self._nursery.start_soon(self.records.follow_reachability, reachability)
+        self._nursery.start_soon(follow_reachability, self.relay_hop, self.config.relay, watch)
+        self._nursery.start_soon(self.relay_client.run, watch)
+        self._nursery.start_soon(self.records.follow_reachability, watch)
         await self.subscribe(ADVERTS_TOPIC, validator=self._admit_advert)
         self._nursery.start_soon(self._expire_loop)
         self._nursery.start_soon(self.refresher.run)

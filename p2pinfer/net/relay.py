@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 
-import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
@@ -32,11 +30,10 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 
 from p2pinfer.net.autonat_rules import observed_ip
 from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
+from p2pinfer.net.reachability import ReachabilityWatch
 from p2pinfer.net.relay_rules import RelayServiceConfig
 
 log = logging.getLogger(__name__)
-
-MODE_CHECK_S = 1.0
 
 
 def remote_ip(stream: INetStream) -> str | None:
@@ -170,16 +167,18 @@ class RelayHop(BoundedCircuitV2):
 
 
 async def follow_reachability(hop: RelayHop, config: RelayServiceConfig,
-                              reachability: Callable[[], str]) -> None:
+                              watch: ReachabilityWatch) -> None:
     """Keep the HOP service on or off as `config.mode` says: auto follows AutoNAT (serve
-    only while public: a relay behind NAT helps no one)."""
+    only while public: a relay behind NAT helps no one), from the moment its verdict
+    changes."""
     if config.mode == "on":
         hop.start_serving()
     if config.mode != "auto":
         return
     while True:
-        if reachability() == "public":
+        status = watch.status
+        if status == "public":
             hop.start_serving()
         else:
             hop.stop_serving()
-        await trio.sleep(MODE_CHECK_S)
+        await watch.changed_from(status)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import multiaddr
@@ -40,6 +40,7 @@ from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net.compat.dial_addrs import connect_info
 from p2pinfer.net.compat.relay_v2 import reset_quietly
 from p2pinfer.net.config import parse_peer_addr, parse_peer_id
+from p2pinfer.net.reachability import ReachabilityWatch
 from p2pinfer.net.relay import RelayHop
 from p2pinfer.net.relay_rules import (
     CIRCUIT,
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 MAX_CIRCUIT_ADDRS_TRIED = 4  # of a provider's circuit addresses, per dial
 MAX_LIMITED_REMEMBERED = 256  # relays known too limited (the oldest forgotten first)
-STATUS_POLL_S = 0.2  # how often `run` reads the reachability between its upkeeps
 
 
 @dataclass
@@ -160,16 +160,15 @@ class RelayClient:
         while len(self.limited) > MAX_LIMITED_REMEMBERED:
             del self.limited[next(iter(self.limited))]
 
-    async def run(self, reachability: Callable[[], str]) -> None:
+    async def run(self, watch: ReachabilityWatch) -> None:
         """Hold slots as the config says until cancelled: refresh, replace, drop; every
         `check_interval_s`, and at once when AutoNAT's verdict changes (a node that just
         learnt it is private reserves now, not up to 5 s later)."""
         while True:
-            seen = reachability()
+            seen = watch.status
             await self.upkeep(seen)
             with trio.move_on_after(self.config.check_interval_s):
-                while reachability() == seen:
-                    await trio.sleep(STATUS_POLL_S)
+                await watch.changed_from(seen)
 
     async def upkeep(self, reachability: str) -> None:
         """One round: drop slots at relays gone, refresh those near expiry, take new ones."""

@@ -13,6 +13,7 @@ from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
 from p2pinfer.net.dht import follow_reachability
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.reachability import ReachabilityWatch
 from tests.integration.net_helpers import config
 from tests.support.waiting import await_until
 
@@ -30,7 +31,7 @@ def in_table(net: NetHost, peer_id: str) -> bool:
 
 
 async def test_a_private_node_is_a_dht_client_that_still_provides_and_finds() -> None:
-    status = {"now": "private"}
+    status = ReachabilityWatch("private")
     with trio.fail_after(40):
         async with (
             run_host(config()) as server,
@@ -39,7 +40,7 @@ async def test_a_private_node_is_a_dht_client_that_still_provides_and_finds() ->
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(lambda: follow_reachability(
-                natted._dht, lambda: status["now"], interval_s=0.1))
+                natted._dht, status, interval_s=0.1))
             await await_until(lambda: not serves_dht(natted), timeout_s=5)
             assert natted.records.dht_mode == "client" and server.records.dht_mode == "server"
             for node in (natted, other):
@@ -62,7 +63,7 @@ async def test_a_private_node_is_a_dht_client_that_still_provides_and_finds() ->
                 other.peer_id]
 
             # Public again: it serves the DHT, and a server admits it on its next query.
-            status["now"] = "public"
+            status.set("public")
             await await_until(lambda: serves_dht(natted), timeout_s=5)
             await await_until(lambda: server._dht.serves_dht(natted_id) is True)
             await natted.refresh_routing_table()
@@ -74,7 +75,23 @@ async def test_unknown_reachability_leaves_a_node_a_server() -> None:
     with trio.fail_after(20):
         async with run_host(config()) as node, trio.open_nursery() as nursery:
             nursery.start_soon(lambda: follow_reachability(
-                node._dht, lambda: "unknown", interval_s=0.05))
+                node._dht, ReachabilityWatch(), interval_s=0.05))
             await trio.sleep(0.3)
             assert serves_dht(node) and node._dht.server
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_dht_mode_follows_a_new_verdict_at_once() -> None:
+    """With the default 5 s prune beat: the mode switches when AutoNAT's verdict changes,
+    not at the next beat (the follower read the verdict every 5 s)."""
+    watch = ReachabilityWatch("public")
+    with trio.fail_after(20):
+        async with run_host(config()) as node, trio.open_nursery() as nursery:
+            nursery.start_soon(follow_reachability, node._dht, watch)
+            await await_until(lambda: serves_dht(node), timeout_s=5)
+            await trio.sleep(0.1)  # the follower waits for the next change
+            watch.set("private")
+            await await_until(lambda: not serves_dht(node), timeout_s=0.5)
+            watch.set("public")
+            await await_until(lambda: serves_dht(node), timeout_s=0.5)
             nursery.cancel_scope.cancel()

@@ -28,6 +28,7 @@ from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, circuit_addr
 from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
 
@@ -202,6 +203,20 @@ async def test_a_node_relays_by_default_only_once_autonat_says_public() -> None:
             assert await client.relay_client.reserve(relay_addr(auto))
             assert not off.relay_hop.serving
             assert not await client.relay_client.reserve(relay_addr(off))
+
+
+async def test_the_relay_service_starts_and_stops_as_the_verdict_changes() -> None:
+    """HOP is served from the moment AutoNAT finds the node public, and refused from the
+    moment it finds it private (the service read the verdict once a second)."""
+    async with AsyncExitStack() as stack:
+        no_rounds = AutoNatConfig(first_delay_s=600)  # only the test sets the verdict
+        relay = await stack.enter_async_context(run_host(config(autonat=no_rounds)))
+        await trio.sleep(0.1)
+        assert not relay.relay_hop.serving
+        relay.autonat.watch.set("public")
+        await await_until(lambda: relay.relay_hop.serving, timeout_s=0.3)
+        relay.autonat.watch.set("private")
+        await await_until(lambda: not relay.relay_hop.serving, timeout_s=0.3)
 
 
 async def count_accepts(listeners: list[trio.SocketListener], accepted: list[int], *,
