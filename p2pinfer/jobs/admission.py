@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import P2PInferError
 
 
@@ -138,13 +139,6 @@ def _decrement(table: dict[bytes, int], key: bytes) -> None:
         table.pop(key, None)
 
 
-def _remember(table: OrderedDict[bytes, int], key: bytes, value: int) -> None:
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > KEY_MEMORY:
-        table.popitem(last=False)
-
-
 class ConsumerGate:
     """Who may start a job at this provider, per consumer key (the request's signer).
 
@@ -222,7 +216,7 @@ class ConsumerGate:
                 raise Refused("busy", f"{self.free_per_minute} jobs a minute from keys "
                               "without a receipt here, all taken", max(100, wait))
             self._free_starts.append(now_ms)
-            _remember(self._free_used, key, self._free_used.get(key, 0) + 1)
+            keep_latest(self._free_used, key, self._free_used.get(key, 0) + 1, KEY_MEMORY)
             self.free_jobs += 1
             ticket = Ticket(key, free=True)
         self._inflight[key] = held + 1
@@ -244,7 +238,7 @@ class ConsumerGate:
     def paid(self, ticket: Ticket, now_ms: int) -> None:
         """The job's receipt arrived: its key is a payer from now on."""
         ticket.paid = True
-        _remember(self._payers, ticket.key, now_ms)
+        keep_latest(self._payers, ticket.key, now_ms, KEY_MEMORY)
         self._free_used.pop(ticket.key, None)
 
     def refund(self, ticket: Ticket) -> None:
@@ -262,5 +256,5 @@ class ConsumerGate:
         """The job is over (call once). A result that was never paid bans the key."""
         _decrement(self._awaiting if ticket.awaiting else self._inflight, ticket.key)
         if ticket.result_sent and not ticket.paid:
-            _remember(self._banned, ticket.key, now_ms + self.ban_ms)
+            keep_latest(self._banned, ticket.key, now_ms + self.ban_ms, KEY_MEMORY)
             self._payers.pop(ticket.key, None)

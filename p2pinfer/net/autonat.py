@@ -39,6 +39,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import P2PInferError
 from p2pinfer.net.autonat_rules import (
     AutoNatConfig,
@@ -46,7 +47,6 @@ from p2pinfer.net.autonat_rules import (
     Reachability,
     Verdicts,
     dial_back_addrs,
-    keep_latest,
     observed_ip,
 )
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector

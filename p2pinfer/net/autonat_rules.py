@@ -25,23 +25,15 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import multiaddr
 
+from p2pinfer.bounded import keep_latest
+
 Reachability = Literal["public", "private", "unknown"]
-K = TypeVar("K")
-V = TypeVar("V")
 
 WINDOW_MS = 60_000
-
-def keep_latest(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
-    """Put `key` last in `table` with `value`; drop the oldest beyond `limit` entries."""
-    table.pop(key, None)
-    table[key] = value
-    while len(table) > limit:
-        table.popitem(last=False)
-
 
 MIN_AGREEING = 2
 """Fewest agreeing peers a verdict rests on, whatever the network's size (unless a node

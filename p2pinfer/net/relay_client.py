@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 from libp2p.utils.varint import decode_varint_with_size
 from multiaddr import Multiaddr
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net.compat.dial_addrs import connect_info
 from p2pinfer.net.compat.relay_v2 import reset_quietly
@@ -82,7 +84,7 @@ class RelayClient:
         #: Relays not used because their circuits are too small for jobs (`too_limited`):
         #: relay id -> (bytes, seconds) they granted. Not picked automatically again (the
         #: last MAX_LIMITED_REMEMBERED of them).
-        self.limited: dict[str, tuple[int, int]] = {}
+        self.limited: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
         # Adverts, identify and DHT records all read get_addrs; replaced on this instance.
@@ -155,10 +157,7 @@ class RelayClient:
 
     def remember_limited(self, relay_id: str, limits: tuple[int, int]) -> None:
         """Note a relay too limited for jobs; a swarm of them is remembered only so far."""
-        self.limited.pop(relay_id, None)
-        self.limited[relay_id] = limits
-        while len(self.limited) > MAX_LIMITED_REMEMBERED:
-            del self.limited[next(iter(self.limited))]
+        keep_latest(self.limited, relay_id, limits, MAX_LIMITED_REMEMBERED)
 
     async def run(self, watch: ReachabilityWatch) -> None:
         """Hold slots as the config says until cancelled: refresh, replace, drop; every
