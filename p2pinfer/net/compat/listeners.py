@@ -31,6 +31,7 @@ from libp2p.abc import IHost
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import NetworkError
+from p2pinfer.net.compat.cancelled_close import close_sockets, open_connections
 
 PATCHED = {
     "libp2p.host.basic_host:BasicHost.run": "49d086030a367765",
@@ -43,10 +44,13 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 async def close_host(host: IHost) -> None:
-    """Close listeners and connections (idempotent), even while being cancelled."""
+    """Close listeners and connections (idempotent), even while being cancelled; and the
+    TCP sockets of connections whose own close was cut short (`cancelled_close`)."""
+    conns = open_connections(host)
     with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
         scope.shield = True
         await host.close()
+    close_sockets(conns)
 
 
 @asynccontextmanager
