@@ -13,20 +13,15 @@ from libp2p import new_host
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
-from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import cancelled_close
 from p2pinfer.net.compat.cancelled_close import _tcp_socket, close_sockets, open_connections
-from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
+from tests.integration.net_helpers import config
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
 
 LOCAL = Multiaddr("/ip4/127.0.0.1/tcp/0")
-
-
-def config() -> NetConfig:
-    return NetConfig(identity=NodeIdentity.generate(), listen_addrs=("/ip4/127.0.0.1/tcp/0",))
 
 
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
