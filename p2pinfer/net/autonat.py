@@ -50,6 +50,7 @@ from p2pinfer.net.autonat_rules import (
     observed_ip,
 )
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
+from p2pinfer.net.compat.listeners import close_host
 from p2pinfer.net.reachability import ReachabilityWatch
 from p2pinfer.net.relay_rules import is_circuit_addr
 from p2pinfer.net.streams import NetStream
@@ -113,9 +114,7 @@ async def dialer_host() -> AsyncIterator[IHost]:
         async with host.run(listen_addrs=[]):
             yield host
     finally:
-        with trio.move_on_after(5) as scope:
-            scope.shield = True
-            await host.close()
+        await close_host(host)  # shielded, bounded; and sockets a cancelled close left
 
 
 def _response(status: int, text: str = "", addr: bytes | None = None) -> bytes:
