@@ -23,6 +23,7 @@ workarounds").
 | `yamux_open` | a new stream's SYN, and its ACK, each in a Noise message of its own |
 | `multistream_listener` | the listener's header and answer in two writes |
 | `dial_addrs` | a dial tries only the first TCP address anyone planted |
+| `cancelled_close` | a connection close cut short leaves its socket open and it listed |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -34,6 +35,7 @@ base, `connect` by `NetHost` and `RelayClient` for their dials.
 from __future__ import annotations
 
 from p2pinfer.net.compat import (
+    cancelled_close,
     multistream_listener,
     prune_backoff,
     sender_records,
@@ -56,4 +58,5 @@ def install() -> None:
     stream_notify.install()
     yamux_open.install()
     multistream_listener.install()
+    cancelled_close.install()
     _installed = True

@@ -3,39 +3,59 @@
 **Defect (py-libp2p 0.8.1).** `libp2p/network/connection/swarm_connection.py`,
 `SwarmConn.close`: it sets `event_closed` first, then awaits `muxed_conn.close()`;
 `Yamux.close` (`libp2p/stream_muxer/yamux/yamux.py`) awaits its stream lock and a
-GO_AWAY write before it closes the secured connection. A close that is cancelled at
-either await (a host torn down inside a cancelled scope: its connection's reader task
-closes the connection while being cancelled) stops there, and every later close,
-`Swarm.close`'s included, returns at once because `event_closed` is set. The TCP socket
-stays open until the garbage collector happens to collect the connection's suspended
+GO_AWAY write before it closes the secured connection, and only `SwarmConn._cleanup`,
+after that, removes the connection from the swarm. A close that is cancelled at any of
+these awaits stops there, and every later close, `Swarm.close`'s included, returns at
+once because `event_closed` is set. The TCP socket stays open, and the swarm keeps
+listing the connection, until the garbage collector happens to collect its suspended
 coroutines (the "unclosed socket" ResourceWarnings the test suite showed now and then).
+A node bounds its own closes (`NetHost._drop_connection` gives a dead connection 2 s),
+so a peer that lets a close hang (it stops reading, so the GO_AWAY write waits on a full
+send buffer or on the stream lock a blocked write holds) had every such close leak a
+file descriptor: enough of them, and the node can open neither sockets nor its SQLite
+files.
 
-**What we do.** `open_connections(host)` lists the host's connections before it is
-closed; `close_sockets(conns)`, after `host.close()`, closes the TCP socket of each one
-still open. Closing a socket is synchronous, so no cancellation can cut it short.
-`close_host` (`compat/listeners.py`) does both.
+**What we do.** `install()` wraps `SwarmConn.close`: when libp2p's close does not
+finish (cancelled, or raising), the connection's TCP socket is closed at once and the
+connection leaves the swarm's table (`Swarm.remove_conn`); both are synchronous, so no
+cancellation can cut them short. A connection that shares its Yamux session with
+another (`_shared_muxed_conn`, libp2p's dial-race duplicates) leaves the table but keeps
+the socket, which is the other's. What the cut-short close did not reach stays undone
+as before: its streams are not reset one by one (their reads fail with the socket) and
+the notifees are not told of the disconnect. `close_host` (`compat/listeners.py`) also
+closes, after `host.close()`, any socket of the host's connections still open
+(`open_connections`/`close_sockets`), for a close cut short before this wrapper ran.
 
 **To drop it.** When `SwarmConn.close` closes its connection even when cancelled (or
-sets `event_closed` only once it has), remove the two calls from `close_host`.
+sets `event_closed` only once it has), remove `install()` and the two calls from
+`close_host`.
 
 **Upstream.** Not reported; no draft yet.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from libp2p.abc import IHost
+from libp2p.network.connection.swarm_connection import SwarmConn
+
+log = logging.getLogger(__name__)
 
 PATCHED = {
     "libp2p.network.connection.swarm_connection:SwarmConn.close": "442c6259a8e9e45e",
     "libp2p.stream_muxer.yamux.yamux:Yamux.close": "d80b27e69ccd1b89",
+    "libp2p.network.connection.swarm_connection:SwarmConn._cleanup": "84470a285af6c287",
+    "libp2p.network.swarm:Swarm.remove_conn": "0a3e93157b1a04c3",
     # The path from a connection down to its socket (`_tcp_socket`):
     "libp2p.security.noise.io:BaseNoiseMsgReadWriter.__init__": "e6b51bace4fa3dda",
     "libp2p.io.msgio:BaseMsgReadWriter.__init__": "56dc1b1a4a218944",
     "libp2p.io.trio:TrioTCPStream.__init__": "4222fa993846189e",
     "libp2p.network.connection.raw_connection:RawConnection.__init__": "89beb8adac60eaa6",
 }
+ORIGINAL = SwarmConn.close
+ORIGINALS = {"libp2p.network.connection.swarm_connection:SwarmConn.close": ORIGINAL}
 UPSTREAM = None
 
 #: From a SwarmConn to its trio socket: Yamux, SecureSession, the Noise reader/writer,
@@ -69,3 +89,30 @@ def _tcp_socket(conn: Any) -> Any | None:
         if obj is None:
             return None
     return obj if hasattr(obj, "fileno") and hasattr(obj, "close") else None
+
+
+def abandon(conn: Any) -> None:
+    """What a cut-short close of `conn` leaves: its TCP socket closed (unless another
+    connection shares it) and `conn` out of its swarm's table."""
+    if not getattr(conn, "_shared_muxed_conn", False):
+        sock = _tcp_socket(conn)
+        if sock is not None and sock.fileno() != -1:
+            sock.close()
+    try:
+        conn.swarm.remove_conn(conn)
+    except Exception as exc:  # the table is libp2p's; a failure here must not mask the close's
+        log.debug("removing a cut-short connection failed error=%r", exc)
+
+
+async def close_even_if_cut_short(self: SwarmConn) -> None:
+    """libp2p's `SwarmConn.close`; if it does not finish, `abandon` the connection."""
+    try:
+        await ORIGINAL(self)
+    except BaseException:
+        abandon(self)
+        raise
+
+
+def install() -> None:
+    """Wrap `SwarmConn.close` (idempotent)."""
+    SwarmConn.close = close_even_if_cut_short  # type: ignore[method-assign]

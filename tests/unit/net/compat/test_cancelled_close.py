@@ -1,6 +1,8 @@
 """Connections: in stock py-libp2p 0.8.1 a `SwarmConn.close` cancelled at its first await
-marks the connection closed and leaves its TCP socket open, and every later close skips
-it; `close_host` closes such sockets. Real py-libp2p hosts on 127.0.0.1."""
+marks the connection closed and leaves its TCP socket open (and the connection in the
+swarm's table), and every later close skips it; the wrapped close (`install`) closes the
+socket and drops the connection at once, and `close_host` closes any socket left. Real
+py-libp2p hosts on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from typing import Any
 import pytest
 import trio
 from libp2p import new_host
+from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from p2pinfer.net.compat import cancelled_close
 from p2pinfer.net.compat.cancelled_close import _tcp_socket, close_sockets, open_connections
+from p2pinfer.net.config import parse_peer_id
 from p2pinfer.net.host import run_host
 from tests.integration.net_helpers import config
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
@@ -28,9 +32,11 @@ def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
     assert_written_for_installed_libp2p(cancelled_close)
 
 
-async def test_defect_stock_a_cancelled_close_leaves_the_socket_open_for_good() -> None:
+async def test_defect_stock_a_cancelled_close_leaves_the_socket_open_for_good(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # If this fails, upstream closes a connection whatever cancels its close: drop
-    # `close_sockets` from `close_host`.
+    # `install` and `close_sockets` from `close_host`.
+    monkeypatch.setattr(SwarmConn, "close", cancelled_close.ORIGINAL)  # libp2p's own
     server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
     with trio.fail_after(20):
         async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
@@ -43,6 +49,7 @@ async def test_defect_stock_a_cancelled_close_leaves_the_socket_open_for_good() 
                 cancelled.cancel()
                 await conn.close()  # cut short at its first await
             assert conn.is_closed and sock.fileno() != -1
+            assert server.get_id() in client.get_connected_peers()  # still listed
             with trio.CancelScope(shield=True):
                 await conn.close()  # a later close, not cancelled: returns at once
             await client.close()  # nor does the host's own close reach it
@@ -70,3 +77,79 @@ async def test_a_host_torn_down_in_a_cancelled_scope_leaves_no_socket_open(
             nursery.cancel_scope.cancel()  # the client's teardown runs cancelled
     assert len(dialled) == 1
     assert dialled[0].socket.fileno() == -1
+
+
+async def test_a_cancelled_close_closes_the_socket_and_unlists_the_connection() -> None:
+    cancelled_close.install()
+    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
+    with trio.fail_after(20):
+        async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+            await client.connect(info_from_p2p_addr(Multiaddr(f"{server.get_addrs()[0]}")))
+            [conn] = open_connections(client)
+            sock = _tcp_socket(conn)
+            assert sock is not None
+            with trio.CancelScope() as cancelled:
+                cancelled.cancel()
+                await conn.close()  # cut short at its first await, as above
+            assert sock.fileno() == -1
+            assert server.get_id() not in client.get_connected_peers()
+            with trio.move_on_after(10):  # the server sees the socket close: its side goes
+                while client.get_id() in server.get_connected_peers():
+                    await trio.sleep(0.05)
+            assert client.get_id() not in server.get_connected_peers()
+            await client.close()
+            await server.close()
+
+
+async def test_a_duplicate_sharing_the_session_leaves_the_socket_to_the_other() -> None:
+    cancelled_close.install()
+    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
+    with trio.fail_after(20):
+        async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+            await client.connect(info_from_p2p_addr(Multiaddr(f"{server.get_addrs()[0]}")))
+            [conn] = open_connections(client)
+            sock = _tcp_socket(conn)
+            assert sock is not None
+            conn._shared_muxed_conn = True  # as libp2p marks a dial-race duplicate
+            cancelled_close.abandon(conn)
+            assert sock.fileno() != -1  # the session's other wrapper still uses it
+            assert server.get_id() not in client.get_connected_peers()
+            close_sockets([conn])
+            await client.close()
+            await server.close()
+
+
+async def test_a_drop_whose_close_hangs_leaks_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack: a peer makes our close of its connection hang (here a task holds
+    the Yamux lock the close needs, as a write stuck on a peer that stopped reading
+    would); the node's bound on the drop (2 s) cuts it short. The socket must close
+    and the peer must no longer count as connected."""
+    dialled: list[Any] = []
+    open_tcp_stream = trio.open_tcp_stream
+
+    async def recording(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        stream = await open_tcp_stream(*args, **kwargs)
+        dialled.append(stream)
+        return stream
+
+    monkeypatch.setattr(trio, "open_tcp_stream", recording)
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client, \
+                trio.open_nursery() as nursery:
+            await client.connect(server.addrs()[0])
+            [conn] = open_connections(client._host)
+            held, release = trio.Event(), trio.Event()
+
+            async def hold_the_lock() -> None:
+                async with conn.muxed_conn.streams_lock:
+                    held.set()
+                    await release.wait()
+
+            nursery.start_soon(hold_the_lock)
+            await held.wait()
+            started = trio.current_time()
+            await client._drop_connection(parse_peer_id(server.peer_id))
+            assert trio.current_time() - started >= 1.5  # the bound cut the close short
+            assert dialled[0].socket.fileno() == -1
+            assert server.peer_id not in client.peers()
+            release.set()
