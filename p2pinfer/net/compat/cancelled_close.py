@@ -11,7 +11,7 @@ listing the connection, until the garbage collector happens to collect its suspe
 coroutines (the "unclosed socket" ResourceWarnings the test suite showed now and then).
 A node bounds its own closes (`NetHost._drop_connection` gives a dead connection 2 s),
 so a peer that lets a close hang (it stops reading, so the GO_AWAY write waits on a full
-send buffer or on the stream lock a blocked write holds) had every such close leak a
+send buffer, or on the write lock a write stuck there holds) had every such close leak a
 file descriptor: enough of them, and the node can open neither sockets nor its SQLite
 files.
 

@@ -120,10 +120,11 @@ async def test_a_duplicate_sharing_the_session_leaves_the_socket_to_the_other() 
 
 
 async def test_a_drop_whose_close_hangs_leaks_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The attack: a peer makes our close of its connection hang (here a task holds
-    the Yamux lock the close needs, as a write stuck on a peer that stopped reading
-    would); the node's bound on the drop (2 s) cuts it short. The socket must close
-    and the peer must no longer count as connected."""
+    """The attack: a peer makes our close of its connection hang. A peer that stops
+    reading leaves a write of ours stuck on the full socket holding Yamux's write lock,
+    which the close's GO_AWAY needs; here a task holds that lock. The node's bound on
+    the drop (2 s) cuts the close short: the socket must close all the same and the
+    peer must no longer count as connected."""
     dialled: list[Any] = []
     open_tcp_stream = trio.open_tcp_stream
 
@@ -140,8 +141,8 @@ async def test_a_drop_whose_close_hangs_leaks_no_socket(monkeypatch: pytest.Monk
             [conn] = open_connections(client._host)
             held, release = trio.Event(), trio.Event()
 
-            async def hold_the_lock() -> None:
-                async with conn.muxed_conn.streams_lock:
+            async def hold_the_lock() -> None:  # as a write stuck on a full socket does
+                async with conn.muxed_conn._write_lock:
                     held.set()
                     await release.wait()
 
