@@ -201,6 +201,15 @@ def side_by_side(
     }  # fmt: skip
 
 
+def wait_for_providers(url: str, count: int = 2, timeout_s: float = 60.0) -> None:
+    """Wait (at most `timeout_s`) until the catalog of the node whose gateway is `url`
+    lists `count` providers: jobs before that go to whichever advert came first."""
+    deadline = time.monotonic() + timeout_s
+    while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
+            "entries"]}) < count and time.monotonic() < deadline:  # fmt: skip
+        time.sleep(0.2)
+
+
 @contextmanager
 def engine_server(*, embedding: bool = False) -> Iterator[str]:
     """`p2pinfer engine serve` with SmolLM2 on a free port (the engine's own HTTP API, as a
@@ -239,10 +248,7 @@ def features_only(runs: int, *, providers_on_engine_http: bool = False) -> None:
         try:
             urls = [str(n.gateway_url) for n in testnet.status(directory)]
             url = urls[0]
-            deadline = time.monotonic() + 60
-            while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
-                    "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
-                time.sleep(0.2)
+            wait_for_providers(url)
             numbers = trio.run(features, url, runs, urls, engine_url)
         finally:
             testnet.down(directory)
@@ -279,10 +285,7 @@ def main() -> None:
         try:
             urls = [str(n.gateway_url) for n in testnet.status(directory)]
             url = urls[0]
-            deadline = time.monotonic() + 60
-            while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
-                    "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
-                time.sleep(0.2)
+            wait_for_providers(url)
             client = httpx.Client(trust_env=False)
             gateway_job(client, url, 8)  # warm both paths: model pages, connections
             ask_job(directory, 8)

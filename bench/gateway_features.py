@@ -77,11 +77,16 @@ async def engine_embed(engine: EmbeddedBackend) -> float:
     return time.perf_counter() - started
 
 
-async def gateway_structured(http: httpx.AsyncClient) -> dict[str, float]:
-    body = {"model": SMOLLM2, "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
+def structured_body() -> dict[str, Any]:
+    """The streamed json_schema chat the gateway and `engine serve` are timed with."""
+    return {"model": SMOLLM2, "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
             "seed": 1, "messages": [{"role": "user", "content": PROMPT}],
             "response_format": {"type": "json_schema",
                                 "json_schema": {"name": "city", "schema": SCHEMA}}}
+
+
+async def gateway_structured(http: httpx.AsyncClient) -> dict[str, float]:
+    body = structured_body()
     started = time.perf_counter()
     first: float | None = None
     async with http.stream("POST", "/v1/chat/completions", json=body) as reply:

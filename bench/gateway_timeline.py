@@ -32,10 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -43,9 +41,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS_DIR, machine, utc_now, write_result
-from bench.gateway import engine_server
-from bench.gateway_features import MAX_TOKENS, PROMPT, SCHEMA
+from bench._common import RESULTS_DIR, machine, median, utc_now, write_result
+from bench.gateway import engine_server, wait_for_providers
+from bench.gateway_features import structured_body
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.testnet import processes as testnet
 
@@ -62,10 +60,7 @@ def mark(label: str) -> None:
 
 
 async def one_job(http: httpx.AsyncClient, kind: str) -> None:
-    body = {"model": SMOLLM2, "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
-            "seed": 1, "messages": [{"role": "user", "content": PROMPT}],
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "city", "schema": SCHEMA}}}
+    body = structured_body()
     mark("c_send")
     mark(f"c_kind_{kind}")
     first = False
@@ -120,8 +115,7 @@ def timeline(lines: list[list[str]], kind: str,
     rows: list[dict[str, float | int | str]] = []
     for label in (label for label in order if not label.startswith("c_kind_")):
         offsets = [job[label] - job["c_send"] for job in per_job if label in job]
-        rows.append({"mark": label, "jobs": len(offsets),
-                     "median_ms": round(statistics.median(offsets), 2)})
+        rows.append({"mark": label, "jobs": len(offsets), "median_ms": median(offsets)})
     rows.sort(key=lambda row: row["median_ms"])
     return rows
 
@@ -131,14 +125,10 @@ def segments(lines: list[list[str]], kind: str) -> dict[str, float]:
     (`e_start` to its first token) and after it (that token to the client's `c_first`)."""
     ends = {"e_start", "e_tok1_emit", "c_first"}
     mine = [j for j in job_marks(lines) if f"c_kind_{kind}" in j and ends <= j.keys()]
-
-    def med(values: list[float]) -> float:
-        return round(statistics.median(values), 2)
-
-    return {"before_engine_ms": med([j["e_start"] - j["c_send"] for j in mine]),
-            "engine_ms": med([j["e_tok1_emit"] - j["e_start"] for j in mine]),
-            "after_engine_ms": med([j["c_first"] - j["e_tok1_emit"] for j in mine]),
-            "ttft_ms": med([j["c_first"] - j["c_send"] for j in mine]), "jobs": len(mine)}
+    return {"before_engine_ms": median([j["e_start"] - j["c_send"] for j in mine]),
+            "engine_ms": median([j["e_tok1_emit"] - j["e_start"] for j in mine]),
+            "after_engine_ms": median([j["c_first"] - j["e_tok1_emit"] for j in mine]),
+            "ttft_ms": median([j["c_first"] - j["c_send"] for j in mine]), "jobs": len(mine)}
 
 
 def main() -> None:
@@ -157,10 +147,7 @@ def main() -> None:
         try:
             nodes = testnet.status(directory)
             url, node_pids = str(nodes[0].gateway_url), frozenset(str(n.pid) for n in nodes)
-            deadline = time.monotonic() + 60
-            while len({e["provider"] for e in httpx.get(f"{url}/admin/catalog").json()[
-                    "entries"]}) < 2 and time.monotonic() < deadline:  # fmt: skip
-                time.sleep(0.2)
+            wait_for_providers(url)
             trio.run(jobs, url, engine_url, args.jobs)
         finally:
             testnet.down(directory)
