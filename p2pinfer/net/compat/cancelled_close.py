@@ -72,13 +72,16 @@ def open_connections(host: IHost) -> list[Any]:
 
 def close_sockets(conns: list[Any]) -> int:
     """Close the TCP socket of each of `conns` still open; how many were."""
-    closed = 0
-    for conn in conns:
-        sock = _tcp_socket(conn)
-        if sock is not None and sock.fileno() != -1:
-            sock.close()
-            closed += 1
-    return closed
+    return sum(_close_socket(conn) for conn in conns)
+
+
+def _close_socket(conn: Any) -> bool:
+    """Close the TCP socket under `conn` if it is still open; whether it was."""
+    sock = _tcp_socket(conn)
+    if sock is None or sock.fileno() == -1:
+        return False
+    sock.close()
+    return True
 
 
 def _tcp_socket(conn: Any) -> Any | None:
@@ -95,9 +98,7 @@ def abandon(conn: Any) -> None:
     """What a cut-short close of `conn` leaves: its TCP socket closed (unless another
     connection shares it) and `conn` out of its swarm's table."""
     if not getattr(conn, "_shared_muxed_conn", False):
-        sock = _tcp_socket(conn)
-        if sock is not None and sock.fileno() != -1:
-            sock.close()
+        _close_socket(conn)
     try:
         conn.swarm.remove_conn(conn)
     except Exception as exc:  # the table is libp2p's; a failure here must not mask the close's

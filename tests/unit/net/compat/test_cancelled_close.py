@@ -6,12 +6,14 @@ py-libp2p hosts on 127.0.0.1."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
@@ -28,6 +30,34 @@ pytestmark = pytest.mark.network
 LOCAL = Multiaddr("/ip4/127.0.0.1/tcp/0")
 
 
+@pytest.fixture
+def dialled(monkeypatch: pytest.MonkeyPatch) -> list[trio.SocketStream]:
+    """Every TCP stream trio opens during the test (what the hosts dial), in order."""
+    streams: list[trio.SocketStream] = []
+    open_tcp_stream = trio.open_tcp_stream
+
+    async def recording(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        stream = await open_tcp_stream(*args, **kwargs)
+        streams.append(stream)
+        return stream
+
+    monkeypatch.setattr(trio, "open_tcp_stream", recording)
+    return streams
+
+
+@asynccontextmanager
+async def connected_pair() -> AsyncIterator[tuple[IHost, IHost, Any, Any]]:
+    """Two stock libp2p hosts, the client connected: (server, client, the client's one
+    connection, its TCP socket, open)."""
+    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        await client.connect(info_from_p2p_addr(Multiaddr(f"{server.get_addrs()[0]}")))
+        [conn] = open_connections(client)
+        sock = _tcp_socket(conn)
+        assert sock is not None and sock.fileno() != -1
+        yield server, client, conn, sock
+
+
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
     assert_written_for_installed_libp2p(cancelled_close)
 
@@ -37,14 +67,8 @@ async def test_defect_stock_a_cancelled_close_leaves_the_socket_open_for_good(
     # If this fails, upstream closes a connection whatever cancels its close: drop
     # `install` and `close_sockets` from `close_host`.
     monkeypatch.setattr(SwarmConn, "close", cancelled_close.ORIGINAL)  # libp2p's own
-    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
     with trio.fail_after(20):
-        async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-            addr = f"{server.get_addrs()[0]}"
-            await client.connect(info_from_p2p_addr(Multiaddr(addr)))
-            [conn] = open_connections(client)
-            sock = _tcp_socket(conn)
-            assert sock is not None and sock.fileno() != -1
+        async with connected_pair() as (server, client, conn, sock):
             with trio.CancelScope() as cancelled:
                 cancelled.cancel()
                 await conn.close()  # cut short at its first await
@@ -59,16 +83,7 @@ async def test_defect_stock_a_cancelled_close_leaves_the_socket_open_for_good(
 
 
 async def test_a_host_torn_down_in_a_cancelled_scope_leaves_no_socket_open(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    dialled: list[Any] = []
-    open_tcp_stream = trio.open_tcp_stream
-
-    async def recording(*args: Any, **kwargs: Any) -> trio.SocketStream:
-        stream = await open_tcp_stream(*args, **kwargs)
-        dialled.append(stream)
-        return stream
-
-    monkeypatch.setattr(trio, "open_tcp_stream", recording)
+        dialled: list[trio.SocketStream]) -> None:
     with trio.fail_after(20):
         async with run_host(config()) as server, trio.open_nursery() as nursery, \
                 AsyncExitStack() as stack:
@@ -81,13 +96,8 @@ async def test_a_host_torn_down_in_a_cancelled_scope_leaves_no_socket_open(
 
 async def test_a_cancelled_close_closes_the_socket_and_unlists_the_connection() -> None:
     cancelled_close.install()
-    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
     with trio.fail_after(20):
-        async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-            await client.connect(info_from_p2p_addr(Multiaddr(f"{server.get_addrs()[0]}")))
-            [conn] = open_connections(client)
-            sock = _tcp_socket(conn)
-            assert sock is not None
+        async with connected_pair() as (server, client, conn, sock):
             with trio.CancelScope() as cancelled:
                 cancelled.cancel()
                 await conn.close()  # cut short at its first await, as above
@@ -103,13 +113,8 @@ async def test_a_cancelled_close_closes_the_socket_and_unlists_the_connection() 
 
 async def test_a_duplicate_sharing_the_session_leaves_the_socket_to_the_other() -> None:
     cancelled_close.install()
-    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
     with trio.fail_after(20):
-        async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-            await client.connect(info_from_p2p_addr(Multiaddr(f"{server.get_addrs()[0]}")))
-            [conn] = open_connections(client)
-            sock = _tcp_socket(conn)
-            assert sock is not None
+        async with connected_pair() as (server, client, conn, sock):
             conn._shared_muxed_conn = True  # as libp2p marks a dial-race duplicate
             cancelled_close.abandon(conn)
             assert sock.fileno() != -1  # the session's other wrapper still uses it
@@ -119,21 +124,13 @@ async def test_a_duplicate_sharing_the_session_leaves_the_socket_to_the_other() 
             await server.close()
 
 
-async def test_a_drop_whose_close_hangs_leaks_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_drop_whose_close_hangs_leaks_no_socket(
+        dialled: list[trio.SocketStream]) -> None:
     """The attack: a peer makes our close of its connection hang. A peer that stops
     reading leaves a write of ours stuck on the full socket holding Yamux's write lock,
     which the close's GO_AWAY needs; here a task holds that lock. The node's bound on
     the drop (2 s) cuts the close short: the socket must close all the same and the
     peer must no longer count as connected."""
-    dialled: list[Any] = []
-    open_tcp_stream = trio.open_tcp_stream
-
-    async def recording(*args: Any, **kwargs: Any) -> trio.SocketStream:
-        stream = await open_tcp_stream(*args, **kwargs)
-        dialled.append(stream)
-        return stream
-
-    monkeypatch.setattr(trio, "open_tcp_stream", recording)
     with trio.fail_after(30):
         async with run_host(config()) as server, run_host(config()) as client, \
                 trio.open_nursery() as nursery:
