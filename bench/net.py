@@ -3,7 +3,9 @@
 Run from the repository root:  python bench/net.py [--rounds 20]
 Prints a summary and writes bench/results/net.json (date, machine, numbers):
 connect time, info-protocol RTT, advert latency over two gossip hops (A-B-C),
-DHT lookup time in a 6-node network, and one-way framed stream throughput.
+DHT lookup time in a 6-node network, one-way framed stream throughput, and the CPU of a
+job-like exchange (a pipelined stream open with a 400-byte request, a 200-byte answer,
+close) with `compat.quick_locks` and with libp2p's own stream locks, alternating.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import argparse
 import statistics
 import sys
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,11 @@ from bench._common import machine, percentile, results_path, utc_now, write_resu
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
+from p2pinfer.net.compat import quick_locks
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.net.streams import NetStream
+from p2pinfer.net.streams import NetStream, encode_frame
 from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer
 
 RESULTS = results_path("net.json")
@@ -152,6 +156,64 @@ async def bench_stream(total_bytes: int, frame_bytes: int) -> dict[str, float]:
     }
 
 
+@asynccontextmanager
+async def exchange_pair(stock_locks: bool) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Two connected hosts; yields one job-like exchange between them (a pipelined open
+    with a 400-byte request, a 200-byte answer, close). `stock_locks`: the connection
+    and its streams keep libp2p's own locks (`compat.quick_locks` undone for them)."""
+
+    async def answer(stream: NetStream) -> None:
+        await stream.read_frame(max_size=4096)
+        await stream.write_frame(b"a" * 200)
+        await stream.close()
+
+    async with run_host(config()) as server, run_host(config()) as client:
+        server.set_stream_handler(SINK, answer)
+        first = encode_frame(b"r" * 400, 4096)
+
+        async def exchange() -> None:
+            if stock_locks:  # for the streams this exchange opens, at both ends
+                quick_locks.uninstall()
+            try:
+                stream = await client.open_stream(server.peer_id, SINK, first=first)
+                await stream.read_frame(max_size=4096)
+                await stream.close()
+            finally:
+                quick_locks.install()
+
+        if stock_locks:  # for the connection
+            quick_locks.uninstall()
+        try:
+            await client.connect(server.addrs()[0])
+        finally:
+            quick_locks.install()
+        for _ in range(20):  # warm up
+            await exchange()
+        yield exchange
+
+
+async def bench_exchange(blocks: int, per_block: int = 25) -> dict[str, Any]:
+    """CPU per job-like exchange, both hosts (one thread) together: what a job's request
+    and answer cost the two ends' Python, without the engine; with `compat.quick_locks`
+    and with libp2p's stock locks, in alternating blocks (the machine's speed drifts)."""
+    cpu_us: dict[str, list[float]] = {"quick_locks": [], "stock_locks": []}
+    async with exchange_pair(False) as quick, exchange_pair(True) as stock:
+        for _ in range(blocks):
+            for name, exchange in (("quick_locks", quick), ("stock_locks", stock)):
+                for _ in range(per_block):
+                    started = time.thread_time()
+                    await exchange()
+                    cpu_us[name].append((time.thread_time() - started) * 1e6)
+    out: dict[str, Any] = {"n": blocks * per_block}
+    for name, samples in cpu_us.items():
+        samples.sort()
+        out[name] = {"median_cpu_us": round(statistics.median(samples)),
+                     "p90_cpu_us": round(percentile(samples, 0.9))}
+    out["ratio"] = round(out["quick_locks"]["median_cpu_us"]
+                         / out["stock_locks"]["median_cpu_us"], 3)
+    return out
+
+
 async def run(rounds: int) -> dict[str, Any]:
     with trio.fail_after(300):
         return {
@@ -161,6 +223,8 @@ async def run(rounds: int) -> dict[str, Any]:
             "dht_find_providers_6_nodes": await bench_dht(rounds),
             "stream_one_way_4k_frames": await bench_stream(4 << 20, 4096),
             "stream_one_way_64k_frames": await bench_stream(16 << 20, 65536),
+            "stream_one_way_300b_frames": await bench_stream(300 * 4000, 300),
+            "job_like_exchange": await bench_exchange(rounds),
         }
 
 
