@@ -8,26 +8,29 @@ its `rw_lock` (`libp2p/stream_muxer/rw_lock.py`), `Yamux._write_lock` and
 read), `TrioTCPStream.read_lock` and `write_lock` (`libp2p/io/trio.py`). trio makes
 every `acquire` a schedule point, free lock or not: the task goes back to the run queue
 and the scheduler makes a pass (an epoll poll, every other ready task) before it goes
-on. One 300-byte frame written on a stream and read on the other end took 22 such
-passes; a job's request, the provider's echo, its Accept and every token chunk pay them
-on both ends, and a relay pays them twice per message.
+on. One 300-byte frame written on a stream and read on the other end took ~10 passes
+(22 reschedules of a task); a job's request, the provider's echo, its Accept and every
+token chunk pay them on both ends, and a relay pays them twice per message.
 
 **What we do.** `install()` wraps those classes' `__init__` so that the locks they make
 are `QuickLock`s: trio's own lock inside, taken at once when it is free (after trio's
 `checkpoint_if_cancelled`, so a cancelled task still stops there), parked in trio's
 FIFO queue when it is not, so mutual exclusion, fairness and the hand-over on release
 are trio's. What goes is only the pass through the scheduler when nobody waits. Every
-read and write in these classes still reaches a schedule point: the socket
-(`send_all`, `receive_some`), a wait for data (`Event.wait`, which checkpoints even when
-set) or the checkpoint `Yamux._write_frame` ends with; no loop in them had a free lock
-as its only one (each loop body in the PATCHED functions was read for this). Measured:
-a frame written and read, 310 -> 245 us; a pipelined job-like exchange (open, request,
-answer, close), 1.86 -> 1.46 ms of CPU (two hosts in one process, bench in the docs).
+write still reaches one (the socket's `send_all`, or the checkpoint `Yamux._write_frame`
+ends with), as does a read that waits for data (`Event.wait`, the socket); no loop in
+these classes had a free lock as its only one (each loop body in the PATCHED functions
+was read for this). A read served from the buffer reaches none, so a free lock still
+makes a pass every MAX_SKIPPED+1 times: a reader draining a buffer that a peer filled
+with tiny frames cannot keep the loop to itself. Measured: ~3 scheduler passes
+per 300-byte frame written and read instead of ~10 (the defect test); a job-like
+exchange (pipelined open, request, answer, close) 1,632 us of CPU against 1,994 with
+stock locks, alternating (`bench/net.py`, bench/results/net.json).
 
 **To drop it.** When upstream's stream path takes its locks only where tasks can
 contend (or with `acquire_nowait` first), delete this module and its `install` call;
 the defect test (tests/unit/net/compat/test_quick_locks.py) counts the scheduler passes
-of one stock write and fails when they fall.
+of frames over stock locks and fails when they fall near the quick ones.
 
 **Upstream.** Not reported; no drafted patch.
 """
