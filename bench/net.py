@@ -160,7 +160,7 @@ async def bench_stream(total_bytes: int, frame_bytes: int) -> dict[str, float]:
 async def exchange_pair(stock_locks: bool) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """Two connected hosts; yields one job-like exchange between them (a pipelined open
     with a 400-byte request, a 200-byte answer, close). `stock_locks`: the connection
-    and its streams keep libp2p's own locks (`compat.quick_locks` undone for them)."""
+    and its streams keep libp2p's own locks, else get `compat.quick_locks`' (not installed)."""
 
     async def answer(stream: NetStream) -> None:
         await stream.read_frame(max_size=4096)
@@ -172,21 +172,13 @@ async def exchange_pair(stock_locks: bool) -> AsyncIterator[Callable[[], Awaitab
         first = encode_frame(b"r" * 400, 4096)
 
         async def exchange() -> None:
-            if stock_locks:  # for the streams this exchange opens, at both ends
-                quick_locks.uninstall()
-            try:
+            with quick_locks.installed(not stock_locks):  # the streams, at both ends
                 stream = await client.open_stream(server.peer_id, SINK, first=first)
                 await stream.read_frame(max_size=4096)
                 await stream.close()
-            finally:
-                quick_locks.install()
 
-        if stock_locks:  # for the connection
-            quick_locks.uninstall()
-        try:
+        with quick_locks.installed(not stock_locks):  # the connection
             await client.connect(server.addrs()[0])
-        finally:
-            quick_locks.install()
         for _ in range(20):  # warm up
             await exchange()
         yield exchange

@@ -24,7 +24,7 @@ workarounds").
 | `multistream_listener` | the listener's header and answer in two writes |
 | `dial_addrs` | a dial tries only the first TCP address anyone planted |
 | `cancelled_close` | a connection close cut short leaves its socket open and it listed |
-| `quick_locks` | every stream layer's free lock a pass through the scheduler |
+| `quick_locks` | a free stream lock a pass through the scheduler (not installed: its doc) |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -39,7 +39,6 @@ from p2pinfer.net.compat import (
     cancelled_close,
     multistream_listener,
     prune_backoff,
-    quick_locks,
     sender_records,
     stream_notify,
     yamux_open,
@@ -61,5 +60,4 @@ def install() -> None:
     yamux_open.install()
     multistream_listener.install()
     cancelled_close.install()
-    quick_locks.install()
     _installed = True

@@ -27,17 +27,29 @@ per 300-byte frame written and read instead of ~10 (the defect test); a job-like
 exchange (pipelined open, request, answer, close) 1,632 us of CPU against 1,994 with
 stock locks, alternating (`bench/net.py`, bench/results/net.json).
 
+**Not installed.** `compat.install()` does not call `install()`: with it, a provider's
+Reject after an engine failure mid-answer was lost in ~1 run of 8 of
+tests/integration/test_jobs_engine_failure.py (0 of 25 without), the connection closed
+under it, and a clean clone failed one DCUtR test. The likely cause, not yet shown: a
+write cancelled after Noise encrypted it (the nonce spent) and before the socket send
+desynchronises the session, and the fewer schedule points move where a cancel lands.
+Two tries did not remove it (TrioTCPStream's locks never passing; the pass made before
+the lock is taken). Until that is found and tested, the module stays for
+`bench/net.py`'s measurement and its tests, which install it in a block
+(`installed()`) and restore libp2p's locks after.
+
 **To drop it.** When upstream's stream path takes its locks only where tasks can
-contend (or with `acquire_nowait` first), delete this module and its `install` call;
-the defect test (tests/unit/net/compat/test_quick_locks.py) counts the scheduler passes
-of frames over stock locks and fails when they fall near the quick ones.
+contend (or with `acquire_nowait` first), delete this module; the defect test
+(tests/unit/net/compat/test_quick_locks.py) counts the scheduler passes of frames over
+stock locks and fails when they fall near the quick ones.
 
 **Upstream.** Not reported; no drafted patch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -155,11 +167,27 @@ def _quick_init(original: Callable[..., None], names: tuple[str, ...]) -> Callab
 
 def install() -> None:
     """Make the locks of streams and connections built from now on QuickLocks
-    (idempotent; those already built keep trio's)."""
+    (idempotent; those already built keep trio's). Not called by `compat.install()`."""
     for cls, names in LOCKS.items():
         original = ORIGINALS[f"{cls.__module__}:{cls.__qualname__}.__init__"]
         if vars(cls)["__init__"] is original:
             cls.__init__ = _quick_init(original, names)  # type: ignore[misc]
+
+
+@contextmanager
+def installed(on: bool = True) -> Iterator[None]:
+    """Streams and connections made in this block get QuickLocks (`on`) or libp2p's own
+    locks; the state before is restored after."""
+    before = all(vars(cls)["__init__"] is not ORIGINALS[_init_key(cls)] for cls in LOCKS)
+    (install if on else uninstall)()
+    try:
+        yield
+    finally:
+        (install if before else uninstall)()
+
+
+def _init_key(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}.__init__"
 
 
 def uninstall() -> None:

@@ -7,7 +7,6 @@ py-libp2p hosts on 127.0.0.1 for the stream tests."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -36,15 +35,12 @@ class Passes(trio.abc.Instrument):
         self.count += 1
 
 
-@contextmanager
-def stock_locks() -> Iterator[None]:
-    """Streams and connections made in this block keep libp2p's own trio locks."""
-    compat.install()  # now, or `run_host` would inside the block
+@pytest.fixture(autouse=True)
+def _libp2p_locks_after() -> Iterator[None]:
+    """Every test leaves libp2p's own locks installed, as `compat.install()` does."""
+    compat.install()
+    yield
     quick_locks.uninstall()
-    try:
-        yield
-    finally:
-        quick_locks.install()
 
 
 async def passes_per_frame() -> float:
@@ -101,9 +97,10 @@ async def test_defect_stock_a_frame_costs_many_scheduler_passes_quick_locks_far_
 ) -> None:
     # If the stock count falls near the quick one, upstream dropped its per-layer
     # schedule points: drop the workaround.
-    with stock_locks():
+    with quick_locks.installed(False):
         stock = await passes_per_frame()
-    quick = await passes_per_frame()
+    with quick_locks.installed():
+        quick = await passes_per_frame()
     assert stock >= 6  # ~10 measured
     assert quick <= stock * 0.6, (stock, quick)  # ~3
 
@@ -163,8 +160,7 @@ async def test_a_reader_draining_a_full_buffer_of_tiny_frames_lets_the_loop_run(
     # drain would hold the event loop (every other stream, timer and job) until done.
     frames = 3000
     total = frames * 2  # a 1-byte length and a 1-byte body each
-    quick_locks.install()
-    with trio.fail_after(30):
+    with trio.fail_after(30), quick_locks.installed():
         async with run_host(config()) as server, run_host(config()) as client:
             async def flood(stream: NetStream) -> None:
                 await stream.write(b"\x01x" * frames)
@@ -210,5 +206,6 @@ def test_install_is_idempotent_and_new_streams_get_quick_locks() -> None:
     assert isinstance(stream.window_lock, QuickLock)
     assert isinstance(stream.window_lock.inner, trio.Lock)  # wrapped once, not twice
     assert isinstance(stream.rw_lock._writer_lock, QuickLock)
-    with stock_locks():
+    with quick_locks.installed(False):
         assert isinstance(YamuxStream(3, conn, is_initiator=True).window_lock, trio.Lock)
+    assert isinstance(YamuxStream(5, conn, is_initiator=True).window_lock, QuickLock)
