@@ -89,8 +89,13 @@ PATCHED = {
 """libp2p source this module patches (the `__init__`s) or relies on (every function
 that takes one of those locks in a loop or on the data path), with its digest at 0.8.1."""
 
+def _init_key(cls: type) -> str:
+    """The canary's name of `cls.__init__` (`module:Class.__init__`)."""
+    return f"{cls.__module__}:{cls.__qualname__}.__init__"
+
+
 ORIGINALS: dict[str, Any] = {
-    f"{cls.__module__}:{cls.__qualname__}.__init__": vars(cls)["__init__"] for cls in LOCKS
+    _init_key(cls): vars(cls)["__init__"] for cls in LOCKS
 } | {"libp2p.stream_muxer.yamux.yamux:Yamux._write_frame": yamux_open.ORIGINAL}
 """The `__init__`s as libp2p wrote them (before `install`), for the canary."""
 UPSTREAM = None
@@ -169,7 +174,7 @@ def install() -> None:
     """Make the locks of streams and connections built from now on QuickLocks
     (idempotent; those already built keep trio's). Not called by `compat.install()`."""
     for cls, names in LOCKS.items():
-        original = ORIGINALS[f"{cls.__module__}:{cls.__qualname__}.__init__"]
+        original = ORIGINALS[_init_key(cls)]
         if vars(cls)["__init__"] is original:
             cls.__init__ = _quick_init(original, names)  # type: ignore[misc]
 
@@ -186,11 +191,7 @@ def installed(on: bool = True) -> Iterator[None]:
         (install if before else uninstall)()
 
 
-def _init_key(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}.__init__"
-
-
 def uninstall() -> None:
     """libp2p's own `__init__`s back (for tests that measure stock libp2p)."""
     for cls in LOCKS:
-        cls.__init__ = ORIGINALS[f"{cls.__module__}:{cls.__qualname__}.__init__"]  # type: ignore[misc]
+        cls.__init__ = ORIGINALS[_init_key(cls)]  # type: ignore[misc]
