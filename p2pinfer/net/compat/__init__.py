@@ -24,6 +24,7 @@ workarounds").
 | `multistream_listener` | the listener's header and answer in two writes |
 | `dial_addrs` | a dial tries only the first TCP address anyone planted |
 | `cancelled_close` | a connection close cut short leaves its socket open and it listed |
+| `cancelled_write` | a write cancelled after Noise encrypted it kills the connection |
 | `quick_locks` | a free stream lock a pass through the scheduler (not installed: its doc) |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 from p2pinfer.net.compat import (
     cancelled_close,
+    cancelled_write,
     multistream_listener,
     prune_backoff,
     sender_records,
@@ -60,4 +62,5 @@ def install() -> None:
     yamux_open.install()
     multistream_listener.install()
     cancelled_close.install()
+    cancelled_write.install()
     _installed = True
