@@ -160,7 +160,7 @@ async def bench_stream(total_bytes: int, frame_bytes: int) -> dict[str, float]:
 async def exchange_pair(stock_locks: bool) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """Two connected hosts; yields one job-like exchange between them (a pipelined open
     with a 400-byte request, a 200-byte answer, close). `stock_locks`: the connection
-    and its streams keep libp2p's own locks, else get `compat.quick_locks`' (not installed)."""
+    and its streams keep libp2p's own locks, else get `compat.quick_locks`' (what nodes run)."""
 
     async def answer(stream: NetStream) -> None:
         await stream.read_frame(max_size=4096)

@@ -25,7 +25,7 @@ workarounds").
 | `dial_addrs` | a dial tries only the first TCP address anyone planted |
 | `cancelled_close` | a connection close cut short leaves its socket open and it listed |
 | `cancelled_write` | a write cancelled after Noise encrypted it kills the connection |
-| `quick_locks` | a free stream lock a pass through the scheduler (not installed: its doc) |
+| `quick_locks` | every stream layer's free lock a pass through the scheduler |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -41,6 +41,7 @@ from p2pinfer.net.compat import (
     cancelled_write,
     multistream_listener,
     prune_backoff,
+    quick_locks,
     sender_records,
     stream_notify,
     yamux_open,
@@ -63,4 +64,5 @@ def install() -> None:
     multistream_listener.install()
     cancelled_close.install()
     cancelled_write.install()
+    quick_locks.install()
     _installed = True

@@ -36,11 +36,11 @@ class Passes(trio.abc.Instrument):
 
 
 @pytest.fixture(autouse=True)
-def _libp2p_locks_after() -> Iterator[None]:
-    """Every test leaves libp2p's own locks installed, as `compat.install()` does."""
+def _quick_locks_after() -> Iterator[None]:
+    """Every test leaves the quick locks installed, as `compat.install()` does."""
     compat.install()
     yield
-    quick_locks.uninstall()
+    quick_locks.install()
 
 
 async def passes_per_frame() -> float:
