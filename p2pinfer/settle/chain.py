@@ -18,6 +18,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import TransactionNotFound
 from web3.providers.rpc import HTTPProvider
+from web3.providers.rpc.utils import REQUEST_RETRY_ALLOWLIST, ExceptionRetryConfiguration
 
 from p2pinfer.errors import ChainFundsError, ChainUnreachableError, UsageError
 from p2pinfer.settle.account import ChainAccount
@@ -28,6 +29,24 @@ from p2pinfer.settle.units import units_to_credits
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_RECEIPT_TIMEOUT_S = 60.0
+
+READ_RETRY = ExceptionRetryConfiguration(
+    errors=(requests.exceptions.ConnectionError,), retries=3, backoff_factor=0.1,
+    method_allowlist=[method for method in REQUEST_RETRY_ALLOWLIST
+                      if method not in ("eth_sendRawTransaction", "eth_sign",
+                                        "eth_signTypedData")])
+"""A read whose connection fails is tried up to 3 times in all (0.1 s, then 0.2 s
+apart); a transaction is sent once, whatever happens to its connection."""
+
+
+def rpc_provider(rpc: str, timeout_s: float, session: requests.Session) -> HTTPProvider:
+    """web3's provider for `rpc` over `session`. An RPC server closes idle keep-alive
+    connections (hypercorn, the local chain's, after 5 s; geth after 120 s), and one
+    closed just as a request goes out fails that request with no answer: reads are
+    tried again on a new connection (`READ_RETRY`). Timeouts are not retried: a slow
+    chain would only be waited on three times over."""
+    return HTTPProvider(rpc, request_kwargs={"timeout": timeout_s}, session=session,
+                        exception_retry_configuration=READ_RETRY)
 
 
 def checksum(address: str, what: str = "address") -> ChecksumAddress:
@@ -109,9 +128,7 @@ class ChainClient:
     def _connect(cls, session: requests.Session, rpc: str, channels_at: ChecksumAddress,
                  account: ChainAccount, expected_chain_id: int | None, timeout_s: float,
                  receipt_timeout_s: float) -> ChainClient:
-        provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout_s}, session=session,
-                                exception_retry_configuration=None)
-        w3 = Web3(provider)
+        w3 = Web3(rpc_provider(rpc, timeout_s, session))
         artifacts = load_artifacts()
         with chain_errors(rpc, "connecting"):
             chain_id = int(w3.eth.chain_id)
