@@ -43,8 +43,10 @@ def rpc_provider(rpc: str, timeout_s: float, session: requests.Session) -> HTTPP
     """web3's provider for `rpc` over `session`. An RPC server closes idle keep-alive
     connections (hypercorn, the local chain's, after 5 s; geth after 120 s), and one
     closed just as a request goes out fails that request with no answer: reads are
-    tried again on a new connection (`READ_RETRY`). Timeouts are not retried: a slow
-    chain would only be waited on three times over."""
+    tried again on a new connection (`READ_RETRY`). A read that timed out is not
+    (a slow chain would only be waited on three times over); a connect that timed out
+    is (requests makes it a connection error too): an endpoint that cannot be reached
+    at all fails after 3 x `timeout_s`."""
     return HTTPProvider(rpc, request_kwargs={"timeout": timeout_s}, session=session,
                         exception_retry_configuration=READ_RETRY)
 
