@@ -170,7 +170,7 @@ def _quick_init(original: Callable[..., None], names: tuple[str, ...]) -> Callab
 
 def install() -> None:
     """Make the locks of streams and connections built from now on QuickLocks
-    (idempotent; those already built keep trio's). Not called by `compat.install()`."""
+    (idempotent; those already built keep trio's). `compat.install()` calls it."""
     for cls, names in LOCKS.items():
         original = ORIGINALS[_init_key(cls)]
         if vars(cls)["__init__"] is original:

@@ -12,20 +12,16 @@ from typing import Any
 
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.io import BaseNoiseMsgReadWriter
-from multiaddr import Multiaddr
 
 from p2pinfer.net.compat import cancelled_write
-from p2pinfer.net.compat.cancelled_close import open_connections
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
+from tests.unit.net.compat.test_cancelled_close import connected_pair
 
 pytestmark = pytest.mark.network
 
-LOCAL = Multiaddr("/ip4/127.0.0.1/tcp/0")
 ECHO = TProtocol("/p2pinfer-test/lines/1")
 
 
@@ -40,30 +36,25 @@ def patched(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def pair_with_receiver() -> AsyncIterator[tuple[IHost, trio.MemoryReceiveChannel[bytes]]]:
-    """A client host connected to a server whose handler sends on what each stream
-    reads: (the client, what the server received, chunk by chunk)."""
-    server, client = new_host(listen_addrs=[LOCAL]), new_host(listen_addrs=[LOCAL])
+async def pair_with_receiver() -> AsyncIterator[
+        tuple[IHost, Any, trio.MemoryReceiveChannel[bytes]]]:
+    """`connected_pair`, the server's handler sending on what each stream reads: (the
+    client, its one connection, what the server received, chunk by chunk)."""
     send, received = trio.open_memory_channel[bytes](100)
 
     async def handler(stream: INetStream) -> None:
         while data := await stream.read(65536):
             await send.send(data)
 
-    server.set_stream_handler(ECHO, handler)
-    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        await client.connect(info_from_p2p_addr(server.get_addrs()[0]))
-        yield client, received
-        await client.close()
-        await server.close()
+    async with connected_pair() as (server, client, conn, _sock):
+        server.set_stream_handler(ECHO, handler)
+        yield client, conn, received
 
 
-def cancel_after_encrypting(client: IHost, scope: trio.CancelScope) -> Callable[[], int]:
-    """Make the client's next Noise message cancel `scope` once it is encrypted, before
-    the socket has it: a cancel arriving at that checkpoint. How many were cut."""
-    [conn] = open_connections(client)
-    noise = conn.muxed_conn.secured_conn.conn
-    packets = noise.read_writer
+def cancel_after_encrypting(conn: Any, scope: trio.CancelScope) -> Callable[[], int]:
+    """Make the connection's next Noise message cancel `scope` once it is encrypted,
+    before the socket has it: a cancel arriving at that checkpoint. How many were cut."""
+    packets = conn.muxed_conn.secured_conn.conn.read_writer
     original: Callable[[bytes], Awaitable[None]] = packets.write_msg
     cut = 0
 
@@ -78,7 +69,7 @@ def cancel_after_encrypting(client: IHost, scope: trio.CancelScope) -> Callable[
     return lambda: cut
 
 
-async def cut_write_then_send_on_another_stream(client: IHost,
+async def cut_write_then_send_on_another_stream(client: IHost, conn: Any,
                                                 received: Any) -> list[bytes]:
     """Write on one stream with the write cut after encryption, then a line on a second
     stream: what the server received (empty if the connection died)."""
@@ -86,7 +77,7 @@ async def cut_write_then_send_on_another_stream(client: IHost,
     first = await client.new_stream(server_id, [ECHO])
     second = await client.new_stream(server_id, [ECHO])
     with trio.CancelScope() as writer:
-        cuts = cancel_after_encrypting(client, writer)
+        cuts = cancel_after_encrypting(conn, writer)
         await first.write(b"token 1\n")
         await trio.sleep(1)  # with the workaround, the cancel is raised at a checkpoint
     assert cuts() == 1
@@ -112,8 +103,8 @@ async def test_defect_stock_a_write_cancelled_after_encrypting_kills_the_connect
     # If this fails, upstream no longer spends a nonce on a message a cancel keeps off
     # the wire: drop `cancelled_write`.
     with trio.fail_after(20):
-        async with pair_with_receiver() as (client, received):
-            got = await cut_write_then_send_on_another_stream(client, received)
+        async with pair_with_receiver() as (client, conn, received):
+            got = await cut_write_then_send_on_another_stream(client, conn, received)
             assert b"after\n" not in got
             with trio.move_on_after(3):
                 while client.get_connected_peers():
@@ -124,8 +115,8 @@ async def test_defect_stock_a_write_cancelled_after_encrypting_kills_the_connect
 @pytest.mark.usefixtures("patched")
 async def test_a_cancelled_write_goes_out_whole_and_the_connection_lives_on() -> None:
     with trio.fail_after(20):
-        async with pair_with_receiver() as (client, received):
-            got = await cut_write_then_send_on_another_stream(client, received)
+        async with pair_with_receiver() as (client, conn, received):
+            got = await cut_write_then_send_on_another_stream(client, conn, received)
             assert got == [b"token 1\n", b"after\n"]
             assert len(client.get_connected_peers()) == 1
 
@@ -133,8 +124,7 @@ async def test_a_cancelled_write_goes_out_whole_and_the_connection_lives_on() ->
 @pytest.mark.usefixtures("patched")
 async def test_a_pending_cancel_stops_a_write_before_anything_is_encrypted() -> None:
     with trio.fail_after(20):
-        async with pair_with_receiver() as (client, received):
-            [conn] = open_connections(client)
+        async with pair_with_receiver() as (client, conn, received):
             noise = conn.muxed_conn.secured_conn.conn
             nonce = noise.noise_state.noise_protocol.cipher_state_encrypt.n
             with trio.CancelScope() as scope:
@@ -155,8 +145,7 @@ async def test_a_peer_that_stops_reading_gets_its_connection_closed_after_the_gr
     # connection is closed and the write raises.
     monkeypatch.setattr(cancelled_write, "SEND_GRACE_S", 0.5)
     with trio.fail_after(20):
-        async with pair_with_receiver() as (client, _received):
-            [conn] = open_connections(client)
+        async with pair_with_receiver() as (client, conn, _received):
             noise = conn.muxed_conn.secured_conn.conn
             stalled = trio.Event()
 
