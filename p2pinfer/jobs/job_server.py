@@ -25,7 +25,7 @@ import logging
 import os
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import trio
 
@@ -48,7 +48,7 @@ from p2pinfer.market.pricing import price_for
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.adverts import Catalog
 from p2pinfer.net.config import wall_clock_ms
-from p2pinfer.net.streams import NetStream
+from p2pinfer.net.streams import NetStream, StreamRegistry
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     ProtocolViolation,
@@ -123,12 +123,12 @@ class JobServer(JobEndings):
             log.warning("FAULT INJECTION ON: this provider misbehaves on purpose fault=%s",
                         config.fault)
 
-    def install(
-        self, register: Callable[[str, Callable[[NetStream], Awaitable[None]]], None]
-    ) -> None:
+    def install(self, register: StreamRegistry) -> None:
         """Register `serve` as the job protocol's handler (`NetHost.set_stream_handler`),
-        and the move desk's for moving a job onto a direct connection."""
-        register(JOB_PROTOCOL_ID, self.serve)
+        and the move desk's for moving a job onto a direct connection. A request sent
+        with the protocol proposal gets the echo with its Accept or Reject: `serve`
+        answers at once, or `flush`es before it waits (a queue slot, a payment channel)."""
+        register(JOB_PROTOCOL_ID, self.serve, echo_with_answer=True)
         register(MOVE_PROTOCOL_ID, self.moves.serve)
 
     # -- prices and load ---------------------------------------------------------
@@ -232,6 +232,7 @@ class JobServer(JobEndings):
             if self.channels is not None:  # a payer whose channel covers the job, or none
                 payer = self.channels.payer_of(request.payer, request.payer_binding,
                                                machine.request.signer_peer_id)
+                await self._flush(job)  # the echo, before a wait on the chain
                 job.hold = await self.channels.admit(payer, max_charge(request))
             idle = slots.active < slots.concurrency and slots.waiting == 0
             machine.check_replay(self._clock())
@@ -267,6 +268,8 @@ class JobServer(JobEndings):
             self._preempt(free_running.pop(0), request)
         with job.work:
             try:
+                if slots.active >= slots.concurrency:
+                    await self._flush(job)  # the echo, before the wait for a slot
                 async with slots.slot():
                     if self._clock() > request.expires_at:
                         await self._refuse(job, request, "expired",
@@ -381,3 +384,7 @@ class JobServer(JobEndings):
 
     async def _write(self, job: ServedJob, data: bytes) -> None:
         await job.stream.write(data, timeout_s=self.config.write_timeout_s)
+
+    async def _flush(self, job: ServedJob) -> None:
+        """The protocol echo, if it still waits for our first write (`install`)."""
+        await job.stream.flush(timeout_s=self.config.write_timeout_s)

@@ -8,7 +8,6 @@ here; topics and our advert are `GossipAndAdverts` (`net/host_gossip.py`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -29,6 +28,7 @@ from p2pinfer.net.advert_gate import AdvertGate
 from p2pinfer.net.adverts import ADVERTS_TOPIC, Catalog
 from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
+from p2pinfer.net.compat import multistream_listener
 from p2pinfer.net.compat.dial_addrs import connect, connect_info
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
@@ -42,12 +42,9 @@ from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.ping import serve_ping
 from p2pinfer.net.relay import RelayHop, follow_reachability
 from p2pinfer.net.relay_client import RelayClient
-from p2pinfer.net.streams import NetStream
+from p2pinfer.net.streams import NetStream, StreamHandler
 
 log = logging.getLogger(__name__)
-
-StreamHandler = Callable[[NetStream], Awaitable[None]]
-"""Serves one inbound stream; the stream is closed (or reset on error) when it returns."""
 
 ROUTING_REFRESH_TIMEOUT_S = 30.0
 BOOTSTRAP_FIRST_RETRY_S = 1.0  # after a failed bootstrap dial; doubles up to the interval
@@ -149,11 +146,13 @@ class NetHost(GossipAndAdverts):
         if maddrs:
             self._host.get_peerstore().add_addrs(parse_peer_id(peer_id), maddrs, ADDR_TTL_S)
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+    def set_stream_handler(self, protocol: str, handler: StreamHandler, *,
+                           echo_with_answer: bool = False) -> None:
         """Serve inbound streams of `protocol` with `handler` (replaces any previous one).
 
-        Handlers run in py-libp2p's connection tasks, which `run_host` owns; an
-        exception is logged and resets the stream, never reaching py-libp2p.
+        Handlers run in py-libp2p's connection tasks, which `run_host` owns; an exception
+        is logged and resets the stream, never reaching py-libp2p. `echo_with_answer`: the
+        echo rides with the handler's first write (`compat.multistream_listener`).
         """
 
         async def serve(raw: INetStream) -> None:
@@ -172,6 +171,8 @@ class NetHost(GossipAndAdverts):
             await stream.close()
 
         self._host.set_stream_handler(TProtocol(protocol), serve)
+        if echo_with_answer:
+            multistream_listener.echo_with_answer(self._host.get_mux(), protocol)
 
     async def open_stream(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import trio
 from libp2p.abc import INetStream
@@ -34,7 +35,14 @@ log = logging.getLogger(__name__)
 DEFAULT_IO_TIMEOUT_S = 30.0
 """Default bound on one frame read or write."""
 
+CLOSE_FLUSH_S = 5.0
+"""How long `close` waits to send negotiation bytes still unsent before it closes."""
+
 _MAX_VARINT_BYTES = 10  # a 64-bit uvarint never needs more
+
+UNSENT_ATTR = "p2pinfer_unsent"
+"""Where the multistream listener (`compat.multistream_listener`) leaves its header and
+echo on an inbound libp2p stream when they are to go out with the handler's first write."""
 
 
 class NetStream:
@@ -47,6 +55,10 @@ class NetStream:
     `splice` carries it on over another stream (a job moved off a relay,
     `jobs/job_move.py`): writes go to the new one at once, reads drain the old one
     to its end first, so neither side loses or reorders a byte.
+
+    An inbound stream may start with negotiation bytes not sent yet (`unsent`: the
+    listener's header and echo, for a handler registered to answer with them): the
+    first write, `flush` or `close` sends them in front of its own bytes.
     """
 
     def __init__(self, raw: INetStream) -> None:
@@ -59,6 +71,14 @@ class NetStream:
         #: written, with the protocol proposal; None for a stream opened without them.
         self.first_sent_at: float | None = None
         self._pending = b""  # read ahead by `prefetch`, served before the stream's bytes
+        self._unsent: bytes = getattr(raw, UNSENT_ATTR, None) or b""
+        if self._unsent:
+            delattr(raw, UNSENT_ATTR)
+
+    @property
+    def unsent(self) -> bool:
+        """Whether negotiation bytes wait for this stream's first write (see the class doc)."""
+        return bool(self._unsent)
 
     @property
     def remote_peer_id(self) -> str:
@@ -109,6 +129,9 @@ class NetStream:
         except trio.TooSlowError as exc:
             raise PeerTimeoutError(f"a write to {self._who()} still in flight") from exc
         try:
+            if self._unsent:  # the negotiation's answer belongs on the old stream
+                await self._write_raw(self._out, self._unsent, timeout_s)
+                self._unsent = b""
             if first:
                 await self._write_raw(new._out, first, timeout_s)
             old, self._out, self._next, self.spliced = self._out, new._out, new._out, True
@@ -158,9 +181,17 @@ class NetStream:
         except trio.WouldBlock:
             await self._write_lock.acquire()
         try:
+            if self._unsent:
+                data, self._unsent = self._unsent + data, b""
             await self._write_raw(self._out, data, timeout_s)
         finally:
             self._write_lock.release()
+
+    async def flush(self, *, timeout_s: float = DEFAULT_IO_TIMEOUT_S) -> None:
+        """Send the negotiation bytes that wait for the first write, if any (before the
+        handler waits for something that may take long): as `write`."""
+        if self._unsent:
+            await self.write(b"", timeout_s=timeout_s)
 
     async def _write_raw(self, raw: INetStream, data: bytes, timeout_s: float) -> None:
         try:
@@ -213,14 +244,18 @@ class NetStream:
             await _closed(raw)  # read to its end: now it may leave its connection
 
     async def close(self) -> None:
-        """Half-close our side (the peer reads end-of-stream); never raises."""
+        """Half-close our side (the peer reads end-of-stream), after any negotiation bytes
+        still unsent (`unsent`); never raises."""
         try:
+            if self._unsent:
+                await self.flush(timeout_s=CLOSE_FLUSH_S)
             await self._out.close()
         except Exception as exc:  # a stream already torn down is not our caller's problem
             log.debug("stream close failed peer=%s error=%r", self._who(), exc)
 
     async def reset(self) -> None:
         """Abort the stream (and one it was spliced from) in both directions; never raises."""
+        self._unsent = b""
         for raw in (self._out,) if self._out is self._raw else (self._out, self._raw):
             try:
                 await raw.reset()
@@ -277,3 +312,14 @@ async def _closed(raw: INetStream, how: Callable[[], Awaitable[None]] | None = N
             await (how or raw.close)()
         except Exception as exc:
             log.debug("closing a spliced-off stream failed error=%r", exc)
+
+
+StreamHandler = Callable[[NetStream], Awaitable[None]]
+"""Serves one inbound stream; the stream is closed (or reset on error) when it returns."""
+
+
+class StreamRegistry(Protocol):
+    """`NetHost.set_stream_handler`, as the parts that serve a protocol are given it."""
+
+    def __call__(self, protocol: str, handler: StreamHandler, *,
+                 echo_with_answer: bool = False) -> None: ...

@@ -290,3 +290,81 @@ async def test_a_pipelined_stream_costs_one_encrypted_message_each_way_before_th
                               (data, 0, stream_id, proposal(ECHO))]  # header and echo
             assert echoed == [(data, 0, stream_id, b"\x03abc")]
             await stream.close()
+
+
+async def test_an_answering_protocol_sends_its_echo_with_the_handlers_answer() -> None:
+    """`echo_with_answer` (the job protocol's registration): the ACK, both multistream
+    answers and the handler's first write leave in one encrypted message."""
+    window_update, data, ack = 1, 0, 0x2
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client:
+            server.set_stream_handler(ECHO, echo, echo_with_answer=True)
+            await client.connect(server.addrs()[0])
+            sent, answered = NoiseRecorder(client, server.peer_id), NoiseRecorder(
+                server, client.peer_id)
+            stream = await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
+            assert await stream.read_frame(timeout_s=10) == b"abc"
+            [stream_id] = {f[2] for m in sent.messages for f in m
+                           if f[0] == data and ECHO.encode() in f[3]}
+            [answer, *_] = answered.of_stream(stream_id)
+            assert answer == [(window_update, ack, stream_id, b""),
+                              (data, 0, stream_id, proposal(ECHO) + b"\x03abc")]
+            await stream.close()
+
+
+def job_streams(sent: NoiseRecorder) -> list[int]:
+    """The ids of the job streams the consumer opened, in order."""
+    ids = [f[2] for m in sent.messages for f in m
+           if f[0] == 0 and proposal(JOB_PROTOCOL_ID) in f[3]]
+    return list(dict.fromkeys(ids))
+
+
+async def test_a_provider_sends_the_job_echo_with_its_accept_and_alone_before_a_queue_wait(
+    tmp_path: Path,
+) -> None:
+    """The job protocol's echo rides with the Accept (one message fewer per job); a job
+    that must wait for a slot gets its echo before it waits, so the consumer's open does
+    not wait on the queue (test_jobs.py's queued job, seen on the wire)."""
+    stuck, data = FakeBackend(pause_after=1), 0
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, stuck, tmp_path,
+                                            config=JobServerConfig(max_concurrency=1, queue=1))
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            sent = NoiseRecorder(net, provider.net.peer_id)
+            answered = NoiseRecorder(provider.net, net.peer_id)
+            stuck.pause_after = None  # one paid job first: an unpaid key only gets idle slots
+            await client.run(FAKE_MODEL, "warm up", JobParams(max_tokens=1))
+            [warm_up] = job_streams(sent)
+            [head, *_] = answered.of_stream(warm_up)
+            [accept] = FrameDecoder().feed(
+                b"".join(f[3] for f in head if f[0] == data)[len(proposal(JOB_PROTOCOL_ID)):])
+            assert decode_as(accept, JobAccept).msg.job_id  # the echo and the Accept, together
+
+            stuck.pause_after = 1
+            results: list[str] = []
+
+            async def second() -> None:
+                results.append((await client.run(FAKE_MODEL, "b", JobParams(max_tokens=2))).text)
+
+            async with client.job(FAKE_MODEL, "a", JobParams(max_tokens=2)) as first:
+                await first.next_delta()
+                nursery.start_soon(second)
+                with trio.fail_after(5):
+                    while provider.server._slots[FAKE_MODEL].waiting == 0:
+                        await trio.sleep(0.01)
+                    while not answered.of_stream(job_streams(sent)[-1]):
+                        await trio.sleep(0.01)
+                [_, _, queued] = job_streams(sent)
+                [echo_alone] = answered.of_stream(queued)  # before the wait: no Accept yet
+                assert b"".join(f[3] for f in echo_alone if f[0] == data) == proposal(
+                    JOB_PROTOCOL_ID)
+                stuck.pause_after = None
+                stuck.resume.set()
+                assert [d.text async for d in first] == ["t1 "]
+            with trio.fail_after(10):
+                while not results:
+                    await trio.sleep(0.01)
+            assert results == ["t0 t1 "]
+            nursery.cancel_scope.cancel()

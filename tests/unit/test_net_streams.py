@@ -13,7 +13,7 @@ from p2pinfer.errors import (
     StateError,
     StreamClosedError,
 )
-from p2pinfer.net.streams import NetStream
+from p2pinfer.net.streams import UNSENT_ATTR, NetStream
 from p2pinfer.protocol import encode_frame, encode_uvarint
 
 
@@ -193,3 +193,53 @@ async def test_a_stream_is_spliced_once() -> None:
     await stream.splice(NetStream(SplicingRawStream()))  # type: ignore[arg-type]
     with pytest.raises(StateError):
         await stream.splice(NetStream(SplicingRawStream()))  # type: ignore[arg-type]
+
+
+class ClosableRawStream(FakeRawStream):
+    """A FakeRawStream that records close and reset, each after what was written."""
+
+    def __init__(self, data: bytes = b"", **kwargs: str) -> None:
+        super().__init__(data, **kwargs)
+        self.ends: list[tuple[str, bytes]] = []
+
+    async def close(self) -> None:
+        self.ends.append(("close", self.written))
+
+    async def reset(self) -> None:
+        self.ends.append(("reset", self.written))
+
+
+def with_unsent(raw: ClosableRawStream, unsent: bytes) -> ClosableRawStream:
+    setattr(raw, UNSENT_ATTR, unsent)  # as compat.multistream_listener leaves it
+    return raw
+
+
+async def test_negotiation_bytes_left_unsent_go_out_in_front_of_the_first_write() -> None:
+    raw = with_unsent(ClosableRawStream(), b"<echo>")
+    stream = NetStream(raw)
+    assert stream.unsent and not hasattr(raw, UNSENT_ATTR)
+    await stream.write(b"<accept>")
+    await stream.write(b"<chunk>")
+    assert raw.written == b"<echo><accept><chunk>" and not stream.unsent
+
+
+async def test_flush_sends_them_alone_once_and_close_sends_them_before_closing() -> None:
+    raw = with_unsent(ClosableRawStream(), b"<echo>")
+    stream = NetStream(raw)
+    await stream.flush()
+    await stream.flush()
+    assert raw.written == b"<echo>"
+    raw = with_unsent(ClosableRawStream(), b"<echo>")
+    await NetStream(raw).close()  # a handler that never wrote: the dialer still hears
+    assert raw.ends == [("close", b"<echo>")]
+
+
+async def test_a_reset_stream_sends_nothing_and_a_plain_stream_flushes_nothing() -> None:
+    raw = with_unsent(ClosableRawStream(), b"<echo>")
+    stream = NetStream(raw)
+    await stream.reset()
+    await stream.close()
+    assert raw.written == b""
+    plain = ClosableRawStream()
+    await NetStream(plain).flush()
+    assert plain.written == b"" and not NetStream(plain).unsent

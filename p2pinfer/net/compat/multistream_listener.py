@@ -19,6 +19,15 @@ yet, or a stream that is not Yamux, gets libp2p's `negotiate` unchanged, so no d
 ever waits on us. What is read and written, and the errors raised, are otherwise the
 stock ones.
 
+A protocol registered with `echo_with_answer` (the job protocol: its handler reads the
+request and answers within milliseconds) goes one step further when the dialer also
+sent bytes after its proposal (its request: it waits for nothing of ours before
+sending it): our header and echo are not written at all here but left on the stream
+(`p2pinfer.net.streams.UNSENT_ATTR`), and `NetStream` sends them in front of the
+handler's first write, or on `flush` (before the handler waits for a queue slot or
+the chain) or `close`. One encrypted message fewer per job, on the provider's path
+from request to first token; the bytes on the wire, and their order, are the same.
+
 **To drop it.** When upstream writes its header together with its first answer,
 delete this module and its `install` call; the guard test
 (tests/unit/net/compat/test_multistream_listener.py) fails on its defect check then.
@@ -42,6 +51,8 @@ from libp2p.protocol_muxer.multiselect import (
 )
 from libp2p.utils.varint import encode_delim
 
+from p2pinfer.net.streams import UNSENT_ATTR
+
 PATCHED = {
     "libp2p.protocol_muxer.multiselect:Multiselect.negotiate": "e870e3fe41c87e3c",
     "libp2p.protocol_muxer.multiselect:Multiselect.handshake": "2084891d34645a5f",
@@ -57,6 +68,18 @@ UPSTREAM = None
 DRAFT = None
 
 HEADER = encode_delim(MULTISELECT_PROTOCOL_ID.encode())
+
+ECHO_WITH_ANSWER = "p2pinfer_echo_with_answer"
+"""The attribute of a host's `Multiselect` listing its `echo_with_answer` protocols."""
+
+
+def echo_with_answer(multiselect: Multiselect, protocol: str) -> None:
+    """Let `protocol`'s handler send our header and echo with its first write (module
+    doc). Only for a handler that takes a `NetStream` and always writes, flushes or
+    closes it promptly: until then the dialer has no answer to its proposal."""
+    protocols: set[str] = getattr(multiselect, ECHO_WITH_ANSWER, set())
+    protocols.add(protocol)
+    setattr(multiselect, ECHO_WITH_ANSWER, protocols)
 """Our header as the dialer's arrives: a length prefix, the id and a newline."""
 
 
@@ -98,7 +121,12 @@ async def negotiate_in_one_write(
                 else:
                     protocol = TProtocol(command) if command else None
                     if protocol in self.handlers:
-                        await _write(communicator, [*pending, command])
+                        if protocol in getattr(self, ECHO_WITH_ANSWER, ()) and buffered(
+                                communicator):  # the request came with the proposal
+                            setattr(communicator.read_writer,  # type: ignore[attr-defined]
+                                    UNSENT_ATTR, _framed([*pending, command]))
+                        else:
+                            await _write(communicator, [*pending, command])
                         return protocol, self.handlers[protocol]
                     pending.append(PROTOCOL_NOT_FOUND_MSG)
                 await _write(communicator, pending)
@@ -119,9 +147,13 @@ async def _write(communicator: IMultiselectCommunicator, messages: list[str]) ->
     (its errors, as it catches them, become MultiselectError)."""
     stream = communicator.read_writer  # type: ignore[attr-defined]  # libp2p's communicator
     try:
-        await stream.write(b"".join(encode_delim(m.encode()) for m in messages))
+        await stream.write(_framed(messages))
     except (IOException, AssertionError, ValueError) as error:
         raise MultiselectError() from error
+
+
+def _framed(messages: list[str]) -> bytes:
+    return b"".join(encode_delim(m.encode()) for m in messages)
 
 
 def install() -> None:

@@ -18,6 +18,7 @@ from libp2p.utils.varint import encode_delim
 from p2pinfer.net import compat
 from p2pinfer.net.compat import multistream_listener
 from p2pinfer.net.compat.multistream_listener import negotiate_in_one_write
+from p2pinfer.net.streams import UNSENT_ATTR
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 JOB = "/p2pinfer/job/1.0.0"
@@ -60,12 +61,17 @@ async def handler(stream: Any) -> None:
     raise AssertionError("negotiation never runs the handler")
 
 
-def listener() -> Multiselect:
-    return Multiselect({TProtocol(JOB): handler, TProtocol(OTHER): handler})
+def listener(*, echo_with_answer: tuple[str, ...] = ()) -> Multiselect:
+    mux = Multiselect({TProtocol(JOB): handler, TProtocol(OTHER): handler})
+    for protocol in echo_with_answer:
+        multistream_listener.echo_with_answer(mux, protocol)
+    return mux
 
 
-async def negotiate(stream: DialerStream, how: Any = negotiate_in_one_write) -> object:
-    protocol, found = await how(listener(), MultiselectCommunicator(stream))  # type: ignore[arg-type]
+async def negotiate(stream: DialerStream, how: Any = negotiate_in_one_write,
+                    mux: Multiselect | None = None) -> object:
+    protocol, found = await how(mux or listener(),
+                                MultiselectCommunicator(stream))  # type: ignore[arg-type]
     assert found is handler
     return protocol
 
@@ -86,6 +92,30 @@ async def test_a_pipelined_proposal_gets_our_header_and_its_echo_in_one_write() 
     assert await negotiate(stream) == JOB
     assert stream.writes == [HEADER + delim(JOB)]
     assert bytes(stream.unread) == REQUEST  # the request stays for the handler
+
+
+async def test_an_answering_protocol_leaves_header_and_echo_for_the_handlers_first_write(
+) -> None:
+    stream = DialerStream(HEADER + delim(JOB) + REQUEST)
+    assert await negotiate(stream, mux=listener(echo_with_answer=(JOB,))) == JOB
+    assert stream.writes == []  # nothing yet: NetStream sends them with the answer
+    assert getattr(stream, UNSENT_ATTR) == HEADER + delim(JOB)
+    assert bytes(stream.unread) == REQUEST
+
+
+async def test_an_answering_protocol_proposed_without_a_request_is_echoed_at_once() -> None:
+    # A dialer that waits for the echo before it sends its request: waiting for the
+    # handler's answer would deadlock.
+    stream = DialerStream(HEADER + delim(JOB))
+    assert await negotiate(stream, mux=listener(echo_with_answer=(JOB,))) == JOB
+    assert stream.writes == [HEADER + delim(JOB)]
+    assert not hasattr(stream, UNSENT_ATTR)
+
+
+async def test_only_the_protocols_registered_as_answering_wait_for_the_handler() -> None:
+    stream = DialerStream(HEADER + delim(OTHER) + REQUEST)
+    assert await negotiate(stream, mux=listener(echo_with_answer=(JOB,))) == OTHER
+    assert stream.writes == [HEADER + delim(OTHER)]
 
 
 async def test_a_lock_step_dialer_gets_our_header_before_it_proposes() -> None:
