@@ -20,9 +20,14 @@ finish (cancelled, or raising), the connection's TCP socket is closed at once an
 connection leaves the swarm's table (`Swarm.remove_conn`); both are synchronous, so no
 cancellation can cut them short. A connection that shares its Yamux session with
 another (`_shared_muxed_conn`, libp2p's dial-race duplicates) leaves the table but keeps
-the socket, which is the other's. What the cut-short close did not reach stays undone
-as before: its streams are not reset one by one (their reads fail with the socket) and
-the notifees are not told of the disconnect. `close_host` (`compat/listeners.py`) also
+the socket, which is the other's. Its streams give back their places in the resource
+manager and the swarm's stream semaphore at once (what `notify_closed_stream` does for
+each stream the cleanup resets): otherwise each such close kept them for good (seen:
+pubsub's outbound stream, which nothing else closes), and with the manager's 10,000
+used up the node refused every new stream, a job's too, and a `new_stream` waited on
+the semaphore forever. What the cut-short close did not reach stays undone as before:
+its streams are not reset one by one (their reads fail with the socket) and the
+notifees are not told of the disconnect. `close_host` (`compat/listeners.py`) also
 closes, after `host.close()`, any socket of the host's connections still open
 (`open_connections`/`close_sockets`), for a close cut short before this wrapper ran.
 
@@ -40,6 +45,7 @@ from typing import Any
 
 from libp2p.abc import IHost
 from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.rcmgr import Direction
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,8 @@ PATCHED = {
     "libp2p.stream_muxer.yamux.yamux:Yamux.close": "d80b27e69ccd1b89",
     "libp2p.network.connection.swarm_connection:SwarmConn._cleanup": "84470a285af6c287",
     "libp2p.network.swarm:Swarm.remove_conn": "0a3e93157b1a04c3",
+    # What `release_streams` does in its place, without the await:
+    "libp2p.network.swarm:Swarm.notify_closed_stream": "a34ffe3b8041e823",
     # The path from a connection down to its socket (`_tcp_socket`):
     "libp2p.security.noise.io:BaseNoiseMsgReadWriter.__init__": "e6b51bace4fa3dda",
     "libp2p.io.msgio:BaseMsgReadWriter.__init__": "56dc1b1a4a218944",
@@ -96,13 +104,37 @@ def _tcp_socket(conn: Any) -> Any | None:
 
 def abandon(conn: Any) -> None:
     """What a cut-short close of `conn` leaves: its TCP socket closed (unless another
-    connection shares it) and `conn` out of its swarm's table."""
+    connection shares it), `conn` out of its swarm's table and its streams' resource
+    reservations given back."""
     if not getattr(conn, "_shared_muxed_conn", False):
         _close_socket(conn)
     try:
         conn.swarm.remove_conn(conn)
+        release_streams(conn)
     except Exception as exc:  # the table is libp2p's; a failure here must not mask the close's
         log.debug("removing a cut-short connection failed error=%r", exc)
+
+
+def release_streams(conn: Any) -> int:
+    """Give back the resource manager's and the stream semaphore's place of each stream of
+    `conn` not released yet, as `Swarm.notify_closed_stream` does (synchronously: no
+    cancellation can cut it short; the notifees' `closed_stream` is not called). Each
+    stream is released once (libp2p's own `_resource_released` mark). How many were."""
+    swarm = conn.swarm
+    manager = getattr(swarm, "_resource_manager", None)
+    semaphore = getattr(swarm, "_stream_semaphore", None)
+    released = 0
+    for stream in list(getattr(conn, "streams", ())):
+        direction = getattr(stream, "_direction", Direction.UNKNOWN)
+        if getattr(stream, "_resource_released", False) or direction == Direction.UNKNOWN:
+            continue
+        stream._resource_released = True
+        released += 1
+        if manager is not None:
+            manager.release_stream(str(stream.muxed_conn.peer_id), direction)
+        if semaphore is not None:
+            semaphore.release()
+    return released
 
 
 async def close_even_if_cut_short(self: SwarmConn) -> None:

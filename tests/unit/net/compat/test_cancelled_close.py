@@ -151,3 +151,43 @@ async def test_a_drop_whose_close_hangs_leaks_no_socket(
             assert dialled[0].socket.fileno() == -1
             assert server.peer_id not in client.peers()
             release.set()
+
+
+def stream_reservations(net: Any) -> tuple[int, int]:
+    """The host's streams as its resource manager counts them, and the free places of the
+    swarm's stream semaphore (each stream holds one of both until it is closed)."""
+    swarm = net._host.get_network()
+    return swarm._resource_manager._current_streams, swarm._stream_semaphore.value
+
+
+async def test_a_drop_whose_close_hangs_gives_back_its_streams_reservations() -> None:
+    """The attack: each connection whose close a peer makes hang (as above) kept its
+    streams' places in the resource manager (10,000 in all, for every peer) and the
+    stream semaphore: the streams are released by the close's cleanup, which the bound
+    cut short, and pubsub's outbound stream by nobody else. Enough of them and the node
+    refuses every new stream (a job's too) or waits for a place forever."""
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client, \
+                trio.open_nursery() as nursery:
+            before = stream_reservations(client)
+            await client.connect(server.addrs()[0])
+            [conn] = open_connections(client._host)
+            with trio.move_on_after(5):  # pubsub's and identify's streams open
+                while len(conn.streams) < 2:
+                    await trio.sleep(0.05)
+            assert stream_reservations(client) != before
+            held, release = trio.Event(), trio.Event()
+
+            async def hold_the_lock() -> None:
+                async with conn.muxed_conn._write_lock:
+                    held.set()
+                    await release.wait()
+
+            nursery.start_soon(hold_the_lock)
+            await held.wait()
+            await client._drop_connection(parse_peer_id(server.peer_id))
+            release.set()
+            with trio.move_on_after(5):
+                while stream_reservations(client) != before:
+                    await trio.sleep(0.05)
+            assert stream_reservations(client) == before
