@@ -25,11 +25,13 @@ manager and the swarm's stream semaphore at once (what `notify_closed_stream` do
 each stream the cleanup resets): otherwise each such close kept them for good (seen:
 pubsub's outbound stream, which nothing else closes), and with the manager's 10,000
 used up the node refused every new stream, a job's too, and a `new_stream` waited on
-the semaphore forever. What the cut-short close did not reach stays undone as before:
-its streams are not reset one by one (their reads fail with the socket) and the
-notifees are not told of the disconnect. `close_host` (`compat/listeners.py`) also
-closes, after `host.close()`, any socket of the host's connections still open
-(`open_connections`/`close_sockets`), for a close cut short before this wrapper ran.
+the semaphore forever. The notifees are then told of the disconnect in a task of
+its own (bounded by NOTIFY_S), as the cleanup would have: libp2p's tag store, identify
+records and pubsub kept each such peer otherwise (one entry more per fresh key).
+Its streams are still not reset one by one (their reads fail with the socket).
+`close_host` (`compat/listeners.py`) also closes, after `host.close()`, any socket of
+the host's connections still open (`open_connections`/`close_sockets`), for a close
+cut short before this wrapper ran.
 
 **To drop it.** When `SwarmConn.close` closes its connection even when cancelled (or
 sets `event_closed` only once it has), remove `install()` and the two calls from
@@ -43,6 +45,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
 from libp2p.abc import IHost
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.rcmgr import Direction
@@ -54,6 +57,8 @@ PATCHED = {
     "libp2p.stream_muxer.yamux.yamux:Yamux.close": "d80b27e69ccd1b89",
     "libp2p.network.connection.swarm_connection:SwarmConn._cleanup": "84470a285af6c287",
     "libp2p.network.swarm:Swarm.remove_conn": "0a3e93157b1a04c3",
+    "libp2p.network.connection.swarm_connection:SwarmConn._notify_disconnected":
+        "ede42126267786c5",
     # What `release_streams` does in its place, without the await:
     "libp2p.network.swarm:Swarm.notify_closed_stream": "a34ffe3b8041e823",
     # The path from a connection down to its socket (`_tcp_socket`):
@@ -111,8 +116,24 @@ def abandon(conn: Any) -> None:
     try:
         conn.swarm.remove_conn(conn)
         release_streams(conn)
+        trio.lowlevel.spawn_system_task(tell_notifees, conn, name="cut-short close notify")
     except Exception as exc:  # the table is libp2p's; a failure here must not mask the close's
         log.debug("removing a cut-short connection failed error=%r", exc)
+
+
+NOTIFY_S = 5.0
+"""How long the notifees of a cut-short close get to hear of the disconnect."""
+
+
+async def tell_notifees(conn: Any) -> None:
+    """The disconnect the cut-short close of `conn` did not announce (a task of its own:
+    the close's caller was cancelled). Notifees handle a second announcement (the
+    close may have been cut short inside the first): each forgets a peer only once."""
+    try:
+        with trio.move_on_after(NOTIFY_S):
+            await conn._notify_disconnected()
+    except Exception as exc:  # libp2p's notifees; a system task must not raise
+        log.debug("telling the notifees of a cut-short close failed error=%r", exc)
 
 
 def release_streams(conn: Any) -> int:

@@ -191,3 +191,41 @@ async def test_a_drop_whose_close_hangs_gives_back_its_streams_reservations() ->
                 while stream_reservations(client) != before:
                     await trio.sleep(0.05)
             assert stream_reservations(client) == before
+
+
+async def test_a_drop_whose_close_hangs_is_announced_to_the_notifees() -> None:
+    """The same attack, for libp2p's per-peer bookkeeping: the cut-short close never told
+    the notifees, so the connection's tag-store entry, the identify record and pubsub's
+    peer stayed for each peer that made its close hang (one more per fresh key)."""
+    with trio.fail_after(30):
+        async with run_host(config()) as server, run_host(config()) as client, \
+                trio.open_nursery() as nursery:
+            await client.connect(server.addrs()[0])
+            host, peer = client._host, parse_peer_id(server.peer_id)
+            tags, pubsub = host.get_network().tag_store, client._pubsub
+            with trio.move_on_after(5):
+                while peer not in pubsub.peers or peer not in host._identified_peers:
+                    await trio.sleep(0.05)
+            assert peer in pubsub.peers and peer in host._identified_peers
+            assert tags.get_tag_info(peer) is not None
+            [conn] = open_connections(host)
+            held, release = trio.Event(), trio.Event()
+
+            async def hold_the_lock() -> None:
+                async with conn.muxed_conn._write_lock:
+                    held.set()
+                    await release.wait()
+
+            nursery.start_soon(hold_the_lock)
+            await held.wait()
+            await client._drop_connection(peer)
+            release.set()
+
+            def forgotten() -> bool:
+                return (peer not in pubsub.peers and peer not in host._identified_peers
+                        and tags.get_tag_info(peer) is None)
+
+            with trio.move_on_after(5):
+                while not forgotten():
+                    await trio.sleep(0.05)
+            assert forgotten()
