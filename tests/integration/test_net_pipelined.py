@@ -283,8 +283,7 @@ async def test_a_pipelined_stream_costs_one_encrypted_message_each_way_before_th
                            if f[0] == data and ECHO.encode() in f[3]}
 
             [opening, *_] = sent.of_stream(stream_id)
-            assert opening == [(window_update, syn, stream_id, b""),
-                               (data, 0, stream_id, proposal(ECHO) + b"\x03abc")]
+            assert opening == [(data, syn, stream_id, proposal(ECHO) + b"\x03abc")]
             [answer, echoed, *_] = answered.of_stream(stream_id)
             assert answer == [(window_update, ack, stream_id, b""),
                               (data, 0, stream_id, proposal(ECHO))]  # header and echo
@@ -368,3 +367,26 @@ async def test_a_provider_sends_the_job_echo_with_its_accept_and_alone_before_a_
                     await trio.sleep(0.01)
             assert results == ["t0 t1 "]
             nursery.cancel_scope.cancel()
+
+
+async def test_the_listener_always_finds_the_pipelined_request_when_it_negotiates() -> None:
+    """The SYN rides on the first data frame (compat.yamux_open): py-libp2p's read loop
+    creates the stream with the request already buffered, so the listener never answers
+    a pipelined dialer as a lock-step one for want of bytes that were one frame behind
+    (with the SYN a frame of its own, under load about 1 run in 50 did). Seen from the
+    handler: each stream comes with its echo still unsent, to ride with the answer."""
+    deferred: list[bool] = []
+
+    async def echo_noting(stream: NetStream) -> None:
+        deferred.append(stream.unsent)
+        await echo(stream)
+
+    with trio.fail_after(60):
+        async with run_host(config()) as server, run_host(config()) as client:
+            server.set_stream_handler(ECHO, echo_noting, echo_with_answer=True)
+            await client.connect(server.addrs()[0])
+            for _ in range(30):
+                stream = await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
+                assert await stream.read_frame(timeout_s=10) == b"abc"
+                await stream.close()
+    assert deferred == [True] * 30
