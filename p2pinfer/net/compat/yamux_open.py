@@ -118,18 +118,18 @@ async def write_frame_opening_with_data(self: Yamux, data: bytes) -> None:
     if held and len(data) >= HEADER_SIZE:
         opening = held.pop(struct.unpack_from(">I", data, 4)[0], None)
         if opening is not None:
-            syn = struct.unpack_from(YAMUX_HEADER_FORMAT, opening)[2] == FLAG_SYN
-            data = _with_syn(data) if syn else opening + data
+            data = _opening(opening, data)
     await ORIGINAL(self, data)
 
 
-def _with_syn(frame: bytes) -> bytes:
-    """`frame` carrying the stream's SYN: a plain data frame gets the SYN flag; anything
-    else (a FIN, a RST, a window update) stays a frame of its own behind the SYN."""
+def _opening(held: bytes, frame: bytes) -> bytes:
+    """The held SYN or ACK and the stream's next `frame`, in one write: a SYN followed by a
+    plain data frame is that frame with the SYN flag; anything else goes behind the held
+    frame as a frame of its own."""
     version, kind, flags, stream_id, length = struct.unpack_from(YAMUX_HEADER_FORMAT, frame)
-    if kind != TYPE_DATA or flags != 0:
-        return struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id,
-                           0) + frame
+    held_flags = struct.unpack_from(YAMUX_HEADER_FORMAT, held)[2]
+    if held_flags != FLAG_SYN or kind != TYPE_DATA or flags != 0:
+        return held + frame
     return struct.pack(YAMUX_HEADER_FORMAT, version, kind, FLAG_SYN, stream_id,
                        length) + frame[HEADER_SIZE:]
 
