@@ -58,6 +58,27 @@ async def connected_pair() -> AsyncIterator[tuple[IHost, IHost, Any, Any]]:
         yield server, client, conn, sock
 
 
+@asynccontextmanager
+async def write_lock_held(conn: Any) -> AsyncIterator[None]:
+    """For the block, another task holds the Yamux write lock of `conn`, as a write of
+    ours stuck on the full socket of a peer that stopped reading does: a close of `conn`
+    (whose GO_AWAY needs the lock) hangs until the bound on it cuts it short."""
+    held, release = trio.Event(), trio.Event()
+
+    async def hold_the_lock() -> None:
+        async with conn.muxed_conn._write_lock:
+            held.set()
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold_the_lock)
+        await held.wait()
+        try:
+            yield
+        finally:
+            release.set()
+
+
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
     assert_written_for_installed_libp2p(cancelled_close)
 
@@ -132,25 +153,15 @@ async def test_a_drop_whose_close_hangs_leaks_no_socket(
     the drop (2 s) cuts the close short: the socket must close all the same and the
     peer must no longer count as connected."""
     with trio.fail_after(30):
-        async with run_host(config()) as server, run_host(config()) as client, \
-                trio.open_nursery() as nursery:
+        async with run_host(config()) as server, run_host(config()) as client:
             await client.connect(server.addrs()[0])
             [conn] = open_connections(client._host)
-            held, release = trio.Event(), trio.Event()
-
-            async def hold_the_lock() -> None:  # as a write stuck on a full socket does
-                async with conn.muxed_conn._write_lock:
-                    held.set()
-                    await release.wait()
-
-            nursery.start_soon(hold_the_lock)
-            await held.wait()
-            started = trio.current_time()
-            await client._drop_connection(parse_peer_id(server.peer_id))
-            assert trio.current_time() - started >= 1.5  # the bound cut the close short
-            assert dialled[0].socket.fileno() == -1
-            assert server.peer_id not in client.peers()
-            release.set()
+            async with write_lock_held(conn):
+                started = trio.current_time()
+                await client._drop_connection(parse_peer_id(server.peer_id))
+                assert trio.current_time() - started >= 1.5  # the bound cut the close short
+                assert dialled[0].socket.fileno() == -1
+                assert server.peer_id not in client.peers()
 
 
 def stream_reservations(net: Any) -> tuple[int, int]:
@@ -167,8 +178,7 @@ async def test_a_drop_whose_close_hangs_gives_back_its_streams_reservations() ->
     cut short, and pubsub's outbound stream by nobody else. Enough of them and the node
     refuses every new stream (a job's too) or waits for a place forever."""
     with trio.fail_after(30):
-        async with run_host(config()) as server, run_host(config()) as client, \
-                trio.open_nursery() as nursery:
+        async with run_host(config()) as server, run_host(config()) as client:
             before = stream_reservations(client)
             await client.connect(server.addrs()[0])
             [conn] = open_connections(client._host)
@@ -176,17 +186,8 @@ async def test_a_drop_whose_close_hangs_gives_back_its_streams_reservations() ->
                 while len(conn.streams) < 2:
                     await trio.sleep(0.05)
             assert stream_reservations(client) != before
-            held, release = trio.Event(), trio.Event()
-
-            async def hold_the_lock() -> None:
-                async with conn.muxed_conn._write_lock:
-                    held.set()
-                    await release.wait()
-
-            nursery.start_soon(hold_the_lock)
-            await held.wait()
-            await client._drop_connection(parse_peer_id(server.peer_id))
-            release.set()
+            async with write_lock_held(conn):
+                await client._drop_connection(parse_peer_id(server.peer_id))
             with trio.move_on_after(5):
                 while stream_reservations(client) != before:
                     await trio.sleep(0.05)
@@ -198,8 +199,7 @@ async def test_a_drop_whose_close_hangs_is_announced_to_the_notifees() -> None:
     the notifees, so the connection's tag-store entry, the identify record and pubsub's
     peer stayed for each peer that made its close hang (one more per fresh key)."""
     with trio.fail_after(30):
-        async with run_host(config()) as server, run_host(config()) as client, \
-                trio.open_nursery() as nursery:
+        async with run_host(config()) as server, run_host(config()) as client:
             await client.connect(server.addrs()[0])
             host, peer = client._host, parse_peer_id(server.peer_id)
             tags, pubsub = host.get_network().tag_store, client._pubsub
@@ -209,17 +209,8 @@ async def test_a_drop_whose_close_hangs_is_announced_to_the_notifees() -> None:
             assert peer in pubsub.peers and peer in host._identified_peers
             assert tags.get_tag_info(peer) is not None
             [conn] = open_connections(host)
-            held, release = trio.Event(), trio.Event()
-
-            async def hold_the_lock() -> None:
-                async with conn.muxed_conn._write_lock:
-                    held.set()
-                    await release.wait()
-
-            nursery.start_soon(hold_the_lock)
-            await held.wait()
-            await client._drop_connection(peer)
-            release.set()
+            async with write_lock_held(conn):
+                await client._drop_connection(peer)
 
             def forgotten() -> bool:
                 return (peer not in pubsub.peers and peer not in host._identified_peers
