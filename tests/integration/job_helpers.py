@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +37,7 @@ from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.node.offer import model_offer
-from p2pinfer.protocol import Advert, AdvertHardware, ReplayWindow
+from p2pinfer.protocol import Advert, AdvertHardware, JobParams, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
 
@@ -230,3 +237,36 @@ async def wait_for_providers(net: NetHost, model: str, count: int) -> None:
 def charges(ledger: Ledger) -> list[bytes]:
     """Job ids of the charge entries in `ledger`."""
     return [e.body.job_id for e in ledger.entries() if e.kind == "charge"]  # type: ignore[attr-defined]
+
+
+async def queued_behind_a_running_job(
+    nursery: trio.Nursery, provider: Provider, client: JobClient, stuck: FakeBackend,
+    while_queued: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """On a provider of one slot and a queue of one (`JobServerConfig(max_concurrency=1,
+    queue=1)`) serving `stuck`: a paid warm-up job (a key that never paid runs one job
+    at a time), then job "a" holds the slot (paused after its first token) while job
+    "b" waits in the queue, and `while_queued` runs; then both end whole, "b" after "a"."""
+    stuck.pause_after = None
+    await client.run(FAKE_MODEL, "warm up", JobParams(max_tokens=1))
+    stuck.pause_after = 1
+    results: list[str] = []
+
+    async def second() -> None:
+        results.append((await client.run(FAKE_MODEL, "b", JobParams(max_tokens=2))).text)
+
+    async with client.job(FAKE_MODEL, "a", JobParams(max_tokens=2)) as first:
+        await first.next_delta()
+        nursery.start_soon(second)
+        with trio.fail_after(5):
+            while provider.server._slots[FAKE_MODEL].waiting == 0:
+                await trio.sleep(0.01)
+        if while_queued is not None:
+            await while_queued()
+        stuck.pause_after = None
+        stuck.resume.set()
+        assert [d.text async for d in first] == ["t1 "]
+    with trio.fail_after(10):
+        while not results:
+            await trio.sleep(0.01)
+    assert results == ["t0 t1 "]

@@ -36,6 +36,7 @@ from tests.integration.job_helpers import (
     FakeBackend,
     charges,
     cheap_and_dear,
+    queued_behind_a_running_job,
     start_consumer,
     start_provider,
     wait_for_providers,
@@ -236,28 +237,7 @@ async def test_a_queued_job_waits_for_the_slot_instead_of_being_refused(tmp_path
                                             config=JobServerConfig(max_concurrency=1, queue=1))
             net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
             await wait_for_providers(net, FAKE_MODEL, 1)
-            # A key that never paid this provider runs one job at a time: pay one first.
-            stuck.pause_after = None
-            await client.run(FAKE_MODEL, "warm up", JobParams(max_tokens=1))
-            stuck.pause_after = 1
-            results: list[str] = []
-
-            async def second() -> None:
-                results.append((await client.run(FAKE_MODEL, "b", JobParams(max_tokens=2))).text)
-
-            async with client.job(FAKE_MODEL, "a", JobParams(max_tokens=2)) as first:
-                await first.next_delta()
-                nursery.start_soon(second)
-                with trio.fail_after(5):
-                    while provider.server._slots[FAKE_MODEL].waiting == 0:
-                        await trio.sleep(0.01)
-                stuck.pause_after = None
-                stuck.resume.set()
-                assert [d.text async for d in first] == ["t1 "]
-            with trio.fail_after(10):
-                while not results:
-                    await trio.sleep(0.01)
-            assert results == ["t0 t1 "]
+            await queued_behind_a_running_job(nursery, provider, client, stuck)
             nursery.cancel_scope.cancel()
 
 

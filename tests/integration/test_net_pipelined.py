@@ -37,6 +37,7 @@ from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,
     advert_for,
+    queued_behind_a_running_job,
     start_consumer,
     start_provider,
     wait_for_providers,
@@ -266,56 +267,50 @@ class NoiseRecorder:
         return [m for m in out if m]
 
 
-async def test_a_pipelined_stream_costs_one_encrypted_message_each_way_before_the_answer() -> None:
-    """The SYN rides with the proposal and request; the ACK and both multistream answers
-    ride together (compat.yamux_open, compat.multistream_listener): stock py-libp2p sent
-    four messages here, not two."""
-    window_update, data, syn, ack = 1, 0, 0x1, 0x2
+def streams_of(sent: NoiseRecorder, protocol: str) -> list[int]:
+    """The ids of the streams of `protocol` the recorded side opened, in order."""
+    ids = [f[2] for m in sent.messages for f in m if f[0] == 0 and proposal(protocol) in f[3]]
+    return list(dict.fromkeys(ids))
+
+
+async def echo_exchange(*, echo_with_answer: bool) -> tuple[list[Frame], list[list[Frame]]]:
+    """One pipelined ECHO exchange between two real hosts already connected (the server
+    registered `echo_with_answer` or not): the client's first message on the stream
+    and every message of the server's on it, each cut to the stream's frames."""
     with trio.fail_after(30):
         async with run_host(config()) as server, run_host(config()) as client:
-            server.set_stream_handler(ECHO, echo)
+            server.set_stream_handler(ECHO, echo, echo_with_answer=echo_with_answer)
             await client.connect(server.addrs()[0])
             sent, answered = NoiseRecorder(client, server.peer_id), NoiseRecorder(
                 server, client.peer_id)
             stream = await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
             assert await stream.read_frame(timeout_s=10) == b"abc"
-            [stream_id] = {f[2] for m in sent.messages for f in m
-                           if f[0] == data and ECHO.encode() in f[3]}
-
-            [opening, *_] = sent.of_stream(stream_id)
-            assert opening == [(data, syn, stream_id, proposal(ECHO) + b"\x03abc")]
-            [answer, echoed, *_] = answered.of_stream(stream_id)
-            assert answer == [(window_update, ack, stream_id, b""),
-                              (data, 0, stream_id, proposal(ECHO))]  # header and echo
-            assert echoed == [(data, 0, stream_id, b"\x03abc")]
             await stream.close()
+    [stream_id] = streams_of(sent, ECHO)
+    return sent.of_stream(stream_id)[0], answered.of_stream(stream_id)
+
+
+async def test_a_pipelined_stream_costs_one_encrypted_message_each_way_before_the_answer() -> None:
+    """The SYN rides with the proposal and request; the ACK and both multistream answers
+    ride together (compat.yamux_open, compat.multistream_listener): stock py-libp2p sent
+    four messages here, not two."""
+    window_update, data, syn, ack = 1, 0, 0x1, 0x2
+    opening, [answer, echoed, *_] = await echo_exchange(echo_with_answer=False)
+    stream_id = opening[0][2]
+    assert opening == [(data, syn, stream_id, proposal(ECHO) + b"\x03abc")]
+    assert answer == [(window_update, ack, stream_id, b""),
+                      (data, 0, stream_id, proposal(ECHO))]  # header and echo
+    assert echoed == [(data, 0, stream_id, b"\x03abc")]
 
 
 async def test_an_answering_protocol_sends_its_echo_with_the_handlers_answer() -> None:
     """`echo_with_answer` (the job protocol's registration): the ACK, both multistream
     answers and the handler's first write leave in one encrypted message."""
     window_update, data, ack = 1, 0, 0x2
-    with trio.fail_after(30):
-        async with run_host(config()) as server, run_host(config()) as client:
-            server.set_stream_handler(ECHO, echo, echo_with_answer=True)
-            await client.connect(server.addrs()[0])
-            sent, answered = NoiseRecorder(client, server.peer_id), NoiseRecorder(
-                server, client.peer_id)
-            stream = await client.open_stream(server.peer_id, ECHO, first=b"\x03abc")
-            assert await stream.read_frame(timeout_s=10) == b"abc"
-            [stream_id] = {f[2] for m in sent.messages for f in m
-                           if f[0] == data and ECHO.encode() in f[3]}
-            [answer, *_] = answered.of_stream(stream_id)
-            assert answer == [(window_update, ack, stream_id, b""),
-                              (data, 0, stream_id, proposal(ECHO) + b"\x03abc")]
-            await stream.close()
-
-
-def job_streams(sent: NoiseRecorder) -> list[int]:
-    """The ids of the job streams the consumer opened, in order."""
-    ids = [f[2] for m in sent.messages for f in m
-           if f[0] == 0 and proposal(JOB_PROTOCOL_ID) in f[3]]
-    return list(dict.fromkeys(ids))
+    opening, [answer, *_] = await echo_exchange(echo_with_answer=True)
+    stream_id = opening[0][2]
+    assert answer == [(window_update, ack, stream_id, b""),
+                      (data, 0, stream_id, proposal(ECHO) + b"\x03abc")]
 
 
 async def test_a_provider_sends_the_job_echo_with_its_accept_and_alone_before_a_queue_wait(
@@ -333,39 +328,21 @@ async def test_a_provider_sends_the_job_echo_with_its_accept_and_alone_before_a_
             await wait_for_providers(net, FAKE_MODEL, 1)
             sent = NoiseRecorder(net, provider.net.peer_id)
             answered = NoiseRecorder(provider.net, net.peer_id)
-            stuck.pause_after = None  # one paid job first: an unpaid key only gets idle slots
-            await client.run(FAKE_MODEL, "warm up", JobParams(max_tokens=1))
-            [warm_up] = job_streams(sent)
-            [head, *_] = answered.of_stream(warm_up)
-            [accept] = FrameDecoder().feed(
-                b"".join(f[3] for f in head if f[0] == data)[len(proposal(JOB_PROTOCOL_ID)):])
-            assert decode_as(accept, JobAccept).msg.job_id  # the echo and the Accept, together
 
-            stuck.pause_after = 1
-            results: list[str] = []
-
-            async def second() -> None:
-                results.append((await client.run(FAKE_MODEL, "b", JobParams(max_tokens=2))).text)
-
-            async with client.job(FAKE_MODEL, "a", JobParams(max_tokens=2)) as first:
-                await first.next_delta()
-                nursery.start_soon(second)
+            async def on_the_wire() -> None:
                 with trio.fail_after(5):
-                    while provider.server._slots[FAKE_MODEL].waiting == 0:
+                    while not answered.of_stream(streams_of(sent, JOB_PROTOCOL_ID)[-1]):
                         await trio.sleep(0.01)
-                    while not answered.of_stream(job_streams(sent)[-1]):
-                        await trio.sleep(0.01)
-                [_, _, queued] = job_streams(sent)
+                warm_up, _, queued = streams_of(sent, JOB_PROTOCOL_ID)
+                [head, *_] = answered.of_stream(warm_up)
+                [accept] = FrameDecoder().feed(b"".join(
+                    f[3] for f in head if f[0] == data)[len(proposal(JOB_PROTOCOL_ID)):])
+                assert decode_as(accept, JobAccept).msg.job_id  # the echo and the Accept
                 [echo_alone] = answered.of_stream(queued)  # before the wait: no Accept yet
                 assert b"".join(f[3] for f in echo_alone if f[0] == data) == proposal(
                     JOB_PROTOCOL_ID)
-                stuck.pause_after = None
-                stuck.resume.set()
-                assert [d.text async for d in first] == ["t1 "]
-            with trio.fail_after(10):
-                while not results:
-                    await trio.sleep(0.01)
-            assert results == ["t0 t1 "]
+
+            await queued_behind_a_running_job(nursery, provider, client, stuck, on_the_wire)
             nursery.cancel_scope.cancel()
 
 
