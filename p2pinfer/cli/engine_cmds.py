@@ -13,6 +13,7 @@ import typer
 from p2pinfer.api.server import create_app, serve
 from p2pinfer.backends.factory import make_embedded
 from p2pinfer.cli.identity_cmds import HomeOption
+from p2pinfer.http.conn_gate import raise_fd_limit
 
 engine_app = typer.Typer(help="Run an inference engine locally.", no_args_is_help=True)
 
@@ -50,6 +51,8 @@ def serve_cmd(
         model or (), home=home, n_ctx=n_ctx, n_threads=threads, cache_prompt=cache_prompt,
         options=[("embedding", True)] if embedding else (),
     )
+
+    raise_fd_limit()
 
     async def main() -> None:
         models = await backend.list_models()

@@ -14,6 +14,7 @@ from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.config import resolve_home
 from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
 from p2pinfer.gov.tally import MIN_VOTING_MS
+from p2pinfer.http.conn_gate import raise_fd_limit
 from p2pinfer.node.config import NodeConfig, check_config
 from p2pinfer.node.run import run_node
 from p2pinfer.settle.redeemer import RedeemPolicy
@@ -173,6 +174,7 @@ def node(
                             max_interval_s=redeem_max_interval),
     )
     check_config(config)
+    raise_fd_limit()  # its peers, dials, gateway clients and files share one table
     trio.run(lambda: run_node(config, handle_signals=True))
 
 

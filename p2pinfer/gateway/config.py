@@ -79,6 +79,11 @@ class GatewayConfig:
     origins: tuple[str, ...] = DEFAULT_ORIGINS
     #: The node's own key for admin/governance POSTs (gateway.operator_key); also an API key.
     operator_key: str | None = field(default=None, repr=False)
+    #: Connections held at once (None: a quarter of the process's open-files limit, within
+    #: 64..1024) and from one client address (an IPv6 /64; loopback is held to the total
+    #: only); more are answered 503 and closed (http/conn_gate.py).
+    max_connections: int | None = None
+    max_connections_per_ip: int = 64
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.api_keys:

@@ -53,6 +53,7 @@ async def run_gateway(
     from hypercorn.config import Config
 
     from p2pinfer.http.asgi_server import serve_asgi
+    from p2pinfer.http.conn_gate import ConnectionLimits
 
     app: Any = create_gateway_app(view, config)
     hyper = Config()
@@ -78,7 +79,9 @@ async def run_gateway(
             task_status.started(binding)
 
     try:
-        await serve_asgi(app, hyper, sockets.insecure_sockets, task_status=_Started())
+        limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+        await serve_asgi(app, hyper, sockets.insecure_sockets, limits=limits,
+                         task_status=_Started())
     finally:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             sock.close()

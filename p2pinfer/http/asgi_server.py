@@ -11,7 +11,9 @@ once its first token is known), so a head never waits longer than that; a 1xx
 head (`100 Continue`) goes out at once, since the client waits for it.
 
 The rest is hypercorn's `worker_serve` for plain TCP sockets: the lifespan
-protocol, a `shutdown_trigger`, and `graceful_timeout` for open connections.
+protocol, a `shutdown_trigger`, and `graceful_timeout` for open connections; and
+each connection passes a `ConnectionGate` first (`http/conn_gate.py`: how many
+connections the server holds, in all and per client address).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+from p2pinfer.http.conn_gate import ConnectionGate, ConnectionLimits
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -63,6 +67,14 @@ class HeadWithBodyTCPServer(TCPServer):
             await super().protocol_send(RawData(held))
         await super().protocol_send(event)
 
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client left (or its socket failed). hypercorn then waits for the keep-alive
+        # timer of an idle connection, up to 5 s, before it closes the socket: a client
+        # that connects and hangs up at once held a descriptor here for 5 s. A request
+        # still being answered is not idle and has no timer to stop.
+        await self.idle_task.stop()
+
 
 async def serve_asgi(
     app: Any,
@@ -70,12 +82,13 @@ async def serve_asgi(
     sockets: Sequence[socket.socket],
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    limits: ConnectionLimits = ConnectionLimits(),
     task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on the listening `sockets` until cancelled or `shutdown_trigger` returns.
 
     `task_status.started` gets the URLs served (`http://host:port`). The caller owns
-    the sockets (and closes them).
+    the sockets (and closes them). A connection over `limits` is answered 503 and closed.
     """
     config.set_statsd_logger_class(StatsdLogger)
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
@@ -88,10 +101,10 @@ async def serve_asgi(
         async with trio.open_nursery() as server_nursery:
             listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
             binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets]
-            handler = partial(
+            handler = ConnectionGate(limits).wrap(partial(
                 HeadWithBodyTCPServer, wrapped, config, context,
                 ConnectionState(lifespan_state.copy()),
-            )  # fmt: skip
+            ))  # fmt: skip
             task_status.started(binds)
             try:
                 async with trio.open_nursery() as nursery:
