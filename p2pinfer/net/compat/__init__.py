@@ -26,6 +26,7 @@ workarounds").
 | `cancelled_close` | a connection close cut short leaves its socket open and it listed |
 | `cancelled_write` | a write cancelled after Noise encrypted it kills the connection |
 | `quick_locks` | every stream layer's free lock a pass through the scheduler |
+| `inbound_shares` | one address can take every inbound connection slot |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -39,6 +40,7 @@ from __future__ import annotations
 from p2pinfer.net.compat import (
     cancelled_close,
     cancelled_write,
+    inbound_shares,
     multistream_listener,
     prune_backoff,
     quick_locks,
@@ -65,4 +67,5 @@ def install() -> None:
     cancelled_close.install()
     cancelled_write.install()
     quick_locks.install()
+    inbound_shares.install()
     _installed = True

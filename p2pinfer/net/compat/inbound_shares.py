@@ -1,0 +1,137 @@
+"""Swarm: one address can take every inbound connection slot.
+
+**Defect (py-libp2p 0.8.1).** `libp2p/network/swarm.py`,
+`Swarm._handle_inbound_connection` admits at most `max_connections - min_connections`
+(300 - 50 = 250) inbound connections at once and closes any more at once, counting
+those still in their security handshake, which it waits for up to ~10 s; nothing limits
+what one remote address holds. So one host that opens 250 TCP connections and sends
+nothing (no key, no handshake), again every 10 s, keeps every other peer out: a consumer
+cannot reach the provider, a new node cannot join through the bootstrap node (measured:
+an honest dial behind 260 idle connections from one address failed at once, "failed to
+negotiate the secure protocol"; with 10 it took 7 ms).
+
+**What we do.** `install()` wraps `Swarm._handle_inbound_connection`: before libp2p's
+own cap, a TCP connection counts under its remote address (an IPv4 address, an IPv6
+address's /56, as go-libp2p's resource manager counts them) for as long as libp2p
+handles it, and past `InboundShares.per_address` (16: twice go-libp2p's default of 8,
+for a few nodes behind one NAT) from that address it is closed at once. So one address
+holds at most 16 of the 250, and filling them takes 16 addresses. Loopback peers
+(a local testnet's nodes all come from 127.0.0.1) are not counted unless
+`limit_loopback`, and a relayed connection (a circuit through a relay) is not a TCP
+connection here and is not counted: every peer behind one relay would share the
+relay's address. A swarm gets its shares from `attach` (`run_host` does it); one
+without them is libp2p's own.
+
+**To drop it.** When py-libp2p limits inbound connections per address (its
+`rcmgr.cidr_limits` exists but is not consulted on this path in 0.8.1), delete this
+module; the guard test (tests/unit/net/compat/test_inbound_shares.py) checks the
+defect and the canary.
+
+**Upstream.** Not reported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter
+from contextlib import suppress
+from typing import Any
+
+import trio
+from libp2p.io.trio import TrioTCPStream
+from libp2p.network.swarm import Swarm
+
+log = logging.getLogger(__name__)
+
+PATCHED = {
+    "libp2p.network.swarm:Swarm._handle_inbound_connection": "0800fdf9770ed8e6",
+}
+ORIGINAL = Swarm._handle_inbound_connection
+ORIGINALS = {"libp2p.network.swarm:Swarm._handle_inbound_connection": ORIGINAL}
+UPSTREAM = None
+
+DEFAULT_PER_ADDRESS = 16
+IPV6_PREFIX = 56
+CLOSE_S = 1.0
+SHARES_ATTR = "p2pinfer_inbound_shares"
+
+
+def address_key(host: str) -> str | None:
+    """What a share is counted under: an IPv4 address, an IPv6 address's /56; None for
+    what is not an IP address."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
+    return str(address)
+
+
+class InboundShares:
+    """Inbound TCP connections held per remote address, for one swarm."""
+
+    def __init__(self, per_address: int = DEFAULT_PER_ADDRESS, *,
+                 limit_loopback: bool = False) -> None:
+        if per_address < 1:
+            raise ValueError("per_address must be at least 1")
+        self.per_address = per_address
+        self.limit_loopback = limit_loopback
+        self.held: Counter[str] = Counter()
+        self.refused = 0
+
+    def key_of(self, conn: Any) -> str | None:
+        """The address `conn` counts under, or None if it is not counted."""
+        if not isinstance(conn, TrioTCPStream):
+            return None  # a relayed circuit, or another transport
+        try:
+            host = conn.stream.socket.getpeername()[0]
+        except (OSError, AttributeError, IndexError):
+            return None
+        key = address_key(str(host))
+        if key is None:
+            return None
+        if not self.limit_loopback and ipaddress.ip_address(key.split("/")[0]).is_loopback:
+            return None
+        return key
+
+
+def attach(swarm: Any, shares: InboundShares) -> InboundShares:
+    """Limit `swarm`'s inbound connections per address by `shares`."""
+    setattr(swarm, SHARES_ATTR, shares)
+    return shares
+
+
+async def _handle_inbound_connection(self: Swarm, read_write_closer: Any, maddr: Any) -> None:
+    shares: InboundShares | None = getattr(self, SHARES_ATTR, None)
+    key = shares.key_of(read_write_closer) if shares is not None else None
+    if shares is None or key is None:
+        await ORIGINAL(self, read_write_closer, maddr)
+        return
+    if shares.held[key] >= shares.per_address:
+        shares.refused += 1
+        if shares.refused == 1 or shares.refused % 1000 == 0:
+            log.warning("inbound connection refused: %d already held from %s "
+                        "(refused so far: %d)", shares.per_address, key, shares.refused)
+        with trio.move_on_after(CLOSE_S) as scope, suppress(Exception):  # gone is closed
+            scope.shield = True
+            await read_write_closer.close()
+        return
+    shares.held[key] += 1
+    try:
+        await ORIGINAL(self, read_write_closer, maddr)
+    finally:
+        shares.held[key] -= 1
+        if shares.held[key] <= 0:
+            del shares.held[key]
+
+
+def install() -> None:
+    """Wrap `Swarm._handle_inbound_connection` (idempotent)."""
+    Swarm._handle_inbound_connection = _handle_inbound_connection  # type: ignore[method-assign]
+
+
+__all__ = ["InboundShares", "address_key", "attach", "install"]

@@ -1,0 +1,135 @@
+"""Attack: one address holds every inbound connection slot of a node.
+
+py-libp2p 0.8.1 admits 250 inbound connections at once, counting those still in their
+handshake (held ~10 s), with no limit per remote address. Real p2pinfer hosts on
+127.0.0.1 (the target counts loopback peers, as it would public ones); the attacker's
+idle TCP connections come from 127.0.0.2 and send nothing, the honest peer dials from
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from p2pinfer.errors import PeerUnreachableError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.compat import inbound_shares
+from p2pinfer.net.compat.inbound_shares import SHARES_ATTR, InboundShares, address_key
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
+from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
+
+pytestmark = pytest.mark.network
+
+ATTACKER = "127.0.0.2"
+FLOOD = 260  # libp2p's inbound slots: 300 - 50
+
+
+def tcp_port(net: NetHost) -> int:
+    addr = next(a for a in net.addrs() if "/tcp/" in a)
+    return int(addr.split("/tcp/")[1].split("/")[0])
+
+
+@asynccontextmanager
+async def flooded(net: NetHost) -> AsyncIterator[list[trio.socket.SocketType]]:
+    """FLOOD idle TCP connections from ATTACKER to `net`, open while the block runs."""
+    socks = []
+    try:
+        for _ in range(FLOOD):
+            sock = trio.socket.socket()
+            socks.append(sock)
+            await sock.bind((ATTACKER, 0))
+            await sock.connect(("127.0.0.1", tcp_port(net)))
+        await trio.sleep(0.3)  # the target's accept loop has taken them all
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def closed_by_peer(socks: list[trio.socket.SocketType]) -> int:
+    """How many of `socks` the other side has closed (EOF or reset within 0.5 s)."""
+    closed = 0
+
+    async def one(sock: trio.socket.SocketType) -> None:
+        nonlocal closed
+        with trio.move_on_after(0.5):
+            try:
+                if await sock.recv(1) == b"":
+                    closed += 1
+            except OSError:
+                closed += 1
+
+    async with trio.open_nursery() as nursery:
+        for sock in socks:
+            nursery.start_soon(one, sock)
+    return closed
+
+
+def target_config() -> NetConfig:
+    return NetConfig(NodeIdentity.generate(), limit_loopback_inbound=True)
+
+
+async def test_defect_one_address_holds_every_inbound_slot() -> None:
+    """The defect (fails once py-libp2p limits inbound connections per address)."""
+    with trio.fail_after(60):
+        async with run_host(target_config()) as target, \
+                run_host(NetConfig(NodeIdentity.generate())) as honest:
+            setattr(target._host.get_network(), SHARES_ATTR, None)  # libp2p's own path
+            addr = next(a for a in target.addrs() if "/tcp/" in a)
+            async with flooded(target):
+                with pytest.raises(PeerUnreachableError):
+                    await honest.connect(addr)
+
+
+async def test_one_address_holds_its_share_and_honest_peers_get_in() -> None:
+    with trio.fail_after(60):
+        async with run_host(target_config()) as target, \
+                run_host(NetConfig(NodeIdentity.generate())) as honest:
+            shares = getattr(target._host.get_network(), SHARES_ATTR)
+            addr = next(a for a in target.addrs() if "/tcp/" in a)
+            async with flooded(target) as socks:
+                assert shares.held[ATTACKER] == inbound_shares.DEFAULT_PER_ADDRESS == 16
+                assert shares.refused == FLOOD - 16
+                assert await closed_by_peer(socks) == FLOOD - 16
+                assert await honest.connect(addr) == target.peer_id
+            with trio.fail_after(15):  # libp2p lets each go at its handshake timeout
+                while ATTACKER in shares.held:
+                    await trio.sleep(0.2)
+
+
+async def test_loopback_peers_are_not_counted_by_default() -> None:
+    with trio.fail_after(60):
+        async with run_host(NetConfig(NodeIdentity.generate())) as target:
+            shares = getattr(target._host.get_network(), SHARES_ATTR)
+            async with flooded(target) as socks:
+                assert shares.refused == 0 and not shares.held
+                assert await closed_by_peer(socks[:20]) == 0
+
+
+def test_addresses_count_by_ipv4_address_and_ipv6_56() -> None:
+    assert address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("2001:db8:0:aa::1") == address_key("2001:db8:0:ff:1::9")
+    assert address_key("2001:db8:0:aa::1") != address_key("2001:db8:0:100::1")
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert address_key("fe80::1%eth0") == address_key("fe80::2")
+    assert address_key("not-an-ip") is None
+
+
+def test_a_relayed_connection_is_not_counted_under_its_relay_s_address() -> None:
+    class RelayedCircuit:  # what a circuit through a relay is to the swarm: not TCP
+        def get_remote_address(self) -> tuple[str, int]:
+            return ("203.0.113.7", 4001)
+
+    assert InboundShares(limit_loopback=True).key_of(RelayedCircuit()) is None
+    with pytest.raises(ValueError):
+        InboundShares(0)
+
+
+def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
+    assert_written_for_installed_libp2p(inbound_shares)
