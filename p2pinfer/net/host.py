@@ -25,7 +25,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2pinfer.net import compat
 from p2pinfer.net.autonat import dialer_host
-from p2pinfer.net.compat import inbound_shares
+from p2pinfer.net.compat import inbound_shares, inbound_streams
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
 from p2pinfer.net.compat.kad_protocol import build_dht
 from p2pinfer.net.compat.listeners import close_host, listening
@@ -136,6 +136,8 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     host = quiet_auto_connector(build_libp2p_host(config))
     inbound_shares.attach(host.get_network(), inbound_shares.InboundShares(
         config.max_inbound_per_address, limit_loopback=config.limit_loopback_inbound))
+    inbound_streams.attach(host.get_network(), inbound_streams.StreamShares(
+        limit_loopback=config.limit_loopback_inbound))
     gossipsub = build_gossipsub(config)
     pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
     dht = build_dht(host)

@@ -27,6 +27,7 @@ workarounds").
 | `cancelled_write` | a write cancelled after Noise encrypted it kills the connection |
 | `quick_locks` | every stream layer's free lock a pass through the scheduler |
 | `inbound_shares` | one address can take every inbound connection slot |
+| `inbound_streams` | one peer's streams can take the node's whole stream budget |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -41,6 +42,7 @@ from p2pinfer.net.compat import (
     cancelled_close,
     cancelled_write,
     inbound_shares,
+    inbound_streams,
     multistream_listener,
     prune_backoff,
     quick_locks,
@@ -68,4 +70,5 @@ def install() -> None:
     cancelled_write.install()
     quick_locks.install()
     inbound_shares.install()
+    inbound_streams.install()
     _installed = True

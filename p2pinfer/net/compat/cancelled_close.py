@@ -61,7 +61,7 @@ PATCHED = {
         "ede42126267786c5",
     # What `release_streams` does in its place, without the await:
     "libp2p.network.swarm:Swarm.notify_closed_stream": "a34ffe3b8041e823",
-    # The path from a connection down to its socket (`_tcp_socket`):
+    # The path from a connection down to its socket (`tcp_socket`):
     "libp2p.security.noise.io:BaseNoiseMsgReadWriter.__init__": "e6b51bace4fa3dda",
     "libp2p.io.msgio:BaseMsgReadWriter.__init__": "56dc1b1a4a218944",
     "libp2p.io.trio:TrioTCPStream.__init__": "4222fa993846189e",
@@ -90,14 +90,14 @@ def close_sockets(conns: list[Any]) -> int:
 
 def _close_socket(conn: Any) -> bool:
     """Close the TCP socket under `conn` if it is still open; whether it was."""
-    sock = _tcp_socket(conn)
+    sock = tcp_socket(conn)
     if sock is None or sock.fileno() == -1:
         return False
     sock.close()
     return True
 
 
-def _tcp_socket(conn: Any) -> Any | None:
+def tcp_socket(conn: Any) -> Any | None:
     """The trio socket under `conn`, or None (a relayed or other non-TCP connection)."""
     obj = conn
     for name in _SOCKET_PATH:

@@ -19,7 +19,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from p2pinfer.net.compat import cancelled_close
-from p2pinfer.net.compat.cancelled_close import _tcp_socket, close_sockets, open_connections
+from p2pinfer.net.compat.cancelled_close import close_sockets, open_connections, tcp_socket
 from p2pinfer.net.config import parse_peer_id
 from p2pinfer.net.host import run_host
 from tests.integration.net_helpers import config
@@ -53,7 +53,7 @@ async def connected_pair() -> AsyncIterator[tuple[IHost, IHost, Any, Any]]:
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         await client.connect(info_from_p2p_addr(Multiaddr(f"{server.get_addrs()[0]}")))
         [conn] = open_connections(client)
-        sock = _tcp_socket(conn)
+        sock = tcp_socket(conn)
         assert sock is not None and sock.fileno() != -1
         yield server, client, conn, sock
 
