@@ -28,6 +28,7 @@ workarounds").
 | `quick_locks` | every stream layer's free lock a pass through the scheduler |
 | `inbound_shares` | one address can take every inbound connection slot |
 | `inbound_streams` | one peer's streams can take the node's whole stream budget |
+| `provider_records` | a DHT record keeps every address sent (4 MiB messages); no bound |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -44,6 +45,7 @@ from p2pinfer.net.compat import (
     inbound_shares,
     inbound_streams,
     multistream_listener,
+    provider_records,
     prune_backoff,
     quick_locks,
     sender_records,
@@ -71,4 +73,5 @@ def install() -> None:
     quick_locks.install()
     inbound_shares.install()
     inbound_streams.install()
+    provider_records.install()
     _installed = True

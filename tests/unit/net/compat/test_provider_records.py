@@ -1,0 +1,119 @@
+"""Attack: Kademlia provider records as a memory bomb.
+
+py-libp2p 0.8.1 keeps a provider record with every address its ADD_PROVIDER carried
+(messages up to 4 MiB), any number of records, each for 48 h: one fresh key's ten
+3.8 MB messages made a node hold ~430 MB more. Real p2pinfer hosts on 127.0.0.1; the
+attacker writes ADD_PROVIDER messages naming itself, as the DHT's rules allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import pytest
+import trio
+import varint
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.kad_dht.provider_store import ProviderStore
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
+
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.compat import provider_records
+from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
+from p2pinfer.net.compat.provider_records import MAX_ADDRS, bounded_addrs, record_count
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
+from tests.support.waiting import await_until
+from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
+
+pytestmark = pytest.mark.network
+
+
+def addrs(count: int) -> list[Multiaddr]:
+    return [Multiaddr(f"/ip4/10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}/tcp/"
+                      f"{1 + i % 60000}") for i in range(count)]
+
+
+def key(n: int) -> bytes:
+    return hashlib.sha256(f"key {n}".encode()).digest()
+
+
+def store_for() -> ProviderStore:
+    return ProviderStore(SimpleNamespace(get_id=lambda: ID.from_base58(
+        "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN")))
+
+
+async def add_provider(attacker: NetHost, target: NetHost, n: int, count: int) -> bool:
+    """One ADD_PROVIDER for key(n) naming `attacker` with `count` addresses; whether the
+    target answered (it echoes the request) rather than resetting the stream."""
+    msg = Message()
+    msg.type = Message.MessageType.ADD_PROVIDER
+    msg.key = key(n)
+    provider = msg.providerPeers.add()
+    provider.id = ID.from_base58(attacker.peer_id).to_bytes()
+    provider.addrs.extend(a.to_bytes() for a in addrs(count))
+    raw = msg.SerializeToString()
+    stream = await attacker._host.new_stream(ID.from_base58(target.peer_id), [DHT_PROTOCOL_ID])
+    try:
+        await stream.write(varint.encode(len(raw)) + raw)
+        with trio.fail_after(10):
+            return bool(await stream.read(1))
+    except Exception:  # reset: the target refused the message
+        return False
+    finally:
+        await stream.reset()
+
+
+def test_defect_a_provider_record_keeps_every_address() -> None:
+    store = store_for()
+    peer = ID.from_base58("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN")
+    provider_records.ORIGINAL(store, key(0), PeerInfo(peer, addrs(5000)))
+    [record] = store.providers[key(0)].values()
+    assert len(record.provider_info.addrs) == 5000
+
+
+async def test_an_add_provider_flood_keeps_16_addresses_a_record() -> None:
+    with trio.fail_after(60):
+        async with run_host(NetConfig(NodeIdentity.generate())) as target, \
+                run_host(NetConfig(NodeIdentity.generate())) as attacker:
+            await attacker.connect(next(a for a in target.addrs() if "/tcp/" in a))
+            store = target._dht.provider_store
+            for n in range(5):
+                assert await add_provider(attacker, target, n, 10_000)  # ~100 KB each
+            await await_until(lambda: all(key(n) in store.providers for n in range(5)))
+            for n in range(5):
+                [record] = store.providers[key(n)].values()
+                assert record.provider_info.addrs == addrs(MAX_ADDRS)
+            # A message over 256 KiB is not read at all (libp2p's own limit: 4 MiB).
+            assert not await add_provider(attacker, target, 99, 40_000)
+            assert key(99) not in store.providers
+
+
+def test_a_full_store_drops_its_oldest_tenth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(provider_records, "MAX_RECORDS", 100)
+    store = store_for()
+    clock = iter(range(1_000_000, 2_000_000))
+    monkeypatch.setattr("libp2p.kad_dht.provider_store.time.time", lambda: next(clock))
+    peer = ID.from_base58("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN")
+    for n in range(150):
+        store.add_provider(key(n), PeerInfo(peer, addrs(1)))
+        assert record_count(store) <= 100
+    assert key(149) in store.providers and key(0) not in store.providers
+    # Providing a key again refreshes its record and takes no new place.
+    store.add_provider(key(149), PeerInfo(peer, addrs(2)))
+    assert record_count(store) <= 100 and key(149) in store.providers
+
+
+def test_addresses_are_deduplicated_and_bounded_in_size() -> None:
+    long_addr = Multiaddr("/dns4/" + ".".join(["a" * 60] * 3) + ".example/tcp/1")
+    kept = bounded_addrs([*addrs(3), *addrs(3), long_addr])
+    assert kept == addrs(3)
+    assert len(bounded_addrs(addrs(100))) == MAX_ADDRS
+
+
+def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
+    assert_written_for_installed_libp2p(provider_records)
