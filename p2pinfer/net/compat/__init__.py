@@ -29,6 +29,7 @@ workarounds").
 | `inbound_shares` | one address can take every inbound connection slot |
 | `inbound_streams` | one peer's streams can take the node's whole stream budget |
 | `provider_records` | a DHT record keeps every address sent (4 MiB messages); no bound |
+| `iwant_bounds` | an IWANT is answered once per id listed, duplicates included |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -44,6 +45,7 @@ from p2pinfer.net.compat import (
     cancelled_write,
     inbound_shares,
     inbound_streams,
+    iwant_bounds,
     multistream_listener,
     provider_records,
     prune_backoff,
@@ -74,4 +76,5 @@ def install() -> None:
     inbound_shares.install()
     inbound_streams.install()
     provider_records.install()
+    iwant_bounds.install()
     _installed = True
