@@ -30,6 +30,7 @@ workarounds").
 | `inbound_streams` | one peer's streams can take the node's whole stream budget |
 | `provider_records` | a DHT record keeps every address sent (4 MiB messages); no bound |
 | `iwant_bounds` | an IWANT is answered once per id listed, duplicates included |
+| `peerstore_bounds` | a peer's addresses (quadratic) and protocols kept however many |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -47,6 +48,7 @@ from p2pinfer.net.compat import (
     inbound_streams,
     iwant_bounds,
     multistream_listener,
+    peerstore_bounds,
     provider_records,
     prune_backoff,
     quick_locks,
@@ -77,4 +79,5 @@ def install() -> None:
     inbound_streams.install()
     provider_records.install()
     iwant_bounds.install()
+    peerstore_bounds.install()
     _installed = True
