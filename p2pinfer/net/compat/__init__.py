@@ -31,6 +31,7 @@ workarounds").
 | `provider_records` | a DHT record keeps every address sent (4 MiB messages); no bound |
 | `iwant_bounds` | an IWANT is answered once per id listed, duplicates included |
 | `peerstore_bounds` | a peer's addresses (quadratic) and protocols kept however many |
+| `yamux_recv_window` | data past a stream's receive window is buffered anyway |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
@@ -55,6 +56,7 @@ from p2pinfer.net.compat import (
     sender_records,
     stream_notify,
     yamux_open,
+    yamux_recv_window,
     yamux_window,
 )
 
@@ -80,4 +82,5 @@ def install() -> None:
     provider_records.install()
     iwant_bounds.install()
     peerstore_bounds.install()
+    yamux_recv_window.install()
     _installed = True

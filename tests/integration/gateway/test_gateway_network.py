@@ -112,11 +112,12 @@ async def test_every_job_reply_names_its_price_and_a_stream_its_charge(tmp_path:
     assert price > 0
     for reply in (whole, streamed, sse):
         assert reply.status_code == 200
-        # The price the job was charged at: the provider's price moves with its load, so
-        # a job may be served at a later advert's price than the one read above.
+        # The price the job was charged at: the provider's price moves with its load (up
+        # or down), and the consumer takes the quote of the advert it holds, so a job may
+        # be served at another advert's price than the one read above.
         amount, tokens = charged[reply.headers["x-p2pinfer-job-id"]]
         served_at = int(reply.headers["x-p2pinfer-price-per-1k"])
-        assert served_at >= price and charge_for(served_at, tokens) == amount > 0
+        assert served_at > 0 and charge_for(served_at, tokens) == amount > 0
         assert reply.headers["x-p2pinfer-path"] == "direct"  # no relay between the two
     job = whole.headers["x-p2pinfer-job-id"]
     assert int(whole.headers["x-p2pinfer-charged"]) == charged[job][0]
