@@ -44,7 +44,10 @@ async def send_syns(attacker: NetHost, target: NetHost, count: int, first: int) 
     fmt, *head = YAMUX_SYN
     frames = b"".join(struct.pack(fmt, *head, first + 2 * i, 0) for i in range(count))
     for at in range(0, len(frames), 6000):
-        await conn.muxed_conn.secured_conn.write(frames[at:at + 6000])
+        try:
+            await conn.muxed_conn.secured_conn.write(frames[at:at + 6000])
+        except Exception:  # the target closed the connection: nothing more goes
+            return
 
 
 def connected(a: NetHost, b: NetHost) -> bool:
