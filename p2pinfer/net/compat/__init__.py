@@ -30,6 +30,7 @@ workarounds").
 | `inbound_streams` | one peer's streams can take the node's whole stream budget |
 | `provider_records` | a DHT record keeps every address sent (4 MiB messages); no bound |
 | `iwant_bounds` | an IWANT is answered once per id listed, duplicates included |
+| `ihave_bounds` | an IHAVE for any topic, with any number of ids, is asked for in full |
 | `peerstore_bounds` | a peer's addresses (quadratic) and protocols kept however many |
 | `yamux_recv_window` | data past a stream's receive window is buffered anyway |
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 from p2pinfer.net.compat import (
     cancelled_close,
     cancelled_write,
+    ihave_bounds,
     inbound_shares,
     inbound_streams,
     iwant_bounds,
@@ -81,6 +83,7 @@ def install() -> None:
     inbound_streams.install()
     provider_records.install()
     iwant_bounds.install()
+    ihave_bounds.install()
     peerstore_bounds.install()
     yamux_recv_window.install()
     _installed = True

@@ -38,13 +38,25 @@ def installed_libp2p() -> str:
     return version("libp2p")
 
 
+_PATCHED_IN_PLACE: dict[str, Any] = {}
+"""libp2p's own object of every target some workaround replaces in place, by target name
+(`remember`), so that another workaround that relies on the same target checks libp2p's
+source, not ours."""
+
+
+def remember(target: str, original: Any) -> None:
+    """Record that `target`'s libp2p object is `original` before a workaround replaces it."""
+    _PATCHED_IN_PLACE.setdefault(target, original)
+
+
 def drifted(expected: dict[str, str], originals: dict[str, Any] | None = None) -> list[str]:
     """The targets of `expected` whose source is no longer the one the workaround was
     written against. `originals` gives the original object of a target that is patched
-    in place (its current value is ours), by target name."""
+    in place (its current value is ours), by target name; so does `remember`."""
     out = []
     for target, digest in expected.items():
-        obj = (originals or {}).get(target) or resolve(target)
+        obj = ((originals or {}).get(target) or _PATCHED_IN_PLACE.get(target)
+               or resolve(target))
         if source_digest(obj) != digest:
             out.append(target)
     return out

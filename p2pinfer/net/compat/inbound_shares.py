@@ -42,6 +42,8 @@ import trio
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.swarm import Swarm
 
+from p2pinfer.net.compat import _canary
+
 log = logging.getLogger(__name__)
 
 PATCHED = {
@@ -49,6 +51,8 @@ PATCHED = {
 }
 ORIGINAL = Swarm._handle_inbound_connection
 ORIGINALS = {"libp2p.network.swarm:Swarm._handle_inbound_connection": ORIGINAL}
+for _target, _original in ORIGINALS.items():
+    _canary.remember(_target, _original)
 UPSTREAM = None
 
 DEFAULT_PER_ADDRESS = 16

@@ -42,6 +42,7 @@ from typing import Any
 import trio
 from libp2p.network.connection.swarm_connection import SwarmConn
 
+from p2pinfer.net.compat import _canary
 from p2pinfer.net.compat.cancelled_close import tcp_socket
 from p2pinfer.net.compat.inbound_shares import address_key
 
@@ -55,6 +56,8 @@ ORIGINAL = SwarmConn._handle_muxed_stream
 ORIGINALS = {
     "libp2p.network.connection.swarm_connection:SwarmConn._handle_muxed_stream": ORIGINAL,
 }
+for _target, _original in ORIGINALS.items():
+    _canary.remember(_target, _original)
 UPSTREAM = None
 
 SHARES_ATTR = "p2pinfer_stream_shares"

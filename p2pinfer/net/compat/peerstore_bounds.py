@@ -33,6 +33,8 @@ from typing import Any
 
 from libp2p.peer.peerstore import PeerStore
 
+from p2pinfer.net.compat import _canary
+
 log = logging.getLogger(__name__)
 
 PATCHED = {
@@ -52,6 +54,8 @@ ORIGINALS = {
     "libp2p.peer.peerstore:PeerStore.add_protocols": ORIGINAL_ADD_PROTOCOLS,
     "libp2p.peer.peerstore:PeerStore.set_protocols": ORIGINAL_SET_PROTOCOLS,
 }
+for _target, _original in ORIGINALS.items():
+    _canary.remember(_target, _original)
 UPSTREAM = None
 
 MAX_ADDRS = 64

@@ -36,6 +36,8 @@ from typing import Any
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.peer.peerinfo import PeerInfo
 
+from p2pinfer.net.compat import _canary
+
 log = logging.getLogger(__name__)
 
 PATCHED = {
@@ -50,6 +52,8 @@ PATCHED = {
 }
 ORIGINAL = ProviderStore.add_provider
 ORIGINALS = {"libp2p.kad_dht.provider_store:ProviderStore.add_provider": ORIGINAL}
+for _target, _original in ORIGINALS.items():
+    _canary.remember(_target, _original)
 UPSTREAM = None
 
 MAX_ADDRS = 16

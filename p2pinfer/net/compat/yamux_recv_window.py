@@ -33,6 +33,8 @@ from typing import Any
 import trio
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from p2pinfer.net.compat import _canary
+
 log = logging.getLogger(__name__)
 
 PATCHED = {
@@ -43,6 +45,8 @@ PATCHED = {
 }
 ORIGINAL = Yamux.handle_incoming
 ORIGINALS = {"libp2p.stream_muxer.yamux.yamux:Yamux.handle_incoming": ORIGINAL}
+for _target, _original in ORIGINALS.items():
+    _canary.remember(_target, _original)
 UPSTREAM = None
 
 CLOSE_S = 2.0
