@@ -35,6 +35,7 @@ from libp2p.custom_types import StreamHandlerFn, TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as IPFS_KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode
 from libp2p.peer.id import ID
+from libp2p.records.validator import NamespacedValidator
 
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 
@@ -51,8 +52,16 @@ DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
 
 def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> ServerPeersKadDHT:
     """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only, and
-    whose routing table holds DHT servers only (`kad_server_peers`)."""
-    return ServerPeersKadDHT(dht_host(host, protocol), DHTMode.SERVER)
+    whose routing table holds DHT servers only (`kad_server_peers`).
+
+    It stores no values (PUT_VALUE): p2pinfer uses provider records only, and libp2p's
+    defaults (`strict_validation=False`) store any non-namespaced key's value unchecked,
+    up to 50,000 of them with no rate limit, each as large as a DHT message, and scan all
+    of them on every put once full (docs/security.md, attack 27). A validator that knows
+    no namespace, strictly applied, refuses every PUT_VALUE before anything is stored."""
+    return ServerPeersKadDHT(dht_host(host, protocol), DHTMode.SERVER,
+                             validator=NamespacedValidator({}, strict_validation=True),
+                             strict_validation=True)
 
 
 def dht_host(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> Any:
