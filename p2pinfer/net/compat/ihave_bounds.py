@@ -30,6 +30,7 @@ from typing import Any
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 
+from p2pinfer.bounded import first_distinct, keep_latest
 from p2pinfer.net.compat import _canary
 
 PATCHED = {"libp2p.pubsub.gossipsub:GossipSub.handle_ihave": "f6e76650441d182b"}
@@ -47,29 +48,12 @@ _ASKED_ATTR = "p2pinfer_ihave_asked"
 
 def _budget_left(router: Any, peer: Any, now: float) -> tuple[list[Any], int]:
     """The peer's (window start, ids asked) record and how many ids it may still get."""
-    table: OrderedDict[Any, list[Any]] | None = getattr(router, _ASKED_ATTR, None)
-    if table is None:
-        table = OrderedDict()
-        setattr(router, _ASKED_ATTR, table)
-    entry = table.pop(peer, None)
+    table: OrderedDict[Any, list[Any]] = vars(router).setdefault(_ASKED_ATTR, OrderedDict())
+    entry = table.get(peer)
     if entry is None or now - entry[0] >= WINDOW_S:
         entry = [now, 0]
-    table[peer] = entry
-    while len(table) > MAX_PEERS:
-        table.popitem(last=False)
+    keep_latest(table, peer, entry, MAX_PEERS)
     return entry, MAX_IDS - entry[1]
-
-
-def distinct_ids(ids: Any, limit: int) -> list[bytes]:
-    kept: list[bytes] = []
-    seen: set[bytes] = set()
-    for wire in ids:
-        if len(kept) >= limit:
-            break
-        if wire not in seen:
-            seen.add(wire)
-            kept.append(wire)
-    return kept
 
 
 async def handle_ihave(self: GossipSub, ihave_msg: rpc_pb2.ControlIHave,
@@ -79,7 +63,7 @@ async def handle_ihave(self: GossipSub, ihave_msg: rpc_pb2.ControlIHave,
     entry, left = _budget_left(self, sender_peer_id, time.monotonic())
     if left <= 0:
         return
-    ids = distinct_ids(ihave_msg.messageIDs, min(left, MAX_IDS))
+    ids = first_distinct(ihave_msg.messageIDs, min(left, MAX_IDS))
     entry[1] += len(ids)
     if len(ids) < len(ihave_msg.messageIDs):
         ihave_msg = rpc_pb2.ControlIHave(topicID=ihave_msg.topicID, messageIDs=ids)
@@ -91,4 +75,4 @@ def install() -> None:
     GossipSub.handle_ihave = handle_ihave  # type: ignore[method-assign]
 
 
-__all__ = ["MAX_IDS", "distinct_ids", "install"]
+__all__ = ["MAX_IDS", "install"]

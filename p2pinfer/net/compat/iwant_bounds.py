@@ -30,6 +30,7 @@ from typing import Any
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 
+from p2pinfer.bounded import first_distinct, keep_latest
 from p2pinfer.net.compat import _canary
 
 PATCHED = {"libp2p.pubsub.gossipsub:GossipSub.handle_iwant": "cae61a447ac52c39"}
@@ -48,31 +49,19 @@ _SENT_ATTR = "p2pinfer_iwant_sent"
 
 def _asked(router: Any, peer: Any) -> Counter[bytes]:
     """How often `peer` asked for each message id (for the peers heard from last)."""
-    table: OrderedDict[Any, Counter[bytes]] | None = getattr(router, _SENT_ATTR, None)
-    if table is None:
-        table = OrderedDict()
-        setattr(router, _SENT_ATTR, table)
-    counts = table.pop(peer, None)
+    table: OrderedDict[Any, Counter[bytes]] = vars(router).setdefault(_SENT_ATTR,
+                                                                      OrderedDict())
+    counts = table.get(peer)
     if counts is None or len(counts) > MAX_IDS_KEPT:
         counts = Counter()
-    table[peer] = counts
-    while len(table) > MAX_PEERS:
-        table.popitem(last=False)
+    keep_latest(table, peer, counts, MAX_PEERS)
     return counts
 
 
 def wanted_ids(ids: Any, asked: Counter[bytes]) -> list[bytes]:
     """The ids of an IWANT worth answering: each once, at most MAX_IDS, none this peer
     already asked for RETRANSMISSIONS times; counts them as asked."""
-    wanted: list[bytes] = []
-    seen: set[bytes] = set()
-    for wire in ids:
-        if wire in seen or asked[wire] >= RETRANSMISSIONS:
-            continue
-        seen.add(wire)
-        wanted.append(wire)
-        if len(wanted) == MAX_IDS:
-            break
+    wanted = first_distinct((wire for wire in ids if asked[wire] < RETRANSMISSIONS), MAX_IDS)
     for wire in wanted:
         asked[wire] += 1
     return wanted

@@ -33,6 +33,7 @@ from typing import Any
 
 from libp2p.peer.peerstore import PeerStore
 
+from p2pinfer.bounded import first_distinct
 from p2pinfer.net.compat import _canary
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,8 @@ MAX_PROTOCOLS = 256
 MAX_PROTOCOL_CHARS = 256
 
 
-def _distinct(addrs: Sequence[Any], limit: int) -> list[Any]:
-    kept: list[Any] = []
-    seen: set[Any] = set()
-    for addr in addrs:
-        if addr in seen:
-            continue
-        seen.add(addr)
-        kept.append(addr)
-        if len(kept) == limit:
-            break
-    return kept
-
-
 def add_addrs(self: PeerStore, peer_id: Any, addrs: Sequence[Any], ttl: int = 0) -> None:
-    ORIGINAL_ADD_ADDRS(self, peer_id, _distinct(addrs, MAX_ADDRS), ttl)
+    ORIGINAL_ADD_ADDRS(self, peer_id, first_distinct(addrs, MAX_ADDRS), ttl)
     data = self.peer_data_map.get(peer_id)
     if data is not None and len(data.addrs) > MAX_ADDRS:
         data.addrs = data.addrs[-MAX_ADDRS:]

@@ -36,6 +36,7 @@ from typing import Any
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.peer.peerinfo import PeerInfo
 
+from p2pinfer.bounded import first_distinct
 from p2pinfer.net.compat import _canary
 
 log = logging.getLogger(__name__)
@@ -65,22 +66,17 @@ MESSAGE_READERS = ("libp2p.kad_dht.kad_dht", "libp2p.kad_dht.peer_routing",
 _COUNT_ATTR = "p2pinfer_records"
 
 
+def _fits(addr: Any) -> bool:
+    try:
+        return len(addr.to_bytes()) <= MAX_ADDR_BYTES
+    except Exception:  # an address that cannot encode is dropped
+        return False
+
+
 def bounded_addrs(addrs: Any) -> list[Any]:
-    """The first MAX_ADDRS distinct addresses of at most MAX_ADDR_BYTES each."""
-    kept: list[Any] = []
-    seen: set[bytes] = set()
-    for addr in addrs:
-        try:
-            raw = addr.to_bytes()
-        except Exception:  # an address that cannot encode is dropped
-            continue
-        if len(raw) > MAX_ADDR_BYTES or raw in seen:
-            continue
-        seen.add(raw)
-        kept.append(addr)
-        if len(kept) == MAX_ADDRS:
-            break
-    return kept
+    """The first MAX_ADDRS distinct addresses (a Multiaddr is equal by its bytes) of at
+    most MAX_ADDR_BYTES each."""
+    return first_distinct((addr for addr in addrs if _fits(addr)), MAX_ADDRS)
 
 
 def record_count(store: ProviderStore) -> int:

@@ -17,9 +17,10 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
+from p2pinfer.bounded import first_distinct
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import ihave_bounds
-from p2pinfer.net.compat.ihave_bounds import MAX_IDS, distinct_ids
+from p2pinfer.net.compat.ihave_bounds import MAX_IDS
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
@@ -82,8 +83,8 @@ async def test_ihaves_are_asked_for_only_on_joined_topics_and_within_a_budget() 
 
 def test_ids_are_read_once_and_up_to_the_limit() -> None:
     ids = [str(n).encode() for n in range(10)]
-    assert distinct_ids([*ids, *ids], 100) == ids
-    assert distinct_ids(ids, 3) == ids[:3]
+    assert first_distinct([*ids, *ids], 100) == ids
+    assert first_distinct(ids, 3) == ids[:3]
 
 
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
