@@ -44,9 +44,10 @@ _PATCHED_IN_PLACE: dict[str, Any] = {}
 source, not ours."""
 
 
-def remember(target: str, original: Any) -> None:
-    """Record that `target`'s libp2p object is `original` before a workaround replaces it."""
-    _PATCHED_IN_PLACE.setdefault(target, original)
+def remember(originals: dict[str, Any]) -> None:
+    """Record libp2p's own object of each target (by name) a workaround replaces."""
+    for target, original in originals.items():
+        _PATCHED_IN_PLACE.setdefault(target, original)
 
 
 def drifted(expected: dict[str, str], originals: dict[str, Any] | None = None) -> list[str]:

@@ -36,8 +36,7 @@ from p2pinfer.net.compat import _canary
 PATCHED = {"libp2p.pubsub.gossipsub:GossipSub.handle_ihave": "f6e76650441d182b"}
 ORIGINAL = GossipSub.handle_ihave
 ORIGINALS = {"libp2p.pubsub.gossipsub:GossipSub.handle_ihave": ORIGINAL}
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 MAX_IDS = 5000

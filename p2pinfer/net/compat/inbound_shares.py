@@ -51,8 +51,7 @@ PATCHED = {
 }
 ORIGINAL = Swarm._handle_inbound_connection
 ORIGINALS = {"libp2p.network.swarm:Swarm._handle_inbound_connection": ORIGINAL}
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 DEFAULT_PER_ADDRESS = 16

@@ -56,8 +56,7 @@ ORIGINAL = SwarmConn._handle_muxed_stream
 ORIGINALS = {
     "libp2p.network.connection.swarm_connection:SwarmConn._handle_muxed_stream": ORIGINAL,
 }
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 SHARES_ATTR = "p2pinfer_stream_shares"

@@ -36,8 +36,7 @@ from p2pinfer.net.compat import _canary
 PATCHED = {"libp2p.pubsub.gossipsub:GossipSub.handle_iwant": "cae61a447ac52c39"}
 ORIGINAL = GossipSub.handle_iwant
 ORIGINALS = {"libp2p.pubsub.gossipsub:GossipSub.handle_iwant": ORIGINAL}
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 RETRANSMISSIONS = 3

@@ -55,8 +55,7 @@ ORIGINALS = {
     "libp2p.peer.peerstore:PeerStore.add_protocols": ORIGINAL_ADD_PROTOCOLS,
     "libp2p.peer.peerstore:PeerStore.set_protocols": ORIGINAL_SET_PROTOCOLS,
 }
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 MAX_ADDRS = 64

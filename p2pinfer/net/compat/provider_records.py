@@ -53,8 +53,7 @@ PATCHED = {
 }
 ORIGINAL = ProviderStore.add_provider
 ORIGINALS = {"libp2p.kad_dht.provider_store:ProviderStore.add_provider": ORIGINAL}
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 MAX_ADDRS = 16

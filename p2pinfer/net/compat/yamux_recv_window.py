@@ -45,8 +45,7 @@ PATCHED = {
 }
 ORIGINAL = Yamux.handle_incoming
 ORIGINALS = {"libp2p.stream_muxer.yamux.yamux:Yamux.handle_incoming": ORIGINAL}
-for _target, _original in ORIGINALS.items():
-    _canary.remember(_target, _original)
+_canary.remember(ORIGINALS)
 UPSTREAM = None
 
 CLOSE_S = 2.0
