@@ -74,6 +74,19 @@ def address_key(host: str) -> str | None:
     return str(address)
 
 
+def socket_key(sock: Any, limit_loopback: bool) -> str | None:
+    """What a connection over the TCP socket `sock` counts under (`address_key` of its
+    peer), or None: no socket or peer address, or a loopback one left uncounted."""
+    try:
+        key = address_key(str(sock.getpeername()[0]))
+    except (OSError, AttributeError, IndexError, TypeError):
+        return None
+    if key is not None and not limit_loopback \
+            and ipaddress.ip_address(key.split("/")[0]).is_loopback:
+        return None
+    return key
+
+
 class InboundShares:
     """Inbound TCP connections held per remote address, for one swarm."""
 
@@ -90,16 +103,7 @@ class InboundShares:
         """The address `conn` counts under, or None if it is not counted."""
         if not isinstance(conn, TrioTCPStream):
             return None  # a relayed circuit, or another transport
-        try:
-            host = conn.stream.socket.getpeername()[0]
-        except (OSError, AttributeError, IndexError):
-            return None
-        key = address_key(str(host))
-        if key is None:
-            return None
-        if not self.limit_loopback and ipaddress.ip_address(key.split("/")[0]).is_loopback:
-            return None
-        return key
+        return socket_key(getattr(conn.stream, "socket", None), self.limit_loopback)
 
 
 def attach(swarm: Any, shares: InboundShares) -> InboundShares:

@@ -33,7 +33,6 @@ the defect and the canary.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import Counter
 from contextlib import suppress
@@ -44,7 +43,7 @@ from libp2p.network.connection.swarm_connection import SwarmConn
 
 from p2pinfer.net.compat import _canary
 from p2pinfer.net.compat.cancelled_close import tcp_socket
-from p2pinfer.net.compat.inbound_shares import address_key
+from p2pinfer.net.compat.inbound_shares import socket_key
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +86,7 @@ class StreamShares:
         """The address `conn`'s streams count under (None: not counted by address)."""
         if hasattr(conn, _KEY_ATTR):
             return getattr(conn, _KEY_ATTR)  # type: ignore[no-any-return]
-        key = None
-        sock = tcp_socket(conn)
-        if sock is not None:
-            with suppress(OSError, IndexError, TypeError):
-                key = address_key(str(sock.getpeername()[0]))
-        if key is not None and not self.limit_loopback \
-                and ipaddress.ip_address(key.split("/")[0]).is_loopback:
-            key = None
+        key = socket_key(tcp_socket(conn), self.limit_loopback)
         setattr(conn, _KEY_ATTR, key)
         return key
 
