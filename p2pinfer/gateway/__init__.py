@@ -5,8 +5,9 @@ implements `NodeView` over its parts and starts
 `binding = await nursery.start(run_gateway, view, config)`. See docs/gateway.md.
 """
 
+from p2pinfer.addresses import is_loopback
 from p2pinfer.gateway.app import create_gateway_app
-from p2pinfer.gateway.config import GatewayConfig, is_loopback, parse_bind
+from p2pinfer.gateway.config import GatewayConfig, parse_bind
 from p2pinfer.gateway.serve import GatewayBinding, run_gateway
 from p2pinfer.gateway.view import JobMeta, NodeView
 

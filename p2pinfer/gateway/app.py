@@ -24,13 +24,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from p2pinfer.addresses import is_loopback
 from p2pinfer.api.server import api_routes
 from p2pinfer.backends.base import Completion, StreamEvent
 from p2pinfer.backends.wire import Clock, utc_now
 from p2pinfer.gateway.admin import GatewayMetrics, admin_routes
 from p2pinfer.gateway.browser import BrowserGuard
 from p2pinfer.gateway.compat import IGNORED_HEADER, ParameterCheck, not_found
-from p2pinfer.gateway.config import GatewayConfig, is_loopback
+from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.gateway.dashboard import dashboard_response
 from p2pinfer.gateway.security import GatewayGuard, send_error
 from p2pinfer.gateway.view import JobMeta, NodeView

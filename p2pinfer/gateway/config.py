@@ -7,11 +7,11 @@ the API spends the node's credits, so it is never open to a network by default.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from p2pinfer.addresses import is_loopback
 from p2pinfer.errors import UsageError
 from p2pinfer.gateway.browser import DEFAULT_ORIGINS, parse_origins
 
@@ -23,16 +23,6 @@ RATE_LIMIT_ENV = "P2PINFER_GATEWAY_RATE_LIMIT"
 DEFAULT_RATE_PER_S = 20.0
 DEFAULT_BURST = 40
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # a job request frame is at most 1 MiB anyway
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (an IP literal or `localhost`) only accepts local connections."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # any other name may resolve to a public address
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -15,7 +15,6 @@ clients are the node's own user and are held to the total only, unless
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import resource
@@ -25,6 +24,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 import trio
+
+from p2pinfer.addresses import address_group, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,9 @@ class ConnectionLimits:
 
 
 def client_key(host: str) -> str:
-    """What a per-address limit counts by: the IPv4 address, an IPv6 address's /64."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
+    """What a per-address limit counts by: the IPv4 address, an IPv6 address's /64 (what
+    is not an IP address, as it is)."""
+    return address_group(host, 64) or host
 
 
 def _refusal(message: str) -> bytes:
@@ -96,7 +90,7 @@ class ConnectionGate:
         """Why a new connection from `host` is refused now, or None to take it."""
         if self.open >= self.total:
             return f"too many connections to this server ({self.total}); retry shortly"
-        if host is None or (self.exempt_loopback and _is_loopback(host)):
+        if host is None or (self.exempt_loopback and is_loopback(host)):
             return None
         if self._by_client[client_key(host)] >= self.per_ip:
             return f"too many connections from your address ({self.per_ip}); retry shortly"
@@ -141,13 +135,6 @@ def _peer_host(stream: trio.SocketStream) -> str | None:
     except OSError:
         return None
     return str(name[0]) if isinstance(name, tuple) else None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def raise_fd_limit(cap: int = 1 << 20) -> tuple[int, int]:

@@ -22,13 +22,13 @@ behalf, so it is bounded here:
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Literal
 
 import multiaddr
 
+from p2pinfer.addresses import normal_ip
 from p2pinfer.bounded import keep_latest
 
 Reachability = Literal["public", "private", "unknown"]
@@ -60,13 +60,7 @@ class AutoNatConfig:
 
 def observed_ip(host: str) -> str | None:
     """`host` (a transport's remote address) as a normalised IP; None if it is not one."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
+    return normal_ip(host)
 
 
 def dial_back_addrs(requested: list[bytes], ip: str, *, limit: int) -> list[str]:

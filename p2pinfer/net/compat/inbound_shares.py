@@ -32,7 +32,6 @@ defect and the canary.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import Counter
 from contextlib import suppress
@@ -42,6 +41,7 @@ import trio
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.swarm import Swarm
 
+from p2pinfer.addresses import address_group, is_loopback
 from p2pinfer.net.compat import _canary
 
 log = logging.getLogger(__name__)
@@ -63,28 +63,21 @@ SHARES_ATTR = "p2pinfer_inbound_shares"
 def address_key(host: str) -> str | None:
     """What a share is counted under: an IPv4 address, an IPv6 address's /56; None for
     what is not an IP address."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/{IPV6_PREFIX}", strict=False))
-    return str(address)
+    return address_group(host, IPV6_PREFIX)
 
 
 def socket_key(sock: Any, limit_loopback: bool) -> str | None:
     """What a connection over the TCP socket `sock` counts under (`address_key` of its
-    peer), or None: no socket or peer address, or a loopback one left uncounted."""
+    peer), or None: no socket or peer address, or a loopback peer (127.0.0.0/8, ::1)
+    left uncounted. Loopback is the peer's own address, not its group: ::1's /56 is
+    ::/56, which is not loopback."""
     try:
-        key = address_key(str(sock.getpeername()[0]))
+        host = str(sock.getpeername()[0])
     except (OSError, AttributeError, IndexError, TypeError):
         return None
-    if key is not None and not limit_loopback \
-            and ipaddress.ip_address(key.split("/")[0]).is_loopback:
+    if not limit_loopback and is_loopback(host):
         return None
-    return key
+    return address_key(host)
 
 
 class InboundShares:

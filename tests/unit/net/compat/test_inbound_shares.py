@@ -18,7 +18,12 @@ import trio
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import inbound_shares
-from p2pinfer.net.compat.inbound_shares import SHARES_ATTR, InboundShares, address_key
+from p2pinfer.net.compat.inbound_shares import (
+    SHARES_ATTR,
+    InboundShares,
+    address_key,
+    socket_key,
+)
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -119,6 +124,24 @@ def test_addresses_count_by_ipv4_address_and_ipv6_56() -> None:
     assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
     assert address_key("fe80::1%eth0") == address_key("fe80::2")
     assert address_key("not-an-ip") is None
+
+
+class FakeSocket:  # a TCP socket's peer address, all `socket_key` reads of it
+    def __init__(self, *peer: object) -> None:
+        self.peer = peer
+
+    def getpeername(self) -> tuple[object, ...]:
+        return self.peer
+
+
+def test_ipv6_and_ipv4_mapped_loopback_peers_are_loopback_too() -> None:
+    # ::1's /56 is ::/56, whose first address is not loopback: the rule must look at the
+    # peer's own address (a local testnet on ::1 met the 16-connection limit)
+    for host in ("::1", "::ffff:127.0.0.1", "127.0.0.9"):
+        assert socket_key(FakeSocket(host, 4001, 0, 0), limit_loopback=False) is None
+        assert socket_key(FakeSocket(host, 4001, 0, 0), limit_loopback=True) is not None
+    assert socket_key(FakeSocket("2001:db8::1", 4001, 0, 0), False) == "2001:db8::/56"
+    assert socket_key(FakeSocket("::2", 4001, 0, 0), False) == "::/56"
 
 
 def test_a_relayed_connection_is_not_counted_under_its_relay_s_address() -> None:

@@ -1,0 +1,54 @@
+"""IP addresses as the node's limits read them: one parsing, one loopback rule and one
+grouping of an address with its neighbours, for every layer that counts peers or
+clients by where they come from (the HTTP connection gate, the libp2p inbound shares,
+AutoNAT's observed address, the gateway's bind check).
+
+An address from a socket or a peer may carry brackets (`[::1]`), a zone (`fe80::1%eth0`)
+or be an IPv4 address written as IPv6 (`::ffff:192.0.2.7`, what a dual-stack socket
+reports for an IPv4 client); all three mean the plain address here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """`host` as an IP address (IPv4-mapped IPv6 as IPv4), or None if it is not one."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def normal_ip(host: str) -> str | None:
+    """`host` as `parse_ip` reads it, written the standard way; None if not an IP."""
+    ip = parse_ip(host)
+    return None if ip is None else str(ip)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an IP literal or `localhost`) is this machine only. Any other
+    name is not: it may resolve to a public address."""
+    if host.lower() == "localhost":
+        return True
+    ip = parse_ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def address_group(host: str, ipv6_prefix: int) -> str | None:
+    """What a per-address limit counts `host` under: an IPv4 address itself, an IPv6
+    address's network of `ipv6_prefix` bits (one subscriber gets a whole /64 or /56, so
+    counting single IPv6 addresses would limit nothing); None if `host` is not an IP."""
+    ip = parse_ip(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return None if ip is None else str(ip)
+
+
+__all__ = ["address_group", "is_loopback", "normal_ip", "parse_ip"]
