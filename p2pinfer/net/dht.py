@@ -13,12 +13,21 @@ Two py-libp2p behaviours shape this module (see docs/network.md):
   holds any record for the key (our own, or cached from an earlier lookup),
   so it would never see a provider that joined later. `find_providers` here
   always also asks the closest peers on the network and merges the answers.
+- It also kept every provider another peer's answer named in the node's own store,
+  which the node then served to others as records it held, and cut the merged
+  list at 20 by PeerID: one lying DHT node answering with PeerIDs made up to sort
+  first hid every honest provider and spread its made-up records
+  (tests/integration/test_net_dht_poisoning.py). Here an answer is used for this
+  lookup only, and providers are ranked by how many sources (our own records, each
+  peer that answered) name them, then by their place in each, ties in random order
+  (`rank_providers`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +40,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
+from p2pinfer.net.compat.provider_records import MAX_ADDRS
 from p2pinfer.net.reachability import ReachabilityWatch
 
 log = logging.getLogger(__name__)
@@ -110,6 +120,9 @@ and mostly found nothing (bench/scale.py)."""
 NEAREST_CONNECTED_ASKED = 8
 """Connected peers nearest the key, asked at once, beside the walk."""
 
+MAX_PER_ANSWER = 20
+"""Providers taken from one source: our own records, or one peer's answer (Kademlia's k)."""
+
 PATCHED = {  # a private method: find_providers alone answers from the local store
     "libp2p.kad_dht.provider_store:ProviderStore._get_providers_from_peer_with_closers":
         "082ac365ec4e6156",
@@ -187,20 +200,18 @@ class ProviderRecords:
             await self.provide(model)
 
     async def find(self, model: str, *, count: int = 20) -> list[ProviderRef]:
-        """Peers that announced `model`: local records plus the closest peers' answers.
-
-        Deduplicated by PeerID (addresses merged), the local node left out
-        (it cannot dial itself), sorted by PeerID.
-        """
+        """Peers that announced `model`: local records plus the closest peers' answers,
+        ranked by `rank_providers` (the local node left out: it cannot dial itself).
+        The answers are used for this lookup only, not kept."""
         key = model_key_bytes(model)
-        found: list[PeerInfo] = list(self._dht.provider_store.get_providers(key))
+        sources: list[list[PeerInfo]] = [list(self._dht.provider_store.get_providers(key))]
         asked: set[ID] = set()
         async with trio.open_nursery() as nursery:
 
             def ask(peer: ID) -> None:
                 if peer not in asked:
                     asked.add(peer)
-                    nursery.start_soon(self._ask_peer, peer, key, found)
+                    nursery.start_soon(self._ask_peer, peer, key, sources)
 
             # The connected peers nearest the key answer at once while the walk goes
             # on, so a walk that stalls (slow or starved peers) still finds what
@@ -218,24 +229,13 @@ class ProviderRecords:
                          CLOSEST_LOOKUP_TIMEOUT_S, model)
             for peer in closest:
                 ask(peer)
-        merged: dict[str, list[str]] = {}
-        for info in found:
-            pid = info.peer_id.to_base58()
-            if pid == self._local_peer_id:
-                continue
-            addrs = merged.setdefault(pid, [])
-            for addr in info.addrs:
-                text = str(addr)
-                if text not in addrs:
-                    addrs.append(text)
-        refs = [ProviderRef(pid, tuple(addrs)) for pid, addrs in sorted(merged.items())]
-        return refs[:count]
+        return rank_providers(sources, self._local_peer_id, count)
 
     def _nearest_connected(self, key: bytes) -> list[ID]:
         peers = list(self._dht.host.get_connected_peers())
         return sort_peer_ids_by_distance(key, peers)[:NEAREST_CONNECTED_ASKED]
 
-    async def _ask_peer(self, peer: ID, key: bytes, found: list[PeerInfo]) -> None:
+    async def _ask_peer(self, peer: ID, key: bytes, sources: list[list[PeerInfo]]) -> None:
         if peer.to_base58() == self._local_peer_id:
             return
         store = self._dht.provider_store
@@ -245,9 +245,40 @@ class ProviderRecords:
             except Exception as exc:
                 log.debug("provider query failed peer=%s error=%r", peer, exc)
                 return
-            for info in providers:
-                store.add_provider(key, info)
-                found.append(info)
+            sources.append(list(providers))  # this lookup's, not our store's: unsigned
+
+
+def rank_providers(sources: list[list[PeerInfo]], local_peer_id: str, count: int
+                   ) -> list[ProviderRef]:
+    """The `count` best providers that `sources` name (our own records, then each answering
+    peer's list; the first MAX_PER_ANSWER distinct PeerIDs of each), us left out.
+
+    No source is trusted: a provider named by more sources ranks higher, then one named
+    earlier in some source, ties in random order, so one source that names many made-up
+    peers takes no more than its share of places, and cannot choose PeerIDs that win a
+    tie. A provider's addresses are those its sources gave, in their order, at most
+    MAX_ADDRS."""
+    votes: dict[str, int] = {}
+    place: dict[str, int] = {}
+    addrs: dict[str, list[str]] = {}
+    for source in sources:
+        seen: set[str] = set()
+        for info in source:
+            pid = info.peer_id.to_base58()
+            if pid == local_peer_id or pid in seen:
+                continue
+            if len(seen) >= MAX_PER_ANSWER:
+                break
+            seen.add(pid)
+            votes[pid] = votes.get(pid, 0) + 1
+            place[pid] = min(place.get(pid, len(seen)), len(seen))
+            known = addrs.setdefault(pid, [])
+            for text in map(str, info.addrs):
+                if len(known) < MAX_ADDRS and text not in known:
+                    known.append(text)
+    ties = {pid: random.random() for pid in votes}
+    best = sorted(votes, key=lambda pid: (-votes[pid], place[pid], ties[pid]))
+    return [ProviderRef(pid, tuple(addrs[pid])) for pid in best[:count]]
 
 
 def peer_addrs_to_multiaddrs(addrs: tuple[str, ...]) -> list[Multiaddr]:

@@ -20,6 +20,15 @@ that read them, so one cannot make a node parse 380,000 addresses (~0.3 s of its
 loop) to keep 16: ours are a few KiB (20 providers or peers of 16 addresses each with
 their signed records stay under ~60 KiB).
 
+**A key crowded by one address.** libp2p keeps 20 providers a key (Kademlia's k) and
+ignores a 21st, so 20 fresh keys providing a model's key from one machine, again
+before their records expire, kept every new honest provider out of the node's
+records for that model. Each record here notes the address its provider sent it
+from (the connection's IPv4 address or IPv6 /56, `address_group`; ours: "self"),
+and a newcomer whose address holds fewer of the key's records than the address
+holding the most takes the place of that address's oldest record. So 20 keys on one
+address cost an honest provider nothing; keeping one out takes 20 addresses.
+
 **To drop it.** When py-libp2p bounds a provider record's addresses and the store's
 size, delete this module; the guard test (tests/unit/net/compat/test_provider_records.py)
 checks the defect and the canary.
@@ -31,11 +40,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from collections import Counter
+from typing import Any, cast
 
+from libp2p.kad_dht.common import BUCKET_SIZE
 from libp2p.kad_dht.provider_store import ProviderStore
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from p2pinfer.addresses import address_group
 from p2pinfer.bounded import first_distinct
 from p2pinfer.net.compat import _canary
 
@@ -60,6 +73,9 @@ MAX_ADDRS = 16
 MAX_ADDR_BYTES = 128
 MAX_RECORDS = 20_000
 MAX_DHT_MESSAGE = 256 * 1024
+IPV6_PREFIX = 56
+GROUP_ATTR = "p2pinfer_group"
+UNKNOWN_GROUP = "unknown"  # no connection to read an address from (a store used alone)
 MESSAGE_READERS = ("libp2p.kad_dht.kad_dht", "libp2p.kad_dht.peer_routing",
                    "libp2p.kad_dht.provider_store", "libp2p.kad_dht.value_store")
 _COUNT_ATTR = "p2pinfer_records"
@@ -97,6 +113,47 @@ def drop_oldest(store: ProviderStore, count: int) -> int:
     return min(count, len(ages))
 
 
+def group_of(store: ProviderStore, peer: ID) -> str:
+    """The address a provider record of `peer` counts under: "self" for ours, else the
+    IPv4 address or IPv6 /56 of our connection to it (libp2p takes a record only from
+    the provider itself, so it is connected), else UNKNOWN_GROUP."""
+    if peer == store.local_peer_id:
+        return "self"
+    try:
+        conns = store.host.get_network().get_connections(peer)
+    except Exception:  # a store without a swarm
+        return UNKNOWN_GROUP
+    for conn in conns:
+        try:
+            remote = cast(Any, conn.muxed_conn).get_remote_address()
+        except Exception:
+            continue
+        group = address_group(str(remote[0]), IPV6_PREFIX) if remote else None
+        if group is not None:
+            return group
+    return UNKNOWN_GROUP
+
+
+def make_room(store: ProviderStore, key: bytes, group: str) -> bool:
+    """For a new provider of `key` from `group`, when the key holds k records: drop the
+    oldest record of the group holding the most, if `group` would then still hold no more
+    than it (so two groups never take places back and forth). Whether there is room."""
+    records = store.providers.get(key, {})
+    if len(records) < BUCKET_SIZE:
+        return True
+    held = Counter(getattr(record, GROUP_ATTR, UNKNOWN_GROUP) for record in records.values())
+    crowded, most = held.most_common(1)[0]
+    if held[group] + 1 > most - 1:
+        return False  # libp2p's rule: the 21st is ignored
+    oldest = min((record.timestamp, peer) for peer, record in records.items()
+                 if getattr(record, GROUP_ATTR, UNKNOWN_GROUP) == crowded)[1]
+    del records[oldest]
+    count = getattr(store, _COUNT_ATTR, None)
+    if count is not None:
+        setattr(store, _COUNT_ATTR, count - 1)
+    return True
+
+
 def add_provider(self: ProviderStore, key: bytes, provider: PeerInfo) -> None:
     if not provider or not provider.peer_id:
         ORIGINAL(self, key, provider)  # libp2p ignores it
@@ -106,7 +163,11 @@ def add_provider(self: ProviderStore, key: bytes, provider: PeerInfo) -> None:
         return
     if len(addrs) < len(provider.addrs):
         provider = PeerInfo(provider.peer_id, addrs)
-    new = str(provider.peer_id) not in self.providers.get(key, {})
+    peer = str(provider.peer_id)
+    group = group_of(self, provider.peer_id)
+    new = peer not in self.providers.get(key, {})
+    if new and not make_room(self, key, group):
+        return
     if new:
         count = getattr(self, _COUNT_ATTR, None)
         if count is None or count >= MAX_RECORDS:
@@ -118,6 +179,9 @@ def add_provider(self: ProviderStore, key: bytes, provider: PeerInfo) -> None:
             count -= dropped
         setattr(self, _COUNT_ATTR, count + 1)
     ORIGINAL(self, key, provider)
+    record = self.providers.get(key, {}).get(peer)
+    if record is not None:
+        setattr(record, GROUP_ATTR, group)
 
 
 def install() -> None:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 import varint
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.peer.id import ID
@@ -25,6 +26,7 @@ from p2pinfer.net.compat import provider_records
 from p2pinfer.net.compat.kad_protocol import DHT_PROTOCOL_ID
 from p2pinfer.net.compat.provider_records import MAX_ADDRS, bounded_addrs, record_count
 from p2pinfer.net.config import NetConfig
+from p2pinfer.net.dht import model_key_bytes
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from tests.support.waiting import await_until
@@ -106,6 +108,85 @@ def test_a_full_store_drops_its_oldest_tenth(monkeypatch: pytest.MonkeyPatch) ->
     # Providing a key again refreshes its record and takes no new place.
     store.add_provider(key(149), PeerInfo(peer, addrs(2)))
     assert record_count(store) <= 100 and key(149) in store.providers
+
+
+def peers(count: int) -> list[ID]:
+    return [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(count)]
+
+
+def store_seeing(ips: dict[ID, str]) -> ProviderStore:
+    """A ProviderStore whose host's connection to each peer comes from `ips[peer]`."""
+    def connections(peer: ID) -> list[object]:
+        remote = (ips[peer], 4001)
+        return [SimpleNamespace(muxed_conn=SimpleNamespace(get_remote_address=lambda: remote))]
+
+    local = ID.from_base58("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN")
+    return ProviderStore(SimpleNamespace(
+        get_id=lambda: local,
+        get_network=lambda: SimpleNamespace(get_connections=connections)))
+
+
+def test_defect_twenty_keys_keep_every_new_provider_of_a_key_out() -> None:
+    sybils, (honest,) = peers(20), peers(1)
+    store = store_for()
+    for peer in sybils:
+        provider_records.ORIGINAL(store, key(0), PeerInfo(peer, addrs(1)))
+    provider_records.ORIGINAL(store, key(0), PeerInfo(honest, addrs(1)))
+    assert str(honest) not in store.providers[key(0)]
+
+
+def test_twenty_keys_from_one_address_do_not_keep_a_new_provider_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(1_000_000, 2_000_000))
+    monkeypatch.setattr("libp2p.kad_dht.provider_store.time.time", lambda: next(clock))
+    sybils, honest = peers(20), peers(3)
+    ips = {peer: "203.0.113.9" for peer in sybils}
+    ips.update({honest[0]: "198.51.100.7", honest[1]: "198.51.100.8",
+                honest[2]: "2001:db8:0:1::5"})
+    store = store_seeing(ips)
+    for peer in sybils:
+        store.add_provider(key(0), PeerInfo(peer, addrs(1)))
+    for peer in honest:
+        store.add_provider(key(0), PeerInfo(peer, addrs(1)))
+    held = store.providers[key(0)]
+    assert len(held) == 20 and all(str(peer) in held for peer in honest)
+    assert str(sybils[0]) not in held  # the crowded address's oldest made room
+    assert getattr(held[str(honest[2])], provider_records.GROUP_ATTR) == "2001:db8::/56"
+    # The Sybils providing again take no place back: their address holds the most.
+    for peer in sybils:
+        store.add_provider(key(0), PeerInfo(peer, addrs(1)))
+    assert all(str(peer) in store.providers[key(0)] for peer in honest)
+    assert record_count(store) == 20
+
+
+def test_a_key_held_by_twenty_addresses_keeps_libp2p_s_rule() -> None:
+    # one record an address, k of them: a 21st provider is ignored, as libp2p does, and
+    # two addresses never take places from each other in turn
+    first = peers(20)
+    ips = {peer: f"198.51.100.{n}" for n, peer in enumerate(first)}
+    late = peers(2)
+    ips.update({late[0]: "203.0.113.1", late[1]: "198.51.100.0"})
+    store = store_seeing(ips)
+    for peer in first:
+        store.add_provider(key(0), PeerInfo(peer, addrs(1)))
+    for peer in late:
+        store.add_provider(key(0), PeerInfo(peer, addrs(1)))
+    assert set(store.providers[key(0)]) == {str(peer) for peer in first}
+
+
+async def test_a_record_counts_under_the_address_its_provider_sent_it_from() -> None:
+    with trio.fail_after(60):
+        async with run_host(NetConfig(NodeIdentity.generate())) as target, \
+                run_host(NetConfig(NodeIdentity.generate())) as sender:
+            await sender.connect(next(a for a in target.addrs() if "/tcp/" in a))
+            store = target._dht.provider_store
+            assert await add_provider(sender, target, 7, 1)
+            await await_until(lambda: key(7) in store.providers)
+            [record] = store.providers[key(7)].values()
+            assert getattr(record, provider_records.GROUP_ATTR) == "127.0.0.1"
+            await target.provide("smollm2:135m")
+            own = store.providers[model_key_bytes("smollm2:135m")][target.peer_id]
+            assert getattr(own, provider_records.GROUP_ATTR) == "self"
 
 
 def test_addresses_are_deduplicated_and_bounded_in_size() -> None:
