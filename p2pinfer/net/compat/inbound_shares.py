@@ -10,6 +10,13 @@ cannot reach the provider, a new node cannot join through the bootstrap node (me
 an honest dial behind 260 idle connections from one address failed at once, "failed to
 negotiate the secure protocol"; with 10 it took 7 ms).
 
+**And a slot outlives its connection.** `Swarm._do_handle_inbound_connection`, after a
+connection's upgrade, waits for the whole swarm to stop ("keep handler alive"), and the
+slot is given back only when it returns: every inbound connection that ever succeeded
+keeps a slot after it closed, so after 250 of them (a peer reconnecting, consumers
+coming and going) the node refuses every inbound connection until it restarts
+(measured: 3 connections opened and closed, 3 slots still taken, no connection left).
+
 **What we do.** `install()` wraps `Swarm._handle_inbound_connection`: before libp2p's
 own cap, a TCP connection counts under its remote address (an IPv4 address, an IPv6
 address's /56, as go-libp2p's resource manager counts them) for as long as libp2p
@@ -20,12 +27,14 @@ holds at most 16 of the 250, and filling them takes 16 addresses. Loopback peers
 `limit_loopback`, and a relayed connection (a circuit through a relay) is not a TCP
 connection here and is not counted: every peer behind one relay would share the
 relay's address. A swarm gets its shares from `attach` (`run_host` does it); one
-without them is libp2p's own.
+without them is libp2p's own. For every inbound connection, counted or not, libp2p's
+handler is cancelled once the connection is closed (by either side:
+`handled_until_closed` watches its `close`), so its slot and its share come back then.
 
 **To drop it.** When py-libp2p limits inbound connections per address (its
-`rcmgr.cidr_limits` exists but is not consulted on this path in 0.8.1), delete this
-module; the guard test (tests/unit/net/compat/test_inbound_shares.py) checks the
-defect and the canary.
+`rcmgr.cidr_limits` exists but is not consulted on this path in 0.8.1) and gives a
+slot back when its connection closes, delete this module; the guard tests
+(tests/unit/net/compat/test_inbound_shares.py) check both defects and the canary.
 
 **Upstream.** Not reported.
 """
@@ -48,6 +57,8 @@ log = logging.getLogger(__name__)
 
 PATCHED = {
     "libp2p.network.swarm:Swarm._handle_inbound_connection": "0800fdf9770ed8e6",
+    # holds the slot until the swarm stops (`manager.wait_finished()` after the upgrade)
+    "libp2p.network.swarm:Swarm._do_handle_inbound_connection": "c22fdfd5289f671c",
 }
 ORIGINAL = Swarm._handle_inbound_connection
 ORIGINALS = {"libp2p.network.swarm:Swarm._handle_inbound_connection": ORIGINAL}
@@ -105,11 +116,40 @@ def attach(swarm: Any, shares: InboundShares) -> InboundShares:
     return shares
 
 
+async def handled_until_closed(swarm: Swarm, conn: Any, maddr: Any) -> None:
+    """libp2p's own handler of the inbound `conn`, cancelled as soon as `conn` is closed
+    (by either side): libp2p's waits for the whole swarm to stop, and with it its hold
+    on an inbound slot and on our share."""
+    closed = trio.Event()
+    close_conn = conn.close
+
+    async def close() -> None:
+        try:
+            await close_conn()
+        finally:
+            closed.set()
+
+    try:
+        conn.close = close
+    except AttributeError:  # a connection we cannot watch: libp2p's behaviour
+        await ORIGINAL(swarm, conn, maddr)
+        return
+
+    async def cancel_once_closed(scope: trio.CancelScope) -> None:
+        await closed.wait()
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancel_once_closed, nursery.cancel_scope)
+        await ORIGINAL(swarm, conn, maddr)
+        nursery.cancel_scope.cancel()
+
+
 async def _handle_inbound_connection(self: Swarm, read_write_closer: Any, maddr: Any) -> None:
     shares: InboundShares | None = getattr(self, SHARES_ATTR, None)
     key = shares.key_of(read_write_closer) if shares is not None else None
     if shares is None or key is None:
-        await ORIGINAL(self, read_write_closer, maddr)
+        await handled_until_closed(self, read_write_closer, maddr)
         return
     if shares.held[key] >= shares.per_address:
         shares.refused += 1
@@ -122,7 +162,7 @@ async def _handle_inbound_connection(self: Swarm, read_write_closer: Any, maddr:
         return
     shares.held[key] += 1
     try:
-        await ORIGINAL(self, read_write_closer, maddr)
+        await handled_until_closed(self, read_write_closer, maddr)
     finally:
         shares.held[key] -= 1
         if shares.held[key] <= 0:

@@ -14,9 +14,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net import compat
 from p2pinfer.net.compat import inbound_shares
 from p2pinfer.net.compat.inbound_shares import (
     SHARES_ATTR,
@@ -27,6 +30,7 @@ from p2pinfer.net.compat.inbound_shares import (
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from tests.support.waiting import await_until
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
@@ -124,6 +128,53 @@ def test_addresses_count_by_ipv4_address_and_ipv6_56() -> None:
     assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
     assert address_key("fe80::1%eth0") == address_key("fe80::2")
     assert address_key("not-an-ip") is None
+
+
+def counting_loopback() -> NetConfig:
+    return NetConfig(NodeIdentity.generate(), listen_addrs=("/ip4/127.0.0.1/tcp/0",),
+                     limit_loopback_inbound=True)
+
+
+async def connect_and_leave(target: NetHost, times: int) -> None:
+    """`times` peers in turn, each connecting to `target` and then shutting down."""
+    for _ in range(times):
+        async with run_host(NetConfig(NodeIdentity.generate())) as peer:
+            assert await peer.connect(next(a for a in target.addrs() if "/tcp/" in a))
+
+
+async def test_defect_a_closed_inbound_connection_keeps_its_slot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # libp2p's handler waits for the whole swarm to stop after an upgrade: every inbound
+    # connection that ever succeeded keeps one of the 250 slots until the node stops
+    compat.install()  # first, so that run_host leaves libp2p's own handler in place
+    monkeypatch.setattr(Swarm, "_handle_inbound_connection", inbound_shares.ORIGINAL)
+    with trio.fail_after(60):
+        async with run_host(NetConfig(NodeIdentity.generate())) as target:
+            swarm = target._host.get_network()
+            await connect_and_leave(target, 3)
+            await trio.sleep(0.3)
+            assert not swarm.get_connections()
+            assert swarm._inbound_limiter.borrowed_tokens == 3
+
+
+async def test_a_closed_connection_gives_back_its_slot_and_its_share() -> None:
+    # 20 connections from one address one after another: with the slot and the share
+    # kept, the 17th was refused (and after 250 from anywhere, every one)
+    with trio.fail_after(90):
+        async with run_host(counting_loopback()) as target:
+            swarm = target._host.get_network()
+            shares = getattr(swarm, SHARES_ATTR)
+            await connect_and_leave(target, 20)
+            await await_until(lambda: not shares.held)
+            await await_until(lambda: swarm._inbound_limiter.borrowed_tokens == 0)
+            assert shares.refused == 0
+            # A connection that stays holds its share until we close it ourselves.
+            async with run_host(NetConfig(NodeIdentity.generate())) as peer:
+                await peer.connect(next(a for a in target.addrs() if "/tcp/" in a))
+                await await_until(lambda: shares.held["127.0.0.1"] == 1)
+                await target._host.disconnect(ID.from_base58(peer.peer_id))
+                await await_until(lambda: not shares.held)
+                assert swarm._inbound_limiter.borrowed_tokens == 0
 
 
 class FakeSocket:  # a TCP socket's peer address, all `socket_key` reads of it
