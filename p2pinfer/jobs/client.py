@@ -205,9 +205,11 @@ class JobClient(CandidateSearch):
 
     async def observe(self, peer_id: str, *, ok: bool, blame: bool) -> None:
         """Record a job's outcome in the reputation table (neutral failures are not); a
-        completed job makes the provider proven (ranked with the known good)."""
+        completed job makes the provider proven (ranked with the known good, and its
+        address let in when inbound connections are short)."""
         if ok:
             self.net.catalog.vouch(peer_id)
+            self.net.value_peer(peer_id)
         book = self.reputation
         if book is None or not (ok or blame):
             return

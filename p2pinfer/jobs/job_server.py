@@ -119,6 +119,8 @@ class JobServer(JobEndings):
         self.records: deque[JobRecord] = deque(maxlen=500)
         self.tokens_generated = 0
         self.moves = MoveDesk(self._metrics)  # jobs moved off a relay mid-answer (jobs/job_move.py)
+        # Called with the PeerID of each consumer whose receipt paid a job (NetHost.value_peer).
+        self.paid_hooks: list[Callable[[str], None]] = []
         if config.fault is not None:
             log.warning("FAULT INJECTION ON: this provider misbehaves on purpose fault=%s",
                         config.fault)
@@ -299,6 +301,8 @@ class JobServer(JobEndings):
                 await job.receipt.wait()
         if machine.state is ProviderState.DONE and await self._voucher_paid(job):
             self.gate.paid(ticket, self._clock())
+            for hook in self.paid_hooks:
+                hook(str(job.stream.remote_peer_id))
         await self._conclude(job, request)
 
     def _preempt(self, victim: ServedJob, request: JobRequest) -> None:

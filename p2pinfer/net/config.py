@@ -16,6 +16,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.advert_gate import DEFAULT_MAX_ADVERT_BYTES
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.compat.inbound_shares import DEFAULT_PER_ADDRESS as DEFAULT_INBOUND_PER_ADDRESS
+from p2pinfer.net.compat.inbound_shares import DEFAULT_RESERVE as DEFAULT_INBOUND_RESERVE
 from p2pinfer.net.dht import DEFAULT_PROVIDE_INTERVAL_S
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig
 from p2pinfer.protocol import CLOCK_SKEW_MS, MAX_ADVERT_TTL_MS
@@ -41,7 +42,9 @@ class NetConfig:
     NAT or when listening on 0.0.0.0). `deny_ips` (addresses or CIDR blocks)
     are never dialled and refused when they dial in; at most `max_inbound_per_address`
     inbound TCP connections are held from one address (an IPv6 /56; loopback ones
-    uncounted unless `limit_loopback_inbound`; net/compat/inbound_shares.py). Timers are in seconds;
+    uncounted unless `limit_loopback_inbound`; net/compat/inbound_shares.py), and the
+    last `inbound_reserve` inbound slots go only to peers that proved themselves
+    (`NetHost.value_peer`). Timers are in seconds;
     advert times in milliseconds on the injected `clock_ms`. `autonat` sets how the
     node learns whether it is reachable and how it answers others' dial-back requests;
     `relay` whether and within what limits it relays for others, `relay_client` where
@@ -56,6 +59,7 @@ class NetConfig:
     deny_ips: tuple[str, ...] = ()
     max_inbound_per_address: int = DEFAULT_INBOUND_PER_ADDRESS
     limit_loopback_inbound: bool = False
+    inbound_reserve: int = DEFAULT_INBOUND_RESERVE
     max_advert_ttl_ms: int = MAX_ADVERT_TTL_MS
     max_advert_bytes: int = DEFAULT_MAX_ADVERT_BYTES
     max_clock_skew_ms: int = CLOCK_SKEW_MS

@@ -135,7 +135,8 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     compat.install()
     host = quiet_auto_connector(build_libp2p_host(config))
     inbound_shares.attach(host.get_network(), inbound_shares.InboundShares(
-        config.max_inbound_per_address, limit_loopback=config.limit_loopback_inbound))
+        config.max_inbound_per_address, limit_loopback=config.limit_loopback_inbound,
+        reserve=config.inbound_reserve))
     inbound_streams.attach(host.get_network(), inbound_streams.StreamShares(
         limit_loopback=config.limit_loopback_inbound))
     gossipsub = build_gossipsub(config)

@@ -30,6 +30,7 @@ from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.compat import multistream_listener
 from p2pinfer.net.compat.dial_addrs import connect, connect_info
+from p2pinfer.net.compat.inbound_shares import value_peer
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
 from p2pinfer.net.compat.yamux_open import new_stream_lazily
@@ -130,12 +131,15 @@ class NetHost(GossipAndAdverts):
         """PeerIDs we have an open connection with."""
         return sorted(p.to_base58() for p in self._host.get_connected_peers())
 
-    async def connect(self, addr: str) -> str:
-        """Dial `/.../p2p/<PeerID>` (no-op if connected); return the PeerID.
+    def value_peer(self, peer_id: str) -> None:
+        """`peer_id` proved itself (a good job, a paid receipt): its addresses get the
+        inbound slots kept for proven peers (net/compat/inbound_shares.py)."""
+        value_peer(self._host.get_network(), ID.from_base58(peer_id))
 
-        UsageError for a malformed address; PeerUnreachableError if the dial
-        or the Noise handshake fails or takes over `dial_timeout_s`.
-        """
+    async def connect(self, addr: str) -> str:
+        """Dial `/.../p2p/<PeerID>` (no-op if connected); return the PeerID. UsageError for
+        a malformed address; PeerUnreachableError if the dial or the Noise handshake fails
+        or takes over `dial_timeout_s`."""
         info = parse_peer_addr(addr)
         await self._connect_info(info, what=addr)
         return str(info.peer_id.to_base58())
@@ -149,11 +153,9 @@ class NetHost(GossipAndAdverts):
     def set_stream_handler(self, protocol: str, handler: StreamHandler, *,
                            echo_with_answer: bool = False) -> None:
         """Serve inbound streams of `protocol` with `handler` (replaces any previous one).
-
         Handlers run in py-libp2p's connection tasks, which `run_host` owns; an exception
         is logged and resets the stream, never reaching py-libp2p. `echo_with_answer`: the
-        echo rides with the handler's first write (`compat.multistream_listener`).
-        """
+        echo rides with the handler's first write (`compat.multistream_listener`)."""
 
         async def serve(raw: INetStream) -> None:
             stream = NetStream(raw)
@@ -174,14 +176,8 @@ class NetHost(GossipAndAdverts):
         if echo_with_answer:
             multistream_listener.echo_with_answer(self._host.get_mux(), protocol)
 
-    async def open_stream(
-        self,
-        peer_id: str,
-        protocol: str,
-        *,
-        first: bytes | None = None,
-        timeout_s: float | None = None,
-    ) -> NetStream:
+    async def open_stream(self, peer_id: str, protocol: str, *, first: bytes | None = None,
+                          timeout_s: float | None = None) -> NetStream:
         """Open a stream to `peer_id` speaking `protocol`, dialling it if needed.
 
         With `first` (bytes the protocol starts with, e.g. a framed request) the

@@ -167,6 +167,7 @@ async def start_provider(
                                    catalog=net.catalog, ledger=ledger, metrics=metrics,
                                    replay=replay, channels=channels)
                 server.install(net.set_stream_handler)
+                server.paid_hooks.append(net.value_peer)  # as the node does
                 net.start_advertising(advert_for(server), interval_s=1.0)
                 ready.append(Provider(net, server, ledger, backend, metrics, scope))
                 started.set()

@@ -12,8 +12,10 @@ import trio
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.net.compat.inbound_shares import SHARES_ATTR
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
+    ChatTurn,
     Chunk,
     JobAccept,
     JobParams,
@@ -32,6 +34,7 @@ from tests.integration.job_helpers import (
     wait_for_providers,
 )
 from tests.support.raw_jobs import first_answer, signed_request
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
 
@@ -116,4 +119,27 @@ async def test_a_spot_check_refused_busy_is_not_held_against_the_provider(
                 engine.resume.set()
             assert book.get(pid).jobs_failed == 0
             assert provider.server.records[0].outcome == "rejected:busy"
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_paid_job_lets_each_side_s_address_into_the_other_s_reserved_slots(
+        tmp_path: Path) -> None:
+    # The last inbound slots go to proven peers (net/compat/inbound_shares.py): the
+    # provider learns its consumer's address from the receipt that paid, the consumer
+    # its provider's from the good job. Loopback counted here, as a public address is.
+    counted = {"limit_loopback_inbound": True}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                            net_options=counted)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],),
+                                                  net_options=counted)
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            provider_shares = getattr(provider.net._host.get_network(), SHARES_ATTR)
+            consumer_shares = getattr(net._host.get_network(), SHARES_ATTR)
+            assert not provider_shares.valued and not consumer_shares.valued
+            async with client.job(FAKE_MODEL, [ChatTurn("user", "hi")], JobParams(8)) as job:
+                [_ async for _ in job]
+            await await_until(lambda: "127.0.0.1" in provider_shares.valued)
+            assert "127.0.0.1" in consumer_shares.valued
             nursery.cancel_scope.cancel()

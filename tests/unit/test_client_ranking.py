@@ -45,11 +45,15 @@ class FakeNet:
         self.rtts = {i.peer_id: ms for i, ms in rtts.items()}
         self.connected: list[str] = []
         self.probed: list[str] = []
+        self.valued: list[str] = []  # proven by a good job: let in when slots are short
         for adv in self.adverts.values():
             assert self.catalog.admit(adv) is None
 
     def peers(self) -> list[str]:
         return self.connected
+
+    def value_peer(self, peer_id: str) -> None:
+        self.valued.append(peer_id)
 
     async def fetch_advert(self, peer_id: str, *, timeout_s: float = 5.0) -> FetchedAdvert:
         self.probed.append(peer_id)
@@ -94,6 +98,7 @@ async def test_unproven_price_zero_providers_rank_after_a_proven_one() -> None:
     net = FakeNet({good: 30.0}, price=1000, dead=fakes, dead_price=0)
     client = client_for(net)
     await client.observe(good.peer_id, ok=True, blame=True)  # a job completed: proven
+    assert net.valued == [good.peer_id]
     ranked = await client.candidates(MODEL)
     assert ranked[0].peer_id == good.peer_id and ranked[0].proven
     assert not any(c.proven for c in ranked[1:]) and len(ranked) == 9

@@ -26,10 +26,19 @@ holds at most 16 of the 250, and filling them takes 16 addresses. Loopback peers
 (a local testnet's nodes all come from 127.0.0.1) are not counted unless
 `limit_loopback`, and a relayed connection (a circuit through a relay) is not a TCP
 connection here and is not counted: every peer behind one relay would share the
-relay's address. A swarm gets its shares from `attach` (`run_host` does it); one
-without them is libp2p's own. For every inbound connection, counted or not, libp2p's
-handler is cancelled once the connection is closed (by either side:
-`handled_until_closed` watches its `close`), so its slot and its share come back then.
+relay's address.
+
+**Peers that proved themselves come first.** Per-address shares make a flood cost 16
+addresses, which a /48 of IPv6 or a few cloud hosts give. So the last `reserve` (50)
+of libp2p's 250 slots go only to addresses that have proved themselves (`value`): a
+provider this node got a good job from, a consumer whose receipt paid for one (the
+job client and job server mark them, `NetHost.value_peer`), the 4,096 most recent.
+A flood from any number of new addresses then leaves those peers 50 slots (a new
+honest peer waits, as it would for any full node). A swarm gets its shares from
+`attach` (`run_host` does it); one without them is libp2p's own. For every inbound
+connection, counted or not, libp2p's handler is cancelled once the connection is
+closed (by either side: `handled_until_closed` watches its `close`), so its slot and
+its share come back then.
 
 **To drop it.** When py-libp2p limits inbound connections per address (its
 `rcmgr.cidr_limits` exists but is not consulted on this path in 0.8.1) and gives a
@@ -42,7 +51,7 @@ slot back when its connection closes, delete this module; the guard tests
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from contextlib import suppress
 from typing import Any
 
@@ -51,7 +60,9 @@ from libp2p.io.trio import TrioTCPStream
 from libp2p.network.swarm import Swarm
 
 from p2pinfer.addresses import address_group, is_loopback
+from p2pinfer.bounded import keep_latest
 from p2pinfer.net.compat import _canary
+from p2pinfer.net.compat.cancelled_close import tcp_socket
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,8 @@ _canary.remember(ORIGINALS)
 UPSTREAM = None
 
 DEFAULT_PER_ADDRESS = 16
+DEFAULT_RESERVE = 50
+VALUED_MEMORY = 4096
 IPV6_PREFIX = 56
 CLOSE_S = 1.0
 SHARES_ATTR = "p2pinfer_inbound_shares"
@@ -95,13 +108,31 @@ class InboundShares:
     """Inbound TCP connections held per remote address, for one swarm."""
 
     def __init__(self, per_address: int = DEFAULT_PER_ADDRESS, *,
-                 limit_loopback: bool = False) -> None:
-        if per_address < 1:
-            raise ValueError("per_address must be at least 1")
+                 limit_loopback: bool = False, reserve: int = DEFAULT_RESERVE) -> None:
+        if per_address < 1 or reserve < 0:
+            raise ValueError("per_address must be at least 1, reserve at least 0")
         self.per_address = per_address
         self.limit_loopback = limit_loopback
+        self.reserve = reserve
         self.held: Counter[str] = Counter()
+        self.valued: OrderedDict[str, None] = OrderedDict()  # addresses, newest last
         self.refused = 0
+
+    def value(self, sock: Any) -> str | None:
+        """Count the address of the TCP socket `sock` (a peer's that proved itself) among
+        those the reserve is kept for; the address, or None if it is not counted."""
+        key = socket_key(sock, self.limit_loopback)
+        if key is not None:
+            keep_latest(self.valued, key, None, VALUED_MEMORY)
+        return key
+
+    def refusal(self, key: str, free_slots: int) -> str | None:
+        """Why a new inbound connection from `key` is refused now, or None."""
+        if self.held[key] >= self.per_address:
+            return f"{self.per_address} already held from {key}"
+        if free_slots <= self.reserve and key not in self.valued:
+            return f"the last {self.reserve} slots are kept for proven peers; {key} is new"
+        return None
 
     def key_of(self, conn: Any) -> str | None:
         """The address `conn` counts under, or None if it is not counted."""
@@ -114,6 +145,16 @@ def attach(swarm: Any, shares: InboundShares) -> InboundShares:
     """Limit `swarm`'s inbound connections per address by `shares`."""
     setattr(swarm, SHARES_ATTR, shares)
     return shares
+
+
+def value_peer(swarm: Any, peer_id: Any) -> list[str]:
+    """Keep the addresses of `swarm`'s TCP connections to `peer_id` among the valued (a
+    swarm without shares keeps nothing); the addresses kept."""
+    shares: InboundShares | None = getattr(swarm, SHARES_ATTR, None)
+    if shares is None:
+        return []
+    kept = (shares.value(tcp_socket(conn)) for conn in swarm.get_connections(peer_id))
+    return [key for key in kept if key is not None]
 
 
 async def handled_until_closed(swarm: Swarm, conn: Any, maddr: Any) -> None:
@@ -151,11 +192,13 @@ async def _handle_inbound_connection(self: Swarm, read_write_closer: Any, maddr:
     if shares is None or key is None:
         await handled_until_closed(self, read_write_closer, maddr)
         return
-    if shares.held[key] >= shares.per_address:
+    limiter = self._inbound_limiter
+    reason = shares.refusal(key, int(limiter.total_tokens) - limiter.borrowed_tokens)
+    if reason is not None:
         shares.refused += 1
         if shares.refused == 1 or shares.refused % 1000 == 0:
-            log.warning("inbound connection refused: %d already held from %s "
-                        "(refused so far: %d)", shares.per_address, key, shares.refused)
+            log.warning("inbound connection refused: %s (refused so far: %d)", reason,
+                        shares.refused)
         with trio.move_on_after(CLOSE_S) as scope, suppress(Exception):  # gone is closed
             scope.shield = True
             await read_write_closer.close()
@@ -174,4 +217,4 @@ def install() -> None:
     Swarm._handle_inbound_connection = _handle_inbound_connection  # type: ignore[method-assign]
 
 
-__all__ = ["InboundShares", "address_key", "attach", "install"]
+__all__ = ["InboundShares", "address_key", "attach", "install", "value_peer"]

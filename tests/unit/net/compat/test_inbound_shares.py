@@ -177,6 +177,59 @@ async def test_a_closed_connection_gives_back_its_slot_and_its_share() -> None:
                 assert swarm._inbound_limiter.borrowed_tokens == 0
 
 
+async def idle_connections(net: NetHost, sources: list[str], each: int,
+                           socks: list[trio.socket.SocketType]) -> None:
+    """`each` idle TCP connections to `net` from every address in `sources` (kept in
+    `socks`; the caller closes them)."""
+    for source in sources:
+        for _ in range(each):
+            sock = trio.socket.socket()
+            socks.append(sock)
+            await sock.bind((source, 0))
+            await sock.connect(("127.0.0.1", tcp_port(net)))
+    await trio.sleep(0.3)  # the target's accept loop has taken them all
+
+
+async def test_a_flood_from_many_addresses_leaves_proven_peers_their_reserve() -> None:
+    # Per-address shares make a flood cost addresses, not stop it: three addresses of 16
+    # idle connections fill a node of 24 inbound slots (libp2p's 250, scaled down). With
+    # the reserve, a flood from new addresses gets all but 5, and a peer that proved
+    # itself earlier still gets in; a new address is closed at once.
+    with trio.fail_after(90):
+        async with run_host(counting_loopback()) as target, \
+                run_host(NetConfig(NodeIdentity.generate())) as proven:
+            swarm = target._host.get_network()
+            swarm._inbound_limiter.total_tokens = 24
+            shares = getattr(swarm, SHARES_ATTR)
+            shares.reserve = 0
+            addr = next(a for a in target.addrs() if "/tcp/" in a)
+            await proven.connect(addr)
+            target.value_peer(proven.peer_id)  # e.g. it paid for a job
+            assert list(shares.valued) == ["127.0.0.1"]
+            await proven._host.disconnect(ID.from_base58(target.peer_id))
+            await await_until(lambda: not shares.held)
+
+            for reserve, proven_gets_in in ((0, False), (5, True)):
+                shares.reserve = reserve
+                socks: list[trio.socket.SocketType] = []
+                try:
+                    await idle_connections(target, ["127.0.0.2", "127.0.0.3"], 16, socks)
+                    assert sum(shares.held.values()) == 24 - reserve
+                    if proven_gets_in:
+                        assert await proven.connect(addr) == target.peer_id
+                        newcomer: list[trio.socket.SocketType] = []
+                        await idle_connections(target, ["127.0.0.4"], 3, newcomer)
+                        assert await closed_by_peer(newcomer) == 3
+                        socks += newcomer
+                    else:
+                        with pytest.raises(PeerUnreachableError):
+                            await proven.connect(addr)
+                finally:
+                    for sock in socks:
+                        sock.close()
+                await await_until(lambda: not shares.held.get("127.0.0.2"), timeout_s=15)
+
+
 class FakeSocket:  # a TCP socket's peer address, all `socket_key` reads of it
     def __init__(self, *peer: object) -> None:
         self.peer = peer
