@@ -35,6 +35,7 @@ from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.gateway.dashboard import dashboard_response
 from p2pinfer.gateway.security import GatewayGuard, send_error
 from p2pinfer.gateway.view import JobMeta, NodeView
+from p2pinfer.http.conn_gate import KnownClients
 
 PROVIDER_HEADER = "X-P2PInfer-Provider"
 JOB_ID_HEADER = "X-P2PInfer-Job-Id"
@@ -77,9 +78,11 @@ class JobTracking:
 
 
 def create_gateway_app(
-    view: NodeView, config: GatewayConfig, *, clock: Clock = utc_now
+    view: NodeView, config: GatewayConfig, *, clock: Clock = utc_now,
+    known: KnownClients | None = None,
 ) -> Starlette:
-    """The gateway over `view`, guarded as `config` says (keys, rate limit, body limit)."""
+    """The gateway over `view`, guarded as `config` says (keys, rate limit, body limit);
+    the address of each request with a valid API key goes into `known`."""
 
     def job_headers(
         events: AsyncIterator[StreamEvent], done: Completion | None
@@ -126,7 +129,8 @@ def create_gateway_app(
         Middleware(BrowserGuard, origins=config.origins, check_host=is_loopback(config.host),
                    refuse=send_error, expose_headers=EXPOSED_HEADERS,
                    on_response=metrics.observe),
-        Middleware(GatewayGuard, config=config, on_response=metrics.observe),
+        Middleware(GatewayGuard, config=config, on_response=metrics.observe,
+                   on_key=known.add if known is not None else None),
         Middleware(ParameterCheck),
         Middleware(JobTracking, view=view),
     ], exception_handlers={404: not_found, 405: not_found})  # fmt: skip

@@ -162,8 +162,11 @@ class GatewayGuard:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_response: Callable[[str, int], None] | None = None,
+        on_key: Callable[[str], None] | None = None,
     ) -> None:
         self.app, self.config = app, config
+        # Told the client address of each request whose API key matched (KnownClients).
+        self._on_key = on_key or (lambda _host: None)
         self._keys = tuple(key.encode() for key in config.api_keys)
         operator = (config.operator_key.encode(),) if config.operator_key else ()
         self._accepted = (*self._keys, *operator)
@@ -202,6 +205,8 @@ class GatewayGuard:
                                  [(b"www-authenticate", b'Bearer realm="p2pinfer"')])  # fmt: skip
                 return
             bucket = "key:" + key.hex()
+            if client := scope.get("client"):
+                self._on_key(str(client[0]))
         else:
             client = scope.get("client")
             bucket = "addr:" + (str(client[0]) if client else "")

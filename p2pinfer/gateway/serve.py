@@ -53,9 +53,10 @@ async def run_gateway(
     from hypercorn.config import Config
 
     from p2pinfer.http.asgi_server import serve_asgi
-    from p2pinfer.http.conn_gate import ConnectionLimits
+    from p2pinfer.http.conn_gate import ConnectionLimits, KnownClients
 
-    app: Any = create_gateway_app(view, config)
+    known = KnownClients()  # addresses that presented an API key: the last connections' own
+    app: Any = create_gateway_app(view, config, known=known)
     hyper = Config()
     hyper.bind = [config.bind]
     hyper.accesslog = None
@@ -79,7 +80,8 @@ async def run_gateway(
             task_status.started(binding)
 
     try:
-        limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+        limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip,
+                                  known=known)
         await serve_asgi(app, hyper, sockets.insecure_sockets, limits=limits,
                          task_status=_Started())
     finally:

@@ -10,7 +10,9 @@ answers a connection over its limits at once with a 503 and closes it, before hy
 sees it: at most `total` connections in all, and at most `per_ip` from one client
 address (an IPv6 client by its /64, which one subscriber usually holds whole). Loopback
 clients are the node's own user and are held to the total only, unless
-`exempt_loopback` is off.
+`exempt_loopback` is off. A flood from many addresses still fills the total; with
+`known` clients (the gateway's: addresses that presented a valid API key), the last
+eighth of it is kept for them, so those who use the server get in while it lasts.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import resource
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from p2pinfer.addresses import address_group, is_loopback
+from p2pinfer.bounded import keep_latest
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ MAX_TOTAL = 1024
 MIN_TOTAL = 64
 DEFAULT_PER_IP = 64
 REFUSE_WRITE_S = 1.0
+KNOWN_CLIENTS = 4096
 
 
 def default_total() -> int:
@@ -44,13 +48,30 @@ def default_total() -> int:
     return max(MIN_TOTAL, min(MAX_TOTAL, soft // 4))
 
 
+class KnownClients:
+    """Client addresses (by `client_key`) that have proved themselves to the server (the
+    gateway: presented a valid API key), the `limit` most recent."""
+
+    def __init__(self, limit: int = KNOWN_CLIENTS) -> None:
+        self.limit = limit
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, host: str) -> None:
+        keep_latest(self._keys, client_key(host), None, self.limit)
+
+    def __contains__(self, host: object) -> bool:
+        return isinstance(host, str) and client_key(host) in self._keys
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """`total` None: `default_total()` when the server starts."""
+    """`total` None: `default_total()` when the server starts. With `known`, the last
+    eighth of the total is kept for known clients (and loopback ones, when exempt)."""
 
     total: int | None = None
     per_ip: int = DEFAULT_PER_IP
     exempt_loopback: bool = True
+    known: KnownClients | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.total is not None and self.total < 1) or self.per_ip < 1:
@@ -82,6 +103,8 @@ class ConnectionGate:
         self.total = limits.total if limits.total is not None else default_total()
         self.per_ip = limits.per_ip
         self.exempt_loopback = limits.exempt_loopback
+        self.known = limits.known
+        self.reserve = self.total // 8 if self.known is not None else 0
         self.open = 0
         self.refused = 0
         self._by_client: Counter[str] = Counter()
@@ -94,6 +117,9 @@ class ConnectionGate:
             return None
         if self._by_client[client_key(host)] >= self.per_ip:
             return f"too many connections from your address ({self.per_ip}); retry shortly"
+        if self.open >= self.total - self.reserve and host not in (self.known or ()):
+            return (f"the server is busy: its last {self.reserve} connections are kept for "
+                    "clients that presented an API key before; retry shortly")
         return None
 
     def wrap(self, handler: Handler) -> Handler:
@@ -152,5 +178,5 @@ def raise_fd_limit(cap: int = 1 << 20) -> tuple[int, int]:
     return soft, hard
 
 
-__all__ = ["ConnectionGate", "ConnectionLimits", "client_key", "default_total",
-           "raise_fd_limit"]
+__all__ = ["ConnectionGate", "ConnectionLimits", "KnownClients", "client_key",
+           "default_total", "raise_fd_limit"]

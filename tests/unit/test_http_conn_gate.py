@@ -18,13 +18,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from hypercorn.config import Config
 
+from p2pinfer.gateway.app import create_gateway_app
 from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.http.asgi_server import serve_asgi
-from p2pinfer.http.conn_gate import ConnectionLimits, client_key, default_total
+from p2pinfer.http.conn_gate import ConnectionLimits, KnownClients, client_key, default_total
 from tests.support.gateway import FakeNodeView, running_gateway
 
 ATTACKER, HONEST = "127.0.0.2", "127.0.0.3"
@@ -168,6 +170,50 @@ async def test_the_gateway_holds_no_more_connections_than_its_config_says() -> N
                 while (answer := await get_or_reset(HONEST, gw.port)) == "refused":
                     await trio.sleep(0.02)
             assert answer.startswith("HTTP/1.1 ")  # served again: the route's own answer
+
+
+async def test_a_flood_from_many_addresses_leaves_known_clients_their_reserve() -> None:
+    # Per-address limits make a flood cost addresses: two addresses of 8 fill a server of
+    # 16. With known clients (the gateway's: they presented an API key), the last eighth
+    # is theirs: the flood gets 14, a known client is served, a new address is refused.
+    known = KnownClients()
+    known.add(HONEST)
+    for limits, served in ((ConnectionLimits(16, 8, exempt_loopback=False), False),
+                           (ConnectionLimits(16, 8, exempt_loopback=False, known=known), True)):
+        with trio.fail_after(30):
+            async with server(limits) as port:
+                socks = []
+                for source in (ATTACKER, "127.0.0.4"):
+                    more, _ = await flood(source, port, 8)
+                    socks += more
+                answer = await get_or_reset(HONEST, port)
+                if served:
+                    assert answer.startswith("HTTP/1.1 200 ")
+                    assert await get_or_reset("127.0.0.5", port) == "refused"
+                else:
+                    assert answer == "refused"  # the flood held every connection
+                for sock in socks:
+                    sock.close()
+
+
+def test_known_clients_are_kept_by_address_the_newest_first() -> None:
+    known = KnownClients(limit=2)
+    for host in ("192.0.2.1", "2001:db8:1:2::1", "192.0.2.3"):
+        known.add(host)
+    assert "192.0.2.1" not in known and "192.0.2.3" in known
+    assert "2001:db8:1:2:ffff::9" in known  # the same /64
+
+
+async def test_the_gateway_knows_the_addresses_that_presented_its_api_key() -> None:
+    known = KnownClients()
+    app = create_gateway_app(FakeNodeView(), GatewayConfig(api_keys=("k" * 24,)), known=known)
+    for client, headers, status in ((("192.0.2.7", 1), {}, 401),
+                                    (("192.0.2.8", 1), {"authorization": "Bearer " + "k" * 24},
+                                     200)):
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            assert (await http.get("/api/tags", headers=headers)).status_code == status
+    assert "192.0.2.8" in known and "192.0.2.7" not in known
 
 
 def test_ipv6_clients_are_counted_by_their_64() -> None:
