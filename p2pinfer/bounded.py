@@ -1,11 +1,14 @@
-"""Tables that remember the most recent entries only, and lists read up to a limit: what
-a peer's messages fill (keys it used, relays it named, peers it asked) or name (ids,
-addresses) must not grow without bound."""
+"""Tables that remember the most recent entries only, lists read up to a limit, and rate
+limits kept per key in such a table: what a peer's messages fill (keys it used, relays it
+named, peers it asked) or name (ids, addresses) must not grow without bound, and what a
+client or peer may do per second is counted in memory that does not either."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 K = TypeVar("K")
@@ -35,3 +38,50 @@ def first_distinct(items: Iterable[T], limit: int) -> list[T]:
             seen.add(item)
             kept.append(item)
     return kept
+
+
+@dataclass
+class TokenBucket:
+    """`burst` tokens, refilled at `rate_per_s`; one request takes one."""
+
+    rate_per_s: float
+    burst: float
+    tokens: float
+    updated_s: float
+
+    def take(self, now_s: float) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until there will be."""
+        elapsed = max(0.0, now_s - self.updated_s)
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        self.updated_s = now_s
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate_per_s
+
+
+class RateLimiter:
+    """One token bucket per key, the least recently used dropped past `max_keys` (a key
+    dropped comes back with a full bucket: the bound must exceed the keys that matter)."""
+
+    def __init__(self, rate_per_s: float, burst: int,
+                 clock: Callable[[], float] = time.monotonic, *, max_keys: int = 10_000
+                 ) -> None:
+        self.rate_per_s, self.burst, self._clock = rate_per_s, burst, clock
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def acquire(self, key: str) -> float:
+        """0.0 when `key` may go ahead now, else the seconds it must wait."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.rate_per_s, float(self.burst), float(self.burst), now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now)

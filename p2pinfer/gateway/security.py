@@ -24,14 +24,13 @@ import hmac
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from p2pinfer.api import ollama_replies
 from p2pinfer.backends.wire import dumps
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.http.asgi_body import BodyTooLarge, read_body
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Served to anyone: the dashboard's static page (it asks for the key itself) and the icon.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
-_MAX_BUCKETS = 10_000  # bounds memory when buckets are per client address
 NO_ADMIN_KEY_MESSAGE = (
     "admin and governance POSTs need an API key, even on loopback, and this gateway has "
     "none: start the node with P2PINFER_API_KEY=KEY (or --api-key KEY) and send "
@@ -51,51 +49,6 @@ NO_ADMIN_KEY_MESSAGE = (
 def is_admin_write(scope: Scope) -> bool:
     """A request that changes the node's state in its owner's name (always needs a key)."""
     return str(scope["path"]).startswith("/admin/") and scope["method"] not in ("GET", "HEAD")
-
-
-@dataclass
-class TokenBucket:
-    """`burst` tokens, refilled at `rate_per_s`; one request takes one."""
-
-    rate_per_s: float
-    burst: float
-    tokens: float
-    updated_s: float
-
-    def take(self, now_s: float) -> float:
-        """Take a token: 0.0 if there was one, else the seconds until there will be."""
-        elapsed = max(0.0, now_s - self.updated_s)
-        self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
-        self.updated_s = now_s
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
-
-
-class RateLimiter:
-    """One token bucket per key, the least recently used dropped past a bound."""
-
-    def __init__(
-        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate_per_s, self.burst, self._clock = rate_per_s, burst, clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def acquire(self, key: str) -> float:
-        """0.0 when `key` may go ahead now, else the seconds it must wait."""
-        if self.rate_per_s <= 0:
-            return 0.0
-        now = self._clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = TokenBucket(self.rate_per_s, float(self.burst), float(self.burst), now)
-            self._buckets[key] = bucket
-            if len(self._buckets) > _MAX_BUCKETS:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-        return bucket.take(now)
 
 
 def error_body(path: str, status: int, message: str) -> bytes:

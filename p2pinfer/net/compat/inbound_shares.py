@@ -34,7 +34,16 @@ of libp2p's 250 slots go only to addresses that have proved themselves (`value`)
 provider this node got a good job from, a consumer whose receipt paid for one (the
 job client and job server mark them, `NetHost.value_peer`), the 4,096 most recent.
 A flood from any number of new addresses then leaves those peers 50 slots (a new
-honest peer waits, as it would for any full node). A swarm gets its shares from
+honest peer waits, as it would for any full node).
+
+**And new connections come at a bounded rate.** Each inbound connection costs the node
+~10 ms of CPU (Noise handshake, identify, the protocols that greet a new peer; measured
+12-06: 0.8 s of CPU in 5 s at 15 connections a second), while its Noise handshake costs
+a native client microseconds: one address connecting and hanging up 100 times a
+second would hold the node's event loop. So an address may open `rate_per_s` (2) new
+connections a second after a burst of `burst` (16), and new addresses together
+`total_rate_per_s` (50) after 100 (proven ones are not held to that); past either,
+the connection is closed at once, before any handshake. A swarm gets its shares from
 `attach` (`run_host` does it); one without them is libp2p's own. For every inbound
 connection, counted or not, libp2p's handler is cancelled once the connection is
 closed (by either side: `handled_until_closed` watches its `close`), so its slot and
@@ -51,7 +60,9 @@ slot back when its connection closes, delete this module; the guard tests
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -60,7 +71,7 @@ from libp2p.io.trio import TrioTCPStream
 from libp2p.network.swarm import Swarm
 
 from p2pinfer.addresses import address_group, is_loopback
-from p2pinfer.bounded import keep_latest
+from p2pinfer.bounded import RateLimiter, TokenBucket, keep_latest
 from p2pinfer.net.compat import _canary
 from p2pinfer.net.compat.cancelled_close import tcp_socket
 
@@ -79,6 +90,8 @@ UPSTREAM = None
 DEFAULT_PER_ADDRESS = 16
 DEFAULT_RESERVE = 50
 VALUED_MEMORY = 4096
+RATE_PER_S, BURST = 2.0, 16  # new inbound connections an address may open
+TOTAL_RATE_PER_S, TOTAL_BURST = 50.0, 100  # ... and all addresses not yet proven together
 IPV6_PREFIX = 56
 CLOSE_S = 1.0
 SHARES_ATTR = "p2pinfer_inbound_shares"
@@ -108,12 +121,18 @@ class InboundShares:
     """Inbound TCP connections held per remote address, for one swarm."""
 
     def __init__(self, per_address: int = DEFAULT_PER_ADDRESS, *,
-                 limit_loopback: bool = False, reserve: int = DEFAULT_RESERVE) -> None:
-        if per_address < 1 or reserve < 0:
-            raise ValueError("per_address must be at least 1, reserve at least 0")
+                 limit_loopback: bool = False, reserve: int = DEFAULT_RESERVE,
+                 rate_per_s: float = RATE_PER_S, burst: int = BURST,
+                 total_rate_per_s: float = TOTAL_RATE_PER_S, total_burst: int = TOTAL_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if per_address < 1 or reserve < 0 or min(rate_per_s, total_rate_per_s) <= 0:
+            raise ValueError("per_address must be at least 1, reserve at least 0, rates > 0")
         self.per_address = per_address
         self.limit_loopback = limit_loopback
         self.reserve = reserve
+        self._clock = clock
+        self.rates = RateLimiter(rate_per_s, burst, clock, max_keys=VALUED_MEMORY)
+        self.total_rate = TokenBucket(total_rate_per_s, total_burst, total_burst, clock())
         self.held: Counter[str] = Counter()
         self.valued: OrderedDict[str, None] = OrderedDict()  # addresses, newest last
         self.refused = 0
@@ -132,6 +151,11 @@ class InboundShares:
             return f"{self.per_address} already held from {key}"
         if free_slots <= self.reserve and key not in self.valued:
             return f"the last {self.reserve} slots are kept for proven peers; {key} is new"
+        if self.rates.acquire(key) > 0:
+            return f"over {self.rates.rate_per_s:g} new connections a second from {key}"
+        if key not in self.valued and self.total_rate.take(self._clock()) > 0:
+            return (f"over {self.total_rate.rate_per_s:g} new connections a second from "
+                    "peers not yet proven")
         return None
 
     def key_of(self, conn: Any) -> str | None:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pinfer.addresses import is_loopback
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import UsageError
 from p2pinfer.gateway.config import GatewayConfig, parse_bind, parse_rate_limit
-from p2pinfer.gateway.security import RateLimiter
 from tests.support.gateway import MODEL, FakeNodeView, running_gateway
 
 KEY = "s3cret-key-0123456789"

@@ -9,14 +9,16 @@ idle TCP connections come from 127.0.0.2 and send nothing, the honest peer dials
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import pytest
 import trio
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 
+from p2pinfer.bounded import RateLimiter, TokenBucket
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net import compat
@@ -135,6 +137,11 @@ def counting_loopback() -> NetConfig:
                      limit_loopback_inbound=True)
 
 
+def unlimited_rates(shares: InboundShares) -> None:
+    shares.rates = RateLimiter(1e6, 1_000_000)
+    shares.total_rate = TokenBucket(1e6, 1e6, 1e6, time.monotonic())
+
+
 async def connect_and_leave(target: NetHost, times: int) -> None:
     """`times` peers in turn, each connecting to `target` and then shutting down."""
     for _ in range(times):
@@ -164,6 +171,7 @@ async def test_a_closed_connection_gives_back_its_slot_and_its_share() -> None:
         async with run_host(counting_loopback()) as target:
             swarm = target._host.get_network()
             shares = getattr(swarm, SHARES_ATTR)
+            unlimited_rates(shares)  # the rate limits are another test's
             await connect_and_leave(target, 20)
             await await_until(lambda: not shares.held)
             await await_until(lambda: swarm._inbound_limiter.borrowed_tokens == 0)
@@ -202,6 +210,7 @@ async def test_a_flood_from_many_addresses_leaves_proven_peers_their_reserve() -
             swarm._inbound_limiter.total_tokens = 24
             shares = getattr(swarm, SHARES_ATTR)
             shares.reserve = 0
+            unlimited_rates(shares)  # two floods within a second: not this test's limit
             addr = next(a for a in target.addrs() if "/tcp/" in a)
             await proven.connect(addr)
             target.value_peer(proven.peer_id)  # e.g. it paid for a job
@@ -228,6 +237,39 @@ async def test_a_flood_from_many_addresses_leaves_proven_peers_their_reserve() -
                     for sock in socks:
                         sock.close()
                 await await_until(lambda: not shares.held.get("127.0.0.2"), timeout_s=15)
+
+
+async def admitted(net: NetHost, source: str, attempts: int) -> int:
+    """Of `attempts` TCP connections opened from `source` one after another, each closed
+    again, how many `net` took (greeted rather than closed at once)."""
+    taken = 0
+    for _ in range(attempts):
+        sock = trio.socket.socket()
+        with sock:
+            await sock.bind((source, 0))
+            await sock.connect(("127.0.0.1", tcp_port(net)))
+            # libp2p's listener greets with its multistream header; b"" or a reset:
+            # closed at once
+            with trio.move_on_after(0.5), suppress(OSError):
+                taken += bool(await sock.recv(1))
+    return taken
+
+
+async def test_an_address_opening_connections_fast_is_held_to_its_rate() -> None:
+    # Each inbound connection costs the node ~10 ms of CPU (handshake, identify, the
+    # greeting protocols) and a native attacker microseconds: stock libp2p took every
+    # one, so one address connecting and hanging up in a loop held the event loop.
+    with trio.fail_after(60):
+        async with run_host(counting_loopback()) as target:
+            shares = getattr(target._host.get_network(), SHARES_ATTR)
+            taken = await admitted(target, ATTACKER, 40)  # ~2.5 s
+            assert 16 <= taken <= 16 + 8  # the burst, then 2 a second
+            # Another address has its own rate; new addresses together are held to
+            # theirs, proven ones are not.
+            shares.total_rate = TokenBucket(1.0, 2.0, 2.0, time.monotonic())
+            assert await admitted(target, "127.0.0.3", 6) <= 3
+            shares.value(FakeSocket("127.0.0.4", 1))
+            assert await admitted(target, "127.0.0.4", 6) == 6
 
 
 class FakeSocket:  # a TCP socket's peer address, all `socket_key` reads of it
