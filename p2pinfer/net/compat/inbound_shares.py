@@ -130,7 +130,7 @@ class InboundShares:
         self.per_address = per_address
         self.limit_loopback = limit_loopback
         self.reserve = reserve
-        self._clock = clock
+        self.clock = clock
         self.rates = RateLimiter(rate_per_s, burst, clock, max_keys=VALUED_MEMORY)
         self.total_rate = TokenBucket(total_rate_per_s, total_burst, total_burst, clock())
         self.held: Counter[str] = Counter()
@@ -153,7 +153,7 @@ class InboundShares:
             return f"the last {self.reserve} slots are kept for proven peers; {key} is new"
         if self.rates.acquire(key) > 0:
             return f"over {self.rates.rate_per_s:g} new connections a second from {key}"
-        if key not in self.valued and self.total_rate.take(self._clock()) > 0:
+        if key not in self.valued and self.total_rate.take(self.clock()) > 0:
             return (f"over {self.total_rate.rate_per_s:g} new connections a second from "
                     "peers not yet proven")
         return None
