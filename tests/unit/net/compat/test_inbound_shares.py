@@ -46,16 +46,26 @@ def tcp_port(net: NetHost) -> int:
     return int(addr.split("/tcp/")[1].split("/")[0])
 
 
+async def connect_from(source: str, net: NetHost, socks: list[trio.socket.SocketType]
+                       ) -> trio.socket.SocketType:
+    """A TCP connection from `source` to `net` (kept in `socks`, which the caller closes)."""
+    sock = trio.socket.socket()
+    socks.append(sock)
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", tcp_port(net)))
+    return sock
+
+
 @asynccontextmanager
-async def flooded(net: NetHost) -> AsyncIterator[list[trio.socket.SocketType]]:
-    """FLOOD idle TCP connections from ATTACKER to `net`, open while the block runs."""
-    socks = []
+async def flooded(net: NetHost, sources: tuple[str, ...] = (ATTACKER,), each: int = FLOOD
+                  ) -> AsyncIterator[list[trio.socket.SocketType]]:
+    """`each` idle TCP connections to `net` from every address in `sources`, open while
+    the block runs."""
+    socks: list[trio.socket.SocketType] = []
     try:
-        for _ in range(FLOOD):
-            sock = trio.socket.socket()
-            socks.append(sock)
-            await sock.bind((ATTACKER, 0))
-            await sock.connect(("127.0.0.1", tcp_port(net)))
+        for source in sources:
+            for _ in range(each):
+                await connect_from(source, net, socks)
         await trio.sleep(0.3)  # the target's accept loop has taken them all
         yield socks
     finally:
@@ -185,19 +195,6 @@ async def test_a_closed_connection_gives_back_its_slot_and_its_share() -> None:
                 assert swarm._inbound_limiter.borrowed_tokens == 0
 
 
-async def idle_connections(net: NetHost, sources: list[str], each: int,
-                           socks: list[trio.socket.SocketType]) -> None:
-    """`each` idle TCP connections to `net` from every address in `sources` (kept in
-    `socks`; the caller closes them)."""
-    for source in sources:
-        for _ in range(each):
-            sock = trio.socket.socket()
-            socks.append(sock)
-            await sock.bind((source, 0))
-            await sock.connect(("127.0.0.1", tcp_port(net)))
-    await trio.sleep(0.3)  # the target's accept loop has taken them all
-
-
 async def test_a_flood_from_many_addresses_leaves_proven_peers_their_reserve() -> None:
     # Per-address shares make a flood cost addresses, not stop it: three addresses of 16
     # idle connections fill a node of 24 inbound slots (libp2p's 250, scaled down). With
@@ -220,22 +217,15 @@ async def test_a_flood_from_many_addresses_leaves_proven_peers_their_reserve() -
 
             for reserve, proven_gets_in in ((0, False), (5, True)):
                 shares.reserve = reserve
-                socks: list[trio.socket.SocketType] = []
-                try:
-                    await idle_connections(target, ["127.0.0.2", "127.0.0.3"], 16, socks)
+                async with flooded(target, ("127.0.0.2", "127.0.0.3"), 16):
                     assert sum(shares.held.values()) == 24 - reserve
                     if proven_gets_in:
                         assert await proven.connect(addr) == target.peer_id
-                        newcomer: list[trio.socket.SocketType] = []
-                        await idle_connections(target, ["127.0.0.4"], 3, newcomer)
-                        assert await closed_by_peer(newcomer) == 3
-                        socks += newcomer
+                        async with flooded(target, ("127.0.0.4",), 3) as newcomer:
+                            assert await closed_by_peer(newcomer) == 3
                     else:
                         with pytest.raises(PeerUnreachableError):
                             await proven.connect(addr)
-                finally:
-                    for sock in socks:
-                        sock.close()
                 await await_until(lambda: not shares.held.get("127.0.0.2"), timeout_s=15)
 
 
@@ -243,15 +233,18 @@ async def admitted(net: NetHost, source: str, attempts: int) -> int:
     """Of `attempts` TCP connections opened from `source` one after another, each closed
     again, how many `net` took (greeted rather than closed at once)."""
     taken = 0
-    for _ in range(attempts):
-        sock = trio.socket.socket()
-        with sock:
-            await sock.bind((source, 0))
-            await sock.connect(("127.0.0.1", tcp_port(net)))
+    socks: list[trio.socket.SocketType] = []
+    try:
+        for _ in range(attempts):
+            sock = await connect_from(source, net, socks)
             # libp2p's listener greets with its multistream header; b"" or a reset:
             # closed at once
             with trio.move_on_after(2.0), suppress(OSError):
                 taken += bool(await sock.recv(1))
+            sock.close()
+    finally:
+        for sock in socks:
+            sock.close()
     return taken
 
 

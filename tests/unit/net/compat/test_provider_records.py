@@ -9,6 +9,8 @@ attacker writes ADD_PROVIDER messages naming itself, as the DHT's rules allow.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -70,6 +72,15 @@ async def add_provider(attacker: NetHost, target: NetHost, n: int, count: int) -
         await stream.reset()
 
 
+@asynccontextmanager
+async def target_and_peer() -> AsyncIterator[tuple[NetHost, NetHost]]:
+    """Two of our hosts, the second connected to the first (the DHT node under attack)."""
+    async with run_host(NetConfig(NodeIdentity.generate())) as target, \
+            run_host(NetConfig(NodeIdentity.generate())) as peer:
+        await peer.connect(next(a for a in target.addrs() if "/tcp/" in a))
+        yield target, peer
+
+
 def test_defect_a_provider_record_keeps_every_address() -> None:
     store = store_for()
     peer = ID.from_base58("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN")
@@ -80,9 +91,7 @@ def test_defect_a_provider_record_keeps_every_address() -> None:
 
 async def test_an_add_provider_flood_keeps_16_addresses_a_record() -> None:
     with trio.fail_after(60):
-        async with run_host(NetConfig(NodeIdentity.generate())) as target, \
-                run_host(NetConfig(NodeIdentity.generate())) as attacker:
-            await attacker.connect(next(a for a in target.addrs() if "/tcp/" in a))
+        async with target_and_peer() as (target, attacker):
             store = target._dht.provider_store
             for n in range(5):
                 assert await add_provider(attacker, target, n, 10_000)  # ~100 KB each
@@ -176,9 +185,7 @@ def test_a_key_held_by_twenty_addresses_keeps_libp2p_s_rule() -> None:
 
 async def test_a_record_counts_under_the_address_its_provider_sent_it_from() -> None:
     with trio.fail_after(60):
-        async with run_host(NetConfig(NodeIdentity.generate())) as target, \
-                run_host(NetConfig(NodeIdentity.generate())) as sender:
-            await sender.connect(next(a for a in target.addrs() if "/tcp/" in a))
+        async with target_and_peer() as (target, sender):
             store = target._dht.provider_store
             assert await add_provider(sender, target, 7, 1)
             await await_until(lambda: key(7) in store.providers)
