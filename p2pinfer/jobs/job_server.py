@@ -59,7 +59,7 @@ from p2pinfer.protocol import (
 )
 from p2pinfer.protocol.charges import agreed_price, max_charge
 from p2pinfer.protocol.codec import Signer
-from p2pinfer.protocol.messages import JobRequest
+from p2pinfer.protocol.messages import MAX_CHUNK_CHARS, JobRequest
 from p2pinfer.protocol.validation import CLOCK_SKEW_MS
 from p2pinfer.protocol.wire_types import RejectCode
 from p2pinfer.settle.channels import ChannelBook, ChannelRefused
@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["JobRecord", "JobServer", "JobServerConfig"]
 
-MAX_CHUNK_CHARS = 65_536
 #: How long a price we put in an advert is honoured as a consumer's quote (a consumer
 #: chose us at that price; adverts are republished every 30 s and live minutes).
 QUOTE_MEMORY_MS = 10 * 60_000 + CLOCK_SKEW_MS

@@ -32,7 +32,15 @@ from p2pinfer.protocol.events import (
     ResultReceived,
 )
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
-from p2pinfer.protocol.messages import Chunk, JobAccept, JobReject, JobRequest, JobResult, Receipt
+from p2pinfer.protocol.messages import (
+    MAX_CHUNK_CHARS,
+    Chunk,
+    JobAccept,
+    JobReject,
+    JobRequest,
+    JobResult,
+    Receipt,
+)
 from p2pinfer.protocol.records import Signer
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
@@ -81,6 +89,8 @@ class ConsumerJob:
         self.output_chars = 0
         self.output_bytes = 0
         self.logprobs_received = 0
+        self.text_chunks = 0  # chunks with text (a chat or generate job)
+        self._short_piece = False  # an embed job: a chunk shorter than MAX_CHUNK_CHARS came
         self.state = ConsumerState.SEND_REQUEST
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
@@ -204,6 +214,7 @@ class ConsumerJob:
             raise ValidationError("a chunk of another job")
         if chunk.seq != self._next_seq:
             raise ValidationError(f"chunk {chunk.seq} arrived, expected {self._next_seq}")
+        self._check_pieces(chunk)
         self.output_chars += len(chunk.text)
         if self.output_chars > self._max_output_chars:
             raise ValidationError(f"the output is over {self._max_output_chars} characters")
@@ -213,6 +224,24 @@ class ConsumerJob:
         self.output_bytes += len(data)
         self._output.update(data)
         return ChunkReceived(chunk.seq, chunk.text, chunk.logprobs or ())
+
+    def _check_pieces(self, chunk: Chunk) -> None:
+        # A chunk holds generated tokens: no empty keep-alives, no more text chunks than
+        # the job may generate tokens, an embedding in full-size pieces (one text, cut).
+        if not chunk.text:
+            if chunk.logprobs is None:
+                raise ValidationError("an empty chunk (no text, no log probabilities)")
+            return
+        req = self.request.msg
+        if req.kind == "embed":
+            if self._short_piece:
+                raise ValidationError("an embedding chunk after a short one")
+            self._short_piece = len(chunk.text) < MAX_CHUNK_CHARS
+            return
+        self.text_chunks += 1
+        allowed = req.params.max_tokens + COMPLETION_ALLOWANCE
+        if self.text_chunks > allowed:
+            raise ValidationError(f"more than the {allowed} chunks max_tokens allows")
 
     def _check_logprobs(self, chunk: Chunk) -> None:
         # Only when asked, with at most the rivals asked, and no more entries than tokens

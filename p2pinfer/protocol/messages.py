@@ -300,6 +300,8 @@ class TokenLogprobs:
 
 
 MAX_CHUNK_LOGPROBS = 64
+MAX_CHUNK_CHARS = 65_536
+"""A Chunk's text at most; a provider cuts longer text into chunks this long."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,7 @@ class Chunk(WireMessage):
 
     job_id: JobId
     seq: Count
-    text: Annotated[str, Size(0, 65_536)]
+    text: Annotated[str, Size(0, MAX_CHUNK_CHARS)]
     logprobs: Annotated[tuple[TokenLogprobs, ...] | None, Size(1, MAX_CHUNK_LOGPROBS),
                         OMIT_NONE] = None
 

@@ -84,8 +84,9 @@ def lying_result(consumer: ConsumerJob, text: str, **changes: object) -> JobResu
 
 
 def deliver(consumer: ConsumerJob, text: str, result: JobResult) -> list[object]:
-    return list(consumer.receive_data(
-        frame(Chunk(consumer.job_id, 0, text)) + frame(result), NOW_MS))
+    """`text` in one chunk (none when empty, as a provider sends it), then `result`."""
+    chunk = frame(Chunk(consumer.job_id, 0, text)) if text else b""
+    return list(consumer.receive_data(chunk + frame(result), NOW_MS))
 
 
 def test_the_reported_overcharge_is_refused_and_kept_as_evidence() -> None:

@@ -38,7 +38,7 @@ from tests.unit.protocol_strategies import CONSUMER, NOW_MS, PROVIDER
 
 @settings(max_examples=40, deadline=None)
 @given(
-    pieces=st.lists(st.text(max_size=30), max_size=8),
+    pieces=st.lists(st.text(min_size=1, max_size=30), max_size=8),  # as a provider sends
     kind=st.sampled_from(["chat", "generate"]),
     rng=st.randoms(use_true_random=False),
 )
