@@ -11,12 +11,16 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
-from p2pinfer.jobs.job_types import Candidate
+from p2pinfer.errors import PeerTimeoutError
+from p2pinfer.jobs.job_types import Candidate, ClientConfig
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import ConsumerJob, JobParams
+from p2pinfer.protocol import ChunkReceived, ConsumerJob, JobParams
 from p2pinfer.protocol.messages import TokenLogprobs
 
 log = logging.getLogger(__name__)
+
+#: A read past the pace floor's due time still takes what already arrived (this long).
+PACE_LAST_WAIT_S = 0.05
 
 #: Bounds of one busy back-off pause (BusyBackoff.wait), before jitter.
 BUSY_PAUSE_MIN_S = 0.25
@@ -48,10 +52,46 @@ class Attempt:
     path: str = field(init=False)
     #: trio time the attempt next looks for a direct connection to move onto (relayed only).
     move_after: float = field(init=False)
+    first_chunk_at: float | None = None  # trio time
 
     def __post_init__(self) -> None:
         self.path = self.stream.path
         self.move_after = 0.0 if self.path == "relayed" else math.inf
+
+    def took(self, chunk: ChunkReceived) -> None:
+        """Count `chunk` into the answer."""
+        if self.first_chunk_at is None:
+            self.first_chunk_at = trio.current_time()
+        self.chunks += 1
+        self.text += chunk.text
+        self.logprobs.extend(chunk.logprobs)
+
+    @property
+    def progress(self) -> int:
+        """Tokens the answer holds at least: its chunks (a provider sends one per token,
+        or per group of tokens), or one per four characters if that is more."""
+        return max(self.chunks, len(self.text) // 4)
+
+    async def read(self, cfg: ClientConfig) -> bytes:
+        """The provider's next bytes, waiting at most what the job's stage allows (accept,
+        first chunk, next chunk) and, after the first chunk, only until the answer falls
+        under `cfg.min_tokens_per_s` on average (after `cfg.pace_grace_s`): AttemptFailed
+        then, blamed. Bytes already here count, however long the reader itself took."""
+        timeout = (cfg.accept_timeout_s if not self.accepted else
+                   cfg.first_chunk_timeout_s if self.chunks == 0 else cfg.chunk_timeout_s)
+        if self.first_chunk_at is None or cfg.min_tokens_per_s <= 0:
+            return await self.stream.read_some(timeout_s=timeout)
+        due = self.first_chunk_at + cfg.pace_grace_s + self.progress / cfg.min_tokens_per_s
+        left = due - trio.current_time()
+        if left >= timeout:
+            return await self.stream.read_some(timeout_s=timeout)
+        try:
+            return await self.stream.read_some(timeout_s=max(left, PACE_LAST_WAIT_S))
+        except PeerTimeoutError as exc:
+            spent = trio.current_time() - self.first_chunk_at
+            raise AttemptFailed(
+                f"too slow: {self.progress} tokens in {spent:.1f} s after the first, under "
+                f"{cfg.min_tokens_per_s:g} a second") from exc
 
 
 class AttemptFailed(Exception):

@@ -34,6 +34,11 @@ class ClientConfig:
     accept_timeout_s: float = 60.0  # request sent -> accept (covers a provider's queue)
     first_chunk_timeout_s: float = 120.0  # accept -> first chunk (prompt processing)
     chunk_timeout_s: float = 60.0  # between chunks, and for the result
+    # After its first chunk an answer must come at this many tokens a second on average,
+    # after a grace (0: no floor): a provider dripping a token a minute, which the chunk
+    # timeout lets through, holds a job for minutes at most (docs/security.md, attack 33).
+    min_tokens_per_s: float = 1.0
+    pace_grace_s: float = 20.0
     discovery_timeout_s: float = 15.0  # DHT lookups for a model nobody advertised to us
     rtt_probe_timeout_s: float = 2.0  # measuring a catalog provider's RTT once
     dht_only: bool = False  # find providers in the DHT alone (not gossip, not direct peers)

@@ -263,12 +263,9 @@ class NetJob:
         return Attempt(candidate, stream, machine, caught_up=not self._delivered)
 
     async def _read(self, attempt: Attempt) -> None:
-        cfg = self._client.config
-        timeout = (cfg.accept_timeout_s if not attempt.accepted else
-                   cfg.first_chunk_timeout_s if attempt.chunks == 0 else cfg.chunk_timeout_s)
         if attempt.accepted and attempt.move_after <= trio.current_time():
             await maybe_move(self._client.net, attempt, self._client.metrics)  # once direct
-        data = await attempt.stream.read_some(timeout_s=timeout)
+        data = await attempt.read(self._client.config)  # bounded in time; pace floor
         machine = attempt.machine
         events = machine.receive_data(data, self._client.clock_ms()) if data else (
             machine.receive_eof())
@@ -278,9 +275,7 @@ class NetJob:
                 self.price_per_1k = event.price_per_1k
                 await self._check_payee(attempt, event)  # settlement: payee, channel
             elif isinstance(event, ChunkReceived):
-                attempt.chunks += 1
-                attempt.text += event.text
-                attempt.logprobs.extend(event.logprobs)
+                attempt.took(event)
                 self._deliver(attempt, event.logprobs)
             elif isinstance(event, ResultReceived):
                 await self._complete(attempt)

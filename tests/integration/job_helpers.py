@@ -47,8 +47,9 @@ CREDIT = 10_000_000
 
 
 class FakeBackend:
-    """Emits `tokens` one by one. With `pause_after=N` it sets `paused` after N tokens and
-    waits for `resume` (forever if nobody sets it). Records entering and leaving."""
+    """Emits `tokens` one by one (`delay_s` apart after the first: a provider dripping its
+    answer). With `pause_after=N` it sets `paused` after N tokens and waits for `resume`
+    (forever if nobody sets it). Records entering and leaving."""
 
     name = "fake"
 
@@ -59,8 +60,10 @@ class FakeBackend:
         model: str = FAKE_MODEL,
         pause_after: int | None = None,
         prompt_tokens: int = 5,
+        delay_s: float = 0.0,
     ) -> None:
         self.tokens = list(tokens)
+        self.delay_s = delay_s
         self.model = model
         self.pause_after = pause_after
         self.prompt_tokens = prompt_tokens
@@ -102,6 +105,8 @@ class FakeBackend:
             if self.pause_after is not None and count == self.pause_after:
                 self.paused.set()
                 await self.resume.wait()
+            if count and self.delay_s:
+                await trio.sleep(self.delay_s)
             await trio.lowlevel.checkpoint()
             count += 1
             self.emitted += 1
@@ -216,16 +221,19 @@ class CheapAndDear:
 async def cheap_and_dear(
     stack: AsyncExitStack, nursery: trio.Nursery, tmp: Path, *,
     cheap: Backend | None = None, dear: Backend | None = None, via_cheap: bool = False,
+    config: ClientConfig = ClientConfig(),
 ) -> CheapAndDear:
     """Providers at 100 and 900 per 1k tokens (FakeBackends unless given) and a consumer
-    bootstrapped through the dear one (`via_cheap`: the cheap one), once it sees both."""
+    (`config`) bootstrapped through the dear one (`via_cheap`: the cheap one), once it
+    sees both."""
     first = await start_provider(stack, nursery, cheap or FakeBackend(), tmp,
                                  config=JobServerConfig(price_per_1k=100))
     second = await start_provider(stack, nursery, dear or FakeBackend(), tmp,
                                   config=JobServerConfig(price_per_1k=900),
                                   bootstrap=(first.net.addrs()[0],))
     entry = first if via_cheap else second
-    net, client, ledger = await start_consumer(stack, tmp, (entry.net.addrs()[0],))
+    net, client, ledger = await start_consumer(stack, tmp, (entry.net.addrs()[0],),
+                                               config=config)
     await wait_for_providers(net, FAKE_MODEL, 2)
     return CheapAndDear(first, second, net, client, ledger)
 

@@ -3,6 +3,7 @@ failover, admission, cancellation and charging (fakes only where a fault must be
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -140,6 +141,36 @@ async def test_a_provider_dying_mid_answer_is_failed_over_and_the_job_charged_on
             assert [f.provider for f in outcome.failovers] == [cheap.net.peer_id]
             assert charges(ledger) == [bytes.fromhex(outcome.job_id)]
             assert charges(cheap.ledger) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_dripping_its_answer_is_left_under_the_pace_floor_and_not_paid(
+    tmp_path: Path,
+) -> None:
+    """Attack 33: the cheapest provider, proven by a job it served, then answers at a
+    crawl (here 2 tokens a second; a token every 59 s passes the chunk timeout). Without
+    the floor the job waits it out; with it (4 a second after a 1 s grace) the job goes
+    to the next provider, the dripper is blamed and gets nothing."""
+    dripping = FakeBackend(tokens=[f"d{i} " for i in range(10)], delay_s=0.5)
+    floor = ClientConfig(min_tokens_per_s=4.0, pace_grace_s=1.0)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            two = await cheap_and_dear(stack, nursery, tmp_path, cheap=dripping,
+                                       config=dataclasses.replace(floor, min_tokens_per_s=0))
+            client, ledger = two.client, two.ledger
+            waited = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=10))
+            assert (waited.provider, waited.failovers) == (two.cheap.net.peer_id, ())
+            assert waited.text == "".join(f"d{i} " for i in range(10))  # all 4.5 s of it
+
+            client.config, served = floor, dripping.emitted
+            outcome = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=10))
+            assert outcome.provider == two.dear.net.peer_id
+            assert outcome.text == "".join(f"t{i} " for i in range(10))
+            [slow] = outcome.failovers
+            assert slow.provider == two.cheap.net.peer_id and "too slow" in slow.reason
+            assert dripping.emitted - served < 10  # left before its answer ended
+            assert charges(ledger) == [bytes.fromhex(j) for j in (waited.job_id, outcome.job_id)]
+            assert charges(two.cheap.ledger) == [bytes.fromhex(waited.job_id)]
             nursery.cancel_scope.cancel()
 
 
