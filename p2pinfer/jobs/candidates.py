@@ -6,8 +6,8 @@ to have heard every advert (`ClientConfig.catalog_warmup_s`), from the DHT and
 the connected peers as well, with a fetched advert. Ranking: providers this
 node has completed a job with ("proven") come before the others, and among
 those, ones we hold a connection with before the rest; within each, price,
-inflated by low reputation and by measured latency; one that could not be
-reached goes last for a while. One job in
+inflated by low reputation, by measured latency and by the pace its answers came at
+here (`Candidate.rank_key`); one that could not be reached goes last for a while. One job in
 `explore_every` tries the best unproven provider first (and only that one
 before the proven), so newcomers get a bounded share of jobs until proven, and
 any number of fresh keys claiming price 0 get no more (docs/security/adverts.md).
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import replace
 
 import trio
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import P2PInferError
 from p2pinfer.jobs.job_types import Candidate, ClientConfig, StakeSource
 from p2pinfer.net.adverts import VerifiedAdvert
@@ -41,6 +43,11 @@ UNREACHABLE_RETRY_S = 30.0
 #: Unproven providers whose RTT is probed for a job while proven ones exist: only the one an
 #: exploring job would try (probing every fresh key would dial every fake, each job).
 MAX_UNPROVEN_PROBES = 1
+#: Answers shorter than this (tokens after the first chunk) do not measure a pace; a new
+#: answer's pace moves the kept one by this weight; paces kept (provider, model) at most.
+PACE_MIN_TOKENS = 8
+PACE_WEIGHT = 0.3
+MAX_PACES = 4_096
 
 
 class CandidateSearch:
@@ -54,6 +61,7 @@ class CandidateSearch:
     _rtt: dict[str, tuple[float, float]]  # peer -> (ms, trio time measured)
     _warmed: set[str]
     _jobs_ordered: int
+    _pace: OrderedDict[tuple[str, str], float]  # (provider, model) -> tokens a second
 
 
     async def candidates(
@@ -163,10 +171,22 @@ class CandidateSearch:
         )
 
     def _with_rtt(self, c: Candidate) -> Candidate:
-        known = self._rtt.get(c.peer_id)
-        if known is None:
+        """`c` with its measured RTT and pace, where measured."""
+        known, pace = self._rtt.get(c.peer_id), self._pace.get((c.peer_id, c.model))
+        if known is None and pace is None:
             return c
-        return replace(c, rtt_ms=known[0])
+        return replace(c, rtt_ms=known[0] if known else None, observed_tps=pace)
+
+    def observe_pace(self, peer_id: str, model: str, tokens: int, seconds: float) -> None:
+        """A completed answer of `peer_id` with `model` came at `tokens` in `seconds`
+        after its first chunk: folded into the pace it ranks with (recent answers
+        weigh most; too short an answer says little and is left out)."""
+        if tokens < PACE_MIN_TOKENS or seconds <= 0:
+            return
+        tps = tokens / seconds
+        old = self._pace.get((peer_id, model))
+        keep_latest(self._pace, (peer_id, model),
+                    tps if old is None else old + PACE_WEIGHT * (tps - old), MAX_PACES)
 
     def mark_unreachable(self, peer_id: str) -> None:
         """Rank `peer_id` last until it is probed again, UNREACHABLE_RETRY_S from now. A

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -95,6 +95,7 @@ class JobClient(CandidateSearch):
         self.clock_ms = clock_ms
         self._rng = rng or random.Random()
         self._rtt: dict[str, tuple[float, float]] = {}  # peer -> (ms, trio time measured)
+        self._pace: OrderedDict[tuple[str, str], float] = OrderedDict()  # CandidateSearch
         self._db = trio.CapacityLimiter(1)
         self._warmed: set[str] = set()  # models looked up in the DHT while the host was young
         self._jobs_ordered = 0  # jobs given a provider order (one in explore_every explores)

@@ -53,6 +53,7 @@ class Attempt:
     #: trio time the attempt next looks for a direct connection to move onto (relayed only).
     move_after: float = field(init=False)
     first_chunk_at: float | None = None  # trio time
+    streamed_s: float = 0.0  # from the first chunk to the last
 
     def __post_init__(self) -> None:
         self.path = self.stream.path
@@ -60,8 +61,10 @@ class Attempt:
 
     def took(self, chunk: ChunkReceived) -> None:
         """Count `chunk` into the answer."""
+        now = trio.current_time()
         if self.first_chunk_at is None:
-            self.first_chunk_at = trio.current_time()
+            self.first_chunk_at = now
+        self.streamed_s = now - self.first_chunk_at
         self.chunks += 1
         self.text += chunk.text
         self.logprobs.extend(chunk.logprobs)

@@ -64,6 +64,12 @@ class StakeSource(Protocol):
         ...
 
 
+#: The pace that doubles a provider's rank key (as 100 ms of RTT does), and the pace a
+#: provider not yet measured is taken to have.
+PACE_REF_TPS = 10.0
+ASSUMED_TPS = 50.0
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A provider the client may send a job to, with what ranking uses."""
@@ -84,11 +90,16 @@ class Candidate:
     # Its circuit breaker was closed when it was ranked (read with its score): a job may
     # go to it without asking the breaker again. False: unknown, ask (`JobClient.allow`).
     breaker_closed: bool = False
+    #: Tokens a second its answers came at, as this client measured them (never its claim).
+    observed_tps: float | None = None
 
     def rank_key(self) -> float:
-        """Lower is better: price, inflated by low reputation and by latency."""
+        """Lower is better: price, inflated by low reputation, by latency (100 ms doubles
+        it) and by a slow pace (10 tokens a second doubles it)."""
         rtt = self.rtt_ms if self.rtt_ms is not None else 50.0
-        return self.price_per_1k * (1000 / max(self.score_pm, 1)) * (1 + rtt / 100)
+        tps = self.observed_tps if self.observed_tps is not None else ASSUMED_TPS
+        return (self.price_per_1k * (1000 / max(self.score_pm, 1)) * (1 + rtt / 100)
+                * (1 + PACE_REF_TPS / max(tps, 0.01)))
 
 
 @dataclass(frozen=True)

@@ -371,6 +371,8 @@ class NetJob:
         for hook in client.outcome_hooks:
             hook(self.outcome)  # e.g. a consumer's spot-check sampler (must not block)
         await client.observe(attempt.candidate.peer_id, ok=True, blame=True)
+        client.observe_pace(attempt.candidate.peer_id, self.model,  # to rank the next jobs
+                            result.completion_tokens - 1, attempt.streamed_s)
         client.metrics.jobs.labels("consumer", "completed").inc()
         client.metrics.tokens.labels("consumer", "completion").inc(result.completion_tokens)
         client.metrics.tokens.labels("consumer", "prompt").inc(result.prompt_tokens)

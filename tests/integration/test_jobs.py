@@ -174,6 +174,33 @@ async def test_a_provider_dripping_its_answer_is_left_under_the_pace_floor_and_n
             nursery.cancel_scope.cancel()
 
 
+async def test_a_provider_measured_slow_ranks_behind_a_faster_dearer_one(tmp_path: Path) -> None:
+    """The cheap provider answers at 4 tokens a second, above the pace floor: once both
+    have served a job (the second explores the other one), the pace this consumer
+    measured ranks the dear one (3x the price, far faster) first."""
+    slow = FakeBackend(tokens=[f"s{i} " for i in range(10)], delay_s=0.25)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            first = await start_provider(stack, nursery, slow, tmp_path,
+                                         config=JobServerConfig(price_per_1k=100))
+            second = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                          config=JobServerConfig(price_per_1k=300),
+                                          bootstrap=(first.net.addrs()[0],))
+            net, client, _ = await start_consumer(stack, tmp_path, (first.net.addrs()[0],),
+                                                  config=ClientConfig(explore_every=2))
+            await wait_for_providers(net, FAKE_MODEL, 2)
+            served = [(await client.run(FAKE_MODEL, "go", JobParams(max_tokens=10))).provider
+                      for _ in range(3)]
+            cheap, dear = first.net.peer_id, second.net.peer_id
+            assert set(served[:2]) == {cheap, dear}  # one ranked first, one explored
+            assert served[2] == dear
+            ranked = await client.candidates(FAKE_MODEL)
+            assert [c.peer_id for c in ranked] == [dear, cheap]
+            assert ranked[1].price_per_1k < ranked[0].price_per_1k and ranked[1].proven
+            assert ranked[1].observed_tps is not None and 2 < ranked[1].observed_tps < 6
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_provider_that_cannot_be_dialled_is_not_tried_first_by_the_next_jobs(
     tmp_path: Path,
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import trio
 import trio.testing
@@ -10,6 +12,7 @@ from p2pinfer.backends.base import SamplingParams
 from p2pinfer.errors import UsageError
 from p2pinfer.gateway.config import parse_bind
 from p2pinfer.jobs.admission import Busy, ModelSlots
+from p2pinfer.jobs.candidates import MAX_PACES, PACE_MIN_TOKENS, PACE_WEIGHT, CandidateSearch
 from p2pinfer.jobs.generation import Outbox
 from p2pinfer.jobs.job_types import Candidate
 from p2pinfer.jobs.network_backend import job_params
@@ -73,6 +76,32 @@ def test_ranking_prefers_cheap_reputable_near_providers() -> None:
     assert candidate(500, 1.0, 950).rank_key() < candidate(900, 1.0, 950).rank_key()
     assert candidate(500, 1.0, 950).rank_key() < candidate(500, 1.0, 700).rank_key()
     assert candidate(500, 5.0, 950).rank_key() < candidate(500, 300.0, 950).rank_key()
+
+
+def test_ranking_weighs_the_pace_measured_here_not_the_claimed_one() -> None:
+    def candidate(price: int, claimed: float, measured: float | None) -> Candidate:
+        return Candidate("p", "m", price, 10.0, 950, 0, claimed, "catalog",
+                         observed_tps=measured)
+
+    # Measured at 2 tokens a second, 3x cheaper does not make up for it; 10x does.
+    assert candidate(300, 1.0, 100.0).rank_key() < candidate(100, 1000.0, 2.0).rank_key()
+    assert candidate(1000, 1.0, 100.0).rank_key() > candidate(100, 1000.0, 2.0).rank_key()
+    # A claim changes nothing; among the fast, price still decides.
+    assert candidate(100, 1.0, None).rank_key() == candidate(100, 1e6, None).rank_key()
+    assert candidate(100, 1.0, 80.0).rank_key() < candidate(120, 1.0, 200.0).rank_key()
+
+
+def test_a_pace_comes_from_answers_long_enough_and_moves_with_the_recent_ones() -> None:
+    search = CandidateSearch()
+    search._pace = OrderedDict()
+    search.observe_pace("p", "m", PACE_MIN_TOKENS - 1, 0.01)  # too short to say
+    assert search._pace == {}
+    search.observe_pace("p", "m", 100, 1.0)
+    search.observe_pace("p", "m", 10, 1.0)
+    assert search._pace[("p", "m")] == pytest.approx(100 + PACE_WEIGHT * (10 - 100))
+    for n in range(MAX_PACES + 5):
+        search.observe_pace(f"q{n}", "m", 10, 1.0)
+    assert len(search._pace) == MAX_PACES and ("p", "m") not in search._pace
 
 
 def test_backend_parameters_map_into_the_wires_bounds() -> None:
