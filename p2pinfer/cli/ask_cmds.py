@@ -82,6 +82,11 @@ def ask_cmd(
         "--max-price", help="Most to pay, micro-credits per 1k tokens.")] = 10_000,
     min_stake: Annotated[int, typer.Option(
         "--min-stake", help="Skip providers advertising less stake (micro-credits).")] = 0,
+    min_tokens_per_s: Annotated[float, typer.Option(
+        "--min-tokens-per-s", min=0.0, max=1_000.0,
+        help="After an answer's first chunk, leave a provider (unpaid, for the next one) "
+        "whose answer falls under this many tokens a second on average, after a 20 s "
+        "grace; 0: never (docs/node.md).")] = ClientConfig.min_tokens_per_s,
     dht_only: Annotated[bool, typer.Option(
         "--dht-only", help="Find providers in the DHT alone (ignore gossip adverts and "
         "directly connected peers): checks that the model can be found by lookup.")] = False,
@@ -104,7 +109,8 @@ def ask_cmd(
     config = session_config(
         home, bootstrap or (), testnet_dir,
         client=ClientConfig(max_price_per_1k=max_price, min_stake=min_stake, dht_only=dht_only,
-                            discovery_timeout_s=min(discovery_timeout, timeout / 2)),
+                            discovery_timeout_s=min(discovery_timeout, timeout / 2),
+                            min_tokens_per_s=min_tokens_per_s),
         faucet=faucet, chain_rpc=chain_rpc, chain_contract=chain_contract,
         listen=listen or (), dcutr=dcutr)
     request = AskRequest(model, prompt, system, JobParams(

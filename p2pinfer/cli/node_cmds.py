@@ -15,6 +15,7 @@ from p2pinfer.config import resolve_home
 from p2pinfer.gateway.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, RATE_LIMIT_ENV
 from p2pinfer.gov.tally import MIN_VOTING_MS
 from p2pinfer.http.conn_gate import raise_fd_limit
+from p2pinfer.jobs.job_types import ClientConfig
 from p2pinfer.node.config import NodeConfig, check_config
 from p2pinfer.node.run import run_node
 from p2pinfer.settle.redeemer import RedeemPolicy
@@ -133,6 +134,11 @@ def node(
         "--redeem-max-interval",
         help="Seconds: redeem whatever is owed at least this often.")] = (
         RedeemPolicy.max_interval_s),
+    min_tokens_per_s: Annotated[float, typer.Option(
+        "--min-tokens-per-s", min=0.0, max=1_000.0,
+        help="After an answer's first chunk, leave a provider (unpaid, for the next one) "
+        "whose answer falls under this many tokens a second on average, after a 20 s "
+        "grace; 0: never (docs/node.md).")] = ClientConfig.min_tokens_per_s,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
     """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
@@ -172,6 +178,7 @@ def node(
         chain_contract=chain_contract,
         redeem=RedeemPolicy(gas_multiple=redeem_gas_multiple,
                             max_interval_s=redeem_max_interval),
+        client=ClientConfig(min_tokens_per_s=min_tokens_per_s),
     )
     check_config(config)
     raise_fd_limit()  # its peers, dials, gateway clients and files share one table
