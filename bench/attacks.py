@@ -1,7 +1,10 @@
 """The network-level attacks of docs/security.md, run against one real testnet.
 
-Run from the repository root:  python bench/attacks.py [--only NAME ...]
-Writes bench/results/attacks.json and prints a summary.
+Run from the repository root:
+    python bench/attacks.py [--only NAME ...] [--pace-floor TOKENS_PER_S] [--out FILE]
+Writes bench/results/attacks.json (or FILE there) and prints a summary.
+`--pace-floor` starts the nodes with that `--min-tokens-per-s` (0: none, as before
+attack 33's defence), for the dripping provider's before and after.
 
 One 3-node SmolLM2 testnet (tests/support/attack_net.py: node 0 bootstrap and
 consumer gateway, nodes 1-2 providers) serves an honest load through node 0's
@@ -32,6 +35,7 @@ import contextlib
 from bench._common import machine, median, results_path, utc_now, write_result
 from tests.support import (
     attack_adverts,
+    attack_drip,
     attack_gov,
     attack_money,
     attack_net,
@@ -71,6 +75,7 @@ def attacks(workdir: Path) -> dict[str, Attack]:
         "overcharge": lambda net: _trio(attack_money.run_overcharge, net, workdir),
         "free_inference_and_slot_hogging": lambda net: _trio(attack_money.run_freeloader, net),
         "replay_window_fill": lambda net: _trio(attack_replay_window.run, net),
+        "dripping_provider": lambda net: _trio(attack_drip.run, net),
     }
 
 
@@ -136,11 +141,17 @@ def quiet() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="run just these attacks")
+    parser.add_argument("--pace-floor", type=float, default=None,
+                        help="the nodes' --min-tokens-per-s (default: theirs; 0: none)")
+    parser.add_argument("--out", default=None,
+                        help="results file name in bench/results (default attacks.json)")
     args = parser.parse_args()
+    out = results_path(args.out) if args.out else RESULTS
     results: dict[str, Any] = {
-        "when": utc_now(),
+        "when": utc_now(), "pace_floor": args.pace_floor,
         "machine": machine(), "goal_honest_success_rate": 0.99, "attacks": {}}
-    with tempfile.TemporaryDirectory() as tmp, attack_net.attack_testnet(Path(tmp) / "net") as net:
+    with tempfile.TemporaryDirectory() as tmp, attack_net.attack_testnet(
+            Path(tmp) / "net", min_tokens_per_s=args.pace_floor) as net:
         chosen = {k: v for k, v in attacks(Path(tmp)).items() if not args.only or k in args.only}
         results["quiet"] = measured(net, quiet)
         for name, attack in chosen.items():
@@ -148,8 +159,8 @@ def main() -> None:
             results["attacks"][name] = record = measured(net, lambda a=attack: a(net))
             print(f"   honest {record['honest_success_rate']:.1%} of {record['honest_jobs']} "
                   f"jobs; {record['elapsed_s']} s", flush=True)
-    write_result(RESULTS, results)
-    print(f"wrote {RESULTS}")
+    write_result(out, results)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class NodeOptions:
     check_interval_s: float | None = None  # validators' `--check-interval` (None: default)
     gov_min_voting_s: int | None = None  # every node's `--gov-min-voting-s` (None: default)
     engine_options: tuple[str, ...] = ()  # every node's `--engine-option KEY=VALUE`s
+    min_tokens_per_s: float | None = None  # every node's `--min-tokens-per-s` (None: default)
 
 
 @dataclass
@@ -161,6 +162,8 @@ def _node_command(
         cmd += ["--gov-min-voting-s", str(options.gov_min_voting_s)]
     for option in options.engine_options:
         cmd += ["--engine-option", option]
+    if options.min_tokens_per_s is not None:
+        cmd += ["--min-tokens-per-s", f"{options.min_tokens_per_s:g}"]
     return cmd + extra
 
 

@@ -87,9 +87,11 @@ def wait_until_serving(net: AttackNet, timeout_s: float = 120.0) -> None:
 
 
 @contextmanager
-def attack_testnet(directory: Path, nodes: int = 3) -> Iterator[AttackNet]:
-    """Start the attack testnet (no benchmark), wait until it serves; always stopped after."""
-    options = testnet.NodeOptions(benchmark=False)
+def attack_testnet(directory: Path, nodes: int = 3, *,
+                   min_tokens_per_s: float | None = None) -> Iterator[AttackNet]:
+    """Start the attack testnet (no benchmark; the nodes' pace floor `min_tokens_per_s`,
+    None: the default), wait until it serves; always stopped after."""
+    options = testnet.NodeOptions(benchmark=False, min_tokens_per_s=min_tokens_per_s)
     try:
         testnet.up(directory, nodes, models=[MODEL], options=options)
         net = AttackNet(directory, testnet.status(directory))

@@ -53,3 +53,14 @@ def test_ask_passes_the_floor_to_its_client(tmp_path: Path,
                                       "--min-tokens-per-s", "0.5"])
     assert result.exit_code == 0, result.output
     assert seen[0].client.min_tokens_per_s == 0.5
+
+
+def test_a_testnet_runs_its_nodes_with_the_pace_floor_it_was_given() -> None:
+    from p2pinfer.testnet import processes as testnet
+
+    plain = testnet._node_command(Path("h"), None, "fake-stream=50", [], None, True,
+                                  testnet.NodeOptions(), [])
+    off = testnet._node_command(Path("h"), None, "fake-stream=50", [], None, True,
+                                testnet.NodeOptions(min_tokens_per_s=0.0), [])
+    assert "--min-tokens-per-s" not in plain
+    assert off[off.index("--min-tokens-per-s") + 1] == "0"
