@@ -21,7 +21,13 @@ from p2pinfer.api.http_stream import (
     ReplyHeaders,
     error_status,
 )
-from p2pinfer.backends.base import Completion, SamplingParams, TokenDelta, TokenLogprob
+from p2pinfer.backends.base import (
+    Completion,
+    SamplingParams,
+    TokenDelta,
+    TokenLogprob,
+    restarted_mid_stream,
+)
 from p2pinfer.errors import EngineResponseError, P2PInferError
 
 
@@ -83,8 +89,13 @@ class ChoicesResponse(EventsResponse):
             async for event in events:
                 if isinstance(event, TokenDelta):
                     if self._stream:
+                        if event.restart:
+                            raise restarted_mid_stream()  # what was sent stays sent
                         await self._body(send, encoder.delta(event))
                     else:
+                        if event.restart:  # a failover's answer replaces the first
+                            parts.clear()
+                            logprobs.clear()
                         parts.append(event.text)
                         logprobs.extend(event.logprobs)
                     continue

@@ -18,7 +18,13 @@ import trio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from p2pinfer.backends.base import Completion, StreamEvent, TokenDelta, TokenLogprob
+from p2pinfer.backends.base import (
+    Completion,
+    StreamEvent,
+    TokenDelta,
+    TokenLogprob,
+    restarted_mid_stream,
+)
 from p2pinfer.errors import (
     AllProvidersFailedError,
     BadRequestError,
@@ -132,7 +138,12 @@ class BackendStreamResponse(EventsResponse):
                 self._events = events
                 async for event in events:
                     if isinstance(event, TokenDelta):
+                        if event.restart and self._stream:
+                            raise restarted_mid_stream()  # what was sent stays sent
                         if not self._stream:
+                            if event.restart:  # a failover's answer replaces the first
+                                text.clear()
+                                self._logprobs.clear()
                             text.append(event.text)
                             self._logprobs.extend(event.logprobs)
                             continue

@@ -14,6 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from p2pinfer.errors import EngineResponseError
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 #: True in work that a paid job may pre-empt (verify.engine_gate): an engine that can
@@ -90,10 +92,20 @@ class TokenLogprob:
 @dataclass(frozen=True)
 class TokenDelta:
     """One piece of generated text, usually one token; with `top_logprobs` asked, the
-    log probabilities of the tokens it holds."""
+    log probabilities of the tokens it holds. `restart`: the answer so far is void and
+    starts over with this piece (the network backend's failover: the next provider
+    answered differently); a reply not yet sent drops what it gathered, a streamed one
+    cannot take back what it sent (`restarted_mid_stream`)."""
 
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
+    restart: bool = False
+
+
+def restarted_mid_stream() -> EngineResponseError:
+    """What a streamed reply ends with when its answer restarts (`TokenDelta.restart`)."""
+    return EngineResponseError(
+        "a provider failed mid-answer and the next one answered differently")
 
 
 @dataclass(frozen=True)

@@ -271,13 +271,9 @@ class _Events:
                 raise backend_error(exc) from exc
         if delta is None:
             return self._completion()
-        if delta.restart and self._delivered:
-            raise EngineResponseError(
-                "a provider failed mid-answer and the next one answered differently"
-            )
-        self._delivered = True
+        restart, self._delivered = delta.restart and self._delivered, True
         self._update_meta()
-        return TokenDelta(delta.text, logprobs_from_wire(delta.logprobs))
+        return TokenDelta(delta.text, logprobs_from_wire(delta.logprobs), restart=restart)
 
     def _completion(self) -> Completion:
         self._done = True
