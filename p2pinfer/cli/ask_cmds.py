@@ -12,7 +12,7 @@ import trio
 import typer
 
 from p2pinfer.cli.identity_cmds import HomeOption
-from p2pinfer.cli.node_cmds import setup_logging
+from p2pinfer.cli.node_cmds import PaceFloorOption, setup_logging
 from p2pinfer.jobs.job_types import ClientConfig, JobOutcome, TextDelta
 from p2pinfer.node.session import AskRequest, ask, consumer_session, session_config, voucher_of
 from p2pinfer.protocol import JobParams
@@ -82,11 +82,7 @@ def ask_cmd(
         "--max-price", help="Most to pay, micro-credits per 1k tokens.")] = 10_000,
     min_stake: Annotated[int, typer.Option(
         "--min-stake", help="Skip providers advertising less stake (micro-credits).")] = 0,
-    min_tokens_per_s: Annotated[float, typer.Option(
-        "--min-tokens-per-s", min=0.0, max=1_000.0,
-        help="After an answer's first chunk, leave a provider (unpaid, for the next one) "
-        "whose answer falls under this many tokens a second on average, after a 20 s "
-        "grace; 0: never (docs/node.md).")] = ClientConfig.min_tokens_per_s,
+    min_tokens_per_s: PaceFloorOption = ClientConfig.min_tokens_per_s,
     dht_only: Annotated[bool, typer.Option(
         "--dht-only", help="Find providers in the DHT alone (ignore gossip adverts and "
         "directly connected peers): checks that the model can be found by lookup.")] = False,

@@ -23,6 +23,11 @@ from p2pinfer.testing.faults import FAULT_HELP, parse_fault
 from p2pinfer.verify.config import VerifyConfig
 
 Repeated = list[str] | None
+PaceFloorOption = Annotated[float, typer.Option(
+    "--min-tokens-per-s", min=0.0, max=1_000.0,
+    help="After an answer's first chunk, leave a provider (unpaid, for the next one) whose "
+    "answer falls under this many tokens a second on average, after a 20 s grace; 0: "
+    "never (docs/node.md).")]
 DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
@@ -134,11 +139,7 @@ def node(
         "--redeem-max-interval",
         help="Seconds: redeem whatever is owed at least this often.")] = (
         RedeemPolicy.max_interval_s),
-    min_tokens_per_s: Annotated[float, typer.Option(
-        "--min-tokens-per-s", min=0.0, max=1_000.0,
-        help="After an answer's first chunk, leave a provider (unpaid, for the next one) "
-        "whose answer falls under this many tokens a second on average, after a 20 s "
-        "grace; 0: never (docs/node.md).")] = ClientConfig.min_tokens_per_s,
+    min_tokens_per_s: PaceFloorOption = ClientConfig.min_tokens_per_s,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
     """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
