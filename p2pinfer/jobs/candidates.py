@@ -48,6 +48,9 @@ MAX_UNPROVEN_PROBES = 1
 PACE_MIN_TOKENS = 8
 PACE_WEIGHT = 0.3
 MAX_PACES = 4_096
+#: A provider left under the pace floor ranks last this long (priced lowest, it would
+#: otherwise get the next job again, and hold it as long, until its breaker opens).
+TOO_SLOW_LAST_S = 300.0
 
 
 class CandidateSearch:
@@ -62,6 +65,7 @@ class CandidateSearch:
     _warmed: set[str]
     _jobs_ordered: int
     _pace: OrderedDict[tuple[str, str], float]  # (provider, model) -> tokens a second
+    _too_slow: OrderedDict[str, float]  # provider -> trio time it ranks last until
 
 
     async def candidates(
@@ -107,8 +111,9 @@ class CandidateSearch:
         await self._probe_rtts(usable, set(self.net.peers()))
         connected = set(self.net.peers())  # reachable now: our connection to it is up
         ranked = [self._with_rtt(c) for c in usable]
-        ranked.sort(key=lambda c: (unreachable(c), tier(c, connected), c.rank_key(),
-                                   self._rng.random()))
+        now = trio.current_time()
+        ranked.sort(key=lambda c: (unreachable(c) or self._too_slow.get(c.peer_id, 0) > now,
+                                   tier(c, connected), c.rank_key(), self._rng.random()))
         if ranked and log.isEnabledFor(logging.INFO):
             log.info("providers ranked model=%s %s", model, describe(ranked, connected))
         return ranked
@@ -176,6 +181,11 @@ class CandidateSearch:
         if known is None and pace is None:
             return c
         return replace(c, rtt_ms=known[0] if known else None, observed_tps=pace)
+
+    def mark_too_slow(self, peer_id: str) -> None:
+        """Rank `peer_id` last for TOO_SLOW_LAST_S: its answer fell under the pace floor."""
+        keep_latest(self._too_slow, peer_id, trio.current_time() + TOO_SLOW_LAST_S,
+                    MAX_PACES)
 
     def observe_pace(self, peer_id: str, model: str, tokens: int, seconds: float) -> None:
         """A completed answer of `peer_id` with `model` came at `tokens` in `seconds`

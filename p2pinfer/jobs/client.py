@@ -96,6 +96,7 @@ class JobClient(CandidateSearch):
         self._rng = rng or random.Random()
         self._rtt: dict[str, tuple[float, float]] = {}  # peer -> (ms, trio time measured)
         self._pace: OrderedDict[tuple[str, str], float] = OrderedDict()  # CandidateSearch
+        self._too_slow: OrderedDict[str, float] = OrderedDict()
         self._db = trio.CapacityLimiter(1)
         self._warmed: set[str] = set()  # models looked up in the DHT while the host was young
         self._jobs_ordered = 0  # jobs given a provider order (one in explore_every explores)

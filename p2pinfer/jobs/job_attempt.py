@@ -94,7 +94,7 @@ class Attempt:
             spent = trio.current_time() - self.first_chunk_at
             raise AttemptFailed(
                 f"too slow: {self.progress} tokens in {spent:.1f} s after the first, under "
-                f"{cfg.min_tokens_per_s:g} a second") from exc
+                f"{cfg.min_tokens_per_s:g} a second", "too_slow") from exc
 
 
 class AttemptFailed(Exception):

@@ -150,7 +150,8 @@ async def test_a_provider_dripping_its_answer_is_left_under_the_pace_floor_and_n
     """Attack 33: the cheapest provider, proven by a job it served, then answers at a
     crawl (here 2 tokens a second; a token every 59 s passes the chunk timeout). Without
     the floor the job waits it out; with it (4 a second after a 1 s grace) the job goes
-    to the next provider, the dripper is blamed and gets nothing."""
+    to the next provider, the dripper is blamed, gets nothing, and ranks last for a while
+    (the next job does not try it first)."""
     dripping = FakeBackend(tokens=[f"d{i} " for i in range(10)], delay_s=0.5)
     floor = ClientConfig(min_tokens_per_s=4.0, pace_grace_s=1.0)
     with trio.fail_after(60):
@@ -168,9 +169,13 @@ async def test_a_provider_dripping_its_answer_is_left_under_the_pace_floor_and_n
             assert outcome.text == "".join(f"t{i} " for i in range(10))
             [slow] = outcome.failovers
             assert slow.provider == two.cheap.net.peer_id and "too slow" in slow.reason
+            assert slow.code == "too_slow"
             assert dripping.emitted - served < 10  # left before its answer ended
             assert charges(ledger) == [bytes.fromhex(j) for j in (waited.job_id, outcome.job_id)]
             assert charges(two.cheap.ledger) == [bytes.fromhex(waited.job_id)]
+            # Still the cheapest and proven, but tried last for a while: not tried first.
+            after = await client.run(FAKE_MODEL, "go", JobParams(max_tokens=10))
+            assert (after.provider, after.failovers) == (two.dear.net.peer_id, ())
             nursery.cancel_scope.cancel()
 
 
