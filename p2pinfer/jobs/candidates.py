@@ -44,7 +44,8 @@ UNREACHABLE_RETRY_S = 30.0
 #: exploring job would try (probing every fresh key would dial every fake, each job).
 MAX_UNPROVEN_PROBES = 1
 #: Answers shorter than this (tokens after the first chunk) do not measure a pace; a new
-#: answer's pace moves the kept one by this weight; paces kept (provider, model) at most.
+#: answer's pace moves the kept one by this weight; paces (provider, model) kept at most,
+#: and too-slow marks (TOO_SLOW_LAST_S) likewise.
 PACE_MIN_TOKENS = 8
 PACE_WEIGHT = 0.3
 MAX_PACES = 4_096
