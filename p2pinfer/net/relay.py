@@ -13,7 +13,9 @@ says so (`follow_reachability`). What py-libp2p enforces, and what is added here
   the connection only, not the one its optional `peer` field names; slots of peers no
   longer connected are freed (py-libp2p kept them until their TTL, an hour by
   default); the duration cut also for an idle circuit.
-- added: slots per source IP; circuits in all and per source peer.
+- added: slots per source address (an IPv6 /56 counting as one), shared fairly when
+  full (`relay_rules.slot_decision`: a group holding two fewer than the largest takes
+  that group's oldest slot, attack 34); circuits in all and per source peer.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from p2pinfer.net.autonat_rules import observed_ip
 from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
 from p2pinfer.net.reachability import ReachabilityWatch
-from p2pinfer.net.relay_rules import RelayServiceConfig
+from p2pinfer.net.relay_rules import RelayServiceConfig, slot_decision, slot_group
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ def remote_ip(stream: INetStream) -> str | None:
 
 class RelayHop(BoundedCircuitV2):
     """py-libp2p's CircuitV2 relay (defects fixed) with our limits; HOP served only between
-    `start_serving` and `stop_serving`. `refusals` counts refused requests by reason."""
+    `start_serving` and `stop_serving`. `refusals` counts refused requests by reason,
+    circuits cut at their duration ("duration") and slots given to a group holding
+    fewer ("evicted")."""
 
     def __init__(self, host: IHost, config: RelayServiceConfig) -> None:
         limits = RelayLimits(
@@ -62,7 +66,7 @@ class RelayHop(BoundedCircuitV2):
         self.refusals: Counter[str] = Counter()
         self.circuits = 0
         self._circuits_by_source: Counter[ID] = Counter()
-        self._reservation_ip: dict[ID, str] = {}
+        self._slot_group: dict[ID, str] = {}  # holder -> address group, oldest first
 
     @property
     def serving(self) -> bool:
@@ -82,7 +86,7 @@ class RelayHop(BoundedCircuitV2):
             self.allow_hop = False
             self.host.remove_stream_handler(HOP_PROTOCOL_ID)
             self.resource_manager._reservations.clear()
-            self._reservation_ip.clear()
+            self._slot_group.clear()
             log.info("relay service off")
 
     def reservations(self) -> list[str]:
@@ -100,41 +104,40 @@ class RelayHop(BoundedCircuitV2):
 
     async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
         peer = stream.muxed_conn.peer_id
-        ip = remote_ip(stream)
-        refusal = self._reservation_refusal(peer, ip)
-        if refusal is not None:
-            self.refusals[refusal] += 1
-            log.info("relay reservation refused peer=%s ip=%s reason=%s", peer, ip, refusal)
+        group = slot_group(remote_ip(stream))
+        self._prune()
+        slots = self.resource_manager._reservations
+        held = {p: g for p, g in self._slot_group.items() if p in slots}
+        held.update((p, "") for p in slots if p not in held)
+        decision = slot_decision(held, peer, group, total=self.config.max_reservations,
+                                 per_group=self.config.max_reservations_per_ip)
+        if decision.refusal is not None:
+            self.refusals[decision.refusal] += 1
+            log.info("relay reservation refused peer=%s group=%s reason=%s",
+                     peer, group, decision.refusal)
             await self._send_status(stream, StatusCode.RESERVATION_REFUSED
-                                    if refusal == "no-ip" else
-                                    StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
+                                    if decision.refusal == "no-ip" else
+                                    StatusCode.RESOURCE_LIMIT_EXCEEDED, decision.refusal)
             return
+        if decision.evict is not None:
+            # The holder keeps its circuits; it learns when its refresh is refused.
+            slots.pop(decision.evict, None)
+            self._slot_group.pop(decision.evict, None)
+            self.refusals["evicted"] += 1
+            log.info("relay slot of peer=%s (group=%s) given to peer=%s (group=%s)",
+                     decision.evict, held[decision.evict], peer, group)
         # Recorded first: py-libp2p answers, then sleeps, before returning.
-        self._reservation_ip[peer] = ip if ip is not None else ""
+        self._slot_group.setdefault(peer, group or "")
         try:
             await super()._handle_reserve(stream, msg)
         finally:
-            if peer not in self.resource_manager._reservations:
-                self._reservation_ip.pop(peer, None)
-
-    def _reservation_refusal(self, peer: ID, ip: str | None) -> str | None:
-        self._prune()
-        held = self.resource_manager._reservations
-        if peer in held:
-            return None  # a refresh
-        if ip is None:
-            return "no-ip"
-        if len(held) >= self.config.max_reservations:
-            return "reservations"
-        same_ip = sum(1 for p in held if self._reservation_ip.get(p) == ip)
-        if same_ip >= self.config.max_reservations_per_ip:
-            return "reservations-per-ip"
-        return None
+            if peer not in slots:
+                self._slot_group.pop(peer, None)
 
     def _prune(self) -> None:
         """Free the slots of peers gone or expired (the spec: a slot lives with its connection)."""
         for peer in self.prune_reservations():
-            self._reservation_ip.pop(peer, None)
+            self._slot_group.pop(peer, None)
 
     # -- circuits ------------------------------------------------------------------
 

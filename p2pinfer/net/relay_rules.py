@@ -8,9 +8,12 @@ status", lists which of them py-libp2p 0.8.1 enforces itself and which we add.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
+
+from p2pinfer.addresses import address_group
 
 RelayMode = Literal["auto", "on", "off"]
 
@@ -24,13 +27,64 @@ class RelayServiceConfig:
 
     mode: RelayMode = "auto"
     max_reservations: int = 16  # slots in all
-    max_reservations_per_ip: int = 4  # slots held by peers connected from one IP
+    # slots held by peers connected from one address (an IPv6 /56: `slot_group`)
+    max_reservations_per_ip: int = 4
     reservation_ttl_s: int = 600  # a slot lives this long unless refreshed
     max_circuits: int = 32  # relayed connections open at once, in all
     max_circuits_per_peer: int = 4  # ... opened by one source peer
     max_circuits_per_target: int = 8  # ... to one reserved peer
     circuit_bytes: int = 16 * 1024 * 1024  # both directions together, per circuit
     circuit_duration_s: int = 900  # a circuit is cut after this long, busy or idle
+
+
+#: An IPv6 peer's relay slots count under its /56, as its inbound connections do
+#: (`net/compat/inbound_shares.py`): one subscriber holds a /64 or a /56 whole.
+SLOT_IPV6_PREFIX = 56
+
+Peer = TypeVar("Peer", bound=Hashable)
+
+
+def slot_group(ip: str | None) -> str | None:
+    """What a relay slot counts under: an IPv4 address, an IPv6 address's /56; None when
+    the connection's address is unknown or not an IP."""
+    return address_group(ip, SLOT_IPV6_PREFIX) if ip else None
+
+
+@dataclass(frozen=True)
+class SlotDecision(Generic[Peer]):
+    """A relay's answer to a RESERVE: `refusal` (why not), else a slot, taken from
+    `evict` when the relay is full."""
+
+    refusal: str | None = None
+    evict: Peer | None = None
+
+
+def slot_decision(held: Mapping[Peer, str], peer: Peer, group: str | None, *,
+                  total: int, per_group: int) -> SlotDecision[Peer]:
+    """Whether `peer`, connecting from address group `group`, gets a slot, given `held`
+    (holder -> its group, oldest first).
+
+    Fair share rather than first come: when every slot is taken, a group holding at
+    least two fewer slots than the largest takes that group's oldest slot. A refresh
+    keeps its slot. So filling the relay first keeps no one out: a group that asks
+    ends up holding at most one slot fewer than the largest group (or all it asked
+    for), whatever order the asks come in, and a group is shut out only while every
+    group holds a single slot: an attacker needs `total` addresses of its own for that
+    (an IPv6 /56 counting as one), not `total / per_group`."""
+    if peer in held:
+        return SlotDecision()
+    if group is None:
+        return SlotDecision(refusal="no-ip")
+    counts = Counter(held.values())
+    mine = counts[group]
+    if mine >= per_group:
+        return SlotDecision(refusal="reservations-per-ip")
+    if len(held) < total:
+        return SlotDecision()
+    largest, most = max(counts.items(), key=lambda item: item[1])  # first of equals
+    if most < mine + 2:
+        return SlotDecision(refusal="reservations")
+    return SlotDecision(evict=next(p for p, g in held.items() if g == largest))
 
 
 @dataclass(frozen=True)

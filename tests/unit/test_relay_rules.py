@@ -1,7 +1,8 @@
 """Which peers a validator's check reaches through relays only (`behind_nat`: an advert
 naming relays and no public address; a lying advert cannot make the check go missing,
 that is the checker's fallback in tests/integration/test_jobs_relayed.py), and which
-ones a consumer tries directly before their relays (`worth_a_direct_try`)."""
+ones a consumer tries directly before their relays (`worth_a_direct_try`); how a relay
+shares its slots among source addresses (`slot_decision`, attack 34)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from libp2p.utils.varint import encode_varint_prefixed
 
 from p2pinfer.net.relay_client import answer_limits, local_ip_towards
 from p2pinfer.net.relay_rules import (
+    SlotDecision,
     behind_nat,
     circuit_addr,
     path_of,
     public_addr,
+    slot_decision,
+    slot_group,
     too_limited,
     worth_a_direct_try,
 )
@@ -110,3 +114,59 @@ def test_the_limits_are_read_from_the_relays_reservation_answer() -> None:
     assert answer_limits(answer(None)) == (0, 0)
     assert answer_limits(answer(Limit(data=5))[:-1]) == (0, 0)  # cut short
     assert answer_limits(b"") == (0, 0) and answer_limits(b"\x05\xff\xff") == (0, 0)
+
+
+# -- relay slots (attack 34) ---------------------------------------------------------
+
+def slots(*groups: str) -> dict[str, str]:
+    return {f"p{i}": g for i, g in enumerate(groups)}
+
+
+def test_a_slot_is_counted_under_the_ipv4_address_or_the_ipv6_56() -> None:
+    assert slot_group("198.51.100.7") == "198.51.100.7"
+    assert slot_group("2001:db8:0:ff::1") == slot_group("2001:db8:0:1::2") \
+        == "2001:db8::/56"
+    assert slot_group("2001:db8:0:100::1") != slot_group("2001:db8::1")
+    assert slot_group("::ffff:198.51.100.7") == "198.51.100.7"
+    assert slot_group(None) is None and slot_group("relay.example") is None
+
+
+def test_a_refresh_keeps_its_slot_even_when_full_or_without_an_address() -> None:
+    held = slots("a", "a", "b", "b")
+    assert slot_decision(held, "p0", None, total=4, per_group=2) == SlotDecision()
+    assert slot_decision(held, "new", None, total=4, per_group=2).refusal == "no-ip"
+
+
+def test_a_full_relay_gives_a_newcomer_the_oldest_slot_of_the_largest_group() -> None:
+    held = slots("a", "b", "b", "a")
+    decision = slot_decision(held, "new", "c", total=4, per_group=2)
+    assert decision == SlotDecision(evict="p0")  # a and b hold 2 each: a's slot is older
+    assert slot_decision(held, "new", "c", total=4, per_group=4).evict == "p0"
+
+
+def test_no_slot_moves_between_groups_within_one_of_each_other() -> None:
+    held = slots("a", "a", "b", "c")
+    assert slot_decision(held, "new", "b", total=4, per_group=4).refusal == "reservations"
+    assert slot_decision(held, "new", "d", total=4, per_group=4).evict == "p0"
+    assert slot_decision(held, "new", "a", total=4, per_group=2).refusal == \
+        "reservations-per-ip"
+
+
+def test_arrival_order_cannot_shut_a_group_out() -> None:
+    # Squatters from 4 addresses fill 16 slots first; 4 homes then ask for two slots
+    # each (two providers behind one NAT), and the squatters keep asking again: every
+    # group ends with an equal share.
+    total, per_group = 16, 4
+    held: dict[str, str] = {}
+    asks = [(f"s{a}-{k}", f"squat{a}") for a in range(4) for k in range(4)]
+    asks += [(f"prov{i}-{k}", f"home{i}") for k in range(2) for i in range(4)]
+    asks += [(f"s{a}-again{k}", f"squat{a}") for k in range(8) for a in range(4)]
+    for peer, group in asks:
+        decision = slot_decision(held, peer, group, total=total, per_group=per_group)
+        if decision.refusal is None:
+            if decision.evict is not None:
+                del held[decision.evict]
+            held[peer] = group
+    assert len(held) == total
+    assert all(f"prov{i}-{k}" in held for i in range(4) for k in range(2))
+    assert sorted(list(held.values()).count(g) for g in set(held.values())) == [2] * 8
