@@ -20,8 +20,13 @@ py-libp2p's service also drives hole punches by itself every 2 s for every relay
 connection and closes the relay leg 60 s after an upgrade, whatever runs on it; and its
 responder dials whatever addresses a peer names, on any connection. Here: no driving
 (only `upgrade`, before a stream is opened), the responder answers only over a relayed
-connection, at most `MAX_PEER_ADDRS` addresses of a peer are dialled, and each peer may
-start `SESSIONS_PER_MIN` sessions a minute.
+connection, and each peer may start `SESSIONS_PER_MIN` sessions a minute. A punch dials
+only what the session's CONNECT names (py-libp2p adds every address its peerstore holds
+for the peer: identify's, the peer's own word, up to 64), at most `MAX_PEER_ADDRS`, plain
+TCP, and a non-global address only in a scope the relay is in
+(`relay_rules.punch_targets`): else any peer reaching a node behind NAT through its relay
+could make it connect into its own LAN or to its loopback services, and read from the
+session's timing which of them answered (attack 35).
 """
 
 from __future__ import annotations
@@ -29,15 +34,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.peer.id import ID
 from libp2p.rcmgr import Direction
-from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol, _local_tcp_listen_addrs
 from multiaddr import Multiaddr
 
-from p2pinfer.net.relay_rules import is_circuit_addr
+from p2pinfer.net.relay_rules import is_circuit_addr, punch_targets
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ MIN_TRY_S = 3.0  # an upgrade is not tried with less time than this
 STREAM_RESERVE_S = 1.0  # of a stream's deadline, kept for opening it after an upgrade try
 RETRY_AFTER_S = 60.0  # a full upgrade try that failed is not repeated sooner for the peer
 IDLE_POLL_S = 0.5  # how often a relayed connection kept for its streams is looked at
+PUNCH_ROUNDS, PUNCH_ROUND_S, PUNCH_GAP_S = 3, 5.0, 2.0  # py-libp2p's: dial rounds, each
 #: Streams that do not keep a relayed connection open once a direct one exists: gossip's
 #: long-lived stream to the peer (libp2p opens another on the direct connection).
 GOSSIP_PROTOCOLS = ("/meshsub/", "/floodsub/")
@@ -58,6 +65,11 @@ PATCHED = {
     "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._schedule_relay_close": "77e45deb1be40a8f",
     "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._decode_observed_addrs": "996054edc139904b",
     "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._handle_dcutr_stream": "765b03b9a2de6379",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._perform_hole_punch": "d978c5517fb21282",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._dial_peer": "cca8ed9949f865dc",
+    "libp2p.relay.circuit_v2.dcutr:DCUtRProtocol._verify_direct_connection":
+        "27fcf95158cf24dc",
+    "libp2p.relay.circuit_v2.dcutr:_local_tcp_listen_addrs": "336d9600db8fa8dd",
 }
 """py-libp2p functions this module overrides or relies on, with their 0.8.1 source digest
 (`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
@@ -86,6 +98,10 @@ class GuardedDCUtR(DCUtRProtocol):
         self._sessions: dict[ID, deque[float]] = {}
         self._tried: dict[ID, float] = {}  # peer -> when a full upgrade try failed
         self._behind: set[ID] = set()  # peers with a background try (or relay close) running
+        self.skipped = 0  # addresses a peer named that a punch did not dial
+        #: Transport addresses of the relays this node holds slots at (`RelayClient`):
+        #: an inbound relayed connection does not name the relay it came through.
+        self.own_relays: Callable[[], Sequence[str]] = tuple
 
     async def _auto_drive_loop(self) -> None:
         await trio.sleep_forever()  # upgrades happen when a stream needs one, not behind it
@@ -99,6 +115,46 @@ class GuardedDCUtR(DCUtRProtocol):
     def _decode_observed_addrs(self, addr_bytes: list[bytes]) -> list[Multiaddr]:
         addrs = super()._decode_observed_addrs(list(addr_bytes))
         return [a for a in addrs if not is_circuit_addr(str(a))][:MAX_PEER_ADDRS]
+
+    async def _perform_hole_punch(self, peer_id: ID, addrs: list[Multiaddr],
+                                  as_responder: bool = False) -> bool:
+        # py-libp2p's, on TCP, less what it adds: the peerstore's addresses of the peer,
+        # a named address in any scope, QUIC's UDP spray (our nodes speak TCP only).
+        named = [str(a) for a in addrs]
+        targets = [Multiaddr(a) for a in punch_targets(named, self._relays_of(peer_id),
+                                                       limit=MAX_PEER_ADDRS)]
+        if len(targets) < len(named):
+            self.skipped += len(named) - len(targets)
+            log.info("dcutr punch skips %d of %d named addresses peer=%s",
+                     len(named) - len(targets), len(named), peer_id)
+        if not targets:
+            return False
+        source = next(((ip, port) for _family, ip, port in _local_tcp_listen_addrs(self.host)),
+                      None)
+        for round_ in range(PUNCH_ROUNDS):
+            if round_:
+                await trio.sleep(PUNCH_GAP_S)
+            async with trio.open_nursery() as nursery:
+                for addr in targets:
+                    nursery.start_soon(self._dial_peer, peer_id, addr, source, as_responder)
+                with trio.move_on_after(PUNCH_ROUND_S):
+                    while not await self._verify_direct_connection(peer_id):
+                        await trio.sleep(0.2)
+                nursery.cancel_scope.cancel()
+            if await self._verify_direct_connection(peer_id):
+                return True
+        return False
+
+    def _relays_of(self, peer_id: ID) -> list[str]:
+        """Transport addresses of the relays our connections to `peer_id` may run
+        through: those an outbound circuit address names, and our own relays."""
+        out = list(self.own_relays())
+        for conn in relayed_connections(self.host, peer_id):
+            for addr in conn.get_transport_addresses():
+                base = str(addr).split("/p2p/")[0]
+                if base:
+                    out.append(base)
+        return out
 
     async def _handle_dcutr_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id

@@ -86,6 +86,7 @@ class NetHost(GossipAndAdverts):
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
         self.dcutr = dcutr
+        dcutr.own_relays = lambda: [slot.relay_addr for slot in self.relay_client.slots.values()]
         self.started_at = trio.current_time()  # how young its gossip catalog is
         #: Peers this host reaches through their relays only, never by a direct dial (a
         #: validator's check host: the provider sees the relay's address, not ours).

@@ -2,7 +2,8 @@
 naming relays and no public address; a lying advert cannot make the check go missing,
 that is the checker's fallback in tests/integration/test_jobs_relayed.py), and which
 ones a consumer tries directly before their relays (`worth_a_direct_try`); how a relay
-shares its slots among source addresses (`slot_decision`, attack 34)."""
+shares its slots among source addresses (`slot_decision`, attack 34); which addresses a
+DCUtR punch may dial (`punch_targets`, attack 35)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from p2pinfer.net.relay_rules import (
     SlotDecision,
     behind_nat,
     circuit_addr,
+    ip_scope,
     path_of,
     public_addr,
+    punch_targets,
     slot_decision,
     slot_group,
     too_limited,
@@ -170,3 +173,43 @@ def test_arrival_order_cannot_shut_a_group_out() -> None:
     assert len(held) == total
     assert all(f"prov{i}-{k}" in held for i in range(4) for k in range(2))
     assert sorted(list(held.values()).count(g) for g in set(held.values())) == [2] * 8
+
+
+# -- DCUtR punch targets (attack 35) ---------------------------------------------------
+
+INTERNET_RELAY = "/ip4/8.8.8.8/tcp/4001"
+
+
+@pytest.mark.parametrize(("host", "scope"), [
+    ("8.8.8.8", "global"), ("2606:4700::1111", "global"),
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"),
+    ("192.168.1.1", "private"), ("10.0.0.1", "private"), ("100.64.0.1", "private"),
+    ("fd00::1", "private"),
+    ("169.254.0.1", None), ("fe80::1", None), ("0.0.0.0", None), ("224.0.0.1", None),
+    ("240.0.0.1", None), ("printer.local", None),
+])
+def test_an_address_scope(host: str, scope: str | None) -> None:
+    assert ip_scope(host) == scope
+
+
+def test_over_an_internet_relay_only_global_tcp_addresses_are_punched() -> None:
+    named = ["/ip4/192.168.1.1/tcp/80", "/ip4/127.0.0.1/tcp/11434", "/ip6/fe80::1/tcp/22",
+             "/dns4/printer.local/tcp/631", "/ip4/9.9.9.9/udp/4001/quic-v1",
+             "/ip4/8.8.8.8/tcp/4001", f"/ip4/9.9.9.9/tcp/4001/p2p/{TARGET}",
+             "/ip4/9.9.9.9/tcp/4001", "/ip4/1.1.1.1/tcp/99999"]
+    assert punch_targets(named, [INTERNET_RELAY], limit=4) == ["/ip4/9.9.9.9/tcp/4001"]
+
+
+def test_a_testnet_relay_lets_its_own_scope_be_punched_and_no_other() -> None:
+    named = ["/ip4/127.0.0.3/tcp/5000", "/ip4/10.0.0.2/tcp/4001", "/ip4/1.1.1.1/tcp/1"]
+    assert punch_targets(named, ["/ip4/127.0.0.1/tcp/9"], limit=4) == [
+        "/ip4/127.0.0.3/tcp/5000", "/ip4/1.1.1.1/tcp/1"]
+    assert punch_targets(named, ["/ip4/10.9.8.11/tcp/4001"], limit=4) == [
+        "/ip4/10.0.0.2/tcp/4001", "/ip4/1.1.1.1/tcp/1"]
+    assert punch_targets(named, [], limit=4) == ["/ip4/1.1.1.1/tcp/1"]
+
+
+def test_a_punch_dials_at_most_its_limit_of_distinct_addresses() -> None:
+    named = [f"/ip4/1.1.1.{i % 6}/tcp/4001" for i in range(20)]
+    assert punch_targets(named, [INTERNET_RELAY], limit=4) == [
+        f"/ip4/1.1.1.{i}/tcp/4001" for i in range(4)]
