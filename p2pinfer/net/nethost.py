@@ -85,6 +85,7 @@ class NetHost(GossipAndAdverts):
         self._topics: set[str] = set()
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
+        self.relay_hop.our_relay = self.relay_client.holds_slot_at
         self.dcutr = dcutr
         dcutr.own_relays = lambda: [slot.relay_addr for slot in self.relay_client.slots.values()]
         self.started_at = trio.current_time()  # how young its gossip catalog is

@@ -13,6 +13,11 @@ says so (`follow_reachability`). What py-libp2p enforces, and what is added here
   the connection only, not the one its optional `peer` field names; slots of peers no
   longer connected are freed (py-libp2p kept them until their TTL, an hour by
   default); the duration cut also for an idle circuit.
+- added: STOP (a relay handing this node a connection) only from a relay this node
+  holds a slot at, and at most `MAX_INBOUND_RELAYED` inbound relayed connections at
+  once (py-libp2p answered STOP from any connected peer: one TCP connection carried
+  any number of connections, each a Noise handshake under a fresh key, past every
+  inbound limit; attack 36);
 - added: slots per source address (an IPv6 /56 counting as one), shared fairly when
   full (`relay_rules.slot_decision`: a group holding two fewer than the largest takes
   that group's oldest slot, attack 34); circuits in all and per source peer.
@@ -22,9 +27,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 
+import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
+from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
@@ -33,9 +41,18 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from p2pinfer.net.autonat_rules import observed_ip
 from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
 from p2pinfer.net.reachability import ReachabilityWatch
-from p2pinfer.net.relay_rules import RelayServiceConfig, slot_decision, slot_group
+from p2pinfer.net.relay_rules import (
+    RelayServiceConfig,
+    is_circuit_addr,
+    slot_decision,
+    slot_group,
+)
 
 log = logging.getLogger(__name__)
+
+#: Inbound relayed connections (open, or in their handshake) a node takes at once, from
+#: all its relays together: it holds slots at 2 relays, ours grant a node 8 circuits each.
+MAX_INBOUND_RELAYED = 32
 
 
 def remote_ip(stream: INetStream) -> str | None:
@@ -67,6 +84,10 @@ class RelayHop(BoundedCircuitV2):
         self.circuits = 0
         self._circuits_by_source: Counter[ID] = Counter()
         self._slot_group: dict[ID, str] = {}  # holder -> address group, oldest first
+        #: Whether this node holds a slot at the relay `peer` (set by `NetHost` from its
+        #: relay client): STOP is taken from those relays only.
+        self.our_relay: Callable[[ID], bool] = lambda peer: False
+        self._stops_pending = 0
 
     @property
     def serving(self) -> bool:
@@ -138,6 +159,43 @@ class RelayHop(BoundedCircuitV2):
         """Free the slots of peers gone or expired (the spec: a slot lives with its connection)."""
         for peer in self.prune_reservations():
             self._slot_group.pop(peer, None)
+
+    # -- connections a relay brings in (STOP) -------------------------------------------
+
+    async def _handle_stop_stream(self, stream: INetStream) -> None:
+        relay = stream.muxed_conn.peer_id
+        refusal = None
+        if not self.our_relay(relay):
+            refusal = "stop-not-our-relay"
+        elif self._inbound_relayed() + self._stops_pending >= MAX_INBOUND_RELAYED:
+            refusal = "stop-inbound-relayed"
+        if refusal is not None:
+            self.refusals[refusal] += 1
+            log.info("relayed connection refused relay=%s reason=%s", relay, refusal)
+            with trio.move_on_after(2):
+                await self._send_stop_status(stream, StatusCode.PERMISSION_DENIED
+                                             if refusal == "stop-not-our-relay" else
+                                             StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
+            await reset_quietly(stream)
+            return
+        self._stops_pending += 1
+        try:
+            await super()._handle_stop_stream(stream)
+        finally:
+            self._stops_pending -= 1
+
+    def _inbound_relayed(self) -> int:
+        """Inbound connections this node holds that run through a relay."""
+        count = 0
+        for conn in self.host.get_network().get_connections():
+            try:
+                addrs = [str(a) for a in conn.get_transport_addresses()]
+            except Exception:  # a connection that cannot tell is not one
+                continue
+            if getattr(conn, "direction", None) == Direction.INBOUND and addrs \
+                    and all(is_circuit_addr(a) for a in addrs):
+                count += 1
+        return count
 
     # -- circuits ------------------------------------------------------------------
 

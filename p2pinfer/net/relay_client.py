@@ -155,6 +155,11 @@ class RelayClient:
         log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
         return True
 
+    def holds_slot_at(self, relay: ID) -> bool:
+        """Whether this node holds (or is just taking) a slot at the relay `relay`: only
+        such a relay may bring it connections (`RelayHop`'s STOP)."""
+        return relay.to_base58() in self.slots or relay in self._transport._reservations
+
     def remember_limited(self, relay_id: str, limits: tuple[int, int]) -> None:
         """Note a relay too limited for jobs; a swarm of them is remembered only so far."""
         keep_latest(self.limited, relay_id, limits, MAX_LIMITED_REMEMBERED)
