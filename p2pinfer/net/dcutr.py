@@ -20,7 +20,8 @@ py-libp2p's service also drives hole punches by itself every 2 s for every relay
 connection and closes the relay leg 60 s after an upgrade, whatever runs on it; and its
 responder dials whatever addresses a peer names, on any connection. Here: no driving
 (only `upgrade`, before a stream is opened), the responder answers only over a relayed
-connection, and each peer may start `SESSIONS_PER_MIN` sessions a minute. A punch dials
+connection, each peer may start `SESSIONS_PER_MIN` sessions a minute and all peers
+together `SESSIONS_IN_ALL_PER_MIN` (peer ids are free). A punch dials
 only what the session's CONNECT names (py-libp2p adds every address its peerstore holds
 for the peer: identify's, the peer's own word, up to 64), at most `MAX_PEER_ADDRS`, plain
 TCP, and a non-global address only in a scope the relay is in
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MAX_PEER_ADDRS = 4  # of the addresses a peer names in its CONNECT, dialled
 SESSIONS_PER_MIN = 3  # DCUtR sessions a peer may start with us per minute
+SESSIONS_IN_ALL_PER_MIN = 20  # ... all peers together (a session dials up to 4 x 3 times)
 UPGRADE_TIMEOUT_S = 6.0
 MIN_TRY_S = 3.0  # an upgrade is not tried with less time than this
 STREAM_RESERVE_S = 1.0  # of a stream's deadline, kept for opening it after an upgrade try
@@ -96,6 +98,7 @@ class GuardedDCUtR(DCUtRProtocol):
         self.refused = 0  # sessions refused (not over a relay, or over the rate)
         self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
         self._sessions: dict[ID, deque[float]] = {}
+        self._all_sessions: deque[float] = deque()
         self._tried: dict[ID, float] = {}  # peer -> when a full upgrade try failed
         self._behind: set[ID] = set()  # peers with a background try (or relay close) running
         self.skipped = 0  # addresses a peer named that a punch did not dial
@@ -173,13 +176,16 @@ class GuardedDCUtR(DCUtRProtocol):
     def _admit(self, peer: ID) -> bool:
         now = time.monotonic()
         window = self._sessions.setdefault(peer, deque())
-        while window and now - window[0] > 60.0:
-            window.popleft()
-        if len(window) >= SESSIONS_PER_MIN:
+        for times in (window, self._all_sessions):
+            while times and now - times[0] > 60.0:
+                times.popleft()
+        if len(window) >= SESSIONS_PER_MIN or \
+                len(self._all_sessions) >= SESSIONS_IN_ALL_PER_MIN:
             return False
         window.append(now)
+        self._all_sessions.append(now)
         if len(self._sessions) > 4096:  # forget idle peers, keep the table bounded
-            for old in [p for p, w in self._sessions.items() if not w]:
+            for old in [p for p, w in self._sessions.items() if not w or now - w[-1] > 60.0]:
                 del self._sessions[old]
         return True
 

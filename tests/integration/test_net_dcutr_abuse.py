@@ -119,3 +119,31 @@ async def test_a_session_naming_lan_addresses_dials_none_of_them(
             assert not any(a.startswith(tuple(x.rsplit("/tcp", 1)[0] for x in lan))
                            for a in dialled)
             nursery.cancel_scope.cancel()
+
+
+async def test_fresh_keys_start_no_more_sessions_than_the_node_wide_budget(
+        monkeypatch: pytest.MonkeyPatch, dialled: list[str]) -> None:
+    # Each key may start 3 sessions a minute, and keys are free: without a budget for
+    # all peers together, what bounded the dials was only the relay's circuits.
+    from p2pinfer.net import dcutr
+    monkeypatch.setattr(dcutr, "SESSIONS_IN_ALL_PER_MIN", 2, raising=False)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            listener = await trio.open_tcp_listeners(0, host="127.0.0.3")
+            accepted: list[int] = []
+            await nursery.start(count_accepts, listener, accepted)
+            relay = await start(stack, limits())
+            target = await start(stack)
+            assert await target.relay_client.reserve(relay_addr(relay))
+            answered = 0
+            for _ in range(3):  # three fresh keys, one session each
+                hostile = await start(stack)
+                await hostile.relay_client.dial(target.peer_id, [through(relay, target)])
+                try:
+                    with trio.fail_after(5):
+                        await session(hostile, target, [tcp(listener)])
+                    answered += 1
+                except Exception:  # the session was reset: refused
+                    pass
+            assert answered == 2 and target.dcutr.refused == 1
+            nursery.cancel_scope.cancel()
