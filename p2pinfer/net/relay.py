@@ -18,6 +18,9 @@ says so (`follow_reachability`). What py-libp2p enforces, and what is added here
   once (py-libp2p answered STOP from any connected peer: one TCP connection carried
   any number of connections, each a Noise handshake under a fresh key, past every
   inbound limit; attack 36);
+- added: circuits to one peer shared fairly among source address groups when full
+  (the same rule as slots: a newcomer's group holding two fewer than the largest cuts
+  that group's oldest circuit; attack 37);
 - added: slots per source address (an IPv6 /56 counting as one), shared fairly when
   full (`relay_rules.slot_decision`: a group holding two fewer than the largest takes
   that group's oldest slot, attack 34); circuits in all and per source peer.
@@ -64,6 +67,27 @@ def remote_ip(stream: INetStream) -> str | None:
     return observed_ip(str(address[0])) if address else None
 
 
+class Circuit:
+    """A circuit this relay carries: its HOP stream, its source's address group (an
+    IPv4 address, an IPv6 /56), and how to cut it."""
+
+    __slots__ = ("done", "group", "scope", "stream")
+
+    def __init__(self, stream: INetStream, group: str) -> None:
+        self.stream = stream
+        self.group = group
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+
+def circuit_target(msg: HopMessage) -> ID | None:
+    """The peer a CONNECT asks for; None if it names none that parses."""
+    try:
+        return ID(msg.peer.id) if msg.HasField("peer") and msg.peer.id else None
+    except Exception:
+        return None
+
+
 class RelayHop(BoundedCircuitV2):
     """py-libp2p's CircuitV2 relay (defects fixed) with our limits; HOP served only between
     `start_serving` and `stop_serving`. `refusals` counts refused requests by reason,
@@ -83,6 +107,7 @@ class RelayHop(BoundedCircuitV2):
         self.refusals: Counter[str] = Counter()
         self.circuits = 0
         self._circuits_by_source: Counter[ID] = Counter()
+        self._circuits_to: dict[ID, dict[Circuit, str]] = {}  # target -> its circuits
         self._slot_group: dict[ID, str] = {}  # holder -> address group, oldest first
         #: Whether this node holds a slot at the relay `peer` (set by `NetHost` from its
         #: relay client): STOP is taken from those relays only.
@@ -201,26 +226,64 @@ class RelayHop(BoundedCircuitV2):
 
     async def _handle_connect(self, stream: INetStream, msg: HopMessage) -> None:
         source = stream.muxed_conn.peer_id
+        circuit = Circuit(stream, slot_group(remote_ip(stream)) or "")
+        target = circuit_target(msg)
         refusal = None
         if self.circuits >= self.config.max_circuits:
             refusal = "circuits"
         elif self._circuits_by_source[source] >= self.config.max_circuits_per_peer:
             refusal = "circuits-per-peer"
+        elif target is not None and self.resource_manager.has_reservation(target):
+            refusal = await self._make_room(target, circuit)
         if refusal is not None:
             self.refusals[refusal] += 1
             log.info("relay circuit refused source=%s reason=%s", source, refusal)
             await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
             await reset_quietly(stream)
             return
+        to_target = self._circuits_to.setdefault(target, {}) if target is not None else {}
+        to_target[circuit] = circuit.group
         self.circuits += 1
         self._circuits_by_source[source] += 1
         try:
-            await super()._handle_connect(stream, msg)
+            with circuit.scope:
+                await super()._handle_connect(stream, msg)
         finally:
             self.circuits -= 1
             self._circuits_by_source[source] -= 1
             if self._circuits_by_source[source] <= 0:
                 del self._circuits_by_source[source]
+            to_target.pop(circuit, None)
+            if target is not None and not self._circuits_to.get(target, True):
+                del self._circuits_to[target]
+            circuit.done.set()
+
+    async def _make_room(self, target: ID, circuit: Circuit) -> str | None:
+        """None if a circuit to `target` may open now (after cutting another source
+        group's oldest, when the target's circuits are full and that group holds two
+        more than `circuit`'s: `slot_decision`), else why not."""
+        held = self._circuits_to.get(target, {})
+        if len(held) < self.config.max_circuits_per_target:
+            return None
+        decision = slot_decision(held, circuit, circuit.group,
+                                 total=self.config.max_circuits_per_target,
+                                 per_group=self.config.max_circuits_per_target)
+        victim = decision.evict
+        if victim is None:
+            return "circuits-per-target"
+        self.refusals["circuit-evicted"] += 1
+        log.info("relay circuit to peer=%s of group=%s cut for group=%s",
+                 target, victim.group, circuit.group)
+        # The circuit's other stream (to the target) is in `_active_relays` beside it.
+        others = {id(s): s for pair in list(self._active_relays.values())
+                  if victim.stream in pair for s in pair
+                  if s is not None and s is not victim.stream}
+        victim.scope.cancel()
+        for s in (victim.stream, *others.values()):
+            await reset_quietly(s)
+        with trio.move_on_after(2):  # until py-libp2p gave the target's count back
+            await victim.done.wait()
+        return None
 
     def on_duration_cut(self, peer_id: ID) -> None:
         self.refusals["duration"] += 1

@@ -1,4 +1,5 @@
-"""Attack 34: a few addresses squat every relay slot (p2pinfer/net/relay.py).
+"""Attacks 34 and 37: a few addresses squat every relay slot, or every circuit to a
+provider (p2pinfer/net/relay.py).
 
 A relay keeps 16 reservation slots, at most 4 per source address. Before this defence,
 an attacker holding 4 IPv4 addresses (or one IPv6 host, whose /64 gives it as many
@@ -17,9 +18,17 @@ import pytest
 import trio
 from libp2p.abc import INetStream
 
+from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net import relay as relay_module
 from p2pinfer.net.nethost import NetHost
-from tests.integration.test_net_relay_limits import limits, relay_addr, start
+from tests.integration.test_net_relay_limits import (
+    ECHO,
+    echo,
+    limits,
+    relay_addr,
+    start,
+    through,
+)
 
 pytestmark = pytest.mark.network
 
@@ -82,3 +91,33 @@ async def test_one_ipv6_network_counts_as_one_address(addresses: dict[str, str])
             provider = await peer_at(stack, addresses, "2001:db8:1::5")  # another /56
             assert await provider.relay_client.reserve(relay_addr(relay))
             assert relay.relay_hop.refusals["evicted"] == 0
+
+
+async def test_circuits_from_one_address_cannot_keep_a_consumer_from_a_provider(
+        addresses: dict[str, str]) -> None:
+    # Attack 37: a relay carries at most 8 circuits to one reserved peer, first come
+    # first served, each held open up to 15 minutes: a few fresh keys holding
+    # circuits to a provider behind NAT cut it off from every other consumer there.
+    with trio.fail_after(90):
+        async with AsyncExitStack() as stack:
+            relay = await start(stack, limits(max_circuits_per_target=3))
+            provider = await start(stack)
+            provider.set_stream_handler(ECHO, echo)
+            assert await provider.relay_client.reserve(relay_addr(relay))
+            squatters = [await peer_at(stack, addresses, "198.51.100.1") for _ in range(3)]
+            for s in squatters:
+                await s.relay_client.dial(provider.peer_id, [through(relay, provider)])
+            consumer = await peer_at(stack, addresses, "203.0.113.9")
+            await consumer.relay_client.dial(provider.peer_id, [through(relay, provider)])
+            stream = await consumer.open_stream(provider.peer_id, ECHO, first=b"\x02hi")
+            assert await stream.read_frame(timeout_s=10) == b"hi"
+            assert relay.relay_hop.refusals["circuit-evicted"] == 1
+            with trio.fail_after(10):  # the oldest squatter's circuit was cut
+                while squatters[0].peer_id in provider.peers():
+                    await trio.sleep(0.1)
+            # A squatter coming back cannot take the consumer's circuit back.
+            with pytest.raises(PeerUnreachableError):
+                await squatters[0].relay_client.dial(provider.peer_id,
+                                                     [through(relay, provider)])
+            assert consumer.peer_id in provider.peers()
+            assert relay.relay_hop.refusals["circuits-per-target"] == 1
