@@ -7,7 +7,6 @@ when the engine cannot be reached or is too slow, `ModelNotFound` for a 404,
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from p2pinfer import json_depth
 from p2pinfer.errors import BackendError, EngineResponseError, EngineUnavailable, ModelNotFound
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -59,8 +59,8 @@ async def translated(engine: str, timeout_s: float) -> AsyncIterator[None]:
 def error_message(body: bytes) -> str:
     """The message in an error body: Ollama's `{"error": "..."}`, OpenAI's nested form, or text."""
     try:
-        parsed = json.loads(body)
-    except ValueError:
+        parsed = json_depth.loads(body)
+    except ValueError:  # TooDeepError too
         return body.decode("utf-8", errors="replace").strip()[:300]
     if isinstance(parsed, dict):
         error = parsed.get("error")
@@ -84,8 +84,8 @@ def status_error(status: int, body: bytes, engine: str) -> BackendError:
 def parse_object(line: str | bytes, engine: str) -> dict[str, Any]:
     """One JSON object from a stream line; EngineResponseError for anything else."""
     try:
-        value = json.loads(line)
-    except ValueError:
+        value = json_depth.loads(line)
+    except ValueError:  # TooDeepError too
         shown = line if isinstance(line, str) else line.decode("utf-8", errors="replace")
         raise EngineResponseError(
             f"the engine at {engine} sent something that is not JSON: {shown[:80]!r}"

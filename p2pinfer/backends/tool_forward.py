@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from p2pinfer import json_depth
 from p2pinfer.backends.base import ChatMessage
 from p2pinfer.errors import EngineResponseError
 from p2pinfer.protocol.tools import FORCED, MAX_CALLS, MAX_CALLS_CHARS, NAME, calls_text
@@ -33,7 +34,7 @@ def openai_tool_choice(choice: str) -> str | dict[str, Any]:
 
 
 def _calls(message: ChatMessage) -> list[dict[str, Any]]:
-    return list(json.loads(message.tool_calls)) if message.tool_calls else []
+    return list(json_depth.loads(message.tool_calls)) if message.tool_calls else []
 
 
 def ollama_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -84,7 +85,7 @@ def _checked(calls: list[tuple[str, dict[str, Any]]], engine: str) -> str:
 def _call(name: object, arguments: object, engine: str) -> tuple[str, dict[str, Any]]:
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
+            arguments = json_depth.loads(arguments) if arguments.strip() else {}
         except ValueError:
             arguments = None
     if not isinstance(name, str) or not NAME.fullmatch(name) or not isinstance(arguments, dict):

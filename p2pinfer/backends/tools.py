@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pinfer import json_depth
 from p2pinfer.backends.base import ChatMessage, Role
 from p2pinfer.backends.wire import ApiError
 from p2pinfer.errors import ValidationError
@@ -115,7 +116,8 @@ def openai_message(item: dict[str, Any], role: Role, content: str,
                 raise _bad("messages[].tool_calls: each is {id, type, function}", "messages")
             arguments = function.get("arguments", "{}")
             try:
-                arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+                arguments = (json_depth.loads(arguments) if isinstance(arguments, str)
+                             else arguments)
             except ValueError:
                 raise _bad("messages[].tool_calls: arguments are not JSON", "messages") from None
             calls.append({"name": function.get("name"), "arguments": arguments})

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from p2pinfer import json_depth
+
 Clock = Callable[[], datetime]
 #: Extra fields a host adds to a reply's last object (the gateway: what the job cost).
 FinalFields = Callable[[], dict[str, Any]]
@@ -52,9 +54,11 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ApiError(400, "missing request body")
     try:
-        value = json.loads(body, parse_constant=_refuse_constant)
+        value = json_depth.loads(body, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise ApiError(400, "invalid character in request body (not UTF-8)") from None
+    except json_depth.TooDeepError as exc:
+        raise ApiError(400, f"request body: {exc}") from None
     except json.JSONDecodeError as exc:
         if exc.pos >= len(exc.doc.rstrip()):
             raise ApiError(400, "unexpected EOF") from None

@@ -16,6 +16,7 @@ import typer
 
 from p2pinfer import __version__
 from p2pinfer.errors import P2PInferError
+from p2pinfer.json_depth import cap_recursion_limit
 
 app = typer.Typer(
     name="p2pinfer",
@@ -85,6 +86,7 @@ def _register_for(argv: list[str]) -> None:
 def main() -> None:
     """Run the CLI; map project errors to one line and an exit code."""
     _register_for(sys.argv[1:])
+    cap_recursion_limit()  # py_ecc, imported with the commands, raised it (json_depth)
     try:
         # Standalone mode: click prints usage errors itself (exit 2) and exits.
         app()

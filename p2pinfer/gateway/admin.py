@@ -9,7 +9,6 @@ each scrape, then renders the node's whole registry.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from p2pinfer import json_depth
 from p2pinfer.backends.wire import dumps
 from p2pinfer.errors import P2PInferError, UsageError, ValidationError
 from p2pinfer.gateway.view import LedgerPoint, LedgerSummary, NodeView
@@ -179,7 +179,7 @@ def gov_action(view: NodeView, action: str) -> Callable[[Request], Awaitable[Res
 
     async def handler(request: Request) -> Response:
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = json_depth.loads(await request.body() or b"{}")
             if not isinstance(body, dict):
                 raise ValidationError("body must be a JSON object")
             gov = _governance(view)

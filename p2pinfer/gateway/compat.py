@@ -19,7 +19,6 @@ line here goes, and docs/gateway.md's compatibility table follows (a test walks 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from p2pinfer import json_depth
 from p2pinfer.backends.wire import dumps
 
 IGNORED_HEADER = "X-P2PInfer-Ignored"
@@ -265,7 +265,7 @@ class ParameterCheck:
         first = await receive()
         body = first.get("body", b"") if first["type"] == "http.request" else b""
         try:
-            parsed = json.loads(body) if not first.get("more_body") else None
+            parsed = json_depth.loads(body) if not first.get("more_body") else None
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):

@@ -36,6 +36,7 @@ from p2pinfer.hardware.probe import MachineProfile
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServer, JobServerConfig
+from p2pinfer.json_depth import cap_recursion_limit
 from p2pinfer.market.checkpoint import StartupCheck, checkpoint_path, verify_from_checkpoint
 from p2pinfer.market.ledger import Ledger, ledger_path
 from p2pinfer.market.split import preset_named
@@ -162,6 +163,7 @@ async def run_node(
     """Run the node until cancelled (or a signal, with `handle_signals`); `task_status`
     gets the status written to node.json. `chain`: settlement on (docs/settlement.md);
     without it, the chain `--chain-rpc`/`--chain-contract` name, if any."""
+    cap_recursion_limit()  # py_ecc raised it on import: p2pinfer/json_depth.py
     home = config.home
     identity, chain = await _identity_ledger_chain(config, chain)
     preset = preset_named(config.preset)

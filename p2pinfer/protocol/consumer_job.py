@@ -41,6 +41,7 @@ from p2pinfer.protocol.messages import (
     JobResult,
     Receipt,
 )
+from p2pinfer.protocol.output_format import answer_problem
 from p2pinfer.protocol.records import Signer
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
@@ -91,6 +92,12 @@ class ConsumerJob:
         self.logprobs_received = 0
         self.text_chunks = 0  # chunks with text (a chat or generate job)
         self._short_piece = False  # an embed job: a chunk shorter than MAX_CHUNK_CHARS came
+        # A structured answer's text, kept to judge it whole (`answer_problem`); not where
+        # a stop sequence or a tool call may end it short of the format.
+        params = request.params
+        self._structured: list[str] | None = (
+            [] if params.output_format is not None and params.tools is None
+            and not params.stop and request.kind != "embed" else None)
         self.state = ConsumerState.SEND_REQUEST
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
@@ -220,6 +227,8 @@ class ConsumerJob:
             raise ValidationError(f"the output is over {self._max_output_chars} characters")
         self._check_logprobs(chunk)
         self._next_seq += 1
+        if self._structured is not None:
+            self._structured.append(chunk.text)
         data = chunk.text.encode("utf-8", "surrogatepass")
         self.output_bytes += len(data)
         self._output.update(data)
@@ -266,6 +275,11 @@ class ConsumerJob:
             raise ValidationError("the result's output hash does not match the chunks received")
         if req.digest is not None and res.digest != req.digest:
             raise ValidationError(f"ran model build {res.digest!r}, not the requested one")
+        if self._structured is not None and res.finish_reason == "stop":
+            assert req.params.output_format is not None
+            problem = answer_problem("".join(self._structured), req.params.output_format)
+            if problem is not None:
+                raise ValidationError(f"a structured answer that breaks its format: {problem}")
         try:
             self._check_charge(res)
         except OverchargeError:

@@ -20,6 +20,7 @@ import json
 import re
 from typing import Any
 
+from p2pinfer import json_depth
 from p2pinfer.errors import ValidationError
 from p2pinfer.protocol.output_format import check_schema, parse_bounded
 
@@ -148,7 +149,7 @@ def _call(item: object, names: set[str]) -> tuple[str, dict[str, Any]] | None:
     arguments = item.get("arguments", item.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
-        except ValueError:
+            arguments = json_depth.loads(arguments)
+        except ValueError:  # TooDeepError too
             return None
     return (str(item["name"]), arguments) if isinstance(arguments, dict) else None

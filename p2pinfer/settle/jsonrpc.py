@@ -11,6 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from p2pinfer import json_depth
 from p2pinfer.http.asgi_body import BodyTooLarge, read_body
 
 MAX_BODY_BYTES = 1 << 20  # one request or batch; a transaction is a few KiB
@@ -78,8 +79,8 @@ def handle_body(body: bytes, dispatch: Dispatch) -> bytes | None:
     """The HTTP response body for a request body; None when every request was a
     notification (answer 204)."""
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = json_depth.loads(body)
+    except (ValueError, UnicodeDecodeError):  # TooDeepError too
         return json.dumps(_error_reply(None, RpcError(PARSE_ERROR, "parse error"))).encode()
     if isinstance(parsed, list):
         if not parsed or len(parsed) > MAX_BATCH:

@@ -25,8 +25,10 @@ from p2pinfer.jobs.network_backend import job_params
 from p2pinfer.protocol import JobParams, JobRequest, decode, sign
 from p2pinfer.protocol.codec import _signing_payload
 from p2pinfer.protocol.output_format import (
+    JSON_ANY,
     MAX_REPEAT,
     MAX_SCHEMA_DEPTH,
+    answer_problem,
     check_output_format,
     schema_text,
 )
@@ -169,3 +171,43 @@ def test_any_json_as_a_format_is_taken_or_a_400(value: object) -> None:
             continue
         if parsed is not None:
             check_output_format(parsed)
+
+
+# -- judging a whole structured answer (attack 38) -------------------------------------
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"},
+                                         "pop": {"type": "integer"},
+                                         "tags": {"type": "array", "items": {"enum": ["a", "b"]},
+                                                  "maxItems": 2}},
+        "required": ["city"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"city": "Paris"}', None),
+    (' {"city": "Paris", "pop": 2100000, "tags": ["a", "b"]}\n', None),
+    ("Sure! Paris.", "not JSON"),
+    ('{"city": "Paris"', "not JSON"),
+    ('{"town": "Paris"}', "lacks the required 'city'"),
+    ('{"city": "Paris", "mayor": "x"}', "'mayor', which the schema does not allow"),
+    ('{"city": 7}', "$.city is not of type string"),
+    ('{"city": "P", "pop": 2.5}', "$.pop is not of type integer"),
+    ('{"city": "P", "pop": true}', "$.pop is not of type integer"),
+    ('{"city": "P", "tags": ["c"]}', "$.tags[0] is none of the schema's enum"),
+    ('{"city": "P", "tags": ["a", "a", "b"]}', "$.tags has 3 items"),
+    ('["Paris"]', "$ is not of type object"),
+    ('{"city": "P", "pop": NaN}', "not JSON"),
+])
+def test_a_structured_answer_is_judged_against_its_schema(text: str, problem: str | None) -> None:
+    found = answer_problem(text, schema_text(CITY))
+    assert found == problem if problem is None else (found is not None and problem in found)
+
+
+def test_json_mode_wants_an_object_and_what_is_not_judged_passes() -> None:
+    assert answer_problem('{"any": [1, {"x": null}]}', JSON_ANY) is None
+    assert answer_problem("[1, 2]", JSON_ANY) == "not a JSON object"
+    loose = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+    assert answer_problem("[]", schema_text(loose)) is None  # anyOf: not judged here
+    lengths = {"type": "string", "minLength": 5, "pattern": "^x"}
+    assert answer_problem('"ab"', schema_text(lengths)) is None
+    deep = "[" * 100_000 + "]" * 100_000
+    assert answer_problem(deep, schema_text({"type": "array"})) is None  # too deep to tell

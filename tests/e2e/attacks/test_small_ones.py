@@ -1,6 +1,7 @@
 """Attack "small ones" on the shared testnet's real gateway: requests the wire cannot
-carry (a stop string over 256 characters, content over 262,144, a lone surrogate) get a
-400 in each API's own error shape, never a 500, and honest jobs go on."""
+carry (a stop string over 256 characters, content over 262,144, a lone surrogate, a body
+nested 200,000 deep) get a 400 in each API's own error shape, never a 500 (nor a dead
+node), and honest jobs go on."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def bodies(openai: bool) -> dict[str, bytes]:
         "stop over 256 chars": json.dumps({**chat, **stop}).replace("@", "hi").encode(),
         "content over 262,144 chars": json.dumps(chat).replace("@", "x" * 262_145).encode(),
         "lone surrogate": lone.encode(),
+        # Attack 39: json.loads recursed 200,000 deep, past the C stack (the node's
+        # recursion limit is raised by py_ecc): the node process died.
+        "nested 200,000 deep": json.dumps(chat).replace(
+            '"@"', "[" * 200_000 + "]" * 200_000).encode(),
     }
 
 

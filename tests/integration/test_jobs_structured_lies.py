@@ -1,0 +1,53 @@
+"""Attack 38: a provider answers a structured request with whatever it likes.
+
+A job may ask for JSON (`output_format` "json": Ollama's `format: "json"`, OpenAI's
+`json_object`) or for JSON following a schema. An honest engine follows it with a
+grammar, so an answer that ended by itself ("stop", no stop sequence cut it) is JSON of
+that shape. The consumer took any text and paid for it: the cheapest provider could
+skip the grammar (or the model) and answer prose, and only a later spot-check might
+notice. Real libp2p hosts and ledgers; the providers' engines are fakes that say what
+the test gives them (`FakeBackend`).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+from p2pinfer.protocol import JobParams
+from p2pinfer.protocol.output_format import schema_text
+from tests.integration.job_helpers import FAKE_MODEL, FakeBackend, charges, cheap_and_dear
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"},
+                                         "country": {"type": "string"}},
+        "required": ["city", "country"], "additionalProperties": False}
+
+
+async def lied_to(tmp_path: Path, lie: list[str], params: JobParams) -> None:
+    honest = FakeBackend(tokens=['{"city": ', '"Paris", ', '"country": ', '"France"}'])
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            two = await cheap_and_dear(stack, nursery, tmp_path, cheap=FakeBackend(lie),
+                                       dear=honest)
+            outcome = await two.client.run(FAKE_MODEL, "Paris as JSON", params)
+            assert outcome.provider == two.dear.net.peer_id
+            assert json.loads(outcome.text) == {"city": "Paris", "country": "France"}
+            [liar] = outcome.failovers
+            assert liar.provider == two.cheap.net.peer_id
+            assert "structured" in liar.reason
+            assert charges(two.cheap.ledger) == []
+            assert charges(two.ledger) == [bytes.fromhex(outcome.job_id)]
+            nursery.cancel_scope.cancel()
+
+
+async def test_prose_for_a_json_request_is_not_paid(tmp_path: Path) -> None:
+    await lied_to(tmp_path, ["Sure! ", "Paris ", "is ", "in ", "France."],
+                  JobParams(max_tokens=20, output_format="json"))
+
+
+async def test_json_of_another_shape_for_a_schema_is_not_paid(tmp_path: Path) -> None:
+    await lied_to(tmp_path, ['{"town": ', '"Paris"}'],
+                  JobParams(max_tokens=20, output_format=schema_text(CITY)))
