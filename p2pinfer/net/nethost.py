@@ -86,6 +86,8 @@ class NetHost(GossipAndAdverts):
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
         self.relay_hop.our_relay = self.relay_client.holds_slot_at
+        bootstrap = {parse_peer_addr(a).peer_id.to_base58() for a in config.bootstrap}
+        self.relay_client.preferred = lambda: bootstrap
         self.dcutr = dcutr
         dcutr.own_relays = lambda: [slot.relay_addr for slot in self.relay_client.slots.values()]
         self.started_at = trio.current_time()  # how young its gossip catalog is

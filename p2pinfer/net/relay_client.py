@@ -14,10 +14,11 @@ relay sees only ciphertext, and every stream protocol runs over it unchanged.
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import multiaddr
@@ -85,6 +86,8 @@ class RelayClient:
         #: relay id -> (bytes, seconds) they granted. Not picked automatically again (the
         #: last MAX_LIMITED_REMEMBERED of them).
         self.limited: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        #: Peer ids to reserve at before any other relay: the node's bootstrap peers.
+        self.preferred: Callable[[], set[str]] = set
         self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
         # Adverts, identify and DHT records all read get_addrs; replaced on this instance.
@@ -194,7 +197,11 @@ class RelayClient:
                 await self.reserve(addr)
 
     def _relay_candidates(self, connected: set[str]) -> list[str]:
-        """Connected peers whose identify says they serve HOP, with a direct address."""
+        """Connected peers whose identify says they serve HOP, with a direct address: the
+        node's bootstrap peers first (the operator's word), the others in random order.
+        Not by address: relays from low addresses (any Sybils a DHT walk meets) took
+        every slot, and one that takes slots and refuses circuits left the node
+        unreachable (attack 40)."""
         store = self._host.get_peerstore()
         out = []
         for peer in self._host.get_connected_peers():
@@ -209,7 +216,9 @@ class RelayClient:
                 continue
             if addrs:
                 out.append(f"{addrs[0]}/p2p/{pid}")
-        return sorted(out)
+        random.shuffle(out)
+        first = self.preferred()
+        return sorted(out, key=lambda addr: addr.rsplit("/p2p/", 1)[1] not in first)
 
     # -- dialling ----------------------------------------------------------------------
 

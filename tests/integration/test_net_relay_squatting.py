@@ -1,5 +1,5 @@
-"""Attacks 34 and 37: a few addresses squat every relay slot, or every circuit to a
-provider (p2pinfer/net/relay.py).
+"""Attacks 34, 37 and 40: a few addresses squat every relay slot, or every circuit to a
+provider (p2pinfer/net/relay.py); Sybil relays get a node's slots (net/relay_client.py).
 
 A relay keeps 16 reservation slots, at most 4 per source address. Before this defence,
 an attacker holding 4 IPv4 addresses (or one IPv6 host, whose /64 gives it as many
@@ -17,18 +17,25 @@ from contextlib import AsyncExitStack
 import pytest
 import trio
 from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net import relay as relay_module
+from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig
+from tests.integration.net_helpers import config
 from tests.integration.test_net_relay_limits import (
     ECHO,
+    MANUAL,
     echo,
     limits,
     relay_addr,
     start,
     through,
 )
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
 
@@ -121,3 +128,30 @@ async def test_circuits_from_one_address_cannot_keep_a_consumer_from_a_provider(
                                                      [through(relay, provider)])
             assert consumer.peer_id in provider.peers()
             assert relay.relay_hop.refusals["circuits-per-target"] == 1
+
+
+async def test_a_node_behind_nat_reserves_at_its_bootstrap_relay_before_strangers() -> None:
+    # Attack 40: a node picking relays by itself took the connected relays whose
+    # addresses sorted first, so relays run from low addresses (Sybils a DHT walk meets)
+    # got every slot; these two accept slots and refuse every circuit.
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            blackholes = [await stack.enter_async_context(run_host(config(
+                ip=f"127.0.0.{i}", autonat=MANUAL, relay_client=RelayClientConfig(auto=False),
+                relay=limits(max_circuits=0)))) for i in (2, 3)]
+            honest = await stack.enter_async_context(run_host(config(
+                ip="127.0.0.4", autonat=MANUAL, relay_client=RelayClientConfig(auto=False),
+                relay=limits())))
+            node = await stack.enter_async_context(run_host(config(
+                autonat=MANUAL, relay=RelayServiceConfig(mode="off"),
+                bootstrap=(relay_addr(honest),))))
+            for b in blackholes:
+                await node.connect(relay_addr(b))
+            store = node._host.get_peerstore()
+            relays = [ID.from_base58(r.peer_id) for r in (*blackholes, honest)]
+            await await_until(lambda: all(
+                p in node._host.get_connected_peers()
+                and store.supports_protocols(p, [HOP_PROTOCOL_ID]) for p in relays))
+            await node.relay_client.upkeep("private")
+            assert honest.peer_id in node.relay_client.slots
+            assert len(node.relay_client.slots) == 2
