@@ -57,6 +57,19 @@ async def session(hostile: NetHost, target: NetHost, named: list[str]) -> None:
     await write_delimited_msg(stream, HolePunch(type=HolePunch.SYNC))
 
 
+async def reserved_target(stack: AsyncExitStack, nursery: trio.Nursery,
+                          ) -> tuple[list[trio.SocketListener], list[int], NetHost, NetHost]:
+    """A listener on 127.0.0.3 counting what connects to it (`accepted`), a relay, and a
+    target holding a slot there: (listener, accepted, relay, target)."""
+    listener = await trio.open_tcp_listeners(0, host="127.0.0.3")
+    accepted: list[int] = []
+    await nursery.start(count_accepts, listener, accepted)
+    relay = await start(stack, limits())
+    target = await start(stack)
+    assert await target.relay_client.reserve(relay_addr(relay))
+    return listener, accepted, relay, target
+
+
 @pytest.fixture
 def dialled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every address a node's DCUtR hole punch dials (py-libp2p's `_dial_peer`, spied)."""
@@ -103,12 +116,7 @@ async def test_a_session_naming_lan_addresses_dials_none_of_them(
     # private LAN address may not; with a relay on the internet neither may.
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            listener = await trio.open_tcp_listeners(0, host="127.0.0.3")
-            accepted: list[int] = []
-            await nursery.start(count_accepts, listener, accepted)
-            relay = await start(stack, limits())
-            target = await start(stack)
-            assert await target.relay_client.reserve(relay_addr(relay))
+            listener, accepted, relay, target = await reserved_target(stack, nursery)
             hostile = await start(stack)
             await hostile.relay_client.dial(target.peer_id, [through(relay, target)])
             lan = ["/ip4/192.168.1.1/tcp/80", "/ip4/10.0.0.1/tcp/22",
@@ -122,19 +130,14 @@ async def test_a_session_naming_lan_addresses_dials_none_of_them(
 
 
 async def test_fresh_keys_start_no_more_sessions_than_the_node_wide_budget(
-        monkeypatch: pytest.MonkeyPatch, dialled: list[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # Each key may start 3 sessions a minute, and keys are free: without a budget for
     # all peers together, what bounded the dials was only the relay's circuits.
     from p2pinfer.net import dcutr
     monkeypatch.setattr(dcutr, "SESSIONS_IN_ALL_PER_MIN", 2, raising=False)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            listener = await trio.open_tcp_listeners(0, host="127.0.0.3")
-            accepted: list[int] = []
-            await nursery.start(count_accepts, listener, accepted)
-            relay = await start(stack, limits())
-            target = await start(stack)
-            assert await target.relay_client.reserve(relay_addr(relay))
+            listener, _, relay, target = await reserved_target(stack, nursery)
             answered = 0
             for _ in range(3):  # three fresh keys, one session each
                 hostile = await start(stack)
