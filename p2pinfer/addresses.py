@@ -1,7 +1,8 @@
 """IP addresses as the node's limits read them: one parsing, one loopback rule and one
 grouping of an address with its neighbours, for every layer that counts peers or
 clients by where they come from (the HTTP connection gate, the libp2p inbound shares,
-AutoNAT's observed address, the gateway's bind check).
+AutoNAT's observed address, the gateway's bind check), and the plain TCP multiaddr
+that AutoNAT dials back and DCUtR punches (`tcp_endpoint`).
 
 An address from a socket or a peer may carry brackets (`[::1]`), a zone (`fe80::1%eth0`)
 or be an IPv4 address written as IPv6 (`::ffff:192.0.2.7`, what a dual-stack socket
@@ -51,4 +52,17 @@ def address_group(host: str, ipv6_prefix: int) -> str | None:
     return None if ip is None else str(ip)
 
 
-__all__ = ["address_group", "is_loopback", "normal_ip", "parse_ip"]
+def tcp_endpoint(addr: str) -> tuple[str, int] | None:
+    """(ip, port) of a plain `/ip4|ip6/X/tcp/P[/p2p/ID]` multiaddr text, the IP as written;
+    None for any other kind (DNS, circuit, QUIC) or a malformed one."""
+    parts = addr.split("/")
+    if len(parts) < 5 or parts[0] or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+        return None
+    if parts[5:] and (parts[5] != "p2p" or len(parts) != 7):
+        return None
+    if parse_ip(parts[2]) is None or not parts[4].isdigit() or not 0 < int(parts[4]) < 65536:
+        return None
+    return parts[2], int(parts[4])
+
+
+__all__ = ["address_group", "is_loopback", "normal_ip", "parse_ip", "tcp_endpoint"]

@@ -28,7 +28,7 @@ from typing import Literal
 
 import multiaddr
 
-from p2pinfer.addresses import normal_ip
+from p2pinfer.addresses import normal_ip, tcp_endpoint
 from p2pinfer.bounded import keep_latest
 
 Reachability = Literal["public", "private", "unknown"]
@@ -85,14 +85,11 @@ def dial_back_addrs(requested: list[bytes], ip: str, *, limit: int) -> list[str]
 def _tcp_port(raw: bytes) -> int | None:
     """The TCP port of a plain `/ip4|ip6/X/tcp/P[/p2p/ID]` address; None for anything else."""
     try:
-        addr = multiaddr.Multiaddr(raw)
-        names = [p.name for p in addr.protocols()]
-        if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or names[2:] not in ([], ["p2p"]):
-            return None
-        port = int(addr.value_for_protocol("tcp"))
+        text = str(multiaddr.Multiaddr(raw))
     except Exception:  # another peer's bytes: anything malformed is skipped
         return None
-    return port if 0 < port < 65_536 else None
+    endpoint = tcp_endpoint(text)
+    return None if endpoint is None else endpoint[1]
 
 
 class DialBackLimiter:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from p2pinfer.addresses import address_group, parse_ip
+from p2pinfer.addresses import address_group, parse_ip, tcp_endpoint
 
 RelayMode = Literal["auto", "on", "off"]
 
@@ -215,19 +215,6 @@ def ip_scope(host: str) -> str | None:
     return "global" if ip.is_global else "private"
 
 
-def tcp_endpoint(addr: str) -> tuple[str, int] | None:
-    """(ip, port) of a plain `/ip4|ip6/X/tcp/P[/p2p/ID]` multiaddr text; None for any
-    other kind (DNS, circuit, QUIC) or a malformed one."""
-    parts = addr.split("/")
-    if len(parts) < 5 or parts[0] or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
-        return None
-    if parts[5:] and (parts[5] != "p2p" or len(parts) != 7):
-        return None
-    if parse_ip(parts[2]) is None or not parts[4].isdigit() or not 0 < int(parts[4]) < 65536:
-        return None
-    return parts[2], int(parts[4])
-
-
 def punch_targets(named: Sequence[str], relays: Sequence[str], *, limit: int) -> list[str]:
     """Which of the addresses a DCUtR peer `named` may be dialled, as `/ipX/A/tcp/P`, at
     most `limit`: plain TCP ones only, never a relay's own (`relays`: the transport
@@ -236,8 +223,8 @@ def punch_targets(named: Sequence[str], relays: Sequence[str], *, limit: int) ->
     punched, a relay on a private network private ones). Over a relay on the internet
     only global addresses are: a peer cannot make a node behind NAT connect into its
     own LAN or to its loopback services (attack 35)."""
-    scopes = {ip_scope(ip) for ip, _ in filter(None, map(tcp_endpoint, relays))}
     own = {endpoint for endpoint in map(tcp_endpoint, relays) if endpoint is not None}
+    scopes = {ip_scope(ip) for ip, _ in own}
     out: list[str] = []
     for addr in named:
         endpoint = tcp_endpoint(addr)

@@ -50,21 +50,14 @@ def schema_text(schema: dict[str, Any]) -> str:
 
 def parse_bounded(text: str, what: str = "output_format") -> Any:
     """JSON text parsed, ValidationError if it nests deeper than MAX_SCHEMA_DEPTH."""
-    # Nesting first: json.loads recurses, and a hostile text could nest thousands deep.
-    if nests_deeper(text, MAX_SCHEMA_DEPTH):
-        raise ValidationError(f"{what}: nested deeper than {MAX_SCHEMA_DEPTH}")
+    # Nesting first (json_depth): json.loads recurses, and a hostile text could nest
+    # thousands deep.
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json_depth.loads(text, limit=MAX_SCHEMA_DEPTH, parse_constant=_refuse_constant)
+    except json_depth.TooDeepError:
+        raise ValidationError(f"{what}: nested deeper than {MAX_SCHEMA_DEPTH}") from None
     except ValueError as exc:  # JSONDecodeError, or a NaN/Infinity refused below
         raise ValidationError(f"{what}: not JSON: {exc}") from None
-
-
-def nests_deeper(text: str, limit: int) -> bool:
-    """Whether the JSON text `text` opens more than `limit` arrays or objects inside each
-    other (at most: `json_depth.nesting`); to be asked before `json.loads`, which recurses
-    in C (p2pinfer/json_depth.py: where the interpreter's recursion limit is raised, a
-    text thousands deep overflows the C stack and the process dies)."""
-    return json_depth.nesting(text) > limit
 
 
 def _refuse_constant(name: str) -> Any:
@@ -118,10 +111,10 @@ def answer_problem(text: str, output_format: str) -> str | None:
     as followed): `$ref`, `anyOf` / `oneOf` / `allOf` / `not`, string lengths and
     patterns, number ranges, formats, and JSON nested over `MAX_ANSWER_DEPTH` (not
     parsed at all)."""
-    if nests_deeper(text, MAX_ANSWER_DEPTH):
-        return None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json_depth.loads(text, limit=MAX_ANSWER_DEPTH, parse_constant=_refuse_constant)
+    except json_depth.TooDeepError:
+        return None
     except (ValueError, RecursionError):
         return "not JSON"
     if output_format == JSON_ANY:
