@@ -105,12 +105,18 @@ def answer_problem(text: str, output_format: str) -> str | None:
     grammar (llama.cpp, Ollama, constrained servers) cannot end an answer any other way
     than as JSON of that shape, so this is a check a consumer may make before paying.
 
-    Judged: the text is JSON (an object, for "json"); for a schema, recursively through
-    `properties` and `items`: `type`, `const`, `enum`, `required` (keys the schema also
-    describes), `additionalProperties: false`, `minItems` / `maxItems`. Not judged (taken
-    as followed): `$ref`, `anyOf` / `oneOf` / `allOf` / `not`, string lengths and
-    patterns, number ranges, formats, and JSON nested over `MAX_ANSWER_DEPTH` (not
-    parsed at all)."""
+    Judged: the text is JSON (an object, for "json"); for a schema, what both the schema
+    says and llama.cpp's converter (the least strict engine a provider may run) makes
+    its grammar hold to. The converter takes, of each subschema, the first of these that
+    it has, and judging does the same: a local `$ref` (its target), `anyOf` / `oneOf`
+    (one alternative fits), a list of types (one fits), `const`, `enum`, an object's
+    `properties` (through `required` keys the schema describes, each property,
+    `additionalProperties` false or a schema), an array's `items` (with `minItems` /
+    `maxItems`; tuples item by item), a string's `minLength` / `maxLength` (when no
+    pattern or format comes first), else the type alone. Not judged (taken as followed):
+    `allOf`, patterns, formats, number ranges (the converter ignores them), JSON nested
+    over `MAX_ANSWER_DEPTH` (not parsed at all) and answers whose judging would take
+    over `MAX_JUDGE_STEPS` steps."""
     try:
         value = json_depth.loads(text, limit=MAX_ANSWER_DEPTH, parse_constant=_refuse_constant)
     except json_depth.TooDeepError:
@@ -123,14 +129,25 @@ def answer_problem(text: str, output_format: str) -> str | None:
         schema = json.loads(output_format)
     except (ValueError, RecursionError):  # checked on decode; cannot judge otherwise
         return None
-    return _mismatch(value, schema, "$")
+    try:
+        return _Judge(schema).mismatch(value, schema, "$")
+    except _TooMuch:
+        return None
 
+
+MAX_JUDGE_STEPS = 20_000
+"""Schema-value pairs one answer's judging may visit: `anyOf` inside `anyOf` multiplies
+them, and an answer that would take more is taken as following its schema."""
+MAX_REF_HOPS = 16  # `$ref`s followed in a row without going into the answer
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "object": (dict,), "array": (list,), "null": (type(None),),
     "number": (int, float), "integer": (int,), "boolean": (bool,),
 }  # fmt: skip
-_NOT_JUDGED = ("$ref", "anyOf", "oneOf", "allOf", "not", "if")
+
+
+class _TooMuch(Exception):
+    """Judging went over MAX_JUDGE_STEPS."""
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -139,50 +156,139 @@ def _is_type(value: Any, name: str) -> bool:
         return True  # a type name this check does not know: not held against the answer
     if isinstance(value, bool) and name != "boolean":
         return False  # JSON true is no number
+    if name == "integer" and isinstance(value, float):
+        return value.is_integer()  # JSON Schema: 1.0 is an integer
     return isinstance(value, kinds)
 
 
-def _mismatch(value: Any, schema: Any, path: str) -> str | None:
-    if not isinstance(schema, dict) or any(key in schema for key in _NOT_JUDGED):
+class _Judge:
+    """One answer judged against one schema (`answer_problem`)."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.steps = 0
+
+    def mismatch(self, value: Any, schema: Any, path: str, hops: int = 0) -> str | None:
+        self.steps += 1
+        if self.steps > MAX_JUDGE_STEPS:
+            raise _TooMuch
+        if not isinstance(schema, dict):
+            return None
+        kind = schema.get("type")
+        if "$ref" in schema:
+            target = self._resolve(schema["$ref"])
+            return None if target is None or hops >= MAX_REF_HOPS else \
+                self.mismatch(value, target, path, hops + 1)
+        if "oneOf" in schema or "anyOf" in schema:
+            return self._union(value, schema.get("oneOf") or schema.get("anyOf"), path, hops)
+        if isinstance(kind, list):
+            names = [name for name in kind if isinstance(name, str)]
+            return None if not names or any(_is_type(value, name) for name in names) else \
+                f"{path} is not of type {'/'.join(names)}"
+        if "const" in schema:
+            return None if _same(value, schema["const"]) else f"{path} is not the schema's const"
+        if "enum" in schema:
+            enum = schema["enum"]
+            return None if not isinstance(enum, list) or any(_same(value, v) for v in enum) \
+                else f"{path} is none of the schema's enum"
+        if kind in (None, "object") and ("properties" in schema or schema.get(
+                "additionalProperties", True) is not True):
+            return _wrong_type(value, kind, path) or \
+                (self._object(value, schema, path) if isinstance(value, dict) else None)
+        if kind in (None, "object") and "allOf" in schema:
+            return None
+        if kind in (None, "array") and ("items" in schema or "prefixItems" in schema):
+            return _wrong_type(value, kind, path) or \
+                (self._array(value, schema, path) if isinstance(value, list) else None)
+        if kind == "string" and not {"pattern", "format"} & schema.keys():
+            return _wrong_type(value, kind, path) or _length_mismatch(value, schema, path)
+        return _wrong_type(value, kind, path)
+
+    def _resolve(self, ref: Any) -> Any:
+        """The subschema a local `$ref` ("#/$defs/Name") points at; None when it is no
+        such reference (the bounds on decode allow only "#/..." ones)."""
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            return None
+        node = self.root
+        for part in ref[1:].split("/")[1:]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        return node
+
+    def _union(self, value: Any, options: Any, path: str, hops: int) -> str | None:
+        if not isinstance(options, list) or not options:
+            return None
+        problems = [self.mismatch(value, option, path, hops) for option in options]
+        if any(problem is None for problem in problems):
+            return None
+        return f"{path} fits none of the schema's {len(options)} alternatives ({problems[0]})"
+
+    def _object(self, value: dict[str, Any], schema: dict[str, Any], path: str) -> str | None:
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        required = schema.get("required")
+        for key in required if isinstance(required, list) else ():
+            if isinstance(key, str) and key in properties and key not in value:
+                return f"{path} lacks the required {key!r}"
+        extra_schema = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key, extra_schema)
+            if sub is False:
+                return f"{path} has {key!r}, which the schema does not allow"
+            problem = self.mismatch(item, sub, f"{path}.{key}")
+            if problem is not None:
+                return problem
         return None
-    if "const" in schema and value != schema["const"]:
-        return f"{path} is not the schema's const"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and value not in enum:
-        return f"{path} is none of the schema's enum"
-    kind = schema.get("type")
-    names = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
-    if names and not any(_is_type(value, n) for n in names if isinstance(n, str)):
-        return f"{path} is not of type {'/'.join(str(n) for n in names)}"
-    if isinstance(value, dict):
-        return _object_mismatch(value, schema, path)
-    if isinstance(value, list):
+
+    def _array(self, value: list[Any], schema: dict[str, Any], path: str) -> str | None:
         low, high = schema.get("minItems"), schema.get("maxItems")
+        if isinstance(schema.get("items"), list | None):  # a tuple: counts not in the grammar
+            low = high = None
         if (isinstance(low, int) and len(value) < low) or \
                 (isinstance(high, int) and len(value) > high):
             return f"{path} has {len(value)} items, outside the schema's bounds"
-        items = schema.get("items")
+        items = schema.get("items") or schema.get("prefixItems")
         for index, item in enumerate(value):
-            problem = _mismatch(item, items, f"{path}[{index}]")
+            sub = items if not isinstance(items, list) else \
+                items[index] if index < len(items) else None
+            problem = self.mismatch(item, sub, f"{path}[{index}]")
             if problem is not None:
                 return problem
+        return None
+
+
+def _wrong_type(value: Any, kind: Any, path: str) -> str | None:
+    if isinstance(kind, str) and not _is_type(value, kind):
+        return f"{path} is not of type {kind}"
     return None
 
 
-def _object_mismatch(value: dict[str, Any], schema: dict[str, Any], path: str) -> str | None:
-    properties = schema.get("properties")
-    properties = properties if isinstance(properties, dict) else {}
-    required = schema.get("required")
-    for key in required if isinstance(required, list) else ():
-        if key in properties and key not in value:
-            return f"{path} lacks the required {key!r}"
-    if schema.get("additionalProperties") is False:
-        extra = sorted(value.keys() - properties.keys())
-        if extra:
-            return f"{path} has {extra[0]!r}, which the schema does not allow"
-    for key, sub in properties.items():
-        if key in value:
-            problem = _mismatch(value[key], sub, f"{path}.{key}")
-            if problem is not None:
-                return problem
+def _same(value: Any, expected: Any) -> bool:
+    """JSON equality: true is not 1, 1.0 is 1."""
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return type(value) is type(expected) and value == expected
+    if isinstance(value, list) and isinstance(expected, list):
+        return len(value) == len(expected) and all(map(_same, value, expected))
+    if isinstance(value, dict) and isinstance(expected, dict):
+        return value.keys() == expected.keys() and all(_same(v, expected[k])
+                                                       for k, v in value.items())
+    return bool(value == expected)
+
+
+def _length_mismatch(value: Any, schema: dict[str, Any], path: str) -> str | None:
+    # A grammar counts characters as written: an escaped character outside the BMP is two
+    # (a surrogate pair), one once decoded. So the decoded length is held against
+    # maxLength and the UTF-16 length (astral characters two) against minLength.
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    if isinstance(high, int) and len(value) > high:
+        return f"{path} is {len(value)} characters, over the schema's maxLength {high}"
+    if isinstance(low, int) and len(value) < low:
+        units = len(value.encode("utf-16-le", "surrogatepass")) // 2
+        if units < low:
+            return f"{path} is {len(value)} characters, under the schema's minLength {low}"
     return None

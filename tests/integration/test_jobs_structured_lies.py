@@ -11,7 +11,6 @@ the test gives them (`FakeBackend`).
 
 from __future__ import annotations
 
-import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -26,15 +25,19 @@ CITY = {"type": "object", "properties": {"city": {"type": "string"},
         "required": ["city", "country"], "additionalProperties": False}
 
 
-async def lied_to(tmp_path: Path, lie: list[str], params: JobParams) -> None:
-    honest = FakeBackend(tokens=['{"city": ', '"Paris", ', '"country": ', '"France"}'])
+HONEST = ['{"city": ', '"Paris", ', '"country": ', '"France"}']
+
+
+async def lied_to(tmp_path: Path, lie: list[str], params: JobParams,
+                  honest_tokens: list[str] = HONEST) -> None:
+    honest = FakeBackend(tokens=honest_tokens)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             two = await cheap_and_dear(stack, nursery, tmp_path, cheap=FakeBackend(lie),
                                        dear=honest)
             outcome = await two.client.run(FAKE_MODEL, "Paris as JSON", params)
             assert outcome.provider == two.dear.net.peer_id
-            assert json.loads(outcome.text) == {"city": "Paris", "country": "France"}
+            assert outcome.text == "".join(honest_tokens)
             [liar] = outcome.failovers
             assert liar.provider == two.cheap.net.peer_id
             assert "structured" in liar.reason
@@ -51,3 +54,27 @@ async def test_prose_for_a_json_request_is_not_paid(tmp_path: Path) -> None:
 async def test_json_of_another_shape_for_a_schema_is_not_paid(tmp_path: Path) -> None:
     await lied_to(tmp_path, ['{"town": ', '"Paris"}'],
                   JobParams(max_tokens=20, output_format=schema_text(CITY)))
+
+
+# A schema as Pydantic writes one (LangChain's `with_structured_output`): the nested
+# model behind a `$ref`, the optional field an `anyOf` with null, a length from Field().
+OWNER = {
+    "$defs": {"Pet": {"properties": {"kind": {"enum": ["cat", "dog"], "type": "string"},
+                                     "name": {"maxLength": 8, "type": "string"}},
+                      "required": ["kind", "name"], "type": "object"}},
+    "properties": {"name": {"type": "string"},
+                   "nickname": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                   "pets": {"items": {"$ref": "#/$defs/Pet"}, "type": "array"}},
+    "required": ["name", "pets"], "type": "object"}
+OWNER_HONEST = ['{"name": "Ann", ', '"nickname": null, ', '"pets": [{"kind": "cat", ',
+                '"name": "Tom"}]}']
+
+
+async def test_a_lie_inside_a_ref_or_a_union_is_not_paid(tmp_path: Path) -> None:
+    # Every nested model sits behind a `$ref` and every optional field in an `anyOf`:
+    # the judge used to take both as followed, so these lies were paid.
+    params = JobParams(max_tokens=30, output_format=schema_text(OWNER))
+    for lie in (['{"name": "Ann", "pets": [{"kind": "cow", "name": "Tom"}]}'],
+                ['{"name": "Ann", "nickname": 7, "pets": []}'],
+                ['{"name": "Ann", "pets": [{"kind": "cat", "name": "Tom the cat"}]}']):
+        await lied_to(tmp_path / str(len(lie[0])), lie, params, OWNER_HONEST)
