@@ -21,7 +21,9 @@ connection and closes the relay leg 60 s after an upgrade, whatever runs on it; 
 responder dials whatever addresses a peer names, on any connection. Here: no driving
 (only `upgrade`, before a stream is opened), the responder answers only over a relayed
 connection, each peer may start `SESSIONS_PER_MIN` sessions a minute and all peers
-together `SESSIONS_IN_ALL_PER_MIN` (peer ids are free). A punch dials
+together `SESSIONS_IN_ALL_PER_MIN` (peer ids are free), except peers that proved
+themselves (`value`: a paid receipt, a good job), which only their own count holds
+(attack 42: fresh keys used up the budget). A punch dials
 only what the session's CONNECT names (py-libp2p adds every address its peerstore holds
 for the peer: identify's, the peer's own word, up to 64), at most `MAX_PEER_ADDRS`, plain
 TCP, and a non-global address only in a scope the relay is in
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
 import trio
@@ -44,13 +46,15 @@ from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol, _local_tcp_listen_addrs
 from multiaddr import Multiaddr
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.net.relay_rules import is_circuit_addr, punch_targets
 
 log = logging.getLogger(__name__)
 
 MAX_PEER_ADDRS = 4  # of the addresses a peer names in its CONNECT, dialled
 SESSIONS_PER_MIN = 3  # DCUtR sessions a peer may start with us per minute
-SESSIONS_IN_ALL_PER_MIN = 20  # ... all peers together (a session dials up to 4 x 3 times)
+SESSIONS_IN_ALL_PER_MIN = 20  # ... all unproven peers together (a session dials 4 x 3 times)
+MAX_PROVEN = 4096  # peers remembered as proven (a paid receipt, a good job): the latest
 UPGRADE_TIMEOUT_S = 6.0
 MIN_TRY_S = 3.0  # an upgrade is not tried with less time than this
 STREAM_RESERVE_S = 1.0  # of a stream's deadline, kept for opening it after an upgrade try
@@ -99,6 +103,8 @@ class GuardedDCUtR(DCUtRProtocol):
         self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
         self._sessions: dict[ID, deque[float]] = {}
         self._all_sessions: deque[float] = deque()
+        #: Peers that proved themselves (`value`): not held to the budget of all peers.
+        self._proven: OrderedDict[ID, None] = OrderedDict()
         self._tried: dict[ID, float] = {}  # peer -> when a full upgrade try failed
         self._behind: set[ID] = set()  # peers with a background try (or relay close) running
         self.skipped = 0  # addresses a peer named that a punch did not dial
@@ -173,17 +179,26 @@ class GuardedDCUtR(DCUtRProtocol):
             return
         await super()._handle_dcutr_stream(stream)
 
+    def value(self, peer: ID) -> None:
+        """`peer` proved itself (a receipt paid for a job, a good job: `NetHost.value_peer`):
+        its sessions no longer count towards, or wait on, the budget for all peers. Else
+        seven fresh keys used the node's 20 sessions a minute and no consumer's punch
+        got through, its jobs all kept on the relay (attack 42)."""
+        keep_latest(self._proven, peer, None, MAX_PROVEN)
+
     def _admit(self, peer: ID) -> bool:
         now = time.monotonic()
         window = self._sessions.setdefault(peer, deque())
         for times in (window, self._all_sessions):
             while times and now - times[0] > 60.0:
                 times.popleft()
+        proven = peer in self._proven
         if len(window) >= SESSIONS_PER_MIN or \
-                len(self._all_sessions) >= SESSIONS_IN_ALL_PER_MIN:
+                (not proven and len(self._all_sessions) >= SESSIONS_IN_ALL_PER_MIN):
             return False
         window.append(now)
-        self._all_sessions.append(now)
+        if not proven:
+            self._all_sessions.append(now)
         if len(self._sessions) > 4096:  # forget idle peers, keep the table bounded
             for old in [p for p, w in self._sessions.items() if not w or now - w[-1] > 60.0]:
                 del self._sessions[old]

@@ -52,11 +52,7 @@ BOOTSTRAP_FIRST_RETRY_S = 1.0  # after a failed bootstrap dial; doubles up to th
 
 
 class NetHost(GossipAndAdverts):
-    """A running node's view of the network. Created by `run_host` only.
-
-    Every background task (topic readers, advert republisher, DHT re-provider,
-    bootstrap dialer, catalog expiry) runs in the nursery `run_host` owns.
-    """
+    """A running node's view of the network; `run_host` creates it and runs its tasks."""
 
     def __init__(
         self, config: NetConfig, host: IHost, pubsub: Pubsub, dht: ServerPeersKadDHT,
@@ -136,9 +132,11 @@ class NetHost(GossipAndAdverts):
         return sorted(p.to_base58() for p in self._host.get_connected_peers())
 
     def value_peer(self, peer_id: str) -> None:
-        """`peer_id` proved itself (a good job, a paid receipt): its addresses get the
-        inbound slots kept for proven peers (net/compat/inbound_shares.py)."""
-        value_peer(self._host.get_network(), ID.from_base58(peer_id))
+        """`peer_id` proved itself (a good job, a paid receipt): inbound slots kept for proven
+        peers (compat/inbound_shares.py), DCUtR past the budget for all (`GuardedDCUtR`)."""
+        pid = ID.from_base58(peer_id)
+        value_peer(self._host.get_network(), pid)
+        self.dcutr.value(pid)
 
     async def connect(self, addr: str) -> str:
         """Dial `/.../p2p/<PeerID>` (no-op if connected); return the PeerID. UsageError for

@@ -166,7 +166,8 @@ class RelayHop(BoundedCircuitV2):
                                     StatusCode.RESOURCE_LIMIT_EXCEEDED, decision.refusal)
             return
         if decision.evict is not None:
-            # The holder keeps its circuits; it learns when its refresh is refused.
+            # The holder keeps its circuits; it learns when its refresh is refused (every
+            # `RelayClientConfig.refresh_every_s` at most).
             slots.pop(decision.evict, None)
             self._slot_group.pop(decision.evict, None)
             self.refusals["evicted"] += 1

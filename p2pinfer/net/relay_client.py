@@ -70,6 +70,7 @@ class Slot:
     configured: bool  # named by the operator (kept trying) or picked automatically
     circuit_bytes: int = 0  # the relay's limits for a circuit to us (0: none said)
     circuit_s: int = 0
+    refreshed: float = 0.0  # unix seconds of the last reservation the relay granted
 
 
 class RelayClient:
@@ -152,7 +153,8 @@ class RelayClient:
         expires = float(self._transport._reservations.get(info.peer_id, 0))
         transport = relay_addr.split("/p2p/")[0]
         new = relay_id not in self.slots
-        self.slots[relay_id] = Slot(relay_id, transport, expires, configured, *limits)
+        self.slots[relay_id] = Slot(relay_id, transport, expires, configured, *limits,
+                                    refreshed=time.time())
         if new:
             self._note_change()
         log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
@@ -178,12 +180,14 @@ class RelayClient:
                 await watch.changed_from(seen)
 
     async def upkeep(self, reachability: str) -> None:
-        """One round: drop slots at relays gone, refresh those near expiry, take new ones."""
+        """One round: drop slots at relays gone, refresh those near expiry or not refreshed
+        for `refresh_every_s` (a slot given away is dropped then), take new ones."""
         connected = {p.to_base58() for p in self._host.get_connected_peers()}
         now = time.time()
         for slot in list(self.slots.values()):
             gone = slot.relay_id not in connected
-            if gone or slot.expires - now < self.config.refresh_margin_s:
+            if gone or slot.expires - now < self.config.refresh_margin_s or \
+                    now - slot.refreshed >= self.config.refresh_every_s:
                 await self.reserve(f"{slot.relay_addr}/p2p/{slot.relay_id}",
                                    configured=slot.configured)
         for addr in self.config.reserve:

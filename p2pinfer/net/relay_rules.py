@@ -101,6 +101,10 @@ class RelayClientConfig:
     max_relays: int = 2
     check_interval_s: float = 5.0  # how often reservations are checked (relay still there?)
     refresh_margin_s: float = 60.0  # refresh a reservation this long before it expires
+    # ... and at least this often: a relay that gave the slot to a newcomer (a fair share,
+    # RelayHop) tells the holder nothing, so a holder learns at its next refresh; at the
+    # expiry alone that was up to 9 minutes of a dead circuit address in its adverts.
+    refresh_every_s: float = 120.0
     dial_timeout_s: float = 10.0  # one relayed dial
     # A peer that has circuit addresses gets this long for a direct dial before its
     # relay is used: behind NAT a direct dial is often not refused but silently dropped.

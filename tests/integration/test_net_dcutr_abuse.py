@@ -150,3 +150,36 @@ async def test_fresh_keys_start_no_more_sessions_than_the_node_wide_budget(
                     pass
             assert answered == 2 and target.dcutr.refused == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_fresh_keys_using_up_the_budget_leave_proven_consumers_their_punches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attack 42: seven free keys (three sessions a minute each) used the node's budget of
+    # 20, and every consumer's punch after them was refused: their jobs stayed on the
+    # relay. A peer that proved itself (its receipt paid a job: the job server calls
+    # `value_peer`) is held only to its own three a minute.
+    from p2pinfer.net import dcutr
+    monkeypatch.setattr(dcutr, "SESSIONS_IN_ALL_PER_MIN", 2, raising=False)
+
+    async def answered(peer: NetHost, target: NetHost, named: list[str]) -> bool:
+        try:
+            with trio.fail_after(5):
+                await session(peer, target, named)
+        except Exception:  # reset: refused
+            return False
+        return True
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            listener, _, relay, target = await reserved_target(stack, nursery)
+            consumer = await start(stack)
+            target.value_peer(consumer.peer_id)
+            hostile = [await start(stack) for _ in range(3)]
+            for peer in [*hostile, consumer]:
+                await peer.relay_client.dial(target.peer_id, [through(relay, target)])
+            got = [await answered(peer, target, [tcp(listener)]) for peer in hostile[:2]]
+            assert got == [True, True]  # the budget is used up
+            assert not await answered(hostile[2], target, [tcp(listener)])
+            assert await answered(consumer, target, [tcp(listener)])
+            assert target.dcutr.refused == 1
+            nursery.cancel_scope.cancel()

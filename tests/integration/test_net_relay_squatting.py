@@ -86,6 +86,33 @@ async def test_two_attacker_addresses_cannot_keep_a_provider_from_a_full_relay(
             assert await provider.relay_client.reserve(relay_addr(relay))
 
 
+async def test_a_holder_whose_slot_was_given_away_drops_its_circuit_address_soon(
+        addresses: dict[str, str]) -> None:
+    # Two providers behind one home NAT hold both slots; a newcomer from another address
+    # gets one of theirs. The relay cannot tell the holder, so it learnt at its refresh,
+    # near the slot's expiry: up to 9 minutes advertising a circuit nobody could use.
+    # Now a slot is refreshed every `refresh_every_s` (120 s) whatever its expiry.
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            relay = await start(stack, limits(max_reservations=2, max_reservations_per_ip=2))
+            home = [await peer_at(stack, addresses, "192.0.2.7") for _ in range(2)]
+            for h in home:
+                assert await h.relay_client.reserve(relay_addr(relay))
+            newcomer = await peer_at(stack, addresses, "203.0.113.9")
+            assert await newcomer.relay_client.reserve(relay_addr(relay))
+            evicted = next(h for h in home if h.peer_id not in relay.relay_hop.reservations())
+            assert evicted.relay_client.circuit_addrs()  # it does not know yet
+
+            kept = next(h for h in home if h is not evicted)
+            for h in home:  # as if refresh_every_s had passed since their reservations
+                for slot in h.relay_client.slots.values():
+                    slot.refreshed -= RelayClientConfig().refresh_every_s
+                await h.relay_client.upkeep("private")
+            assert evicted.relay_client.circuit_addrs() == []
+            assert kept.relay_client.circuit_addrs() != []
+            assert set(relay.relay_hop.reservations()) == {kept.peer_id, newcomer.peer_id}
+
+
 async def test_one_ipv6_network_counts_as_one_address(addresses: dict[str, str]) -> None:
     with trio.fail_after(60):
         async with AsyncExitStack() as stack:
