@@ -12,6 +12,7 @@ reports for an IPv4 client); all three mean the plain address here.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -65,4 +66,17 @@ def tcp_endpoint(addr: str) -> tuple[str, int] | None:
     return parts[2], int(parts[4])
 
 
-__all__ = ["address_group", "is_loopback", "normal_ip", "parse_ip", "tcp_endpoint"]
+def local_ip_towards(ip: str) -> str | None:
+    """The source address this machine would use to reach `ip` (a UDP socket's connect
+    picks the route and sends nothing), None if there is no route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((ip, 9))
+            local: str = s.getsockname()[0]
+        except OSError:
+            return None
+    return local
+
+
+__all__ = ["address_group", "is_loopback", "local_ip_towards", "normal_ip", "parse_ip",
+           "tcp_endpoint"]

@@ -40,6 +40,7 @@ from p2pinfer.net.config import (
 from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay import RelayHop
+from p2pinfer.net.relay_check import CHECK_PROTOCOL, RelayChecker
 from p2pinfer.net.relay_client import RelayClient
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,12 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
                     net = NetHost(config, host, pubsub, dht, nursery, dialer=dialer,
                                   relay=(hop, RelayClient(host, hop, config.relay_client)),
                                   dcutr=dcutr)
+                    net.relay_check = RelayChecker(
+                        host, net.relay_client, net.open_stream,
+                        lambda peer: net.peer_reachability(peer) == "public")
+                    hop.on_stop = net.relay_check.saw_stop
+                    net.set_stream_handler(CHECK_PROTOCOL, net.relay_check.serve)
+                    nursery.start_soon(net.relay_check.run)
                     await net._start()
                     phase = "running"
                     try:

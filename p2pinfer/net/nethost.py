@@ -42,6 +42,7 @@ from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert
 from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.ping import serve_ping
 from p2pinfer.net.relay import RelayHop, follow_reachability
+from p2pinfer.net.relay_check import RelayChecker
 from p2pinfer.net.relay_client import RelayClient
 from p2pinfer.net.streams import NetStream, StreamHandler
 
@@ -53,6 +54,7 @@ BOOTSTRAP_FIRST_RETRY_S = 1.0  # after a failed bootstrap dial; doubles up to th
 
 class NetHost(GossipAndAdverts):
     """A running node's view of the network; `run_host` creates it and runs its tasks."""
+    relay_check: RelayChecker  # set by run_host: are our relays bringing us circuits?
 
     def __init__(
         self, config: NetConfig, host: IHost, pubsub: Pubsub, dht: ServerPeersKadDHT,

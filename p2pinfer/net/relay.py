@@ -112,6 +112,8 @@ class RelayHop(BoundedCircuitV2):
         #: Whether this node holds a slot at the relay `peer` (set by `NetHost` from its
         #: relay client): STOP is taken from those relays only.
         self.our_relay: Callable[[ID], bool] = lambda peer: False
+        #: Told of each relay that brings this node a connection (`RelayChecker.saw_stop`).
+        self.on_stop: Callable[[ID], None] = lambda relay: None
         self._stops_pending = 0
 
     @property
@@ -204,6 +206,7 @@ class RelayHop(BoundedCircuitV2):
                                              StatusCode.RESOURCE_LIMIT_EXCEEDED, refusal)
             await reset_quietly(stream)
             return
+        self.on_stop(relay)
         self._stops_pending += 1
         try:
             await super()._handle_stop_stream(stream)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 from libp2p.utils.varint import decode_varint_with_size
 from multiaddr import Multiaddr
 
+from p2pinfer.addresses import local_ip_towards
 from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import PeerUnreachableError
 from p2pinfer.net.compat.dial_addrs import connect_info
@@ -89,6 +89,8 @@ class RelayClient:
         self.limited: OrderedDict[str, tuple[int, int]] = OrderedDict()
         #: Peer ids to reserve at before any other relay: the node's bootstrap peers.
         self.preferred: Callable[[], set[str]] = set
+        #: Relays not picked automatically (failed their checks: `RelayChecker`).
+        self.shunned: Callable[[str], bool] = lambda relay_id: False
         self._changed = trio.Event()
         self._direct_addrs = host.get_addrs
         # Adverts, identify and DHT records all read get_addrs; replaced on this instance.
@@ -160,6 +162,12 @@ class RelayClient:
         log.info("relay slot held relay=%s expires_in=%.0fs", relay_id, expires - time.time())
         return True
 
+    def drop(self, relay_id: str) -> None:
+        """Give up the slot at `relay_id` (its circuit address leaves our addresses)."""
+        self._transport._reservations.pop(ID.from_base58(relay_id), None)
+        if self.slots.pop(relay_id, None) is not None:
+            self._note_change()
+
     def holds_slot_at(self, relay: ID) -> bool:
         """Whether this node holds (or is just taking) a slot at the relay `relay`: only
         such a relay may bring it connections (`RelayHop`'s STOP)."""
@@ -210,7 +218,7 @@ class RelayClient:
         out = []
         for peer in self._host.get_connected_peers():
             pid = peer.to_base58()
-            if pid in self.slots or pid in self.limited:
+            if pid in self.slots or pid in self.limited or self.shunned(pid):
                 continue
             try:
                 if not store.supports_protocols(peer, [HOP_PROTOCOL_ID]):
@@ -344,18 +352,6 @@ def status_name(code: int) -> str:
         return StatusCode(code).name
     except ValueError:
         return str(code)
-
-
-def local_ip_towards(ip: str) -> str | None:
-    """The source address this machine would use to reach `ip` (a UDP socket's connect
-    picks the route and sends nothing), None if there is no route."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((ip, 9))
-            local: str = s.getsockname()[0]
-        except OSError:
-            return None
-    return local
 
 
 class Recorded:

@@ -13,7 +13,8 @@ import pytest
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, Reservation, Status
 from libp2p.utils.varint import encode_varint_prefixed
 
-from p2pinfer.net.relay_client import answer_limits, local_ip_towards
+from p2pinfer.addresses import local_ip_towards
+from p2pinfer.net.relay_client import answer_limits
 from p2pinfer.net.relay_rules import (
     SlotDecision,
     behind_nat,
