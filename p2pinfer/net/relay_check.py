@@ -113,6 +113,7 @@ class RelayChecker:
                 self._next[relay_id] = now + await self.check(relay_id)
         for gone in set(self._next) - set(self._client.slots):
             del self._next[gone]
+            self._strikes.pop(gone, None)
 
     async def check(self, relay_id: str) -> float:
         """One check of the slot at `relay_id`; the seconds until the next one."""
@@ -129,8 +130,9 @@ class RelayChecker:
             strikes.clear()
             log.info("relay check passed relay=%s helper=%s", relay_id, helper)
             return CHECK_EVERY_S
-        busy = answer == "limited" and \
-            trio.current_time() - self._last_stop.get(relay_id, -BUSY_PROOF_S) < BUSY_PROOF_S
+        last = self._last_stop.get(relay_id)
+        busy = answer == "limited" and last is not None and \
+            trio.current_time() - last < BUSY_PROOF_S
         if answer in (None, "unreachable") or busy:
             log.info("relay check told nothing relay=%s helper=%s answer=%s",
                      relay_id, helper, answer)

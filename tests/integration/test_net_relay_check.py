@@ -123,3 +123,17 @@ async def test_a_helper_connects_only_to_the_asker_and_only_so_often() -> None:
             own = circuit_addr(relay_addr(relay), relay.peer_id, provider.peer_id)
             answers = [await ask(own) for _ in range(7)]
             assert answers == [b"ok"] * 6 + [None]  # 6 a minute from one asker
+
+
+async def test_full_from_a_relay_that_brought_a_circuit_lately_is_no_strike() -> None:
+    # A popular provider's relay may be full of its consumers' circuits: "full" counts
+    # against a relay only when it brought the node nothing in the last 15 minutes.
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            full = await relay_at(stack, "127.0.0.2", max_circuits=0)
+            provider = await start(stack)
+            assert await provider.relay_client.reserve(relay_addr(full))
+            await helping(stack, provider, [full])
+            provider.relay_check.saw_stop(ID.from_base58(full.peer_id))
+            assert await provider.relay_check.check(full.peer_id) == RETRY_S
+            assert provider.relay_check.failed == 0 and full.relay_hop.refusals["circuits"] == 1
