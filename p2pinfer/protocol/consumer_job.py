@@ -43,6 +43,7 @@ from p2pinfer.protocol.messages import (
 )
 from p2pinfer.protocol.output_format import answer_problem
 from p2pinfer.protocol.records import Signer
+from p2pinfer.protocol.tools import calls_problem, must_call
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
 )
@@ -92,12 +93,14 @@ class ConsumerJob:
         self.logprobs_received = 0
         self.text_chunks = 0  # chunks with text (a chat or generate job)
         self._short_piece = False  # an embed job: a chunk shorter than MAX_CHUNK_CHARS came
-        # A structured answer's text, kept to judge it whole (`answer_problem`); not where
-        # a stop sequence or a tool call may end it short of the format.
+        # A structured answer's text, kept to judge it whole (`answer_problem`, or
+        # `calls_problem` when the model must call a tool); not where a stop sequence may
+        # end it short of the format, nor where a tool call may stand in for it.
         params = request.params
+        constrained = must_call(params.tool_choice) if params.tools is not None else \
+            params.output_format is not None
         self._structured: list[str] | None = (
-            [] if params.output_format is not None and params.tools is None
-            and not params.stop and request.kind != "embed" else None)
+            [] if constrained and not params.stop and request.kind != "embed" else None)
         self.state = ConsumerState.SEND_REQUEST
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
@@ -276,8 +279,10 @@ class ConsumerJob:
         if req.digest is not None and res.digest != req.digest:
             raise ValidationError(f"ran model build {res.digest!r}, not the requested one")
         if self._structured is not None and res.finish_reason == "stop":
-            assert req.params.output_format is not None
-            problem = answer_problem("".join(self._structured), req.params.output_format)
+            text, params = "".join(self._structured), req.params
+            problem = calls_problem(text, params.tools, params.tool_choice) \
+                if params.tools is not None else \
+                answer_problem(text, params.output_format or "json")
             if problem is not None:
                 raise ValidationError(f"a structured answer that breaks its format: {problem}")
         try:

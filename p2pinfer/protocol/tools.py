@@ -22,7 +22,7 @@ from typing import Any
 
 from p2pinfer import json_depth
 from p2pinfer.errors import ValidationError
-from p2pinfer.protocol.output_format import check_schema, parse_bounded
+from p2pinfer.protocol.output_format import MAX_SCHEMA_DEPTH, check_schema, parse_bounded
 
 MAX_TOOLS = 32
 MAX_TOOLS_CHARS = 32_768  # the tools' JSON text, all together
@@ -153,3 +153,33 @@ def _call(item: object, names: set[str]) -> tuple[str, dict[str, Any]] | None:
         except ValueError:  # TooDeepError too
             return None
     return (str(item["name"]), arguments) if isinstance(arguments, dict) else None
+
+
+def must_call(choice: str | None) -> bool:
+    """Whether `choice` makes the model call a tool ("required", or a named function)."""
+    return choice is not None and (choice == "required" or choice.startswith(FORCED))
+
+
+def calls_problem(text: str, tools: str, choice: str | None) -> str | None:
+    """What is wrong with `text`, a whole answer that ended by itself, when the request's
+    `choice` made the model call a tool; None when nothing is, or when the choice left
+    it free to answer text. An engine follows such a choice with a grammar (llama.cpp,
+    Ollama: `call_schema`) or its server's own forcing, so the answer is only calls,
+    each of an offered tool, and of the named one when one is named (attack 44). The
+    arguments are not judged: a server that forces the call need not force them. An
+    answer nested deeper, or longer, than the calls' bounds is taken as following."""
+    if not must_call(choice) or len(text) > MAX_CALLS_CHARS:
+        return None
+    try:
+        offered = {str(t["name"]) for t in json.loads(tools)}
+        if json_depth.nesting(text) > MAX_SCHEMA_DEPTH:
+            return None
+    except (ValueError, TypeError, KeyError):  # checked on decode; cannot judge otherwise
+        return None
+    calls = parse_tool_calls(text, offered)
+    if calls is None:
+        return "not (only) calls of the offered tools"
+    assert choice is not None
+    forced = choice[len(FORCED):] if choice.startswith(FORCED) else None
+    wrong = next((name for name, _ in calls if forced not in (None, name)), None)
+    return None if wrong is None else f"a call of {wrong!r}, not of {forced!r}"

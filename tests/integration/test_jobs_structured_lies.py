@@ -18,6 +18,7 @@ import trio
 
 from p2pinfer.protocol import JobParams
 from p2pinfer.protocol.output_format import schema_text
+from p2pinfer.protocol.tools import tools_text
 from tests.integration.job_helpers import FAKE_MODEL, FakeBackend, charges, cheap_and_dear
 
 CITY = {"type": "object", "properties": {"city": {"type": "string"},
@@ -78,3 +79,25 @@ async def test_a_lie_inside_a_ref_or_a_union_is_not_paid(tmp_path: Path) -> None
                 ['{"name": "Ann", "nickname": 7, "pets": []}'],
                 ['{"name": "Ann", "pets": [{"kind": "cat", "name": "Tom the cat"}]}']):
         await lied_to(tmp_path / str(len(lie[0])), lie, params, OWNER_HONEST)
+
+
+WEATHER = tools_text([
+    {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}, "required": ["city"]}},
+    {"name": "send_email", "parameters": {"type": "object", "properties": {
+        "to": {"type": "string"}}, "required": ["to"]}},
+])
+CALL_HONEST = ['{"name": "get_weather", ', '"arguments": {"city": "Paris"}}']
+
+
+async def test_prose_or_another_tool_when_a_call_was_forced_is_not_paid(
+        tmp_path: Path) -> None:
+    # Attack 44: a request whose tool choice makes the model call a tool (LangChain's
+    # `with_structured_output(method="function_calling")` forces one) was paid for
+    # whatever came back: prose, or a call of another offered tool.
+    forced = JobParams(max_tokens=30, tools=WEATHER, tool_choice="function:get_weather")
+    await lied_to(tmp_path / "prose", ["It ", "is ", "sunny."], forced, CALL_HONEST)
+    await lied_to(tmp_path / "other", ['{"name": "send_email", "arguments": {"to": "x"}}'],
+                  forced, CALL_HONEST)
+    required = JobParams(max_tokens=30, tools=WEATHER, tool_choice="required")
+    await lied_to(tmp_path / "required", ["No ", "call."], required, CALL_HONEST)

@@ -35,6 +35,7 @@ from p2pinfer.protocol.output_format import MAX_SCHEMA_DEPTH
 from p2pinfer.protocol.schema import to_wire
 from p2pinfer.protocol.tools import (
     MAX_TOOLS,
+    calls_problem,
     check_tool_choice,
     check_tools,
     parse_tool_calls,
@@ -354,3 +355,22 @@ def test_the_charge_bound_pays_for_the_tools_and_tool_turns_shown_to_the_model()
              ChatTurn("tool", "18 C", tool_name="get_weather"))
     assert prompt_token_bound(request(JobParams(), *turns)) >= (
         plain + len(CALL) + len("get_weather"))
+
+
+def test_an_answer_that_had_to_call_a_tool_is_judged() -> None:
+    # Attack 44: with tool_choice required or a named function, an engine's grammar (or
+    # its server) makes the answer calls of offered tools only; arguments not judged.
+    offered = tools_text([{"name": "get_weather"}, {"name": "add"}])
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    two = '[{"name": "add", "arguments": {"a": 1}}, {"name": "get_weather", "arguments": {}}]'
+    assert calls_problem(call, offered, "function:get_weather") is None
+    assert calls_problem(f"<tool_call>{call}</tool_call>", offered, "required") is None
+    assert calls_problem(two, offered, "required") is None
+    assert calls_problem(two, offered, "function:add") == "a call of 'get_weather', not of 'add'"
+    assert calls_problem("It is sunny.", offered, "required") == \
+        "not (only) calls of the offered tools"
+    assert calls_problem('{"name": "rm", "arguments": {}}', offered, "required") is not None
+    for free in (None, "auto", "none"):  # the model may answer text
+        assert calls_problem("It is sunny.", offered, free) is None
+    deep = '{"name": "add", "arguments": {"a": ' + "[" * 40 + "]" * 40 + "}}"
+    assert calls_problem(deep, offered, "required") is None  # past the bounds: not judged

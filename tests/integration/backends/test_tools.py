@@ -12,7 +12,7 @@ import trio
 from p2pinfer.backends.base import Backend, ChatMessage, SamplingParams, TokenDelta
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import SMOLLM2
-from p2pinfer.protocol.tools import parse_tool_calls, tools_text
+from p2pinfer.protocol.tools import calls_problem, parse_tool_calls, tools_text
 from tests.support.backends import needs_engine
 
 pytestmark = [pytest.mark.engine, needs_engine]
@@ -40,12 +40,13 @@ async def answer(backend: Backend, messages: list[ChatMessage], choice: str | No
 async def test_every_backend_answers_a_forced_call(backend: Backend) -> None:
     text = await answer(backend, [ASK], "function:get_weather")
     assert parse_tool_calls(text, {"get_weather", "add"}) == [("get_weather", {"city": "Paris"})]
+    assert calls_problem(text, TOOLS, "function:get_weather") is None  # a consumer pays it
 
 
 async def test_every_backend_answers_a_required_call(backend: Backend) -> None:
     text = await answer(backend, [ChatMessage("user", "What is 2 plus 3?")], "required")
     calls = parse_tool_calls(text, {"get_weather", "add"})
-    assert calls is not None and len(calls) == 1
+    assert calls is not None and len(calls) == 1 and calls_problem(text, TOOLS, "required") is None
     # SmolLM2 picks the right tool here (measured: {"a": 2, "b": 3})
     assert calls[0][0] == "add" and set(calls[0][1]) == {"a", "b"}
 
