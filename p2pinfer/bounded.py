@@ -6,13 +6,14 @@ client or peer may do per second is counted in memory that does not either."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+H = TypeVar("H", bound=Hashable)
 
 
 def keep_latest(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
@@ -85,3 +86,34 @@ class RateLimiter:
         else:
             self._buckets.move_to_end(key)
         return bucket.take(now)
+
+
+class PerMinute(Generic[H]):
+    """Events in the last minute, per key and for all keys together (what a peer may ask
+    of a node a minute, and all peers together); keys idle for a minute are forgotten
+    once over `max_keys`."""
+
+    def __init__(self, *, max_keys: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_keys, self._clock = max_keys, clock
+        self._keys: dict[H, deque[float]] = {}
+        self._all: deque[float] = deque()
+
+    def admit(self, key: H, per_key: int, in_all: int | None) -> bool:
+        """Count an event for `key`, unless `key` had `per_key` in the last minute or all
+        keys together `in_all` (None: this event neither waits on nor counts towards
+        that); whether it was counted."""
+        now = self._clock()
+        window = self._keys.setdefault(key, deque())
+        for times in (window, self._all):
+            while times and now - times[0] > 60.0:
+                times.popleft()
+        if len(window) >= per_key or (in_all is not None and len(self._all) >= in_all):
+            return False
+        window.append(now)
+        if in_all is not None:
+            self._all.append(now)
+        if len(self._keys) > self.max_keys:
+            for old in [k for k, w in self._keys.items() if not w or now - w[-1] > 60.0]:
+                del self._keys[old]
+        return True

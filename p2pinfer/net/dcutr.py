@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import trio
@@ -46,7 +46,7 @@ from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol, _local_tcp_listen_addrs
 from multiaddr import Multiaddr
 
-from p2pinfer.bounded import keep_latest
+from p2pinfer.bounded import PerMinute, keep_latest
 from p2pinfer.net.relay_rules import is_circuit_addr, punch_targets
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ class GuardedDCUtR(DCUtRProtocol):
         super().__init__(host, read_timeout=5, write_timeout=5, dial_timeout=5)
         self.refused = 0  # sessions refused (not over a relay, or over the rate)
         self.upgrades = 0  # relayed connections moved to direct ones by `upgrade`
-        self._sessions: dict[ID, deque[float]] = {}
-        self._all_sessions: deque[float] = deque()
+        self._sessions: PerMinute[ID] = PerMinute()
         #: Peers that proved themselves (`value`): not held to the budget of all peers.
         self._proven: OrderedDict[ID, None] = OrderedDict()
         self._tried: dict[ID, float] = {}  # peer -> when a full upgrade try failed
@@ -187,22 +186,8 @@ class GuardedDCUtR(DCUtRProtocol):
         keep_latest(self._proven, peer, None, MAX_PROVEN)
 
     def _admit(self, peer: ID) -> bool:
-        now = time.monotonic()
-        window = self._sessions.setdefault(peer, deque())
-        for times in (window, self._all_sessions):
-            while times and now - times[0] > 60.0:
-                times.popleft()
-        proven = peer in self._proven
-        if len(window) >= SESSIONS_PER_MIN or \
-                (not proven and len(self._all_sessions) >= SESSIONS_IN_ALL_PER_MIN):
-            return False
-        window.append(now)
-        if not proven:
-            self._all_sessions.append(now)
-        if len(self._sessions) > 4096:  # forget idle peers, keep the table bounded
-            for old in [p for p, w in self._sessions.items() if not w or now - w[-1] > 60.0]:
-                del self._sessions[old]
-        return True
+        return self._sessions.admit(peer, SESSIONS_PER_MIN, None if peer in self._proven
+                                    else SESSIONS_IN_ALL_PER_MIN)
 
     async def maybe_upgrade(self, pid: ID, deadline: float) -> bool:
         """Before a stream that must open by trio time `deadline`: if every connection to

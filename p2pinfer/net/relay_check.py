@@ -32,7 +32,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -42,7 +42,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
 from p2pinfer.addresses import tcp_endpoint
-from p2pinfer.bounded import keep_latest
+from p2pinfer.bounded import PerMinute, keep_latest
 from p2pinfer.errors import P2PInferError, PeerUnreachableError
 from p2pinfer.net.compat.dial_addrs import connect_info
 from p2pinfer.net.config import parse_peer_addr
@@ -83,8 +83,7 @@ class RelayChecker:
         self._last_stop: dict[str, float] = {}  # relay id -> trio time of its last STOP
         self.shunned: OrderedDict[str, float] = OrderedDict()  # relay id -> until (unix s)
         self.passed = self.failed = 0
-        self._asks: dict[str, deque[float]] = {}
-        self._all_asks: deque[float] = deque()
+        self._asks: PerMinute[str] = PerMinute(max_keys=1024)
         client.shunned = self.is_shunned
 
     def saw_stop(self, relay: ID) -> None:
@@ -223,22 +222,7 @@ class RelayChecker:
         if relay_id not in connected and \
                 (endpoint is None or ip_scope(endpoint[0]) != "global"):
             return "a relay not connected and not at a global TCP address"
-        return None if self._admit(asker) else "over the rate"
-
-    def _admit(self, asker: str) -> bool:
-        now = time.monotonic()
-        window = self._asks.setdefault(asker, deque())
-        for times in (window, self._all_asks):
-            while times and now - times[0] > 60.0:
-                times.popleft()
-        if len(window) >= ASKS_PER_PEER or len(self._all_asks) >= ASKS_IN_ALL:
-            return False
-        window.append(now)
-        self._all_asks.append(now)
-        if len(self._asks) > 1024:
-            for old in [p for p, w in self._asks.items() if not w]:
-                del self._asks[old]
-        return True
+        return None if self._asks.admit(asker, ASKS_PER_PEER, ASKS_IN_ALL) else "over the rate"
 
     async def _try(self, asker: str, addr: str, relay: PeerInfo) -> str:
         """Connect to `asker` through the relay in `addr`, verify its key, hang up."""

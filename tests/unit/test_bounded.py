@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from p2pinfer.bounded import keep_latest
+from p2pinfer.bounded import PerMinute, keep_latest
 
 
 def test_a_swarm_of_new_keys_leaves_only_the_latest_limit_entries() -> None:
@@ -24,3 +24,14 @@ def test_a_key_seen_again_takes_its_new_value_and_moves_last() -> None:
     keep_latest(table, "a", 7, limit=3)
     keep_latest(table, "d", 0, limit=3)
     assert list(table.items()) == [("c", 0), ("a", 7), ("d", 0)]
+
+
+def test_per_minute_counts_each_key_and_all_keys_and_forgets_idle_keys() -> None:
+    now = [0.0]
+    rates: PerMinute[str] = PerMinute(max_keys=3, clock=lambda: now[0])
+    assert [rates.admit("a", 2, 3) for _ in range(3)] == [True, True, False]  # a's own 2
+    assert rates.admit("b", 2, 3) and not rates.admit("c", 2, 3)  # all keys' 3
+    assert rates.admit("proven", 2, None)  # outside the budget of all keys
+    now[0] = 61.0  # a minute later every window is empty again
+    assert rates.admit("c", 2, 3) and rates.admit("a", 2, 3)
+    assert rates.admit("d", 2, 3) and len(rates._keys) <= 3  # idle "b", "proven" forgotten
