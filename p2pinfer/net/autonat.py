@@ -48,6 +48,7 @@ from p2pinfer.net.autonat_rules import (
     Verdicts,
     dial_back_addrs,
     observed_ip,
+    voter,
 )
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
 from p2pinfer.net.compat.listeners import close_host
@@ -258,6 +259,10 @@ class AutoNat:
     async def ask(self, server: str) -> bool | None:
         """Ask `server` to dial us back: True (it reached us), False (it tried and
         could not), None (no verdict: refused, unsupported, bad answer, unreachable)."""
+        return (await self._ask(server))[0]
+
+    async def _ask(self, server: str) -> tuple[bool | None, str | None]:
+        """`ask`'s verdict, and the address our connection to `server` runs to."""
         request = Message()
         request.type = Message.DIAL
         request.dial.peer.id = ID.from_base58(self._net.peer_id).to_bytes()
@@ -268,28 +273,27 @@ class AutoNat:
             stream = await self._net.open_stream(
                 server, AUTONAT_PROTOCOL_ID,
                 first=encode_frame(request.SerializeToString()), timeout_s=timeout)
+            host = stream.remote_host
             try:
                 raw = await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=timeout)
             finally:
                 await stream.reset()
         except P2PInferError as exc:
             log.debug("autonat request failed server=%s error=%s", server, exc)
-            return None
+            return None, None
         response = Message()
         try:
             response.ParseFromString(raw)
         except ProtobufDecodeError:
-            return None
+            return None, host
         if response.type != Message.DIAL_RESPONSE:
-            return None
+            return None, host
         status = response.dialResponse.status
-        if status == Message.OK:
-            return True
-        if status == Message.E_DIAL_ERROR:
-            return False
+        if status in (Message.OK, Message.E_DIAL_ERROR):
+            return status == Message.OK, host
         log.debug("autonat no verdict server=%s status=%s text=%s", server, status,
                   response.dialResponse.statusText)
-        return None
+        return None, host
 
     def _own_addrs(self) -> list[bytes]:
         out = []
@@ -312,9 +316,9 @@ class AutoNat:
             keep_latest(self._asked, peer, None, MAX_ASKED_KEPT)
 
         async def ask_one(server: str) -> None:
-            verdict = await self.ask(server)
-            if verdict is not None:
-                self.verdicts.record(server, verdict)
+            verdict, host = await self._ask(server)
+            if verdict is not None:  # one vote per address group (attack 45)
+                self.verdicts.record(voter(server, host), verdict)
 
         async with trio.open_nursery() as nursery:
             for server in asked:

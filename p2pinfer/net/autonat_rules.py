@@ -13,7 +13,10 @@ behalf, so it is bounded here:
 - `DialBackLimiter`: at most `per_peer_per_min` dial-backs per requesting peer
   and `global_per_min` in all in any minute (go-libp2p's defaults: 3 and 30).
 - `Verdicts`: the client's status is "public" once `confirmations` distinct
-  peers dialled it back, "private" once that many failed to, else "unknown";
+  voters dialled it back, "private" once that many failed to, else "unknown"; a
+  voter is a server's address group (`voter`: an IPv4 address, an IPv6 /56), since
+  keys are free and five of them on one address outvoted three honest servers
+  (attack 45);
   refusals and errors are no verdict. Where fewer peers than that can answer at
   all (a small network: two public nodes), `MIN_AGREEING` who all agree will do:
   otherwise a node behind NAT there would never learn it, and never reserve a
@@ -28,7 +31,7 @@ from typing import Literal
 
 import multiaddr
 
-from p2pinfer.addresses import normal_ip, tcp_endpoint
+from p2pinfer.addresses import address_group, is_loopback, normal_ip, tcp_endpoint
 from p2pinfer.bounded import keep_latest
 
 Reachability = Literal["public", "private", "unknown"]
@@ -61,6 +64,20 @@ class AutoNatConfig:
 def observed_ip(host: str) -> str | None:
     """`host` (a transport's remote address) as a normalised IP; None if it is not one."""
     return normal_ip(host)
+
+
+VOTER_IPV6_PREFIX = 56  # as inbound connections and relay slots count IPv6 addresses
+
+
+def voter(server: str, host: str | None) -> str:
+    """Whose vote the verdict of `server` (a peer id) counts as in `Verdicts`: the address
+    group (an IPv4 address, an IPv6 /56) of `host`, the address our connection to it
+    runs to, so any number of keys on one address vote once; the peer id when the
+    address is unknown or loopback (a local testnet's nodes all share 127.0.0.1)."""
+    ip = observed_ip(host or "")
+    if ip is None or is_loopback(ip):
+        return server
+    return address_group(ip, VOTER_IPV6_PREFIX) or server
 
 
 def dial_back_addrs(requested: list[bytes], ip: str, *, limit: int) -> list[str]:

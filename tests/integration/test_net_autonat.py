@@ -20,10 +20,11 @@ from libp2p.peer.id import ID
 
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE
+from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, MAX_AUTONAT_MESSAGE, _response
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.streams import NetStream
 from p2pinfer.node.session import summarize_peers
 from p2pinfer.protocol import encode_frame
 from tests.integration.job_helpers import (
@@ -288,3 +289,34 @@ async def test_junk_and_oversized_requests_are_refused_and_the_server_keeps_serv
             with pytest.raises(StreamClosedError):  # over 4 KiB: dropped unread
                 await exchange(b"\x00" * (MAX_AUTONAT_MESSAGE + 1))
             assert await requester.autonat.ask(server.peer_id) is True
+
+
+async def test_fresh_keys_on_one_address_cannot_vote_a_public_node_private(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attack 45: verdicts counted one per server key, and keys are free: five keys on one
+    # address answering "could not dial you" outvoted three honest servers that did,
+    # and the public node turned private (its relay service off, its DHT in client
+    # mode, its adverts routed through relays). A server's verdict now counts once per
+    # address group. Loopback servers normally vote by key (a local testnet shares
+    # 127.0.0.1): here each one listens on its own 127.0.0.x, so that rule is lifted.
+    from p2pinfer.net import autonat_rules
+    monkeypatch.setattr(autonat_rules, "is_loopback", lambda ip: False, raising=False)
+
+    async def lie(stream: NetStream) -> None:
+        await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
+        await stream.write_frame(_response(Message.E_DIAL_ERROR, "dial failed"))
+
+    node_config = replace(MANUAL, confirmations=3, servers_per_round=8)
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            node = await stack.enter_async_context(run_host(config(autonat=node_config)))
+            honest = [await stack.enter_async_context(run_host(config(
+                ip=f"127.0.0.{i}", autonat=MANUAL))) for i in (2, 3, 4)]
+            sybils = [await stack.enter_async_context(run_host(config(
+                ip="127.0.0.5", autonat=MANUAL))) for _ in range(5)]
+            for sybil in sybils:
+                sybil.set_stream_handler(AUTONAT_PROTOCOL_ID, lie)
+            for server in (*honest, *sybils):
+                await node.connect(server.addrs()[0])
+            assert await node.autonat.check_once() == "public"
+            assert node.autonat.verdicts.counts() == (3, 1)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import multiaddr
 import pytest
 
-from p2pinfer.net.autonat_rules import DialBackLimiter, Verdicts, dial_back_addrs, observed_ip
+from p2pinfer.net.autonat_rules import (
+    DialBackLimiter,
+    Verdicts,
+    dial_back_addrs,
+    observed_ip,
+    voter,
+)
 
 PEER = "12D3KooWKQVkG5z7B3pbEzP9qiVqJtn7tk1mx3THmkWPmh2VPv5C"
 
@@ -106,3 +112,19 @@ def test_two_peers_that_disagree_give_no_verdict() -> None:
     verdicts.record("a", False)
     verdicts.record("b", True)
     assert verdicts.status == "unknown"
+
+
+def test_keys_on_one_address_group_are_one_voter() -> None:
+    # Attack 45: a verdict counts once per address group, not per (free) key.
+    assert voter("A", "198.51.100.7") == voter("B", "198.51.100.7") == "198.51.100.7"
+    assert voter("A", "2001:db8:0:1::1") == voter("B", "2001:db8:0:ff::9") == "2001:db8::/56"
+    assert voter("A", "::ffff:198.51.100.7") == "198.51.100.7"
+    # Loopback (a local testnet's nodes share 127.0.0.1) and unknown addresses: by key.
+    assert voter("A", "127.0.0.1") == "A" and voter("B", "::1") == "B"
+    assert voter("A", None) == "A" and voter("B", "not-an-ip") == "B"
+    verdicts = Verdicts(confirmations=3)
+    for key in "abcde":
+        verdicts.record(voter(key, "198.51.100.7"), False)
+    for key, ip in (("x", "192.0.2.1"), ("y", "192.0.2.2"), ("z", "203.0.113.3")):
+        verdicts.record(voter(key, ip), True)
+    assert verdicts.counts() == (3, 1) and verdicts.status == "public"
