@@ -137,3 +137,20 @@ async def test_full_from_a_relay_that_brought_a_circuit_lately_is_no_strike() ->
             provider.relay_check.saw_stop(ID.from_base58(full.peer_id))
             assert await provider.relay_check.check(full.peer_id) == RETRY_S
             assert provider.relay_check.failed == 0 and full.relay_hop.refusals["circuits"] == 1
+
+
+async def test_a_check_that_raises_does_not_end_the_checks() -> None:
+    # The checks run in the node's nursery: an error escaping them would stop the node.
+    calls: list[int] = []
+
+    async def failing() -> None:
+        calls.append(1)
+        raise RuntimeError("a libp2p error nobody foresaw")
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            node = await start(stack)
+            node.relay_check.check_due = failing  # type: ignore[method-assign]
+            nursery.start_soon(node.relay_check.run, 0.01)
+            await await_until(lambda: len(calls) >= 3)
+            nursery.cancel_scope.cancel()
