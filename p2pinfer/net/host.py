@@ -165,8 +165,8 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
                                   relay=(hop, RelayClient(host, hop, config.relay_client)),
                                   dcutr=dcutr)
                     net.relay_check = RelayChecker(
-                        host, net.relay_client, net.open_stream,
-                        lambda peer: net.peer_reachability(peer) == "public")
+                        host, net.relay_client, net.open_stream, direct=dcutr.has_direct,
+                        public=lambda peer: net.peer_reachability(peer) == "public")
                     hop.on_stop = net.relay_check.saw_stop
                     net.set_stream_handler(CHECK_PROTOCOL, net.relay_check.serve)
                     nursery.start_soon(net.relay_check.run)

@@ -47,7 +47,7 @@ from p2pinfer.errors import P2PInferError, PeerUnreachableError
 from p2pinfer.net.compat.dial_addrs import connect_info
 from p2pinfer.net.config import parse_peer_addr
 from p2pinfer.net.relay_client import RelayClient
-from p2pinfer.net.relay_rules import CIRCUIT, circuit_addr, ip_scope, is_circuit_addr
+from p2pinfer.net.relay_rules import CIRCUIT, circuit_addr, ip_scope
 from p2pinfer.net.streams import NetStream
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,13 @@ OpenStream = Callable[..., Awaitable[NetStream]]
 class RelayChecker:
     """Both sides of relay checks for one node: `run` checks its slots, `serve` helps."""
 
-    def __init__(self, host: IHost, client: RelayClient, open_stream: OpenStream,
-                 public: Callable[[str], bool]) -> None:
+    def __init__(self, host: IHost, client: RelayClient, open_stream: OpenStream, *,
+                 public: Callable[[str], bool], direct: Callable[[str], bool]) -> None:
         self._host = host
         self._client = client
         self._open_stream = open_stream
         self._public = public  # whether AutoNAT found a peer publicly reachable
+        self._direct = direct  # whether we hold a connection to a peer not via a relay
         self._next: dict[str, float] = {}  # relay id -> trio time of its next check
         self._strikes: dict[str, set[str]] = {}  # relay id -> helpers whose check failed
         self._last_stop: dict[str, float] = {}  # relay id -> trio time of its last STOP
@@ -154,7 +155,7 @@ class RelayChecker:
         found = []
         for peer in self._host.get_connected_peers():
             pid = peer.to_base58()
-            if pid in self._client.slots or pid in avoid or not _direct(self._host, peer):
+            if pid in self._client.slots or pid in avoid or not self._direct(pid):
                 continue
             try:
                 if not store.supports_protocols(peer, [CHECK_PROTOCOL]):
@@ -214,15 +215,13 @@ class RelayChecker:
         await stream.write_frame(answer.encode(), timeout_s=5.0)
 
     def _refusal(self, asker: str, addr: str, relay: PeerInfo | None) -> str | None:
-        if relay is None or not is_circuit_addr(addr) or \
-                not addr.endswith(f"{CIRCUIT}/p2p/{asker}") or addr.count(CIRCUIT) != 1:
+        if relay is None or addr.count(CIRCUIT) != 1 or \
+                not addr.endswith(f"{CIRCUIT}/p2p/{asker}"):
             return "not the asker's own circuit address"
-        relay_id = addr.split(CIRCUIT)[0].rsplit("/p2p/", 1)[1]
-        if relay_id in (asker, self._host.get_id().to_base58()):
+        if relay.peer_id in (ID.from_base58(asker), self._host.get_id()):
             return "the asker or this node as the relay"
-        connected = {p.to_base58() for p in self._host.get_connected_peers()}
         endpoint = tcp_endpoint(addr.split(CIRCUIT)[0])
-        if relay_id not in connected and \
+        if relay.peer_id not in self._host.get_connected_peers() and \
                 (endpoint is None or ip_scope(endpoint[0]) != "global"):
             return "a relay not connected and not at a global TCP address"
         return None if self._asks.admit(asker, ASKS_PER_PEER, ASKS_IN_ALL) else "over the rate"
@@ -251,14 +250,3 @@ class RelayChecker:
         await conn.close()
         return "ok" if ok else "failed"
 
-
-def _direct(host: IHost, peer: ID) -> bool:
-    """Whether `host` holds a connection to `peer` that does not run through a relay."""
-    for conn in host.get_network().get_connections(peer):
-        try:
-            addrs = [str(a) for a in conn.get_transport_addresses()]
-        except Exception:
-            continue
-        if addrs and not any(is_circuit_addr(a) for a in addrs):
-            return True
-    return False
