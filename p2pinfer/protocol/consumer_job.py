@@ -280,9 +280,11 @@ class ConsumerJob:
             raise ValidationError(f"ran model build {res.digest!r}, not the requested one")
         if self._structured is not None and res.finish_reason == "stop":
             text, params = "".join(self._structured), req.params
-            problem = calls_problem(text, params.tools, params.tool_choice) \
-                if params.tools is not None else \
-                answer_problem(text, params.output_format or "json")
+            if params.tools is not None:
+                problem = calls_problem(text, params.tools, params.tool_choice)
+            else:
+                assert params.output_format is not None  # `_structured` is kept for one
+                problem = answer_problem(text, params.output_format)
             if problem is not None:
                 raise ValidationError(f"a structured answer that breaks its format: {problem}")
         try:

@@ -102,9 +102,9 @@ def calls_text(calls: list[tuple[str, dict[str, Any]]]) -> str:
 def call_schema(tools: list[dict[str, Any]], choice: str | None) -> dict[str, Any] | None:
     """The JSON schema an answer must follow when `choice` makes the model call a tool
     (required: any offered one; forced: that one); None when the model may answer text."""
-    if choice is None or choice in ("auto", "none"):
+    if not must_call(choice):
         return None
-    forced = choice[len(FORCED):] if choice.startswith(FORCED) else None
+    forced = forced_name(choice)
     options = [{"type": "object", "properties": {
         "name": {"const": t["name"]}, "arguments": t.get("parameters") or {"type": "object"}},
         "required": ["name", "arguments"]} for t in tools if forced in (None, t["name"])]
@@ -160,6 +160,11 @@ def must_call(choice: str | None) -> bool:
     return choice is not None and (choice == "required" or choice.startswith(FORCED))
 
 
+def forced_name(choice: str | None) -> str | None:
+    """The function `choice` makes the model call ("function:NAME"), else None."""
+    return choice[len(FORCED):] if choice is not None and choice.startswith(FORCED) else None
+
+
 def calls_problem(text: str, tools: str, choice: str | None) -> str | None:
     """What is wrong with `text`, a whole answer that ended by itself, when the request's
     `choice` made the model call a tool; None when nothing is, or when the choice left
@@ -179,7 +184,6 @@ def calls_problem(text: str, tools: str, choice: str | None) -> str | None:
     calls = parse_tool_calls(text, offered)
     if calls is None:
         return "not (only) calls of the offered tools"
-    assert choice is not None
-    forced = choice[len(FORCED):] if choice.startswith(FORCED) else None
+    forced = forced_name(choice)
     wrong = next((name for name, _ in calls if forced not in (None, name)), None)
     return None if wrong is None else f"a call of {wrong!r}, not of {forced!r}"
