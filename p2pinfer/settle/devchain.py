@@ -31,6 +31,7 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, Wei
 
+from p2pinfer.settle.devchain_logs import LogIndex, UnknownBlock, parse_query
 from p2pinfer.settle.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 from p2pinfer.settle.units import credits_to_units
 
@@ -47,7 +48,7 @@ PASSTHROUGH = frozenset({
     "eth_getTransactionCount", "eth_gasPrice", "eth_maxPriorityFeePerGas", "eth_feeHistory",
     "eth_estimateGas", "eth_call", "eth_sendRawTransaction", "eth_sendTransaction",
     "eth_getTransactionReceipt", "eth_getTransactionByHash", "eth_getBlockByNumber",
-    "eth_getBlockByHash", "eth_getLogs", "eth_getCode", "eth_getStorageAt", "eth_accounts",
+    "eth_getBlockByHash", "eth_getCode", "eth_getStorageAt", "eth_accounts",
     "eth_syncing", "net_listening", "web3_clientVersion", "evm_snapshot", "evm_revert",
 })
 
@@ -118,6 +119,7 @@ class DevChain:
         self.credit_address: ChecksumAddress | None = None
         self._credit_abi: list[dict[str, Any]] = []
         self.time_offset_s = 0
+        self.logs = LogIndex(self.tester.backend.chain)
 
     def use_credit(self, address: str, abi_: list[dict[str, Any]]) -> None:
         """The credit token the faucet hands out (after deployment)."""
@@ -178,6 +180,10 @@ class DevChain:
     def dispatch(self, method: str, params: list[Any]) -> Any:
         """Answer one JSON-RPC call; RpcError with the JSON-RPC error object otherwise."""
         try:
+            # Blocks mined since the last request (by it, by the block timer, by `fund`).
+            head = self.logs.catch_up()
+            if method == "eth_getLogs":
+                return self.logs.query(parse_query(params, head))
             if method == "net_version":  # eth-tester says "1"; geth says the chain's id
                 return str(int(self.tester.backend.chain.chain_id))
             if method == "eth_sendRawTransaction":
@@ -196,6 +202,8 @@ class DevChain:
             raise
         except TransactionFailed as exc:
             raise revert_error(exc) from None
+        except UnknownBlock as exc:  # geth: -32000 "unknown block"
+            raise RpcError(SERVER_ERROR, str(exc)) from None
         except TesterValidationError as exc:
             raise server_error(exc) from None
         except (ValueError, TypeError, KeyError, IndexError) as exc:
