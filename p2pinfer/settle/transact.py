@@ -9,6 +9,7 @@ eth_account and sent raw, so any JSON-RPC endpoint works, unlocked accounts or n
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -79,6 +80,10 @@ class Transactor:
         self.chain_id = chain_id
         self.rpc = rpc
         self.receipt_timeout_s = receipt_timeout_s
+        # From reading the next nonce to the chain holding the transaction: two sends
+        # from this account in two threads (the redeemer's, the slasher's) would read
+        # the same nonce, and the second would be refused.
+        self._nonce_lock = threading.Lock()
 
     def fees(self) -> tuple[int, int]:
         """(maxFeePerGas, maxPriorityFeePerGas) in wei: twice the latest base fee plus
@@ -98,12 +103,13 @@ class Transactor:
                                 "maxPriorityFeePerGas": Wei(tip)}
             gas = int(call.estimate_gas(params)) * (100 + GAS_MARGIN_PCT) // 100
             self._check_ether(gas * max_fee, action)
-            nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(sender),
-                                                      "pending")
-            tx = call.build_transaction({**params, "gas": gas, "nonce": nonce})
-            signed = Account.sign_transaction(cast(dict[str, Any], tx),
-                                              self.account.private_key)
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            with self._nonce_lock:
+                nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(sender),
+                                                          "pending")
+                tx = call.build_transaction({**params, "gas": gas, "nonce": nonce})
+                signed = Account.sign_transaction(cast(dict[str, Any], tx),
+                                                  self.account.private_key)
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.receipt_timeout_s, poll_latency=0.05)
             if receipt["status"] != 1:

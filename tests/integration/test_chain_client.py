@@ -5,6 +5,7 @@ no contract, too little ether and a replayed slash."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -91,6 +92,42 @@ async def test_redeem_many_pays_each_voucher_and_the_provider_share(chain: Chain
     assert [s.redeemed for s in states] == [CREDIT, 2 * CREDIT]
     assert [s.unredeemed for s in states] == [4 * CREDIT, 3 * CREDIT]
     assert earned == CREDIT * share_bps // 10_000 + 2 * CREDIT * share_bps // 10_000
+
+
+async def test_two_sends_at_once_from_one_account_both_land(chain: Chain) -> None:
+    """A node's redeemer and slasher send from its one account, each from its own worker
+    thread. Both read the account's next nonce before either sent: the second
+    transaction reused the first's nonce and was refused (nonce too low), so a slash
+    or a redemption was lost. The reads are slowed here to make the overlap certain."""
+    provider = chain.account(0)
+    consumers = [chain.account(10), chain.account(10)]
+    p_client = await chain.client(provider)
+    for c in consumers:
+        c_client = await chain.client(c)
+        await off_loop(lambda c_client=c_client: c_client.deposit(provider.address, 5 * CREDIT))
+    eth = p_client.w3.eth
+    read = eth.get_transaction_count
+
+    def slow_read(*args: Any) -> Any:
+        count = read(*args)
+        time.sleep(0.3)
+        return count
+
+    eth.get_transaction_count = slow_read  # type: ignore[method-assign]
+
+    async def redeem(consumer: ChainAccount) -> None:
+        sig = sign_digest(consumer.private_key, voucher_digest(
+            chain.deployment["channels"], chain.deployment["chain_id"], consumer.address,
+            provider.address, CREDIT))
+        await off_loop(lambda: p_client.redeem(consumer.address, CREDIT, sig))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for c in consumers:
+                nursery.start_soon(redeem, c)
+        states = [await off_loop(lambda c=c: p_client.channel(c.address, provider.address))
+                  for c in consumers]
+    assert [s.redeemed for s in states] == [CREDIT, CREDIT]
 
 
 async def test_stake_history_and_a_slash_by_two_validators(chain: Chain) -> None:
