@@ -90,13 +90,18 @@ class RateLimiter:
 
 class PerMinute(Generic[H]):
     """Events in the last minute, per key and for all keys together (what a peer may ask
-    of a node a minute, and all peers together); keys idle for a minute are forgotten
-    once over `max_keys`."""
+    of a node a minute, and all peers together), in at most `max_keys` keys' counts.
+
+    A key is stored only when an event of it is counted: a refused one takes no room.
+    Past `max_keys`, keys idle for a minute are forgotten, then (more keys than that
+    active within a minute) the least recently counted, down to three quarters of
+    `max_keys`, so the sweep runs once per quarter of `max_keys` new keys. A forgotten
+    active key starts its own count afresh; the count of all keys still holds it."""
 
     def __init__(self, *, max_keys: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_keys, self._clock = max_keys, clock
-        self._keys: dict[H, deque[float]] = {}
+        self._keys: OrderedDict[H, deque[float]] = OrderedDict()
         self._all: deque[float] = deque()
 
     def admit(self, key: H, per_key: int, in_all: int | None) -> bool:
@@ -104,16 +109,25 @@ class PerMinute(Generic[H]):
         keys together `in_all` (None: this event neither waits on nor counts towards
         that); whether it was counted."""
         now = self._clock()
-        window = self._keys.setdefault(key, deque())
+        window = self._keys.get(key)
         for times in (window, self._all):
             while times and now - times[0] > 60.0:
                 times.popleft()
-        if len(window) >= per_key or (in_all is not None and len(self._all) >= in_all):
+        if len(window or ()) >= per_key or (in_all is not None and len(self._all) >= in_all):
             return False
+        if window is None:
+            window = self._keys[key] = deque()
+        else:
+            self._keys.move_to_end(key)
         window.append(now)
         if in_all is not None:
             self._all.append(now)
         if len(self._keys) > self.max_keys:
-            for old in [k for k, w in self._keys.items() if not w or now - w[-1] > 60.0]:
-                del self._keys[old]
+            self._sweep(now)
         return True
+
+    def _sweep(self, now: float) -> None:
+        for old in [k for k, w in self._keys.items() if not w or now - w[-1] > 60.0]:
+            del self._keys[old]
+        while len(self._keys) > self.max_keys * 3 // 4:
+            self._keys.popitem(last=False)

@@ -35,3 +35,20 @@ def test_per_minute_counts_each_key_and_all_keys_and_forgets_idle_keys() -> None
     now[0] = 61.0  # a minute later every window is empty again
     assert rates.admit("c", 2, 3) and rates.admit("a", 2, 3)
     assert rates.admit("d", 2, 3) and len(rates._keys) <= 3  # idle "b", "proven" forgotten
+
+
+def test_refused_keys_take_no_room_and_many_active_keys_stay_bounded() -> None:
+    """The attack: fresh keys ask while the budget of all keys is spent. Each refused ask
+    stored an empty window that only an admitted ask swept away, so every fresh key
+    stayed (a million keys, a million entries); and keys outside the budget of all keys
+    (`in_all` None), all active within a minute, were never forgotten either."""
+    now = [0.0]
+    rates: PerMinute[str] = PerMinute(max_keys=100, clock=lambda: now[0])
+    assert rates.admit("first", 2, 1)
+    assert not any(rates.admit(f"fresh{i}", 2, 1) for i in range(10_000))
+    assert len(rates._keys) <= 100
+    assert not rates.admit("first", 2, 1)  # still counted: the budget of all is spent
+    assert all(rates.admit(f"active{i}", 2, None) for i in range(10_000))
+    assert len(rates._keys) <= 100
+    # The latest keys keep their counts; a key's own limit holds while it is kept.
+    assert rates.admit("active9999", 2, None) and not rates.admit("active9999", 2, None)
