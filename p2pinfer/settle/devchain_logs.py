@@ -38,10 +38,9 @@ HASH_DIGITS = 64
 HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
+
 class UnknownBlock(LookupError):
     """A `blockHash` filter names no canonical block."""
-
-
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class LogQuery:
 
 
 def _block(value: Any, head: int, what: str) -> int:
-    if value is None or value in ("latest", "pending", "safe", "finalized"):
+    if value is None or value in TAGS[1:]:
         return head
     if value == "earliest":
         return 0
