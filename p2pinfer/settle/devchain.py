@@ -31,7 +31,7 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, Wei
 
-from p2pinfer.settle.devchain_logs import LogIndex, UnknownBlock, parse_query
+from p2pinfer.settle.devchain_logs import HASH, LogIndex, UnknownBlock, parse_query
 from p2pinfer.settle.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 from p2pinfer.settle.units import credits_to_units
 
@@ -51,6 +51,11 @@ PASSTHROUGH = frozenset({
     "eth_getBlockByHash", "eth_getCode", "eth_getStorageAt", "eth_accounts",
     "eth_syncing", "net_listening", "web3_clientVersion", "evm_snapshot", "evm_revert",
 })
+
+
+# Looked up by eth-tester walking back from the head; answered null at once when the
+# hash is in no block and not waiting (`DevChain._unknown_transaction`).
+BY_HASH = frozenset({"eth_getTransactionReceipt", "eth_getTransactionByHash"})
 
 
 def to_wire(value: Any) -> Any:
@@ -184,6 +189,8 @@ class DevChain:
             head = self.logs.catch_up()
             if method == "eth_getLogs":
                 return self.logs.query(parse_query(params, head))
+            if method in BY_HASH and self._unknown_transaction(method, params):
+                return None
             if method == "net_version":  # eth-tester says "1"; geth says the chain's id
                 return str(int(self.tester.backend.chain.chain_id))
             if method == "eth_sendRawTransaction":
@@ -213,6 +220,21 @@ class DevChain:
         except Exception as exc:  # eth-tester's and py-evm's other refusals
             raise server_error(exc) from None
         raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
+
+    def _unknown_transaction(self, method: str, params: list[Any]) -> bool:
+        """In no mined block (the index holds them all) and, for the transaction itself,
+        not waiting to be mined (with a block time): eth-tester would walk back over
+        every block of the chain to answer null."""
+        if len(params) != 1 or not isinstance(params[0], str) or not HASH.fullmatch(params[0]):
+            return False  # eth-tester's own answer to a malformed request
+        wanted = params[0].lower()
+        if self.logs.mined(wanted):
+            return False
+        if method == "eth_getTransactionReceipt":
+            return True  # a waiting transaction has no receipt either
+        # eth-tester keeps waiting transactions apart, each with its 0x-hash.
+        waiting = getattr(self.tester, "_pending_transactions", [])
+        return all(str(t.get("hash", "")).lower() != wanted for t in waiting)
 
     def _check_chain_id(self, raw_hex: str) -> None:
         # eth-tester itself accepts a transaction signed for any chain.

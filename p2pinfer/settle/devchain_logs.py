@@ -150,6 +150,8 @@ class LogIndex:
         self._numbers: dict[str, int] = {}  # 0x-hash -> block number
         self._logs: list[dict[str, Any]] = []
         self._log_blocks: list[int] = []  # each log's block number (sorted)
+        self._transactions: dict[str, int] = {}  # 0x-hash -> block number
+        self._block_transactions: list[list[str]] = []  # block number -> its 0x-hashes
 
     @property
     def indexed_to(self) -> int:
@@ -170,12 +172,23 @@ class LogIndex:
                 self._log_blocks.append(number)
             self._hashes.append(bytes(block.hash))
             self._numbers["0x" + bytes(block.hash).hex()] = number
+            mined = ["0x" + bytes(t.hash).hex() for t in block.transactions]
+            self._block_transactions.append(mined)
+            self._transactions.update(dict.fromkeys(mined, number))
         return head
+
+    def mined(self, transaction_hash: str) -> bool:
+        """Whether a canonical block indexed holds the transaction (0x and 64 hex digits)."""
+        return transaction_hash.lower() in self._transactions
 
     def _forget_after(self, number: int) -> None:
         for dropped in self._hashes[number + 1:]:
             self._numbers.pop("0x" + dropped.hex(), None)
         del self._hashes[number + 1:]
+        for hashes in self._block_transactions[number + 1:]:
+            for transaction_hash in hashes:
+                self._transactions.pop(transaction_hash, None)
+        del self._block_transactions[number + 1:]
         cut = bisect_right(self._log_blocks, number)
         del self._logs[cut:]
         del self._log_blocks[cut:]

@@ -1,4 +1,5 @@
-"""The local chain's `eth_getLogs`: answered from an index, not by eth-tester's rescans.
+"""The local chain's `eth_getLogs` and lookups by hash: answered from an index, not by
+eth-tester's rescans.
 
 eth-tester looked each log's receipt up by hash, walking back from the head: a query
 from block 0 cost the square of the chain's length (60 s at 800 blocks), and the
@@ -168,3 +169,47 @@ def test_no_filter_object_is_invalid_params(chain: DevChain) -> None:
         with pytest.raises(RpcError) as info:
             chain.dispatch("eth_getLogs", params)
         assert info.value.code == INVALID_PARAMS
+
+
+def test_an_unknown_transaction_is_null_without_a_walk_over_the_chain(chain: DevChain) -> None:
+    """eth-tester answered a receipt or a transaction nobody mined by reading every
+    block back to genesis (0.27 s at 1,600 blocks), holding up every other request: a
+    client polling for a dropped transaction, or anyone at the RPC port, stalled the
+    chain. Mined and waiting transactions are still found."""
+    evm = chain.tester.backend.chain
+    credit = chain.w3.eth.contract(address=chain.credit_address, abi=chain._credit_abi)
+    me = Account.create().address
+    mined = "0x" + bytes(credit.functions.transfer(me, 1).transact(
+        {"from": chain.faucet})).hex()
+    chain.dispatch("eth_blockNumber", [])
+    reads = 0
+    read_block = evm.get_canonical_block_by_number
+
+    def counted(number: int) -> Any:
+        nonlocal reads
+        reads += 1
+        return read_block(number)
+
+    evm.get_canonical_block_by_number = counted
+    try:
+        for method in ("eth_getTransactionReceipt", "eth_getTransactionByHash"):
+            assert chain.dispatch(method, ["0x" + "ab" * 32]) is None
+        assert reads == 0
+    finally:
+        del evm.get_canonical_block_by_number
+    receipt = chain.dispatch("eth_getTransactionReceipt", [mined])
+    assert receipt["status"] == "0x1" and receipt["transactionHash"] == mined
+    assert chain.dispatch("eth_getTransactionByHash", [mined.upper().replace("0X", "0x")])
+    chain.set_block_time(1)
+    try:
+        waiting = "0x" + bytes(credit.functions.transfer(me, 1).transact(
+            {"from": chain.faucet})).hex()
+        for method in ("eth_getTransactionReceipt", "eth_getTransactionByHash"):
+            assert chain.dispatch(method, [waiting]) == chain._passthrough(method, [waiting])
+        assert chain.dispatch("eth_getTransactionByHash", [waiting]) is not None
+    finally:
+        chain.mine(1)
+        chain.set_block_time(0)
+    assert chain.dispatch("eth_getTransactionReceipt", [waiting])["status"] == "0x1"
+    with pytest.raises(RpcError):
+        chain.dispatch("eth_getTransactionReceipt", ["0x12"])
