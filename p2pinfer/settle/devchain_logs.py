@@ -12,8 +12,10 @@ reach the RPC port could stall it at will.
 hash), into the wire form `eth_getTransactionReceipt` gives its logs, which is what
 eth-tester's own `eth_getLogs` returned (eth-tester's `serialize_log`: the log index
 counts within the transaction); a query is a bisection to its block range and a filter
-over the logs in it. Blocks that stop being canonical
-(`evm_revert`, then new blocks in their place) are dropped from the index.
+over the logs in it. It also keeps each mined transaction's hash (`mined`), so the
+server answers a lookup of a hash in no block without eth-tester's walk to genesis.
+Blocks that stop being canonical (`evm_revert`, then new blocks in their place) are
+dropped from the index.
 
 Filters follow geth's: `fromBlock`/`toBlock` (a quantity or a tag) or `blockHash`
 (EIP-234), `address` (one or a list), `topics` (up to 4 positions, each null, a topic
