@@ -33,10 +33,7 @@ TRANSFER = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().re
 
 
 def _signed_transfer(chain: DevChain, sender: Any, nonce: int, to: str) -> str:
-    assert chain.credit_address is not None
-    credit = chain.w3.eth.contract(address=chain.credit_address,
-                                   abi=chain._credit_abi)
-    tx = credit.functions.transfer(to, 1).build_transaction({
+    tx = chain.credit().functions.transfer(to, 1).build_transaction({
         "from": sender.address, "nonce": nonce, "gas": 100_000, "maxFeePerGas": 3 * 10**9,
         "maxPriorityFeePerGas": 10**9, "chainId": chain.w3.eth.chain_id})
     return "0x" + bytes(sender.sign_transaction(tx).raw_transaction).hex()

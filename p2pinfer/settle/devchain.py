@@ -28,6 +28,7 @@ from eth_tester.exceptions import ValidationError as TesterValidationError
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
+from web3.contract import Contract
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, Wei
 
@@ -131,6 +132,12 @@ class DevChain:
         self.credit_address = Web3.to_checksum_address(address)
         self._credit_abi = abi_
 
+    def credit(self) -> Contract:
+        """The credit token's contract, for transactions from the chain's own accounts."""
+        if self.credit_address is None:
+            raise RuntimeError("the contracts are not deployed yet")
+        return self.w3.eth.contract(address=self.credit_address, abi=self._credit_abi)
+
     def set_block_time(self, seconds: float) -> None:
         """0: mine a block per transaction; more: leave transactions pending for `mine`."""
         if seconds > 0:
@@ -172,14 +179,12 @@ class DevChain:
         return out
 
     def _fund(self, who: ChecksumAddress, units: int, out: dict[str, Any]) -> None:
-        assert self.credit_address is not None
         if self.w3.eth.get_balance(who) < FUND_ETHER_WEI // 10:
             self.w3.eth.send_transaction(
                 {"from": self.faucet, "to": who, "value": Wei(FUND_ETHER_WEI)})
             out["ether_wei"] = FUND_ETHER_WEI
         if units:
-            credit = self.w3.eth.contract(address=self.credit_address, abi=self._credit_abi)
-            tx_hash = credit.functions.transfer(who, units).transact({"from": self.faucet})
+            tx_hash = self.credit().functions.transfer(who, units).transact({"from": self.faucet})
             out["tx"] = "0x" + bytes(tx_hash).hex()
 
     def dispatch(self, method: str, params: list[Any]) -> Any:

@@ -39,9 +39,7 @@ class Chain:
         if ether:
             self.dev.fund(acct.address, credits * CREDIT)
         else:  # credits only: the token transfer alone
-            credit = self.dev.w3.eth.contract(address=self.dev.credit_address,
-                                              abi=self.dev._credit_abi)
-            credit.functions.transfer(acct.address, credits * CREDIT).transact(
+            self.dev.credit().functions.transfer(acct.address, credits * CREDIT).transact(
                 {"from": self.dev.faucet})
         return acct
 
@@ -52,6 +50,20 @@ class Chain:
             expected_chain_id=self.deployment["chain_id"]))
         self.clients.append(client)
         return client
+
+    async def channels_to(self, provider: ChainAccount, consumers: int) -> list[ChainAccount]:
+        """`consumers` new accounts of 10 credits, each with 5 deposited toward `provider`."""
+        accounts = [self.account(10) for _ in range(consumers)]
+        for acct in accounts:
+            client = await self.client(acct)
+            await off_loop(lambda client=client: client.deposit(provider.address, 5 * CREDIT))
+        return accounts
+
+    def voucher(self, consumer: ChainAccount, provider: ChainAccount, cumulative: int) -> bytes:
+        """`consumer`'s signature on its voucher for `cumulative` toward `provider`."""
+        return sign_digest(consumer.private_key, voucher_digest(
+            self.deployment["channels"], self.deployment["chain_id"], consumer.address,
+            provider.address, cumulative))
 
 
 async def off_loop(fn: Callable[[], T]) -> T:
@@ -74,14 +86,10 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
 
 async def test_redeem_many_pays_each_voucher_and_the_provider_share(chain: Chain) -> None:
     provider = chain.account(0)
-    consumers = [chain.account(10), chain.account(10)]
     p_client = await chain.client(provider)
-    for c in consumers:
-        c_client = await chain.client(c)
-        await off_loop(lambda c_client=c_client: c_client.deposit(provider.address, 5 * CREDIT))
-    claims = [VoucherClaim(c.address, (i + 1) * CREDIT, sign_digest(c.private_key, voucher_digest(
-        chain.deployment["channels"], chain.deployment["chain_id"], c.address,
-        provider.address, (i + 1) * CREDIT))) for i, c in enumerate(consumers)]
+    consumers = await chain.channels_to(provider, 2)
+    claims = [VoucherClaim(c.address, n * CREDIT, chain.voucher(c, provider, n * CREDIT))
+              for n, c in enumerate(consumers, start=1)]
     with trio.fail_after(60):
         outcome = await off_loop(lambda: p_client.redeem_many(claims))
         assert outcome.block > 0 and outcome.gas_used > 0
@@ -100,11 +108,8 @@ async def test_two_sends_at_once_from_one_account_both_land(chain: Chain) -> Non
     transaction reused the first's nonce and was refused (nonce too low), so a slash
     or a redemption was lost. The reads are slowed here to make the overlap certain."""
     provider = chain.account(0)
-    consumers = [chain.account(10), chain.account(10)]
     p_client = await chain.client(provider)
-    for c in consumers:
-        c_client = await chain.client(c)
-        await off_loop(lambda c_client=c_client: c_client.deposit(provider.address, 5 * CREDIT))
+    consumers = await chain.channels_to(provider, 2)
     eth = p_client.w3.eth
     read = eth.get_transaction_count
 
@@ -116,9 +121,7 @@ async def test_two_sends_at_once_from_one_account_both_land(chain: Chain) -> Non
     eth.get_transaction_count = slow_read  # type: ignore[method-assign]
 
     async def redeem(consumer: ChainAccount) -> None:
-        sig = sign_digest(consumer.private_key, voucher_digest(
-            chain.deployment["channels"], chain.deployment["chain_id"], consumer.address,
-            provider.address, CREDIT))
+        sig = chain.voucher(consumer, provider, CREDIT)
         await off_loop(lambda: p_client.redeem(consumer.address, CREDIT, sig))
 
     with trio.fail_after(60):

@@ -10,6 +10,7 @@ and clients past their read timeouts (CI: `test_testnet_chain.py`'s slash test,
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -39,9 +40,9 @@ def chain() -> Iterator[DevChain]:
     people = [Web3.to_checksum_address(a) for a in chain.tester.get_accounts()[1:4]]
     for who in people:  # eth-tester's own accounts: unlocked, holding ether
         chain.fund(who, 10**6)
-    art = load_artifacts()
-    credit = chain.w3.eth.contract(address=data["credit"], abi=art["Credit"].abi)
-    channels = chain.w3.eth.contract(address=data["channels"], abi=art["Channels"].abi)
+    credit = chain.credit()
+    channels = chain.w3.eth.contract(address=data["channels"],
+                                     abi=load_artifacts()["Channels"].abi)
     chain.set_block_time(1)  # several senders' transactions to one block, mined by hand
     for round_ in range(4):
         for i, who in enumerate(people):
@@ -55,6 +56,24 @@ def chain() -> Iterator[DevChain]:
         chain.mine(2)
     chain.set_block_time(0)
     yield chain
+
+
+@contextmanager
+def _block_reads(chain: DevChain) -> Iterator[list[int]]:
+    """The blocks py-evm is asked for while in the block (numbers, in order)."""
+    evm = chain.tester.backend.chain
+    read_block = evm.get_canonical_block_by_number
+    reads: list[int] = []
+
+    def counted(number: int) -> Any:
+        reads.append(number)
+        return read_block(number)
+
+    evm.get_canonical_block_by_number = counted
+    try:
+        yield reads
+    finally:
+        del evm.get_canonical_block_by_number
 
 
 def _eth_testers(chain: DevChain, spec: dict[str, Any]) -> Any:
@@ -99,35 +118,23 @@ def test_the_answers_are_eth_testers_filter_for_filter(chain: DevChain) -> None:
 def test_a_query_reads_each_block_once_not_the_chain_per_log(chain: DevChain) -> None:
     """The attack: one `eth_getLogs` from block 0 on a long chain. eth-tester read
     ~blocks^2/2 blocks for it (each receipt looked up by walking back from the head)."""
-    evm = chain.tester.backend.chain
     me = Account.create().address
-    credit = chain.w3.eth.contract(address=chain.credit_address, abi=chain._credit_abi)
+    credit = chain.credit()
     chain.dispatch("eth_blockNumber", [])
     for _ in range(60):  # mined outside the server: indexed at the next request
         credit.functions.transfer(me, 1).transact({"from": chain.faucet})
-    reads = 0
-    read_block = evm.get_canonical_block_by_number
-
-    def counted(number: int) -> Any:
-        nonlocal reads
-        reads += 1
-        return read_block(number)
-
-    evm.get_canonical_block_by_number = counted
-    try:
+    with _block_reads(chain) as reads:
         logs = chain.dispatch("eth_getLogs", [{"fromBlock": "0x0", "topics": [None, None,
                                                                                  _topic(me)]}])
         assert len(logs) == 60
-        assert reads <= 60, reads
+        assert len(reads) <= 60, len(reads)
         again = chain.dispatch("eth_getLogs", [{"fromBlock": "0x0"}])
-        assert reads <= 60 and len(again) > 60, reads  # nothing read twice
-    finally:
-        del evm.get_canonical_block_by_number
+        assert len(reads) <= 60 and len(again) > 60, len(reads)  # nothing read twice
 
 
 def test_reverted_blocks_leave_the_index(chain: DevChain) -> None:
     me, other = Account.create().address, Account.create().address
-    credit = chain.w3.eth.contract(address=chain.credit_address, abi=chain._credit_abi)
+    credit = chain.credit()
     snapshot = chain.dispatch("evm_snapshot", [])
     credit.functions.transfer(me, 7).transact({"from": chain.faucet})
     gone = chain.dispatch("eth_getLogs", [{"topics": [None, None, _topic(me)]}])
@@ -176,27 +183,15 @@ def test_an_unknown_transaction_is_null_without_a_walk_over_the_chain(chain: Dev
     block back to genesis (0.27 s at 1,600 blocks), holding up every other request: a
     client polling for a dropped transaction, or anyone at the RPC port, stalled the
     chain. Mined and waiting transactions are still found."""
-    evm = chain.tester.backend.chain
-    credit = chain.w3.eth.contract(address=chain.credit_address, abi=chain._credit_abi)
+    credit = chain.credit()
     me = Account.create().address
     mined = "0x" + bytes(credit.functions.transfer(me, 1).transact(
         {"from": chain.faucet})).hex()
     chain.dispatch("eth_blockNumber", [])
-    reads = 0
-    read_block = evm.get_canonical_block_by_number
-
-    def counted(number: int) -> Any:
-        nonlocal reads
-        reads += 1
-        return read_block(number)
-
-    evm.get_canonical_block_by_number = counted
-    try:
+    with _block_reads(chain) as reads:
         for method in ("eth_getTransactionReceipt", "eth_getTransactionByHash"):
             assert chain.dispatch(method, ["0x" + "ab" * 32]) is None
-        assert reads == 0
-    finally:
-        del evm.get_canonical_block_by_number
+        assert reads == []
     receipt = chain.dispatch("eth_getTransactionReceipt", [mined])
     assert receipt["status"] == "0x1" and receipt["transactionHash"] == mined
     assert chain.dispatch("eth_getTransactionByHash", [mined.upper().replace("0X", "0x")])
