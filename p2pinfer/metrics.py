@@ -62,6 +62,9 @@ class NodeMetrics:
         self.breaker_openings = Counter(
             "p2pinfer_breaker_openings", "Circuit breaker openings", registry=r
         )
+        self.charge_proofs = Counter(
+            "p2pinfer_charge_proofs", "Overcharges this node proved to the network", registry=r
+        )
         self.balance = Gauge(
             "p2pinfer_balance_microcredits", "This node's ledger balance", registry=r
         )

@@ -52,9 +52,10 @@ from p2pinfer.market.pricing import charge_for, quality_multiplier_pm
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import ChatTurn, ConsumerJob, JobParams
+from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, ConsumerJob, JobParams, JobResult, Signed
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS
 from p2pinfer.settle.payer import PayerBook
+from p2pinfer.verify.charge_proofs import build_charge_proof
 from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 
@@ -222,11 +223,13 @@ class JobClient(CandidateSearch):
             log.warning("reputation not updated peer=%s error=%s", peer_id, exc)
 
     async def refuse_charge(
-        self, candidate: Candidate, machine: ConsumerJob, error: Exception
+        self, candidate: Candidate, machine: ConsumerJob, error: Exception, output: str = ""
     ) -> None:
         """A provider's signed result overcharged: nothing is receipted; keep the evidence
         (our signed request, its signed result) and convict it in the reputation book
-        (score 0, breaker open), so it gets no more of our jobs."""
+        (score 0, breaker open), so it gets no more of our jobs; where others can check
+        it (`output` is what the provider streamed), gossip the proof so that they
+        convict it too (verify/charge_proofs.py)."""
         result, accept = machine.refused_result, machine.refused_accept
         charged = result.msg.charged if result is not None else 0
         evidence = result.raw if result is not None else (
@@ -236,6 +239,8 @@ class JobClient(CandidateSearch):
         self.refused_charges.append(RefusedCharge(
             provider=candidate.peer_id, job_id=machine.job_id.hex(), reason=str(error),
             charged=charged, request=machine.request.raw, result=evidence))
+        if result is not None:
+            await self._publish_proof(machine, result, output)
         book = self.reputation
         if book is None:
             return
@@ -243,6 +248,22 @@ class JobClient(CandidateSearch):
             await trio.to_thread.run_sync(book.convict, candidate.peer_id, limiter=self._db)
         except P2PInferError as exc:
             log.warning("reputation not updated peer=%s error=%s", candidate.peer_id, exc)
+
+    async def _publish_proof(self, machine: ConsumerJob, result: Signed[JobResult],
+                             output: str) -> None:
+        proof = build_charge_proof(self.identity, machine.request, result, output,
+                                   self.clock_ms())
+        if proof is None:
+            log.info("overcharge not provable to others job=%s", machine.job_id.hex())
+            return
+        try:
+            await self.net.publish(REPORTS_TOPIC, proof.raw)
+        except Exception as exc:  # py-libp2p's publish: no peers, a closed host, ...
+            log.warning("charge proof not published job=%s error=%s", machine.job_id.hex(), exc)
+            return
+        self.metrics.charge_proofs.inc()
+        log.info("charge proof published job=%s provider=%s", machine.job_id.hex(),
+                 result.signer_peer_id)
 
     async def record_charge(
         self, model: str, candidate: Candidate, machine: ConsumerJob, *, delivered: bool

@@ -286,7 +286,8 @@ class NetJob:
                                     retry_after_ms=event.retry_after_ms)
             elif isinstance(event, Failure):
                 if isinstance(event.error, OverchargeError):
-                    await self._client.refuse_charge(attempt.candidate, machine, event.error)
+                    await self._client.refuse_charge(attempt.candidate, machine, event.error,
+                                                     attempt.text)
                     raise AttemptFailed(f"overcharged: {event.error}")
                 raise AttemptFailed(f"broke the protocol: {event.error}")
         if not data and machine.state is not ConsumerState.RESULT_RECEIVED:

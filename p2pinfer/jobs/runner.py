@@ -46,7 +46,7 @@ class JobRunner(Protocol):
     def observe_pace(self, peer_id: str, model: str, tokens: int, seconds: float) -> None: ...
 
     async def refuse_charge(
-        self, candidate: Candidate, machine: ConsumerJob, error: Exception
+        self, candidate: Candidate, machine: ConsumerJob, error: Exception, output: str = ""
     ) -> None: ...
 
     async def record_charge(

@@ -4,7 +4,7 @@ no libp2p: `net/` moves the bytes, this package says what they mean.
 See docs/protocol.md.
 """
 
-from p2pinfer.protocol.check_messages import CheckReport, Metric, SlashVote
+from p2pinfer.protocol.check_messages import ChargeProof, CheckReport, Metric, SlashVote
 from p2pinfer.protocol.codec import (
     MAX_MESSAGE_BYTES,
     Evidence,
@@ -103,6 +103,7 @@ __all__ = [
     "Accepted",
     "Advert",
     "AdvertHardware",
+    "ChargeProof",
     "ChatTurn",
     "CheckReport",
     "Chunk",

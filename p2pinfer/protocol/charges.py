@@ -23,7 +23,7 @@ with its own signature (see docs/security/money.md).
 
 from __future__ import annotations
 
-from p2pinfer.protocol.messages import JobRequest
+from p2pinfer.protocol.messages import JobRequest, JobResult
 from p2pinfer.protocol.wire_types import charge_for
 
 PROMPT_OVERHEAD_PER_JOB = 256
@@ -91,3 +91,31 @@ def max_charge(request: JobRequest, price_per_1k: int | None = None) -> int:
         price = min(price, price_per_1k)
     completion = 0 if request.kind == "embed" else request.params.max_tokens
     return charge_for(price, prompt_token_bound(request) + completion)
+
+
+def charge_problem(request: JobRequest, result: JobResult, price_per_1k: int,
+                   output_bytes: int) -> str | None:
+    """What is wrong with `result`'s claims for `request` at `price_per_1k`, after an
+    output of `output_bytes` UTF-8 bytes (None: nothing). The consumer checks a result
+    against the price the provider accepted at; anyone holding the request, the result
+    and the output can check it against `agreed_price(request)`, which no honest
+    provider's accept exceeds (verify/charge_proofs.py)."""
+    if result.completion_tokens > request.params.max_tokens:
+        return (f"{result.completion_tokens} completion tokens, over max_tokens "
+                f"{request.params.max_tokens}")
+    prompt_most = prompt_token_bound(request)
+    if result.prompt_tokens > prompt_most:
+        return f"claims {result.prompt_tokens} prompt tokens; the prompt is at most {prompt_most}"
+    completion_most = completion_token_bound(request, output_bytes)
+    if result.completion_tokens > completion_most:
+        return (f"claims {result.completion_tokens} completion tokens for {output_bytes} "
+                f"bytes of output; at most {completion_most}")
+    if result.finish_reason in UNCHARGED_FINISH_REASONS and result.charged:
+        return f"charged {result.charged} for a result that ended {result.finish_reason!r}"
+    most = charge_for(price_per_1k, result.prompt_tokens + result.completion_tokens)
+    if result.charged > most:
+        return f"charged {result.charged}, more than the price {price_per_1k} per 1k gives {most}"
+    cap = max_charge(request, price_per_1k)
+    if result.charged > cap:  # implied by the checks above; the last line of defence
+        return f"charged {result.charged}, over the job's cap {cap}"
+    return None

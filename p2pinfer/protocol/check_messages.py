@@ -1,6 +1,7 @@
 """Spot-check messages of wire protocol version 1: a validator's CheckReport (with its
-evidence) and a SlashVote on the Stake contract (see `protocol/messages.py` for the
-conventions; `verify/reports.py` and `settle/` use them).
+evidence), a consumer's ChargeProof against a provider that overcharged it, and a
+SlashVote on the Stake contract (see `protocol/messages.py` for the conventions;
+`verify/reports.py`, `verify/charge_proofs.py` and `settle/` use them).
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ class CheckReport(WireMessage):
     reference_digest: Label
     metrics: Annotated[tuple[Metric, ...], Size(0, 32)]
     verdict: Verdict
+    issued_at: Millis
+
+
+@dataclass(frozen=True)
+class ChargeProof(WireMessage):
+    """A consumer's proof that a provider overcharged it: the consumer's signed request,
+    the provider's signed result of it and the output the provider streamed. Anyone can
+    check it (`verify/charge_proofs.py`): the result claims more than the request and the
+    output allow at the request's own price, under the provider's signature."""
+
+    TYPE: ClassVar[str] = "charge_proof"
+
+    request: Annotated[bytes, Size(1, 393_216)]
+    result: Annotated[bytes, Size(1, 4_096)]
+    provider_output: LongText
     issued_at: Millis
 
 

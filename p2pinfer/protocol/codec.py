@@ -29,7 +29,7 @@ from p2pinfer.errors import (
 )
 from p2pinfer.identity import peer_id_from_public_key
 from p2pinfer.protocol import canonical
-from p2pinfer.protocol.check_messages import CheckReport
+from p2pinfer.protocol.check_messages import ChargeProof, CheckReport
 from p2pinfer.protocol.messages import MESSAGE_TYPES, JobRequest, JobResult, Message
 from p2pinfer.protocol.records import Signer as Signer  # its home before records.py
 from p2pinfer.protocol.records import sign_bytes, verify_bytes
@@ -145,10 +145,10 @@ class Evidence:
     provider: str  # PeerID that signed the result
 
 
-def open_evidence(report: CheckReport) -> Evidence:
-    """Verify a report's evidence: both signatures, the result answers this request, it was
-    signed by the provider the request named, and the provider output hashes to its
-    output_hash. Raises ProtocolError subclasses."""
+def open_evidence(report: CheckReport | ChargeProof) -> Evidence:
+    """Verify a report's (or a charge proof's) evidence: both signatures, the result
+    answers this request, it was signed by the provider the request named, and the
+    provider output hashes to its output_hash. Raises ProtocolError subclasses."""
     request = decode_as(report.request, JobRequest)
     result = decode_as(report.result, JobResult)
     if result.msg.request_hash != request.hash or result.msg.job_id != request.msg.job_id:

@@ -16,11 +16,8 @@ from p2pinfer.errors import (
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.protocol.charges import (
     COMPLETION_ALLOWANCE,
-    UNCHARGED_FINISH_REASONS,
     agreed_price,
-    completion_token_bound,
-    max_charge,
-    prompt_token_bound,
+    charge_problem,
 )
 from p2pinfer.protocol.codec import Signed, decode, sign
 from p2pinfer.protocol.events import (
@@ -47,7 +44,7 @@ from p2pinfer.protocol.tools import calls_problem, must_call
 from p2pinfer.protocol.validation import (
     CLOCK_SKEW_MS,
 )
-from p2pinfer.protocol.wire_types import NO_JOB_ID, charge_for
+from p2pinfer.protocol.wire_types import NO_JOB_ID
 
 
 class ConsumerState(enum.Enum):
@@ -298,30 +295,7 @@ class ConsumerJob:
 
     def _check_charge(self, res: JobResult) -> None:
         """Refuse a charge the consumer cannot bound itself (protocol/charges.py)."""
-        req = self.request.msg
         assert self.price_per_1k is not None
-        if res.completion_tokens > req.params.max_tokens:
-            raise OverchargeError(
-                f"{res.completion_tokens} completion tokens, over max_tokens "
-                f"{req.params.max_tokens}"
-            )
-        prompt_most = prompt_token_bound(req)
-        if res.prompt_tokens > prompt_most:
-            raise OverchargeError(
-                f"claims {res.prompt_tokens} prompt tokens; the prompt is at most {prompt_most}"
-            )
-        completion_most = completion_token_bound(req, self.output_bytes)
-        if res.completion_tokens > completion_most:
-            raise OverchargeError(
-                f"claims {res.completion_tokens} completion tokens for {self.output_bytes} "
-                f"bytes of output; at most {completion_most}"
-            )
-        if res.finish_reason in UNCHARGED_FINISH_REASONS and res.charged:
-            raise OverchargeError(f"charged {res.charged} for a result that ended "
-                                  f"{res.finish_reason!r}")
-        most = charge_for(self.price_per_1k, res.prompt_tokens + res.completion_tokens)
-        if res.charged > most:
-            raise OverchargeError(f"charged {res.charged}, more than the quoted price gives {most}")
-        cap = max_charge(req, self.price_per_1k)
-        if res.charged > cap:  # implied by the checks above; the last line of defence
-            raise OverchargeError(f"charged {res.charged}, over the job's cap {cap}")
+        problem = charge_problem(self.request.msg, res, self.price_per_1k, self.output_bytes)
+        if problem is not None:
+            raise OverchargeError(problem)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 from p2pinfer.errors import ValidationError
-from p2pinfer.protocol.check_messages import CheckReport, SlashVote
+from p2pinfer.protocol.check_messages import ChargeProof, CheckReport, SlashVote
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, MAX_EMBEDDING_LENGTH
 from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
 from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
@@ -367,8 +367,8 @@ class Receipt(WireMessage):
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {
     cls.TYPE: cls
     for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport,
-                SlashVote)
+                ChargeProof, SlashVote)
 }
 
 Message = (Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt
-           | CheckReport | SlashVote)
+           | CheckReport | ChargeProof | SlashVote)

@@ -1,6 +1,9 @@
-"""The report receiver: every node judges the CheckReports it hears on gossip.
+"""The report receiver: every node judges the CheckReports and ChargeProofs it hears on
+gossip.
 
-Forged or stale reports are dropped; a `fail` about a model this node serves is
+A ChargeProof that checks out (verify/charge_proofs.py) convicts and slashes its
+provider on the spot: it is the provider's own signed overcharge. Forged or stale
+reports are dropped; a `fail` about a model this node serves is
 re-run on its own engine (`verify/judge.py`), within its request limits, the
 reporter's rate and an engine-time budget, and only while no paid job wants the
 engine (`verify/engine_gate.py`); confirmed fraud is slashed in the ledger (or
@@ -18,12 +21,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pinfer.backends.base import Backend
-from p2pinfer.errors import P2PInferError
+from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import REPORTS_TOPIC
+from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Signed, decode
+from p2pinfer.verify.charge_proofs import ProofJudge
 from p2pinfer.verify.compare import Verdict
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.judge import JudgeMemo, judge_answer
@@ -75,6 +79,7 @@ class ReportReceiver:
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
         self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
+        self.proofs = ProofJudge(net.peer_id)
         self._db, self._engine = db, engine  # shared with the validator: one limiter each
         self._pending_reports = 0
         self._nursery: trio.Nursery | None = None
@@ -102,8 +107,15 @@ class ReportReceiver:
             self._pending_reports -= 1
 
     async def receive_report(self, raw: bytes) -> str:
-        """Judge one gossiped report; returns what was done (for logs and tests)."""
-        opened = try_open(raw, self.clock_ms())
+        """Judge one gossiped report or charge proof; returns what was done (for logs and
+        tests)."""
+        try:
+            signed = decode(raw)
+        except ProtocolError:
+            return self._note("?", "?", "ignored: forged or stale")
+        if isinstance(signed.msg, ChargeProof):
+            return await self._charge_proof(signed.expect(ChargeProof))
+        opened = try_open(signed, self.clock_ms())
         if opened is None:
             return self._note("?", "?", "ignored: forged or stale")
         me = self.net.peer_id
@@ -182,34 +194,52 @@ class ReportReceiver:
         await self.record(opened.provider, Outcome.CHECK_FAILED, 1000)
         await self._record_report_check(opened.reporter, confirmed=True)
         if self.ledger is not None and self.config.slash_on_fraud:
-            await self._slash(opened)
+            await self._slash(opened.provider, opened.report.raw, opened.evidence.result.hash)
         return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
 
-    async def _slash(self, opened: OpenedReport) -> None:
-        advert = self.net.catalog.advert_of(opened.provider)
+    async def _charge_proof(self, proof: Signed[ChargeProof]) -> str:
+        """A charge proof: checked here, no engine and no reporter weight needed."""
+        what, opened = self.proofs.judge(proof, self.clock_ms())
+        if opened is None:
+            provider = "?" if what.startswith("ignored: forged") else "-"
+            return self._note(proof.signer_peer_id, provider, what)
+        book = self.book
+        try:
+            await trio.to_thread.run_sync(book.convict, opened.provider, limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("reputation not updated peer=%s error=%s", opened.provider, exc)
+        if self.ledger is not None and self.config.slash_on_fraud:
+            await self._slash(opened.provider, opened.proof.raw, opened.evidence.result.hash,
+                              "overcharge, proven by a charge proof")
+        return self._note(opened.reporter, opened.provider, what)
+
+    async def _slash(self, provider: str, proof_raw: bytes, result_hash: bytes,
+                     reason: str = "spot-check failed, re-checked") -> None:
+        """Slash `provider` for the proof `proof_raw` (a report or a charge proof) of the
+        result `result_hash`: a vote on chain with settlement, else a ledger entry."""
+        advert = self.net.catalog.advert_of(provider)
         if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
             ad = advert.advert if advert is not None else None
             done = await self.slasher.on_fraud(
-                opened.provider, ad.payee if ad else None, ad.payee_binding if ad else None,
-                opened.report.raw)
-            log.info("slash vote provider=%s %s", opened.provider, done)
+                provider, ad.payee if ad else None, ad.payee_binding if ad else None, proof_raw)
+            log.info("slash vote provider=%s %s", provider, done)
             return
         amount = advert.advert.stake if advert is not None else 0
         ledger = self.ledger
         assert ledger is not None
-        provider_key = public_key_from_peer_id(opened.provider)
+        provider_key = public_key_from_peer_id(provider)
 
         def write() -> None:
-            # The hash of the report, not the report: the proof is on gossip and with
-            # the reporter; a ledger entry per report must not grow by its size.
-            ledger.record_slash(provider_key, amount, reason="spot-check failed, re-checked",
-                                evidence=hashlib.sha256(opened.report.raw).digest(),
-                                slash_id=opened.evidence.result.hash.hex())
+            # The hash of the proof, not the proof: it is on gossip and with the
+            # reporter; a ledger entry per proof must not grow by its size.
+            ledger.record_slash(provider_key, amount, reason=reason,
+                                evidence=hashlib.sha256(proof_raw).digest(),
+                                slash_id=result_hash.hex())
 
         try:
             await trio.to_thread.run_sync(write, limiter=self._db)
         except P2PInferError as exc:  # DuplicateEntryError: this proof was slashed before
-            log.info("slash not recorded provider=%s error=%s", opened.provider, exc)
+            log.info("slash not recorded provider=%s error=%s", provider, exc)
 
     async def _record_report_check(self, reporter: str, *, confirmed: bool) -> None:
         book = self.book

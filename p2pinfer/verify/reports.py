@@ -28,6 +28,7 @@ A receiver believes a report only as far as it can check it:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.protocol import CheckReport, JobRequest, Metric, RequestLimits, check_report_age
@@ -147,15 +148,16 @@ class OpenedReport:
         return self.report.msg.verdict
 
 
-def open_report(raw: bytes, now_ms: int) -> OpenedReport:
-    """Decode and check a gossiped report; ProtocolError if anything is forged or stale."""
-    report = decode_as(raw, CheckReport)
+def open_report(raw: bytes | Signed[Any], now_ms: int) -> OpenedReport:
+    """Decode (unless decoded) and check a gossiped report; ProtocolError if anything is
+    forged or stale, or it is no CheckReport."""
+    report = decode_as(raw, CheckReport) if isinstance(raw, bytes) else raw.expect(CheckReport)
     check_report_age(report.msg, now_ms)
     evidence = open_evidence(report.msg)
     return OpenedReport(report, evidence)
 
 
-def try_open(raw: bytes, now_ms: int) -> OpenedReport | None:
+def try_open(raw: bytes | Signed[Any], now_ms: int) -> OpenedReport | None:
     """`open_report`, None instead of an error."""
     try:
         return open_report(raw, now_ms)

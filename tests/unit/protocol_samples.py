@@ -12,6 +12,7 @@ import msgpack
 from p2pinfer.protocol import (
     Advert,
     AdvertHardware,
+    ChargeProof,
     CheckReport,
     Chunk,
     Gpu,
@@ -71,6 +72,7 @@ def sample_request() -> JobRequest:
     )
 
 
+# Over 60 lines by design: one sample of each message type, side by side.
 def _samples() -> dict[str, WireMessage]:
     """One valid message of each type, by type name."""
     request = sign(sample_request(), CONSUMER)
@@ -115,6 +117,12 @@ def _samples() -> dict[str, WireMessage]:
             reference_digest="ab" * 32,
             metrics=(Metric("prefix_agreement_permille", 650), Metric("logprob_delta_milli", -35)),
             verdict="pass",
+            issued_at=NOW_MS,
+        ),
+        "charge_proof": ChargeProof(
+            request=request.raw,
+            result=sign(result, PROVIDER).raw,
+            provider_output="Rayleigh scattering.",
             issued_at=NOW_MS,
         ),
         "slash_vote": SlashVote(

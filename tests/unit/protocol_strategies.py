@@ -11,6 +11,7 @@ from p2pinfer.protocol import (
     REJECT_CODES,
     Advert,
     AdvertHardware,
+    ChargeProof,
     ChatTurn,
     CheckReport,
     Chunk,
@@ -197,6 +198,16 @@ def check_reports(draw: st.DrawFn) -> CheckReport:
     )
 
 
+@st.composite
+def charge_proofs(draw: st.DrawFn) -> ChargeProof:
+    return ChargeProof(
+        request=sign(draw(job_requests()), CONSUMER).raw,
+        result=sign(draw(job_results), PROVIDER).raw,
+        provider_output=draw(text()),
+        issued_at=draw(millis),
+    )
+
+
 slash_votes = st.builds(
     SlashVote,
     provider=st.just(PROVIDER.peer_id),
@@ -219,6 +230,7 @@ STRATEGIES: dict[str, st.SearchStrategy[WireMessage]] = {
     "job_result": job_results,
     "receipt": receipts,
     "check_report": check_reports(),
+    "charge_proof": charge_proofs(),
     "slash_vote": slash_votes,
 }
 

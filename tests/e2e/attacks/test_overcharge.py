@@ -1,8 +1,10 @@
 """Overcharge (issue 14, attack 5) on real node processes: a provider advertising price 1
-that answers with made-up charges gets no receipt from anyone, honest jobs keep working."""
+that answers with made-up charges gets no receipt from anyone, honest jobs keep working,
+and (attack 47) the consumer's charge proofs shut it out at every node."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -36,3 +38,16 @@ def test_overcharge_by_a_lying_provider_is_never_receipted(
     assert load.jobs >= 3 and load.failures == [], load.failures
     with httpx.Client() as client:
         honest_job(attack_net.gateway(), client)
+    # Attack 47: the consumer gossiped its four provable refusals (the accept over the
+    # quote proves nothing to others); every node checked one itself and shut the liar out.
+    proven = f"provider={result['liar']} proven overcharge"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(
+            proven in attack_net.log(i) for i in range(len(attack_net.nodes))):
+        time.sleep(0.5)
+    with httpx.Client() as client:
+        for i in range(len(attack_net.nodes)):
+            assert proven in attack_net.log(i), f"node {i} convicted no one"
+            peers = client.get(f"{attack_net.gateway(i)}/admin/reputation").json()["peers"]
+            [liar] = [p for p in peers if p["peer_id"] == result["liar"]]
+            assert liar["breaker"] == "open" and liar["score_pm"] == 0, (i, liar)

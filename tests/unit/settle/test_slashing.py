@@ -184,8 +184,8 @@ async def test_a_validator_that_confirms_fraud_votes_instead_of_a_ledger_only_sl
     checker = SimpleNamespace(
         slasher=validator, ledger=None,
         net=SimpleNamespace(catalog=SimpleNamespace(advert_of=lambda peer: advert)))
-    opened = SimpleNamespace(provider=net.provider.peer_id, report=SimpleNamespace(raw=REPORT))
-    await ReportReceiver._slash(checker, opened)  # type: ignore[arg-type]
+    await ReportReceiver._slash(checker, net.provider.peer_id, REPORT,  # type: ignore[arg-type]
+                                bytes(32))
     [raw] = net.published
     vote = decode_as(raw, SlashVote).msg
     assert (vote.provider_payee, vote.amount, vote.evidence) == (

@@ -1,0 +1,159 @@
+"""Attack 47 on real hosts: a provider's overcharge, refused by one consumer, keeps it
+from every node that hears the proof.
+
+A lying provider (tests/support/attack_money.py's, under a fresh key) advertises the
+model at price 1, so every consumer ranks it first. Consumer A sends it a job; its
+result claims 2^32-1 prompt tokens; A refuses to pay. Before charge proofs only A
+convicted it: consumer B, on another node, still sent it its next job. Now A gossips
+the proof on the reports topic, B's report receiver checks it (B has no engine: no
+re-run needed) and convicts the liar, and the honest provider's receiver slashes it in
+its ledger; B's job goes to the honest provider and the liar never sees it.
+
+Real libp2p hosts and GossipSub, the real embedded engine (a tiny generated model) on
+the honest provider, SQLite ledgers and reputation tables.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import ModelSource
+from p2pinfer.errors import P2PInferError
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.jobs.job_server import JobServerConfig
+from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import (
+    JOB_PROTOCOL_ID,
+    REPORTS_TOPIC,
+    Advert,
+    AdvertHardware,
+    JobParams,
+    ModelOffer,
+)
+from p2pinfer.testing.tiny_model import write_tiny_model
+from p2pinfer.validator.checker import TargetedClient, Verifier
+from p2pinfer.verify.breaker import BreakerState
+from p2pinfer.verify.config import VerifyConfig
+from p2pinfer.verify.reputation_store import ReputationBook
+from tests.integration.job_helpers import (
+    Provider,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
+from tests.support.attack_money import Liar, serve_lies
+
+pytestmark = pytest.mark.network
+
+MODEL = "tiny:latest"
+RECEIVER = VerifyConfig(validator=False)  # every node runs one; none spot-checks here
+
+
+def liar_advert() -> Advert:
+    offer = ModelOffer(MODEL, "", "1M", "F32", 512, 0, 50_000, 1)
+    return Advert(models=(offer,), hardware=AdvertHardware("liar", 2, 1024, ()),
+                  engine="llama.cpp", stake=0, capacity=4, listen_addrs=(), seq=0,
+                  issued_at=0, ttl_ms=30_000)
+
+
+@dataclass
+class Network:
+    """The honest provider, the liar, and consumers A and B, each node with its receiver."""
+
+    honest: Provider
+    liar: Liar
+    client_a: TargetedClient
+    book_a: ReputationBook
+    client_b: JobClient
+    book_b: ReputationBook
+
+
+async def receiver(nursery: trio.Nursery, net: NetHost, client: JobClient,
+                   book: ReputationBook, **kwargs: object) -> None:
+    verifier = Verifier(net, net.config.identity, client, reputation=book, config=RECEIVER,
+                        **kwargs)  # type: ignore[arg-type]
+    nursery.start_soon(verifier.run)
+
+
+async def network(nursery: trio.Nursery, stack: AsyncExitStack, tmp: Path) -> Network:
+    path = tmp / "tiny.gguf"
+    write_tiny_model(path, seed=0)
+    engine = EmbeddedBackend([ModelSource(MODEL, path)])
+    honest = await start_provider(stack, nursery, engine, tmp,
+                                  config=JobServerConfig(price_per_1k=900))
+    boot = (honest.net.addrs()[0],)
+    liar = Liar()
+    liar_net = await stack.enter_async_context(run_host(NetConfig(liar.identity, bootstrap=boot)))
+
+    async def lie(stream: NetStream) -> None:
+        await serve_lies(liar, stream)
+
+    liar_net.set_stream_handler(JOB_PROTOCOL_ID, lie)
+    liar_net.start_advertising(liar_advert, interval_s=1.0)
+    (tmp / "a").mkdir(), (tmp / "b").mkdir()
+    net_a, plain_a, _ = await start_consumer(stack, tmp / "a", boot)
+    net_b, plain_b, ledger_b = await start_consumer(stack, tmp / "b", boot)
+    book_a = stack.enter_context(ReputationBook.open(tmp / "a" / "rep.sqlite3"))
+    book_b = stack.enter_context(ReputationBook.open(tmp / "b" / "rep.sqlite3"))
+    client_a = TargetedClient(net_a, plain_a.identity, reputation=book_a,
+                              config=ClientConfig(max_attempts=1, require_credit=False))
+    client_b = JobClient(net_b, plain_b.identity, ledger=ledger_b, reputation=book_b)
+    # Every node judges what it hears on the reports topic (as node/run.py starts it).
+    await receiver(nursery, net_a, client_a, book_a, backend=None, models=frozenset(),
+                   ledger=None)
+    await receiver(nursery, net_b, client_b, book_b, backend=None, models=frozenset(),
+                   ledger=ledger_b)
+    book_h = stack.enter_context(ReputationBook.open(tmp / "rep-h.sqlite3"))
+    await receiver(nursery, honest.net, JobClient(honest.net, honest.net.config.identity),
+                   book_h, backend=engine, models=frozenset({MODEL}), ledger=honest.ledger)
+    for net in (net_a, net_b):
+        await wait_for_providers(net, MODEL, 2)
+    while not net_a.topic_peers(REPORTS_TOPIC):  # someone to gossip the proof to
+        await trio.sleep(0.1)
+    return Network(honest, liar, client_a, book_a, client_b, book_b)
+
+
+async def test_an_overcharge_refused_by_one_consumer_keeps_the_liar_from_the_others(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            net = await network(nursery, stack, tmp_path)
+            liar, honest = net.liar, net.honest
+            # A's job: the liar's result claims 2^32-1 prompt tokens; A refuses to pay.
+            net.client_a.target = liar.peer_id
+            with pytest.raises(P2PInferError, match="overcharged"):
+                await net.client_a.run(MODEL, "[huge-prompt] Say hello.",
+                                       JobParams(max_tokens=8))
+            assert net.book_a.get(liar.peer_id).breaker.state is BreakerState.OPEN
+            # B heard A's proof and convicted the liar without ever dealing with it.
+            with trio.move_on_after(20):
+                while net.book_b.get(liar.peer_id).breaker.state is not BreakerState.OPEN:
+                    await trio.sleep(0.2)
+            heard_b = net.book_b.get(liar.peer_id)
+            # B's next job goes to the honest provider, though the liar still advertises
+            # price 1; the liar never gets it.
+            served_before = sum(liar.served.values())
+            outcome = await net.client_b.run(MODEL, "Say hello.", JobParams(max_tokens=8))
+            served_after = sum(liar.served.values())
+            # The honest provider's receiver checked the proof too, and slashed the liar.
+            with trio.move_on_after(10):
+                while not [e for e in honest.ledger.entries() if e.kind == "slash"]:
+                    await trio.sleep(0.2)
+            slashes = [e.body for e in honest.ledger.entries() if e.kind == "slash"]
+            nursery.cancel_scope.cancel()
+    assert heard_b.breaker.state is BreakerState.OPEN and heard_b.score_pm == 0
+    assert outcome.provider == honest.net.peer_id
+    assert served_after == served_before == 1  # only A's job reached the liar
+    assert [(s.provider, s.reason) for s in slashes] == [  # type: ignore[attr-defined]
+        (liar.identity.public_key, "overcharge, proven by a charge proof")]

@@ -1,0 +1,200 @@
+"""Charge proofs (attack 47): an overcharge one consumer refused is proven to every node,
+and no proof can be made against an honest provider.
+
+The attack: a provider answers with a result that claims more than the request and
+the output allow. Each consumer it tries refuses to pay and convicts it, but only for
+itself: every other consumer still ranks it first by its price and spends an attempt
+(and the job's time) on it. The defence: the refused result, the request and the
+output go out as a ChargeProof that any node checks on its own (`open_charge_proof`).
+The defence's own attacks: framing an honest provider (a re-signed request, a changed
+output, a result under another key, an honest result passed off), replaying a proof,
+and a flood from one key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pinfer.errors import OverchargeError
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.protocol import (
+    MAX_REPORT_AGE_MS,
+    ChargeProof,
+    ConsumerJob,
+    Failure,
+    JobRequest,
+    JobResult,
+    ProviderJob,
+    ReplayWindow,
+    ResultReceived,
+    Signed,
+    decode_as,
+    sign,
+)
+from p2pinfer.protocol.charges import COMPLETION_ALLOWANCE
+from p2pinfer.verify.charge_proofs import (
+    PROOFS_PER_REPORTER,
+    ProofJudge,
+    build_charge_proof,
+    open_charge_proof,
+    overcharge_in,
+)
+from tests.unit.protocol_strategies import CONSUMER, NOW_MS, PROVIDER
+from tests.unit.test_overcharge import PROMPT_BOUND, accepted, deliver, lying_result, request
+
+THIRD = NodeIdentity.generate()  # a node that heard the proof
+LIES = [
+    ("Blue", {"prompt_tokens": PROMPT_BOUND + 1}, "prompt tokens"),
+    ("Blue", {"prompt_tokens": 2**32 - 1}, "prompt tokens"),
+    ("Blue", {"completion_tokens": 4 + COMPLETION_ALLOWANCE + 1}, "completion tokens"),
+    ("Blue", {"completion_tokens": 65}, "max_tokens"),
+    ("Blue", {"finish_reason": "error"}, "'error'"),
+    ("Blue", {"charged": 10**12}, "charged"),
+]
+
+
+def refused(text: str, **changes: object) -> tuple[ConsumerJob, Signed[JobResult]]:
+    """A consumer that refused the provider's lying result (accepted at price 1)."""
+    consumer = accepted()
+    events = deliver(consumer, text, lying_result(consumer, text, **changes))
+    assert isinstance(events[-1], Failure) and isinstance(events[-1].error, OverchargeError)
+    assert consumer.refused_result is not None
+    return consumer, consumer.refused_result
+
+
+def proof_of(text: str, **changes: object) -> Signed[ChargeProof]:
+    consumer, result = refused(text, **changes)
+    proof = build_charge_proof(CONSUMER, consumer.request, result, text, NOW_MS)
+    assert proof is not None
+    return proof
+
+
+@pytest.mark.parametrize(("text", "changes", "message"), LIES)
+def test_every_node_can_check_a_refused_overcharge(
+    text: str, changes: dict[str, object], message: str
+) -> None:
+    proof = proof_of(text, **changes)
+    # On the wire and back, as gossip carries it; checked by a node that saw nothing.
+    opened = open_charge_proof(decode_as(proof.raw, ChargeProof), NOW_MS + 1_000)
+    assert opened.problem is not None and message in opened.problem
+    assert opened.provider == PROVIDER.peer_id and opened.reporter == CONSUMER.peer_id
+    what, convicted = ProofJudge(THIRD.peer_id).judge(proof, NOW_MS + 1_000)
+    assert convicted is not None and what.startswith("proven overcharge")
+
+
+def test_a_charge_over_the_accepted_price_within_the_quote_is_refused_but_not_gossiped() -> None:
+    # Accepted at 1 against a quote of 300, charged at 300: the consumer refuses (the
+    # accept is its bound), but a JobAccept names no request, so others could not check it.
+    consumer = accepted(price=1, quoted_price_per_1k=300)
+    text = "Blue"
+    result = lying_result(consumer, text, charged=300 * 22 // 1000 + 1)
+    events = deliver(consumer, text, result)
+    assert isinstance(events[-1], Failure) and isinstance(events[-1].error, OverchargeError)
+    assert consumer.refused_result is not None
+    assert build_charge_proof(CONSUMER, consumer.request, consumer.refused_result, text,
+                              NOW_MS) is None
+
+
+@given(
+    quote=st.integers(1, 10_000), price_cut=st.integers(0, 10_000),
+    prompt=st.integers(0, 10**7), completion=st.integers(0, 64),  # max_tokens 64
+    text=st.text(max_size=40), reason=st.sampled_from(["stop", "length", "error", "cancelled"]),
+)
+def test_no_proof_can_be_made_against_an_honest_provider(
+    quote: int, price_cut: int, prompt: int, completion: int, text: str, reason: str
+) -> None:
+    """Whatever its engine counted and whatever price it accepted at (within the quote),
+    an honest provider's result proves nothing, with the output it streamed."""
+    req = request(quoted_price_per_1k=quote)
+    consumer = ConsumerJob(CONSUMER, req)
+    provider = ProviderJob(PROVIDER, ReplayWindow())
+    provider.receive_data(consumer.start(), NOW_MS)
+    provider.admit(NOW_MS)
+    wire = provider.accept(max(0, quote - price_cut))
+    if text:
+        wire += provider.chunk(text)
+    wire += provider.finish(prompt_tokens=prompt, completion_tokens=completion,
+                            finish_reason=reason, now_ms=NOW_MS)  # type: ignore[arg-type]
+    events = consumer.receive_data(wire, NOW_MS)
+    assert isinstance(events[-1], ResultReceived)
+    result = events[-1].result
+    assert overcharge_in(req, result.msg, text) is None
+    assert build_charge_proof(CONSUMER, consumer.request, result, text, NOW_MS) is None
+
+
+def _signed_proof(request_raw: bytes, result_raw: bytes, output: str,
+                  by: NodeIdentity = CONSUMER, at: int = NOW_MS) -> Signed[ChargeProof]:
+    return sign(ChargeProof(request_raw, result_raw, output, at), by)
+
+
+def test_framing_an_honest_provider_fails() -> None:
+    judge = ProofJudge(THIRD.peer_id)
+    # An honest result (charged at the quote 300) ...
+    consumer = ConsumerJob(CONSUMER, request(quoted_price_per_1k=300))
+    provider = ProviderJob(PROVIDER, ReplayWindow())
+    provider.receive_data(consumer.start(), NOW_MS)
+    provider.admit(NOW_MS)
+    wire = provider.accept(300) + provider.chunk("Blue, I think.")
+    wire += provider.finish(prompt_tokens=30, completion_tokens=5, finish_reason="stop",
+                            now_ms=NOW_MS)
+    [*_, done] = consumer.receive_data(wire, NOW_MS)
+    assert isinstance(done, ResultReceived)
+    honest = done.result
+    # ... passed off as an overcharge proves nothing and convicts no one.
+    what, convicted = judge.judge(_signed_proof(consumer.request.raw, honest.raw,
+                                                "Blue, I think."), NOW_MS)
+    assert (what, convicted) == ("ignored: proves no overcharge", None)
+    # A request re-signed with a quote of 1 (the result's charge would then be over it).
+    cheaper: JobRequest = dataclasses.replace(consumer.request.msg, quoted_price_per_1k=1)
+    what, convicted = judge.judge(_signed_proof(sign(cheaper, CONSUMER).raw, honest.raw,
+                                                "Blue, I think."), NOW_MS)
+    assert convicted is None and "does not answer this request" in what
+    # A shorter output (fewer completion tokens allowed): the result's hash names the real one.
+    what, convicted = judge.judge(_signed_proof(consumer.request.raw, honest.raw, "B"), NOW_MS)
+    assert convicted is None and "output does not match" in what
+    # A lying result signed by another key, in the provider's name.
+    forged = sign(dataclasses.replace(honest.msg, prompt_tokens=2**32 - 1),
+                  NodeIdentity.generate())
+    what, convicted = judge.judge(_signed_proof(consumer.request.raw, forged.raw,
+                                                "Blue, I think."), NOW_MS)
+    assert convicted is None and "not signed by the requested provider" in what
+
+
+def test_a_proof_convicts_once_and_stale_or_future_ones_not_at_all() -> None:
+    proof = proof_of("Blue", prompt_tokens=2**32 - 1)
+    judge = ProofJudge(THIRD.peer_id)
+    assert judge.judge(proof, NOW_MS)[1] is not None
+    # The same proof again, or re-signed by another key: already proven.
+    assert judge.judge(proof, NOW_MS)[0] == "ignored: already proven"
+    again = _signed_proof(proof.msg.request, proof.msg.result, proof.msg.provider_output,
+                          by=NodeIdentity.generate())
+    assert judge.judge(again, NOW_MS)[0] == "ignored: already proven"
+    fresh = ProofJudge(THIRD.peer_id)
+    assert "forged or stale" in fresh.judge(proof, NOW_MS + MAX_REPORT_AGE_MS + 60_000)[0]
+    future = _signed_proof(proof.msg.request, proof.msg.result, proof.msg.provider_output,
+                           at=NOW_MS + 3_600_000)
+    assert "forged or stale" in fresh.judge(future, NOW_MS)[0]
+    # Not about ourselves, and not our own proof back from gossip.
+    assert ProofJudge(PROVIDER.peer_id).judge(proof, NOW_MS)[1] is None
+    assert ProofJudge(CONSUMER.peer_id).judge(proof, NOW_MS)[0] == "ignored: own proof"
+
+
+def test_one_key_flooding_proofs_is_held_to_its_rate() -> None:
+    judge = ProofJudge(THIRD.peer_id)
+    said = [judge.judge(proof_of("Blue", prompt_tokens=2**32 - i), NOW_MS)[0]
+            for i in range(1, PROOFS_PER_REPORTER + 3)]
+    assert all(w.startswith("proven") for w in said[:PROOFS_PER_REPORTER])
+    assert said[PROOFS_PER_REPORTER:] == ["ignored: reporter over its rate"] * 2
+    # A minute on, it may again.
+    assert judge.judge(proof_of("Blue", prompt_tokens=PROMPT_BOUND + 5),
+                       NOW_MS + 60_000)[0].startswith("proven")
+
+
+def test_an_output_too_long_for_a_proof_is_not_gossiped() -> None:
+    consumer, result = refused("Blue", prompt_tokens=2**32 - 1)
+    assert build_charge_proof(CONSUMER, consumer.request, result, "x" * 262_145,
+                              NOW_MS) is None
