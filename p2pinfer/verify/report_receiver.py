@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,8 +27,8 @@ from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Signed, decode
-from p2pinfer.verify.charge_proofs import ProofJudge
+from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Message, Signed, decode
+from p2pinfer.verify.charge_proofs import ProofJudge, open_charge_proof
 from p2pinfer.verify.compare import Verdict
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.judge import JudgeMemo, judge_answer
@@ -38,6 +39,7 @@ from p2pinfer.verify.reports import (
     RecheckBudget,
     ReporterRate,
     ReportWindow,
+    open_report,
     recheck_refusal,
     reporter_weight_pm,
     try_open,
@@ -56,6 +58,25 @@ log = logging.getLogger(__name__)
 #: Result hashes of re-run reports remembered, so a proof is re-run (and earns its
 #: reporter a confirmation) once: a day of re-runs at the budget's pace is far fewer.
 JUDGED_PROOFS = 10_000
+#: Messages the topic's validator decoded and its handler has not taken yet (the handler
+#: takes each at once; those dropped by the 32-judgement bound wait here to be evicted).
+ADMITTED_KEPT = 64
+
+
+def gossip_refusal(raw: bytes, now_ms: int) -> tuple[str, Signed[Message] | None]:
+    """Why the reports topic must neither deliver nor relay `raw` ("" if it may), with the
+    decoded message: not a signed CheckReport or ChargeProof, over 24 h old or from the
+    future, evidence that does not open, or a proof that proves no overcharge."""
+    try:
+        signed = decode(raw)
+        if isinstance(signed.msg, ChargeProof):
+            if open_charge_proof(signed.expect(ChargeProof), now_ms).problem is None:
+                return "proves nothing", None
+        else:
+            open_report(signed, now_ms)
+    except ProtocolError as exc:
+        return type(exc).__name__, None
+    return "", signed
 
 
 class ReportReceiver:
@@ -80,6 +101,8 @@ class ReportReceiver:
         self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
         self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
         self.proofs = ProofJudge(net.peer_id)
+        self.dropped: Counter[str] = Counter()  # gossip refused by `admit`, by why
+        self._admitted: OrderedDict[bytes, Signed[Message]] = OrderedDict()
         self._db, self._engine = db, engine  # shared with the validator: one limiter each
         self._pending_reports = 0
         self._nursery: trio.Nursery | None = None
@@ -87,18 +110,32 @@ class ReportReceiver:
     async def start(self, nursery: trio.Nursery) -> None:
         """Judge every report heard on the topic from now on, in tasks of `nursery`."""
         self._nursery = nursery
-        await self.net.subscribe(REPORTS_TOPIC, handler=self._on_gossip)
+        await self.net.subscribe(REPORTS_TOPIC, validator=self.admit, handler=self._on_gossip)
+
+    def admit(self, message: GossipMessage) -> bool:
+        """The topic's validator (attack 48): deliver and relay only a signed CheckReport
+        whose evidence opens and that is under 24 h old, or a ChargeProof that proves an
+        overcharge; anything else stops here, counted in `dropped` by why."""
+        why, signed = gossip_refusal(message.data, self.clock_ms())
+        if signed is None:
+            self.dropped[why] += 1
+            return False
+        self._admitted[message.data] = signed  # decoded once: the handler takes it
+        while len(self._admitted) > ADMITTED_KEPT:
+            self._admitted.popitem(last=False)
+        return True
 
     async def _on_gossip(self, message: GossipMessage) -> None:
         # The topic's reader must not wait for a re-run: judge in our own task, a bounded few.
+        signed = self._admitted.pop(message.data, None)
         if self._nursery is None or self._pending_reports >= 32:
             return
         self._pending_reports += 1
-        self._nursery.start_soon(self._judge, message.data)
+        self._nursery.start_soon(self._judge, message.data, signed)
 
-    async def _judge(self, raw: bytes) -> None:
+    async def _judge(self, raw: bytes, signed: Signed[Message] | None) -> None:
         try:
-            await self.receive_report(raw)
+            await self.receive_report(raw, signed)
         except P2PInferError as exc:
             log.warning("report not judged error=%s", exc)
         except Exception:  # a report is anyone's bytes: judging one must never end the node
@@ -106,11 +143,11 @@ class ReportReceiver:
         finally:
             self._pending_reports -= 1
 
-    async def receive_report(self, raw: bytes) -> str:
-        """Judge one gossiped report or charge proof; returns what was done (for logs and
-        tests)."""
+    async def receive_report(self, raw: bytes, signed: Signed[Message] | None = None) -> str:
+        """Judge one gossiped report or charge proof (`signed`: `raw` already decoded);
+        returns what was done (for logs and tests)."""
         try:
-            signed = decode(raw)
+            signed = signed or decode(raw)
         except ProtocolError:
             return self._note("?", "?", "ignored: forged or stale")
         if isinstance(signed.msg, ChargeProof):

@@ -1,0 +1,150 @@
+"""Attack 48 on real hosts: junk on the reports topic is dropped at the first honest
+node, not relayed through the network.
+
+The reports topic had no GossipSub validator, so every node relayed whatever a peer
+published there to its whole mesh before its own handler looked: bytes that are no
+message, reports whose evidence is forged, reports a day old, charge proofs that prove
+nothing. One key's junk (up to 1 MiB a message, 200 a second, GossipSub's cap per
+peer) crossed every hop of the network, and every node spent its decode, its
+signature checks and one of its 32 judging slots on each. Now each node checks what
+it would deliver first (`ReportReceiver.admit`): what does not check out is neither
+delivered nor relayed; genuine reports and proofs are.
+
+A-B-C on three loopback addresses (A and C refuse each other's), so everything
+between A and C passes B. A runs modified code: no validator of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
+from p2pinfer.protocol import (
+    REPORTS_TOPIC,
+    ChargeProof,
+    ChatTurn,
+    ConsumerJob,
+    JobParams,
+    JobRequest,
+    JobResult,
+    ProviderJob,
+    ReplayWindow,
+    ResultReceived,
+    Signed,
+    sign,
+)
+from p2pinfer.verify.charge_proofs import build_charge_proof
+from p2pinfer.verify.compare import compare_outputs
+from p2pinfer.verify.config import VerifyConfig
+from p2pinfer.verify.engine_gate import EngineGate
+from p2pinfer.verify.report_receiver import ReportReceiver
+from p2pinfer.verify.reports import build_report
+from p2pinfer.verify.reputation_store import ReputationBook
+from tests.integration.net_helpers import config, now_ms
+
+pytestmark = pytest.mark.network
+
+PROVIDER = NodeIdentity.generate()
+TEXT = "Blue, mostly."
+
+
+def honest_job(lie: bool = False) -> tuple[Signed[JobRequest], Signed[JobResult]]:
+    """A signed request and its provider's signed result (`lie`: 2^32-1 prompt tokens)."""
+    request = JobRequest(
+        job_id=os.urandom(16), provider=PROVIDER.peer_id, model="smollm2:135m", kind="chat",
+        messages=(ChatTurn("user", "Name a colour."),), params=JobParams(max_tokens=16),
+        max_price_per_1k=100, issued_at=now_ms(), expires_at=now_ms() + 60_000)
+    consumer = ConsumerJob(NodeIdentity.generate(), request)
+    provider = ProviderJob(PROVIDER, ReplayWindow())
+    provider.receive_data(consumer.start(), now_ms())
+    provider.admit(now_ms())
+    wire = provider.accept(100) + provider.chunk(TEXT) + provider.finish(
+        prompt_tokens=12, completion_tokens=4, finish_reason="stop", now_ms=now_ms())
+    [*_, done] = consumer.receive_data(wire, now_ms())
+    assert isinstance(done, ResultReceived)
+    result = done.result
+    if lie:
+        result = sign(dataclasses.replace(result.msg, prompt_tokens=2**32 - 1), PROVIDER)
+    return consumer.request, result
+
+
+def report(signer: NodeIdentity, issued_at: int | None = None,
+           result: Signed[JobResult] | None = None) -> bytes:
+    request, honest = honest_job()
+    bogus = "lorem ipsum " * 8
+    return build_report(signer, request=request.raw, result=(result or honest).raw,
+                        provider_output=TEXT, reference_output=bogus, reference_digest="",
+                        comparison=compare_outputs(bogus, TEXT),
+                        now_ms=issued_at or now_ms()).raw
+
+
+def receiver(net: NetHost, book: ReputationBook) -> ReportReceiver:
+    return ReportReceiver(
+        net, backend=None, models=frozenset(), book=book, ledger=None, config=VerifyConfig(),
+        clock_ms=now_ms, gate=EngineGate(), db=trio.CapacityLimiter(1),
+        engine=trio.CapacityLimiter(1))
+
+
+@asynccontextmanager
+async def line(tmp: Path) -> AsyncIterator[tuple[NetHost, ReportReceiver, ReportReceiver]]:
+    """Mallory (no validator) - B - C, B and C each with its report receiver."""
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        b = await stack.enter_async_context(run_host(config(ip="127.0.0.2")))
+        a = await stack.enter_async_context(run_host(config(ip="127.0.0.1",
+                                                             deny_ips=("127.0.0.3",))))
+        c = await stack.enter_async_context(run_host(config(ip="127.0.0.3",
+                                                             deny_ips=("127.0.0.1",))))
+        receivers = []
+        for net, name in ((b, "b"), (c, "c")):
+            book = stack.enter_context(ReputationBook.open(tmp / f"{name}.sqlite3"))
+            receivers.append(receiver(net, book))
+            await receivers[-1].start(nursery)
+        await a.subscribe(REPORTS_TOPIC)
+        await a.connect(b.addrs()[0])
+        await c.connect(b.addrs()[0])
+        await b.wait_for_mesh(a.peer_id, REPORTS_TOPIC)
+        await b.wait_for_mesh(c.peer_id, REPORTS_TOPIC)
+        await a.wait_for_mesh(b.peer_id, REPORTS_TOPIC)
+        yield a, receivers[0], receivers[1]
+        nursery.cancel_scope.cancel()
+
+
+async def test_junk_on_the_reports_topic_is_dropped_at_the_first_node(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with line(tmp_path) as (mallory, b, c):
+            me = mallory.config.identity
+            request, lying = honest_job(lie=True)
+            honest_request, honest = honest_job()
+            junk = {
+                "not a message": b"\x93\x01\x02\x03" * 1000,
+                "a day-old report": report(me, issued_at=now_ms() - 25 * 3_600_000),
+                "forged evidence": report(me, result=sign(honest.msg, NodeIdentity.generate())),
+                "a proof of nothing": sign(ChargeProof(  # an honest result
+                    honest_request.raw, honest.raw, TEXT, now_ms()), me).raw,
+            }
+            for raw in junk.values():
+                await mallory.publish(REPORTS_TOPIC, raw)
+            genuine = [report(me), build_charge_proof(me, request, lying, TEXT, now_ms())]
+            assert genuine[1] is not None
+            await mallory.publish(REPORTS_TOPIC, genuine[0])  # type: ignore[arg-type]
+            await mallory.publish(REPORTS_TOPIC, genuine[1].raw)
+            while len(c.report_log) < 2:  # the genuine ones cross B
+                await trio.sleep(0.05)
+            await trio.sleep(1.0)  # anything B relayed after them has arrived too
+    said_c = [what for _, _, what in c.report_log]
+    said_b = [what for _, _, what in b.report_log]
+    # C heard the genuine report (from an unproven reporter: weighed 0) and the proof,
+    # and nothing else: B delivered and relayed none of the junk.
+    assert len(said_c) == 2 and "ignored: reporter untrusted" in said_c, said_c
+    assert any(what.startswith("proven overcharge") for what in said_c), said_c
+    assert sorted(said_b) == sorted(said_c)
+    assert sum(b.dropped.values()) == len(junk), b.dropped
