@@ -43,22 +43,25 @@ def first_distinct(items: Iterable[T], limit: int) -> list[T]:
 
 @dataclass
 class TokenBucket:
-    """`burst` tokens, refilled at `rate_per_s`; one request takes one."""
+    """`burst` tokens, refilled at `rate_per_s`; one request takes one (or its `cost`)."""
 
     rate_per_s: float
     burst: float
     tokens: float
     updated_s: float
 
-    def take(self, now_s: float) -> float:
-        """Take a token: 0.0 if there was one, else the seconds until there will be."""
+    def take(self, now_s: float, cost: float = 1.0) -> float:
+        """Take `cost` tokens: 0.0 if there were as many, else the seconds until there
+        will be (a cost over `burst` never fits: infinity)."""
         elapsed = max(0.0, now_s - self.updated_s)
         self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
         self.updated_s = now_s
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
+        if cost > self.burst:
+            return float("inf")
+        return (cost - self.tokens) / self.rate_per_s
 
 
 class RateLimiter:
@@ -72,8 +75,9 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
-    def acquire(self, key: str) -> float:
-        """0.0 when `key` may go ahead now, else the seconds it must wait."""
+    def acquire(self, key: str, cost: float = 1.0) -> float:
+        """0.0 when `key` may go ahead now (taking `cost` of its bucket), else the seconds
+        it must wait."""
         if self.rate_per_s <= 0:
             return 0.0
         now = self._clock()
@@ -85,7 +89,7 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(now)
+        return bucket.take(now, cost)
 
 
 class PerMinute(Generic[H]):

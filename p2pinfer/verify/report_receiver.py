@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pinfer.backends.base import Backend
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
@@ -61,6 +62,13 @@ JUDGED_PROOFS = 10_000
 #: Messages the topic's validator decoded and its handler has not taken yet (the handler
 #: takes each at once; those dropped by the 32-judgement bound wait here to be evicted).
 ADMITTED_KEPT = 64
+#: Bytes a peer may forward us on the topic (attack 49): reports and proofs are a few
+#: KB (a check job's request and 64-token answer) and a validator sends one every ~10 s,
+#: so 256 KiB/s carries a thousand validators' reports through one peer; the burst
+#: takes a message of the largest size (1 MiB) and a few more. GossipSub alone let a
+#: peer forward 200 messages of 1 MiB a second.
+REPORT_BYTES_PER_S = 256 * 1024
+REPORT_BURST_BYTES = 4 * 1024 * 1024
 
 
 def gossip_refusal(raw: bytes, now_ms: int) -> tuple[str, Signed[Message] | None]:
@@ -102,6 +110,7 @@ class ReportReceiver:
         self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
         self.proofs = ProofJudge(net.peer_id)
         self.dropped: Counter[str] = Counter()  # gossip refused by `admit`, by why
+        self.forwarded = RateLimiter(REPORT_BYTES_PER_S, REPORT_BURST_BYTES, max_keys=1024)
         self._admitted: OrderedDict[bytes, Signed[Message]] = OrderedDict()
         self._db, self._engine = db, engine  # shared with the validator: one limiter each
         self._pending_reports = 0
@@ -113,9 +122,14 @@ class ReportReceiver:
         await self.net.subscribe(REPORTS_TOPIC, validator=self.admit, handler=self._on_gossip)
 
     def admit(self, message: GossipMessage) -> bool:
-        """The topic's validator (attack 48): deliver and relay only a signed CheckReport
-        whose evidence opens and that is under 24 h old, or a ChargeProof that proves an
+        """The topic's validator (attacks 48, 49): deliver and relay only what a peer
+        forwards within its byte budget, and of that only a signed CheckReport whose
+        evidence opens and that is under 24 h old, or a ChargeProof that proves an
         overcharge; anything else stops here, counted in `dropped` by why."""
+        if message.forwarder != self.net.peer_id and self.forwarded.acquire(
+                message.forwarder, len(message.data)) > 0:
+            self.dropped["over the forwarder's budget"] += 1
+            return False
         why, signed = gossip_refusal(message.data, self.clock_ms())
         if signed is None:
             self.dropped[why] += 1

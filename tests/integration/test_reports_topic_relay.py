@@ -1,5 +1,6 @@
-"""Attack 48 on real hosts: junk on the reports topic is dropped at the first honest
-node, not relayed through the network.
+"""Attacks 48 and 49 on real hosts: junk on the reports topic is dropped at the first
+honest node, not relayed through the network, and one peer cannot push more than its
+share of bytes through a node however genuine its messages look.
 
 The reports topic had no GossipSub validator, so every node relayed whatever a peer
 published there to its whole mesh before its own handler looked: bytes that are no
@@ -9,6 +10,14 @@ peer) crossed every hop of the network, and every node spent its decode, its
 signature checks and one of its 32 judging slots on each. Now each node checks what
 it would deliver first (`ReportReceiver.admit`): what does not check out is neither
 delivered nor relayed; genuine reports and proofs are.
+
+Attack 49: a report's evidence is only signatures, and keys are free, so an attacker
+makes genuine-looking reports offline (a request signed by one of its keys, a result by
+another: tests/support/attack_reports.py's jam reports) of up to 1 MiB each, and
+GossipSub let each peer forward 200 a second per topic: every node relayed 200 MiB a
+second of them to each of its mesh peers. Now each forwarding peer has a byte budget on
+the topic (`REPORT_BYTES_PER_S`, `REPORT_BURST_BYTES`); past it its messages are
+dropped unrelayed (not marked seen, so a copy from an honest peer still gets through).
 
 A-B-C on three loopback addresses (A and C refuse each other's), so everything
 between A and C passes B. A runs modified code: no validator of its own.
@@ -40,13 +49,18 @@ from p2pinfer.protocol import (
     ReplayWindow,
     ResultReceived,
     Signed,
+    output_hash,
     sign,
 )
 from p2pinfer.verify.charge_proofs import build_charge_proof
 from p2pinfer.verify.compare import compare_outputs
 from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
-from p2pinfer.verify.report_receiver import ReportReceiver
+from p2pinfer.verify.report_receiver import (
+    REPORT_BURST_BYTES,
+    REPORT_BYTES_PER_S,
+    ReportReceiver,
+)
 from p2pinfer.verify.reports import build_report
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.net_helpers import config, now_ms
@@ -148,3 +162,53 @@ async def test_junk_on_the_reports_topic_is_dropped_at_the_first_node(tmp_path: 
     assert any(what.startswith("proven overcharge") for what in said_c), said_c
     assert sorted(said_b) == sorted(said_c)
     assert sum(b.dropped.values()) == len(junk), b.dropped
+
+
+def big_report(signer: NodeIdentity) -> bytes:
+    """A genuine-looking `fail` report of ~0.8 MB, made offline from two free keys."""
+    consumer, provider = NodeIdentity.generate(), NodeIdentity.generate()
+    output = "é" * 262_000
+    request = sign(JobRequest(
+        job_id=os.urandom(16), provider=provider.peer_id, model="smollm2:135m", kind="generate",
+        prompt="x" * 260_000, params=JobParams(max_tokens=16), max_price_per_1k=100,
+        issued_at=now_ms(), expires_at=now_ms() + 60_000), consumer)
+    result = sign(JobResult(
+        job_id=request.msg.job_id, request_hash=request.hash, output_hash=output_hash(output),
+        digest="", prompt_tokens=1, completion_tokens=1, prompt_ms=1, generation_ms=1,
+        total_ms=2, finish_reason="stop", charged=1, finished_at=now_ms()), provider)
+    return build_report(signer, request=request.raw, result=result.raw,
+                        provider_output=output, reference_output="no", reference_digest="",
+                        comparison=compare_outputs("no", output), now_ms=now_ms()).raw
+
+
+async def test_one_peer_pushes_no_more_than_its_byte_budget_through_a_node(
+    tmp_path: Path,
+) -> None:
+    flood = [big_report(NodeIdentity.generate()) for _ in range(12)]
+    size = len(flood[0])
+    assert all(len(raw) > 750_000 for raw in flood)
+    with trio.fail_after(90):
+        # D: another honest peer beside Mallory, on its own connection to B.
+        async with line(tmp_path) as (mallory, b, c), \
+                run_host(config(ip="127.0.0.4", deny_ips=("127.0.0.3",))) as d:
+            await d.subscribe(REPORTS_TOPIC)
+            await d.connect(b.net.addrs()[0])
+            await b.net.wait_for_mesh(d.peer_id, REPORTS_TOPIC)
+            started = trio.current_time()
+            for raw in flood:
+                await mallory.publish(REPORTS_TOPIC, raw)
+            # Until B took or dropped each, and C heard each that B took.
+            dropped = b.dropped
+            while len(b.report_log) + dropped["over the forwarder's budget"] < len(flood) \
+                    or len(c.report_log) < len(b.report_log):
+                await trio.sleep(0.05)
+            elapsed = trio.current_time() - started
+            heard_from_flood = len(c.report_log)
+            # D's report goes through B at once: Mallory spent only its own budget.
+            await d.publish(REPORTS_TOPIC, report(d.config.identity))
+            while len(c.report_log) == heard_from_flood:
+                await trio.sleep(0.05)
+    budget = (REPORT_BURST_BYTES + REPORT_BYTES_PER_S * elapsed) // size
+    assert heard_from_flood <= budget < len(flood), (heard_from_flood, budget, elapsed)
+    assert b.dropped["over the forwarder's budget"] >= len(flood) - budget
+    assert c.report_log[-1][0] == d.peer_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from p2pinfer.bounded import PerMinute, keep_latest
+from p2pinfer.bounded import PerMinute, RateLimiter, keep_latest
 
 
 def test_a_swarm_of_new_keys_leaves_only_the_latest_limit_entries() -> None:
@@ -52,3 +52,15 @@ def test_refused_keys_take_no_room_and_many_active_keys_stay_bounded() -> None:
     assert len(rates._keys) <= 100
     # The latest keys keep their counts; a key's own limit holds while it is kept.
     assert rates.admit("active9999", 2, None) and not rates.admit("active9999", 2, None)
+
+
+def test_a_rate_limiter_charges_each_request_its_cost() -> None:
+    now = [0.0]
+    bytes_per_s = RateLimiter(100.0, 1_000, lambda: now[0])
+    assert bytes_per_s.acquire("peer", 600) == 0.0
+    assert bytes_per_s.acquire("peer", 600) == 2.0  # 400 left: 200 more take 2 s
+    assert bytes_per_s.acquire("other", 600) == 0.0  # each key its own bucket
+    now[0] = 2.0
+    assert bytes_per_s.acquire("peer", 600) == 0.0
+    assert bytes_per_s.acquire("peer", 1_001) == float("inf")  # over the burst: never
+    assert bytes_per_s.acquire("peer") == 0.01  # a plain request costs 1: 0.01 s away
