@@ -140,6 +140,11 @@ def node(
         help="Seconds: redeem whatever is owed at least this often.")] = (
         RedeemPolicy.max_interval_s),
     min_tokens_per_s: PaceFloorOption = ClientConfig.min_tokens_per_s,
+    gossip_charge_proofs: Annotated[bool, typer.Option(
+        "--gossip-charge-proofs",
+        help="When a provider overcharges one of this node's jobs provably, show the proof "
+             "(the job's prompt and answer with it) to every node, which shuts the provider "
+             "out network-wide (docs/security/money.md). Check jobs always do.")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
     """Run a node until SIGTERM or Ctrl-C; writes HOME/node.json once it listens."""
@@ -179,7 +184,8 @@ def node(
         chain_contract=chain_contract,
         redeem=RedeemPolicy(gas_multiple=redeem_gas_multiple,
                             max_interval_s=redeem_max_interval),
-        client=ClientConfig(min_tokens_per_s=min_tokens_per_s),
+        client=ClientConfig(min_tokens_per_s=min_tokens_per_s,
+                            gossip_charge_proofs=gossip_charge_proofs),
     )
     check_config(config)
     raise_fd_limit()  # its peers, dials, gateway clients and files share one table

@@ -107,6 +107,9 @@ class JobClient(CandidateSearch):
                     net.catalog.vouch(rec.peer_id)
         # Called with each completed job's outcome (verify/ samples them for re-checks).
         self.outcome_hooks: list[Callable[[JobOutcome], None]] = []
+        # Where provable overcharges are gossiped (with `config.gossip_charge_proofs`): this
+        # host, or the node's own when this client's host was started for one check job.
+        self.proof_net: NetHost | None = None
         # Results refused for overcharging, newest last: evidence against their providers.
         self.refused_charges: deque[RefusedCharge] = deque(maxlen=MAX_REFUSED_CHARGES)
 
@@ -228,8 +231,8 @@ class JobClient(CandidateSearch):
         """A provider's signed result overcharged: nothing is receipted; keep the evidence
         (our signed request, its signed result) and convict it in the reputation book
         (score 0, breaker open), so it gets no more of our jobs; where others can check
-        it (`output` is what the provider streamed), gossip the proof so that they
-        convict it too (verify/charge_proofs.py)."""
+        it (`output` is what the provider streamed) and `config.gossip_charge_proofs`
+        allows, gossip the proof so that they convict it too (verify/charge_proofs.py)."""
         result, accept = machine.refused_result, machine.refused_accept
         charged = result.msg.charged if result is not None else 0
         evidence = result.raw if result is not None else (
@@ -239,7 +242,7 @@ class JobClient(CandidateSearch):
         self.refused_charges.append(RefusedCharge(
             provider=candidate.peer_id, job_id=machine.job_id.hex(), reason=str(error),
             charged=charged, request=machine.request.raw, result=evidence))
-        if result is not None:
+        if result is not None and self.config.gossip_charge_proofs:
             await self._publish_proof(machine, result, output)
         book = self.reputation
         if book is None:
@@ -257,7 +260,7 @@ class JobClient(CandidateSearch):
             log.info("overcharge not provable to others job=%s", machine.job_id.hex())
             return
         try:
-            await self.net.publish(REPORTS_TOPIC, proof.raw)
+            await (self.proof_net or self.net).publish(REPORTS_TOPIC, proof.raw)
         except Exception as exc:  # py-libp2p's publish: no peers, a closed host, ...
             log.warning("charge proof not published job=%s error=%s", machine.job_id.hex(), exc)
             return

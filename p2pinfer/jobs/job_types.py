@@ -47,6 +47,10 @@ class ClientConfig:
     catalog_warmup_s: float = 30.0
     throwaway_key: bool = False  # sign each request with a fresh key
     require_credit: bool = True  # refuse to start a job the ledger cannot pay for
+    #: Gossip a provider's provable overcharge (verify/charge_proofs.py). The proof holds
+    #: the job's request and answer, which every node then reads: on for validators'
+    #: check jobs (their prompts are the network's own), opt-in for a consumer's jobs.
+    gossip_charge_proofs: bool = False
     preset: SplitPreset = field(default_factory=lambda: preset_named("seed"))
 
 

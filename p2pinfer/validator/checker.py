@@ -268,11 +268,16 @@ class Verifier:
         # covers it (no free job): a check job is paid from this node's channels like any
         # job, the payer account bound to the check's fresh key. The provider then sees
         # the validator's chain account, though not its PeerID (docs/verify.md).
-        return TargetedClient(
+        # A provable overcharge is gossiped from this node's host (a check host is
+        # connected to the provider alone); our own receiver convicts it as others do.
+        client = TargetedClient(
             net, identity, ledger=None, reputation=None, metrics=self.client.metrics,
             config=replace(self.client.config, throwaway_key=throwaway_key,
-                           require_credit=False, max_attempts=1, busy_wait_s=0.0),
+                           require_credit=False, max_attempts=1, busy_wait_s=0.0,
+                           gossip_charge_proofs=True),
             rng=self.rng, payer=self.client.payer)
+        client.proof_net = self.net
+        return client
 
     async def _run_check(
         self, client: TargetedClient, provider: str, model: str

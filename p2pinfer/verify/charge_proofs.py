@@ -96,9 +96,9 @@ class ProofJudge:
 
     def judge(self, proof: Signed[ChargeProof], now_ms: int) -> tuple[str, OpenedProof | None]:
         """What to note of `proof`, and the opened proof when its provider is convicted."""
+        # Our own proofs too (a check job's, signed by its key or ours): gossip brings
+        # them back, and a check client keeps no reputation of its own to convict in.
         reporter = proof.signer_peer_id
-        if reporter == self.me:
-            return "ignored: own proof", None
         if not self.rate.admit(reporter, now_ms):
             return "ignored: reporter over its rate", None
         try:

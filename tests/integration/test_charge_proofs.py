@@ -1,11 +1,13 @@
-"""Attack 47 on real hosts: a provider's overcharge, refused by one consumer, keeps it
-from every node that hears the proof.
+"""Attack 47 on real hosts: a provider's overcharge, refused by one consumer or caught
+by a validator's check job, keeps it from every node that hears the proof.
 
 A lying provider (tests/support/attack_money.py's, under a fresh key) advertises the
-model at price 1, so every consumer ranks it first. Consumer A sends it a job; its
-result claims 2^32-1 prompt tokens; A refuses to pay. Before charge proofs only A
-convicted it: consumer B, on another node, still sent it its next job. Now A gossips
-the proof on the reports topic, B's report receiver checks it (B has no engine: no
+model at price 1, so every consumer ranks it first, and answers with a result that
+claims 2^32-1 prompt tokens; whoever it serves refuses to pay. Before charge proofs
+only that one convicted it: consumer B, on another node, still sent it its next job.
+Now the refusal goes out on the reports topic as a proof (from a validator's check job
+always; from a consumer's own job only if it agreed, since the proof shows the job's
+prompt and answer to every node), B's report receiver checks it (B has no engine: no
 re-run needed) and convicts the liar, and the honest provider's receiver slashes it in
 its ledger; B's job goes to the honest provider and the liar never sees it.
 
@@ -16,7 +18,7 @@ the honest provider, SQLite ledgers and reputation tables.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -68,21 +70,24 @@ def liar_advert() -> Advert:
 
 @dataclass
 class Network:
-    """The honest provider, the liar, and consumers A and B, each node with its receiver."""
+    """The honest provider (a validator too), the liar, and consumers A and B, each node
+    with its report receiver."""
 
     honest: Provider
+    validator: Verifier
     liar: Liar
-    client_a: TargetedClient
+    net_a: NetHost
     book_a: ReputationBook
     client_b: JobClient
     book_b: ReputationBook
 
 
 async def receiver(nursery: trio.Nursery, net: NetHost, client: JobClient,
-                   book: ReputationBook, **kwargs: object) -> None:
+                   book: ReputationBook, **kwargs: object) -> Verifier:
     verifier = Verifier(net, net.config.identity, client, reputation=book, config=RECEIVER,
                         **kwargs)  # type: ignore[arg-type]
     nursery.start_soon(verifier.run)
+    return verifier
 
 
 async def network(nursery: trio.Nursery, stack: AsyncExitStack, tmp: Path) -> Network:
@@ -92,7 +97,7 @@ async def network(nursery: trio.Nursery, stack: AsyncExitStack, tmp: Path) -> Ne
     honest = await start_provider(stack, nursery, engine, tmp,
                                   config=JobServerConfig(price_per_1k=900))
     boot = (honest.net.addrs()[0],)
-    liar = Liar()
+    liar = Liar(default_lie="huge-prompt")
     liar_net = await stack.enter_async_context(run_host(NetConfig(liar.identity, bootstrap=boot)))
 
     async def lie(stream: NetStream) -> None:
@@ -105,22 +110,52 @@ async def network(nursery: trio.Nursery, stack: AsyncExitStack, tmp: Path) -> Ne
     net_b, plain_b, ledger_b = await start_consumer(stack, tmp / "b", boot)
     book_a = stack.enter_context(ReputationBook.open(tmp / "a" / "rep.sqlite3"))
     book_b = stack.enter_context(ReputationBook.open(tmp / "b" / "rep.sqlite3"))
-    client_a = TargetedClient(net_a, plain_a.identity, reputation=book_a,
-                              config=ClientConfig(max_attempts=1, require_credit=False))
     client_b = JobClient(net_b, plain_b.identity, ledger=ledger_b, reputation=book_b)
     # Every node judges what it hears on the reports topic (as node/run.py starts it).
-    await receiver(nursery, net_a, client_a, book_a, backend=None, models=frozenset(),
+    await receiver(nursery, net_a, plain_a, book_a, backend=None, models=frozenset(),
                    ledger=None)
     await receiver(nursery, net_b, client_b, book_b, backend=None, models=frozenset(),
                    ledger=ledger_b)
     book_h = stack.enter_context(ReputationBook.open(tmp / "rep-h.sqlite3"))
-    await receiver(nursery, honest.net, JobClient(honest.net, honest.net.config.identity),
-                   book_h, backend=engine, models=frozenset({MODEL}), ledger=honest.ledger)
-    for net in (net_a, net_b):
-        await wait_for_providers(net, MODEL, 2)
+    validator = await receiver(
+        nursery, honest.net, JobClient(honest.net, honest.net.config.identity), book_h,
+        backend=engine, models=frozenset({MODEL}), ledger=honest.ledger)
+    for net in (net_a, net_b, honest.net):
+        await wait_for_providers(net, MODEL, 2 if net is not honest.net else 1)
     while not net_a.topic_peers(REPORTS_TOPIC):  # someone to gossip the proof to
         await trio.sleep(0.1)
-    return Network(honest, liar, client_a, book_a, client_b, book_b)
+    return Network(honest, validator, liar, net_a, book_a, client_b, book_b)
+
+
+def a_client(net: Network, *, agreed: bool, book: ReputationBook | None) -> TargetedClient:
+    """A client on A's node for one job to the liar (`agreed`: to show its refused jobs
+    to the network; else the default)."""
+    config = ClientConfig(max_attempts=1, require_credit=False)
+    if agreed:
+        config = replace(config, gossip_charge_proofs=True)
+    client = TargetedClient(net.net_a, net.net_a.config.identity, reputation=book,
+                            config=config)
+    client.target = net.liar.peer_id
+    return client
+
+
+async def convicted(book: ReputationBook, peer: str, within_s: float) -> bool:
+    with trio.move_on_after(within_s):
+        while book.get(peer).breaker.state is not BreakerState.OPEN:
+            await trio.sleep(0.2)
+    return book.get(peer).breaker.state is BreakerState.OPEN
+
+
+async def b_job_and_slashes(net: Network) -> tuple[str, int, list[object]]:
+    """B's next job (its provider, jobs the liar served meanwhile) and the slash entries
+    the honest provider's ledger holds once its receiver had time to check the proof."""
+    served = sum(net.liar.served.values())
+    outcome = await net.client_b.run(MODEL, "Say hello.", JobParams(max_tokens=8))
+    with trio.move_on_after(10):
+        while not [e for e in net.honest.ledger.entries() if e.kind == "slash"]:
+            await trio.sleep(0.2)
+    slashes = [e.body for e in net.honest.ledger.entries() if e.kind == "slash"]
+    return outcome.provider, sum(net.liar.served.values()) - served, slashes
 
 
 async def test_an_overcharge_refused_by_one_consumer_keeps_the_liar_from_the_others(
@@ -129,31 +164,46 @@ async def test_an_overcharge_refused_by_one_consumer_keeps_the_liar_from_the_oth
     with trio.fail_after(150):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             net = await network(nursery, stack, tmp_path)
-            liar, honest = net.liar, net.honest
-            # A's job: the liar's result claims 2^32-1 prompt tokens; A refuses to pay.
-            net.client_a.target = liar.peer_id
+            liar = net.liar
+            # By default A's refusal stays with A: its prompt and answer are its own.
             with pytest.raises(P2PInferError, match="overcharged"):
-                await net.client_a.run(MODEL, "[huge-prompt] Say hello.",
-                                       JobParams(max_tokens=8))
+                await a_client(net, agreed=False, book=net.book_a).run(
+                    MODEL, "Say hello.", JobParams(max_tokens=8))
             assert net.book_a.get(liar.peer_id).breaker.state is BreakerState.OPEN
-            # B heard A's proof and convicted the liar without ever dealing with it.
-            with trio.move_on_after(20):
-                while net.book_b.get(liar.peer_id).breaker.state is not BreakerState.OPEN:
-                    await trio.sleep(0.2)
-            heard_b = net.book_b.get(liar.peer_id)
-            # B's next job goes to the honest provider, though the liar still advertises
-            # price 1; the liar never gets it.
-            served_before = sum(liar.served.values())
-            outcome = await net.client_b.run(MODEL, "Say hello.", JobParams(max_tokens=8))
-            served_after = sum(liar.served.values())
-            # The honest provider's receiver checked the proof too, and slashed the liar.
-            with trio.move_on_after(10):
-                while not [e for e in honest.ledger.entries() if e.kind == "slash"]:
-                    await trio.sleep(0.2)
-            slashes = [e.body for e in honest.ledger.entries() if e.kind == "slash"]
+            kept_private = not await convicted(net.book_b, liar.peer_id, within_s=3)
+            # Another client there (no book: it has not met the liar), which agreed
+            # to show its refused jobs, refuses the next lie: gossiped.
+            with pytest.raises(P2PInferError, match="overcharged"):
+                await a_client(net, agreed=True, book=None).run(
+                    MODEL, "Say hello.", JobParams(max_tokens=8))
+            heard_b = await convicted(net.book_b, liar.peer_id, within_s=20)
+            score_b = net.book_b.get(liar.peer_id).score_pm
+            provider, served_meanwhile, slashes = await b_job_and_slashes(net)
             nursery.cancel_scope.cancel()
-    assert heard_b.breaker.state is BreakerState.OPEN and heard_b.score_pm == 0
-    assert outcome.provider == honest.net.peer_id
-    assert served_after == served_before == 1  # only A's job reached the liar
+    assert kept_private
+    # B convicted the liar without ever dealing with it, its job went to the honest
+    # provider though the liar still advertises price 1, and the liar never saw it.
+    assert heard_b and score_b == 0
+    assert provider == net.honest.net.peer_id and served_meanwhile == 0
+    # The honest provider's receiver checked the proof too, and slashed the liar.
     assert [(s.provider, s.reason) for s in slashes] == [  # type: ignore[attr-defined]
         (liar.identity.public_key, "overcharge, proven by a charge proof")]
+
+
+async def test_an_overcharge_caught_by_a_check_job_keeps_the_liar_from_everyone(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            net = await network(nursery, stack, tmp_path)
+            liar = net.liar
+            # The validator's check job, from a host and key of its own, meets the lie.
+            assert await net.validator.check_provider(liar.peer_id, MODEL) is None
+            assert liar.served["huge-prompt"] == 1
+            heard_b = await convicted(net.book_b, liar.peer_id, within_s=20)
+            heard_v = await convicted(net.validator.book, liar.peer_id, within_s=5)
+            provider, served_meanwhile, slashes = await b_job_and_slashes(net)
+            nursery.cancel_scope.cancel()
+    assert heard_b and heard_v  # the check client keeps no book: its own receiver convicts
+    assert provider == net.honest.net.peer_id and served_meanwhile == 0
+    assert len(slashes) == 1

@@ -74,6 +74,7 @@ class Liar:
     """What the lying provider did."""
 
     identity: NodeIdentity = field(default_factory=NodeIdentity.generate)
+    default_lie: str = "as-found"  # told to a job whose prompt names none
     served: Counter[str] = field(default_factory=Counter)  # lie -> results sent
     claimed: list[int] = field(default_factory=list)  # charges it signed
     receipts: list[int] = field(default_factory=list)  # amounts receipted to it
@@ -83,10 +84,10 @@ class Liar:
         return self.identity.peer_id
 
 
-def lie_for(request: JobRequest) -> str:
-    """The in-process consumer names the lie in its prompt; the gateway gets "as-found"."""
+def lie_for(request: JobRequest, default: str = "as-found") -> str:
+    """The in-process consumer names the lie in its prompt; the gateway gets `default`."""
     text = request.prompt or " ".join(m.content for m in request.messages)
-    return next((lie for lie in LIES if f"[{lie}]" in text), "as-found")
+    return next((lie for lie in LIES if f"[{lie}]" in text), default)
 
 
 def lying_result(request: JobRequest, request_hash: bytes, lie: str, price: int
@@ -110,7 +111,7 @@ async def serve_lies(liar: Liar, stream: NetStream) -> None:
     """One job, answered with a lie, and the receipt (if one comes) noted."""
     signed = decode_as(await stream.read_frame(timeout_s=10), JobRequest)
     req = signed.msg
-    lie = lie_for(req)
+    lie = lie_for(req, liar.default_lie)
     quote = getattr(req, "quoted_price_per_1k", None)
     price = req.max_price_per_1k if lie == "as-found" or quote is None else quote
     me = liar.identity
@@ -150,9 +151,11 @@ async def consumer_jobs(net: AttackNet, liar: Liar, workdir: Path) -> dict[str, 
                 await host.catalog.wait_for(lambda c: any(
                     e.peer_id == liar.peer_id for e in c.providers(MODEL)))
             for lie in LIES:
+                # A consumer that agreed to show its refused jobs to the network.
                 client = TargetedClient(host, identity, ledger=ledger,
                                         reputation=book if lie == "as-found" else None,
-                                        config=ClientConfig(max_attempts=1))
+                                        config=ClientConfig(max_attempts=1,
+                                                            gossip_charge_proofs=True))
                 client.target = liar.peer_id
                 try:
                     with trio.fail_after(60):

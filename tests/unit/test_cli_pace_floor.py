@@ -32,6 +32,10 @@ def test_node_passes_the_floor_to_its_client_and_refuses_a_negative_one(
         assert seen[-1].client.min_tokens_per_s == floor
     refused = runner.invoke(app, ["node", "--home", str(tmp_path), "--min-tokens-per-s", "-1"])
     assert refused.exit_code == 2 and "--min-tokens-per-s" in refused.output
+    # Charge proofs show a job's prompt to every node: only when the operator says so.
+    assert seen[-1].client.gossip_charge_proofs is False
+    result = runner.invoke(app, ["node", "--home", str(tmp_path), "--gossip-charge-proofs"])
+    assert result.exit_code == 0 and seen[-1].client.gossip_charge_proofs is True
 
 
 def test_ask_passes_the_floor_to_its_client(tmp_path: Path,
