@@ -108,7 +108,8 @@ class ReportReceiver:
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
         self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
-        self.proofs = ProofJudge(net.peer_id)
+        self.proofs = ProofJudge(net.peer_id,
+                                 lambda peer: net.catalog.advert_of(peer) is not None)
         self.dropped: Counter[str] = Counter()  # gossip refused by `admit`, by why
         self.forwarded = RateLimiter(REPORT_BYTES_PER_S, REPORT_BURST_BYTES, max_keys=1024)
         self._admitted: OrderedDict[bytes, Signed[Message]] = OrderedDict()
@@ -254,20 +255,30 @@ class ReportReceiver:
         if opened is None:
             provider = "?" if what.startswith("ignored: forged") else "-"
             return self._note(proof.signer_peer_id, provider, what)
-        book = self.book
+        book, ledger, provider = self.book, self.ledger, opened.provider
         try:
-            await trio.to_thread.run_sync(book.convict, opened.provider, limiter=self._db)
+            await trio.to_thread.run_sync(book.convict, provider, limiter=self._db)
         except P2PInferError as exc:
-            log.warning("reputation not updated peer=%s error=%s", opened.provider, exc)
-        if self.ledger is not None and self.config.slash_on_fraud:
-            await self._slash(opened.provider, opened.proof.raw, opened.evidence.result.hash,
-                              "overcharge, proven by a charge proof")
-        return self._note(opened.reporter, opened.provider, what)
+            log.warning("reputation not updated peer=%s error=%s", provider, exc)
+        if ledger is None or not self.config.slash_on_fraud:
+            return self._note(opened.reporter, provider, what)
+        # Without a chain, the stake this ledger credits the provider with (its
+        # operator's accepted declarations), not the advert's word: proofs cost nothing
+        # to make, and a slash of nothing would only grow the ledger.
+        amount = None if self.slasher is not None else await trio.to_thread.run_sync(
+            lambda: ledger.stake_of(public_key_from_peer_id(provider)).effective,
+            limiter=self._db)
+        if amount != 0:
+            await self._slash(provider, opened.proof.raw, opened.evidence.result.hash,
+                              "overcharge, proven by a charge proof", amount)
+        return self._note(opened.reporter, provider, what)
 
     async def _slash(self, provider: str, proof_raw: bytes, result_hash: bytes,
-                     reason: str = "spot-check failed, re-checked") -> None:
+                     reason: str = "spot-check failed, re-checked",
+                     amount: int | None = None) -> None:
         """Slash `provider` for the proof `proof_raw` (a report or a charge proof) of the
-        result `result_hash`: a vote on chain with settlement, else a ledger entry."""
+        result `result_hash`: a vote on chain with settlement, else a ledger entry of
+        `amount` (None: the stake its advert states)."""
         advert = self.net.catalog.advert_of(provider)
         if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
             ad = advert.advert if advert is not None else None
@@ -275,7 +286,8 @@ class ReportReceiver:
                 provider, ad.payee if ad else None, ad.payee_binding if ad else None, proof_raw)
             log.info("slash vote provider=%s %s", provider, done)
             return
-        amount = advert.advert.stake if advert is not None else 0
+        if amount is None:
+            amount = advert.advert.stake if advert is not None else 0
         ledger = self.ledger
         assert ledger is not None
         provider_key = public_key_from_peer_id(provider)

@@ -17,6 +17,8 @@ the honest provider, SQLite ledgers and reputation tables.
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,9 +29,13 @@ import trio
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.errors import P2PInferError
+from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.market.stake import sign_stake
+from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -40,12 +46,19 @@ from p2pinfer.protocol import (
     Advert,
     AdvertHardware,
     JobParams,
+    JobRequest,
+    JobResult,
     ModelOffer,
+    output_hash,
+    sign,
 )
 from p2pinfer.testing.tiny_model import write_tiny_model
 from p2pinfer.validator.checker import TargetedClient, Verifier
 from p2pinfer.verify.breaker import BreakerState
+from p2pinfer.verify.charge_proofs import build_charge_proof
 from p2pinfer.verify.config import VerifyConfig
+from p2pinfer.verify.engine_gate import EngineGate
+from p2pinfer.verify.report_receiver import ReportReceiver
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     Provider,
@@ -53,12 +66,14 @@ from tests.integration.job_helpers import (
     start_provider,
     wait_for_providers,
 )
+from tests.integration.net_helpers import make_advert, now_ms
 from tests.support.attack_money import Liar, serve_lies
 
 pytestmark = pytest.mark.network
 
 MODEL = "tiny:latest"
 RECEIVER = VerifyConfig(validator=False)  # every node runs one; none spot-checks here
+LIAR_STAKE = 5_000_000
 
 
 def liar_advert() -> Advert:
@@ -120,6 +135,8 @@ async def network(nursery: trio.Nursery, stack: AsyncExitStack, tmp: Path) -> Ne
     validator = await receiver(
         nursery, honest.net, JobClient(honest.net, honest.net.config.identity), book_h,
         backend=engine, models=frozenset({MODEL}), ledger=honest.ledger)
+    # The honest node's operator accepted the liar's stake declaration: a slash takes it.
+    honest.ledger.record_stake(sign_stake(liar.identity, LIAR_STAKE, now_ms()))
     for net in (net_a, net_b, honest.net):
         await wait_for_providers(net, MODEL, 2 if net is not honest.net else 1)
     while not net_a.topic_peers(REPORTS_TOPIC):  # someone to gossip the proof to
@@ -186,8 +203,8 @@ async def test_an_overcharge_refused_by_one_consumer_keeps_the_liar_from_the_oth
     assert heard_b and score_b == 0
     assert provider == net.honest.net.peer_id and served_meanwhile == 0
     # The honest provider's receiver checked the proof too, and slashed the liar.
-    assert [(s.provider, s.reason) for s in slashes] == [  # type: ignore[attr-defined]
-        (liar.identity.public_key, "overcharge, proven by a charge proof")]
+    assert [(s.provider, s.amount, s.reason) for s in slashes] == [  # type: ignore[attr-defined]
+        (liar.identity.public_key, LIAR_STAKE, "overcharge, proven by a charge proof")]
 
 
 async def test_an_overcharge_caught_by_a_check_job_keeps_the_liar_from_everyone(
@@ -207,3 +224,48 @@ async def test_an_overcharge_caught_by_a_check_job_keeps_the_liar_from_everyone(
     assert heard_b and heard_v  # the check client keeps no book: its own receiver convicts
     assert provider == net.honest.net.peer_id and served_meanwhile == 0
     assert len(slashes) == 1
+
+
+def offline_proof(provider: NodeIdentity) -> bytes:
+    """A valid proof that `provider` overcharged, made by one person holding three free
+    keys (consumer, provider, reporter) with no job ever run."""
+    consumer = NodeIdentity.generate()
+    request = sign(JobRequest(
+        job_id=os.urandom(16), provider=provider.peer_id, model=MODEL, kind="generate",
+        prompt="hi", params=JobParams(max_tokens=8), max_price_per_1k=100,
+        issued_at=now_ms(), expires_at=now_ms() + 60_000), consumer)
+    result = sign(JobResult(
+        job_id=request.msg.job_id, request_hash=request.hash, output_hash=output_hash("hi"),
+        digest="", prompt_tokens=2**32 - 1, completion_tokens=1, prompt_ms=1, generation_ms=1,
+        total_ms=2, finish_reason="stop", charged=10**9, finished_at=now_ms()), provider)
+    proof = build_charge_proof(consumer, request, result, "hi", now_ms())
+    assert proof is not None
+    return proof.raw
+
+
+async def test_proofs_made_offline_grow_no_table(tmp_path: Path) -> None:
+    """The attack on the defence: proofs cost nothing to make about keys of one's own, so
+    a flood of them (a fresh provider key each, or one advertised key's many results)
+    must not add a reputation row or a ledger entry per proof at every node."""
+    identity, known = NodeIdentity.generate(), NodeIdentity.generate()
+    said: Counter[str] = Counter()
+    with trio.fail_after(60), \
+            Ledger.open(tmp_path / "ledger.sqlite3", identity) as ledger, \
+            ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        async with run_host(NetConfig(identity)) as net:
+            node = ReportReceiver(
+                net, backend=None, models=frozenset(), book=book, ledger=ledger,
+                config=RECEIVER, clock_ms=now_ms, gate=EngineGate(),
+                db=trio.CapacityLimiter(1), engine=trio.CapacityLimiter(1))
+            net.catalog.admit(verify_advert(make_advert(known, 1)))  # the one it knows
+            for _ in range(100):
+                said[await node.receive_report(offline_proof(NodeIdentity.generate()))] += 1
+            for _ in range(30):
+                said[(await node.receive_report(offline_proof(known)))[:30]] += 1
+        rows = [rec.peer_id for rec in book.peers()]
+        entries = ledger.entries()
+    assert said == {"ignored: a provider not in the catalog": 100,
+                    "proven overcharge: claims 4294": 1,
+                    "ignored: provider convicted wi": 29}, said
+    assert rows == [known.peer_id]  # one row, the advertised provider's
+    assert [e.kind for e in entries if e.kind == "slash"] == []  # no stake here to take

@@ -35,6 +35,7 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import (
@@ -63,7 +64,7 @@ from p2pinfer.verify.report_receiver import (
 )
 from p2pinfer.verify.reports import build_report
 from p2pinfer.verify.reputation_store import ReputationBook
-from tests.integration.net_helpers import config, now_ms
+from tests.integration.net_helpers import config, make_advert, now_ms
 
 pytestmark = pytest.mark.network
 
@@ -119,6 +120,7 @@ async def line(tmp: Path) -> AsyncIterator[tuple[NetHost, ReportReceiver, Report
                                                              deny_ips=("127.0.0.1",))))
         receivers = []
         for net, name in ((b, "b"), (c, "c")):
+            net.catalog.admit(verify_advert(make_advert(PROVIDER, 1)))  # a provider it knows
             book = stack.enter_context(ReputationBook.open(tmp / f"{name}.sqlite3"))
             receivers.append(receiver(net, book))
             await receivers[-1].start(nursery)

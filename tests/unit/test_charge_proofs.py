@@ -47,6 +47,11 @@ from tests.unit.protocol_strategies import CONSUMER, NOW_MS, PROVIDER
 from tests.unit.test_overcharge import PROMPT_BOUND, accepted, deliver, lying_result, request
 
 THIRD = NodeIdentity.generate()  # a node that heard the proof
+
+
+def known(peer: str) -> bool:
+    """The provider is in the judging node's catalog."""
+    return peer == PROVIDER.peer_id
 LIES = [
     ("Blue", {"prompt_tokens": PROMPT_BOUND + 1}, "prompt tokens"),
     ("Blue", {"prompt_tokens": 2**32 - 1}, "prompt tokens"),
@@ -82,7 +87,7 @@ def test_every_node_can_check_a_refused_overcharge(
     opened = open_charge_proof(decode_as(proof.raw, ChargeProof), NOW_MS + 1_000)
     assert opened.problem is not None and message in opened.problem
     assert opened.provider == PROVIDER.peer_id and opened.reporter == CONSUMER.peer_id
-    what, convicted = ProofJudge(THIRD.peer_id).judge(proof, NOW_MS + 1_000)
+    what, convicted = ProofJudge(THIRD.peer_id, known).judge(proof, NOW_MS + 1_000)
     assert convicted is not None and what.startswith("proven overcharge")
 
 
@@ -132,7 +137,7 @@ def _signed_proof(request_raw: bytes, result_raw: bytes, output: str,
 
 
 def test_framing_an_honest_provider_fails() -> None:
-    judge = ProofJudge(THIRD.peer_id)
+    judge = ProofJudge(THIRD.peer_id, known)
     # An honest result (charged at the quote 300) ...
     consumer = ConsumerJob(CONSUMER, request(quoted_price_per_1k=300))
     provider = ProviderJob(PROVIDER, ReplayWindow())
@@ -166,32 +171,47 @@ def test_framing_an_honest_provider_fails() -> None:
 
 def test_a_proof_convicts_once_and_stale_or_future_ones_not_at_all() -> None:
     proof = proof_of("Blue", prompt_tokens=2**32 - 1)
-    judge = ProofJudge(THIRD.peer_id)
+    judge = ProofJudge(THIRD.peer_id, known)
     assert judge.judge(proof, NOW_MS)[1] is not None
     # The same proof again, or re-signed by another key: already proven.
     assert judge.judge(proof, NOW_MS)[0] == "ignored: already proven"
     again = _signed_proof(proof.msg.request, proof.msg.result, proof.msg.provider_output,
                           by=NodeIdentity.generate())
     assert judge.judge(again, NOW_MS)[0] == "ignored: already proven"
-    fresh = ProofJudge(THIRD.peer_id)
+    fresh = ProofJudge(THIRD.peer_id, known)
     assert "forged or stale" in fresh.judge(proof, NOW_MS + MAX_REPORT_AGE_MS + 60_000)[0]
     future = _signed_proof(proof.msg.request, proof.msg.result, proof.msg.provider_output,
                            at=NOW_MS + 3_600_000)
     assert "forged or stale" in fresh.judge(future, NOW_MS)[0]
     # Not about ourselves; our own proof back from gossip convicts here too.
-    assert ProofJudge(PROVIDER.peer_id).judge(proof, NOW_MS)[1] is None
-    assert ProofJudge(CONSUMER.peer_id).judge(proof, NOW_MS)[1] is not None
+    assert ProofJudge(PROVIDER.peer_id, known).judge(proof, NOW_MS)[1] is None
+    assert ProofJudge(CONSUMER.peer_id, known).judge(proof, NOW_MS)[1] is not None
 
 
 def test_one_key_flooding_proofs_is_held_to_its_rate() -> None:
-    judge = ProofJudge(THIRD.peer_id)
+    judge = ProofJudge(THIRD.peer_id, known)
     said = [judge.judge(proof_of("Blue", prompt_tokens=2**32 - i), NOW_MS)[0]
             for i in range(1, PROOFS_PER_REPORTER + 3)]
-    assert all(w.startswith("proven") for w in said[:PROOFS_PER_REPORTER])
+    # The first convicts; the next are new results of a provider convicted this hour.
+    assert said[0].startswith("proven")
+    assert said[1:PROOFS_PER_REPORTER] == [
+        "ignored: provider convicted within the hour"] * (PROOFS_PER_REPORTER - 1)
     assert said[PROOFS_PER_REPORTER:] == ["ignored: reporter over its rate"] * 2
-    # A minute on, it may again.
+    # A minute on, it may send again; an hour on, the provider is convicted again.
     assert judge.judge(proof_of("Blue", prompt_tokens=PROMPT_BOUND + 5),
-                       NOW_MS + 60_000)[0].startswith("proven")
+                       NOW_MS + 60_000)[0] == "ignored: provider convicted within the hour"
+    assert judge.judge(proof_of("Blue", prompt_tokens=PROMPT_BOUND + 6),
+                       NOW_MS + 3_600_000)[0].startswith("proven")
+
+
+def test_a_proof_about_a_provider_not_in_the_catalog_convicts_no_one() -> None:
+    """A proof costs nothing to make about a key of one's own that never advertised:
+    such proofs must not fill the reputation table or the rate table."""
+    judge = ProofJudge(THIRD.peer_id, lambda peer: False)
+    for i in range(3 * PROOFS_PER_REPORTER):
+        assert judge.judge(proof_of("Blue", prompt_tokens=2**32 - 1 - i), NOW_MS) == (
+            "ignored: a provider not in the catalog", None)
+    assert judge.rate.admit(CONSUMER.peer_id, NOW_MS)  # its rate was never spent
 
 
 def test_an_output_too_long_for_a_proof_is_not_gossiped() -> None:
