@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pinfer.backends.base import Backend
-from p2pinfer.bounded import RateLimiter
+from p2pinfer.bounded import RateLimiter, keep_latest
 from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Message, Signed, decode
-from p2pinfer.verify.charge_proofs import ProofJudge, open_charge_proof
+from p2pinfer.verify.charge_proofs import RECONVICT_AFTER_MS, ProofJudge, open_charge_proof
 from p2pinfer.verify.compare import Verdict
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.judge import JudgeMemo, judge_answer
@@ -108,6 +108,7 @@ class ReportReceiver:
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
         self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
+        self._confirmed: OrderedDict[str, int] = OrderedDict()  # provider -> fraud confirmed
         self.proofs = ProofJudge(net.peer_id,
                                  lambda peer: net.catalog.advert_of(peer) is not None)
         self.dropped: Counter[str] = Counter()  # gossip refused by `admit`, by why
@@ -175,6 +176,12 @@ class ReportReceiver:
             return self._note(opened.reporter, opened.provider, "ignored: own or self-report")
         if opened.verdict != "fail":
             return self._note(opened.reporter, opened.provider, "ignored: not a failure")
+        if self.net.catalog.advert_of(opened.provider) is None:
+            # A report costs nothing to make about a key of one's own that never
+            # advertised (attack 50): no one sends such a provider jobs, so it is worth
+            # neither engine time nor a row in the reputation table.
+            return self._note(opened.reporter, opened.provider,
+                              "not re-checked: provider not in the catalog")
         model = opened.evidence.request.msg.model
         if self.backend is not None and model in self.models:
             # We can judge it ourselves: re-run it, or count it not at all.
@@ -196,22 +203,10 @@ class ReportReceiver:
         rate and our engine budget, and no paid job wants the engine; a confirmed failure
         is proven fraud."""
         assert self.backend is not None
-        request = opened.evidence.request.msg
-        refusal = recheck_refusal(request, self.config.recheck_limits,
-                                  opened.report.msg.provider_output)
+        request, proof = opened.evidence.request.msg, opened.evidence.result.hash
+        refusal = self._refusal(opened)
         if refusal is not None:
-            return self._note(opened.reporter, opened.provider,
-                              f"not re-checked: over my limits ({refusal})")
-        proof = opened.evidence.result.hash
-        if proof in self._judged:
-            # One proof is judged once and earns one reporter once, however re-signed.
-            return self._note(opened.reporter, opened.provider, "ignored: already judged")
-        if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
-            return self._note(opened.reporter, opened.provider,
-                              "not re-checked: reporter over its rate")
-        if not self.budget.available(self.clock_ms()):  # and again once it is our turn
-            return self._note(opened.reporter, opened.provider,
-                              "not re-checked: re-run budget spent")
+            return self._note(opened.reporter, opened.provider, refusal)
         async with self._engine:
             if not self.budget.available(self.clock_ms()):
                 return self._note(opened.reporter, opened.provider,
@@ -243,11 +238,32 @@ class ReportReceiver:
             await self.record(opened.reporter, Outcome.CHECK_FAILED, 1000)
             await self._record_report_check(opened.reporter, confirmed=False)
             return self._note(opened.reporter, opened.provider, "re-checked: report was false")
+        keep_latest(self._confirmed, opened.provider, self.clock_ms(), JUDGED_PROOFS)
         await self.record(opened.provider, Outcome.CHECK_FAILED, 1000)
         await self._record_report_check(opened.reporter, confirmed=True)
         if self.ledger is not None and self.config.slash_on_fraud:
             await self._slash(opened.provider, opened.report.raw, opened.evidence.result.hash)
         return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
+
+    def _refusal(self, opened: OpenedReport) -> str | None:
+        """Why a report is not re-run (None: it may be, budget allowing): over our limits,
+        its proof judged before, its provider convicted within the hour, its reporter over
+        its rate, or the budget spent (checked again once it is our turn)."""
+        refusal = recheck_refusal(opened.evidence.request.msg, self.config.recheck_limits,
+                                  opened.report.msg.provider_output)
+        if refusal is not None:
+            return f"not re-checked: over my limits ({refusal})"
+        if opened.evidence.result.hash in self._judged:
+            # One proof is judged once and earns one reporter once, however re-signed.
+            return "ignored: already judged"
+        confirmed_at = self._confirmed.get(opened.provider)
+        if confirmed_at is not None and self.clock_ms() - confirmed_at < RECONVICT_AFTER_MS:
+            return "not re-checked: provider convicted within the hour"
+        if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
+            return "not re-checked: reporter over its rate"
+        if not self.budget.available(self.clock_ms()):
+            return "not re-checked: re-run budget spent"
+        return None
 
     async def _charge_proof(self, proof: Signed[ChargeProof]) -> str:
         """A charge proof: checked here, no engine and no reporter weight needed."""
@@ -255,30 +271,23 @@ class ReportReceiver:
         if opened is None:
             provider = "?" if what.startswith("ignored: forged") else "-"
             return self._note(proof.signer_peer_id, provider, what)
-        book, ledger, provider = self.book, self.ledger, opened.provider
+        book, provider = self.book, opened.provider
         try:
             await trio.to_thread.run_sync(book.convict, provider, limiter=self._db)
         except P2PInferError as exc:
             log.warning("reputation not updated peer=%s error=%s", provider, exc)
-        if ledger is None or not self.config.slash_on_fraud:
-            return self._note(opened.reporter, provider, what)
-        # Without a chain, the stake this ledger credits the provider with (its
-        # operator's accepted declarations), not the advert's word: proofs cost nothing
-        # to make, and a slash of nothing would only grow the ledger.
-        amount = None if self.slasher is not None else await trio.to_thread.run_sync(
-            lambda: ledger.stake_of(public_key_from_peer_id(provider)).effective,
-            limiter=self._db)
-        if amount != 0:
+        if self.ledger is not None and self.config.slash_on_fraud:
             await self._slash(provider, opened.proof.raw, opened.evidence.result.hash,
-                              "overcharge, proven by a charge proof", amount)
+                              "overcharge, proven by a charge proof")
         return self._note(opened.reporter, provider, what)
 
     async def _slash(self, provider: str, proof_raw: bytes, result_hash: bytes,
-                     reason: str = "spot-check failed, re-checked",
-                     amount: int | None = None) -> None:
+                     reason: str = "spot-check failed, re-checked") -> None:
         """Slash `provider` for the proof `proof_raw` (a report or a charge proof) of the
-        result `result_hash`: a vote on chain with settlement, else a ledger entry of
-        `amount` (None: the stake its advert states)."""
+        result `result_hash`: a vote on chain with settlement, else a ledger entry of the
+        stake this ledger credits the provider with (its operator's accepted
+        declarations, less earlier slashes), none when that is 0: the advert's stake is
+        the provider's word, and an entry of nothing would only grow the ledger."""
         advert = self.net.catalog.advert_of(provider)
         if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
             ad = advert.advert if advert is not None else None
@@ -286,13 +295,14 @@ class ReportReceiver:
                 provider, ad.payee if ad else None, ad.payee_binding if ad else None, proof_raw)
             log.info("slash vote provider=%s %s", provider, done)
             return
-        if amount is None:
-            amount = advert.advert.stake if advert is not None else 0
         ledger = self.ledger
         assert ledger is not None
         provider_key = public_key_from_peer_id(provider)
 
         def write() -> None:
+            amount = ledger.stake_of(provider_key).effective
+            if amount == 0:
+                return
             # The hash of the proof, not the proof: it is on gossip and with the
             # reporter; a ledger entry per proof must not grow by its size.
             ledger.record_slash(provider_key, amount, reason=reason,

@@ -47,7 +47,11 @@ def test_engine_jam_by_made_up_reports_fails(attack_net: AttackNet) -> None:
     # The honest network kept serving all along.
     assert load.jobs >= 3 and load.failures == [], load.failures
     for i in nodes:
-        # Every node heard the jam reports and refused them unrun...
-        assert _notes(logs[i], "not re-checked: over my limits") >= 3, logs[i][-3000:]
+        # Every node heard the jam reports and refused them unrun: over its limits, or
+        # (attack 50, checked first) about a provider no one ever heard of...
+        refused = _notes(logs[i], "not re-checked: over my limits") + _notes(
+            logs[i], "not re-checked: provider not in the catalog")
+        assert refused >= 3, logs[i][-3000:]
+        assert _notes(logs[i], "re-checked: fraud confirmed") == 0, logs[i][-3000:]
         # ...and slash entries (if any) grew its ledger by far less than a report.
         assert grown[i] < sent["report_bytes"] // 10, grown

@@ -1,0 +1,108 @@
+"""Attack 50: `fail` reports about made-up providers spend the re-run budget and grow the
+tables of every node that serves the model.
+
+A report's evidence is only signatures, so an attacker makes one offline about a
+provider key of its own that never advertised and never served anyone, its "output"
+garbage, within every limit of the receivers (attack 3's within-limits reports). A
+receiver that serves the model used to re-run each on its engine, within the engine
+budget all reporters share (10 s a minute), so fresh reporter keys (6 re-runs a minute
+each) could spend that budget on nothing, and a genuine report about a real cheater
+waited; each re-run "confirmed fraud" and wrote a reputation row and a slash entry for
+the made-up key. Now a report is re-run (or counted) only about a provider in the
+receiver's catalog, a provider whose fraud was confirmed within the hour is not re-run
+again, and a slash without a chain takes the stake the receiver's ledger credits (none:
+no entry).
+
+A real host with a report receiver serving the real embedded engine (a tiny generated
+model), real SQLite reputation table and ledger; the reports are handed to it as the
+topic's handler would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import ModelSource
+from p2pinfer.identity import NodeIdentity
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.market.stake import sign_stake
+from p2pinfer.net.adverts import verify_advert
+from p2pinfer.net.config import NetConfig
+from p2pinfer.net.host import run_host
+from p2pinfer.protocol import CheckReport, JobParams, JobRequest, JobResult, output_hash, sign
+from p2pinfer.testing.tiny_model import write_tiny_model
+from p2pinfer.verify.config import VerifyConfig
+from p2pinfer.verify.engine_gate import EngineGate
+from p2pinfer.verify.report_receiver import ReportReceiver
+from p2pinfer.verify.reputation_store import ReputationBook
+from tests.integration.net_helpers import make_advert, now_ms
+
+pytestmark = pytest.mark.network
+
+MODEL = "tiny:latest"
+STAKE = 3_000_000  # what the receiver's ledger credits the known provider with
+
+
+def made_up(provider: NodeIdentity) -> bytes:
+    """A within-limits `fail` report about `provider`, whose output is garbage, made
+    offline by one person holding every key in it."""
+    consumer, reporter = NodeIdentity.generate(), NodeIdentity.generate()
+    request = sign(JobRequest(
+        job_id=os.urandom(16), provider=provider.peer_id, model=MODEL, kind="generate",
+        prompt="The sky is", params=JobParams(max_tokens=8, temperature=0.0, top_k=1, seed=1),
+        max_price_per_1k=1_000, issued_at=now_ms(), expires_at=now_ms() + 60_000), consumer)
+    output = "zq" * 8
+    result = sign(JobResult(
+        job_id=request.msg.job_id, request_hash=request.hash, output_hash=output_hash(output),
+        digest="", prompt_tokens=4, completion_tokens=8, prompt_ms=1, generation_ms=1,
+        total_ms=2, finish_reason="length", charged=0, finished_at=now_ms()), provider)
+    return sign(CheckReport(
+        request=request.raw, result=result.raw, provider_output=output,
+        reference_output_hash=hashlib.sha256(b"made up").digest(), reference_digest="",
+        metrics=(), verdict="fail", issued_at=now_ms()), reporter).raw
+
+
+async def test_reports_about_made_up_providers_spend_no_engine_and_grow_no_table(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tiny.gguf"
+    write_tiny_model(path, seed=0)
+    engine = EmbeddedBackend([ModelSource(MODEL, path)])
+    identity, known = NodeIdentity.generate(), NodeIdentity.generate()
+    said: Counter[str] = Counter()
+    with trio.fail_after(120), \
+            Ledger.open(tmp_path / "ledger.sqlite3", identity) as ledger, \
+            ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        ledger.record_stake(sign_stake(known, STAKE, now_ms()))
+        async with run_host(NetConfig(identity)) as net:
+            node = ReportReceiver(
+                net, backend=engine, models=frozenset({MODEL}), book=book, ledger=ledger,
+                config=VerifyConfig(), clock_ms=now_ms, gate=EngineGate(),
+                db=trio.CapacityLimiter(1), engine=trio.CapacityLimiter(1))
+            net.catalog.admit(verify_advert(make_advert(known, 1, models=((MODEL, 100),))))
+            budget = node.budget.level_ms(now_ms())
+            for _ in range(8):  # eight reporters, eight providers no one ever heard of
+                said[await node.receive_report(made_up(NodeIdentity.generate()))] += 1
+            budget_after_made_up = node.budget.level_ms(now_ms())
+            # A report about a provider the node knows is still re-run, once an hour.
+            first = await node.receive_report(made_up(known))
+            second = await node.receive_report(made_up(known))
+        rows = [rec.peer_id for rec in book.peers()]
+        slashes = [e.body for e in ledger.entries() if e.kind == "slash"]
+        await engine.aclose()
+    assert said == {"not re-checked: provider not in the catalog": 8}, said
+    assert budget_after_made_up >= budget  # no engine time went to them
+    assert first == "re-checked: fraud confirmed"
+    assert second == "not re-checked: provider convicted within the hour"
+    # One reputation row for the provider (reporters of re-run reports are kept in the
+    # reporters table), one slash of the stake this ledger credits it with.
+    assert rows == [known.peer_id]
+    assert [(s.provider, s.amount) for s in slashes] == [  # type: ignore[attr-defined]
+        (known.public_key, STAKE)]
