@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pinfer.backends.base import Backend
-from p2pinfer.bounded import RateLimiter, keep_latest
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Message, Signed, decode
-from p2pinfer.verify.charge_proofs import RECONVICT_AFTER_MS, ProofJudge, open_charge_proof
+from p2pinfer.verify.breaker import BreakerState
+from p2pinfer.verify.charge_proofs import ProofJudge, open_charge_proof
 from p2pinfer.verify.compare import Verdict
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.judge import JudgeMemo, judge_answer
@@ -108,7 +109,6 @@ class ReportReceiver:
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
         self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
-        self._confirmed: OrderedDict[str, int] = OrderedDict()  # provider -> fraud confirmed
         self.proofs = ProofJudge(net.peer_id,
                                  lambda peer: net.catalog.advert_of(peer) is not None)
         self.dropped: Counter[str] = Counter()  # gossip refused by `admit`, by why
@@ -204,7 +204,9 @@ class ReportReceiver:
         is proven fraud."""
         assert self.backend is not None
         request, proof = opened.evidence.request.msg, opened.evidence.result.hash
-        refusal = self._refusal(opened)
+        book = self.book
+        record = await trio.to_thread.run_sync(book.get, opened.provider, limiter=self._db)
+        refusal = self._refusal(opened, excluded=record.breaker.state is BreakerState.OPEN)
         if refusal is not None:
             return self._note(opened.reporter, opened.provider, refusal)
         async with self._engine:
@@ -238,17 +240,17 @@ class ReportReceiver:
             await self.record(opened.reporter, Outcome.CHECK_FAILED, 1000)
             await self._record_report_check(opened.reporter, confirmed=False)
             return self._note(opened.reporter, opened.provider, "re-checked: report was false")
-        keep_latest(self._confirmed, opened.provider, self.clock_ms(), JUDGED_PROOFS)
         await self.record(opened.provider, Outcome.CHECK_FAILED, 1000)
         await self._record_report_check(opened.reporter, confirmed=True)
         if self.ledger is not None and self.config.slash_on_fraud:
             await self._slash(opened.provider, opened.report.raw, opened.evidence.result.hash)
         return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
 
-    def _refusal(self, opened: OpenedReport) -> str | None:
+    def _refusal(self, opened: OpenedReport, *, excluded: bool) -> str | None:
         """Why a report is not re-run (None: it may be, budget allowing): over our limits,
-        its proof judged before, its provider convicted within the hour, its reporter over
-        its rate, or the budget spent (checked again once it is our turn)."""
+        its proof judged before, its provider already `excluded` here (breaker open: a
+        re-run could change nothing), its reporter over its rate, or the budget spent
+        (checked again once it is our turn)."""
         refusal = recheck_refusal(opened.evidence.request.msg, self.config.recheck_limits,
                                   opened.report.msg.provider_output)
         if refusal is not None:
@@ -256,9 +258,8 @@ class ReportReceiver:
         if opened.evidence.result.hash in self._judged:
             # One proof is judged once and earns one reporter once, however re-signed.
             return "ignored: already judged"
-        confirmed_at = self._confirmed.get(opened.provider)
-        if confirmed_at is not None and self.clock_ms() - confirmed_at < RECONVICT_AFTER_MS:
-            return "not re-checked: provider convicted within the hour"
+        if excluded:
+            return "not re-checked: provider already excluded"
         if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
             return "not re-checked: reporter over its rate"
         if not self.budget.available(self.clock_ms()):
