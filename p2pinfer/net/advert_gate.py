@@ -16,7 +16,12 @@ drops, before delivery and before relaying:
 - floods: a forwarding peer introducing new signers (keys the catalog does
   not list and this node never completed a job with) faster than
   `NEW_SIGNERS_PER_MIN` a minute (after a burst of `NEW_SIGNER_BURST`); see
-  `p2pinfer.net.advert_limits`.
+  `p2pinfer.net.advert_limits`;
+- a forwarding peer past its byte budget on the topic (`ADVERT_BYTES_PER_S`, after
+  `ADVERT_BURST_BYTES`), and a signer's adverts beyond `ADVERTS_PER_SIGNER_PER_S`
+  (after `ADVERT_SIGNER_BURST`): a known signer may publish a new `seq` as often as
+  it likes, and GossipSub lets a peer forward 200 messages a second (attack 51).
+  Neither holds back this node's own adverts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import hashlib
 import logging
 from collections import Counter, OrderedDict
 
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import ProtocolError
 from p2pinfer.net.advert_limits import VERIFIED_CACHE_BYTES, NewSignerLimit
 from p2pinfer.net.adverts import AdvertVerifier, Catalog, VerifiedAdvert, verify_advert
@@ -36,6 +42,16 @@ DEFAULT_MAX_ADVERT_BYTES = 64 * 1024
 
 VERIFIED_CACHE_SIZE = 1024
 """Adverts whose decoding and signature check `AdvertGate` remembers (by sha256)."""
+
+ADVERTS_PER_SIGNER_PER_S = 4
+ADVERT_SIGNER_BURST = 16
+"""A signer's adverts admitted and relayed: a node advertises every 30 s by default (and
+early when a relay slot comes or goes); tests advertise every 0.3 s at the fastest."""
+ADVERT_BYTES_PER_S = 256 * 1024
+ADVERT_BURST_BYTES = 4 * 1024 * 1024
+"""What one forwarding peer may hand us on the topic: a thousand providers' adverts of a
+few KB every 30 s are ~100 KB/s through one peer; the burst covers a new peer's
+first catalog exchange."""
 
 
 class AdvertGate:
@@ -64,6 +80,11 @@ class AdvertGate:
         self.new_signers = new_signers or NewSignerLimit()
         self.drops: Counter[str] = Counter()
         self.accepted = 0
+        clock_s = lambda: catalog.now_ms() / 1000  # noqa: E731 (the catalog's clock)
+        self.signer_rate = RateLimiter(ADVERTS_PER_SIGNER_PER_S, ADVERT_SIGNER_BURST, clock_s,
+                                       max_keys=4096)
+        self.forwarded = RateLimiter(ADVERT_BYTES_PER_S, ADVERT_BURST_BYTES, clock_s,
+                                     max_keys=1024)
         self._verified: OrderedDict[bytes, VerifiedAdvert] = OrderedDict()
         self._verified_bytes = 0
 
@@ -84,6 +105,10 @@ class AdvertGate:
     ) -> tuple[str | None, VerifiedAdvert | None]:
         if len(data) > self.max_advert_bytes:
             return "oversized", None
+        local = self.catalog.local_peer_id
+        if forwarder and forwarder != local and self.forwarded.acquire(
+                forwarder, len(data)) > 0:
+            return "forwarder budget", None
         try:
             advert = self.verified(data)
         except ProtocolError as exc:
@@ -93,6 +118,9 @@ class AdvertGate:
             return "forged", None
         if self._floods(forwarder, advert):
             return "flood", None
+        if advert.signer != local and self.catalog.staleness(advert) is None and \
+                self.signer_rate.acquire(advert.signer) > 0:
+            return "signer rate", None
         return self.catalog.admit(advert), advert
 
     def _floods(self, forwarder: str, advert: VerifiedAdvert) -> bool:

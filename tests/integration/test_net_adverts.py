@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.advert_gate import ADVERT_SIGNER_BURST, ADVERTS_PER_SIGNER_PER_S
 from p2pinfer.net.adverts import ADVERTS_TOPIC, verify_advert
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -135,3 +136,32 @@ async def test_node_stamps_its_adverts_with_its_addresses_and_a_rising_seq() -> 
             assert second.seq > first.seq
             assert first.advert.listen_addrs == tuple(a.addrs())
             assert first.issued_at_ms == 2_000_000_000_000
+
+
+async def test_a_signer_re_advertising_at_gossip_rate_is_held_to_its_own_rate() -> None:
+    """Attack 51: a known signer may publish a new `seq` as often as it likes, and
+    GossipSub let a peer forward 200 messages a second: each advert, up to 64 KiB, was
+    admitted and relayed by every node. Now a signer's adverts are relayed at most
+    `ADVERTS_PER_SIGNER_PER_S` a second after a burst of `ADVERT_SIGNER_BURST`."""
+    with trio.fail_after(30):
+        async with line_of_three() as (mallory, b, c):
+            mallory._pubsub.remove_topic_validator(ADVERTS_TOPIC)  # modified code
+            ident = mallory.config.identity
+            await mallory.publish(ADVERTS_TOPIC, make_advert(ident, 1))
+            await c.catalog.wait_for(lambda cat: mallory.peer_id in cat.peer_ids())
+            before, sent = c.advert_gate.accepted, 100
+            started = trio.current_time()
+            for seq in range(2, 2 + sent):  # 50 a second, a quarter of GossipSub's cap
+                await mallory.publish(ADVERTS_TOPIC, make_advert(ident, seq))
+                await trio.sleep(0.02)
+            gate = b.advert_gate  # until B has judged all that reaches it, for a second
+            judged = -1
+            while judged != (judged := gate.accepted + sum(gate.drops.values())):
+                await trio.sleep(1.0)
+            elapsed = trio.current_time() - started
+            relayed = c.advert_gate.accepted - before
+    most = ADVERT_SIGNER_BURST + ADVERTS_PER_SIGNER_PER_S * elapsed
+    assert relayed <= most < sent, (relayed, most, elapsed, dict(b.advert_gate.drops))
+    # (B's GossipSub scores down a peer whose messages its validator refuses, and after a
+    # few stops taking them at all: not every advert Mallory sent reached the gate.)
+    assert b.advert_gate.drops["signer rate"] > 0

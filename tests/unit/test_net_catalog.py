@@ -7,7 +7,12 @@ import trio.testing
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.pricing import price_for
-from p2pinfer.net.advert_gate import AdvertGate
+from p2pinfer.net.advert_gate import (
+    ADVERT_BURST_BYTES,
+    ADVERT_SIGNER_BURST,
+    ADVERTS_PER_SIGNER_PER_S,
+    AdvertGate,
+)
 from p2pinfer.net.advert_limits import SUPPLY_UNPROVEN_CAP, VERIFIED_CACHE_BYTES, NewSignerLimit
 from p2pinfer.net.adverts import Catalog, VerifiedAdvert, verify_advert
 from p2pinfer.protocol import Advert, AdvertHardware, ModelOffer, sign
@@ -338,3 +343,34 @@ def test_sybil_adverts_cannot_drive_an_honest_providers_price_down() -> None:
     cat.admit(advert(ALICE, 1))
     cat.vouch(ALICE)
     assert cat.supply("smollm2") == SUPPLY_UNPROVEN_CAP + 1
+
+
+
+def test_a_signer_is_held_to_its_rate_and_a_forwarder_to_its_byte_budget() -> None:
+    """Attack 51: a known signer may publish a new seq as often as it likes, up to 64 KiB
+    an advert, and GossipSub let a peer forward 200 messages a second."""
+    clock = FakeClock(T0)
+    cat = catalog(clock)
+    gate = AdvertGate(cat)
+
+    def check(signer: str, seq: int, forwarder: str, **kw: object) -> bool:
+        return gate.check(signer, signed_advert(signer, seq, **kw), forwarder) is not None  # type: ignore[arg-type]
+
+    # Alice re-advertising through her own connection: her burst, then 4 a second.
+    assert sum(check(ALICE, seq, ALICE) for seq in range(1, 41)) == ADVERT_SIGNER_BURST
+    assert gate.drops["signer rate"] == 40 - ADVERT_SIGNER_BURST
+    clock.advance(1_000)
+    assert sum(check(ALICE, seq, ALICE) for seq in range(41, 51)) == ADVERTS_PER_SIGNER_PER_S
+    # Our own adverts are never held back.
+    assert all(check(LOCAL, seq, LOCAL) for seq in range(1, 41))
+    # One forwarder relaying big adverts of many known signers: 4 MiB, then 256 KiB/s.
+    names = tuple((f"model-{i:02d}-" + "x" * 110, 100) for i in range(64))
+    signers = [NodeIdentity.generate() for _ in range(320)]
+    for ident in signers:
+        PEERS[ident.peer_id] = ident
+        cat.vouch(ident.peer_id)  # proven: not held by the new-signer limit
+    size = len(signed_advert(signers[0].peer_id, 1, models=names))
+    assert size > 14_000
+    taken = sum(check(ident.peer_id, 1, BOB, models=names) for ident in signers)
+    assert taken == ADVERT_BURST_BYTES // size
+    assert gate.drops["forwarder budget"] == len(signers) - taken
