@@ -63,6 +63,9 @@ JUDGED_PROOFS = 10_000
 #: Messages the topic's validator decoded and its handler has not taken yet (the handler
 #: takes each at once; those dropped by the 32-judgement bound wait here to be evicted).
 ADMITTED_KEPT = 64
+#: Judgements running at once, of reports and of charge proofs each; past it the
+#: message is dropped (it was delivered and relayed: other nodes judge it).
+PENDING_PER_KIND = 32
 #: Bytes a peer may forward us on the topic (attack 49): reports and proofs are a few
 #: KB (a check job's request and 64-token answer) and a validator sends one every ~10 s,
 #: so 256 KiB/s carries a thousand validators' reports through one peer; the burst
@@ -115,7 +118,7 @@ class ReportReceiver:
         self.forwarded = RateLimiter(REPORT_BYTES_PER_S, REPORT_BURST_BYTES, max_keys=1024)
         self._admitted: OrderedDict[bytes, Signed[Message]] = OrderedDict()
         self._db, self._engine = db, engine  # shared with the validator: one limiter each
-        self._pending_reports = 0
+        self._pending: Counter[str] = Counter()  # judgements running, by kind
         self._nursery: trio.Nursery | None = None
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -142,14 +145,18 @@ class ReportReceiver:
         return True
 
     async def _on_gossip(self, message: GossipMessage) -> None:
-        # The topic's reader must not wait for a re-run: judge in our own task, a bounded few.
+        # The topic's reader must not wait for a re-run: judge in our own task, a bounded
+        # few of each kind. Reports to re-run wait for the engine in theirs; proofs need
+        # no engine, so waiting reports must not take their places.
         signed = self._admitted.pop(message.data, None)
-        if self._nursery is None or self._pending_reports >= 32:
+        kind = "proof" if signed is not None and isinstance(signed.msg, ChargeProof) \
+            else "report"
+        if self._nursery is None or self._pending[kind] >= PENDING_PER_KIND:
             return
-        self._pending_reports += 1
-        self._nursery.start_soon(self._judge, message.data, signed)
+        self._pending[kind] += 1
+        self._nursery.start_soon(self._judge, message.data, signed, kind)
 
-    async def _judge(self, raw: bytes, signed: Signed[Message] | None) -> None:
+    async def _judge(self, raw: bytes, signed: Signed[Message] | None, kind: str) -> None:
         try:
             await self.receive_report(raw, signed)
         except P2PInferError as exc:
@@ -157,7 +164,7 @@ class ReportReceiver:
         except Exception:  # a report is anyone's bytes: judging one must never end the node
             log.exception("report not judged: unexpected error")
         finally:
-            self._pending_reports -= 1
+            self._pending[kind] -= 1
 
     async def receive_report(self, raw: bytes, signed: Signed[Message] | None = None) -> str:
         """Judge one gossiped report or charge proof (`signed`: `raw` already decoded);

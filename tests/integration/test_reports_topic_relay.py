@@ -36,6 +36,7 @@ import trio
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.adverts import verify_advert
+from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import (
@@ -214,3 +215,50 @@ async def test_one_peer_pushes_no_more_than_its_byte_budget_through_a_node(
     assert heard_from_flood <= budget < len(flood), (heard_from_flood, budget, elapsed)
     assert b.dropped["over the forwarder's budget"] >= len(flood) - budget
     assert c.report_log[-1][0] == d.peer_id
+
+
+async def test_reports_waiting_for_the_engine_do_not_crowd_out_a_charge_proof(
+    tmp_path: Path,
+) -> None:
+    """Reports and charge proofs were judged in one pool of 32 tasks, and a report to be
+    re-run holds its task while it waits for the engine (one re-run at a time, up to
+    60 s each): 32 within-limits reports (real evidence of a provider the node knows)
+    made the node drop every charge proof that came behind them. Proofs need no engine:
+    they have a pool of their own."""
+    me = NodeIdentity.generate()
+    request, lying = honest_job(lie=True)
+    proof = build_charge_proof(me, request, lying, TEXT, now_ms())
+    assert proof is not None
+    with trio.fail_after(30), ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        async with run_host(config()) as net, trio.open_nursery() as nursery:
+            net.catalog.admit(verify_advert(make_advert(PROVIDER, 1)))
+            node = ReportReceiver(
+                net, backend=FakeBackendThatNeverRuns(), models=frozenset({"smollm2:135m"}),
+                book=book, ledger=None, config=VerifyConfig(), clock_ms=now_ms,
+                gate=EngineGate(), db=trio.CapacityLimiter(1), engine=trio.CapacityLimiter(1))
+            await node.start(nursery)
+            async with node._engine:  # a re-run is running: the next ones wait
+                for _ in range(40):  # from 40 reporters: each within its own rate
+                    raw = report(NodeIdentity.generate())
+                    message = GossipMessage(REPORTS_TOPIC, raw, me.peer_id, net.peer_id)
+                    assert node.admit(message)
+                    await node._on_gossip(message)
+                await trio.sleep(0.5)  # they reached the engine's door
+                message = GossipMessage(REPORTS_TOPIC, proof.raw, me.peer_id, net.peer_id)
+                assert node.admit(message)
+                await node._on_gossip(message)
+                with trio.move_on_after(5):
+                    while not any(w.startswith("proven") for _, _, w in node.report_log):
+                        await trio.sleep(0.05)
+                said = [what for _, _, what in node.report_log]
+                nursery.cancel_scope.cancel()
+    assert any(what.startswith("proven overcharge") for what in said), said
+
+
+class FakeBackendThatNeverRuns:
+    """Stands in for an engine the test keeps busy: nothing may call it."""
+
+    name = "fake"
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the engine was used: {name}")
