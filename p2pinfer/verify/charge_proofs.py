@@ -110,16 +110,20 @@ class ProofJudge:
         self._proven: OrderedDict[bytes, None] = OrderedDict()
         self._convicted: OrderedDict[str, int] = OrderedDict()  # provider -> when
 
-    def judge(self, proof: Signed[ChargeProof], now_ms: int) -> tuple[str, OpenedProof | None]:
-        """What to note of `proof`, and the opened proof when its provider is convicted."""
+    def judge(self, proof: Signed[ChargeProof] | OpenedProof, now_ms: int
+              ) -> tuple[str, OpenedProof | None]:
+        """What to note of `proof` (opened already, or opened here), and the opened proof
+        when its provider is convicted."""
         # Our own proofs too (a check job's, signed by its key or ours): gossip brings
         # them back, and a check client keeps no reputation of its own to convict in.
-        reporter = proof.signer_peer_id
-        try:
-            opened = open_charge_proof(proof, now_ms)
-        except ProtocolError as exc:
-            return f"ignored: forged or stale proof ({exc})", None
-        provider = opened.provider
+        if isinstance(proof, OpenedProof):
+            opened = proof
+        else:
+            try:
+                opened = open_charge_proof(proof, now_ms)
+            except ProtocolError as exc:
+                return f"ignored: forged or stale proof ({exc})", None
+        reporter, provider = opened.reporter, opened.provider
         if provider in (self.me, reporter):
             return "ignored: a proof about this node or by the provider", None
         if opened.problem is None:

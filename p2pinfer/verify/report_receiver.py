@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pinfer.backends.base import Backend
-from p2pinfer.bounded import RateLimiter
+from p2pinfer.bounded import RateLimiter, keep_latest
 from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.gossip import GossipMessage
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Message, Signed, decode
+from p2pinfer.protocol import REPORTS_TOPIC, ChargeProof, Signed, decode
 from p2pinfer.verify.breaker import BreakerState
-from p2pinfer.verify.charge_proofs import ProofJudge, open_charge_proof
+from p2pinfer.verify.charge_proofs import OpenedProof, ProofJudge, open_charge_proof
 from p2pinfer.verify.compare import Verdict
 from p2pinfer.verify.engine_gate import EngineGate, EngineTime, Preempted
 from p2pinfer.verify.judge import JudgeMemo, judge_answer
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 #: Result hashes of re-run reports remembered, so a proof is re-run (and earns its
 #: reporter a confirmation) once: a day of re-runs at the budget's pace is far fewer.
 JUDGED_PROOFS = 10_000
-#: Messages the topic's validator decoded and its handler has not taken yet (the handler
+#: Messages the topic's validator opened and its handler has not taken yet (the handler
 #: takes each at once; those dropped by the 32-judgement bound wait here to be evicted).
 ADMITTED_KEPT = 64
 #: Judgements running at once, of reports and of charge proofs each; past it the
@@ -75,20 +75,30 @@ REPORT_BYTES_PER_S = 256 * 1024
 REPORT_BURST_BYTES = 4 * 1024 * 1024
 
 
-def gossip_refusal(raw: bytes, now_ms: int) -> tuple[str, Signed[Message] | None]:
+Opened = OpenedReport | OpenedProof
+"""A report or a charge proof whose signatures, age and evidence checked out."""
+
+
+def open_gossip(raw: bytes, now_ms: int) -> Opened:
+    """`raw` decoded and opened as a CheckReport or a ChargeProof; ProtocolError if it is
+    neither, over 24 h old or from the future, or its evidence does not open."""
+    signed = decode(raw)
+    if isinstance(signed.msg, ChargeProof):
+        return open_charge_proof(signed.expect(ChargeProof), now_ms)
+    return open_report(signed, now_ms)
+
+
+def gossip_refusal(raw: bytes, now_ms: int) -> tuple[str, Opened | None]:
     """Why the reports topic must neither deliver nor relay `raw` ("" if it may), with the
-    decoded message: not a signed CheckReport or ChargeProof, over 24 h old or from the
+    opened message: not a signed CheckReport or ChargeProof, over 24 h old or from the
     future, evidence that does not open, or a proof that proves no overcharge."""
     try:
-        signed = decode(raw)
-        if isinstance(signed.msg, ChargeProof):
-            if open_charge_proof(signed.expect(ChargeProof), now_ms).problem is None:
-                return "proves nothing", None
-        else:
-            open_report(signed, now_ms)
+        opened = open_gossip(raw, now_ms)
     except ProtocolError as exc:
         return type(exc).__name__, None
-    return "", signed
+    if isinstance(opened, OpenedProof) and opened.problem is None:
+        return "proves nothing", None
+    return "", opened
 
 
 class ReportReceiver:
@@ -111,12 +121,12 @@ class ReportReceiver:
         self.budget = RecheckBudget(now_ms=clock_ms())
         self.report_log: list[tuple[str, str, str]] = []  # (reporter, provider, what we did)
         self.slasher: Slasher | None = None  # settlement on: votes to slash stake on chain
-        self._judged: dict[bytes, None] = {}  # result hashes re-run, oldest first
+        self._judged: OrderedDict[bytes, None] = OrderedDict()  # results re-run, oldest first
         self.proofs = ProofJudge(net.peer_id,
                                  lambda peer: net.catalog.advert_of(peer) is not None)
         self.dropped: Counter[str] = Counter()  # gossip refused by `admit`, by why
         self.forwarded = RateLimiter(REPORT_BYTES_PER_S, REPORT_BURST_BYTES, max_keys=1024)
-        self._admitted: OrderedDict[bytes, Signed[Message]] = OrderedDict()
+        self._admitted: OrderedDict[bytes, Opened] = OrderedDict()
         self._db, self._engine = db, engine  # shared with the validator: one limiter each
         self._pending: Counter[str] = Counter()  # judgements running, by kind
         self._nursery: trio.Nursery | None = None
@@ -135,30 +145,28 @@ class ReportReceiver:
                 message.forwarder, len(message.data)) > 0:
             self.dropped["over the forwarder's budget"] += 1
             return False
-        why, signed = gossip_refusal(message.data, self.clock_ms())
-        if signed is None:
+        why, opened = gossip_refusal(message.data, self.clock_ms())
+        if opened is None:
             self.dropped[why] += 1
             return False
-        self._admitted[message.data] = signed  # decoded once: the handler takes it
-        while len(self._admitted) > ADMITTED_KEPT:
-            self._admitted.popitem(last=False)
+        # Opened once: the handler takes it rather than checking the signatures again.
+        keep_latest(self._admitted, message.data, opened, ADMITTED_KEPT)
         return True
 
     async def _on_gossip(self, message: GossipMessage) -> None:
         # The topic's reader must not wait for a re-run: judge in our own task, a bounded
         # few of each kind. Reports to re-run wait for the engine in theirs; proofs need
         # no engine, so waiting reports must not take their places.
-        signed = self._admitted.pop(message.data, None)
-        kind = "proof" if signed is not None and isinstance(signed.msg, ChargeProof) \
-            else "report"
+        opened = self._admitted.pop(message.data, None)
+        kind = "proof" if isinstance(opened, OpenedProof) else "report"
         if self._nursery is None or self._pending[kind] >= PENDING_PER_KIND:
             return
         self._pending[kind] += 1
-        self._nursery.start_soon(self._judge, message.data, signed, kind)
+        self._nursery.start_soon(self._judge, message.data, opened, kind)
 
-    async def _judge(self, raw: bytes, signed: Signed[Message] | None, kind: str) -> None:
+    async def _judge(self, raw: bytes, opened: Opened | None, kind: str) -> None:
         try:
-            await self.receive_report(raw, signed)
+            await self.receive_report(raw, opened)
         except P2PInferError as exc:
             log.warning("report not judged error=%s", exc)
         except Exception:  # a report is anyone's bytes: judging one must never end the node
@@ -166,18 +174,21 @@ class ReportReceiver:
         finally:
             self._pending[kind] -= 1
 
-    async def receive_report(self, raw: bytes, signed: Signed[Message] | None = None) -> str:
-        """Judge one gossiped report or charge proof (`signed`: `raw` already decoded);
-        returns what was done (for logs and tests)."""
-        try:
-            signed = signed or decode(raw)
-        except ProtocolError:
-            return self._note("?", "?", "ignored: forged or stale")
-        if isinstance(signed.msg, ChargeProof):
-            return await self._charge_proof(signed.expect(ChargeProof))
-        opened = try_open(signed, self.clock_ms())
+    async def receive_report(self, raw: bytes, opened: Opened | None = None) -> str:
+        """Judge one gossiped report or charge proof (`opened`: `raw` already opened by the
+        topic's validator); returns what was done (for logs and tests)."""
         if opened is None:
-            return self._note("?", "?", "ignored: forged or stale")
+            try:
+                signed = decode(raw)
+            except ProtocolError:
+                return self._note("?", "?", "ignored: forged or stale")
+            if isinstance(signed.msg, ChargeProof):
+                return await self._charge_proof(signed.expect(ChargeProof))
+            opened = try_open(signed, self.clock_ms())
+            if opened is None:
+                return self._note("?", "?", "ignored: forged or stale")
+        if isinstance(opened, OpenedProof):
+            return await self._charge_proof(opened)
         me = self.net.peer_id
         if opened.reporter in (me, opened.provider) or opened.provider == me:
             return self._note(opened.reporter, opened.provider, "ignored: own or self-report")
@@ -237,9 +248,7 @@ class ReportReceiver:
                 self.budget.charge(used.seconds * 1000, self.clock_ms())
                 log.info("re-run charged engine_s=%.2f budget_left_s=%.1f", used.seconds,
                          self.budget.level_ms(self.clock_ms()) / 1000)
-        self._judged[proof] = None
-        while len(self._judged) > JUDGED_PROOFS:
-            del self._judged[next(iter(self._judged))]
+        keep_latest(self._judged, proof, None, JUDGED_PROOFS)
         if comparison.verdict is Verdict.INCONCLUSIVE:
             return self._note(opened.reporter, opened.provider, "re-checked: inconclusive")
         if comparison.verdict.passed:
@@ -273,12 +282,13 @@ class ReportReceiver:
             return "not re-checked: re-run budget spent"
         return None
 
-    async def _charge_proof(self, proof: Signed[ChargeProof]) -> str:
+    async def _charge_proof(self, proof: Signed[ChargeProof] | OpenedProof) -> str:
         """A charge proof: checked here, no engine and no reporter weight needed."""
         what, opened = self.proofs.judge(proof, self.clock_ms())
         if opened is None:
             provider = "?" if what.startswith("ignored: forged") else "-"
-            return self._note(proof.signer_peer_id, provider, what)
+            signer = proof.reporter if isinstance(proof, OpenedProof) else proof.signer_peer_id
+            return self._note(signer, provider, what)
         book, provider = self.book, opened.provider
         try:
             await trio.to_thread.run_sync(book.convict, provider, limiter=self._db)
