@@ -20,8 +20,6 @@ topic's handler would.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -36,13 +34,13 @@ from p2pinfer.market.stake import sign_stake
 from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
-from p2pinfer.protocol import CheckReport, JobParams, JobRequest, JobResult, output_hash, sign
 from p2pinfer.testing.tiny_model import write_tiny_model
 from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.report_receiver import ReportReceiver
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.net_helpers import make_advert, now_ms
+from tests.support.attack_reports import ReportShape, made_up_report
 
 pytestmark = pytest.mark.network
 
@@ -50,23 +48,14 @@ MODEL = "tiny:latest"
 STAKE = 3_000_000  # what the receiver's ledger credits the known provider with
 
 
+#: Within every limit of a receiver (and a tiny model's context): greedy, 8 tokens.
+SMALL = ReportShape(max_tokens=8, temperature=0.0, output_chars=16, prompt="The sky is")
+
+
 def made_up(provider: NodeIdentity) -> bytes:
     """A within-limits `fail` report about `provider`, whose output is garbage, made
-    offline by one person holding every key in it."""
-    consumer, reporter = NodeIdentity.generate(), NodeIdentity.generate()
-    request = sign(JobRequest(
-        job_id=os.urandom(16), provider=provider.peer_id, model=MODEL, kind="generate",
-        prompt="The sky is", params=JobParams(max_tokens=8, temperature=0.0, top_k=1, seed=1),
-        max_price_per_1k=1_000, issued_at=now_ms(), expires_at=now_ms() + 60_000), consumer)
-    output = "zq" * 8
-    result = sign(JobResult(
-        job_id=request.msg.job_id, request_hash=request.hash, output_hash=output_hash(output),
-        digest="", prompt_tokens=4, completion_tokens=8, prompt_ms=1, generation_ms=1,
-        total_ms=2, finish_reason="length", charged=0, finished_at=now_ms()), provider)
-    return sign(CheckReport(
-        request=request.raw, result=result.raw, provider_output=output,
-        reference_output_hash=hashlib.sha256(b"made up").digest(), reference_digest="",
-        metrics=(), verdict="fail", issued_at=now_ms()), reporter).raw
+    offline by one person holding every key in it (tests/support/attack_reports.py)."""
+    return made_up_report(SMALL, now_ms(), MODEL, provider).raw
 
 
 async def test_reports_about_made_up_providers_spend_no_engine_and_grow_no_table(

@@ -43,13 +43,9 @@ from p2pinfer.protocol import (
     REPORTS_TOPIC,
     ChargeProof,
     ChatTurn,
-    ConsumerJob,
     JobParams,
     JobRequest,
     JobResult,
-    ProviderJob,
-    ReplayWindow,
-    ResultReceived,
     Signed,
     output_hash,
     sign,
@@ -66,6 +62,7 @@ from p2pinfer.verify.report_receiver import (
 from p2pinfer.verify.reports import build_report
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.net_helpers import config, make_advert, now_ms
+from tests.unit.protocol_job_helpers import run_honestly
 
 pytestmark = pytest.mark.network
 
@@ -79,15 +76,9 @@ def honest_job(lie: bool = False) -> tuple[Signed[JobRequest], Signed[JobResult]
         job_id=os.urandom(16), provider=PROVIDER.peer_id, model="smollm2:135m", kind="chat",
         messages=(ChatTurn("user", "Name a colour."),), params=JobParams(max_tokens=16),
         max_price_per_1k=100, issued_at=now_ms(), expires_at=now_ms() + 60_000)
-    consumer = ConsumerJob(NodeIdentity.generate(), request)
-    provider = ProviderJob(PROVIDER, ReplayWindow())
-    provider.receive_data(consumer.start(), now_ms())
-    provider.admit(now_ms())
-    wire = provider.accept(100) + provider.chunk(TEXT) + provider.finish(
-        prompt_tokens=12, completion_tokens=4, finish_reason="stop", now_ms=now_ms())
-    [*_, done] = consumer.receive_data(wire, now_ms())
-    assert isinstance(done, ResultReceived)
-    result = done.result
+    consumer, result = run_honestly(request, 100, TEXT, prompt_tokens=12, completion_tokens=4,
+                                    consumer=NodeIdentity.generate(), provider=PROVIDER,
+                                    now_ms=now_ms())
     if lie:
         result = sign(dataclasses.replace(result.msg, prompt_tokens=2**32 - 1), PROVIDER)
     return consumer.request, result

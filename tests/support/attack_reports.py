@@ -54,9 +54,12 @@ JAM = ReportShape(max_tokens=1_000_000, temperature=10.0)
 WITHIN_LIMITS = ReportShape(max_tokens=2_048, temperature=1.0, output_chars=32_768)
 
 
-def made_up_report(shape: ReportShape, now_ms: int, model: str = MODEL) -> Signed[CheckReport]:
-    """A `fail` report whose evidence opens: every key in it is new and the attacker's."""
-    consumer, provider, reporter = (NodeIdentity.generate() for _ in range(3))
+def made_up_report(shape: ReportShape, now_ms: int, model: str = MODEL,
+                   provider: NodeIdentity | None = None) -> Signed[CheckReport]:
+    """A `fail` report whose evidence opens: every key in it is new and the attacker's
+    (the provider's too, unless `provider` names it)."""
+    consumer, reporter = NodeIdentity.generate(), NodeIdentity.generate()
+    provider = provider or NodeIdentity.generate()
     request = sign(JobRequest(
         job_id=os.urandom(16), provider=provider.peer_id, model=model, kind="generate",
         max_price_per_1k=1_000, issued_at=now_ms, expires_at=now_ms + 60_000,

@@ -13,6 +13,7 @@ from p2pinfer.protocol import (
     Accepted,
     ChatTurn,
     ConsumerJob,
+    FinishReason,
     JobParams,
     JobRequest,
     JobResult,
@@ -20,6 +21,7 @@ from p2pinfer.protocol import (
     ReplayWindow,
     RequestReceived,
     ResultReceived,
+    Signed,
     WireMessage,
     charge_for,
     encode_frame,
@@ -75,6 +77,26 @@ def finished_job() -> tuple[ConsumerJob, ProviderJob]:
     )
     assert isinstance(events[-1], ResultReceived)
     return consumer, provider
+
+
+def run_honestly(
+    request: JobRequest, price: int, text: str, *, prompt_tokens: int, completion_tokens: int,
+    finish_reason: FinishReason = "stop", consumer: NodeIdentity = CONSUMER,
+    provider: NodeIdentity = PROVIDER, now_ms: int = NOW_MS,
+) -> tuple[ConsumerJob, Signed[JobResult]]:
+    """`request` run to its end by an honest provider: admitted, accepted at `price`,
+    `text` streamed (no chunk when empty) and finished with the engine's counts (which
+    `ProviderJob.finish` clamps); the consumer and the result it checked and took."""
+    job = ConsumerJob(consumer, request)
+    server = ProviderJob(provider, ReplayWindow())
+    server.receive_data(job.start(), now_ms)
+    server.admit(now_ms)
+    wire = server.accept(price) + (server.chunk(text) if text else b"")
+    wire += server.finish(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          finish_reason=finish_reason, now_ms=now_ms)
+    [*_, done] = job.receive_data(wire, now_ms)
+    assert isinstance(done, ResultReceived)
+    return job, done.result
 
 
 def result_for(consumer: ConsumerJob, text: str, **changes: object) -> JobResult:

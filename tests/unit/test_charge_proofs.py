@@ -28,9 +28,6 @@ from p2pinfer.protocol import (
     Failure,
     JobRequest,
     JobResult,
-    ProviderJob,
-    ReplayWindow,
-    ResultReceived,
     Signed,
     decode_as,
     sign,
@@ -43,6 +40,7 @@ from p2pinfer.verify.charge_proofs import (
     open_charge_proof,
     overcharge_in,
 )
+from tests.unit.protocol_job_helpers import run_honestly
 from tests.unit.protocol_strategies import CONSUMER, NOW_MS, PROVIDER
 from tests.unit.test_overcharge import PROMPT_BOUND, accepted, deliver, lying_result, request
 
@@ -115,18 +113,9 @@ def test_no_proof_can_be_made_against_an_honest_provider(
     """Whatever its engine counted and whatever price it accepted at (within the quote),
     an honest provider's result proves nothing, with the output it streamed."""
     req = request(quoted_price_per_1k=quote)
-    consumer = ConsumerJob(CONSUMER, req)
-    provider = ProviderJob(PROVIDER, ReplayWindow())
-    provider.receive_data(consumer.start(), NOW_MS)
-    provider.admit(NOW_MS)
-    wire = provider.accept(max(0, quote - price_cut))
-    if text:
-        wire += provider.chunk(text)
-    wire += provider.finish(prompt_tokens=prompt, completion_tokens=completion,
-                            finish_reason=reason, now_ms=NOW_MS)  # type: ignore[arg-type]
-    events = consumer.receive_data(wire, NOW_MS)
-    assert isinstance(events[-1], ResultReceived)
-    result = events[-1].result
+    consumer, result = run_honestly(req, max(0, quote - price_cut), text, prompt_tokens=prompt,
+                                    completion_tokens=completion,
+                                    finish_reason=reason)  # type: ignore[arg-type]
     assert overcharge_in(req, result.msg, text) is None
     assert build_charge_proof(CONSUMER, consumer.request, result, text, NOW_MS) is None
 
@@ -139,16 +128,8 @@ def _signed_proof(request_raw: bytes, result_raw: bytes, output: str,
 def test_framing_an_honest_provider_fails() -> None:
     judge = ProofJudge(THIRD.peer_id, known)
     # An honest result (charged at the quote 300) ...
-    consumer = ConsumerJob(CONSUMER, request(quoted_price_per_1k=300))
-    provider = ProviderJob(PROVIDER, ReplayWindow())
-    provider.receive_data(consumer.start(), NOW_MS)
-    provider.admit(NOW_MS)
-    wire = provider.accept(300) + provider.chunk("Blue, I think.")
-    wire += provider.finish(prompt_tokens=30, completion_tokens=5, finish_reason="stop",
-                            now_ms=NOW_MS)
-    [*_, done] = consumer.receive_data(wire, NOW_MS)
-    assert isinstance(done, ResultReceived)
-    honest = done.result
+    consumer, honest = run_honestly(request(quoted_price_per_1k=300), 300, "Blue, I think.",
+                                    prompt_tokens=30, completion_tokens=5)
     # ... passed off as an overcharge proves nothing and convicts no one.
     what, convicted = judge.judge(_signed_proof(consumer.request.raw, honest.raw,
                                                 "Blue, I think."), NOW_MS)
