@@ -8,7 +8,8 @@
   authors without verified stake, total). What it keeps is stored with the time
   this node first saw it, and only what it keeps is relayed.
 - Stream `/p2pinfer/gov/1.0.0`: the asker sends nothing; the server sends
-  its stored messages (at most MAX_SYNC_FRAMES), one frame each, and closes; the
+  its stored messages (at most MAX_SYNC_FRAMES), one frame each, and closes, to askers
+  and within the bytes its `SyncDoor` allows (gov/sync_door.py); the
   asker puts each through the same door, reads at most MAX_SYNC_FRAMES frames for
   SYNC_TIMEOUT_S, and drops a stream that sends MAX_SYNC_REFUSED refused messages.
   A node syncs with each peer once when it connects and with one peer in turn every
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -55,6 +57,7 @@ from p2pinfer.gov.status import (
     ProposalStatus,
 )
 from p2pinfer.gov.store import GovStore, wall_ms
+from p2pinfer.gov.sync_door import SyncDoor, serve_sync
 from p2pinfer.gov.sync_plan import SyncPlan
 from p2pinfer.gov.tally import TallyRules, VerifiedStake, in_effect, refusal, tally_all
 from p2pinfer.identity import NodeIdentity, peer_id_from_public_key
@@ -110,6 +113,7 @@ class GovService:
         self._verified = VerifiedStake()
         self._admitted: dict[bytes, GovMessage] = {}  # checked by the validator, to deliver
         self._refused: dict[bytes, None] = {}  # proposals refused here: their votes go too
+        self.sync_door = SyncDoor()  # who may download the store, and how much
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Record this node's own stake, join the topic, serve the sync stream, keep syncing."""
@@ -230,11 +234,9 @@ class GovService:
                                              limiter=self._db)
 
     async def _serve_sync(self, stream: NetStream) -> None:
-        raws = await trio.to_thread.run_sync(self._store.raw_messages, MAX_SYNC_FRAMES,
-                                             limiter=self._db)
-        with trio.move_on_after(SYNC_TIMEOUT_S):
-            for raw in raws:
-                await stream.write_frame(raw)
+        rows = partial(trio.to_thread.run_sync, self._store.sync_messages, MAX_SYNC_FRAMES,
+                       limiter=self._db)
+        await serve_sync(stream, self.sync_door, rows, SYNC_TIMEOUT_S)
 
     async def sync_with(self, peer_id: str) -> int:
         """Fetch `peer_id`'s messages; how many were new here. NetworkError if it fails.

@@ -209,14 +209,15 @@ class GovStore(SqliteStore):
         with self._lock:
             return max(self._by_author.values(), default=0)
 
-    def raw_messages(self, limit: int = MAX_MESSAGES) -> list[bytes]:
-        """Up to `limit` stored messages as signed bytes: proposals before votes, those of
-        staked authors first, then by id (what a sync stream serves)."""
+    def sync_messages(self, limit: int = MAX_MESSAGES) -> list[tuple[bytes, bool]]:
+        """Up to `limit` stored messages as (signed bytes, staked author when stored):
+        proposals before votes, those of staked authors first, then by id (what a sync
+        stream serves)."""
         with self._lock:
             rows = sorted(self._messages.values(),
                           key=lambda s: (isinstance(s.message, Vote), not s.staked,
                                          s.message.id))
-        return [s.raw for s in rows[:limit]]
+        return [(s.raw, s.staked) for s in rows[:limit]]
 
     def proposals(self) -> list[Proposal]:
         return [s.message for s in self.stored() if isinstance(s.message, Proposal)]

@@ -1,0 +1,103 @@
+"""Who may download this node's governance store over the sync stream, and how much.
+
+`/p2pinfer/gov/1.0.0` answers an empty request with the stored messages, so each sync is
+a download of up to MAX_SYNC_FRAMES frames that a peer asks for by opening a stream, and
+up to MAX_UNSTAKED of those messages may come from authors without verified stake: free
+keys' votes, which every node stores and relays. A peer opening syncs in a loop had the
+node read its store and write every frame through Noise and Yamux each time (attack 53,
+docs/security/governance.md). The door:
+
+- each asking peer: SYNC_BURST syncs, then one every SYNC_EVERY_S (an honest node asks a
+  peer once when it connects and one peer in turn every sync interval, 10 s);
+- SYNCS_AT_ONCE syncs served at a time, all askers together;
+- messages of authors without stake verified here go out within one byte budget for all
+  askers together (UNSTAKED_BYTES_PER_S, UNSTAKED_BURST_BYTES); staked authors'
+  messages are not held to it, so an honest asker still gets what counts while fresh
+  keys spend it.
+
+A refused sync is closed with nothing sent: the asker reads an empty sync, as from a
+node that stores nothing, and asks another peer in turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pinfer.bounded import RateLimiter
+
+if TYPE_CHECKING:
+    from p2pinfer.net.streams import NetStream
+
+log = logging.getLogger(__name__)
+
+#: Syncs one peer may ask for at once, then one every SYNC_EVERY_S.
+SYNC_BURST = 3
+SYNC_EVERY_S = 5.0
+#: Syncs served at a time, all peers together.
+SYNCS_AT_ONCE = 4
+#: Bytes of unstaked authors' messages all syncs together may send: a second's, at once.
+UNSTAKED_BYTES_PER_S = 64 * 1024
+UNSTAKED_BURST_BYTES = 1024 * 1024
+#: Peers whose sync rate is remembered (the least recent forgotten first).
+MAX_ASKERS = 4096
+_ALL = "all"
+
+
+class SyncDoor:
+    """The bounds above, for one node's sync server."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._askers = RateLimiter(1 / SYNC_EVERY_S, SYNC_BURST, clock, max_keys=MAX_ASKERS)
+        self._unstaked = RateLimiter(UNSTAKED_BYTES_PER_S, UNSTAKED_BURST_BYTES, clock,
+                                     max_keys=1)
+        self.serving = 0
+        self.refused: Counter[str] = Counter()  # syncs refused, by reason
+        self.withheld = 0  # unstaked messages left out of syncs, over the budget
+
+    def admit(self, peer: str) -> str:
+        """Why `peer` may not sync now ("" if it may: then serve it in `serving_one`)."""
+        if self.serving >= SYNCS_AT_ONCE:
+            reason = f"{SYNCS_AT_ONCE} syncs being served"
+        elif self._askers.acquire(peer) > 0.0:
+            reason = f"over {SYNC_BURST} syncs then one per {SYNC_EVERY_S:g} s"
+        else:
+            return ""
+        self.refused[reason] += 1
+        return reason
+
+    @contextmanager
+    def serving_one(self) -> Iterator[None]:
+        self.serving += 1
+        try:
+            yield
+        finally:
+            self.serving -= 1
+
+    def may_send(self, raw: bytes, staked: bool) -> bool:
+        """Whether a stored message goes out in the sync being served."""
+        if staked or self._unstaked.acquire(_ALL, len(raw)) == 0.0:
+            return True
+        self.withheld += 1
+        return False
+
+
+async def serve_sync(stream: NetStream, door: SyncDoor,
+                     rows: Callable[[], Awaitable[Sequence[tuple[bytes, bool]]]],
+                     timeout_s: float) -> None:
+    """Serve one sync on `stream` if `door` lets its peer in: `rows()` (signed bytes,
+    staked author?) in order, unstaked ones within the budget, for at most `timeout_s`."""
+    reason = door.admit(stream.remote_peer_id)
+    if reason:
+        log.debug("governance sync refused peer=%s reason=%s", stream.remote_peer_id, reason)
+        return
+    with door.serving_one(), trio.move_on_after(timeout_s):
+        for raw, staked in await rows():
+            if door.may_send(raw, staked):
+                await stream.write_frame(raw)

@@ -1,0 +1,54 @@
+"""The governance sync server's door (attack 53): a peer's syncs are rationed, a few are
+served at once, and unstaked authors' messages go out within one byte budget for all
+askers, while staked authors' messages always do."""
+
+from __future__ import annotations
+
+from p2pinfer.gov.sync_door import (
+    SYNC_BURST,
+    SYNC_EVERY_S,
+    SYNCS_AT_ONCE,
+    UNSTAKED_BURST_BYTES,
+    UNSTAKED_BYTES_PER_S,
+    SyncDoor,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_peer_syncs_its_burst_then_once_per_interval() -> None:
+    clock = Clock()
+    door = SyncDoor(clock)
+    assert [door.admit("mallory") for _ in range(SYNC_BURST)] == [""] * SYNC_BURST
+    assert door.admit("mallory").startswith("over")
+    assert door.admit("carol") == ""  # another peer has its own
+    clock.now += SYNC_EVERY_S
+    assert door.admit("mallory") == "" and door.admit("mallory") != ""
+    assert sum(door.refused.values()) == 2
+
+
+def test_only_so_many_syncs_are_served_at_once() -> None:
+    door = SyncDoor(Clock())
+    with door.serving_one(), door.serving_one(), door.serving_one(), door.serving_one():
+        assert door.serving == SYNCS_AT_ONCE
+        assert "being served" in door.admit("peer")
+    assert door.serving == 0 and door.admit("peer") == ""
+
+
+def test_unstaked_messages_share_one_byte_budget_staked_ones_always_go() -> None:
+    clock = Clock()
+    door = SyncDoor(clock)
+    vote = b"v" * 1000
+    tries = 2 * UNSTAKED_BURST_BYTES // 1000
+    sent = sum(door.may_send(vote, staked=False) for _ in range(tries))
+    assert sent == UNSTAKED_BURST_BYTES // 1000 and door.withheld == tries - sent
+    assert all(door.may_send(vote, staked=True) for _ in range(100))
+    clock.now += 1.0
+    refilled = sum(door.may_send(vote, staked=False) for _ in range(1000))
+    assert refilled in (UNSTAKED_BYTES_PER_S // 1000, UNSTAKED_BYTES_PER_S // 1000 + 1)
