@@ -19,9 +19,13 @@ backlog) inbound streams, if the peer's address (an IPv4 address, an IPv6 /56;
 loopback uncounted unless `limit_loopback`) holds `per_address` (1,024) over all its
 connections, or if fewer than `outbound_reserve` (1,000) places are left in the
 semaphore: inbound streams never queue for the last places, so the node's own streams
-always find one. A connection that has had `abuse_close` (1,000) streams refused is
-closed. A swarm gets its shares from `attach` (`run_host` does it); one without them is
-libp2p's own.
+always find one. And since a stream opened and reset at once holds no place but costs
+the node ~0.2 ms of its event loop (a task, negotiation, the close), a connection may
+open `burst` (256) streams at once, then `rate_per_s` (64) a second, and an address 4x
+that over all its connections (attack 54: 24 bytes of SYN and RST a stream, 20,000 in
+0.5 MB took 2.8 s of the node's loop). A connection that has had `abuse_close` (1,000)
+streams refused is closed. A swarm gets its shares from `attach` (`run_host` does it);
+one without them is libp2p's own.
 
 **To drop it.** When py-libp2p limits inbound streams per connection and peer (its
 resource manager has per-peer scopes that this path does not consult in 0.8.1), delete
@@ -34,13 +38,16 @@ the defect and the canary.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
 import trio
 from libp2p.network.connection.swarm_connection import SwarmConn
 
+from p2pinfer.bounded import RateLimiter, TokenBucket
 from p2pinfer.net.compat import _canary
 from p2pinfer.net.compat.cancelled_close import tcp_socket
 from p2pinfer.net.compat.inbound_shares import socket_key
@@ -58,7 +65,14 @@ ORIGINALS = {
 _canary.remember(ORIGINALS)
 UPSTREAM = None
 
+#: New inbound streams a connection may open at once, then a second (attack 54).
+STREAM_BURST = 256
+STREAM_RATE_PER_S = 64.0
+#: An address may open this many times a connection's share, over all its connections.
+ADDRESS_FACTOR = 4
+MAX_ADDRESSES = 10_000  # addresses whose stream rate is remembered
 SHARES_ATTR = "p2pinfer_stream_shares"
+_RATE_ATTR = "p2pinfer_inbound_rate"
 _HELD_ATTR = "p2pinfer_inbound_held"
 _REFUSED_ATTR = "p2pinfer_inbound_refused"
 _KEY_ATTR = "p2pinfer_inbound_key"
@@ -70,14 +84,20 @@ class StreamShares:
 
     def __init__(self, *, per_connection: int = 256, per_address: int = 1024,
                  outbound_reserve: int = 1000, abuse_close: int = 1000,
-                 limit_loopback: bool = False) -> None:
-        if min(per_connection, per_address, abuse_close) < 1 or outbound_reserve < 0:
+                 limit_loopback: bool = False, rate_per_s: float = STREAM_RATE_PER_S,
+                 burst: int = STREAM_BURST, clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
+        if min(per_connection, per_address, abuse_close, burst) < 1 or outbound_reserve < 0 \
+                or rate_per_s <= 0:
             raise ValueError("stream shares must be positive")
         self.per_connection = per_connection
         self.per_address = per_address
         self.outbound_reserve = outbound_reserve
         self.abuse_close = abuse_close
         self.limit_loopback = limit_loopback
+        self.rate_per_s, self.burst, self._clock = rate_per_s, burst, clock
+        self._address_rate = RateLimiter(ADDRESS_FACTOR * rate_per_s, ADDRESS_FACTOR * burst,
+                                         clock, max_keys=MAX_ADDRESSES)
         self.by_address: Counter[str] = Counter()
         self.refused = 0
         self.closed_for_abuse = 0
@@ -99,6 +119,19 @@ class StreamShares:
         semaphore = getattr(conn.swarm, "_stream_semaphore", None)
         if semaphore is not None and semaphore.value <= self.outbound_reserve:
             return "the stream budget's last places are kept for our own streams"
+        return self._rate_refusal(conn, key)
+
+    def _rate_refusal(self, conn: Any, key: str | None) -> str | None:
+        """The rates, last: a stream refused for another reason takes no token."""
+        bucket: TokenBucket | None = getattr(conn, _RATE_ATTR, None)
+        now = self._clock()
+        if bucket is None:
+            bucket = TokenBucket(self.rate_per_s, float(self.burst), float(self.burst), now)
+            setattr(conn, _RATE_ATTR, bucket)
+        if bucket.take(now) > 0.0:
+            return f"over {self.burst} new streams then {self.rate_per_s:g} a second"
+        if key is not None and self._address_rate.acquire(key) > 0.0:
+            return f"over {ADDRESS_FACTOR}x the new streams a connection may open, from {key}"
         return None
 
 

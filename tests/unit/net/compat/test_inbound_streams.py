@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import struct
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import trio
+from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.peer.id import ID
 
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import inbound_streams
-from p2pinfer.net.compat.inbound_streams import SHARES_ATTR, StreamShares
+from p2pinfer.net.compat.inbound_streams import (
+    ORIGINAL,
+    SHARES_ATTR,
+    STREAM_BURST,
+    STREAM_RATE_PER_S,
+    StreamShares,
+)
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -100,6 +108,56 @@ async def test_one_address_s_streams_count_over_all_its_connections() -> None:
                               and shares.by_address["127.0.0.1"] == 8, timeout_s=10)
 
 
+async def send_syn_rsts(attacker: NetHost, target: NetHost, count: int, first: int) -> None:
+    """`count` streams opened and reset at once (a SYN, then an RST: 24 bytes each)."""
+    conns = attacker._host.get_network().connections.get(ID.from_base58(target.peer_id))
+    conn = conns[0] if isinstance(conns, list) else conns
+    fmt, version, kind, _ = YAMUX_SYN
+    frames = b"".join(struct.pack(fmt, version, kind, flag, first + 2 * i, 0)
+                      for i in range(count) for flag in (1, 8))  # SYN, RST
+    for at in range(0, len(frames), 12_000):
+        try:
+            await conn.muxed_conn.secured_conn.write(frames[at:at + 12_000])
+        except Exception:  # the target closed the connection: nothing more goes
+            return
+
+
+async def test_streams_opened_and_reset_in_a_loop_are_held_to_a_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attack 54: a stream reset as soon as it is opened holds no place, so the shares
+    above never count it, but each cost the node a task, negotiation and a close: 20,000
+    of them (480 KB) took ~2.8 s of the node's event loop, and nothing bounded how many
+    a second. Now a connection opens 256 at once, then 64 a second."""
+    handled = 0
+
+    async def counted(conn: SwarmConn, muxed_stream: Any) -> None:
+        nonlocal handled
+        handled += 1
+        await ORIGINAL(conn, muxed_stream)
+
+    monkeypatch.setattr(inbound_streams, "ORIGINAL", counted)
+    with trio.fail_after(90):
+        async with run_host(NetConfig(NodeIdentity.generate())) as target, \
+                run_host(NetConfig(NodeIdentity.generate())) as attacker, \
+                run_host(NetConfig(NodeIdentity.generate())) as honest:
+            shares = getattr(target._host.get_network(), SHARES_ATTR)
+            addr = next(a for a in target.addrs() if "/tcp/" in a)
+            await attacker.connect(addr)
+            await honest.connect(addr)
+            started, before = trio.current_time(), handled
+            await send_syn_rsts(attacker, target, 20_000, 300_001)
+            await await_until(lambda: not connected(target, attacker), timeout_s=30)
+            elapsed = trio.current_time() - started
+            print(f"streams handled {handled - before} in {elapsed:.2f} s, "
+                  f"refused {shares.refused}")
+            with trio.fail_after(5):
+                await ping(honest, target.peer_id)
+    # All ~20,000 on the old code, and the connection stayed open.
+    assert handled - before <= STREAM_BURST + STREAM_RATE_PER_S * elapsed + 32
+    assert shares.closed_for_abuse == 1
+
+
 def test_inbound_streams_leave_the_budget_s_last_places_to_our_own() -> None:
     shares = StreamShares(per_connection=4, outbound_reserve=100)
     swarm = SimpleNamespace(_stream_semaphore=trio.Semaphore(BUDGET))
@@ -112,6 +170,24 @@ def test_inbound_streams_leave_the_budget_s_last_places_to_our_own() -> None:
     assert "kept for our own streams" in (shares.refusal(conn, None) or "")
     with pytest.raises(ValueError):
         StreamShares(per_connection=0)
+
+
+def test_new_streams_are_rationed_per_connection_and_per_address() -> None:
+    now = [0.0]
+    shares = StreamShares(burst=4, rate_per_s=2.0, clock=lambda: now[0])
+    swarm = SimpleNamespace(_stream_semaphore=trio.Semaphore(BUDGET))
+    conns = [SimpleNamespace(swarm=swarm) for _ in range(5)]
+    assert [shares.refusal(conns[0], None) for _ in range(4)] == [None] * 4
+    assert "new streams then 2 a second" in (shares.refusal(conns[0], None) or "")
+    now[0] += 0.5  # one more a half second
+    assert shares.refusal(conns[0], None) is None
+    assert shares.refusal(conns[0], None) is not None
+    # One address over several connections: 4x a connection's burst, then refused.
+    admitted = sum(shares.refusal(conn, "192.0.2.1") is None for conn in conns[1:]
+                   for _ in range(4))
+    assert admitted == 16
+    fresh = SimpleNamespace(swarm=swarm)  # a new connection from the same address
+    assert "from 192.0.2.1" in (shares.refusal(fresh, "192.0.2.1") or "")
 
 
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
