@@ -4,23 +4,29 @@ peers' event loops) in fractions of a millisecond; py-libp2p's own client rounds
 whole milliseconds, too coarse for a LAN or a relay next door.
 
 Serving is py-libp2p's `PingService`: 32 bytes echoed per ping, at most two ping streams
-per peer, a stream closed after 10 s without a ping. An echo costs the pinger as much as
-it costs us (it sends the bytes and reads them back), so a flood is bounded by its own
-sending; the stream limit keeps a peer from parking streams, and `BoundedPingService`
-forgets a peer with its last ping stream (py-libp2p kept an entry per peer forever).
+per peer, a stream closed after 10 s without a ping; the stream limit keeps a peer from
+parking streams, and `BoundedPingService` forgets a peer with its last ping stream
+(py-libp2p kept an entry per peer forever). An echo costs the node a read and a write
+through Yamux and Noise, ~40 us of its event loop, and a native pinger that writes pings
+in bulk next to nothing, so a peer's pings are echoed PING_BURST at once, then
+PING_RATE_PER_S a second, the rest waiting their turn (attack 55: 2,048 pings written
+at once were all echoed in ~0.3 s, as often as asked). Go and rust peers ping every
+15 s or on demand; a benchmark's 20 pings in a row fit the burst.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import PingService
 
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import StreamClosedError
 from p2pinfer.net.streams import NetStream
 
@@ -32,18 +38,47 @@ PATCHED = {"libp2p.host.ping:PingService.handle_ping": "eb6730ce272ba339"}
 (`net.compat._canary`; checked by tests/unit/net/compat/test_in_place.py)."""
 
 
+#: Pings one peer may have echoed at once, then a second (attack 55).
+PING_BURST = 32
+PING_RATE_PER_S = 4.0
+MAX_PINGERS = 4096  # peers whose ping rate is remembered (least recent forgotten first)
+
+
 class BoundedPingService(PingService):
     """py-libp2p's PingService, which keeps an (emptied) entry for every peer that ever
     pinged: one per key, and keys are free. Here a peer's entry goes with its last
-    ping stream."""
+    ping stream, and its pings are echoed at its rate (`_Rationed`)."""
+
+    def __init__(self, host: IHost, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(host)
+        self._rates = RateLimiter(PING_RATE_PER_S, PING_BURST, clock, max_keys=MAX_PINGERS)
 
     async def handle_ping(self, stream: INetStream) -> None:
         try:
-            await super().handle_ping(stream)
+            rationed = _Rationed(stream, self._rates, str(stream.muxed_conn.peer_id))
+            await super().handle_ping(rationed)  # type: ignore[arg-type]
         finally:
             peer = stream.muxed_conn.peer_id
             if not self._inbound_streams.get(peer):
                 self._inbound_streams.pop(peer, None)
+
+
+class _Rationed:
+    """A ping stream whose reads wait for the pinger's rate: each 32 bytes read takes one
+    ping of its peer's bucket (py-libp2p's handler reads a ping, then echoes it)."""
+
+    def __init__(self, stream: INetStream, rates: RateLimiter, peer: str) -> None:
+        self._stream, self._rates, self._peer = stream, rates, peer
+
+    async def read(self, n: int | None = None) -> bytes:
+        data = await self._stream.read(n)
+        cost = min(1.0, len(data) / PING_BYTES)
+        while (wait := self._rates.acquire(self._peer, cost)) > 0.0:
+            await trio.sleep(wait)
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # the rest is the stream's own
+        return getattr(self._stream, name)
 
 
 class StreamOpener(Protocol):

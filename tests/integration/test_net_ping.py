@@ -11,7 +11,7 @@ import trio
 
 from p2pinfer.errors import NetworkError, StreamClosedError
 from p2pinfer.net.host import run_host
-from p2pinfer.net.ping import PING_BYTES, PING_PROTOCOL_ID, ping
+from p2pinfer.net.ping import PING_BURST, PING_BYTES, PING_PROTOCOL_ID, PING_RATE_PER_S, ping
 from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
 
@@ -75,3 +75,41 @@ async def test_an_echo_of_other_bytes_is_an_error() -> None:
             await pinger.connect(liar.addrs()[0])
             with pytest.raises(StreamClosedError, match="other bytes"):
                 await ping(pinger, liar.peer_id, 1)
+
+
+async def test_pings_sent_in_bulk_are_echoed_at_a_rate_not_all_at_once() -> None:
+    """Attack 55: a ping's echo costs the node a read and a write through Yamux and Noise
+    (~40 us of its event loop) but costs a native pinger next to nothing, and nothing
+    bounded how many a stream may ask: 64 KiB of pings written at once came back as
+    2,048 echoes as fast as the node could write them, again and again. Now a peer's
+    pings are echoed PING_BURST at once, then PING_RATE_PER_S a second."""
+    pings = 2_048
+    with trio.fail_after(60):
+        async with run_host(config()) as node, run_host(config()) as hog, \
+                run_host(config()) as honest:
+            await hog.connect(node.addrs()[0])
+            await honest.connect(node.addrs()[0])
+            stream = await hog.open_stream(node.peer_id, PING_PROTOCOL_ID)
+            payload = os.urandom(PING_BYTES * pings)
+            echoed = 0
+            started = trio.current_time()
+
+            async def read_echoes() -> None:
+                nonlocal echoed
+                while echoed < len(payload):
+                    more = await stream.read_some(timeout_s=20)
+                    if not more:
+                        return
+                    echoed += len(more)
+
+            with trio.move_on_after(2.0):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_echoes)
+                    await stream.write(payload, timeout_s=20)
+            elapsed = trio.current_time() - started
+            await stream.reset()
+            with trio.fail_after(2):  # another peer's pings: its own share, answered
+                assert len(await ping(honest, node.peer_id, 3)) == 3
+    # All 2,048 in ~0.3 s on the old code.
+    assert echoed // PING_BYTES <= PING_BURST + PING_RATE_PER_S * elapsed + 1, \
+        (echoed, elapsed)
