@@ -33,12 +33,14 @@ workarounds").
 | `ihave_bounds` | an IHAVE for any topic, with any number of ids, is asked for in full |
 | `peerstore_bounds` | a peer's addresses (quadratic) and protocols kept however many |
 | `yamux_recv_window` | data past a stream's receive window is buffered anyway |
+| `kad_requests` | a DHT stream's requests answered however many a peer sends |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RobustPubsub`,
 `listening` and `memoize_task_parents` by `run_host`, `open_pipelined` and `lazy_syn`
-by `NetHost.open_stream`, `build_dht` by `run_host`, `BoundedCircuitV2` as `RelayHop`'s
-base, `connect` by `NetHost` and `RelayClient` for their dials.
+by `NetHost.open_stream`, `build_dht` (a `RationedKadDHT`) by `run_host`,
+`BoundedCircuitV2` as `RelayHop`'s base, `connect` by `NetHost` and `RelayClient` for
+their dials.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from libp2p.kad_dht.kad_dht import DHTMode
 from libp2p.peer.id import ID
 from libp2p.records.validator import NamespacedValidator
 
-from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
+from p2pinfer.net.compat.kad_requests import RationedKadDHT
 
 PATCHED = {
     "libp2p.kad_dht.kad_dht:KadDHT.__init__": "1ff688dc5719e4cd",
@@ -50,18 +50,19 @@ DHT_PROTOCOL_ID = "/p2pinfer/kad/1.0.0"
 """Our Kademlia protocol id (go-libp2p's ProtocolPrefix("/p2pinfer") gives the same)."""
 
 
-def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> ServerPeersKadDHT:
-    """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only, and
-    whose routing table holds DHT servers only (`kad_server_peers`).
+def build_dht(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> RationedKadDHT:
+    """A server-mode KadDHT on `host` that speaks Kademlia under `protocol` only, whose
+    routing table holds DHT servers only (`kad_server_peers`) and which answers each
+    peer's requests at its rate (`kad_requests`).
 
     It stores no values (PUT_VALUE): p2pinfer uses provider records only, and libp2p's
     defaults (`strict_validation=False`) store any non-namespaced key's value unchecked,
     up to 50,000 of them with no rate limit, each as large as a DHT message, and scan all
     of them on every put once full (docs/security.md, attack 27). A validator that knows
     no namespace, strictly applied, refuses every PUT_VALUE before anything is stored."""
-    return ServerPeersKadDHT(dht_host(host, protocol), DHTMode.SERVER,
-                             validator=NamespacedValidator({}, strict_validation=True),
-                             strict_validation=True)
+    return RationedKadDHT(dht_host(host, protocol), DHTMode.SERVER,
+                          validator=NamespacedValidator({}, strict_validation=True),
+                          strict_validation=True)
 
 
 def dht_host(host: IHost, protocol: str = DHT_PROTOCOL_ID) -> Any:
