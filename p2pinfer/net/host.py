@@ -29,7 +29,7 @@ from p2pinfer.net.compat import inbound_shares, inbound_streams
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
 from p2pinfer.net.compat.kad_protocol import build_dht
 from p2pinfer.net.compat.listeners import close_host, listening
-from p2pinfer.net.compat.pubsub_decode import RobustPubsub
+from p2pinfer.net.compat.publish_rate import RatedPubsub
 from p2pinfer.net.compat.task_tree import memoize_task_parents
 from p2pinfer.net.config import (
     NetConfig,
@@ -141,7 +141,7 @@ async def run_host(config: NetConfig) -> AsyncIterator[NetHost]:
     inbound_streams.attach(host.get_network(), inbound_streams.StreamShares(
         limit_loopback=config.limit_loopback_inbound))
     gossipsub = build_gossipsub(config)
-    pubsub = RobustPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
+    pubsub = RatedPubsub(host, gossipsub, max_inbound_rpc_size=config.gossip_max_rpc_bytes)
     dht = build_dht(host)
     hop = RelayHop(host, config.relay)
     dcutr = GuardedDCUtR(host)

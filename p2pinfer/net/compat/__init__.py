@@ -34,11 +34,13 @@ workarounds").
 | `peerstore_bounds` | a peer's addresses (quadratic) and protocols kept however many |
 | `yamux_recv_window` | data past a stream's receive window is buffered anyway |
 | `kad_requests` | a DHT stream's requests answered however many a peer sends |
+| `publish_rate` | a task for every message a peer pushes, however many |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
-calls it before building a host. The others are used where they apply: `RobustPubsub`,
-`listening` and `memoize_task_parents` by `run_host`, `open_pipelined` and `lazy_syn`
-by `NetHost.open_stream`, `build_dht` (a `RationedKadDHT`) by `run_host`,
+calls it before building a host. The others are used where they apply: `RatedPubsub`
+(a `RobustPubsub`), `listening` and `memoize_task_parents` by `run_host`,
+`open_pipelined` and `lazy_syn` by `NetHost.open_stream`, `build_dht` (a
+`RationedKadDHT`) by `run_host`,
 `BoundedCircuitV2` as `RelayHop`'s base, `connect` by `NetHost` and `RelayClient` for
 their dials.
 """
