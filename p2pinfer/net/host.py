@@ -10,6 +10,7 @@ services and closing the listeners. Nothing here outlives the `async with`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.score import ScoreParams
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
@@ -83,8 +85,15 @@ def build_gossipsub(config: NetConfig) -> GossipSub:
     sets the heartbeat to 60 s (below 0.4, 30 s) and raises D. On every
     testnet we ran, health settled at 0.5 within 30 s of start, so meshes were
     repaired and IHAVE gossip sent once a minute, and under churn not faster.
+
+    Peer exchange is taken from no one (`accept_px_threshold` +inf): py-libp2p connects
+    to every peer a PRUNE names by its signed record, from any sender (its thresholds
+    default to -inf), and a record is signed by its own free key, so any peer could make
+    the node dial addresses of its choosing, 16 a PRUNE (attack 58). Peers are found
+    through the bootstrap list, the DHT and mDNS; we send no PX either (`do_px` off).
     """
     return GossipSub(
+        score_params=ScoreParams(accept_px_threshold=math.inf),
         protocols=[PROTOCOL_ID_V11],
         degree=6,
         degree_low=4,
