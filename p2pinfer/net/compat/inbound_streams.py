@@ -21,7 +21,8 @@ connections, or if fewer than `outbound_reserve` (1,000) places are left in the
 semaphore: inbound streams never queue for the last places, so the node's own streams
 always find one. And since a stream opened and reset at once holds no place but costs
 the node ~0.2 ms of its event loop (a task, negotiation, the close), a connection may
-open `burst` (256) streams at once, then `rate_per_s` (64) a second, and an address 4x
+open `burst` (512) streams at once, then `rate_per_s` (256) a second (a busy gateway
+sends one provider a job a stream, and a 1-token job takes milliseconds), an address 4x
 that over all its connections (attack 54: 24 bytes of SYN and RST a stream, 20,000 in
 0.5 MB took 2.8 s of the node's loop). A connection that has had `abuse_close` (1,000)
 streams refused is closed. A swarm gets its shares from `attach` (`run_host` does it);
@@ -66,8 +67,8 @@ _canary.remember(ORIGINALS)
 UPSTREAM = None
 
 #: New inbound streams a connection may open at once, then a second (attack 54).
-STREAM_BURST = 256
-STREAM_RATE_PER_S = 64.0
+STREAM_BURST = 512
+STREAM_RATE_PER_S = 256.0
 #: An address may open this many times a connection's share, over all its connections.
 ADDRESS_FACTOR = 4
 MAX_ADDRESSES = 10_000  # addresses whose stream rate is remembered
