@@ -236,7 +236,7 @@ class GovService:
     async def _serve_sync(self, stream: NetStream) -> None:
         rows = partial(trio.to_thread.run_sync, self._store.sync_messages, MAX_SYNC_FRAMES,
                        limiter=self._db)
-        await serve_sync(stream, self.sync_door, rows, SYNC_TIMEOUT_S)
+        await serve_sync(stream, self.sync_door, rows)
 
     async def sync_with(self, peer_id: str) -> int:
         """Fetch `peer_id`'s messages; how many were new here. NetworkError if it fails.

@@ -9,7 +9,8 @@ docs/security/governance.md). The door:
 
 - each asking peer: SYNC_BURST syncs, then one every SYNC_EVERY_S (an honest node asks a
   peer once when it connects and one peer in turn every sync interval, 10 s);
-- SYNCS_AT_ONCE syncs served at a time, all askers together;
+- SYNCS_AT_ONCE syncs served at a time, SYNCS_PER_ADDRESS from one address, each for
+  at most SERVE_S (so slow readers cannot hold the places for long);
 - messages of authors without stake verified here go out within one byte budget for all
   askers together (UNSTAKED_BYTES_PER_S, UNSTAKED_BURST_BYTES); staked authors'
   messages are not held to it, so an honest asker still gets what counts while fresh
@@ -40,8 +41,13 @@ log = logging.getLogger(__name__)
 #: Syncs one peer may ask for at once, then one every SYNC_EVERY_S.
 SYNC_BURST = 3
 SYNC_EVERY_S = 5.0
-#: Syncs served at a time, all peers together.
-SYNCS_AT_ONCE = 4
+#: Syncs served at a time, all peers together, and from one address.
+SYNCS_AT_ONCE = 8
+SYNCS_PER_ADDRESS = 2
+#: The longest one sync is served: an honest asker reads a full store in well under a
+#: second, so a slow reader holds a place at most this long. (A write that waits for
+#: window 5 s fails in py-libp2p's Yamux anyway; one read now and then would not.)
+SERVE_S = 5.0
 #: Bytes of unstaked authors' messages all syncs together may send: a second's, at once.
 UNSTAKED_BYTES_PER_S = 64 * 1024
 UNSTAKED_BURST_BYTES = 1024 * 1024
@@ -58,13 +64,17 @@ class SyncDoor:
         self._unstaked = RateLimiter(UNSTAKED_BYTES_PER_S, UNSTAKED_BURST_BYTES, clock,
                                      max_keys=1)
         self.serving = 0
+        self._by_address: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()  # syncs refused, by reason
         self.withheld = 0  # unstaked messages left out of syncs, over the budget
 
-    def admit(self, peer: str) -> str:
-        """Why `peer` may not sync now ("" if it may: then serve it in `serving_one`)."""
+    def admit(self, peer: str, address: str | None = None) -> str:
+        """Why `peer` (at `address`) may not sync now ("" if it may: then serve it in
+        `serving_one`)."""
         if self.serving >= SYNCS_AT_ONCE:
             reason = f"{SYNCS_AT_ONCE} syncs being served"
+        elif address is not None and self._by_address[address] >= SYNCS_PER_ADDRESS:
+            reason = f"{SYNCS_PER_ADDRESS} syncs being served to {address}"
         elif self._askers.acquire(peer) > 0.0:
             reason = f"over {SYNC_BURST} syncs then one per {SYNC_EVERY_S:g} s"
         else:
@@ -73,12 +83,18 @@ class SyncDoor:
         return reason
 
     @contextmanager
-    def serving_one(self) -> Iterator[None]:
+    def serving_one(self, address: str | None = None) -> Iterator[None]:
         self.serving += 1
+        if address is not None:
+            self._by_address[address] += 1
         try:
             yield
         finally:
             self.serving -= 1
+            if address is not None:
+                self._by_address[address] -= 1
+                if self._by_address[address] <= 0:
+                    del self._by_address[address]
 
     def may_send(self, raw: bytes, staked: bool) -> bool:
         """Whether a stored message goes out in the sync being served."""
@@ -89,15 +105,15 @@ class SyncDoor:
 
 
 async def serve_sync(stream: NetStream, door: SyncDoor,
-                     rows: Callable[[], Awaitable[Sequence[tuple[bytes, bool]]]],
-                     timeout_s: float) -> None:
+                     rows: Callable[[], Awaitable[Sequence[tuple[bytes, bool]]]]) -> None:
     """Serve one sync on `stream` if `door` lets its peer in: `rows()` (signed bytes,
-    staked author?) in order, unstaked ones within the budget, for at most `timeout_s`."""
-    reason = door.admit(stream.remote_peer_id)
+    staked author?) in order, unstaked ones within the budget, for at most SERVE_S."""
+    address = stream.remote_host
+    reason = door.admit(stream.remote_peer_id, address)
     if reason:
         log.debug("governance sync refused peer=%s reason=%s", stream.remote_peer_id, reason)
         return
-    with door.serving_one(), trio.move_on_after(timeout_s):
+    with door.serving_one(address), trio.move_on_after(SERVE_S):
         for raw, staked in await rows():
             if door.may_send(raw, staked):
                 await stream.write_frame(raw)

@@ -7,11 +7,12 @@ peer that opens sync streams in a loop had the node read its store and write ~1,
 frames through Noise and Yamux for each, as often as it asked: the node's event loop
 spent on a stranger's downloads, for nothing but a stream opened.
 
-Now (`gov/sync_door.py`) a peer may sync 3 times at once, then once every 5 s; 4 syncs
-are served at once; and the messages of unstaked authors go out only within one byte
-budget for all askers together (64 KiB a second, 1 MiB at once). Staked authors'
-messages come first in every sync and are not held to that budget, so an honest
-asker still gets what counts while the budget is spent.
+Now (`gov/sync_door.py`) a peer may sync 3 times at once, then once every 5 s; 8 syncs
+are served at once (2 to one address), each for at most 5 s; and the
+messages of unstaked authors go out only within one byte budget for all askers together
+(64 KiB a second, 1 MiB at once). Staked authors' messages come first in every sync and
+are not held to that budget, so an honest asker still gets what counts while the budget
+is spent.
 """
 
 from __future__ import annotations
@@ -163,3 +164,4 @@ async def test_fresh_keys_share_one_budget_for_unstaked_messages(tmp_path: Path)
     # unstaked budget: six whole stores (~2 MB) on the old code.
     assert all(p.staked == 1 for p in pulled), pulled
     assert sum(p.unstaked_bytes for p in pulled) <= budget(elapsed), (pulled, elapsed)
+

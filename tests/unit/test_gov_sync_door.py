@@ -4,13 +4,20 @@ askers, while staked authors' messages always do."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
+import pytest
+import trio
+
 from p2pinfer.gov.sync_door import (
+    SERVE_S,
     SYNC_BURST,
     SYNC_EVERY_S,
     SYNCS_AT_ONCE,
     UNSTAKED_BURST_BYTES,
     UNSTAKED_BYTES_PER_S,
     SyncDoor,
+    serve_sync,
 )
 
 
@@ -35,8 +42,9 @@ def test_a_peer_syncs_its_burst_then_once_per_interval() -> None:
 
 def test_only_so_many_syncs_are_served_at_once() -> None:
     door = SyncDoor(Clock())
-    with door.serving_one(), door.serving_one(), door.serving_one(), door.serving_one():
-        assert door.serving == SYNCS_AT_ONCE
+    with ExitStack() as serving:
+        for _ in range(SYNCS_AT_ONCE):
+            serving.enter_context(door.serving_one())
         assert "being served" in door.admit("peer")
     assert door.serving == 0 and door.admit("peer") == ""
 
@@ -52,3 +60,40 @@ def test_unstaked_messages_share_one_byte_budget_staked_ones_always_go() -> None
     clock.now += 1.0
     refilled = sum(door.may_send(vote, staked=False) for _ in range(1000))
     assert refilled in (UNSTAKED_BYTES_PER_S // 1000, UNSTAKED_BYTES_PER_S // 1000 + 1)
+
+
+def test_one_address_is_served_two_syncs_at_once() -> None:
+    door = SyncDoor(Clock())
+    with door.serving_one("192.0.2.7"), door.serving_one("192.0.2.7"):
+        assert "to 192.0.2.7" in door.admit("another key", "192.0.2.7")
+        assert door.admit("a third key", "198.51.100.1") == ""
+    assert door.admit("another key", "192.0.2.7") == ""
+
+
+class FakeSlowReaderStream:
+    """A sync asker that takes a second to read each frame (a fake: no network)."""
+
+    remote_peer_id = "slow reader"
+    remote_host = "192.0.2.9"
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    async def write_frame(self, payload: bytes) -> None:
+        await trio.sleep(1.0)
+        self.frames += 1
+
+
+async def test_a_slow_reader_is_served_for_at_most_serve_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    door, stream = SyncDoor(Clock()), FakeSlowReaderStream()
+
+    async def rows() -> list[tuple[bytes, bool]]:
+        return [(b"m" * 100, True)] * 100
+
+    started = trio.current_time()
+    await serve_sync(stream, door, rows)  # type: ignore[arg-type]
+    assert trio.current_time() - started == pytest.approx(SERVE_S)
+    assert stream.frames == int(SERVE_S) - 1 or stream.frames == int(SERVE_S)
+    assert door.serving == 0
