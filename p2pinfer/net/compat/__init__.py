@@ -35,6 +35,7 @@ workarounds").
 | `yamux_recv_window` | data past a stream's receive window is buffered anyway |
 | `kad_requests` | a DHT stream's requests answered however many a peer sends |
 | `publish_rate` | a task for every message a peer pushes, however many |
+| `graft_prune_bounds` | GRAFTs and PRUNEs for any topic name, each answered or kept |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RatedPubsub`
@@ -50,6 +51,7 @@ from __future__ import annotations
 from p2pinfer.net.compat import (
     cancelled_close,
     cancelled_write,
+    graft_prune_bounds,
     ihave_bounds,
     inbound_shares,
     inbound_streams,
@@ -88,6 +90,7 @@ def install() -> None:
     provider_records.install()
     iwant_bounds.install()
     ihave_bounds.install()
+    graft_prune_bounds.install()
     peerstore_bounds.install()
     yamux_recv_window.install()
     _installed = True
