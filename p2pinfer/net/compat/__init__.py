@@ -36,6 +36,7 @@ workarounds").
 | `kad_requests` | a DHT stream's requests answered however many a peer sends |
 | `publish_rate` | a task for every message a peer pushes, however many |
 | `graft_prune_bounds` | GRAFTs and PRUNEs for any topic name, each answered or kept |
+| `yamux_ping` | every Yamux PING answered, however many |
 
 `install()` applies the process-wide ones (class and module attributes); `run_host`
 calls it before building a host. The others are used where they apply: `RatedPubsub`
@@ -64,6 +65,7 @@ from p2pinfer.net.compat import (
     sender_records,
     stream_notify,
     yamux_open,
+    yamux_ping,
     yamux_recv_window,
     yamux_window,
 )
@@ -81,6 +83,7 @@ def install() -> None:
     prune_backoff.install()
     stream_notify.install()
     yamux_open.install()
+    yamux_ping.install()  # wraps yamux_open's writer
     multistream_listener.install()
     cancelled_close.install()
     cancelled_write.install()
