@@ -28,6 +28,12 @@ handler's first write, or on `flush` (before the handler waits for a queue slot 
 the chain) or `close`. One encrypted message fewer per job, on the provider's path
 from request to first token; the bytes on the wire, and their order, are the same.
 
+Both ways, a stream may send at most MAX_COMMANDS commands (proposals and `ls`); the
+next is refused (MultiselectError, the stream reset). libp2p answered every command for
+as long as the negotiation's 10 s lasted: 20,000 `ls` in one 80 KB write got 4.2 MB of
+protocol listings back, ~5 CPU-s (attack 61, docs/security.md). An honest dialer
+proposes one protocol, or a few in turn.
+
 **To drop it.** When upstream writes its header together with its first answer,
 delete this module and its `install` call; the guard test
 (tests/unit/net/compat/test_multistream_listener.py) fails on its defect check then.
@@ -36,6 +42,8 @@ delete this module and its `install` call; the guard test
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import trio
 from libp2p.abc import IMultiselectCommunicator
@@ -68,6 +76,8 @@ UPSTREAM = None
 DRAFT = None
 
 HEADER = encode_delim(MULTISELECT_PROTOCOL_ID.encode())
+MAX_COMMANDS = 16
+"""Commands (proposals, `ls`) one stream may send before its negotiation is refused."""
 
 ECHO_WITH_ANSWER = "p2pinfer_echo_with_answer"
 """The attribute of a host's `Multiselect` listing its `echo_with_answer` protocols."""
@@ -106,6 +116,7 @@ async def negotiate_in_one_write(
 ) -> tuple[TProtocol | None, StreamHandlerFn | None]:
     """libp2p's `negotiate`; our header goes with our first answer when the dialer
     pipelined its proposal."""
+    communicator = _Counted(communicator)
     if not dialer_went_ahead(communicator):
         return await ORIGINAL(self, communicator, negotiate_timeout)
     pending = [MULTISELECT_PROTOCOL_ID]  # ours, not written yet
@@ -123,7 +134,7 @@ async def negotiate_in_one_write(
                     if protocol in self.handlers:
                         if protocol in getattr(self, ECHO_WITH_ANSWER, ()) and buffered(
                                 communicator):  # the request came with the proposal
-                            setattr(communicator.read_writer,  # type: ignore[attr-defined]
+                            setattr(communicator.read_writer,
                                     UNSENT_ATTR, _framed([*pending, command]))
                         else:
                             await _write(communicator, [*pending, command])
@@ -133,6 +144,26 @@ async def negotiate_in_one_write(
                 pending = []
     except trio.TooSlowError as exc:
         raise MultiselectError("handshake read timeout") from exc
+
+
+class _Counted(IMultiselectCommunicator):
+    """`communicator`, refusing to read a command past MAX_COMMANDS (and the header)."""
+
+    def __init__(self, communicator: IMultiselectCommunicator) -> None:
+        self._communicator = communicator
+        self._reads = 0
+
+    async def read(self) -> str:
+        self._reads += 1
+        if self._reads > MAX_COMMANDS + 1:
+            raise MultiselectError(f"over {MAX_COMMANDS} multistream commands")
+        return await self._communicator.read()
+
+    async def write(self, msg_str: str) -> None:
+        await self._communicator.write(msg_str)
+
+    def __getattr__(self, name: str) -> Any:  # read_writer: the communicator's
+        return getattr(self._communicator, name)
 
 
 async def _read(communicator: IMultiselectCommunicator) -> str:

@@ -17,7 +17,7 @@ from libp2p.utils.varint import encode_delim
 
 from p2pinfer.net import compat
 from p2pinfer.net.compat import multistream_listener
-from p2pinfer.net.compat.multistream_listener import negotiate_in_one_write
+from p2pinfer.net.compat.multistream_listener import MAX_COMMANDS, negotiate_in_one_write
 from p2pinfer.net.streams import UNSENT_ATTR
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
@@ -161,3 +161,19 @@ def test_install_is_idempotent_and_replaces_the_method() -> None:
     compat.install()
     compat.install()
     assert Multiselect.negotiate is negotiate_in_one_write
+
+
+async def test_commands_in_a_loop_are_cut_off_pipelined_or_lock_step() -> None:
+    """Attack 61: negotiation answered every command a stream sent for as long as its
+    10 s lasted: 20,000 `ls` (80 KB, one write) got 4.2 MB of listings back, ~5 CPU-s.
+    Now a stream may send MAX_COMMANDS commands; then it is refused."""
+    flood = b"".join(delim("ls") for _ in range(2_000))
+    for sent, later in ((HEADER + flood, b""), (HEADER, flood)):  # pipelined; lock-step
+        stream = DialerStream(sent, after_our_first_write=later)
+        with pytest.raises(MultiselectError, match="commands"):
+            await negotiate(stream)
+        listings = sum(write.count(b"\n/p2pinfer/other") for write in stream.writes)
+        assert listings <= MAX_COMMANDS  # 2,000 on the old code
+    # Within the bound, unknown proposals then a known one are answered as before.
+    tries = b"".join(delim(f"/nobody/{n}") for n in range(MAX_COMMANDS - 1))
+    assert await negotiate(DialerStream(HEADER + tries + delim(OTHER))) == OTHER
