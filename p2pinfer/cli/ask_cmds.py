@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import trio
 import typer
 
+from p2pinfer.cli import terminal
 from p2pinfer.cli.identity_cmds import HomeOption
 from p2pinfer.cli.node_cmds import PaceFloorOption, setup_logging
 from p2pinfer.jobs.job_types import ClientConfig, JobOutcome, TextDelta
@@ -117,7 +118,7 @@ def ask_cmd(
             return
         if delta.restart:
             print("\n[the answer restarts: another provider took over]", file=sys.stderr)
-        sys.stdout.write(delta.text)
+        sys.stdout.write(terminal.for_stdout(delta.text))
         sys.stdout.flush()
 
     async def main() -> tuple[JobOutcome, dict[str, Any] | None]:
@@ -132,7 +133,7 @@ def ask_cmd(
     if stream:
         print()
     else:
-        print(outcome.text)
+        print(terminal.for_stdout(outcome.text))
     failed = f", after {len(outcome.failovers)} failed provider(s)" if outcome.failovers else ""
     print(f"served by {outcome.provider} · job {outcome.job_id} · "
           f"{outcome.prompt_tokens}+{outcome.completion_tokens} tokens · "

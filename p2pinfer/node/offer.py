@@ -19,6 +19,7 @@ from p2pinfer.hardware.probe import MachineProfile
 from p2pinfer.jobs.job_server import JobServer
 from p2pinfer.protocol import Advert, AdvertHardware, Gpu, ModelOffer
 from p2pinfer.protocol.embedding import MAX_EMBEDDING_LENGTH
+from p2pinfer.protocol.schema import CONTROLS
 from p2pinfer.testing.faults import Fault
 
 if TYPE_CHECKING:
@@ -31,14 +32,21 @@ def model_offer(info: ModelInfo, price_per_1k: int, *, prompt_tps_milli: int = 0
                 generation_tps_milli: int = 0) -> ModelOffer:
     """How an advert describes one served model (its texts cut to the wire's bounds)."""
     return ModelOffer(
-        name=info.name, digest=info.digest[:128], parameter_size=info.parameter_size[:32],
-        quantization=info.quantization[:32], context_length=info.context_length,
+        name=info.name, digest=label(info.digest, 128),
+        parameter_size=label(info.parameter_size, 32),
+        quantization=label(info.quantization, 32), context_length=info.context_length,
         prompt_tps_milli=prompt_tps_milli, generation_tps_milli=generation_tps_milli,
-        price_per_1k=price_per_1k, family=info.family[:64] or None,
+        price_per_1k=price_per_1k, family=label(info.family, 64) or None,
         size_bytes=info.size_bytes or None, modified_at=info.modified_at_ms or None,
         embedding_length=info.embedding_length
         if 0 < info.embedding_length <= MAX_EMBEDDING_LENGTH else None,
     )
+
+
+def label(text: str, size: int) -> str:
+    """`text` as an advert may carry it: control characters as "?" (the wire refuses
+    them: attack 62), cut to `size`."""
+    return CONTROLS.sub("?", text)[:size]
 
 
 @dataclass
@@ -93,7 +101,12 @@ async def served_models(backend: Backend, config: NodeConfig) -> list[ModelInfo]
         models = [await find_model(backend, name) for name in config.models]
     else:
         models = await backend.list_models()
-    return [m for m in models if m.name.lower() != hidden or not config.models]
+    for model in models:
+        if CONTROLS.search(model.name):
+            log.warning("model not advertised: its name %r has a control character",
+                        model.name)
+    return [m for m in models if (m.name.lower() != hidden or not config.models)
+            and not CONTROLS.search(m.name)]
 
 
 async def benchmark_models(
@@ -118,10 +131,11 @@ def advert_builder(
 ) -> Callable[[], Advert]:
     """What the node advertises, priced at the moment of each republication."""
     hardware = AdvertHardware(
-        cpu=machine.cpu_model[:128],
+        cpu=label(machine.cpu_model, 128),
         cpu_cores=min(machine.cpu_cores, 65_535),
         ram_mb=machine.ram_total_bytes // 2**20,
-        gpus=tuple(Gpu(g.name[:128], g.vram_total_bytes // 2**20) for g in machine.gpus[:16]),
+        gpus=tuple(Gpu(label(g.name, 128), g.vram_total_bytes // 2**20)
+                   for g in machine.gpus[:16]),
     )
 
     def current() -> Advert:
@@ -133,7 +147,8 @@ def advert_builder(
             )
             for s in served[:64]
         )
-        return Advert(models=offers, hardware=hardware, engine=engine[:128], stake=config.stake,
+        return Advert(models=offers, hardware=hardware, engine=label(engine, 128),
+                      stake=config.stake,
                       capacity=min(65_535, config.max_concurrency * len(offers)),
                       listen_addrs=(), seq=0, issued_at=0, ttl_ms=config.advert_ttl_ms)
 

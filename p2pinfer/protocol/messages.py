@@ -20,7 +20,7 @@ from p2pinfer.errors import ValidationError
 from p2pinfer.protocol.check_messages import ChargeProof, CheckReport, SlashVote
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS, MAX_EMBEDDING_LENGTH
 from p2pinfer.protocol.output_format import MAX_FORMAT_CHARS, check_output_format
-from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
+from p2pinfer.protocol.schema import OMIT_NONE, Printable, Range, Size
 from p2pinfer.protocol.tools import (
     MAX_CALLS_CHARS,
     MAX_TOOLS_CHARS,
@@ -59,15 +59,15 @@ class ModelOffer:
 
     name: ModelName
     digest: Label  # the engine's digest of the model file, usually 64 lowercase hex
-    parameter_size: Annotated[str, Size(0, 32)]  # e.g. "135M", "7.6B"
-    quantization: Annotated[str, Size(0, 32)]  # e.g. "Q4_K_M"
+    parameter_size: Annotated[str, Size(0, 32), Printable()]  # e.g. "135M", "7.6B"
+    quantization: Annotated[str, Size(0, 32), Printable()]  # e.g. "Q4_K_M"
     context_length: Count  # tokens
     prompt_tps_milli: Count  # measured prompt processing, tokens/s x 1000
     generation_tps_milli: Count  # measured generation, tokens/s x 1000
     price_per_1k: MicroCredits  # per 1000 tokens (prompt + completion)
     # Ollama's model metadata, for /api/tags and /api/show through the network. Omitted
     # when nil, so adverts of providers that do not send them still decode (as None).
-    family: Annotated[Annotated[str, Size(1, 64)] | None, OMIT_NONE] = None  # "llama"
+    family: Annotated[Annotated[str, Size(1, 64), Printable()] | None, OMIT_NONE] = None
     size_bytes: Annotated[Annotated[int, Range(0, U63)] | None, OMIT_NONE] = None  # file
     modified_at: Annotated[Millis | None, OMIT_NONE] = None  # the model file's mtime
     # Set when the provider embeds text with this model (kind "embed" jobs): the vector's
@@ -101,7 +101,7 @@ class Advert(WireMessage):
     engine: Label  # backend kind, e.g. "ollama", "llama.cpp"
     stake: MicroCredits
     capacity: Annotated[int, Range(0, 65_535)]  # concurrent jobs it takes
-    listen_addrs: Annotated[tuple[Annotated[str, Size(1, 256)], ...], Size(0, 16)]
+    listen_addrs: Annotated[tuple[Annotated[str, Size(1, 256), Printable()], ...], Size(0, 16)]
     seq: Millis
     issued_at: Millis
     ttl_ms: Millis
@@ -271,7 +271,7 @@ class JobReject(WireMessage):
 
     job_id: JobId
     code: RejectCode
-    message: Annotated[str, Size(0, 1024)]
+    message: Annotated[str, Size(0, 1024), Printable()]  # shown in logs and on stderr
     retry_after_ms: Millis | None = None
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -45,6 +46,17 @@ class Size:
 
     min: int
     max: int
+
+
+@dataclass(frozen=True)
+class Printable:
+    """A str shown to people (in logs, tables, terminals): no control characters (C0,
+    DEL, C1) and no bidirectional overrides, so it cannot move a cursor, set a clipboard,
+    hide or forge the lines around it (docs/security.md, attack 62)."""
+
+
+#: What a `Printable` str may not hold.
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ def _compile(annotation: Any) -> _Conv:
     if typing.get_origin(annotation) is typing.Annotated:
         annotation, *extras = typing.get_args(annotation)
         bounds = next((e for e in extras if isinstance(e, Size | Range)), None)
+    printable = any(isinstance(e, Printable) for e in extras)
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
         arms = typing.get_args(annotation)
@@ -135,7 +148,7 @@ def _compile(annotation: Any) -> _Conv:
     if annotation in (str, bytes):
         if not isinstance(bounds, Size):
             raise TypeError(f"str and bytes need a Size: {annotation}")
-        return _blob(annotation, bounds)
+        return _blob(annotation, bounds, printable and annotation is str)
     if annotation is bool:
         return _boolean()
     raise TypeError(f"unsupported wire annotation: {annotation!r}")
@@ -299,7 +312,7 @@ def _number(kind: type, bounds: Range) -> _Conv:
     return check, check
 
 
-def _blob(kind: type, size: Size) -> _Conv:
+def _blob(kind: type, size: Size, printable: bool = False) -> _Conv:
     unit = "characters" if kind is str else "bytes"
 
     def check(v: Any, path: str) -> Any:
@@ -307,6 +320,8 @@ def _blob(kind: type, size: Size) -> _Conv:
             raise ValidationError(f"{path}: expected {kind.__name__}, got {type(v).__name__}")
         if not size.min <= len(v) <= size.max:
             raise ValidationError(f"{path}: {len(v)} {unit}, allowed {size.min}..{size.max}")
+        if printable and (bad := CONTROLS.search(v)) is not None:
+            raise ValidationError(f"{path}: a control character (U+{ord(bad.group()):04X})")
         return v
 
     return check, check

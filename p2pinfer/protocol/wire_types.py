@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from p2pinfer.errors import ValidationError
 from p2pinfer.identity import public_key_from_peer_id
-from p2pinfer.protocol.schema import Range, Size
+from p2pinfer.protocol.schema import Printable, Range, Size
 
 PROTOCOL_VERSION = 1
 
@@ -24,9 +24,10 @@ MicroCredits = Annotated[int, Range(0, U63)]
 Count = Annotated[int, Range(0, U32)]
 JobId = Annotated[bytes, Size(16, 16)]
 Sha256 = Annotated[bytes, Size(32, 32)]
-PeerIdText = Annotated[str, Size(1, 64)]
-ModelName = Annotated[str, Size(1, 128)]
-Label = Annotated[str, Size(0, 128)]
+PeerIdText = Annotated[str, Size(1, 64), Printable()]
+#: Names and labels are shown in logs, tables and terminals: no control characters.
+ModelName = Annotated[str, Size(1, 128), Printable()]
+Label = Annotated[str, Size(0, 128), Printable()]
 LongText = Annotated[str, Size(0, 262_144)]
 ChainAddress = Annotated[bytes, Size(20, 20)]
 """An EVM account on the wire: its 20 raw bytes (shown checksummed "0x..." off the wire)."""

@@ -53,12 +53,22 @@ def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
     return st.text(min_size=min_size, max_size=max_size)
 
 
+#: What a `Printable` field may hold: no control (Cc) or format (Cf: the bidirectional
+#: overrides schema.CONTROLS names are among them) character.
+PRINTABLE = st.characters(exclude_categories=("Cc", "Cf", "Cs"))
+
+
+def label(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
+    """Text a `Printable` field takes (schema.CONTROLS finds nothing in it)."""
+    return st.text(PRINTABLE, min_size=min_size, max_size=max_size)
+
+
 model_offers = st.builds(
     ModelOffer,
-    name=text(1),
-    digest=text(0, 64),
-    parameter_size=text(0, 8),
-    quantization=text(0, 8),
+    name=label(1),
+    digest=label(0, 64),
+    parameter_size=label(0, 8),
+    quantization=label(0, 8),
     context_length=counts,
     prompt_tps_milli=counts,
     generation_tps_milli=counts,
@@ -71,15 +81,15 @@ adverts = st.builds(
     models=st.lists(model_offers, max_size=4, unique_by=lambda m: m.name).map(tuple),
     hardware=st.builds(
         AdvertHardware,
-        cpu=text(),
+        cpu=label(),
         cpu_cores=st.integers(0, 65_535),
         ram_mb=counts,
-        gpus=st.lists(st.builds(Gpu, name=text(), vram_mb=counts), max_size=3).map(tuple),
+        gpus=st.lists(st.builds(Gpu, name=label(), vram_mb=counts), max_size=3).map(tuple),
     ),
-    engine=text(),
+    engine=label(),
     stake=credits,
     capacity=st.integers(0, 65_535),
-    listen_addrs=st.lists(text(1, 60), max_size=3).map(tuple),
+    listen_addrs=st.lists(label(1, 60), max_size=3).map(tuple),
     seq=millis,
     issued_at=millis,
     ttl_ms=millis,
@@ -127,7 +137,7 @@ def job_requests(draw: st.DrawFn) -> JobRequest:
     return JobRequest(
         job_id=draw(job_ids),
         provider=draw(peer_ids),
-        model=draw(text(1)),
+        model=draw(label(1)),
         kind=kind,
         max_price_per_1k=max_price,
         issued_at=issued_at,
@@ -136,7 +146,7 @@ def job_requests(draw: st.DrawFn) -> JobRequest:
         prompt=None if chat or embed else draw(text()),
         inputs=tuple(draw(st.lists(text(), min_size=1, max_size=3))) if embed else None,
         params=draw(job_params),
-        digest=draw(st.none() | text(0, 64)),
+        digest=draw(st.none() | label(0, 64)),
         quoted_price_per_1k=draw(st.none() | st.integers(0, max_price)),
     )
 
@@ -148,7 +158,8 @@ job_accepts = st.builds(JobAccept, job_id=job_ids, price_per_1k=credits)
 def job_rejects(draw: st.DrawFn) -> JobReject:
     code = draw(st.sampled_from(REJECT_CODES))
     retry = draw(st.none() | millis) if code == "busy" else None
-    return JobReject(job_id=draw(job_ids), code=code, message=draw(text()), retry_after_ms=retry)
+    return JobReject(job_id=draw(job_ids), code=code, message=draw(label()),
+                     retry_after_ms=retry)
 
 
 chunks = st.builds(Chunk, job_id=job_ids, seq=counts, text=text())
@@ -158,7 +169,7 @@ job_results = st.builds(
     job_id=job_ids,
     request_hash=sha256s,
     output_hash=sha256s,
-    digest=text(0, 64),
+    digest=label(0, 64),
     prompt_tokens=counts,
     completion_tokens=counts,
     prompt_ms=millis,
@@ -184,7 +195,7 @@ def check_reports(draw: st.DrawFn) -> CheckReport:
         result=sign(result, PROVIDER).raw,
         provider_output=output,
         reference_output_hash=output_hash(draw(text())),
-        reference_digest=draw(text(0, 64)),
+        reference_digest=draw(label(0, 64)),
         metrics=tuple(
             draw(
                 st.lists(
