@@ -41,6 +41,7 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits
 
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.net.autonat_rules import observed_ip
 from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
 from p2pinfer.net.reachability import ReachabilityWatch
@@ -88,6 +89,14 @@ def circuit_target(msg: HopMessage) -> ID | None:
         return None
 
 
+#: RESERVE requests (new or refresh) one peer may send at once, then one per
+#: RESERVE_EVERY_S, or an eighth of the slot's TTL when that is shorter (attack 63: each
+#: refresh signs a voucher; clients refresh every 120 s, slots live 600 s).
+RESERVE_BURST = 4
+RESERVE_EVERY_S = 10.0
+MAX_RESERVERS = 4096  # peers whose RESERVE rate is remembered
+
+
 class RelayHop(BoundedCircuitV2):
     """py-libp2p's CircuitV2 relay (defects fixed) with our limits; HOP served only between
     `start_serving` and `stop_serving`. `refusals` counts refused requests by reason,
@@ -115,6 +124,10 @@ class RelayHop(BoundedCircuitV2):
         #: Told of each relay that brings this node a connection (`RelayChecker.saw_stop`).
         self.on_stop: Callable[[ID], None] = lambda relay: None
         self._stops_pending = 0
+        # A client refreshes at most about twice a TTL: a relay set to a short TTL (tests,
+        # `--relay-ttl`) lets refreshes come that much faster.
+        every_s = min(RESERVE_EVERY_S, config.reservation_ttl_s / 8)
+        self._reserve_rate = RateLimiter(1 / every_s, RESERVE_BURST, max_keys=MAX_RESERVERS)
 
     @property
     def serving(self) -> bool:
@@ -152,6 +165,15 @@ class RelayHop(BoundedCircuitV2):
 
     async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
         peer = stream.muxed_conn.peer_id
+        if self._reserve_rate.acquire(str(peer)) > 0.0:
+            # Refused before anything is pruned, decided or signed, and the stream ends:
+            # py-libp2p's loop would read the next RESERVE piped behind this one.
+            self.refusals["reserve-rate"] += 1
+            with trio.move_on_after(2):
+                await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED,
+                                        "reserve-rate")
+            await reset_quietly(stream)
+            return
         group = slot_group(remote_ip(stream))
         self._prune()
         slots = self.resource_manager._reservations

@@ -25,6 +25,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.autonat_rules import AutoNatConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
+from p2pinfer.net.relay import RESERVE_BURST
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, circuit_addr
 from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
@@ -80,7 +81,7 @@ async def test_a_reserve_naming_made_up_peer_ids_takes_one_slot_for_the_asker_on
             await hostile.connect(relay_addr(relay))
             stream = await hostile._host.new_stream(ID.from_base58(relay.peer_id),
                                                     [HOP_PROTOCOL_ID])
-            for _ in range(5):
+            for _ in range(RESERVE_BURST):  # (more from one peer: attack 63's rate)
                 fake = ID.from_base58(NodeIdentity.generate().peer_id).to_bytes()
                 await write_delimited_msg(stream, HopMessage(
                     type=HopMessage.RESERVE, peer=CircuitPeerId(id=fake)))
