@@ -11,8 +11,6 @@ ignores both for topics it has no mesh in ("spam hardening"). Real p2pinfer host
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -20,10 +18,8 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import graft_prune_bounds
-from p2pinfer.net.config import NetConfig
-from p2pinfer.net.host import run_host
+from tests.unit.net.compat import gossip_router
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
@@ -35,24 +31,11 @@ def made_up_topics(count: int) -> list[str]:
     return [f"made/up/{os.urandom(6).hex()}" for _ in range(count)]
 
 
-@asynccontextmanager
-async def target_router() -> AsyncIterator[tuple[Any, ID, list[str]]]:
-    """(the target's GossipSub, joined to TOPIC; the attacker's peer id; the topic of
-    each PRUNE the target sends from here on)."""
-    async with run_host(NetConfig(NodeIdentity.generate())) as target, \
-            run_host(NetConfig(NodeIdentity.generate())) as attacker:
-        await attacker.connect(next(a for a in target.addrs() if "/tcp/" in a))
-        await target._pubsub.subscribe(TOPIC)
-        router = target._pubsub.router
-        pruned: list[str] = []
-        emit = router.emit_control_message
-
-        async def counting(control: rpc_pb2.ControlMessage, peer: ID) -> None:
-            pruned.extend(prune.topicID for prune in control.prune)
-            await emit(control, peer)
-
-        router.emit_control_message = counting
-        yield router, ID.from_base58(attacker.peer_id), pruned
+def target_router() -> Any:
+    """(the target's GossipSub, joined to TOPIC; the attacker's peer id; the topics of the
+    PRUNEs the target sends from here on)."""
+    return gossip_router.target_router(
+        TOPIC, lambda control: (prune.topicID for prune in control.prune))
 
 
 def topic_state(router: Any, peer: ID) -> int:

@@ -8,21 +8,16 @@ p2pinfer hosts on 127.0.0.1; the attacker's IHAVEs go straight to the target's r
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
-from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from p2pinfer.bounded import first_distinct
-from p2pinfer.identity import NodeIdentity
 from p2pinfer.net.compat import ihave_bounds
 from p2pinfer.net.compat.ihave_bounds import MAX_IDS
-from p2pinfer.net.config import NetConfig
-from p2pinfer.net.host import run_host
+from tests.unit.net.compat import gossip_router
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
@@ -34,24 +29,11 @@ def made_up_ids(count: int) -> list[bytes]:
     return [os.urandom(46).hex().encode() for _ in range(count)]
 
 
-@asynccontextmanager
-async def target_router() -> AsyncIterator[tuple[Any, ID, list[int]]]:
+def target_router() -> Any:
     """(the target's GossipSub, joined to TOPIC; the attacker's peer id; the number of
     ids in each IWANT the target sends from here on)."""
-    async with run_host(NetConfig(NodeIdentity.generate())) as target, \
-            run_host(NetConfig(NodeIdentity.generate())) as attacker:
-        await attacker.connect(next(a for a in target.addrs() if "/tcp/" in a))
-        await target._pubsub.subscribe(TOPIC)
-        router = target._pubsub.router
-        asked: list[int] = []
-        emit = router.emit_control_message
-
-        async def counting(control: rpc_pb2.ControlMessage, peer: ID) -> None:
-            asked.extend(len(iwant.messageIDs) for iwant in control.iwant)
-            await emit(control, peer)
-
-        router.emit_control_message = counting
-        yield router, ID.from_base58(attacker.peer_id), asked
+    return gossip_router.target_router(
+        TOPIC, lambda control: (len(iwant.messageIDs) for iwant in control.iwant))
 
 
 async def test_defect_ihaves_on_made_up_topics_are_asked_for_in_full() -> None:
