@@ -79,7 +79,7 @@ async def victim(tmp: Path) -> AsyncIterator[Victim]:
         stack.callback(store.close)
         gov = GovService(identity, net, store, stake=2 * DEFAULT_MINIMUM_STAKE, ledger=ledger)
         await gov.start(nursery)
-        deadline = now_ms() + MIN_VOTING_MS
+        deadline = now_ms() + MIN_VOTING_MS + 60_000  # the proposal is signed a moment later
         await gov.propose(ProposalDraft("check_rate_pm", 50, deadline, deadline))
         for raw in junk_votes():  # as gossip or a sync would bring them in
             assert await gov._add(decode_message(raw))
