@@ -19,6 +19,7 @@ import trio
 
 from p2pinfer.errors import P2PInferError
 from p2pinfer.identity import NodeIdentity
+from p2pinfer.net.compat.inbound_streams import STREAM_RATE_PER_S
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
@@ -71,19 +72,27 @@ async def answer_code(host: NetHost, provider: str, raw: bytes, timeout_s: float
     return "accepted" if isinstance(msg, JobAccept) else f"error: {type(msg).__name__}"
 
 
+#: The flood's pace: under the streams a provider lets one connection open a second.
+FLOOD_PER_S = 0.8 * STREAM_RATE_PER_S
+
+
 async def flood(
     host: NetHost, provider: str, *, model: str, unknown: int, underpriced: int,
     keys: int = 64, parallel: int = 8,
 ) -> Counter[str]:
     """`unknown` requests for a model nobody serves and `underpriced` ones for `model` at
-    max price 0, signed round-robin by `keys` fresh keys, `parallel` at a time; the count
-    of each answer."""
+    max price 0, signed round-robin by `keys` fresh keys, `parallel` at a time, at most
+    FLOOD_PER_S a second (a connection may open no more streams: attack 54; faster, the
+    provider resets them before reading, which is not what this attack is about); the
+    count of each answer."""
     signers = [NodeIdentity.generate() for _ in range(max(1, keys))]
     jobs = [("no-such:model", 1_000_000)] * unknown + [(model, 0)] * underpriced
     answers: Counter[str] = Counter()
+    started = trio.current_time()
 
     async def worker(offset: int) -> None:
         for n in range(offset, len(jobs), parallel):
+            await trio.sleep_until(started + n / FLOOD_PER_S)
             name, price = jobs[n]
             raw = request_bytes(signers[n % len(signers)], provider, name,
                                 max_price_per_1k=price)
