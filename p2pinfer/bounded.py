@@ -6,8 +6,9 @@ client or peer may do per second is counted in memory that does not either."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -135,3 +136,32 @@ class PerMinute(Generic[H]):
             del self._keys[old]
         while len(self._keys) > self.max_keys * 3 // 4:
             self._keys.popitem(last=False)
+
+
+class Held(Generic[H]):
+    """How many of something are held now, in all and per key (a server's open
+    connections, syncs being served): a key leaves the table when its count falls to 0,
+    so the table holds only keys holding something."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._by_key: Counter[H] = Counter()
+
+    def of(self, key: H) -> int:
+        """What `key` holds now (0 for a key holding nothing; it is not added)."""
+        return self._by_key[key]
+
+    @contextmanager
+    def holding(self, key: H | None) -> Iterator[None]:
+        """Count one held for the block, in all and for `key` (None: in all only)."""
+        self.total += 1
+        if key is not None:
+            self._by_key[key] += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            if key is not None:
+                self._by_key[key] -= 1
+                if self._by_key[key] <= 0:
+                    del self._by_key[key]

@@ -25,13 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import trio
 
-from p2pinfer.bounded import RateLimiter
+from p2pinfer.bounded import Held, RateLimiter
 
 if TYPE_CHECKING:
     from p2pinfer.net.streams import NetStream
@@ -63,17 +63,16 @@ class SyncDoor:
         self._askers = RateLimiter(1 / SYNC_EVERY_S, SYNC_BURST, clock, max_keys=MAX_ASKERS)
         self._unstaked = RateLimiter(UNSTAKED_BYTES_PER_S, UNSTAKED_BURST_BYTES, clock,
                                      max_keys=1)
-        self.serving = 0
-        self._by_address: Counter[str] = Counter()
+        self._held: Held[str] = Held()  # syncs being served, in all and per address
         self.refused: Counter[str] = Counter()  # syncs refused, by reason
         self.withheld = 0  # unstaked messages left out of syncs, over the budget
 
     def admit(self, peer: str, address: str | None = None) -> str:
         """Why `peer` (at `address`) may not sync now ("" if it may: then serve it in
         `serving_one`)."""
-        if self.serving >= SYNCS_AT_ONCE:
+        if self._held.total >= SYNCS_AT_ONCE:
             reason = f"{SYNCS_AT_ONCE} syncs being served"
-        elif address is not None and self._by_address[address] >= SYNCS_PER_ADDRESS:
+        elif address is not None and self._held.of(address) >= SYNCS_PER_ADDRESS:
             reason = f"{SYNCS_PER_ADDRESS} syncs being served to {address}"
         elif self._askers.acquire(peer) > 0.0:
             reason = f"over {SYNC_BURST} syncs then one per {SYNC_EVERY_S:g} s"
@@ -82,19 +81,14 @@ class SyncDoor:
         self.refused[reason] += 1
         return reason
 
-    @contextmanager
-    def serving_one(self, address: str | None = None) -> Iterator[None]:
-        self.serving += 1
-        if address is not None:
-            self._by_address[address] += 1
-        try:
-            yield
-        finally:
-            self.serving -= 1
-            if address is not None:
-                self._by_address[address] -= 1
-                if self._by_address[address] <= 0:
-                    del self._by_address[address]
+    @property
+    def serving(self) -> int:
+        """Syncs being served now."""
+        return self._held.total
+
+    def serving_one(self, address: str | None = None) -> AbstractContextManager[None]:
+        """Count a sync as served (from `address`) for the block."""
+        return self._held.holding(address)
 
     def may_send(self, raw: bytes, staked: bool) -> bool:
         """Whether a stored message goes out in the sync being served."""

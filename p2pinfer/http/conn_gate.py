@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import resource
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pinfer.addresses import address_group, is_loopback
-from p2pinfer.bounded import keep_latest
+from p2pinfer.bounded import Held, keep_latest
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,13 @@ class ConnectionGate:
         self.exempt_loopback = limits.exempt_loopback
         self.known = limits.known
         self.reserve = self.total // 8 if self.known is not None else 0
-        self.open = 0
         self.refused = 0
-        self._by_client: Counter[str] = Counter()
+        self._held: Held[str] = Held()  # connections open, in all and per client key
+
+    @property
+    def open(self) -> int:
+        """Connections open now."""
+        return self._held.total
 
     def refusal_reason(self, host: str | None) -> str | None:
         """Why a new connection from `host` is refused now, or None to take it."""
@@ -115,7 +119,7 @@ class ConnectionGate:
             return f"too many connections to this server ({self.total}); retry shortly"
         if host is None or (self.exempt_loopback and is_loopback(host)):
             return None
-        if self._by_client[client_key(host)] >= self.per_ip:
+        if self._held.of(client_key(host)) >= self.per_ip:
             return f"too many connections from your address ({self.per_ip}); retry shortly"
         if self.open >= self.total - self.reserve and host not in (self.known or ()):
             return (f"the server is busy: its last {self.reserve} connections are kept for "
@@ -129,18 +133,8 @@ class ConnectionGate:
             if reason is not None:
                 await self._refuse(stream, host, reason)
                 return
-            key = client_key(host) if host is not None else None
-            self.open += 1
-            if key is not None:
-                self._by_client[key] += 1
-            try:
+            with self._held.holding(client_key(host) if host is not None else None):
                 await handler(stream)
-            finally:
-                self.open -= 1
-                if key is not None:
-                    self._by_client[key] -= 1
-                    if self._by_client[key] <= 0:
-                        del self._by_client[key]
 
         return gated
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from p2pinfer.bounded import PerMinute, RateLimiter, keep_latest
+from p2pinfer.bounded import Held, PerMinute, RateLimiter, keep_latest
 
 
 def test_a_swarm_of_new_keys_leaves_only_the_latest_limit_entries() -> None:
@@ -64,3 +64,10 @@ def test_a_rate_limiter_charges_each_request_its_cost() -> None:
     assert bytes_per_s.acquire("peer", 600) == 0.0
     assert bytes_per_s.acquire("peer", 1_001) == float("inf")  # over the burst: never
     assert bytes_per_s.acquire("peer") == 0.01  # a plain request costs 1: 0.01 s away
+
+
+def test_held_counts_in_all_and_per_key_and_forgets_a_key_holding_nothing() -> None:
+    held: Held[str] = Held()
+    with held.holding("a"), held.holding("a"), held.holding(None):
+        assert (held.total, held.of("a"), held.of("b")) == (3, 2, 0)
+    assert held.total == 0 and held.of("a") == 0 and not held._by_key
