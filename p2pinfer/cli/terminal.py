@@ -13,17 +13,20 @@ from __future__ import annotations
 import re
 import sys
 
-_CONTROLS = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
+from p2pinfer.protocol.schema import CONTROLS
 
 
 def terminal_safe(text: str) -> str:
     """`text` with every control character but newline and tab shown, not sent (a CR
-    before a newline is dropped: Windows line ends print as lines)."""
-    return _CONTROLS.sub(_shown, text.replace("\r\n", "\n"))
+    before a newline is dropped: Windows line ends print as lines). The characters are
+    those a name on the wire may not hold (`schema.CONTROLS`)."""
+    return CONTROLS.sub(_shown, text.replace("\r\n", "\n"))
 
 
 def _shown(match: re.Match[str]) -> str:
     code = ord(match.group())
+    if code in (0x09, 0x0A):  # tab and newline: an answer's own layout
+        return match.group()
     if code < 0x20:
         return "^" + chr(code + 64)
     if code == 0x7F:

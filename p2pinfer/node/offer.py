@@ -101,12 +101,14 @@ async def served_models(backend: Backend, config: NodeConfig) -> list[ModelInfo]
         models = [await find_model(backend, name) for name in config.models]
     else:
         models = await backend.list_models()
+    served = []
     for model in models:
         if CONTROLS.search(model.name):
             log.warning("model not advertised: its name %r has a control character",
                         model.name)
-    return [m for m in models if (m.name.lower() != hidden or not config.models)
-            and not CONTROLS.search(m.name)]
+        elif model.name.lower() != hidden or not config.models:
+            served.append(model)
+    return served
 
 
 async def benchmark_models(

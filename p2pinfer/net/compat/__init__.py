@@ -42,9 +42,8 @@ workarounds").
 calls it before building a host. The others are used where they apply: `RatedPubsub`
 (a `RobustPubsub`), `listening` and `memoize_task_parents` by `run_host`,
 `open_pipelined` and `lazy_syn` by `NetHost.open_stream`, `build_dht` (a
-`RationedKadDHT`) by `run_host`,
-`BoundedCircuitV2` as `RelayHop`'s base, `connect` by `NetHost` and `RelayClient` for
-their dials.
+`RationedKadDHT`) by `run_host`, `BoundedCircuitV2` as `RelayHop`'s base, `connect` by
+`NetHost` and `RelayClient` for their dials.
 """
 
 from __future__ import annotations

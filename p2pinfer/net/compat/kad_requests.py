@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from libp2p.abc import INetStream
+from libp2p.utils.varint import decode_uvarint
 
 from p2pinfer.bounded import RateLimiter
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
@@ -104,17 +105,10 @@ class _RationedStream:
             self._prefix += data[at:at + 1]
             at += 1
             if data[at - 1] & 0x80 == 0:
-                self._body, self._prefix = _uvarint(self._prefix), b""
+                self._body, self._prefix = decode_uvarint(self._prefix), b""
 
     def __getattr__(self, name: str) -> Any:  # the rest is the stream's own
         return getattr(self._stream, name)
-
-
-def _uvarint(raw: bytes) -> int:
-    value = 0
-    for shift, byte in enumerate(raw):
-        value |= (byte & 0x7F) << (7 * shift)
-    return value
 
 
 class RationedKadDHT(ServerPeersKadDHT):
