@@ -13,18 +13,7 @@ from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_byt
 
 from p2pinfer.errors import DecodeError, FrameTooLarge, ProtocolError
 from p2pinfer.protocol import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, encode_uvarint
-
-
-class BytesReader:
-    """A py-libp2p `Reader` over fixed bytes, to run libp2p's own frame reader on ours."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    async def read(self, n: int | None = None) -> bytes:
-        size = len(self._data) if n is None else n
-        out, self._data = self._data[:size], self._data[size:]
-        return out
+from tests.support.readers import BytesReader
 
 
 def split_randomly(data: bytes, rng: random.Random) -> list[bytes]:

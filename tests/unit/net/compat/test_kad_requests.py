@@ -22,6 +22,7 @@ from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.streams import NetStream
 from tests.integration.net_helpers import config
+from tests.support.readers import BytesReader
 from tests.unit.net.compat.canary import assert_written_for_installed_libp2p
 
 pytestmark = pytest.mark.network
@@ -87,18 +88,6 @@ async def test_requests_pipelined_on_one_stream_are_answered_at_the_peer_s_rate(
     assert answers <= KAD_BURST + KAD_RATE_PER_S * elapsed + 1, (answers, elapsed)
 
 
-class FakeStream:
-    """Bytes to read, in the pieces `read_varint_prefixed_bytes_limited` asks for."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read(self, n: int | None = None) -> bytes:
-        n = len(self.data) if n is None else n
-        piece, self.data = self.data[:n], self.data[n:]
-        return piece
-
-
 async def test_each_request_takes_one_of_its_peer_s_rate_whatever_its_size() -> None:
     from libp2p.kad_dht.kad_dht import read_varint_prefixed_bytes_limited
 
@@ -106,15 +95,15 @@ async def test_each_request_takes_one_of_its_peer_s_rate_whatever_its_size() -> 
     rate = KadRequestRate(clock=lambda: now[0])
     big = Message(type=Message.MessageType.FIND_NODE, key=b"k" * 300).SerializeToString()
     data = (find_node() + varint.encode(len(big)) + big) * (KAD_BURST // 2)
-    stream = rate.ration(FakeStream(data), "peer")
+    stream = rate.ration(BytesReader(data), "peer")
     for _ in range(KAD_BURST):  # both sizes, as many as the burst holds
         await read_varint_prefixed_bytes_limited(stream, 1 << 20)
-    assert stream._stream.data == b""  # type: ignore[attr-defined]
-    ration = rate.ration(FakeStream(find_node()), "peer")
+    assert stream._stream.unread == b""  # type: ignore[attr-defined]
+    ration = rate.ration(BytesReader(find_node()), "peer")
     with pytest.raises(kad_requests.OverRate):
         await read_varint_prefixed_bytes_limited(ration, 1 << 20)
     assert rate.refused == 1
-    await read_varint_prefixed_bytes_limited(rate.ration(FakeStream(find_node()), "other"), 99)
+    await read_varint_prefixed_bytes_limited(rate.ration(BytesReader(find_node()), "other"), 99)
     now[0] += 1 / KAD_RATE_PER_S
     await read_varint_prefixed_bytes_limited(ration, 1 << 20)
 
