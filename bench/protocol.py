@@ -150,7 +150,7 @@ def main() -> int:
     samples: dict[str, WireMessage] = {
         "job_request_200_words": request,
         "job_result": signed_result.msg,
-        "job_accept": JobAccept(os.urandom(16), 200),
+        "job_accept": JobAccept(os.urandom(16), 200, signed_request.hash),
         "chunk_one_token": chunk.msg,
         "receipt": Receipt(os.urandom(16), signed_result.hash, 156, provider.peer_id),
         "advert_3_models": typical_advert(),

@@ -52,7 +52,15 @@ from p2pinfer.market.pricing import charge_for, quality_multiplier_pm
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.protocol import REPORTS_TOPIC, ChatTurn, ConsumerJob, JobParams, JobResult, Signed
+from p2pinfer.protocol import (
+    REPORTS_TOPIC,
+    ChatTurn,
+    ConsumerJob,
+    JobAccept,
+    JobParams,
+    JobResult,
+    Signed,
+)
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS
 from p2pinfer.settle.payer import PayerBook
 from p2pinfer.verify.charge_proofs import build_charge_proof
@@ -228,22 +236,24 @@ class JobClient(CandidateSearch):
     async def refuse_charge(
         self, candidate: Candidate, machine: ConsumerJob, error: Exception, output: str = ""
     ) -> None:
-        """A provider's signed result overcharged: nothing is receipted; keep the evidence
-        (our signed request, its signed result) and convict it in the reputation book
-        (score 0, breaker open), so it gets no more of our jobs; where others can check
-        it (`output` is what the provider streamed) and `config.gossip_charge_proofs`
-        allows, gossip the proof so that they convict it too (verify/charge_proofs.py)."""
-        result, accept = machine.refused_result, machine.refused_accept
+        """A provider's signed accept or result overcharged: nothing is receipted; keep the
+        evidence (our signed request, its signed accept and result) and convict it in the
+        reputation book (score 0, breaker open), so it gets no more of our jobs; where
+        others can check it (`output` is what the provider streamed) and
+        `config.gossip_charge_proofs` allows, gossip the proof so that they convict it too
+        (verify/charge_proofs.py)."""
+        result = machine.refused_result
+        accept = machine.refused_accept or machine.accept
         charged = result.msg.charged if result is not None else 0
-        evidence = result.raw if result is not None else (
-            accept.raw if accept is not None else b"")
         log.warning("charge refused: overcharge peer=%s job=%s charged=%d reason=%s",
                     candidate.peer_id, machine.job_id.hex(), charged, error)
         self.refused_charges.append(RefusedCharge(
             provider=candidate.peer_id, job_id=machine.job_id.hex(), reason=str(error),
-            charged=charged, request=machine.request.raw, result=evidence))
-        if result is not None and self.config.gossip_charge_proofs:
-            await self._publish_proof(machine, result, output)
+            charged=charged, request=machine.request.raw,
+            accept=accept.raw if accept is not None else b"",
+            result=result.raw if result is not None else b""))
+        if self.config.gossip_charge_proofs:
+            await self._publish_proof(machine, candidate.peer_id, accept, result, output)
         book = self.reputation
         if book is None:
             return
@@ -252,10 +262,11 @@ class JobClient(CandidateSearch):
         except P2PInferError as exc:
             log.warning("reputation not updated peer=%s error=%s", candidate.peer_id, exc)
 
-    async def _publish_proof(self, machine: ConsumerJob, result: Signed[JobResult],
-                             output: str) -> None:
-        proof = build_charge_proof(self.identity, machine.request, result, output,
-                                   self.clock_ms())
+    async def _publish_proof(self, machine: ConsumerJob, provider: str,
+                             accept: Signed[JobAccept] | None,
+                             result: Signed[JobResult] | None, output: str) -> None:
+        proof = build_charge_proof(self.identity, machine.request, self.clock_ms(),
+                                   accept=accept, result=result, output=output)
         if proof is None:
             log.info("overcharge not provable to others job=%s", machine.job_id.hex())
             return
@@ -265,8 +276,7 @@ class JobClient(CandidateSearch):
             log.warning("charge proof not published job=%s error=%s", machine.job_id.hex(), exc)
             return
         self.metrics.charge_proofs.inc()
-        log.info("charge proof published job=%s provider=%s", machine.job_id.hex(),
-                 result.signer_peer_id)
+        log.info("charge proof published job=%s provider=%s", machine.job_id.hex(), provider)
 
     async def record_charge(
         self, model: str, candidate: Candidate, machine: ConsumerJob, *, delivered: bool

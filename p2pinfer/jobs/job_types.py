@@ -119,15 +119,15 @@ class FailedAttempt:
 @dataclass(frozen=True)
 class RefusedCharge:
     """A job this consumer refused to pay because the provider overcharged: the signed
-    request and the provider's signed result (or its accept over the quote) are the
-    evidence."""
+    request and the provider's signed accept and result are the evidence."""
 
     provider: str  # PeerID
     job_id: str  # hex
     reason: str
-    charged: int  # what the result asked for, micro-credits
+    charged: int  # what the result asked for, micro-credits (0: refused at the accept)
     request: bytes  # our signed JobRequest
-    result: bytes  # the provider's signed JobResult (or its JobAccept over the quote)
+    accept: bytes  # the provider's signed JobAccept (b"" if refused before one)
+    result: bytes  # the provider's signed JobResult (b"" if refused at the accept)
 
 
 @dataclass(frozen=True)

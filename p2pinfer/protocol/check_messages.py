@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
-from p2pinfer.protocol.schema import Range, Size
+from p2pinfer.errors import ValidationError
+from p2pinfer.protocol.schema import OMIT_NONE, Range, Size
 from p2pinfer.protocol.wire_types import (
     U63,
     ChainAddress,
@@ -24,6 +25,11 @@ from p2pinfer.protocol.wire_types import (
     WireMessage,
     check_peer_id,
 )
+
+SignedResult = Annotated[bytes, Size(1, 4_096)]
+"""A signed JobResult's encoding, as evidence."""
+SignedAccept = Annotated[bytes, Size(1, 1_024)]
+"""A signed JobAccept's encoding, as evidence (its payee fields included)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class CheckReport(WireMessage):
     TYPE: ClassVar[str] = "check_report"
 
     request: Annotated[bytes, Size(1, 393_216)]
-    result: Annotated[bytes, Size(1, 4_096)]
+    result: SignedResult
     provider_output: LongText
     reference_output_hash: Sha256
     reference_digest: Label
@@ -55,16 +61,25 @@ class CheckReport(WireMessage):
 @dataclass(frozen=True)
 class ChargeProof(WireMessage):
     """A consumer's proof that a provider overcharged it: the consumer's signed request,
-    the provider's signed result of it and the output the provider streamed. Anyone can
-    check it (`verify/charge_proofs.py`): the result claims more than the request and the
-    output allow at the request's own price, under the provider's signature."""
+    and the provider's signed accept of it, its signed result of it (with the output the
+    provider streamed), or both. Anyone can check it (`verify/charge_proofs.py`): the
+    accept is over the request's agreed price, or the result claims more than the
+    request and the output allow at the accepted price (the agreed one with no accept),
+    under the provider's own signature."""
 
     TYPE: ClassVar[str] = "charge_proof"
 
     request: Annotated[bytes, Size(1, 393_216)]
-    result: Annotated[bytes, Size(1, 4_096)]
-    provider_output: LongText
+    provider_output: LongText  # empty with no result
     issued_at: Millis
+    result: Annotated[SignedResult | None, OMIT_NONE] = None
+    accept: Annotated[SignedAccept | None, OMIT_NONE] = None
+
+    def __post_init__(self) -> None:
+        if self.result is None and self.accept is None:
+            raise ValidationError("ChargeProof: an accept, a result or both")
+        if self.result is None and self.provider_output:
+            raise ValidationError("ChargeProof: an output goes with a result")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from p2pinfer.errors import (
 from p2pinfer.identity import peer_id_from_public_key
 from p2pinfer.protocol import canonical
 from p2pinfer.protocol.check_messages import ChargeProof, CheckReport
-from p2pinfer.protocol.messages import MESSAGE_TYPES, JobRequest, JobResult, Message
+from p2pinfer.protocol.messages import MESSAGE_TYPES, JobAccept, JobRequest, JobResult, Message
 from p2pinfer.protocol.records import Signer as Signer  # its home before records.py
 from p2pinfer.protocol.records import sign_bytes, verify_bytes
 from p2pinfer.protocol.schema import from_wire, to_wire
@@ -149,15 +149,34 @@ def open_evidence(report: CheckReport | ChargeProof) -> Evidence:
     """Verify a report's (or a charge proof's) evidence: both signatures, the result
     answers this request, it was signed by the provider the request named, and the
     provider output hashes to its output_hash. Raises ProtocolError subclasses."""
+    if report.result is None:
+        raise ValidationError("evidence: no result")
     request = decode_as(report.request, JobRequest)
-    result = decode_as(report.result, JobResult)
+    return open_result(request, report.result, report.provider_output)
+
+
+def open_result(request: Signed[JobRequest], result_raw: bytes, output: str) -> Evidence:
+    """`result_raw` decoded and checked as the requested provider's result of `request`
+    with `output` as what it streamed. Raises ProtocolError subclasses."""
+    result = decode_as(result_raw, JobResult)
     if result.msg.request_hash != request.hash or result.msg.job_id != request.msg.job_id:
         raise ValidationError("evidence: the result does not answer this request")
     if result.signer_peer_id != request.msg.provider:
         raise ValidationError("evidence: the result is not signed by the requested provider")
-    if output_hash(report.provider_output) != result.msg.output_hash:
+    if output_hash(output) != result.msg.output_hash:
         raise ValidationError("evidence: the provider output does not match the result's hash")
     return Evidence(request, result, result.signer_peer_id)
+
+
+def open_accept(request: Signed[JobRequest], accept_raw: bytes) -> Signed[JobAccept]:
+    """`accept_raw` decoded and checked as the requested provider's accept of `request`.
+    Raises ProtocolError subclasses."""
+    accept = decode_as(accept_raw, JobAccept)
+    if accept.msg.request_hash != request.hash or accept.msg.job_id != request.msg.job_id:
+        raise ValidationError("evidence: the accept does not take this request")
+    if accept.signer_peer_id != request.msg.provider:
+        raise ValidationError("evidence: the accept is not signed by the requested provider")
+    return accept
 
 
 def _envelope(type_name: str, body: dict[str, Any], public_key: bytes, sig: bytes) -> Any:

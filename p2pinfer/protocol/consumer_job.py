@@ -59,9 +59,10 @@ class ConsumerState(enum.Enum):
 
 class ConsumerJob:
     """The consumer's side of one job: signs `request` as `identity`, then checks every
-    provider message: signed by `request.provider`, this job's id, price within the quote
-    (and the max), chunks numbered without gaps, result hashes matching the request and
-    the chunks, token counts and charge within the bounds of protocol/charges.py.
+    provider message: signed by `request.provider`, this job's id, an accept naming this
+    request at a price within the quote (and the max), chunks numbered without gaps,
+    result hashes matching the request and the chunks, token counts and charge within
+    the bounds of protocol/charges.py.
 
     An accept over the quote or a result that overcharges fails the job with an
     OverchargeError; the signed message is kept in `refused_accept` / `refused_result`
@@ -200,8 +201,8 @@ class ConsumerJob:
 
     def _on_accept(self, accept: Signed[JobAccept], now_ms: int) -> ConsumerEvent:
         req = self.request.msg
-        if accept.msg.job_id != req.job_id:
-            raise ValidationError("an accept for another job")
+        if accept.msg.job_id != req.job_id or accept.msg.request_hash != self.request.hash:
+            raise ValidationError("an accept of another request")
         agreed = agreed_price(req)
         if accept.msg.price_per_1k > agreed:
             self.refused_accept = accept

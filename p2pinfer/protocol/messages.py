@@ -246,12 +246,15 @@ class JobRequest(WireMessage):
 
 @dataclass(frozen=True)
 class JobAccept(WireMessage):
-    """The provider takes the job at `price_per_1k` (at most the request's quote and max)."""
+    """The provider takes the job at `price_per_1k` (at most the request's quote and max).
+    `request_hash` names the signed request it takes (as a JobResult does), so an accept
+    over the quote is the provider's own signed evidence against it (a ChargeProof)."""
 
     TYPE: ClassVar[str] = "job_accept"
 
     job_id: JobId
     price_per_1k: MicroCredits
+    request_hash: Sha256  # sha256 of the signed request's encoding
     # Settlement: the provider's chain account the consumer's vouchers pay, and its
     # binding signature over the provider's PeerID (set when the request has a payer).
     payee: Annotated[ChainAddress | None, OMIT_NONE] = None

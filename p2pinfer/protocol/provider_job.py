@@ -212,7 +212,8 @@ class ProviderJob:
                 f"price {price_per_1k} is over the consumer's quote/max {agreed_price(req)}; "
                 "reject with price_too_low instead"
             )
-        out = self._send(JobAccept(self._job_id, price_per_1k, payee, payee_binding))
+        out = self._send(JobAccept(self._job_id, price_per_1k, self._request_signed().hash,
+                                   payee, payee_binding))
         self.price_per_1k = price_per_1k
         self.state = ProviderState.STREAMING
         return out

@@ -295,16 +295,17 @@ class ReportReceiver:
         except P2PInferError as exc:
             log.warning("reputation not updated peer=%s error=%s", provider, exc)
         if self.ledger is not None and self.config.slash_on_fraud:
-            await self._slash(provider, opened.proof.raw, opened.evidence.result.hash,
+            await self._slash(provider, opened.proof.raw, opened.job,
                               "overcharge, proven by a charge proof")
         return self._note(opened.reporter, provider, what)
 
-    async def _slash(self, provider: str, proof_raw: bytes, result_hash: bytes,
+    async def _slash(self, provider: str, proof_raw: bytes, slash_key: bytes,
                      reason: str = "spot-check failed, re-checked") -> None:
-        """Slash `provider` for the proof `proof_raw` (a report or a charge proof) of the
-        result `result_hash`: a vote on chain with settlement, else a ledger entry of the
-        stake this ledger credits the provider with (its operator's accepted
-        declarations, less earlier slashes), none when that is 0: the advert's stake is
+        """Slash `provider` for the proof `proof_raw` (a report of the result, or a charge
+        proof of the job, whose hash is `slash_key`: one slash each): a vote on chain
+        with settlement, else a ledger entry of the stake this ledger credits the
+        provider with (its operator's accepted declarations, less earlier slashes),
+        none when that is 0: the advert's stake is
         the provider's word, and an entry of nothing would only grow the ledger."""
         advert = self.net.catalog.advert_of(provider)
         if self.slasher is not None:  # the stake that counts is on chain: vote to slash it
@@ -325,7 +326,7 @@ class ReportReceiver:
             # reporter; a ledger entry per proof must not grow by its size.
             ledger.record_slash(provider_key, amount, reason=reason,
                                 evidence=hashlib.sha256(proof_raw).digest(),
-                                slash_id=result_hash.hex())
+                                slash_id=slash_key.hex())
 
         try:
             await trio.to_thread.run_sync(write, limiter=self._db)

@@ -207,6 +207,29 @@ async def test_an_overcharge_refused_by_one_consumer_keeps_the_liar_from_the_oth
         (liar.identity.public_key, LIAR_STAKE, "overcharge, proven by a charge proof")]
 
 
+async def test_an_accept_over_the_quote_refused_by_one_consumer_is_proven_to_the_others(
+    tmp_path: Path,
+) -> None:
+    """Attack 64: the lie as first found, an accept at the consumer's max over the quote,
+    is refused before anything streams. An accept that named only the job id proved
+    nothing to others, so B went on ranking the liar first; now it names the request."""
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            net = await network(nursery, stack, tmp_path)
+            liar = net.liar
+            with pytest.raises(P2PInferError, match="overcharged"):
+                await a_client(net, agreed=True, book=None).run(
+                    MODEL, "[as-found] Say hello.", JobParams(max_tokens=8))
+            assert liar.served["as-found"] == 1
+            heard_b = await convicted(net.book_b, liar.peer_id, within_s=20)
+            provider, served_meanwhile, slashes = await b_job_and_slashes(net)
+            nursery.cancel_scope.cancel()
+    assert heard_b
+    assert provider == net.honest.net.peer_id and served_meanwhile == 0
+    assert [(s.provider, s.amount, s.reason) for s in slashes] == [  # type: ignore[attr-defined]
+        (liar.identity.public_key, LIAR_STAKE, "overcharge, proven by a charge proof")]
+
+
 async def test_an_overcharge_caught_by_a_check_job_keeps_the_liar_from_everyone(
     tmp_path: Path,
 ) -> None:
@@ -238,7 +261,7 @@ def offline_proof(provider: NodeIdentity) -> bytes:
         job_id=request.msg.job_id, request_hash=request.hash, output_hash=output_hash("hi"),
         digest="", prompt_tokens=2**32 - 1, completion_tokens=1, prompt_ms=1, generation_ms=1,
         total_ms=2, finish_reason="stop", charged=10**9, finished_at=now_ms()), provider)
-    proof = build_charge_proof(consumer, request, result, "hi", now_ms())
+    proof = build_charge_proof(consumer, request, now_ms(), result=result, output="hi")
     assert proof is not None
     return proof.raw
 

@@ -137,11 +137,12 @@ async def test_junk_on_the_reports_topic_is_dropped_at_the_first_node(tmp_path: 
                 "a day-old report": report(me, issued_at=now_ms() - 25 * 3_600_000),
                 "forged evidence": report(me, result=sign(honest.msg, NodeIdentity.generate())),
                 "a proof of nothing": sign(ChargeProof(  # an honest result
-                    honest_request.raw, honest.raw, TEXT, now_ms()), me).raw,
+                    honest_request.raw, TEXT, now_ms(), result=honest.raw), me).raw,
             }
             for raw in junk.values():
                 await mallory.publish(REPORTS_TOPIC, raw)
-            genuine = [report(me), build_charge_proof(me, request, lying, TEXT, now_ms())]
+            genuine = [report(me),
+                       build_charge_proof(me, request, now_ms(), result=lying, output=TEXT)]
             assert genuine[1] is not None
             await mallory.publish(REPORTS_TOPIC, genuine[0])  # type: ignore[arg-type]
             await mallory.publish(REPORTS_TOPIC, genuine[1].raw)
@@ -218,7 +219,7 @@ async def test_reports_waiting_for_the_engine_do_not_crowd_out_a_charge_proof(
     they have a pool of their own."""
     me = NodeIdentity.generate()
     request, lying = honest_job(lie=True)
-    proof = build_charge_proof(me, request, lying, TEXT, now_ms())
+    proof = build_charge_proof(me, request, now_ms(), result=lying, output=TEXT)
     assert proof is not None
     with trio.fail_after(30), ReputationBook.open(tmp_path / "rep.sqlite3") as book:
         async with run_host(config()) as net, trio.open_nursery() as nursery:

@@ -29,6 +29,7 @@ from p2pinfer.protocol import (
     JobRequest,
     JobResult,
     Receipt,
+    Signed,
     charge_for,
     decode,
     decode_as,
@@ -65,21 +66,23 @@ async def answer_at_once(dripper: Dripper, stream: NetStream, signed_request: An
         job_id=req.job_id, request_hash=signed_request.hash, output_hash=output_hash(ANSWER),
         digest="", prompt_tokens=12, completion_tokens=3, prompt_ms=1, generation_ms=1,
         total_ms=2, finish_reason="stop", charged=charge_for(price, 15), finished_at=now_ms())
+    accept = JobAccept(req.job_id, price, signed_request.hash)
     await stream.write(b"".join(encode_frame(sign(m, me).raw) for m in (
-        JobAccept(req.job_id, price), Chunk(req.job_id, 0, ANSWER), result)), timeout_s=10)
+        accept, Chunk(req.job_id, 0, ANSWER), result)), timeout_s=10)
     dripper.proved += 1
     answer = decode(await stream.read_frame(timeout_s=10))
     if isinstance(answer.msg, Receipt):
         dripper.receipts.append(answer.msg.amount)
 
 
-async def drip(dripper: Dripper, stream: NetStream, req: JobRequest) -> None:
+async def drip(dripper: Dripper, stream: NetStream, signed_request: Signed[JobRequest]
+               ) -> None:
     """Accept, then a chunk every gap_s (no more than the job's tokens allow) until the
     consumer leaves; never a result."""
-    me = dripper.identity
+    me, req = dripper.identity, signed_request.msg
     started, sent = trio.current_time(), 0
-    await stream.write(encode_frame(sign(JobAccept(req.job_id, req.quoted_price_per_1k or 1),
-                                         me).raw), timeout_s=10)
+    accept = JobAccept(req.job_id, req.quoted_price_per_1k or 1, signed_request.hash)
+    await stream.write(encode_frame(sign(accept, me).raw), timeout_s=10)
     try:
         while True:
             if sent < req.params.max_tokens:
@@ -107,7 +110,7 @@ async def run(net: AttackNet, *, seconds: float = 120.0, proving: int = 2,
             if dripper.proved < dripper.proving:
                 await answer_at_once(dripper, stream, signed)
             else:
-                await drip(dripper, stream, signed.msg)
+                await drip(dripper, stream, signed)
         except P2PInferError:
             return
 

@@ -116,7 +116,7 @@ async def serve_lies(liar: Liar, stream: NetStream) -> None:
     price = req.max_price_per_1k if lie == "as-found" or quote is None else quote
     me = liar.identity
     result = lying_result(req, signed.hash, lie, price)
-    frames = [encode_frame(sign(JobAccept(req.job_id, price), me).raw),
+    frames = [encode_frame(sign(JobAccept(req.job_id, price, signed.hash), me).raw),
               encode_frame(sign(Chunk(req.job_id, 0, LIAR_TEXT), me).raw),
               encode_frame(sign(result, me).raw)]
     try:

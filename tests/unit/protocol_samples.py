@@ -104,7 +104,7 @@ def _samples() -> dict[str, WireMessage]:
     return {
         "advert": advert,
         "job_request": request.msg,
-        "job_accept": JobAccept(request.msg.job_id, 180),
+        "job_accept": JobAccept(request.msg.job_id, 180, request.hash),
         "job_reject": JobReject(request.msg.job_id, "busy", "2 jobs running", 1_500),
         "chunk": Chunk(request.msg.job_id, 3, " scattering."),
         "job_result": result,
@@ -124,6 +124,7 @@ def _samples() -> dict[str, WireMessage]:
             result=sign(result, PROVIDER).raw,
             provider_output="Rayleigh scattering.",
             issued_at=NOW_MS,
+            accept=sign(JobAccept(request.msg.job_id, 180, request.hash), PROVIDER).raw,
         ),
         "slash_vote": SlashVote(
             provider=PROVIDER.peer_id,

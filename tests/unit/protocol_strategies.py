@@ -151,7 +151,7 @@ def job_requests(draw: st.DrawFn) -> JobRequest:
     )
 
 
-job_accepts = st.builds(JobAccept, job_id=job_ids, price_per_1k=credits)
+job_accepts = st.builds(JobAccept, job_id=job_ids, price_per_1k=credits, request_hash=sha256s)
 
 
 @st.composite
@@ -211,11 +211,15 @@ def check_reports(draw: st.DrawFn) -> CheckReport:
 
 @st.composite
 def charge_proofs(draw: st.DrawFn) -> ChargeProof:
+    accept = draw(st.none() | job_accepts.map(lambda a: sign(a, PROVIDER).raw))
+    result = draw(st.none() | job_results.map(lambda r: sign(r, PROVIDER).raw)
+                  if accept is not None else job_results.map(lambda r: sign(r, PROVIDER).raw))
     return ChargeProof(
         request=sign(draw(job_requests()), CONSUMER).raw,
-        result=sign(draw(job_results), PROVIDER).raw,
-        provider_output=draw(text()),
+        result=result,
+        provider_output=draw(text()) if result is not None else "",
         issued_at=draw(millis),
+        accept=accept,
     )
 
 

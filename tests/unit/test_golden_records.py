@@ -6,6 +6,10 @@ protocol messages, a stake declaration, proposals and votes, one ledger body of 
 kind, an entry signature, a checkpoint signature, and a whole ledger file. Signatures
 already made, ledgers already written and messages already gossiped must still verify,
 so each vector is decoded, re-encoded to the same bytes and verified here.
+
+One vector was written again since: `job_accept`, when JobAccept gained `request_hash`
+(attack 64). An accept lives only on its job stream (nothing stored or gossiped held
+one before), so no signature already made had to keep verifying.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def frame(msg: WireMessage, signer: NodeIdentity = PROVIDER) -> bytes:
 def accepted(price: int = 1, **changes: object) -> ConsumerJob:
     consumer = ConsumerJob(CONSUMER, request(**changes))
     consumer.start()
-    [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, price)), NOW_MS)
+    accept = JobAccept(consumer.job_id, price, consumer.request.hash)
+    [event] = consumer.receive_data(frame(accept), NOW_MS)
     assert isinstance(event, Accepted)
     return consumer
 
@@ -93,7 +94,8 @@ def test_the_reported_overcharge_is_refused_and_kept_as_evidence() -> None:
     # The attack as found: price 1 advertised, accepted at the max, 2^32-1 prompt tokens.
     consumer = ConsumerJob(CONSUMER, request())
     consumer.start()
-    [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, 10_000)), NOW_MS)
+    accept = JobAccept(consumer.job_id, 10_000, consumer.request.hash)
+    [event] = consumer.receive_data(frame(accept), NOW_MS)
     assert isinstance(event, Failure) and isinstance(event.error, OverchargeError)
     assert "over the max 1" in str(event.error) and consumer.refused_accept is not None
     assert consumer.state is ConsumerState.ERROR

@@ -204,7 +204,7 @@ def test_a_request_for_another_provider_is_rejected() -> None:
 
 
 def test_a_first_message_that_is_not_a_request_is_rejected() -> None:
-    stray = frame(JobAccept(bytes(16), 1), CONSUMER)
+    stray = frame(JobAccept(bytes(16), 1, bytes(32)), CONSUMER)
     [event] = ProviderJob(PROVIDER, ReplayWindow()).receive_data(stray, NOW_MS)
     assert isinstance(event, ProtocolViolation) and event.code == "bad_request"
 

@@ -77,7 +77,7 @@ def test_messages_signed_by_anyone_but_the_provider_fail_the_job() -> None:
     consumer = ConsumerJob(CONSUMER, new_request())
     consumer.start()
     [event] = consumer.receive_data(
-        frame(JobAccept(consumer.job_id, 1), NodeIdentity.generate()), 0
+        frame(JobAccept(consumer.job_id, 1, consumer.request.hash), NodeIdentity.generate()), 0
     )
     assert isinstance(event, Failure) and isinstance(event.error, SignatureError)
 
@@ -85,14 +85,16 @@ def test_messages_signed_by_anyone_but_the_provider_fail_the_job() -> None:
 def test_an_accept_over_the_max_price_fails_the_job() -> None:
     consumer = ConsumerJob(CONSUMER, new_request())
     consumer.start()
-    [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, 501)), NOW_MS)
+    accept = JobAccept(consumer.job_id, 501, consumer.request.hash)
+    [event] = consumer.receive_data(frame(accept), NOW_MS)
     assert isinstance(event, Failure) and "over the max" in str(event.error)
 
 
 def test_an_accept_after_the_request_expired_fails_the_job() -> None:
     consumer = ConsumerJob(CONSUMER, new_request())
     consumer.start()
-    [event] = consumer.receive_data(frame(JobAccept(consumer.job_id, 1)), NOW_MS + 600_000)
+    accept = JobAccept(consumer.job_id, 1, consumer.request.hash)
+    [event] = consumer.receive_data(frame(accept), NOW_MS + 600_000)
     assert isinstance(event, Failure) and "expired" in str(event.error)
 
 
@@ -135,5 +137,5 @@ def test_a_consumer_that_leaves_without_a_receipt_is_reported() -> None:
 
 def test_a_consumer_that_talks_during_the_stream_is_a_violation() -> None:
     _, provider = started()
-    [event] = provider.receive_data(frame(JobAccept(bytes(16), 1), CONSUMER), NOW_MS)
+    [event] = provider.receive_data(frame(JobAccept(bytes(16), 1, bytes(32)), CONSUMER), NOW_MS)
     assert isinstance(event, ProtocolViolation)

@@ -45,7 +45,7 @@ def test_an_older_peers_message_decodes_with_its_signature() -> None:
 def test_settlement_fields_round_trip() -> None:
     msg = request(payer=bytes(range(20)), payer_binding=bytes(65))
     assert decode(sign(msg, CONSUMER).raw).msg == msg
-    accept = JobAccept(os.urandom(16), 10, payee=bytes(20), payee_binding=bytes(65))
+    accept = JobAccept(os.urandom(16), 10, os.urandom(32), payee=bytes(20), payee_binding=bytes(65))
     assert decode(sign(accept, PROVIDER).raw).msg == accept
     receipt = Receipt(os.urandom(16), bytes(32), 5, PROVIDER.peer_id, cumulative=9,
                       voucher=bytes(65))

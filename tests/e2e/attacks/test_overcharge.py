@@ -38,8 +38,8 @@ def test_overcharge_by_a_lying_provider_is_never_receipted(
     assert load.jobs >= 3 and load.failures == [], load.failures
     with httpx.Client() as client:
         honest_job(attack_net.gateway(), client)
-    # Attack 47: the consumer gossiped its four provable refusals (the accept over the
-    # quote proves nothing to others); every node checked one itself and shut the liar out.
+    # Attacks 47 and 64: the consumer gossiped its refusals as proofs (the accept over the
+    # quote too); every node checked one itself and shut the liar out.
     proven = f"provider={result['liar']} proven overcharge"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(
