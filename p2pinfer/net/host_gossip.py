@@ -28,7 +28,14 @@ from p2pinfer.net.gossip import (
     libp2p_validator,
     read_subscription,
 )
-from p2pinfer.net.info import INFO_PROTOCOL, INFO_REQUEST, FetchedAdvert, ask_advert, serve_info
+from p2pinfer.net.info import (
+    INFO_PROTOCOL,
+    INFO_REQUEST,
+    FetchedAdvert,
+    InfoRate,
+    ask_advert,
+    serve_info,
+)
 from p2pinfer.net.relay_client import RelayClient
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import Advert, sign
@@ -43,6 +50,7 @@ class GossipAndAdverts:
     peer_id: str
     catalog: Catalog
     advert_gate: AdvertGate
+    info_rate: InfoRate
     relay_client: RelayClient
     _pubsub: Pubsub
     _nursery: trio.Nursery
@@ -188,6 +196,9 @@ class GossipAndAdverts:
         return gate.check(message.publisher, message.data, message.forwarder) is not None
 
     async def _serve_info(self, stream: NetStream) -> None:
+        if not self.info_rate.admit(stream.remote_peer_id, stream.remote_host):
+            await stream.reset()  # over its rate (attack 65): unanswered
+            return
         await serve_info(stream, lambda: self._local_advert)
 
     async def _advertise_loop(self, current: Callable[[], Advert], interval_s: float) -> None:

@@ -8,16 +8,26 @@ then closes. The round-trip time is measured from writing the request to
 reading the whole answer, excluding dialling: the asker sends the request in
 the same flight as the protocol proposal (pipelined negotiation), so the
 answer takes one round trip, the latency a job's frames will see.
+
+An answer costs the node a stream, its advert written through Noise and Yamux and
+its upload, for one empty frame, so askers are rationed (attack 65, `InfoRate`): a
+peer gets INFO_BURST answers then INFO_RATE_PER_S a second, an address (an IPv4
+address, an IPv6 /56; not loopback) INFO_ADDRESS_BURST then INFO_ADDRESS_RATE_PER_S,
+since keys are free; past either the stream is reset unanswered. A consumer asks a
+provider when its RTT number is stale, a survey once per peer: far inside both.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
+from p2pinfer.addresses import address_group, is_loopback
+from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import DecodeError, ProtocolError, SignatureError
 from p2pinfer.net.adverts import AdvertVerifier, VerifiedAdvert
 from p2pinfer.net.streams import NetStream
@@ -30,6 +40,32 @@ INFO_REQUEST_MAX = 1024
 INFO_TIMEOUT_S = 10.0
 INFO_REQUEST = encode_frame(b"")
 """The version-1 request: one empty frame."""
+
+#: Answers one peer may have at once, then a second (attack 65) ...
+INFO_BURST, INFO_RATE_PER_S = 32, 8.0
+#: ... and one address, whatever keys it comes under.
+INFO_ADDRESS_BURST, INFO_ADDRESS_RATE_PER_S = 64, 16.0
+INFO_IPV6_PREFIX = 56
+MAX_ASKERS = 4096  # peers and addresses whose rates are remembered (least recent first out)
+
+
+class InfoRate:
+    """Who may have an advert answered now: each peer and each address at its rate."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.peers = RateLimiter(INFO_RATE_PER_S, INFO_BURST, clock, max_keys=MAX_ASKERS)
+        self.addresses = RateLimiter(INFO_ADDRESS_RATE_PER_S, INFO_ADDRESS_BURST, clock,
+                                     max_keys=MAX_ASKERS)
+
+    def admit(self, peer: str, host: str | None) -> bool:
+        """Whether to answer `peer` asking from `host` (its connection's IP, if any)."""
+        if self.peers.acquire(peer) > 0.0:
+            return False  # before the address: one key's asks past its own rate take
+            # nothing from its address's other keys (a NAT's users)
+        group = address_group(host, INFO_IPV6_PREFIX) if host else None
+        if group is None or is_loopback(host or ""):
+            return True
+        return self.addresses.acquire(group) == 0.0
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_pe
 from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.dht import ProviderRecords, ProviderRef, Refresher, peer_addrs_to_multiaddrs
 from p2pinfer.net.host_gossip import GossipAndAdverts
-from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert
+from p2pinfer.net.info import INFO_PROTOCOL, FetchedAdvert, InfoRate
 from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.ping import serve_ping
 from p2pinfer.net.relay import RelayHop, follow_reachability
@@ -70,9 +70,8 @@ class NetHost(GossipAndAdverts):
             max_clock_skew_ms=config.max_clock_skew_ms,
         )
         self.advert_gate = AdvertGate(self.catalog, max_advert_bytes=config.max_advert_bytes)
-        self._host = host
-        self._pubsub = pubsub
-        self._dht = dht
+        self.info_rate = InfoRate()  # who may have our advert answered now (attack 65)
+        self._host, self._pubsub, self._dht = host, pubsub, dht
         self.records = ProviderRecords(dht, self.peer_id)  # the DHT: provider records, mode
         self._nursery = nursery
         self._local_advert: bytes | None = None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 
-from p2pinfer.errors import PeerUnreachableError, SignatureError
+from p2pinfer.errors import P2PInferError, PeerUnreachableError, SignatureError
 from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.host import run_host
-from p2pinfer.net.info import INFO_PROTOCOL, ask_advert
+from p2pinfer.net.info import INFO_BURST, INFO_PROTOCOL, INFO_RATE_PER_S, ask_advert
 from tests.integration.net_helpers import config, make_advert
 
 pytestmark = pytest.mark.network
@@ -68,3 +70,32 @@ async def test_stream_to_a_gossip_only_provider_dials_the_address_in_its_advert(
             fetched = await consumer.fetch_advert(provider.peer_id)
             assert fetched is not None and fetched.advert.seq == 1
             assert provider.peer_id in consumer.peers()
+
+
+async def test_adverts_asked_for_in_a_loop_are_answered_at_a_rate() -> None:
+    """Attack 65: an info request is one empty frame, its answer the node's whole signed
+    advert (~0.5-2 KB, more with many models), written through Noise and Yamux, and
+    nothing bounded how often a peer may ask: 300 asks in a row over one connection were
+    all answered (a native asker pipelines 256 streams a second a connection, 16
+    connections an address: megabytes a second of the node's upload). Now a peer gets
+    INFO_BURST answers, then INFO_RATE_PER_S a second, and an address (not loopback)
+    INFO_ADDRESS_BURST then INFO_ADDRESS_RATE_PER_S; past either the stream is reset
+    unanswered. Another peer's asks are its own."""
+    asks = 300
+    with trio.fail_after(60):
+        async with run_host(config()) as node, run_host(config()) as hog, \
+                run_host(config()) as honest:
+            await node.publish_advert(make_advert(node.config.identity, 1))
+            await hog.connect(node.addrs()[0])
+            await honest.connect(node.addrs()[0])
+            answered = 0
+            started = trio.current_time()
+            for _ in range(asks):
+                with contextlib.suppress(P2PInferError):
+                    answered += await hog.fetch_advert(node.peer_id, timeout_s=5) is not None
+            elapsed = trio.current_time() - started
+            fetched = await honest.fetch_advert(node.peer_id, timeout_s=5)
+    assert fetched is not None and fetched.advert.signer == node.peer_id
+    # All 300 answered on the old code.
+    assert answered <= INFO_BURST + INFO_RATE_PER_S * elapsed + 1, (answered, elapsed)
+    assert answered >= INFO_BURST  # the burst itself is answered: honest probes fit in it

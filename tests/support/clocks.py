@@ -17,3 +17,14 @@ class FakeClock:
         """Move the clock `ms` forward; the new time."""
         self.now += ms
         return self.now
+
+
+class SecondsClock:
+    """A monotonic clock in float seconds (as `time.monotonic`) that tests move by hand:
+    `now += s`. It starts well past 0, as a real one does."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

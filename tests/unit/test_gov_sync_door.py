@@ -19,18 +19,11 @@ from p2pinfer.gov.sync_door import (
     SyncDoor,
     serve_sync,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import SecondsClock
 
 
 def test_a_peer_syncs_its_burst_then_once_per_interval() -> None:
-    clock = Clock()
+    clock = SecondsClock()
     door = SyncDoor(clock)
     assert [door.admit("mallory") for _ in range(SYNC_BURST)] == [""] * SYNC_BURST
     assert door.admit("mallory").startswith("over")
@@ -41,7 +34,7 @@ def test_a_peer_syncs_its_burst_then_once_per_interval() -> None:
 
 
 def test_only_so_many_syncs_are_served_at_once() -> None:
-    door = SyncDoor(Clock())
+    door = SyncDoor(SecondsClock())
     with ExitStack() as serving:
         for _ in range(SYNCS_AT_ONCE):
             serving.enter_context(door.serving_one())
@@ -50,7 +43,7 @@ def test_only_so_many_syncs_are_served_at_once() -> None:
 
 
 def test_unstaked_messages_share_one_byte_budget_staked_ones_always_go() -> None:
-    clock = Clock()
+    clock = SecondsClock()
     door = SyncDoor(clock)
     vote = b"v" * 1000
     tries = 2 * UNSTAKED_BURST_BYTES // 1000
@@ -63,7 +56,7 @@ def test_unstaked_messages_share_one_byte_budget_staked_ones_always_go() -> None
 
 
 def test_one_address_is_served_two_syncs_at_once() -> None:
-    door = SyncDoor(Clock())
+    door = SyncDoor(SecondsClock())
     with door.serving_one("192.0.2.7"), door.serving_one("192.0.2.7"):
         assert "to 192.0.2.7" in door.admit("another key", "192.0.2.7")
         assert door.admit("a third key", "198.51.100.1") == ""
@@ -87,7 +80,7 @@ class FakeSlowReaderStream:
 async def test_a_slow_reader_is_served_for_at_most_serve_s(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    door, stream = SyncDoor(Clock()), FakeSlowReaderStream()
+    door, stream = SyncDoor(SecondsClock()), FakeSlowReaderStream()
 
     async def rows() -> list[tuple[bytes, bool]]:
         return [(b"m" * 100, True)] * 100
