@@ -26,6 +26,7 @@ from p2pinfer.backends.base import (
 from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.errors import EngineResponseError, ModelNotFound
 from p2pinfer.jobs.logprobs import to_wire as logprobs_to_wire
+from p2pinfer.protocol.charges import prompt_token_estimate
 from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.protocol.messages import JobRequest, TokenLogprobs
 from p2pinfer.protocol.wire_types import FinishReason
@@ -130,6 +131,14 @@ class GenerationDone:
     finish_reason: FinishReason
     prompt_ms: int = 0
     generation_ms: int = 0
+
+
+def stopped(request: JobRequest, tokens: int) -> GenerationDone:
+    """What the result of a generation stopped at the consumer's JobCancel claims: the
+    `tokens` generated (all sent by then) and, if there were any, the prompt's estimate
+    (the engine stopped before it reported its count; protocol/charges.py)."""
+    prompt = prompt_token_estimate(request) if tokens else 0
+    return GenerationDone(prompt, min(tokens, request.params.max_tokens), "cancelled")
 
 
 def garbage_text(text: str, rng: random.Random) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from p2pinfer.errors import PeerTimeoutError
-from p2pinfer.jobs.job_types import Candidate, ClientConfig
+from p2pinfer.jobs.job_types import Candidate, ClientConfig, TextDelta
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import ChunkReceived, ConsumerJob, JobParams
 from p2pinfer.protocol.messages import TokenLogprobs
@@ -68,6 +68,25 @@ class Attempt:
         self.chunks += 1
         self.text += chunk.text
         self.logprobs.extend(chunk.logprobs)
+
+    def beyond(self, done: str, logprobs: tuple[TokenLogprobs, ...] = ()) -> TextDelta | None:
+        """What to pass on of its text (and the last chunk's `logprobs`) when `done` was
+        delivered already: after a failover, only what goes beyond it, or everything
+        again, flagged `restart`, with all its log probabilities, if this answer differs;
+        None while there is nothing new."""
+        full = self.text
+        if self.caught_up:
+            new = full[len(done):]
+            return TextDelta(new, logprobs=logprobs) if new or logprobs else None
+        n = min(len(full), len(done))
+        if full[:n] != done[:n]:
+            delta = TextDelta(full, restart=True, logprobs=tuple(self.logprobs))
+        elif len(full) > len(done):
+            delta = TextDelta(full[len(done):], logprobs=logprobs)
+        else:
+            return None  # still repeating what was delivered
+        self.caught_up = True
+        return delta
 
     @property
     def progress(self) -> int:

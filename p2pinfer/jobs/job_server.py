@@ -38,7 +38,7 @@ from p2pinfer.errors import (
     ProtocolError,
 )
 from p2pinfer.jobs.admission import MIN_JOBS_PER_KEY, Busy, ConsumerGate, ModelSlots, Refused
-from p2pinfer.jobs.generation import Outbox, collapsing_nursery, run_generation
+from p2pinfer.jobs.generation import Outbox, collapsing_nursery, run_generation, stopped
 from p2pinfer.jobs.job_move import MOVE_PROTOCOL_ID, MoveDesk
 from p2pinfer.jobs.job_types import JobRecord, JobServerConfig
 from p2pinfer.jobs.logprobs import batches as logprob_batches
@@ -293,7 +293,7 @@ class JobServer(JobEndings):
             self.gate.refund(ticket)
             await self._reject(job, "busy", "preempted by a paying job; try another provider",
                                slots.retry_after_ms())
-        if machine.result is not None:  # unpaid until its receipt
+        if machine.result is not None or job.left_unpaid:  # unpaid until its receipt
             self.gate.result_sent(ticket)
         if machine.state is ProviderState.AWAIT_RECEIPT:
             with trio.move_on_after(self.config.receipt_timeout_s):
@@ -340,7 +340,11 @@ class JobServer(JobEndings):
             await self._reject(job, code, f"the engine failed: {exc}")
             return
         self.tokens_generated += outbox.tokens
-        if job.generation.cancelled_caught or not await job.streaming():
+        if job.generation.cancelled_caught and job.machine.cancel_asked:
+            done = stopped(request, outbox.tokens)  # what was sent: paid for (attack 66)
+        elif job.generation.cancelled_caught:
+            return
+        if not await job.streaming():
             return
         raw = job.machine.finish(
             prompt_tokens=done.prompt_tokens,

@@ -32,6 +32,7 @@ from p2pinfer.errors import (
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_attempt import NEUTRAL_CODES, Attempt, AttemptFailed, BusyBackoff
 from p2pinfer.jobs.job_move import maybe_move
+from p2pinfer.jobs.job_stop import STOP_WAIT_S, stop_and_pay
 from p2pinfer.jobs.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
@@ -134,11 +135,18 @@ class NetJob:
         return self._pending.popleft()
 
     async def aclose(self) -> None:
-        """Abandon the attempt in progress (the provider sees the stream reset and stops)."""
+        """Abandon the attempt in progress: ask its provider to stop and pay for what it
+        sent (jobs/job_stop.py), or, where that cannot be settled, reset the stream."""
         attempt, self._attempt = self._attempt, None
-        if attempt is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await attempt.stream.reset()
+        if attempt is None:
+            return
+        with trio.CancelScope(shield=True):
+            paid = False
+            with trio.move_on_after(STOP_WAIT_S):
+                paid = await stop_and_pay(self._client, self.model, attempt)
+            if not paid:
+                with trio.move_on_after(2):
+                    await attempt.stream.reset()
 
     # -- attempts ------------------------------------------------------------------
 
@@ -303,26 +311,11 @@ class NetJob:
             raise AttemptFailed(str(exc), "insufficient_credit", blame=False) from exc
 
     def _deliver(self, attempt: Attempt, logprobs: tuple[TokenLogprobs, ...] = ()) -> None:
-        """Pass on new text (and the chunk's `logprobs`); after a failover, only what goes
-        beyond the text already delivered (or everything again, flagged `restart`, with
-        all its log probabilities, if the new answer differs)."""
-        full, done = attempt.text, self._delivered
-        if attempt.caught_up:
-            new = full[len(done):]
-            if new or logprobs:
-                self._pending.append(TextDelta(new, logprobs=logprobs))
-                self._delivered = full
-            return
-        n = min(len(full), len(done))
-        if full[:n] != done[:n]:
-            self._pending.append(TextDelta(full, restart=True,
-                                           logprobs=tuple(attempt.logprobs)))
-        elif len(full) > len(done):
-            self._pending.append(TextDelta(full[len(done):], logprobs=logprobs))
-        else:
-            return  # still repeating what was delivered
-        self._delivered = full
-        attempt.caught_up = True
+        """Pass on the attempt's new text (and the chunk's `logprobs`; `Attempt.beyond`)."""
+        delta = attempt.beyond(self._delivered, logprobs)
+        if delta is not None:
+            self._pending.append(delta)
+            self._delivered = attempt.text
 
     async def _complete(self, attempt: Attempt) -> None:
         client = self._client

@@ -22,6 +22,7 @@ from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
+    CancelAsked,
     PeerClosed,
     ProtocolViolation,
     ProviderJob,
@@ -54,6 +55,14 @@ class ServedJob:
         self.hold: Hold | None = None  # settlement: its reservation on the payer's channel
         self.unpaid = False  # settlement: its receipt's voucher did not check out
 
+    @property
+    def left_unpaid(self) -> bool:
+        """The consumer took output and left (or broke the protocol) without a result to
+        pay and without asking to stop: as a result it did not pay for (attack 66)."""
+        return (self.tokens_sent > 0 and self.machine.result is None and not self.preempted
+                and not self.machine.cancel_asked
+                and (self.peer_gone or self.violation is not None))
+
     async def streaming(self) -> bool:
         """Whether the job may still send output. When the watcher ended it (the consumer
         left or broke the protocol) the work scope is cancelled: this checkpoint raises."""
@@ -74,6 +83,8 @@ class ServedJob:
             for ev in events:
                 if isinstance(ev, ReceiptReceived):
                     self.receipt.set()
+                elif isinstance(ev, CancelAsked):  # stop; the output so far is paid for
+                    self.generation.cancel()
                 elif isinstance(ev, PeerClosed):
                     self.peer_gone = True
                     self.work.cancel()
@@ -101,7 +112,9 @@ class JobEndings:
         tokens = result.msg.completion_tokens if result is not None else job.tokens_sent
         if machine.state is ProviderState.DONE and result is not None and not job.unpaid:
             await self._record_charge(job, request)
-            self._finish(job, request, "completed", tokens, result.msg.charged)
+            stopped = result.msg.finish_reason == "cancelled"  # asked to stop, and paid
+            self._finish(job, request, "cancelled" if stopped else "completed", tokens,
+                         result.msg.charged)
         elif job.violation is not None:
             log.info("job aborted job=%s code=%s reason=%s", request.job_id.hex(),
                      job.violation.code, job.violation.error)

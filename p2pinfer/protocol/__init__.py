@@ -20,6 +20,7 @@ from p2pinfer.protocol.codec import (
 )
 from p2pinfer.protocol.events import (
     Accepted,
+    CancelAsked,
     ChunkReceived,
     ConsumerEvent,
     Failure,
@@ -41,6 +42,7 @@ from p2pinfer.protocol.messages import (
     Chunk,
     Gpu,
     JobAccept,
+    JobCancel,
     JobParams,
     JobReject,
     JobRequest,
@@ -103,6 +105,7 @@ __all__ = [
     "Accepted",
     "Advert",
     "AdvertHardware",
+    "CancelAsked",
     "ChargeProof",
     "ChatTurn",
     "CheckReport",
@@ -117,6 +120,7 @@ __all__ = [
     "FrameDecoder",
     "Gpu",
     "JobAccept",
+    "JobCancel",
     "JobKind",
     "JobParams",
     "JobReject",

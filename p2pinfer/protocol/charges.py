@@ -15,7 +15,8 @@ text per token, so
                          (and <= max_tokens)
 
 and the charge is at most `charge_for(price, prompt + completion)` at a price of at
-most the quote the request carries. `error` and `cancelled` results charge nothing.
+most the quote the request carries. An `error` result charges nothing; a `cancelled`
+one (the consumer asked to stop: JobCancel) the tokens it counts, as any other.
 An honest provider clamps its claims to these bounds (`ProviderJob.finish`), so a
 well-behaved job is never refused; a provider that claims more is caught lying
 with its own signature (see docs/security/money.md).
@@ -40,8 +41,9 @@ TOOLS_OVERHEAD = 512
 them in (backends/tools.py: 179 SmolLM2 tokens, and ~10 more a tool for its
 `{"type": "function", ...}` wrapper, against the tools' bytes counted as tokens), or a
 template's own tool section."""
-UNCHARGED_FINISH_REASONS = frozenset({"error", "cancelled"})
-"""A result that ended so pays nothing: the consumer did not get what it asked for."""
+UNCHARGED_FINISH_REASONS = frozenset({"error"})
+"""A result that ended so pays nothing: the consumer did not get what it asked for. A
+`cancelled` one pays for what was sent: the consumer asked to stop (attack 66)."""
 
 
 def utf8_len(text: str) -> int:
@@ -65,6 +67,13 @@ def prompt_token_bound(request: JobRequest) -> int:
         text += utf8_len(tools) + TOOLS_OVERHEAD
     return (text + PROMPT_OVERHEAD_PER_JOB
             + PROMPT_OVERHEAD_PER_MESSAGE * len(request.messages))
+
+
+def prompt_token_estimate(request: JobRequest) -> int:
+    """The prompt tokens a `cancelled` result claims when its engine was stopped before
+    it counted them: a quarter of the bound (byte-level BPE spends ~4 bytes of English a
+    token; the bound's template overheads count too), never over the bound."""
+    return -(-prompt_token_bound(request) // 4)
 
 
 def completion_token_bound(request: JobRequest, output_bytes: int) -> int:

@@ -33,6 +33,7 @@ from p2pinfer.protocol.messages import (
     MAX_CHUNK_CHARS,
     Chunk,
     JobAccept,
+    JobCancel,
     JobReject,
     JobRequest,
     JobResult,
@@ -82,6 +83,7 @@ class ConsumerJob:
         self._provider_key = public_key_from_peer_id(request.provider)
         self._skew_ms = skew_ms
         self._max_frame = max_frame
+        self.cancel_sent = False  # we asked the provider to stop (`cancel`)
         self._max_output_chars = max_output_chars
         self._frames = FrameDecoder(max_frame)
         self._next_seq = 0
@@ -151,6 +153,15 @@ class ConsumerJob:
         if self.state is not ConsumerState.RESULT_RECEIVED or self.result is None:
             raise StateError(f"no result to receipt in state {self.state.value}")
         return self.result.msg.charged
+
+    def cancel(self) -> bytes:
+        """The framed, signed JobCancel asking the provider to stop (attack 66): its next
+        frames are the rest of the output it sent and a `cancelled` result, checked and
+        paid as any result. Only while the answer streams, once."""
+        if self.state is not ConsumerState.STREAMING or self.cancel_sent:
+            raise StateError(f"cannot cancel a job that is {self.state.value}")
+        self.cancel_sent = True
+        return encode_frame(sign(JobCancel(self.job_id), self._identity).raw, self._max_frame)
 
     def receipt(self, *, previous: int | None = None, cumulative: int | None = None,
                 voucher: bytes | None = None) -> bytes:

@@ -52,7 +52,14 @@ class PeerClosed:
     stop generating; no receipt will come."""
 
 
-ProviderEvent = RequestReceived | ReceiptReceived | ProtocolViolation | PeerClosed
+@dataclass(frozen=True)
+class CancelAsked:
+    """The consumer asked to stop (a JobCancel): stop generating, then send the output so
+    far and a `cancelled` result (`ProviderJob.finish`), which it will pay."""
+
+
+ProviderEvent = (RequestReceived | ReceiptReceived | ProtocolViolation | PeerClosed
+                 | CancelAsked)
 
 # --- consumer side ----------------------------------------------------------
 

@@ -266,6 +266,19 @@ class JobAccept(WireMessage):
 
 
 @dataclass(frozen=True)
+class JobCancel(WireMessage):
+    """The consumer asks the provider to stop the job it accepted (attack 66): the
+    provider stops its engine and answers with the output so far and a `cancelled`
+    JobResult, which charges for the tokens it sent (and, if any were, the prompt), and
+    the consumer pays it as any result. A consumer that leaves without one, after
+    output came, has taken output unpaid."""
+
+    TYPE: ClassVar[str] = "job_cancel"
+
+    job_id: JobId
+
+
+@dataclass(frozen=True)
 class JobReject(WireMessage):
     """The provider refuses (or abandons) the job. `job_id` is all zeros when the
     request could not be read. `retry_after_ms` is set only with code "busy"."""
@@ -369,9 +382,9 @@ class Receipt(WireMessage):
 
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {
     cls.TYPE: cls
-    for cls in (Advert, JobRequest, JobAccept, JobReject, Chunk, JobResult, Receipt, CheckReport,
-                ChargeProof, SlashVote)
+    for cls in (Advert, JobRequest, JobAccept, JobCancel, JobReject, Chunk, JobResult, Receipt,
+                CheckReport, ChargeProof, SlashVote)
 }
 
-Message = (Advert | JobRequest | JobAccept | JobReject | Chunk | JobResult | Receipt
-           | CheckReport | ChargeProof | SlashVote)
+Message = (Advert | JobRequest | JobAccept | JobCancel | JobReject | Chunk | JobResult
+           | Receipt | CheckReport | ChargeProof | SlashVote)

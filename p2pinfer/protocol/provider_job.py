@@ -19,8 +19,9 @@ from p2pinfer.protocol.charges import (
     completion_token_bound,
     prompt_token_bound,
 )
-from p2pinfer.protocol.codec import Signed, decode_as, sign
+from p2pinfer.protocol.codec import Signed, decode, decode_as, sign
 from p2pinfer.protocol.events import (
+    CancelAsked,
     PeerClosed,
     ProtocolViolation,
     ProviderEvent,
@@ -31,6 +32,7 @@ from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_fr
 from p2pinfer.protocol.messages import (
     Chunk,
     JobAccept,
+    JobCancel,
     JobReject,
     JobRequest,
     JobResult,
@@ -95,6 +97,7 @@ class ProviderJob:
         self.price_per_1k: int | None = None
         self.result: Signed[JobResult] | None = None
         self.receipt: Signed[Receipt] | None = None
+        self.cancel_asked = False  # the consumer sent its JobCancel
 
     @property
     def job_id(self) -> bytes:
@@ -130,9 +133,23 @@ class ProviderJob:
     def _on_frame(self, frame: bytes, now_ms: int) -> ProviderEvent:
         if self.state is ProviderState.AWAIT_REQUEST:
             return self._on_request(frame, now_ms)
-        if self.state is ProviderState.AWAIT_RECEIPT:
-            return self._on_receipt(frame)
+        streaming = self.state is ProviderState.STREAMING
+        if self.state is ProviderState.AWAIT_RECEIPT or streaming:
+            signed = decode(frame)
+            if isinstance(signed.msg, JobCancel) and not self.cancel_asked:
+                return self._on_cancel(signed.expect(JobCancel))
+            if not streaming:  # (a cancel that crossed our result: nothing to do)
+                return self._on_receipt(signed.expect(Receipt))
         raise StateError(f"the consumer sent a message while the job is {self.state.value}")
+
+    def _on_cancel(self, signed: Signed[JobCancel]) -> ProviderEvent:
+        assert self.request is not None
+        if signed.signer != self.request.signer:
+            raise SignatureError("the cancel is not signed by the consumer of this job")
+        if signed.msg.job_id != self._job_id:
+            raise ValidationError("a cancel for another job")
+        self.cancel_asked = True
+        return CancelAsked()
 
     def _on_request(self, frame: bytes, now_ms: int) -> ProviderEvent:
         signed = decode_as(frame, JobRequest)
@@ -151,9 +168,8 @@ class ProviderJob:
         self.state = ProviderState.DECIDING
         return RequestReceived(signed)
 
-    def _on_receipt(self, frame: bytes) -> ProviderEvent:
+    def _on_receipt(self, signed: Signed[Receipt]) -> ProviderEvent:
         assert self.request is not None and self.result is not None
-        signed = decode_as(frame, Receipt)
         rec = signed.msg
         if signed.signer != self.request.signer:
             raise SignatureError("the receipt is not signed by the consumer of this job")
@@ -258,7 +274,7 @@ class ProviderJob:
         """Send the signed JobResult for the chunks sent so far; the charge follows from
         the accepted price and the token counts (see `charge_for`). The counts are clamped
         to what the consumer can check (protocol/charges.py), so an honest result is never
-        refused; an `error` or `cancelled` result charges nothing."""
+        refused; an `error` result charges nothing."""
         req = self._require(ProviderState.STREAMING, "finish")
         assert self.price_per_1k is not None
         if completion_tokens > req.params.max_tokens:

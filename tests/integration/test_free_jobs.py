@@ -143,3 +143,43 @@ async def test_a_paid_job_lets_each_side_s_address_into_the_other_s_reserved_slo
             await await_until(lambda: "127.0.0.1" in provider_shares.valued)
             assert "127.0.0.1" in consumer_shares.valued
             nursery.cancel_scope.cancel()
+
+
+async def test_a_paying_key_that_leaves_before_each_result_is_refused_after(
+    tmp_path: Path,
+) -> None:
+    """Attack 66: a consumer pays only for a result, so a key that paid one receipt (a
+    payer from then on) could read each answer and reset the stream before its result:
+    nothing owed, nothing held against it. On the code before, 6 of 6 long answers were
+    read this way for one 2-token receipt. Now output taken without a result or a
+    cancel counts as a result unpaid: the key is refused after its first such job, as
+    one that took a result and sent no receipt."""
+    engine = FakeBackend(tokens=[f"w{i} " for i in range(1_000)], pause_after=40)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            await client.run(FAKE_MODEL, "pay once", JobParams(max_tokens=2))  # a payer now
+            pid, taken, refused = provider.net.peer_id, [], []
+            for _ in range(6):
+                stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+                await stream.write(encode_frame(signed_request(
+                    client.identity, pid, FAKE_MODEL, max_tokens=900)))
+                first = decode(await stream.read_frame(timeout_s=5)).msg
+                if not isinstance(first, JobAccept):
+                    refused.append(first)
+                    await stream.reset()
+                    continue
+                text = ""
+                while len(text) < 40 * 3:  # the answer so far; then leave, unpaid
+                    text += decode(await stream.read_frame(timeout_s=5)).expect(Chunk).msg.text
+                taken.append(len(text))
+                await stream.reset()
+                await await_until(lambda: len(provider.server.records) == 1 + len(taken))
+            nursery.cancel_scope.cancel()
+    assert len(taken) == 1, taken  # 6 on the old code
+    assert [(r.code, "no receipt" in r.message) for r in refused] == [  # type: ignore[attr-defined]
+        ("insufficient_credit", True)] * 5
+    outcomes = [r.outcome for r in provider.server.records]
+    assert outcomes == ["completed", "cancelled"] + ["rejected:insufficient_credit"] * 5

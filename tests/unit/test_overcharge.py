@@ -117,7 +117,6 @@ def test_the_reported_overcharge_is_refused_and_kept_as_evidence() -> None:
     ("", {"completion_tokens": COMPLETION_ALLOWANCE + 1}, "completion tokens"),
     ("Blue", {"completion_tokens": 65}, "max_tokens"),
     ("Blue", {"finish_reason": "error"}, "'error'"),
-    ("Blue", {"finish_reason": "cancelled"}, "'cancelled'"),
     ("Blue", {"charged": charge_for(1, 22) + 1}, "charged"),
 ])
 def test_each_kind_of_overcharge_is_refused(

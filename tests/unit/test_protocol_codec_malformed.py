@@ -34,7 +34,7 @@ def test_unknown_version_is_rejected() -> None:
 
 def test_unknown_type_is_rejected() -> None:
     with pytest.raises(DecodeError, match="unknown message type"):
-        decode(resigned("job_cancel", to_wire(sample("job_accept"))))
+        decode(resigned("job_pause", to_wire(sample("job_accept"))))
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.view import HardwareView
 from p2pinfer.jobs import candidates
 from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.jobs.served_job import ServedJob
 from p2pinfer.node.view import LiveNodeView
 from p2pinfer.protocol import JobParams
 from tests.integration.job_helpers import (
@@ -62,8 +63,10 @@ async def test_a_whole_reply_is_the_next_providers_answer_and_a_streamed_one_end
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # About the replies, not the ranking: the dripper is not ranked last after each drip
-    # (jobs/candidates.py), so every request meets it first.
+    # (jobs/candidates.py), nor does it refuse the key that left it under the floor with
+    # its output unpaid (attack 66: ServedJob.left_unpaid), so every request meets it first.
     monkeypatch.setattr(candidates, "TOO_SLOW_LAST_S", 0.0)
+    monkeypatch.setattr(ServedJob, "left_unpaid", property(lambda job: False))
     with trio.fail_after(90):
         async with dripper_and_gateway(tmp_path) as (url, two), \
                 httpx.AsyncClient(timeout=60) as http:

@@ -1,0 +1,76 @@
+"""Stopping a job mid-answer, and paying for what came (attack 66).
+
+A consumer pays for a result. A key that read an answer and reset the stream before
+its result owed nothing, so one receipt made a key a payer that could take every
+later answer that way, two at a time at each provider. A provider now counts output
+taken without a result as a result unpaid (the key is refused as one that sent no
+receipt), and a consumer that stops a job it no longer wants (`NetJob.aclose`: the
+gateway's HTTP client hung up, a caller left the job's context early) asks the
+provider to stop with a signed JobCancel, reads the rest of the output and the
+provider's `cancelled` result, which charges the tokens it sent, and pays it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from p2pinfer.errors import NetworkError, OverchargeError
+from p2pinfer.jobs.job_attempt import Attempt, AttemptFailed
+from p2pinfer.protocol import ChunkReceived, ConsumerState, Failure, Rejected, ResultReceived
+from p2pinfer.settle.payer import paid_receipt
+
+if TYPE_CHECKING:
+    from p2pinfer.jobs.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 5.0
+"""How long a stopping job waits for the provider's result before it resets instead."""
+
+
+async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt) -> bool:
+    """Ask the provider of `attempt`, whose answer streams, to stop; read the rest of its
+    output and its result, and pay it. True once paid; False where the caller resets the
+    stream instead: nothing accepted or streaming yet, a reject, a transport failure, a
+    result that breaks the protocol or overcharges (refused as any: `refuse_charge`)."""
+    machine = attempt.machine
+    if machine.state is not ConsumerState.STREAMING or machine.cancel_sent:
+        return False
+    cfg = client.config
+    try:
+        await attempt.stream.write(machine.cancel(), timeout_s=cfg.chunk_timeout_s)
+        while data := await attempt.read(cfg):
+            for event in machine.receive_data(data, client.clock_ms()):
+                if isinstance(event, ChunkReceived):
+                    attempt.took(event)
+                elif isinstance(event, ResultReceived):
+                    await _pay(client, model, attempt)
+                    return True
+                elif isinstance(event, Failure) and isinstance(event.error, OverchargeError):
+                    await client.refuse_charge(attempt.candidate, machine, event.error,
+                                               attempt.text)
+                    return False
+                elif isinstance(event, Failure | Rejected):
+                    return False
+    except (NetworkError, AttemptFailed) as exc:
+        log.info("stopped job not settled job=%s error=%s", machine.job_id.hex(), exc)
+    return False
+
+
+async def _pay(client: JobRunner, model: str, attempt: Attempt) -> None:
+    machine = attempt.machine
+    receipt = await paid_receipt(client.payer, machine, attempt.payee)
+    delivered = True
+    try:
+        await attempt.stream.write(receipt, timeout_s=client.config.chunk_timeout_s)
+        await attempt.stream.close()
+    except NetworkError as exc:
+        delivered = False
+        log.warning("receipt not delivered job=%s provider=%s error=%s",
+                    machine.job_id.hex(), attempt.candidate.peer_id, exc)
+    charged = await client.record_charge(model, attempt.candidate, machine,
+                                         delivered=delivered)
+    client.metrics.jobs.labels("consumer", "cancelled").inc()
+    log.info("job stopped and paid job=%s provider=%s charged=%d", machine.job_id.hex(),
+             attempt.candidate.peer_id, charged)
