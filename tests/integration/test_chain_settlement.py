@@ -75,7 +75,8 @@ async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
             book = ChannelBook(provider_chain, ledger, binding=bind_signature(
                 account_of(provider_id), provider_id.peer_id))
             await nursery.start(book.run)
-            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+            engine = FakeBackend()
+            provider = await start_provider(stack, nursery, engine, tmp_path,
                                             identity=provider_id, channels=book,
                                             config=JobServerConfig(price_per_1k=10_000))
             bootstrap = (provider.net.addrs()[0],)
@@ -121,6 +122,19 @@ async def test_a_funded_channel_pays_the_job_and_redeeming_splits_it_on_chain(
             assert [m.reason for m in forged.mismatches] == [
                 f"the journal records redemptions up to {charged + 7} units, the chain only "
                 f"{charged}", f"redemption 0x{'ab' * 32} is not on the chain"]
+
+            # A job stopped mid-answer (attack 66) is paid for what came, by a voucher too.
+            engine.pause_after = 3
+            async with client.job(FAKE_MODEL, "go on", JobParams(max_tokens=16)) as job:
+                await job.next_delta()
+                await engine.paused.wait()
+            with trio.fail_after(10):
+                while provider.server.records[-1].outcome != "cancelled":
+                    await trio.sleep(0.02)
+            stopped = provider.server.records[-1]
+            assert (stopped.completion_tokens, stopped.charged > 0) == (3, True)
+            assert [e for e in provider.ledger.entries() if e.kind == "charge"][-1].body.amount == (
+                stopped.charged)  # recorded once its voucher checked out
 
             net2, broke, _ = await start_consumer(
                 stack, tmp_path / "b", bootstrap, identity=broke_id,
