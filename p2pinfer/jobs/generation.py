@@ -135,10 +135,11 @@ class GenerationDone:
 
 def stopped(request: JobRequest, tokens: int) -> GenerationDone:
     """What the result of a generation stopped at the consumer's JobCancel claims: the
-    `tokens` generated (all sent by then) and, if there were any, the prompt's estimate
-    (the engine stopped before it reported its count; protocol/charges.py)."""
-    prompt = prompt_token_estimate(request) if tokens else 0
-    return GenerationDone(prompt, min(tokens, request.params.max_tokens), "cancelled")
+    `tokens` generated (all sent by then) and the prompt's estimate, read or being read
+    when the cancel came (the engine stopped before it reported its count;
+    protocol/charges.py; attack 67)."""
+    return GenerationDone(prompt_token_estimate(request),
+                          min(tokens, request.params.max_tokens), "cancelled")
 
 
 def garbage_text(text: str, rng: random.Random) -> str:

@@ -7,7 +7,10 @@ taken without a result as a result unpaid (the key is refused as one that sent n
 receipt), and a consumer that stops a job it no longer wants (`NetJob.aclose`: the
 gateway's HTTP client hung up, a caller left the job's context early) asks the
 provider to stop with a signed JobCancel, reads the rest of the output and the
-provider's `cancelled` result, which charges the tokens it sent, and pays it.
+provider's `cancelled` result, which charges the tokens it sent and the prompt's
+estimate, and pays it. Since attack 67 leaving an accepted job before its first token
+counts as unpaid too (the engine was reading the prompt), so a stop waits for an
+accept that may be on its way.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from p2pinfer.errors import NetworkError, OverchargeError
+from p2pinfer.errors import NetworkError, OverchargeError, P2PInferError
 from p2pinfer.jobs.job_attempt import Attempt, AttemptFailed
-from p2pinfer.protocol import ChunkReceived, ConsumerState, Failure, Rejected, ResultReceived
+from p2pinfer.protocol import (
+    Accepted,
+    ChunkReceived,
+    ConsumerState,
+    Failure,
+    Rejected,
+    ResultReceived,
+)
 from p2pinfer.settle.payer import paid_receipt
 
 if TYPE_CHECKING:
@@ -30,19 +40,30 @@ STOP_WAIT_S = 5.0
 
 
 async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt) -> bool:
-    """Ask the provider of `attempt`, whose answer streams, to stop; read the rest of its
-    output and its result, and pay it. True once paid; False where the caller resets the
-    stream instead: nothing accepted or streaming yet, a reject, a transport failure, a
-    result that breaks the protocol or overcharges (refused as any: `refuse_charge`)."""
+    """Ask the provider of `attempt` to stop (once its accept is in: one may be on its
+    way, and an accepted job left without a word is one left unpaid); read the rest of
+    its output and its result, and pay it. True once paid; False where the caller resets
+    the stream instead: a reject, a transport failure, a result that breaks the protocol
+    or overcharges (refused as any: `refuse_charge`)."""
     machine = attempt.machine
-    if machine.state is not ConsumerState.STREAMING or machine.cancel_sent:
+    waiting = (ConsumerState.AWAIT_ANSWER, ConsumerState.STREAMING)
+    if machine.state not in waiting or machine.cancel_sent:
         return False
     cfg = client.config
     try:
-        await attempt.stream.write(machine.cancel(), timeout_s=cfg.chunk_timeout_s)
-        while data := await attempt.read(cfg):
+        while True:
+            if machine.state is ConsumerState.STREAMING and not machine.cancel_sent:
+                await attempt.stream.write(machine.cancel(), timeout_s=cfg.chunk_timeout_s)
+            data = await attempt.read(cfg)
+            if not data:
+                return False
             for event in machine.receive_data(data, client.clock_ms()):
-                if isinstance(event, ChunkReceived):
+                if isinstance(event, Accepted):
+                    attempt.accepted = True
+                    if client.payer is not None:  # settlement: the account we pay
+                        attempt.payee = await client.payer.accept_payee(
+                            event.accept, attempt.candidate.peer_id, machine.request.msg)
+                elif isinstance(event, ChunkReceived):
                     attempt.took(event)
                 elif isinstance(event, ResultReceived):
                     await _pay(client, model, attempt)
@@ -53,7 +74,7 @@ async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt) -> bool:
                     return False
                 elif isinstance(event, Failure | Rejected):
                     return False
-    except (NetworkError, AttemptFailed) as exc:
+    except (P2PInferError, AttemptFailed) as exc:
         log.info("stopped job not settled job=%s error=%s", machine.job_id.hex(), exc)
     return False
 

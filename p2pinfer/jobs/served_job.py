@@ -57,10 +57,11 @@ class ServedJob:
 
     @property
     def left_unpaid(self) -> bool:
-        """The consumer took output and left (or broke the protocol) without a result to
-        pay and without asking to stop: as a result it did not pay for (attack 66)."""
-        return (self.tokens_sent > 0 and self.machine.result is None and not self.preempted
-                and not self.machine.cancel_asked
+        """The consumer left a job we accepted (or broke the protocol) without a result to
+        pay and without asking to stop: as a result it did not pay for, whether output
+        went out (attack 66) or the engine was still reading the prompt (attack 67)."""
+        return (self.machine.price_per_1k is not None and self.machine.result is None
+                and not self.preempted and not self.machine.cancel_asked
                 and (self.peer_gone or self.violation is not None))
 
     async def streaming(self) -> bool:

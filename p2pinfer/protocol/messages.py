@@ -269,9 +269,9 @@ class JobAccept(WireMessage):
 class JobCancel(WireMessage):
     """The consumer asks the provider to stop the job it accepted (attack 66): the
     provider stops its engine and answers with the output so far and a `cancelled`
-    JobResult, which charges for the tokens it sent (and, if any were, the prompt), and
-    the consumer pays it as any result. A consumer that leaves without one, after
-    output came, has taken output unpaid."""
+    JobResult, which charges for the tokens it sent and the prompt, and the consumer
+    pays it as any result. A consumer that leaves an accepted job without one has left
+    it unpaid (attacks 66, 67)."""
 
     TYPE: ClassVar[str] = "job_cancel"
 

@@ -183,3 +183,36 @@ async def test_a_paying_key_that_leaves_before_each_result_is_refused_after(
         ("insufficient_credit", True)] * 5
     outcomes = [r.outcome for r in provider.server.records]
     assert outcomes == ["completed", "cancelled"] + ["rejected:insufficient_credit"] * 5
+
+
+async def test_a_key_that_leaves_each_job_once_accepted_is_refused_after(
+    tmp_path: Path,
+) -> None:
+    """Attack 67: an accepted job sets the engine reading its prompt (seconds for a long
+    one on a CPU) before any token goes out, and a consumer that left then owed nothing
+    and was held to nothing (attack 66 counted only output taken): a paying key could
+    keep a provider's engine reading prompts for nothing, its jobs in flight at a time.
+    On the code before, 6 of 6 jobs were accepted and left so. Now leaving an accepted
+    job without a cancel is a result unpaid whatever came out, and a cancel pays the
+    prompt's estimate."""
+    engine = FakeBackend(pause_after=0)  # never a token: as a long prompt being read
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, engine, tmp_path)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            engine.pause_after = None
+            await client.run(FAKE_MODEL, "pay once", JobParams(max_tokens=2))  # a payer now
+            engine.pause_after = 0
+            pid, answers = provider.net.peer_id, []
+            for _ in range(6):
+                answer = await first_answer(net, pid, signed_request(
+                    client.identity, pid, FAKE_MODEL, max_tokens=900))  # then reset
+                answers.append(answer.msg)
+                if isinstance(answer.msg, JobAccept):
+                    await await_until(lambda: len(provider.server.records) == 1 + len(
+                        [a for a in answers if isinstance(a, JobAccept)]))
+            nursery.cancel_scope.cancel()
+    accepted = [a for a in answers if isinstance(a, JobAccept)]
+    assert len(accepted) == 1, (len(accepted), answers)  # 6 on the old code
+    assert [getattr(a, "code", None) for a in answers[1:]] == ["insufficient_credit"] * 5
