@@ -1,5 +1,8 @@
 """One attempt of a consumer's job on one provider (`NetJob`, `jobs/net_job.py`, runs
-them one after another): its state, how it fails, and which rejects are nobody's fault.
+them one after another): its state, how it fails, which rejects are nobody's fault, and
+the two settlement steps every way an attempt ends paid shares (a finished job,
+`NetJob._complete`; a stopped one, `jobs/job_stop.py`): the payee an accept names and
+the receipt for the result.
 """
 
 from __future__ import annotations
@@ -8,14 +11,19 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import trio
 
-from p2pinfer.errors import PeerTimeoutError
+from p2pinfer.errors import InsufficientCreditError, NetworkError, PeerTimeoutError
 from p2pinfer.jobs.job_types import Candidate, ClientConfig, TextDelta
 from p2pinfer.net.streams import NetStream
-from p2pinfer.protocol import ChunkReceived, ConsumerJob, JobParams
+from p2pinfer.protocol import ChunkReceived, ConsumerJob, JobAccept, JobParams, Signed
 from p2pinfer.protocol.messages import TokenLogprobs
+from p2pinfer.settle.payer import paid_receipt
+
+if TYPE_CHECKING:
+    from p2pinfer.jobs.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +135,36 @@ class AttemptFailed(Exception):
         self.blame = blame
         self.retry_after_ms = retry_after_ms  # with code "busy": when to try again
 
+
+
+async def take_payee(client: JobRunner, attempt: Attempt, accept: Signed[JobAccept]) -> None:
+    """Settlement: the provider's account its `accept` names, once its binding and our
+    channel to it check out (`PayerBook.accept_payee`); AttemptFailed
+    (`insufficient_credit`, nobody's fault) when no channel covers the job."""
+    if client.payer is None:
+        return
+    try:
+        attempt.payee = await client.payer.accept_payee(
+            accept, attempt.candidate.peer_id, attempt.machine.request.msg)
+    except InsufficientCreditError as exc:
+        raise AttemptFailed(str(exc), "insufficient_credit", blame=False) from exc
+
+
+async def send_receipt(client: JobRunner, attempt: Attempt) -> bool:
+    """Write the receipt (with settlement, its voucher) for the attempt's checked result
+    and close our side; whether the provider got it (a transport failure is logged: the
+    provider then charges nothing, nor may we)."""
+    machine = attempt.machine
+    receipt = await paid_receipt(client.payer, machine, attempt.payee)
+    delivered = True
+    try:
+        await attempt.stream.write(receipt, timeout_s=client.config.chunk_timeout_s)
+    except NetworkError as exc:
+        delivered = False
+        log.warning("receipt not delivered job=%s provider=%s error=%s",
+                    machine.job_id.hex(), attempt.candidate.peer_id, exc)
+    await attempt.stream.close()
+    return delivered
 
 
 class BusyBackoff:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from p2pinfer.errors import NetworkError, OverchargeError, P2PInferError
-from p2pinfer.jobs.job_attempt import Attempt, AttemptFailed
+from p2pinfer.errors import OverchargeError, P2PInferError
+from p2pinfer.jobs.job_attempt import Attempt, AttemptFailed, send_receipt, take_payee
 from p2pinfer.protocol import (
     Accepted,
     ChunkReceived,
@@ -28,7 +28,6 @@ from p2pinfer.protocol import (
     Rejected,
     ResultReceived,
 )
-from p2pinfer.settle.payer import paid_receipt
 
 if TYPE_CHECKING:
     from p2pinfer.jobs.runner import JobRunner
@@ -60,9 +59,7 @@ async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt) -> bool:
             for event in machine.receive_data(data, client.clock_ms()):
                 if isinstance(event, Accepted):
                     attempt.accepted = True
-                    if client.payer is not None:  # settlement: the account we pay
-                        attempt.payee = await client.payer.accept_payee(
-                            event.accept, attempt.candidate.peer_id, machine.request.msg)
+                    await take_payee(client, attempt, event.accept)  # settlement
                 elif isinstance(event, ChunkReceived):
                     attempt.took(event)
                 elif isinstance(event, ResultReceived):
@@ -81,15 +78,7 @@ async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt) -> bool:
 
 async def _pay(client: JobRunner, model: str, attempt: Attempt) -> None:
     machine = attempt.machine
-    receipt = await paid_receipt(client.payer, machine, attempt.payee)
-    delivered = True
-    try:
-        await attempt.stream.write(receipt, timeout_s=client.config.chunk_timeout_s)
-        await attempt.stream.close()
-    except NetworkError as exc:
-        delivered = False
-        log.warning("receipt not delivered job=%s provider=%s error=%s",
-                    machine.job_id.hex(), attempt.candidate.peer_id, exc)
+    delivered = await send_receipt(client, attempt)
     charged = await client.record_charge(model, attempt.candidate, machine,
                                          delivered=delivered)
     client.metrics.jobs.labels("consumer", "cancelled").inc()

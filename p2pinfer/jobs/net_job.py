@@ -30,7 +30,14 @@ from p2pinfer.errors import (
     P2PInferError,
 )
 from p2pinfer.identity import NodeIdentity
-from p2pinfer.jobs.job_attempt import NEUTRAL_CODES, Attempt, AttemptFailed, BusyBackoff
+from p2pinfer.jobs.job_attempt import (
+    NEUTRAL_CODES,
+    Attempt,
+    AttemptFailed,
+    BusyBackoff,
+    send_receipt,
+    take_payee,
+)
 from p2pinfer.jobs.job_move import maybe_move
 from p2pinfer.jobs.job_stop import STOP_WAIT_S, stop_and_pay
 from p2pinfer.jobs.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
@@ -48,7 +55,6 @@ from p2pinfer.protocol import (
     ResultReceived,
 )
 from p2pinfer.protocol.messages import TokenLogprobs
-from p2pinfer.settle.payer import paid_receipt
 
 if TYPE_CHECKING:
     from p2pinfer.jobs.runner import JobRunner
@@ -281,7 +287,7 @@ class NetJob:
             if isinstance(event, Accepted):
                 attempt.accepted = True
                 self.price_per_1k = event.price_per_1k
-                await self._check_payee(attempt, event)  # settlement: payee, channel
+                await take_payee(self._client, attempt, event.accept)  # settlement
             elif isinstance(event, ChunkReceived):
                 attempt.took(event)
                 self._deliver(attempt, event.logprobs)
@@ -301,15 +307,6 @@ class NetJob:
         if not data and machine.state is not ConsumerState.RESULT_RECEIVED:
             raise AttemptFailed("closed the stream before the result")
 
-    async def _check_payee(self, attempt: Attempt, event: Accepted) -> None:
-        if self._client.payer is None:
-            return
-        try:
-            attempt.payee = await self._client.payer.accept_payee(
-                event.accept, attempt.candidate.peer_id, attempt.machine.request.msg)
-        except InsufficientCreditError as exc:
-            raise AttemptFailed(str(exc), "insufficient_credit", blame=False) from exc
-
     def _deliver(self, attempt: Attempt, logprobs: tuple[TokenLogprobs, ...] = ()) -> None:
         """Pass on the attempt's new text (and the chunk's `logprobs`; `Attempt.beyond`)."""
         delta = attempt.beyond(self._delivered, logprobs)
@@ -324,15 +321,7 @@ class NetJob:
             # A shorter answer than the one already shown: it replaces it.
             self._pending.append(TextDelta(attempt.text, restart=True))
             self._delivered = attempt.text
-        receipt = await paid_receipt(client.payer, machine, attempt.payee)
-        delivered = True
-        try:
-            await attempt.stream.write(receipt, timeout_s=client.config.chunk_timeout_s)
-        except NetworkError as exc:
-            delivered = False
-            log.warning("receipt not delivered job=%s provider=%s error=%s",
-                        machine.job_id.hex(), attempt.candidate.peer_id, exc)
-        await attempt.stream.close()
+        delivered = await send_receipt(client, attempt)
         self._attempt = None
         assert machine.result is not None and machine.receipt_message is not None
         result = machine.result.msg
