@@ -92,6 +92,17 @@ def agreed_price(request: JobRequest) -> int:
     return request.max_price_per_1k if quote is None else min(quote, request.max_price_per_1k)
 
 
+def accept_problem(request: JobRequest, price_per_1k: int) -> str | None:
+    """What is wrong with an accept of `request` at `price_per_1k`: over the agreed price
+    (None: nothing). The consumer refuses such an accept; anyone holding the request and
+    the signed accept can check it (verify/charge_proofs.py)."""
+    agreed = agreed_price(request)
+    if price_per_1k <= agreed:
+        return None
+    return (f"accepted at {price_per_1k} per 1k, over the max {agreed} the request allows "
+            "(its quote, within max_price_per_1k)")
+
+
 def max_charge(request: JobRequest, price_per_1k: int | None = None) -> int:
     """The most any result of `request` may charge: prompt bound + max_tokens at the agreed
     price (or at `price_per_1k`, the accepted one, when lower)."""

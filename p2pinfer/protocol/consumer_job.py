@@ -16,7 +16,7 @@ from p2pinfer.errors import (
 from p2pinfer.identity import public_key_from_peer_id
 from p2pinfer.protocol.charges import (
     COMPLETION_ALLOWANCE,
-    agreed_price,
+    accept_problem,
     charge_problem,
 )
 from p2pinfer.protocol.codec import Signed, decode, sign
@@ -214,13 +214,10 @@ class ConsumerJob:
         req = self.request.msg
         if accept.msg.job_id != req.job_id or accept.msg.request_hash != self.request.hash:
             raise ValidationError("an accept of another request")
-        agreed = agreed_price(req)
-        if accept.msg.price_per_1k > agreed:
+        problem = accept_problem(req, accept.msg.price_per_1k)
+        if problem is not None:
             self.refused_accept = accept
-            raise OverchargeError(
-                f"accepted at {accept.msg.price_per_1k} per 1k, over the max {agreed} the "
-                "request allows (its quote, within max_price_per_1k)"
-            )
+            raise OverchargeError(problem)
         if now_ms > req.expires_at + self._skew_ms:
             raise ExpiredError("the provider accepted the job after the request expired")
         self.price_per_1k = accept.msg.price_per_1k

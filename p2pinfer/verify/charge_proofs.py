@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import ProtocolError, ValidationError
 from p2pinfer.protocol import MAX_REPORT_AGE_MS, ChargeProof, JobAccept, JobRequest, JobResult
-from p2pinfer.protocol.charges import agreed_price, charge_problem, utf8_len
+from p2pinfer.protocol.charges import accept_problem, agreed_price, charge_problem, utf8_len
 from p2pinfer.protocol.codec import (
     Signed,
     Signer,
@@ -64,18 +64,9 @@ def overcharge_in(request: JobRequest, result: JobResult, output: str,
     """What `accept` and `result` claim beyond what `request` and the `output` streamed
     allow, at the accepted price (the agreed one with no accept); None when nothing
     (every honest accept and result)."""
-    problem = accept_problem(request, accept) if accept is not None else None
     price = accept.price_per_1k if accept is not None else agreed_price(request)
+    problem = accept_problem(request, price) if accept is not None else None
     return problem or charge_problem(request, result, price, utf8_len(output))
-
-
-def accept_problem(request: JobRequest, accept: JobAccept) -> str | None:
-    """What is wrong with the price of `accept`: over the request's agreed one."""
-    agreed = agreed_price(request)
-    if accept.price_per_1k <= agreed:
-        return None
-    return (f"accepted at {accept.price_per_1k} per 1k, over the {agreed} the request "
-            "agreed (its quote, within its max)")
 
 
 def build_charge_proof(
@@ -87,7 +78,7 @@ def build_charge_proof(
     others could not check it (nothing over the bounds; an output too long for a
     proof). `output` is what the provider streamed before its `result`."""
     if result is None:
-        if accept is None or accept_problem(request.msg, accept.msg) is None:
+        if accept is None or accept_problem(request.msg, accept.msg.price_per_1k) is None:
             return None
     elif overcharge_in(request.msg, result.msg, output,
                        accept.msg if accept is not None else None) is None:
@@ -142,7 +133,7 @@ def open_charge_proof(proof: Signed[ChargeProof], now_ms: int) -> OpenedProof:
                                 accept.msg if accept is not None else None)
     else:
         assert accept is not None  # a ChargeProof holds one or both
-        problem = accept_problem(request.msg, accept.msg)
+        problem = accept_problem(request.msg, accept.msg.price_per_1k)
     return OpenedProof(proof, request, accept, result, problem)
 
 

@@ -114,8 +114,8 @@ def test_an_accept_over_the_quote_is_proven_to_every_node() -> None:
                                accept=consumer.refused_accept)
     assert proof is not None and proof.msg.result is None
     opened = open_charge_proof(decode_as(proof.raw, ChargeProof), NOW_MS + 1_000)
-    assert opened.problem == ("accepted at 10000 per 1k, over the 1 the request agreed "
-                              "(its quote, within its max)")
+    assert opened.problem == ("accepted at 10000 per 1k, over the max 1 the request allows "
+                              "(its quote, within max_price_per_1k)")
     what, convicted = ProofJudge(THIRD.peer_id, known).judge(proof, NOW_MS + 1_000)
     assert convicted is not None and what.startswith("proven overcharge: accepted at 10000")
 
