@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from p2pinfer.market.pricing import DEFAULT_PRICING, billable_tokens, charge_for, price_for
+from p2pinfer.market.pricing import DEFAULT_PRICING, billable_tokens, price_for
+from p2pinfer.protocol import charge_for
 from p2pinfer.settle.channels import Channel
 from p2pinfer.settle.ports import ChannelState
 from p2pinfer.settle.redeemer import RedeemPolicy, choose_batch

@@ -48,7 +48,7 @@ from p2pinfer.jobs.job_types import (
 from p2pinfer.jobs.net_job import NetJob
 from p2pinfer.market.entries import peer_account
 from p2pinfer.market.ledger import ChargeInput, Ledger
-from p2pinfer.market.pricing import charge_for, quality_multiplier_pm
+from p2pinfer.market.pricing import quality_multiplier_pm
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.config import wall_clock_ms
 from p2pinfer.net.nethost import NetHost
@@ -60,6 +60,7 @@ from p2pinfer.protocol import (
     JobParams,
     JobResult,
     Signed,
+    charge_for,
 )
 from p2pinfer.protocol.embedding import MAX_EMBED_INPUTS
 from p2pinfer.settle.payer import PayerBook

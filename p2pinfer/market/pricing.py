@@ -96,13 +96,6 @@ def billable_tokens(prompt_tokens: int, completion_tokens: int) -> int:
     return prompt_tokens + completion_tokens
 
 
-def charge_for(price_per_1k: int, tokens: int) -> int:
-    """Micro-credits for `tokens` at `price_per_1k`: ceil(price × tokens / 1000)."""
-    if price_per_1k < 0 or tokens < 0:
-        raise ValueError("price and tokens are >= 0")
-    return -(-price_per_1k * tokens // 1000)
-
-
 def quality_multiplier_pm(
     score_pm: int, threshold_pm: int = DEFAULT_PRICING.quality_threshold_pm
 ) -> int:

@@ -59,8 +59,11 @@ NO_JOB_ID = bytes(16)
 
 
 def charge_for(price_per_1k: int, tokens: int) -> int:
-    """What `tokens` (prompt + completion) cost at `price_per_1k`, rounded up:
-    the most a JobResult may charge."""
+    """What `tokens` (prompt + completion) cost at `price_per_1k` in micro-credits,
+    ceil(price × tokens / 1000): the most a JobResult may charge. ValueError if either
+    is negative."""
+    if price_per_1k < 0 or tokens < 0:
+        raise ValueError("price and tokens are >= 0")
     return -(-price_per_1k * tokens // 1000)
 
 

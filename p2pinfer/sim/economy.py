@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from p2pinfer.market.pricing import charge_for
 from p2pinfer.market.split import split
+from p2pinfer.protocol import charge_for
 from p2pinfer.sim import agents as A
 from p2pinfer.sim import amm
 from p2pinfer.sim.params import MICRO, SimParams
@@ -86,7 +86,7 @@ class Economy:
 
     def settle(self, pop: A.Providers, prices: A.I64, served: A.I64,
                quality: A.I64) -> Settlement:
-        """Charge consumers one charge per (class, quality) group (pricing.charge_for) and
+        """Charge consumers one charge per (class, quality) group (protocol.charge_for) and
         split it (split.split at that quality); providers share their group's part by tokens.
 
         Consumers buy the credits they pay with from the market; what it cannot sell

@@ -3,7 +3,7 @@
 A day: prices from yesterday's utilisation (market.pricing.price_for); demand
 (grown, noisy, elastic against the cloud price); capacity-limited service
 spread over providers by capacity; one charge per (model class, quality
-level) (pricing.charge_for, split.split with pricing.quality_multiplier_pm);
+level) (protocol.charge_for, split.split with pricing.quality_multiplier_pm);
 emission minted to providers by quality-weighted work; stakers paid by
 stake; spot-checks (sim.checks); sales, speculation and the stabilizer in
 the token market (sim.amm); profit, exits and joins. Every credit is an

@@ -12,10 +12,10 @@ from p2pinfer.market.pricing import (
     DEFAULT_PRICING,
     PricingParams,
     billable_tokens,
-    charge_for,
     price_for,
     quality_multiplier_pm,
 )
+from p2pinfer.protocol import charge_for
 
 
 def seed_formula(base_price: float, demand_factor: float, supply_factor: float) -> float:

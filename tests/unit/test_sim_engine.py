@@ -109,7 +109,7 @@ def test_the_simulator_prices_and_splits_with_the_market_code(
         return wrapped
 
     monkeypatch.setattr(engine, "price_for", spy("price_for", pricing.price_for))
-    monkeypatch.setattr(economy, "charge_for", spy("charge_for", pricing.charge_for))
+    monkeypatch.setattr(economy, "charge_for", spy("charge_for", economy.charge_for))
     monkeypatch.setattr(economy, "split", spy("split", split.split))
     monkeypatch.setattr(engine, "quality_multiplier_pm",
                         spy("quality", pricing.quality_multiplier_pm))

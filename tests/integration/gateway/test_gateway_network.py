@@ -24,8 +24,8 @@ from p2pinfer.gateway import GatewayConfig, run_gateway
 from p2pinfer.gateway.compat import IGNORED, PARAMETERS, REFUSED_ENDPOINTS
 from p2pinfer.gateway.view import HardwareView
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.market.pricing import charge_for
 from p2pinfer.node.view import LiveNodeView
+from p2pinfer.protocol import charge_for
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from tests.integration.job_helpers import Provider, start_consumer, start_provider
 from tests.support.backends import REPO_ROOT
