@@ -1,5 +1,7 @@
 """Governance across 5 real node processes: every node tallies the same result, including
-one that joined after the votes were cast (it catches up through the sync stream).
+one that joined after the votes were cast (it catches up through the sync stream), and
+every node applies what passed: each prices its offer from the new base rate, as every
+node's catalog shows.
 
 A vote weighs only stake the counting node verified (issue 14): each node's operator
 accepts the other stakers' signed declarations (`p2pinfer gov stake`), as operators
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import httpx
 import pytest
 
 from p2pinfer.gateway.operator_key import read_operator_key
+from p2pinfer.market.pricing import DEFAULT_PRICING, price_for
 from p2pinfer.testnet import processes as testnet
 from tests.e2e.network_helpers import ENV, REPO_ROOT, p2pinfer
 from tests.support.waiting import wait_until
@@ -34,8 +38,10 @@ VOTING_S = 75
 
 @contextmanager
 def node(home: Path, stake: int, bootstrap: str | None) -> Iterator[dict[str, Any]]:
-    """A `--backend none` node with a gateway and `stake`; yields its node.json."""
-    cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home), "--backend", "none",
+    """A provider node (a fake engine: its price is what matters here) with a gateway and
+    `stake`, advertising every 5 s; yields its node.json."""
+    cmd = [sys.executable, "-m", "p2pinfer", "node", "--home", str(home),
+           "--backend", "fake-stream=1000", "--no-benchmark", "--advert-interval", "5",
            "--listen", "/ip4/127.0.0.1/tcp/0", "--gateway", "127.0.0.1:0", "--stake", str(stake),
            "--gov-min-voting-s", "60"]
     if bootstrap:
@@ -67,6 +73,31 @@ def verdict(status: dict[str, Any]) -> list[tuple[Any, ...]]:
             for p in gov(status)["proposals"]]
 
 
+def prices(status: dict[str, Any]) -> dict[str, int]:
+    """The price per 1k tokens of every provider in `status`'s node's catalog, by PeerID."""
+    reply = httpx.get(f"{status['gateway_url']}/admin/catalog", timeout=10)
+    assert reply.status_code == 200, reply.text
+    return {e["provider"]: e["price_per_1k"] for e in reply.json()["entries"]}
+
+
+def idle_prices(base_rate: int) -> set[int]:
+    """What an idle provider quotes at `base_rate` while it sees 1 to 5 providers of its
+    model (market.pricing: demand and supply move it; the node counts the catalog's)."""
+    return {price_for(0, n, replace(DEFAULT_PRICING, base_rate_per_1k=base_rate))
+            for n in range(1, 6)}
+
+
+def priced_from(base_rate: int, nodes: list[dict[str, Any]]) -> bool:
+    """Whether every node's catalog holds all other `nodes` as providers, each priced
+    from `base_rate` (the two bases' price sets do not meet: asserted in the test)."""
+    ids = {n["peer_id"] for n in nodes}
+    for n in nodes:
+        seen = prices(n)
+        if set(seen) != ids - {n["peer_id"]} or not set(seen.values()) <= idle_prices(base_rate):
+            return False
+    return True
+
+
 def accept_stakes(node_status: dict[str, Any], declarations: list[str]) -> None:
     """This node's operator accepts the other stakers' declarations (with the operator key
     the node wrote in its home: admin POSTs need a key, even on loopback)."""
@@ -95,6 +126,8 @@ def test_five_nodes_tally_the_same_including_a_late_joiner(tmp_path: Path) -> No
         assert accepted.returncode == 0 and "accepted" in accepted.stdout, accepted.stderr
         for n in nodes:
             accept_stakes(n, declarations)
+        assert not idle_prices(1_000) & idle_prices(450)
+        wait_until(lambda: priced_from(1_000, nodes), 60, "every provider at the default base")
         run = p2pinfer("gov", "propose", "base_rate", "450", "--voting-s", str(VOTING_S), "--home",
                        homes[0], timeout=60)
         assert run.returncode == 0, run.stderr
@@ -121,6 +154,8 @@ def test_five_nodes_tally_the_same_including_a_late_joiner(tmp_path: Path) -> No
         for n in nodes:
             assert gov(n)["in_effect"] == [{"parameter": "base_rate", "value": 450,
                                             "proposal": pid}]
+        # Each node applies it to its own offer: every catalog prices every provider anew.
+        wait_until(lambda: priced_from(450, nodes), 60, "every provider at the new base rate")
         shown = p2pinfer("gov", "status", "--json", "--home", homes[4], timeout=60)
         assert json.loads(shown.stdout)["proposals"][0]["outcome"] == "passed"
         too_late = p2pinfer("gov", "vote", pid, "no", "--home", homes[1], timeout=60)
