@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 
 from p2pinfer.errors import OverchargeError, P2PInferError
 from p2pinfer.jobs.job_attempt import Attempt, AttemptFailed, send_receipt, take_payee
+from p2pinfer.net.compat.multistream import read_echoes
 from p2pinfer.protocol import (
+    JOB_PROTOCOL_ID,
     Accepted,
     ChunkReceived,
     ConsumerState,
@@ -38,18 +40,22 @@ STOP_WAIT_S = 5.0
 """How long a stopping job waits for the provider's result before it resets instead."""
 
 
-async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt) -> bool:
+async def stop_and_pay(client: JobRunner, model: str, attempt: Attempt, *,
+                       negotiated: bool = True) -> bool:
     """Ask the provider of `attempt` to stop (once its accept is in: one may be on its
     way, and an accepted job left without a word is one left unpaid); read the rest of
     its output and its result, and pay it. True once paid; False where the caller resets
     the stream instead: a reject, a transport failure, a result that breaks the protocol
-    or overcharges (refused as any: `refuse_charge`)."""
+    or overcharges (refused as any: `refuse_charge`). Not `negotiated`: the attempt's
+    stream was opening, its request out with the proposal (the echo comes first)."""
     machine = attempt.machine
     waiting = (ConsumerState.AWAIT_ANSWER, ConsumerState.STREAMING)
     if machine.state not in waiting or machine.cancel_sent:
         return False
     cfg = client.config
     try:
+        if not negotiated:
+            await read_echoes(attempt.stream, JOB_PROTOCOL_ID, timeout_s=cfg.chunk_timeout_s)
         while True:
             if machine.state is ConsumerState.STREAMING and not machine.cancel_sent:
                 await attempt.stream.write(machine.cancel(), timeout_s=cfg.chunk_timeout_s)

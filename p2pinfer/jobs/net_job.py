@@ -41,6 +41,7 @@ from p2pinfer.jobs.job_attempt import (
 from p2pinfer.jobs.job_move import maybe_move
 from p2pinfer.jobs.job_stop import STOP_WAIT_S, stop_and_pay
 from p2pinfer.jobs.job_types import Candidate, FailedAttempt, JobOutcome, TextDelta
+from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     Accepted,
@@ -91,6 +92,7 @@ class NetJob:
         self._unanswered_s = 0.0  # time spent dialling providers that were not reached
         self._dht_consulted = False
         self._attempt: Attempt | None = None
+        self._opening: Attempt | None = None  # its stream opening (`_open`), request sent
         # While every provider tried in a round says "busy", wait and try them again.
         self._busy = BusyBackoff()
         #: The price per 1k tokens the serving provider accepted the job at (its JobAccept).
@@ -144,12 +146,15 @@ class NetJob:
         """Abandon the attempt in progress: ask its provider to stop and pay for what it
         sent (jobs/job_stop.py), or, where that cannot be settled, reset the stream."""
         attempt, self._attempt = self._attempt, None
+        opening, self._opening = self._opening, None  # its request out, the answer not read
+        attempt = attempt or opening
         if attempt is None:
             return
         with trio.CancelScope(shield=True):
             paid = False
             with trio.move_on_after(STOP_WAIT_S):
-                paid = await stop_and_pay(self._client, self.model, attempt)
+                paid = await stop_and_pay(self._client, self.model, attempt,
+                                          negotiated=opening is None)
             if not paid:
                 with trio.move_on_after(2):
                     await attempt.stream.reset()
@@ -269,8 +274,16 @@ class NetJob:
         signer = NodeIdentity.generate() if client.config.throwaway_key else client.identity
         request = client.payer.bind(request, signer.peer_id) if client.payer else request
         machine = ConsumerJob(signer, request)  # with settlement, payer bound to the signer
-        stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID,
-                                              first=machine.start())
+
+        def sent(stream: NetStream) -> None:  # out: a cancel from here on is `aclose`'s
+            self._opening = Attempt(candidate, stream, machine, caught_up=not self._delivered)
+        try:
+            stream = await client.net.open_stream(candidate.peer_id, JOB_PROTOCOL_ID,
+                                                  first=machine.start(), on_sent=sent)
+        except Exception:
+            self._opening = None  # reset by open_stream (a cancel leaves it to `aclose`)
+            raise
+        self._opening = None
         if stream.remote_peer_id != candidate.peer_id:
             await stream.reset()
             raise AttemptFailed(f"the stream reached {stream.remote_peer_id}, not the provider")

@@ -8,6 +8,7 @@ here; topics and our advert are `GossipAndAdverts` (`net/host_gossip.py`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -32,8 +33,7 @@ from p2pinfer.net.compat import multistream_listener
 from p2pinfer.net.compat.dial_addrs import connect, connect_info
 from p2pinfer.net.compat.inbound_shares import value_peer
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
-from p2pinfer.net.compat.multistream import open_pipelined, refused_by_peer
-from p2pinfer.net.compat.yamux_open import new_stream_lazily
+from p2pinfer.net.compat.multistream import Proposal, open_proposed, refused_by_peer
 from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
 from p2pinfer.net.dcutr import GuardedDCUtR
 from p2pinfer.net.dht import ProviderRecords, ProviderRef, Refresher, peer_addrs_to_multiaddrs
@@ -180,13 +180,17 @@ class NetHost(GossipAndAdverts):
             multistream_listener.echo_with_answer(self._host.get_mux(), protocol)
 
     async def open_stream(self, peer_id: str, protocol: str, *, first: bytes | None = None,
-                          timeout_s: float | None = None) -> NetStream:
+                          timeout_s: float | None = None,
+                          on_sent: Callable[[NetStream], None] | None = None) -> NetStream:
         """Open a stream to `peer_id` speaking `protocol`, dialling it if needed.
 
         With `first` (bytes the protocol starts with, e.g. a framed request) the
         negotiation is pipelined: `first` goes out in the same write as the protocol
         proposal, so the answer comes back one round trip later instead of three
         (`p2pinfer.net.compat.multistream`). Without it, py-libp2p's own lock-step negotiation.
+        `on_sent` is given the stream once `first` is out, before the answer: if the caller
+        is cancelled after that, the stream is left open for it to close or reset (a job's
+        request may have been accepted already: `jobs/job_stop.py`).
 
         Addresses come from the peer's advert in the catalog, dialled first, and from
         the peerstore (connections, DHT records, mDNS; `compat.dial_addrs`). A peer
@@ -203,39 +207,39 @@ class NetHost(GossipAndAdverts):
         signed = advert.advert.listen_addrs if advert is not None else ()
         limit = self.config.dial_timeout_s if timeout_s is None else timeout_s
         deadline = trio.current_time() + limit  # the caller's bound covers every try
+        want = Proposal(protocol, first, on_sent)
         if peer_id in self.relay_only:
             circuits = self.relay_client.circuit_addrs_of(peer_id, signed)
-            return await self._open_relayed_only(peer_id, protocol, first, circuits, deadline)
+            return await self._open_relayed_only(peer_id, want, circuits, deadline)
         if peer_id in self.peers():  # connected: no address is parsed (the usual job)
-            return await self._on_connection(peer_id, protocol, first, deadline)
+            return await self._on_connection(peer_id, want, deadline)
         circuits = self.relay_client.circuit_addrs_of(peer_id, signed)
         if not circuits:
-            return await self._open_stream(peer_id, protocol, first, timeout_s)
+            return await self._open_stream(peer_id, want, timeout_s)
         if self.relay_client.direct_worth_trying(peer_id, signed):
             try:
-                return await self._open_stream(peer_id, protocol, first, min(
+                return await self._open_stream(peer_id, want, min(
                     limit / 2, self.relay_client.config.direct_first_s))
             except (PeerUnreachableError, PeerTimeoutError) as exc:
                 log.info("direct dial failed, trying relays peer=%s error=%s", peer_id, exc)
         with trio.move_on_at(deadline):
             await self.relay_client.dial(peer_id, circuits)
-            return await self._on_connection(peer_id, protocol, first, deadline)
+            return await self._on_connection(peer_id, want, deadline)
         raise PeerTimeoutError(f"reaching {peer_id} through a relay took over {limit:g} s")
 
-    async def _on_connection(self, peer_id: str, protocol: str, first: bytes | None,
-                             deadline: float) -> NetStream:
+    async def _on_connection(self, peer_id: str, want: Proposal, deadline: float) -> NetStream:
         """A stream over the connection we hold to `peer_id`; if that runs through a relay,
         DCUtR first (`dcutr`) or in the background once the stream is open (`dcutr_behind`)."""
         pid, config = parse_peer_id(peer_id), self.relay_client.config
         if config.dcutr:
             await self.dcutr.maybe_upgrade(pid, deadline)
-        stream = await self._open_stream(peer_id, protocol, first,
+        stream = await self._open_stream(peer_id, want,
                                          max(deadline - trio.current_time(), 0.1))
         if config.dcutr_behind and not config.dcutr:
             self.dcutr.start_behind(pid, self._nursery)
         return stream
 
-    async def _open_relayed_only(self, peer_id: str, protocol: str, first: bytes | None,
+    async def _open_relayed_only(self, peer_id: str, want: Proposal,
                                  circuits: list[str], deadline: float) -> NetStream:
         """A stream to a `relay_only` peer: over the connection we hold with it, else
         through one of its relays; never a direct dial, not even when the connection
@@ -252,13 +256,13 @@ class NetHost(GossipAndAdverts):
         # peerstore holds (identify put the direct addresses there): leave it nothing,
         # and let `_open_stream` add none back from the advert.
         self._host.get_peerstore().clear_addrs(parse_peer_id(peer_id))
-        return await self._open_stream(peer_id, protocol, first,
+        return await self._open_stream(peer_id, want,
                                        max(deadline - trio.current_time(), 0.1),
                                        advert_addrs=False)
 
-    async def _open_stream(self, peer_id: str, protocol: str, first: bytes | None,
-                           timeout_s: float | None, *, advert_addrs: bool = True) -> NetStream:
-        pid = parse_peer_id(peer_id)
+    async def _open_stream(self, peer_id: str, want: Proposal, timeout_s: float | None, *,
+                           advert_addrs: bool = True) -> NetStream:
+        pid, protocol = parse_peer_id(peer_id), want.protocol
         advert = self.catalog.advert_of(peer_id)
         # Its own signed word on where to dial it, for a dial, dialled first; over a
         # connection already up the stream needs none (parsing them cost ~80 us a job).
@@ -270,9 +274,9 @@ class NetHost(GossipAndAdverts):
         try:
             with trio.fail_after(limit):
                 await connect(self._host.get_network(), pid, own)  # not py-libp2p's pick
-                if first is None:
+                if want.first is None:
                     return NetStream(await self._host.new_stream(pid, [TProtocol(protocol)]))
-                return await self._open_pipelined(pid, protocol, first, limit)
+                return await open_proposed(self._host.get_network(), pid, want, limit)
         except trio.TooSlowError as exc:
             # A connection that cannot open a stream in time is most likely dead (the
             # peer vanished or a partition ate its packets, and TCP has not noticed):
@@ -298,21 +302,6 @@ class NetHost(GossipAndAdverts):
                 await self._host.disconnect(pid)
             except Exception as exc:  # closing a dead connection may fail; it is gone anyway
                 log.debug("closing connection failed peer=%s error=%s", pid, exc)
-
-    async def _open_pipelined(self, pid: ID, protocol: str, first: bytes,
-                              limit: float) -> NetStream:
-        # Dials when there is no connection, as host.new_stream does; over one already up,
-        # the stream's SYN leaves with the proposal (compat.yamux_open).
-        raw = await new_stream_lazily(self._host.get_network(), pid)
-        try:
-            if raw.muxed_conn.peer_id != pid:
-                raise PeerUnreachableError(
-                    f"the stream reached {raw.muxed_conn.peer_id}, not {pid}")
-            return await open_pipelined(raw, protocol, first, timeout_s=limit)
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await NetStream(raw).reset()
-            raise
 
     # -- DHT -------------------------------------------------------------------
 

@@ -81,6 +81,12 @@ class NetStream:
         return bool(self._unsent)
 
     @property
+    def muxed(self) -> INetStream:
+        """The libp2p stream under it that writes go to (the one it opened on, until
+        `splice`)."""
+        return self._out
+
+    @property
     def remote_peer_id(self) -> str:
         """The base58 PeerID authenticated by the Noise handshake for this stream."""
         return str(self._out.muxed_conn.peer_id.to_base58())

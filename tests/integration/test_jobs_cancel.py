@@ -1,4 +1,4 @@
-"""A consumer that stops a job it no longer wants (attacks 66, 67): it sends a signed
+"""A consumer that stops a job it no longer wants (attacks 66 to 68): it sends a signed
 JobCancel, the provider stops its engine and answers with a `cancelled` result charging
 the tokens it sent and the prompt's estimate, and the consumer pays it; the key stays a
 payer there. Real libp2p hosts and SQLite ledgers, fake engines."""
@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pinfer.jobs.client import JobClient
+from p2pinfer.market.ledger import Ledger
+from p2pinfer.net.streams import NetStream
 from p2pinfer.protocol import JobParams
 from tests.integration.job_helpers import (
     FAKE_MODEL,
     FakeBackend,
+    Provider,
     charges,
     start_consumer,
     start_provider,
@@ -75,12 +79,60 @@ async def test_a_consumer_that_leaves_before_the_first_token_pays_the_prompt(
                 await reading.paused.wait()  # accepted, the engine started
                 await await_until(lambda: job.price_per_1k is not None)  # the accept read
                 waiting.cancel_scope.cancel()  # the client hangs up
-            await await_until(lambda: bool(provider.server.records))
-            [record] = provider.server.records
-            assert (record.outcome, record.completion_tokens) == ("cancelled", 0)
-            assert record.charged > 0  # the prompt's estimate
-            assert charges(ledger) == charges(provider.ledger) == [bytes.fromhex(record.job_id)]
-            reading.pause_after = None
-            again = await client.run(FAKE_MODEL, "again", JobParams(max_tokens=2))
-            assert again.provider == provider.net.peer_id and not again.failovers
+            await _prompt_paid_and_still_a_payer(provider, reading, client, ledger)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_consumer_that_leaves_while_the_accept_is_on_its_way_stops_and_pays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client hanging up in the round trip between the provider's accept and its
+    arrival (attack 68): the request went out with the stream's opening, the provider
+    accepted and its engine started, and the consumer was cancelled while it waited for
+    the protocol's echo (which comes with the accept). It must not reset the stream (an
+    accepted job left without a word is one left unpaid, attack 67: the key would be
+    refused there 10 minutes); it reads the accept, cancels and pays the prompt's
+    estimate, and its next job is served."""
+    reading = FakeBackend(pause_after=0)  # never a token: a long prompt being read
+    arrived = trio.Event()  # the accept on its way reaches the consumer
+    read_answer = NetStream.prefetch
+
+    async def late(self: NetStream, at_most: int, *, timeout_s: float = 30.0) -> None:
+        await arrived.wait()
+        await read_answer(self, at_most, timeout_s=timeout_s)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, reading, tmp_path)
+            net, client, ledger = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            monkeypatch.setattr(NetStream, "prefetch", late)  # the consumer's answer reads
+            async with client.job(FAKE_MODEL, "read this", JobParams(max_tokens=50)) as job, \
+                    trio.open_nursery() as waiting:
+                waiting.start_soon(job.next_delta)
+                await reading.paused.wait()  # the provider accepted, its engine started
+                assert job.price_per_1k is None  # the accept not read yet
+                waiting.cancel_scope.cancel()  # the client hangs up
+                nursery.start_soon(_set_soon, arrived)
+            monkeypatch.undo()
+            await _prompt_paid_and_still_a_payer(provider, reading, client, ledger)
+            nursery.cancel_scope.cancel()
+
+
+async def _prompt_paid_and_still_a_payer(provider: Provider, reading: FakeBackend,
+                                         client: JobClient, ledger: Ledger) -> None:
+    """The provider's one record is a `cancelled` job charging the prompt's estimate and no
+    completion token, both ledgers hold its charge, and the key's next job is served."""
+    await await_until(lambda: bool(provider.server.records))
+    [record] = provider.server.records
+    assert (record.outcome, record.completion_tokens) == ("cancelled", 0)
+    assert record.charged > 0  # the prompt's estimate
+    assert charges(ledger) == charges(provider.ledger) == [bytes.fromhex(record.job_id)]
+    reading.pause_after = None
+    again = await client.run(FAKE_MODEL, "again", JobParams(max_tokens=2))
+    assert again.provider == provider.net.peer_id and not again.failovers
+
+
+async def _set_soon(event: trio.Event) -> None:
+    await trio.sleep(0.2)
+    event.set()

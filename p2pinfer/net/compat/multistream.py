@@ -39,19 +39,25 @@ in libp2p/specs#721 (issue libp2p/specs#643). No drafted patch: a feature, not a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import trio
-from libp2p.abc import INetStream
+from libp2p.abc import INetStream, INetworkService
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.utils.varint import encode_delim
 
 from p2pinfer.errors import (
     DecodeError,
     FrameTooLarge,
+    PeerUnreachableError,
     ProtocolNotSupportedError,
     StreamClosedError,
 )
 from p2pinfer.net.compat.multistream_listener import ORIGINAL as listener_negotiate
+from p2pinfer.net.compat.yamux_open import new_stream_lazily
 from p2pinfer.net.streams import NetStream
 
 PATCHED = {
@@ -71,25 +77,80 @@ MAX_NEGOTIATION_LINE = 1024
 """The longest echo we accept (a protocol id plus its newline and length prefix fits)."""
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """A stream's protocol, the bytes pipelined with its proposal (None: lock-step
+    negotiation) and who is given the stream once they are out (`NetHost.open_stream`)."""
+
+    protocol: str
+    first: bytes | None = None
+    on_sent: Callable[[NetStream], None] | None = None
+
+    def hand_over(self, handed: list[NetStream]) -> Callable[[NetStream], None] | None:
+        """The `on_sent` for `open_pipelined`: this one's, noting the stream in `handed`
+        (it is no longer the opener's to reset); None without one."""
+        on_sent = self.on_sent
+        if on_sent is None:
+            return None
+
+        def sent(stream: NetStream) -> None:
+            handed.append(stream)
+            on_sent(stream)
+        return sent
+
+
 def proposal(protocol: str) -> bytes:
     """The multistream header and `protocol`, as the two messages a dialer sends."""
     return encode_delim(MULTISTREAM_ID.encode()) + encode_delim(protocol.encode())
 
 
 async def open_pipelined(
-    raw: INetStream, protocol: str, first: bytes, *, timeout_s: float
+    raw: INetStream, protocol: str, first: bytes, *, timeout_s: float,
+    on_sent: Callable[[NetStream], None] | None = None,
 ) -> NetStream:
     """Negotiate `protocol` on the fresh muxed stream `raw`, sending `first` with the proposal.
 
     Returns the stream, its protocol set, positioned after the two echoes (the
-    peer's answer to `first` is next). Raises ProtocolNotSupportedError on `na` or
-    on a stream reset before the echo (connection still up), DecodeError on any
-    other reply, StreamClosedError/PeerTimeoutError on transport failure. The
-    caller resets `raw` if this raises.
+    peer's answer to `first` is next). `on_sent` is given the stream once `first`
+    is out, before the echoes are read (`read_echoes`). Raises as `read_echoes`, and
+    StreamClosedError/PeerTimeoutError on the write. The caller resets `raw` if this
+    raises.
     """
     stream = NetStream(raw)
     stream.first_sent_at = trio.current_time()
     await stream.write(proposal(protocol) + first, timeout_s=timeout_s)
+    if on_sent is not None:
+        on_sent(stream)
+    await read_echoes(stream, protocol, timeout_s=timeout_s)
+    return stream
+
+
+async def open_proposed(network: INetworkService, pid: ID, want: Proposal,
+                        limit: float) -> NetStream:
+    """A stream to `pid` negotiated for `want`, its bytes pipelined (`open_pipelined`).
+    Dials when there is no connection, as host.new_stream does; over one already up, the
+    stream's SYN leaves with the proposal (`compat.yamux_open`). Reset if this fails, but
+    left open for `want.on_sent`'s caller when that caller is cancelled once given it."""
+    raw = await new_stream_lazily(network, pid)
+    handed: list[NetStream] = []
+    try:
+        if raw.muxed_conn.peer_id != pid:
+            raise PeerUnreachableError(f"the stream reached {raw.muxed_conn.peer_id}, not {pid}")
+        return await open_pipelined(raw, want.protocol, want.first or b"",
+                                    timeout_s=limit, on_sent=want.hand_over(handed))
+    except BaseException as exc:
+        if not (handed and isinstance(exc, trio.Cancelled)):
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await NetStream(raw).reset()
+        raise
+
+
+async def read_echoes(stream: NetStream, protocol: str, *, timeout_s: float) -> None:
+    """Read the listener's answer to our proposal of `protocol` on `stream` (its header
+    and echo) and set the stream's protocol. Raises ProtocolNotSupportedError on `na`
+    or on a stream reset before the echo (connection still up), DecodeError on any
+    other reply, StreamClosedError/PeerTimeoutError on transport failure."""
+    raw = stream.muxed
     try:
         # Our header's and the echo's bytes, at most, in one read: a listener that sends
         # both at once and resets right after accepting (a request it refuses unread)
@@ -111,7 +172,6 @@ async def open_pipelined(
     if echo != protocol:
         raise DecodeError(f"{_who(stream)} answered {echo!r} to the proposal of {protocol}")
     raw.set_protocol(TProtocol(protocol))
-    return stream
 
 
 async def _read_line(stream: NetStream, timeout_s: float) -> str:
