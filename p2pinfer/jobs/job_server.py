@@ -293,8 +293,7 @@ class JobServer(JobEndings):
             self.gate.refund(ticket)
             await self._reject(job, "busy", "preempted by a paying job; try another provider",
                                slots.retry_after_ms())
-        if machine.result is not None or job.left_unpaid:  # unpaid until its receipt
-            self.gate.result_sent(ticket)
+        await self._count_leaving(job, ticket)  # unpaid until its receipt, if at all
         if machine.state is ProviderState.AWAIT_RECEIPT:
             with trio.move_on_after(self.config.receipt_timeout_s):
                 await job.receipt.wait()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import trio
 
 from p2pinfer.errors import DuplicateEntryError, LedgerError
-from p2pinfer.jobs.admission import Ticket
+from p2pinfer.jobs.admission import ConsumerGate, Ticket
 from p2pinfer.jobs.job_types import JobRecord, JobServerConfig
 from p2pinfer.market.ledger import ChargeInput, Ledger
 from p2pinfer.metrics import NodeMetrics
@@ -54,6 +54,8 @@ class ServedJob:
         self.preempted = False  # a free job cancelled to give its slot to a paying one
         self.hold: Hold | None = None  # settlement: its reservation on the payer's channel
         self.unpaid = False  # settlement: its receipt's voucher did not check out
+        #: The consumer went because the relay between us did (`JobEndings._count_leaving`).
+        self.relay_lost = False
 
     @property
     def left_unpaid(self) -> bool:
@@ -62,7 +64,7 @@ class ServedJob:
         went out (attack 66) or the engine was still reading the prompt (attack 67)."""
         return (self.machine.price_per_1k is not None and self.machine.result is None
                 and not self.preempted and not self.machine.cancel_asked
-                and (self.peer_gone or self.violation is not None))
+                and (self.peer_gone or self.violation is not None) and not self.relay_lost)
 
     async def streaming(self) -> bool:
         """Whether the job may still send output. When the watcher ended it (the consumer
@@ -94,6 +96,11 @@ class ServedJob:
                     self.work.cancel()
 
 
+#: How long a job whose relayed connection dropped waits for our connection to that relay
+#: to close too, before it takes the consumer as gone on its own (attack 69).
+RELAY_GONE_WAIT_S = 1.0
+
+
 class JobEndings:
     """How a served job ends; the state is set up by `JobServer.__init__`."""
 
@@ -104,6 +111,19 @@ class JobEndings:
     _ledger: Ledger | None
     _ledger_limiter: trio.CapacityLimiter
     _metrics: NodeMetrics
+    gate: ConsumerGate
+
+    async def _count_leaving(self, job: ServedJob, ticket: Ticket) -> None:
+        """A result sent, or an accepted job left unpaid (attacks 66, 67), counts against
+        the key until its receipt. A job lost with the relay between us does not: our own
+        connection to that relay closed with it (the relay died, the consumer did not
+        leave; attack 69), and a free job is the key's again."""
+        if job.peer_gone and job.violation is None and job.machine.result is None:
+            job.relay_lost = await job.stream.carrier_lost(RELAY_GONE_WAIT_S)
+        if job.machine.result is not None or job.left_unpaid:
+            self.gate.result_sent(ticket)
+        elif job.relay_lost and not job.preempted:
+            self.gate.refund(ticket)
 
     async def _conclude(self, job: ServedJob, request: JobRequest) -> None:
         machine = job.machine
@@ -131,8 +151,9 @@ class JobEndings:
             self._finish(job, request, "preempted", job.tokens_sent, 0)
         elif job.peer_gone or job.work.cancelled_caught:
             log.info("job cancelled job=%s model=%s completion_tokens=%d max_tokens=%d "
-                     "reason=consumer-closed", request.job_id.hex(), request.model,
-                     job.tokens_sent, request.params.max_tokens)
+                     "reason=%s", request.job_id.hex(), request.model, job.tokens_sent,
+                     request.params.max_tokens,
+                     "relay-gone" if job.relay_lost else "consumer-closed")
             self._finish(job, request, "cancelled", job.tokens_sent, 0)
         elif machine.state is ProviderState.CLOSED:
             self._finish(job, request, "failed", tokens, 0)

@@ -6,6 +6,7 @@ NAT is simulated as relay_helpers.py says; DCUtR's tests are in test_jobs_dcutr.
 from __future__ import annotations
 
 import random
+import time
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,15 @@ from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import is_circuit_addr
-from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.protocol import (
+    JOB_PROTOCOL_ID,
+    ChatTurn,
+    JobAccept,
+    JobParams,
+    JobReject,
+    decode,
+    encode_frame,
+)
 from p2pinfer.testing.tiny_model import TINY_MODEL_NAME, write_tiny_model
 from p2pinfer.validator.checker import Verifier
 from p2pinfer.verify.config import VerifyConfig
@@ -44,6 +53,8 @@ from tests.integration.relay_helpers import (
     relay_config,
     relayed_setup,
 )
+from tests.support.raw_jobs import signed_request
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
 
@@ -130,6 +141,45 @@ async def test_the_relay_dying_mid_answer_fails_the_job_over_and_it_is_charged_o
             with trio.fail_after(10):  # its slot went with the relay
                 while cheap.net.relay_client.slots:
                     await trio.sleep(0.1)
+            # The relay went, not the consumer (attack 69): the job lost that way holds
+            # nothing against its key there (on the code before, refused 10 minutes).
+            await await_until(lambda: bool(cheap.server.records))
+            assert cheap.server.records[-1].outcome == "cancelled"
+            cheap.server.gate.admit(client.identity.public_key, time.time_ns() // 1_000_000,
+                                    idle=True)  # no Refused
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_consumer_that_leaves_a_relayed_job_is_refused_while_the_relay_lives(
+    tmp_path: Path,
+) -> None:
+    """Attack 69's bound: a relayed job left by the consumer (its stream reset, its
+    connection through the relay still up) is a result unpaid, as a direct one is
+    (attack 67): the key is refused there after it."""
+    engine = FakeBackend(pause_after=2)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(run_host(relay_config()))
+            relay_addr = relay.addrs()[0]
+            provider = await start_provider(stack, nursery, engine, tmp_path,
+                                            bootstrap=(relay_addr,),
+                                            net_options=behind_nat_options(relay_addr))
+            net, client, _ = await start_consumer(stack, tmp_path, (relay_addr,),
+                                                  net_options=CONSUMER)
+            await advertised_circuit(net, provider.net.peer_id)
+            pid, answers = provider.net.peer_id, []
+            for _ in range(2):
+                stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+                assert stream.path == "relayed"
+                await stream.write(encode_frame(signed_request(
+                    client.identity, pid, FAKE_MODEL, max_tokens=50)))
+                answers.append(decode(await stream.read_frame(timeout_s=5)).msg)
+                await engine.paused.wait()
+                await stream.reset()  # the consumer leaves; the relay stays
+                await await_until(lambda: len(provider.server.records) == len(answers))
+            assert isinstance(answers[0], JobAccept)
+            assert isinstance(answers[1], JobReject) and answers[1].code == "insufficient_credit"
+            assert relay.relay_hop.serving and provider.net.relay_client.slots
             nursery.cancel_scope.cancel()
 
 

@@ -1,0 +1,43 @@
+"""Finding a relayed connection's carrier (`net.relay_carrier`) on stand-in objects of
+py-libp2p 0.8.1's shape; the real chain is pinned by tests/integration/test_jobs_relayed.py
+(a relay that dies mid-answer, and one that lives while the consumer leaves)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import trio
+
+from p2pinfer.net.relay_carrier import carrier_closes, carrier_of
+
+
+def relayed(carrier: object) -> SimpleNamespace:
+    """A relayed connection's muxer as py-libp2p builds it, over `carrier`'s circuit stream."""
+    circuit = SimpleNamespace(muxed_conn=carrier)
+    raw = SimpleNamespace(stream=circuit)
+    noise = SimpleNamespace(read_writer=SimpleNamespace(read_write_closer=raw))
+    return SimpleNamespace(secured_conn=SimpleNamespace(conn=noise))
+
+
+def direct() -> SimpleNamespace:
+    """A direct connection's muxer: its raw connection's stream is a TCP stream."""
+    tcp = SimpleNamespace(stream=SimpleNamespace(socket=object()))
+    noise = SimpleNamespace(read_writer=SimpleNamespace(read_write_closer=tcp))
+    return SimpleNamespace(secured_conn=SimpleNamespace(conn=noise))
+
+
+async def test_a_relayed_connection_is_lost_with_its_carrier_and_a_direct_one_never() -> None:
+    carrier = SimpleNamespace(event_shutting_down=trio.Event())
+    assert carrier_of(relayed(carrier)) is carrier
+    assert carrier_of(direct()) is None and carrier_of(None) is None
+    with trio.fail_after(2):
+        assert not await carrier_closes(relayed(carrier), 0.05)  # the relay is still there
+        assert not await carrier_closes(direct(), 10)  # at once: no relay to wait for
+
+        async def relay_goes() -> None:
+            await trio.sleep(0.05)
+            carrier.event_shutting_down.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay_goes)
+            assert await carrier_closes(relayed(carrier), 1.0)  # it closed within the wait
