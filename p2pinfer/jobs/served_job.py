@@ -54,7 +54,7 @@ class ServedJob:
         self.preempted = False  # a free job cancelled to give its slot to a paying one
         self.hold: Hold | None = None  # settlement: its reservation on the payer's channel
         self.unpaid = False  # settlement: its receipt's voucher did not check out
-        #: The consumer went because the relay between us did (`JobEndings._count_leaving`).
+        #: The relay between us ended the job, not the consumer (`JobEndings._count_leaving`).
         self.relay_lost = False
 
     @property
@@ -115,11 +115,12 @@ class JobEndings:
 
     async def _count_leaving(self, job: ServedJob, ticket: Ticket) -> None:
         """A result sent, or an accepted job left unpaid (attacks 66, 67), counts against
-        the key until its receipt. A job lost with the relay between us does not: our own
-        connection to that relay closed with it (the relay died, the consumer did not
-        leave; attack 69), and a free job is the key's again."""
+        the key until its receipt. A job the relay between us ended does not (our own
+        connection to that relay closed with it, or the circuit reached the duration the
+        relay granted: the consumer did not leave; attack 69), and a free job is the key's
+        again."""
         if job.peer_gone and job.violation is None and job.machine.result is None:
-            job.relay_lost = await job.stream.carrier_lost(RELAY_GONE_WAIT_S)
+            job.relay_lost = await job.stream.relay_ended(RELAY_GONE_WAIT_S)
         if job.machine.result is not None or job.left_unpaid:
             self.gate.result_sent(ticket)
         elif job.relay_lost and not job.preempted:

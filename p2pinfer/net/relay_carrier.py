@@ -1,12 +1,15 @@
-"""Whether a relayed connection's carrier, this node's own connection to the relay, is
-gone: the relay went away, not the peer (attack 69, `jobs/served_job.py`).
+"""Whether a relay ended a relayed connection, not the peer on its other side (attack 69,
+`jobs/served_job.py`): this node's own connection to the relay (the carrier) closed with
+it, or the circuit reached the duration the relay granted us.
 
 py-libp2p 0.8.1 builds a relayed connection as Yamux over Noise over a RawConnection
 over a circuit stream (STOP on the provider's side, HOP on the dialler's), itself a
 stream of this node's connection to the relay; nothing exposes that last connection, so
 this follows the objects down. The names are pinned by
 `tests/integration/test_jobs_relayed.py` (a relay that dies is seen, one that lives is
-not); a chain that does not match says "not gone", as before this existed."""
+not, one that cuts at its duration is); a chain that does not match says "not ended",
+as before this existed. The circuit's end is noted on its STOP stream when the relay
+brings it (`RelayHop`: the duration of our slot there, from the relay's own word)."""
 
 from __future__ import annotations
 
@@ -19,25 +22,49 @@ import trio
 #: RawConnection -> the circuit stream -> our connection to the relay (its muxer).
 CARRIER_PATH = ("secured_conn", "conn", "read_writer", "read_write_closer", "stream",
                 "muxed_conn")
+#: On a STOP stream: the trio time its relay cuts the circuit (its granted duration).
+CUT_AT_ATTR = "p2pinfer_cut_at"
+#: How early a circuit's end may come against the time noted (the relay's clock starts
+#: a round trip before ours).
+CUT_SLACK_S = 2.0
 
 
-def carrier_of(muxed_conn: Any) -> Any | None:
-    """The muxer of the connection that carries the relayed connection `muxed_conn`, or
-    None where the chain of objects is not py-libp2p 0.8.1's (a direct connection)."""
-    node = muxed_conn
-    for name in CARRIER_PATH:
+def _follow(node: Any, names: tuple[str, ...]) -> Any | None:
+    for name in names:
         node = getattr(node, name, None)
         if node is None:
             return None
     return node
 
 
-async def carrier_closes(muxed_conn: Any, wait_s: float) -> bool:
-    """Whether the carrier of the relayed connection `muxed_conn` is closing, or starts to
-    within `wait_s` (a relay shutting down resets its circuits' streams before it closes
-    its connections); False at once for a connection no relay carries."""
-    carrier = carrier_of(muxed_conn)
-    shutting = getattr(carrier, "event_shutting_down", None)
+def carrier_of(muxed_conn: Any) -> Any | None:
+    """The muxer of the connection that carries the relayed connection `muxed_conn`, or
+    None where the chain of objects is not py-libp2p 0.8.1's (a direct connection)."""
+    return _follow(muxed_conn, CARRIER_PATH)
+
+
+def note_cut(stop_stream: Any, duration_s: float) -> None:
+    """Note on the STOP stream a relay brings us that the relay cuts it after
+    `duration_s` (0: no duration said, nothing noted)."""
+    if duration_s > 0:
+        setattr(stop_stream, CUT_AT_ATTR, trio.current_time() + duration_s)
+
+
+def cut_due(muxed_conn: Any) -> bool:
+    """Whether the circuit under the relayed connection `muxed_conn` has reached the end
+    its relay granted (within `CUT_SLACK_S`)."""
+    cut_at = getattr(_follow(muxed_conn, CARRIER_PATH[:-1]), CUT_AT_ATTR, None)
+    return isinstance(cut_at, float) and trio.current_time() >= cut_at - CUT_SLACK_S
+
+
+async def relay_ended(muxed_conn: Any, wait_s: float) -> bool:
+    """Whether the relay ended the relayed connection `muxed_conn`: its circuit reached
+    its granted duration, or its carrier is closing or starts to within `wait_s` (a relay
+    shutting down resets its circuits' streams before it closes its connections); False
+    at once for a connection no relay carries."""
+    if cut_due(muxed_conn):
+        return True
+    shutting = getattr(carrier_of(muxed_conn), "event_shutting_down", None)
     if not isinstance(shutting, trio.Event):
         return False
     with trio.move_on_after(wait_s):

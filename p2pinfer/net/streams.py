@@ -27,7 +27,7 @@ from p2pinfer.errors import (
     StateError,
     StreamClosedError,
 )
-from p2pinfer.net.relay_carrier import carrier_closes
+from p2pinfer.net.relay_carrier import relay_ended
 from p2pinfer.net.relay_rules import path_of
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 
@@ -87,11 +87,12 @@ class NetStream:
         `splice`)."""
         return self._out
 
-    async def carrier_lost(self, wait_s: float) -> bool:
-        """Whether this stream runs over a relayed connection whose carrier, this node's own
-        connection to the relay, is closing or starts to within `wait_s`
-        (`net.relay_carrier`); False at once for a direct one."""
-        return await carrier_closes(getattr(self._out, "muxed_conn", None), wait_s)
+    async def relay_ended(self, wait_s: float) -> bool:
+        """Whether this stream runs over a relayed connection that its relay ended: the
+        circuit reached its granted duration, or this node's own connection to the relay is
+        closing or starts to within `wait_s` (`net.relay_carrier`); False at once for a
+        direct one."""
+        return await relay_ended(getattr(self._out, "muxed_conn", None), wait_s)
 
     @property
     def remote_peer_id(self) -> str:

@@ -21,7 +21,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
-from p2pinfer.net.relay_rules import is_circuit_addr
+from p2pinfer.net.relay_rules import RelayServiceConfig, is_circuit_addr
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     ChatTurn,
@@ -147,6 +147,41 @@ async def test_the_relay_dying_mid_answer_fails_the_job_over_and_it_is_charged_o
             assert cheap.server.records[-1].outcome == "cancelled"
             cheap.server.gate.admit(client.identity.public_key, time.time_ns() // 1_000_000,
                                     idle=True)  # no Refused
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_relay_cutting_a_circuit_at_its_granted_duration_is_not_the_consumer(
+    tmp_path: Path,
+) -> None:
+    """Attack 69, the cut: a relay cuts each circuit at the duration it granted (ours 15
+    minutes; one relayed connection carries many jobs), and the provider saw the job's
+    consumer vanish while its own connection to the relay lived, so it refused the key
+    10 minutes as one that left. The circuit's end is known from the provider's slot:
+    a job cut there holds nothing against the key."""
+    engine = FakeBackend(pause_after=2)  # the answer outlives the circuit
+    short = replace(relay_config(), relay=RelayServiceConfig(mode="on", circuit_duration_s=3))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(run_host(short))
+            relay_addr = relay.addrs()[0]
+            provider = await start_provider(stack, nursery, engine, tmp_path,
+                                            bootstrap=(relay_addr,),
+                                            net_options=behind_nat_options(relay_addr))
+            net, client, _ = await start_consumer(stack, tmp_path, (relay_addr,),
+                                                  net_options=CONSUMER)
+            await advertised_circuit(net, provider.net.peer_id)
+            pid = provider.net.peer_id
+            assert provider.net.relay_client.slots[relay.peer_id].circuit_s == 3
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(
+                client.identity, pid, FAKE_MODEL, max_tokens=50)))
+            assert isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobAccept)
+            await engine.paused.wait()
+            await await_until(lambda: relay.relay_hop.refusals["duration"] > 0, timeout_s=10)
+            await await_until(lambda: bool(provider.server.records), timeout_s=10)
+            assert provider.server.records[-1].outcome == "cancelled"
+            provider.server.gate.admit(client.identity.public_key, time.time_ns() // 1_000_000,
+                                       idle=True)  # no Refused: the relay cut, not the key
             nursery.cancel_scope.cancel()
 
 

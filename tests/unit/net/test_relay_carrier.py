@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import trio
 
-from p2pinfer.net.relay_carrier import carrier_closes, carrier_of
+from p2pinfer.net.relay_carrier import carrier_of, note_cut, relay_ended
 
 
 def relayed(carrier: object) -> SimpleNamespace:
@@ -31,8 +31,8 @@ async def test_a_relayed_connection_is_lost_with_its_carrier_and_a_direct_one_ne
     assert carrier_of(relayed(carrier)) is carrier
     assert carrier_of(direct()) is None and carrier_of(None) is None
     with trio.fail_after(2):
-        assert not await carrier_closes(relayed(carrier), 0.05)  # the relay is still there
-        assert not await carrier_closes(direct(), 10)  # at once: no relay to wait for
+        assert not await relay_ended(relayed(carrier), 0.05)  # the relay is still there
+        assert not await relay_ended(direct(), 10)  # at once: no relay to wait for
 
         async def relay_goes() -> None:
             await trio.sleep(0.05)
@@ -40,4 +40,16 @@ async def test_a_relayed_connection_is_lost_with_its_carrier_and_a_direct_one_ne
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay_goes)
-            assert await carrier_closes(relayed(carrier), 1.0)  # it closed within the wait
+            assert await relay_ended(relayed(carrier), 1.0)  # it closed within the wait
+
+
+async def test_a_circuit_at_the_end_its_relay_granted_was_ended_by_the_relay() -> None:
+    carrier = SimpleNamespace(event_shutting_down=trio.Event())
+    conn = relayed(carrier)
+    circuit = conn.secured_conn.conn.read_writer.read_write_closer.stream
+    note_cut(circuit, 0)  # no duration said: nothing noted
+    assert not await relay_ended(conn, 0)
+    note_cut(circuit, 3)  # 3 s left: a consumer leaving now left on its own
+    assert not await relay_ended(conn, 0)
+    note_cut(circuit, 1)  # within the slack of the relay's cut
+    assert await relay_ended(conn, 0)
