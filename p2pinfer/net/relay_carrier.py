@@ -17,11 +17,10 @@ from typing import Any
 
 import trio
 
-#: From a relayed connection's muxer down to the circuit stream's, one attribute a step:
+#: From a relayed connection's muxer down to its circuit stream, one attribute a step:
 #: Yamux -> SecureSession -> NoiseTransportReadWriter -> NoisePacketReadWriter ->
-#: RawConnection -> the circuit stream -> our connection to the relay (its muxer).
-CARRIER_PATH = ("secured_conn", "conn", "read_writer", "read_write_closer", "stream",
-                "muxed_conn")
+#: RawConnection -> the circuit stream (whose `muxed_conn` is our connection to the relay).
+CIRCUIT_PATH = ("secured_conn", "conn", "read_writer", "read_write_closer", "stream")
 #: On a STOP stream: the trio time its relay cuts the circuit (its granted duration).
 CUT_AT_ATTR = "p2pinfer_cut_at"
 #: How early a circuit's end may come against the time noted (the relay's clock starts
@@ -29,18 +28,16 @@ CUT_AT_ATTR = "p2pinfer_cut_at"
 CUT_SLACK_S = 2.0
 
 
-def _follow(node: Any, names: tuple[str, ...]) -> Any | None:
-    for name in names:
+def circuit_of(muxed_conn: Any) -> Any | None:
+    """The stream under the raw connection of `muxed_conn`: for a relayed connection its
+    circuit stream, whose `muxed_conn` is the carrier (a direct connection's is a TCP
+    stream, with none); None where the chain of objects is not py-libp2p 0.8.1's."""
+    node = muxed_conn
+    for name in CIRCUIT_PATH:
         node = getattr(node, name, None)
         if node is None:
             return None
     return node
-
-
-def carrier_of(muxed_conn: Any) -> Any | None:
-    """The muxer of the connection that carries the relayed connection `muxed_conn`, or
-    None where the chain of objects is not py-libp2p 0.8.1's (a direct connection)."""
-    return _follow(muxed_conn, CARRIER_PATH)
 
 
 def note_cut(stop_stream: Any, duration_s: float) -> None:
@@ -50,21 +47,16 @@ def note_cut(stop_stream: Any, duration_s: float) -> None:
         setattr(stop_stream, CUT_AT_ATTR, trio.current_time() + duration_s)
 
 
-def cut_due(muxed_conn: Any) -> bool:
-    """Whether the circuit under the relayed connection `muxed_conn` has reached the end
-    its relay granted (within `CUT_SLACK_S`)."""
-    cut_at = getattr(_follow(muxed_conn, CARRIER_PATH[:-1]), CUT_AT_ATTR, None)
-    return isinstance(cut_at, float) and trio.current_time() >= cut_at - CUT_SLACK_S
-
-
 async def relay_ended(muxed_conn: Any, wait_s: float) -> bool:
     """Whether the relay ended the relayed connection `muxed_conn`: its circuit reached
-    its granted duration, or its carrier is closing or starts to within `wait_s` (a relay
-    shutting down resets its circuits' streams before it closes its connections); False
-    at once for a connection no relay carries."""
-    if cut_due(muxed_conn):
+    the duration the relay granted (within `CUT_SLACK_S`), or its carrier is closing or
+    starts to within `wait_s` (a relay shutting down resets its circuits' streams before
+    it closes its connections); False at once for a connection no relay carries."""
+    circuit = circuit_of(muxed_conn)
+    cut_at = getattr(circuit, CUT_AT_ATTR, None)
+    if isinstance(cut_at, float) and trio.current_time() >= cut_at - CUT_SLACK_S:
         return True
-    shutting = getattr(carrier_of(muxed_conn), "event_shutting_down", None)
+    shutting = getattr(getattr(circuit, "muxed_conn", None), "event_shutting_down", None)
     if not isinstance(shutting, trio.Event):
         return False
     with trio.move_on_after(wait_s):

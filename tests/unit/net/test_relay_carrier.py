@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import trio
 
-from p2pinfer.net.relay_carrier import carrier_of, note_cut, relay_ended
+from p2pinfer.net.relay_carrier import circuit_of, note_cut, relay_ended
 
 
 def relayed(carrier: object) -> SimpleNamespace:
@@ -28,8 +28,8 @@ def direct() -> SimpleNamespace:
 
 async def test_a_relayed_connection_is_lost_with_its_carrier_and_a_direct_one_never() -> None:
     carrier = SimpleNamespace(event_shutting_down=trio.Event())
-    assert carrier_of(relayed(carrier)) is carrier
-    assert carrier_of(direct()) is None and carrier_of(None) is None
+    assert circuit_of(relayed(carrier)).muxed_conn is carrier
+    assert not hasattr(circuit_of(direct()), "muxed_conn") and circuit_of(None) is None
     with trio.fail_after(2):
         assert not await relay_ended(relayed(carrier), 0.05)  # the relay is still there
         assert not await relay_ended(direct(), 10)  # at once: no relay to wait for
