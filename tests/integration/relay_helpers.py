@@ -14,12 +14,14 @@ from typing import Any
 
 import trio
 
+from p2pinfer.backends.base import Backend
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.net.autonat_rules import AutoNatConfig
+from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
 from p2pinfer.net.nethost import NetHost
 from p2pinfer.net.relay_rules import RelayClientConfig, RelayServiceConfig, is_circuit_addr
@@ -42,7 +44,7 @@ def behind_nat_options(relay_addr: str) -> dict[str, Any]:
             "relay_client": RelayClientConfig(reserve=(relay_addr,), check_interval_s=0.3)}
 
 
-def relay_config() -> Any:
+def relay_config() -> NetConfig:
     return config(ip=RELAY_IP, autonat=MANUAL, relay=RelayServiceConfig(mode="on"))
 
 
@@ -58,15 +60,18 @@ async def advertised_circuit(net: NetHost, provider: str) -> None:
 
 
 async def relayed_setup(
-    stack: AsyncExitStack, nursery: trio.Nursery, model: Path, tmp_path: Path,
+    stack: AsyncExitStack, nursery: trio.Nursery, model: Path | Backend, tmp_path: Path,
     consumer: dict[str, Any], provider_config: JobServerConfig = JobServerConfig(),
+    relay_net: NetConfig | None = None,
 ) -> tuple[NetHost, Provider, NetHost, JobClient, Ledger]:
-    """A relay, a provider of the GGUF `model` (the embedded engine) reachable only through
-    it and a consumer (NetConfig fields `consumer`), once the consumer's catalog holds the
-    provider's circuit advert: (relay, provider, consumer net, client, consumer ledger)."""
-    relay = await stack.enter_async_context(run_host(relay_config()))
+    """A relay (`relay_net`, else `relay_config()`), a provider of the GGUF `model` (the
+    embedded engine; or `model` is the engine) reachable only through it and a consumer
+    (NetConfig fields `consumer`), once the consumer's catalog holds the provider's
+    circuit advert: (relay, provider, consumer net, client, consumer ledger)."""
+    relay = await stack.enter_async_context(run_host(relay_net or relay_config()))
     relay_addr = relay.addrs()[0]
-    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, model)])
+    engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, model)]) \
+        if isinstance(model, Path) else model
     provider = await start_provider(stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
                                     net_options=behind_nat_options(relay_addr),
                                     config=provider_config)

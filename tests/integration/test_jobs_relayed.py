@@ -162,14 +162,8 @@ async def test_a_relay_cutting_a_circuit_at_its_granted_duration_is_not_the_cons
     short = replace(relay_config(), relay=RelayServiceConfig(mode="on", circuit_duration_s=3))
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            relay = await stack.enter_async_context(run_host(short))
-            relay_addr = relay.addrs()[0]
-            provider = await start_provider(stack, nursery, engine, tmp_path,
-                                            bootstrap=(relay_addr,),
-                                            net_options=behind_nat_options(relay_addr))
-            net, client, _ = await start_consumer(stack, tmp_path, (relay_addr,),
-                                                  net_options=CONSUMER)
-            await advertised_circuit(net, provider.net.peer_id)
+            relay, provider, net, client, _ = await relayed_setup(
+                stack, nursery, engine, tmp_path, CONSUMER, relay_net=short)
             pid = provider.net.peer_id
             assert provider.net.relay_client.slots[relay.peer_id].circuit_s == 3
             stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
@@ -194,14 +188,8 @@ async def test_a_consumer_that_leaves_a_relayed_job_is_refused_while_the_relay_l
     engine = FakeBackend(pause_after=2)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-            relay = await stack.enter_async_context(run_host(relay_config()))
-            relay_addr = relay.addrs()[0]
-            provider = await start_provider(stack, nursery, engine, tmp_path,
-                                            bootstrap=(relay_addr,),
-                                            net_options=behind_nat_options(relay_addr))
-            net, client, _ = await start_consumer(stack, tmp_path, (relay_addr,),
-                                                  net_options=CONSUMER)
-            await advertised_circuit(net, provider.net.peer_id)
+            relay, provider, net, client, _ = await relayed_setup(
+                stack, nursery, engine, tmp_path, CONSUMER)
             pid, answers = provider.net.peer_id, []
             for _ in range(2):
                 stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
