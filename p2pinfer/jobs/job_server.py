@@ -120,6 +120,7 @@ class JobServer(JobEndings):
         self.moves = MoveDesk(self._metrics)  # jobs moved off a relay mid-answer (jobs/job_move.py)
         # Called with the PeerID of each consumer whose receipt paid a job (NetHost.value_peer).
         self.paid_hooks: list[Callable[[str], None]] = []
+        self.relayed_hooks: list[Callable[[str, str | None], None]] = []
         if config.fault is not None:
             log.warning("FAULT INJECTION ON: this provider misbehaves on purpose fault=%s",
                         config.fault)

@@ -112,19 +112,34 @@ class JobEndings:
     _ledger_limiter: trio.CapacityLimiter
     _metrics: NodeMetrics
     gate: ConsumerGate
+    #: Told how each accepted relayed job ended: (the relay's PeerID, the consumer's
+    #: connection PeerID when the relayed connection went under the job, None when a
+    #: result went out): `RelayChecker.job_ended` (attack 70).
+    relayed_hooks: list[Callable[[str, str | None], None]]
 
     async def _count_leaving(self, job: ServedJob, ticket: Ticket) -> None:
         """A result sent, or an accepted job left unpaid (attacks 66, 67), counts against
         the key until its receipt. A job the relay between us ended does not (our own
         connection to that relay closed with it, or the circuit reached the duration the
         relay granted: the consumer did not leave; attack 69), and a free job is the key's
-        again."""
+        again. A relayed job that ended either way is told to `relayed_hooks`."""
+        end = None
         if job.peer_gone and job.violation is None and job.machine.result is None:
-            job.relay_lost = await job.stream.relay_ended(RELAY_GONE_WAIT_S)
+            end = await job.stream.relayed_end(RELAY_GONE_WAIT_S)
+            job.relay_lost = end is not None and end.by_relay
         if job.machine.result is not None or job.left_unpaid:
             self.gate.result_sent(ticket)
         elif job.relay_lost and not job.preempted:
             self.gate.refund(ticket)
+        if job.machine.result is not None:
+            self._tell_relayed(job.stream.relay, None)
+        elif end is not None and end.connection_gone and job.left_unpaid:
+            self._tell_relayed(end.relay, job.stream.remote_peer_id)
+
+    def _tell_relayed(self, relay: str | None, cut_under: str | None) -> None:
+        if relay is not None:
+            for hook in self.relayed_hooks:
+                hook(relay, cut_under)
 
     async def _conclude(self, job: ServedJob, request: JobRequest) -> None:
         machine = job.machine

@@ -9,10 +9,16 @@ this follows the objects down. The names are pinned by
 `tests/integration/test_jobs_relayed.py` (a relay that dies is seen, one that lives is
 not, one that cuts at its duration is); a chain that does not match says "not ended",
 as before this existed. The circuit's end is noted on its STOP stream when the relay
-brings it (`RelayHop`: the duration of our slot there, from the relay's own word)."""
+brings it (`RelayHop`: the duration of our slot there, from the relay's own word).
+
+An ending that is not the relay's doing by those signs, but closed the relayed
+connection itself (not only the job's stream), is a circuit the relay may have cut on
+its own (a byte budget, a relay that serves checks and cuts jobs) or a consumer gone
+whole: `relay_check.JobCuts` weighs those per relay (attack 70)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -40,6 +46,12 @@ def circuit_of(muxed_conn: Any) -> Any | None:
     return node
 
 
+def relay_of(muxed_conn: Any) -> str | None:
+    """The PeerID of the relay carrying `muxed_conn`; None for a direct connection."""
+    relay = getattr(getattr(circuit_of(muxed_conn), "muxed_conn", None), "peer_id", None)
+    return None if relay is None else str(relay)
+
+
 def note_cut(stop_stream: Any, duration_s: float) -> None:
     """Note on the STOP stream a relay brings us that the relay cuts it after
     `duration_s` (0: no duration said, nothing noted)."""
@@ -47,18 +59,33 @@ def note_cut(stop_stream: Any, duration_s: float) -> None:
         setattr(stop_stream, CUT_AT_ATTR, trio.current_time() + duration_s)
 
 
-async def relay_ended(muxed_conn: Any, wait_s: float) -> bool:
-    """Whether the relay ended the relayed connection `muxed_conn`: its circuit reached
-    the duration the relay granted (within `CUT_SLACK_S`), or its carrier is closing or
-    starts to within `wait_s` (a relay shutting down resets its circuits' streams before
-    it closes its connections); False at once for a connection no relay carries."""
+@dataclass(frozen=True)
+class RelayedEnd:
+    """How a job's relayed connection ended, as its provider can tell."""
+
+    relay: str  # the relay's PeerID
+    by_relay: bool  # its carrier closed, or the circuit reached its granted duration
+    connection_gone: bool  # the relayed connection closed, not only the job's stream
+
+
+async def relayed_end(muxed_conn: Any, wait_s: float) -> RelayedEnd | None:
+    """How the relay carried the end of a job on the relayed connection `muxed_conn`:
+    `by_relay` when the circuit reached the duration the relay granted (within
+    `CUT_SLACK_S`) or its carrier is closing or starts to within `wait_s` (a relay
+    shutting down resets its circuits' streams before it closes its connections);
+    `connection_gone` when the relayed connection is closing by then. None at once for
+    a connection no relay carries."""
     circuit = circuit_of(muxed_conn)
-    cut_at = getattr(circuit, CUT_AT_ATTR, None)
-    if isinstance(cut_at, float) and trio.current_time() >= cut_at - CUT_SLACK_S:
-        return True
     shutting = getattr(getattr(circuit, "muxed_conn", None), "event_shutting_down", None)
-    if not isinstance(shutting, trio.Event):
-        return False
-    with trio.move_on_after(wait_s):
-        await shutting.wait()
-    return shutting.is_set()
+    relay = relay_of(muxed_conn)
+    if not isinstance(shutting, trio.Event) or relay is None:
+        return None
+    cut_at = getattr(circuit, CUT_AT_ATTR, None)
+    by_relay = isinstance(cut_at, float) and trio.current_time() >= cut_at - CUT_SLACK_S
+    if not by_relay:
+        with trio.move_on_after(wait_s):
+            await shutting.wait()
+        by_relay = shutting.is_set()
+    own = getattr(muxed_conn, "event_shutting_down", None)
+    gone = isinstance(own, trio.Event) and own.is_set()
+    return RelayedEnd(relay, by_relay, gone)

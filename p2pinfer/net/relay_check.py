@@ -17,6 +17,8 @@ helper's word decides nothing but which failures count:
 Strikes from `STRIKES` different helpers in a row drop the slot and keep the relay
 unused for `SHUNNED_S`, so one lying helper cannot make a node leave a good relay
 (a relay the operator named is kept, with a warning). A passed check clears them.
+A relay that brings checks but cuts the jobs it carries is dropped the same way when
+the job server's ends say so (`job_ended`, `relay_cuts.JobCuts`; attack 70).
 
 The helper side: one request a stream, the asker's own circuit address through a relay
 (so a helper only ever connects to the asker), the relay at a global address or one the
@@ -47,6 +49,7 @@ from p2pinfer.errors import P2PInferError, PeerUnreachableError
 from p2pinfer.net.compat.dial_addrs import connect_info
 from p2pinfer.net.config import parse_peer_addr
 from p2pinfer.net.relay_client import RelayClient
+from p2pinfer.net.relay_cuts import JobCuts
 from p2pinfer.net.relay_rules import CIRCUIT, circuit_addr, ip_scope
 from p2pinfer.net.streams import NetStream
 
@@ -85,11 +88,23 @@ class RelayChecker:
         self.shunned: OrderedDict[str, float] = OrderedDict()  # relay id -> until (unix s)
         self.passed = self.failed = 0
         self._asks: PerMinute[str] = PerMinute(max_keys=1024)
+        self.cuts = JobCuts()
         client.shunned = self.is_shunned
 
     def saw_stop(self, relay: ID) -> None:
         """The relay `relay` brought this node a connection (`RelayHop`'s STOP)."""
         self._last_stop[relay.to_base58()] = trio.current_time()
+
+    def job_ended(self, relay_id: str, cut_under: str | None) -> None:
+        """An accepted job through our slot at `relay_id` ended: its relayed connection
+        closed under it (`cut_under`: the consumer's PeerID) or its result went out
+        (None). A relay found cutting jobs (`relay_cuts.JobCuts`) is dropped (attack 70)."""
+        slot = self._client.slots.get(relay_id)
+        if slot is None:
+            return
+        self.cuts.keep_only(self._client.slots)
+        if self.cuts.note(relay_id, cut_under):
+            self._drop(relay_id, slot.configured, "cuts the jobs it carries")
 
     def is_shunned(self, relay_id: str) -> bool:
         """Whether `relay_id` failed its checks within `SHUNNED_S` (not picked again)."""
@@ -145,7 +160,7 @@ class RelayChecker:
         log.info("relay check failed relay=%s helper=%s answer=%s strikes=%d",
                  relay_id, helper, answer, len(strikes))
         if len(strikes) >= STRIKES:
-            self._drop(relay_id, slot.configured)
+            self._drop(relay_id, slot.configured, "holds our slot but brings no circuits")
         return RETRY_S
 
     def _helper(self, relay_id: str, avoid: set[str]) -> str | None:
@@ -183,14 +198,13 @@ class RelayChecker:
             return None
         return answer if answer in ANSWERS or answer.startswith("refused:") else None
 
-    def _drop(self, relay_id: str, configured: bool) -> None:
+    def _drop(self, relay_id: str, configured: bool, why: str) -> None:
         self._strikes.pop(relay_id, None)
         if configured:
-            log.warning("relay named by --reserve-relay failed %d checks: consumers may not "
-                        "reach this node through it relay=%s", STRIKES, relay_id)
+            log.warning("relay named by --reserve-relay failed its checks (it %s): consumers "
+                        "may not reach this node through it relay=%s", why, relay_id)
             return
-        log.warning("relay dropped: it holds our slot but brings no circuits relay=%s",
-                    relay_id)
+        log.warning("relay dropped: it %s relay=%s", why, relay_id)
         keep_latest(self.shunned, relay_id, time.time() + SHUNNED_S, 256)
         self._client.drop(relay_id)
 

@@ -27,7 +27,7 @@ from p2pinfer.errors import (
     StateError,
     StreamClosedError,
 )
-from p2pinfer.net.relay_carrier import relay_ended
+from p2pinfer.net.relay_carrier import RelayedEnd, relay_of, relayed_end
 from p2pinfer.net.relay_rules import path_of
 from p2pinfer.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 
@@ -87,12 +87,17 @@ class NetStream:
         `splice`)."""
         return self._out
 
-    async def relay_ended(self, wait_s: float) -> bool:
-        """Whether this stream runs over a relayed connection that its relay ended: the
-        circuit reached its granted duration, or this node's own connection to the relay is
-        closing or starts to within `wait_s` (`net.relay_carrier`); False at once for a
-        direct one."""
-        return await relay_ended(getattr(self._out, "muxed_conn", None), wait_s)
+    async def relayed_end(self, wait_s: float) -> RelayedEnd | None:
+        """How the relay under this stream carried its end (`net.relay_carrier`): whether
+        the relay ended it (the circuit's granted duration, or this node's own connection
+        to the relay closing, within `wait_s`) and whether the relayed connection went
+        with it; None at once for a direct one."""
+        return await relayed_end(getattr(self._out, "muxed_conn", None), wait_s)
+
+    @property
+    def relay(self) -> str | None:
+        """The PeerID of the relay carrying the connection it writes to; None when direct."""
+        return relay_of(getattr(self._out, "muxed_conn", None))
 
     @property
     def remote_peer_id(self) -> str:

@@ -261,6 +261,7 @@ def _serve_and_advertise(
     """Serve jobs on `net` and advertise the served models, priced by `server`."""
     server.install(net.set_stream_handler)
     server.paid_hooks.append(net.value_peer)
+    server.relayed_hooks.append(net.relay_check.job_ended)
     net.start_advertising(
         with_payee(advert_builder(served, server, machine, engine, config), stakes),
         interval_s=config.advert_interval_s)

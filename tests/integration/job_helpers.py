@@ -173,6 +173,7 @@ async def start_provider(
                                    replay=replay, channels=channels)
                 server.install(net.set_stream_handler)
                 server.paid_hooks.append(net.value_peer)  # as the node does
+                server.relayed_hooks.append(net.relay_check.job_ended)
                 net.start_advertising(advert_for(server), interval_s=1.0)
                 ready.append(Provider(net, server, ledger, backend, metrics, scope))
                 started.set()

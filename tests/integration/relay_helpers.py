@@ -9,6 +9,7 @@ connection, as it would on the internet). The relay listens on 127.0.0.4."""
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,19 +63,25 @@ async def advertised_circuit(net: NetHost, provider: str) -> None:
 async def relayed_setup(
     stack: AsyncExitStack, nursery: trio.Nursery, model: Path | Backend, tmp_path: Path,
     consumer: dict[str, Any], provider_config: JobServerConfig = JobServerConfig(),
-    relay_net: NetConfig | None = None,
+    relay_net: NetConfig | None = None, picked: bool = False,
 ) -> tuple[NetHost, Provider, NetHost, JobClient, Ledger]:
     """A relay (`relay_net`, else `relay_config()`), a provider of the GGUF `model` (the
     embedded engine; or `model` is the engine) reachable only through it and a consumer
     (NetConfig fields `consumer`), once the consumer's catalog holds the provider's
-    circuit advert: (relay, provider, consumer net, client, consumer ledger)."""
+    circuit advert: (relay, provider, consumer net, client, consumer ledger). The
+    provider's slot there is one its operator named, or with `picked` one it took itself
+    (a relay it may drop)."""
     relay = await stack.enter_async_context(run_host(relay_net or relay_config()))
     relay_addr = relay.addrs()[0]
     engine = EmbeddedBackend([ModelSource(TINY_MODEL_NAME, model)]) \
         if isinstance(model, Path) else model
+    options = behind_nat_options(relay_addr)
+    if picked:
+        options["relay_client"] = replace(options["relay_client"], reserve=())
     provider = await start_provider(stack, nursery, engine, tmp_path, bootstrap=(relay_addr,),
-                                    net_options=behind_nat_options(relay_addr),
-                                    config=provider_config)
+                                    net_options=options, config=provider_config)
+    if picked:
+        assert await provider.net.relay_client.reserve(relay_addr)
     net, client, ledger = await start_consumer(stack, tmp_path, (relay_addr,),
                                                net_options=consumer)
     await advertised_circuit(net, provider.net.peer_id)

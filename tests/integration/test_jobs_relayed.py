@@ -17,6 +17,7 @@ from multiaddr import Multiaddr
 
 from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
+from p2pinfer.errors import StreamClosedError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net.host import run_host
@@ -203,6 +204,59 @@ async def test_a_consumer_that_leaves_a_relayed_job_is_refused_while_the_relay_l
             assert isinstance(answers[0], JobAccept)
             assert isinstance(answers[1], JobReject) and answers[1].code == "insufficient_credit"
             assert relay.relay_hop.serving and provider.net.relay_client.slots
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_relay_that_carries_checks_but_cuts_jobs_is_dropped(tmp_path: Path) -> None:
+    """Attack 70: a relay that holds a NATed provider's slot, brings the relay checks'
+    circuits (a handshake each) and cuts every circuit that carries a job (here: a
+    budget of 64 KiB, while it granted 16 MiB) left the provider's relayed consumers
+    failing for good: its checks passed, so it kept the slot. Now relayed jobs whose
+    connection the relay closed under them, from 3 keys in 10 minutes with more cut than
+    finished, drop the slot as failed checks do (the relay shunned 30 minutes); a
+    consumer that resets its stream, its connection through the relay alive, does not
+    count."""
+    engine = FakeBackend(tokens=tuple("x" * 2000 for _ in range(100)))  # 200 KB
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay, provider, net, client, _ = await relayed_setup(
+                stack, nursery, engine, tmp_path, CONSUMER, picked=True)
+            pid, relay_id = provider.net.peer_id, relay.peer_id
+            # The relay keeps its word for the slot (16 MiB) and cuts circuits made now.
+            relay.relay_hop.limits = replace(relay.relay_hop.limits, data=64 * 1024)
+            consumers = [(net, client.identity)]
+            for i in range(2):
+                (tmp_path / f"c{i}").mkdir()
+                more, more_client, _ = await start_consumer(
+                    stack, tmp_path / f"c{i}", (relay.addrs()[0],), net_options=CONSUMER)
+                await advertised_circuit(more, pid)
+                consumers.append((more, more_client.identity))
+            # First a consumer that leaves on its own: its stream reset, not its circuit.
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(  # a key of its own: refused after
+                NodeIdentity.generate(), pid, FAKE_MODEL, max_tokens=5)))
+            assert isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobAccept)
+            await stream.reset()
+            await await_until(lambda: len(provider.server.records) == 1, timeout_s=10)
+            assert provider.net.relay_check.cuts.cuts(relay_id) == 0
+            for index, (host, identity) in enumerate(consumers):
+                stream = await host.open_stream(pid, JOB_PROTOCOL_ID)
+                assert stream.path == "relayed"
+                await stream.write(encode_frame(signed_request(
+                    identity, pid, FAKE_MODEL, max_tokens=100)))
+                with pytest.raises(StreamClosedError):  # cut by the relay mid-answer
+                    while True:
+                        await stream.read_frame(timeout_s=10)
+                ended = index + 2
+                await await_until(lambda: len(provider.server.records) == ended,  # noqa: B023
+                                  timeout_s=10)
+                assert provider.server.records[-1].outcome == "cancelled"
+                if index < 2:
+                    assert provider.net.relay_check.cuts.cuts(relay_id) == index + 1
+                    assert relay_id in provider.net.relay_client.slots
+            await await_until(lambda: relay_id not in provider.net.relay_client.slots,
+                              timeout_s=10)
+            assert provider.net.relay_check.is_shunned(relay_id)
             nursery.cancel_scope.cancel()
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import trio
 
-from p2pinfer.net.relay_carrier import circuit_of, note_cut, relay_ended
+from p2pinfer.net.relay_carrier import RelayedEnd, circuit_of, note_cut, relayed_end
 
 
 def relayed(carrier: object) -> SimpleNamespace:
@@ -16,7 +16,18 @@ def relayed(carrier: object) -> SimpleNamespace:
     circuit = SimpleNamespace(muxed_conn=carrier)
     raw = SimpleNamespace(stream=circuit)
     noise = SimpleNamespace(read_writer=SimpleNamespace(read_write_closer=raw))
-    return SimpleNamespace(secured_conn=SimpleNamespace(conn=noise))
+    return SimpleNamespace(secured_conn=SimpleNamespace(conn=noise),
+                           event_shutting_down=trio.Event())
+
+
+def carrier_to(relay: str = "R") -> SimpleNamespace:
+    """This node's connection to the relay `relay`."""
+    return SimpleNamespace(event_shutting_down=trio.Event(), peer_id=relay)
+
+
+async def relay_ended(conn: object, wait_s: float) -> bool:
+    end = await relayed_end(conn, wait_s)
+    return end is not None and end.by_relay
 
 
 def direct() -> SimpleNamespace:
@@ -27,7 +38,7 @@ def direct() -> SimpleNamespace:
 
 
 async def test_a_relayed_connection_is_lost_with_its_carrier_and_a_direct_one_never() -> None:
-    carrier = SimpleNamespace(event_shutting_down=trio.Event())
+    carrier = carrier_to()
     assert circuit_of(relayed(carrier)).muxed_conn is carrier
     assert not hasattr(circuit_of(direct()), "muxed_conn") and circuit_of(None) is None
     with trio.fail_after(2):
@@ -44,7 +55,7 @@ async def test_a_relayed_connection_is_lost_with_its_carrier_and_a_direct_one_ne
 
 
 async def test_a_circuit_at_the_end_its_relay_granted_was_ended_by_the_relay() -> None:
-    carrier = SimpleNamespace(event_shutting_down=trio.Event())
+    carrier = carrier_to()
     conn = relayed(carrier)
     circuit = conn.secured_conn.conn.read_writer.read_write_closer.stream
     note_cut(circuit, 0)  # no duration said: nothing noted
@@ -53,3 +64,11 @@ async def test_a_circuit_at_the_end_its_relay_granted_was_ended_by_the_relay() -
     assert not await relay_ended(conn, 0)
     note_cut(circuit, 1)  # within the slack of the relay's cut
     assert await relay_ended(conn, 0)
+
+
+async def test_a_relayed_connection_closed_under_the_job_while_the_relay_lives() -> None:
+    conn = relayed(carrier_to("R"))
+    assert await relayed_end(conn, 0) == RelayedEnd("R", by_relay=False, connection_gone=False)
+    conn.event_shutting_down.set()  # the circuit went (a cut, or the consumer gone whole)
+    assert await relayed_end(conn, 0) == RelayedEnd("R", by_relay=False, connection_gone=True)
+    assert await relayed_end(direct(), 0) is None
