@@ -14,7 +14,7 @@ brings it (`RelayHop`: the duration of our slot there, from the relay's own word
 An ending that is not the relay's doing by those signs, but closed the relayed
 connection itself (not only the job's stream), is a circuit the relay may have cut on
 its own (a byte budget, a relay that serves checks and cuts jobs) or a consumer gone
-whole: `relay_check.JobCuts` weighs those per relay (attack 70)."""
+whole: `relay_cuts.JobCuts` weighs those per relay (attack 70)."""
 
 from __future__ import annotations
 
