@@ -83,7 +83,7 @@ class NetHost(GossipAndAdverts):
         self.autonat = AutoNat(self, dialer, config.autonat)
         self.relay_hop, self.relay_client = relay
         self.relay_hop.our_relay = self.relay_client.holds_slot_at
-        self.relay_hop.circuit_s = self.relay_client.circuit_s_at
+        self.relay_hop.circuit_limits = self.relay_client.circuit_limits_at
         bootstrap = {parse_peer_addr(a).peer_id.to_base58() for a in config.bootstrap}
         self.relay_client.preferred = lambda: bootstrap
         self.dcutr = dcutr

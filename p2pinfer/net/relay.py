@@ -45,7 +45,7 @@ from p2pinfer.bounded import RateLimiter
 from p2pinfer.net.autonat_rules import observed_ip
 from p2pinfer.net.compat.relay_v2 import BoundedCircuitV2, reset_quietly
 from p2pinfer.net.reachability import ReachabilityWatch
-from p2pinfer.net.relay_carrier import note_cut
+from p2pinfer.net.relay_carrier import note_limits
 from p2pinfer.net.relay_rules import (
     RelayServiceConfig,
     is_circuit_addr,
@@ -124,8 +124,9 @@ class RelayHop(BoundedCircuitV2):
         self.our_relay: Callable[[ID], bool] = lambda peer: False
         #: Told of each relay that brings this node a connection (`RelayChecker.saw_stop`).
         self.on_stop: Callable[[ID], None] = lambda relay: None
-        #: The circuit duration the relay `peer` grants us in our slot there (0: none said).
-        self.circuit_s: Callable[[ID], int] = lambda peer: 0
+        #: The circuit limits (bytes, seconds) the relay `peer` grants us in our slot
+        #: there (0: none said).
+        self.circuit_limits: Callable[[ID], tuple[int, int]] = lambda peer: (0, 0)
         self._stops_pending = 0
         # A client refreshes at most about twice a TTL: a relay set to a short TTL (tests,
         # `--relay-ttl`) lets refreshes come that much faster.
@@ -232,7 +233,7 @@ class RelayHop(BoundedCircuitV2):
             await reset_quietly(stream)
             return
         self.on_stop(relay)
-        note_cut(stream, self.circuit_s(relay))  # when it cuts the circuit (attack 69)
+        note_limits(stream, *self.circuit_limits(relay))  # its cuts (attacks 69, 71)
         self._stops_pending += 1
         try:
             await super()._handle_stop_stream(stream)

@@ -173,11 +173,11 @@ class RelayClient:
         such a relay may bring it connections (`RelayHop`'s STOP)."""
         return relay.to_base58() in self.slots or relay in self._transport._reservations
 
-    def circuit_s_at(self, relay: ID) -> int:
-        """The circuit duration the relay `relay` granted in our slot there (0: none said,
-        or no slot)."""
+    def circuit_limits_at(self, relay: ID) -> tuple[int, int]:
+        """The circuit limits (bytes, seconds) the relay `relay` granted in our slot there
+        (0: none said, or no slot)."""
         slot = self.slots.get(relay.to_base58())
-        return slot.circuit_s if slot is not None else 0
+        return (slot.circuit_bytes, slot.circuit_s) if slot is not None else (0, 0)
 
     def remember_limited(self, relay_id: str, limits: tuple[int, int]) -> None:
         """Note a relay too limited for jobs; a swarm of them is remembered only so far."""

@@ -180,6 +180,39 @@ async def test_a_relay_cutting_a_circuit_at_its_granted_duration_is_not_the_cons
             nursery.cancel_scope.cancel()
 
 
+async def test_a_relay_cutting_a_circuit_at_its_byte_budget_is_not_the_consumer(
+    tmp_path: Path,
+) -> None:
+    """Attack 71: a relay also cuts a circuit once it has carried the bytes it granted
+    (ours 16 MiB, here 1 MiB; one relayed connection carries many jobs), and the
+    provider saw the job's consumer vanish while its own connection to the relay lived:
+    it refused the key 10 minutes as one that left, and counted the cut against the
+    relay (attack 70). The provider counts the bytes through each circuit the relay
+    brings it: a job cut there, at the budget the relay granted in the slot, is the
+    relay's doing."""
+    engine = FakeBackend(tokens=tuple("x" * 2000 for _ in range(1000)))  # 2 MB
+    small = replace(relay_config(), relay=RelayServiceConfig(mode="on",
+                                                             circuit_bytes=1024 * 1024))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            relay, provider, net, client, _ = await relayed_setup(
+                stack, nursery, engine, tmp_path, CONSUMER, relay_net=small)
+            pid = provider.net.peer_id
+            assert provider.net.relay_client.slots[relay.peer_id].circuit_bytes == 1024 * 1024
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(
+                client.identity, pid, FAKE_MODEL, max_tokens=1000)))
+            with pytest.raises(StreamClosedError):  # cut by the relay at 1 MiB
+                while True:
+                    await stream.read_frame(timeout_s=10)
+            await await_until(lambda: bool(provider.server.records), timeout_s=10)
+            assert provider.server.records[-1].outcome == "cancelled"
+            provider.server.gate.admit(client.identity.public_key, time.time_ns() // 1_000_000,
+                                       idle=True)  # no Refused: the relay cut, not the key
+            assert provider.net.relay_check.cuts.cuts(relay.peer_id) == 0
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_consumer_that_leaves_a_relayed_job_is_refused_while_the_relay_lives(
     tmp_path: Path,
 ) -> None:
@@ -209,21 +242,28 @@ async def test_a_consumer_that_leaves_a_relayed_job_is_refused_while_the_relay_l
 
 async def test_a_relay_that_carries_checks_but_cuts_jobs_is_dropped(tmp_path: Path) -> None:
     """Attack 70: a relay that holds a NATed provider's slot, brings the relay checks'
-    circuits (a handshake each) and cuts every circuit that carries a job (here: a
-    budget of 64 KiB, while it granted 16 MiB) left the provider's relayed consumers
+    circuits (a handshake each) and cuts every circuit that carries a job (here: at
+    64 KiB, while it granted 16 MiB) left the provider's relayed consumers
     failing for good: its checks passed, so it kept the slot. Now relayed jobs whose
     connection the relay closed under them, from 3 keys in 10 minutes with more cut than
     finished, drop the slot as failed checks do (the relay shunned 30 minutes); a
     consumer that resets its stream, its connection through the relay alive, does not
     count."""
-    engine = FakeBackend(tokens=tuple("x" * 2000 for _ in range(100)))  # 200 KB
+    # 200 KB over 2 s: a job reset at once is still running when it is.
+    engine = FakeBackend(tokens=tuple("x" * 2000 for _ in range(100)), delay_s=0.02)
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
             relay, provider, net, client, _ = await relayed_setup(
                 stack, nursery, engine, tmp_path, CONSUMER, picked=True)
             pid, relay_id = provider.net.peer_id, relay.peer_id
-            # The relay keeps its word for the slot (16 MiB) and cuts circuits made now.
-            relay.relay_hop.limits = replace(relay.relay_hop.limits, data=64 * 1024)
+            # The relay keeps granting 16 MiB in the slot, and cuts each circuit at 64 KiB.
+            carry = relay.relay_hop._relay_data
+
+            async def cut_short(src: object, dst: object, peer: object,
+                                deadline: float | None = None, _: object = None) -> None:
+                await carry(src, dst, peer, deadline, [64 * 1024])  # type: ignore[arg-type]
+
+            relay.relay_hop._relay_data = cut_short  # type: ignore[method-assign]
             consumers = [(net, client.identity)]
             for i in range(2):
                 (tmp_path / f"c{i}").mkdir()
@@ -234,7 +274,7 @@ async def test_a_relay_that_carries_checks_but_cuts_jobs_is_dropped(tmp_path: Pa
             # First a consumer that leaves on its own: its stream reset, not its circuit.
             stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
             await stream.write(encode_frame(signed_request(  # a key of its own: refused after
-                NodeIdentity.generate(), pid, FAKE_MODEL, max_tokens=5)))
+                NodeIdentity.generate(), pid, FAKE_MODEL, max_tokens=100)))
             assert isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobAccept)
             await stream.reset()
             await await_until(lambda: len(provider.server.records) == 1, timeout_s=10)

@@ -8,7 +8,13 @@ from types import SimpleNamespace
 
 import trio
 
-from p2pinfer.net.relay_carrier import RelayedEnd, circuit_of, note_cut, relayed_end
+from p2pinfer.net.relay_carrier import (
+    BUDGET_SLACK,
+    RelayedEnd,
+    circuit_of,
+    note_limits,
+    relayed_end,
+)
 
 
 def relayed(carrier: object) -> SimpleNamespace:
@@ -58,11 +64,11 @@ async def test_a_circuit_at_the_end_its_relay_granted_was_ended_by_the_relay() -
     carrier = carrier_to()
     conn = relayed(carrier)
     circuit = conn.secured_conn.conn.read_writer.read_write_closer.stream
-    note_cut(circuit, 0)  # no duration said: nothing noted
+    note_limits(circuit, 0, 0)  # no limit said: nothing noted
     assert not await relay_ended(conn, 0)
-    note_cut(circuit, 3)  # 3 s left: a consumer leaving now left on its own
+    note_limits(circuit, 0, 3)  # 3 s left: a consumer leaving now left on its own
     assert not await relay_ended(conn, 0)
-    note_cut(circuit, 1)  # within the slack of the relay's cut
+    note_limits(circuit, 0, 1)  # within the slack of the relay's cut
     assert await relay_ended(conn, 0)
 
 
@@ -72,3 +78,32 @@ async def test_a_relayed_connection_closed_under_the_job_while_the_relay_lives()
     conn.event_shutting_down.set()  # the circuit went (a cut, or the consumer gone whole)
     assert await relayed_end(conn, 0) == RelayedEnd("R", by_relay=False, connection_gone=True)
     assert await relayed_end(direct(), 0) is None
+
+
+class StopStream:
+    """A STOP stream's read and write, as py-libp2p's NetStream has them."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    async def read(self, n: int | None = None) -> bytes:
+        return b"r" * (n or 1000)
+
+    async def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+
+async def test_a_circuit_at_the_byte_budget_its_relay_granted_was_ended_by_the_relay() -> None:
+    conn = relayed(carrier_to())
+    raw = conn.secured_conn.conn.read_writer.read_write_closer
+    raw.stream = circuit = StopStream()
+    circuit.muxed_conn = carrier_to()  # type: ignore[attr-defined]
+    budget = 1024 * 1024
+    note_limits(circuit, budget, 0)
+    await circuit.write(b"w" * (budget // 2))  # counted both ways, and still written
+    assert circuit.written == budget // 2
+    assert len(await circuit.read(budget // 8)) == budget // 8
+    assert budget - budget // 2 - budget // 8 > BUDGET_SLACK
+    assert not await relay_ended(conn, 0)  # more than the slack left: the consumer's
+    await circuit.read(budget // 2 - budget // 8 - BUDGET_SLACK)
+    assert await relay_ended(conn, 0)  # within the slack of the relay's cut
