@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
 from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import P2PInferError
+
+if TYPE_CHECKING:
+    from p2pinfer.market.ledger_reads import LedgerReads
 
 
 class Busy(P2PInferError):
@@ -107,6 +111,8 @@ DEFAULT_BAN_MS = 10 * 60_000
 #: bounded memory; a key forgotten early only gets one more free job, still under
 #: FREE_JOBS_PER_MINUTE.
 KEY_MEMORY = 50_000
+#: Charges a restarted provider reads back from its ledger: their keys are payers again.
+RESTART_PAYERS = 2_000  # ~0.1 s to read back on this 2-core VM
 
 
 class Refused(P2PInferError):
@@ -240,6 +246,12 @@ class ConsumerGate:
         ticket.paid = True
         keep_latest(self._payers, ticket.key, now_ms, KEY_MEMORY)
         self._free_used.pop(ticket.key, None)
+
+    def remember_payers(self, ledger: LedgerReads, provider: bytes) -> None:
+        """Take the keys whose receipts `provider`'s ledger holds (its last RESTART_PAYERS
+        charges) as payers: what the provider knew before it restarted."""
+        for key, at_ms in ledger.recent_payers(provider, RESTART_PAYERS):
+            keep_latest(self._payers, key, at_ms, KEY_MEMORY)
 
     def refund(self, ticket: Ticket) -> None:
         """A free job ended before its result through no fault of its key (preempted, or

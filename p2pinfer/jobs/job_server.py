@@ -112,6 +112,8 @@ class JobServer(JobEndings):
         self._ledger_limiter = trio.CapacityLimiter(1)
         self.gate = ConsumerGate(max(MIN_JOBS_PER_KEY, config.max_concurrency),
                                  free_per_minute=config.free_jobs_per_minute)
+        if ledger is not None:  # the keys that paid us before a restart pay still
+            self.gate.remember_payers(ledger, identity.public_key)
         self._free_running: dict[str, list[ServedJob]] = {name: [] for name in self.models}
         self._quotes: dict[str, deque[tuple[int, int]]] = {
             name: deque(maxlen=MAX_QUOTES) for name in self.models}

@@ -119,6 +119,17 @@ class LedgerReads(SqliteStore):
         )
         return self._decode_rows(rows)
 
+    def recent_payers(self, provider: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """(consumer key, unix ms) of the last `limit` charges `provider` recorded, oldest
+        first: the keys that paid it lately, as a restarted provider remembers them."""
+        rows = self.read(
+            "SELECT seq, body, prev_hash, entry_hash, signer, signature FROM entries"
+            " WHERE subject = ? AND kind = ? ORDER BY seq DESC LIMIT ?",
+            (E.peer_account(provider), E.ChargeBody.kind, limit),
+        )
+        return [(entry.body.consumer, entry.at_ms) for entry in reversed(self._decode_rows(rows))
+                if isinstance(entry.body, E.ChargeBody) and entry.body.provider == provider]
+
     def stake_of(self, provider: bytes) -> StakeStatus:
         """This ledger's view of `provider`'s stake: newest declaration minus all slashes."""
         rows = self.read(

@@ -216,3 +216,44 @@ async def test_a_key_that_leaves_each_job_once_accepted_is_refused_after(
     accepted = [a for a in answers if isinstance(a, JobAccept)]
     assert len(accepted) == 1, (len(accepted), answers)  # 6 on the old code
     assert [getattr(a, "code", None) for a in answers[1:]] == ["insufficient_credit"] * 5
+
+
+async def test_a_paying_key_is_still_a_payer_after_its_provider_restarts(
+    tmp_path: Path,
+) -> None:
+    """A provider that restarts (a crash, an upgrade) forgot which keys had paid it:
+    its paying consumers were new keys again, served one job at a time and only on an
+    idle slot until they paid once more. The payers come back from its ledger."""
+    engine = FakeBackend(tokens=[f"w{i} " for i in range(1_000)], pause_after=2)
+    identity = NodeIdentity.generate()
+    config = JobServerConfig(max_concurrency=1, queue=4)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            first = await start_provider(stack, nursery, engine, tmp_path, config=config,
+                                         identity=identity)
+            net, client, _ = await start_consumer(stack, tmp_path, (first.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            engine.pause_after = None
+            await client.run(FAKE_MODEL, "pay once", JobParams(max_tokens=2))
+            payer = client.identity.public_key
+            assert first.server.gate.is_payer(payer)
+            first.scope.cancel()  # the provider's process goes; its ledger file stays
+            await await_until(lambda: first.net.peer_id not in net.peers(), timeout_s=10)
+            again = await start_provider(stack, nursery, engine, tmp_path, config=config,
+                                         identity=identity)
+            assert again.ledger.path == first.ledger.path
+            assert again.server.gate.is_payer(payer)
+            # So its job runs beside a free job that holds the only slot (queued, not busy).
+            engine.pause_after = 2
+            pid, freeloader = again.net.peer_id, NodeIdentity.generate()
+            await net.connect(again.net.addrs()[0])
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(freeloader, pid, FAKE_MODEL,
+                                                           max_tokens=900)))
+            assert isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobAccept)
+            await engine.paused.wait()
+            engine.pause_after = None
+            answer = await first_answer(net, pid, signed_request(client.identity, pid,
+                                                                 FAKE_MODEL, max_tokens=2))
+            assert isinstance(answer.msg, JobAccept)  # a new key: busy (no idle slot)
+            nursery.cancel_scope.cancel()

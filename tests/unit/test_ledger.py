@@ -371,3 +371,18 @@ def test_a_version_1_ledger_gets_its_running_balances_when_opened(tmp_path: Path
     conn = sqlite3.connect(str(path))
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
+
+
+def test_recent_payers_are_the_keys_of_the_last_charges_of_this_provider(
+    ledger: Ledger,
+) -> None:
+    """What a restarted provider takes back as its payers (`ConsumerGate.remember_payers`):
+    the consumers of its own last charges, oldest first; others' charges are not its."""
+    me, other, a, b = ME, PEERS[1], PEERS[2], fixed_identity(9)
+    for job, (provider, consumer) in enumerate([(me, a), (other, b), (me, b), (me, a)]):
+        ledger.record_charge(charge_input(job, provider, consumer, 1000), SEED)
+    at = 1_700_000_000_000
+    assert ledger.recent_payers(me.public_key, 10) == [
+        (a.public_key, at), (b.public_key, at), (a.public_key, at)]
+    assert ledger.recent_payers(me.public_key, 2) == [(b.public_key, at), (a.public_key, at)]
+    assert ledger.recent_payers(other.public_key, 10) == [(b.public_key, at)]
