@@ -16,11 +16,15 @@ this on its testnet and writes the numbers into bench/results/gateway.json):
   would see (one HTTP hop on both sides).
 
 Runs alternate (gateway, engine, gateway, ...) so load on this shared machine falls
-on both alike. Each gateway TTFT is split by the nodes' own /metrics (the TTFT
-histograms' sums before and after the run): the provider's (request checked to first chunk
-written), the consumer's (node 0: job start to first chunk read) and the HTTP client's.
-Ratios are engine over gateway time (>= 0.95 is the goal): 1.0 means the
-network and HTTP cost nothing.
+on both alike; each timed step starts SETTLE_S after the one before, and which side
+goes first alternates from run to run, so the tail of the step before (the in-process
+engine's generation was measured to slow the embedding batch right after it) falls
+on neither. What is timed is one request on a machine at rest, not a stream of them
+(bench/gateway.py's load part does that). Each gateway TTFT is split by the
+nodes' own /metrics (the TTFT histograms' sums before and after the run): the
+provider's (request checked to first chunk written), the consumer's (node 0: job
+start to first chunk read) and the HTTP client's. Ratios are engine over gateway
+time (>= 0.95 is the goal): 1.0 means the network and HTTP cost nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import trio
 
 from bench._common import median, percentile
 from p2pinfer.api.openai_wire import OPENAI_DEFAULTS
@@ -56,6 +61,7 @@ SCHEMA = {
     "additionalProperties": False,
 }  # fmt: skip
 MAX_TOKENS = 24
+SETTLE_S = 0.5  # idle time before each timed step (see _alternate)
 # What the gateway makes of the OpenAI body below (its defaults: top_p 1, top_k 40).
 STRUCTURED = replace(OPENAI_DEFAULTS, max_tokens=MAX_TOKENS, temperature=0.0, seed=1,
                      output_format=schema_text(SCHEMA))  # fmt: skip
@@ -192,15 +198,31 @@ async def _alternate(
         await gateway_structured(http), await engine_structured(engine)
         if engine_url:
             await gateway_structured(engine_http)
-        for _ in range(runs):
-            embed_s["gateway"].append(await gateway_embed(http))
-            embed_s["engine"].append(await engine_embed(engine))
+
+        async def gateway_ttft() -> dict[str, float]:
             before = await ttft_sums(http, node_urls) if node_urls else []
-            ttft["gateway"].append(await gateway_structured(http))
+            row = await gateway_structured(http)
             if node_urls:
-                ttft["gateway"][-1].update(ttft_split(before, await ttft_sums(http, node_urls)))
-            ttft["engine"].append(await engine_structured(engine))
+                row.update(ttft_split(before, await ttft_sums(http, node_urls)))
+            return row
+
+        for run in range(runs):
+            # A step pays for the tail of the one before it (an embedding batch right
+            # after the in-process engine's generation took ~35 ms more, on either side,
+            # 12-07; a gateway job's receipt and ledger writes follow its answer): each
+            # timed step starts SETTLE_S after the last, and which side goes first
+            # alternates from run to run.
+            first = run % 2 == 0
+            for side in ("gateway", "engine") if first else ("engine", "gateway"):
+                await trio.sleep(SETTLE_S)
+                embed_s[side].append(await (gateway_embed(http) if side == "gateway"
+                                            else engine_embed(engine)))
+            for side in ("gateway", "engine") if first else ("engine", "gateway"):
+                await trio.sleep(SETTLE_S)
+                ttft[side].append(await (gateway_ttft() if side == "gateway"
+                                         else engine_structured(engine)))
             if engine_url:
+                await trio.sleep(SETTLE_S)
                 ttft["engine_http"].append(await gateway_structured(engine_http))
     return embed_s, ttft
 
@@ -214,7 +236,7 @@ async def features(url: str, runs: int, node_urls: list[str] | None = None,
     embed_s, ttft = await _alternate(url, runs, node_urls, engine_url)
     rate = {side: [len(TEXTS) / s for s in times] for side, times in embed_s.items()}
     ttft_ms = {side: [r["ttft_ms"] for r in rows] for side, rows in ttft.items()}
-    # Each gateway run over the engine run right after it: load that drifts over the
+    # Each gateway run over the engine run beside it (the same run): load that drifts over the
     # minutes of the bench cancels out of a pair, not out of two medians.
     paired_rate = [g / e for g, e in zip(rate["gateway"], rate["engine"], strict=True)]
     paired_ttft = [e / g for g, e in zip(ttft_ms["gateway"], ttft_ms["engine"], strict=True)]
