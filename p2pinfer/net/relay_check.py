@@ -107,7 +107,8 @@ class RelayChecker:
             self._drop(relay_id, slot.configured, "cuts the jobs it carries")
 
     def is_shunned(self, relay_id: str) -> bool:
-        """Whether `relay_id` failed its checks within `SHUNNED_S` (not picked again)."""
+        """Whether `relay_id` failed its checks, or cut our jobs, within `SHUNNED_S` (not
+        picked again)."""
         until = self.shunned.get(relay_id)
         return until is not None and until > time.time()
 
