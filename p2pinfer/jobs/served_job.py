@@ -120,9 +120,10 @@ class JobEndings:
     async def _count_leaving(self, job: ServedJob, ticket: Ticket) -> None:
         """A result sent, or an accepted job left unpaid (attacks 66, 67), counts against
         the key until its receipt. A job the relay between us ended does not (our own
-        connection to that relay closed with it, or the circuit reached the duration the
-        relay granted: the consumer did not leave; attack 69), and a free job is the key's
-        again. A relayed job that ended either way is told to `relayed_hooks`."""
+        connection to that relay closed with it, or the circuit reached the duration or
+        the byte budget the relay granted: the consumer did not leave; attacks 69, 71),
+        and a free job is the key's again. A relayed job that ended either way is told to
+        `relayed_hooks`."""
         end = None
         if job.peer_gone and job.violation is None and job.machine.result is None:
             end = await job.stream.relayed_end(RELAY_GONE_WAIT_S)

@@ -29,15 +29,11 @@ import trio
 #: Yamux -> SecureSession -> NoiseTransportReadWriter -> NoisePacketReadWriter ->
 #: RawConnection -> the circuit stream (whose `muxed_conn` is our connection to the relay).
 CIRCUIT_PATH = ("secured_conn", "conn", "read_writer", "read_write_closer", "stream")
-#: On a STOP stream: the trio time its relay cuts the circuit (its granted duration).
-CUT_AT_ATTR = "p2pinfer_cut_at"
+#: On a STOP stream: the limits its relay granted the circuit (`CircuitLimits`).
+LIMITS_ATTR = "p2pinfer_limits"
 #: How early a circuit's end may come against the time noted (the relay's clock starts
 #: a round trip before ours).
 CUT_SLACK_S = 2.0
-#: On a STOP stream: the bytes its relay lets the circuit carry (its granted budget, both
-#: ways), and a counter of the bytes it carried so far (`BytesThrough`).
-BUDGET_ATTR = "p2pinfer_budget"
-COUNT_ATTR = "p2pinfer_bytes"
 #: How far short of its budget a circuit's end may come against our count: the relay
 #: refuses a read (up to 64 KiB) that would pass it, one each way, with data in flight.
 BUDGET_SLACK = 256 * 1024
@@ -55,50 +51,51 @@ def circuit_of(muxed_conn: Any) -> Any | None:
     return node
 
 
-def relay_of(muxed_conn: Any) -> str | None:
-    """The PeerID of the relay carrying `muxed_conn`; None for a direct connection."""
-    relay = getattr(getattr(circuit_of(muxed_conn), "muxed_conn", None), "peer_id", None)
+def _relay_id(circuit: Any) -> str | None:
+    relay = getattr(getattr(circuit, "muxed_conn", None), "peer_id", None)
     return None if relay is None else str(relay)
 
 
-class BytesThrough:
-    """The bytes read and written on one stream, counted by its `read` and `write`."""
+def relay_of(muxed_conn: Any) -> str | None:
+    """The PeerID of the relay carrying `muxed_conn`; None for a direct connection."""
+    return _relay_id(circuit_of(muxed_conn))
 
-    def __init__(self, stream: Any) -> None:
-        self.count = 0
-        read, write = stream.read, stream.write
 
-        async def counted_read(n: int | None = None) -> bytes:
-            data: bytes = await read(n)
-            self.count += len(data)
-            return data
+class CircuitLimits:
+    """What a relay granted one circuit to us: its end (trio time; None: no duration
+    said) and its byte budget (0: none said), with the bytes through it so far, counted
+    by the STOP stream's `read` and `write` once the budget is noted."""
 
-        async def counted_write(data: bytes) -> None:
-            await write(data)
-            self.count += len(data)
+    def __init__(self, stream: Any, circuit_bytes: int, circuit_s: int) -> None:
+        self.cut_at = trio.current_time() + circuit_s if circuit_s > 0 else None
+        self.budget, self.count = circuit_bytes, 0
+        if circuit_bytes > 0:
+            read, write = stream.read, stream.write
 
-        stream.read, stream.write = counted_read, counted_write
+            async def counted_read(n: int | None = None) -> bytes:
+                data: bytes = await read(n)
+                self.count += len(data)
+                return data
+
+            async def counted_write(data: bytes) -> None:
+                await write(data)
+                self.count += len(data)
+
+            stream.read, stream.write = counted_read, counted_write
+
+    def reached(self) -> bool:
+        """Whether the circuit reached the duration or the byte budget (within slack)."""
+        if self.cut_at is not None and trio.current_time() >= self.cut_at - CUT_SLACK_S:
+            return True
+        return self.budget > 0 and self.count >= self.budget - BUDGET_SLACK
 
 
 def note_limits(stop_stream: Any, circuit_bytes: int, circuit_s: int) -> None:
     """Note on the STOP stream a relay brings us that the relay cuts it after
-    `circuit_s` or once it carried `circuit_bytes` (0: none said, nothing noted), and
-    count the bytes through it from now on."""
-    if circuit_s > 0:
-        setattr(stop_stream, CUT_AT_ATTR, trio.current_time() + circuit_s)
-    if circuit_bytes > 0:
-        setattr(stop_stream, BUDGET_ATTR, circuit_bytes)
-        setattr(stop_stream, COUNT_ATTR, BytesThrough(stop_stream))
-
-
-def _at_a_limit(circuit: Any) -> bool:
-    """Whether the circuit reached the duration or the byte budget its relay granted."""
-    cut_at = getattr(circuit, CUT_AT_ATTR, None)
-    if isinstance(cut_at, float) and trio.current_time() >= cut_at - CUT_SLACK_S:
-        return True
-    budget, through = getattr(circuit, BUDGET_ATTR, None), getattr(circuit, COUNT_ATTR, None)
-    return isinstance(budget, int) and isinstance(through, BytesThrough) and \
-        through.count >= budget - BUDGET_SLACK
+    `circuit_s` or once it carried `circuit_bytes` (0: none said), counting the bytes
+    through it from now on."""
+    if circuit_bytes > 0 or circuit_s > 0:
+        setattr(stop_stream, LIMITS_ATTR, CircuitLimits(stop_stream, circuit_bytes, circuit_s))
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ class RelayedEnd:
     """How a job's relayed connection ended, as its provider can tell."""
 
     relay: str  # the relay's PeerID
-    by_relay: bool  # its carrier closed, or the circuit reached its granted duration
+    by_relay: bool  # its carrier closed, or the circuit reached a limit it was granted
     connection_gone: bool  # the relayed connection closed, not only the job's stream
 
 
@@ -115,15 +112,15 @@ async def relayed_end(muxed_conn: Any, wait_s: float) -> RelayedEnd | None:
     `by_relay` when the circuit reached the duration the relay granted (within
     `CUT_SLACK_S`) or its byte budget (within `BUDGET_SLACK`), or its carrier is
     closing or starts to within `wait_s` (a relay shutting down resets its circuits'
-    streams before it closes its connections);
-    `connection_gone` when the relayed connection is closing by then. None at once for
-    a connection no relay carries."""
+    streams before it closes its connections); `connection_gone` when the relayed
+    connection is closing by then. None at once for a connection no relay carries."""
     circuit = circuit_of(muxed_conn)
     shutting = getattr(getattr(circuit, "muxed_conn", None), "event_shutting_down", None)
-    relay = relay_of(muxed_conn)
+    relay = _relay_id(circuit)
     if not isinstance(shutting, trio.Event) or relay is None:
         return None
-    by_relay = _at_a_limit(circuit)
+    limits = getattr(circuit, LIMITS_ATTR, None)
+    by_relay = isinstance(limits, CircuitLimits) and limits.reached()
     if not by_relay:
         with trio.move_on_after(wait_s):
             await shutting.wait()

@@ -89,9 +89,9 @@ class NetStream:
 
     async def relayed_end(self, wait_s: float) -> RelayedEnd | None:
         """How the relay under this stream carried its end (`net.relay_carrier`): whether
-        the relay ended it (the circuit's granted duration, or this node's own connection
-        to the relay closing, within `wait_s`) and whether the relayed connection went
-        with it; None at once for a direct one."""
+        the relay ended it (the circuit's granted duration or byte budget, or this node's
+        own connection to the relay closing, within `wait_s`) and whether the relayed
+        connection went with it; None at once for a direct one."""
         return await relayed_end(getattr(self._out, "muxed_conn", None), wait_s)
 
     @property
