@@ -128,7 +128,7 @@ class LedgerReads(SqliteStore):
             (E.peer_account(provider), E.ChargeBody.kind, limit),
         )
         return [(entry.body.consumer, entry.at_ms) for entry in reversed(self._decode_rows(rows))
-                if isinstance(entry.body, E.ChargeBody) and entry.body.provider == provider]
+                if isinstance(entry.body, E.ChargeBody)]  # its subject names the provider
 
     def stake_of(self, provider: bytes) -> StakeStatus:
         """This ledger's view of `provider`'s stake: newest declaration minus all slashes."""
