@@ -212,12 +212,12 @@ async def _alternate(
             # 12-07; a gateway job's receipt and ledger writes follow its answer): each
             # timed step starts SETTLE_S after the last, and which side goes first
             # alternates from run to run.
-            first = run % 2 == 0
-            for side in ("gateway", "engine") if first else ("engine", "gateway"):
+            order = ("gateway", "engine") if run % 2 == 0 else ("engine", "gateway")
+            for side in order:
                 await trio.sleep(SETTLE_S)
                 embed_s[side].append(await (gateway_embed(http) if side == "gateway"
                                             else engine_embed(engine)))
-            for side in ("gateway", "engine") if first else ("engine", "gateway"):
+            for side in order:
                 await trio.sleep(SETTLE_S)
                 ttft[side].append(await (gateway_ttft() if side == "gateway"
                                          else engine_structured(engine)))
