@@ -136,6 +136,11 @@ class Ticket:
         self.awaiting = False  # counted as awaiting its receipt, no longer as computing
         self.paid = False
 
+    @property
+    def unpaid(self) -> bool:
+        """A result went out (or an answer was taken, attacks 66-67) and no receipt came."""
+        return self.result_sent and not self.paid
+
 
 def _decrement(table: dict[bytes, int], key: bytes) -> None:
     left = table.get(key, 0) - 1
@@ -155,7 +160,8 @@ class ConsumerGate:
       for all such keys together;
     - a paying key has at most `per_key` jobs in flight and `per_key` awaiting receipts.
     With settlement, a key whose payment channel covers the job (`covered`) is served
-    as a paying key from its first job; a bad voucher bans it like a missing receipt.
+    as a paying key from its first job; a bad voucher bans it like a missing receipt,
+    and either bans the channel's payer account too (`ChannelBook.release`: attack 72).
     Pure bookkeeping: times are passed in (ms).
     """
 
@@ -267,6 +273,6 @@ class ConsumerGate:
     def release(self, ticket: Ticket, now_ms: int) -> None:
         """The job is over (call once). A result that was never paid bans the key."""
         _decrement(self._awaiting if ticket.awaiting else self._inflight, ticket.key)
-        if ticket.result_sent and not ticket.paid:
+        if ticket.unpaid:
             keep_latest(self._banned, ticket.key, now_ms + self.ban_ms, KEY_MEMORY)
             self._payers.pop(ticket.key, None)

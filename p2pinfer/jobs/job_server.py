@@ -252,8 +252,8 @@ class JobServer(JobEndings):
                 await self._serve_admitted(job, request, info, started, slots)
             finally:
                 self.gate.release(job.ticket, self._clock())
-        if job.hold is not None and self.channels is not None:
-            self.channels.release(job.hold)
+        if job.hold is not None and self.channels is not None:  # unpaid: its payer refused
+            self.channels.release(job.hold, unpaid=job.ticket is not None and job.ticket.unpaid)
 
     async def _serve_admitted(
         self, job: ServedJob, request: JobRequest, info: ModelInfo, started: float,

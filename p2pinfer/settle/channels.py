@@ -27,12 +27,14 @@ the job unpaid.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import DuplicateEntryError, LedgerError, P2PInferError
 from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody, channel_subject
 from p2pinfer.market.ledger import Ledger
@@ -57,6 +59,9 @@ REFRESH_S = 15.0
 RECHECK_S = 2.0
 #: A payer whose voucher did not check out is refused this long (as the gate bans its key).
 BAD_VOUCHER_BAN_S = 600.0
+#: A payer with a job left unpaid is refused this long (jobs/admission.DEFAULT_BAN_MS, the
+#: key's ban for the same job).
+UNPAID_BAN_S = 600.0
 #: Channels cached; beyond it, idle ones holding nothing unredeemed are forgotten (fresh
 #: accounts cost nothing, so their number must not grow memory without bound).
 MAX_CHANNELS = 50_000
@@ -157,7 +162,7 @@ class ChannelBook:
         self._clock = clock_s
         self.channels: dict[str, Channel] = {}  # by checksummed consumer address
         self._reading: dict[str, trio.Event] = {}
-        self._banned: dict[str, float] = {}
+        self._banned: OrderedDict[str, tuple[float, str]] = OrderedDict()  # until, why
         self._nursery: trio.Nursery | None = None
 
     def accept_fields(self) -> dict[str, bytes]:
@@ -252,11 +257,11 @@ class ChannelBook:
 
     async def admit(self, consumer: str, max_charge: int) -> Hold:
         """Reserve `max_charge` on `consumer`'s channel (the accept rule), or ChannelRefused."""
-        until = self._banned.get(consumer)
-        if until is not None:
+        until, why = self._banned.get(consumer, (0.0, ""))
+        if until:
             if self._clock() < until:
                 raise ChannelRefused("insufficient_credit",
-                                     f"{consumer} sent a bad voucher here; refused for "
+                                     f"{consumer} {why} here; refused for "
                                      f"{int(until - self._clock())} s more")
             del self._banned[consumer]
         channel = await self.channel(consumer)
@@ -280,11 +285,17 @@ class ChannelBook:
         channel.used_at = self._clock()
         return Hold(channel, max_charge)
 
-    def release(self, hold: Hold) -> None:
-        """The job is over (receipted or not): its reservation goes (idempotent)."""
+    def release(self, hold: Hold, *, unpaid: bool = False) -> None:
+        """The job is over (receipted or not): its reservation goes (idempotent). A job
+        left `unpaid` (a result without a voucher, or an answer taken and left: attacks
+        66-67) refuses its payer as the job server's gate refuses its key. Keys are free
+        and any number can be bound to one account, so refusing the key alone let one
+        deposit take an answer unpaid with each new key (attack 72)."""
         if not hold.released:
             hold.released = True
             hold.channel.reserved -= hold.amount
+        if unpaid and self._banned.get(hold.channel.consumer, (0.0, ""))[0] <= self._clock():
+            self.ban(hold.channel.consumer, UNPAID_BAN_S, "left a job unpaid")
 
     # -- vouchers ------------------------------------------------------------------
 
@@ -313,9 +324,10 @@ class ChannelBook:
         return VoucherBody("held", self._channels_raw, address_bytes(channel.consumer),
                            self._provider_raw, job_id, charged, cumulative, signature)
 
-    def ban(self, consumer: str, for_s: float = BAD_VOUCHER_BAN_S) -> None:
-        """Refuse `consumer`'s jobs for a while (its voucher was bad)."""
-        self._banned[consumer] = self._clock() + for_s
+    def ban(self, consumer: str, for_s: float = BAD_VOUCHER_BAN_S,
+            why: str = "sent a bad voucher") -> None:
+        """Refuse `consumer`'s jobs for `for_s` (its voucher was bad, or a job unpaid)."""
+        keep_latest(self._banned, consumer, (self._clock() + for_s, why), MAX_CHANNELS)
 
     async def journal(self, body: VoucherBody) -> None:
         """Write a held voucher to the ledger (off the loop); a failure is logged, the

@@ -13,8 +13,9 @@ from p2pinfer.errors import AllProvidersFailedError, InsufficientCreditError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.channel_entries import VoucherBody
 from p2pinfer.market.ledger import Ledger
-from p2pinfer.protocol import JobParams, Receipt, decode_as
+from p2pinfer.protocol import JobAccept, JobParams, Receipt, decode_as
 from p2pinfer.settle.account import account_of, bind_signature
+from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook, Voucher
 from p2pinfer.settle.redeemer import Redeemer, RedeemPolicy
@@ -28,6 +29,8 @@ from tests.integration.job_helpers import (
     wait_for_providers,
 )
 from tests.support.fake_chain import SEED_SPLIT, FakeChainForTests
+from tests.support.raw_jobs import read_then_leave, signed_request
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
 
@@ -45,7 +48,7 @@ class CheatingPayer(PayerBook):
 
 
 async def provider_with_channels(
-    stack: AsyncExitStack, nursery: trio.Nursery, tmp: Path,
+    stack: AsyncExitStack, nursery: trio.Nursery, tmp: Path, engine: FakeBackend | None = None,
 ) -> tuple[Provider, ChannelBook, FakeChainForTests]:
     identity = NodeIdentity.generate()
     account = account_of(identity)
@@ -54,7 +57,8 @@ async def provider_with_channels(
     book = ChannelBook(chain, ledger, binding=bind_signature(account, identity.peer_id))
     await nursery.start(book.run)
     from p2pinfer.jobs.job_server import JobServerConfig
-    provider = await start_provider(stack, nursery, FakeBackend(), tmp, identity=identity,
+    provider = await start_provider(stack, nursery, engine or FakeBackend(), tmp,
+                                    identity=identity,
                                     channels=book,
                                     config=JobServerConfig(price_per_1k=PRICE))
     return provider, book, chain
@@ -155,6 +159,43 @@ async def test_a_bad_voucher_leaves_the_job_unpaid_and_the_key_refused(tmp_path:
             with pytest.raises(InsufficientCreditError, match="bad voucher"):
                 await client.run(FAKE_MODEL, "hello", PARAMS)
             nursery.cancel_scope.cancel()
+
+
+async def test_keys_bound_to_one_funded_account_take_one_answer_unpaid_not_one_each(
+        tmp_path: Path) -> None:
+    """Attack 72: with settlement a key is served as a payer once its payer account's
+    channel covers the job, and a job left unpaid (an answer read and the stream reset
+    before its result, or a result without a voucher) refused the key alone. Keys are
+    free and any number of them can be bound to one account, so one deposit bought
+    answers without end: a fresh key bound to it for each. On the code before, 6 of 6
+    answers were taken so. Now a job left unpaid refuses its payer account at that
+    provider too, as a bad voucher does."""
+    engine = FakeBackend(tokens=[f"w{i} " for i in range(1_000)], pause_after=40)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider, book, chain = await provider_with_channels(stack, nursery, tmp_path,
+                                                                 engine)
+            owner = account_of(NodeIdentity.generate())
+            chain.deposit(owner.address, chain.address, 10_000_000)
+            net, _, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            pid, answers = provider.net.peer_id, []
+            for _ in range(6):
+                key = NodeIdentity.generate()  # a new key each time, the same account
+                raw = signed_request(key, pid, FAKE_MODEL, max_tokens=900,
+                                     max_price_per_1k=PRICE, payer=(
+                                         address_bytes(owner.address),
+                                         bind_signature(owner, key.peer_id)))
+                answers.append(await read_then_leave(net, pid, raw, chars=40 * 3))
+                await await_until(lambda: len(provider.server.records) == len(answers))
+            nursery.cancel_scope.cancel()
+    accepted = [a for a in answers if isinstance(a, JobAccept)]
+    assert len(accepted) == 1, answers  # 6 on the old code
+    assert [(a.code, "left a job unpaid" in a.message)  # type: ignore[attr-defined]
+            for a in answers[1:]] == [("insufficient_credit", True)] * 5
+    assert [r.outcome for r in provider.server.records] == (
+        ["cancelled"] + ["rejected:insufficient_credit"] * 5)
+    assert book.channels[owner.address].reserved == 0  # every hold went back
 
 
 def test_vouchers_on_the_wire_are_for_this_chain_and_contract() -> None:

@@ -33,7 +33,7 @@ from tests.integration.job_helpers import (
     start_provider,
     wait_for_providers,
 )
-from tests.support.raw_jobs import first_answer, signed_request
+from tests.support.raw_jobs import first_answer, read_then_leave, signed_request
 from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
@@ -163,19 +163,12 @@ async def test_a_paying_key_that_leaves_before_each_result_is_refused_after(
             await client.run(FAKE_MODEL, "pay once", JobParams(max_tokens=2))  # a payer now
             pid, taken, refused = provider.net.peer_id, [], []
             for _ in range(6):
-                stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
-                await stream.write(encode_frame(signed_request(
-                    client.identity, pid, FAKE_MODEL, max_tokens=900)))
-                first = decode(await stream.read_frame(timeout_s=5)).msg
+                first = await read_then_leave(net, pid, signed_request(  # leave, unpaid
+                    client.identity, pid, FAKE_MODEL, max_tokens=900), chars=40 * 3)
                 if not isinstance(first, JobAccept):
                     refused.append(first)
-                    await stream.reset()
                     continue
-                text = ""
-                while len(text) < 40 * 3:  # the answer so far; then leave, unpaid
-                    text += decode(await stream.read_frame(timeout_s=5)).expect(Chunk).msg.text
-                taken.append(len(text))
-                await stream.reset()
+                taken.append(first)
                 await await_until(lambda: len(provider.server.records) == 1 + len(taken))
             nursery.cancel_scope.cancel()
     assert len(taken) == 1, taken  # 6 on the old code

@@ -12,6 +12,8 @@ from p2pinfer.net.nethost import NetHost
 from p2pinfer.protocol import (
     JOB_PROTOCOL_ID,
     ChatTurn,
+    Chunk,
+    JobAccept,
     JobParams,
     JobRequest,
     Message,
@@ -23,17 +25,36 @@ from p2pinfer.protocol import (
 
 
 def signed_request(
-    identity: NodeIdentity, provider: str, model: str, *, max_tokens: int = 4
+    identity: NodeIdentity, provider: str, model: str, *, max_tokens: int = 4,
+    max_price_per_1k: int = 1_000_000, payer: tuple[bytes, bytes] | None = None,
 ) -> bytes:
-    """A valid signed JobRequest for `provider`, as the bytes a consumer would send."""
+    """A valid signed JobRequest for `provider`, as the bytes a consumer would send;
+    `payer`: (payer account, its binding over `identity`'s PeerID) for settlement."""
     now = time.time_ns() // 1_000_000
     request = JobRequest(
         job_id=os.urandom(16), provider=provider, model=model, kind="chat",
-        max_price_per_1k=1_000_000, issued_at=now, expires_at=now + 60_000,
+        max_price_per_1k=max_price_per_1k, issued_at=now, expires_at=now + 60_000,
         messages=(ChatTurn("user", "hello"),),
         params=JobParams(max_tokens=max_tokens, temperature=0.0),
+        payer=payer[0] if payer else None, payer_binding=payer[1] if payer else None,
     )
     return sign(request, identity).raw
+
+
+async def read_then_leave(net: NetHost, provider: str, raw: bytes, chars: int) -> Message:
+    """Send `raw` as a job request to `provider`; when accepted, read `chars` characters
+    of the answer and reset the stream, as a consumer leaving before the result (what
+    it paid for). The provider's first message (its accept, or its reject)."""
+    stream = await net.open_stream(provider, JOB_PROTOCOL_ID)
+    try:
+        await stream.write(encode_frame(raw))
+        first = decode(await stream.read_frame(timeout_s=5)).msg
+        text = ""
+        while isinstance(first, JobAccept) and len(text) < chars:
+            text += decode(await stream.read_frame(timeout_s=5)).expect(Chunk).msg.text
+    finally:
+        await stream.reset()
+    return first
 
 
 def forged(raw: bytes) -> bytes:

@@ -15,7 +15,12 @@ from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol.messages import Receipt
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
-from p2pinfer.settle.channels import ChannelBook, ChannelRefused, settle_receipt
+from p2pinfer.settle.channels import (
+    UNPAID_BAN_S,
+    ChannelBook,
+    ChannelRefused,
+    settle_receipt,
+)
 from p2pinfer.settle.payer import PayerBook
 from p2pinfer.settle.vouchers import sign_digest, voucher_digest
 from tests.support.fake_chain import FakeChainForTests
@@ -145,6 +150,34 @@ async def test_bad_voucher_leaves_the_job_unpaid_and_refuses_the_payer(
     assert not await settle_receipt(book, hold, os.urandom(16), charged, cumulative, sig)
     assert book.channels[payer].held == 300  # nothing of the bad voucher is held
     assert book.channels[payer].reserved == 0
+    with pytest.raises(ChannelRefused, match="bad voucher"):
+        await book.admit(payer, 1)
+
+
+async def test_a_job_left_unpaid_refuses_its_payer_account_for_ten_minutes(
+        parties: Parties) -> None:
+    # Attack 72: the key's ban alone let each new key bound to one account take an
+    # answer unpaid; the account is refused as long as the key.
+    now = [100.0]
+    book = ChannelBook(parties.chain, None, clock_s=lambda: now[0])
+    parties.fund()
+    payer = parties.consumer_acct.address
+    book.release(await book.admit(payer, 500))  # a job paid or stopped: nothing held
+    book.release(await book.admit(payer, 500), unpaid=True)
+    assert book.channels[payer].reserved == 0
+    now[0] += UNPAID_BAN_S - 1
+    with pytest.raises(ChannelRefused, match="left a job unpaid here; refused for 1 s more"):
+        await book.admit(payer, 1)
+    now[0] += 1
+    book.release(await book.admit(payer, 1))
+
+
+async def test_an_unpaid_end_does_not_reword_a_bad_voucher_ban(parties: Parties) -> None:
+    parties.fund()
+    book, payer = parties.book, parties.consumer_acct.address
+    hold = await book.admit(payer, 500)
+    assert not await settle_receipt(book, hold, os.urandom(16), 300, 300, None)
+    book.release(hold, unpaid=True)  # the job server's release after the bad voucher
     with pytest.raises(ChannelRefused, match="bad voucher"):
         await book.admit(payer, 1)
 
