@@ -77,7 +77,7 @@ def job_params(params: SamplingParams, default_max_tokens: int = DEFAULT_MAX_TOK
         top_p=float(min(max(params.top_p, 0.0), 1.0)),
         top_k=max(params.top_k, 0),
         seed=None if params.seed is None else params.seed % 2**32,
-        stop=tuple(s for s in params.stop if s)[:16],
+        stop=tuple(s for s in params.stop if s),  # over the wire's 16: a 400 (wire_job)
         # Neutral values stay off the wire (older providers read the request); others are
         # carried as given, and one out of the wire's range is a 400 (wire_job).
         min_p=_unless(params.min_p, 0.0),

@@ -74,8 +74,11 @@ OLLAMA_CHAT = {**OPENAI_CHAT, "stream": False}
 
 def bad_bodies(base: dict[str, Any], openai: bool) -> list[tuple[str, dict[str, Any]]]:
     stop = {"stop": [LONG_STOP]} if openai else {"options": {"stop": [LONG_STOP]}}
+    many = [f"s{i}" for i in range(17)]  # the wire carries 16: once cut silently
+    stops = {"stop": many} if openai else {"options": {"stop": many}}
     return [
         ("stop over 256 chars", {**base, **stop}),
+        ("17 stop strings", {**base, **stops}),
         ("content over 262,144 chars",
          {**base, "messages": [{"role": "user", "content": LONG_TEXT}]}),
     ]
@@ -109,6 +112,7 @@ async def test_client_errors_the_wire_cannot_carry_are_400_in_the_apis_shape(pat
     assert "262144" in str(replies["content over 262,144 chars"].json()) or "262,144" in str(
         replies["content over 262,144 chars"].json())
     assert "surrogate" in str(replies["lone surrogate"].json())
+    assert "stop" in str(replies["17 stop strings"].json())
     # Nothing bad reached the network; a good request still does (the fake answers 404).
     assert control.status_code == 404
     assert len(client.jobs) == 1
