@@ -223,12 +223,16 @@ class ReportReceiver:
         assert self.backend is not None
         request, proof = opened.evidence.request.msg, opened.evidence.result.hash
         book = self.book
-        record = await trio.to_thread.run_sync(book.get, opened.provider, limiter=self._db)
-        refusal = self._refusal(opened, excluded=record.breaker.state is BreakerState.OPEN)
+        record, reporter, reputation = await trio.to_thread.run_sync(lambda: (
+            book.get(opened.provider), book.reporter(opened.reporter),
+            book.get(opened.reporter)), limiter=self._db)
+        proven = reporter_weight_pm(reporter, reputation) > 0  # attack 73
+        refusal = self._refusal(opened, excluded=record.breaker.state is BreakerState.OPEN,
+                                proven=proven)
         if refusal is not None:
             return self._note(opened.reporter, opened.provider, refusal)
         async with self._engine:
-            if not self.budget.available(self.clock_ms()):
+            if not self.budget.available(self.clock_ms(), proven=proven):
                 return self._note(opened.reporter, opened.provider,
                                   "not re-checked: re-run budget spent")
             used, memo = EngineTime(), JudgeMemo()
@@ -262,11 +266,12 @@ class ReportReceiver:
             await self._slash(opened.provider, opened.report.raw, opened.evidence.result.hash)
         return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
 
-    def _refusal(self, opened: OpenedReport, *, excluded: bool) -> str | None:
+    def _refusal(self, opened: OpenedReport, *, excluded: bool, proven: bool) -> str | None:
         """Why a report is not re-run (None: it may be, budget allowing): over our limits,
         its proof judged before, its provider already `excluded` here (breaker open: a
         re-run could change nothing), its reporter over its rate, or the budget spent
-        (checked again once it is our turn)."""
+        (all of it, or for an unproven reporter all but the proven's share; checked
+        again once it is our turn)."""
         refusal = recheck_refusal(opened.evidence.request.msg, self.config.recheck_limits,
                                   opened.report.msg.provider_output)
         if refusal is not None:
@@ -278,7 +283,7 @@ class ReportReceiver:
             return "not re-checked: provider already excluded"
         if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
             return "not re-checked: reporter over its rate"
-        if not self.budget.available(self.clock_ms()):
+        if not self.budget.available(self.clock_ms(), proven=proven):
             return "not re-checked: re-run budget spent"
         return None
 

@@ -82,6 +82,12 @@ RECHECK_MAX_PREEMPTIONS = 2
 #: A re-run starts only with this much in the bucket: a 64-token check re-run takes
 #: about a second on SmolLM2 here; a run cut after 0.1 s is waste.
 RECHECK_MIN_START_MS = 1_000
+#: The share of the burst kept for reporters with weight here (reports of theirs this node
+#: re-ran and confirmed before: honest validators). An unproven reporter starts a re-run
+#: only while the bucket holds more than this; fresh keys are free, so a flood of them
+#: within every other limit spends the rest, and the proven still find engine time
+#: (attack 73). Unproven reporters keep the whole rate: only their burst is halved.
+RECHECK_PROVEN_SHARE = 0.5
 
 
 def wire_verdict(comparison: Comparison) -> str:
@@ -246,10 +252,12 @@ class RecheckBudget:
         self._at = max(self._at, now_ms)
         return self._level
 
-    def available(self, now_ms: int) -> bool:
+    def available(self, now_ms: int, *, proven: bool = True) -> bool:
         """Whether a re-run may start now: at least RECHECK_MIN_START_MS in the bucket
-        (less is not worth starting a run that will be cut)."""
-        return self.level_ms(now_ms) >= RECHECK_MIN_START_MS
+        (less is not worth starting a run that will be cut), above the share kept for
+        proven reporters unless the report's reporter is one (`proven`)."""
+        kept = 0.0 if proven else self.burst_ms * RECHECK_PROVEN_SHARE
+        return self.level_ms(now_ms) >= RECHECK_MIN_START_MS + kept
 
     def charge(self, spent_ms: float, now_ms: int) -> None:
         """Take what a re-run took out of the bucket."""

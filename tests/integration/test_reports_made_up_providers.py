@@ -34,10 +34,12 @@ from p2pinfer.market.stake import sign_stake
 from p2pinfer.net.adverts import verify_advert
 from p2pinfer.net.config import NetConfig
 from p2pinfer.net.host import run_host
+from p2pinfer.net.nethost import NetHost
 from p2pinfer.testing.tiny_model import write_tiny_model
 from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.report_receiver import ReportReceiver
+from p2pinfer.verify.reports import RecheckBudget
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.net_helpers import make_advert, now_ms
 from tests.support.attack_reports import ReportShape, made_up_report
@@ -52,10 +54,18 @@ STAKE = 3_000_000  # what the receiver's ledger credits the known provider with
 SMALL = ReportShape(max_tokens=8, temperature=0.0, output_chars=16, prompt="The sky is")
 
 
-def made_up(provider: NodeIdentity) -> bytes:
+def made_up(provider: NodeIdentity, reporter: NodeIdentity | None = None) -> bytes:
     """A within-limits `fail` report about `provider`, whose output is garbage, made
     offline by one person holding every key in it (tests/support/attack_reports.py)."""
-    return made_up_report(SMALL, now_ms(), MODEL, provider).raw
+    return made_up_report(SMALL, now_ms(), MODEL, provider, reporter).raw
+
+
+def receiver(net: NetHost, engine: EmbeddedBackend, book: ReputationBook,
+             ledger: Ledger | None) -> ReportReceiver:
+    return ReportReceiver(
+        net, backend=engine, models=frozenset({MODEL}), book=book, ledger=ledger,
+        config=VerifyConfig(), clock_ms=now_ms, gate=EngineGate(),
+        db=trio.CapacityLimiter(1), engine=trio.CapacityLimiter(1))
 
 
 async def test_reports_about_made_up_providers_spend_no_engine_and_grow_no_table(
@@ -71,10 +81,7 @@ async def test_reports_about_made_up_providers_spend_no_engine_and_grow_no_table
             ReputationBook.open(tmp_path / "rep.sqlite3") as book:
         ledger.record_stake(sign_stake(known, STAKE, now_ms()))
         async with run_host(NetConfig(identity)) as net:
-            node = ReportReceiver(
-                net, backend=engine, models=frozenset({MODEL}), book=book, ledger=ledger,
-                config=VerifyConfig(), clock_ms=now_ms, gate=EngineGate(),
-                db=trio.CapacityLimiter(1), engine=trio.CapacityLimiter(1))
+            node = receiver(net, engine, book, ledger)
             net.catalog.admit(verify_advert(make_advert(known, 1, models=((MODEL, 100),))))
             budget = node.budget.level_ms(now_ms())
             for _ in range(8):  # eight reporters, eight providers no one ever heard of
@@ -96,3 +103,40 @@ async def test_reports_about_made_up_providers_spend_no_engine_and_grow_no_table
     assert rows == [known.peer_id]
     assert [(s.provider, s.amount) for s in slashes] == [  # type: ignore[attr-defined]
         (known.public_key, STAKE)]
+
+
+async def test_a_flood_from_unproven_reporters_leaves_engine_time_for_proven_ones(
+    tmp_path: Path,
+) -> None:
+    """Attack 73: the re-run budget is shared by every reporter, so fresh reporter keys
+    with `fail` reports about providers in the catalog (the attacker's own, advertised
+    at AdvertGate's pace, or real ones it got a signed answer from) spent it, and a
+    report from a reporter whose reports this node had confirmed before (an honest
+    validator) was then dropped unjudged ("re-run budget spent"). Now half of the
+    budget's burst is kept for reporters with weight here: unproven ones start a
+    re-run only while more than that is left."""
+    path = tmp_path / "tiny.gguf"
+    write_tiny_model(path, seed=0)
+    engine = EmbeddedBackend([ModelSource(MODEL, path)])
+    proven = NodeIdentity.generate()
+    said: Counter[str] = Counter()
+    with trio.fail_after(240), ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        for _ in range(2):  # two of its reports were re-run and confirmed here before
+            book.record_report_check(proven.peer_id, confirmed=True)
+        async with run_host(NetConfig(NodeIdentity.generate())) as net:
+            node = receiver(net, engine, book, None)
+            node.budget = RecheckBudget(per_min_ms=0, burst_ms=2_400, now_ms=now_ms())
+
+            def in_catalog() -> NodeIdentity:
+                provider = NodeIdentity.generate()
+                net.catalog.admit(verify_advert(make_advert(provider, 1,
+                                                            models=((MODEL, 100),))))
+                return provider
+
+            spent = "not re-checked: re-run budget spent"
+            while not said[spent] and sum(said.values()) < 400:  # fresh reporter keys
+                said[await node.receive_report(made_up(in_catalog()))] += 1
+            genuine = await node.receive_report(made_up(in_catalog(), proven))
+        await engine.aclose()
+    assert said[spent] == 1 and said["re-checked: fraud confirmed"] >= 1, said
+    assert genuine == "re-checked: fraud confirmed"  # the budget spent, on the old code

@@ -55,10 +55,11 @@ WITHIN_LIMITS = ReportShape(max_tokens=2_048, temperature=1.0, output_chars=32_7
 
 
 def made_up_report(shape: ReportShape, now_ms: int, model: str = MODEL,
-                   provider: NodeIdentity | None = None) -> Signed[CheckReport]:
+                   provider: NodeIdentity | None = None,
+                   reporter: NodeIdentity | None = None) -> Signed[CheckReport]:
     """A `fail` report whose evidence opens: every key in it is new and the attacker's
-    (the provider's too, unless `provider` names it)."""
-    consumer, reporter = NodeIdentity.generate(), NodeIdentity.generate()
+    (the provider's and the reporter's too, unless `provider` or `reporter` names it)."""
+    consumer, reporter = NodeIdentity.generate(), reporter or NodeIdentity.generate()
     provider = provider or NodeIdentity.generate()
     request = sign(JobRequest(
         job_id=os.urandom(16), provider=provider.peer_id, model=model, kind="generate",

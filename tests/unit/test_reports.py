@@ -117,6 +117,21 @@ def test_the_rerun_budget_bounds_engine_time_per_minute() -> None:
     assert budget.level_ms(NOW + 10**9) == 20_000  # never more than the burst
 
 
+def test_half_the_burst_is_kept_for_reporters_proven_here() -> None:
+    # Attack 73: unproven reporters stop at half the burst; the proven go on to the floor.
+    budget = RecheckBudget(per_min_ms=10_000, burst_ms=20_000, now_ms=NOW)
+    budget.charge(8_900, NOW)  # 11.1 s left
+    assert budget.available(NOW, proven=False)
+    budget.charge(200, NOW)  # 10.9 s: under the 10 s kept + a run's 1 s
+    assert not budget.available(NOW, proven=False)
+    assert budget.available(NOW, proven=True)
+    budget.charge(9_950, NOW)
+    assert not budget.available(NOW, proven=True)
+    assert budget.available(NOW + 60_000, proven=True)  # +10 s: 10.95 s
+    assert not budget.available(NOW + 60_000, proven=False)
+    assert budget.available(NOW + 61_000, proven=False)  # the rate refills both
+
+
 def test_the_budget_over_an_hour_is_the_rate() -> None:
     budget = RecheckBudget(per_min_ms=10_000, burst_ms=20_000, now_ms=NOW)
     spent, t = 0, NOW
