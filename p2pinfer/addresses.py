@@ -53,6 +53,21 @@ def address_group(host: str, ipv6_prefix: int) -> str | None:
     return None if ip is None else str(ip)
 
 
+#: How a per-address limit groups IPv6 addresses where nothing else is said (a /56: one
+#: subscriber's allocation), as inbound shares, relay slots and AutoNAT voters do.
+IPV6_GROUP_PREFIX = 56
+
+
+def asker_group(peer: str, host: str | None, *, relayed: bool = False) -> str:
+    """Whom a per-address budget counts a request of `peer` under: the address group of
+    `host` (its connection's remote IP), or `peer` itself when the connection comes
+    through a relay (`host` is the relay's), from loopback (a local testnet's nodes all
+    share 127.0.0.1) or from no IP."""
+    group = None if relayed or host is None or is_loopback(host) else address_group(
+        host, IPV6_GROUP_PREFIX)
+    return group or peer
+
+
 def tcp_endpoint(addr: str) -> tuple[str, int] | None:
     """(ip, port) of a plain `/ip4|ip6/X/tcp/P[/p2p/ID]` multiaddr text, the IP as written;
     None for any other kind (DNS, circuit, QUIC) or a malformed one."""

@@ -237,7 +237,8 @@ class JobServer(JobEndings):
                 payer = self.channels.payer_of(request.payer, request.payer_binding,
                                                machine.request.signer_peer_id)
                 await self._flush(job)  # the echo, before a wait on the chain
-                job.hold = await self.channels.admit(payer, max_charge(request))
+                job.hold = await self.channels.admit(payer, max_charge(request),
+                                                     job.stream.asker)
             idle = slots.active < slots.concurrency and slots.waiting == 0
             machine.check_replay(self._clock())
             job.ticket = self.gate.admit(machine.request.signer, self._clock(), idle=idle,

@@ -20,6 +20,7 @@ from libp2p.abc import INetStream
 from libp2p.io.exceptions import IOException
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 
+from p2pinfer.addresses import asker_group
 from p2pinfer.errors import (
     DecodeError,
     FrameTooLarge,
@@ -112,6 +113,12 @@ class NetStream:
         except Exception:  # a stream without a transport address (a test double)
             return None
         return str(address[0]) if address else None
+
+    @property
+    def asker(self) -> str:
+        """Whom per-address budgets count this stream's peer under (`asker_group`)."""
+        return asker_group(self.remote_peer_id, self.remote_host,
+                           relayed=self.relay is not None)
 
     def transport_addrs(self) -> list[str] | None:
         """The connection's remote transport addresses (a relayed one has `/p2p-circuit`);

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from p2pinfer.bounded import keep_latest
+from p2pinfer.bounded import PerMinute, keep_latest
 from p2pinfer.errors import DuplicateEntryError, LedgerError, P2PInferError
 from p2pinfer.market.channel_entries import RedemptionBody, VoucherBody, channel_subject
 from p2pinfer.market.ledger import Ledger
@@ -67,6 +67,12 @@ UNPAID_BAN_S = 600.0
 MAX_CHANNELS = 50_000
 #: First reads in flight at once; more new payers are refused `busy` (each costs an RPC).
 MAX_FIRST_READS = 32
+#: Chain reads a request may cause (a new payer's first read, an uncovered payer's
+#: re-read), a minute, per asker (`NetStream.asker`: its connection's address group) and
+#: in all. Accounts are free, so each request naming a fresh one was an RPC to the
+#: provider's endpoint (attack 74); a covered payer's job reads nothing on its path.
+CHAIN_READS_PER_ASKER = 12
+CHAIN_READS_PER_MIN = 300
 
 
 class ChannelRefused(P2PInferError):
@@ -163,6 +169,7 @@ class ChannelBook:
         self.channels: dict[str, Channel] = {}  # by checksummed consumer address
         self._reading: dict[str, trio.Event] = {}
         self._banned: OrderedDict[str, tuple[float, str]] = OrderedDict()  # until, why
+        self._reads = PerMinute[str](max_keys=4096, clock=clock_s)  # by asker
         self._nursery: trio.Nursery | None = None
 
     def accept_fields(self) -> dict[str, bytes]:
@@ -185,10 +192,12 @@ class ChannelBook:
                                  "request's signer")
         return address
 
-    async def channel(self, consumer: str, *, stale_s: float | None = None) -> Channel:
+    async def channel(self, consumer: str, *, stale_s: float | None = None,
+                      asker: str | None = None) -> Channel:
         """The cached channel of `consumer`; on first sight (or, with `stale_s`, when the
         cached state is older) one chain read, waited for at most first_read_timeout_s
-        (a first sight then refuses `busy`; a re-read keeps the cached state)."""
+        (a first sight then refuses `busy`; a re-read keeps the cached state). A read for
+        `asker` counts against its budget (a re-read over it keeps the cached state)."""
         known = self.channels.get(consumer)
         if known is not None and (stale_s is None or self._clock() - known.read_at < stale_s):
             return known
@@ -196,6 +205,12 @@ class ChannelBook:
         if reading is None:
             if len(self._reading) >= MAX_FIRST_READS:
                 raise ChannelRefused("busy", "too many new payers at once", 1_000)
+            if asker is not None and not self._reads.admit(
+                    asker, CHAIN_READS_PER_ASKER, CHAIN_READS_PER_MIN):
+                if known is not None:
+                    return known
+                raise ChannelRefused("busy", "too many chain reads for new payers from "
+                                     "your address this minute", 60_000)
             reading = self._reading[consumer] = trio.Event()
             if self._nursery is None:  # not running (tests): read inline
                 await self._read(consumer, reading)
@@ -255,8 +270,9 @@ class ChannelBook:
 
     # -- admission -----------------------------------------------------------------
 
-    async def admit(self, consumer: str, max_charge: int) -> Hold:
-        """Reserve `max_charge` on `consumer`'s channel (the accept rule), or ChannelRefused."""
+    async def admit(self, consumer: str, max_charge: int, asker: str | None = None) -> Hold:
+        """Reserve `max_charge` on `consumer`'s channel (the accept rule), or ChannelRefused.
+        `asker`: whom the request's chain reads count against (attack 74)."""
         until, why = self._banned.get(consumer, (0.0, ""))
         if until:
             if self._clock() < until:
@@ -264,12 +280,12 @@ class ChannelBook:
                                      f"{consumer} {why} here; refused for "
                                      f"{int(until - self._clock())} s more")
             del self._banned[consumer]
-        channel = await self.channel(consumer)
+        channel = await self.channel(consumer, asker=asker)
         if channel.state.reclaim_at or (
                 channel.state.deposit - channel.base - channel.reserved < max_charge):
             # Uncovered by the cache: a deposit (or a cancelled reclaim) may have landed
             # since. A refused request may wait for one re-read, RECHECK_S apart at most.
-            channel = await self.channel(consumer, stale_s=RECHECK_S)
+            channel = await self.channel(consumer, stale_s=RECHECK_S, asker=asker)
         state = channel.state
         if state.reclaim_at:
             raise ChannelRefused("insufficient_credit",

@@ -16,7 +16,7 @@ from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol import JobAccept, JobParams, Receipt, decode_as
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
-from p2pinfer.settle.channels import ChannelBook
+from p2pinfer.settle.channels import CHAIN_READS_PER_ASKER, ChannelBook
 from p2pinfer.settle.payer import PayerBook, Voucher
 from p2pinfer.settle.redeemer import Redeemer, RedeemPolicy
 from p2pinfer.settle.vouchers import sign_digest, voucher_digest
@@ -29,7 +29,7 @@ from tests.integration.job_helpers import (
     wait_for_providers,
 )
 from tests.support.fake_chain import SEED_SPLIT, FakeChainForTests
-from tests.support.raw_jobs import read_then_leave, signed_request
+from tests.support.raw_jobs import first_answer, read_then_leave, signed_request
 from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.network
@@ -196,6 +196,44 @@ async def test_keys_bound_to_one_funded_account_take_one_answer_unpaid_not_one_e
     assert [r.outcome for r in provider.server.records] == (
         ["cancelled"] + ["rejected:insufficient_credit"] * 5)
     assert book.channels[owner.address].reserved == 0  # every hold went back
+
+
+async def test_fresh_unfunded_accounts_cost_a_provider_a_bounded_number_of_chain_reads(
+        tmp_path: Path) -> None:
+    """Attack 74: a provider reads a payer's channel from the chain the first time it sees
+    the account (and again, 2 s apart at most, while it is uncovered). Accounts and keys
+    are free, so a peer sending requests that each name a fresh unfunded account made
+    the provider call its RPC endpoint once a request (40 of 40 on the code before):
+    a paid endpoint's quota spent, and honest new payers refused `busy` while 32 such
+    reads were in flight. Now each asker (its connection's address group; its PeerID on
+    loopback or through a relay) causes at most CHAIN_READS_PER_ASKER reads a minute,
+    all askers together CHAIN_READS_PER_MIN, and a funded newcomer is still served."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider, _, chain = await provider_with_channels(stack, nursery, tmp_path)
+            net, _, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            pid, before, answers = provider.net.peer_id, chain.reads, []
+            for _ in range(40):
+                key, account = NodeIdentity.generate(), account_of(NodeIdentity.generate())
+                raw = signed_request(key, pid, FAKE_MODEL, max_price_per_1k=PRICE, payer=(
+                    address_bytes(account.address), bind_signature(account, key.peer_id)))
+                answers.append((await first_answer(net, pid, raw)).msg)
+            reads = chain.reads - before
+            identity = NodeIdentity.generate()
+            payer, make = payer_on(chain, identity)
+            chain.deposit(payer, chain.address, 10_000_000)
+            honest, client, _ = await start_consumer(
+                stack, tmp_path / "honest", (provider.net.addrs()[0],), identity=identity,
+                payer=make)  # type: ignore[arg-type]
+            await wait_for_providers(honest, FAKE_MODEL, 1)
+            served = await client.run(FAKE_MODEL, "hello", PARAMS)
+            nursery.cancel_scope.cancel()
+    assert reads == CHAIN_READS_PER_ASKER, reads  # 40 on the old code
+    codes = [getattr(a, "code", None) for a in answers]
+    assert codes == ["insufficient_credit"] * reads + ["busy"] * (40 - reads), codes
+    assert "chain reads" in answers[-1].message  # type: ignore[attr-defined]
+    assert served.charged > 0
 
 
 def test_vouchers_on_the_wire_are_for_this_chain_and_contract() -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pinfer.addresses import asker_group
 from p2pinfer.errors import InsufficientCreditError, OverchargeError
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol.messages import Receipt
+from p2pinfer.settle import channels
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.channels import (
@@ -180,6 +182,44 @@ async def test_an_unpaid_end_does_not_reword_a_bad_voucher_ban(parties: Parties)
     book.release(hold, unpaid=True)  # the job server's release after the bad voucher
     with pytest.raises(ChannelRefused, match="bad voucher"):
         await book.admit(payer, 1)
+
+
+async def test_chain_reads_for_new_payers_are_budgeted_per_asker_and_in_all(
+        parties: Parties, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attack 74: each fresh account was a chain read. Per asker, then in all; a payer
+    # already cached is no read, and an uncovered one over the budget keeps its state.
+    monkeypatch.setattr(channels, "CHAIN_READS_PER_ASKER", 2)
+    monkeypatch.setattr(channels, "CHAIN_READS_PER_MIN", 3)
+    now = [100.0]
+    book = ChannelBook(parties.chain, None, clock_s=lambda: now[0])
+    fresh = [account_of(NodeIdentity.generate()).address for _ in range(5)]
+    for account in fresh[:2]:
+        with pytest.raises(ChannelRefused, match="no funded channel"):
+            await book.admit(account, 10, asker="198.51.100.7")
+    with pytest.raises(ChannelRefused, match="chain reads") as over:
+        await book.admit(fresh[2], 10, asker="198.51.100.7")
+    assert over.value.code == "busy"
+    with pytest.raises(ChannelRefused, match="no funded channel"):
+        await book.admit(fresh[2], 10, asker="203.0.113.9")  # another asker: its own
+    with pytest.raises(ChannelRefused, match="chain reads"):
+        await book.admit(fresh[3], 10, asker="192.0.2.1")  # 3 in all this minute
+    reads = parties.chain.reads
+    now[0] += 5  # stale: an uncovered payer would be re-read, but the budget is spent
+    parties.chain.deposit(fresh[0], parties.provider_acct.address, 1000)
+    with pytest.raises(ChannelRefused, match="no funded channel"):
+        await book.admit(fresh[0], 10, asker="198.51.100.7")
+    assert parties.chain.reads == reads
+    now[0] += 60  # a minute on: the deposit is seen
+    book.release(await book.admit(fresh[0], 10, asker="198.51.100.7"))
+    assert parties.chain.reads == reads + 1
+
+
+def test_askers_are_address_groups_but_peers_on_loopback_or_through_a_relay() -> None:
+    assert asker_group("12D3peer", "198.51.100.7") == "198.51.100.7"
+    assert asker_group("12D3peer", "2001:db8:0:1::5") == "2001:db8::/56"
+    assert asker_group("12D3peer", "127.0.0.1") == "12D3peer"
+    assert asker_group("12D3peer", "198.51.100.7", relayed=True) == "12D3peer"
+    assert asker_group("12D3peer", None) == "12D3peer"
 
 
 async def test_held_vouchers_are_journaled_and_survive_a_restart(
