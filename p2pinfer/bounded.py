@@ -131,6 +131,17 @@ class PerMinute(Generic[H]):
             self._sweep(now)
         return True
 
+    def wait_s(self, key: H, per_key: int) -> float:
+        """0.0 when `key` had fewer than `per_key` events in the last minute (nothing is
+        counted), else the seconds until its oldest one leaves the minute."""
+        window = self._keys.get(key)
+        now = self._clock()
+        while window and now - window[0] > 60.0:
+            window.popleft()
+        if window is None or len(window) < per_key:
+            return 0.0
+        return max(0.0, window[0] + 60.0 - now)
+
     def _sweep(self, now: float) -> None:
         for old in [k for k, w in self._keys.items() if not w or now - w[-1] > 60.0]:
             del self._keys[old]

@@ -7,7 +7,9 @@ request except the public ones (the dashboard page shell and the favicon):
 1. with API keys configured, `Authorization: Bearer KEY` must match one of them or
    the node's operator key (constant-time compare), else 401; admin writes (a POST
    under `/admin/`) need such a key even without API keys (403 with how to set one
-   when the gateway has no key at all);
+   when the gateway has no key at all). An address (an IPv4 address, an IPv6 /56)
+   that sent FAILED_KEYS_PER_MIN wrong keys in the last minute gets 429 with its key
+   not compared at all, so the gateway is no oracle for guessing keys (attack 75);
 2. the key (or, without keys, the client address) takes a token from its
    bucket, else 429 with `Retry-After` in whole seconds;
 3. the body is read up to the limit before the app sees it, else 413
@@ -28,13 +30,19 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from p2pinfer.addresses import IPV6_GROUP_PREFIX, address_group
 from p2pinfer.api import ollama_replies
 from p2pinfer.backends.wire import dumps
-from p2pinfer.bounded import RateLimiter
+from p2pinfer.bounded import PerMinute, RateLimiter
 from p2pinfer.gateway.config import GatewayConfig
 from p2pinfer.http.asgi_body import BodyTooLarge, read_body
 
 log = logging.getLogger(__name__)
+
+#: Wrong API keys an address may send a minute; then its requests are refused unread.
+FAILED_KEYS_PER_MIN = 10
+#: Addresses whose failures are remembered (the least recently failing go first).
+FAILED_KEY_ADDRESSES = 4096
 
 #: Served to anyone: the dashboard's static page (it asks for the key itself) and the icon.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
@@ -95,6 +103,10 @@ def _bearer(scope: Scope) -> bytes | None:
     return None
 
 
+def _retry_after(wait_s: float) -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", str(max(1, math.ceil(wait_s))).encode())]
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -124,12 +136,12 @@ class GatewayGuard:
         operator = (config.operator_key.encode(),) if config.operator_key else ()
         self._accepted = (*self._keys, *operator)
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
+        self._failed: PerMinute[str] = PerMinute(max_keys=FAILED_KEY_ADDRESSES, clock=clock)
         # Told (path, status) of every reply, refusals included (the gateway counts them).
         self._on_response = on_response or (lambda _path, _status: None)
 
-    def _key_of(self, scope: Scope) -> bytes | None:
-        """The configured key the request presents, or None."""
-        presented = _bearer(scope)
+    def _key_of(self, presented: bytes | None) -> bytes | None:
+        """The configured key `presented` (the request's bearer token) is, or None."""
         if presented is None:
             return None
         matched = None
@@ -152,22 +164,30 @@ class GatewayGuard:
             if not self._accepted:
                 await send_error(send, path, 403, NO_ADMIN_KEY_MESSAGE)
                 return
-            key = self._key_of(scope)
+            host = str(client[0]) if (client := scope.get("client")) else ""
+            group = address_group(host, IPV6_GROUP_PREFIX) or host
+            if wait_s := self._failed.wait_s(group, FAILED_KEYS_PER_MIN):
+                await send_error(send, path, 429, "too many wrong API keys from this "
+                                 "address; retry later", _retry_after(wait_s))
+                return
+            presented = _bearer(scope)
+            key = self._key_of(presented)
             if key is None:
+                if presented is not None:  # a guess; a request without a key guesses nothing
+                    self._failed.admit(group, FAILED_KEYS_PER_MIN, None)
                 await send_error(send, path, 401, "missing or invalid API key",
                                  [(b"www-authenticate", b'Bearer realm="p2pinfer"')])  # fmt: skip
                 return
             bucket = "key:" + key.hex()
-            if client := scope.get("client"):
-                self._on_key(str(client[0]))
+            if host:
+                self._on_key(host)
         else:
             client = scope.get("client")
             bucket = "addr:" + (str(client[0]) if client else "")
         wait_s = self._limiter.acquire(bucket)
         if wait_s > 0:
-            retry = str(max(1, math.ceil(wait_s))).encode()
             await send_error(send, path, 429, "rate limit exceeded, retry later",
-                             [(b"retry-after", retry)])  # fmt: skip
+                             _retry_after(wait_s))
             return
         limit = self.config.max_body_bytes
         length = _content_length(scope)

@@ -54,6 +54,19 @@ def test_refused_keys_take_no_room_and_many_active_keys_stay_bounded() -> None:
     assert rates.admit("active9999", 2, None) and not rates.admit("active9999", 2, None)
 
 
+def test_per_minute_says_how_long_a_key_at_its_limit_waits_without_counting() -> None:
+    now = [0.0]
+    rates: PerMinute[str] = PerMinute(clock=lambda: now[0])
+    assert rates.wait_s("a", 2) == 0.0 and rates.wait_s("a", 2) == 0.0  # nothing counted
+    rates.admit("a", 2, None)
+    now[0] = 10.0
+    rates.admit("a", 2, None)
+    assert rates.wait_s("a", 2) == 50.0  # until the first leaves the minute
+    assert rates.wait_s("a", 3) == 0.0 and rates.wait_s("b", 2) == 0.0
+    now[0] = 60.5
+    assert rates.wait_s("a", 2) == 0.0
+
+
 def test_a_rate_limiter_charges_each_request_its_cost() -> None:
     now = [0.0]
     bytes_per_s = RateLimiter(100.0, 1_000, lambda: now[0])

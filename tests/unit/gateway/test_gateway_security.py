@@ -9,11 +9,13 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.types import Receive, Scope, Send
 
 from p2pinfer.addresses import is_loopback
 from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import UsageError
 from p2pinfer.gateway.config import GatewayConfig, parse_bind, parse_rate_limit
+from p2pinfer.gateway.security import FAILED_KEYS_PER_MIN, GatewayGuard
 from tests.support.gateway import MODEL, FakeNodeView, running_gateway
 
 KEY = "s3cret-key-0123456789"
@@ -98,6 +100,49 @@ async def test_with_a_key_requests_need_a_valid_bearer() -> None:
     assert good.status_code == 200 and second.status_code == 200
     # The page is a static shell; it asks for the key before polling.
     assert page.status_code == 200 and 'data-auth-required="1"' in page.text
+
+
+async def reply_ok(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app behind the guard in these tests: 200 to anything it is passed."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def test_api_keys_cannot_be_guessed_online_at_full_speed() -> None:
+    """Attack 75: a wrong key was answered 401 as fast as it came, with no limit (the rate
+    limit is per matched key), so a gateway on a public address was an oracle for
+    guessing its key: 40 of 40 guesses answered on the code before. Now an address (an
+    IPv4 address, an IPv6 /56) that sent FAILED_KEYS_PER_MIN wrong keys in the last
+    minute is answered 429 without its key being compared, even the right one (else the
+    refusal itself would tell a right guess from a wrong one); other addresses are not
+    held up."""
+    now = [100.0]
+    guard = GatewayGuard(reply_ok, GatewayConfig(api_keys=(KEY,)), clock=lambda: now[0])
+
+    def client_at(host: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url="http://gateway", transport=httpx.ASGITransport(
+            app=guard, client=(host, 40_000)))
+
+    def bearer(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    async with client_at("198.51.100.7") as attacker, client_at("203.0.113.9") as user, \
+            client_at("2001:db8:0:1::9") as v6, client_at("2001:db8:0:2::9") as v6_next:
+        guesses = [(await attacker.get("/api/tags", headers=bearer(f"guess-{i}"))).status_code
+                   for i in range(40)]
+        right = await attacker.get("/v1/models", headers=bearer(KEY))
+        other = await user.get("/api/tags", headers=bearer(KEY))
+        for i in range(FAILED_KEYS_PER_MIN):
+            await v6.get("/api/tags", headers=bearer(f"guess-{i}"))
+        same_56 = await v6_next.get("/api/tags", headers=bearer(KEY))
+        now[0] += 61
+        later = await attacker.get("/api/tags", headers=bearer(KEY))
+    assert guesses == [401] * FAILED_KEYS_PER_MIN + [429] * (40 - FAILED_KEYS_PER_MIN)
+    assert right.status_code == 429  # not compared: a 200 here would confirm the guess
+    assert right.json()["error"]["type"] == "rate_limit_error"
+    assert int(right.headers["retry-after"]) >= 1
+    assert same_56.status_code == 429  # one /56 is one address
+    assert other.status_code == 200 and later.status_code == 200
 
 
 async def test_rate_limit_answers_429_with_retry_after_per_key() -> None:
