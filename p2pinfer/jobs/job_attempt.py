@@ -107,6 +107,8 @@ class Attempt:
         first chunk, next chunk) and, after the first chunk, only until the answer falls
         under `cfg.min_tokens_per_s` on average (after `cfg.pace_grace_s`): AttemptFailed
         then, blamed. Bytes already here count, however long the reader itself took."""
+        if self.chunks == 0 and not self.candidate.proven:
+            return await self._read_unproven_start(cfg)
         timeout = (cfg.accept_timeout_s if not self.accepted else
                    cfg.first_chunk_timeout_s if self.chunks == 0 else cfg.chunk_timeout_s)
         if self.first_chunk_at is None or cfg.min_tokens_per_s <= 0:
@@ -122,6 +124,23 @@ class Attempt:
             raise AttemptFailed(
                 f"too slow: {self.progress} tokens in {spent:.1f} s after the first, under "
                 f"{cfg.min_tokens_per_s:g} a second", "too_slow") from exc
+
+
+    async def _read_unproven_start(self, cfg: ClientConfig) -> bytes:
+        """`read` before the first chunk of a provider this node was never served by: its
+        accept and its first token each within the shorter `unproven_*` waits (attack
+        76), else AttemptFailed `too_slow`, ranked last for a while. A first token late is
+        blamed (the job had a slot); an accept late is not: an honest provider queues a
+        paying key's job (with settlement, a new consumer's too) until a slot frees."""
+        stage, timeout = (("accept", min(cfg.accept_timeout_s, cfg.unproven_accept_timeout_s))
+                          if not self.accepted else ("first token", min(
+                              cfg.first_chunk_timeout_s, cfg.unproven_first_chunk_timeout_s)))
+        try:
+            return await self.stream.read_some(timeout_s=timeout)
+        except PeerTimeoutError as exc:
+            raise AttemptFailed(f"too slow to start: no {stage} in {timeout:g} s from a "
+                                "provider not proven here", "too_slow",
+                                blame=self.accepted) from exc
 
 
 class AttemptFailed(Exception):

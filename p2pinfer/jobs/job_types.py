@@ -33,6 +33,12 @@ class ClientConfig:
     request_ttl_ms: int = 5 * 60_000  # a request's validity (at most 10 min)
     accept_timeout_s: float = 60.0  # request sent -> accept (covers a provider's queue)
     first_chunk_timeout_s: float = 120.0  # accept -> first chunk (prompt processing)
+    # The same two waits at a provider this node has not been served by yet (not
+    # `Candidate.proven`): keys are free, and a fresh one priced lowest that accepted and
+    # never started held every new consumer's job, and one in `explore_every` of the
+    # rest, for the waits above (attack 76). Past them it is left as too slow.
+    unproven_accept_timeout_s: float = 10.0
+    unproven_first_chunk_timeout_s: float = 30.0
     chunk_timeout_s: float = 60.0  # between chunks, and for the result
     # After its first chunk an answer must come at this many tokens a second on average,
     # after a grace (0: no floor): a provider dripping a token a minute, which the chunk

@@ -57,20 +57,17 @@ REFRESH_S = 15.0
 #: A payer the cache finds uncovered has its channel re-read at most this often (on its
 #: refused request's path: a covered payer's job never waits for the chain).
 RECHECK_S = 2.0
-#: A payer whose voucher did not check out is refused this long (as the gate bans its key).
-BAD_VOUCHER_BAN_S = 600.0
-#: A payer with a job left unpaid is refused this long (jobs/admission.DEFAULT_BAN_MS, the
-#: key's ban for the same job).
-UNPAID_BAN_S = 600.0
+#: A payer whose voucher did not check out, or with a job left unpaid, is refused this
+#: long (as the gate refuses its key: jobs/admission.DEFAULT_BAN_MS).
+PAYER_BAN_S = 600.0
 #: Channels cached; beyond it, idle ones holding nothing unredeemed are forgotten (fresh
 #: accounts cost nothing, so their number must not grow memory without bound).
 MAX_CHANNELS = 50_000
 #: First reads in flight at once; more new payers are refused `busy` (each costs an RPC).
 MAX_FIRST_READS = 32
-#: Chain reads a request may cause (a new payer's first read, an uncovered payer's
-#: re-read), a minute, per asker (`NetStream.asker`: its connection's address group) and
-#: in all. Accounts are free, so each request naming a fresh one was an RPC to the
-#: provider's endpoint (attack 74); a covered payer's job reads nothing on its path.
+#: Chain reads requests may cause a minute (a new payer's first read, an uncovered one's
+#: re-read), per asker (`NetStream.asker`) and in all: accounts are free, and each was an
+#: RPC call (attack 74). A covered payer's job reads nothing on its path.
 CHAIN_READS_PER_ASKER = 12
 CHAIN_READS_PER_MIN = 300
 
@@ -196,8 +193,8 @@ class ChannelBook:
                       asker: str | None = None) -> Channel:
         """The cached channel of `consumer`; on first sight (or, with `stale_s`, when the
         cached state is older) one chain read, waited for at most first_read_timeout_s
-        (a first sight then refuses `busy`; a re-read keeps the cached state). A read for
-        `asker` counts against its budget (a re-read over it keeps the cached state)."""
+        (a first sight then refuses `busy`; a re-read keeps the cached state), and counted
+        against `asker`'s budget (over it: `busy`, or a re-read keeps the cached state)."""
         known = self.channels.get(consumer)
         if known is not None and (stale_s is None or self._clock() - known.read_at < stale_s):
             return known
@@ -271,8 +268,7 @@ class ChannelBook:
     # -- admission -----------------------------------------------------------------
 
     async def admit(self, consumer: str, max_charge: int, asker: str | None = None) -> Hold:
-        """Reserve `max_charge` on `consumer`'s channel (the accept rule), or ChannelRefused.
-        `asker`: whom the request's chain reads count against (attack 74)."""
+        """Reserve `max_charge` on `consumer`'s channel (the accept rule), or ChannelRefused."""
         until, why = self._banned.get(consumer, (0.0, ""))
         if until:
             if self._clock() < until:
@@ -302,16 +298,14 @@ class ChannelBook:
         return Hold(channel, max_charge)
 
     def release(self, hold: Hold, *, unpaid: bool = False) -> None:
-        """The job is over (receipted or not): its reservation goes (idempotent). A job
-        left `unpaid` (a result without a voucher, or an answer taken and left: attacks
-        66-67) refuses its payer as the job server's gate refuses its key. Keys are free
-        and any number can be bound to one account, so refusing the key alone let one
-        deposit take an answer unpaid with each new key (attack 72)."""
+        """The job is over (receipted or not): its reservation goes (idempotent). A job left
+        `unpaid` refuses its payer as the gate refuses its key: any number of free keys
+        bind to one account, so refusing the key alone left the deposit free (attack 72)."""
         if not hold.released:
             hold.released = True
             hold.channel.reserved -= hold.amount
         if unpaid and self._banned.get(hold.channel.consumer, (0.0, ""))[0] <= self._clock():
-            self.ban(hold.channel.consumer, UNPAID_BAN_S, "left a job unpaid")
+            self.ban(hold.channel.consumer, "left a job unpaid")
 
     # -- vouchers ------------------------------------------------------------------
 
@@ -340,10 +334,9 @@ class ChannelBook:
         return VoucherBody("held", self._channels_raw, address_bytes(channel.consumer),
                            self._provider_raw, job_id, charged, cumulative, signature)
 
-    def ban(self, consumer: str, for_s: float = BAD_VOUCHER_BAN_S,
-            why: str = "sent a bad voucher") -> None:
-        """Refuse `consumer`'s jobs for `for_s` (its voucher was bad, or a job unpaid)."""
-        keep_latest(self._banned, consumer, (self._clock() + for_s, why), MAX_CHANNELS)
+    def ban(self, consumer: str, why: str = "sent a bad voucher") -> None:
+        """Refuse `consumer`'s jobs for PAYER_BAN_S, saying `why` (it did, here)."""
+        keep_latest(self._banned, consumer, (self._clock() + PAYER_BAN_S, why), MAX_CHANNELS)
 
     async def journal(self, body: VoucherBody) -> None:
         """Write a held voucher to the ledger (off the loop); a failure is logged, the
@@ -393,7 +386,7 @@ class ChannelBook:
 async def settle_receipt(book: ChannelBook, hold: Hold, job_id: bytes, charged: int,
                          cumulative: int | None, voucher: bytes | None) -> bool:
     """Check and journal a Receipt's voucher; False (the job is unpaid, its payer refused
-    for BAD_VOUCHER_BAN_S) when it does not check out."""
+    for PAYER_BAN_S) when it does not check out."""
     try:
         body = book.take_voucher(hold, job_id, charged, cumulative, voucher)
     except BadVoucher as exc:

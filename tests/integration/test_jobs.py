@@ -179,6 +179,34 @@ async def test_a_provider_dripping_its_answer_is_left_under_the_pace_floor_and_n
             nursery.cancel_scope.cancel()
 
 
+async def test_an_unproven_provider_that_never_starts_holds_a_job_seconds_not_minutes(
+    tmp_path: Path,
+) -> None:
+    """Attack 76: a fresh provider priced lowest accepts a job and never sends a token
+    (or never accepts). An unproven provider is tried first by every job of a new
+    consumer, and by one job in 8 of every other (exploration), and the job waited out
+    the first-chunk timeout (120 s) or the accept timeout (60 s) before it failed over:
+    fresh keys are free, so fakes added minutes to jobs at will. Now a provider this
+    consumer has not been served by yet gets `unproven_accept_timeout_s` (10 s) and
+    `unproven_first_chunk_timeout_s` (30 s; 1 s here), is then left as too slow (blamed,
+    ranked last for 5 minutes) and the job goes on to the next provider."""
+    stalled = FakeBackend(pause_after=0)  # accepts, never a token
+    quick = ClientConfig(unproven_first_chunk_timeout_s=1.0)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            two = await cheap_and_dear(stack, nursery, tmp_path, cheap=stalled, config=quick)
+            started = trio.current_time()
+            outcome = await two.client.run(FAKE_MODEL, "go", JobParams(max_tokens=4))
+            took = trio.current_time() - started
+            again = await two.client.run(FAKE_MODEL, "go", JobParams(max_tokens=4))
+            nursery.cancel_scope.cancel()
+    assert outcome.provider == two.dear.net.peer_id and took < 20, took  # 120 s before
+    [left] = outcome.failovers
+    assert left.provider == two.cheap.net.peer_id and left.code == "too_slow", left
+    assert "no first token" in left.reason
+    assert (again.provider, again.failovers) == (two.dear.net.peer_id, ())  # ranked last
+
+
 async def test_a_provider_measured_slow_ranks_behind_a_faster_dearer_one(tmp_path: Path) -> None:
     """The cheap provider answers at 4 tokens a second, above the pace floor: once both
     have served a job (the second explores the other one), the pace this consumer

@@ -18,7 +18,7 @@ from p2pinfer.settle import channels
 from p2pinfer.settle.account import account_of, bind_signature
 from p2pinfer.settle.addresses import address_bytes
 from p2pinfer.settle.channels import (
-    UNPAID_BAN_S,
+    PAYER_BAN_S,
     ChannelBook,
     ChannelRefused,
     settle_receipt,
@@ -167,7 +167,7 @@ async def test_a_job_left_unpaid_refuses_its_payer_account_for_ten_minutes(
     book.release(await book.admit(payer, 500))  # a job paid or stopped: nothing held
     book.release(await book.admit(payer, 500), unpaid=True)
     assert book.channels[payer].reserved == 0
-    now[0] += UNPAID_BAN_S - 1
+    now[0] += PAYER_BAN_S - 1
     with pytest.raises(ChannelRefused, match="left a job unpaid here; refused for 1 s more"):
         await book.admit(payer, 1)
     now[0] += 1
