@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
 import trio
@@ -126,7 +126,8 @@ class CandidateSearch:
         every = self.config.explore_every
         if every <= 0 or self._jobs_ordered % every:
             return ranked
-        return explore_first(ranked)
+        now = trio.current_time()  # one left as too slow (attack 76) is not explored again
+        return explore_first(ranked, lambda c: self._too_slow.get(c.peer_id, 0) > now)
 
     async def _read_chain_stakes(self, found: Iterable[tuple[VerifiedAdvert, str]],
                                  model: str) -> None:
@@ -328,12 +329,15 @@ def tier(c: Candidate, connected: Collection[str]) -> int:
     return 1 if c.peer_id in connected else 2
 
 
-def explore_first(ranked: list[Candidate]) -> list[Candidate]:
-    """`ranked` with its best reachable unproven provider moved to the front, if a proven
-    one leads it (with none proven, every provider is unproven and the ranking stands)."""
+def explore_first(ranked: list[Candidate],
+                  skip: Callable[[Candidate], bool] = lambda _: False) -> list[Candidate]:
+    """`ranked` with its best reachable unproven provider (not `skip`ped) moved to the
+    front, if a proven one leads it (with none proven, every provider is unproven and the
+    ranking stands)."""
     if not ranked or not ranked[0].proven:
         return ranked
-    pick = next((c for c in ranked if not c.proven and not unreachable(c)), None)
+    pick = next((c for c in ranked if not c.proven and not unreachable(c) and not skip(c)),
+                None)
     if pick is None:
         return ranked
     return [pick, *(c for c in ranked if c is not pick)]

@@ -131,6 +131,18 @@ async def test_exploration_skips_a_provider_that_could_not_be_reached() -> None:
     assert ids(client.order_for_job(ranked)) == [good.peer_id, dead.peer_id]
 
 
+async def test_exploration_skips_a_provider_left_as_too_slow() -> None:
+    # Attack 76: a staller left as too slow is not explored again while it ranks last.
+    good, staller = NodeIdentity.generate(), NodeIdentity.generate()
+    net = FakeNet({good: 30.0, staller: 30.0}, price=1000)
+    client = client_for(net, explore_every=1)
+    net.catalog.vouch(good.peer_id)
+    assert not client.order_for_job(await client.candidates(MODEL))[0].proven  # explores
+    client.mark_too_slow(staller.peer_id)
+    assert ids(client.order_for_job(await client.candidates(MODEL))) == [
+        good.peer_id, staller.peer_id]
+
+
 async def test_a_provider_that_could_not_be_reached_ranks_last_even_at_price_zero() -> None:
     near, dead = NodeIdentity.generate(), NodeIdentity.generate()
     net = FakeNet({near: 30.0}, price=1000, dead=(dead,), dead_price=0)
