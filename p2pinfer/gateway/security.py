@@ -159,12 +159,11 @@ class GatewayGuard:
         if path in PUBLIC_PATHS and scope["method"] in ("GET", "HEAD"):
             await self._run(scope, receive, send)
             return
-        bucket = ""
+        host = str(client[0]) if (client := scope.get("client")) else ""
         if self._keys or is_admin_write(scope):
             if not self._accepted:
                 await send_error(send, path, 403, NO_ADMIN_KEY_MESSAGE)
                 return
-            host = str(client[0]) if (client := scope.get("client")) else ""
             group = address_group(host, IPV6_GROUP_PREFIX) or host
             if wait_s := self._failed.wait_s(group, FAILED_KEYS_PER_MIN):
                 await send_error(send, path, 429, "too many wrong API keys from this "
@@ -182,8 +181,7 @@ class GatewayGuard:
             if host:
                 self._on_key(host)
         else:
-            client = scope.get("client")
-            bucket = "addr:" + (str(client[0]) if client else "")
+            bucket = "addr:" + host
         wait_s = self._limiter.acquire(bucket)
         if wait_s > 0:
             await send_error(send, path, 429, "rate limit exceeded, retry later",

@@ -125,7 +125,6 @@ class Attempt:
                 f"too slow: {self.progress} tokens in {spent:.1f} s after the first, under "
                 f"{cfg.min_tokens_per_s:g} a second", "too_slow") from exc
 
-
     async def _read_unproven_start(self, cfg: ClientConfig) -> bytes:
         """`read` before the first chunk of a provider this node was never served by: its
         accept and its first token each within the shorter `unproven_*` waits (attack

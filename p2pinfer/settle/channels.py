@@ -206,8 +206,8 @@ class ChannelBook:
                     asker, CHAIN_READS_PER_ASKER, CHAIN_READS_PER_MIN):
                 if known is not None:
                     return known
-                raise ChannelRefused("busy", "too many chain reads for new payers from "
-                                     "your address this minute", 60_000)
+                raise ChannelRefused("busy", "too many chain reads for new payers this "
+                                     "minute (from your address, or in all)", 60_000)
             reading = self._reading[consumer] = trio.Event()
             if self._nursery is None:  # not running (tests): read inline
                 await self._read(consumer, reading)
