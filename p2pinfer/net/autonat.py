@@ -51,6 +51,7 @@ from p2pinfer.net.autonat_rules import (
     voter,
 )
 from p2pinfer.net.compat.auto_connect import quiet as quiet_auto_connector
+from p2pinfer.net.compat.inbound_shares import InboundShares
 from p2pinfer.net.compat.listeners import close_host
 from p2pinfer.net.reachability import ReachabilityWatch
 from p2pinfer.net.relay_rules import is_circuit_addr
@@ -133,9 +134,11 @@ class AutoNat:
     """A node's AutoNAT client (its `status`) and server (`serve`, when it has a dialer)."""
 
     def __init__(self, net: AutoNatHost, dialer: IHost | None, config: AutoNatConfig,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, arrivals: InboundShares | None = None
+                 ) -> None:
         self._net = net
         self._dialer = dialer
+        self._arrivals = arrivals  # our inbound TCP connections: dial-backs seen (attack 77)
         self.config = config
         self.verdicts = Verdicts(config.confirmations)
         #: The status as of the last round's end; what the relay and DHT modes follow.
@@ -261,6 +264,15 @@ class AutoNat:
         could not), None (no verdict: refused, unsupported, bad answer, unreachable)."""
         return (await self._ask(server))[0]
 
+    async def _verified_ask(self, server: str) -> tuple[bool | None, str | None, bool]:
+        """`_ask`, and whether an OK's dial-back was seen arriving from the server's
+        address while we asked (`InboundShares.reached_from`)."""
+        since = self._arrivals.clock() if self._arrivals is not None else 0.0
+        verdict, host = await self._ask(server)
+        seen = bool(verdict and host and self._arrivals is not None
+                    and self._arrivals.reached_from(host, since))
+        return verdict, host, seen
+
     async def _ask(self, server: str) -> tuple[bool | None, str | None]:
         """`ask`'s verdict, and the address our connection to `server` runs to."""
         request = Message()
@@ -316,9 +328,9 @@ class AutoNat:
             keep_latest(self._asked, peer, None, MAX_ASKED_KEPT)
 
         async def ask_one(server: str) -> None:
-            verdict, host = await self._ask(server)
+            verdict, host, seen = await self._verified_ask(server)
             if verdict is not None:  # one vote per address group (attack 45)
-                self.verdicts.record(voter(server, host), verdict)
+                self.verdicts.record(voter(server, host), verdict, verified=seen)
 
         async with trio.open_nursery() as nursery:
             for server in asked:

@@ -16,9 +16,11 @@ behalf, so it is bounded here:
   voters dialled it back, "private" once that many failed to, else "unknown"; a
   voter is a server's address group (`voter`: an IPv4 address, an IPv6 /56), since
   keys are free and five of them on one address outvoted three honest servers
-  (attack 45);
-  refusals and errors are no verdict. Where fewer peers than that can answer at
-  all (a small network: two public nodes), `MIN_AGREEING` who all agree will do:
+  (attack 45); and `MIN_AGREEING` voters whose dial-backs were seen arriving
+  (`verified`: a fact, where a failure is a server's word) make it "public" whatever
+  more voters claim (attack 77); refusals and errors are no verdict. Where fewer
+  peers than that can answer at all (a small network: two public nodes),
+  `MIN_AGREEING` who all agree will do:
   otherwise a node behind NAT there would never learn it, and never reserve a
   relay by itself.
 """
@@ -158,18 +160,33 @@ class Verdicts:
         self._need = max(1, confirmations)
         self._max_kept = max_kept
         self._by_server: OrderedDict[str, bool] = OrderedDict()
+        self._verified: OrderedDict[str, None] = OrderedDict()  # voters: a dial-back came
 
-    def record(self, server: str, reachable: bool) -> None:
-        """`server` dialled us back (`reachable`) or tried and failed."""
+    def record(self, server: str, reachable: bool, *, verified: bool = False) -> None:
+        """`server` dialled us back (`reachable`) or tried and failed; `verified`: its
+        dial-back was seen arriving here (a fact, where the rest are its word)."""
         keep_latest(self._by_server, server, reachable, self._max_kept)
+        if reachable and verified:
+            keep_latest(self._verified, server, None, self._max_kept)
+        else:
+            self._verified.pop(server, None)
+
+    def verified(self) -> int:
+        """Voters whose latest verdict was a dial-back seen arriving."""
+        return sum(1 for voter in self._verified if self._by_server.get(voter))
 
     @property
     def status(self) -> Reachability:
-        """public / private with `confirmations` agreeing peers (more of them than of
+        """public once `MIN_AGREEING` voters' dial-backs were seen arriving (or fewer
+        `confirmations`), whatever the others claim: a failure is a server's word, and
+        servers on more address groups than the honest ones outvoted them (attack 77).
+        Else public / private with `confirmations` agreeing peers (more of them than of
         the other verdict), else unknown. While fewer peers than `confirmations` have
         answered, all of them agreeing will do, if they are at least `MIN_AGREEING`
         (read it once a round's answers are all in: mid-round, two first answers
         would pass for all)."""
+        if self.verified() >= min(self._need, MIN_AGREEING):
+            return "public"
         yes, no = self.counts()
         need = min(self._need, max(MIN_AGREEING, yes + no))
         if yes >= need and yes >= no:

@@ -31,7 +31,7 @@ from p2pinfer.net.autonat import AUTONAT_PROTOCOL_ID, AutoNat
 from p2pinfer.net.autonat_rules import Reachability
 from p2pinfer.net.compat import multistream_listener
 from p2pinfer.net.compat.dial_addrs import connect, connect_info
-from p2pinfer.net.compat.inbound_shares import value_peer
+from p2pinfer.net.compat.inbound_shares import SHARES_ATTR, value_peer
 from p2pinfer.net.compat.kad_server_peers import ServerPeersKadDHT
 from p2pinfer.net.compat.multistream import Proposal, open_proposed, refused_by_peer
 from p2pinfer.net.config import ADDR_TTL_S, NetConfig, parse_peer_addr, parse_peer_id
@@ -80,7 +80,8 @@ class NetHost(GossipAndAdverts):
         self.refresher = Refresher(self.refresh_routing_table, self.records,
                                    lambda: len(self._host.get_connected_peers()), config)
         self._topics: set[str] = set()
-        self.autonat = AutoNat(self, dialer, config.autonat)
+        self.autonat = AutoNat(self, dialer, config.autonat,
+                               arrivals=getattr(host.get_network(), SHARES_ATTR, None))
         self.relay_hop, self.relay_client = relay
         self.relay_hop.our_relay = self.relay_client.holds_slot_at
         self.relay_hop.circuit_limits = self.relay_client.circuit_limits_at

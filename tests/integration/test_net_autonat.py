@@ -320,3 +320,36 @@ async def test_fresh_keys_on_one_address_cannot_vote_a_public_node_private(
                 await node.connect(server.addrs()[0])
             assert await node.autonat.check_once() == "public"
             assert node.autonat.verdicts.counts() == (3, 1)
+
+
+async def test_servers_lying_from_more_address_groups_cannot_outvote_dial_backs_that_arrived(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attack 77: attack 45's defence counts a verdict once per address group, so liars on
+    # more groups than the honest servers a node asks (4 against 3) still voted a public
+    # node private. A failure is only a server's word; a dial-back is a TCP connection
+    # that arrives here. An OK whose dial-back arrived from that server's address (any
+    # loopback address here, where dialers connect from 127.0.0.1) is a fact, and two
+    # such groups make the node public whatever the others say.
+    from p2pinfer.net import autonat_rules
+    monkeypatch.setattr(autonat_rules, "is_loopback", lambda ip: False, raising=False)
+
+    async def lie(stream: NetStream) -> None:
+        await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
+        await stream.write_frame(_response(Message.E_DIAL_ERROR, "dial failed"))
+
+    node_config = replace(MANUAL, confirmations=3, servers_per_round=8)
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            node = await stack.enter_async_context(run_host(config(autonat=node_config)))
+            honest = [await stack.enter_async_context(run_host(config(
+                ip=f"127.0.0.{i}", autonat=MANUAL))) for i in (2, 3, 4)]
+            liars = [await stack.enter_async_context(run_host(config(
+                ip=f"127.0.0.{i}", autonat=MANUAL))) for i in (5, 6, 7, 8)]
+            for liar in liars:
+                liar.set_stream_handler(AUTONAT_PROTOCOL_ID, lie)
+            for server in (*honest, *liars):
+                await node.connect(server.addrs()[0])
+            status = await node.autonat.check_once()  # "private" on the old code
+            assert node.autonat.verdicts.counts() == (3, 4)
+            assert node.autonat.verdicts.verified() == 3
+            assert status == "public"

@@ -128,3 +128,18 @@ def test_keys_on_one_address_group_are_one_voter() -> None:
     for key, ip in (("x", "192.0.2.1"), ("y", "192.0.2.2"), ("z", "203.0.113.3")):
         verdicts.record(voter(key, ip), True)
     assert verdicts.counts() == (3, 1) and verdicts.status == "public"
+
+
+def test_dial_backs_seen_arriving_make_a_node_public_whatever_more_voters_claim() -> None:
+    # Attack 77: liars on 4 address groups outvoted 3 honest ones; an arrival is a fact.
+    verdicts = Verdicts(confirmations=3)
+    for liar in ("198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"):
+        verdicts.record(liar, False)
+    verdicts.record("203.0.113.1", True)  # its word only: an OK anyone can send
+    assert verdicts.status == "private"
+    verdicts.record("203.0.113.2", True, verified=True)
+    assert verdicts.status == "private"  # one arrival: not yet MIN_AGREEING
+    verdicts.record("203.0.113.3", True, verified=True)
+    assert verdicts.verified() == 2 and verdicts.status == "public"
+    verdicts.record("203.0.113.3", False)  # its latest verdict counts
+    assert verdicts.verified() == 1 and verdicts.status == "private"

@@ -49,6 +49,10 @@ connection, counted or not, libp2p's handler is cancelled once the connection is
 closed (by either side: `handled_until_closed` watches its `close`), so its slot and
 its share come back then.
 
+**And it notes who connected.** Every inbound TCP connection's remote IP and time is
+kept (`arrivals`, the last 1,024 addresses) before any limit: AutoNAT counts a server's
+"I reached you" as a fact when its dial-back was seen arriving (`reached_from`).
+
 **To drop it.** When py-libp2p limits inbound connections per address (its
 `rcmgr.cidr_limits` exists but is not consulted on this path in 0.8.1) and gives a
 slot back when its connection closes, delete this module; the guard tests
@@ -70,7 +74,7 @@ import trio
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.swarm import Swarm
 
-from p2pinfer.addresses import address_group, is_loopback
+from p2pinfer.addresses import address_group, is_loopback, normal_ip
 from p2pinfer.bounded import RateLimiter, TokenBucket, keep_latest
 from p2pinfer.net.compat import _canary
 from p2pinfer.net.compat.cancelled_close import tcp_socket
@@ -94,6 +98,9 @@ RATE_PER_S, BURST = 2.0, 16  # new inbound connections an address may open
 TOTAL_RATE_PER_S, TOTAL_BURST = 50.0, 100  # ... and all addresses not yet proven together
 IPV6_PREFIX = 56
 CLOSE_S = 1.0
+#: Remote IPs whose last inbound TCP connection time is kept (`InboundShares.reached_from`:
+#: AutoNAT's evidence that a dial-back arrived, attack 77).
+ARRIVALS_KEPT = 1024
 SHARES_ATTR = "p2pinfer_inbound_shares"
 
 
@@ -136,6 +143,29 @@ class InboundShares:
         self.held: Counter[str] = Counter()
         self.valued: OrderedDict[str, None] = OrderedDict()  # addresses, newest last
         self.refused = 0
+        self.arrivals: OrderedDict[str, float] = OrderedDict()  # remote IP -> clock()
+
+    def arrived(self, conn: Any) -> None:
+        """Note that the inbound `conn` came in (a TCP connection: its peer's IP, now)."""
+        if isinstance(conn, TrioTCPStream):
+            try:
+                host = normal_ip(str(conn.stream.socket.getpeername()[0]))
+            except (OSError, AttributeError, IndexError, TypeError):
+                return
+            if host is not None:
+                keep_latest(self.arrivals, host, self.clock(), ARRIVALS_KEPT)
+
+    def reached_from(self, host: str, since: float) -> bool:
+        """Whether a TCP connection from `host` (an IP) came in at `since` (a `clock()`
+        time) or later; from a loopback `host`, one from any loopback address (a local
+        node's dialers connect from 127.0.0.1 whatever address it listens on)."""
+        ip = normal_ip(host)
+        if ip is None:
+            return False
+        if is_loopback(ip):
+            return any(at >= since for seen, at in reversed(self.arrivals.items())
+                       if is_loopback(seen))
+        return self.arrivals.get(ip, -1.0) >= since
 
     def value(self, sock: Any) -> str | None:
         """Count the address of the TCP socket `sock` (a peer's that proved itself) among
@@ -212,6 +242,8 @@ async def handled_until_closed(swarm: Swarm, conn: Any, maddr: Any) -> None:
 
 async def _handle_inbound_connection(self: Swarm, read_write_closer: Any, maddr: Any) -> None:
     shares: InboundShares | None = getattr(self, SHARES_ATTR, None)
+    if shares is not None:
+        shares.arrived(read_write_closer)
     key = shares.key_of(read_write_closer) if shares is not None else None
     if shares is None or key is None:
         await handled_until_closed(self, read_write_closer, maddr)

@@ -299,3 +299,16 @@ def test_a_relayed_connection_is_not_counted_under_its_relay_s_address() -> None
 
 def test_canary_libp2p_is_the_version_the_workaround_was_written_for() -> None:
     assert_written_for_installed_libp2p(inbound_shares)
+
+
+def test_arrivals_say_whether_a_connection_came_from_an_address_since_a_time() -> None:
+    now = [10.0]
+    shares = InboundShares(clock=lambda: now[0])
+    shares.arrivals["198.51.100.7"] = 10.0
+    shares.arrivals["127.0.0.1"] = 12.0
+    assert shares.reached_from("198.51.100.7", 10.0)
+    assert not shares.reached_from("198.51.100.7", 10.5)  # came before we asked
+    assert not shares.reached_from("203.0.113.9", 0.0)
+    assert shares.reached_from("::ffff:198.51.100.7", 9.0)  # the same address
+    assert shares.reached_from("127.0.0.5", 11.0)  # any loopback: dialers use 127.0.0.1
+    assert not shares.reached_from("not an ip", 0.0)
