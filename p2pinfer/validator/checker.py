@@ -270,11 +270,16 @@ class Verifier:
         # the validator's chain account, though not its PeerID (docs/verify.md).
         # A provable overcharge is gossiped from this node's host (a check host is
         # connected to the provider alone); our own receiver convicts it as others do.
+        # A check host has proven no provider: it waits as long as for a proven one (a
+        # check is not a user's job to move on with, and a queue is no failed check).
+        cfg = self.client.config
         client = TargetedClient(
             net, identity, ledger=None, reputation=None, metrics=self.client.metrics,
-            config=replace(self.client.config, throwaway_key=throwaway_key,
+            config=replace(cfg, throwaway_key=throwaway_key,
                            require_credit=False, max_attempts=1, busy_wait_s=0.0,
-                           gossip_charge_proofs=True),
+                           gossip_charge_proofs=True,
+                           unproven_accept_timeout_s=cfg.accept_timeout_s,
+                           unproven_first_chunk_timeout_s=cfg.first_chunk_timeout_s),
             rng=self.rng, payer=self.client.payer)
         client.proof_net = self.net
         return client
