@@ -129,8 +129,8 @@ class Attempt:
         """`read` before the first chunk of a provider this node was never served by: its
         accept and its first token each within the shorter `unproven_*` waits (attack
         76), else AttemptFailed `too_slow`, ranked last for a while. A first token late is
-        blamed (the job had a slot); an accept late is not: an honest provider queues a
-        paying key's job (with settlement, a new consumer's too) until a slot frees."""
+        blamed (the job had a slot); an accept late (`slow_to_accept`) is not: an honest
+        provider queues a paying key's job (with settlement, a new consumer's too)."""
         stage, timeout = (("accept", min(cfg.accept_timeout_s, cfg.unproven_accept_timeout_s))
                           if not self.accepted else ("first token", min(
                               cfg.first_chunk_timeout_s, cfg.unproven_first_chunk_timeout_s)))
@@ -138,7 +138,8 @@ class Attempt:
             return await self.stream.read_some(timeout_s=timeout)
         except PeerTimeoutError as exc:
             raise AttemptFailed(f"too slow to start: no {stage} in {timeout:g} s from a "
-                                "provider not proven here", "too_slow",
+                                "provider not proven here",
+                                "too_slow" if self.accepted else "slow_to_accept",
                                 blame=self.accepted) from exc
 
 

@@ -380,7 +380,7 @@ class NetJob:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await attempt.stream.reset()
         self._record_failure(attempt.candidate, attempt.machine.job_id, failure)
-        if failure.code == "too_slow":  # under the pace floor: tried last for a while
+        if failure.code in ("too_slow", "slow_to_accept"):  # tried last for a while
             self._client.mark_too_slow(attempt.candidate.peer_id)
         await self._client.observe(attempt.candidate.peer_id, ok=False, blame=failure.blame)
 

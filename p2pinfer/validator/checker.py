@@ -60,6 +60,7 @@ from p2pinfer.protocol import (
     JobResult,
 )
 from p2pinfer.protocol.codec import decode_as
+from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.compare import (
     Comparison,
     Verdict,
@@ -81,6 +82,9 @@ log = logging.getLogger(__name__)
 
 #: How long a check tries the provider's relays before it goes direct instead.
 CHECK_RELAY_DIAL_S = 10.0
+#: Check jobs a validator runs at once: one provider that accepts and never answers must
+#: not hold the loop (attack 78); each check is a host of its own, so a few, not many.
+MAX_CHECKS_IN_FLIGHT = 4
 
 def prompt_set() -> tuple[str, ...]:
     """The realistic prompts check jobs are drawn from (`verify/prompts.txt`)."""
@@ -195,27 +199,41 @@ class Verifier:
             await trio.sleep_forever()  # the nursery stays open for report judgements
 
     async def _validator_loop(self) -> None:
-        while True:
-            await trio.sleep(self.rng.expovariate(1 / max(self.config.check_interval_s, 0.01)))
-            target = await self.pick_target()
-            if target is None:
-                continue
-            try:
-                await self.check_provider(*target)
-            except P2PInferError as exc:
-                log.info("check job failed provider=%s error=%s", target[0], exc)
+        # Up to MAX_CHECKS_IN_FLIGHT at once: a provider that accepts a check and never
+        # answers holds one of them for its wait, not every check after it (attack 78).
+        slots = trio.Semaphore(MAX_CHECKS_IN_FLIGHT)
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(self.rng.expovariate(1 / max(self.config.check_interval_s,
+                                                              0.01)))
+                target = await self.pick_target()
+                if target is None:
+                    continue
+                await slots.acquire()
+                nursery.start_soon(self._check_in_flight, target, slots)
+
+    async def _check_in_flight(self, target: tuple[str, str], slots: trio.Semaphore) -> None:
+        try:
+            await self.check_provider(*target)
+        except P2PInferError as exc:
+            log.info("check job failed provider=%s error=%s", target[0], exc)
+        finally:
+            slots.release()
 
     async def pick_target(self) -> tuple[str, str] | None:
-        """A (provider, model) to check: peers weighted by their check rate (read from the
-        reputation book in its thread; the catalog, on the loop that owns it)."""
+        """A (provider, model) to check: peers weighted by their check rate, those this
+        node excludes (breaker open) left out (read from the reputation book in its
+        thread; the catalog, on the loop that owns it)."""
         options = [(entry.peer_id, model) for model in sorted(self.models)
                    for entry in self.net.catalog.providers(model)
                    if entry.peer_id != self.net.peer_id]
-        if not options:
-            return None
         book = self.book
-        weights = await book.run(lambda: [max(1, book.check_rate_pm(p)) for p, _ in options])
-        return self.rng.choices(options, weights)[0]
+        weighed = await book.run(lambda: [
+            (option, max(1, book.check_rate_pm(option[0]))) for option in options
+            if book.get(option[0]).breaker.state is not BreakerState.OPEN])
+        if not weighed:
+            return None
+        return self.rng.choices([o for o, _ in weighed], [w for _, w in weighed])[0]
 
     async def check_provider(self, provider: str, model: str) -> CheckResult | None:
         """Send one check job to `provider` and check its answer.
@@ -270,16 +288,11 @@ class Verifier:
         # the validator's chain account, though not its PeerID (docs/verify.md).
         # A provable overcharge is gossiped from this node's host (a check host is
         # connected to the provider alone); our own receiver convicts it as others do.
-        # A check host has proven no provider: it waits as long as for a proven one (a
-        # check is not a user's job to move on with, and a queue is no failed check).
-        cfg = self.client.config
         client = TargetedClient(
             net, identity, ledger=None, reputation=None, metrics=self.client.metrics,
-            config=replace(cfg, throwaway_key=throwaway_key,
+            config=replace(self.client.config, throwaway_key=throwaway_key,
                            require_credit=False, max_attempts=1, busy_wait_s=0.0,
-                           gossip_charge_proofs=True,
-                           unproven_accept_timeout_s=cfg.accept_timeout_s,
-                           unproven_first_chunk_timeout_s=cfg.first_chunk_timeout_s),
+                           gossip_charge_proofs=True),
             rng=self.rng, payer=self.client.payer)
         client.proof_net = self.net
         return client
@@ -299,9 +312,10 @@ class Verifier:
             assert outcome is not None
         except P2PInferError as exc:
             if job is not None and job.failovers and all(
-                    f.code == "busy" for f in job.failovers):
+                    f.code in ("busy", "slow_to_accept") for f in job.failovers):
                 # A check comes from a fresh key: a provider runs such jobs only on an
-                # idle slot and gives the slot to a paying job (jobs/admission.py).
+                # idle slot and gives the slot to a paying job (jobs/admission.py); with
+                # settlement a covered check may wait in its queue (attack 76's wait).
                 log.info("check job refused busy provider=%s", provider)
                 return None
             # The check job failed outright: that is a failed job, seen by us.

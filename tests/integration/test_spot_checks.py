@@ -5,6 +5,7 @@ breaker at the receiver."""
 
 from __future__ import annotations
 
+import random
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from p2pinfer.backends.embedded import EmbeddedBackend
 from p2pinfer.backends.models import ModelSource
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
-from p2pinfer.protocol import ChatTurn, JobParams
+from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.net.compat.multistream_listener import ECHO_WITH_ANSWER
+from p2pinfer.net.streams import NetStream
+from p2pinfer.protocol import JOB_PROTOCOL_ID, ChatTurn, JobParams
 from p2pinfer.testing.faults import parse_fault
 from p2pinfer.testing.tiny_model import write_tiny_model
 from p2pinfer.validator.checker import Verifier
@@ -24,7 +28,13 @@ from p2pinfer.verify.compare import compare_outputs
 from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.reports import build_report
 from p2pinfer.verify.reputation_store import ReputationBook
-from tests.integration.job_helpers import start_consumer, start_provider, wait_for_providers
+from tests.integration.job_helpers import (
+    FAKE_MODEL,
+    FakeBackend,
+    start_consumer,
+    start_provider,
+    wait_for_providers,
+)
 
 pytestmark = pytest.mark.network
 
@@ -128,3 +138,65 @@ async def test_forged_and_unreputed_reports_cannot_open_an_honest_breaker(
     assert rec.breaker.state is BreakerState.CLOSED and rec.checks_failed == 0
     assert rechecked == "re-checked: report was false"
     assert checked_honest.checks_failed == 0 and checked_liar.checks_failed == 1
+
+
+async def test_stalling_fakes_cannot_hold_a_validators_checks(tmp_path: Path) -> None:
+    """Attack 78: a validator ran its check jobs one after another, on targets drawn from
+    every provider in its catalog (new ones, on probation, more often). A fresh provider
+    that accepts a check and never sends a token held the loop for the whole first-chunk
+    wait (120 s) each time it was drawn: three such fakes beside one honest provider and
+    the honest one was checked once at most in 10 s. Now checks run up to
+    MAX_CHECKS_IN_FLIGHT at once, a check host gives a provider the shorter first-token
+    wait of one it was never served by (attack 76; a late accept is not a failed check),
+    and a provider whose breaker is open here is not drawn."""
+    quick = ClientConfig(unproven_first_chunk_timeout_s=1.0)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            honest = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            for _ in range(3):  # accept, then never a token
+                await start_provider(stack, nursery, FakeBackend(pause_after=0), tmp_path,
+                                     bootstrap=(honest.net.addrs()[0],))
+            net, client, _ = await start_consumer(stack, tmp_path, (honest.net.addrs()[0],),
+                                                  config=quick)
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            verifier = Verifier(net, client.identity, client, backend=FakeBackend(),
+                                models=frozenset({FAKE_MODEL}), reputation=book, ledger=None,
+                                config=VerifyConfig(validator=True, check_interval_s=0.2,
+                                                    check_max_tokens=8),
+                                rng=random.Random(3))
+            await wait_for_providers(net, FAKE_MODEL, 4)
+            nursery.start_soon(verifier.run)
+            await trio.sleep(10)
+            checked = len(honest.server.records)
+            nursery.cancel_scope.cancel()
+    assert checked >= 3, checked  # 1 on the old code: the loop sat on a staller
+
+
+async def test_a_check_the_provider_never_accepts_is_no_failed_job(tmp_path: Path) -> None:
+    # A check host has proven nobody, so attack 76's waits apply; a late accept may be an
+    # honest queue (with settlement a check is a paying job), so it fails no check.
+    async def silent(stream: NetStream) -> None:
+        await stream.read_frame(timeout_s=10)
+        await trio.sleep(30)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path)
+            provider.net.set_stream_handler(JOB_PROTOCOL_ID, silent)
+            # The echo goes out at once, as for a job waiting in a queue (the job server
+            # sends it with its first answer).
+            getattr(provider.net._host.get_mux(), ECHO_WITH_ANSWER).discard(JOB_PROTOCOL_ID)
+            net, client, _ = await start_consumer(
+                stack, tmp_path, (provider.net.addrs()[0],),
+                config=ClientConfig(unproven_accept_timeout_s=1.0))
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            verifier = Verifier(net, client.identity, client, backend=FakeBackend(),
+                                models=frozenset({FAKE_MODEL}), reputation=book, ledger=None)
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            started = trio.current_time()
+            result = await verifier.check_provider(provider.net.peer_id, FAKE_MODEL)
+            took = trio.current_time() - started
+            failed = book.get(provider.net.peer_id).jobs_failed
+            nursery.cancel_scope.cancel()
+    assert result is None and took < 10, took  # 60 s: the accept's wait before attack 76
+    assert failed == 0
