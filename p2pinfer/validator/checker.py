@@ -86,6 +86,7 @@ CHECK_RELAY_DIAL_S = 10.0
 #: not hold the loop (attack 78); each check is a host of its own, so a few, not many.
 MAX_CHECKS_IN_FLIGHT = 4
 
+
 def prompt_set() -> tuple[str, ...]:
     """The realistic prompts check jobs are drawn from (`verify/prompts.txt`)."""
     text = resources.files("p2pinfer.verify").joinpath("prompts.txt").read_text("utf-8")
