@@ -291,35 +291,45 @@ async def test_junk_and_oversized_requests_are_refused_and_the_server_keeps_serv
             assert await requester.autonat.ask(server.peer_id) is True
 
 
-async def test_fresh_keys_on_one_address_cannot_vote_a_public_node_private(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # Attack 45: verdicts counted one per server key, and keys are free: five keys on one
-    # address answering "could not dial you" outvoted three honest servers that did,
-    # and the public node turned private (its relay service off, its DHT in client
-    # mode, its adverts routed through relays). A server's verdict now counts once per
-    # address group. Loopback servers normally vote by key (a local testnet shares
-    # 127.0.0.1): here each one listens on its own 127.0.0.x, so that rule is lifted.
+async def lie_about_dial_backs(stream: NetStream) -> None:
+    """An AutoNAT server that answers "could not dial you" without dialling."""
+    await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
+    await stream.write_frame(_response(Message.E_DIAL_ERROR, "dial failed"))
+
+
+async def vote_with_liars(monkeypatch: pytest.MonkeyPatch,
+                          liar_ips: list[str]) -> tuple[str, tuple[int, int], int]:
+    """A node asks honest servers on 127.0.0.2-4 and liars on `liar_ips` in one round:
+    its status, the verdict counts and the voters verified. Loopback servers normally
+    vote by key (a local testnet shares 127.0.0.1): here each one listens on its own
+    127.0.0.x, so that rule is lifted."""
     from p2pinfer.net import autonat_rules
     monkeypatch.setattr(autonat_rules, "is_loopback", lambda ip: False, raising=False)
-
-    async def lie(stream: NetStream) -> None:
-        await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
-        await stream.write_frame(_response(Message.E_DIAL_ERROR, "dial failed"))
-
     node_config = replace(MANUAL, confirmations=3, servers_per_round=8)
     with trio.fail_after(60):
         async with AsyncExitStack() as stack:
             node = await stack.enter_async_context(run_host(config(autonat=node_config)))
             honest = [await stack.enter_async_context(run_host(config(
                 ip=f"127.0.0.{i}", autonat=MANUAL))) for i in (2, 3, 4)]
-            sybils = [await stack.enter_async_context(run_host(config(
-                ip="127.0.0.5", autonat=MANUAL))) for _ in range(5)]
-            for sybil in sybils:
-                sybil.set_stream_handler(AUTONAT_PROTOCOL_ID, lie)
-            for server in (*honest, *sybils):
+            liars = [await stack.enter_async_context(run_host(config(
+                ip=ip, autonat=MANUAL))) for ip in liar_ips]
+            for liar in liars:
+                liar.set_stream_handler(AUTONAT_PROTOCOL_ID, lie_about_dial_backs)
+            for server in (*honest, *liars):
                 await node.connect(server.addrs()[0])
-            assert await node.autonat.check_once() == "public"
-            assert node.autonat.verdicts.counts() == (3, 1)
+            status = await node.autonat.check_once()
+            return status, node.autonat.verdicts.counts(), node.autonat.verdicts.verified()
+
+
+async def test_fresh_keys_on_one_address_cannot_vote_a_public_node_private(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Attack 45: verdicts counted one per server key, and keys are free: five keys on one
+    # address answering "could not dial you" outvoted three honest servers that did,
+    # and the public node turned private (its relay service off, its DHT in client
+    # mode, its adverts routed through relays). A server's verdict now counts once per
+    # address group.
+    status, counts, _ = await vote_with_liars(monkeypatch, ["127.0.0.5"] * 5)
+    assert (status, counts) == ("public", (3, 1))
 
 
 async def test_servers_lying_from_more_address_groups_cannot_outvote_dial_backs_that_arrived(
@@ -330,26 +340,7 @@ async def test_servers_lying_from_more_address_groups_cannot_outvote_dial_backs_
     # that arrives here. An OK whose dial-back arrived from that server's address (any
     # loopback address here, where dialers connect from 127.0.0.1) is a fact, and two
     # such groups make the node public whatever the others say.
-    from p2pinfer.net import autonat_rules
-    monkeypatch.setattr(autonat_rules, "is_loopback", lambda ip: False, raising=False)
-
-    async def lie(stream: NetStream) -> None:
-        await stream.read_frame(max_size=MAX_AUTONAT_MESSAGE, timeout_s=10)
-        await stream.write_frame(_response(Message.E_DIAL_ERROR, "dial failed"))
-
-    node_config = replace(MANUAL, confirmations=3, servers_per_round=8)
-    with trio.fail_after(60):
-        async with AsyncExitStack() as stack:
-            node = await stack.enter_async_context(run_host(config(autonat=node_config)))
-            honest = [await stack.enter_async_context(run_host(config(
-                ip=f"127.0.0.{i}", autonat=MANUAL))) for i in (2, 3, 4)]
-            liars = [await stack.enter_async_context(run_host(config(
-                ip=f"127.0.0.{i}", autonat=MANUAL))) for i in (5, 6, 7, 8)]
-            for liar in liars:
-                liar.set_stream_handler(AUTONAT_PROTOCOL_ID, lie)
-            for server in (*honest, *liars):
-                await node.connect(server.addrs()[0])
-            status = await node.autonat.check_once()  # "private" on the old code
-            assert node.autonat.verdicts.counts() == (3, 4)
-            assert node.autonat.verdicts.verified() == 3
-            assert status == "public"
+    status, counts, verified = await vote_with_liars(
+        monkeypatch, [f"127.0.0.{i}" for i in (5, 6, 7, 8)])
+    assert counts == (3, 4) and verified == 3
+    assert status == "public"  # "private" on the old code
