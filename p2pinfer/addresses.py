@@ -53,8 +53,10 @@ def address_group(host: str, ipv6_prefix: int) -> str | None:
     return None if ip is None else str(ip)
 
 
-#: How a per-address limit groups IPv6 addresses where nothing else is said (a /56: one
-#: subscriber's allocation), as inbound shares, relay slots and AutoNAT voters do.
+#: How the node's per-address limits group IPv6 addresses (inbound connections, relay
+#: slots and circuits, DHT records, adverts asked for, AutoNAT voters, payers' chain
+#: reads, wrong API keys): a /56, one subscriber's allocation (a /64 or a /56 whole).
+#: The HTTP connection gate counts /64s (`http/conn_gate.client_key`).
 IPV6_GROUP_PREFIX = 56
 
 

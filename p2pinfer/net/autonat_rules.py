@@ -33,7 +33,7 @@ from typing import Literal
 
 import multiaddr
 
-from p2pinfer.addresses import address_group, is_loopback, normal_ip, tcp_endpoint
+from p2pinfer.addresses import asker_group, normal_ip, tcp_endpoint
 from p2pinfer.bounded import keep_latest
 
 Reachability = Literal["public", "private", "unknown"]
@@ -68,18 +68,13 @@ def observed_ip(host: str) -> str | None:
     return normal_ip(host)
 
 
-VOTER_IPV6_PREFIX = 56  # as inbound connections and relay slots count IPv6 addresses
-
-
 def voter(server: str, host: str | None) -> str:
     """Whose vote the verdict of `server` (a peer id) counts as in `Verdicts`: the address
     group (an IPv4 address, an IPv6 /56) of `host`, the address our connection to it
     runs to, so any number of keys on one address vote once; the peer id when the
-    address is unknown or loopback (a local testnet's nodes all share 127.0.0.1)."""
-    ip = observed_ip(host or "")
-    if ip is None or is_loopback(ip):
-        return server
-    return address_group(ip, VOTER_IPV6_PREFIX) or server
+    address is unknown or loopback (a local testnet's nodes all share 127.0.0.1): the
+    rule every per-address budget counts by (`addresses.asker_group`)."""
+    return asker_group(server, host)
 
 
 def dial_back_addrs(requested: list[bytes], ip: str, *, limit: int) -> list[str]:

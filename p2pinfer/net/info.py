@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import trio
 
-from p2pinfer.addresses import address_group, is_loopback
+from p2pinfer.addresses import IPV6_GROUP_PREFIX, address_group, is_loopback
 from p2pinfer.bounded import RateLimiter
 from p2pinfer.errors import DecodeError, ProtocolError, SignatureError
 from p2pinfer.net.adverts import AdvertVerifier, VerifiedAdvert
@@ -45,7 +45,6 @@ INFO_REQUEST = encode_frame(b"")
 INFO_BURST, INFO_RATE_PER_S = 32, 8.0
 #: ... and one address, whatever keys it comes under.
 INFO_ADDRESS_BURST, INFO_ADDRESS_RATE_PER_S = 64, 16.0
-INFO_IPV6_PREFIX = 56
 MAX_ASKERS = 4096  # peers and addresses whose rates are remembered (least recent first out)
 
 
@@ -62,7 +61,7 @@ class InfoRate:
         if self.peers.acquire(peer) > 0.0:
             return False  # before the address: one key's asks past its own rate take
             # nothing from its address's other keys (a NAT's users)
-        group = address_group(host, INFO_IPV6_PREFIX) if host else None
+        group = address_group(host, IPV6_GROUP_PREFIX) if host else None
         if group is None or is_loopback(host or ""):
             return True
         return self.addresses.acquire(group) == 0.0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from p2pinfer.addresses import address_group, parse_ip, tcp_endpoint
+from p2pinfer.addresses import IPV6_GROUP_PREFIX, address_group, parse_ip, tcp_endpoint
 
 RelayMode = Literal["auto", "on", "off"]
 
@@ -37,9 +37,6 @@ class RelayServiceConfig:
     circuit_duration_s: int = 900  # a circuit is cut after this long, busy or idle
 
 
-#: An IPv6 peer's relay slots count under its /56, as its inbound connections do
-#: (`net/compat/inbound_shares.py`): one subscriber holds a /64 or a /56 whole.
-SLOT_IPV6_PREFIX = 56
 
 Peer = TypeVar("Peer", bound=Hashable)
 
@@ -47,7 +44,7 @@ Peer = TypeVar("Peer", bound=Hashable)
 def slot_group(ip: str | None) -> str | None:
     """What a relay slot counts under: an IPv4 address, an IPv6 address's /56; None when
     the connection's address is unknown or not an IP."""
-    return address_group(ip, SLOT_IPV6_PREFIX) if ip else None
+    return address_group(ip, IPV6_GROUP_PREFIX) if ip else None
 
 
 @dataclass(frozen=True)

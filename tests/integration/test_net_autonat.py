@@ -302,9 +302,9 @@ async def vote_with_liars(monkeypatch: pytest.MonkeyPatch,
     """A node asks honest servers on 127.0.0.2-4 and liars on `liar_ips` in one round:
     its status, the verdict counts and the voters verified. Loopback servers normally
     vote by key (a local testnet shares 127.0.0.1): here each one listens on its own
-    127.0.0.x, so that rule is lifted."""
-    from p2pinfer.net import autonat_rules
-    monkeypatch.setattr(autonat_rules, "is_loopback", lambda ip: False, raising=False)
+    127.0.0.x, so that rule (`addresses.asker_group`'s) is lifted."""
+    from p2pinfer import addresses
+    monkeypatch.setattr(addresses, "is_loopback", lambda host: False)
     node_config = replace(MANUAL, confirmations=3, servers_per_round=8)
     with trio.fail_after(60):
         async with AsyncExitStack() as stack:

@@ -74,7 +74,7 @@ import trio
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.swarm import Swarm
 
-from p2pinfer.addresses import address_group, is_loopback, normal_ip
+from p2pinfer.addresses import IPV6_GROUP_PREFIX, address_group, is_loopback, normal_ip
 from p2pinfer.bounded import RateLimiter, TokenBucket, keep_latest
 from p2pinfer.net.compat import _canary
 from p2pinfer.net.compat.cancelled_close import tcp_socket
@@ -96,7 +96,6 @@ DEFAULT_RESERVE = 50
 VALUED_MEMORY = 4096
 RATE_PER_S, BURST = 2.0, 16  # new inbound connections an address may open
 TOTAL_RATE_PER_S, TOTAL_BURST = 50.0, 100  # ... and all addresses not yet proven together
-IPV6_PREFIX = 56
 CLOSE_S = 1.0
 #: Remote IPs whose last inbound TCP connection time is kept (`InboundShares.reached_from`:
 #: AutoNAT's evidence that a dial-back arrived, attack 77).
@@ -107,7 +106,7 @@ SHARES_ATTR = "p2pinfer_inbound_shares"
 def address_key(host: str) -> str | None:
     """What a share is counted under: an IPv4 address, an IPv6 address's /56; None for
     what is not an IP address."""
-    return address_group(host, IPV6_PREFIX)
+    return address_group(host, IPV6_GROUP_PREFIX)
 
 
 def socket_key(sock: Any, limit_loopback: bool) -> str | None:

@@ -48,7 +48,7 @@ from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2pinfer.addresses import address_group
+from p2pinfer.addresses import IPV6_GROUP_PREFIX, address_group
 from p2pinfer.bounded import first_distinct
 from p2pinfer.net.compat import _canary
 
@@ -73,7 +73,6 @@ MAX_ADDRS = 16
 MAX_ADDR_BYTES = 128
 MAX_RECORDS = 20_000
 MAX_DHT_MESSAGE = 256 * 1024
-IPV6_PREFIX = 56
 GROUP_ATTR = "p2pinfer_group"
 UNKNOWN_GROUP = "unknown"  # no connection to read an address from (a store used alone)
 MESSAGE_READERS = ("libp2p.kad_dht.kad_dht", "libp2p.kad_dht.peer_routing",
@@ -128,7 +127,7 @@ def group_of(store: ProviderStore, peer: ID) -> str:
             remote = cast(Any, conn.muxed_conn).get_remote_address()
         except Exception:
             continue
-        group = address_group(str(remote[0]), IPV6_PREFIX) if remote else None
+        group = address_group(str(remote[0]), IPV6_GROUP_PREFIX) if remote else None
         if group is not None:
             return group
     return UNKNOWN_GROUP
