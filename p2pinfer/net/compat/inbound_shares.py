@@ -109,16 +109,22 @@ def address_key(host: str) -> str | None:
     return address_group(host, IPV6_GROUP_PREFIX)
 
 
+def peer_host(sock: Any) -> str | None:
+    """The remote host of the TCP socket `sock` as it reports it, or None (no socket, or
+    no peer address)."""
+    try:
+        return str(sock.getpeername()[0])
+    except (OSError, AttributeError, IndexError, TypeError):
+        return None
+
+
 def socket_key(sock: Any, limit_loopback: bool) -> str | None:
     """What a connection over the TCP socket `sock` counts under (`address_key` of its
     peer), or None: no socket or peer address, or a loopback peer (127.0.0.0/8, ::1)
     left uncounted. Loopback is the peer's own address, not its group: ::1's /56 is
     ::/56, which is not loopback."""
-    try:
-        host = str(sock.getpeername()[0])
-    except (OSError, AttributeError, IndexError, TypeError):
-        return None
-    if not limit_loopback and is_loopback(host):
+    host = peer_host(sock)
+    if host is None or (not limit_loopback and is_loopback(host)):
         return None
     return address_key(host)
 
@@ -147,10 +153,7 @@ class InboundShares:
     def arrived(self, conn: Any) -> None:
         """Note that the inbound `conn` came in (a TCP connection: its peer's IP, now)."""
         if isinstance(conn, TrioTCPStream):
-            try:
-                host = normal_ip(str(conn.stream.socket.getpeername()[0]))
-            except (OSError, AttributeError, IndexError, TypeError):
-                return
+            host = normal_ip(peer_host(getattr(conn.stream, "socket", None)) or "")
             if host is not None:
                 keep_latest(self.arrivals, host, self.clock(), ARRIVALS_KEPT)
 
