@@ -60,7 +60,6 @@ from p2pinfer.protocol import (
     JobResult,
 )
 from p2pinfer.protocol.codec import decode_as
-from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.compare import (
     Comparison,
     Verdict,
@@ -229,12 +228,10 @@ class Verifier:
                    for entry in self.net.catalog.providers(model)
                    if entry.peer_id != self.net.peer_id]
         book = self.book
-        weighed = await book.run(lambda: [
-            (option, max(1, book.check_rate_pm(option[0]))) for option in options
-            if book.get(option[0]).breaker.state is not BreakerState.OPEN])
-        if not weighed:
+        weights = await book.run(lambda: [book.check_weight_pm(p) for p, _ in options])
+        if not any(weights):
             return None
-        return self.rng.choices([o for o, _ in weighed], [w for _, w in weighed])[0]
+        return self.rng.choices(options, weights)[0]
 
     async def check_provider(self, provider: str, model: str) -> CheckResult | None:
         """Send one check job to `provider` and check its answer.

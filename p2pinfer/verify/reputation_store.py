@@ -180,9 +180,14 @@ class ReputationBook(SqliteStore):
                 out.append(after)
         return ok
 
-    def check_rate_pm(self, peer_id: str) -> int:
-        """Share (per mille) of this peer's jobs to spot-check now."""
-        return R.check_rate_pm(self.get(peer_id), self._clock(), self.params)
+    def check_weight_pm(self, peer_id: str) -> int:
+        """How often a validator here draws this peer for a check: the share (per mille,
+        at least 1) of its jobs to spot-check now, or 0 while this node excludes it
+        (breaker open; attack 78), from one read of its record."""
+        rec = self.get(peer_id)
+        if rec.breaker.state is BreakerState.OPEN:
+            return 0
+        return max(1, R.check_rate_pm(rec, self._clock(), self.params))
 
     def peers(self) -> tuple[R.PeerReputation, ...]:
         """Every stored peer, best score first."""
