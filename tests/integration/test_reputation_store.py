@@ -26,10 +26,11 @@ def test_scores_and_breaker_state_survive_a_restart(tmp_path: Path) -> None:
         good, bad = book.peers()
         assert good.peer_id == "good" and good.jobs_ok == 3 and good.score_pm > 950
         assert bad.breaker.state is BreakerState.OPEN and bad.checks_failed == 2
+        assert book.check_weight_pm("bad") == 0  # excluded here: no checks drawn
         assert book.allow("bad")  # cooldown over: one probe, recorded on disk
     with ReputationBook.open(path, clock=clock) as book:
         assert book.get("bad").breaker.state is BreakerState.HALF_OPEN
         assert not book.allow("bad")
         book.record("bad", Outcome.JOB_SUCCEEDED)
         assert book.get("bad").breaker.state is BreakerState.CLOSED
-        assert book.check_rate_pm("good") == 200  # new peers are on probation
+        assert book.check_weight_pm("good") == 200  # new peers are on probation
