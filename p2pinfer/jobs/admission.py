@@ -9,7 +9,7 @@ bookkeeping: no I/O, no clock other than trio's (ConsumerGate takes times in ms)
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -182,6 +182,8 @@ class ConsumerGate:
         self._banned: OrderedDict[bytes, int] = OrderedDict()  # key -> refused until ms
         self._free_starts: deque[int] = deque()  # ms each free job started, last minute
         self.free_jobs = 0  # free jobs admitted since start (for logs and tests)
+        # Told (key, until ms) of each refusal `release` makes: jobs/refusals.py journals it.
+        self.on_ban: Callable[[bytes, int], None] | None = None
 
     def is_payer(self, key: bytes) -> bool:
         """Whether `key` has sent this provider a receipt (and is still remembered)."""
@@ -270,9 +272,15 @@ class ConsumerGate:
             else:
                 self._free_used.pop(ticket.key, None)
 
+    def ban(self, key: bytes, until_ms: int) -> None:
+        """Refuse `key` until `until_ms`; it is no payer here meanwhile, nor after."""
+        keep_latest(self._banned, key, until_ms, KEY_MEMORY)
+        self._payers.pop(key, None)
+
     def release(self, ticket: Ticket, now_ms: int) -> None:
         """The job is over (call once). A result that was never paid bans the key."""
         _decrement(self._awaiting if ticket.awaiting else self._inflight, ticket.key)
         if ticket.unpaid:
-            keep_latest(self._banned, ticket.key, now_ms + self.ban_ms, KEY_MEMORY)
-            self._payers.pop(ticket.key, None)
+            self.ban(ticket.key, now_ms + self.ban_ms)
+            if self.on_ban is not None:
+                self.on_ban(ticket.key, now_ms + self.ban_ms)

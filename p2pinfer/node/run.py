@@ -36,6 +36,7 @@ from p2pinfer.hardware.probe import MachineProfile
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServer, JobServerConfig
+from p2pinfer.jobs.refusals import keep_refusals
 from p2pinfer.json_depth import cap_recursion_limit
 from p2pinfer.market.checkpoint import StartupCheck, checkpoint_path, verify_from_checkpoint
 from p2pinfer.market.ledger import Ledger, ledger_path
@@ -205,6 +206,8 @@ async def run_node(
                             fault=served_fault(config.fault)),
                         catalog=net.catalog, ledger=ledger, metrics=metrics,
                         channels=settlement.channels if settlement else None)
+                    # Who it refused before a restart stays refused (jobs/refusals.py).
+                    await nursery.start(keep_refusals, reputation, server.gate, server.channels)
                     _serve_and_advertise(net, server, served, machine, backend.name, config,
                                          stakes)
                 client = JobClient(net, identity, ledger=ledger, reputation=reputation,

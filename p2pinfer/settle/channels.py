@@ -126,10 +126,9 @@ class Hold:
 
 async def journal_settlement(ledger: Ledger | None, body: VoucherBody | RedemptionBody,
                              limiter: trio.CapacityLimiter, what: str) -> None:
-    """Write a settlement entry to the ledger off the loop (nothing without a ledger); a
+    """Write a settlement entry to the ledger off the loop (none without a ledger); a
     duplicate or a ledger failure is logged, never raised: the chain holds the money and
-    the journal is its record. `what` names the entry in the log ("voucher
-    cumulative=5")."""
+    the journal is its record. `what` names it in the log ("voucher cumulative=5")."""
     if ledger is None:
         return
     kind, _, detail = what.partition(" ")
@@ -167,6 +166,7 @@ class ChannelBook:
         self._reading: dict[str, trio.Event] = {}
         self._banned: OrderedDict[str, tuple[float, str]] = OrderedDict()  # until, why
         self._reads = PerMinute[str](max_keys=4096, clock=clock_s)  # by asker
+        self.on_ban: Callable[[str, float, str], None] | None = None  # jobs/refusals.py
         self._nursery: trio.Nursery | None = None
 
     def accept_fields(self) -> dict[str, bytes]:
@@ -217,8 +217,7 @@ class ChannelBook:
             await reading.wait()
         known = self.channels.get(consumer)
         if known is None:
-            raise ChannelRefused("busy", "the channel could not be read from the chain yet",
-                                 1_000)
+            raise ChannelRefused("busy", "the chain has not given the channel yet", 1_000)
         return known
 
     async def _read(self, consumer: str, done: trio.Event) -> None:
@@ -334,13 +333,14 @@ class ChannelBook:
         return VoucherBody("held", self._channels_raw, address_bytes(channel.consumer),
                            self._provider_raw, job_id, charged, cumulative, signature)
 
-    def ban(self, consumer: str, why: str = "sent a bad voucher") -> None:
-        """Refuse `consumer`'s jobs for PAYER_BAN_S, saying `why` (it did, here)."""
-        keep_latest(self._banned, consumer, (self._clock() + PAYER_BAN_S, why), MAX_CHANNELS)
+    def ban(self, consumer: str, why: str, for_s: float = PAYER_BAN_S) -> None:
+        """Refuse `consumer`'s jobs for `for_s`, saying `why` (it did, here); `on_ban` is told."""
+        keep_latest(self._banned, consumer, (self._clock() + for_s, why), MAX_CHANNELS)
+        if self.on_ban is not None:
+            self.on_ban(consumer, for_s, why)
 
     async def journal(self, body: VoucherBody) -> None:
-        """Write a held voucher to the ledger (off the loop); a failure is logged, the
-        voucher stays held in memory."""
+        """Write a held voucher to the ledger off the loop (a failure is logged; it stays held)."""
         await journal_settlement(self.ledger, body, self._limiter,
                                  f"voucher cumulative={body.cumulative}")
 
@@ -392,7 +392,7 @@ async def settle_receipt(book: ChannelBook, hold: Hold, job_id: bytes, charged: 
     except BadVoucher as exc:
         log.warning("bad voucher: job unpaid job=%s payer=%s reason=%s", job_id.hex(),
                     hold.channel.consumer, exc)
-        book.ban(hold.channel.consumer)
+        book.ban(hold.channel.consumer, "sent a bad voucher")
         return False
     finally:
         book.release(hold)

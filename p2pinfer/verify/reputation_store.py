@@ -9,13 +9,17 @@ A second table, `reporters`, counts per reporter the gossiped reports this node
 re-ran itself and found right or false: the only thing that earns a reporter's
 unconfirmed reports any weight here (`verify.reports.reporter_weight_pm`).
 Schema 1 files gain that table when opened.
+
+A third, `refusals` (schema 3), keeps who this node refuses and until when: consumer
+keys and payer accounts that left a job unpaid (jobs/refusals.py), so that a restart
+does not pardon them.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from p2pinfer.verify import reputation as R
 from p2pinfer.verify.breaker import Breaker, BreakerState
 
 REPUTATION_FILE_NAME = "reputation.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _COLUMNS = (
     "peer_id", "score_ppm", "first_seen_ms", "updated_ms", "jobs_ok", "jobs_failed",
     "checks_passed", "checks_failed", "breaker_state", "opened_at_ms", "cooldown_ms", "trips",
@@ -45,6 +49,10 @@ _SCHEMA = """CREATE TABLE peers (
 )"""
 _REPORTERS_SCHEMA = """CREATE TABLE reporters (
     peer_id TEXT PRIMARY KEY, confirmed INTEGER NOT NULL, false_reports INTEGER NOT NULL
+)"""
+#: Who this node refuses until when (jobs/refusals.py): "key:<hex>" or "account:<0x...>".
+_REFUSALS_SCHEMA = """CREATE TABLE refusals (
+    subject TEXT PRIMARY KEY, until_ms INTEGER NOT NULL, why TEXT NOT NULL
 )"""
 
 
@@ -72,7 +80,11 @@ def _create_reporters(conn: sqlite3.Connection) -> None:  # version 1 -> 2
     conn.execute(_REPORTERS_SCHEMA)
 
 
-_MIGRATIONS = (_create_peers, _create_reporters)
+def _create_refusals(conn: sqlite3.Connection) -> None:  # version 2 -> 3
+    conn.execute(_REFUSALS_SCHEMA)
+
+
+_MIGRATIONS = (_create_peers, _create_reporters, _create_refusals)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -188,6 +200,22 @@ class ReputationBook(SqliteStore):
         if rec.breaker.state is BreakerState.OPEN:
             return 0
         return max(1, R.check_rate_pm(rec, self._clock(), self.params))
+
+    def refuse(self, rows: Sequence[tuple[str, int, str]]) -> None:
+        """Journal refusals, each (subject, until unix ms, why), so that a restarted node
+        keeps them; a subject's later end stands. Those already over are dropped."""
+        with self.write() as conn:
+            conn.execute("DELETE FROM refusals WHERE until_ms <= ?", (self._clock(),))
+            conn.executemany(
+                "INSERT INTO refusals (subject, until_ms, why) VALUES (?, ?, ?)"
+                " ON CONFLICT(subject) DO UPDATE SET why = excluded.why,"
+                " until_ms = excluded.until_ms WHERE excluded.until_ms > until_ms", rows)
+
+    def refusals(self) -> list[tuple[str, int, str]]:
+        """The journaled refusals not yet over: (subject, until unix ms, why)."""
+        return [(str(s), int(u), str(w)) for s, u, w in self.read(
+            "SELECT subject, until_ms, why FROM refusals WHERE until_ms > ? ORDER BY until_ms",
+            (self._clock(),))]
 
     def peers(self) -> tuple[R.PeerReputation, ...]:
         """Every stored peer, best score first."""

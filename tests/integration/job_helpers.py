@@ -31,6 +31,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.client import JobClient
 from p2pinfer.jobs.job_server import JobServer, JobServerConfig
 from p2pinfer.jobs.job_types import ClientConfig
+from p2pinfer.jobs.refusals import keep_refusals
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.metrics import NodeMetrics
 from p2pinfer.net.config import NetConfig
@@ -40,6 +41,7 @@ from p2pinfer.node.offer import model_offer
 from p2pinfer.protocol import Advert, AdvertHardware, JobParams, ReplayWindow
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.settle.payer import PayerBook
+from p2pinfer.verify.reputation_store import ReputationBook
 
 FAKE_MODEL = "fake:1b"
 FAKE_DIGEST = "cd" * 32
@@ -152,10 +154,12 @@ async def start_provider(
     identity: NodeIdentity | None = None,
     channels: ChannelBook | None = None,
     net_options: Mapping[str, Any] | None = None,
+    refusals: ReputationBook | None = None,
 ) -> Provider:
     """A provider host serving `backend` with its own ledger, advertising every second
     (paid through `channels` when given). Cancel `provider.scope` to make it vanish as a
-    crashed process would. `net_options`: more NetConfig fields (relays, announce)."""
+    crashed process would. `net_options`: more NetConfig fields (relays, announce);
+    `refusals`: the reputation table its refusals are journaled in, as a node's are."""
     identity = identity or NodeIdentity.generate()
     ledger = stack.enter_context(Ledger.open(tmp / f"{identity.peer_id[-8:]}.sqlite3", identity))
     scope = trio.CancelScope()
@@ -165,12 +169,15 @@ async def start_provider(
     async def run() -> None:
         with scope:
             async with run_host(NetConfig(identity, bootstrap=bootstrap,
-                                          **(net_options or {}))) as net:
+                                          **(net_options or {}))) as net, \
+                    trio.open_nursery() as tasks:
                 models = {m.name: m for m in await backend.list_models()}
                 metrics = NodeMetrics()
                 server = JobServer(identity, backend, models, config=config,
                                    catalog=net.catalog, ledger=ledger, metrics=metrics,
                                    replay=replay, channels=channels)
+                if refusals is not None:
+                    await tasks.start(keep_refusals, refusals, server.gate, channels)
                 server.install(net.set_stream_handler)
                 server.paid_hooks.append(net.value_peer)  # as the node does
                 server.relayed_hooks.append(net.relay_check.job_ended)

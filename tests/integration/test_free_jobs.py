@@ -98,6 +98,43 @@ async def test_a_key_that_took_a_result_unpaid_is_refused_after(tmp_path: Path) 
             nursery.cancel_scope.cancel()
 
 
+async def test_a_restarted_provider_still_refuses_a_key_that_left_a_job_unpaid(
+        tmp_path: Path) -> None:
+    """A key that had paid once took an answer and left it unpaid: refused, in memory
+    alone. The provider restarted (same key, same files) and took the key back as a
+    payer from its ledger's receipts, so one receipt bought an unpaid answer after every
+    restart. Now the refusal is journaled in the reputation table and put back."""
+    identity = NodeIdentity.generate()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            config = JobServerConfig(receipt_timeout_s=0.5)
+            provider = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                            config=config, identity=identity, refusals=book)
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, FAKE_MODEL, 1)
+            await client.run(FAKE_MODEL, "pay once", JobParams(max_tokens=2))  # a payer now
+            pid, key = provider.net.peer_id, client.identity
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(key, pid, FAKE_MODEL)))
+            while not isinstance(decode(await stream.read_frame(timeout_s=5)).msg, JobResult):
+                pass
+            await stream.close()  # no receipt
+            await await_until(lambda: bool(provider.server.records)
+                              and provider.server.records[-1].outcome == "unpaid", 5)
+            journaled = await book.run(book.refusals)
+            assert [s for s, _, _ in journaled] == [f"key:{key.public_key.hex()}"]
+            provider.scope.cancel()  # it crashes, and comes back on another port
+            again = await start_provider(stack, nursery, FakeBackend(), tmp_path,
+                                         config=config, identity=identity, refusals=book)
+            await await_until(lambda: pid not in net.peers(), 10)  # the crash is seen
+            await net.connect(again.net.addrs()[0])
+            answer = await first_answer(net, pid, signed_request(key, pid, FAKE_MODEL))
+            reject = answer.expect(JobReject).msg
+            assert reject.code == "insufficient_credit" and "no receipt" in reject.message
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_spot_check_refused_busy_is_not_held_against_the_provider(
     tmp_path: Path,
 ) -> None:
@@ -239,6 +276,7 @@ async def test_a_paying_key_is_still_a_payer_after_its_provider_restarts(
             # So its job runs beside a free job that holds the only slot (queued, not busy).
             engine.pause_after = 2
             pid, freeloader = again.net.peer_id, NodeIdentity.generate()
+            await await_until(lambda: pid not in net.peers(), 10)  # the crash is seen
             await net.connect(again.net.addrs()[0])
             stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
             await stream.write(encode_frame(signed_request(freeloader, pid, FAKE_MODEL,

@@ -21,7 +21,7 @@ from p2pinfer.verify.reports import (
     recheck_refusal,
     reporter_weight_pm,
 )
-from p2pinfer.verify.reputation import PeerReputation, ReporterRecord
+from p2pinfer.verify.reputation import Outcome, PeerReputation, ReporterRecord
 from p2pinfer.verify.reputation_store import ReputationBook
 
 NOW = 1_700_000_000_000
@@ -185,18 +185,24 @@ def test_the_reporters_table_counts_rechecked_reports(tmp_path: Path) -> None:
         assert book.reporter("r") == ReporterRecord("r", 2, 1)
 
 
-def test_a_schema_1_reputation_file_gains_the_reporters_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_reputation_file_gains_the_tables_it_lacks(tmp_path: Path, version: int
+                                                            ) -> None:
     import sqlite3
 
     path = tmp_path / "rep.sqlite3"
     with ReputationBook.open(path) as book:
-        book.get("x")
+        book.record("x", Outcome.JOB_SUCCEEDED)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE reporters")
-    conn.execute("PRAGMA user_version = 1")
+    for table in ("reporters", "refusals")[version - 1:]:  # 1 -> 2 reporters, 2 -> 3 refusals
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
     with ReputationBook.open(path) as book:
+        assert book.get("x").jobs_ok == 1
         assert book.record_report_check("r", confirmed=True).confirmed == 1
+        book.refuse([("key:00", 2**62, "why")])
+        assert book.refusals() == [("key:00", 2**62, "why")]
 
 
 # -- slash entries ----------------------------------------------------------------
