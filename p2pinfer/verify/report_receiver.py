@@ -232,9 +232,9 @@ class ReportReceiver:
         if refusal is not None:
             return self._note(opened.reporter, opened.provider, refusal)
         async with self._engine:
-            if not self.budget.available(self.clock_ms(), proven=proven):
-                return self._note(opened.reporter, opened.provider,
-                                  "not re-checked: re-run budget spent")
+            spent = self._budget_spent(opened.reporter, proven)
+            if spent is not None:
+                return self._note(opened.reporter, opened.provider, spent)
             used, memo = EngineTime(), JudgeMemo()
             backend = self.backend
             try:
@@ -249,7 +249,7 @@ class ReportReceiver:
             except Preempted as exc:
                 return self._note(opened.reporter, opened.provider, f"not re-checked: {exc}")
             finally:  # what the engine spent on it, pre-empted attempts included
-                self.budget.charge(used.seconds * 1000, self.clock_ms())
+                self.budget.charge(used.seconds * 1000, self.clock_ms(), opened.reporter)
                 log.info("re-run charged engine_s=%.2f budget_left_s=%.1f", used.seconds,
                          self.budget.level_ms(self.clock_ms()) / 1000)
         keep_latest(self._judged, proof, None, JUDGED_PROOFS)
@@ -270,8 +270,8 @@ class ReportReceiver:
         """Why a report is not re-run (None: it may be, budget allowing): over our limits,
         its proof judged before, its provider already `excluded` here (breaker open: a
         re-run could change nothing), its reporter over its rate, or the budget spent
-        (all of it, or for an unproven reporter all but the proven's share; checked
-        again once it is our turn)."""
+        (its own share, all of it, or for an unproven reporter all but the proven's
+        share; checked again once it is our turn)."""
         refusal = recheck_refusal(opened.evidence.request.msg, self.config.recheck_limits,
                                   opened.report.msg.provider_output)
         if refusal is not None:
@@ -283,6 +283,12 @@ class ReportReceiver:
             return "not re-checked: provider already excluded"
         if not self.reporter_rate.admit(opened.reporter, self.clock_ms()):
             return "not re-checked: reporter over its rate"
+        return self._budget_spent(opened.reporter, proven)
+
+    def _budget_spent(self, reporter: str, proven: bool) -> str | None:
+        """Why the re-run budget lets no re-run of `reporter`'s start now (None: it does)."""
+        if self.budget.share_ms(reporter, self.clock_ms()) <= 0:  # attack 80
+            return "not re-checked: reporter's share of the re-run budget spent"
         if not self.budget.available(self.clock_ms(), proven=proven):
             return "not re-checked: re-run budget spent"
         return None

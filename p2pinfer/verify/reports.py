@@ -27,9 +27,11 @@ A receiver believes a report only as far as it can check it:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from p2pinfer.bounded import keep_latest
 from p2pinfer.errors import P2PInferError, ProtocolError
 from p2pinfer.protocol import CheckReport, JobRequest, Metric, RequestLimits, check_report_age
 from p2pinfer.protocol.codec import Evidence, Signed, Signer, decode_as, open_evidence, sign
@@ -88,6 +90,16 @@ RECHECK_MIN_START_MS = 1_000
 #: within every other limit spends the rest, and the proven still find engine time
 #: (attack 73). Unproven reporters keep the whole rate: only their burst is halved.
 RECHECK_PROVEN_SHARE = 0.5
+#: The share of the budget (rate and burst) one reporter's re-runs may take: a reporter
+#: proven here, whose reports keep confirming (fraud its own Sybil provider commits on
+#: purpose confirms too), could otherwise spend the whole kept half with 6 long re-runs
+#: a minute, and the other proven reporters' reports were dropped (attack 80). A
+#: reporter may start a re-run while its share is positive; what it took is charged to
+#: the share and the bucket both.
+RECHECK_REPORTER_SHARE = 0.25
+#: Reporters whose share is tracked; the oldest beyond it are forgotten (a fresh key has
+#: a full share anyway, so forgetting one gives it nothing a new key would not have).
+RECHECK_REPORTERS_TRACKED = 10_000
 
 
 def wire_verdict(comparison: Comparison) -> str:
@@ -237,31 +249,47 @@ class RecheckBudget:
     """Engine time for re-runs, all reporters together: a bucket of `burst_ms` that
     refills at `per_min_ms` a minute. A re-run may start while the bucket is positive and
     is charged what it took afterwards (the bucket can go negative: the next re-run waits
-    until it is paid off), so re-runs take at most `per_min_ms` a minute on average."""
+    until it is paid off), so re-runs take at most `per_min_ms` a minute on average.
+    Each reporter also has a share of RECHECK_REPORTER_SHARE of the rate and the burst,
+    charged alike (`share_ms`)."""
 
     def __init__(self, per_min_ms: int = RECHECK_BUDGET_MS_PER_MIN,
                  burst_ms: int = RECHECK_BURST_MS, now_ms: int = 0) -> None:
         self.per_min_ms, self.burst_ms = per_min_ms, burst_ms
         self._level = float(burst_ms)
         self._at = now_ms
+        # reporter -> (its share's level, when): attack 80
+        self._shares: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def _refill(self, level: float, at: int, now_ms: int, part: float) -> float:
+        rate = self.per_min_ms * part / 60_000
+        return min(self.burst_ms * part, level + max(0, now_ms - at) * rate)
 
     def level_ms(self, now_ms: int) -> float:
         """What is in the bucket now (negative: overdrawn)."""
-        elapsed = max(0, now_ms - self._at)
-        self._level = min(float(self.burst_ms), self._level + elapsed * self.per_min_ms / 60_000)
+        self._level = self._refill(self._level, self._at, now_ms, 1.0)
         self._at = max(self._at, now_ms)
         return self._level
+
+    def share_ms(self, reporter: str, now_ms: int) -> float:
+        """What is left of `reporter`'s share now (negative: overdrawn)."""
+        level, at = self._shares.get(reporter, (self.burst_ms * RECHECK_REPORTER_SHARE, now_ms))
+        return self._refill(level, at, now_ms, RECHECK_REPORTER_SHARE)
 
     def available(self, now_ms: int, *, proven: bool = True) -> bool:
         """Whether a re-run may start now: at least RECHECK_MIN_START_MS in the bucket
         (less is not worth starting a run that will be cut), above the share kept for
-        proven reporters unless the report's reporter is one (`proven`)."""
+        proven reporters unless the report's reporter is one (`proven`). The reporter's
+        own share (`share_ms`) is asked apart."""
         kept = 0.0 if proven else self.burst_ms * RECHECK_PROVEN_SHARE
         return self.level_ms(now_ms) >= RECHECK_MIN_START_MS + kept
 
-    def charge(self, spent_ms: float, now_ms: int) -> None:
-        """Take what a re-run took out of the bucket."""
+    def charge(self, spent_ms: float, now_ms: int, reporter: str | None = None) -> None:
+        """Take what a re-run took out of the bucket, and out of `reporter`'s share."""
         self._level = self.level_ms(now_ms) - max(0.0, spent_ms)
+        if reporter is not None:
+            left = self.share_ms(reporter, now_ms) - max(0.0, spent_ms)
+            keep_latest(self._shares, reporter, (left, now_ms), RECHECK_REPORTERS_TRACKED)
 
 
 class ReportWindow:

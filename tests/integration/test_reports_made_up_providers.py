@@ -39,7 +39,7 @@ from p2pinfer.testing.tiny_model import write_tiny_model
 from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.report_receiver import ReportReceiver
-from p2pinfer.verify.reports import RecheckBudget
+from p2pinfer.verify.reports import RecheckBudget, ReporterRate
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.net_helpers import make_advert, now_ms
 from tests.support.attack_reports import ReportShape, made_up_report
@@ -140,3 +140,47 @@ async def test_a_flood_from_unproven_reporters_leaves_engine_time_for_proven_one
         await engine.aclose()
     assert said[spent] == 1 and said["re-checked: fraud confirmed"] >= 1, said
     assert genuine == "re-checked: fraud confirmed"  # the budget spent, on the old code
+
+
+async def test_one_proven_reporter_cannot_spend_the_engine_time_kept_for_the_proven(
+    tmp_path: Path,
+) -> None:
+    """Attack 80: weight is earned by reports this node re-ran and confirmed, and fraud a
+    reporter's own Sybil provider commits on purpose confirms too, so a reporter can
+    become proven here cheaply. Its reports then drew on the half of the budget kept
+    for the proven (attack 73), 6 re-runs a minute, each up to the re-run limits (a long
+    one takes seconds on SmolLM2), and another proven reporter's genuine report was
+    dropped unjudged. Now each reporter's re-runs take at most a quarter of the budget.
+    The tiny model's ~6 ms re-runs stand in for long ones: the rate of 6 a minute per
+    reporter is lifted here, so that engine time is the only bound left."""
+    path = tmp_path / "tiny.gguf"
+    write_tiny_model(path, seed=0)
+    engine = EmbeddedBackend([ModelSource(MODEL, path)])
+    farmed, honest = NodeIdentity.generate(), NodeIdentity.generate()
+    said: Counter[str] = Counter()
+    with trio.fail_after(240), ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        for reporter in (farmed, honest):  # two confirmed reports each, earlier
+            for _ in range(2):
+                book.record_report_check(reporter.peer_id, confirmed=True)
+        async with run_host(NetConfig(NodeIdentity.generate())) as net:
+            node = receiver(net, engine, book, None)
+            node.budget = RecheckBudget(per_min_ms=0, burst_ms=2_400, now_ms=now_ms())
+            node.reporter_rate = ReporterRate(count=100_000)
+
+            def in_catalog() -> NodeIdentity:  # the attacker's own cheating providers
+                provider = NodeIdentity.generate()
+                net.catalog.admit(verify_advert(make_advert(provider, 1,
+                                                            models=((MODEL, 100),))))
+                return provider
+
+            confirmed = "re-checked: fraud confirmed"
+            while sum(said.values()) < 1_000:
+                what = await node.receive_report(made_up(in_catalog(), farmed))
+                said[what] += 1
+                if what != confirmed:
+                    break
+            genuine = await node.receive_report(made_up(in_catalog(), honest))
+        await engine.aclose()
+    assert genuine == confirmed, (genuine, said)  # "re-run budget spent" on the old code
+    assert said[confirmed] >= 5, said  # the farmed reporter's confirmed reports ran
+    assert said["not re-checked: reporter's share of the re-run budget spent"] == 1, said

@@ -14,6 +14,7 @@ from p2pinfer.identity import NodeIdentity
 from p2pinfer.market.ledger import Ledger
 from p2pinfer.protocol import ChatTurn, JobParams, JobRequest, RequestLimits
 from p2pinfer.verify import breaker as B
+from p2pinfer.verify import reports
 from p2pinfer.verify.reports import (
     MAX_REPORT_WEIGHT_PM,
     RecheckBudget,
@@ -130,6 +131,39 @@ def test_half_the_burst_is_kept_for_reporters_proven_here() -> None:
     assert budget.available(NOW + 60_000, proven=True)  # +10 s: 10.95 s
     assert not budget.available(NOW + 60_000, proven=False)
     assert budget.available(NOW + 61_000, proven=False)  # the rate refills both
+
+
+def test_one_reporter_takes_a_quarter_of_the_budget_at_most() -> None:
+    # Attack 80: a reporter proven here could spend all the engine time kept for the
+    # proven; its own share (a quarter of the burst and of the rate) bounds it.
+    budget = RecheckBudget(per_min_ms=10_000, burst_ms=20_000, now_ms=NOW)
+    assert budget.share_ms("farmed", NOW) == 5_000
+    budget.charge(3_000, NOW, "farmed")
+    assert budget.share_ms("farmed", NOW) == 2_000  # still positive: may start one more
+    budget.charge(6_000, NOW, "farmed")  # one long run overdraws its share
+    assert budget.share_ms("farmed", NOW) == -4_000
+    assert budget.share_ms("honest", NOW) == 5_000 and budget.available(NOW)
+    assert budget.share_ms("farmed", NOW + 96_000) == 0  # 2.5 s a minute pays it back
+    assert budget.share_ms("farmed", NOW + 97_000) > 0
+    assert budget.share_ms("farmed", NOW + 3_600_000) == 5_000  # a full share, no more
+    # Over an hour one reporter gets its share's rate, whatever it sends.
+    budget, spent, t = RecheckBudget(per_min_ms=10_000, burst_ms=20_000, now_ms=NOW), 0, NOW
+    while t < NOW + 3_600_000:
+        if budget.share_ms("farmed", t) > 0 and budget.available(t):
+            budget.charge(1_000, t, "farmed")
+            spent += 1_000
+        t += 100
+    assert spent <= 5_000 + 60 * 2_500 + 1_000
+
+
+def test_reporter_shares_are_tracked_for_a_bounded_number_of_reporters(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reports, "RECHECK_REPORTERS_TRACKED", 3)
+    budget = RecheckBudget(per_min_ms=0, burst_ms=20_000, now_ms=NOW)
+    for name in ("a", "b", "c", "d"):
+        budget.charge(1_000, NOW, name)
+    assert budget.share_ms("a", NOW) == 5_000  # the oldest forgotten: a full share again
+    assert budget.share_ms("d", NOW) == 4_000
 
 
 def test_the_budget_over_an_hour_is_the_rate() -> None:
