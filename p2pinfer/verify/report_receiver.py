@@ -41,12 +41,13 @@ from p2pinfer.verify.reports import (
     RecheckBudget,
     ReporterRate,
     ReportWindow,
+    earns_weight,
     open_report,
     recheck_refusal,
     reporter_weight_pm,
     try_open,
 )
-from p2pinfer.verify.reputation import Outcome
+from p2pinfer.verify.reputation import Outcome, PeerReputation
 from p2pinfer.verify.reputation_store import ReputationBook
 
 if TYPE_CHECKING:
@@ -261,7 +262,11 @@ class ReportReceiver:
             await self._record_report_check(opened.reporter, confirmed=False)
             return self._note(opened.reporter, opened.provider, "re-checked: report was false")
         await self.record(opened.provider, Outcome.CHECK_FAILED, 1000)
-        await self._record_report_check(opened.reporter, confirmed=True)
+        if await self._had_standing(opened.provider, record):
+            await self._record_report_check(opened.reporter, confirmed=True)
+        else:  # attack 81: a stranger's fraud may be the reporter's own, made to farm weight
+            log.info("reporter earns nothing: provider had no standing here reporter=%s "
+                     "provider=%s", opened.reporter, opened.provider)
         if self.ledger is not None and self.config.slash_on_fraud:
             await self._slash(opened.provider, opened.report.raw, opened.evidence.result.hash)
         return self._note(opened.reporter, opened.provider, "re-checked: fraud confirmed")
@@ -343,6 +348,20 @@ class ReportReceiver:
             await trio.to_thread.run_sync(write, limiter=self._db)
         except P2PInferError as exc:  # DuplicateEntryError: this proof was slashed before
             log.info("slash not recorded provider=%s error=%s", provider, exc)
+
+    async def _had_standing(self, provider: str, before: PeerReputation) -> bool:
+        """`earns_weight` for `provider`, its record `before` the conviction and the stake
+        this node's ledger credits it with (read only when the record has no history)."""
+        if earns_weight(before) or self.ledger is None:
+            return earns_weight(before)
+        ledger, key = self.ledger, public_key_from_peer_id(provider)
+        try:
+            stake = await trio.to_thread.run_sync(lambda: ledger.stake_of(key).effective,
+                                                  limiter=self._db)
+        except P2PInferError as exc:
+            log.warning("stake not read peer=%s error=%s", provider, exc)
+            return False
+        return earns_weight(before, stake)
 
     async def _record_report_check(self, reporter: str, *, confirmed: bool) -> None:
         book = self.book

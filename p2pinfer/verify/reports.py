@@ -194,6 +194,16 @@ def reporter_weight_pm(record: ReporterRecord, reputation: PeerReputation | None
     return max(0, min(MAX_REPORT_WEIGHT_PM, net * WEIGHT_PER_CONFIRMED_PM))
 
 
+def earns_weight(provider: PeerReputation, credited_stake: int = 0) -> bool:
+    """Whether confirming fraud by `provider` earns its reporter a confirmation: only if
+    the provider had something to lose here before (attack 81). Fraud is free to commit
+    on purpose by a fresh provider key of one's own, so a conviction of a stranger
+    proves nothing about the reporter; one of a provider that had served this node
+    well or passed its checks (`provider`, its record before the conviction), or whose
+    stake this node's ledger credits (`credited_stake`, then slashed), does."""
+    return provider.jobs_ok + provider.checks_passed > 0 or credited_stake > 0
+
+
 def recheck_refusal(request: JobRequest, limits: RequestLimits, output: str = "") -> str | None:
     """Why this node will not re-run `request` (None: it may): the limits its job server
     applies to a paid request (prompt size, messages, max_tokens, stop strings, lifetime;

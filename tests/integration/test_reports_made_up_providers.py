@@ -40,6 +40,7 @@ from p2pinfer.verify.config import VerifyConfig
 from p2pinfer.verify.engine_gate import EngineGate
 from p2pinfer.verify.report_receiver import ReportReceiver
 from p2pinfer.verify.reports import RecheckBudget, ReporterRate
+from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.net_helpers import make_advert, now_ms
 from tests.support.attack_reports import ReportShape, made_up_report
@@ -89,14 +90,19 @@ async def test_reports_about_made_up_providers_spend_no_engine_and_grow_no_table
             budget_after_made_up = node.budget.level_ms(now_ms())
             # Reports about a provider the node knows are still re-run, until it is
             # excluded here (two confirmed frauds open its breaker).
-            confirmed = [await node.receive_report(made_up(known)) for _ in range(3)]
+            reporter = NodeIdentity.generate()
+            confirmed = [await node.receive_report(made_up(known, reporter)) for _ in range(3)]
         rows = [rec.peer_id for rec in book.peers()]
+        # Its stake is credited here, so convicting it earned the reporter a confirmation
+        # (attack 81); the first slash took all of it, so the second earned nothing.
+        earned = book.reporter(reporter.peer_id).confirmed
         slashes = [e.body for e in ledger.entries() if e.kind == "slash"]
         await engine.aclose()
     assert said == {"not re-checked: provider not in the catalog": 8}, said
     assert budget_after_made_up >= budget  # no engine time went to them
     assert confirmed == ["re-checked: fraud confirmed"] * 2 + [
         "not re-checked: provider already excluded"]
+    assert earned == 1
     # One reputation row for the provider (reporters of re-run reports are kept in the
     # reporters table); its first slash takes the stake this ledger credits it with,
     # and the second finds none left.
@@ -184,3 +190,44 @@ async def test_one_proven_reporter_cannot_spend_the_engine_time_kept_for_the_pro
     assert genuine == confirmed, (genuine, said)  # "re-run budget spent" on the old code
     assert said[confirmed] >= 5, said  # the farmed reporter's confirmed reports ran
     assert said["not re-checked: reporter's share of the re-run budget spent"] == 1, said
+
+
+async def test_fraud_by_a_stranger_earns_its_reporter_no_weight(tmp_path: Path) -> None:
+    """Attack 81: a report this node re-ran and confirmed earned its reporter weight, and
+    fraud is free to commit on purpose: a reporter's own fresh providers (advertised at
+    AdvertGate's pace) cheat on its requests, it reports them, and two confirmations
+    later its unconfirmed reports about models this node does not serve (so cannot
+    re-run) count against honest providers. Now a confirmation earns weight only when
+    the convicted provider had something to lose here: it had served this node well or
+    passed its checks, or this node's ledger credits its stake."""
+    path = tmp_path / "tiny.gguf"
+    write_tiny_model(path, seed=0)
+    engine = EmbeddedBackend([ModelSource(MODEL, path)])
+    other = "other:latest"  # a model this node does not serve
+    farmer, vouched = NodeIdentity.generate(), NodeIdentity.generate()
+    honest, known = NodeIdentity.generate(), NodeIdentity.generate()
+    with trio.fail_after(120), ReputationBook.open(tmp_path / "rep.sqlite3") as book:
+        book.record(known.peer_id, Outcome.JOB_SUCCEEDED)  # it served this node well
+        async with run_host(NetConfig(NodeIdentity.generate())) as net:
+            node = receiver(net, engine, book, None)
+            for provider, model in ((honest, other), (known, MODEL)):
+                net.catalog.admit(verify_advert(make_advert(provider, 1,
+                                                            models=((model, 100),))))
+            own = []
+            for _ in range(2):  # the farmer's own providers, cheating on purpose
+                own.append(NodeIdentity.generate())
+                net.catalog.admit(verify_advert(make_advert(own[-1], 1,
+                                                            models=((MODEL, 100),))))
+            farming = [await node.receive_report(made_up(p, farmer)) for p in own]
+            smear = made_up_report(SMALL, now_ms(), other, honest, farmer).raw
+            smeared = await node.receive_report(smear)
+            earned = await node.receive_report(made_up(known, vouched))
+            vouch = made_up_report(SMALL, now_ms(), other, honest, vouched).raw
+            counted = await node.receive_report(vouch)
+        honest_record = book.get(honest.peer_id)
+        await engine.aclose()
+    assert farming == ["re-checked: fraud confirmed"] * 2  # the frauds are still judged
+    assert smeared == "ignored: reporter untrusted"  # "counted: weight 200" on the old code
+    # A reporter that convicted a provider this node had trusted earns weight as before.
+    assert earned == "re-checked: fraud confirmed" and counted == "counted: weight 100"
+    assert honest_record.checks_failed == 1  # the vouched reporter's report alone

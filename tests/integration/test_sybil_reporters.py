@@ -34,6 +34,7 @@ from p2pinfer.validator.checker import TargetedClient, Verifier
 from p2pinfer.verify.breaker import BreakerState
 from p2pinfer.verify.compare import compare_outputs
 from p2pinfer.verify.reports import build_report
+from p2pinfer.verify.reputation import Outcome
 from p2pinfer.verify.reputation_store import ReputationBook
 from tests.integration.job_helpers import (
     FAKE_MODEL,
@@ -111,6 +112,9 @@ async def test_one_fraud_proof_earns_its_reporter_one_confirmation(tmp_path: Pat
             net, plain, ledger = await start_consumer(stack, tmp_path, (cheat.net.addrs()[0],))
             await wait_for_providers(net, MODEL, 1)
             book = stack.enter_context(ReputationBook.open(tmp_path / "rep.sqlite3"))
+            # It had served this node well before it cheated: convicting it earns weight
+            # (a stranger's fraud earns none: attack 81).
+            book.record(cheat.net.peer_id, Outcome.JOB_SUCCEEDED)
             receiver = Verifier(net, plain.identity, plain, backend=engine(tmp_path),
                                 models=frozenset({MODEL}), reputation=book, ledger=ledger)
             reporter, other = NodeIdentity.generate(), NodeIdentity.generate()

@@ -5,6 +5,7 @@ paid jobs (verify/engine_gate.py): test_reports_engine_gate.py."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from p2pinfer.verify.reports import (
     MAX_REPORT_WEIGHT_PM,
     RecheckBudget,
     ReporterRate,
+    earns_weight,
     recheck_refusal,
     reporter_weight_pm,
 )
@@ -164,6 +166,16 @@ def test_reporter_shares_are_tracked_for_a_bounded_number_of_reporters(
         budget.charge(1_000, NOW, name)
     assert budget.share_ms("a", NOW) == 5_000  # the oldest forgotten: a full share again
     assert budget.share_ms("d", NOW) == 4_000
+
+
+def test_a_conviction_earns_weight_only_where_the_provider_had_something_to_lose() -> None:
+    # Attack 81: a stranger's fraud may be the reporter's own, committed to farm weight.
+    stranger = PeerReputation("p", 950_000, NOW, NOW)
+    assert not earns_weight(stranger)
+    assert earns_weight(replace(stranger, jobs_ok=1))  # it had served this node well
+    assert earns_weight(replace(stranger, checks_passed=1))  # or passed its checks
+    assert earns_weight(stranger, credited_stake=1)  # or this ledger credits its stake
+    assert not earns_weight(replace(stranger, jobs_failed=3, checks_failed=2))
 
 
 def test_the_budget_over_an_hour_is_the_rate() -> None:
