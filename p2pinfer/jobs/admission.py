@@ -281,6 +281,7 @@ class ConsumerGate:
         """The job is over (call once). A result that was never paid bans the key."""
         _decrement(self._awaiting if ticket.awaiting else self._inflight, ticket.key)
         if ticket.unpaid:
-            self.ban(ticket.key, now_ms + self.ban_ms)
+            until = now_ms + self.ban_ms
+            self.ban(ticket.key, until)
             if self.on_ban is not None:
-                self.on_ban(ticket.key, now_ms + self.ban_ms)
+                self.on_ban(ticket.key, until)

@@ -352,8 +352,10 @@ class ReportReceiver:
     async def _had_standing(self, provider: str, before: PeerReputation) -> bool:
         """`earns_weight` for `provider`, its record `before` the conviction and the stake
         this node's ledger credits it with (read only when the record has no history)."""
-        if earns_weight(before) or self.ledger is None:
-            return earns_weight(before)
+        if earns_weight(before):
+            return True
+        if self.ledger is None:
+            return False
         ledger, key = self.ledger, public_key_from_peer_id(provider)
         try:
             stake = await trio.to_thread.run_sync(lambda: ledger.stake_of(key).effective,

@@ -97,8 +97,9 @@ RECHECK_PROVEN_SHARE = 0.5
 #: reporter may start a re-run while its share is positive; what it took is charged to
 #: the share and the bucket both.
 RECHECK_REPORTER_SHARE = 0.25
-#: Reporters whose share is tracked; the oldest beyond it are forgotten (a fresh key has
-#: a full share anyway, so forgetting one gives it nothing a new key would not have).
+#: Reporters whose share is tracked; the one charged longest ago is forgotten beyond it
+#: (a full share again: that takes this many other reporters' re-runs since its last,
+#: which the budget spaces out).
 RECHECK_REPORTERS_TRACKED = 10_000
 
 
