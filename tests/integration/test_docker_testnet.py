@@ -31,8 +31,9 @@ NODES = 5
 START_TIMEOUT_S = 600.0
 JOB_TIMEOUT_S = 300.0
 #: The solo provider's `--advert-ttl` (the default, 120 s, made this test wait two minutes
-#: for the cut), and the catalog's expiry sweep (NetConfig.expire_interval_s).
-ADVERT_TTL_S = 30.0
+#: for the cut; three of its 5 s advert intervals now), and the catalog's expiry sweep
+#: (NetConfig.expire_interval_s).
+ADVERT_TTL_S = 15.0
 EXPIRE_SWEEP_S = 5.0
 #: A provider back on the network: a bootstrap retry (30 s) after py-libp2p's negative
 #: dial cache (60 s) lapses, then an advert (30 s).
