@@ -111,6 +111,8 @@ DEFAULT_BAN_MS = 10 * 60_000
 #: bounded memory; a key forgotten early only gets one more free job, still under
 #: FREE_JOBS_PER_MINUTE.
 KEY_MEMORY = 50_000
+#: Why a key is refused (`ConsumerGate.admit`'s wording, and the journal's: jobs/refusals.py).
+UNPAID_WHY = "took a result and sent no receipt"
 #: Charges a restarted provider reads back from its ledger: their keys are payers again.
 RESTART_PAYERS = 2_000  # ~0.1 s to read back on this 2-core VM
 
@@ -182,7 +184,7 @@ class ConsumerGate:
         self._banned: OrderedDict[bytes, int] = OrderedDict()  # key -> refused until ms
         self._free_starts: deque[int] = deque()  # ms each free job started, last minute
         self.free_jobs = 0  # free jobs admitted since start (for logs and tests)
-        # Told (key, until ms) of each refusal `release` makes: jobs/refusals.py journals it.
+        # Told (key, until ms) of each refusal `ban` makes: jobs/refusals.py journals it.
         self.on_ban: Callable[[bytes, int], None] | None = None
 
     def is_payer(self, key: bytes) -> bool:
@@ -200,8 +202,8 @@ class ConsumerGate:
         if until is not None:
             if now_ms < until:
                 raise Refused("insufficient_credit",
-                              f"this key took a result and sent no receipt; refused for "
-                              f"{(until - now_ms) // 1000} s more")
+                              f"this key {UNPAID_WHY}; refused for {(until - now_ms) // 1000} s "
+                              "more")
             del self._banned[key]
         held = self._inflight.get(key, 0)
         if key in self._payers or covered:
@@ -273,15 +275,15 @@ class ConsumerGate:
                 self._free_used.pop(ticket.key, None)
 
     def ban(self, key: bytes, until_ms: int) -> None:
-        """Refuse `key` until `until_ms`; it is no payer here meanwhile, nor after."""
+        """Refuse `key` until `until_ms`; it is no payer here meanwhile, nor after.
+        `on_ban` is told."""
         keep_latest(self._banned, key, until_ms, KEY_MEMORY)
         self._payers.pop(key, None)
+        if self.on_ban is not None:
+            self.on_ban(key, until_ms)
 
     def release(self, ticket: Ticket, now_ms: int) -> None:
         """The job is over (call once). A result that was never paid bans the key."""
         _decrement(self._awaiting if ticket.awaiting else self._inflight, ticket.key)
         if ticket.unpaid:
-            until = now_ms + self.ban_ms
-            self.ban(ticket.key, until)
-            if self.on_ban is not None:
-                self.on_ban(ticket.key, until)
+            self.ban(ticket.key, now_ms + self.ban_ms)

@@ -25,7 +25,7 @@ import trio
 from trio_typing import TaskStatus
 
 from p2pinfer.errors import StoreError
-from p2pinfer.jobs.admission import KEY_MEMORY, ConsumerGate
+from p2pinfer.jobs.admission import KEY_MEMORY, UNPAID_WHY, ConsumerGate
 from p2pinfer.settle.channels import ChannelBook
 from p2pinfer.verify.reputation_store import ReputationBook
 
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 KEY = "key:"
 ACCOUNT = "account:"
-#: The gate's own refusal wording (what `ConsumerGate.admit` says to the key).
-KEY_WHY = "took a result and sent no receipt"
 
 
 def _wall_ms() -> int:
@@ -55,7 +53,7 @@ class RefusalJournal:
 
     def note_key(self, key: bytes, until_ms: int) -> None:
         """The gate refused `key` until `until_ms` (unix ms, the job server's clock)."""
-        self._note((KEY + key.hex(), until_ms, KEY_WHY))
+        self._note((KEY + key.hex(), until_ms, UNPAID_WHY))
 
     def note_account(self, account: str, for_s: float, why: str) -> None:
         """The channel book refused payer `account` for `for_s` from now, saying `why`."""
