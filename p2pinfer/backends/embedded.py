@@ -28,10 +28,11 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -64,6 +65,8 @@ from p2pinfer.backends.tools import prompt_messages
 from p2pinfer.errors import BackendError, EngineResponseError, ModelNotFound
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Tokens per decode when scoring work a paid job may pre-empt: at SmolLM2's ~300 prompt
 #: tokens/s on 2 cores, about 0.2 s before a cancelled pass lets the engine go.
@@ -217,36 +220,13 @@ class EmbeddedBackend(EngineThreadWork):
         # Like a generation: in a worker thread, under the same limiter and model lock.
         # Cancelled, the pass stops before its next chunk (None); pre-emptible work
         # decodes in chunks of PREEMPTIBLE_SCORE_CHUNK tokens so that is soon.
-        stop = threading.Event()
         chunk = PREEMPTIBLE_SCORE_CHUNK if preemptible_work.get() else None
-
-        async def stop_when_cancelled() -> None:
-            try:
-                await trio.sleep_forever()
-            finally:
-                stop.set()
-
-        score: TextScore | None = None
-        error: BackendError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_when_cancelled)
-            try:
-                score = await trio.to_thread.run_sync(
-                    self._score_in_thread, entry, kind, payload, answer, stop, chunk,
-                    limiter=self._limiter)
-            except BackendError as exc:
-                # Raised below, outside the nursery: inside, a cancellation arriving at
-                # the same time would put both in one group, which callers catching
-                # BackendError would not catch.
-                error = exc
-            finally:
-                nursery.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        return score
+        return await self._stoppable(
+            lambda stop: self._score_in_thread(entry, kind, payload, answer, stop, chunk))
 
     async def embed(self, model: str, inputs: Sequence[str]) -> Embeddings:
-        """One L2-normalised vector per input (only with `embedding=True`)."""
+        """One L2-normalised vector per input (only with `embedding=True`). Cancelled,
+        the engine stops after the batch it is decoding (llama_embed.py, attack 82)."""
         entry = self._lookup(model)
         if not self._embedding:
             raise ModelNotFound(f"model '{model}' does not embed on this engine")
@@ -256,8 +236,39 @@ class EmbeddedBackend(EngineThreadWork):
             embedder = self._embedders[key] = EmbeddingEngine(
                 entry.source.name, entry.source.path, n_ctx=self._n_ctx,
                 n_threads=self._n_threads, options=self._llama_options)
-        return await trio.to_thread.run_sync(embedder.embed, list(inputs),
-                                             limiter=self._limiter)
+        embeddings = await self._stoppable(partial(embedder.embed, list(inputs)))
+        if embeddings is None:  # stopped, so cancelled: raises Cancelled here
+            await trio.lowlevel.checkpoint()
+            raise EngineResponseError(f"{model} stopped embedding")
+        return embeddings
+
+    async def _stoppable(self, work: Callable[[threading.Event], _T | None]) -> _T | None:
+        """`work(stop)` in a worker thread under the engine's limiter; a
+        cancellation sets `stop` and waits for `work` to notice it and return."""
+        stop = threading.Event()
+
+        async def stop_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+
+        result: _T | None = None
+        error: BackendError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_when_cancelled)
+            try:
+                result = await trio.to_thread.run_sync(work, stop, limiter=self._limiter)
+            except BackendError as exc:
+                # Raised below, outside the nursery: inside, a cancellation arriving at
+                # the same time would put both in one group, which callers catching
+                # BackendError would not catch.
+                error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return result
 
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""

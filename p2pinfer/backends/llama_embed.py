@@ -2,12 +2,20 @@
 `embedding=True` and mean pooling (a generating instance cannot also pool: llama.cpp
 fixes both when the context is made). Loaded on first use, like the generating one;
 each input is its own sequence, truncated to the context, and the vectors come out
-L2-normalised, as Ollama's `/api/embed` gives them."""
+L2-normalised, as Ollama's `/api/embed` gives them.
+
+llama.cpp decodes many inputs as one batch (up to n_batch tokens) and one batch cannot
+be interrupted; a job's inputs together (128 texts of up to n_ctx tokens) took minutes
+of the engine in one call. So the inputs go to llama-cpp-python's `embed` a batch at a
+time, grouped as it groups them itself (the same batches, so the same vectors), and a
+`stop` event set between batches ends the work: a free job pre-empted by a paying one,
+or a consumer gone, lets the engine go after one batch, as a generation does after one
+token (attack 82)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +53,54 @@ class EmbeddingEngine:
                 raise EngineResponseError(f"cannot load {self.name} to embed: {exc}") from None
         return self._llama
 
-    def embed(self, inputs: Sequence[str]) -> Embeddings:
-        """Vectors for `inputs` (call from a worker thread); BadRequestError for an empty
-        text (llama.cpp cannot decode zero tokens)."""
+    def embed(
+        self, inputs: Sequence[str], stop: threading.Event | None = None
+    ) -> Embeddings | None:
+        """Vectors for `inputs` (call from a worker thread), or None once `stop` is set
+        (checked before each batch); BadRequestError for an empty text (llama.cpp cannot
+        decode zero tokens)."""
         if any(not text for text in inputs):
             raise BadRequestError("an input to embed is empty")
+        vectors: list[tuple[float, ...]] = []
+        tokens = 0
         with self._lock:
             llama = self._load()
             try:
-                vectors, tokens = llama.embed(list(inputs), normalize=True, truncate=True,
-                                              return_count=True)
+                for batch in decode_batches(llama, inputs):
+                    if stop is not None and stop.is_set():
+                        return None
+                    got, count = llama.embed(batch, normalize=True, truncate=True,
+                                             return_count=True)
+                    vectors.extend(tuple(float(x) for x in v) for v in got)
+                    tokens += int(count)
             except Exception as exc:  # llama-cpp-python raises what the C side left it
                 # A failed decode can leave the context unusable: start the next afresh.
                 self._llama = None
                 llama.close()
                 raise EngineResponseError(f"{self.name} could not embed: {exc}") from None
-        return Embeddings(tuple(tuple(float(x) for x in v) for v in vectors), int(tokens))
+        return Embeddings(tuple(vectors), tokens)
 
     def close(self) -> None:
         with self._lock:
             llama, self._llama = self._llama, None
         if llama is not None:
             llama.close()
+
+
+def decode_batches(llama: Any, inputs: Sequence[str]) -> Iterator[list[str]]:
+    """`inputs` in the groups llama-cpp-python's `Llama.embed` decodes together (0.3.x:
+    texts are added while their tokens, each cut to n_batch, fit in n_batch and the
+    batch holds fewer than n_seq_max sequences), so that embedding group by group
+    decodes the very batches one call would."""
+    n_batch, n_seq_max = llama.n_batch, llama.context_params.n_seq_max
+    batch: list[str] = []
+    held = 0
+    for text in inputs:
+        n_tokens = min(len(llama.tokenize(text.encode("utf-8"))), n_batch)
+        if batch and (held + n_tokens > n_batch or len(batch) >= n_seq_max):
+            yield batch
+            batch, held = [], 0
+        batch.append(text)
+        held += n_tokens
+    if batch:
+        yield batch

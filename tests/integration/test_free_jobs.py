@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.identity import NodeIdentity
 from p2pinfer.jobs.job_server import JobServerConfig
 from p2pinfer.net.compat.inbound_shares import SHARES_ATTR
@@ -33,6 +35,7 @@ from tests.integration.job_helpers import (
     start_provider,
     wait_for_providers,
 )
+from tests.support.backends import needs_engine, smollm2_source
 from tests.support.raw_jobs import first_answer, read_then_leave, signed_request
 from tests.support.waiting import await_until
 
@@ -70,6 +73,41 @@ async def test_a_free_job_gives_its_slot_to_a_paying_job(tmp_path: Path) -> None
                 if not isinstance(msg, Chunk):
                     break
             assert isinstance(frames[-1], JobReject) and frames[-1].code == "busy"
+            await stream.reset()
+            assert "preempted" in [r.outcome for r in provider.server.records]
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.engine
+@needs_engine
+async def test_a_free_embed_job_gives_the_engine_to_a_paying_job_within_one_batch(
+        tmp_path: Path) -> None:
+    """Attack 82 on real hosts and the real engine: a fresh key's one free job, an embed
+    job of 100 long texts, held the engine for all of them (one llama.cpp call; minutes
+    on a CPU, ~28 minutes at the request limits on a 2-core VM), and pre-empting it
+    waited for that call, so a paying job waited too. Now the engine stops after the
+    batch it is decoding: the paying job is served and the free one ends `busy`."""
+    engine = EmbeddedBackend([smollm2_source()], embedding=True, n_ctx=512)
+    texts = tuple(f"{i} " + "7 1 3 " * 90 for i in range(100))  # a ~1 s batch each here
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            stack.push_async_callback(engine.aclose)
+            provider = await start_provider(stack, nursery, engine, tmp_path,
+                                            config=JobServerConfig(max_concurrency=1, queue=4))
+            net, client, _ = await start_consumer(stack, tmp_path, (provider.net.addrs()[0],))
+            await wait_for_providers(net, SMOLLM2, 1)
+            await client.run(SMOLLM2, "pay once", JobParams(max_tokens=2))  # now a payer
+            pid = provider.net.peer_id
+            stream = await net.open_stream(pid, JOB_PROTOCOL_ID)
+            await stream.write(encode_frame(signed_request(
+                NodeIdentity.generate(), pid, SMOLLM2, inputs=texts)))
+            assert isinstance(decode(await stream.read_frame(timeout_s=10)).msg, JobAccept)
+            await trio.sleep(2)  # the embedding instance loaded and decoding
+            with trio.fail_after(45):  # one batch, not the other ~95
+                paying = await client.run(SMOLLM2, "Say hi.", JobParams(max_tokens=3))
+            assert paying.completion_tokens > 0 and not paying.failovers
+            answer = decode(await stream.read_frame(timeout_s=10)).msg
+            assert isinstance(answer, JobReject) and answer.code == "busy"
             await stream.reset()
             assert "preempted" in [r.outcome for r in provider.server.records]
             nursery.cancel_scope.cancel()

@@ -27,14 +27,17 @@ from p2pinfer.protocol import (
 def signed_request(
     identity: NodeIdentity, provider: str, model: str, *, max_tokens: int = 4,
     max_price_per_1k: int = 1_000_000, payer: tuple[bytes, bytes] | None = None,
+    inputs: tuple[str, ...] | None = None,
 ) -> bytes:
     """A valid signed JobRequest for `provider`, as the bytes a consumer would send;
-    `payer`: (payer account, its binding over `identity`'s PeerID) for settlement."""
+    `payer`: (payer account, its binding over `identity`'s PeerID) for settlement;
+    `inputs`: an embed job of these texts instead of a chat."""
     now = time.time_ns() // 1_000_000
     request = JobRequest(
-        job_id=os.urandom(16), provider=provider, model=model, kind="chat",
+        job_id=os.urandom(16), provider=provider, model=model,
+        kind="chat" if inputs is None else "embed",
         max_price_per_1k=max_price_per_1k, issued_at=now, expires_at=now + 60_000,
-        messages=(ChatTurn("user", "hello"),),
+        messages=(ChatTurn("user", "hello"),) if inputs is None else (), inputs=inputs,
         params=JobParams(max_tokens=max_tokens, temperature=0.0),
         payer=payer[0] if payer else None, payer_binding=payer[1] if payer else None,
     )

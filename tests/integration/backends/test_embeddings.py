@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from p2pinfer.backends.embedded import EmbeddedBackend
+from p2pinfer.backends.llama_embed import decode_batches
 from p2pinfer.backends.models import SMOLLM2
 from p2pinfer.backends.ollama import OllamaBackend
 from p2pinfer.backends.openai_compat import OpenAICompatBackend
@@ -81,3 +83,42 @@ async def test_empty_and_overlong_inputs(model_cache: Path) -> None:
         assert len(after.vectors) == 3
     finally:
         await small.aclose()
+
+
+async def test_embedding_batch_by_batch_decodes_what_one_call_would(model_cache: Path) -> None:
+    """The inputs go to llama.cpp a batch at a time (to stop between batches: attack 82),
+    grouped as llama-cpp-python groups them: the vectors are those of one call."""
+    small = EmbeddedBackend([smollm2_source()], cache_dir=model_cache, embedding=True, n_ctx=128)
+    inputs = ["word " * 100, *TEXTS, "token " * 60, "A blue pear.", "x " * 300, "Fine."]
+    try:
+        got = await small.embed(SMOLLM2, inputs)
+        llama = small._embedders[SMOLLM2]._load()
+        assert len(list(decode_batches(llama, inputs))) >= 4
+        whole, tokens = llama.embed(inputs, normalize=True, truncate=True, return_count=True)
+        assert got.vectors == tuple(tuple(v) for v in whole) and got.prompt_tokens == tokens
+    finally:
+        await small.aclose()
+
+
+async def test_a_cancelled_embedding_lets_the_engine_go_after_one_batch(
+    model_cache: Path,
+) -> None:
+    """Attack 82: a job's inputs are up to 128 texts of up to a context each (minutes of
+    the engine on a CPU); cancelled (a free job pre-empted, its consumer gone), the
+    engine stops after the batch it is decoding and the next job runs. On the code
+    before, one llama.cpp call embedded them all and the cancel waited for it."""
+    engine = EmbeddedBackend([smollm2_source()], cache_dir=model_cache, embedding=True,
+                             n_ctx=512)
+    inputs = [f"{i} " + "7 1 3 " * 90 for i in range(60)]  # ~500 tokens: a batch each
+    try:
+        await engine.embed(SMOLLM2, ["load the embedding instance"])
+        started = trio.current_time()
+        with trio.move_on_after(1):
+            await engine.embed(SMOLLM2, inputs)
+            raise AssertionError("60 batches embedded in a second")
+        # One batch of ~500 tokens takes ~2 s here; all 60, minutes.
+        assert trio.current_time() - started < 30
+        with trio.fail_after(30):
+            assert len((await engine.embed(SMOLLM2, TEXTS)).vectors) == 3
+    finally:
+        await engine.aclose()
