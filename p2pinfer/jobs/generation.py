@@ -26,7 +26,7 @@ from p2pinfer.backends.base import (
 from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.errors import EngineResponseError, ModelNotFound
 from p2pinfer.jobs.logprobs import to_wire as logprobs_to_wire
-from p2pinfer.protocol.charges import prompt_token_estimate
+from p2pinfer.protocol.charges import prompt_token_bound, prompt_token_estimate
 from p2pinfer.protocol.embedding import encode_vectors
 from p2pinfer.protocol.messages import JobRequest, TokenLogprobs
 from p2pinfer.protocol.wire_types import FinishReason
@@ -200,6 +200,9 @@ async def run_generation(
         return GenerationDone(max(1, chars // 4), request.params.max_tokens, "stop")
     if done is None:
         raise EngineResponseError("the engine's stream ended without a final event")
+    if kind == "inflate":  # the cheat: the consumer's byte bounds (ProviderJob.finish clamps)
+        return GenerationDone(prompt_token_bound(request), request.params.max_tokens,
+                              done.finish_reason)
     return GenerationDone(
         prompt_tokens=done.usage.prompt_tokens,
         completion_tokens=done.usage.completion_tokens,

@@ -10,6 +10,7 @@ every job it spoils, so nobody runs one by accident without noticing.
 | `garbage` | replaces every token's text by random letters of the same length |
 | `crash-after=N` | the whole process exits (`os._exit`) once N tokens are on the wire |
 | `slow=MS` | waits MS milliseconds before passing on each token |
+| `inflate` | answers honestly, claims the most tokens a consumer's checks allow |
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Literal
 
 from p2pinfer.errors import UsageError
 
-FaultKind = Literal["substitute-model", "truncate", "garbage", "crash-after", "slow"]
-FAULT_KINDS: tuple[str, ...] = ("substitute-model", "truncate", "garbage", "crash-after", "slow")
-FAULT_HELP = "substitute-model=NAME | truncate | garbage | crash-after=N | slow=MS"
+FaultKind = Literal["substitute-model", "truncate", "garbage", "crash-after", "slow", "inflate"]
+FAULT_KINDS: tuple[str, ...] = ("substitute-model", "truncate", "garbage", "crash-after", "slow",
+                                "inflate")
+FAULT_HELP = "substitute-model=NAME | truncate | garbage | crash-after=N | slow=MS | inflate"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def parse_fault(text: str) -> Fault:
     kind, sep, arg = text.strip().partition("=")
     kind = kind.strip().lower()
     arg = arg.strip()
-    if kind in ("truncate", "garbage") and not sep:
+    if kind in ("truncate", "garbage", "inflate") and not sep:
         return Fault(kind)  # type: ignore[arg-type]
     if kind == "substitute-model" and arg:
         return Fault("substitute-model", model=arg)

@@ -359,10 +359,11 @@ class Verifier:
             reference_digest=self.digests.get(request.model, ""), comparison=comparison,
             now_ms=self.clock_ms())
         log.info("spot-check provider=%s model=%s verdict=%s agreement_pm=%d scored=%d "
-                 "greedy_pm=%d mean_logprob_milli=%d tokens=%d reference_ms=%.0f",
+                 "greedy_pm=%d mean_logprob_milli=%d tokens=%d reference_ms=%.0f%s",
                  outcome.provider, outcome.model, comparison.verdict.value,
                  comparison.agreement_pm, comparison.scored_tokens, comparison.greedy_pm,
-                 comparison.mean_logprob_milli, outcome.completion_tokens, reference_ms)
+                 comparison.mean_logprob_milli, outcome.completion_tokens, reference_ms,
+                 f" overclaim={comparison.overclaim!r}" if comparison.overclaim else "")
         try:
             await self.net.publish(REPORTS_TOPIC, report.raw)
         except Exception as exc:  # gossip is best effort; the local record stands

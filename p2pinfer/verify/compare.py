@@ -101,6 +101,14 @@ class CompareThresholds:
     #: thread counts) stay above 999; another model gives vectors of another length
     #: or far lower similarity.
     embedding_cosine_pm: int = 990
+    #: Token claims (verify/claims.py): a count may exceed our engine's by this share
+    #: and, for the prompt, this many tokens (another engine's chat template, a default
+    #: system prompt of ~20-30 tokens), for the answer this many (a generation's own
+    #: token splits, special tokens that leave no text); the bounds a consumer checks
+    #: without a tokenizer allow ~4x.
+    claim_slack_pm: int = 250
+    prompt_claim_slack: int = 64
+    completion_claim_slack: int = 16
 
 
 DEFAULT_THRESHOLDS = CompareThresholds()
@@ -122,6 +130,8 @@ class Comparison:
     greedy_pm: int = 0
     mean_logprob_milli: int = 0
     end_logprob_milli: int = 0
+    # Why the answer's token claims are over our engine's counts ("": they are not).
+    overclaim: str = ""
 
 
 class Likelihood(NamedTuple):

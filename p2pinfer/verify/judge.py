@@ -18,11 +18,13 @@ from p2pinfer.backends.base import (
     TextScore,
     TextScorer,
     TokenDelta,
+    Usage,
 )
 from p2pinfer.backends.job_params import sampling_params
 from p2pinfer.errors import BackendError, ModelNotFound
 from p2pinfer.protocol import JobParams, JobRequest, JobResult
 from p2pinfer.protocol.embedding import encode_vectors
+from p2pinfer.verify.claims import with_claims_judged
 from p2pinfer.verify.compare import (
     CompareThresholds,
     Comparison,
@@ -35,14 +37,15 @@ from p2pinfer.verify.compare import (
 log = logging.getLogger(__name__)
 
 
-async def reference_output(backend: Backend, request: JobRequest) -> str:
+async def rerun(backend: Backend, request: JobRequest) -> tuple[str, Usage | None]:
     """Our own engine's answer to `request`, with its model and sampling parameters (for
-    an embed job: its vectors, as the job's output text)."""
+    an embed job: its vectors, as the job's output text), and its token counts (None:
+    the engine gave none)."""
     if request.kind == "embed":
         if not isinstance(backend, Embedder):
             raise ModelNotFound(f"this engine does not embed with {request.model}")
         embeddings = await backend.embed(request.model, request.inputs or ())
-        return encode_vectors(embeddings.vectors)
+        return encode_vectors(embeddings.vectors), Usage(embeddings.prompt_tokens, 0)
     # The same sampling; log probabilities change no token and are not compared.
     params = replace(sampling_params(request), top_logprobs=None)
     if request.kind == "chat":
@@ -52,13 +55,15 @@ async def reference_output(backend: Backend, request: JobRequest) -> str:
     else:
         stream = backend.generate(request.model, request.prompt or "", params)
     parts: list[str] = []
+    usage: Usage | None = None
     async with stream as events:
         async for event in events:
             if isinstance(event, Completion):
+                usage = event.usage
                 break
             if isinstance(event, TokenDelta):
                 parts.append(event.text)
-    return "".join(parts)
+    return "".join(parts), usage
 
 
 async def score_output(backend: Backend, request: JobRequest, text: str) -> TextScore | None:
@@ -90,6 +95,7 @@ class JudgeMemo:
     scored: bool = False
     score: TextScore | None = None
     reference: str | None = None
+    usage: Usage | None = None  # the re-run's token counts
 
 
 async def judge_answer(
@@ -101,12 +107,14 @@ async def judge_answer(
     finds consistent passes on its likelihood alone (`compare_by_likelihood`: the
     re-run could not change that verdict); otherwise we re-run the request on our
     engine with its parameters and compare the two answers (`compare_outputs`), so
-    every fail rests on a re-run. A reshaped request (a penalty or an output format) is
-    judged by the re-run alone."""
+    every wrong answer is found wrong by a re-run. A reshaped request (a penalty or an
+    output format) is judged by the re-run alone. An answer that passes fails still
+    when its token claims are over our engine's counts, the score's or the re-run's
+    (verify/claims.py)."""
     memo = memo if memo is not None else JudgeMemo()
     if request.kind == "embed":  # vectors: the re-run's, compared by cosine similarity
         if memo.reference is None:
-            memo.reference = await reference_output(backend, request)
+            memo.reference, memo.usage = await rerun(backend, request)
         return memo.reference, compare_embeddings(
             memo.reference, text, len(request.inputs or ()), thresholds)
     if not memo.scored:
@@ -123,10 +131,18 @@ async def judge_answer(
         judged = compare_by_likelihood(text, score, thresholds, greedy=greedy,
                                        claimed_stop=claimed_stop)
         if judged is not None and judged.verdict is Verdict.CONSISTENT:
-            return "", judged
+            return "", with_claims_judged(judged, request, result, score.prompt_tokens,
+                                          score.tokens, thresholds)
     if memo.reference is None:
-        memo.reference = await reference_output(backend, request)
-    reference = memo.reference
+        memo.reference, memo.usage = await rerun(backend, request)
+    reference, usage = memo.reference, memo.usage
     comparison = compare_outputs(reference, text, thresholds, score=score, greedy=greedy,
                                  claimed_stop=claimed_stop)
-    return reference, comparison
+    # Our counts: the prompt's through our template; the answer's own (the score's
+    # tokenization of it, or the re-run's count when the re-run gave the same text).
+    prompt = usage.prompt_tokens if usage is not None else (
+        score.prompt_tokens if score is not None else None)
+    answer = score.tokens if score is not None else (
+        usage.completion_tokens if usage is not None and reference == text else None)
+    return reference, with_claims_judged(comparison, request, result, prompt, answer,
+                                         thresholds)

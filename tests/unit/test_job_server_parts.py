@@ -26,6 +26,7 @@ def test_faults_parse_from_their_flag_text() -> None:
                                                                   model="tiny:latest")
     assert parse_fault("truncate") == Fault("truncate")
     assert str(parse_fault("garbage")) == "garbage"
+    assert parse_fault("inflate") == Fault("inflate")
     for bad in ("crash-after=0", "crash-after", "slow=fast", "explode", "truncate=2"):
         with pytest.raises(UsageError):
             parse_fault(bad)
