@@ -200,7 +200,13 @@ async def run_generation(
         return GenerationDone(max(1, chars // 4), request.params.max_tokens, "stop")
     if done is None:
         raise EngineResponseError("the engine's stream ended without a final event")
-    if kind == "inflate":  # the cheat: the consumer's byte bounds (ProviderJob.finish clamps)
+    return claimed(request, done, kind == "inflate")
+
+
+def claimed(request: JobRequest, done: Completion, inflate: bool = False) -> GenerationDone:
+    """What the result claims for the engine's `done`; with `inflate` (the fault), the
+    most a consumer's byte bounds allow (`ProviderJob.finish` clamps to them)."""
+    if inflate:
         return GenerationDone(prompt_token_bound(request), request.params.max_tokens,
                               done.finish_reason)
     return GenerationDone(
