@@ -10,9 +10,9 @@ gateway names the provider, job id and charge this way).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 from starlette.responses import Response
@@ -38,6 +38,10 @@ from p2pinfer.errors import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
+
+_T = TypeVar("_T")
+#: The status of a reply to a client that left before it (never sent: nginx's 499).
+CLIENT_LEFT = 499
 
 OpenStream = Callable[[], AbstractAsyncContextManager[AsyncIterator[StreamEvent]]]
 
@@ -176,6 +180,26 @@ class BackendStreamResponse(EventsResponse):
             await self._start(send, 200, "application/json; charset=utf-8", done)
             body = self._encoder.whole(text, done, self._logprobs)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def unless_client_left(receive: Receive, work: Callable[[], Awaitable[_T]]) -> _T | None:
+    """`await work()` for a request whose body was read, cancelled when the client goes
+    away first (None then), as a streamed reply is: a reply nobody waits for (a long
+    embedding) stops the engine, or the network job, it was running (Ollama aborts an
+    embedding so too). Call after reading the request's body."""
+    result: _T | None = None
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+        try:
+            result = await work()
+        except Exception as exc:  # raised below, as it came: not in the nursery's group
+            error = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return result
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

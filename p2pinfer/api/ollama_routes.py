@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -14,7 +15,13 @@ from starlette.routing import Route
 
 from p2pinfer.api import embed_wire, ollama_replies, ollama_wire
 from p2pinfer.api.api_state import ServerState
-from p2pinfer.api.http_stream import BackendStreamResponse, OpenStream, error_status
+from p2pinfer.api.http_stream import (
+    CLIENT_LEFT,
+    BackendStreamResponse,
+    OpenStream,
+    error_status,
+    unless_client_left,
+)
 from p2pinfer.backends.base import ChatMessage, Completion, EventStream, ModelInfo
 from p2pinfer.backends.wire import ApiError, dumps, parse_json_body
 from p2pinfer.errors import P2PInferError
@@ -129,7 +136,10 @@ def _generation_routes(state: ServerState) -> list[Route]:
         if legacy and req.inputs == ("",):
             return JSONResponse({"embedding": []})  # as Ollama: nothing to embed
         started = time.perf_counter_ns()
-        result, headers = await state.embeddings(req)
+        got = await unless_client_left(request.receive, partial(state.embeddings, req))
+        if got is None:
+            return Response(status_code=CLIENT_LEFT)
+        result, headers = got
         reply = embed_wire.ollama_reply(req.model, req, result, time.perf_counter_ns() - started)
         return Response(dumps(reply), headers=headers, media_type="application/json")
 

@@ -15,7 +15,13 @@ from starlette.routing import Route
 from p2pinfer.api import embed_wire, openai_replies, openai_wire
 from p2pinfer.api.api_state import DEFAULT_KEEP_ALIVE, ServerState
 from p2pinfer.api.choices import ChoicesResponse, choice_params
-from p2pinfer.api.http_stream import BackendStreamResponse, OpenStream, error_status
+from p2pinfer.api.http_stream import (
+    CLIENT_LEFT,
+    BackendStreamResponse,
+    OpenStream,
+    error_status,
+    unless_client_left,
+)
 from p2pinfer.api.ollama_routes import Handler
 from p2pinfer.backends.base import ModelInfo, SamplingParams, StreamEvent
 from p2pinfer.backends.wire import ApiError, dumps, parse_json_body
@@ -74,7 +80,10 @@ def openai_routes(state: ServerState) -> list[Route]:
     @openai_errors
     async def v1_embeddings(request: Request) -> Response:
         req = embed_wire.parse_openai(parse_json_body(await request.body()))
-        result, headers = await state.embeddings(req)
+        got = await unless_client_left(request.receive, partial(state.embeddings, req))
+        if got is None:
+            return Response(status_code=CLIENT_LEFT)
+        result, headers = got
         reply = embed_wire.openai_reply(req.model, req, result)
         return Response(dumps(reply), headers=headers, media_type="application/json")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -120,5 +121,26 @@ async def test_a_cancelled_embedding_lets_the_engine_go_after_one_batch(
         assert trio.current_time() - started < 30
         with trio.fail_after(30):
             assert len((await engine.embed(SMOLLM2, TEXTS)).vectors) == 3
+    finally:
+        await engine.aclose()
+
+
+async def test_a_client_that_hangs_up_stops_its_embedding(model_cache: Path) -> None:
+    """Ollama aborts an embedding whose client closed the connection; `engine serve` (and
+    the gateway, on the same routes) ran it to the end, ahead of the next request. Now
+    the route is cancelled with its client, and the engine stops after one batch."""
+    engine = EmbeddedBackend([smollm2_source()], cache_dir=model_cache, embedding=True,
+                             n_ctx=512)
+    inputs = [f"{i} " + "7 1 3 " * 90 for i in range(60)]  # ~1 s a text here; a batch each
+    try:
+        async with engine_server(engine) as url, httpx.AsyncClient(base_url=url) as http:
+            for path, body in (("/api/embed", {"model": SMOLLM2, "input": inputs}),
+                               ("/v1/embeddings", {"model": SMOLLM2, "input": inputs})):
+                with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
+                    await http.post(path, json=body, timeout=2)
+                with trio.fail_after(30):  # one batch, not the other ~58
+                    reply = await http.post("/api/embed", json={"model": SMOLLM2,
+                                                                 "input": TEXTS}, timeout=30)
+                assert len(reply.json()["embeddings"]) == 3
     finally:
         await engine.aclose()
