@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Protocol, TypeVar
 
 import trio
@@ -38,6 +39,7 @@ from p2pinfer.errors import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
+from p2pinfer.tasks import beside
 
 _T = TypeVar("_T")
 #: The status of a reply to a client that left before it (never sent: nginx's 499).
@@ -187,19 +189,7 @@ async def unless_client_left(receive: Receive, work: Callable[[], Awaitable[_T]]
     away first (None then), as a streamed reply is: a reply nobody waits for (a long
     embedding) stops the engine, or the network job, it was running (Ollama aborts an
     embedding so too). Call after reading the request's body."""
-    result: _T | None = None
-    error: Exception | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-        try:
-            result = await work()
-        except Exception as exc:  # raised below, as it came: not in the nursery's group
-            error = exc
-        finally:
-            nursery.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return result
+    return await beside(partial(_cancel_on_disconnect, receive), work)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

@@ -62,7 +62,8 @@ from p2pinfer.backends.llama_thread import (
 )
 from p2pinfer.backends.models import DigestCache, ModelSource, normalize_name
 from p2pinfer.backends.tools import prompt_messages
-from p2pinfer.errors import BackendError, EngineResponseError, ModelNotFound
+from p2pinfer.errors import EngineResponseError, ModelNotFound
+from p2pinfer.tasks import beside
 
 log = logging.getLogger(__name__)
 
@@ -247,28 +248,14 @@ class EmbeddedBackend(EngineThreadWork):
         cancellation sets `stop` and waits for `work` to notice it and return."""
         stop = threading.Event()
 
-        async def stop_when_cancelled() -> None:
+        async def stop_when_cancelled(_: trio.CancelScope) -> None:
             try:
                 await trio.sleep_forever()
             finally:
                 stop.set()
 
-        result: _T | None = None
-        error: BackendError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_when_cancelled)
-            try:
-                result = await trio.to_thread.run_sync(work, stop, limiter=self._limiter)
-            except BackendError as exc:
-                # Raised below, outside the nursery: inside, a cancellation arriving at
-                # the same time would put both in one group, which callers catching
-                # BackendError would not catch.
-                error = exc
-            finally:
-                nursery.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        return result
+        return await beside(stop_when_cancelled, partial(
+            trio.to_thread.run_sync, work, stop, limiter=self._limiter))
 
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""
