@@ -237,15 +237,21 @@ class EmbeddedBackend(EngineThreadWork):
             embedder = self._embedders[key] = EmbeddingEngine(
                 entry.source.name, entry.source.path, n_ctx=self._n_ctx,
                 n_threads=self._n_threads, options=self._llama_options)
-        embeddings = await self._stoppable(partial(embedder.embed, list(inputs)))
+        embeddings = await self._stoppable(partial(embedder.embed, list(inputs)),
+                                           abandon=True)
         if embeddings is None:  # stopped, so cancelled: raises Cancelled here
             await trio.lowlevel.checkpoint()
             raise EngineResponseError(f"{model} stopped embedding")
         return embeddings
 
-    async def _stoppable(self, work: Callable[[threading.Event], _T | None]) -> _T | None:
-        """`work(stop)` in a worker thread under the engine's limiter; a
-        cancellation sets `stop` and waits for `work` to notice it and return."""
+    async def _stoppable(
+        self, work: Callable[[threading.Event], _T | None], *, abandon: bool = False
+    ) -> _T | None:
+        """`work(stop)` in a worker thread under the engine's limiter; a cancellation
+        sets `stop` and waits for `work` to notice it and return, or with `abandon`
+        returns at once (the thread holds the limiter until it has noticed: an embedding
+        finishes the batch it is decoding, and a job stopped by its consumer gets its
+        `cancelled` result without waiting for that batch)."""
         stop = threading.Event()
 
         async def stop_when_cancelled(_: trio.CancelScope) -> None:
@@ -254,8 +260,12 @@ class EmbeddedBackend(EngineThreadWork):
             finally:
                 stop.set()
 
-        return await beside(stop_when_cancelled, partial(
-            trio.to_thread.run_sync, work, stop, limiter=self._limiter))
+        async def run() -> _T | None:
+            # The ignore: trio_typing's stale stubs predate `abandon_on_cancel` (trio 0.23).
+            return await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                work, stop, limiter=self._limiter, abandon_on_cancel=abandon)
+
+        return await beside(stop_when_cancelled, run)
 
     async def aclose(self) -> None:
         """Forget loaded models (llama.cpp frees them when they are collected)."""

@@ -24,7 +24,9 @@ from p2pinfer.protocol.output_format import schema_text
 from p2pinfer.verify.compare import DEFAULT_THRESHOLDS, Verdict
 from p2pinfer.verify.judge import judge_answer
 from tests.integration.gateway_net import smollm2_gateway
+from tests.integration.job_helpers import charges
 from tests.support.backends import ENGINE_READY
+from tests.support.waiting import await_until
 
 pytestmark = [
     pytest.mark.network,
@@ -218,6 +220,32 @@ async def test_embeddings_through_the_network_for_openai_and_ollama_clients(
             _, cheat = await judge_answer(gw.engine, request, result, swapped,
                                           DEFAULT_THRESHOLDS)
             assert cheat.verdict is Verdict.INCONSISTENT
+
+
+async def test_a_client_hanging_up_on_a_network_embedding_pays_and_stays_welcome(
+    tmp_path: Path,
+) -> None:
+    """The embedding route is cancelled with its client: the node stops the embed job
+    with a JobCancel and pays the provider's `cancelled` result, which comes at once
+    (the engine finishes the batch it is decoding meanwhile, up to seconds on a CPU,
+    longer than the node waits for it), so the node's key is not refused as one that
+    left a job unpaid (attack 67) and its next embedding is served."""
+    long = [f"{i} " + "7 1 3 " * 90 for i in range(60)]  # ~300 tokens each: minutes
+    with trio.fail_after(150):
+        async with smollm2_gateway(tmp_path, embedding=True) as gw, \
+                httpx.AsyncClient(base_url=gw.url, timeout=90) as http:
+            assert (await http.post("/v1/embeddings", json={"model": SMOLLM2,
+                                                            "input": ["warm"]})).is_success
+            paid = len(charges(gw.ledger))
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
+                await http.post("/v1/embeddings", json={"model": SMOLLM2, "input": long},
+                                timeout=3)
+            await await_until(lambda: len(charges(gw.ledger)) == paid + 1, 20)
+            reply = await http.post("/v1/embeddings", json={"model": SMOLLM2,
+                                                            "input": TEXTS})
+            assert reply.status_code == 200 and len(reply.json()["data"]) == len(TEXTS)
+            outcomes = [r.outcome for r in gw.provider.server.records]
+    assert "cancelled" in outcomes and "unpaid" not in outcomes
 
 
 async def test_a_provider_that_does_not_embed_is_not_asked_to(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "p2pinfer"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # the base: no part of p2pinfer's own ("p2pinfer" is the package's __init__ alone)
     ("p2pinfer", "p2pinfer.addresses", "p2pinfer.errors", "p2pinfer.config", "p2pinfer.json_depth",
-     "p2pinfer.identity", "p2pinfer.bounded", "p2pinfer.store", "p2pinfer.metrics", "p2pinfer.http",
+     "p2pinfer.identity", "p2pinfer.bounded", "p2pinfer.tasks", "p2pinfer.store",
+     "p2pinfer.metrics", "p2pinfer.http",
      "p2pinfer.node.status"),  # node.json: the testnet and the CLI read it
     ("p2pinfer.protocol",),  # sans-IO messages and state machines
     ("p2pinfer.net",),  # transport: the libp2p host, adverts, DHT, relay, AutoNAT
