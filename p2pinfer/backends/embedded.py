@@ -239,8 +239,7 @@ class EmbeddedBackend(EngineThreadWork):
                 n_threads=self._n_threads, options=self._llama_options)
         embeddings = await self._stoppable(partial(embedder.embed, list(inputs)),
                                            abandon=True)
-        if embeddings is None:  # stopped, so cancelled: raises Cancelled here
-            await trio.lowlevel.checkpoint()
+        if embeddings is None:  # not reached: the stop is set only on a cancel (abandoned)
             raise EngineResponseError(f"{model} stopped embedding")
         return embeddings
 
